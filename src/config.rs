@@ -1,0 +1,945 @@
+//! Configuration: raw TOML + environment, parsed, then validated into an immutable [`Config`].
+//!
+//! Sources, later ones winning: the TOML file, then environment variables `LOGTO_GATE_<SECTION>__<KEY>`
+//! (`LOGTO_GATE_LOGTO__APP_SECRET` sets `logto.app_secret`). Environment values are always read as strings and
+//! converted only where the key wants a number or a boolean, so a secret made of digits stays a string.
+//! Every secret may also come from a file (`logto.app_secret_file`, `session.secret_file`), as Kubernetes mounts
+//! secrets. The rest of the program only ever sees a validated [`Config`]; every problem found is reported as one
+//! line naming its key (`logto.app_id: missing`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use http::header::HeaderName;
+use http::Uri;
+use serde::{Deserialize, Deserializer};
+
+use crate::identity::ClaimPath;
+
+/// Prefix of the environment variables that override the file.
+pub const ENV_PREFIX: &str = "LOGTO_GATE_";
+/// The environment variable naming the config file (also `--config`).
+pub const ENV_CONFIG_PATH: &str = "LOGTO_GATE_CONFIG";
+
+/// Scopes the gate always asks for: `offline_access` makes Logto issue a refresh token (with `prompt=consent`).
+pub const BASE_SCOPES: [&str; 3] = ["openid", "profile", "offline_access"];
+
+/// The validated configuration. Built once at start; immutable afterwards.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub logto: LogtoConfig,
+    pub session: SessionConfig,
+    /// Identity headers sent upstream, in order: header name -> claim.
+    pub headers: Vec<(HeaderName, ClaimPath)>,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub public_url: PublicUrl,
+}
+
+/// The origin browsers use to reach the gate, e.g. `https://app.example.com`.
+#[derive(Debug, Clone)]
+pub struct PublicUrl {
+    /// Scheme, host and port, without a trailing slash.
+    origin: String,
+    https: bool,
+    host: String,
+}
+
+impl PublicUrl {
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+    /// Host (and port, when not the scheme's default) as browsers send it in `Host`.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+    pub fn scheme(&self) -> &'static str {
+        if self.https {
+            "https"
+        } else {
+            "http"
+        }
+    }
+    /// An absolute URL for a same-origin path that starts with `/`.
+    pub fn join(&self, path: &str) -> String {
+        let mut s = String::with_capacity(self.origin.len() + path.len());
+        s.push_str(&self.origin);
+        s.push_str(path);
+        s
+    }
+    pub fn callback_url(&self) -> String {
+        self.join(crate::gate::paths::CALLBACK)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// `http://host:port` or `https://host:port`, possibly with a base path (no trailing slash).
+    pub url: Uri,
+    pub base_path: String,
+    pub preserve_host: bool,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+#[derive(Clone)]
+pub struct LogtoConfig {
+    /// Logto endpoint without a trailing slash, e.g. `https://tenant.logto.app`.
+    pub endpoint: String,
+    /// `<endpoint>/oidc`.
+    pub issuer: String,
+    pub app_id: String,
+    pub app_secret: Secret,
+    /// Every scope requested: the base scopes, then the configured ones, without duplicates.
+    pub scopes: Vec<String>,
+    pub resources: Vec<String>,
+    pub prompt: Option<String>,
+    pub first_screen: Option<String>,
+    pub direct_sign_in: Option<String>,
+    pub post_logout_redirect_uri: String,
+}
+
+impl fmt::Debug for LogtoConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogtoConfig")
+            .field("endpoint", &self.endpoint)
+            .field("issuer", &self.issuer)
+            .field("app_id", &self.app_id)
+            .field("app_secret", &self.app_secret)
+            .field("scopes", &self.scopes)
+            .field("resources", &self.resources)
+            .field("prompt", &self.prompt)
+            .field("first_screen", &self.first_screen)
+            .field("direct_sign_in", &self.direct_sign_in)
+            .field("post_logout_redirect_uri", &self.post_logout_redirect_uri)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub secret: Secret,
+    pub cookie_name: String,
+    pub lifetime: Duration,
+    /// `Secure` on every cookie: true when `server.public_url` is https.
+    pub secure_cookies: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// A secret value that never shows in `Debug` output or logs.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Every problem found in a configuration, one per key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, line) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            f.write_str(line)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Raw, as written by the operator.
+// ---------------------------------------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    server: RawServer,
+    upstream: RawUpstream,
+    logto: RawLogto,
+    session: RawSession,
+    headers: Option<BTreeMap<String, String>>,
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: Option<String>,
+    public_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawUpstream {
+    url: Option<String>,
+    preserve_host: Option<bool>,
+    connect_timeout: Option<String>,
+    response_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLogto {
+    endpoint: Option<String>,
+    app_id: Option<String>,
+    app_secret: Option<String>,
+    app_secret_file: Option<PathBuf>,
+    #[serde(deserialize_with = "list_of_strings")]
+    scopes: Option<Vec<String>>,
+    #[serde(deserialize_with = "list_of_strings")]
+    resources: Option<Vec<String>>,
+    prompt: Option<String>,
+    first_screen: Option<String>,
+    direct_sign_in: Option<String>,
+    post_logout_redirect_uri: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSession {
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    cookie_name: Option<String>,
+    lifetime: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    level: Option<String>,
+    format: Option<String>,
+}
+
+/// Accepts a TOML array of strings, or (from the environment) one string separated by commas or spaces.
+fn list_of_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => None,
+        Some(OneOrMany::Many(v)) => Some(v),
+        Some(OneOrMany::One(s)) => Some(
+            s.split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ),
+    })
+}
+
+/// Environment variables `LOGTO_GATE_<SECTION>__<KEY>` as a figment provider whose values are all strings.
+struct EnvOverrides {
+    vars: Vec<(String, String)>,
+}
+
+impl EnvOverrides {
+    fn from_iter(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let vars = vars
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let rest = k.strip_prefix(ENV_PREFIX)?;
+                if k == ENV_CONFIG_PATH || rest.is_empty() {
+                    return None;
+                }
+                Some((rest.to_ascii_lowercase(), v))
+            })
+            .collect();
+        EnvOverrides { vars }
+    }
+}
+
+impl Provider for EnvOverrides {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment variable").interpolater(|_, path| {
+            let key = path.join("__").to_ascii_uppercase();
+            format!("{ENV_PREFIX}{key}")
+        })
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut root = Dict::new();
+        for (key, value) in &self.vars {
+            let parts: Vec<&str> = key.split("__").collect();
+            insert_path(&mut root, &parts, value.clone());
+        }
+        Ok(Profile::Default.collect(root))
+    }
+}
+
+fn insert_path(dict: &mut Dict, parts: &[&str], value: String) {
+    match parts {
+        [] => {}
+        [last] => {
+            dict.insert((*last).to_owned(), Value::from(value));
+        }
+        [first, rest @ ..] => {
+            let entry = dict
+                .entry((*first).to_owned())
+                .or_insert_with(|| Value::from(Dict::new()));
+            if !matches!(entry, Value::Dict(..)) {
+                *entry = Value::from(Dict::new());
+            }
+            if let Value::Dict(_, inner) = entry {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Loading and validation.
+// ---------------------------------------------------------------------------------------------------------------
+
+impl Config {
+    /// Loads the file at `path`, applies the process environment, validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// Like [`Config::load`] with an explicit environment (tests pass their own).
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigErrors> {
+        if !path.is_file() {
+            return Err(ConfigErrors(vec![format!(
+                "config file {}: not found or not a file",
+                path.display()
+            )]));
+        }
+        let figment = Figment::new()
+            .merge(Toml::file(path))
+            .merge(EnvOverrides::from_iter(env));
+        Self::from_figment(figment)
+    }
+
+    /// Parses and validates TOML text plus an environment (used by tests and `check`).
+    pub fn from_toml_str(
+        toml: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigErrors> {
+        let figment = Figment::new()
+            .merge(Toml::string(toml))
+            .merge(EnvOverrides::from_iter(env));
+        Self::from_figment(figment)
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigErrors> {
+        let raw: RawConfig = figment.extract_lossy().map_err(figment_errors)?;
+        validate(raw)
+    }
+}
+
+fn figment_errors(err: figment::Error) -> ConfigErrors {
+    ConfigErrors(
+        err.into_iter()
+            .map(|e| {
+                let key = e.path.join(".");
+                let source = e
+                    .metadata
+                    .as_ref()
+                    .map(|m| match &e.path[..] {
+                        [] => m.name.to_string(),
+                        path => {
+                            let segs: Vec<&str> = path.iter().map(String::as_str).collect();
+                            m.interpolate(&e.profile.clone().unwrap_or_default(), &segs)
+                        }
+                    })
+                    .unwrap_or_default();
+                let kind = match &e.kind {
+                    figment::error::Kind::UnknownField(field, _) => {
+                        format!("unknown key `{field}`")
+                    }
+                    other => other.to_string(),
+                };
+                let what = if key.is_empty() {
+                    kind
+                } else {
+                    format!("{key}: {kind}")
+                };
+                if source.is_empty() {
+                    what
+                } else {
+                    format!("{what} (from {source})")
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Collects problems while building the validated config.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn add(&mut self, key: &str, msg: impl fmt::Display) {
+        self.0.push(format!("{key}: {msg}"));
+    }
+    fn required<T>(&mut self, key: &str, v: Option<T>) -> Option<T> {
+        if v.is_none() {
+            self.add(key, "missing");
+        }
+        v
+    }
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+fn secret_from(
+    p: &mut Problems,
+    key: &str,
+    inline: Option<String>,
+    file: Option<PathBuf>,
+) -> Option<String> {
+    let file_key = format!("{key}_file");
+    match (non_empty(inline), file) {
+        (Some(_), Some(_)) => {
+            p.add(key, format!("set both {key} and {file_key}; keep one"));
+            None
+        }
+        (Some(v), None) => Some(v),
+        (None, Some(path)) => match std::fs::read_to_string(&path) {
+            // Kubernetes secret files often end with a newline that is not part of the secret.
+            Ok(s) if !s.trim().is_empty() => Some(s.trim_end_matches(['\r', '\n']).to_owned()),
+            Ok(_) => {
+                p.add(&file_key, format!("{} is empty", path.display()));
+                None
+            }
+            Err(e) => {
+                p.add(&file_key, format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        },
+        (None, None) => {
+            p.add(key, format!("missing (set {key} or {file_key})"));
+            None
+        }
+    }
+}
+
+fn duration(p: &mut Problems, key: &str, v: Option<String>, default: &str) -> Duration {
+    let text = v.unwrap_or_else(|| default.to_owned());
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if !d.is_zero() => d,
+        Ok(_) => {
+            p.add(key, "must be longer than zero");
+            Duration::from_secs(1)
+        }
+        Err(e) => {
+            p.add(
+                key,
+                format!("`{text}` is not a duration like \"30s\", \"15m\" or \"7d\" ({e})"),
+            );
+            Duration::from_secs(1)
+        }
+    }
+}
+
+/// Parses an absolute http(s) URL that must be an origin or an origin with a path, never with query or fragment.
+fn http_url(p: &mut Problems, key: &str, v: &str, allow_path: bool) -> Option<url::Url> {
+    let parsed = match url::Url::parse(v) {
+        Ok(u) => u,
+        Err(e) => {
+            p.add(key, format!("`{v}` is not a valid URL ({e})"));
+            return None;
+        }
+    };
+    if !matches!(parsed.scheme(), "http" | "https") {
+        p.add(key, format!("`{v}` must start with http:// or https://"));
+        return None;
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        p.add(key, format!("`{v}` has no host"));
+        return None;
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        p.add(key, format!("`{v}` must not have a query or fragment"));
+        return None;
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        p.add(key, format!("`{v}` must not contain credentials"));
+        return None;
+    }
+    if !allow_path && parsed.path() != "/" {
+        p.add(
+            key,
+            format!("`{v}` must be an origin only (scheme, host, port), without a path"),
+        );
+        return None;
+    }
+    Some(parsed)
+}
+
+fn origin_of(u: &url::Url) -> String {
+    u.origin().ascii_serialization()
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
+    let mut p = Problems::default();
+
+    // server
+    let listen_text = non_empty(raw.server.listen).unwrap_or_else(|| "0.0.0.0:4180".to_owned());
+    let listen = match listen_text.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.add(
+                "server.listen",
+                format!("`{listen_text}` is not an address like 0.0.0.0:4180"),
+            );
+            None
+        }
+    };
+    let public_url = p
+        .required("server.public_url", non_empty(raw.server.public_url))
+        .and_then(|v| http_url(&mut p, "server.public_url", &v, false))
+        .map(|u| {
+            let origin = origin_of(&u);
+            let host = origin
+                .split_once("://")
+                .map(|(_, h)| h.to_owned())
+                .unwrap_or_default();
+            PublicUrl {
+                https: u.scheme() == "https",
+                origin,
+                host,
+            }
+        });
+
+    // upstream
+    let upstream_url = p
+        .required("upstream.url", non_empty(raw.upstream.url))
+        .and_then(|v| http_url(&mut p, "upstream.url", &v, true))
+        .and_then(|u| {
+            let origin = origin_of(&u);
+            match origin.parse::<Uri>() {
+                Ok(uri) => Some((uri, u.path().trim_end_matches('/').to_owned())),
+                Err(e) => {
+                    p.add("upstream.url", format!("`{u}` is not usable ({e})"));
+                    None
+                }
+            }
+        });
+    let connect_timeout = duration(
+        &mut p,
+        "upstream.connect_timeout",
+        raw.upstream.connect_timeout,
+        "5s",
+    );
+    let response_timeout = duration(
+        &mut p,
+        "upstream.response_timeout",
+        raw.upstream.response_timeout,
+        "60s",
+    );
+
+    // logto
+    let endpoint = p
+        .required("logto.endpoint", non_empty(raw.logto.endpoint))
+        .and_then(|v| http_url(&mut p, "logto.endpoint", &v, true))
+        .map(|u| u.as_str().trim_end_matches('/').to_owned());
+    if let Some(e) = &endpoint {
+        if e.ends_with("/oidc") {
+            p.add(
+                "logto.endpoint",
+                format!("`{e}` ends with /oidc: give the Logto endpoint itself, the issuer is <endpoint>/oidc"),
+            );
+        }
+    }
+    let app_id = p.required("logto.app_id", non_empty(raw.logto.app_id));
+    let app_secret = secret_from(
+        &mut p,
+        "logto.app_secret",
+        raw.logto.app_secret,
+        raw.logto.app_secret_file,
+    );
+    let mut scopes: Vec<String> = BASE_SCOPES.iter().map(|s| (*s).to_owned()).collect();
+    for s in raw.logto.scopes.unwrap_or_default() {
+        if s.is_empty()
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        {
+            p.add("logto.scopes", format!("`{s}` is not a valid scope token"));
+        } else if !scopes.contains(&s) {
+            scopes.push(s);
+        }
+    }
+    let mut resources = Vec::new();
+    for r in raw.logto.resources.unwrap_or_default() {
+        match url::Url::parse(&r) {
+            Ok(u) if u.fragment().is_none() => resources.push(r),
+            _ => p.add(
+                "logto.resources",
+                format!("`{r}` is not an absolute URI without a fragment (RFC 8707 §2)"),
+            ),
+        }
+    }
+    let prompt = match raw.logto.prompt {
+        None => Some("consent".to_owned()),
+        Some(s) if s.trim().is_empty() => None,
+        Some(s) => {
+            let ok = s
+                .split(' ')
+                .all(|v| matches!(v, "none" | "login" | "consent" | "select_account"));
+            if !ok {
+                p.add(
+                    "logto.prompt",
+                    format!("`{s}` must be space-separated values of none, login, consent, select_account"),
+                );
+            }
+            Some(s)
+        }
+    };
+    let first_screen = non_empty(raw.logto.first_screen);
+    let direct_sign_in = non_empty(raw.logto.direct_sign_in);
+    for (key, v) in [
+        ("logto.first_screen", &first_screen),
+        ("logto.direct_sign_in", &direct_sign_in),
+    ] {
+        if let Some(v) = v {
+            if !v
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_:.".contains(&b))
+            {
+                p.add(
+                    key,
+                    format!("`{v}` may only contain letters, digits and - _ : ."),
+                );
+            }
+        }
+    }
+    let post_logout_redirect_uri = match non_empty(raw.logto.post_logout_redirect_uri) {
+        Some(v) => {
+            http_url(&mut p, "logto.post_logout_redirect_uri", &v, true).map(|u| u.to_string())
+        }
+        None => public_url.as_ref().map(|pu| pu.join("/")),
+    };
+
+    // session
+    let secret = secret_from(
+        &mut p,
+        "session.secret",
+        raw.session.secret,
+        raw.session.secret_file,
+    );
+    if let Some(s) = &secret {
+        if s.len() < 32 {
+            p.add(
+                "session.secret",
+                format!(
+                    "too short: {} bytes, at least 32 are needed (e.g. `openssl rand -base64 48`)",
+                    s.len()
+                ),
+            );
+        }
+    }
+    let cookie_name = non_empty(raw.session.cookie_name).unwrap_or_else(|| "logto_gate".to_owned());
+    if !cookie_name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        || cookie_name.len() > 64
+    {
+        p.add(
+            "session.cookie_name",
+            format!("`{cookie_name}` may only contain letters, digits, _ and - (at most 64)"),
+        );
+    }
+    let lifetime = duration(&mut p, "session.lifetime", raw.session.lifetime, "7d");
+
+    // headers
+    let headers = match raw.headers {
+        None => crate::identity::default_headers(),
+        Some(table) => {
+            let mut out = Vec::new();
+            for (name, claim) in table {
+                let key = format!("headers.{name}");
+                match (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    ClaimPath::parse(&claim),
+                ) {
+                    (Ok(h), Ok(c)) => {
+                        if crate::identity::is_reserved_header(&h) {
+                            p.add(
+                                &key,
+                                "this header is managed by the gate and cannot carry a claim",
+                            );
+                        } else {
+                            out.push((h, c));
+                        }
+                    }
+                    (Err(_), _) => p.add(&key, "not a valid HTTP header name"),
+                    (_, Err(e)) => p.add(&key, e),
+                }
+            }
+            out
+        }
+    };
+
+    // log
+    let level = non_empty(raw.log.level).unwrap_or_else(|| "info".to_owned());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        p.add(
+            "log.level",
+            format!("`{level}` is not a level (error, warn, info, debug, trace) or filter"),
+        );
+    }
+    let format = match non_empty(raw.log.format).as_deref() {
+        None | Some("pretty") => LogFormat::Pretty,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            p.add(
+                "log.format",
+                format!("`{other}` must be \"pretty\" or \"json\""),
+            );
+            LogFormat::Pretty
+        }
+    };
+
+    if !p.0.is_empty() {
+        return Err(ConfigErrors(p.0));
+    }
+    // Every `None` below was reported as a problem above, so this only fails on a logic error.
+    let (
+        Some(listen),
+        Some(public_url),
+        Some((url, base_path)),
+        Some(endpoint),
+        Some(app_id),
+        Some(app_secret),
+        Some(secret),
+        Some(post_logout_redirect_uri),
+    ) = (
+        listen,
+        public_url,
+        upstream_url,
+        endpoint,
+        app_id,
+        app_secret,
+        secret,
+        post_logout_redirect_uri,
+    )
+    else {
+        return Err(ConfigErrors(vec![
+            "config: incomplete after validation".to_owned()
+        ]));
+    };
+    let secure_cookies = public_url.is_https();
+    Ok(Config {
+        server: ServerConfig { listen, public_url },
+        upstream: UpstreamConfig {
+            url,
+            base_path,
+            preserve_host: raw.upstream.preserve_host.unwrap_or(false),
+            connect_timeout,
+            response_timeout,
+        },
+        logto: LogtoConfig {
+            issuer: format!("{endpoint}/oidc"),
+            endpoint,
+            app_id,
+            app_secret: Secret::new(app_secret),
+            scopes,
+            resources,
+            prompt,
+            first_screen,
+            direct_sign_in,
+            post_logout_redirect_uri,
+        },
+        session: SessionConfig {
+            secret: Secret::new(secret),
+            cookie_name,
+            lifetime,
+            secure_cookies,
+        },
+        headers,
+        log: LogConfig { level, format },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [server]
+        public_url = "https://app.example.com"
+        [upstream]
+        url = "http://127.0.0.1:8080"
+        [logto]
+        endpoint = "https://tenant.logto.app/"
+        app_id = "app"
+        app_secret = "s3cret"
+        [session]
+        secret = "0123456789abcdef0123456789abcdef"
+    "#;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = Config::from_toml_str(MINIMAL, no_env()).expect("valid");
+        assert_eq!(c.server.listen.to_string(), "0.0.0.0:4180");
+        assert_eq!(c.logto.issuer, "https://tenant.logto.app/oidc");
+        assert_eq!(c.logto.scopes, vec!["openid", "profile", "offline_access"]);
+        assert_eq!(c.logto.prompt.as_deref(), Some("consent"));
+        assert_eq!(c.session.cookie_name, "logto_gate");
+        assert_eq!(c.session.lifetime, Duration::from_secs(7 * 86400));
+        assert!(c.session.secure_cookies);
+        assert_eq!(c.logto.post_logout_redirect_uri, "https://app.example.com/");
+        assert_eq!(c.headers.len(), 4);
+    }
+
+    #[test]
+    fn every_missing_key_is_named_on_its_own_line() {
+        let err = Config::from_toml_str("", no_env()).unwrap_err();
+        let text = err.to_string();
+        for key in [
+            "server.public_url: missing",
+            "upstream.url: missing",
+            "logto.endpoint: missing",
+            "logto.app_id: missing",
+            "logto.app_secret: missing",
+            "session.secret: missing",
+        ] {
+            assert!(text.contains(key), "{key} not in {text}");
+        }
+    }
+
+    #[test]
+    fn short_secret_and_bad_urls_are_reported_together() {
+        let toml = MINIMAL
+            .replace("0123456789abcdef0123456789abcdef", "short")
+            .replace("http://127.0.0.1:8080", "ftp://x")
+            .replace("https://app.example.com", "https://app.example.com/path");
+        let err = Config::from_toml_str(&toml, no_env()).unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+        assert!(err
+            .0
+            .iter()
+            .any(|l| l.starts_with("session.secret: too short")));
+        assert!(err.0.iter().any(|l| l.starts_with("upstream.url:")));
+        assert!(err.0.iter().any(|l| l.starts_with("server.public_url:")));
+    }
+
+    #[test]
+    fn env_value_that_looks_like_a_number_stays_a_string() {
+        let env = vec![
+            (
+                "LOGTO_GATE_LOGTO__APP_SECRET".to_owned(),
+                "12345".to_owned(),
+            ),
+            ("LOGTO_GATE_LOGTO__APP_ID".to_owned(), "007".to_owned()),
+            (
+                "LOGTO_GATE_UPSTREAM__PRESERVE_HOST".to_owned(),
+                "true".to_owned(),
+            ),
+            (
+                "LOGTO_GATE_LOGTO__SCOPES".to_owned(),
+                "email, roles".to_owned(),
+            ),
+        ];
+        let c = Config::from_toml_str(MINIMAL, env).expect("valid");
+        assert_eq!(c.logto.app_secret.expose(), "12345");
+        assert_eq!(c.logto.app_id, "007");
+        assert!(c.upstream.preserve_host);
+        assert_eq!(
+            c.logto.scopes,
+            vec!["openid", "profile", "offline_access", "email", "roles"]
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let toml = MINIMAL.replace("app_id = \"app\"", "app_id = [1]");
+        let err = Config::from_toml_str(&toml, no_env()).unwrap_err();
+        assert!(err.0[0].starts_with("logto.app_id:"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let toml = format!("{MINIMAL}\n[extra]\nx = 1\n");
+        let err = Config::from_toml_str(&toml, no_env()).unwrap_err();
+        assert!(err.to_string().contains("unknown key `extra`"), "{err}");
+    }
+
+    #[test]
+    fn secret_is_read_from_file_without_trailing_newline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "from-file-secret\n").expect("write");
+        let toml = MINIMAL.replace(
+            "app_secret = \"s3cret\"",
+            &format!("app_secret_file = {:?}", file.display().to_string()),
+        );
+        let c = Config::from_toml_str(&toml, no_env()).expect("valid");
+        assert_eq!(c.logto.app_secret.expose(), "from-file-secret");
+    }
+
+    #[test]
+    fn header_table_replaces_the_defaults_and_refuses_bad_names() {
+        let toml = format!("{MINIMAL}\n[headers]\n\"X-User-Id\" = \"sub\"\n");
+        let c = Config::from_toml_str(&toml, no_env()).expect("valid");
+        assert_eq!(c.headers.len(), 1);
+        let bad = format!("{MINIMAL}\n[headers]\n\"X User\" = \"sub\"\n");
+        let err = Config::from_toml_str(&bad, no_env()).unwrap_err();
+        assert!(err.0[0].starts_with("headers.X User:"), "{err}");
+    }
+
+    #[test]
+    fn secret_debug_output_is_redacted() {
+        let c = Config::from_toml_str(MINIMAL, no_env()).expect("valid");
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("s3cret"));
+        assert!(!dbg.contains("0123456789abcdef"));
+    }
+}

@@ -1,0 +1,200 @@
+//! Errors typed by where they come from. The source decides the status code, once, here:
+//! the client (4xx), the upstream app (502/504), the identity provider (502/503), or the gate itself (500).
+
+use http::StatusCode;
+
+use crate::gate::paths;
+use crate::pages::Page;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error("client: {0}")]
+    Client(#[from] ClientError),
+    #[error("upstream: {0}")]
+    Upstream(#[from] UpstreamError),
+    #[error("identity provider: {0}")]
+    Idp(#[from] IdpError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// The request or the person's browser did something the gate refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("no matching sign-in attempt (expired, already used, or forged state)")]
+    AttemptNotFound,
+    #[error("the authorization response names issuer {0:?}, not ours (RFC 9207)")]
+    IssuerMismatch(String),
+    #[error("Logto refused the sign-in: {error}")]
+    SignInDenied { error: String, description: String },
+    #[error("the authorization code was refused: {0}")]
+    CodeRejected(String),
+    #[error("the ID token was refused: {0}")]
+    IdTokenRejected(String),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+}
+
+/// The upstream app could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    #[error("no response within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+/// Logto (the identity provider) could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IdpError {
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    #[error("discovery document and signing keys not loaded yet")]
+    NotReady,
+    #[error("the app's credentials were refused (invalid_client): check logto.app_id and logto.app_secret")]
+    InvalidClient,
+    #[error("unexpected answer: {0}")]
+    BadResponse(String),
+}
+
+impl GateError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GateError::Client(c) => match c {
+                ClientError::BadRequest(_)
+                | ClientError::AttemptNotFound
+                | ClientError::IssuerMismatch(_)
+                | ClientError::CodeRejected(_) => StatusCode::BAD_REQUEST,
+                ClientError::SignInDenied { .. } => StatusCode::FORBIDDEN,
+                ClientError::IdTokenRejected(_) => StatusCode::UNAUTHORIZED,
+                ClientError::NotFound => StatusCode::NOT_FOUND,
+                ClientError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            },
+            GateError::Upstream(UpstreamError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
+            GateError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            GateError::Idp(IdpError::Unreachable(_) | IdpError::NotReady) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            GateError::Idp(IdpError::InvalidClient | IdpError::BadResponse(_)) => {
+                StatusCode::BAD_GATEWAY
+            }
+            GateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Where the error came from, for logs and metrics.
+    pub fn source_name(&self) -> &'static str {
+        match self {
+            GateError::Client(_) => "client",
+            GateError::Upstream(_) => "upstream",
+            GateError::Idp(_) => "idp",
+            GateError::Internal(_) => "internal",
+        }
+    }
+
+    /// The page shown for this error. It says what happened in words a person understands and never echoes
+    /// secrets; details beyond that go to the log.
+    pub fn page(&self) -> Page {
+        let status = self.status();
+        let retry = |p: Page| p.with_link(paths::SIGN_IN, "Sign in again");
+        match self {
+            GateError::Client(c) => match c {
+                ClientError::BadRequest(m) => Page::new(status, "bad_request", "Bad request", m.clone()),
+                ClientError::AttemptNotFound => retry(Page::new(
+                    status,
+                    "sign_in_expired",
+                    "Sign-in expired",
+                    "This sign-in link has expired, was already used, or was not started in this browser.",
+                )),
+                ClientError::IssuerMismatch(_) => retry(Page::new(
+                    status,
+                    "issuer_mismatch",
+                    "Sign-in refused",
+                    "The sign-in answer did not come from the configured Logto tenant.",
+                )),
+                ClientError::SignInDenied { error, description } => {
+                    let detail = if description.is_empty() { error.clone() } else { format!("{error}: {description}") };
+                    retry(Page::new(status, "sign_in_denied", "Sign-in was not completed", format!("Logto answered: {detail}")))
+                }
+                ClientError::CodeRejected(_) => retry(Page::new(
+                    status,
+                    "invalid_grant",
+                    "Sign-in expired",
+                    "The sign-in code was already used or has expired.",
+                )),
+                ClientError::IdTokenRejected(_) => retry(Page::new(
+                    status,
+                    "invalid_id_token",
+                    "Sign-in refused",
+                    "The identity token from Logto could not be verified.",
+                )),
+                ClientError::NotFound => Page::new(status, "not_found", "Not found", "The gate has no such page."),
+                ClientError::MethodNotAllowed => Page::new(
+                    status,
+                    "method_not_allowed",
+                    "Method not allowed",
+                    "This gate page does not accept that HTTP method.",
+                ),
+            },
+            GateError::Upstream(UpstreamError::Unreachable(_)) => Page::new(
+                status,
+                "upstream_unreachable",
+                "The application is unreachable",
+                "The gate could not reach the application behind it. Try again in a moment.",
+            ),
+            GateError::Upstream(UpstreamError::Timeout(_)) => Page::new(
+                status,
+                "upstream_timeout",
+                "The application did not answer in time",
+                "The application behind the gate took too long to answer. Try again in a moment.",
+            ),
+            GateError::Idp(IdpError::Unreachable(_) | IdpError::NotReady) => retry(Page::new(
+                status,
+                "idp_unreachable",
+                "Logto is unreachable",
+                "Signing in is not possible right now because Logto cannot be reached. Try again in a moment.",
+            )),
+            GateError::Idp(_) => Page::new(
+                status,
+                "idp_error",
+                "Sign-in failed",
+                "Logto gave an answer the gate cannot use. The operator will find details in the gate's log.",
+            ),
+            GateError::Internal(_) => Page::new(
+                status,
+                "internal_error",
+                "Internal error",
+                "Something went wrong inside the gate. The operator will find details in the log.",
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_is_decided_by_source() {
+        let cases: Vec<(GateError, u16)> = vec![
+            (ClientError::AttemptNotFound.into(), 400),
+            (ClientError::IdTokenRejected("x".into()).into(), 401),
+            (UpstreamError::Unreachable("x".into()).into(), 502),
+            (
+                UpstreamError::Timeout(std::time::Duration::from_secs(1)).into(),
+                504,
+            ),
+            (IdpError::Unreachable("x".into()).into(), 503),
+            (IdpError::InvalidClient.into(), 502),
+            (GateError::Internal("x".into()), 500),
+        ];
+        for (err, status) in cases {
+            assert_eq!(err.status().as_u16(), status, "{err}");
+            assert_eq!(err.page().status.as_u16(), status);
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! The request pipeline, top to bottom in one place:
+//!
+//! 1. **classify**: a gate endpoint under `/_logto/`, or a request for the app.
+//! 2. **authenticate**: read the session cookie; no network call, ever, on this path.
+//! 3. **challenge** (signed out): a browser navigation is sent to Logto and comes back to the URL it asked for;
+//!    anything else gets 401 with `WWW-Authenticate: Bearer`.
+//! 4. **rewrite**: strip spoofed identity headers and the gate's cookies, set `X-Forwarded-*`, inject identity.
+//! 5. **forward**: stream to the upstream and back, upgrades included.
+//! 6. **respond**: errors become a page for browsers or JSON for API clients, with a status chosen by their source.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge};
+use serde_json::{Map, Value};
+
+use crate::body::{self, Body};
+use crate::config::Config;
+use crate::error::{ClientError, GateError, IdpError};
+use crate::identity::{self, ManagedHeaders};
+use crate::oidc::Oidc;
+use crate::pages::{self, Page};
+use crate::proxy::{forwarded, hop, Forwarder};
+use crate::return_path::ReturnPath;
+use crate::session::attempt::SignInAttempt;
+use crate::session::{self, CookieCodec, Session};
+
+/// The paths the gate owns. Everything else is the app's.
+pub mod paths {
+    pub const PREFIX: &str = "/_logto/";
+    pub const SIGN_IN: &str = "/_logto/sign-in";
+    pub const CALLBACK: &str = "/_logto/callback";
+    pub const SIGN_OUT: &str = "/_logto/sign-out";
+    pub const USERINFO: &str = "/_logto/userinfo";
+    pub const HEALTHZ: &str = "/_logto/healthz";
+    pub const READYZ: &str = "/_logto/readyz";
+}
+
+/// Claims kept in every session besides those the header mapping reads (for `/_logto/userinfo`).
+const ALWAYS_KEPT_CLAIMS: [&str; 6] = [
+    "sub",
+    "name",
+    "username",
+    "email",
+    "email_verified",
+    "roles",
+];
+
+/// Claims Logto releases only from userinfo (`/oidc/me`), never in the ID token.
+const USERINFO_ONLY_CLAIMS: [&str; 2] = ["identities", "custom_data"];
+
+/// What a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    SignIn,
+    Callback,
+    SignOut,
+    UserInfo,
+    Healthz,
+    Readyz,
+    UnknownGatePath,
+    App,
+}
+
+/// Phase 1: classify by path alone.
+fn classify(path: &str) -> Route {
+    if !path.starts_with(paths::PREFIX) {
+        return Route::App;
+    }
+    match path {
+        paths::SIGN_IN => Route::SignIn,
+        paths::CALLBACK => Route::Callback,
+        paths::SIGN_OUT => Route::SignOut,
+        paths::USERINFO => Route::UserInfo,
+        paths::HEALTHZ => Route::Healthz,
+        paths::READYZ => Route::Readyz,
+        _ => Route::UnknownGatePath,
+    }
+}
+
+/// True for a browser navigation: GET or HEAD that accepts HTML. Only those are redirected to sign in.
+fn is_browser_navigation(req: &Request<Incoming>) -> bool {
+    (req.method() == Method::GET || req.method() == Method::HEAD)
+        && req
+            .headers()
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("text/html"))
+}
+
+/// The gate: configuration, Logto, cookies and the upstream client, shared by every connection.
+pub struct Gate {
+    config: Config,
+    oidc: Arc<Oidc>,
+    cookies: CookieCodec,
+    forwarder: Forwarder,
+    managed: ManagedHeaders,
+    kept_claims: Vec<String>,
+    needs_userinfo: bool,
+}
+
+impl Gate {
+    pub fn new(config: Config) -> Result<Arc<Self>, String> {
+        let oidc = Arc::new(Oidc::new(
+            config.logto.clone(),
+            config.server.public_url.callback_url(),
+        )?);
+        let cookies = CookieCodec::new(&config.session);
+        let forwarder = Forwarder::new(&config.upstream)?;
+        let managed = ManagedHeaders::new(&config.headers, &[]);
+        let mut kept_claims: Vec<String> =
+            ALWAYS_KEPT_CLAIMS.iter().map(|s| (*s).to_owned()).collect();
+        for (_, path) in &config.headers {
+            if !kept_claims.iter().any(|c| c == path.root()) {
+                kept_claims.push(path.root().to_owned());
+            }
+        }
+        let needs_userinfo = kept_claims
+            .iter()
+            .any(|c| USERINFO_ONLY_CLAIMS.contains(&c.as_str()));
+        Ok(Arc::new(Gate {
+            config,
+            oidc,
+            cookies,
+            forwarder,
+            managed,
+            kept_claims,
+            needs_userinfo,
+        }))
+    }
+
+    pub fn oidc(&self) -> &Arc<Oidc> {
+        &self.oidc
+    }
+
+    /// Handles one request from `peer`. Never fails: every error becomes a response.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let route = classify(req.uri().path());
+        let html = accepts_html(&req);
+        let method = req.method().clone();
+        let result = match route {
+            Route::App => self.app(req, peer).await,
+            Route::SignIn => self.sign_in(&req).await,
+            Route::Callback => return self.callback(&req, html).await,
+            Route::SignOut => self.sign_out(&req),
+            Route::UserInfo => self.userinfo(&req),
+            Route::Healthz => Ok(pages::json_response(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ok"}),
+            )),
+            Route::Readyz => Ok(self.readyz()),
+            Route::UnknownGatePath => Err(ClientError::NotFound.into()),
+        };
+        match result {
+            Ok(resp) => resp,
+            Err(e) => self.fail(e, html, &method),
+        }
+    }
+
+    /// Phase 6 for errors: log by source, answer with a page.
+    fn fail(&self, e: GateError, html: bool, method: &Method) -> Response<Body> {
+        match &e {
+            GateError::Client(_) => {
+                tracing::info!(source = e.source_name(), error = %e, %method, "request refused")
+            }
+            GateError::Upstream(_) | GateError::Idp(_) => {
+                tracing::warn!(source = e.source_name(), error = %e, %method, "request failed")
+            }
+            GateError::Internal(_) => {
+                tracing::error!(source = e.source_name(), error = %e, %method, "request failed")
+            }
+        }
+        e.page().render(html)
+    }
+
+    /// Phases 2-5 for the app's requests.
+    async fn app(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, GateError> {
+        // 2. authenticate
+        let Some(session) = self.cookies.read_session(req.headers(), session::now()) else {
+            // 3. challenge
+            return self.challenge(&req).await;
+        };
+        // 4. rewrite
+        let client_upgrade = (req.version() == Version::HTTP_11
+            && hop::is_upgrade_request(req.headers()))
+        .then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, incoming) = req.into_parts();
+        identity::strip_spoofed_identity(&mut parts.headers, &self.managed);
+        self.cookies.strip_gate_cookies(&mut parts.headers);
+        let public = &self.config.server.public_url;
+        forwarded::set_forwarded(
+            &mut parts.headers,
+            peer.ip(),
+            public.scheme(),
+            public.host(),
+        );
+        identity::inject_identity(&mut parts.headers, &self.config.headers, &session.claims);
+        // 5. forward
+        let req = Request::from_parts(parts, body::boxed(incoming));
+        self.forwarder.forward(req, client_upgrade).await
+    }
+
+    /// Phase 3: no session.
+    async fn challenge(&self, req: &Request<Incoming>) -> Result<Response<Body>, GateError> {
+        if is_browser_navigation(req) {
+            let wanted = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            return self.start_sign_in(ReturnPath::parse_or_root(wanted)).await;
+        }
+        let sign_in = self.config.server.public_url.join(paths::SIGN_IN);
+        let mut resp = pages::json_response(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({
+                "error": "unauthorized",
+                "message": "Sign-in required: no valid session.",
+                "sign_in_url": sign_in,
+            }),
+        );
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"logto-gate\""),
+        );
+        Ok(resp)
+    }
+
+    /// `/_logto/sign-in?redirect=/path`: starts an attempt; the return path falls back to `/` unless it is a
+    /// same-origin path.
+    async fn sign_in(&self, req: &Request<Incoming>) -> Result<Response<Body>, GateError> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Err(ClientError::MethodNotAllowed.into());
+        }
+        let params = single_valued_query(req.uri().query())?;
+        let return_to = params
+            .iter()
+            .find(|(k, _)| k == "redirect")
+            .map_or_else(ReturnPath::root, |(_, v)| ReturnPath::parse_or_root(v));
+        self.start_sign_in(return_to).await
+    }
+
+    /// Creates a sign-in attempt (state, nonce, PKCE verifier in its own encrypted cookie) and redirects to Logto.
+    async fn start_sign_in(&self, return_to: ReturnPath) -> Result<Response<Body>, GateError> {
+        let loaded = self.oidc.ensure_loaded().await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let attempt = SignInAttempt {
+            state: CsrfToken::new_random_len(32).secret().clone(),
+            nonce: Nonce::new_random_len(32).secret().clone(),
+            pkce_verifier: verifier.secret().clone(),
+            return_to: return_to.as_str().to_owned(),
+            created: session::now(),
+        };
+        let cookie = self
+            .cookies
+            .attempt_cookie(&attempt)
+            .map_err(GateError::Internal)?;
+        let url = self.oidc.authorization_url(
+            &loaded,
+            &attempt.state,
+            &attempt.nonce,
+            challenge.as_str(),
+        );
+        let mut resp = pages::redirect(StatusCode::FOUND, &url);
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+        Ok(resp)
+    }
+
+    /// `/_logto/callback`: finishes an attempt. The attempt cookie is cleared whatever the outcome.
+    async fn callback(&self, req: &Request<Incoming>, html: bool) -> Response<Body> {
+        let params = single_valued_query(req.uri().query());
+        let state = params
+            .as_ref()
+            .ok()
+            .and_then(|p| p.iter().find(|(k, _)| k == "state").map(|(_, v)| v.clone()));
+        let result = match params {
+            Ok(params) if req.method() == Method::GET => self.finish_sign_in(req, &params).await,
+            Ok(_) => Err(ClientError::MethodNotAllowed.into()),
+            Err(e) => Err(e),
+        };
+        let mut resp = match result {
+            Ok(r) => r,
+            Err(e) => self.fail(e, html, req.method()),
+        };
+        if let Some(clear) = state
+            .as_deref()
+            .and_then(|s| self.cookies.clear_attempt_cookie(s))
+        {
+            resp.headers_mut().append(header::SET_COOKIE, clear);
+        }
+        resp
+    }
+
+    async fn finish_sign_in(
+        &self,
+        req: &Request<Incoming>,
+        params: &[(String, String)],
+    ) -> Result<Response<Body>, GateError> {
+        let get = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let now = session::now();
+        let state = get("state").ok_or(ClientError::AttemptNotFound)?;
+        // Without a matching attempt nothing from the query is trusted or shown (not even an error text).
+        let attempt = self
+            .cookies
+            .read_attempt(req.headers(), state, now)
+            .ok_or(ClientError::AttemptNotFound)?;
+        if let Some(error) = get("error") {
+            return Err(ClientError::SignInDenied {
+                error: error.chars().take(64).collect(),
+                description: get("error_description")
+                    .unwrap_or("")
+                    .chars()
+                    .take(300)
+                    .collect(),
+            }
+            .into());
+        }
+        let loaded = self.oidc.ensure_loaded().await?;
+        // RFC 9207 §2.4: the issuer on the response must be ours; when the provider says it sends one, require it.
+        match get("iss") {
+            Some(iss) if iss != self.config.logto.issuer => {
+                return Err(ClientError::IssuerMismatch(iss.chars().take(200).collect()).into())
+            }
+            None if loaded
+                .metadata
+                .authorization_response_iss_parameter_supported =>
+            {
+                return Err(ClientError::IssuerMismatch(String::new()).into())
+            }
+            _ => {}
+        }
+        let code = get("code").filter(|c| !c.is_empty()).ok_or_else(|| {
+            ClientError::BadRequest("the callback has no authorization code".into())
+        })?;
+
+        let tokens = self
+            .oidc
+            .exchange_code(&loaded, code, &attempt.pkce_verifier)
+            .await?;
+        let id_token = tokens
+            .id_token
+            .as_deref()
+            .ok_or_else(|| IdpError::BadResponse("the token response has no id_token".into()))?;
+        let mut claims = self
+            .oidc
+            .verify_id_token(&loaded, id_token, &attempt.nonce, now)
+            .await?;
+        if self.needs_userinfo {
+            let sub = claims
+                .get("sub")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let extra = self
+                .oidc
+                .userinfo(&loaded, &tokens.access_token, &sub)
+                .await?;
+            for (k, v) in extra {
+                claims.entry(k).or_insert(v);
+            }
+        }
+        let session = self.new_session(claims, &tokens, now);
+        let cookie = self
+            .cookies
+            .session_cookie(&session, now)
+            .map_err(GateError::Internal)?;
+        tracing::info!(sub = session.sub(), "signed in");
+        let target = self.config.server.public_url.join(&attempt.return_to);
+        let mut resp = pages::redirect(StatusCode::FOUND, &target);
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+        Ok(resp)
+    }
+
+    fn new_session(
+        &self,
+        claims: Map<String, Value>,
+        tokens: &crate::oidc::TokenSet,
+        now: u64,
+    ) -> Session {
+        let sid = claims.get("sid").and_then(Value::as_str).map(str::to_owned);
+        let kept: Map<String, Value> = claims
+            .into_iter()
+            .filter(|(k, v)| !v.is_null() && self.kept_claims.iter().any(|c| c == k))
+            .collect();
+        Session {
+            claims: kept,
+            iat: now,
+            exp: now + self.cookies.lifetime_secs(),
+            rt: tokens.refresh_token.clone(),
+            at_exp: tokens.expires_in.map(|s| now + s),
+            sid,
+        }
+    }
+
+    /// `/_logto/sign-out`: clears the session and ends Logto's session too.
+    fn sign_out(&self, req: &Request<Incoming>) -> Result<Response<Body>, GateError> {
+        let status = match *req.method() {
+            Method::GET | Method::HEAD => StatusCode::FOUND,
+            Method::POST => StatusCode::SEE_OTHER,
+            _ => return Err(ClientError::MethodNotAllowed.into()),
+        };
+        if let Some(s) = self.cookies.read_session(req.headers(), session::now()) {
+            tracing::info!(sub = s.sub(), "signed out");
+        }
+        let mut resp = pages::redirect(status, &self.oidc.end_session_url());
+        resp.headers_mut()
+            .append(header::SET_COOKIE, self.cookies.clear_session_cookie());
+        Ok(resp)
+    }
+
+    /// `/_logto/userinfo`: the signed-in identity as JSON, 401 without a session.
+    fn userinfo(&self, req: &Request<Incoming>) -> Result<Response<Body>, GateError> {
+        match self.cookies.read_session(req.headers(), session::now()) {
+            Some(s) => Ok(pages::json_response(StatusCode::OK, &s.identity_json())),
+            None => {
+                let mut resp = Page::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "Not signed in",
+                    "No valid session.",
+                )
+                .render(false);
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"logto-gate\""),
+                );
+                Ok(resp)
+            }
+        }
+    }
+
+    /// `/_logto/readyz`: ready once Logto's discovery document and keys are loaded.
+    fn readyz(&self) -> Response<Body> {
+        match self.oidc.loaded() {
+            Some(l) => pages::json_response(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ready", "issuer": l.metadata.issuer}),
+            ),
+            None => pages::json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"status": "not_ready", "reason": "Logto discovery document and keys not loaded yet"}),
+            ),
+        }
+    }
+}
+
+fn accepts_html<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"))
+}
+
+/// Decodes a query string; a parameter given twice is refused (RFC 6749 §3.1: "Request and response parameters
+/// MUST NOT be included more than once"), so two `state` or `code` values can never be played against each other.
+fn single_valued_query(query: Option<&str>) -> Result<Vec<(String, String)>, GateError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if out.iter().any(|(seen, _)| *seen == k) {
+            return Err(ClientError::BadRequest(format!(
+                "the parameter `{}` is given more than once",
+                k.chars().take(32).collect::<String>()
+            ))
+            .into());
+        }
+        out.push((k.into_owned(), v.into_owned()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_known_gate_paths_are_gate_endpoints() {
+        assert_eq!(classify("/_logto/callback"), Route::Callback);
+        assert_eq!(classify("/_logto/sign-in"), Route::SignIn);
+        assert_eq!(classify("/_logto/other"), Route::UnknownGatePath);
+        assert_eq!(classify("/_logto"), Route::App);
+        assert_eq!(classify("/app/_logto/callback"), Route::App);
+    }
+
+    #[test]
+    fn duplicated_query_parameters_are_refused() {
+        assert!(single_valued_query(Some("state=a&state=b")).is_err());
+        let ok = single_valued_query(Some("code=x&state=y")).unwrap();
+        assert_eq!(ok.len(), 2);
+    }
+
+    #[test]
+    fn random_state_has_the_length_attempt_cookies_expect() {
+        let state = CsrfToken::new_random_len(32).secret().clone();
+        assert!(
+            crate::session::attempt::is_well_formed_state(&state),
+            "{state}"
+        );
+    }
+}

@@ -1,0 +1,248 @@
+//! Claims -> identity headers for the upstream, and removal of any identity a client tries to claim itself.
+//!
+//! Defaults follow oauth2-proxy so an app behind it can switch without change:
+//! `X-Forwarded-User` = sub, `X-Forwarded-Email` = email, `X-Forwarded-Preferred-Username` = username,
+//! `X-Forwarded-Groups` = roles joined with ",".
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Map, Value};
+
+/// A claim named by a dotted path into the claims object: `email`, `identities.github.userId`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimPath {
+    segments: Vec<String>,
+}
+
+impl ClaimPath {
+    pub fn parse(text: &str) -> Result<ClaimPath, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err("the claim name is empty".to_owned());
+        }
+        let segments: Vec<String> = text.split('.').map(str::to_owned).collect();
+        if segments.iter().any(|s| s.is_empty()) {
+            return Err(format!("`{text}` is not a claim name or dotted path"));
+        }
+        Ok(ClaimPath { segments })
+    }
+
+    /// The top-level claim this path reads (kept in the session).
+    pub fn root(&self) -> &str {
+        self.segments.first().map(String::as_str).unwrap_or("")
+    }
+
+    pub fn lookup<'a>(&self, claims: &'a Map<String, Value>) -> Option<&'a Value> {
+        let (first, rest) = self.segments.split_first()?;
+        let mut v = claims.get(first)?;
+        for seg in rest {
+            v = match v {
+                Value::Object(m) => m.get(seg)?,
+                Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(v)
+    }
+}
+
+impl std::fmt::Display for ClaimPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.segments.join("."))
+    }
+}
+
+/// The default header mapping (oauth2-proxy's names).
+pub fn default_headers() -> Vec<(HeaderName, ClaimPath)> {
+    [
+        ("x-forwarded-user", "sub"),
+        ("x-forwarded-email", "email"),
+        ("x-forwarded-preferred-username", "username"),
+        ("x-forwarded-groups", "roles"),
+    ]
+    .into_iter()
+    .map(|(h, c)| {
+        (
+            HeaderName::from_static(h),
+            ClaimPath {
+                segments: vec![c.to_owned()],
+            },
+        )
+    })
+    .collect()
+}
+
+/// Headers the gate sets itself for other reasons; a claim can never be mapped onto them.
+pub fn is_reserved_header(name: &HeaderName) -> bool {
+    let n = normalise_name(name.as_str());
+    matches!(
+        n.as_str(),
+        "host"
+            | "cookie"
+            | "set-cookie"
+            | "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "upgrade"
+            | "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+    )
+}
+
+/// The form under which servers such as PHP, WSGI and CGI expose a header: lower case with `_` read as `-`.
+/// `X_Forwarded_User` reaches those apps as the same variable as `X-Forwarded-User`.
+pub fn normalise_name(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'_' => '-',
+            other => other.to_ascii_lowercase() as char,
+        })
+        .collect()
+}
+
+/// Renders a claim as a header value: strings as they are, numbers and booleans as text, arrays joined with ",".
+/// Returns `None` for a missing or null claim, objects, and values a header cannot carry (CR, LF, NUL and other
+/// control characters), so a claim can never inject a header.
+pub fn header_value(claim: &Value) -> Option<HeaderValue> {
+    let text = match claim {
+        Value::Null | Value::Object(_) => return None,
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Array(items) => {
+            let parts: Vec<String> = items
+                .iter()
+                .filter_map(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    Value::Bool(b) => Some(b.to_string()),
+                    _ => None,
+                })
+                .collect();
+            parts.join(",")
+        }
+    };
+    if text.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return None;
+    }
+    HeaderValue::from_bytes(text.as_bytes()).ok()
+}
+
+/// The set of names the gate owns on requests to the upstream, normalised with [`normalise_name`].
+#[derive(Debug, Clone)]
+pub struct ManagedHeaders {
+    normalised: Vec<String>,
+}
+
+impl ManagedHeaders {
+    pub fn new(identity: &[(HeaderName, ClaimPath)], extra: &[&str]) -> Self {
+        let mut normalised: Vec<String> = identity
+            .iter()
+            .map(|(h, _)| normalise_name(h.as_str()))
+            .chain(extra.iter().map(|e| normalise_name(e)))
+            .collect();
+        normalised.sort();
+        normalised.dedup();
+        ManagedHeaders { normalised }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        let n = normalise_name(name);
+        self.normalised.binary_search(&n).is_ok()
+    }
+}
+
+/// Removes every inbound header that could pose as an identity header the gate sets: all values, whatever the
+/// case and with `_` for `-`. A client can never choose its own identity.
+pub fn strip_spoofed_identity(headers: &mut HeaderMap, managed: &ManagedHeaders) {
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| managed.contains(name.as_str()))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(&name);
+    }
+}
+
+/// Sets the identity headers from the session's claims. Missing claims leave their header absent.
+pub fn inject_identity(
+    headers: &mut HeaderMap,
+    mapping: &[(HeaderName, ClaimPath)],
+    claims: &Map<String, Value>,
+) {
+    for (name, path) in mapping {
+        if let Some(value) = path.lookup(claims).and_then(header_value) {
+            headers.insert(name.clone(), value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims() -> Map<String, Value> {
+        match json!({
+            "sub": "u1", "email": "a@example.com", "roles": ["admin", "editor"], "picture": null,
+            "n": 42, "evil": "x\r\nX-Injected: 1",
+            "identities": {"github": {"userId": "99", "details": {"rawData": {"userInfo": {"login": "Al"}}}}}
+        }) {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn claim_values_render_as_header_values() {
+        let c = claims();
+        let get = |p: &str| {
+            ClaimPath::parse(p)
+                .ok()
+                .and_then(|p| p.lookup(&c).and_then(header_value))
+        };
+        assert_eq!(get("sub").unwrap(), "u1");
+        assert_eq!(get("roles").unwrap(), "admin,editor");
+        assert_eq!(get("n").unwrap(), "42");
+        assert_eq!(get("identities.github.userId").unwrap(), "99");
+        assert_eq!(
+            get("identities.github.details.rawData.userInfo.login").unwrap(),
+            "Al"
+        );
+        assert!(get("picture").is_none(), "null claims send no header");
+        assert!(get("missing").is_none());
+        assert!(get("evil").is_none(), "CR/LF can never reach a header");
+        assert!(get("identities").is_none(), "objects are not flattened");
+    }
+
+    #[test]
+    fn spoofed_identity_headers_are_stripped_in_every_spelling() {
+        let managed = ManagedHeaders::new(&default_headers(), &[]);
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("x-forwarded-user", "mallory"),
+            ("X_Forwarded_User", "mallory"),
+            ("x-forwarded_email", "m@evil"),
+            ("X-FORWARDED-GROUPS", "admin"),
+            ("x-app-header", "kept"),
+        ] {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("x"),
+            );
+            let _ = value;
+        }
+        h.append("x-forwarded-user", HeaderValue::from_static("second"));
+        strip_spoofed_identity(&mut h, &managed);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-app-header"));
+    }
+
+    #[test]
+    fn bad_claim_paths_are_refused() {
+        assert!(ClaimPath::parse("").is_err());
+        assert!(ClaimPath::parse("a..b").is_err());
+        assert!(ClaimPath::parse(".a").is_err());
+    }
+}

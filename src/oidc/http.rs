@@ -1,0 +1,138 @@
+//! The HTTP client the gate uses to talk to Logto: discovery, JWKS, token and userinfo requests.
+//!
+//! It never follows redirects (an IdP endpoint that redirects is refused, not followed: following would let a
+//! compromised or misconfigured endpoint send the client secret elsewhere), bounds every request in time, and reads
+//! at most [`MAX_RESPONSE_BYTES`] of any answer.
+
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::error::IdpError;
+
+/// The largest IdP answer read (discovery documents and key sets are a few KiB).
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+const AGENT: &str = concat!("logto-gate/", env!("CARGO_PKG_VERSION"));
+
+#[derive(Clone)]
+pub struct IdpHttp {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    timeout: Duration,
+}
+
+/// An answer from the IdP: status and body.
+#[derive(Debug)]
+pub struct IdpResponse {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+impl IdpHttp {
+    pub fn new(timeout: Duration) -> Result<Self, String> {
+        let https = crate::connector::https_or_http(timeout)?;
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(https);
+        Ok(IdpHttp { client, timeout })
+    }
+
+    pub async fn get(&self, url: &str, bearer: Option<&str>) -> Result<IdpResponse, IdpError> {
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(url)
+            .header(ACCEPT, "application/json")
+            .header(USER_AGENT, AGENT);
+        if let Some(token) = bearer {
+            req = req.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| IdpError::BadResponse(format!("cannot build a request to {url}: {e}")))?;
+        self.send(url, req).await
+    }
+
+    /// POSTs a form with HTTP Basic client authentication (`client_secret_basic`, RFC 6749 §2.3.1: id and secret
+    /// are form-urlencoded before they are joined and base64-encoded).
+    pub async fn post_form(
+        &self,
+        url: &str,
+        client_id: &str,
+        client_secret: &str,
+        form: &[(&str, &str)],
+    ) -> Result<IdpResponse, IdpError> {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form.iter())
+            .finish();
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            enc(client_id),
+            enc(client_secret)
+        ));
+        let mut auth = HeaderValue::from_str(&format!("Basic {basic}"))
+            .map_err(|e| IdpError::BadResponse(format!("cannot encode client credentials: {e}")))?;
+        auth.set_sensitive(true);
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(url)
+            .header(ACCEPT, "application/json")
+            .header(USER_AGENT, AGENT)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(AUTHORIZATION, auth)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| IdpError::BadResponse(format!("cannot build a request to {url}: {e}")))?;
+        self.send(url, req).await
+    }
+
+    async fn send(&self, url: &str, req: Request<Full<Bytes>>) -> Result<IdpResponse, IdpError> {
+        let work = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| IdpError::Unreachable(format!("{url}: {}", error_chain(&e))))?;
+            let status = resp.status();
+            if status.is_redirection() {
+                return Err(IdpError::BadResponse(format!(
+                    "{url} answered with a redirect ({status}); the gate does not follow redirects from Logto"
+                )));
+            }
+            let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| {
+                    IdpError::BadResponse(format!("{url}: reading the answer failed: {e}"))
+                })?
+                .to_bytes();
+            Ok(IdpResponse { status, body })
+        };
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(IdpError::Unreachable(format!(
+                "{url}: no answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+}
+
+/// An error with its causes, for logs ("client error (Connect): tcp connect error: Connection refused").
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

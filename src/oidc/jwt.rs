@@ -1,0 +1,346 @@
+//! JWT (RFC 7519) signature and claim checks for tokens Logto signs: ID tokens now, access and logout tokens later.
+//!
+//! Signatures are checked with the provider's JWKS through `openidconnect`'s key types. The algorithm is pinned to
+//! an allow-list taken from the header only after the list says yes: `none` and every HMAC algorithm are refused
+//! whatever the header claims (RFC 8725 §3.1-3.2), so a token "signed" with the client secret or not at all never
+//! passes. Keys are never taken from the token itself (`jwk`, `jku`, `x5u` are ignored) and tokens with `crit`
+//! extensions are refused (RFC 7515 §4.1.11). Claims are read as plain JSON, so Logto's `null` claims and
+//! millisecond timestamps (`updated_at`, `created_at`) parse and are never interpreted.
+
+use base64::Engine;
+use openidconnect::core::{CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
+use openidconnect::{JsonWebKey, JsonWebKeyAlgorithm};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Signature algorithms accepted: Logto's default ES384 (EC P-384 keys), RS256 after a rotation to RSA, and the
+/// other two asymmetric algorithms a Logto-compatible provider may use.
+pub const ALLOWED_ALGS: [&str; 4] = ["ES384", "RS256", "ES256", "PS256"];
+
+/// Clock leeway for `exp`, `iat` and `nbf`.
+pub const LEEWAY_SECS: u64 = 60;
+
+/// The largest token accepted (Logto's ID tokens are about 1 KiB).
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    #[error("algorithm {0:?} is not allowed")]
+    AlgorithmNotAllowed(String),
+    #[error("no key with kid {0:?} in the key set")]
+    UnknownKey(String),
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("claim check failed: {0}")]
+    Claim(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    crit: Option<Value>,
+}
+
+/// A token split into its parts; nothing in it is trusted yet.
+#[derive(Debug)]
+pub struct UnverifiedJwt<'a> {
+    alg: CoreJwsSigningAlgorithm,
+    kid: Option<String>,
+    signing_input: &'a str,
+    signature: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+fn b64(part: &str) -> Result<Vec<u8>, JwtError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| JwtError::Malformed("a part is not base64url"))
+}
+
+fn pinned_alg(alg: &str) -> Result<CoreJwsSigningAlgorithm, JwtError> {
+    match alg {
+        "ES384" => Ok(CoreJwsSigningAlgorithm::EcdsaP384Sha384),
+        "RS256" => Ok(CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256),
+        "ES256" => Ok(CoreJwsSigningAlgorithm::EcdsaP256Sha256),
+        "PS256" => Ok(CoreJwsSigningAlgorithm::RsaSsaPssSha256),
+        other => Err(JwtError::AlgorithmNotAllowed(
+            other.chars().take(32).collect(),
+        )),
+    }
+}
+
+impl<'a> UnverifiedJwt<'a> {
+    pub fn parse(token: &'a str) -> Result<Self, JwtError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(JwtError::Malformed("token too large"));
+        }
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(JwtError::Malformed(
+                "not three dot-separated parts (JWS compact form)",
+            ));
+        };
+        let header: Header = serde_json::from_slice(&b64(h)?)
+            .map_err(|_| JwtError::Malformed("header is not a JSON object"))?;
+        if header.crit.is_some() {
+            return Err(JwtError::Malformed(
+                "critical header extensions are not supported",
+            ));
+        }
+        let alg = pinned_alg(&header.alg)?;
+        let signature = b64(s)?;
+        if signature.is_empty() {
+            return Err(JwtError::Malformed("empty signature"));
+        }
+        let signing_input = &token[..h.len() + 1 + p.len()];
+        Ok(UnverifiedJwt {
+            alg,
+            kid: header.kid,
+            signing_input,
+            signature,
+            payload: b64(p)?,
+        })
+    }
+
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// Verifies the signature with a key from `jwks` and returns the claims.
+    ///
+    /// With a `kid`, only keys with that id are tried, and [`JwtError::UnknownKey`] tells the caller the key set
+    /// may be stale (Logto rotated its keys). Without a `kid`, every key that suits the algorithm is tried.
+    pub fn verify(&self, jwks: &CoreJsonWebKeySet) -> Result<Map<String, Value>, JwtError> {
+        let candidates: Vec<_> = jwks
+            .keys()
+            .iter()
+            .filter(|k| match (&self.kid, k.key_id()) {
+                (Some(want), Some(have)) => have.as_str() == want,
+                (Some(_), None) => false,
+                (None, _) => true,
+            })
+            .filter(|k| match k.signing_alg() {
+                JsonWebKeyAlgorithm::Algorithm(a) => *a == self.alg,
+                JsonWebKeyAlgorithm::Unspecified => true,
+                JsonWebKeyAlgorithm::Unsupported => false,
+            })
+            .collect();
+        if candidates.is_empty() {
+            if let Some(kid) = &self.kid {
+                if !jwks
+                    .keys()
+                    .iter()
+                    .any(|k| k.key_id().is_some_and(|id| id.as_str() == kid))
+                {
+                    return Err(JwtError::UnknownKey(kid.chars().take(64).collect()));
+                }
+            }
+            return Err(JwtError::BadSignature);
+        }
+        let verified = candidates.iter().any(|key| {
+            key.verify_signature(&self.alg, self.signing_input.as_bytes(), &self.signature)
+                .is_ok()
+        });
+        if !verified {
+            return Err(JwtError::BadSignature);
+        }
+        match serde_json::from_slice::<Value>(&self.payload) {
+            Ok(Value::Object(m)) => Ok(m),
+            _ => Err(JwtError::Malformed("payload is not a JSON object")),
+        }
+    }
+}
+
+/// What an ID token must say (OIDC Core §3.1.3.7).
+#[derive(Debug)]
+pub struct IdTokenExpectations<'a> {
+    pub issuer: &'a str,
+    pub client_id: &'a str,
+    pub nonce: &'a str,
+    pub now: u64,
+}
+
+fn number(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, JwtError> {
+    match claims.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+            .map(Some)
+            .ok_or_else(|| JwtError::Claim(format!("{name} is not a positive number"))),
+        Some(_) => Err(JwtError::Claim(format!("{name} is not a number"))),
+    }
+}
+
+/// Checks `iss`, `aud`, `azp`, `exp`, `iat`, `nbf` with [`LEEWAY_SECS`] of leeway, and `nonce`.
+pub fn check_id_token_claims(
+    claims: &Map<String, Value>,
+    want: &IdTokenExpectations<'_>,
+) -> Result<(), JwtError> {
+    check_common(claims, want.issuer, want.now)?;
+    let audiences: Vec<&str> = match claims.get("aud") {
+        Some(Value::String(a)) => vec![a.as_str()],
+        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+        _ => return Err(JwtError::Claim("aud is missing".into())),
+    };
+    if !audiences.contains(&want.client_id) {
+        return Err(JwtError::Claim("aud does not include this app".into()));
+    }
+    if audiences.len() > 1 || claims.contains_key("azp") {
+        if claims.get("azp").and_then(Value::as_str) != Some(want.client_id) {
+            return Err(JwtError::Claim("azp is not this app".into()));
+        }
+    }
+    let nonce = claims.get("nonce").and_then(Value::as_str).unwrap_or("");
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        nonce.as_bytes(),
+        want.nonce.as_bytes(),
+    )) {
+        return Err(JwtError::Claim(
+            "nonce does not match the sign-in attempt".into(),
+        ));
+    }
+    match claims.get("sub") {
+        Some(Value::String(s)) if !s.is_empty() => Ok(()),
+        _ => Err(JwtError::Claim("sub is missing".into())),
+    }
+}
+
+/// `iss`, `exp`, `iat` and `nbf`, common to every token Logto signs.
+pub fn check_common(claims: &Map<String, Value>, issuer: &str, now: u64) -> Result<(), JwtError> {
+    if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
+        return Err(JwtError::Claim(
+            "iss is not the configured Logto issuer".into(),
+        ));
+    }
+    let exp = number(claims, "exp")?.ok_or_else(|| JwtError::Claim("exp is missing".into()))?;
+    if exp + LEEWAY_SECS <= now {
+        return Err(JwtError::Claim("the token has expired".into()));
+    }
+    if let Some(iat) = number(claims, "iat")? {
+        if iat > now + LEEWAY_SECS {
+            return Err(JwtError::Claim("iat is in the future".into()));
+        }
+    }
+    if let Some(nbf) = number(claims, "nbf")? {
+        if nbf > now + LEEWAY_SECS {
+            return Err(JwtError::Claim("the token is not valid yet (nbf)".into()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn enc(v: &Value) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    }
+
+    #[test]
+    fn none_and_hmac_algorithms_are_refused_before_any_key_is_looked_at() {
+        for alg in ["none", "HS256", "HS384", "HS512", "RS384", "EdDSA", ""] {
+            let token = format!(
+                "{}.{}.c2ln",
+                enc(&json!({"alg": alg})),
+                enc(&json!({"sub": "x"}))
+            );
+            assert!(
+                matches!(
+                    UnverifiedJwt::parse(&token),
+                    Err(JwtError::AlgorithmNotAllowed(_))
+                ),
+                "{alg}"
+            );
+        }
+        let unsigned = format!(
+            "{}.{}.",
+            enc(&json!({"alg": "none"})),
+            enc(&json!({"sub": "x"}))
+        );
+        assert!(UnverifiedJwt::parse(&unsigned).is_err());
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused() {
+        for bad in [
+            "",
+            "a",
+            "a.b",
+            "a.b.c.d",
+            "!!.!!.!!",
+            &"a".repeat(MAX_TOKEN_BYTES + 1),
+        ] {
+            assert!(UnverifiedJwt::parse(bad).is_err(), "{bad}");
+        }
+        let crit = format!(
+            "{}.{}.c2ln",
+            enc(&json!({"alg": "ES384", "crit": ["exp"]})),
+            enc(&json!({}))
+        );
+        assert!(UnverifiedJwt::parse(&crit).is_err());
+    }
+
+    #[test]
+    fn an_unknown_kid_is_reported_so_the_key_set_can_be_refreshed() {
+        let token = format!(
+            "{}.{}.c2ln",
+            enc(&json!({"alg": "ES384", "kid": "new"})),
+            enc(&json!({}))
+        );
+        let jwt = UnverifiedJwt::parse(&token).unwrap();
+        let empty: CoreJsonWebKeySet = serde_json::from_value(json!({"keys": []})).unwrap();
+        assert_eq!(jwt.verify(&empty), Err(JwtError::UnknownKey("new".into())));
+    }
+
+    fn claims(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn id_token_claims_are_checked_with_leeway() {
+        let want = IdTokenExpectations {
+            issuer: "https://t/oidc",
+            client_id: "app",
+            nonce: "n1",
+            now: 1000,
+        };
+        let good = json!({"iss": "https://t/oidc", "aud": "app", "exp": 1001, "iat": 1000, "nonce": "n1",
+                          "sub": "u", "picture": null, "updated_at": 1795696045393u64});
+        assert!(check_id_token_claims(&claims(good.clone()), &want).is_ok());
+        let within_leeway = json!({"exp": 950, "iat": 1050});
+        let mut g = claims(good.clone());
+        g.extend(claims(within_leeway));
+        assert!(check_id_token_claims(&g, &want).is_ok());
+        for (field, value) in [
+            ("iss", json!("https://evil/oidc")),
+            ("aud", json!("other")),
+            ("aud", json!(["other", "app"])),
+            ("exp", json!(939)),
+            ("exp", json!("soon")),
+            ("iat", json!(1061)),
+            ("nonce", json!("n2")),
+            ("nonce", Value::Null),
+            ("sub", json!("")),
+        ] {
+            let mut c = claims(good.clone());
+            c.insert(field.into(), value.clone());
+            assert!(check_id_token_claims(&c, &want).is_err(), "{field}={value}");
+        }
+        let mut c = claims(good);
+        c.remove("exp");
+        assert!(check_id_token_claims(&c, &want).is_err());
+    }
+}

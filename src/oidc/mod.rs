@@ -1,0 +1,407 @@
+//! OpenID Connect against Logto: discovery and key set, the authorization request, the code exchange, ID token
+//! verification, userinfo and the end-session URL.
+//!
+//! Only sign-in, callback and sign-out talk to Logto. A signed-in request never does: the session cookie holds all
+//! it needs, so signed-in users keep working while Logto is unreachable.
+
+pub mod http;
+pub mod jwt;
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use openidconnect::core::CoreJsonWebKeySet;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use self::http::IdpHttp;
+use self::jwt::{IdTokenExpectations, JwtError, UnverifiedJwt};
+use crate::config::LogtoConfig;
+use crate::error::{ClientError, GateError, IdpError};
+
+/// After an unknown `kid` made the gate re-fetch the key set, another unknown `kid` waits this long before the next
+/// re-fetch, so forged tokens cannot make the gate hammer Logto.
+pub const JWKS_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// How long any single request to Logto may take.
+pub const IDP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The parts of Logto's discovery document the gate uses (OpenID Connect Discovery 1.0 §3).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Metadata {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    #[serde(default)]
+    pub userinfo_endpoint: Option<String>,
+    pub jwks_uri: String,
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
+    /// RFC 9207: the provider puts `iss` on authorization responses.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
+    #[serde(default)]
+    pub id_token_signing_alg_values_supported: Vec<String>,
+}
+
+/// Discovery document and key set, loaded together.
+#[derive(Debug)]
+pub struct Loaded {
+    pub metadata: Metadata,
+    pub jwks: Arc<CoreJsonWebKeySet>,
+}
+
+/// The tokens Logto returns from the token endpoint (RFC 6749 §5.1, OIDC Core §3.1.3.3).
+#[derive(Deserialize)]
+pub struct TokenSet {
+    pub access_token: String,
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub id_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct OAuthError {
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+/// The gate's view of Logto.
+pub struct Oidc {
+    http: IdpHttp,
+    config: LogtoConfig,
+    redirect_uri: String,
+    loaded: RwLock<Option<Arc<Loaded>>>,
+    /// Serialises loads and key-set re-fetches; holds when the last unknown-`kid` re-fetch happened.
+    refetch: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl Oidc {
+    pub fn new(config: LogtoConfig, redirect_uri: String) -> Result<Self, String> {
+        Ok(Oidc {
+            http: IdpHttp::new(IDP_TIMEOUT)?,
+            config,
+            redirect_uri,
+            loaded: RwLock::new(None),
+            refetch: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn config(&self) -> &LogtoConfig {
+        &self.config
+    }
+
+    /// What is loaded now, without waiting.
+    pub fn loaded(&self) -> Option<Arc<Loaded>> {
+        self.loaded.read().ok().and_then(|g| g.clone())
+    }
+
+    /// What is loaded, loading it first when it is not (for example when Logto was down at start).
+    pub async fn ensure_loaded(&self) -> Result<Arc<Loaded>, GateError> {
+        if let Some(l) = self.loaded() {
+            return Ok(l);
+        }
+        let _guard = self.refetch.lock().await;
+        if let Some(l) = self.loaded() {
+            return Ok(l);
+        }
+        let loaded = Arc::new(self.fetch_all().await?);
+        self.store(loaded.clone());
+        Ok(loaded)
+    }
+
+    fn store(&self, loaded: Arc<Loaded>) {
+        if let Ok(mut g) = self.loaded.write() {
+            *g = Some(loaded);
+        }
+    }
+
+    /// Fetches the discovery document and the key set. The document's issuer must be exactly the configured one
+    /// (OpenID Connect Discovery 1.0 §4.3).
+    pub async fn fetch_all(&self) -> Result<Loaded, GateError> {
+        let url = format!("{}/.well-known/openid-configuration", self.config.issuer);
+        let resp = self.http.get(&url, None).await?;
+        if !resp.status.is_success() {
+            return Err(IdpError::BadResponse(format!("{url} answered {}", resp.status)).into());
+        }
+        let metadata: Metadata = serde_json::from_slice(&resp.body).map_err(|e| {
+            IdpError::BadResponse(format!("{url} is not a discovery document: {e}"))
+        })?;
+        if metadata.issuer != self.config.issuer {
+            return Err(IdpError::BadResponse(format!(
+                "the discovery document names issuer {:?}, but logto.endpoint gives {:?}",
+                metadata.issuer, self.config.issuer
+            ))
+            .into());
+        }
+        let jwks = self.fetch_jwks(&metadata.jwks_uri).await?;
+        Ok(Loaded {
+            metadata,
+            jwks: Arc::new(jwks),
+        })
+    }
+
+    async fn fetch_jwks(&self, url: &str) -> Result<CoreJsonWebKeySet, GateError> {
+        let resp = self.http.get(url, None).await?;
+        if !resp.status.is_success() {
+            return Err(IdpError::BadResponse(format!("{url} answered {}", resp.status)).into());
+        }
+        let jwks: CoreJsonWebKeySet = serde_json::from_slice(&resp.body)
+            .map_err(|e| IdpError::BadResponse(format!("{url} is not a JSON Web Key Set: {e}")))?;
+        if jwks.keys().is_empty() {
+            return Err(IdpError::BadResponse(format!("{url} holds no usable signing key")).into());
+        }
+        Ok(jwks)
+    }
+
+    /// Keeps trying to load discovery and keys in the background until it succeeds, with capped backoff.
+    pub fn spawn_background_load(self: &Arc<Self>) {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(500);
+            loop {
+                match me.ensure_loaded().await {
+                    Ok(_) => {
+                        tracing::info!(issuer = %me.config.issuer, "Logto discovery document and signing keys loaded");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?delay, "Logto is not reachable yet");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        });
+    }
+
+    /// The authorization request URL (OIDC Core §3.1.2.1, PKCE S256 per RFC 7636 §4.3) plus Logto's extras.
+    pub fn authorization_url(
+        &self,
+        loaded: &Loaded,
+        state: &str,
+        nonce: &str,
+        code_challenge: &str,
+    ) -> String {
+        let scope = self.config.scopes.join(" ");
+        let mut params: Vec<(&str, &str)> = vec![
+            ("response_type", "code"),
+            ("client_id", &self.config.app_id),
+            ("redirect_uri", &self.redirect_uri),
+            ("scope", &scope),
+            ("state", state),
+            ("nonce", nonce),
+            ("code_challenge", code_challenge),
+            ("code_challenge_method", "S256"),
+        ];
+        if let Some(p) = &self.config.prompt {
+            params.push(("prompt", p));
+        }
+        if let Some(f) = &self.config.first_screen {
+            params.push(("first_screen", f));
+        }
+        if let Some(d) = &self.config.direct_sign_in {
+            params.push(("direct_sign_in", d));
+        }
+        for r in &self.config.resources {
+            params.push(("resource", r));
+        }
+        append_query(&loaded.metadata.authorization_endpoint, &params)
+    }
+
+    /// Exchanges an authorization code (RFC 6749 §4.1.3) with `client_secret_basic`.
+    pub async fn exchange_code(
+        &self,
+        loaded: &Loaded,
+        code: &str,
+        verifier: &str,
+    ) -> Result<TokenSet, GateError> {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", self.redirect_uri.as_str()),
+            ("code_verifier", verifier),
+        ];
+        if let Some(r) = self.config.resources.first() {
+            // Logto returns a JWT access token only when `resource` is sent to the token endpoint too.
+            form.push(("resource", r));
+        }
+        let resp = self
+            .http
+            .post_form(
+                &loaded.metadata.token_endpoint,
+                &self.config.app_id,
+                self.config.app_secret.expose(),
+                &form,
+            )
+            .await?;
+        if resp.status.is_success() {
+            return serde_json::from_slice(&resp.body).map_err(|e| {
+                IdpError::BadResponse(format!("the token response is not usable: {e}")).into()
+            });
+        }
+        let err: Option<OAuthError> = serde_json::from_slice(&resp.body).ok();
+        match err {
+            Some(e) if e.error == "invalid_grant" => {
+                Err(ClientError::CodeRejected(e.error_description.unwrap_or(e.error)).into())
+            }
+            Some(e) if e.error == "invalid_client" => Err(IdpError::InvalidClient.into()),
+            Some(e) => Err(IdpError::BadResponse(format!(
+                "token endpoint answered {}: {} {}",
+                resp.status,
+                e.error,
+                e.error_description.unwrap_or_default()
+            ))
+            .into()),
+            None => Err(
+                IdpError::BadResponse(format!("token endpoint answered {}", resp.status)).into(),
+            ),
+        }
+    }
+
+    /// Verifies an ID token (OIDC Core §3.1.3.7) and returns its claims. An unknown `kid` re-fetches the key set
+    /// once (Logto rotated its keys), at most once per [`JWKS_REFETCH_COOLDOWN`].
+    pub async fn verify_id_token(
+        &self,
+        loaded: &Loaded,
+        id_token: &str,
+        nonce: &str,
+        now: u64,
+    ) -> Result<Map<String, Value>, GateError> {
+        let jwt = UnverifiedJwt::parse(id_token).map_err(reject)?;
+        let claims = match jwt.verify(&loaded.jwks) {
+            Err(JwtError::UnknownKey(kid)) => {
+                let jwks = self.refetch_jwks_for_unknown_kid(&kid).await?;
+                jwt.verify(&jwks).map_err(reject)?
+            }
+            other => other.map_err(reject)?,
+        };
+        let want = IdTokenExpectations {
+            issuer: &self.config.issuer,
+            client_id: &self.config.app_id,
+            nonce,
+            now,
+        };
+        jwt::check_id_token_claims(&claims, &want).map_err(reject)?;
+        Ok(claims)
+    }
+
+    async fn refetch_jwks_for_unknown_kid(
+        &self,
+        kid: &str,
+    ) -> Result<Arc<CoreJsonWebKeySet>, GateError> {
+        let mut last = self.refetch.lock().await;
+        let current = self.loaded().ok_or(IdpError::NotReady)?;
+        // Another request may have re-fetched while this one waited for the lock.
+        let known = current
+            .jwks
+            .keys()
+            .iter()
+            .any(|k| openidconnect::JsonWebKey::key_id(k).is_some_and(|id| id.as_str() == kid));
+        if known {
+            return Ok(current.jwks.clone());
+        }
+        if last.is_some_and(|t| t.elapsed() < JWKS_REFETCH_COOLDOWN) {
+            return Err(reject(JwtError::UnknownKey(kid.to_owned())));
+        }
+        *last = Some(Instant::now());
+        tracing::info!(
+            kid,
+            "ID token signed with an unknown key; re-fetching Logto's key set"
+        );
+        let jwks = Arc::new(self.fetch_jwks(&current.metadata.jwks_uri).await?);
+        self.store(Arc::new(Loaded {
+            metadata: current.metadata.clone(),
+            jwks: jwks.clone(),
+        }));
+        Ok(jwks)
+    }
+
+    /// Claims from Logto's userinfo endpoint (`/oidc/me`): the only source of `identities` and `custom_data`.
+    /// Its `sub` must equal the ID token's (OIDC Core §5.3.4).
+    pub async fn userinfo(
+        &self,
+        loaded: &Loaded,
+        access_token: &str,
+        sub: &str,
+    ) -> Result<Map<String, Value>, GateError> {
+        let Some(url) = loaded.metadata.userinfo_endpoint.as_deref() else {
+            return Err(IdpError::BadResponse(
+                "the discovery document has no userinfo_endpoint".into(),
+            )
+            .into());
+        };
+        let resp = self.http.get(url, Some(access_token)).await?;
+        if !resp.status.is_success() {
+            return Err(IdpError::BadResponse(format!("userinfo answered {}", resp.status)).into());
+        }
+        let claims = match serde_json::from_slice::<Value>(&resp.body) {
+            Ok(Value::Object(m)) => m,
+            _ => return Err(IdpError::BadResponse("userinfo is not a JSON object".into()).into()),
+        };
+        if claims.get("sub").and_then(Value::as_str) != Some(sub) {
+            return Err(IdpError::BadResponse("userinfo is for another subject".into()).into());
+        }
+        Ok(claims)
+    }
+
+    /// Where to send the browser to end Logto's own session (OpenID Connect RP-Initiated Logout 1.0 §2). Logto
+    /// honours `post_logout_redirect_uri` only with `client_id` or `id_token_hint`; the gate sends `client_id`,
+    /// so the session cookie need not carry the raw ID token. Without an end-session endpoint (or before discovery
+    /// loaded) the browser goes straight to the post-logout URL.
+    pub fn end_session_url(&self) -> String {
+        match self
+            .loaded()
+            .and_then(|l| l.metadata.end_session_endpoint.clone())
+        {
+            Some(endpoint) => append_query(
+                &endpoint,
+                &[
+                    ("client_id", self.config.app_id.as_str()),
+                    (
+                        "post_logout_redirect_uri",
+                        self.config.post_logout_redirect_uri.as_str(),
+                    ),
+                ],
+            ),
+            None => self.config.post_logout_redirect_uri.clone(),
+        }
+    }
+}
+
+fn reject(e: JwtError) -> GateError {
+    ClientError::IdTokenRejected(e.to_string()).into()
+}
+
+/// Appends form-encoded parameters to a URL that may already have a query.
+fn append_query(base: &str, params: &[(&str, &str)]) -> String {
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params.iter())
+        .finish();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}{query}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_are_encoded() {
+        assert_eq!(
+            append_query(
+                "https://t/oidc/auth",
+                &[("scope", "openid profile"), ("x", "a&b=c")]
+            ),
+            "https://t/oidc/auth?scope=openid+profile&x=a%26b%3Dc"
+        );
+        assert_eq!(
+            append_query("https://t/a?b=1", &[("c", "2")]),
+            "https://t/a?b=1&c=2"
+        );
+    }
+}

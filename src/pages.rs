@@ -1,0 +1,172 @@
+//! The pages the gate answers with itself: HTML for browsers, JSON for API clients.
+//!
+//! Every page is `Cache-Control: no-store`, cannot be framed, and runs no script.
+
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::body::{self, Body};
+
+/// A page to show: status, short title, a sentence for the person, and an optional link.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub status: StatusCode,
+    /// Machine-readable error code for JSON clients, e.g. `unauthorized`.
+    pub code: &'static str,
+    pub title: String,
+    pub message: String,
+    pub link: Option<(String, String)>,
+}
+
+impl Page {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        title: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        Page {
+            status,
+            code,
+            title: title.to_owned(),
+            message: message.into(),
+            link: None,
+        }
+    }
+
+    pub fn with_link(mut self, href: impl Into<String>, text: impl Into<String>) -> Self {
+        self.link = Some((href.into(), text.into()));
+        self
+    }
+
+    /// Renders as HTML when `html` is true (a browser asked), else as JSON.
+    pub fn render(&self, html: bool) -> Response<Body> {
+        if html {
+            self.html()
+        } else {
+            let mut value = serde_json::json!({ "error": self.code, "message": self.message });
+            if let Some((href, _)) = &self.link {
+                value["link"] = serde_json::Value::String(href.clone());
+            }
+            json_response(self.status, &value)
+        }
+    }
+
+    fn html(&self) -> Response<Body> {
+        let link = self
+            .link
+            .as_ref()
+            .map(|(href, text)| {
+                format!(
+                    "<p><a href=\"{}\">{}</a></p>",
+                    escape_html(href),
+                    escape_html(text)
+                )
+            })
+            .unwrap_or_default();
+        let page = format!(
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:36em;\
+             margin:4em auto;padding:0 1em;color:#222}}h1{{font-size:1.4em}}.status{{color:#888}}</style>\
+             </head><body><h1>{title}</h1><p>{message}</p>{link}\
+             <p class=\"status\">{status} · logto-gate</p></body></html>\n",
+            title = escape_html(&self.title),
+            message = escape_html(&self.message),
+            status = self.status.as_u16(),
+        );
+        let mut resp = Response::new(body::full(page));
+        *resp.status_mut() = self.status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        harden(&mut resp);
+        resp
+    }
+}
+
+/// A JSON response with the gate's hardening headers.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut resp = Response::new(body::full(value.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    harden(&mut resp);
+    resp
+}
+
+/// A redirect (302 Found, or 303 See Other after a POST) the browser must not cache.
+pub fn redirect(status: StatusCode, location: &str) -> Response<Body> {
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = status;
+    match HeaderValue::from_str(location) {
+        Ok(v) => {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        Err(_) => {
+            // Locations are built from validated parts; refuse rather than emit a broken header.
+            *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        }
+    }
+    harden(&mut resp);
+    resp
+}
+
+/// Headers on every response the gate itself produces.
+pub fn harden(resp: &mut Response<Body>) {
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
+        ),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+}
+
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            escape_html("<script>\"x\"&'y'</script>"),
+            "&lt;script&gt;&quot;x&quot;&amp;&#39;y&#39;&lt;/script&gt;"
+        );
+    }
+
+    #[test]
+    fn redirect_with_a_header_breaking_location_is_refused() {
+        let r = redirect(StatusCode::FOUND, "/a\r\nSet-Cookie: x=1");
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(r.headers().get(header::LOCATION).is_none());
+    }
+}

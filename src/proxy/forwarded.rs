@@ -1,0 +1,72 @@
+//! `X-Forwarded-For`, `-Proto` and `-Host` for the upstream.
+//!
+//! A client's own values are never passed on: the gate is the edge, so it replaces them with what it saw itself
+//! (the peer address) and what it knows (the public URL's scheme and host). Other forwarding headers a client could
+//! use to steer an app (`Forwarded`, `X-Forwarded-Prefix`, `-Port`, `-Uri`, `-Method`, `X-Real-IP`,
+//! `X-Original-URI`) are removed.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+const CLIENT_FORWARDING_HEADERS: [&str; 10] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-prefix",
+    "x-forwarded-port",
+    "x-forwarded-uri",
+    "x-forwarded-method",
+    "x-real-ip",
+    "x-original-uri",
+];
+
+pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, proto: &'static str, host: &str) {
+    // Names are compared as PHP/WSGI see them (`_` for `-`), so `X_Forwarded_For` cannot slip through either.
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| {
+            let norm = crate::identity::normalise_name(n.as_str());
+            CLIENT_FORWARDING_HEADERS.contains(&norm.as_str())
+        })
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+    if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(proto),
+    );
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_values_are_replaced_with_what_the_gate_saw() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.insert("x_forwarded_host", HeaderValue::from_static("evil"));
+        h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        h.insert("x-forwarded-prefix", HeaderValue::from_static("/admin"));
+        set_forwarded(
+            &mut h,
+            "127.0.0.1".parse().unwrap(),
+            "https",
+            "app.example.com",
+        );
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "127.0.0.1");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "app.example.com");
+        assert_eq!(h.len(), 3, "{h:?}");
+    }
+}

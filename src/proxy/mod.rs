@@ -1,0 +1,148 @@
+//! Forwarding to the upstream app: a pooled HTTP/1.1 client, streaming bodies both ways, protocol upgrades
+//! (WebSocket) spliced byte for byte, and bounded waits that end in 502/504 instead of a hang.
+
+pub mod forwarded;
+pub mod hop;
+
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::upgrade::OnUpgrade;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::body::{self, Body};
+use crate::config::UpstreamConfig;
+use crate::error::{GateError, UpstreamError};
+use crate::oidc::http::error_chain;
+
+/// Forwards requests to the configured upstream.
+pub struct Forwarder {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    scheme: Scheme,
+    authority: Authority,
+    host_header: HeaderValue,
+    base_path: String,
+    preserve_host: bool,
+    response_timeout: Duration,
+}
+
+impl Forwarder {
+    pub fn new(config: &UpstreamConfig) -> Result<Self, String> {
+        let connector = crate::connector::https_or_http(config.connect_timeout)?;
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        let scheme = config.url.scheme().cloned().unwrap_or(Scheme::HTTP);
+        let authority = config
+            .url
+            .authority()
+            .cloned()
+            .ok_or("upstream.url has no host")?;
+        let host_header = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+        Ok(Forwarder {
+            client,
+            scheme,
+            authority,
+            host_header,
+            base_path: config.base_path.clone(),
+            preserve_host: config.preserve_host,
+            response_timeout: config.response_timeout,
+        })
+    }
+
+    /// The upstream URI for a request path: the upstream origin, its base path, then the path and query asked for.
+    fn upstream_uri(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, GateError> {
+        let pq = path_and_query.map_or("/", PathAndQuery::as_str);
+        let pq: PathAndQuery = if self.base_path.is_empty() {
+            pq.parse()
+        } else {
+            format!("{}{}", self.base_path, pq).parse()
+        }
+        .map_err(|e| GateError::Internal(format!("cannot build the upstream path: {e}")))?;
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|e| GateError::Internal(format!("cannot build the upstream URI: {e}")))
+    }
+
+    /// Sends `req` (headers already rewritten by the gate) upstream and returns its response, streaming.
+    /// `client_upgrade` is the client side of a protocol switch; when the upstream answers 101 the two
+    /// connections are spliced together in a task of their own.
+    pub async fn forward(
+        &self,
+        req: Request<Body>,
+        client_upgrade: Option<OnUpgrade>,
+    ) -> Result<Response<Body>, GateError> {
+        let (mut parts, body) = req.into_parts();
+        let upgrading = client_upgrade.is_some();
+        hop::remove_hop_by_hop(&mut parts.headers, upgrading);
+
+        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        parts.uri = self.upstream_uri(parts.uri.path_and_query())?;
+        // The upstream connection is HTTP/1.1 whatever the client spoke; HTTP/2 has no Host field, so set one.
+        parts.version = Version::HTTP_11;
+        let host = match (self.preserve_host, original_host) {
+            (true, Some(h)) => h,
+            _ => self.host_header.clone(),
+        };
+        parts.headers.insert(header::HOST, host);
+
+        let upstream_req = Request::from_parts(parts, body);
+        let mut resp =
+            match tokio::time::timeout(self.response_timeout, self.client.request(upstream_req))
+                .await
+            {
+                Err(_) => return Err(UpstreamError::Timeout(self.response_timeout).into()),
+                Ok(Err(e)) => return Err(UpstreamError::Unreachable(error_chain(&e)).into()),
+                Ok(Ok(r)) => r,
+            };
+
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_side) = client_upgrade {
+                let upstream_side = hyper::upgrade::on(&mut resp);
+                tokio::spawn(splice(client_side, upstream_side));
+                let (mut parts, _) = resp.into_parts();
+                hop::remove_hop_by_hop(&mut parts.headers, true);
+                return Ok(Response::from_parts(parts, body::empty()));
+            }
+            // A 101 the client did not ask for cannot be honoured.
+            return Err(UpstreamError::Unreachable(
+                "the upstream switched protocols unasked".into(),
+            )
+            .into());
+        }
+
+        let (mut parts, incoming) = resp.into_parts();
+        hop::remove_hop_by_hop(&mut parts.headers, false);
+        Ok(Response::from_parts(parts, body::boxed(incoming)))
+    }
+}
+
+/// Copies bytes both ways between the upgraded client and upstream connections until either side closes.
+async fn splice(client: OnUpgrade, upstream: OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "protocol upgrade did not complete");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    }
+}

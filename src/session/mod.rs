@@ -1,0 +1,60 @@
+//! The signed-in session and the cookies that carry it.
+//!
+//! The session lives in an encrypted cookie (AES-256-GCM through the `cookie` crate's private jar; the key is
+//! derived from `session.secret` with HKDF). The cookie's name is authenticated with it, so a value moved to
+//! another cookie name does not decrypt. Anything that does not decrypt, does not parse or has expired is treated
+//! as "signed out", never as an error.
+
+pub mod attempt;
+pub mod cookies;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use cookies::CookieCodec;
+
+/// What the gate keeps about a signed-in person: the identity claims it needs, expiry, and the refresh token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// Claims kept for identity headers and `/_logto/userinfo`; always holds `sub` (the Logto user id).
+    pub claims: Map<String, Value>,
+    /// Issued at, seconds since the epoch.
+    pub iat: u64,
+    /// Absolute end of the session (`session.lifetime` after sign-in), seconds since the epoch.
+    pub exp: u64,
+    /// Logto's refresh token, when one was issued (offline_access + prompt=consent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rt: Option<String>,
+    /// When the access token obtained with the session expires, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_exp: Option<u64>,
+    /// Logto's session id (`sid` claim), for back-channel logout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+}
+
+impl Session {
+    pub fn is_live(&self, now: u64) -> bool {
+        now < self.exp && !self.sub().is_empty()
+    }
+
+    /// The subject (Logto user id).
+    pub fn sub(&self) -> &str {
+        self.claims.get("sub").and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// The identity as `/_logto/userinfo` shows it: the kept claims and the session's expiry.
+    pub fn identity_json(&self) -> Value {
+        let mut m = self.claims.clone();
+        m.insert("session_expires_at".to_owned(), Value::from(self.exp));
+        Value::Object(m)
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

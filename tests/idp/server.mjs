@@ -1,0 +1,363 @@
+// A Logto-compatible OpenID provider for logto-gate's tests and demo.
+//
+// It is `oidc-provider` (the engine Logto is built on) configured the way Logto configures it:
+//   - issuer `<origin>/oidc`, routes /oidc/auth, /oidc/token, /oidc/me, /oidc/jwks, /oidc/session/end
+//   - EC P-384 signing key (ES384) by default; after /__test/rotate-keys an RSA-4096 key without an `alg`
+//     member is put first (next to the old EC key) and ID tokens switch to RS256, as after a Logto key rotation
+//   - confidential web apps authenticate with client_secret_basic
+//   - refresh tokens only with offline_access AND prompt=consent (oidc-provider's default, kept by Logto)
+//   - `identities` and `custom_data` only from userinfo, claims without a value are JSON null,
+//     `updated_at`/`created_at` in milliseconds, `iss` on the authorization response (RFC 9207)
+//   - a consent step even for first-party apps, RP-initiated logout that signs out without a question
+//
+// Started as `node server.mjs` with the environment variable IDP_CONFIG holding JSON (all optional):
+//   { "port": 0, "host": "127.0.0.1", "clients": [ {client_id, client_secret, redirect_uris, post_logout_redirect_uris} ],
+//     "accounts": { "<id>": { claims... } }, "interactive": false, "access_token_ttl": 3600,
+//     "resources": { "<indicator>": { "scopes": ["read"] } } }
+// It prints `LISTENING <port>` on stdout once it accepts connections and exits when stdin closes, so a test
+// harness that dies never leaves it behind.
+//
+// Test-only endpoints (never part of Logto):
+//   POST /__test/clients        JSON client metadata, added (or replaced) by client_id
+//   POST /__test/accounts       JSON {id, claims}
+//   POST /__test/rotate-keys    switch to a new RSA-4096 key (ID tokens become RS256)
+//   GET  /__test/stats          counters: token grants by grant_type, userinfo calls, jwks fetches, discovery fetches
+//   GET  /__test/last-auth      the query parameters of the last authorization request
+//   GET  /__test/signing-key    the current private signing JWK (to forge tokens in attack tests)
+// In tests (interactive=false) sign-in completes by itself: the account is the `idp_login_as` cookie on the IdP's
+// origin, else "alice". In the demo (interactive=true) a small sign-in page asks which account to use.
+import http from 'node:http';
+import crypto from 'node:crypto';
+import Provider from 'oidc-provider';
+
+const config = JSON.parse(process.env.IDP_CONFIG || '{}');
+const host = config.host || '127.0.0.1';
+
+const now = Date.now();
+const accounts = {
+  alice: {
+    sub: 'u_alice0001',
+    name: 'Alice Example',
+    picture: null,
+    username: 'alice',
+    email: 'alice@example.com',
+    email_verified: true,
+    phone_number: null,
+    phone_number_verified: false,
+    roles: ['admin', 'editor'],
+    organizations: ['org_acme'],
+    organization_roles: ['org_acme:member'],
+    created_at: now - 86_400_000,
+    updated_at: now,
+    custom_data: { team: 'platform' },
+    identities: {
+      github: {
+        userId: '1234567',
+        details: {
+          id: '1234567',
+          name: 'Alice Example',
+          email: 'alice@example.com',
+          avatar: 'https://avatars.githubusercontent.com/u/1234567',
+          rawData: { userInfo: { login: 'Alice-GH', id: 1234567, name: 'Alice Example' } },
+        },
+      },
+    },
+  },
+  bob: {
+    sub: 'u_bob000002',
+    name: null,
+    picture: null,
+    username: 'bob',
+    email: 'bob@contractor.example.net',
+    email_verified: false,
+    phone_number: null,
+    phone_number_verified: false,
+    roles: [],
+    organizations: [],
+    organization_roles: [],
+    created_at: now - 3_600_000,
+    updated_at: now,
+    custom_data: {},
+    identities: {},
+  },
+  ...(config.accounts || {}),
+};
+for (const [id, claims] of Object.entries(accounts)) {
+  if (!claims.sub) claims.sub = id;
+}
+
+// Claims by scope as Logto defines them. `identities` and `custom_data` are released by userinfo only.
+const claimsByScope = {
+  openid: ['sub'],
+  profile: ['name', 'picture', 'username', 'created_at', 'updated_at'],
+  email: ['email', 'email_verified'],
+  phone: ['phone_number', 'phone_number_verified'],
+  roles: ['roles'],
+  organizations: ['organizations'],
+  organization_roles: ['organization_roles'],
+  custom_data: ['custom_data'],
+  identities: ['identities'],
+};
+const userinfoOnly = new Set(['custom_data', 'identities']);
+
+const stats = { grants: {}, userinfo: 0, jwks: 0, discovery: 0, authorizations: 0 };
+let lastAuth = {};
+
+function ecKey() {
+  const { privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-384' });
+  const jwk = privateKey.export({ format: 'jwk' });
+  return { ...jwk, kid: crypto.randomBytes(16).toString('base64url'), alg: 'ES384', use: 'sig' };
+}
+
+function rsaKey() {
+  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 4096 });
+  const jwk = privateKey.export({ format: 'jwk' });
+  // Logto publishes rotated RSA keys without an `alg` member.
+  return { ...jwk, kid: crypto.randomBytes(16).toString('base64url'), use: 'sig' };
+}
+
+const state = {
+  keys: [ecKey()],
+  idTokenAlg: 'ES384',
+  clients: config.clients || [],
+  cookieKeys: [crypto.randomBytes(32).toString('base64url')],
+};
+
+let issuer;
+let provider;
+
+function normaliseClient(client) {
+  return {
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'client_secret_basic',
+    post_logout_redirect_uris: [],
+    ...client,
+  };
+}
+
+function buildProvider() {
+  const resources = config.resources || {};
+  const p = new Provider(issuer, {
+    clients: state.clients.map(normaliseClient),
+    jwks: { keys: state.keys },
+    cookies: { keys: state.cookieKeys },
+    clientDefaults: {
+      id_token_signed_response_alg: state.idTokenAlg,
+      token_endpoint_auth_method: 'client_secret_basic',
+    },
+    enabledJWA: {
+      idTokenSigningAlgValues: ['ES384', 'RS256', 'ES256', 'PS256'],
+    },
+    claims: claimsByScope,
+    scopes: ['openid', 'offline_access', ...Object.keys(claimsByScope).filter((s) => s !== 'openid')],
+    conformIdTokenClaims: false,
+    extraParams: ['first_screen', 'interaction_mode', 'direct_sign_in', 'organization_id', 'login_hint'],
+    ttl: {
+      AccessToken: config.access_token_ttl || 3600,
+      IdToken: config.id_token_ttl || 3600,
+      AuthorizationCode: 600,
+      Interaction: 3600,
+      Session: 14 * 86400,
+      Grant: 14 * 86400,
+      RefreshToken: 14 * 86400,
+    },
+    // Logto rotates refresh tokens on every use.
+    rotateRefreshToken: true,
+    pkce: { required: () => false },
+    features: {
+      devInteractions: { enabled: false },
+      rpInitiatedLogout: {
+        enabled: true,
+        // Logto ends the session at once, without oidc-provider's "Do you want to sign out?" question.
+        logoutSource: async (ctx, form) => {
+          ctx.body = `<!DOCTYPE html><html><body>${form}<script>document.forms[0].submit()</script>
+            <noscript><button type="submit" form="op.logoutForm" name="logout" value="yes">Sign out</button></noscript></body></html>`;
+        },
+      },
+      backchannelLogout: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: () => undefined,
+        useGrantedResource: () => true,
+        getResourceServerInfo: (ctx, indicator) => {
+          const resource = resources[indicator];
+          if (!resource) throw new Provider.errors.InvalidTarget();
+          return {
+            scope: (resource.scopes || []).join(' '),
+            audience: indicator,
+            accessTokenTTL: config.access_token_ttl || 3600,
+            accessTokenFormat: 'jwt',
+            jwt: { sign: { alg: state.idTokenAlg } },
+          };
+        },
+      },
+    },
+    interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
+    findAccount: async (ctx, sub) => {
+      const account = Object.values(accounts).find((a) => a.sub === sub);
+      if (!account) return undefined;
+      return {
+        accountId: sub,
+        async claims(use, scope) {
+          const granted = new Set(String(scope || '').split(' '));
+          const out = { sub: account.sub };
+          for (const [s, names] of Object.entries(claimsByScope)) {
+            if (!granted.has(s)) continue;
+            for (const name of names) {
+              if (use !== 'userinfo' && userinfoOnly.has(name)) continue;
+              if (name in account) out[name] = account[name];
+            }
+          }
+          return out;
+        },
+      };
+    },
+  });
+  p.proxy = false;
+  p.on('grant.success', (ctx) => {
+    const type = ctx.oidc.params.grant_type;
+    stats.grants[type] = (stats.grants[type] || 0) + 1;
+  });
+  p.on('grant.error', (ctx) => {
+    const type = `${ctx.oidc.params?.grant_type || 'unknown'}_error`;
+    stats.grants[type] = (stats.grants[type] || 0) + 1;
+  });
+  return p;
+}
+
+function readBody(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+function cookieValue(req, name) {
+  for (const part of String(req.headers.cookie || '').split(';')) {
+    const [k, ...v] = part.trim().split('=');
+    if (k === name) return decodeURIComponent(v.join('='));
+  }
+  return undefined;
+}
+
+function send(res, status, body, type = 'application/json') {
+  res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
+  res.end(typeof body === 'string' ? body : JSON.stringify(body));
+}
+
+function escapeHtml(s) {
+  return String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+async function finishConsent(req, res, details) {
+  const { prompt: { details: promptDetails }, params, session: { accountId } } = details;
+  const grant = details.grantId
+    ? await provider.Grant.find(details.grantId)
+    : new provider.Grant({ accountId, clientId: params.client_id });
+  if (promptDetails.missingOIDCScope) grant.addOIDCScope(promptDetails.missingOIDCScope.join(' '));
+  if (promptDetails.missingOIDCClaims) grant.addOIDCClaims(promptDetails.missingOIDCClaims);
+  if (promptDetails.missingResourceScopes) {
+    for (const [indicator, scopes] of Object.entries(promptDetails.missingResourceScopes)) {
+      grant.addResourceScope(indicator, scopes.join(' '));
+    }
+  }
+  const grantId = await grant.save();
+  await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+}
+
+async function interaction(req, res, url) {
+  const details = await provider.interactionDetails(req, res);
+  const { prompt } = details;
+  if (prompt.name === 'login') {
+    let accountId;
+    if (req.method === 'POST') {
+      accountId = new URLSearchParams(await readBody(req)).get('account');
+    } else if (!config.interactive) {
+      accountId = cookieValue(req, 'idp_login_as') || 'alice';
+    }
+    if (accountId && accounts[accountId]) {
+      // The session's accountId is the subject, as in Logto; `accountId` here is the login name.
+      const login = { accountId: accounts[accountId].sub };
+      await provider.interactionFinished(req, res, { login }, { mergeWithLastSubmission: false });
+      return;
+    }
+    const options = Object.entries(accounts)
+      .map(([id, a]) => `<option value="${escapeHtml(id)}">${escapeHtml(a.username || id)} (${escapeHtml(a.email || 'no email')})</option>`)
+      .join('');
+    const hint = details.params.first_screen === 'register' ? '<p>(first_screen=register: this would be the sign-up page)</p>' : '';
+    send(res, 200, `<!DOCTYPE html><html><head><meta charset="utf-8"><title>Sign in - test IdP</title>
+      <style>body{font-family:system-ui,sans-serif;max-width:28em;margin:4em auto}select,button{font-size:1em;padding:.4em}</style></head>
+      <body><h1>Sign in</h1><p>This is logto-gate's local, Logto-compatible test identity provider.
+      With a real Logto tenant this is Logto's sign-in page (or GitHub, with direct_sign_in).</p>${hint}
+      <form method="post" action="${escapeHtml(url.pathname)}"><label>Account <select name="account">${options}</select></label>
+      <button type="submit" id="sign-in">Sign in</button></form></body></html>`, 'text/html; charset=utf-8');
+    return;
+  }
+  if (prompt.name === 'consent') {
+    await finishConsent(req, res, details);
+    return;
+  }
+  send(res, 400, { error: `unsupported prompt ${prompt.name}` });
+}
+
+async function testEndpoint(req, res, url) {
+  if (url.pathname === '/__test/stats') return send(res, 200, stats);
+  if (url.pathname === '/__test/last-auth') return send(res, 200, lastAuth);
+  if (url.pathname === '/__test/signing-key') return send(res, 200, state.keys[0]);
+  if (req.method !== 'POST') return send(res, 405, { error: 'method not allowed' });
+  const body = JSON.parse((await readBody(req)) || '{}');
+  if (url.pathname === '/__test/clients') {
+    state.clients = state.clients.filter((c) => c.client_id !== body.client_id).concat([body]);
+  } else if (url.pathname === '/__test/accounts') {
+    accounts[body.id] = { sub: body.id, ...body.claims };
+    return send(res, 200, { ok: true });
+  } else if (url.pathname === '/__test/rotate-keys') {
+    state.keys = [rsaKey(), ...state.keys];
+    state.idTokenAlg = 'RS256';
+  } else {
+    return send(res, 404, { error: 'not found' });
+  }
+  provider = buildProvider();
+  return send(res, 200, { ok: true });
+}
+
+const server = http.createServer(async (req, res) => {
+  try {
+    const url = new URL(req.url, issuer);
+    if (url.pathname.startsWith('/__test/')) return await testEndpoint(req, res, url);
+    if (url.pathname.startsWith('/interaction/')) return await interaction(req, res, url);
+    if (url.pathname === '/oidc' || url.pathname.startsWith('/oidc/')) {
+      const route = url.pathname.slice('/oidc'.length) || '/';
+      if (route === '/jwks') stats.jwks += 1;
+      if (route === '/.well-known/openid-configuration') stats.discovery += 1;
+      if (route === '/me') stats.userinfo += 1;
+      if (route === '/auth') {
+        stats.authorizations += 1;
+        lastAuth = Object.fromEntries(url.searchParams);
+      }
+      req.originalUrl = req.url;
+      req.url = req.url.slice('/oidc'.length) || '/';
+      return provider.callback()(req, res);
+    }
+    return send(res, 404, { error: 'not found' });
+  } catch (err) {
+    if (!res.headersSent) send(res, 500, { error: String(err && err.message) });
+    else res.end();
+  }
+});
+
+server.listen(config.port || 0, host, () => {
+  const { port } = server.address();
+  issuer = `http://${host}:${port}/oidc`;
+  provider = buildProvider();
+  process.stdout.write(`LISTENING ${port}\n`);
+});
+
+// Exit with the parent: a harness that dies closes our stdin.
+process.stdin.on('end', () => process.exit(0));
+process.stdin.on('error', () => process.exit(0));
+process.stdin.resume();
+process.on('SIGTERM', () => process.exit(0));
