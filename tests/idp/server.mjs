@@ -100,7 +100,7 @@ const claimsByScope = {
 };
 const userinfoOnly = new Set(['custom_data', 'identities']);
 
-const stats = { grants: {}, userinfo: 0, jwks: 0, discovery: 0, authorizations: 0 };
+const stats = { grants: {}, userinfo: 0, jwks: 0, discovery: 0, authorizations: 0, end_sessions: 0 };
 let lastAuth = {};
 
 function ecKey() {
@@ -171,8 +171,10 @@ function buildProvider() {
         enabled: true,
         // Logto ends the session at once, without oidc-provider's "Do you want to sign out?" question.
         logoutSource: async (ctx, form) => {
-          ctx.body = `<!DOCTYPE html><html><body>${form}<script>document.forms[0].submit()</script>
-            <noscript><button type="submit" form="op.logoutForm" name="logout" value="yes">Sign out</button></noscript></body></html>`;
+          const withYes = form.replace('</form>', '<input type="hidden" name="logout" value="yes"/></form>');
+          ctx.body = `<!DOCTYPE html><html><head><title>Signing out</title></head><body>${withYes}
+            <script>document.forms[0].submit()</script>
+            <noscript><button type="submit" form="op.logoutForm">Sign out</button></noscript></body></html>`;
         },
       },
       backchannelLogout: { enabled: true },
@@ -218,6 +220,9 @@ function buildProvider() {
   p.on('grant.success', (ctx) => {
     const type = ctx.oidc.params.grant_type;
     stats.grants[type] = (stats.grants[type] || 0) + 1;
+  });
+  p.on('end_session.success', () => {
+    stats.end_sessions += 1;
   });
   p.on('grant.error', (ctx) => {
     const type = `${ctx.oidc.params?.grant_type || 'unknown'}_error`;

@@ -1,0 +1,242 @@
+//! Forwarding: streaming bodies, upgrades, hop-by-hop and forwarding headers, cookies, HTTP/2, upstream faults.
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
+
+const TEN_MIB: usize = 10 * 1024 * 1024;
+
+#[tokio::test]
+async fn a_10_mib_body_streams_both_ways() {
+    let s = Stack::start().await;
+    let b = s.browser();
+    b.sign_in(&s.gate, "/").await;
+    // Download: 10 MiB streamed from the upstream.
+    let resp = b
+        .client
+        .get(format!("{}/download?bytes={TEN_MIB}", s.gate.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut stream = resp.bytes_stream();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        total += chunk.unwrap().len();
+    }
+    assert_eq!(total, TEN_MIB);
+    // Upload: 10 MiB streamed to the upstream in chunks, without a Content-Length.
+    let chunks = futures_util::stream::iter(
+        (0..160).map(|i| Ok::<_, std::io::Error>(vec![(i % 251) as u8; 64 * 1024])),
+    );
+    let resp = b
+        .client
+        .post(format!("{}/upload", s.gate.url()))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = resp.json().await.unwrap();
+    let expected_sum: u64 = (0..160u64).map(|i| (i % 251) * 64 * 1024).sum();
+    assert_eq!(v["bytes"], TEN_MIB as u64);
+    assert_eq!(v["sum"], expected_sum);
+}
+
+#[tokio::test]
+async fn websocket_echo_works_through_the_gate_for_signed_in_users_only() {
+    let s = Stack::start().await;
+    let b = s.browser();
+    let ws_url = format!("ws://127.0.0.1:{}/ws", s.gate.port);
+    // Without a session the handshake is refused with 401.
+    let anon = tokio_tungstenite::connect_async(ws_url.as_str()).await;
+    match anon {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 401)
+        }
+        other => panic!("expected 401, got {other:?}"),
+    }
+    b.sign_in(&s.gate, "/").await;
+    let cookie = b
+        .cookie(&s.gate.url(), "logto_gate")
+        .expect("session cookie");
+    let mut request = ws_url.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", format!("logto_gate={cookie}").parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket through the gate");
+    assert_eq!(resp.status().as_u16(), 101);
+    for text in ["hello", "through", "the gate"] {
+        ws.send(Message::text(text)).await.unwrap();
+        let echo = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(echo.into_text().unwrap().as_str(), text);
+    }
+    ws.close(None).await.unwrap();
+    let seen = s.upstream.last();
+    assert_eq!(seen.path, "/ws");
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
+}
+
+#[tokio::test]
+async fn hop_by_hop_and_client_forwarding_headers_never_reach_the_upstream() {
+    let s = Stack::start().await;
+    let b = s.browser();
+    b.sign_in(&s.gate, "/").await;
+    b.client
+        .get(format!("{}/headers", s.gate.url()))
+        .header("connection", "x-secret-hop")
+        .header("x-secret-hop", "1")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic Zm9vOmJhcg==")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-host", "evil.example")
+        .header("x-forwarded-proto", "gopher")
+        .header("forwarded", "for=6.6.6.6;host=evil.example")
+        .header("x-app-header", "kept")
+        .send()
+        .await
+        .unwrap();
+    let seen = s.upstream.last();
+    for gone in [
+        "x-secret-hop",
+        "keep-alive",
+        "proxy-authorization",
+        "forwarded",
+    ] {
+        assert_eq!(seen.header(gone), None, "{gone} reached the upstream");
+    }
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(
+        seen.header("x-forwarded-host"),
+        Some(format!("127.0.0.1:{}", s.gate.port).as_str())
+    );
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    assert_eq!(seen.header("x-app-header"), Some("kept"));
+    assert_eq!(
+        seen.header("host"),
+        Some(s.upstream.addr.to_string().as_str()),
+        "Host is the upstream's by default"
+    );
+}
+
+#[tokio::test]
+async fn gate_cookies_are_removed_and_app_cookies_pass_both_ways() {
+    let s = Stack::start().await;
+    let b = s.browser();
+    b.sign_in(&s.gate, "/").await;
+    let resp = b
+        .client
+        .get(format!("{}/set-cookie", s.gate.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["set-cookie"],
+        "app_session=abc; Path=/",
+        "the app's Set-Cookie reaches the browser"
+    );
+    b.client
+        .get(format!("{}/after", s.gate.url()))
+        .send()
+        .await
+        .unwrap();
+    let seen = s.upstream.last();
+    let cookie = seen.header("cookie").unwrap_or("");
+    assert!(cookie.contains("app_session=abc"), "{cookie}");
+    assert!(
+        !cookie.contains("logto_gate"),
+        "the gate's session cookie leaked upstream: {cookie}"
+    );
+}
+
+#[tokio::test]
+async fn http2_clients_are_served_over_an_http1_upstream() {
+    let s = Stack::start().await;
+    let b = s.browser();
+    b.sign_in(&s.gate, "/").await;
+    let cookie = b.cookie(&s.gate.url(), "logto_gate").unwrap();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = h2
+        .get(format!("{}/over-h2?x=1", s.gate.url()))
+        .header("cookie", format!("logto_gate={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen = s.upstream.last();
+    assert_eq!(seen.path, "/over-h2?x=1");
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
+    assert_eq!(
+        seen.header("host"),
+        Some(s.upstream.addr.to_string().as_str())
+    );
+}
+
+#[tokio::test]
+async fn upstream_down_is_a_502_page_and_slow_upstream_a_504() {
+    let idp = Idp::start(IdpOptions::default());
+    // A port with nothing listening.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let gate = TestGate::start(&idp, &dead, "", "").await;
+    let b = Browser::new(&idp);
+    let (hops, resp) = b.navigate(&format!("{}/", gate.url())).await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{hops:#?}");
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("The application is unreachable"));
+    let api = b
+        .client
+        .get(format!("{}/api", gate.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::BAD_GATEWAY);
+    let v: Value = api.json().await.unwrap();
+    assert_eq!(v["error"], "upstream_unreachable");
+
+    let upstream = Upstream::start().await;
+    let slow_gate = TestGate::start(&idp, &upstream.url(), "", "").await;
+    // response_timeout is 5s in the test config; this upstream answers after 60s.
+    let b = Browser::new(&idp);
+    b.sign_in(&slow_gate, "/").await;
+    let resp = b
+        .client
+        .get(format!("{}/slow?ms=60000", slow_gate.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+}
+
+#[tokio::test]
+async fn preserve_host_passes_the_clients_host() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let gate = TestGate::start_edited(&idp, &upstream.url(), "", "", |t| {
+        t.replace(
+            "response_timeout = \"5s\"",
+            "response_timeout = \"5s\"\npreserve_host = true",
+        )
+    })
+    .await;
+    Browser::new(&idp).sign_in(&gate, "/").await;
+    assert_eq!(
+        upstream.last().header("host"),
+        Some(format!("127.0.0.1:{}", gate.port).as_str())
+    );
+}

@@ -1,0 +1,319 @@
+//! The sign-in dance end to end: redirect to Logto, callback, session, identity headers, sign-out.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn browser_navigation_signs_in_and_returns_to_the_exact_url_with_query() {
+    let s = Stack::start().await;
+    let b = s.browser();
+    let (hops, resp) = b
+        .navigate(&format!(
+            "{}/reports/2026?year=2026&q=a%20b#top",
+            s.gate.url()
+        ))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}");
+    // gate -> Logto authorize -> interaction -> ... -> gate callback -> back to the exact URL
+    assert!(
+        hops[0]
+            .location
+            .as_deref()
+            .unwrap_or("")
+            .starts_with(&format!("{}/auth?", s.idp.issuer())),
+        "{hops:#?}"
+    );
+    let callback = hops
+        .iter()
+        .find(|h| {
+            h.url
+                .starts_with(&format!("{}/_logto/callback", s.gate.url()))
+        })
+        .expect("callback hop");
+    assert_eq!(callback.status, 302);
+    assert_eq!(
+        callback.location.as_deref(),
+        Some(format!("{}/reports/2026?year=2026&q=a%20b", s.gate.url()).as_str())
+    );
+    let seen = s.upstream.last();
+    assert_eq!(seen.path, "/reports/2026?year=2026&q=a%20b");
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
+}
+
+#[tokio::test]
+async fn default_identity_headers_follow_oauth2_proxy() {
+    let s = Stack::start().await;
+    let b = s.browser();
+    b.sign_in(&s.gate, "/").await;
+    let seen = s.upstream.last();
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
+    assert_eq!(seen.header("x-forwarded-email"), Some("alice@example.com"));
+    assert_eq!(seen.header("x-forwarded-preferred-username"), Some("alice"));
+    assert_eq!(seen.header("x-forwarded-groups"), Some("admin,editor"));
+    // Bob has no roles and a null name: absent headers, not empty or "null".
+    let b2 = s.browser();
+    b2.login_as("bob");
+    b2.sign_in(&s.gate, "/").await;
+    let seen = s.upstream.last();
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_bob000002"));
+    assert_eq!(seen.header("x-forwarded-groups"), Some(""));
+}
+
+#[tokio::test]
+async fn the_headers_table_replaces_the_mapping_and_reads_userinfo_only_claims() {
+    let extra = r#"
+[headers]
+"X-User-Id" = "sub"
+"X-GitHub-Login" = "identities.github.details.rawData.userInfo.login"
+"X-GitHub-Id" = "identities.github.userId"
+"X-Team" = "custom_data.team"
+"X-Picture" = "picture"
+"#;
+    let s = Stack::with(
+        r#"scopes = ["email", "roles", "identities", "custom_data"]"#,
+        extra,
+    )
+    .await;
+    s.browser().sign_in(&s.gate, "/").await;
+    let seen = s.upstream.last();
+    assert_eq!(seen.header("x-user-id"), Some("u_alice0001"));
+    assert_eq!(seen.header("x-github-login"), Some("Alice-GH"));
+    assert_eq!(seen.header("x-github-id"), Some("1234567"));
+    assert_eq!(seen.header("x-team"), Some("platform"));
+    assert_eq!(
+        seen.header("x-picture"),
+        None,
+        "a null claim sends no header"
+    );
+    assert_eq!(
+        seen.header("x-forwarded-user"),
+        None,
+        "the table replaces the defaults"
+    );
+    assert!(s.idp.stats()["userinfo"].as_u64().unwrap_or(0) >= 1);
+}
+
+#[tokio::test]
+async fn api_request_without_session_gets_401_json_never_a_redirect() {
+    let s = Stack::start().await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (method, accept) in [
+        ("GET", "application/json"),
+        ("POST", "text/html"),
+        ("GET", "*/*"),
+        ("DELETE", ""),
+    ] {
+        let resp = client
+            .request(
+                method.parse().unwrap(),
+                format!("{}/api/items", s.gate.url()),
+            )
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{method} {accept}");
+        assert!(resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer"));
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "unauthorized");
+    }
+    assert_eq!(s.upstream.count(), 0, "nothing reached the upstream");
+}
+
+#[tokio::test]
+async fn userinfo_shows_the_signed_in_identity_and_401_without_session() {
+    let s = Stack::start().await;
+    let b = s.browser();
+    let anon = b
+        .client
+        .get(format!("{}/_logto/userinfo", s.gate.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), StatusCode::UNAUTHORIZED);
+    b.sign_in(&s.gate, "/").await;
+    let me: Value = b
+        .client
+        .get(format!("{}/_logto/userinfo", s.gate.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["sub"], "u_alice0001");
+    assert_eq!(me["email"], "alice@example.com");
+    assert_eq!(me["roles"], json!(["admin", "editor"]));
+    assert!(me.get("picture").is_none());
+}
+
+#[tokio::test]
+async fn the_authorization_request_carries_pkce_nonce_state_prompt_and_logto_extras() {
+    let s = Stack::with(
+        r#"first_screen = "register"
+direct_sign_in = "social:github""#,
+        "",
+    )
+    .await;
+    s.browser().sign_in(&s.gate, "/").await;
+    let auth = s.idp.last_authorization_request();
+    assert_eq!(auth["response_type"], "code");
+    assert_eq!(auth["client_id"], APP_ID);
+    assert_eq!(
+        auth["redirect_uri"],
+        format!("{}/_logto/callback", s.gate.url())
+    );
+    assert_eq!(auth["scope"], "openid profile offline_access email roles");
+    assert_eq!(auth["prompt"], "consent");
+    assert_eq!(auth["code_challenge_method"], "S256");
+    assert_eq!(auth["code_challenge"].as_str().unwrap().len(), 43);
+    assert_eq!(auth["state"].as_str().unwrap().len(), 43);
+    assert!(auth["nonce"].as_str().unwrap().len() >= 32);
+    assert_eq!(auth["first_screen"], "register");
+    assert_eq!(auth["direct_sign_in"], "social:github");
+    // client_secret_basic at the token endpoint, and a refresh token came back (offline_access + consent).
+    let stats = s.idp.stats();
+    assert_eq!(stats["grants"]["authorization_code"], 1);
+}
+
+#[tokio::test]
+async fn several_tabs_signing_in_at_once_all_succeed() {
+    let s = Stack::start().await;
+    let b = s.browser();
+    // Start three attempts before finishing any: each has its own attempt cookie.
+    let mut starts = Vec::new();
+    for path in ["/tab-one", "/tab-two", "/tab-three"] {
+        let resp = b
+            .client
+            .get(format!("{}{path}", s.gate.url()))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FOUND);
+        starts.push((
+            path,
+            resp.headers()["location"].to_str().unwrap().to_owned(),
+        ));
+    }
+    for (path, logto_url) in starts.into_iter().rev() {
+        let (hops, resp) = b.navigate(&logto_url).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}");
+        assert_eq!(hops.last().unwrap().url, format!("{}{path}", s.gate.url()));
+    }
+}
+
+#[tokio::test]
+async fn sign_out_clears_the_session_and_ends_logtos_session() {
+    let s = Stack::start().await;
+    let b = s.browser();
+    b.sign_in(&s.gate, "/").await;
+    let resp = b
+        .client
+        .get(format!("{}/_logto/sign-out", s.gate.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    let cleared = resp.headers().get_all("set-cookie").iter().any(|v| {
+        let v = v.to_str().unwrap();
+        v.starts_with("logto_gate=;") && v.contains("Max-Age=0")
+    });
+    assert!(cleared, "{:?}", resp.headers());
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let end = reqwest::Url::parse(&location).unwrap();
+    assert_eq!(
+        format!("{}{}", end.origin().ascii_serialization(), end.path()),
+        format!("{}/session/end", s.idp.issuer())
+    );
+    let q: std::collections::HashMap<_, _> = end.query_pairs().into_owned().collect();
+    assert_eq!(q["client_id"], APP_ID);
+    assert_eq!(q["post_logout_redirect_uri"], format!("{}/", s.gate.url()));
+    // Signed out at the gate: the API answers 401 again.
+    let api = b
+        .client
+        .get(format!("{}/api", s.gate.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+    // Logto ends its own session and sends the browser back to the gate's root.
+    let hops = b.follow_submitting_forms(&location).await;
+    assert_eq!(
+        hops.last().unwrap().location.as_deref(),
+        Some(format!("{}/", s.gate.url()).as_str()),
+        "{hops:#?}"
+    );
+    assert_eq!(s.idp.stats()["end_sessions"], 1);
+}
+
+#[tokio::test]
+async fn session_cookie_is_httponly_lax_and_small() {
+    let s = Stack::start().await;
+    // Walk the dance hop by hop to read the Set-Cookie headers of the start and of the callback.
+    let b2 = s.browser();
+    let start = b2
+        .client
+        .get(format!("{}/", s.gate.url()))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    let attempt_cookie = start.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        attempt_cookie.contains("Path=/_logto/callback") && attempt_cookie.contains("HttpOnly")
+    );
+    assert!(attempt_cookie.contains("SameSite=Lax") && attempt_cookie.contains("Max-Age=600"));
+    let mut url = start.headers()["location"].to_str().unwrap().to_owned();
+    let callback = loop {
+        let r = b2
+            .client
+            .get(&url)
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        let loc = r.headers()["location"].to_str().unwrap().to_owned();
+        if url.starts_with(&s.gate.url()) {
+            break r;
+        }
+        url = reqwest::Url::parse(&url)
+            .unwrap()
+            .join(&loc)
+            .unwrap()
+            .to_string();
+    };
+    let session = callback
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with("logto_gate="))
+        .expect("session cookie");
+    assert!(
+        session.contains("HttpOnly")
+            && session.contains("SameSite=Lax")
+            && session.contains("Path=/")
+    );
+    assert!(
+        !session.contains("Secure"),
+        "http public_url: no Secure attribute"
+    );
+    assert!(
+        session.len() < 2048,
+        "session cookie is {} bytes",
+        session.len()
+    );
+}

@@ -1,0 +1,201 @@
+//! Starts the Logto-compatible test IdP (`tests/idp/server.mjs`, oidc-provider) on a free loopback port.
+//! Shared by the integration tests and `examples/demo.rs`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{mpsc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// How long the IdP may take to start (Node.js start-up plus loading oidc-provider).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn idp_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("idp")
+}
+
+/// Runs `npm ci` in tests/idp once per process when its dependencies are not installed yet.
+pub fn ensure_installed() -> Result<(), String> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().map_err(|e| e.to_string())?;
+    DONE.get_or_init(|| {
+        let dir = idp_dir();
+        if dir
+            .join("node_modules/oidc-provider/package.json")
+            .is_file()
+        {
+            return Ok(());
+        }
+        eprintln!(
+            "installing the test IdP's npm dependencies (npm ci in {})",
+            dir.display()
+        );
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir)
+            .status()
+            .map_err(|e| format!("cannot run npm (is Node.js installed?): {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("npm ci in {} failed: {status}", dir.display()))
+        }
+    })
+    .clone()
+}
+
+/// A running test IdP. Killed on drop; it also exits by itself when our end of its stdin closes.
+pub struct Idp {
+    child: Child,
+    _stdin: Option<ChildStdin>,
+    pub port: u16,
+}
+
+#[derive(Default, Clone)]
+pub struct IdpOptions {
+    pub clients: Vec<Value>,
+    pub access_token_ttl: Option<u64>,
+    pub interactive: bool,
+    pub resources: Option<Value>,
+    pub port: Option<u16>,
+}
+
+impl Idp {
+    pub fn start(options: IdpOptions) -> Idp {
+        Self::try_start(options).unwrap_or_else(|e| panic!("test IdP: {e}"))
+    }
+
+    pub fn try_start(options: IdpOptions) -> Result<Idp, String> {
+        ensure_installed()?;
+        let mut config = json!({
+            "clients": options.clients,
+            "interactive": options.interactive,
+            "port": options.port.unwrap_or(0),
+        });
+        if let Some(ttl) = options.access_token_ttl {
+            config["access_token_ttl"] = json!(ttl);
+        }
+        if let Some(r) = options.resources {
+            config["resources"] = r;
+        }
+        let mut child = Command::new("node")
+            .arg("server.mjs")
+            .current_dir(idp_dir())
+            .env("IDP_CONFIG", config.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start node: {e}"))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Some(Ok(line)) = lines.next() {
+                if let Some(port) = line.strip_prefix("LISTENING ") {
+                    let _ = tx.send(port.trim().parse::<u16>().ok());
+                    break;
+                }
+            }
+            // Keep draining so the IdP never blocks on a full pipe.
+            for _ in lines {}
+        });
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(Some(port)) => Ok(Idp {
+                child,
+                _stdin: stdin,
+                port,
+            }),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err("the IdP did not report its port in time".into())
+            }
+        }
+    }
+
+    /// Like `logto.endpoint`: the issuer is `<endpoint>/oidc`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn issuer(&self) -> String {
+        format!("{}/oidc", self.endpoint())
+    }
+
+    fn post(&self, path: &str, body: Value) -> Value {
+        blocking_json("POST", &format!("{}{path}", self.endpoint()), Some(body))
+    }
+
+    fn get(&self, path: &str) -> Value {
+        blocking_json("GET", &format!("{}{path}", self.endpoint()), None)
+    }
+
+    /// Registers (or replaces) a confidential web app, as "Traditional web" in the Logto console.
+    pub fn register_client(&self, client_id: &str, secret: &str, public_url: &str) {
+        self.post(
+            "/__test/clients",
+            json!({
+                "client_id": client_id,
+                "client_secret": secret,
+                "redirect_uris": [format!("{public_url}/_logto/callback")],
+                "post_logout_redirect_uris": [format!("{public_url}/")],
+            }),
+        );
+    }
+
+    pub fn add_account(&self, id: &str, claims: Value) {
+        self.post("/__test/accounts", json!({"id": id, "claims": claims}));
+    }
+
+    /// Rotates to a new RSA-4096 key without `alg`, next to the old EC key; ID tokens become RS256.
+    pub fn rotate_keys_to_rsa(&self) {
+        self.post("/__test/rotate-keys", json!({}));
+    }
+
+    pub fn stats(&self) -> Value {
+        self.get("/__test/stats")
+    }
+
+    pub fn last_authorization_request(&self) -> Value {
+        self.get("/__test/last-auth")
+    }
+
+    pub fn jwks(&self) -> Value {
+        self.get("/oidc/jwks")
+    }
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tiny blocking HTTP/1.1 JSON client over std, so the harness needs no runtime of its own.
+pub fn blocking_json(method: &str, url: &str, body: Option<Value>) -> Value {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let mut stream = std::net::TcpStream::connect(authority).expect("connect to the IdP");
+    stream.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).expect("write to the IdP");
+    let mut resp = String::new();
+    stream.read_to_string(&mut resp).expect("read from the IdP");
+    let payload = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    serde_json::from_str(payload).unwrap_or(Value::Null)
+}

@@ -1,0 +1,389 @@
+//! The integration-test harness: a real IdP (oidc-provider), a real upstream, and the gate, all on loopback
+//! ports chosen by the kernel, plus a cookie-keeping HTTP client that signs in the way a browser does.
+#![allow(dead_code)]
+
+pub mod idp;
+pub mod upstream;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::cookie::{CookieStore, Jar};
+use reqwest::redirect::Policy;
+use reqwest::{Client, Response, StatusCode, Url};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub use idp::{Idp, IdpOptions};
+pub use upstream::Upstream;
+
+pub const APP_ID: &str = "test-app";
+pub const APP_SECRET: &str = "test-app-secret-0123456789";
+pub const SESSION_SECRET: &str = "an-example-session-secret-of-at-least-32-bytes";
+
+/// Waits are bounded everywhere: nothing in the harness waits longer than this for a service to come up.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The config every test gate starts from; `extra` is appended (whole sections, or keys for [headers]).
+pub fn gate_toml(
+    public_url: &str,
+    upstream: &str,
+    endpoint: &str,
+    logto_extra: &str,
+    extra: &str,
+) -> String {
+    let scopes = if logto_extra.contains("scopes") {
+        ""
+    } else {
+        r#"scopes = ["email", "roles"]"#
+    };
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "{public_url}"
+
+[upstream]
+url = "{upstream}"
+response_timeout = "5s"
+
+[logto]
+endpoint = "{endpoint}"
+app_id = "{APP_ID}"
+app_secret = "{APP_SECRET}"
+{scopes}
+{logto_extra}
+
+[session]
+secret = "{SESSION_SECRET}"
+
+[log]
+level = "warn"
+{extra}
+"#
+    )
+}
+
+/// A gate running in this process on an ephemeral port.
+pub struct TestGate {
+    pub port: u16,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+impl TestGate {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Binds port 0, registers the app with `idp`, starts the gate and waits until it has loaded Logto's keys.
+    pub async fn start(idp: &Idp, upstream: &str, logto_extra: &str, extra: &str) -> TestGate {
+        Self::start_edited(idp, upstream, logto_extra, extra, |t| t).await
+    }
+
+    /// Like [`TestGate::start`], with a last edit of the TOML text (to set keys in other sections).
+    pub async fn start_edited(
+        idp: &Idp,
+        upstream: &str,
+        logto_extra: &str,
+        extra: &str,
+        edit: impl FnOnce(String) -> String,
+    ) -> TestGate {
+        let gate = Self::start_unready(
+            idp.endpoint().as_str(),
+            upstream,
+            logto_extra,
+            extra,
+            edit,
+            |public| idp.register_client(APP_ID, APP_SECRET, public),
+        )
+        .await;
+        gate.wait_ready().await;
+        gate
+    }
+
+    /// Starts without waiting for readiness (for tests where Logto is down).
+    pub async fn start_unready(
+        endpoint: &str,
+        upstream: &str,
+        logto_extra: &str,
+        extra: &str,
+        edit: impl FnOnce(String) -> String,
+        register: impl FnOnce(&str),
+    ) -> TestGate {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gate");
+        let port = listener.local_addr().expect("gate addr").port();
+        let public = format!("http://127.0.0.1:{port}");
+        register(&public);
+        let toml = edit(gate_toml(&public, upstream, endpoint, logto_extra, extra));
+        let config = logto_gate::Config::from_toml_str(&toml, Vec::new())
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{toml}"));
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(logto_gate::run_with_listener(config, listener, async {
+            let _ = rx.await;
+        }));
+        TestGate {
+            port,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        wait_for_status(&format!("{}/_logto/readyz", self.url()), 200).await;
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+    }
+}
+
+impl Drop for TestGate {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Polls `url` until it answers `status`, for at most [`READY_TIMEOUT`].
+pub async fn wait_for_status(url: &str, status: u16) {
+    let client = Client::new();
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Ok(r) = client.get(url).timeout(Duration::from_secs(2)).send().await {
+            if r.status().as_u16() == status {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} did not answer {status} within {READY_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Everything a test usually needs: IdP, upstream, gate.
+pub struct Stack {
+    pub idp: Idp,
+    pub upstream: Upstream,
+    pub gate: TestGate,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Self::with("", "").await
+    }
+
+    pub async fn with(logto_extra: &str, extra: &str) -> Stack {
+        let idp = Idp::start(IdpOptions::default());
+        let upstream = Upstream::start().await;
+        let gate = TestGate::start(&idp, &upstream.url(), logto_extra, extra).await;
+        Stack {
+            idp,
+            upstream,
+            gate,
+        }
+    }
+
+    pub fn browser(&self) -> Browser {
+        Browser::new(&self.idp)
+    }
+}
+
+/// A cookie-keeping client that follows redirects itself, so each hop can be inspected.
+pub struct Browser {
+    pub client: Client,
+    pub jar: Arc<Jar>,
+    idp_endpoint: String,
+}
+
+/// One hop of a redirect chain.
+#[derive(Debug, Clone)]
+pub struct Hop {
+    pub url: String,
+    pub status: u16,
+    pub location: Option<String>,
+}
+
+impl Browser {
+    pub fn new(idp: &Idp) -> Browser {
+        let jar = Arc::new(Jar::default());
+        let client = Client::builder()
+            .redirect(Policy::none())
+            .cookie_provider(jar.clone())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        Browser {
+            client,
+            jar,
+            idp_endpoint: idp.endpoint(),
+        }
+    }
+
+    /// Chooses the account the IdP signs in automatically (default "alice").
+    pub fn login_as(&self, account: &str) {
+        let url: Url = self.idp_endpoint.parse().expect("idp url");
+        self.jar
+            .add_cookie_str(&format!("idp_login_as={account}; Path=/"), &url);
+    }
+
+    /// GET as a browser navigation (Accept: text/html), following redirects; returns the hops and final response.
+    pub async fn navigate(&self, url: &str) -> (Vec<Hop>, Response) {
+        self.follow(url, true).await
+    }
+
+    pub async fn follow(&self, url: &str, html: bool) -> (Vec<Hop>, Response) {
+        let mut hops = Vec::new();
+        let mut current: Url = url.parse().expect("url");
+        for _ in 0..20 {
+            let mut req = self.client.get(current.clone());
+            if html {
+                req = req.header("accept", "text/html,application/xhtml+xml");
+            }
+            let resp = req.send().await.expect("request");
+            let status = resp.status();
+            let location = resp
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            hops.push(Hop {
+                url: current.to_string(),
+                status: status.as_u16(),
+                location: location.clone(),
+            });
+            match (status.is_redirection(), location) {
+                (true, Some(loc)) => current = current.join(&loc).expect("location"),
+                _ => return (hops, resp),
+            }
+        }
+        panic!("too many redirects: {hops:?}");
+    }
+
+    /// Signs in through the gate by navigating to `path`; asserts the browser ends up back at `path`.
+    pub async fn sign_in(&self, gate: &TestGate, path: &str) -> Response {
+        let (hops, resp) = self.navigate(&format!("{}{path}", gate.url())).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "sign-in did not end on the app: {hops:#?}"
+        );
+        let last = hops.last().map(|h| h.url.clone()).unwrap_or_default();
+        assert_eq!(last, format!("{}{path}", gate.url()), "{hops:#?}");
+        resp
+    }
+
+    /// Follows a chain that may end on the IdP's auto-submitting logout form (a browser's script would submit it):
+    /// submits the form; the last hop's location is where the form sends the browser.
+    pub async fn follow_submitting_forms(&self, url: &str) -> Vec<Hop> {
+        let (mut hops, resp) = self.follow(url, true).await;
+        let page_url = hops.last().map(|h| h.url.clone()).unwrap_or_default();
+        let html = resp.text().await.unwrap_or_default();
+        if let Some(form) = parse_form(&html) {
+            let action = Url::parse(&page_url)
+                .and_then(|u| u.join(&form.0))
+                .expect("form action");
+            let resp = self
+                .client
+                .post(action.clone())
+                .form(&form.1)
+                .send()
+                .await
+                .expect("submit form");
+            let location = resp
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            hops.push(Hop {
+                url: action.to_string(),
+                status: resp.status().as_u16(),
+                location,
+            });
+        }
+        hops
+    }
+
+    /// The value of a cookie the jar holds for `url`.
+    pub fn cookie(&self, url: &str, name: &str) -> Option<String> {
+        let url: Url = url.parse().ok()?;
+        let header = self.jar.cookies(&url)?;
+        header
+            .to_str()
+            .ok()?
+            .split("; ")
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_owned())
+    }
+}
+
+/// The path of the gate binary built by cargo for these tests.
+pub fn gate_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_logto-gate")
+}
+
+/// A port that was free a moment ago (for the binary, which must know its public URL before it binds).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Runs the gate binary with arguments and environment; kills it on drop.
+pub struct GateProcess {
+    pub child: std::process::Child,
+}
+
+impl GateProcess {
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> GateProcess {
+        let mut cmd = std::process::Command::new(gate_binary());
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        GateProcess {
+            child: cmd.spawn().expect("spawn logto-gate"),
+        }
+    }
+}
+
+impl Drop for GateProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The first `<form>` of a page: its action and its hidden inputs.
+pub fn parse_form(html: &str) -> Option<(String, Vec<(String, String)>)> {
+    let start = html.find("<form")?;
+    let end = html[start..].find("</form>")? + start;
+    let form = &html[start..end];
+    let attr = |tag: &str, name: &str| -> Option<String> {
+        let key = format!("{name}=\"");
+        let i = tag.find(&key)? + key.len();
+        let j = tag[i..].find('"')? + i;
+        Some(tag[i..j].replace("&amp;", "&"))
+    };
+    let action = attr(form, "action")?;
+    let inputs = form
+        .split("<input")
+        .skip(1)
+        .filter_map(|tag| Some((attr(tag, "name")?, attr(tag, "value").unwrap_or_default())))
+        .collect();
+    Some((action, inputs))
+}

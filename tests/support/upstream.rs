@@ -1,0 +1,294 @@
+//! A small upstream app for tests and the demo. It records what reached it and answers:
+//! - any path: the request it received (method, path, headers) as JSON, or as an HTML page for browsers;
+//! - `/download?bytes=N`: N bytes streamed in 64 KiB chunks;
+//! - `POST /upload`: counts the streamed request body and answers `{"bytes": N, "sum": S}`;
+//! - `/slow?ms=N`: answers after N milliseconds;
+//! - `/ws`: a WebSocket echo;
+//! - `/set-cookie`: sets an app cookie.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Map, Value};
+use tokio::net::TcpListener;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// What reached the upstream.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .count()
+    }
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        Self::serve(listener)
+    }
+
+    pub fn serve(listener: TcpListener) -> Upstream {
+        let addr = listener.local_addr().expect("upstream addr");
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let seen2 = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let seen = seen2.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let seen = seen.clone();
+                        async move { Ok::<_, Infallible>(handle(req, seen).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, seen, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen().pop().expect("the upstream saw no request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().map(|s| s.len()).unwrap_or(0)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
+
+fn query_number(req: &Request<Incoming>, name: &str) -> u64 {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<Body> {
+    let record = Seen {
+        method: req.method().to_string(),
+        path: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+    };
+    if let Ok(mut s) = seen.lock() {
+        s.push(record.clone());
+    }
+    match req.uri().path() {
+        "/download" => {
+            let total = query_number(&req, "bytes") as usize;
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            let mut left = total;
+            let stream = futures_util::stream::iter(std::iter::from_fn(move || {
+                if left == 0 {
+                    return None;
+                }
+                let n = left.min(chunk.len());
+                left -= n;
+                Some(Ok::<_, Infallible>(Frame::data(chunk.slice(..n))))
+            }));
+            Response::builder()
+                .header("content-type", "application/octet-stream")
+                .body(BodyExt::boxed(StreamBody::new(stream)))
+                .unwrap_or_else(|_| Response::new(full("")))
+        }
+        "/upload" => {
+            let mut body = req.into_body();
+            let (mut bytes, mut sum) = (0u64, 0u64);
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => {
+                        if let Some(d) = f.data_ref() {
+                            bytes += d.len() as u64;
+                            sum = d.iter().fold(sum, |s, b| s.wrapping_add(u64::from(*b)));
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            json_response(json!({"bytes": bytes, "sum": sum}))
+        }
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(query_number(&req, "ms"))).await;
+            json_response(json!({"slow": true}))
+        }
+        "/set-cookie" => Response::builder()
+            .header("set-cookie", "app_session=abc; Path=/")
+            .body(full("ok"))
+            .unwrap_or_else(|_| Response::new(full(""))),
+        "/ws" => {
+            let key = req.headers().get("sec-websocket-key").cloned();
+            let Some(key) = key else {
+                return Response::new(full("not a websocket"));
+            };
+            let accept =
+                tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(upgraded) = on_upgrade.await {
+                    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        tokio_tungstenite::tungstenite::protocol::Role::Server,
+                        None,
+                    )
+                    .await;
+                    while let Some(Ok(msg)) = ws.next().await {
+                        if msg.is_text() || msg.is_binary() {
+                            if ws.send(msg).await.is_err() {
+                                break;
+                            }
+                        } else if msg.is_close() {
+                            break;
+                        }
+                    }
+                }
+            });
+            Response::builder()
+                .status(101)
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-accept", accept)
+                .body(full(""))
+                .unwrap_or_else(|_| Response::new(full("")))
+        }
+        _ => {
+            let wants_html = record
+                .header("accept")
+                .is_some_and(|a| a.contains("text/html"));
+            if wants_html {
+                html_page(&record)
+            } else {
+                let mut headers = Map::new();
+                for (k, v) in &record.headers {
+                    headers.insert(k.clone(), Value::String(v.clone()));
+                }
+                json_response(
+                    json!({"method": record.method, "path": record.path, "headers": headers}),
+                )
+            }
+        }
+    }
+}
+
+fn json_response(v: Value) -> Response<Body> {
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(full(v.to_string()))
+        .unwrap_or_else(|_| Response::new(full("")))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The demo app's page: who the gate says you are, and every header that reached the app.
+fn html_page(seen: &Seen) -> Response<Body> {
+    let user = seen
+        .header("x-forwarded-preferred-username")
+        .or(seen.header("x-forwarded-user"))
+        .unwrap_or("(nobody)");
+    let rows: String = seen
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            let mark = if k.starts_with("x-forwarded-") {
+                " class=\"id\""
+            } else {
+                ""
+            };
+            format!(
+                "<tr{mark}><td>{}</td><td>{}</td></tr>",
+                escape(k),
+                escape(v)
+            )
+        })
+        .collect();
+    let page = format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Sample app behind logto-gate</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto}}td{{padding:.2em .6em;border-bottom:1px solid #eee;font-family:monospace}}tr.id td{{background:#eef7ee}}</style></head>\
+         <body><h1 id=\"greeting\">Hello, {}!</h1><p>This sample app has no authentication code. \
+         logto-gate signed you in with Logto and sent these headers with your request to <code>{}</code>:</p>\
+         <table>{rows}</table><p><a id=\"sign-out\" href=\"/_logto/sign-out\">Sign out</a> · \
+         <a href=\"/_logto/userinfo\">/_logto/userinfo</a></p></body></html>",
+        escape(user),
+        escape(&seen.path)
+    );
+    Response::builder()
+        .header("content-type", "text/html; charset=utf-8")
+        .body(full(page))
+        .unwrap_or_else(|_| Response::new(full("")))
+}
