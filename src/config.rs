@@ -273,6 +273,8 @@ fn list_of_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>
     })
 }
 
+const ENV_METADATA_NAME: &str = "environment variable";
+
 /// Environment variables `LOGTO_GATE_<SECTION>__<KEY>` as a figment provider whose values are all strings.
 struct EnvOverrides {
     vars: Vec<(String, String)>,
@@ -296,7 +298,7 @@ impl EnvOverrides {
 
 impl Provider for EnvOverrides {
     fn metadata(&self) -> Metadata {
-        Metadata::named("environment variable").interpolater(|_, path| {
+        Metadata::named(ENV_METADATA_NAME).interpolater(|_, path| {
             let key = path.join("__").to_ascii_uppercase();
             format!("{ENV_PREFIX}{key}")
         })
@@ -384,11 +386,15 @@ fn figment_errors(err: figment::Error) -> ConfigErrors {
                 let source = e
                     .metadata
                     .as_ref()
-                    .map(|m| match &e.path[..] {
-                        [] => m.name.to_string(),
-                        path => {
-                            let segs: Vec<&str> = path.iter().map(String::as_str).collect();
+                    .map(|m| {
+                        if m.name == ENV_METADATA_NAME && !e.path.is_empty() {
+                            let segs: Vec<&str> = e.path.iter().map(String::as_str).collect();
                             m.interpolate(&e.profile.clone().unwrap_or_default(), &segs)
+                        } else {
+                            match &m.source {
+                                Some(src) => format!("{} {src}", m.name),
+                                None => m.name.to_string(),
+                            }
                         }
                     })
                     .unwrap_or_default();
@@ -406,7 +412,7 @@ fn figment_errors(err: figment::Error) -> ConfigErrors {
                 if source.is_empty() {
                     what
                 } else {
-                    format!("{what} (from {source})")
+                    format!("{what} (in {source})")
                 }
             })
             .collect(),

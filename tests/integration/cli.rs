@@ -1,1 +1,238 @@
+//! The `logto-gate` binary: configuration errors, environment overrides, secrets from files, `check`, SIGTERM.
 
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::support::*;
+
+fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(gate_binary());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .env_remove("LOGTO_GATE_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run logto-gate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write_config(dir: &tempfile::TempDir, text: &str) -> String {
+    let path = dir.path().join("logto-gate.toml");
+    std::fs::write(&path, text).expect("write config");
+    path.display().to_string()
+}
+
+#[test]
+fn bad_config_exits_non_zero_with_one_line_per_problem_and_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        r#"
+[server]
+public_url = "not a url"
+[upstream]
+url = "ftp://example.com"
+[logto]
+endpoint = "https://tenant.logto.app"
+[session]
+secret = "too-short"
+lifetime = "forever"
+"#,
+    );
+    let (code, _, stderr) = run_to_end(&["--config", &path], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    for line in [
+        "server.public_url: `not a url` is not a valid URL",
+        "upstream.url: `ftp://example.com` must start with http:// or https://",
+        "logto.app_id: missing",
+        "logto.app_secret: missing",
+        "session.secret: too short: 9 bytes",
+        "session.lifetime: `forever` is not a duration",
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.starts_with(line)),
+            "missing {line:?} in:\n{stderr}"
+        );
+    }
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn wrong_types_and_unknown_keys_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, "[logto]\napp_id = 42\n");
+    let (code, _, stderr) = run_to_end(&["--config", &path], &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("logto.app_id:"), "{stderr}");
+    let path = write_config(&dir, "[sesion]\nsecret = \"x\"\n");
+    let (code, _, stderr) = run_to_end(&["--config", &path], &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("unknown key `sesion`"), "{stderr}");
+    let (code, _, stderr) = run_to_end(&["--config", "/nonexistent/logto-gate.toml"], &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("not found"), "{stderr}");
+    let (code, _, stderr) = run_to_end(&[], &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--config"), "{stderr}");
+}
+
+/// Starts the binary with `toml` (its public URL on `port`) and waits until it is ready.
+async fn spawn_ready(port: u16, path: &str, env: &[(&str, &str)]) -> GateProcess {
+    let mut all: Vec<(&str, &str)> = vec![("LOGTO_GATE_CONFIG", path)];
+    all.extend_from_slice(env);
+    let p = GateProcess::spawn(&[], &all);
+    wait_for_status(&format!("http://127.0.0.1:{port}/_logto/readyz"), 200).await;
+    p
+}
+
+#[tokio::test]
+async fn environment_overrides_the_file_and_numeric_looking_values_stay_strings() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    // A secret made only of digits: it must arrive as the string "0012345678", not a number.
+    idp.register_client(APP_ID, "0012345678", &public);
+    let dir = tempfile::tempdir().unwrap();
+    let toml = gate_toml(&public, &upstream.url(), &idp.endpoint(), "", "")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+        .replace(APP_SECRET, "the-wrong-secret-in-the-file");
+    let path = write_config(&dir, &toml);
+    let _gate = spawn_ready(
+        port,
+        &path,
+        &[("LOGTO_GATE_LOGTO__APP_SECRET", "0012345678")],
+    )
+    .await;
+    let b = Browser::new(&idp);
+    let (hops, resp) = b.navigate(&format!("{public}/from-env")).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}");
+    assert_eq!(
+        upstream.last().header("x-forwarded-user"),
+        Some("u_alice0001")
+    );
+}
+
+#[tokio::test]
+async fn secrets_can_come_from_files() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    idp.register_client(APP_ID, "secret-from-a-mounted-file", &public);
+    let dir = tempfile::tempdir().unwrap();
+    let app_secret = dir.path().join("app_secret");
+    let session_secret = dir.path().join("session_secret");
+    std::fs::write(&app_secret, "secret-from-a-mounted-file\n").unwrap();
+    std::fs::write(
+        &session_secret,
+        "a-session-secret-from-a-file-of-enough-length\n",
+    )
+    .unwrap();
+    let toml = gate_toml(&public, &upstream.url(), &idp.endpoint(), "", "")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+        .replace(
+            &format!("app_secret = \"{APP_SECRET}\""),
+            &format!("app_secret_file = {:?}", app_secret.display().to_string()),
+        )
+        .replace(
+            &format!("secret = \"{SESSION_SECRET}\""),
+            &format!("secret_file = {:?}", session_secret.display().to_string()),
+        );
+    let path = write_config(&dir, &toml);
+    let _gate = spawn_ready(port, &path, &[]).await;
+    let (hops, resp) = Browser::new(&idp).navigate(&format!("{public}/")).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}");
+}
+
+#[tokio::test]
+async fn check_reports_discovery_and_keys_and_fails_when_logto_is_unreachable() {
+    let idp = Idp::start(IdpOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let toml = gate_toml(
+        "http://127.0.0.1:4180",
+        "http://127.0.0.1:8080",
+        &idp.endpoint(),
+        "",
+        "",
+    );
+    let path = write_config(&dir, &toml);
+    let (code, stdout, stderr) =
+        tokio::task::spawn_blocking(move || run_to_end(&["check", "--config", &path], &[]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("Logto discovery: ok"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("issuer:       {}", idp.issuer())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("signing keys: 1"), "{stdout}");
+    assert!(stdout.contains("EllipticCurve"), "{stdout}");
+    assert!(
+        !stdout.contains(APP_SECRET) && !stdout.contains(SESSION_SECRET),
+        "check never prints secrets"
+    );
+
+    let dead = gate_toml(
+        "http://127.0.0.1:4180",
+        "http://127.0.0.1:8080",
+        &format!("http://127.0.0.1:{}", free_port()),
+        "",
+        "",
+    );
+    let path = write_config(&dir, &dead);
+    let (code, _, stderr) =
+        tokio::task::spawn_blocking(move || run_to_end(&["check", "--config", &path], &[]))
+            .await
+            .unwrap();
+    assert_eq!(code, 1);
+    assert!(stderr.contains("Logto discovery: FAILED"), "{stderr}");
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_gate_cleanly() {
+    let idp = Idp::start(IdpOptions::default());
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    idp.register_client(APP_ID, APP_SECRET, &public);
+    let dir = tempfile::tempdir().unwrap();
+    let toml = gate_toml(&public, "http://127.0.0.1:9", &idp.endpoint(), "", "")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let path = write_config(&dir, &toml);
+    let mut gate = spawn_ready(port, &path, &[]).await;
+    let pid = gate.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(s) = gate.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gate did not stop after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(exit.code(), Some(0));
+    let mut stderr = String::new();
+    gate.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

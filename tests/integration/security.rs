@@ -1,1 +1,389 @@
+//! Attacks the core gate defends against, each over real sockets: identity spoofing, tampered cookies, forged
+//! state, replayed codes, issuer mix-up, open redirects; and failures that must stay clean (wrong secret, Logto down).
 
+use reqwest::{StatusCode, Url};
+use serde_json::Value;
+
+use crate::support::*;
+
+/// Walks a sign-in up to (not including) the gate's callback; returns the callback URL and the attempt cookie.
+async fn until_callback(s: &Stack, b: &Browser, path: &str) -> (String, String) {
+    let start = b
+        .client
+        .get(format!("{}{path}", s.gate.url()))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status(), StatusCode::FOUND);
+    let attempt = start.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut url: Url = start.headers()["location"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for _ in 0..20 {
+        if url
+            .as_str()
+            .starts_with(&format!("{}/_logto/callback", s.gate.url()))
+        {
+            return (url.to_string(), attempt);
+        }
+        let r = b
+            .client
+            .get(url.clone())
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        let loc = r.headers()["location"].to_str().unwrap().to_owned();
+        url = url.join(&loc).unwrap();
+    }
+    panic!("never reached the callback");
+}
+
+#[tokio::test]
+async fn spoofed_identity_headers_are_stripped_in_every_spelling() {
+    let s = Stack::start().await;
+    let b = s.browser();
+    b.sign_in(&s.gate, "/").await;
+    b.client
+        .get(format!("{}/whoami", s.gate.url()))
+        .header("X-Forwarded-User", "mallory")
+        .header("x-forwarded-user", "mallory2")
+        .header("X_Forwarded_User", "mallory3")
+        .header("x_forwarded_email", "mallory@evil.example")
+        .header("X-Forwarded-Groups", "admin,root")
+        .header("x-forwarded-preferred_username", "root")
+        .send()
+        .await
+        .unwrap();
+    let seen = s.upstream.last();
+    assert_eq!(seen.header_count("x-forwarded-user"), 1);
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
+    assert_eq!(seen.header("x-forwarded-email"), Some("alice@example.com"));
+    assert_eq!(seen.header("x-forwarded-groups"), Some("admin,editor"));
+    assert_eq!(seen.header("x-forwarded-preferred-username"), Some("alice"));
+    for (name, _) in &seen.headers {
+        assert!(
+            !name.contains('_'),
+            "an underscore variant reached the upstream: {name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn spoofed_identity_without_a_session_never_reaches_the_upstream() {
+    let s = Stack::start().await;
+    let resp = reqwest::Client::new()
+        .get(format!("{}/admin", s.gate.url()))
+        .header("X-Forwarded-User", "admin")
+        .header("X-Forwarded-Email", "admin@example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(s.upstream.count(), 0);
+}
+
+#[tokio::test]
+async fn tampered_truncated_or_foreign_cookies_are_treated_as_signed_out() {
+    let s = Stack::start().await;
+    let b = s.browser();
+    b.sign_in(&s.gate, "/").await;
+    let good = b.cookie(&s.gate.url(), "logto_gate").unwrap();
+    let mut flipped = good.clone().into_bytes();
+    let i = flipped.len() / 2;
+    flipped[i] = if flipped[i] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    // A cookie sealed by another gate (another secret) for the same name.
+    let other = TestGate::start_edited(&s.idp, &s.upstream.url(), "", "", |t| {
+        t.replace(
+            SESSION_SECRET,
+            "another-gate-with-another-session-secret-0123",
+        )
+    })
+    .await;
+    let ob = s.browser();
+    ob.sign_in(&other, "/").await;
+    let foreign = ob.cookie(&other.url(), "logto_gate").unwrap();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let before = s.upstream.count();
+    for bad in [
+        flipped.as_str(),
+        &good[..good.len() - 10],
+        "",
+        "x",
+        "%00",
+        foreign.as_str(),
+        &"A".repeat(5000),
+    ] {
+        let api = client
+            .get(format!("{}/api", s.gate.url()))
+            .header("cookie", format!("logto_gate={bad}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(api.status(), StatusCode::UNAUTHORIZED, "cookie {bad:.20}");
+        let nav = client
+            .get(format!("{}/page", s.gate.url()))
+            .header("cookie", format!("logto_gate={bad}"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            nav.status(),
+            StatusCode::FOUND,
+            "a browser is sent to sign in, never a 500"
+        );
+    }
+    assert_eq!(s.upstream.count(), before);
+    // The session value moved into another cookie name does not open either.
+    let moved = client
+        .get(format!("{}/_logto/userinfo", s.gate.url()))
+        .header(
+            "cookie",
+            format!("other={good}; logto_gate_signin_xxxxxxxxxxxxxxxx={good}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn forged_or_unknown_state_is_refused_without_calling_logto() {
+    let s = Stack::start().await;
+    let b = s.browser();
+    let forged = "A".repeat(43);
+    for query in [
+        format!("code=abc&state={forged}&iss={}", s.idp.issuer()),
+        "code=abc".to_owned(),
+        "code=abc&state=short".to_owned(),
+        format!("code=abc&state={forged}&state={forged}"),
+        format!("error=access_denied&error_description=%3Cscript%3Ealert(1)%3C%2Fscript%3E&state={forged}"),
+    ] {
+        let resp = b
+            .client
+            .get(format!("{}/_logto/callback?{query}", s.gate.url()))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{query}");
+        let body = resp.text().await.unwrap();
+        assert!(!body.contains("<script>"), "nothing from the query is echoed: {body}");
+    }
+    assert!(
+        s.idp.stats()["grants"].as_object().unwrap().is_empty(),
+        "the token endpoint was never called"
+    );
+    // A real attempt's state from one browser is useless in another browser (no attempt cookie there).
+    let (callback, _) = until_callback(&s, &b, "/").await;
+    let thief = s.browser();
+    let resp = thief.client.get(&callback).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(s.upstream.count(), 0);
+}
+
+#[tokio::test]
+async fn a_replayed_authorization_code_is_refused() {
+    let s = Stack::start().await;
+    let b = s.browser();
+    let (callback, attempt) = until_callback(&s, &b, "/").await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let first = client
+        .get(&callback)
+        .header("cookie", &attempt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::FOUND);
+    // The attempt cookie is cleared by the first callback; replay it anyway, as an attacker holding it would.
+    let cleared = first
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|v| v.to_str().unwrap().contains("Max-Age=0"));
+    assert!(cleared, "the attempt cookie is cleared after use");
+    let replay = client
+        .get(&callback)
+        .header("cookie", &attempt)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
+    let v: Value = replay.json().await.unwrap();
+    assert_eq!(v["error"], "invalid_grant");
+    assert_eq!(
+        s.idp.stats()["grants"]["authorization_code_error"],
+        1,
+        "Logto refused the second use"
+    );
+}
+
+#[tokio::test]
+async fn a_callback_naming_another_issuer_is_refused_rfc9207() {
+    let s = Stack::start().await;
+    let b = s.browser();
+    let (callback, attempt) = until_callback(&s, &b, "/").await;
+    let url: Url = callback.parse().unwrap();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for iss in [Some("https://evil.example/oidc"), None] {
+        let mut bad = url.clone();
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .into_owned()
+            .filter(|(k, _)| k != "iss")
+            .collect();
+        {
+            let mut q = bad.query_pairs_mut();
+            q.clear();
+            for (k, v) in &pairs {
+                q.append_pair(k, v);
+            }
+            if let Some(i) = iss {
+                q.append_pair("iss", i);
+            }
+        }
+        let resp = client
+            .get(bad.as_str())
+            .header("cookie", &attempt)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "iss={iss:?}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"], "issuer_mismatch");
+    }
+    assert!(
+        s.idp.stats()["grants"].as_object().unwrap().is_empty(),
+        "the code was never sent anywhere"
+    );
+}
+
+#[tokio::test]
+async fn open_redirects_through_the_return_path_fall_back_to_root() {
+    let s = Stack::start().await;
+    let attempts = [
+        "//evil.example",
+        "/\\evil.example",
+        "/%5Cevil.example",
+        "%2F%2Fevil.example",
+        "/%2F%2Fevil.example",
+        "https://evil.example/",
+        "http:evil.example",
+        "/\t/evil.example",
+        "/\r\n/evil.example",
+        "@evil.example",
+        "/\u{ff0f}evil.example",
+        "javascript:alert(1)",
+    ];
+    for bad in attempts {
+        let b = s.browser();
+        let enc: String = url::form_urlencoded::byte_serialize(bad.as_bytes()).collect();
+        let (hops, resp) = b
+            .navigate(&format!("{}/_logto/sign-in?redirect={enc}", s.gate.url()))
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK, "{bad:?}: {hops:#?}");
+        let landing = hops.last().unwrap().url.clone();
+        assert_eq!(
+            landing,
+            format!("{}/", s.gate.url()),
+            "{bad:?} must land on the app's root"
+        );
+    }
+    // And a good one is honoured.
+    let b = s.browser();
+    let (hops, _) = b
+        .navigate(&format!(
+            "{}/_logto/sign-in?redirect=%2Fdocs%3Fpage%3D2",
+            s.gate.url()
+        ))
+        .await;
+    assert_eq!(
+        hops.last().unwrap().url,
+        format!("{}/docs?page=2", s.gate.url())
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_app_secret_is_a_clear_502_not_a_crash() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let gate = TestGate::start_edited(&idp, &upstream.url(), "", "", |t| {
+        t.replace(
+            &format!("app_secret = \"{APP_SECRET}\""),
+            "app_secret = \"not-the-secret\"",
+        )
+    })
+    .await;
+    let (hops, resp) = Browser::new(&idp)
+        .navigate(&format!("{}/", gate.url()))
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{hops:#?}");
+    assert!(resp.text().await.unwrap().contains("Sign-in failed"));
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test]
+async fn logto_down_means_503_for_sign_in_while_signed_in_users_keep_working() {
+    // Logto unreachable from the start: healthz up, readyz down, sign-in a clear 503.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let upstream = Upstream::start().await;
+    let gate = TestGate::start_unready(&dead, &upstream.url(), "", "", |t| t, |_| {}).await;
+    wait_for_status(&format!("{}/_logto/healthz", gate.url()), 200).await;
+    let ready = reqwest::get(format!("{}/_logto/readyz", gate.url()))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let resp = reqwest::Client::new()
+        .get(format!("{}/", gate.url()))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.text().await.unwrap().contains("Logto is unreachable"));
+
+    // Signed in, then Logto goes away: the signed-in path never calls it.
+    let Stack {
+        idp,
+        upstream,
+        gate,
+    } = Stack::start().await;
+    let b = Browser::new(&idp);
+    b.sign_in(&gate, "/").await;
+    drop(idp);
+    for _ in 0..3 {
+        let r = b
+            .client
+            .get(format!("{}/still-here", gate.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        upstream.last().header("x-forwarded-user"),
+        Some("u_alice0001")
+    );
+}
