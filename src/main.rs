@@ -1,5 +1,6 @@
 //! The `logto-gate` command: run the gate, or `check` a configuration against Logto.
 #![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -193,10 +193,9 @@ pub fn check_id_token_claims(
     if !audiences.contains(&want.client_id) {
         return Err(JwtError::Claim("aud does not include this app".into()));
     }
-    if audiences.len() > 1 || claims.contains_key("azp") {
-        if claims.get("azp").and_then(Value::as_str) != Some(want.client_id) {
-            return Err(JwtError::Claim("azp is not this app".into()));
-        }
+    let azp_required = audiences.len() > 1 || claims.contains_key("azp");
+    if azp_required && claims.get("azp").and_then(Value::as_str) != Some(want.client_id) {
+        return Err(JwtError::Claim("azp is not this app".into()));
     }
     let nonce = claims.get("nonce").and_then(Value::as_str).unwrap_or("");
     if !bool::from(subtle::ConstantTimeEq::ct_eq(
