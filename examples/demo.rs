@@ -18,7 +18,10 @@ const APP_SECRET: &str = "demo-app-secret";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let idp = match idp::Idp::try_start(idp::IdpOptions { interactive: true, ..Default::default() }) {
+    let idp = match idp::Idp::try_start(idp::IdpOptions {
+        interactive: true,
+        ..Default::default()
+    }) {
         Ok(i) => i,
         Err(e) => {
             eprintln!("demo: cannot start the local IdP: {e}\n(it needs Node.js 20.19+ and npm)");
@@ -82,7 +85,11 @@ lifetime = "1h"
     println!("  identity headers logto-gate added. {public}/_logto/userinfo shows the session;");
     println!("  {public}/_logto/sign-out signs out of both the gate and the IdP.");
     println!();
-    println!("  IdP (issuer): {}   sample app (unreachable except through the gate in production): {}", idp.issuer(), app.url());
+    println!(
+        "  IdP (issuer): {}   sample app (unreachable except through the gate in production): {}",
+        idp.issuer(),
+        app.url()
+    );
     println!("  Press Ctrl-C to stop.");
     println!();
     let shutdown = async {

@@ -6,7 +6,10 @@
 //! [`proxy`] forwards to the app, and [`error`] maps failures to responses by their source.
 #![forbid(unsafe_code)]
 // Request and config data must never be able to panic the gate: no unwrap/expect outside tests.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod body;
 pub mod config;

@@ -20,10 +20,10 @@
 // Test-only endpoints (never part of Logto):
 //   POST /__test/clients        JSON client metadata, added (or replaced) by client_id
 //   POST /__test/accounts       JSON {id, claims}
-//   POST /__test/rotate-keys    switch to a new RSA-4096 key (ID tokens become RS256)
+//   POST /__test/rotate-keys    {kind}: put a new key first; "rsa" (default) is Logto's rotation to RSA-4096 without
+//                               `alg` (ID tokens become RS256); "ec256" gives ES256, "ps256" PS256
 //   GET  /__test/stats          counters: token grants by grant_type, userinfo calls, jwks fetches, discovery fetches
 //   GET  /__test/last-auth      the query parameters of the last authorization request
-//   GET  /__test/signing-key    the current private signing JWK (to forge tokens in attack tests)
 // In tests (interactive=false) sign-in completes by itself: the account is the `idp_login_as` cookie on the IdP's
 // origin, else "alice". In the demo (interactive=true) a small sign-in page asks which account to use.
 import http from 'node:http';
@@ -109,8 +109,14 @@ function ecKey() {
   return { ...jwk, kid: crypto.randomBytes(16).toString('base64url'), alg: 'ES384', use: 'sig' };
 }
 
-function rsaKey() {
-  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 4096 });
+function ec256Key() {
+  const { privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const jwk = privateKey.export({ format: 'jwk' });
+  return { ...jwk, kid: crypto.randomBytes(16).toString('base64url'), alg: 'ES256', use: 'sig' };
+}
+
+function rsaKey(modulusLength = 4096) {
+  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength });
   const jwk = privateKey.export({ format: 'jwk' });
   // Logto publishes rotated RSA keys without an `alg` member.
   return { ...jwk, kid: crypto.randomBytes(16).toString('base64url'), use: 'sig' };
@@ -220,6 +226,10 @@ function buildProvider() {
   p.on('grant.success', (ctx) => {
     const type = ctx.oidc.params.grant_type;
     stats.grants[type] = (stats.grants[type] || 0) + 1;
+    const idToken = ctx.body && ctx.body.id_token;
+    if (idToken) {
+      stats.last_id_token_header = JSON.parse(Buffer.from(idToken.split('.')[0], 'base64url').toString('utf8'));
+    }
   });
   p.on('end_session.success', () => {
     stats.end_sessions += 1;
@@ -311,7 +321,6 @@ async function interaction(req, res, url) {
 async function testEndpoint(req, res, url) {
   if (url.pathname === '/__test/stats') return send(res, 200, stats);
   if (url.pathname === '/__test/last-auth') return send(res, 200, lastAuth);
-  if (url.pathname === '/__test/signing-key') return send(res, 200, state.keys[0]);
   if (req.method !== 'POST') return send(res, 405, { error: 'method not allowed' });
   const body = JSON.parse((await readBody(req)) || '{}');
   if (url.pathname === '/__test/clients') {
@@ -320,8 +329,18 @@ async function testEndpoint(req, res, url) {
     accounts[body.id] = { sub: body.id, ...body.claims };
     return send(res, 200, { ok: true });
   } else if (url.pathname === '/__test/rotate-keys') {
-    state.keys = [rsaKey(), ...state.keys];
-    state.idTokenAlg = 'RS256';
+    // kind: "rsa" (Logto's rotation: RSA-4096, RS256), "ec256" (ES256) or "ps256" (RSA-PSS).
+    const kind = body.kind || 'rsa';
+    if (kind === 'ec256') {
+      state.keys = [ec256Key(), ...state.keys];
+      state.idTokenAlg = 'ES256';
+    } else if (kind === 'ps256') {
+      state.keys = [rsaKey(2048), ...state.keys];
+      state.idTokenAlg = 'PS256';
+    } else {
+      state.keys = [rsaKey(), ...state.keys];
+      state.idTokenAlg = 'RS256';
+    }
   } else {
     return send(res, 404, { error: 'not found' });
   }

@@ -243,10 +243,32 @@ fn the_shipped_example_config_is_valid_and_documents_every_key() {
     let text = std::fs::read_to_string(path).unwrap();
     logto_gate::Config::from_toml_str(&text, Vec::new()).unwrap_or_else(|e| panic!("{e}"));
     for key in [
-        "listen", "public_url", "url", "preserve_host", "connect_timeout", "response_timeout", "endpoint", "app_id",
-        "app_secret", "app_secret_file", "scopes", "resources", "prompt", "first_screen", "direct_sign_in",
-        "post_logout_redirect_uri", "secret", "secret_file", "cookie_name", "lifetime", "level", "format",
+        "listen",
+        "public_url",
+        "url",
+        "preserve_host",
+        "connect_timeout",
+        "response_timeout",
+        "endpoint",
+        "app_id",
+        "app_secret",
+        "app_secret_file",
+        "scopes",
+        "resources",
+        "prompt",
+        "first_screen",
+        "direct_sign_in",
+        "post_logout_redirect_uri",
+        "secret",
+        "secret_file",
+        "cookie_name",
+        "lifetime",
+        "level",
+        "format",
     ] {
-        assert!(text.contains(&format!("{key} = ")), "config/logto-gate.toml does not document `{key}`");
+        assert!(
+            text.contains(&format!("{key} = ")),
+            "config/logto-gate.toml does not document `{key}`"
+        );
     }
 }

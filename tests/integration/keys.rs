@@ -72,3 +72,23 @@ async fn unknown_kid_refetches_are_rate_limited() {
         "no second re-fetch within the cooldown"
     );
 }
+
+#[tokio::test]
+async fn es256_and_ps256_id_tokens_are_accepted_too() {
+    for (kind, kty) in [("ec256", "EC"), ("ps256", "RSA")] {
+        let idp = Idp::start(IdpOptions::default());
+        idp.rotate_keys(kind);
+        assert_eq!(idp.jwks()["keys"][0]["kty"], kty);
+        let upstream = Upstream::start().await;
+        // The gate starts after the rotation: the new key is known from the start.
+        let gate = TestGate::start(&idp, &upstream.url(), "", "").await;
+        Browser::new(&idp).sign_in(&gate, "/").await;
+        assert_eq!(
+            upstream.last().header("x-forwarded-user"),
+            Some("u_alice0001"),
+            "{kind}"
+        );
+        let want = if kind == "ec256" { "ES256" } else { "PS256" };
+        assert_eq!(idp.stats()["last_id_token_header"]["alg"], want);
+    }
+}

@@ -157,7 +157,12 @@ impl Idp {
 
     /// Rotates to a new RSA-4096 key without `alg`, next to the old EC key; ID tokens become RS256.
     pub fn rotate_keys_to_rsa(&self) {
-        self.post("/__test/rotate-keys", json!({}));
+        self.rotate_keys("rsa");
+    }
+
+    /// Puts a new signing key first: "rsa" (RS256), "ec256" (ES256) or "ps256" (PS256).
+    pub fn rotate_keys(&self, kind: &str) {
+        self.post("/__test/rotate-keys", json!({ "kind": kind }));
     }
 
     pub fn stats(&self) -> Value {
