@@ -10,15 +10,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
 pub fn empty() -> Body {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed()
+    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
 
 /// Boxes any body whose errors convert into [`BoxError`] (hyper's `Incoming` on both sides).

@@ -21,6 +21,8 @@ use http::Uri;
 use serde::{Deserialize, Deserializer};
 
 use crate::identity::ClaimPath;
+use crate::policy::{Access, PathMatch, Policy, Requirements, Rule};
+use crate::proxy::trusted::Cidr;
 
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "LOGTO_GATE_";
@@ -39,13 +41,30 @@ pub struct Config {
     pub session: SessionConfig,
     /// Identity headers sent upstream, in order: header name -> claim.
     pub headers: Vec<(HeaderName, ClaimPath)>,
+    /// `[[rules]]` and the `[access]` default.
+    pub policy: Policy,
+    /// `[assertion]`, when enabled.
+    pub assertion: Option<AssertionConfig>,
     pub log: LogConfig,
+}
+
+/// The signed identity assertion sent to the upstream (`X-Logto-Gate-Assertion`).
+#[derive(Debug, Clone)]
+pub struct AssertionConfig {
+    pub audience: String,
+    /// PKCS#8 PEM file with an EC P-256 private key; `None` generates a key at start.
+    pub signing_key_file: Option<PathBuf>,
+    pub lifetime: Duration,
 }
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub public_url: PublicUrl,
+    /// Peers whose X-Forwarded-* (and forward-auth X-Forwarded-Uri/-Method) headers are believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Let `%2F` and `%5C` through in paths instead of answering 400.
+    pub allow_encoded_slashes: bool,
 }
 
 /// The origin browsers use to reach the gate, e.g. `https://app.example.com`.
@@ -95,6 +114,8 @@ pub struct UpstreamConfig {
     pub preserve_host: bool,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// Send the session's Logto access token to the upstream as `Authorization: Bearer`.
+    pub pass_access_token: bool,
 }
 
 #[derive(Clone)]
@@ -201,7 +222,47 @@ struct RawConfig {
     logto: RawLogto,
     session: RawSession,
     headers: Option<BTreeMap<String, String>>,
+    access: Option<RawRule>,
+    rules: Vec<RawRule>,
+    assertion: RawAssertion,
     log: RawLog,
+}
+
+/// One `[[rules]]` entry, or the `[access]` default (which has no matcher keys).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRule {
+    path: Option<String>,
+    prefix: Option<String>,
+    #[serde(deserialize_with = "list_of_strings")]
+    methods: Option<Vec<String>>,
+    host: Option<String>,
+    allow: Option<String>,
+    #[serde(deserialize_with = "list_of_strings")]
+    roles: Option<Vec<String>>,
+    #[serde(deserialize_with = "list_of_strings")]
+    all_roles: Option<Vec<String>>,
+    #[serde(deserialize_with = "list_of_strings")]
+    scopes: Option<Vec<String>>,
+    #[serde(deserialize_with = "list_of_strings")]
+    organizations: Option<Vec<String>>,
+    #[serde(deserialize_with = "list_of_strings")]
+    organization_roles: Option<Vec<String>>,
+    #[serde(deserialize_with = "list_of_strings")]
+    emails: Option<Vec<String>>,
+    #[serde(deserialize_with = "list_of_strings")]
+    email_domains: Option<Vec<String>>,
+    #[serde(deserialize_with = "list_of_strings")]
+    github_logins: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAssertion {
+    enabled: Option<bool>,
+    audience: Option<String>,
+    signing_key_file: Option<PathBuf>,
+    lifetime: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -209,6 +270,9 @@ struct RawConfig {
 struct RawServer {
     listen: Option<String>,
     public_url: Option<String>,
+    #[serde(deserialize_with = "list_of_strings")]
+    trusted_proxies: Option<Vec<String>>,
+    allow_encoded_slashes: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,6 +282,7 @@ struct RawUpstream {
     preserve_host: Option<bool>,
     connect_timeout: Option<String>,
     response_timeout: Option<String>,
+    pass_access_token: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -345,10 +410,7 @@ impl Config {
     }
 
     /// Like [`Config::load`] with an explicit environment (tests pass their own).
-    pub fn load_with_env(
-        path: &Path,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, ConfigErrors> {
+    pub fn load_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigErrors> {
         if !path.is_file() {
             return Err(ConfigErrors(vec![format!(
                 "config file {}: not found or not a file",
@@ -362,10 +424,7 @@ impl Config {
     }
 
     /// Parses and validates TOML text plus an environment (used by tests and `check`).
-    pub fn from_toml_str(
-        toml: &str,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, ConfigErrors> {
+    pub fn from_toml_str(toml: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigErrors> {
         let figment = Figment::new()
             .merge(Toml::string(toml))
             .merge(EnvOverrides::from_iter(env));
@@ -404,11 +463,7 @@ fn figment_errors(err: figment::Error) -> ConfigErrors {
                     }
                     other => other.to_string(),
                 };
-                let what = if key.is_empty() {
-                    kind
-                } else {
-                    format!("{key}: {kind}")
-                };
+                let what = if key.is_empty() { kind } else { format!("{key}: {kind}") };
                 if source.is_empty() {
                     what
                 } else {
@@ -439,12 +494,7 @@ fn non_empty(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
-fn secret_from(
-    p: &mut Problems,
-    key: &str,
-    inline: Option<String>,
-    file: Option<PathBuf>,
-) -> Option<String> {
+fn secret_from(p: &mut Problems, key: &str, inline: Option<String>, file: Option<PathBuf>) -> Option<String> {
     let file_key = format!("{key}_file");
     match (non_empty(inline), file) {
         (Some(_), Some(_)) => {
@@ -548,10 +598,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         .and_then(|v| http_url(&mut p, "server.public_url", &v, false))
         .map(|u| {
             let origin = origin_of(&u);
-            let host = origin
-                .split_once("://")
-                .map(|(_, h)| h.to_owned())
-                .unwrap_or_default();
+            let host = origin.split_once("://").map(|(_, h)| h.to_owned()).unwrap_or_default();
             PublicUrl {
                 https: u.scheme() == "https",
                 origin,
@@ -573,12 +620,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
                 }
             }
         });
-    let connect_timeout = duration(
-        &mut p,
-        "upstream.connect_timeout",
-        raw.upstream.connect_timeout,
-        "5s",
-    );
+    let connect_timeout = duration(&mut p, "upstream.connect_timeout", raw.upstream.connect_timeout, "5s");
     let response_timeout = duration(
         &mut p,
         "upstream.response_timeout",
@@ -608,11 +650,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     );
     let mut scopes: Vec<String> = BASE_SCOPES.iter().map(|s| (*s).to_owned()).collect();
     for s in raw.logto.scopes.unwrap_or_default() {
-        if s.is_empty()
-            || !s
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-        {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
             p.add("logto.scopes", format!("`{s}` is not a valid scope token"));
         } else if !scopes.contains(&s) {
             scopes.push(s);
@@ -651,31 +689,18 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         ("logto.direct_sign_in", &direct_sign_in),
     ] {
         if let Some(v) = v {
-            if !v
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_:.".contains(&b))
-            {
-                p.add(
-                    key,
-                    format!("`{v}` may only contain letters, digits and - _ : ."),
-                );
+            if !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_:.".contains(&b)) {
+                p.add(key, format!("`{v}` may only contain letters, digits and - _ : ."));
             }
         }
     }
     let post_logout_redirect_uri = match non_empty(raw.logto.post_logout_redirect_uri) {
-        Some(v) => {
-            http_url(&mut p, "logto.post_logout_redirect_uri", &v, true).map(|u| u.to_string())
-        }
+        Some(v) => http_url(&mut p, "logto.post_logout_redirect_uri", &v, true).map(|u| u.to_string()),
         None => public_url.as_ref().map(|pu| pu.join("/")),
     };
 
     // session
-    let secret = secret_from(
-        &mut p,
-        "session.secret",
-        raw.session.secret,
-        raw.session.secret_file,
-    );
+    let secret = secret_from(&mut p, "session.secret", raw.session.secret, raw.session.secret_file);
     if let Some(s) = &secret {
         if s.len() < 32 {
             p.add(
@@ -707,16 +732,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             let mut out = Vec::new();
             for (name, claim) in table {
                 let key = format!("headers.{name}");
-                match (
-                    HeaderName::from_bytes(name.as_bytes()),
-                    ClaimPath::parse(&claim),
-                ) {
+                match (HeaderName::from_bytes(name.as_bytes()), ClaimPath::parse(&claim)) {
                     (Ok(h), Ok(c)) => {
                         if crate::identity::is_reserved_header(&h) {
-                            p.add(
-                                &key,
-                                "this header is managed by the gate and cannot carry a claim",
-                            );
+                            p.add(&key, "this header is managed by the gate and cannot carry a claim");
                         } else {
                             out.push((h, c));
                         }
@@ -727,6 +746,125 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             }
             out
         }
+    };
+
+    // server extras
+    let mut trusted_proxies = Vec::new();
+    for t in raw.server.trusted_proxies.unwrap_or_default() {
+        match Cidr::parse(&t) {
+            Ok(c) => trusted_proxies.push(c),
+            Err(e) => p.add("server.trusted_proxies", e),
+        }
+    }
+
+    // access policy
+    let default_access = match &raw.access {
+        None => Access::Require(Requirements::default()),
+        Some(a) => {
+            for (key, set) in [
+                ("path", a.path.is_some()),
+                ("prefix", a.prefix.is_some()),
+                ("methods", a.methods.is_some()),
+                ("host", a.host.is_some()),
+            ] {
+                if set {
+                    p.add(
+                        &format!("access.{key}"),
+                        "the default applies to every path; use [[rules]] to match",
+                    );
+                }
+            }
+            access_of(&mut p, "access", a)
+        }
+    };
+    let mut rules = Vec::new();
+    for (i, r) in raw.rules.iter().enumerate() {
+        let key = format!("rules[{i}]");
+        let path = match (&r.path, &r.prefix) {
+            (Some(_), Some(_)) => {
+                p.add(&key, "set either path (a regular expression) or prefix, not both");
+                None
+            }
+            (None, None) => {
+                p.add(&key, "needs path (a regular expression) or prefix");
+                None
+            }
+            (Some(re), None) => match regex::Regex::new(&format!("^(?:{re})")) {
+                Ok(r) => Some(PathMatch::Regex(r)),
+                Err(e) => {
+                    p.add(
+                        &format!("{key}.path"),
+                        format!("`{re}` is not a valid regular expression: {e}"),
+                    );
+                    None
+                }
+            },
+            (None, Some(prefix)) => {
+                if prefix.starts_with('/') {
+                    Some(PathMatch::Prefix(prefix.clone()))
+                } else {
+                    p.add(&format!("{key}.prefix"), format!("`{prefix}` must start with /"));
+                    None
+                }
+            }
+        };
+        let methods = r.methods.as_ref().map(|ms| {
+            ms.iter()
+                .map(|m| {
+                    if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+                        p.add(&format!("{key}.methods"), format!("`{m}` is not an HTTP method"));
+                    }
+                    m.to_ascii_uppercase()
+                })
+                .collect()
+        });
+        let host = r.host.as_deref().map(crate::policy::normalise_host);
+        let access = access_of(&mut p, &key, r);
+        if let Some(path) = path {
+            rules.push(Rule {
+                path,
+                methods,
+                host,
+                access,
+            });
+        }
+    }
+    let policy = Policy {
+        rules,
+        default: default_access,
+    };
+    for s in policy.needed_scopes() {
+        if !scopes.iter().any(|have| have == s) {
+            scopes.push(s.to_owned());
+        }
+    }
+    for (_, path) in &headers {
+        if let Some(s) = scope_for_claim(path.root()) {
+            if !scopes.iter().any(|have| have == s) {
+                scopes.push(s.to_owned());
+            }
+        }
+    }
+
+    // assertion
+    let assertion = if raw.assertion.enabled.unwrap_or(false) {
+        let audience = p.required("assertion.audience", non_empty(raw.assertion.audience));
+        let lifetime = duration(&mut p, "assertion.lifetime", raw.assertion.lifetime, "60s");
+        if let Some(f) = &raw.assertion.signing_key_file {
+            if !f.is_file() {
+                p.add(
+                    "assertion.signing_key_file",
+                    format!("{} is not a readable file", f.display()),
+                );
+            }
+        }
+        audience.map(|audience| AssertionConfig {
+            audience,
+            signing_key_file: raw.assertion.signing_key_file.clone(),
+            lifetime,
+        })
+    } else {
+        None
     };
 
     // log
@@ -741,10 +879,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         None | Some("pretty") => LogFormat::Pretty,
         Some("json") => LogFormat::Json,
         Some(other) => {
-            p.add(
-                "log.format",
-                format!("`{other}` must be \"pretty\" or \"json\""),
-            );
+            p.add("log.format", format!("`{other}` must be \"pretty\" or \"json\""));
             LogFormat::Pretty
         }
     };
@@ -773,19 +908,23 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         post_logout_redirect_uri,
     )
     else {
-        return Err(ConfigErrors(vec![
-            "config: incomplete after validation".to_owned()
-        ]));
+        return Err(ConfigErrors(vec!["config: incomplete after validation".to_owned()]));
     };
     let secure_cookies = public_url.is_https();
     Ok(Config {
-        server: ServerConfig { listen, public_url },
+        server: ServerConfig {
+            listen,
+            public_url,
+            trusted_proxies,
+            allow_encoded_slashes: raw.server.allow_encoded_slashes.unwrap_or(false),
+        },
         upstream: UpstreamConfig {
             url,
             base_path,
             preserve_host: raw.upstream.preserve_host.unwrap_or(false),
             connect_timeout,
             response_timeout,
+            pass_access_token: raw.upstream.pass_access_token.unwrap_or(false),
         },
         logto: LogtoConfig {
             issuer: format!("{endpoint}/oidc"),
@@ -806,8 +945,88 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             secure_cookies,
         },
         headers,
+        policy,
+        assertion,
         log: LogConfig { level, format },
     })
+}
+
+/// The Logto scope that makes a claim available.
+fn scope_for_claim(root: &str) -> Option<&'static str> {
+    match root {
+        "email" | "email_verified" => Some("email"),
+        "phone_number" | "phone_number_verified" => Some("phone"),
+        "roles" => Some("roles"),
+        "organizations" | "organization_data" => Some("urn:logto:scope:organizations"),
+        "organization_roles" => Some("urn:logto:scope:organization_roles"),
+        "custom_data" => Some("custom_data"),
+        "identities" => Some("identities"),
+        _ => None,
+    }
+}
+
+fn lowered(v: &Option<Vec<String>>) -> Vec<String> {
+    v.iter().flatten().map(|s| s.trim().to_ascii_lowercase()).collect()
+}
+
+fn kept(v: &Option<Vec<String>>) -> Vec<String> {
+    v.iter().flatten().map(|s| s.trim().to_owned()).collect()
+}
+
+/// The access a rule (or `[access]`) grants.
+fn access_of(p: &mut Problems, key: &str, r: &RawRule) -> Access {
+    let requirements = Requirements {
+        roles: kept(&r.roles),
+        all_roles: kept(&r.all_roles),
+        scopes: kept(&r.scopes),
+        organizations: kept(&r.organizations),
+        organization_roles: kept(&r.organization_roles),
+        emails: lowered(&r.emails),
+        email_domains: lowered(&r.email_domains)
+            .into_iter()
+            .map(|d| d.trim_start_matches('@').to_owned())
+            .collect(),
+        github_logins: lowered(&r.github_logins),
+    };
+    for role in &requirements.organization_roles {
+        if !role.contains(':') {
+            p.add(
+                &format!("{key}.organization_roles"),
+                format!("`{role}` must be <organization id>:<role name>"),
+            );
+        }
+    }
+    let has_conditions = [
+        &requirements.roles,
+        &requirements.all_roles,
+        &requirements.scopes,
+        &requirements.organizations,
+        &requirements.organization_roles,
+        &requirements.emails,
+        &requirements.email_domains,
+        &requirements.github_logins,
+    ]
+    .iter()
+    .any(|v| !v.is_empty());
+    match r.allow.as_deref().map(str::trim) {
+        None | Some("authenticated") => Access::Require(requirements),
+        Some("public") | Some("deny") if has_conditions => {
+            p.add(
+                &format!("{key}.allow"),
+                "a public or denied route cannot also list conditions on the user",
+            );
+            Access::Deny
+        }
+        Some("public") => Access::Public,
+        Some("deny") => Access::Deny,
+        Some(other) => {
+            p.add(
+                &format!("{key}.allow"),
+                format!("`{other}` must be \"public\", \"authenticated\" or \"deny\""),
+            );
+            Access::Deny
+        }
+    }
 }
 
 #[cfg(test)]
@@ -836,7 +1055,8 @@ mod tests {
         let c = Config::from_toml_str(MINIMAL, no_env()).expect("valid");
         assert_eq!(c.server.listen.to_string(), "0.0.0.0:4180");
         assert_eq!(c.logto.issuer, "https://tenant.logto.app/oidc");
-        assert_eq!(c.logto.scopes, vec!["openid", "profile", "offline_access"]);
+        // The default headers read email and roles, so those scopes are requested too.
+        assert_eq!(c.logto.scopes, vec!["openid", "profile", "offline_access", "email", "roles"]);
         assert_eq!(c.logto.prompt.as_deref(), Some("consent"));
         assert_eq!(c.session.cookie_name, "logto_gate");
         assert_eq!(c.session.lifetime, Duration::from_secs(7 * 86400));
@@ -869,10 +1089,7 @@ mod tests {
             .replace("https://app.example.com", "https://app.example.com/path");
         let err = Config::from_toml_str(&toml, no_env()).unwrap_err();
         assert_eq!(err.0.len(), 3, "{err}");
-        assert!(err
-            .0
-            .iter()
-            .any(|l| l.starts_with("session.secret: too short")));
+        assert!(err.0.iter().any(|l| l.starts_with("session.secret: too short")));
         assert!(err.0.iter().any(|l| l.starts_with("upstream.url:")));
         assert!(err.0.iter().any(|l| l.starts_with("server.public_url:")));
     }
@@ -880,19 +1097,10 @@ mod tests {
     #[test]
     fn env_value_that_looks_like_a_number_stays_a_string() {
         let env = vec![
-            (
-                "LOGTO_GATE_LOGTO__APP_SECRET".to_owned(),
-                "12345".to_owned(),
-            ),
+            ("LOGTO_GATE_LOGTO__APP_SECRET".to_owned(), "12345".to_owned()),
             ("LOGTO_GATE_LOGTO__APP_ID".to_owned(), "007".to_owned()),
-            (
-                "LOGTO_GATE_UPSTREAM__PRESERVE_HOST".to_owned(),
-                "true".to_owned(),
-            ),
-            (
-                "LOGTO_GATE_LOGTO__SCOPES".to_owned(),
-                "email, roles".to_owned(),
-            ),
+            ("LOGTO_GATE_UPSTREAM__PRESERVE_HOST".to_owned(), "true".to_owned()),
+            ("LOGTO_GATE_LOGTO__SCOPES".to_owned(), "email, roles".to_owned()),
         ];
         let c = Config::from_toml_str(MINIMAL, env).expect("valid");
         assert_eq!(c.logto.app_secret.expose(), "12345");

@@ -33,6 +33,12 @@ pub enum ClientError {
     CodeRejected(String),
     #[error("the ID token was refused: {0}")]
     IdTokenRejected(String),
+    #[error("invalid bearer token: {0}")]
+    InvalidToken(String),
+    #[error("{who} lacks {required}")]
+    Forbidden { who: String, required: String },
+    #[error("the route is closed by policy")]
+    RouteDenied,
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -70,18 +76,15 @@ impl GateError {
                 | ClientError::IssuerMismatch(_)
                 | ClientError::CodeRejected(_) => StatusCode::BAD_REQUEST,
                 ClientError::SignInDenied { .. } => StatusCode::FORBIDDEN,
-                ClientError::IdTokenRejected(_) => StatusCode::UNAUTHORIZED,
+                ClientError::IdTokenRejected(_) | ClientError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+                ClientError::Forbidden { .. } | ClientError::RouteDenied => StatusCode::FORBIDDEN,
                 ClientError::NotFound => StatusCode::NOT_FOUND,
                 ClientError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             },
             GateError::Upstream(UpstreamError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
             GateError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
-            GateError::Idp(IdpError::Unreachable(_) | IdpError::NotReady) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            GateError::Idp(IdpError::InvalidClient | IdpError::BadResponse(_)) => {
-                StatusCode::BAD_GATEWAY
-            }
+            GateError::Idp(IdpError::Unreachable(_) | IdpError::NotReady) => StatusCode::SERVICE_UNAVAILABLE,
+            GateError::Idp(IdpError::InvalidClient | IdpError::BadResponse(_)) => StatusCode::BAD_GATEWAY,
             GateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -117,8 +120,17 @@ impl GateError {
                     "The sign-in answer did not come from the configured Logto tenant.",
                 )),
                 ClientError::SignInDenied { error, description } => {
-                    let detail = if description.is_empty() { error.clone() } else { format!("{error}: {description}") };
-                    retry(Page::new(status, "sign_in_denied", "Sign-in was not completed", format!("Logto answered: {detail}")))
+                    let detail = if description.is_empty() {
+                        error.clone()
+                    } else {
+                        format!("{error}: {description}")
+                    };
+                    retry(Page::new(
+                        status,
+                        "sign_in_denied",
+                        "Sign-in was not completed",
+                        format!("Logto answered: {detail}"),
+                    ))
                 }
                 ClientError::CodeRejected(_) => retry(Page::new(
                     status,
@@ -132,6 +144,25 @@ impl GateError {
                     "Sign-in refused",
                     "The identity token from Logto could not be verified.",
                 )),
+                ClientError::InvalidToken(_) => Page::new(
+                    status,
+                    "invalid_token",
+                    "Invalid access token",
+                    "The bearer token is not a valid, unexpired Logto access token for this API.",
+                ),
+                ClientError::Forbidden { who, required } => Page::new(
+                    status,
+                    "forbidden",
+                    "Access denied",
+                    format!("You are signed in as {who}, but this page requires {required}."),
+                )
+                .with_link(paths::SIGN_OUT, "Sign out and use another account"),
+                ClientError::RouteDenied => Page::new(
+                    status,
+                    "forbidden",
+                    "Access denied",
+                    "This page is not available through the gate.",
+                ),
                 ClientError::NotFound => Page::new(status, "not_found", "Not found", "The gate has no such page."),
                 ClientError::MethodNotAllowed => Page::new(
                     status,
@@ -184,10 +215,7 @@ mod tests {
             (ClientError::AttemptNotFound.into(), 400),
             (ClientError::IdTokenRejected("x".into()).into(), 401),
             (UpstreamError::Unreachable("x".into()).into(), 502),
-            (
-                UpstreamError::Timeout(std::time::Duration::from_secs(1)).into(),
-                504,
-            ),
+            (UpstreamError::Timeout(std::time::Duration::from_secs(1)).into(), 504),
             (IdpError::Unreachable("x".into()).into(), 503),
             (IdpError::InvalidClient.into(), 502),
             (GateError::Internal("x".into()), 500),

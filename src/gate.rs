@@ -17,12 +17,15 @@ use hyper::body::Incoming;
 use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge};
 use serde_json::{Map, Value};
 
+use crate::assertion::AssertionSigner;
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::error::{ClientError, GateError, IdpError};
-use crate::identity::{self, ManagedHeaders};
-use crate::oidc::Oidc;
+use crate::identity::{self, ClaimPath, ManagedHeaders};
+use crate::oidc::{Oidc, TokenError};
 use crate::pages::{self, Page};
+use crate::policy::{self, Access};
+use crate::proxy::trusted::is_trusted;
 use crate::proxy::{forwarded, hop, Forwarder};
 use crate::return_path::ReturnPath;
 use crate::session::attempt::SignInAttempt;
@@ -37,20 +40,54 @@ pub mod paths {
     pub const USERINFO: &str = "/_logto/userinfo";
     pub const HEALTHZ: &str = "/_logto/healthz";
     pub const READYZ: &str = "/_logto/readyz";
+    pub const AUTH: &str = "/_logto/auth";
+    pub const JWKS: &str = "/_logto/jwks.json";
 }
 
-/// Claims kept in every session besides those the header mapping reads (for `/_logto/userinfo`).
-const ALWAYS_KEPT_CLAIMS: [&str; 6] = [
-    "sub",
-    "name",
-    "username",
-    "email",
-    "email_verified",
-    "roles",
-];
+/// Claims kept in every session besides those the header mapping and the rules read (for `/_logto/userinfo`).
+const ALWAYS_KEPT_CLAIMS: [&str; 6] = ["sub", "name", "username", "email", "email_verified", "roles"];
 
 /// Claims Logto releases only from userinfo (`/oidc/me`), never in the ID token.
-const USERINFO_ONLY_CLAIMS: [&str; 2] = ["identities", "custom_data"];
+const USERINFO_ONLY_CLAIMS: [&str; 3] = ["identities", "custom_data", "organization_data"];
+
+/// Headers the gate owns on the way upstream besides the identity mapping; a client's copies are removed.
+const GATE_OWNED_HEADERS: [&str; 6] = [
+    crate::assertion::HEADER,
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-preferred-username",
+    "x-auth-request-groups",
+    "x-auth-request-access-token",
+];
+
+/// Who a request is from, once authenticated.
+enum Principal {
+    /// A browser session (cookie).
+    Session(Session),
+    /// A verified Logto access token (`Authorization: Bearer`).
+    Bearer(Map<String, Value>),
+}
+
+impl Principal {
+    fn claims(&self) -> &Map<String, Value> {
+        match self {
+            Principal::Session(s) => &s.claims,
+            Principal::Bearer(c) => c,
+        }
+    }
+
+    /// How the 403 page names the person.
+    fn display_name(&self) -> String {
+        let c = self.claims();
+        let get = |k: &str| c.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
+        match (get("username"), get("email")) {
+            (Some(u), Some(e)) => format!("{u} ({e})"),
+            (Some(u), None) => u.to_owned(),
+            (None, Some(e)) => e.to_owned(),
+            (None, None) => get("sub").unwrap_or("an unknown user").to_owned(),
+        }
+    }
+}
 
 /// What a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +98,8 @@ enum Route {
     UserInfo,
     Healthz,
     Readyz,
+    ForwardAuth,
+    Jwks,
     UnknownGatePath,
     App,
 }
@@ -77,6 +116,8 @@ fn classify(path: &str) -> Route {
         paths::USERINFO => Route::UserInfo,
         paths::HEALTHZ => Route::Healthz,
         paths::READYZ => Route::Readyz,
+        paths::AUTH => Route::ForwardAuth,
+        paths::JWKS => Route::Jwks,
         _ => Route::UnknownGatePath,
     }
 }
@@ -99,8 +140,9 @@ pub struct Gate {
     cookies: CookieCodec,
     forwarder: Forwarder,
     managed: ManagedHeaders,
-    kept_claims: Vec<String>,
+    kept_claims: Vec<ClaimPath>,
     needs_userinfo: bool,
+    assertion: Option<AssertionSigner>,
 }
 
 impl Gate {
@@ -111,17 +153,21 @@ impl Gate {
         )?);
         let cookies = CookieCodec::new(&config.session);
         let forwarder = Forwarder::new(&config.upstream)?;
-        let managed = ManagedHeaders::new(&config.headers, &[]);
-        let mut kept_claims: Vec<String> =
-            ALWAYS_KEPT_CLAIMS.iter().map(|s| (*s).to_owned()).collect();
-        for (_, path) in &config.headers {
-            if !kept_claims.iter().any(|c| c == path.root()) {
-                kept_claims.push(path.root().to_owned());
-            }
-        }
-        let needs_userinfo = kept_claims
+        let managed = ManagedHeaders::new(&config.headers, &GATE_OWNED_HEADERS);
+        let mut kept_claims: Vec<ClaimPath> = ALWAYS_KEPT_CLAIMS
             .iter()
-            .any(|c| USERINFO_ONLY_CLAIMS.contains(&c.as_str()));
+            .filter_map(|c| ClaimPath::parse(c).ok())
+            .collect();
+        kept_claims.extend(config.headers.iter().map(|(_, path)| path.clone()));
+        kept_claims.extend(config.policy.claim_paths());
+        if config.assertion.is_some() {
+            kept_claims.extend(ClaimPath::parse("organizations").ok());
+        }
+        let needs_userinfo = kept_claims.iter().any(|c| USERINFO_ONLY_CLAIMS.contains(&c.root()));
+        let assertion = match &config.assertion {
+            Some(a) => Some(AssertionSigner::new(a, config.server.public_url.origin())?),
+            None => None,
+        };
         Ok(Arc::new(Gate {
             config,
             oidc,
@@ -130,6 +176,7 @@ impl Gate {
             managed,
             kept_claims,
             needs_userinfo,
+            assertion,
         }))
     }
 
@@ -138,11 +185,7 @@ impl Gate {
     }
 
     /// Handles one request from `peer`. Never fails: every error becomes a response.
-    pub async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Response<Body> {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let route = classify(req.uri().path());
         let html = accepts_html(&req);
         let method = req.method().clone();
@@ -157,6 +200,8 @@ impl Gate {
                 &serde_json::json!({"status": "ok"}),
             )),
             Route::Readyz => Ok(self.readyz()),
+            Route::ForwardAuth => self.forward_auth(&req, peer).await,
+            Route::Jwks => self.jwks(),
             Route::UnknownGatePath => Err(ClientError::NotFound.into()),
         };
         match result {
@@ -178,38 +223,157 @@ impl Gate {
                 tracing::error!(source = e.source_name(), error = %e, %method, "request failed")
             }
         }
-        e.page().render(html)
+        let mut resp = e.page().render(html);
+        if let GateError::Client(ClientError::InvalidToken(_)) = e {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"logto-gate\", error=\"invalid_token\""),
+            );
+        }
+        resp
     }
 
-    /// Phases 2-5 for the app's requests.
-    async fn app(
-        &self,
-        mut req: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Result<Response<Body>, GateError> {
-        // 2. authenticate
-        let Some(session) = self.cookies.read_session(req.headers(), session::now()) else {
-            // 3. challenge
-            return self.challenge(&req).await;
+    /// Phases 1b-5 for the app's requests.
+    async fn app(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, GateError> {
+        // 1b. normalise the path: rules see exactly what the upstream will see.
+        let path = policy::path::normalise(req.uri().path(), self.config.server.allow_encoded_slashes)
+            .map_err(|e| ClientError::BadRequest(e.to_string()))?;
+        let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
+        let host = request_host(&req, trusted);
+        let access = self.config.policy.route(req.method().as_str(), host.as_deref(), &path);
+        // 2. authenticate and authorize
+        let principal = match access {
+            Access::Deny => return Err(ClientError::RouteDenied.into()),
+            Access::Public => None,
+            Access::Require(requirements) => {
+                let Some(principal) = self.authenticate(req.headers()).await? else {
+                    // 3. challenge
+                    return self.challenge(&req).await;
+                };
+                authorize(&principal, requirements)?;
+                Some(principal)
+            }
         };
         // 4. rewrite
-        let client_upgrade = (req.version() == Version::HTTP_11
-            && hop::is_upgrade_request(req.headers()))
-        .then(|| hyper::upgrade::on(&mut req));
+        let client_upgrade = (req.version() == Version::HTTP_11 && hop::is_upgrade_request(req.headers()))
+            .then(|| hyper::upgrade::on(&mut req));
         let (mut parts, incoming) = req.into_parts();
+        parts.uri = with_path(&parts.uri, &path)?;
         identity::strip_spoofed_identity(&mut parts.headers, &self.managed);
         self.cookies.strip_gate_cookies(&mut parts.headers);
         let public = &self.config.server.public_url;
-        forwarded::set_forwarded(
-            &mut parts.headers,
-            peer.ip(),
-            public.scheme(),
-            public.host(),
-        );
-        identity::inject_identity(&mut parts.headers, &self.config.headers, &session.claims);
+        forwarded::set_forwarded(&mut parts.headers, peer.ip(), trusted, public.scheme(), public.host());
+        if let Some(principal) = &principal {
+            self.add_identity(&mut parts.headers, principal)?;
+        }
         // 5. forward
         let req = Request::from_parts(parts, body::boxed(incoming));
         self.forwarder.forward(req, client_upgrade).await
+    }
+
+    /// Identity headers, the access token when asked for, and the signed assertion.
+    fn add_identity(&self, headers: &mut http::HeaderMap, principal: &Principal) -> Result<(), GateError> {
+        identity::inject_identity(headers, &self.config.headers, principal.claims());
+        if let (true, Principal::Session(s)) = (self.config.upstream.pass_access_token, principal) {
+            if let Some(token) = s.at.as_deref() {
+                let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| GateError::Internal("the access token is not a valid header value".into()))?;
+                headers.insert(header::AUTHORIZATION, value);
+            }
+        }
+        if let Some(signer) = &self.assertion {
+            let jwt = signer
+                .sign(principal.claims(), session::now())
+                .map_err(GateError::Internal)?;
+            let value = HeaderValue::from_str(&jwt).map_err(|e| GateError::Internal(e.to_string()))?;
+            headers.insert(http::HeaderName::from_static(crate::assertion::HEADER), value);
+        }
+        Ok(())
+    }
+
+    /// Phase 2: a verified bearer token (when `logto.resources` is set and the request carries one), else the
+    /// session cookie. A bearer token that does not verify is an error, never a fall-back to the cookie.
+    async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Option<Principal>, GateError> {
+        if !self.config.logto.resources.is_empty() {
+            if let Some(token) = bearer_token(headers) {
+                return match self.oidc.verify_access_token(token, session::now()).await {
+                    Ok(claims) => Ok(Some(Principal::Bearer(claims))),
+                    Err(TokenError::Invalid(e)) => Err(ClientError::InvalidToken(e.to_string()).into()),
+                    Err(TokenError::Gate(g)) => Err(g),
+                };
+            }
+        }
+        Ok(self
+            .cookies
+            .read_session(headers, session::now())
+            .map(Principal::Session))
+    }
+
+    /// `/_logto/auth`: forward-auth for nginx `auth_request`, Traefik ForwardAuth and Envoy ext_authz (HTTP).
+    /// 202 with identity headers when allowed, 401 without a session, 403 when denied. The original method and URI
+    /// come from `X-Forwarded-Method` and `X-Forwarded-Uri` / `X-Original-URI` only when the peer is a trusted proxy.
+    async fn forward_auth(&self, req: &Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, GateError> {
+        let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let (method, uri) = if trusted {
+            (
+                header("x-forwarded-method").unwrap_or(req.method().as_str()).to_owned(),
+                header("x-forwarded-uri")
+                    .or(header("x-original-uri"))
+                    .unwrap_or("/")
+                    .to_owned(),
+            )
+        } else {
+            (req.method().as_str().to_owned(), req.uri().path().to_owned())
+        };
+        let raw_path = uri.split(['?', '#']).next().unwrap_or("/");
+        let path = policy::path::normalise(raw_path, self.config.server.allow_encoded_slashes)
+            .map_err(|e| ClientError::BadRequest(e.to_string()))?;
+        let host = request_host(req, trusted);
+        let principal = match self.config.policy.route(&method, host.as_deref(), &path) {
+            Access::Deny => return Err(ClientError::RouteDenied.into()),
+            Access::Public => None,
+            Access::Require(requirements) => {
+                let Some(principal) = self.authenticate(req.headers()).await? else {
+                    return Ok(self.unauthorized());
+                };
+                authorize(&principal, requirements)?;
+                Some(principal)
+            }
+        };
+        let mut resp = Response::new(body::empty());
+        *resp.status_mut() = StatusCode::ACCEPTED;
+        if let Some(principal) = &principal {
+            let headers = resp.headers_mut();
+            self.add_identity(headers, principal)?;
+            let claims = principal.claims();
+            for (name, claim) in [
+                ("x-auth-request-user", "sub"),
+                ("x-auth-request-email", "email"),
+                ("x-auth-request-preferred-username", "username"),
+                ("x-auth-request-groups", "roles"),
+            ] {
+                if let Some(v) = claims.get(claim).and_then(identity::header_value) {
+                    headers.insert(http::HeaderName::from_static(name), v);
+                }
+            }
+        }
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(resp)
+    }
+
+    /// `/_logto/jwks.json`: the public key set that verifies `X-Logto-Gate-Assertion`.
+    fn jwks(&self) -> Result<Response<Body>, GateError> {
+        let signer = self.assertion.as_ref().ok_or(ClientError::NotFound)?;
+        let mut resp = Response::new(body::full(signer.jwks()));
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/jwk-set+json"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+        Ok(resp)
     }
 
     /// Phase 3: no session.
@@ -218,6 +382,11 @@ impl Gate {
             let wanted = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
             return self.start_sign_in(ReturnPath::parse_or_root(wanted)).await;
         }
+        Ok(self.unauthorized())
+    }
+
+    /// 401 for a request without a session that is not a browser navigation: never a redirect.
+    fn unauthorized(&self) -> Response<Body> {
         let sign_in = self.config.server.public_url.join(paths::SIGN_IN);
         let mut resp = pages::json_response(
             StatusCode::UNAUTHORIZED,
@@ -231,7 +400,7 @@ impl Gate {
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"logto-gate\""),
         );
-        Ok(resp)
+        resp
     }
 
     /// `/_logto/sign-in?redirect=/path`: starts an attempt; the return path falls back to `/` unless it is a
@@ -259,16 +428,10 @@ impl Gate {
             return_to: return_to.as_str().to_owned(),
             created: session::now(),
         };
-        let cookie = self
-            .cookies
-            .attempt_cookie(&attempt)
-            .map_err(GateError::Internal)?;
-        let url = self.oidc.authorization_url(
-            &loaded,
-            &attempt.state,
-            &attempt.nonce,
-            challenge.as_str(),
-        );
+        let cookie = self.cookies.attempt_cookie(&attempt).map_err(GateError::Internal)?;
+        let url = self
+            .oidc
+            .authorization_url(&loaded, &attempt.state, &attempt.nonce, challenge.as_str());
         let mut resp = pages::redirect(StatusCode::FOUND, &url);
         resp.headers_mut().append(header::SET_COOKIE, cookie);
         Ok(resp)
@@ -290,10 +453,7 @@ impl Gate {
             Ok(r) => r,
             Err(e) => self.fail(e, html, req.method()),
         };
-        if let Some(clear) = state
-            .as_deref()
-            .and_then(|s| self.cookies.clear_attempt_cookie(s))
-        {
+        if let Some(clear) = state.as_deref().and_then(|s| self.cookies.clear_attempt_cookie(s)) {
             resp.headers_mut().append(header::SET_COOKIE, clear);
         }
         resp
@@ -304,12 +464,7 @@ impl Gate {
         req: &Request<Incoming>,
         params: &[(String, String)],
     ) -> Result<Response<Body>, GateError> {
-        let get = |name: &str| {
-            params
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let now = session::now();
         let state = get("state").ok_or(ClientError::AttemptNotFound)?;
         // Without a matching attempt nothing from the query is trusted or shown (not even an error text).
@@ -320,11 +475,7 @@ impl Gate {
         if let Some(error) = get("error") {
             return Err(ClientError::SignInDenied {
                 error: error.chars().take(64).collect(),
-                description: get("error_description")
-                    .unwrap_or("")
-                    .chars()
-                    .take(300)
-                    .collect(),
+                description: get("error_description").unwrap_or("").chars().take(300).collect(),
             }
             .into());
         }
@@ -334,22 +485,16 @@ impl Gate {
             Some(iss) if iss != self.config.logto.issuer => {
                 return Err(ClientError::IssuerMismatch(iss.chars().take(200).collect()).into())
             }
-            None if loaded
-                .metadata
-                .authorization_response_iss_parameter_supported =>
-            {
+            None if loaded.metadata.authorization_response_iss_parameter_supported => {
                 return Err(ClientError::IssuerMismatch(String::new()).into())
             }
             _ => {}
         }
-        let code = get("code").filter(|c| !c.is_empty()).ok_or_else(|| {
-            ClientError::BadRequest("the callback has no authorization code".into())
-        })?;
+        let code = get("code")
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| ClientError::BadRequest("the callback has no authorization code".into()))?;
 
-        let tokens = self
-            .oidc
-            .exchange_code(&loaded, code, &attempt.pkce_verifier)
-            .await?;
+        let tokens = self.oidc.exchange_code(&loaded, code, &attempt.pkce_verifier).await?;
         let id_token = tokens
             .id_token
             .as_deref()
@@ -359,15 +504,8 @@ impl Gate {
             .verify_id_token(&loaded, id_token, &attempt.nonce, now)
             .await?;
         if self.needs_userinfo {
-            let sub = claims
-                .get("sub")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned();
-            let extra = self
-                .oidc
-                .userinfo(&loaded, &tokens.access_token, &sub)
-                .await?;
+            let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("").to_owned();
+            let extra = self.oidc.userinfo(&loaded, &tokens.access_token, &sub).await?;
             for (k, v) in extra {
                 claims.entry(k).or_insert(v);
             }
@@ -384,22 +522,24 @@ impl Gate {
         Ok(resp)
     }
 
-    fn new_session(
-        &self,
-        claims: Map<String, Value>,
-        tokens: &crate::oidc::TokenSet,
-        now: u64,
-    ) -> Session {
+    fn new_session(&self, mut claims: Map<String, Value>, tokens: &crate::oidc::TokenSet, now: u64) -> Session {
         let sid = claims.get("sid").and_then(Value::as_str).map(str::to_owned);
-        let kept: Map<String, Value> = claims
-            .into_iter()
-            .filter(|(k, v)| !v.is_null() && self.kept_claims.iter().any(|c| c == k))
-            .collect();
+        // The scopes granted (RFC 6749 §5.1: absent means as requested), for `scopes` rules.
+        let scope = tokens
+            .scope
+            .clone()
+            .unwrap_or_else(|| self.config.logto.scopes.join(" "));
+        claims.insert("scope".to_owned(), Value::String(scope));
         Session {
-            claims: kept,
+            claims: identity::prune(&claims, &self.kept_claims),
             iat: now,
             exp: now + self.cookies.lifetime_secs(),
             rt: tokens.refresh_token.clone(),
+            at: self
+                .config
+                .upstream
+                .pass_access_token
+                .then(|| tokens.access_token.clone()),
             at_exp: tokens.expires_in.map(|s| now + s),
             sid,
         }
@@ -457,6 +597,56 @@ impl Gate {
     }
 }
 
+/// Phase 2b: does the principal meet the route's requirements?
+fn authorize(principal: &Principal, requirements: &policy::Requirements) -> Result<(), GateError> {
+    requirements
+        .check(&policy::Subject {
+            claims: principal.claims(),
+        })
+        .map_err(|required| {
+            ClientError::Forbidden {
+                who: principal.display_name(),
+                required,
+            }
+            .into()
+        })
+}
+
+/// The token of an `Authorization: Bearer` header (scheme case-insensitive, RFC 6750 §2.1).
+fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The host the client asked for: `X-Forwarded-Host` from a trusted proxy, else `Host` (or the HTTP/2 authority).
+fn request_host<B>(req: &Request<B>, trusted: bool) -> Option<String> {
+    let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    trusted
+        .then(|| h("x-forwarded-host"))
+        .flatten()
+        .or_else(|| h("host"))
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+}
+
+/// The request URI with its path replaced by the normalised one, query kept.
+fn with_path(uri: &http::Uri, path: &str) -> Result<http::Uri, GateError> {
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        pq.parse()
+            .map_err(|e| ClientError::BadRequest(format!("the request target is not valid: {e}")))?,
+    );
+    http::Uri::from_parts(parts)
+        .map_err(|e| ClientError::BadRequest(format!("the request target is not valid: {e}")).into())
+}
+
 fn accepts_html<B>(req: &Request<B>) -> bool {
     req.headers()
         .get_all(header::ACCEPT)
@@ -505,9 +695,6 @@ mod tests {
     #[test]
     fn random_state_has_the_length_attempt_cookies_expect() {
         let state = CsrfToken::new_random_len(32).secret().clone();
-        assert!(
-            crate::session::attempt::is_well_formed_state(&state),
-            "{state}"
-        );
+        assert!(crate::session::attempt::is_well_formed_state(&state), "{state}");
     }
 }

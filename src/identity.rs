@@ -51,6 +51,38 @@ impl std::fmt::Display for ClaimPath {
     }
 }
 
+/// A copy of `claims` holding only the values at `paths` (nested objects kept along each path), with `null`s
+/// dropped. Sessions keep only what headers and rules read, so cookies stay small.
+pub fn prune(claims: &Map<String, Value>, paths: &[ClaimPath]) -> Map<String, Value> {
+    let mut out = Map::new();
+    for path in paths {
+        let Some(value) = path.lookup(claims).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        if !insert_at(&mut out, &path.segments, value.clone()) {
+            // An array index on the way (`roles.0`): keep the whole top-level claim instead.
+            if let Some(v) = claims.get(path.root()) {
+                out.insert(path.root().to_owned(), v.clone());
+            }
+        }
+    }
+    out
+}
+
+fn insert_at(node: &mut Map<String, Value>, segments: &[String], value: Value) -> bool {
+    match segments {
+        [] => false,
+        [last] => {
+            node.insert(last.clone(), value);
+            true
+        }
+        [first, rest @ ..] => match node.entry(first.clone()).or_insert_with(|| Value::Object(Map::new())) {
+            Value::Object(m) => insert_at(m, rest, value),
+            _ => false,
+        },
+    }
+}
+
 /// The default header mapping (oauth2-proxy's names).
 pub fn default_headers() -> Vec<(HeaderName, ClaimPath)> {
     [
@@ -166,11 +198,7 @@ pub fn strip_spoofed_identity(headers: &mut HeaderMap, managed: &ManagedHeaders)
 }
 
 /// Sets the identity headers from the session's claims. Missing claims leave their header absent.
-pub fn inject_identity(
-    headers: &mut HeaderMap,
-    mapping: &[(HeaderName, ClaimPath)],
-    claims: &Map<String, Value>,
-) {
+pub fn inject_identity(headers: &mut HeaderMap, mapping: &[(HeaderName, ClaimPath)], claims: &Map<String, Value>) {
     for (name, path) in mapping {
         if let Some(value) = path.lookup(claims).and_then(header_value) {
             headers.insert(name.clone(), value);
@@ -206,10 +234,7 @@ mod tests {
         assert_eq!(get("roles").unwrap(), "admin,editor");
         assert_eq!(get("n").unwrap(), "42");
         assert_eq!(get("identities.github.userId").unwrap(), "99");
-        assert_eq!(
-            get("identities.github.details.rawData.userInfo.login").unwrap(),
-            "Al"
-        );
+        assert_eq!(get("identities.github.details.rawData.userInfo.login").unwrap(), "Al");
         assert!(get("picture").is_none(), "null claims send no header");
         assert!(get("missing").is_none());
         assert!(get("evil").is_none(), "CR/LF can never reach a header");
@@ -237,6 +262,26 @@ mod tests {
         strip_spoofed_identity(&mut h, &managed);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-app-header"));
+    }
+
+    #[test]
+    fn prune_keeps_only_the_paths_asked_for() {
+        let c = claims();
+        let paths: Vec<ClaimPath> = [
+            "sub",
+            "picture",
+            "identities.github.details.rawData.userInfo.login",
+            "nope",
+        ]
+        .iter()
+        .map(|p| ClaimPath::parse(p).unwrap())
+        .collect();
+        let kept = prune(&c, &paths);
+        assert_eq!(
+            Value::Object(kept),
+            serde_json::json!({"sub": "u1",
+                "identities": {"github": {"details": {"rawData": {"userInfo": {"login": "Al"}}}}}})
+        );
     }
 
     #[test]

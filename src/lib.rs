@@ -6,11 +6,9 @@
 //! [`proxy`] forwards to the app, and [`error`] maps failures to responses by their source.
 #![forbid(unsafe_code)]
 // Request and config data must never be able to panic the gate: no unwrap/expect outside tests.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod assertion;
 pub mod body;
 pub mod config;
 pub mod connector;
@@ -20,6 +18,7 @@ pub mod identity;
 pub mod logging;
 pub mod oidc;
 pub mod pages;
+pub mod policy;
 pub mod proxy;
 pub mod return_path;
 pub mod server;
@@ -34,12 +33,9 @@ pub use gate::Gate;
 
 /// Binds `server.listen` and serves until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
-    let listener = TcpListener::bind(config.server.listen).await.map_err(|e| {
-        format!(
-            "server.listen: cannot listen on {}: {e}",
-            config.server.listen
-        )
-    })?;
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|e| format!("server.listen: cannot listen on {}: {e}", config.server.listen))?;
     run_with_listener(config, listener, shutdown).await
 }
 

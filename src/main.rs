@@ -9,11 +9,7 @@ use clap::{Parser, Subcommand};
 use logto_gate::config::{Config, ENV_CONFIG_PATH};
 
 #[derive(Parser)]
-#[command(
-    name = "logto-gate",
-    version,
-    about = "Logto sign-in in front of any web app"
-)]
+#[command(name = "logto-gate", version, about = "Logto sign-in in front of any web app")]
 struct Cli {
     /// The TOML configuration file.
     #[arg(long, short = 'c', env = ENV_CONFIG_PATH, global = true, value_name = "PATH")]
@@ -44,10 +40,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("logto-gate: cannot start the async runtime: {e}");
@@ -95,20 +88,11 @@ async fn check(config: Config) -> ExitCode {
     use openidconnect::JsonWebKey;
     println!("configuration: ok");
     println!("  public URL:   {}", config.server.public_url.origin());
-    println!(
-        "  callback:     {}",
-        config.server.public_url.callback_url()
-    );
-    println!(
-        "  upstream:     {}{}",
-        config.upstream.url, config.upstream.base_path
-    );
+    println!("  callback:     {}", config.server.public_url.callback_url());
+    println!("  upstream:     {}{}", config.upstream.url, config.upstream.base_path);
     println!("  issuer:       {}", config.logto.issuer);
     println!("  scopes:       {}", config.logto.scopes.join(" "));
-    let oidc = match logto_gate::oidc::Oidc::new(
-        config.logto.clone(),
-        config.server.public_url.callback_url(),
-    ) {
+    let oidc = match logto_gate::oidc::Oidc::new(config.logto.clone(), config.server.public_url.callback_url()) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("logto-gate check: {e}");

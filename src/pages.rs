@@ -19,12 +19,7 @@ pub struct Page {
 }
 
 impl Page {
-    pub fn new(
-        status: StatusCode,
-        code: &'static str,
-        title: &str,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn new(status: StatusCode, code: &'static str, title: &str, message: impl Into<String>) -> Self {
         Page {
             status,
             code,
@@ -56,13 +51,7 @@ impl Page {
         let link = self
             .link
             .as_ref()
-            .map(|(href, text)| {
-                format!(
-                    "<p><a href=\"{}\">{}</a></p>",
-                    escape_html(href),
-                    escape_html(text)
-                )
-            })
+            .map(|(href, text)| format!("<p><a href=\"{}\">{}</a></p>", escape_html(href), escape_html(text)))
             .unwrap_or_default();
         let page = format!(
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -90,10 +79,8 @@ impl Page {
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(body::full(value.to_string()));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     harden(&mut resp);
     resp
 }
@@ -119,10 +106,7 @@ pub fn redirect(status: StatusCode, location: &str) -> Response<Body> {
 pub fn harden(resp: &mut Response<Body>) {
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -130,10 +114,7 @@ pub fn harden(resp: &mut Response<Body>) {
             "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
         ),
     );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
 }
 
 pub fn escape_html(s: &str) -> String {

@@ -71,14 +71,7 @@ mod tests {
 
     #[test]
     fn same_origin_paths_are_kept_with_their_query() {
-        for ok in [
-            "/",
-            "/app",
-            "/app/page?x=1&y=%20z",
-            "/a/b#frag",
-            "/@user",
-            "/a:b",
-        ] {
+        for ok in ["/", "/app", "/app/page?x=1&y=%20z", "/a/b#frag", "/@user", "/a:b"] {
             assert_eq!(ReturnPath::parse_or_root(ok).as_str(), ok);
         }
     }
@@ -109,11 +102,7 @@ mod tests {
             "/a\\b",
             "javascript:alert(1)",
         ] {
-            assert_eq!(
-                ReturnPath::parse_or_root(bad).as_str(),
-                "/",
-                "{bad:?} must fall back"
-            );
+            assert_eq!(ReturnPath::parse_or_root(bad).as_str(), "/", "{bad:?} must fall back");
         }
     }
 

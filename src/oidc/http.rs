@@ -73,11 +73,8 @@ impl IdpHttp {
             .extend_pairs(form.iter())
             .finish();
         let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            enc(client_id),
-            enc(client_secret)
-        ));
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", enc(client_id), enc(client_secret)));
         let mut auth = HeaderValue::from_str(&format!("Basic {basic}"))
             .map_err(|e| IdpError::BadResponse(format!("cannot encode client credentials: {e}")))?;
         auth.set_sensitive(true);
@@ -109,9 +106,7 @@ impl IdpHttp {
             let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
                 .collect()
                 .await
-                .map_err(|e| {
-                    IdpError::BadResponse(format!("{url}: reading the answer failed: {e}"))
-                })?
+                .map_err(|e| IdpError::BadResponse(format!("{url}: reading the answer failed: {e}")))?
                 .to_bytes();
             Ok(IdpResponse { status, body })
         };

@@ -68,9 +68,7 @@ fn pinned_alg(alg: &str) -> Result<CoreJwsSigningAlgorithm, JwtError> {
         "RS256" => Ok(CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256),
         "ES256" => Ok(CoreJwsSigningAlgorithm::EcdsaP256Sha256),
         "PS256" => Ok(CoreJwsSigningAlgorithm::RsaSsaPssSha256),
-        other => Err(JwtError::AlgorithmNotAllowed(
-            other.chars().take(32).collect(),
-        )),
+        other => Err(JwtError::AlgorithmNotAllowed(other.chars().take(32).collect())),
     }
 }
 
@@ -80,19 +78,13 @@ impl<'a> UnverifiedJwt<'a> {
             return Err(JwtError::Malformed("token too large"));
         }
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(JwtError::Malformed(
-                "not three dot-separated parts (JWS compact form)",
-            ));
+        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(JwtError::Malformed("not three dot-separated parts (JWS compact form)"));
         };
-        let header: Header = serde_json::from_slice(&b64(h)?)
-            .map_err(|_| JwtError::Malformed("header is not a JSON object"))?;
+        let header: Header =
+            serde_json::from_slice(&b64(h)?).map_err(|_| JwtError::Malformed("header is not a JSON object"))?;
         if header.crit.is_some() {
-            return Err(JwtError::Malformed(
-                "critical header extensions are not supported",
-            ));
+            return Err(JwtError::Malformed("critical header extensions are not supported"));
         }
         let alg = pinned_alg(&header.alg)?;
         let signature = b64(s)?;
@@ -180,10 +172,7 @@ fn number(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, JwtErr
 }
 
 /// Checks `iss`, `aud`, `azp`, `exp`, `iat`, `nbf` with [`LEEWAY_SECS`] of leeway, and `nonce`.
-pub fn check_id_token_claims(
-    claims: &Map<String, Value>,
-    want: &IdTokenExpectations<'_>,
-) -> Result<(), JwtError> {
+pub fn check_id_token_claims(claims: &Map<String, Value>, want: &IdTokenExpectations<'_>) -> Result<(), JwtError> {
     check_common(claims, want.issuer, want.now)?;
     let audiences: Vec<&str> = match claims.get("aud") {
         Some(Value::String(a)) => vec![a.as_str()],
@@ -198,13 +187,8 @@ pub fn check_id_token_claims(
         return Err(JwtError::Claim("azp is not this app".into()));
     }
     let nonce = claims.get("nonce").and_then(Value::as_str).unwrap_or("");
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(
-        nonce.as_bytes(),
-        want.nonce.as_bytes(),
-    )) {
-        return Err(JwtError::Claim(
-            "nonce does not match the sign-in attempt".into(),
-        ));
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(nonce.as_bytes(), want.nonce.as_bytes())) {
+        return Err(JwtError::Claim("nonce does not match the sign-in attempt".into()));
     }
     match claims.get("sub") {
         Some(Value::String(s)) if !s.is_empty() => Ok(()),
@@ -215,9 +199,7 @@ pub fn check_id_token_claims(
 /// `iss`, `exp`, `iat` and `nbf`, common to every token Logto signs.
 pub fn check_common(claims: &Map<String, Value>, issuer: &str, now: u64) -> Result<(), JwtError> {
     if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
-        return Err(JwtError::Claim(
-            "iss is not the configured Logto issuer".into(),
-        ));
+        return Err(JwtError::Claim("iss is not the configured Logto issuer".into()));
     }
     let exp = number(claims, "exp")?.ok_or_else(|| JwtError::Claim("exp is missing".into()))?;
     if exp + LEEWAY_SECS <= now {
@@ -248,37 +230,19 @@ mod tests {
     #[test]
     fn none_and_hmac_algorithms_are_refused_before_any_key_is_looked_at() {
         for alg in ["none", "HS256", "HS384", "HS512", "RS384", "EdDSA", ""] {
-            let token = format!(
-                "{}.{}.c2ln",
-                enc(&json!({"alg": alg})),
-                enc(&json!({"sub": "x"}))
-            );
+            let token = format!("{}.{}.c2ln", enc(&json!({"alg": alg})), enc(&json!({"sub": "x"})));
             assert!(
-                matches!(
-                    UnverifiedJwt::parse(&token),
-                    Err(JwtError::AlgorithmNotAllowed(_))
-                ),
+                matches!(UnverifiedJwt::parse(&token), Err(JwtError::AlgorithmNotAllowed(_))),
                 "{alg}"
             );
         }
-        let unsigned = format!(
-            "{}.{}.",
-            enc(&json!({"alg": "none"})),
-            enc(&json!({"sub": "x"}))
-        );
+        let unsigned = format!("{}.{}.", enc(&json!({"alg": "none"})), enc(&json!({"sub": "x"})));
         assert!(UnverifiedJwt::parse(&unsigned).is_err());
     }
 
     #[test]
     fn malformed_tokens_are_refused() {
-        for bad in [
-            "",
-            "a",
-            "a.b",
-            "a.b.c.d",
-            "!!.!!.!!",
-            &"a".repeat(MAX_TOKEN_BYTES + 1),
-        ] {
+        for bad in ["", "a", "a.b", "a.b.c.d", "!!.!!.!!", &"a".repeat(MAX_TOKEN_BYTES + 1)] {
             assert!(UnverifiedJwt::parse(bad).is_err(), "{bad}");
         }
         let crit = format!(

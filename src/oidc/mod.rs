@@ -61,6 +61,8 @@ pub struct TokenSet {
     pub refresh_token: Option<String>,
     #[serde(default)]
     pub id_token: Option<String>,
+    #[serde(default)]
+    pub scope: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -128,9 +130,8 @@ impl Oidc {
         if !resp.status.is_success() {
             return Err(IdpError::BadResponse(format!("{url} answered {}", resp.status)).into());
         }
-        let metadata: Metadata = serde_json::from_slice(&resp.body).map_err(|e| {
-            IdpError::BadResponse(format!("{url} is not a discovery document: {e}"))
-        })?;
+        let metadata: Metadata = serde_json::from_slice(&resp.body)
+            .map_err(|e| IdpError::BadResponse(format!("{url} is not a discovery document: {e}")))?;
         if metadata.issuer != self.config.issuer {
             return Err(IdpError::BadResponse(format!(
                 "the discovery document names issuer {:?}, but logto.endpoint gives {:?}",
@@ -180,13 +181,7 @@ impl Oidc {
     }
 
     /// The authorization request URL (OIDC Core §3.1.2.1, PKCE S256 per RFC 7636 §4.3) plus Logto's extras.
-    pub fn authorization_url(
-        &self,
-        loaded: &Loaded,
-        state: &str,
-        nonce: &str,
-        code_challenge: &str,
-    ) -> String {
+    pub fn authorization_url(&self, loaded: &Loaded, state: &str, nonce: &str, code_challenge: &str) -> String {
         let scope = self.config.scopes.join(" ");
         let mut params: Vec<(&str, &str)> = vec![
             ("response_type", "code"),
@@ -214,12 +209,7 @@ impl Oidc {
     }
 
     /// Exchanges an authorization code (RFC 6749 §4.1.3) with `client_secret_basic`.
-    pub async fn exchange_code(
-        &self,
-        loaded: &Loaded,
-        code: &str,
-        verifier: &str,
-    ) -> Result<TokenSet, GateError> {
+    pub async fn exchange_code(&self, loaded: &Loaded, code: &str, verifier: &str) -> Result<TokenSet, GateError> {
         let mut form = vec![
             ("grant_type", "authorization_code"),
             ("code", code),
@@ -240,9 +230,8 @@ impl Oidc {
             )
             .await?;
         if resp.status.is_success() {
-            return serde_json::from_slice(&resp.body).map_err(|e| {
-                IdpError::BadResponse(format!("the token response is not usable: {e}")).into()
-            });
+            return serde_json::from_slice(&resp.body)
+                .map_err(|e| IdpError::BadResponse(format!("the token response is not usable: {e}")).into());
         }
         let err: Option<OAuthError> = serde_json::from_slice(&resp.body).ok();
         match err {
@@ -257,9 +246,7 @@ impl Oidc {
                 e.error_description.unwrap_or_default()
             ))
             .into()),
-            None => Err(
-                IdpError::BadResponse(format!("token endpoint answered {}", resp.status)).into(),
-            ),
+            None => Err(IdpError::BadResponse(format!("token endpoint answered {}", resp.status)).into()),
         }
     }
 
@@ -272,14 +259,10 @@ impl Oidc {
         nonce: &str,
         now: u64,
     ) -> Result<Map<String, Value>, GateError> {
-        let jwt = UnverifiedJwt::parse(id_token).map_err(reject)?;
-        let claims = match jwt.verify(&loaded.jwks) {
-            Err(JwtError::UnknownKey(kid)) => {
-                let jwks = self.refetch_jwks_for_unknown_kid(&kid).await?;
-                jwt.verify(&jwks).map_err(reject)?
-            }
-            other => other.map_err(reject)?,
-        };
+        let claims = self.verify_signature(loaded, id_token).await.map_err(|e| match e {
+            TokenError::Invalid(e) => reject(e),
+            TokenError::Gate(g) => g,
+        })?;
         let want = IdTokenExpectations {
             issuer: &self.config.issuer,
             client_id: &self.config.app_id,
@@ -290,10 +273,45 @@ impl Oidc {
         Ok(claims)
     }
 
-    async fn refetch_jwks_for_unknown_kid(
-        &self,
-        kid: &str,
-    ) -> Result<Arc<CoreJsonWebKeySet>, GateError> {
+    /// Checks a token's signature against Logto's key set, re-fetching it once for an unknown `kid`.
+    async fn verify_signature(&self, loaded: &Loaded, token: &str) -> Result<Map<String, Value>, TokenError> {
+        let jwt = UnverifiedJwt::parse(token)?;
+        match jwt.verify(&loaded.jwks) {
+            Err(JwtError::UnknownKey(kid)) => {
+                let jwks = self.refetch_jwks_for_unknown_kid(&kid).await.map_err(|e| match e {
+                    GateError::Client(_) => TokenError::Invalid(JwtError::UnknownKey(kid.clone())),
+                    other => TokenError::Gate(other),
+                })?;
+                Ok(jwt.verify(&jwks)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Verifies a Logto access token presented as `Authorization: Bearer` (RFC 9068 profile): signature with an
+    /// allowed algorithm, `iss`, `exp`/`iat`/`nbf` with leeway, and an `aud` naming one of `logto.resources`.
+    /// Access tokens are only JWTs when issued for a resource, so an opaque token or an ID token never passes.
+    pub async fn verify_access_token(&self, token: &str, now: u64) -> Result<Map<String, Value>, TokenError> {
+        let loaded = self.ensure_loaded().await.map_err(TokenError::Gate)?;
+        let claims = self.verify_signature(&loaded, token).await?;
+        jwt::check_common(&claims, &self.config.issuer, now)?;
+        let audiences: Vec<&str> = match claims.get("aud") {
+            Some(Value::String(a)) => vec![a.as_str()],
+            Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        if !self.config.resources.iter().any(|r| audiences.contains(&r.as_str())) {
+            return Err(TokenError::Invalid(JwtError::Claim(
+                "aud is not one of logto.resources".into(),
+            )));
+        }
+        match claims.get("sub") {
+            Some(Value::String(s)) if !s.is_empty() => Ok(claims),
+            _ => Err(TokenError::Invalid(JwtError::Claim("sub is missing".into()))),
+        }
+    }
+
+    async fn refetch_jwks_for_unknown_kid(&self, kid: &str) -> Result<Arc<CoreJsonWebKeySet>, GateError> {
         let mut last = self.refetch.lock().await;
         let current = self.loaded().ok_or(IdpError::NotReady)?;
         // Another request may have re-fetched while this one waited for the lock.
@@ -309,10 +327,7 @@ impl Oidc {
             return Err(reject(JwtError::UnknownKey(kid.to_owned())));
         }
         *last = Some(Instant::now());
-        tracing::info!(
-            kid,
-            "ID token signed with an unknown key; re-fetching Logto's key set"
-        );
+        tracing::info!(kid, "ID token signed with an unknown key; re-fetching Logto's key set");
         let jwks = Arc::new(self.fetch_jwks(&current.metadata.jwks_uri).await?);
         self.store(Arc::new(Loaded {
             metadata: current.metadata.clone(),
@@ -330,10 +345,7 @@ impl Oidc {
         sub: &str,
     ) -> Result<Map<String, Value>, GateError> {
         let Some(url) = loaded.metadata.userinfo_endpoint.as_deref() else {
-            return Err(IdpError::BadResponse(
-                "the discovery document has no userinfo_endpoint".into(),
-            )
-            .into());
+            return Err(IdpError::BadResponse("the discovery document has no userinfo_endpoint".into()).into());
         };
         let resp = self.http.get(url, Some(access_token)).await?;
         if !resp.status.is_success() {
@@ -354,10 +366,7 @@ impl Oidc {
     /// so the session cookie need not carry the raw ID token. Without an end-session endpoint (or before discovery
     /// loaded) the browser goes straight to the post-logout URL.
     pub fn end_session_url(&self) -> String {
-        match self
-            .loaded()
-            .and_then(|l| l.metadata.end_session_endpoint.clone())
-        {
+        match self.loaded().and_then(|l| l.metadata.end_session_endpoint.clone()) {
             Some(endpoint) => append_query(
                 &endpoint,
                 &[
@@ -370,6 +379,19 @@ impl Oidc {
             ),
             None => self.config.post_logout_redirect_uri.clone(),
         }
+    }
+}
+
+/// Why a token was not accepted: the token itself, or the gate could not check it (Logto unreachable).
+#[derive(Debug)]
+pub enum TokenError {
+    Invalid(JwtError),
+    Gate(GateError),
+}
+
+impl From<JwtError> for TokenError {
+    fn from(e: JwtError) -> Self {
+        TokenError::Invalid(e)
     }
 }
 
@@ -393,15 +415,9 @@ mod tests {
     #[test]
     fn query_parameters_are_encoded() {
         assert_eq!(
-            append_query(
-                "https://t/oidc/auth",
-                &[("scope", "openid profile"), ("x", "a&b=c")]
-            ),
+            append_query("https://t/oidc/auth", &[("scope", "openid profile"), ("x", "a&b=c")]),
             "https://t/oidc/auth?scope=openid+profile&x=a%26b%3Dc"
         );
-        assert_eq!(
-            append_query("https://t/a?b=1", &[("c", "2")]),
-            "https://t/a?b=1&c=2"
-        );
+        assert_eq!(append_query("https://t/a?b=1", &[("c", "2")]), "https://t/a?b=1&c=2");
     }
 }

@@ -22,7 +22,37 @@ const CLIENT_FORWARDING_HEADERS: [&str; 10] = [
     "x-original-uri",
 ];
 
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, proto: &'static str, host: &str) {
+/// From an untrusted peer every client forwarding header is replaced; from a trusted proxy (`trusted`) the chain
+/// is kept: the peer is appended to `X-Forwarded-For`, and the proxy's `X-Forwarded-Proto` / `-Host` pass.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, proto: &'static str, host: &str) {
+    if trusted {
+        let chain = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let value = if chain.is_empty() {
+            peer.to_string()
+        } else {
+            format!("{chain}, {peer}")
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+        }
+        if !headers.contains_key("x-forwarded-proto") {
+            headers.insert(
+                HeaderName::from_static("x-forwarded-proto"),
+                HeaderValue::from_static(proto),
+            );
+        }
+        if !headers.contains_key("x-forwarded-host") {
+            if let Ok(v) = HeaderValue::from_str(host) {
+                headers.insert(HeaderName::from_static("x-forwarded-host"), v);
+            }
+        }
+        return;
+    }
     // Names are compared as PHP/WSGI see them (`_` for `-`), so `X_Forwarded_For` cannot slip through either.
     let spoofed: Vec<HeaderName> = headers
         .keys()
@@ -58,15 +88,21 @@ mod tests {
         h.insert("x_forwarded_host", HeaderValue::from_static("evil"));
         h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
         h.insert("x-forwarded-prefix", HeaderValue::from_static("/admin"));
-        set_forwarded(
-            &mut h,
-            "127.0.0.1".parse().unwrap(),
-            "https",
-            "app.example.com",
-        );
+        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), false, "https", "app.example.com");
         assert_eq!(h.get("x-forwarded-for").unwrap(), "127.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "app.example.com");
         assert_eq!(h.len(), 3, "{h:?}");
+    }
+
+    #[test]
+    fn a_trusted_proxy_keeps_the_chain() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        set_forwarded(&mut h, "10.0.0.2".parse().unwrap(), true, "http", "app.example.com");
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9, 10.0.0.2");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "app.example.com");
     }
 }

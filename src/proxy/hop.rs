@@ -90,11 +90,7 @@ mod tests {
 
     #[test]
     fn an_upgrade_keeps_upgrade_and_connection() {
-        let mut h = map(&[
-            ("connection", "Upgrade"),
-            ("upgrade", "websocket"),
-            ("keep-alive", "1"),
-        ]);
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("keep-alive", "1")]);
         assert!(is_upgrade_request(&h));
         remove_hop_by_hop(&mut h, true);
         assert_eq!(h.get("upgrade").unwrap(), "websocket");

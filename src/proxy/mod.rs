@@ -3,6 +3,7 @@
 
 pub mod forwarded;
 pub mod hop;
+pub mod trusted;
 
 use std::time::Duration;
 
@@ -39,11 +40,7 @@ impl Forwarder {
             .pool_max_idle_per_host(1024)
             .build(connector);
         let scheme = config.url.scheme().cloned().unwrap_or(Scheme::HTTP);
-        let authority = config
-            .url
-            .authority()
-            .cloned()
-            .ok_or("upstream.url has no host")?;
+        let authority = config.url.authority().cloned().ok_or("upstream.url has no host")?;
         let host_header = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
         Ok(Forwarder {
             client,
@@ -101,14 +98,11 @@ impl Forwarder {
         parts.headers.insert(header::HOST, host);
 
         let upstream_req = Request::from_parts(parts, body);
-        let mut resp =
-            match tokio::time::timeout(self.response_timeout, self.client.request(upstream_req))
-                .await
-            {
-                Err(_) => return Err(UpstreamError::Timeout(self.response_timeout).into()),
-                Ok(Err(e)) => return Err(UpstreamError::Unreachable(error_chain(&e)).into()),
-                Ok(Ok(r)) => r,
-            };
+        let mut resp = match tokio::time::timeout(self.response_timeout, self.client.request(upstream_req)).await {
+            Err(_) => return Err(UpstreamError::Timeout(self.response_timeout).into()),
+            Ok(Err(e)) => return Err(UpstreamError::Unreachable(error_chain(&e)).into()),
+            Ok(Ok(r)) => r,
+        };
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_side) = client_upgrade {
@@ -119,10 +113,7 @@ impl Forwarder {
                 return Ok(Response::from_parts(parts, body::empty()));
             }
             // A 101 the client did not ask for cannot be honoured.
-            return Err(UpstreamError::Unreachable(
-                "the upstream switched protocols unasked".into(),
-            )
-            .into());
+            return Err(UpstreamError::Unreachable("the upstream switched protocols unasked".into()).into());
         }
 
         let (mut parts, incoming) = resp.into_parts();

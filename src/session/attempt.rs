@@ -48,13 +48,7 @@ mod tests {
     fn only_states_we_could_have_issued_are_well_formed() {
         assert!(is_well_formed_state(&"a".repeat(STATE_LEN)));
         assert!(!is_well_formed_state(&"a".repeat(STATE_LEN - 1)));
-        assert!(!is_well_formed_state(&format!(
-            "{};x",
-            "a".repeat(STATE_LEN - 2)
-        )));
-        assert!(!is_well_formed_state(&format!(
-            "{}=",
-            "a".repeat(STATE_LEN - 1)
-        )));
+        assert!(!is_well_formed_state(&format!("{};x", "a".repeat(STATE_LEN - 2))));
+        assert!(!is_well_formed_state(&format!("{}=", "a".repeat(STATE_LEN - 1))));
     }
 }

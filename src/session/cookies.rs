@@ -51,8 +51,7 @@ impl CookieCodec {
     /// Encrypts `plaintext` for the cookie `name`; the name is authenticated as associated data.
     fn seal(&self, name: &str, plaintext: String) -> Option<String> {
         let mut jar = CookieJar::new();
-        jar.private_mut(&self.key)
-            .add(Cookie::new(name.to_owned(), plaintext));
+        jar.private_mut(&self.key).add(Cookie::new(name.to_owned(), plaintext));
         jar.get(name).map(|c| c.value().to_owned())
     }
 
@@ -110,21 +109,14 @@ impl CookieCodec {
     pub fn attempt_cookie(&self, attempt: &SignInAttempt) -> Result<HeaderValue, String> {
         let name = self.attempt_cookie_name(&attempt.state);
         let json = serde_json::to_string(attempt).map_err(|e| e.to_string())?;
-        let sealed = self
-            .seal(&name, json)
-            .ok_or("the attempt could not be sealed")?;
+        let sealed = self.seal(&name, json).ok_or("the attempt could not be sealed")?;
         let header = self.set_cookie(&name, &sealed, paths::CALLBACK, ATTEMPT_TTL_SECS);
         HeaderValue::from_str(&header).map_err(|e| e.to_string())
     }
 
     /// The attempt that `state` names, if this browser started it, it is intact and it has not expired.
     /// The whole state is compared in constant time, not just the part in the cookie name.
-    pub fn read_attempt(
-        &self,
-        headers: &HeaderMap,
-        state: &str,
-        now: u64,
-    ) -> Option<SignInAttempt> {
+    pub fn read_attempt(&self, headers: &HeaderMap, state: &str, now: u64) -> Option<SignInAttempt> {
         if !is_well_formed_state(state) {
             return None;
         }
@@ -134,16 +126,14 @@ impl CookieCodec {
             .find_map(|(_, value)| {
                 let json = self.open(&name, value)?;
                 let attempt: SignInAttempt = serde_json::from_str(&json).ok()?;
-                let same =
-                    subtle::ConstantTimeEq::ct_eq(attempt.state.as_bytes(), state.as_bytes());
+                let same = subtle::ConstantTimeEq::ct_eq(attempt.state.as_bytes(), state.as_bytes());
                 (bool::from(same) && attempt.is_fresh(now)).then_some(attempt)
             })
     }
 
     /// `Set-Cookie` that removes the attempt cookie for `state`.
     pub fn clear_attempt_cookie(&self, state: &str) -> Option<HeaderValue> {
-        is_well_formed_state(state)
-            .then(|| self.clear_cookie(&self.attempt_cookie_name(state), paths::CALLBACK))
+        is_well_formed_state(state).then(|| self.clear_cookie(&self.attempt_cookie_name(state), paths::CALLBACK))
     }
 
     /// True for every cookie name the gate owns; those never reach the upstream.
@@ -203,8 +193,7 @@ impl CookieCodec {
         let text = format!(
             "{name}=; Path={path}; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Lax{secure}"
         );
-        HeaderValue::from_str(&text)
-            .unwrap_or_else(|_| HeaderValue::from_static("logto_gate=; Max-Age=0"))
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("logto_gate=; Max-Age=0"))
     }
 }
 
@@ -244,6 +233,7 @@ mod tests {
             iat: 100,
             exp: 10_000,
             rt: Some("rt".into()),
+            at: None,
             at_exp: None,
             sid: None,
         }
@@ -268,14 +258,9 @@ mod tests {
         let c = codec(SECRET);
         let set = c.session_cookie(&session(), 200).unwrap();
         let text = set.to_str().unwrap();
-        assert!(
-            text.contains("HttpOnly") && text.contains("SameSite=Lax") && text.contains("Secure")
-        );
+        assert!(text.contains("HttpOnly") && text.contains("SameSite=Lax") && text.contains("Secure"));
         assert!(text.contains("Max-Age=9800"));
-        let read = c.read_session(
-            &request_with(&format!("a=b; logto_gate={}", value_of(&set))),
-            200,
-        );
+        let read = c.read_session(&request_with(&format!("a=b; logto_gate={}", value_of(&set))), 200);
         assert_eq!(read, Some(session()));
     }
 
@@ -317,29 +302,17 @@ mod tests {
             .is_none());
         let name = c.attempt_cookie_name(&state);
         assert_eq!(
-            c.read_attempt(
-                &request_with(&format!("{name}={attempt_value}")),
-                &state,
-                200
-            ),
+            c.read_attempt(&request_with(&format!("{name}={attempt_value}")), &state, 200),
             Some(attempt)
         );
         // Another state sharing the first 16 characters does not match the attempt inside.
         let forged = format!("{}{}", &state[..16], "x".repeat(27));
         assert!(c
-            .read_attempt(
-                &request_with(&format!("{name}={attempt_value}")),
-                &forged,
-                200
-            )
+            .read_attempt(&request_with(&format!("{name}={attempt_value}")), &forged, 200)
             .is_none());
         // Expired.
         assert!(c
-            .read_attempt(
-                &request_with(&format!("{name}={attempt_value}")),
-                &state,
-                100 + 601
-            )
+            .read_attempt(&request_with(&format!("{name}={attempt_value}")), &state, 100 + 601)
             .is_none());
     }
 

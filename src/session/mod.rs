@@ -25,6 +25,9 @@ pub struct Session {
     /// Logto's refresh token, when one was issued (offline_access + prompt=consent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rt: Option<String>,
+    /// The access token, kept only when `upstream.pass_access_token` forwards it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
     /// When the access token obtained with the session expires, seconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_exp: Option<u64>,

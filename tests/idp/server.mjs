@@ -47,6 +47,7 @@ const accounts = {
     roles: ['admin', 'editor'],
     organizations: ['org_acme'],
     organization_roles: ['org_acme:member'],
+    organization_data: [{ id: 'org_acme', name: 'Acme', description: null }],
     created_at: now - 86_400_000,
     updated_at: now,
     custom_data: { team: 'platform' },
@@ -75,6 +76,7 @@ const accounts = {
     roles: [],
     organizations: [],
     organization_roles: [],
+    organization_data: [],
     created_at: now - 3_600_000,
     updated_at: now,
     custom_data: {},
@@ -93,12 +95,12 @@ const claimsByScope = {
   email: ['email', 'email_verified'],
   phone: ['phone_number', 'phone_number_verified'],
   roles: ['roles'],
-  organizations: ['organizations'],
-  organization_roles: ['organization_roles'],
+  'urn:logto:scope:organizations': ['organizations', 'organization_data'],
+  'urn:logto:scope:organization_roles': ['organization_roles'],
   custom_data: ['custom_data'],
   identities: ['identities'],
 };
-const userinfoOnly = new Set(['custom_data', 'identities']);
+const userinfoOnly = new Set(['custom_data', 'identities', 'organization_data']);
 
 const stats = { grants: {}, userinfo: 0, jwks: 0, discovery: 0, authorizations: 0, end_sessions: 0 };
 let lastAuth = {};

@@ -10,9 +10,7 @@ use crate::support::*;
 
 fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(gate_binary());
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .env_remove("LOGTO_GATE_CONFIG");
+    cmd.args(args).stdin(Stdio::null()).env_remove("LOGTO_GATE_CONFIG");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -109,19 +107,11 @@ async fn environment_overrides_the_file_and_numeric_looking_values_stay_strings(
         .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
         .replace(APP_SECRET, "the-wrong-secret-in-the-file");
     let path = write_config(&dir, &toml);
-    let _gate = spawn_ready(
-        port,
-        &path,
-        &[("LOGTO_GATE_LOGTO__APP_SECRET", "0012345678")],
-    )
-    .await;
+    let _gate = spawn_ready(port, &path, &[("LOGTO_GATE_LOGTO__APP_SECRET", "0012345678")]).await;
     let b = Browser::new(&idp);
     let (hops, resp) = b.navigate(&format!("{public}/from-env")).await;
     assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}");
-    assert_eq!(
-        upstream.last().header("x-forwarded-user"),
-        Some("u_alice0001")
-    );
+    assert_eq!(upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
 }
 
 #[tokio::test]
@@ -135,11 +125,7 @@ async fn secrets_can_come_from_files() {
     let app_secret = dir.path().join("app_secret");
     let session_secret = dir.path().join("session_secret");
     std::fs::write(&app_secret, "secret-from-a-mounted-file\n").unwrap();
-    std::fs::write(
-        &session_secret,
-        "a-session-secret-from-a-file-of-enough-length\n",
-    )
-    .unwrap();
+    std::fs::write(&session_secret, "a-session-secret-from-a-file-of-enough-length\n").unwrap();
     let toml = gate_toml(&public, &upstream.url(), &idp.endpoint(), "", "")
         .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
         .replace(
@@ -168,16 +154,12 @@ async fn check_reports_discovery_and_keys_and_fails_when_logto_is_unreachable() 
         "",
     );
     let path = write_config(&dir, &toml);
-    let (code, stdout, stderr) =
-        tokio::task::spawn_blocking(move || run_to_end(&["check", "--config", &path], &[]))
-            .await
-            .unwrap();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run_to_end(&["check", "--config", &path], &[]))
+        .await
+        .unwrap();
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("Logto discovery: ok"), "{stdout}");
-    assert!(
-        stdout.contains(&format!("issuer:       {}", idp.issuer())),
-        "{stdout}"
-    );
+    assert!(stdout.contains(&format!("issuer:       {}", idp.issuer())), "{stdout}");
     assert!(stdout.contains("signing keys: 1"), "{stdout}");
     assert!(stdout.contains("EllipticCurve"), "{stdout}");
     assert!(
@@ -193,10 +175,9 @@ async fn check_reports_discovery_and_keys_and_fails_when_logto_is_unreachable() 
         "",
     );
     let path = write_config(&dir, &dead);
-    let (code, _, stderr) =
-        tokio::task::spawn_blocking(move || run_to_end(&["check", "--config", &path], &[]))
-            .await
-            .unwrap();
+    let (code, _, stderr) = tokio::task::spawn_blocking(move || run_to_end(&["check", "--config", &path], &[]))
+        .await
+        .unwrap();
     assert_eq!(code, 1);
     assert!(stderr.contains("Logto discovery: FAILED"), "{stderr}");
 }
@@ -228,12 +209,7 @@ async fn sigterm_stops_the_gate_cleanly() {
     };
     assert_eq!(exit.code(), Some(0));
     let mut stderr = String::new();
-    gate.child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    gate.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 

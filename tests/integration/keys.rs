@@ -11,10 +11,7 @@ async fn default_es384_id_tokens_are_accepted() {
     assert_eq!(jwks["keys"][0]["kty"], "EC");
     assert_eq!(jwks["keys"][0]["crv"], "P-384");
     s.browser().sign_in(&s.gate, "/").await;
-    assert_eq!(
-        s.upstream.last().header("x-forwarded-user"),
-        Some("u_alice0001")
-    );
+    assert_eq!(s.upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
 }
 
 #[tokio::test]
@@ -30,19 +27,13 @@ async fn key_rotation_to_rsa_needs_no_restart() {
         jwks["keys"][0].get("alg").is_none(),
         "Logto's rotated RSA key has no alg member"
     );
-    assert_eq!(
-        jwks["keys"][1]["kty"], "EC",
-        "the old EC key stays published"
-    );
+    assert_eq!(jwks["keys"][1]["kty"], "EC", "the old EC key stays published");
 
     // The next ID token is RS256 with a kid the gate has not seen: it re-fetches the key set once.
     let b = s.browser();
     b.login_as("bob");
     b.sign_in(&s.gate, "/").await;
-    assert_eq!(
-        s.upstream.last().header("x-forwarded-user"),
-        Some("u_bob000002")
-    );
+    assert_eq!(s.upstream.last().header("x-forwarded-user"), Some("u_bob000002"));
     assert_eq!(
         s.idp.stats()["jwks"].as_u64().unwrap(),
         fetches_before + 2,

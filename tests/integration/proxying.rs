@@ -30,9 +30,8 @@ async fn a_10_mib_body_streams_both_ways() {
     }
     assert_eq!(total, TEN_MIB);
     // Upload: 10 MiB streamed to the upstream in chunks, without a Content-Length.
-    let chunks = futures_util::stream::iter(
-        (0..160).map(|i| Ok::<_, std::io::Error>(vec![(i % 251) as u8; 64 * 1024])),
-    );
+    let chunks =
+        futures_util::stream::iter((0..160).map(|i| Ok::<_, std::io::Error>(vec![(i % 251) as u8; 64 * 1024])));
     let resp = b
         .client
         .post(format!("{}/upload", s.gate.url()))
@@ -60,9 +59,7 @@ async fn websocket_echo_works_through_the_gate_for_signed_in_users_only() {
         other => panic!("expected 401, got {other:?}"),
     }
     b.sign_in(&s.gate, "/").await;
-    let cookie = b
-        .cookie(&s.gate.url(), "logto_gate")
-        .expect("session cookie");
+    let cookie = b.cookie(&s.gate.url(), "logto_gate").expect("session cookie");
     let mut request = ws_url.as_str().into_client_request().unwrap();
     request
         .headers_mut()
@@ -106,12 +103,7 @@ async fn hop_by_hop_and_client_forwarding_headers_never_reach_the_upstream() {
         .await
         .unwrap();
     let seen = s.upstream.last();
-    for gone in [
-        "x-secret-hop",
-        "keep-alive",
-        "proxy-authorization",
-        "forwarded",
-    ] {
+    for gone in ["x-secret-hop", "keep-alive", "proxy-authorization", "forwarded"] {
         assert_eq!(seen.header(gone), None, "{gone} reached the upstream");
     }
     assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
@@ -144,11 +136,7 @@ async fn gate_cookies_are_removed_and_app_cookies_pass_both_ways() {
         "app_session=abc; Path=/",
         "the app's Set-Cookie reaches the browser"
     );
-    b.client
-        .get(format!("{}/after", s.gate.url()))
-        .send()
-        .await
-        .unwrap();
+    b.client.get(format!("{}/after", s.gate.url())).send().await.unwrap();
     let seen = s.upstream.last();
     let cookie = seen.header("cookie").unwrap_or("");
     assert!(cookie.contains("app_session=abc"), "{cookie}");
@@ -164,10 +152,7 @@ async fn http2_clients_are_served_over_an_http1_upstream() {
     let b = s.browser();
     b.sign_in(&s.gate, "/").await;
     let cookie = b.cookie(&s.gate.url(), "logto_gate").unwrap();
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
     let resp = h2
         .get(format!("{}/over-h2?x=1", s.gate.url()))
         .header("cookie", format!("logto_gate={cookie}"))
@@ -179,10 +164,7 @@ async fn http2_clients_are_served_over_an_http1_upstream() {
     let seen = s.upstream.last();
     assert_eq!(seen.path, "/over-h2?x=1");
     assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
-    assert_eq!(
-        seen.header("host"),
-        Some(s.upstream.addr.to_string().as_str())
-    );
+    assert_eq!(seen.header("host"), Some(s.upstream.addr.to_string().as_str()));
 }
 
 #[tokio::test]
@@ -194,17 +176,8 @@ async fn upstream_down_is_a_502_page_and_slow_upstream_a_504() {
     let b = Browser::new(&idp);
     let (hops, resp) = b.navigate(&format!("{}/", gate.url())).await;
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{hops:#?}");
-    assert!(resp
-        .text()
-        .await
-        .unwrap()
-        .contains("The application is unreachable"));
-    let api = b
-        .client
-        .get(format!("{}/api", gate.url()))
-        .send()
-        .await
-        .unwrap();
+    assert!(resp.text().await.unwrap().contains("The application is unreachable"));
+    let api = b.client.get(format!("{}/api", gate.url())).send().await.unwrap();
     assert_eq!(api.status(), StatusCode::BAD_GATEWAY);
     let v: Value = api.json().await.unwrap();
     assert_eq!(v["error"], "upstream_unreachable");

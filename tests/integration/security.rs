@@ -23,16 +23,9 @@ async fn until_callback(s: &Stack, b: &Browser, path: &str) -> (String, String) 
         .next()
         .unwrap()
         .to_owned();
-    let mut url: Url = start.headers()["location"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let mut url: Url = start.headers()["location"].to_str().unwrap().parse().unwrap();
     for _ in 0..20 {
-        if url
-            .as_str()
-            .starts_with(&format!("{}/_logto/callback", s.gate.url()))
-        {
+        if url.as_str().starts_with(&format!("{}/_logto/callback", s.gate.url())) {
             return (url.to_string(), attempt);
         }
         let r = b
@@ -104,10 +97,7 @@ async fn tampered_truncated_or_foreign_cookies_are_treated_as_signed_out() {
     let flipped = String::from_utf8(flipped).unwrap();
     // A cookie sealed by another gate (another secret) for the same name.
     let other = TestGate::start_edited(&s.idp, &s.upstream.url(), "", "", |t| {
-        t.replace(
-            SESSION_SECRET,
-            "another-gate-with-another-session-secret-0123",
-        )
+        t.replace(SESSION_SECRET, "another-gate-with-another-session-secret-0123")
     })
     .await;
     let ob = s.browser();
@@ -205,12 +195,7 @@ async fn a_replayed_authorization_code_is_refused() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let first = client
-        .get(&callback)
-        .header("cookie", &attempt)
-        .send()
-        .await
-        .unwrap();
+    let first = client.get(&callback).header("cookie", &attempt).send().await.unwrap();
     assert_eq!(first.status(), StatusCode::FOUND);
     // The attempt cookie is cleared by the first callback; replay it anyway, as an attacker holding it would.
     let cleared = first
@@ -248,11 +233,7 @@ async fn a_callback_naming_another_issuer_is_refused_rfc9207() {
         .unwrap();
     for iss in [Some("https://evil.example/oidc"), None] {
         let mut bad = url.clone();
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .into_owned()
-            .filter(|(k, _)| k != "iss")
-            .collect();
+        let pairs: Vec<(String, String)> = url.query_pairs().into_owned().filter(|(k, _)| k != "iss").collect();
         {
             let mut q = bad.query_pairs_mut();
             q.clear();
@@ -314,15 +295,9 @@ async fn open_redirects_through_the_return_path_fall_back_to_root() {
     // And a good one is honoured.
     let b = s.browser();
     let (hops, _) = b
-        .navigate(&format!(
-            "{}/_logto/sign-in?redirect=%2Fdocs%3Fpage%3D2",
-            s.gate.url()
-        ))
+        .navigate(&format!("{}/_logto/sign-in?redirect=%2Fdocs%3Fpage%3D2", s.gate.url()))
         .await;
-    assert_eq!(
-        hops.last().unwrap().url,
-        format!("{}/docs?page=2", s.gate.url())
-    );
+    assert_eq!(hops.last().unwrap().url, format!("{}/docs?page=2", s.gate.url()));
 }
 
 #[tokio::test]
@@ -336,9 +311,7 @@ async fn a_wrong_app_secret_is_a_clear_502_not_a_crash() {
         )
     })
     .await;
-    let (hops, resp) = Browser::new(&idp)
-        .navigate(&format!("{}/", gate.url()))
-        .await;
+    let (hops, resp) = Browser::new(&idp).navigate(&format!("{}/", gate.url())).await;
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{hops:#?}");
     assert!(resp.text().await.unwrap().contains("Sign-in failed"));
     assert_eq!(upstream.count(), 0);
@@ -351,9 +324,7 @@ async fn logto_down_means_503_for_sign_in_while_signed_in_users_keep_working() {
     let upstream = Upstream::start().await;
     let gate = TestGate::start_unready(&dead, &upstream.url(), "", "", |t| t, |_| {}).await;
     wait_for_status(&format!("{}/_logto/healthz", gate.url()), 200).await;
-    let ready = reqwest::get(format!("{}/_logto/readyz", gate.url()))
-        .await
-        .unwrap();
+    let ready = reqwest::get(format!("{}/_logto/readyz", gate.url())).await.unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     let resp = reqwest::Client::new()
         .get(format!("{}/", gate.url()))
@@ -365,25 +336,13 @@ async fn logto_down_means_503_for_sign_in_while_signed_in_users_keep_working() {
     assert!(resp.text().await.unwrap().contains("Logto is unreachable"));
 
     // Signed in, then Logto goes away: the signed-in path never calls it.
-    let Stack {
-        idp,
-        upstream,
-        gate,
-    } = Stack::start().await;
+    let Stack { idp, upstream, gate } = Stack::start().await;
     let b = Browser::new(&idp);
     b.sign_in(&gate, "/").await;
     drop(idp);
     for _ in 0..3 {
-        let r = b
-            .client
-            .get(format!("{}/still-here", gate.url()))
-            .send()
-            .await
-            .unwrap();
+        let r = b.client.get(format!("{}/still-here", gate.url())).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
     }
-    assert_eq!(
-        upstream.last().header("x-forwarded-user"),
-        Some("u_alice0001")
-    );
+    assert_eq!(upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
 }

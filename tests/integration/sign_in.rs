@@ -10,10 +10,7 @@ async fn browser_navigation_signs_in_and_returns_to_the_exact_url_with_query() {
     let s = Stack::start().await;
     let b = s.browser();
     let (hops, resp) = b
-        .navigate(&format!(
-            "{}/reports/2026?year=2026&q=a%20b#top",
-            s.gate.url()
-        ))
+        .navigate(&format!("{}/reports/2026?year=2026&q=a%20b#top", s.gate.url()))
         .await;
     assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}");
     // gate -> Logto authorize -> interaction -> ... -> gate callback -> back to the exact URL
@@ -27,10 +24,7 @@ async fn browser_navigation_signs_in_and_returns_to_the_exact_url_with_query() {
     );
     let callback = hops
         .iter()
-        .find(|h| {
-            h.url
-                .starts_with(&format!("{}/_logto/callback", s.gate.url()))
-        })
+        .find(|h| h.url.starts_with(&format!("{}/_logto/callback", s.gate.url())))
         .expect("callback hop");
     assert_eq!(callback.status, 302);
     assert_eq!(
@@ -71,27 +65,15 @@ async fn the_headers_table_replaces_the_mapping_and_reads_userinfo_only_claims()
 "X-Team" = "custom_data.team"
 "X-Picture" = "picture"
 "#;
-    let s = Stack::with(
-        r#"scopes = ["email", "roles", "identities", "custom_data"]"#,
-        extra,
-    )
-    .await;
+    let s = Stack::with(r#"scopes = ["email", "roles", "identities", "custom_data"]"#, extra).await;
     s.browser().sign_in(&s.gate, "/").await;
     let seen = s.upstream.last();
     assert_eq!(seen.header("x-user-id"), Some("u_alice0001"));
     assert_eq!(seen.header("x-github-login"), Some("Alice-GH"));
     assert_eq!(seen.header("x-github-id"), Some("1234567"));
     assert_eq!(seen.header("x-team"), Some("platform"));
-    assert_eq!(
-        seen.header("x-picture"),
-        None,
-        "a null claim sends no header"
-    );
-    assert_eq!(
-        seen.header("x-forwarded-user"),
-        None,
-        "the table replaces the defaults"
-    );
+    assert_eq!(seen.header("x-picture"), None, "a null claim sends no header");
+    assert_eq!(seen.header("x-forwarded-user"), None, "the table replaces the defaults");
     assert!(s.idp.stats()["userinfo"].as_u64().unwrap_or(0) >= 1);
 }
 
@@ -109,10 +91,7 @@ async fn api_request_without_session_gets_401_json_never_a_redirect() {
         ("DELETE", ""),
     ] {
         let resp = client
-            .request(
-                method.parse().unwrap(),
-                format!("{}/api/items", s.gate.url()),
-            )
+            .request(method.parse().unwrap(), format!("{}/api/items", s.gate.url()))
             .header("accept", accept)
             .send()
             .await
@@ -171,10 +150,7 @@ direct_sign_in = "social:github""#,
     let auth = s.idp.last_authorization_request();
     assert_eq!(auth["response_type"], "code");
     assert_eq!(auth["client_id"], APP_ID);
-    assert_eq!(
-        auth["redirect_uri"],
-        format!("{}/_logto/callback", s.gate.url())
-    );
+    assert_eq!(auth["redirect_uri"], format!("{}/_logto/callback", s.gate.url()));
     assert_eq!(auth["scope"], "openid profile offline_access email roles");
     assert_eq!(auth["prompt"], "consent");
     assert_eq!(auth["code_challenge_method"], "S256");
@@ -203,10 +179,7 @@ async fn several_tabs_signing_in_at_once_all_succeed() {
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::FOUND);
-        starts.push((
-            path,
-            resp.headers()["location"].to_str().unwrap().to_owned(),
-        ));
+        starts.push((path, resp.headers()["location"].to_str().unwrap().to_owned()));
     }
     for (path, logto_url) in starts.into_iter().rev() {
         let (hops, resp) = b.navigate(&logto_url).await;
@@ -242,12 +215,7 @@ async fn sign_out_clears_the_session_and_ends_logtos_session() {
     assert_eq!(q["client_id"], APP_ID);
     assert_eq!(q["post_logout_redirect_uri"], format!("{}/", s.gate.url()));
     // Signed out at the gate: the API answers 401 again.
-    let api = b
-        .client
-        .get(format!("{}/api", s.gate.url()))
-        .send()
-        .await
-        .unwrap();
+    let api = b.client.get(format!("{}/api", s.gate.url())).send().await.unwrap();
     assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
     // Logto ends its own session and sends the browser back to the gate's root.
     let hops = b.follow_submitting_forms(&location).await;
@@ -272,28 +240,16 @@ async fn session_cookie_is_httponly_lax_and_small() {
         .await
         .unwrap();
     let attempt_cookie = start.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(
-        attempt_cookie.contains("Path=/_logto/callback") && attempt_cookie.contains("HttpOnly")
-    );
+    assert!(attempt_cookie.contains("Path=/_logto/callback") && attempt_cookie.contains("HttpOnly"));
     assert!(attempt_cookie.contains("SameSite=Lax") && attempt_cookie.contains("Max-Age=600"));
     let mut url = start.headers()["location"].to_str().unwrap().to_owned();
     let callback = loop {
-        let r = b2
-            .client
-            .get(&url)
-            .header("accept", "text/html")
-            .send()
-            .await
-            .unwrap();
+        let r = b2.client.get(&url).header("accept", "text/html").send().await.unwrap();
         let loc = r.headers()["location"].to_str().unwrap().to_owned();
         if url.starts_with(&s.gate.url()) {
             break r;
         }
-        url = reqwest::Url::parse(&url)
-            .unwrap()
-            .join(&loc)
-            .unwrap()
-            .to_string();
+        url = reqwest::Url::parse(&url).unwrap().join(&loc).unwrap().to_string();
     };
     let session = callback
         .headers()
@@ -302,18 +258,7 @@ async fn session_cookie_is_httponly_lax_and_small() {
         .map(|v| v.to_str().unwrap().to_owned())
         .find(|v| v.starts_with("logto_gate="))
         .expect("session cookie");
-    assert!(
-        session.contains("HttpOnly")
-            && session.contains("SameSite=Lax")
-            && session.contains("Path=/")
-    );
-    assert!(
-        !session.contains("Secure"),
-        "http public_url: no Secure attribute"
-    );
-    assert!(
-        session.len() < 2048,
-        "session cookie is {} bytes",
-        session.len()
-    );
+    assert!(session.contains("HttpOnly") && session.contains("SameSite=Lax") && session.contains("Path=/"));
+    assert!(!session.contains("Secure"), "http public_url: no Secure attribute");
+    assert!(session.len() < 2048, "session cookie is {} bytes", session.len());
 }

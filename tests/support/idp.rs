@@ -14,9 +14,7 @@ use serde_json::{json, Value};
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn idp_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("idp")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("idp")
 }
 
 /// Runs `npm ci` in tests/idp once per process when its dependencies are not installed yet.
@@ -26,10 +24,7 @@ pub fn ensure_installed() -> Result<(), String> {
     let _guard = LOCK.lock().map_err(|e| e.to_string())?;
     DONE.get_or_init(|| {
         let dir = idp_dir();
-        if dir
-            .join("node_modules/oidc-provider/package.json")
-            .is_file()
-        {
+        if dir.join("node_modules/oidc-provider/package.json").is_file() {
             return Ok(());
         }
         eprintln!(

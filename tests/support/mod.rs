@@ -26,13 +26,7 @@ pub const SESSION_SECRET: &str = "an-example-session-secret-of-at-least-32-bytes
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The config every test gate starts from; `extra` is appended (whole sections, or keys for [headers]).
-pub fn gate_toml(
-    public_url: &str,
-    upstream: &str,
-    endpoint: &str,
-    logto_extra: &str,
-    extra: &str,
-) -> String {
+pub fn gate_toml(public_url: &str, upstream: &str, endpoint: &str, logto_extra: &str, extra: &str) -> String {
     let scopes = if logto_extra.contains("scopes") {
         ""
     } else {
@@ -90,14 +84,9 @@ impl TestGate {
         extra: &str,
         edit: impl FnOnce(String) -> String,
     ) -> TestGate {
-        let gate = Self::start_unready(
-            idp.endpoint().as_str(),
-            upstream,
-            logto_extra,
-            extra,
-            edit,
-            |public| idp.register_client(APP_ID, APP_SECRET, public),
-        )
+        let gate = Self::start_unready(idp.endpoint().as_str(), upstream, logto_extra, extra, edit, |public| {
+            idp.register_client(APP_ID, APP_SECRET, public)
+        })
         .await;
         gate.wait_ready().await;
         gate
@@ -186,11 +175,7 @@ impl Stack {
         let idp = Idp::start(IdpOptions::default());
         let upstream = Upstream::start().await;
         let gate = TestGate::start(&idp, &upstream.url(), logto_extra, extra).await;
-        Stack {
-            idp,
-            upstream,
-            gate,
-        }
+        Stack { idp, upstream, gate }
     }
 
     pub fn browser(&self) -> Browser {

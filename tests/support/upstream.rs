@@ -55,9 +55,7 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
         Self::serve(listener)
     }
 
@@ -126,20 +124,11 @@ fn query_number(req: &Request<Incoming>, name: &str) -> u64 {
 async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<Body> {
     let record = Seen {
         method: req.method().to_string(),
-        path: req
-            .uri()
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
+        path: req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default(),
         headers: req
             .headers()
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect(),
     };
     if let Ok(mut s) = seen.lock() {
@@ -192,8 +181,7 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resp
             let Some(key) = key else {
                 return Response::new(full("not a websocket"));
             };
-            let accept =
-                tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
             let on_upgrade = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
                 if let Ok(upgraded) = on_upgrade.await {
@@ -223,9 +211,7 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resp
                 .unwrap_or_else(|_| Response::new(full("")))
         }
         _ => {
-            let wants_html = record
-                .header("accept")
-                .is_some_and(|a| a.contains("text/html"));
+            let wants_html = record.header("accept").is_some_and(|a| a.contains("text/html"));
             if wants_html {
                 html_page(&record)
             } else {
@@ -233,9 +219,7 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resp
                 for (k, v) in &record.headers {
                     headers.insert(k.clone(), Value::String(v.clone()));
                 }
-                json_response(
-                    json!({"method": record.method, "path": record.path, "headers": headers}),
-                )
+                json_response(json!({"method": record.method, "path": record.path, "headers": headers}))
             }
         }
     }
@@ -270,11 +254,7 @@ fn html_page(seen: &Seen) -> Response<Body> {
             } else {
                 ""
             };
-            format!(
-                "<tr{mark}><td>{}</td><td>{}</td></tr>",
-                escape(k),
-                escape(v)
-            )
+            format!("<tr{mark}><td>{}</td><td>{}</td></tr>", escape(k), escape(v))
         })
         .collect();
     let page = format!(

@@ -1,0 +1,425 @@
+//! Who may reach which part of the app: `[[rules]]` (first match wins), then the `[access]` default.
+//!
+//! A rule matches on the normalised path ([`path::normalise`]) by `prefix` (whole segments: `/admin` matches
+//! `/admin` and `/admin/x`, not `/administrator`) or `path` (a regular expression anchored at the start), and
+//! optionally on `methods` (compared case-insensitively, so `get` cannot slip past a `GET` rule) and `host`
+//! (case-insensitive, port and trailing dot ignored). It then makes the route public, denies it, or requires a
+//! signed-in identity that meets every condition kind it lists; within one kind any listed value is enough
+//! (`all_roles` needs all of them, `scopes` needs every scope listed).
+
+pub mod path;
+
+use regex::Regex;
+use serde_json::{Map, Value};
+
+use crate::identity::ClaimPath;
+
+/// Where the GitHub login of a user who signed in through Logto's GitHub connector lives (userinfo only).
+pub const GITHUB_LOGIN_PATH: &str = "identities.github.details.rawData.userInfo.login";
+
+/// What a route allows.
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// No session needed; identity headers are still stripped and none are added.
+    Public,
+    /// Never reachable.
+    Deny,
+    /// A signed-in identity meeting the requirements (empty requirements: any signed-in user).
+    Require(Requirements),
+}
+
+/// Conditions on the identity. An empty list is no condition.
+#[derive(Debug, Clone, Default)]
+pub struct Requirements {
+    pub roles: Vec<String>,
+    pub all_roles: Vec<String>,
+    pub scopes: Vec<String>,
+    pub organizations: Vec<String>,
+    pub organization_roles: Vec<String>,
+    /// Lower-cased.
+    pub emails: Vec<String>,
+    /// Lower-cased, without `@`.
+    pub email_domains: Vec<String>,
+    /// Lower-cased.
+    pub github_logins: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    Prefix(String),
+    Regex(Regex),
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub path: PathMatch,
+    /// Upper-cased; `None` matches every method.
+    pub methods: Option<Vec<String>>,
+    /// Lower-cased, without port or trailing dot.
+    pub host: Option<String>,
+    pub access: Access,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub rules: Vec<Rule>,
+    pub default: Access,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            rules: Vec::new(),
+            default: Access::Require(Requirements::default()),
+        }
+    }
+}
+
+/// The identity a decision is made about: the session's (or bearer token's) claims and granted scopes.
+pub struct Subject<'a> {
+    pub claims: &'a Map<String, Value>,
+}
+
+impl Subject<'_> {
+    fn strings(&self, name: &str) -> Vec<&str> {
+        match self.claims.get(name) {
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            Some(Value::String(s)) => vec![s.as_str()],
+            _ => Vec::new(),
+        }
+    }
+
+    fn scopes(&self) -> Vec<&str> {
+        self.claims
+            .get("scope")
+            .and_then(Value::as_str)
+            .map(|s| s.split(' ').filter(|p| !p.is_empty()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The email, lower-cased, only when Logto says it is verified (as oauth2-proxy does by default).
+    fn verified_email(&self) -> Option<String> {
+        let verified = self.claims.get("email_verified").and_then(Value::as_bool) == Some(true);
+        let email = self.claims.get("email").and_then(Value::as_str)?;
+        verified.then(|| email.to_ascii_lowercase())
+    }
+
+    fn github_login(&self) -> Option<String> {
+        ClaimPath::parse(GITHUB_LOGIN_PATH)
+            .ok()?
+            .lookup(self.claims)
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase)
+    }
+}
+
+/// Normalises a Host header value for comparison: lower case, no port, no trailing dot.
+pub fn normalise_host(host: &str) -> String {
+    let h = if host.starts_with('[') {
+        host.split_once(']').map_or(host, |(a, _)| a).trim_start_matches('[')
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    h.trim_end_matches('.').to_ascii_lowercase()
+}
+
+impl Rule {
+    fn matches(&self, method: &str, host: Option<&str>, path: &str) -> bool {
+        if let Some(methods) = &self.methods {
+            if !methods.iter().any(|m| m.eq_ignore_ascii_case(method)) {
+                return false;
+            }
+        }
+        if let Some(want) = &self.host {
+            if host.map(normalise_host).as_deref() != Some(want.as_str()) {
+                return false;
+            }
+        }
+        match &self.path {
+            PathMatch::Prefix(p) => {
+                path == p
+                    || (path.starts_with(p.as_str())
+                        && (p.ends_with('/') || path.as_bytes().get(p.len()) == Some(&b'/')))
+            }
+            PathMatch::Regex(r) => r.is_match(path),
+        }
+    }
+}
+
+impl Policy {
+    /// The access for a request: the first matching rule's, else the default.
+    pub fn route(&self, method: &str, host: Option<&str>, normalised_path: &str) -> &Access {
+        self.rules
+            .iter()
+            .find(|r| r.matches(method, host, normalised_path))
+            .map_or(&self.default, |r| &r.access)
+    }
+
+    fn all_requirements(&self) -> impl Iterator<Item = &Requirements> {
+        self.rules
+            .iter()
+            .map(|r| &r.access)
+            .chain(std::iter::once(&self.default))
+            .filter_map(|a| match a {
+                Access::Require(r) => Some(r),
+                _ => None,
+            })
+    }
+
+    /// Claims the session must keep for these rules to be evaluated.
+    pub fn claim_paths(&self) -> Vec<ClaimPath> {
+        let mut names: Vec<&str> = Vec::new();
+        for r in self.all_requirements() {
+            if !r.roles.is_empty() || !r.all_roles.is_empty() {
+                names.push("roles");
+            }
+            if !r.scopes.is_empty() {
+                names.push("scope");
+            }
+            if !r.organizations.is_empty() {
+                names.push("organizations");
+            }
+            if !r.organization_roles.is_empty() {
+                names.push("organization_roles");
+            }
+            if !r.emails.is_empty() || !r.email_domains.is_empty() {
+                names.extend(["email", "email_verified"]);
+            }
+            if !r.github_logins.is_empty() {
+                names.push(GITHUB_LOGIN_PATH);
+            }
+        }
+        names.sort_unstable();
+        names.dedup();
+        names.into_iter().filter_map(|n| ClaimPath::parse(n).ok()).collect()
+    }
+
+    /// Logto scopes that must be requested so the claims these rules read are issued.
+    pub fn needed_scopes(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        for r in self.all_requirements() {
+            if !r.roles.is_empty() || !r.all_roles.is_empty() {
+                out.push("roles");
+            }
+            if !r.organizations.is_empty() {
+                out.push("urn:logto:scope:organizations");
+            }
+            if !r.organization_roles.is_empty() {
+                out.push("urn:logto:scope:organization_roles");
+            }
+            if !r.emails.is_empty() || !r.email_domains.is_empty() {
+                out.push("email");
+            }
+            if !r.github_logins.is_empty() {
+                out.push("identities");
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+impl Requirements {
+    /// `Ok` when `who` meets every condition; otherwise the first unmet one, in words.
+    pub fn check(&self, who: &Subject<'_>) -> Result<(), String> {
+        let any = |have: &[&str], want: &[String]| want.iter().any(|w| have.contains(&w.as_str()));
+        if !self.roles.is_empty() && !any(&who.strings("roles"), &self.roles) {
+            return Err(format!("one of the roles {}", self.roles.join(", ")));
+        }
+        if !self.all_roles.is_empty() {
+            let have = who.strings("roles");
+            if !self.all_roles.iter().all(|r| have.contains(&r.as_str())) {
+                return Err(format!("all of the roles {}", self.all_roles.join(", ")));
+            }
+        }
+        if !self.scopes.is_empty() {
+            let have = who.scopes();
+            if !self.scopes.iter().all(|s| have.contains(&s.as_str())) {
+                return Err(format!("the scopes {}", self.scopes.join(" ")));
+            }
+        }
+        if !self.organizations.is_empty() && !any(&who.strings("organizations"), &self.organizations) {
+            return Err(format!(
+                "membership of one of the organizations {}",
+                self.organizations.join(", ")
+            ));
+        }
+        if !self.organization_roles.is_empty() && !any(&who.strings("organization_roles"), &self.organization_roles) {
+            return Err(format!(
+                "one of the organization roles {}",
+                self.organization_roles.join(", ")
+            ));
+        }
+        if !self.emails.is_empty() || !self.email_domains.is_empty() {
+            let email = who.verified_email();
+            let by_address = email.as_ref().is_some_and(|e| self.emails.contains(e));
+            let by_domain = email
+                .as_ref()
+                .and_then(|e| e.rsplit_once('@'))
+                .is_some_and(|(_, d)| self.email_domains.iter().any(|w| w == d));
+            if !by_address && !by_domain {
+                let mut wanted: Vec<String> = self.emails.clone();
+                wanted.extend(self.email_domains.iter().map(|d| format!("@{d}")));
+                return Err(format!("a verified email address matching {}", wanted.join(", ")));
+            }
+        }
+        if !self.github_logins.is_empty() {
+            let login = who.github_login();
+            if !login.as_ref().is_some_and(|l| self.github_logins.contains(l)) {
+                return Err(format!("one of the GitHub accounts {}", self.github_logins.join(", ")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    fn rule(path: PathMatch, access: Access) -> Rule {
+        Rule {
+            path,
+            methods: None,
+            host: None,
+            access,
+        }
+    }
+
+    #[test]
+    fn prefix_matches_whole_segments_only() {
+        let r = rule(PathMatch::Prefix("/admin".into()), Access::Deny);
+        assert!(r.matches("GET", None, "/admin"));
+        assert!(r.matches("GET", None, "/admin/users"));
+        assert!(!r.matches("GET", None, "/administrator"));
+        let slash = rule(PathMatch::Prefix("/static/".into()), Access::Public);
+        assert!(slash.matches("GET", None, "/static/app.js"));
+        assert!(!slash.matches("GET", None, "/static"));
+    }
+
+    #[test]
+    fn methods_are_case_insensitive_and_hosts_normalised() {
+        let mut r = rule(PathMatch::Prefix("/".into()), Access::Public);
+        r.methods = Some(vec!["GET".into()]);
+        r.host = Some("docs.example.com".into());
+        assert!(r.matches("get", Some("DOCS.example.com.:443"), "/x"));
+        assert!(!r.matches("POST", Some("docs.example.com"), "/x"));
+        assert!(!r.matches("GET", Some("evil.example.com"), "/x"));
+        assert!(!r.matches("GET", None, "/x"));
+    }
+
+    #[test]
+    fn first_match_wins_then_default() {
+        let p = Policy {
+            rules: vec![
+                rule(PathMatch::Prefix("/public".into()), Access::Public),
+                rule(PathMatch::Regex(Regex::new("^(?:/admin)").unwrap()), Access::Deny),
+            ],
+            default: Access::Require(Requirements::default()),
+        };
+        assert!(matches!(p.route("GET", None, "/public/x"), Access::Public));
+        assert!(matches!(p.route("GET", None, "/admin/x"), Access::Deny));
+        assert!(matches!(p.route("GET", None, "/other"), Access::Require(_)));
+    }
+
+    #[test]
+    fn requirements_check_every_kind() {
+        let alice = claims(json!({
+            "roles": ["admin", "editor"], "scope": "openid read:reports", "organizations": ["org_acme"],
+            "organization_roles": ["org_acme:member"], "email": "Alice@Example.com", "email_verified": true,
+            "identities": {"github": {"details": {"rawData": {"userInfo": {"login": "Alice-GH"}}}}}
+        }));
+        let who = Subject { claims: &alice };
+        let ok = |r: Requirements| r.check(&who).is_ok();
+        let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        assert!(ok(Requirements {
+            roles: s(&["viewer", "admin"]),
+            ..Default::default()
+        }));
+        assert!(!ok(Requirements {
+            roles: s(&["viewer"]),
+            ..Default::default()
+        }));
+        assert!(ok(Requirements {
+            all_roles: s(&["admin", "editor"]),
+            ..Default::default()
+        }));
+        assert!(!ok(Requirements {
+            all_roles: s(&["admin", "billing"]),
+            ..Default::default()
+        }));
+        assert!(ok(Requirements {
+            scopes: s(&["read:reports"]),
+            ..Default::default()
+        }));
+        assert!(!ok(Requirements {
+            scopes: s(&["read:reports", "write:reports"]),
+            ..Default::default()
+        }));
+        assert!(ok(Requirements {
+            organizations: s(&["org_acme"]),
+            ..Default::default()
+        }));
+        assert!(!ok(Requirements {
+            organization_roles: s(&["org_acme:admin"]),
+            ..Default::default()
+        }));
+        assert!(ok(Requirements {
+            emails: s(&["alice@example.com"]),
+            ..Default::default()
+        }));
+        assert!(ok(Requirements {
+            email_domains: s(&["example.com"]),
+            ..Default::default()
+        }));
+        assert!(
+            !ok(Requirements {
+                email_domains: s(&["ample.com"]),
+                ..Default::default()
+            }),
+            "no suffix tricks"
+        );
+        assert!(ok(Requirements {
+            github_logins: s(&["alice-gh"]),
+            ..Default::default()
+        }));
+        assert!(!ok(Requirements {
+            github_logins: s(&["bob"]),
+            ..Default::default()
+        }));
+        // Every kind listed must hold.
+        assert!(!ok(Requirements {
+            roles: s(&["admin"]),
+            github_logins: s(&["bob"]),
+            ..Default::default()
+        }));
+    }
+
+    #[test]
+    fn unverified_emails_never_count() {
+        let bob = claims(json!({"email": "bob@example.com", "email_verified": false}));
+        let r = Requirements {
+            email_domains: vec!["example.com".into()],
+            ..Default::default()
+        };
+        assert!(r.check(&Subject { claims: &bob }).is_err());
+        let no_flag = claims(json!({"email": "bob@example.com"}));
+        assert!(r.check(&Subject { claims: &no_flag }).is_err());
+    }
+
+    #[test]
+    fn hosts_are_normalised() {
+        assert_eq!(normalise_host("Example.COM.:8443"), "example.com");
+        assert_eq!(normalise_host("[::1]:80"), "::1");
+        assert_eq!(normalise_host("example.com"), "example.com");
+    }
+}

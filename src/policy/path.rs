@@ -1,0 +1,163 @@
+//! Request path normalisation (RFC 3986 §6.2.2). Rules are matched on the normalised path, and the same normalised
+//! path is what the upstream receives, so matching and proxying can never disagree.
+//!
+//! - Percent-encoded unreserved characters (`A-Z a-z 0-9 - . _ ~`) are decoded (`%2e` is `.`, `%41` is `A`), other
+//!   escapes keep their meaning and get upper-case hex.
+//! - Dot segments are removed (RFC 3986 §5.2.4), never above the root, and runs of `/` collapse into one.
+//! - An encoded `/` or `\` (`%2F`, `%5C`) is refused unless allowed: upstreams disagree on whether it separates
+//!   segments, which is exactly what a rule bypass needs. A raw `\` is always refused (some servers read it as `/`).
+//! - The query string is never part of the path.
+
+/// Why a path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the path contains an encoded slash or backslash (%2F or %5C)")]
+    EncodedSlash,
+    #[error("the path contains a backslash")]
+    Backslash,
+    #[error("the path contains a malformed percent escape")]
+    BadEscape,
+    #[error("the path contains control characters or an encoded NUL")]
+    Control,
+    #[error("the path does not start with /")]
+    NotAbsolute,
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Normalises `raw` (the path part of a request target, without the query).
+pub fn normalise(raw: &str, allow_encoded_slashes: bool) -> Result<String, PathError> {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    // 1. Decode unreserved escapes, normalise the case of the rest.
+    let mut decoded = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'%' => {
+                let (Some(h), Some(l)) = (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return Err(PathError::BadEscape);
+                };
+                let v = h * 16 + l;
+                if v == b'/' || v == b'\\' {
+                    if !allow_encoded_slashes {
+                        return Err(PathError::EncodedSlash);
+                    }
+                    decoded.push_str(if v == b'/' { "%2F" } else { "%5C" });
+                } else if v < 0x20 || v == 0x7f {
+                    return Err(PathError::Control);
+                } else if is_unreserved(v) {
+                    decoded.push(v as char);
+                } else {
+                    decoded.push('%');
+                    decoded.push(char::from(b"0123456789ABCDEF"[usize::from(h)]));
+                    decoded.push(char::from(b"0123456789ABCDEF"[usize::from(l)]));
+                }
+                i += 3;
+            }
+            b'\\' => return Err(PathError::Backslash),
+            b if b < 0x20 || b == 0x7f => return Err(PathError::Control),
+            _ => {
+                // Multi-byte UTF-8 passes through unchanged (hyper only hands us valid request targets).
+                let ch_len = utf8_len(b);
+                let end = (i + ch_len).min(bytes.len());
+                decoded.push_str(raw.get(i..end).unwrap_or(""));
+                i = end;
+                continue;
+            }
+        }
+    }
+    // 2. Remove dot segments and empty segments.
+    let trailing_slash = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    let mut out: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut path = String::with_capacity(decoded.len());
+    for seg in &out {
+        path.push('/');
+        path.push_str(seg);
+    }
+    if path.is_empty() || (trailing_slash && !path.ends_with('/')) {
+        path.push('/');
+    }
+    Ok(path)
+}
+
+fn utf8_len(first: u8) -> usize {
+    match first {
+        0x00..=0x7f => 1,
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        _ => 4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_like_rfc_3986() {
+        for (raw, want) in [
+            ("/", "/"),
+            ("/a/b", "/a/b"),
+            ("/a/b/", "/a/b/"),
+            ("//a///b", "/a/b"),
+            ("/a/./b", "/a/b"),
+            ("/a/../b", "/b"),
+            ("/../../etc/passwd", "/etc/passwd"),
+            ("/public/../admin", "/admin"),
+            ("/public/%2e%2e/admin", "/admin"),
+            ("/public/%2E%2E/admin", "/admin"),
+            ("/public/.%2e/admin", "/admin"),
+            ("/%61dmin", "/admin"),
+            ("/a/%7euser", "/a/~user"),
+            ("/a%3fb", "/a%3Fb"),
+            ("/a%20b", "/a%20b"),
+            ("/a/..", "/"),
+            ("/a/b/..", "/a/"),
+            ("/a/.", "/a/"),
+            ("/caf\u{e9}", "/caf\u{e9}"),
+        ] {
+            assert_eq!(normalise(raw, false).as_deref(), Ok(want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn encoded_slashes_backslashes_and_controls_are_refused() {
+        assert_eq!(normalise("/a%2Fb", false), Err(PathError::EncodedSlash));
+        assert_eq!(normalise("/a%2fb", false), Err(PathError::EncodedSlash));
+        assert_eq!(normalise("/a%5Cb", false), Err(PathError::EncodedSlash));
+        assert_eq!(normalise("/a%2Fb", true).as_deref(), Ok("/a%2Fb"));
+        assert_eq!(normalise("/a\\b", true), Err(PathError::Backslash));
+        assert_eq!(normalise("/a%00b", true), Err(PathError::Control));
+        assert_eq!(normalise("/a%0ab", true), Err(PathError::Control));
+        assert_eq!(normalise("/a%zz", true), Err(PathError::BadEscape));
+        assert_eq!(normalise("/a%2", true), Err(PathError::BadEscape));
+        assert_eq!(normalise("a", true), Err(PathError::NotAbsolute));
+    }
+}
