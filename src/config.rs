@@ -1056,7 +1056,10 @@ mod tests {
         assert_eq!(c.server.listen.to_string(), "0.0.0.0:4180");
         assert_eq!(c.logto.issuer, "https://tenant.logto.app/oidc");
         // The default headers read email and roles, so those scopes are requested too.
-        assert_eq!(c.logto.scopes, vec!["openid", "profile", "offline_access", "email", "roles"]);
+        assert_eq!(
+            c.logto.scopes,
+            vec!["openid", "profile", "offline_access", "email", "roles"]
+        );
         assert_eq!(c.logto.prompt.as_deref(), Some("consent"));
         assert_eq!(c.session.cookie_name, "logto_gate");
         assert_eq!(c.session.lifetime, Duration::from_secs(7 * 86400));
@@ -1147,6 +1150,58 @@ mod tests {
         let bad = format!("{MINIMAL}\n[headers]\n\"X User\" = \"sub\"\n");
         let err = Config::from_toml_str(&bad, no_env()).unwrap_err();
         assert!(err.0[0].starts_with("headers.X User:"), "{err}");
+    }
+
+    #[test]
+    fn rules_are_validated_with_their_index() {
+        let toml = format!(
+            "{MINIMAL}\n[[rules]]\nprefix = \"/ok\"\nallow = \"public\"\n\n[[rules]]\npath = \"([\"\n\n\
+             [[rules]]\nprefix = \"no-slash\"\n\n[[rules]]\nallow = \"public\"\nprefix = \"/x\"\nroles = [\"a\"]\n\n\
+             [[rules]]\nprefix = \"/y\"\nallow = \"maybe\"\norganization_roles = [\"no-colon\"]\n"
+        );
+        let err = Config::from_toml_str(&toml, no_env()).unwrap_err();
+        let text = err.to_string();
+        for want in [
+            "rules[1].path: `([` is not a valid regular expression",
+            "rules[2].prefix: `no-slash` must start with /",
+            "rules[3].allow: a public or denied route cannot also list conditions",
+            "rules[4].organization_roles: `no-colon` must be <organization id>:<role name>",
+            "rules[4].allow: `maybe` must be",
+        ] {
+            assert!(text.contains(want), "{want} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn scopes_needed_by_rules_and_headers_are_requested() {
+        let toml = format!(
+            "{MINIMAL}\n[headers]\n\"X-Team\" = \"custom_data.team\"\n\n[[rules]]\nprefix = \"/o\"\n\
+             organizations = [\"org\"]\n\n[[rules]]\nprefix = \"/g\"\ngithub_logins = [\"x\"]\n"
+        );
+        let c = Config::from_toml_str(&toml, no_env()).expect("valid");
+        for s in ["custom_data", "urn:logto:scope:organizations", "identities"] {
+            assert!(
+                c.logto.scopes.iter().any(|have| have == s),
+                "{s} missing from {:?}",
+                c.logto.scopes
+            );
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_and_assertion_are_validated() {
+        let toml = format!("{MINIMAL}\n[assertion]\nenabled = true\n",)
+            .replace("[upstream]", "[upstream]\npass_access_token = true")
+            .replace(
+                "public_url = ",
+                "trusted_proxies = [\"10.0.0.0/8\", \"bogus\"]\npublic_url = ",
+            );
+        let err = Config::from_toml_str(&toml, no_env()).unwrap_err();
+        assert!(
+            err.0.iter().any(|l| l.starts_with("server.trusted_proxies: `bogus`")),
+            "{err}"
+        );
+        assert!(err.0.iter().any(|l| l == "assertion.audience: missing"), "{err}");
     }
 
     #[test]

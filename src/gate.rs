@@ -191,7 +191,7 @@ impl Gate {
         let method = req.method().clone();
         let result = match route {
             Route::App => self.app(req, peer).await,
-            Route::SignIn => self.sign_in(&req).await,
+            Route::SignIn => self.sign_in(&req, peer).await,
             Route::Callback => return self.callback(&req, html).await,
             Route::SignOut => self.sign_out(&req),
             Route::UserInfo => self.userinfo(&req),
@@ -405,15 +405,22 @@ impl Gate {
 
     /// `/_logto/sign-in?redirect=/path`: starts an attempt; the return path falls back to `/` unless it is a
     /// same-origin path.
-    async fn sign_in(&self, req: &Request<Incoming>) -> Result<Response<Body>, GateError> {
+    async fn sign_in(&self, req: &Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, GateError> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return Err(ClientError::MethodNotAllowed.into());
         }
         let params = single_valued_query(req.uri().query())?;
-        let return_to = params
-            .iter()
-            .find(|(k, _)| k == "redirect")
-            .map_or_else(ReturnPath::root, |(_, v)| ReturnPath::parse_or_root(v));
+        let origin = self.config.server.public_url.origin();
+        let from_proxy = || {
+            // nginx's error_page hands the original URI over in a header, as its auth_request subrequest does.
+            let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
+            let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+            trusted.then(|| h("x-original-uri").or(h("x-forwarded-uri"))).flatten()
+        };
+        let return_to = match params.iter().find(|(k, _)| k == "redirect") {
+            Some((_, v)) => ReturnPath::parse_same_origin_or_root(v, origin),
+            None => from_proxy().map_or_else(ReturnPath::root, |v| ReturnPath::parse_same_origin_or_root(v, origin)),
+        };
         self.start_sign_in(return_to).await
     }
 

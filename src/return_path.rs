@@ -30,6 +30,15 @@ impl ReturnPath {
         }
     }
 
+    /// Like [`ReturnPath::parse_or_root`], also accepting an absolute URL on the gate's own origin (Traefik's
+    /// errors middleware passes the original URL whole); it is reduced to its path and query.
+    pub fn parse_same_origin_or_root(candidate: &str, origin: &str) -> Self {
+        match candidate.strip_prefix(origin) {
+            Some(rest) if rest.starts_with('/') => Self::parse_or_root(rest),
+            _ => Self::parse_or_root(candidate),
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -103,6 +112,24 @@ mod tests {
             "javascript:alert(1)",
         ] {
             assert_eq!(ReturnPath::parse_or_root(bad).as_str(), "/", "{bad:?} must fall back");
+        }
+    }
+
+    #[test]
+    fn absolute_urls_on_our_own_origin_are_reduced_to_their_path() {
+        let o = "https://app.example.com";
+        assert_eq!(
+            ReturnPath::parse_same_origin_or_root("https://app.example.com/a?b=1", o).as_str(),
+            "/a?b=1"
+        );
+        for bad in [
+            "https://app.example.com.evil.example/a",
+            "https://app.example.com@evil.example/a",
+            "https://app.example.com//evil.example",
+            "https://app.example.com",
+            "http://app.example.com/a",
+        ] {
+            assert_eq!(ReturnPath::parse_same_origin_or_root(bad, o).as_str(), "/", "{bad}");
         }
     }
 

@@ -24,6 +24,7 @@
 //                               `alg` (ID tokens become RS256); "ec256" gives ES256, "ps256" PS256
 //   GET  /__test/stats          counters: token grants by grant_type, userinfo calls, jwks fetches, discovery fetches
 //   GET  /__test/last-auth      the query parameters of the last authorization request
+//   POST /__test/sign           {payload, header?}: a JWT signed with the current key (to build access tokens)
 // In tests (interactive=false) sign-in completes by itself: the account is the `idp_login_as` cookie on the IdP's
 // origin, else "alice". In the demo (interactive=true) a small sign-in page asks which account to use.
 import http from 'node:http';
@@ -321,6 +322,21 @@ async function interaction(req, res, url) {
 }
 
 async function testEndpoint(req, res, url) {
+  if (url.pathname === '/__test/sign' && req.method === 'POST') {
+    // Signs {payload, header?} with the current signing key, as Logto would sign an access token; tests change
+    // claims (aud, exp, ...) or the kid to build tokens the gate must refuse.
+    const body = JSON.parse((await readBody(req)) || '{}');
+    const key = state.keys[0];
+    const alg = state.idTokenAlg;
+    const header = { alg, typ: 'at+jwt', kid: key.kid, ...(body.header || {}) };
+    const input = `${Buffer.from(JSON.stringify(header)).toString('base64url')}.${Buffer.from(JSON.stringify(body.payload || {})).toString('base64url')}`;
+    const privateKey = crypto.createPrivateKey({ key, format: 'jwk' });
+    const hash = { ES384: 'sha384', ES256: 'sha256', RS256: 'sha256', PS256: 'sha256' }[alg];
+    const options = { key: privateKey, dsaEncoding: 'ieee-p1363' };
+    if (alg === 'PS256') Object.assign(options, { padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 });
+    const signature = crypto.sign(hash, Buffer.from(input), options).toString('base64url');
+    return send(res, 200, { token: `${input}.${signature}` });
+  }
   if (url.pathname === '/__test/stats') return send(res, 200, stats);
   if (url.pathname === '/__test/last-auth') return send(res, 200, lastAuth);
   if (req.method !== 'POST') return send(res, 405, { error: 'method not allowed' });

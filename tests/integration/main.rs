@@ -4,8 +4,12 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod assertion;
+mod bearer;
 mod cli;
+mod forward_auth;
 mod keys;
+mod policy;
 mod proxying;
 mod security;
 mod sign_in;

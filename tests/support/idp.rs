@@ -160,6 +160,12 @@ impl Idp {
         self.post("/__test/rotate-keys", json!({ "kind": kind }));
     }
 
+    /// A JWT over `payload` signed with the IdP's current key (header fields may be overridden).
+    pub fn sign(&self, payload: Value, header: Value) -> String {
+        let v = self.post("/__test/sign", json!({"payload": payload, "header": header}));
+        v["token"].as_str().unwrap_or_default().to_owned()
+    }
+
     pub fn stats(&self) -> Value {
         self.get("/__test/stats")
     }

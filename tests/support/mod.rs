@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod idp;
+pub mod nginx;
 pub mod upstream;
 
 use std::process::Stdio;
@@ -159,6 +160,28 @@ pub async fn wait_for_status(url: &str, status: u16) {
     }
 }
 
+/// A TOML edit that adds `line` to the `[server]` section of the test template.
+pub fn in_server(line: &'static str) -> impl FnOnce(String) -> String {
+    move |t| t.replacen("[server]\n", &format!("[server]\n{line}\n"), 1)
+}
+
+/// A TOML edit that adds `line` to the `[upstream]` section of the test template.
+pub fn in_upstream(line: &'static str) -> impl FnOnce(String) -> String {
+    move |t| t.replacen("[upstream]\n", &format!("[upstream]\n{line}\n"), 1)
+}
+
+/// Waits (bounded) until something accepts TCP connections on a loopback port.
+pub async fn wait_for_port(port: u16) {
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing listens on port {port} after {READY_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Everything a test usually needs: IdP, upstream, gate.
 pub struct Stack {
     pub idp: Idp,
@@ -172,9 +195,19 @@ impl Stack {
     }
 
     pub async fn with(logto_extra: &str, extra: &str) -> Stack {
-        let idp = Idp::start(IdpOptions::default());
+        Self::edited(IdpOptions::default(), logto_extra, extra, |t| t).await
+    }
+
+    /// A stack with IdP options and a last edit of the gate's TOML (for keys in sections the template has).
+    pub async fn edited(
+        options: IdpOptions,
+        logto_extra: &str,
+        extra: &str,
+        edit: impl FnOnce(String) -> String,
+    ) -> Stack {
+        let idp = Idp::start(options);
         let upstream = Upstream::start().await;
-        let gate = TestGate::start(&idp, &upstream.url(), logto_extra, extra).await;
+        let gate = TestGate::start_edited(&idp, &upstream.url(), logto_extra, extra, edit).await;
         Stack { idp, upstream, gate }
     }
 

@@ -1,0 +1,173 @@
+//! API clients with Logto access tokens (`Authorization: Bearer <JWT>`), and access tokens passed upstream.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+const RESOURCE: &str = "https://api.example.com";
+
+fn options() -> IdpOptions {
+    IdpOptions {
+        resources: Some(json!({ RESOURCE: { "scopes": ["read:reports", "write:reports"] } })),
+        ..Default::default()
+    }
+}
+
+const RULES: &str = r#"
+[[rules]]
+prefix = "/api/reports"
+scopes = ["read:reports"]
+"#;
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn unsigned(header: Value, payload: Value) -> String {
+    format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(payload.to_string())
+    )
+}
+
+async fn call(s: &Stack, path: &str, token: &str) -> reqwest::Response {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}{path}", s.gate.url()))
+        .header("authorization", format!("Bearer {token}"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn bearer_tokens_are_verified_like_logto_access_tokens() {
+    let s = Stack::edited(options(), &format!("resources = [\"{RESOURCE}\"]"), RULES, |t| t).await;
+    let claims = |aud: &str, scope: &str, exp: u64| {
+        json!({"iss": s.idp.issuer(), "aud": aud, "sub": "u_service01", "client_id": "m2m", "scope": scope,
+               "iat": now(), "exp": exp})
+    };
+    // Valid: identity headers from its claims, no redirect, the token itself passes on.
+    let good = s.idp.sign(claims(RESOURCE, "read:reports", now() + 300), json!({}));
+    let resp = call(&s, "/api/reports/1", &good).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen = s.upstream.last();
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_service01"));
+    assert_eq!(seen.header("authorization"), Some(format!("Bearer {good}").as_str()));
+
+    // Valid but without the scope the rule needs: 403.
+    let narrow = s.idp.sign(claims(RESOURCE, "write:reports", now() + 300), json!({}));
+    assert_eq!(
+        call(&s, "/api/reports/1", &narrow).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(call(&s, "/api/other", &narrow).await.status(), StatusCode::OK);
+
+    let hs256 = {
+        let input = unsigned(
+            json!({"alg": "HS256", "typ": "JWT"}),
+            claims(RESOURCE, "read:reports", now() + 300),
+        );
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, APP_SECRET.as_bytes());
+        let sig = ring::hmac::sign(&key, input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+    };
+    let none = format!(
+        "{}.",
+        unsigned(json!({"alg": "none"}), claims(RESOURCE, "read:reports", now() + 300))
+    );
+    let cases = [
+        (
+            "wrong audience",
+            s.idp.sign(
+                claims("https://other.example.com", "read:reports", now() + 300),
+                json!({}),
+            ),
+        ),
+        (
+            "an ID token's audience (the app id)",
+            s.idp.sign(claims(APP_ID, "read:reports", now() + 300), json!({})),
+        ),
+        (
+            "expired",
+            s.idp.sign(claims(RESOURCE, "read:reports", now() - 120), json!({})),
+        ),
+        (
+            "issued in the future",
+            s.idp.sign(
+                json!({"iss": s.idp.issuer(), "aud": RESOURCE, "sub": "x", "iat": now() + 3600, "exp": now() + 7200}),
+                json!({}),
+            ),
+        ),
+        (
+            "wrong issuer",
+            s.idp.sign(
+                json!({"iss": "https://evil.example/oidc", "aud": RESOURCE, "sub": "x", "exp": now() + 300}),
+                json!({}),
+            ),
+        ),
+        (
+            "unknown kid",
+            s.idp.sign(
+                claims(RESOURCE, "read:reports", now() + 300),
+                json!({"kid": "not-a-logto-key"}),
+            ),
+        ),
+        ("alg none", none),
+        ("HS256 keyed with the client secret", hs256),
+        ("garbage", "not.a.jwt".to_owned()),
+        ("tampered payload", {
+            let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+            parts[1] = URL_SAFE_NO_PAD.encode(claims(RESOURCE, "read:reports write:reports", now() + 300).to_string());
+            parts.join(".")
+        }),
+    ];
+    let before = s.upstream.count();
+    for (what, token) in cases {
+        let resp = call(&s, "/api/other", &token).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{what}");
+        let www = resp.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        assert!(www.contains("error=\"invalid_token\""), "{what}: {www}");
+    }
+    assert_eq!(s.upstream.count(), before, "no refused token reached the upstream");
+}
+
+#[tokio::test]
+async fn sessions_get_a_jwt_access_token_for_the_resource_and_can_pass_it_upstream() {
+    let s = Stack::edited(
+        options(),
+        &format!("resources = [\"{RESOURCE}\"]\nscopes = [\"email\", \"roles\", \"read:reports\"]"),
+        RULES,
+        in_upstream("pass_access_token = true"),
+    )
+    .await;
+    let b = s.browser();
+    b.sign_in(&s.gate, "/api/reports/7").await;
+    let seen = s.upstream.last();
+    let auth = seen
+        .header("authorization")
+        .expect("the access token is passed upstream")
+        .to_owned();
+    let token = auth.strip_prefix("Bearer ").unwrap().to_owned();
+    let payload: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    assert_eq!(
+        payload["aud"], RESOURCE,
+        "Logto gives a JWT for the resource because `resource` was sent"
+    );
+    assert_eq!(payload["sub"], "u_alice0001");
+    // The same token works as a bearer token for an API client.
+    let resp = call(&s, "/api/reports/8", &token).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(s.upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
+}

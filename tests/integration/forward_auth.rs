@@ -1,0 +1,192 @@
+//! Forward-auth mode (`/_logto/auth`) directly and behind a real nginx using deploy/examples/nginx-forward-auth.conf.
+
+use reqwest::StatusCode;
+
+use crate::support::nginx::Nginx;
+use crate::support::*;
+
+const RULES: &str = r#"
+[[rules]]
+prefix = "/public"
+allow = "public"
+
+[[rules]]
+prefix = "/admin"
+roles = ["admin"]
+"#;
+
+fn plain() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn auth_endpoint_answers_202_401_403_and_ignores_forwarding_headers_from_untrusted_peers() {
+    // No trusted proxies: X-Forwarded-Uri is ignored, the decision is about /_logto/auth itself.
+    let s = Stack::with("", RULES).await;
+    let anon = plain()
+        .get(format!("{}/_logto/auth", s.gate.url()))
+        .header("X-Forwarded-Uri", "/public/page")
+        .header("X-Original-URI", "/public/page")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        anon.status(),
+        StatusCode::UNAUTHORIZED,
+        "an untrusted peer cannot claim a public URI"
+    );
+
+    // Trusted: the proxy's headers decide.
+    let t = Stack::edited(
+        IdpOptions::default(),
+        "",
+        RULES,
+        in_server("trusted_proxies = [\"127.0.0.1/32\"]"),
+    )
+    .await;
+    let auth = format!("{}/_logto/auth", t.gate.url());
+    let public = plain()
+        .get(&auth)
+        .header("X-Forwarded-Uri", "/public/page?x=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), StatusCode::ACCEPTED);
+    assert!(public.headers().get("x-auth-request-user").is_none());
+    let private = plain()
+        .get(&auth)
+        .header("X-Original-URI", "/private")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(private.status(), StatusCode::UNAUTHORIZED);
+    assert!(private.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer"));
+    let sneaky = plain()
+        .get(&auth)
+        .header("X-Forwarded-Uri", "/public/../admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        sneaky.status(),
+        StatusCode::UNAUTHORIZED,
+        "the forwarded URI is normalised too"
+    );
+
+    let alice = t.browser();
+    alice.sign_in(&t.gate, "/").await;
+    let ok = alice
+        .client
+        .get(&auth)
+        .header("X-Forwarded-Uri", "/admin/x")
+        .header("X-Forwarded-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::ACCEPTED);
+    let h = ok.headers();
+    assert_eq!(h["x-auth-request-user"], "u_alice0001");
+    assert_eq!(h["x-auth-request-email"], "alice@example.com");
+    assert_eq!(h["x-auth-request-preferred-username"], "alice");
+    assert_eq!(h["x-auth-request-groups"], "admin,editor");
+    assert_eq!(h["x-forwarded-user"], "u_alice0001");
+
+    let bob = t.browser();
+    bob.login_as("bob");
+    bob.sign_in(&t.gate, "/").await;
+    let denied = bob
+        .client
+        .get(&auth)
+        .header("X-Forwarded-Uri", "/admin/x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn nginx_auth_request_with_the_shipped_example_config() {
+    if crate::support::nginx::binary().is_none() {
+        panic!("nginx is required for this test: apt-get install nginx (.ci/run installs it)");
+    }
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let nginx_port = free_port();
+    let public = format!("http://127.0.0.1:{nginx_port}");
+    let gate = TestGate::start_unready(
+        &idp.endpoint(),
+        &upstream.url(),
+        "",
+        RULES,
+        |t| {
+            let t = t
+                .lines()
+                .map(|l| {
+                    if l.starts_with("public_url") {
+                        format!("public_url = \"{public}\"")
+                    } else {
+                        l.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            in_server("trusted_proxies = [\"127.0.0.1/32\"]")(t)
+        },
+        |_| idp.register_client(APP_ID, APP_SECRET, &public),
+    )
+    .await;
+    gate.wait_ready().await;
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/examples/nginx-forward-auth.conf"
+    ))
+    .unwrap();
+    let conf = example
+        .replace("127.0.0.1:4180", &format!("127.0.0.1:{}", gate.port))
+        .replace("127.0.0.1:8080", &upstream.addr.to_string())
+        .replace("listen 80;", &format!("listen 127.0.0.1:{nginx_port};"));
+    let nginx = Nginx::start(nginx_port, &conf).await;
+
+    // API client without a session: 401 from nginx, the app never sees it.
+    let api = plain().get(format!("{}/api/items", nginx.url())).send().await.unwrap();
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+    // Public route through nginx with a spoofed identity: passes, identity not believed.
+    let public_resp = plain()
+        .get(format!("{}/public/x", nginx.url()))
+        .header("X-Forwarded-User", "mallory")
+        .header("X_Forwarded_User", "mallory")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public_resp.status(), StatusCode::OK);
+    assert_eq!(upstream.last().header("x-forwarded-user").unwrap_or(""), "");
+    assert_eq!(upstream.last().header("x_forwarded_user"), None);
+
+    // A browser signs in through nginx and comes back to the exact URL.
+    let b = Browser::new(&idp);
+    let (hops, resp) = b.navigate(&format!("{}/reports?year=2026&q=x", nginx.url())).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}");
+    assert_eq!(
+        hops.last().unwrap().url,
+        format!("{}/reports?year=2026&q=x", nginx.url())
+    );
+    let seen = upstream.last();
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
+    assert_eq!(seen.header("x-forwarded-groups"), Some("admin,editor"));
+    assert_eq!(seen.path, "/reports?year=2026&q=x");
+
+    // Bob is signed in but not an admin: 403 through nginx.
+    let bob = Browser::new(&idp);
+    bob.login_as("bob");
+    let (_, resp) = bob.navigate(&format!("{}/", nginx.url())).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let admin = bob.client.get(format!("{}/admin", nginx.url())).send().await.unwrap();
+    assert_eq!(admin.status(), StatusCode::FORBIDDEN);
+    drop(nginx);
+}

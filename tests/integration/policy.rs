@@ -1,0 +1,295 @@
+//! Access rules over real sockets: every rule kind, and every known way to slip past a rule.
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::support::*;
+
+const RULES: &str = r#"
+[[rules]]
+prefix = "/public"
+allow = "public"
+
+[[rules]]
+path = "/assets/[a-z]+\\.css"
+methods = ["GET", "HEAD"]
+allow = "public"
+
+[[rules]]
+prefix = "/closed"
+allow = "deny"
+
+[[rules]]
+prefix = "/admin"
+methods = ["DELETE"]
+roles = ["superadmin"]
+
+[[rules]]
+prefix = "/admin"
+roles = ["admin"]
+
+[[rules]]
+prefix = "/billing"
+all_roles = ["admin", "billing"]
+
+[[rules]]
+prefix = "/acme"
+organizations = ["org_acme"]
+
+[[rules]]
+prefix = "/acme-members"
+organization_roles = ["org_acme:member"]
+
+[[rules]]
+prefix = "/staff"
+email_domains = ["example.com"]
+
+[[rules]]
+prefix = "/bob-only"
+emails = ["bob@contractor.example.net"]
+
+[[rules]]
+prefix = "/gh"
+github_logins = ["alice-gh"]
+
+[[rules]]
+prefix = "/docs"
+host = "docs.example.com"
+allow = "public"
+"#;
+
+async fn stack() -> Stack {
+    Stack::with("", RULES).await
+}
+
+fn plain() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn public_routes_need_no_session_and_carry_no_identity() {
+    let s = stack().await;
+    let resp = plain()
+        .get(format!("{}/public/page?x=1", s.gate.url()))
+        .header("X-Forwarded-User", "mallory")
+        .header("X_Forwarded_Email", "mallory@evil.example")
+        .header("X-Logto-Gate-Assertion", "forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen = s.upstream.last();
+    assert_eq!(seen.path, "/public/page?x=1");
+    for h in [
+        "x-forwarded-user",
+        "x_forwarded_email",
+        "x-forwarded-email",
+        "x-logto-gate-assertion",
+    ] {
+        assert_eq!(seen.header(h), None, "{h} reached the upstream on a public route");
+    }
+    // Even a signed-in user's identity is not sent on a public route.
+    let b = s.browser();
+    b.sign_in(&s.gate, "/").await;
+    b.client.get(format!("{}/public/x", s.gate.url())).send().await.unwrap();
+    assert_eq!(s.upstream.last().header("x-forwarded-user"), None);
+    // The regex rule is anchored at the start and limited to its methods.
+    assert_eq!(
+        plain()
+            .get(format!("{}/assets/site.css", s.gate.url()))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        plain()
+            .post(format!("{}/assets/site.css", s.gate.url()))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        plain()
+            .get(format!("{}/x/assets/site.css", s.gate.url()))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn rule_bypass_attempts_never_reach_the_upstream_unauthenticated() {
+    let s = stack().await;
+    let before = s.upstream.count();
+    for (path, status) in [
+        ("/admin?/public", 401),
+        ("/public/../admin", 401),
+        ("/public/%2e%2e/admin", 401),
+        ("/public/%2E%2E/admin", 401),
+        ("/public/.%2e/admin", 401),
+        ("//admin", 401),
+        ("/public//../admin", 401),
+        ("/PUBLIC/x", 401),
+        ("/publicity", 401),
+        ("/public%2F..%2Fadmin", 400),
+        ("/public/..%2fadmin", 400),
+        ("/public/..%5Cadmin", 400),
+        ("/public/%00", 400),
+        ("/%70ublic/../admin", 401),
+    ] {
+        let resp = raw_get(s.gate.port, path, &[]).await;
+        assert_eq!(resp, status, "{path}");
+    }
+    assert_eq!(s.upstream.count(), before, "nothing reached the upstream");
+    // A signed-in request is forwarded with the normalised path: rules and upstream see the same thing.
+    let b = s.browser();
+    b.sign_in(&s.gate, "/").await;
+    b.client
+        .get(format!("{}/public/../admin/./users//list?q=%2F", s.gate.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(s.upstream.last().path, "/admin/users/list?q=%2F");
+}
+
+/// Sends a request with a path exactly as given (no client-side normalisation) and returns the status.
+async fn raw_get(port: u16, path: &str, headers: &[(&str, &str)]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        extra.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+    }
+    let req = format!("GET {path} HTTP/1.1\r\nAccept: application/json\r\n{extra}Connection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn every_rule_kind_decides_for_alice_and_bob() {
+    let s = stack().await;
+    let alice = s.browser();
+    alice.sign_in(&s.gate, "/").await;
+    let bob = s.browser();
+    bob.login_as("bob");
+    bob.sign_in(&s.gate, "/").await;
+    for (path, alice_status, bob_status) in [
+        ("/admin/users", 200, 403),
+        ("/billing", 403, 403),
+        ("/acme", 200, 403),
+        ("/acme-members", 200, 403),
+        ("/staff", 200, 403),
+        // Bob's address matches, but it is not verified: unverified emails never count.
+        ("/bob-only", 403, 403),
+        ("/gh/repo", 200, 403),
+        ("/closed", 403, 403),
+        ("/anything-else", 200, 200),
+    ] {
+        for (who, client, want) in [("alice", &alice, alice_status), ("bob", &bob, bob_status)] {
+            let resp = client
+                .client
+                .get(format!("{}{path}", s.gate.url()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), want, "{who} {path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_denied_user_gets_a_page_saying_who_they_are_and_what_is_required() {
+    let s = stack().await;
+    let bob = s.browser();
+    bob.login_as("bob");
+    bob.sign_in(&s.gate, "/").await;
+    let html = bob
+        .client
+        .get(format!("{}/admin", s.gate.url()))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(html.status(), StatusCode::FORBIDDEN);
+    let body = html.text().await.unwrap();
+    assert!(body.contains("signed in as bob (bob@contractor.example.net)"), "{body}");
+    assert!(body.contains("one of the roles admin"), "{body}");
+    assert!(body.contains("href=\"/_logto/sign-out\""), "{body}");
+    let json: Value = bob
+        .client
+        .get(format!("{}/admin", s.gate.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["error"], "forbidden");
+}
+
+#[tokio::test]
+async fn method_rules_match_whatever_the_case_of_the_method() {
+    let s = stack().await;
+    let alice = s.browser();
+    alice.sign_in(&s.gate, "/").await;
+    // DELETE on /admin needs superadmin; alice (admin) must not get through with a lower-case method.
+    for m in ["DELETE", "delete", "Delete"] {
+        let resp = alice
+            .client
+            .request(
+                Method::from_bytes(m.as_bytes()).unwrap(),
+                format!("{}/admin/x", s.gate.url()),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{m}");
+    }
+    let get = alice
+        .client
+        .get(format!("{}/admin/x", s.gate.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn host_rules_use_the_normalised_host() {
+    let s = stack().await;
+    for host in ["docs.example.com", "DOCS.Example.com.", "docs.example.com:8443"] {
+        assert_eq!(
+            raw_get(s.gate.port, "/docs/intro", &[("Host", host)]).await,
+            200,
+            "{host}"
+        );
+    }
+    assert_eq!(raw_get(s.gate.port, "/docs/intro", &[]).await, 401);
+}
+
+#[tokio::test]
+async fn encoded_slashes_pass_when_allowed() {
+    let s = Stack::edited(IdpOptions::default(), "", "", in_server("allow_encoded_slashes = true")).await;
+    let b = s.browser();
+    b.sign_in(&s.gate, "/").await;
+    let resp = b
+        .client
+        .get(format!("{}/files/a%2Fb", s.gate.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(s.upstream.last().path, "/files/a%2Fb");
+}
