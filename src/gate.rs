@@ -117,6 +117,8 @@ fn classify(path: &str) -> Route {
         paths::HEALTHZ => Route::Healthz,
         paths::READYZ => Route::Readyz,
         paths::AUTH => Route::ForwardAuth,
+        // Envoy's HTTP ext_authz appends the original path to its path_prefix.
+        p if p.starts_with(paths::AUTH) && p.as_bytes().get(paths::AUTH.len()) == Some(&b'/') => Route::ForwardAuth,
         paths::JWKS => Route::Jwks,
         _ => Route::UnknownGatePath,
     }
@@ -312,19 +314,27 @@ impl Gate {
     /// `/_logto/auth`: forward-auth for nginx `auth_request`, Traefik ForwardAuth and Envoy ext_authz (HTTP).
     /// 202 with identity headers when allowed, 401 without a session, 403 when denied. The original method and URI
     /// come from `X-Forwarded-Method` and `X-Forwarded-Uri` / `X-Original-URI` only when the peer is a trusted proxy.
+    /// Envoy calls `/_logto/auth/<original path>` with the original method and expects 200 when allowed; from a
+    /// trusted peer that form is honoured too.
     async fn forward_auth(&self, req: &Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, GateError> {
         let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        let (method, uri) = if trusted {
-            (
+        // Envoy form: /_logto/auth/<original path>, with the original method and query.
+        let envoy_path = req
+            .uri()
+            .path()
+            .strip_prefix(paths::AUTH)
+            .filter(|rest| rest.starts_with('/'));
+        let (method, uri) = match (trusted, envoy_path) {
+            (true, Some(rest)) => (req.method().as_str().to_owned(), rest.to_owned()),
+            (true, None) => (
                 header("x-forwarded-method").unwrap_or(req.method().as_str()).to_owned(),
                 header("x-forwarded-uri")
                     .or(header("x-original-uri"))
                     .unwrap_or("/")
                     .to_owned(),
-            )
-        } else {
-            (req.method().as_str().to_owned(), req.uri().path().to_owned())
+            ),
+            (false, _) => (req.method().as_str().to_owned(), req.uri().path().to_owned()),
         };
         let raw_path = uri.split(['?', '#']).next().unwrap_or("/");
         let path = policy::path::normalise(raw_path, self.config.server.allow_encoded_slashes)
@@ -342,7 +352,12 @@ impl Gate {
             }
         };
         let mut resp = Response::new(body::empty());
-        *resp.status_mut() = StatusCode::ACCEPTED;
+        // nginx and Traefik take any 2xx; Envoy's HTTP ext_authz allows only 200.
+        *resp.status_mut() = if envoy_path.is_some() && trusted {
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        };
         if let Some(principal) = &principal {
             let headers = resp.headers_mut();
             self.add_identity(headers, principal)?;

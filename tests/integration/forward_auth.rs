@@ -108,6 +108,26 @@ async fn auth_endpoint_answers_202_401_403_and_ignores_forwarding_headers_from_u
         .await
         .unwrap();
     assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+
+    // Envoy's HTTP ext_authz form: the original path appended, the original method, 200 when allowed.
+    let envoy = alice.client.delete(format!("{auth}/admin/x?y=1")).send().await.unwrap();
+    assert_eq!(envoy.status(), StatusCode::OK);
+    assert_eq!(envoy.headers()["x-auth-request-user"], "u_alice0001");
+    assert_eq!(
+        bob.client.get(format!("{auth}/admin/x")).send().await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        plain().get(format!("{auth}/public/x")).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    // From an untrusted peer the appended path is not believed.
+    let untrusted = plain()
+        .get(format!("{}/_logto/auth/public/x", s.gate.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(untrusted.status(), StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
