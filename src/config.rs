@@ -154,11 +154,28 @@ impl fmt::Debug for LogtoConfig {
 
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    pub secret: Secret,
+    /// Cookie keys: the first encrypts, all decrypt (`session.secrets`, or `session.secret` alone).
+    pub secrets: Vec<Secret>,
     pub cookie_name: String,
     pub lifetime: Duration,
+    /// Signed out after this long without a request; `None`: only the absolute lifetime holds.
+    pub idle_timeout: Option<Duration>,
     /// `Secure` on every cookie: true when `server.public_url` is https.
     pub secure_cookies: bool,
+    pub store: StoreKind,
+    /// `redis://` or `rediss://`; required for the Redis store, optional in cookie mode (then the back-channel
+    /// revocation list and replay cache live there, shared by every replica).
+    pub redis_url: Option<String>,
+    pub redis_key_prefix: String,
+}
+
+/// Where sessions live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// In the encrypted cookie itself (chunked when large).
+    Cookie,
+    /// In Redis; the cookie holds only an opaque random id.
+    Redis,
 }
 
 #[derive(Debug, Clone)]
@@ -307,8 +324,14 @@ struct RawLogto {
 struct RawSession {
     secret: Option<String>,
     secret_file: Option<PathBuf>,
+    #[serde(deserialize_with = "list_of_strings")]
+    secrets: Option<Vec<String>>,
     cookie_name: Option<String>,
     lifetime: Option<String>,
+    idle_timeout: Option<String>,
+    store: Option<String>,
+    redis_url: Option<String>,
+    redis_key_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -700,11 +723,28 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     };
 
     // session
-    let secret = secret_from(&mut p, "session.secret", raw.session.secret, raw.session.secret_file);
-    if let Some(s) = &secret {
-        if s.len() < 32 {
+    let secrets: Vec<String> = match (raw.session.secrets, &raw.session.secret, &raw.session.secret_file) {
+        (Some(list), None, None) if !list.is_empty() => list,
+        (Some(_), _, _) => {
             p.add(
-                "session.secret",
+                "session.secrets",
+                "set either session.secrets (a list) or session.secret / secret_file, not both",
+            );
+            Vec::new()
+        }
+        (None, _, _) => secret_from(&mut p, "session.secret", raw.session.secret, raw.session.secret_file)
+            .into_iter()
+            .collect(),
+    };
+    for (i, s) in secrets.iter().enumerate() {
+        if s.len() < 32 {
+            let key = if i == 0 && secrets.len() == 1 {
+                "session.secret".to_owned()
+            } else {
+                format!("session.secrets[{i}]")
+            };
+            p.add(
+                &key,
                 format!(
                     "too short: {} bytes, at least 32 are needed (e.g. `openssl rand -base64 48`)",
                     s.len()
@@ -712,6 +752,31 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             );
         }
     }
+    let secret = (!secrets.is_empty()).then_some(());
+    let idle_timeout =
+        non_empty(raw.session.idle_timeout).map(|v| duration(&mut p, "session.idle_timeout", Some(v), "0s"));
+    let store = match non_empty(raw.session.store).as_deref() {
+        None | Some("cookie") => StoreKind::Cookie,
+        Some("redis") => StoreKind::Redis,
+        Some(other) => {
+            p.add("session.store", format!("`{other}` must be \"cookie\" or \"redis\""));
+            StoreKind::Cookie
+        }
+    };
+    let redis_url = non_empty(raw.session.redis_url);
+    match (&redis_url, store) {
+        (None, StoreKind::Redis) => p.add("session.redis_url", "missing (session.store = \"redis\" needs it)"),
+        (Some(u), _) if !(u.starts_with("redis://") || u.starts_with("rediss://")) => {
+            p.add("session.redis_url", "must start with redis:// or rediss:// (TLS)")
+        }
+        (Some(u), _) => {
+            if let Err(e) = redis::Client::open(u.as_str()) {
+                p.add("session.redis_url", format!("not a usable Redis URL: {e}"));
+            }
+        }
+        _ => {}
+    }
+    let redis_key_prefix = raw.session.redis_key_prefix.unwrap_or_else(|| "logto-gate:".to_owned());
     let cookie_name = non_empty(raw.session.cookie_name).unwrap_or_else(|| "logto_gate".to_owned());
     if !cookie_name
         .bytes()
@@ -895,7 +960,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         Some(endpoint),
         Some(app_id),
         Some(app_secret),
-        Some(secret),
+        Some(()),
         Some(post_logout_redirect_uri),
     ) = (
         listen,
@@ -939,10 +1004,14 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             post_logout_redirect_uri,
         },
         session: SessionConfig {
-            secret: Secret::new(secret),
+            secrets: secrets.into_iter().map(Secret::new).collect(),
             cookie_name,
             lifetime,
+            idle_timeout,
             secure_cookies,
+            store,
+            redis_url,
+            redis_key_prefix,
         },
         headers,
         policy,

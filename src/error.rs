@@ -14,6 +14,8 @@ pub enum GateError {
     Upstream(#[from] UpstreamError),
     #[error("identity provider: {0}")]
     Idp(#[from] IdpError),
+    #[error("session store: {0}")]
+    Store(#[from] crate::session::redis_store::StoreError),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -85,6 +87,7 @@ impl GateError {
             GateError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             GateError::Idp(IdpError::Unreachable(_) | IdpError::NotReady) => StatusCode::SERVICE_UNAVAILABLE,
             GateError::Idp(IdpError::InvalidClient | IdpError::BadResponse(_)) => StatusCode::BAD_GATEWAY,
+            GateError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             GateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -95,6 +98,7 @@ impl GateError {
             GateError::Client(_) => "client",
             GateError::Upstream(_) => "upstream",
             GateError::Idp(_) => "idp",
+            GateError::Store(_) => "store",
             GateError::Internal(_) => "internal",
         }
     }
@@ -194,6 +198,12 @@ impl GateError {
                 "idp_error",
                 "Sign-in failed",
                 "Logto gave an answer the gate cannot use. The operator will find details in the gate's log.",
+            ),
+            GateError::Store(_) => Page::new(
+                status,
+                "session_store_unavailable",
+                "Sessions are unavailable",
+                "The gate cannot reach its session store right now. Try again in a moment.",
             ),
             GateError::Internal(_) => Page::new(
                 status,

@@ -10,6 +10,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -22,6 +25,7 @@ use crate::body::{self, Body};
 use crate::config::Config;
 use crate::error::{ClientError, GateError, IdpError};
 use crate::identity::{self, ClaimPath, ManagedHeaders};
+use crate::oidc::RefreshError;
 use crate::oidc::{Oidc, TokenError};
 use crate::pages::{self, Page};
 use crate::policy::{self, Access};
@@ -29,7 +33,9 @@ use crate::proxy::trusted::is_trusted;
 use crate::proxy::{forwarded, hop, Forwarder};
 use crate::return_path::ReturnPath;
 use crate::session::attempt::SignInAttempt;
-use crate::session::{self, CookieCodec, Session};
+use crate::session::refresh::{self, Refresher};
+use crate::session::store::SaveError;
+use crate::session::{self, Current, Session, Sessions};
 
 /// The paths the gate owns. Everything else is the app's.
 pub mod paths {
@@ -42,6 +48,7 @@ pub mod paths {
     pub const READYZ: &str = "/_logto/readyz";
     pub const AUTH: &str = "/_logto/auth";
     pub const JWKS: &str = "/_logto/jwks.json";
+    pub const BACKCHANNEL_LOGOUT: &str = "/_logto/backchannel-logout";
 }
 
 /// Claims kept in every session besides those the header mapping and the rules read (for `/_logto/userinfo`).
@@ -60,10 +67,26 @@ const GATE_OWNED_HEADERS: [&str; 6] = [
     "x-auth-request-access-token",
 ];
 
+/// How long the cross-replica refresh lock lives if its holder dies.
+const REFRESH_LOCK_TTL: Duration = Duration::from_secs(15);
+
+/// How long a replica waits for another replica's refresh of the same session.
+const REFRESH_WAIT: Duration = Duration::from_secs(5);
+
+/// What phase 2c did to a session.
+enum Renewed {
+    /// Nothing to write.
+    Kept(Current),
+    /// New tokens, or the cookie must be rewritten.
+    Changed(Current),
+    /// The grant is gone: signed out.
+    Ended,
+}
+
 /// Who a request is from, once authenticated.
 enum Principal {
-    /// A browser session (cookie).
-    Session(Session),
+    /// A browser session.
+    Session(Current),
     /// A verified Logto access token (`Authorization: Bearer`).
     Bearer(Map<String, Value>),
 }
@@ -71,7 +94,7 @@ enum Principal {
 impl Principal {
     fn claims(&self) -> &Map<String, Value> {
         match self {
-            Principal::Session(s) => &s.claims,
+            Principal::Session(c) => &c.session.claims,
             Principal::Bearer(c) => c,
         }
     }
@@ -100,6 +123,7 @@ enum Route {
     Readyz,
     ForwardAuth,
     Jwks,
+    BackchannelLogout,
     UnknownGatePath,
     App,
 }
@@ -120,6 +144,7 @@ fn classify(path: &str) -> Route {
         // Envoy's HTTP ext_authz appends the original path to its path_prefix.
         p if p.starts_with(paths::AUTH) && p.as_bytes().get(paths::AUTH.len()) == Some(&b'/') => Route::ForwardAuth,
         paths::JWKS => Route::Jwks,
+        paths::BACKCHANNEL_LOGOUT => Route::BackchannelLogout,
         _ => Route::UnknownGatePath,
     }
 }
@@ -139,7 +164,8 @@ fn is_browser_navigation(req: &Request<Incoming>) -> bool {
 pub struct Gate {
     config: Config,
     oidc: Arc<Oidc>,
-    cookies: CookieCodec,
+    sessions: Sessions,
+    refresher: Refresher,
     forwarder: Forwarder,
     managed: ManagedHeaders,
     kept_claims: Vec<ClaimPath>,
@@ -153,7 +179,7 @@ impl Gate {
             config.logto.clone(),
             config.server.public_url.callback_url(),
         )?);
-        let cookies = CookieCodec::new(&config.session);
+        let sessions = Sessions::new(&config.session)?;
         let forwarder = Forwarder::new(&config.upstream)?;
         let managed = ManagedHeaders::new(&config.headers, &GATE_OWNED_HEADERS);
         let mut kept_claims: Vec<ClaimPath> = ALWAYS_KEPT_CLAIMS
@@ -173,7 +199,8 @@ impl Gate {
         Ok(Arc::new(Gate {
             config,
             oidc,
-            cookies,
+            sessions,
+            refresher: Refresher::default(),
             forwarder,
             managed,
             kept_claims,
@@ -191,25 +218,32 @@ impl Gate {
         let route = classify(req.uri().path());
         let html = accepts_html(&req);
         let method = req.method().clone();
+        // Set-Cookie headers decided on the way (a refreshed or resealed session) go on whatever the answer is.
+        let mut cookies = Vec::new();
         let result = match route {
-            Route::App => self.app(req, peer).await,
+            Route::App => self.app(req, peer, &mut cookies).await,
             Route::SignIn => self.sign_in(&req, peer).await,
             Route::Callback => return self.callback(&req, html).await,
-            Route::SignOut => self.sign_out(&req),
-            Route::UserInfo => self.userinfo(&req),
+            Route::SignOut => self.sign_out(&req).await,
+            Route::UserInfo => self.userinfo(&req, &mut cookies).await,
             Route::Healthz => Ok(pages::json_response(
                 StatusCode::OK,
                 &serde_json::json!({"status": "ok"}),
             )),
-            Route::Readyz => Ok(self.readyz()),
-            Route::ForwardAuth => self.forward_auth(&req, peer).await,
+            Route::Readyz => Ok(self.readyz().await),
+            Route::ForwardAuth => self.forward_auth(&req, peer, &mut cookies).await,
             Route::Jwks => self.jwks(),
+            Route::BackchannelLogout => self.backchannel_logout(req).await,
             Route::UnknownGatePath => Err(ClientError::NotFound.into()),
         };
-        match result {
+        let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => self.fail(e, html, &method),
+        };
+        for c in cookies {
+            resp.headers_mut().append(header::SET_COOKIE, c);
         }
+        resp
     }
 
     /// Phase 6 for errors: log by source, answer with a page.
@@ -218,7 +252,7 @@ impl Gate {
             GateError::Client(_) => {
                 tracing::info!(source = e.source_name(), error = %e, %method, "request refused")
             }
-            GateError::Upstream(_) | GateError::Idp(_) => {
+            GateError::Upstream(_) | GateError::Idp(_) | GateError::Store(_) => {
                 tracing::warn!(source = e.source_name(), error = %e, %method, "request failed")
             }
             GateError::Internal(_) => {
@@ -236,7 +270,12 @@ impl Gate {
     }
 
     /// Phases 1b-5 for the app's requests.
-    async fn app(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, GateError> {
+    async fn app(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        cookies: &mut Vec<HeaderValue>,
+    ) -> Result<Response<Body>, GateError> {
         // 1b. normalise the path: rules see exactly what the upstream will see.
         let path = policy::path::normalise(req.uri().path(), self.config.server.allow_encoded_slashes)
             .map_err(|e| ClientError::BadRequest(e.to_string()))?;
@@ -248,7 +287,7 @@ impl Gate {
             Access::Deny => return Err(ClientError::RouteDenied.into()),
             Access::Public => None,
             Access::Require(requirements) => {
-                let Some(principal) = self.authenticate(req.headers()).await? else {
+                let Some(principal) = self.authenticate(req.headers(), cookies).await? else {
                     // 3. challenge
                     return self.challenge(&req).await;
                 };
@@ -262,7 +301,7 @@ impl Gate {
         let (mut parts, incoming) = req.into_parts();
         parts.uri = with_path(&parts.uri, &path)?;
         identity::strip_spoofed_identity(&mut parts.headers, &self.managed);
-        self.cookies.strip_gate_cookies(&mut parts.headers);
+        self.sessions.codec().strip_gate_cookies(&mut parts.headers);
         let public = &self.config.server.public_url;
         forwarded::set_forwarded(&mut parts.headers, peer.ip(), trusted, public.scheme(), public.host());
         if let Some(principal) = &principal {
@@ -276,8 +315,8 @@ impl Gate {
     /// Identity headers, the access token when asked for, and the signed assertion.
     fn add_identity(&self, headers: &mut http::HeaderMap, principal: &Principal) -> Result<(), GateError> {
         identity::inject_identity(headers, &self.config.headers, principal.claims());
-        if let (true, Principal::Session(s)) = (self.config.upstream.pass_access_token, principal) {
-            if let Some(token) = s.at.as_deref() {
+        if let (true, Principal::Session(c)) = (self.config.upstream.pass_access_token, principal) {
+            if let Some(token) = c.session.at.as_deref() {
                 let value = HeaderValue::from_str(&format!("Bearer {token}"))
                     .map_err(|_| GateError::Internal("the access token is not a valid header value".into()))?;
                 headers.insert(header::AUTHORIZATION, value);
@@ -294,8 +333,13 @@ impl Gate {
     }
 
     /// Phase 2: a verified bearer token (when `logto.resources` is set and the request carries one), else the
-    /// session cookie. A bearer token that does not verify is an error, never a fall-back to the cookie.
-    async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Option<Principal>, GateError> {
+    /// session. A bearer token that does not verify is an error, never a fall-back to the cookie. A session near
+    /// token expiry is refreshed (phase 2c); `cookies` receives what must be set on the response.
+    async fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        cookies: &mut Vec<HeaderValue>,
+    ) -> Result<Option<Principal>, GateError> {
         if !self.config.logto.resources.is_empty() {
             if let Some(token) = bearer_token(headers) {
                 return match self.oidc.verify_access_token(token, session::now()).await {
@@ -305,10 +349,172 @@ impl Gate {
                 };
             }
         }
-        Ok(self
-            .cookies
-            .read_session(headers, session::now())
-            .map(Principal::Session))
+        let now = session::now();
+        let Some(current) = self.sessions.load(headers, now).await? else {
+            return Ok(None);
+        };
+        match self.renew(current, now).await {
+            Renewed::Ended => {
+                cookies.extend(self.sessions.codec().clear_session_cookies(headers));
+                Ok(None)
+            }
+            Renewed::Kept(current) => Ok(Some(Principal::Session(current))),
+            Renewed::Changed(current) => {
+                match self.sessions.save(Some(&current), current.session.clone(), now).await {
+                    Ok(set) => cookies.extend(set),
+                    Err(SaveError::Store(e)) => return Err(e.into()),
+                    Err(SaveError::Internal(e)) => return Err(GateError::Internal(e)),
+                }
+                Ok(Some(Principal::Session(current)))
+            }
+        }
+    }
+
+    /// Phase 2c: renews tokens near expiry with the refresh token, once per session however many requests ask
+    /// (see [`crate::session::refresh`]); also passes on a session that must be written again (old secret, idle
+    /// tracking).
+    async fn renew(&self, current: Current, now: u64) -> Renewed {
+        let Some(rt) = current
+            .session
+            .rt
+            .clone()
+            .filter(|_| current.session.needs_refresh(now))
+        else {
+            return if current.rewrite {
+                Renewed::Changed(current)
+            } else {
+                Renewed::Kept(current)
+            };
+        };
+        let key = match &current.id {
+            Some(id) => format!("id:{id}"),
+            None => refresh::key_for(&rt),
+        };
+        match self
+            .refresher
+            .run(&key, || self.refresh_session(&current, &rt, now))
+            .await
+        {
+            refresh::Outcome::Refreshed(session) => Renewed::Changed(Current { session, ..current }),
+            refresh::Outcome::Ended => {
+                if let Err(e) = self.sessions.forget(&current).await {
+                    tracing::warn!(error = %e, "could not delete an ended session from Redis");
+                }
+                Renewed::Ended
+            }
+            refresh::Outcome::Unavailable if current.rewrite => Renewed::Changed(current),
+            refresh::Outcome::Unavailable => Renewed::Kept(current),
+        }
+    }
+
+    /// One refresh of one session. With the Redis store a short lock makes it one refresh across all replicas:
+    /// a replica that finds the lock taken waits (bounded) for the other's result instead of spending the token.
+    async fn refresh_session(&self, current: &Current, rt: &str, now: u64) -> refresh::Outcome {
+        let (Some(id), Some(redis)) = (current.id.as_deref(), self.sessions.redis()) else {
+            return self.refresh_at_logto(&current.session, rt, now).await;
+        };
+        let lock = redis.key("refresh-lock", id);
+        let token = refresh::key_for(&format!("{now}:{id}:{:?}", std::thread::current().id()));
+        let changed = |s: &Session| s.rt.as_deref() != Some(rt);
+        match redis.set_once(&lock, &token, REFRESH_LOCK_TTL).await {
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the refresh lock; serving the current session");
+                refresh::Outcome::Unavailable
+            }
+            Ok(false) => {
+                // Another replica is refreshing this session: wait for its result, bounded.
+                let deadline = tokio::time::Instant::now() + REFRESH_WAIT;
+                while tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if let Ok(Some(s)) = self.sessions.reload(id).await {
+                        if changed(&s) {
+                            return refresh::Outcome::Refreshed(s);
+                        }
+                    }
+                }
+                refresh::Outcome::Unavailable
+            }
+            Ok(true) => {
+                let outcome = match self.sessions.reload(id).await {
+                    // Another replica finished just before the lock was free.
+                    Ok(Some(s)) if changed(&s) => refresh::Outcome::Refreshed(s),
+                    Ok(None) => refresh::Outcome::Ended,
+                    _ => {
+                        let outcome = self.refresh_at_logto(&current.session, rt, now).await;
+                        if let refresh::Outcome::Refreshed(s) = &outcome {
+                            if let Err(e) = self.sessions.save(Some(current), s.clone(), now).await {
+                                tracing::error!(
+                                    error = ?e,
+                                    "refreshed tokens could not be stored; the session ends at its next refresh"
+                                );
+                            }
+                        }
+                        outcome
+                    }
+                };
+                if let Err(e) = redis.delete_if(&lock, &token).await {
+                    tracing::debug!(error = %e, "refresh lock not released; it expires by itself");
+                }
+                outcome
+            }
+        }
+    }
+
+    /// Sends the refresh token to Logto and builds the renewed session: new tokens, claims from the new ID token
+    /// (and userinfo when the config reads claims only it has), the same absolute expiry.
+    async fn refresh_at_logto(&self, old: &Session, rt: &str, now: u64) -> refresh::Outcome {
+        let tokens = match self.oidc.refresh(rt).await {
+            Ok(t) => t,
+            Err(RefreshError::Revoked(why)) => {
+                tracing::info!(sub = old.sub(), reason = %why, "Logto refused the refresh token; the session ends");
+                return refresh::Outcome::Ended;
+            }
+            Err(RefreshError::Unavailable(why)) => {
+                tracing::warn!(sub = old.sub(), reason = %why, "token refresh failed; serving the current session");
+                return refresh::Outcome::Unavailable;
+            }
+        };
+        let mut session = old.clone();
+        if let Some(id_token) = tokens.id_token.as_deref() {
+            match self.oidc.verify_refreshed_id_token(id_token, old.sub(), now).await {
+                Ok(mut claims) => {
+                    if self.needs_userinfo {
+                        if let Some(loaded) = self.oidc.loaded() {
+                            match self.oidc.userinfo(&loaded, &tokens.access_token, old.sub()).await {
+                                Ok(extra) => {
+                                    for (k, v) in extra {
+                                        claims.entry(k).or_insert(v);
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "userinfo after refresh failed; keeping old claims")
+                                }
+                            }
+                        }
+                    }
+                    // Claims the new tokens do not carry (userinfo-only ones when userinfo failed) are kept.
+                    for (k, v) in &old.claims {
+                        claims.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                    if let Some(scope) = tokens.scope.clone() {
+                        claims.insert("scope".to_owned(), Value::String(scope));
+                    }
+                    session.claims = identity::prune(&claims, &self.kept_claims);
+                }
+                Err(e) => tracing::warn!(error = ?e, "the refreshed ID token was refused; keeping the old claims"),
+            }
+        }
+        // Logto rotates refresh tokens; a provider that does not keeps the old one valid.
+        session.rt = tokens.refresh_token.clone().or_else(|| Some(rt.to_owned()));
+        session.at = self
+            .config
+            .upstream
+            .pass_access_token
+            .then(|| tokens.access_token.clone());
+        session.at_exp = tokens.expires_in.map(|s| now + s);
+        session.refresh_at = tokens.expires_in.map(|s| Session::refresh_time(now, s));
+        tracing::debug!(sub = session.sub(), "tokens refreshed");
+        refresh::Outcome::Refreshed(session)
     }
 
     /// `/_logto/auth`: forward-auth for nginx `auth_request`, Traefik ForwardAuth and Envoy ext_authz (HTTP).
@@ -316,7 +522,12 @@ impl Gate {
     /// come from `X-Forwarded-Method` and `X-Forwarded-Uri` / `X-Original-URI` only when the peer is a trusted proxy.
     /// Envoy calls `/_logto/auth/<original path>` with the original method and expects 200 when allowed; from a
     /// trusted peer that form is honoured too.
-    async fn forward_auth(&self, req: &Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, GateError> {
+    async fn forward_auth(
+        &self,
+        req: &Request<Incoming>,
+        peer: SocketAddr,
+        cookies: &mut Vec<HeaderValue>,
+    ) -> Result<Response<Body>, GateError> {
         let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
         // Envoy form: /_logto/auth/<original path>, with the original method and query.
@@ -344,7 +555,7 @@ impl Gate {
             Access::Deny => return Err(ClientError::RouteDenied.into()),
             Access::Public => None,
             Access::Require(requirements) => {
-                let Some(principal) = self.authenticate(req.headers()).await? else {
+                let Some(principal) = self.authenticate(req.headers(), cookies).await? else {
                     return Ok(self.unauthorized());
                 };
                 authorize(&principal, requirements)?;
@@ -450,7 +661,11 @@ impl Gate {
             return_to: return_to.as_str().to_owned(),
             created: session::now(),
         };
-        let cookie = self.cookies.attempt_cookie(&attempt).map_err(GateError::Internal)?;
+        let cookie = self
+            .sessions
+            .codec()
+            .attempt_cookie(&attempt)
+            .map_err(GateError::Internal)?;
         let url = self
             .oidc
             .authorization_url(&loaded, &attempt.state, &attempt.nonce, challenge.as_str());
@@ -475,7 +690,10 @@ impl Gate {
             Ok(r) => r,
             Err(e) => self.fail(e, html, req.method()),
         };
-        if let Some(clear) = state.as_deref().and_then(|s| self.cookies.clear_attempt_cookie(s)) {
+        if let Some(clear) = state
+            .as_deref()
+            .and_then(|s| self.sessions.codec().clear_attempt_cookie(s))
+        {
             resp.headers_mut().append(header::SET_COOKIE, clear);
         }
         resp
@@ -491,7 +709,8 @@ impl Gate {
         let state = get("state").ok_or(ClientError::AttemptNotFound)?;
         // Without a matching attempt nothing from the query is trusted or shown (not even an error text).
         let attempt = self
-            .cookies
+            .sessions
+            .codec()
             .read_attempt(req.headers(), state, now)
             .ok_or(ClientError::AttemptNotFound)?;
         if let Some(error) = get("error") {
@@ -533,14 +752,28 @@ impl Gate {
             }
         }
         let session = self.new_session(claims, &tokens, now);
-        let cookie = self
-            .cookies
-            .session_cookie(&session, now)
-            .map_err(GateError::Internal)?;
         tracing::info!(sub = session.sub(), "signed in");
+        // The request may carry an older session (or its chunks): those cookies are replaced or cleared.
+        let previous = self
+            .sessions
+            .codec()
+            .read_session_cookie(req.headers())
+            .map(|c| Current {
+                session: session.clone(),
+                id: None,
+                names_sent: c.names_sent,
+                rewrite: true,
+            });
+        let cookies = match self.sessions.save(previous.as_ref(), session, now).await {
+            Ok(c) => c,
+            Err(SaveError::Store(e)) => return Err(e.into()),
+            Err(SaveError::Internal(e)) => return Err(GateError::Internal(e)),
+        };
         let target = self.config.server.public_url.join(&attempt.return_to);
         let mut resp = pages::redirect(StatusCode::FOUND, &target);
-        resp.headers_mut().append(header::SET_COOKIE, cookie);
+        for c in cookies {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
         Ok(resp)
     }
 
@@ -555,7 +788,7 @@ impl Gate {
         Session {
             claims: identity::prune(&claims, &self.kept_claims),
             iat: now,
-            exp: now + self.cookies.lifetime_secs(),
+            exp: now + self.sessions.codec().lifetime_secs(),
             rt: tokens.refresh_token.clone(),
             at: self
                 .config
@@ -564,29 +797,37 @@ impl Gate {
                 .then(|| tokens.access_token.clone()),
             at_exp: tokens.expires_in.map(|s| now + s),
             sid,
+            seen: now,
+            refresh_at: tokens.expires_in.map(|s| Session::refresh_time(now, s)),
         }
     }
 
     /// `/_logto/sign-out`: clears the session and ends Logto's session too.
-    fn sign_out(&self, req: &Request<Incoming>) -> Result<Response<Body>, GateError> {
+    async fn sign_out(&self, req: &Request<Incoming>) -> Result<Response<Body>, GateError> {
         let status = match *req.method() {
             Method::GET | Method::HEAD => StatusCode::FOUND,
             Method::POST => StatusCode::SEE_OTHER,
             _ => return Err(ClientError::MethodNotAllowed.into()),
         };
-        if let Some(s) = self.cookies.read_session(req.headers(), session::now()) {
-            tracing::info!(sub = s.sub(), "signed out");
+        if let Ok(Some(c)) = self.sessions.load(req.headers(), session::now()).await {
+            tracing::info!(sub = c.session.sub(), "signed out");
         }
         let mut resp = pages::redirect(status, &self.oidc.end_session_url());
-        resp.headers_mut()
-            .append(header::SET_COOKIE, self.cookies.clear_session_cookie());
+        for c in self.sessions.destroy(req.headers()).await {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
         Ok(resp)
     }
 
     /// `/_logto/userinfo`: the signed-in identity as JSON, 401 without a session.
-    fn userinfo(&self, req: &Request<Incoming>) -> Result<Response<Body>, GateError> {
-        match self.cookies.read_session(req.headers(), session::now()) {
-            Some(s) => Ok(pages::json_response(StatusCode::OK, &s.identity_json())),
+    async fn userinfo(
+        &self,
+        req: &Request<Incoming>,
+        cookies: &mut Vec<HeaderValue>,
+    ) -> Result<Response<Body>, GateError> {
+        match self.authenticate(req.headers(), cookies).await? {
+            Some(Principal::Session(c)) => Ok(pages::json_response(StatusCode::OK, &c.session.identity_json())),
+            Some(Principal::Bearer(claims)) => Ok(pages::json_response(StatusCode::OK, &Value::Object(claims))),
             None => {
                 let mut resp = Page::new(
                     StatusCode::UNAUTHORIZED,
@@ -604,18 +845,75 @@ impl Gate {
         }
     }
 
-    /// `/_logto/readyz`: ready once Logto's discovery document and keys are loaded.
-    fn readyz(&self) -> Response<Body> {
-        match self.oidc.loaded() {
-            Some(l) => pages::json_response(
-                StatusCode::OK,
-                &serde_json::json!({"status": "ready", "issuer": l.metadata.issuer}),
-            ),
-            None => pages::json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &serde_json::json!({"status": "not_ready", "reason": "Logto discovery document and keys not loaded yet"}),
-            ),
+    /// `/_logto/backchannel-logout`: Logto's back-channel logout (OpenID Connect Back-Channel Logout 1.0 §2.5):
+    /// a POSTed `logout_token` ends the matching sessions. Answers 200, or 400 with an OAuth error body.
+    async fn backchannel_logout(&self, req: Request<Incoming>) -> Result<Response<Body>, GateError> {
+        if req.method() != Method::POST {
+            return Err(ClientError::MethodNotAllowed.into());
         }
+        let refuse = |why: &str| {
+            tracing::info!(reason = why, "back-channel logout refused");
+            pages::json_response(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({"error": "invalid_request", "error_description": why}),
+            )
+        };
+        let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return Ok(refuse("the request body is unreadable or larger than 64 KiB")),
+        };
+        let params = match single_valued_query(std::str::from_utf8(&body).ok()) {
+            Ok(p) => p,
+            Err(_) => return Ok(refuse("a parameter is given more than once")),
+        };
+        let Some((_, token)) = params.iter().find(|(k, _)| k == "logout_token") else {
+            return Ok(refuse("logout_token is missing"));
+        };
+        let now = session::now();
+        let claims = match self.oidc.verify_logout_token(token, now).await {
+            Ok(c) => c,
+            Err(TokenError::Invalid(e)) => return Ok(refuse(&e.to_string())),
+            Err(TokenError::Gate(g)) => return Err(g),
+        };
+        let get = |k: &str| claims.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
+        let jti = get("jti").unwrap_or_default();
+        let keep_jti_for = Duration::from_secs(crate::oidc::LOGOUT_TOKEN_MAX_AGE + 2 * crate::oidc::jwt::LEEWAY_SECS);
+        if !self.sessions.first_use_of_jti(jti, keep_jti_for, now).await? {
+            return Ok(refuse("this logout token was already used (jti replay)"));
+        }
+        let logout_at = claims.get("iat").and_then(Value::as_u64).unwrap_or(now);
+        let ended = self.sessions.revoke(get("sid"), get("sub"), logout_at).await?;
+        tracing::info!(
+            sid = get("sid"),
+            sub = get("sub"),
+            sessions = ended,
+            "back-channel logout"
+        );
+        let mut resp = Response::new(body::empty());
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(resp)
+    }
+
+    /// `/_logto/readyz`: ready once Logto's discovery document and keys are loaded and, when configured, Redis
+    /// answers.
+    async fn readyz(&self) -> Response<Body> {
+        let not_ready = |reason: String| {
+            pages::json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"status": "not_ready", "reason": reason}),
+            )
+        };
+        let Some(loaded) = self.oidc.loaded() else {
+            return not_ready("Logto discovery document and keys not loaded yet".into());
+        };
+        if let Err(e) = self.sessions.ready().await {
+            return not_ready(e.to_string());
+        }
+        pages::json_response(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ready", "issuer": loaded.metadata.issuer}),
+        )
     }
 }
 

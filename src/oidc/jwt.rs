@@ -155,7 +155,8 @@ impl<'a> UnverifiedJwt<'a> {
 pub struct IdTokenExpectations<'a> {
     pub issuer: &'a str,
     pub client_id: &'a str,
-    pub nonce: &'a str,
+    /// The sign-in attempt's nonce; `None` for an ID token from a refresh (OIDC Core §12.2: no nonce there).
+    pub nonce: Option<&'a str>,
     pub now: u64,
 }
 
@@ -186,14 +187,70 @@ pub fn check_id_token_claims(claims: &Map<String, Value>, want: &IdTokenExpectat
     if azp_required && claims.get("azp").and_then(Value::as_str) != Some(want.client_id) {
         return Err(JwtError::Claim("azp is not this app".into()));
     }
-    let nonce = claims.get("nonce").and_then(Value::as_str).unwrap_or("");
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(nonce.as_bytes(), want.nonce.as_bytes())) {
-        return Err(JwtError::Claim("nonce does not match the sign-in attempt".into()));
+    if let Some(expected) = want.nonce {
+        let nonce = claims.get("nonce").and_then(Value::as_str).unwrap_or("");
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(nonce.as_bytes(), expected.as_bytes())) {
+            return Err(JwtError::Claim("nonce does not match the sign-in attempt".into()));
+        }
     }
     match claims.get("sub") {
         Some(Value::String(s)) if !s.is_empty() => Ok(()),
         _ => Err(JwtError::Claim("sub is missing".into())),
     }
+}
+
+/// What a back-channel logout token must say (OpenID Connect Back-Channel Logout 1.0 §2.4, §2.6).
+pub fn check_logout_token_claims(
+    claims: &Map<String, Value>,
+    issuer: &str,
+    client_id: &str,
+    now: u64,
+    max_age: u64,
+) -> Result<(), JwtError> {
+    if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
+        return Err(JwtError::Claim("iss is not the configured Logto issuer".into()));
+    }
+    let audiences: Vec<&str> = match claims.get("aud") {
+        Some(Value::String(a)) => vec![a.as_str()],
+        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if !audiences.contains(&client_id) {
+        return Err(JwtError::Claim("aud does not include this app".into()));
+    }
+    let iat = number(claims, "iat")?.ok_or_else(|| JwtError::Claim("iat is missing".into()))?;
+    if iat > now + LEEWAY_SECS {
+        return Err(JwtError::Claim("iat is in the future".into()));
+    }
+    if iat + max_age + LEEWAY_SECS < now {
+        return Err(JwtError::Claim("the logout token is too old".into()));
+    }
+    if let Some(exp) = number(claims, "exp")? {
+        if exp + LEEWAY_SECS <= now {
+            return Err(JwtError::Claim("the token has expired".into()));
+        }
+    }
+    match claims.get("jti") {
+        Some(Value::String(j)) if !j.is_empty() => {}
+        _ => return Err(JwtError::Claim("jti is missing".into())),
+    }
+    let event = claims
+        .get("events")
+        .and_then(Value::as_object)
+        .and_then(|e| e.get("http://schemas.openid.net/event/backchannel-logout"));
+    if !matches!(event, Some(Value::Object(_))) {
+        return Err(JwtError::Claim(
+            "events does not hold the back-channel logout event".into(),
+        ));
+    }
+    if claims.contains_key("nonce") {
+        return Err(JwtError::Claim("a logout token must not carry a nonce".into()));
+    }
+    let has = |k: &str| claims.get(k).and_then(Value::as_str).is_some_and(|v| !v.is_empty());
+    if !has("sub") && !has("sid") {
+        return Err(JwtError::Claim("neither sub nor sid is present".into()));
+    }
+    Ok(())
 }
 
 /// `iss`, `exp`, `iat` and `nbf`, common to every token Logto signs.
@@ -277,7 +334,7 @@ mod tests {
         let want = IdTokenExpectations {
             issuer: "https://t/oidc",
             client_id: "app",
-            nonce: "n1",
+            nonce: Some("n1"),
             now: 1000,
         };
         let good = json!({"iss": "https://t/oidc", "aud": "app", "exp": 1001, "iat": 1000, "nonce": "n1",
@@ -296,6 +353,7 @@ mod tests {
             ("iat", json!(1061)),
             ("nonce", json!("n2")),
             ("nonce", Value::Null),
+            ("azp", json!("other-app")),
             ("sub", json!("")),
         ] {
             let mut c = claims(good.clone());
@@ -305,5 +363,36 @@ mod tests {
         let mut c = claims(good);
         c.remove("exp");
         assert!(check_id_token_claims(&c, &want).is_err());
+    }
+
+    #[test]
+    fn logout_tokens_are_checked_as_the_spec_says() {
+        let event = json!({"http://schemas.openid.net/event/backchannel-logout": {}});
+        let good =
+            json!({"iss": "https://t/oidc", "aud": "app", "iat": 1000, "jti": "j1", "sid": "s1", "events": event});
+        let check = |v: &Value| check_logout_token_claims(&claims(v.clone()), "https://t/oidc", "app", 1000, 300);
+        assert!(check(&good).is_ok());
+        for (field, value) in [
+            ("iss", json!("https://evil/oidc")),
+            ("aud", json!("other")),
+            ("iat", json!(100)),
+            ("iat", json!(2000)),
+            ("jti", json!("")),
+            ("events", json!({})),
+            (
+                "events",
+                json!({"http://schemas.openid.net/event/backchannel-logout": "yes"}),
+            ),
+            ("nonce", json!("n")),
+            ("sid", Value::Null),
+        ] {
+            let mut c = good.clone();
+            c[field] = value.clone();
+            assert!(check(&c).is_err(), "{field}={value}");
+        }
+        let mut only_sub = good.clone();
+        only_sub.as_object_mut().unwrap().remove("sid");
+        only_sub["sub"] = json!("u1");
+        assert!(check(&only_sub).is_ok());
     }
 }

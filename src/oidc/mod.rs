@@ -208,6 +208,84 @@ impl Oidc {
         append_query(&loaded.metadata.authorization_endpoint, &params)
     }
 
+    /// Uses a refresh token (RFC 6749 §6). Logto rotates it: the response carries the next one, and this one must
+    /// never be sent again. `resource` is sent again, as Logto requires for a JWT access token.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenSet, RefreshError> {
+        let loaded = self
+            .ensure_loaded()
+            .await
+            .map_err(|e| RefreshError::Unavailable(e.to_string()))?;
+        let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
+        if let Some(r) = self.config.resources.first() {
+            form.push(("resource", r));
+        }
+        let resp = self
+            .http
+            .post_form(
+                &loaded.metadata.token_endpoint,
+                &self.config.app_id,
+                self.config.app_secret.expose(),
+                &form,
+            )
+            .await
+            .map_err(|e| RefreshError::Unavailable(e.to_string()))?;
+        if resp.status.is_success() {
+            return serde_json::from_slice(&resp.body)
+                .map_err(|e| RefreshError::Unavailable(format!("the token response is not usable: {e}")));
+        }
+        match serde_json::from_slice::<OAuthError>(&resp.body) {
+            Ok(e) if e.error == "invalid_grant" => Err(RefreshError::Revoked(e.error_description.unwrap_or(e.error))),
+            Ok(e) => Err(RefreshError::Unavailable(format!(
+                "token endpoint answered {}: {}",
+                resp.status, e.error
+            ))),
+            Err(_) => Err(RefreshError::Unavailable(format!(
+                "token endpoint answered {}",
+                resp.status
+            ))),
+        }
+    }
+
+    /// Verifies the ID token of a refresh response: as at sign-in but without a nonce, and for the same subject
+    /// (OIDC Core §12.2).
+    pub async fn verify_refreshed_id_token(
+        &self,
+        id_token: &str,
+        sub: &str,
+        now: u64,
+    ) -> Result<Map<String, Value>, TokenError> {
+        let loaded = self.ensure_loaded().await.map_err(TokenError::Gate)?;
+        let claims = self.verify_signature(&loaded, id_token).await?;
+        let want = IdTokenExpectations {
+            issuer: &self.config.issuer,
+            client_id: &self.config.app_id,
+            nonce: None,
+            now,
+        };
+        jwt::check_id_token_claims(&claims, &want)?;
+        if claims.get("sub").and_then(Value::as_str) != Some(sub) {
+            return Err(TokenError::Invalid(JwtError::Claim(
+                "the refreshed ID token is for another subject".into(),
+            )));
+        }
+        Ok(claims)
+    }
+
+    /// Verifies a back-channel logout token (OpenID Connect Back-Channel Logout 1.0 §2.6): signature, issuer,
+    /// audience, age, `jti`, the logout event, `sub` or `sid`, and no `nonce`. Replay is checked by the caller.
+    pub async fn verify_logout_token(&self, token: &str, now: u64) -> Result<Map<String, Value>, TokenError> {
+        let loaded = self.ensure_loaded().await.map_err(TokenError::Gate)?;
+        let claims = self.verify_signature(&loaded, token).await?;
+        jwt::check_logout_token_claims(
+            &claims,
+            &self.config.issuer,
+            &self.config.app_id,
+            now,
+            LOGOUT_TOKEN_MAX_AGE,
+        )?;
+        Ok(claims)
+    }
+
     /// Exchanges an authorization code (RFC 6749 §4.1.3) with `client_secret_basic`.
     pub async fn exchange_code(&self, loaded: &Loaded, code: &str, verifier: &str) -> Result<TokenSet, GateError> {
         let mut form = vec![
@@ -266,7 +344,7 @@ impl Oidc {
         let want = IdTokenExpectations {
             issuer: &self.config.issuer,
             client_id: &self.config.app_id,
-            nonce,
+            nonce: Some(nonce),
             now,
         };
         jwt::check_id_token_claims(&claims, &want).map_err(reject)?;
@@ -380,6 +458,18 @@ impl Oidc {
             None => self.config.post_logout_redirect_uri.clone(),
         }
     }
+}
+
+/// How old a back-channel logout token may be; its `jti` is remembered this long to refuse replays.
+pub const LOGOUT_TOKEN_MAX_AGE: u64 = 300;
+
+/// Why a refresh did not give new tokens.
+#[derive(Debug)]
+pub enum RefreshError {
+    /// `invalid_grant`: the grant was revoked or the token reused; the session is over.
+    Revoked(String),
+    /// Logto could not be asked or gave an unusable answer; try again later.
+    Unavailable(String),
 }
 
 /// Why a token was not accepted: the token itself, or the gate could not check it (Logto unreachable).

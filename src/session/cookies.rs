@@ -4,16 +4,22 @@ use cookie::{Cookie, CookieJar, Key};
 use http::header::{HeaderMap, HeaderValue, COOKIE};
 
 use super::attempt::{is_well_formed_state, SignInAttempt, ATTEMPT_TTL_SECS};
-use super::Session;
 use crate::config::SessionConfig;
 use crate::gate::paths;
 
-/// Browsers refuse cookies over 4096 bytes (name, value and attributes together).
-const MAX_COOKIE_BYTES: usize = 4096;
+/// Browsers refuse cookies over 4096 bytes (name, value and attributes together); stay below with room to spare.
+const MAX_COOKIE_BYTES: usize = 4000;
+
+/// The sealed value is cut into chunks of this many bytes when one cookie cannot hold it.
+const CHUNK_BYTES: usize = 3800;
+
+/// At most this many chunks are read or written (about 30 KiB of session).
+const MAX_CHUNKS: usize = 8;
 
 /// Seals, opens, sets and clears the gate's own cookies.
 pub struct CookieCodec {
-    key: Key,
+    /// The first key seals; every key opens (secret rotation without signing anyone out).
+    keys: Vec<Key>,
     session_name: String,
     attempt_prefix: String,
     secure: bool,
@@ -24,15 +30,29 @@ impl std::fmt::Debug for CookieCodec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CookieCodec")
             .field("session_name", &self.session_name)
+            .field("keys", &self.keys.len())
             .finish_non_exhaustive()
     }
 }
 
+/// The session cookie as a request carried it: the opened value, whether an older key opened it, and the names
+/// of the cookies that carried it (so a rewrite can clear chunks it no longer needs).
+#[derive(Debug, Clone)]
+pub struct OpenedCookie {
+    pub plaintext: String,
+    pub opened_with_old_key: bool,
+    pub names_sent: Vec<String>,
+}
+
 impl CookieCodec {
-    /// `config.secret` has been validated to be at least 32 bytes, as `Key::derive_from` requires.
+    /// Every secret has been validated to be at least 32 bytes, as `Key::derive_from` requires.
     pub fn new(config: &SessionConfig) -> Self {
         CookieCodec {
-            key: Key::derive_from(config.secret.expose().as_bytes()),
+            keys: config
+                .secrets
+                .iter()
+                .map(|s| Key::derive_from(s.expose().as_bytes()))
+                .collect(),
             session_name: config.cookie_name.clone(),
             attempt_prefix: format!("{}_signin_", config.cookie_name),
             secure: config.secure_cookies,
@@ -48,55 +68,130 @@ impl CookieCodec {
         self.lifetime_secs
     }
 
-    /// Encrypts `plaintext` for the cookie `name`; the name is authenticated as associated data.
+    /// Encrypts `plaintext` for the cookie `name` with the first key; the name is authenticated as associated data.
     fn seal(&self, name: &str, plaintext: String) -> Option<String> {
+        let key = self.keys.first()?;
         let mut jar = CookieJar::new();
-        jar.private_mut(&self.key).add(Cookie::new(name.to_owned(), plaintext));
+        jar.private_mut(key).add(Cookie::new(name.to_owned(), plaintext));
         jar.get(name).map(|c| c.value().to_owned())
     }
 
-    /// Decrypts a cookie value sealed for `name`; `None` for anything tampered, truncated or foreign.
-    fn open(&self, name: &str, value: &str) -> Option<String> {
+    /// Decrypts a cookie value sealed for `name` with any key; `None` for anything tampered, truncated or foreign.
+    /// The flag says an older key (not the first) opened it.
+    fn open(&self, name: &str, value: &str) -> Option<(String, bool)> {
         let jar = CookieJar::new();
-        jar.private(&self.key)
-            .decrypt(Cookie::new(name.to_owned(), value.to_owned()))
-            .map(|c| c.value().to_owned())
+        self.keys.iter().enumerate().find_map(|(i, key)| {
+            jar.private(key)
+                .decrypt(Cookie::new(name.to_owned(), value.to_owned()))
+                .map(|c| (c.value().to_owned(), i > 0))
+        })
     }
 
-    /// The live session carried by the request, if any. Tampered, expired or unreadable cookies give `None`.
-    pub fn read_session(&self, headers: &HeaderMap, now: u64) -> Option<Session> {
+    fn chunk_name(&self, i: usize) -> String {
+        format!("{}.{i}", self.session_name)
+    }
+
+    /// The session cookie's content, if the request carries one that opens: a single cookie `<name>`, or chunks
+    /// `<name>.0`, `<name>.1`, ... joined in order. The seal covers the whole value, so reordered, mixed or
+    /// missing chunks do not open.
+    pub fn read_session_cookie(&self, headers: &HeaderMap) -> Option<OpenedCookie> {
+        let pairs: Vec<(&str, &str)> = cookie_pairs(headers).collect();
+        let names_sent: Vec<String> = pairs
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| self.is_session_cookie(n))
+            .map(str::to_owned)
+            .collect();
         // With duplicated session cookies (e.g. one set for a parent domain) take the first that opens.
-        cookie_pairs(headers)
-            .filter(|(name, _)| *name == self.session_name)
-            .find_map(|(_, value)| {
-                let json = self.open(&self.session_name, value)?;
-                let session: Session = serde_json::from_str(&json).ok()?;
-                session.is_live(now).then_some(session)
-            })
+        let single = pairs
+            .iter()
+            .filter(|(n, _)| *n == self.session_name)
+            .find_map(|(_, v)| self.open(&self.session_name, v));
+        let opened = single.or_else(|| {
+            let mut joined = String::new();
+            for i in 0..MAX_CHUNKS {
+                let name = self.chunk_name(i);
+                match pairs.iter().find(|(n, _)| *n == name) {
+                    Some((_, v)) => joined.push_str(v),
+                    None => break,
+                }
+            }
+            (!joined.is_empty())
+                .then(|| self.open(&self.session_name, &joined))
+                .flatten()
+        })?;
+        Some(OpenedCookie {
+            plaintext: opened.0,
+            opened_with_old_key: opened.1,
+            names_sent,
+        })
     }
 
-    /// `Set-Cookie` for a session. Fails when the session cannot be serialised or sealed.
-    pub fn session_cookie(&self, session: &Session, now: u64) -> Result<HeaderValue, String> {
-        let json = serde_json::to_string(session).map_err(|e| e.to_string())?;
+    /// `Set-Cookie` headers carrying `plaintext` as the session cookie for `max_age` seconds: one cookie when it
+    /// fits, numbered chunks when it does not, and removal of whatever `names_sent` holds that is no longer used.
+    pub fn session_cookies(
+        &self,
+        plaintext: String,
+        max_age: u64,
+        names_sent: &[String],
+    ) -> Result<Vec<HeaderValue>, String> {
         let sealed = self
-            .seal(&self.session_name, json)
+            .seal(&self.session_name, plaintext)
             .ok_or("the session could not be sealed")?;
-        let max_age = session.exp.saturating_sub(now);
-        let header = self.set_cookie(&self.session_name, &sealed, "/", max_age);
-        if header.len() > MAX_COOKIE_BYTES {
-            let names: Vec<&String> = session.claims.keys().collect();
-            tracing::warn!(
-                bytes = header.len(),
-                claims = ?names,
-                "the session cookie is larger than browsers accept; map fewer claims in [headers]"
-            );
+        let single = self.set_cookie(&self.session_name, &sealed, "/", max_age);
+        let mut out = Vec::new();
+        let mut used: Vec<String> = Vec::new();
+        if single.len() <= MAX_COOKIE_BYTES {
+            out.push(HeaderValue::from_str(&single).map_err(|e| e.to_string())?);
+            used.push(self.session_name.clone());
+        } else {
+            let chunks: Vec<&str> = sealed
+                .as_bytes()
+                .chunks(CHUNK_BYTES)
+                .map(|c| std::str::from_utf8(c).unwrap_or(""))
+                .collect();
+            if chunks.len() > MAX_CHUNKS {
+                return Err(format!(
+                    "the session needs {} cookies of {CHUNK_BYTES} bytes, more than the {MAX_CHUNKS} allowed",
+                    chunks.len()
+                ));
+            }
+            for (i, chunk) in chunks.iter().enumerate() {
+                let name = self.chunk_name(i);
+                out.push(
+                    HeaderValue::from_str(&self.set_cookie(&name, chunk, "/", max_age)).map_err(|e| e.to_string())?,
+                );
+                used.push(name);
+            }
         }
-        HeaderValue::from_str(&header).map_err(|e| e.to_string())
+        for stale in names_sent.iter().filter(|n| !used.contains(n)) {
+            out.push(self.clear_cookie(stale, "/"));
+        }
+        Ok(out)
     }
 
-    /// `Set-Cookie` that removes the session cookie.
-    pub fn clear_session_cookie(&self) -> HeaderValue {
-        self.clear_cookie(&self.session_name, "/")
+    /// `Set-Cookie` headers that remove the session cookie and every chunk the request carried.
+    pub fn clear_session_cookies(&self, headers: &HeaderMap) -> Vec<HeaderValue> {
+        let mut names: Vec<String> = cookie_pairs(headers)
+            .map(|(n, _)| n)
+            .filter(|n| self.is_session_cookie(n))
+            .map(str::to_owned)
+            .collect();
+        if !names.contains(&self.session_name) {
+            names.push(self.session_name.clone());
+        }
+        names.sort();
+        names.dedup();
+        names.iter().map(|n| self.clear_cookie(n, "/")).collect()
+    }
+
+    /// `<name>` or `<name>.<digits>`.
+    fn is_session_cookie(&self, name: &str) -> bool {
+        name == self.session_name
+            || name
+                .strip_prefix(self.session_name.as_str())
+                .and_then(|rest| rest.strip_prefix('.'))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
     }
 
     fn attempt_cookie_name(&self, state: &str) -> String {
@@ -124,7 +219,7 @@ impl CookieCodec {
         cookie_pairs(headers)
             .filter(|(n, _)| *n == name)
             .find_map(|(_, value)| {
-                let json = self.open(&name, value)?;
+                let (json, _) = self.open(&name, value)?;
                 let attempt: SignInAttempt = serde_json::from_str(&json).ok()?;
                 let same = subtle::ConstantTimeEq::ct_eq(attempt.state.as_bytes(), state.as_bytes());
                 (bool::from(same) && attempt.is_fresh(now)).then_some(attempt)
@@ -138,7 +233,7 @@ impl CookieCodec {
 
     /// True for every cookie name the gate owns; those never reach the upstream.
     pub fn is_gate_cookie(&self, name: &str) -> bool {
-        name == self.session_name || name.starts_with(&self.attempt_prefix)
+        self.is_session_cookie(name) || name.starts_with(&self.attempt_prefix)
     }
 
     /// Removes the gate's cookies from the `Cookie` header(s) sent upstream, keeping the app's own cookies in
@@ -213,30 +308,24 @@ pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::config::{Secret, StoreKind};
     use std::time::Duration;
 
-    fn codec(secret: &str) -> CookieCodec {
+    fn codec_with(secrets: &[&str]) -> CookieCodec {
         CookieCodec::new(&SessionConfig {
-            secret: Secret::new(secret.to_owned()),
+            secrets: secrets.iter().map(|s| Secret::new((*s).to_owned())).collect(),
             cookie_name: "logto_gate".to_owned(),
             lifetime: Duration::from_secs(3600),
+            idle_timeout: None,
             secure_cookies: true,
+            store: StoreKind::Cookie,
+            redis_url: None,
+            redis_key_prefix: "t:".into(),
         })
     }
 
-    fn session() -> Session {
-        let mut claims = serde_json::Map::new();
-        claims.insert("sub".into(), "u1".into());
-        Session {
-            claims,
-            iat: 100,
-            exp: 10_000,
-            rt: Some("rt".into()),
-            at: None,
-            at_exp: None,
-            sid: None,
-        }
+    fn codec(secret: &str) -> CookieCodec {
+        codec_with(&[secret])
     }
 
     fn request_with(cookie: &str) -> HeaderMap {
@@ -245,44 +334,104 @@ mod tests {
         h
     }
 
-    fn value_of(set_cookie: &HeaderValue) -> String {
-        let s = set_cookie.to_str().unwrap();
-        let first = s.split(';').next().unwrap();
-        first.split_once('=').unwrap().1.to_owned()
+    /// The `name=value` part of each Set-Cookie.
+    fn pairs_of(set: &[HeaderValue]) -> Vec<String> {
+        set.iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+            .collect()
     }
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    const NEW_SECRET: &str = "fedcba9876543210fedcba9876543210-new";
 
     #[test]
-    fn session_round_trips_and_is_httponly_lax_secure() {
+    fn session_cookie_round_trips_and_is_httponly_lax_secure() {
         let c = codec(SECRET);
-        let set = c.session_cookie(&session(), 200).unwrap();
-        let text = set.to_str().unwrap();
+        let set = c.session_cookies("hello".into(), 9800, &[]).unwrap();
+        assert_eq!(set.len(), 1);
+        let text = set[0].to_str().unwrap();
         assert!(text.contains("HttpOnly") && text.contains("SameSite=Lax") && text.contains("Secure"));
         assert!(text.contains("Max-Age=9800"));
-        let read = c.read_session(&request_with(&format!("a=b; logto_gate={}", value_of(&set))), 200);
-        assert_eq!(read, Some(session()));
+        let opened = c
+            .read_session_cookie(&request_with(&format!("a=b; {}", pairs_of(&set)[0])))
+            .unwrap();
+        assert_eq!(opened.plaintext, "hello");
+        assert!(!opened.opened_with_old_key);
     }
 
     #[test]
-    fn tampered_truncated_foreign_or_expired_cookies_read_as_signed_out() {
+    fn tampered_truncated_or_foreign_cookies_do_not_open() {
         let c = codec(SECRET);
-        let v = value_of(&c.session_cookie(&session(), 200).unwrap());
+        let pair = pairs_of(&c.session_cookies("hello".into(), 60, &[]).unwrap())[0].clone();
+        let v = pair.split_once('=').unwrap().1.to_owned();
         let mut flipped = v.clone().into_bytes();
         flipped[20] = if flipped[20] == b'A' { b'B' } else { b'A' };
         let flipped = String::from_utf8(flipped).unwrap();
         for bad in [flipped.as_str(), &v[..v.len() - 4], "", "garbage", "%%%"] {
             assert!(c
-                .read_session(&request_with(&format!("logto_gate={bad}")), 200)
+                .read_session_cookie(&request_with(&format!("logto_gate={bad}")))
                 .is_none());
         }
         let other = codec("another-secret-another-secret-another");
-        assert!(other
-            .read_session(&request_with(&format!("logto_gate={v}")), 200)
-            .is_none());
+        assert!(other.read_session_cookie(&request_with(&pair)).is_none());
+    }
+
+    #[test]
+    fn rotated_secrets_open_old_cookies_and_seal_with_the_first() {
+        let old = codec(SECRET);
+        let pair = pairs_of(&old.session_cookies("s".into(), 60, &[]).unwrap())[0].clone();
+        let rotated = codec_with(&[NEW_SECRET, SECRET]);
+        let opened = rotated.read_session_cookie(&request_with(&pair)).unwrap();
+        assert!(opened.opened_with_old_key);
+        let resealed = pairs_of(&rotated.session_cookies("s".into(), 60, &[]).unwrap())[0].clone();
+        assert!(
+            !rotated
+                .read_session_cookie(&request_with(&resealed))
+                .unwrap()
+                .opened_with_old_key
+        );
+        assert!(
+            codec(NEW_SECRET).read_session_cookie(&request_with(&pair)).is_none(),
+            "a removed secret no longer opens"
+        );
+    }
+
+    #[test]
+    fn large_sessions_are_chunked_and_stale_chunks_cleared() {
+        let c = codec(SECRET);
+        let big = "x".repeat(9000);
+        let set = c.session_cookies(big.clone(), 60, &[]).unwrap();
+        let pairs = pairs_of(&set);
+        assert_eq!(pairs.len(), 4, "{pairs:?}");
+        assert!(pairs
+            .iter()
+            .enumerate()
+            .all(|(i, p)| p.starts_with(&format!("logto_gate.{i}="))));
+        assert!(set.iter().all(|v| v.len() <= MAX_COOKIE_BYTES));
+        let header = pairs.join("; ");
+        let opened = c.read_session_cookie(&request_with(&header)).unwrap();
+        assert_eq!(opened.plaintext, big);
+        // Reordered chunks do not open.
+        let swapped = format!(
+            "{}; {}",
+            pairs[1].replace("logto_gate.1", "logto_gate.0"),
+            pairs[0].replace("logto_gate.0", "logto_gate.1")
+        );
         assert!(c
-            .read_session(&request_with(&format!("logto_gate={v}")), 10_000)
+            .read_session_cookie(&request_with(&format!("{swapped}; {}; {}", pairs[2], pairs[3])))
             .is_none());
+        // Back to a small session: one cookie, and every chunk the browser still has is cleared.
+        let small = c.session_cookies("small".into(), 60, &opened.names_sent).unwrap();
+        let texts: Vec<&str> = small.iter().map(|v| v.to_str().unwrap()).collect();
+        assert!(texts[0].starts_with("logto_gate="));
+        for i in 0..4 {
+            assert!(
+                texts
+                    .iter()
+                    .any(|t| t.starts_with(&format!("logto_gate.{i}=;")) && t.contains("Max-Age=0")),
+                "{texts:?}"
+            );
+        }
     }
 
     #[test]
@@ -296,9 +445,19 @@ mod tests {
             return_to: "/".into(),
             created: 100,
         };
-        let attempt_value = value_of(&c.attempt_cookie(&attempt).unwrap());
+        let set = c.attempt_cookie(&attempt).unwrap();
+        let attempt_value = set
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .to_owned();
         assert!(c
-            .read_session(&request_with(&format!("logto_gate={attempt_value}")), 200)
+            .read_session_cookie(&request_with(&format!("logto_gate={attempt_value}")))
             .is_none());
         let name = c.attempt_cookie_name(&state);
         assert_eq!(
@@ -319,10 +478,12 @@ mod tests {
     #[test]
     fn gate_cookies_are_stripped_and_app_cookies_kept() {
         let c = codec(SECRET);
-        let mut h = request_with("app=1; logto_gate=secret; logto_gate_signin_abc=x; other=2");
+        let mut h = request_with(
+            "app=1; logto_gate=secret; logto_gate.0=c0; logto_gate_signin_abc=x; logto_gate.x=app; other=2",
+        );
         h.append(COOKIE, HeaderValue::from_static("third=3"));
         c.strip_gate_cookies(&mut h);
-        assert_eq!(h.get(COOKIE).unwrap(), "app=1; other=2; third=3");
+        assert_eq!(h.get(COOKIE).unwrap(), "app=1; logto_gate.x=app; other=2; third=3");
         let mut only_gate = request_with("logto_gate=secret");
         c.strip_gate_cookies(&mut only_gate);
         assert!(only_gate.get(COOKIE).is_none());

@@ -7,11 +7,15 @@
 
 pub mod attempt;
 pub mod cookies;
+pub mod redis_store;
+pub mod refresh;
+pub mod store;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use cookies::CookieCodec;
+pub use store::{Current, Sessions};
 
 /// What the gate keeps about a signed-in person: the identity claims it needs, expiry, and the refresh token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,11 +38,28 @@ pub struct Session {
     /// Logto's session id (`sid` claim), for back-channel logout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// Last request seen, seconds since the epoch (for `session.idle_timeout`).
+    #[serde(default)]
+    pub seen: u64,
+    /// When to use the refresh token: some time before the access token expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_at: Option<u64>,
 }
 
 impl Session {
     pub fn is_live(&self, now: u64) -> bool {
         now < self.exp && !self.sub().is_empty()
+    }
+
+    /// True when the tokens are near expiry and a refresh token can renew them.
+    pub fn needs_refresh(&self, now: u64) -> bool {
+        self.rt.is_some() && self.refresh_at.is_some_and(|at| now >= at)
+    }
+
+    /// When to refresh tokens that expire in `expires_in` seconds from `now`: a minute early, or halfway for
+    /// short-lived tokens, so requests in flight never carry an expired token.
+    pub fn refresh_time(now: u64, expires_in: u64) -> u64 {
+        now + expires_in - (expires_in / 2).min(60)
     }
 
     /// The subject (Logto user id).

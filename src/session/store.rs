@@ -1,0 +1,332 @@
+//! Where sessions live and how a request's session is found, written back, ended and revoked.
+//!
+//! - `session.store = "cookie"` (default): the session is the encrypted cookie (chunked when large). Nothing to
+//!   run. Back-channel logout keeps a revocation list: in Redis when `session.redis_url` is set (shared by every
+//!   replica), otherwise in memory (per replica).
+//! - `session.store = "redis"`: the cookie holds only a random id, sealed like any gate cookie; the session lives
+//!   under `<prefix>session:<id>` with a TTL, indexed by Logto `sid` and `sub` so back-channel logout can delete
+//!   every matching session for every replica at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use http::header::{HeaderMap, HeaderValue};
+use ring::rand::SecureRandom;
+
+use super::redis_store::{RedisStore, StoreError};
+use super::{CookieCodec, Session};
+use crate::config::{SessionConfig, StoreKind};
+
+/// A session found on a request, with what is needed to write it back.
+#[derive(Debug, Clone)]
+pub struct Current {
+    pub session: Session,
+    /// The Redis id (Redis store only).
+    pub id: Option<String>,
+    /// Cookie names the request carried for the session (to clear stale chunks).
+    pub names_sent: Vec<String>,
+    /// The cookie must be written again: opened with an old secret, or idle tracking is due.
+    pub rewrite: bool,
+}
+
+/// Back-channel revocations kept in memory (cookie store without Redis): per replica.
+#[derive(Default)]
+struct MemoryRevocations {
+    /// Logto session id -> until when the revocation matters.
+    sids: HashMap<String, u64>,
+    /// Subject -> (logout time, until). Sessions of the subject issued at or before the logout time are revoked.
+    subs: HashMap<String, (u64, u64)>,
+    /// Back-channel `jti`s seen -> until.
+    jtis: HashMap<String, u64>,
+}
+
+pub struct Sessions {
+    codec: CookieCodec,
+    kind: StoreKind,
+    redis: Option<Arc<RedisStore>>,
+    memory: Mutex<MemoryRevocations>,
+    idle_timeout: Option<u64>,
+    lifetime: u64,
+    rng: ring::rand::SystemRandom,
+}
+
+impl Sessions {
+    pub fn new(config: &SessionConfig) -> Result<Self, String> {
+        let redis = match &config.redis_url {
+            Some(url) => Some(Arc::new(RedisStore::new(url, &config.redis_key_prefix)?)),
+            None => None,
+        };
+        Ok(Sessions {
+            codec: CookieCodec::new(config),
+            kind: config.store,
+            redis,
+            memory: Mutex::default(),
+            idle_timeout: config.idle_timeout.map(|d| d.as_secs()),
+            lifetime: config.lifetime.as_secs(),
+            rng: ring::rand::SystemRandom::new(),
+        })
+    }
+
+    pub fn codec(&self) -> &CookieCodec {
+        &self.codec
+    }
+
+    pub fn redis(&self) -> Option<&Arc<RedisStore>> {
+        self.redis.as_ref()
+    }
+
+    pub fn uses_redis_store(&self) -> bool {
+        self.kind == StoreKind::Redis
+    }
+
+    /// The live session of a request, if any. Errors only when Redis is needed and unreachable.
+    pub async fn load(&self, headers: &HeaderMap, now: u64) -> Result<Option<Current>, StoreError> {
+        let Some(opened) = self.codec.read_session_cookie(headers) else {
+            return Ok(None);
+        };
+        let (session, id) = match (self.kind, &self.redis) {
+            (StoreKind::Redis, Some(redis)) => {
+                let id = opened.plaintext.clone();
+                match redis.get(&redis.key("session", &id)).await? {
+                    Some(json) => match serde_json::from_str::<Session>(&json) {
+                        Ok(s) => (s, Some(id)),
+                        Err(_) => return Ok(None),
+                    },
+                    None => return Ok(None),
+                }
+            }
+            _ => match serde_json::from_str::<Session>(&opened.plaintext) {
+                Ok(s) => (s, None),
+                Err(_) => return Ok(None),
+            },
+        };
+        if !session.is_live(now) {
+            return Ok(None);
+        }
+        let mut rewrite = opened.opened_with_old_key;
+        if let Some(idle) = self.idle_timeout {
+            if now.saturating_sub(session.seen) >= idle {
+                return Ok(None);
+            }
+            // Record activity at a coarse grain so an active session stays alive without a write per request.
+            rewrite |= now.saturating_sub(session.seen) >= (idle / 4).clamp(1, 60);
+        }
+        if self.kind == StoreKind::Cookie && self.is_revoked(&session).await? {
+            return Ok(None);
+        }
+        Ok(Some(Current {
+            session,
+            id,
+            names_sent: opened.names_sent,
+            rewrite,
+        }))
+    }
+
+    /// Stores `session` (new, or replacing `current`) and returns the `Set-Cookie` headers to send.
+    pub async fn save(
+        &self,
+        current: Option<&Current>,
+        mut session: Session,
+        now: u64,
+    ) -> Result<Vec<HeaderValue>, SaveError> {
+        session.seen = now;
+        let max_age = session.exp.saturating_sub(now);
+        let names_sent = current.map(|c| c.names_sent.as_slice()).unwrap_or(&[]);
+        match (self.kind, &self.redis) {
+            (StoreKind::Redis, Some(redis)) => {
+                let id = match current.and_then(|c| c.id.clone()) {
+                    Some(id) => id,
+                    None => self.new_id().map_err(SaveError::Internal)?,
+                };
+                let ttl = match self.idle_timeout {
+                    Some(idle) => max_age.min(idle),
+                    None => max_age,
+                };
+                let json = serde_json::to_string(&session).map_err(|e| SaveError::Internal(e.to_string()))?;
+                let mut indexes = vec![(redis.key("sub", session.sub()), id.clone())];
+                if let Some(sid) = &session.sid {
+                    indexes.push((redis.key("sid", sid), id.clone()));
+                }
+                redis
+                    .put(&redis.key("session", &id), &json, ttl, &indexes)
+                    .await
+                    .map_err(SaveError::Store)?;
+                // The cookie only changes when it is new or must be resealed with the current secret.
+                if current.is_some_and(|c| c.id.is_some() && !c.rewrite) {
+                    return Ok(Vec::new());
+                }
+                self.codec
+                    .session_cookies(id, max_age, names_sent)
+                    .map_err(SaveError::Internal)
+            }
+            _ => {
+                let json = serde_json::to_string(&session).map_err(|e| SaveError::Internal(e.to_string()))?;
+                let cookies = self
+                    .codec
+                    .session_cookies(json, max_age, names_sent)
+                    .map_err(SaveError::Internal)?;
+                if cookies.len() > 1 && names_sent.len() <= 1 {
+                    warn_large(&session);
+                }
+                Ok(cookies)
+            }
+        }
+    }
+
+    /// Ends the request's session (sign-out): deletes it from Redis and returns headers clearing every cookie.
+    pub async fn destroy(&self, headers: &HeaderMap) -> Vec<HeaderValue> {
+        if let (StoreKind::Redis, Some(redis)) = (self.kind, &self.redis) {
+            if let Some(opened) = self.codec.read_session_cookie(headers) {
+                if let Err(e) = redis.delete(&[redis.key("session", &opened.plaintext)]).await {
+                    tracing::warn!(error = %e, "could not delete the session from Redis at sign-out");
+                }
+            }
+        }
+        self.codec.clear_session_cookies(headers)
+    }
+
+    /// Deletes a session from Redis (after its grant was revoked); nothing to do for cookie sessions.
+    pub async fn forget(&self, current: &Current) -> Result<(), StoreError> {
+        match (&self.redis, &current.id) {
+            (Some(redis), Some(id)) => redis.delete(&[redis.key("session", id)]).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads the session stored under `id` again (Redis store), to see another replica's refresh.
+    pub async fn reload(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        match &self.redis {
+            Some(redis) => Ok(redis
+                .get(&redis.key("session", id))
+                .await?
+                .and_then(|j| serde_json::from_str(&j).ok())),
+            None => Ok(None),
+        }
+    }
+
+    /// Back-channel logout: ends every session with Logto session id `sid`, or, with only `sub`, every session of
+    /// that user issued up to `logout_at`.
+    pub async fn revoke(&self, sid: Option<&str>, sub: Option<&str>, logout_at: u64) -> Result<usize, StoreError> {
+        let until = logout_at + self.lifetime;
+        match (self.kind, &self.redis) {
+            (StoreKind::Redis, Some(redis)) => {
+                let index = match (sid, sub) {
+                    (Some(sid), _) => redis.key("sid", sid),
+                    (None, Some(sub)) => redis.key("sub", sub),
+                    (None, None) => return Ok(0),
+                };
+                let ids = redis.members(&index).await?;
+                let mut keys: Vec<String> = ids.iter().map(|id| redis.key("session", id)).collect();
+                keys.push(index);
+                redis.delete(&keys).await?;
+                Ok(ids.len())
+            }
+            (_, Some(redis)) => {
+                let ttl = Duration::from_secs(self.lifetime.max(1));
+                if let Some(sid) = sid {
+                    redis
+                        .put(&redis.key("revoked-sid", sid), "1", ttl.as_secs(), &[])
+                        .await?;
+                }
+                if let (None, Some(sub)) = (sid, sub) {
+                    redis
+                        .put(
+                            &redis.key("revoked-sub", sub),
+                            &logout_at.to_string(),
+                            ttl.as_secs(),
+                            &[],
+                        )
+                        .await?;
+                }
+                Ok(1)
+            }
+            _ => {
+                if let Ok(mut m) = self.memory.lock() {
+                    m.sids.retain(|_, u| *u > logout_at);
+                    m.subs.retain(|_, (_, u)| *u > logout_at);
+                    if let Some(sid) = sid {
+                        m.sids.insert(sid.to_owned(), until);
+                    }
+                    if let (None, Some(sub)) = (sid, sub) {
+                        m.subs.insert(sub.to_owned(), (logout_at, until));
+                    }
+                }
+                Ok(1)
+            }
+        }
+    }
+
+    async fn is_revoked(&self, s: &Session) -> Result<bool, StoreError> {
+        match &self.redis {
+            Some(redis) => {
+                let mut keys = vec![redis.key("revoked-sub", s.sub())];
+                if let Some(sid) = &s.sid {
+                    keys.push(redis.key("revoked-sid", sid));
+                }
+                let values = redis.get_many(&keys).await?;
+                let sub_logout = values.first().cloned().flatten().and_then(|v| v.parse::<u64>().ok());
+                let sid_revoked = values.get(1).is_some_and(Option::is_some);
+                Ok(sid_revoked || sub_logout.is_some_and(|at| s.iat <= at))
+            }
+            None => Ok(self.memory.lock().is_ok_and(|m| {
+                s.sid.as_ref().is_some_and(|sid| m.sids.contains_key(sid))
+                    || m.subs.get(s.sub()).is_some_and(|(at, _)| s.iat <= *at)
+            })),
+        }
+    }
+
+    /// Records a back-channel logout token's `jti`; false when it was seen before (a replay).
+    pub async fn first_use_of_jti(&self, jti: &str, keep_for: Duration, now: u64) -> Result<bool, StoreError> {
+        match &self.redis {
+            Some(redis) => redis.set_once(&redis.key("jti", jti), "1", keep_for).await,
+            None => {
+                let Ok(mut m) = self.memory.lock() else {
+                    return Ok(false);
+                };
+                m.jtis.retain(|_, until| *until > now);
+                Ok(m.jtis.insert(jti.to_owned(), now + keep_for.as_secs()).is_none())
+            }
+        }
+    }
+
+    fn new_id(&self) -> Result<String, String> {
+        let mut bytes = [0u8; 32];
+        self.rng
+            .fill(&mut bytes)
+            .map_err(|_| "no randomness for a session id".to_owned())?;
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// Ready when Redis (if configured) answers.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        match &self.redis {
+            Some(r) => r.ping().await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Why a session could not be written.
+#[derive(Debug)]
+pub enum SaveError {
+    Store(StoreError),
+    Internal(String),
+}
+
+/// Names the claims that make a session need several cookies, biggest first.
+fn warn_large(session: &Session) {
+    let mut sizes: Vec<(String, usize)> = session
+        .claims
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_string().len()))
+        .collect();
+    sizes.sort_by(|a, b| b.1.cmp(&a.1));
+    let biggest: Vec<String> = sizes.iter().take(3).map(|(k, n)| format!("{k} ({n} bytes)")).collect();
+    tracing::warn!(
+        claims = %biggest.join(", "),
+        "the session is larger than one cookie and is split into chunks; map fewer or smaller claims, \
+         or use session.store = \"redis\""
+    );
+}
