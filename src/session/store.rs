@@ -322,7 +322,7 @@ fn warn_large(session: &Session) {
         .iter()
         .map(|(k, v)| (k.clone(), v.to_string().len()))
         .collect();
-    sizes.sort_by(|a, b| b.1.cmp(&a.1));
+    sizes.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     let biggest: Vec<String> = sizes.iter().take(3).map(|(k, n)| format!("{k} ({n} bytes)")).collect();
     tracing::warn!(
         claims = %biggest.join(", "),

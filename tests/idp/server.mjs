@@ -18,12 +18,13 @@
 // harness that dies never leaves it behind.
 //
 // Test-only endpoints (never part of Logto):
-//   POST /__test/clients        JSON client metadata, added (or replaced) by client_id
+//   POST /__test/clients        JSON client metadata, added by client_id (again: redirect URIs are added)
 //   POST /__test/accounts       JSON {id, claims}
 //   POST /__test/rotate-keys    {kind}: put a new key first; "rsa" (default) is Logto's rotation to RSA-4096 without
 //                               `alg` (ID tokens become RS256); "ec256" gives ES256, "ps256" PS256
 //   GET  /__test/stats          counters: token grants by grant_type, userinfo calls, jwks fetches, discovery fetches
 //   GET  /__test/last-auth      the query parameters of the last authorization request
+//   POST /__test/revoke-grants  revoke every grant (refresh tokens then get invalid_grant)
 //   POST /__test/sign           {payload, header?}: a JWT signed with the current key (to build access tokens)
 // In tests (interactive=false) sign-in completes by itself: the account is the `idp_login_as` cookie on the IdP's
 // origin, else "alice". In the demo (interactive=true) a small sign-in page asks which account to use.
@@ -103,7 +104,10 @@ const claimsByScope = {
 };
 const userinfoOnly = new Set(['custom_data', 'identities', 'organization_data']);
 
-const stats = { grants: {}, userinfo: 0, jwks: 0, discovery: 0, authorizations: 0, end_sessions: 0 };
+const stats = {
+  grants: {}, userinfo: 0, jwks: 0, discovery: 0, authorizations: 0, end_sessions: 0, backchannel: { success: 0, error: 0 },
+};
+const grantIds = new Set();
 let lastAuth = {};
 
 function ecKey() {
@@ -205,6 +209,13 @@ function buildProvider() {
       },
     },
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
+    // oidc-provider refuses outgoing requests (back-channel logout) to special-use addresses such as loopback, to
+    // stop SSRF. Everything here runs on loopback, so the test IdP drops that guard; a real Logto posts to the
+    // gate's public URL.
+    fetch: (url, options) => {
+      const { dispatcher, ...rest } = options;
+      return globalThis.fetch(url, rest);
+    },
     findAccount: async (ctx, sub) => {
       const account = Object.values(accounts).find((a) => a.sub === sub);
       if (!account) return undefined;
@@ -237,6 +248,14 @@ function buildProvider() {
   p.on('end_session.success', () => {
     stats.end_sessions += 1;
   });
+  p.on('backchannel.success', () => {
+    stats.backchannel.success += 1;
+  });
+  p.on('backchannel.error', (ctx, err) => {
+    stats.backchannel.error += 1;
+    stats.backchannel.last_error = String(err && err.message);
+  });
+  p.on('refresh_token.saved', (token) => grantIds.add(token.grantId));
   p.on('grant.error', (ctx) => {
     const type = `${ctx.oidc.params?.grant_type || 'unknown'}_error`;
     stats.grants[type] = (stats.grants[type] || 0) + 1;
@@ -342,7 +361,24 @@ async function testEndpoint(req, res, url) {
   if (req.method !== 'POST') return send(res, 405, { error: 'method not allowed' });
   const body = JSON.parse((await readBody(req)) || '{}');
   if (url.pathname === '/__test/clients') {
-    state.clients = state.clients.filter((c) => c.client_id !== body.client_id).concat([body]);
+    // Registering a client_id again adds its redirect URIs (several gates may share one app registration).
+    const existing = state.clients.find((c) => c.client_id === body.client_id);
+    const union = (a, b) => [...new Set([...(a || []), ...(b || [])])];
+    const merged = existing
+      ? {
+        ...existing,
+        ...body,
+        redirect_uris: union(existing.redirect_uris, body.redirect_uris),
+        post_logout_redirect_uris: union(existing.post_logout_redirect_uris, body.post_logout_redirect_uris),
+      }
+      : body;
+    state.clients = state.clients.filter((c) => c.client_id !== body.client_id).concat([merged]);
+  } else if (url.pathname === '/__test/revoke-grants') {
+    // As when an admin revokes the user's sessions in Logto: every refresh token stops working.
+    for (const id of grantIds) await provider.Grant.adapter.destroy(id);
+    const revoked = grantIds.size;
+    grantIds.clear();
+    return send(res, 200, { revoked });
   } else if (url.pathname === '/__test/accounts') {
     accounts[body.id] = { sub: body.id, ...body.claims };
     return send(res, 200, { ok: true });

@@ -12,4 +12,5 @@ mod keys;
 mod policy;
 mod proxying;
 mod security;
+mod sessions;
 mod sign_in;

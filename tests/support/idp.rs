@@ -135,15 +135,35 @@ impl Idp {
 
     /// Registers (or replaces) a confidential web app, as "Traditional web" in the Logto console.
     pub fn register_client(&self, client_id: &str, secret: &str, public_url: &str) {
-        self.post(
-            "/__test/clients",
-            json!({
-                "client_id": client_id,
-                "client_secret": secret,
-                "redirect_uris": [format!("{public_url}/_logto/callback")],
-                "post_logout_redirect_uris": [format!("{public_url}/")],
-            }),
-        );
+        self.register_client_with_backchannel(client_id, secret, public_url, None);
+    }
+
+    /// Like [`Idp::register_client`], with a back-channel logout URI (`backchannel_logout_session_required`).
+    pub fn register_client_with_backchannel(
+        &self,
+        client_id: &str,
+        secret: &str,
+        public_url: &str,
+        backchannel: Option<&str>,
+    ) {
+        let mut client = json!({
+            "client_id": client_id,
+            "client_secret": secret,
+            "redirect_uris": [format!("{public_url}/_logto/callback")],
+            "post_logout_redirect_uris": [format!("{public_url}/")],
+        });
+        if let Some(uri) = backchannel {
+            client["backchannel_logout_uri"] = json!(uri);
+            client["backchannel_logout_session_required"] = json!(true);
+        }
+        self.post("/__test/clients", client);
+    }
+
+    /// Revokes every grant, as a Logto admin revoking the user's sessions would.
+    pub fn revoke_grants(&self) -> u64 {
+        self.post("/__test/revoke-grants", json!({}))["revoked"]
+            .as_u64()
+            .unwrap_or(0)
     }
 
     pub fn add_account(&self, id: &str, claims: Value) {

@@ -4,6 +4,7 @@
 
 pub mod idp;
 pub mod nginx;
+pub mod redis;
 pub mod upstream;
 
 use std::process::Stdio;

@@ -1,0 +1,491 @@
+//! Sessions that last and scale: refresh (once, however many requests), revoked grants, the Redis store shared by
+//! two gates, Redis going away and coming back, back-channel logout, secret rotation, chunked cookies, timeouts.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::redis::Redis;
+use crate::support::*;
+
+/// Short access tokens so a refresh falls due within about a second.
+const TTL: u64 = 2;
+
+fn short_tokens() -> IdpOptions {
+    IdpOptions {
+        access_token_ttl: Some(TTL),
+        ..Default::default()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Waits until the wall clock has passed `secs` whole seconds after `since` (token lifetimes are in seconds).
+async fn wait_past(since: u64, secs: u64) {
+    let target = since + secs + 1;
+    let left = target.saturating_sub(now());
+    let ms = left * 1000 + 50;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// The gate's cookies the browser holds (the IdP's share the host: cookies do not depend on the port).
+fn cookie_header(b: &Browser, url: &str) -> String {
+    let u: reqwest::Url = url.parse().unwrap();
+    use reqwest::cookie::CookieStore;
+    let all = b
+        .jar
+        .cookies(&u)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    all.split("; ")
+        .filter(|c| c.starts_with("logto_gate"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Sends `n` requests at once with exactly `cookie`, returns their statuses.
+async fn burst(url: &str, cookie: &str, n: usize) -> Vec<u16> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let req = client
+            .get(format!("{url}/burst/{i}"))
+            .header("cookie", cookie.to_owned());
+        tasks.push(tokio::spawn(async move {
+            req.send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+fn refresh_grants(idp: &Idp) -> u64 {
+    idp.stats()["grants"]["refresh_token"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn concurrent_requests_near_expiry_trigger_exactly_one_refresh() {
+    let s = Stack::edited(short_tokens(), "", "", |t| t).await;
+    let b = s.browser();
+    let signed_in = now();
+    b.sign_in(&s.gate, "/").await;
+    let before = cookie_header(&b, &s.gate.url());
+    wait_past(signed_in, TTL).await;
+
+    let statuses = burst(&s.gate.url(), &before, 20).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(refresh_grants(&s.idp), 1, "one refresh for 20 concurrent requests");
+    assert_eq!(s.upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
+
+    // Another tab still sending the pre-refresh cookie is served from the refreshed session: no second refresh,
+    // so the consumed refresh token never reaches Logto again.
+    let again = burst(&s.gate.url(), &before, 5).await;
+    assert!(again.iter().all(|s| *s == 200), "{again:?}");
+    assert_eq!(refresh_grants(&s.idp), 1);
+    assert_eq!(
+        s.idp.stats()["grants"]["refresh_token_error"],
+        Value::Null,
+        "no refused refresh at Logto"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_grant_ends_the_session_cleanly() {
+    let s = Stack::edited(short_tokens(), "", "", |t| t).await;
+    let b = s.browser();
+    let signed_in = now();
+    b.sign_in(&s.gate, "/").await;
+    let cookie = cookie_header(&b, &s.gate.url());
+    assert!(s.idp.revoke_grants() >= 1);
+    wait_past(signed_in, TTL).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let api = client
+        .get(format!("{}/api", s.gate.url()))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+    let cleared = api
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|v| v.to_str().unwrap().starts_with("logto_gate=;"));
+    assert!(cleared, "the dead session's cookie is cleared");
+    let nav = client
+        .get(format!("{}/page", s.gate.url()))
+        .header("cookie", &cookie)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nav.status(), StatusCode::FOUND, "a browser is sent to sign in again");
+    assert!(nav.headers()["location"].to_str().unwrap().starts_with(&s.idp.issuer()));
+}
+
+/// Two gates (two replicas) sharing one Redis; the first one is registered at the IdP with a back-channel URI.
+async fn redis_pair(idp: &Idp, upstream: &Upstream, redis: &Redis) -> (TestGate, TestGate) {
+    let store = format!(
+        "[session]\nstore = \"redis\"\nredis_url = \"{}\"\nredis_key_prefix = \"t:\"\n",
+        redis.url()
+    );
+    let edit = move |t: String| t.replacen("[session]\n", &store, 1);
+    let one = TestGate::start_unready(&idp.endpoint(), &upstream.url(), "", "", edit.clone(), |public| {
+        idp.register_client_with_backchannel(
+            APP_ID,
+            APP_SECRET,
+            public,
+            Some(&format!("{public}/_logto/backchannel-logout")),
+        )
+    })
+    .await;
+    one.wait_ready().await;
+    let two = TestGate::start_unready(&idp.endpoint(), &upstream.url(), "", "", edit, |_| {}).await;
+    two.wait_ready().await;
+    (one, two)
+}
+
+#[tokio::test]
+async fn two_gates_share_sessions_through_redis_and_refresh_once_between_them() {
+    let redis = Redis::start().await;
+    let idp = Idp::start(short_tokens());
+    let upstream = Upstream::start().await;
+    let (one, two) = redis_pair(&idp, &upstream, &redis).await;
+    let b = Browser::new(&idp);
+    let signed_in = now();
+    b.sign_in(&one, "/").await;
+    // The cookie holds only an opaque id (cookies do not depend on the port, so the browser sends it to both).
+    let cookie = cookie_header(&b, &one.url());
+    assert!(
+        cookie.len() < 200,
+        "the cookie carries an id, not the session: {cookie}"
+    );
+    let resp = b.client.get(format!("{}/on-two", two.url())).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
+
+    wait_past(signed_in, TTL).await;
+    let (u1, u2) = (one.url(), two.url());
+    let (a, b2) = tokio::join!(burst(&u1, &cookie, 10), burst(&u2, &cookie, 10));
+    assert!(a.iter().chain(b2.iter()).all(|s| *s == 200), "{a:?} {b2:?}");
+    assert_eq!(refresh_grants(&idp), 1, "one refresh across both replicas");
+}
+
+#[tokio::test]
+async fn redis_down_means_503_and_the_gate_recovers_when_it_returns() {
+    let mut redis = Redis::start().await;
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let (one, _two) = redis_pair(&idp, &upstream, &redis).await;
+    let b = Browser::new(&idp);
+    b.sign_in(&one, "/").await;
+
+    redis.stop().await;
+    let down = b
+        .client
+        .get(format!("{}/while-down", one.url()))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(down.text().await.unwrap().contains("Sessions are unavailable"));
+    assert_eq!(
+        reqwest::get(format!("{}/_logto/readyz", one.url()))
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(
+        reqwest::get(format!("{}/_logto/healthz", one.url()))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    redis.start_again().await;
+    wait_for_status(&format!("{}/_logto/readyz", one.url()), 200).await;
+    let back = b.client.get(format!("{}/after", one.url())).send().await.unwrap();
+    assert_eq!(back.status(), StatusCode::OK, "the same session works again");
+    assert_eq!(upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
+}
+
+#[tokio::test]
+async fn back_channel_logout_through_one_gate_revokes_on_both() {
+    let redis = Redis::start().await;
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let (one, two) = redis_pair(&idp, &upstream, &redis).await;
+    let b = Browser::new(&idp);
+    b.sign_in(&one, "/").await;
+    assert_eq!(
+        b.client.get(format!("{}/x", two.url())).send().await.unwrap().status(),
+        200
+    );
+
+    // The user signs out of Logto elsewhere (another app of the tenant): Logto tells the gate over the back channel.
+    let end = format!("{}/session/end", idp.issuer());
+    b.follow_submitting_forms(&end).await;
+    assert_eq!(idp.stats()["backchannel"]["success"], 1, "{}", idp.stats());
+    for gate in [&one, &two] {
+        let r = b
+            .client
+            .get(format!("{}/after-logout", gate.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "revoked on {}", gate.url());
+    }
+}
+
+#[tokio::test]
+async fn back_channel_logout_in_cookie_mode_uses_a_revocation_list_and_refuses_replays() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let gate = TestGate::start_unready(
+        &idp.endpoint(),
+        &upstream.url(),
+        "",
+        "",
+        |t| t,
+        |public| {
+            idp.register_client_with_backchannel(
+                APP_ID,
+                APP_SECRET,
+                public,
+                Some(&format!("{public}/_logto/backchannel-logout")),
+            )
+        },
+    )
+    .await;
+    gate.wait_ready().await;
+    let b = Browser::new(&idp);
+    b.sign_in(&gate, "/").await;
+    let me: Value = b
+        .client
+        .get(format!("{}/_logto/userinfo", gate.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["sub"], "u_alice0001");
+    b.follow_submitting_forms(&format!("{}/session/end", idp.issuer()))
+        .await;
+    assert_eq!(idp.stats()["backchannel"]["success"], 1);
+    let r = b
+        .client
+        .get(format!("{}/after-logout", gate.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // A logout token signed by Logto's key, posted twice: the second is a replay.
+    let token = idp.sign(
+        json!({"iss": idp.issuer(), "aud": APP_ID, "iat": now(), "jti": "jti-replayed", "sub": "u_bob000002",
+               "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}),
+        json!({"typ": "logout+jwt"}),
+    );
+    let post = |t: String| {
+        let url = format!("{}/_logto/backchannel-logout", gate.url());
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .form(&[("logout_token", t)])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(post(token.clone()).await.status(), StatusCode::OK);
+    let replay = post(token).await;
+    assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
+    let v: Value = replay.json().await.unwrap();
+    assert!(v["error_description"].as_str().unwrap().contains("replay"), "{v}");
+    // Forged or malformed tokens are refused.
+    let forged = idp.sign(
+        json!({"iss": "https://evil.example/oidc", "aud": APP_ID, "iat": now(), "jti": "x", "sub": "u"}),
+        json!({}),
+    );
+    assert_eq!(post(forged).await.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(post("garbage".into()).await.status(), StatusCode::BAD_REQUEST);
+    let get = reqwest::get(format!("{}/_logto/backchannel-logout", gate.url()))
+        .await
+        .unwrap();
+    assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn rotating_the_session_secret_signs_nobody_out() {
+    const OLD: &str = SESSION_SECRET;
+    const NEW: &str = "the-new-session-secret-after-rotation-0123456789";
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let old_gate = TestGate::start(&idp, &upstream.url(), "", "").await;
+    let b = Browser::new(&idp);
+    b.sign_in(&old_gate, "/").await;
+    let old_cookie = cookie_header(&b, &old_gate.url());
+
+    let with_secrets = |list: &'static str| {
+        move |t: String| t.replace(&format!("secret = \"{SESSION_SECRET}\""), &format!("secrets = {list}"))
+    };
+    let rotated = TestGate::start_unready(
+        &idp.endpoint(),
+        &upstream.url(),
+        "",
+        "",
+        with_secrets(
+            r#"["the-new-session-secret-after-rotation-0123456789", "an-example-session-secret-of-at-least-32-bytes"]"#,
+        ),
+        |_| {},
+    )
+    .await;
+    rotated.wait_ready().await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("{}/rotated", rotated.url()))
+        .header("cookie", &old_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "a cookie sealed with the old secret still opens"
+    );
+    let resealed = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .find(|v| v.starts_with("logto_gate="))
+        .expect("the cookie is resealed with the new secret");
+
+    let only_new = TestGate::start_unready(
+        &idp.endpoint(),
+        &upstream.url(),
+        "",
+        "",
+        with_secrets(r#"["the-new-session-secret-after-rotation-0123456789"]"#),
+        |_| {},
+    )
+    .await;
+    only_new.wait_ready().await;
+    let ok = client
+        .get(format!("{}/new", only_new.url()))
+        .header("cookie", &resealed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let old = client
+        .get(format!("{}/new", only_new.url()))
+        .header("cookie", &old_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        old.status(),
+        StatusCode::UNAUTHORIZED,
+        "once the old secret is removed its cookies no longer open"
+    );
+    let _ = (OLD, NEW);
+}
+
+#[tokio::test]
+async fn large_sessions_are_chunked_and_stale_chunks_cleared() {
+    let idp = Idp::start(IdpOptions::default());
+    let bio: String = "lorem ipsum dolor sit amet ".repeat(300).trim_end().to_owned();
+    idp.add_account(
+        "carol",
+        json!({"sub": "u_carol03", "username": "carol", "email": "carol@example.com", "email_verified": true,
+        "roles": [], "custom_data": {"bio": bio}}),
+    );
+    let upstream = Upstream::start().await;
+    let gate = TestGate::start(
+        &idp,
+        &upstream.url(),
+        r#"scopes = ["email", "custom_data"]"#,
+        "[headers]\n\"X-User\" = \"sub\"\n\"X-Bio\" = \"custom_data.bio\"\n",
+    )
+    .await;
+    let b = Browser::new(&idp);
+    b.login_as("carol");
+    b.sign_in(&gate, "/").await;
+    let cookies = cookie_header(&b, &gate.url());
+    assert!(
+        cookies.contains("logto_gate.0=") && cookies.contains("logto_gate.1="),
+        "{cookies}"
+    );
+    assert!(
+        !cookies.contains("logto_gate="),
+        "no single cookie next to the chunks: {cookies}"
+    );
+    assert_eq!(upstream.last().header("x-bio").map(str::len), Some(bio.len()));
+
+    // A browser that still holds those chunks signs in as a user with a small session: one cookie replaces them
+    // and every chunk is cleared.
+    let bob = Browser::new(&idp);
+    bob.login_as("bob");
+    let url: reqwest::Url = gate.url().parse().unwrap();
+    for c in cookies.split("; ") {
+        bob.jar.add_cookie_str(&format!("{c}; Path=/"), &url);
+    }
+    let (hops, resp) = bob.navigate(&format!("{}/_logto/sign-in?redirect=/", gate.url())).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}");
+    let after = cookie_header(&bob, &gate.url());
+    assert!(
+        after.starts_with("logto_gate=") && !after.contains("logto_gate.0"),
+        "{after}"
+    );
+    assert_eq!(upstream.last().header("x-user"), Some("u_bob000002"));
+}
+
+#[tokio::test]
+async fn idle_timeout_and_absolute_lifetime_both_hold() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let idle = TestGate::start_edited(&idp, &upstream.url(), "", "", |t| {
+        t.replacen("[session]\n", "[session]\nidle_timeout = \"2s\"\n", 1)
+    })
+    .await;
+    let short = TestGate::start_edited(&idp, &upstream.url(), "", "", |t| {
+        t.replacen("[session]\n", "[session]\nlifetime = \"2s\"\n", 1)
+    })
+    .await;
+    let (bi, bs) = (Browser::new(&idp), Browser::new(&idp));
+    let start = now();
+    bi.sign_in(&idle, "/").await;
+    bs.sign_in(&short, "/").await;
+    wait_past(start, 2).await;
+    let api = |b: &Browser, g: &TestGate| b.client.get(format!("{}/api", g.url())).send();
+    assert_eq!(
+        api(&bi, &idle).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "idle too long"
+    );
+    assert_eq!(
+        api(&bs, &short).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "past the absolute lifetime"
+    );
+}
