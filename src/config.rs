@@ -133,6 +133,8 @@ pub struct LogtoConfig {
     pub first_screen: Option<String>,
     pub direct_sign_in: Option<String>,
     pub post_logout_redirect_uri: String,
+    /// Get an organization token for this Logto organization (membership is then checked by Logto).
+    pub organization_id: Option<String>,
 }
 
 impl fmt::Debug for LogtoConfig {
@@ -148,6 +150,7 @@ impl fmt::Debug for LogtoConfig {
             .field("first_screen", &self.first_screen)
             .field("direct_sign_in", &self.direct_sign_in)
             .field("post_logout_redirect_uri", &self.post_logout_redirect_uri)
+            .field("organization_id", &self.organization_id)
             .finish()
     }
 }
@@ -317,6 +320,7 @@ struct RawLogto {
     first_screen: Option<String>,
     direct_sign_in: Option<String>,
     post_logout_redirect_uri: Option<String>,
+    organization_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -705,6 +709,19 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             Some(s)
         }
     };
+    let organization_id = non_empty(raw.logto.organization_id);
+    if let Some(org) = &organization_id {
+        if !org.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) {
+            p.add(
+                "logto.organization_id",
+                format!("`{org}` is not a Logto organization id"),
+            );
+        }
+        let s = "urn:logto:scope:organizations".to_owned();
+        if !scopes.contains(&s) {
+            scopes.push(s);
+        }
+    }
     let first_screen = non_empty(raw.logto.first_screen);
     let direct_sign_in = non_empty(raw.logto.direct_sign_in);
     for (key, v) in [
@@ -1002,6 +1019,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             first_screen,
             direct_sign_in,
             post_logout_redirect_uri,
+            organization_id,
         },
         session: SessionConfig {
             secrets: secrets.into_iter().map(Secret::new).collect(),

@@ -188,6 +188,13 @@ impl Gate {
             .collect();
         kept_claims.extend(config.headers.iter().map(|(_, path)| path.clone()));
         kept_claims.extend(config.policy.claim_paths());
+        if config.logto.organization_id.is_some() {
+            kept_claims.extend(
+                ["scope", "organization_id"]
+                    .iter()
+                    .filter_map(|c| ClaimPath::parse(c).ok()),
+            );
+        }
         if config.assertion.is_some() {
             kept_claims.extend(ClaimPath::parse("organizations").ok());
         }
@@ -469,7 +476,7 @@ impl Gate {
                 tracing::info!(sub = old.sub(), reason = %why, "Logto refused the refresh token; the session ends");
                 return refresh::Outcome::Ended;
             }
-            Err(RefreshError::Unavailable(why)) => {
+            Err(RefreshError::Unavailable(why) | RefreshError::Denied(why)) => {
                 tracing::warn!(sub = old.sub(), reason = %why, "token refresh failed; serving the current session");
                 return refresh::Outcome::Unavailable;
             }
@@ -513,8 +520,63 @@ impl Gate {
             .then(|| tokens.access_token.clone());
         session.at_exp = tokens.expires_in.map(|s| now + s);
         session.refresh_at = tokens.expires_in.map(|s| Session::refresh_time(now, s));
+        if let Err(e) = self.apply_organization_token(&mut session, now).await {
+            return match e {
+                RefreshError::Unavailable(why) => {
+                    tracing::warn!(reason = %why, "organization token not renewed; serving the refreshed session");
+                    refresh::Outcome::Refreshed(session)
+                }
+                RefreshError::Revoked(why) | RefreshError::Denied(why) => {
+                    tracing::info!(sub = session.sub(), reason = %why, "no organization token any more; the session ends");
+                    refresh::Outcome::Ended
+                }
+            };
+        }
         tracing::debug!(sub = session.sub(), "tokens refreshed");
         refresh::Outcome::Refreshed(session)
+    }
+
+    /// With `logto.organization_id`: gets an organization token with the session's refresh token and records what
+    /// it grants (`organization_id`, its permissions added to `scope`), keeping a rotated refresh token. Logto
+    /// issues one only to members, so a session that has one is a member's.
+    async fn apply_organization_token(&self, session: &mut Session, now: u64) -> Result<(), RefreshError> {
+        let Some(org) = self.config.logto.organization_id.as_deref() else {
+            return Ok(());
+        };
+        let rt = session.rt.clone().ok_or_else(|| {
+            RefreshError::Denied(
+                "Logto issued no refresh token (keep offline_access and logto.prompt = \"consent\")".into(),
+            )
+        })?;
+        let (tokens, claims) = self.oidc.organization_token(&rt, org, session.sub(), now).await?;
+        if let Some(next) = tokens.refresh_token.clone() {
+            session.rt = Some(next);
+        }
+        let mut scope: Vec<String> = session
+            .claims
+            .get("scope")
+            .and_then(Value::as_str)
+            .map(|s| s.split(' ').filter(|p| !p.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default();
+        for p in claims
+            .get("scope")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .split(' ')
+            .filter(|p| !p.is_empty())
+        {
+            if !scope.iter().any(|have| have == p) {
+                scope.push(p.to_owned());
+            }
+        }
+        session.claims.insert("scope".into(), Value::String(scope.join(" ")));
+        session
+            .claims
+            .insert("organization_id".into(), Value::String(org.to_owned()));
+        if self.config.upstream.pass_access_token && self.config.logto.resources.is_empty() {
+            session.at = Some(tokens.access_token);
+        }
+        Ok(())
     }
 
     /// `/_logto/auth`: forward-auth for nginx `auth_request`, Traefik ForwardAuth and Envoy ext_authz (HTTP).
@@ -751,7 +813,27 @@ impl Gate {
                 claims.entry(k).or_insert(v);
             }
         }
-        let session = self.new_session(claims, &tokens, now);
+        let mut session = self.new_session(claims, &tokens, now);
+        match self.apply_organization_token(&mut session, now).await {
+            Ok(()) => {}
+            Err(RefreshError::Denied(why)) => {
+                tracing::info!(sub = session.sub(), reason = %why, "no organization token at sign-in");
+                let who = session
+                    .claims
+                    .get("username")
+                    .and_then(Value::as_str)
+                    .unwrap_or(session.sub())
+                    .to_owned();
+                let org = self.config.logto.organization_id.clone().unwrap_or_default();
+                return Err(ClientError::Forbidden {
+                    who,
+                    required: format!("membership of the organization {org}"),
+                }
+                .into());
+            }
+            Err(RefreshError::Revoked(why)) => return Err(IdpError::BadResponse(why).into()),
+            Err(RefreshError::Unavailable(why)) => return Err(IdpError::Unreachable(why).into()),
+        }
         tracing::info!(sub = session.sub(), "signed in");
         // The request may carry an older session (or its chunks): those cookies are replaced or cleared.
         let previous = self

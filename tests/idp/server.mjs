@@ -50,6 +50,7 @@ const accounts = {
     organizations: ['org_acme'],
     organization_roles: ['org_acme:member'],
     organization_data: [{ id: 'org_acme', name: 'Acme', description: null }],
+    organization_permissions: { org_acme: ['read:members', 'invite:members'] },
     created_at: now - 86_400_000,
     updated_at: now,
     custom_data: { team: 'platform' },
@@ -305,6 +306,47 @@ async function finishConsent(req, res, details) {
   await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
 }
 
+function signJwt(payload, headerExtra = {}) {
+  const key = state.keys[0];
+  const alg = state.idTokenAlg;
+  const header = { alg, kid: key.kid, ...headerExtra };
+  const input = `${Buffer.from(JSON.stringify(header)).toString('base64url')}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`;
+  const privateKey = crypto.createPrivateKey({ key, format: 'jwk' });
+  const hash = { ES384: 'sha384', ES256: 'sha256', RS256: 'sha256', PS256: 'sha256' }[alg];
+  const options = { key: privateKey, dsaEncoding: 'ieee-p1363' };
+  if (alg === 'PS256') Object.assign(options, { padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 });
+  return `${input}.${crypto.sign(hash, Buffer.from(input), options).toString('base64url')}`;
+}
+
+// Logto's organization token: the refresh grant with `organization_id` returns an access token for the
+// organization (aud urn:logto:organization:<id>, scope = the user's organization permissions), only for members.
+async function organizationToken(req, res, params) {
+  const [id, secret] = Buffer.from(String(req.headers.authorization || '').replace(/^Basic /, ''), 'base64')
+    .toString('utf8').split(':').map(decodeURIComponent);
+  const client = state.clients.find((c) => c.client_id === id);
+  if (!client || client.client_secret !== secret) return send(res, 401, { error: 'invalid_client' });
+  const rt = await provider.RefreshToken.find(params.get('refresh_token'));
+  if (!rt || rt.isExpired || rt.consumed || rt.clientId !== id || !(await provider.Grant.find(rt.grantId))) {
+    stats.grants.organization_token_error = (stats.grants.organization_token_error || 0) + 1;
+    return send(res, 400, { error: 'invalid_grant', error_description: 'grant request is invalid' });
+  }
+  const org = params.get('organization_id');
+  const account = Object.values(accounts).find((a) => a.sub === rt.accountId);
+  if (!account || !(account.organizations || []).includes(org)) {
+    stats.grants.organization_token_error = (stats.grants.organization_token_error || 0) + 1;
+    return send(res, 403, { error: 'access_denied', error_description: 'user is not a member of the organization' });
+  }
+  const now = Math.floor(Date.now() / 1000);
+  const ttl = config.access_token_ttl || 3600;
+  const scope = ((account.organization_permissions || {})[org] || []).join(' ');
+  const token = signJwt({
+    iss: issuer, sub: rt.accountId, aud: `urn:logto:organization:${org}`, client_id: id, scope, iat: now,
+    exp: now + ttl, jti: crypto.randomBytes(12).toString('base64url'),
+  }, { typ: 'at+jwt' });
+  stats.grants.organization_token = (stats.grants.organization_token || 0) + 1;
+  return send(res, 200, { access_token: token, token_type: 'Bearer', expires_in: ttl, scope });
+}
+
 async function interaction(req, res, url) {
   const details = await provider.interactionDetails(req, res);
   const { prompt } = details;
@@ -345,16 +387,7 @@ async function testEndpoint(req, res, url) {
     // Signs {payload, header?} with the current signing key, as Logto would sign an access token; tests change
     // claims (aud, exp, ...) or the kid to build tokens the gate must refuse.
     const body = JSON.parse((await readBody(req)) || '{}');
-    const key = state.keys[0];
-    const alg = state.idTokenAlg;
-    const header = { alg, typ: 'at+jwt', kid: key.kid, ...(body.header || {}) };
-    const input = `${Buffer.from(JSON.stringify(header)).toString('base64url')}.${Buffer.from(JSON.stringify(body.payload || {})).toString('base64url')}`;
-    const privateKey = crypto.createPrivateKey({ key, format: 'jwk' });
-    const hash = { ES384: 'sha384', ES256: 'sha256', RS256: 'sha256', PS256: 'sha256' }[alg];
-    const options = { key: privateKey, dsaEncoding: 'ieee-p1363' };
-    if (alg === 'PS256') Object.assign(options, { padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 });
-    const signature = crypto.sign(hash, Buffer.from(input), options).toString('base64url');
-    return send(res, 200, { token: `${input}.${signature}` });
+    return send(res, 200, { token: signJwt(body.payload || {}, { typ: 'at+jwt', ...(body.header || {}) }) });
   }
   if (url.pathname === '/__test/stats') return send(res, 200, stats);
   if (url.pathname === '/__test/last-auth') return send(res, 200, lastAuth);
@@ -415,6 +448,15 @@ const server = http.createServer(async (req, res) => {
       if (route === '/auth') {
         stats.authorizations += 1;
         lastAuth = Object.fromEntries(url.searchParams);
+      }
+      if (route === '/token' && req.method === 'POST') {
+        // Read the body here so an organization token request (Logto's extension of the refresh grant) can be
+        // answered; oidc-provider then takes the already-read body from req.body.
+        req.body = await readBody(req);
+        const params = new URLSearchParams(req.body);
+        if (params.get('grant_type') === 'refresh_token' && params.get('organization_id')) {
+          return organizationToken(req, res, params);
+        }
       }
       req.originalUrl = req.url;
       req.url = req.url.slice('/oidc'.length) || '/';

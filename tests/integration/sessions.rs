@@ -489,3 +489,56 @@ async fn idle_timeout_and_absolute_lifetime_both_hold() {
         "past the absolute lifetime"
     );
 }
+
+#[tokio::test]
+async fn organization_tokens_admit_members_and_carry_their_permissions_through_refresh() {
+    let idp = Idp::start(short_tokens());
+    let upstream = Upstream::start().await;
+    let rules = "[[rules]]\nprefix = \"/members\"\nscopes = [\"read:members\"]\n";
+    let gate = TestGate::start(&idp, &upstream.url(), "organization_id = \"org_acme\"", rules).await;
+    let alice = Browser::new(&idp);
+    let signed_in = now();
+    alice.sign_in(&gate, "/members/list").await;
+    assert!(idp.last_authorization_request()["scope"]
+        .as_str()
+        .unwrap()
+        .contains("urn:logto:scope:organizations"));
+    assert_eq!(idp.stats()["grants"]["organization_token"], 1);
+    let me: Value = alice
+        .client
+        .get(format!("{}/_logto/userinfo", gate.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["organization_id"], "org_acme");
+    assert!(
+        me["scope"].as_str().unwrap().split(' ').any(|s| s == "read:members"),
+        "{me}"
+    );
+
+    // Bob is not a member of org_acme: Logto gives him no organization token, the gate refuses him.
+    let bob = Browser::new(&idp);
+    bob.login_as("bob");
+    let (hops, resp) = bob.navigate(&format!("{}/", gate.url())).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{hops:#?}");
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("membership of the organization org_acme"));
+
+    // After the access token expires the session is refreshed and the organization token renewed with it.
+    wait_past(signed_in, TTL).await;
+    let r = alice
+        .client
+        .get(format!("{}/members/again", gate.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(refresh_grants(&idp), 1);
+    assert_eq!(idp.stats()["grants"]["organization_token"], 2);
+}
