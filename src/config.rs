@@ -65,6 +65,18 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// Let `%2F` and `%5C` through in paths instead of answering 400.
     pub allow_encoded_slashes: bool,
+    /// Where Prometheus metrics are served; `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How long in-flight requests and upgraded connections may take to finish after SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// How long a client may take to send a request's headers (HTTP/1, also the wait for the next request).
+    pub header_read_timeout: Duration,
+    /// The largest request head (request line and headers) accepted; larger gets 431.
+    pub max_header_bytes: usize,
+    /// A connection with no traffic for this long is closed (after its current request, if any).
+    pub idle_timeout: Duration,
+    /// TLS termination: PEM certificate chain and private key, re-read when they change.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// The origin browsers use to reach the gate, e.g. `https://app.example.com`.
@@ -293,6 +305,13 @@ struct RawServer {
     #[serde(deserialize_with = "list_of_strings")]
     trusted_proxies: Option<Vec<String>>,
     allow_encoded_slashes: Option<bool>,
+    metrics_listen: Option<String>,
+    shutdown_timeout: Option<String>,
+    header_read_timeout: Option<String>,
+    max_header_bytes: Option<u64>,
+    idle_timeout: Option<String>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -839,6 +858,51 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         }
     }
 
+    let metrics_listen = non_empty(raw.server.metrics_listen).and_then(|m| match m.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.add(
+                "server.metrics_listen",
+                format!("`{m}` is not an address like 127.0.0.1:9090"),
+            );
+            None
+        }
+    });
+    let shutdown_timeout = duration(&mut p, "server.shutdown_timeout", raw.server.shutdown_timeout, "25s");
+    let header_read_timeout = duration(
+        &mut p,
+        "server.header_read_timeout",
+        raw.server.header_read_timeout,
+        "30s",
+    );
+    let server_idle_timeout = duration(&mut p, "server.idle_timeout", raw.server.idle_timeout, "90s");
+    let max_header_bytes = match raw.server.max_header_bytes {
+        None => 65_536,
+        Some(n) if (8_192..=1_048_576).contains(&n) => n as usize,
+        Some(n) => {
+            p.add("server.max_header_bytes", format!("{n} is outside 8192..=1048576"));
+            65_536
+        }
+    };
+    let tls = match (raw.server.tls_cert_file, raw.server.tls_key_file) {
+        (None, None) => None,
+        (Some(c), Some(k)) => match crate::tls::load(&c, &k) {
+            Ok(_) => Some((c, k)),
+            Err(e) => {
+                p.0.push(e);
+                None
+            }
+        },
+        (Some(_), None) => {
+            p.add("server.tls_key_file", "missing (server.tls_cert_file is set)");
+            None
+        }
+        (None, Some(_)) => {
+            p.add("server.tls_cert_file", "missing (server.tls_key_file is set)");
+            None
+        }
+    };
+
     // access policy
     let default_access = match &raw.access {
         None => Access::Require(Requirements::default()),
@@ -999,6 +1063,12 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             public_url,
             trusted_proxies,
             allow_encoded_slashes: raw.server.allow_encoded_slashes.unwrap_or(false),
+            metrics_listen,
+            shutdown_timeout,
+            header_read_timeout,
+            max_header_bytes,
+            idle_timeout: server_idle_timeout,
+            tls,
         },
         upstream: UpstreamConfig {
             url,

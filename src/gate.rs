@@ -9,6 +9,7 @@
 //! 6. **respond**: errors become a page for browsers or JSON for API clients, with a status chosen by their source.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use crate::body::{self, Body};
 use crate::config::Config;
 use crate::error::{ClientError, GateError, IdpError};
 use crate::identity::{self, ClaimPath, ManagedHeaders};
+use crate::metrics::{Metrics, RefreshResult, RouteClass};
 use crate::oidc::RefreshError;
 use crate::oidc::{Oidc, TokenError};
 use crate::pages::{self, Page};
@@ -36,6 +38,9 @@ use crate::session::attempt::SignInAttempt;
 use crate::session::refresh::{self, Refresher};
 use crate::session::store::SaveError;
 use crate::session::{self, Current, Session, Sessions};
+
+/// The request id header, set on the request to the upstream and on the response.
+const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// The paths the gate owns. Everything else is the app's.
 pub mod paths {
@@ -128,6 +133,23 @@ enum Route {
     App,
 }
 
+impl Route {
+    fn class(self) -> RouteClass {
+        match self {
+            Route::App => RouteClass::App,
+            Route::SignIn => RouteClass::SignIn,
+            Route::Callback => RouteClass::Callback,
+            Route::SignOut => RouteClass::SignOut,
+            Route::UserInfo => RouteClass::UserInfo,
+            Route::Healthz | Route::Readyz => RouteClass::Health,
+            Route::ForwardAuth => RouteClass::ForwardAuth,
+            Route::Jwks => RouteClass::Jwks,
+            Route::BackchannelLogout => RouteClass::BackchannelLogout,
+            Route::UnknownGatePath => RouteClass::Unknown,
+        }
+    }
+}
+
 /// Phase 1: classify by path alone.
 fn classify(path: &str) -> Route {
     if !path.starts_with(paths::PREFIX) {
@@ -171,6 +193,9 @@ pub struct Gate {
     kept_claims: Vec<ClaimPath>,
     needs_userinfo: bool,
     assertion: Option<AssertionSigner>,
+    metrics: Arc<Metrics>,
+    draining: AtomicBool,
+    rng: ring::rand::SystemRandom,
 }
 
 impl Gate {
@@ -180,7 +205,8 @@ impl Gate {
             config.server.public_url.callback_url(),
         )?);
         let sessions = Sessions::new(&config.session)?;
-        let forwarder = Forwarder::new(&config.upstream)?;
+        let metrics = Arc::new(Metrics::default());
+        let forwarder = Forwarder::new(&config.upstream, Arc::clone(&metrics))?;
         let managed = ManagedHeaders::new(&config.headers, &GATE_OWNED_HEADERS);
         let mut kept_claims: Vec<ClaimPath> = ALWAYS_KEPT_CLAIMS
             .iter()
@@ -213,6 +239,9 @@ impl Gate {
             kept_claims,
             needs_userinfo,
             assertion,
+            metrics,
+            draining: AtomicBool::new(false),
+            rng: ring::rand::SystemRandom::new(),
         }))
     }
 
@@ -220,11 +249,45 @@ impl Gate {
         &self.oidc
     }
 
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// From now on `/_logto/readyz` answers 503: the process is shutting down.
+    pub fn begin_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Resolves once no upgraded connection (WebSocket) is being relayed.
+    pub async fn wait_for_upgrades(&self) {
+        self.metrics.no_active_upgrades().await;
+    }
+
+    /// `X-Request-Id`: the client's (or the proxy's in front) when it is a sane token, else a new random one.
+    fn request_id(&self, headers: &http::HeaderMap) -> HeaderValue {
+        if let Some(v) = headers.get(REQUEST_ID) {
+            let b = v.as_bytes();
+            if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c)) {
+                return v.clone();
+            }
+        }
+        let mut bytes = [0u8; 12];
+        let _ = ring::rand::SecureRandom::fill(&self.rng, &mut bytes);
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        HeaderValue::from_str(&hex).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    }
+
     /// Handles one request from `peer`. Never fails: every error becomes a response.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(self: Arc<Self>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = std::time::Instant::now();
         let route = classify(req.uri().path());
         let html = accepts_html(&req);
         let method = req.method().clone();
+        // One id per request, in the access log, sent upstream and returned to the client.
+        let request_id = self.request_id(req.headers());
+        req.headers_mut().insert(REQUEST_ID, request_id.clone());
+        // Only the path is logged: queries carry codes and states, and headers cookies and tokens.
+        let path: String = req.uri().path().chars().take(256).collect();
         // Set-Cookie headers decided on the way (a refreshed or resealed session) go on whatever the answer is.
         let mut cookies = Vec::new();
         let result = match route {
@@ -250,6 +313,20 @@ impl Gate {
         for c in cookies {
             resp.headers_mut().append(header::SET_COOKIE, c);
         }
+        resp.headers_mut().insert(REQUEST_ID, request_id.clone());
+        let status = resp.status().as_u16();
+        self.metrics.request(route.class(), status);
+        tracing::info!(
+            target: "logto_gate::access",
+            request_id = request_id.to_str().unwrap_or(""),
+            peer = %peer.ip(),
+            %method,
+            path = %path,
+            status,
+            route = ?route.class(),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
         resp
     }
 
@@ -397,11 +474,16 @@ impl Gate {
             Some(id) => format!("id:{id}"),
             None => refresh::key_for(&rt),
         };
-        match self
-            .refresher
-            .run(&key, || self.refresh_session(&current, &rt, now))
-            .await
-        {
+        let work = || async {
+            let outcome = self.refresh_session(&current, &rt, now).await;
+            self.metrics.refresh(match outcome {
+                refresh::Outcome::Refreshed(_) => RefreshResult::Refreshed,
+                refresh::Outcome::Ended => RefreshResult::Ended,
+                refresh::Outcome::Unavailable => RefreshResult::Failed,
+            });
+            outcome
+        };
+        match self.refresher.run(&key, work).await {
             refresh::Outcome::Refreshed(session) => Renewed::Changed(Current { session, ..current }),
             refresh::Outcome::Ended => {
                 if let Err(e) = self.sessions.forget(&current).await {
@@ -728,6 +810,7 @@ impl Gate {
             .codec()
             .attempt_cookie(&attempt)
             .map_err(GateError::Internal)?;
+        self.metrics.sign_in_started();
         let url = self
             .oidc
             .authorization_url(&loaded, &attempt.state, &attempt.nonce, challenge.as_str());
@@ -749,8 +832,14 @@ impl Gate {
             Err(e) => Err(e),
         };
         let mut resp = match result {
-            Ok(r) => r,
-            Err(e) => self.fail(e, html, req.method()),
+            Ok(r) => {
+                self.metrics.sign_in_completed();
+                r
+            }
+            Err(e) => {
+                self.metrics.sign_in_failed();
+                self.fail(e, html, req.method())
+            }
         };
         if let Some(clear) = state
             .as_deref()
@@ -986,6 +1075,9 @@ impl Gate {
                 &serde_json::json!({"status": "not_ready", "reason": reason}),
             )
         };
+        if self.draining.load(Ordering::Acquire) {
+            return not_ready("shutting down".into());
+        }
         let Some(loaded) = self.oidc.loaded() else {
             return not_ready("Logto discovery document and keys not loaded yet".into());
         };

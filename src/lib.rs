@@ -16,6 +16,8 @@ pub mod error;
 pub mod gate;
 pub mod identity;
 pub mod logging;
+pub mod metrics;
+mod metrics_server;
 pub mod oidc;
 pub mod pages;
 pub mod policy;
@@ -23,6 +25,7 @@ pub mod proxy;
 pub mod return_path;
 pub mod server;
 pub mod session;
+pub mod tls;
 
 use std::future::Future;
 
@@ -46,9 +49,42 @@ pub async fn run_with_listener(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let limits = server::Limits::from(&config.server);
+    let tls = match &config.server.tls {
+        Some((cert, key)) => {
+            let resolver = tls::ReloadingCert::new(cert, key)?;
+            Some((
+                tls::acceptor(std::sync::Arc::clone(&resolver))?,
+                resolver.spawn_watcher(),
+            ))
+        }
+        None => None,
+    };
+    let metrics_listener = match config.server.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("server.metrics_listen: cannot listen on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     let gate = Gate::new(config)?;
     gate.oidc().spawn_background_load();
-    tracing::info!(listen = %local, "logto-gate listening");
-    server::serve(listener, gate, shutdown).await;
+    let metrics_task = metrics_listener.map(|l| {
+        tracing::info!(listen = ?l.local_addr().ok(), "metrics listening");
+        tokio::spawn(metrics_server::serve(l, std::sync::Arc::clone(gate.metrics())))
+    });
+    tracing::info!(listen = %local, tls = tls.is_some(), "logto-gate listening");
+    let (acceptor, watcher) = match tls {
+        Some((a, w)) => (Some(a), Some(w)),
+        None => (None, None),
+    };
+    server::serve(listener, gate, limits, acceptor, shutdown).await;
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    if let Some(m) = metrics_task {
+        m.abort();
+    }
     Ok(())
 }

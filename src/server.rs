@@ -1,36 +1,93 @@
-//! The accept loop: HTTP/1.1 and HTTP/2 (prior knowledge or upgrade-free h2c) on one listener, protocol upgrades
-//! for HTTP/1.1, a bound on how long a client may take to send its headers, and graceful shutdown.
+//! The accept loop: HTTP/1.1 and HTTP/2 on one listener (prior knowledge, or ALPN over TLS), protocol upgrades for
+//! HTTP/1.1, limits on slow and idle clients, and graceful shutdown.
+//!
+//! Shutdown (SIGTERM/SIGINT): the gate is marked draining (`/_logto/readyz` answers 503 from then on), the
+//! listener is closed so new connections are refused, every open connection is asked to finish its current request
+//! and close, and the process waits for those requests and for upgraded connections (WebSocket) to end, at most
+//! `server.shutdown_timeout`.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tokio_rustls::TlsAcceptor;
 
+use crate::config::ServerConfig;
 use crate::gate::Gate;
 
-/// How long a client may take to send a request's headers (slowloris protection).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Limits applied to every client connection.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub idle_timeout: Duration,
+    pub shutdown_timeout: Duration,
+}
 
-/// How long in-flight requests may take to finish once shutdown starts.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+impl From<&ServerConfig> for Limits {
+    fn from(c: &ServerConfig) -> Self {
+        Limits {
+            header_read_timeout: c.header_read_timeout,
+            max_header_bytes: c.max_header_bytes,
+            idle_timeout: c.idle_timeout,
+            shutdown_timeout: c.shutdown_timeout,
+        }
+    }
+}
 
-/// Serves `gate` on `listener` until `shutdown` resolves, then lets open connections finish for up to
-/// [`SHUTDOWN_GRACE`].
-pub async fn serve(listener: TcpListener, gate: Arc<Gate>, shutdown: impl Future<Output = ()>) {
+/// Counts open connections so shutdown can wait for them.
+#[derive(Default)]
+struct Tracker {
+    open: AtomicUsize,
+    all_closed: Notify,
+}
+
+struct ConnGuard(Arc<Tracker>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
+    }
+}
+
+/// Serves `gate` on `listener` until `shutdown` resolves, then drains as described in the module docs.
+pub async fn serve(
+    listener: TcpListener,
+    gate: Arc<Gate>,
+    limits: Limits,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_read_timeout)
+        // hyper answers 431 when the request head does not fit the read buffer.
+        .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .keep_alive_interval(Some(limits.idle_timeout / 2))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let builder = Arc::new(builder);
+    let tracker = Arc::new(Tracker::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -45,26 +102,171 @@ pub async fn serve(listener: TcpListener, gate: Arc<Gate>, shutdown: impl Future
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let gate = Arc::clone(&gate);
-                let service = service_fn(move |req| {
-                    let gate = Arc::clone(&gate);
-                    async move { Ok::<_, Infallible>(gate.handle(req, peer).await) }
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
+                tracker.open.fetch_add(1, Ordering::AcqRel);
+                let guard = ConnGuard(Arc::clone(&tracker));
+                let (gate, builder, tls, limits, stop) =
+                    (Arc::clone(&gate), Arc::clone(&builder), tls.clone(), limits.clone(), stop_rx.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    let _guard = guard;
+                    let activity = Arc::new(Activity::new());
+                    let tcp = ActivityIo { inner: stream, activity: Arc::clone(&activity) };
+                    let service = service_fn(move |req| {
+                        let gate = Arc::clone(&gate);
+                        async move { Ok::<_, Infallible>(gate.handle(req, peer).await) }
+                    });
+                    match tls {
+                        None => drive(&builder, tcp, service, activity, &limits, stop).await,
+                        Some(acceptor) => {
+                            match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await {
+                                Ok(Ok(tls_stream)) => drive(&builder, tls_stream, service, activity, &limits, stop).await,
+                                Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            }
+                        }
                     }
                 });
             }
             () = &mut shutdown => break,
         }
     }
+    gate.begin_draining();
     drop(listener);
-    tracing::info!("shutting down: no new connections, waiting for in-flight requests");
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("shutdown grace period over; closing the rest"),
+    let _ = stop_tx.send(true);
+    tracing::info!("shutting down: new connections refused, waiting for in-flight requests");
+    let deadline = tokio::time::Instant::now() + limits.shutdown_timeout;
+    let drained = async {
+        loop {
+            let notified = tracker.all_closed.notified();
+            if tracker.open.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            notified.await;
+        }
+        // Upgraded connections outlive their HTTP connection; wait for them too.
+        gate.wait_for_upgrades().await;
+    };
+    match tokio::time::timeout_at(deadline, drained).await {
+        Ok(()) => tracing::info!("all connections finished"),
+        Err(_) => tracing::warn!(
+            open = tracker.open.load(Ordering::Acquire),
+            "shutdown timeout reached; closing what is left"
+        ),
+    }
+}
+
+/// Runs one connection: serves it, closes it gracefully when idle too long or when the server shuts down.
+async fn drive<I, S>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    activity: Arc<Activity>,
+    limits: &Limits,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<crate::body::Body>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let check_every = (limits.idle_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
+    let mut tick = tokio::time::interval(check_every);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = tick.tick(), if !closing => {
+                if activity.idle_for() >= limits.idle_timeout {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            changed = stop.changed(), if !closing => {
+                if changed.is_err() || *stop.borrow() {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// When a connection last moved bytes.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+    fn touch(&self) {
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn idle_for(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// A stream that records activity whenever bytes move.
+struct ActivityIo<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }

@@ -5,7 +5,8 @@ pub mod forwarded;
 pub mod hop;
 pub mod trusted;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -19,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
 use crate::error::{GateError, UpstreamError};
+use crate::metrics::Metrics;
 use crate::oidc::http::error_chain;
 
 /// Forwards requests to the configured upstream.
@@ -30,10 +32,11 @@ pub struct Forwarder {
     base_path: String,
     preserve_host: bool,
     response_timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Forwarder {
-    pub fn new(config: &UpstreamConfig) -> Result<Self, String> {
+    pub fn new(config: &UpstreamConfig, metrics: Arc<Metrics>) -> Result<Self, String> {
         let connector = crate::connector::https_or_http(config.connect_timeout)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
@@ -50,6 +53,7 @@ impl Forwarder {
             base_path: config.base_path.clone(),
             preserve_host: config.preserve_host,
             response_timeout: config.response_timeout,
+            metrics,
         })
     }
 
@@ -98,16 +102,20 @@ impl Forwarder {
         parts.headers.insert(header::HOST, host);
 
         let upstream_req = Request::from_parts(parts, body);
+        let sent = Instant::now();
         let mut resp = match tokio::time::timeout(self.response_timeout, self.client.request(upstream_req)).await {
             Err(_) => return Err(UpstreamError::Timeout(self.response_timeout).into()),
             Ok(Err(e)) => return Err(UpstreamError::Unreachable(error_chain(&e)).into()),
             Ok(Ok(r)) => r,
         };
+        self.metrics.upstream_latency(sent.elapsed());
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_side) = client_upgrade {
                 let upstream_side = hyper::upgrade::on(&mut resp);
-                tokio::spawn(splice(client_side, upstream_side));
+                // Counted before the task starts, so a shutdown that begins now already waits for it.
+                self.metrics.upgrade_started();
+                tokio::spawn(splice(client_side, upstream_side, Arc::clone(&self.metrics)));
                 let (mut parts, _) = resp.into_parts();
                 hop::remove_hop_by_hop(&mut parts.headers, true);
                 return Ok(Response::from_parts(parts, body::empty()));
@@ -123,7 +131,15 @@ impl Forwarder {
 }
 
 /// Copies bytes both ways between the upgraded client and upstream connections until either side closes.
-async fn splice(client: OnUpgrade, upstream: OnUpgrade) {
+/// Counted in `logto_gate_active_upgrades`, which shutdown waits for.
+async fn splice(client: OnUpgrade, upstream: OnUpgrade, metrics: Arc<Metrics>) {
+    struct Counted(Arc<Metrics>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.upgrade_ended();
+        }
+    }
+    let _counted = Counted(metrics);
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(e) => {
