@@ -293,7 +293,7 @@ impl Gate {
         let result = match route {
             Route::App => self.app(req, peer, &mut cookies).await,
             Route::SignIn => self.sign_in(&req, peer).await,
-            Route::Callback => return self.callback(&req, html).await,
+            Route::Callback => Ok(self.callback(&req, html).await),
             Route::SignOut => self.sign_out(&req).await,
             Route::UserInfo => self.userinfo(&req, &mut cookies).await,
             Route::Healthz => Ok(pages::json_response(
@@ -1069,25 +1069,29 @@ impl Gate {
     /// `/_logto/readyz`: ready once Logto's discovery document and keys are loaded and, when configured, Redis
     /// answers.
     async fn readyz(&self) -> Response<Body> {
-        let not_ready = |reason: String| {
-            pages::json_response(
+        match self.readiness().await {
+            Ok(issuer) => pages::json_response(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ready", "issuer": issuer}),
+            ),
+            Err(reason) => pages::json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &serde_json::json!({"status": "not_ready", "reason": reason}),
-            )
-        };
+            ),
+        }
+    }
+
+    /// Ready (the issuer) or why not: draining, Logto not loaded yet, Redis unreachable.
+    pub async fn readiness(&self) -> Result<String, String> {
         if self.draining.load(Ordering::Acquire) {
-            return not_ready("shutting down".into());
+            return Err("shutting down".into());
         }
-        let Some(loaded) = self.oidc.loaded() else {
-            return not_ready("Logto discovery document and keys not loaded yet".into());
-        };
-        if let Err(e) = self.sessions.ready().await {
-            return not_ready(e.to_string());
-        }
-        pages::json_response(
-            StatusCode::OK,
-            &serde_json::json!({"status": "ready", "issuer": loaded.metadata.issuer}),
-        )
+        let loaded = self
+            .oidc
+            .loaded()
+            .ok_or("Logto discovery document and keys not loaded yet")?;
+        self.sessions.ready().await.map_err(|e| e.to_string())?;
+        Ok(loaded.metadata.issuer.clone())
     }
 }
 
@@ -1184,6 +1188,25 @@ mod tests {
         assert!(single_valued_query(Some("state=a&state=b")).is_err());
         let ok = single_valued_query(Some("code=x&state=y")).unwrap();
         assert_eq!(ok.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn readiness_fails_as_soon_as_draining_starts() {
+        let toml = r#"
+            [server]
+            public_url = "https://app.example.com"
+            [upstream]
+            url = "http://127.0.0.1:9"
+            [logto]
+            endpoint = "http://127.0.0.1:9"
+            app_id = "a"
+            app_secret = "s"
+            [session]
+            secret = "0123456789abcdef0123456789abcdef"
+        "#;
+        let gate = Gate::new(Config::from_toml_str(toml, Vec::new()).unwrap()).unwrap();
+        gate.begin_draining();
+        assert_eq!(gate.readiness().await, Err("shutting down".to_owned()));
     }
 
     #[test]

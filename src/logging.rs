@@ -6,7 +6,11 @@ use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber. Safe to call once per process; later calls are ignored.
 pub fn init(config: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env()
+    // RUST_LOG wins when set to something; an empty RUST_LOG means "not set".
+    let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
+    let filter = from_env
+        .ok_or(())
+        .and_then(|v| EnvFilter::try_new(v).map_err(|_| ()))
         .or_else(|_| EnvFilter::try_new(&config.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -10,6 +10,7 @@ mod cli;
 mod forward_auth;
 mod keys;
 mod policy;
+mod production;
 mod proxying;
 mod security;
 mod sessions;

@@ -1,0 +1,449 @@
+//! Running it for real: graceful shutdown, metrics, JSON logs without secrets, request ids, TLS with certificate
+//! reload and HTTP/2 by ALPN, and the server's limits.
+
+use std::io::{BufRead, BufReader};
+use std::process::Command;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
+
+/// Writes a config for the binary listening on `port` and returns its path (inside `dir`).
+fn binary_config(
+    dir: &tempfile::TempDir,
+    idp: &Idp,
+    upstream: &str,
+    port: u16,
+    server_lines: &str,
+    extra: &str,
+) -> String {
+    let public = format!("http://127.0.0.1:{port}");
+    idp.register_client(APP_ID, APP_SECRET, &public);
+    let toml = gate_toml(&public, upstream, &idp.endpoint(), "", extra).replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\"\n{server_lines}"),
+    );
+    let path = dir.path().join("gate.toml");
+    std::fs::write(&path, toml).unwrap();
+    path.display().to_string()
+}
+
+async fn wait_exit(p: &mut GateProcess) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "the gate did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn sigterm(p: &GateProcess) {
+    assert!(Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_websockets_then_exits_0() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = binary_config(&dir, &idp, &upstream.url(), port, "shutdown_timeout = \"20s\"", "");
+    let mut gate = GateProcess::spawn(&["--config", &path], &[]);
+    let url = format!("http://127.0.0.1:{port}");
+    wait_for_status(&format!("{url}/_logto/readyz"), 200).await;
+    let b = Browser::new(&idp);
+    let (_, resp) = b.navigate(&format!("{url}/")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cookie = b.cookie(&url, "logto_gate").unwrap();
+
+    // A WebSocket and a slow request are in flight when SIGTERM arrives.
+    let mut ws_req = format!("ws://127.0.0.1:{port}/ws").into_client_request().unwrap();
+    ws_req
+        .headers_mut()
+        .insert("cookie", format!("logto_gate={cookie}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_req).await.unwrap();
+    let slow = {
+        let client = b.client.clone();
+        let u = format!("{url}/slow?ms=1500");
+        tokio::spawn(async move { client.get(u).send().await.map(|r| r.status().as_u16()) })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !upstream.seen().iter().any(|s| s.path.starts_with("/slow")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow request never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sigterm(&gate);
+
+    // New connections are refused once the listener closes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gate kept accepting connections after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The in-flight request completes.
+    assert_eq!(slow.await.unwrap().unwrap(), 200);
+    // The WebSocket still works until it is closed, and the gate waits for it.
+    ws.send(Message::text("still here")).await.unwrap();
+    let echo = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(echo.into_text().unwrap().as_str(), "still here");
+    assert!(
+        gate.child.try_wait().unwrap().is_none(),
+        "the gate waits for the upgraded connection"
+    );
+    ws.close(None).await.unwrap();
+    assert_eq!(wait_exit(&mut gate).await.code(), Some(0));
+}
+
+/// Prometheus text: `name{labels} value` lines; every value a number.
+fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {l}"));
+            (
+                name.to_owned(),
+                value.parse::<f64>().unwrap_or_else(|_| panic!("bad value in {l}")),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn metrics_are_served_on_their_own_listener() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let metrics_port = free_port();
+    let line: &'static str = Box::leak(format!("metrics_listen = \"127.0.0.1:{metrics_port}\"").into_boxed_str());
+    let gate = TestGate::start_edited(&idp, &upstream.url(), "", "", in_server(line)).await;
+    let b = Browser::new(&idp);
+    b.sign_in(&gate, "/").await;
+    b.client.get(format!("{}/again", gate.url())).send().await.unwrap();
+    reqwest::get(format!("{}/api", gate.url())).await.unwrap();
+    let resp = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = resp.text().await.unwrap();
+    let metrics = parse_metrics(&text);
+    let get = |name: &str| metrics.iter().find(|(n, _)| n == name).map(|(_, v)| *v).unwrap_or(-1.0);
+    assert_eq!(
+        get("logto_gate_requests_total{route=\"app\",status=\"200\"}"),
+        2.0,
+        "{metrics:?}"
+    );
+    assert_eq!(get("logto_gate_requests_total{route=\"app\",status=\"302\"}"), 1.0);
+    assert_eq!(get("logto_gate_requests_total{route=\"app\",status=\"401\"}"), 1.0);
+    assert_eq!(get("logto_gate_requests_total{route=\"callback\",status=\"302\"}"), 1.0);
+    assert_eq!(get("logto_gate_sign_ins_total{outcome=\"started\"}"), 1.0);
+    assert_eq!(get("logto_gate_sign_ins_total{outcome=\"completed\"}"), 1.0);
+    assert_eq!(get("logto_gate_sign_ins_total{outcome=\"failed\"}"), 0.0);
+    assert_eq!(get("logto_gate_upstream_response_seconds_count"), 2.0);
+    assert_eq!(get("logto_gate_upstream_response_seconds_bucket{le=\"+Inf\"}"), 2.0);
+    assert_eq!(get("logto_gate_active_upgrades"), 0.0);
+    assert_eq!(
+        reqwest::get(format!("http://127.0.0.1:{metrics_port}/other"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    // The app's own port does not serve them.
+    let on_app = reqwest::Client::new()
+        .get(format!("{}/metrics", gate.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_app.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = binary_config(&dir, &idp, &upstream.url(), port, "", "").to_owned();
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("[log]\nlevel = \"warn\"", "[log]\nlevel = \"info\"\nformat = \"json\"");
+    std::fs::write(&path, text).unwrap();
+    let mut gate = GateProcess::spawn(&["--config", &path], &[("RUST_LOG", "")]);
+    let url = format!("http://127.0.0.1:{port}");
+    wait_for_status(&format!("{url}/_logto/readyz"), 200).await;
+    let b = Browser::new(&idp);
+    let (hops, _) = b.navigate(&format!("{url}/private?token=query-secret")).await;
+    let callback = hops
+        .iter()
+        .find(|h| h.url.contains("/_logto/callback"))
+        .unwrap()
+        .url
+        .clone();
+    let code: String = url::Url::parse(&callback)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let cookie = b.cookie(&url, "logto_gate").unwrap();
+    let resp = b
+        .client
+        .get(format!("{url}/with-id"))
+        .header("x-request-id", "trace-abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "trace-abc-123");
+    assert_eq!(
+        upstream.last().header("x-request-id"),
+        Some("trace-abc-123"),
+        "propagated upstream"
+    );
+    let odd = b
+        .client
+        .get(format!("{url}/odd"))
+        .header("x-request-id", "has spaces and {braces}")
+        .send()
+        .await
+        .unwrap();
+    let fresh = odd.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(
+        fresh.len() == 24 && fresh.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{fresh}"
+    );
+    reqwest::Client::new()
+        .get(format!("{url}/api"))
+        .header("authorization", "Bearer some.bearer.token-secret")
+        .header("cookie", "logto_gate=forged-cookie-secret")
+        .send()
+        .await
+        .unwrap();
+    sigterm(&gate);
+    wait_exit(&mut gate).await;
+    let mut lines = Vec::new();
+    for line in BufReader::new(gate.child.stderr.take().unwrap()).lines() {
+        lines.push(line.unwrap());
+    }
+    let parsed: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
+        .collect();
+    let access: Vec<&Value> = parsed.iter().filter(|v| v["target"] == "logto_gate::access").collect();
+    assert!(access.len() >= 6, "{lines:#?}");
+    for a in &access {
+        for field in ["request_id", "method", "path", "status", "duration_ms"] {
+            assert!(a.get(field).is_some(), "access line without {field}: {a}");
+        }
+    }
+    assert!(access
+        .iter()
+        .any(|a| a["request_id"] == "trace-abc-123" && a["path"] == "/with-id"));
+    let all = lines.join("\n");
+    for secret in [
+        APP_SECRET,
+        SESSION_SECRET,
+        cookie.as_str(),
+        code.as_str(),
+        "query-secret",
+        "token-secret",
+        "forged-cookie-secret",
+    ] {
+        assert!(
+            !all.contains(secret),
+            "a log line contains a secret ({secret:.12}...):\n{all}"
+        );
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1 made with the openssl command line.
+fn make_cert(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args([
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        // An end-entity certificate (not a CA), which the client then trusts directly.
+        .args([
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl")
+        .success();
+    assert!(ok, "openssl could not make a certificate");
+    (cert, key)
+}
+
+fn der_of(pem_path: &std::path::Path) -> Vec<u8> {
+    use base64::Engine;
+    let pem = std::fs::read_to_string(pem_path).unwrap();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD.decode(body).unwrap()
+}
+
+#[tokio::test]
+async fn tls_termination_with_h2_by_alpn_and_certificates_reloaded_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_a, key_a) = make_cert(dir.path(), "first");
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::copy(&cert_a, &cert_path).unwrap();
+    std::fs::copy(&key_a, &key_path).unwrap();
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let public = format!("https://127.0.0.1:{port}");
+    idp.register_client(APP_ID, APP_SECRET, &public);
+    let toml = gate_toml(&public, &upstream.url(), &idp.endpoint(), "", "").replacen(
+        "[server]\n",
+        &format!(
+            "[server]\ntls_cert_file = {:?}\ntls_key_file = {:?}\n",
+            cert_path.display().to_string(),
+            key_path.display().to_string()
+        ),
+        1,
+    );
+    let config = logto_gate::Config::from_toml_str(&toml, Vec::new()).unwrap();
+    let task = tokio::spawn(logto_gate::run_with_listener(config, listener, std::future::pending()));
+
+    let client = |cert: &std::path::Path| {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(cert).unwrap()).unwrap())
+            .tls_info(true)
+            .build()
+            .unwrap()
+    };
+    let peer_cert = |r: &reqwest::Response| {
+        r.extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|t| t.peer_certificate().map(<[u8]>::to_vec))
+    };
+    let first = client(&cert_a);
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    let resp = loop {
+        match first.get(format!("{public}/_logto/healthz")).send().await {
+            Ok(r) => break r,
+            Err(e) => eprintln!("TLS not up yet: {e}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "TLS listener not up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2, "h2 negotiated by ALPN");
+    assert_eq!(peer_cert(&resp), Some(der_of(&cert_a)));
+
+    // cert-manager replaces the files: new handshakes get the new certificate, no restart.
+    let (cert_b, key_b) = make_cert(dir.path(), "second");
+    std::fs::copy(&key_b, &key_path).unwrap();
+    std::fs::copy(&cert_b, &cert_path).unwrap();
+    let second = client(&cert_b);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(r) = second.get(format!("{public}/_logto/healthz")).send().await {
+            assert_eq!(peer_cert(&r), Some(der_of(&cert_b)));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The connection made before the swap keeps working.
+    assert_eq!(
+        first
+            .get(format!("{public}/_logto/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn oversized_headers_slow_clients_and_idle_connections_are_cut_off() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let gate = TestGate::start_edited(&idp, &upstream.url(), "", "", |t| {
+        in_server("header_read_timeout = \"1s\"\nidle_timeout = \"1s\"\nmax_header_bytes = 16384")(t)
+    })
+    .await;
+    // Oversized headers: 431, nothing reaches the upstream.
+    let big = "x".repeat(20_000);
+    let resp = reqwest::Client::new()
+        .get(format!("{}/api", gate.url()))
+        .header("x-big", big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(upstream.count(), 0);
+
+    // A client that never finishes its headers is disconnected (slowloris).
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the half-sent request was not cut off");
+
+    // An idle keep-alive connection is closed.
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+    idle.write_all(b"GET /_logto/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the idle connection stayed open");
+}
