@@ -17,5 +17,6 @@ COPY --from=build /out/logto-gate /usr/local/bin/logto-gate
 COPY config/logto-gate.toml /etc/logto-gate/logto-gate.toml
 ENV LOGTO_GATE_CONFIG=/etc/logto-gate/logto-gate.toml
 EXPOSE 4180
-USER nonroot:nonroot
+# distroless "nonroot" is uid/gid 65532; numeric so the kubelet can verify runAsNonRoot.
+USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/logto-gate"]

@@ -7,6 +7,7 @@ mod support;
 mod assertion;
 mod bearer;
 mod cli;
+mod deploy;
 mod forward_auth;
 mod keys;
 mod policy;

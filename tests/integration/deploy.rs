@@ -1,0 +1,117 @@
+//! The deployment files agree with the gate: the Kubernetes ConfigMaps hold configurations the gate accepts, the
+//! kustomizations name files that exist, probes and ports match, and the Dockerfile keeps its contract.
+//! (CI also runs hadolint on the Dockerfile and kubernetes-validate on the manifests.)
+
+use std::path::Path;
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// The TOML inside a ConfigMap's `logto-gate.toml: |` block, with secret files swapped for inline test values.
+fn embedded_toml(configmap: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in configmap.lines() {
+        if line.trim_start().starts_with("logto-gate.toml: |") {
+            inside = true;
+            continue;
+        }
+        if inside {
+            if !line.is_empty() && !line.starts_with("    ") {
+                break;
+            }
+            out.push_str(line.strip_prefix("    ").unwrap_or(line));
+            out.push('\n');
+        }
+    }
+    out.lines()
+        .map(|l| {
+            if l.starts_with("app_secret_file") {
+                "app_secret = \"test\"".to_owned()
+            } else if l.starts_with("secret_file") {
+                "secret = \"0123456789abcdef0123456789abcdef\"".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn kubernetes_configmaps_are_configurations_the_gate_accepts() {
+    for (rel, redis) in [("deploy/kubernetes/base/configmap.yaml", false), ("deploy/kubernetes/redis/configmap.yaml", true)] {
+        let text = read(rel);
+        assert!(text.contains("app_secret_file = \"/run/secrets/logto-gate/app_secret\""), "{rel}");
+        assert!(text.contains("secret_file = \"/run/secrets/logto-gate/session_secret\""), "{rel}");
+        let config = logto_gate::Config::from_toml_str(&embedded_toml(&text), Vec::new())
+            .unwrap_or_else(|e| panic!("{rel} holds an invalid configuration:\n{e}"));
+        assert_eq!(config.server.listen.port(), 4180);
+        assert_eq!(config.session.store == logto_gate::config::StoreKind::Redis, redis, "{rel}");
+        assert!(config.server.shutdown_timeout.as_secs() < 30, "shorter than terminationGracePeriodSeconds");
+    }
+}
+
+#[test]
+fn kubernetes_manifests_are_consistent() {
+    for dir in ["deploy/kubernetes/base", "deploy/kubernetes/redis"] {
+        let k = read(&format!("{dir}/kustomization.yaml"));
+        for line in k.lines().map(str::trim).filter(|l| l.starts_with("- ") || l.starts_with("- path:")) {
+            let file = line.trim_start_matches("- path:").trim_start_matches("- ").trim();
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join(file);
+            assert!(path.exists(), "{dir}/kustomization.yaml names {file}, which does not exist");
+        }
+    }
+    let d = read("deploy/kubernetes/base/deployment.yaml");
+    for must in [
+        "path: /_logto/healthz",
+        "path: /_logto/readyz",
+        "containerPort: 4180",
+        "runAsNonRoot: true",
+        "readOnlyRootFilesystem: true",
+        "allowPrivilegeEscalation: false",
+        "drop: [\"ALL\"]",
+        "terminationGracePeriodSeconds: 30",
+        "mountPath: /run/secrets/logto-gate",
+        "mountPath: /etc/logto-gate",
+    ] {
+        assert!(d.contains(must), "deployment.yaml lacks `{must}`");
+    }
+    let s = read("deploy/kubernetes/base/service.yaml");
+    assert!(s.contains("targetPort: http") && !s.contains("8080"), "the Service exposes the gate's port only");
+}
+
+#[test]
+fn dockerfile_keeps_its_contract() {
+    let d = read("Dockerfile");
+    for must in [
+        "AS build",
+        "cargo fetch --locked",
+        "FROM gcr.io/distroless/cc-debian12:nonroot",
+        "EXPOSE 4180",
+        "USER 65532:65532",
+        "COPY config/logto-gate.toml /etc/logto-gate/logto-gate.toml",
+        "ENV LOGTO_GATE_CONFIG=/etc/logto-gate/logto-gate.toml",
+    ] {
+        assert!(d.contains(must), "Dockerfile lacks `{must}`");
+    }
+    let ignore = read(".dockerignore");
+    assert!(ignore.contains("target/") && ignore.contains("node_modules"), "the build context stays small");
+}
+
+#[test]
+fn the_compose_demo_configuration_is_complete_with_its_environment() {
+    let toml = read("deploy/compose/logto-gate.toml");
+    let env = vec![
+        ("LOGTO_GATE_LOGTO__APP_ID".to_owned(), "app-id-from-console".to_owned()),
+        ("LOGTO_GATE_LOGTO__APP_SECRET".to_owned(), "secret-from-console".to_owned()),
+        ("LOGTO_GATE_SESSION__SECRET".to_owned(), "a-session-secret-of-at-least-32-bytes!!".to_owned()),
+    ];
+    let config = logto_gate::Config::from_toml_str(&toml, env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.logto.issuer, "http://localhost:3001/oidc");
+    let compose = read("deploy/compose/docker-compose.yml");
+    for must in ["LOGTO_GATE_LOGTO__APP_ID", "LOGTO_GATE_LOGTO__APP_SECRET", "LOGTO_GATE_SESSION__SECRET", "\"4180:4180\""] {
+        assert!(compose.contains(must), "docker-compose.yml lacks {must}");
+    }
+}
