@@ -6,6 +6,7 @@ mod support;
 
 mod assertion;
 mod bearer;
+mod browser;
 mod cli;
 mod deploy;
 mod forward_auth;

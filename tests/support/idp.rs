@@ -22,9 +22,14 @@ pub fn ensure_installed() -> Result<(), String> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK.lock().map_err(|e| e.to_string())?;
-    DONE.get_or_init(|| {
-        let dir = idp_dir();
-        if dir.join("node_modules/oidc-provider/package.json").is_file() {
+    DONE.get_or_init(|| npm_ci(&idp_dir(), "oidc-provider")).clone()
+}
+
+/// `npm ci` in `dir` unless `node_modules/<package>` is already there.
+pub fn npm_ci(dir: &std::path::Path, package: &str) -> Result<(), String> {
+    {
+        let dir = dir.to_owned();
+        if dir.join(format!("node_modules/{package}/package.json")).is_file() {
             return Ok(());
         }
         eprintln!(
@@ -41,8 +46,7 @@ pub fn ensure_installed() -> Result<(), String> {
         } else {
             Err(format!("npm ci in {} failed: {status}", dir.display()))
         }
-    })
-    .clone()
+    }
 }
 
 /// A running test IdP. Killed on drop; it also exits by itself when our end of its stdin closes.

@@ -259,7 +259,7 @@ fn html_page(seen: &Seen) -> Response<Body> {
         .collect();
     let page = format!(
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Sample app behind logto-gate</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto}}td{{padding:.2em .6em;border-bottom:1px solid #eee;font-family:monospace}}tr.id td{{background:#eef7ee}}</style></head>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto}}td{{padding:.2em .6em;border-bottom:1px solid #eee;font-family:monospace}}td:first-child{{white-space:nowrap}}tr.id td{{background:#eef7ee}}</style></head>\
          <body><h1 id=\"greeting\">Hello, {}!</h1><p>This sample app has no authentication code. \
          logto-gate signed you in with Logto and sent these headers with your request to <code>{}</code>:</p>\
          <table>{rows}</table><p><a id=\"sign-out\" href=\"/_logto/sign-out\">Sign out</a> · \
