@@ -19,10 +19,15 @@ async fn a_real_browser_signs_in_sees_its_identity_and_signs_out() {
     );
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("browser");
     idp::npm_ci(&dir, "playwright-core").unwrap_or_else(|e| panic!("{e}"));
-    let idp = Idp::start(IdpOptions { interactive: true, ..Default::default() });
+    let idp = Idp::start(IdpOptions {
+        interactive: true,
+        ..Default::default()
+    });
     let upstream = Upstream::start().await;
     let gate = TestGate::start(&idp, &upstream.url(), "", "").await;
-    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("browser-e2e");
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("browser-e2e");
     std::fs::create_dir_all(&shots).unwrap();
 
     let mut child = Command::new("node")
@@ -49,14 +54,24 @@ async fn a_real_browser_signs_in_sees_its_identity_and_signs_out() {
     let result: Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}"))
         .unwrap_or_else(|_| panic!("no result from the browser:\n{stdout}\n{stderr}"));
     assert!(out.status.success(), "browser test failed: {result}\n{stderr}");
-    assert!(result["signInPage"].as_str().unwrap().starts_with("/interaction/"), "{result}");
-    assert_eq!(result["landedOn"], format!("{}/dashboard?tab=reports&x=1", gate.url()), "back to the exact URL");
+    assert!(
+        result["signInPage"].as_str().unwrap().starts_with("/interaction/"),
+        "{result}"
+    );
+    assert_eq!(
+        result["landedOn"],
+        format!("{}/dashboard?tab=reports&x=1", gate.url()),
+        "back to the exact URL"
+    );
     assert_eq!(result["greeting"], "Hello, alice!");
     assert_eq!(result["userHeader"], "u_alice0001");
     assert_eq!(result["cookie"]["httpOnly"], true);
     assert_eq!(result["cookie"]["sameSite"], "Lax");
     assert_eq!(result["cookie"]["path"], "/");
     assert_eq!(result["visibleToScript"], false);
-    assert!(result["afterSignOut"].as_str().unwrap().starts_with("/interaction/"), "signed out of Logto too");
+    assert!(
+        result["afterSignOut"].as_str().unwrap().starts_with("/interaction/"),
+        "signed out of Logto too"
+    );
     assert_eq!(result["cookieAfterSignOut"], false);
 }

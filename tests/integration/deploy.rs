@@ -41,15 +41,31 @@ fn embedded_toml(configmap: &str) -> String {
 
 #[test]
 fn kubernetes_configmaps_are_configurations_the_gate_accepts() {
-    for (rel, redis) in [("deploy/kubernetes/base/configmap.yaml", false), ("deploy/kubernetes/redis/configmap.yaml", true)] {
+    for (rel, redis) in [
+        ("deploy/kubernetes/base/configmap.yaml", false),
+        ("deploy/kubernetes/redis/configmap.yaml", true),
+    ] {
         let text = read(rel);
-        assert!(text.contains("app_secret_file = \"/run/secrets/logto-gate/app_secret\""), "{rel}");
-        assert!(text.contains("secret_file = \"/run/secrets/logto-gate/session_secret\""), "{rel}");
+        assert!(
+            text.contains("app_secret_file = \"/run/secrets/logto-gate/app_secret\""),
+            "{rel}"
+        );
+        assert!(
+            text.contains("secret_file = \"/run/secrets/logto-gate/session_secret\""),
+            "{rel}"
+        );
         let config = logto_gate::Config::from_toml_str(&embedded_toml(&text), Vec::new())
             .unwrap_or_else(|e| panic!("{rel} holds an invalid configuration:\n{e}"));
         assert_eq!(config.server.listen.port(), 4180);
-        assert_eq!(config.session.store == logto_gate::config::StoreKind::Redis, redis, "{rel}");
-        assert!(config.server.shutdown_timeout.as_secs() < 30, "shorter than terminationGracePeriodSeconds");
+        assert_eq!(
+            config.session.store == logto_gate::config::StoreKind::Redis,
+            redis,
+            "{rel}"
+        );
+        assert!(
+            config.server.shutdown_timeout.as_secs() < 30,
+            "shorter than terminationGracePeriodSeconds"
+        );
     }
 }
 
@@ -57,10 +73,17 @@ fn kubernetes_configmaps_are_configurations_the_gate_accepts() {
 fn kubernetes_manifests_are_consistent() {
     for dir in ["deploy/kubernetes/base", "deploy/kubernetes/redis"] {
         let k = read(&format!("{dir}/kustomization.yaml"));
-        for line in k.lines().map(str::trim).filter(|l| l.starts_with("- ") || l.starts_with("- path:")) {
+        for line in k
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("- ") || l.starts_with("- path:"))
+        {
             let file = line.trim_start_matches("- path:").trim_start_matches("- ").trim();
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join(file);
-            assert!(path.exists(), "{dir}/kustomization.yaml names {file}, which does not exist");
+            assert!(
+                path.exists(),
+                "{dir}/kustomization.yaml names {file}, which does not exist"
+            );
         }
     }
     let d = read("deploy/kubernetes/base/deployment.yaml");
@@ -79,7 +102,10 @@ fn kubernetes_manifests_are_consistent() {
         assert!(d.contains(must), "deployment.yaml lacks `{must}`");
     }
     let s = read("deploy/kubernetes/base/service.yaml");
-    assert!(s.contains("targetPort: http") && !s.contains("8080"), "the Service exposes the gate's port only");
+    assert!(
+        s.contains("targetPort: http") && !s.contains("8080"),
+        "the Service exposes the gate's port only"
+    );
 }
 
 #[test]
@@ -97,7 +123,10 @@ fn dockerfile_keeps_its_contract() {
         assert!(d.contains(must), "Dockerfile lacks `{must}`");
     }
     let ignore = read(".dockerignore");
-    assert!(ignore.contains("target/") && ignore.contains("node_modules"), "the build context stays small");
+    assert!(
+        ignore.contains("target/") && ignore.contains("node_modules"),
+        "the build context stays small"
+    );
 }
 
 #[test]
@@ -105,13 +134,24 @@ fn the_compose_demo_configuration_is_complete_with_its_environment() {
     let toml = read("deploy/compose/logto-gate.toml");
     let env = vec![
         ("LOGTO_GATE_LOGTO__APP_ID".to_owned(), "app-id-from-console".to_owned()),
-        ("LOGTO_GATE_LOGTO__APP_SECRET".to_owned(), "secret-from-console".to_owned()),
-        ("LOGTO_GATE_SESSION__SECRET".to_owned(), "a-session-secret-of-at-least-32-bytes!!".to_owned()),
+        (
+            "LOGTO_GATE_LOGTO__APP_SECRET".to_owned(),
+            "secret-from-console".to_owned(),
+        ),
+        (
+            "LOGTO_GATE_SESSION__SECRET".to_owned(),
+            "a-session-secret-of-at-least-32-bytes!!".to_owned(),
+        ),
     ];
     let config = logto_gate::Config::from_toml_str(&toml, env).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.logto.issuer, "http://localhost:3001/oidc");
     let compose = read("deploy/compose/docker-compose.yml");
-    for must in ["LOGTO_GATE_LOGTO__APP_ID", "LOGTO_GATE_LOGTO__APP_SECRET", "LOGTO_GATE_SESSION__SECRET", "\"4180:4180\""] {
+    for must in [
+        "LOGTO_GATE_LOGTO__APP_ID",
+        "LOGTO_GATE_LOGTO__APP_SECRET",
+        "LOGTO_GATE_SESSION__SECRET",
+        "\"4180:4180\"",
+    ] {
         assert!(compose.contains(must), "docker-compose.yml lacks {must}");
     }
 }

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# logto-gate's benchmark: release build, then examples/bench.rs (nginx static upstream, nginx proxy_pass as the
+# reference, the test IdP, the gate; wrk alternating A B A B). Needs Debian's nginx and wrk
+# (apt-get install nginx wrk) and Node.js for the IdP. Prints a table; never fails on speed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 2; }
+[ -x /usr/sbin/nginx ] || { echo "nginx is missing: apt-get install nginx" >&2; exit 2; }
+# 1,000 idle connections plus wrk's need more descriptors than the usual 1024.
+ulimit -n 8192 2>/dev/null || true
+cargo build --release --bin logto-gate --example bench
+exec target/release/examples/bench "$@"

@@ -1,0 +1,398 @@
+//! The benchmark behind README's Performance section. Run it with `bash bench/run.sh` (release build).
+//!
+//! It starts a static upstream (nginx), nginx `proxy_pass` in front of it as the reference, the test IdP and the
+//! gate binary (release) in front of the same upstream with a session obtained through the real sign-in flow, and
+//! runs wrk against the upstream directly, the nginx proxy and the gate, alternating A B A B over several rounds.
+//! It prints medians, p99 and the gate/nginx ratio, the gate's RSS with 1,000 idle keep-alive connections, and how
+//! much the sign-in callback adds over the IdP's own token time. A benchmark, not a test: it never fails on speed.
+
+#[path = "../tests/support/idp.rs"]
+mod idp;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ROUNDS: usize = 3;
+const SECONDS: u32 = 5;
+const CONNECTIONS: u32 = 32;
+const APP_ID: &str = "bench-app";
+const APP_SECRET: &str = "bench-app-secret";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn nginx(dir: &Path, name: &str, workers: &str, server: &str) -> Killed {
+    let prefix = dir.join(name);
+    std::fs::create_dir_all(&prefix).expect("nginx dir");
+    let p = prefix.display();
+    let conf = format!(
+        "daemon off; master_process on; worker_processes {workers}; pid {p}/nginx.pid; error_log {p}/error.log crit;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{ access_log off; client_body_temp_path {p}/b; proxy_temp_path {p}/p; fastcgi_temp_path {p}/f;\n\
+         uwsgi_temp_path {p}/u; scgi_temp_path {p}/s; keepalive_requests 1000000;\n{server}\n}}\n"
+    );
+    let path = prefix.join("nginx.conf");
+    std::fs::write(&path, conf).expect("nginx.conf");
+    let child = Command::new("/usr/sbin/nginx")
+        .arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("nginx (apt-get install nginx)");
+    Killed(child)
+}
+
+#[derive(Clone, Copy, Default)]
+struct Run {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn parse_ms(v: &str) -> f64 {
+    let v = v.trim();
+    if let Some(us) = v.strip_suffix("us") {
+        us.parse::<f64>().unwrap_or(0.0) / 1000.0
+    } else if let Some(ms) = v.strip_suffix("ms") {
+        ms.parse().unwrap_or(0.0)
+    } else if let Some(s) = v.strip_suffix('s') {
+        s.parse::<f64>().unwrap_or(0.0) * 1000.0
+    } else {
+        0.0
+    }
+}
+
+fn wrk(url: &str, cookie: Option<&str>) -> Run {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t1",
+        &format!("-c{CONNECTIONS}"),
+        &format!("-d{SECONDS}s"),
+        "--latency",
+    ]);
+    if let Some(c) = cookie {
+        cmd.args(["-H", &format!("Cookie: {c}")]);
+    }
+    let out = cmd.arg(url).output().expect("wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut run = Run::default();
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(v) = t.strip_prefix("Requests/sec:") {
+            run.rps = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = t.strip_prefix("50%") {
+            run.p50_ms = parse_ms(v);
+        } else if let Some(v) = t.strip_prefix("99%") {
+            run.p99_ms = parse_ms(v);
+        } else if t.starts_with("Non-2xx") {
+            eprintln!("warning: {url}: {t}");
+        }
+    }
+    run
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Follows redirects by hand (cookie jar included) until a URL starting with `stop` is next.
+async fn follow_until(client: &reqwest::Client, start: &str, stop: &str) -> String {
+    let mut url: reqwest::Url = start.parse().expect("url");
+    for _ in 0..20 {
+        if url.as_str().starts_with(stop) {
+            return url.to_string();
+        }
+        let r = client
+            .get(url.clone())
+            .header("accept", "text/html")
+            .send()
+            .await
+            .expect("request");
+        let loc = r
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .expect("a redirect")
+            .to_owned();
+        url = url.join(&loc).expect("location");
+    }
+    panic!("never reached {stop}");
+}
+
+#[tokio::main]
+async fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let gate_bin = root.join("target/release/logto-gate");
+    assert!(
+        gate_bin.exists(),
+        "build the gate first: cargo build --release (bench/run.sh does)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // Static upstream and the nginx reference proxy.
+    let (up_port, proxy_port, gate_port) = (free_port(), free_port(), free_port());
+    std::fs::write(
+        dir.path().join("index.html"),
+        "<!DOCTYPE html><p>hello from the upstream</p>\n",
+    )
+    .expect("html");
+    let _upstream = nginx(
+        dir.path(),
+        "upstream",
+        "1",
+        &format!(
+            "server {{ listen 127.0.0.1:{up_port}; root {}; location / {{ }} }}",
+            dir.path().display()
+        ),
+    );
+    let _proxy = nginx(
+        dir.path(),
+        "proxy",
+        "auto",
+        &format!(
+            "upstream up {{ server 127.0.0.1:{up_port}; keepalive 64; }}\n\
+             server {{ listen 127.0.0.1:{proxy_port}; location / {{ proxy_pass http://up; proxy_http_version 1.1;\n\
+             proxy_set_header Connection \"\"; }} }}"
+        ),
+    );
+    wait_port(up_port);
+    wait_port(proxy_port);
+
+    // The IdP and the gate (release binary) with the access log off, as nginx's.
+    let idp = idp::Idp::start(idp::IdpOptions::default());
+    let public = format!("http://127.0.0.1:{gate_port}");
+    idp.register_client(APP_ID, APP_SECRET, &public);
+    let config = dir.path().join("gate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{gate_port}\"\npublic_url = \"{public}\"\n[upstream]\nurl = \"http://127.0.0.1:{up_port}\"\n\
+             [logto]\nendpoint = \"{}\"\napp_id = \"{APP_ID}\"\napp_secret = \"{APP_SECRET}\"\n\
+             [session]\nsecret = \"bench-session-secret-bench-session-secret-0123\"\n[log]\nlevel = \"warn\"\n",
+            idp.endpoint()
+        ),
+    )
+    .expect("gate config");
+    let gate = Killed(
+        Command::new(&gate_bin)
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("gate binary"),
+    );
+    let gate_pid = gate.0.id();
+    wait_port(gate_port);
+
+    // A session through the real sign-in flow, and the callback's cost over the IdP's own token time.
+    let mut callback_ms = Vec::new();
+    let mut token_ms = Vec::new();
+    let mut cookie = String::new();
+    for _ in 0..15 {
+        let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .cookie_provider(jar.clone())
+            .build()
+            .expect("client");
+        let callback = follow_until(&client, &format!("{public}/"), &format!("{public}/_logto/callback")).await;
+        let t = Instant::now();
+        let r = client.get(&callback).send().await.expect("callback");
+        callback_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        let set = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("logto_gate="));
+        cookie = set.and_then(|v| v.split(';').next()).unwrap_or_default().to_owned();
+
+        // The same exchange done directly against the IdP (no PKCE; the test IdP does not require it).
+        let auth = format!(
+            "{}/auth?response_type=code&client_id={APP_ID}&redirect_uri={}&scope=openid%20profile%20offline_access&state=bench&nonce=n&prompt=consent",
+            idp.issuer(),
+            url_encode(&format!("{public}/_logto/callback"))
+        );
+        let cb = follow_until(&client, &auth, &format!("{public}/_logto/callback")).await;
+        let code = reqwest::Url::parse(&cb)
+            .expect("cb")
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .expect("code");
+        let t = Instant::now();
+        let tok = client
+            .post(format!("{}/token", idp.issuer()))
+            .basic_auth(APP_ID, Some(APP_SECRET))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", &format!("{public}/_logto/callback")),
+            ])
+            .send()
+            .await
+            .expect("token");
+        assert!(
+            tok.status().is_success(),
+            "direct token request failed: {}",
+            tok.status()
+        );
+        let _ = tok.bytes().await;
+        token_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    assert!(!cookie.is_empty(), "no session cookie from the sign-in");
+
+    // Warm up, then A B A B.
+    let targets = [
+        (
+            "upstream direct",
+            format!("http://127.0.0.1:{up_port}/index.html"),
+            None,
+        ),
+        (
+            "nginx proxy_pass",
+            format!("http://127.0.0.1:{proxy_port}/index.html"),
+            None,
+        ),
+        (
+            "logto-gate (signed in)",
+            format!("{public}/index.html"),
+            Some(cookie.as_str()),
+        ),
+    ];
+    for (_, url, c) in &targets {
+        let _ = Command::new("wrk")
+            .args(["-t1", "-c8", "-d1s"])
+            .args(
+                c.map(|c| vec!["-H".to_owned(), format!("Cookie: {c}")])
+                    .unwrap_or_default(),
+            )
+            .arg(url)
+            .output();
+    }
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
+    for round in 0..ROUNDS {
+        for (i, (name, url, c)) in targets.iter().enumerate() {
+            let r = wrk(url, *c);
+            eprintln!(
+                "round {}: {name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
+                round + 1,
+                r.rps,
+                r.p50_ms,
+                r.p99_ms
+            );
+            runs[i].push(r);
+        }
+    }
+
+    // RSS with 1,000 idle keep-alive connections.
+    let rss_before = rss_kib(gate_pid);
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        let mut s = TcpStream::connect(("127.0.0.1", gate_port)).expect("connect");
+        s.write_all(b"GET /_logto/healthz HTTP/1.1\r\nHost: bench\r\n\r\n")
+            .expect("write");
+        let mut buf = [0u8; 512];
+        let _ = s.read(&mut buf);
+        idle.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_idle = rss_kib(gate_pid);
+    drop(idle);
+
+    println!();
+    println!("| target (wrk -t1 -c{CONNECTIONS}, {ROUNDS}x{SECONDS}s, medians) | req/s | p50 | p99 |");
+    println!("|---|---:|---:|---:|");
+    let mut med = Vec::new();
+    for (i, (name, _, _)) in targets.iter().enumerate() {
+        let rps = median(runs[i].iter().map(|r| r.rps).collect());
+        let p50 = median(runs[i].iter().map(|r| r.p50_ms).collect());
+        let p99 = median(runs[i].iter().map(|r| r.p99_ms).collect());
+        println!("| {name} | {rps:.0} | {p50:.2} ms | {p99:.2} ms |");
+        med.push((rps, p99));
+    }
+    println!();
+    println!(
+        "gate / nginx: {:.2}x req/s, p99 {:.2} ms vs {:.2} ms",
+        med[2].0 / med[1].0.max(1.0),
+        med[2].1,
+        med[1].1
+    );
+    println!(
+        "gate RSS: {} KiB after the load, {} KiB with 1,000 idle keep-alive connections",
+        rss_before, rss_idle
+    );
+    let (cb, tk) = (median(callback_ms), median(token_ms));
+    println!(
+        "sign-in callback: {cb:.2} ms at the gate, {tk:.2} ms for the IdP's token request alone: {:.2} ms added",
+        cb - tk
+    );
+    println!(
+        "machine: {} cores, {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        cpu_model()
+    );
+    drop(gate);
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}
