@@ -290,21 +290,10 @@ impl Gate {
         let path: String = req.uri().path().chars().take(256).collect();
         // Set-Cookie headers decided on the way (a refreshed or resealed session) go on whatever the answer is.
         let mut cookies = Vec::new();
-        let result = match route {
-            Route::App => self.app(req, peer, &mut cookies).await,
-            Route::SignIn => self.sign_in(&req, peer).await,
-            Route::Callback => Ok(self.callback(&req, html).await),
-            Route::SignOut => self.sign_out(&req).await,
-            Route::UserInfo => self.userinfo(&req, &mut cookies).await,
-            Route::Healthz => Ok(pages::json_response(
-                StatusCode::OK,
-                &serde_json::json!({"status": "ok"}),
-            )),
-            Route::Readyz => Ok(self.readyz().await),
-            Route::ForwardAuth => self.forward_auth(&req, peer, &mut cookies).await,
-            Route::Jwks => self.jwks(),
-            Route::BackchannelLogout => self.backchannel_logout(req).await,
-            Route::UnknownGatePath => Err(ClientError::NotFound.into()),
+        let result = match framing_problem(req.headers()) {
+            // Phase 0: ambiguous message framing is how requests are smuggled past a proxy; refuse it outright.
+            Some(problem) => Err(ClientError::BadRequest(problem.to_owned()).into()),
+            None => self.route(route, req, peer, html, &mut cookies).await,
         };
         let mut resp = match result {
             Ok(resp) => resp,
@@ -328,6 +317,33 @@ impl Gate {
             "request"
         );
         resp
+    }
+
+    /// Phases 1-5 by route.
+    async fn route(
+        &self,
+        route: Route,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        html: bool,
+        cookies: &mut Vec<HeaderValue>,
+    ) -> Result<Response<Body>, GateError> {
+        match route {
+            Route::App => self.app(req, peer, cookies).await,
+            Route::SignIn => self.sign_in(&req, peer).await,
+            Route::Callback => Ok(self.callback(&req, html).await),
+            Route::SignOut => self.sign_out(&req).await,
+            Route::UserInfo => self.userinfo(&req, cookies).await,
+            Route::Healthz => Ok(pages::json_response(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ok"}),
+            )),
+            Route::Readyz => Ok(self.readyz().await),
+            Route::ForwardAuth => self.forward_auth(&req, peer, cookies).await,
+            Route::Jwks => self.jwks(),
+            Route::BackchannelLogout => self.backchannel_logout(req).await,
+            Route::UnknownGatePath => Err(ClientError::NotFound.into()),
+        }
     }
 
     /// Phase 6 for errors: log by source, answer with a page.
@@ -1093,6 +1109,19 @@ impl Gate {
         self.sessions.ready().await.map_err(|e| e.to_string())?;
         Ok(loaded.metadata.issuer.clone())
     }
+}
+
+/// RFC 9112 §6.1, §6.3: a request with both `Transfer-Encoding` and `Content-Length`, or with more than one
+/// `Content-Length`, has ambiguous framing. The gate refuses it rather than pick a reading the upstream might not share.
+fn framing_problem(headers: &http::HeaderMap) -> Option<&'static str> {
+    let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
+    if lengths > 1 {
+        return Some("the request has more than one Content-Length");
+    }
+    if lengths == 1 && headers.contains_key(header::TRANSFER_ENCODING) {
+        return Some("the request has both Content-Length and Transfer-Encoding");
+    }
+    None
 }
 
 /// Phase 2b: does the principal meet the route's requirements?

@@ -24,6 +24,7 @@
 //                               `alg` (ID tokens become RS256); "ec256" gives ES256, "ps256" PS256
 //   GET  /__test/stats          counters: token grants by grant_type, userinfo calls, jwks fetches, discovery fetches
 //   GET  /__test/last-auth      the query parameters of the last authorization request
+//   POST /__test/tamper-next-id-token {mode: none|hs256|payload|resign, overrides}: forge the next ID token
 //   POST /__test/revoke-grants  revoke every grant (refresh tokens then get invalid_grant)
 //   POST /__test/sign           {payload, header?}: a JWT signed with the current key (to build access tokens)
 // In tests (interactive=false) sign-in completes by itself: the account is the `idp_login_as` cookie on the IdP's
@@ -318,6 +319,53 @@ function signJwt(payload, headerExtra = {}) {
   return `${input}.${crypto.sign(hash, Buffer.from(input), options).toString('base64url')}`;
 }
 
+// Attack tests: the next token response's ID token is replaced by a forged one (see /__test/tamper-next-id-token).
+let pendingTamper = null;
+
+function interceptIdToken(res, tamper) {
+  const chunks = [];
+  const end = res.end.bind(res);
+  res.write = (chunk) => {
+    chunks.push(Buffer.from(chunk));
+    return true;
+  };
+  res.end = (chunk, ...rest) => {
+    if (chunk && typeof chunk !== 'function') chunks.push(Buffer.from(chunk));
+    let body = Buffer.concat(chunks).toString('utf8');
+    try {
+      const json = JSON.parse(body);
+      if (json.id_token) {
+        json.id_token = forge(json.id_token, tamper);
+        body = JSON.stringify(json);
+      }
+    } catch {
+      // not JSON: leave it
+    }
+    if (!res.headersSent) res.setHeader('content-length', Buffer.byteLength(body));
+    return end(body);
+  };
+}
+
+function forge(original, { mode, overrides = {} }) {
+  const [h, p, sig] = original.split('.');
+  const payload = JSON.parse(Buffer.from(p, 'base64url').toString('utf8'));
+  for (const [k, v] of Object.entries(overrides)) {
+    if (v === null) delete payload[k];
+    else payload[k] = v;
+  }
+  const enc = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  if (mode === 'none') return `${enc({ alg: 'none', typ: 'JWT' })}.${enc(payload)}.`;
+  if (mode === 'hs256') {
+    // "Signed" with the client secret, as a confused verifier might accept.
+    const client = state.clients.find((c) => c.client_id === payload.aud) || state.clients[0];
+    const input = `${enc({ alg: 'HS256', typ: 'JWT' })}.${enc(payload)}`;
+    const mac = crypto.createHmac('sha256', client.client_secret).update(input).digest('base64url');
+    return `${input}.${mac}`;
+  }
+  if (mode === 'payload') return `${h}.${enc(payload)}.${sig}`; // claims changed, signature kept
+  return signJwt(payload); // "resign": a valid signature over wrong claims
+}
+
 // Logto's organization token: the refresh grant with `organization_id` returns an access token for the
 // organization (aud urn:logto:organization:<id>, scope = the user's organization permissions), only for members.
 async function organizationToken(req, res, params) {
@@ -406,6 +454,9 @@ async function testEndpoint(req, res, url) {
       }
       : body;
     state.clients = state.clients.filter((c) => c.client_id !== body.client_id).concat([merged]);
+  } else if (url.pathname === '/__test/tamper-next-id-token') {
+    pendingTamper = body;
+    return send(res, 200, { ok: true });
   } else if (url.pathname === '/__test/revoke-grants') {
     // As when an admin revokes the user's sessions in Logto: every refresh token stops working.
     for (const id of grantIds) await provider.Grant.adapter.destroy(id);
@@ -456,6 +507,10 @@ const server = http.createServer(async (req, res) => {
         const params = new URLSearchParams(req.body);
         if (params.get('grant_type') === 'refresh_token' && params.get('organization_id')) {
           return organizationToken(req, res, params);
+        }
+        if (pendingTamper) {
+          interceptIdToken(res, pendingTamper, params);
+          pendingTamper = null;
         }
       }
       req.originalUrl = req.url;

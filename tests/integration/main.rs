@@ -5,6 +5,7 @@
 mod support;
 
 mod assertion;
+mod attacks;
 mod bearer;
 mod browser;
 mod cli;

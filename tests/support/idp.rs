@@ -163,6 +163,15 @@ impl Idp {
         self.post("/__test/clients", client);
     }
 
+    /// The next token response carries a forged ID token: `mode` is "none", "hs256" (keyed with the client
+    /// secret), "payload" (claims changed, signature kept) or "resign" (validly signed, wrong claims).
+    pub fn tamper_next_id_token(&self, mode: &str, overrides: Value) {
+        self.post(
+            "/__test/tamper-next-id-token",
+            json!({"mode": mode, "overrides": overrides}),
+        );
+    }
+
     /// Revokes every grant, as a Logto admin revoking the user's sessions would.
     pub fn revoke_grants(&self) -> u64 {
         self.post("/__test/revoke-grants", json!({}))["revoked"]
