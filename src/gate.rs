@@ -195,7 +195,8 @@ pub struct Gate {
     assertion: Option<AssertionSigner>,
     metrics: Arc<Metrics>,
     draining: AtomicBool,
-    rng: ring::rand::SystemRandom,
+    request_prefix: u32,
+    request_counter: std::sync::atomic::AtomicU64,
 }
 
 impl Gate {
@@ -241,7 +242,13 @@ impl Gate {
             assertion,
             metrics,
             draining: AtomicBool::new(false),
-            rng: ring::rand::SystemRandom::new(),
+            request_prefix: {
+                let mut b = [0u8; 4];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+                    .map_err(|_| "no randomness for request ids".to_owned())?;
+                u32::from_be_bytes(b)
+            },
+            request_counter: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -263,7 +270,8 @@ impl Gate {
         self.metrics.no_active_upgrades().await;
     }
 
-    /// `X-Request-Id`: the client's (or the proxy's in front) when it is a sane token, else a new random one.
+    /// `X-Request-Id`: the client's (or the proxy's in front) when it is a sane token, else a new one: a random
+    /// per-process prefix and a counter, so making one costs no system call.
     fn request_id(&self, headers: &http::HeaderMap) -> HeaderValue {
         if let Some(v) = headers.get(REQUEST_ID) {
             let b = v.as_bytes();
@@ -271,10 +279,9 @@ impl Gate {
                 return v.clone();
             }
         }
-        let mut bytes = [0u8; 12];
-        let _ = ring::rand::SecureRandom::fill(&self.rng, &mut bytes);
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        HeaderValue::from_str(&hex).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+        let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:08x}{n:016x}", self.request_prefix);
+        HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
     }
 
     /// Handles one request from `peer`. Never fails: every error becomes a response.
@@ -287,7 +294,12 @@ impl Gate {
         let request_id = self.request_id(req.headers());
         req.headers_mut().insert(REQUEST_ID, request_id.clone());
         // Only the path is logged: queries carry codes and states, and headers cookies and tokens.
-        let path: String = req.uri().path().chars().take(256).collect();
+        let access_log = tracing::enabled!(target: "logto_gate::access", tracing::Level::INFO);
+        let path: String = if access_log {
+            req.uri().path().chars().take(256).collect()
+        } else {
+            String::new()
+        };
         // Set-Cookie headers decided on the way (a refreshed or resealed session) go on whatever the answer is.
         let mut cookies = Vec::new();
         let result = match framing_problem(req.headers()) {
@@ -305,6 +317,9 @@ impl Gate {
         resp.headers_mut().insert(REQUEST_ID, request_id.clone());
         let status = resp.status().as_u16();
         self.metrics.request(route.class(), status);
+        if !access_log {
+            return resp;
+        }
         tracing::info!(
             target: "logto_gate::access",
             request_id = request_id.to_str().unwrap_or(""),
@@ -377,11 +392,19 @@ impl Gate {
         cookies: &mut Vec<HeaderValue>,
     ) -> Result<Response<Body>, GateError> {
         // 1b. normalise the path: rules see exactly what the upstream will see.
-        let path = policy::path::normalise(req.uri().path(), self.config.server.allow_encoded_slashes)
-            .map_err(|e| ClientError::BadRequest(e.to_string()))?;
         let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
-        let host = request_host(&req, trusted);
-        let access = self.config.policy.route(req.method().as_str(), host.as_deref(), &path);
+        let (access, new_path) = {
+            let path = policy::path::normalise(req.uri().path(), self.config.server.allow_encoded_slashes)
+                .map_err(|e| ClientError::BadRequest(e.to_string()))?;
+            let host = request_host(&req, trusted);
+            let access = self.config.policy.route(req.method().as_str(), host.as_deref(), &path);
+            // Only a path that changed needs the request target rebuilt.
+            let new_path = match path {
+                std::borrow::Cow::Borrowed(_) => None,
+                std::borrow::Cow::Owned(p) => Some(p),
+            };
+            (access, new_path)
+        };
         // 2. authenticate and authorize
         let principal = match access {
             Access::Deny => return Err(ClientError::RouteDenied.into()),
@@ -399,7 +422,9 @@ impl Gate {
         let client_upgrade = (req.version() == Version::HTTP_11 && hop::is_upgrade_request(req.headers()))
             .then(|| hyper::upgrade::on(&mut req));
         let (mut parts, incoming) = req.into_parts();
-        parts.uri = with_path(&parts.uri, &path)?;
+        if let Some(path) = &new_path {
+            parts.uri = with_path(&parts.uri, path)?;
+        }
         identity::strip_spoofed_identity(&mut parts.headers, &self.managed);
         self.sessions.codec().strip_gate_cookies(&mut parts.headers);
         let public = &self.config.server.public_url;

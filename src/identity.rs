@@ -166,6 +166,16 @@ pub struct ManagedHeaders {
     normalised: Vec<String>,
 }
 
+/// True when `name` reads as `normalised` to PHP/WSGI/CGI: same length, equal ignoring case with `_` as `-`.
+/// Compares without allocating; this runs for every header of every request.
+pub fn same_normalised(name: &str, normalised: &str) -> bool {
+    name.len() == normalised.len()
+        && name.bytes().zip(normalised.bytes()).all(|(a, b)| {
+            let a = if a == b'_' { b'-' } else { a.to_ascii_lowercase() };
+            a == b
+        })
+}
+
 impl ManagedHeaders {
     pub fn new(identity: &[(HeaderName, ClaimPath)], extra: &[&str]) -> Self {
         let mut normalised: Vec<String> = identity
@@ -179,14 +189,17 @@ impl ManagedHeaders {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        let n = normalise_name(name);
-        self.normalised.binary_search(&n).is_ok()
+        self.normalised.iter().any(|n| same_normalised(name, n))
     }
 }
 
 /// Removes every inbound header that could pose as an identity header the gate sets: all values, whatever the
 /// case and with `_` for `-`. A client can never choose its own identity.
 pub fn strip_spoofed_identity(headers: &mut HeaderMap, managed: &ManagedHeaders) {
+    // Nothing to allocate in the usual case where the client sent none of them.
+    if !headers.keys().any(|name| managed.contains(name.as_str())) {
+        return;
+    }
     let spoofed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| managed.contains(name.as_str()))

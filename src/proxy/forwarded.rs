@@ -54,16 +54,16 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, proto
         return;
     }
     // Names are compared as PHP/WSGI see them (`_` for `-`), so `X_Forwarded_For` cannot slip through either.
-    let spoofed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| {
-            let norm = crate::identity::normalise_name(n.as_str());
-            CLIENT_FORWARDING_HEADERS.contains(&norm.as_str())
-        })
-        .cloned()
-        .collect();
-    for name in spoofed {
-        headers.remove(name);
+    let is_forwarding = |n: &HeaderName| {
+        CLIENT_FORWARDING_HEADERS
+            .iter()
+            .any(|f| crate::identity::same_normalised(n.as_str(), f))
+    };
+    if headers.keys().any(is_forwarding) {
+        let spoofed: Vec<HeaderName> = headers.keys().filter(|n| is_forwarding(n)).cloned().collect();
+        for name in spoofed {
+            headers.remove(name);
+        }
     }
     if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
         headers.insert(HeaderName::from_static("x-forwarded-for"), v);

@@ -59,19 +59,19 @@ impl Forwarder {
 
     /// The upstream URI for a request path: the upstream origin, its base path, then the path and query asked for.
     fn upstream_uri(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, GateError> {
-        let pq = path_and_query.map_or("/", PathAndQuery::as_str);
-        let pq: PathAndQuery = if self.base_path.is_empty() {
-            pq.parse()
-        } else {
-            format!("{}{}", self.base_path, pq).parse()
-        }
-        .map_err(|e| GateError::Internal(format!("cannot build the upstream path: {e}")))?;
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .map_err(|e| GateError::Internal(format!("cannot build the upstream URI: {e}")))
+        let pq: PathAndQuery = match (self.base_path.is_empty(), path_and_query) {
+            // The common case: the path as it is (a cheap clone of shared bytes).
+            (true, Some(pq)) => pq.clone(),
+            (true, None) => PathAndQuery::from_static("/"),
+            (false, pq) => format!("{}{}", self.base_path, pq.map_or("/", PathAndQuery::as_str))
+                .parse()
+                .map_err(|e| GateError::Internal(format!("cannot build the upstream path: {e}")))?,
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(pq);
+        Uri::from_parts(parts).map_err(|e| GateError::Internal(format!("cannot build the upstream URI: {e}")))
     }
 
     /// Sends `req` (headers already rewritten by the gate) upstream and returns its response, streaming.

@@ -42,8 +42,20 @@ struct MemoryRevocations {
     jtis: HashMap<String, u64>,
 }
 
+/// Decrypted cookie sessions by their exact cookie value, so a busy session is opened once, not on every request.
+/// The value is immutable (a refresh produces a new one), so an entry never goes stale; revocation and expiry are
+/// still checked on every request.
+const OPENED_CACHE_MAX: usize = 10_000;
+
+#[derive(Clone)]
+struct Opened {
+    session: Session,
+    old_key: bool,
+}
+
 pub struct Sessions {
     codec: CookieCodec,
+    opened: Mutex<HashMap<Box<str>, Opened>>,
     kind: StoreKind,
     redis: Option<Arc<RedisStore>>,
     memory: Mutex<MemoryRevocations>,
@@ -60,6 +72,7 @@ impl Sessions {
         };
         Ok(Sessions {
             codec: CookieCodec::new(config),
+            opened: Mutex::default(),
             kind: config.store,
             redis,
             memory: Mutex::default(),
@@ -83,6 +96,11 @@ impl Sessions {
 
     /// The live session of a request, if any. Errors only when Redis is needed and unreachable.
     pub async fn load(&self, headers: &HeaderMap, now: u64) -> Result<Option<Current>, StoreError> {
+        if self.kind == StoreKind::Cookie {
+            if let Some(hit) = self.cached(headers, now).await? {
+                return Ok(Some(hit));
+            }
+        }
         let Some(opened) = self.codec.read_session_cookie(headers) else {
             return Ok(None);
         };
@@ -102,10 +120,42 @@ impl Sessions {
                 Err(_) => return Ok(None),
             },
         };
+        let Some(rewrite) = self.admit(&session, opened.opened_with_old_key, now).await? else {
+            return Ok(None);
+        };
+        if self.kind == StoreKind::Cookie {
+            if let Some(raw) = self.single_cookie_value(headers) {
+                if let Ok(mut cache) = self.opened.lock() {
+                    if cache.len() >= OPENED_CACHE_MAX {
+                        cache.retain(|_, o| o.session.is_live(now));
+                        if cache.len() >= OPENED_CACHE_MAX {
+                            cache.clear();
+                        }
+                    }
+                    let entry = Opened {
+                        session: session.clone(),
+                        old_key: opened.opened_with_old_key,
+                    };
+                    cache.insert(raw.into(), entry);
+                }
+            }
+        }
+        Ok(Some(Current {
+            session,
+            id,
+            names_sent: opened.names_sent,
+            rewrite,
+        }))
+    }
+
+    /// Whether a session found on a request still counts: live, not idle too long, not revoked (cookie store;
+    /// the Redis store deletes revoked sessions). `Some(rewrite)`: it counts, and whether its cookie must be written
+    /// again (opened with an old secret, or idle tracking due).
+    async fn admit(&self, session: &Session, old_key: bool, now: u64) -> Result<Option<bool>, StoreError> {
         if !session.is_live(now) {
             return Ok(None);
         }
-        let mut rewrite = opened.opened_with_old_key;
+        let mut rewrite = old_key;
         if let Some(idle) = self.idle_timeout {
             if now.saturating_sub(session.seen) >= idle {
                 return Ok(None);
@@ -113,13 +163,46 @@ impl Sessions {
             // Record activity at a coarse grain so an active session stays alive without a write per request.
             rewrite |= now.saturating_sub(session.seen) >= (idle / 4).clamp(1, 60);
         }
-        if self.kind == StoreKind::Cookie && self.is_revoked(&session).await? {
+        if self.kind == StoreKind::Cookie && self.is_revoked(session).await? {
             return Ok(None);
         }
+        Ok(Some(rewrite))
+    }
+
+    /// The value of the one session cookie, when the request carries exactly one and no chunks.
+    fn single_cookie_value<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        let name = self.codec.session_name();
+        let mut found = None;
+        for (n, value) in super::cookies::cookie_pairs(headers) {
+            if n == name {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(value);
+            } else if n.starts_with(name) && n.as_bytes().get(name.len()) == Some(&b'.') {
+                return None;
+            }
+        }
+        found
+    }
+
+    /// A cookie session opened before: the same checks as a fresh one, without decrypting and parsing again.
+    async fn cached(&self, headers: &HeaderMap, now: u64) -> Result<Option<Current>, StoreError> {
+        let Some(raw) = self.single_cookie_value(headers) else {
+            return Ok(None);
+        };
+        let Some(hit) = self.opened.lock().ok().and_then(|c| c.get(raw).cloned()) else {
+            return Ok(None);
+        };
+        let session = hit.session;
+        let Some(rewrite) = self.admit(&session, hit.old_key, now).await? else {
+            return Ok(None);
+        };
+        let names_sent = vec![self.codec.session_name().to_owned()];
         Ok(Some(Current {
             session,
-            id,
-            names_sent: opened.names_sent,
+            id: None,
+            names_sent,
             rewrite,
         }))
     }
