@@ -7,10 +7,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc: the request path allocates many small, short-lived objects; it measurably beats the system allocator
-/// there (see README, Performance).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use logto_gate::config::{Config, ENV_CONFIG_PATH};
 
 #[derive(Parser)]
@@ -45,6 +41,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Every connection is a descriptor: allow as many as the hard limit does (systemd and containers often leave the
+    // soft limit at 1024 while the hard limit is far higher).
+    let fd_limit = rlimit::increase_nofile_limit(u64::MAX).ok();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -56,6 +55,7 @@ fn main() -> ExitCode {
         Some(Command::Check) => runtime.block_on(check(config)),
         None => {
             logto_gate::logging::init(&config.log);
+            tracing::debug!(limit = ?fd_limit, "open file limit");
             match runtime.block_on(logto_gate::run(config, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -22,7 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 
-type Body = BoxBody<Bytes, Infallible>;
+type Body = BoxBody<Bytes, std::io::Error>;
 
 /// What reached the upstream.
 #[derive(Debug, Clone)]
@@ -107,7 +107,7 @@ impl Drop for Upstream {
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).boxed()
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
 fn query_number(req: &Request<Incoming>, name: &str) -> u64 {
@@ -145,7 +145,7 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resp
                 }
                 let n = left.min(chunk.len());
                 left -= n;
-                Some(Ok::<_, Infallible>(Frame::data(chunk.slice(..n))))
+                Some(Ok::<_, std::io::Error>(Frame::data(chunk.slice(..n))))
             }));
             Response::builder()
                 .header("content-type", "application/octet-stream")
@@ -167,6 +167,20 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resp
                 }
             }
             json_response(json!({"bytes": bytes, "sum": sum}))
+        }
+        "/reset-mid-body" => {
+            // Headers and part of the body, then the connection is cut (an upstream crashing mid-response).
+            let chunks: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+                Ok(Frame::data(Bytes::from(vec![b'x'; 64 * 1024]))),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "upstream died",
+                )),
+            ];
+            Response::builder()
+                .header("content-length", "1048576")
+                .body(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(chunks))))
+                .unwrap_or_else(|_| Response::new(full("")))
         }
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(query_number(&req, "ms"))).await;

@@ -1,0 +1,154 @@
+//! The fuzzed code paths, shared by the cargo-fuzz targets and the stable smoke test. Each function takes
+//! arbitrary bytes, must never panic, and checks the invariants its parser promises.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use http::header::{HeaderMap, HeaderValue, COOKIE};
+use logto_gate::config::{Config, Secret, SessionConfig, StoreKind};
+use logto_gate::oidc::jwt::UnverifiedJwt;
+use logto_gate::policy::path::normalise;
+use logto_gate::return_path::ReturnPath;
+use logto_gate::session::{CookieCodec, Session};
+
+fn codec() -> &'static CookieCodec {
+    static C: OnceLock<CookieCodec> = OnceLock::new();
+    C.get_or_init(|| {
+        CookieCodec::new(&SessionConfig {
+            secrets: vec![Secret::new("fuzzing-secret-fuzzing-secret-0123456789".into())],
+            cookie_name: "logto_gate".into(),
+            lifetime: Duration::from_secs(3600),
+            idle_timeout: None,
+            secure_cookies: true,
+            store: StoreKind::Cookie,
+            redis_url: None,
+            redis_key_prefix: "f:".into(),
+        })
+    })
+}
+
+/// The Cookie header: parsing, opening (chunks included), the session JSON, and stripping for the upstream.
+pub fn session_cookie(data: &[u8]) {
+    let Ok(value) = HeaderValue::from_bytes(data) else {
+        return;
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(COOKIE, value);
+    if let Some(opened) = codec().read_session_cookie(&headers) {
+        // Only the gate can seal a cookie: random bytes must never open.
+        let _ = serde_json::from_str::<Session>(&opened.plaintext);
+        panic!("random bytes opened as a session cookie");
+    }
+    let _ = codec().read_attempt(&headers, &"a".repeat(43), 0);
+    codec().strip_gate_cookies(&mut headers);
+    for v in headers.get_all(COOKIE) {
+        let text = v.to_str().unwrap_or("");
+        for pair in text.split(';') {
+            let name = pair.trim().split('=').next().unwrap_or("");
+            assert!(
+                !codec().is_gate_cookie(name),
+                "a gate cookie survived stripping: {name}"
+            );
+        }
+    }
+}
+
+/// The return path after sign-in: whatever comes in, what goes out is a same-origin path.
+pub fn return_path(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    for p in [
+        ReturnPath::parse_or_root(text),
+        ReturnPath::parse_same_origin_or_root(text, "https://app.example.com"),
+    ] {
+        let s = p.as_str();
+        assert!(s.starts_with('/'), "{s:?}");
+        assert!(!s.starts_with("//") && !s.starts_with("/\\"), "{s:?}");
+        assert!(s.bytes().all(|b| b.is_ascii_graphic()), "{s:?}");
+        let lower = s.to_ascii_lowercase();
+        assert!(!lower.contains("%2f") && !lower.contains("%5c"), "{s:?}");
+    }
+}
+
+fn config() -> &'static Config {
+    static C: OnceLock<Config> = OnceLock::new();
+    C.get_or_init(|| {
+        let toml = r#"
+            [server]
+            public_url = "https://app.example.com"
+            [upstream]
+            url = "http://127.0.0.1:9"
+            [logto]
+            endpoint = "https://t.logto.app"
+            app_id = "a"
+            app_secret = "s"
+            [session]
+            secret = "0123456789abcdef0123456789abcdef"
+            [[rules]]
+            prefix = "/public"
+            allow = "public"
+            [[rules]]
+            path = "/api/(v1|v2)/"
+            methods = ["GET"]
+            roles = ["reader"]
+            [[rules]]
+            prefix = "/admin"
+            allow = "deny"
+        "#;
+        match Config::from_toml_str(toml, Vec::new()) {
+            Ok(c) => c,
+            Err(e) => panic!("fuzz config: {e}"),
+        }
+    })
+}
+
+/// Path normalisation and rule matching: normalising is idempotent, a normal path has no dot segments or double
+/// slashes, and no path that normalises under /admin is ever public.
+pub fn path_and_rules(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let raw = if text.starts_with('/') {
+        text.to_owned()
+    } else {
+        format!("/{text}")
+    };
+    let Ok(once) = normalise(&raw, false) else { return };
+    let twice = normalise(&once, false).map(|c| c.into_owned());
+    assert_eq!(
+        twice.as_deref(),
+        Ok(once.as_ref()),
+        "normalising is not idempotent for {raw:?}"
+    );
+    assert!(
+        !once.contains("//") && !once.contains("/./") && !once.contains("/../"),
+        "{once:?}"
+    );
+    let access = config().policy.route("GET", Some("app.example.com"), &once);
+    if once == "/admin" || once.starts_with("/admin/") {
+        assert!(
+            matches!(access, logto_gate::policy::Access::Deny),
+            "{raw:?} slipped past the /admin rule"
+        );
+    }
+}
+
+/// The configuration loader: TOML and environment values, never a panic.
+pub fn config_text(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let (toml, env) = text.split_once("\n---\n").unwrap_or((text, ""));
+    let env: Vec<(String, String)> = env
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (format!("LOGTO_GATE_{k}"), v.to_owned()))
+        .collect();
+    let _ = Config::from_toml_str(toml, env);
+}
+
+/// Token parsing and verification: never a panic, and nothing verifies against an empty key set.
+pub fn jwt(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(t) = UnverifiedJwt::parse(text) {
+        let empty: openidconnect::core::CoreJsonWebKeySet =
+            serde_json::from_str(r#"{"keys":[]}"#).unwrap_or_else(|_| panic!("empty key set"));
+        assert!(t.verify(&empty).is_err(), "a token verified against no keys");
+    }
+}

@@ -1,0 +1,165 @@
+//! Faults around the gate: Logto down then up, an upstream that dies mid-body, clients that hang up mid-upload and
+//! mid-download, and ten thousand concurrent keep-alive connections.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn logto_down_at_start_is_retried_in_the_background_until_it_answers() {
+    let idp_port = free_port();
+    let endpoint = format!("http://127.0.0.1:{idp_port}");
+    let upstream = Upstream::start().await;
+    let mut public = String::new();
+    let gate = TestGate::start_unready(&endpoint, &upstream.url(), "", "", |t| t, |p| public = p.to_owned()).await;
+    wait_for_status(&format!("{}/_logto/healthz", gate.url()), 200).await;
+    assert_eq!(
+        reqwest::get(format!("{}/_logto/readyz", gate.url()))
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    // Logto comes up later, on the address the gate was configured with.
+    let idp = Idp::start(IdpOptions {
+        port: Some(idp_port),
+        ..Default::default()
+    });
+    idp.register_client(APP_ID, APP_SECRET, &public);
+    wait_for_status(&format!("{}/_logto/readyz", gate.url()), 200).await;
+    Browser::new(&idp).sign_in(&gate, "/").await;
+}
+
+#[tokio::test]
+async fn an_upstream_dying_mid_body_does_not_hurt_the_gate() {
+    let s = Stack::start().await;
+    let b = s.browser();
+    b.sign_in(&s.gate, "/").await;
+    for _ in 0..5 {
+        // Either the upstream died before its headers got out (502 from the gate), or the client sees the response
+        // break off: a truncated body is an error, never a silent success.
+        let resp = b.client.get(format!("{}/reset-mid-body", s.gate.url())).send().await;
+        if let Ok(r) = resp {
+            match r.status() {
+                StatusCode::BAD_GATEWAY => {}
+                StatusCode::OK => assert!(r.bytes().await.is_err(), "the truncated body must not look complete"),
+                other => panic!("unexpected {other}"),
+            }
+        }
+    }
+    let ok = b.client.get(format!("{}/after", s.gate.url())).send().await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK, "the gate keeps serving");
+}
+
+#[tokio::test]
+async fn clients_hanging_up_mid_upload_and_mid_download_leak_nothing() {
+    let s = Stack::start().await;
+    let b = s.browser();
+    b.sign_in(&s.gate, "/").await;
+    let cookie = b.cookie(&s.gate.url(), "logto_gate").unwrap();
+    // Warm the pools, then take the baseline.
+    for _ in 0..3 {
+        b.client.get(format!("{}/warm", s.gate.url())).send().await.unwrap();
+    }
+    let baseline = open_fds();
+    for _ in 0..20 {
+        // Mid-upload: announce 10 MiB, send 64 KiB, hang up.
+        let mut up = tokio::net::TcpStream::connect(("127.0.0.1", s.gate.port))
+            .await
+            .unwrap();
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nHost: x\r\nCookie: logto_gate={cookie}\r\nContent-Length: 10485760\r\n\r\n"
+        );
+        up.write_all(head.as_bytes()).await.unwrap();
+        up.write_all(&vec![b'u'; 64 * 1024]).await.unwrap();
+        drop(up);
+        // Mid-download: ask for 100 MiB, read a little, hang up.
+        let resp = b
+            .client
+            .get(format!("{}/download?bytes={}", s.gate.url(), 100 * 1024 * 1024))
+            .send()
+            .await
+            .unwrap();
+        let mut stream = resp.bytes_stream();
+        let _ = stream.next().await;
+        drop(stream);
+    }
+    // Everything the hang-ups left behind is closed again (bounded wait; the gate notices at its own pace).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = open_fds();
+        if now <= baseline + 8 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "file descriptors leaked: {baseline} before, {now} after"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ok = b.client.get(format!("{}/after", s.gate.url())).send().await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn ten_thousand_concurrent_keep_alive_connections_are_held() {
+    const N: usize = 10_000;
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    idp.register_client(APP_ID, APP_SECRET, &public);
+    let dir = tempfile::tempdir().unwrap();
+    let toml = gate_toml(&public, &upstream.url(), &idp.endpoint(), "", "")
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+    let path = dir.path().join("gate.toml");
+    std::fs::write(&path, toml).unwrap();
+    // A process of its own: the gate raises its descriptor limit itself, the test holds the client ends.
+    let _gate = GateProcess::spawn(&["--config", path.to_str().unwrap()], &[]);
+    wait_for_status(&format!("{public}/_logto/readyz"), 200).await;
+
+    let mut conns = Vec::with_capacity(N);
+    let request = b"GET /_logto/healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    for chunk in 0..N / 500 {
+        let mut batch = Vec::new();
+        for _ in 0..500 {
+            batch.push(tokio::spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+                s.write_all(request).await?;
+                let mut buf = [0u8; 12];
+                s.read_exact(&mut buf).await?;
+                Ok::<_, std::io::Error>((s, buf))
+            }));
+        }
+        for t in batch {
+            let (s, head) = t
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("connection in batch {chunk}: {e}"));
+            assert_eq!(&head, b"HTTP/1.1 200");
+            conns.push(s);
+        }
+    }
+    assert_eq!(conns.len(), N);
+    // With all of them open, a new client is still served, and an old connection still works.
+    let fresh = reqwest::get(format!("{public}/_logto/healthz")).await.unwrap();
+    assert_eq!(fresh.status(), StatusCode::OK);
+    let mut first = conns.swap_remove(0);
+    let mut rest = vec![0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_millis(200), first.read(&mut rest)).await;
+    first.write_all(request).await.unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(10), first.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+}
