@@ -107,9 +107,14 @@ impl Oidc {
         if let Some(l) = self.loaded() {
             return Ok(l);
         }
+        let waited = Instant::now();
         let _guard = self.refetch.lock().await;
         if let Some(l) = self.loaded() {
             return Ok(l);
+        }
+        // Another attempt held the lock and failed (Logto slow or down): answer now instead of waiting as long again.
+        if waited.elapsed() > Duration::from_secs(1) {
+            return Err(IdpError::Unreachable("the last attempt to reach Logto failed".into()).into());
         }
         let loaded = Arc::new(self.fetch_all().await?);
         self.store(loaded.clone());

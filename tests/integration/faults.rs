@@ -163,3 +163,41 @@ async fn ten_thousand_concurrent_keep_alive_connections_are_held() {
         .unwrap();
     assert_eq!(&head, b"HTTP/1.1 200");
 }
+
+#[tokio::test]
+async fn a_logto_that_accepts_but_never_answers_gives_a_clear_503_not_a_hang() {
+    // A listener that accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            open.push(s);
+        }
+    });
+    let upstream = Upstream::start().await;
+    let gate = TestGate::start_unready(&endpoint, &upstream.url(), "", "", |t| t, |_| {}).await;
+    wait_for_status(&format!("{}/_logto/healthz", gate.url()), 200).await;
+    let started = std::time::Instant::now();
+    let resp = reqwest::Client::new()
+        .get(format!("{}/page", gate.url()))
+        .header("accept", "text/html")
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.text().await.unwrap().contains("Logto is unreachable"));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "bounded by one IdP timeout, not two"
+    );
+    assert_eq!(
+        reqwest::get(format!("{}/_logto/readyz", gate.url()))
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    held.abort();
+}
