@@ -213,6 +213,34 @@ impl Oidc {
         append_query(&loaded.metadata.authorization_endpoint, &params)
     }
 
+    /// One request to the token endpoint with `client_secret_basic` (RFC 6749 §2.3.1, §5.1, §5.2).
+    async fn token_request(&self, loaded: &Loaded, form: &[(&str, &str)]) -> Result<TokenSet, TokenEndpointError> {
+        let resp = self
+            .http
+            .post_form(
+                &loaded.metadata.token_endpoint,
+                &self.config.app_id,
+                self.config.app_secret.expose(),
+                form,
+            )
+            .await
+            .map_err(TokenEndpointError::Unreachable)?;
+        if resp.status.is_success() {
+            return serde_json::from_slice(&resp.body)
+                .map_err(|e| TokenEndpointError::Unusable(format!("the token response is not usable: {e}")));
+        }
+        match serde_json::from_slice::<OAuthError>(&resp.body) {
+            Ok(e) => Err(TokenEndpointError::Refused {
+                error: e.error,
+                description: e.error_description.unwrap_or_default(),
+            }),
+            Err(_) => Err(TokenEndpointError::Unusable(format!(
+                "token endpoint answered {}",
+                resp.status
+            ))),
+        }
+    }
+
     /// Uses a refresh token (RFC 6749 §6). Logto rotates it: the response carries the next one, and this one must
     /// never be sent again. `resource` is sent again, as Logto requires for a JWT access token.
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenSet, RefreshError> {
@@ -224,31 +252,12 @@ impl Oidc {
         if let Some(r) = self.config.resources.first() {
             form.push(("resource", r));
         }
-        let resp = self
-            .http
-            .post_form(
-                &loaded.metadata.token_endpoint,
-                &self.config.app_id,
-                self.config.app_secret.expose(),
-                &form,
-            )
-            .await
-            .map_err(|e| RefreshError::Unavailable(e.to_string()))?;
-        if resp.status.is_success() {
-            return serde_json::from_slice(&resp.body)
-                .map_err(|e| RefreshError::Unavailable(format!("the token response is not usable: {e}")));
-        }
-        match serde_json::from_slice::<OAuthError>(&resp.body) {
-            Ok(e) if e.error == "invalid_grant" => Err(RefreshError::Revoked(e.error_description.unwrap_or(e.error))),
-            Ok(e) => Err(RefreshError::Unavailable(format!(
-                "token endpoint answered {}: {}",
-                resp.status, e.error
-            ))),
-            Err(_) => Err(RefreshError::Unavailable(format!(
-                "token endpoint answered {}",
-                resp.status
-            ))),
-        }
+        self.token_request(&loaded, &form).await.map_err(|e| match e {
+            TokenEndpointError::Refused { error, description } if error == "invalid_grant" => {
+                RefreshError::Revoked(if description.is_empty() { error } else { description })
+            }
+            other => RefreshError::Unavailable(other.to_string()),
+        })
     }
 
     /// Logto's organization token (`logto.organization_id`): the refresh grant with `organization_id`. Logto answers
@@ -270,25 +279,15 @@ impl Oidc {
             ("refresh_token", refresh_token),
             ("organization_id", organization_id),
         ];
-        let resp = self
-            .http
-            .post_form(
-                &loaded.metadata.token_endpoint,
-                &self.config.app_id,
-                self.config.app_secret.expose(),
-                &form,
-            )
-            .await
-            .map_err(|e| RefreshError::Unavailable(e.to_string()))?;
-        if !resp.status.is_success() {
-            return Err(match serde_json::from_slice::<OAuthError>(&resp.body) {
-                Ok(e) if e.error == "invalid_grant" => RefreshError::Revoked(e.error_description.unwrap_or(e.error)),
-                Ok(e) => RefreshError::Denied(format!("{}: {}", e.error, e.error_description.unwrap_or_default())),
-                Err(_) => RefreshError::Unavailable(format!("token endpoint answered {}", resp.status)),
-            });
-        }
-        let tokens: TokenSet = serde_json::from_slice(&resp.body)
-            .map_err(|e| RefreshError::Unavailable(format!("the token response is not usable: {e}")))?;
+        let tokens = self.token_request(&loaded, &form).await.map_err(|e| match e {
+            TokenEndpointError::Refused { error, description } if error == "invalid_grant" => {
+                RefreshError::Revoked(if description.is_empty() { error } else { description })
+            }
+            TokenEndpointError::Refused { error, description } => {
+                RefreshError::Denied(format!("{error}: {description}"))
+            }
+            other => RefreshError::Unavailable(other.to_string()),
+        })?;
         let invalid = |e: String| RefreshError::Unavailable(format!("the organization token was refused: {e}"));
         let claims = self
             .verify_signature(&loaded, &tokens.access_token)
@@ -359,34 +358,14 @@ impl Oidc {
             // Logto returns a JWT access token only when `resource` is sent to the token endpoint too.
             form.push(("resource", r));
         }
-        let resp = self
-            .http
-            .post_form(
-                &loaded.metadata.token_endpoint,
-                &self.config.app_id,
-                self.config.app_secret.expose(),
-                &form,
-            )
-            .await?;
-        if resp.status.is_success() {
-            return serde_json::from_slice(&resp.body)
-                .map_err(|e| IdpError::BadResponse(format!("the token response is not usable: {e}")).into());
-        }
-        let err: Option<OAuthError> = serde_json::from_slice(&resp.body).ok();
-        match err {
-            Some(e) if e.error == "invalid_grant" => {
-                Err(ClientError::CodeRejected(e.error_description.unwrap_or(e.error)).into())
+        self.token_request(loaded, &form).await.map_err(|e| match e {
+            TokenEndpointError::Unreachable(idp) => idp.into(),
+            TokenEndpointError::Refused { error, description } if error == "invalid_grant" => {
+                ClientError::CodeRejected(if description.is_empty() { error } else { description }).into()
             }
-            Some(e) if e.error == "invalid_client" => Err(IdpError::InvalidClient.into()),
-            Some(e) => Err(IdpError::BadResponse(format!(
-                "token endpoint answered {}: {} {}",
-                resp.status,
-                e.error,
-                e.error_description.unwrap_or_default()
-            ))
-            .into()),
-            None => Err(IdpError::BadResponse(format!("token endpoint answered {}", resp.status)).into()),
-        }
+            TokenEndpointError::Refused { error, .. } if error == "invalid_client" => IdpError::InvalidClient.into(),
+            other => IdpError::BadResponse(other.to_string()).into(),
+        })
     }
 
     /// Verifies an ID token (OIDC Core §3.1.3.7) and returns its claims. An unknown `kid` re-fetches the key set
@@ -519,6 +498,17 @@ impl Oidc {
             None => self.config.post_logout_redirect_uri.clone(),
         }
     }
+}
+
+/// How a token endpoint request failed.
+#[derive(Debug, thiserror::Error)]
+enum TokenEndpointError {
+    #[error("{0}")]
+    Unreachable(IdpError),
+    #[error("token endpoint refused the request: {error} {description}")]
+    Refused { error: String, description: String },
+    #[error("{0}")]
+    Unusable(String),
 }
 
 /// How old a back-channel logout token may be; its `jti` is remembered this long to refuse replays.
