@@ -1,0 +1,417 @@
+//! The gate's own endpoints under `/_logto/`: sign-in, callback, sign-out, userinfo, forward-auth, the assertion key
+//! set, back-channel logout and readiness. Proxied requests go through the pipeline in `gate/mod.rs`.
+
+use super::*;
+
+impl Gate {
+    /// `/_logto/auth`: forward-auth for nginx `auth_request`, Traefik ForwardAuth and Envoy ext_authz (HTTP).
+    /// 202 with identity headers when allowed, 401 without a session, 403 when denied. The original method and URI
+    /// come from `X-Forwarded-Method` and `X-Forwarded-Uri` / `X-Original-URI` only when the peer is a trusted proxy.
+    /// Envoy calls `/_logto/auth/<original path>` with the original method and expects 200 when allowed; from a
+    /// trusted peer that form is honoured too.
+    pub(super) async fn forward_auth(
+        &self,
+        req: &Request<Incoming>,
+        peer: SocketAddr,
+        cookies: &mut Vec<HeaderValue>,
+    ) -> Result<Response<Body>, GateError> {
+        let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        // Envoy form: /_logto/auth/<original path>, with the original method and query.
+        let envoy_path = req
+            .uri()
+            .path()
+            .strip_prefix(paths::AUTH)
+            .filter(|rest| rest.starts_with('/'));
+        let (method, uri) = match (trusted, envoy_path) {
+            (true, Some(rest)) => (req.method().as_str().to_owned(), rest.to_owned()),
+            (true, None) => (
+                header("x-forwarded-method").unwrap_or(req.method().as_str()).to_owned(),
+                header("x-forwarded-uri")
+                    .or(header("x-original-uri"))
+                    .unwrap_or("/")
+                    .to_owned(),
+            ),
+            (false, _) => (req.method().as_str().to_owned(), req.uri().path().to_owned()),
+        };
+        let raw_path = uri.split(['?', '#']).next().unwrap_or("/");
+        let path = policy::path::normalise(raw_path, self.config.server.allow_encoded_slashes)
+            .map_err(|e| ClientError::BadRequest(e.to_string()))?;
+        let host = request_host(req, trusted);
+        let principal = match self.config.policy.route(&method, host.as_deref(), &path) {
+            Access::Deny => return Err(ClientError::RouteDenied.into()),
+            Access::Public => None,
+            Access::Require(requirements) => {
+                let Some(principal) = self.authenticate(req.headers(), cookies).await? else {
+                    return Ok(self.unauthorized());
+                };
+                authorize(&principal, requirements)?;
+                Some(principal)
+            }
+        };
+        let mut resp = Response::new(body::empty());
+        // nginx and Traefik take any 2xx; Envoy's HTTP ext_authz allows only 200.
+        *resp.status_mut() = if envoy_path.is_some() && trusted {
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        };
+        if let Some(principal) = &principal {
+            let headers = resp.headers_mut();
+            self.add_identity(headers, principal)?;
+            let claims = principal.claims();
+            for (name, claim) in [
+                ("x-auth-request-user", "sub"),
+                ("x-auth-request-email", "email"),
+                ("x-auth-request-preferred-username", "username"),
+                ("x-auth-request-groups", "roles"),
+            ] {
+                if let Some(v) = claims.get(claim).and_then(identity::header_value) {
+                    headers.insert(http::HeaderName::from_static(name), v);
+                }
+            }
+        }
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(resp)
+    }
+
+    /// `/_logto/jwks.json`: the public key set that verifies `X-Logto-Gate-Assertion`.
+    pub(super) fn jwks(&self) -> Result<Response<Body>, GateError> {
+        let signer = self.assertion.as_ref().ok_or(ClientError::NotFound)?;
+        let mut resp = Response::new(body::full(signer.jwks()));
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/jwk-set+json"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+        Ok(resp)
+    }
+
+    /// `/_logto/sign-in?redirect=/path`: starts an attempt; the return path falls back to `/` unless it is a
+    /// same-origin path.
+    pub(super) async fn sign_in(&self, req: &Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, GateError> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Err(ClientError::MethodNotAllowed.into());
+        }
+        let params = single_valued_query(req.uri().query())?;
+        let origin = self.config.server.public_url.origin();
+        let from_proxy = || {
+            // nginx's error_page hands the original URI over in a header, as its auth_request subrequest does.
+            let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
+            let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+            trusted.then(|| h("x-original-uri").or(h("x-forwarded-uri"))).flatten()
+        };
+        let return_to = match params.iter().find(|(k, _)| k == "redirect") {
+            Some((_, v)) => ReturnPath::parse_same_origin_or_root(v, origin),
+            None => from_proxy().map_or_else(ReturnPath::root, |v| ReturnPath::parse_same_origin_or_root(v, origin)),
+        };
+        self.start_sign_in(return_to).await
+    }
+
+    /// Creates a sign-in attempt (state, nonce, PKCE verifier in its own encrypted cookie) and redirects to Logto.
+    pub(super) async fn start_sign_in(&self, return_to: ReturnPath) -> Result<Response<Body>, GateError> {
+        let loaded = self.oidc.ensure_loaded().await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let attempt = SignInAttempt {
+            state: CsrfToken::new_random_len(32).secret().clone(),
+            nonce: Nonce::new_random_len(32).secret().clone(),
+            pkce_verifier: verifier.secret().clone(),
+            return_to: return_to.as_str().to_owned(),
+            created: session::now(),
+        };
+        let cookie = self
+            .sessions
+            .codec()
+            .attempt_cookie(&attempt)
+            .map_err(GateError::Internal)?;
+        self.metrics.sign_in_started();
+        let url = self
+            .oidc
+            .authorization_url(&loaded, &attempt.state, &attempt.nonce, challenge.as_str());
+        let mut resp = pages::redirect(StatusCode::FOUND, &url);
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+        Ok(resp)
+    }
+
+    /// `/_logto/callback`: finishes an attempt. The attempt cookie is cleared whatever the outcome.
+    pub(super) async fn callback(&self, req: &Request<Incoming>, html: bool) -> Response<Body> {
+        let params = single_valued_query(req.uri().query());
+        let state = params
+            .as_ref()
+            .ok()
+            .and_then(|p| p.iter().find(|(k, _)| k == "state").map(|(_, v)| v.clone()));
+        let result = match params {
+            Ok(params) if req.method() == Method::GET => self.finish_sign_in(req, &params).await,
+            Ok(_) => Err(ClientError::MethodNotAllowed.into()),
+            Err(e) => Err(e),
+        };
+        let mut resp = match result {
+            Ok(r) => {
+                self.metrics.sign_in_completed();
+                r
+            }
+            Err(e) => {
+                self.metrics.sign_in_failed();
+                self.fail(e, html, req.method())
+            }
+        };
+        if let Some(clear) = state
+            .as_deref()
+            .and_then(|s| self.sessions.codec().clear_attempt_cookie(s))
+        {
+            resp.headers_mut().append(header::SET_COOKIE, clear);
+        }
+        resp
+    }
+
+    pub(super) async fn finish_sign_in(
+        &self,
+        req: &Request<Incoming>,
+        params: &[(String, String)],
+    ) -> Result<Response<Body>, GateError> {
+        let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let now = session::now();
+        let state = get("state").ok_or(ClientError::AttemptNotFound)?;
+        // Without a matching attempt nothing from the query is trusted or shown (not even an error text).
+        let attempt = self
+            .sessions
+            .codec()
+            .read_attempt(req.headers(), state, now)
+            .ok_or(ClientError::AttemptNotFound)?;
+        if let Some(error) = get("error") {
+            return Err(ClientError::SignInDenied {
+                error: error.chars().take(64).collect(),
+                description: get("error_description").unwrap_or("").chars().take(300).collect(),
+            }
+            .into());
+        }
+        let loaded = self.oidc.ensure_loaded().await?;
+        // RFC 9207 §2.4: the issuer on the response must be ours; when the provider says it sends one, require it.
+        match get("iss") {
+            Some(iss) if iss != self.config.logto.issuer => {
+                return Err(ClientError::IssuerMismatch(iss.chars().take(200).collect()).into())
+            }
+            None if loaded.metadata.authorization_response_iss_parameter_supported => {
+                return Err(ClientError::IssuerMismatch(String::new()).into())
+            }
+            _ => {}
+        }
+        let code = get("code")
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| ClientError::BadRequest("the callback has no authorization code".into()))?;
+
+        let tokens = self.oidc.exchange_code(&loaded, code, &attempt.pkce_verifier).await?;
+        let id_token = tokens
+            .id_token
+            .as_deref()
+            .ok_or_else(|| IdpError::BadResponse("the token response has no id_token".into()))?;
+        let mut claims = self
+            .oidc
+            .verify_id_token(&loaded, id_token, &attempt.nonce, now)
+            .await?;
+        if self.needs_userinfo {
+            let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("").to_owned();
+            let extra = self.oidc.userinfo(&loaded, &tokens.access_token, &sub).await?;
+            for (k, v) in extra {
+                claims.entry(k).or_insert(v);
+            }
+        }
+        let mut session = self.new_session(claims, &tokens, now);
+        match self.apply_organization_token(&mut session, now).await {
+            Ok(()) => {}
+            Err(RefreshError::Denied(why)) => {
+                tracing::info!(sub = session.sub(), reason = %why, "no organization token at sign-in");
+                let who = session
+                    .claims
+                    .get("username")
+                    .and_then(Value::as_str)
+                    .unwrap_or(session.sub())
+                    .to_owned();
+                let org = self.config.logto.organization_id.clone().unwrap_or_default();
+                return Err(ClientError::Forbidden {
+                    who,
+                    required: format!("membership of the organization {org}"),
+                }
+                .into());
+            }
+            Err(RefreshError::Revoked(why)) => return Err(IdpError::BadResponse(why).into()),
+            Err(RefreshError::Unavailable(why)) => return Err(IdpError::Unreachable(why).into()),
+        }
+        tracing::info!(sub = session.sub(), "signed in");
+        // The request may carry an older session (or its chunks): those cookies are replaced or cleared.
+        let previous = self
+            .sessions
+            .codec()
+            .read_session_cookie(req.headers())
+            .map(|c| Current {
+                session: session.clone(),
+                id: None,
+                names_sent: c.names_sent,
+                rewrite: true,
+            });
+        let cookies = match self.sessions.save(previous.as_ref(), session, now).await {
+            Ok(c) => c,
+            Err(SaveError::Store(e)) => return Err(e.into()),
+            Err(SaveError::Internal(e)) => return Err(GateError::Internal(e)),
+        };
+        let target = self.config.server.public_url.join(&attempt.return_to);
+        let mut resp = pages::redirect(StatusCode::FOUND, &target);
+        for c in cookies {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
+        Ok(resp)
+    }
+
+    pub(super) fn new_session(
+        &self,
+        mut claims: Map<String, Value>,
+        tokens: &crate::oidc::TokenSet,
+        now: u64,
+    ) -> Session {
+        let sid = claims.get("sid").and_then(Value::as_str).map(str::to_owned);
+        // The scopes granted (RFC 6749 §5.1: absent means as requested), for `scopes` rules.
+        let scope = tokens
+            .scope
+            .clone()
+            .unwrap_or_else(|| self.config.logto.scopes.join(" "));
+        claims.insert("scope".to_owned(), Value::String(scope));
+        Session {
+            claims: identity::prune(&claims, &self.kept_claims),
+            iat: now,
+            exp: now + self.sessions.codec().lifetime_secs(),
+            rt: tokens.refresh_token.clone(),
+            at: self
+                .config
+                .upstream
+                .pass_access_token
+                .then(|| tokens.access_token.clone()),
+            at_exp: tokens.expires_in.map(|s| now + s),
+            sid,
+            seen: now,
+            refresh_at: tokens.expires_in.map(|s| Session::refresh_time(now, s)),
+        }
+    }
+
+    /// `/_logto/sign-out`: clears the session and ends Logto's session too.
+    pub(super) async fn sign_out(&self, req: &Request<Incoming>) -> Result<Response<Body>, GateError> {
+        let status = match *req.method() {
+            Method::GET | Method::HEAD => StatusCode::FOUND,
+            Method::POST => StatusCode::SEE_OTHER,
+            _ => return Err(ClientError::MethodNotAllowed.into()),
+        };
+        if let Ok(Some(c)) = self.sessions.load(req.headers(), session::now()).await {
+            tracing::info!(sub = c.session.sub(), "signed out");
+        }
+        let mut resp = pages::redirect(status, &self.oidc.end_session_url());
+        for c in self.sessions.destroy(req.headers()).await {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
+        Ok(resp)
+    }
+
+    /// `/_logto/userinfo`: the signed-in identity as JSON, 401 without a session.
+    pub(super) async fn userinfo(
+        &self,
+        req: &Request<Incoming>,
+        cookies: &mut Vec<HeaderValue>,
+    ) -> Result<Response<Body>, GateError> {
+        match self.authenticate(req.headers(), cookies).await? {
+            Some(Principal::Session(c)) => Ok(pages::json_response(StatusCode::OK, &c.session.identity_json())),
+            Some(Principal::Bearer(claims)) => Ok(pages::json_response(StatusCode::OK, &Value::Object(claims))),
+            None => {
+                let mut resp = Page::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "Not signed in",
+                    "No valid session.",
+                )
+                .render(false);
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"logto-gate\""),
+                );
+                Ok(resp)
+            }
+        }
+    }
+
+    /// `/_logto/backchannel-logout`: Logto's back-channel logout (OpenID Connect Back-Channel Logout 1.0 §2.5):
+    /// a POSTed `logout_token` ends the matching sessions. Answers 200, or 400 with an OAuth error body.
+    pub(super) async fn backchannel_logout(&self, req: Request<Incoming>) -> Result<Response<Body>, GateError> {
+        if req.method() != Method::POST {
+            return Err(ClientError::MethodNotAllowed.into());
+        }
+        let refuse = |why: &str| {
+            tracing::info!(reason = why, "back-channel logout refused");
+            pages::json_response(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({"error": "invalid_request", "error_description": why}),
+            )
+        };
+        let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return Ok(refuse("the request body is unreadable or larger than 64 KiB")),
+        };
+        let params = match single_valued_query(std::str::from_utf8(&body).ok()) {
+            Ok(p) => p,
+            Err(_) => return Ok(refuse("a parameter is given more than once")),
+        };
+        let Some((_, token)) = params.iter().find(|(k, _)| k == "logout_token") else {
+            return Ok(refuse("logout_token is missing"));
+        };
+        let now = session::now();
+        let claims = match self.oidc.verify_logout_token(token, now).await {
+            Ok(c) => c,
+            Err(TokenError::Invalid(e)) => return Ok(refuse(&e.to_string())),
+            Err(TokenError::Gate(g)) => return Err(g),
+        };
+        let get = |k: &str| claims.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
+        let jti = get("jti").unwrap_or_default();
+        let keep_jti_for = Duration::from_secs(crate::oidc::LOGOUT_TOKEN_MAX_AGE + 2 * crate::oidc::jwt::LEEWAY_SECS);
+        if !self.sessions.first_use_of_jti(jti, keep_jti_for, now).await? {
+            return Ok(refuse("this logout token was already used (jti replay)"));
+        }
+        let logout_at = claims.get("iat").and_then(Value::as_u64).unwrap_or(now);
+        let ended = self.sessions.revoke(get("sid"), get("sub"), logout_at).await?;
+        tracing::info!(
+            sid = get("sid"),
+            sub = get("sub"),
+            sessions = ended,
+            "back-channel logout"
+        );
+        let mut resp = Response::new(body::empty());
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(resp)
+    }
+
+    /// `/_logto/readyz`: ready once Logto's discovery document and keys are loaded and, when configured, Redis
+    /// answers.
+    pub(super) async fn readyz(&self) -> Response<Body> {
+        match self.readiness().await {
+            Ok(issuer) => pages::json_response(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ready", "issuer": issuer}),
+            ),
+            Err(reason) => pages::json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"status": "not_ready", "reason": reason}),
+            ),
+        }
+    }
+
+    /// Ready (the issuer) or why not: draining, Logto not loaded yet, Redis unreachable.
+    pub async fn readiness(&self) -> Result<String, String> {
+        if self.draining.load(Ordering::Acquire) {
+            return Err("shutting down".into());
+        }
+        let loaded = self
+            .oidc
+            .loaded()
+            .ok_or("Logto discovery document and keys not loaded yet")?;
+        self.sessions.ready().await.map_err(|e| e.to_string())?;
+        Ok(loaded.metadata.issuer.clone())
+    }
+}

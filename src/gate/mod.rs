@@ -1,0 +1,647 @@
+//! The request pipeline, top to bottom in one place:
+//!
+//! 1. **classify**: a gate endpoint under `/_logto/`, or a request for the app.
+//! 2. **authenticate**: read the session cookie; no network call, ever, on this path.
+//! 3. **challenge** (signed out): a browser navigation is sent to Logto and comes back to the URL it asked for;
+//!    anything else gets 401 with `WWW-Authenticate: Bearer`.
+//! 4. **rewrite**: strip spoofed identity headers and the gate's cookies, set `X-Forwarded-*`, inject identity.
+//! 5. **forward**: stream to the upstream and back, upgrades included.
+//! 6. **respond**: errors become a page for browsers or JSON for API clients, with a status chosen by their source.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge};
+use serde_json::{Map, Value};
+
+use crate::assertion::AssertionSigner;
+use crate::body::{self, Body};
+use crate::config::Config;
+use crate::error::{ClientError, GateError, IdpError};
+use crate::identity::{self, ClaimPath, ManagedHeaders};
+use crate::metrics::{Metrics, RefreshResult, RouteClass};
+use crate::oidc::RefreshError;
+use crate::oidc::{Oidc, TokenError};
+use crate::pages::{self, Page};
+use crate::policy::{self, Access};
+use crate::proxy::trusted::is_trusted;
+use crate::proxy::{forwarded, hop, Forwarder};
+use crate::return_path::ReturnPath;
+use crate::session::attempt::SignInAttempt;
+use crate::session::refresh::{self, Refresher};
+use crate::session::store::SaveError;
+use crate::session::{self, Current, Session, Sessions};
+
+/// The request id header, set on the request to the upstream and on the response.
+const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+mod endpoints;
+mod renewal;
+
+use renewal::Renewed;
+
+/// The paths the gate owns. Everything else is the app's.
+pub mod paths {
+    pub const PREFIX: &str = "/_logto/";
+    pub const SIGN_IN: &str = "/_logto/sign-in";
+    pub const CALLBACK: &str = "/_logto/callback";
+    pub const SIGN_OUT: &str = "/_logto/sign-out";
+    pub const USERINFO: &str = "/_logto/userinfo";
+    pub const HEALTHZ: &str = "/_logto/healthz";
+    pub const READYZ: &str = "/_logto/readyz";
+    pub const AUTH: &str = "/_logto/auth";
+    pub const JWKS: &str = "/_logto/jwks.json";
+    pub const BACKCHANNEL_LOGOUT: &str = "/_logto/backchannel-logout";
+}
+
+/// Claims kept in every session besides those the header mapping and the rules read (for `/_logto/userinfo`).
+const ALWAYS_KEPT_CLAIMS: [&str; 6] = ["sub", "name", "username", "email", "email_verified", "roles"];
+
+/// Claims Logto releases only from userinfo (`/oidc/me`), never in the ID token.
+const USERINFO_ONLY_CLAIMS: [&str; 3] = ["identities", "custom_data", "organization_data"];
+
+/// Headers the gate owns on the way upstream besides the identity mapping; a client's copies are removed.
+const GATE_OWNED_HEADERS: [&str; 6] = [
+    crate::assertion::HEADER,
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-preferred-username",
+    "x-auth-request-groups",
+    "x-auth-request-access-token",
+];
+
+/// Who a request is from, once authenticated.
+enum Principal {
+    /// A browser session.
+    Session(Current),
+    /// A verified Logto access token (`Authorization: Bearer`).
+    Bearer(Map<String, Value>),
+}
+
+impl Principal {
+    fn claims(&self) -> &Map<String, Value> {
+        match self {
+            Principal::Session(c) => &c.session.claims,
+            Principal::Bearer(c) => c,
+        }
+    }
+
+    /// How the 403 page names the person.
+    fn display_name(&self) -> String {
+        let c = self.claims();
+        let get = |k: &str| c.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
+        match (get("username"), get("email")) {
+            (Some(u), Some(e)) => format!("{u} ({e})"),
+            (Some(u), None) => u.to_owned(),
+            (None, Some(e)) => e.to_owned(),
+            (None, None) => get("sub").unwrap_or("an unknown user").to_owned(),
+        }
+    }
+}
+
+/// What a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    SignIn,
+    Callback,
+    SignOut,
+    UserInfo,
+    Healthz,
+    Readyz,
+    ForwardAuth,
+    Jwks,
+    BackchannelLogout,
+    UnknownGatePath,
+    App,
+}
+
+impl Route {
+    fn class(self) -> RouteClass {
+        match self {
+            Route::App => RouteClass::App,
+            Route::SignIn => RouteClass::SignIn,
+            Route::Callback => RouteClass::Callback,
+            Route::SignOut => RouteClass::SignOut,
+            Route::UserInfo => RouteClass::UserInfo,
+            Route::Healthz | Route::Readyz => RouteClass::Health,
+            Route::ForwardAuth => RouteClass::ForwardAuth,
+            Route::Jwks => RouteClass::Jwks,
+            Route::BackchannelLogout => RouteClass::BackchannelLogout,
+            Route::UnknownGatePath => RouteClass::Unknown,
+        }
+    }
+}
+
+/// Phase 1: classify by path alone.
+fn classify(path: &str) -> Route {
+    if !path.starts_with(paths::PREFIX) {
+        return Route::App;
+    }
+    match path {
+        paths::SIGN_IN => Route::SignIn,
+        paths::CALLBACK => Route::Callback,
+        paths::SIGN_OUT => Route::SignOut,
+        paths::USERINFO => Route::UserInfo,
+        paths::HEALTHZ => Route::Healthz,
+        paths::READYZ => Route::Readyz,
+        paths::AUTH => Route::ForwardAuth,
+        // Envoy's HTTP ext_authz appends the original path to its path_prefix.
+        p if p.starts_with(paths::AUTH) && p.as_bytes().get(paths::AUTH.len()) == Some(&b'/') => Route::ForwardAuth,
+        paths::JWKS => Route::Jwks,
+        paths::BACKCHANNEL_LOGOUT => Route::BackchannelLogout,
+        _ => Route::UnknownGatePath,
+    }
+}
+
+/// True for a browser navigation: GET or HEAD that accepts HTML. Only those are redirected to sign in.
+fn is_browser_navigation(req: &Request<Incoming>) -> bool {
+    (req.method() == Method::GET || req.method() == Method::HEAD)
+        && req
+            .headers()
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("text/html"))
+}
+
+/// The gate: configuration, Logto, cookies and the upstream client, shared by every connection.
+pub struct Gate {
+    config: Config,
+    oidc: Arc<Oidc>,
+    sessions: Sessions,
+    refresher: Refresher,
+    forwarder: Forwarder,
+    managed: ManagedHeaders,
+    kept_claims: Vec<ClaimPath>,
+    needs_userinfo: bool,
+    assertion: Option<AssertionSigner>,
+    metrics: Arc<Metrics>,
+    draining: AtomicBool,
+    request_prefix: u32,
+    request_counter: std::sync::atomic::AtomicU64,
+}
+
+impl Gate {
+    pub fn new(config: Config) -> Result<Arc<Self>, String> {
+        let oidc = Arc::new(Oidc::new(
+            config.logto.clone(),
+            config.server.public_url.callback_url(),
+        )?);
+        let sessions = Sessions::new(&config.session)?;
+        let metrics = Arc::new(Metrics::default());
+        let forwarder = Forwarder::new(&config.upstream, Arc::clone(&metrics))?;
+        let managed = ManagedHeaders::new(&config.headers, &GATE_OWNED_HEADERS);
+        let mut kept_claims: Vec<ClaimPath> = ALWAYS_KEPT_CLAIMS
+            .iter()
+            .filter_map(|c| ClaimPath::parse(c).ok())
+            .collect();
+        kept_claims.extend(config.headers.iter().map(|(_, path)| path.clone()));
+        kept_claims.extend(config.policy.claim_paths());
+        if config.logto.organization_id.is_some() {
+            kept_claims.extend(
+                ["scope", "organization_id"]
+                    .iter()
+                    .filter_map(|c| ClaimPath::parse(c).ok()),
+            );
+        }
+        if config.assertion.is_some() {
+            kept_claims.extend(ClaimPath::parse("organizations").ok());
+        }
+        let needs_userinfo = kept_claims.iter().any(|c| USERINFO_ONLY_CLAIMS.contains(&c.root()));
+        let assertion = match &config.assertion {
+            Some(a) => Some(AssertionSigner::new(a, config.server.public_url.origin())?),
+            None => None,
+        };
+        Ok(Arc::new(Gate {
+            config,
+            oidc,
+            sessions,
+            refresher: Refresher::default(),
+            forwarder,
+            managed,
+            kept_claims,
+            needs_userinfo,
+            assertion,
+            metrics,
+            draining: AtomicBool::new(false),
+            request_prefix: {
+                let mut b = [0u8; 4];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+                    .map_err(|_| "no randomness for request ids".to_owned())?;
+                u32::from_be_bytes(b)
+            },
+            request_counter: std::sync::atomic::AtomicU64::new(0),
+        }))
+    }
+
+    pub fn oidc(&self) -> &Arc<Oidc> {
+        &self.oidc
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// From now on `/_logto/readyz` answers 503: the process is shutting down.
+    pub fn begin_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Resolves once no upgraded connection (WebSocket) is being relayed.
+    pub async fn wait_for_upgrades(&self) {
+        self.metrics.no_active_upgrades().await;
+    }
+
+    /// `X-Request-Id`: the client's (or the proxy's in front) when it is a sane token, else a new one: a random
+    /// per-process prefix and a counter, so making one costs no system call.
+    fn request_id(&self, headers: &http::HeaderMap) -> HeaderValue {
+        if let Some(v) = headers.get(REQUEST_ID) {
+            let b = v.as_bytes();
+            if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c)) {
+                return v.clone();
+            }
+        }
+        let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:08x}{n:016x}", self.request_prefix);
+        HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    }
+
+    /// Handles one request from `peer`. Never fails: every error becomes a response.
+    pub async fn handle(self: Arc<Self>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = std::time::Instant::now();
+        let route = classify(req.uri().path());
+        let html = accepts_html(&req);
+        let method = req.method().clone();
+        // One id per request, in the access log, sent upstream and returned to the client.
+        let request_id = self.request_id(req.headers());
+        req.headers_mut().insert(REQUEST_ID, request_id.clone());
+        // Only the path is logged: queries carry codes and states, and headers cookies and tokens.
+        let access_log = tracing::enabled!(target: "logto_gate::access", tracing::Level::INFO);
+        let path: String = if access_log {
+            req.uri().path().chars().take(256).collect()
+        } else {
+            String::new()
+        };
+        // Set-Cookie headers decided on the way (a refreshed or resealed session) go on whatever the answer is.
+        let mut cookies = Vec::new();
+        let result = match framing_problem(req.headers()) {
+            // Phase 0: ambiguous message framing is how requests are smuggled past a proxy; refuse it outright.
+            Some(problem) => Err(ClientError::BadRequest(problem.to_owned()).into()),
+            None => self.route(route, req, peer, html, &mut cookies).await,
+        };
+        let mut resp = match result {
+            Ok(resp) => resp,
+            Err(e) => self.fail(e, html, &method),
+        };
+        for c in cookies {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
+        resp.headers_mut().insert(REQUEST_ID, request_id.clone());
+        let status = resp.status().as_u16();
+        self.metrics.request(route.class(), status);
+        if !access_log {
+            return resp;
+        }
+        tracing::info!(
+            target: "logto_gate::access",
+            request_id = request_id.to_str().unwrap_or(""),
+            peer = %peer.ip(),
+            %method,
+            path = %path,
+            status,
+            route = ?route.class(),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+        resp
+    }
+
+    /// Phases 1-5 by route.
+    async fn route(
+        &self,
+        route: Route,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        html: bool,
+        cookies: &mut Vec<HeaderValue>,
+    ) -> Result<Response<Body>, GateError> {
+        match route {
+            Route::App => self.app(req, peer, cookies).await,
+            Route::SignIn => self.sign_in(&req, peer).await,
+            Route::Callback => Ok(self.callback(&req, html).await),
+            Route::SignOut => self.sign_out(&req).await,
+            Route::UserInfo => self.userinfo(&req, cookies).await,
+            Route::Healthz => Ok(pages::json_response(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ok"}),
+            )),
+            Route::Readyz => Ok(self.readyz().await),
+            Route::ForwardAuth => self.forward_auth(&req, peer, cookies).await,
+            Route::Jwks => self.jwks(),
+            Route::BackchannelLogout => self.backchannel_logout(req).await,
+            Route::UnknownGatePath => Err(ClientError::NotFound.into()),
+        }
+    }
+
+    /// Phase 6 for errors: log by source, answer with a page.
+    fn fail(&self, e: GateError, html: bool, method: &Method) -> Response<Body> {
+        match &e {
+            GateError::Client(_) => {
+                tracing::info!(source = e.source_name(), error = %e, %method, "request refused")
+            }
+            GateError::Upstream(_) | GateError::Idp(_) | GateError::Store(_) => {
+                tracing::warn!(source = e.source_name(), error = %e, %method, "request failed")
+            }
+            GateError::Internal(_) => {
+                tracing::error!(source = e.source_name(), error = %e, %method, "request failed")
+            }
+        }
+        let mut resp = e.page().render(html);
+        if let GateError::Client(ClientError::InvalidToken(_)) = e {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"logto-gate\", error=\"invalid_token\""),
+            );
+        }
+        resp
+    }
+
+    /// Phases 1b-5 for the app's requests.
+    async fn app(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        cookies: &mut Vec<HeaderValue>,
+    ) -> Result<Response<Body>, GateError> {
+        // 1b. normalise the path: rules see exactly what the upstream will see.
+        let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
+        let (access, new_path) = {
+            let path = policy::path::normalise(req.uri().path(), self.config.server.allow_encoded_slashes)
+                .map_err(|e| ClientError::BadRequest(e.to_string()))?;
+            let host = request_host(&req, trusted);
+            let access = self.config.policy.route(req.method().as_str(), host.as_deref(), &path);
+            // Only a path that changed needs the request target rebuilt.
+            let new_path = match path {
+                std::borrow::Cow::Borrowed(_) => None,
+                std::borrow::Cow::Owned(p) => Some(p),
+            };
+            (access, new_path)
+        };
+        // 2. authenticate and authorize
+        let principal = match access {
+            Access::Deny => return Err(ClientError::RouteDenied.into()),
+            Access::Public => None,
+            Access::Require(requirements) => {
+                let Some(principal) = self.authenticate(req.headers(), cookies).await? else {
+                    // 3. challenge
+                    return self.challenge(&req).await;
+                };
+                authorize(&principal, requirements)?;
+                Some(principal)
+            }
+        };
+        // 4. rewrite
+        let client_upgrade = (req.version() == Version::HTTP_11 && hop::is_upgrade_request(req.headers()))
+            .then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, incoming) = req.into_parts();
+        if let Some(path) = &new_path {
+            parts.uri = with_path(&parts.uri, path)?;
+        }
+        identity::strip_spoofed_identity(&mut parts.headers, &self.managed);
+        self.sessions.codec().strip_gate_cookies(&mut parts.headers);
+        let public = &self.config.server.public_url;
+        forwarded::set_forwarded(&mut parts.headers, peer.ip(), trusted, public.scheme(), public.host());
+        if let Some(principal) = &principal {
+            self.add_identity(&mut parts.headers, principal)?;
+        }
+        // 5. forward
+        let req = Request::from_parts(parts, body::boxed(incoming));
+        self.forwarder.forward(req, client_upgrade).await
+    }
+
+    /// Identity headers, the access token when asked for, and the signed assertion.
+    fn add_identity(&self, headers: &mut http::HeaderMap, principal: &Principal) -> Result<(), GateError> {
+        identity::inject_identity(headers, &self.config.headers, principal.claims());
+        if let (true, Principal::Session(c)) = (self.config.upstream.pass_access_token, principal) {
+            if let Some(token) = c.session.at.as_deref() {
+                let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| GateError::Internal("the access token is not a valid header value".into()))?;
+                headers.insert(header::AUTHORIZATION, value);
+            }
+        }
+        if let Some(signer) = &self.assertion {
+            let jwt = signer
+                .sign(principal.claims(), session::now())
+                .map_err(GateError::Internal)?;
+            let value = HeaderValue::from_str(&jwt).map_err(|e| GateError::Internal(e.to_string()))?;
+            headers.insert(http::HeaderName::from_static(crate::assertion::HEADER), value);
+        }
+        Ok(())
+    }
+
+    /// Phase 2: a verified bearer token (when `logto.resources` is set and the request carries one), else the
+    /// session. A bearer token that does not verify is an error, never a fall-back to the cookie. A session near
+    /// token expiry is refreshed (phase 2c); `cookies` receives what must be set on the response.
+    async fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        cookies: &mut Vec<HeaderValue>,
+    ) -> Result<Option<Principal>, GateError> {
+        if !self.config.logto.resources.is_empty() {
+            if let Some(token) = bearer_token(headers) {
+                return match self.oidc.verify_access_token(token, session::now()).await {
+                    Ok(claims) => Ok(Some(Principal::Bearer(claims))),
+                    Err(TokenError::Invalid(e)) => Err(ClientError::InvalidToken(e.to_string()).into()),
+                    Err(TokenError::Gate(g)) => Err(g),
+                };
+            }
+        }
+        let now = session::now();
+        let Some(current) = self.sessions.load(headers, now).await? else {
+            return Ok(None);
+        };
+        match self.renew(current, now).await {
+            Renewed::Ended => {
+                cookies.extend(self.sessions.codec().clear_session_cookies(headers));
+                Ok(None)
+            }
+            Renewed::Kept(current) => Ok(Some(Principal::Session(current))),
+            Renewed::Changed(current) => {
+                match self.sessions.save(Some(&current), current.session.clone(), now).await {
+                    Ok(set) => cookies.extend(set),
+                    Err(SaveError::Store(e)) => return Err(e.into()),
+                    Err(SaveError::Internal(e)) => return Err(GateError::Internal(e)),
+                }
+                Ok(Some(Principal::Session(current)))
+            }
+        }
+    }
+
+    /// Phase 3: no session.
+    async fn challenge(&self, req: &Request<Incoming>) -> Result<Response<Body>, GateError> {
+        if is_browser_navigation(req) {
+            let wanted = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            return self.start_sign_in(ReturnPath::parse_or_root(wanted)).await;
+        }
+        Ok(self.unauthorized())
+    }
+
+    /// 401 for a request without a session that is not a browser navigation: never a redirect.
+    fn unauthorized(&self) -> Response<Body> {
+        let sign_in = self.config.server.public_url.join(paths::SIGN_IN);
+        let mut resp = pages::json_response(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({
+                "error": "unauthorized",
+                "message": "Sign-in required: no valid session.",
+                "sign_in_url": sign_in,
+            }),
+        );
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"logto-gate\""),
+        );
+        resp
+    }
+}
+
+/// RFC 9112 §6.1, §6.3: a request with both `Transfer-Encoding` and `Content-Length`, or with more than one
+/// `Content-Length`, has ambiguous framing. The gate refuses it rather than pick a reading the upstream might not share.
+fn framing_problem(headers: &http::HeaderMap) -> Option<&'static str> {
+    let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
+    if lengths > 1 {
+        return Some("the request has more than one Content-Length");
+    }
+    if lengths == 1 && headers.contains_key(header::TRANSFER_ENCODING) {
+        return Some("the request has both Content-Length and Transfer-Encoding");
+    }
+    None
+}
+
+/// Phase 2b: does the principal meet the route's requirements?
+fn authorize(principal: &Principal, requirements: &policy::Requirements) -> Result<(), GateError> {
+    requirements
+        .check(&policy::Subject {
+            claims: principal.claims(),
+        })
+        .map_err(|required| {
+            ClientError::Forbidden {
+                who: principal.display_name(),
+                required,
+            }
+            .into()
+        })
+}
+
+/// The token of an `Authorization: Bearer` header (scheme case-insensitive, RFC 6750 §2.1).
+fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The host the client asked for: `X-Forwarded-Host` from a trusted proxy, else `Host` (or the HTTP/2 authority).
+fn request_host<B>(req: &Request<B>, trusted: bool) -> Option<String> {
+    let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    trusted
+        .then(|| h("x-forwarded-host"))
+        .flatten()
+        .or_else(|| h("host"))
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+}
+
+/// The request URI with its path replaced by the normalised one, query kept.
+fn with_path(uri: &http::Uri, path: &str) -> Result<http::Uri, GateError> {
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        pq.parse()
+            .map_err(|e| ClientError::BadRequest(format!("the request target is not valid: {e}")))?,
+    );
+    http::Uri::from_parts(parts)
+        .map_err(|e| ClientError::BadRequest(format!("the request target is not valid: {e}")).into())
+}
+
+fn accepts_html<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"))
+}
+
+/// Decodes a query string; a parameter given twice is refused (RFC 6749 §3.1: "Request and response parameters
+/// MUST NOT be included more than once"), so two `state` or `code` values can never be played against each other.
+fn single_valued_query(query: Option<&str>) -> Result<Vec<(String, String)>, GateError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if out.iter().any(|(seen, _)| *seen == k) {
+            return Err(ClientError::BadRequest(format!(
+                "the parameter `{}` is given more than once",
+                k.chars().take(32).collect::<String>()
+            ))
+            .into());
+        }
+        out.push((k.into_owned(), v.into_owned()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_known_gate_paths_are_gate_endpoints() {
+        assert_eq!(classify("/_logto/callback"), Route::Callback);
+        assert_eq!(classify("/_logto/sign-in"), Route::SignIn);
+        assert_eq!(classify("/_logto/other"), Route::UnknownGatePath);
+        assert_eq!(classify("/_logto"), Route::App);
+        assert_eq!(classify("/app/_logto/callback"), Route::App);
+    }
+
+    #[test]
+    fn duplicated_query_parameters_are_refused() {
+        assert!(single_valued_query(Some("state=a&state=b")).is_err());
+        let ok = single_valued_query(Some("code=x&state=y")).unwrap();
+        assert_eq!(ok.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn readiness_fails_as_soon_as_draining_starts() {
+        let toml = r#"
+            [server]
+            public_url = "https://app.example.com"
+            [upstream]
+            url = "http://127.0.0.1:9"
+            [logto]
+            endpoint = "http://127.0.0.1:9"
+            app_id = "a"
+            app_secret = "s"
+            [session]
+            secret = "0123456789abcdef0123456789abcdef"
+        "#;
+        let gate = Gate::new(Config::from_toml_str(toml, Vec::new()).unwrap()).unwrap();
+        gate.begin_draining();
+        assert_eq!(gate.readiness().await, Err("shutting down".to_owned()));
+    }
+
+    #[test]
+    fn random_state_has_the_length_attempt_cookies_expect() {
+        let state = CsrfToken::new_random_len(32).secret().clone();
+        assert!(crate::session::attempt::is_well_formed_state(&state), "{state}");
+    }
+}

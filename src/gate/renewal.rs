@@ -1,0 +1,230 @@
+//! Phase 2c: keeping a session's tokens fresh. A session near access-token expiry is renewed with its refresh token
+//! exactly once, however many requests ask at the same moment and however many replicas serve them (see
+//! [`crate::session::refresh`]); a refused refresh ends the session; an organization token is renewed with it.
+
+use super::*;
+
+/// How long the cross-replica refresh lock lives if its holder dies.
+const REFRESH_LOCK_TTL: Duration = Duration::from_secs(15);
+
+/// How long a replica waits for another replica's refresh of the same session.
+const REFRESH_WAIT: Duration = Duration::from_secs(5);
+
+/// What phase 2c did to a session.
+pub(super) enum Renewed {
+    /// Nothing to write.
+    Kept(Current),
+    /// New tokens, or the cookie must be rewritten.
+    Changed(Current),
+    /// The grant is gone: signed out.
+    Ended,
+}
+
+impl Gate {
+    /// Phase 2c: renews tokens near expiry with the refresh token, once per session however many requests ask
+    /// (see [`crate::session::refresh`]); also passes on a session that must be written again (old secret, idle
+    /// tracking).
+    pub(super) async fn renew(&self, current: Current, now: u64) -> Renewed {
+        let Some(rt) = current
+            .session
+            .rt
+            .clone()
+            .filter(|_| current.session.needs_refresh(now))
+        else {
+            return if current.rewrite {
+                Renewed::Changed(current)
+            } else {
+                Renewed::Kept(current)
+            };
+        };
+        let key = match &current.id {
+            Some(id) => format!("id:{id}"),
+            None => refresh::key_for(&rt),
+        };
+        let work = || async {
+            let outcome = self.refresh_session(&current, &rt, now).await;
+            self.metrics.refresh(match outcome {
+                refresh::Outcome::Refreshed(_) => RefreshResult::Refreshed,
+                refresh::Outcome::Ended => RefreshResult::Ended,
+                refresh::Outcome::Unavailable => RefreshResult::Failed,
+            });
+            outcome
+        };
+        match self.refresher.run(&key, work).await {
+            refresh::Outcome::Refreshed(session) => Renewed::Changed(Current { session, ..current }),
+            refresh::Outcome::Ended => {
+                if let Err(e) = self.sessions.forget(&current).await {
+                    tracing::warn!(error = %e, "could not delete an ended session from Redis");
+                }
+                Renewed::Ended
+            }
+            refresh::Outcome::Unavailable if current.rewrite => Renewed::Changed(current),
+            refresh::Outcome::Unavailable => Renewed::Kept(current),
+        }
+    }
+
+    /// One refresh of one session. With the Redis store a short lock makes it one refresh across all replicas:
+    /// a replica that finds the lock taken waits (bounded) for the other's result instead of spending the token.
+    pub(super) async fn refresh_session(&self, current: &Current, rt: &str, now: u64) -> refresh::Outcome {
+        let (Some(id), Some(redis)) = (current.id.as_deref(), self.sessions.redis()) else {
+            return self.refresh_at_logto(&current.session, rt, now).await;
+        };
+        let lock = redis.key("refresh-lock", id);
+        let token = refresh::key_for(&format!("{now}:{id}:{:?}", std::thread::current().id()));
+        let changed = |s: &Session| s.rt.as_deref() != Some(rt);
+        match redis.set_once(&lock, &token, REFRESH_LOCK_TTL).await {
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the refresh lock; serving the current session");
+                refresh::Outcome::Unavailable
+            }
+            Ok(false) => {
+                // Another replica is refreshing this session: wait for its result, bounded.
+                let deadline = tokio::time::Instant::now() + REFRESH_WAIT;
+                while tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if let Ok(Some(s)) = self.sessions.reload(id).await {
+                        if changed(&s) {
+                            return refresh::Outcome::Refreshed(s);
+                        }
+                    }
+                }
+                refresh::Outcome::Unavailable
+            }
+            Ok(true) => {
+                let outcome = match self.sessions.reload(id).await {
+                    // Another replica finished just before the lock was free.
+                    Ok(Some(s)) if changed(&s) => refresh::Outcome::Refreshed(s),
+                    Ok(None) => refresh::Outcome::Ended,
+                    _ => {
+                        let outcome = self.refresh_at_logto(&current.session, rt, now).await;
+                        if let refresh::Outcome::Refreshed(s) = &outcome {
+                            if let Err(e) = self.sessions.save(Some(current), s.clone(), now).await {
+                                tracing::error!(
+                                    error = ?e,
+                                    "refreshed tokens could not be stored; the session ends at its next refresh"
+                                );
+                            }
+                        }
+                        outcome
+                    }
+                };
+                if let Err(e) = redis.delete_if(&lock, &token).await {
+                    tracing::debug!(error = %e, "refresh lock not released; it expires by itself");
+                }
+                outcome
+            }
+        }
+    }
+
+    /// Sends the refresh token to Logto and builds the renewed session: new tokens, claims from the new ID token
+    /// (and userinfo when the config reads claims only it has), the same absolute expiry.
+    pub(super) async fn refresh_at_logto(&self, old: &Session, rt: &str, now: u64) -> refresh::Outcome {
+        let tokens = match self.oidc.refresh(rt).await {
+            Ok(t) => t,
+            Err(RefreshError::Revoked(why)) => {
+                tracing::info!(sub = old.sub(), reason = %why, "Logto refused the refresh token; the session ends");
+                return refresh::Outcome::Ended;
+            }
+            Err(RefreshError::Unavailable(why) | RefreshError::Denied(why)) => {
+                tracing::warn!(sub = old.sub(), reason = %why, "token refresh failed; serving the current session");
+                return refresh::Outcome::Unavailable;
+            }
+        };
+        let mut session = old.clone();
+        if let Some(id_token) = tokens.id_token.as_deref() {
+            match self.oidc.verify_refreshed_id_token(id_token, old.sub(), now).await {
+                Ok(mut claims) => {
+                    if self.needs_userinfo {
+                        if let Some(loaded) = self.oidc.loaded() {
+                            match self.oidc.userinfo(&loaded, &tokens.access_token, old.sub()).await {
+                                Ok(extra) => {
+                                    for (k, v) in extra {
+                                        claims.entry(k).or_insert(v);
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "userinfo after refresh failed; keeping old claims")
+                                }
+                            }
+                        }
+                    }
+                    // Claims the new tokens do not carry (userinfo-only ones when userinfo failed) are kept.
+                    for (k, v) in &old.claims {
+                        claims.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                    if let Some(scope) = tokens.scope.clone() {
+                        claims.insert("scope".to_owned(), Value::String(scope));
+                    }
+                    session.claims = identity::prune(&claims, &self.kept_claims);
+                }
+                Err(e) => tracing::warn!(error = ?e, "the refreshed ID token was refused; keeping the old claims"),
+            }
+        }
+        // Logto rotates refresh tokens; a provider that does not keeps the old one valid.
+        session.rt = tokens.refresh_token.clone().or_else(|| Some(rt.to_owned()));
+        session.at = self
+            .config
+            .upstream
+            .pass_access_token
+            .then(|| tokens.access_token.clone());
+        session.at_exp = tokens.expires_in.map(|s| now + s);
+        session.refresh_at = tokens.expires_in.map(|s| Session::refresh_time(now, s));
+        if let Err(e) = self.apply_organization_token(&mut session, now).await {
+            return match e {
+                RefreshError::Unavailable(why) => {
+                    tracing::warn!(reason = %why, "organization token not renewed; serving the refreshed session");
+                    refresh::Outcome::Refreshed(session)
+                }
+                RefreshError::Revoked(why) | RefreshError::Denied(why) => {
+                    tracing::info!(sub = session.sub(), reason = %why, "no organization token any more; the session ends");
+                    refresh::Outcome::Ended
+                }
+            };
+        }
+        tracing::debug!(sub = session.sub(), "tokens refreshed");
+        refresh::Outcome::Refreshed(session)
+    }
+
+    /// With `logto.organization_id`: gets an organization token with the session's refresh token and records what
+    /// it grants (`organization_id`, its permissions added to `scope`), keeping a rotated refresh token. Logto
+    /// issues one only to members, so a session that has one is a member's.
+    pub(super) async fn apply_organization_token(&self, session: &mut Session, now: u64) -> Result<(), RefreshError> {
+        let Some(org) = self.config.logto.organization_id.as_deref() else {
+            return Ok(());
+        };
+        let rt = session.rt.clone().ok_or_else(|| {
+            RefreshError::Denied(
+                "Logto issued no refresh token (keep offline_access and logto.prompt = \"consent\")".into(),
+            )
+        })?;
+        let (tokens, claims) = self.oidc.organization_token(&rt, org, session.sub(), now).await?;
+        if let Some(next) = tokens.refresh_token.clone() {
+            session.rt = Some(next);
+        }
+        let mut scope: Vec<String> = session
+            .claims
+            .get("scope")
+            .and_then(Value::as_str)
+            .map(|s| s.split(' ').filter(|p| !p.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default();
+        for p in claims
+            .get("scope")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .split(' ')
+            .filter(|p| !p.is_empty())
+        {
+            if !scope.iter().any(|have| have == p) {
+                scope.push(p.to_owned());
+            }
+        }
+        session.claims.insert("scope".into(), Value::String(scope.join(" ")));
+        session
+            .claims
+            .insert("organization_id".into(), Value::String(org.to_owned()));
+        if self.config.upstream.pass_access_token && self.config.logto.resources.is_empty() {
+            session.at = Some(tokens.access_token);
+        }
+        Ok(())
+    }
+}
