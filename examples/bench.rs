@@ -312,6 +312,39 @@ async fn main() {
             .arg(url)
             .output();
     }
+    if std::env::args().any(|a| a == "--perf") {
+        // Profile the gate under load instead of comparing: software clock samples (works without hardware
+        // counters), call graphs, written to target/bench-perf.data for `perf report`.
+        let out = root.join("target/bench-perf.data");
+        let mut perf = Killed(
+            Command::new("perf")
+                .args([
+                    "record",
+                    "-F",
+                    "999",
+                    "-e",
+                    "cpu-clock",
+                    "-g",
+                    "-p",
+                    &gate_pid.to_string(),
+                    "-o",
+                ])
+                .arg(&out)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("perf (apt-get install linux-perf)"),
+        );
+        let r = wrk(&targets[2].1, targets[2].2);
+        let _ = Command::new("kill").args(["-INT", &perf.0.id().to_string()]).status();
+        let _ = perf.0.wait();
+        println!(
+            "profiled {:.0} req/s; see: perf report -i {} --no-children",
+            r.rps,
+            out.display()
+        );
+        return;
+    }
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
     for round in 0..ROUNDS {
         for (i, (name, url, c)) in targets.iter().enumerate() {
