@@ -161,6 +161,21 @@ pub async fn wait_for_status(url: &str, status: u16) {
     }
 }
 
+/// Whether a system tool a test needs is installed. On a developer's machine a missing tool skips the test with
+/// a message (the README's quick start needs only Rust and Node.js); under CI (`CI` set, as `.ci/run` runs) it is
+/// a failure, so nothing is silently skipped there.
+pub fn have_tool(name: &str, paths: &[&str], debian_package: &str) -> bool {
+    if paths.iter().any(|p| std::path::Path::new(p).exists()) {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{name} is required in CI: apt-get install {debian_package} (.ci/run installs it)"
+    );
+    eprintln!("skipping: {name} is not installed here (apt-get install {debian_package}); CI runs this test");
+    false
+}
+
 /// A TOML edit that adds `line` to the `[server]` section of the test template.
 pub fn in_server(line: &'static str) -> impl FnOnce(String) -> String {
     move |t| t.replacen("[server]\n", &format!("[server]\n{line}\n"), 1)
