@@ -9,8 +9,29 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+/// Open TCP connections (not listening, not TIME_WAIT) with one end on any of `ports`, from /proc/net/tcp{,6}.
+/// Counted by port rather than by descriptors so tests running in parallel in this process do not interfere.
+fn open_connections(ports: &[u16]) -> usize {
+    let mut n = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(remote), Some(state)) = (cols.get(1), cols.get(2), cols.get(3)) else {
+                continue;
+            };
+            if *state == "0A" || *state == "06" {
+                continue; // LISTEN, TIME_WAIT: no connection held
+            }
+            let port = |addr: &str| addr.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            if [port(local), port(remote)].iter().flatten().any(|p| ports.contains(p)) {
+                n += 1;
+            }
+        }
+    }
+    n
 }
 
 #[tokio::test]
@@ -69,7 +90,8 @@ async fn clients_hanging_up_mid_upload_and_mid_download_leak_nothing() {
     for _ in 0..3 {
         b.client.get(format!("{}/warm", s.gate.url())).send().await.unwrap();
     }
-    let baseline = open_fds();
+    let ports = [s.gate.port, s.upstream.addr.port()];
+    let baseline = open_connections(&ports);
     for _ in 0..20 {
         // Mid-upload: announce 10 MiB, send 64 KiB, hang up.
         let mut up = tokio::net::TcpStream::connect(("127.0.0.1", s.gate.port))
@@ -93,18 +115,7 @@ async fn clients_hanging_up_mid_upload_and_mid_download_leak_nothing() {
         drop(stream);
     }
     // Everything the hang-ups left behind is closed again (bounded wait; the gate notices at its own pace).
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let now = open_fds();
-        if now <= baseline + 8 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "file descriptors leaked: {baseline} before, {now} after"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    settles_back_to(&ports, baseline).await;
     let ok = b.client.get(format!("{}/after", s.gate.url())).send().await.unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
 }
@@ -200,4 +211,59 @@ async fn a_logto_that_accepts_but_never_answers_gives_a_clear_503_not_a_hang() {
         503
     );
     held.abort();
+}
+
+/// Waits (bounded) until no more connections touch `ports` than `baseline` (plus the pool's idle keep-alives).
+async fn settles_back_to(ports: &[u16], baseline: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = open_connections(ports);
+        if now <= baseline + 4 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connections leaked: {baseline} before, {now} after"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn upstream_faults_leak_no_connections() {
+    // One gate in front of an upstream that resets mid-body and answers slowly, another in front of nothing.
+    let s = Stack::edited(IdpOptions::default(), "", "", |t| {
+        t.replace("response_timeout = \"5s\"", "response_timeout = \"1s\"")
+    })
+    .await;
+    let dead = TestGate::start(&s.idp, &format!("http://127.0.0.1:{}", free_port()), "", "").await;
+    let b = s.browser();
+    b.sign_in(&s.gate, "/").await;
+    let cookie = format!("logto_gate={}", b.cookie(&s.gate.url(), "logto_gate").unwrap());
+    let ports = [s.gate.port, dead.port, s.upstream.addr.port()];
+    let baseline = open_connections(&ports);
+    let client = reqwest::Client::new();
+    for _ in 0..10 {
+        let _ = client
+            .get(format!("{}/reset-mid-body", s.gate.url()))
+            .header("cookie", &cookie)
+            .send()
+            .await;
+        let slow = client
+            .get(format!("{}/slow?ms=3000", s.gate.url()))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(slow.status(), StatusCode::GATEWAY_TIMEOUT);
+        let refused = client
+            .get(format!("{}/x", dead.url()))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::BAD_GATEWAY);
+    }
+    drop(client);
+    settles_back_to(&ports, baseline).await;
 }
