@@ -38,7 +38,7 @@ impl Gate {
         let path = policy::path::normalise(raw_path, self.config.server.allow_encoded_slashes)
             .map_err(|e| ClientError::BadRequest(e.to_string()))?;
         let host = request_host(req, trusted);
-        let principal = match self.config.policy.route(&method, host.as_deref(), &path) {
+        let principal = match self.config.policy.route(&method, host, &path) {
             Access::Deny => return Err(ClientError::RouteDenied.into()),
             Access::Public => None,
             Access::Require(requirements) => {

@@ -386,7 +386,7 @@ impl Gate {
             let path = policy::path::normalise(req.uri().path(), self.config.server.allow_encoded_slashes)
                 .map_err(|e| ClientError::BadRequest(e.to_string()))?;
             let host = request_host(&req, trusted);
-            let access = self.config.policy.route(req.method().as_str(), host.as_deref(), &path);
+            let access = self.config.policy.route(req.method().as_str(), host, &path);
             // Only a path that changed needs the request target rebuilt.
             let new_path = match path {
                 std::borrow::Cow::Borrowed(_) => None,
@@ -551,13 +551,13 @@ fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
 }
 
 /// The host the client asked for: `X-Forwarded-Host` from a trusted proxy, else `Host` (or the HTTP/2 authority).
-fn request_host<B>(req: &Request<B>, trusted: bool) -> Option<String> {
-    let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+fn request_host<B>(req: &Request<B>, trusted: bool) -> Option<&str> {
+    let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     trusted
         .then(|| h("x-forwarded-host"))
         .flatten()
         .or_else(|| h("host"))
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
 }
 
 /// The request URI with its path replaced by the normalised one, query kept.

@@ -125,17 +125,10 @@ async fn ten_thousand_concurrent_keep_alive_connections_are_held() {
     const N: usize = 10_000;
     let idp = Idp::start(IdpOptions::default());
     let upstream = Upstream::start().await;
-    let port = free_port();
-    let public = format!("http://127.0.0.1:{port}");
-    idp.register_client(APP_ID, APP_SECRET, &public);
-    let dir = tempfile::tempdir().unwrap();
-    let toml = gate_toml(&public, &upstream.url(), &idp.endpoint(), "", "")
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
-    let path = dir.path().join("gate.toml");
-    std::fs::write(&path, toml).unwrap();
     // A process of its own: the gate raises its descriptor limit itself, the test holds the client ends.
-    let _gate = GateProcess::spawn(&["--config", path.to_str().unwrap()], &[]);
-    wait_for_status(&format!("{public}/_logto/readyz"), 200).await;
+    let register = |public: &str| idp.register_client(APP_ID, APP_SECRET, public);
+    let gate = BinaryGate::start(&idp.endpoint(), &upstream.url(), "", |t| t, register, &[]).await;
+    let (port, public) = (gate.port, gate.url());
 
     let mut conns = Vec::with_capacity(N);
     let request = b"GET /_logto/healthz HTTP/1.1\r\nHost: x\r\n\r\n";

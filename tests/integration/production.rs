@@ -14,26 +14,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
 
-/// Writes a config for the binary listening on `port` and returns its path (inside `dir`).
-fn binary_config(
-    dir: &tempfile::TempDir,
-    idp: &Idp,
-    upstream: &str,
-    port: u16,
-    server_lines: &str,
-    extra: &str,
-) -> String {
-    let public = format!("http://127.0.0.1:{port}");
-    idp.register_client(APP_ID, APP_SECRET, &public);
-    let toml = gate_toml(&public, upstream, &idp.endpoint(), "", extra).replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\"\n{server_lines}"),
-    );
-    let path = dir.path().join("gate.toml");
-    std::fs::write(&path, toml).unwrap();
-    path.display().to_string()
-}
-
 async fn wait_exit(p: &mut GateProcess) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -45,24 +25,21 @@ async fn wait_exit(p: &mut GateProcess) -> std::process::ExitStatus {
     }
 }
 
-fn sigterm(p: &GateProcess) {
-    assert!(Command::new("kill")
-        .args(["-TERM", &p.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-}
-
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_websockets_then_exits_0() {
     let idp = Idp::start(IdpOptions::default());
     let upstream = Upstream::start().await;
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let path = binary_config(&dir, &idp, &upstream.url(), port, "shutdown_timeout = \"20s\"", "");
-    let mut gate = GateProcess::spawn(&["--config", &path], &[]);
-    let url = format!("http://127.0.0.1:{port}");
-    wait_for_status(&format!("{url}/_logto/readyz"), 200).await;
+    let register = |public: &str| idp.register_client(APP_ID, APP_SECRET, public);
+    let mut gate = BinaryGate::start(
+        &idp.endpoint(),
+        &upstream.url(),
+        "",
+        in_server("shutdown_timeout = \"20s\""),
+        register,
+        &[],
+    )
+    .await;
+    let (port, url) = (gate.port, gate.url());
     let b = Browser::new(&idp);
     let (_, resp) = b.navigate(&format!("{url}/")).await;
     assert_eq!(resp.status(), StatusCode::OK);
@@ -87,7 +64,7 @@ async fn sigterm_drains_in_flight_requests_and_websockets_then_exits_0() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    sigterm(&gate);
+    gate.sigterm();
 
     // New connections are refused once the listener closes.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -109,11 +86,11 @@ async fn sigterm_drains_in_flight_requests_and_websockets_then_exits_0() {
         .unwrap();
     assert_eq!(echo.into_text().unwrap().as_str(), "still here");
     assert!(
-        gate.child.try_wait().unwrap().is_none(),
+        gate.process.child.try_wait().unwrap().is_none(),
         "the gate waits for the upgraded connection"
     );
     ws.close(None).await.unwrap();
-    assert_eq!(wait_exit(&mut gate).await.code(), Some(0));
+    assert_eq!(wait_exit(&mut gate.process).await.code(), Some(0));
 }
 
 /// Prometheus text: `name{labels} value` lines; every value a number.
@@ -186,16 +163,18 @@ async fn metrics_are_served_on_their_own_listener() {
 async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
     let idp = Idp::start(IdpOptions::default());
     let upstream = Upstream::start().await;
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let path = binary_config(&dir, &idp, &upstream.url(), port, "", "").to_owned();
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("[log]\nlevel = \"warn\"", "[log]\nlevel = \"info\"\nformat = \"json\"");
-    std::fs::write(&path, text).unwrap();
-    let mut gate = GateProcess::spawn(&["--config", &path], &[("RUST_LOG", "")]);
-    let url = format!("http://127.0.0.1:{port}");
-    wait_for_status(&format!("{url}/_logto/readyz"), 200).await;
+    let json_logs = |t: String| t.replace("[log]\nlevel = \"warn\"", "[log]\nlevel = \"info\"\nformat = \"json\"");
+    let register = |public: &str| idp.register_client(APP_ID, APP_SECRET, public);
+    let mut gate = BinaryGate::start(
+        &idp.endpoint(),
+        &upstream.url(),
+        "",
+        json_logs,
+        register,
+        &[("RUST_LOG", "")],
+    )
+    .await;
+    let url = gate.url();
     let b = Browser::new(&idp);
     let (hops, _) = b.navigate(&format!("{url}/private?token=query-secret")).await;
     let callback = hops
@@ -244,10 +223,10 @@ async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
         .send()
         .await
         .unwrap();
-    sigterm(&gate);
-    wait_exit(&mut gate).await;
+    gate.sigterm();
+    wait_exit(&mut gate.process).await;
     let mut lines = Vec::new();
-    for line in BufReader::new(gate.child.stderr.take().unwrap()).lines() {
+    for line in BufReader::new(gate.process.child.stderr.take().unwrap()).lines() {
         lines.push(line.unwrap());
     }
     let parsed: Vec<Value> = lines

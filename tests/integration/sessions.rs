@@ -144,25 +144,27 @@ fn have_redis() -> bool {
     )
 }
 
-/// Two gates (two replicas) sharing one Redis; the first one is registered at the IdP with a back-channel URI.
-async fn redis_pair(idp: &Idp, upstream: &Upstream, redis: &Redis) -> (TestGate, TestGate) {
+/// Two gate processes (two replicas) sharing one Redis; the first is registered at the IdP with a back-channel URI.
+async fn redis_pair(idp: &Idp, upstream: &Upstream, redis: &Redis) -> (BinaryGate, BinaryGate) {
     let store = format!(
         "[session]\nstore = \"redis\"\nredis_url = \"{}\"\nredis_key_prefix = \"t:\"\n",
         redis.url()
     );
     let edit = move |t: String| t.replacen("[session]\n", &store, 1);
-    let one = TestGate::start_unready(&idp.endpoint(), &upstream.url(), "", "", edit.clone(), |public| {
-        idp.register_client_with_backchannel(
-            APP_ID,
-            APP_SECRET,
-            public,
-            Some(&format!("{public}/_logto/backchannel-logout")),
-        )
-    })
+    let one = BinaryGate::start(
+        &idp.endpoint(),
+        &upstream.url(),
+        "",
+        edit.clone(),
+        |public| {
+            let backchannel = format!("{public}/_logto/backchannel-logout");
+            idp.register_client_with_backchannel(APP_ID, APP_SECRET, public, Some(&backchannel))
+        },
+        &[],
+    )
     .await;
-    one.wait_ready().await;
-    let two = TestGate::start_unready(&idp.endpoint(), &upstream.url(), "", "", edit, |_| {}).await;
-    two.wait_ready().await;
+    // The second replica shares the first one's app registration (one public URL per app in practice).
+    let two = BinaryGate::start(&idp.endpoint(), &upstream.url(), "", edit, |_| {}, &[]).await;
     (one, two)
 }
 

@@ -247,6 +247,32 @@ pub struct Hop {
     pub location: Option<String>,
 }
 
+impl Hop {
+    fn of(url: &Url, resp: &Response) -> Hop {
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Hop {
+            url: url.to_string(),
+            status: resp.status().as_u16(),
+            location,
+        }
+    }
+}
+
+/// Anything a browser can be pointed at: an in-process gate or the gate binary.
+pub trait GateUrl {
+    fn url(&self) -> String;
+}
+
+impl GateUrl for TestGate {
+    fn url(&self) -> String {
+        TestGate::url(self)
+    }
+}
+
 impl Browser {
     pub fn new(idp: &Idp) -> Browser {
         let jar = Arc::new(Jar::default());
@@ -284,27 +310,19 @@ impl Browser {
                 req = req.header("accept", "text/html,application/xhtml+xml");
             }
             let resp = req.send().await.expect("request");
-            let status = resp.status();
-            let location = resp
-                .headers()
-                .get("location")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            hops.push(Hop {
-                url: current.to_string(),
-                status: status.as_u16(),
-                location: location.clone(),
-            });
-            match (status.is_redirection(), location) {
-                (true, Some(loc)) => current = current.join(&loc).expect("location"),
-                _ => return (hops, resp),
+            let hop = Hop::of(&current, &resp);
+            let next = hop.location.clone().filter(|_| resp.status().is_redirection());
+            hops.push(hop);
+            match next {
+                Some(loc) => current = current.join(&loc).expect("location"),
+                None => return (hops, resp),
             }
         }
         panic!("too many redirects: {hops:?}");
     }
 
     /// Signs in through the gate by navigating to `path`; asserts the browser ends up back at `path`.
-    pub async fn sign_in(&self, gate: &TestGate, path: &str) -> Response {
+    pub async fn sign_in(&self, gate: &impl GateUrl, path: &str) -> Response {
         let (hops, resp) = self.navigate(&format!("{}{path}", gate.url())).await;
         assert_eq!(
             resp.status(),
@@ -333,16 +351,7 @@ impl Browser {
                 .send()
                 .await
                 .expect("submit form");
-            let location = resp
-                .headers()
-                .get("location")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            hops.push(Hop {
-                url: action.to_string(),
-                status: resp.status().as_u16(),
-                location,
-            });
+            hops.push(Hop::of(&action, &resp));
         }
         hops
     }
@@ -392,6 +401,58 @@ impl GateProcess {
         GateProcess {
             child: cmd.spawn().expect("spawn logto-gate"),
         }
+    }
+}
+
+/// The gate binary, configured from the test template (edited), on a port chosen now, started and ready.
+pub struct BinaryGate {
+    pub process: GateProcess,
+    pub port: u16,
+    pub config: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl BinaryGate {
+    pub async fn start(
+        endpoint: &str,
+        upstream: &str,
+        extra: &str,
+        edit: impl FnOnce(String) -> String,
+        register: impl FnOnce(&str),
+        env: &[(&str, &str)],
+    ) -> BinaryGate {
+        let port = free_port();
+        let public = format!("http://127.0.0.1:{port}");
+        register(&public);
+        let toml = gate_toml(&public, upstream, endpoint, "", extra)
+            .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("gate.toml");
+        std::fs::write(&config, edit(toml)).expect("write config");
+        let process = GateProcess::spawn(&["--config", &config.display().to_string()], env);
+        wait_for_status(&format!("{public}/_logto/readyz"), 200).await;
+        BinaryGate {
+            process,
+            port,
+            config,
+            _dir: dir,
+        }
+    }
+
+    /// Sends SIGTERM, as Kubernetes or `docker stop` does.
+    pub fn sigterm(&self) {
+        let pid = self.process.child.id().to_string();
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .map(|s| s.success());
+        assert_eq!(ok.ok(), Some(true), "kill -TERM {pid}");
+    }
+}
+
+impl GateUrl for BinaryGate {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 }
 
