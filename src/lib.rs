@@ -13,6 +13,7 @@ pub mod body;
 pub mod config;
 pub mod connector;
 pub mod error;
+pub mod framing;
 pub mod gate;
 pub mod identity;
 pub mod logging;

@@ -24,6 +24,7 @@ use tokio::sync::{watch, Notify};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
+use crate::framing::{AmbiguousFraming, FramingIo, Watch};
 use crate::gate::Gate;
 
 /// Limits applied to every client connection.
@@ -110,15 +111,22 @@ pub async fn serve(
                     let _guard = guard;
                     let activity = Arc::new(Activity::new());
                     let tcp = ActivityIo { inner: stream, activity: Arc::clone(&activity) };
-                    let service = service_fn(move |req| {
+                    let framing = Watch::default();
+                    let watch = framing.clone();
+                    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        if let Some(ambiguity) = watch.next_request() {
+                            req.extensions_mut().insert(AmbiguousFraming(ambiguity));
+                        }
                         let gate = Arc::clone(&gate);
                         async move { Ok::<_, Infallible>(gate.handle(req, peer).await) }
                     });
                     match tls {
-                        None => drive(&builder, tcp, service, activity, &limits, stop).await,
+                        None => drive(&builder, tcp, framing, service, activity, &limits, stop).await,
                         Some(acceptor) => {
                             match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await {
-                                Ok(Ok(tls_stream)) => drive(&builder, tls_stream, service, activity, &limits, stop).await,
+                                Ok(Ok(tls_stream)) => {
+                                    drive(&builder, tls_stream, framing, service, activity, &limits, stop).await
+                                }
                                 Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
                                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                             }
@@ -154,10 +162,13 @@ pub async fn serve(
     }
 }
 
-/// Runs one connection: serves it, closes it gracefully when idle too long or when the server shuts down.
+/// Runs one connection: serves it, closes it gracefully when idle too long or when the server shuts down. `framing`
+/// is the service's side of the request-smuggling check, which reads the (decrypted) stream here.
+#[allow(clippy::too_many_arguments)]
 async fn drive<I, S>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
+    framing: Watch,
     service: S,
     activity: Arc<Activity>,
     limits: &Limits,
@@ -172,6 +183,7 @@ async fn drive<I, S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    let io = FramingIo::new(io, framing, limits.max_header_bytes.max(8192));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let check_every = (limits.idle_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));

@@ -152,3 +152,46 @@ pub fn jwt(data: &[u8]) {
         assert!(t.verify(&empty).is_err(), "a token verified against no keys");
     }
 }
+
+/// Request framing as the smuggling check reads it: a stream built from HTTP fragments (so the fuzzer reaches deep
+/// into heads, lengths and chunks) must give the same answer however it is split into reads.
+pub fn framing(data: &[u8]) {
+    const FRAGMENTS: &[&[u8]] = &[
+        b"POST / HTTP/1.1\r\n",
+        b"GET /a HTTP/1.1\r\n",
+        b"GET / HTTP/1.0\r\n",
+        b"PRI * HTTP/2.0\r\n",
+        b"Content-Length: 3\r\n",
+        b"Content-Length: 0\r\n",
+        b"content-length: 3, 3\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: gzip\r\n",
+        b"Upgrade: websocket\r\n",
+        b"X: y\r\n",
+        b"\r\n",
+        b"\n",
+        b"0\r\n",
+        b"3\r\n",
+        b"3;x=y\r\n",
+        b"ffffffffffffffffff\r\n",
+        b"abc",
+        b"Trailer: t\r\n",
+    ];
+    let Some((&split, rest)) = data.split_first() else {
+        return;
+    };
+    let mut stream = Vec::new();
+    for &b in rest {
+        match FRAGMENTS.get(usize::from(b)) {
+            Some(f) => stream.extend_from_slice(f),
+            None => stream.push(b),
+        }
+    }
+    let max_head = 256;
+    let whole = logto_gate::framing::first_ambiguous([stream.as_slice()], max_head);
+    let size = usize::from(split).max(1);
+    let pieces = logto_gate::framing::first_ambiguous(stream.chunks(size), max_head);
+    assert_eq!(whole, pieces, "read whole vs in pieces of {size}");
+    let bytewise = logto_gate::framing::first_ambiguous(stream.chunks(1), max_head);
+    assert_eq!(whole, bytewise, "read whole vs byte by byte");
+}

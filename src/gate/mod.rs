@@ -25,6 +25,7 @@ use crate::assertion::AssertionSigner;
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::error::{ClientError, GateError, IdpError};
+use crate::framing::AmbiguousFraming;
 use crate::identity::{self, ClaimPath, ManagedHeaders};
 use crate::metrics::{Metrics, RefreshResult, RouteClass};
 use crate::oidc::RefreshError;
@@ -291,7 +292,8 @@ impl Gate {
         };
         // Set-Cookie headers decided on the way (a refreshed or resealed session) go on whatever the answer is.
         let mut cookies = Vec::new();
-        let result = match framing_problem(req.headers()) {
+        let framing = framing_problem(&req);
+        let result = match framing {
             // Phase 0: ambiguous message framing is how requests are smuggled past a proxy; refuse it outright.
             Some(problem) => Err(ClientError::BadRequest(problem.to_owned()).into()),
             None => self.route(route, req, peer, html, &mut cookies).await,
@@ -300,6 +302,11 @@ impl Gate {
             Ok(resp) => resp,
             Err(e) => self.fail(e, html, &method),
         };
+        if framing.is_some() {
+            // The unread body's extent is in doubt, so nothing after it on this connection can be trusted either.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         for c in cookies {
             resp.headers_mut().append(header::SET_COOKIE, c);
         }
@@ -514,7 +521,12 @@ impl Gate {
 
 /// RFC 9112 §6.1, §6.3: a request with both `Transfer-Encoding` and `Content-Length`, or with more than one
 /// `Content-Length`, has ambiguous framing. The gate refuses it rather than pick a reading the upstream might not share.
-fn framing_problem(headers: &http::HeaderMap) -> Option<&'static str> {
+fn framing_problem<B>(req: &Request<B>) -> Option<&'static str> {
+    // What only the raw head showed (hyper normalises it away); see `crate::framing`.
+    if let Some(AmbiguousFraming(ambiguity)) = req.extensions().get::<AmbiguousFraming>() {
+        return Some(ambiguity.message());
+    }
+    let headers = req.headers();
     let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
     if lengths > 1 {
         return Some("the request has more than one Content-Length");

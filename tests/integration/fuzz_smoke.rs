@@ -94,3 +94,14 @@ fn fuzz_body_config() {
 fn fuzz_body_jwt() {
     run(bodies::jwt);
 }
+
+#[test]
+fn fuzz_body_framing() {
+    run(bodies::framing);
+    // Bytes that pick fragments: whole requests with lengths, chunks and trailers.
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for _ in 0..4000 {
+        let input: Vec<u8> = (0..64).map(|_| (rng.next() % 24) as u8).collect();
+        bodies::framing(&input);
+    }
+}

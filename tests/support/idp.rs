@@ -89,10 +89,25 @@ impl Idp {
             .env("IDP_CONFIG", config.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start node: {e}"))?;
         let stdin = child.stdin.take();
+        // The last lines of stderr, to say why an IdP that never came up failed.
+        let stderr_tail = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::<String>::new()));
+        let mut stderr_reader = None;
+        if let Some(stderr) = child.stderr.take() {
+            let tail = std::sync::Arc::clone(&stderr_tail);
+            stderr_reader = Some(std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut t = tail.lock().unwrap();
+                    if t.len() == 20 {
+                        t.pop_front();
+                    }
+                    t.push_back(line);
+                }
+            }));
+        }
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -112,10 +127,20 @@ impl Idp {
                 _stdin: stdin,
                 port,
             }),
-            _ => {
+            outcome => {
+                let exited = child.try_wait().ok().flatten();
                 let _ = child.kill();
                 let _ = child.wait();
-                Err("the IdP did not report its port in time".into())
+                if let Some(reader) = stderr_reader {
+                    let _ = reader.join(); // Ends with the child: its stderr is closed now.
+                }
+                let why = match (outcome, exited) {
+                    (Err(mpsc::RecvTimeoutError::Timeout), _) => format!("no port reported within {START_TIMEOUT:?}"),
+                    (_, Some(status)) => format!("node exited ({status}) before listening"),
+                    _ => "node closed its stdout before listening".to_owned(),
+                };
+                let tail: Vec<String> = stderr_tail.lock().unwrap().iter().cloned().collect();
+                Err(format!("{why}; stderr:\n{}", tail.join("\n")))
             }
         }
     }

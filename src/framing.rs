@@ -1,0 +1,566 @@
+//! Request-smuggling defence: a second reading of every HTTP/1 request head on a connection, to refuse messages whose
+//! framing is ambiguous.
+//!
+//! hyper follows RFC 9112 §6.3 for a request with both `Content-Length` and `Transfer-Encoding`: it drops the
+//! `Content-Length`, reads the body as chunked and closes the connection afterwards, so the gate and the upstream
+//! never disagree about where the message ends. But the request hyper hands over no longer shows that it *was*
+//! ambiguous, and a front proxy that framed it by `Content-Length` has by then read a different message. RFC 9112
+//! §6.1 lets a server reject such a request instead, and so does the gate, together with repeated `Content-Length`
+//! lines that hyper would merge when they agree (RFC 9112 §6.3 item 5 allows either).
+//!
+//! [`FramingIo`] wraps the connection's (decrypted) byte stream and follows it with the same parser hyper uses
+//! (`httparse`) and the same body framing rules (length, or chunks with extensions and trailers), so it knows where
+//! every request head starts. The first head with ambiguous framing is recorded by its position on the connection
+//! (1st, 2nd, ... request); [`Watch::next_request`], called once per request hyper delivers, says whether this is
+//! that request. hyper closes the connection after a request with both headers, and the gate closes it after any
+//! refused one, so later heads need no tracking.
+//!
+//! The scanner fails open to hyper's own (safe) behaviour: bytes it cannot parse stop it for the rest of the
+//! connection, and hyper answers malformed input itself. After a protocol upgrade (WebSocket) or on an HTTP/2
+//! connection it may misread the bytes or stop, which is harmless because hyper delivers no further HTTP/1
+//! requests there. It never buffers more than one incomplete request head, bounded by `max_head_bytes`.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Marks a request whose head had ambiguous framing; the gate answers it with 400 and closes the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AmbiguousFraming(pub Ambiguity);
+
+/// What made a request's framing ambiguous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ambiguity {
+    /// Both `Content-Length` and `Transfer-Encoding` (RFC 9112 §6.1: "ought to be handled as an error").
+    LengthAndTransferEncoding,
+    /// More than one `Content-Length` line or list member, even with equal values.
+    RepeatedContentLength,
+}
+
+impl Ambiguity {
+    /// The client-facing explanation.
+    pub fn message(self) -> &'static str {
+        match self {
+            Ambiguity::LengthAndTransferEncoding => "the request has both Content-Length and Transfer-Encoding",
+            Ambiguity::RepeatedContentLength => "the request has more than one Content-Length",
+        }
+    }
+
+    fn code(self) -> u64 {
+        match self {
+            Ambiguity::LengthAndTransferEncoding => 1,
+            Ambiguity::RepeatedContentLength => 2,
+        }
+    }
+
+    fn from_code(code: u64) -> Option<Self> {
+        match code {
+            1 => Some(Ambiguity::LengthAndTransferEncoding),
+            2 => Some(Ambiguity::RepeatedContentLength),
+            _ => None,
+        }
+    }
+}
+
+/// Shared between a connection's [`FramingIo`] (which records) and its service (which asks).
+#[derive(Debug, Default)]
+struct Shared {
+    /// 0, or `position * 4 + ambiguity code` of the first ambiguous head (positions count from 1).
+    flagged: AtomicU64,
+    /// How many requests hyper has delivered on this connection.
+    delivered: AtomicU64,
+}
+
+/// The service's side: one per connection.
+#[derive(Debug, Clone, Default)]
+pub struct Watch(Arc<Shared>);
+
+impl Watch {
+    /// Counts one delivered request and says whether its head was ambiguous. Call exactly once per request, in the
+    /// order hyper delivers them (HTTP/1 delivers them one at a time).
+    pub fn next_request(&self) -> Option<Ambiguity> {
+        let position = self.0.delivered.fetch_add(1, Ordering::Relaxed) + 1;
+        let flagged = self.0.flagged.load(Ordering::Acquire);
+        (flagged != 0 && flagged >> 2 == position)
+            .then(|| Ambiguity::from_code(flagged & 3))
+            .flatten()
+    }
+}
+
+/// A stream that reads HTTP/1 request framing alongside hyper; see the module docs.
+pub struct FramingIo<T> {
+    inner: T,
+    scanner: Scanner,
+    watch: Watch,
+}
+
+impl<T> FramingIo<T> {
+    pub fn new(inner: T, watch: Watch, max_head_bytes: usize) -> Self {
+        FramingIo {
+            inner,
+            scanner: Scanner::new(max_head_bytes),
+            watch,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for FramingIo<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let this = &mut *self;
+        if !this.scanner.is_done() && buf.filled().len() > before {
+            if let Some((position, ambiguity)) = this.scanner.feed(&buf.filled()[before..]) {
+                this.watch
+                    .0
+                    .flagged
+                    .store(position * 4 + ambiguity.code(), Ordering::Release);
+            }
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for FramingIo<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// What [`FramingIo`] records for a connection whose reads return `reads` in turn: the position (from 1) and kind of
+/// the first request head with ambiguous framing. For tests and fuzzing; the answer never depends on how the same
+/// bytes are split into reads.
+pub fn first_ambiguous<'a>(
+    reads: impl IntoIterator<Item = &'a [u8]>,
+    max_head_bytes: usize,
+) -> Option<(u64, Ambiguity)> {
+    let mut scanner = Scanner::new(max_head_bytes);
+    for read in reads {
+        if scanner.is_done() {
+            break;
+        }
+        if let Some(found) = scanner.feed(read) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// hyper's default limit on request header lines; a head with more is refused by hyper, and stops the scanner.
+const MAX_HEADERS: usize = 100;
+
+/// Where the scanner is in the byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Expecting (the rest of) a request head.
+    Head,
+    /// Inside a body of known length: this many bytes remain.
+    Length(u64),
+    /// Inside a chunked body.
+    Chunked(Chunk),
+    /// Stopped: the rest of the connection is not followed.
+    Done,
+}
+
+/// The chunked-body states, mirroring hyper's decoder (RFC 9112 §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Start,
+    Size(u64),
+    SizeLws(u64),
+    Extension(u64),
+    SizeLf(u64),
+    Data(u64),
+    DataCr,
+    DataLf,
+    Trailer,
+    TrailerLf,
+    EndCr,
+    EndLf,
+}
+
+/// The framing of one parsed head.
+struct Head {
+    /// Bytes the head occupied, leading empty lines included.
+    len: usize,
+    body: State,
+    ambiguity: Option<Ambiguity>,
+}
+
+/// Follows request framing through the bytes of one connection.
+struct Scanner {
+    state: State,
+    /// The beginning of a request head that has not fully arrived yet.
+    pending: Vec<u8>,
+    max_head_bytes: usize,
+    /// Heads parsed so far.
+    heads: u64,
+}
+
+impl Scanner {
+    fn new(max_head_bytes: usize) -> Self {
+        Scanner {
+            state: State::Head,
+            pending: Vec::new(),
+            max_head_bytes,
+            heads: 0,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Follows `data`, the next bytes read from the connection. Returns the position and kind of an ambiguous head
+    /// found in them, after which the scanner stops.
+    fn feed(&mut self, data: &[u8]) -> Option<(u64, Ambiguity)> {
+        if self.pending.is_empty() {
+            return self.follow(data);
+        }
+        // A head that began in an earlier read: complete it in place (no copy of what is already held).
+        self.pending.extend_from_slice(data);
+        if !data.contains(&b'\n') {
+            // A head ends with an empty line, so it cannot be complete yet.
+            if self.pending.len() > self.max_head_bytes {
+                self.stop(); // hyper refuses a head this large (431).
+            }
+            return None;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        match parse_head(&pending) {
+            Parsed::Complete(head) => {
+                let len = head.len;
+                self.begin(head).or_else(|| self.follow(&pending[len..]))
+            }
+            Parsed::Partial if pending.len() <= self.max_head_bytes => {
+                self.pending = pending;
+                None
+            }
+            Parsed::Partial | Parsed::Invalid => {
+                self.stop();
+                None
+            }
+        }
+    }
+
+    /// Follows bytes when no partial head is held.
+    fn follow(&mut self, mut data: &[u8]) -> Option<(u64, Ambiguity)> {
+        while !data.is_empty() {
+            match self.state {
+                State::Done => return None,
+                State::Head => match parse_head(data) {
+                    Parsed::Complete(head) => {
+                        let len = head.len;
+                        if let Some(found) = self.begin(head) {
+                            return Some(found);
+                        }
+                        data = &data[len..];
+                    }
+                    Parsed::Partial => {
+                        if data.len() > self.max_head_bytes {
+                            self.stop();
+                        } else {
+                            self.pending.extend_from_slice(data);
+                        }
+                        return None;
+                    }
+                    Parsed::Invalid => {
+                        self.stop();
+                        return None;
+                    }
+                },
+                State::Length(remaining) => {
+                    let n = remaining.min(data.len() as u64);
+                    data = &data[n as usize..];
+                    self.state = if remaining == n {
+                        State::Head
+                    } else {
+                        State::Length(remaining - n)
+                    };
+                }
+                State::Chunked(chunk) => {
+                    let (next, used) = step_chunked(chunk, data);
+                    data = &data[used..];
+                    self.state = match next {
+                        Some(Some(chunk)) => State::Chunked(chunk),
+                        Some(None) => State::Head,
+                        None => State::Done,
+                    };
+                }
+            }
+        }
+        None
+    }
+
+    /// Enters the body of a freshly parsed head; returns the head's position if its framing is ambiguous.
+    fn begin(&mut self, head: Head) -> Option<(u64, Ambiguity)> {
+        if head.len > self.max_head_bytes {
+            self.stop(); // hyper refuses a head this large (431).
+            return None;
+        }
+        self.heads += 1;
+        if let Some(ambiguity) = head.ambiguity {
+            self.stop();
+            return Some((self.heads, ambiguity));
+        }
+        self.state = head.body;
+        None
+    }
+
+    fn stop(&mut self) {
+        self.state = State::Done;
+        self.pending = Vec::new();
+    }
+}
+
+enum Parsed {
+    Complete(Head),
+    Partial,
+    Invalid,
+}
+
+/// Parses a request head the way hyper does and works out its body framing (RFC 9112 §6.3).
+fn parse_head(bytes: &[u8]) -> Parsed {
+    let mut headers = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, bytes, &mut headers) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Invalid,
+    };
+    let mut lengths = 0usize;
+    let mut length: Option<u64> = None;
+    let mut length_valid = true;
+    let mut transfer_encoding = false;
+    let mut chunked = false;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            // hyper takes each line whole: a list such as `3, 3` is invalid, and so are differing lines.
+            lengths += 1;
+            match parse_decimal(h.value) {
+                Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                _ => length_valid = false,
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding = true;
+            // The final coding decides (hyper: the last line's last member).
+            chunked = h
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        }
+    }
+    let ambiguity = if transfer_encoding && lengths > 0 {
+        Some(Ambiguity::LengthAndTransferEncoding)
+    } else if lengths > 1 && length_valid {
+        Some(Ambiguity::RepeatedContentLength)
+    } else {
+        None
+    };
+    let body = match (transfer_encoding, length) {
+        // hyper refuses these itself (400) and closes the connection.
+        (true, _) if !chunked || req.version != Some(1) => State::Done,
+        (true, _) => State::Chunked(Chunk::Start),
+        (false, _) if !length_valid => State::Done,
+        (false, Some(0) | None) => State::Head,
+        (false, Some(n)) => State::Length(n),
+    };
+    Parsed::Complete(Head { len, body, ambiguity })
+}
+
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    digits
+        .iter()
+        .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+/// The value of a hex digit (callers check `is_ascii_hexdigit` first).
+fn hex(b: u8) -> u64 {
+    (b as char).to_digit(16).map_or(0, u64::from)
+}
+
+/// Advances a chunked body over `data`. Returns the next state (`Some(None)`: the body ended; `None`: the bytes are
+/// not valid chunked framing, which hyper refuses too) and how many bytes were used.
+fn step_chunked(mut chunk: Chunk, data: &[u8]) -> (Option<Option<Chunk>>, usize) {
+    let mut i = 0;
+    while i < data.len() {
+        if let Chunk::Data(remaining) = chunk {
+            let n = remaining.min((data.len() - i) as u64);
+            i += n as usize;
+            chunk = if remaining == n {
+                Chunk::DataCr
+            } else {
+                Chunk::Data(remaining - n)
+            };
+            continue;
+        }
+        let b = data[i];
+        i += 1;
+        let next = match (chunk, b) {
+            (Chunk::Start, b) if b.is_ascii_hexdigit() => Some(Chunk::Size(hex(b))),
+            (Chunk::Size(n), b) if b.is_ascii_hexdigit() => {
+                n.checked_mul(16).and_then(|n| n.checked_add(hex(b))).map(Chunk::Size)
+            }
+            (Chunk::Size(n) | Chunk::SizeLws(n), b'\t' | b' ') => Some(Chunk::SizeLws(n)),
+            (Chunk::Size(n) | Chunk::SizeLws(n) | Chunk::Extension(n), b';') => Some(Chunk::Extension(n)),
+            (Chunk::Size(n) | Chunk::SizeLws(n) | Chunk::Extension(n), b'\r') => Some(Chunk::SizeLf(n)),
+            (Chunk::Extension(_), b'\n') => None,
+            (Chunk::Extension(n), _) => Some(Chunk::Extension(n)),
+            (Chunk::SizeLf(0), b'\n') => Some(Chunk::EndCr),
+            (Chunk::SizeLf(n), b'\n') => Some(Chunk::Data(n)),
+            (Chunk::DataCr, b'\r') => Some(Chunk::DataLf),
+            (Chunk::DataLf, b'\n') => Some(Chunk::Start),
+            (Chunk::Trailer, b'\r') => Some(Chunk::TrailerLf),
+            (Chunk::Trailer, _) => Some(Chunk::Trailer),
+            (Chunk::TrailerLf, b'\n') => Some(Chunk::EndCr),
+            (Chunk::EndCr, b'\r') => Some(Chunk::EndLf),
+            (Chunk::EndCr, _) => Some(Chunk::Trailer),
+            (Chunk::EndLf, b'\n') => return (Some(None), i),
+            _ => None,
+        };
+        match next {
+            Some(c) => chunk = c,
+            None => return (None, i),
+        }
+    }
+    (Some(Some(chunk)), i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `stream` in pieces of `size` bytes; returns what the scanner found and how many heads it saw.
+    fn scan(stream: &[u8], size: usize) -> (Option<(u64, Ambiguity)>, u64, State) {
+        let mut s = Scanner::new(64 * 1024);
+        let mut found = None;
+        for piece in stream.chunks(size) {
+            if s.is_done() {
+                break;
+            }
+            if let Some(f) = s.feed(piece) {
+                found = Some(f);
+            }
+        }
+        (found, s.heads, s.state)
+    }
+
+    /// Every split of the stream gives the same answer as reading it whole.
+    fn scan_all_splits(stream: &[u8]) -> (Option<(u64, Ambiguity)>, u64, State) {
+        let whole = scan(stream, stream.len());
+        for size in 1..stream.len() {
+            assert_eq!(scan(stream, size), whole, "read in pieces of {size}");
+        }
+        whole
+    }
+
+    #[test]
+    fn follows_keep_alive_requests_with_length_and_chunked_bodies() {
+        let stream = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+GET /b HTTP/1.1\r\nHost: x\r\n\r\n\
+POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n\
+5;ext=1\r\nhello\r\n3 \r\nabc\r\n0\r\nTrailer: yes\r\n\r\n\
+\r\nGET /d HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(scan_all_splits(stream), (None, 4, State::Head));
+    }
+
+    #[test]
+    fn flags_length_and_transfer_encoding_in_either_order() {
+        for head in [
+            "POST / HTTP/1.1\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\ncontent-length: 40\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\nContent-Length: 40\r\n\r\n",
+        ] {
+            let stream = format!("GET /first HTTP/1.1\r\n\r\n{head}0\r\n\r\nGET /admin HTTP/1.1\r\n\r\n");
+            let (found, _, state) = scan_all_splits(stream.as_bytes());
+            assert_eq!(found, Some((2, Ambiguity::LengthAndTransferEncoding)), "{head}");
+            assert_eq!(state, State::Done);
+        }
+    }
+
+    #[test]
+    fn flags_repeated_content_length_even_when_equal() {
+        let head = "GET / HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc";
+        assert_eq!(
+            scan_all_splits(head.as_bytes()).0,
+            Some((2, Ambiguity::RepeatedContentLength))
+        );
+    }
+
+    #[test]
+    fn a_chunked_body_hides_no_head_from_the_scanner() {
+        // The smuggled-looking text is chunk data, not a head; the real second head comes after the body.
+        let data = "GET /admin HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let stream = format!(
+            "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{data}\r\n0\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
+            data.len()
+        );
+        assert_eq!(scan_all_splits(stream.as_bytes()), (None, 2, State::Head));
+    }
+
+    #[test]
+    fn stops_on_what_hyper_refuses_or_does_not_speak() {
+        for stream in [
+            &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\nabc",
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            let (found, _, state) = scan_all_splits(stream);
+            assert_eq!(
+                (found, state),
+                (None, State::Done),
+                "{}",
+                String::from_utf8_lossy(stream)
+            );
+        }
+    }
+
+    #[test]
+    fn an_oversized_head_stops_the_scanner_without_holding_it() {
+        let mut s = Scanner::new(1024);
+        assert_eq!(s.feed(b"GET / HTTP/1.1\r\nX: "), None);
+        for _ in 0..100 {
+            let _ = s.feed(&[b'a'; 64]);
+        }
+        assert!(s.is_done());
+        assert_eq!(s.pending.capacity(), 0);
+    }
+
+    #[test]
+    fn the_watch_matches_the_flagged_position_only() {
+        let watch = Watch::default();
+        watch.0.flagged.store(2 * 4 + 1, Ordering::Release);
+        assert_eq!(watch.next_request(), None);
+        assert_eq!(watch.next_request(), Some(Ambiguity::LengthAndTransferEncoding));
+        assert_eq!(watch.next_request(), None);
+    }
+}
