@@ -313,6 +313,57 @@ async fn main() {
             .output();
     }
     if std::env::args().any(|a| a == "--perf") {
+        // Syscalls per request, the gate against nginx's proxy workers: where the kernel time goes. With a uprobe on
+        // glibc's malloc (as root: perf probe -x /lib/x86_64-linux-gnu/libc.so.6 malloc), allocations per request too.
+        let malloc_probe = Command::new("perf")
+            .args(["list", "probe_libc:malloc"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("probe_libc:malloc"));
+        let events = if malloc_probe {
+            "raw_syscalls:sys_enter,probe_libc:malloc"
+        } else {
+            "raw_syscalls:sys_enter"
+        };
+        let proxy_workers = Command::new("pgrep")
+            .args(["-P", &_proxy.0.id().to_string()])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        for (name, pids, target) in [
+            ("nginx proxy_pass", proxy_workers, &targets[1]),
+            ("logto-gate", gate_pid.to_string(), &targets[2]),
+        ] {
+            let stat = Command::new("perf")
+                .args(["stat", "-x,", "-e", &events, "-p", &pids])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("perf (apt-get install linux-perf)");
+            let r = wrk(&target.1, target.2);
+            let _ = Command::new("kill").args(["-INT", &stat.id().to_string()]).status();
+            let out = stat.wait_with_output().expect("perf stat");
+            let text = String::from_utf8_lossy(&out.stderr).into_owned();
+            let count = |event: &str| -> f64 {
+                text.lines()
+                    .filter(|l| l.contains(event))
+                    .find_map(|l| l.split(',').next()?.trim().parse().ok())
+                    .unwrap_or(0.0)
+            };
+            let requests = (r.rps * SECONDS as f64).max(1.0);
+            print!(
+                "{name}: {:.2} syscalls per request",
+                count("raw_syscalls:sys_enter") / requests
+            );
+            if malloc_probe {
+                print!(", {:.1} mallocs per request", count("probe_libc:malloc") / requests);
+            }
+            println!(" ({:.0} req/s)", r.rps);
+        }
         // Profile the gate under load instead of comparing: software clock samples (works without hardware
         // counters), call graphs, written to target/bench-perf.data for `perf report`.
         let out = root.join("target/bench-perf.data");
@@ -321,10 +372,11 @@ async fn main() {
                 .args([
                     "record",
                     "-F",
-                    "999",
+                    "499",
                     "-e",
-                    "cpu-clock",
-                    "-g",
+                    &std::env::var("BENCH_PERF_EVENT").unwrap_or_else(|_| "cpu-clock".to_owned()),
+                    "--call-graph",
+                    "dwarf,16384",
                     "-p",
                     &gate_pid.to_string(),
                     "-o",

@@ -1,27 +1,64 @@
-//! The one body type used everywhere: a boxed stream of `Bytes`, so handlers never fight body types.
+//! The one body type used everywhere, so handlers never fight body types. Request and response bodies are passed
+//! through as this type, streaming, never buffered.
+//!
+//! Proxied bodies (hyper's `Incoming`, on both sides) are held as they are; only the gate's own small bodies (pages,
+//! JSON) go through a box. The signed-in path therefore allocates no box per request for either body.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
 
 /// Errors a body stream can end with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// A streaming body, boxed. Request and response bodies are passed through as this type, never buffered.
-pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+/// A streaming body: one received by hyper and passed through, or any other, boxed.
+#[derive(Debug)]
+pub enum Body {
+    Incoming(Incoming),
+    Boxed(BoxBody<Bytes, BoxError>),
+}
 
 pub fn empty() -> Body {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+    Body::Boxed(Empty::<Bytes>::new().map_err(|never| match never {}).boxed())
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Body::Boxed(Full::new(bytes.into()).map_err(|never| match never {}).boxed())
 }
 
-/// Boxes any body whose errors convert into [`BoxError`] (hyper's `Incoming` on both sides).
-pub fn boxed<B>(body: B) -> Body
-where
-    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
-    B::Error: Into<BoxError>,
-{
-    body.map_err(Into::into).boxed()
+/// A body received by hyper (the client's request body, the upstream's response body), passed on unboxed.
+pub fn incoming(body: Incoming) -> Body {
+    Body::Incoming(body)
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        // Both variants are Unpin.
+        match self.get_mut() {
+            Body::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Body::Boxed(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Incoming(b) => b.is_end_stream(),
+            Body::Boxed(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Incoming(b) => b.size_hint(),
+            Body::Boxed(b) => b.size_hint(),
+        }
+    }
 }

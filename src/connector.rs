@@ -1,20 +1,102 @@
 //! The outbound connector shared by the upstream client and the Logto client: plain HTTP or HTTPS (rustls with
 //! the Mozilla root set, so the image needs no system CA bundle), with a connect timeout and TCP_NODELAY.
+//!
+//! Connections are reported to the client without hyper-util's `HttpInfo` (the addresses of the connection), which
+//! it would otherwise copy into the extensions of every response: a map allocated per request that the gate never
+//! reads.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::future::{MapOk, TryFutureExt};
+use http::Uri;
+use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use tower_service::Service;
 
-pub fn https_or_http(connect_timeout: Duration) -> Result<HttpsConnector<HttpConnector>, String> {
+/// The connector type both clients use.
+pub type Connector = Bare<HttpsConnector<HttpConnector>>;
+
+pub fn https_or_http(connect_timeout: Duration) -> Result<Connector, String> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-        .map_err(|e| format!("TLS setup failed: {e}"))?
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http))
+    Ok(Bare(
+        hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| format!("TLS setup failed: {e}"))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http),
+    ))
+}
+
+/// A connector whose connections carry no per-response extras (see the module docs).
+#[derive(Clone, Debug)]
+pub struct Bare<C>(C);
+
+impl<C> Service<Uri> for Bare<C>
+where
+    C: Service<Uri>,
+{
+    type Response = BareIo<C::Response>;
+    type Error = C::Error;
+    type Future = MapOk<C::Future, fn(C::Response) -> BareIo<C::Response>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        self.0
+            .call(uri)
+            .map_ok(BareIo as fn(C::Response) -> BareIo<C::Response>)
+    }
+}
+
+/// A connection as the inner connector made it, reported without extras.
+#[derive(Debug)]
+pub struct BareIo<T>(T);
+
+impl<T: Connection> Connection for BareIo<T> {
+    fn connected(&self) -> Connected {
+        let inner = self.0.connected();
+        let bare = Connected::new().proxy(inner.is_proxied());
+        if inner.is_negotiated_h2() {
+            bare.negotiated_h2()
+        } else {
+            bare
+        }
+    }
+}
+
+impl<T: Read + Unpin> Read for BareIo<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T: Write + Unpin> Write for BareIo<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
 }

@@ -219,6 +219,29 @@ pub fn inject_identity(headers: &mut HeaderMap, mapping: &[(HeaderName, ClaimPat
     }
 }
 
+/// The identity headers for one set of claims, rendered once (see [`crate::session::Rendered`]): inserting them
+/// again costs reference-count increments, not allocations.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityHeaders(Vec<(HeaderName, HeaderValue)>);
+
+impl IdentityHeaders {
+    pub fn render(mapping: &[(HeaderName, ClaimPath)], claims: &Map<String, Value>) -> Self {
+        IdentityHeaders(
+            mapping
+                .iter()
+                .filter_map(|(name, path)| Some((name.clone(), path.lookup(claims).and_then(header_value)?)))
+                .collect(),
+        )
+    }
+
+    /// Sets these headers, replacing any of the same name; same result as [`inject_identity`].
+    pub fn insert_into(&self, headers: &mut HeaderMap) {
+        for (name, value) in &self.0 {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

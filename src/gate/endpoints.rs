@@ -246,9 +246,9 @@ impl Gate {
             .codec()
             .read_session_cookie(req.headers())
             .map(|c| Current {
-                session: session.clone(),
+                session: std::sync::Arc::new(session.clone()),
                 id: None,
-                names_sent: c.names_sent,
+                names_sent: c.names_sent.into(),
                 rewrite: true,
             });
         let cookies = match self.sessions.save(previous.as_ref(), session, now).await {
@@ -291,6 +291,7 @@ impl Gate {
             sid,
             seen: now,
             refresh_at: tokens.expires_in.map(|s| Session::refresh_time(now, s)),
+            rendered: Default::default(),
         }
     }
 

@@ -187,6 +187,8 @@ pub struct Gate {
     draining: AtomicBool,
     request_prefix: u32,
     request_counter: std::sync::atomic::AtomicU64,
+    /// `X-Forwarded-Host` for the upstream: the public URL's host, as a value built once.
+    forwarded_host: HeaderValue,
 }
 
 impl Gate {
@@ -220,7 +222,10 @@ impl Gate {
             Some(a) => Some(AssertionSigner::new(a, config.server.public_url.origin())?),
             None => None,
         };
+        let forwarded_host = HeaderValue::from_str(config.server.public_url.host())
+            .map_err(|_| "server.public_url: the host is not a valid header value".to_owned())?;
         Ok(Arc::new(Gate {
+            forwarded_host,
             config,
             oidc,
             sessions,
@@ -270,8 +275,14 @@ impl Gate {
             }
         }
         let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:08x}{n:016x}", self.request_prefix);
-        HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+        // 24 hex digits, written on the stack: the header value's own copy is the only allocation.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut id = [0u8; 24];
+        let digits = (u128::from(self.request_prefix) << 64) | u128::from(n);
+        for (i, d) in id.iter_mut().enumerate() {
+            *d = HEX[((digits >> (4 * (23 - i))) & 0xf) as usize];
+        }
+        HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
     }
 
     /// Handles one request from `peer`. Never fails: every error becomes a response.
@@ -424,18 +435,31 @@ impl Gate {
         identity::strip_spoofed_identity(&mut parts.headers, &self.managed);
         self.sessions.codec().strip_gate_cookies(&mut parts.headers);
         let public = &self.config.server.public_url;
-        forwarded::set_forwarded(&mut parts.headers, peer.ip(), trusted, public.scheme(), public.host());
+        forwarded::set_forwarded(
+            &mut parts.headers,
+            peer.ip(),
+            trusted,
+            public.scheme(),
+            &self.forwarded_host,
+        );
         if let Some(principal) = &principal {
             self.add_identity(&mut parts.headers, principal)?;
         }
         // 5. forward
-        let req = Request::from_parts(parts, body::boxed(incoming));
+        let req = Request::from_parts(parts, body::incoming(incoming));
         self.forwarder.forward(req, client_upgrade).await
     }
 
     /// Identity headers, the access token when asked for, and the signed assertion.
     fn add_identity(&self, headers: &mut http::HeaderMap, principal: &Principal) -> Result<(), GateError> {
-        identity::inject_identity(headers, &self.config.headers, principal.claims());
+        match principal {
+            Principal::Session(c) => c
+                .session
+                .rendered
+                .get_or_render(&self.config.headers, &c.session.claims)
+                .insert_into(headers),
+            Principal::Bearer(claims) => identity::inject_identity(headers, &self.config.headers, claims),
+        }
         if let (true, Principal::Session(c)) = (self.config.upstream.pass_access_token, principal) {
             if let Some(token) = c.session.at.as_deref() {
                 let value = HeaderValue::from_str(&format!("Bearer {token}"))
@@ -481,7 +505,11 @@ impl Gate {
             }
             Renewed::Kept(current) => Ok(Some(Principal::Session(current))),
             Renewed::Changed(current) => {
-                match self.sessions.save(Some(&current), current.session.clone(), now).await {
+                match self
+                    .sessions
+                    .save(Some(&current), Session::clone(&current.session), now)
+                    .await
+                {
                     Ok(set) => cookies.extend(set),
                     Err(SaveError::Store(e)) => return Err(e.into()),
                     Err(SaveError::Internal(e)) => return Err(GateError::Internal(e)),

@@ -51,7 +51,10 @@ impl Gate {
             outcome
         };
         match self.refresher.run(&key, work).await {
-            refresh::Outcome::Refreshed(session) => Renewed::Changed(Current { session, ..current }),
+            refresh::Outcome::Refreshed(session) => Renewed::Changed(Current {
+                session: std::sync::Arc::new(session),
+                ..current
+            }),
             refresh::Outcome::Ended => {
                 if let Err(e) = self.sessions.forget(&current).await {
                     tracing::warn!(error = %e, "could not delete an ended session from Redis");

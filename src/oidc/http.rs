@@ -11,8 +11,6 @@ use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -25,7 +23,7 @@ const AGENT: &str = concat!("logto-gate/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Clone)]
 pub struct IdpHttp {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<crate::connector::Connector, Full<Bytes>>,
     timeout: Duration,
 }
 

@@ -24,7 +24,8 @@ const CLIENT_FORWARDING_HEADERS: [&str; 10] = [
 
 /// From an untrusted peer every client forwarding header is replaced; from a trusted proxy (`trusted`) the chain
 /// is kept: the peer is appended to `X-Forwarded-For`, and the proxy's `X-Forwarded-Proto` / `-Host` pass.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, proto: &'static str, host: &str) {
+/// `host` is the public host as a header value (built once: inserting it is a reference-count increment).
+pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, proto: &'static str, host: &HeaderValue) {
     if trusted {
         let chain = headers
             .get_all("x-forwarded-for")
@@ -47,9 +48,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, proto
             );
         }
         if !headers.contains_key("x-forwarded-host") {
-            if let Ok(v) = HeaderValue::from_str(host) {
-                headers.insert(HeaderName::from_static("x-forwarded-host"), v);
-            }
+            headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
         }
         return;
     }
@@ -65,15 +64,25 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, proto
             headers.remove(name);
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
-    }
+    headers.insert(HeaderName::from_static("x-forwarded-for"), ip_value(peer));
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(proto),
     );
-    if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), v);
+    headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+}
+
+/// An address as a header value, formatted on the stack (the value's own copy is the only allocation).
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    use std::io::Write;
+    let mut buf = [0u8; 48]; // The longest IPv6 text form is 45 bytes.
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    match write!(cursor, "{ip}") {
+        Ok(()) => {
+            let len = cursor.position() as usize;
+            HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+        }
+        Err(_) => HeaderValue::from_static("unknown"),
     }
 }
 
@@ -88,7 +97,13 @@ mod tests {
         h.insert("x_forwarded_host", HeaderValue::from_static("evil"));
         h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
         h.insert("x-forwarded-prefix", HeaderValue::from_static("/admin"));
-        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), false, "https", "app.example.com");
+        set_forwarded(
+            &mut h,
+            "127.0.0.1".parse().unwrap(),
+            false,
+            "https",
+            &HeaderValue::from_static("app.example.com"),
+        );
         assert_eq!(h.get("x-forwarded-for").unwrap(), "127.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "app.example.com");
@@ -96,11 +111,32 @@ mod tests {
     }
 
     #[test]
+    fn every_address_form_fits_the_header_value() {
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "::1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+        ] {
+            assert_eq!(
+                ip_value(ip.parse().unwrap()),
+                ip.parse::<IpAddr>().unwrap().to_string().as_str()
+            );
+        }
+    }
+
+    #[test]
     fn a_trusted_proxy_keeps_the_chain() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        set_forwarded(&mut h, "10.0.0.2".parse().unwrap(), true, "http", "app.example.com");
+        set_forwarded(
+            &mut h,
+            "10.0.0.2".parse().unwrap(),
+            true,
+            "http",
+            &HeaderValue::from_static("app.example.com"),
+        );
         assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9, 10.0.0.2");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "app.example.com");

@@ -12,8 +12,6 @@ use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::upgrade::OnUpgrade;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
@@ -25,7 +23,7 @@ use crate::oidc::http::error_chain;
 
 /// Forwards requests to the configured upstream.
 pub struct Forwarder {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    client: Client<crate::connector::Connector, Body>,
     scheme: Scheme,
     authority: Authority,
     host_header: HeaderValue,
@@ -126,7 +124,7 @@ impl Forwarder {
 
         let (mut parts, incoming) = resp.into_parts();
         hop::remove_hop_by_hop(&mut parts.headers, false);
-        Ok(Response::from_parts(parts, body::boxed(incoming)))
+        Ok(Response::from_parts(parts, body::incoming(incoming)))
     }
 }
 

@@ -11,6 +11,8 @@ pub mod redis_store;
 pub mod refresh;
 pub mod store;
 
+use std::sync::OnceLock;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -44,6 +46,50 @@ pub struct Session {
     /// When to use the refresh token: some time before the access token expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_at: Option<u64>,
+    /// The identity headers rendered from `claims`, kept for the life of this value (never serialised).
+    #[serde(skip)]
+    pub rendered: Rendered,
+}
+
+/// Identity header values rendered once from a session's claims, so the signed-in path does not rebuild them on
+/// every request. Sessions are shared immutably (`Arc<Session>`); code that changes claims changes a clone, and a
+/// clone starts with nothing rendered, so what is held here always matches the claims beside it.
+#[derive(Default)]
+pub struct Rendered(OnceLock<crate::identity::IdentityHeaders>);
+
+impl Rendered {
+    /// The headers for `claims` under `mapping`, rendered on first use.
+    pub fn get_or_render(
+        &self,
+        mapping: &[(http::HeaderName, crate::identity::ClaimPath)],
+        claims: &Map<String, Value>,
+    ) -> &crate::identity::IdentityHeaders {
+        self.0
+            .get_or_init(|| crate::identity::IdentityHeaders::render(mapping, claims))
+    }
+}
+
+impl Clone for Rendered {
+    fn clone(&self) -> Self {
+        Rendered::default()
+    }
+}
+
+impl PartialEq for Rendered {
+    /// A cache: never part of a session's value.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Rendered(..)"
+        } else {
+            "Rendered(-)"
+        })
+    }
 }
 
 impl Session {

@@ -108,6 +108,7 @@ mod tests {
             sid: None,
             seen: 0,
             refresh_at: None,
+            rendered: Default::default(),
         }
     }
 

@@ -22,11 +22,11 @@ use crate::config::{SessionConfig, StoreKind};
 /// A session found on a request, with what is needed to write it back.
 #[derive(Debug, Clone)]
 pub struct Current {
-    pub session: Session,
+    pub session: Arc<Session>,
     /// The Redis id (Redis store only).
     pub id: Option<String>,
     /// Cookie names the request carried for the session (to clear stale chunks).
-    pub names_sent: Vec<String>,
+    pub names_sent: Arc<[String]>,
     /// The cookie must be written again: opened with an old secret, or idle tracking is due.
     pub rewrite: bool,
 }
@@ -49,12 +49,14 @@ const OPENED_CACHE_MAX: usize = 10_000;
 
 #[derive(Clone)]
 struct Opened {
-    session: Session,
+    session: Arc<Session>,
     old_key: bool,
 }
 
 pub struct Sessions {
     codec: CookieCodec,
+    /// `names_sent` of a session carried in one cookie under the usual name (shared, not rebuilt per request).
+    single_name: Arc<[String]>,
     opened: Mutex<HashMap<Box<str>, Opened>>,
     kind: StoreKind,
     redis: Option<Arc<RedisStore>>,
@@ -70,8 +72,10 @@ impl Sessions {
             Some(url) => Some(Arc::new(RedisStore::new(url, &config.redis_key_prefix)?)),
             None => None,
         };
+        let codec = CookieCodec::new(config);
         Ok(Sessions {
-            codec: CookieCodec::new(config),
+            single_name: Arc::from([codec.session_name().to_owned()]),
+            codec,
             opened: Mutex::default(),
             kind: config.store,
             redis,
@@ -104,7 +108,7 @@ impl Sessions {
         let Some(opened) = self.codec.read_session_cookie(headers) else {
             return Ok(None);
         };
-        let (session, id) = match (self.kind, &self.redis) {
+        let (session, id): (Session, _) = match (self.kind, &self.redis) {
             (StoreKind::Redis, Some(redis)) => {
                 let id = opened.plaintext.clone();
                 match redis.get(&redis.key("session", &id)).await? {
@@ -123,6 +127,7 @@ impl Sessions {
         let Some(rewrite) = self.admit(&session, opened.opened_with_old_key, now).await? else {
             return Ok(None);
         };
+        let session = Arc::new(session);
         if self.kind == StoreKind::Cookie {
             if let Some(raw) = self.single_cookie_value(headers) {
                 if let Ok(mut cache) = self.opened.lock() {
@@ -133,7 +138,7 @@ impl Sessions {
                         }
                     }
                     let entry = Opened {
-                        session: session.clone(),
+                        session: Arc::clone(&session),
                         old_key: opened.opened_with_old_key,
                     };
                     cache.insert(raw.into(), entry);
@@ -143,7 +148,7 @@ impl Sessions {
         Ok(Some(Current {
             session,
             id,
-            names_sent: opened.names_sent,
+            names_sent: opened.names_sent.into(),
             rewrite,
         }))
     }
@@ -198,11 +203,10 @@ impl Sessions {
         let Some(rewrite) = self.admit(&session, hit.old_key, now).await? else {
             return Ok(None);
         };
-        let names_sent = vec![self.codec.session_name().to_owned()];
         Ok(Some(Current {
             session,
             id: None,
-            names_sent,
+            names_sent: Arc::clone(&self.single_name),
             rewrite,
         }))
     }
@@ -216,7 +220,7 @@ impl Sessions {
     ) -> Result<Vec<HeaderValue>, SaveError> {
         session.seen = now;
         let max_age = session.exp.saturating_sub(now);
-        let names_sent = current.map(|c| c.names_sent.as_slice()).unwrap_or(&[]);
+        let names_sent = current.map(|c| &c.names_sent[..]).unwrap_or(&[]);
         match (self.kind, &self.redis) {
             (StoreKind::Redis, Some(redis)) => {
                 let id = match current.and_then(|c| c.id.clone()) {
