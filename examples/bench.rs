@@ -339,7 +339,7 @@ async fn main() {
             ("logto-gate", gate_pid.to_string(), &targets[2]),
         ] {
             let stat = Command::new("perf")
-                .args(["stat", "-x,", "-e", &events, "-p", &pids])
+                .args(["stat", "-x,", "-e", events, "-p", &pids])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
