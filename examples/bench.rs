@@ -320,9 +320,9 @@ async fn main() {
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("probe_libc:malloc"));
         let events = if malloc_probe {
-            "raw_syscalls:sys_enter,probe_libc:malloc"
+            "task-clock,raw_syscalls:sys_enter,probe_libc:malloc"
         } else {
-            "raw_syscalls:sys_enter"
+            "task-clock,raw_syscalls:sys_enter"
         };
         let proxy_workers = Command::new("pgrep")
             .args(["-P", &_proxy.0.id().to_string()])
@@ -344,7 +344,22 @@ async fn main() {
                 .stderr(Stdio::piped())
                 .spawn()
                 .expect("perf (apt-get install linux-perf)");
+            let times = |pids: &str| -> (f64, f64) {
+                // utime and stime of each process, in clock ticks (100 per second on Linux).
+                pids.split(',')
+                    .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+                    .filter_map(|stat| {
+                        let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+                        Some((
+                            fields.get(11)?.parse::<f64>().ok()?,
+                            fields.get(12)?.parse::<f64>().ok()?,
+                        ))
+                    })
+                    .fold((0.0, 0.0), |(u, s), (du, ds)| (u + du, s + ds))
+            };
+            let before = times(&pids);
             let r = wrk(&target.1, target.2);
+            let after = times(&pids);
             let _ = Command::new("kill").args(["-INT", &stat.id().to_string()]).status();
             let out = stat.wait_with_output().expect("perf stat");
             let text = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -356,8 +371,14 @@ async fn main() {
             };
             let requests = (r.rps * SECONDS as f64).max(1.0);
             print!(
-                "{name}: {:.2} syscalls per request",
+                "{name}: {:.1} µs CPU and {:.2} syscalls per request",
+                count("task-clock") * 1000.0 / requests,
                 count("raw_syscalls:sys_enter") / requests
+            );
+            print!(
+                " ({:.1} µs user, {:.1} µs kernel)",
+                (after.0 - before.0) * 10_000.0 / requests,
+                (after.1 - before.1) * 10_000.0 / requests
             );
             if malloc_probe {
                 print!(", {:.1} mallocs per request", count("probe_libc:malloc") / requests);
@@ -389,6 +410,23 @@ async fn main() {
         );
         let r = wrk(&targets[2].1, targets[2].2);
         let _ = Command::new("kill").args(["-INT", &perf.0.id().to_string()]).status();
+        if std::env::var_os("BENCH_STRACE").is_some() {
+            for (name, pid, target) in [
+                ("nginx proxy_pass", _proxy.0.id(), &targets[1]),
+                ("logto-gate", gate_pid, &targets[2]),
+            ] {
+                let tracer = Command::new("strace")
+                    .args(["-c", "-f", "-p", &pid.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("strace");
+                let _ = wrk(&target.1, target.2);
+                let _ = Command::new("kill").args(["-INT", &tracer.id().to_string()]).status();
+                let out = tracer.wait_with_output().expect("strace");
+                println!("{name}:\n{}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
         let _ = perf.0.wait();
         println!(
             "profiled {:.0} req/s; see: perf report -i {} --no-children",

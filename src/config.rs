@@ -77,6 +77,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// TLS termination: PEM certificate chain and private key, re-read when they change.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Threads serving connections, each with its own runtime and upstream connection pool.
+    pub workers: usize,
 }
 
 /// The origin browsers use to reach the gate, e.g. `https://app.example.com`.
@@ -312,6 +314,7 @@ struct RawServer {
     idle_timeout: Option<String>,
     tls_cert_file: Option<PathBuf>,
     tls_key_file: Option<PathBuf>,
+    workers: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -884,6 +887,14 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             65_536
         }
     };
+    let workers = match raw.server.workers {
+        None => crate::worker::default_count(),
+        Some(n) if (1..=1024).contains(&n) => n as usize,
+        Some(n) => {
+            p.add("server.workers", format!("{n} is outside 1..=1024"));
+            1
+        }
+    };
     let tls = match (raw.server.tls_cert_file, raw.server.tls_key_file) {
         (None, None) => None,
         (Some(c), Some(k)) => match crate::tls::load(&c, &k) {
@@ -1067,6 +1078,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             shutdown_timeout,
             header_read_timeout,
             max_header_bytes,
+            workers,
             idle_timeout: server_idle_timeout,
             tls,
         },
@@ -1223,6 +1235,29 @@ mod tests {
         assert!(c.session.secure_cookies);
         assert_eq!(c.logto.post_logout_redirect_uri, "https://app.example.com/");
         assert_eq!(c.headers.len(), 4);
+    }
+
+    #[test]
+    fn workers_default_to_the_cpus_and_are_bounded() {
+        let c = Config::from_toml_str(MINIMAL, no_env()).expect("valid");
+        assert_eq!(c.server.workers, crate::worker::default_count());
+        let with = |n: &str| MINIMAL.replace("[server]\n", &format!("[server]\nworkers = {n}\n"));
+        assert_eq!(
+            Config::from_toml_str(&with("3"), no_env())
+                .expect("valid")
+                .server
+                .workers,
+            3
+        );
+        for bad in ["0", "1025"] {
+            let text = Config::from_toml_str(&with(bad), no_env()).unwrap_err().to_string();
+            assert!(
+                text.contains(&format!("server.workers: {bad} is outside 1..=1024")),
+                "{text}"
+            );
+        }
+        let env = vec![("LOGTO_GATE_SERVER__WORKERS".to_owned(), "5".to_owned())];
+        assert_eq!(Config::from_toml_str(MINIMAL, env).expect("valid").server.workers, 5);
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod return_path;
 pub mod server;
 pub mod session;
 pub mod tls;
+pub mod worker;
 
 use std::future::Future;
 
@@ -69,23 +70,24 @@ pub async fn run_with_listener(
         ),
         None => None,
     };
+    let workers = config.server.workers;
     let gate = Gate::new(config)?;
     gate.oidc().spawn_background_load();
     let metrics_task = metrics_listener.map(|l| {
         tracing::info!(listen = ?l.local_addr().ok(), "metrics listening");
         tokio::spawn(metrics_server::serve(l, std::sync::Arc::clone(gate.metrics())))
     });
-    tracing::info!(listen = %local, tls = tls.is_some(), "logto-gate listening");
+    tracing::info!(listen = %local, tls = tls.is_some(), workers, "logto-gate listening");
     let (acceptor, watcher) = match tls {
         Some((a, w)) => (Some(a), Some(w)),
         None => (None, None),
     };
-    server::serve(listener, gate, limits, acceptor, shutdown).await;
+    let served = server::serve(listener, gate, limits, acceptor, workers, shutdown).await;
     if let Some(w) = watcher {
         w.abort();
     }
     if let Some(m) = metrics_task {
         m.abort();
     }
-    Ok(())
+    served
 }

@@ -44,7 +44,9 @@ fn main() -> ExitCode {
     // Every connection is a descriptor: allow as many as the hard limit does (systemd and containers often leave the
     // soft limit at 1024 while the hard limit is far higher).
     let fd_limit = rlimit::increase_nofile_limit(u64::MAX).ok();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // This runtime runs signals, the metrics listener, certificate and key reloads; connections are served on
+    // `server.workers` threads of their own (see `logto_gate::server`).
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("logto-gate: cannot start the async runtime: {e}");

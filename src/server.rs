@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
@@ -54,94 +54,63 @@ struct Tracker {
     all_closed: Notify,
 }
 
-struct ConnGuard(Arc<Tracker>);
+/// Held by each connection's task; counts it closed when dropped.
+struct ConnGuard(Arc<Shared>);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.all_closed.notify_waiters();
+        let tracker = &self.0.tracker;
+        if tracker.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            tracker.all_closed.notify_waiters();
         }
     }
 }
 
-/// Serves `gate` on `listener` until `shutdown` resolves, then drains as described in the module docs.
+/// Serves `gate` on `listener` with `workers` threads until `shutdown` resolves, then drains as described in the
+/// module docs. Each worker runs a single-threaded runtime and accepts from the same listening socket, so a
+/// connection, its requests, their upstream connections and every wakeup between them stay on one thread; nothing
+/// is handed between threads on the request path.
 pub async fn serve(
     listener: TcpListener,
     gate: Arc<Gate>,
     limits: Limits,
     tls: Option<TlsAcceptor>,
+    workers: usize,
     shutdown: impl Future<Output = ()>,
-) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        // hyper answers 431 when the request head does not fit the read buffer.
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes as u32)
-        .keep_alive_interval(Some(limits.idle_timeout / 2))
-        .keep_alive_timeout(Duration::from_secs(20));
-    let builder = Arc::new(builder);
-    let tracker = Arc::new(Tracker::default());
+) -> Result<(), String> {
+    let shared = Arc::new(Shared {
+        builder: connection_builder(&limits),
+        tracker: Tracker::default(),
+        gate: Arc::clone(&gate),
+        limits: limits.clone(),
+        tls,
+    });
+    let listener = listener
+        .into_std()
+        .map_err(|e| format!("cannot hand the listener to the workers: {e}"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                tracker.open.fetch_add(1, Ordering::AcqRel);
-                let guard = ConnGuard(Arc::clone(&tracker));
-                let (gate, builder, tls, limits, stop) =
-                    (Arc::clone(&gate), Arc::clone(&builder), tls.clone(), limits.clone(), stop_rx.clone());
-                tokio::spawn(async move {
-                    let _guard = guard;
-                    let activity = Arc::new(Activity::new());
-                    let tcp = ActivityIo { inner: stream, activity: Arc::clone(&activity) };
-                    let framing = Watch::default();
-                    let watch = framing.clone();
-                    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                        if let Some(ambiguity) = watch.next_request() {
-                            req.extensions_mut().insert(AmbiguousFraming(ambiguity));
-                        }
-                        let gate = Arc::clone(&gate);
-                        async move { Ok::<_, Infallible>(gate.handle(req, peer).await) }
-                    });
-                    match tls {
-                        None => drive(&builder, tcp, framing, service, activity, &limits, stop).await,
-                        Some(acceptor) => {
-                            match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await {
-                                Ok(Ok(tls_stream)) => {
-                                    drive(&builder, tls_stream, framing, service, activity, &limits, stop).await
-                                }
-                                Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
-                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                            }
-                        }
-                    }
-                });
-            }
-            () = &mut shutdown => break,
-        }
+    let mut running = Vec::new();
+    for index in 0..workers.max(1) {
+        let socket = listener
+            .try_clone()
+            .map_err(|e| format!("cannot share the listener with worker {index}: {e}"))?;
+        let (exit_tx, exit_rx) = oneshot::channel::<()>();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let (shared, stop) = (Arc::clone(&shared), stop_rx.clone());
+        std::thread::Builder::new()
+            .name(format!("logto-gate-{index}"))
+            .spawn(move || worker(index, socket, shared, stop, exit_rx, done_tx))
+            .map_err(|e| format!("cannot start worker thread {index}: {e}"))?;
+        running.push((exit_tx, done_rx));
     }
-    gate.begin_draining();
     drop(listener);
+    shutdown.await;
+
+    gate.begin_draining();
     let _ = stop_tx.send(true);
     tracing::info!("shutting down: new connections refused, waiting for in-flight requests");
     let deadline = tokio::time::Instant::now() + limits.shutdown_timeout;
+    let tracker = &shared.tracker;
     let drained = async {
         loop {
             let notified = tracker.all_closed.notified();
@@ -159,6 +128,141 @@ pub async fn serve(
             open = tracker.open.load(Ordering::Acquire),
             "shutdown timeout reached; closing what is left"
         ),
+    }
+    // Workers end their runtimes now, dropping whatever is left; each says when it has.
+    let mut done = Vec::new();
+    for (exit, finished) in running {
+        let _ = exit.send(());
+        done.push(finished);
+    }
+    for finished in done {
+        let _ = tokio::time::timeout(Duration::from_secs(5), finished).await;
+    }
+    Ok(())
+}
+
+/// What every worker shares.
+struct Shared {
+    builder: auto::Builder<TokioExecutor>,
+    tracker: Tracker,
+    gate: Arc<Gate>,
+    limits: Limits,
+    tls: Option<TlsAcceptor>,
+}
+
+fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // hyper answers 431 when the request head does not fit the read buffer.
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .keep_alive_interval(Some(limits.idle_timeout / 2))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// One worker thread: a single-threaded runtime accepting and serving connections until `stop`, then serving what
+/// is open until `exit` (or until the server is gone), then dropping the rest.
+fn worker(
+    index: usize,
+    socket: std::net::TcpListener,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    exit: oneshot::Receiver<()>,
+    done: oneshot::Sender<()>,
+) {
+    crate::worker::set_index(index);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(worker = index, error = %e, "cannot start a worker runtime; serving without it");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        match TcpListener::from_std(socket) {
+            Ok(listener) => accept_until_stopped(listener, &shared, stop).await,
+            Err(e) => tracing::error!(worker = index, error = %e, "worker cannot use the listener"),
+        }
+        // Stopped accepting (the listener is closed): open connections drain until the server says exit.
+        let _ = exit.await;
+    });
+    drop(runtime);
+    let _ = done.send(());
+}
+
+/// Accepts connections until `stop` turns true or its sender is gone, each served in a task of this worker.
+async fn accept_until_stopped(listener: TcpListener, shared: &Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                shared.tracker.open.fetch_add(1, Ordering::AcqRel);
+                let guard = ConnGuard(Arc::clone(shared));
+                tokio::spawn(connection(stream, peer, Arc::clone(shared), stop.clone(), guard));
+            }
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Serves one accepted connection (TLS first when configured).
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    _guard: ConnGuard,
+) {
+    let activity = Arc::new(Activity::new());
+    let tcp = ActivityIo {
+        inner: stream,
+        activity: Arc::clone(&activity),
+    };
+    let framing = Watch::default();
+    let watch = framing.clone();
+    let gate = Arc::clone(&shared.gate);
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        if let Some(ambiguity) = watch.next_request() {
+            req.extensions_mut().insert(AmbiguousFraming(ambiguity));
+        }
+        let gate = Arc::clone(&gate);
+        async move { Ok::<_, Infallible>(gate.handle(req, peer).await) }
+    });
+    let (builder, limits) = (&shared.builder, &shared.limits);
+    match &shared.tls {
+        None => drive(builder, tcp, framing, service, activity, limits, stop).await,
+        // Boxed: the TLS state is large, and held inline it would enlarge every plain connection's task too.
+        Some(acceptor) => {
+            Box::pin(async move {
+                match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls_stream)) => drive(builder, tls_stream, framing, service, activity, limits, stop).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            })
+            .await
+        }
     }
 }
 

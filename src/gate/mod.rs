@@ -199,7 +199,7 @@ impl Gate {
         )?);
         let sessions = Sessions::new(&config.session)?;
         let metrics = Arc::new(Metrics::default());
-        let forwarder = Forwarder::new(&config.upstream, Arc::clone(&metrics))?;
+        let forwarder = Forwarder::new(&config.upstream, Arc::clone(&metrics), config.server.workers)?;
         let managed = ManagedHeaders::new(&config.headers, &GATE_OWNED_HEADERS);
         let mut kept_claims: Vec<ClaimPath> = ALWAYS_KEPT_CLAIMS
             .iter()
@@ -350,20 +350,22 @@ impl Gate {
         html: bool,
         cookies: &mut Vec<HeaderValue>,
     ) -> Result<Response<Body>, GateError> {
+        // The signed-in paths (the app, forward-auth) run inline; the rest is rare and boxed, so their larger state
+        // (token requests, key fetches) does not make every request's future bigger.
         match route {
             Route::App => self.app(req, peer, cookies).await,
-            Route::SignIn => self.sign_in(&req, peer).await,
-            Route::Callback => Ok(self.callback(&req, html).await),
-            Route::SignOut => self.sign_out(&req).await,
-            Route::UserInfo => self.userinfo(&req, cookies).await,
+            Route::SignIn => Box::pin(self.sign_in(&req, peer)).await,
+            Route::Callback => Ok(Box::pin(self.callback(&req, html)).await),
+            Route::SignOut => Box::pin(self.sign_out(&req)).await,
+            Route::UserInfo => Box::pin(self.userinfo(&req, cookies)).await,
             Route::Healthz => Ok(pages::json_response(
                 StatusCode::OK,
                 &serde_json::json!({"status": "ok"}),
             )),
-            Route::Readyz => Ok(self.readyz().await),
+            Route::Readyz => Ok(Box::pin(self.readyz()).await),
             Route::ForwardAuth => self.forward_auth(&req, peer, cookies).await,
             Route::Jwks => self.jwks(),
-            Route::BackchannelLogout => self.backchannel_logout(req).await,
+            Route::BackchannelLogout => Box::pin(self.backchannel_logout(req)).await,
             Route::UnknownGatePath => Err(ClientError::NotFound.into()),
         }
     }
@@ -419,7 +421,7 @@ impl Gate {
             Access::Require(requirements) => {
                 let Some(principal) = self.authenticate(req.headers(), cookies).await? else {
                     // 3. challenge
-                    return self.challenge(&req).await;
+                    return Box::pin(self.challenge(&req)).await;
                 };
                 authorize(&principal, requirements)?;
                 Some(principal)
@@ -487,7 +489,8 @@ impl Gate {
     ) -> Result<Option<Principal>, GateError> {
         if !self.config.logto.resources.is_empty() {
             if let Some(token) = bearer_token(headers) {
-                return match self.oidc.verify_access_token(token, session::now()).await {
+                // Boxed: signature verification dwarfs the allocation, and the session path stays small.
+                return match Box::pin(self.oidc.verify_access_token(token, session::now())).await {
                     Ok(claims) => Ok(Some(Principal::Bearer(claims))),
                     Err(TokenError::Invalid(e)) => Err(ClientError::InvalidToken(e.to_string()).into()),
                     Err(TokenError::Gate(g)) => Err(g),
@@ -498,6 +501,22 @@ impl Gate {
         let Some(current) = self.sessions.load(headers, now).await? else {
             return Ok(None);
         };
+        if !current.rewrite && !current.session.needs_refresh(now) {
+            // The usual case: nothing to renew or write back.
+            return Ok(Some(Principal::Session(current)));
+        }
+        Box::pin(self.renew_and_save(current, now, headers, cookies)).await
+    }
+
+    /// Phase 2c: refreshes tokens near expiry and writes back a session that changed (boxed by the caller: rare,
+    /// and its state is large).
+    async fn renew_and_save(
+        &self,
+        current: Current,
+        now: u64,
+        headers: &http::HeaderMap,
+        cookies: &mut Vec<HeaderValue>,
+    ) -> Result<Option<Principal>, GateError> {
         match self.renew(current, now).await {
             Renewed::Ended => {
                 cookies.extend(self.sessions.codec().clear_session_cookies(headers));

@@ -23,7 +23,9 @@ use crate::oidc::http::error_chain;
 
 /// Forwards requests to the configured upstream.
 pub struct Forwarder {
-    client: Client<crate::connector::Connector, Body>,
+    /// One pooled client per connection worker ([`crate::worker`]): an upstream connection is driven by a task on
+    /// the worker that opened it, so requests only ever use connections of their own thread.
+    clients: Box<[Client<crate::connector::Connector, Body>]>,
     scheme: Scheme,
     authority: Authority,
     host_header: HeaderValue,
@@ -34,17 +36,22 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    pub fn new(config: &UpstreamConfig, metrics: Arc<Metrics>) -> Result<Self, String> {
+    /// A forwarder for `workers` connection workers.
+    pub fn new(config: &UpstreamConfig, metrics: Arc<Metrics>, workers: usize) -> Result<Self, String> {
         let connector = crate::connector::https_or_http(config.connect_timeout)?;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
+        let clients = (0..workers.max(1))
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_max_idle_per_host(1024)
+                    .build(connector.clone())
+            })
+            .collect();
         let scheme = config.url.scheme().cloned().unwrap_or(Scheme::HTTP);
         let authority = config.url.authority().cloned().ok_or("upstream.url has no host")?;
         let host_header = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
         Ok(Forwarder {
-            client,
+            clients,
             scheme,
             authority,
             host_header,
@@ -53,6 +60,11 @@ impl Forwarder {
             response_timeout: config.response_timeout,
             metrics,
         })
+    }
+
+    /// The current worker's client.
+    fn client(&self) -> &Client<crate::connector::Connector, Body> {
+        &self.clients[crate::worker::index() % self.clients.len()]
     }
 
     /// The upstream URI for a request path: the upstream origin, its base path, then the path and query asked for.
@@ -101,7 +113,7 @@ impl Forwarder {
 
         let upstream_req = Request::from_parts(parts, body);
         let sent = Instant::now();
-        let mut resp = match tokio::time::timeout(self.response_timeout, self.client.request(upstream_req)).await {
+        let mut resp = match tokio::time::timeout(self.response_timeout, self.client().request(upstream_req)).await {
             Err(_) => return Err(UpstreamError::Timeout(self.response_timeout).into()),
             Ok(Err(e)) => return Err(UpstreamError::Unreachable(error_chain(&e)).into()),
             Ok(Ok(r)) => r,

@@ -111,7 +111,7 @@ impl Sessions {
         let (session, id): (Session, _) = match (self.kind, &self.redis) {
             (StoreKind::Redis, Some(redis)) => {
                 let id = opened.plaintext.clone();
-                match redis.get(&redis.key("session", &id)).await? {
+                match Box::pin(redis.get(&redis.key("session", &id))).await? {
                     Some(json) => match serde_json::from_str::<Session>(&json) {
                         Ok(s) => (s, Some(id)),
                         Err(_) => return Ok(None),
@@ -352,7 +352,7 @@ impl Sessions {
                 if let Some(sid) = &s.sid {
                     keys.push(redis.key("revoked-sid", sid));
                 }
-                let values = redis.get_many(&keys).await?;
+                let values = Box::pin(redis.get_many(&keys)).await?;
                 let sub_logout = values.first().cloned().flatten().and_then(|v| v.parse::<u64>().ok());
                 let sid_revoked = values.get(1).is_some_and(Option::is_some);
                 Ok(sid_revoked || sub_logout.is_some_and(|at| s.iat <= at))

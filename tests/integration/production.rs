@@ -26,6 +26,60 @@ async fn wait_exit(p: &mut GateProcess) -> std::process::ExitStatus {
 }
 
 #[tokio::test]
+async fn connections_are_served_by_the_configured_number_of_worker_threads() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let register = |public: &str| idp.register_client(APP_ID, APP_SECRET, public);
+    let gate = BinaryGate::start(
+        &idp.endpoint(),
+        &upstream.url(),
+        "",
+        in_server("workers = 3"),
+        register,
+        &[],
+    )
+    .await;
+    let pid = gate.process.child.id();
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .filter(|n| n.starts_with("logto-gate-"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["logto-gate-0", "logto-gate-1", "logto-gate-2"]);
+
+    // Many signed-in keep-alive connections at once, whichever workers they land on: every request is served,
+    // each worker using its own upstream connections.
+    let b = Browser::new(&idp);
+    let (_, resp) = b.navigate(&format!("{}/", gate.url())).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cookie = b.cookie(&gate.url(), "logto_gate").unwrap();
+    let before = upstream.count();
+    let clients: Vec<_> = (0..24)
+        .map(|i| {
+            let (url, cookie) = (gate.url(), cookie.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+                for j in 0..5 {
+                    let r = client
+                        .get(format!("{url}/w/{i}/{j}"))
+                        .header("cookie", format!("logto_gate={cookie}"))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), StatusCode::OK);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert_eq!(upstream.count(), before + 120);
+}
+
+#[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_websockets_then_exits_0() {
     let idp = Idp::start(IdpOptions::default());
     let upstream = Upstream::start().await;
@@ -34,7 +88,8 @@ async fn sigterm_drains_in_flight_requests_and_websockets_then_exits_0() {
         &idp.endpoint(),
         &upstream.url(),
         "",
-        in_server("shutdown_timeout = \"20s\""),
+        // Several workers, whatever this machine's CPU count: every one of them must drain.
+        in_server("shutdown_timeout = \"20s\"\nworkers = 3"),
         register,
         &[],
     )
@@ -89,8 +144,16 @@ async fn sigterm_drains_in_flight_requests_and_websockets_then_exits_0() {
         gate.process.child.try_wait().unwrap().is_none(),
         "the gate waits for the upgraded connection"
     );
+    // The close handshake as a browser does it: send Close, read until the server ends the connection.
     ws.close(None).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async { while ws.next().await.is_some() {} }).await;
+    drop(ws);
+    let started = std::time::Instant::now();
     assert_eq!(wait_exit(&mut gate.process).await.code(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the gate exited only at its shutdown timeout: something did not drain"
+    );
 }
 
 /// Prometheus text: `name{labels} value` lines; every value a number.
