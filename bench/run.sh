@@ -2,6 +2,8 @@
 # logto-gate's benchmark: release build, then examples/bench.rs (nginx static upstream, nginx proxy_pass as the
 # reference, the test IdP, the gate; wrk alternating A B A B). Needs Debian's nginx and wrk
 # (apt-get install nginx wrk) and Node.js for the IdP. Prints a table; never fails on speed.
+# --perf: per-request CPU, syscalls (and mallocs with a uprobe) for the gate and nginx, then a perf profile of the
+# gate under load in target/bench-perf.data (needs linux-perf, run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 2; }

@@ -388,7 +388,7 @@ async fn main() {
         // Profile the gate under load instead of comparing: software clock samples (works without hardware
         // counters), call graphs, written to target/bench-perf.data for `perf report`.
         let out = root.join("target/bench-perf.data");
-        let mut perf = Killed(
+        let perf = Killed(
             Command::new("perf")
                 .args([
                     "record",
@@ -410,24 +410,6 @@ async fn main() {
         );
         let r = wrk(&targets[2].1, targets[2].2);
         let _ = Command::new("kill").args(["-INT", &perf.0.id().to_string()]).status();
-        if std::env::var_os("BENCH_STRACE").is_some() {
-            for (name, pid, target) in [
-                ("nginx proxy_pass", _proxy.0.id(), &targets[1]),
-                ("logto-gate", gate_pid, &targets[2]),
-            ] {
-                let tracer = Command::new("strace")
-                    .args(["-c", "-f", "-p", &pid.to_string()])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .expect("strace");
-                let _ = wrk(&target.1, target.2);
-                let _ = Command::new("kill").args(["-INT", &tracer.id().to_string()]).status();
-                let out = tracer.wait_with_output().expect("strace");
-                println!("{name}:\n{}", String::from_utf8_lossy(&out.stderr));
-            }
-        }
-        let _ = perf.0.wait();
         println!(
             "profiled {:.0} req/s; see: perf report -i {} --no-children",
             r.rps,

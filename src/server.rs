@@ -293,6 +293,8 @@ async fn drive<I, S>(
     let check_every = (limits.idle_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
     let mut tick = tokio::time::interval(check_every);
     let mut closing = false;
+    // Idle: no bytes moved (by the activity counter) for `idle_timeout`, seen at the granularity of the ticks.
+    let (mut last_moved, mut quiet_since) = (activity.count(), Instant::now());
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -302,7 +304,10 @@ async fn drive<I, S>(
                 return;
             }
             _ = tick.tick(), if !closing => {
-                if activity.idle_for() >= limits.idle_timeout {
+                let moved = activity.count();
+                if moved != last_moved {
+                    (last_moved, quiet_since) = (moved, Instant::now());
+                } else if quiet_since.elapsed() >= limits.idle_timeout {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
@@ -317,26 +322,23 @@ async fn drive<I, S>(
     }
 }
 
-/// When a connection last moved bytes.
+/// Whether a connection moves bytes: a counter bumped on every read and write (no clock read per I/O), which the
+/// connection's timer compares between its ticks.
 struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
+    moved: AtomicU64,
 }
 
 impl Activity {
     fn new() -> Self {
         Activity {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            moved: AtomicU64::new(0),
         }
     }
     fn touch(&self) {
-        self.last_ms
-            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.moved.fetch_add(1, Ordering::Relaxed);
     }
-    fn idle_for(&self) -> Duration {
-        let now = self.start.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    fn count(&self) -> u64 {
+        self.moved.load(Ordering::Relaxed)
     }
 }
 
