@@ -1,5 +1,11 @@
 //! The accept loop: HTTP/1.1 and HTTP/2 on one listener (prior knowledge, or ALPN over TLS), protocol upgrades for
-//! HTTP/1.1, limits on slow and idle clients, and graceful shutdown.
+//! HTTP/1.1, limits on slow and idle clients, the request-smuggling check ([`crate::framing`]), and graceful
+//! shutdown.
+//!
+//! Threads: `server.workers` worker threads, each running a single-threaded tokio runtime, all accepting from the
+//! same listening socket. A connection lives on the worker that accepted it, together with its requests, the
+//! upstream connections they use ([`crate::worker`] selects that worker's pool) and every task and wakeup between
+//! them. The caller's runtime only waits for the shutdown signal and runs the drain.
 //!
 //! Shutdown (SIGTERM/SIGINT): the gate is marked draining (`/_logto/readyz` answers 503 from then on), the
 //! listener is closed so new connections are refused, every open connection is asked to finish its current request
