@@ -8,6 +8,7 @@
 // Request and config data must never be able to panic the gate: no unwrap/expect outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod activity;
 pub mod assertion;
 pub mod body;
 pub mod config;

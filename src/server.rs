@@ -14,21 +14,21 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+
+use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio_rustls::TlsAcceptor;
 
+use crate::activity::{Activity, ActivityIo, IdleCheck};
 use crate::config::ServerConfig;
 use crate::framing::{AmbiguousFraming, FramingIo, Watch};
 use crate::gate::Gate;
@@ -296,11 +296,9 @@ async fn drive<I, S>(
     let io = FramingIo::new(io, framing, limits.max_header_bytes.max(8192));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let check_every = (limits.idle_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
-    let mut tick = tokio::time::interval(check_every);
+    let mut idle = IdleCheck::new(&activity, limits.idle_timeout);
+    let mut tick = tokio::time::interval(idle.interval());
     let mut closing = false;
-    // Idle: no bytes moved (by the activity counter) for `idle_timeout`, seen at the granularity of the ticks.
-    let (mut last_moved, mut quiet_since) = (activity.count(), Instant::now());
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -310,10 +308,7 @@ async fn drive<I, S>(
                 return;
             }
             _ = tick.tick(), if !closing => {
-                let moved = activity.count();
-                if moved != last_moved {
-                    (last_moved, quiet_since) = (moved, Instant::now());
-                } else if quiet_since.elapsed() >= limits.idle_timeout {
+                if idle.is_idle(&activity) {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
@@ -325,72 +320,5 @@ async fn drive<I, S>(
                 }
             }
         }
-    }
-}
-
-/// Whether a connection moves bytes: a counter bumped on every read and write (no clock read per I/O), which the
-/// connection's timer compares between its ticks.
-struct Activity {
-    moved: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            moved: AtomicU64::new(0),
-        }
-    }
-    fn touch(&self) {
-        self.moved.fetch_add(1, Ordering::Relaxed);
-    }
-    fn count(&self) -> u64 {
-        self.moved.load(Ordering::Relaxed)
-    }
-}
-
-/// A stream that records activity whenever bytes move.
-struct ActivityIo<T> {
-    inner: T,
-    activity: Arc<Activity>,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }

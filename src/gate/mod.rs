@@ -199,7 +199,12 @@ impl Gate {
         )?);
         let sessions = Sessions::new(&config.session)?;
         let metrics = Arc::new(Metrics::default());
-        let forwarder = Forwarder::new(&config.upstream, Arc::clone(&metrics), config.server.workers)?;
+        let forwarder = Forwarder::new(
+            &config.upstream,
+            Arc::clone(&metrics),
+            config.server.workers,
+            config.server.idle_timeout,
+        )?;
         let managed = ManagedHeaders::new(&config.headers, &GATE_OWNED_HEADERS);
         let mut kept_claims: Vec<ClaimPath> = ALWAYS_KEPT_CLAIMS
             .iter()

@@ -15,6 +15,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+use crate::activity::{Activity, ActivityIo, IdleCheck};
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
 use crate::error::{GateError, UpstreamError};
@@ -32,12 +33,19 @@ pub struct Forwarder {
     base_path: String,
     preserve_host: bool,
     response_timeout: Duration,
+    /// A spliced upgrade (WebSocket tunnel) moving no bytes either way for this long is closed.
+    tunnel_idle_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl Forwarder {
-    /// A forwarder for `workers` connection workers.
-    pub fn new(config: &UpstreamConfig, metrics: Arc<Metrics>, workers: usize) -> Result<Self, String> {
+    /// A forwarder for `workers` connection workers; tunnels idle for `tunnel_idle_timeout` are closed.
+    pub fn new(
+        config: &UpstreamConfig,
+        metrics: Arc<Metrics>,
+        workers: usize,
+        tunnel_idle_timeout: Duration,
+    ) -> Result<Self, String> {
         let connector = crate::connector::https_or_http(config.connect_timeout)?;
         let clients = (0..workers.max(1))
             .map(|_| {
@@ -58,6 +66,7 @@ impl Forwarder {
             base_path: config.base_path.clone(),
             preserve_host: config.preserve_host,
             response_timeout: config.response_timeout,
+            tunnel_idle_timeout,
             metrics,
         })
     }
@@ -125,7 +134,12 @@ impl Forwarder {
                 let upstream_side = hyper::upgrade::on(&mut resp);
                 // Counted before the task starts, so a shutdown that begins now already waits for it.
                 self.metrics.upgrade_started();
-                tokio::spawn(splice(client_side, upstream_side, Arc::clone(&self.metrics)));
+                tokio::spawn(splice(
+                    client_side,
+                    upstream_side,
+                    self.tunnel_idle_timeout,
+                    Arc::clone(&self.metrics),
+                ));
                 let (mut parts, _) = resp.into_parts();
                 hop::remove_hop_by_hop(&mut parts.headers, true);
                 return Ok(Response::from_parts(parts, body::empty()));
@@ -140,9 +154,11 @@ impl Forwarder {
     }
 }
 
-/// Copies bytes both ways between the upgraded client and upstream connections until either side closes.
-/// Counted in `logto_gate_active_upgrades`, which shutdown waits for.
-async fn splice(client: OnUpgrade, upstream: OnUpgrade, metrics: Arc<Metrics>) {
+/// Copies bytes both ways between the upgraded client and upstream connections until both sides close, or until no
+/// byte has moved either way for `idle_timeout` (a peer that vanished, or a half-closed tunnel nobody finishes; as
+/// nginx's `proxy_read_timeout` does for WebSockets). Counted in `logto_gate_active_upgrades`, which shutdown waits
+/// for.
+async fn splice(client: OnUpgrade, upstream: OnUpgrade, idle_timeout: Duration, metrics: Arc<Metrics>) {
     struct Counted(Arc<Metrics>);
     impl Drop for Counted {
         fn drop(&mut self) {
@@ -157,9 +173,31 @@ async fn splice(client: OnUpgrade, upstream: OnUpgrade, metrics: Arc<Metrics>) {
             return;
         }
     };
-    let mut client = TokioIo::new(client);
+    let activity = Arc::new(Activity::new());
+    let mut client = ActivityIo {
+        inner: TokioIo::new(client),
+        activity: Arc::clone(&activity),
+    };
     let mut upstream = TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    tokio::pin!(copy);
+    let mut idle = IdleCheck::new(&activity, idle_timeout);
+    let mut tick = tokio::time::interval(idle.interval());
+    loop {
+        tokio::select! {
+            result = &mut copy => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "upgraded connection ended with an error");
+                }
+                return;
+            }
+            _ = tick.tick() => {
+                // Every byte of the tunnel passes the client side, in one direction or the other.
+                if idle.is_idle(&activity) {
+                    tracing::debug!(after = ?idle_timeout, "closing an idle upgraded connection");
+                    return;
+                }
+            }
+        }
     }
 }

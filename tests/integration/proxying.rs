@@ -84,6 +84,49 @@ async fn websocket_echo_works_through_the_gate_for_signed_in_users_only() {
 }
 
 #[tokio::test]
+async fn an_idle_websocket_tunnel_is_closed_after_the_idle_timeout_and_a_busy_one_is_not() {
+    let s = Stack::edited(IdpOptions::default(), "", "", in_server("idle_timeout = \"1s\"")).await;
+    let b = s.browser();
+    b.sign_in(&s.gate, "/").await;
+    let cookie = b.cookie(&s.gate.url(), "logto_gate").expect("session cookie");
+    let mut request = format!("ws://127.0.0.1:{}/ws", s.gate.port)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", format!("logto_gate={cookie}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    // Busy for three idle timeouts: a message every 300 ms keeps the tunnel open.
+    let busy_until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut n = 0;
+    let mut last_byte = std::time::Instant::now();
+    while std::time::Instant::now() < busy_until {
+        let text = format!("ping {n}");
+        ws.send(Message::text(text.clone())).await.unwrap();
+        let echo = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .expect("an echo")
+            .expect("the tunnel is still open")
+            .expect("no error");
+        assert_eq!(echo.into_text().unwrap().as_str(), text);
+        last_byte = std::time::Instant::now();
+        n += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    // Then quiet: the gate closes the tunnel (without a close frame: it is a byte splice), well within bounds, and
+    // never before a full idle timeout after the last byte.
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+        .await
+        .expect("the idle tunnel was closed");
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    assert!(
+        last_byte.elapsed() >= std::time::Duration::from_millis(950),
+        "closed {:?} after the last byte",
+        last_byte.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn hop_by_hop_and_client_forwarding_headers_never_reach_the_upstream() {
     let s = Stack::start().await;
     let b = s.browser();
