@@ -97,15 +97,25 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut running = Vec::new();
     for index in 0..workers.max(1) {
-        let socket = listener
-            .try_clone()
-            .map_err(|e| format!("cannot share the listener with worker {index}: {e}"))?;
+        // The runtime and its listener are made here, so a failure stops the start with an error instead of
+        // leaving a worker that never accepts.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the runtime of worker {index}: {e}"))?;
+        let socket = {
+            let _in_runtime = runtime.enter();
+            listener
+                .try_clone()
+                .and_then(TcpListener::from_std)
+                .map_err(|e| format!("cannot share the listener with worker {index}: {e}"))?
+        };
         let (exit_tx, exit_rx) = oneshot::channel::<()>();
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let (shared, stop) = (Arc::clone(&shared), stop_rx.clone());
         std::thread::Builder::new()
             .name(format!("logto-gate-{index}"))
-            .spawn(move || worker(index, socket, shared, stop, exit_rx, done_tx))
+            .spawn(move || worker(index, runtime, socket, shared, stop, exit_rx, done_tx))
             .map_err(|e| format!("cannot start worker thread {index}: {e}"))?;
         running.push((exit_tx, done_rx));
     }
@@ -178,25 +188,16 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 /// is open until `exit` (or until the server is gone), then dropping the rest.
 fn worker(
     index: usize,
-    socket: std::net::TcpListener,
+    runtime: tokio::runtime::Runtime,
+    listener: TcpListener,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
     exit: oneshot::Receiver<()>,
     done: oneshot::Sender<()>,
 ) {
     crate::worker::set_index(index);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(worker = index, error = %e, "cannot start a worker runtime; serving without it");
-            return;
-        }
-    };
     runtime.block_on(async move {
-        match TcpListener::from_std(socket) {
-            Ok(listener) => accept_until_stopped(listener, &shared, stop).await,
-            Err(e) => tracing::error!(worker = index, error = %e, "worker cannot use the listener"),
-        }
+        accept_until_stopped(listener, &shared, stop).await;
         // Stopped accepting (the listener is closed): open connections drain until the server says exit.
         let _ = exit.await;
     });
