@@ -20,14 +20,11 @@
 //! connection it may misread the bytes or stop, which is harmless because hyper delivers no further HTTP/1
 //! requests there. It never buffers more than one incomplete request head, bounded by `max_head_bytes`.
 
-use std::io;
 use std::mem::MaybeUninit;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use crate::observed::{Observed, Observer};
 
 /// Marks a request whose head had ambiguous framing; the gate answers it with 400 and closes the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,58 +90,36 @@ impl Watch {
 }
 
 /// A stream that reads HTTP/1 request framing alongside hyper; see the module docs.
-pub struct FramingIo<T> {
-    inner: T,
+pub type FramingIo<T> = Observed<T, HeadReader>;
+
+/// `inner`, with its request heads read a second time; what is found goes to `watch`.
+pub fn framing_io<T>(inner: T, watch: Watch, max_head_bytes: usize) -> FramingIo<T> {
+    Observed::new(
+        inner,
+        HeadReader {
+            scanner: Scanner::new(max_head_bytes),
+            watch,
+        },
+    )
+}
+
+/// The reading side of the check: follows what the connection reads, records the first ambiguous head.
+pub struct HeadReader {
     scanner: Scanner,
     watch: Watch,
 }
 
-impl<T> FramingIo<T> {
-    pub fn new(inner: T, watch: Watch, max_head_bytes: usize) -> Self {
-        FramingIo {
-            inner,
-            scanner: Scanner::new(max_head_bytes),
-            watch,
+impl Observer for HeadReader {
+    fn read(&mut self, bytes: &[u8]) {
+        if self.scanner.is_done() {
+            return;
         }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for FramingIo<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let this = &mut *self;
-        if !this.scanner.is_done() && buf.filled().len() > before {
-            if let Some((position, ambiguity)) = this.scanner.feed(&buf.filled()[before..]) {
-                this.watch
-                    .0
-                    .flagged
-                    .store(position * 4 + ambiguity.code(), Ordering::Release);
-            }
+        if let Some((position, ambiguity)) = self.scanner.feed(bytes) {
+            self.watch
+                .0
+                .flagged
+                .store(position * 4 + ambiguity.code(), Ordering::Release);
         }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for FramingIo<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }
 

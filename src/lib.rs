@@ -20,6 +20,7 @@ pub mod identity;
 pub mod logging;
 pub mod metrics;
 mod metrics_server;
+pub mod observed;
 pub mod oidc;
 pub mod pages;
 pub mod policy;

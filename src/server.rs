@@ -30,7 +30,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::activity::{Activity, ActivityIo, IdleCheck};
 use crate::config::ServerConfig;
-use crate::framing::{AmbiguousFraming, FramingIo, Watch};
+use crate::framing::{framing_io, AmbiguousFraming, Watch};
 use crate::gate::Gate;
 
 /// Limits applied to every client connection.
@@ -242,10 +242,7 @@ async fn connection(
     _guard: ConnGuard,
 ) {
     let activity = Arc::new(Activity::new());
-    let tcp = ActivityIo {
-        inner: stream,
-        activity: Arc::clone(&activity),
-    };
+    let tcp = ActivityIo::new(stream, Arc::clone(&activity));
     let framing = Watch::default();
     let watch = framing.clone();
     let gate = Arc::clone(&shared.gate);
@@ -294,7 +291,7 @@ async fn drive<I, S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let io = FramingIo::new(io, framing, limits.max_header_bytes.max(8192));
+    let io = framing_io(io, framing, limits.max_header_bytes.max(8192));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut idle = IdleCheck::new(&activity, limits.idle_timeout);

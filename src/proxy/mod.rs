@@ -174,10 +174,7 @@ async fn splice(client: OnUpgrade, upstream: OnUpgrade, idle_timeout: Duration, 
         }
     };
     let activity = Arc::new(Activity::new());
-    let mut client = ActivityIo {
-        inner: TokioIo::new(client),
-        activity: Arc::clone(&activity),
-    };
+    let mut client = ActivityIo::new(TokioIo::new(client), Arc::clone(&activity));
     let mut upstream = TokioIo::new(upstream);
     let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
     tokio::pin!(copy);

@@ -15,13 +15,6 @@ fn now() -> u64 {
         .as_secs()
 }
 
-fn plain() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
 /// Sends raw bytes and returns the status code of the first response.
 async fn raw(port: u16, request: &[u8]) -> u16 {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();

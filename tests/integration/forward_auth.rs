@@ -15,13 +15,6 @@ prefix = "/admin"
 roles = ["admin"]
 "#;
 
-fn plain() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn auth_endpoint_answers_202_401_403_and_ignores_forwarding_headers_from_untrusted_peers() {
     // No trusted proxies: X-Forwarded-Uri is ignored, the decision is about /_logto/auth itself.

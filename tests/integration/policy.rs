@@ -62,13 +62,6 @@ async fn stack() -> Stack {
     Stack::with("", RULES).await
 }
 
-fn plain() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn public_routes_need_no_session_and_carry_no_identity() {
     let s = stack().await;
@@ -198,12 +191,7 @@ async fn every_rule_kind_decides_for_alice_and_bob() {
         ("/anything-else", 200, 200),
     ] {
         for (who, client, want) in [("alice", &alice, alice_status), ("bob", &bob, bob_status)] {
-            let resp = client
-                .client
-                .get(format!("{}{path}", s.gate.url()))
-                .send()
-                .await
-                .unwrap();
+            let resp = client.get(format!("{}{path}", s.gate.url())).await;
             assert_eq!(resp.status().as_u16(), want, "{who} {path}");
         }
     }
@@ -227,15 +215,7 @@ async fn a_denied_user_gets_a_page_saying_who_they_are_and_what_is_required() {
     assert!(body.contains("signed in as bob (bob@contractor.example.net)"), "{body}");
     assert!(body.contains("one of the roles admin"), "{body}");
     assert!(body.contains("href=\"/_logto/sign-out\""), "{body}");
-    let json: Value = bob
-        .client
-        .get(format!("{}/admin", s.gate.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let json: Value = bob.get_json(format!("{}/admin", s.gate.url())).await;
     assert_eq!(json["error"], "forbidden");
 }
 
@@ -257,12 +237,7 @@ async fn method_rules_match_whatever_the_case_of_the_method() {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{m}");
     }
-    let get = alice
-        .client
-        .get(format!("{}/admin/x", s.gate.url()))
-        .send()
-        .await
-        .unwrap();
+    let get = alice.get(format!("{}/admin/x", s.gate.url())).await;
     assert_eq!(get.status(), StatusCode::OK);
 }
 
@@ -284,12 +259,7 @@ async fn encoded_slashes_pass_when_allowed() {
     let s = Stack::edited(IdpOptions::default(), "", "", in_server("allow_encoded_slashes = true")).await;
     let b = s.browser();
     b.sign_in(&s.gate, "/").await;
-    let resp = b
-        .client
-        .get(format!("{}/files/a%2Fb", s.gate.url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = b.get(format!("{}/files/a%2Fb", s.gate.url())).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(s.upstream.last().path, "/files/a%2Fb");
 }

@@ -16,12 +16,7 @@ async fn a_10_mib_body_streams_both_ways() {
     let b = s.browser();
     b.sign_in(&s.gate, "/").await;
     // Download: 10 MiB streamed from the upstream.
-    let resp = b
-        .client
-        .get(format!("{}/download?bytes={TEN_MIB}", s.gate.url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = b.get(format!("{}/download?bytes={TEN_MIB}", s.gate.url())).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let mut stream = resp.bytes_stream();
     let mut total = 0usize;
@@ -168,12 +163,7 @@ async fn gate_cookies_are_removed_and_app_cookies_pass_both_ways() {
     let s = Stack::start().await;
     let b = s.browser();
     b.sign_in(&s.gate, "/").await;
-    let resp = b
-        .client
-        .get(format!("{}/set-cookie", s.gate.url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = b.get(format!("{}/set-cookie", s.gate.url())).await;
     assert_eq!(
         resp.headers()["set-cookie"],
         "app_session=abc; Path=/",
@@ -230,12 +220,7 @@ async fn upstream_down_is_a_502_page_and_slow_upstream_a_504() {
     // response_timeout is 5s in the test config; this upstream answers after 60s.
     let b = Browser::new(&idp);
     b.sign_in(&slow_gate, "/").await;
-    let resp = b
-        .client
-        .get(format!("{}/slow?ms=60000", slow_gate.url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = b.get(format!("{}/slow?ms=60000", slow_gate.url())).await;
     assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
 }
 

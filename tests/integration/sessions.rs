@@ -262,12 +262,7 @@ async fn back_channel_logout_through_one_gate_revokes_on_both() {
     b.follow_submitting_forms(&end).await;
     assert_eq!(idp.stats()["backchannel"]["success"], 1, "{}", idp.stats());
     for gate in [&one, &two] {
-        let r = b
-            .client
-            .get(format!("{}/after-logout", gate.url()))
-            .send()
-            .await
-            .unwrap();
+        let r = b.get(format!("{}/after-logout", gate.url())).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "revoked on {}", gate.url());
     }
 }
@@ -295,25 +290,12 @@ async fn back_channel_logout_in_cookie_mode_uses_a_revocation_list_and_refuses_r
     gate.wait_ready().await;
     let b = Browser::new(&idp);
     b.sign_in(&gate, "/").await;
-    let me: Value = b
-        .client
-        .get(format!("{}/_logto/userinfo", gate.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = b.get_json(format!("{}/_logto/userinfo", gate.url())).await;
     assert_eq!(me["sub"], "u_alice0001");
     b.follow_submitting_forms(&format!("{}/session/end", idp.issuer()))
         .await;
     assert_eq!(idp.stats()["backchannel"]["success"], 1);
-    let r = b
-        .client
-        .get(format!("{}/after-logout", gate.url()))
-        .send()
-        .await
-        .unwrap();
+    let r = b.get(format!("{}/after-logout", gate.url())).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // A logout token signed by Logto's key, posted twice: the second is a replay.
@@ -524,15 +506,7 @@ async fn organization_tokens_admit_members_and_carry_their_permissions_through_r
         .unwrap()
         .contains("urn:logto:scope:organizations"));
     assert_eq!(idp.stats()["grants"]["organization_token"], 1);
-    let me: Value = alice
-        .client
-        .get(format!("{}/_logto/userinfo", gate.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = alice.get_json(format!("{}/_logto/userinfo", gate.url())).await;
     assert_eq!(me["organization_id"], "org_acme");
     assert!(
         me["scope"].as_str().unwrap().split(' ').any(|s| s == "read:members"),
@@ -552,12 +526,7 @@ async fn organization_tokens_admit_members_and_carry_their_permissions_through_r
 
     // After the access token expires the session is refreshed and the organization token renewed with it.
     wait_past(signed_in, TTL).await;
-    let r = alice
-        .client
-        .get(format!("{}/members/again", gate.url()))
-        .send()
-        .await
-        .unwrap();
+    let r = alice.get(format!("{}/members/again", gate.url())).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(refresh_grants(&idp), 1);
     assert_eq!(idp.stats()["grants"]["organization_token"], 2);

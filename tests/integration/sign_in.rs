@@ -115,23 +115,10 @@ async fn api_request_without_session_gets_401_json_never_a_redirect() {
 async fn userinfo_shows_the_signed_in_identity_and_401_without_session() {
     let s = Stack::start().await;
     let b = s.browser();
-    let anon = b
-        .client
-        .get(format!("{}/_logto/userinfo", s.gate.url()))
-        .send()
-        .await
-        .unwrap();
+    let anon = b.get(format!("{}/_logto/userinfo", s.gate.url())).await;
     assert_eq!(anon.status(), StatusCode::UNAUTHORIZED);
     b.sign_in(&s.gate, "/").await;
-    let me: Value = b
-        .client
-        .get(format!("{}/_logto/userinfo", s.gate.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = b.get_json(format!("{}/_logto/userinfo", s.gate.url())).await;
     assert_eq!(me["sub"], "u_alice0001");
     assert_eq!(me["email"], "alice@example.com");
     assert_eq!(me["roles"], json!(["admin", "editor"]));
@@ -193,12 +180,7 @@ async fn sign_out_clears_the_session_and_ends_logtos_session() {
     let s = Stack::start().await;
     let b = s.browser();
     b.sign_in(&s.gate, "/").await;
-    let resp = b
-        .client
-        .get(format!("{}/_logto/sign-out", s.gate.url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = b.get(format!("{}/_logto/sign-out", s.gate.url())).await;
     assert_eq!(resp.status(), StatusCode::FOUND);
     let cleared = resp.headers().get_all("set-cookie").iter().any(|v| {
         let v = v.to_str().unwrap();

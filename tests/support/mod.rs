@@ -181,6 +181,14 @@ pub fn in_server(line: &'static str) -> impl FnOnce(String) -> String {
     move |t| t.replacen("[server]\n", &format!("[server]\n{line}\n"), 1)
 }
 
+/// A client with no cookies that follows no redirects: an anonymous caller, each answer seen as it is.
+pub fn plain() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("HTTP client")
+}
+
 /// A TOML edit that adds `line` to the `[upstream]` section of the test template.
 pub fn in_upstream(line: &'static str) -> impl FnOnce(String) -> String {
     move |t| t.replacen("[upstream]\n", &format!("[upstream]\n{line}\n"), 1)
@@ -274,6 +282,16 @@ impl GateUrl for TestGate {
 }
 
 impl Browser {
+    /// One GET with this browser's cookies (redirects not followed).
+    pub async fn get(&self, url: impl reqwest::IntoUrl) -> Response {
+        self.client.get(url).send().await.expect("GET through the browser")
+    }
+
+    /// [`Browser::get`], then the body as JSON.
+    pub async fn get_json(&self, url: impl reqwest::IntoUrl) -> serde_json::Value {
+        self.get(url).await.json().await.expect("a JSON body")
+    }
+
     pub fn new(idp: &Idp) -> Browser {
         let jar = Arc::new(Jar::default());
         let client = Client::builder()
