@@ -210,17 +210,8 @@ pub fn strip_spoofed_identity(headers: &mut HeaderMap, managed: &ManagedHeaders)
     }
 }
 
-/// Sets the identity headers from the session's claims. Missing claims leave their header absent.
-pub fn inject_identity(headers: &mut HeaderMap, mapping: &[(HeaderName, ClaimPath)], claims: &Map<String, Value>) {
-    for (name, path) in mapping {
-        if let Some(value) = path.lookup(claims).and_then(header_value) {
-            headers.insert(name.clone(), value);
-        }
-    }
-}
-
-/// The identity headers for one set of claims, rendered once (see [`crate::session::Rendered`]): inserting them
-/// again costs reference-count increments, not allocations.
+/// The identity headers for one set of claims. A session keeps its rendering (see [`crate::session::Rendered`]),
+/// so inserting them again costs reference-count increments, not allocations.
 #[derive(Debug, Clone, Default)]
 pub struct IdentityHeaders(Vec<(HeaderName, HeaderValue)>);
 
@@ -234,7 +225,8 @@ impl IdentityHeaders {
         )
     }
 
-    /// Sets these headers, replacing any of the same name; same result as [`inject_identity`].
+    /// Sets these headers, replacing any of the same name. Claims that are missing (or `null`) leave their header
+    /// absent.
     pub fn insert_into(&self, headers: &mut HeaderMap) {
         for (name, value) in &self.0 {
             headers.insert(name.clone(), value.clone());

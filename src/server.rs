@@ -42,6 +42,13 @@ pub struct Limits {
     pub shutdown_timeout: Duration,
 }
 
+impl Limits {
+    /// The largest request head hyper reads (its buffer has a floor of 8 KiB); the framing check uses the same.
+    fn largest_head(&self) -> usize {
+        self.max_header_bytes.max(8192)
+    }
+}
+
 impl From<&ServerConfig> for Limits {
     fn from(c: &ServerConfig) -> Self {
         Limits {
@@ -173,7 +180,7 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         // hyper answers 431 when the request head does not fit the read buffer.
-        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_buf_size(limits.largest_head())
         .keep_alive(true);
     builder
         .http2()
@@ -291,7 +298,7 @@ async fn drive<I, S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let io = framing_io(io, framing, limits.max_header_bytes.max(8192));
+    let io = framing_io(io, framing, limits.largest_head());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut idle = IdleCheck::new(&activity, limits.idle_timeout);

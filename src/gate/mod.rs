@@ -25,7 +25,7 @@ use crate::assertion::AssertionSigner;
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::error::{ClientError, GateError, IdpError};
-use crate::framing::AmbiguousFraming;
+use crate::framing::{Ambiguity, AmbiguousFraming};
 use crate::identity::{self, ClaimPath, ManagedHeaders};
 use crate::metrics::{Metrics, RefreshResult, RouteClass};
 use crate::oidc::RefreshError;
@@ -465,7 +465,9 @@ impl Gate {
                 .rendered
                 .get_or_render(&self.config.headers, &c.session.claims)
                 .insert_into(headers),
-            Principal::Bearer(claims) => identity::inject_identity(headers, &self.config.headers, claims),
+            Principal::Bearer(claims) => {
+                identity::IdentityHeaders::render(&self.config.headers, claims).insert_into(headers)
+            }
         }
         if let (true, Principal::Session(c)) = (self.config.upstream.pass_access_token, principal) {
             if let Some(token) = c.session.at.as_deref() {
@@ -578,13 +580,14 @@ fn framing_problem<B>(req: &Request<B>) -> Option<&'static str> {
     if let Some(AmbiguousFraming(ambiguity)) = req.extensions().get::<AmbiguousFraming>() {
         return Some(ambiguity.message());
     }
+    // What the headers still show (HTTP/2, or anything hyper passes on as it came).
     let headers = req.headers();
     let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
     if lengths > 1 {
-        return Some("the request has more than one Content-Length");
+        return Some(Ambiguity::RepeatedContentLength.message());
     }
     if lengths == 1 && headers.contains_key(header::TRANSFER_ENCODING) {
-        return Some("the request has both Content-Length and Transfer-Encoding");
+        return Some(Ambiguity::LengthAndTransferEncoding.message());
     }
     None
 }

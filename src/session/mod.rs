@@ -128,3 +128,53 @@ pub fn now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(sub: &str, email: &str) -> Session {
+        let claims = match serde_json::json!({"sub": sub, "email": email, "picture": null}) {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        Session {
+            claims,
+            iat: 0,
+            exp: 10,
+            rt: None,
+            at: None,
+            at_exp: None,
+            sid: None,
+            seen: 0,
+            refresh_at: None,
+            rendered: Rendered::default(),
+        }
+    }
+
+    fn rendered(s: &Session) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        s.rendered
+            .get_or_render(&crate::identity::default_headers(), &s.claims)
+            .insert_into(&mut h);
+        h
+    }
+
+    #[test]
+    fn rendered_headers_follow_the_claims_of_each_value_and_never_a_stale_copy() {
+        let first = session("u1", "a@example.com");
+        let h = rendered(&first);
+        assert_eq!(h.get("x-forwarded-user").unwrap(), "u1");
+        assert_eq!(h.get("x-forwarded-email").unwrap(), "a@example.com");
+        assert!(!h.contains_key("x-forwarded-picture"), "null claims send nothing");
+        // A refresh changes a clone: the clone renders its own claims, the original keeps its rendering.
+        let mut renewed = first.clone();
+        renewed.claims.insert("email".into(), Value::from("b@example.com"));
+        assert_eq!(rendered(&renewed).get("x-forwarded-email").unwrap(), "b@example.com");
+        assert_eq!(rendered(&first).get("x-forwarded-email").unwrap(), "a@example.com");
+        // The cache is no part of the session's value.
+        assert_eq!(first.clone(), first);
+        let json = serde_json::to_string(&first).unwrap();
+        assert!(!json.contains("rendered"), "{json}");
+    }
+}
