@@ -296,6 +296,12 @@ impl Gate {
         let route = classify(req.uri().path());
         let html = accepts_html(&req);
         let method = req.method().clone();
+        // Phase 0 reads the framing headers as they came, before hop-by-hop removal drops `Transfer-Encoding`.
+        let framing = framing_problem(&req);
+        // The client's hop-by-hop headers go next, before the gate adds any of its own: a header the client names
+        // in `Connection` is dropped from what the client sent, never from what the gate sets (RFC 9110 §7.6.1).
+        let upgrading = req.version() == Version::HTTP_11 && hop::is_upgrade_request(req.headers());
+        hop::remove_hop_by_hop(req.headers_mut(), upgrading);
         // One id per request, in the access log, sent upstream and returned to the client.
         let request_id = self.request_id(req.headers());
         req.headers_mut().insert(REQUEST_ID, request_id.clone());
@@ -308,7 +314,6 @@ impl Gate {
         };
         // Set-Cookie headers decided on the way (a refreshed or resealed session) go on whatever the answer is.
         let mut cookies = Vec::new();
-        let framing = framing_problem(&req);
         let result = match framing {
             // Phase 0: ambiguous message framing is how requests are smuggled past a proxy; refuse it outright.
             Some(problem) => Err(ClientError::BadRequest(problem.to_owned()).into()),

@@ -93,7 +93,9 @@ impl Forwarder {
         Uri::from_parts(parts).map_err(|e| GateError::Internal(format!("cannot build the upstream URI: {e}")))
     }
 
-    /// Sends `req` (headers already rewritten by the gate) upstream and returns its response, streaming.
+    /// Sends `req` upstream and returns its response, streaming. The caller has already removed the client's
+    /// hop-by-hop headers and then added the gate's own (see `Gate::app`): stripping here, after the gate's
+    /// headers are in, would let a client name them in `Connection` and have them dropped.
     /// `client_upgrade` is the client side of a protocol switch; when the upstream answers 101 the two
     /// connections are spliced together in a task of their own.
     pub async fn forward(
@@ -102,9 +104,6 @@ impl Forwarder {
         client_upgrade: Option<OnUpgrade>,
     ) -> Result<Response<Body>, GateError> {
         let (mut parts, body) = req.into_parts();
-        let upgrading = client_upgrade.is_some();
-        hop::remove_hop_by_hop(&mut parts.headers, upgrading);
-
         let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
                 .uri

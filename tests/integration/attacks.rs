@@ -190,6 +190,28 @@ async fn forwarding_headers_from_an_untrusted_peer_are_not_believed() {
 }
 
 #[tokio::test]
+async fn hop_by_hop_abuse_cannot_strip_the_headers_the_gate_sets() {
+    // Naming a header in `Connection` makes a proxy drop it (RFC 9110 §7.6.1). A client must not be able to drop
+    // the identity, forwarding or request-id headers the gate adds after it has read the request.
+    let (s, cookie, _) = signed_in().await;
+    let owned =
+        "X-Forwarded-User, X-Forwarded-Email, X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, X-Request-Id";
+    let req = format!(
+        "GET /who HTTP/1.1\r\nHost: a\r\nCookie: logto_gate={cookie}\r\nAccept: application/json\r\nConnection: keep-alive, {owned}\r\n\r\n"
+    );
+    assert_eq!(raw(s.gate.port, req.as_bytes()).await, 200);
+    let seen = s.upstream.last();
+    assert_eq!(seen.path, "/who");
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
+    assert_eq!(seen.header("x-forwarded-email"), Some("alice@example.com"));
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    for h in ["x-forwarded-proto", "x-forwarded-host", "x-request-id"] {
+        assert!(seen.header(h).is_some(), "{h} was stripped through Connection");
+    }
+    assert_eq!(seen.header("connection"), None);
+}
+
+#[tokio::test]
 async fn a_user_agent_that_looks_like_a_health_checker_gets_no_free_pass() {
     let s = Stack::start().await;
     for ua in [
