@@ -28,6 +28,7 @@ pub mod proxy;
 pub mod return_path;
 pub mod server;
 pub mod session;
+pub mod sniff;
 pub mod tls;
 pub mod worker;
 

@@ -1,6 +1,6 @@
-//! The accept loop: HTTP/1.1 and HTTP/2 on one listener (prior knowledge, or ALPN over TLS), protocol upgrades for
-//! HTTP/1.1, limits on slow and idle clients, the request-smuggling check ([`crate::framing`]), and graceful
-//! shutdown.
+//! The accept loop: HTTP/1.1 and HTTP/2 on one listener (prior knowledge, or ALPN over TLS: [`crate::sniff`]),
+//! protocol upgrades for HTTP/1.1, limits on slow and idle clients, the request-smuggling check
+//! ([`crate::framing`]), and graceful shutdown.
 //!
 //! Threads: `server.workers` worker threads, each running a single-threaded tokio runtime, all accepting from the
 //! same listening socket. A connection lives on the worker that accepted it, together with its requests, the
@@ -14,15 +14,15 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Notify};
@@ -32,6 +32,7 @@ use crate::activity::{Activity, ActivityIo, IdleCheck};
 use crate::config::ServerConfig;
 use crate::framing::{framing_io, AmbiguousFraming, Watch};
 use crate::gate::Gate;
+use crate::sniff::{self, Prefixed, Protocol};
 
 /// Limits applied to every client connection.
 #[derive(Debug, Clone)]
@@ -92,7 +93,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
     let shared = Arc::new(Shared {
-        builder: connection_builder(&limits),
+        protocols: Protocols::new(&limits),
         tracker: Tracker::default(),
         gate: Arc::clone(&gate),
         limits: limits.clone(),
@@ -166,29 +167,38 @@ pub async fn serve(
 
 /// What every worker shares.
 struct Shared {
-    builder: auto::Builder<TokioExecutor>,
+    protocols: Protocols,
     tracker: Tracker,
     gate: Arc<Gate>,
     limits: Limits,
     tls: Option<TlsAcceptor>,
 }
 
-fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        // hyper answers 431 when the request head does not fit the read buffer.
-        .max_buf_size(limits.largest_head())
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes as u32)
-        .keep_alive_interval(Some(limits.idle_timeout / 2))
-        .keep_alive_timeout(Duration::from_secs(20));
-    builder
+/// hyper's servers for each protocol, with the limits applied.
+struct Protocols {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new(limits: &Limits) -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            // hyper answers 431 to a longer request head, whether it arrives in one read or many ...
+            .max_header_size(limits.max_header_bytes)
+            // ... and never buffers more than that while reading one.
+            .max_buf_size(limits.largest_head())
+            .keep_alive(true);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(limits.max_header_bytes as u32)
+            .keep_alive_interval(Some(limits.idle_timeout / 2))
+            .keep_alive_timeout(Duration::from_secs(20));
+        Protocols { http1, http2 }
+    }
 }
 
 /// One worker thread: a single-threaded runtime accepting and serving connections until `stop`, then serving what
@@ -240,14 +250,23 @@ async fn accept_until_stopped(listener: TcpListener, shared: &Arc<Shared>, mut s
     }
 }
 
-/// Serves one accepted connection (TLS first when configured).
+/// Serves one accepted connection (TLS first when configured). Nothing is allocated for hyper until the client
+/// has sent its first bytes, and the wait for them is bounded by `server.header_read_timeout` like a request head.
 async fn connection(
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     shared: Arc<Shared>,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
     _guard: ConnGuard,
 ) {
+    let limits = &shared.limits;
+    let peeked = match &shared.tls {
+        None => match before_first_request(sniff::peek_protocol(&stream), limits, &mut stop).await {
+            Some(peeked) => peeked,
+            None => return,
+        },
+        Some(_) => None,
+    };
     let activity = Arc::new(Activity::new());
     let tcp = ActivityIo::new(stream, Arc::clone(&activity));
     let framing = Watch::default();
@@ -260,33 +279,59 @@ async fn connection(
         let gate = Arc::clone(&gate);
         async move { Ok::<_, Infallible>(gate.handle(req, peer).await) }
     });
-    let (builder, limits) = (&shared.builder, &shared.limits);
     match &shared.tls {
-        None => drive(builder, tcp, framing, service, activity, limits, stop).await,
+        None => {
+            let io = Prefixed::new(framing_io(tcp, framing, limits.largest_head()));
+            serve_connection(peeked, io, service, activity, &shared, stop).await
+        }
         // Boxed: the TLS state is large, and held inline it would enlarge every plain connection's task too.
         Some(acceptor) => {
-            Box::pin(async move {
-                match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls_stream)) => drive(builder, tls_stream, framing, service, activity, limits, stop).await,
-                    Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                }
+            Box::pin(async {
+                let tls_stream = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls_stream)) => tls_stream,
+                    Ok(Err(e)) => return tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                };
+                let alpn = sniff::alpn_protocol(tls_stream.get_ref().1.alpn_protocol());
+                let io = Prefixed::new(framing_io(tls_stream, framing, limits.largest_head()));
+                serve_connection(alpn, io, service, activity, &shared, stop).await
             })
             .await
         }
     }
 }
 
-/// Runs one connection: serves it, closes it gracefully when idle too long or when the server shuts down. `framing`
-/// is the service's side of the request-smuggling check, which reads the (decrypted) stream here.
-#[allow(clippy::too_many_arguments)]
-async fn drive<I, S>(
-    builder: &auto::Builder<TokioExecutor>,
-    io: I,
-    framing: Watch,
+/// `waiting` (for a client's first bytes), bounded by the header read timeout and cut short by shutdown; `None`
+/// when either ends it first or it fails, and the connection is to be closed.
+async fn before_first_request<T>(
+    waiting: impl Future<Output = io::Result<T>>,
+    limits: &Limits,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<T> {
+    tokio::select! {
+        waited = tokio::time::timeout(limits.header_read_timeout, waiting) => match waited {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "connection failed before its first request");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("no request within the header read timeout; closing");
+                None
+            }
+        },
+        // A closed sender means the server is gone too.
+        _ = stop.wait_for(|stopped| *stopped) => None,
+    }
+}
+
+/// Serves `io` with the protocol its client speaks: `known` (by ALPN or a peek), or else read from its first bytes.
+async fn serve_connection<I, S>(
+    known: Option<Protocol>,
+    mut io: Prefixed<I>,
     service: S,
     activity: Arc<Activity>,
-    limits: &Limits,
+    shared: &Shared,
     mut stop: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -298,8 +343,56 @@ async fn drive<I, S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let io = framing_io(io, framing, limits.largest_head());
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let limits = &shared.limits;
+    let protocol = match known {
+        Some(protocol) => protocol,
+        None => match before_first_request(io.read_protocol(), limits, &mut stop).await {
+            Some(protocol) => protocol,
+            None => return,
+        },
+    };
+    match protocol {
+        Protocol::Http1 => {
+            let conn = shared
+                .protocols
+                .http1
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
+            drive(
+                conn,
+                http1::UpgradeableConnection::graceful_shutdown,
+                activity,
+                limits,
+                stop,
+            )
+            .await
+        }
+        // Boxed: HTTP/2's state would otherwise enlarge every HTTP/1 connection's task.
+        Protocol::Http2 => {
+            let conn = shared.protocols.http2.serve_connection(TokioIo::new(io), service);
+            Box::pin(drive(
+                conn,
+                http2::Connection::graceful_shutdown,
+                activity,
+                limits,
+                stop,
+            ))
+            .await
+        }
+    }
+}
+
+/// Runs one served connection until it ends, asking it to `finish` gracefully when idle too long or when the
+/// server shuts down.
+async fn drive<C>(
+    conn: C,
+    finish: fn(Pin<&mut C>),
+    activity: Arc<Activity>,
+    limits: &Limits,
+    mut stop: watch::Receiver<bool>,
+) where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
     tokio::pin!(conn);
     let mut idle = IdleCheck::new(&activity, limits.idle_timeout);
     let mut tick = tokio::time::interval(idle.interval());
@@ -315,13 +408,13 @@ async fn drive<I, S>(
             _ = tick.tick(), if !closing => {
                 if idle.is_idle(&activity) {
                     closing = true;
-                    conn.as_mut().graceful_shutdown();
+                    finish(conn.as_mut());
                 }
             }
             changed = stop.changed(), if !closing => {
                 if changed.is_err() || *stop.borrow() {
                     closing = true;
-                    conn.as_mut().graceful_shutdown();
+                    finish(conn.as_mut());
                 }
             }
         }

@@ -119,7 +119,13 @@ async fn sigterm_drains_in_flight_requests_and_websockets_then_exits_0() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // A client that connected but has not sent a byte yet.
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     gate.sigterm();
+    // It is closed at once rather than waited for (the header read timeout is the default 30 s).
+    let mut nothing = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut nothing)).await;
+    assert!(closed.is_ok(), "a connection without a request held the drain");
 
     // New connections are refused once the listener closes.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -514,6 +520,13 @@ async fn oversized_headers_slow_clients_and_idle_connections_are_cut_off() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     assert_eq!(upstream.count(), 0);
+
+    // A client that connects and sends nothing is disconnected.
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the silent connection was not cut off");
+    assert!(buf.is_empty());
 
     // A client that never finishes its headers is disconnected (slowloris).
     let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();

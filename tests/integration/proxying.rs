@@ -179,6 +179,42 @@ async fn gate_cookies_are_removed_and_app_cookies_pass_both_ways() {
     );
 }
 
+/// The gate tells HTTP/1 from HTTP/2 prior knowledge by the first bytes: a request whose first segment is only
+/// "P" (the start of the HTTP/2 preface, but also of POST) is waited for, not answered or dropped, and reaches the
+/// app whole.
+#[tokio::test]
+async fn a_request_split_where_the_http2_preface_could_begin_is_served_whole() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Stack::start().await;
+    let b = s.browser();
+    b.sign_in(&s.gate, "/").await;
+    let cookie = b.cookie(&s.gate.url(), "logto_gate").unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.gate.port))
+        .await
+        .unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp.write_all(b"P").await.unwrap();
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(300), tcp.read(&mut byte)).await;
+    assert!(early.is_err(), "the gate answered or closed after one byte: {early:?}");
+    let rest = format!(
+        "OST /split HTTP/1.1\r\nHost: x\r\nCookie: logto_gate={cookie}\r\nContent-Length: 5\r\n\
+         Connection: close\r\n\r\nhello"
+    );
+    tcp.write_all(rest.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let seen = s.upstream.last();
+    assert_eq!((seen.method.as_str(), seen.path.as_str()), ("POST", "/split"));
+    assert_eq!(seen.header("content-length"), Some("5"));
+}
+
 #[tokio::test]
 async fn http2_clients_are_served_over_an_http1_upstream() {
     let s = Stack::start().await;
