@@ -320,9 +320,9 @@ async fn main() {
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("probe_libc:malloc"));
         let events = if malloc_probe {
-            "task-clock,raw_syscalls:sys_enter,probe_libc:malloc"
+            "task-clock,context-switches,raw_syscalls:sys_enter,probe_libc:malloc"
         } else {
-            "task-clock,raw_syscalls:sys_enter"
+            "task-clock,context-switches,raw_syscalls:sys_enter"
         };
         let proxy_workers = Command::new("pgrep")
             .args(["-P", &_proxy.0.id().to_string()])
@@ -371,9 +371,10 @@ async fn main() {
             };
             let requests = (r.rps * SECONDS as f64).max(1.0);
             print!(
-                "{name}: {:.1} µs CPU and {:.2} syscalls per request",
+                "{name}: {:.1} µs CPU, {:.2} syscalls and {:.2} context switches per request",
                 count("task-clock") * 1000.0 / requests,
-                count("raw_syscalls:sys_enter") / requests
+                count("raw_syscalls:sys_enter") / requests,
+                count("context-switches") / requests
             );
             print!(
                 " ({:.1} µs user, {:.1} µs kernel)",
@@ -388,7 +389,7 @@ async fn main() {
         // Profile the gate under load instead of comparing: software clock samples (works without hardware
         // counters), call graphs, written to target/bench-perf.data for `perf report`.
         let out = root.join("target/bench-perf.data");
-        let perf = Killed(
+        let mut perf = Killed(
             Command::new("perf")
                 .args([
                     "record",
@@ -410,6 +411,11 @@ async fn main() {
         );
         let r = wrk(&targets[2].1, targets[2].2);
         let _ = Command::new("kill").args(["-INT", &perf.0.id().to_string()]).status();
+        // perf writes its data after SIGINT; give it up to a minute before the drop kills it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline && matches!(perf.0.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
         println!(
             "profiled {:.0} req/s; see: perf report -i {} --no-children",
             r.rps,

@@ -3,7 +3,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: the same as std's in the gate, and pausable in tests.
+use tokio::time::Instant;
 
 use crate::observed::{Observed, Observer};
 
@@ -63,7 +66,12 @@ impl IdleCheck {
 
     /// How often to call [`IdleCheck::is_idle`]: a quarter of the limit, between 250 ms and 5 s.
     pub fn interval(&self) -> Duration {
-        (self.limit / 4).clamp(Duration::from_millis(250), Duration::from_secs(5))
+        Self::interval_for(self.limit)
+    }
+
+    /// [`IdleCheck::interval`] for a check with this `limit`.
+    pub fn interval_for(limit: Duration) -> Duration {
+        (limit / 4).clamp(Duration::from_millis(250), Duration::from_secs(5))
     }
 
     /// True once no byte has moved for the limit (seen at the granularity of the calls).

@@ -12,6 +12,7 @@ pub mod activity;
 pub mod assertion;
 pub mod body;
 pub mod config;
+pub mod connections;
 pub mod connector;
 pub mod error;
 pub mod framing;

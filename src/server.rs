@@ -28,8 +28,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio_rustls::TlsAcceptor;
 
-use crate::activity::{Activity, ActivityIo, IdleCheck};
+use crate::activity::ActivityIo;
 use crate::config::ServerConfig;
+use crate::connections::{Connections, Registration};
 use crate::framing::{framing_io, AmbiguousFraming, Watch};
 use crate::gate::Gate;
 use crate::sniff::{self, Prefixed, Protocol};
@@ -214,7 +215,9 @@ fn worker(
 ) {
     crate::worker::set_index(index);
     runtime.block_on(async move {
-        accept_until_stopped(listener, &shared, stop).await;
+        let connections = Connections::new(shared.limits.idle_timeout);
+        tokio::spawn(Arc::clone(&connections).sweep(stop.clone()));
+        accept_until_stopped(listener, &shared, &connections, stop).await;
         // Stopped accepting (the listener is closed): open connections drain until the server says exit.
         let _ = exit.await;
     });
@@ -223,7 +226,12 @@ fn worker(
 }
 
 /// Accepts connections until `stop` turns true or its sender is gone, each served in a task of this worker.
-async fn accept_until_stopped(listener: TcpListener, shared: &Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn accept_until_stopped(
+    listener: TcpListener,
+    shared: &Arc<Shared>,
+    connections: &Arc<Connections>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -239,7 +247,7 @@ async fn accept_until_stopped(listener: TcpListener, shared: &Arc<Shared>, mut s
                 let _ = stream.set_nodelay(true);
                 shared.tracker.open.fetch_add(1, Ordering::AcqRel);
                 let guard = ConnGuard(Arc::clone(shared));
-                tokio::spawn(connection(stream, peer, Arc::clone(shared), stop.clone(), guard));
+                tokio::spawn(connection(stream, peer, Arc::clone(shared), connections.register(), guard));
             }
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
@@ -256,19 +264,18 @@ async fn connection(
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    registration: Registration,
     _guard: ConnGuard,
 ) {
     let limits = &shared.limits;
     let peeked = match &shared.tls {
-        None => match before_first_request(sniff::peek_protocol(&stream), limits, &mut stop).await {
+        None => match before_first_request(sniff::peek_protocol(&stream), limits, &registration).await {
             Some(peeked) => peeked,
             None => return,
         },
         Some(_) => None,
     };
-    let activity = Arc::new(Activity::new());
-    let tcp = ActivityIo::new(stream, Arc::clone(&activity));
+    let tcp = ActivityIo::new(stream, Arc::clone(registration.activity()));
     let framing = Watch::default();
     let watch = framing.clone();
     let gate = Arc::clone(&shared.gate);
@@ -282,7 +289,7 @@ async fn connection(
     match &shared.tls {
         None => {
             let io = Prefixed::new(framing_io(tcp, framing, limits.largest_head()));
-            serve_connection(peeked, io, service, activity, &shared, stop).await
+            serve_connection(peeked, io, service, &registration, &shared).await
         }
         // Boxed: the TLS state is large, and held inline it would enlarge every plain connection's task too.
         Some(acceptor) => {
@@ -294,7 +301,7 @@ async fn connection(
                 };
                 let alpn = sniff::alpn_protocol(tls_stream.get_ref().1.alpn_protocol());
                 let io = Prefixed::new(framing_io(tls_stream, framing, limits.largest_head()));
-                serve_connection(alpn, io, service, activity, &shared, stop).await
+                serve_connection(alpn, io, service, &registration, &shared).await
             })
             .await
         }
@@ -306,7 +313,7 @@ async fn connection(
 async fn before_first_request<T>(
     waiting: impl Future<Output = io::Result<T>>,
     limits: &Limits,
-    stop: &mut watch::Receiver<bool>,
+    registration: &Registration,
 ) -> Option<T> {
     tokio::select! {
         waited = tokio::time::timeout(limits.header_read_timeout, waiting) => match waited {
@@ -320,8 +327,8 @@ async fn before_first_request<T>(
                 None
             }
         },
-        // A closed sender means the server is gone too.
-        _ = stop.wait_for(|stopped| *stopped) => None,
+        // Shutdown.
+        _ = registration.finished() => None,
     }
 }
 
@@ -330,9 +337,8 @@ async fn serve_connection<I, S>(
     known: Option<Protocol>,
     mut io: Prefixed<I>,
     service: S,
-    activity: Arc<Activity>,
+    registration: &Registration,
     shared: &Shared,
-    mut stop: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<
@@ -346,7 +352,7 @@ async fn serve_connection<I, S>(
     let limits = &shared.limits;
     let protocol = match known {
         Some(protocol) => protocol,
-        None => match before_first_request(io.read_protocol(), limits, &mut stop).await {
+        None => match before_first_request(io.read_protocol(), limits, registration).await {
             Some(protocol) => protocol,
             None => return,
         },
@@ -358,65 +364,33 @@ async fn serve_connection<I, S>(
                 .http1
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
-            drive(
-                conn,
-                http1::UpgradeableConnection::graceful_shutdown,
-                activity,
-                limits,
-                stop,
-            )
-            .await
+            drive(conn, http1::UpgradeableConnection::graceful_shutdown, registration).await
         }
         // Boxed: HTTP/2's state would otherwise enlarge every HTTP/1 connection's task.
         Protocol::Http2 => {
             let conn = shared.protocols.http2.serve_connection(TokioIo::new(io), service);
-            Box::pin(drive(
-                conn,
-                http2::Connection::graceful_shutdown,
-                activity,
-                limits,
-                stop,
-            ))
-            .await
+            Box::pin(drive(conn, http2::Connection::graceful_shutdown, registration)).await
         }
     }
 }
 
-/// Runs one served connection until it ends, asking it to `finish` gracefully when idle too long or when the
-/// server shuts down.
-async fn drive<C>(
-    conn: C,
-    finish: fn(Pin<&mut C>),
-    activity: Arc<Activity>,
-    limits: &Limits,
-    mut stop: watch::Receiver<bool>,
-) where
+/// Runs one served connection until it ends, asking it to `finish` gracefully once its worker's sweeper says so
+/// (idle too long, or the server shuts down; [`crate::connections`]).
+async fn drive<C>(conn: C, finish: fn(Pin<&mut C>), registration: &Registration)
+where
     C: Future<Output = Result<(), hyper::Error>>,
 {
     tokio::pin!(conn);
-    let mut idle = IdleCheck::new(&activity, limits.idle_timeout);
-    let mut tick = tokio::time::interval(idle.interval());
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-                return;
-            }
-            _ = tick.tick(), if !closing => {
-                if idle.is_idle(&activity) {
-                    closing = true;
-                    finish(conn.as_mut());
-                }
-            }
-            changed = stop.changed(), if !closing => {
-                if changed.is_err() || *stop.borrow() {
-                    closing = true;
-                    finish(conn.as_mut());
-                }
-            }
+    let mut finishing = false;
+    let result = std::future::poll_fn(|cx| {
+        if !finishing && registration.poll_finish(cx).is_ready() {
+            finishing = true;
+            finish(conn.as_mut());
         }
+        conn.as_mut().poll(cx)
+    })
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }
