@@ -197,7 +197,7 @@ impl Gate {
             config.logto.clone(),
             config.server.public_url.callback_url(),
         )?);
-        let sessions = Sessions::new(&config.session)?;
+        let sessions = Sessions::new(&config.session, config.server.workers)?;
         let metrics = Arc::new(Metrics::default());
         let forwarder = Forwarder::new(
             &config.upstream,

@@ -7,7 +7,9 @@
 //!   under `<prefix>session:<id>` with a TTL, indexed by Logto `sid` and `sub` so back-channel logout can delete
 //!   every matching session for every replica at once.
 
+use std::collections::hash_map::{DefaultHasher, RandomState};
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,8 +46,40 @@ struct MemoryRevocations {
 
 /// Decrypted cookie sessions by their exact cookie value, so a busy session is opened once, not on every request.
 /// The value is immutable (a refresh produces a new one), so an entry never goes stale; revocation and expiry are
-/// still checked on every request.
+/// still checked on every request. One cache per worker thread, so workers never wait for each other's lock; this
+/// many entries in all.
 const OPENED_CACHE_MAX: usize = 10_000;
+
+/// One worker's opened sessions.
+type OpenedCache = HashMap<Box<str>, Opened, SuffixHash>;
+
+/// How many trailing bytes of a cookie value [`SuffixHash`] hashes.
+const HASHED_SUFFIX: usize = 32;
+
+/// Hashes only the last [`HASHED_SUFFIX`] bytes of a key, with SipHash under a per-process random key; keys
+/// still compare in full. A sealed cookie ends in its AEAD tag, random per cookie and not choosable by a client,
+/// and only cookies that decrypted are stored, so the suffix spreads keys as well as the whole value does, for a
+/// tenth of the hashing.
+#[derive(Clone, Default)]
+struct SuffixHash(RandomState);
+
+impl BuildHasher for SuffixHash {
+    type Hasher = SuffixHasher;
+    fn build_hasher(&self) -> SuffixHasher {
+        SuffixHasher(self.0.build_hasher())
+    }
+}
+
+struct SuffixHasher(DefaultHasher);
+
+impl Hasher for SuffixHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write(&bytes[bytes.len().saturating_sub(HASHED_SUFFIX)..]);
+    }
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
+}
 
 #[derive(Clone)]
 struct Opened {
@@ -57,7 +91,10 @@ pub struct Sessions {
     codec: CookieCodec,
     /// `names_sent` of a session carried in one cookie under the usual name (shared, not rebuilt per request).
     single_name: Arc<[String]>,
-    opened: Mutex<HashMap<Box<str>, Opened>>,
+    /// Indexed by worker ([`crate::worker::index`]).
+    opened: Box<[Mutex<OpenedCache>]>,
+    /// Entries per worker's cache.
+    opened_max: usize,
     kind: StoreKind,
     redis: Option<Arc<RedisStore>>,
     memory: Mutex<MemoryRevocations>,
@@ -67,7 +104,8 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn new(config: &SessionConfig) -> Result<Self, String> {
+    /// Sessions for `workers` worker threads.
+    pub fn new(config: &SessionConfig, workers: usize) -> Result<Self, String> {
         let redis = match &config.redis_url {
             Some(url) => Some(Arc::new(RedisStore::new(url, &config.redis_key_prefix)?)),
             None => None,
@@ -76,7 +114,8 @@ impl Sessions {
         Ok(Sessions {
             single_name: Arc::from([codec.session_name().to_owned()]),
             codec,
-            opened: Mutex::default(),
+            opened: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
+            opened_max: (OPENED_CACHE_MAX / workers.max(1)).max(256),
             kind: config.store,
             redis,
             memory: Mutex::default(),
@@ -84,6 +123,11 @@ impl Sessions {
             lifetime: config.lifetime.as_secs(),
             rng: ring::rand::SystemRandom::new(),
         })
+    }
+
+    /// This worker's cache of opened sessions.
+    fn opened_cache(&self) -> &Mutex<OpenedCache> {
+        &self.opened[crate::worker::index() % self.opened.len()]
     }
 
     pub fn codec(&self) -> &CookieCodec {
@@ -130,10 +174,10 @@ impl Sessions {
         let session = Arc::new(session);
         if self.kind == StoreKind::Cookie {
             if let Some(raw) = self.single_cookie_value(headers) {
-                if let Ok(mut cache) = self.opened.lock() {
-                    if cache.len() >= OPENED_CACHE_MAX {
+                if let Ok(mut cache) = self.opened_cache().lock() {
+                    if cache.len() >= self.opened_max {
                         cache.retain(|_, o| o.session.is_live(now));
-                        if cache.len() >= OPENED_CACHE_MAX {
+                        if cache.len() >= self.opened_max {
                             cache.clear();
                         }
                     }
@@ -196,7 +240,7 @@ impl Sessions {
         let Some(raw) = self.single_cookie_value(headers) else {
             return Ok(None);
         };
-        let Some(hit) = self.opened.lock().ok().and_then(|c| c.get(raw).cloned()) else {
+        let Some(hit) = self.opened_cache().lock().ok().and_then(|c| c.get(raw).cloned()) else {
             return Ok(None);
         };
         let session = hit.session;
@@ -416,4 +460,26 @@ fn warn_large(session: &Session) {
         "the session is larger than one cookie and is split into chunks; map fewer or smaller claims, \
          or use session.store = \"redis\""
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_hashed_by_suffix_still_compare_in_full() {
+        let mut cache: HashMap<Box<str>, u32, SuffixHash> = HashMap::default();
+        let tail = "T".repeat(HASHED_SUFFIX);
+        // Same last 32 bytes, different heads: the same hash, still two entries.
+        cache.insert(format!("a{tail}").into(), 1);
+        cache.insert(format!("bb{tail}").into(), 2);
+        cache.insert("short".into(), 3);
+        assert_eq!(cache.get(format!("a{tail}").as_str()), Some(&1));
+        assert_eq!(cache.get(format!("bb{tail}").as_str()), Some(&2));
+        assert_eq!(cache.get("short"), Some(&3));
+        assert_eq!(cache.get(tail.as_str()), None);
+        let build = SuffixHash::default();
+        assert_eq!(build.hash_one(format!("a{tail}")), build.hash_one(format!("bb{tail}")));
+        assert_ne!(build.hash_one(format!("{tail}a")), build.hash_one(format!("{tail}b")));
+    }
 }
