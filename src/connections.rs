@@ -1,5 +1,6 @@
 //! The client connections one worker serves, and that worker's sweeper, which asks them to finish: a connection
-//! on which no byte has moved for `server.idle_timeout`, and every connection when the server shuts down.
+//! on which no byte has moved for `server.idle_timeout`, and every connection when the server shuts down. Every
+//! worker's connections are also counted in one [`OpenCount`], which the shutdown drain waits on.
 //!
 //! One timer per worker instead of one per connection: a connection's task only checks a flag when it runs, so
 //! nothing on the request path registers, polls or re-arms a timer or a shutdown watch, and an idle connection
@@ -7,19 +8,44 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::activity::{Activity, IdleCheck};
+
+/// How many connections are open across all workers.
+#[derive(Default)]
+pub struct OpenCount {
+    open: AtomicUsize,
+    all_closed: Notify,
+}
+
+impl OpenCount {
+    pub fn get(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no connection is open.
+    pub async fn all_closed(&self) {
+        loop {
+            let notified = self.all_closed.notified();
+            if self.get() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
 
 /// A worker's open connections.
 pub struct Connections {
     idle_timeout: Duration,
+    count: Arc<OpenCount>,
     inner: Mutex<Inner>,
 }
 
@@ -60,9 +86,11 @@ pub struct Registration {
 }
 
 impl Connections {
-    pub fn new(idle_timeout: Duration) -> Arc<Self> {
+    /// A worker's connections, counted in `count` too.
+    pub fn new(idle_timeout: Duration, count: Arc<OpenCount>) -> Arc<Self> {
         Arc::new(Connections {
             idle_timeout,
+            count,
             inner: Mutex::new(Inner::default()),
         })
     }
@@ -76,6 +104,7 @@ impl Connections {
     pub fn register(self: &Arc<Self>) -> Registration {
         let activity = Arc::new(Activity::new());
         let signal = Arc::new(Signal::default());
+        self.count.open.fetch_add(1, Ordering::AcqRel);
         let mut inner = self.lock();
         if inner.closing_all {
             signal.finish.store(true, Ordering::Release);
@@ -116,12 +145,9 @@ impl Connections {
     }
 
     /// The number of registered connections.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().open.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The sweeper: checks for idle connections at the idle check's interval until `stop` turns true (or its
@@ -133,9 +159,8 @@ impl Connections {
         loop {
             tokio::select! {
                 _ = tick.tick() => self.finish_idle(),
-                stopped = stop.wait_for(|stopped| *stopped) => {
-                    // A closed sender means the server is gone too.
-                    let _ = stopped;
+                // Stopped, or the sender is gone (and the server with it).
+                _ = stop.wait_for(|stopped| *stopped) => {
                     self.finish_all();
                     return;
                 }
@@ -171,6 +196,10 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.connections.lock().open.remove(&self.id);
+        let count = &self.connections.count;
+        if count.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            count.all_closed.notify_waiters();
+        }
     }
 }
 
@@ -180,7 +209,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_connections_are_told_to_finish_busy_ones_are_not() {
-        let connections = Connections::new(Duration::from_secs(4));
+        let connections = Connections::new(Duration::from_secs(4), Arc::default());
         let (_stop_tx, stop) = watch::channel(false);
         tokio::spawn(Arc::clone(&connections).sweep(stop));
         let busy = connections.register();
@@ -203,7 +232,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_tells_every_connection_including_later_ones() {
-        let connections = Connections::new(Duration::from_secs(3600));
+        let connections = Connections::new(Duration::from_secs(3600), Arc::default());
         let (stop_tx, stop) = watch::channel(false);
         let sweeper = tokio::spawn(Arc::clone(&connections).sweep(stop));
         let before = connections.register();
@@ -220,7 +249,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_gone_server_counts_as_shutdown() {
-        let connections = Connections::new(Duration::from_secs(3600));
+        let connections = Connections::new(Duration::from_secs(3600), Arc::default());
         let (stop_tx, stop) = watch::channel(false);
         let registered = connections.register();
         tokio::spawn(Arc::clone(&connections).sweep(stop));
@@ -228,5 +257,27 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), registered.finished())
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_open_count_spans_workers_and_says_when_all_closed() {
+        let count = Arc::new(OpenCount::default());
+        let first = Connections::new(Duration::from_secs(60), Arc::clone(&count));
+        let second = Connections::new(Duration::from_secs(60), Arc::clone(&count));
+        let (a, b) = (first.register(), second.register());
+        assert_eq!(count.get(), 2);
+        let waiting = tokio::spawn({
+            let count = Arc::clone(&count);
+            async move { count.all_closed().await }
+        });
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one connection is still open");
+        drop(b);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(count.get(), 0);
     }
 }

@@ -16,7 +16,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,12 +24,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::activity::ActivityIo;
 use crate::config::ServerConfig;
-use crate::connections::{Connections, Registration};
+use crate::connections::{Connections, OpenCount, Registration};
 use crate::framing::{framing_io, AmbiguousFraming, Watch};
 use crate::gate::Gate;
 use crate::sniff::{self, Prefixed, Protocol};
@@ -62,25 +61,6 @@ impl From<&ServerConfig> for Limits {
     }
 }
 
-/// Counts open connections so shutdown can wait for them.
-#[derive(Default)]
-struct Tracker {
-    open: AtomicUsize,
-    all_closed: Notify,
-}
-
-/// Held by each connection's task; counts it closed when dropped.
-struct ConnGuard(Arc<Shared>);
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        let tracker = &self.0.tracker;
-        if tracker.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            tracker.all_closed.notify_waiters();
-        }
-    }
-}
-
 /// Serves `gate` on `listener` with `workers` threads until `shutdown` resolves, then drains as described in the
 /// module docs. Each worker runs a single-threaded runtime and accepts from the same listening socket, so a
 /// connection, its requests, their upstream connections and every wakeup between them stay on one thread; nothing
@@ -95,7 +75,7 @@ pub async fn serve(
 ) -> Result<(), String> {
     let shared = Arc::new(Shared {
         protocols: Protocols::new(&limits),
-        tracker: Tracker::default(),
+        open: Arc::new(OpenCount::default()),
         gate: Arc::clone(&gate),
         limits: limits.clone(),
         tls,
@@ -135,24 +115,15 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     tracing::info!("shutting down: new connections refused, waiting for in-flight requests");
     let deadline = tokio::time::Instant::now() + limits.shutdown_timeout;
-    let tracker = &shared.tracker;
+    let open = &shared.open;
     let drained = async {
-        loop {
-            let notified = tracker.all_closed.notified();
-            if tracker.open.load(Ordering::Acquire) == 0 {
-                break;
-            }
-            notified.await;
-        }
+        open.all_closed().await;
         // Upgraded connections outlive their HTTP connection; wait for them too.
         gate.wait_for_upgrades().await;
     };
     match tokio::time::timeout_at(deadline, drained).await {
         Ok(()) => tracing::info!("all connections finished"),
-        Err(_) => tracing::warn!(
-            open = tracker.open.load(Ordering::Acquire),
-            "shutdown timeout reached; closing what is left"
-        ),
+        Err(_) => tracing::warn!(open = open.get(), "shutdown timeout reached; closing what is left"),
     }
     // Workers end their runtimes now, dropping whatever is left; each says when it has.
     let mut done = Vec::new();
@@ -169,7 +140,8 @@ pub async fn serve(
 /// What every worker shares.
 struct Shared {
     protocols: Protocols,
-    tracker: Tracker,
+    /// Every worker's connections, counted for the drain.
+    open: Arc<OpenCount>,
     gate: Arc<Gate>,
     limits: Limits,
     tls: Option<TlsAcceptor>,
@@ -215,7 +187,7 @@ fn worker(
 ) {
     crate::worker::set_index(index);
     runtime.block_on(async move {
-        let connections = Connections::new(shared.limits.idle_timeout);
+        let connections = Connections::new(shared.limits.idle_timeout, Arc::clone(&shared.open));
         tokio::spawn(Arc::clone(&connections).sweep(stop.clone()));
         accept_until_stopped(listener, &shared, &connections, stop).await;
         // Stopped accepting (the listener is closed): open connections drain until the server says exit.
@@ -245,9 +217,7 @@ async fn accept_until_stopped(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                shared.tracker.open.fetch_add(1, Ordering::AcqRel);
-                let guard = ConnGuard(Arc::clone(shared));
-                tokio::spawn(connection(stream, peer, Arc::clone(shared), connections.register(), guard));
+                tokio::spawn(connection(stream, peer, Arc::clone(shared), connections.register()));
             }
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
@@ -265,7 +235,6 @@ async fn connection(
     peer: std::net::SocketAddr,
     shared: Arc<Shared>,
     registration: Registration,
-    _guard: ConnGuard,
 ) {
     let limits = &shared.limits;
     let peeked = match &shared.tls {
