@@ -248,9 +248,7 @@ async fn exchange_until_closed(port: u16, request: &[u8]) -> String {
 /// A signed-in session cookie, the upstream's request count, and the stack.
 async fn signed_in() -> (Stack, String, usize) {
     let s = Stack::start().await;
-    let b = s.browser();
-    b.sign_in(&s.gate, "/").await;
-    let cookie = b.cookie(&s.gate.url(), "logto_gate").unwrap();
+    let (_, cookie) = s.signed_in().await;
     let before = s.upstream.count();
     (s, cookie, before)
 }

@@ -83,9 +83,7 @@ async fn an_upstream_dying_mid_body_does_not_hurt_the_gate() {
 #[tokio::test]
 async fn clients_hanging_up_mid_upload_and_mid_download_leak_nothing() {
     let s = Stack::start().await;
-    let b = s.browser();
-    b.sign_in(&s.gate, "/").await;
-    let cookie = b.cookie(&s.gate.url(), "logto_gate").unwrap();
+    let (b, cookie) = s.signed_in().await;
     // Warm the pools, then take the baseline.
     for _ in 0..3 {
         b.client.get(format!("{}/warm", s.gate.url())).send().await.unwrap();

@@ -81,9 +81,7 @@ async fn websocket_echo_works_through_the_gate_for_signed_in_users_only() {
 #[tokio::test]
 async fn an_idle_websocket_tunnel_is_closed_after_the_idle_timeout_and_a_busy_one_is_not() {
     let s = Stack::edited(IdpOptions::default(), "", "", in_server("idle_timeout = \"1s\"")).await;
-    let b = s.browser();
-    b.sign_in(&s.gate, "/").await;
-    let cookie = b.cookie(&s.gate.url(), "logto_gate").expect("session cookie");
+    let (_, cookie) = s.signed_in().await;
     let mut request = format!("ws://127.0.0.1:{}/ws", s.gate.port)
         .into_client_request()
         .unwrap();
@@ -187,9 +185,7 @@ async fn a_request_split_where_the_http2_preface_could_begin_is_served_whole() {
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let s = Stack::start().await;
-    let b = s.browser();
-    b.sign_in(&s.gate, "/").await;
-    let cookie = b.cookie(&s.gate.url(), "logto_gate").unwrap();
+    let (_, cookie) = s.signed_in().await;
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.gate.port))
         .await
         .unwrap();
@@ -218,9 +214,7 @@ async fn a_request_split_where_the_http2_preface_could_begin_is_served_whole() {
 #[tokio::test]
 async fn http2_clients_are_served_over_an_http1_upstream() {
     let s = Stack::start().await;
-    let b = s.browser();
-    b.sign_in(&s.gate, "/").await;
-    let cookie = b.cookie(&s.gate.url(), "logto_gate").unwrap();
+    let (_, cookie) = s.signed_in().await;
     let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
     let resp = h2
         .get(format!("{}/over-h2?x=1", s.gate.url()))

@@ -238,6 +238,16 @@ impl Stack {
     pub fn browser(&self) -> Browser {
         Browser::new(&self.idp)
     }
+
+    /// A browser signed in to the gate (through the whole flow, at `/`) and its session cookie's value.
+    pub async fn signed_in(&self) -> (Browser, String) {
+        let b = self.browser();
+        b.sign_in(&self.gate, "/").await;
+        let cookie = b
+            .cookie(&self.gate.url(), "logto_gate")
+            .expect("a session cookie after signing in");
+        (b, cookie)
+    }
 }
 
 /// A cookie-keeping client that follows redirects itself, so each hop can be inspected.
