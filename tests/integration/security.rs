@@ -85,6 +85,39 @@ async fn spoofed_identity_without_a_session_never_reaches_the_upstream() {
     assert_eq!(s.upstream.count(), 0);
 }
 
+/// Opened sessions are cached per worker by their exact cookie value, hashed by its last 32 bytes only. Forged
+/// cookies that share a cached cookie's tail (so its hash) must miss the cache and fail to open.
+#[tokio::test]
+async fn cookies_sharing_a_cached_cookies_tail_are_not_served_from_the_cache() {
+    // One worker: the forged cookies meet the very cache the good one is in.
+    let s = Stack::edited(IdpOptions::default(), "", "", in_server("workers = 1")).await;
+    let (_, good) = s.signed_in().await;
+    let get = |cookie: String| {
+        plain()
+            .get(format!("{}/api", s.gate.url()))
+            .header("cookie", format!("logto_gate={cookie}"))
+            .send()
+    };
+    assert_eq!(
+        get(good.clone()).await.unwrap().status(),
+        StatusCode::OK,
+        "the good cookie is cached"
+    );
+    let flip = |at: usize| {
+        let mut bytes = good.clone().into_bytes();
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(bytes).unwrap()
+    };
+    let before = s.upstream.count();
+    for forged in [flip(0), flip(good.len() / 2), format!("A{good}"), good[1..].to_owned()] {
+        assert_eq!(forged[forged.len() - 32..], good[good.len() - 32..]);
+        let status = get(forged.clone()).await.unwrap().status();
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "forged cookie {:.12}...", forged);
+    }
+    assert_eq!(s.upstream.count(), before, "no forged cookie reached the app");
+    assert_eq!(get(good).await.unwrap().status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn tampered_truncated_or_foreign_cookies_are_treated_as_signed_out() {
     let s = Stack::start().await;
