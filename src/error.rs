@@ -54,6 +54,9 @@ pub enum UpstreamError {
     Unreachable(String),
     #[error("no response within {0:?}")]
     Timeout(std::time::Duration),
+    /// It answered with a response the gate will not pass on (ambiguous framing, a malformed head).
+    #[error("invalid response: {0}")]
+    BadResponse(String),
 }
 
 /// Logto (the identity provider) could not be used.
@@ -83,7 +86,9 @@ impl GateError {
                 ClientError::NotFound => StatusCode::NOT_FOUND,
                 ClientError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             },
-            GateError::Upstream(UpstreamError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
+            GateError::Upstream(UpstreamError::Unreachable(_) | UpstreamError::BadResponse(_)) => {
+                StatusCode::BAD_GATEWAY
+            }
             GateError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             GateError::Idp(IdpError::Unreachable(_) | IdpError::NotReady) => StatusCode::SERVICE_UNAVAILABLE,
             GateError::Idp(IdpError::InvalidClient | IdpError::BadResponse(_)) => StatusCode::BAD_GATEWAY,
@@ -181,6 +186,12 @@ impl GateError {
                 "The application is unreachable",
                 "The gate could not reach the application behind it. Try again in a moment.",
             ),
+            GateError::Upstream(UpstreamError::BadResponse(_)) => Page::new(
+                status,
+                "upstream_bad_response",
+                "The application's answer could not be passed on",
+                "The application behind the gate sent a response the gate does not forward. Try again in a moment.",
+            ),
             GateError::Upstream(UpstreamError::Timeout(_)) => Page::new(
                 status,
                 "upstream_timeout",
@@ -225,6 +236,7 @@ mod tests {
             (ClientError::AttemptNotFound.into(), 400),
             (ClientError::IdTokenRejected("x".into()).into(), 401),
             (UpstreamError::Unreachable("x".into()).into(), 502),
+            (UpstreamError::BadResponse("x".into()).into(), 502),
             (UpstreamError::Timeout(std::time::Duration::from_secs(1)).into(), 504),
             (IdpError::Unreachable("x".into()).into(), 503),
             (IdpError::InvalidClient.into(), 502),

@@ -195,3 +195,65 @@ pub fn framing(data: &[u8]) {
     let bytewise = logto_gate::framing::first_ambiguous(stream.chunks(1), max_head);
     assert_eq!(whole, bytewise, "read whole vs byte by byte");
 }
+
+/// An upstream's response as the lean HTTP/1.1 client reads it (`logto_gate::proxy::h1`): built from HTTP fragments
+/// like [`framing`], and read whole, in pieces and byte by byte, it must give the same answer every time; and a body
+/// framed by `Content-Length` is never longer or shorter than it says.
+pub fn upstream_response(data: &[u8]) {
+    const FRAGMENTS: &[&[u8]] = &[
+        b"HTTP/1.1 200 OK\r\n",
+        b"HTTP/1.0 200 OK\r\n",
+        b"HTTP/1.1 103 Early Hints\r\n",
+        b"HTTP/1.1 204 No Content\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\n",
+        b"Content-Length: 3\r\n",
+        b"Content-Length: 0\r\n",
+        b"content-length: 3, 3\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: gzip\r\n",
+        b"Connection: close\r\n",
+        b"X: y\r\n",
+        b"\r\n",
+        b"\n",
+        b"0\r\n",
+        b"3\r\n",
+        b"3;x=y\r\n",
+        b"ffffffffffffffffff\r\n",
+        b"abc",
+        b"Trailer: t\r\n",
+    ];
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let mut stream = Vec::new();
+    for &b in rest {
+        match FRAGMENTS.get(usize::from(b)) {
+            Some(f) => stream.extend_from_slice(f),
+            None => stream.push(b),
+        }
+    }
+    let head_only = flags & 1 == 1;
+    let size = usize::from(flags >> 1).max(1);
+    let read = |size: usize| logto_gate::proxy::h1::read_response(stream.chunks(size), head_only);
+    let whole = read(stream.len().max(1));
+    assert_eq!(whole, read(size), "read whole vs in pieces of {size}");
+    assert_eq!(whole, read(1), "read whole vs byte by byte");
+    if let Ok(response) = &whole {
+        let lengths: Vec<&Vec<u8>> = response
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "content-length")
+            .map(|(_, v)| v)
+            .collect();
+        if let (false, Some(first)) = (head_only || response.status == 204, lengths.first()) {
+            let said: usize = std::str::from_utf8(first)
+                .ok()
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("an accepted Content-Length did not parse: {first:?}"));
+            assert_eq!(response.body.len(), said, "the body does not match its Content-Length");
+        }
+        let chunked = response.headers.iter().any(|(n, _)| n == "transfer-encoding");
+        assert!(!chunked || lengths.is_empty(), "both framings were accepted");
+    }
+}

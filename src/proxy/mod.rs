@@ -1,7 +1,11 @@
 //! Forwarding to the upstream app: a pooled HTTP/1.1 client, streaming bodies both ways, protocol upgrades
 //! (WebSocket) spliced byte for byte, and bounded waits that end in 502/504 instead of a hang.
+//!
+//! Bodiless `GET` and `HEAD` requests to a plain-HTTP upstream (most of what a browser asks for) take the lean
+//! client in [`h1`], which works inside the client connection's task; everything else takes hyper's pooled client.
 
 pub mod forwarded;
+pub mod h1;
 pub mod hop;
 pub mod trusted;
 
@@ -11,6 +15,7 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -22,11 +27,16 @@ use crate::error::{GateError, UpstreamError};
 use crate::metrics::Metrics;
 use crate::oidc::http::error_chain;
 
+/// How long an upstream connection may sit idle in a pool before it is closed.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// Forwards requests to the configured upstream.
 pub struct Forwarder {
     /// One pooled client per connection worker ([`crate::worker`]): an upstream connection is driven by a task on
     /// the worker that opened it, so requests only ever use connections of their own thread.
     clients: Box<[Client<crate::connector::Connector, Body>]>,
+    /// The lean client for bodiless `GET`/`HEAD`; `None` for an HTTPS upstream.
+    lean: Option<h1::Client>,
     scheme: Scheme,
     authority: Authority,
     host_header: HeaderValue,
@@ -50,7 +60,7 @@ impl Forwarder {
         let clients = (0..workers.max(1))
             .map(|_| {
                 Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
                     .pool_max_idle_per_host(1024)
                     .build(connector.clone())
             })
@@ -58,8 +68,13 @@ impl Forwarder {
         let scheme = config.url.scheme().cloned().unwrap_or(Scheme::HTTP);
         let authority = config.url.authority().cloned().ok_or("upstream.url has no host")?;
         let host_header = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+        let lean = (scheme == Scheme::HTTP).then(|| {
+            let target = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+            h1::Client::new(target, config.connect_timeout, POOL_IDLE_TIMEOUT, workers)
+        });
         Ok(Forwarder {
             clients,
+            lean,
             scheme,
             authority,
             host_header,
@@ -110,15 +125,31 @@ impl Forwarder {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        parts.uri = self.upstream_uri(parts.uri.path_and_query())?;
-        // The upstream connection is HTTP/1.1 whatever the client spoke; HTTP/2 has no Host field, so set one.
-        parts.version = Version::HTTP_11;
+        // The upstream connection is HTTP/1.1 whatever the client spoke, and HTTP/2 has no Host field: set one.
         let host = match (self.preserve_host, original_host) {
             (true, Some(h)) => h,
             _ => self.host_header.clone(),
         };
         parts.headers.insert(header::HOST, host);
 
+        if let Some(lean) = &self.lean {
+            if client_upgrade.is_none() && h1::Client::handles(&parts.method, !body.is_end_stream()) {
+                let pq = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+                let sent = Instant::now();
+                let send = lean.send(&parts.method, &self.base_path, pq, &parts.headers);
+                let resp = match tokio::time::timeout(self.response_timeout, send).await {
+                    Err(_) => return Err(UpstreamError::Timeout(self.response_timeout).into()),
+                    Ok(result) => result?,
+                };
+                self.metrics.upstream_latency(sent.elapsed());
+                let (mut parts, body) = resp.into_parts();
+                hop::remove_hop_by_hop(&mut parts.headers, false);
+                return Ok(Response::from_parts(parts, Body::Upstream(body)));
+            }
+        }
+
+        parts.uri = self.upstream_uri(parts.uri.path_and_query())?;
+        parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body);
         let sent = Instant::now();
         let mut resp = match tokio::time::timeout(self.response_timeout, self.client().request(upstream_req)).await {

@@ -105,3 +105,14 @@ fn fuzz_body_framing() {
         bodies::framing(&input);
     }
 }
+
+#[test]
+fn fuzz_body_upstream_response() {
+    run(bodies::upstream_response);
+    // Bytes that pick fragments: whole responses with lengths, chunks, trailers and interim heads.
+    let mut rng = Rng(0x6a09_e667_f3bc_c909);
+    for _ in 0..4000 {
+        let input: Vec<u8> = (0..64).map(|_| (rng.next() % 26) as u8).collect();
+        bodies::upstream_response(&input);
+    }
+}

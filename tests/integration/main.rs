@@ -20,3 +20,4 @@ mod proxying;
 mod security;
 mod sessions;
 mod sign_in;
+mod upstream_http1;

@@ -1,0 +1,1003 @@
+//! A lean HTTP/1.1 client (RFC 9112) for the commonest signed-in request: a `GET` or `HEAD` without a body, to a
+//! plain-HTTP upstream. The request head is written, and the response read and streamed back, by the client
+//! connection's own task, over a per-worker pool of upstream connections.
+//!
+//! Everything else (request bodies, other methods, protocol upgrades, HTTPS upstreams) goes through hyper's pooled
+//! client ([`super::Forwarder`]), which drives each upstream connection in a task of its own and passes every
+//! request and response across channels between the two tasks; for a small `GET` that costs more than the proxying.
+//!
+//! What this client accepts from the upstream is deliberately narrow, so that no response can be framed two ways:
+//! - a response head of at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] fields, as httparse (hyper's parser) reads
+//!   it; the head is re-encoded by the server side, so no second reader ever sees the upstream's bytes;
+//! - a body framed by one `Content-Length` (repeated copies must agree), by `Transfer-Encoding: chunked` alone, or
+//!   by the connection's end (RFC 9112 §6.3); `Transfer-Encoding` next to `Content-Length`, or any other transfer
+//!   coding, is refused with a 502 (§6.3 ¶3: "ought to be handled as an error");
+//! - no body after `HEAD`, 204 or 304, whatever the head says (§6.3 ¶1);
+//! - 1xx interim responses are skipped; a 101 nobody asked for is an error.
+//!
+//! A body that ends early (the connection closes before `Content-Length` bytes or before the last chunk) ends the
+//! stream with an error, so the client sees a broken response, never a short one passed off as whole. Chunk
+//! extensions and trailer fields are read and dropped.
+//!
+//! A connection returns to its worker's pool only after a complete response with nothing left over, from an
+//! HTTP/1.1 upstream that did not say `Connection: close`. A pooled connection the upstream has closed is noticed
+//! before reuse when the close has already arrived, and otherwise by the request failing before any response byte:
+//! then, `GET` and `HEAD` being idempotent (RFC 9110 §9.2.2), the request is sent once more on a new connection.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::error::UpstreamError;
+
+/// The largest response head accepted (hyper's client allows about as much).
+pub const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields a response head may have (as hyper's client).
+pub const MAX_HEADERS: usize = 100;
+/// The longest chunk-size line (with extensions) and the most trailer bytes accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Reads start at this size and double, while each read fills its buffer, up to [`MAX_READ`].
+const FIRST_READ: usize = 8 * 1024;
+const MAX_READ: usize = 64 * 1024;
+/// Idle connections kept per worker.
+const MAX_IDLE: usize = 1024;
+/// How often a worker's idle connections are checked for having been closed or having expired.
+const REAP_EVERY: Duration = Duration::from_secs(1);
+
+/// The fast client: one connection pool per worker ([`crate::worker`]).
+pub struct Client {
+    /// `host:port` of the upstream, resolved at each new connection.
+    target: String,
+    connect_timeout: Duration,
+    pools: Box<[Arc<Pool>]>,
+}
+
+/// One worker's idle upstream connections, newest last.
+pub struct Pool {
+    idle_timeout: Duration,
+    inner: Mutex<PoolInner>,
+}
+
+#[derive(Default)]
+struct PoolInner {
+    idle: Vec<Idle>,
+    reaping: bool,
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+/// An upstream connection and its read buffer (empty between responses).
+struct Conn {
+    io: TcpStream,
+    buf: BytesMut,
+    read_size: usize,
+}
+
+impl Client {
+    /// A client for `host:port`, with pools for `workers` workers; idle connections are closed after `idle_timeout`.
+    pub fn new(target: String, connect_timeout: Duration, idle_timeout: Duration, workers: usize) -> Self {
+        Client {
+            target,
+            connect_timeout,
+            pools: (0..workers.max(1))
+                .map(|_| {
+                    Arc::new(Pool {
+                        idle_timeout,
+                        inner: Mutex::default(),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether this client can send `method` with a body that `has_body`: bodiless `GET` and `HEAD` only.
+    pub fn handles(method: &Method, has_body: bool) -> bool {
+        !has_body && (method == Method::GET || method == Method::HEAD)
+    }
+
+    /// Sends a bodiless `GET` or `HEAD` (the caller checked [`Client::handles`]) for `base_path` + `path_and_query`
+    /// with `headers` (hop-by-hop fields already removed, `Host` set), and returns the response once its head has
+    /// arrived; the body streams from the connection as it is read.
+    pub async fn send(
+        &self,
+        method: &Method,
+        base_path: &str,
+        path_and_query: &str,
+        headers: &HeaderMap,
+    ) -> Result<Response<ResponseBody>, UpstreamError> {
+        let pool = &self.pools[crate::worker::index() % self.pools.len()];
+        let head_only = method == Method::HEAD;
+        let mut pooled = pool.take();
+        loop {
+            let reused = pooled.is_some();
+            let mut conn = match pooled.take() {
+                Some(conn) => conn,
+                None => self.connect().await?,
+            };
+            match exchange(&mut conn, method, base_path, path_and_query, headers, head_only).await {
+                Ok(head) => return Ok(head.into_response(conn, pool)),
+                // A pooled connection the upstream closed while it sat idle: once more on a new one. The idle ones
+                // older than it have most likely been closed as well.
+                Err(Failure::Closed(e)) if reused => {
+                    tracing::debug!(error = %e, "a pooled upstream connection was closed; sending again on a new one");
+                    pool.clear();
+                }
+                Err(Failure::Closed(e) | Failure::Other(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, UpstreamError> {
+        let connect = TcpStream::connect(self.target.as_str());
+        let io = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Err(_) => {
+                return Err(UpstreamError::Unreachable(format!(
+                    "connecting to {} timed out after {:?}",
+                    self.target, self.connect_timeout
+                )))
+            }
+            Ok(Err(e)) => {
+                return Err(UpstreamError::Unreachable(format!(
+                    "cannot connect to {}: {e}",
+                    self.target
+                )))
+            }
+            Ok(Ok(io)) => io,
+        };
+        // Heads are written whole, at once: Nagle would only hold them back.
+        io.set_nodelay(true)
+            .map_err(|e| UpstreamError::Unreachable(format!("cannot set TCP_NODELAY: {e}")))?;
+        Ok(Conn {
+            io,
+            buf: BytesMut::new(),
+            read_size: FIRST_READ,
+        })
+    }
+}
+
+/// Why an exchange failed.
+enum Failure {
+    /// The connection was closed or reset before any byte of a response arrived: the request may be sent again.
+    Closed(UpstreamError),
+    Other(UpstreamError),
+}
+
+/// Writes the request head on `conn` and reads the response head.
+async fn exchange(
+    conn: &mut Conn,
+    method: &Method,
+    base_path: &str,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    head_only: bool,
+) -> Result<Head, Failure> {
+    encode_request(&mut conn.buf, method, base_path, path_and_query, headers);
+    let written = conn.io.write_all(&conn.buf).await;
+    conn.buf.clear();
+    if let Err(e) = written {
+        return Err(Failure::Closed(UpstreamError::Unreachable(format!(
+            "writing the request failed: {e}"
+        ))));
+    }
+    let mut received = false;
+    loop {
+        match next_head(&mut conn.buf, head_only) {
+            Ok(Some(head)) => return Ok(head),
+            Ok(None) => {}
+            Err(e) => return Err(Failure::Other(UpstreamError::BadResponse(e))),
+        }
+        let read = poll_fn(|cx| conn.poll_fill(cx)).await;
+        let failure = |text: String| {
+            let e = UpstreamError::Unreachable(text);
+            if received {
+                Failure::Other(e)
+            } else {
+                Failure::Closed(e)
+            }
+        };
+        match read {
+            Ok(0) => {
+                return Err(failure(
+                    "the upstream closed the connection before a complete response head".into(),
+                ))
+            }
+            Ok(_) => received = true,
+            Err(e) => return Err(failure(format!("reading the response failed: {e}"))),
+        }
+    }
+}
+
+/// The final response head at the front of `buf`, once it is all there (interim responses are skipped).
+fn next_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, String> {
+    loop {
+        match parse_response(buf, head_only)? {
+            Parsed::Head(head) => return Ok(Some(head)),
+            Parsed::Interim => {}
+            Parsed::Partial if buf.len() >= MAX_HEAD => return Err(too_large()),
+            Parsed::Partial => return Ok(None),
+        }
+    }
+}
+
+fn too_large() -> String {
+    format!("the upstream's response head is larger than {MAX_HEAD} bytes")
+}
+
+/// The request head, as RFC 9112 §3: request line, one field per line, empty line. Every name and value here is
+/// already a valid `HeaderName` / `HeaderValue` (no CR, LF or NUL can be in them) and the path was parsed by hyper
+/// or validated at configuration, so writing them out cannot split the head.
+fn encode_request(buf: &mut BytesMut, method: &Method, base_path: &str, path_and_query: &str, headers: &HeaderMap) {
+    let fields: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    buf.reserve(method.as_str().len() + base_path.len() + path_and_query.len() + 13 + fields + 2);
+    buf.put_slice(method.as_str().as_bytes());
+    buf.put_u8(b' ');
+    buf.put_slice(base_path.as_bytes());
+    buf.put_slice(path_and_query.as_bytes());
+    buf.put_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        buf.put_slice(name.as_str().as_bytes());
+        buf.put_slice(b": ");
+        buf.put_slice(value.as_bytes());
+        buf.put_slice(b"\r\n");
+    }
+    buf.put_slice(b"\r\n");
+}
+
+/// What [`parse_response`] found at the start of the buffer.
+enum Parsed {
+    /// Not a whole head yet.
+    Partial,
+    /// A 1xx interim response, removed from the buffer.
+    Interim,
+    /// A final response head, removed from the buffer; its body (if any) follows.
+    Head(Head),
+}
+
+/// A final response head and how its body is framed.
+#[derive(Debug)]
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    framing: Framing,
+    /// Whether the connection may carry another request once the body is read.
+    keep_alive: bool,
+}
+
+impl Head {
+    fn into_response(self, conn: Conn, pool: &Arc<Pool>) -> Response<ResponseBody> {
+        let mut body = ResponseBody {
+            conn: Some(conn),
+            framing: self.framing,
+            pool: self.keep_alive.then(|| Arc::clone(pool)),
+        };
+        if body.framing == Framing::Done {
+            body.finish();
+        }
+        let mut response = Response::new(body);
+        // The gate's response to its client is its own HTTP/1.1 (or HTTP/2) message, whatever the upstream spoke.
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers;
+        response
+    }
+}
+
+/// Parses a response head at the start of `buf` (RFC 9112 §4, §6.3). Header values are slices of the one buffer
+/// the head was read into, not copies.
+fn parse_response(buf: &mut BytesMut, head_only: bool) -> Result<Parsed, String> {
+    // Where each field's name and value lie in `buf`, so the parse's borrow of it can end before it is split.
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let (len, code, minor, count) = {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut slots);
+        let len = match response.parse(buf) {
+            // However the head arrived (in one read or many), the same limit.
+            Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => return Err(too_large()),
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(format!(
+                    "the upstream's response has more than {MAX_HEADERS} header fields"
+                ))
+            }
+            Err(e) => return Err(format!("the upstream sent a malformed response head ({e})")),
+        };
+        let base = buf.as_ptr() as usize;
+        for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+            let name = field.name.as_ptr() as usize - base;
+            let value = field.value.as_ptr() as usize - base;
+            *span = (name, name + field.name.len(), value, value + field.value.len());
+        }
+        (
+            len,
+            response.code.unwrap_or(0),
+            response.version.unwrap_or(0),
+            response.headers.len(),
+        )
+    };
+    let head = buf.split_to(len).freeze();
+    let status =
+        StatusCode::from_u16(code).map_err(|_| format!("the upstream answered with an invalid status code {code}"))?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err("the upstream switched protocols unasked".into());
+    }
+    if status.is_informational() {
+        return Ok(Parsed::Interim);
+    }
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(name_start, name_end, value_start, value_end) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[name_start..name_end])
+            .map_err(|_| "the upstream sent an invalid header name".to_owned())?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
+            .map_err(|_| format!("the upstream sent an invalid value for {name}"))?;
+        headers.append(name, value);
+    }
+    let framing = framing(&headers, status, head_only)?;
+    if framing == Framing::Chunked(Chunk::Size) {
+        // Forwarded re-framed by the server side; the coding itself is hop-by-hop and removed by the caller.
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    // HTTP/1.0 connections are not kept alive (its `Keep-Alive` extension is not spoken here).
+    let keep_alive = minor == 1 && framing != Framing::Close && !super::hop::connection_has_token(&headers, "close");
+    Ok(Parsed::Head(Head {
+        status,
+        headers,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// How a response body is delimited (RFC 9112 §6.3).
+fn framing(headers: &HeaderMap, status: StatusCode, head_only: bool) -> Result<Framing, String> {
+    let has_te = headers.contains_key(header::TRANSFER_ENCODING);
+    let length = content_length(headers)?;
+    // Refused even where no body follows: a head framed two ways says something is wrong upstream.
+    if has_te && length.is_some() {
+        return Err("the upstream's response has both Transfer-Encoding and Content-Length".into());
+    }
+    if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok(Framing::Done);
+    }
+    if has_te {
+        let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+        let only_chunked = matches!(
+            (codings.next(), codings.next()),
+            (Some(v), None) if v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked")
+        );
+        if !only_chunked {
+            return Err("the upstream used a transfer coding other than chunked alone".into());
+        }
+        return Ok(Framing::Chunked(Chunk::Size));
+    }
+    Ok(match length {
+        Some(0) => Framing::Done,
+        Some(n) => Framing::Length(n),
+        None => Framing::Close,
+    })
+}
+
+/// The response's `Content-Length`, if any: every copy and list member must be the same decimal number.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, String> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for member in value.as_bytes().split(|&b| b == b',') {
+            let member = member.trim_ascii();
+            let parsed = (!member.is_empty() && member.len() <= 19 && member.iter().all(u8::is_ascii_digit))
+                .then(|| member.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')));
+            match (parsed, length) {
+                (None, _) => return Err("the upstream sent an invalid Content-Length".into()),
+                (Some(n), Some(seen)) if n != seen => {
+                    return Err("the upstream sent conflicting Content-Length values".into())
+                }
+                (Some(n), _) => length = Some(n),
+            }
+        }
+    }
+    Ok(length)
+}
+
+/// Where a response body stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes are still to come.
+    Length(u64),
+    /// Chunked (RFC 9112 §7.1), at this step.
+    Chunked(Chunk),
+    /// Everything until the upstream closes the connection.
+    Close,
+    /// Complete.
+    Done,
+}
+
+/// What [`Framing::decode`] found at the front of the buffer.
+enum Decoded {
+    /// Body bytes.
+    Data(Bytes),
+    /// The body is complete.
+    End,
+    /// More bytes must be read first.
+    NeedMore,
+}
+
+impl Framing {
+    /// Takes the next piece of body from the front of `buf`, leaving whatever follows the body there.
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, String> {
+        loop {
+            match self {
+                Framing::Done => return Ok(Decoded::End),
+                Framing::Length(_) | Framing::Close if buf.is_empty() => return Ok(Decoded::NeedMore),
+                Framing::Length(left) => {
+                    let take = usize::try_from(*left).map_or(buf.len(), |left| left.min(buf.len()));
+                    *left -= take as u64;
+                    if *left == 0 {
+                        *self = Framing::Done;
+                    }
+                    return Ok(Decoded::Data(buf.split_to(take).freeze()));
+                }
+                Framing::Close => return Ok(Decoded::Data(buf.split().freeze())),
+                Framing::Chunked(Chunk::End) => *self = Framing::Done,
+                Framing::Chunked(state) => match chunk_step(state, buf)? {
+                    Step::Data(data) => return Ok(Decoded::Data(data)),
+                    Step::Next => {}
+                    Step::NeedMore => return Ok(Decoded::NeedMore),
+                },
+            }
+        }
+    }
+
+    /// The connection ended (after [`Framing::decode`] asked for more): fine only for a body delimited by it.
+    fn at_eof(&mut self) -> Result<(), String> {
+        match *self {
+            Framing::Close | Framing::Done => {
+                *self = Framing::Done;
+                Ok(())
+            }
+            Framing::Length(left) => Err(format!(
+                "the upstream closed the connection {left} bytes before the end of the body"
+            )),
+            Framing::Chunked(_) => Err("the upstream closed the connection before the last chunk".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this many bytes still to come.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one; this many trailer bytes read so far.
+    Trailers(usize),
+    /// The empty line after the trailers has been read: the message is complete.
+    End,
+}
+
+/// One step of chunked decoding over what is buffered.
+enum Step {
+    /// Data to pass on.
+    Data(Bytes),
+    /// Moved to another state; go on.
+    Next,
+    /// More bytes are needed.
+    NeedMore,
+}
+
+/// Decodes from the front of `buf` in `state`.
+fn chunk_step(state: &mut Chunk, buf: &mut BytesMut) -> Result<Step, String> {
+    match *state {
+        Chunk::Size => {
+            let Some(end) = line_end(buf, MAX_CHUNK_LINE, "chunk-size line")? else {
+                return Ok(Step::NeedMore);
+            };
+            let line = buf.split_to(end + 2);
+            *state = match parse_chunk_size(&line[..end])? {
+                0 => Chunk::Trailers(0),
+                n => Chunk::Data(n),
+            };
+            Ok(Step::Next)
+        }
+        Chunk::Data(left) => {
+            if buf.is_empty() {
+                return Ok(Step::NeedMore);
+            }
+            let take = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
+            let data = buf.split_to(take).freeze();
+            let left = left - take as u64;
+            *state = if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) };
+            Ok(Step::Data(data))
+        }
+        Chunk::DataEnd => {
+            if buf.len() < 2 {
+                return Ok(Step::NeedMore);
+            }
+            if &buf[..2] != b"\r\n" {
+                return Err("the upstream's chunk data is longer than its size".into());
+            }
+            let _ = buf.split_to(2);
+            *state = Chunk::Size;
+            Ok(Step::Next)
+        }
+        Chunk::Trailers(seen) => {
+            let Some(end) = line_end(buf, MAX_TRAILERS.saturating_sub(seen), "trailer section")? else {
+                return Ok(Step::NeedMore);
+            };
+            let _ = buf.split_to(end + 2);
+            // The empty line ends the message; a trailer field is read and dropped.
+            *state = if end == 0 {
+                Chunk::End
+            } else {
+                Chunk::Trailers(seen + end + 2)
+            };
+            Ok(Step::Next)
+        }
+        Chunk::End => Ok(Step::Next),
+    }
+}
+
+/// The position of the CRLF ending the first line of `buf`, `None` while it has not arrived; an error if the line
+/// is longer than `limit` or ends in a bare LF (only CRLF ends a line here, so no two readers can disagree).
+fn line_end(buf: &[u8], limit: usize, what: &str) -> Result<Option<usize>, String> {
+    let window = &buf[..buf.len().min(limit.saturating_add(2))];
+    match window.iter().position(|&b| b == b'\n') {
+        Some(0) => Err(format!("the upstream's {what} has a bare LF")),
+        Some(lf) if window[lf - 1] == b'\r' => Ok(Some(lf - 1)),
+        Some(_) => Err(format!("the upstream's {what} has a bare LF")),
+        None if window.len() >= limit.saturating_add(2) => Err(format!("the upstream's {what} is too long")),
+        None => Ok(None),
+    }
+}
+
+/// `chunk-size [ BWS ";" chunk-ext ]` (RFC 9112 §7.1): hexadecimal digits, then nothing or extensions.
+fn parse_chunk_size(line: &[u8]) -> Result<u64, String> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return Err("the upstream sent an invalid chunk size".into());
+    }
+    let rest = line[digits..].trim_ascii_start();
+    if !(rest.is_empty() || rest[0] == b';') || rest.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err("the upstream sent an invalid chunk size line".into());
+    }
+    let size = line[..digits].iter().fold(0u64, |n, &d| {
+        let digit = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            _ => d - b'A' + 10,
+        };
+        (n << 4) | u64::from(digit)
+    });
+    Ok(size)
+}
+
+/// A response as [`read_response`] read it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ReadResponse {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+    /// Whether the connection could have carried another request afterwards.
+    pub reusable: bool,
+}
+
+/// Reads a response the way the client does, from `reads` (what successive reads of the socket return; the end of
+/// the iterator is the end of the stream), with the same head parser and body decoder: for the fuzz target and
+/// tests, which check that however the bytes are split into reads, the answer is the same.
+#[doc(hidden)]
+pub fn read_response<'a>(reads: impl IntoIterator<Item = &'a [u8]>, head_only: bool) -> Result<ReadResponse, String> {
+    let mut reads = reads.into_iter().filter(|r| !r.is_empty());
+    let mut buf = BytesMut::new();
+    let head = loop {
+        if let Some(head) = next_head(&mut buf, head_only)? {
+            break head;
+        }
+        let read = reads
+            .next()
+            .ok_or("the upstream closed the connection before a complete response head")?;
+        buf.extend_from_slice(read);
+    };
+    let mut framing = head.framing;
+    let mut body = Vec::new();
+    let mut delimited = true;
+    loop {
+        match framing.decode(&mut buf)? {
+            Decoded::Data(data) => body.extend_from_slice(&data),
+            Decoded::End => break,
+            Decoded::NeedMore => match reads.next() {
+                Some(read) => buf.extend_from_slice(read),
+                None => {
+                    framing.at_eof()?;
+                    delimited = false;
+                    break;
+                }
+            },
+        }
+    }
+    Ok(ReadResponse {
+        status: head.status.as_u16(),
+        headers: head
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect(),
+        body,
+        reusable: head.keep_alive && delimited && buf.is_empty() && reads.next().is_none(),
+    })
+}
+
+/// A response body read straight from its upstream connection. The connection goes back to its worker's pool
+/// when the body is complete and the connection may be reused; dropped before that, the connection is closed.
+pub struct ResponseBody {
+    conn: Option<Conn>,
+    framing: Framing,
+    /// Where the connection goes once the body is complete; `None` when it may not be reused.
+    pool: Option<Arc<Pool>>,
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody").field("framing", &self.framing).finish()
+    }
+}
+
+impl ResponseBody {
+    /// The body is complete: the connection goes back to the pool if nothing is left over on it.
+    fn finish(&mut self) {
+        self.framing = Framing::Done;
+        if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.take()) {
+            if conn.buf.is_empty() {
+                pool.put(conn);
+            }
+        }
+    }
+
+    fn error(&mut self, text: String) -> Poll<Option<Result<Frame<Bytes>, crate::body::BoxError>>> {
+        self.framing = Framing::Done;
+        self.conn = None;
+        Poll::Ready(Some(Err(text.into())))
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.framing.decode(&mut conn.buf) {
+                Err(e) => return this.error(e),
+                Ok(Decoded::Data(data)) => {
+                    // The last bytes: the connection is free before the client has even been sent them.
+                    if this.framing == Framing::Done {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Decoded::End) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(Decoded::NeedMore) => match ready!(conn.poll_fill(cx)) {
+                    Ok(0) => match this.framing.at_eof() {
+                        Ok(()) => {
+                            this.finish();
+                            return Poll::Ready(None);
+                        }
+                        Err(e) => return this.error(e),
+                    },
+                    Ok(_) => {}
+                    Err(e) => return this.error(format!("reading the upstream's body failed: {e}")),
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.framing == Framing::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl Conn {
+    /// Reads what the socket has into the buffer: `Ok(0)` at the end of the stream. (Through `AsyncRead`, which
+    /// forgets the socket's readiness after a short read, so checking a pooled connection costs no system call.)
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < self.read_size / 2 {
+            self.buf.reserve(self.read_size);
+        }
+        let room = self.buf.capacity() - self.buf.len();
+        let n = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf))?;
+        // A read that filled the room suggests a large body: read more at once next time.
+        if n == room && self.read_size < MAX_READ {
+            self.read_size *= 2;
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// True while the connection shows no sign of having been closed: nothing to read (the upstream sends nothing
+    /// unasked, so anything readable is its close, a reset, or bytes that cannot be trusted).
+    fn is_quiet(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+impl Pool {
+    fn lock(&self) -> MutexGuard<'_, PoolInner> {
+        // Nothing under this lock can panic halfway; a poisoned pool is still a consistent list.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The newest idle connection that is neither expired nor closed.
+    fn take(&self) -> Option<Conn> {
+        let mut inner = self.lock();
+        while let Some(idle) = inner.idle.pop() {
+            if idle.since.elapsed() >= self.idle_timeout {
+                // The rest are older still.
+                inner.idle.clear();
+                return None;
+            }
+            if idle.conn.is_quiet() {
+                return Some(idle.conn);
+            }
+        }
+        None
+    }
+
+    fn put(self: Arc<Self>, mut conn: Conn) {
+        // A large body grew the buffer: an idle connection keeps only a small one.
+        if conn.buf.capacity() > 2 * FIRST_READ {
+            conn.buf = BytesMut::new();
+        }
+        conn.read_size = FIRST_READ;
+        let mut inner = self.lock();
+        if inner.idle.len() >= MAX_IDLE {
+            return;
+        }
+        inner.idle.push(Idle {
+            conn,
+            since: Instant::now(),
+        });
+        if !inner.reaping {
+            inner.reaping = true;
+            drop(inner);
+            tokio::spawn(reap(Arc::downgrade(&self)));
+        }
+    }
+
+    fn clear(&self) {
+        self.lock().idle.clear();
+    }
+}
+
+/// Closes a worker's idle connections that the upstream has closed or that have been idle too long, every
+/// [`REAP_EVERY`], until none is left (the next one pooled starts it again). Runs on the pool's worker, so its
+/// connections are only ever touched from their own thread.
+async fn reap(pool: std::sync::Weak<Pool>) {
+    loop {
+        tokio::time::sleep(REAP_EVERY).await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        let mut inner = pool.lock();
+        inner
+            .idle
+            .retain(|idle| idle.since.elapsed() < pool.idle_timeout && idle.conn.is_quiet());
+        if inner.idle.is_empty() {
+            inner.reaping = false;
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, head_only: bool) -> Result<Head, String> {
+        let mut buf = BytesMut::from(text);
+        match parse_response(&mut buf, head_only)? {
+            Parsed::Head(head) => Ok(head),
+            Parsed::Interim => Err("interim".into()),
+            Parsed::Partial => Err("partial".into()),
+        }
+    }
+
+    /// Decodes a whole chunked body from `wire`, returning the data and what is left over.
+    fn dechunk(wire: &[u8]) -> Result<(Vec<u8>, usize), String> {
+        let mut buf = BytesMut::from(wire);
+        let mut state = Chunk::Size;
+        let mut out = Vec::new();
+        loop {
+            if state == Chunk::End {
+                return Ok((out, buf.len()));
+            }
+            match chunk_step(&mut state, &mut buf)? {
+                Step::Data(d) => out.extend_from_slice(&d),
+                Step::Next => {}
+                Step::NeedMore => return Err("needs more".into()),
+            }
+        }
+    }
+
+    #[test]
+    fn heads_are_framed_as_rfc_9112_section_6_3_says() {
+        let h = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello", false).unwrap();
+        assert_eq!(h.framing, Framing::Length(5));
+        assert!(h.keep_alive);
+        assert_eq!(h.headers["x-a"], "1");
+        let h = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false).unwrap();
+        assert_eq!(h.framing, Framing::Chunked(Chunk::Size));
+        let h = parse("HTTP/1.1 200 OK\r\n\r\n", false).unwrap();
+        assert_eq!(h.framing, Framing::Close);
+        assert!(!h.keep_alive, "a close-delimited body ends the connection");
+        let h = parse(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(!h.keep_alive);
+        let h = parse("HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n", false).unwrap();
+        assert!(!h.keep_alive, "HTTP/1.0");
+        // No body after HEAD, 204 and 304 whatever the head says.
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
+                .unwrap()
+                .framing,
+            Framing::Done
+        );
+        assert_eq!(
+            parse("HTTP/1.1 204 No Content\r\n\r\n", false).unwrap().framing,
+            Framing::Done
+        );
+        assert_eq!(
+            parse("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", false)
+                .unwrap()
+                .framing,
+            Framing::Done
+        );
+        // Repeated copies of one length are one length.
+        let h = parse(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(h.framing, Framing::Length(5));
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false)
+                .unwrap()
+                .framing,
+            Framing::Done
+        );
+    }
+
+    #[test]
+    fn ambiguous_or_unsupported_framing_is_refused() {
+        for head in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\n\r\n",
+            "HTTP/1.1 999999 OK\r\n\r\n",
+            "HTTP/2 200 OK\r\n\r\n",
+        ] {
+            let result = parse(head, false);
+            assert!(
+                result.is_err() && result.as_ref().err().map(String::as_str) != Some("partial"),
+                "{head:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn interim_responses_are_skipped_and_partial_heads_wait() {
+        let mut buf = BytesMut::from(
+            "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert!(matches!(parse_response(&mut buf, false), Ok(Parsed::Interim)));
+        assert!(matches!(parse_response(&mut buf, false), Ok(Parsed::Head(_))));
+        assert!(buf.is_empty());
+        let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Len");
+        assert!(matches!(parse_response(&mut buf, false), Ok(Parsed::Partial)));
+        let mut many = String::from("HTTP/1.1 200 OK\r\n");
+        for i in 0..=MAX_HEADERS {
+            many.push_str(&format!("x-{i}: v\r\n"));
+        }
+        many.push_str("\r\n");
+        assert!(parse(&many, false).unwrap_err().contains("more than 100"));
+    }
+
+    #[test]
+    fn chunked_bodies_decode_with_extensions_and_trailers_dropped() {
+        let (data, left) = dechunk(b"5\r\nhello\r\n6;name=\"v\"\r\n world\r\n0\r\n\r\n").unwrap();
+        assert_eq!(data, b"hello world");
+        assert_eq!(left, 0);
+        let (data, _) = dechunk(b"A \t;x\r\n0123456789\r\n0\r\nX-Trailer: 1\r\nY: 2\r\n\r\n").unwrap();
+        assert_eq!(data, b"0123456789");
+        // Bytes after the message stay in the buffer (and keep the connection out of the pool).
+        let (_, left) = dechunk(b"0\r\n\r\nHTTP/1.1").unwrap();
+        assert_eq!(left, 8);
+        assert_eq!(dechunk(b"fffffffffffffffe\r\n").unwrap_err(), "needs more");
+    }
+
+    #[test]
+    fn malformed_chunking_is_an_error_not_a_guess() {
+        for wire in [
+            &b"5\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhelloX\r\n0\r\n\r\n",
+            b"-5\r\nhello\r\n0\r\n\r\n",
+            b"0x5\r\nhello\r\n0\r\n\r\n",
+            b"5 6\r\nhello\r\n0\r\n\r\n",
+            b"\r\n",
+            b"10000000000000000\r\n",
+            b"5\r\nhello\r\n0\r\nX: 1\n\r\n",
+            b"5;a\0b\r\nhello\r\n0\r\n\r\n",
+        ] {
+            assert!(
+                dechunk(wire).is_err_and(|e| e != "needs more"),
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        let long = format!("5;{}\r\n", "x".repeat(MAX_CHUNK_LINE));
+        assert!(dechunk(long.as_bytes()).unwrap_err().contains("too long"));
+        let trailers = format!("0\r\n{}", "x: y\r\n".repeat(MAX_TRAILERS / 6 + 2));
+        assert!(dechunk(trailers.as_bytes()).unwrap_err().contains("too long"));
+    }
+
+    #[test]
+    fn request_heads_are_written_as_rfc_9112_section_3() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("app:8080"));
+        headers.append("x-a", HeaderValue::from_static("1"));
+        headers.append("x-a", HeaderValue::from_static("2"));
+        let mut buf = BytesMut::new();
+        encode_request(&mut buf, &Method::GET, "/base", "/p?q=1", &headers);
+        assert_eq!(
+            &buf[..],
+            b"GET /base/p?q=1 HTTP/1.1\r\nhost: app:8080\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn only_bodiless_gets_and_heads_take_this_client() {
+        assert!(Client::handles(&Method::GET, false));
+        assert!(Client::handles(&Method::HEAD, false));
+        assert!(!Client::handles(&Method::GET, true));
+        assert!(!Client::handles(&Method::POST, false));
+        assert!(!Client::handles(&Method::DELETE, false));
+    }
+}
