@@ -31,6 +31,7 @@ pub mod server;
 pub mod session;
 pub mod sniff;
 pub mod tls;
+pub mod values;
 pub mod worker;
 
 use std::future::Future;

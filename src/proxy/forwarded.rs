@@ -72,7 +72,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, proto
     headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
 }
 
-/// An address as a header value, formatted on the stack (the value's own copy is the only allocation).
+/// An address as a header value, formatted on the stack and cut from the per-thread buffer ([`crate::values`]).
 fn ip_value(ip: IpAddr) -> HeaderValue {
     use std::io::Write;
     let mut buf = [0u8; 48]; // The longest IPv6 text form is 45 bytes.
@@ -80,7 +80,7 @@ fn ip_value(ip: IpAddr) -> HeaderValue {
     match write!(cursor, "{ip}") {
         Ok(()) => {
             let len = cursor.position() as usize;
-            HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+            crate::values::header_value(&buf[..len]).unwrap_or_else(|| HeaderValue::from_static("unknown"))
         }
         Err(_) => HeaderValue::from_static("unknown"),
     }
