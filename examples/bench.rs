@@ -2,7 +2,8 @@
 //!
 //! It starts a static upstream (nginx), nginx `proxy_pass` in front of it as the reference, the test IdP and the
 //! gate binary (release) in front of the same upstream with a session obtained through the real sign-in flow, and
-//! runs wrk against the upstream directly, the nginx proxy and the gate, alternating A B A B over several rounds.
+//! runs wrk against the upstream directly, the nginx proxy and the gate (with its default worker count, and with
+//! one worker), alternating A B A B over several rounds.
 //! It prints medians, p99 and the gate/nginx ratio, the gate's RSS with 1,000 idle keep-alive connections, and how
 //! much the sign-in callback adds over the IdP's own token time. A benchmark, not a test: it never fails on speed.
 
@@ -172,7 +173,7 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
 
     // Static upstream and the nginx reference proxy.
-    let (up_port, proxy_port, gate_port) = (free_port(), free_port(), free_port());
+    let (up_port, proxy_port, gate_port, gate1_port) = (free_port(), free_port(), free_port(), free_port());
     std::fs::write(
         dir.path().join("index.html"),
         "<!DOCTYPE html><p>hello from the upstream</p>\n",
@@ -224,7 +225,21 @@ async fn main() {
             .expect("gate binary"),
     );
     let gate_pid = gate.0.id();
+    // The same gate with one worker thread (`server.workers = 1`), on its own port: on a machine whose cores the
+    // load generator and the upstream share, one thread may queue less than two (see README). It reads the session
+    // cookie the first one issues (same session secret).
+    let _gate1 = Killed(
+        Command::new(&gate_bin)
+            .arg("--config")
+            .arg(&config)
+            .env("LOGTO_GATE_SERVER__WORKERS", "1")
+            .env("LOGTO_GATE_SERVER__LISTEN", format!("127.0.0.1:{gate1_port}"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("gate binary"),
+    );
     wait_port(gate_port);
+    wait_port(gate1_port);
 
     // A session through the real sign-in flow, and the callback's cost over the IdP's own token time.
     let mut callback_ms = Vec::new();
@@ -299,6 +314,11 @@ async fn main() {
         (
             "logto-gate (signed in)",
             format!("{public}/index.html"),
+            Some(cookie.as_str()),
+        ),
+        (
+            "logto-gate, workers = 1 (signed in)",
+            format!("http://127.0.0.1:{gate1_port}/index.html"),
             Some(cookie.as_str()),
         ),
     ];
@@ -465,12 +485,14 @@ async fn main() {
         med.push((rps, p99));
     }
     println!();
-    println!(
-        "gate / nginx: {:.2}x req/s, p99 {:.2} ms vs {:.2} ms",
-        med[2].0 / med[1].0.max(1.0),
-        med[2].1,
-        med[1].1
-    );
+    for (gate, label) in [(2, "gate"), (3, "gate (workers = 1)")] {
+        println!(
+            "{label} / nginx: {:.2}x req/s, p99 {:.2} ms vs {:.2} ms",
+            med[gate].0 / med[1].0.max(1.0),
+            med[gate].1,
+            med[1].1
+        );
+    }
     println!(
         "gate RSS: {} KiB after the load, {} KiB with 1,000 idle keep-alive connections",
         rss_before, rss_idle
