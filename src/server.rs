@@ -252,8 +252,8 @@ async fn connection(
         if let Some(ambiguity) = watch.next_request() {
             req.extensions_mut().insert(AmbiguousFraming(ambiguity));
         }
-        let gate = Arc::clone(&gate);
-        async move { Ok::<_, Infallible>(gate.handle(req, peer).await) }
+        // Mapped rather than wrapped in an `async` block, which would keep its own copy of the request.
+        futures_util::FutureExt::map(Arc::clone(&gate).handle(req, peer), Ok::<_, Infallible>)
     });
     match &shared.tls {
         None => {

@@ -292,64 +292,77 @@ impl Gate {
     }
 
     /// Handles one request from `peer`. Never fails: every error becomes a response.
-    pub async fn handle(self: Arc<Self>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let started = std::time::Instant::now();
-        let route = classify(req.uri().path());
-        let html = accepts_html(&req);
-        let method = req.method().clone();
-        // Phase 0 reads the framing headers as they came, before hop-by-hop removal drops `Transfer-Encoding`.
-        let framing = framing_problem(&req);
-        // The client's hop-by-hop headers go next, before the gate adds any of its own: a header the client names
-        // in `Connection` is dropped from what the client sent, never from what the gate sets (RFC 9110 §7.6.1).
-        let upgrading = req.version() == Version::HTTP_11 && hop::is_upgrade_request(req.headers());
-        hop::remove_hop_by_hop(req.headers_mut(), upgrading);
-        // One id per request, in the access log, sent upstream and returned to the client.
-        let request_id = self.request_id(req.headers());
-        req.headers_mut().insert(REQUEST_ID, request_id.clone());
-        // Only the path is logged: queries carry codes and states, and headers cookies and tokens.
-        let access_log = tracing::enabled!(target: "logto_gate::access", tracing::Level::INFO);
-        let path: String = if access_log {
-            req.uri().path().chars().take(256).collect()
-        } else {
-            String::new()
-        };
-        // Set-Cookie headers decided on the way (a refreshed or resealed session) go on whatever the answer is.
-        let mut cookies = Vec::new();
-        let result = match framing {
-            // Phase 0: ambiguous message framing is how requests are smuggled past a proxy; refuse it outright.
-            Some(problem) => Err(ClientError::BadRequest(problem.to_owned()).into()),
-            None => self.route(route, req, peer, html, &mut cookies).await,
-        };
-        let mut resp = match result {
-            Ok(resp) => resp,
-            Err(e) => self.fail(e, html, &method),
-        };
-        if framing.is_some() {
-            // The unread body's extent is in doubt, so nothing after it on this connection can be trusted either.
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    ///
+    /// This and [`Gate::app`] return `async move` blocks rather than being `async fn`s: an `async fn` keeps a moved
+    /// copy of each argument next to the original for its whole life (the request twice, at every level), and hyper
+    /// moves the whole future into place for each request.
+    #[allow(clippy::manual_async_fn)] // deliberately, see above
+    pub fn handle(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send {
+        async move {
+            let started = std::time::Instant::now();
+            let route = classify(req.uri().path());
+            let html = accepts_html(&req);
+            let method = req.method().clone();
+            // Phase 0 reads the framing headers as they came, before hop-by-hop removal drops `Transfer-Encoding`.
+            let framing = framing_problem(&req);
+            // The client's hop-by-hop headers go next, before the gate adds any of its own: a header the client names
+            // in `Connection` is dropped from what the client sent, never from what the gate sets (RFC 9110 §7.6.1).
+            let upgrading = req.version() == Version::HTTP_11 && hop::is_upgrade_request(req.headers());
+            hop::remove_hop_by_hop(req.headers_mut(), upgrading);
+            // One id per request, in the access log, sent upstream and returned to the client.
+            let request_id = self.request_id(req.headers());
+            req.headers_mut().insert(REQUEST_ID, request_id.clone());
+            // Only the path is logged: queries carry codes and states, and headers cookies and tokens.
+            let access_log = tracing::enabled!(target: "logto_gate::access", tracing::Level::INFO);
+            let path: String = if access_log {
+                req.uri().path().chars().take(256).collect()
+            } else {
+                String::new()
+            };
+            // Set-Cookie headers decided on the way (a refreshed or resealed session) go on whatever the answer is.
+            let mut cookies = Vec::new();
+            let result = match framing {
+                // Phase 0: ambiguous message framing is how requests are smuggled past a proxy; refuse it outright.
+                Some(problem) => Err(ClientError::BadRequest(problem.to_owned()).into()),
+                // The app's requests skip the dispatch below: one future less nested in every request's.
+                None if route == Route::App => self.app(req, peer, &mut cookies).await,
+                None => self.route(route, req, peer, html, &mut cookies).await,
+            };
+            let mut resp = match result {
+                Ok(resp) => resp,
+                Err(e) => self.fail(e, html, &method),
+            };
+            if framing.is_some() {
+                // The unread body's extent is in doubt, so nothing after it on this connection can be trusted either.
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            for c in cookies {
+                resp.headers_mut().append(header::SET_COOKIE, c);
+            }
+            resp.headers_mut().insert(REQUEST_ID, request_id.clone());
+            let status = resp.status().as_u16();
+            self.metrics.request(route.class(), status);
+            if !access_log {
+                return resp;
+            }
+            tracing::info!(
+                target: "logto_gate::access",
+                request_id = request_id.to_str().unwrap_or(""),
+                peer = %peer.ip(),
+                %method,
+                path = %path,
+                status,
+                route = ?route.class(),
+                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "request"
+            );
+            resp
         }
-        for c in cookies {
-            resp.headers_mut().append(header::SET_COOKIE, c);
-        }
-        resp.headers_mut().insert(REQUEST_ID, request_id.clone());
-        let status = resp.status().as_u16();
-        self.metrics.request(route.class(), status);
-        if !access_log {
-            return resp;
-        }
-        tracing::info!(
-            target: "logto_gate::access",
-            request_id = request_id.to_str().unwrap_or(""),
-            peer = %peer.ip(),
-            %method,
-            path = %path,
-            status,
-            route = ?route.class(),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request"
-        );
-        resp
     }
 
     /// Phases 1-5 by route.
@@ -364,7 +377,8 @@ impl Gate {
         // The signed-in paths (the app, forward-auth) run inline; the rest is rare and boxed, so their larger state
         // (token requests, key fetches) does not make every request's future bigger.
         match route {
-            Route::App => self.app(req, peer, cookies).await,
+            // `handle` calls `app` itself; boxed here so this dispatch stays small in every request's future.
+            Route::App => Box::pin(self.app(req, peer, cookies)).await,
             Route::SignIn => Box::pin(self.sign_in(&req, peer)).await,
             Route::Callback => Ok(Box::pin(self.callback(&req, html)).await),
             Route::SignOut => Box::pin(self.sign_out(&req)).await,
@@ -404,63 +418,67 @@ impl Gate {
         resp
     }
 
-    /// Phases 1b-5 for the app's requests.
-    async fn app(
-        &self,
+    /// Phases 1b-5 for the app's requests (an `async move` block, as [`Gate::handle`] explains).
+    #[allow(clippy::manual_async_fn)] // deliberately, see Gate::handle
+    fn app<'a>(
+        &'a self,
         mut req: Request<Incoming>,
         peer: SocketAddr,
-        cookies: &mut Vec<HeaderValue>,
-    ) -> Result<Response<Body>, GateError> {
-        // 1b. normalise the path: rules see exactly what the upstream will see.
-        let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
-        let (access, new_path) = {
-            let path = policy::path::normalise(req.uri().path(), self.config.server.allow_encoded_slashes)
-                .map_err(|e| ClientError::BadRequest(e.to_string()))?;
-            let host = request_host(&req, trusted);
-            let access = self.config.policy.route(req.method().as_str(), host, &path);
-            // Only a path that changed needs the request target rebuilt.
-            let new_path = match path {
-                std::borrow::Cow::Borrowed(_) => None,
-                std::borrow::Cow::Owned(p) => Some(p),
-            };
-            (access, new_path)
-        };
-        // 2. authenticate and authorize
-        let principal = match access {
-            Access::Deny => return Err(ClientError::RouteDenied.into()),
-            Access::Public => None,
-            Access::Require(requirements) => {
-                let Some(principal) = self.authenticate(req.headers(), cookies).await? else {
-                    // 3. challenge
-                    return Box::pin(self.challenge(&req)).await;
+        cookies: &'a mut Vec<HeaderValue>,
+    ) -> impl std::future::Future<Output = Result<Response<Body>, GateError>> + Send + 'a {
+        async move {
+            // 1b. normalise the path: rules see exactly what the upstream will see.
+            let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
+            let (access, new_path) = {
+                let path = policy::path::normalise(req.uri().path(), self.config.server.allow_encoded_slashes)
+                    .map_err(|e| ClientError::BadRequest(e.to_string()))?;
+                let host = request_host(&req, trusted);
+                let access = self.config.policy.route(req.method().as_str(), host, &path);
+                // Only a path that changed needs the request target rebuilt.
+                let new_path = match path {
+                    std::borrow::Cow::Borrowed(_) => None,
+                    std::borrow::Cow::Owned(p) => Some(p),
                 };
-                authorize(&principal, requirements)?;
-                Some(principal)
+                (access, new_path)
+            };
+            // 2. authenticate and authorize
+            let principal = match access {
+                Access::Deny => return Err(ClientError::RouteDenied.into()),
+                Access::Public => None,
+                Access::Require(requirements) => {
+                    let Some(principal) = self.authenticate(req.headers(), cookies).await? else {
+                        // 3. challenge
+                        return Box::pin(self.challenge(&req)).await;
+                    };
+                    authorize(&principal, requirements)?;
+                    Some(principal)
+                }
+            };
+            // 4. rewrite
+            let client_upgrade = (req.version() == Version::HTTP_11 && hop::is_upgrade_request(req.headers()))
+                .then(|| hyper::upgrade::on(&mut req));
+            let (mut parts, incoming) = req.into_parts();
+            if let Some(path) = &new_path {
+                parts.uri = with_path(&parts.uri, path)?;
             }
-        };
-        // 4. rewrite
-        let client_upgrade = (req.version() == Version::HTTP_11 && hop::is_upgrade_request(req.headers()))
-            .then(|| hyper::upgrade::on(&mut req));
-        let (mut parts, incoming) = req.into_parts();
-        if let Some(path) = &new_path {
-            parts.uri = with_path(&parts.uri, path)?;
+            identity::strip_spoofed_identity(&mut parts.headers, &self.managed);
+            self.sessions.codec().strip_gate_cookies(&mut parts.headers);
+            let public = &self.config.server.public_url;
+            forwarded::set_forwarded(
+                &mut parts.headers,
+                peer.ip(),
+                trusted,
+                public.scheme(),
+                &self.forwarded_host,
+            );
+            if let Some(principal) = &principal {
+                self.add_identity(&mut parts.headers, principal)?;
+            }
+            // 5. forward
+            self.forwarder
+                .forward(parts, body::incoming(incoming), client_upgrade)
+                .await
         }
-        identity::strip_spoofed_identity(&mut parts.headers, &self.managed);
-        self.sessions.codec().strip_gate_cookies(&mut parts.headers);
-        let public = &self.config.server.public_url;
-        forwarded::set_forwarded(
-            &mut parts.headers,
-            peer.ip(),
-            trusted,
-            public.scheme(),
-            &self.forwarded_host,
-        );
-        if let Some(principal) = &principal {
-            self.add_identity(&mut parts.headers, principal)?;
-        }
-        // 5. forward
-        let req = Request::from_parts(parts, body::incoming(incoming));
-        self.forwarder.forward(req, client_upgrade).await
     }
 
     /// Identity headers, the access token when asked for, and the signed assertion.

@@ -127,7 +127,9 @@ impl Client {
             let reused = pooled.is_some();
             let mut conn = match pooled.take() {
                 Some(conn) => conn,
-                None => self.connect().await?,
+                // Boxed: opening a connection is rare, and its future (address resolution included) would
+                // otherwise enlarge every request's.
+                None => Box::pin(self.connect()).await?,
             };
             match exchange(&mut conn, method, base_path, path_and_query, headers, head_only).await {
                 Ok(head) => return Ok(head.into_response(conn, pool)),

@@ -108,46 +108,67 @@ impl Forwarder {
         Uri::from_parts(parts).map_err(|e| GateError::Internal(format!("cannot build the upstream URI: {e}")))
     }
 
-    /// Sends `req` upstream and returns its response, streaming. The caller has already removed the client's
+    /// Sends a request upstream and returns its response, streaming. The caller has already removed the client's
     /// hop-by-hop headers and then added the gate's own (see `Gate::app`): stripping here, after the gate's
     /// headers are in, would let a client name them in `Connection` and have them dropped.
     /// `client_upgrade` is the client side of a protocol switch; when the upstream answers 101 the two
     /// connections are spliced together in a task of their own.
-    pub async fn forward(
+    ///
+    /// Not an `async fn`: one keeps a moved copy of each argument next to the original for its whole life, and
+    /// hyper moves the request's future about; an `async move` block uses what it captured in place.
+    #[allow(clippy::manual_async_fn)] // deliberately not an async fn, see above
+    pub fn forward(
         &self,
-        req: Request<Body>,
+        mut parts: http::request::Parts,
+        body: Body,
         client_upgrade: Option<OnUpgrade>,
-    ) -> Result<Response<Body>, GateError> {
-        let (mut parts, body) = req.into_parts();
-        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
-        // The upstream connection is HTTP/1.1 whatever the client spoke, and HTTP/2 has no Host field: set one.
-        let host = match (self.preserve_host, original_host) {
-            (true, Some(h)) => h,
-            _ => self.host_header.clone(),
-        };
-        parts.headers.insert(header::HOST, host);
+    ) -> impl std::future::Future<Output = Result<Response<Body>, GateError>> + Send + '_ {
+        async move {
+            let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+                parts
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            });
+            // The upstream connection is HTTP/1.1 whatever the client spoke, and HTTP/2 has no Host field: set one.
+            let host = match (self.preserve_host, original_host) {
+                (true, Some(h)) => h,
+                _ => self.host_header.clone(),
+            };
+            parts.headers.insert(header::HOST, host);
 
-        if let Some(lean) = &self.lean {
-            if client_upgrade.is_none() && h1::Client::handles(&parts.method, !body.is_end_stream()) {
-                let pq = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
-                let sent = Instant::now();
-                let send = lean.send(&parts.method, &self.base_path, pq, &parts.headers);
-                let resp = match tokio::time::timeout(self.response_timeout, send).await {
-                    Err(_) => return Err(UpstreamError::Timeout(self.response_timeout).into()),
-                    Ok(result) => result?,
-                };
-                self.metrics.upstream_latency(sent.elapsed());
-                let (mut parts, body) = resp.into_parts();
-                hop::remove_hop_by_hop(&mut parts.headers, false);
-                return Ok(Response::from_parts(parts, Body::Upstream(body)));
+            match &self.lean {
+                Some(lean) if client_upgrade.is_none() && h1::Client::handles(&parts.method, !body.is_end_stream()) => {
+                    self.forward_lean(lean, &parts).await
+                }
+                // Less common, and larger: boxed, so the usual request's future (which hyper moves about) stays small.
+                _ => Box::pin(self.forward_pooled(parts, body, client_upgrade)).await,
             }
         }
+    }
 
+    /// A bodiless `GET` or `HEAD` through the lean client ([`h1`]).
+    async fn forward_lean(&self, lean: &h1::Client, parts: &http::request::Parts) -> Result<Response<Body>, GateError> {
+        let pq = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let sent = Instant::now();
+        let send = lean.send(&parts.method, &self.base_path, pq, &parts.headers);
+        let resp = match tokio::time::timeout(self.response_timeout, send).await {
+            Err(_) => return Err(UpstreamError::Timeout(self.response_timeout).into()),
+            Ok(result) => result?,
+        };
+        self.metrics.upstream_latency(sent.elapsed());
+        let (mut parts, body) = resp.into_parts();
+        hop::remove_hop_by_hop(&mut parts.headers, false);
+        Ok(Response::from_parts(parts, Body::Upstream(body)))
+    }
+
+    /// Everything else through hyper's pooled client: request bodies, other methods, upgrades, HTTPS upstreams.
+    async fn forward_pooled(
+        &self,
+        mut parts: http::request::Parts,
+        body: Body,
+        client_upgrade: Option<OnUpgrade>,
+    ) -> Result<Response<Body>, GateError> {
         parts.uri = self.upstream_uri(parts.uri.path_and_query())?;
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body);
