@@ -303,7 +303,9 @@ impl Gate {
         peer: SocketAddr,
     ) -> impl std::future::Future<Output = Response<Body>> + Send {
         async move {
-            let started = std::time::Instant::now();
+            // Only the access log reads the clock for the request's duration.
+            let access_log = tracing::enabled!(target: "logto_gate::access", tracing::Level::INFO);
+            let started = access_log.then(std::time::Instant::now);
             let route = classify(req.uri().path());
             let html = accepts_html(&req);
             let method = req.method().clone();
@@ -317,7 +319,6 @@ impl Gate {
             let request_id = self.request_id(req.headers());
             req.headers_mut().insert(REQUEST_ID, request_id.clone());
             // Only the path is logged: queries carry codes and states, and headers cookies and tokens.
-            let access_log = tracing::enabled!(target: "logto_gate::access", tracing::Level::INFO);
             let path: String = if access_log {
                 req.uri().path().chars().take(256).collect()
             } else {
@@ -358,7 +359,7 @@ impl Gate {
                 path = %path,
                 status,
                 route = ?route.class(),
-                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                duration_ms = started.map_or(0.0, |s| s.elapsed().as_secs_f64() * 1000.0),
                 "request"
             );
             resp

@@ -64,7 +64,7 @@ pub struct Client {
     pools: Box<[Arc<Pool>]>,
 }
 
-/// One worker's idle upstream connections, newest last.
+/// One worker's idle upstream connections, most recently used last.
 pub struct Pool {
     idle_timeout: Duration,
     inner: Mutex<PoolInner>,
@@ -112,17 +112,19 @@ impl Client {
 
     /// Sends a bodiless `GET` or `HEAD` (the caller checked [`Client::handles`]) for `base_path` + `path_and_query`
     /// with `headers` (hop-by-hop fields already removed, `Host` set), and returns the response once its head has
-    /// arrived; the body streams from the connection as it is read.
+    /// arrived; the body streams from the connection as it is read. `now` is when the request started (the pool
+    /// counts idle time from the start of a connection's last request, which errs on the side of closing early).
     pub async fn send(
         &self,
         method: &Method,
         base_path: &str,
         path_and_query: &str,
         headers: &HeaderMap,
+        now: Instant,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         let pool = &self.pools[crate::worker::index() % self.pools.len()];
         let head_only = method == Method::HEAD;
-        let mut pooled = pool.take();
+        let mut pooled = pool.take(now);
         loop {
             let reused = pooled.is_some();
             let mut conn = match pooled.take() {
@@ -132,7 +134,7 @@ impl Client {
                 None => Box::pin(self.connect()).await?,
             };
             match exchange(&mut conn, method, base_path, path_and_query, headers, head_only).await {
-                Ok(head) => return Ok(head.into_response(conn, pool)),
+                Ok(head) => return Ok(head.into_response(conn, pool, now)),
                 // A pooled connection the upstream closed while it sat idle: once more on a new one. The idle ones
                 // older than it have most likely been closed as well.
                 Err(Failure::Closed(e)) if reused => {
@@ -281,11 +283,12 @@ struct Head {
 }
 
 impl Head {
-    fn into_response(self, conn: Conn, pool: &Arc<Pool>) -> Response<ResponseBody> {
+    fn into_response(self, conn: Conn, pool: &Arc<Pool>, started: Instant) -> Response<ResponseBody> {
         let mut body = ResponseBody {
             conn: Some(conn),
             framing: self.framing,
             pool: self.keep_alive.then(|| Arc::clone(pool)),
+            started,
         };
         if body.framing == Framing::Done {
             body.finish();
@@ -648,6 +651,8 @@ pub struct ResponseBody {
     framing: Framing,
     /// Where the connection goes once the body is complete; `None` when it may not be reused.
     pool: Option<Arc<Pool>>,
+    /// When the request started: the pool counts the connection's idle time from here.
+    started: Instant,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -662,7 +667,7 @@ impl ResponseBody {
         self.framing = Framing::Done;
         if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.take()) {
             if conn.buf.is_empty() {
-                pool.put(conn);
+                pool.put(conn, self.started);
             }
         }
     }
@@ -756,22 +761,18 @@ impl Pool {
     }
 
     /// The newest idle connection that is neither expired nor closed.
-    fn take(&self) -> Option<Conn> {
+    fn take(&self, now: Instant) -> Option<Conn> {
         let mut inner = self.lock();
+        // Expired or closed ones met on the way are dropped (closed); the reaper sees to the rest.
         while let Some(idle) = inner.idle.pop() {
-            if idle.since.elapsed() >= self.idle_timeout {
-                // The rest are older still.
-                inner.idle.clear();
-                return None;
-            }
-            if idle.conn.is_quiet() {
+            if now.saturating_duration_since(idle.since) < self.idle_timeout && idle.conn.is_quiet() {
                 return Some(idle.conn);
             }
         }
         None
     }
 
-    fn put(self: Arc<Self>, mut conn: Conn) {
+    fn put(self: Arc<Self>, mut conn: Conn, since: Instant) {
         // A large body grew the buffer: an idle connection keeps only a small one.
         if conn.buf.capacity() > 2 * FIRST_READ {
             conn.buf = BytesMut::new();
@@ -781,10 +782,7 @@ impl Pool {
         if inner.idle.len() >= MAX_IDLE {
             return;
         }
-        inner.idle.push(Idle {
-            conn,
-            since: Instant::now(),
-        });
+        inner.idle.push(Idle { conn, since });
         if !inner.reaping {
             inner.reaping = true;
             drop(inner);
@@ -992,6 +990,38 @@ mod tests {
             &buf[..],
             b"GET /base/p?q=1 HTTP/1.1\r\nhost: app:8080\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
         );
+    }
+
+    #[tokio::test]
+    async fn pooled_connections_expire_and_closed_ones_are_not_handed_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = Client::new(
+            listener.local_addr().unwrap().to_string(),
+            Duration::from_secs(1),
+            Duration::from_secs(90),
+            1,
+        );
+        let pool = Arc::clone(&client.pools[0]);
+        let start = Instant::now();
+        let conn = client.connect().await.unwrap();
+        let _server_side = listener.accept().await.unwrap();
+        Arc::clone(&pool).put(conn, start);
+        assert!(pool.take(start + Duration::from_secs(89)).is_some(), "still fresh");
+        let conn = client.connect().await.unwrap();
+        let _accepted = listener.accept().await.unwrap();
+        Arc::clone(&pool).put(conn, start);
+        assert!(
+            pool.take(start + Duration::from_secs(90)).is_none(),
+            "idle for the whole timeout"
+        );
+        assert!(pool.lock().idle.is_empty(), "and closed, not kept");
+        // One the upstream has closed is not handed out, once its end has arrived.
+        let conn = client.connect().await.unwrap();
+        let (closing, _) = listener.accept().await.unwrap();
+        drop(closing);
+        conn.io.readable().await.unwrap();
+        Arc::clone(&pool).put(conn, start);
+        assert!(pool.take(start).is_none());
     }
 
     #[test]

@@ -150,9 +150,10 @@ impl Forwarder {
     /// A bodiless `GET` or `HEAD` through the lean client ([`h1`]).
     async fn forward_lean(&self, lean: &h1::Client, parts: &http::request::Parts) -> Result<Response<Body>, GateError> {
         let pq = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
-        let sent = Instant::now();
-        let send = lean.send(&parts.method, &self.base_path, pq, &parts.headers);
-        let resp = match tokio::time::timeout(self.response_timeout, send).await {
+        // One reading of the clock for the latency metric, the deadline and the pool's idle bookkeeping.
+        let sent = tokio::time::Instant::now();
+        let send = lean.send(&parts.method, &self.base_path, pq, &parts.headers, sent);
+        let resp = match tokio::time::timeout_at(sent + self.response_timeout, send).await {
             Err(_) => return Err(UpstreamError::Timeout(self.response_timeout).into()),
             Ok(result) => result?,
         };
