@@ -180,13 +180,7 @@ pub fn framing(data: &[u8]) {
     let Some((&split, rest)) = data.split_first() else {
         return;
     };
-    let mut stream = Vec::new();
-    for &b in rest {
-        match FRAGMENTS.get(usize::from(b)) {
-            Some(f) => stream.extend_from_slice(f),
-            None => stream.push(b),
-        }
-    }
+    let stream = expand(FRAGMENTS, rest);
     let max_head = 256;
     let whole = logto_gate::framing::first_ambiguous([stream.as_slice()], max_head);
     let size = usize::from(split).max(1);
@@ -225,13 +219,7 @@ pub fn upstream_response(data: &[u8]) {
     let Some((&flags, rest)) = data.split_first() else {
         return;
     };
-    let mut stream = Vec::new();
-    for &b in rest {
-        match FRAGMENTS.get(usize::from(b)) {
-            Some(f) => stream.extend_from_slice(f),
-            None => stream.push(b),
-        }
-    }
+    let stream = expand(FRAGMENTS, rest);
     let head_only = flags & 1 == 1;
     let size = usize::from(flags >> 1).max(1);
     let read = |size: usize| logto_gate::proxy::h1::read_response(stream.chunks(size), head_only);
@@ -256,4 +244,16 @@ pub fn upstream_response(data: &[u8]) {
         let chunked = response.headers.iter().any(|(n, _)| n == "transfer-encoding");
         assert!(!chunked || lengths.is_empty(), "both framings were accepted");
     }
+}
+
+/// A byte stream from fuzz input: a byte below `fragments.len()` stands for that fragment, any other for itself.
+fn expand(fragments: &[&[u8]], input: &[u8]) -> Vec<u8> {
+    let mut stream = Vec::new();
+    for &b in input {
+        match fragments.get(usize::from(b)) {
+            Some(f) => stream.extend_from_slice(f),
+            None => stream.push(b),
+        }
+    }
+    stream
 }
