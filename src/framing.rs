@@ -365,7 +365,8 @@ fn parse_head(bytes: &[u8]) -> Parsed {
     Parsed::Complete(Head { len, body, ambiguity })
 }
 
-fn parse_decimal(digits: &[u8]) -> Option<u64> {
+/// A non-empty run of decimal digits that fits in a `u64` (a `Content-Length`, RFC 9110 §8.6).
+pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -375,7 +376,7 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
 }
 
 /// The value of a hex digit (callers check `is_ascii_hexdigit` first).
-fn hex(b: u8) -> u64 {
+pub(crate) fn hex(b: u8) -> u64 {
     (b as char).to_digit(16).map_or(0, u64::from)
 }
 

@@ -400,10 +400,7 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, String> {
     let mut length = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         for member in value.as_bytes().split(|&b| b == b',') {
-            let member = member.trim_ascii();
-            let parsed = (!member.is_empty() && member.len() <= 19 && member.iter().all(u8::is_ascii_digit))
-                .then(|| member.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')));
-            match (parsed, length) {
+            match (crate::framing::parse_decimal(member.trim_ascii()), length) {
                 (None, _) => return Err("the upstream sent an invalid Content-Length".into()),
                 (Some(n), Some(seen)) if n != seen => {
                     return Err("the upstream sent conflicting Content-Length values".into())
@@ -578,15 +575,10 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, String> {
     if !(rest.is_empty() || rest[0] == b';') || rest.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err("the upstream sent an invalid chunk size line".into());
     }
-    let size = line[..digits].iter().fold(0u64, |n, &d| {
-        let digit = match d {
-            b'0'..=b'9' => d - b'0',
-            b'a'..=b'f' => d - b'a' + 10,
-            _ => d - b'A' + 10,
-        };
-        (n << 4) | u64::from(digit)
-    });
-    Ok(size)
+    // At most 16 digits: no overflow.
+    Ok(line[..digits]
+        .iter()
+        .fold(0u64, |n, &d| (n << 4) | crate::framing::hex(d)))
 }
 
 /// A response as [`read_response`] read it.
