@@ -4,6 +4,8 @@
 # (apt-get install nginx wrk) and Node.js for the IdP. Prints a table; never fails on speed.
 # --perf: per-request CPU, syscalls (and mallocs with a uprobe) for the gate and nginx, then a perf profile of the
 # gate under load in target/bench-perf.data (needs linux-perf, run as root).
+# --callgrind: user-space instructions per request for the gate and nginx under valgrind's callgrind (needs
+# valgrind); repeatable where CPU time is not, for comparing two builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 2; }

@@ -6,6 +6,8 @@
 //! one worker), alternating A B A B over several rounds.
 //! It prints medians, p99 and the gate/nginx ratio, the gate's RSS with 1,000 idle keep-alive connections, and how
 //! much the sign-in callback adds over the IdP's own token time. A benchmark, not a test: it never fails on speed.
+//! `--perf` measures CPU time, syscalls (and mallocs) per request and records a profile instead; `--callgrind`
+//! counts user-space instructions per request under valgrind.
 
 #[path = "../tests/support/idp.rs"]
 mod idp;
@@ -46,17 +48,7 @@ impl Drop for Killed {
 }
 
 fn nginx(dir: &Path, name: &str, workers: &str, server: &str) -> Killed {
-    let prefix = dir.join(name);
-    std::fs::create_dir_all(&prefix).expect("nginx dir");
-    let p = prefix.display();
-    let conf = format!(
-        "daemon off; master_process on; worker_processes {workers}; pid {p}/nginx.pid; error_log {p}/error.log crit;\n\
-         events {{ worker_connections 4096; }}\n\
-         http {{ access_log off; client_body_temp_path {p}/b; proxy_temp_path {p}/p; fastcgi_temp_path {p}/f;\n\
-         uwsgi_temp_path {p}/u; scgi_temp_path {p}/s; keepalive_requests 1000000;\n{server}\n}}\n"
-    );
-    let path = prefix.join("nginx.conf");
-    std::fs::write(&path, conf).expect("nginx.conf");
+    let (path, prefix) = nginx_conf(dir, name, workers, server, true);
     let child = Command::new("/usr/sbin/nginx")
         .arg("-p")
         .arg(&prefix)
@@ -69,9 +61,28 @@ fn nginx(dir: &Path, name: &str, workers: &str, server: &str) -> Killed {
     Killed(child)
 }
 
+/// Writes an nginx configuration under `dir/name`; returns its path and the prefix directory.
+fn nginx_conf(dir: &Path, name: &str, workers: &str, server: &str, master: bool) -> (PathBuf, PathBuf) {
+    let prefix = dir.join(name);
+    std::fs::create_dir_all(&prefix).expect("nginx dir");
+    let p = prefix.display();
+    let conf = format!(
+        "daemon off; master_process {}; worker_processes {workers}; pid {p}/nginx.pid; error_log {p}/error.log crit;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{ access_log off; client_body_temp_path {p}/b; proxy_temp_path {p}/p; fastcgi_temp_path {p}/f;\n\
+         uwsgi_temp_path {p}/u; scgi_temp_path {p}/s; keepalive_requests 1000000;\n{server}\n}}\n",
+        if master { "on" } else { "off" }
+    );
+    let path = prefix.join("nginx.conf");
+    std::fs::write(&path, conf).expect("nginx.conf");
+    (path, prefix)
+}
+
 #[derive(Clone, Copy, Default)]
 struct Run {
     rps: f64,
+    /// Requests completed in the run.
+    requests: f64,
     p50_ms: f64,
     p99_ms: f64,
 }
@@ -90,11 +101,15 @@ fn parse_ms(v: &str) -> f64 {
 }
 
 fn wrk(url: &str, cookie: Option<&str>) -> Run {
+    wrk_with(url, cookie, CONNECTIONS, SECONDS)
+}
+
+fn wrk_with(url: &str, cookie: Option<&str>, connections: u32, seconds: u32) -> Run {
     let mut cmd = Command::new("wrk");
     cmd.args([
         "-t1",
-        &format!("-c{CONNECTIONS}"),
-        &format!("-d{SECONDS}s"),
+        &format!("-c{connections}"),
+        &format!("-d{seconds}s"),
         "--latency",
     ]);
     if let Some(c) = cookie {
@@ -105,7 +120,9 @@ fn wrk(url: &str, cookie: Option<&str>) -> Run {
     let mut run = Run::default();
     for line in text.lines() {
         let t = line.trim();
-        if let Some(v) = t.strip_prefix("Requests/sec:") {
+        if t.contains(" requests in ") {
+            run.requests = t.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0.0);
+        } else if let Some(v) = t.strip_prefix("Requests/sec:") {
             run.rps = v.trim().parse().unwrap_or(0.0);
         } else if let Some(v) = t.strip_prefix("50%") {
             run.p50_ms = parse_ms(v);
@@ -188,16 +205,14 @@ async fn main() {
             dir.path().display()
         ),
     );
-    let _proxy = nginx(
-        dir.path(),
-        "proxy",
-        "auto",
-        &format!(
+    let proxy_server = |port: u16| {
+        format!(
             "upstream up {{ server 127.0.0.1:{up_port}; keepalive 64; }}\n\
-             server {{ listen 127.0.0.1:{proxy_port}; location / {{ proxy_pass http://up; proxy_http_version 1.1;\n\
+             server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://up; proxy_http_version 1.1;\n\
              proxy_set_header Connection \"\"; }} }}"
-        ),
-    );
+        )
+    };
+    let _proxy = nginx(dir.path(), "proxy", "auto", &proxy_server(proxy_port));
     wait_port(up_port);
     wait_port(proxy_port);
 
@@ -332,6 +347,64 @@ async fn main() {
             .arg(url)
             .output();
     }
+    if std::env::args().any(|a| a == "--callgrind") {
+        // User-space instructions per request under valgrind's callgrind, one worker each: unlike CPU time they do
+        // not drift with what else the machine does, so two builds compare to a fraction of a per cent.
+        let (gate_port, nginx_port) = (free_port(), free_port());
+        let (nginx_conf, nginx_prefix) =
+            nginx_conf(dir.path(), "proxy-callgrind", "1", &proxy_server(nginx_port), false);
+        let mut gate = Command::new("valgrind");
+        gate.args(callgrind_args(&root, "gate"))
+            .arg(&gate_bin)
+            .arg("--config")
+            .arg(&config)
+            .env("LOGTO_GATE_SERVER__WORKERS", "1")
+            .env("LOGTO_GATE_SERVER__LISTEN", format!("127.0.0.1:{gate_port}"));
+        let mut nginx = Command::new("valgrind");
+        nginx
+            .args(callgrind_args(&root, "nginx"))
+            .arg("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(&nginx_prefix)
+            .arg("-c")
+            .arg(&nginx_conf);
+        for (name, mut cmd, port, cookie) in [
+            ("nginx proxy_pass", nginx, nginx_port, None),
+            ("logto-gate (signed in)", gate, gate_port, Some(cookie.as_str())),
+        ] {
+            let child = Killed(
+                cmd.stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("valgrind (apt-get install valgrind)"),
+            );
+            let pid = child.0.id().to_string();
+            wait_port(port);
+            let url = format!("http://127.0.0.1:{port}/index.html");
+            // Warm up (pools, the session cache), then count only the measured load.
+            let _ = wrk_with(&url, cookie, 4, 2);
+            let control = |on: &str| {
+                let _ = Command::new("callgrind_control")
+                    .args(["-i", on, &pid])
+                    .stdout(Stdio::null())
+                    .status();
+            };
+            control("on");
+            let r = wrk_with(&url, cookie, 4, SECONDS);
+            control("off");
+            let instructions = callgrind_total(child, &root, if cookie.is_some() { "gate" } else { "nginx" });
+            println!(
+                "{name}: {:.0} instructions per request in user space ({:.0} requests)",
+                instructions / r.requests.max(1.0),
+                r.requests
+            );
+        }
+        println!(
+            "annotate: callgrind_annotate {}",
+            root.join("target/bench-callgrind.gate.out").display()
+        );
+        return;
+    }
     if std::env::args().any(|a| a == "--perf") {
         // Syscalls per request, the gate against nginx's proxy workers: where the kernel time goes. With a uprobe on
         // glibc's malloc (as root: perf probe -x /lib/x86_64-linux-gnu/libc.so.6 malloc), allocations per request too.
@@ -411,14 +484,21 @@ async fn main() {
         let out = root.join("target/bench-perf.data");
         let mut perf = Killed(
             Command::new("perf")
+                .arg("record")
+                // A sampling rate for clock events, or every n-th event (`BENCH_PERF_PERIOD`) for counted ones such
+                // as a uprobe, where perf's frequency mode records next to nothing.
+                .args(match std::env::var("BENCH_PERF_PERIOD") {
+                    Ok(n) => ["-c".to_owned(), n],
+                    Err(_) => [
+                        "-F".to_owned(),
+                        std::env::var("BENCH_PERF_FREQ").unwrap_or_else(|_| "499".to_owned()),
+                    ],
+                })
                 .args([
-                    "record",
-                    "-F",
-                    "499",
                     "-e",
                     &std::env::var("BENCH_PERF_EVENT").unwrap_or_else(|_| "cpu-clock".to_owned()),
                     "--call-graph",
-                    "dwarf,16384",
+                    &std::env::var("BENCH_PERF_CALL_GRAPH").unwrap_or_else(|_| "dwarf,16384".to_owned()),
                     "-p",
                     &gate_pid.to_string(),
                     "-o",
@@ -508,6 +588,38 @@ async fn main() {
         cpu_model()
     );
     drop(gate);
+}
+
+/// valgrind's arguments for callgrind, counting nothing until `callgrind_control -i on`.
+fn callgrind_args(root: &Path, name: &str) -> Vec<String> {
+    vec![
+        "--tool=callgrind".to_owned(),
+        "--instr-atstart=no".to_owned(),
+        format!(
+            "--callgrind-out-file={}",
+            root.join(format!("target/bench-callgrind.{name}.out")).display()
+        ),
+    ]
+}
+
+/// Stops a process under callgrind (SIGTERM, up to a minute to write its profile) and reads the instructions it
+/// counted from the profile's `totals:` line.
+fn callgrind_total(child: Killed, root: &Path, name: &str) -> f64 {
+    let mut child = child;
+    let _ = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline && matches!(child.0.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = root.join(format!("target/bench-callgrind.{name}.out"));
+    std::fs::read_to_string(&out)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("totals:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0.0)
 }
 
 fn url_encode(s: &str) -> String {

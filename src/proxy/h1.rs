@@ -86,7 +86,12 @@ struct Conn {
     io: TcpStream,
     buf: BytesMut,
     read_size: usize,
+    /// Scratch for [`parse_response`], kept so that parsing a head allocates and clears nothing.
+    spans: Vec<Span>,
 }
+
+/// Where a header field's name and value lie in a response head: name start and end, value start and end.
+type Span = (usize, usize, usize, usize);
 
 impl Client {
     /// A client for `host:port`, with pools for `workers` workers; idle connections are closed after `idle_timeout`.
@@ -170,6 +175,7 @@ impl Client {
             io,
             buf: BytesMut::new(),
             read_size: FIRST_READ,
+            spans: Vec::new(),
         })
     }
 }
@@ -200,7 +206,7 @@ async fn exchange(
     }
     let mut received = false;
     loop {
-        match next_head(&mut conn.buf, head_only) {
+        match next_head(&mut conn.buf, &mut conn.spans, head_only) {
             Ok(Some(head)) => return Ok(head),
             Ok(None) => {}
             Err(e) => return Err(Failure::Other(UpstreamError::BadResponse(e))),
@@ -227,9 +233,9 @@ async fn exchange(
 }
 
 /// The final response head at the front of `buf`, once it is all there (interim responses are skipped).
-fn next_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, String> {
+fn next_head(buf: &mut BytesMut, spans: &mut Vec<Span>, head_only: bool) -> Result<Option<Head>, String> {
     loop {
-        match parse_response(buf, head_only)? {
+        match parse_response(buf, spans, head_only)? {
             Parsed::Head(head) => return Ok(Some(head)),
             Parsed::Interim => {}
             Parsed::Partial if buf.len() >= MAX_HEAD => return Err(too_large()),
@@ -302,14 +308,17 @@ impl Head {
 }
 
 /// Parses a response head at the start of `buf` (RFC 9112 §4, §6.3). Header values are slices of the one buffer
-/// the head was read into, not copies.
-fn parse_response(buf: &mut BytesMut, head_only: bool) -> Result<Parsed, String> {
+/// the head was read into, not copies. `spans` is scratch space, reused so that nothing is allocated or zeroed per
+/// head (an initialised array for the most fields a head may have would be cleared each time: 3 KiB).
+fn parse_response(buf: &mut BytesMut, spans: &mut Vec<Span>, head_only: bool) -> Result<Parsed, String> {
     // Where each field's name and value lie in `buf`, so the parse's borrow of it can end before it is split.
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let (len, code, minor, count) = {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut slots);
-        let len = match response.parse(buf) {
+    spans.clear();
+    let (len, code, minor) = {
+        let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed =
+            httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, buf, &mut slots);
+        let len = match parsed {
             // However the head arrived (in one read or many), the same limit.
             Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => return Err(too_large()),
             Ok(httparse::Status::Complete(len)) => len,
@@ -322,17 +331,12 @@ fn parse_response(buf: &mut BytesMut, head_only: bool) -> Result<Parsed, String>
             Err(e) => return Err(format!("the upstream sent a malformed response head ({e})")),
         };
         let base = buf.as_ptr() as usize;
-        for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+        spans.extend(response.headers.iter().map(|field| {
             let name = field.name.as_ptr() as usize - base;
             let value = field.value.as_ptr() as usize - base;
-            *span = (name, name + field.name.len(), value, value + field.value.len());
-        }
-        (
-            len,
-            response.code.unwrap_or(0),
-            response.version.unwrap_or(0),
-            response.headers.len(),
-        )
+            (name, name + field.name.len(), value, value + field.value.len())
+        }));
+        (len, response.code.unwrap_or(0), response.version.unwrap_or(0))
     };
     let head = buf.split_to(len).freeze();
     let status =
@@ -343,8 +347,8 @@ fn parse_response(buf: &mut BytesMut, head_only: bool) -> Result<Parsed, String>
     if status.is_informational() {
         return Ok(Parsed::Interim);
     }
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(name_start, name_end, value_start, value_end) in &spans[..count] {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for &(name_start, name_end, value_start, value_end) in spans.iter() {
         let name = HeaderName::from_bytes(&head[name_start..name_end])
             .map_err(|_| "the upstream sent an invalid header name".to_owned())?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
@@ -598,8 +602,9 @@ pub struct ReadResponse {
 pub fn read_response<'a>(reads: impl IntoIterator<Item = &'a [u8]>, head_only: bool) -> Result<ReadResponse, String> {
     let mut reads = reads.into_iter().filter(|r| !r.is_empty());
     let mut buf = BytesMut::new();
+    let mut spans = Vec::new();
     let head = loop {
-        if let Some(head) = next_head(&mut buf, head_only)? {
+        if let Some(head) = next_head(&mut buf, &mut spans, head_only)? {
             break head;
         }
         let read = reads
@@ -813,7 +818,7 @@ mod tests {
 
     fn parse(text: &str, head_only: bool) -> Result<Head, String> {
         let mut buf = BytesMut::from(text);
-        match parse_response(&mut buf, head_only)? {
+        match parse_response(&mut buf, &mut Vec::new(), head_only)? {
             Parsed::Head(head) => Ok(head),
             Parsed::Interim => Err("interim".into()),
             Parsed::Partial => Err("partial".into()),
@@ -919,11 +924,20 @@ mod tests {
         let mut buf = BytesMut::from(
             "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
         );
-        assert!(matches!(parse_response(&mut buf, false), Ok(Parsed::Interim)));
-        assert!(matches!(parse_response(&mut buf, false), Ok(Parsed::Head(_))));
+        assert!(matches!(
+            parse_response(&mut buf, &mut Vec::new(), false),
+            Ok(Parsed::Interim)
+        ));
+        assert!(matches!(
+            parse_response(&mut buf, &mut Vec::new(), false),
+            Ok(Parsed::Head(_))
+        ));
         assert!(buf.is_empty());
         let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Len");
-        assert!(matches!(parse_response(&mut buf, false), Ok(Parsed::Partial)));
+        assert!(matches!(
+            parse_response(&mut buf, &mut Vec::new(), false),
+            Ok(Parsed::Partial)
+        ));
         let mut many = String::from("HTTP/1.1 200 OK\r\n");
         for i in 0..=MAX_HEADERS {
             many.push_str(&format!("x-{i}: v\r\n"));
