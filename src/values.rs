@@ -5,7 +5,7 @@
 //! (to make the bytes shareable); a request id goes both upstream and into the response. A value cut from a
 //! shared buffer is already shareable: making it and cloning it only count references. The buffer is replaced when
 //! full ([`CHUNK`] bytes, a few hundred values); one still referenced by a live value is freed with the last of
-//! them, so a value never pins more than one chunk.
+//! them, so a value never pins more than one chunk. [`text`] reads a value as text, a word at a time.
 
 use std::cell::RefCell;
 
@@ -37,9 +37,37 @@ pub fn header_value(bytes: &[u8]) -> Option<HeaderValue> {
     HeaderValue::from_maybe_shared(shared).ok()
 }
 
+/// A field value as text when it is all visible ASCII: what `HeaderValue::to_str` accepts, checked a word at a
+/// time instead of a byte at a time (it showed in profiles for long `Cookie` and `Accept` values). A `HeaderValue`
+/// holds no control bytes but tab (RFC 9110 §5.5; hyper, h2 and `HeaderValue`'s constructors all refuse them), so
+/// within one, visible ASCII is just ASCII.
+pub fn text(value: &HeaderValue) -> Option<&str> {
+    let bytes = value.as_bytes();
+    if bytes.is_ascii() {
+        std::str::from_utf8(bytes).ok()
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_accepts_exactly_what_to_str_does() {
+        for b in 0..=255u8 {
+            for value in [
+                vec![b],
+                vec![b'a', b, b'z'],
+                [b"0123456789abcdef".as_slice(), &[b]].concat(),
+            ] {
+                if let Ok(v) = HeaderValue::from_bytes(&value) {
+                    assert_eq!(text(&v), v.to_str().ok(), "byte {b:#04x}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn values_are_their_bytes_and_invalid_ones_are_refused() {

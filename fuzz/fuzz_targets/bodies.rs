@@ -241,8 +241,13 @@ pub fn upstream_response(data: &[u8]) {
                 .unwrap_or_else(|| panic!("an accepted Content-Length did not parse: {first:?}"));
             assert_eq!(response.body.len(), said, "the body does not match its Content-Length");
         }
-        let chunked = response.headers.iter().any(|(n, _)| n == "transfer-encoding");
-        assert!(!chunked || lengths.is_empty(), "both framings were accepted");
+        assert!(!response.chunked || lengths.is_empty(), "both framings were accepted");
+        for (name, _) in &response.headers {
+            assert!(
+                !["connection", "transfer-encoding", "keep-alive", "trailer", "upgrade"].contains(&name.as_str()),
+                "a hop-by-hop field was passed on: {name}"
+            );
+        }
     }
 }
 

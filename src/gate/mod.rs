@@ -168,7 +168,7 @@ fn is_browser_navigation(req: &Request<Incoming>) -> bool {
             .headers()
             .get_all(header::ACCEPT)
             .iter()
-            .filter_map(|v| v.to_str().ok())
+            .filter_map(crate::values::text)
             .any(|v| v.contains("text/html"))
 }
 
@@ -644,7 +644,7 @@ fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
 
 /// The host the client asked for: `X-Forwarded-Host` from a trusted proxy, else `Host` (or the HTTP/2 authority).
 fn request_host<B>(req: &Request<B>, trusted: bool) -> Option<&str> {
-    let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let h = |name: &str| req.headers().get(name).and_then(crate::values::text);
     trusted
         .then(|| h("x-forwarded-host"))
         .flatten()
@@ -671,7 +671,7 @@ fn accepts_html<B>(req: &Request<B>) -> bool {
     req.headers()
         .get_all(header::ACCEPT)
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .filter_map(crate::values::text)
         .any(|v| v.contains("text/html"))
 }
 

@@ -5,6 +5,7 @@
 //! use to steer an app (`Forwarded`, `X-Forwarded-Prefix`, `-Port`, `-Uri`, `-Method`, `X-Real-IP`,
 //! `X-Original-URI`) are removed.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -72,8 +73,30 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, proto
     headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
 }
 
-/// An address as a header value, formatted on the stack and cut from the per-thread buffer ([`crate::values`]).
+thread_local! {
+    /// The last address made into a header value on this thread. Requests mostly come over kept-alive
+    /// connections, so the next one is usually from the same peer, and formatting an address costs more than
+    /// everything else this module does.
+    static LAST_PEER: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+}
+
+/// An address as a header value: the last one again (a reference count), or formatted anew.
 fn ip_value(ip: IpAddr) -> HeaderValue {
+    LAST_PEER.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((seen, value)) if *seen == ip => value.clone(),
+            _ => {
+                let value = format_ip(ip);
+                *last = Some((ip, value.clone()));
+                value
+            }
+        }
+    })
+}
+
+/// An address as a header value, formatted on the stack and cut from the per-thread buffer ([`crate::values`]).
+fn format_ip(ip: IpAddr) -> HeaderValue {
     use std::io::Write;
     let mut buf = [0u8; 48]; // The longest IPv6 text form is 45 bytes.
     let mut cursor = std::io::Cursor::new(&mut buf[..]);
@@ -108,6 +131,16 @@ mod tests {
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "app.example.com");
         assert_eq!(h.len(), 3, "{h:?}");
+    }
+
+    #[test]
+    fn a_repeated_address_is_the_same_value_and_a_new_one_is_its_own() {
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(ip_value(a), "192.0.2.1");
+        assert_eq!(ip_value(a), "192.0.2.1");
+        assert_eq!(ip_value(b), "2001:db8::1");
+        assert_eq!(ip_value(a), "192.0.2.1");
     }
 
     #[test]

@@ -117,7 +117,7 @@ impl Client {
 
     /// Sends a bodiless `GET` or `HEAD` (the caller checked [`Client::handles`]) for `base_path` + `path_and_query`
     /// with `headers` (hop-by-hop fields already removed, `Host` set), and returns the response once its head has
-    /// arrived; the body streams from the connection as it is read. `now` is when the request started (the pool
+    /// arrived, without hop-by-hop fields; the body streams from the connection as it is read. `now` is when the request started (the pool
     /// counts idle time from the start of a connection's last request, which errs on the side of closing early).
     pub async fn send(
         &self,
@@ -282,6 +282,7 @@ enum Parsed {
 #[derive(Debug)]
 struct Head {
     status: StatusCode,
+    /// The end-to-end fields: never a hop-by-hop one or one that `Connection` names (RFC 9110 §7.6.1).
     headers: HeaderMap,
     framing: Framing,
     /// Whether the connection may carry another request once the body is read.
@@ -347,21 +348,51 @@ fn parse_response(buf: &mut BytesMut, spans: &mut Vec<Span>, head_only: bool) ->
     if status.is_informational() {
         return Ok(Parsed::Interim);
     }
+    // Hop-by-hop fields (RFC 9110 §7.6.1) describe the upstream connection: they are read here, for framing and
+    // reuse, and never enter the response's map.
     let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut codings = Codings::default();
+    let (mut connection, mut more_connection) = (None, Vec::new());
     for &(name_start, name_end, value_start, value_end) in spans.iter() {
         let name = HeaderName::from_bytes(&head[name_start..name_end])
             .map_err(|_| "the upstream sent an invalid header name".to_owned())?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
             .map_err(|_| format!("the upstream sent an invalid value for {name}"))?;
-        headers.append(name, value);
+        if !super::hop::is_hop_by_hop(&name) {
+            headers.append(name, value);
+        } else if name == header::TRANSFER_ENCODING {
+            codings.fields += 1;
+            codings.chunked = value.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked");
+        } else if name == header::CONNECTION {
+            if connection.is_none() {
+                connection = Some(value);
+            } else {
+                more_connection.push(value);
+            }
+        }
     }
-    let framing = framing(&headers, status, head_only)?;
+    // Framing first, from the fields as they came: a `Connection` option cannot make a length disappear.
+    let framing = framing(&headers, codings, status, head_only)?;
     if framing == Framing::Chunked(Chunk::Size) {
-        // Forwarded re-framed by the server side; the coding itself is hop-by-hop and removed by the caller.
+        // Forwarded re-framed by the server side.
         headers.remove(header::CONTENT_LENGTH);
     }
+    // What `Connection` names is connection-specific too; `close` also ends the connection after this response.
+    let mut close = false;
+    for option in connection
+        .iter()
+        .chain(&more_connection)
+        .flat_map(super::hop::connection_options)
+    {
+        if option.eq_ignore_ascii_case("close") {
+            close = true;
+        }
+        if !super::hop::is_hop_by_hop_text(option) {
+            headers.remove(option);
+        }
+    }
     // HTTP/1.0 connections are not kept alive (its `Keep-Alive` extension is not spoken here).
-    let keep_alive = minor == 1 && framing != Framing::Close && !super::hop::connection_has_token(&headers, "close");
+    let keep_alive = minor == 1 && framing != Framing::Close && !close;
     Ok(Parsed::Head(Head {
         status,
         headers,
@@ -370,9 +401,18 @@ fn parse_response(buf: &mut BytesMut, spans: &mut Vec<Span>, head_only: bool) ->
     }))
 }
 
+/// The `Transfer-Encoding` fields of a response head.
+#[derive(Debug, Clone, Copy, Default)]
+struct Codings {
+    /// How many there were.
+    fields: usize,
+    /// Whether the last one said `chunked` and nothing else.
+    chunked: bool,
+}
+
 /// How a response body is delimited (RFC 9112 §6.3).
-fn framing(headers: &HeaderMap, status: StatusCode, head_only: bool) -> Result<Framing, String> {
-    let has_te = headers.contains_key(header::TRANSFER_ENCODING);
+fn framing(headers: &HeaderMap, codings: Codings, status: StatusCode, head_only: bool) -> Result<Framing, String> {
+    let has_te = codings.fields > 0;
     let length = content_length(headers)?;
     // Refused even where no body follows: a head framed two ways says something is wrong upstream.
     if has_te && length.is_some() {
@@ -382,12 +422,7 @@ fn framing(headers: &HeaderMap, status: StatusCode, head_only: bool) -> Result<F
         return Ok(Framing::Done);
     }
     if has_te {
-        let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
-        let only_chunked = matches!(
-            (codings.next(), codings.next()),
-            (Some(v), None) if v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked")
-        );
-        if !only_chunked {
+        if codings.fields != 1 || !codings.chunked {
             return Err("the upstream used a transfer coding other than chunked alone".into());
         }
         return Ok(Framing::Chunked(Chunk::Size));
@@ -589,6 +624,8 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, String> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct ReadResponse {
     pub status: u16,
+    /// Whether the body was chunked.
+    pub chunked: bool,
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
     /// Whether the connection could have carried another request afterwards.
@@ -613,6 +650,7 @@ pub fn read_response<'a>(reads: impl IntoIterator<Item = &'a [u8]>, head_only: b
         buf.extend_from_slice(read);
     };
     let mut framing = head.framing;
+    let chunked = matches!(framing, Framing::Chunked(_));
     let mut body = Vec::new();
     let mut delimited = true;
     loop {
@@ -631,6 +669,7 @@ pub fn read_response<'a>(reads: impl IntoIterator<Item = &'a [u8]>, head_only: b
     }
     Ok(ReadResponse {
         status: head.status.as_u16(),
+        chunked,
         headers: head
             .headers
             .iter()
@@ -840,6 +879,49 @@ mod tests {
                 Step::NeedMore => return Err("needs more".into()),
             }
         }
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_read_but_not_passed_on() {
+        let h = parse(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n\
+             X-Hop: 1\r\nUpgrade: h2c\r\nTrailer: x\r\nProxy-Authenticate: Basic\r\nX-End: 2\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(h.framing, Framing::Length(5));
+        assert!(h.keep_alive);
+        let names: Vec<&str> = h.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["content-length", "x-end"]);
+        let h = parse(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: Close\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(h.framing, Framing::Chunked(Chunk::Size));
+        assert!(!h.keep_alive, "close in any case");
+        assert!(h.headers.is_empty(), "{:?}", h.headers);
+        // A Connection option naming the length does not unframe the body: the length is read first, then the
+        // field is left out of what is passed on (and the client side frames the body itself).
+        let h = parse(
+            "HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 3\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(h.framing, Framing::Length(3));
+        assert!(h.keep_alive);
+        assert!(h.headers.is_empty());
+        // Two Transfer-Encoding fields, even both chunked, are not "chunked alone".
+        assert!(parse(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false
+        )
+        .is_err());
+        assert!(parse(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false
+        )
+        .is_err());
     }
 
     #[test]

@@ -15,9 +15,42 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    // Comparing names of the standard set is comparing two small integers.
-    HOP_BY_HOP.iter().any(|hop| hop == name)
+/// The position of `name` in [`HOP_BY_HOP`]. Names are lower case, so this is a length check and at most a short
+/// comparison or two per field (comparing `HeaderName`s one by one cost more: it was the most of every response's
+/// header handling).
+fn hop_index(name: &str) -> Option<usize> {
+    Some(match name {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "te" => 5,
+        "trailer" => 6,
+        "transfer-encoding" => 7,
+        "upgrade" => 8,
+        _ => return None,
+    })
+}
+
+/// Whether `name` is always hop-by-hop.
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    hop_index(name.as_str()).is_some()
+}
+
+/// Whether `text` names an always hop-by-hop field, in any case (as a `Connection` option may).
+pub(crate) fn is_hop_by_hop_text(text: &str) -> bool {
+    HOP_BY_HOP.iter().any(|hop| hop.as_str().eq_ignore_ascii_case(text))
+}
+
+/// The options one `Connection` field value lists (RFC 9110 §7.6.1), trimmed; none from a value that is not
+/// visible ASCII.
+pub(crate) fn connection_options(value: &HeaderValue) -> impl Iterator<Item = &str> {
+    crate::values::text(value)
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|option| !option.is_empty())
 }
 
 /// True when an HTTP/1.1 request asks to switch protocols (RFC 9110 §7.8), e.g. a WebSocket handshake.
@@ -29,42 +62,48 @@ pub(crate) fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .flat_map(connection_options)
+        .any(|t| t.eq_ignore_ascii_case(token))
 }
 
 /// Removes hop-by-hop headers and every header `Connection` names. With `keep_upgrade` (a protocol switch being
 /// forwarded) `Upgrade` stays and `Connection: upgrade` is set again, since the switch must reach the other side.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // The usual request carries none: one pass over the names instead of a lookup per hop-by-hop name. Headers
-    // that `Connection` names only count when `Connection` is there, which this pass sees.
-    if !headers.keys().any(is_hop_by_hop) {
+    // One pass over the names finds which hop-by-hop ones are there; the usual request has none, the usual
+    // response only `Connection: keep-alive`. Only those present are removed (each removal is a hash lookup).
+    let present = headers
+        .keys()
+        .filter_map(|name| hop_index(name.as_str()))
+        .fold(0u16, |bits, i| bits | 1 << i);
+    if present == 0 {
         return;
     }
-    // The values are shared bytes: holding them costs no copy, and the usual single value no allocation either.
-    let (first, more) = {
-        let mut values = headers.get_all(header::CONNECTION).iter();
-        let first = values.next().cloned();
-        let more: Vec<HeaderValue> = values.cloned().collect();
-        (first, more)
-    };
     let upgrade = if keep_upgrade {
         headers.get(header::UPGRADE).cloned()
     } else {
         None
     };
-    for token in first
-        .iter()
-        .chain(&more)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-    {
-        // Removal by name text parses it in place; a token that is no header name removes nothing.
-        headers.remove(token.trim());
+    if present & 1 != 0 {
+        // The values are shared bytes: holding them costs no copy, and the usual single value no allocation either.
+        let (first, more) = {
+            let mut values = headers.get_all(header::CONNECTION).iter();
+            let first = values.next().cloned();
+            let more: Vec<HeaderValue> = values.cloned().collect();
+            (first, more)
+        };
+        for token in first.iter().chain(&more).flat_map(connection_options) {
+            // The hop-by-hop names go below if present; anything else (`close` too: a field of that name is
+            // removed as well, RFC 9110 §7.6.1) by name text, parsed in place; a token that is no header name
+            // removes nothing.
+            if !is_hop_by_hop_text(token) {
+                headers.remove(token);
+            }
+        }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & 1 << i != 0 {
+            headers.remove(name);
+        }
     }
     if let Some(up) = upgrade {
         headers.insert(header::UPGRADE, up);
@@ -112,6 +151,42 @@ mod tests {
         assert_eq!(h.get("upgrade").unwrap(), "websocket");
         assert_eq!(h.get("connection").unwrap(), "upgrade");
         assert!(!h.contains_key("keep-alive"));
+    }
+
+    #[test]
+    fn the_index_matches_the_list() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_index(name.as_str()), Some(i), "{name}");
+        }
+        assert_eq!(hop_index("accept"), None);
+        assert_eq!(hop_index("connectio"), None);
+    }
+
+    #[test]
+    fn connection_tokens_in_any_case_are_removed() {
+        let mut h = map(&[
+            ("connection", "Close, X-Secret-Hop, KEEP-ALIVE"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("close", "named by the close option, so removed too"),
+            ("accept", "*/*"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().map(|n| n.as_str()).collect::<Vec<_>>(), ["accept"]);
+        // Keep-alive named but absent: nothing else goes.
+        let mut h = map(&[("connection", "keep-alive"), ("accept", "*/*")]);
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().map(|n| n.as_str()).collect::<Vec<_>>(), ["accept"]);
+        // Several Connection fields: every one counts.
+        let mut h = map(&[
+            ("connection", "a"),
+            ("connection", "b"),
+            ("a", "1"),
+            ("b", "2"),
+            ("c", "3"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().map(|n| n.as_str()).collect::<Vec<_>>(), ["c"]);
     }
 
     #[test]

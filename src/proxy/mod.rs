@@ -158,8 +158,8 @@ impl Forwarder {
             Ok(result) => result?,
         };
         self.metrics.upstream_latency(sent.elapsed());
-        let (mut parts, body) = resp.into_parts();
-        hop::remove_hop_by_hop(&mut parts.headers, false);
+        // The lean client's responses carry no hop-by-hop fields: it reads them and leaves them out.
+        let (parts, body) = resp.into_parts();
         Ok(Response::from_parts(parts, Body::Upstream(body)))
     }
 

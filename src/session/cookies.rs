@@ -245,7 +245,7 @@ impl CookieCodec {
         let mut kept = String::new();
         let mut removed = false;
         for value in headers.get_all(COOKIE) {
-            let Ok(text) = value.to_str() else {
+            let Some(text) = crate::values::text(value) else {
                 // Not visible ASCII: cannot be split safely; drop the whole field rather than leak a gate cookie.
                 removed = true;
                 continue;
@@ -297,7 +297,7 @@ pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .filter_map(crate::values::text)
         .flat_map(|s| s.split(';'))
         .filter_map(|pair| {
             let (n, v) = pair.split_once('=')?;

@@ -401,9 +401,10 @@ impl Sessions {
                 let sid_revoked = values.get(1).is_some_and(Option::is_some);
                 Ok(sid_revoked || sub_logout.is_some_and(|at| s.iat <= at))
             }
+            // Usually nothing is revoked: the subject is not even looked up in the claims then.
             None => Ok(self.memory.lock().is_ok_and(|m| {
-                s.sid.as_ref().is_some_and(|sid| m.sids.contains_key(sid))
-                    || m.subs.get(s.sub()).is_some_and(|(at, _)| s.iat <= *at)
+                (!m.sids.is_empty() && s.sid.as_ref().is_some_and(|sid| m.sids.contains_key(sid)))
+                    || (!m.subs.is_empty() && m.subs.get(s.sub()).is_some_and(|(at, _)| s.iat <= *at))
             })),
         }
     }
