@@ -239,7 +239,14 @@ impl CookieCodec {
     /// Removes the gate's cookies from the `Cookie` header(s) sent upstream, keeping the app's own cookies in
     /// their order. HTTP/2 clients may send several `Cookie` fields; they are joined with "; " (RFC 9113 §8.2.3).
     pub fn strip_gate_cookies(&self, headers: &mut HeaderMap) {
-        if !headers.contains_key(COOKIE) {
+        let mut fields = headers.get_all(COOKIE).iter();
+        let Some(first) = fields.next() else {
+            return;
+        };
+        // The usual case, settled by the names alone: one field carrying nothing but the gate's cookies goes whole.
+        // (The session cookie's value is kilobytes; it is not read here, not even checked to be text.)
+        if fields.next().is_none() && self.only_gate_cookies(first.as_bytes()) {
+            headers.remove(COOKIE);
             return;
         }
         let mut kept = String::new();
@@ -278,6 +285,23 @@ impl CookieCodec {
         }
     }
 
+    /// True when `field` holds at least one cookie and every one is the gate's (by name; a piece without `=` is all
+    /// name, as [`CookieCodec::strip_gate_cookies`] reads it).
+    fn only_gate_cookies(&self, field: &[u8]) -> bool {
+        let mut any = false;
+        for piece in Pieces(field).map(<[u8]>::trim_ascii).filter(|p| !p.is_empty()) {
+            let name = match memchr::memchr(b'=', piece) {
+                Some(eq) => piece[..eq].trim_ascii(),
+                None => piece,
+            };
+            match std::str::from_utf8(name) {
+                Ok(name) if self.is_gate_cookie(name) => any = true,
+                _ => return false,
+            }
+        }
+        any
+    }
+
     fn set_cookie(&self, name: &str, value: &str, path: &str, max_age: u64) -> String {
         let secure = if self.secure { "; Secure" } else { "" };
         format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}")
@@ -290,6 +314,49 @@ impl CookieCodec {
         );
         HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("logto_gate=; Max-Age=0"))
     }
+}
+
+/// The `;`-separated pieces of a `Cookie` field, found with `memchr` (a session cookie is kilobytes long).
+struct Pieces<'a>(&'a [u8]);
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let rest = self.0;
+        Some(match memchr::memchr(b';', rest) {
+            Some(i) => {
+                self.0 = &rest[i + 1..];
+                &rest[..i]
+            }
+            None => {
+                self.0 = &[];
+                rest
+            }
+        })
+    }
+}
+
+/// Every `name=value` pair of every `Cookie` field as bytes: trimmed and unquoted as [`cookie_pairs`] does, but
+/// not checked to be text, and so only for comparing with values that were (a cookie read and opened before).
+pub fn raw_cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .flat_map(|field| Pieces(field.as_bytes()))
+        .filter_map(|pair| {
+            let eq = memchr::memchr(b'=', pair)?;
+            let mut value = pair[eq + 1..].trim_ascii();
+            while let [b'"', rest @ ..] = value {
+                value = rest;
+            }
+            while let [rest @ .., b'"'] = value {
+                value = rest;
+            }
+            Some((pair[..eq].trim_ascii(), value))
+        })
 }
 
 /// Every `name=value` pair of every `Cookie` header, in order (RFC 6265 §5.4 syntax; values are not decoded).
@@ -487,5 +554,48 @@ mod tests {
         let mut only_gate = request_with("logto_gate=secret");
         c.strip_gate_cookies(&mut only_gate);
         assert!(only_gate.get(COOKIE).is_none());
+        // Only the gate's cookies, however spaced, and whatever their values hold: the field goes whole.
+        for field in [
+            b" logto_gate=a ; logto_gate_signin_x=b;".as_slice(),
+            b"logto_gate=\xff\xfe",
+            b"logto_gate.0=a;logto_gate.1",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(COOKIE, HeaderValue::from_bytes(field).unwrap());
+            c.strip_gate_cookies(&mut h);
+            assert!(h.get(COOKIE).is_none(), "{field:?}");
+        }
+        // An app cookie next to them, or a field that is only separators: the full path decides.
+        for (field, left) in [
+            ("logto_gate=a; app=1", Some("app=1")),
+            ("logto_gate.x=app", Some("logto_gate.x=app")),
+            (" ; ", Some(" ; ")),
+        ] {
+            let mut h = request_with(field);
+            c.strip_gate_cookies(&mut h);
+            assert_eq!(h.get(COOKIE).map(|v| v.to_str().unwrap()), left, "{field}");
+        }
+        // A gate cookie in a field that is not text still never reaches the upstream.
+        let mut h = HeaderMap::new();
+        h.insert(COOKIE, HeaderValue::from_bytes(b"app=\xff; logto_gate=a").unwrap());
+        c.strip_gate_cookies(&mut h);
+        assert!(h.get(COOKIE).is_none());
+    }
+
+    #[test]
+    fn raw_pairs_are_the_text_pairs_as_bytes() {
+        for field in [
+            "a=1; b=2",
+            " a = 1 ;b=\"2\";;c",
+            "x=\"\"q\"\"; y==3; =4; z=",
+            "logto_gate=v; logto_gate.0=w",
+            "",
+            ";;;",
+        ] {
+            let h = request_with(field);
+            let text: Vec<(&[u8], &[u8])> = cookie_pairs(&h).map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect();
+            let raw: Vec<(&[u8], &[u8])> = raw_cookie_pairs(&h).collect();
+            assert_eq!(raw, text, "{field}");
+        }
     }
 }

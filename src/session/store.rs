@@ -51,7 +51,9 @@ struct MemoryRevocations {
 const OPENED_CACHE_MAX: usize = 10_000;
 
 /// One worker's opened sessions.
-type OpenedCache = HashMap<Box<str>, Opened, SuffixHash>;
+/// Keyed by the cookie's value as bytes: a lookup compares what a request carries with values that were read as
+/// text and opened before, so the request's need not be checked to be text first.
+type OpenedCache = HashMap<Box<[u8]>, Opened, SuffixHash>;
 
 /// How many trailing bytes of a cookie value [`SuffixHash`] hashes.
 const HASHED_SUFFIX: usize = 32;
@@ -218,17 +220,18 @@ impl Sessions {
         Ok(Some(rewrite))
     }
 
-    /// The value of the one session cookie, when the request carries exactly one and no chunks.
-    fn single_cookie_value<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
-        let name = self.codec.session_name();
+    /// The value of the one session cookie, when the request carries exactly one and no chunks (as bytes: see
+    /// [`OpenedCache`]).
+    fn single_cookie_value<'h>(&self, headers: &'h HeaderMap) -> Option<&'h [u8]> {
+        let name = self.codec.session_name().as_bytes();
         let mut found = None;
-        for (n, value) in super::cookies::cookie_pairs(headers) {
+        for (n, value) in super::cookies::raw_cookie_pairs(headers) {
             if n == name {
                 if found.is_some() {
                     return None;
                 }
                 found = Some(value);
-            } else if n.starts_with(name) && n.as_bytes().get(name.len()) == Some(&b'.') {
+            } else if n.starts_with(name) && n.get(name.len()) == Some(&b'.') {
                 return None;
             }
         }
