@@ -43,6 +43,8 @@ use crate::session::{self, Current, Session, Sessions};
 /// The request id header, set on the request to the upstream and on the response.
 const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
+const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
+
 mod endpoints;
 mod renewal;
 
@@ -644,11 +646,11 @@ fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
 
 /// The host the client asked for: `X-Forwarded-Host` from a trusted proxy, else `Host` (or the HTTP/2 authority).
 fn request_host<B>(req: &Request<B>, trusted: bool) -> Option<&str> {
-    let h = |name: &str| req.headers().get(name).and_then(crate::values::text);
+    let h = |name: &http::HeaderName| req.headers().get(name).and_then(crate::values::text);
     trusted
-        .then(|| h("x-forwarded-host"))
+        .then(|| h(&X_FORWARDED_HOST))
         .flatten()
-        .or_else(|| h("host"))
+        .or_else(|| h(&header::HOST))
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
 }
 
