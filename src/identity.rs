@@ -211,24 +211,49 @@ pub fn strip_spoofed_identity(headers: &mut HeaderMap, managed: &ManagedHeaders)
 }
 
 /// The identity headers for one set of claims. A session keeps its rendering (see [`crate::session::Rendered`]),
-/// so inserting them again costs reference-count increments, not allocations.
+/// so inserting them again costs reference-count increments, not allocations, and writing them into an HTTP/1.1
+/// request head is one copy of [`IdentityHeaders::block`].
 #[derive(Debug, Clone, Default)]
-pub struct IdentityHeaders(Vec<(HeaderName, HeaderValue)>);
+pub struct IdentityHeaders {
+    // Boxed slices, not vectors: every session holds one of these.
+    fields: Box<[(HeaderName, HeaderValue)]>,
+    block: Box<[u8]>,
+}
 
 impl IdentityHeaders {
     pub fn render(mapping: &[(HeaderName, ClaimPath)], claims: &Map<String, Value>) -> Self {
-        IdentityHeaders(
-            mapping
-                .iter()
-                .filter_map(|(name, path)| Some((name.clone(), path.lookup(claims).and_then(header_value)?)))
-                .collect(),
-        )
+        let fields: Vec<(HeaderName, HeaderValue)> = mapping
+            .iter()
+            .filter_map(|(name, path)| Some((name.clone(), path.lookup(claims).and_then(header_value)?)))
+            .collect();
+        let mut block = Vec::new();
+        for (i, (name, value)) in fields.iter().enumerate() {
+            // As `insert_into` leaves them: the last mapping of a name wins.
+            if fields[i + 1..].iter().any(|(later, _)| later == name) {
+                continue;
+            }
+            block.extend_from_slice(name.as_str().as_bytes());
+            block.extend_from_slice(b": ");
+            block.extend_from_slice(value.as_bytes());
+            block.extend_from_slice(b"\r\n");
+        }
+        IdentityHeaders {
+            fields: fields.into_boxed_slice(),
+            block: block.into_boxed_slice(),
+        }
+    }
+
+    /// The same headers as HTTP/1.1 field lines (RFC 9112 §5), each ending in CRLF, exactly what
+    /// [`IdentityHeaders::insert_into`] would leave in a map that holds none of them. Names and values were checked
+    /// as `HeaderName`s and `HeaderValue`s, so no line can hold a CR, LF or NUL and split the head.
+    pub fn block(&self) -> &[u8] {
+        &self.block
     }
 
     /// Sets these headers, replacing any of the same name. Claims that are missing (or `null`) leave their header
     /// absent.
     pub fn insert_into(&self, headers: &mut HeaderMap) {
-        for (name, value) in &self.0 {
+        for (name, value) in self.fields.iter() {
             headers.insert(name.clone(), value.clone());
         }
     }
@@ -238,6 +263,49 @@ impl IdentityHeaders {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_block_is_what_insert_into_leaves() {
+        let c = claims();
+        let mapping: Vec<(HeaderName, ClaimPath)> = [
+            ("x-user", "sub"),
+            ("x-email", "email"),
+            ("x-roles", "roles"),
+            ("x-picture", "picture"),
+            ("x-user", "email"),
+            ("X_User", "n"),
+            ("x-evil", "evil"),
+        ]
+        .iter()
+        .map(|(h, p)| {
+            (
+                HeaderName::from_bytes(h.as_bytes()).unwrap(),
+                ClaimPath::parse(p).unwrap(),
+            )
+        })
+        .collect();
+        let rendered = IdentityHeaders::render(&mapping, &c);
+        let mut inserted = HeaderMap::new();
+        rendered.insert_into(&mut inserted);
+        let mut from_block = HeaderMap::new();
+        let text = std::str::from_utf8(rendered.block()).unwrap();
+        assert!(text.ends_with("\r\n") && !text.contains("\r\n\r\n"));
+        for line in text.split_terminator("\r\n") {
+            let (n, v) = line.split_once(": ").unwrap();
+            from_block.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        assert_eq!(from_block, inserted);
+        assert_eq!(inserted["x-user"], "a@example.com", "the last mapping of a name wins");
+        assert_eq!(inserted.get_all("x-user").iter().count(), 1);
+        assert!(!inserted.contains_key("x-picture"));
+        assert!(
+            !inserted.contains_key("x-evil"),
+            "a value with CR LF is no header at all"
+        );
+    }
 
     fn claims() -> Map<String, Value> {
         match json!({

@@ -191,6 +191,11 @@ pub struct Gate {
     request_counter: std::sync::atomic::AtomicU64,
     /// `X-Forwarded-Host` for the upstream: the public URL's host, as a value built once.
     forwarded_host: HeaderValue,
+    /// True when no identity header shares its name with another header the gate sets on a request for the app
+    /// (`X-Request-Id`, `Authorization`, the assertion; `Host`, `Cookie` and `X-Forwarded-*` cannot be mapped at
+    /// all, and the client's own copies of identity headers are always removed). The identity headers can then be
+    /// written into the upstream request as one pre-rendered block instead of each going into the header map.
+    identity_inline: bool,
 }
 
 impl Gate {
@@ -231,7 +236,11 @@ impl Gate {
         };
         let forwarded_host = HeaderValue::from_str(config.server.public_url.host())
             .map_err(|_| "server.public_url: the host is not a valid header value".to_owned())?;
+        let identity_inline = !config.headers.iter().any(|(name, _)| {
+            *name == REQUEST_ID || *name == header::AUTHORIZATION || name.as_str() == crate::assertion::HEADER
+        });
         Ok(Arc::new(Gate {
+            identity_inline,
             forwarded_host,
             config,
             oidc,
@@ -474,17 +483,41 @@ impl Gate {
                 public.scheme(),
                 &self.forwarded_host,
             );
+            // The identity headers go in first (as every other header the gate sets, they replace any of the same
+            // name), or, when none of the others can share a name with them, straight into the upstream request head
+            // as one block (see `identity_inline`).
+            let bearer_identity;
+            let identity = match &principal {
+                Some(Principal::Session(c)) => Some(
+                    c.session
+                        .rendered
+                        .get_or_render(&self.config.headers, &c.session.claims),
+                ),
+                Some(Principal::Bearer(claims)) => {
+                    bearer_identity = identity::IdentityHeaders::render(&self.config.headers, claims);
+                    Some(&bearer_identity)
+                }
+                None => None,
+            };
+            if let (Some(identity), false) = (identity, self.identity_inline) {
+                identity.insert_into(&mut parts.headers);
+            }
             if let Some(principal) = &principal {
-                self.add_identity(&mut parts.headers, principal)?;
+                self.add_credentials(&mut parts.headers, principal)?;
             }
             // 5. forward
             self.forwarder
-                .forward(parts, body::incoming(incoming), client_upgrade)
+                .forward(
+                    parts,
+                    body::incoming(incoming),
+                    client_upgrade,
+                    identity.filter(|_| self.identity_inline),
+                )
                 .await
         }
     }
 
-    /// Identity headers, the access token when asked for, and the signed assertion.
+    /// Identity headers, the access token when asked for, and the signed assertion, all into `headers`.
     fn add_identity(&self, headers: &mut http::HeaderMap, principal: &Principal) -> Result<(), GateError> {
         match principal {
             Principal::Session(c) => c
@@ -496,6 +529,11 @@ impl Gate {
                 identity::IdentityHeaders::render(&self.config.headers, claims).insert_into(headers)
             }
         }
+        self.add_credentials(headers, principal)
+    }
+
+    /// The access token when asked for, and the signed assertion.
+    fn add_credentials(&self, headers: &mut http::HeaderMap, principal: &Principal) -> Result<(), GateError> {
         if let (true, Principal::Session(c)) = (self.config.upstream.pass_access_token, principal) {
             if let Some(token) = c.session.at.as_deref() {
                 let value = HeaderValue::from_str(&format!("Bearer {token}"))

@@ -116,7 +116,8 @@ impl Client {
     }
 
     /// Sends a bodiless `GET` or `HEAD` (the caller checked [`Client::handles`]) for `base_path` + `path_and_query`
-    /// with `headers` (hop-by-hop fields already removed, `Host` set), and returns the response once its head has
+    /// with `headers` (hop-by-hop fields already removed, `Host` set) and then `block` (more field lines, each
+    /// ending in CRLF, whose names are not in `headers`), and returns the response once its head has
     /// arrived, without hop-by-hop fields; the body streams from the connection as it is read. `now` is when the request started (the pool
     /// counts idle time from the start of a connection's last request, which errs on the side of closing early).
     pub async fn send(
@@ -125,6 +126,7 @@ impl Client {
         base_path: &str,
         path_and_query: &str,
         headers: &HeaderMap,
+        block: &[u8],
         now: Instant,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         let pool = &self.pools[crate::worker::index() % self.pools.len()];
@@ -138,7 +140,14 @@ impl Client {
                 // otherwise enlarge every request's.
                 None => Box::pin(self.connect()).await?,
             };
-            match exchange(&mut conn, method, base_path, path_and_query, headers, head_only).await {
+            let request = Request {
+                method,
+                base_path,
+                path_and_query,
+                headers,
+                block,
+            };
+            match exchange(&mut conn, &request, head_only).await {
                 Ok(head) => return Ok(head.into_response(conn, pool, now)),
                 // A pooled connection the upstream closed while it sat idle: once more on a new one. The idle ones
                 // older than it have most likely been closed as well.
@@ -187,16 +196,19 @@ enum Failure {
     Other(UpstreamError),
 }
 
+/// What the lean client sends: a bodiless request head.
+struct Request<'a> {
+    method: &'a Method,
+    base_path: &'a str,
+    path_and_query: &'a str,
+    headers: &'a HeaderMap,
+    /// Field lines written after `headers`, each ending in CRLF.
+    block: &'a [u8],
+}
+
 /// Writes the request head on `conn` and reads the response head.
-async fn exchange(
-    conn: &mut Conn,
-    method: &Method,
-    base_path: &str,
-    path_and_query: &str,
-    headers: &HeaderMap,
-    head_only: bool,
-) -> Result<Head, Failure> {
-    encode_request(&mut conn.buf, method, base_path, path_and_query, headers);
+async fn exchange(conn: &mut Conn, request: &Request<'_>, head_only: bool) -> Result<Head, Failure> {
+    encode_request(&mut conn.buf, request);
     let written = conn.io.write_all(&conn.buf).await;
     conn.buf.clear();
     if let Err(e) = written {
@@ -251,9 +263,16 @@ fn too_large() -> String {
 /// The request head, as RFC 9112 §3: request line, one field per line, empty line. Every name and value here is
 /// already a valid `HeaderName` / `HeaderValue` (no CR, LF or NUL can be in them) and the path was parsed by hyper
 /// or validated at configuration, so writing them out cannot split the head.
-fn encode_request(buf: &mut BytesMut, method: &Method, base_path: &str, path_and_query: &str, headers: &HeaderMap) {
+fn encode_request(buf: &mut BytesMut, request: &Request<'_>) {
+    let Request {
+        method,
+        base_path,
+        path_and_query,
+        headers,
+        block,
+    } = *request;
     let fields: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
-    buf.reserve(method.as_str().len() + base_path.len() + path_and_query.len() + 13 + fields + 2);
+    buf.reserve(method.as_str().len() + base_path.len() + path_and_query.len() + 13 + fields + block.len() + 2);
     buf.put_slice(method.as_str().as_bytes());
     buf.put_u8(b' ');
     buf.put_slice(base_path.as_bytes());
@@ -265,6 +284,7 @@ fn encode_request(buf: &mut BytesMut, method: &Method, base_path: &str, path_and
         buf.put_slice(value.as_bytes());
         buf.put_slice(b"\r\n");
     }
+    buf.put_slice(block);
     buf.put_slice(b"\r\n");
 }
 
@@ -1073,10 +1093,17 @@ mod tests {
         headers.append("x-a", HeaderValue::from_static("1"));
         headers.append("x-a", HeaderValue::from_static("2"));
         let mut buf = BytesMut::new();
-        encode_request(&mut buf, &Method::GET, "/base", "/p?q=1", &headers);
+        let request = Request {
+            method: &Method::GET,
+            base_path: "/base",
+            path_and_query: "/p?q=1",
+            headers: &headers,
+            block: b"x-user: alice\r\n",
+        };
+        encode_request(&mut buf, &request);
         assert_eq!(
             &buf[..],
-            b"GET /base/p?q=1 HTTP/1.1\r\nhost: app:8080\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
+            b"GET /base/p?q=1 HTTP/1.1\r\nhost: app:8080\r\nx-a: 1\r\nx-a: 2\r\nx-user: alice\r\n\r\n"
         );
     }
 

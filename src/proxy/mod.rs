@@ -24,6 +24,7 @@ use crate::activity::{Activity, ActivityIo, IdleCheck};
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
 use crate::error::{GateError, UpstreamError};
+use crate::identity::IdentityHeaders;
 use crate::metrics::Metrics;
 use crate::oidc::http::error_chain;
 
@@ -112,17 +113,19 @@ impl Forwarder {
     /// hop-by-hop headers and then added the gate's own (see `Gate::app`): stripping here, after the gate's
     /// headers are in, would let a client name them in `Connection` and have them dropped.
     /// `client_upgrade` is the client side of a protocol switch; when the upstream answers 101 the two
-    /// connections are spliced together in a task of their own.
+    /// connections are spliced together in a task of their own. `identity`, when given, holds headers none of
+    /// which is in `parts` yet; they go into the request too (written as one block by the lean client).
     ///
     /// Not an `async fn`: one keeps a moved copy of each argument next to the original for its whole life, and
     /// hyper moves the request's future about; an `async move` block uses what it captured in place.
     #[allow(clippy::manual_async_fn)] // deliberately not an async fn, see above
-    pub fn forward(
-        &self,
+    pub fn forward<'a>(
+        &'a self,
         mut parts: http::request::Parts,
         body: Body,
         client_upgrade: Option<OnUpgrade>,
-    ) -> impl std::future::Future<Output = Result<Response<Body>, GateError>> + Send + '_ {
+        identity: Option<&'a IdentityHeaders>,
+    ) -> impl std::future::Future<Output = Result<Response<Body>, GateError>> + Send + 'a {
         async move {
             let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
                 parts
@@ -139,20 +142,31 @@ impl Forwarder {
 
             match &self.lean {
                 Some(lean) if client_upgrade.is_none() && h1::Client::handles(&parts.method, !body.is_end_stream()) => {
-                    self.forward_lean(lean, &parts).await
+                    self.forward_lean(lean, &parts, identity.map_or(&[][..], IdentityHeaders::block))
+                        .await
                 }
                 // Less common, and larger: boxed, so the usual request's future (which hyper moves about) stays small.
-                _ => Box::pin(self.forward_pooled(parts, body, client_upgrade)).await,
+                _ => {
+                    if let Some(identity) = identity {
+                        identity.insert_into(&mut parts.headers);
+                    }
+                    Box::pin(self.forward_pooled(parts, body, client_upgrade)).await
+                }
             }
         }
     }
 
-    /// A bodiless `GET` or `HEAD` through the lean client ([`h1`]).
-    async fn forward_lean(&self, lean: &h1::Client, parts: &http::request::Parts) -> Result<Response<Body>, GateError> {
+    /// A bodiless `GET` or `HEAD` through the lean client ([`h1`]); `block` holds more header lines to send.
+    async fn forward_lean(
+        &self,
+        lean: &h1::Client,
+        parts: &http::request::Parts,
+        block: &[u8],
+    ) -> Result<Response<Body>, GateError> {
         let pq = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
         // One reading of the clock for the latency metric, the deadline and the pool's idle bookkeeping.
         let sent = tokio::time::Instant::now();
-        let send = lean.send(&parts.method, &self.base_path, pq, &parts.headers, sent);
+        let send = lean.send(&parts.method, &self.base_path, pq, &parts.headers, block, sent);
         let resp = match tokio::time::timeout_at(sent + self.response_timeout, send).await {
             Err(_) => return Err(UpstreamError::Timeout(self.response_timeout).into()),
             Ok(result) => result?,

@@ -55,6 +55,63 @@ async fn default_identity_headers_follow_oauth2_proxy() {
     assert_eq!(seen.header("x-forwarded-groups"), Some(""));
 }
 
+/// The identity headers reach the app once each and the same on both upstream paths: the lean client (a bodiless
+/// GET, which writes them as one pre-rendered block) and hyper's client (a POST with a body, through the map). A
+/// mapping onto a header the gate also sets (here `Authorization`, with `upstream.pass_access_token`) goes through
+/// the map on both, and the access token wins as it always did.
+#[tokio::test]
+async fn identity_headers_are_sent_once_each_on_every_upstream_path() {
+    let mapped = "[headers]\n\"X-User\" = \"sub\"\n\"x-user\" = \"email\"\n\"X-Groups\" = \"roles\"\n";
+    let colliding = "[headers]\n\"Authorization\" = \"sub\"\n\"X-User\" = \"email\"\n";
+    for (headers, pass_token, expected) in [
+        (
+            mapped,
+            "",
+            vec![("x-user", "alice@example.com"), ("x-groups", "admin,editor")],
+        ),
+        (
+            colliding,
+            "pass_access_token = true",
+            vec![("authorization", "Bearer "), ("x-user", "alice@example.com")],
+        ),
+    ] {
+        let s = Stack::edited(IdpOptions::default(), "", headers, in_upstream(pass_token)).await;
+        let b = s.browser();
+        b.sign_in(&s.gate, "/").await;
+        let get = b.get(format!("{}/lean", s.gate.url())).await;
+        assert_eq!(get.status(), reqwest::StatusCode::OK);
+        let seen_get = s.upstream.last();
+        let post = b
+            .client
+            .post(format!("{}/pooled", s.gate.url()))
+            .header("x-user", "spoofed")
+            .header("X_Groups", "spoofed")
+            .body("a body")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(post.status(), reqwest::StatusCode::OK);
+        let seen_post = s.upstream.last();
+        assert_eq!((seen_get.method.as_str(), seen_post.method.as_str()), ("GET", "POST"));
+        for seen in [&seen_get, &seen_post] {
+            for (name, value) in &expected {
+                assert_eq!(
+                    seen.header_count(name),
+                    1,
+                    "{name} on {}: {:?}",
+                    seen.method,
+                    seen.headers
+                );
+                let got = seen.header(name).unwrap_or_default();
+                assert!(got.starts_with(value), "{name} on {}: {got}", seen.method);
+            }
+            if headers == mapped {
+                assert_eq!(seen.header_count("x_groups"), 0, "a spoofed spelling reached the app");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_headers_table_replaces_the_mapping_and_reads_userinfo_only_claims() {
     let extra = r#"
