@@ -33,7 +33,7 @@ use crate::oidc::{Oidc, TokenError};
 use crate::pages::{self, Page};
 use crate::policy::{self, Access};
 use crate::proxy::trusted::is_trusted;
-use crate::proxy::{forwarded, hop, Forwarder};
+use crate::proxy::{forwarded, hop, Added, Forwarder};
 use crate::return_path::ReturnPath;
 use crate::session::attempt::SignInAttempt;
 use crate::session::refresh::{self, Refresher};
@@ -476,7 +476,7 @@ impl Gate {
             identity::strip_spoofed_identity(&mut parts.headers, &self.managed);
             self.sessions.codec().strip_gate_cookies(&mut parts.headers);
             let public = &self.config.server.public_url;
-            forwarded::set_forwarded(
+            let forwarded = forwarded::set_forwarded(
                 &mut parts.headers,
                 peer.ip(),
                 trusted,
@@ -511,7 +511,10 @@ impl Gate {
                     parts,
                     body::incoming(incoming),
                     client_upgrade,
-                    identity.filter(|_| self.identity_inline),
+                    Added {
+                        forwarded,
+                        identity: identity.filter(|_| self.identity_inline),
+                    },
                 )
                 .await
         }

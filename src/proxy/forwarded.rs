@@ -23,10 +23,58 @@ const CLIENT_FORWARDING_HEADERS: [&str; 10] = [
     "x-original-uri",
 ];
 
-/// From an untrusted peer every client forwarding header is replaced; from a trusted proxy (`trusted`) the chain
-/// is kept: the peer is appended to `X-Forwarded-For`, and the proxy's `X-Forwarded-Proto` / `-Host` pass.
-/// `host` is the public host as a header value (built once: inserting it is a reference-count increment).
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, proto: &'static str, host: &HeaderValue) {
+/// The three forwarding headers for a request from an untrusted peer, not yet in its header map: the lean client
+/// writes them straight into the request head, the other path inserts them.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    pub for_: HeaderValue,
+    pub proto: &'static str,
+    pub host: HeaderValue,
+}
+
+impl Forwarded {
+    /// Sets the three headers in `headers`, replacing any of the same name.
+    pub fn insert_into(&self, headers: &mut HeaderMap) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), self.for_.clone());
+        headers.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static(self.proto),
+        );
+        headers.insert(HeaderName::from_static("x-forwarded-host"), self.host.clone());
+    }
+
+    /// How many bytes [`Forwarded::write`] writes.
+    pub fn written_len(&self) -> usize {
+        const NAMES_AND_ENDS: usize = "x-forwarded-for: \r\nx-forwarded-proto: \r\nx-forwarded-host: \r\n".len();
+        NAMES_AND_ENDS + self.for_.len() + self.proto.len() + self.host.len()
+    }
+
+    /// The three headers as HTTP/1.1 field lines, each ending in CRLF (every part a checked `HeaderValue` or the
+    /// public URL's scheme, so no line can split the head).
+    pub fn write(&self, buf: &mut bytes::BytesMut) {
+        for (name, value) in [
+            (&b"x-forwarded-for: "[..], self.for_.as_bytes()),
+            (b"x-forwarded-proto: ", self.proto.as_bytes()),
+            (b"x-forwarded-host: ", self.host.as_bytes()),
+        ] {
+            buf.extend_from_slice(name);
+            buf.extend_from_slice(value);
+            buf.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// From an untrusted peer every client forwarding header is removed and the gate's own three are returned, to be
+/// added by whichever client sends the request (see [`Forwarded`]); from a trusted proxy (`trusted`) the chain is
+/// kept in `headers`: the peer is appended to `X-Forwarded-For`, and the proxy's `X-Forwarded-Proto` / `-Host`
+/// pass. `host` is the public host as a header value (built once: using it is a reference-count increment).
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    trusted: bool,
+    proto: &'static str,
+    host: &HeaderValue,
+) -> Option<Forwarded> {
     if trusted {
         let chain = headers
             .get_all("x-forwarded-for")
@@ -51,7 +99,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, proto
         if !headers.contains_key("x-forwarded-host") {
             headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
         }
-        return;
+        return None;
     }
     // Names are compared as PHP/WSGI see them (`_` for `-`), so `X_Forwarded_For` cannot slip through either.
     let is_forwarding = |n: &HeaderName| {
@@ -65,12 +113,11 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, proto
             headers.remove(name);
         }
     }
-    headers.insert(HeaderName::from_static("x-forwarded-for"), ip_value(peer));
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(proto),
-    );
-    headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+    Some(Forwarded {
+        for_: ip_value(peer),
+        proto,
+        host: host.clone(),
+    })
 }
 
 thread_local! {
@@ -120,13 +167,23 @@ mod tests {
         h.insert("x_forwarded_host", HeaderValue::from_static("evil"));
         h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
         h.insert("x-forwarded-prefix", HeaderValue::from_static("/admin"));
-        set_forwarded(
+        let added = set_forwarded(
             &mut h,
             "127.0.0.1".parse().unwrap(),
             false,
             "https",
             &HeaderValue::from_static("app.example.com"),
+        )
+        .unwrap();
+        assert!(h.is_empty(), "{h:?}");
+        let mut lines = bytes::BytesMut::new();
+        added.write(&mut lines);
+        assert_eq!(lines.len(), added.written_len());
+        assert_eq!(
+            &lines[..],
+            b"x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: https\r\nx-forwarded-host: app.example.com\r\n"
         );
+        added.insert_into(&mut h);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "127.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "app.example.com");
@@ -163,13 +220,14 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        set_forwarded(
+        let added = set_forwarded(
             &mut h,
             "10.0.0.2".parse().unwrap(),
             true,
             "http",
             &HeaderValue::from_static("app.example.com"),
         );
+        assert!(added.is_none(), "a trusted proxy's chain stays in the map");
         assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9, 10.0.0.2");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "app.example.com");

@@ -116,8 +116,8 @@ impl Client {
     }
 
     /// Sends a bodiless `GET` or `HEAD` (the caller checked [`Client::handles`]) for `base_path` + `path_and_query`
-    /// with `headers` (hop-by-hop fields already removed, `Host` set) and then `block` (more field lines, each
-    /// ending in CRLF, whose names are not in `headers`), and returns the response once its head has
+    /// with `headers` (hop-by-hop fields already removed, `Host` set) and then `added` (whose names are not in
+    /// `headers`), and returns the response once its head has
     /// arrived, without hop-by-hop fields; the body streams from the connection as it is read. `now` is when the request started (the pool
     /// counts idle time from the start of a connection's last request, which errs on the side of closing early).
     pub async fn send(
@@ -126,7 +126,7 @@ impl Client {
         base_path: &str,
         path_and_query: &str,
         headers: &HeaderMap,
-        block: &[u8],
+        added: &super::Added<'_>,
         now: Instant,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         let pool = &self.pools[crate::worker::index() % self.pools.len()];
@@ -145,7 +145,7 @@ impl Client {
                 base_path,
                 path_and_query,
                 headers,
-                block,
+                added,
             };
             match exchange(&mut conn, &request, head_only).await {
                 Ok(head) => return Ok(head.into_response(conn, pool, now)),
@@ -202,8 +202,8 @@ struct Request<'a> {
     base_path: &'a str,
     path_and_query: &'a str,
     headers: &'a HeaderMap,
-    /// Field lines written after `headers`, each ending in CRLF.
-    block: &'a [u8],
+    /// Written after `headers`.
+    added: &'a super::Added<'a>,
 }
 
 /// Writes the request head on `conn` and reads the response head.
@@ -269,10 +269,10 @@ fn encode_request(buf: &mut BytesMut, request: &Request<'_>) {
         base_path,
         path_and_query,
         headers,
-        block,
+        added,
     } = *request;
     let fields: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
-    buf.reserve(method.as_str().len() + base_path.len() + path_and_query.len() + 13 + fields + block.len() + 2);
+    buf.reserve(method.as_str().len() + base_path.len() + path_and_query.len() + 13 + fields + added.written_len() + 2);
     buf.put_slice(method.as_str().as_bytes());
     buf.put_u8(b' ');
     buf.put_slice(base_path.as_bytes());
@@ -284,7 +284,7 @@ fn encode_request(buf: &mut BytesMut, request: &Request<'_>) {
         buf.put_slice(value.as_bytes());
         buf.put_slice(b"\r\n");
     }
-    buf.put_slice(block);
+    added.write(buf);
     buf.put_slice(b"\r\n");
 }
 
@@ -384,6 +384,10 @@ fn parse_response(buf: &mut BytesMut, spans: &mut Vec<Span>, head_only: bool) ->
             codings.fields += 1;
             codings.chunked = value.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked");
         } else if name == header::CONNECTION {
+            // The usual value names nothing to remove and does not close: no need to read it as a list.
+            if value.as_bytes().eq_ignore_ascii_case(b"keep-alive") {
+                continue;
+            }
             if connection.is_none() {
                 connection = Some(value);
             } else {
@@ -1093,12 +1097,23 @@ mod tests {
         headers.append("x-a", HeaderValue::from_static("1"));
         headers.append("x-a", HeaderValue::from_static("2"));
         let mut buf = BytesMut::new();
+        let mut claims = serde_json::Map::new();
+        claims.insert("sub".into(), "alice".into());
+        let mapping = [(
+            HeaderName::from_static("x-user"),
+            crate::identity::ClaimPath::parse("sub").unwrap(),
+        )];
+        let identity = crate::identity::IdentityHeaders::render(&mapping, &claims);
+        let added = super::super::Added {
+            forwarded: None,
+            identity: Some(&identity),
+        };
         let request = Request {
             method: &Method::GET,
             base_path: "/base",
             path_and_query: "/p?q=1",
             headers: &headers,
-            block: b"x-user: alice\r\n",
+            added: &added,
         };
         encode_request(&mut buf, &request);
         assert_eq!(

@@ -28,6 +28,44 @@ use crate::identity::IdentityHeaders;
 use crate::metrics::Metrics;
 use crate::oidc::http::error_chain;
 
+/// Headers the gate adds to a request for the app that are not in its header map yet (none of their names is):
+/// hyper's path inserts them, the lean client writes them straight into the request head, pre-rendered where they
+/// can be. Inserting each into the map (hashing its name, growing the map) was a tenth of the gate's own work.
+#[derive(Default)]
+pub struct Added<'a> {
+    /// `X-Forwarded-*` for a request from an untrusted peer.
+    pub forwarded: Option<forwarded::Forwarded>,
+    /// The identity headers.
+    pub identity: Option<&'a IdentityHeaders>,
+}
+
+impl Added<'_> {
+    fn insert_into(&self, headers: &mut http::HeaderMap) {
+        if let Some(f) = &self.forwarded {
+            f.insert_into(headers);
+        }
+        if let Some(identity) = self.identity {
+            identity.insert_into(headers);
+        }
+    }
+
+    /// How many bytes [`Added::write`] writes.
+    fn written_len(&self) -> usize {
+        self.forwarded.as_ref().map_or(0, forwarded::Forwarded::written_len)
+            + self.identity.map_or(0, |i| i.block().len())
+    }
+
+    /// As HTTP/1.1 field lines, each ending in CRLF.
+    fn write(&self, buf: &mut bytes::BytesMut) {
+        if let Some(f) = &self.forwarded {
+            f.write(buf);
+        }
+        if let Some(identity) = self.identity {
+            buf.extend_from_slice(identity.block());
+        }
+    }
+}
+
 /// How long an upstream connection may sit idle in a pool before it is closed.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -113,8 +151,8 @@ impl Forwarder {
     /// hop-by-hop headers and then added the gate's own (see `Gate::app`): stripping here, after the gate's
     /// headers are in, would let a client name them in `Connection` and have them dropped.
     /// `client_upgrade` is the client side of a protocol switch; when the upstream answers 101 the two
-    /// connections are spliced together in a task of their own. `identity`, when given, holds headers none of
-    /// which is in `parts` yet; they go into the request too (written as one block by the lean client).
+    /// connections are spliced together in a task of their own. `added` holds headers none of which is in
+    /// `parts` yet; they go into the request too.
     ///
     /// Not an `async fn`: one keeps a moved copy of each argument next to the original for its whole life, and
     /// hyper moves the request's future about; an `async move` block uses what it captured in place.
@@ -124,7 +162,7 @@ impl Forwarder {
         mut parts: http::request::Parts,
         body: Body,
         client_upgrade: Option<OnUpgrade>,
-        identity: Option<&'a IdentityHeaders>,
+        added: Added<'a>,
     ) -> impl std::future::Future<Output = Result<Response<Body>, GateError>> + Send + 'a {
         async move {
             let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
@@ -142,31 +180,28 @@ impl Forwarder {
 
             match &self.lean {
                 Some(lean) if client_upgrade.is_none() && h1::Client::handles(&parts.method, !body.is_end_stream()) => {
-                    self.forward_lean(lean, &parts, identity.map_or(&[][..], IdentityHeaders::block))
-                        .await
+                    self.forward_lean(lean, &parts, &added).await
                 }
                 // Less common, and larger: boxed, so the usual request's future (which hyper moves about) stays small.
                 _ => {
-                    if let Some(identity) = identity {
-                        identity.insert_into(&mut parts.headers);
-                    }
+                    added.insert_into(&mut parts.headers);
                     Box::pin(self.forward_pooled(parts, body, client_upgrade)).await
                 }
             }
         }
     }
 
-    /// A bodiless `GET` or `HEAD` through the lean client ([`h1`]); `block` holds more header lines to send.
+    /// A bodiless `GET` or `HEAD` through the lean client ([`h1`]), with the `added` headers written after the rest.
     async fn forward_lean(
         &self,
         lean: &h1::Client,
         parts: &http::request::Parts,
-        block: &[u8],
+        added: &Added<'_>,
     ) -> Result<Response<Body>, GateError> {
         let pq = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
         // One reading of the clock for the latency metric, the deadline and the pool's idle bookkeeping.
         let sent = tokio::time::Instant::now();
-        let send = lean.send(&parts.method, &self.base_path, pq, &parts.headers, block, sent);
+        let send = lean.send(&parts.method, &self.base_path, pq, &parts.headers, added, sent);
         let resp = match tokio::time::timeout_at(sent + self.response_timeout, send).await {
             Err(_) => return Err(UpstreamError::Timeout(self.response_timeout).into()),
             Ok(result) => result?,

@@ -55,7 +55,7 @@ async fn default_identity_headers_follow_oauth2_proxy() {
     assert_eq!(seen.header("x-forwarded-groups"), Some(""));
 }
 
-/// The identity headers reach the app once each and the same on both upstream paths: the lean client (a bodiless
+/// The identity and forwarding headers reach the app once each and the same on both upstream paths: the lean client (a bodiless
 /// GET, which writes them as one pre-rendered block) and hyper's client (a POST with a body, through the map). A
 /// mapping onto a header the gate also sets (here `Authorization`, with `upstream.pass_access_token`) goes through
 /// the map on both, and the access token wins as it always did.
@@ -86,6 +86,8 @@ async fn identity_headers_are_sent_once_each_on_every_upstream_path() {
             .post(format!("{}/pooled", s.gate.url()))
             .header("x-user", "spoofed")
             .header("X_Groups", "spoofed")
+            .header("X-Forwarded-For", "6.6.6.6")
+            .header("x-forwarded-host", "evil.example")
             .body("a body")
             .send()
             .await
@@ -107,6 +109,21 @@ async fn identity_headers_are_sent_once_each_on_every_upstream_path() {
             }
             if headers == mapped {
                 assert_eq!(seen.header_count("x_groups"), 0, "a spoofed spelling reached the app");
+            }
+            // The forwarding headers, also added outside the map on the lean path: once each, the gate's values.
+            for (name, value) in [
+                ("x-forwarded-for", "127.0.0.1".to_owned()),
+                ("x-forwarded-proto", "http".to_owned()),
+                ("x-forwarded-host", format!("127.0.0.1:{}", s.gate.port)),
+            ] {
+                assert_eq!(
+                    seen.header_count(name),
+                    1,
+                    "{name} on {}: {:?}",
+                    seen.method,
+                    seen.headers
+                );
+                assert_eq!(seen.header(name), Some(value.as_str()), "{name} on {}", seen.method);
             }
         }
     }
