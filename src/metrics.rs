@@ -1,6 +1,9 @@
 //! Prometheus metrics (text exposition format 0.0.4), served on their own listener (`server.metrics_listen`).
 //!
-//! Everything is a lock-free atomic so recording costs a few nanoseconds on the request path.
+//! Everything is a lock-free atomic so recording costs a few nanoseconds on the request path. What every request
+//! records (its count, the upstream's latency) is kept per connection worker ([`crate::worker`]) and summed when
+//! rendered: counters that two cores increment in turn bounce their cache line between them on every request, and
+//! a latency lands in one histogram bucket, made cumulative only for the exposition.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -45,12 +48,31 @@ pub enum RefreshResult {
     Failed,
 }
 
-pub struct Metrics {
+/// What one worker records per request, aligned so that two workers' shards never share a cache line.
+#[repr(align(128))]
+struct Shard {
     /// [route][status code 100..=599]
     requests: Vec<[AtomicU64; 500]>,
-    upstream_buckets: [AtomicU64; BUCKETS.len()],
-    upstream_count: AtomicU64,
+    /// Latencies in each bucket alone (not cumulative); the last is above every bound.
+    upstream_buckets: [AtomicU64; BUCKETS.len() + 1],
     upstream_sum_micros: AtomicU64,
+}
+
+impl Shard {
+    fn new() -> Self {
+        Shard {
+            requests: (0..ROUTES.len())
+                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+                .collect(),
+            upstream_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            upstream_sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+pub struct Metrics {
+    /// One per connection worker.
+    shards: Box<[Shard]>,
     sign_ins_started: AtomicU64,
     sign_ins_completed: AtomicU64,
     sign_ins_failed: AtomicU64,
@@ -61,13 +83,15 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
+        Metrics::new(1)
+    }
+}
+
+impl Metrics {
+    /// Metrics for `workers` connection workers.
+    pub fn new(workers: usize) -> Self {
         Metrics {
-            requests: (0..ROUTES.len())
-                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
-                .collect(),
-            upstream_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            upstream_count: AtomicU64::new(0),
-            upstream_sum_micros: AtomicU64::new(0),
+            shards: (0..workers.max(1)).map(|_| Shard::new()).collect(),
             sign_ins_started: AtomicU64::new(0),
             sign_ins_completed: AtomicU64::new(0),
             sign_ins_failed: AtomicU64::new(0),
@@ -75,6 +99,11 @@ impl Default for Metrics {
             active_upgrades: AtomicI64::new(0),
             upgrades_done: tokio::sync::Notify::new(),
         }
+    }
+
+    /// The current worker's shard.
+    fn shard(&self) -> &Shard {
+        &self.shards[crate::worker::index() % self.shards.len()]
     }
 }
 
@@ -84,7 +113,7 @@ fn route_index(r: RouteClass) -> usize {
 
 impl Metrics {
     pub fn request(&self, route: RouteClass, status: u16) {
-        if let (Some(row), Some(i)) = (self.requests.get(route_index(route)), status.checked_sub(100)) {
+        if let (Some(row), Some(i)) = (self.shard().requests.get(route_index(route)), status.checked_sub(100)) {
             if let Some(c) = row.get(usize::from(i)) {
                 c.fetch_add(1, Ordering::Relaxed);
             }
@@ -94,13 +123,11 @@ impl Metrics {
     /// Time from sending a request upstream to its response headers.
     pub fn upstream_latency(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        for (i, le) in BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                self.upstream_buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.upstream_count.fetch_add(1, Ordering::Relaxed);
-        self.upstream_sum_micros
+        let bucket = BUCKETS.iter().position(|le| secs <= *le).unwrap_or(BUCKETS.len());
+        let shard = self.shard();
+        shard.upstream_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        shard
+            .upstream_sum_micros
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
@@ -146,9 +173,12 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP logto_gate_requests_total Requests answered, by route class and status code.\n");
         out.push_str("# TYPE logto_gate_requests_total counter\n");
-        for (row, (_, route)) in self.requests.iter().zip(ROUTES.iter()) {
-            for (i, c) in row.iter().enumerate() {
-                let n = c.load(Ordering::Relaxed);
+        let sum = |f: &dyn Fn(&Shard) -> &AtomicU64| -> u64 {
+            self.shards.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()
+        };
+        for (r, (_, route)) in ROUTES.iter().enumerate() {
+            for i in 0..500 {
+                let n = sum(&|s| &s.requests[r][i]);
                 if n > 0 {
                     let _ = writeln!(
                         out,
@@ -160,20 +190,22 @@ impl Metrics {
         }
         out.push_str("# HELP logto_gate_upstream_response_seconds Time to the upstream's response headers.\n");
         out.push_str("# TYPE logto_gate_upstream_response_seconds histogram\n");
-        for (le, c) in BUCKETS.iter().zip(self.upstream_buckets.iter()) {
+        // Cumulative, as Prometheus histograms are: each bound counts every latency at or below it.
+        let mut count = 0;
+        for (i, le) in BUCKETS.iter().enumerate() {
+            count += sum(&|s| &s.upstream_buckets[i]);
             let _ = writeln!(
                 out,
-                "logto_gate_upstream_response_seconds_bucket{{le=\"{le}\"}} {}",
-                c.load(Ordering::Relaxed)
+                "logto_gate_upstream_response_seconds_bucket{{le=\"{le}\"}} {count}"
             );
         }
-        let count = self.upstream_count.load(Ordering::Relaxed);
+        count += sum(&|s| &s.upstream_buckets[BUCKETS.len()]);
         let _ = writeln!(
             out,
             "logto_gate_upstream_response_seconds_bucket{{le=\"+Inf\"}} {count}"
         );
-        let sum = self.upstream_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "logto_gate_upstream_response_seconds_sum {sum}");
+        let seconds = sum(&|s| &s.upstream_sum_micros) as f64 / 1e6;
+        let _ = writeln!(out, "logto_gate_upstream_response_seconds_sum {seconds}");
         let _ = writeln!(out, "logto_gate_upstream_response_seconds_count {count}");
         out.push_str("# HELP logto_gate_sign_ins_total Sign-in attempts by outcome.\n");
         out.push_str("# TYPE logto_gate_sign_ins_total counter\n");
@@ -231,5 +263,35 @@ mod tests {
         assert!(text.contains("logto_gate_sign_ins_total{outcome=\"started\"} 1\n"));
         assert!(text.contains("logto_gate_token_refreshes_total{outcome=\"ended\"} 1\n"));
         assert!(text.contains("logto_gate_active_upgrades 1\n"));
+    }
+
+    #[test]
+    fn workers_shards_add_up_and_the_histogram_is_cumulative() {
+        let m = Metrics::new(3);
+        for (worker, latency_ms) in [(0, 3), (1, 30), (2, 30), (1, 20_000)] {
+            // Recorded from a thread that says it is that worker.
+            let m = &m;
+            std::thread::scope(|scope| {
+                scope.spawn(move || {
+                    crate::worker::set_index(worker);
+                    m.request(RouteClass::App, 200);
+                    m.upstream_latency(Duration::from_millis(latency_ms));
+                });
+            });
+        }
+        let text = m.render();
+        assert!(
+            text.contains("logto_gate_requests_total{route=\"app\",status=\"200\"} 4\n"),
+            "{text}"
+        );
+        for (le, n) in [("0.005", 1), ("0.025", 1), ("0.05", 3), ("10", 3), ("+Inf", 4)] {
+            let line = format!("logto_gate_upstream_response_seconds_bucket{{le=\"{le}\"}} {n}\n");
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        assert!(text.contains("logto_gate_upstream_response_seconds_count 4\n"));
+        assert!(
+            text.contains("logto_gate_upstream_response_seconds_sum 20.063\n"),
+            "{text}"
+        );
     }
 }

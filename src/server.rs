@@ -31,7 +31,7 @@ use crate::activity::ActivityIo;
 use crate::config::ServerConfig;
 use crate::connections::{Connections, OpenCount, Registration};
 use crate::framing::{framing_io, AmbiguousFraming, Watch};
-use crate::gate::Gate;
+use crate::gate::{Gate, WorkerGate};
 use crate::sniff::{self, Prefixed, Protocol};
 
 /// Limits applied to every client connection.
@@ -189,7 +189,8 @@ fn worker(
     runtime.block_on(async move {
         let connections = Connections::new(shared.limits.idle_timeout, Arc::clone(&shared.open));
         tokio::spawn(Arc::clone(&connections).sweep(stop.clone()));
-        accept_until_stopped(listener, &shared, &connections, stop).await;
+        let gate = WorkerGate::new(&shared.gate);
+        accept_until_stopped(listener, &shared, &gate, &connections, stop).await;
         // Stopped accepting (the listener is closed): open connections drain until the server says exit.
         let _ = exit.await;
     });
@@ -201,6 +202,7 @@ fn worker(
 async fn accept_until_stopped(
     listener: TcpListener,
     shared: &Arc<Shared>,
+    gate: &Arc<WorkerGate>,
     connections: &Arc<Connections>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -217,7 +219,13 @@ async fn accept_until_stopped(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(connection(stream, peer, Arc::clone(shared), connections.register()));
+                tokio::spawn(connection(
+                    stream,
+                    peer,
+                    Arc::clone(shared),
+                    Arc::clone(gate),
+                    connections.register(),
+                ));
             }
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
@@ -234,6 +242,7 @@ async fn connection(
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     shared: Arc<Shared>,
+    gate: Arc<WorkerGate>,
     registration: Registration,
 ) {
     let limits = &shared.limits;
@@ -247,13 +256,12 @@ async fn connection(
     let tcp = ActivityIo::new(stream, Arc::clone(registration.activity()));
     let framing = Watch::default();
     let watch = framing.clone();
-    let gate = Arc::clone(&shared.gate);
     let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         if let Some(ambiguity) = watch.next_request() {
             req.extensions_mut().insert(AmbiguousFraming(ambiguity));
         }
         // Mapped rather than wrapped in an `async` block, which would keep its own copy of the request.
-        futures_util::FutureExt::map(Arc::clone(&gate).handle(req, peer), Ok::<_, Infallible>)
+        futures_util::FutureExt::map(Gate::handle(Arc::clone(&gate), req, peer), Ok::<_, Infallible>)
     });
     match &shared.tls {
         None => {

@@ -80,6 +80,22 @@ const GATE_OWNED_HEADERS: [&str; 6] = [
     "x-auth-request-access-token",
 ];
 
+/// One worker's handle on the shared [`Gate`]. Each request's future holds a reference to the gate, and counting
+/// that reference on the gate's own `Arc` would have every worker write the same cache line (next to the gate's
+/// configuration, read by all) twice per request; a worker's handle is counted by that worker alone.
+pub struct WorkerGate(Arc<Gate>);
+
+impl WorkerGate {
+    pub fn new(gate: &Arc<Gate>) -> Arc<Self> {
+        Arc::new(WorkerGate(Arc::clone(gate)))
+    }
+}
+
+/// A request counter alone on its cache line.
+#[derive(Default)]
+#[repr(align(128))]
+struct WorkerCounter(std::sync::atomic::AtomicU64);
+
 /// Who a request is from, once authenticated.
 enum Principal {
     /// A browser session.
@@ -188,7 +204,9 @@ pub struct Gate {
     metrics: Arc<Metrics>,
     draining: AtomicBool,
     request_prefix: u32,
-    request_counter: std::sync::atomic::AtomicU64,
+    /// One request counter per connection worker (a counter two cores take turns incrementing moves its cache line
+    /// between them on every request); ids stay unique as the worker's index is part of them.
+    request_counters: Box<[WorkerCounter]>,
     /// `X-Forwarded-Host` for the upstream: the public URL's host, as a value built once.
     forwarded_host: HeaderValue,
     /// True when no identity header shares its name with another header the gate sets on a request for the app
@@ -205,7 +223,7 @@ impl Gate {
             config.server.public_url.callback_url(),
         )?);
         let sessions = Sessions::new(&config.session, config.server.workers)?;
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new(config.server.workers));
         let forwarder = Forwarder::new(
             &config.upstream,
             Arc::clone(&metrics),
@@ -236,6 +254,7 @@ impl Gate {
         };
         let forwarded_host = HeaderValue::from_str(config.server.public_url.host())
             .map_err(|_| "server.public_url: the host is not a valid header value".to_owned())?;
+        let config_workers = config.server.workers.max(1);
         let identity_inline = !config.headers.iter().any(|(name, _)| {
             *name == REQUEST_ID || *name == header::AUTHORIZATION || name.as_str() == crate::assertion::HEADER
         });
@@ -259,7 +278,7 @@ impl Gate {
                     .map_err(|_| "no randomness for request ids".to_owned())?;
                 u32::from_be_bytes(b)
             },
-            request_counter: std::sync::atomic::AtomicU64::new(0),
+            request_counters: (0..config_workers).map(|_| WorkerCounter::default()).collect(),
         }))
     }
 
@@ -290,7 +309,10 @@ impl Gate {
                 return v.clone();
             }
         }
-        let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
+        let worker = crate::worker::index() % self.request_counters.len();
+        let count = self.request_counters[worker].0.fetch_add(1, Ordering::Relaxed);
+        // The worker in the top byte, its count below: unique for 2^56 requests per worker.
+        let n = ((worker as u64) << 56) | (count & ((1 << 56) - 1));
         // 24 hex digits, written on the stack, then cut from the per-thread buffer (crate::values): making it and
         // cloning it for the response allocate nothing.
         const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -309,11 +331,12 @@ impl Gate {
     /// moves the whole future into place for each request.
     #[allow(clippy::manual_async_fn)] // deliberately, see above
     pub fn handle(
-        self: Arc<Self>,
+        gate: Arc<WorkerGate>,
         mut req: Request<Incoming>,
         peer: SocketAddr,
     ) -> impl std::future::Future<Output = Response<Body>> + Send {
         async move {
+            let this: &Gate = &gate.0;
             // Only the access log reads the clock for the request's duration.
             let access_log = tracing::enabled!(target: "logto_gate::access", tracing::Level::INFO);
             let started = access_log.then(std::time::Instant::now);
@@ -327,7 +350,7 @@ impl Gate {
             let upgrading = req.version() == Version::HTTP_11 && hop::is_upgrade_request(req.headers());
             hop::remove_hop_by_hop(req.headers_mut(), upgrading);
             // One id per request, in the access log, sent upstream and returned to the client.
-            let request_id = self.request_id(req.headers());
+            let request_id = this.request_id(req.headers());
             req.headers_mut().insert(REQUEST_ID, request_id.clone());
             // Only the path is logged: queries carry codes and states, and headers cookies and tokens.
             let path: String = if access_log {
@@ -341,12 +364,12 @@ impl Gate {
                 // Phase 0: ambiguous message framing is how requests are smuggled past a proxy; refuse it outright.
                 Some(problem) => Err(ClientError::BadRequest(problem.to_owned()).into()),
                 // The app's requests skip the dispatch below: one future less nested in every request's.
-                None if route == Route::App => self.app(req, peer, &mut cookies).await,
-                None => self.route(route, req, peer, html, &mut cookies).await,
+                None if route == Route::App => this.app(req, peer, &mut cookies).await,
+                None => this.route(route, req, peer, html, &mut cookies).await,
             };
             let mut resp = match result {
                 Ok(resp) => resp,
-                Err(e) => self.fail(e, html, &method),
+                Err(e) => this.fail(e, html, &method),
             };
             if framing.is_some() {
                 // The unread body's extent is in doubt, so nothing after it on this connection can be trusted either.
@@ -358,7 +381,7 @@ impl Gate {
             }
             resp.headers_mut().insert(REQUEST_ID, request_id.clone());
             let status = resp.status().as_u16();
-            self.metrics.request(route.class(), status);
+            this.metrics.request(route.class(), status);
             if !access_log {
                 return resp;
             }

@@ -64,7 +64,9 @@ pub struct Client {
     pools: Box<[Arc<Pool>]>,
 }
 
-/// One worker's idle upstream connections, most recently used last.
+/// One worker's idle upstream connections, most recently used last. Aligned so that no other worker's data shares
+/// a cache line with its lock, taken on every request.
+#[repr(align(128))]
 pub struct Pool {
     idle_timeout: Duration,
     inner: Mutex<PoolInner>,

@@ -83,6 +83,12 @@ impl Hasher for SuffixHasher {
     }
 }
 
+/// One worker's cache, alone on its cache lines: its lock is taken on every request, and sharing a line with the
+/// next worker's would move that line between their cores each time.
+#[derive(Default)]
+#[repr(align(128))]
+struct WorkerCache(Mutex<OpenedCache>);
+
 #[derive(Clone)]
 struct Opened {
     session: Arc<Session>,
@@ -94,12 +100,15 @@ pub struct Sessions {
     /// `names_sent` of a session carried in one cookie under the usual name (shared, not rebuilt per request).
     single_name: Arc<[String]>,
     /// Indexed by worker ([`crate::worker::index`]).
-    opened: Box<[Mutex<OpenedCache>]>,
+    opened: Box<[WorkerCache]>,
     /// Entries per worker's cache.
     opened_max: usize,
     kind: StoreKind,
     redis: Option<Arc<RedisStore>>,
     memory: Mutex<MemoryRevocations>,
+    /// Whether `memory` holds any revoked session or subject: read by every request without taking the lock (a
+    /// lock every worker takes per request moves its cache line from core to core each time).
+    revocations: std::sync::atomic::AtomicBool,
     idle_timeout: Option<u64>,
     lifetime: u64,
     rng: ring::rand::SystemRandom,
@@ -116,11 +125,12 @@ impl Sessions {
         Ok(Sessions {
             single_name: Arc::from([codec.session_name().to_owned()]),
             codec,
-            opened: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
+            opened: (0..workers.max(1)).map(|_| WorkerCache::default()).collect(),
             opened_max: (OPENED_CACHE_MAX / workers.max(1)).max(256),
             kind: config.store,
             redis,
             memory: Mutex::default(),
+            revocations: std::sync::atomic::AtomicBool::new(false),
             idle_timeout: config.idle_timeout.map(|d| d.as_secs()),
             lifetime: config.lifetime.as_secs(),
             rng: ring::rand::SystemRandom::new(),
@@ -129,7 +139,7 @@ impl Sessions {
 
     /// This worker's cache of opened sessions.
     fn opened_cache(&self) -> &Mutex<OpenedCache> {
-        &self.opened[crate::worker::index() % self.opened.len()]
+        &self.opened[crate::worker::index() % self.opened.len()].0
     }
 
     pub fn codec(&self) -> &CookieCodec {
@@ -386,6 +396,10 @@ impl Sessions {
                     if let (None, Some(sub)) = (sid, sub) {
                         m.subs.insert(sub.to_owned(), (logout_at, until));
                     }
+                    self.revocations.store(
+                        !m.sids.is_empty() || !m.subs.is_empty(),
+                        std::sync::atomic::Ordering::Release,
+                    );
                 }
                 Ok(1)
             }
@@ -404,7 +418,8 @@ impl Sessions {
                 let sid_revoked = values.get(1).is_some_and(Option::is_some);
                 Ok(sid_revoked || sub_logout.is_some_and(|at| s.iat <= at))
             }
-            // Usually nothing is revoked: the subject is not even looked up in the claims then.
+            // Usually nothing is revoked: no lock is taken then.
+            None if !self.revocations.load(std::sync::atomic::Ordering::Acquire) => Ok(false),
             None => Ok(self.memory.lock().is_ok_and(|m| {
                 (!m.sids.is_empty() && s.sid.as_ref().is_some_and(|sid| m.sids.contains_key(sid)))
                     || (!m.subs.is_empty() && m.subs.get(s.sub()).is_some_and(|(at, _)| s.iat <= *at))
