@@ -79,7 +79,7 @@ struct PoolInner {
 }
 
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -162,7 +162,9 @@ impl Client {
         }
     }
 
-    async fn connect(&self) -> Result<Conn, UpstreamError> {
+    /// Boxed once per connection: a response body holds its connection, and hyper moves the response (and the
+    /// request's future around it) several times per request.
+    async fn connect(&self) -> Result<Box<Conn>, UpstreamError> {
         let connect = TcpStream::connect(self.target.as_str());
         let io = match tokio::time::timeout(self.connect_timeout, connect).await {
             Err(_) => {
@@ -182,12 +184,12 @@ impl Client {
         // Heads are written whole, at once: Nagle would only hold them back.
         io.set_nodelay(true)
             .map_err(|e| UpstreamError::Unreachable(format!("cannot set TCP_NODELAY: {e}")))?;
-        Ok(Conn {
+        Ok(Box::new(Conn {
             io,
             buf: BytesMut::new(),
             read_size: FIRST_READ,
             spans: Vec::new(),
-        })
+        }))
     }
 }
 
@@ -312,7 +314,7 @@ struct Head {
 }
 
 impl Head {
-    fn into_response(self, conn: Conn, pool: &Arc<Pool>, started: Instant) -> Response<ResponseBody> {
+    fn into_response(self, conn: Box<Conn>, pool: &Arc<Pool>, started: Instant) -> Response<ResponseBody> {
         let mut body = ResponseBody {
             conn: Some(conn),
             framing: self.framing,
@@ -709,7 +711,7 @@ pub fn read_response<'a>(reads: impl IntoIterator<Item = &'a [u8]>, head_only: b
 /// A response body read straight from its upstream connection. The connection goes back to its worker's pool
 /// when the body is complete and the connection may be reused; dropped before that, the connection is closed.
 pub struct ResponseBody {
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     framing: Framing,
     /// Where the connection goes once the body is complete; `None` when it may not be reused.
     pool: Option<Arc<Pool>>,
@@ -823,7 +825,7 @@ impl Pool {
     }
 
     /// The newest idle connection that is neither expired nor closed.
-    fn take(&self, now: Instant) -> Option<Conn> {
+    fn take(&self, now: Instant) -> Option<Box<Conn>> {
         let mut inner = self.lock();
         // Expired or closed ones met on the way are dropped (closed); the reaper sees to the rest.
         while let Some(idle) = inner.idle.pop() {
@@ -834,7 +836,7 @@ impl Pool {
         None
     }
 
-    fn put(self: Arc<Self>, mut conn: Conn, since: Instant) {
+    fn put(self: Arc<Self>, mut conn: Box<Conn>, since: Instant) {
         // A large body grew the buffer: an idle connection keeps only a small one.
         if conn.buf.capacity() > 2 * FIRST_READ {
             conn.buf = BytesMut::new();
