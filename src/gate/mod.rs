@@ -210,8 +210,8 @@ pub struct Gate {
     /// `X-Forwarded-Host` for the upstream: the public URL's host, as a value built once.
     forwarded_host: HeaderValue,
     /// True when no identity header shares its name with another header the gate sets on a request for the app
-    /// (`X-Request-Id`, `Authorization`, the assertion; `Host`, `Cookie` and `X-Forwarded-*` cannot be mapped at
-    /// all, and the client's own copies of identity headers are always removed). The identity headers can then be
+    /// (`X-Request-Id`, `Authorization`, the assertion; `Host`, `Cookie` and `X-Forwarded-For`/`-Proto`/`-Host`
+    /// cannot be mapped at all, and the client's own copies of identity headers are always removed). They can then be
     /// written into the upstream request as one pre-rendered block instead of each going into the header map.
     identity_inline: bool,
 }
