@@ -509,19 +509,8 @@ impl Gate {
             // The identity headers go in first (as every other header the gate sets, they replace any of the same
             // name), or, when none of the others can share a name with them, straight into the upstream request head
             // as one block (see `identity_inline`).
-            let bearer_identity;
-            let identity = match &principal {
-                Some(Principal::Session(c)) => Some(
-                    c.session
-                        .rendered
-                        .get_or_render(&self.config.headers, &c.session.claims),
-                ),
-                Some(Principal::Bearer(claims)) => {
-                    bearer_identity = identity::IdentityHeaders::render(&self.config.headers, claims);
-                    Some(&bearer_identity)
-                }
-                None => None,
-            };
+            let identity = principal.as_ref().map(|p| self.identity_headers(p));
+            let identity = identity.as_deref();
             if let (Some(identity), false) = (identity, self.identity_inline) {
                 identity.insert_into(&mut parts.headers);
             }
@@ -543,18 +532,23 @@ impl Gate {
         }
     }
 
-    /// Identity headers, the access token when asked for, and the signed assertion, all into `headers`.
-    fn add_identity(&self, headers: &mut http::HeaderMap, principal: &Principal) -> Result<(), GateError> {
+    /// The identity headers for `principal`: a session's, rendered once and kept with it; a bearer token's, now.
+    fn identity_headers<'p>(&self, principal: &'p Principal) -> std::borrow::Cow<'p, identity::IdentityHeaders> {
         match principal {
-            Principal::Session(c) => c
-                .session
-                .rendered
-                .get_or_render(&self.config.headers, &c.session.claims)
-                .insert_into(headers),
+            Principal::Session(c) => std::borrow::Cow::Borrowed(
+                c.session
+                    .rendered
+                    .get_or_render(&self.config.headers, &c.session.claims),
+            ),
             Principal::Bearer(claims) => {
-                identity::IdentityHeaders::render(&self.config.headers, claims).insert_into(headers)
+                std::borrow::Cow::Owned(identity::IdentityHeaders::render(&self.config.headers, claims))
             }
         }
+    }
+
+    /// Identity headers, the access token when asked for, and the signed assertion, all into `headers`.
+    fn add_identity(&self, headers: &mut http::HeaderMap, principal: &Principal) -> Result<(), GateError> {
+        self.identity_headers(principal).insert_into(headers);
         self.add_credentials(headers, principal)
     }
 

@@ -32,32 +32,35 @@ pub struct Forwarded {
     pub host: HeaderValue,
 }
 
+/// The names of [`Forwarded`]'s headers, in the order of [`Forwarded::values`].
+const FORWARDED_NAMES: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+
 impl Forwarded {
+    /// The values for [`FORWARDED_NAMES`] (every one a checked `HeaderValue` or the public URL's scheme).
+    fn values(&self) -> [&[u8]; 3] {
+        [self.for_.as_bytes(), self.proto.as_bytes(), self.host.as_bytes()]
+    }
+
     /// Sets the three headers in `headers`, replacing any of the same name.
     pub fn insert_into(&self, headers: &mut HeaderMap) {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), self.for_.clone());
-        headers.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static(self.proto),
-        );
-        headers.insert(HeaderName::from_static("x-forwarded-host"), self.host.clone());
+        let [for_, proto, host] = FORWARDED_NAMES.map(HeaderName::from_static);
+        headers.insert(for_, self.for_.clone());
+        headers.insert(proto, HeaderValue::from_static(self.proto));
+        headers.insert(host, self.host.clone());
     }
 
     /// How many bytes [`Forwarded::write`] writes.
     pub fn written_len(&self) -> usize {
-        const NAMES_AND_ENDS: usize = "x-forwarded-for: \r\nx-forwarded-proto: \r\nx-forwarded-host: \r\n".len();
-        NAMES_AND_ENDS + self.for_.len() + self.proto.len() + self.host.len()
+        let values: usize = self.values().iter().map(|v| v.len()).sum();
+        FORWARDED_NAMES.iter().map(|n| n.len() + ": \r\n".len()).sum::<usize>() + values
     }
 
-    /// The three headers as HTTP/1.1 field lines, each ending in CRLF (every part a checked `HeaderValue` or the
-    /// public URL's scheme, so no line can split the head).
+    /// The three headers as HTTP/1.1 field lines, each ending in CRLF (no part can hold a CR or LF, so no line can
+    /// split the head).
     pub fn write(&self, buf: &mut bytes::BytesMut) {
-        for (name, value) in [
-            (&b"x-forwarded-for: "[..], self.for_.as_bytes()),
-            (b"x-forwarded-proto: ", self.proto.as_bytes()),
-            (b"x-forwarded-host: ", self.host.as_bytes()),
-        ] {
-            buf.extend_from_slice(name);
+        for (name, value) in FORWARDED_NAMES.iter().zip(self.values()) {
+            buf.extend_from_slice(name.as_bytes());
+            buf.extend_from_slice(b": ");
             buf.extend_from_slice(value);
             buf.extend_from_slice(b"\r\n");
         }

@@ -119,9 +119,9 @@ impl Client {
 
     /// Sends a bodiless `GET` or `HEAD` (the caller checked [`Client::handles`]) for `base_path` + `path_and_query`
     /// with `headers` (hop-by-hop fields already removed, `Host` set) and then `added` (whose names are not in
-    /// `headers`), and returns the response once its head has
-    /// arrived, without hop-by-hop fields; the body streams from the connection as it is read. `now` is when the request started (the pool
-    /// counts idle time from the start of a connection's last request, which errs on the side of closing early).
+    /// `headers`), and returns the response once its head has arrived, without hop-by-hop fields; the body streams
+    /// from the connection as it is read. `now` is when the request started (the pool counts idle time from the
+    /// start of a connection's last request, which errs on the side of closing early).
     pub async fn send(
         &self,
         method: &Method,
@@ -376,7 +376,8 @@ fn parse_response(buf: &mut BytesMut, spans: &mut Vec<Span>, head_only: bool) ->
     // reuse, and never enter the response's map.
     let mut headers = HeaderMap::with_capacity(spans.len());
     let mut codings = Codings::default();
-    let (mut connection, mut more_connection) = (None, Vec::new());
+    // `Connection` values other than the usual `keep-alive` (allocated for only when there is one).
+    let mut connection = Vec::new();
     for &(name_start, name_end, value_start, value_end) in spans.iter() {
         let name = HeaderName::from_bytes(&head[name_start..name_end])
             .map_err(|_| "the upstream sent an invalid header name".to_owned())?;
@@ -389,13 +390,8 @@ fn parse_response(buf: &mut BytesMut, spans: &mut Vec<Span>, head_only: bool) ->
             codings.chunked = value.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked");
         } else if name == header::CONNECTION {
             // The usual value names nothing to remove and does not close: no need to read it as a list.
-            if value.as_bytes().eq_ignore_ascii_case(b"keep-alive") {
-                continue;
-            }
-            if connection.is_none() {
-                connection = Some(value);
-            } else {
-                more_connection.push(value);
+            if !value.as_bytes().eq_ignore_ascii_case(b"keep-alive") {
+                connection.push(value);
             }
         }
     }
@@ -406,19 +402,7 @@ fn parse_response(buf: &mut BytesMut, spans: &mut Vec<Span>, head_only: bool) ->
         headers.remove(header::CONTENT_LENGTH);
     }
     // What `Connection` names is connection-specific too; `close` also ends the connection after this response.
-    let mut close = false;
-    for option in connection
-        .iter()
-        .chain(&more_connection)
-        .flat_map(super::hop::connection_options)
-    {
-        if option.eq_ignore_ascii_case("close") {
-            close = true;
-        }
-        if !super::hop::is_hop_by_hop_text(option) {
-            headers.remove(option);
-        }
-    }
+    let close = super::hop::remove_connection_options(&mut headers, &connection);
     // HTTP/1.0 connections are not kept alive (its `Keep-Alive` extension is not spoken here).
     let keep_alive = minor == 1 && framing != Framing::Close && !close;
     Ok(Parsed::Head(Head {

@@ -39,18 +39,35 @@ pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Whether `text` names an always hop-by-hop field, in any case (as a `Connection` option may).
-pub(crate) fn is_hop_by_hop_text(text: &str) -> bool {
+fn is_hop_by_hop_text(text: &str) -> bool {
     HOP_BY_HOP.iter().any(|hop| hop.as_str().eq_ignore_ascii_case(text))
 }
 
 /// The options one `Connection` field value lists (RFC 9110 §7.6.1), trimmed; none from a value that is not
 /// visible ASCII.
-pub(crate) fn connection_options(value: &HeaderValue) -> impl Iterator<Item = &str> {
+fn connection_options(value: &HeaderValue) -> impl Iterator<Item = &str> {
     crate::values::text(value)
         .into_iter()
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|option| !option.is_empty())
+}
+
+/// Removes from `headers` every field the `Connection` values `connection` name (RFC 9110 §7.6.1), except the
+/// always hop-by-hop ones, which the caller handles; returns whether `close` was among them. `close` removes a field
+/// of that name too; a name is matched in any case, and an option that is no header name removes nothing.
+pub(crate) fn remove_connection_options<'v>(
+    headers: &mut HeaderMap,
+    connection: impl IntoIterator<Item = &'v HeaderValue>,
+) -> bool {
+    let mut close = false;
+    for option in connection.into_iter().flat_map(connection_options) {
+        close |= option.eq_ignore_ascii_case("close");
+        if !is_hop_by_hop_text(option) {
+            headers.remove(option);
+        }
+    }
+    close
 }
 
 /// True when an HTTP/1.1 request asks to switch protocols (RFC 9110 §7.8), e.g. a WebSocket handshake.
@@ -91,14 +108,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             let more: Vec<HeaderValue> = values.cloned().collect();
             (first, more)
         };
-        for token in first.iter().chain(&more).flat_map(connection_options) {
-            // The hop-by-hop names go below if present; anything else (`close` too: a field of that name is
-            // removed as well, RFC 9110 §7.6.1) by name text, parsed in place; a token that is no header name
-            // removes nothing.
-            if !is_hop_by_hop_text(token) {
-                headers.remove(token);
-            }
-        }
+        remove_connection_options(headers, first.iter().chain(&more));
     }
     for (i, name) in HOP_BY_HOP.iter().enumerate() {
         if present & 1 << i != 0 {
