@@ -15,8 +15,11 @@
 //! that request. hyper closes the connection after a request with both headers, and the gate closes it after any
 //! refused one, so later heads need no tracking.
 //!
+//! The usual head (no `Content-Length` or `Transfer-Encoding` line) is only delimited, its field names read but its
+//! values not validated (`quick_head`); every other head is parsed in full.
+//!
 //! The scanner fails open to hyper's own (safe) behaviour: bytes it cannot parse stop it for the rest of the
-//! connection, and hyper answers malformed input itself. After a protocol upgrade (WebSocket) or on an HTTP/2
+//! connection, and hyper answers malformed input itself (and closes the connection). After a protocol upgrade (WebSocket) or on an HTTP/2
 //! connection it may misread the bytes or stop, which is harmless because hyper delivers no further HTTP/1
 //! requests there. It never buffers more than one incomplete request head, bounded by `max_head_bytes`.
 
@@ -317,6 +320,99 @@ enum Parsed {
 
 /// Parses a request head the way hyper does and works out its body framing (RFC 9112 §6.3).
 fn parse_head(bytes: &[u8]) -> Parsed {
+    match quick_head(bytes) {
+        Some(len) => Parsed::Complete(Head {
+            len,
+            body: State::Head,
+            ambiguity: None,
+        }),
+        None => full_head(bytes),
+    }
+}
+
+/// The quick reading of a request head, which answers for the usual head: complete, HTTP/1.x, and without a
+/// `Content-Length` or `Transfer-Encoding` line, so no body follows and nothing is ambiguous. It returns the head's
+/// length, or `None` when the head needs [`full_head`] (either line present, anything unusual in the request line
+/// or a field name, or the head not complete yet).
+///
+/// It delimits lines and reads the request line's version and every field name, but not the field values (a
+/// session cookie is kilobytes; the full parse validating it was the larger part of this check's cost). That is
+/// enough: in a head `httparse` accepts, every `\n` ends a line and a field's name is the token before its colon,
+/// so the first empty line after the request line ends the head, as `httparse` finds it. A head whose values
+/// `httparse` would refuse is refused by hyper too (400, connection closed), so no later head on the connection is
+/// delivered and what the scanner makes of the rest is never asked. [`quick_reading_agrees`] checks this.
+fn quick_head(bytes: &[u8]) -> Option<usize> {
+    // Empty lines before the request line, which httparse skips (RFC 9112 §2.2).
+    let mut i = bytes.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let leading = &bytes[..i];
+    if !leading.is_empty()
+        && (leading.last() != Some(&b'\n') || leading.split(|&b| b == b'\n').any(|piece| piece.len() > 1))
+    {
+        return None; // a CR not followed by LF, which httparse refuses
+    }
+    let mut first = true;
+    loop {
+        let end = i + memchr::memchr(b'\n', &bytes[i..])?;
+        let line = &bytes[i..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        i = end + 1;
+        if first {
+            first = false;
+            if !(line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0")) {
+                return None;
+            }
+            continue;
+        }
+        if line.is_empty() {
+            return Some(i);
+        }
+        let name_len = line.iter().position(|&b| !is_token_byte(b))?;
+        let name = &line[..name_len];
+        if name.is_empty()
+            || line[name_len] != b':'
+            || name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"transfer-encoding")
+        {
+            return None;
+        }
+    }
+}
+
+/// A `tchar` (RFC 9110 §5.6.2): what a field name is made of.
+fn is_token_byte(b: u8) -> bool {
+    TOKEN_BYTES[usize::from(b)]
+}
+
+/// [`is_token_byte`] as a table.
+const TOKEN_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+            );
+        b += 1;
+    }
+    table
+};
+
+/// Whether the quick reading of `bytes` (a request head first) agrees with the full parse: when it answers, the full
+/// parse either refuses the head (as hyper then does) or finds the same length, no body and nothing ambiguous. For
+/// tests and fuzzing.
+#[doc(hidden)]
+pub fn quick_reading_agrees(bytes: &[u8]) -> bool {
+    match (quick_head(bytes), full_head(bytes)) {
+        (None, _) | (Some(_), Parsed::Invalid) => true,
+        (Some(len), Parsed::Complete(head)) => head.len == len && head.body == State::Head && head.ambiguity.is_none(),
+        (Some(_), Parsed::Partial) => false,
+    }
+}
+
+/// The full parse: `httparse`, as hyper uses it, and the body framing it implies (RFC 9112 §6.3).
+fn full_head(bytes: &[u8]) -> Parsed {
     let mut headers = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, bytes, &mut headers) {
@@ -529,6 +625,53 @@ POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n\
         }
         assert!(s.is_done());
         assert_eq!(s.pending.capacity(), 0);
+    }
+
+    #[test]
+    fn the_usual_head_is_read_quickly_and_framing_lines_are_parsed_in_full() {
+        let cookie = format!("Cookie: logto_gate={}\r\n", "a".repeat(3000));
+        let usual = format!("\r\nGET /x?y=1 HTTP/1.1\r\nHost: x\r\n{cookie}Accept: */*\r\n\r\nGET /next");
+        assert_eq!(quick_head(usual.as_bytes()), Some(usual.len() - "GET /next".len()));
+        assert_eq!(quick_head(b"GET / HTTP/1.0\nX-Y: z\n\n"), Some(23));
+        for head in [
+            "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            "POST / HTTP/1.1\r\nX: y\r\nTRANSFER-encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\n", // not complete yet
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET / HTTP/1.1\r\n Host: x\r\n\r\n", // obs-fold
+            "GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+            "\rGET / HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(quick_head(head.as_bytes()), None, "{head:?}");
+        }
+    }
+
+    #[test]
+    fn the_quick_reading_agrees_with_the_full_parse_from_every_line_start() {
+        let streams: &[&[u8]] = &[
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"\r\n\nGET / HTTP/1.1\nX: \x80\xff obs-text\n\r\n",
+            b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: \x00\r\n\r\n",
+            b"GET / HTTP/1.1\r\r\nX: y\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: y\r\r\n\r\n",
+            b"GET  HTTP/1.1\r\n\r\n",
+            b"G\x01T / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\n:x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX:\r\n\n",
+            b"\r\r\nGET / HTTP/1.1\r\n\r\n",
+            b"\n\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        ];
+        let many_fields = format!("GET / HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(MAX_HEADERS + 1));
+        for stream in streams.iter().copied().chain([many_fields.as_bytes()]) {
+            for start in 0..stream.len() {
+                for end in start..=stream.len() {
+                    let bytes = &stream[start..end];
+                    assert!(quick_reading_agrees(bytes), "{:?}", String::from_utf8_lossy(bytes));
+                }
+            }
+        }
     }
 
     #[test]

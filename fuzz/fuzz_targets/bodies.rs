@@ -188,6 +188,19 @@ pub fn framing(data: &[u8]) {
     assert_eq!(whole, pieces, "read whole vs in pieces of {size}");
     let bytewise = logto_gate::framing::first_ambiguous(stream.chunks(1), max_head);
     assert_eq!(whole, bytewise, "read whole vs byte by byte");
+    // Wherever a head may start, the quick reading of a head agrees with the full parse.
+    let after_newlines = stream
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'\n')
+        .map(|(i, _)| i + 1);
+    let line_starts = std::iter::once(0).chain(after_newlines);
+    for start in line_starts {
+        assert!(
+            logto_gate::framing::quick_reading_agrees(&stream[start..]),
+            "quick reading disagrees at {start}"
+        );
+    }
 }
 
 /// An upstream's response as the lean HTTP/1.1 client reads it (`logto_gate::proxy::h1`): built from HTTP fragments
