@@ -14,6 +14,7 @@ pub mod body;
 pub mod config;
 pub mod connections;
 pub mod connector;
+pub mod deadlines;
 pub mod error;
 pub mod framing;
 pub mod gate;

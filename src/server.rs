@@ -30,6 +30,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::activity::ActivityIo;
 use crate::config::ServerConfig;
 use crate::connections::{Connections, OpenCount, Registration};
+use crate::deadlines::CoarseTimer;
 use crate::framing::{framing_io, AmbiguousFraming, Watch};
 use crate::gate::{Gate, WorkerGate};
 use crate::sniff::{self, Prefixed, Protocol};
@@ -157,7 +158,8 @@ impl Protocols {
     fn new(limits: &Limits) -> Self {
         let mut http1 = http1::Builder::new();
         http1
-            .timer(TokioTimer::new())
+            // The header read timeout is armed for every request: a coarse per-worker deadline, not a tokio timer.
+            .timer(CoarseTimer)
             .header_read_timeout(limits.header_read_timeout)
             // hyper answers 431 to a longer request head, whether it arrives in one read or many ...
             .max_header_size(limits.max_header_bytes)
@@ -189,6 +191,7 @@ fn worker(
     runtime.block_on(async move {
         let connections = Connections::new(shared.limits.idle_timeout, Arc::clone(&shared.open));
         tokio::spawn(Arc::clone(&connections).sweep(stop.clone()));
+        tokio::spawn(crate::deadlines::run());
         let gate = WorkerGate::new(&shared.gate);
         accept_until_stopped(listener, &shared, &gate, &connections, stop).await;
         // Stopped accepting (the listener is closed): open connections drain until the server says exit.

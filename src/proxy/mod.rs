@@ -202,7 +202,7 @@ impl Forwarder {
         // One reading of the clock for the latency metric, the deadline and the pool's idle bookkeeping.
         let sent = tokio::time::Instant::now();
         let send = lean.send(&parts.method, &self.base_path, pq, &parts.headers, added, sent);
-        let resp = match tokio::time::timeout_at(sent + self.response_timeout, send).await {
+        let resp = match crate::deadlines::timeout_at(sent + self.response_timeout, send).await {
             Err(_) => return Err(UpstreamError::Timeout(self.response_timeout).into()),
             Ok(result) => result?,
         };

@@ -547,3 +547,59 @@ async fn oversized_headers_slow_clients_and_idle_connections_are_cut_off() {
     let closed = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "the idle connection stayed open");
 }
+
+#[tokio::test]
+async fn a_head_trickled_in_byte_by_byte_is_cut_off_at_the_header_read_timeout() {
+    // Bytes keep moving, so the idle timeout never fires: only the header read timeout ends this (slowloris that
+    // keeps the connection busy). Then a keep-alive connection waiting for its next head is closed by it too.
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let gate = TestGate::start_edited(&idp, &upstream.url(), "", "", |t| {
+        in_server("header_read_timeout = \"1s\"\nidle_timeout = \"60s\"")(t)
+    })
+    .await;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let started = std::time::Instant::now();
+    let trickle = async {
+        writer
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        loop {
+            // The pace of the attack, not a synchronisation: one byte every 100 ms.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if writer.write_all(b"a").await.is_err() {
+                return; // closed by the gate
+            }
+        }
+    };
+    let mut answer = Vec::new();
+    tokio::select! {
+        _ = trickle => {}
+        read = tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut answer)) => {
+            assert!(read.is_ok(), "the trickled head was not cut off");
+        }
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900), "cut off too early: {took:?}");
+    assert!(took < Duration::from_secs(5), "cut off late: {took:?}");
+    assert_eq!(upstream.count(), 0);
+
+    let mut waiting = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+    waiting
+        .write_all(b"GET /_logto/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    waiting.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let answered = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), waiting.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the keep-alive connection outlived the header read timeout"
+    );
+    assert!(answered.elapsed() < Duration::from_secs(5), "{:?}", answered.elapsed());
+}

@@ -1,0 +1,449 @@
+//! Coarse deadlines for the request path: the header read timeout hyper applies to every request head
+//! (`server.header_read_timeout`, through [`CoarseTimer`]) and the lean upstream client's response timeout
+//! (`upstream.response_timeout`, through [`Deadline`]).
+//!
+//! tokio's timer is exact to the millisecond, and every request paid for it twice: a timer entry registered in the
+//! runtime's wheel, polled, and removed again for the head and for the upstream response (hyper's boxed in a
+//! `Box<dyn Sleep>` of its own). These timeouts are seconds long and only guard against slow or stuck peers, so
+//! each worker keeps its pending deadlines in a slab instead, and one ticker task per worker ([`run`]) wakes those
+//! that have passed. Registering a deadline is a slab insert; checking one compares it with the time of the last
+//! tick (no clock reading); the ticker sleeps until the earliest deadline, and not at all while there is none.
+//!
+//! A deadline fires no earlier than its time and at most [`RESOLUTION`] after it (plus scheduling). On a thread
+//! where no ticker runs (tests, or any runtime but a worker's), a deadline is an ordinary tokio sleep.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use slab::Slab;
+// tokio's clock: the same as std's in the gate, and pausable in tests.
+use tokio::time::Instant;
+
+/// The finest step the ticker takes: a deadline fires at most this long after its time.
+pub const RESOLUTION: Duration = Duration::from_millis(100);
+
+thread_local! {
+    /// This thread's deadlines, while a ticker runs on it.
+    static WHEEL: RefCell<Option<Wheel>> = const { RefCell::new(None) };
+}
+
+/// Distinguishes the wheels a thread has over time, so a deadline registered with one never touches another.
+static WHEEL_IDS: AtomicU64 = AtomicU64::new(1);
+
+struct Wheel {
+    id: u64,
+    /// The time as of the last tick; a deadline at or before it has passed.
+    now: Instant,
+    entries: Slab<Entry>,
+    /// When the ticker looks next; `None` while it waits for a first deadline.
+    next_tick: Option<Instant>,
+    /// The ticker, to be woken when a deadline earlier than `next_tick` arrives.
+    ticker: Option<Waker>,
+    ticker_woken: bool,
+}
+
+struct Entry {
+    at: Instant,
+    waker: Waker,
+}
+
+/// Runs this thread's ticker: until dropped, deadlines on this thread are kept by it. Spawn it once per worker,
+/// on the worker's (single-threaded) runtime.
+pub async fn run() {
+    let id = WHEEL_IDS.fetch_add(1, Ordering::Relaxed);
+    WHEEL.with(|w| {
+        *w.borrow_mut() = Some(Wheel {
+            id,
+            now: Instant::now(),
+            entries: Slab::new(),
+            next_tick: None,
+            ticker: None,
+            ticker_woken: false,
+        })
+    });
+    // Dropping the ticker (its runtime ends) puts the thread back to tokio sleeps.
+    struct Uninstall(u64);
+    impl Drop for Uninstall {
+        fn drop(&mut self) {
+            let _ = WHEEL.try_with(|w| {
+                if let Ok(mut w) = w.try_borrow_mut() {
+                    if w.as_ref().is_some_and(|w| w.id == self.0) {
+                        *w = None;
+                    }
+                }
+            });
+        }
+    }
+    let _uninstall = Uninstall(id);
+    let mut sleep = Box::pin(tokio::time::sleep(RESOLUTION));
+    let mut due = Vec::new();
+    loop {
+        let next = with_wheel(|w| w.tick(&mut due)).flatten();
+        // Woken outside the borrow: a woken task may register a deadline as soon as it runs.
+        for waker in due.drain(..) {
+            waker.wake();
+        }
+        if let Some(next) = next {
+            sleep.as_mut().reset(next);
+        }
+        std::future::poll_fn(|cx| {
+            let woken = with_wheel(|w| {
+                if std::mem::take(&mut w.ticker_woken) {
+                    return true;
+                }
+                if !w.ticker.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+                    w.ticker = Some(cx.waker().clone());
+                }
+                false
+            });
+            if woken == Some(true) {
+                return Poll::Ready(());
+            }
+            match next {
+                Some(_) => sleep.as_mut().poll(cx),
+                None => Poll::Pending,
+            }
+        })
+        .await;
+    }
+}
+
+impl Wheel {
+    /// Reads the clock, collects the wakers of the deadlines that have passed, and says when to look next.
+    fn tick(&mut self, due: &mut Vec<Waker>) -> Option<Instant> {
+        self.now = Instant::now();
+        let mut earliest: Option<Instant> = None;
+        for (_, entry) in self.entries.iter() {
+            if entry.at <= self.now {
+                due.push(entry.waker.clone());
+            } else if earliest.is_none_or(|e| entry.at < e) {
+                earliest = Some(entry.at);
+            }
+        }
+        self.next_tick = earliest.map(|at| at.max(self.now + RESOLUTION));
+        self.next_tick
+    }
+
+    fn wake_ticker(&mut self) {
+        self.ticker_woken = true;
+        if let Some(ticker) = self.ticker.take() {
+            ticker.wake();
+        }
+    }
+}
+
+/// `f` on this thread's wheel; `None` when no ticker runs here.
+fn with_wheel<R>(f: impl FnOnce(&mut Wheel) -> R) -> Option<R> {
+    WHEEL
+        .try_with(|w| w.try_borrow_mut().ok().and_then(|mut w| w.as_mut().map(f)))
+        .ok()
+        .flatten()
+}
+
+/// A future that resolves at (or up to [`RESOLUTION`] after) an instant; see the module docs.
+pub struct Deadline {
+    at: Instant,
+    state: State,
+}
+
+enum State {
+    /// Not polled yet, or polled and passed.
+    Idle,
+    /// Kept by this thread's wheel `wheel` under `key`.
+    Registered { wheel: u64, key: usize },
+    /// No ticker on this thread: an ordinary tokio sleep.
+    Tokio(Pin<Box<tokio::time::Sleep>>),
+}
+
+impl Deadline {
+    pub fn at(at: Instant) -> Self {
+        Deadline { at, state: State::Idle }
+    }
+
+    /// When it resolves.
+    pub fn instant(&self) -> Instant {
+        self.at
+    }
+
+    /// Moves the deadline to `at` (keeping its registration).
+    pub fn reset(&mut self, at: Instant) {
+        self.at = at;
+        if let State::Registered { wheel, key } = self.state {
+            with_wheel(|w| {
+                if w.id == wheel {
+                    if let Some(entry) = w.entries.get_mut(key) {
+                        entry.at = at;
+                    }
+                    if w.next_tick.is_none_or(|next| at < next) {
+                        w.wake_ticker();
+                    }
+                }
+            });
+        }
+        if let State::Tokio(sleep) = &mut self.state {
+            sleep.as_mut().reset(at);
+        }
+    }
+
+    fn unregister(&mut self) {
+        if let State::Registered { wheel, key } = std::mem::replace(&mut self.state, State::Idle) {
+            with_wheel(|w| {
+                if w.id == wheel && w.entries.contains(key) {
+                    w.entries.remove(key);
+                }
+            });
+        }
+    }
+}
+
+impl Future for Deadline {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let (at, registered) = match &mut this.state {
+            State::Tokio(sleep) => return sleep.as_mut().poll(cx),
+            State::Registered { wheel, key } => (this.at, Some((*wheel, *key))),
+            State::Idle => (this.at, None),
+        };
+        // `Some(Some(_))`: kept by the wheel; `Some(None)`: passed; `None`: no ticker on this thread.
+        let kept = with_wheel(|w| {
+            if at <= w.now {
+                return None;
+            }
+            if let Some(entry) = registered
+                .filter(|&(wheel, _)| wheel == w.id)
+                .and_then(|(_, key)| w.entries.get_mut(key))
+            {
+                if !entry.waker.will_wake(cx.waker()) {
+                    entry.waker = cx.waker().clone();
+                }
+                return registered;
+            }
+            let key = w.entries.insert(Entry {
+                at,
+                waker: cx.waker().clone(),
+            });
+            if w.next_tick.is_none_or(|next| at < next) {
+                w.wake_ticker();
+            }
+            Some((w.id, key))
+        });
+        match kept {
+            Some(Some((wheel, key))) => {
+                this.state = State::Registered { wheel, key };
+                Poll::Pending
+            }
+            Some(None) => {
+                this.unregister();
+                Poll::Ready(())
+            }
+            None => {
+                this.unregister();
+                let mut sleep = Box::pin(tokio::time::sleep_until(at));
+                let polled = sleep.as_mut().poll(cx);
+                this.state = State::Tokio(sleep);
+                polled
+            }
+        }
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        self.unregister();
+    }
+}
+
+/// `future`, or `Err(Elapsed)` once `deadline` passes first (like `tokio::time::timeout_at`, coarsely).
+pub async fn timeout_at<F: Future>(deadline: Instant, future: F) -> Result<F::Output, Elapsed> {
+    let mut future = std::pin::pin!(future);
+    let mut deadline = Deadline::at(deadline);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        Pin::new(&mut deadline).poll(cx).map(|()| Err(Elapsed))
+    })
+    .await
+}
+
+/// A [`timeout_at`] that ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
+
+/// hyper's timer (the HTTP/1 server's header read timeout) on [`Deadline`]s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CoarseTimer;
+
+impl hyper::rt::Timer for CoarseTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(HyperSleep(Deadline::at(Instant::now() + duration)))
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(HyperSleep(Deadline::at(deadline.into())))
+    }
+
+    fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
+    }
+
+    fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: std::time::Instant) {
+        match sleep.as_mut().downcast_mut_pin::<HyperSleep>() {
+            Some(ours) => ours.get_mut().0.reset(new_deadline.into()),
+            None => *sleep = self.sleep_until(new_deadline),
+        }
+    }
+}
+
+/// A [`Deadline`] as hyper's `Sleep`.
+struct HyperSleep(Deadline);
+
+impl Future for HyperSleep {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.get_mut().0).poll(cx)
+    }
+}
+
+impl hyper::rt::Sleep for HyperSleep {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How many deadlines this thread's wheel keeps; `None` without a ticker.
+    fn kept() -> Option<usize> {
+        with_wheel(|w| w.entries.len())
+    }
+
+    /// Polls `f` once, in the calling task.
+    async fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *f).poll(cx))).await
+    }
+
+    /// `f`, or a failure after ten minutes of (paused, so instant) test time: no test waits forever.
+    async fn bounded<F: Future>(f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(600), f)
+            .await
+            .expect("never finished")
+    }
+
+    async fn start_ticker() {
+        tokio::spawn(run());
+        tokio::task::yield_now().await;
+        assert_eq!(kept(), Some(0), "the ticker did not start");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_fires_after_its_time_within_the_resolution() {
+        start_ticker().await;
+        for wait in [
+            Duration::from_millis(30),
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+        ] {
+            let start = Instant::now();
+            bounded(Deadline::at(start + wait)).await;
+            let waited = start.elapsed();
+            assert!(
+                waited >= wait && waited <= wait + RESOLUTION,
+                "{wait:?}: fired after {waited:?}"
+            );
+            assert_eq!(kept(), Some(0), "a passed deadline stays registered");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_earlier_deadline_wakes_a_ticker_waiting_for_a_later_one() {
+        start_ticker().await;
+        let start = Instant::now();
+        let late = tokio::spawn(Deadline::at(start + Duration::from_secs(60)));
+        tokio::task::yield_now().await;
+        assert_eq!(kept(), Some(1));
+        bounded(Deadline::at(start + Duration::from_secs(1))).await;
+        assert!(
+            start.elapsed() <= Duration::from_secs(1) + RESOLUTION,
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(!late.is_finished());
+        late.abort();
+        let _ = late.await;
+        assert_eq!(kept(), Some(0), "a dropped deadline stays registered");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_moved_deadline_fires_at_its_new_time() {
+        start_ticker().await;
+        let start = Instant::now();
+        let mut deadline = Deadline::at(start + Duration::from_secs(60));
+        assert!(poll_once(&mut deadline).await.is_pending());
+        deadline.reset(start + Duration::from_secs(2));
+        bounded(deadline).await;
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(2) && waited <= Duration::from_secs(2) + RESOLUTION,
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeout_at_returns_what_finishes_first() {
+        start_ticker().await;
+        let start = Instant::now();
+        let quick = bounded(timeout_at(
+            start + Duration::from_secs(5),
+            tokio::time::sleep(Duration::from_secs(1)),
+        ))
+        .await;
+        assert_eq!(quick, Ok(()));
+        let slow = bounded(timeout_at(start + Duration::from_secs(5), std::future::pending::<()>())).await;
+        assert_eq!(slow, Err(Elapsed));
+        assert!(start.elapsed() <= Duration::from_secs(5) + RESOLUTION);
+        assert_eq!(kept(), Some(0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_ticker_a_deadline_is_a_tokio_sleep() {
+        assert_eq!(kept(), None);
+        let start = Instant::now();
+        bounded(Deadline::at(start + Duration::from_secs(3))).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_ticker_hands_the_thread_back_to_tokio() {
+        let ticker = tokio::spawn(run());
+        tokio::task::yield_now().await;
+        assert_eq!(kept(), Some(0));
+        ticker.abort();
+        let _ = ticker.await;
+        assert_eq!(kept(), None);
+        let start = Instant::now();
+        bounded(Deadline::at(start + Duration::from_secs(1))).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hypers_sleeps_fire_and_reset() {
+        use hyper::rt::Timer;
+        start_ticker().await;
+        let start = Instant::now();
+        let mut sleep = CoarseTimer.sleep(Duration::from_secs(60));
+        assert!(poll_once(&mut sleep).await.is_pending());
+        CoarseTimer.reset(&mut sleep, (start + Duration::from_secs(1)).into_std());
+        bounded(sleep).await;
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(1) && waited <= Duration::from_secs(1) + RESOLUTION,
+            "{waited:?}"
+        );
+        assert_eq!(kept(), Some(0));
+    }
+}
