@@ -321,19 +321,30 @@ enum Parsed {
 /// Parses a request head the way hyper does and works out its body framing (RFC 9112 §6.3).
 fn parse_head(bytes: &[u8]) -> Parsed {
     match quick_head(bytes) {
-        Some(len) => Parsed::Complete(Head {
+        Quick::Bodiless(len) => Parsed::Complete(Head {
             len,
             body: State::Head,
             ambiguity: None,
         }),
-        None => full_head(bytes),
+        Quick::Incomplete => Parsed::Partial,
+        Quick::Full => full_head(bytes),
     }
 }
 
-/// The quick reading of a request head, which answers for the usual head: complete, HTTP/1.x, and without a
-/// `Content-Length` or `Transfer-Encoding` line, so no body follows and nothing is ambiguous. It returns the head's
-/// length, or `None` when the head needs [`full_head`] (either line present, anything unusual in the request line
-/// or a field name, or the head not complete yet).
+/// What the quick reading of a head says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quick {
+    /// A complete head of this length, without a body and unambiguous.
+    Bodiless(usize),
+    /// Not complete yet, and nothing so far needs the full parse.
+    Incomplete,
+    /// The full parse decides.
+    Full,
+}
+
+/// The quick reading of a request head, which answers for the usual head: HTTP/1.x, and without a
+/// `Content-Length` or `Transfer-Encoding` line, so no body follows and nothing is ambiguous. Any other head, and
+/// anything unusual in the request line or a field name, is left to [`full_head`].
 ///
 /// It delimits lines and reads the request line's version and every field name, but not the field values (a
 /// session cookie is kilobytes; the full parse validating it was the larger part of this check's cost). That is
@@ -341,45 +352,70 @@ fn parse_head(bytes: &[u8]) -> Parsed {
 /// so the first empty line after the request line ends the head, as `httparse` finds it. A head whose values
 /// `httparse` would refuse is refused by hyper too (400, connection closed), so no later head on the connection is
 /// delivered and what the scanner makes of the rest is never asked. [`quick_reading_agrees`] checks this.
-fn quick_head(bytes: &[u8]) -> Option<usize> {
-    // Empty lines before the request line, which httparse skips (RFC 9112 §2.2).
-    let mut i = bytes.iter().position(|&b| b != b'\r' && b != b'\n')?;
+///
+/// The answer for a head does not depend on how its bytes arrived: a line is judged only once it is complete, and an
+/// incomplete head is `Incomplete` exactly when its complete lines would not send it to the full parse either.
+fn quick_head(bytes: &[u8]) -> Quick {
+    // Empty lines before the request line, which httparse skips (RFC 9112 §2.2); httparse judges anything odd there.
+    let Some(mut i) = bytes.iter().position(|&b| b != b'\r' && b != b'\n') else {
+        return Quick::Full;
+    };
     let leading = &bytes[..i];
     if !leading.is_empty()
         && (leading.last() != Some(&b'\n') || leading.split(|&b| b == b'\n').any(|piece| piece.len() > 1))
     {
-        return None; // a CR not followed by LF, which httparse refuses
+        return Quick::Full; // a CR not followed by LF
+    }
+    // Not a method (a TLS record, a WebSocket frame): httparse refuses it at once.
+    if !is_token_byte(bytes[i]) {
+        return Quick::Full;
     }
     let mut first = true;
     loop {
-        let end = i + memchr::memchr(b'\n', &bytes[i..])?;
+        let Some(end) = memchr::memchr(b'\n', &bytes[i..]).map(|n| i + n) else {
+            return Quick::Incomplete;
+        };
         let line = &bytes[i..end];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         i = end + 1;
         if first {
             first = false;
             if !(line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0")) {
-                return None;
+                return Quick::Full;
             }
             continue;
         }
         if line.is_empty() {
-            return Some(i);
+            return Quick::Bodiless(i);
         }
-        let name_len = line.iter().position(|&b| !is_token_byte(b))?;
+        let name_len = line.iter().position(|&b| !is_token_byte(b)).unwrap_or(line.len());
         let name = &line[..name_len];
         if name.is_empty()
-            || line[name_len] != b':'
+            || line.get(name_len) != Some(&b':')
             || name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"transfer-encoding")
         {
-            return None;
+            return Quick::Full;
         }
     }
 }
 
+/// Whether the quick reading of `bytes` (a request head first) agrees with the full parse: a head it reads is one the
+/// full parse refuses (as hyper then does) or reads with the same length, no body and nothing ambiguous; a head it
+/// calls incomplete is incomplete or refused by the full parse too. For tests and fuzzing.
+#[doc(hidden)]
+pub fn quick_reading_agrees(bytes: &[u8]) -> bool {
+    match (quick_head(bytes), full_head(bytes)) {
+        (Quick::Full, _) | (_, Parsed::Invalid) | (Quick::Incomplete, Parsed::Partial) => true,
+        (Quick::Bodiless(len), Parsed::Complete(head)) => {
+            head.len == len && head.body == State::Head && head.ambiguity.is_none()
+        }
+        (Quick::Bodiless(_), Parsed::Partial) | (Quick::Incomplete, Parsed::Complete(_)) => false,
+    }
+}
+
 /// A `tchar` (RFC 9110 §5.6.2): what a field name is made of.
-fn is_token_byte(b: u8) -> bool {
+pub(crate) fn is_token_byte(b: u8) -> bool {
     TOKEN_BYTES[usize::from(b)]
 }
 
@@ -398,18 +434,6 @@ const TOKEN_BYTES: [bool; 256] = {
     }
     table
 };
-
-/// Whether the quick reading of `bytes` (a request head first) agrees with the full parse: when it answers, the full
-/// parse either refuses the head (as hyper then does) or finds the same length, no body and nothing ambiguous. For
-/// tests and fuzzing.
-#[doc(hidden)]
-pub fn quick_reading_agrees(bytes: &[u8]) -> bool {
-    match (quick_head(bytes), full_head(bytes)) {
-        (None, _) | (Some(_), Parsed::Invalid) => true,
-        (Some(len), Parsed::Complete(head)) => head.len == len && head.body == State::Head && head.ambiguity.is_none(),
-        (Some(_), Parsed::Partial) => false,
-    }
-}
 
 /// The full parse: `httparse`, as hyper uses it, and the body framing it implies (RFC 9112 §6.3).
 fn full_head(bytes: &[u8]) -> Parsed {
@@ -631,20 +655,39 @@ POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n\
     fn the_usual_head_is_read_quickly_and_framing_lines_are_parsed_in_full() {
         let cookie = format!("Cookie: logto_gate={}\r\n", "a".repeat(3000));
         let usual = format!("\r\nGET /x?y=1 HTTP/1.1\r\nHost: x\r\n{cookie}Accept: */*\r\n\r\nGET /next");
-        assert_eq!(quick_head(usual.as_bytes()), Some(usual.len() - "GET /next".len()));
-        assert_eq!(quick_head(b"GET / HTTP/1.0\nX-Y: z\n\n"), Some(23));
+        assert_eq!(
+            quick_head(usual.as_bytes()),
+            Quick::Bodiless(usual.len() - "GET /next".len())
+        );
+        assert_eq!(quick_head(b"GET / HTTP/1.0\nX-Y: z\n\n"), Quick::Bodiless(23));
+        for incomplete in [
+            "GET / HT",
+            "GET / HTTP/1.1\r\nHost: x\r\n",
+            "\r\nGET / HTTP/1.1\r\nX-Bad: \x01",
+        ] {
+            assert_eq!(quick_head(incomplete.as_bytes()), Quick::Incomplete, "{incomplete:?}");
+        }
         for head in [
             "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
             "POST / HTTP/1.1\r\nX: y\r\nTRANSFER-encoding: chunked\r\n\r\n",
             "GET / HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
-            "GET / HTTP/1.1\r\nHost: x\r\n", // not complete yet
+            "GET / HTTP/1.1\r\nContent-Length: 0\r\nHost: x\r\n", // not complete yet
+            "\u{1}\u{2}",                                         // no method
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             "GET / HTTP/1.1\r\n Host: x\r\n\r\n", // obs-fold
             "GET / HTTP/1.1\r\nHost : x\r\n\r\n",
             "\rGET / HTTP/1.1\r\n\r\n",
         ] {
-            assert_eq!(quick_head(head.as_bytes()), None, "{head:?}");
+            assert_eq!(quick_head(head.as_bytes()), Quick::Full, "{head:?}");
         }
+    }
+
+    #[test]
+    fn a_head_with_an_invalid_value_reads_the_same_however_it_arrives() {
+        // hyper refuses the first head (and closes); whatever the scanner makes of it, reads must not change it.
+        let stream =
+            b"GET / HTTP/1.1\r\nX: \x0b\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\na";
+        scan_all_splits(stream);
     }
 
     #[test]
