@@ -88,12 +88,56 @@ struct Conn {
     io: TcpStream,
     buf: BytesMut,
     read_size: usize,
-    /// Scratch for [`parse_response`], kept so that parsing a head allocates and clears nothing.
-    spans: Vec<Span>,
+    /// Kept between the connection's responses, so that reading a head allocates and clears nothing.
+    scratch: HeadScratch,
 }
 
 /// Where a header field's name and value lie in a response head: name start and end, value start and end.
 type Span = (usize, usize, usize, usize);
+
+/// What [`parse_response`] keeps from one response head of a connection to the next.
+#[derive(Default)]
+struct HeadScratch {
+    spans: Vec<Span>,
+    names: Names,
+}
+
+/// The field names of a connection's last response head, by position, as sent and as `HeaderName`s. An upstream
+/// usually answers every request with the same fields in the same order, so a name is mostly found here by
+/// comparing its bytes, instead of `HeaderName::from_bytes` lowercasing it and looking it up (and allocating, for
+/// a name that is not a standard one).
+#[derive(Default)]
+struct Names(Vec<(NameBytes, HeaderName)>);
+
+/// A field name as sent (names longer than this are not kept).
+type NameBytes = ([u8; 32], u8);
+
+impl Names {
+    /// Keeps names for this many positions.
+    const POSITIONS: usize = 32;
+
+    /// The name of the field at `position` of a head, sent as `bytes`.
+    fn get(&mut self, position: usize, bytes: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+        if let Some(((kept, len), name)) = self.0.get(position) {
+            if kept.get(..usize::from(*len)) == Some(bytes) {
+                return Ok(name.clone());
+            }
+        }
+        let name = HeaderName::from_bytes(bytes)?;
+        if let Ok(len) = u8::try_from(bytes.len()) {
+            if usize::from(len) <= 32 && position < Self::POSITIONS && position <= self.0.len() {
+                let mut kept = [0u8; 32];
+                kept[..bytes.len()].copy_from_slice(bytes);
+                let entry = ((kept, len), name.clone());
+                match self.0.get_mut(position) {
+                    Some(slot) => *slot = entry,
+                    None => self.0.push(entry),
+                }
+            }
+        }
+        Ok(name)
+    }
+}
 
 impl Client {
     /// A client for `host:port`, with pools for `workers` workers; idle connections are closed after `idle_timeout`.
@@ -188,7 +232,7 @@ impl Client {
             io,
             buf: BytesMut::new(),
             read_size: FIRST_READ,
-            spans: Vec::new(),
+            scratch: HeadScratch::default(),
         }))
     }
 }
@@ -222,7 +266,7 @@ async fn exchange(conn: &mut Conn, request: &Request<'_>, head_only: bool) -> Re
     }
     let mut received = false;
     loop {
-        match next_head(&mut conn.buf, &mut conn.spans, head_only) {
+        match next_head(&mut conn.buf, &mut conn.scratch, head_only) {
             Ok(Some(head)) => return Ok(head),
             Ok(None) => {}
             Err(e) => return Err(Failure::Other(UpstreamError::BadResponse(e))),
@@ -249,9 +293,9 @@ async fn exchange(conn: &mut Conn, request: &Request<'_>, head_only: bool) -> Re
 }
 
 /// The final response head at the front of `buf`, once it is all there (interim responses are skipped).
-fn next_head(buf: &mut BytesMut, spans: &mut Vec<Span>, head_only: bool) -> Result<Option<Head>, String> {
+fn next_head(buf: &mut BytesMut, scratch: &mut HeadScratch, head_only: bool) -> Result<Option<Head>, String> {
     loop {
-        match parse_response(buf, spans, head_only)? {
+        match parse_response(buf, scratch, head_only)? {
             Parsed::Head(head) => return Ok(Some(head)),
             Parsed::Interim => {}
             Parsed::Partial if buf.len() >= MAX_HEAD => return Err(too_large()),
@@ -333,9 +377,11 @@ impl Head {
 }
 
 /// Parses a response head at the start of `buf` (RFC 9112 §4, §6.3). Header values are slices of the one buffer
-/// the head was read into, not copies. `spans` is scratch space, reused so that nothing is allocated or zeroed per
-/// head (an initialised array for the most fields a head may have would be cleared each time: 3 KiB).
-fn parse_response(buf: &mut BytesMut, spans: &mut Vec<Span>, head_only: bool) -> Result<Parsed, String> {
+/// the head was read into, not copies. `scratch` is the connection's: its span list is reused so that nothing is
+/// allocated or zeroed per head (an initialised array for the most fields a head may have would be cleared each
+/// time: 3 KiB), and its names are those of the connection's last head.
+fn parse_response(buf: &mut BytesMut, scratch: &mut HeadScratch, head_only: bool) -> Result<Parsed, String> {
+    let HeadScratch { spans, names } = scratch;
     // Where each field's name and value lie in `buf`, so the parse's borrow of it can end before it is split.
     spans.clear();
     let (len, code, minor) = {
@@ -378,8 +424,9 @@ fn parse_response(buf: &mut BytesMut, spans: &mut Vec<Span>, head_only: bool) ->
     let mut codings = Codings::default();
     // `Connection` values other than the usual `keep-alive` (allocated for only when there is one).
     let mut connection = Vec::new();
-    for &(name_start, name_end, value_start, value_end) in spans.iter() {
-        let name = HeaderName::from_bytes(&head[name_start..name_end])
+    for (position, &(name_start, name_end, value_start, value_end)) in spans.iter().enumerate() {
+        let name = names
+            .get(position, &head[name_start..name_end])
             .map_err(|_| "the upstream sent an invalid header name".to_owned())?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
             .map_err(|_| format!("the upstream sent an invalid value for {name}"))?;
@@ -651,9 +698,9 @@ pub struct ReadResponse {
 pub fn read_response<'a>(reads: impl IntoIterator<Item = &'a [u8]>, head_only: bool) -> Result<ReadResponse, String> {
     let mut reads = reads.into_iter().filter(|r| !r.is_empty());
     let mut buf = BytesMut::new();
-    let mut spans = Vec::new();
+    let mut scratch = HeadScratch::default();
     let head = loop {
-        if let Some(head) = next_head(&mut buf, &mut spans, head_only)? {
+        if let Some(head) = next_head(&mut buf, &mut scratch, head_only)? {
             break head;
         }
         let read = reads
@@ -869,7 +916,7 @@ mod tests {
 
     fn parse(text: &str, head_only: bool) -> Result<Head, String> {
         let mut buf = BytesMut::from(text);
-        match parse_response(&mut buf, &mut Vec::new(), head_only)? {
+        match parse_response(&mut buf, &mut HeadScratch::default(), head_only)? {
             Parsed::Head(head) => Ok(head),
             Parsed::Interim => Err("interim".into()),
             Parsed::Partial => Err("partial".into()),
@@ -891,6 +938,38 @@ mod tests {
                 Step::NeedMore => return Err("needs more".into()),
             }
         }
+    }
+
+    #[test]
+    fn a_connections_field_names_are_reused_only_when_sent_the_same() {
+        let mut scratch = HeadScratch::default();
+        let mut read = |text: &str| {
+            let mut buf = BytesMut::from(text);
+            match parse_response(&mut buf, &mut scratch, false) {
+                Ok(Parsed::Head(head)) => Ok(head.headers.keys().map(|n| n.as_str().to_owned()).collect::<Vec<_>>()),
+                Ok(_) => Err("not a final head".to_owned()),
+                Err(e) => Err(e),
+            }
+        };
+        let long = "x-".to_owned() + &"a".repeat(40);
+        let first =
+            format!("HTTP/1.1 200 OK\r\nContent-Type: a\r\nX-Custom: b\r\n{long}: c\r\nContent-Length: 0\r\n\r\n");
+        let expected = ["content-type", "x-custom", long.as_str(), "content-length"];
+        // The same head twice: the second is read from the kept names.
+        assert_eq!(read(&first).unwrap(), expected);
+        assert_eq!(read(&first).unwrap(), expected);
+        // Other names (or the same in other letters, or shorter) at the same places are read afresh.
+        let other = "HTTP/1.1 200 OK\r\ncontent-TYPE: a\r\nX-Custon: b\r\nX: c\r\nContent-Length: 0\r\nVary: d\r\n\r\n";
+        assert_eq!(
+            read(other).unwrap(),
+            ["content-type", "x-custon", "x", "content-length", "vary"]
+        );
+        // An invalid name is refused wherever it stands, and is not kept.
+        assert!(read("HTTP/1.1 200 OK\r\nContent-Type: a\r\nX\u{7f}: b\r\n\r\n").is_err());
+        assert_eq!(
+            read(other).unwrap(),
+            ["content-type", "x-custon", "x", "content-length", "vary"]
+        );
     }
 
     #[test]
@@ -1019,17 +1098,17 @@ mod tests {
             "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
         );
         assert!(matches!(
-            parse_response(&mut buf, &mut Vec::new(), false),
+            parse_response(&mut buf, &mut HeadScratch::default(), false),
             Ok(Parsed::Interim)
         ));
         assert!(matches!(
-            parse_response(&mut buf, &mut Vec::new(), false),
+            parse_response(&mut buf, &mut HeadScratch::default(), false),
             Ok(Parsed::Head(_))
         ));
         assert!(buf.is_empty());
         let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Len");
         assert!(matches!(
-            parse_response(&mut buf, &mut Vec::new(), false),
+            parse_response(&mut buf, &mut HeadScratch::default(), false),
             Ok(Parsed::Partial)
         ));
         let mut many = String::from("HTTP/1.1 200 OK\r\n");
