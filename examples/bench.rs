@@ -47,7 +47,28 @@ impl Drop for Killed {
     }
 }
 
-fn nginx(dir: &Path, name: &str, workers: &str, server: &str) -> Killed {
+/// An nginx master and its workers, in a process group of their own. Killed outright, the master would leave its
+/// workers running (and holding their ports) after the benchmark: it is asked to stop them first (SIGTERM, nginx's
+/// fast shutdown, which reaps them), and only if that takes more than five seconds is the whole group killed.
+struct NginxGroup(Child);
+impl Drop for NginxGroup {
+    fn drop(&mut self) {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+        let _ = self.0.wait();
+    }
+}
+
+fn nginx(dir: &Path, name: &str, workers: &str, server: &str) -> NginxGroup {
+    use std::os::unix::process::CommandExt;
     let (path, prefix) = nginx_conf(dir, name, workers, server, true);
     let child = Command::new("/usr/sbin/nginx")
         .arg("-p")
@@ -56,9 +77,10 @@ fn nginx(dir: &Path, name: &str, workers: &str, server: &str) -> Killed {
         .arg(&path)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
+        .process_group(0)
         .spawn()
         .expect("nginx (apt-get install nginx)");
-    Killed(child)
+    NginxGroup(child)
 }
 
 /// Writes an nginx configuration under `dir/name`; returns its path and the prefix directory.
