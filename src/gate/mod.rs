@@ -364,8 +364,8 @@ impl Gate {
                 // Phase 0: ambiguous message framing is how requests are smuggled past a proxy; refuse it outright.
                 Some(problem) => Err(ClientError::BadRequest(problem.to_owned()).into()),
                 // The app's requests skip the dispatch below: one future less nested in every request's.
-                None if route == Route::App => this.app(req, peer, &mut cookies).await,
-                None => this.route(route, req, peer, html, &mut cookies).await,
+                None if route == Route::App => this.app(req, peer, upgrading, &mut cookies).await,
+                None => this.route(route, req, peer, html, upgrading, &mut cookies).await,
             };
             let mut resp = match result {
                 Ok(resp) => resp,
@@ -407,13 +407,14 @@ impl Gate {
         req: Request<Incoming>,
         peer: SocketAddr,
         html: bool,
+        upgrading: bool,
         cookies: &mut Vec<HeaderValue>,
     ) -> Result<Response<Body>, GateError> {
         // The signed-in paths (the app, forward-auth) run inline; the rest is rare and boxed, so their larger state
         // (token requests, key fetches) does not make every request's future bigger.
         match route {
             // `handle` calls `app` itself; boxed here so this dispatch stays small in every request's future.
-            Route::App => Box::pin(self.app(req, peer, cookies)).await,
+            Route::App => Box::pin(self.app(req, peer, upgrading, cookies)).await,
             Route::SignIn => Box::pin(self.sign_in(&req, peer)).await,
             Route::Callback => Ok(Box::pin(self.callback(&req, html)).await),
             Route::SignOut => Box::pin(self.sign_out(&req)).await,
@@ -453,12 +454,15 @@ impl Gate {
         resp
     }
 
-    /// Phases 1b-5 for the app's requests (an `async move` block, as [`Gate::handle`] explains).
+    /// Phases 1b-5 for the app's requests (an `async move` block, as [`Gate::handle`] explains). `upgrading`: an
+    /// HTTP/1.1 protocol upgrade request (decided in `handle`, before hop-by-hop removal, which keeps its
+    /// `Connection` and `Upgrade` only then).
     #[allow(clippy::manual_async_fn)] // deliberately, see Gate::handle
     fn app<'a>(
         &'a self,
         mut req: Request<Incoming>,
         peer: SocketAddr,
+        upgrading: bool,
         cookies: &'a mut Vec<HeaderValue>,
     ) -> impl std::future::Future<Output = Result<Response<Body>, GateError>> + Send + 'a {
         async move {
@@ -490,8 +494,7 @@ impl Gate {
                 }
             };
             // 4. rewrite
-            let client_upgrade = (req.version() == Version::HTTP_11 && hop::is_upgrade_request(req.headers()))
-                .then(|| hyper::upgrade::on(&mut req));
+            let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
             let (mut parts, incoming) = req.into_parts();
             if let Some(path) = &new_path {
                 parts.uri = with_path(&parts.uri, path)?;
