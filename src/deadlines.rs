@@ -160,13 +160,9 @@ enum State {
 }
 
 impl Deadline {
+    /// A deadline at `at`; it registers with this thread's ticker when first polled.
     pub fn at(at: Instant) -> Self {
         Deadline { at, state: State::Idle }
-    }
-
-    /// When it resolves.
-    pub fn instant(&self) -> Instant {
-        self.at
     }
 
     /// Moves the deadline to `at` (keeping its registration).
