@@ -357,7 +357,7 @@ enum Quick {
 /// incomplete head is `Incomplete` exactly when its complete lines would not send it to the full parse either.
 fn quick_head(bytes: &[u8]) -> Quick {
     // Empty lines before the request line, which httparse skips (RFC 9112 §2.2); httparse judges anything odd there.
-    let Some(mut i) = bytes.iter().position(|&b| b != b'\r' && b != b'\n') else {
+    let Some(i) = bytes.iter().position(|&b| b != b'\r' && b != b'\n') else {
         return Quick::Full;
     };
     let leading = &bytes[..i];
@@ -370,23 +370,16 @@ fn quick_head(bytes: &[u8]) -> Quick {
     if !is_token_byte(bytes[i]) {
         return Quick::Full;
     }
-    let mut first = true;
-    loop {
-        let Some(end) = memchr::memchr(b'\n', &bytes[i..]).map(|n| i + n) else {
-            return Quick::Incomplete;
-        };
-        let line = &bytes[i..end];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        i = end + 1;
-        if first {
-            first = false;
-            if !(line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0")) {
-                return Quick::Full;
-            }
-            continue;
-        }
+    let mut lines = Lines { bytes, next: i };
+    let Some(request_line) = lines.next() else {
+        return Quick::Incomplete;
+    };
+    if !(request_line.ends_with(b" HTTP/1.1") || request_line.ends_with(b" HTTP/1.0")) {
+        return Quick::Full;
+    }
+    while let Some(line) = lines.next() {
         if line.is_empty() {
-            return Quick::Bodiless(i);
+            return Quick::Bodiless(lines.next);
         }
         let name_len = line.iter().position(|&b| !is_token_byte(b)).unwrap_or(line.len());
         let name = &line[..name_len];
@@ -397,6 +390,26 @@ fn quick_head(bytes: &[u8]) -> Quick {
         {
             return Quick::Full;
         }
+    }
+    Quick::Incomplete
+}
+
+/// The complete lines of `bytes` from `next` on, without their line endings (CRLF or a bare LF); `next` is where
+/// the line after the last one returned starts.
+struct Lines<'a> {
+    bytes: &'a [u8],
+    next: usize,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let start = self.next;
+        let end = start + memchr::memchr(b'\n', &self.bytes[start..])?;
+        self.next = end + 1;
+        let line = &self.bytes[start..end];
+        Some(line.strip_suffix(b"\r").unwrap_or(line))
     }
 }
 

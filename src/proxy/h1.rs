@@ -109,12 +109,14 @@ struct HeadScratch {
 #[derive(Default)]
 struct Names(Vec<(NameBytes, HeaderName)>);
 
-/// A field name as sent (names longer than this are not kept).
-type NameBytes = ([u8; 32], u8);
+/// A field name as sent, and its length.
+type NameBytes = ([u8; Names::LONGEST], u8);
 
 impl Names {
     /// Keeps names for this many positions.
     const POSITIONS: usize = 32;
+    /// Keeps names at most this long.
+    const LONGEST: usize = 32;
 
     /// The name of the field at `position` of a head, sent as `bytes`.
     fn get(&mut self, position: usize, bytes: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
@@ -124,15 +126,14 @@ impl Names {
             }
         }
         let name = HeaderName::from_bytes(bytes)?;
-        if let Ok(len) = u8::try_from(bytes.len()) {
-            if usize::from(len) <= 32 && position < Self::POSITIONS && position <= self.0.len() {
-                let mut kept = [0u8; 32];
-                kept[..bytes.len()].copy_from_slice(bytes);
-                let entry = ((kept, len), name.clone());
-                match self.0.get_mut(position) {
-                    Some(slot) => *slot = entry,
-                    None => self.0.push(entry),
-                }
+        if bytes.len() <= Self::LONGEST && position < Self::POSITIONS && position <= self.0.len() {
+            let mut kept = [0u8; Self::LONGEST];
+            kept[..bytes.len()].copy_from_slice(bytes);
+            // At most LONGEST (32), so it fits.
+            let entry = ((kept, bytes.len() as u8), name.clone());
+            match self.0.get_mut(position) {
+                Some(slot) => *slot = entry,
+                None => self.0.push(entry),
             }
         }
         Ok(name)
