@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 /// Errors a body stream can end with.
@@ -19,6 +19,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// A streaming body: one received by hyper and passed through, or any other, boxed.
 #[derive(Debug)]
 pub enum Body {
+    /// No body at all: a bodiless request read by the HTTP/1 front ([`crate::front`]), or an empty answer.
+    Empty,
     Incoming(Incoming),
     /// A response body read by the lean upstream client ([`crate::proxy::h1`]).
     Upstream(crate::proxy::h1::ResponseBody),
@@ -26,7 +28,7 @@ pub enum Body {
 }
 
 pub fn empty() -> Body {
-    Body::Boxed(Empty::<Bytes>::new().map_err(|never| match never {}).boxed())
+    Body::Empty
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -45,6 +47,7 @@ impl http_body::Body for Body {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         // Every variant is Unpin.
         match self.get_mut() {
+            Body::Empty => Poll::Ready(None),
             Body::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Body::Upstream(b) => Pin::new(b).poll_frame(cx),
             Body::Boxed(b) => Pin::new(b).poll_frame(cx),
@@ -53,6 +56,7 @@ impl http_body::Body for Body {
 
     fn is_end_stream(&self) -> bool {
         match self {
+            Body::Empty => true,
             Body::Incoming(b) => b.is_end_stream(),
             Body::Upstream(b) => b.is_end_stream(),
             Body::Boxed(b) => b.is_end_stream(),
@@ -61,6 +65,7 @@ impl http_body::Body for Body {
 
     fn size_hint(&self) -> SizeHint {
         match self {
+            Body::Empty => SizeHint::with_exact(0),
             Body::Incoming(b) => b.size_hint(),
             Body::Upstream(b) => b.size_hint(),
             Body::Boxed(b) => b.size_hint(),

@@ -187,6 +187,11 @@ impl Registration {
         }
     }
 
+    /// Whether the connection has been told to finish.
+    pub fn finishing(&self) -> bool {
+        self.signal.finish.load(Ordering::Acquire)
+    }
+
     /// Resolves once the connection is to finish.
     pub fn finished(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(|cx| self.poll_finish(cx))

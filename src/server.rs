@@ -32,6 +32,7 @@ use crate::config::ServerConfig;
 use crate::connections::{Connections, OpenCount, Registration};
 use crate::deadlines::CoarseTimer;
 use crate::framing::{framing_io, AmbiguousFraming, Watch};
+use crate::front::{self, Ended, Front};
 use crate::gate::{Gate, WorkerGate};
 use crate::sniff::{self, Prefixed, Protocol};
 
@@ -257,20 +258,14 @@ async fn connection(
         Some(_) => None,
     };
     let tcp = ActivityIo::new(stream, Arc::clone(registration.activity()));
-    let framing = Watch::default();
-    let watch = framing.clone();
-    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        if let Some(ambiguity) = watch.next_request() {
-            req.extensions_mut().insert(AmbiguousFraming(ambiguity));
-        }
-        // Mapped rather than wrapped in an `async` block, which would keep its own copy of the request.
-        futures_util::FutureExt::map(Gate::handle(Arc::clone(&gate), req, peer), Ok::<_, Infallible>)
-    });
+    let client = Client {
+        gate: &gate,
+        peer,
+        registration: &registration,
+        shared: &shared,
+    };
     match &shared.tls {
-        None => {
-            let io = Prefixed::new(framing_io(tcp, framing, limits.largest_head()));
-            serve_connection(peeked, io, service, &registration, &shared).await
-        }
+        None => client.serve(peeked, Prefixed::new(tcp)).await,
         // Boxed: the TLS state is large, and held inline it would enlarge every plain connection's task too.
         Some(acceptor) => {
             Box::pin(async {
@@ -280,8 +275,7 @@ async fn connection(
                     Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                 };
                 let alpn = sniff::alpn_protocol(tls_stream.get_ref().1.alpn_protocol());
-                let io = Prefixed::new(framing_io(tls_stream, framing, limits.largest_head()));
-                serve_connection(alpn, io, service, &registration, &shared).await
+                client.serve(alpn, Prefixed::new(tls_stream)).await
             })
             .await
         }
@@ -312,45 +306,96 @@ async fn before_first_request<T>(
     }
 }
 
-/// Serves `io` with the protocol its client speaks: `known` (by ALPN or a peek), or else read from its first bytes.
-async fn serve_connection<I, S>(
-    known: Option<Protocol>,
-    mut io: Prefixed<I>,
-    service: S,
-    registration: &Registration,
-    shared: &Shared,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<
-            hyper::Request<hyper::body::Incoming>,
-            Response = hyper::Response<crate::body::Body>,
-            Error = Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let limits = &shared.limits;
-    let protocol = match known {
-        Some(protocol) => protocol,
-        None => match before_first_request(io.read_protocol(), limits, registration).await {
+/// One accepted connection, for serving it.
+struct Client<'a> {
+    gate: &'a Arc<WorkerGate>,
+    peer: std::net::SocketAddr,
+    registration: &'a Registration,
+    shared: &'a Shared,
+}
+
+impl Client<'_> {
+    /// Serves `io` with the protocol its client speaks: `known` (by ALPN or a peek), or else read from its first
+    /// bytes. HTTP/1 starts in the front ([`crate::front`]) and goes to hyper's server when the front hands it over.
+    async fn serve<I>(&self, known: Option<Protocol>, mut io: Prefixed<I>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let limits = &self.shared.limits;
+        let protocol = match known {
             Some(protocol) => protocol,
-            None => return,
-        },
-    };
-    match protocol {
-        Protocol::Http1 => {
-            let conn = shared
-                .protocols
-                .http1
-                .serve_connection(TokioIo::new(io), service)
-                .with_upgrades();
-            drive(conn, http1::UpgradeableConnection::graceful_shutdown, registration).await
+            None => match before_first_request(io.read_protocol(), limits, self.registration).await {
+                Some(protocol) => protocol,
+                None => return,
+            },
+        };
+        match protocol {
+            Protocol::Http1 => {
+                let front = Front {
+                    gate: self.gate,
+                    peer: self.peer,
+                    registration: self.registration,
+                    header_read_timeout: limits.header_read_timeout,
+                    max_header_bytes: limits.max_header_bytes,
+                    largest_head: limits.largest_head(),
+                };
+                let (io, unanswered) = match front::serve(io, front).await {
+                    Ended::Closed => return,
+                    Ended::HandOff(io, unanswered) => (io, unanswered),
+                };
+                // The smuggling check follows the connection from the head handed over on.
+                let framing = Watch::default();
+                let io = framing_io(
+                    Prefixed::replaying(io, unanswered),
+                    framing.clone(),
+                    limits.largest_head(),
+                );
+                let conn = self
+                    .shared
+                    .protocols
+                    .http1
+                    .serve_connection(TokioIo::new(io), self.service(Some(framing)))
+                    .with_upgrades();
+                // Boxed: only connections handed over need hyper's state.
+                Box::pin(drive(
+                    conn,
+                    http1::UpgradeableConnection::graceful_shutdown,
+                    self.registration,
+                ))
+                .await
+            }
+            // Boxed: HTTP/2's state would otherwise enlarge every HTTP/1 connection's task.
+            Protocol::Http2 => {
+                let conn = self
+                    .shared
+                    .protocols
+                    .http2
+                    .serve_connection(TokioIo::new(io), self.service(None));
+                Box::pin(drive(conn, http2::Connection::graceful_shutdown, self.registration)).await
+            }
         }
-        // Boxed: HTTP/2's state would otherwise enlarge every HTTP/1 connection's task.
-        Protocol::Http2 => {
-            let conn = shared.protocols.http2.serve_connection(TokioIo::new(io), service);
-            Box::pin(drive(conn, http2::Connection::graceful_shutdown, registration)).await
-        }
+    }
+
+    /// The gate as hyper's service; `framing` says which HTTP/1 request heads were ambiguous ([`crate::framing`]).
+    fn service(
+        &self,
+        framing: Option<Watch>,
+    ) -> impl hyper::service::Service<
+        hyper::Request<hyper::body::Incoming>,
+        Response = hyper::Response<crate::body::Body>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<hyper::Response<crate::body::Body>, Infallible>> + Send + 'static,
+    > + Send
+           + 'static {
+        let (gate, peer) = (Arc::clone(self.gate), self.peer);
+        service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let mut req = req.map(crate::body::Body::Incoming);
+            if let Some(ambiguity) = framing.as_ref().and_then(Watch::next_request) {
+                req.extensions_mut().insert(AmbiguousFraming(ambiguity));
+            }
+            // Mapped rather than wrapped in an `async` block, which would keep its own copy of the request.
+            futures_util::FutureExt::map(Gate::handle(Arc::clone(&gate), req, peer), Ok::<_, Infallible>)
+        })
     }
 }
 

@@ -14,6 +14,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -60,23 +61,22 @@ pub fn alpn_protocol(selected: Option<&[u8]>) -> Option<Protocol> {
     }
 }
 
-/// A stream whose first bytes, already read to decide the protocol, are read again before the rest.
+/// A stream whose first bytes, already read (to decide the protocol, or by the HTTP/1 front before it handed the
+/// connection over), are read again before the rest.
 pub struct Prefixed<T> {
     inner: T,
-    prefix: [u8; PREFACE.len()],
-    start: usize,
-    end: usize,
+    prefix: Bytes,
 }
 
 impl<T> Prefixed<T> {
     /// `inner` with nothing read ahead.
     pub fn new(inner: T) -> Self {
-        Prefixed {
-            inner,
-            prefix: [0; PREFACE.len()],
-            start: 0,
-            end: 0,
-        }
+        Prefixed::replaying(inner, Bytes::new())
+    }
+
+    /// `inner`, whose reads return `prefix` first.
+    pub fn replaying(inner: T, prefix: Bytes) -> Self {
+        Prefixed { inner, prefix }
     }
 }
 
@@ -84,32 +84,35 @@ impl<T: AsyncRead + Unpin> Prefixed<T> {
     /// Reads from the stream until its first bytes say which protocol it speaks, keeping them to be read again.
     /// Call it once, before anything else reads. Unbounded in time: the caller bounds it.
     pub async fn read_protocol(&mut self) -> io::Result<Protocol> {
-        loop {
-            let n = self.inner.read(&mut self.prefix[self.end..]).await?;
+        let mut read = [0; PREFACE.len()];
+        let mut end = 0;
+        let protocol = loop {
+            let n = self.inner.read(&mut read[end..]).await?;
             if n == 0 {
                 // Closed before deciding: HTTP/1 sees the (partial) bytes and the end of the stream.
-                return Ok(Protocol::Http1);
+                break Protocol::Http1;
             }
-            self.end += n;
-            if let Some(protocol) = classify(&self.prefix[..self.end]) {
-                return Ok(protocol);
+            end += n;
+            if let Some(protocol) = classify(&read[..end]) {
+                break protocol;
             }
-        }
+        };
+        self.prefix = Bytes::copy_from_slice(&read[..end]);
+        Ok(protocol)
     }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.start == this.end {
+        if this.prefix.is_empty() {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
-        let n = (this.end - this.start).min(buf.remaining());
-        buf.put_slice(&this.prefix[this.start..this.start + n]);
-        this.start += n;
+        let n = this.prefix.len().min(buf.remaining());
+        buf.put_slice(&this.prefix.split_to(n));
         // Add what the stream already has, so the reader gets the whole head at once instead of a short read (which
         // makes hyper grow its buffer). Not ready or an error: the prefix alone now, the stream on the next read.
-        if this.start == this.end && buf.remaining() > 0 {
+        if this.prefix.is_empty() && buf.remaining() > 0 {
             let _ = Pin::new(&mut this.inner).poll_read(cx, buf);
         }
         Poll::Ready(Ok(()))

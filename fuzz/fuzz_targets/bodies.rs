@@ -206,6 +206,50 @@ pub fn framing(data: &[u8]) {
 /// An upstream's response as the lean HTTP/1.1 client reads it (`logto_gate::proxy::h1`): built from HTTP fragments
 /// like [`framing`], and read whole, in pieces and byte by byte, it must give the same answer every time; and a body
 /// framed by `Content-Length` is never longer or shorter than it says.
+/// The HTTP/1 front's reading of a request head (src/front.rs): a head it serves itself has no body and no protocol
+/// switch, is the head httparse (hyper's parser) reads, and is one the request-smuggling check finds unambiguous.
+pub fn front_head(data: &[u8]) {
+    const FRAGMENTS: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\n",
+        b"HEAD /a?b HTTP/1.1\r\n",
+        b"POST / HTTP/1.1\r\n",
+        b"GET / HTTP/1.0\r\n",
+        b"CONNECT a:1 HTTP/1.1\r\n",
+        b"GET http://a/ HTTP/1.1\r\n",
+        b"Content-Length: 3\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Connection: close\r\n",
+        b"Connection: upgrade\r\n",
+        b"Upgrade: websocket\r\n",
+        b"Expect: 100-continue\r\n",
+        b"Cookie: logto_gate=abc\r\n",
+        b"X: y\r\n",
+        b" folded\r\n",
+        b"\r\n",
+        b"\n",
+        b"abc",
+    ];
+    let stream = expand(FRAGMENTS, data);
+    let max = 512;
+    let Some((len, request)) = logto_gate::front::read_head(&stream, max) else {
+        return;
+    };
+    assert!(len <= max);
+    assert_eq!(request.version(), http::Version::HTTP_11);
+    assert_ne!(request.method(), http::Method::CONNECT);
+    for name in ["content-length", "transfer-encoding", "expect", "upgrade"] {
+        assert!(
+            !request.headers().contains_key(name),
+            "{name} in a head the front served"
+        );
+    }
+    let mut slots = [httparse::EMPTY_HEADER; 100];
+    let mut parsed = httparse::Request::new(&mut slots);
+    assert_eq!(parsed.parse(&stream).ok(), Some(httparse::Status::Complete(len)));
+    assert_eq!(parsed.headers.len(), request.headers().len());
+    assert_eq!(logto_gate::framing::first_ambiguous([&stream[..len]], max), None);
+}
+
 pub fn upstream_response(data: &[u8]) {
     const FRAGMENTS: &[&[u8]] = &[
         b"HTTP/1.1 200 OK\r\n",

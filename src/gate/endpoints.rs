@@ -11,7 +11,7 @@ impl Gate {
     /// trusted peer that form is honoured too.
     pub(super) async fn forward_auth(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<Body>,
         peer: SocketAddr,
         cookies: &mut Vec<HeaderValue>,
     ) -> Result<Response<Body>, GateError> {
@@ -91,7 +91,7 @@ impl Gate {
 
     /// `/_logto/sign-in?redirect=/path`: starts an attempt; the return path falls back to `/` unless it is a
     /// same-origin path.
-    pub(super) async fn sign_in(&self, req: &Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, GateError> {
+    pub(super) async fn sign_in(&self, req: &Request<Body>, peer: SocketAddr) -> Result<Response<Body>, GateError> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return Err(ClientError::MethodNotAllowed.into());
         }
@@ -136,7 +136,7 @@ impl Gate {
     }
 
     /// `/_logto/callback`: finishes an attempt. The attempt cookie is cleared whatever the outcome.
-    pub(super) async fn callback(&self, req: &Request<Incoming>, html: bool) -> Response<Body> {
+    pub(super) async fn callback(&self, req: &Request<Body>, html: bool) -> Response<Body> {
         let params = single_valued_query(req.uri().query());
         let state = params
             .as_ref()
@@ -168,7 +168,7 @@ impl Gate {
 
     pub(super) async fn finish_sign_in(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<Body>,
         params: &[(String, String)],
     ) -> Result<Response<Body>, GateError> {
         let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
@@ -296,7 +296,7 @@ impl Gate {
     }
 
     /// `/_logto/sign-out`: clears the session and ends Logto's session too.
-    pub(super) async fn sign_out(&self, req: &Request<Incoming>) -> Result<Response<Body>, GateError> {
+    pub(super) async fn sign_out(&self, req: &Request<Body>) -> Result<Response<Body>, GateError> {
         let status = match *req.method() {
             Method::GET | Method::HEAD => StatusCode::FOUND,
             Method::POST => StatusCode::SEE_OTHER,
@@ -315,7 +315,7 @@ impl Gate {
     /// `/_logto/userinfo`: the signed-in identity as JSON, 401 without a session.
     pub(super) async fn userinfo(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<Body>,
         cookies: &mut Vec<HeaderValue>,
     ) -> Result<Response<Body>, GateError> {
         match self.authenticate(req.headers(), cookies).await? {
@@ -340,7 +340,7 @@ impl Gate {
 
     /// `/_logto/backchannel-logout`: Logto's back-channel logout (OpenID Connect Back-Channel Logout 1.0 §2.5):
     /// a POSTed `logout_token` ends the matching sessions. Answers 200, or 400 with an OAuth error body.
-    pub(super) async fn backchannel_logout(&self, req: Request<Incoming>) -> Result<Response<Body>, GateError> {
+    pub(super) async fn backchannel_logout(&self, req: Request<Body>) -> Result<Response<Body>, GateError> {
         if req.method() != Method::POST {
             return Err(ClientError::MethodNotAllowed.into());
         }

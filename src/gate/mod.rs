@@ -17,7 +17,6 @@ use http_body_util::BodyExt;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge};
 use serde_json::{Map, Value};
 
@@ -180,7 +179,7 @@ fn classify(path: &str) -> Route {
 }
 
 /// True for a browser navigation: GET or HEAD that accepts HTML. Only those are redirected to sign in.
-fn is_browser_navigation(req: &Request<Incoming>) -> bool {
+fn is_browser_navigation(req: &Request<Body>) -> bool {
     (req.method() == Method::GET || req.method() == Method::HEAD)
         && req
             .headers()
@@ -332,7 +331,7 @@ impl Gate {
     #[allow(clippy::manual_async_fn)] // deliberately, see above
     pub fn handle(
         gate: Arc<WorkerGate>,
-        mut req: Request<Incoming>,
+        mut req: Request<Body>,
         peer: SocketAddr,
     ) -> impl std::future::Future<Output = Response<Body>> + Send {
         async move {
@@ -404,7 +403,7 @@ impl Gate {
     async fn route(
         &self,
         route: Route,
-        req: Request<Incoming>,
+        req: Request<Body>,
         peer: SocketAddr,
         html: bool,
         upgrading: bool,
@@ -460,7 +459,7 @@ impl Gate {
     #[allow(clippy::manual_async_fn)] // deliberately, see Gate::handle
     fn app<'a>(
         &'a self,
-        mut req: Request<Incoming>,
+        mut req: Request<Body>,
         peer: SocketAddr,
         upgrading: bool,
         cookies: &'a mut Vec<HeaderValue>,
@@ -495,7 +494,7 @@ impl Gate {
             };
             // 4. rewrite
             let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
-            let (mut parts, incoming) = req.into_parts();
+            let (mut parts, request_body) = req.into_parts();
             if let Some(path) = &new_path {
                 parts.uri = with_path(&parts.uri, path)?;
             }
@@ -524,7 +523,7 @@ impl Gate {
             self.forwarder
                 .forward(
                     parts,
-                    body::incoming(incoming),
+                    request_body,
                     client_upgrade,
                     Added {
                         forwarded,
@@ -634,7 +633,7 @@ impl Gate {
     }
 
     /// Phase 3: no session.
-    async fn challenge(&self, req: &Request<Incoming>) -> Result<Response<Body>, GateError> {
+    async fn challenge(&self, req: &Request<Body>) -> Result<Response<Body>, GateError> {
         if is_browser_navigation(req) {
             let wanted = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
             return self.start_sign_in(ReturnPath::parse_or_root(wanted)).await;

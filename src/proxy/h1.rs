@@ -32,7 +32,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
@@ -99,45 +99,7 @@ type Span = (usize, usize, usize, usize);
 #[derive(Default)]
 struct HeadScratch {
     spans: Vec<Span>,
-    names: Names,
-}
-
-/// The field names of a connection's last response head, by position, as sent and as `HeaderName`s. An upstream
-/// usually answers every request with the same fields in the same order, so a name is mostly found here by
-/// comparing its bytes, instead of `HeaderName::from_bytes` lowercasing it and looking it up (and allocating, for
-/// a name that is not a standard one).
-#[derive(Default)]
-struct Names(Vec<(NameBytes, HeaderName)>);
-
-/// A field name as sent, and its length.
-type NameBytes = ([u8; Names::LONGEST], u8);
-
-impl Names {
-    /// Keeps names for this many positions.
-    const POSITIONS: usize = 32;
-    /// Keeps names at most this long.
-    const LONGEST: usize = 32;
-
-    /// The name of the field at `position` of a head, sent as `bytes`.
-    fn get(&mut self, position: usize, bytes: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
-        if let Some(((kept, len), name)) = self.0.get(position) {
-            if kept.get(..usize::from(*len)) == Some(bytes) {
-                return Ok(name.clone());
-            }
-        }
-        let name = HeaderName::from_bytes(bytes)?;
-        if bytes.len() <= Self::LONGEST && position < Self::POSITIONS && position <= self.0.len() {
-            let mut kept = [0u8; Self::LONGEST];
-            kept[..bytes.len()].copy_from_slice(bytes);
-            // At most LONGEST (32), so it fits.
-            let entry = ((kept, bytes.len() as u8), name.clone());
-            match self.0.get_mut(position) {
-                Some(slot) => *slot = entry,
-                None => self.0.push(entry),
-            }
-        }
-        Ok(name)
-    }
+    names: crate::names::Names,
 }
 
 impl Client {
@@ -1168,7 +1130,7 @@ mod tests {
         let mut claims = serde_json::Map::new();
         claims.insert("sub".into(), "alice".into());
         let mapping = [(
-            HeaderName::from_static("x-user"),
+            http::HeaderName::from_static("x-user"),
             crate::identity::ClaimPath::parse("sub").unwrap(),
         )];
         let identity = crate::identity::IdentityHeaders::render(&mapping, &claims);

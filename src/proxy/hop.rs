@@ -45,7 +45,7 @@ fn is_hop_by_hop_text(text: &str) -> bool {
 
 /// The options one `Connection` field value lists (RFC 9110 §7.6.1), trimmed; none from a value that is not
 /// visible ASCII.
-fn connection_options(value: &HeaderValue) -> impl Iterator<Item = &str> {
+pub(crate) fn connection_options(value: &HeaderValue) -> impl Iterator<Item = &str> {
     crate::values::text(value)
         .into_iter()
         .flat_map(|v| v.split(','))

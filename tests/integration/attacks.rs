@@ -234,17 +234,6 @@ async fn a_user_agent_that_looks_like_a_health_checker_gets_no_free_pass() {
 // --- Request smuggling and oversized input --------------------------------------------------------------------
 
 /// Writes `request` on a fresh connection and reads until the gate closes it (bounded).
-async fn exchange_until_closed(port: u16, request: &[u8]) -> String {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    stream.write_all(request).await.unwrap();
-    let mut bytes = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut bytes))
-        .await
-        .expect("the gate closes a connection after refusing ambiguous framing")
-        .unwrap();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
 /// A signed-in session cookie, the upstream's request count, and the stack.
 async fn signed_in() -> (Stack, String, usize) {
     let s = Stack::start().await;

@@ -107,6 +107,17 @@ fn fuzz_body_framing() {
 }
 
 #[test]
+fn fuzz_body_front_head() {
+    run(bodies::front_head);
+    // Bytes that pick fragments: heads the front serves, and every kind it hands over.
+    let mut rng = Rng(0x3c6e_f372_fe94_f82b);
+    for _ in 0..4000 {
+        let input: Vec<u8> = (0..48).map(|_| (rng.next() % 20) as u8).collect();
+        bodies::front_head(&input);
+    }
+}
+
+#[test]
 fn fuzz_body_upstream_response() {
     run(bodies::upstream_response);
     // Bytes that pick fragments: whole responses with lengths, chunks, trailers and interim heads.

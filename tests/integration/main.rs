@@ -12,6 +12,7 @@ mod cli;
 mod deploy;
 mod faults;
 mod forward_auth;
+mod front;
 mod fuzz_smoke;
 mod keys;
 mod policy;

@@ -24,6 +24,19 @@ pub const APP_ID: &str = "test-app";
 pub const APP_SECRET: &str = "test-app-secret-0123456789";
 pub const SESSION_SECRET: &str = "an-example-session-secret-of-at-least-32-bytes";
 
+/// Sends raw bytes on a new connection and reads until the gate closes it (at most 10 s).
+pub async fn exchange_until_closed(port: u16, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut bytes))
+        .await
+        .expect("the gate closes the connection")
+        .unwrap();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// Waits are bounded everywhere: nothing in the harness waits longer than this for a service to come up.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 

@@ -1,0 +1,793 @@
+//! The HTTP/1.1 front (RFC 9112): the usual request is read and answered here, and the connection is handed to
+//! hyper's server for anything else.
+//!
+//! hyper's server costs about a third of a signed-in request's instructions (its dispatcher, its encoder, and the
+//! second reading of every head that the request-smuggling check needs on top of it), for generality the usual
+//! request does not use. Every HTTP/1 connection therefore starts here, and a request head is served here only when
+//! - httparse (hyper's parser, with hyper's settings) reads it whole, within `server.max_header_bytes` and
+//!   [`MAX_HEADERS`] fields, with a valid method and a request target of at most [`MAX_TARGET`] bytes that parses
+//!   as a URI;
+//! - it is HTTP/1.1 and its method is not `CONNECT`;
+//! - it has no `Content-Length`, `Transfer-Encoding`, `Expect` or `Upgrade` field: no body, no interim response, no
+//!   protocol switch.
+//!
+//! Any other head, every malformed one included, hands the connection over ([`Ended::HandOff`]) with all the bytes
+//! not yet answered, from that head's first byte: hyper reads them as a new connection's first request, answers
+//! errors itself (400, 414, 431) and serves the connection from then on, and the request-smuggling check
+//! ([`crate::framing`]) follows its bytes from the same point. Nothing served here can carry a body, so no request
+//! here can be framed two ways.
+//!
+//! What hyper's server did and this module keeps:
+//! - `server.header_read_timeout` runs from the moment the connection waits for a head (so it also bounds the
+//!   keep-alive wait); when it passes, the connection is closed;
+//! - a request whose client closes the connection (or fails) before the answer is dropped, which cancels its
+//!   upstream exchange; bytes the client sends meanwhile are the next requests (pipelining), answered in order;
+//! - `Connection: close` from either side ends the connection after the answer; so does being told to finish (idle,
+//!   shutdown), which closes a connection at once between requests;
+//! - a `Date` field on every answer that has none (RFC 9110 §6.6.1).
+//!
+//! Answers are framed here, whatever framing fields the gate or the upstream set (RFC 9112 §6.3): no body after
+//! `HEAD`, 204 or 304 (a 1xx answer is replaced by a 500, as hyper does); otherwise `Content-Length` when the body's
+//! length is known, chunked when it is not. A body that fails, ends short of its length or runs past it closes the
+//! connection after what was sent, so the client sees a broken answer, never a short or long one passed off as whole.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Instant;
+
+use crate::body::Body;
+use crate::connections::Registration;
+use crate::deadlines::Deadline;
+use crate::gate::{Gate, WorkerGate};
+use crate::names::Names;
+use crate::proxy::hop;
+
+/// The most header fields a request head may have (hyper's limit; more is answered 431 by hyper).
+pub const MAX_HEADERS: usize = 100;
+/// The longest request target served here (hyper's limit; longer is answered 414 by hyper).
+pub const MAX_TARGET: usize = u16::MAX as usize - 1;
+/// The read buffer's first size, as hyper's.
+const FIRST_BUFFER: usize = 8 * 1024;
+/// Body data up to this size is copied behind what is waiting to be written, so that a small answer leaves in one
+/// write; larger data is written as it is.
+const COALESCE: usize = 16 * 1024;
+/// The most that is kept between answers for writing the next (a larger buffer is let go).
+const KEEP_OUT: usize = 64 * 1024;
+
+/// What a connection's front needs.
+pub struct Front<'a> {
+    pub gate: &'a Arc<WorkerGate>,
+    pub peer: SocketAddr,
+    pub registration: &'a Registration,
+    pub header_read_timeout: Duration,
+    /// `server.max_header_bytes`: the longest head served here.
+    pub max_header_bytes: usize,
+    /// The most bytes buffered while waiting for a head, as hyper's buffer limit.
+    pub largest_head: usize,
+}
+
+/// How a connection left the front.
+pub enum Ended<I> {
+    /// Closed (by either side, a timeout or a finish); nothing more to do.
+    Closed,
+    /// For hyper: the connection and the bytes read from it but not answered, from the start of a request head.
+    HandOff(I, Bytes),
+}
+
+/// Serves `io` until it closes or a request needs hyper; see the module docs.
+pub async fn serve<I: AsyncRead + AsyncWrite + Unpin>(mut io: I, front: Front<'_>) -> Ended<I> {
+    let mut conn = Conn::default();
+    loop {
+        let head = match conn.read_head(&mut io, &front).await {
+            Next::Head(head) => head,
+            Next::HandOff => return Ended::HandOff(io, conn.buf.freeze()),
+            Next::Close => return Ended::Closed,
+        };
+        let head_only = head.request.method() == Method::HEAD;
+        let handling = Gate::handle(Arc::clone(front.gate), head.request, front.peer);
+        let Some(resp) = conn.await_answer(&mut io, handling, front.largest_head).await else {
+            return Ended::Closed;
+        };
+        let keep_alive = head.keep_alive && !front.registration.finishing();
+        match conn.write_answer(&mut io, resp, head_only, keep_alive).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = crate::deadlines::timeout_at(Instant::now() + front.header_read_timeout, io.shutdown()).await;
+                return Ended::Closed;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "writing an answer failed");
+                return Ended::Closed;
+            }
+        }
+    }
+}
+
+/// A connection's buffers, kept from one request to the next.
+#[derive(Default)]
+struct Conn {
+    /// Read from the client and not yet served: a head, its beginning, or pipelined heads.
+    buf: BytesMut,
+    /// Where each field's name and value lie in the head being read: name start and end, value start and end.
+    spans: Vec<(usize, usize, usize, usize)>,
+    names: Names,
+    /// The names of the head being read, in order.
+    field_names: Vec<http::HeaderName>,
+    /// The last answer's field map, cleared: the next request's fields go into it.
+    fields: Option<HeaderMap>,
+    /// An answer's head (and small body data) on its way out.
+    out: Vec<u8>,
+}
+
+/// A request head read and accepted.
+struct Head {
+    request: Request<Body>,
+    keep_alive: bool,
+}
+
+// The request is the point: boxing it would allocate for every request.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    Head(Head),
+    HandOff,
+    Close,
+}
+
+/// What one look at the buffer found.
+#[allow(clippy::large_enum_variant)] // as `Next`
+enum Parse {
+    Head(Head),
+    /// Not a whole head yet.
+    Partial,
+    HandOff,
+}
+
+/// What ended a wait for a client's bytes.
+enum Wait {
+    Read(io::Result<usize>),
+    Finish,
+    Timeout,
+}
+
+impl Conn {
+    /// The next request head, reading as needed; see the module docs for the timeout and finishing.
+    async fn read_head<I: AsyncRead + Unpin>(&mut self, io: &mut I, front: &Front<'_>) -> Next {
+        // Armed on the first wait, so a head already here costs no timer.
+        let mut deadline: Option<Deadline> = None;
+        loop {
+            if !self.buf.is_empty() {
+                match self.parse(front.max_header_bytes) {
+                    Parse::Head(head) => return Next::Head(head),
+                    Parse::HandOff => return Next::HandOff,
+                    Parse::Partial if self.buf.len() >= front.largest_head => return Next::HandOff,
+                    Parse::Partial => {}
+                }
+            }
+            let room = front.largest_head - self.buf.len();
+            // Takes the whole buffer back once the last request's fields (which share it) are gone.
+            self.buf.reserve(room.min(FIRST_BUFFER));
+            let waited = poll_fn(|cx| {
+                let mut limited = (&mut self.buf).limit(room);
+                if let Poll::Ready(read) = tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut limited) {
+                    return Poll::Ready(Wait::Read(read));
+                }
+                if front.registration.poll_finish(cx).is_ready() {
+                    return Poll::Ready(Wait::Finish);
+                }
+                let deadline = deadline.get_or_insert_with(|| Deadline::at(Instant::now() + front.header_read_timeout));
+                Pin::new(deadline).poll(cx).map(|()| Wait::Timeout)
+            })
+            .await;
+            match waited {
+                Wait::Read(Ok(0)) if self.buf.is_empty() => return Next::Close,
+                // The client ended in the middle of a head: hyper answers that as it always has.
+                Wait::Read(Ok(0)) => return Next::HandOff,
+                Wait::Read(Ok(_)) => {}
+                Wait::Read(Err(e)) => {
+                    tracing::debug!(error = %e, "reading a request head failed");
+                    return Next::Close;
+                }
+                Wait::Finish => return Next::Close,
+                Wait::Timeout => {
+                    tracing::debug!("no complete request head within the header read timeout; closing");
+                    return Next::Close;
+                }
+            }
+        }
+    }
+
+    /// Reads the head at the start of the buffer, if it is whole, and takes it out of the buffer when it is served
+    /// here.
+    fn parse(&mut self, max_header_bytes: usize) -> Parse {
+        self.spans.clear();
+        let (len, method, target) = {
+            let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut []);
+            let len = match httparse::ParserConfig::default()
+                .parse_request_with_uninit_headers(&mut req, &self.buf, &mut slots)
+            {
+                Ok(httparse::Status::Complete(len)) if len <= max_header_bytes => len,
+                Ok(httparse::Status::Partial) => return Parse::Partial,
+                // Too long, too many fields, malformed: hyper's to answer.
+                _ => return Parse::HandOff,
+            };
+            let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+                return Parse::HandOff;
+            };
+            let method = match Method::from_bytes(method.as_bytes()) {
+                Ok(method) if method != Method::CONNECT && target.len() <= MAX_TARGET => method,
+                _ => return Parse::HandOff,
+            };
+            let base = self.buf.as_ptr() as usize;
+            let target = target.as_ptr() as usize - base..target.as_ptr() as usize - base + target.len();
+            self.spans.extend(req.headers.iter().map(|field| {
+                let name = field.name.as_ptr() as usize - base;
+                let value = field.value.as_ptr() as usize - base;
+                (name, name + field.name.len(), value, value + field.value.len())
+            }));
+            (len, method, target)
+        };
+        // Every check that can hand the connection over reads the bytes still in place.
+        self.field_names.clear();
+        for (position, &(name_start, name_end, _, _)) in self.spans.iter().enumerate() {
+            let name = match self.names.get(position, &self.buf[name_start..name_end]) {
+                Ok(name) => name,
+                Err(_) => return Parse::HandOff,
+            };
+            if [
+                header::CONTENT_LENGTH,
+                header::TRANSFER_ENCODING,
+                header::EXPECT,
+                header::UPGRADE,
+            ]
+            .contains(&name)
+            {
+                return Parse::HandOff;
+            }
+            self.field_names.push(name);
+        }
+        let head = self.buf.split_to(len).freeze();
+        let Ok(uri) = Uri::from_maybe_shared(head.slice(target)) else {
+            return put_back(&mut self.buf, head);
+        };
+        let mut fields = self.fields.take().unwrap_or_default();
+        fields.reserve(self.spans.len());
+        let mut keep_alive = true;
+        for (name, &(_, _, value_start, value_end)) in self.field_names.drain(..).zip(&self.spans) {
+            let Ok(value) = HeaderValue::from_maybe_shared(head.slice(value_start..value_end)) else {
+                fields.clear();
+                self.fields = Some(fields);
+                return put_back(&mut self.buf, head);
+            };
+            if name == header::CONNECTION && hop::connection_options(&value).any(|o| o.eq_ignore_ascii_case("close")) {
+                keep_alive = false;
+            }
+            fields.append(name, value);
+        }
+        let mut request = Request::new(Body::Empty);
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = fields;
+        Parse::Head(Head { request, keep_alive })
+    }
+
+    /// The gate's answer to a request, or `None` when the client closed the connection (or it failed) first, which
+    /// drops the request. Bytes the client sends meanwhile are kept for the next requests, up to `limit`.
+    async fn await_answer<I, F>(&mut self, io: &mut I, handling: F, limit: usize) -> Option<Response<Body>>
+    where
+        I: AsyncRead + Unpin,
+        F: Future<Output = Response<Body>>,
+    {
+        let mut handling = pin!(handling);
+        poll_fn(|cx| {
+            if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
+                return Poll::Ready(Some(resp));
+            }
+            // Read into a small buffer of its own: the request's fields still share `buf`, which a read into it
+            // would have to give up (and allocate anew).
+            while self.buf.len() < limit {
+                let mut scratch = [MaybeUninit::<u8>::uninit(); 1024];
+                let mut read = ReadBuf::uninit(&mut scratch);
+                match Pin::new(&mut *io).poll_read(cx, &mut read) {
+                    Poll::Pending => break,
+                    Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(None),
+                    Poll::Ready(Ok(())) => self.buf.put_slice(read.filled()),
+                    Poll::Ready(Err(e)) => {
+                        tracing::debug!(error = %e, "the client's connection failed during a request");
+                        return Poll::Ready(None);
+                    }
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Writes `resp`, framed as the module docs say; `true` when the connection can serve another request.
+    async fn write_answer<I: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut I,
+        resp: Response<Body>,
+        head_only: bool,
+        mut keep_alive: bool,
+    ) -> io::Result<bool> {
+        let (parts, mut body) = resp.into_parts();
+        let (mut status, mut fields) = (parts.status, parts.headers);
+        if status.is_informational() {
+            tracing::warn!(%status, "an interim status cannot be a final answer; answering 500");
+            (status, body) = (StatusCode::INTERNAL_SERVER_ERROR, Body::Empty);
+            fields.clear();
+        }
+        if hop::connection_has_token(&fields, "close") {
+            keep_alive = false;
+        }
+        let bodyless = head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+        let length = match bodyless {
+            true => None,
+            false => body.size_hint().exact().or_else(|| declared_length(&fields)),
+        };
+        let out = &mut self.out;
+        out.clear();
+        encode_head(out, status, &fields, head_only, length, keep_alive, &body);
+        fields.clear();
+        self.fields = Some(fields);
+        let whole = if bodyless {
+            true
+        } else {
+            send_body(io, out, &mut body, length).await?
+        };
+        io.write_all(out).await?;
+        if out.capacity() > KEEP_OUT {
+            *out = Vec::new();
+        }
+        Ok(keep_alive && whole)
+    }
+}
+
+/// For fuzzing and tests: reads `bytes` as the front does. `Some` (the head's length and the request) when the
+/// front would serve the head at their start, `None` when it would wait for more or hand the connection over; it
+/// checks that what it leaves for the next reader is exactly the bytes after the head (or all of them).
+#[doc(hidden)]
+pub fn read_head(bytes: &[u8], max_header_bytes: usize) -> Option<(usize, Request<Body>)> {
+    let mut conn = Conn {
+        buf: BytesMut::from(bytes),
+        ..Conn::default()
+    };
+    match conn.parse(max_header_bytes) {
+        Parse::Head(head) => {
+            let len = bytes.len() - conn.buf.len();
+            assert_eq!(&conn.buf[..], &bytes[len..], "the bytes after a served head stay");
+            Some((len, head.request))
+        }
+        Parse::Partial | Parse::HandOff => {
+            assert_eq!(&conn.buf[..], bytes, "every byte stays for hyper");
+            None
+        }
+    }
+}
+
+/// Puts a head taken out of `buf` back in front of it, for hyper (a copy, on this rare path only).
+fn put_back(buf: &mut BytesMut, head: Bytes) -> Parse {
+    let mut whole = BytesMut::with_capacity(head.len() + buf.len());
+    whole.put_slice(&head);
+    whole.put_slice(buf);
+    *buf = whole;
+    Parse::HandOff
+}
+
+/// The status line and fields of an answer, with its framing (`length`, or chunked when `None` and it has a body),
+/// `Connection: close` unless `keep_alive`, and a `Date` when it has none.
+fn encode_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    fields: &HeaderMap,
+    head_only: bool,
+    length: Option<u64>,
+    keep_alive: bool,
+    body: &Body,
+) {
+    if status == StatusCode::OK {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        // A reason must be written: many parsers expect one.
+        out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let bodyless = head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    // A HEAD or 304 answer's Content-Length describes the body it would have had (RFC 9110 §8.6), and is kept.
+    let keep_length = bodyless && status != StatusCode::NO_CONTENT;
+    let mut dated = false;
+    let mut length_kept = false;
+    for (name, value) in fields {
+        if name == header::CONTENT_LENGTH {
+            if !keep_length {
+                continue;
+            }
+            length_kept = true;
+        } else if name == header::TRANSFER_ENCODING || name == header::CONNECTION {
+            // Framing and connection handling are this side's.
+            continue;
+        } else if name == header::DATE {
+            dated = true;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(length) = length {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    } else if !bodyless {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    } else if head_only && !length_kept && status != StatusCode::NO_CONTENT && status != StatusCode::NOT_MODIFIED {
+        // A HEAD answer the gate made itself says how long the GET answer would be, as hyper does.
+        if let Some(length) = body.size_hint().exact().filter(|&n| n > 0) {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    if !dated {
+        out.extend_from_slice(b"date: ");
+        crate::http_date::extend(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The length a single, valid `Content-Length` field declares (repeated fields must agree), for a body that does
+/// not know its own.
+fn declared_length(fields: &HeaderMap) -> Option<u64> {
+    let mut declared = None;
+    for value in fields.get_all(header::CONTENT_LENGTH) {
+        let text = value.to_str().ok()?;
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let n: u64 = text.parse().ok()?;
+        if declared.is_some_and(|d| d != n) {
+            return None;
+        }
+        declared = Some(n);
+    }
+    declared
+}
+
+/// Sends `body` behind the head in `out`, framed by `length` (or chunked), writing whenever the body has nothing
+/// ready and leaving the last part in `out`; `false` when the body failed, or did not match its length.
+async fn send_body<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    out: &mut Vec<u8>,
+    body: &mut Body,
+    length: Option<u64>,
+) -> io::Result<bool> {
+    let mut sent: u64 = 0;
+    loop {
+        // What the body has ready now; when it has nothing, what is waiting goes out before waiting for more.
+        let polled = poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await;
+        let frame = match polled {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                if !out.is_empty() {
+                    io.write_all(out).await?;
+                    out.clear();
+                }
+                poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
+            }
+        };
+        let data = match frame {
+            None => break,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "an answer's body failed; closing the connection");
+                return Ok(false);
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                // Trailers are not passed on.
+                Err(_) => continue,
+            },
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        match length {
+            Some(length) if sent > length => {
+                tracing::debug!(length, "an answer's body ran past its length; closing the connection");
+                return Ok(false);
+            }
+            Some(_) => {}
+            None => {
+                let mut size = [0u8; 16];
+                out.extend_from_slice(hex(data.len(), &mut size));
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        if data.len() > COALESCE {
+            io.write_all(out).await?;
+            out.clear();
+            io.write_all(&data).await?;
+        } else {
+            out.extend_from_slice(&data);
+        }
+        if length.is_none() {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    match length {
+        None => {
+            out.extend_from_slice(b"0\r\n\r\n");
+            Ok(true)
+        }
+        Some(length) if sent < length => {
+            tracing::debug!(
+                length,
+                sent,
+                "an answer's body ended short of its length; closing the connection"
+            );
+            Ok(false)
+        }
+        Some(_) => Ok(true),
+    }
+}
+
+/// `n` in lowercase hexadecimal, written into `buf`.
+fn hex(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b"0123456789abcdef"[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            return &buf[start..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, StreamBody};
+
+    const MAX: usize = 16 * 1024;
+
+    fn conn(bytes: &[u8]) -> Conn {
+        Conn {
+            buf: BytesMut::from(bytes),
+            ..Conn::default()
+        }
+    }
+
+    fn head(conn: &mut Conn) -> Head {
+        match conn.parse(MAX) {
+            Parse::Head(head) => head,
+            Parse::Partial => panic!("partial"),
+            Parse::HandOff => panic!("handed off"),
+        }
+    }
+
+    #[test]
+    fn the_usual_head_is_read_and_taken_out_of_the_buffer() {
+        let mut c = conn(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nCookie: c=1\r\nX-Long-Custom-Field-Name-Over-32-Bytes: v\r\n\r\nGET /next");
+        let h = head(&mut c);
+        assert_eq!(h.request.method(), Method::GET);
+        assert_eq!(h.request.uri(), "/a?b=1");
+        assert_eq!(h.request.version(), Version::HTTP_11);
+        assert!(h.keep_alive);
+        let fields: Vec<_> = h
+            .request
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("host", &b"x"[..]),
+                ("cookie", b"c=1"),
+                ("x-long-custom-field-name-over-32-bytes", b"v")
+            ]
+        );
+        assert!(h.request.body().is_end_stream());
+        assert_eq!(&c.buf[..], b"GET /next", "the next (pipelined) head stays");
+        assert!(matches!(c.parse(MAX), Parse::Partial));
+    }
+
+    #[test]
+    fn close_in_any_connection_field_ends_the_connection_after_the_answer() {
+        for close in [
+            "Connection: close",
+            "Connection: keep-alive, Close",
+            "Connection: a\r\nConnection: CLOSE",
+        ] {
+            let text = format!("GET / HTTP/1.1\r\nHost: x\r\n{close}\r\n\r\n");
+            assert!(!head(&mut conn(text.as_bytes())).keep_alive, "{close}");
+        }
+        assert!(head(&mut conn(b"GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n")).keep_alive);
+    }
+
+    #[test]
+    fn every_other_head_is_handed_over_with_every_byte_in_place() {
+        let long_target = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_TARGET));
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X: 1\r\n".repeat(MAX_HEADERS + 1));
+        let over_limit = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX));
+        let cases: Vec<&[u8]> = vec![
+            b"POST /u HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST /u HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
+            b"POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: \x01\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
+            b"G(T / HTTP/1.1\r\n\r\n",
+            b"GET /a b HTTP/1.1\r\n\r\n",
+            b"GET http://[::1 HTTP/1.1\r\n\r\n",
+            long_target.as_bytes(),
+            many.as_bytes(),
+            over_limit.as_bytes(),
+        ];
+        for bytes in cases {
+            let mut c = conn(bytes);
+            assert!(
+                matches!(c.parse(MAX), Parse::HandOff),
+                "{:?}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(80)])
+            );
+            assert_eq!(&c.buf[..], bytes, "every byte stays for hyper");
+        }
+    }
+
+    #[test]
+    fn a_head_not_yet_whole_waits_for_more() {
+        for partial in [
+            &b"GET / HT"[..],
+            b"GET / HTTP/1.1\r\nHost: x\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r",
+        ] {
+            let mut c = conn(partial);
+            assert!(matches!(c.parse(MAX), Parse::Partial));
+            assert_eq!(&c.buf[..], partial);
+        }
+    }
+
+    fn encoded(status: u16, fields: &[(&str, &str)], head_only: bool, length: Option<u64>, keep_alive: bool) -> String {
+        let mut map = HeaderMap::new();
+        for (name, value) in fields {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        let mut out = Vec::new();
+        let status = StatusCode::from_u16(status).unwrap();
+        encode_head(&mut out, status, &map, head_only, length, keep_alive, &Body::Empty);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_head_carries_this_sides_framing_and_connection_fields_only() {
+        let fields = [
+            ("content-length", "99"),
+            ("transfer-encoding", "gzip"),
+            ("connection", "keep-alive"),
+            ("x-app", "1"),
+        ];
+        let text = encoded(200, &fields, false, Some(5), true);
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK\r\nx-app: 1\r\ncontent-length: 5\r\ndate: "),
+            "{text}"
+        );
+        assert!(text.ends_with(" GMT\r\n\r\n"), "{text}");
+        let text = encoded(404, &fields, false, None, false);
+        assert!(
+            text.starts_with(
+                "HTTP/1.1 404 Not Found\r\nx-app: 1\r\ntransfer-encoding: chunked\r\nconnection: close\r\ndate: "
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bodiless_answers_keep_or_drop_their_length_as_rfc_9110_says() {
+        let fields = [("content-length", "42"), ("date", "Sun, 06 Nov 1994 08:49:37 GMT")];
+        // HEAD and 304: the length of the body they stand for; 204: none.
+        assert_eq!(
+            encoded(200, &fields, true, None, true),
+            "HTTP/1.1 200 OK\r\ncontent-length: 42\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n"
+        );
+        assert_eq!(
+            encoded(304, &fields, false, None, true),
+            "HTTP/1.1 304 Not Modified\r\ncontent-length: 42\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n"
+        );
+        assert_eq!(
+            encoded(204, &fields, false, None, true),
+            "HTTP/1.1 204 No Content\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn declared_lengths_must_be_plain_digits_and_agree() {
+        let map = |values: &[&str]| {
+            let mut m = HeaderMap::new();
+            for v in values {
+                m.append(header::CONTENT_LENGTH, HeaderValue::from_str(v).unwrap());
+            }
+            m
+        };
+        assert_eq!(declared_length(&map(&["12"])), Some(12));
+        assert_eq!(declared_length(&map(&["12", "12"])), Some(12));
+        assert_eq!(declared_length(&map(&["12", "13"])), None);
+        assert_eq!(declared_length(&map(&["+12"])), None);
+        assert_eq!(declared_length(&map(&["1 2"])), None);
+        assert_eq!(declared_length(&map(&[""])), None);
+        assert_eq!(declared_length(&map(&["99999999999999999999999"])), None);
+        assert_eq!(declared_length(&map(&[])), None);
+    }
+
+    /// A body of these frames (an `Err` frame fails it), with no length of its own.
+    fn streamed(frames: Vec<Result<&'static [u8], &'static str>>) -> Body {
+        let frames = frames.into_iter().map(|f| {
+            f.map(|d| http_body::Frame::data(Bytes::from_static(d)))
+                .map_err(|e| -> crate::body::BoxError { e.into() })
+        });
+        Body::Boxed(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+    }
+
+    async fn sent(mut body: Body, length: Option<u64>) -> (bool, Vec<u8>) {
+        let (mut io, mut out) = (Vec::new(), b"HEAD\r\n\r\n".to_vec());
+        let whole = send_body(&mut io, &mut out, &mut body, length).await.unwrap();
+        io.extend_from_slice(&out);
+        (whole, io)
+    }
+
+    #[tokio::test]
+    async fn bodies_are_sent_by_length_or_in_chunks_and_a_wrong_length_is_never_whole() {
+        let (whole, bytes) = sent(streamed(vec![Ok(b"hel"), Ok(b""), Ok(b"lo")]), Some(5)).await;
+        assert!(whole);
+        assert_eq!(bytes, b"HEAD\r\n\r\nhello");
+        let big = vec![b'x'; COALESCE + 1].leak();
+        let (whole, bytes) = sent(streamed(vec![Ok(b"hello"), Ok(big)]), None).await;
+        assert!(whole);
+        let expected = [&b"HEAD\r\n\r\n5\r\nhello\r\n4001\r\n"[..], big, b"\r\n0\r\n\r\n"].concat();
+        assert_eq!(bytes, expected);
+        // Short, long or failed: sent as far as it went, and the connection is not reused.
+        assert!(!sent(streamed(vec![Ok(b"hel")]), Some(5)).await.0);
+        assert!(!sent(streamed(vec![Ok(b"hello!")]), Some(5)).await.0);
+        let (whole, bytes) = sent(streamed(vec![Ok(b"hel"), Err("upstream gone")]), None).await;
+        assert!(!whole);
+        assert!(!bytes.ends_with(b"0\r\n\r\n"), "no last chunk after a failure");
+    }
+
+    #[test]
+    fn chunk_sizes_are_lowercase_hex() {
+        let mut buf = [0u8; 16];
+        assert_eq!(hex(0, &mut buf), b"0");
+        assert_eq!(hex(255, &mut buf), b"ff");
+        assert_eq!(hex(0x4001, &mut buf), b"4001");
+        assert_eq!(hex(usize::MAX, &mut buf), b"ffffffffffffffff");
+    }
+}

@@ -1,0 +1,263 @@
+//! The HTTP/1.1 front (`src/front.rs`) over real sockets: the requests it answers itself, the connection handed to
+//! hyper in the middle when a request needs it (a body, HTTP/1.0, a malformed head), and what the client sees either
+//! way: answers in order, framed by the gate, dated, closed when asked, and a request dropped when its client goes.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::*;
+
+/// The status codes of every answer in `text`, in order.
+fn statuses(text: &str) -> Vec<&str> {
+    text.match_indices("HTTP/1.")
+        .map(|(i, _)| &text[i + 9..i + 12])
+        .collect()
+}
+
+fn get(path: &str, cookie: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: a\r\nCookie: logto_gate={cookie}\r\nAccept: application/json\r\n{extra}\r\n")
+}
+
+/// The paths the upstream saw after its first `skip` requests.
+fn paths_after(s: &Stack, skip: usize) -> Vec<String> {
+    s.upstream.seen().into_iter().skip(skip).map(|seen| seen.path).collect()
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_and_a_body_hands_the_connection_to_hyper() {
+    let s = Stack::start().await;
+    let (_, cookie) = s.signed_in().await;
+    let before = s.upstream.count();
+    // All in one write: two requests for the front, one with a body (handed to hyper with what follows it), and
+    // one more that hyper then serves, asking to close.
+    let all = get("/a", &cookie, "")
+        + &get("/b", &cookie, "")
+        + &format!("POST /upload HTTP/1.1\r\nHost: a\r\nCookie: logto_gate={cookie}\r\nContent-Length: 5\r\n\r\nhello")
+        + &get("/c", &cookie, "Connection: close\r\n");
+    let text = exchange_until_closed(s.gate.port, all.as_bytes()).await;
+    assert_eq!(statuses(&text), ["200", "200", "200", "200"], "{text}");
+    assert!(
+        text.contains("\"bytes\":5"),
+        "the body reached the upstream whole: {text}"
+    );
+    assert_eq!(paths_after(&s, before), ["/a", "/b", "/upload", "/c"]);
+}
+
+#[tokio::test]
+async fn smuggling_after_requests_the_front_answered_is_still_refused() {
+    // The request-smuggling check starts where the front hands over: the ambiguous head is the third on the
+    // connection but the first hyper reads, and is caught there.
+    let s = Stack::start().await;
+    let (_, cookie) = s.signed_in().await;
+    let before = s.upstream.count();
+    let all = get("/a", &cookie, "")
+        + &get("/b", &cookie, "")
+        + &format!(
+            "POST /upload HTTP/1.1\r\nHost: a\r\nCookie: logto_gate={cookie}\r\nContent-Length: 40\r\n\
+             Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        )
+        + &get("/admin", &cookie, "");
+    let text = exchange_until_closed(s.gate.port, all.as_bytes()).await;
+    assert_eq!(statuses(&text), ["200", "200", "400"], "{text}");
+    assert!(text.contains("both Content-Length and Transfer-Encoding"), "{text}");
+    assert_eq!(
+        paths_after(&s, before),
+        ["/a", "/b"],
+        "nothing after the ambiguous head was served"
+    );
+}
+
+/// One answer read off `stream`: its head (lowercased) and body, framed as the head says; `head_only` for a HEAD.
+async fn read_answer(stream: &mut TcpStream, buf: &mut Vec<u8>, head_only: bool) -> (String, Vec<u8>) {
+    async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) {
+        let mut chunk = [0u8; 16384];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "the gate closed in the middle of an answer: {}",
+            String::from_utf8_lossy(buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        fill(stream, buf).await;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    buf.drain(..end);
+    let field = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_owned))
+    };
+    let mut body = Vec::new();
+    if head_only {
+        return (head, body);
+    }
+    if let Some(length) = field("content-length") {
+        let length: usize = length.parse().unwrap();
+        while buf.len() < length {
+            fill(stream, buf).await;
+        }
+        body.extend(buf.drain(..length));
+    } else {
+        assert_eq!(field("transfer-encoding").as_deref(), Some("chunked"), "{head}");
+        loop {
+            let line_end = loop {
+                if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                fill(stream, buf).await;
+            };
+            let size = usize::from_str_radix(std::str::from_utf8(&buf[..line_end]).unwrap(), 16).unwrap();
+            buf.drain(..line_end + 2);
+            while buf.len() < size + 2 {
+                fill(stream, buf).await;
+            }
+            body.extend(buf.drain(..size));
+            assert_eq!(buf.drain(..2).collect::<Vec<_>>(), b"\r\n");
+            if size == 0 {
+                break;
+            }
+        }
+    }
+    (head, body)
+}
+
+#[tokio::test]
+async fn answers_are_framed_dated_and_closed_as_http_1_1_says() {
+    let s = Stack::start().await;
+    let (_, cookie) = s.signed_in().await;
+    let mut stream = TcpStream::connect(("127.0.0.1", s.gate.port)).await.unwrap();
+    let mut buf = Vec::new();
+
+    // A known length is sent as Content-Length, and every answer is dated.
+    stream.write_all(get("/x", &cookie, "").as_bytes()).await.unwrap();
+    let (head, body) = read_answer(&mut stream, &mut buf, false).await;
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert!(head.contains("\r\ndate: "), "{head}");
+    assert!(head.contains("\r\ncontent-length: "), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("\"path\":\"/x\""));
+
+    // HEAD: the length the GET would have, and no body (the next answer starts right after the head).
+    let head_request = get("/x", &cookie, "").replacen("GET", "HEAD", 1);
+    stream.write_all(head_request.as_bytes()).await.unwrap();
+    let (head, _) = read_answer(&mut stream, &mut buf, true).await;
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert!(head.contains("\r\ncontent-length: "), "{head}");
+
+    // A body of unknown length (the upstream streams it) goes out chunked, whole.
+    stream
+        .write_all(get("/download?bytes=200000", &cookie, "").as_bytes())
+        .await
+        .unwrap();
+    let (head, body) = read_answer(&mut stream, &mut buf, false).await;
+    assert!(head.contains("\r\ntransfer-encoding: chunked\r\n"), "{head}");
+    assert_eq!(body.len(), 200_000);
+
+    // An error page from the gate itself, on the same connection.
+    stream
+        .write_all(b"GET /_logto/nothing-here HTTP/1.1\r\nHost: a\r\nAccept: application/json\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_answer(&mut stream, &mut buf, false).await;
+    assert!(head.starts_with("http/1.1 404 not found\r\n"), "{head}");
+
+    // `Connection: close` is answered with the same, and the connection ends.
+    stream
+        .write_all(get("/y", &cookie, "Connection: close\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (head, _) = read_answer(&mut stream, &mut buf, false).await;
+    assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+        .await
+        .expect("the gate closes after an answer to Connection: close")
+        .unwrap();
+    assert!(buf.is_empty() && rest.is_empty(), "nothing after the last answer");
+}
+
+#[tokio::test]
+async fn http_1_0_and_malformed_heads_after_served_requests_are_answered_by_hyper() {
+    let s = Stack::start().await;
+    let (_, cookie) = s.signed_in().await;
+    let first = get("/a", &cookie, "");
+    let cases = [
+        // HTTP/1.0: answered as HTTP/1.0, and the connection closes.
+        (
+            format!("GET /b HTTP/1.0\r\nCookie: logto_gate={cookie}\r\nAccept: application/json\r\n\r\n"),
+            "200",
+        ),
+        ("GET /b HTTP/1.1\r\nHost a\r\n\r\n".to_owned(), "400"),
+        ("GET /b HTTP/1.1\r\nHost: a\r\nX: \u{1}\r\n\r\n".to_owned(), "400"),
+        ("GET\t/b HTTP/1.1\r\nHost: a\r\n\r\n".to_owned(), "400"),
+        // Longer than `server.max_header_bytes`, whether in the target or in the fields.
+        (
+            format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(70_000)),
+            "431",
+        ),
+        (
+            format!("GET /b HTTP/1.1\r\nHost: a\r\n{}\r\n", "X-Many: 1\r\n".repeat(101)),
+            "431",
+        ),
+    ];
+    for (second, status) in cases {
+        let text = exchange_until_closed(s.gate.port, (first.clone() + &second).as_bytes()).await;
+        assert_eq!(statuses(&text), ["200", status], "{second:.80}: {text:.400}");
+        if status == "200" {
+            assert!(
+                text.contains("\r\n\r\n") && text.matches("HTTP/1.0 200").count() == 1,
+                "{text:.400}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_its_request_upstream() {
+    // An upstream that reads one request head, never answers, and reports when the gate closes the connection.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    let silent = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut chunk).await.unwrap();
+            assert!(n > 0);
+            head.extend_from_slice(&chunk[..n]);
+        }
+        let _ = seen_tx.send(());
+        // Nothing more comes; the read ends when the gate closes its side.
+        let _ = socket.read(&mut chunk).await;
+        let _ = closed_tx.send(());
+    });
+    let s = Stack::start().await;
+    let (_, cookie) = s.signed_in().await;
+    // A long response timeout, so only the client's going away can end the upstream exchange within the test.
+    let gate = TestGate::start_edited(&s.idp, &upstream, "", "", |t| {
+        t.replace("response_timeout = \"5s\"", "response_timeout = \"60s\"")
+    })
+    .await;
+    let mut client = TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+    client.write_all(get("/wait", &cookie, "").as_bytes()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), seen_rx)
+        .await
+        .expect("the request reached the upstream")
+        .unwrap();
+    drop(client);
+    tokio::time::timeout(Duration::from_secs(5), closed_rx)
+        .await
+        .expect("the gate dropped the upstream exchange when its client went away")
+        .unwrap();
+    silent.abort();
+}
