@@ -1,5 +1,6 @@
-//! Request-smuggling defence: a second reading of every HTTP/1 request head on a connection, to refuse messages whose
-//! framing is ambiguous.
+//! Request-smuggling defence: a second reading of every HTTP/1 request head hyper reads, to refuse messages whose
+//! framing is ambiguous. (Heads the HTTP/1 front, [`crate::front`], serves have no framing field; a connection
+//! reaches hyper, and this check, from the first head the front does not serve.)
 //!
 //! hyper follows RFC 9112 §6.3 for a request with both `Content-Length` and `Transfer-Encoding`: it drops the
 //! `Content-Length`, reads the body as chunked and closes the connection afterwards, so the gate and the upstream
@@ -8,7 +9,7 @@
 //! §6.1 lets a server reject such a request instead, and so does the gate, together with repeated `Content-Length`
 //! lines that hyper would merge when they agree (RFC 9112 §6.3 item 5 allows either).
 //!
-//! [`FramingIo`] wraps the connection's (decrypted) byte stream and follows it with the same parser hyper uses
+//! [`FramingIo`] wraps the connection's (decrypted) byte stream from there and follows it with the same parser hyper uses
 //! (`httparse`) and the same body framing rules (length, or chunks with extensions and trailers), so it knows where
 //! every request head starts. The first head with ambiguous framing is recorded by its position on the connection
 //! (1st, 2nd, ... request); [`Watch::next_request`], called once per request hyper delivers, says whether this is

@@ -1,6 +1,7 @@
 //! The accept loop: HTTP/1.1 and HTTP/2 on one listener (prior knowledge, or ALPN over TLS: [`crate::sniff`]),
-//! protocol upgrades for HTTP/1.1, limits on slow and idle clients, the request-smuggling check
-//! ([`crate::framing`]), and graceful shutdown.
+//! HTTP/1 served by the front ([`crate::front`]) until a request needs hyper's server, protocol upgrades for
+//! HTTP/1.1, limits on slow and idle clients, the request-smuggling check ([`crate::framing`]) on what hyper reads,
+//! and graceful shutdown.
 //!
 //! Threads: `server.workers` worker threads, each running a single-threaded tokio runtime, all accepting from the
 //! same listening socket. A connection lives on the worker that accepted it, together with its requests, the
