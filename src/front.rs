@@ -41,7 +41,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -52,6 +52,7 @@ use crate::connections::Registration;
 use crate::deadlines::Deadline;
 use crate::gate::{Gate, WorkerGate};
 use crate::names::Names;
+use crate::proxy::h1::Fields;
 use crate::proxy::hop;
 
 /// The most header fields a request head may have (hyper's limit; more is answered 431 by hyper).
@@ -337,11 +338,21 @@ impl Conn {
         let bodyless = head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
         let length = match bodyless {
             true => None,
-            false => body.size_hint().exact().or_else(|| declared_length(&fields)),
+            false => body
+                .size_hint()
+                .exact()
+                .or_else(|| declared_length(fields.get_all(header::CONTENT_LENGTH))),
+        };
+        // A lean client's answer still holds the upstream's fields: they go out as they came, before the map's.
+        let upstream = match &mut body {
+            Body::Upstream(upstream) => upstream.take_fields(),
+            _ => Fields::default(),
         };
         let out = &mut self.out;
         out.clear();
-        encode_head(out, status, &fields, head_only, length, keep_alive, &body);
+        let all = upstream.iter();
+        let all = all.chain(fields.iter().map(|(name, value)| (name, value.as_bytes())));
+        encode_head(out, status, all, head_only, length, keep_alive, &body);
         fields.clear();
         self.fields = Some(fields);
         let whole = if bodyless {
@@ -390,10 +401,10 @@ fn put_back(buf: &mut BytesMut, head: Bytes) -> Parse {
 
 /// The status line and fields of an answer, with its framing (`length`, or chunked when `None` and it has a body),
 /// `Connection: close` unless `keep_alive`, and a `Date` when it has none.
-fn encode_head(
+fn encode_head<'a>(
     out: &mut Vec<u8>,
     status: StatusCode,
-    fields: &HeaderMap,
+    fields: impl Iterator<Item = (&'a HeaderName, &'a [u8])>,
     head_only: bool,
     length: Option<u64>,
     keep_alive: bool,
@@ -428,7 +439,7 @@ fn encode_head(
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
     if let Some(length) = length {
@@ -458,10 +469,10 @@ fn encode_head(
 
 /// The length a single, valid `Content-Length` field declares (repeated fields must agree), for a body that does
 /// not know its own.
-fn declared_length(fields: &HeaderMap) -> Option<u64> {
+fn declared_length<V: AsRef<[u8]>>(values: impl IntoIterator<Item = V>) -> Option<u64> {
     let mut declared = None;
-    for value in fields.get_all(header::CONTENT_LENGTH) {
-        let text = value.to_str().ok()?;
+    for value in values {
+        let text = std::str::from_utf8(value.as_ref()).ok()?;
         if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
@@ -684,7 +695,8 @@ mod tests {
         }
         let mut out = Vec::new();
         let status = StatusCode::from_u16(status).unwrap();
-        encode_head(&mut out, status, &map, head_only, length, keep_alive, &Body::Empty);
+        let fields = map.iter().map(|(name, value)| (name, value.as_bytes()));
+        encode_head(&mut out, status, fields, head_only, length, keep_alive, &Body::Empty);
         String::from_utf8(out).unwrap()
     }
 
@@ -731,21 +743,15 @@ mod tests {
 
     #[test]
     fn declared_lengths_must_be_plain_digits_and_agree() {
-        let map = |values: &[&str]| {
-            let mut m = HeaderMap::new();
-            for v in values {
-                m.append(header::CONTENT_LENGTH, HeaderValue::from_str(v).unwrap());
-            }
-            m
-        };
-        assert_eq!(declared_length(&map(&["12"])), Some(12));
-        assert_eq!(declared_length(&map(&["12", "12"])), Some(12));
-        assert_eq!(declared_length(&map(&["12", "13"])), None);
-        assert_eq!(declared_length(&map(&["+12"])), None);
-        assert_eq!(declared_length(&map(&["1 2"])), None);
-        assert_eq!(declared_length(&map(&[""])), None);
-        assert_eq!(declared_length(&map(&["99999999999999999999999"])), None);
-        assert_eq!(declared_length(&map(&[])), None);
+        let declared = |values: &[&str]| declared_length(values.iter().map(|v| v.as_bytes()));
+        assert_eq!(declared(&["12"]), Some(12));
+        assert_eq!(declared(&["12", "12"]), Some(12));
+        assert_eq!(declared(&["12", "13"]), None);
+        assert_eq!(declared(&["+12"]), None);
+        assert_eq!(declared(&["1 2"]), None);
+        assert_eq!(declared(&[""]), None);
+        assert_eq!(declared(&["99999999999999999999999"]), None);
+        assert_eq!(declared(&[]), None);
     }
 
     /// A body of these frames (an `Err` frame fails it), with no length of its own.

@@ -35,6 +35,7 @@ use crate::deadlines::CoarseTimer;
 use crate::framing::{framing_io, AmbiguousFraming, Watch};
 use crate::front::{self, Ended, Front};
 use crate::gate::{Gate, WorkerGate};
+use crate::proxy::h1::Fields;
 use crate::sniff::{self, Prefixed, Protocol};
 
 /// Limits applied to every client connection.
@@ -395,7 +396,9 @@ impl Client<'_> {
                 req.extensions_mut().insert(AmbiguousFraming(ambiguity));
             }
             // Mapped rather than wrapped in an `async` block, which would keep its own copy of the request.
-            futures_util::FutureExt::map(Gate::handle(Arc::clone(&gate), req, peer), Ok::<_, Infallible>)
+            futures_util::FutureExt::map(Gate::handle(Arc::clone(&gate), req, peer), |resp| {
+                Ok::<_, Infallible>(Fields::into_response_map(resp))
+            })
         })
     }
 }

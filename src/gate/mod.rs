@@ -40,7 +40,7 @@ use crate::session::store::SaveError;
 use crate::session::{self, Current, Session, Sessions};
 
 /// The request id header, set on the request to the upstream and on the response.
-const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
 

@@ -32,7 +32,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
@@ -314,7 +314,7 @@ enum Parsed {
 struct Head {
     status: StatusCode,
     /// The end-to-end fields: never a hop-by-hop one or one that `Connection` names (RFC 9110 §7.6.1).
-    headers: HeaderMap,
+    fields: Fields,
     framing: Framing,
     /// Whether the connection may carry another request once the body is read.
     keep_alive: bool,
@@ -327,6 +327,7 @@ impl Head {
             framing: self.framing,
             pool: self.keep_alive.then(|| Arc::clone(pool)),
             started,
+            fields: self.fields,
         };
         if body.framing == Framing::Done {
             body.finish();
@@ -334,7 +335,6 @@ impl Head {
         let mut response = Response::new(body);
         // The gate's response to its client is its own HTTP/1.1 (or HTTP/2) message, whatever the upstream spoke.
         *response.status_mut() = self.status;
-        *response.headers_mut() = self.headers;
         response
     }
 }
@@ -382,8 +382,11 @@ fn parse_response(buf: &mut BytesMut, scratch: &mut HeadScratch, head_only: bool
         return Ok(Parsed::Interim);
     }
     // Hop-by-hop fields (RFC 9110 §7.6.1) describe the upstream connection: they are read here, for framing and
-    // reuse, and never enter the response's map.
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // reuse, and never enter the response's fields.
+    let mut fields = Fields {
+        list: Vec::with_capacity(spans.len()),
+        head: head.clone(),
+    };
     let mut codings = Codings::default();
     // `Connection` values other than the usual `keep-alive` (allocated for only when there is one).
     let mut connection = Vec::new();
@@ -391,36 +394,138 @@ fn parse_response(buf: &mut BytesMut, scratch: &mut HeadScratch, head_only: bool
         let name = names
             .get(position, &head[name_start..name_end])
             .map_err(|_| "the upstream sent an invalid header name".to_owned())?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
-            .map_err(|_| format!("the upstream sent an invalid value for {name}"))?;
+        let value = &head[value_start..value_end];
+        // httparse reads a value as RFC 9110 §5.5 allows it (no CR, LF or other controls but tab); `HeaderValue`
+        // allows the same, which `Fields::into_map` relies on.
         if !super::hop::is_hop_by_hop(&name) {
-            headers.append(name, value);
+            // The gate sets its own request id on every answer (`Gate::handle`), replacing the upstream's.
+            if name != crate::gate::REQUEST_ID {
+                // A head is at most MAX_HEAD (64 KiB) long.
+                fields.list.push(Field {
+                    name,
+                    value: (value_start as u32, value_end as u32),
+                });
+            }
         } else if name == header::TRANSFER_ENCODING {
             codings.fields += 1;
-            codings.chunked = value.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked");
+            codings.chunked = value.trim_ascii().eq_ignore_ascii_case(b"chunked");
         } else if name == header::CONNECTION {
             // The usual value names nothing to remove and does not close: no need to read it as a list.
-            if !value.as_bytes().eq_ignore_ascii_case(b"keep-alive") {
+            if !value.eq_ignore_ascii_case(b"keep-alive") {
                 connection.push(value);
             }
         }
     }
     // Framing first, from the fields as they came: a `Connection` option cannot make a length disappear.
-    let framing = framing(&headers, codings, status, head_only)?;
+    let framing = framing(&fields, codings, status, head_only)?;
     if framing == Framing::Chunked(Chunk::Size) {
         // Forwarded re-framed by the server side.
-        headers.remove(header::CONTENT_LENGTH);
+        fields.list.retain(|f| f.name != header::CONTENT_LENGTH);
     }
     // What `Connection` names is connection-specific too; `close` also ends the connection after this response.
-    let close = super::hop::remove_connection_options(&mut headers, &connection);
+    let close = fields.remove_connection_options(&connection);
     // HTTP/1.0 connections are not kept alive (its `Keep-Alive` extension is not spoken here).
     let keep_alive = minor == 1 && framing != Framing::Close && !close;
     Ok(Parsed::Head(Head {
         status,
-        headers,
+        fields,
         framing,
         keep_alive,
     }))
+}
+
+/// An upstream response's end-to-end fields, as slices of the head it sent: the HTTP/1 front writes them out as they
+/// are ([`crate::front`]), and hyper's servers get them as a `HeaderMap` ([`Fields::into_map`]), so the usual answer
+/// is never copied into a map and out again. Hop-by-hop fields, fields `Connection` names and the upstream's
+/// `X-Request-Id` (the gate sets its own) are already left out; every name and value was read by httparse.
+#[derive(Debug, Default)]
+pub struct Fields {
+    head: Bytes,
+    list: Vec<Field>,
+}
+
+/// One field: its name, and where its value lies in the head (start and end).
+#[derive(Debug)]
+struct Field {
+    name: HeaderName,
+    value: (u32, u32),
+}
+
+impl Fields {
+    /// Each field's name and value.
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &[u8])> {
+        self.list
+            .iter()
+            .map(|f| (&f.name, &self.head[f.value.0 as usize..f.value.1 as usize]))
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The values of the fields named `name`.
+    fn values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// These fields, then those of `map` after them, in one map.
+    pub fn into_map(self, map: HeaderMap) -> HeaderMap {
+        let mut merged = HeaderMap::with_capacity(self.list.len() + map.len());
+        for f in self.list {
+            match HeaderValue::from_maybe_shared(self.head.slice(f.value.0 as usize..f.value.1 as usize)) {
+                Ok(value) => {
+                    merged.append(f.name, value);
+                }
+                // httparse accepts no value that `HeaderValue` refuses; were it to, the field is left out.
+                Err(_) => tracing::debug!(name = %f.name, "left out an upstream field with an invalid value"),
+            }
+        }
+        let mut last = None;
+        for (name, value) in map {
+            // `None`: another value of the last name.
+            if let Some(name) = name {
+                last = Some(name);
+            }
+            if let Some(name) = &last {
+                merged.append(name.clone(), value);
+            }
+        }
+        merged
+    }
+
+    /// `resp` with its upstream fields, if a body of this client still holds them, moved into its map (before the
+    /// fields already there), for hyper's servers.
+    pub fn into_response_map(mut resp: Response<crate::body::Body>) -> Response<crate::body::Body> {
+        if let crate::body::Body::Upstream(body) = resp.body_mut() {
+            let fields = body.take_fields();
+            if !fields.is_empty() {
+                let map = std::mem::take(resp.headers_mut());
+                *resp.headers_mut() = fields.into_map(map);
+            }
+        }
+        resp
+    }
+
+    /// Removes every field the `Connection` values `connection` name, as [`super::hop::remove_connection_options`]
+    /// does for a map; returns whether `close` was among them.
+    fn remove_connection_options(&mut self, connection: &[&[u8]]) -> bool {
+        let mut close = false;
+        for option in connection
+            .iter()
+            .flat_map(|value| value.split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|option| !option.is_empty())
+        {
+            close |= option.eq_ignore_ascii_case(b"close");
+            self.list
+                .retain(|f| !f.name.as_str().as_bytes().eq_ignore_ascii_case(option));
+        }
+        close
+    }
 }
 
 /// The `Transfer-Encoding` fields of a response head.
@@ -433,9 +538,9 @@ struct Codings {
 }
 
 /// How a response body is delimited (RFC 9112 §6.3).
-fn framing(headers: &HeaderMap, codings: Codings, status: StatusCode, head_only: bool) -> Result<Framing, String> {
+fn framing(fields: &Fields, codings: Codings, status: StatusCode, head_only: bool) -> Result<Framing, String> {
     let has_te = codings.fields > 0;
-    let length = content_length(headers)?;
+    let length = content_length(fields)?;
     // Refused even where no body follows: a head framed two ways says something is wrong upstream.
     if has_te && length.is_some() {
         return Err("the upstream's response has both Transfer-Encoding and Content-Length".into());
@@ -457,10 +562,10 @@ fn framing(headers: &HeaderMap, codings: Codings, status: StatusCode, head_only:
 }
 
 /// The response's `Content-Length`, if any: every copy and list member must be the same decimal number.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, String> {
+fn content_length(fields: &Fields) -> Result<Option<u64>, String> {
     let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for member in value.as_bytes().split(|&b| b == b',') {
+    for value in fields.values(&header::CONTENT_LENGTH) {
+        for member in value.split(|&b| b == b',') {
             match (crate::framing::parse_decimal(member.trim_ascii()), length) {
                 (None, _) => return Err("the upstream sent an invalid Content-Length".into()),
                 (Some(n), Some(seen)) if n != seen => {
@@ -692,11 +797,7 @@ pub fn read_response<'a>(reads: impl IntoIterator<Item = &'a [u8]>, head_only: b
     Ok(ReadResponse {
         status: head.status.as_u16(),
         chunked,
-        headers: head
-            .headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-            .collect(),
+        headers: head.fields.iter().map(|(n, v)| (n.to_string(), v.to_vec())).collect(),
         body,
         reusable: head.keep_alive && delimited && buf.is_empty() && reads.next().is_none(),
     })
@@ -711,6 +812,8 @@ pub struct ResponseBody {
     pool: Option<Arc<Pool>>,
     /// When the request started: the pool counts the connection's idle time from here.
     started: Instant,
+    /// The response's fields, until someone takes them ([`ResponseBody::take_fields`]).
+    fields: Fields,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -720,6 +823,11 @@ impl std::fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
+    /// The response's fields (the map of a response from this client is empty until they are put in it).
+    pub fn take_fields(&mut self) -> Fields {
+        std::mem::take(&mut self.fields)
+    }
+
     /// The body is complete: the connection goes back to the pool if nothing is left over on it.
     fn finish(&mut self) {
         self.framing = Framing::Done;
@@ -886,6 +994,42 @@ mod tests {
         }
     }
 
+    #[test]
+    fn fields_go_into_a_map_before_the_gates_own_and_the_upstreams_request_id_is_left_out() {
+        let h = parse(
+            "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nX-Request-Id: upstream\r\nVary: x\r\nSet-Cookie: b=2\r\n\
+             Content-Length: 0\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        let mut gate = HeaderMap::new();
+        gate.append(header::SET_COOKIE, HeaderValue::from_static("session=s"));
+        gate.insert(crate::gate::REQUEST_ID, HeaderValue::from_static("gate"));
+        let map = h.fields.into_map(gate);
+        let cookies: Vec<_> = map.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2", "session=s"]);
+        assert_eq!(
+            map.get_all(crate::gate::REQUEST_ID).iter().collect::<Vec<_>>(),
+            ["gate"]
+        );
+        assert_eq!(map["vary"], "x");
+        assert_eq!(map["content-length"], "0");
+        assert_eq!(map.len(), 6);
+        // What is passed on as read can hold nothing `HeaderValue` refuses: controls, DEL and lone CRs are refused.
+        for value in ["a\u{1}b", "a\u{7f}b", "a\rb", "a\u{0}b"] {
+            assert!(
+                parse(&format!("HTTP/1.1 200 OK\r\nX: {value}\r\n\r\n"), false).is_err(),
+                "{value:?}"
+            );
+        }
+        let h = parse("HTTP/1.1 200 OK\r\nX: tab\there, obs-text \u{e9}\r\n\r\n", false).unwrap();
+        assert_eq!(
+            h.fields.into_map(HeaderMap::new()).len(),
+            1,
+            "every value read converts"
+        );
+    }
+
     /// Decodes a whole chunked body from `wire`, returning the data and what is left over.
     fn dechunk(wire: &[u8]) -> Result<(Vec<u8>, usize), String> {
         let mut buf = BytesMut::from(wire);
@@ -909,7 +1053,11 @@ mod tests {
         let mut read = |text: &str| {
             let mut buf = BytesMut::from(text);
             match parse_response(&mut buf, &mut scratch, false) {
-                Ok(Parsed::Head(head)) => Ok(head.headers.keys().map(|n| n.as_str().to_owned()).collect::<Vec<_>>()),
+                Ok(Parsed::Head(head)) => Ok(head
+                    .fields
+                    .iter()
+                    .map(|(n, _)| n.as_str().to_owned())
+                    .collect::<Vec<_>>()),
                 Ok(_) => Err("not a final head".to_owned()),
                 Err(e) => Err(e),
             }
@@ -945,7 +1093,7 @@ mod tests {
         .unwrap();
         assert_eq!(h.framing, Framing::Length(5));
         assert!(h.keep_alive);
-        let names: Vec<&str> = h.headers.keys().map(|n| n.as_str()).collect();
+        let names: Vec<&str> = h.fields.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["content-length", "x-end"]);
         let h = parse(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: Close\r\n\r\n",
@@ -954,7 +1102,7 @@ mod tests {
         .unwrap();
         assert_eq!(h.framing, Framing::Chunked(Chunk::Size));
         assert!(!h.keep_alive, "close in any case");
-        assert!(h.headers.is_empty(), "{:?}", h.headers);
+        assert!(h.fields.is_empty(), "{:?}", h.fields);
         // A Connection option naming the length does not unframe the body: the length is read first, then the
         // field is left out of what is passed on (and the client side frames the body itself).
         let h = parse(
@@ -964,7 +1112,7 @@ mod tests {
         .unwrap();
         assert_eq!(h.framing, Framing::Length(3));
         assert!(h.keep_alive);
-        assert!(h.headers.is_empty());
+        assert!(h.fields.is_empty());
         // Two Transfer-Encoding fields, even both chunked, are not "chunked alone".
         assert!(parse(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -983,7 +1131,13 @@ mod tests {
         let h = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello", false).unwrap();
         assert_eq!(h.framing, Framing::Length(5));
         assert!(h.keep_alive);
-        assert_eq!(h.headers["x-a"], "1");
+        assert_eq!(
+            h.fields.iter().collect::<Vec<_>>(),
+            [
+                (&header::CONTENT_LENGTH, &b"5"[..]),
+                (&HeaderName::from_static("x-a"), &b"1"[..])
+            ]
+        );
         let h = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false).unwrap();
         assert_eq!(h.framing, Framing::Chunked(Chunk::Size));
         let h = parse("HTTP/1.1 200 OK\r\n\r\n", false).unwrap();
