@@ -20,8 +20,10 @@
 //! What hyper's server did and this module keeps:
 //! - `server.header_read_timeout` runs from the moment the connection waits for a head (so it also bounds the
 //!   keep-alive wait); when it passes, the connection is closed;
-//! - a request whose client closes the connection (or fails) before the answer is dropped, which cancels its
-//!   upstream exchange; bytes the client sends meanwhile are the next requests (pipelining), answered in order;
+//! - a request whose client closes the connection (or fails, or shuts only its sending side: that cannot be told
+//!   apart without writing) before the answer is dropped, which cancels its upstream exchange; but while requests
+//!   the client sent after it are waiting to be read, the end of the stream is not taken for a hang-up yet. Bytes
+//!   the client sends meanwhile are the next requests (pipelining), answered in order;
 //! - `Connection: close` from either side ends the connection after the answer; so does being told to finish (idle,
 //!   shutdown), which closes a connection at once between requests;
 //! - a `Date` field on every answer that has none (RFC 9110 §6.6.1).
@@ -293,18 +295,21 @@ impl Conn {
         F: Future<Output = Response<Body>>,
     {
         let mut handling = pin!(handling);
+        // The client's end of the stream after requests still to answer: those are answered first (as hyper does).
+        let mut ended = false;
         poll_fn(|cx| {
             if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
                 return Poll::Ready(Some(resp));
             }
             // Read into a small buffer of its own: the request's fields still share `buf`, which a read into it
             // would have to give up (and allocate anew).
-            while self.buf.len() < limit {
+            while !ended && self.buf.len() < limit {
                 let mut scratch = [MaybeUninit::<u8>::uninit(); 1024];
                 let mut read = ReadBuf::uninit(&mut scratch);
                 match Pin::new(&mut *io).poll_read(cx, &mut read) {
                     Poll::Pending => break,
-                    Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(None),
+                    Poll::Ready(Ok(())) if read.filled().is_empty() && self.buf.is_empty() => return Poll::Ready(None),
+                    Poll::Ready(Ok(())) if read.filled().is_empty() => ended = true,
                     Poll::Ready(Ok(())) => self.buf.put_slice(read.filled()),
                     Poll::Ready(Err(e)) => {
                         tracing::debug!(error = %e, "the client's connection failed during a request");

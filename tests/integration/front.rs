@@ -347,3 +347,26 @@ async fn upstream_fields_reach_every_kind_of_client_alike() {
     }
     answering.abort();
 }
+
+#[tokio::test]
+async fn a_client_ending_its_stream_hangs_up_only_once_nothing_it_sent_is_waiting() {
+    // A client that sends two requests and shuts its sending side while the first is in flight (as `printf | nc`
+    // does). A server cannot tell that from a hang-up without writing, and (like hyper and nginx) the gate takes it
+    // for one, but only once nothing the client sent is waiting: the first request is answered, since the second
+    // was waiting behind it; the second, in flight when the end of the stream is read, is dropped.
+    let s = Stack::start().await;
+    let (_, cookie) = s.signed_in().await;
+    let before = s.upstream.count();
+    let mut stream = TcpStream::connect(("127.0.0.1", s.gate.port)).await.unwrap();
+    let all = get("/slow?ms=300", &cookie, "") + &get("/slow?ms=300", &cookie, "");
+    stream.write_all(all.as_bytes()).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut bytes))
+        .await
+        .expect("the gate answers and closes")
+        .unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    assert_eq!(statuses(&text), ["200"], "{text}");
+    assert!(s.upstream.count() > before, "the first reached the upstream");
+}
