@@ -53,7 +53,7 @@ use crate::body::Body;
 use crate::connections::Registration;
 use crate::deadlines::Deadline;
 use crate::gate::{Gate, WorkerGate};
-use crate::names::Names;
+use crate::names::{self, Names};
 use crate::proxy::h1::Fields;
 use crate::proxy::hop;
 
@@ -123,8 +123,8 @@ pub async fn serve<I: AsyncRead + AsyncWrite + Unpin>(mut io: I, front: Front<'_
 struct Conn {
     /// Read from the client and not yet served: a head, its beginning, or pipelined heads.
     buf: BytesMut,
-    /// Where each field's name and value lie in the head being read: name start and end, value start and end.
-    spans: Vec<(usize, usize, usize, usize)>,
+    /// Where each field of the head being read lies.
+    spans: Vec<names::Span>,
     names: Names,
     /// The names of the head being read, in order.
     field_names: Vec<http::HeaderName>,
@@ -233,14 +233,9 @@ impl Conn {
                 Ok(method) if method != Method::CONNECT && target.len() <= MAX_TARGET => method,
                 _ => return Parse::HandOff,
             };
-            let base = self.buf.as_ptr() as usize;
-            let target = target.as_ptr() as usize - base..target.as_ptr() as usize - base + target.len();
-            self.spans.extend(req.headers.iter().map(|field| {
-                let name = field.name.as_ptr() as usize - base;
-                let value = field.value.as_ptr() as usize - base;
-                (name, name + field.name.len(), value, value + field.value.len())
-            }));
-            (len, method, target)
+            let start = names::offset(&self.buf, target.as_bytes());
+            self.spans.extend(names::spans(&self.buf, req.headers));
+            (len, method, start..start + target.len())
         };
         // Every check that can hand the connection over reads the bytes still in place.
         self.field_names.clear();
@@ -340,7 +335,7 @@ impl Conn {
         if hop::connection_has_token(&fields, "close") {
             keep_alive = false;
         }
-        let bodyless = head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+        let bodyless = bodyless(head_only, status);
         let length = match bodyless {
             true => None,
             false => body
@@ -395,6 +390,11 @@ pub fn read_head(bytes: &[u8], max_header_bytes: usize) -> Option<(usize, Reques
     }
 }
 
+/// Whether an answer with `status` to a request that was `head_only` (HEAD) has no body (RFC 9112 §6.3 ¶1).
+fn bodyless(head_only: bool, status: StatusCode) -> bool {
+    head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
+}
+
 /// Puts a head taken out of `buf` back in front of it, for hyper (a copy, on this rare path only).
 fn put_back(buf: &mut BytesMut, head: Bytes) -> Parse {
     let mut whole = BytesMut::with_capacity(head.len() + buf.len());
@@ -425,7 +425,7 @@ fn encode_head<'a>(
         out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let bodyless = head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let bodyless = bodyless(head_only, status);
     // A HEAD or 304 answer's Content-Length describes the body it would have had (RFC 9110 §8.6), and is kept.
     let keep_length = bodyless && status != StatusCode::NO_CONTENT;
     let mut dated = false;
@@ -447,18 +447,19 @@ fn encode_head<'a>(
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    if let Some(length) = length {
+    let write_length = |out: &mut Vec<u8>, length: u64| {
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
         out.extend_from_slice(b"\r\n");
+    };
+    if let Some(length) = length {
+        write_length(out, length);
     } else if !bodyless {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     } else if head_only && !length_kept && status != StatusCode::NO_CONTENT && status != StatusCode::NOT_MODIFIED {
         // A HEAD answer the gate made itself says how long the GET answer would be, as hyper does.
         if let Some(length) = body.size_hint().exact().filter(|&n| n > 0) {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
-            out.extend_from_slice(b"\r\n");
+            write_length(out, length);
         }
     }
     if !keep_alive {
@@ -477,11 +478,7 @@ fn encode_head<'a>(
 fn declared_length<V: AsRef<[u8]>>(values: impl IntoIterator<Item = V>) -> Option<u64> {
     let mut declared = None;
     for value in values {
-        let text = std::str::from_utf8(value.as_ref()).ok()?;
-        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let n: u64 = text.parse().ok()?;
+        let n = crate::framing::parse_decimal(value.as_ref())?;
         if declared.is_some_and(|d| d != n) {
             return None;
         }

@@ -3,8 +3,27 @@
 //! its bytes with those at the same position of the connection's last head, instead of `HeaderName::from_bytes`
 //! lowercasing it and looking it up (and allocating, for a name that is not a standard one). Only identical bytes
 //! are reused; anything else is read afresh, and an invalid name is refused and not kept.
+//!
+//! Also where httparse found each field ([`spans`]), so that its borrow of a read buffer can end before the buffer
+//! is split and the fields become slices of the split-off head.
 
 use http::header::HeaderName;
+
+/// Where a header field's name and value lie in a head: name start and end, value start and end.
+pub type Span = (usize, usize, usize, usize);
+
+/// Where `part` (a slice httparse returned) starts in `head` (the buffer it parsed).
+pub fn offset(head: &[u8], part: &[u8]) -> usize {
+    part.as_ptr() as usize - head.as_ptr() as usize
+}
+
+/// The spans of the `fields` httparse read from `head`.
+pub fn spans<'a>(head: &'a [u8], fields: &'a [httparse::Header<'_>]) -> impl Iterator<Item = Span> + 'a {
+    fields.iter().map(move |field| {
+        let (name, value) = (offset(head, field.name.as_bytes()), offset(head, field.value));
+        (name, name + field.name.len(), value, value + field.value.len())
+    })
+}
 
 /// The field names of a connection's last message head, by position, as sent and as `HeaderName`s.
 #[derive(Default)]

@@ -92,13 +92,10 @@ struct Conn {
     scratch: HeadScratch,
 }
 
-/// Where a header field's name and value lie in a response head: name start and end, value start and end.
-type Span = (usize, usize, usize, usize);
-
 /// What [`parse_response`] keeps from one response head of a connection to the next.
 #[derive(Default)]
 struct HeadScratch {
-    spans: Vec<Span>,
+    spans: Vec<crate::names::Span>,
     names: crate::names::Names,
 }
 
@@ -364,12 +361,7 @@ fn parse_response(buf: &mut BytesMut, scratch: &mut HeadScratch, head_only: bool
             }
             Err(e) => return Err(format!("the upstream sent a malformed response head ({e})")),
         };
-        let base = buf.as_ptr() as usize;
-        spans.extend(response.headers.iter().map(|field| {
-            let name = field.name.as_ptr() as usize - base;
-            let value = field.value.as_ptr() as usize - base;
-            (name, name + field.name.len(), value, value + field.value.len())
-        }));
+        spans.extend(crate::names::spans(buf, response.headers));
         (len, response.code.unwrap_or(0), response.version.unwrap_or(0))
     };
     let head = buf.split_to(len).freeze();
@@ -412,7 +404,10 @@ fn parse_response(buf: &mut BytesMut, scratch: &mut HeadScratch, head_only: bool
         } else if name == header::CONNECTION {
             // The usual value names nothing to remove and does not close: no need to read it as a list.
             if !value.eq_ignore_ascii_case(b"keep-alive") {
-                connection.push(value);
+                connection.push(
+                    HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
+                        .map_err(|_| "the upstream sent an invalid Connection value".to_owned())?,
+                );
             }
         }
     }
@@ -457,10 +452,6 @@ impl Fields {
         self.list
             .iter()
             .map(|f| (&f.name, &self.head[f.value.0 as usize..f.value.1 as usize]))
-    }
-
-    pub fn len(&self) -> usize {
-        self.list.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -511,18 +502,13 @@ impl Fields {
     }
 
     /// Removes every field the `Connection` values `connection` name, as [`super::hop::remove_connection_options`]
-    /// does for a map; returns whether `close` was among them.
-    fn remove_connection_options(&mut self, connection: &[&[u8]]) -> bool {
+    /// does for a map (options read by the same [`super::hop::connection_options`]); returns whether `close` was
+    /// among them.
+    fn remove_connection_options(&mut self, connection: &[HeaderValue]) -> bool {
         let mut close = false;
-        for option in connection
-            .iter()
-            .flat_map(|value| value.split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
-            .filter(|option| !option.is_empty())
-        {
-            close |= option.eq_ignore_ascii_case(b"close");
-            self.list
-                .retain(|f| !f.name.as_str().as_bytes().eq_ignore_ascii_case(option));
+        for option in connection.iter().flat_map(super::hop::connection_options) {
+            close |= option.eq_ignore_ascii_case("close");
+            self.list.retain(|f| !f.name.as_str().eq_ignore_ascii_case(option));
         }
         close
     }
