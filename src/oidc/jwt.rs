@@ -253,19 +253,24 @@ pub fn check_logout_token_claims(
     Ok(())
 }
 
-/// `iss`, `exp`, `iat` and `nbf`, common to every token Logto signs.
+/// `iss`, `exp`, `iat` and `nbf`, common to every token Logto signs. `iss`, `exp` and `iat` are REQUIRED in ID
+/// tokens (OpenID Connect Core 1.0 §2) and in JWT access tokens (RFC 9068 §2.2): a token without one is refused,
+/// and the error names the missing claim.
 pub fn check_common(claims: &Map<String, Value>, issuer: &str, now: u64) -> Result<(), JwtError> {
-    if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
-        return Err(JwtError::Claim("iss is not the configured Logto issuer".into()));
+    match claims.get("iss") {
+        None | Some(Value::Null) => return Err(JwtError::Claim("iss is missing".into())),
+        Some(iss) if iss.as_str() != Some(issuer) => {
+            return Err(JwtError::Claim("iss is not the configured Logto issuer".into()))
+        }
+        Some(_) => {}
     }
     let exp = number(claims, "exp")?.ok_or_else(|| JwtError::Claim("exp is missing".into()))?;
     if exp + LEEWAY_SECS <= now {
         return Err(JwtError::Claim("the token has expired".into()));
     }
-    if let Some(iat) = number(claims, "iat")? {
-        if iat > now + LEEWAY_SECS {
-            return Err(JwtError::Claim("iat is in the future".into()));
-        }
+    let iat = number(claims, "iat")?.ok_or_else(|| JwtError::Claim("iat is missing".into()))?;
+    if iat > now + LEEWAY_SECS {
+        return Err(JwtError::Claim("iat is in the future".into()));
     }
     if let Some(nbf) = number(claims, "nbf")? {
         if nbf > now + LEEWAY_SECS {
@@ -360,9 +365,18 @@ mod tests {
             c.insert(field.into(), value.clone());
             assert!(check_id_token_claims(&c, &want).is_err(), "{field}={value}");
         }
-        let mut c = claims(good);
-        c.remove("exp");
-        assert!(check_id_token_claims(&c, &want).is_err());
+        // Every REQUIRED claim (OIDC Core §2), absent or null, is refused with its name in the error.
+        for required in ["iss", "sub", "aud", "exp", "iat"] {
+            for absent in [None, Some(Value::Null)] {
+                let mut c = claims(good.clone());
+                match &absent {
+                    None => c.remove(required),
+                    Some(v) => c.insert(required.into(), v.clone()),
+                };
+                let err = check_id_token_claims(&c, &want).expect_err(required);
+                assert_eq!(err, JwtError::Claim(format!("{required} is missing")), "{absent:?}");
+            }
+        }
     }
 
     #[test]

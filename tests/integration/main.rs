@@ -9,6 +9,7 @@ mod attacks;
 mod bearer;
 mod browser;
 mod cli;
+mod conformance;
 mod deploy;
 mod faults;
 mod forward_auth;

@@ -111,69 +111,12 @@ impl Idp {
         if let Some(r) = options.resources {
             config["resources"] = r;
         }
-        let mut child = Command::new("node")
-            .arg("server.mjs")
-            .current_dir(idp_dir())
-            .env("IDP_CONFIG", config.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start node: {e}"))?;
-        let stdin = child.stdin.take();
-        // The last lines of stderr, to say why an IdP that never came up failed.
-        let stderr_tail = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::<String>::new()));
-        let mut stderr_reader = None;
-        if let Some(stderr) = child.stderr.take() {
-            let tail = std::sync::Arc::clone(&stderr_tail);
-            stderr_reader = Some(std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    let mut t = tail.lock().unwrap();
-                    if t.len() == 20 {
-                        t.pop_front();
-                    }
-                    t.push_back(line);
-                }
-            }));
-        }
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Some(Ok(line)) = lines.next() {
-                if let Some(port) = line.strip_prefix("LISTENING ") {
-                    let _ = tx.send(port.trim().parse::<u16>().ok());
-                    break;
-                }
-            }
-            // Keep draining so the IdP never blocks on a full pipe.
-            for _ in lines {}
-        });
-        match rx.recv_timeout(START_TIMEOUT) {
-            Ok(Some(port)) => Ok(Idp {
-                child,
-                _stdin: stdin,
-                port,
-            }),
-            outcome => {
-                let exited = child.try_wait().ok().flatten();
-                let stuck = process_state(child.id());
-                let _ = child.kill();
-                let _ = child.wait();
-                if let Some(reader) = stderr_reader {
-                    let _ = reader.join(); // Ends with the child: its stderr is closed now.
-                }
-                let why = match (outcome, exited) {
-                    (Err(mpsc::RecvTimeoutError::Timeout), _) => {
-                        format!("{NO_PORT} within {START_TIMEOUT:?} (node was {stuck})")
-                    }
-                    (_, Some(status)) => format!("node exited ({status}) before listening"),
-                    _ => "node closed its stdout before listening".to_owned(),
-                };
-                let tail: Vec<String> = stderr_tail.lock().unwrap().iter().cloned().collect();
-                Err(format!("{why}; stderr:\n{}", tail.join("\n")))
-            }
-        }
+        let (child, stdin, port) = spawn_node("server.mjs", "IDP_CONFIG", &config.to_string())?;
+        Ok(Idp {
+            child,
+            _stdin: stdin,
+            port,
+        })
     }
 
     /// Like `logto.endpoint`: the issuer is `<endpoint>/oidc`.
@@ -265,6 +208,71 @@ impl Idp {
 
     pub fn jwks(&self) -> Value {
         self.get("/oidc/jwks")
+    }
+}
+
+/// Starts `node <script>` in tests/idp with its JSON configuration in the environment variable `env_var`, and waits
+/// (bounded) for the `LISTENING <port>` line. Returns the child, our end of its stdin (it exits when that closes)
+/// and the port.
+pub fn spawn_node(script: &str, env_var: &str, config: &str) -> Result<(Child, Option<ChildStdin>, u16), String> {
+    let mut child = Command::new("node")
+        .arg(script)
+        .current_dir(idp_dir())
+        .env(env_var, config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start node: {e}"))?;
+    let stdin = child.stdin.take();
+    // The last lines of stderr, to say why an IdP that never came up failed.
+    let stderr_tail = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::<String>::new()));
+    let mut stderr_reader = None;
+    if let Some(stderr) = child.stderr.take() {
+        let tail = std::sync::Arc::clone(&stderr_tail);
+        stderr_reader = Some(std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut t = tail.lock().unwrap();
+                if t.len() == 20 {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
+        }));
+    }
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(port) = line.strip_prefix("LISTENING ") {
+                let _ = tx.send(port.trim().parse::<u16>().ok());
+                break;
+            }
+        }
+        // Keep draining so the IdP never blocks on a full pipe.
+        for _ in lines {}
+    });
+    match rx.recv_timeout(START_TIMEOUT) {
+        Ok(Some(port)) => Ok((child, stdin, port)),
+        outcome => {
+            let exited = child.try_wait().ok().flatten();
+            let stuck = process_state(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+            if let Some(reader) = stderr_reader {
+                let _ = reader.join(); // Ends with the child: its stderr is closed now.
+            }
+            let why = match (outcome, exited) {
+                (Err(mpsc::RecvTimeoutError::Timeout), _) => {
+                    format!("{NO_PORT} within {START_TIMEOUT:?} (node was {stuck})")
+                }
+                (_, Some(status)) => format!("node exited ({status}) before listening"),
+                _ => "node closed its stdout before listening".to_owned(),
+            };
+            let tail: Vec<String> = stderr_tail.lock().unwrap().iter().cloned().collect();
+            Err(format!("{why}; stderr:\n{}", tail.join("\n")))
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod idp;
 pub mod nginx;
 pub mod redis;
+pub mod rogue;
 pub mod upstream;
 
 use std::process::Stdio;
@@ -316,6 +317,11 @@ impl Browser {
     }
 
     pub fn new(idp: &Idp) -> Browser {
+        Self::for_endpoint(idp.endpoint())
+    }
+
+    /// A browser for a gate in front of any provider at `endpoint` (the misbehaving one, say).
+    pub fn for_endpoint(endpoint: String) -> Browser {
         let jar = Arc::new(Jar::default());
         let client = Client::builder()
             .redirect(Policy::none())
@@ -326,7 +332,7 @@ impl Browser {
         Browser {
             client,
             jar,
-            idp_endpoint: idp.endpoint(),
+            idp_endpoint: endpoint,
         }
     }
 
