@@ -65,6 +65,8 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// Let `%2F` and `%5C` through in paths instead of answering 400.
     pub allow_encoded_slashes: bool,
+    /// Rules match paths whatever their letter case (for IIS and other case-insensitive apps).
+    pub case_insensitive_paths: bool,
     /// Where Prometheus metrics are served; `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
     /// How long in-flight requests and upgraded connections may take to finish after SIGTERM.
@@ -130,6 +132,11 @@ pub struct UpstreamConfig {
     pub response_timeout: Duration,
     /// Send the session's Logto access token to the upstream as `Authorization: Bearer`.
     pub pass_access_token: bool,
+    /// Keep `X-HTTP-Method-Override` and its kin (see [`crate::policy::METHOD_OVERRIDE_HEADERS`]); rules then
+    /// decide on every method the request may be taken as. Off: they are removed.
+    pub pass_method_override: bool,
+    /// Protocols a client may switch to through the gate (RFC 9110 §7.8), lower case; `h2c` never.
+    pub upgrade_protocols: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -307,6 +314,7 @@ struct RawServer {
     #[serde(deserialize_with = "list_of_strings")]
     trusted_proxies: Option<Vec<String>>,
     allow_encoded_slashes: Option<bool>,
+    case_insensitive_paths: Option<bool>,
     metrics_listen: Option<String>,
     shutdown_timeout: Option<String>,
     header_read_timeout: Option<String>,
@@ -325,6 +333,9 @@ struct RawUpstream {
     connect_timeout: Option<String>,
     response_timeout: Option<String>,
     pass_access_token: Option<bool>,
+    pass_method_override: Option<bool>,
+    #[serde(deserialize_with = "list_of_strings")]
+    upgrade_protocols: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -570,6 +581,26 @@ fn secret_from(p: &mut Problems, key: &str, inline: Option<String>, file: Option
     }
 }
 
+/// Values this repository's examples use in place of real credentials (`config/logto-gate.toml`,
+/// `deploy/kubernetes/base/secret.yaml`): anyone can read them, so a gate started with one would seal sessions
+/// with a publicly known key. Every value starting with `change-me` or `replace-with` counts too.
+const PLACEHOLDERS: [&str; 2] = ["new-secret-of-32-bytes-or-more...", "old-secret-of-32-bytes-or-more..."];
+
+fn is_placeholder(value: &str) -> bool {
+    let v = value.trim().to_ascii_lowercase();
+    v.starts_with("change-me") || v.starts_with("replace-with") || PLACEHOLDERS.contains(&v.as_str())
+}
+
+/// Reports `key` when its value is one of the examples' placeholders, saying how to get a real one.
+fn refuse_placeholder(p: &mut Problems, key: &str, value: &str, how: &str) {
+    if is_placeholder(value) {
+        p.add(
+            key,
+            format!("still the placeholder from logto-gate's examples, which anyone can read: {how}"),
+        );
+    }
+}
+
 fn duration(p: &mut Problems, key: &str, v: Option<String>, default: &str) -> Duration {
     let text = v.unwrap_or_else(|| default.to_owned());
     match humantime::parse_duration(text.trim()) {
@@ -670,6 +701,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             }
         });
     let connect_timeout = duration(&mut p, "upstream.connect_timeout", raw.upstream.connect_timeout, "5s");
+    let upgrade_protocols = upgrade_protocols(&mut p, raw.upstream.upgrade_protocols);
     let response_timeout = duration(
         &mut p,
         "upstream.response_timeout",
@@ -697,6 +729,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         raw.logto.app_secret,
         raw.logto.app_secret_file,
     );
+    let console = "copy it from the application's details page in the Logto console";
+    if let Some(v) = &app_id {
+        refuse_placeholder(&mut p, "logto.app_id", v, console);
+    }
+    if let Some(v) = &app_secret {
+        refuse_placeholder(&mut p, "logto.app_secret", v, console);
+    }
     let mut scopes: Vec<String> = BASE_SCOPES.iter().map(|s| (*s).to_owned()).collect();
     for s in raw.logto.scopes.unwrap_or_default() {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
@@ -776,12 +815,18 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             .collect(),
     };
     for (i, s) in secrets.iter().enumerate() {
+        let key = if i == 0 && secrets.len() == 1 {
+            "session.secret".to_owned()
+        } else {
+            format!("session.secrets[{i}]")
+        };
+        refuse_placeholder(
+            &mut p,
+            &key,
+            s,
+            "generate one with `openssl rand -base64 48` (or put it in a file for session.secret_file)",
+        );
         if s.len() < 32 {
-            let key = if i == 0 && secrets.len() == 1 {
-                "session.secret".to_owned()
-            } else {
-                format!("session.secrets[{i}]")
-            };
             p.add(
                 &key,
                 format!(
@@ -915,6 +960,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     };
 
     // access policy
+    let case_insensitive_paths = raw.server.case_insensitive_paths.unwrap_or(false);
     let default_access = match &raw.access {
         None => Access::Require(Requirements::default()),
         Some(a) => {
@@ -946,7 +992,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
                 p.add(&key, "needs path (a regular expression) or prefix");
                 None
             }
-            (Some(re), None) => match regex::Regex::new(&format!("^(?:{re})")) {
+            (Some(re), None) => match regex::RegexBuilder::new(&format!("^(?:{re})"))
+                .case_insensitive(case_insensitive_paths)
+                .build()
+            {
                 Ok(r) => Some(PathMatch::Regex(r)),
                 Err(e) => {
                     p.add(
@@ -957,7 +1006,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
                 }
             },
             (None, Some(prefix)) => {
-                if prefix.starts_with('/') {
+                if prefix.starts_with('/') && case_insensitive_paths {
+                    Some(PathMatch::Prefix(prefix.to_lowercase()))
+                } else if prefix.starts_with('/') {
                     Some(PathMatch::Prefix(prefix.clone()))
                 } else {
                     p.add(&format!("{key}.prefix"), format!("`{prefix}` must start with /"));
@@ -989,6 +1040,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let policy = Policy {
         rules,
         default: default_access,
+        case_insensitive: case_insensitive_paths,
     };
     for s in policy.needed_scopes() {
         if !scopes.iter().any(|have| have == s) {
@@ -1074,6 +1126,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             public_url,
             trusted_proxies,
             allow_encoded_slashes: raw.server.allow_encoded_slashes.unwrap_or(false),
+            case_insensitive_paths,
             metrics_listen,
             shutdown_timeout,
             header_read_timeout,
@@ -1089,6 +1142,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             connect_timeout,
             response_timeout,
             pass_access_token: raw.upstream.pass_access_token.unwrap_or(false),
+            pass_method_override: raw.upstream.pass_method_override.unwrap_or(false),
+            upgrade_protocols,
         },
         logto: LogtoConfig {
             issuer: format!("{endpoint}/oidc"),
@@ -1118,6 +1173,34 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         assertion,
         log: LogConfig { level, format },
     })
+}
+
+/// `upstream.upgrade_protocols`: protocol names (RFC 9110 §16.7), lower-cased; `websocket` by default. `h2c` is
+/// refused: an HTTP/2 connection inside the tunnel would carry requests the gate never sees (RFC 9113 §3.1).
+fn upgrade_protocols(p: &mut Problems, raw: Option<Vec<String>>) -> Vec<String> {
+    let list = raw.unwrap_or_else(|| vec!["websocket".to_owned()]);
+    let mut out = Vec::new();
+    for name in list {
+        let lower = name.trim().to_ascii_lowercase();
+        if lower.is_empty()
+            || !lower
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            p.add(
+                "upstream.upgrade_protocols",
+                format!("`{name}` is not a protocol name like \"websocket\""),
+            );
+        } else if lower == "h2c" {
+            p.add(
+                "upstream.upgrade_protocols",
+                "`h2c` cannot be allowed: requests inside an HTTP/2 tunnel would bypass the gate's rules",
+            );
+        } else if !out.contains(&lower) {
+            out.push(lower);
+        }
+    }
+    out
 }
 
 /// The Logto scope that makes a claim available.

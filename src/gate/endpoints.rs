@@ -38,14 +38,23 @@ impl Gate {
         let path = policy::path::normalise(raw_path, self.config.server.allow_encoded_slashes)
             .map_err(|e| ClientError::BadRequest(e.to_string()))?;
         let host = request_host(req, trusted);
-        let principal = match self.config.policy.route(&method, host, &path) {
-            Access::Deny => return Err(ClientError::RouteDenied.into()),
-            Access::Public => None,
-            Access::Require(requirements) => {
+        let policy = &self.config.policy;
+        let rule_path = policy::path::rule_path(&path, policy.case_insensitive)
+            .map_err(|e| ClientError::BadRequest(e.to_string()))?;
+        // The proxy asking passes the original request on to the app with whatever method-override fields it
+        // carries (the gate cannot remove them there), so the rules always decide on those methods too.
+        let overrides = policy::method_overrides(req.headers()).map_err(ClientError::BadRequest)?;
+        let decision = policy.decide(&method, &overrides, host, &rule_path);
+        let principal = match decision {
+            Decision::Deny => return Err(ClientError::RouteDenied.into()),
+            Decision::Public => None,
+            Decision::Require(..) => {
                 let Some(principal) = self.authenticate(req.headers(), cookies).await? else {
                     return Ok(self.unauthorized());
                 };
-                authorize(&principal, requirements)?;
+                for requirements in decision.requirements() {
+                    authorize(&principal, requirements)?;
+                }
                 Some(principal)
             }
         };

@@ -30,7 +30,7 @@ use crate::metrics::{Metrics, RefreshResult, RouteClass};
 use crate::oidc::RefreshError;
 use crate::oidc::{Oidc, TokenError};
 use crate::pages::{self, Page};
-use crate::policy::{self, Access};
+use crate::policy::{self, Decision};
 use crate::proxy::trusted::is_trusted;
 use crate::proxy::{forwarded, hop, Added, Forwarder};
 use crate::return_path::ReturnPath;
@@ -70,13 +70,18 @@ const ALWAYS_KEPT_CLAIMS: [&str; 6] = ["sub", "name", "username", "email", "emai
 const USERINFO_ONLY_CLAIMS: [&str; 3] = ["identities", "custom_data", "organization_data"];
 
 /// Headers the gate owns on the way upstream besides the identity mapping; a client's copies are removed.
-const GATE_OWNED_HEADERS: [&str; 6] = [
+/// Request fields removed (in any spelling, `_` for `-`) before the gate adds its own: the assertion, the
+/// forward-auth answer's identity fields, and `X-Original-URL` / `X-Rewrite-URL`, on which IIS's URL Rewrite and
+/// old Symfony route instead of the request target (so the app would serve another path than the rules saw).
+const GATE_OWNED_HEADERS: [&str; 8] = [
     crate::assertion::HEADER,
     "x-auth-request-user",
     "x-auth-request-email",
     "x-auth-request-preferred-username",
     "x-auth-request-groups",
     "x-auth-request-access-token",
+    "x-original-url",
+    "x-rewrite-url",
 ];
 
 /// One worker's handle on the shared [`Gate`]. Each request's future holds a reference to the gate, and counting
@@ -229,7 +234,11 @@ impl Gate {
             config.server.workers,
             config.server.idle_timeout,
         )?;
-        let managed = ManagedHeaders::new(&config.headers, &GATE_OWNED_HEADERS);
+        let mut owned: Vec<&str> = GATE_OWNED_HEADERS.to_vec();
+        if !config.upstream.pass_method_override {
+            owned.extend(policy::METHOD_OVERRIDE_HEADERS);
+        }
+        let managed = ManagedHeaders::new(&config.headers, &owned);
         let mut kept_claims: Vec<ClaimPath> = ALWAYS_KEPT_CLAIMS
             .iter()
             .filter_map(|c| ClaimPath::parse(c).ok())
@@ -346,7 +355,10 @@ impl Gate {
             let framing = framing_problem(&req);
             // The client's hop-by-hop headers go next, before the gate adds any of its own: a header the client names
             // in `Connection` is dropped from what the client sent, never from what the gate sets (RFC 9110 §7.6.1).
-            let upgrading = req.version() == Version::HTTP_11 && hop::is_upgrade_request(req.headers());
+            // Only protocols `upstream.upgrade_protocols` allows are switched to (never h2c); any other offer is
+            // served as the plain request it also is, its `Upgrade` removed with the other hop-by-hop fields.
+            let upgrading = req.version() == Version::HTTP_11
+                && hop::is_allowed_upgrade(req.headers(), &this.config.upstream.upgrade_protocols);
             hop::remove_hop_by_hop(req.headers_mut(), upgrading);
             // One id per request, in the access log, sent upstream and returned to the client.
             let request_id = this.request_id(req.headers());
@@ -467,28 +479,30 @@ impl Gate {
         async move {
             // 1b. normalise the path: rules see exactly what the upstream will see.
             let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
-            let (access, new_path) = {
+            let (decision, new_path) = {
                 let path = policy::path::normalise(req.uri().path(), self.config.server.allow_encoded_slashes)
                     .map_err(|e| ClientError::BadRequest(e.to_string()))?;
                 let host = request_host(&req, trusted);
-                let access = self.config.policy.route(req.method().as_str(), host, &path);
+                let decision = self.decide(&req, host, &path)?;
                 // Only a path that changed needs the request target rebuilt.
                 let new_path = match path {
                     std::borrow::Cow::Borrowed(_) => None,
                     std::borrow::Cow::Owned(p) => Some(p),
                 };
-                (access, new_path)
+                (decision, new_path)
             };
             // 2. authenticate and authorize
-            let principal = match access {
-                Access::Deny => return Err(ClientError::RouteDenied.into()),
-                Access::Public => None,
-                Access::Require(requirements) => {
+            let principal = match decision {
+                Decision::Deny => return Err(ClientError::RouteDenied.into()),
+                Decision::Public => None,
+                Decision::Require(..) => {
                     let Some(principal) = self.authenticate(req.headers(), cookies).await? else {
                         // 3. challenge
                         return Box::pin(self.challenge(&req)).await;
                     };
-                    authorize(&principal, requirements)?;
+                    for requirements in decision.requirements() {
+                        authorize(&principal, requirements)?;
+                    }
                     Some(principal)
                 }
             };
@@ -499,6 +513,7 @@ impl Gate {
                 parts.uri = with_path(&parts.uri, path)?;
             }
             identity::strip_spoofed_identity(&mut parts.headers, &self.managed);
+            hop::remove_underscore_variants(&mut parts.headers);
             self.sessions.codec().strip_gate_cookies(&mut parts.headers);
             let public = &self.config.server.public_url;
             let forwarded = forwarded::set_forwarded(
@@ -520,7 +535,8 @@ impl Gate {
                 self.add_credentials(&mut parts.headers, principal)?;
             }
             // 5. forward
-            self.forwarder
+            let mut resp = self
+                .forwarder
                 .forward(
                     parts,
                     request_body,
@@ -530,8 +546,67 @@ impl Gate {
                         identity: identity.filter(|_| self.identity_inline),
                     },
                 )
-                .await
+                .await?;
+            // 6. respond
+            self.drop_gate_cookies_set_upstream(&mut resp);
+            Ok(resp)
         }
+    }
+
+    /// Removes the upstream's `Set-Cookie` fields for cookies the gate owns (the session cookie, its chunks, the
+    /// sign-in attempt cookies), with a warning: only the gate sets or clears those. On both client paths: the
+    /// lean client's answer still holds its fields in the body.
+    fn drop_gate_cookies_set_upstream(&self, resp: &mut Response<Body>) {
+        let codec = self.sessions.codec();
+        let owned = |value: &[u8]| match codec.gate_cookie_set_by(value) {
+            Some(name) => {
+                tracing::warn!(
+                    cookie = name,
+                    "dropped the upstream's Set-Cookie for a cookie the gate owns"
+                );
+                true
+            }
+            None => false,
+        };
+        if let Body::Upstream(upstream) = resp.body_mut() {
+            upstream
+                .fields_mut()
+                .retain(|name, value| name != header::SET_COOKIE || !owned(value));
+        }
+        if resp.headers().contains_key(header::SET_COOKIE) {
+            let kept: Vec<HeaderValue> = resp
+                .headers()
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .filter(|v| !owned(v.as_bytes()))
+                .cloned()
+                .collect();
+            resp.headers_mut().remove(header::SET_COOKIE);
+            for v in kept {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+    }
+
+    /// Phase 1c: what the rules say of a request whose path is `normalised`. They decide on the path a servlet
+    /// container would serve ([`policy::path::rule_path`]) and, when the method-override fields are kept
+    /// (`upstream.pass_method_override`), on every method the request may be taken as; otherwise those fields are
+    /// removed before forwarding and only the request's own method counts.
+    fn decide<'p>(
+        &'p self,
+        req: &Request<Body>,
+        host: Option<&str>,
+        normalised: &str,
+    ) -> Result<Decision<'p>, GateError> {
+        let policy = &self.config.policy;
+        let rule_path = policy::path::rule_path(normalised, policy.case_insensitive)
+            .map_err(|e| ClientError::BadRequest(e.to_string()))?;
+        let overrides = if self.config.upstream.pass_method_override {
+            policy::method_overrides(req.headers()).map_err(ClientError::BadRequest)?
+        } else {
+            Vec::new()
+        };
+        Ok(policy.decide(req.method().as_str(), &overrides, host, &rule_path))
     }
 
     /// The identity headers for `principal`: a session's, rendered once and kept with it; a bearer token's, now.

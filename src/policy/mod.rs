@@ -64,6 +64,9 @@ pub struct Rule {
 pub struct Policy {
     pub rules: Vec<Rule>,
     pub default: Access,
+    /// `server.case_insensitive_paths`: rules match the lower-cased path (their prefixes are lower-cased and their
+    /// regular expressions ignore case).
+    pub case_insensitive: bool,
 }
 
 impl Default for Policy {
@@ -71,7 +74,61 @@ impl Default for Policy {
         Policy {
             rules: Vec::new(),
             default: Access::Require(Requirements::default()),
+            case_insensitive: false,
         }
+    }
+}
+
+/// The request fields some frameworks read to take a request as another method (Express's method-override,
+/// Symfony, Laravel, Spring's HiddenHttpMethodFilter, ASP.NET): a `GET` that rules allowed becomes a `DELETE` in
+/// the app. The gate removes them (in any spelling) unless `upstream.pass_method_override` keeps them; then the
+/// rules decide on every method the request may be taken as.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
+
+/// The methods the client asks the app to take the request as, from the fields of
+/// [`METHOD_OVERRIDE_HEADERS`] in any spelling (`_` for `-`). A value that is not a method token is refused with
+/// its field's name.
+pub fn method_overrides(headers: &http::HeaderMap) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for (name, value) in headers {
+        if !METHOD_OVERRIDE_HEADERS
+            .iter()
+            .any(|o| crate::identity::same_normalised(name.as_str(), o))
+        {
+            continue;
+        }
+        let text = value.to_str().unwrap_or("").trim();
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_alphabetic()) || text.len() > 32 {
+            return Err(format!(
+                "{name}: `{}` is not an HTTP method",
+                text.chars().take(32).collect::<String>()
+            ));
+        }
+        let method = text.to_ascii_uppercase();
+        if !out.contains(&method) {
+            out.push(method);
+        }
+    }
+    Ok(out)
+}
+
+/// What a request needs when it may be taken as several methods (its own and any override): refused if any of
+/// them is denied, public only if all of them are public, else every requirement of the others.
+pub enum Decision<'a> {
+    Deny,
+    Public,
+    /// The first requirement met on the way, and the others (none, without overrides: nothing allocated).
+    Require(&'a Requirements, Vec<&'a Requirements>),
+}
+
+impl<'a> Decision<'a> {
+    /// Every requirement the identity must meet.
+    pub fn requirements(&self) -> impl Iterator<Item = &'a Requirements> + '_ {
+        let (first, more) = match self {
+            Decision::Require(first, more) => (Some(*first), more.as_slice()),
+            _ => (None, &[][..]),
+        };
+        first.into_iter().chain(more.iter().copied())
     }
 }
 
@@ -153,6 +210,27 @@ impl Policy {
             .iter()
             .find(|r| r.matches(method, host, normalised_path))
             .map_or(&self.default, |r| &r.access)
+    }
+
+    /// The access for a request taken as `method` and as each of `overrides` (see [`Decision`]).
+    pub fn decide<'a>(
+        &'a self,
+        method: &str,
+        overrides: &[String],
+        host: Option<&str>,
+        rule_path: &str,
+    ) -> Decision<'a> {
+        let mut decision = Decision::Public;
+        let methods = std::iter::once(method).chain(overrides.iter().map(String::as_str));
+        for m in methods {
+            match (self.route(m, host, rule_path), &mut decision) {
+                (Access::Deny, _) => return Decision::Deny,
+                (Access::Public, _) => {}
+                (Access::Require(r), Decision::Require(_, more)) => more.push(r),
+                (Access::Require(r), _) => decision = Decision::Require(r, Vec::new()),
+            }
+        }
+        decision
     }
 
     fn all_requirements(&self) -> impl Iterator<Item = &Requirements> {
@@ -325,10 +403,47 @@ mod tests {
                 rule(PathMatch::Regex(Regex::new("^(?:/admin)").unwrap()), Access::Deny),
             ],
             default: Access::Require(Requirements::default()),
+            case_insensitive: false,
         };
         assert!(matches!(p.route("GET", None, "/public/x"), Access::Public));
         assert!(matches!(p.route("GET", None, "/admin/x"), Access::Deny));
         assert!(matches!(p.route("GET", None, "/other"), Access::Require(_)));
+    }
+
+    #[test]
+    fn a_method_override_is_decided_as_strictly_as_the_method_it_names() {
+        let admin = Requirements {
+            roles: vec!["admin".into()],
+            ..Default::default()
+        };
+        let mut deletes = rule(PathMatch::Prefix("/items".into()), Access::Require(admin));
+        deletes.methods = Some(vec!["DELETE".into()]);
+        let mut purge = rule(PathMatch::Prefix("/items".into()), Access::Deny);
+        purge.methods = Some(vec!["PURGE".into()]);
+        let p = Policy {
+            rules: vec![deletes, purge],
+            default: Access::Public,
+            case_insensitive: false,
+        };
+        assert!(matches!(p.decide("GET", &[], None, "/items/1"), Decision::Public));
+        let d = p.decide("GET", &["DELETE".into()], None, "/items/1");
+        assert_eq!(
+            d.requirements().map(|r| r.roles.clone()).collect::<Vec<_>>(),
+            vec![vec!["admin".to_owned()]]
+        );
+        assert!(matches!(
+            p.decide("POST", &["PURGE".into()], None, "/items/1"),
+            Decision::Deny
+        ));
+        let mut h = http::HeaderMap::new();
+        h.insert("x-http-method-override", "delete".parse().unwrap());
+        h.insert("X_Method_Override", "PUT".parse().unwrap());
+        assert_eq!(
+            method_overrides(&h).unwrap(),
+            vec!["DELETE".to_owned(), "PUT".to_owned()]
+        );
+        h.insert("x-http-method", "DEL ETE".parse().unwrap());
+        assert!(method_overrides(&h).unwrap_err().starts_with("x-http-method:"));
     }
 
     #[test]

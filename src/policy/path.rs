@@ -21,6 +21,8 @@ pub enum PathError {
     Control,
     #[error("the path does not start with /")]
     NotAbsolute,
+    #[error("the path has a dot segment with parameters (`..;` or `.;`), which servlet containers resolve")]
+    DotSegmentParameters,
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -138,6 +140,45 @@ fn normalise_slow(raw: &str, allow_encoded_slashes: bool) -> Result<String, Path
     Ok(path)
 }
 
+/// The path rules decide on, from a [`normalise`]d path: what a servlet container (Tomcat, Jetty, Spring) serves
+/// for it. Those strip path parameters (`;jsessionid=1`) from every segment before they resolve dot segments, so
+/// `/admin;jsessionid=1` is `/admin` to them; here every segment loses its parameters too (a segment left empty
+/// disappears, as `//` does). A segment that is `.` or `..` once its parameters are gone (`/x/..;/admin`) is
+/// refused: a servlet container climbs out of `/x` with it while any other server reads a plain segment named
+/// `..;`, and no rule can be right for both. With `case_insensitive` (IIS and other servers that ignore case) the
+/// result is lower-cased, and rules are compiled lower-cased to match. The upstream still receives the normalised
+/// path with its parameters: legacy apps keep their `;jsessionid=` URLs.
+pub fn rule_path(normalised: &str, case_insensitive: bool) -> Result<std::borrow::Cow<'_, str>, PathError> {
+    let has_params = normalised.contains(';');
+    let needs_case = case_insensitive && normalised.chars().any(char::is_uppercase);
+    if !has_params && !needs_case {
+        return Ok(std::borrow::Cow::Borrowed(normalised));
+    }
+    let mut out = String::with_capacity(normalised.len());
+    if has_params {
+        for segment in normalised.split('/').skip(1) {
+            let (name, params) = segment.split_once(';').map_or((segment, None), |(n, p)| (n, Some(p)));
+            if params.is_some() && (name == "." || name == "..") {
+                return Err(PathError::DotSegmentParameters);
+            }
+            if !name.is_empty() {
+                out.push('/');
+                out.push_str(name);
+            }
+        }
+        let trailing = normalised.ends_with('/') || normalised.rsplit('/').next().is_some_and(|s| s.starts_with(';'));
+        if out.is_empty() || (trailing && !out.ends_with('/')) {
+            out.push('/');
+        }
+    } else {
+        out.push_str(normalised);
+    }
+    if case_insensitive {
+        out = out.to_lowercase();
+    }
+    Ok(std::borrow::Cow::Owned(out))
+}
+
 fn utf8_len(first: u8) -> usize {
     match first {
         0x00..=0x7f => 1,
@@ -180,6 +221,41 @@ mod tests {
             assert_eq!(normalise(raw, false).as_deref(), Ok(want), "{raw}");
             assert_eq!(normalise_slow(raw, false).as_deref(), Ok(want), "{raw} (slow path)");
         }
+    }
+
+    #[test]
+    fn rules_see_the_path_a_servlet_container_serves() {
+        for (normalised, want) in [
+            ("/admin", "/admin"),
+            ("/admin;jsessionid=1", "/admin"),
+            ("/admin;jsessionid=1/x;a=b", "/admin/x"),
+            ("/;x/admin", "/admin"),
+            ("/admin/;x", "/admin/"),
+            ("/admin/", "/admin/"),
+            ("/;x", "/"),
+            ("/a;b;c/d", "/a/d"),
+            ("/a/..b;x", "/a/..b"),
+        ] {
+            assert_eq!(rule_path(normalised, false).as_deref(), Ok(want), "{normalised}");
+        }
+        for tricky in [
+            "/x/..;/admin",
+            "/pub/..;/admin",
+            "/x/.;/admin",
+            "/..;x",
+            "/a/..;jsessionid=1/b",
+        ] {
+            assert_eq!(
+                rule_path(tricky, false),
+                Err(PathError::DotSegmentParameters),
+                "{tricky}"
+            );
+        }
+        assert_eq!(rule_path("/ADMIN", false).as_deref(), Ok("/ADMIN"));
+        assert_eq!(rule_path("/ADMIN", true).as_deref(), Ok("/admin"));
+        assert_eq!(rule_path("/Admin/X;Y=Z", true).as_deref(), Ok("/admin/x"));
+        assert!(matches!(rule_path("/admin", true), Ok(std::borrow::Cow::Borrowed(_))));
+        assert!(matches!(rule_path("/admin", false), Ok(std::borrow::Cow::Borrowed(_))));
     }
 
     #[test]

@@ -458,6 +458,13 @@ impl Fields {
         self.list.is_empty()
     }
 
+    /// Keeps only the fields for which `keep(name, value)` says so.
+    pub fn retain(&mut self, mut keep: impl FnMut(&HeaderName, &[u8]) -> bool) {
+        let head = &self.head;
+        self.list
+            .retain(|f| keep(&f.name, &head[f.value.0 as usize..f.value.1 as usize]));
+    }
+
     /// The values of the fields named `name`.
     fn values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v)
@@ -812,6 +819,11 @@ impl ResponseBody {
     /// The response's fields (the map of a response from this client is empty until they are put in it).
     pub fn take_fields(&mut self) -> Fields {
         std::mem::take(&mut self.fields)
+    }
+
+    /// The response's fields where they still are (empty once taken).
+    pub fn fields_mut(&mut self) -> &mut Fields {
+        &mut self.fields
     }
 
     /// The body is complete: the connection goes back to the pool if nothing is left over on it.

@@ -3,7 +3,7 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Always connection-specific, whether or not `Connection` lists them.
-static HOP_BY_HOP: [HeaderName; 9] = [
+static HOP_BY_HOP: [HeaderName; 10] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -13,6 +13,8 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    // Only meaningful with `Upgrade: h2c` (RFC 7540 §3.2.1), which the gate never forwards.
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// The position of `name` in [`HOP_BY_HOP`]. Names are lower case, so this is a length check and at most a short
@@ -29,6 +31,7 @@ fn hop_index(name: &str) -> Option<usize> {
         "trailer" => 6,
         "transfer-encoding" => 7,
         "upgrade" => 8,
+        "http2-settings" => 9,
         _ => return None,
     })
 }
@@ -73,6 +76,77 @@ pub(crate) fn remove_connection_options<'v>(
 /// True when an HTTP/1.1 request asks to switch protocols (RFC 9110 §7.8), e.g. a WebSocket handshake.
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE) && connection_has_token(headers, "upgrade")
+}
+
+/// The protocols an `Upgrade` field lists (RFC 9110 §7.8: `name[/version]`, comma-separated), names only.
+pub(crate) fn upgrade_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .flat_map(connection_options)
+        .map(|p| p.split('/').next().unwrap_or("").trim())
+}
+
+/// True when a request asks to switch protocols and every protocol it names is in `allowed` (lower case; `h2c`
+/// never is, see [`crate::config::UpstreamConfig::upgrade_protocols`]). Any other upgrade request is served as the
+/// plain HTTP/1.1 request it also is: RFC 9110 §7.8 lets a server ignore `Upgrade`, and hop-by-hop removal then
+/// drops `Upgrade`, `HTTP2-Settings` and `Connection`, so the upstream never sees the offer.
+pub fn is_allowed_upgrade(headers: &HeaderMap, allowed: &[String]) -> bool {
+    is_upgrade_request(headers)
+        && upgrade_protocols(headers).all(|p| allowed.iter().any(|a| a.eq_ignore_ascii_case(p)))
+        && upgrade_protocols(headers).next().is_some()
+}
+
+/// True when a 101's `Upgrade` (`response`) names exactly the protocols the request offered (`request`), in any
+/// case (RFC 9110 §15.2.2: the server switches to the protocols it lists; the gate splices only what was asked).
+pub fn upgrade_matches(request: &HeaderMap, response: &HeaderMap) -> bool {
+    let asked: Vec<&str> = upgrade_protocols(request).collect();
+    let got: Vec<&str> = upgrade_protocols(response).collect();
+    !got.is_empty() && got.iter().all(|g| asked.iter().any(|a| a.eq_ignore_ascii_case(g)))
+}
+
+/// Request fields whose names read, with `_` as `-`, as a framing, hop-by-hop or forwarding field: CGI, WSGI,
+/// PHP and Rack map both `Transfer_Encoding` and `Transfer-Encoding` to `HTTP_TRANSFER_ENCODING`, so an app
+/// behind such a server could frame the body, or trust a client address, by a field the gate never read as one.
+/// nginx drops names with underscores by default; the gate drops these.
+const UNDERSCORE_SENSITIVE: [&str; 18] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "http2-settings",
+    "host",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "expect",
+];
+
+/// Removes every request field with an `_` in its name that reads as one of [`UNDERSCORE_SENSITIVE`].
+pub fn remove_underscore_variants(headers: &mut HeaderMap) {
+    let is_variant = |name: &HeaderName| {
+        let n = name.as_str();
+        n.contains('_')
+            && UNDERSCORE_SENSITIVE
+                .iter()
+                .any(|s| crate::identity::same_normalised(n, s))
+    };
+    // The usual request has no underscore in any name: one scan, nothing allocated.
+    if !headers.keys().any(is_variant) {
+        return;
+    }
+    let found: Vec<HeaderName> = headers.keys().filter(|n| is_variant(n)).cloned().collect();
+    for name in found {
+        headers.remove(&name);
+    }
 }
 
 pub(crate) fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
@@ -151,6 +225,44 @@ mod tests {
         remove_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn only_allowed_upgrades_are_upgrades_and_only_to_what_was_asked() {
+        let allowed = vec!["websocket".to_owned()];
+        let ws = map(&[("connection", "Upgrade"), ("upgrade", "WebSocket")]);
+        assert!(is_allowed_upgrade(&ws, &allowed));
+        for refused in ["h2c", "websocket, h2c", "h2c, websocket", "tls/1.0", ""] {
+            let h = map(&[("connection", "Upgrade, HTTP2-Settings"), ("upgrade", refused)]);
+            assert!(!is_allowed_upgrade(&h, &allowed), "{refused:?}");
+        }
+        assert!(upgrade_matches(&ws, &map(&[("upgrade", "websocket")])));
+        assert!(!upgrade_matches(&ws, &map(&[("upgrade", "h2c")])));
+        assert!(!upgrade_matches(&ws, &map(&[])));
+        let mut h = map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAAQAAP__"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
+    }
+
+    #[test]
+    fn underscore_variants_of_framing_and_forwarding_fields_are_removed() {
+        let mut h = map(&[
+            ("transfer_encoding", "chunked"),
+            ("Content_Length", "5"),
+            ("x_forwarded_for", "6.6.6.6"),
+            ("keep_alive", "1"),
+            ("content-length", "3"),
+            ("x_app_header", "kept"),
+            ("x-forwarded-for", "kept here: set_forwarded decides"),
+        ]);
+        remove_underscore_variants(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "x-forwarded-for", "x_app_header"]);
     }
 
     #[test]

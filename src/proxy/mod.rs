@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use crate::activity::{Activity, ActivityIo, IdleCheck};
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
-use crate::error::{GateError, UpstreamError};
+use crate::error::{ClientError, GateError, UpstreamError};
 use crate::identity::IdentityHeaders;
 use crate::metrics::Metrics;
 use crate::oidc::http::error_chain;
@@ -221,16 +221,45 @@ impl Forwarder {
     ) -> Result<Response<Body>, GateError> {
         parts.uri = self.upstream_uri(parts.uri.path_and_query())?;
         parts.version = Version::HTTP_11;
+        // A request body that fails on the client's side (malformed chunking, a hang-up mid-body) makes hyper's
+        // client abort the upstream request; the failure is the client's, and is answered as such.
+        let client_failure: Arc<std::sync::OnceLock<String>> = Arc::default();
+        let body = match body {
+            Body::Incoming(incoming) => Body::Boxed(http_body_util::BodyExt::boxed(ClientBody {
+                inner: incoming,
+                failed: Arc::clone(&client_failure),
+            })),
+            other => other,
+        };
+        // The protocols offered, to hold a 101 to them.
+        let mut offered = http::HeaderMap::new();
+        if client_upgrade.is_some() {
+            for v in parts.headers.get_all(header::UPGRADE) {
+                offered.append(header::UPGRADE, v.clone());
+            }
+        }
         let upstream_req = Request::from_parts(parts, body);
         let sent = Instant::now();
         let mut resp = match tokio::time::timeout(self.response_timeout, self.client().request(upstream_req)).await {
             Err(_) => return Err(UpstreamError::Timeout(self.response_timeout).into()),
-            Ok(Err(e)) => return Err(UpstreamError::Unreachable(error_chain(&e)).into()),
+            Ok(Err(e)) => {
+                return Err(match client_failure.get() {
+                    Some(why) => ClientError::BadRequest(format!("the request body could not be read: {why}")).into(),
+                    None => UpstreamError::Unreachable(error_chain(&e)).into(),
+                })
+            }
             Ok(Ok(r)) => r,
         };
         self.metrics.upstream_latency(sent.elapsed());
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if client_upgrade.is_some() && !hop::upgrade_matches(&offered, resp.headers()) {
+                // RFC 9110 §15.2.2: the server switches to a protocol the client asked for, and only that is spliced.
+                return Err(UpstreamError::BadResponse(
+                    "the upstream switched to a protocol the client did not ask for".into(),
+                )
+                .into());
+            }
             if let Some(client_side) = client_upgrade {
                 let upstream_side = hyper::upgrade::on(&mut resp);
                 // Counted before the task starts, so a shutdown that begins now already waits for it.
@@ -252,6 +281,40 @@ impl Forwarder {
         let (mut parts, incoming) = resp.into_parts();
         hop::remove_hop_by_hop(&mut parts.headers, false);
         Ok(Response::from_parts(parts, body::incoming(incoming)))
+    }
+}
+
+/// The client's request body as hyper's client sends it upstream, remembering why it failed when it fails on the
+/// client's side (RFC 9112 §7.1: an invalid chunk size, data longer than its chunk, a bare LF, an overflow; or the
+/// client hanging up mid-body), so the gate answers 400 and logs a client error instead of blaming the upstream.
+struct ClientBody {
+    inner: hyper::body::Incoming,
+    failed: Arc<std::sync::OnceLock<String>>,
+}
+
+impl http_body::Body for ClientBody {
+    type Data = bytes::Bytes;
+    type Error = body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, body::BoxError>>> {
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            std::task::Poll::Ready(Some(Err(e))) => {
+                let _ = self.failed.set(error_chain(&e));
+                std::task::Poll::Ready(Some(Err(e.into())))
+            }
+            other => other.map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -236,6 +236,16 @@ impl CookieCodec {
         self.is_session_cookie(name) || name.starts_with(&self.attempt_prefix)
     }
 
+    /// The name of the cookie a `Set-Cookie` value sets, when it is one the gate owns (RFC 6265 §5.2: the name
+    /// is what stands before the first `=`, whitespace trimmed). The upstream must never set or clear those: an app
+    /// bug (or a hostile app) would overwrite or end the gate's session.
+    pub fn gate_cookie_set_by<'v>(&self, set_cookie: &'v [u8]) -> Option<&'v str> {
+        let pair = set_cookie.split(|b| *b == b';').next().unwrap_or(set_cookie);
+        let name = pair.split(|b| *b == b'=').next().filter(|_| pair.contains(&b'='))?;
+        let name = std::str::from_utf8(name).ok()?.trim_matches([' ', '\t']);
+        self.is_gate_cookie(name).then_some(name)
+    }
+
     /// Removes the gate's cookies from the `Cookie` header(s) sent upstream, keeping the app's own cookies in
     /// their order. HTTP/2 clients may send several `Cookie` fields; they are joined with "; " (RFC 9113 §8.2.3).
     pub fn strip_gate_cookies(&self, headers: &mut HeaderMap) {

@@ -412,6 +412,14 @@ rule_bypass! {
     rule_bypass_through_encoded_letters => ("/%61dmin", 403),
     rule_bypass_through_a_trailing_dot_segment => ("/admin/.", 403),
     rule_bypass_through_dot_segment_then_slash => ("/./admin", 403),
+    // Tomcat, Jetty and Spring strip `;` parameters from every segment before resolving dot segments.
+    rule_bypass_through_a_path_parameter => ("/admin;jsessionid=1", 403),
+    rule_bypass_through_a_path_parameter_deeper => ("/admin;a=b/users;c=d", 403),
+    rule_bypass_through_a_parameter_only_segment => ("/;x/admin", 403),
+    rule_bypass_through_dot_dot_with_a_parameter => ("/x/..;/admin", 400),
+    rule_bypass_through_a_public_prefix_and_dot_dot_parameter => ("/public/..;/admin", 400),
+    rule_bypass_through_dot_with_a_parameter => ("/x/.;/admin", 400),
+    rule_bypass_through_encoded_dot_dot_with_a_parameter => ("/public/%2e%2e;x/admin", 400),
 }
 
 #[tokio::test]

@@ -214,10 +214,30 @@ async fn sigterm_stops_the_gate_cleanly() {
 }
 
 #[test]
-fn the_shipped_example_config_is_valid_and_documents_every_key() {
+fn the_shipped_example_config_is_refused_until_its_placeholders_are_replaced_and_documents_every_key() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/logto-gate.toml");
     let text = std::fs::read_to_string(path).unwrap();
-    logto_gate::Config::from_toml_str(&text, Vec::new()).unwrap_or_else(|e| panic!("{e}"));
+    // As shipped it holds placeholders, which are refused by name (anyone can read them); with real values put in
+    // from the environment it is valid as it is.
+    let refused = logto_gate::Config::from_toml_str(&text, Vec::new()).expect_err("placeholders are refused");
+    let keys: Vec<&str> = refused.0.iter().filter_map(|l| l.split(':').next()).collect();
+    assert_eq!(
+        keys,
+        ["logto.app_id", "logto.app_secret", "session.secret"],
+        "{refused}"
+    );
+    assert!(refused.0.iter().all(|l| l.contains("placeholder")), "{refused}");
+    assert!(refused.0[2].contains("openssl rand"), "{refused}");
+    let env = [
+        ("LOGTO_GATE_LOGTO__APP_ID", "k3m1x0appid"),
+        ("LOGTO_GATE_LOGTO__APP_SECRET", "a-real-app-secret-from-the-console"),
+        (
+            "LOGTO_GATE_SESSION__SECRET",
+            "bG9uZy1yYW5kb20tc2Vzc2lvbi1zZWNyZXQtZm9yLXRlc3Rz",
+        ),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    logto_gate::Config::from_toml_str(&text, env.to_vec()).unwrap_or_else(|e| panic!("{e}"));
     for key in [
         "listen",
         "public_url",
@@ -246,5 +266,29 @@ fn the_shipped_example_config_is_valid_and_documents_every_key() {
             text.contains(&format!("{key} = ")),
             "config/logto-gate.toml does not document `{key}`"
         );
+    }
+}
+
+/// An operator who overrides only the endpoint and the app's credentials of the shipped config (as the container
+/// image bakes it in) gets no gate sealing sessions with a publicly known key: `check` and a start both refuse,
+/// naming the key and how to make a secret.
+#[test]
+fn the_shipped_placeholder_session_secret_is_refused_at_start_and_in_check() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/logto-gate.toml");
+    let env = [
+        ("LOGTO_GATE_LOGTO__ENDPOINT", "https://tenant.logto.app"),
+        ("LOGTO_GATE_LOGTO__APP_ID", "k3m1x0appid"),
+        ("LOGTO_GATE_LOGTO__APP_SECRET", "a-real-app-secret-from-the-console"),
+    ];
+    for args in [vec!["check", "--config", path], vec!["--config", path]] {
+        let (code, _, stderr) = run_to_end(&args, &env);
+        assert_ne!(code, 0, "{args:?}: {stderr}");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("session.secret: still the placeholder") && l.contains("openssl rand")),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("logto.app_secret"), "{stderr}");
     }
 }

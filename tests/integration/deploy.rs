@@ -8,8 +8,9 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
-/// The TOML inside a ConfigMap's `logto-gate.toml: |` block, with secret files swapped for inline test values.
-fn embedded_toml(configmap: &str) -> String {
+/// The TOML inside a ConfigMap's `logto-gate.toml: |` block, with secret files swapped for inline test values
+/// and, with `app_id`, the app id placeholder replaced as an operator must.
+fn embedded_toml(configmap: &str, app_id: Option<&str>) -> String {
     let mut out = String::new();
     let mut inside = false;
     for line in configmap.lines() {
@@ -27,7 +28,9 @@ fn embedded_toml(configmap: &str) -> String {
     }
     out.lines()
         .map(|l| {
-            if l.starts_with("app_secret_file") {
+            if let (true, Some(id)) = (l.starts_with("app_id"), app_id) {
+                format!("app_id = \"{id}\"")
+            } else if l.starts_with("app_secret_file") {
                 "app_secret = \"test\"".to_owned()
             } else if l.starts_with("secret_file") {
                 "secret = \"0123456789abcdef0123456789abcdef\"".to_owned()
@@ -54,7 +57,17 @@ fn kubernetes_configmaps_are_configurations_the_gate_accepts() {
             text.contains("secret_file = \"/run/secrets/logto-gate/session_secret\""),
             "{rel}"
         );
-        let config = logto_gate::Config::from_toml_str(&embedded_toml(&text), Vec::new())
+        // As shipped, the app id is a placeholder the gate refuses by name.
+        let refused = logto_gate::Config::from_toml_str(&embedded_toml(&text, None), Vec::new())
+            .expect_err("the placeholder app id is refused");
+        assert!(
+            refused
+                .0
+                .iter()
+                .any(|l| l.starts_with("logto.app_id: still the placeholder")),
+            "{refused}"
+        );
+        let config = logto_gate::Config::from_toml_str(&embedded_toml(&text, Some("k3m1x0appid")), Vec::new())
             .unwrap_or_else(|e| panic!("{rel} holds an invalid configuration:\n{e}"));
         assert_eq!(config.server.listen.port(), 4180);
         assert_eq!(

@@ -8,6 +8,7 @@ mod assertion;
 mod attacks;
 mod bearer;
 mod browser;
+mod bypass;
 mod cli;
 mod conformance;
 mod deploy;

@@ -4,7 +4,8 @@
 //! - `POST /upload`: counts the streamed request body and answers `{"bytes": N, "sum": S}`;
 //! - `/slow?ms=N`: answers after N milliseconds;
 //! - `/ws`: a WebSocket echo;
-//! - `/set-cookie`: sets an app cookie.
+//! - `/set-cookie`: sets an app cookie;
+//! - `/set-gate-cookies`: sets the gate's own cookie names (a buggy or hostile app) next to an app cookie.
 #![allow(dead_code)]
 
 use std::convert::Infallible;
@@ -188,6 +189,17 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resp
         }
         "/set-cookie" => Response::builder()
             .header("set-cookie", "app_session=abc; Path=/")
+            .body(full("ok"))
+            .unwrap_or_else(|_| Response::new(full(""))),
+        "/set-gate-cookies" => Response::builder()
+            .header("set-cookie", "logto_gate=overwritten; Path=/")
+            .header("set-cookie", "app_session=abc; Path=/")
+            .header("set-cookie", " logto_gate.1 =x; Path=/")
+            .header(
+                "set-cookie",
+                "logto_gate_signin_AAAAAAAAAAAAAAAA=x; Path=/_logto/callback",
+            )
+            .header("set-cookie", "logto_gate=; Max-Age=0; Path=/")
             .body(full("ok"))
             .unwrap_or_else(|_| Response::new(full(""))),
         "/ws" => {

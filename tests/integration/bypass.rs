@@ -1,0 +1,346 @@
+//! The bypass classes auth proxies are known for, each attacked over real sockets: rules deciding on one path or
+//! method while the app serves another (path parameters, letter case, method overrides, URL-override fields),
+//! tunnels the gate cannot see into (h2c), fields a CGI-style app frames by, and an app setting the gate's cookies.
+
+use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
+
+/// Bob (no roles) signed in to a gate whose `/admin` needs the `admin` role; `extra` adds sections or rules.
+async fn bob_behind(extra: &str, edit: impl FnOnce(String) -> String) -> (Stack, Browser) {
+    let rules = format!("{extra}\n[[rules]]\nprefix = \"/admin\"\nroles = [\"admin\"]\n");
+    let s = Stack::edited(IdpOptions::default(), "", &rules, edit).await;
+    let bob = s.browser();
+    bob.login_as("bob");
+    bob.sign_in(&s.gate, "/home").await;
+    (s, bob)
+}
+
+/// A legacy Java app's `;jsessionid=` URLs keep working: the rule sees `/home`, the app gets the path as sent.
+#[tokio::test]
+async fn a_plain_path_parameter_still_reaches_the_app() {
+    let (s, bob) = bob_behind("", |t| t).await;
+    let r = bob.get(format!("{}/home;jsessionid=ABC123?x=1", s.gate.url())).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(s.upstream.last().path, "/home;jsessionid=ABC123?x=1");
+}
+
+/// With `server.case_insensitive_paths`, `/ADMIN` is `/admin` to the rules (IIS serves it); without it, rules
+/// compare the path as sent (an app that tells cases apart serves another resource at `/ADMIN`).
+#[tokio::test]
+async fn rule_bypass_through_letter_case_is_refused_when_paths_are_case_insensitive() {
+    let (s, bob) = bob_behind("", in_server("case_insensitive_paths = true")).await;
+    let before = s.upstream.count();
+    for path in ["/ADMIN", "/Admin/x", "/aDmIn;jsessionid=1", "/%41dmin"] {
+        let r = bob.get(format!("{}{path}", s.gate.url())).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    assert_eq!(s.upstream.count(), before, "nothing reached the app");
+    // A regular expression rule ignores case too.
+    let (s, bob) = bob_behind(
+        "[[rules]]\npath = \"/Reports/[0-9]+$\"\nallow = \"deny\"\n",
+        in_server("case_insensitive_paths = true"),
+    )
+    .await;
+    let r = bob.get(format!("{}/reports/42", s.gate.url())).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = bob.get(format!("{}/home", s.gate.url())).await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+const DELETE_NEEDS_ADMIN: &str = "[[rules]]\nprefix = \"/items\"\nmethods = [\"DELETE\"]\nroles = [\"admin\"]\n";
+
+const OVERRIDES: [&str; 4] = [
+    "X-HTTP-Method-Override",
+    "X-HTTP-Method",
+    "X-Method-Override",
+    "x_http_method_override",
+];
+
+/// By default the method-override fields never reach the app, so a GET the rules allowed stays a GET there.
+#[tokio::test]
+async fn method_override_fields_are_removed_by_default() {
+    let (s, bob) = bob_behind(DELETE_NEEDS_ADMIN, |t| t).await;
+    for name in OVERRIDES {
+        let r = bob
+            .client
+            .get(format!("{}/items/1", s.gate.url()))
+            .header(name, "DELETE")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{name}");
+        let seen = s.upstream.last();
+        for o in OVERRIDES {
+            assert_eq!(seen.header(o), None, "{name}: {o} reached the app");
+        }
+    }
+    // Through hyper's client too (a request with a body).
+    let r = bob
+        .client
+        .post(format!("{}/items/1", s.gate.url()))
+        .header("x-http-method-override", "DELETE")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(s.upstream.last().header("x-http-method-override"), None);
+}
+
+/// With `upstream.pass_method_override`, the fields reach the app and the rules decide on the method they name.
+#[tokio::test]
+async fn a_kept_method_override_is_decided_by_the_rules() {
+    let (s, bob) = bob_behind(DELETE_NEEDS_ADMIN, in_upstream("pass_method_override = true")).await;
+    let before = s.upstream.count();
+    for name in OVERRIDES {
+        for method in ["DELETE", "delete"] {
+            let r = bob
+                .client
+                .post(format!("{}/items/1", s.gate.url()))
+                .header(name, method)
+                .body("x")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{name}: {method}");
+        }
+    }
+    assert_eq!(s.upstream.count(), before, "nothing reached the app");
+    let bad = bob
+        .client
+        .get(format!("{}/items/1", s.gate.url()))
+        .header("x-http-method-override", "DEL ETE")
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert!(bad.text().await.unwrap().contains("x-http-method-override"));
+    let ok = bob
+        .client
+        .post(format!("{}/items/1", s.gate.url()))
+        .header("x-http-method-override", "PUT")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(s.upstream.last().header("x-http-method-override"), Some("PUT"));
+}
+
+/// IIS's URL Rewrite and old Symfony route on `X-Original-URL` / `X-Rewrite-URL`: never from the client.
+#[tokio::test]
+async fn url_override_fields_are_removed() {
+    let (s, bob) = bob_behind("", |t| t).await;
+    for (name, post) in [
+        ("X-Original-URL", false),
+        ("X-Rewrite-URL", false),
+        ("x_original_url", false),
+        ("X-Original-URL", true),
+    ] {
+        let req = if post {
+            bob.client.post(format!("{}/home", s.gate.url())).body("x")
+        } else {
+            bob.client.get(format!("{}/home", s.gate.url()))
+        };
+        let r = req.header(name, "/admin").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{name}");
+        let seen = s.upstream.last();
+        for n in ["x-original-url", "x-rewrite-url", "x_original_url"] {
+            assert_eq!(seen.header(n), None, "{name}: {n} reached the app");
+        }
+    }
+}
+
+/// Reads one response head (and whatever follows in the same reads) from a raw connection, bounded.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// `Upgrade: h2c` is never forwarded: the request is served as the plain HTTP/1.1 request it also is, and the
+/// connection stays HTTP/1.1 under the gate's eyes (a forged request after it is read and ruled on as any other).
+#[tokio::test]
+async fn h2c_upgrades_are_never_forwarded() {
+    let (s, bob) = bob_behind("", |t| t).await;
+    let cookie = bob.cookie(&s.gate.url(), "logto_gate").unwrap();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", s.gate.port))
+        .await
+        .unwrap();
+    let req = format!(
+        "GET /home HTTP/1.1\r\nHost: a\r\nCookie: logto_gate={cookie}\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+         Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nAccept: application/json\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let seen = s.upstream.last();
+    for name in ["upgrade", "http2-settings"] {
+        assert_eq!(seen.header(name), None, "{name} reached the app: {:?}", seen.headers);
+    }
+    // Other protocols than `upstream.upgrade_protocols` (websocket by default) are not offered either.
+    let r = bob
+        .client
+        .get(format!("{}/home", s.gate.url()))
+        .header("connection", "Upgrade")
+        .header("upgrade", "custom-tunnel")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(s.upstream.last().header("upgrade"), None);
+}
+
+/// An upstream that answers a WebSocket handshake with a 101 to another protocol (h2c here) gets no tunnel: 502.
+#[tokio::test]
+async fn a_switch_to_a_protocol_the_client_did_not_ask_for_is_not_spliced() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upstream_task = tokio::spawn(async move {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            return;
+        };
+        let _ = read_head(&mut conn).await;
+        let _ = conn
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
+            .await;
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read_to_end(&mut rest)).await;
+    });
+    let idp = Idp::start(IdpOptions::default());
+    let gate = TestGate::start(
+        &idp,
+        &format!("http://127.0.0.1:{port}"),
+        "",
+        "[[rules]]\nprefix = \"/\"\nallow = \"public\"\n",
+    )
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAccept: application/json\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 502 "), "{head}");
+    upstream_task.abort();
+}
+
+/// `Transfer_Encoding` and `Content_Length` (and other framing or forwarding names with `_`) never reach the app:
+/// a CGI, WSGI or PHP server reads them as the real fields.
+#[tokio::test]
+async fn underscore_framing_fields_are_dropped() {
+    let (s, bob) = bob_behind("", |t| t).await;
+    for post in [false, true] {
+        let req = if post {
+            bob.client.post(format!("{}/home", s.gate.url())).body("abc")
+        } else {
+            bob.client.get(format!("{}/home", s.gate.url()))
+        };
+        let r = req
+            .header("Transfer_Encoding", "chunked")
+            .header("Content_Length", "99")
+            .header("X_Forwarded_For", "6.6.6.6")
+            .header("Keep_Alive", "1")
+            .header("X_App", "kept")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let seen = s.upstream.last();
+        for name in ["transfer_encoding", "content_length", "x_forwarded_for", "keep_alive"] {
+            assert_eq!(seen.header(name), None, "{name} reached the app (post: {post})");
+        }
+        assert_eq!(seen.header("x_app"), Some("kept"));
+    }
+}
+
+/// The app cannot set or clear the gate's cookies: those `Set-Cookie` fields are dropped, the app's own pass, on
+/// both client paths (a bodiless GET through the lean client, a POST through hyper's).
+#[tokio::test]
+async fn the_app_cannot_set_the_gates_cookies() {
+    let (s, bob) = bob_behind("", |t| t).await;
+    let session = bob.cookie(&s.gate.url(), "logto_gate").unwrap();
+    for post in [false, true] {
+        let req = if post {
+            bob.client.post(format!("{}/set-gate-cookies", s.gate.url())).body("x")
+        } else {
+            bob.client.get(format!("{}/set-gate-cookies", s.gate.url()))
+        };
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let set: Vec<String> = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(set, ["app_session=abc; Path=/"], "post: {post}");
+        assert_eq!(
+            bob.cookie(&s.gate.url(), "logto_gate").as_deref(),
+            Some(session.as_str())
+        );
+    }
+    // Still signed in.
+    let r = bob.get(format!("{}/home", s.gate.url())).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(s.upstream.last().header("x-forwarded-user").is_some());
+}
+
+/// Malformed chunked request bodies (bad sizes, an overflow, data longer than its chunk, bare LF) are the
+/// client's fault: 400, the upstream request aborted, and counted as a 400 in the metrics, never a 502.
+#[tokio::test]
+async fn malformed_chunked_request_bodies_are_refused_as_client_errors() {
+    let metrics_port = free_port();
+    let line: &'static str = Box::leak(format!("metrics_listen = \"127.0.0.1:{metrics_port}\"").into_boxed_str());
+    let (s, bob) = bob_behind("", in_server(line)).await;
+    let cookie = bob.cookie(&s.gate.url(), "logto_gate").unwrap();
+    let cases: [&[u8]; 5] = [
+        b"5\r\nhello\r\nZZ\r\nxx\r\n0\r\n\r\n",
+        b"5\r\nhello\r\nFFFFFFFFFFFFFFFFFFFF\r\nxx\r\n0\r\n\r\n",
+        b"5\r\nhello\r\n3\r\nhello\r\n0\r\n\r\n",
+        b"5\r\nhello\r\n5\nworld\n0\n\n",
+        b"5\r\nhello\r\n-1\r\nx\r\n0\r\n\r\n",
+    ];
+    for body in cases {
+        let mut req = format!(
+            "POST /upload HTTP/1.1\r\nHost: a\r\nCookie: logto_gate={cookie}\r\nAccept: application/json\r\n\
+             Transfer-Encoding: chunked\r\n\r\n"
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        let text = exchange_until_closed(s.gate.port, &req).await;
+        assert!(
+            text.starts_with("HTTP/1.1 400 "),
+            "{:?}: {text}",
+            String::from_utf8_lossy(body)
+        );
+        assert!(text.contains("request body"), "{text}");
+    }
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("logto_gate_requests_total{route=\"app\",status=\"400\"} 5\n"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("status=\"502\""), "{metrics}");
+}
