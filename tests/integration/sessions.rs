@@ -241,6 +241,36 @@ async fn redis_down_means_503_and_the_gate_recovers_when_it_returns() {
     assert_eq!(upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
 }
 
+/// A replica that had no traffic while Redis was down answers its very first request after Redis is back (no
+/// readiness probe in between to warm its connection up): its broken connection is replaced and the command sent
+/// again, not failed with 503. The same holds for the replica that saw the outage.
+#[tokio::test]
+async fn an_idle_replica_answers_its_first_request_after_a_redis_outage() {
+    if !have_redis() {
+        return;
+    }
+    let mut redis = Redis::start().await;
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let (one, two) = redis_pair(&idp, &upstream, &redis).await;
+    let b = Browser::new(&idp);
+    b.sign_in(&one, "/").await;
+    // Both replicas have a Redis connection now.
+    let warm = b.client.get(format!("{}/warm", two.url())).send().await.unwrap();
+    assert_eq!(warm.status(), StatusCode::OK);
+
+    redis.stop().await;
+    let down = b.client.get(format!("{}/while-down", one.url())).send().await.unwrap();
+    assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+    redis.start_again().await;
+
+    for (gate, name) in [(&two, "idle replica"), (&one, "replica that saw the outage")] {
+        let first = b.client.get(format!("{}/first", gate.url())).send().await.unwrap();
+        assert_eq!(first.status(), StatusCode::OK, "{name}");
+        assert_eq!(upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
+    }
+}
+
 #[tokio::test]
 async fn back_channel_logout_through_one_gate_revokes_on_both() {
     if !have_redis() {
