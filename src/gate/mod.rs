@@ -69,10 +69,10 @@ const ALWAYS_KEPT_CLAIMS: [&str; 6] = ["sub", "name", "username", "email", "emai
 /// Claims Logto releases only from userinfo (`/oidc/me`), never in the ID token.
 const USERINFO_ONLY_CLAIMS: [&str; 3] = ["identities", "custom_data", "organization_data"];
 
-/// Headers the gate owns on the way upstream besides the identity mapping; a client's copies are removed.
-/// Request fields removed (in any spelling, `_` for `-`) before the gate adds its own: the assertion, the
-/// forward-auth answer's identity fields, and `X-Original-URL` / `X-Rewrite-URL`, on which IIS's URL Rewrite and
-/// old Symfony route instead of the request target (so the app would serve another path than the rules saw).
+/// Headers the gate owns on the way upstream besides the identity mapping; a client's copies are removed (in any
+/// spelling, `_` for `-`): the assertion, the forward-auth answer's identity fields, and `X-Original-URL` /
+/// `X-Rewrite-URL`, on which IIS's URL Rewrite and old Symfony route instead of the request target (so the app would
+/// serve another path than the rules saw).
 const GATE_OWNED_HEADERS: [&str; 8] = [
     crate::assertion::HEADER,
     "x-auth-request-user",
@@ -573,7 +573,12 @@ impl Gate {
                 .fields_mut()
                 .retain(|name, value| name != header::SET_COOKIE || !owned(value));
         }
-        if resp.headers().contains_key(header::SET_COOKIE) {
+        if resp
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .any(|v| codec.gate_cookie_set_by(v.as_bytes()).is_some())
+        {
             let kept: Vec<HeaderValue> = resp
                 .headers()
                 .get_all(header::SET_COOKIE)
