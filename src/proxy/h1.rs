@@ -20,9 +20,12 @@
 //! extensions and trailer fields are read and dropped.
 //!
 //! A connection returns to its worker's pool only after a complete response with nothing left over, from an
-//! HTTP/1.1 upstream that did not say `Connection: close`. A pooled connection the upstream has closed is noticed
-//! before reuse when the close has already arrived, and otherwise by the request failing before any response byte:
-//! then, `GET` and `HEAD` being idempotent (RFC 9110 §9.2.2), the request is sent once more on a new connection.
+//! HTTP/1.1 upstream that did not say `Connection: close`. Before reuse each pooled connection is asked of the kernel
+//! (a non-blocking `MSG_PEEK`) whether anything arrived: a close that has already arrived drops it, and bytes sent
+//! unasked (as bytes left over after a response) make the worker distrust its upstream and open a new connection for
+//! every request for [`DISTRUST_FOR`], since such bytes landing during the next request would be taken for its
+//! answer. A close that arrives later shows as the request failing before any response byte: then, `GET` and `HEAD`
+//! being idempotent (RFC 9110 §9.2.2), the request is sent once more on a new connection.
 
 use std::future::poll_fn;
 use std::io;
@@ -76,6 +79,24 @@ pub struct Pool {
 struct PoolInner {
     idle: Vec<Idle>,
     reaping: bool,
+    /// Until when no connection is reused: the upstream was caught sending bytes nobody asked for.
+    distrusted_until: Option<Instant>,
+}
+
+/// How long a worker opens a new connection for every request after its upstream sent bytes unasked on a
+/// connection between responses (a buggy app appending to a response). Such bytes that land while the next request
+/// is under way cannot be told from its answer; without reuse there is no next request on that connection.
+const DISTRUST_FOR: Duration = Duration::from_secs(60);
+
+/// What a pooled connection shows between responses.
+#[derive(Debug, PartialEq, Eq)]
+enum Probe {
+    /// Nothing to read: reusable.
+    Quiet,
+    /// The upstream closed it (or it failed).
+    Closed,
+    /// Bytes nobody asked for.
+    Unasked,
 }
 
 struct Idle {
@@ -832,6 +853,8 @@ impl ResponseBody {
         if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.take()) {
             if conn.buf.is_empty() {
                 pool.put(conn, self.started);
+            } else {
+                pool.leftover_seen();
             }
         }
     }
@@ -895,8 +918,7 @@ impl http_body::Body for ResponseBody {
 }
 
 impl Conn {
-    /// Reads what the socket has into the buffer: `Ok(0)` at the end of the stream. (Through `AsyncRead`, which
-    /// forgets the socket's readiness after a short read, so checking a pooled connection costs no system call.)
+    /// Reads what the socket has into the buffer: `Ok(0)` at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < self.read_size / 2 {
             self.buf.reserve(self.read_size);
@@ -910,11 +932,19 @@ impl Conn {
         Poll::Ready(Ok(n))
     }
 
-    /// True while the connection shows no sign of having been closed: nothing to read (the upstream sends nothing
-    /// unasked, so anything readable is its close, a reset, or bytes that cannot be trusted).
-    fn is_quiet(&self) -> bool {
-        let mut probe = [0u8; 1];
-        matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    /// What the connection shows between responses: nothing to read (reusable), its close or a reset, or bytes
+    /// sent unasked (the upstream sends nothing between responses; a buggy one that appends bytes after a complete
+    /// response would have them read as the next request's answer, someone else's).
+    /// Asked of the kernel with a non-blocking `MSG_PEEK` on every check, not of the runtime's record of readiness,
+    /// which is only as fresh as the last time the worker polled its event loop. Bytes that arrive after this
+    /// check, while the next request is under way, cannot be told from its answer.
+    fn probe(&self) -> Probe {
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(&self.io).peek(&mut probe) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Probe::Quiet,
+            Ok(0) | Err(_) => Probe::Closed,
+            Ok(_) => Probe::Unasked,
+        }
     }
 }
 
@@ -924,16 +954,45 @@ impl Pool {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The newest idle connection that is neither expired nor closed.
+    /// The newest idle connection that is neither expired nor closed; none while the upstream is distrusted.
     fn take(&self, now: Instant) -> Option<Box<Conn>> {
         let mut inner = self.lock();
+        if inner.distrusted_until.is_some_and(|until| now < until) {
+            inner.idle.clear();
+            return None;
+        }
         // Expired or closed ones met on the way are dropped (closed); the reaper sees to the rest.
         while let Some(idle) = inner.idle.pop() {
-            if now.saturating_duration_since(idle.since) < self.idle_timeout && idle.conn.is_quiet() {
-                return Some(idle.conn);
+            if now.saturating_duration_since(idle.since) >= self.idle_timeout {
+                continue;
+            }
+            match idle.conn.probe() {
+                Probe::Quiet => return Some(idle.conn),
+                Probe::Closed => {}
+                Probe::Unasked => {
+                    Self::distrust(&mut inner, now);
+                    return None;
+                }
             }
         }
         None
+    }
+
+    /// The upstream sent bytes unasked: no connection is reused for [`DISTRUST_FOR`].
+    fn distrust(inner: &mut PoolInner, now: Instant) {
+        if inner.distrusted_until.is_none_or(|until| until <= now) {
+            tracing::warn!(
+                for_ = ?DISTRUST_FOR,
+                "the upstream sent bytes nobody asked for on a kept-alive connection; not reusing its connections"
+            );
+        }
+        inner.distrusted_until = Some(now + DISTRUST_FOR);
+        inner.idle.clear();
+    }
+
+    /// Called when a complete response left bytes over on its connection (which is then closed).
+    fn leftover_seen(&self) {
+        Self::distrust(&mut self.lock(), Instant::now());
     }
 
     fn put(self: Arc<Self>, mut conn: Box<Conn>, since: Instant) {
@@ -943,7 +1002,7 @@ impl Pool {
         }
         conn.read_size = FIRST_READ;
         let mut inner = self.lock();
-        if inner.idle.len() >= MAX_IDLE {
+        if inner.idle.len() >= MAX_IDLE || inner.distrusted_until.is_some_and(|until| Instant::now() < until) {
             return;
         }
         inner.idle.push(Idle { conn, since });
@@ -969,9 +1028,15 @@ async fn reap(pool: std::sync::Weak<Pool>) {
             return;
         };
         let mut inner = pool.lock();
-        inner
-            .idle
-            .retain(|idle| idle.since.elapsed() < pool.idle_timeout && idle.conn.is_quiet());
+        let mut unasked = false;
+        inner.idle.retain(|idle| {
+            let probe = idle.conn.probe();
+            unasked |= probe == Probe::Unasked;
+            idle.since.elapsed() < pool.idle_timeout && probe == Probe::Quiet
+        });
+        if unasked {
+            Pool::distrust(&mut inner, Instant::now());
+        }
         if inner.idle.is_empty() {
             inner.reaping = false;
             return;
