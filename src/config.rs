@@ -156,6 +156,8 @@ pub struct LogtoConfig {
     pub post_logout_redirect_uri: String,
     /// Get an organization token for this Logto organization (membership is then checked by Logto).
     pub organization_id: Option<String>,
+    /// Seconds of clock skew allowed for `exp`, `iat` and `nbf` of every token the gate verifies.
+    pub clock_leeway: u64,
 }
 
 impl fmt::Debug for LogtoConfig {
@@ -172,6 +174,7 @@ impl fmt::Debug for LogtoConfig {
             .field("direct_sign_in", &self.direct_sign_in)
             .field("post_logout_redirect_uri", &self.post_logout_redirect_uri)
             .field("organization_id", &self.organization_id)
+            .field("clock_leeway", &self.clock_leeway)
             .finish()
     }
 }
@@ -295,6 +298,8 @@ struct RawRule {
     email_domains: Option<Vec<String>>,
     #[serde(deserialize_with = "list_of_strings")]
     github_logins: Option<Vec<String>>,
+    #[serde(deserialize_with = "list_of_strings")]
+    m2m_apps: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -354,6 +359,7 @@ struct RawLogto {
     direct_sign_in: Option<String>,
     post_logout_redirect_uri: Option<String>,
     organization_id: Option<String>,
+    clock_leeway: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -770,6 +776,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             Some(s)
         }
     };
+    let clock_leeway = clock_leeway(&mut p, non_empty(raw.logto.clock_leeway));
     let organization_id = non_empty(raw.logto.organization_id);
     if let Some(org) = &organization_id {
         if !org.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) {
@@ -1157,6 +1164,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             direct_sign_in,
             post_logout_redirect_uri,
             organization_id,
+            clock_leeway,
         },
         session: SessionConfig {
             secrets: secrets.into_iter().map(Secret::new).collect(),
@@ -1173,6 +1181,29 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         assertion,
         log: LogConfig { level, format },
     })
+}
+
+/// `logto.clock_leeway`: how far the gate's and Logto's clocks may disagree, for every token the gate verifies
+/// (ID, access, organization and logout tokens). Zero is allowed; more than five minutes is refused, since a
+/// short-lived token would then live on long after it expired.
+fn clock_leeway(p: &mut Problems, raw: Option<String>) -> u64 {
+    let Some(text) = raw else {
+        return crate::oidc::jwt::DEFAULT_LEEWAY_SECS;
+    };
+    match humantime::parse_duration(&text) {
+        Ok(d) if d <= Duration::from_secs(300) => d.as_secs(),
+        Ok(_) => {
+            p.add("logto.clock_leeway", format!("`{text}` is longer than 5m"));
+            crate::oidc::jwt::DEFAULT_LEEWAY_SECS
+        }
+        Err(e) => {
+            p.add(
+                "logto.clock_leeway",
+                format!("`{text}` is not a duration like \"30s\" ({e})"),
+            );
+            crate::oidc::jwt::DEFAULT_LEEWAY_SECS
+        }
+    }
 }
 
 /// `upstream.upgrade_protocols`: protocol names (RFC 9110 §16.7), lower-cased; `websocket` by default. `h2c` is
@@ -1239,6 +1270,7 @@ fn access_of(p: &mut Problems, key: &str, r: &RawRule) -> Access {
             .map(|d| d.trim_start_matches('@').to_owned())
             .collect(),
         github_logins: lowered(&r.github_logins),
+        m2m_apps: kept(&r.m2m_apps),
     };
     for role in &requirements.organization_roles {
         if !role.contains(':') {
@@ -1257,6 +1289,7 @@ fn access_of(p: &mut Problems, key: &str, r: &RawRule) -> Access {
         &requirements.emails,
         &requirements.email_domains,
         &requirements.github_logins,
+        &requirements.m2m_apps,
     ]
     .iter()
     .any(|v| !v.is_empty());

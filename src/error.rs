@@ -70,6 +70,9 @@ pub enum IdpError {
     InvalidClient,
     #[error("unexpected answer: {0}")]
     BadResponse(String),
+    /// Logto's configuration keeps sign-in from working; the text says what and how to fix it.
+    #[error("Logto's configuration prevents sign-in: {0}")]
+    Misconfigured(String),
 }
 
 impl GateError {
@@ -91,7 +94,9 @@ impl GateError {
             }
             GateError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             GateError::Idp(IdpError::Unreachable(_) | IdpError::NotReady) => StatusCode::SERVICE_UNAVAILABLE,
-            GateError::Idp(IdpError::InvalidClient | IdpError::BadResponse(_)) => StatusCode::BAD_GATEWAY,
+            GateError::Idp(IdpError::InvalidClient | IdpError::BadResponse(_) | IdpError::Misconfigured(_)) => {
+                StatusCode::BAD_GATEWAY
+            }
             GateError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             GateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -204,6 +209,12 @@ impl GateError {
                 "Logto is unreachable",
                 "Signing in is not possible right now because Logto cannot be reached. Try again in a moment.",
             )),
+            GateError::Idp(IdpError::Misconfigured(why)) => Page::new(
+                status,
+                "idp_misconfigured",
+                "Sign-in is not set up correctly",
+                format!("Logto's configuration keeps this gate from signing you in: {why}."),
+            ),
             GateError::Idp(_) => Page::new(
                 status,
                 "idp_error",

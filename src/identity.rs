@@ -154,7 +154,9 @@ pub fn header_value(claim: &Value) -> Option<HeaderValue> {
             parts.join(",")
         }
     };
-    if text.bytes().any(|b| b < 0x20 || b == 0x7f) {
+    // A claim without a value (null, an empty list such as a user's roles when there are none, an empty string)
+    // sends no header at all, never an empty one.
+    if text.is_empty() || text.bytes().any(|b| b < 0x20 || b == 0x7f) {
         return None;
     }
     HeaderValue::from_bytes(text.as_bytes()).ok()

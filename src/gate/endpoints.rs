@@ -228,6 +228,13 @@ impl Gate {
             }
         }
         let mut session = self.new_session(claims, &tokens, now);
+        match self.apply_resource_token(&mut session, now).await {
+            Ok(()) => {}
+            Err(RefreshError::Denied(why)) => return Err(IdpError::Misconfigured(why).into()),
+            Err(RefreshError::Revoked(why) | RefreshError::Unavailable(why)) => {
+                return Err(IdpError::BadResponse(why).into())
+            }
+        }
         match self.apply_organization_token(&mut session, now).await {
             Ok(()) => {}
             Err(RefreshError::Denied(why)) => {
@@ -300,6 +307,7 @@ impl Gate {
             sid,
             seen: now,
             refresh_at: tokens.expires_in.map(|s| Session::refresh_time(now, s)),
+            serial: self.sessions.new_serial(),
             rendered: Default::default(),
         }
     }
@@ -311,8 +319,25 @@ impl Gate {
             Method::POST => StatusCode::SEE_OTHER,
             _ => return Err(ClientError::MethodNotAllowed.into()),
         };
-        if let Ok(Some(c)) = self.sessions.load(req.headers(), session::now()).await {
+        let now = session::now();
+        if let Ok(Some(c)) = self.sessions.load(req.headers(), now).await {
             tracing::info!(sub = c.session.sub(), "signed out");
+            // A copy of the cookie (malware, a shared computer, a proxy log) must die with this sign-out: the
+            // session goes on the revocation list, shared through Redis when configured, per replica otherwise.
+            if let Err(e) = self.sessions.revoke_signed_out(&c.session, now).await {
+                tracing::warn!(error = %e, "the signed-out session could not be put on the revocation list");
+            }
+            // And its refresh token at Logto, which keeps offline_access grants through end-session. In the
+            // background: a slow or failing Logto never holds up the sign-out.
+            if let Some(rt) = c.session.rt.clone() {
+                let oidc = std::sync::Arc::clone(&self.oidc);
+                tokio::spawn(async move {
+                    match oidc.revoke_refresh_token(&rt).await {
+                        Ok(()) => tracing::debug!("refresh token revoked at Logto"),
+                        Err(e) => tracing::warn!(error = %e, "the refresh token could not be revoked at sign-out"),
+                    }
+                });
+            }
         }
         let mut resp = pages::redirect(status, &self.oidc.end_session_url());
         for c in self.sessions.destroy(req.headers()).await {
@@ -379,7 +404,7 @@ impl Gate {
         };
         let get = |k: &str| claims.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
         let jti = get("jti").unwrap_or_default();
-        let keep_jti_for = Duration::from_secs(crate::oidc::LOGOUT_TOKEN_MAX_AGE + 2 * crate::oidc::jwt::LEEWAY_SECS);
+        let keep_jti_for = Duration::from_secs(crate::oidc::LOGOUT_TOKEN_MAX_AGE + 2 * self.config.logto.clock_leeway);
         if !self.sessions.first_use_of_jti(jti, keep_jti_for, now).await? {
             return Ok(refuse("this logout token was already used (jti replay)"));
         }

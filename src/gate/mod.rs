@@ -64,7 +64,8 @@ pub mod paths {
 }
 
 /// Claims kept in every session besides those the header mapping and the rules read (for `/_logto/userinfo`).
-const ALWAYS_KEPT_CLAIMS: [&str; 6] = ["sub", "name", "username", "email", "email_verified", "roles"];
+/// `scope` too: `/_logto/userinfo` shows the scopes the session holds (the sign-in's and its API resource's).
+const ALWAYS_KEPT_CLAIMS: [&str; 7] = ["sub", "name", "username", "email", "email_verified", "roles", "scope"];
 
 /// Claims Logto releases only from userinfo (`/oidc/me`), never in the ID token.
 const USERINFO_ONLY_CLAIMS: [&str; 3] = ["identities", "custom_data", "organization_data"];
@@ -73,7 +74,7 @@ const USERINFO_ONLY_CLAIMS: [&str; 3] = ["identities", "custom_data", "organizat
 /// spelling, `_` for `-`): the assertion, the forward-auth answer's identity fields, and `X-Original-URL` /
 /// `X-Rewrite-URL`, on which IIS's URL Rewrite and old Symfony route instead of the request target (so the app would
 /// serve another path than the rules saw).
-const GATE_OWNED_HEADERS: [&str; 8] = [
+const GATE_OWNED_HEADERS: [&str; 9] = [
     crate::assertion::HEADER,
     "x-auth-request-user",
     "x-auth-request-email",
@@ -82,7 +83,11 @@ const GATE_OWNED_HEADERS: [&str; 8] = [
     "x-auth-request-access-token",
     "x-original-url",
     "x-rewrite-url",
+    MACHINE_HEADER,
 ];
+
+/// Set on requests of a Logto machine-to-machine app (its id), never on a person's: how the app tells them apart.
+const MACHINE_HEADER: &str = "x-forwarded-machine";
 
 /// One worker's handle on the shared [`Gate`]. Each request's future holds a reference to the gate, and counting
 /// that reference on the gate's own `Arc` would have every worker write the same cache line (next to the gate's
@@ -116,8 +121,21 @@ impl Principal {
         }
     }
 
+    /// The Logto machine-to-machine app this principal is, if it is one: a client-credentials access token, whose
+    /// `sub` is the app's own id (`client_id`); a person's token has the person's id there.
+    fn machine(&self) -> Option<&str> {
+        let Principal::Bearer(claims) = self else {
+            return None;
+        };
+        let sub = claims.get("sub").and_then(Value::as_str)?;
+        (claims.get("client_id").and_then(Value::as_str) == Some(sub)).then_some(sub)
+    }
+
     /// How the 403 page names the person.
     fn display_name(&self) -> String {
+        if let Some(app) = self.machine() {
+            return format!("the machine-to-machine app {app}");
+        }
         let c = self.claims();
         let get = |k: &str| c.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
         match (get("username"), get("email")) {
@@ -634,8 +652,13 @@ impl Gate {
         self.add_credentials(headers, principal)
     }
 
-    /// The access token when asked for, and the signed assertion.
+    /// The access token when asked for, the machine header for a machine-to-machine app, and the signed assertion.
     fn add_credentials(&self, headers: &mut http::HeaderMap, principal: &Principal) -> Result<(), GateError> {
+        if let Some(app) = principal.machine() {
+            let value = HeaderValue::from_str(app)
+                .map_err(|_| ClientError::InvalidToken("the token's client_id is not a valid header value".into()))?;
+            headers.insert(http::HeaderName::from_static(MACHINE_HEADER), value);
+        }
         if let (true, Principal::Session(c)) = (self.config.upstream.pass_access_token, principal) {
             if let Some(token) = c.session.at.as_deref() {
                 let value = HeaderValue::from_str(&format!("Bearer {token}"))
@@ -761,6 +784,15 @@ fn framing_problem<B>(req: &Request<B>) -> Option<&'static str> {
 
 /// Phase 2b: does the principal meet the route's requirements?
 fn authorize(principal: &Principal, requirements: &policy::Requirements) -> Result<(), GateError> {
+    if let Some(app) = principal.machine() {
+        if !requirements.m2m_apps.iter().any(|a| a == app) {
+            return Err(ClientError::Forbidden {
+                who: principal.display_name(),
+                required: "a rule that admits it (m2m_apps)".into(),
+            }
+            .into());
+        }
+    }
     requirements
         .check(&policy::Subject {
             claims: principal.claims(),

@@ -172,6 +172,18 @@ impl Gate {
             .then(|| tokens.access_token.clone());
         session.at_exp = tokens.expires_in.map(|s| now + s);
         session.refresh_at = tokens.expires_in.map(|s| Session::refresh_time(now, s));
+        match self.apply_resource_token(&mut session, now).await {
+            Ok(()) => {}
+            Err(RefreshError::Revoked(why)) => {
+                tracing::info!(sub = session.sub(), reason = %why, "Logto refused the refresh token; the session ends");
+                return refresh::Outcome::Ended;
+            }
+            Err(RefreshError::Unavailable(why) | RefreshError::Denied(why)) => {
+                // The opaque token's refresh went through and rotated the refresh token: keep what it gave.
+                tracing::warn!(reason = %why, "the API resource's access token was not renewed");
+                return refresh::Outcome::Refreshed(session);
+            }
+        }
         if let Err(e) = self.apply_organization_token(&mut session, now).await {
             return match e {
                 RefreshError::Unavailable(why) => {
@@ -186,6 +198,37 @@ impl Gate {
         }
         tracing::debug!(sub = session.sub(), "tokens refreshed");
         refresh::Outcome::Refreshed(session)
+    }
+
+    /// With `logto.resources`: gets the first resource's JWT access token with the session's refresh token (the
+    /// code exchange and refreshes go without `resource`, so userinfo accepts their access token) and records what
+    /// it grants: its permissions added to `scope`, the token itself for `upstream.pass_access_token`, its expiry,
+    /// and a rotated refresh token.
+    pub(super) async fn apply_resource_token(&self, session: &mut Session, now: u64) -> Result<(), RefreshError> {
+        let Some(resource) = self.config.logto.resources.first() else {
+            return Ok(());
+        };
+        let rt = session.rt.clone().ok_or_else(|| {
+            RefreshError::Denied(
+                "Logto issued no refresh token, which the API resource's access token is obtained with (keep \
+                 offline_access and logto.prompt = \"consent\")"
+                    .into(),
+            )
+        })?;
+        let (tokens, claims) = self.oidc.resource_token(&rt, resource, session.sub(), now).await?;
+        if let Some(next) = tokens.refresh_token.clone() {
+            session.rt = Some(next);
+        }
+        add_scopes(session, claims.get("scope").and_then(Value::as_str).unwrap_or(""));
+        if self.config.upstream.pass_access_token {
+            session.at = Some(tokens.access_token);
+        }
+        if let Some(ttl) = tokens.expires_in {
+            let (at_exp, refresh_at) = (now + ttl, Session::refresh_time(now, ttl));
+            session.at_exp = Some(session.at_exp.map_or(at_exp, |e| e.min(at_exp)));
+            session.refresh_at = Some(session.refresh_at.map_or(refresh_at, |r| r.min(refresh_at)));
+        }
+        Ok(())
     }
 
     /// With `logto.organization_id`: gets an organization token with the session's refresh token and records what
@@ -204,24 +247,7 @@ impl Gate {
         if let Some(next) = tokens.refresh_token.clone() {
             session.rt = Some(next);
         }
-        let mut scope: Vec<String> = session
-            .claims
-            .get("scope")
-            .and_then(Value::as_str)
-            .map(|s| s.split(' ').filter(|p| !p.is_empty()).map(str::to_owned).collect())
-            .unwrap_or_default();
-        for p in claims
-            .get("scope")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .split(' ')
-            .filter(|p| !p.is_empty())
-        {
-            if !scope.iter().any(|have| have == p) {
-                scope.push(p.to_owned());
-            }
-        }
-        session.claims.insert("scope".into(), Value::String(scope.join(" ")));
+        add_scopes(session, claims.get("scope").and_then(Value::as_str).unwrap_or(""));
         session
             .claims
             .insert("organization_id".into(), Value::String(org.to_owned()));
@@ -230,4 +256,20 @@ impl Gate {
         }
         Ok(())
     }
+}
+
+/// Adds the space-separated `granted` scopes to the session's `scope` claim (each once).
+fn add_scopes(session: &mut Session, granted: &str) {
+    let mut scope: Vec<String> = session
+        .claims
+        .get("scope")
+        .and_then(Value::as_str)
+        .map(|s| s.split(' ').filter(|p| !p.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    for p in granted.split(' ').filter(|p| !p.is_empty()) {
+        if !scope.iter().any(|have| have == p) {
+            scope.push(p.to_owned());
+        }
+    }
+    session.claims.insert("scope".into(), Value::String(scope.join(" ")));
 }

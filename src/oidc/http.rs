@@ -27,11 +27,33 @@ pub struct IdpHttp {
     timeout: Duration,
 }
 
-/// An answer from the IdP: status and body.
+/// An answer from the IdP: status, body, and how long it may be cached (`Cache-Control: max-age`, RFC 9111 §5.2.2.1).
 #[derive(Debug)]
 pub struct IdpResponse {
     pub status: StatusCode,
     pub body: Bytes,
+    pub max_age: Option<Duration>,
+}
+
+/// `max-age` of `Cache-Control` values; `None` with `no-store`/`no-cache` or without one.
+fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
+    let mut found = None;
+    for directive in headers
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+    {
+        let lower = directive.to_ascii_lowercase();
+        if lower == "no-store" || lower == "no-cache" {
+            return None;
+        }
+        if let Some(secs) = lower.strip_prefix("max-age=") {
+            found = secs.trim_matches('"').parse::<u64>().ok().map(Duration::from_secs);
+        }
+    }
+    found
 }
 
 impl IdpHttp {
@@ -96,6 +118,7 @@ impl IdpHttp {
                 .await
                 .map_err(|e| IdpError::Unreachable(format!("{url}: {}", error_chain(&e))))?;
             let status = resp.status();
+            let max_age = max_age(resp.headers());
             if status.is_redirection() {
                 return Err(IdpError::BadResponse(format!(
                     "{url} answered with a redirect ({status}); the gate does not follow redirects from Logto"
@@ -106,7 +129,7 @@ impl IdpHttp {
                 .await
                 .map_err(|e| IdpError::BadResponse(format!("{url}: reading the answer failed: {e}")))?
                 .to_bytes();
-            Ok(IdpResponse { status, body })
+            Ok(IdpResponse { status, body, max_age })
         };
         match tokio::time::timeout(self.timeout, work).await {
             Ok(r) => r,
@@ -128,4 +151,23 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_age_is_read_from_cache_control() {
+        let h = |v: &str| {
+            let mut m = http::HeaderMap::new();
+            m.insert(http::header::CACHE_CONTROL, v.parse().unwrap());
+            m
+        };
+        assert_eq!(max_age(&h("public, max-age=600")), Some(Duration::from_secs(600)));
+        assert_eq!(max_age(&h("Max-Age=\"60\"")), Some(Duration::from_secs(60)));
+        assert_eq!(max_age(&h("max-age=600, no-store")), None);
+        assert_eq!(max_age(&h("max-age=soon")), None);
+        assert_eq!(max_age(&http::HeaderMap::new()), None);
+    }
 }

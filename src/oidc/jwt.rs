@@ -17,8 +17,8 @@ use serde_json::{Map, Value};
 /// other two asymmetric algorithms a Logto-compatible provider may use.
 pub const ALLOWED_ALGS: [&str; 4] = ["ES384", "RS256", "ES256", "PS256"];
 
-/// Clock leeway for `exp`, `iat` and `nbf`.
-pub const LEEWAY_SECS: u64 = 60;
+/// Clock leeway for `exp`, `iat` and `nbf` unless `logto.clock_leeway` says otherwise.
+pub const DEFAULT_LEEWAY_SECS: u64 = 30;
 
 /// The largest token accepted (Logto's ID tokens are about 1 KiB).
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -158,6 +158,8 @@ pub struct IdTokenExpectations<'a> {
     /// The sign-in attempt's nonce; `None` for an ID token from a refresh (OIDC Core §12.2: no nonce there).
     pub nonce: Option<&'a str>,
     pub now: u64,
+    /// Clock leeway in seconds (`logto.clock_leeway`).
+    pub leeway: u64,
 }
 
 fn number(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, JwtError> {
@@ -172,9 +174,9 @@ fn number(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, JwtErr
     }
 }
 
-/// Checks `iss`, `aud`, `azp`, `exp`, `iat`, `nbf` with [`LEEWAY_SECS`] of leeway, and `nonce`.
+/// Checks `iss`, `aud`, `azp`, `exp`, `iat`, `nbf` with the expectations' leeway, and `nonce`.
 pub fn check_id_token_claims(claims: &Map<String, Value>, want: &IdTokenExpectations<'_>) -> Result<(), JwtError> {
-    check_common(claims, want.issuer, want.now)?;
+    check_common_with(claims, want.issuer, want.now, want.leeway)?;
     let audiences: Vec<&str> = match claims.get("aud") {
         Some(Value::String(a)) => vec![a.as_str()],
         Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
@@ -206,6 +208,7 @@ pub fn check_logout_token_claims(
     client_id: &str,
     now: u64,
     max_age: u64,
+    leeway: u64,
 ) -> Result<(), JwtError> {
     if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
         return Err(JwtError::Claim("iss is not the configured Logto issuer".into()));
@@ -219,14 +222,14 @@ pub fn check_logout_token_claims(
         return Err(JwtError::Claim("aud does not include this app".into()));
     }
     let iat = number(claims, "iat")?.ok_or_else(|| JwtError::Claim("iat is missing".into()))?;
-    if iat > now + LEEWAY_SECS {
+    if iat > now + leeway {
         return Err(JwtError::Claim("iat is in the future".into()));
     }
-    if iat + max_age + LEEWAY_SECS < now {
+    if iat + max_age + leeway < now {
         return Err(JwtError::Claim("the logout token is too old".into()));
     }
     if let Some(exp) = number(claims, "exp")? {
-        if exp + LEEWAY_SECS <= now {
+        if exp + leeway <= now {
             return Err(JwtError::Claim("the token has expired".into()));
         }
     }
@@ -253,10 +256,15 @@ pub fn check_logout_token_claims(
     Ok(())
 }
 
-/// `iss`, `exp`, `iat` and `nbf`, common to every token Logto signs. `iss`, `exp` and `iat` are REQUIRED in ID
+/// [`check_common_with`] with [`DEFAULT_LEEWAY_SECS`].
+pub fn check_common(claims: &Map<String, Value>, issuer: &str, now: u64) -> Result<(), JwtError> {
+    check_common_with(claims, issuer, now, DEFAULT_LEEWAY_SECS)
+}
+
+/// `iss`, `exp`, `iat` and `nbf` (with `leeway` seconds of clock skew), common to every token Logto signs. `iss`, `exp` and `iat` are REQUIRED in ID
 /// tokens (OpenID Connect Core 1.0 §2) and in JWT access tokens (RFC 9068 §2.2): a token without one is refused,
 /// and the error names the missing claim.
-pub fn check_common(claims: &Map<String, Value>, issuer: &str, now: u64) -> Result<(), JwtError> {
+pub fn check_common_with(claims: &Map<String, Value>, issuer: &str, now: u64, leeway: u64) -> Result<(), JwtError> {
     match claims.get("iss") {
         None | Some(Value::Null) => return Err(JwtError::Claim("iss is missing".into())),
         Some(iss) if iss.as_str() != Some(issuer) => {
@@ -265,15 +273,15 @@ pub fn check_common(claims: &Map<String, Value>, issuer: &str, now: u64) -> Resu
         Some(_) => {}
     }
     let exp = number(claims, "exp")?.ok_or_else(|| JwtError::Claim("exp is missing".into()))?;
-    if exp + LEEWAY_SECS <= now {
+    if exp + leeway <= now {
         return Err(JwtError::Claim("the token has expired".into()));
     }
     let iat = number(claims, "iat")?.ok_or_else(|| JwtError::Claim("iat is missing".into()))?;
-    if iat > now + LEEWAY_SECS {
+    if iat > now + leeway {
         return Err(JwtError::Claim("iat is in the future".into()));
     }
     if let Some(nbf) = number(claims, "nbf")? {
-        if nbf > now + LEEWAY_SECS {
+        if nbf > now + leeway {
             return Err(JwtError::Claim("the token is not valid yet (nbf)".into()));
         }
     }
@@ -341,6 +349,7 @@ mod tests {
             client_id: "app",
             nonce: Some("n1"),
             now: 1000,
+            leeway: 60,
         };
         let good = json!({"iss": "https://t/oidc", "aud": "app", "exp": 1001, "iat": 1000, "nonce": "n1",
                           "sub": "u", "picture": null, "updated_at": 1795696045393u64});
@@ -384,7 +393,7 @@ mod tests {
         let event = json!({"http://schemas.openid.net/event/backchannel-logout": {}});
         let good =
             json!({"iss": "https://t/oidc", "aud": "app", "iat": 1000, "jti": "j1", "sid": "s1", "events": event});
-        let check = |v: &Value| check_logout_token_claims(&claims(v.clone()), "https://t/oidc", "app", 1000, 300);
+        let check = |v: &Value| check_logout_token_claims(&claims(v.clone()), "https://t/oidc", "app", 1000, 300, 60);
         assert!(check(&good).is_ok());
         for (field, value) in [
             ("iss", json!("https://evil/oidc")),

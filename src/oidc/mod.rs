@@ -19,9 +19,37 @@ use self::jwt::{IdTokenExpectations, JwtError, UnverifiedJwt};
 use crate::config::LogtoConfig;
 use crate::error::{ClientError, GateError, IdpError};
 
-/// After an unknown `kid` made the gate re-fetch the key set, another unknown `kid` waits this long before the next
-/// re-fetch, so forged tokens cannot make the gate hammer Logto.
+/// Tokens anyone can send (bearer tokens, logout tokens) with an unknown `kid` make the gate re-fetch the key set at
+/// most once per this long, so forged tokens cannot make it hammer Logto. They have a budget of their own: an ID
+/// token from the token endpoint (the gate's own authenticated request) may always cause a re-fetch.
 pub const JWKS_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// How often the key set is fetched on its own schedule when Logto's answer has no `Cache-Control: max-age`, and
+/// the bounds put on one that has: rotations are then usually picked up before the first token needs them.
+const JWKS_REFRESH_DEFAULT: Duration = Duration::from_secs(15 * 60);
+const JWKS_REFRESH_MIN: Duration = Duration::from_secs(60);
+const JWKS_REFRESH_MAX: Duration = Duration::from_secs(24 * 3600);
+/// After a scheduled fetch failed, the next try comes this soon.
+const JWKS_REFRESH_RETRY: Duration = Duration::from_secs(60);
+
+/// Who handed the gate a token: that decides what an unknown `kid` may cost.
+#[derive(Debug, Clone, Copy)]
+pub enum TokenSource {
+    /// The token endpoint's answer to the gate's own authenticated request (ID tokens, resource and organization
+    /// tokens): an unknown `kid` means Logto rotated its keys, and the key set is fetched again.
+    TokenEndpoint,
+    /// Anyone: a bearer token or a back-channel logout token, named for the log.
+    Untrusted(&'static str),
+}
+
+impl TokenSource {
+    fn name(self) -> &'static str {
+        match self {
+            TokenSource::TokenEndpoint => "an ID or access token from Logto's token endpoint",
+            TokenSource::Untrusted(kind) => kind,
+        }
+    }
+}
 
 /// How long any single request to Logto may take.
 pub const IDP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,6 +65,9 @@ pub struct Metadata {
     pub jwks_uri: String,
     #[serde(default)]
     pub end_session_endpoint: Option<String>,
+    /// RFC 7009 token revocation (RFC 8414 §2).
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
     /// RFC 9207: the provider puts `iss` on authorization responses.
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,
@@ -78,8 +109,13 @@ pub struct Oidc {
     config: LogtoConfig,
     redirect_uri: String,
     loaded: RwLock<Option<Arc<Loaded>>>,
-    /// Serialises loads and key-set re-fetches; holds when the last unknown-`kid` re-fetch happened.
+    /// Serialises loads and key-set fetches (one in flight, its result shared by everyone waiting); holds when the
+    /// last key-set fetch finished.
     refetch: tokio::sync::Mutex<Option<Instant>>,
+    /// When an untrusted token last caused a re-fetch (their budget, see [`JWKS_REFETCH_COOLDOWN`]).
+    untrusted_refetch: std::sync::Mutex<Option<Instant>>,
+    /// The key set's freshness from its last fetch (`Cache-Control: max-age`, bounded).
+    jwks_refresh: std::sync::Mutex<Duration>,
 }
 
 impl Oidc {
@@ -90,6 +126,8 @@ impl Oidc {
             redirect_uri,
             loaded: RwLock::new(None),
             refetch: tokio::sync::Mutex::new(None),
+            untrusted_refetch: std::sync::Mutex::new(None),
+            jwks_refresh: std::sync::Mutex::new(JWKS_REFRESH_DEFAULT),
         })
     }
 
@@ -108,7 +146,7 @@ impl Oidc {
             return Ok(l);
         }
         let waited = Instant::now();
-        let _guard = self.refetch.lock().await;
+        let mut fetched = self.refetch.lock().await;
         if let Some(l) = self.loaded() {
             return Ok(l);
         }
@@ -117,6 +155,7 @@ impl Oidc {
             return Err(IdpError::Unreachable("the last attempt to reach Logto failed".into()).into());
         }
         let loaded = Arc::new(self.fetch_all().await?);
+        *fetched = Some(Instant::now());
         self.store(loaded.clone());
         Ok(loaded)
     }
@@ -151,8 +190,14 @@ impl Oidc {
         })
     }
 
+    /// Fetches the key set, and notes how long Logto says it stays fresh.
     async fn fetch_jwks(&self, url: &str) -> Result<CoreJsonWebKeySet, GateError> {
         let resp = self.http.get(url, None).await?;
+        if let Ok(mut refresh) = self.jwks_refresh.lock() {
+            *refresh = resp.max_age.map_or(JWKS_REFRESH_DEFAULT, |age| {
+                age.clamp(JWKS_REFRESH_MIN, JWKS_REFRESH_MAX)
+            });
+        }
         if !resp.status.is_success() {
             return Err(IdpError::BadResponse(format!("{url} answered {}", resp.status)).into());
         }
@@ -164,25 +209,56 @@ impl Oidc {
         Ok(jwks)
     }
 
-    /// Keeps trying to load discovery and keys in the background until it succeeds, with capped backoff.
+    /// Keeps trying to load discovery and keys in the background until it succeeds, with capped backoff; then
+    /// fetches the key set again on its own schedule (Logto's `max-age`, bounded) for as long as the gate runs.
     pub fn spawn_background_load(self: &Arc<Self>) {
-        let me = Arc::clone(self);
+        let me = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(500);
             loop {
-                match me.ensure_loaded().await {
+                let Some(oidc) = me.upgrade() else { return };
+                match oidc.ensure_loaded().await {
                     Ok(_) => {
-                        tracing::info!(issuer = %me.config.issuer, "Logto discovery document and signing keys loaded");
-                        return;
+                        tracing::info!(issuer = %oidc.config.issuer, "Logto discovery document and signing keys loaded");
+                        break;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, retry_in = ?delay, "Logto is not reachable yet");
+                        drop(oidc);
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(30));
                     }
                 }
             }
+            loop {
+                let next = match me.upgrade() {
+                    Some(oidc) => oidc.jwks_refresh.lock().map_or(JWKS_REFRESH_DEFAULT, |d| *d),
+                    None => return,
+                };
+                tokio::time::sleep(next).await;
+                let Some(oidc) = me.upgrade() else { return };
+                if let Err(e) = oidc.refresh_jwks_on_schedule().await {
+                    tracing::warn!(error = %e, retry_in = ?JWKS_REFRESH_RETRY, "Logto's signing keys could not be refreshed");
+                    if let Ok(mut refresh) = oidc.jwks_refresh.lock() {
+                        *refresh = JWKS_REFRESH_RETRY;
+                    }
+                }
+            }
         });
+    }
+
+    /// The scheduled key-set fetch, through the same single flight as every other.
+    async fn refresh_jwks_on_schedule(&self) -> Result<(), GateError> {
+        let mut fetched = self.refetch.lock().await;
+        let current = self.loaded().ok_or(IdpError::NotReady)?;
+        let jwks = Arc::new(self.fetch_jwks(&current.metadata.jwks_uri).await?);
+        *fetched = Some(Instant::now());
+        self.store(Arc::new(Loaded {
+            metadata: current.metadata.clone(),
+            jwks,
+        }));
+        tracing::debug!("Logto's signing keys refreshed on schedule");
+        Ok(())
     }
 
     /// The authorization request URL (OIDC Core §3.1.2.1, PKCE S256 per RFC 7636 §4.3) plus Logto's extras.
@@ -210,6 +286,9 @@ impl Oidc {
         for r in &self.config.resources {
             params.push(("resource", r));
         }
+        if self.config.organization_id.is_some() {
+            params.push(("resource", ORGANIZATIONS_RESOURCE));
+        }
         append_query(&loaded.metadata.authorization_endpoint, &params)
     }
 
@@ -231,6 +310,7 @@ impl Oidc {
         }
         match serde_json::from_slice::<OAuthError>(&resp.body) {
             Ok(e) => Err(TokenEndpointError::Refused {
+                status: resp.status,
                 error: e.error,
                 description: e.error_description.unwrap_or_default(),
             }),
@@ -241,28 +321,36 @@ impl Oidc {
         }
     }
 
-    /// Uses a refresh token (RFC 6749 §6). Logto rotates it: the response carries the next one, and this one must
-    /// never be sent again. `resource` is sent again, as Logto requires for a JWT access token.
+    /// Uses a refresh token (RFC 6749 §6), without `resource`: the access token is then Logto's opaque one, the
+    /// only kind its userinfo endpoint accepts. Logto rotates the refresh token: the response carries the next one,
+    /// and this one must never be sent again.
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenSet, RefreshError> {
         let loaded = self
             .ensure_loaded()
             .await
             .map_err(|e| RefreshError::Unavailable(e.to_string()))?;
-        let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
-        if let Some(r) = self.config.resources.first() {
-            form.push(("resource", r));
-        }
-        self.token_request(&loaded, &form).await.map_err(|e| match e {
-            TokenEndpointError::Refused { error, description } if error == "invalid_grant" => {
-                RefreshError::Revoked(if description.is_empty() { error } else { description })
-            }
-            other => RefreshError::Unavailable(other.to_string()),
-        })
+        let form = [("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
+        self.token_request(&loaded, &form).await.map_err(refresh_error)
+    }
+
+    /// The JWT access token for an API resource (RFC 8707 §2.2): the refresh grant with `resource`, as Logto's SDKs
+    /// get it (Logto accepts any resource the authorization request named). Its audience is the resource and its
+    /// `scope` the permissions granted for it. Returns the token response and the verified token's claims.
+    pub async fn resource_token(
+        &self,
+        refresh_token: &str,
+        resource: &str,
+        sub: &str,
+        now: u64,
+    ) -> Result<(TokenSet, Map<String, Value>), RefreshError> {
+        self.audience_token(refresh_token, ("resource", resource), resource, sub, now)
+            .await
     }
 
     /// Logto's organization token (`logto.organization_id`): the refresh grant with `organization_id`. Logto answers
     /// only for members of the organization; the token's audience is `urn:logto:organization:<id>` and its `scope`
-    /// the member's organization permissions. Returns the token response and the verified token's claims.
+    /// the member's organization permissions (only when the authorization request named
+    /// [`ORGANIZATIONS_RESOURCE`]). Returns the token response and the verified token's claims.
     pub async fn organization_token(
         &self,
         refresh_token: &str,
@@ -270,34 +358,38 @@ impl Oidc {
         sub: &str,
         now: u64,
     ) -> Result<(TokenSet, Map<String, Value>), RefreshError> {
+        let audience = format!("urn:logto:organization:{organization_id}");
+        self.audience_token(refresh_token, ("organization_id", organization_id), &audience, sub, now)
+            .await
+    }
+
+    /// The refresh grant with one extra parameter, for a JWT access token whose audience must be `audience` and
+    /// whose subject must be `sub`; signature, issuer and times are checked as for any token Logto signs.
+    async fn audience_token(
+        &self,
+        refresh_token: &str,
+        extra: (&str, &str),
+        audience: &str,
+        sub: &str,
+        now: u64,
+    ) -> Result<(TokenSet, Map<String, Value>), RefreshError> {
         let loaded = self
             .ensure_loaded()
             .await
             .map_err(|e| RefreshError::Unavailable(e.to_string()))?;
-        let form = [
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-            ("organization_id", organization_id),
-        ];
-        let tokens = self.token_request(&loaded, &form).await.map_err(|e| match e {
-            TokenEndpointError::Refused { error, description } if error == "invalid_grant" => {
-                RefreshError::Revoked(if description.is_empty() { error } else { description })
-            }
-            TokenEndpointError::Refused { error, description } => {
-                RefreshError::Denied(format!("{error}: {description}"))
-            }
-            other => RefreshError::Unavailable(other.to_string()),
-        })?;
-        let invalid = |e: String| RefreshError::Unavailable(format!("the organization token was refused: {e}"));
+        let form = [("grant_type", "refresh_token"), ("refresh_token", refresh_token), extra];
+        let tokens = self.token_request(&loaded, &form).await.map_err(refresh_error)?;
+        let invalid =
+            |e: String| RefreshError::Unavailable(format!("the access token for {audience} was refused: {e}"));
         let claims = self
-            .verify_signature(&loaded, &tokens.access_token)
+            .verify_signature(&loaded, &tokens.access_token, TokenSource::TokenEndpoint)
             .await
             .map_err(|e| invalid(format!("{e:?}")))?;
-        jwt::check_common(&claims, &self.config.issuer, now).map_err(|e| invalid(e.to_string()))?;
-        let audience = format!("urn:logto:organization:{organization_id}");
+        jwt::check_common_with(&claims, &self.config.issuer, now, self.config.clock_leeway)
+            .map_err(|e| invalid(e.to_string()))?;
         let aud_ok = match claims.get("aud") {
-            Some(Value::String(a)) => *a == audience,
-            Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(audience.as_str())),
+            Some(Value::String(a)) => a == audience,
+            Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(audience)),
             _ => false,
         };
         if !aud_ok || claims.get("sub").and_then(Value::as_str) != Some(sub) {
@@ -315,12 +407,15 @@ impl Oidc {
         now: u64,
     ) -> Result<Map<String, Value>, TokenError> {
         let loaded = self.ensure_loaded().await.map_err(TokenError::Gate)?;
-        let claims = self.verify_signature(&loaded, id_token).await?;
+        let claims = self
+            .verify_signature(&loaded, id_token, TokenSource::TokenEndpoint)
+            .await?;
         let want = IdTokenExpectations {
             issuer: &self.config.issuer,
             client_id: &self.config.app_id,
             nonce: None,
             now,
+            leeway: self.config.clock_leeway,
         };
         jwt::check_id_token_claims(&claims, &want)?;
         if claims.get("sub").and_then(Value::as_str) != Some(sub) {
@@ -335,32 +430,33 @@ impl Oidc {
     /// audience, age, `jti`, the logout event, `sub` or `sid`, and no `nonce`. Replay is checked by the caller.
     pub async fn verify_logout_token(&self, token: &str, now: u64) -> Result<Map<String, Value>, TokenError> {
         let loaded = self.ensure_loaded().await.map_err(TokenError::Gate)?;
-        let claims = self.verify_signature(&loaded, token).await?;
+        let claims = self
+            .verify_signature(&loaded, token, TokenSource::Untrusted("a back-channel logout token"))
+            .await?;
         jwt::check_logout_token_claims(
             &claims,
             &self.config.issuer,
             &self.config.app_id,
             now,
             LOGOUT_TOKEN_MAX_AGE,
+            self.config.clock_leeway,
         )?;
         Ok(claims)
     }
 
-    /// Exchanges an authorization code (RFC 6749 §4.1.3) with `client_secret_basic`.
+    /// Exchanges an authorization code (RFC 6749 §4.1.3) with `client_secret_basic`, without `resource`, as Logto's
+    /// SDKs do: the access token is then the opaque one userinfo accepts (Logto's `/oidc/me` refuses any token with
+    /// an audience). A resource's JWT access token comes next, from [`Oidc::resource_token`].
     pub async fn exchange_code(&self, loaded: &Loaded, code: &str, verifier: &str) -> Result<TokenSet, GateError> {
-        let mut form = vec![
+        let form = [
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", self.redirect_uri.as_str()),
             ("code_verifier", verifier),
         ];
-        if let Some(r) = self.config.resources.first() {
-            // Logto returns a JWT access token only when `resource` is sent to the token endpoint too.
-            form.push(("resource", r));
-        }
         self.token_request(loaded, &form).await.map_err(|e| match e {
             TokenEndpointError::Unreachable(idp) => idp.into(),
-            TokenEndpointError::Refused { error, description } if error == "invalid_grant" => {
+            TokenEndpointError::Refused { error, description, .. } if error == "invalid_grant" => {
                 ClientError::CodeRejected(if description.is_empty() { error } else { description }).into()
             }
             TokenEndpointError::Refused { error, .. } if error == "invalid_client" => IdpError::InvalidClient.into(),
@@ -377,29 +473,41 @@ impl Oidc {
         nonce: &str,
         now: u64,
     ) -> Result<Map<String, Value>, GateError> {
-        let claims = self.verify_signature(loaded, id_token).await.map_err(|e| match e {
-            TokenError::Invalid(e) => reject(e),
-            TokenError::Gate(g) => g,
-        })?;
+        let claims = self
+            .verify_signature(loaded, id_token, TokenSource::TokenEndpoint)
+            .await
+            .map_err(|e| match e {
+                TokenError::Invalid(e) => reject(e),
+                TokenError::Gate(g) => g,
+            })?;
         let want = IdTokenExpectations {
             issuer: &self.config.issuer,
             client_id: &self.config.app_id,
             nonce: Some(nonce),
             now,
+            leeway: self.config.clock_leeway,
         };
         jwt::check_id_token_claims(&claims, &want).map_err(reject)?;
         Ok(claims)
     }
 
     /// Checks a token's signature against Logto's key set, re-fetching it once for an unknown `kid`.
-    async fn verify_signature(&self, loaded: &Loaded, token: &str) -> Result<Map<String, Value>, TokenError> {
+    async fn verify_signature(
+        &self,
+        loaded: &Loaded,
+        token: &str,
+        source: TokenSource,
+    ) -> Result<Map<String, Value>, TokenError> {
         let jwt = UnverifiedJwt::parse(token)?;
         match jwt.verify(&loaded.jwks) {
             Err(JwtError::UnknownKey(kid)) => {
-                let jwks = self.refetch_jwks_for_unknown_kid(&kid).await.map_err(|e| match e {
-                    GateError::Client(_) => TokenError::Invalid(JwtError::UnknownKey(kid.clone())),
-                    other => TokenError::Gate(other),
-                })?;
+                let jwks = self
+                    .refetch_jwks_for_unknown_kid(&kid, source)
+                    .await
+                    .map_err(|e| match e {
+                        GateError::Client(_) => TokenError::Invalid(JwtError::UnknownKey(kid.clone())),
+                        other => TokenError::Gate(other),
+                    })?;
                 Ok(jwt.verify(&jwks)?)
             }
             other => Ok(other?),
@@ -411,8 +519,10 @@ impl Oidc {
     /// Access tokens are only JWTs when issued for a resource, so an opaque token or an ID token never passes.
     pub async fn verify_access_token(&self, token: &str, now: u64) -> Result<Map<String, Value>, TokenError> {
         let loaded = self.ensure_loaded().await.map_err(TokenError::Gate)?;
-        let claims = self.verify_signature(&loaded, token).await?;
-        jwt::check_common(&claims, &self.config.issuer, now)?;
+        let claims = self
+            .verify_signature(&loaded, token, TokenSource::Untrusted("a bearer token"))
+            .await?;
+        jwt::check_common_with(&claims, &self.config.issuer, now, self.config.clock_leeway)?;
         let audiences: Vec<&str> = match claims.get("aud") {
             Some(Value::String(a)) => vec![a.as_str()],
             Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
@@ -429,8 +539,32 @@ impl Oidc {
         }
     }
 
-    async fn refetch_jwks_for_unknown_kid(&self, kid: &str) -> Result<Arc<CoreJsonWebKeySet>, GateError> {
-        let mut last = self.refetch.lock().await;
+    /// The key set with `kid` in it, fetched again if need be. One fetch is in flight at a time and everyone
+    /// waiting shares its result. A token from the token endpoint may always cause a fetch (Logto rotated its keys;
+    /// only a fetch that finished while it waited answers for it); a token from anyone spends the untrusted budget
+    /// ([`JWKS_REFETCH_COOLDOWN`]), which never holds back the token endpoint's.
+    async fn refetch_jwks_for_unknown_kid(
+        &self,
+        kid: &str,
+        source: TokenSource,
+    ) -> Result<Arc<CoreJsonWebKeySet>, GateError> {
+        let asked = Instant::now();
+        if let TokenSource::Untrusted(kind) = source {
+            let mut last = self
+                .untrusted_refetch
+                .lock()
+                .map_err(|_| GateError::Internal("the key-set budget lock is poisoned".into()))?;
+            if last.is_some_and(|t| t.elapsed() < JWKS_REFETCH_COOLDOWN) {
+                tracing::info!(
+                    kid,
+                    token = kind,
+                    "unknown signing key; no re-fetch (the budget for such tokens is spent)"
+                );
+                return Err(reject(JwtError::UnknownKey(kid.to_owned())));
+            }
+            *last = Some(asked);
+        }
+        let mut fetched = self.refetch.lock().await;
         let current = self.loaded().ok_or(IdpError::NotReady)?;
         // Another request may have re-fetched while this one waited for the lock.
         let known = current
@@ -441,12 +575,17 @@ impl Oidc {
         if known {
             return Ok(current.jwks.clone());
         }
-        if last.is_some_and(|t| t.elapsed() < JWKS_REFETCH_COOLDOWN) {
+        if fetched.is_some_and(|t| t > asked) {
+            // A fetch that began after this token came in did not find the key: Logto does not have it.
             return Err(reject(JwtError::UnknownKey(kid.to_owned())));
         }
-        *last = Some(Instant::now());
-        tracing::info!(kid, "ID token signed with an unknown key; re-fetching Logto's key set");
+        tracing::info!(
+            kid,
+            token = source.name(),
+            "signed with an unknown key; re-fetching Logto's key set"
+        );
         let jwks = Arc::new(self.fetch_jwks(&current.metadata.jwks_uri).await?);
+        *fetched = Some(Instant::now());
         self.store(Arc::new(Loaded {
             metadata: current.metadata.clone(),
             jwks: jwks.clone(),
@@ -466,6 +605,19 @@ impl Oidc {
             return Err(IdpError::BadResponse("the discovery document has no userinfo_endpoint".into()).into());
         };
         let resp = self.http.get(url, Some(access_token)).await?;
+        if resp.status == ::http::StatusCode::UNAUTHORIZED {
+            if let Some(aud) = jwt_audience(access_token) {
+                // A tenant with a default API resource issues a JWT for it even to an exchange without `resource`,
+                // and Logto's userinfo refuses every token with an audience.
+                return Err(IdpError::Misconfigured(format!(
+                    "Logto issued the sign-in's access token for the API resource {aud:?}, so its userinfo endpoint \
+                     refused it; this happens when the tenant has a default API resource. Remove the default (Logto \
+                     Console, API resources) or stop using claims only userinfo provides (identities, custom_data, \
+                     organization_data: a github_logins rule or such a [headers] mapping)"
+                ))
+                .into());
+            }
+        }
         if !resp.status.is_success() {
             return Err(IdpError::BadResponse(format!("userinfo answered {}", resp.status)).into());
         }
@@ -477,6 +629,28 @@ impl Oidc {
             return Err(IdpError::BadResponse("userinfo is for another subject".into()).into());
         }
         Ok(claims)
+    }
+
+    /// Revokes a refresh token at Logto (RFC 7009 §2.1, client authentication as at the token endpoint), so the
+    /// grant behind it can no longer mint tokens: Logto keeps `offline_access` grants through end-session, and
+    /// only revocation ends them. Without a revocation endpoint in discovery there is nothing to call.
+    pub async fn revoke_refresh_token(&self, refresh_token: &str) -> Result<(), String> {
+        let loaded = self.ensure_loaded().await.map_err(|e| e.to_string())?;
+        let Some(url) = loaded.metadata.revocation_endpoint.as_deref() else {
+            return Err("Logto's discovery document has no revocation_endpoint".into());
+        };
+        let form = [("token", refresh_token), ("token_type_hint", "refresh_token")];
+        let resp = self
+            .http
+            .post_form(url, &self.config.app_id, self.config.app_secret.expose(), &form)
+            .await
+            .map_err(|e| e.to_string())?;
+        // RFC 7009 §2.2: 200 whether or not the token was still valid.
+        if resp.status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("{url} answered {}", resp.status))
+        }
     }
 
     /// Where to send the browser to end Logto's own session (OpenID Connect RP-Initiated Logout 1.0 §2). Logto
@@ -505,8 +679,12 @@ impl Oidc {
 enum TokenEndpointError {
     #[error("{0}")]
     Unreachable(IdpError),
-    #[error("token endpoint refused the request: {error} {description}")]
-    Refused { error: String, description: String },
+    #[error("token endpoint refused the request ({status}): {error} {description}")]
+    Refused {
+        status: ::http::StatusCode,
+        error: String,
+        description: String,
+    },
     #[error("{0}")]
     Unusable(String),
 }
@@ -535,6 +713,48 @@ pub enum TokenError {
 impl From<JwtError> for TokenError {
     fn from(e: JwtError) -> Self {
         TokenError::Invalid(e)
+    }
+}
+
+/// Logto's `resource` for organization tokens: only when the authorization request names it does an organization
+/// token carry the member's organization permissions in `scope`.
+pub const ORGANIZATIONS_RESOURCE: &str = "urn:logto:resource:organizations";
+
+/// How a refresh-grant refusal reads: `invalid_grant` ends the session; Logto's exact answer for a non-member
+/// asking for an organization token (HTTP 403 `access_denied`, "user is not a member of the organization") is a
+/// denial; anything else is Logto failing, to be tried again.
+fn refresh_error(e: TokenEndpointError) -> RefreshError {
+    match e {
+        TokenEndpointError::Refused { error, description, .. } if error == "invalid_grant" => {
+            RefreshError::Revoked(if description.is_empty() { error } else { description })
+        }
+        TokenEndpointError::Refused {
+            status,
+            error,
+            description,
+        } if status == ::http::StatusCode::FORBIDDEN
+            && error == "access_denied"
+            && description == "user is not a member of the organization" =>
+        {
+            RefreshError::Denied(description)
+        }
+        other => RefreshError::Unavailable(other.to_string()),
+    }
+}
+
+/// The `aud` of a token that reads as a JWT, unverified (only to explain a refusal in the log).
+fn jwt_audience(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    match claims.get("aud")? {
+        Value::String(a) => Some(a.chars().take(200).collect()),
+        Value::Array(list) => list
+            .first()
+            .and_then(Value::as_str)
+            .map(|a| a.chars().take(200).collect()),
+        _ => None,
     }
 }
 

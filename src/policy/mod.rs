@@ -19,6 +19,8 @@ pub const GITHUB_LOGIN_PATH: &str = "identities.github.details.rawData.userInfo.
 
 /// What a route allows.
 #[derive(Debug, Clone)]
+// Built once from the configuration and only ever read by reference: its size costs nothing per request.
+#[allow(clippy::large_enum_variant)]
 pub enum Access {
     /// No session needed; identity headers are still stripped and none are added.
     Public,
@@ -42,6 +44,9 @@ pub struct Requirements {
     pub email_domains: Vec<String>,
     /// Lower-cased.
     pub github_logins: Vec<String>,
+    /// Logto machine-to-machine apps (their ids) admitted here with their access tokens. A machine principal is
+    /// refused wherever it is not listed; people are not affected by this list.
+    pub m2m_apps: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

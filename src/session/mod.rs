@@ -46,6 +46,9 @@ pub struct Session {
     /// When to use the refresh token: some time before the access token expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_at: Option<u64>,
+    /// Random, set at sign-in and kept through refreshes: names this session on the revocation list at sign-out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
     /// The identity headers rendered from `claims`, kept for the life of this value (never serialised).
     #[serde(skip)]
     pub rendered: Rendered,
@@ -93,6 +96,15 @@ impl std::fmt::Debug for Rendered {
 }
 
 impl Session {
+    /// How the revocation list names this session: its serial, or (a session from before serials) its subject and
+    /// sign-in time.
+    pub fn revocation_name(&self) -> String {
+        match &self.serial {
+            Some(serial) => serial.clone(),
+            None => format!("{}:{}", self.sub(), self.iat),
+        }
+    }
+
     pub fn is_live(&self, now: u64) -> bool {
         now < self.exp && !self.sub().is_empty()
     }
@@ -148,6 +160,7 @@ mod tests {
             sid: None,
             seen: 0,
             refresh_at: None,
+            serial: None,
             rendered: Rendered::default(),
         }
     }

@@ -22,6 +22,8 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(15);
 
 /// What a refresh came to.
 #[derive(Debug, Clone)]
+// Built once per token refresh (rare), and moved once: boxing the session would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     /// New tokens; the session to use from now on.
     Refreshed(Session),
@@ -108,6 +110,7 @@ mod tests {
             sid: None,
             seen: 0,
             refresh_at: None,
+            serial: None,
             rendered: Default::default(),
         }
     }

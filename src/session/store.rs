@@ -42,6 +42,8 @@ struct MemoryRevocations {
     subs: HashMap<String, (u64, u64)>,
     /// Back-channel `jti`s seen -> until.
     jtis: HashMap<String, u64>,
+    /// Sessions signed out, by [`Session::revocation_name`] -> until.
+    signed_out: HashMap<String, u64>,
 }
 
 /// Decrypted cookie sessions by their exact cookie value, so a busy session is opened once, not on every request.
@@ -397,7 +399,7 @@ impl Sessions {
                         m.subs.insert(sub.to_owned(), (logout_at, until));
                     }
                     self.revocations.store(
-                        !m.sids.is_empty() || !m.subs.is_empty(),
+                        !m.sids.is_empty() || !m.subs.is_empty() || !m.signed_out.is_empty(),
                         std::sync::atomic::Ordering::Release,
                     );
                 }
@@ -406,23 +408,49 @@ impl Sessions {
         }
     }
 
+    /// Sign-out with the cookie store: this one session (by its random serial, which a refresh keeps, so every
+    /// copy of its cookie, refreshed or not) is refused from now on, until it would have
+    /// expired anyway; on every replica through Redis when `session.redis_url` is set, otherwise on this one. A
+    /// new sign-in of the same person is a new session. With the Redis store the session is deleted instead.
+    pub async fn revoke_signed_out(&self, s: &Session, now: u64) -> Result<(), StoreError> {
+        if self.kind != StoreKind::Cookie {
+            return Ok(());
+        }
+        match &self.redis {
+            Some(redis) => {
+                let ttl = s.exp.saturating_sub(now).max(1);
+                redis.put(&signed_out_key(redis, s), "1", ttl, &[]).await
+            }
+            None => {
+                if let Ok(mut m) = self.memory.lock() {
+                    m.signed_out.retain(|_, until| *until > now);
+                    m.signed_out.insert(s.revocation_name(), s.exp);
+                    self.revocations.store(true, std::sync::atomic::Ordering::Release);
+                }
+                Ok(())
+            }
+        }
+    }
+
     async fn is_revoked(&self, s: &Session) -> Result<bool, StoreError> {
         match &self.redis {
             Some(redis) => {
-                let mut keys = vec![redis.key("revoked-sub", s.sub())];
+                let mut keys = vec![redis.key("revoked-sub", s.sub()), signed_out_key(redis, s)];
                 if let Some(sid) = &s.sid {
                     keys.push(redis.key("revoked-sid", sid));
                 }
                 let values = Box::pin(redis.get_many(&keys)).await?;
                 let sub_logout = values.first().cloned().flatten().and_then(|v| v.parse::<u64>().ok());
-                let sid_revoked = values.get(1).is_some_and(Option::is_some);
-                Ok(sid_revoked || sub_logout.is_some_and(|at| s.iat <= at))
+                let signed_out = values.get(1).is_some_and(Option::is_some);
+                let sid_revoked = values.get(2).is_some_and(Option::is_some);
+                Ok(signed_out || sid_revoked || sub_logout.is_some_and(|at| s.iat <= at))
             }
             // Usually nothing is revoked: no lock is taken then.
             None if !self.revocations.load(std::sync::atomic::Ordering::Acquire) => Ok(false),
             None => Ok(self.memory.lock().is_ok_and(|m| {
                 (!m.sids.is_empty() && s.sid.as_ref().is_some_and(|sid| m.sids.contains_key(sid)))
                     || (!m.subs.is_empty() && m.subs.get(s.sub()).is_some_and(|(at, _)| s.iat <= *at))
+                    || (!m.signed_out.is_empty() && m.signed_out.contains_key(&s.revocation_name()))
             })),
         }
     }
@@ -439,6 +467,13 @@ impl Sessions {
                 Ok(m.jtis.insert(jti.to_owned(), now + keep_for.as_secs()).is_none())
             }
         }
+    }
+
+    /// A random serial for a new session (96 bits, base64url): names it on the revocation list at sign-out.
+    pub fn new_serial(&self) -> Option<String> {
+        let mut bytes = [0u8; 12];
+        self.rng.fill(&mut bytes).ok()?;
+        Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
     }
 
     fn new_id(&self) -> Result<String, String> {
@@ -479,6 +514,11 @@ fn warn_large(session: &Session) {
         "the session is larger than one cookie and is split into chunks; map fewer or smaller claims, \
          or use session.store = \"redis\""
     );
+}
+
+/// The Redis key that marks one signed-out cookie session (see [`Sessions::revoke_signed_out`]).
+fn signed_out_key(redis: &RedisStore, s: &Session) -> String {
+    redis.key("signed-out", &s.revocation_name())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 // Started as `node server.mjs` with the environment variable IDP_CONFIG holding JSON (all optional):
 //   { "port": 0, "host": "127.0.0.1", "clients": [ {client_id, client_secret, redirect_uris, post_logout_redirect_uris} ],
 //     "accounts": { "<id>": { claims... } }, "interactive": false, "access_token_ttl": 3600,
-//     "resources": { "<indicator>": { "scopes": ["read"] } } }
+//     "resources": { "<indicator>": { "scopes": ["read"] } }, "default_resource": "<indicator>" }
 // It prints `LISTENING <port>` on stdout once it accepts connections and exits when stdin closes, so a test
 // harness that dies never leaves it behind.
 //
@@ -22,10 +22,14 @@
 //   POST /__test/accounts       JSON {id, claims}
 //   POST /__test/rotate-keys    {kind}: put a new key first; "rsa" (default) is Logto's rotation to RSA-4096 without
 //                               `alg` (ID tokens become RS256); "ec256" gives ES256, "ps256" PS256
-//   GET  /__test/stats          counters: token grants by grant_type, userinfo calls, jwks fetches, discovery fetches
+//   GET  /__test/stats          counters: token grants by grant_type, userinfo calls, jwks fetches, discovery fetches,
+//                               and token_requests: [{grant_type, resource}] in order
+//   POST /__test/next-organization-token-error {status, body}: the next organization token request gets this answer
 //   GET  /__test/last-auth      the query parameters of the last authorization request
 //   POST /__test/tamper-next-id-token {mode: none|hs256|payload|resign, overrides}: forge the next ID token
 //   POST /__test/revoke-grants  revoke every grant (refresh tokens then get invalid_grant)
+//   GET  /__test/live-grants    how many grants with refresh tokens still exist
+// Logto behaviour also kept: RFC 7009 revocation at /oidc/token/revocation (counted in stats.revocations).
 //   POST /__test/sign           {payload, header?}: a JWT signed with the current key (to build access tokens)
 // In tests (interactive=false) sign-in completes by itself: the account is the `idp_login_as` cookie on the IdP's
 // origin, else "alice". In the demo (interactive=true) a small sign-in page asks which account to use.
@@ -108,7 +112,12 @@ const userinfoOnly = new Set(['custom_data', 'identities', 'organization_data'])
 
 const stats = {
   grants: {}, userinfo: 0, jwks: 0, discovery: 0, authorizations: 0, end_sessions: 0, backchannel: { success: 0, error: 0 },
+  token_requests: [], revocations: 0,
 };
+// Logto's resource for organization tokens: only grants whose authorization request named it get organization
+// permissions in their organization tokens' `scope`.
+const ORGANIZATIONS_RESOURCE = 'urn:logto:resource:organizations';
+const organizationGrants = new Set();
 const grantIds = new Set();
 let lastAuth = {};
 
@@ -193,11 +202,23 @@ function buildProvider() {
         },
       },
       backchannelLogout: { enabled: true },
+      // RFC 7009, as Logto: revoking a refresh token ends its grant (Logto keeps offline_access grants through
+      // end-session, so only this ends them).
+      revocation: { enabled: true },
+      // Machine-to-machine apps: the client-credentials grant, with `resource` for a JWT whose `sub` is the
+      // app's own client_id (as Logto's M2M tokens).
+      clientCredentials: { enabled: true },
       resourceIndicators: {
         enabled: true,
-        defaultResource: () => undefined,
-        useGrantedResource: () => true,
+        // A tenant may set a default API resource (config.default_resource); then even a token request without
+        // `resource` gets a JWT for it (oidc-provider: granted by default, then used when none is named).
+        // Otherwise, as in Logto, a JWT only when `resource` is sent to the token endpoint.
+        defaultResource: () => config.default_resource,
+        useGrantedResource: () => Boolean(config.default_resource),
         getResourceServerInfo: (ctx, indicator) => {
+          if (indicator === ORGANIZATIONS_RESOURCE) {
+            return { scope: '', audience: indicator, accessTokenFormat: 'jwt', jwt: { sign: { alg: state.idTokenAlg } } };
+          }
           const resource = resources[indicator];
           if (!resource) throw new Provider.errors.InvalidTarget();
           return {
@@ -242,6 +263,8 @@ function buildProvider() {
   p.on('grant.success', (ctx) => {
     const type = ctx.oidc.params.grant_type;
     stats.grants[type] = (stats.grants[type] || 0) + 1;
+    const last = stats.token_requests[stats.token_requests.length - 1];
+    if (last) last.answered_scope = ctx.body && ctx.body.scope;
     const idToken = ctx.body && ctx.body.id_token;
     if (idToken) {
       stats.last_id_token_header = JSON.parse(Buffer.from(idToken.split('.')[0], 'base64url').toString('utf8'));
@@ -304,6 +327,7 @@ async function finishConsent(req, res, details) {
     }
   }
   const grantId = await grant.save();
+  if ([].concat(params.resource || []).includes(ORGANIZATIONS_RESOURCE)) organizationGrants.add(grantId);
   await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
 }
 
@@ -368,7 +392,14 @@ function forge(original, { mode, overrides = {} }) {
 
 // Logto's organization token: the refresh grant with `organization_id` returns an access token for the
 // organization (aud urn:logto:organization:<id>, scope = the user's organization permissions), only for members.
+let nextOrganizationTokenError = null;
+
 async function organizationToken(req, res, params) {
+  if (nextOrganizationTokenError) {
+    const { status, body } = nextOrganizationTokenError;
+    nextOrganizationTokenError = null;
+    return send(res, status, body);
+  }
   const [id, secret] = Buffer.from(String(req.headers.authorization || '').replace(/^Basic /, ''), 'base64')
     .toString('utf8').split(':').map(decodeURIComponent);
   const client = state.clients.find((c) => c.client_id === id);
@@ -386,7 +417,8 @@ async function organizationToken(req, res, params) {
   }
   const now = Math.floor(Date.now() / 1000);
   const ttl = config.access_token_ttl || 3600;
-  const scope = ((account.organization_permissions || {})[org] || []).join(' ');
+  // As Logto: the member's organization permissions only when the sign-in asked for the organizations resource.
+  const scope = organizationGrants.has(rt.grantId) ? ((account.organization_permissions || {})[org] || []).join(' ') : '';
   const token = signJwt({
     iss: issuer, sub: rt.accountId, aud: `urn:logto:organization:${org}`, client_id: id, scope, iat: now,
     exp: now + ttl, jti: crypto.randomBytes(12).toString('base64url'),
@@ -438,6 +470,12 @@ async function testEndpoint(req, res, url) {
     return send(res, 200, { token: signJwt(body.payload || {}, { typ: 'at+jwt', ...(body.header || {}) }) });
   }
   if (url.pathname === '/__test/stats') return send(res, 200, stats);
+  if (url.pathname === '/__test/live-grants') {
+    // Grants that refresh tokens were issued for and that still exist (revocation and revoke-grants end them).
+    let live = 0;
+    for (const id of grantIds) if (await provider.Grant.find(id)) live += 1;
+    return send(res, 200, { live });
+  }
   if (url.pathname === '/__test/last-auth') return send(res, 200, lastAuth);
   if (req.method !== 'POST') return send(res, 405, { error: 'method not allowed' });
   const body = JSON.parse((await readBody(req)) || '{}');
@@ -454,6 +492,9 @@ async function testEndpoint(req, res, url) {
       }
       : body;
     state.clients = state.clients.filter((c) => c.client_id !== body.client_id).concat([merged]);
+  } else if (url.pathname === '/__test/next-organization-token-error') {
+    nextOrganizationTokenError = body;
+    return send(res, 200, { ok: true });
   } else if (url.pathname === '/__test/tamper-next-id-token') {
     pendingTamper = body;
     return send(res, 200, { ok: true });
@@ -496,15 +537,18 @@ const server = http.createServer(async (req, res) => {
       if (route === '/jwks') stats.jwks += 1;
       if (route === '/.well-known/openid-configuration') stats.discovery += 1;
       if (route === '/me') stats.userinfo += 1;
+      if (route === '/token/revocation') stats.revocations += 1;
       if (route === '/auth') {
         stats.authorizations += 1;
-        lastAuth = Object.fromEntries(url.searchParams);
+        lastAuth = { ...Object.fromEntries(url.searchParams), resources: url.searchParams.getAll('resource') };
       }
       if (route === '/token' && req.method === 'POST') {
         // Read the body here so an organization token request (Logto's extension of the refresh grant) can be
         // answered; oidc-provider then takes the already-read body from req.body.
         req.body = await readBody(req);
         const params = new URLSearchParams(req.body);
+        // Which token requests named a resource, in order: Logto's JWT access tokens need one (RFC 8707).
+        stats.token_requests.push({ grant_type: params.get('grant_type'), resource: params.get('resource') });
         if (params.get('grant_type') === 'refresh_token' && params.get('organization_id')) {
           return organizationToken(req, res, params);
         }

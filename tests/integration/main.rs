@@ -17,6 +17,7 @@ mod forward_auth;
 mod front;
 mod fuzz_smoke;
 mod keys;
+mod logto;
 mod policy;
 mod production;
 mod proxying;

@@ -80,6 +80,8 @@ pub struct IdpOptions {
     pub access_token_ttl: Option<u64>,
     pub interactive: bool,
     pub resources: Option<Value>,
+    /// The tenant's default API resource (a JWT for it even without `resource` at the token endpoint).
+    pub default_resource: Option<String>,
     pub port: Option<u16>,
 }
 
@@ -110,6 +112,9 @@ impl Idp {
         }
         if let Some(r) = options.resources {
             config["resources"] = r;
+        }
+        if let Some(d) = options.default_resource {
+            config["default_resource"] = json!(d);
         }
         let (child, stdin, port) = spawn_node("server.mjs", "IDP_CONFIG", &config.to_string())?;
         Ok(Idp {
@@ -171,11 +176,33 @@ impl Idp {
         );
     }
 
+    /// Registers a machine-to-machine app (client-credentials grant only).
+    pub fn register_m2m_app(&self, client_id: &str, secret: &str) {
+        self.post(
+            "/__test/clients",
+            json!({"client_id": client_id, "client_secret": secret, "grant_types": ["client_credentials"],
+                   "response_types": [], "redirect_uris": []}),
+        );
+    }
+
+    /// The next organization token request is refused with `status` and the JSON `body`.
+    pub fn refuse_next_organization_token(&self, status: u16, body: Value) {
+        self.post(
+            "/__test/next-organization-token-error",
+            json!({"status": status, "body": body}),
+        );
+    }
+
     /// Revokes every grant, as a Logto admin revoking the user's sessions would.
     pub fn revoke_grants(&self) -> u64 {
         self.post("/__test/revoke-grants", json!({}))["revoked"]
             .as_u64()
             .unwrap_or(0)
+    }
+
+    /// How many grants with refresh tokens still exist (revoked ones do not).
+    pub fn live_grants(&self) -> u64 {
+        self.get("/__test/live-grants")["live"].as_u64().unwrap_or(0)
     }
 
     pub fn add_account(&self, id: &str, claims: Value) {

@@ -1,0 +1,402 @@
+//! Fidelity to a real Logto (core 1.42) on the points where the gate once failed against one: API resources with
+//! userinfo-only claims, a tenant's default API resource, organization permissions, and Logto's exact refusal for
+//! a non-member. The test IdP behaves as Logto does on each (see tests/idp/server.mjs).
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::redis::Redis;
+use crate::support::*;
+
+const RESOURCE: &str = "https://api.example.com";
+const TTL: u64 = 6;
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn with_resource(ttl: Option<u64>) -> IdpOptions {
+    IdpOptions {
+        resources: Some(json!({ RESOURCE: { "scopes": ["read:reports", "write:reports"] } })),
+        access_token_ttl: ttl,
+        ..Default::default()
+    }
+}
+
+const LOGTO: &str =
+    "resources = [\"https://api.example.com\"]\nscopes = [\"email\", \"roles\", \"custom_data\", \"read:reports\"]";
+const HEADERS: &str = "[headers]\n\"X-Forwarded-User\" = \"sub\"\n\"X-Team\" = \"custom_data.team\"\n";
+
+fn jwt_claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("JSON")
+}
+
+/// Which token requests named a resource, in order.
+fn token_requests(idp: &Idp) -> Vec<(String, Option<String>)> {
+    idp.stats()["token_requests"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            (
+                r["grant_type"].as_str().unwrap_or("").to_owned(),
+                r["resource"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+/// `logto.resources` plus a claim only userinfo releases (`custom_data`): the code is exchanged without `resource`
+/// (an opaque token, which Logto's userinfo accepts), the resource's JWT comes from the refresh grant with
+/// `resource`, and refreshes do the same. The app gets both the userinfo claim and the JWT; the session's scopes
+/// are those the tokens really carry.
+#[tokio::test]
+async fn api_resources_and_userinfo_claims_work_together_through_refresh() {
+    let s = Stack::edited(
+        with_resource(Some(TTL)),
+        LOGTO,
+        HEADERS,
+        in_upstream("pass_access_token = true"),
+    )
+    .await;
+    let b = s.browser();
+    let signed_in = now();
+    b.sign_in(&s.gate, "/reports").await;
+    let seen = s.upstream.last();
+    assert_eq!(seen.header("x-team"), Some("platform"), "{:?}", seen.headers);
+    let bearer = seen
+        .header("authorization")
+        .unwrap_or("")
+        .trim_start_matches("Bearer ")
+        .to_owned();
+    let at = jwt_claims(&bearer);
+    assert_eq!(at["aud"], RESOURCE, "{at}");
+    assert_eq!(
+        token_requests(&s.idp),
+        [
+            ("authorization_code".to_owned(), None),
+            ("refresh_token".to_owned(), Some(RESOURCE.to_owned()))
+        ]
+    );
+    assert_eq!(s.idp.stats()["userinfo"], 1);
+    let me = b.get_json(format!("{}/_logto/userinfo", s.gate.url())).await;
+    let scope = me["scope"].as_str().unwrap_or("");
+    assert!(scope.split(' ').any(|p| p == "read:reports"), "{me}");
+    assert!(scope.split(' ').any(|p| p == "openid"), "{me}");
+
+    // After the access token expires: a refresh without resource (userinfo again), then one with it.
+    tokio::time::sleep(Duration::from_millis((signed_in + TTL + 1 - now()) * 1000 + 50)).await;
+    let r = b.get(format!("{}/again", s.gate.url())).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let seen = s.upstream.last();
+    assert_eq!(seen.header("x-team"), Some("platform"));
+    let renewed = seen
+        .header("authorization")
+        .unwrap_or("")
+        .trim_start_matches("Bearer ")
+        .to_owned();
+    assert_ne!(renewed, bearer, "a new access token");
+    assert_eq!(jwt_claims(&renewed)["aud"], RESOURCE);
+    let requests = token_requests(&s.idp);
+    assert_eq!(
+        requests[2..],
+        [
+            ("refresh_token".to_owned(), None),
+            ("refresh_token".to_owned(), Some(RESOURCE.to_owned()))
+        ],
+        "{requests:?}"
+    );
+    assert_eq!(s.idp.stats()["userinfo"], 2);
+}
+
+/// A tenant with a default API resource gives even the exchange without `resource` a JWT, which Logto's userinfo
+/// refuses: the sign-in is refused with a page naming the cause and the fix, not a bare 502.
+#[tokio::test]
+async fn a_default_api_resource_is_named_as_the_cause_when_userinfo_refuses() {
+    let options = IdpOptions {
+        default_resource: Some(RESOURCE.to_owned()),
+        ..with_resource(None)
+    };
+    let s = Stack::edited(options, LOGTO, HEADERS, |t| t).await;
+    let (hops, resp) = s.browser().navigate(&format!("{}/", s.gate.url())).await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{hops:#?}");
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("default API resource"), "{page}");
+    assert!(page.contains(RESOURCE), "{page}");
+    assert_eq!(s.upstream.count(), 0);
+}
+
+/// Organization tokens carry the member's organization permissions only when the sign-in asked for Logto's
+/// organizations resource, which the gate now always does with `logto.organization_id`. Exactly Logto's answer for
+/// a non-member (403 `access_denied`, "user is not a member of the organization") is a 403 page; any other refusal
+/// is Logto failing (503), not a verdict on membership.
+#[tokio::test]
+async fn organization_permissions_reach_scope_rules_and_only_logtos_non_member_answer_is_a_403() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let rules = "[[rules]]\nprefix = \"/members\"\nscopes = [\"read:members\"]\n";
+    let gate = TestGate::start(&idp, &upstream.url(), "organization_id = \"org_acme\"", rules).await;
+    let alice = Browser::new(&idp);
+    alice.sign_in(&gate, "/members/list").await;
+    let auth = idp.last_authorization_request();
+    assert!(
+        auth["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "urn:logto:resource:organizations"),
+        "{auth}"
+    );
+
+    for (status, body) in [
+        (
+            400,
+            json!({"error": "invalid_target", "error_description": "resource indicator is missing", "code": "oidc.invalid_target"}),
+        ),
+        (
+            403,
+            json!({"error": "access_denied", "error_description": "some other reason"}),
+        ),
+        (500, json!({"error": "internal", "message": "oops"})),
+    ] {
+        idp.refuse_next_organization_token(status, body.clone());
+        let b = Browser::new(&idp);
+        let (hops, resp) = b.navigate(&format!("{}/", gate.url())).await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{body}: {hops:#?}");
+    }
+    let bob = Browser::new(&idp);
+    bob.login_as("bob");
+    let (hops, resp) = bob.navigate(&format!("{}/", gate.url())).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{hops:#?}");
+}
+
+/// Polls `check` (bounded) until it holds.
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "{what} did not happen in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The whole `Cookie` field a browser sends to `url`.
+fn cookie_header(b: &Browser, url: &str) -> String {
+    use reqwest::cookie::CookieStore;
+    b.jar
+        .cookies(&url.parse().unwrap())
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+async fn status_with_cookie(url: &str, cookie: &str) -> StatusCode {
+    plain()
+        .get(url)
+        .header("cookie", cookie)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Sign-out kills a copy of the cookie taken before it (malware, a shared computer, a proxy log): the session is
+/// revoked at the gate, and its refresh token at Logto (RFC 7009), which otherwise keeps the grant through
+/// end-session.
+#[tokio::test]
+async fn sign_out_ends_a_copied_cookie_and_revokes_the_refresh_token() {
+    let s = Stack::start().await;
+    let (b, _) = s.signed_in().await;
+    let copy = cookie_header(&b, &s.gate.url());
+    let url = format!("{}/private", s.gate.url());
+    assert_eq!(status_with_cookie(&url, &copy).await, StatusCode::OK);
+    assert_eq!(s.idp.live_grants(), 1);
+
+    let out = b.get(format!("{}/_logto/sign-out", s.gate.url())).await;
+    assert_eq!(out.status(), StatusCode::FOUND);
+    assert_eq!(status_with_cookie(&url, &copy).await, StatusCode::UNAUTHORIZED);
+    eventually("the refresh token's revocation", || {
+        s.idp.stats()["revocations"] == 1 && s.idp.live_grants() == 0
+    })
+    .await;
+    // Signing in again works as before.
+    b.sign_in(&s.gate, "/back").await;
+}
+
+/// With the cookie store and `session.redis_url`, the revocation is shared: a copied cookie is refused on every
+/// replica, not only the one that saw the sign-out.
+#[tokio::test]
+async fn a_copied_cookie_is_refused_on_every_replica_after_sign_out() {
+    if !have_tool(
+        "redis-server",
+        &["/usr/bin/redis-server", "/usr/local/bin/redis-server"],
+        "redis-server",
+    ) {
+        return;
+    }
+    let redis = Redis::start().await;
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let store = format!(
+        "[session]\nredis_url = \"{}\"\nredis_key_prefix = \"t:\"\n",
+        redis.url()
+    );
+    let edit = move |t: String| t.replacen("[session]\n", &store, 1);
+    let one = BinaryGate::start(
+        &idp.endpoint(),
+        &upstream.url(),
+        "",
+        edit.clone(),
+        |public| idp.register_client(APP_ID, APP_SECRET, public),
+        &[],
+    )
+    .await;
+    let two = BinaryGate::start(&idp.endpoint(), &upstream.url(), "", edit, |_| {}, &[]).await;
+    let b = Browser::new(&idp);
+    b.sign_in(&one, "/").await;
+    let copy = cookie_header(&b, &one.url());
+    assert_eq!(
+        status_with_cookie(&format!("{}/x", two.url()), &copy).await,
+        StatusCode::OK
+    );
+    let out = b.get(format!("{}/_logto/sign-out", one.url())).await;
+    assert_eq!(out.status(), StatusCode::FOUND);
+    for gate in [&one, &two] {
+        assert_eq!(
+            status_with_cookie(&format!("{}/x", gate.url()), &copy).await,
+            StatusCode::UNAUTHORIZED,
+            "{}",
+            gate.url()
+        );
+    }
+}
+
+/// Bearer tokens (and every other token the gate verifies) get `logto.clock_leeway` of clock skew, 30 s unless set:
+/// a token that expired 45 s ago is refused by default and accepted with 60 s; more than 5 minutes is refused.
+#[tokio::test]
+async fn the_clock_leeway_is_one_key_and_30_seconds_by_default() {
+    let token_for = |s: &Stack, exp: u64| {
+        s.idp.sign(
+            json!({"iss": s.idp.issuer(), "aud": RESOURCE, "sub": "u_service01", "client_id": "m2m",
+                   "scope": "read:reports", "iat": exp - 300, "exp": exp}),
+            json!({}),
+        )
+    };
+    let call = |s: &Stack, token: String| {
+        let url = format!("{}/api/x", s.gate.url());
+        async move {
+            plain()
+                .get(url)
+                .header("authorization", format!("Bearer {token}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let resources = "resources = [\"https://api.example.com\"]";
+    let s = Stack::edited(with_resource(None), resources, "", |t| t).await;
+    assert_eq!(call(&s, token_for(&s, now() - 45)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&s, token_for(&s, now() - 20)).await, StatusCode::OK);
+    let s = Stack::edited(
+        with_resource(None),
+        &format!("{resources}\nclock_leeway = \"60s\""),
+        "",
+        |t| t,
+    )
+    .await;
+    assert_eq!(call(&s, token_for(&s, now() - 45)).await, StatusCode::OK);
+    let toml = gate_toml(
+        "http://127.0.0.1:1",
+        "http://127.0.0.1:2",
+        "http://127.0.0.1:3",
+        "clock_leeway = \"10m\"",
+        "",
+    );
+    let err = logto_gate::Config::from_toml_str(&toml, Vec::new()).expect_err("too long");
+    assert!(err.0.iter().any(|l| l.starts_with("logto.clock_leeway:")), "{err}");
+}
+
+/// A machine-to-machine access token (Logto's: `sub` is the app's own `client_id`, confirmed with the test IdP's
+/// client-credentials grant) is not a user: refused wherever a rule does not list the app in `m2m_apps`, and when
+/// admitted the app sees `X-Forwarded-Machine: <app id>`, which a client can never send itself.
+#[tokio::test]
+async fn machine_tokens_are_refused_unless_a_rule_admits_the_app() {
+    let rules = "[[rules]]\nprefix = \"/api/jobs\"\nm2m_apps = [\"m2m-reporter\"]\nscopes = [\"read:reports\"]\n";
+    let s = Stack::edited(with_resource(None), LOGTO, rules, |t| t).await;
+    s.idp.register_m2m_app("m2m-reporter", "m2m-secret-0123456789");
+    s.idp.register_m2m_app("m2m-other", "m2m-secret-0123456789");
+    let token_of = |app: &'static str| {
+        let url = format!("{}/token", s.idp.issuer());
+        async move {
+            let v: Value = plain()
+                .post(url)
+                .basic_auth(app, Some("m2m-secret-0123456789"))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("resource", RESOURCE),
+                    ("scope", "read:reports"),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["access_token"].as_str().expect("an access token").to_owned()
+        }
+    };
+    let reporter = token_of("m2m-reporter").await;
+    let claims = jwt_claims(&reporter);
+    assert_eq!(
+        claims["sub"], claims["client_id"],
+        "Logto's M2M tokens: sub = client_id: {claims}"
+    );
+    let call = |path: &str, token: &str| {
+        plain()
+            .get(format!("{}{path}", s.gate.url()))
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-forwarded-machine", "spoofed")
+            .send()
+    };
+    // Anywhere else (the default: any signed-in user) a machine is refused.
+    assert_eq!(
+        call("/reports", &reporter).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    // Another app is refused where only the reporter is admitted.
+    let other = token_of("m2m-other").await;
+    assert_eq!(
+        call("/api/jobs/1", &other).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(s.upstream.count(), 0);
+    // Admitted: the app knows it is a machine.
+    assert_eq!(call("/api/jobs/1", &reporter).await.unwrap().status(), StatusCode::OK);
+    let seen = s.upstream.last();
+    assert_eq!(seen.header("x-forwarded-machine"), Some("m2m-reporter"));
+    assert_eq!(seen.header("x-forwarded-user"), Some("m2m-reporter"));
+    // A person's session never carries the header, whatever the client sends.
+    let b = s.browser();
+    b.sign_in(&s.gate, "/api/jobs/2").await;
+    let r = b
+        .client
+        .get(format!("{}/api/jobs/3", s.gate.url()))
+        .header("x-forwarded-machine", "spoofed")
+        .header("X_Forwarded_Machine", "spoofed")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let seen = s.upstream.last();
+    assert_eq!(seen.header("x-forwarded-machine"), None);
+    assert_eq!(seen.header("x_forwarded_machine"), None);
+}
