@@ -27,7 +27,7 @@ pub const JWKS_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
 /// How often the key set is fetched on its own schedule when Logto's answer has no `Cache-Control: max-age`, and
 /// the bounds put on one that has: rotations are then usually picked up before the first token needs them.
 const JWKS_REFRESH_DEFAULT: Duration = Duration::from_secs(15 * 60);
-const JWKS_REFRESH_MIN: Duration = Duration::from_secs(60);
+const JWKS_REFRESH_MIN: Duration = Duration::from_secs(10);
 const JWKS_REFRESH_MAX: Duration = Duration::from_secs(24 * 3600);
 /// After a scheduled fetch failed, the next try comes this soon.
 const JWKS_REFRESH_RETRY: Duration = Duration::from_secs(60);

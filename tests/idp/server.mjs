@@ -13,7 +13,7 @@
 // Started as `node server.mjs` with the environment variable IDP_CONFIG holding JSON (all optional):
 //   { "port": 0, "host": "127.0.0.1", "clients": [ {client_id, client_secret, redirect_uris, post_logout_redirect_uris} ],
 //     "accounts": { "<id>": { claims... } }, "interactive": false, "access_token_ttl": 3600,
-//     "resources": { "<indicator>": { "scopes": ["read"] } }, "default_resource": "<indicator>" }
+//     "resources": { "<indicator>": { "scopes": ["read"] } }, "default_resource": "<indicator>", "jwks_max_age": 10 }
 // It prints `LISTENING <port>` on stdout once it accepts connections and exits when stdin closes, so a test
 // harness that dies never leaves it behind.
 //
@@ -534,7 +534,17 @@ const server = http.createServer(async (req, res) => {
     if (url.pathname.startsWith('/interaction/')) return await interaction(req, res, url);
     if (url.pathname === '/oidc' || url.pathname.startsWith('/oidc/')) {
       const route = url.pathname.slice('/oidc'.length) || '/';
-      if (route === '/jwks') stats.jwks += 1;
+      if (route === '/jwks') {
+        stats.jwks += 1;
+        if (config.jwks_max_age) {
+          // How long the key set may be cached (config.jwks_max_age seconds), whatever oidc-provider would say.
+          const writeHead = res.writeHead.bind(res);
+          res.writeHead = (status, ...rest) => {
+            res.setHeader('cache-control', `public, max-age=${config.jwks_max_age}`);
+            return writeHead(status, ...rest);
+          };
+        }
+      }
       if (route === '/.well-known/openid-configuration') stats.discovery += 1;
       if (route === '/me') stats.userinfo += 1;
       if (route === '/token/revocation') stats.revocations += 1;

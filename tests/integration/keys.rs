@@ -130,3 +130,27 @@ async fn es256_and_ps256_id_tokens_are_accepted_too() {
         assert_eq!(idp.stats()["last_id_token_header"]["alg"], want);
     }
 }
+
+/// The key set is fetched again on its own schedule, as Logto's `Cache-Control: max-age` says (bounded below by
+/// 10 s): a rotation is picked up before any token needs the new key.
+#[tokio::test]
+async fn the_key_set_is_refreshed_on_the_schedule_logto_gives() {
+    let options = IdpOptions {
+        jwks_max_age: Some(2),
+        ..Default::default()
+    };
+    let s = Stack::edited(options, "", "", |t| t).await;
+    let fetches = || s.idp.stats()["jwks"].as_u64().unwrap();
+    s.idp.rotate_keys_to_rsa();
+    // Counted after the rotation, so the fetch waited for is one that saw the new key.
+    let rotated = fetches();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(25);
+    while fetches() == rotated {
+        assert!(tokio::time::Instant::now() < deadline, "no scheduled fetch within 25 s");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // The new key is known now: the sign-in needs no fetch of its own.
+    let before = fetches();
+    s.browser().sign_in(&s.gate, "/").await;
+    assert_eq!(fetches(), before, "the rotation was picked up before the sign-in");
+}

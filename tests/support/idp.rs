@@ -82,6 +82,8 @@ pub struct IdpOptions {
     pub resources: Option<Value>,
     /// The tenant's default API resource (a JWT for it even without `resource` at the token endpoint).
     pub default_resource: Option<String>,
+    /// `Cache-Control: max-age` on the key set, in seconds.
+    pub jwks_max_age: Option<u64>,
     pub port: Option<u16>,
 }
 
@@ -112,6 +114,9 @@ impl Idp {
         }
         if let Some(r) = options.resources {
             config["resources"] = r;
+        }
+        if let Some(age) = options.jwks_max_age {
+            config["jwks_max_age"] = json!(age);
         }
         if let Some(d) = options.default_resource {
             config["default_resource"] = json!(d);
