@@ -411,9 +411,17 @@ struct EnvOverrides {
     vars: Vec<(String, String)>,
 }
 
+/// Secrets that may come inline or from a file: an environment variable for one of the pair replaces whatever the
+/// file set for the other, so `LOGTO_GATE_LOGTO__APP_SECRET_FILE` overrides an inline `app_secret` (and the
+/// other way round) instead of clashing with it. `session.secrets` (the rotation list) counts as inline.
+const SECRET_PAIRS: [(&str, &[&str]); 2] = [
+    ("logto__app_secret", &["logto__app_secret_file"]),
+    ("session__secret", &["session__secret_file", "session__secrets"]),
+];
+
 impl EnvOverrides {
     fn from_iter(vars: impl IntoIterator<Item = (String, String)>) -> Self {
-        let vars = vars
+        let mut vars: Vec<(String, String)> = vars
             .into_iter()
             .filter_map(|(k, v)| {
                 let rest = k.strip_prefix(ENV_PREFIX)?;
@@ -423,7 +431,25 @@ impl EnvOverrides {
                 Some((rest.to_ascii_lowercase(), v))
             })
             .collect();
+        for (inline, others) in SECRET_PAIRS {
+            let group: Vec<&str> = std::iter::once(inline).chain(others.iter().copied()).collect();
+            let set: Vec<&str> = group
+                .iter()
+                .copied()
+                .filter(|k| vars.iter().any(|(have, _)| have == k))
+                .collect();
+            if set.len() == 1 {
+                for other in group.iter().filter(|k| **k != set[0]) {
+                    vars.push(((*other).to_owned(), String::new()));
+                }
+            }
+        }
         EnvOverrides { vars }
+    }
+
+    /// Whether any `LOGTO_GATE_*` setting is there (configuration from the environment alone).
+    fn is_empty(&self) -> bool {
+        self.vars.is_empty()
     }
 }
 
@@ -497,6 +523,24 @@ impl Config {
         Self::from_figment(figment)
     }
 
+    /// Configuration from the environment alone (`LOGTO_GATE_<SECTION>__<KEY>`), without a file. With no such
+    /// variable at all, the error lists the keys a gate needs and their variables.
+    pub fn from_env(env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigErrors> {
+        let overrides = EnvOverrides::from_iter(env);
+        if overrides.is_empty() {
+            let mut lines = vec![
+                "no configuration: pass --config PATH, set LOGTO_GATE_CONFIG, or set at least these (as LOGTO_GATE_<SECTION>__<KEY>):"
+                    .to_owned(),
+            ];
+            for (key, var) in REQUIRED_KEYS {
+                lines.push(format!("  {key:<24} {var}"));
+            }
+            lines.push("`logto-gate init` prints an annotated example configuration.".to_owned());
+            return Err(ConfigErrors(lines));
+        }
+        Self::from_figment(Figment::new().merge(overrides))
+    }
+
     fn from_figment(figment: Figment) -> Result<Config, ConfigErrors> {
         let raw: RawConfig = figment.extract_lossy().map_err(figment_errors)?;
         validate(raw)
@@ -507,7 +551,7 @@ fn figment_errors(err: figment::Error) -> ConfigErrors {
     ConfigErrors(
         err.into_iter()
             .map(|e| {
-                let key = e.path.join(".");
+                let key = key_path(&e.path);
                 let source = e
                     .metadata
                     .as_ref()
@@ -524,8 +568,18 @@ fn figment_errors(err: figment::Error) -> ConfigErrors {
                     })
                     .unwrap_or_default();
                 let kind = match &e.kind {
-                    figment::error::Kind::UnknownField(field, _) => {
-                        format!("unknown key `{field}`")
+                    figment::error::Kind::UnknownField(field, expected) => match closest(field, expected) {
+                        Some(near) => format!("unknown key `{field}` (did you mean `{near}`?)"),
+                        None => format!("unknown key `{field}`"),
+                    },
+                    figment::error::Kind::InvalidType(actual, expected) if expected.contains("string") => {
+                        let example = match e.path.last().map(String::as_str) {
+                            Some(k) if k.ends_with("timeout") || k.ends_with("lifetime") || k.ends_with("leeway") => {
+                                "a duration in quotes, like \"30s\", \"15m\" or \"7d\"".to_owned()
+                            }
+                            _ => "a value in quotes".to_owned(),
+                        };
+                        format!("found {actual}, expected {example}")
                     }
                     other => other.to_string(),
                 };
@@ -538,6 +592,59 @@ fn figment_errors(err: figment::Error) -> ConfigErrors {
             })
             .collect(),
     )
+}
+
+/// What every gate needs, and the environment variable for each.
+const REQUIRED_KEYS: [(&str, &str); 6] = [
+    ("server.public_url", "LOGTO_GATE_SERVER__PUBLIC_URL"),
+    ("upstream.url", "LOGTO_GATE_UPSTREAM__URL"),
+    ("logto.endpoint", "LOGTO_GATE_LOGTO__ENDPOINT"),
+    ("logto.app_id", "LOGTO_GATE_LOGTO__APP_ID"),
+    (
+        "logto.app_secret(_file)",
+        "LOGTO_GATE_LOGTO__APP_SECRET or ..._APP_SECRET_FILE",
+    ),
+    ("session.secret(_file)", "LOGTO_GATE_SESSION__SECRET or ..._SECRET_FILE"),
+];
+
+/// A key's path as the rest of the messages write it: `rules[1].roles`, not `rules.1.roles`.
+fn key_path(path: &[String]) -> String {
+    let mut out = String::new();
+    for segment in path {
+        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{segment}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(segment);
+        }
+    }
+    out
+}
+
+/// The known key nearest to a mistyped one (at most two edits away), for "did you mean".
+fn closest(typed: &str, known: &[&str]) -> Option<String> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    }
+    known
+        .iter()
+        .map(|k| (distance(&typed.to_ascii_lowercase(), k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.to_owned())
 }
 
 /// Collects problems while building the validated config.
@@ -562,6 +669,8 @@ fn non_empty(v: Option<String>) -> Option<String> {
 
 fn secret_from(p: &mut Problems, key: &str, inline: Option<String>, file: Option<PathBuf>) -> Option<String> {
     let file_key = format!("{key}_file");
+    // An empty path is no file (an environment variable for the inline secret blanks the file's `_file` key).
+    let file = file.filter(|f| !f.as_os_str().is_empty());
     match (non_empty(inline), file) {
         (Some(_), Some(_)) => {
             p.add(key, format!("set both {key} and {file_key}; keep one"));
@@ -629,6 +738,13 @@ fn duration(p: &mut Problems, key: &str, v: Option<String>, default: &str) -> Du
 fn http_url(p: &mut Problems, key: &str, v: &str, allow_path: bool) -> Option<url::Url> {
     let parsed = match url::Url::parse(v) {
         Ok(u) => u,
+        Err(url::ParseError::RelativeUrlWithoutBase) => {
+            p.add(
+                key,
+                format!("`{v}` is not a valid URL: it has no scheme; write it like https://{v}"),
+            );
+            return None;
+        }
         Err(e) => {
             p.add(key, format!("`{v}` is not a valid URL ({e})"));
             return None;
@@ -808,7 +924,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     };
 
     // session
-    let secrets: Vec<String> = match (raw.session.secrets, &raw.session.secret, &raw.session.secret_file) {
+    // Empty values count as unset (an environment variable for one of them blanks the others, see `SECRET_PAIRS`).
+    let listed = raw.session.secrets.filter(|l| l.iter().any(|s| !s.trim().is_empty()));
+    let inline = non_empty(raw.session.secret);
+    let from_file = raw.session.secret_file.filter(|f| !f.as_os_str().is_empty());
+    let secrets: Vec<String> = match (listed, &inline, &from_file) {
         (Some(list), None, None) if !list.is_empty() => list,
         (Some(_), _, _) => {
             p.add(
@@ -817,7 +937,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             );
             Vec::new()
         }
-        (None, _, _) => secret_from(&mut p, "session.secret", raw.session.secret, raw.session.secret_file)
+        (None, _, _) => secret_from(&mut p, "session.secret", inline, from_file)
             .into_iter()
             .collect(),
     };
@@ -1351,6 +1471,35 @@ mod tests {
         assert!(c.session.secure_cookies);
         assert_eq!(c.logto.post_logout_redirect_uri, "https://app.example.com/");
         assert_eq!(c.headers.len(), 4);
+    }
+
+    #[test]
+    fn messages_say_what_to_write() {
+        let err = |toml: &str| Config::from_toml_str(toml, no_env()).expect_err("invalid").0;
+        let typo = err(&MINIMAL.replace("[session]\n", "[session]\nlifetme = \"1d\"\n"));
+        assert!(
+            typo.iter()
+                .any(|l| l.contains("unknown key `lifetme` (did you mean `lifetime`?)")),
+            "{typo:?}"
+        );
+        let number = err(&MINIMAL.replace("[session]\n", "[session]\nidle_timeout = 30\n"));
+        assert!(
+            number
+                .iter()
+                .any(|l| l.starts_with("session.idle_timeout: found") && l.contains("like \"30s\"")),
+            "{number:?}"
+        );
+        let rule = err(&format!(
+            "{MINIMAL}\n[[rules]]\nprefix = \"/a\"\n[[rules]]\nprefix = \"/b\"\nroles = 3\n"
+        ));
+        assert!(rule.iter().any(|l| l.starts_with("rules[1].roles:")), "{rule:?}");
+        let scheme = err(&MINIMAL.replace("https://app.example.com", "app.example.com"));
+        assert!(
+            scheme
+                .iter()
+                .any(|l| l.starts_with("server.public_url:") && l.contains("write it like https://app.example.com")),
+            "{scheme:?}"
+        );
     }
 
     #[test]

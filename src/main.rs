@@ -10,7 +10,15 @@ use clap::{Parser, Subcommand};
 use logto_gate::config::{Config, ENV_CONFIG_PATH};
 
 #[derive(Parser)]
-#[command(name = "logto-gate", version, about = "Logto sign-in in front of any web app")]
+#[command(
+    name = "logto-gate",
+    version,
+    about = "Logto sign-in in front of any web app",
+    after_help = "Every configuration key can also be set in the environment as LOGTO_GATE_<SECTION>__<KEY>, e.g. \
+                  LOGTO_GATE_LOGTO__APP_SECRET or LOGTO_GATE_SESSION__SECRET_FILE; the environment wins over the file, \
+                  and without --config the environment alone is the configuration. `logto-gate init` prints an \
+                  annotated example configuration."
+)]
 struct Cli {
     /// The TOML configuration file.
     #[arg(long, short = 'c', env = ENV_CONFIG_PATH, global = true, value_name = "PATH")]
@@ -21,20 +29,39 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate the configuration, fetch Logto's discovery document and keys, print what was found.
+    /// Validate the configuration, fetch Logto's discovery document and keys, prove the app's credentials, and
+    /// print what was found.
     Check,
+    /// Print the annotated example configuration (save it, then fill in your Logto app and secrets).
+    Init,
 }
+
+/// Writes a line to stdout; a closed pipe (`logto-gate check | head -1`) ends the output quietly instead of
+/// panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// The example configuration shipped with the source, for `cargo install` users who do not have the file.
+const EXAMPLE_CONFIG: &str = include_str!("../config/logto-gate.toml");
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Some(path) = cli.config else {
-        eprintln!("logto-gate: no configuration: pass --config PATH or set {ENV_CONFIG_PATH}");
-        return ExitCode::from(2);
+    if let Some(Command::Init) = cli.command {
+        out!("{}", EXAMPLE_CONFIG.trim_end());
+        return ExitCode::SUCCESS;
+    }
+    let loaded = match &cli.config {
+        Some(path) => Config::load(path).map_err(|e| (format!("invalid configuration ({})", path.display()), e)),
+        None => Config::from_env(std::env::vars()).map_err(|e| ("configuration from the environment".to_owned(), e)),
     };
-    let config = match Config::load(&path) {
+    let config = match loaded {
         Ok(c) => c,
-        Err(errors) => {
-            eprintln!("logto-gate: invalid configuration ({}):", path.display());
+        Err((what, errors)) => {
+            eprintln!("logto-gate: {what}:");
             for line in &errors.0 {
                 eprintln!("{line}");
             }
@@ -55,6 +82,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Check) => runtime.block_on(check(config)),
+        Some(Command::Init) => ExitCode::SUCCESS,
         None => {
             logto_gate::logging::init(&config.log);
             tracing::debug!(limit = ?fd_limit, "open file limit");
@@ -93,12 +121,12 @@ async fn shutdown_signal() {
 
 async fn check(config: Config) -> ExitCode {
     use openidconnect::JsonWebKey;
-    println!("configuration: ok");
-    println!("  public URL:   {}", config.server.public_url.origin());
-    println!("  callback:     {}", config.server.public_url.callback_url());
-    println!("  upstream:     {}{}", config.upstream.url, config.upstream.base_path);
-    println!("  issuer:       {}", config.logto.issuer);
-    println!("  scopes:       {}", config.logto.scopes.join(" "));
+    out!("configuration: ok");
+    out!("  public URL:   {}", config.server.public_url.origin());
+    out!("  callback:     {}", config.server.public_url.callback_url());
+    out!("  upstream:     {}{}", config.upstream.url, config.upstream.base_path);
+    out!("  issuer:       {}", config.logto.issuer);
+    out!("  scopes:       {}", config.logto.scopes.join(" "));
     let oidc = match logto_gate::oidc::Oidc::new(config.logto.clone(), config.server.public_url.callback_url()) {
         Ok(o) => o,
         Err(e) => {
@@ -109,26 +137,26 @@ async fn check(config: Config) -> ExitCode {
     match oidc.fetch_all().await {
         Ok(loaded) => {
             let m = &loaded.metadata;
-            println!("Logto discovery: ok");
-            println!("  authorization: {}", m.authorization_endpoint);
-            println!("  token:         {}", m.token_endpoint);
-            println!(
+            out!("Logto discovery: ok");
+            out!("  authorization: {}", m.authorization_endpoint);
+            out!("  token:         {}", m.token_endpoint);
+            out!(
                 "  userinfo:      {}",
                 m.userinfo_endpoint.as_deref().unwrap_or("(none)")
             );
-            println!(
+            out!(
                 "  end session:   {}",
                 m.end_session_endpoint.as_deref().unwrap_or("(none)")
             );
-            println!(
+            out!(
                 "  iss on callback (RFC 9207): {}",
                 m.authorization_response_iss_parameter_supported
             );
-            println!(
+            out!(
                 "  ID token algorithms: {}",
                 m.id_token_signing_alg_values_supported.join(", ")
             );
-            println!("signing keys: {}", loaded.jwks.keys().len());
+            out!("signing keys: {}", loaded.jwks.keys().len());
             for k in loaded.jwks.keys() {
                 let kid = k.key_id().map_or("(no kid)", |id| id.as_str());
                 let alg = match k.signing_alg() {
@@ -136,9 +164,18 @@ async fn check(config: Config) -> ExitCode {
                     openidconnect::JsonWebKeyAlgorithm::Unspecified => "unspecified".to_owned(),
                     openidconnect::JsonWebKeyAlgorithm::Unsupported => "unsupported".to_owned(),
                 };
-                println!("  kid {kid}: type {:?}, alg {alg}", k.key_type());
+                out!("  kid {kid}: type {:?}, alg {alg}", k.key_type());
             }
-            ExitCode::SUCCESS
+            match oidc.check_credentials(&loaded).await {
+                Ok(()) => {
+                    out!("app credentials: ok (Logto authenticated logto.app_id with logto.app_secret)");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("app credentials: FAILED: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Err(e) => {
             eprintln!("Logto discovery: FAILED: {e}");

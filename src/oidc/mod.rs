@@ -631,6 +631,31 @@ impl Oidc {
         Ok(claims)
     }
 
+    /// Proves the app's credentials (`logto-gate check`): a token request with a code that cannot exist. Logto
+    /// authenticates the client before it looks at the code (RFC 6749 §5.2), so `invalid_client` means the app id
+    /// or secret is wrong, and `invalid_grant` that they are right.
+    pub async fn check_credentials(&self, loaded: &Loaded) -> Result<(), String> {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", "logto-gate-check-not-a-real-code"),
+            ("redirect_uri", self.redirect_uri.as_str()),
+            ("code_verifier", "logto-gate-check-not-a-real-code-verifier-0000000000"),
+        ];
+        match self.token_request(loaded, &form).await {
+            Err(TokenEndpointError::Refused { error, .. }) if error == "invalid_grant" => Ok(()),
+            Err(TokenEndpointError::Refused { error, description, .. }) if error == "invalid_client" => Err(format!(
+                "Logto refused the app's credentials (invalid_client{}): check logto.app_id and logto.app_secret",
+                if description.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {description}")
+                }
+            )),
+            Err(other) => Err(format!("the token endpoint gave an unexpected answer: {other}")),
+            Ok(_) => Err("the token endpoint accepted a made-up code".into()),
+        }
+    }
+
     /// Revokes a refresh token at Logto (RFC 7009 §2.1, client authentication as at the token endpoint), so the
     /// grant behind it can no longer mint tokens: Logto keeps `offline_access` grants through end-session, and
     /// only revocation ends them. Without a revocation endpoint in discovery there is nothing to call.

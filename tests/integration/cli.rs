@@ -153,18 +153,34 @@ async fn check_reports_discovery_and_keys_and_fails_when_logto_is_unreachable() 
         "",
         "",
     );
+    idp.register_client(APP_ID, APP_SECRET, "http://127.0.0.1:4180");
     let path = write_config(&dir, &toml);
     let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run_to_end(&["check", "--config", &path], &[]))
         .await
         .unwrap();
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("Logto discovery: ok"), "{stdout}");
+    assert!(stdout.contains("app credentials: ok"), "{stdout}");
     assert!(stdout.contains(&format!("issuer:       {}", idp.issuer())), "{stdout}");
     assert!(stdout.contains("signing keys: 1"), "{stdout}");
     assert!(stdout.contains("EllipticCurve"), "{stdout}");
     assert!(
         !stdout.contains(APP_SECRET) && !stdout.contains(SESSION_SECRET),
         "check never prints secrets"
+    );
+
+    // A wrong app secret: check proves the credentials with a made-up code (invalid_client vs invalid_grant).
+    let wrong = toml.replace(APP_SECRET, "not-the-app-secret-0000");
+    let path = write_config(&dir, &wrong);
+    let (code, _, stderr) = tokio::task::spawn_blocking(move || run_to_end(&["check", "--config", &path], &[]))
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("app credentials: FAILED") && l.contains("logto.app_secret")),
+        "{stderr}"
     );
 
     let dead = gate_toml(
@@ -291,4 +307,107 @@ fn the_shipped_placeholder_session_secret_is_refused_at_start_and_in_check() {
         );
         assert!(!stderr.contains("logto.app_secret"), "{stderr}");
     }
+}
+
+#[test]
+fn init_prints_the_annotated_example_and_help_names_the_environment() {
+    let (code, stdout, _) = run_to_end(&["init"], &[]);
+    assert_eq!(code, 0);
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/logto-gate.toml")).unwrap();
+    assert_eq!(stdout.trim_end(), shipped.trim_end());
+    let (code, stdout, _) = run_to_end(&["--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("LOGTO_GATE_<SECTION>__<KEY>"), "{stdout}");
+}
+
+/// `logto-gate check | head -1`: a closed pipe ends the output quietly, never a panic.
+#[tokio::test]
+async fn check_into_a_closed_pipe_does_not_panic() {
+    let idp = Idp::start(IdpOptions::default());
+    idp.register_client(APP_ID, APP_SECRET, "http://127.0.0.1:4180");
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        &gate_toml(
+            "http://127.0.0.1:4180",
+            "http://127.0.0.1:8080",
+            &idp.endpoint(),
+            "",
+            "",
+        ),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(gate_binary())
+            .args(["check", "--config", &path])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read one line, then close our end, as `head -1` does.
+        let mut first = [0u8; 16];
+        let _ = child.stdout.as_mut().unwrap().read(&mut first);
+        drop(child.stdout.take());
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+}
+
+/// Configuration from the environment alone; with nothing configured the error lists the keys to set. An
+/// environment `..._FILE` replaces a file's inline secret instead of clashing with it.
+#[test]
+fn the_environment_alone_configures_the_gate_and_file_secrets_override_inline_ones() {
+    let (code, _, stderr) = run_to_end(&["check"], &[]);
+    assert_eq!(code, 2);
+    for var in [
+        "LOGTO_GATE_SERVER__PUBLIC_URL",
+        "LOGTO_GATE_LOGTO__APP_ID",
+        "LOGTO_GATE_SESSION__SECRET",
+    ] {
+        assert!(stderr.contains(var), "{stderr}");
+    }
+    let env = |extra: Vec<(&str, String)>| {
+        let mut v: Vec<(String, String)> = [
+            ("LOGTO_GATE_SERVER__PUBLIC_URL", "https://app.example.com"),
+            ("LOGTO_GATE_UPSTREAM__URL", "http://127.0.0.1:8080"),
+            ("LOGTO_GATE_LOGTO__ENDPOINT", "https://tenant.logto.app"),
+            ("LOGTO_GATE_LOGTO__APP_ID", "k3m1x0appid"),
+            ("LOGTO_GATE_LOGTO__APP_SECRET", "a-real-app-secret-from-the-console"),
+            (
+                "LOGTO_GATE_SESSION__SECRET",
+                "bG9uZy1yYW5kb20tc2Vzc2lvbi1zZWNyZXQtZm9yLXRlc3Rz",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        v.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        v
+    };
+    let c = logto_gate::Config::from_env(env(vec![])).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.logto.issuer, "https://tenant.logto.app/oidc");
+
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("app_secret");
+    std::fs::write(&secret_file, "secret-from-a-mounted-file\n").unwrap();
+    let file_env = vec![("LOGTO_GATE_LOGTO__APP_SECRET_FILE", secret_file.display().to_string())];
+    let toml = r#"
+[server]
+public_url = "https://app.example.com"
+[upstream]
+url = "http://127.0.0.1:8080"
+[logto]
+endpoint = "https://tenant.logto.app"
+app_id = "k3m1x0appid"
+app_secret = "inline-secret-in-the-file"
+[session]
+secret = "bG9uZy1yYW5kb20tc2Vzc2lvbi1zZWNyZXQtZm9yLXRlc3Rz"
+"#;
+    let c = logto_gate::Config::from_toml_str(toml, file_env.into_iter().map(|(k, v)| (k.to_owned(), v)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.logto.app_secret.expose(), "secret-from-a-mounted-file");
 }
