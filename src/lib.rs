@@ -83,7 +83,8 @@ pub async fn run_with_listener(
     let gate = Gate::new(config)?;
     gate.oidc().spawn_background_load();
     let metrics_task = metrics_listener.map(|l| {
-        tracing::info!(listen = ?l.local_addr().ok(), "metrics listening");
+        let listen = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(%listen, "metrics listening");
         tokio::spawn(metrics_server::serve(l, std::sync::Arc::clone(gate.metrics())))
     });
     tracing::info!(listen = %local, tls = tls.is_some(), workers, "logto-gate listening");

@@ -163,7 +163,12 @@ impl Gate {
             }
             Err(e) => {
                 self.metrics.sign_in_failed();
-                self.fail(e, html, req.method())
+                let request_id = req
+                    .headers()
+                    .get(super::REQUEST_ID)
+                    .cloned()
+                    .unwrap_or_else(|| HeaderValue::from_static(""));
+                self.fail(e, html, req.method(), &request_id, req.uri().path())
             }
         };
         if let Some(clear) = state

@@ -381,12 +381,9 @@ impl Gate {
             // One id per request, in the access log, sent upstream and returned to the client.
             let request_id = this.request_id(req.headers());
             req.headers_mut().insert(REQUEST_ID, request_id.clone());
-            // Only the path is logged: queries carry codes and states, and headers cookies and tokens.
-            let path: String = if access_log {
-                req.uri().path().chars().take(256).collect()
-            } else {
-                String::new()
-            };
+            // Only the path is logged: queries carry codes and states, and headers cookies and tokens. Kept as the
+            // URI (a reference-count increment) for the access line and for the line of a failed request.
+            let uri = req.uri().clone();
             // Set-Cookie headers decided on the way (a refreshed or resealed session) go on whatever the answer is.
             let mut cookies = Vec::new();
             let result = match framing {
@@ -398,7 +395,7 @@ impl Gate {
             };
             let mut resp = match result {
                 Ok(resp) => resp,
-                Err(e) => this.fail(e, html, &method),
+                Err(e) => this.fail(e, html, &method, &request_id, uri.path()),
             };
             if framing.is_some() {
                 // The unread body's extent is in doubt, so nothing after it on this connection can be trusted either.
@@ -414,15 +411,19 @@ impl Gate {
             if !access_log {
                 return resp;
             }
+            // Who it was (oauth2-proxy logs it too): the signed-in subject, when the pipeline knew one.
+            let user = resp.extensions().get::<AccessUser>().map_or("", |u| u.0.as_str());
             tracing::info!(
                 target: "logto_gate::access",
                 request_id = request_id.to_str().unwrap_or(""),
                 peer = %peer.ip(),
                 %method,
-                path = %path,
+                path = %log_path(uri.path()),
                 status,
                 route = ?route.class(),
-                duration_ms = started.map_or(0.0, |s| s.elapsed().as_secs_f64() * 1000.0),
+                user,
+                // Microseconds, as milliseconds with three decimals (0.993, not 0.9925780000000001).
+                duration_ms = started.map_or(0.0, |s| s.elapsed().as_micros() as f64 / 1000.0),
                 "request"
             );
             resp
@@ -460,17 +461,20 @@ impl Gate {
         }
     }
 
-    /// Phase 6 for errors: log by source, answer with a page.
-    fn fail(&self, e: GateError, html: bool, method: &Method) -> Response<Body> {
+    /// Phase 6 for errors: log by source (with the request id and path, to match the access line), answer with
+    /// a page.
+    fn fail(&self, e: GateError, html: bool, method: &Method, request_id: &HeaderValue, path: &str) -> Response<Body> {
+        let request_id = request_id.to_str().unwrap_or("");
+        let path = log_path(path);
         match &e {
             GateError::Client(_) => {
-                tracing::info!(source = e.source_name(), error = %e, %method, "request refused")
+                tracing::info!(source = e.source_name(), error = %e, %method, request_id, %path, "request refused")
             }
             GateError::Upstream(_) | GateError::Idp(_) | GateError::Store(_) => {
-                tracing::warn!(source = e.source_name(), error = %e, %method, "request failed")
+                tracing::warn!(source = e.source_name(), error = %e, %method, request_id, %path, "request failed")
             }
             GateError::Internal(_) => {
-                tracing::error!(source = e.source_name(), error = %e, %method, "request failed")
+                tracing::error!(source = e.source_name(), error = %e, %method, request_id, %path, "request failed")
             }
         }
         let mut resp = e.page().render(html);
@@ -567,6 +571,12 @@ impl Gate {
                 .await?;
             // 6. respond
             self.drop_gate_cookies_set_upstream(&mut resp);
+            if let Some(principal) = &principal {
+                if tracing::enabled!(target: "logto_gate::access", tracing::Level::INFO) {
+                    let sub = principal.claims().get("sub").and_then(Value::as_str).unwrap_or("");
+                    resp.extensions_mut().insert(AccessUser(sub.to_owned()));
+                }
+            }
             Ok(resp)
         }
     }
@@ -760,6 +770,18 @@ impl Gate {
             HeaderValue::from_static("Bearer realm=\"logto-gate\""),
         );
         resp
+    }
+}
+
+/// The signed-in subject of a request, put on its response for the access line (only while that is logged).
+#[derive(Clone)]
+struct AccessUser(String);
+
+/// A path as logged: at most 256 characters.
+fn log_path(path: &str) -> &str {
+    match path.char_indices().nth(256) {
+        Some((end, _)) => &path[..end],
+        None => path,
     }
 }
 

@@ -411,3 +411,61 @@ secret = "bG9uZy1yYW5kb20tc2Vzc2lvbi1zZWNyZXQtZm9yLXRlc3Rz"
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.logto.app_secret.expose(), "secret-from-a-mounted-file");
 }
+
+/// Log lines an operator can use: no colour codes when stderr is not a terminal, the failed request's line
+/// carries its request id and path (to match the access line), and the access line says who it was, with a
+/// duration of at most three decimals.
+#[tokio::test]
+async fn log_lines_match_their_access_line_and_carry_no_colour_codes() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let mut gate = BinaryGate::start(
+        &idp.endpoint(),
+        &upstream.url(),
+        "",
+        |t| {
+            t.replace("level = \"warn\"", "level = \"info\"")
+                .replace("response_timeout = \"5s\"", "response_timeout = \"300ms\"")
+        },
+        |public| idp.register_client(APP_ID, APP_SECRET, public),
+        &[],
+    )
+    .await;
+    let b = Browser::new(&idp);
+    b.sign_in(&gate, "/signed-in").await;
+    let slow = b.get(format!("{}/slow?ms=2000", gate.url())).await;
+    assert_eq!(slow.status(), StatusCode::GATEWAY_TIMEOUT);
+    let id = slow.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let _ = gate.process.child.kill();
+    let _ = gate.process.child.wait();
+    let mut log = String::new();
+    gate.process
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(!log.contains('\u{1b}'), "ANSI escapes in a non-terminal log:\n{log}");
+    let access = log
+        .lines()
+        .find(|l| l.contains("path=/signed-in") && l.contains("status=200"))
+        .unwrap_or_else(|| panic!("no access line for /signed-in:\n{log}"));
+    assert!(access.contains("user=\"u_alice0001\""), "{access}");
+    let ms = access
+        .split("duration_ms=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or("");
+    assert!(
+        !ms.is_empty() && ms.split('.').nth(1).is_none_or(|d| d.len() <= 3),
+        "{access}"
+    );
+    let failed = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("request failed"))
+        .unwrap_or_else(|| panic!("no warning for the timeout:\n{log}"));
+    assert!(failed.contains(&id), "the warning names the request id {id}: {failed}");
+    assert!(failed.contains("path=/slow"), "{failed}");
+    assert!(!failed.contains("ms=2000"), "no query in the log: {failed}");
+}
