@@ -20,6 +20,8 @@ const APP_SECRET: &str = "demo-app-secret";
 async fn main() -> ExitCode {
     let idp = match idp::Idp::try_start(idp::IdpOptions {
         interactive: true,
+        // Its own host name: the IdP's cookies then never show up among the sample app's headers.
+        public_host: Some("localhost".to_owned()),
         ..Default::default()
     }) {
         Ok(i) => i,
@@ -64,6 +66,9 @@ lifetime = "1h"
 "X-Forwarded-Preferred-Username" = "username"
 "X-Forwarded-Groups" = "roles"
 "X-Forwarded-Github-Login" = "identities.github.details.rawData.userInfo.login"
+[[rules]]
+prefix = "/admin"
+roles = ["admin"]
 "#,
         app = app.url(),
         endpoint = idp.endpoint(),
@@ -84,6 +89,7 @@ lifetime = "1h"
     println!("  GitHub login Alice-GH) or bob, press Sign in, and you land on the sample app, which shows the");
     println!("  identity headers logto-gate added. {public}/_logto/userinfo shows the session;");
     println!("  {public}/_logto/sign-out signs out of both the gate and the IdP.");
+    println!("  {public}/admin needs the admin role: alice gets in, bob gets a 403 page saying why.");
     println!();
     println!(
         "  IdP (issuer): {}   sample app (unreachable except through the gate in production): {}",

@@ -920,7 +920,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     }
     let post_logout_redirect_uri = match non_empty(raw.logto.post_logout_redirect_uri) {
         Some(v) => http_url(&mut p, "logto.post_logout_redirect_uri", &v, true).map(|u| u.to_string()),
-        None => public_url.as_ref().map(|pu| pu.join("/")),
+        // A page that says the person is signed out, with "Sign in again": landing on the app's root instead would
+        // start a new sign-in at once (silently, with direct_sign_in).
+        None => public_url.as_ref().map(|pu| pu.join(crate::gate::paths::SIGNED_OUT)),
     };
 
     // session
@@ -1469,7 +1471,10 @@ mod tests {
         assert_eq!(c.session.cookie_name, "logto_gate");
         assert_eq!(c.session.lifetime, Duration::from_secs(7 * 86400));
         assert!(c.session.secure_cookies);
-        assert_eq!(c.logto.post_logout_redirect_uri, "https://app.example.com/");
+        assert_eq!(
+            c.logto.post_logout_redirect_uri,
+            "https://app.example.com/_logto/signed-out"
+        );
         assert_eq!(c.headers.len(), 4);
     }
 

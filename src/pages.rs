@@ -102,6 +102,27 @@ pub fn redirect(status: StatusCode, location: &str) -> Response<Body> {
     resp
 }
 
+/// A redirect with a small HTML body: a link to `continue_to` and a meta refresh to it, for a proxy that shows the
+/// body of an answer it fetched itself (the browser never followed the `Location`).
+pub fn redirect_with_page(status: StatusCode, location: &str, continue_to: &str) -> Response<Body> {
+    let mut resp = redirect(status, location);
+    if resp.status() != status {
+        return resp;
+    }
+    let href = escape_html(continue_to);
+    let page = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"0; url={href}\"><title>Signing in</title></head>\
+         <body><p><a href=\"{href}\">Continue to sign in</a></p></body></html>\n"
+    );
+    *resp.body_mut() = body::full(page);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp
+}
+
 /// Headers on every response the gate itself produces.
 pub fn harden(resp: &mut Response<Body>) {
     let h = resp.headers_mut();

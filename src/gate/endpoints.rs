@@ -50,7 +50,7 @@ impl Gate {
             Decision::Public => None,
             Decision::Require(..) => {
                 let Some(principal) = self.authenticate(req.headers(), cookies).await? else {
-                    return Ok(self.unauthorized());
+                    return Ok(self.unauthorized(&ReturnPath::parse_or_root(&uri)));
                 };
                 for requirements in decision.requirements() {
                     authorize(&principal, requirements)?;
@@ -139,7 +139,9 @@ impl Gate {
         let url = self
             .oidc
             .authorization_url(&loaded, &attempt.state, &attempt.nonce, challenge.as_str());
-        let mut resp = pages::redirect(StatusCode::FOUND, &url);
+        // The body matters only where a proxy shows this answer's body instead of following it (Traefik's errors
+        // middleware): a link and a meta refresh that start the sign-in in the browser itself.
+        let mut resp = pages::redirect_with_page(StatusCode::FOUND, &url, &self.sign_in_url(&return_to));
         resp.headers_mut().append(header::SET_COOKIE, cookie);
         Ok(resp)
     }

@@ -61,6 +61,8 @@ pub mod paths {
     pub const AUTH: &str = "/_logto/auth";
     pub const JWKS: &str = "/_logto/jwks.json";
     pub const BACKCHANNEL_LOGOUT: &str = "/_logto/backchannel-logout";
+    /// Where Logto sends the browser after sign-out by default: a page that says so, with "Sign in again".
+    pub const SIGNED_OUT: &str = "/_logto/signed-out";
 }
 
 /// Claims kept in every session besides those the header mapping and the rules read (for `/_logto/userinfo`).
@@ -159,6 +161,7 @@ enum Route {
     ForwardAuth,
     Jwks,
     BackchannelLogout,
+    SignedOut,
     UnknownGatePath,
     App,
 }
@@ -169,7 +172,7 @@ impl Route {
             Route::App => RouteClass::App,
             Route::SignIn => RouteClass::SignIn,
             Route::Callback => RouteClass::Callback,
-            Route::SignOut => RouteClass::SignOut,
+            Route::SignOut | Route::SignedOut => RouteClass::SignOut,
             Route::UserInfo => RouteClass::UserInfo,
             Route::Healthz | Route::Readyz => RouteClass::Health,
             Route::ForwardAuth => RouteClass::ForwardAuth,
@@ -197,6 +200,7 @@ fn classify(path: &str) -> Route {
         p if p.starts_with(paths::AUTH) && p.as_bytes().get(paths::AUTH.len()) == Some(&b'/') => Route::ForwardAuth,
         paths::JWKS => Route::Jwks,
         paths::BACKCHANNEL_LOGOUT => Route::BackchannelLogout,
+        paths::SIGNED_OUT => Route::SignedOut,
         _ => Route::UnknownGatePath,
     }
 }
@@ -457,6 +461,14 @@ impl Gate {
             Route::ForwardAuth => self.forward_auth(&req, peer, cookies).await,
             Route::Jwks => self.jwks(),
             Route::BackchannelLogout => Box::pin(self.backchannel_logout(req)).await,
+            Route::SignedOut => Ok(Page::new(
+                StatusCode::OK,
+                "signed_out",
+                "You are signed out",
+                "You have been signed out of this application and of Logto.",
+            )
+            .with_link(paths::SIGN_IN, "Sign in again")
+            .render(html)),
             Route::UnknownGatePath => Err(ClientError::NotFound.into()),
         }
     }
@@ -745,18 +757,52 @@ impl Gate {
         }
     }
 
-    /// Phase 3: no session.
+    /// Phase 3: no session. A browser navigation is sent to sign in and back; any other request gets 401, as an
+    /// HTML page with a way back for a browser (a form posted after the session ended returns to the page it was
+    /// posted from), as JSON for an API client.
     async fn challenge(&self, req: &Request<Body>) -> Result<Response<Body>, GateError> {
+        let wanted = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         if is_browser_navigation(req) {
-            let wanted = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
             return self.start_sign_in(ReturnPath::parse_or_root(wanted)).await;
         }
-        Ok(self.unauthorized())
+        if accepts_html(req) {
+            let back = req
+                .headers()
+                .get(header::REFERER)
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(ReturnPath::root, |r| {
+                    ReturnPath::parse_same_origin_or_root(r, self.config.server.public_url.origin())
+                });
+            let mut page = Page::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Your session has ended",
+                "Sign in again to continue. What you sent was not passed on; you may need to send it again.",
+            )
+            .with_link(self.sign_in_url(&back), "Sign in again")
+            .render(true);
+            page.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"logto-gate\""),
+            );
+            return Ok(page);
+        }
+        Ok(self.unauthorized(&ReturnPath::parse_or_root(wanted)))
     }
 
-    /// 401 for a request without a session that is not a browser navigation: never a redirect.
-    fn unauthorized(&self) -> Response<Body> {
-        let sign_in = self.config.server.public_url.join(paths::SIGN_IN);
+    /// `/_logto/sign-in?redirect=<path>`: where "Sign in again" goes, back to `back` afterwards.
+    fn sign_in_url(&self, back: &ReturnPath) -> String {
+        let redirect: String = url::form_urlencoded::byte_serialize(back.as_str().as_bytes()).collect();
+        self.config
+            .server
+            .public_url
+            .join(&format!("{}?redirect={redirect}", paths::SIGN_IN))
+    }
+
+    /// 401 for a request without a session that is not a browser navigation: never a redirect. `sign_in_url`
+    /// brings the browser back to `wanted` after signing in.
+    fn unauthorized(&self, wanted: &ReturnPath) -> Response<Body> {
+        let sign_in = self.sign_in_url(wanted);
         let mut resp = pages::json_response(
             StatusCode::UNAUTHORIZED,
             &serde_json::json!({

@@ -44,7 +44,11 @@ try {
   result.visibleToScript = await page.evaluate(() => document.cookie.includes('logto_gate'));
 
   await page.click('#sign-out');
-  // Logto's session ends too, so coming back to the app means signing in again.
+  // Logto's session ends too and the browser lands on the gate's signed-out page; signing in again from there
+  // means Logto's sign-in page again.
+  await page.waitForSelector('text=You are signed out');
+  result.signedOutPage = new URL(page.url()).pathname;
+  await page.click('text=Sign in again');
   await page.waitForSelector('#sign-in');
   result.afterSignOut = new URL(page.url()).pathname;
   result.cookieAfterSignOut = (await context.cookies(gate)).some((c) => c.name === 'logto_gate');

@@ -580,7 +580,9 @@ const server = http.createServer(async (req, res) => {
 
 server.listen(config.port || 0, host, () => {
   const { port } = server.address();
-  issuer = `http://${host}:${port}/oidc`;
+  // The issuer may name another host than the one listened on (the demo uses "localhost", so the IdP's cookies
+  // are not sent to the app on 127.0.0.1).
+  issuer = `http://${config.public_host || host}:${port}/oidc`;
   provider = buildProvider();
   process.stdout.write(`LISTENING ${port}\n`);
 });

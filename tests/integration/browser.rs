@@ -68,6 +68,7 @@ async fn a_real_browser_signs_in_sees_its_identity_and_signs_out() {
     assert_eq!(result["cookie"]["sameSite"], "Lax");
     assert_eq!(result["cookie"]["path"], "/");
     assert_eq!(result["visibleToScript"], false);
+    assert_eq!(result["signedOutPage"], "/_logto/signed-out");
     assert!(
         result["afterSignOut"].as_str().unwrap().starts_with("/interaction/"),
         "signed out of Logto too"

@@ -79,7 +79,80 @@ fn kubernetes_configmaps_are_configurations_the_gate_accepts() {
             config.server.shutdown_timeout.as_secs() < 30,
             "shorter than terminationGracePeriodSeconds"
         );
+        assert_eq!(
+            config.server.workers, 1,
+            "{rel}: workers match the container's CPU limit of 1"
+        );
     }
+    let deployment = read("deploy/kubernetes/base/deployment.yaml");
+    assert!(
+        deployment.contains("cpu: \"1\""),
+        "the gate's CPU limit is the workers count"
+    );
+}
+
+/// The manifests name the image the release workflow publishes, and the sidecar patch adds the same gate as the
+/// base example (image, config path, probes, the port its Service patch targets).
+#[test]
+fn manifests_use_the_published_image_and_the_sidecar_patch_matches_the_base() {
+    let published = "ghcr.io/logto-gate/logto-gate:0.1.0";
+    let workflow = read(".github/workflows/release.yml");
+    assert!(
+        workflow.contains("ghcr.io/${{ github.repository_owner }}/logto-gate"),
+        "the workflow pushes to ghcr.io"
+    );
+    assert!(workflow.contains("linux/amd64,linux/arm64"));
+    for target in ["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"] {
+        assert!(workflow.contains(target), "{target}");
+    }
+    let base = read("deploy/kubernetes/base/deployment.yaml");
+    let patch = read("deploy/kubernetes/sidecar/add-logto-gate.yaml");
+    for file in [&base, &patch] {
+        assert!(file.contains(&format!("image: {published}")));
+        assert!(file.contains("args: [\"--config\", \"/etc/logto-gate/logto-gate.toml\"]"));
+        assert!(file.contains("path: /_logto/readyz") && file.contains("path: /_logto/healthz"));
+    }
+    assert!(patch.contains("name: gate-http"));
+    assert!(read("deploy/kubernetes/sidecar/service-to-gate.yaml").contains("value: gate-http"));
+    let k = read("deploy/kubernetes/sidecar/kustomization.yaml");
+    for file in [
+        "add-logto-gate.yaml",
+        "service-to-gate.yaml",
+        "../base/configmap.yaml",
+        "../base/secret.yaml",
+    ] {
+        assert!(k.contains(file), "{file}");
+        assert!(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("deploy/kubernetes/sidecar")
+                .join(file)
+                .exists(),
+            "{file}"
+        );
+    }
+}
+
+/// Before the app exists in Logto the compose file gives the gate empty values (so `docker compose up -d logto`
+/// works); a gate started with them stops at once, naming each key to set.
+#[test]
+fn the_compose_gate_without_its_env_names_the_missing_keys() {
+    let toml = read("deploy/compose/logto-gate.toml");
+    let env = [
+        "LOGTO_GATE_LOGTO__APP_ID",
+        "LOGTO_GATE_LOGTO__APP_SECRET",
+        "LOGTO_GATE_SESSION__SECRET",
+    ]
+    .map(|k| (k.to_owned(), String::new()));
+    let err = logto_gate::Config::from_toml_str(&toml, env).expect_err("refused");
+    for key in [
+        "logto.app_id: missing",
+        "logto.app_secret: missing",
+        "session.secret: missing",
+    ] {
+        assert!(err.0.iter().any(|l| l.starts_with(key)), "{key} in {err}");
+    }
+    let compose = read("deploy/compose/docker-compose.yml");
+    assert!(!compose.contains(":?"), "no variable is required at interpolation time");
 }
 
 #[test]

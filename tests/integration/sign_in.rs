@@ -162,12 +162,8 @@ async fn api_request_without_session_gets_401_json_never_a_redirect() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    for (method, accept) in [
-        ("GET", "application/json"),
-        ("POST", "text/html"),
-        ("GET", "*/*"),
-        ("DELETE", ""),
-    ] {
+    // (A browser's POST that accepts HTML gets the same 401 as a page: see requests_without_a_session_get_a_way_back.)
+    for (method, accept) in [("GET", "application/json"), ("GET", "*/*"), ("DELETE", "")] {
         let resp = client
             .request(method.parse().unwrap(), format!("{}/api/items", s.gate.url()))
             .header("accept", accept)
@@ -273,18 +269,27 @@ async fn sign_out_clears_the_session_and_ends_logtos_session() {
     );
     let q: std::collections::HashMap<_, _> = end.query_pairs().into_owned().collect();
     assert_eq!(q["client_id"], APP_ID);
-    assert_eq!(q["post_logout_redirect_uri"], format!("{}/", s.gate.url()));
+    let signed_out = format!("{}/_logto/signed-out", s.gate.url());
+    assert_eq!(q["post_logout_redirect_uri"], signed_out);
     // Signed out at the gate: the API answers 401 again.
     let api = b.client.get(format!("{}/api", s.gate.url())).send().await.unwrap();
     assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
-    // Logto ends its own session and sends the browser back to the gate's root.
+    // Logto ends its own session and sends the browser to the gate's signed-out page (not the app's root, which
+    // would start a new sign-in at once), which offers to sign in again.
     let hops = b.follow_submitting_forms(&location).await;
     assert_eq!(
         hops.last().unwrap().location.as_deref(),
-        Some(format!("{}/", s.gate.url()).as_str()),
+        Some(signed_out.as_str()),
         "{hops:#?}"
     );
     assert_eq!(s.idp.stats()["end_sessions"], 1);
+    let (_, page) = b.navigate(&signed_out).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("You are signed out") && html.contains("/_logto/sign-in"),
+        "{html}"
+    );
 }
 
 #[tokio::test]
@@ -321,4 +326,71 @@ async fn session_cookie_is_httponly_lax_and_small() {
     assert!(session.contains("HttpOnly") && session.contains("SameSite=Lax") && session.contains("Path=/"));
     assert!(!session.contains("Secure"), "http public_url: no Secure attribute");
     assert!(session.len() < 2048, "session cookie is {} bytes", session.len());
+}
+
+/// Without a session: an API client's 401 names a sign-in URL that comes back to what it asked for; a browser's
+/// form post (not a navigation) gets an HTML page whose "Sign in again" returns to the page the form was on.
+#[tokio::test]
+async fn requests_without_a_session_get_a_way_back() {
+    let s = Stack::start().await;
+    let api = plain()
+        .get(format!("{}/api/items?page=2", s.gate.url()))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+    let v: Value = api.json().await.unwrap();
+    assert_eq!(
+        v["sign_in_url"],
+        format!("{}/_logto/sign-in?redirect=%2Fapi%2Fitems%3Fpage%3D2", s.gate.url())
+    );
+    let form = plain()
+        .post(format!("{}/orders/submit", s.gate.url()))
+        .header("accept", "text/html,application/xhtml+xml")
+        .header("referer", format!("{}/orders/new?draft=1", s.gate.url()))
+        .form(&[("item", "1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), StatusCode::UNAUTHORIZED);
+    assert!(form.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = form.text().await.unwrap();
+    assert!(
+        html.contains("/_logto/sign-in?redirect=%2Forders%2Fnew%3Fdraft%3D1"),
+        "{html}"
+    );
+    // A referer from elsewhere is no way back: the link returns to the root.
+    let foreign = plain()
+        .post(format!("{}/orders/submit", s.gate.url()))
+        .header("accept", "text/html")
+        .header("referer", "https://evil.example/orders")
+        .send()
+        .await
+        .unwrap();
+    assert!(foreign.text().await.unwrap().contains("/_logto/sign-in?redirect=%2F\""));
+    assert_eq!(s.upstream.count(), 0);
+}
+
+/// Traefik's errors middleware fetches `/_logto/sign-in` itself and shows the browser that answer's body (a
+/// redirect's body, which a browser never sees otherwise): it is a small page that starts the sign-in in the
+/// browser, by a meta refresh and a link, back to the page asked for.
+#[tokio::test]
+async fn the_sign_in_redirect_has_a_body_for_error_page_integrations() {
+    let s = Stack::start().await;
+    let url = format!(
+        "{}/_logto/sign-in?redirect={}",
+        s.gate.url(),
+        url::form_urlencoded::byte_serialize(format!("{}/reports?y=1", s.gate.url()).as_bytes()).collect::<String>()
+    );
+    let r = plain().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let html = r.text().await.unwrap();
+    let again = format!("{}/_logto/sign-in?redirect=%2Freports%3Fy%3D1", s.gate.url());
+    assert!(html.contains(&format!("content=\"0; url={again}\"")), "{html}");
+    assert!(html.contains(&format!("href=\"{again}\"")), "{html}");
 }

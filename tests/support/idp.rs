@@ -72,6 +72,8 @@ pub struct Idp {
     child: Child,
     _stdin: Option<ChildStdin>,
     pub port: u16,
+    /// The host name in its issuer (it listens on 127.0.0.1 whatever this is).
+    host: String,
 }
 
 #[derive(Default, Clone)]
@@ -85,6 +87,8 @@ pub struct IdpOptions {
     /// `Cache-Control: max-age` on the key set, in seconds.
     pub jwks_max_age: Option<u64>,
     pub port: Option<u16>,
+    /// The host name of its issuer, e.g. "localhost" so its cookies are not the app's (default 127.0.0.1).
+    pub public_host: Option<String>,
 }
 
 impl Idp {
@@ -121,17 +125,20 @@ impl Idp {
         if let Some(d) = options.default_resource {
             config["default_resource"] = json!(d);
         }
+        let host = options.public_host.unwrap_or_else(|| "127.0.0.1".to_owned());
+        config["public_host"] = json!(host);
         let (child, stdin, port) = spawn_node("server.mjs", "IDP_CONFIG", &config.to_string())?;
         Ok(Idp {
             child,
             _stdin: stdin,
             port,
+            host,
         })
     }
 
     /// Like `logto.endpoint`: the issuer is `<endpoint>/oidc`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     pub fn issuer(&self) -> String {
@@ -163,7 +170,7 @@ impl Idp {
             "client_id": client_id,
             "client_secret": secret,
             "redirect_uris": [format!("{public_url}/_logto/callback")],
-            "post_logout_redirect_uris": [format!("{public_url}/")],
+            "post_logout_redirect_uris": [format!("{public_url}/"), format!("{public_url}/_logto/signed-out")],
         });
         if let Some(uri) = backchannel {
             client["backchannel_logout_uri"] = json!(uri);
