@@ -170,7 +170,13 @@ impl Gate {
                     .get(super::REQUEST_ID)
                     .cloned()
                     .unwrap_or_else(|| HeaderValue::from_static(""));
-                self.fail(e, html, req.method(), &request_id, req.uri().path())
+                let failed = super::Failed {
+                    method: req.method(),
+                    request_id: &request_id,
+                    path: req.uri().path(),
+                    back: None,
+                };
+                self.fail(e, html, &failed)
             }
         };
         if let Some(clear) = state

@@ -399,7 +399,15 @@ impl Gate {
             };
             let mut resp = match result {
                 Ok(resp) => resp,
-                Err(e) => this.fail(e, html, &method, &request_id, uri.path()),
+                Err(e) => {
+                    let failed = Failed {
+                        method: &method,
+                        request_id: &request_id,
+                        path: uri.path(),
+                        back: retry_target(route, &uri, this.config.server.public_url.origin()),
+                    };
+                    this.fail(e, html, &failed)
+                }
             };
             if framing.is_some() {
                 // The unread body's extent is in doubt, so nothing after it on this connection can be trusted either.
@@ -475,9 +483,12 @@ impl Gate {
 
     /// Phase 6 for errors: log by source (with the request id and path, to match the access line), answer with
     /// a page.
-    fn fail(&self, e: GateError, html: bool, method: &Method, request_id: &HeaderValue, path: &str) -> Response<Body> {
-        let request_id = request_id.to_str().unwrap_or("");
-        let path = log_path(path);
+    fn fail(&self, e: GateError, html: bool, failed: &Failed<'_>) -> Response<Body> {
+        let (method, request_id, path) = (
+            failed.method,
+            failed.request_id.to_str().unwrap_or(""),
+            log_path(failed.path),
+        );
         match &e {
             GateError::Client(_) => {
                 tracing::info!(source = e.source_name(), error = %e, %method, request_id, %path, "request refused")
@@ -489,7 +500,14 @@ impl Gate {
                 tracing::error!(source = e.source_name(), error = %e, %method, request_id, %path, "request failed")
             }
         }
-        let mut resp = e.page().render(html);
+        let mut page = e.page();
+        // "Sign in again" comes back to the page the person wanted, when the request shows which.
+        if let (Some((href, _)), Some(back)) = (page.link.as_mut(), failed.back.as_ref()) {
+            if href == paths::SIGN_IN {
+                *href = self.sign_in_url(back);
+            }
+        }
+        let mut resp = page.render(html);
         if let GateError::Client(ClientError::InvalidToken(_)) = e {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -816,6 +834,29 @@ impl Gate {
             HeaderValue::from_static("Bearer realm=\"logto-gate\""),
         );
         resp
+    }
+}
+
+/// What the line and page of a failed request need to know about it.
+struct Failed<'a> {
+    method: &'a Method,
+    request_id: &'a HeaderValue,
+    path: &'a str,
+    /// Where "Sign in again" should come back to, when the request shows it.
+    back: Option<ReturnPath>,
+}
+
+/// The page a person wanted, for a failed request's "Sign in again": the app's page itself, or the `redirect` of a
+/// sign-in that failed (Logto unreachable, say).
+fn retry_target(route: Route, uri: &http::Uri, origin: &str) -> Option<ReturnPath> {
+    match route {
+        Route::App => Some(ReturnPath::parse_or_root(
+            uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        )),
+        Route::SignIn => url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .find(|(k, _)| k == "redirect")
+            .map(|(_, v)| ReturnPath::parse_same_origin_or_root(&v, origin)),
+        _ => None,
     }
 }
 

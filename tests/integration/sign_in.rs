@@ -394,3 +394,38 @@ async fn the_sign_in_redirect_has_a_body_for_error_page_integrations() {
     assert!(html.contains(&format!("content=\"0; url={again}\"")), "{html}");
     assert!(html.contains(&format!("href=\"{again}\"")), "{html}");
 }
+
+/// "Sign in again" on an error page comes back to the page the person wanted (here Logto is unreachable when the
+/// sign-in starts), not to the root.
+#[tokio::test]
+async fn sign_in_again_links_keep_the_page_asked_for() {
+    let upstream = Upstream::start().await;
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let gate = TestGate::start_unready(&dead, &upstream.url(), "", "", |t| t, |_| {}).await;
+    let r = plain()
+        .get(format!("{}/reports/2026?q=1", gate.url()))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains(&format!(
+            "href=\"{}/_logto/sign-in?redirect=%2Freports%2F2026%3Fq%3D1\"",
+            gate.url()
+        )),
+        "{html}"
+    );
+    let via_sign_in = plain()
+        .get(format!("{}/_logto/sign-in?redirect=%2Fdocs", gate.url()))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert!(via_sign_in
+        .text()
+        .await
+        .unwrap()
+        .contains("/_logto/sign-in?redirect=%2Fdocs\""));
+}
