@@ -67,6 +67,8 @@ pub struct ServerConfig {
     pub allow_encoded_slashes: bool,
     /// Rules match paths whatever their letter case (for IIS and other case-insensitive apps).
     pub case_insensitive_paths: bool,
+    /// CORS preflights (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) pass without a session.
+    pub skip_auth_preflight: bool,
     /// Where Prometheus metrics are served; `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
     /// How long in-flight requests and upgraded connections may take to finish after SIGTERM.
@@ -137,6 +139,9 @@ pub struct UpstreamConfig {
     pub pass_method_override: bool,
     /// Protocols a client may switch to through the gate (RFC 9110 §7.8), lower case; `h2c` never.
     pub upgrade_protocols: Vec<String>,
+    /// Speak Logto Cloud's Protected App contract to the app: `Authorization: Basic base64(appId:appSecret)`,
+    /// `Logto-ID-Token`, `Logto-Host`.
+    pub protected_app: bool,
 }
 
 #[derive(Clone)]
@@ -320,6 +325,7 @@ struct RawServer {
     trusted_proxies: Option<Vec<String>>,
     allow_encoded_slashes: Option<bool>,
     case_insensitive_paths: Option<bool>,
+    skip_auth_preflight: Option<bool>,
     metrics_listen: Option<String>,
     shutdown_timeout: Option<String>,
     header_read_timeout: Option<String>,
@@ -341,6 +347,7 @@ struct RawUpstream {
     pass_method_override: Option<bool>,
     #[serde(deserialize_with = "list_of_strings")]
     upgrade_protocols: Option<Vec<String>>,
+    protected_app: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -824,6 +831,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         });
     let connect_timeout = duration(&mut p, "upstream.connect_timeout", raw.upstream.connect_timeout, "5s");
     let upgrade_protocols = upgrade_protocols(&mut p, raw.upstream.upgrade_protocols);
+    let protected_app = raw.upstream.protected_app.unwrap_or(false);
+    if protected_app && raw.upstream.pass_access_token == Some(true) {
+        p.add(
+            "upstream.protected_app",
+            "sends Authorization: Basic (the Protected App contract), so it cannot go with upstream.pass_access_token",
+        );
+    }
     let response_timeout = duration(
         &mut p,
         "upstream.response_timeout",
@@ -1256,6 +1270,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             trusted_proxies,
             allow_encoded_slashes: raw.server.allow_encoded_slashes.unwrap_or(false),
             case_insensitive_paths,
+            skip_auth_preflight: raw.server.skip_auth_preflight.unwrap_or(false),
             metrics_listen,
             shutdown_timeout,
             header_read_timeout,
@@ -1273,6 +1288,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             pass_access_token: raw.upstream.pass_access_token.unwrap_or(false),
             pass_method_override: raw.upstream.pass_method_override.unwrap_or(false),
             upgrade_protocols,
+            protected_app,
         },
         logto: LogtoConfig {
             issuer: format!("{endpoint}/oidc"),

@@ -240,7 +240,15 @@ impl Gate {
                 claims.entry(k).or_insert(v);
             }
         }
+        let id_token_exp = claims.get("exp").and_then(Value::as_u64);
         let mut session = self.new_session(claims, &tokens, now);
+        if let (true, Some(id_token), Some(exp)) = (
+            self.config.upstream.protected_app,
+            tokens.id_token.as_deref(),
+            id_token_exp,
+        ) {
+            session.keep_id_token(id_token, exp, now);
+        }
         match self.apply_resource_token(&mut session, now).await {
             Ok(()) => {}
             Err(RefreshError::Denied(why)) => return Err(IdpError::Misconfigured(why).into()),
@@ -321,6 +329,8 @@ impl Gate {
             seen: now,
             refresh_at: tokens.expires_in.map(|s| Session::refresh_time(now, s)),
             serial: self.sessions.new_serial(),
+            idt: None,
+            idt_exp: None,
             rendered: Default::default(),
         }
     }

@@ -76,7 +76,7 @@ const USERINFO_ONLY_CLAIMS: [&str; 3] = ["identities", "custom_data", "organizat
 /// spelling, `_` for `-`): the assertion, the forward-auth answer's identity fields, and `X-Original-URL` /
 /// `X-Rewrite-URL`, on which IIS's URL Rewrite and old Symfony route instead of the request target (so the app would
 /// serve another path than the rules saw).
-const GATE_OWNED_HEADERS: [&str; 9] = [
+const GATE_OWNED_HEADERS: [&str; 11] = [
     crate::assertion::HEADER,
     "x-auth-request-user",
     "x-auth-request-email",
@@ -86,7 +86,14 @@ const GATE_OWNED_HEADERS: [&str; 9] = [
     "x-original-url",
     "x-rewrite-url",
     MACHINE_HEADER,
+    PROTECTED_APP_ID_TOKEN,
+    PROTECTED_APP_HOST,
 ];
+
+/// Logto Protected App's headers (`upstream.protected_app`): the signed-in user's ID token as Logto signed it, and
+/// the host the browser asked for.
+const PROTECTED_APP_ID_TOKEN: &str = "logto-id-token";
+const PROTECTED_APP_HOST: &str = "logto-host";
 
 /// Set on requests of a Logto machine-to-machine app (its id), never on a person's: how the app tells them apart.
 const MACHINE_HEADER: &str = "x-forwarded-machine";
@@ -205,6 +212,13 @@ fn classify(path: &str) -> Route {
     }
 }
 
+/// A CORS preflight (Fetch standard §4.8): `OPTIONS` with `Origin` and `Access-Control-Request-Method`.
+fn is_preflight(req: &Request<Body>) -> bool {
+    req.method() == Method::OPTIONS
+        && req.headers().contains_key(header::ORIGIN)
+        && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
 /// True for a browser navigation: GET or HEAD that accepts HTML. Only those are redirected to sign in.
 fn is_browser_navigation(req: &Request<Body>) -> bool {
     (req.method() == Method::GET || req.method() == Method::HEAD)
@@ -218,6 +232,8 @@ fn is_browser_navigation(req: &Request<Body>) -> bool {
 
 /// The gate: configuration, Logto, cookies and the upstream client, shared by every connection.
 pub struct Gate {
+    /// `Authorization` for the app in Logto Protected App mode (`upstream.protected_app`).
+    protected_basic: Option<HeaderValue>,
     config: Config,
     oidc: Arc<Oidc>,
     sessions: Sessions,
@@ -288,7 +304,23 @@ impl Gate {
         let identity_inline = !config.headers.iter().any(|(name, _)| {
             *name == REQUEST_ID || *name == header::AUTHORIZATION || name.as_str() == crate::assertion::HEADER
         });
+        // Logto Protected App: `Authorization: Basic base64(appId:appSecret)` on every request, so the app can refuse
+        // anything that did not come through the gate.
+        let protected_basic = if config.upstream.protected_app {
+            use base64::Engine;
+            let pair = format!("{}:{}", config.logto.app_id, config.logto.app_secret.expose());
+            let mut v = HeaderValue::from_str(&format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            ))
+            .map_err(|_| "upstream.protected_app: the app credentials make no header value".to_owned())?;
+            v.set_sensitive(true);
+            Some(v)
+        } else {
+            None
+        };
         Ok(Arc::new(Gate {
+            protected_basic,
             identity_inline,
             forwarded_host,
             config,
@@ -559,6 +591,10 @@ impl Gate {
                 }
             };
             // 4. rewrite
+            let browser_host = match &self.protected_basic {
+                Some(_) => request_host(&req, trusted).and_then(|h| HeaderValue::from_str(h).ok()),
+                None => None,
+            };
             let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
             let (mut parts, request_body) = req.into_parts();
             if let Some(path) = &new_path {
@@ -585,6 +621,9 @@ impl Gate {
             }
             if let Some(principal) = &principal {
                 self.add_credentials(&mut parts.headers, principal)?;
+            }
+            if let Some(basic) = &self.protected_basic {
+                self.add_protected_app(&mut parts.headers, basic, browser_host, principal.as_ref());
             }
             // 5. forward
             let mut resp = self
@@ -669,7 +708,13 @@ impl Gate {
         } else {
             Vec::new()
         };
-        Ok(policy.decide(req.method().as_str(), &overrides, host, &rule_path))
+        let decision = policy.decide(req.method().as_str(), &overrides, host, &rule_path);
+        if matches!(decision, Decision::Require(..)) && self.config.server.skip_auth_preflight && is_preflight(req) {
+            // A CORS preflight carries no credentials (Fetch standard, CORS-preflight request): it passes as a
+            // public request would, without identity; denied routes stay denied.
+            return Ok(Decision::Public);
+        }
+        Ok(decision)
     }
 
     /// The identity headers for `principal`: a session's, rendered once and kept with it; a bearer token's, now.
@@ -690,6 +735,28 @@ impl Gate {
     fn add_identity(&self, headers: &mut http::HeaderMap, principal: &Principal) -> Result<(), GateError> {
         self.identity_headers(principal).insert_into(headers);
         self.add_credentials(headers, principal)
+    }
+
+    /// Logto Protected App's contract (`upstream.protected_app`): the app's Basic credentials on every request, the
+    /// host the browser asked for, and a signed-in user's ID token as Logto signed it, only while it is valid (the
+    /// session refreshes it before it expires; an expired one is never sent). Client-sent copies were removed.
+    fn add_protected_app(
+        &self,
+        headers: &mut http::HeaderMap,
+        basic: &HeaderValue,
+        browser_host: Option<HeaderValue>,
+        principal: Option<&Principal>,
+    ) {
+        headers.insert(header::AUTHORIZATION, basic.clone());
+        let host = browser_host.unwrap_or_else(|| self.forwarded_host.clone());
+        headers.insert(http::HeaderName::from_static(PROTECTED_APP_HOST), host);
+        if let Some(Principal::Session(c)) = principal {
+            if let Some(token) = c.session.live_id_token(session::now()) {
+                if let Ok(v) = HeaderValue::from_str(token) {
+                    headers.insert(http::HeaderName::from_static(PROTECTED_APP_ID_TOKEN), v);
+                }
+            }
+        }
     }
 
     /// The access token when asked for, the machine header for a machine-to-machine app, and the signed assertion.

@@ -134,9 +134,14 @@ impl Gate {
             }
         };
         let mut session = old.clone();
+        // The refreshed ID token and its expiry, kept for the Protected App contract.
+        let mut new_id_token = None;
         if let Some(id_token) = tokens.id_token.as_deref() {
             match self.oidc.verify_refreshed_id_token(id_token, old.sub(), now).await {
                 Ok(mut claims) => {
+                    if self.config.upstream.protected_app {
+                        new_id_token = claims.get("exp").and_then(Value::as_u64).map(|exp| (id_token, exp));
+                    }
                     if self.needs_userinfo {
                         if let Some(loaded) = self.oidc.loaded() {
                             match self.oidc.userinfo(&loaded, &tokens.access_token, old.sub()).await {
@@ -172,6 +177,9 @@ impl Gate {
             .then(|| tokens.access_token.clone());
         session.at_exp = tokens.expires_in.map(|s| now + s);
         session.refresh_at = tokens.expires_in.map(|s| Session::refresh_time(now, s));
+        if let Some((id_token, exp)) = new_id_token {
+            session.keep_id_token(id_token, exp, now);
+        }
         match self.apply_resource_token(&mut session, now).await {
             Ok(()) => {}
             Err(RefreshError::Revoked(why)) => {

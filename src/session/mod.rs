@@ -49,6 +49,12 @@ pub struct Session {
     /// Random, set at sign-in and kept through refreshes: names this session on the revocation list at sign-out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
+    /// The ID token as Logto signed it, kept only for `upstream.protected_app` (sent as `Logto-ID-Token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idt: Option<String>,
+    /// When that ID token expires, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idt_exp: Option<u64>,
     /// The identity headers rendered from `claims`, kept for the life of this value (never serialised).
     #[serde(skip)]
     pub rendered: Rendered,
@@ -110,6 +116,22 @@ impl Session {
     }
 
     /// True when the tokens are near expiry and a refresh token can renew them.
+    /// Keeps `id_token` (expiring at `exp`) for the Protected App contract, and plans the refresh before it
+    /// expires, so the app is never sent an expired one.
+    pub fn keep_id_token(&mut self, id_token: &str, exp: u64, now: u64) {
+        self.idt = Some(id_token.to_owned());
+        self.idt_exp = Some(exp);
+        let at = Session::refresh_time(now, exp.saturating_sub(now));
+        self.refresh_at = Some(self.refresh_at.map_or(at, |r| r.min(at)));
+    }
+
+    /// The kept ID token while it is valid at `now` (none once expired: the app is never sent an expired one).
+    pub fn live_id_token(&self, now: u64) -> Option<&str> {
+        self.idt
+            .as_deref()
+            .filter(|_| self.idt_exp.is_some_and(|exp| now < exp))
+    }
+
     pub fn needs_refresh(&self, now: u64) -> bool {
         self.rt.is_some() && self.refresh_at.is_some_and(|at| now >= at)
     }
@@ -161,6 +183,8 @@ mod tests {
             seen: 0,
             refresh_at: None,
             serial: None,
+            idt: None,
+            idt_exp: None,
             rendered: Rendered::default(),
         }
     }

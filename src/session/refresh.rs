@@ -111,6 +111,8 @@ mod tests {
             seen: 0,
             refresh_at: None,
             serial: None,
+            idt: None,
+            idt_exp: None,
             rendered: Default::default(),
         }
     }

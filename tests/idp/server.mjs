@@ -11,7 +11,7 @@
 //   - a consent step even for first-party apps, RP-initiated logout that signs out without a question
 //
 // Started as `node server.mjs` with the environment variable IDP_CONFIG holding JSON (all optional):
-//   { "port": 0, "host": "127.0.0.1", "clients": [ {client_id, client_secret, redirect_uris, post_logout_redirect_uris} ],
+//   { "port": 0, "host": "127.0.0.1", "public_host": "localhost", "id_token_ttl": 3600, "clients": [ {client_id, client_secret, redirect_uris, post_logout_redirect_uris} ],
 //     "accounts": { "<id>": { claims... } }, "interactive": false, "access_token_ttl": 3600,
 //     "resources": { "<indicator>": { "scopes": ["read"] } }, "default_resource": "<indicator>", "jwks_max_age": 10 }
 // It prints `LISTENING <port>` on stdout once it accepts connections and exits when stdin closes, so a test

@@ -20,6 +20,7 @@ mod keys;
 mod logto;
 mod policy;
 mod production;
+mod protected_app;
 mod proxying;
 mod security;
 mod sessions;

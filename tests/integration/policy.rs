@@ -263,3 +263,57 @@ async fn encoded_slashes_pass_when_allowed() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(s.upstream.last().path, "/files/a%2Fb");
 }
+
+/// `server.skip_auth_preflight`: a real CORS preflight (OPTIONS with Origin and Access-Control-Request-Method)
+/// passes without a session and without identity; anything short of one still needs a session; denied routes
+/// stay denied; and without the key preflights need a session like everything else.
+#[tokio::test]
+async fn cors_preflights_pass_unauthenticated_only_when_asked_and_only_real_ones() {
+    let rules = "[[rules]]\nprefix = \"/closed\"\nallow = \"deny\"\n";
+    let s = Stack::edited(
+        IdpOptions::default(),
+        "",
+        rules,
+        in_server("skip_auth_preflight = true"),
+    )
+    .await;
+    let send = |method: &str, path: &str, headers: &[(&str, &str)]| {
+        let mut req = plain().request(method.parse().unwrap(), format!("{}{path}", s.gate.url()));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        async move { req.send().await.unwrap().status() }
+    };
+    let preflight = [
+        ("origin", "https://web.example.com"),
+        ("access-control-request-method", "PUT"),
+        ("x-forwarded-user", "spoofed"),
+    ];
+    assert_eq!(send("OPTIONS", "/api/items", &preflight).await, StatusCode::OK);
+    let seen = s.upstream.last();
+    assert_eq!(seen.method, "OPTIONS");
+    assert_eq!(
+        seen.header("x-forwarded-user"),
+        None,
+        "no identity, and the spoofed one removed"
+    );
+    let before = s.upstream.count();
+    assert_eq!(
+        send("OPTIONS", "/api/items", &[("origin", "https://web.example.com")]).await,
+        StatusCode::UNAUTHORIZED,
+        "OPTIONS without Access-Control-Request-Method is no preflight"
+    );
+    assert_eq!(send("GET", "/api/items", &preflight).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(send("OPTIONS", "/closed", &preflight).await, StatusCode::FORBIDDEN);
+    assert_eq!(s.upstream.count(), before);
+
+    let strict = Stack::start().await;
+    let r = plain()
+        .request(reqwest::Method::OPTIONS, format!("{}/api/items", strict.gate.url()))
+        .header("origin", "https://web.example.com")
+        .header("access-control-request-method", "PUT")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "off by default");
+}

@@ -89,6 +89,8 @@ pub struct IdpOptions {
     pub port: Option<u16>,
     /// The host name of its issuer, e.g. "localhost" so its cookies are not the app's (default 127.0.0.1).
     pub public_host: Option<String>,
+    /// ID tokens' lifetime in seconds (default 3600).
+    pub id_token_ttl: Option<u64>,
 }
 
 impl Idp {
@@ -118,6 +120,9 @@ impl Idp {
         }
         if let Some(r) = options.resources {
             config["resources"] = r;
+        }
+        if let Some(ttl) = options.id_token_ttl {
+            config["id_token_ttl"] = json!(ttl);
         }
         if let Some(age) = options.jwks_max_age {
             config["jwks_max_age"] = json!(age);

@@ -4,6 +4,7 @@
 
 pub mod idp;
 pub mod nginx;
+pub mod protected_origin;
 pub mod redis;
 pub mod rogue;
 pub mod upstream;
