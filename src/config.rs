@@ -65,6 +65,9 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// Let `%2F` and `%5C` through in paths instead of answering 400.
     pub allow_encoded_slashes: bool,
+    /// Hosts besides `public_url`'s that sign-ins may return to and that the gate serves (lower case; a leading
+    /// `.` admits every subdomain).
+    pub allowed_redirect_hosts: Vec<String>,
     /// Rules match paths whatever their letter case (for IIS and other case-insensitive apps).
     pub case_insensitive_paths: bool,
     /// CORS preflights (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) pass without a session.
@@ -199,6 +202,9 @@ pub struct SessionConfig {
     /// revocation list and replay cache live there, shared by every replica).
     pub redis_url: Option<String>,
     pub redis_key_prefix: String,
+    /// `Domain` of the session (and sign-in attempt) cookies, lower case without a leading dot: one sign-in for
+    /// every host under it. `None`: host-only cookies on `server.public_url`'s host.
+    pub cookie_domain: Option<String>,
 }
 
 /// Where sessions live.
@@ -324,6 +330,8 @@ struct RawServer {
     #[serde(deserialize_with = "list_of_strings")]
     trusted_proxies: Option<Vec<String>>,
     allow_encoded_slashes: Option<bool>,
+    #[serde(deserialize_with = "list_of_strings")]
+    allowed_redirect_hosts: Option<Vec<String>>,
     case_insensitive_paths: Option<bool>,
     skip_auth_preflight: Option<bool>,
     metrics_listen: Option<String>,
@@ -382,6 +390,7 @@ struct RawSession {
     store: Option<String>,
     redis_url: Option<String>,
     redis_key_prefix: Option<String>,
+    cookie_domain: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1016,6 +1025,54 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         );
     }
     let lifetime = duration(&mut p, "session.lifetime", raw.session.lifetime, "7d");
+    let public_host = public_url
+        .as_ref()
+        .map(|u| crate::policy::normalise_host(u.host()))
+        .unwrap_or_default();
+    let cookie_domain = non_empty(raw.session.cookie_domain).map(|d| d.trim_start_matches('.').to_ascii_lowercase());
+    if let Some(d) = &cookie_domain {
+        if !d.contains('.') || !d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+            p.add(
+                "session.cookie_domain",
+                format!("`{d}` is not a domain like \"example.com\" (browsers refuse cookies for a top-level domain)"),
+            );
+        } else if public_url.is_some() && !within(&public_host, d) {
+            p.add(
+                "session.cookie_domain",
+                format!("`{d}` does not contain server.public_url's host `{public_host}`, where the callback sets the cookie"),
+            );
+        }
+    }
+    let allowed_redirect_hosts: Vec<String> = raw
+        .server
+        .allowed_redirect_hosts
+        .unwrap_or_default()
+        .into_iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect();
+    for h in &allowed_redirect_hosts {
+        let bare = h.trim_start_matches('.');
+        let name = bare.split(':').next().unwrap_or(bare);
+        if bare.contains('/') || bare.contains('@') || name.is_empty() {
+            p.add(
+                "server.allowed_redirect_hosts",
+                format!("`{h}` is not a host like \"grafana.example.com\" or \".example.com\""),
+            );
+        } else if let Some(d) = &cookie_domain {
+            if !within(name, d) {
+                p.add(
+                    "server.allowed_redirect_hosts",
+                    format!("`{h}` is outside session.cookie_domain `{d}`: the session cookie would not reach it"),
+                );
+            }
+        } else {
+            p.add(
+                "server.allowed_redirect_hosts",
+                format!("`{h}` needs session.cookie_domain: a host-only cookie on server.public_url's host would not reach it"),
+            );
+        }
+    }
 
     // headers
     let headers = match raw.headers {
@@ -1269,6 +1326,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             public_url,
             trusted_proxies,
             allow_encoded_slashes: raw.server.allow_encoded_slashes.unwrap_or(false),
+            allowed_redirect_hosts,
             case_insensitive_paths,
             skip_auth_preflight: raw.server.skip_auth_preflight.unwrap_or(false),
             metrics_listen,
@@ -1313,12 +1371,19 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             store,
             redis_url,
             redis_key_prefix,
+            cookie_domain,
         },
         headers,
         policy,
         assertion,
         log: LogConfig { level, format },
     })
+}
+
+/// True when `host` is `domain` or one of its subdomains (on a label boundary: `badexample.com` is not in
+/// `example.com`).
+fn within(host: &str, domain: &str) -> bool {
+    host == domain || host.strip_suffix(domain).is_some_and(|rest| rest.ends_with('.'))
 }
 
 /// `logto.clock_leeway`: how far the gate's and Logto's clocks may disagree, for every token the gate verifies

@@ -39,6 +39,48 @@ impl ReturnPath {
         }
     }
 
+    /// Like [`ReturnPath::parse_same_origin_or_root`], also accepting an absolute URL with the gate's scheme on a host
+    /// `allowed` admits (`server.allowed_redirect_hosts`, for one sign-in across subdomains): kept whole, its path
+    /// and query held to the same rules as a same-origin path. Any other absolute URL falls back to `/`.
+    pub fn parse_for_hosts(candidate: &str, origin: &str, allowed: impl Fn(&str) -> bool) -> Self {
+        let same_origin = Self::parse_same_origin_or_root(candidate, origin);
+        if same_origin.0 != "/" || candidate.starts_with('/') {
+            return same_origin;
+        }
+        let scheme = origin.split("://").next().unwrap_or("https");
+        let Ok(url) = url::Url::parse(candidate) else {
+            return same_origin;
+        };
+        let Some(host) = url.host_str() else {
+            return same_origin;
+        };
+        if url.scheme() != scheme
+            || !url.username().is_empty()
+            || url.password().is_some()
+            || url.fragment().is_some()
+            || !allowed(host)
+        {
+            return same_origin;
+        }
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        if !is_safe(&path) {
+            return same_origin;
+        }
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        ReturnPath(format!("{scheme}://{authority}{path}"))
+    }
+
+    /// True for a return URL on another allowed host (rather than a path on the gate's own origin).
+    pub fn is_absolute(&self) -> bool {
+        !self.0.starts_with('/')
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -76,6 +118,32 @@ fn is_safe(p: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn other_hosts_are_accepted_only_when_allowed_and_with_our_scheme() {
+        let allowed = |h: &str| h == "grafana.example.com";
+        let origin = "https://auth.example.com";
+        let ok = ReturnPath::parse_for_hosts("https://grafana.example.com/d/1?x=2", origin, allowed);
+        assert_eq!(ok.as_str(), "https://grafana.example.com/d/1?x=2");
+        assert!(ok.is_absolute());
+        for refused in [
+            "https://evil.example.com/",
+            "http://grafana.example.com/",
+            "https://user@grafana.example.com/",
+            "https://grafana.example.com//evil.com",
+            "https://grafana.example.com/a%2Fb",
+            "https://grafana.example.com/#frag",
+            "javascript:alert(1)",
+        ] {
+            let r = ReturnPath::parse_for_hosts(refused, origin, allowed);
+            assert_eq!(r.as_str(), "/", "{refused}");
+        }
+        assert_eq!(
+            ReturnPath::parse_for_hosts("https://auth.example.com/x", origin, allowed).as_str(),
+            "/x"
+        );
+        assert_eq!(ReturnPath::parse_for_hosts("/y?z", origin, allowed).as_str(), "/y?z");
+    }
+
     use super::*;
 
     #[test]

@@ -24,6 +24,7 @@ fn codec() -> &'static CookieCodec {
             store: StoreKind::Cookie,
             redis_url: None,
             redis_key_prefix: "f:".into(),
+            cookie_domain: None,
         })
     })
 }

@@ -113,7 +113,7 @@ impl Gate {
             trusted.then(|| h("x-original-uri").or(h("x-forwarded-uri"))).flatten()
         };
         let return_to = match params.iter().find(|(k, _)| k == "redirect") {
-            Some((_, v)) => ReturnPath::parse_same_origin_or_root(v, origin),
+            Some((_, v)) => self.return_target(v),
             None => from_proxy().map_or_else(ReturnPath::root, |v| ReturnPath::parse_same_origin_or_root(v, origin)),
         };
         self.start_sign_in(return_to).await
@@ -293,7 +293,13 @@ impl Gate {
             Err(SaveError::Store(e)) => return Err(e.into()),
             Err(SaveError::Internal(e)) => return Err(GateError::Internal(e)),
         };
-        let target = self.config.server.public_url.join(&attempt.return_to);
+        // The attempt is sealed by the gate, but its target is checked again: only ever our origin or an allowed host.
+        let back = self.return_target(&attempt.return_to);
+        let target = if back.is_absolute() {
+            back.as_str().to_owned()
+        } else {
+            self.config.server.public_url.join(back.as_str())
+        };
         let mut resp = pages::redirect(StatusCode::FOUND, &target);
         for c in cookies {
             resp.headers_mut().append(header::SET_COOKIE, c);

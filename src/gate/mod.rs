@@ -595,6 +595,14 @@ impl Gate {
                 Some(_) => request_host(&req, trusted).and_then(|h| HeaderValue::from_str(h).ok()),
                 None => None,
             };
+            // X-Forwarded-Host: the public host, or the other allowed host the request came to.
+            let other_host = if self.config.server.allowed_redirect_hosts.is_empty() {
+                None
+            } else {
+                request_host(&req, trusted)
+                    .filter(|h| self.is_other_allowed_host(h))
+                    .and_then(|h| HeaderValue::from_str(h).ok())
+            };
             let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
             let (mut parts, request_body) = req.into_parts();
             if let Some(path) = &new_path {
@@ -609,7 +617,7 @@ impl Gate {
                 peer.ip(),
                 trusted,
                 public.scheme(),
-                &self.forwarded_host,
+                other_host.as_ref().unwrap_or(&self.forwarded_host),
             );
             // The identity headers go in first (as every other header the gate sets, they replace any of the same
             // name), or, when none of the others can share a name with them, straight into the upstream request head
@@ -848,7 +856,19 @@ impl Gate {
     async fn challenge(&self, req: &Request<Body>) -> Result<Response<Body>, GateError> {
         let wanted = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         if is_browser_navigation(req) {
-            return self.start_sign_in(ReturnPath::parse_or_root(wanted)).await;
+            // On another allowed host (one sign-in across subdomains) the sign-in comes back to that host.
+            let other = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| !self.config.server.allowed_redirect_hosts.is_empty() && self.is_other_allowed_host(h));
+            let back = match other {
+                Some(host) => {
+                    self.return_target(&format!("{}://{host}{wanted}", self.config.server.public_url.scheme()))
+                }
+                None => ReturnPath::parse_or_root(wanted),
+            };
+            return self.start_sign_in(back).await;
         }
         if accepts_html(req) {
             let back = req
@@ -873,6 +893,27 @@ impl Gate {
             return Ok(page);
         }
         Ok(self.unauthorized(&ReturnPath::parse_or_root(wanted)))
+    }
+
+    /// Whether `host` (as a request's `Host` names it) is one of `server.allowed_redirect_hosts`: another host this
+    /// gate serves under the shared cookie domain, which sign-ins may return to.
+    fn is_other_allowed_host(&self, host: &str) -> bool {
+        let name = policy::normalise_host(host);
+        self.config
+            .server
+            .allowed_redirect_hosts
+            .iter()
+            .any(|allowed| match allowed.strip_prefix('.') {
+                Some(domain) => name.strip_suffix(domain).is_some_and(|rest| rest.ends_with('.')),
+                None => policy::normalise_host(allowed) == name,
+            })
+    }
+
+    /// A return target from a request or parameter: a same-origin path, or a URL on an allowed other host.
+    fn return_target(&self, candidate: &str) -> ReturnPath {
+        ReturnPath::parse_for_hosts(candidate, self.config.server.public_url.origin(), |h| {
+            self.is_other_allowed_host(h)
+        })
     }
 
     /// `/_logto/sign-in?redirect=<path>`: where "Sign in again" goes, back to `back` afterwards.

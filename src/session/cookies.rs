@@ -24,6 +24,8 @@ pub struct CookieCodec {
     attempt_prefix: String,
     secure: bool,
     lifetime_secs: u64,
+    /// `; Domain=<session.cookie_domain>`, or empty for host-only cookies.
+    domain: String,
 }
 
 impl std::fmt::Debug for CookieCodec {
@@ -57,6 +59,11 @@ impl CookieCodec {
             attempt_prefix: format!("{}_signin_", config.cookie_name),
             secure: config.secure_cookies,
             lifetime_secs: config.lifetime.as_secs(),
+            domain: config
+                .cookie_domain
+                .as_ref()
+                .map(|d| format!("; Domain={d}"))
+                .unwrap_or_default(),
         }
     }
 
@@ -314,13 +321,15 @@ impl CookieCodec {
 
     fn set_cookie(&self, name: &str, value: &str, path: &str, max_age: u64) -> String {
         let secure = if self.secure { "; Secure" } else { "" };
-        format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}")
+        let domain = &self.domain;
+        format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}{domain}")
     }
 
     fn clear_cookie(&self, name: &str, path: &str) -> HeaderValue {
         let secure = if self.secure { "; Secure" } else { "" };
+        let domain = &self.domain;
         let text = format!(
-            "{name}=; Path={path}; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Lax{secure}"
+            "{name}=; Path={path}; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Lax{secure}{domain}"
         );
         HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("logto_gate=; Max-Age=0"))
     }
@@ -398,6 +407,7 @@ mod tests {
             store: StoreKind::Cookie,
             redis_url: None,
             redis_key_prefix: "t:".into(),
+            cookie_domain: None,
         })
     }
 

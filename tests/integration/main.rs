@@ -25,4 +25,5 @@ mod proxying;
 mod security;
 mod sessions;
 mod sign_in;
+mod subdomains;
 mod upstream_http1;

@@ -321,6 +321,23 @@ impl Browser {
         Self::for_endpoint(idp.endpoint())
     }
 
+    /// A browser that resolves each of `hosts` to 127.0.0.1:`port` (several host names for one gate on loopback).
+    pub fn resolving(idp: &Idp, hosts: &[&str], port: u16) -> Browser {
+        let jar = Arc::new(Jar::default());
+        let mut builder = Client::builder()
+            .redirect(Policy::none())
+            .cookie_provider(jar.clone())
+            .timeout(Duration::from_secs(30));
+        for host in hosts {
+            builder = builder.resolve(host, std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+        Browser {
+            client: builder.build().expect("client"),
+            jar,
+            idp_endpoint: idp.endpoint(),
+        }
+    }
+
     /// A browser for a gate in front of any provider at `endpoint` (the misbehaving one, say).
     pub fn for_endpoint(endpoint: String) -> Browser {
         let jar = Arc::new(Jar::default());

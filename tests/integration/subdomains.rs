@@ -1,0 +1,154 @@
+//! One sign-in across subdomains: `session.cookie_domain` and `server.allowed_redirect_hosts`, with several host
+//! names resolved to one gate on loopback. The callback stays on `server.public_url`'s host.
+
+use reqwest::StatusCode;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn one_sign_in_serves_every_allowed_host_and_one_sign_out_ends_it_everywhere() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let public = format!("http://auth.example.test:{port}");
+    idp.register_client(APP_ID, APP_SECRET, &public);
+    let toml = gate_toml(&public, &upstream.url(), &idp.endpoint(), "", "")
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""))
+        .replace(
+            "[server]\n",
+            "[server]\nallowed_redirect_hosts = [\"grafana.example.test\", \".apps.example.test\"]\n",
+        )
+        .replace("[session]\n", "[session]\ncookie_domain = \"example.test\"\n");
+    let config = logto_gate::Config::from_toml_str(&toml, Vec::new()).unwrap_or_else(|e| panic!("{e}"));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(logto_gate::run_with_listener(config, listener, async {
+        let _ = rx.await;
+    }));
+    wait_for_status(&format!("http://127.0.0.1:{port}/_logto/readyz"), 200).await;
+
+    let hosts = [
+        "auth.example.test",
+        "grafana.example.test",
+        "ci.apps.example.test",
+        "evil.example.org",
+    ];
+    let b = Browser::resolving(&idp, &hosts, port);
+    let grafana = format!("http://grafana.example.test:{port}");
+    let (hops, resp) = b.navigate(&format!("{grafana}/dash?x=1")).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}");
+    assert!(
+        hops.iter()
+            .any(|h| h.url.starts_with(&format!("{public}/_logto/callback"))),
+        "the callback stays on the public host: {hops:#?}"
+    );
+    assert_eq!(hops.last().unwrap().url, format!("{grafana}/dash?x=1"), "{hops:#?}");
+    let seen = upstream.last();
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
+    assert_eq!(
+        seen.header("x-forwarded-host"),
+        Some(format!("grafana.example.test:{port}").as_str())
+    );
+    let authorizations = idp.stats()["authorizations"].as_u64().unwrap();
+
+    // Another allowed host: already signed in, no second trip to Logto.
+    let ci = format!("http://ci.apps.example.test:{port}");
+    let r = b.get(format!("{ci}/builds")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
+    assert_eq!(idp.stats()["authorizations"].as_u64().unwrap(), authorizations);
+
+    // A return URL on a host not allowed falls back to the public origin's root.
+    let r = b
+        .get(format!(
+            "{public}/_logto/sign-in?redirect=http%3A%2F%2Fevil.example.org%3A{port}%2Fsteal"
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let (hops, _) = b.follow(r.headers()["location"].to_str().unwrap(), true).await;
+    let back = hops
+        .iter()
+        .filter_map(|h| h.location.as_deref())
+        .next_back()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(back, format!("{public}/"), "{hops:#?}");
+
+    // One sign-out, on any host, ends the session for every host.
+    let out = b.get(format!("{grafana}/_logto/sign-out")).await;
+    assert_eq!(out.status(), StatusCode::FOUND);
+    for origin in [&grafana, &ci, &public] {
+        let r = b
+            .client
+            .get(format!("{origin}/api"))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{origin}");
+    }
+    let _ = tx.send(());
+    let _ = task.await;
+}
+
+/// Configurations that could not work are refused at start, naming the key.
+#[test]
+fn cookie_domain_and_redirect_hosts_are_checked_against_each_other() {
+    let base = |server: &str, session: &str| {
+        gate_toml(
+            "https://auth.example.com",
+            "http://127.0.0.1:1",
+            "https://t.logto.app",
+            "",
+            "",
+        )
+        .replace("[server]\n", &format!("[server]\n{server}\n"))
+        .replace("[session]\n", &format!("[session]\n{session}\n"))
+    };
+    let problems = |toml: String| {
+        logto_gate::Config::from_toml_str(&toml, Vec::new())
+            .expect_err("refused")
+            .0
+    };
+    for (server, session, key, why) in [
+        (
+            "",
+            "cookie_domain = \"other.org\"",
+            "session.cookie_domain",
+            "does not contain",
+        ),
+        ("", "cookie_domain = \"com\"", "session.cookie_domain", "not a domain"),
+        (
+            "allowed_redirect_hosts = [\"grafana.example.com\"]",
+            "",
+            "server.allowed_redirect_hosts",
+            "needs session.cookie_domain",
+        ),
+        (
+            "allowed_redirect_hosts = [\"grafana.other.org\"]",
+            "cookie_domain = \"example.com\"",
+            "server.allowed_redirect_hosts",
+            "outside session.cookie_domain",
+        ),
+        (
+            "allowed_redirect_hosts = [\"https://x.example.com/\"]",
+            "cookie_domain = \"example.com\"",
+            "server.allowed_redirect_hosts",
+            "not a host",
+        ),
+    ] {
+        let p = problems(base(server, session));
+        assert!(
+            p.iter().any(|l| l.starts_with(key) && l.contains(why)),
+            "{server} {session}: {p:?}"
+        );
+    }
+    let ok = base(
+        "allowed_redirect_hosts = [\"grafana.example.com\", \".apps.example.com\"]",
+        "cookie_domain = \".example.com\"",
+    );
+    let c = logto_gate::Config::from_toml_str(&ok, Vec::new()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.session.cookie_domain.as_deref(), Some("example.com"));
+}
