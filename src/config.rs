@@ -36,7 +36,10 @@ pub const BASE_SCOPES: [&str; 3] = ["openid", "profile", "offline_access"];
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
+    /// `[upstream]`: the app (or, with `[[upstreams]]`, the default one) and the settings every upstream shares.
     pub upstream: UpstreamConfig,
+    /// Where each request goes (`[[upstreams]]`, then `[upstream]` for everything else), most specific first.
+    pub routes: Vec<UpstreamRoute>,
     pub logto: LogtoConfig,
     pub session: SessionConfig,
     /// Identity headers sent upstream, in order: header name -> claim.
@@ -145,6 +148,33 @@ pub struct UpstreamConfig {
     /// Speak Logto Cloud's Protected App contract to the app: `Authorization: Basic base64(appId:appSecret)`,
     /// `Logto-ID-Token`, `Logto-Host`.
     pub protected_app: bool,
+}
+
+/// One `[[upstreams]]` entry (or the `[upstream]` default): which requests it serves and the app that serves them.
+#[derive(Debug, Clone)]
+pub struct UpstreamRoute {
+    /// The `Host` it serves, lower case without port; `None`: any host.
+    pub host: Option<String>,
+    /// The path prefix it serves, on whole segments: starts with `/`, no trailing `/` but the root's.
+    pub prefix: String,
+    /// Remove the prefix from the path sent upstream.
+    pub strip_prefix: bool,
+    pub upstream: UpstreamConfig,
+}
+
+impl UpstreamRoute {
+    /// How specific it is for `path` on `host` (`None` when it does not serve them): an entry for the request's
+    /// host before any entry for every host, then the longest prefix.
+    pub fn specificity(&self, host: Option<&str>, path: &str) -> Option<(bool, usize)> {
+        if let Some(want) = &self.host {
+            if host.map(crate::policy::normalise_host).as_deref() != Some(want.as_str()) {
+                return None;
+            }
+        }
+        let p = self.prefix.as_str();
+        let matches = p == "/" || path == p || (path.starts_with(p) && path.as_bytes().get(p.len()) == Some(&b'/'));
+        matches.then_some((self.host.is_some(), p.len()))
+    }
 }
 
 #[derive(Clone)]
@@ -274,6 +304,7 @@ impl std::error::Error for ConfigErrors {}
 struct RawConfig {
     server: RawServer,
     upstream: RawUpstream,
+    upstreams: Vec<RawUpstreamRoute>,
     logto: RawLogto,
     session: RawSession,
     headers: Option<BTreeMap<String, String>>,
@@ -356,6 +387,19 @@ struct RawUpstream {
     #[serde(deserialize_with = "list_of_strings")]
     upgrade_protocols: Option<Vec<String>>,
     protected_app: Option<bool>,
+}
+
+/// One `[[upstreams]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawUpstreamRoute {
+    url: Option<String>,
+    host: Option<String>,
+    prefix: Option<String>,
+    strip_prefix: Option<bool>,
+    preserve_host: Option<bool>,
+    connect_timeout: Option<String>,
+    response_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -750,6 +794,19 @@ fn duration(p: &mut Problems, key: &str, v: Option<String>, default: &str) -> Du
     }
 }
 
+/// An upstream URL: its origin as a URI, and its base path (no trailing slash).
+fn upstream_url(p: &mut Problems, key: &str, v: &str) -> Option<(Uri, String)> {
+    let u = http_url(p, key, v, true)?;
+    let origin = origin_of(&u);
+    match origin.parse::<Uri>() {
+        Ok(uri) => Some((uri, u.path().trim_end_matches('/').to_owned())),
+        Err(e) => {
+            p.add(key, format!("`{u}` is not usable ({e})"));
+            None
+        }
+    }
+}
+
 /// Parses an absolute http(s) URL that must be an origin or an origin with a path, never with query or fragment.
 fn http_url(p: &mut Problems, key: &str, v: &str, allow_path: bool) -> Option<url::Url> {
     let parsed = match url::Url::parse(v) {
@@ -825,19 +882,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         });
 
     // upstream
-    let upstream_url = p
-        .required("upstream.url", non_empty(raw.upstream.url))
-        .and_then(|v| http_url(&mut p, "upstream.url", &v, true))
-        .and_then(|u| {
-            let origin = origin_of(&u);
-            match origin.parse::<Uri>() {
-                Ok(uri) => Some((uri, u.path().trim_end_matches('/').to_owned())),
-                Err(e) => {
-                    p.add("upstream.url", format!("`{u}` is not usable ({e})"));
-                    None
-                }
-            }
-        });
+    // With [[upstreams]], [upstream].url is optional: the default for requests no entry serves.
+    let default_url = match non_empty(raw.upstream.url) {
+        Some(v) => Some(v),
+        None if raw.upstreams.is_empty() => p.required("upstream.url", None),
+        None => None,
+    };
+    let default_upstream = default_url.and_then(|v| upstream_url(&mut p, "upstream.url", &v));
     let connect_timeout = duration(&mut p, "upstream.connect_timeout", raw.upstream.connect_timeout, "5s");
     let upgrade_protocols = upgrade_protocols(&mut p, raw.upstream.upgrade_protocols);
     let protected_app = raw.upstream.protected_app.unwrap_or(false);
@@ -853,6 +904,83 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         raw.upstream.response_timeout,
         "60s",
     );
+    let preserve_host = raw.upstream.preserve_host.unwrap_or(false);
+    // The routes: every [[upstreams]] entry with its own URL and timeouts (the rest shared with [upstream]).
+    let mut routes: Vec<(UpstreamRoute, String)> = Vec::new();
+    for (i, r) in raw.upstreams.iter().enumerate() {
+        let key = format!("upstreams[{i}]");
+        let url = p
+            .required(&format!("{key}.url"), non_empty(r.url.clone()))
+            .and_then(|v| upstream_url(&mut p, &format!("{key}.url"), &v));
+        let prefix = non_empty(r.prefix.clone()).unwrap_or_else(|| "/".to_owned());
+        if !prefix.starts_with('/') || prefix.contains(['?', '#', '%', '\\']) {
+            p.add(
+                &format!("{key}.prefix"),
+                format!("`{prefix}` must be a path starting with /"),
+            );
+        }
+        let prefix = if prefix.len() > 1 {
+            prefix.trim_end_matches('/').to_owned()
+        } else {
+            prefix
+        };
+        let strip_prefix = r.strip_prefix.unwrap_or(false);
+        if strip_prefix && prefix == "/" {
+            p.add(&format!("{key}.strip_prefix"), "needs a prefix other than /");
+        }
+        let host = non_empty(r.host.clone()).map(|h| crate::policy::normalise_host(&h));
+        if host.is_none() && prefix == "/" {
+            p.add(
+                &key,
+                "needs a host or a prefix (an entry for every request is what [upstream] is for)",
+            );
+        }
+        let connect = duration(
+            &mut p,
+            &format!("{key}.connect_timeout"),
+            r.connect_timeout.clone(),
+            "5s",
+        );
+        let response = duration(
+            &mut p,
+            &format!("{key}.response_timeout"),
+            r.response_timeout.clone(),
+            "60s",
+        );
+        if let Some((url, base_path)) = url {
+            routes.push((
+                UpstreamRoute {
+                    host,
+                    prefix,
+                    strip_prefix,
+                    upstream: UpstreamConfig {
+                        url,
+                        base_path,
+                        preserve_host: r.preserve_host.unwrap_or(preserve_host),
+                        connect_timeout: connect,
+                        response_timeout: response,
+                        pass_access_token: raw.upstream.pass_access_token.unwrap_or(false),
+                        pass_method_override: raw.upstream.pass_method_override.unwrap_or(false),
+                        upgrade_protocols: upgrade_protocols.clone(),
+                        protected_app,
+                    },
+                },
+                key,
+            ));
+        }
+    }
+    // Two entries for the same host and prefix: the second could never be chosen.
+    for (i, (a, a_key)) in routes.iter().enumerate() {
+        if let Some((_, b_key)) = routes[..i]
+            .iter()
+            .find(|(b, _)| b.host == a.host && b.prefix == a.prefix)
+        {
+            p.add(
+                a_key,
+                format!("serves the same host and prefix as {b_key}, so it would never be chosen"),
+            );
+        }
+    }
 
     // logto
     let endpoint = p
@@ -1296,11 +1424,39 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     if !p.0.is_empty() {
         return Err(ConfigErrors(p.0));
     }
+    // [upstream] is the default route (for any host, every path) when it has a URL; the shared settings in any case.
+    let mut routes: Vec<UpstreamRoute> = routes.into_iter().map(|(r, _)| r).collect();
+    let shared_url = default_upstream.clone().or_else(|| {
+        routes
+            .first()
+            .map(|r| (r.upstream.url.clone(), r.upstream.base_path.clone()))
+    });
+    let Some((url, base_path)) = shared_url else {
+        return Err(ConfigErrors(vec!["upstream.url: missing".to_owned()]));
+    };
+    let shared = UpstreamConfig {
+        url,
+        base_path,
+        preserve_host,
+        connect_timeout,
+        response_timeout,
+        pass_access_token: raw.upstream.pass_access_token.unwrap_or(false),
+        pass_method_override: raw.upstream.pass_method_override.unwrap_or(false),
+        upgrade_protocols,
+        protected_app,
+    };
+    if default_upstream.is_some() {
+        routes.push(UpstreamRoute {
+            host: None,
+            prefix: "/".to_owned(),
+            strip_prefix: false,
+            upstream: shared.clone(),
+        });
+    }
     // Every `None` below was reported as a problem above, so this only fails on a logic error.
     let (
         Some(listen),
         Some(public_url),
-        Some((url, base_path)),
         Some(endpoint),
         Some(app_id),
         Some(app_secret),
@@ -1309,7 +1465,6 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     ) = (
         listen,
         public_url,
-        upstream_url,
         endpoint,
         app_id,
         app_secret,
@@ -1337,17 +1492,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             idle_timeout: server_idle_timeout,
             tls,
         },
-        upstream: UpstreamConfig {
-            url,
-            base_path,
-            preserve_host: raw.upstream.preserve_host.unwrap_or(false),
-            connect_timeout,
-            response_timeout,
-            pass_access_token: raw.upstream.pass_access_token.unwrap_or(false),
-            pass_method_override: raw.upstream.pass_method_override.unwrap_or(false),
-            upgrade_protocols,
-            protected_app,
-        },
+        upstream: shared,
+        routes,
         logto: LogtoConfig {
             issuer: format!("{endpoint}/oidc"),
             endpoint,

@@ -124,7 +124,19 @@ async fn check(config: Config) -> ExitCode {
     out!("configuration: ok");
     out!("  public URL:   {}", config.server.public_url.origin());
     out!("  callback:     {}", config.server.public_url.callback_url());
-    out!("  upstream:     {}{}", config.upstream.url, config.upstream.base_path);
+    out!("  upstreams (most specific first: the request's host before any host, then the longest prefix):");
+    let mut routes: Vec<&logto_gate::config::UpstreamRoute> = config.routes.iter().collect();
+    routes.sort_by_key(|r| std::cmp::Reverse((r.host.is_some(), r.prefix.len())));
+    for r in routes {
+        out!(
+            "    {}{}{} -> {}{}",
+            r.host.as_deref().unwrap_or("*"),
+            r.prefix,
+            if r.strip_prefix { " (prefix stripped)" } else { "" },
+            r.upstream.url,
+            r.upstream.base_path
+        );
+    }
     out!("  issuer:       {}", config.logto.issuer);
     out!("  scopes:       {}", config.logto.scopes.join(" "));
     let oidc = match logto_gate::oidc::Oidc::new(config.logto.clone(), config.server.public_url.callback_url()) {

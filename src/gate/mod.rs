@@ -238,7 +238,8 @@ pub struct Gate {
     oidc: Arc<Oidc>,
     sessions: Sessions,
     refresher: Refresher,
-    forwarder: Forwarder,
+    /// The upstreams' forwarders, one per `config.routes` entry.
+    forwarders: Vec<Forwarder>,
     managed: ManagedHeaders,
     kept_claims: Vec<ClaimPath>,
     needs_userinfo: bool,
@@ -266,12 +267,19 @@ impl Gate {
         )?);
         let sessions = Sessions::new(&config.session, config.server.workers)?;
         let metrics = Arc::new(Metrics::new(config.server.workers));
-        let forwarder = Forwarder::new(
-            &config.upstream,
-            Arc::clone(&metrics),
-            config.server.workers,
-            config.server.idle_timeout,
-        )?;
+        // One forwarder (and connection pools) per upstream route, in the order of `config.routes`.
+        let forwarders = config
+            .routes
+            .iter()
+            .map(|r| {
+                Forwarder::new(
+                    &r.upstream,
+                    Arc::clone(&metrics),
+                    config.server.workers,
+                    config.server.idle_timeout,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut owned: Vec<&str> = GATE_OWNED_HEADERS.to_vec();
         if !config.upstream.pass_method_override {
             owned.extend(policy::METHOD_OVERRIDE_HEADERS);
@@ -327,7 +335,7 @@ impl Gate {
             oidc,
             sessions,
             refresher: Refresher::default(),
-            forwarder,
+            forwarders,
             managed,
             kept_claims,
             needs_userinfo,
@@ -563,17 +571,30 @@ impl Gate {
         async move {
             // 1b. normalise the path: rules see exactly what the upstream will see.
             let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
-            let (decision, new_path) = {
+            let (decision, new_path, route) = {
                 let path = policy::path::normalise(req.uri().path(), self.config.server.allow_encoded_slashes)
                     .map_err(|e| ClientError::BadRequest(e.to_string()))?;
                 let host = request_host(&req, trusted);
-                let decision = self.decide(&req, host, &path)?;
+                let rule_path = policy::path::rule_path(&path, self.config.policy.case_insensitive)
+                    .map_err(|e| ClientError::BadRequest(e.to_string()))?;
+                let decision = self.decide(&req, host, &rule_path)?;
+                // Which upstream: one for the request's host before one for every host, then the longest prefix (on
+                // the path the rules saw).
+                let route = self.route_for(host, &rule_path).ok_or(ClientError::NotFound)?;
+                let strip = self.config.routes[route].strip_prefix.then(|| {
+                    self.config.routes[route]
+                        .prefix
+                        .split('/')
+                        .filter(|s| !s.is_empty())
+                        .count()
+                });
                 // Only a path that changed needs the request target rebuilt.
-                let new_path = match path {
-                    std::borrow::Cow::Borrowed(_) => None,
-                    std::borrow::Cow::Owned(p) => Some(p),
+                let new_path = match (path, strip) {
+                    (path, Some(segments)) => Some(strip_segments(&path, segments)),
+                    (std::borrow::Cow::Borrowed(_), None) => None,
+                    (std::borrow::Cow::Owned(p), None) => Some(p),
                 };
-                (decision, new_path)
+                (decision, new_path, route)
             };
             // 2. authenticate and authorize
             let principal = match decision {
@@ -634,8 +655,7 @@ impl Gate {
                 self.add_protected_app(&mut parts.headers, basic, browser_host, principal.as_ref());
             }
             // 5. forward
-            let mut resp = self
-                .forwarder
+            let mut resp = self.forwarders[route]
                 .forward(
                     parts,
                     request_body,
@@ -706,17 +726,15 @@ impl Gate {
         &'p self,
         req: &Request<Body>,
         host: Option<&str>,
-        normalised: &str,
+        rule_path: &str,
     ) -> Result<Decision<'p>, GateError> {
         let policy = &self.config.policy;
-        let rule_path = policy::path::rule_path(normalised, policy.case_insensitive)
-            .map_err(|e| ClientError::BadRequest(e.to_string()))?;
         let overrides = if self.config.upstream.pass_method_override {
             policy::method_overrides(req.headers()).map_err(ClientError::BadRequest)?
         } else {
             Vec::new()
         };
-        let decision = policy.decide(req.method().as_str(), &overrides, host, &rule_path);
+        let decision = policy.decide(req.method().as_str(), &overrides, host, rule_path);
         if matches!(decision, Decision::Require(..)) && self.config.server.skip_auth_preflight && is_preflight(req) {
             // A CORS preflight carries no credentials (Fetch standard, CORS-preflight request): it passes as a
             // public request would, without identity; denied routes stay denied.
@@ -895,6 +913,22 @@ impl Gate {
         Ok(self.unauthorized(&ReturnPath::parse_or_root(wanted)))
     }
 
+    /// The upstream route for a request to `host` and `rule_path`: the most specific that serves it (see
+    /// [`crate::config::UpstreamRoute::specificity`]); `None` when none does.
+    fn route_for(&self, host: Option<&str>, rule_path: &str) -> Option<usize> {
+        let routes = &self.config.routes;
+        if let [only] = routes.as_slice() {
+            // The usual single upstream: no comparison to make.
+            return only.specificity(host, rule_path).map(|_| 0);
+        }
+        routes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.specificity(host, rule_path).map(|s| (s, std::cmp::Reverse(i))))
+            .max()
+            .map(|(_, std::cmp::Reverse(i))| i)
+    }
+
     /// Whether `host` (as a request's `Host` names it) is one of `server.allowed_redirect_hosts`: another host this
     /// gate serves under the shared cookie domain, which sign-ins may return to.
     fn is_other_allowed_host(&self, host: &str) -> bool {
@@ -1041,6 +1075,21 @@ fn request_host<B>(req: &Request<B>, trusted: bool) -> Option<&str> {
         .flatten()
         .or_else(|| h(&header::HOST))
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+/// `path` without its first `segments` segments (`strip_prefix`): `/grafana/d/1` less one is `/d/1`, and a path
+/// that was only the prefix becomes `/`. Path parameters stay with their segment, as in the path the rules saw.
+fn strip_segments(path: &str, segments: usize) -> String {
+    let mut rest = path;
+    for _ in 0..segments {
+        let after = rest.trim_start_matches('/');
+        rest = after.find('/').map_or("", |i| &after[i..]);
+    }
+    if rest.is_empty() {
+        "/".to_owned()
+    } else {
+        rest.to_owned()
+    }
 }
 
 /// The request URI with its path replaced by the normalised one, query kept.

@@ -27,3 +27,4 @@ mod sessions;
 mod sign_in;
 mod subdomains;
 mod upstream_http1;
+mod upstreams;

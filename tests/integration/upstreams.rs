@@ -1,0 +1,156 @@
+//! Several apps behind one gate: `[[upstreams]]` routed by host and path prefix (an entry for the request's host
+//! before one for every host, then the longest prefix), `strip_prefix`, `[upstream]` as the default, and the errors a routing table can have.
+
+use reqwest::StatusCode;
+
+use crate::support::*;
+
+fn routes(grafana: &Upstream, admin: &Upstream, ci: &Upstream) -> String {
+    format!(
+        r#"
+[[upstreams]]
+prefix = "/grafana"
+strip_prefix = true
+url = "{}"
+[[upstreams]]
+prefix = "/grafana/admin"
+url = "{}"
+response_timeout = "2s"
+[[upstreams]]
+host = "ci.example.test"
+url = "{}"
+[[rules]]
+prefix = "/grafana/admin"
+roles = ["admin"]
+"#,
+        grafana.url(),
+        admin.url(),
+        ci.url()
+    )
+}
+
+#[tokio::test]
+async fn requests_go_to_the_most_specific_upstream() {
+    let idp = Idp::start(IdpOptions::default());
+    let (default, grafana, admin, ci) = (
+        Upstream::start().await,
+        Upstream::start().await,
+        Upstream::start().await,
+        Upstream::start().await,
+    );
+    let gate = TestGate::start(&idp, &default.url(), "", &routes(&grafana, &admin, &ci)).await;
+    let alice = Browser::new(&idp);
+    alice.sign_in(&gate, "/start").await;
+    assert_eq!(default.last().path, "/start");
+    for (path, app, seen_path) in [
+        ("/grafana/d/1?x=2", &grafana, "/d/1?x=2"),
+        ("/grafana", &grafana, "/"),
+        ("/grafana;jsessionid=1/d", &grafana, "/d"),
+        ("/grafanax", &default, "/grafanax"),
+        ("/grafana/admin/users", &admin, "/grafana/admin/users"),
+        ("/other", &default, "/other"),
+    ] {
+        let r = alice.get(format!("{}{path}", gate.url())).await;
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let seen = app.last();
+        assert_eq!(seen.path, seen_path, "{path}");
+        assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"), "{path}");
+    }
+    // By host: every path on ci.example.test goes to the CI app.
+    let cookie = alice.cookie(&gate.url(), "logto_gate").unwrap();
+    let answer = exchange_until_closed(
+        gate.port,
+        format!(
+            "GET /grafana/d/1 HTTP/1.1\r\nHost: ci.example.test\r\nCookie: logto_gate={cookie}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert_eq!(ci.last().path, "/grafana/d/1");
+
+    // The rules still decide by path: bob may not reach the admin app.
+    let bob = Browser::new(&idp);
+    bob.login_as("bob");
+    bob.sign_in(&gate, "/").await;
+    let before = admin.count();
+    let r = bob.get(format!("{}/grafana/admin/users", gate.url())).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(admin.count(), before);
+}
+
+/// Without `[upstream]`, a path no entry serves is not found; and the routing table's mistakes are refused at
+/// start, naming the entry.
+#[tokio::test]
+async fn without_a_default_unserved_paths_are_not_found_and_bad_tables_are_refused() {
+    let idp = Idp::start(IdpOptions::default());
+    let app = Upstream::start().await;
+    let only = format!("[[upstreams]]\nprefix = \"/app\"\nurl = \"{}\"\n", app.url());
+    let gate = TestGate::start_edited(&idp, "", "", &only, |t| t.replace("url = \"\"\n", "")).await;
+    let b = Browser::new(&idp);
+    b.sign_in(&gate, "/app/home").await;
+    let r = b.get(format!("{}/elsewhere", gate.url())).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    let base = gate_toml(
+        "https://a.example.com",
+        "http://127.0.0.1:1",
+        "https://t.logto.app",
+        "",
+        "",
+    );
+    for (extra, line) in [
+        (
+            "[[upstreams]]\nprefix = \"/a\"\nurl = \"http://127.0.0.1:2\"\n[[upstreams]]\nprefix = \"/a/\"\nurl = \"http://127.0.0.1:3\"\n",
+            "upstreams[1]: serves the same host and prefix as upstreams[0]",
+        ),
+        ("[[upstreams]]\nprefix = \"/a\"\n", "upstreams[0].url: missing"),
+        (
+            "[[upstreams]]\nurl = \"http://127.0.0.1:2\"\nstrip_prefix = true\nhost = \"x.example.com\"\n",
+            "upstreams[0].strip_prefix: needs a prefix",
+        ),
+        ("[[upstreams]]\nurl = \"ftp://x\"\nprefix = \"/b\"\n", "upstreams[0].url:"),
+        ("[[upstreams]]\nurl = \"http://127.0.0.1:2\"\nprefix = \"b\"\n", "upstreams[0].prefix:"),
+    ] {
+        let err = logto_gate::Config::from_toml_str(&format!("{base}\n{extra}"), Vec::new()).expect_err(line);
+        assert!(err.0.iter().any(|l| l.starts_with(line)), "{line}: {err}");
+    }
+}
+
+/// `check` lists the routing table, most specific first.
+#[tokio::test]
+async fn check_lists_the_routing_table() {
+    let idp = Idp::start(IdpOptions::default());
+    idp.register_client(APP_ID, APP_SECRET, "http://127.0.0.1:4180");
+    let toml = gate_toml(
+        "http://127.0.0.1:4180",
+        "http://127.0.0.1:8080",
+        &idp.endpoint(),
+        "",
+        "[[upstreams]]\nprefix = \"/grafana\"\nstrip_prefix = true\nurl = \"http://127.0.0.1:3000\"\n\
+         [[upstreams]]\nhost = \"ci.example.com\"\nurl = \"http://127.0.0.1:9000\"\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gate.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(gate_binary())
+            .args(["check", "--config", &path.display().to_string()])
+            .env_remove("LOGTO_GATE_CONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.contains(" -> ")).map(str::trim).collect();
+    assert_eq!(
+        lines,
+        [
+            "ci.example.com/ -> http://127.0.0.1:9000/",
+            "*/grafana (prefix stripped) -> http://127.0.0.1:3000/",
+            "*/ -> http://127.0.0.1:8080/",
+        ],
+        "{stdout}"
+    );
+}
