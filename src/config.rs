@@ -232,9 +232,32 @@ pub struct SessionConfig {
     /// revocation list and replay cache live there, shared by every replica).
     pub redis_url: Option<String>,
     pub redis_key_prefix: String,
+    /// `session.redis_mode`: one server (`redis_url`), Sentinel or Cluster (`redis_urls`).
+    pub redis_mode: RedisMode,
+    /// Sentinel addresses or cluster seed nodes (`session.redis_urls`).
+    pub redis_urls: Vec<String>,
+    /// The master Sentinel watches (`session.redis_sentinel_master`).
+    pub redis_sentinel_master: Option<String>,
     /// `Domain` of the session (and sign-in attempt) cookies, lower case without a leading dot: one sign-in for
     /// every host under it. `None`: host-only cookies on `server.public_url`'s host.
     pub cookie_domain: Option<String>,
+}
+
+/// How the gate reaches Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisMode {
+    Standalone,
+    /// Redis Sentinel: the current master asked of the sentinels, asked again after a failover.
+    Sentinel,
+    /// Redis Cluster: every key of the gate under one hash tag, so multi-key commands stay on one slot.
+    Cluster,
+}
+
+impl SessionConfig {
+    /// Whether Redis is configured in any mode (sessions, or the revocation list of the cookie store).
+    pub fn uses_redis(&self) -> bool {
+        self.redis_url.is_some() || !self.redis_urls.is_empty()
+    }
 }
 
 /// Where sessions live.
@@ -434,6 +457,10 @@ struct RawSession {
     store: Option<String>,
     redis_url: Option<String>,
     redis_key_prefix: Option<String>,
+    redis_mode: Option<String>,
+    #[serde(deserialize_with = "list_of_strings")]
+    redis_urls: Option<Vec<String>>,
+    redis_sentinel_master: Option<String>,
     cookie_domain: Option<String>,
 }
 
@@ -1128,15 +1155,72 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         }
     };
     let redis_url = non_empty(raw.session.redis_url);
-    match (&redis_url, store) {
-        (None, StoreKind::Redis) => p.add("session.redis_url", "missing (session.store = \"redis\" needs it)"),
-        (Some(u), _) if !(u.starts_with("redis://") || u.starts_with("rediss://")) => {
-            p.add("session.redis_url", "must start with redis:// or rediss:// (TLS)")
+    let redis_urls: Vec<String> = raw
+        .session
+        .redis_urls
+        .unwrap_or_default()
+        .into_iter()
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect();
+    let redis_sentinel_master = non_empty(raw.session.redis_sentinel_master);
+    let redis_mode = match non_empty(raw.session.redis_mode).as_deref() {
+        None | Some("standalone") => RedisMode::Standalone,
+        Some("sentinel") => RedisMode::Sentinel,
+        Some("cluster") => RedisMode::Cluster,
+        Some(other) => {
+            p.add(
+                "session.redis_mode",
+                format!("`{other}` must be \"standalone\", \"sentinel\" or \"cluster\""),
+            );
+            RedisMode::Standalone
         }
-        (Some(u), _) => {
-            if let Err(e) = redis::Client::open(u.as_str()) {
-                p.add("session.redis_url", format!("not a usable Redis URL: {e}"));
+    };
+    let check_url = |p: &mut Problems, key: &str, u: &str| {
+        if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+            p.add(key, format!("`{u}` must start with redis:// or rediss:// (TLS)"));
+        } else if let Err(e) = redis::Client::open(u) {
+            p.add(key, format!("`{u}` is not a usable Redis URL: {e}"));
+        }
+    };
+    match redis_mode {
+        RedisMode::Standalone => {
+            match (&redis_url, store) {
+                (None, StoreKind::Redis) => p.add("session.redis_url", "missing (session.store = \"redis\" needs it)"),
+                (Some(u), _) => check_url(&mut p, "session.redis_url", u),
+                _ => {}
             }
+            if !redis_urls.is_empty() {
+                p.add(
+                    "session.redis_urls",
+                    "is for redis_mode = \"sentinel\" or \"cluster\"; one server is session.redis_url",
+                );
+            }
+        }
+        RedisMode::Sentinel | RedisMode::Cluster => {
+            let what = if redis_mode == RedisMode::Sentinel {
+                "the sentinels' addresses"
+            } else {
+                "the cluster's seed nodes"
+            };
+            if redis_urls.is_empty() {
+                p.add("session.redis_urls", format!("missing: {what}, as redis:// URLs"));
+            }
+            for u in &redis_urls {
+                check_url(&mut p, "session.redis_urls", u);
+            }
+            if redis_url.is_some() {
+                p.add(
+                    "session.redis_url",
+                    "is for one server (redis_mode = \"standalone\"); list the nodes in session.redis_urls",
+                );
+            }
+        }
+    }
+    match (redis_mode, &redis_sentinel_master) {
+        (RedisMode::Sentinel, None) => p.add("session.redis_sentinel_master", "missing: the name Sentinel monitors"),
+        (RedisMode::Standalone | RedisMode::Cluster, Some(_)) => {
+            p.add("session.redis_sentinel_master", "is only for redis_mode = \"sentinel\"")
         }
         _ => {}
     }
@@ -1517,6 +1601,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             store,
             redis_url,
             redis_key_prefix,
+            redis_mode,
+            redis_urls,
+            redis_sentinel_master,
             cookie_domain,
         },
         headers,

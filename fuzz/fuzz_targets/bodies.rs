@@ -24,6 +24,9 @@ fn codec() -> &'static CookieCodec {
             store: StoreKind::Cookie,
             redis_url: None,
             redis_key_prefix: "f:".into(),
+            redis_mode: logto_gate::config::RedisMode::Standalone,
+            redis_urls: Vec::new(),
+            redis_sentinel_master: None,
             cookie_domain: None,
         })
     })

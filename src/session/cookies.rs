@@ -407,6 +407,9 @@ mod tests {
             store: StoreKind::Cookie,
             redis_url: None,
             redis_key_prefix: "t:".into(),
+            redis_mode: crate::config::RedisMode::Standalone,
+            redis_urls: Vec::new(),
+            redis_sentinel_master: None,
             cookie_domain: None,
         })
     }

@@ -1,17 +1,26 @@
 //! Redis for a fleet of gates: session data (the cookie then holds only an opaque id), the back-channel
 //! revocation list and `jti` replay cache, and the short locks that make a refresh happen once across replicas.
 //!
-//! The connection is made on first use and kept by redis-rs's connection manager, which reconnects by itself once
-//! a command finds the connection broken. A command that fails that way is sent once more, on the new connection:
-//! a replica that sat idle through an outage answers its first request after Redis is back instead of failing it
-//! (and losing, say, a user's sign-in). Every command is bounded in time; when Redis cannot be reached the caller
-//! gets [`StoreError`] and answers 503, and the next request tries again.
+//! Three ways to reach it (`session.redis_mode`): one server, through redis-rs's connection manager; Redis
+//! Sentinel, whose sentinels name the current master (asked again whenever a connection to the one named before
+//! breaks or turns read-only, as after a failover); and Redis Cluster, through redis-rs's cluster connection,
+//! with every key of the gate under one hash tag so multi-key commands (several keys read at once, a session and
+//! its indexes written together) stay on one slot.
+//!
+//! The connection is made on first use. A command that finds it broken (Redis restarted, a failover, the
+//! connection killed while this replica was idle) is sent once more on a fresh one: a replica that sat idle
+//! through an outage answers its first request after Redis is back instead of failing it (and losing, say, a
+//! user's sign-in). Every command is bounded in time; when Redis cannot be reached the caller gets
+//! [`StoreError`] and answers 503, and the next request tries again.
 
 use std::sync::RwLock;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::AsyncCommands;
+
+use crate::config::{RedisMode, SessionConfig};
 
 /// How long connecting, or any single command, may take.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -26,21 +35,105 @@ impl From<redis::RedisError> for StoreError {
     }
 }
 
+/// How the store finds its server(s).
+enum Backend {
+    Standalone(redis::Client),
+    Sentinel {
+        sentinel: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+    },
+    Cluster(redis::cluster::ClusterClient),
+}
+
+/// A connection of any backend, usable by every command.
+#[derive(Clone)]
+pub enum Conn {
+    Manager(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Manager(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Manager(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Manager(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 pub struct RedisStore {
-    client: redis::Client,
-    conn: RwLock<Option<ConnectionManager>>,
+    backend: Backend,
+    conn: RwLock<Option<Conn>>,
     connecting: tokio::sync::Mutex<()>,
     prefix: String,
 }
 
+/// Errors after which the connection is dropped and the command sent once more on a fresh one: the connection
+/// broke, or (after a Sentinel failover) the server it reaches is no longer the master.
+fn is_stale_connection(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.code() == Some("READONLY")
+        || e.code() == Some("MASTERDOWN")
+}
+
 impl RedisStore {
-    pub fn new(url: &str, prefix: &str) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("session.redis_url: {e}"))?;
+    pub fn new(config: &SessionConfig) -> Result<Self, String> {
+        let backend = match config.redis_mode {
+            RedisMode::Standalone => {
+                let url = config.redis_url.as_deref().unwrap_or_default();
+                Backend::Standalone(redis::Client::open(url).map_err(|e| format!("session.redis_url: {e}"))?)
+            }
+            RedisMode::Sentinel => {
+                let master = config.redis_sentinel_master.clone().unwrap_or_default();
+                let sentinel = redis::sentinel::SentinelClient::build(
+                    config.redis_urls.clone(),
+                    master,
+                    None,
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(|e| format!("session.redis_urls: {e}"))?;
+                Backend::Sentinel {
+                    sentinel: tokio::sync::Mutex::new(sentinel),
+                }
+            }
+            RedisMode::Cluster => Backend::Cluster(
+                redis::cluster::ClusterClient::builder(config.redis_urls.clone())
+                    .connection_timeout(TIMEOUT)
+                    .response_timeout(TIMEOUT)
+                    .build()
+                    .map_err(|e| format!("session.redis_urls: {e}"))?,
+            ),
+        };
+        // One hash tag for every key in a cluster (`{logto-gate:}session:…`), so multi-key commands stay on one slot.
+        let prefix = match config.redis_mode {
+            RedisMode::Cluster => format!("{{{}}}", config.redis_key_prefix),
+            _ => config.redis_key_prefix.clone(),
+        };
         Ok(RedisStore {
-            client,
+            backend,
             conn: RwLock::new(None),
             connecting: tokio::sync::Mutex::new(()),
-            prefix: prefix.to_owned(),
+            prefix,
         })
     }
 
@@ -48,7 +141,7 @@ impl RedisStore {
         format!("{}{kind}:{id}", self.prefix)
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+    async fn conn(&self) -> Result<Conn, StoreError> {
         if let Some(c) = self.conn.read().ok().and_then(|g| g.clone()) {
             return Ok(c);
         }
@@ -56,18 +149,37 @@ impl RedisStore {
         if let Some(c) = self.conn.read().ok().and_then(|g| g.clone()) {
             return Ok(c);
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let c = tokio::time::timeout(TIMEOUT * 2, self.client.get_connection_manager_with_config(config))
+        let c = tokio::time::timeout(TIMEOUT * 2, self.connect())
             .await
             .map_err(|_| StoreError("connecting took too long".into()))??;
         if let Ok(mut g) = self.conn.write() {
             *g = Some(c.clone());
         }
         Ok(c)
+    }
+
+    async fn connect(&self) -> Result<Conn, StoreError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        match &self.backend {
+            Backend::Standalone(client) => Ok(Conn::Manager(client.get_connection_manager_with_config(config).await?)),
+            Backend::Sentinel { sentinel } => {
+                // Ask the sentinels which server is the master now.
+                let client = sentinel.lock().await.async_get_client().await?;
+                Ok(Conn::Manager(client.get_connection_manager_with_config(config).await?))
+            }
+            Backend::Cluster(client) => Ok(Conn::Cluster(client.get_async_connection().await?)),
+        }
+    }
+
+    /// Forgets the connection, so the next command makes a fresh one (and, with Sentinel, asks for the master).
+    fn forget_connection(&self) {
+        if let Ok(mut g) = self.conn.write() {
+            *g = None;
+        }
     }
 
     /// Runs one command with a deadline, whatever the connection manager is doing.
@@ -78,25 +190,30 @@ impl RedisStore {
         }
     }
 
-    /// Runs `command` on the connection, and once more when the connection turned out broken (Redis restarted, a
-    /// failover, the connection killed while this replica was idle): the manager reconnects on that error, and
-    /// the second try waits for the new connection. Each try is bounded; commands are idempotent or atomic, and a
+    /// Runs `command` on the connection, and once more on a fresh one when the connection turned out stale (Redis
+    /// restarted, a failover, the connection killed while this replica was idle). Each try is bounded; commands are idempotent or atomic, and a
     /// broken connection never delivered the first.
     async fn run<T, F, Fut>(&self, command: F) -> Result<T, StoreError>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let c = self.conn().await?;
-        match tokio::time::timeout(TIMEOUT, command(c.clone())).await {
+        match tokio::time::timeout(TIMEOUT, command(c)).await {
             Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => {
-                tracing::debug!(error = %e, "the Redis connection was broken; trying once more on a new one");
+            Ok(Err(e)) if is_stale_connection(&e) => {
+                tracing::debug!(error = %e, "the Redis connection is stale; trying once more on a new one");
+                self.forget_connection();
             }
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => return Err(StoreError("no answer in time".into())),
         }
-        self.bounded(command(c)).await
+        let c = self.conn().await.inspect_err(|_| self.forget_connection())?;
+        let result = self.bounded(command(c)).await;
+        if result.is_err() {
+            self.forget_connection();
+        }
+        result
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

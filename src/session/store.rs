@@ -119,9 +119,10 @@ pub struct Sessions {
 impl Sessions {
     /// Sessions for `workers` worker threads.
     pub fn new(config: &SessionConfig, workers: usize) -> Result<Self, String> {
-        let redis = match &config.redis_url {
-            Some(url) => Some(Arc::new(RedisStore::new(url, &config.redis_key_prefix)?)),
-            None => None,
+        let redis = if config.uses_redis() {
+            Some(Arc::new(RedisStore::new(config)?))
+        } else {
+            None
         };
         let codec = CookieCodec::new(config);
         Ok(Sessions {

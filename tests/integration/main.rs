@@ -22,6 +22,7 @@ mod policy;
 mod production;
 mod protected_app;
 mod proxying;
+mod redis_ha;
 mod security;
 mod sessions;
 mod sign_in;

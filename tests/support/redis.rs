@@ -79,3 +79,142 @@ impl Drop for Redis {
         }
     }
 }
+
+/// One more redis-server of a cluster or a Sentinel setup, on a free port with its own folder; killed on drop.
+pub struct RedisNode {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl RedisNode {
+    /// A server with `extra` arguments (`--cluster-enabled yes`, `--replicaof ...`), nothing saved to disk.
+    pub async fn start(extra: &[String]) -> RedisNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = super::free_port();
+        let bin = binary().expect("redis-server is not installed (apt-get install redis-server; .ci/run does this)");
+        let child = Command::new(bin)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        super::wait_for_port(port).await;
+        RedisNode {
+            child: Some(child),
+            dir,
+            port,
+        }
+    }
+
+    /// A Sentinel watching `master` (on `master_port`) as `name`, quick to declare it down (1 s) and fail over.
+    pub async fn sentinel(name: &str, master_port: u16) -> RedisNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = super::free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {name} 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds {name} 1000\nsentinel failover-timeout {name} 3000\n",
+                dir.path().display()
+            ),
+        )
+        .expect("write sentinel.conf");
+        let bin = binary().expect("redis-server is not installed");
+        let child = Command::new(bin)
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis sentinel");
+        super::wait_for_port(port).await;
+        RedisNode {
+            child: Some(child),
+            dir,
+            port,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// `redis-cli -p <port> <args>`: its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Kills the server at once, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = &self.dir;
+    }
+}
+
+impl Drop for RedisNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Three masters in a cluster (no replicas), ready for clients.
+pub async fn cluster() -> Vec<RedisNode> {
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(
+            RedisNode::start(&[
+                "--cluster-enabled".into(),
+                "yes".into(),
+                "--cluster-node-timeout".into(),
+                "2000".into(),
+            ])
+            .await,
+        );
+    }
+    let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+    let status = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("redis-cli --cluster create");
+    assert!(status.success(), "redis-cli --cluster create failed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !nodes
+        .iter()
+        .all(|n| n.cli(&["cluster", "info"]).contains("cluster_state:ok"))
+    {
+        assert!(std::time::Instant::now() < deadline, "the cluster did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    nodes
+}
