@@ -145,6 +145,8 @@ pub struct UpstreamConfig {
     pub pass_method_override: bool,
     /// Protocols a client may switch to through the gate (RFC 9110 §7.8), lower case; `h2c` never.
     pub upgrade_protocols: Vec<String>,
+    /// Certificates trusted for an `https` upstream besides the Mozilla roots (`tls_ca_file`).
+    pub tls_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// Speak Logto Cloud's Protected App contract to the app: `Authorization: Basic base64(appId:appSecret)`,
     /// `Logto-ID-Token`, `Logto-Host`.
     pub protected_app: bool,
@@ -410,6 +412,7 @@ struct RawUpstream {
     #[serde(deserialize_with = "list_of_strings")]
     upgrade_protocols: Option<Vec<String>>,
     protected_app: Option<bool>,
+    tls_ca_file: Option<PathBuf>,
 }
 
 /// One `[[upstreams]]` entry.
@@ -423,6 +426,7 @@ struct RawUpstreamRoute {
     preserve_host: Option<bool>,
     connect_timeout: Option<String>,
     response_timeout: Option<String>,
+    tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -821,6 +825,32 @@ fn duration(p: &mut Problems, key: &str, v: Option<String>, default: &str) -> Du
     }
 }
 
+/// The certificates of a `tls_ca_file` (PEM): a private CA or an upstream's self-signed certificate, trusted for
+/// that upstream next to the Mozilla roots. A file that cannot be read or holds no certificate is refused.
+fn load_tls_roots(p: &mut Problems, key: &str, file: Option<&Path>) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    let Some(file) = file else {
+        return Vec::new();
+    };
+    match rustls::pki_types::CertificateDer::pem_file_iter(file) {
+        Ok(certs) => match certs.collect::<Result<Vec<_>, _>>() {
+            Ok(certs) if !certs.is_empty() => certs,
+            Ok(_) => {
+                p.add(key, format!("{} holds no PEM certificate", file.display()));
+                Vec::new()
+            }
+            Err(e) => {
+                p.add(key, format!("{} is not a PEM certificate file: {e}", file.display()));
+                Vec::new()
+            }
+        },
+        Err(e) => {
+            p.add(key, format!("cannot read {}: {e}", file.display()));
+            Vec::new()
+        }
+    }
+}
+
 /// An upstream URL: its origin as a URI, and its base path (no trailing slash).
 fn upstream_url(p: &mut Problems, key: &str, v: &str) -> Option<(Uri, String)> {
     let u = http_url(p, key, v, true)?;
@@ -932,6 +962,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         "60s",
     );
     let preserve_host = raw.upstream.preserve_host.unwrap_or(false);
+    let tls_roots = load_tls_roots(&mut p, "upstream.tls_ca_file", raw.upstream.tls_ca_file.as_deref());
     // The routes: every [[upstreams]] entry with its own URL and timeouts (the rest shared with [upstream]).
     let mut routes: Vec<(UpstreamRoute, String)> = Vec::new();
     for (i, r) in raw.upstreams.iter().enumerate() {
@@ -990,6 +1021,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
                         pass_method_override: raw.upstream.pass_method_override.unwrap_or(false),
                         upgrade_protocols: upgrade_protocols.clone(),
                         protected_app,
+                        tls_roots: match &r.tls_ca_file {
+                            Some(f) => load_tls_roots(&mut p, &format!("{key}.tls_ca_file"), Some(f)),
+                            None => tls_roots.clone(),
+                        },
                     },
                 },
                 key,
@@ -1528,6 +1563,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         pass_method_override: raw.upstream.pass_method_override.unwrap_or(false),
         upgrade_protocols,
         protected_app,
+        tls_roots,
     };
     if default_upstream.is_some() {
         routes.push(UpstreamRoute {

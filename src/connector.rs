@@ -20,14 +20,36 @@ use tower_service::Service;
 pub type Connector = Bare<HttpsConnector<HttpConnector>>;
 
 pub fn https_or_http(connect_timeout: Duration) -> Result<Connector, String> {
+    https_or_http_trusting(connect_timeout, &[])
+}
+
+/// Like [`https_or_http`], also trusting `extra_roots` (an upstream's `tls_ca_file`: a private CA, or the
+/// upstream's own self-signed certificate) next to the Mozilla root set.
+pub fn https_or_http_trusting(
+    connect_timeout: Duration,
+    extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<Connector, String> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for cert in extra_roots {
+        roots
+            .add(cert.clone())
+            .map_err(|e| format!("a certificate of tls_ca_file cannot be trusted: {e}"))?;
+    }
+    let tls =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup failed: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     Ok(Bare(
         hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| format!("TLS setup failed: {e}"))?
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http),

@@ -95,7 +95,7 @@ impl Forwarder {
         workers: usize,
         tunnel_idle_timeout: Duration,
     ) -> Result<Self, String> {
-        let connector = crate::connector::https_or_http(config.connect_timeout)?;
+        let connector = crate::connector::https_or_http_trusting(config.connect_timeout, &config.tls_roots)?;
         let clients = (0..workers.max(1))
             .map(|_| {
                 Client::builder(TokioExecutor::new())

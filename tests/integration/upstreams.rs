@@ -154,3 +154,113 @@ async fn check_lists_the_routing_table() {
         "{stdout}"
     );
 }
+
+/// An HTTPS upstream with a certificate of its own (a private CA, or self-signed): `tls_ca_file` trusts it, for
+/// `[upstream]` and per `[[upstreams]]` entry; without it the gate refuses the connection (502).
+#[tokio::test]
+async fn tls_ca_file_trusts_an_upstreams_own_certificate() {
+    if !have_tool("openssl", &["/usr/bin/openssl"], "openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("up.crt"), dir.path().join("up.key"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args(["-subj", "/CN=upstream", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .args([
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(made);
+    let port = https_upstream(&cert, &key).await;
+    let idp = Idp::start(IdpOptions::default());
+    let public = "[[rules]]\nprefix = \"/\"\nallow = \"public\"\n";
+    let url = format!("https://127.0.0.1:{port}");
+    let ca = format!("tls_ca_file = {:?}", cert.display().to_string());
+    let ca_line: &'static str = Box::leak(ca.clone().into_boxed_str());
+
+    let trusting = TestGate::start_edited(&idp, &url, "", public, in_upstream(ca_line)).await;
+    let r = plain().get(format!("{}/x", trusting.url())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "secure:/x");
+
+    let strict = TestGate::start(&idp, &url, "", public).await;
+    let r = plain().get(format!("{}/x", strict.url())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+
+    let app = Upstream::start().await;
+    let per_entry = format!("{public}\n[[upstreams]]\nprefix = \"/secure\"\nurl = \"{url}\"\n{ca}\n");
+    let mixed = TestGate::start(&idp, &app.url(), "", &per_entry).await;
+    let r = plain().get(format!("{}/secure/y", mixed.url())).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "secure:/secure/y");
+    let r = plain().get(format!("{}/plain", mixed.url())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(app.last().path, "/plain");
+
+    let bad = gate_toml("https://a.example.com", &url, "https://t.logto.app", "", "")
+        .replace("[upstream]\n", "[upstream]\ntls_ca_file = \"/nonexistent/ca.pem\"\n");
+    let err = logto_gate::Config::from_toml_str(&bad, Vec::new()).expect_err("refused");
+    assert!(
+        err.0.iter().any(|l| l.starts_with("upstream.tls_ca_file: cannot read")),
+        "{err}"
+    );
+}
+
+/// A small HTTPS server answering `secure:<path>`, with the given certificate; returns its port.
+async fn https_upstream(cert: &std::path::Path, key: &std::path::Path) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+    let config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    let body = format!("secure:{}", req.uri().path());
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from(body),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    port
+}
