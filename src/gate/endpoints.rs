@@ -154,7 +154,14 @@ impl Gate {
             .ok()
             .and_then(|p| p.iter().find(|(k, _)| k == "state").map(|(_, v)| v.clone()));
         let result = match params {
-            Ok(params) if req.method() == Method::GET => self.finish_sign_in(req, &params).await,
+            Ok(params) if req.method() == Method::GET => {
+                // The sign-in's log lines (Logto's answers, organization tokens) carry the request id.
+                let span = tracing::info_span!(
+                    "sign_in",
+                    request_id = req.headers().get(super::REQUEST_ID).and_then(|v| v.to_str().ok())
+                );
+                tracing::Instrument::instrument(self.finish_sign_in(req, &params), span).await
+            }
             Ok(_) => Err(ClientError::MethodNotAllowed.into()),
             Err(e) => Err(e),
         };

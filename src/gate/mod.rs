@@ -835,7 +835,12 @@ impl Gate {
             // The usual case: nothing to renew or write back.
             return Ok(Some(Principal::Session(current)));
         }
-        Box::pin(self.renew_and_save(current, now, headers, cookies)).await
+        // Renewal is rare and talks to Logto and Redis: its log lines carry the request id, to match the access line.
+        let span = tracing::info_span!(
+            "renewal",
+            request_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok())
+        );
+        tracing::Instrument::instrument(Box::pin(self.renew_and_save(current, now, headers, cookies)), span).await
     }
 
     /// Phase 2c: refreshes tokens near expiry and writes back a session that changed (boxed by the caller: rare,

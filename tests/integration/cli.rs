@@ -469,3 +469,45 @@ async fn log_lines_match_their_access_line_and_carry_no_colour_codes() {
     assert!(failed.contains("path=/slow"), "{failed}");
     assert!(!failed.contains("ms=2000"), "no query in the log: {failed}");
 }
+
+/// A warning from deep in a request (here a token refresh that fails because Logto went away) carries the
+/// request's id, so it can be matched with the access line.
+#[tokio::test]
+async fn warnings_during_a_refresh_carry_the_request_id() {
+    let idp = Idp::start(IdpOptions {
+        access_token_ttl: Some(4),
+        ..Default::default()
+    });
+    let upstream = Upstream::start().await;
+    let mut gate = BinaryGate::start(
+        &idp.endpoint(),
+        &upstream.url(),
+        "",
+        |t| t.replace("level = \"warn\"", "level = \"info\""),
+        |public| idp.register_client(APP_ID, APP_SECRET, public),
+        &[],
+    )
+    .await;
+    let b = Browser::new(&idp);
+    b.sign_in(&gate, "/").await;
+    drop(idp); // Logto goes away: the next refresh fails, and the session keeps working meanwhile.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let r = b.get(format!("{}/later", gate.url())).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let _ = gate.process.child.kill();
+    let _ = gate.process.child.wait();
+    let mut log = String::new();
+    gate.process
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("token refresh failed"))
+        .unwrap_or_else(|| panic!("no refresh warning:\n{log}"));
+    assert!(warning.contains(&id), "the warning names request {id}: {warning}");
+}
