@@ -188,26 +188,6 @@ async fn eventually(what: &str, check: impl Fn() -> bool) {
     }
 }
 
-/// The whole `Cookie` field a browser sends to `url`.
-fn cookie_header(b: &Browser, url: &str) -> String {
-    use reqwest::cookie::CookieStore;
-    b.jar
-        .cookies(&url.parse().unwrap())
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default()
-}
-
-async fn status_with_cookie(url: &str, cookie: &str) -> StatusCode {
-    plain()
-        .get(url)
-        .header("cookie", cookie)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
-
 /// Sign-out kills a copy of the cookie taken before it (malware, a shared computer, a proxy log): the session is
 /// revoked at the gate, and its refresh token at Logto (RFC 7009), which otherwise keeps the grant through
 /// end-session.
@@ -215,7 +195,7 @@ async fn status_with_cookie(url: &str, cookie: &str) -> StatusCode {
 async fn sign_out_ends_a_copied_cookie_and_revokes_the_refresh_token() {
     let s = Stack::start().await;
     let (b, _) = s.signed_in().await;
-    let copy = cookie_header(&b, &s.gate.url());
+    let copy = b.gate_cookies(&s.gate.url());
     let url = format!("{}/private", s.gate.url());
     assert_eq!(status_with_cookie(&url, &copy).await, StatusCode::OK);
     assert_eq!(s.idp.live_grants(), 1);
@@ -262,7 +242,7 @@ async fn a_copied_cookie_is_refused_on_every_replica_after_sign_out() {
     let two = BinaryGate::start(&idp.endpoint(), &upstream.url(), "", edit, |_| {}, &[]).await;
     let b = Browser::new(&idp);
     b.sign_in(&one, "/").await;
-    let copy = cookie_header(&b, &one.url());
+    let copy = b.gate_cookies(&one.url());
     assert_eq!(
         status_with_cookie(&format!("{}/x", two.url()), &copy).await,
         StatusCode::OK

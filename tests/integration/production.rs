@@ -2,7 +2,6 @@
 //! reload and HTTP/2 by ALPN, and the server's limits.
 
 use std::io::{BufRead, BufReader};
-use std::process::Command;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -327,46 +326,6 @@ async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
             "a log line contains a secret ({secret:.12}...):\n{all}"
         );
     }
-}
-
-/// A self-signed certificate for 127.0.0.1 made with the openssl command line.
-fn make_cert(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-        ])
-        .args([
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        // An end-entity certificate (not a CA), which the client then trusts directly.
-        .args([
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-addext",
-            "extendedKeyUsage=serverAuth",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl")
-        .success();
-    assert!(ok, "openssl could not make a certificate");
-    (cert, key)
 }
 
 fn der_of(pem_path: &std::path::Path) -> Vec<u8> {

@@ -34,25 +34,6 @@ async fn replicas(idp: &Idp, upstream: &Upstream, session: String) -> (BinaryGat
     (one, two)
 }
 
-fn cookie_header(b: &Browser, url: &str) -> String {
-    use reqwest::cookie::CookieStore;
-    b.jar
-        .cookies(&url.parse().unwrap())
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default()
-}
-
-async fn status_with(url: &str, cookie: &str) -> StatusCode {
-    plain()
-        .get(url)
-        .header("cookie", cookie)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
-
 #[tokio::test]
 async fn a_redis_cluster_holds_sessions_for_every_replica() {
     if !have_redis() {
@@ -69,11 +50,11 @@ async fn a_redis_cluster_holds_sessions_for_every_replica() {
     let (one, two) = replicas(&idp, &upstream, session).await;
     let b = Browser::new(&idp);
     b.sign_in(&one, "/").await;
-    let cookie = cookie_header(&b, &one.url());
+    let cookie = b.gate_cookies(&one.url());
     let id = b.cookie(&one.url(), "logto_gate").unwrap();
     assert!(id.len() < 200, "the cookie holds only an id: {id}");
     assert_eq!(
-        status_with(&format!("{}/on-two", two.url()), &cookie).await,
+        status_with_cookie(&format!("{}/on-two", two.url()), &cookie).await,
         StatusCode::OK
     );
     assert_eq!(upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
@@ -92,7 +73,7 @@ async fn a_redis_cluster_holds_sessions_for_every_replica() {
     let out = b.get(format!("{}/_logto/sign-out", one.url())).await;
     assert_eq!(out.status(), StatusCode::FOUND);
     assert_eq!(
-        status_with(&format!("{}/after", two.url()), &cookie).await,
+        status_with_cookie(&format!("{}/after", two.url()), &cookie).await,
         StatusCode::UNAUTHORIZED
     );
 }
@@ -114,8 +95,11 @@ async fn a_sentinel_failover_during_traffic_costs_at_most_some_503s() {
     let (one, two) = replicas(&idp, &upstream, session).await;
     let b = Browser::new(&idp);
     b.sign_in(&one, "/").await;
-    let cookie = cookie_header(&b, &one.url());
-    assert_eq!(status_with(&format!("{}/x", two.url()), &cookie).await, StatusCode::OK);
+    let cookie = b.gate_cookies(&one.url());
+    assert_eq!(
+        status_with_cookie(&format!("{}/x", two.url()), &cookie).await,
+        StatusCode::OK
+    );
     // The session is on the replica too before the master goes away.
     let waited = master.cli(&["wait", "1", "5000"]);
     assert_eq!(waited.trim(), "1", "replicated: {waited}");
@@ -124,8 +108,8 @@ async fn a_sentinel_failover_during_traffic_costs_at_most_some_503s() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
     let mut statuses = Vec::new();
     loop {
-        let s1 = status_with(&format!("{}/during", one.url()), &cookie).await;
-        let s2 = status_with(&format!("{}/during", two.url()), &cookie).await;
+        let s1 = status_with_cookie(&format!("{}/during", one.url()), &cookie).await;
+        let s2 = status_with_cookie(&format!("{}/during", two.url()), &cookie).await;
         statuses.extend([s1, s2]);
         for s in [s1, s2] {
             assert!(

@@ -32,21 +32,6 @@ async fn wait_past(since: u64, secs: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
-/// The gate's cookies the browser holds (the IdP's share the host: cookies do not depend on the port).
-fn cookie_header(b: &Browser, url: &str) -> String {
-    let u: reqwest::Url = url.parse().unwrap();
-    use reqwest::cookie::CookieStore;
-    let all = b
-        .jar
-        .cookies(&u)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    all.split("; ")
-        .filter(|c| c.starts_with("logto_gate"))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 /// Sends `n` requests at once with exactly `cookie`, returns their statuses.
 async fn burst(url: &str, cookie: &str, n: usize) -> Vec<u16> {
     let client = reqwest::Client::builder()
@@ -79,7 +64,7 @@ async fn concurrent_requests_near_expiry_trigger_exactly_one_refresh() {
     let b = s.browser();
     let signed_in = now();
     b.sign_in(&s.gate, "/").await;
-    let before = cookie_header(&b, &s.gate.url());
+    let before = b.gate_cookies(&s.gate.url());
     wait_past(signed_in, TTL).await;
 
     let statuses = burst(&s.gate.url(), &before, 20).await;
@@ -105,7 +90,7 @@ async fn a_revoked_grant_ends_the_session_cleanly() {
     let b = s.browser();
     let signed_in = now();
     b.sign_in(&s.gate, "/").await;
-    let cookie = cookie_header(&b, &s.gate.url());
+    let cookie = b.gate_cookies(&s.gate.url());
     assert!(s.idp.revoke_grants() >= 1);
     wait_past(signed_in, TTL).await;
     let client = reqwest::Client::builder()
@@ -181,7 +166,7 @@ async fn two_gates_share_sessions_through_redis_and_refresh_once_between_them() 
     let signed_in = now();
     b.sign_in(&one, "/").await;
     // The cookie holds only an opaque id (cookies do not depend on the port, so the browser sends it to both).
-    let cookie = cookie_header(&b, &one.url());
+    let cookie = b.gate_cookies(&one.url());
     assert!(
         cookie.len() < 200,
         "the cookie carries an id, not the session: {cookie}"
@@ -372,7 +357,7 @@ async fn rotating_the_session_secret_signs_nobody_out() {
     let old_gate = TestGate::start(&idp, &upstream.url(), "", "").await;
     let b = Browser::new(&idp);
     b.sign_in(&old_gate, "/").await;
-    let old_cookie = cookie_header(&b, &old_gate.url());
+    let old_cookie = b.gate_cookies(&old_gate.url());
 
     let with_secrets = |list: &'static str| {
         move |t: String| t.replace(&format!("secret = \"{SESSION_SECRET}\""), &format!("secrets = {list}"))
@@ -463,7 +448,7 @@ async fn large_sessions_are_chunked_and_stale_chunks_cleared() {
     let b = Browser::new(&idp);
     b.login_as("carol");
     b.sign_in(&gate, "/").await;
-    let cookies = cookie_header(&b, &gate.url());
+    let cookies = b.gate_cookies(&gate.url());
     assert!(
         cookies.contains("logto_gate.0=") && cookies.contains("logto_gate.1="),
         "{cookies}"
@@ -484,7 +469,7 @@ async fn large_sessions_are_chunked_and_stale_chunks_cleared() {
     }
     let (hops, resp) = bob.navigate(&format!("{}/_logto/sign-in?redirect=/", gate.url())).await;
     assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}");
-    let after = cookie_header(&bob, &gate.url());
+    let after = bob.gate_cookies(&gate.url());
     assert!(
         after.starts_with("logto_gate=") && !after.contains("logto_gate.0"),
         "{after}"

@@ -163,35 +163,7 @@ async fn tls_ca_file_trusts_an_upstreams_own_certificate() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("up.crt"), dir.path().join("up.key"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-        ])
-        .args(["-subj", "/CN=upstream", "-addext", "subjectAltName=IP:127.0.0.1"])
-        .args([
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-addext",
-            "extendedKeyUsage=serverAuth",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap()
-        .success();
-    assert!(made);
+    let (cert, key) = make_cert(dir.path(), "upstream");
     let port = https_upstream(&cert, &key).await;
     let idp = Idp::start(IdpOptions::default());
     let public = "[[rules]]\nprefix = \"/\"\nallow = \"public\"\n";

@@ -421,6 +421,23 @@ impl Browser {
         hops
     }
 
+    /// The gate's cookies this browser sends to `url`, as a `Cookie` field (the IdP's share the host on loopback:
+    /// cookies do not depend on the port), to replay them from another client or replica.
+    pub fn gate_cookies(&self, url: &str) -> String {
+        let Ok(u) = url.parse::<Url>() else {
+            return String::new();
+        };
+        let all = self
+            .jar
+            .cookies(&u)
+            .and_then(|v| v.to_str().ok().map(str::to_owned))
+            .unwrap_or_default();
+        all.split("; ")
+            .filter(|c| c.starts_with("logto_gate"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// The value of a cookie the jar holds for `url`.
     pub fn cookie(&self, url: &str, name: &str) -> Option<String> {
         let url: Url = url.parse().ok()?;
@@ -433,6 +450,58 @@ impl Browser {
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.to_owned())
     }
+}
+
+/// The status of a GET to `url` sending exactly `cookie` (an API client: `Accept: application/json`).
+pub async fn status_with_cookie(url: &str, cookie: &str) -> StatusCode {
+    plain()
+        .get(url)
+        .header("cookie", cookie)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("GET with a cookie")
+        .status()
+}
+
+/// A self-signed end-entity certificate for 127.0.0.1 made with the openssl command line: (certificate, key).
+pub fn make_cert(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args([
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        // An end-entity certificate (not a CA), which a client then trusts directly.
+        .args([
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl")
+        .success();
+    assert!(ok, "openssl could not make a certificate");
+    (cert, key)
 }
 
 /// The path of the gate binary built by cargo for these tests.
