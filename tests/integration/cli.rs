@@ -436,16 +436,7 @@ async fn log_lines_match_their_access_line_and_carry_no_colour_codes() {
     let slow = b.get(format!("{}/slow?ms=2000", gate.url())).await;
     assert_eq!(slow.status(), StatusCode::GATEWAY_TIMEOUT);
     let id = slow.headers()["x-request-id"].to_str().unwrap().to_owned();
-    let _ = gate.process.child.kill();
-    let _ = gate.process.child.wait();
-    let mut log = String::new();
-    gate.process
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let log = gate.stop_and_read_log();
     assert!(!log.contains('\u{1b}'), "ANSI escapes in a non-terminal log:\n{log}");
     let access = log
         .lines()
@@ -495,16 +486,7 @@ async fn warnings_during_a_refresh_carry_the_request_id() {
     let r = b.get(format!("{}/later", gate.url())).await;
     assert_eq!(r.status(), StatusCode::OK);
     let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
-    let _ = gate.process.child.kill();
-    let _ = gate.process.child.wait();
-    let mut log = String::new();
-    gate.process
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let log = gate.stop_and_read_log();
     let warning = log
         .lines()
         .find(|l| l.contains("WARN") && l.contains("token refresh failed"))

@@ -225,21 +225,8 @@ async fn a_copied_cookie_is_refused_on_every_replica_after_sign_out() {
     let redis = Redis::start().await;
     let idp = Idp::start(IdpOptions::default());
     let upstream = Upstream::start().await;
-    let store = format!(
-        "[session]\nredis_url = \"{}\"\nredis_key_prefix = \"t:\"\n",
-        redis.url()
-    );
-    let edit = move |t: String| t.replacen("[session]\n", &store, 1);
-    let one = BinaryGate::start(
-        &idp.endpoint(),
-        &upstream.url(),
-        "",
-        edit.clone(),
-        |public| idp.register_client(APP_ID, APP_SECRET, public),
-        &[],
-    )
-    .await;
-    let two = BinaryGate::start(&idp.endpoint(), &upstream.url(), "", edit, |_| {}, &[]).await;
+    let session = format!("redis_url = \"{}\"\nredis_key_prefix = \"t:\"", redis.url());
+    let (one, two) = BinaryGate::two_replicas(&idp, &upstream, &session).await;
     let b = Browser::new(&idp);
     b.sign_in(&one, "/").await;
     let copy = b.gate_cookies(&one.url());

@@ -18,22 +18,6 @@ fn have_redis() -> bool {
     )
 }
 
-/// Two gate processes (replicas) sharing a session store described by `session` (the [session] keys).
-async fn replicas(idp: &Idp, upstream: &Upstream, session: String) -> (BinaryGate, BinaryGate) {
-    let edit = move |t: String| t.replacen("[session]\n", &format!("[session]\n{session}\n"), 1);
-    let one = BinaryGate::start(
-        &idp.endpoint(),
-        &upstream.url(),
-        "",
-        edit.clone(),
-        |public| idp.register_client(APP_ID, APP_SECRET, public),
-        &[],
-    )
-    .await;
-    let two = BinaryGate::start(&idp.endpoint(), &upstream.url(), "", edit, |_| {}, &[]).await;
-    (one, two)
-}
-
 #[tokio::test]
 async fn a_redis_cluster_holds_sessions_for_every_replica() {
     if !have_redis() {
@@ -47,7 +31,7 @@ async fn a_redis_cluster_holds_sessions_for_every_replica() {
         "store = \"redis\"\nredis_mode = \"cluster\"\nredis_urls = [{}]\nredis_key_prefix = \"t:\"",
         urls.join(", ")
     );
-    let (one, two) = replicas(&idp, &upstream, session).await;
+    let (one, two) = BinaryGate::two_replicas(&idp, &upstream, &session).await;
     let b = Browser::new(&idp);
     b.sign_in(&one, "/").await;
     let cookie = b.gate_cookies(&one.url());
@@ -92,7 +76,7 @@ async fn a_sentinel_failover_during_traffic_costs_at_most_some_503s() {
         "store = \"redis\"\nredis_mode = \"sentinel\"\nredis_urls = [\"{}\"]\nredis_sentinel_master = \"gate-master\"\nredis_key_prefix = \"t:\"",
         sentinel.url()
     );
-    let (one, two) = replicas(&idp, &upstream, session).await;
+    let (one, two) = BinaryGate::two_replicas(&idp, &upstream, &session).await;
     let b = Browser::new(&idp);
     b.sign_in(&one, "/").await;
     let cookie = b.gate_cookies(&one.url());

@@ -573,6 +573,36 @@ impl BinaryGate {
         }
     }
 
+    /// Two gate processes (replicas of one deployment) sharing one app registration, with `session` added to their
+    /// `[session]` section (a shared store, say).
+    pub async fn two_replicas(idp: &Idp, upstream: &Upstream, session: &str) -> (BinaryGate, BinaryGate) {
+        let section = format!("[session]\n{session}\n");
+        let edit = move |t: String| t.replacen("[session]\n", &section, 1);
+        let one = BinaryGate::start(
+            &idp.endpoint(),
+            &upstream.url(),
+            "",
+            edit.clone(),
+            |public| idp.register_client(APP_ID, APP_SECRET, public),
+            &[],
+        )
+        .await;
+        let two = BinaryGate::start(&idp.endpoint(), &upstream.url(), "", edit, |_| {}, &[]).await;
+        (one, two)
+    }
+
+    /// Stops the process and returns what it logged (stderr).
+    pub fn stop_and_read_log(&mut self) -> String {
+        use std::io::Read;
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
+        let mut log = String::new();
+        if let Some(mut err) = self.process.child.stderr.take() {
+            let _ = err.read_to_string(&mut log);
+        }
+        log
+    }
+
     /// Sends SIGTERM, as Kubernetes or `docker stop` does.
     pub fn sigterm(&self) {
         let pid = self.process.child.id().to_string();
