@@ -27,6 +27,7 @@ const COPIED_CLAIMS: [&str; 5] = ["sub", "email", "username", "roles", "organiza
 pub struct AssertionSigner {
     key: EcdsaKeyPair,
     rng: SystemRandom,
+    #[cfg(test)]
     kid: String,
     header_b64: String,
     issuer: String,
@@ -69,6 +70,7 @@ impl AssertionSigner {
             key,
             rng,
             header_b64: URL_SAFE_NO_PAD.encode(header.to_string()),
+            #[cfg(test)]
             kid,
             issuer: issuer.to_owned(),
             audience: config.audience.clone(),
@@ -77,7 +79,8 @@ impl AssertionSigner {
         })
     }
 
-    pub fn kid(&self) -> &str {
+    #[cfg(test)]
+    fn kid(&self) -> &str {
         &self.kid
     }
 

@@ -19,11 +19,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// A streaming body: one received by hyper and passed through, or any other, boxed.
 #[derive(Debug)]
 pub enum Body {
-    /// No body at all: a bodiless request read by the HTTP/1 front ([`crate::front`]), or an empty answer.
+    /// No body at all: a bodiless request read by the HTTP/1 front ([`crate::http1::server`]), or an empty answer.
     Empty,
     Incoming(Incoming),
-    /// A response body read by the lean upstream client ([`crate::proxy::h1`]).
-    Upstream(crate::proxy::h1::ResponseBody),
+    /// A response body read by the lean upstream client ([`crate::http1::client`]).
+    Upstream(crate::http1::body::ResponseBody),
     Boxed(BoxBody<Bytes, BoxError>),
 }
 

@@ -126,7 +126,7 @@ impl PublicUrl {
         s
     }
     pub fn callback_url(&self) -> String {
-        self.join(crate::gate::paths::CALLBACK)
+        self.join(crate::routes::paths::CALLBACK)
     }
 }
 
@@ -1135,7 +1135,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         Some(v) => http_url(&mut p, "logto.post_logout_redirect_uri", &v, true).map(|u| u.to_string()),
         // A page that says the person is signed out, with "Sign in again": landing on the app's root instead would
         // start a new sign-in at once (silently, with direct_sign_in).
-        None => public_url.as_ref().map(|pu| pu.join(crate::gate::paths::SIGNED_OUT)),
+        None => public_url.as_ref().map(|pu| pu.join(crate::routes::paths::SIGNED_OUT)),
     };
 
     // session

@@ -3,8 +3,8 @@
 
 use http::StatusCode;
 
-use crate::gate::paths;
 use crate::pages::Page;
+use crate::routes::paths;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
@@ -235,6 +235,18 @@ impl GateError {
             ),
         }
     }
+}
+
+/// An error with its causes, for logs ("client error (Connect): tcp connect error: Connection refused").
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 #[cfg(test)]

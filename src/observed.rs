@@ -1,5 +1,5 @@
 //! A byte stream that shows what moves through it to an observer: the connection's activity counter (idle
-//! timeouts, [`crate::activity`]) and the second reading of request heads (request smuggling, [`crate::framing`]).
+//! timeouts, [`crate::activity`]) and the second reading of request heads (request smuggling, [`crate::http1::framing`]).
 
 use std::io;
 use std::pin::Pin;

@@ -1,6 +1,6 @@
 //! The accept loop: HTTP/1.1 and HTTP/2 on one listener (prior knowledge, or ALPN over TLS: [`crate::sniff`]),
-//! HTTP/1 served by the front ([`crate::front`]) until a request needs hyper's server, protocol upgrades for
-//! HTTP/1.1, limits on slow and idle clients, the request-smuggling check ([`crate::framing`]) on what hyper reads,
+//! HTTP/1 served by the front ([`crate::http1::server`]) until a request needs hyper's server, protocol upgrades for
+//! HTTP/1.1, limits on slow and idle clients, the request-smuggling check ([`crate::http1::framing`]) on what hyper reads,
 //! and graceful shutdown.
 //!
 //! Threads: `server.workers` worker threads, each running a single-threaded tokio runtime, all accepting from the
@@ -32,10 +32,10 @@ use crate::activity::ActivityIo;
 use crate::config::ServerConfig;
 use crate::connections::{Connections, OpenCount, Registration};
 use crate::deadlines::CoarseTimer;
-use crate::framing::{framing_io, AmbiguousFraming, Watch};
-use crate::front::{self, Ended, Front};
 use crate::gate::{Gate, WorkerGate};
-use crate::proxy::h1::Fields;
+use crate::http1::fields::Fields;
+use crate::http1::framing::{framing_io, AmbiguousFraming, Watch};
+use crate::http1::server::{self as front, Ended, Front};
 use crate::sniff::{self, Prefixed, Protocol};
 
 /// Limits applied to every client connection.
@@ -318,7 +318,7 @@ struct Client<'a> {
 
 impl Client<'_> {
     /// Serves `io` with the protocol its client speaks: `known` (by ALPN or a peek), or else read from its first
-    /// bytes. HTTP/1 starts in the front ([`crate::front`]) and goes to hyper's server when the front hands it over.
+    /// bytes. HTTP/1 starts in the front ([`crate::http1::server`]) and goes to hyper's server when the front hands it over.
     async fn serve<I>(&self, known: Option<Protocol>, mut io: Prefixed<I>)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -378,7 +378,7 @@ impl Client<'_> {
         }
     }
 
-    /// The gate as hyper's service; `framing` says which HTTP/1 request heads were ambiguous ([`crate::framing`]).
+    /// The gate as hyper's service; `framing` says which HTTP/1 request heads were ambiguous ([`crate::http1::framing`]).
     fn service(
         &self,
         framing: Option<Watch>,

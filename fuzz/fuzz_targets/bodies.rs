@@ -186,11 +186,11 @@ pub fn framing(data: &[u8]) {
     };
     let stream = expand(FRAGMENTS, rest);
     let max_head = 256;
-    let whole = logto_gate::framing::first_ambiguous([stream.as_slice()], max_head);
+    let whole = logto_gate::testing::first_ambiguous([stream.as_slice()], max_head);
     let size = usize::from(split).max(1);
-    let pieces = logto_gate::framing::first_ambiguous(stream.chunks(size), max_head);
+    let pieces = logto_gate::testing::first_ambiguous(stream.chunks(size), max_head);
     assert_eq!(whole, pieces, "read whole vs in pieces of {size}");
-    let bytewise = logto_gate::framing::first_ambiguous(stream.chunks(1), max_head);
+    let bytewise = logto_gate::testing::first_ambiguous(stream.chunks(1), max_head);
     assert_eq!(whole, bytewise, "read whole vs byte by byte");
     // Wherever a head may start, the quick reading of a head agrees with the full parse.
     let after_newlines = stream
@@ -201,13 +201,13 @@ pub fn framing(data: &[u8]) {
     let line_starts = std::iter::once(0).chain(after_newlines);
     for start in line_starts {
         assert!(
-            logto_gate::framing::quick_reading_agrees(&stream[start..]),
+            logto_gate::testing::quick_reading_agrees(&stream[start..]),
             "quick reading disagrees at {start}"
         );
     }
 }
 
-/// An upstream's response as the lean HTTP/1.1 client reads it (`logto_gate::proxy::h1`): built from HTTP fragments
+/// An upstream's response as the lean HTTP/1.1 client reads it (`logto_gate::testing::read_response`): built from HTTP fragments
 /// like [`framing`], and read whole, in pieces and byte by byte, it must give the same answer every time; and a body
 /// framed by `Content-Length` is never longer or shorter than it says.
 /// The HTTP/1 front's reading of a request head (src/front.rs): a head it serves itself has no body and no protocol
@@ -235,7 +235,7 @@ pub fn front_head(data: &[u8]) {
     ];
     let stream = expand(FRAGMENTS, data);
     let max = 512;
-    let Some((len, request)) = logto_gate::front::read_head(&stream, max) else {
+    let Some((len, request)) = logto_gate::testing::read_head(&stream, max) else {
         return;
     };
     assert!(len <= max);
@@ -251,7 +251,7 @@ pub fn front_head(data: &[u8]) {
     let mut parsed = httparse::Request::new(&mut slots);
     assert_eq!(parsed.parse(&stream).ok(), Some(httparse::Status::Complete(len)));
     assert_eq!(parsed.headers.len(), request.headers().len());
-    assert_eq!(logto_gate::framing::first_ambiguous([&stream[..len]], max), None);
+    assert_eq!(logto_gate::testing::first_ambiguous([&stream[..len]], max), None);
 }
 
 pub fn upstream_response(data: &[u8]) {
@@ -283,7 +283,7 @@ pub fn upstream_response(data: &[u8]) {
     let stream = expand(FRAGMENTS, rest);
     let head_only = flags & 1 == 1;
     let size = usize::from(flags >> 1).max(1);
-    let read = |size: usize| logto_gate::proxy::h1::read_response(stream.chunks(size), head_only);
+    let read = |size: usize| logto_gate::testing::read_response(stream.chunks(size), head_only);
     let whole = read(stream.len().max(1));
     assert_eq!(whole, read(size), "read whole vs in pieces of {size}");
     assert_eq!(whole, read(1), "read whole vs byte by byte");

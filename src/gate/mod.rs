@@ -24,16 +24,18 @@ use crate::assertion::AssertionSigner;
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::error::{ClientError, GateError, IdpError};
-use crate::framing::{Ambiguity, AmbiguousFraming};
+use crate::http1::framing::{Ambiguity, AmbiguousFraming};
+use crate::http1::hop;
 use crate::identity::{self, ClaimPath, ManagedHeaders};
-use crate::metrics::{Metrics, RefreshResult, RouteClass};
+use crate::metrics::{Metrics, RefreshResult};
 use crate::oidc::RefreshError;
 use crate::oidc::{Oidc, TokenError};
 use crate::pages::{self, Page};
 use crate::policy::{self, Decision};
 use crate::proxy::trusted::is_trusted;
-use crate::proxy::{forwarded, hop, Added, Forwarder};
+use crate::proxy::{forwarded, Added, Forwarder};
 use crate::return_path::ReturnPath;
+use crate::routes::{classify, paths, Route};
 use crate::session::attempt::SignInAttempt;
 use crate::session::refresh::{self, Refresher};
 use crate::session::store::SaveError;
@@ -48,22 +50,6 @@ mod endpoints;
 mod renewal;
 
 use renewal::Renewed;
-
-/// The paths the gate owns. Everything else is the app's.
-pub mod paths {
-    pub const PREFIX: &str = "/_logto/";
-    pub const SIGN_IN: &str = "/_logto/sign-in";
-    pub const CALLBACK: &str = "/_logto/callback";
-    pub const SIGN_OUT: &str = "/_logto/sign-out";
-    pub const USERINFO: &str = "/_logto/userinfo";
-    pub const HEALTHZ: &str = "/_logto/healthz";
-    pub const READYZ: &str = "/_logto/readyz";
-    pub const AUTH: &str = "/_logto/auth";
-    pub const JWKS: &str = "/_logto/jwks.json";
-    pub const BACKCHANNEL_LOGOUT: &str = "/_logto/backchannel-logout";
-    /// Where Logto sends the browser after sign-out by default: a page that says so, with "Sign in again".
-    pub const SIGNED_OUT: &str = "/_logto/signed-out";
-}
 
 /// Claims kept in every session besides those the header mapping and the rules read (for `/_logto/userinfo`).
 /// `scope` too: `/_logto/userinfo` shows the scopes the session holds (the sign-in's and its API resource's).
@@ -156,62 +142,6 @@ impl Principal {
     }
 }
 
-/// What a request is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    SignIn,
-    Callback,
-    SignOut,
-    UserInfo,
-    Healthz,
-    Readyz,
-    ForwardAuth,
-    Jwks,
-    BackchannelLogout,
-    SignedOut,
-    UnknownGatePath,
-    App,
-}
-
-impl Route {
-    fn class(self) -> RouteClass {
-        match self {
-            Route::App => RouteClass::App,
-            Route::SignIn => RouteClass::SignIn,
-            Route::Callback => RouteClass::Callback,
-            Route::SignOut | Route::SignedOut => RouteClass::SignOut,
-            Route::UserInfo => RouteClass::UserInfo,
-            Route::Healthz | Route::Readyz => RouteClass::Health,
-            Route::ForwardAuth => RouteClass::ForwardAuth,
-            Route::Jwks => RouteClass::Jwks,
-            Route::BackchannelLogout => RouteClass::BackchannelLogout,
-            Route::UnknownGatePath => RouteClass::Unknown,
-        }
-    }
-}
-
-/// Phase 1: classify by path alone.
-fn classify(path: &str) -> Route {
-    if !path.starts_with(paths::PREFIX) {
-        return Route::App;
-    }
-    match path {
-        paths::SIGN_IN => Route::SignIn,
-        paths::CALLBACK => Route::Callback,
-        paths::SIGN_OUT => Route::SignOut,
-        paths::USERINFO => Route::UserInfo,
-        paths::HEALTHZ => Route::Healthz,
-        paths::READYZ => Route::Readyz,
-        paths::AUTH => Route::ForwardAuth,
-        // Envoy's HTTP ext_authz appends the original path to its path_prefix.
-        p if p.starts_with(paths::AUTH) && p.as_bytes().get(paths::AUTH.len()) == Some(&b'/') => Route::ForwardAuth,
-        paths::JWKS => Route::Jwks,
-        paths::BACKCHANNEL_LOGOUT => Route::BackchannelLogout,
-        paths::SIGNED_OUT => Route::SignedOut,
-        _ => Route::UnknownGatePath,
-    }
-}
-
 /// A CORS preflight (Fetch standard §4.8): `OPTIONS` with `Origin` and `Access-Control-Request-Method`.
 fn is_preflight(req: &Request<Body>) -> bool {
     req.method() == Method::OPTIONS
@@ -277,6 +207,8 @@ impl Gate {
                     Arc::clone(&metrics),
                     config.server.workers,
                     config.server.idle_timeout,
+                    // The gate sets its own request id on every answer (`Gate::handle`).
+                    &[REQUEST_ID],
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -679,8 +611,7 @@ impl Gate {
     }
 
     /// Removes the upstream's `Set-Cookie` fields for cookies the gate owns (the session cookie, its chunks, the
-    /// sign-in attempt cookies), with a warning: only the gate sets or clears those. On both client paths: the
-    /// lean client's answer still holds its fields in the body.
+    /// sign-in attempt cookies), with a warning: only the gate sets or clears those; on both client paths.
     fn drop_gate_cookies_set_upstream(&self, resp: &mut Response<Body>) {
         let codec = self.sessions.codec();
         let owned = |value: &[u8]| match codec.gate_cookie_set_by(value) {
@@ -693,29 +624,7 @@ impl Gate {
             }
             None => false,
         };
-        if let Body::Upstream(upstream) = resp.body_mut() {
-            upstream
-                .fields_mut()
-                .retain(|name, value| name != header::SET_COOKIE || !owned(value));
-        }
-        if resp
-            .headers()
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .any(|v| codec.gate_cookie_set_by(v.as_bytes()).is_some())
-        {
-            let kept: Vec<HeaderValue> = resp
-                .headers()
-                .get_all(header::SET_COOKIE)
-                .iter()
-                .filter(|v| !owned(v.as_bytes()))
-                .cloned()
-                .collect();
-            resp.headers_mut().remove(header::SET_COOKIE);
-            for v in kept {
-                resp.headers_mut().append(header::SET_COOKIE, v);
-            }
-        }
+        crate::http1::fields::retain_response_fields(resp, |name, value| name != header::SET_COOKIE || !owned(value));
     }
 
     /// Phase 1c: what the rules say of a request whose path is `normalised`. They decide on the path a servlet
@@ -1022,7 +931,7 @@ fn log_path(path: &str) -> &str {
 /// RFC 9112 §6.1, §6.3: a request with both `Transfer-Encoding` and `Content-Length`, or with more than one
 /// `Content-Length`, has ambiguous framing. The gate refuses it rather than pick a reading the upstream might not share.
 fn framing_problem<B>(req: &Request<B>) -> Option<&'static str> {
-    // What only the raw head showed (hyper normalises it away); see `crate::framing`.
+    // What only the raw head showed (hyper normalises it away); see `crate::http1::framing`.
     if let Some(AmbiguousFraming(ambiguity)) = req.extensions().get::<AmbiguousFraming>() {
         return Some(ambiguity.message());
     }
@@ -1140,15 +1049,6 @@ fn single_valued_query(query: Option<&str>) -> Result<Vec<(String, String)>, Gat
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_known_gate_paths_are_gate_endpoints() {
-        assert_eq!(classify("/_logto/callback"), Route::Callback);
-        assert_eq!(classify("/_logto/sign-in"), Route::SignIn);
-        assert_eq!(classify("/_logto/other"), Route::UnknownGatePath);
-        assert_eq!(classify("/_logto"), Route::App);
-        assert_eq!(classify("/app/_logto/callback"), Route::App);
-    }
 
     #[test]
     fn duplicated_query_parameters_are_refused() {

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::error::IdpError;
+use crate::error::{error_chain, IdpError};
 
 /// The largest IdP answer read (discovery documents and key sets are a few KiB).
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -139,18 +139,6 @@ impl IdpHttp {
             ))),
         }
     }
-}
-
-/// An error with its causes, for logs ("client error (Connect): tcp connect error: Connection refused").
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

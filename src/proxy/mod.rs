@@ -2,11 +2,9 @@
 //! (WebSocket) spliced byte for byte, and bounded waits that end in 502/504 instead of a hang.
 //!
 //! Bodiless `GET` and `HEAD` requests to a plain-HTTP upstream (most of what a browser asks for) take the lean
-//! client in [`h1`], which works inside the client connection's task; everything else takes hyper's pooled client.
+//! client in [`crate::http1::client`], which works inside the client connection's task; everything else takes hyper's pooled client.
 
-pub mod forwarded;
-pub mod h1;
-pub mod hop;
+pub(crate) mod forwarded;
 pub mod trusted;
 
 use std::sync::Arc;
@@ -23,10 +21,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use crate::activity::{Activity, ActivityIo, IdleCheck};
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
+use crate::error::error_chain;
 use crate::error::{ClientError, GateError, UpstreamError};
+use crate::http1::client::{self, ExtraFields};
+use crate::http1::hop;
 use crate::identity::IdentityHeaders;
 use crate::metrics::Metrics;
-use crate::oidc::http::error_chain;
 
 /// Headers the gate adds to a request for the app that are not in its header map yet (none of their names is):
 /// hyper's path inserts them, the lean client writes them straight into the request head, pre-rendered where they
@@ -48,14 +48,14 @@ impl Added<'_> {
             identity.insert_into(headers);
         }
     }
+}
 
-    /// How many bytes [`Added::write`] writes.
+impl ExtraFields for Added<'_> {
     fn written_len(&self) -> usize {
         self.forwarded.as_ref().map_or(0, forwarded::Forwarded::written_len)
             + self.identity.map_or(0, |i| i.block().len())
     }
 
-    /// As HTTP/1.1 field lines, each ending in CRLF.
     fn write(&self, buf: &mut bytes::BytesMut) {
         if let Some(f) = &self.forwarded {
             f.write(buf);
@@ -75,7 +75,7 @@ pub struct Forwarder {
     /// the worker that opened it, so requests only ever use connections of their own thread.
     clients: Box<[Client<crate::connector::Connector, Body>]>,
     /// The lean client for bodiless `GET`/`HEAD`; `None` for an HTTPS upstream.
-    lean: Option<h1::Client>,
+    lean: Option<client::Client>,
     scheme: Scheme,
     authority: Authority,
     host_header: HeaderValue,
@@ -94,6 +94,7 @@ impl Forwarder {
         metrics: Arc<Metrics>,
         workers: usize,
         tunnel_idle_timeout: Duration,
+        replaced_response_fields: &[http::HeaderName],
     ) -> Result<Self, String> {
         let connector = crate::connector::https_or_http_trusting(config.connect_timeout, &config.tls_roots)?;
         let clients = (0..workers.max(1))
@@ -109,7 +110,13 @@ impl Forwarder {
         let host_header = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
         let lean = (scheme == Scheme::HTTP).then(|| {
             let target = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
-            h1::Client::new(target, config.connect_timeout, POOL_IDLE_TIMEOUT, workers)
+            client::Client::new(
+                target,
+                config.connect_timeout,
+                POOL_IDLE_TIMEOUT,
+                workers,
+                replaced_response_fields,
+            )
         });
         Ok(Forwarder {
             clients,
@@ -179,7 +186,9 @@ impl Forwarder {
             parts.headers.insert(header::HOST, host);
 
             match &self.lean {
-                Some(lean) if client_upgrade.is_none() && h1::Client::handles(&parts.method, !body.is_end_stream()) => {
+                Some(lean)
+                    if client_upgrade.is_none() && client::Client::handles(&parts.method, !body.is_end_stream()) =>
+                {
                     self.forward_lean(lean, &parts, &added).await
                 }
                 // Less common, and larger: boxed, so the usual request's future (which hyper moves about) stays small.
@@ -194,7 +203,7 @@ impl Forwarder {
     /// A bodiless `GET` or `HEAD` through the lean client ([`h1`]), with the `added` headers written after the rest.
     async fn forward_lean(
         &self,
-        lean: &h1::Client,
+        lean: &client::Client,
         parts: &http::request::Parts,
         added: &Added<'_>,
     ) -> Result<Response<Body>, GateError> {

@@ -5,7 +5,7 @@ use http::header::{HeaderMap, HeaderValue, COOKIE};
 
 use super::attempt::{is_well_formed_state, SignInAttempt, ATTEMPT_TTL_SECS};
 use crate::config::SessionConfig;
-use crate::gate::paths;
+use crate::routes::paths;
 
 /// Browsers refuse cookies over 4096 bytes (name, value and attributes together); stay below with room to spare.
 const MAX_COOKIE_BYTES: usize = 4000;

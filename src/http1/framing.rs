@@ -1,5 +1,5 @@
 //! Request-smuggling defence: a second reading of every HTTP/1 request head hyper reads, to refuse messages whose
-//! framing is ambiguous. (Heads the HTTP/1 front, [`crate::front`], serves have no framing field; a connection
+//! framing is ambiguous. (Heads the HTTP/1 front, [`crate::http1::server`], serves have no framing field; a connection
 //! reaches hyper, and this check, from the first head the front does not serve.)
 //!
 //! hyper follows RFC 9112 §6.3 for a request with both `Content-Length` and `Transfer-Encoding`: it drops the
@@ -28,6 +28,7 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::{hex, parse_decimal, MAX_HEADERS};
 use crate::observed::{Observed, Observer};
 
 /// Marks a request whose head had ambiguous framing; the gate answers it with 400 and closes the connection.
@@ -145,9 +146,6 @@ pub fn first_ambiguous<'a>(
     }
     None
 }
-
-/// hyper's default limit on request header lines; a head with more is refused by hyper, and stops the scanner.
-const MAX_HEADERS: usize = 100;
 
 /// Where the scanner is in the byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -497,21 +495,6 @@ fn full_head(bytes: &[u8]) -> Parsed {
         (false, Some(n)) => State::Length(n),
     };
     Parsed::Complete(Head { len, body, ambiguity })
-}
-
-/// A non-empty run of decimal digits that fits in a `u64` (a `Content-Length`, RFC 9110 §8.6).
-pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    digits
-        .iter()
-        .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
-}
-
-/// The value of a hex digit (callers check `is_ascii_hexdigit` first).
-pub(crate) fn hex(b: u8) -> u64 {
-    (b as char).to_digit(16).map_or(0, u64::from)
 }
 
 /// Advances a chunked body over `data`. Returns the next state (`Some(None)`: the body ended; `None`: the bytes are

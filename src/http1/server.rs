@@ -14,7 +14,7 @@
 //! Any other head, every malformed one included, hands the connection over ([`Ended::HandOff`]) with all the bytes
 //! not yet answered, from that head's first byte: hyper reads them as a new connection's first request, answers
 //! errors itself (400, 414, 431) and serves the connection from then on, and the request-smuggling check
-//! ([`crate::framing`]) follows its bytes from the same point. Nothing served here can carry a body, so no request
+//! ([`crate::http1::framing`]) follows its bytes from the same point. Nothing served here can carry a body, so no request
 //! here can be framed two ways.
 //!
 //! What hyper's server did and this module keeps:
@@ -49,16 +49,14 @@ use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
+use super::fields::Fields;
+use super::names::{self, Names};
+use super::{hop, parse_decimal, MAX_HEADERS};
 use crate::body::Body;
 use crate::connections::Registration;
 use crate::deadlines::Deadline;
 use crate::gate::{Gate, WorkerGate};
-use crate::names::{self, Names};
-use crate::proxy::h1::Fields;
-use crate::proxy::hop;
 
-/// The most header fields a request head may have (hyper's limit; more is answered 431 by hyper).
-pub const MAX_HEADERS: usize = 100;
 /// The longest request target served here (hyper's limit; longer is answered 414 by hyper).
 pub const MAX_TARGET: usize = u16::MAX as usize - 1;
 /// The read buffer's first size, as hyper's.
@@ -467,7 +465,7 @@ fn encode_head<'a>(
     }
     if !dated {
         out.extend_from_slice(b"date: ");
-        crate::http_date::extend(out);
+        super::date::extend(out);
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -478,7 +476,7 @@ fn encode_head<'a>(
 fn declared_length<V: AsRef<[u8]>>(values: impl IntoIterator<Item = V>) -> Option<u64> {
     let mut declared = None;
     for value in values {
-        let n = crate::framing::parse_decimal(value.as_ref())?;
+        let n = parse_decimal(value.as_ref())?;
         if declared.is_some_and(|d| d != n) {
             return None;
         }

@@ -1,0 +1,65 @@
+//! Every HTTP/1 byte the gate reads or writes itself (RFC 9112), server side and client side, and the second reading
+//! of the heads hyper reads.
+//!
+//! # The dual path
+//!
+//! Two implementations of HTTP/1.1 serve each side; which one handles a message is decided per message, never by
+//! configuration:
+//!
+//! | side | own code (this folder) | hyper |
+//! |---|---|---|
+//! | server | [`server`]: a plain or TLS HTTP/1.1 request head without a body, `Expect`, `Upgrade` or `CONNECT`, read whole within the limits | everything else: bodies, upgrades, HTTP/1.0, malformed or oversized heads (hyper answers 400/414/431), and every HTTP/2 connection ([`crate::server`]) |
+//! | client | [`client`]: a bodiless `GET` or `HEAD` to a plain-HTTP upstream | everything else: bodies, other methods, upgrades, HTTPS upstreams ([`crate::proxy::Forwarder`]) |
+//!
+//! A connection starts on the own server and is handed to hyper, with every unanswered byte, at the first head it
+//! does not serve; from there [`framing`] follows the bytes hyper reads (request smuggling). An upstream response
+//! read by the own client keeps its end-to-end fields in its body ([`body::ResponseBody`], as [`fields::Fields`])
+//! until it is written: the own server writes them straight out, hyper's servers get them moved into the response's
+//! map ([`fields::Fields::into_response_map`]). Gate code therefore never reads or edits an upstream response's
+//! map directly; it goes through [`fields::retain_response_fields`], which sees the fields wherever they are.
+//!
+//! # Behaviours that exist on both paths, and where each lives
+//!
+//! | behaviour | own code | hyper path |
+//! |---|---|---|
+//! | head parsing, field and size limits ([`MAX_HEADERS`], `server.max_header_bytes`, [`MAX_RESPONSE_HEAD`]) | [`server::read_head`], [`client`] | hyper, configured in [`crate::server`] |
+//! | header read and keep-alive timeout | [`server`] | `header_read_timeout` in [`crate::server`] |
+//! | `Connection: close`, graceful finish, cancel on hang-up, pipelining | [`server`] | hyper's dispatcher |
+//! | response framing, `Date` ([`date`]) | [`server`] | hyper's encoder |
+//! | request smuggling (ambiguous framing refused) | no framing field is served | [`framing`] |
+//! | hop-by-hop removal (RFC 9110 §7.6.1) | [`client`] while parsing | [`hop`], called by [`crate::proxy`] |
+//! | pool, reaper, retry of a closed pooled connection | [`pool`], [`client`] | hyper-util's pool |
+//! | connect and response timeouts, latency metric, base path | [`client`] via [`crate::proxy`] | [`crate::proxy`] |
+//! | chunked decoding of responses | [`body`] | hyper |
+//! | fields the gate replaces (the upstream's `X-Request-Id`) | dropped by [`client`] as told ([`client::Client::new`]) | replaced in the map by [`crate::gate`] |
+
+pub(crate) mod body;
+pub(crate) mod client;
+pub(crate) mod date;
+pub(crate) mod fields;
+pub(crate) mod framing;
+pub(crate) mod hop;
+pub(crate) mod names;
+pub(crate) mod pool;
+pub(crate) mod server;
+
+/// The most header fields a head may have, request or response (hyper's limit on both sides).
+pub(crate) const MAX_HEADERS: usize = 100;
+
+/// The largest upstream response head accepted (hyper's client allows about as much).
+pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// A non-empty run of decimal digits that fits in a `u64` (a `Content-Length`, RFC 9110 §8.6).
+pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    digits
+        .iter()
+        .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+/// The value of a hex digit (callers check `is_ascii_hexdigit` first).
+pub(crate) fn hex(b: u8) -> u64 {
+    (b as char).to_digit(16).map_or(0, u64::from)
+}
