@@ -1,0 +1,183 @@
+//! Checks more than one section uses, and the list of problems they report into.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::Uri;
+
+/// Collects problems while building the validated config: one line each, naming its key.
+#[derive(Default)]
+pub(super) struct Problems(Vec<String>);
+
+impl Problems {
+    pub(super) fn add(&mut self, key: &str, msg: impl fmt::Display) {
+        self.0.push(format!("{key}: {msg}"));
+    }
+
+    pub(super) fn required<T>(&mut self, key: &str, v: Option<T>) -> Option<T> {
+        if v.is_none() {
+            self.add(key, "missing");
+        }
+        v
+    }
+
+    /// A problem whose line names its key already.
+    pub(super) fn line(&mut self, line: String) {
+        self.0.push(line);
+    }
+
+    /// How many problems there are so far (a section compares before and after).
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// `Err` with every problem, if there is any.
+    pub(super) fn into_result(self) -> Result<(), super::ConfigErrors> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(super::ConfigErrors(self.0))
+        }
+    }
+}
+
+/// The value, trimmed, unless it is empty.
+pub(super) fn non_empty(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+/// Where a secret comes from: its `key` inline, or the file of its `<key>_file` (read after validation,
+/// [`super::files`]).
+#[derive(Debug)]
+pub(super) enum SecretSource {
+    Inline(String),
+    File(PathBuf),
+}
+
+/// The source of the secret `key`: exactly one of `key` and `<key>_file` must be set.
+pub(super) fn secret_source(
+    p: &mut Problems,
+    key: &str,
+    inline: Option<String>,
+    file: Option<PathBuf>,
+) -> Option<SecretSource> {
+    let file_key = format!("{key}_file");
+    // An empty path is no file (an environment variable for the inline secret blanks the file's `_file` key).
+    let file = file.filter(|f| !f.as_os_str().is_empty());
+    match (non_empty(inline), file) {
+        (Some(_), Some(_)) => {
+            p.add(key, format!("set both {key} and {file_key}; keep one"));
+            None
+        }
+        (Some(v), None) => Some(SecretSource::Inline(v)),
+        (None, Some(path)) => Some(SecretSource::File(path)),
+        (None, None) => {
+            p.add(key, format!("missing (set {key} or {file_key})"));
+            None
+        }
+    }
+}
+
+/// Values this repository's examples use in place of real credentials (`config/logto-gate.toml`,
+/// `deploy/kubernetes/base/secret.yaml`): anyone can read them, so a gate started with one would seal sessions
+/// with a publicly known key. Every value starting with `change-me` or `replace-with` counts too.
+const PLACEHOLDERS: [&str; 2] = ["new-secret-of-32-bytes-or-more...", "old-secret-of-32-bytes-or-more..."];
+
+pub(super) fn is_placeholder(value: &str) -> bool {
+    let v = value.trim().to_ascii_lowercase();
+    v.starts_with("change-me") || v.starts_with("replace-with") || PLACEHOLDERS.contains(&v.as_str())
+}
+
+/// Reports `key` when its value is one of the examples' placeholders, saying how to get a real one.
+pub(super) fn refuse_placeholder(p: &mut Problems, key: &str, value: &str, how: &str) {
+    if is_placeholder(value) {
+        p.add(
+            key,
+            format!("still the placeholder from logto-gate's examples, which anyone can read: {how}"),
+        );
+    }
+}
+
+pub(super) fn duration(p: &mut Problems, key: &str, v: Option<String>, default: &str) -> Duration {
+    let text = v.unwrap_or_else(|| default.to_owned());
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if !d.is_zero() => d,
+        Ok(_) => {
+            p.add(key, "must be longer than zero");
+            Duration::from_secs(1)
+        }
+        Err(e) => {
+            p.add(
+                key,
+                format!("`{text}` is not a duration like \"30s\", \"15m\" or \"7d\" ({e})"),
+            );
+            Duration::from_secs(1)
+        }
+    }
+}
+
+/// An upstream URL: its origin as a URI, and its base path (no trailing slash).
+pub(super) fn upstream_url(p: &mut Problems, key: &str, v: &str) -> Option<(Uri, String)> {
+    let u = http_url(p, key, v, true)?;
+    let origin = origin_of(&u);
+    match origin.parse::<Uri>() {
+        Ok(uri) => Some((uri, u.path().trim_end_matches('/').to_owned())),
+        Err(e) => {
+            p.add(key, format!("`{u}` is not usable ({e})"));
+            None
+        }
+    }
+}
+
+/// Parses an absolute http(s) URL that must be an origin or an origin with a path, never with query or fragment.
+pub(super) fn http_url(p: &mut Problems, key: &str, v: &str, allow_path: bool) -> Option<url::Url> {
+    let parsed = match url::Url::parse(v) {
+        Ok(u) => u,
+        Err(url::ParseError::RelativeUrlWithoutBase) => {
+            p.add(
+                key,
+                format!("`{v}` is not a valid URL: it has no scheme; write it like https://{v}"),
+            );
+            return None;
+        }
+        Err(e) => {
+            p.add(key, format!("`{v}` is not a valid URL ({e})"));
+            return None;
+        }
+    };
+    if !matches!(parsed.scheme(), "http" | "https") {
+        p.add(key, format!("`{v}` must start with http:// or https://"));
+        return None;
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        p.add(key, format!("`{v}` has no host"));
+        return None;
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        p.add(key, format!("`{v}` must not have a query or fragment"));
+        return None;
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        p.add(key, format!("`{v}` must not contain credentials"));
+        return None;
+    }
+    if !allow_path && parsed.path() != "/" {
+        p.add(
+            key,
+            format!("`{v}` must be an origin only (scheme, host, port), without a path"),
+        );
+        return None;
+    }
+    Some(parsed)
+}
+
+pub(super) fn origin_of(u: &url::Url) -> String {
+    u.origin().ascii_serialization()
+}
+
+/// True when `host` is `domain` or one of its subdomains (on a label boundary: `badexample.com` is not in
+/// `example.com`).
+pub(super) fn within(host: &str, domain: &str) -> bool {
+    host == domain || host.strip_suffix(domain).is_some_and(|rest| rest.ends_with('.'))
+}

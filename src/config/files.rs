@@ -1,0 +1,139 @@
+//! The files a configuration names, read once it is valid: secret files, upstream CA files, the TLS certificate
+//! and key, the assertion's signing key. Validation itself reads nothing, so a problem in the text is reported
+//! without touching the file system, and a file is only opened for a configuration that will be used.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rustls::pki_types::CertificateDer;
+
+use super::checks::{refuse_placeholder, Problems};
+use super::logto::APP_CREDENTIALS;
+use super::session::check_secret;
+use super::{Config, ConfigErrors, Secret};
+
+/// What validation left to read: the secrets given as files.
+#[derive(Debug, Default)]
+pub(super) struct Pending {
+    /// `logto.app_secret_file`.
+    pub(super) app_secret_file: Option<PathBuf>,
+    /// `session.secret_file`.
+    pub(super) session_secret_file: Option<PathBuf>,
+}
+
+/// Reads the files `config` and `pending` name into `config`; every problem names its key.
+pub(super) fn load(config: &mut Config, pending: Pending) -> Result<(), ConfigErrors> {
+    let mut p = Problems::default();
+    if let Some(path) = &pending.app_secret_file {
+        if let Some(secret) = read_secret(&mut p, "logto.app_secret_file", path) {
+            refuse_placeholder(&mut p, "logto.app_secret", &secret, APP_CREDENTIALS);
+            config.logto.app_secret = Secret::new(secret);
+        }
+    }
+    if let Some(path) = &pending.session_secret_file {
+        if let Some(secret) = read_secret(&mut p, "session.secret_file", path) {
+            check_secret(&mut p, "session.secret", &secret);
+            config.session.secrets = vec![Secret::new(secret)];
+        }
+    }
+    load_upstream_roots(&mut p, config);
+    if let Some((cert, key)) = &config.server.tls {
+        if let Err(e) = crate::tls::load(cert, key) {
+            p.line(e);
+        }
+    }
+    if let Some(f) = config.assertion.as_ref().and_then(|a| a.signing_key_file.as_ref()) {
+        if !f.is_file() {
+            p.add(
+                "assertion.signing_key_file",
+                format!("{} is not a readable file", f.display()),
+            );
+        }
+    }
+    p.into_result()
+}
+
+/// A secret file's text, without the trailing newline Kubernetes secret files often end with.
+fn read_secret(p: &mut Problems, key: &str, path: &Path) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => Some(s.trim_end_matches(['\r', '\n']).to_owned()),
+        Ok(_) => {
+            p.add(key, format!("{} is empty", path.display()));
+            None
+        }
+        Err(e) => {
+            p.add(key, format!("cannot read {}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+/// Every upstream's `tls_ca_file`, each file read once: `[upstream]`'s under its key, an `[[upstreams]]` entry's
+/// own under the entry's.
+fn load_upstream_roots(p: &mut Problems, config: &mut Config) {
+    let mut read: HashMap<PathBuf, Vec<CertificateDer<'static>>> = HashMap::new();
+    let mut roots = |p: &mut Problems, key: &str, file: &Path| -> Vec<CertificateDer<'static>> {
+        read.entry(file.to_owned())
+            .or_insert_with(|| load_tls_roots(p, key, Some(file)))
+            .clone()
+    };
+    let shared = config.upstream.tls_ca_file.clone();
+    if let Some(file) = &shared {
+        config.upstream.tls_roots = roots(p, "upstream.tls_ca_file", file);
+    }
+    for (i, route) in config.routes.iter_mut().enumerate() {
+        if let Some(file) = route.upstream.tls_ca_file.clone() {
+            let key = if Some(&file) == shared.as_ref() {
+                "upstream.tls_ca_file".to_owned()
+            } else {
+                format!("upstreams[{i}].tls_ca_file")
+            };
+            route.upstream.tls_roots = roots(p, &key, &file);
+        }
+    }
+}
+
+/// The certificates of a `tls_ca_file` (PEM): a private CA or an upstream's self-signed certificate, trusted for
+/// that upstream next to the Mozilla roots. A file that cannot be read or holds no certificate is refused.
+fn load_tls_roots(p: &mut Problems, key: &str, file: Option<&Path>) -> Vec<CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    let Some(file) = file else {
+        return Vec::new();
+    };
+    match CertificateDer::pem_file_iter(file) {
+        Ok(certs) => match certs.collect::<Result<Vec<_>, _>>() {
+            Ok(certs) if !certs.is_empty() => certs,
+            Ok(_) => {
+                p.add(key, format!("{} holds no PEM certificate", file.display()));
+                Vec::new()
+            }
+            Err(e) => {
+                p.add(key, format!("{} is not a PEM certificate file: {e}", file.display()));
+                Vec::new()
+            }
+        },
+        Err(e) => {
+            p.add(key, format!("cannot read {}: {e}", file.display()));
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{no_env, MINIMAL};
+    use crate::config::Config;
+
+    #[test]
+    fn secret_is_read_from_file_without_trailing_newline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "from-file-secret\n").expect("write");
+        let toml = MINIMAL.replace(
+            "app_secret = \"s3cret\"",
+            &format!("app_secret_file = {:?}", file.display().to_string()),
+        );
+        let c = Config::from_toml_str(&toml, no_env()).expect("valid");
+        assert_eq!(c.logto.app_secret.expose(), "from-file-secret");
+    }
+}

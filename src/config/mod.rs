@@ -1,0 +1,427 @@
+//! Configuration: raw TOML + environment, parsed, then validated into an immutable [`Config`].
+//!
+//! Sources, later ones winning: the TOML file, then environment variables `LOGTO_GATE_<SECTION>__<KEY>`
+//! (`LOGTO_GATE_LOGTO__APP_SECRET` sets `logto.app_secret`). Environment values are always read as strings and
+//! converted only where the key wants a number or a boolean, so a secret made of digits stays a string.
+//! Every secret may also come from a file (`logto.app_secret_file`, `session.secret_file`), as Kubernetes mounts
+//! secrets. The rest of the program only ever sees a validated [`Config`]; every problem found is reported as one
+//! line naming its key (`logto.app_id: missing`).
+//!
+//! The folder follows the steps: [`raw`] is the text as written, [`env`] the environment's overrides, [`load`]
+//! merges and parses them; each section has its own `validate_<section>` (`server.rs`, `upstream.rs`, `logto.rs`,
+//! `session.rs`, `headers.rs`, `policy.rs`, `assertion.rs`, `log.rs`) over the shared checks of [`checks`];
+//! [`validate`] below runs them and the checks that span sections; [`files`] reads the files a valid
+//! configuration names. No validation step reads a file.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use http::Uri;
+
+use crate::identity::ClaimPath;
+use crate::policy::Policy;
+use crate::proxy::trusted::Cidr;
+
+mod assertion;
+mod checks;
+mod env;
+mod files;
+mod headers;
+mod load;
+mod log;
+mod logto;
+mod policy;
+mod raw;
+mod server;
+mod session;
+mod upstream;
+
+use checks::Problems;
+use files::Pending;
+use raw::RawConfig;
+
+/// Prefix of the environment variables that override the file.
+pub const ENV_PREFIX: &str = "LOGTO_GATE_";
+/// The environment variable naming the config file (also `--config`).
+pub const ENV_CONFIG_PATH: &str = "LOGTO_GATE_CONFIG";
+
+/// Scopes the gate always asks for: `offline_access` makes Logto issue a refresh token (with `prompt=consent`).
+pub const BASE_SCOPES: [&str; 3] = ["openid", "profile", "offline_access"];
+
+/// The validated configuration. Built once at start; immutable afterwards.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    /// `[upstream]`: the app (or, with `[[upstreams]]`, the default one) and the settings every upstream shares.
+    pub upstream: UpstreamConfig,
+    /// Where each request goes (`[[upstreams]]`, then `[upstream]` for everything else), most specific first.
+    pub routes: Vec<UpstreamRoute>,
+    pub logto: LogtoConfig,
+    pub session: SessionConfig,
+    /// Identity headers sent upstream, in order: header name -> claim.
+    pub headers: Vec<(HeaderName, ClaimPath)>,
+    /// `[[rules]]` and the `[access]` default.
+    pub policy: Policy,
+    /// `[assertion]`, when enabled.
+    pub assertion: Option<AssertionConfig>,
+    pub log: LogConfig,
+}
+
+/// The signed identity assertion sent to the upstream (`X-Logto-Gate-Assertion`).
+#[derive(Debug, Clone)]
+pub struct AssertionConfig {
+    pub audience: String,
+    /// PKCS#8 PEM file with an EC P-256 private key; `None` generates a key at start.
+    pub signing_key_file: Option<PathBuf>,
+    pub lifetime: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub public_url: PublicUrl,
+    /// Peers whose X-Forwarded-* (and forward-auth X-Forwarded-Uri/-Method) headers are believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Let `%2F` and `%5C` through in paths instead of answering 400.
+    pub allow_encoded_slashes: bool,
+    /// Hosts besides `public_url`'s that sign-ins may return to and that the gate serves (lower case; a leading
+    /// `.` admits every subdomain).
+    pub allowed_redirect_hosts: Vec<String>,
+    /// Rules match paths whatever their letter case (for IIS and other case-insensitive apps).
+    pub case_insensitive_paths: bool,
+    /// CORS preflights (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) pass without a session.
+    pub skip_auth_preflight: bool,
+    /// Where Prometheus metrics are served; `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How long in-flight requests and upgraded connections may take to finish after SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// How long a client may take to send a request's headers (HTTP/1, also the wait for the next request).
+    pub header_read_timeout: Duration,
+    /// The largest request head (request line and headers) accepted; larger gets 431.
+    pub max_header_bytes: usize,
+    /// A connection with no traffic for this long is closed (after its current request, if any).
+    pub idle_timeout: Duration,
+    /// TLS termination: PEM certificate chain and private key, re-read when they change.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Threads serving connections, each with its own runtime and upstream connection pool.
+    pub workers: usize,
+}
+
+/// The origin browsers use to reach the gate, e.g. `https://app.example.com`.
+#[derive(Debug, Clone)]
+pub struct PublicUrl {
+    /// Scheme, host and port, without a trailing slash.
+    origin: String,
+    https: bool,
+    host: String,
+}
+
+impl PublicUrl {
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+    /// Host (and port, when not the scheme's default) as browsers send it in `Host`.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+    pub fn scheme(&self) -> &'static str {
+        if self.https {
+            "https"
+        } else {
+            "http"
+        }
+    }
+    /// An absolute URL for a same-origin path that starts with `/`.
+    pub fn join(&self, path: &str) -> String {
+        let mut s = String::with_capacity(self.origin.len() + path.len());
+        s.push_str(&self.origin);
+        s.push_str(path);
+        s
+    }
+    pub fn callback_url(&self) -> String {
+        self.join(crate::routes::paths::CALLBACK)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// `http://host:port` or `https://host:port`, possibly with a base path (no trailing slash).
+    pub url: Uri,
+    pub base_path: String,
+    pub preserve_host: bool,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    /// Send the session's Logto access token to the upstream as `Authorization: Bearer`.
+    pub pass_access_token: bool,
+    /// Keep `X-HTTP-Method-Override` and its kin (see [`crate::policy::METHOD_OVERRIDE_HEADERS`]); rules then
+    /// decide on every method the request may be taken as. Off: they are removed.
+    pub pass_method_override: bool,
+    /// Protocols a client may switch to through the gate (RFC 9110 §7.8), lower case; `h2c` never.
+    pub upgrade_protocols: Vec<String>,
+    /// `tls_ca_file`: PEM certificates trusted for an `https` upstream besides the Mozilla roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// The certificates of `tls_ca_file`, read after validation.
+    pub tls_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Speak Logto Cloud's Protected App contract to the app: `Authorization: Basic base64(appId:appSecret)`,
+    /// `Logto-ID-Token`, `Logto-Host`.
+    pub protected_app: bool,
+}
+
+/// One `[[upstreams]]` entry (or the `[upstream]` default): which requests it serves and the app that serves them.
+#[derive(Debug, Clone)]
+pub struct UpstreamRoute {
+    /// The `Host` it serves, lower case without port; `None`: any host.
+    pub host: Option<String>,
+    /// The path prefix it serves, on whole segments: starts with `/`, no trailing `/` but the root's.
+    pub prefix: String,
+    /// Remove the prefix from the path sent upstream.
+    pub strip_prefix: bool,
+    pub upstream: UpstreamConfig,
+}
+
+impl UpstreamRoute {
+    /// How specific it is for `path` on `host` (`None` when it does not serve them): an entry for the request's
+    /// host before any entry for every host, then the longest prefix.
+    pub fn specificity(&self, host: Option<&str>, path: &str) -> Option<(bool, usize)> {
+        if let Some(want) = &self.host {
+            if host.map(crate::policy::normalise_host).as_deref() != Some(want.as_str()) {
+                return None;
+            }
+        }
+        let p = self.prefix.as_str();
+        let matches = p == "/" || path == p || (path.starts_with(p) && path.as_bytes().get(p.len()) == Some(&b'/'));
+        matches.then_some((self.host.is_some(), p.len()))
+    }
+}
+
+#[derive(Clone)]
+pub struct LogtoConfig {
+    /// Logto endpoint without a trailing slash, e.g. `https://tenant.logto.app`.
+    pub endpoint: String,
+    /// `<endpoint>/oidc`.
+    pub issuer: String,
+    pub app_id: String,
+    pub app_secret: Secret,
+    /// Every scope requested: the base scopes, then the configured ones, without duplicates.
+    pub scopes: Vec<String>,
+    pub resources: Vec<String>,
+    pub prompt: Option<String>,
+    pub first_screen: Option<String>,
+    pub direct_sign_in: Option<String>,
+    pub post_logout_redirect_uri: String,
+    /// Get an organization token for this Logto organization (membership is then checked by Logto).
+    pub organization_id: Option<String>,
+    /// Seconds of clock skew allowed for `exp`, `iat` and `nbf` of every token the gate verifies.
+    pub clock_leeway: u64,
+}
+
+impl fmt::Debug for LogtoConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogtoConfig")
+            .field("endpoint", &self.endpoint)
+            .field("issuer", &self.issuer)
+            .field("app_id", &self.app_id)
+            .field("app_secret", &self.app_secret)
+            .field("scopes", &self.scopes)
+            .field("resources", &self.resources)
+            .field("prompt", &self.prompt)
+            .field("first_screen", &self.first_screen)
+            .field("direct_sign_in", &self.direct_sign_in)
+            .field("post_logout_redirect_uri", &self.post_logout_redirect_uri)
+            .field("organization_id", &self.organization_id)
+            .field("clock_leeway", &self.clock_leeway)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Cookie keys: the first encrypts, all decrypt (`session.secrets`, or `session.secret` alone).
+    pub secrets: Vec<Secret>,
+    pub cookie_name: String,
+    pub lifetime: Duration,
+    /// Signed out after this long without a request; `None`: only the absolute lifetime holds.
+    pub idle_timeout: Option<Duration>,
+    /// `Secure` on every cookie: true when `server.public_url` is https.
+    pub secure_cookies: bool,
+    pub store: StoreKind,
+    /// `redis://` or `rediss://`; required for the Redis store, optional in cookie mode (then the back-channel
+    /// revocation list and replay cache live there, shared by every replica).
+    pub redis_url: Option<String>,
+    pub redis_key_prefix: String,
+    /// `session.redis_mode`: one server (`redis_url`), Sentinel or Cluster (`redis_urls`).
+    pub redis_mode: RedisMode,
+    /// Sentinel addresses or cluster seed nodes (`session.redis_urls`).
+    pub redis_urls: Vec<String>,
+    /// The master Sentinel watches (`session.redis_sentinel_master`).
+    pub redis_sentinel_master: Option<String>,
+    /// `Domain` of the session (and sign-in attempt) cookies, lower case without a leading dot: one sign-in for
+    /// every host under it. `None`: host-only cookies on `server.public_url`'s host.
+    pub cookie_domain: Option<String>,
+}
+
+/// How the gate reaches Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisMode {
+    Standalone,
+    /// Redis Sentinel: the current master asked of the sentinels, asked again after a failover.
+    Sentinel,
+    /// Redis Cluster: every key of the gate under one hash tag, so multi-key commands stay on one slot.
+    Cluster,
+}
+
+impl SessionConfig {
+    /// Whether Redis is configured in any mode (sessions, or the revocation list of the cookie store).
+    pub fn uses_redis(&self) -> bool {
+        self.redis_url.is_some() || !self.redis_urls.is_empty()
+    }
+}
+
+/// Where sessions live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// In the encrypted cookie itself (chunked when large).
+    Cookie,
+    /// In Redis; the cookie holds only an opaque random id.
+    Redis,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// A secret value that never shows in `Debug` output or logs.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Every problem found in a configuration, one per key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, line) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            f.write_str(line)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Validates every section, then what spans sections; returns the configuration and the files left to read.
+fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
+    let mut p = Problems::default();
+    let mut pending = Pending::default();
+    // A [server] key the rules need even when another [server] key has a problem.
+    let case_insensitive_paths = raw.server.case_insensitive_paths.unwrap_or(false);
+    let server = server::validate_server(&mut p, raw.server);
+    let public_url = server.as_ref().map(|s| &s.public_url);
+    let upstream = upstream::validate_upstream(&mut p, raw.upstream, &raw.upstreams);
+    let logto = logto::validate_logto(&mut p, raw.logto, public_url, &mut pending);
+    let session = session::validate_session(&mut p, raw.session, public_url, &mut pending);
+    let headers = headers::validate_headers(&mut p, raw.headers);
+    let policy = policy::validate_policy(&mut p, raw.access.as_ref(), &raw.rules, case_insensitive_paths);
+    let assertion = assertion::validate_assertion(&mut p, raw.assertion);
+    let log = log::validate_log(&mut p, raw.log);
+    if let (Some(server), Some(session)) = (&server, &session) {
+        check_redirect_hosts(&mut p, &server.allowed_redirect_hosts, session.cookie_domain.as_deref());
+    }
+    p.into_result()?;
+    // Every section without a problem is `Some`; this only fails on a logic error.
+    let (
+        Some(server),
+        Some((upstream, routes)),
+        Some(mut logto),
+        Some(session),
+        Some(headers),
+        Some(policy),
+        Ok(assertion),
+        Some(log),
+    ) = (server, upstream, logto, session, headers, policy, assertion, log)
+    else {
+        return Err(ConfigErrors(vec!["config: incomplete after validation".to_owned()]));
+    };
+    // What the rules and the header mapping read must be asked of Logto.
+    let scopes = &mut logto.scopes;
+    for s in policy.needed_scopes() {
+        if !scopes.iter().any(|have| have == s) {
+            scopes.push(s.to_owned());
+        }
+    }
+    for (_, path) in &headers {
+        if let Some(s) = logto::scope_for_claim(path.root()) {
+            if !scopes.iter().any(|have| have == s) {
+                scopes.push(s.to_owned());
+            }
+        }
+    }
+
+    let config = Config {
+        server,
+        upstream,
+        routes,
+        logto,
+        session,
+        headers,
+        policy,
+        assertion,
+        log,
+    };
+    Ok((config, pending))
+}
+
+/// `server.allowed_redirect_hosts` must lie inside `session.cookie_domain`, or the session cookie would not reach
+/// them.
+fn check_redirect_hosts(p: &mut Problems, hosts: &[String], cookie_domain: Option<&str>) {
+    for h in hosts {
+        let bare = h.trim_start_matches('.');
+        let name = bare.split(':').next().unwrap_or(bare);
+        match cookie_domain {
+            Some(d) if !checks::within(name, d) => p.add(
+                "server.allowed_redirect_hosts",
+                format!("`{h}` is outside session.cookie_domain `{d}`: the session cookie would not reach it"),
+            ),
+            Some(_) => {}
+            None => p.add(
+                "server.allowed_redirect_hosts",
+                format!("`{h}` needs session.cookie_domain: a host-only cookie on server.public_url's host would not reach it"),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

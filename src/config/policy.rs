@@ -1,0 +1,190 @@
+//! `[access]` and `[[rules]]`: who may reach which paths.
+
+use super::checks::Problems;
+use super::raw::RawRule;
+use crate::policy::{Access, PathMatch, Policy, Requirements, Rule};
+
+/// Validates the `[access]` default and the `[[rules]]` (each named by its index); `None` when one has a
+/// problem. `case_insensitive_paths` (`server.case_insensitive_paths`) makes their paths match in any letter case.
+pub(super) fn validate_policy(
+    p: &mut Problems,
+    access: Option<&RawRule>,
+    rules_raw: &[RawRule],
+    case_insensitive_paths: bool,
+) -> Option<Policy> {
+    let before = p.len();
+    let default_access = match access {
+        None => Access::Require(Requirements::default()),
+        Some(a) => {
+            for (key, set) in [
+                ("path", a.path.is_some()),
+                ("prefix", a.prefix.is_some()),
+                ("methods", a.methods.is_some()),
+                ("host", a.host.is_some()),
+            ] {
+                if set {
+                    p.add(
+                        &format!("access.{key}"),
+                        "the default applies to every path; use [[rules]] to match",
+                    );
+                }
+            }
+            access_of(p, "access", a)
+        }
+    };
+    let mut rules = Vec::new();
+    for (i, r) in rules_raw.iter().enumerate() {
+        let key = format!("rules[{i}]");
+        let path = match (&r.path, &r.prefix) {
+            (Some(_), Some(_)) => {
+                p.add(&key, "set either path (a regular expression) or prefix, not both");
+                None
+            }
+            (None, None) => {
+                p.add(&key, "needs path (a regular expression) or prefix");
+                None
+            }
+            (Some(re), None) => match regex::RegexBuilder::new(&format!("^(?:{re})"))
+                .case_insensitive(case_insensitive_paths)
+                .build()
+            {
+                Ok(r) => Some(PathMatch::Regex(r)),
+                Err(e) => {
+                    p.add(
+                        &format!("{key}.path"),
+                        format!("`{re}` is not a valid regular expression: {e}"),
+                    );
+                    None
+                }
+            },
+            (None, Some(prefix)) => {
+                if prefix.starts_with('/') && case_insensitive_paths {
+                    Some(PathMatch::Prefix(prefix.to_lowercase()))
+                } else if prefix.starts_with('/') {
+                    Some(PathMatch::Prefix(prefix.clone()))
+                } else {
+                    p.add(&format!("{key}.prefix"), format!("`{prefix}` must start with /"));
+                    None
+                }
+            }
+        };
+        let methods = r.methods.as_ref().map(|ms| {
+            ms.iter()
+                .map(|m| {
+                    if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+                        p.add(&format!("{key}.methods"), format!("`{m}` is not an HTTP method"));
+                    }
+                    m.to_ascii_uppercase()
+                })
+                .collect()
+        });
+        let host = r.host.as_deref().map(crate::policy::normalise_host);
+        let access = access_of(p, &key, r);
+        if let Some(path) = path {
+            rules.push(Rule {
+                path,
+                methods,
+                host,
+                access,
+            });
+        }
+    }
+    let policy = Policy {
+        rules,
+        default: default_access,
+        case_insensitive: case_insensitive_paths,
+    };
+    (p.len() == before).then_some(policy)
+}
+
+fn lowered(v: &Option<Vec<String>>) -> Vec<String> {
+    v.iter().flatten().map(|s| s.trim().to_ascii_lowercase()).collect()
+}
+
+fn kept(v: &Option<Vec<String>>) -> Vec<String> {
+    v.iter().flatten().map(|s| s.trim().to_owned()).collect()
+}
+
+/// The access a rule (or `[access]`) grants.
+fn access_of(p: &mut Problems, key: &str, r: &RawRule) -> Access {
+    let requirements = Requirements {
+        roles: kept(&r.roles),
+        all_roles: kept(&r.all_roles),
+        scopes: kept(&r.scopes),
+        organizations: kept(&r.organizations),
+        organization_roles: kept(&r.organization_roles),
+        emails: lowered(&r.emails),
+        email_domains: lowered(&r.email_domains)
+            .into_iter()
+            .map(|d| d.trim_start_matches('@').to_owned())
+            .collect(),
+        github_logins: lowered(&r.github_logins),
+        m2m_apps: kept(&r.m2m_apps),
+    };
+    for role in &requirements.organization_roles {
+        if !role.contains(':') {
+            p.add(
+                &format!("{key}.organization_roles"),
+                format!("`{role}` must be <organization id>:<role name>"),
+            );
+        }
+    }
+    let has_conditions = [
+        &requirements.roles,
+        &requirements.all_roles,
+        &requirements.scopes,
+        &requirements.organizations,
+        &requirements.organization_roles,
+        &requirements.emails,
+        &requirements.email_domains,
+        &requirements.github_logins,
+        &requirements.m2m_apps,
+    ]
+    .iter()
+    .any(|v| !v.is_empty());
+    match r.allow.as_deref().map(str::trim) {
+        None | Some("authenticated") => Access::Require(requirements),
+        Some("public") | Some("deny") if has_conditions => {
+            p.add(
+                &format!("{key}.allow"),
+                "a public or denied route cannot also list conditions on the user",
+            );
+            Access::Deny
+        }
+        Some("public") => Access::Public,
+        Some("deny") => Access::Deny,
+        Some(other) => {
+            p.add(
+                &format!("{key}.allow"),
+                format!("`{other}` must be \"public\", \"authenticated\" or \"deny\""),
+            );
+            Access::Deny
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{no_env, MINIMAL};
+    use crate::config::Config;
+
+    #[test]
+    fn rules_are_validated_with_their_index() {
+        let toml = format!(
+            "{MINIMAL}\n[[rules]]\nprefix = \"/ok\"\nallow = \"public\"\n\n[[rules]]\npath = \"([\"\n\n\
+             [[rules]]\nprefix = \"no-slash\"\n\n[[rules]]\nallow = \"public\"\nprefix = \"/x\"\nroles = [\"a\"]\n\n\
+             [[rules]]\nprefix = \"/y\"\nallow = \"maybe\"\norganization_roles = [\"no-colon\"]\n"
+        );
+        let err = Config::from_toml_str(&toml, no_env()).unwrap_err();
+        let text = err.to_string();
+        for want in [
+            "rules[1].path: `([` is not a valid regular expression",
+            "rules[2].prefix: `no-slash` must start with /",
+            "rules[3].allow: a public or denied route cannot also list conditions",
+            "rules[4].organization_roles: `no-colon` must be <organization id>:<role name>",
+            "rules[4].allow: `maybe` must be",
+        ] {
+            assert!(text.contains(want), "{want} not in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The configuration as the operator wrote it (TOML, environment), before validation: every key optional, unknown
+//! keys refused.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawConfig {
+    pub(super) server: RawServer,
+    pub(super) upstream: RawUpstream,
+    pub(super) upstreams: Vec<RawUpstreamRoute>,
+    pub(super) logto: RawLogto,
+    pub(super) session: RawSession,
+    pub(super) headers: Option<BTreeMap<String, String>>,
+    pub(super) access: Option<RawRule>,
+    pub(super) rules: Vec<RawRule>,
+    pub(super) assertion: RawAssertion,
+    pub(super) log: RawLog,
+}
+
+/// One `[[rules]]` entry, or the `[access]` default (which has no matcher keys).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawRule {
+    pub(super) path: Option<String>,
+    pub(super) prefix: Option<String>,
+    #[serde(deserialize_with = "list_of_strings")]
+    pub(super) methods: Option<Vec<String>>,
+    pub(super) host: Option<String>,
+    pub(super) allow: Option<String>,
+    #[serde(deserialize_with = "list_of_strings")]
+    pub(super) roles: Option<Vec<String>>,
+    #[serde(deserialize_with = "list_of_strings")]
+    pub(super) all_roles: Option<Vec<String>>,
+    #[serde(deserialize_with = "list_of_strings")]
+    pub(super) scopes: Option<Vec<String>>,
+    #[serde(deserialize_with = "list_of_strings")]
+    pub(super) organizations: Option<Vec<String>>,
+    #[serde(deserialize_with = "list_of_strings")]
+    pub(super) organization_roles: Option<Vec<String>>,
+    #[serde(deserialize_with = "list_of_strings")]
+    pub(super) emails: Option<Vec<String>>,
+    #[serde(deserialize_with = "list_of_strings")]
+    pub(super) email_domains: Option<Vec<String>>,
+    #[serde(deserialize_with = "list_of_strings")]
+    pub(super) github_logins: Option<Vec<String>>,
+    #[serde(deserialize_with = "list_of_strings")]
+    pub(super) m2m_apps: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawAssertion {
+    pub(super) enabled: Option<bool>,
+    pub(super) audience: Option<String>,
+    pub(super) signing_key_file: Option<PathBuf>,
+    pub(super) lifetime: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawServer {
+    pub(super) listen: Option<String>,
+    pub(super) public_url: Option<String>,
+    #[serde(deserialize_with = "list_of_strings")]
+    pub(super) trusted_proxies: Option<Vec<String>>,
+    pub(super) allow_encoded_slashes: Option<bool>,
+    #[serde(deserialize_with = "list_of_strings")]
+    pub(super) allowed_redirect_hosts: Option<Vec<String>>,
+    pub(super) case_insensitive_paths: Option<bool>,
+    pub(super) skip_auth_preflight: Option<bool>,
+    pub(super) metrics_listen: Option<String>,
+    pub(super) shutdown_timeout: Option<String>,
+    pub(super) header_read_timeout: Option<String>,
+    pub(super) max_header_bytes: Option<u64>,
+    pub(super) idle_timeout: Option<String>,
+    pub(super) tls_cert_file: Option<PathBuf>,
+    pub(super) tls_key_file: Option<PathBuf>,
+    pub(super) workers: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawUpstream {
+    pub(super) url: Option<String>,
+    pub(super) preserve_host: Option<bool>,
+    pub(super) connect_timeout: Option<String>,
+    pub(super) response_timeout: Option<String>,
+    pub(super) pass_access_token: Option<bool>,
+    pub(super) pass_method_override: Option<bool>,
+    #[serde(deserialize_with = "list_of_strings")]
+    pub(super) upgrade_protocols: Option<Vec<String>>,
+    pub(super) protected_app: Option<bool>,
+    pub(super) tls_ca_file: Option<PathBuf>,
+}
+
+/// One `[[upstreams]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawUpstreamRoute {
+    pub(super) url: Option<String>,
+    pub(super) host: Option<String>,
+    pub(super) prefix: Option<String>,
+    pub(super) strip_prefix: Option<bool>,
+    pub(super) preserve_host: Option<bool>,
+    pub(super) connect_timeout: Option<String>,
+    pub(super) response_timeout: Option<String>,
+    pub(super) tls_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawLogto {
+    pub(super) endpoint: Option<String>,
+    pub(super) app_id: Option<String>,
+    pub(super) app_secret: Option<String>,
+    pub(super) app_secret_file: Option<PathBuf>,
+    #[serde(deserialize_with = "list_of_strings")]
+    pub(super) scopes: Option<Vec<String>>,
+    #[serde(deserialize_with = "list_of_strings")]
+    pub(super) resources: Option<Vec<String>>,
+    pub(super) prompt: Option<String>,
+    pub(super) first_screen: Option<String>,
+    pub(super) direct_sign_in: Option<String>,
+    pub(super) post_logout_redirect_uri: Option<String>,
+    pub(super) organization_id: Option<String>,
+    pub(super) clock_leeway: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawSession {
+    pub(super) secret: Option<String>,
+    pub(super) secret_file: Option<PathBuf>,
+    #[serde(deserialize_with = "list_of_strings")]
+    pub(super) secrets: Option<Vec<String>>,
+    pub(super) cookie_name: Option<String>,
+    pub(super) lifetime: Option<String>,
+    pub(super) idle_timeout: Option<String>,
+    pub(super) store: Option<String>,
+    pub(super) redis_url: Option<String>,
+    pub(super) redis_key_prefix: Option<String>,
+    pub(super) redis_mode: Option<String>,
+    #[serde(deserialize_with = "list_of_strings")]
+    pub(super) redis_urls: Option<Vec<String>>,
+    pub(super) redis_sentinel_master: Option<String>,
+    pub(super) cookie_domain: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawLog {
+    pub(super) level: Option<String>,
+    pub(super) format: Option<String>,
+}
+
+/// Accepts a TOML array of strings, or (from the environment) one string separated by commas or spaces.
+fn list_of_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => None,
+        Some(OneOrMany::Many(v)) => Some(v),
+        Some(OneOrMany::One(s)) => Some(
+            s.split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ),
+    })
+}

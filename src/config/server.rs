@@ -1,0 +1,154 @@
+//! `[server]`: where the gate listens, how browsers reach it, and the limits on its clients.
+
+use std::net::SocketAddr;
+
+use super::checks::{duration, http_url, non_empty, origin_of, Problems};
+use super::raw::RawServer;
+use super::{PublicUrl, ServerConfig};
+use crate::proxy::trusted::Cidr;
+
+/// Validates `[server]`; `None` when a key of it has a problem (each reported in `p`).
+pub(super) fn validate_server(p: &mut Problems, raw: RawServer) -> Option<ServerConfig> {
+    let before = p.len();
+    let listen_text = non_empty(raw.listen).unwrap_or_else(|| "0.0.0.0:4180".to_owned());
+    let listen = match listen_text.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.add(
+                "server.listen",
+                format!("`{listen_text}` is not an address like 0.0.0.0:4180"),
+            );
+            None
+        }
+    };
+    let public_url = p
+        .required("server.public_url", non_empty(raw.public_url))
+        .and_then(|v| http_url(p, "server.public_url", &v, false))
+        .map(|u| {
+            let origin = origin_of(&u);
+            let host = origin.split_once("://").map(|(_, h)| h.to_owned()).unwrap_or_default();
+            PublicUrl {
+                https: u.scheme() == "https",
+                origin,
+                host,
+            }
+        });
+
+    let allowed_redirect_hosts: Vec<String> = raw
+        .allowed_redirect_hosts
+        .unwrap_or_default()
+        .into_iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect();
+    for h in &allowed_redirect_hosts {
+        let bare = h.trim_start_matches('.');
+        let name = bare.split(':').next().unwrap_or(bare);
+        if bare.contains('/') || bare.contains('@') || name.is_empty() {
+            p.add(
+                "server.allowed_redirect_hosts",
+                format!("`{h}` is not a host like \"grafana.example.com\" or \".example.com\""),
+            );
+        }
+    }
+
+    let mut trusted_proxies = Vec::new();
+    for t in raw.trusted_proxies.unwrap_or_default() {
+        match Cidr::parse(&t) {
+            Ok(c) => trusted_proxies.push(c),
+            Err(e) => p.add("server.trusted_proxies", e),
+        }
+    }
+
+    let metrics_listen = non_empty(raw.metrics_listen).and_then(|m| match m.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.add(
+                "server.metrics_listen",
+                format!("`{m}` is not an address like 127.0.0.1:9090"),
+            );
+            None
+        }
+    });
+    let shutdown_timeout = duration(p, "server.shutdown_timeout", raw.shutdown_timeout, "25s");
+    let header_read_timeout = duration(p, "server.header_read_timeout", raw.header_read_timeout, "30s");
+    let server_idle_timeout = duration(p, "server.idle_timeout", raw.idle_timeout, "90s");
+    let max_header_bytes = match raw.max_header_bytes {
+        None => 65_536,
+        Some(n) if (8_192..=1_048_576).contains(&n) => n as usize,
+        Some(n) => {
+            p.add("server.max_header_bytes", format!("{n} is outside 8192..=1048576"));
+            65_536
+        }
+    };
+    let workers = match raw.workers {
+        None => crate::worker::default_count(),
+        Some(n) if (1..=1024).contains(&n) => n as usize,
+        Some(n) => {
+            p.add("server.workers", format!("{n} is outside 1..=1024"));
+            1
+        }
+    };
+    // Whether the pair loads is checked with the other files, after validation (`super::files`).
+    let tls = match (raw.tls_cert_file, raw.tls_key_file) {
+        (None, None) => None,
+        (Some(c), Some(k)) => Some((c, k)),
+        (Some(_), None) => {
+            p.add("server.tls_key_file", "missing (server.tls_cert_file is set)");
+            None
+        }
+        (None, Some(_)) => {
+            p.add("server.tls_cert_file", "missing (server.tls_key_file is set)");
+            None
+        }
+    };
+
+    if p.len() > before {
+        return None;
+    }
+    Some(ServerConfig {
+        listen: listen?,
+        public_url: public_url?,
+        trusted_proxies,
+        allow_encoded_slashes: raw.allow_encoded_slashes.unwrap_or(false),
+        allowed_redirect_hosts,
+        case_insensitive_paths: raw.case_insensitive_paths.unwrap_or(false),
+        skip_auth_preflight: raw.skip_auth_preflight.unwrap_or(false),
+        metrics_listen,
+        shutdown_timeout,
+        header_read_timeout,
+        max_header_bytes,
+        workers,
+        idle_timeout: server_idle_timeout,
+        tls,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{no_env, MINIMAL};
+    use crate::config::Config;
+
+    #[test]
+    fn workers_default_to_the_cpus_and_are_bounded() {
+        let c = Config::from_toml_str(MINIMAL, no_env()).expect("valid");
+        assert_eq!(c.server.workers, crate::worker::default_count());
+        let with = |n: &str| MINIMAL.replace("[server]\n", &format!("[server]\nworkers = {n}\n"));
+        assert_eq!(
+            Config::from_toml_str(&with("3"), no_env())
+                .expect("valid")
+                .server
+                .workers,
+            3
+        );
+        for bad in ["0", "1025"] {
+            let text = Config::from_toml_str(&with(bad), no_env()).unwrap_err().to_string();
+            assert!(
+                text.contains(&format!("server.workers: {bad} is outside 1..=1024")),
+                "{text}"
+            );
+        }
+        let env = vec![("LOGTO_GATE_SERVER__WORKERS".to_owned(), "5".to_owned())];
+        assert_eq!(Config::from_toml_str(MINIMAL, env).expect("valid").server.workers, 5);
+    }
+}

@@ -1,0 +1,195 @@
+//! `[session]`: the session cookie, its keys, and where sessions are kept.
+
+use super::checks::{duration, non_empty, refuse_placeholder, secret_source, within, Problems, SecretSource};
+use super::files::Pending;
+use super::raw::RawSession;
+use super::{PublicUrl, RedisMode, Secret, SessionConfig, StoreKind};
+
+/// Validates `[session]`; `None` when a key of it has a problem. The cookie domain must contain `public_url`'s
+/// host (where the callback sets the cookie); a `secret_file` is left in `pending`.
+pub(super) fn validate_session(
+    p: &mut Problems,
+    raw: RawSession,
+    public_url: Option<&PublicUrl>,
+    pending: &mut Pending,
+) -> Option<SessionConfig> {
+    let before = p.len();
+    // Empty values count as unset (an environment variable for one of them blanks the others, see `SECRET_PAIRS`).
+    let listed = raw.secrets.filter(|l| l.iter().any(|s| !s.trim().is_empty()));
+    let inline = non_empty(raw.secret);
+    let from_file = raw.secret_file.filter(|f| !f.as_os_str().is_empty());
+    let secrets: Vec<String> = match (listed, &inline, &from_file) {
+        (Some(list), None, None) if !list.is_empty() => list,
+        (Some(_), _, _) => {
+            p.add(
+                "session.secrets",
+                "set either session.secrets (a list) or session.secret / secret_file, not both",
+            );
+            Vec::new()
+        }
+        (None, _, _) => match secret_source(p, "session.secret", inline, from_file) {
+            Some(SecretSource::Inline(v)) => vec![v],
+            Some(SecretSource::File(path)) => {
+                pending.session_secret_file = Some(path);
+                Vec::new()
+            }
+            None => Vec::new(),
+        },
+    };
+    let single = secrets.len() == 1;
+    for (i, s) in secrets.iter().enumerate() {
+        let key = if single {
+            "session.secret".to_owned()
+        } else {
+            format!("session.secrets[{i}]")
+        };
+        check_secret(p, &key, s);
+    }
+    let idle_timeout = non_empty(raw.idle_timeout).map(|v| duration(p, "session.idle_timeout", Some(v), "0s"));
+    let store = match non_empty(raw.store).as_deref() {
+        None | Some("cookie") => StoreKind::Cookie,
+        Some("redis") => StoreKind::Redis,
+        Some(other) => {
+            p.add("session.store", format!("`{other}` must be \"cookie\" or \"redis\""));
+            StoreKind::Cookie
+        }
+    };
+    let redis_url = non_empty(raw.redis_url);
+    let redis_urls: Vec<String> = raw
+        .redis_urls
+        .unwrap_or_default()
+        .into_iter()
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect();
+    let redis_sentinel_master = non_empty(raw.redis_sentinel_master);
+    let redis_mode = match non_empty(raw.redis_mode).as_deref() {
+        None | Some("standalone") => RedisMode::Standalone,
+        Some("sentinel") => RedisMode::Sentinel,
+        Some("cluster") => RedisMode::Cluster,
+        Some(other) => {
+            p.add(
+                "session.redis_mode",
+                format!("`{other}` must be \"standalone\", \"sentinel\" or \"cluster\""),
+            );
+            RedisMode::Standalone
+        }
+    };
+    let check_url = |p: &mut Problems, key: &str, u: &str| {
+        if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+            p.add(key, format!("`{u}` must start with redis:// or rediss:// (TLS)"));
+        } else if let Err(e) = redis::Client::open(u) {
+            p.add(key, format!("`{u}` is not a usable Redis URL: {e}"));
+        }
+    };
+    match redis_mode {
+        RedisMode::Standalone => {
+            match (&redis_url, store) {
+                (None, StoreKind::Redis) => p.add("session.redis_url", "missing (session.store = \"redis\" needs it)"),
+                (Some(u), _) => check_url(p, "session.redis_url", u),
+                _ => {}
+            }
+            if !redis_urls.is_empty() {
+                p.add(
+                    "session.redis_urls",
+                    "is for redis_mode = \"sentinel\" or \"cluster\"; one server is session.redis_url",
+                );
+            }
+        }
+        RedisMode::Sentinel | RedisMode::Cluster => {
+            let what = if redis_mode == RedisMode::Sentinel {
+                "the sentinels' addresses"
+            } else {
+                "the cluster's seed nodes"
+            };
+            if redis_urls.is_empty() {
+                p.add("session.redis_urls", format!("missing: {what}, as redis:// URLs"));
+            }
+            for u in &redis_urls {
+                check_url(p, "session.redis_urls", u);
+            }
+            if redis_url.is_some() {
+                p.add(
+                    "session.redis_url",
+                    "is for one server (redis_mode = \"standalone\"); list the nodes in session.redis_urls",
+                );
+            }
+        }
+    }
+    match (redis_mode, &redis_sentinel_master) {
+        (RedisMode::Sentinel, None) => p.add("session.redis_sentinel_master", "missing: the name Sentinel monitors"),
+        (RedisMode::Standalone | RedisMode::Cluster, Some(_)) => {
+            p.add("session.redis_sentinel_master", "is only for redis_mode = \"sentinel\"")
+        }
+        _ => {}
+    }
+    let redis_key_prefix = raw.redis_key_prefix.unwrap_or_else(|| "logto-gate:".to_owned());
+    let cookie_name = non_empty(raw.cookie_name).unwrap_or_else(|| "logto_gate".to_owned());
+    if !cookie_name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        || cookie_name.len() > 64
+    {
+        p.add(
+            "session.cookie_name",
+            format!("`{cookie_name}` may only contain letters, digits, _ and - (at most 64)"),
+        );
+    }
+    let lifetime = duration(p, "session.lifetime", raw.lifetime, "7d");
+    let public_host = public_url
+        .map(|u| crate::policy::normalise_host(u.host()))
+        .unwrap_or_default();
+    let cookie_domain = non_empty(raw.cookie_domain).map(|d| d.trim_start_matches('.').to_ascii_lowercase());
+    if let Some(d) = &cookie_domain {
+        if !d.contains('.') || !d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+            p.add(
+                "session.cookie_domain",
+                format!("`{d}` is not a domain like \"example.com\" (browsers refuse cookies for a top-level domain)"),
+            );
+        } else if public_url.is_some() && !within(&public_host, d) {
+            p.add(
+                "session.cookie_domain",
+                format!("`{d}` does not contain server.public_url's host `{public_host}`, where the callback sets the cookie"),
+            );
+        }
+    }
+    if p.len() > before {
+        return None;
+    }
+    if secrets.is_empty() && pending.session_secret_file.is_none() {
+        return None;
+    }
+    Some(SessionConfig {
+        secrets: secrets.into_iter().map(Secret::new).collect(),
+        cookie_name,
+        lifetime,
+        idle_timeout,
+        secure_cookies: public_url?.is_https(),
+        store,
+        redis_url,
+        redis_key_prefix,
+        redis_mode,
+        redis_urls,
+        redis_sentinel_master,
+        cookie_domain,
+    })
+}
+
+/// Reports a session key that is an example's placeholder or shorter than 32 bytes.
+pub(super) fn check_secret(p: &mut Problems, key: &str, s: &str) {
+    refuse_placeholder(
+        p,
+        key,
+        s,
+        "generate one with `openssl rand -base64 48` (or put it in a file for session.secret_file)",
+    );
+    if s.len() < 32 {
+        p.add(
+            key,
+            format!(
+                "too short: {} bytes, at least 32 are needed (e.g. `openssl rand -base64 48`)",
+                s.len()
+            ),
+        );
+    }
+}

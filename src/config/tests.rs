@@ -1,0 +1,169 @@
+use super::*;
+
+pub(super) const MINIMAL: &str = r#"
+    [server]
+    public_url = "https://app.example.com"
+    [upstream]
+    url = "http://127.0.0.1:8080"
+    [logto]
+    endpoint = "https://tenant.logto.app/"
+    app_id = "app"
+    app_secret = "s3cret"
+    [session]
+    secret = "0123456789abcdef0123456789abcdef"
+"#;
+
+pub(super) fn no_env() -> Vec<(String, String)> {
+    Vec::new()
+}
+
+#[test]
+fn minimal_config_gets_documented_defaults() {
+    let c = Config::from_toml_str(MINIMAL, no_env()).expect("valid");
+    assert_eq!(c.server.listen.to_string(), "0.0.0.0:4180");
+    assert_eq!(c.logto.issuer, "https://tenant.logto.app/oidc");
+    // The default headers read email and roles, so those scopes are requested too.
+    assert_eq!(
+        c.logto.scopes,
+        vec!["openid", "profile", "offline_access", "email", "roles"]
+    );
+    assert_eq!(c.logto.prompt.as_deref(), Some("consent"));
+    assert_eq!(c.session.cookie_name, "logto_gate");
+    assert_eq!(c.session.lifetime, Duration::from_secs(7 * 86400));
+    assert!(c.session.secure_cookies);
+    assert_eq!(
+        c.logto.post_logout_redirect_uri,
+        "https://app.example.com/_logto/signed-out"
+    );
+    assert_eq!(c.headers.len(), 4);
+}
+
+#[test]
+fn messages_say_what_to_write() {
+    let err = |toml: &str| Config::from_toml_str(toml, no_env()).expect_err("invalid").0;
+    let typo = err(&MINIMAL.replace("[session]\n", "[session]\nlifetme = \"1d\"\n"));
+    assert!(
+        typo.iter()
+            .any(|l| l.contains("unknown key `lifetme` (did you mean `lifetime`?)")),
+        "{typo:?}"
+    );
+    let number = err(&MINIMAL.replace("[session]\n", "[session]\nidle_timeout = 30\n"));
+    assert!(
+        number
+            .iter()
+            .any(|l| l.starts_with("session.idle_timeout: found") && l.contains("like \"30s\"")),
+        "{number:?}"
+    );
+    let rule = err(&format!(
+        "{MINIMAL}\n[[rules]]\nprefix = \"/a\"\n[[rules]]\nprefix = \"/b\"\nroles = 3\n"
+    ));
+    assert!(rule.iter().any(|l| l.starts_with("rules[1].roles:")), "{rule:?}");
+    let scheme = err(&MINIMAL.replace("https://app.example.com", "app.example.com"));
+    assert!(
+        scheme
+            .iter()
+            .any(|l| l.starts_with("server.public_url:") && l.contains("write it like https://app.example.com")),
+        "{scheme:?}"
+    );
+}
+
+#[test]
+fn every_missing_key_is_named_on_its_own_line() {
+    let err = Config::from_toml_str("", no_env()).unwrap_err();
+    let text = err.to_string();
+    for key in [
+        "server.public_url: missing",
+        "upstream.url: missing",
+        "logto.endpoint: missing",
+        "logto.app_id: missing",
+        "logto.app_secret: missing",
+        "session.secret: missing",
+    ] {
+        assert!(text.contains(key), "{key} not in {text}");
+    }
+}
+
+#[test]
+fn short_secret_and_bad_urls_are_reported_together() {
+    let toml = MINIMAL
+        .replace("0123456789abcdef0123456789abcdef", "short")
+        .replace("http://127.0.0.1:8080", "ftp://x")
+        .replace("https://app.example.com", "https://app.example.com/path");
+    let err = Config::from_toml_str(&toml, no_env()).unwrap_err();
+    assert_eq!(err.0.len(), 3, "{err}");
+    assert!(err.0.iter().any(|l| l.starts_with("session.secret: too short")));
+    assert!(err.0.iter().any(|l| l.starts_with("upstream.url:")));
+    assert!(err.0.iter().any(|l| l.starts_with("server.public_url:")));
+}
+
+#[test]
+fn env_value_that_looks_like_a_number_stays_a_string() {
+    let env = vec![
+        ("LOGTO_GATE_LOGTO__APP_SECRET".to_owned(), "12345".to_owned()),
+        ("LOGTO_GATE_LOGTO__APP_ID".to_owned(), "007".to_owned()),
+        ("LOGTO_GATE_UPSTREAM__PRESERVE_HOST".to_owned(), "true".to_owned()),
+        ("LOGTO_GATE_LOGTO__SCOPES".to_owned(), "email, roles".to_owned()),
+    ];
+    let c = Config::from_toml_str(MINIMAL, env).expect("valid");
+    assert_eq!(c.logto.app_secret.expose(), "12345");
+    assert_eq!(c.logto.app_id, "007");
+    assert!(c.upstream.preserve_host);
+    assert_eq!(
+        c.logto.scopes,
+        vec!["openid", "profile", "offline_access", "email", "roles"]
+    );
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let toml = MINIMAL.replace("app_id = \"app\"", "app_id = [1]");
+    let err = Config::from_toml_str(&toml, no_env()).unwrap_err();
+    assert!(err.0[0].starts_with("logto.app_id:"), "{err}");
+}
+
+#[test]
+fn unknown_key_is_refused() {
+    let toml = format!("{MINIMAL}\n[extra]\nx = 1\n");
+    let err = Config::from_toml_str(&toml, no_env()).unwrap_err();
+    assert!(err.to_string().contains("unknown key `extra`"), "{err}");
+}
+
+#[test]
+fn scopes_needed_by_rules_and_headers_are_requested() {
+    let toml = format!(
+        "{MINIMAL}\n[headers]\n\"X-Team\" = \"custom_data.team\"\n\n[[rules]]\nprefix = \"/o\"\n\
+         organizations = [\"org\"]\n\n[[rules]]\nprefix = \"/g\"\ngithub_logins = [\"x\"]\n"
+    );
+    let c = Config::from_toml_str(&toml, no_env()).expect("valid");
+    for s in ["custom_data", "urn:logto:scope:organizations", "identities"] {
+        assert!(
+            c.logto.scopes.iter().any(|have| have == s),
+            "{s} missing from {:?}",
+            c.logto.scopes
+        );
+    }
+}
+
+#[test]
+fn trusted_proxies_and_assertion_are_validated() {
+    let toml = format!("{MINIMAL}\n[assertion]\nenabled = true\n",)
+        .replace("[upstream]", "[upstream]\npass_access_token = true")
+        .replace(
+            "public_url = ",
+            "trusted_proxies = [\"10.0.0.0/8\", \"bogus\"]\npublic_url = ",
+        );
+    let err = Config::from_toml_str(&toml, no_env()).unwrap_err();
+    assert!(
+        err.0.iter().any(|l| l.starts_with("server.trusted_proxies: `bogus`")),
+        "{err}"
+    );
+    assert!(err.0.iter().any(|l| l == "assertion.audience: missing"), "{err}");
+}
+
+#[test]
+fn secret_debug_output_is_redacted() {
+    let c = Config::from_toml_str(MINIMAL, no_env()).expect("valid");
+    let dbg = format!("{c:?}");
+    assert!(!dbg.contains("s3cret"));
+    assert!(!dbg.contains("0123456789abcdef"));
+}

@@ -1,0 +1,167 @@
+//! `[upstream]` and `[[upstreams]]`: where signed-in requests go, and how.
+
+use super::checks::{duration, non_empty, upstream_url, Problems};
+use super::raw::{RawUpstream, RawUpstreamRoute};
+use super::{UpstreamConfig, UpstreamRoute};
+
+/// Validates `[upstream]` and `[[upstreams]]`: the shared settings (with the default app, if any) and every
+/// route, most specific first once sorted by the caller's lookups; `None` when a key has a problem.
+pub(super) fn validate_upstream(
+    p: &mut Problems,
+    raw: RawUpstream,
+    upstreams: &[RawUpstreamRoute],
+) -> Option<(UpstreamConfig, Vec<UpstreamRoute>)> {
+    let before = p.len();
+    // With [[upstreams]], [upstream].url is optional: the default for requests no entry serves.
+    let default_url = match non_empty(raw.url) {
+        Some(v) => Some(v),
+        None if upstreams.is_empty() => p.required("upstream.url", None),
+        None => None,
+    };
+    let default_upstream = default_url.and_then(|v| upstream_url(p, "upstream.url", &v));
+    let connect_timeout = duration(p, "upstream.connect_timeout", raw.connect_timeout, "5s");
+    let upgrade_protocols = upgrade_protocols(p, raw.upgrade_protocols);
+    let protected_app = raw.protected_app.unwrap_or(false);
+    if protected_app && raw.pass_access_token == Some(true) {
+        p.add(
+            "upstream.protected_app",
+            "sends Authorization: Basic (the Protected App contract), so it cannot go with upstream.pass_access_token",
+        );
+    }
+    let response_timeout = duration(p, "upstream.response_timeout", raw.response_timeout, "60s");
+    let preserve_host = raw.preserve_host.unwrap_or(false);
+    let tls_ca_file = raw.tls_ca_file.clone().filter(|f| !f.as_os_str().is_empty());
+    // The routes: every [[upstreams]] entry with its own URL and timeouts (the rest shared with [upstream]).
+    let mut routes: Vec<(UpstreamRoute, String)> = Vec::new();
+    for (i, r) in upstreams.iter().enumerate() {
+        let key = format!("upstreams[{i}]");
+        let url = p
+            .required(&format!("{key}.url"), non_empty(r.url.clone()))
+            .and_then(|v| upstream_url(p, &format!("{key}.url"), &v));
+        let prefix = non_empty(r.prefix.clone()).unwrap_or_else(|| "/".to_owned());
+        if !prefix.starts_with('/') || prefix.contains(['?', '#', '%', '\\']) {
+            p.add(
+                &format!("{key}.prefix"),
+                format!("`{prefix}` must be a path starting with /"),
+            );
+        }
+        let prefix = if prefix.len() > 1 {
+            prefix.trim_end_matches('/').to_owned()
+        } else {
+            prefix
+        };
+        let strip_prefix = r.strip_prefix.unwrap_or(false);
+        if strip_prefix && prefix == "/" {
+            p.add(&format!("{key}.strip_prefix"), "needs a prefix other than /");
+        }
+        let host = non_empty(r.host.clone()).map(|h| crate::policy::normalise_host(&h));
+        if host.is_none() && prefix == "/" {
+            p.add(
+                &key,
+                "needs a host or a prefix (an entry for every request is what [upstream] is for)",
+            );
+        }
+        let connect = duration(p, &format!("{key}.connect_timeout"), r.connect_timeout.clone(), "5s");
+        let response = duration(p, &format!("{key}.response_timeout"), r.response_timeout.clone(), "60s");
+        if let Some((url, base_path)) = url {
+            routes.push((
+                UpstreamRoute {
+                    host,
+                    prefix,
+                    strip_prefix,
+                    upstream: UpstreamConfig {
+                        url,
+                        base_path,
+                        preserve_host: r.preserve_host.unwrap_or(preserve_host),
+                        connect_timeout: connect,
+                        response_timeout: response,
+                        pass_access_token: raw.pass_access_token.unwrap_or(false),
+                        pass_method_override: raw.pass_method_override.unwrap_or(false),
+                        upgrade_protocols: upgrade_protocols.clone(),
+                        protected_app,
+                        // Read after validation (`super::files`).
+                        tls_ca_file: r.tls_ca_file.clone().or_else(|| tls_ca_file.clone()),
+                        tls_roots: Vec::new(),
+                    },
+                },
+                key,
+            ));
+        }
+    }
+    // Two entries for the same host and prefix: the second could never be chosen.
+    for (i, (a, a_key)) in routes.iter().enumerate() {
+        if let Some((_, b_key)) = routes[..i]
+            .iter()
+            .find(|(b, _)| b.host == a.host && b.prefix == a.prefix)
+        {
+            p.add(
+                a_key,
+                format!("serves the same host and prefix as {b_key}, so it would never be chosen"),
+            );
+        }
+    }
+
+    if p.len() > before {
+        return None;
+    }
+    // [upstream] is the default route (for any host, every path) when it has a URL; the shared settings in any case.
+    let mut routes: Vec<UpstreamRoute> = routes.into_iter().map(|(r, _)| r).collect();
+    let shared_url = default_upstream.clone().or_else(|| {
+        routes
+            .first()
+            .map(|r| (r.upstream.url.clone(), r.upstream.base_path.clone()))
+    });
+    let Some((url, base_path)) = shared_url else {
+        p.add("upstream.url", "missing");
+        return None;
+    };
+    let shared = UpstreamConfig {
+        url,
+        base_path,
+        preserve_host,
+        connect_timeout,
+        response_timeout,
+        pass_access_token: raw.pass_access_token.unwrap_or(false),
+        pass_method_override: raw.pass_method_override.unwrap_or(false),
+        upgrade_protocols,
+        protected_app,
+        tls_ca_file,
+        tls_roots: Vec::new(),
+    };
+    if default_upstream.is_some() {
+        routes.push(UpstreamRoute {
+            host: None,
+            prefix: "/".to_owned(),
+            strip_prefix: false,
+            upstream: shared.clone(),
+        });
+    }
+    Some((shared, routes))
+}
+
+/// `upstream.upgrade_protocols`: the `Upgrade` protocols passed to the app (RFC 9110 §7.8), lower case.
+fn upgrade_protocols(p: &mut Problems, raw: Option<Vec<String>>) -> Vec<String> {
+    let list = raw.unwrap_or_else(|| vec!["websocket".to_owned()]);
+    let mut out = Vec::new();
+    for name in list {
+        let lower = name.trim().to_ascii_lowercase();
+        if lower.is_empty()
+            || !lower
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            p.add(
+                "upstream.upgrade_protocols",
+                format!("`{name}` is not a protocol name like \"websocket\""),
+            );
+        } else if lower == "h2c" {
+            p.add(
+                "upstream.upgrade_protocols",
+                "`h2c` cannot be allowed: requests inside an HTTP/2 tunnel would bypass the gate's rules",
+            );
+        } else if !out.contains(&lower) {
+            out.push(lower);
+        }
+    }
+    out
+}
