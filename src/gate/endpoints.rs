@@ -1,7 +1,33 @@
 //! The gate's own endpoints under `/_logto/`: sign-in, callback, sign-out, userinfo, forward-auth, the assertion key
 //! set, back-channel logout and readiness. Proxied requests go through the pipeline in `gate/mod.rs`.
 
-use super::*;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge};
+use serde_json::{Map, Value};
+
+use crate::body::{self, Body};
+use crate::error::{ClientError, GateError, IdpError};
+use crate::identity;
+use crate::oidc::RefreshError;
+use crate::oidc::TokenError;
+use crate::pages::{self, Page};
+use crate::policy::{self, Decision};
+use crate::proxy::trusted::is_trusted;
+use crate::return_path::ReturnPath;
+use crate::routes::paths;
+use crate::session::attempt::SignInAttempt;
+use crate::session::store::SaveError;
+use crate::session::{self, Current, Session};
+
+use super::app::request_host;
+use super::authn::{authorize, Principal};
+use super::{single_valued_query, Gate};
 
 impl Gate {
     /// `/_logto/auth`: forward-auth for nginx `auth_request`, Traefik ForwardAuth and Envoy ext_authz (HTTP).

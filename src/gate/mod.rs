@@ -1,55 +1,54 @@
-//! The request pipeline, top to bottom in one place:
+//! The request pipeline, run for every request by [`Gate::handle`] (here):
 //!
-//! 1. **classify**: a gate endpoint under `/_logto/`, or a request for the app.
-//! 2. **authenticate**: read the session cookie; no network call, ever, on this path.
-//! 3. **challenge** (signed out): a browser navigation is sent to Logto and comes back to the URL it asked for;
-//!    anything else gets 401 with `WWW-Authenticate: Bearer`.
-//! 4. **rewrite**: strip spoofed identity headers and the gate's cookies, set `X-Forwarded-*`, inject identity.
-//! 5. **forward**: stream to the upstream and back, upgrades included.
-//! 6. **respond**: errors become a page for browsers or JSON for API clients, with a status chosen by their source.
+//! 1. **classify** ([`crate::routes`]): a gate endpoint under `/_logto/` (answered in `endpoints.rs`), or a
+//!    request for the app, whose upstream and rule are chosen in `app.rs`.
+//! 2. **authenticate** (`authn.rs`): read the session cookie (no network call, ever, on this path) or verify a
+//!    Logto access token; a session near expiry is renewed once (`renewal.rs`).
+//! 3. **challenge** (`authn.rs`, signed out): a browser navigation is sent to Logto and comes back to the URL it
+//!    asked for; anything else gets 401 with `WWW-Authenticate: Bearer`. **authorize**: the rule's roles, scopes
+//!    and organization.
+//! 4. **rewrite** (`app.rs`): strip spoofed identity headers and the gate's cookies, set `X-Forwarded-*`, inject
+//!    identity.
+//! 5. **forward** ([`crate::proxy`], over [`crate::http1`] or hyper): stream to the upstream and back, upgrades
+//!    included.
+//! 6. **respond** (here): the request id and session cookies on every answer; errors become a page for browsers
+//!    or JSON for API clients, with a status chosen by their source ([`crate::error`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-
-use http_body_util::BodyExt;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
-use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge};
-use serde_json::{Map, Value};
 
 use crate::assertion::AssertionSigner;
-use crate::body::{self, Body};
+use crate::body::Body;
 use crate::config::Config;
-use crate::error::{ClientError, GateError, IdpError};
+use crate::error::{ClientError, GateError};
 use crate::http1::framing::{Ambiguity, AmbiguousFraming};
 use crate::http1::hop;
-use crate::identity::{self, ClaimPath, ManagedHeaders};
-use crate::metrics::{Metrics, RefreshResult};
-use crate::oidc::RefreshError;
-use crate::oidc::{Oidc, TokenError};
+use crate::identity::{ClaimPath, ManagedHeaders};
+use crate::metrics::Metrics;
+use crate::oidc::Oidc;
 use crate::pages::{self, Page};
-use crate::policy::{self, Decision};
-use crate::proxy::trusted::is_trusted;
-use crate::proxy::{forwarded, Added, Forwarder};
+use crate::policy;
+use crate::proxy::Forwarder;
 use crate::return_path::ReturnPath;
 use crate::routes::{classify, paths, Route};
-use crate::session::attempt::SignInAttempt;
-use crate::session::refresh::{self, Refresher};
-use crate::session::store::SaveError;
-use crate::session::{self, Current, Session, Sessions};
+use crate::session::refresh::Refresher;
+use crate::session::Sessions;
 
 /// The request id header, set on the request to the upstream and on the response.
 pub(crate) const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
 
+mod app;
+mod authn;
 mod endpoints;
 mod renewal;
 
-use renewal::Renewed;
+use app::GATE_OWNED_HEADERS;
 
 /// Claims kept in every session besides those the header mapping and the rules read (for `/_logto/userinfo`).
 /// `scope` too: `/_logto/userinfo` shows the scopes the session holds (the sign-in's and its API resource's).
@@ -57,32 +56,6 @@ const ALWAYS_KEPT_CLAIMS: [&str; 7] = ["sub", "name", "username", "email", "emai
 
 /// Claims Logto releases only from userinfo (`/oidc/me`), never in the ID token.
 const USERINFO_ONLY_CLAIMS: [&str; 3] = ["identities", "custom_data", "organization_data"];
-
-/// Headers the gate owns on the way upstream besides the identity mapping; a client's copies are removed (in any
-/// spelling, `_` for `-`): the assertion, the forward-auth answer's identity fields, and `X-Original-URL` /
-/// `X-Rewrite-URL`, on which IIS's URL Rewrite and old Symfony route instead of the request target (so the app would
-/// serve another path than the rules saw).
-const GATE_OWNED_HEADERS: [&str; 11] = [
-    crate::assertion::HEADER,
-    "x-auth-request-user",
-    "x-auth-request-email",
-    "x-auth-request-preferred-username",
-    "x-auth-request-groups",
-    "x-auth-request-access-token",
-    "x-original-url",
-    "x-rewrite-url",
-    MACHINE_HEADER,
-    PROTECTED_APP_ID_TOKEN,
-    PROTECTED_APP_HOST,
-];
-
-/// Logto Protected App's headers (`upstream.protected_app`): the signed-in user's ID token as Logto signed it, and
-/// the host the browser asked for.
-const PROTECTED_APP_ID_TOKEN: &str = "logto-id-token";
-const PROTECTED_APP_HOST: &str = "logto-host";
-
-/// Set on requests of a Logto machine-to-machine app (its id), never on a person's: how the app tells them apart.
-const MACHINE_HEADER: &str = "x-forwarded-machine";
 
 /// One worker's handle on the shared [`Gate`]. Each request's future holds a reference to the gate, and counting
 /// that reference on the gate's own `Arc` would have every worker write the same cache line (next to the gate's
@@ -99,48 +72,6 @@ impl WorkerGate {
 #[derive(Default)]
 #[repr(align(128))]
 struct WorkerCounter(std::sync::atomic::AtomicU64);
-
-/// Who a request is from, once authenticated.
-enum Principal {
-    /// A browser session.
-    Session(Current),
-    /// A verified Logto access token (`Authorization: Bearer`).
-    Bearer(Map<String, Value>),
-}
-
-impl Principal {
-    fn claims(&self) -> &Map<String, Value> {
-        match self {
-            Principal::Session(c) => &c.session.claims,
-            Principal::Bearer(c) => c,
-        }
-    }
-
-    /// The Logto machine-to-machine app this principal is, if it is one: a client-credentials access token, whose
-    /// `sub` is the app's own id (`client_id`); a person's token has the person's id there.
-    fn machine(&self) -> Option<&str> {
-        let Principal::Bearer(claims) = self else {
-            return None;
-        };
-        let sub = claims.get("sub").and_then(Value::as_str)?;
-        (claims.get("client_id").and_then(Value::as_str) == Some(sub)).then_some(sub)
-    }
-
-    /// How the 403 page names the person.
-    fn display_name(&self) -> String {
-        if let Some(app) = self.machine() {
-            return format!("the machine-to-machine app {app}");
-        }
-        let c = self.claims();
-        let get = |k: &str| c.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
-        match (get("username"), get("email")) {
-            (Some(u), Some(e)) => format!("{u} ({e})"),
-            (Some(u), None) => u.to_owned(),
-            (None, Some(e)) => e.to_owned(),
-            (None, None) => get("sub").unwrap_or("an unknown user").to_owned(),
-        }
-    }
-}
 
 /// A CORS preflight (Fetch standard §4.8): `OPTIONS` with `Origin` and `Access-Control-Request-Method`.
 fn is_preflight(req: &Request<Body>) -> bool {
@@ -488,409 +419,6 @@ impl Gate {
         }
         resp
     }
-
-    /// Phases 1b-5 for the app's requests (an `async move` block, as [`Gate::handle`] explains). `upgrading`: an
-    /// HTTP/1.1 protocol upgrade request (decided in `handle`, before hop-by-hop removal, which keeps its
-    /// `Connection` and `Upgrade` only then).
-    #[allow(clippy::manual_async_fn)] // deliberately, see Gate::handle
-    fn app<'a>(
-        &'a self,
-        mut req: Request<Body>,
-        peer: SocketAddr,
-        upgrading: bool,
-        cookies: &'a mut Vec<HeaderValue>,
-    ) -> impl std::future::Future<Output = Result<Response<Body>, GateError>> + Send + 'a {
-        async move {
-            // 1b. normalise the path: rules see exactly what the upstream will see.
-            let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
-            let (decision, new_path, route) = {
-                let path = policy::path::normalise(req.uri().path(), self.config.server.allow_encoded_slashes)
-                    .map_err(|e| ClientError::BadRequest(e.to_string()))?;
-                let host = request_host(&req, trusted);
-                let rule_path = policy::path::rule_path(&path, self.config.policy.case_insensitive)
-                    .map_err(|e| ClientError::BadRequest(e.to_string()))?;
-                let decision = self.decide(&req, host, &rule_path)?;
-                // Which upstream: one for the request's host before one for every host, then the longest prefix (on
-                // the path the rules saw).
-                let route = self.route_for(host, &rule_path).ok_or(ClientError::NotFound)?;
-                let strip = self.config.routes[route].strip_prefix.then(|| {
-                    self.config.routes[route]
-                        .prefix
-                        .split('/')
-                        .filter(|s| !s.is_empty())
-                        .count()
-                });
-                // Only a path that changed needs the request target rebuilt.
-                let new_path = match (path, strip) {
-                    (path, Some(segments)) => Some(strip_segments(&path, segments)),
-                    (std::borrow::Cow::Borrowed(_), None) => None,
-                    (std::borrow::Cow::Owned(p), None) => Some(p),
-                };
-                (decision, new_path, route)
-            };
-            // 2. authenticate and authorize
-            let principal = match decision {
-                Decision::Deny => return Err(ClientError::RouteDenied.into()),
-                Decision::Public => None,
-                Decision::Require(..) => {
-                    let Some(principal) = self.authenticate(req.headers(), cookies).await? else {
-                        // 3. challenge
-                        return Box::pin(self.challenge(&req)).await;
-                    };
-                    for requirements in decision.requirements() {
-                        authorize(&principal, requirements)?;
-                    }
-                    Some(principal)
-                }
-            };
-            // 4. rewrite
-            let browser_host = match &self.protected_basic {
-                Some(_) => request_host(&req, trusted).and_then(|h| HeaderValue::from_str(h).ok()),
-                None => None,
-            };
-            // X-Forwarded-Host: the public host, or the other allowed host the request came to.
-            let other_host = if self.config.server.allowed_redirect_hosts.is_empty() {
-                None
-            } else {
-                request_host(&req, trusted)
-                    .filter(|h| self.is_other_allowed_host(h))
-                    .and_then(|h| HeaderValue::from_str(h).ok())
-            };
-            let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
-            let (mut parts, request_body) = req.into_parts();
-            if let Some(path) = &new_path {
-                parts.uri = with_path(&parts.uri, path)?;
-            }
-            identity::strip_spoofed_identity(&mut parts.headers, &self.managed);
-            hop::remove_underscore_variants(&mut parts.headers);
-            self.sessions.codec().strip_gate_cookies(&mut parts.headers);
-            let public = &self.config.server.public_url;
-            let forwarded = forwarded::set_forwarded(
-                &mut parts.headers,
-                peer.ip(),
-                trusted,
-                public.scheme(),
-                other_host.as_ref().unwrap_or(&self.forwarded_host),
-            );
-            // The identity headers go in first (as every other header the gate sets, they replace any of the same
-            // name), or, when none of the others can share a name with them, straight into the upstream request head
-            // as one block (see `identity_inline`).
-            let identity = principal.as_ref().map(|p| self.identity_headers(p));
-            let identity = identity.as_deref();
-            if let (Some(identity), false) = (identity, self.identity_inline) {
-                identity.insert_into(&mut parts.headers);
-            }
-            if let Some(principal) = &principal {
-                self.add_credentials(&mut parts.headers, principal)?;
-            }
-            if let Some(basic) = &self.protected_basic {
-                self.add_protected_app(&mut parts.headers, basic, browser_host, principal.as_ref());
-            }
-            // 5. forward
-            let mut resp = self.forwarders[route]
-                .forward(
-                    parts,
-                    request_body,
-                    client_upgrade,
-                    Added {
-                        forwarded,
-                        identity: identity.filter(|_| self.identity_inline),
-                    },
-                )
-                .await?;
-            // 6. respond
-            self.drop_gate_cookies_set_upstream(&mut resp);
-            if let Some(principal) = &principal {
-                if tracing::enabled!(target: "logto_gate::access", tracing::Level::INFO) {
-                    let sub = principal.claims().get("sub").and_then(Value::as_str).unwrap_or("");
-                    resp.extensions_mut().insert(AccessUser(sub.to_owned()));
-                }
-            }
-            Ok(resp)
-        }
-    }
-
-    /// Removes the upstream's `Set-Cookie` fields for cookies the gate owns (the session cookie, its chunks, the
-    /// sign-in attempt cookies), with a warning: only the gate sets or clears those; on both client paths.
-    fn drop_gate_cookies_set_upstream(&self, resp: &mut Response<Body>) {
-        let codec = self.sessions.codec();
-        let owned = |value: &[u8]| match codec.gate_cookie_set_by(value) {
-            Some(name) => {
-                tracing::warn!(
-                    cookie = name,
-                    "dropped the upstream's Set-Cookie for a cookie the gate owns"
-                );
-                true
-            }
-            None => false,
-        };
-        crate::http1::fields::retain_response_fields(resp, |name, value| name != header::SET_COOKIE || !owned(value));
-    }
-
-    /// Phase 1c: what the rules say of a request whose path is `normalised`. They decide on the path a servlet
-    /// container would serve ([`policy::path::rule_path`]) and, when the method-override fields are kept
-    /// (`upstream.pass_method_override`), on every method the request may be taken as; otherwise those fields are
-    /// removed before forwarding and only the request's own method counts.
-    fn decide<'p>(
-        &'p self,
-        req: &Request<Body>,
-        host: Option<&str>,
-        rule_path: &str,
-    ) -> Result<Decision<'p>, GateError> {
-        let policy = &self.config.policy;
-        let overrides = if self.config.upstream.pass_method_override {
-            policy::method_overrides(req.headers()).map_err(ClientError::BadRequest)?
-        } else {
-            Vec::new()
-        };
-        let decision = policy.decide(req.method().as_str(), &overrides, host, rule_path);
-        if matches!(decision, Decision::Require(..)) && self.config.server.skip_auth_preflight && is_preflight(req) {
-            // A CORS preflight carries no credentials (Fetch standard, CORS-preflight request): it passes as a
-            // public request would, without identity; denied routes stay denied.
-            return Ok(Decision::Public);
-        }
-        Ok(decision)
-    }
-
-    /// The identity headers for `principal`: a session's, rendered once and kept with it; a bearer token's, now.
-    fn identity_headers<'p>(&self, principal: &'p Principal) -> std::borrow::Cow<'p, identity::IdentityHeaders> {
-        match principal {
-            Principal::Session(c) => std::borrow::Cow::Borrowed(
-                c.session
-                    .rendered
-                    .get_or_render(&self.config.headers, &c.session.claims),
-            ),
-            Principal::Bearer(claims) => {
-                std::borrow::Cow::Owned(identity::IdentityHeaders::render(&self.config.headers, claims))
-            }
-        }
-    }
-
-    /// Identity headers, the access token when asked for, and the signed assertion, all into `headers`.
-    fn add_identity(&self, headers: &mut http::HeaderMap, principal: &Principal) -> Result<(), GateError> {
-        self.identity_headers(principal).insert_into(headers);
-        self.add_credentials(headers, principal)
-    }
-
-    /// Logto Protected App's contract (`upstream.protected_app`): the app's Basic credentials on every request, the
-    /// host the browser asked for, and a signed-in user's ID token as Logto signed it, only while it is valid (the
-    /// session refreshes it before it expires; an expired one is never sent). Client-sent copies were removed.
-    fn add_protected_app(
-        &self,
-        headers: &mut http::HeaderMap,
-        basic: &HeaderValue,
-        browser_host: Option<HeaderValue>,
-        principal: Option<&Principal>,
-    ) {
-        headers.insert(header::AUTHORIZATION, basic.clone());
-        let host = browser_host.unwrap_or_else(|| self.forwarded_host.clone());
-        headers.insert(http::HeaderName::from_static(PROTECTED_APP_HOST), host);
-        if let Some(Principal::Session(c)) = principal {
-            if let Some(token) = c.session.live_id_token(session::now()) {
-                if let Ok(v) = HeaderValue::from_str(token) {
-                    headers.insert(http::HeaderName::from_static(PROTECTED_APP_ID_TOKEN), v);
-                }
-            }
-        }
-    }
-
-    /// The access token when asked for, the machine header for a machine-to-machine app, and the signed assertion.
-    fn add_credentials(&self, headers: &mut http::HeaderMap, principal: &Principal) -> Result<(), GateError> {
-        if let Some(app) = principal.machine() {
-            let value = HeaderValue::from_str(app)
-                .map_err(|_| ClientError::InvalidToken("the token's client_id is not a valid header value".into()))?;
-            headers.insert(http::HeaderName::from_static(MACHINE_HEADER), value);
-        }
-        if let (true, Principal::Session(c)) = (self.config.upstream.pass_access_token, principal) {
-            if let Some(token) = c.session.at.as_deref() {
-                let value = HeaderValue::from_str(&format!("Bearer {token}"))
-                    .map_err(|_| GateError::Internal("the access token is not a valid header value".into()))?;
-                headers.insert(header::AUTHORIZATION, value);
-            }
-        }
-        if let Some(signer) = &self.assertion {
-            let jwt = signer
-                .sign(principal.claims(), session::now())
-                .map_err(GateError::Internal)?;
-            let value = HeaderValue::from_str(&jwt).map_err(|e| GateError::Internal(e.to_string()))?;
-            headers.insert(http::HeaderName::from_static(crate::assertion::HEADER), value);
-        }
-        Ok(())
-    }
-
-    /// Phase 2: a verified bearer token (when `logto.resources` is set and the request carries one), else the
-    /// session. A bearer token that does not verify is an error, never a fall-back to the cookie. A session near
-    /// token expiry is refreshed (phase 2c); `cookies` receives what must be set on the response.
-    async fn authenticate(
-        &self,
-        headers: &http::HeaderMap,
-        cookies: &mut Vec<HeaderValue>,
-    ) -> Result<Option<Principal>, GateError> {
-        if !self.config.logto.resources.is_empty() {
-            if let Some(token) = bearer_token(headers) {
-                // Boxed: signature verification dwarfs the allocation, and the session path stays small.
-                return match Box::pin(self.oidc.verify_access_token(token, session::now())).await {
-                    Ok(claims) => Ok(Some(Principal::Bearer(claims))),
-                    Err(TokenError::Invalid(e)) => Err(ClientError::InvalidToken(e.to_string()).into()),
-                    Err(TokenError::Gate(g)) => Err(g),
-                };
-            }
-        }
-        let now = session::now();
-        let Some(current) = self.sessions.load(headers, now).await? else {
-            return Ok(None);
-        };
-        if !current.rewrite && !current.session.needs_refresh(now) {
-            // The usual case: nothing to renew or write back.
-            return Ok(Some(Principal::Session(current)));
-        }
-        // Renewal is rare and talks to Logto and Redis: its log lines carry the request id, to match the access line.
-        let span = tracing::info_span!(
-            "renewal",
-            request_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok())
-        );
-        tracing::Instrument::instrument(Box::pin(self.renew_and_save(current, now, headers, cookies)), span).await
-    }
-
-    /// Phase 2c: refreshes tokens near expiry and writes back a session that changed (boxed by the caller: rare,
-    /// and its state is large).
-    async fn renew_and_save(
-        &self,
-        current: Current,
-        now: u64,
-        headers: &http::HeaderMap,
-        cookies: &mut Vec<HeaderValue>,
-    ) -> Result<Option<Principal>, GateError> {
-        match self.renew(current, now).await {
-            Renewed::Ended => {
-                cookies.extend(self.sessions.codec().clear_session_cookies(headers));
-                Ok(None)
-            }
-            Renewed::Kept(current) => Ok(Some(Principal::Session(current))),
-            Renewed::Changed(current) => {
-                match self
-                    .sessions
-                    .save(Some(&current), Session::clone(&current.session), now)
-                    .await
-                {
-                    Ok(set) => cookies.extend(set),
-                    Err(SaveError::Store(e)) => return Err(e.into()),
-                    Err(SaveError::Internal(e)) => return Err(GateError::Internal(e)),
-                }
-                Ok(Some(Principal::Session(current)))
-            }
-        }
-    }
-
-    /// Phase 3: no session. A browser navigation is sent to sign in and back; any other request gets 401, as an
-    /// HTML page with a way back for a browser (a form posted after the session ended returns to the page it was
-    /// posted from), as JSON for an API client.
-    async fn challenge(&self, req: &Request<Body>) -> Result<Response<Body>, GateError> {
-        let wanted = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        if is_browser_navigation(req) {
-            // On another allowed host (one sign-in across subdomains) the sign-in comes back to that host.
-            let other = req
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .filter(|h| !self.config.server.allowed_redirect_hosts.is_empty() && self.is_other_allowed_host(h));
-            let back = match other {
-                Some(host) => {
-                    self.return_target(&format!("{}://{host}{wanted}", self.config.server.public_url.scheme()))
-                }
-                None => ReturnPath::parse_or_root(wanted),
-            };
-            return self.start_sign_in(back).await;
-        }
-        if accepts_html(req) {
-            let back = req
-                .headers()
-                .get(header::REFERER)
-                .and_then(|v| v.to_str().ok())
-                .map_or_else(ReturnPath::root, |r| {
-                    ReturnPath::parse_same_origin_or_root(r, self.config.server.public_url.origin())
-                });
-            let mut page = Page::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "Your session has ended",
-                "Sign in again to continue. What you sent was not passed on; you may need to send it again.",
-            )
-            .with_link(self.sign_in_url(&back), "Sign in again")
-            .render(true);
-            page.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"logto-gate\""),
-            );
-            return Ok(page);
-        }
-        Ok(self.unauthorized(&ReturnPath::parse_or_root(wanted)))
-    }
-
-    /// The upstream route for a request to `host` and `rule_path`: the most specific that serves it (see
-    /// [`crate::config::UpstreamRoute::specificity`]); `None` when none does.
-    fn route_for(&self, host: Option<&str>, rule_path: &str) -> Option<usize> {
-        let routes = &self.config.routes;
-        if let [only] = routes.as_slice() {
-            // The usual single upstream: no comparison to make.
-            return only.specificity(host, rule_path).map(|_| 0);
-        }
-        routes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| r.specificity(host, rule_path).map(|s| (s, std::cmp::Reverse(i))))
-            .max()
-            .map(|(_, std::cmp::Reverse(i))| i)
-    }
-
-    /// Whether `host` (as a request's `Host` names it) is one of `server.allowed_redirect_hosts`: another host this
-    /// gate serves under the shared cookie domain, which sign-ins may return to.
-    fn is_other_allowed_host(&self, host: &str) -> bool {
-        let name = policy::normalise_host(host);
-        self.config
-            .server
-            .allowed_redirect_hosts
-            .iter()
-            .any(|allowed| match allowed.strip_prefix('.') {
-                Some(domain) => name.strip_suffix(domain).is_some_and(|rest| rest.ends_with('.')),
-                None => policy::normalise_host(allowed) == name,
-            })
-    }
-
-    /// A return target from a request or parameter: a same-origin path, or a URL on an allowed other host.
-    fn return_target(&self, candidate: &str) -> ReturnPath {
-        ReturnPath::parse_for_hosts(candidate, self.config.server.public_url.origin(), |h| {
-            self.is_other_allowed_host(h)
-        })
-    }
-
-    /// `/_logto/sign-in?redirect=<path>`: where "Sign in again" goes, back to `back` afterwards.
-    fn sign_in_url(&self, back: &ReturnPath) -> String {
-        let redirect: String = url::form_urlencoded::byte_serialize(back.as_str().as_bytes()).collect();
-        self.config
-            .server
-            .public_url
-            .join(&format!("{}?redirect={redirect}", paths::SIGN_IN))
-    }
-
-    /// 401 for a request without a session that is not a browser navigation: never a redirect. `sign_in_url`
-    /// brings the browser back to `wanted` after signing in.
-    fn unauthorized(&self, wanted: &ReturnPath) -> Response<Body> {
-        let sign_in = self.sign_in_url(wanted);
-        let mut resp = pages::json_response(
-            StatusCode::UNAUTHORIZED,
-            &serde_json::json!({
-                "error": "unauthorized",
-                "message": "Sign-in required: no valid session.",
-                "sign_in_url": sign_in,
-            }),
-        );
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"logto-gate\""),
-        );
-        resp
-    }
 }
 
 /// What the line and page of a failed request need to know about it.
@@ -947,80 +475,6 @@ fn framing_problem<B>(req: &Request<B>) -> Option<&'static str> {
     None
 }
 
-/// Phase 2b: does the principal meet the route's requirements?
-fn authorize(principal: &Principal, requirements: &policy::Requirements) -> Result<(), GateError> {
-    if let Some(app) = principal.machine() {
-        if !requirements.m2m_apps.iter().any(|a| a == app) {
-            return Err(ClientError::Forbidden {
-                who: principal.display_name(),
-                required: "a rule that admits it (m2m_apps)".into(),
-            }
-            .into());
-        }
-    }
-    requirements
-        .check(&policy::Subject {
-            claims: principal.claims(),
-        })
-        .map_err(|required| {
-            ClientError::Forbidden {
-                who: principal.display_name(),
-                required,
-            }
-            .into()
-        })
-}
-
-/// The token of an `Authorization: Bearer` header (scheme case-insensitive, RFC 6750 §2.1).
-fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
-/// The host the client asked for: `X-Forwarded-Host` from a trusted proxy, else `Host` (or the HTTP/2 authority).
-fn request_host<B>(req: &Request<B>, trusted: bool) -> Option<&str> {
-    let h = |name: &http::HeaderName| req.headers().get(name).and_then(crate::values::text);
-    trusted
-        .then(|| h(&X_FORWARDED_HOST))
-        .flatten()
-        .or_else(|| h(&header::HOST))
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-}
-
-/// `path` without its first `segments` segments (`strip_prefix`): `/grafana/d/1` less one is `/d/1`, and a path
-/// that was only the prefix becomes `/`. Path parameters stay with their segment, as in the path the rules saw.
-fn strip_segments(path: &str, segments: usize) -> String {
-    let mut rest = path;
-    for _ in 0..segments {
-        let after = rest.trim_start_matches('/');
-        rest = after.find('/').map_or("", |i| &after[i..]);
-    }
-    if rest.is_empty() {
-        "/".to_owned()
-    } else {
-        rest.to_owned()
-    }
-}
-
-/// The request URI with its path replaced by the normalised one, query kept.
-fn with_path(uri: &http::Uri, path: &str) -> Result<http::Uri, GateError> {
-    let pq = match uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    };
-    let mut parts = uri.clone().into_parts();
-    parts.path_and_query = Some(
-        pq.parse()
-            .map_err(|e| ClientError::BadRequest(format!("the request target is not valid: {e}")))?,
-    );
-    http::Uri::from_parts(parts)
-        .map_err(|e| ClientError::BadRequest(format!("the request target is not valid: {e}")).into())
-}
-
 fn accepts_html<B>(req: &Request<B>) -> bool {
     req.headers()
         .get_all(header::ACCEPT)
@@ -1049,6 +503,7 @@ fn single_valued_query(query: Option<&str>) -> Result<Vec<(String, String)>, Gat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openidconnect::CsrfToken;
 
     #[test]
     fn duplicated_query_parameters_are_refused() {

@@ -2,7 +2,17 @@
 //! exactly once, however many requests ask at the same moment and however many replicas serve them (see
 //! [`crate::session::refresh`]); a refused refresh ends the session; an organization token is renewed with it.
 
-use super::*;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::identity;
+use crate::metrics::RefreshResult;
+use crate::oidc::RefreshError;
+use crate::session::refresh;
+use crate::session::{Current, Session};
+
+use super::Gate;
 
 /// How long the cross-replica refresh lock lives if its holder dies.
 const REFRESH_LOCK_TTL: Duration = Duration::from_secs(15);

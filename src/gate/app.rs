@@ -1,0 +1,353 @@
+//! Phases 1b-5 for the app's requests: choose the upstream, decide by the rules, authenticate, rewrite the request
+//! (spoofed identity removed, identity and forwarding fields added) and forward it; the upstream's answer loses
+//! the `Set-Cookie` fields for the gate's own cookies.
+
+use std::net::SocketAddr;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response};
+use serde_json::Value;
+
+use crate::body::Body;
+use crate::error::{ClientError, GateError};
+use crate::http1::hop;
+use crate::identity;
+use crate::policy::{self, Decision};
+use crate::proxy::trusted::is_trusted;
+use crate::proxy::{forwarded, Added};
+use crate::session;
+
+use super::authn::{authorize, Principal, MACHINE_HEADER};
+use super::{is_preflight, AccessUser, Gate, X_FORWARDED_HOST};
+
+/// Headers the gate owns on the way upstream besides the identity mapping; a client's copies are removed (in any
+/// spelling, `_` for `-`): the assertion, the forward-auth answer's identity fields, and `X-Original-URL` /
+/// `X-Rewrite-URL`, on which IIS's URL Rewrite and old Symfony route instead of the request target (so the app would
+/// serve another path than the rules saw).
+pub(super) const GATE_OWNED_HEADERS: [&str; 11] = [
+    crate::assertion::HEADER,
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-preferred-username",
+    "x-auth-request-groups",
+    "x-auth-request-access-token",
+    "x-original-url",
+    "x-rewrite-url",
+    MACHINE_HEADER,
+    PROTECTED_APP_ID_TOKEN,
+    PROTECTED_APP_HOST,
+];
+
+/// Logto Protected App's headers (`upstream.protected_app`): the signed-in user's ID token as Logto signed it, and
+/// the host the browser asked for.
+pub(super) const PROTECTED_APP_ID_TOKEN: &str = "logto-id-token";
+
+pub(super) const PROTECTED_APP_HOST: &str = "logto-host";
+
+impl Gate {
+    /// Phases 1b-5 for the app's requests (an `async move` block, as [`Gate::handle`] explains). `upgrading`: an
+    /// HTTP/1.1 protocol upgrade request (decided in `handle`, before hop-by-hop removal, which keeps its
+    /// `Connection` and `Upgrade` only then).
+    #[allow(clippy::manual_async_fn)] // deliberately, see Gate::handle
+    pub(super) fn app<'a>(
+        &'a self,
+        mut req: Request<Body>,
+        peer: SocketAddr,
+        upgrading: bool,
+        cookies: &'a mut Vec<HeaderValue>,
+    ) -> impl std::future::Future<Output = Result<Response<Body>, GateError>> + Send + 'a {
+        async move {
+            // 1b. normalise the path: rules see exactly what the upstream will see.
+            let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
+            let (decision, new_path, route) = {
+                let path = policy::path::normalise(req.uri().path(), self.config.server.allow_encoded_slashes)
+                    .map_err(|e| ClientError::BadRequest(e.to_string()))?;
+                let host = request_host(&req, trusted);
+                let rule_path = policy::path::rule_path(&path, self.config.policy.case_insensitive)
+                    .map_err(|e| ClientError::BadRequest(e.to_string()))?;
+                let decision = self.decide(&req, host, &rule_path)?;
+                // Which upstream: one for the request's host before one for every host, then the longest prefix (on
+                // the path the rules saw).
+                let route = self.route_for(host, &rule_path).ok_or(ClientError::NotFound)?;
+                let strip = self.config.routes[route].strip_prefix.then(|| {
+                    self.config.routes[route]
+                        .prefix
+                        .split('/')
+                        .filter(|s| !s.is_empty())
+                        .count()
+                });
+                // Only a path that changed needs the request target rebuilt.
+                let new_path = match (path, strip) {
+                    (path, Some(segments)) => Some(strip_segments(&path, segments)),
+                    (std::borrow::Cow::Borrowed(_), None) => None,
+                    (std::borrow::Cow::Owned(p), None) => Some(p),
+                };
+                (decision, new_path, route)
+            };
+            // 2. authenticate and authorize
+            let principal = match decision {
+                Decision::Deny => return Err(ClientError::RouteDenied.into()),
+                Decision::Public => None,
+                Decision::Require(..) => {
+                    let Some(principal) = self.authenticate(req.headers(), cookies).await? else {
+                        // 3. challenge
+                        return Box::pin(self.challenge(&req)).await;
+                    };
+                    for requirements in decision.requirements() {
+                        authorize(&principal, requirements)?;
+                    }
+                    Some(principal)
+                }
+            };
+            // 4. rewrite
+            let browser_host = match &self.protected_basic {
+                Some(_) => request_host(&req, trusted).and_then(|h| HeaderValue::from_str(h).ok()),
+                None => None,
+            };
+            // X-Forwarded-Host: the public host, or the other allowed host the request came to.
+            let other_host = if self.config.server.allowed_redirect_hosts.is_empty() {
+                None
+            } else {
+                request_host(&req, trusted)
+                    .filter(|h| self.is_other_allowed_host(h))
+                    .and_then(|h| HeaderValue::from_str(h).ok())
+            };
+            let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+            let (mut parts, request_body) = req.into_parts();
+            if let Some(path) = &new_path {
+                parts.uri = with_path(&parts.uri, path)?;
+            }
+            identity::strip_spoofed_identity(&mut parts.headers, &self.managed);
+            hop::remove_underscore_variants(&mut parts.headers);
+            self.sessions.codec().strip_gate_cookies(&mut parts.headers);
+            let public = &self.config.server.public_url;
+            let forwarded = forwarded::set_forwarded(
+                &mut parts.headers,
+                peer.ip(),
+                trusted,
+                public.scheme(),
+                other_host.as_ref().unwrap_or(&self.forwarded_host),
+            );
+            // The identity headers go in first (as every other header the gate sets, they replace any of the same
+            // name), or, when none of the others can share a name with them, straight into the upstream request head
+            // as one block (see `identity_inline`).
+            let identity = principal.as_ref().map(|p| self.identity_headers(p));
+            let identity = identity.as_deref();
+            if let (Some(identity), false) = (identity, self.identity_inline) {
+                identity.insert_into(&mut parts.headers);
+            }
+            if let Some(principal) = &principal {
+                self.add_credentials(&mut parts.headers, principal)?;
+            }
+            if let Some(basic) = &self.protected_basic {
+                self.add_protected_app(&mut parts.headers, basic, browser_host, principal.as_ref());
+            }
+            // 5. forward
+            let mut resp = self.forwarders[route]
+                .forward(
+                    parts,
+                    request_body,
+                    client_upgrade,
+                    Added {
+                        forwarded,
+                        identity: identity.filter(|_| self.identity_inline),
+                    },
+                )
+                .await?;
+            // 6. respond
+            self.drop_gate_cookies_set_upstream(&mut resp);
+            if let Some(principal) = &principal {
+                if tracing::enabled!(target: "logto_gate::access", tracing::Level::INFO) {
+                    let sub = principal.claims().get("sub").and_then(Value::as_str).unwrap_or("");
+                    resp.extensions_mut().insert(AccessUser(sub.to_owned()));
+                }
+            }
+            Ok(resp)
+        }
+    }
+
+    /// Removes the upstream's `Set-Cookie` fields for cookies the gate owns (the session cookie, its chunks, the
+    /// sign-in attempt cookies), with a warning: only the gate sets or clears those; on both client paths.
+    pub(super) fn drop_gate_cookies_set_upstream(&self, resp: &mut Response<Body>) {
+        let codec = self.sessions.codec();
+        let owned = |value: &[u8]| match codec.gate_cookie_set_by(value) {
+            Some(name) => {
+                tracing::warn!(
+                    cookie = name,
+                    "dropped the upstream's Set-Cookie for a cookie the gate owns"
+                );
+                true
+            }
+            None => false,
+        };
+        crate::http1::fields::retain_response_fields(resp, |name, value| name != header::SET_COOKIE || !owned(value));
+    }
+
+    /// Phase 1c: what the rules say of a request whose path is `normalised`. They decide on the path a servlet
+    /// container would serve ([`policy::path::rule_path`]) and, when the method-override fields are kept
+    /// (`upstream.pass_method_override`), on every method the request may be taken as; otherwise those fields are
+    /// removed before forwarding and only the request's own method counts.
+    pub(super) fn decide<'p>(
+        &'p self,
+        req: &Request<Body>,
+        host: Option<&str>,
+        rule_path: &str,
+    ) -> Result<Decision<'p>, GateError> {
+        let policy = &self.config.policy;
+        let overrides = if self.config.upstream.pass_method_override {
+            policy::method_overrides(req.headers()).map_err(ClientError::BadRequest)?
+        } else {
+            Vec::new()
+        };
+        let decision = policy.decide(req.method().as_str(), &overrides, host, rule_path);
+        if matches!(decision, Decision::Require(..)) && self.config.server.skip_auth_preflight && is_preflight(req) {
+            // A CORS preflight carries no credentials (Fetch standard, CORS-preflight request): it passes as a
+            // public request would, without identity; denied routes stay denied.
+            return Ok(Decision::Public);
+        }
+        Ok(decision)
+    }
+
+    /// The identity headers for `principal`: a session's, rendered once and kept with it; a bearer token's, now.
+    pub(super) fn identity_headers<'p>(
+        &self,
+        principal: &'p Principal,
+    ) -> std::borrow::Cow<'p, identity::IdentityHeaders> {
+        match principal {
+            Principal::Session(c) => std::borrow::Cow::Borrowed(
+                c.session
+                    .rendered
+                    .get_or_render(&self.config.headers, &c.session.claims),
+            ),
+            Principal::Bearer(claims) => {
+                std::borrow::Cow::Owned(identity::IdentityHeaders::render(&self.config.headers, claims))
+            }
+        }
+    }
+
+    /// Identity headers, the access token when asked for, and the signed assertion, all into `headers`.
+    pub(super) fn add_identity(&self, headers: &mut http::HeaderMap, principal: &Principal) -> Result<(), GateError> {
+        self.identity_headers(principal).insert_into(headers);
+        self.add_credentials(headers, principal)
+    }
+
+    /// Logto Protected App's contract (`upstream.protected_app`): the app's Basic credentials on every request, the
+    /// host the browser asked for, and a signed-in user's ID token as Logto signed it, only while it is valid (the
+    /// session refreshes it before it expires; an expired one is never sent). Client-sent copies were removed.
+    pub(super) fn add_protected_app(
+        &self,
+        headers: &mut http::HeaderMap,
+        basic: &HeaderValue,
+        browser_host: Option<HeaderValue>,
+        principal: Option<&Principal>,
+    ) {
+        headers.insert(header::AUTHORIZATION, basic.clone());
+        let host = browser_host.unwrap_or_else(|| self.forwarded_host.clone());
+        headers.insert(http::HeaderName::from_static(PROTECTED_APP_HOST), host);
+        if let Some(Principal::Session(c)) = principal {
+            if let Some(token) = c.session.live_id_token(session::now()) {
+                if let Ok(v) = HeaderValue::from_str(token) {
+                    headers.insert(http::HeaderName::from_static(PROTECTED_APP_ID_TOKEN), v);
+                }
+            }
+        }
+    }
+
+    /// The access token when asked for, the machine header for a machine-to-machine app, and the signed assertion.
+    pub(super) fn add_credentials(
+        &self,
+        headers: &mut http::HeaderMap,
+        principal: &Principal,
+    ) -> Result<(), GateError> {
+        if let Some(app) = principal.machine() {
+            let value = HeaderValue::from_str(app)
+                .map_err(|_| ClientError::InvalidToken("the token's client_id is not a valid header value".into()))?;
+            headers.insert(http::HeaderName::from_static(MACHINE_HEADER), value);
+        }
+        if let (true, Principal::Session(c)) = (self.config.upstream.pass_access_token, principal) {
+            if let Some(token) = c.session.at.as_deref() {
+                let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| GateError::Internal("the access token is not a valid header value".into()))?;
+                headers.insert(header::AUTHORIZATION, value);
+            }
+        }
+        if let Some(signer) = &self.assertion {
+            let jwt = signer
+                .sign(principal.claims(), session::now())
+                .map_err(GateError::Internal)?;
+            let value = HeaderValue::from_str(&jwt).map_err(|e| GateError::Internal(e.to_string()))?;
+            headers.insert(http::HeaderName::from_static(crate::assertion::HEADER), value);
+        }
+        Ok(())
+    }
+
+    /// The upstream route for a request to `host` and `rule_path`: the most specific that serves it (see
+    /// [`crate::config::UpstreamRoute::specificity`]); `None` when none does.
+    pub(super) fn route_for(&self, host: Option<&str>, rule_path: &str) -> Option<usize> {
+        let routes = &self.config.routes;
+        if let [only] = routes.as_slice() {
+            // The usual single upstream: no comparison to make.
+            return only.specificity(host, rule_path).map(|_| 0);
+        }
+        routes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.specificity(host, rule_path).map(|s| (s, std::cmp::Reverse(i))))
+            .max()
+            .map(|(_, std::cmp::Reverse(i))| i)
+    }
+
+    /// Whether `host` (as a request's `Host` names it) is one of `server.allowed_redirect_hosts`: another host this
+    /// gate serves under the shared cookie domain, which sign-ins may return to.
+    pub(super) fn is_other_allowed_host(&self, host: &str) -> bool {
+        let name = policy::normalise_host(host);
+        self.config
+            .server
+            .allowed_redirect_hosts
+            .iter()
+            .any(|allowed| match allowed.strip_prefix('.') {
+                Some(domain) => name.strip_suffix(domain).is_some_and(|rest| rest.ends_with('.')),
+                None => policy::normalise_host(allowed) == name,
+            })
+    }
+}
+
+/// The host the client asked for: `X-Forwarded-Host` from a trusted proxy, else `Host` (or the HTTP/2 authority).
+pub(super) fn request_host<B>(req: &Request<B>, trusted: bool) -> Option<&str> {
+    let h = |name: &http::HeaderName| req.headers().get(name).and_then(crate::values::text);
+    trusted
+        .then(|| h(&X_FORWARDED_HOST))
+        .flatten()
+        .or_else(|| h(&header::HOST))
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+/// `path` without its first `segments` segments (`strip_prefix`): `/grafana/d/1` less one is `/d/1`, and a path
+/// that was only the prefix becomes `/`. Path parameters stay with their segment, as in the path the rules saw.
+pub(super) fn strip_segments(path: &str, segments: usize) -> String {
+    let mut rest = path;
+    for _ in 0..segments {
+        let after = rest.trim_start_matches('/');
+        rest = after.find('/').map_or("", |i| &after[i..]);
+    }
+    if rest.is_empty() {
+        "/".to_owned()
+    } else {
+        rest.to_owned()
+    }
+}
+
+/// The request URI with its path replaced by the normalised one, query kept.
+pub(super) fn with_path(uri: &http::Uri, path: &str) -> Result<http::Uri, GateError> {
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        pq.parse()
+            .map_err(|e| ClientError::BadRequest(format!("the request target is not valid: {e}")))?,
+    );
+    http::Uri::from_parts(parts)
+        .map_err(|e| ClientError::BadRequest(format!("the request target is not valid: {e}")).into())
+}

@@ -1,0 +1,244 @@
+//! Phases 2-3: who a request is from (a session cookie, or a Logto access token), whether the rules let them in,
+//! and the challenge for a request from nobody: a browser navigation goes to sign-in, anything else gets 401.
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use serde_json::{Map, Value};
+
+use crate::body::Body;
+use crate::error::{ClientError, GateError};
+use crate::oidc::TokenError;
+use crate::pages::{self, Page};
+use crate::policy;
+use crate::return_path::ReturnPath;
+use crate::routes::paths;
+use crate::session::store::SaveError;
+use crate::session::{self, Current, Session};
+
+use super::renewal::Renewed;
+use super::{accepts_html, is_browser_navigation, Gate, REQUEST_ID};
+
+/// Set on requests of a Logto machine-to-machine app (its id), never on a person's: how the app tells them apart.
+pub(super) const MACHINE_HEADER: &str = "x-forwarded-machine";
+
+/// Who a request is from, once authenticated.
+pub(super) enum Principal {
+    /// A browser session.
+    Session(Current),
+    /// A verified Logto access token (`Authorization: Bearer`).
+    Bearer(Map<String, Value>),
+}
+
+impl Principal {
+    pub(super) fn claims(&self) -> &Map<String, Value> {
+        match self {
+            Principal::Session(c) => &c.session.claims,
+            Principal::Bearer(c) => c,
+        }
+    }
+
+    /// The Logto machine-to-machine app this principal is, if it is one: a client-credentials access token, whose
+    /// `sub` is the app's own id (`client_id`); a person's token has the person's id there.
+    pub(super) fn machine(&self) -> Option<&str> {
+        let Principal::Bearer(claims) = self else {
+            return None;
+        };
+        let sub = claims.get("sub").and_then(Value::as_str)?;
+        (claims.get("client_id").and_then(Value::as_str) == Some(sub)).then_some(sub)
+    }
+
+    /// How the 403 page names the person.
+    pub(super) fn display_name(&self) -> String {
+        if let Some(app) = self.machine() {
+            return format!("the machine-to-machine app {app}");
+        }
+        let c = self.claims();
+        let get = |k: &str| c.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
+        match (get("username"), get("email")) {
+            (Some(u), Some(e)) => format!("{u} ({e})"),
+            (Some(u), None) => u.to_owned(),
+            (None, Some(e)) => e.to_owned(),
+            (None, None) => get("sub").unwrap_or("an unknown user").to_owned(),
+        }
+    }
+}
+
+impl Gate {
+    /// Phase 2: a verified bearer token (when `logto.resources` is set and the request carries one), else the
+    /// session. A bearer token that does not verify is an error, never a fall-back to the cookie. A session near
+    /// token expiry is refreshed (phase 2c); `cookies` receives what must be set on the response.
+    pub(super) async fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        cookies: &mut Vec<HeaderValue>,
+    ) -> Result<Option<Principal>, GateError> {
+        if !self.config.logto.resources.is_empty() {
+            if let Some(token) = bearer_token(headers) {
+                // Boxed: signature verification dwarfs the allocation, and the session path stays small.
+                return match Box::pin(self.oidc.verify_access_token(token, session::now())).await {
+                    Ok(claims) => Ok(Some(Principal::Bearer(claims))),
+                    Err(TokenError::Invalid(e)) => Err(ClientError::InvalidToken(e.to_string()).into()),
+                    Err(TokenError::Gate(g)) => Err(g),
+                };
+            }
+        }
+        let now = session::now();
+        let Some(current) = self.sessions.load(headers, now).await? else {
+            return Ok(None);
+        };
+        if !current.rewrite && !current.session.needs_refresh(now) {
+            // The usual case: nothing to renew or write back.
+            return Ok(Some(Principal::Session(current)));
+        }
+        // Renewal is rare and talks to Logto and Redis: its log lines carry the request id, to match the access line.
+        let span = tracing::info_span!(
+            "renewal",
+            request_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok())
+        );
+        tracing::Instrument::instrument(Box::pin(self.renew_and_save(current, now, headers, cookies)), span).await
+    }
+
+    /// Phase 2c: refreshes tokens near expiry and writes back a session that changed (boxed by the caller: rare,
+    /// and its state is large).
+    pub(super) async fn renew_and_save(
+        &self,
+        current: Current,
+        now: u64,
+        headers: &http::HeaderMap,
+        cookies: &mut Vec<HeaderValue>,
+    ) -> Result<Option<Principal>, GateError> {
+        match self.renew(current, now).await {
+            Renewed::Ended => {
+                cookies.extend(self.sessions.codec().clear_session_cookies(headers));
+                Ok(None)
+            }
+            Renewed::Kept(current) => Ok(Some(Principal::Session(current))),
+            Renewed::Changed(current) => {
+                match self
+                    .sessions
+                    .save(Some(&current), Session::clone(&current.session), now)
+                    .await
+                {
+                    Ok(set) => cookies.extend(set),
+                    Err(SaveError::Store(e)) => return Err(e.into()),
+                    Err(SaveError::Internal(e)) => return Err(GateError::Internal(e)),
+                }
+                Ok(Some(Principal::Session(current)))
+            }
+        }
+    }
+
+    /// Phase 3: no session. A browser navigation is sent to sign in and back; any other request gets 401, as an
+    /// HTML page with a way back for a browser (a form posted after the session ended returns to the page it was
+    /// posted from), as JSON for an API client.
+    pub(super) async fn challenge(&self, req: &Request<Body>) -> Result<Response<Body>, GateError> {
+        let wanted = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        if is_browser_navigation(req) {
+            // On another allowed host (one sign-in across subdomains) the sign-in comes back to that host.
+            let other = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| !self.config.server.allowed_redirect_hosts.is_empty() && self.is_other_allowed_host(h));
+            let back = match other {
+                Some(host) => {
+                    self.return_target(&format!("{}://{host}{wanted}", self.config.server.public_url.scheme()))
+                }
+                None => ReturnPath::parse_or_root(wanted),
+            };
+            return self.start_sign_in(back).await;
+        }
+        if accepts_html(req) {
+            let back = req
+                .headers()
+                .get(header::REFERER)
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(ReturnPath::root, |r| {
+                    ReturnPath::parse_same_origin_or_root(r, self.config.server.public_url.origin())
+                });
+            let mut page = Page::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Your session has ended",
+                "Sign in again to continue. What you sent was not passed on; you may need to send it again.",
+            )
+            .with_link(self.sign_in_url(&back), "Sign in again")
+            .render(true);
+            page.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"logto-gate\""),
+            );
+            return Ok(page);
+        }
+        Ok(self.unauthorized(&ReturnPath::parse_or_root(wanted)))
+    }
+
+    /// A return target from a request or parameter: a same-origin path, or a URL on an allowed other host.
+    pub(super) fn return_target(&self, candidate: &str) -> ReturnPath {
+        ReturnPath::parse_for_hosts(candidate, self.config.server.public_url.origin(), |h| {
+            self.is_other_allowed_host(h)
+        })
+    }
+
+    /// `/_logto/sign-in?redirect=<path>`: where "Sign in again" goes, back to `back` afterwards.
+    pub(super) fn sign_in_url(&self, back: &ReturnPath) -> String {
+        let redirect: String = url::form_urlencoded::byte_serialize(back.as_str().as_bytes()).collect();
+        self.config
+            .server
+            .public_url
+            .join(&format!("{}?redirect={redirect}", paths::SIGN_IN))
+    }
+
+    /// 401 for a request without a session that is not a browser navigation: never a redirect. `sign_in_url`
+    /// brings the browser back to `wanted` after signing in.
+    pub(super) fn unauthorized(&self, wanted: &ReturnPath) -> Response<Body> {
+        let sign_in = self.sign_in_url(wanted);
+        let mut resp = pages::json_response(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({
+                "error": "unauthorized",
+                "message": "Sign-in required: no valid session.",
+                "sign_in_url": sign_in,
+            }),
+        );
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"logto-gate\""),
+        );
+        resp
+    }
+}
+
+/// Phase 2b: does the principal meet the route's requirements?
+pub(super) fn authorize(principal: &Principal, requirements: &policy::Requirements) -> Result<(), GateError> {
+    if let Some(app) = principal.machine() {
+        if !requirements.m2m_apps.iter().any(|a| a == app) {
+            return Err(ClientError::Forbidden {
+                who: principal.display_name(),
+                required: "a rule that admits it (m2m_apps)".into(),
+            }
+            .into());
+        }
+    }
+    requirements
+        .check(&policy::Subject {
+            claims: principal.claims(),
+        })
+        .map_err(|required| {
+            ClientError::Forbidden {
+                who: principal.display_name(),
+                required,
+            }
+            .into()
+        })
+}
+
+/// The token of an `Authorization: Bearer` header (scheme case-insensitive, RFC 6750 §2.1).
+pub(super) fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}

@@ -1,0 +1,125 @@
+use super::*;
+use serde_json::json;
+
+#[test]
+fn the_block_is_what_insert_into_leaves() {
+    let c = claims();
+    let mapping: Vec<(HeaderName, ClaimPath)> = [
+        ("x-user", "sub"),
+        ("x-email", "email"),
+        ("x-roles", "roles"),
+        ("x-picture", "picture"),
+        ("x-user", "email"),
+        ("X_User", "n"),
+        ("x-evil", "evil"),
+    ]
+    .iter()
+    .map(|(h, p)| {
+        (
+            HeaderName::from_bytes(h.as_bytes()).unwrap(),
+            ClaimPath::parse(p).unwrap(),
+        )
+    })
+    .collect();
+    let rendered = IdentityHeaders::render(&mapping, &c);
+    let mut inserted = HeaderMap::new();
+    rendered.insert_into(&mut inserted);
+    let mut from_block = HeaderMap::new();
+    let text = std::str::from_utf8(rendered.block()).unwrap();
+    assert!(text.ends_with("\r\n") && !text.contains("\r\n\r\n"));
+    for line in text.split_terminator("\r\n") {
+        let (n, v) = line.split_once(": ").unwrap();
+        from_block.append(
+            HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    assert_eq!(from_block, inserted);
+    assert_eq!(inserted["x-user"], "a@example.com", "the last mapping of a name wins");
+    assert_eq!(inserted.get_all("x-user").iter().count(), 1);
+    assert!(!inserted.contains_key("x-picture"));
+    assert!(
+        !inserted.contains_key("x-evil"),
+        "a value with CR LF is no header at all"
+    );
+}
+
+fn claims() -> Map<String, Value> {
+    match json!({
+        "sub": "u1", "email": "a@example.com", "roles": ["admin", "editor"], "picture": null,
+        "n": 42, "evil": "x\r\nX-Injected: 1",
+        "identities": {"github": {"userId": "99", "details": {"rawData": {"userInfo": {"login": "Al"}}}}}
+    }) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+#[test]
+fn claim_values_render_as_header_values() {
+    let c = claims();
+    let get = |p: &str| {
+        ClaimPath::parse(p)
+            .ok()
+            .and_then(|p| p.lookup(&c).and_then(header_value))
+    };
+    assert_eq!(get("sub").unwrap(), "u1");
+    assert_eq!(get("roles").unwrap(), "admin,editor");
+    assert_eq!(get("n").unwrap(), "42");
+    assert_eq!(get("identities.github.userId").unwrap(), "99");
+    assert_eq!(get("identities.github.details.rawData.userInfo.login").unwrap(), "Al");
+    assert!(get("picture").is_none(), "null claims send no header");
+    assert!(get("missing").is_none());
+    assert!(get("evil").is_none(), "CR/LF can never reach a header");
+    assert!(get("identities").is_none(), "objects are not flattened");
+}
+
+#[test]
+fn spoofed_identity_headers_are_stripped_in_every_spelling() {
+    let managed = ManagedHeaders::new(&default_headers(), &[]);
+    let mut h = HeaderMap::new();
+    for (name, value) in [
+        ("x-forwarded-user", "mallory"),
+        ("X_Forwarded_User", "mallory"),
+        ("x-forwarded_email", "m@evil"),
+        ("X-FORWARDED-GROUPS", "admin"),
+        ("x-app-header", "kept"),
+    ] {
+        h.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_static("x"),
+        );
+        let _ = value;
+    }
+    h.append("x-forwarded-user", HeaderValue::from_static("second"));
+    strip_spoofed_identity(&mut h, &managed);
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert!(h.contains_key("x-app-header"));
+}
+
+#[test]
+fn prune_keeps_only_the_paths_asked_for() {
+    let c = claims();
+    let paths: Vec<ClaimPath> = [
+        "sub",
+        "picture",
+        "identities.github.details.rawData.userInfo.login",
+        "nope",
+    ]
+    .iter()
+    .map(|p| ClaimPath::parse(p).unwrap())
+    .collect();
+    let kept = prune(&c, &paths);
+    assert_eq!(
+        Value::Object(kept),
+        serde_json::json!({"sub": "u1",
+            "identities": {"github": {"details": {"rawData": {"userInfo": {"login": "Al"}}}}}})
+    );
+}
+
+#[test]
+fn bad_claim_paths_are_refused() {
+    assert!(ClaimPath::parse("").is_err());
+    assert!(ClaimPath::parse("a..b").is_err());
+    assert!(ClaimPath::parse(".a").is_err());
+}

@@ -1,0 +1,127 @@
+use super::*;
+use serde_json::json;
+
+fn enc(v: &Value) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+#[test]
+fn none_and_hmac_algorithms_are_refused_before_any_key_is_looked_at() {
+    for alg in ["none", "HS256", "HS384", "HS512", "RS384", "EdDSA", ""] {
+        let token = format!("{}.{}.c2ln", enc(&json!({"alg": alg})), enc(&json!({"sub": "x"})));
+        assert!(
+            matches!(UnverifiedJwt::parse(&token), Err(JwtError::AlgorithmNotAllowed(_))),
+            "{alg}"
+        );
+    }
+    let unsigned = format!("{}.{}.", enc(&json!({"alg": "none"})), enc(&json!({"sub": "x"})));
+    assert!(UnverifiedJwt::parse(&unsigned).is_err());
+}
+
+#[test]
+fn malformed_tokens_are_refused() {
+    for bad in ["", "a", "a.b", "a.b.c.d", "!!.!!.!!", &"a".repeat(MAX_TOKEN_BYTES + 1)] {
+        assert!(UnverifiedJwt::parse(bad).is_err(), "{bad}");
+    }
+    let crit = format!(
+        "{}.{}.c2ln",
+        enc(&json!({"alg": "ES384", "crit": ["exp"]})),
+        enc(&json!({}))
+    );
+    assert!(UnverifiedJwt::parse(&crit).is_err());
+}
+
+#[test]
+fn an_unknown_kid_is_reported_so_the_key_set_can_be_refreshed() {
+    let token = format!(
+        "{}.{}.c2ln",
+        enc(&json!({"alg": "ES384", "kid": "new"})),
+        enc(&json!({}))
+    );
+    let jwt = UnverifiedJwt::parse(&token).unwrap();
+    let empty: CoreJsonWebKeySet = serde_json::from_value(json!({"keys": []})).unwrap();
+    assert_eq!(jwt.verify(&empty), Err(JwtError::UnknownKey("new".into())));
+}
+
+fn claims(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+#[test]
+fn id_token_claims_are_checked_with_leeway() {
+    let want = IdTokenExpectations {
+        issuer: "https://t/oidc",
+        client_id: "app",
+        nonce: Some("n1"),
+        now: 1000,
+        leeway: 60,
+    };
+    let good = json!({"iss": "https://t/oidc", "aud": "app", "exp": 1001, "iat": 1000, "nonce": "n1",
+                      "sub": "u", "picture": null, "updated_at": 1795696045393u64});
+    assert!(check_id_token_claims(&claims(good.clone()), &want).is_ok());
+    let within_leeway = json!({"exp": 950, "iat": 1050});
+    let mut g = claims(good.clone());
+    g.extend(claims(within_leeway));
+    assert!(check_id_token_claims(&g, &want).is_ok());
+    for (field, value) in [
+        ("iss", json!("https://evil/oidc")),
+        ("aud", json!("other")),
+        ("aud", json!(["other", "app"])),
+        ("exp", json!(939)),
+        ("exp", json!("soon")),
+        ("iat", json!(1061)),
+        ("nonce", json!("n2")),
+        ("nonce", Value::Null),
+        ("azp", json!("other-app")),
+        ("sub", json!("")),
+    ] {
+        let mut c = claims(good.clone());
+        c.insert(field.into(), value.clone());
+        assert!(check_id_token_claims(&c, &want).is_err(), "{field}={value}");
+    }
+    // Every REQUIRED claim (OIDC Core §2), absent or null, is refused with its name in the error.
+    for required in ["iss", "sub", "aud", "exp", "iat"] {
+        for absent in [None, Some(Value::Null)] {
+            let mut c = claims(good.clone());
+            match &absent {
+                None => c.remove(required),
+                Some(v) => c.insert(required.into(), v.clone()),
+            };
+            let err = check_id_token_claims(&c, &want).expect_err(required);
+            assert_eq!(err, JwtError::Claim(format!("{required} is missing")), "{absent:?}");
+        }
+    }
+}
+
+#[test]
+fn logout_tokens_are_checked_as_the_spec_says() {
+    let event = json!({"http://schemas.openid.net/event/backchannel-logout": {}});
+    let good = json!({"iss": "https://t/oidc", "aud": "app", "iat": 1000, "jti": "j1", "sid": "s1", "events": event});
+    let check = |v: &Value| check_logout_token_claims(&claims(v.clone()), "https://t/oidc", "app", 1000, 300, 60);
+    assert!(check(&good).is_ok());
+    for (field, value) in [
+        ("iss", json!("https://evil/oidc")),
+        ("aud", json!("other")),
+        ("iat", json!(100)),
+        ("iat", json!(2000)),
+        ("jti", json!("")),
+        ("events", json!({})),
+        (
+            "events",
+            json!({"http://schemas.openid.net/event/backchannel-logout": "yes"}),
+        ),
+        ("nonce", json!("n")),
+        ("sid", Value::Null),
+    ] {
+        let mut c = good.clone();
+        c[field] = value.clone();
+        assert!(check(&c).is_err(), "{field}={value}");
+    }
+    let mut only_sub = good.clone();
+    only_sub.as_object_mut().unwrap().remove("sid");
+    only_sub["sub"] = json!("u1");
+    assert!(check(&only_sub).is_ok());
+}

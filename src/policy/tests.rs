@@ -1,0 +1,183 @@
+use super::*;
+use serde_json::json;
+
+fn claims(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn rule(path: PathMatch, access: Access) -> Rule {
+    Rule {
+        path,
+        methods: None,
+        host: None,
+        access,
+    }
+}
+
+#[test]
+fn prefix_matches_whole_segments_only() {
+    let r = rule(PathMatch::Prefix("/admin".into()), Access::Deny);
+    assert!(r.matches("GET", None, "/admin"));
+    assert!(r.matches("GET", None, "/admin/users"));
+    assert!(!r.matches("GET", None, "/administrator"));
+    let slash = rule(PathMatch::Prefix("/static/".into()), Access::Public);
+    assert!(slash.matches("GET", None, "/static/app.js"));
+    assert!(!slash.matches("GET", None, "/static"));
+}
+
+#[test]
+fn methods_are_case_insensitive_and_hosts_normalised() {
+    let mut r = rule(PathMatch::Prefix("/".into()), Access::Public);
+    r.methods = Some(vec!["GET".into()]);
+    r.host = Some("docs.example.com".into());
+    assert!(r.matches("get", Some("DOCS.example.com.:443"), "/x"));
+    assert!(!r.matches("POST", Some("docs.example.com"), "/x"));
+    assert!(!r.matches("GET", Some("evil.example.com"), "/x"));
+    assert!(!r.matches("GET", None, "/x"));
+}
+
+#[test]
+fn first_match_wins_then_default() {
+    let p = Policy {
+        rules: vec![
+            rule(PathMatch::Prefix("/public".into()), Access::Public),
+            rule(PathMatch::Regex(Regex::new("^(?:/admin)").unwrap()), Access::Deny),
+        ],
+        default: Access::Require(Requirements::default()),
+        case_insensitive: false,
+    };
+    assert!(matches!(p.route("GET", None, "/public/x"), Access::Public));
+    assert!(matches!(p.route("GET", None, "/admin/x"), Access::Deny));
+    assert!(matches!(p.route("GET", None, "/other"), Access::Require(_)));
+}
+
+#[test]
+fn a_method_override_is_decided_as_strictly_as_the_method_it_names() {
+    let admin = Requirements {
+        roles: vec!["admin".into()],
+        ..Default::default()
+    };
+    let mut deletes = rule(PathMatch::Prefix("/items".into()), Access::Require(admin));
+    deletes.methods = Some(vec!["DELETE".into()]);
+    let mut purge = rule(PathMatch::Prefix("/items".into()), Access::Deny);
+    purge.methods = Some(vec!["PURGE".into()]);
+    let p = Policy {
+        rules: vec![deletes, purge],
+        default: Access::Public,
+        case_insensitive: false,
+    };
+    assert!(matches!(p.decide("GET", &[], None, "/items/1"), Decision::Public));
+    let d = p.decide("GET", &["DELETE".into()], None, "/items/1");
+    assert_eq!(
+        d.requirements().map(|r| r.roles.clone()).collect::<Vec<_>>(),
+        vec![vec!["admin".to_owned()]]
+    );
+    assert!(matches!(
+        p.decide("POST", &["PURGE".into()], None, "/items/1"),
+        Decision::Deny
+    ));
+    let mut h = http::HeaderMap::new();
+    h.insert("x-http-method-override", "delete".parse().unwrap());
+    h.insert("X_Method_Override", "PUT".parse().unwrap());
+    assert_eq!(
+        method_overrides(&h).unwrap(),
+        vec!["DELETE".to_owned(), "PUT".to_owned()]
+    );
+    h.insert("x-http-method", "DEL ETE".parse().unwrap());
+    assert!(method_overrides(&h).unwrap_err().starts_with("x-http-method:"));
+}
+
+#[test]
+fn requirements_check_every_kind() {
+    let alice = claims(json!({
+        "roles": ["admin", "editor"], "scope": "openid read:reports", "organizations": ["org_acme"],
+        "organization_roles": ["org_acme:member"], "email": "Alice@Example.com", "email_verified": true,
+        "identities": {"github": {"details": {"rawData": {"userInfo": {"login": "Alice-GH"}}}}}
+    }));
+    let who = Subject { claims: &alice };
+    let ok = |r: Requirements| r.check(&who).is_ok();
+    let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+    assert!(ok(Requirements {
+        roles: s(&["viewer", "admin"]),
+        ..Default::default()
+    }));
+    assert!(!ok(Requirements {
+        roles: s(&["viewer"]),
+        ..Default::default()
+    }));
+    assert!(ok(Requirements {
+        all_roles: s(&["admin", "editor"]),
+        ..Default::default()
+    }));
+    assert!(!ok(Requirements {
+        all_roles: s(&["admin", "billing"]),
+        ..Default::default()
+    }));
+    assert!(ok(Requirements {
+        scopes: s(&["read:reports"]),
+        ..Default::default()
+    }));
+    assert!(!ok(Requirements {
+        scopes: s(&["read:reports", "write:reports"]),
+        ..Default::default()
+    }));
+    assert!(ok(Requirements {
+        organizations: s(&["org_acme"]),
+        ..Default::default()
+    }));
+    assert!(!ok(Requirements {
+        organization_roles: s(&["org_acme:admin"]),
+        ..Default::default()
+    }));
+    assert!(ok(Requirements {
+        emails: s(&["alice@example.com"]),
+        ..Default::default()
+    }));
+    assert!(ok(Requirements {
+        email_domains: s(&["example.com"]),
+        ..Default::default()
+    }));
+    assert!(
+        !ok(Requirements {
+            email_domains: s(&["ample.com"]),
+            ..Default::default()
+        }),
+        "no suffix tricks"
+    );
+    assert!(ok(Requirements {
+        github_logins: s(&["alice-gh"]),
+        ..Default::default()
+    }));
+    assert!(!ok(Requirements {
+        github_logins: s(&["bob"]),
+        ..Default::default()
+    }));
+    // Every kind listed must hold.
+    assert!(!ok(Requirements {
+        roles: s(&["admin"]),
+        github_logins: s(&["bob"]),
+        ..Default::default()
+    }));
+}
+
+#[test]
+fn unverified_emails_never_count() {
+    let bob = claims(json!({"email": "bob@example.com", "email_verified": false}));
+    let r = Requirements {
+        email_domains: vec!["example.com".into()],
+        ..Default::default()
+    };
+    assert!(r.check(&Subject { claims: &bob }).is_err());
+    let no_flag = claims(json!({"email": "bob@example.com"}));
+    assert!(r.check(&Subject { claims: &no_flag }).is_err());
+}
+
+#[test]
+fn hosts_are_normalised() {
+    assert_eq!(normalise_host("Example.COM.:8443"), "example.com");
+    assert_eq!(normalise_host("[::1]:80"), "::1");
+    assert_eq!(normalise_host("example.com"), "example.com");
+}

@@ -1,0 +1,227 @@
+use super::*;
+use crate::config::{Secret, StoreKind};
+use std::time::Duration;
+
+fn codec_with(secrets: &[&str]) -> CookieCodec {
+    CookieCodec::new(&SessionConfig {
+        secrets: secrets.iter().map(|s| Secret::new((*s).to_owned())).collect(),
+        cookie_name: "logto_gate".to_owned(),
+        lifetime: Duration::from_secs(3600),
+        idle_timeout: None,
+        secure_cookies: true,
+        store: StoreKind::Cookie,
+        redis_url: None,
+        redis_key_prefix: "t:".into(),
+        redis_mode: crate::config::RedisMode::Standalone,
+        redis_urls: Vec::new(),
+        redis_sentinel_master: None,
+        cookie_domain: None,
+    })
+}
+
+fn codec(secret: &str) -> CookieCodec {
+    codec_with(&[secret])
+}
+
+fn request_with(cookie: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(COOKIE, HeaderValue::from_str(cookie).unwrap());
+    h
+}
+
+/// The `name=value` part of each Set-Cookie.
+fn pairs_of(set: &[HeaderValue]) -> Vec<String> {
+    set.iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .collect()
+}
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+const NEW_SECRET: &str = "fedcba9876543210fedcba9876543210-new";
+
+#[test]
+fn session_cookie_round_trips_and_is_httponly_lax_secure() {
+    let c = codec(SECRET);
+    let set = c.session_cookies("hello".into(), 9800, &[]).unwrap();
+    assert_eq!(set.len(), 1);
+    let text = set[0].to_str().unwrap();
+    assert!(text.contains("HttpOnly") && text.contains("SameSite=Lax") && text.contains("Secure"));
+    assert!(text.contains("Max-Age=9800"));
+    let opened = c
+        .read_session_cookie(&request_with(&format!("a=b; {}", pairs_of(&set)[0])))
+        .unwrap();
+    assert_eq!(opened.plaintext, "hello");
+    assert!(!opened.opened_with_old_key);
+}
+
+#[test]
+fn tampered_truncated_or_foreign_cookies_do_not_open() {
+    let c = codec(SECRET);
+    let pair = pairs_of(&c.session_cookies("hello".into(), 60, &[]).unwrap())[0].clone();
+    let v = pair.split_once('=').unwrap().1.to_owned();
+    let mut flipped = v.clone().into_bytes();
+    flipped[20] = if flipped[20] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    for bad in [flipped.as_str(), &v[..v.len() - 4], "", "garbage", "%%%"] {
+        assert!(c
+            .read_session_cookie(&request_with(&format!("logto_gate={bad}")))
+            .is_none());
+    }
+    let other = codec("another-secret-another-secret-another");
+    assert!(other.read_session_cookie(&request_with(&pair)).is_none());
+}
+
+#[test]
+fn rotated_secrets_open_old_cookies_and_seal_with_the_first() {
+    let old = codec(SECRET);
+    let pair = pairs_of(&old.session_cookies("s".into(), 60, &[]).unwrap())[0].clone();
+    let rotated = codec_with(&[NEW_SECRET, SECRET]);
+    let opened = rotated.read_session_cookie(&request_with(&pair)).unwrap();
+    assert!(opened.opened_with_old_key);
+    let resealed = pairs_of(&rotated.session_cookies("s".into(), 60, &[]).unwrap())[0].clone();
+    assert!(
+        !rotated
+            .read_session_cookie(&request_with(&resealed))
+            .unwrap()
+            .opened_with_old_key
+    );
+    assert!(
+        codec(NEW_SECRET).read_session_cookie(&request_with(&pair)).is_none(),
+        "a removed secret no longer opens"
+    );
+}
+
+#[test]
+fn large_sessions_are_chunked_and_stale_chunks_cleared() {
+    let c = codec(SECRET);
+    let big = "x".repeat(9000);
+    let set = c.session_cookies(big.clone(), 60, &[]).unwrap();
+    let pairs = pairs_of(&set);
+    assert_eq!(pairs.len(), 4, "{pairs:?}");
+    assert!(pairs
+        .iter()
+        .enumerate()
+        .all(|(i, p)| p.starts_with(&format!("logto_gate.{i}="))));
+    assert!(set.iter().all(|v| v.len() <= MAX_COOKIE_BYTES));
+    let header = pairs.join("; ");
+    let opened = c.read_session_cookie(&request_with(&header)).unwrap();
+    assert_eq!(opened.plaintext, big);
+    // Reordered chunks do not open.
+    let swapped = format!(
+        "{}; {}",
+        pairs[1].replace("logto_gate.1", "logto_gate.0"),
+        pairs[0].replace("logto_gate.0", "logto_gate.1")
+    );
+    assert!(c
+        .read_session_cookie(&request_with(&format!("{swapped}; {}; {}", pairs[2], pairs[3])))
+        .is_none());
+    // Back to a small session: one cookie, and every chunk the browser still has is cleared.
+    let small = c.session_cookies("small".into(), 60, &opened.names_sent).unwrap();
+    let texts: Vec<&str> = small.iter().map(|v| v.to_str().unwrap()).collect();
+    assert!(texts[0].starts_with("logto_gate="));
+    for i in 0..4 {
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.starts_with(&format!("logto_gate.{i}=;")) && t.contains("Max-Age=0")),
+            "{texts:?}"
+        );
+    }
+}
+
+#[test]
+fn a_value_moved_to_another_cookie_name_does_not_open() {
+    let c = codec(SECRET);
+    let state = "s".repeat(43);
+    let attempt = SignInAttempt {
+        state: state.clone(),
+        nonce: "n".into(),
+        pkce_verifier: "v".into(),
+        return_to: "/".into(),
+        created: 100,
+    };
+    let set = c.attempt_cookie(&attempt).unwrap();
+    let attempt_value = set
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_owned();
+    assert!(c
+        .read_session_cookie(&request_with(&format!("logto_gate={attempt_value}")))
+        .is_none());
+    let name = c.attempt_cookie_name(&state);
+    assert_eq!(
+        c.read_attempt(&request_with(&format!("{name}={attempt_value}")), &state, 200),
+        Some(attempt)
+    );
+    // Another state sharing the first 16 characters does not match the attempt inside.
+    let forged = format!("{}{}", &state[..16], "x".repeat(27));
+    assert!(c
+        .read_attempt(&request_with(&format!("{name}={attempt_value}")), &forged, 200)
+        .is_none());
+    // Expired.
+    assert!(c
+        .read_attempt(&request_with(&format!("{name}={attempt_value}")), &state, 100 + 601)
+        .is_none());
+}
+
+#[test]
+fn gate_cookies_are_stripped_and_app_cookies_kept() {
+    let c = codec(SECRET);
+    let mut h =
+        request_with("app=1; logto_gate=secret; logto_gate.0=c0; logto_gate_signin_abc=x; logto_gate.x=app; other=2");
+    h.append(COOKIE, HeaderValue::from_static("third=3"));
+    c.strip_gate_cookies(&mut h);
+    assert_eq!(h.get(COOKIE).unwrap(), "app=1; logto_gate.x=app; other=2; third=3");
+    let mut only_gate = request_with("logto_gate=secret");
+    c.strip_gate_cookies(&mut only_gate);
+    assert!(only_gate.get(COOKIE).is_none());
+    // Only the gate's cookies, however spaced, and whatever their values hold: the field goes whole.
+    for field in [
+        b" logto_gate=a ; logto_gate_signin_x=b;".as_slice(),
+        b"logto_gate=\xff\xfe",
+        b"logto_gate.0=a;logto_gate.1",
+    ] {
+        let mut h = HeaderMap::new();
+        h.insert(COOKIE, HeaderValue::from_bytes(field).unwrap());
+        c.strip_gate_cookies(&mut h);
+        assert!(h.get(COOKIE).is_none(), "{field:?}");
+    }
+    // An app cookie next to them, or a field that is only separators: the full path decides.
+    for (field, left) in [
+        ("logto_gate=a; app=1", Some("app=1")),
+        ("logto_gate.x=app", Some("logto_gate.x=app")),
+        (" ; ", Some(" ; ")),
+    ] {
+        let mut h = request_with(field);
+        c.strip_gate_cookies(&mut h);
+        assert_eq!(h.get(COOKIE).map(|v| v.to_str().unwrap()), left, "{field}");
+    }
+    // A gate cookie in a field that is not text still never reaches the upstream.
+    let mut h = HeaderMap::new();
+    h.insert(COOKIE, HeaderValue::from_bytes(b"app=\xff; logto_gate=a").unwrap());
+    c.strip_gate_cookies(&mut h);
+    assert!(h.get(COOKIE).is_none());
+}
+
+#[test]
+fn raw_pairs_are_the_text_pairs_as_bytes() {
+    for field in [
+        "a=1; b=2",
+        " a = 1 ;b=\"2\";;c",
+        "x=\"\"q\"\"; y==3; =4; z=",
+        "logto_gate=v; logto_gate.0=w",
+        "",
+        ";;;",
+    ] {
+        let h = request_with(field);
+        let text: Vec<(&[u8], &[u8])> = cookie_pairs(&h).map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect();
+        let raw: Vec<(&[u8], &[u8])> = raw_cookie_pairs(&h).collect();
+        assert_eq!(raw, text, "{field}");
+    }
+}
