@@ -59,6 +59,15 @@ pub enum UpstreamError {
     BadResponse(String),
 }
 
+impl From<crate::http1::client::UpstreamError> for UpstreamError {
+    fn from(e: crate::http1::client::UpstreamError) -> Self {
+        match e {
+            crate::http1::client::UpstreamError::Unreachable(text) => UpstreamError::Unreachable(text),
+            crate::http1::client::UpstreamError::BadResponse(text) => UpstreamError::BadResponse(text),
+        }
+    }
+}
+
 /// Logto (the identity provider) could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum IdpError {

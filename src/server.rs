@@ -33,7 +33,6 @@ use crate::config::ServerConfig;
 use crate::connections::{Connections, OpenCount, Registration};
 use crate::deadlines::CoarseTimer;
 use crate::gate::{Gate, WorkerGate};
-use crate::http1::fields::Fields;
 use crate::http1::framing::{framing_io, AmbiguousFraming, Watch};
 use crate::http1::server::{self as front, Ended, Front};
 use crate::sniff::{self, Prefixed, Protocol};
@@ -333,8 +332,10 @@ impl Client<'_> {
         };
         match protocol {
             Protocol::Http1 => {
+                let gate = self.gate;
+                let handle = |req, peer| Gate::handle(Arc::clone(gate), req, peer);
                 let front = Front {
-                    gate: self.gate,
+                    handle: &handle,
                     peer: self.peer,
                     registration: self.registration,
                     header_read_timeout: limits.header_read_timeout,
@@ -397,7 +398,7 @@ impl Client<'_> {
             }
             // Mapped rather than wrapped in an `async` block, which would keep its own copy of the request.
             futures_util::FutureExt::map(Gate::handle(Arc::clone(&gate), req, peer), |resp| {
-                Ok::<_, Infallible>(Fields::into_response_map(resp))
+                Ok::<_, Infallible>(crate::body::into_response_map(resp))
             })
         })
     }

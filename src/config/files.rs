@@ -7,19 +7,10 @@ use std::path::{Path, PathBuf};
 
 use rustls::pki_types::CertificateDer;
 
-use super::checks::{refuse_placeholder, Problems};
+use super::checks::{refuse_placeholder, Pending, Problems};
 use super::logto::APP_CREDENTIALS;
 use super::session::check_secret;
 use super::{Config, ConfigErrors, Secret};
-
-/// What validation left to read: the secrets given as files.
-#[derive(Debug, Default)]
-pub(super) struct Pending {
-    /// `logto.app_secret_file`.
-    pub(super) app_secret_file: Option<PathBuf>,
-    /// `session.secret_file`.
-    pub(super) session_secret_file: Option<PathBuf>,
-}
 
 /// Reads the files `config` and `pending` name into `config`; every problem names its key.
 pub(super) fn load(config: &mut Config, pending: Pending) -> Result<(), ConfigErrors> {

@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use super::checks::{http_url, non_empty, refuse_placeholder, secret_source, Problems, SecretSource};
-use super::files::Pending;
+use super::checks::{http_url, non_empty, refuse_placeholder, secret_source, Pending, Problems, SecretSource};
 use super::raw::RawLogto;
 use super::{LogtoConfig, PublicUrl, Secret, BASE_SCOPES};
 

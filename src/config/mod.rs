@@ -39,8 +39,8 @@ mod server;
 mod session;
 mod upstream;
 
+use checks::Pending;
 use checks::Problems;
-use files::Pending;
 use raw::RawConfig;
 
 /// Prefix of the environment variables that override the file.

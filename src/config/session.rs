@@ -1,7 +1,6 @@
 //! `[session]`: the session cookie, its keys, and where sessions are kept.
 
-use super::checks::{duration, non_empty, refuse_placeholder, secret_source, within, Problems, SecretSource};
-use super::files::Pending;
+use super::checks::{duration, non_empty, refuse_placeholder, secret_source, within, Pending, Problems, SecretSource};
 use super::raw::RawSession;
 use super::{PublicUrl, RedisMode, Secret, SessionConfig, StoreKind};
 

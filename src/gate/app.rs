@@ -180,7 +180,7 @@ impl Gate {
             }
             None => false,
         };
-        crate::http1::fields::retain_response_fields(resp, |name, value| name != header::SET_COOKIE || !owned(value));
+        crate::body::retain_response_fields(resp, |name, value| name != header::SET_COOKIE || !owned(value));
     }
 
     /// Phase 1c: what the rules say of a request whose path is `normalised`. They decide on the path a servlet

@@ -306,7 +306,7 @@ impl ResponseBody {
         }
     }
 
-    fn error(&mut self, text: String) -> Poll<Option<Result<Frame<Bytes>, crate::body::BoxError>>> {
+    fn error(&mut self, text: String) -> Poll<Option<Result<Frame<Bytes>, super::BoxError>>> {
         self.framing = Framing::Done;
         self.conn = None;
         Poll::Ready(Some(Err(text.into())))
@@ -315,7 +315,7 @@ impl ResponseBody {
 
 impl http_body::Body for ResponseBody {
     type Data = Bytes;
-    type Error = crate::body::BoxError;
+    type Error = super::BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();

@@ -40,10 +40,20 @@ use tokio::time::Instant;
 
 use super::body::{framing, Chunk, Codings, Decoded, Framing, ResponseBody};
 use super::fields::{Field, Fields};
-use super::names::{self, Names, Span};
+use super::names::{self, Scratch};
 use super::pool::{Conn, Pool};
 use super::{hop, MAX_HEADERS, MAX_RESPONSE_HEAD as MAX_HEAD};
-use crate::error::UpstreamError;
+
+/// Why an upstream exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    /// No connection, or it failed before a complete response head.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// A response the client will not pass on (ambiguous framing, a malformed head).
+    #[error("invalid response: {0}")]
+    BadResponse(String),
+}
 
 /// Field lines a caller adds to a request head after those of its map, already rendered (the gate's
 /// `X-Forwarded-*` and identity fields, [`crate::proxy::Added`]).
@@ -63,13 +73,6 @@ pub(crate) struct Client {
     /// Response fields the caller replaces with its own, left out of every response (the upstream's
     /// `X-Request-Id`).
     dropped: Box<[HeaderName]>,
-}
-
-/// What [`parse_response`] keeps from one response head of a connection to the next.
-#[derive(Default)]
-pub(crate) struct HeadScratch {
-    spans: Vec<Span>,
-    names: Names,
 }
 
 impl Client {
@@ -229,7 +232,7 @@ async fn exchange(
 /// The final response head at the front of `buf`, once it is all there (interim responses are skipped).
 fn next_head(
     buf: &mut BytesMut,
-    scratch: &mut HeadScratch,
+    scratch: &mut Scratch,
     head_only: bool,
     dropped: &[HeaderName],
 ) -> Result<Option<Head>, String> {
@@ -318,11 +321,11 @@ impl Head {
 /// time: 3 KiB), and its names are those of the connection's last head.
 fn parse_response(
     buf: &mut BytesMut,
-    scratch: &mut HeadScratch,
+    scratch: &mut Scratch,
     head_only: bool,
     dropped: &[HeaderName],
 ) -> Result<Parsed, String> {
-    let HeadScratch { spans, names } = scratch;
+    let Scratch { spans, names } = scratch;
     // Where each field's name and value lie in `buf`, so the parse's borrow of it can end before it is split.
     spans.clear();
     let (len, code, minor) = {
@@ -425,7 +428,7 @@ pub struct ReadResponse {
 pub fn read_response<'a>(reads: impl IntoIterator<Item = &'a [u8]>, head_only: bool) -> Result<ReadResponse, String> {
     let mut reads = reads.into_iter().filter(|r| !r.is_empty());
     let mut buf = BytesMut::new();
-    let mut scratch = HeadScratch::default();
+    let mut scratch = Scratch::default();
     let head = loop {
         if let Some(head) = next_head(&mut buf, &mut scratch, head_only, &[])? {
             break head;

@@ -1,14 +1,10 @@
-//! An upstream response's fields as the own client read them, and the one way gate code reads and edits the
-//! fields of any upstream response, whichever client fetched it ([`retain_response_fields`]).
+//! An upstream response's fields as the own client read them: slices of the head it sent.
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::Response;
-
-use crate::body::Body;
 
 /// An upstream response's end-to-end fields, as slices of the head it sent: the HTTP/1 front writes them out as they
-/// are ([`crate::http1::server`]), and hyper's servers get them as a `HeaderMap` ([`Fields::into_map`]), so the usual answer
+/// are ([`crate::http1::server`]), and hyper's servers get them as a `HeaderMap` ([`crate::body::into_response_map`]), so the usual answer
 /// is never copied into a map and out again. Hop-by-hop fields, fields `Connection` names and the upstream's
 /// `X-Request-Id` (the gate sets its own) are already left out; every name and value was read by httparse.
 #[derive(Debug, Default)]
@@ -86,19 +82,6 @@ impl Fields {
         merged
     }
 
-    /// `resp` with its upstream fields, if a body of this client still holds them, moved into its map (before the
-    /// fields already there), for hyper's servers.
-    pub(crate) fn into_response_map(mut resp: Response<Body>) -> Response<Body> {
-        if let Body::Upstream(body) = resp.body_mut() {
-            let fields = body.take_fields();
-            if !fields.is_empty() {
-                let map = std::mem::take(resp.headers_mut());
-                *resp.headers_mut() = fields.into_map(map);
-            }
-        }
-        resp
-    }
-
     /// Removes every field the `Connection` values `connection` name, as [`crate::http1::hop::remove_connection_options`]
     /// does for a map (options read by the same [`crate::http1::hop::connection_options`]); returns whether `close` was
     /// among them.
@@ -109,34 +92,5 @@ impl Fields {
             self.list.retain(|f| !f.name.as_str().eq_ignore_ascii_case(option));
         }
         close
-    }
-}
-
-/// Keeps only the upstream response fields of `resp` for which `keep(name, value)` says so, wherever they are: in
-/// the body of an answer from the own client (until it is written), and in the response's map. Gate code edits
-/// upstream response fields through this alone, so that a rule works the same on both client paths.
-pub(crate) fn retain_response_fields(resp: &mut Response<Body>, mut keep: impl FnMut(&HeaderName, &[u8]) -> bool) {
-    if let Body::Upstream(upstream) = resp.body_mut() {
-        upstream.fields_mut().retain(&mut keep);
-    }
-    let headers = resp.headers_mut();
-    // Asked once per field, in order (so that `keep` may log what it drops).
-    let verdicts: Vec<bool> = headers
-        .iter()
-        .map(|(name, value)| keep(name, value.as_bytes()))
-        .collect();
-    if verdicts.iter().all(|&kept| kept) {
-        return;
-    }
-    // `iter` and `into_iter` walk the fields in the same order; `into_iter` names a field only when its name
-    // changes.
-    let mut name = None;
-    for ((next, value), kept) in std::mem::take(headers).into_iter().zip(verdicts) {
-        if let Some(next) = next {
-            name = Some(next);
-        }
-        if let (Some(name), true) = (&name, kept) {
-            headers.append(name.clone(), value);
-        }
     }
 }

@@ -15,8 +15,9 @@
 //! does not serve; from there [`framing`] follows the bytes hyper reads (request smuggling). An upstream response
 //! read by the own client keeps its end-to-end fields in its body ([`body::ResponseBody`], as [`fields::Fields`])
 //! until it is written: the own server writes them straight out, hyper's servers get them moved into the response's
-//! map ([`fields::Fields::into_response_map`]). Gate code therefore never reads or edits an upstream response's
-//! map directly; it goes through [`fields::retain_response_fields`], which sees the fields wherever they are.
+//! map ([`crate::body::into_response_map`]). Gate code therefore never reads or edits an upstream response's
+//! map directly; it goes through [`crate::body::retain_response_fields`], which sees the fields wherever they
+//! are.
 //!
 //! # Behaviours that exist on both paths, and where each lives
 //!
@@ -42,6 +43,9 @@ pub(crate) mod hop;
 pub(crate) mod names;
 pub(crate) mod pool;
 pub(crate) mod server;
+
+/// A body's error, as hyper's bodies box theirs.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The most header fields a head may have, request or response (hyper's limit on both sides).
 pub(crate) const MAX_HEADERS: usize = 100;

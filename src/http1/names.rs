@@ -59,3 +59,11 @@ impl Names {
         Ok(name)
     }
 }
+
+/// What a connection keeps from one head to the next, so that reading a head allocates and clears nothing: the
+/// span list, and the names of the last head.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    pub(crate) spans: Vec<Span>,
+    pub(crate) names: Names,
+}

@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::client::HeadScratch;
+use super::names::Scratch;
 
 /// Reads start at this size and double, while each read fills its buffer, up to [`MAX_READ`].
 const FIRST_READ: usize = 8 * 1024;
@@ -64,7 +64,7 @@ pub(crate) struct Conn {
     pub(super) buf: BytesMut,
     read_size: usize,
     /// Kept between the connection's responses, so that reading a head allocates and clears nothing.
-    pub(super) scratch: HeadScratch,
+    pub(super) scratch: Scratch,
 }
 
 impl Conn {
@@ -73,7 +73,7 @@ impl Conn {
             io,
             buf: BytesMut::new(),
             read_size: FIRST_READ,
-            scratch: HeadScratch::default(),
+            scratch: Scratch::default(),
         }
     }
 

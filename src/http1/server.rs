@@ -38,7 +38,6 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -55,7 +54,6 @@ use super::{hop, parse_decimal, MAX_HEADERS};
 use crate::body::Body;
 use crate::connections::Registration;
 use crate::deadlines::Deadline;
-use crate::gate::{Gate, WorkerGate};
 
 /// The longest request target served here (hyper's limit; longer is answered 414 by hyper).
 pub const MAX_TARGET: usize = u16::MAX as usize - 1;
@@ -67,9 +65,9 @@ const COALESCE: usize = 16 * 1024;
 /// The most that is kept between answers for writing the next (a larger buffer is let go).
 const KEEP_OUT: usize = 64 * 1024;
 
-/// What a connection's front needs.
-pub struct Front<'a> {
-    pub gate: &'a Arc<WorkerGate>,
+/// What a connection's front needs. `handle` answers a request from `peer` (the gate's pipeline).
+pub struct Front<'a, H> {
+    pub handle: &'a H,
     pub peer: SocketAddr,
     pub registration: &'a Registration,
     pub header_read_timeout: Duration,
@@ -88,7 +86,12 @@ pub enum Ended<I> {
 }
 
 /// Serves `io` until it closes or a request needs hyper; see the module docs.
-pub async fn serve<I: AsyncRead + AsyncWrite + Unpin>(mut io: I, front: Front<'_>) -> Ended<I> {
+pub async fn serve<I, H, F>(mut io: I, front: Front<'_, H>) -> Ended<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    H: Fn(Request<Body>, SocketAddr) -> F,
+    F: Future<Output = Response<Body>>,
+{
     let mut conn = Conn::default();
     loop {
         let head = match conn.read_head(&mut io, &front).await {
@@ -97,7 +100,7 @@ pub async fn serve<I: AsyncRead + AsyncWrite + Unpin>(mut io: I, front: Front<'_
             Next::Close => return Ended::Closed,
         };
         let head_only = head.request.method() == Method::HEAD;
-        let handling = Gate::handle(Arc::clone(front.gate), head.request, front.peer);
+        let handling = (front.handle)(head.request, front.peer);
         let Some(resp) = conn.await_answer(&mut io, handling, front.largest_head).await else {
             return Ended::Closed;
         };
@@ -164,7 +167,7 @@ enum Wait {
 
 impl Conn {
     /// The next request head, reading as needed; see the module docs for the timeout and finishing.
-    async fn read_head<I: AsyncRead + Unpin>(&mut self, io: &mut I, front: &Front<'_>) -> Next {
+    async fn read_head<I: AsyncRead + Unpin, H>(&mut self, io: &mut I, front: &Front<'_, H>) -> Next {
         // Armed on the first wait, so a head already here costs no timer.
         let mut deadline: Option<Deadline> = None;
         loop {

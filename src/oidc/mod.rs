@@ -6,6 +6,9 @@
 
 pub mod http;
 pub mod jwt;
+mod verify;
+
+pub use verify::{TokenError, LOGOUT_TOKEN_MAX_AGE};
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -15,7 +18,6 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use self::http::IdpHttp;
-use self::jwt::{IdTokenExpectations, JwtError, UnverifiedJwt};
 use crate::config::LogtoConfig;
 use crate::error::{ClientError, GateError, IdpError};
 
@@ -398,52 +400,6 @@ impl Oidc {
         Ok((tokens, claims))
     }
 
-    /// Verifies the ID token of a refresh response: as at sign-in but without a nonce, and for the same subject
-    /// (OIDC Core §12.2).
-    pub async fn verify_refreshed_id_token(
-        &self,
-        id_token: &str,
-        sub: &str,
-        now: u64,
-    ) -> Result<Map<String, Value>, TokenError> {
-        let loaded = self.ensure_loaded().await.map_err(TokenError::Gate)?;
-        let claims = self
-            .verify_signature(&loaded, id_token, TokenSource::TokenEndpoint)
-            .await?;
-        let want = IdTokenExpectations {
-            issuer: &self.config.issuer,
-            client_id: &self.config.app_id,
-            nonce: None,
-            now,
-            leeway: self.config.clock_leeway,
-        };
-        jwt::check_id_token_claims(&claims, &want)?;
-        if claims.get("sub").and_then(Value::as_str) != Some(sub) {
-            return Err(TokenError::Invalid(JwtError::Claim(
-                "the refreshed ID token is for another subject".into(),
-            )));
-        }
-        Ok(claims)
-    }
-
-    /// Verifies a back-channel logout token (OpenID Connect Back-Channel Logout 1.0 §2.6): signature, issuer,
-    /// audience, age, `jti`, the logout event, `sub` or `sid`, and no `nonce`. Replay is checked by the caller.
-    pub async fn verify_logout_token(&self, token: &str, now: u64) -> Result<Map<String, Value>, TokenError> {
-        let loaded = self.ensure_loaded().await.map_err(TokenError::Gate)?;
-        let claims = self
-            .verify_signature(&loaded, token, TokenSource::Untrusted("a back-channel logout token"))
-            .await?;
-        jwt::check_logout_token_claims(
-            &claims,
-            &self.config.issuer,
-            &self.config.app_id,
-            now,
-            LOGOUT_TOKEN_MAX_AGE,
-            self.config.clock_leeway,
-        )?;
-        Ok(claims)
-    }
-
     /// Exchanges an authorization code (RFC 6749 §4.1.3) with `client_secret_basic`, without `resource`, as Logto's
     /// SDKs do: the access token is then the opaque one userinfo accepts (Logto's `/oidc/me` refuses any token with
     /// an audience). A resource's JWT access token comes next, from [`Oidc::resource_token`].
@@ -462,135 +418,6 @@ impl Oidc {
             TokenEndpointError::Refused { error, .. } if error == "invalid_client" => IdpError::InvalidClient.into(),
             other => IdpError::BadResponse(other.to_string()).into(),
         })
-    }
-
-    /// Verifies an ID token (OIDC Core §3.1.3.7) and returns its claims. An unknown `kid` re-fetches the key set
-    /// once (Logto rotated its keys), at most once per [`JWKS_REFETCH_COOLDOWN`].
-    pub async fn verify_id_token(
-        &self,
-        loaded: &Loaded,
-        id_token: &str,
-        nonce: &str,
-        now: u64,
-    ) -> Result<Map<String, Value>, GateError> {
-        let claims = self
-            .verify_signature(loaded, id_token, TokenSource::TokenEndpoint)
-            .await
-            .map_err(|e| match e {
-                TokenError::Invalid(e) => reject(e),
-                TokenError::Gate(g) => g,
-            })?;
-        let want = IdTokenExpectations {
-            issuer: &self.config.issuer,
-            client_id: &self.config.app_id,
-            nonce: Some(nonce),
-            now,
-            leeway: self.config.clock_leeway,
-        };
-        jwt::check_id_token_claims(&claims, &want).map_err(reject)?;
-        Ok(claims)
-    }
-
-    /// Checks a token's signature against Logto's key set, re-fetching it once for an unknown `kid`.
-    async fn verify_signature(
-        &self,
-        loaded: &Loaded,
-        token: &str,
-        source: TokenSource,
-    ) -> Result<Map<String, Value>, TokenError> {
-        let jwt = UnverifiedJwt::parse(token)?;
-        match jwt.verify(&loaded.jwks) {
-            Err(JwtError::UnknownKey(kid)) => {
-                let jwks = self
-                    .refetch_jwks_for_unknown_kid(&kid, source)
-                    .await
-                    .map_err(|e| match e {
-                        GateError::Client(_) => TokenError::Invalid(JwtError::UnknownKey(kid.clone())),
-                        other => TokenError::Gate(other),
-                    })?;
-                Ok(jwt.verify(&jwks)?)
-            }
-            other => Ok(other?),
-        }
-    }
-
-    /// Verifies a Logto access token presented as `Authorization: Bearer` (RFC 9068 profile): signature with an
-    /// allowed algorithm, `iss`, `exp`/`iat`/`nbf` with leeway, and an `aud` naming one of `logto.resources`.
-    /// Access tokens are only JWTs when issued for a resource, so an opaque token or an ID token never passes.
-    pub async fn verify_access_token(&self, token: &str, now: u64) -> Result<Map<String, Value>, TokenError> {
-        let loaded = self.ensure_loaded().await.map_err(TokenError::Gate)?;
-        let claims = self
-            .verify_signature(&loaded, token, TokenSource::Untrusted("a bearer token"))
-            .await?;
-        jwt::check_common_with(&claims, &self.config.issuer, now, self.config.clock_leeway)?;
-        let audiences: Vec<&str> = match claims.get("aud") {
-            Some(Value::String(a)) => vec![a.as_str()],
-            Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
-            _ => Vec::new(),
-        };
-        if !self.config.resources.iter().any(|r| audiences.contains(&r.as_str())) {
-            return Err(TokenError::Invalid(JwtError::Claim(
-                "aud is not one of logto.resources".into(),
-            )));
-        }
-        match claims.get("sub") {
-            Some(Value::String(s)) if !s.is_empty() => Ok(claims),
-            _ => Err(TokenError::Invalid(JwtError::Claim("sub is missing".into()))),
-        }
-    }
-
-    /// The key set with `kid` in it, fetched again if need be. One fetch is in flight at a time and everyone
-    /// waiting shares its result. A token from the token endpoint may always cause a fetch (Logto rotated its keys;
-    /// only a fetch that finished while it waited answers for it); a token from anyone spends the untrusted budget
-    /// ([`JWKS_REFETCH_COOLDOWN`]), which never holds back the token endpoint's.
-    async fn refetch_jwks_for_unknown_kid(
-        &self,
-        kid: &str,
-        source: TokenSource,
-    ) -> Result<Arc<CoreJsonWebKeySet>, GateError> {
-        let asked = Instant::now();
-        if let TokenSource::Untrusted(kind) = source {
-            let mut last = self
-                .untrusted_refetch
-                .lock()
-                .map_err(|_| GateError::Internal("the key-set budget lock is poisoned".into()))?;
-            if last.is_some_and(|t| t.elapsed() < JWKS_REFETCH_COOLDOWN) {
-                tracing::info!(
-                    kid,
-                    token = kind,
-                    "unknown signing key; no re-fetch (the budget for such tokens is spent)"
-                );
-                return Err(reject(JwtError::UnknownKey(kid.to_owned())));
-            }
-            *last = Some(asked);
-        }
-        let mut fetched = self.refetch.lock().await;
-        let current = self.loaded().ok_or(IdpError::NotReady)?;
-        // Another request may have re-fetched while this one waited for the lock.
-        let known = current
-            .jwks
-            .keys()
-            .iter()
-            .any(|k| openidconnect::JsonWebKey::key_id(k).is_some_and(|id| id.as_str() == kid));
-        if known {
-            return Ok(current.jwks.clone());
-        }
-        if fetched.is_some_and(|t| t > asked) {
-            // A fetch that began after this token came in did not find the key: Logto does not have it.
-            return Err(reject(JwtError::UnknownKey(kid.to_owned())));
-        }
-        tracing::info!(
-            kid,
-            token = source.name(),
-            "signed with an unknown key; re-fetching Logto's key set"
-        );
-        let jwks = Arc::new(self.fetch_jwks(&current.metadata.jwks_uri).await?);
-        *fetched = Some(Instant::now());
-        self.store(Arc::new(Loaded {
-            metadata: current.metadata.clone(),
-            jwks: jwks.clone(),
-        }));
-        Ok(jwks)
     }
 
     /// Claims from Logto's userinfo endpoint (`/oidc/me`): the only source of `identities` and `custom_data`.
@@ -714,9 +541,6 @@ enum TokenEndpointError {
     Unusable(String),
 }
 
-/// How old a back-channel logout token may be; its `jti` is remembered this long to refuse replays.
-pub const LOGOUT_TOKEN_MAX_AGE: u64 = 300;
-
 /// Why a refresh did not give new tokens.
 #[derive(Debug)]
 pub enum RefreshError {
@@ -726,19 +550,6 @@ pub enum RefreshError {
     Unavailable(String),
     /// Logto refused this particular request (e.g. not a member of the organization).
     Denied(String),
-}
-
-/// Why a token was not accepted: the token itself, or the gate could not check it (Logto unreachable).
-#[derive(Debug)]
-pub enum TokenError {
-    Invalid(JwtError),
-    Gate(GateError),
-}
-
-impl From<JwtError> for TokenError {
-    fn from(e: JwtError) -> Self {
-        TokenError::Invalid(e)
-    }
 }
 
 /// Logto's `resource` for organization tokens: only when the authorization request names it does an organization
@@ -781,10 +592,6 @@ fn jwt_audience(token: &str) -> Option<String> {
             .map(|a| a.chars().take(200).collect()),
         _ => None,
     }
-}
-
-fn reject(e: JwtError) -> GateError {
-    ClientError::IdTokenRejected(e.to_string()).into()
 }
 
 /// Appends form-encoded parameters to a URL that may already have a query.

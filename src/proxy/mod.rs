@@ -213,7 +213,7 @@ impl Forwarder {
         let send = lean.send(&parts.method, &self.base_path, pq, &parts.headers, added, sent);
         let resp = match crate::deadlines::timeout_at(sent + self.response_timeout, send).await {
             Err(_) => return Err(UpstreamError::Timeout(self.response_timeout).into()),
-            Ok(result) => result?,
+            Ok(result) => result.map_err(UpstreamError::from)?,
         };
         self.metrics.upstream_latency(sent.elapsed());
         // The lean client's responses carry no hop-by-hop fields: it reads them and leaves them out.

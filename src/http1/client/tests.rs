@@ -6,7 +6,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 fn parse(text: &str, head_only: bool) -> Result<Head, String> {
     let mut buf = BytesMut::from(text);
-    match parse_response(&mut buf, &mut HeadScratch::default(), head_only, &[REQUEST_ID])? {
+    match parse_response(&mut buf, &mut Scratch::default(), head_only, &[REQUEST_ID])? {
         Parsed::Head(head) => Ok(head),
         Parsed::Interim => Err("interim".into()),
         Parsed::Partial => Err("partial".into()),
@@ -65,7 +65,7 @@ fn dechunk(wire: &[u8]) -> Result<(Vec<u8>, usize), String> {
 
 #[test]
 fn a_connections_field_names_are_reused_only_when_sent_the_same() {
-    let mut scratch = HeadScratch::default();
+    let mut scratch = Scratch::default();
     let mut read = |text: &str| {
         let mut buf = BytesMut::from(text);
         match parse_response(&mut buf, &mut scratch, false, &[REQUEST_ID]) {
@@ -229,17 +229,17 @@ fn interim_responses_are_skipped_and_partial_heads_wait() {
     let mut buf =
         BytesMut::from("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     assert!(matches!(
-        parse_response(&mut buf, &mut HeadScratch::default(), false, &[REQUEST_ID]),
+        parse_response(&mut buf, &mut Scratch::default(), false, &[REQUEST_ID]),
         Ok(Parsed::Interim)
     ));
     assert!(matches!(
-        parse_response(&mut buf, &mut HeadScratch::default(), false, &[REQUEST_ID]),
+        parse_response(&mut buf, &mut Scratch::default(), false, &[REQUEST_ID]),
         Ok(Parsed::Head(_))
     ));
     assert!(buf.is_empty());
     let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Len");
     assert!(matches!(
-        parse_response(&mut buf, &mut HeadScratch::default(), false, &[REQUEST_ID]),
+        parse_response(&mut buf, &mut Scratch::default(), false, &[REQUEST_ID]),
         Ok(Parsed::Partial)
     ));
     let mut many = String::from("HTTP/1.1 200 OK\r\n");
