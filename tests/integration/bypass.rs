@@ -344,3 +344,95 @@ async fn malformed_chunked_request_bodies_are_refused_as_client_errors() {
     );
     assert!(!metrics.contains("status=\"502\""), "{metrics}");
 }
+
+async fn rule_bypass_is_refused(path: &str, expected: u16) {
+    let s = Stack::with(
+        "",
+        "[[rules]]\nprefix = \"/public\"\nallow = \"public\"\n[[rules]]\nprefix = \"/admin\"\nroles = [\"admin\"]\n",
+    )
+    .await;
+    let bob = s.browser();
+    bob.login_as("bob");
+    bob.sign_in(&s.gate, "/home").await;
+    let cookie = bob.cookie(&s.gate.url(), "logto_gate").unwrap();
+    let before = s.upstream.count();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: logto_gate={cookie}\r\nAccept: application/json\r\n\r\n"
+    );
+    assert_eq!(first_status(s.gate.port, req.as_bytes()).await, expected, "{path}");
+    assert_eq!(s.upstream.count(), before, "{path} reached the upstream");
+}
+
+macro_rules! rule_bypass {
+    ($($name:ident => ($path:expr, $status:expr)),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $name() {
+            rule_bypass_is_refused($path, $status).await;
+        }
+    )*};
+}
+
+rule_bypass! {
+    rule_bypass_through_the_query => ("/admin?/public", 403),
+    rule_bypass_through_dot_dot => ("/public/../admin", 403),
+    rule_bypass_through_encoded_dot_dot => ("/public/%2e%2e/admin", 403),
+    rule_bypass_through_mixed_encoded_dots => ("/public/.%2E/admin", 403),
+    rule_bypass_through_double_slash => ("//admin", 403),
+    rule_bypass_through_encoded_slash => ("/public%2F..%2Fadmin", 400),
+    rule_bypass_through_encoded_backslash => ("/public/..%5Cadmin", 400),
+    rule_bypass_through_encoded_letters => ("/%61dmin", 403),
+    rule_bypass_through_a_trailing_dot_segment => ("/admin/.", 403),
+    rule_bypass_through_dot_segment_then_slash => ("/./admin", 403),
+    // Tomcat, Jetty and Spring strip `;` parameters from every segment before resolving dot segments.
+    rule_bypass_through_a_path_parameter => ("/admin;jsessionid=1", 403),
+    rule_bypass_through_a_path_parameter_deeper => ("/admin;a=b/users;c=d", 403),
+    rule_bypass_through_a_parameter_only_segment => ("/;x/admin", 403),
+    rule_bypass_through_dot_dot_with_a_parameter => ("/x/..;/admin", 400),
+    rule_bypass_through_a_public_prefix_and_dot_dot_parameter => ("/public/..;/admin", 400),
+    rule_bypass_through_dot_with_a_parameter => ("/x/.;/admin", 400),
+    rule_bypass_through_encoded_dot_dot_with_a_parameter => ("/public/%2e%2e;x/admin", 400),
+}
+
+#[tokio::test]
+async fn rule_bypass_through_the_case_of_the_method() {
+    let s = Stack::with(
+        "",
+        "[[rules]]\nprefix = \"/admin\"\nmethods = [\"DELETE\"]\nroles = [\"admin\"]\n",
+    )
+    .await;
+    let bob = s.browser();
+    bob.login_as("bob");
+    bob.sign_in(&s.gate, "/").await;
+    let before = s.upstream.count();
+    for m in ["delete", "Delete", "DELETE"] {
+        let r = bob
+            .client
+            .request(
+                reqwest::Method::from_bytes(m.as_bytes()).unwrap(),
+                format!("{}/admin/x", s.gate.url()),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{m}");
+    }
+    assert_eq!(s.upstream.count(), before);
+}
+
+#[tokio::test]
+async fn rule_bypass_through_the_host_with_a_trailing_dot() {
+    let s = Stack::with(
+        "",
+        "[[rules]]\nhost = \"admin.example.com\"\nprefix = \"/\"\nallow = \"deny\"\n",
+    )
+    .await;
+    for host in [
+        "admin.example.com",
+        "admin.example.com.",
+        "ADMIN.example.com",
+        "admin.example.com.:443",
+    ] {
+        let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n\r\n");
+        assert_eq!(first_status(s.gate.port, req.as_bytes()).await, 403, "{host}");
+    }
+}

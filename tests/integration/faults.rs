@@ -255,3 +255,50 @@ async fn upstream_faults_leak_no_connections() {
     drop(client);
     settles_back_to(&ports, baseline).await;
 }
+
+#[tokio::test]
+async fn a_wrong_app_secret_is_a_clear_502_not_a_crash() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let gate = TestGate::start_edited(&idp, &upstream.url(), "", "", |t| {
+        t.replace(
+            &format!("app_secret = \"{APP_SECRET}\""),
+            "app_secret = \"not-the-secret\"",
+        )
+    })
+    .await;
+    let (hops, resp) = Browser::new(&idp).navigate(&format!("{}/", gate.url())).await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{hops:#?}");
+    assert!(resp.text().await.unwrap().contains("Sign-in failed"));
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test]
+async fn logto_down_means_503_for_sign_in_while_signed_in_users_keep_working() {
+    // Logto unreachable from the start: healthz up, readyz down, sign-in a clear 503.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let upstream = Upstream::start().await;
+    let gate = TestGate::start_unready(&dead, &upstream.url(), "", "", |t| t, |_| {}).await;
+    wait_for_status(&format!("{}/_logto/healthz", gate.url()), 200).await;
+    let ready = reqwest::get(format!("{}/_logto/readyz", gate.url())).await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let resp = reqwest::Client::new()
+        .get(format!("{}/", gate.url()))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.text().await.unwrap().contains("Logto is unreachable"));
+
+    // Signed in, then Logto goes away: the signed-in path never calls it.
+    let Stack { idp, upstream, gate } = Stack::start().await;
+    let b = Browser::new(&idp);
+    b.sign_in(&gate, "/").await;
+    drop(idp);
+    for _ in 0..3 {
+        let r = b.client.get(format!("{}/still-here", gate.url())).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    assert_eq!(upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
+}

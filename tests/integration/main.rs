@@ -1,12 +1,12 @@
 //! Integration tests over real sockets: the gate between a real OpenID provider (oidc-provider, configured as
-//! Logto) and a real upstream, on loopback ports the kernel chooses.
+//! Logto) and a real upstream, on loopback ports the kernel chooses. One file per threat (smuggling, spoofing,
+//! redirects, tokens, bypass, limits) or feature.
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod architecture;
 mod assertion;
-mod attacks;
 mod bearer;
 mod browser;
 mod bypass;
@@ -18,15 +18,20 @@ mod forward_auth;
 mod front;
 mod fuzz_smoke;
 mod keys;
+mod limits;
 mod logto;
+mod operations;
 mod policy;
-mod production;
 mod protected_app;
 mod proxying;
+mod redirects;
 mod redis_ha;
-mod security;
 mod sessions;
 mod sign_in;
+mod smuggling;
+mod spoofing;
 mod subdomains;
+mod tls;
+mod tokens;
 mod upstream_http1;
 mod upstreams;

@@ -39,6 +39,32 @@ pub async fn exchange_until_closed(port: u16, request: &[u8]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// Sends raw bytes on a new connection and returns the status code of the first response (0 when none can be
+/// read within 10 s).
+pub async fn first_status(port: u16, request: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n])
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A signed-in session cookie, the upstream's request count, and the stack.
+pub async fn signed_in_stack() -> (Stack, String, usize) {
+    let s = Stack::start().await;
+    let (_, cookie) = s.signed_in().await;
+    let before = s.upstream.count();
+    (s, cookie, before)
+}
+
 /// Waits are bounded everywhere: nothing in the harness waits longer than this for a service to come up.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 

@@ -1,10 +1,52 @@
-//! Attacks the core gate defends against, each over real sockets: identity spoofing, tampered cookies, forged
-//! state, replayed codes, issuer mix-up, open redirects; and failures that must stay clean (wrong secret, Logto down).
+//! Forged and replayed credentials over real sockets: ID tokens forged every known way, tampered or foreign
+//! session cookies, forged state, replayed codes, another issuer's callback (RFC 9207). Each leaves no session.
 
 use reqwest::{StatusCode, Url};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::support::*;
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+async fn forged_id_token_is_refused(mode: &str, overrides: Value) {
+    let s = Stack::start().await;
+    s.idp.tamper_next_id_token(mode, overrides);
+    let b = s.browser();
+    let (hops, resp) = b.navigate(&format!("{}/", s.gate.url())).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{hops:#?}");
+    assert!(resp.text().await.unwrap().contains("could not be verified"));
+    assert!(
+        b.cookie(&s.gate.url(), "logto_gate").is_none(),
+        "no session from a forged token"
+    );
+    assert_eq!(s.upstream.count(), 0);
+}
+
+macro_rules! forged_id_token {
+    ($($name:ident => ($mode:expr, $overrides:expr)),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $name() {
+            forged_id_token_is_refused($mode, $overrides).await;
+        }
+    )*};
+}
+
+forged_id_token! {
+    id_token_with_alg_none => ("none", json!({})),
+    id_token_hs256_keyed_with_the_client_secret => ("hs256", json!({})),
+    id_token_claims_changed_under_a_valid_signature => ("payload", json!({"sub": "u_admin"})),
+    id_token_from_another_issuer => ("resign", json!({"iss": "https://evil.example/oidc"})),
+    id_token_for_another_audience => ("resign", json!({"aud": "another-app", "azp": null})),
+    id_token_expired => ("resign", json!({"exp": now() - 3600, "iat": now() - 7200})),
+    id_token_issued_in_the_future => ("resign", json!({"iat": now() + 3600, "exp": now() + 7200})),
+    id_token_with_a_nonce_mismatch => ("resign", json!({"nonce": "another-attempts-nonce"})),
+    id_token_without_a_nonce => ("resign", json!({"nonce": null})),
+}
 
 /// Walks a sign-in up to (not including) the gate's callback; returns the callback URL and the attempt cookie.
 async fn until_callback(s: &Stack, b: &Browser, path: &str) -> (String, String) {
@@ -39,50 +81,6 @@ async fn until_callback(s: &Stack, b: &Browser, path: &str) -> (String, String) 
         url = url.join(&loc).unwrap();
     }
     panic!("never reached the callback");
-}
-
-#[tokio::test]
-async fn spoofed_identity_headers_are_stripped_in_every_spelling() {
-    let s = Stack::start().await;
-    let b = s.browser();
-    b.sign_in(&s.gate, "/").await;
-    b.client
-        .get(format!("{}/whoami", s.gate.url()))
-        .header("X-Forwarded-User", "mallory")
-        .header("x-forwarded-user", "mallory2")
-        .header("X_Forwarded_User", "mallory3")
-        .header("x_forwarded_email", "mallory@evil.example")
-        .header("X-Forwarded-Groups", "admin,root")
-        .header("x-forwarded-preferred_username", "root")
-        .send()
-        .await
-        .unwrap();
-    let seen = s.upstream.last();
-    assert_eq!(seen.header_count("x-forwarded-user"), 1);
-    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
-    assert_eq!(seen.header("x-forwarded-email"), Some("alice@example.com"));
-    assert_eq!(seen.header("x-forwarded-groups"), Some("admin,editor"));
-    assert_eq!(seen.header("x-forwarded-preferred-username"), Some("alice"));
-    for (name, _) in &seen.headers {
-        assert!(
-            !name.contains('_'),
-            "an underscore variant reached the upstream: {name}"
-        );
-    }
-}
-
-#[tokio::test]
-async fn spoofed_identity_without_a_session_never_reaches_the_upstream() {
-    let s = Stack::start().await;
-    let resp = reqwest::Client::new()
-        .get(format!("{}/admin", s.gate.url()))
-        .header("X-Forwarded-User", "admin")
-        .header("X-Forwarded-Email", "admin@example.com")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(s.upstream.count(), 0);
 }
 
 /// Opened sessions are cached per worker by their exact cookie value, hashed by its last 32 bytes only. Forged
@@ -290,90 +288,4 @@ async fn a_callback_naming_another_issuer_is_refused_rfc9207() {
         s.idp.stats()["grants"].as_object().unwrap().is_empty(),
         "the code was never sent anywhere"
     );
-}
-
-#[tokio::test]
-async fn open_redirects_through_the_return_path_fall_back_to_root() {
-    let s = Stack::start().await;
-    let attempts = [
-        "//evil.example",
-        "/\\evil.example",
-        "/%5Cevil.example",
-        "%2F%2Fevil.example",
-        "/%2F%2Fevil.example",
-        "https://evil.example/",
-        "http:evil.example",
-        "/\t/evil.example",
-        "/\r\n/evil.example",
-        "@evil.example",
-        "/\u{ff0f}evil.example",
-        "javascript:alert(1)",
-    ];
-    for bad in attempts {
-        let b = s.browser();
-        let enc: String = url::form_urlencoded::byte_serialize(bad.as_bytes()).collect();
-        let (hops, resp) = b
-            .navigate(&format!("{}/_logto/sign-in?redirect={enc}", s.gate.url()))
-            .await;
-        assert_eq!(resp.status(), StatusCode::OK, "{bad:?}: {hops:#?}");
-        let landing = hops.last().unwrap().url.clone();
-        assert_eq!(
-            landing,
-            format!("{}/", s.gate.url()),
-            "{bad:?} must land on the app's root"
-        );
-    }
-    // And a good one is honoured.
-    let b = s.browser();
-    let (hops, _) = b
-        .navigate(&format!("{}/_logto/sign-in?redirect=%2Fdocs%3Fpage%3D2", s.gate.url()))
-        .await;
-    assert_eq!(hops.last().unwrap().url, format!("{}/docs?page=2", s.gate.url()));
-}
-
-#[tokio::test]
-async fn a_wrong_app_secret_is_a_clear_502_not_a_crash() {
-    let idp = Idp::start(IdpOptions::default());
-    let upstream = Upstream::start().await;
-    let gate = TestGate::start_edited(&idp, &upstream.url(), "", "", |t| {
-        t.replace(
-            &format!("app_secret = \"{APP_SECRET}\""),
-            "app_secret = \"not-the-secret\"",
-        )
-    })
-    .await;
-    let (hops, resp) = Browser::new(&idp).navigate(&format!("{}/", gate.url())).await;
-    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{hops:#?}");
-    assert!(resp.text().await.unwrap().contains("Sign-in failed"));
-    assert_eq!(upstream.count(), 0);
-}
-
-#[tokio::test]
-async fn logto_down_means_503_for_sign_in_while_signed_in_users_keep_working() {
-    // Logto unreachable from the start: healthz up, readyz down, sign-in a clear 503.
-    let dead = format!("http://127.0.0.1:{}", free_port());
-    let upstream = Upstream::start().await;
-    let gate = TestGate::start_unready(&dead, &upstream.url(), "", "", |t| t, |_| {}).await;
-    wait_for_status(&format!("{}/_logto/healthz", gate.url()), 200).await;
-    let ready = reqwest::get(format!("{}/_logto/readyz", gate.url())).await.unwrap();
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let resp = reqwest::Client::new()
-        .get(format!("{}/", gate.url()))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(resp.text().await.unwrap().contains("Logto is unreachable"));
-
-    // Signed in, then Logto goes away: the signed-in path never calls it.
-    let Stack { idp, upstream, gate } = Stack::start().await;
-    let b = Browser::new(&idp);
-    b.sign_in(&gate, "/").await;
-    drop(idp);
-    for _ in 0..3 {
-        let r = b.client.get(format!("{}/still-here", gate.url())).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-    }
-    assert_eq!(upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
 }

@@ -1,0 +1,140 @@
+//! Open redirects, each attempted over real sockets: every return path that could leave the gate's origins (in
+//! any encoding, through sign-in, sign-out or a header) falls back to `/`.
+
+use reqwest::StatusCode;
+
+use crate::support::*;
+
+async fn return_path_falls_back_to_root(candidate: &str) {
+    let s = Stack::start().await;
+    let b = s.browser();
+    let enc: String = url::form_urlencoded::byte_serialize(candidate.as_bytes()).collect();
+    let (hops, resp) = b
+        .navigate(&format!("{}/_logto/sign-in?redirect={enc}", s.gate.url()))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK, "{candidate:?}: {hops:#?}");
+    assert_eq!(
+        hops.last().unwrap().url,
+        format!("{}/", s.gate.url()),
+        "{candidate:?} left the origin"
+    );
+    for h in &hops {
+        if let Some(loc) = &h.location {
+            assert!(!loc.contains("evil"), "a redirect pointed at evil: {loc}");
+        }
+    }
+}
+
+macro_rules! open_redirect {
+    ($($name:ident => $candidate:expr),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $name() {
+            return_path_falls_back_to_root($candidate).await;
+        }
+    )*};
+}
+
+open_redirect! {
+    open_redirect_scheme_relative_double_slash => "//evil.example/",
+    open_redirect_slash_backslash => "/\\evil.example/",
+    open_redirect_encoded_backslash => "/%5Cevil.example/",
+    open_redirect_encoded_double_slash => "%2F%2Fevil.example/",
+    open_redirect_tab_inside => "/\t/evil.example/",
+    open_redirect_crlf_inside => "/\r\n/evil.example/",
+    open_redirect_absolute_url => "https://evil.example/",
+    open_redirect_scheme_without_slashes => "http:evil.example",
+    open_redirect_userinfo_at => "@evil.example",
+    open_redirect_userinfo_after_our_origin => "https://127.0.0.1@evil.example/",
+    open_redirect_idn_lookalike_slash => "/\u{2215}\u{2215}evil.example",
+    open_redirect_fullwidth_solidus => "/\u{ff0f}evil.example",
+    open_redirect_double_encoded => "/%252F%252Fevil.example",
+    open_redirect_javascript_url => "javascript:alert('evil')",
+}
+
+#[tokio::test]
+async fn open_redirect_through_the_post_logout_url_is_not_possible() {
+    let s = Stack::start().await;
+    for q in [
+        "post_logout_redirect_uri=https://evil.example/",
+        "redirect=https://evil.example/",
+        "return_to=//evil.example",
+    ] {
+        let resp = plain()
+            .get(format!("{}/_logto/sign-out?{q}", s.gate.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FOUND);
+        let loc = resp.headers()["location"].to_str().unwrap();
+        assert!(!loc.contains("evil"), "{q}: {loc}");
+        assert!(loc.contains(
+            &url::form_urlencoded::byte_serialize(format!("{}/", s.gate.url()).as_bytes()).collect::<String>()
+        ));
+    }
+}
+
+#[tokio::test]
+async fn crlf_injection_through_the_return_path_cannot_add_a_header() {
+    let s = Stack::start().await;
+    let resp = plain()
+        .get(format!(
+            "{}/_logto/sign-in?redirect=/a%0d%0aSet-Cookie:%20evil=1",
+            s.gate.url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    assert!(resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .all(|v| !v.to_str().unwrap().starts_with("evil")));
+    assert_eq!(
+        first_status(
+            s.gate.port,
+            b"GET /x HTTP/1.1\r\nHost: a\r\nX-Request-Id: a\rSet-Cookie: evil=1\r\n\r\n"
+        )
+        .await,
+        400
+    );
+}
+
+#[tokio::test]
+async fn open_redirects_through_the_return_path_fall_back_to_root() {
+    let s = Stack::start().await;
+    let attempts = [
+        "//evil.example",
+        "/\\evil.example",
+        "/%5Cevil.example",
+        "%2F%2Fevil.example",
+        "/%2F%2Fevil.example",
+        "https://evil.example/",
+        "http:evil.example",
+        "/\t/evil.example",
+        "/\r\n/evil.example",
+        "@evil.example",
+        "/\u{ff0f}evil.example",
+        "javascript:alert(1)",
+    ];
+    for bad in attempts {
+        let b = s.browser();
+        let enc: String = url::form_urlencoded::byte_serialize(bad.as_bytes()).collect();
+        let (hops, resp) = b
+            .navigate(&format!("{}/_logto/sign-in?redirect={enc}", s.gate.url()))
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK, "{bad:?}: {hops:#?}");
+        let landing = hops.last().unwrap().url.clone();
+        assert_eq!(
+            landing,
+            format!("{}/", s.gate.url()),
+            "{bad:?} must land on the app's root"
+        );
+    }
+    // And a good one is honoured.
+    let b = s.browser();
+    let (hops, _) = b
+        .navigate(&format!("{}/_logto/sign-in?redirect=%2Fdocs%3Fpage%3D2", s.gate.url()))
+        .await;
+    assert_eq!(hops.last().unwrap().url, format!("{}/docs?page=2", s.gate.url()));
+}

@@ -1,0 +1,151 @@
+//! Identity spoofing, each attempted over real sockets: a client's copies of the headers the gate sets (in every
+//! spelling, folded, injected through a claim, hidden behind hop-by-hop or forwarding fields) never reach the app.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn crlf_injection_through_a_claim_cannot_add_an_upstream_header() {
+    let idp = Idp::start(IdpOptions::default());
+    idp.add_account("mallory", json!({"sub": "u_mallory", "username": "mallory\r\nX-Forwarded-Groups: admin", "email": "m@example.com", "roles": []}));
+    let upstream = Upstream::start().await;
+    let gate = TestGate::start(&idp, &upstream.url(), "", "").await;
+    let b = Browser::new(&idp);
+    b.login_as("mallory");
+    b.sign_in(&gate, "/").await;
+    let seen = upstream.last();
+    assert_eq!(
+        seen.header("x-forwarded-preferred-username"),
+        None,
+        "an unsafe claim sends no header"
+    );
+    // No injected value: mallory has no roles, so no groups header at all.
+    assert_eq!(seen.header("x-forwarded-groups"), None);
+}
+
+#[tokio::test]
+async fn identity_spoofing_with_obs_fold_is_refused() {
+    let s = Stack::start().await;
+    let status = first_status(
+        s.gate.port,
+        b"GET /x HTTP/1.1\r\nHost: a\r\nX-Forwarded-User: a\r\n admin\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(s.upstream.count(), 0);
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_an_untrusted_peer_are_not_believed() {
+    let s = Stack::start().await;
+    let b = s.browser();
+    b.sign_in(&s.gate, "/").await;
+    b.client
+        .get(format!("{}/x", s.gate.url()))
+        .header("X-Forwarded-Prefix", "/admin")
+        .header("X-Forwarded-Uri", "/admin")
+        .header("X-Forwarded-Method", "DELETE")
+        .header("X-Original-URI", "/admin")
+        .header("X-Real-IP", "10.0.0.1")
+        .send()
+        .await
+        .unwrap();
+    let seen = s.upstream.last();
+    for h in [
+        "x-forwarded-prefix",
+        "x-forwarded-uri",
+        "x-forwarded-method",
+        "x-original-uri",
+        "x-real-ip",
+    ] {
+        assert_eq!(seen.header(h), None, "{h} from an untrusted peer reached the upstream");
+    }
+}
+
+#[tokio::test]
+async fn hop_by_hop_abuse_cannot_strip_the_headers_the_gate_sets() {
+    // Naming a header in `Connection` makes a proxy drop it (RFC 9110 §7.6.1). A client must not be able to drop
+    // the identity, forwarding or request-id headers the gate adds after it has read the request.
+    let (s, cookie, _) = signed_in_stack().await;
+    let owned =
+        "X-Forwarded-User, X-Forwarded-Email, X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, X-Request-Id";
+    let req = format!(
+        "GET /who HTTP/1.1\r\nHost: a\r\nCookie: logto_gate={cookie}\r\nAccept: application/json\r\nConnection: keep-alive, {owned}\r\n\r\n"
+    );
+    assert_eq!(first_status(s.gate.port, req.as_bytes()).await, 200);
+    let seen = s.upstream.last();
+    assert_eq!(seen.path, "/who");
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
+    assert_eq!(seen.header("x-forwarded-email"), Some("alice@example.com"));
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    for h in ["x-forwarded-proto", "x-forwarded-host", "x-request-id"] {
+        assert!(seen.header(h).is_some(), "{h} was stripped through Connection");
+    }
+    assert_eq!(seen.header("connection"), None);
+}
+
+#[tokio::test]
+async fn a_user_agent_that_looks_like_a_health_checker_gets_no_free_pass() {
+    let s = Stack::start().await;
+    for ua in [
+        "kube-probe/1.31",
+        "ELB-HealthChecker/2.0",
+        "GoogleHC/1.0",
+        "Consul Health Check",
+    ] {
+        let resp = plain()
+            .get(format!("{}/admin", s.gate.url()))
+            .header("user-agent", ua)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{ua}");
+    }
+    assert_eq!(s.upstream.count(), 0);
+}
+
+#[tokio::test]
+async fn spoofed_identity_headers_are_stripped_in_every_spelling() {
+    let s = Stack::start().await;
+    let b = s.browser();
+    b.sign_in(&s.gate, "/").await;
+    b.client
+        .get(format!("{}/whoami", s.gate.url()))
+        .header("X-Forwarded-User", "mallory")
+        .header("x-forwarded-user", "mallory2")
+        .header("X_Forwarded_User", "mallory3")
+        .header("x_forwarded_email", "mallory@evil.example")
+        .header("X-Forwarded-Groups", "admin,root")
+        .header("x-forwarded-preferred_username", "root")
+        .send()
+        .await
+        .unwrap();
+    let seen = s.upstream.last();
+    assert_eq!(seen.header_count("x-forwarded-user"), 1);
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
+    assert_eq!(seen.header("x-forwarded-email"), Some("alice@example.com"));
+    assert_eq!(seen.header("x-forwarded-groups"), Some("admin,editor"));
+    assert_eq!(seen.header("x-forwarded-preferred-username"), Some("alice"));
+    for (name, _) in &seen.headers {
+        assert!(
+            !name.contains('_'),
+            "an underscore variant reached the upstream: {name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn spoofed_identity_without_a_session_never_reaches_the_upstream() {
+    let s = Stack::start().await;
+    let resp = reqwest::Client::new()
+        .get(format!("{}/admin", s.gate.url()))
+        .header("X-Forwarded-User", "admin")
+        .header("X-Forwarded-Email", "admin@example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(s.upstream.count(), 0);
+}

@@ -1,0 +1,140 @@
+//! TLS termination over real sockets: HTTP/2 by ALPN, and certificates reloaded without a restart.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::support::*;
+
+fn der_of(pem_path: &std::path::Path) -> Vec<u8> {
+    use base64::Engine;
+    let pem = std::fs::read_to_string(pem_path).unwrap();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD.decode(body).unwrap()
+}
+
+/// Writes `request` over TLS (HTTP/1.1 by ALPN) and reads until the gate closes the connection (bounded).
+async fn tls_exchange_until_closed(port: u16, root_der: &[u8], request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(root_der.to_vec()))
+        .unwrap();
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.write_all(request).await.unwrap();
+    let mut bytes = Vec::new();
+    // A peer that closes without close_notify is fine here: what arrived is what counts.
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut bytes))
+        .await
+        .expect("the gate closes the connection");
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[tokio::test]
+async fn tls_termination_with_h2_by_alpn_and_certificates_reloaded_without_restart() {
+    if !have_tool("openssl", &["/usr/bin/openssl"], "openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_a, key_a) = make_cert(dir.path(), "first");
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::copy(&cert_a, &cert_path).unwrap();
+    std::fs::copy(&key_a, &key_path).unwrap();
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let public = format!("https://127.0.0.1:{port}");
+    idp.register_client(APP_ID, APP_SECRET, &public);
+    let toml = gate_toml(&public, &upstream.url(), &idp.endpoint(), "", "").replacen(
+        "[server]\n",
+        &format!(
+            "[server]\ntls_cert_file = {:?}\ntls_key_file = {:?}\n",
+            cert_path.display().to_string(),
+            key_path.display().to_string()
+        ),
+        1,
+    );
+    let config = logto_gate::Config::from_toml_str(&toml, Vec::new()).unwrap();
+    let task = tokio::spawn(logto_gate::run_with_listener(config, listener, std::future::pending()));
+
+    let client = |cert: &std::path::Path| {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(cert).unwrap()).unwrap())
+            .tls_info(true)
+            .build()
+            .unwrap()
+    };
+    let peer_cert = |r: &reqwest::Response| {
+        r.extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|t| t.peer_certificate().map(<[u8]>::to_vec))
+    };
+    let first = client(&cert_a);
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    let resp = loop {
+        match first.get(format!("{public}/_logto/healthz")).send().await {
+            Ok(r) => break r,
+            Err(e) => eprintln!("TLS not up yet: {e}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "TLS listener not up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2, "h2 negotiated by ALPN");
+    assert_eq!(peer_cert(&resp), Some(der_of(&cert_a)));
+
+    // Request smuggling is checked on the decrypted stream too.
+    let smuggled = tls_exchange_until_closed(
+        port,
+        &der_of(&cert_a),
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nAccept: application/json\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(smuggled.starts_with("HTTP/1.1 400 "), "{smuggled}");
+    assert!(
+        smuggled.contains("both Content-Length and Transfer-Encoding"),
+        "{smuggled}"
+    );
+
+    // cert-manager replaces the files: new handshakes get the new certificate, no restart.
+    let (cert_b, key_b) = make_cert(dir.path(), "second");
+    std::fs::copy(&key_b, &key_path).unwrap();
+    std::fs::copy(&cert_b, &cert_path).unwrap();
+    let second = client(&cert_b);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(r) = second.get(format!("{public}/_logto/healthz")).send().await {
+            assert_eq!(peer_cert(&r), Some(der_of(&cert_b)));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The connection made before the swap keeps working.
+    assert_eq!(
+        first
+            .get(format!("{public}/_logto/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    task.abort();
+}
