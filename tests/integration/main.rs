@@ -13,6 +13,7 @@ mod bypass;
 mod cli;
 mod conformance;
 mod deploy;
+mod dual_path;
 mod faults;
 mod forward_auth;
 mod front;
