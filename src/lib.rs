@@ -1,9 +1,10 @@
 //! logto-gate: an authenticating reverse proxy that puts Logto sign-in in front of any web app.
 //!
-//! The module tree follows the request: [`server`] accepts connections, [`gate`] runs the pipeline
-//! (classify → authenticate → challenge → rewrite → forward → respond), [`oidc`] speaks OpenID Connect to Logto,
-//! [`session`] keeps the signed-in state in encrypted cookies, [`identity`] turns claims into upstream headers,
-//! [`proxy`] forwards to the app, and [`error`] maps failures to responses by their source.
+//! The module tree follows the request: `server` accepts connections, `http1` reads and writes HTTP/1 (hyper the
+//! rest), `gate` runs the pipeline (classify → authenticate → authorize → rewrite → forward → respond), [`oidc`]
+//! speaks OpenID Connect to Logto, [`session`] keeps the signed-in state, [`identity`] turns claims into upstream
+//! headers, [`proxy`] forwards to the app, and `error` maps failures to responses by their source.
+//! docs/architecture.md draws the whole.
 #![forbid(unsafe_code)]
 // Request and config data must never be able to panic the gate: no unwrap/expect outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]

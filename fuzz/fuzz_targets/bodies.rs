@@ -210,7 +210,7 @@ pub fn framing(data: &[u8]) {
 /// An upstream's response as the lean HTTP/1.1 client reads it (`logto_gate::testing::read_response`): built from HTTP fragments
 /// like [`framing`], and read whole, in pieces and byte by byte, it must give the same answer every time; and a body
 /// framed by `Content-Length` is never longer or shorter than it says.
-/// The HTTP/1 front's reading of a request head (src/front.rs): a head it serves itself has no body and no protocol
+/// The HTTP/1 front's reading of a request head (src/http1/server.rs): a head it serves itself has no body and no protocol
 /// switch, is the head httparse (hyper's parser) reads, and is one the request-smuggling check finds unambiguous.
 pub fn front_head(data: &[u8]) {
     const FRAGMENTS: &[&[u8]] = &[

@@ -7,10 +7,10 @@
 //! secrets. The rest of the program only ever sees a validated [`Config`]; every problem found is reported as one
 //! line naming its key (`logto.app_id: missing`).
 //!
-//! The folder follows the steps: [`raw`] is the text as written, [`env`] the environment's overrides, [`load`]
+//! The folder follows the steps: `raw` is the text as written, `env` the environment's overrides, `load`
 //! merges and parses them; each section has its own `validate_<section>` (`server.rs`, `upstream.rs`, `logto.rs`,
-//! `session.rs`, `headers.rs`, `policy.rs`, `assertion.rs`, `log.rs`) over the shared checks of [`checks`];
-//! [`validate`] below runs them and the checks that span sections; [`files`] reads the files a valid
+//! `session.rs`, `headers.rs`, `policy.rs`, `assertion.rs`, `log.rs`) over the shared checks of `checks`;
+//! `validate` below runs them and the checks that span sections; `files` reads the files a valid
 //! configuration names. No validation step reads a file.
 
 use std::fmt;

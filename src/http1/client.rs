@@ -23,7 +23,7 @@
 //! HTTP/1.1 upstream that did not say `Connection: close`. Before reuse each pooled connection is asked of the kernel
 //! (a non-blocking `MSG_PEEK`) whether anything arrived: a close that has already arrived drops it, and bytes sent
 //! unasked (as bytes left over after a response) make the worker distrust its upstream and open a new connection for
-//! every request for [`DISTRUST_FOR`], since such bytes landing during the next request would be taken for its
+//! every request for a while (`pool::DISTRUST_FOR`), since such bytes landing during the next request would be taken for its
 //! answer. A close that arrives later shows as the request failing before any response byte: then, `GET` and `HEAD`
 //! being idempotent (RFC 9110 §9.2.2), the request is sent once more on a new connection.
 

@@ -128,7 +128,7 @@ impl Observer for HeadReader {
     }
 }
 
-/// What [`FramingIo`] records for a connection whose reads return `reads` in turn: the position (from 1) and kind of
+/// What `FramingIo` records for a connection whose reads return `reads` in turn: the position (from 1) and kind of
 /// the first request head with ambiguous framing. For tests and fuzzing; the answer never depends on how the same
 /// bytes are split into reads.
 pub fn first_ambiguous<'a>(

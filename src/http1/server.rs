@@ -1,9 +1,9 @@
 //! The HTTP/1.1 front (RFC 9112): the usual request is read and answered here, and the connection is handed to
 //! hyper's server for anything else.
 //!
-//! hyper's server costs about a third of a signed-in request's instructions (its dispatcher, its encoder, and the
-//! second reading of every head that the request-smuggling check needs on top of it), for generality the usual
-//! request does not use. Every HTTP/1 connection therefore starts here, and a request head is served here only when
+//! hyper's server is general (its dispatcher, its encoder, and the second reading of every head that the
+//! request-smuggling check needs on top of it) in ways the usual request does not use; `bench/README.md` says what
+//! serving it here bought. Every HTTP/1 connection therefore starts here, and a request head is served here only when
 //! - httparse (hyper's parser, with hyper's settings) reads it whole, within `server.max_header_bytes` and
 //!   [`MAX_HEADERS`] fields, with a valid method and a request target of at most [`MAX_TARGET`] bytes that parses
 //!   as a URI;

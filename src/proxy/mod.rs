@@ -2,7 +2,8 @@
 //! (WebSocket) spliced byte for byte, and bounded waits that end in 502/504 instead of a hang.
 //!
 //! Bodiless `GET` and `HEAD` requests to a plain-HTTP upstream (most of what a browser asks for) take the lean
-//! client in [`crate::http1::client`], which works inside the client connection's task; everything else takes hyper's pooled client.
+//! client in `crate::http1::client`, which works inside the client connection's task; everything else takes
+//! hyper's pooled client.
 
 pub(crate) mod forwarded;
 pub mod trusted;
@@ -30,7 +31,7 @@ use crate::metrics::Metrics;
 
 /// Headers the gate adds to a request for the app that are not in its header map yet (none of their names is):
 /// hyper's path inserts them, the lean client writes them straight into the request head, pre-rendered where they
-/// can be. Inserting each into the map (hashing its name, growing the map) was a tenth of the gate's own work.
+/// can be, instead of hashing each name into the map and growing it on every request.
 #[derive(Default)]
 pub struct Added<'a> {
     /// `X-Forwarded-*` for a request from an untrusted peer.
@@ -200,7 +201,7 @@ impl Forwarder {
         }
     }
 
-    /// A bodiless `GET` or `HEAD` through the lean client ([`h1`]), with the `added` headers written after the rest.
+    /// A bodiless `GET` or `HEAD` through the lean client ([`client`]), with the `added` headers written after the rest.
     async fn forward_lean(
         &self,
         lean: &client::Client,

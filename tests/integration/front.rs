@@ -1,4 +1,4 @@
-//! The HTTP/1.1 front (`src/front.rs`) over real sockets: the requests it answers itself, the connection handed to
+//! The HTTP/1.1 front (`src/http1/server.rs`) over real sockets: the requests it answers itself, the connection handed to
 //! hyper in the middle when a request needs it (a body, HTTP/1.0, a malformed head), and what the client sees either
 //! way: answers in order, framed by the gate, dated, closed when asked, and a request dropped when its client goes.
 
