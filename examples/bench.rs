@@ -1,24 +1,26 @@
-//! The benchmark behind README's Performance section. Run it with `bash bench/run.sh` (release build).
+//! The benchmark behind bench/README.md. Run it with `bash bench/run.sh` (release build).
 //!
-//! It starts a static upstream (nginx), nginx `proxy_pass` in front of it as the reference, the test IdP and the
-//! gate binary (release) in front of the same upstream with a session obtained through the real sign-in flow, and
-//! runs wrk against the upstream directly, the nginx proxy and the gate (with its default worker count, and with
-//! one worker), alternating A B A B over several rounds.
-//! It prints medians, p99 and the gate/nginx ratio, the gate's RSS with 1,000 idle keep-alive connections, and how
-//! much the sign-in callback adds over the IdP's own token time. A benchmark, not a test: it never fails on speed.
+//! It starts a static upstream (nginx), nginx `proxy_pass` in front of it as the reference (plain, and with TLS and
+//! HTTP/2), the test IdP and the gate binary (release) in front of the same upstream with a session obtained through
+//! the real sign-in flow, and alternates gate and nginx round by round: HTTP/1.1 with wrk (also against the
+//! upstream directly and a one-worker gate), HTTP/1.1 and HTTP/2 inside TLS and a 64 MiB download with h2load.
+//! Then it opens up to 10,000 idle connections (HTTP/1.1 keep-alive, HTTP/2, WebSocket tunnels) to a fresh nginx and
+//! a fresh gate and reports the memory each costs. It prints medians and gate/nginx ratios, and how much the sign-in
+//! callback adds over the IdP's own token time. A benchmark, not a test: it never fails on speed.
 //! `--perf` measures CPU time, syscalls (and mallocs) per request and records a profile instead; `--callgrind`
 //! counts user-space instructions per request under valgrind.
 
 #[path = "../tests/support/idp.rs"]
 mod idp;
+#[path = "bench/rows.rs"]
+mod rows;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 const SECONDS: u32 = 5;
 const CONNECTIONS: u32 = 32;
 const APP_ID: &str = "bench-app";
@@ -90,7 +92,7 @@ fn nginx_conf(dir: &Path, name: &str, workers: &str, server: &str, master: bool)
     let p = prefix.display();
     let conf = format!(
         "daemon off; master_process {}; worker_processes {workers}; pid {p}/nginx.pid; error_log {p}/error.log crit;\n\
-         events {{ worker_connections 4096; }}\n\
+         worker_rlimit_nofile 65536; events {{ worker_connections 30000; }}\n\
          http {{ access_log off; client_body_temp_path {p}/b; proxy_temp_path {p}/p; fastcgi_temp_path {p}/f;\n\
          uwsgi_temp_path {p}/u; scgi_temp_path {p}/s; keepalive_requests 1000000;\n{server}\n}}\n",
         if master { "on" } else { "off" }
@@ -177,6 +179,32 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// This process's limit on open files (the soft one).
+fn open_files_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(1024)
+}
+
+/// The child processes of `pid` (an nginx master's workers).
+fn children(pid: u32) -> Vec<u32> {
+    Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Follows redirects by hand (cookie jar included) until a URL starting with `stop` is next.
 async fn follow_until(client: &reqwest::Client, start: &str, stop: &str) -> String {
     let mut url: reqwest::Url = start.parse().expect("url");
@@ -203,8 +231,12 @@ async fn follow_until(client: &reqwest::Client, start: &str, stop: &str) -> Stri
 
 #[tokio::main]
 async fn main() {
+    if std::env::args().any(|a| a == "--websocket-echo") {
+        return rows::serve_websocket_echo().await;
+    }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let gate_bin = root.join("target/release/logto-gate");
+    // `BENCH_GATE`: another build of the gate to measure (two builds compare under the same harness).
+    let gate_bin = std::env::var_os("BENCH_GATE").map_or_else(|| root.join("target/release/logto-gate"), PathBuf::from);
     assert!(
         gate_bin.exists(),
         "build the gate first: cargo build --release (bench/run.sh does)"
@@ -213,6 +245,12 @@ async fn main() {
 
     // Static upstream and the nginx reference proxy.
     let (up_port, proxy_port, gate_port, gate1_port) = (free_port(), free_port(), free_port(), free_port());
+    let (proxy_tls_port, gate_tls_port) = (free_port(), free_port());
+    let (cert, key) = rows::throwaway_cert(dir.path());
+    // The large download: 64 MiB the upstream serves from disk.
+    std::fs::write(dir.path().join("big.bin"), vec![0x5a_u8; 64 << 20]).expect("big file");
+    let (ws_port, ws_echo) = rows::websocket_echo_process();
+    let _ws_echo = Killed(ws_echo);
     std::fs::write(
         dir.path().join("index.html"),
         "<!DOCTYPE html><p>hello from the upstream</p>\n",
@@ -234,9 +272,44 @@ async fn main() {
              proxy_set_header Connection \"\"; }} }}"
         )
     };
-    let _proxy = nginx(dir.path(), "proxy", "auto", &proxy_server(proxy_port));
-    wait_port(up_port);
-    wait_port(proxy_port);
+    let proxied = "proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\";";
+    let tls_server = format!(
+        "server {{ listen 127.0.0.1:{proxy_tls_port} ssl http2; ssl_certificate {}; ssl_certificate_key {};\n\
+         location / {{ {proxied} }} }}",
+        cert.display(),
+        key.display()
+    );
+    let _proxy = nginx(
+        dir.path(),
+        "proxy",
+        "auto",
+        &format!("{}\n{tls_server}", proxy_server(proxy_port)),
+    );
+    // For the memory rows, a fresh nginx for each kind of connection, with the WebSocket tunnel and HTTP/2 without
+    // TLS: its plain and HTTP/2 ports.
+    let websocket = format!(
+        "location /ws/ {{ proxy_pass http://127.0.0.1:{ws_port}; proxy_http_version 1.1;\n\
+         proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\"; proxy_read_timeout 300s; }}"
+    );
+    let fresh_nginx = |name: &str| {
+        let (plain, h2) = (free_port(), free_port());
+        let group = nginx(
+            dir.path(),
+            name,
+            "auto",
+            &format!(
+                "upstream up {{ server 127.0.0.1:{up_port}; keepalive 64; }}\n\
+                 server {{ listen 127.0.0.1:{plain}; location / {{ {proxied} }} {websocket} }}\n\
+                 server {{ listen 127.0.0.1:{h2} http2; location / {{ {proxied} }} }}"
+            ),
+        );
+        wait_port(plain);
+        wait_port(h2);
+        (group, plain, h2)
+    };
+    for port in [up_port, proxy_port, proxy_tls_port] {
+        wait_port(port);
+    }
 
     // The IdP and the gate (release binary) with the access log off, as nginx's.
     let idp = idp::Idp::start(idp::IdpOptions::default());
@@ -275,8 +348,39 @@ async fn main() {
             .spawn()
             .expect("gate binary"),
     );
-    wait_port(gate_port);
-    wait_port(gate1_port);
+    // The same gate terminating TLS, and a fresh one for the memory rows with the WebSocket route.
+    let _gate_tls = Killed(
+        Command::new(&gate_bin)
+            .arg("--config")
+            .arg(&config)
+            .env("LOGTO_GATE_SERVER__LISTEN", format!("127.0.0.1:{gate_tls_port}"))
+            .env("LOGTO_GATE_SERVER__TLS_CERT_FILE", &cert)
+            .env("LOGTO_GATE_SERVER__TLS_KEY_FILE", &key)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("gate binary"),
+    );
+    let config_mem = dir.path().join("gate-mem.toml");
+    let mem_toml = std::fs::read_to_string(&config).expect("gate config")
+        + &format!("[[upstreams]]\nprefix = \"/ws\"\nurl = \"http://127.0.0.1:{ws_port}\"\n");
+    std::fs::write(&config_mem, mem_toml).expect("gate config");
+    let fresh_gate = || {
+        let port = free_port();
+        let gate = Killed(
+            Command::new(&gate_bin)
+                .arg("--config")
+                .arg(&config_mem)
+                .env("LOGTO_GATE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("gate binary"),
+        );
+        wait_port(port);
+        (gate, port)
+    };
+    for port in [gate_port, gate1_port, gate_tls_port] {
+        wait_port(port);
+    }
 
     // A session through the real sign-in flow, and the callback's cost over the IdP's own token time.
     let mut callback_ms = Vec::new();
@@ -545,8 +649,38 @@ async fn main() {
         );
         return;
     }
+    let tls = |port: u16, path: &str| format!("https://127.0.0.1:{port}{path}");
+    // Inside TLS, gate and nginx each: HTTP/1.1, HTTP/2 with ten streams per connection, and the large download.
+    let tls_rows: [(&str, &[&str], String, String); 3] = [
+        (
+            "HTTP/1.1 inside TLS (h2load --h1 -c32), req/s",
+            &["--h1", "-c32", "-D5"],
+            tls(proxy_tls_port, "/index.html"),
+            tls(gate_tls_port, "/index.html"),
+        ),
+        (
+            "HTTP/2 over TLS (h2load -c32 -m10), req/s",
+            &["-c32", "-m10", "-D5"],
+            tls(proxy_tls_port, "/index.html"),
+            tls(gate_tls_port, "/index.html"),
+        ),
+        (
+            "64 MiB download through the proxy (TLS, HTTP/1.1), MB/s",
+            &["--h1", "-c1", "-n4"],
+            tls(proxy_tls_port, "/big.bin"),
+            tls(gate_tls_port, "/big.bin"),
+        ),
+    ];
+    let http1_only = std::env::args().any(|a| a == "--http1");
+    // `--memory`: the memory rows alone.
+    let rounds = if std::env::args().any(|a| a == "--memory") {
+        0
+    } else {
+        ROUNDS
+    };
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
-    for round in 0..ROUNDS {
+    let mut tls_runs: Vec<[Vec<f64>; 2]> = vec![[Vec::new(), Vec::new()]; tls_rows.len()];
+    for round in 0..rounds {
         for (i, (name, url, c)) in targets.iter().enumerate() {
             let r = wrk(url, *c);
             eprintln!(
@@ -558,47 +692,98 @@ async fn main() {
             );
             runs[i].push(r);
         }
+        // `--http1`: the HTTP/1.1 rows alone.
+        for (row, (name, args, nginx_url, gate_url)) in tls_rows.iter().enumerate().filter(|_| !http1_only) {
+            for (side, (url, c)) in [(nginx_url, None), (gate_url, Some(cookie.as_str()))]
+                .into_iter()
+                .enumerate()
+            {
+                let load = rows::h2load(args, url, c);
+                let value = if row == 2 { load.mb_per_s } else { load.rps };
+                eprintln!("round {}: {name}: {} {value:.0}", round + 1, ["nginx", "gate"][side]);
+                tls_runs[row][side].push(value);
+            }
+        }
     }
 
-    // RSS with 1,000 idle keep-alive connections.
-    let rss_before = rss_kib(gate_pid);
-    let mut idle = Vec::new();
-    for _ in 0..1000 {
-        let mut s = TcpStream::connect(("127.0.0.1", gate_port)).expect("connect");
-        s.write_all(b"GET /_logto/healthz HTTP/1.1\r\nHost: bench\r\n\r\n")
-            .expect("write");
-        let mut buf = [0u8; 512];
-        let _ = s.read(&mut buf);
-        idle.push(s);
+    // Memory per idle connection, on the fresh nginx and gate: 10,000 of each kind, or as many as the descriptor
+    // limit allows (each needs one here and one in the proxy, and a tunnel one more in the proxy, to the upstream).
+    let limit = open_files_limit().saturating_sub(2000);
+    let mut memory = Vec::new();
+    for (i, kind) in [rows::Idle::Http1, rows::Idle::Http2, rows::Idle::WebSocket]
+        .into_iter()
+        .enumerate()
+        .filter(|_| !http1_only)
+    {
+        // Fresh processes each time: memory another kind's connections left free would hide this kind's.
+        let (proxy_mem, plain, h2) = fresh_nginx(&format!("proxy-mem-{i}"));
+        let nginx_port = if matches!(kind, rows::Idle::Http2) { h2 } else { plain };
+        let nginx_pids: Vec<u32> = std::iter::once(proxy_mem.0.id())
+            .chain(children(proxy_mem.0.id()))
+            .collect();
+        let (gate_mem, gate_mem_port) = fresh_gate();
+        let gate_pids = [gate_mem.0.id()];
+        let idle_count = match kind {
+            rows::Idle::WebSocket => limit / 2,
+            _ => limit,
+        }
+        .min(10_000);
+        let nginx_kib = rows::per_idle_connection(kind, &nginx_pids, nginx_port, None, idle_count).await;
+        let gate_kib =
+            rows::per_idle_connection(kind, &gate_pids, gate_mem_port, Some(cookie.as_str()), idle_count).await;
+        eprintln!("memory, idle {kind:?}: nginx {nginx_kib:.2} KiB, gate {gate_kib:.2} KiB per connection");
+        memory.push((kind, idle_count, nginx_kib, gate_kib));
     }
-    std::thread::sleep(Duration::from_millis(500));
-    let rss_idle = rss_kib(gate_pid);
-    drop(idle);
 
+    let med: Vec<(f64, f64, f64)> = runs
+        .iter()
+        .map(|r| {
+            (
+                median(r.iter().map(|r| r.rps).collect()),
+                median(r.iter().map(|r| r.p50_ms).collect()),
+                median(r.iter().map(|r| r.p99_ms).collect()),
+            )
+        })
+        .collect();
     println!();
-    println!("| target (wrk -t1 -c{CONNECTIONS}, {ROUNDS}x{SECONDS}s, medians) | req/s | p50 | p99 |");
+    println!("| benchmark (medians of {ROUNDS} alternated rounds) | nginx (no auth) | logto-gate (signed in) | gate / nginx |");
     println!("|---|---:|---:|---:|");
-    let mut med = Vec::new();
-    for (i, (name, _, _)) in targets.iter().enumerate() {
-        let rps = median(runs[i].iter().map(|r| r.rps).collect());
-        let p50 = median(runs[i].iter().map(|r| r.p50_ms).collect());
-        let p99 = median(runs[i].iter().map(|r| r.p99_ms).collect());
-        println!("| {name} | {rps:.0} | {p50:.2} ms | {p99:.2} ms |");
-        med.push((rps, p99));
+    println!(
+        "| HTTP/1.1, wrk -t1 -c{CONNECTIONS} -d{SECONDS}s | {:.0} req/s, p99 {:.2} ms | {:.0} req/s, p99 {:.2} ms | {:.2} |",
+        med[1].0,
+        med[1].2,
+        med[2].0,
+        med[2].2,
+        med[2].0 / med[1].0.max(1.0)
+    );
+    for (row, (name, ..)) in tls_rows.iter().enumerate().filter(|_| !http1_only) {
+        let (n, g) = (median(tls_runs[row][0].clone()), median(tls_runs[row][1].clone()));
+        println!("| {name} | {n:.0} | {g:.0} | {:.2} |", g / n.max(1.0));
     }
-    println!();
-    for (gate, label) in [(2, "gate"), (3, "gate (workers = 1)")] {
+    for (kind, idle_count, n, g) in &memory {
+        let what = match kind {
+            rows::Idle::Http1 => "HTTP/1.1 keep-alive connection after one request",
+            rows::Idle::Http2 => "HTTP/2 connection after one request",
+            rows::Idle::WebSocket => "WebSocket tunnel after one message",
+        };
         println!(
-            "{label} / nginx: {:.2}x req/s, p99 {:.2} ms vs {:.2} ms",
-            med[gate].0 / med[1].0.max(1.0),
-            med[gate].1,
-            med[1].1
+            "| memory per idle {what} ({idle_count} connections), KiB | {n:.2} | {g:.2} | {:.2} |",
+            g / n.max(0.01)
         );
     }
+    println!();
+    println!("| HTTP/1.1 target (wrk -t1 -c{CONNECTIONS}, {ROUNDS}x{SECONDS}s, medians) | req/s | p50 | p99 |");
+    println!("|---|---:|---:|---:|");
+    for (i, (name, _, _)) in targets.iter().enumerate() {
+        println!("| {name} | {:.0} | {:.2} ms | {:.2} ms |", med[i].0, med[i].1, med[i].2);
+    }
     println!(
-        "gate RSS: {} KiB after the load, {} KiB with 1,000 idle keep-alive connections",
-        rss_before, rss_idle
+        "gate (workers = 1) / nginx: {:.2}x req/s, p99 {:.2} ms vs {:.2} ms",
+        med[3].0 / med[1].0.max(1.0),
+        med[3].2,
+        med[1].2
     );
+    println!("gate RSS after the load: {} KiB", rss_kib(gate_pid));
     let (cb, tk) = (median(callback_ms), median(token_ms));
     println!(
         "sign-in callback: {cb:.2} ms at the gate, {tk:.2} ms for the IdP's token request alone: {:.2} ms added",

@@ -243,42 +243,48 @@ async fn accept_until_stopped(
 
 /// Serves one accepted connection (TLS first when configured). Nothing is allocated for hyper until the client
 /// has sent its first bytes, and the wait for them is bounded by `server.header_read_timeout` like a request head.
-async fn connection(
+/// An `async move` block rather than an `async fn`, which would keep a second copy of the arguments in the
+/// connection's state for its whole life.
+#[allow(clippy::manual_async_fn)] // deliberately, see above
+fn connection(
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     shared: Arc<Shared>,
     gate: Arc<WorkerGate>,
     registration: Registration,
-) {
-    let limits = &shared.limits;
-    let peeked = match &shared.tls {
-        None => match before_first_request(sniff::peek_protocol(&stream), limits, &registration).await {
-            Some(peeked) => peeked,
-            None => return,
-        },
-        Some(_) => None,
-    };
-    let tcp = ActivityIo::new(stream, Arc::clone(registration.activity()));
-    let client = Client {
-        gate: &gate,
-        peer,
-        registration: &registration,
-        shared: &shared,
-    };
-    match &shared.tls {
-        None => client.serve(peeked, Prefixed::new(tcp)).await,
-        // Boxed: the TLS state is large, and held inline it would enlarge every plain connection's task too.
-        Some(acceptor) => {
-            Box::pin(async {
-                let tls_stream = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls_stream)) => tls_stream,
-                    Ok(Err(e)) => return tracing::debug!(error = %e, %peer, "TLS handshake failed"),
-                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                };
-                let alpn = sniff::alpn_protocol(tls_stream.get_ref().1.alpn_protocol());
-                client.serve(alpn, Prefixed::new(tls_stream)).await
-            })
-            .await
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let limits = &shared.limits;
+        let peeked = match &shared.tls {
+            None => match before_first_request(sniff::peek_protocol(&stream), limits, &registration).await {
+                Some(peeked) => peeked,
+                None => return,
+            },
+            Some(_) => None,
+        };
+        let tcp = ActivityIo::new(stream, Arc::clone(registration.activity()));
+        let client = Client {
+            gate: &gate,
+            peer,
+            registration: &registration,
+            shared: &shared,
+        };
+        match &shared.tls {
+            None => client.serve(peeked, Prefixed::new(tcp)).await,
+            // Boxed: the TLS state is large, and held inline it would enlarge every plain connection's task too.
+            Some(acceptor) => {
+                Box::pin(async {
+                    let tls_stream = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await
+                    {
+                        Ok(Ok(tls_stream)) => tls_stream,
+                        Ok(Err(e)) => return tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                    };
+                    let alpn = sniff::alpn_protocol(tls_stream.get_ref().1.alpn_protocol());
+                    client.serve(alpn, Prefixed::new(tls_stream)).await
+                })
+                .await
+            }
         }
     }
 }
@@ -318,63 +324,66 @@ struct Client<'a> {
 impl Client<'_> {
     /// Serves `io` with the protocol its client speaks: `known` (by ALPN or a peek), or else read from its first
     /// bytes. HTTP/1 starts in the front ([`crate::http1::server`]) and goes to hyper's server when the front hands it over.
-    async fn serve<I>(&self, known: Option<Protocol>, mut io: Prefixed<I>)
+    fn serve<I>(&self, known: Option<Protocol>, io: Prefixed<I>) -> impl Future<Output = ()> + '_
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let limits = &self.shared.limits;
-        let protocol = match known {
-            Some(protocol) => protocol,
-            None => match before_first_request(io.read_protocol(), limits, self.registration).await {
+        async move {
+            let mut io = io;
+            let limits = &self.shared.limits;
+            let protocol = match known {
                 Some(protocol) => protocol,
-                None => return,
-            },
-        };
-        match protocol {
-            Protocol::Http1 => {
-                let gate = self.gate;
-                let handle = |req, peer| Gate::handle(Arc::clone(gate), req, peer);
-                let front = Front {
-                    handle: &handle,
-                    peer: self.peer,
-                    registration: self.registration,
-                    header_read_timeout: limits.header_read_timeout,
-                    max_header_bytes: limits.max_header_bytes,
-                    largest_head: limits.largest_head(),
-                };
-                let (io, unanswered) = match front::serve(io, front).await {
-                    Ended::Closed => return,
-                    Ended::HandOff(io, unanswered) => (io, unanswered),
-                };
-                // The smuggling check follows the connection from the head handed over on.
-                let framing = Watch::default();
-                let io = framing_io(
-                    Prefixed::replaying(io, unanswered),
-                    framing.clone(),
-                    limits.largest_head(),
-                );
-                let conn = self
-                    .shared
-                    .protocols
-                    .http1
-                    .serve_connection(TokioIo::new(io), self.service(Some(framing)))
-                    .with_upgrades();
-                // Boxed: only connections handed over need hyper's state.
-                Box::pin(drive(
-                    conn,
-                    http1::UpgradeableConnection::graceful_shutdown,
-                    self.registration,
-                ))
-                .await
-            }
-            // Boxed: HTTP/2's state would otherwise enlarge every HTTP/1 connection's task.
-            Protocol::Http2 => {
-                let conn = self
-                    .shared
-                    .protocols
-                    .http2
-                    .serve_connection(TokioIo::new(io), self.service(None));
-                Box::pin(drive(conn, http2::Connection::graceful_shutdown, self.registration)).await
+                None => match before_first_request(io.read_protocol(), limits, self.registration).await {
+                    Some(protocol) => protocol,
+                    None => return,
+                },
+            };
+            match protocol {
+                Protocol::Http1 => {
+                    let gate = self.gate;
+                    let handle = |req, peer| Gate::handle(Arc::clone(gate), req, peer);
+                    let front = Front {
+                        handle: &handle,
+                        peer: self.peer,
+                        registration: self.registration,
+                        header_read_timeout: limits.header_read_timeout,
+                        max_header_bytes: limits.max_header_bytes,
+                        largest_head: limits.largest_head(),
+                    };
+                    let (io, unanswered) = match front::serve(io, front).await {
+                        Ended::Closed => return,
+                        Ended::HandOff(io, unanswered) => (io, unanswered),
+                    };
+                    // The smuggling check follows the connection from the head handed over on.
+                    let framing = Watch::default();
+                    let io = framing_io(
+                        Prefixed::replaying(io, unanswered),
+                        framing.clone(),
+                        limits.largest_head(),
+                    );
+                    let conn = self
+                        .shared
+                        .protocols
+                        .http1
+                        .serve_connection(TokioIo::new(io), self.service(Some(framing)))
+                        .with_upgrades();
+                    // Boxed: only connections handed over need hyper's state.
+                    Box::pin(drive(
+                        conn,
+                        http1::UpgradeableConnection::graceful_shutdown,
+                        self.registration,
+                    ))
+                    .await
+                }
+                // Boxed: HTTP/2's state would otherwise enlarge every HTTP/1 connection's task.
+                Protocol::Http2 => {
+                    let conn = self
+                        .shared
+                        .protocols
+                        .http2
+                        .serve_connection(TokioIo::new(io), self.service(None));
+                    Box::pin(drive(conn, http2::Connection::graceful_shutdown, self.registration)).await
+                }
             }
         }
     }

@@ -86,42 +86,75 @@ pub enum Ended<I> {
 }
 
 /// Serves `io` until it closes or a request needs hyper; see the module docs.
-pub async fn serve<I, H, F>(mut io: I, front: Front<'_, H>) -> Ended<I>
+///
+/// An `async move` block rather than an `async fn`, which would keep a second copy of `io` and `front` in every
+/// connection's state for as long as the connection lives.
+#[allow(clippy::manual_async_fn)] // deliberately, see above
+pub fn serve<'a, I, H, F>(io: I, front: Front<'a, H>) -> impl Future<Output = Ended<I>> + 'a
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + Unpin + 'a,
     H: Fn(Request<Body>, SocketAddr) -> F,
     F: Future<Output = Response<Body>>,
 {
-    let mut conn = Conn::default();
-    loop {
-        let head = match conn.read_head(&mut io, &front).await {
-            Next::Head(head) => head,
-            Next::HandOff => return Ended::HandOff(io, conn.buf.freeze()),
-            Next::Close => return Ended::Closed,
-        };
-        let head_only = head.request.method() == Method::HEAD;
-        let handling = (front.handle)(head.request, front.peer);
-        let Some(resp) = conn.await_answer(&mut io, handling, front.largest_head).await else {
-            return Ended::Closed;
-        };
-        let keep_alive = head.keep_alive && !front.registration.finishing();
-        match conn.write_answer(&mut io, resp, head_only, keep_alive).await {
-            Ok(true) => {}
-            Ok(false) => {
-                let _ = crate::deadlines::timeout_at(Instant::now() + front.header_read_timeout, io.shutdown()).await;
-                return Ended::Closed;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "writing an answer failed");
+    async move {
+        let mut io = io;
+        let mut conn = Conn::default();
+        loop {
+            let head = match conn.read_head(&mut io, &front).await {
+                Next::Head(head) => head,
+                Next::HandOff => return Ended::HandOff(io, conn.buf.freeze()),
+                Next::Close => return Ended::Closed,
+            };
+            // Boxed, once per request: the pipeline's state and the writing are most of a connection's state, and
+            // held inline they would stay allocated for as long as the connection waits for its next request.
+            if !Box::pin(answer(&mut conn, &mut io, head, &front)).await {
                 return Ended::Closed;
             }
         }
     }
 }
 
-/// A connection's buffers, kept from one request to the next.
+/// Answers the request of `head`; `false` when the connection is to be closed (and has been shut down, if the
+/// answer said so).
+async fn answer<I, H, F>(conn: &mut Conn, io: &mut I, head: Head, front: &Front<'_, H>) -> bool
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    H: Fn(Request<Body>, SocketAddr) -> F,
+    F: Future<Output = Response<Body>>,
+{
+    let head_only = head.request.method() == Method::HEAD;
+    let handling = (front.handle)(head.request, front.peer);
+    let Some(resp) = conn.await_answer(io, handling, front.largest_head).await else {
+        return false;
+    };
+    let keep_alive = head.keep_alive && !front.registration.finishing();
+    match conn.write_answer(io, resp, head_only, keep_alive).await {
+        Ok(true) => true,
+        Ok(false) => {
+            let _ = crate::deadlines::timeout_at(Instant::now() + front.header_read_timeout, io.shutdown()).await;
+            false
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "writing an answer failed");
+            false
+        }
+    }
+}
+
+/// At most this many connections' buffers wait in a worker's spare list ([`Conn::park`]).
+const MAX_SPARE: usize = 64;
+
+thread_local! {
+    /// Buffers of connections that wait for a request, for the next connection of this worker that has one.
+    static SPARE: std::cell::RefCell<Vec<Conn>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A connection's buffers, kept from one request to the next while requests keep coming; a connection that waits
+/// for its next request parks them in its worker's spare list and holds none ([`Conn::park`]).
 #[derive(Default)]
 struct Conn {
+    /// The buffers are in the spare list (or gone); the fields below are empty.
+    parked: bool,
     /// Read from the client and not yet served: a head, its beginning, or pipelined heads.
     buf: BytesMut,
     /// Where each field of the head being read lies.
@@ -180,12 +213,19 @@ impl Conn {
                 }
             }
             let room = front.largest_head - self.buf.len();
-            // Takes the whole buffer back once the last request's fields (which share it) are gone.
-            self.buf.reserve(room.min(FIRST_BUFFER));
             let waited = poll_fn(|cx| {
+                if self.parked {
+                    self.unpark();
+                }
+                // Takes the whole buffer back once the last request's fields (which share it) are gone.
+                self.buf.reserve(room.min(FIRST_BUFFER));
                 let mut limited = (&mut self.buf).limit(room);
                 if let Poll::Ready(read) = tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut limited) {
                     return Poll::Ready(Wait::Read(read));
+                }
+                // Nothing of a request yet: the connection waits without buffers, as nginx's do.
+                if self.buf.is_empty() {
+                    self.park();
                 }
                 if front.registration.poll_finish(cx).is_ready() {
                     return Poll::Ready(Wait::Finish);
@@ -210,6 +250,27 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// Hands this connection's buffers (empty of requests) to its worker's spare list, for a connection that has a
+    /// request to read; an idle keep-alive connection then holds no buffer at all. Dropped when the list is full.
+    fn park(&mut self) {
+        let mut buffers = std::mem::take(self);
+        if buffers.out.capacity() > COALESCE {
+            buffers.out = Vec::new();
+        }
+        SPARE.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < MAX_SPARE {
+                spare.push(buffers);
+            }
+        });
+        self.parked = true;
+    }
+
+    /// Takes buffers back from the worker's spare list (or starts with empty ones).
+    fn unpark(&mut self) {
+        *self = SPARE.with(|spare| spare.borrow_mut().pop()).unwrap_or_default();
     }
 
     /// Reads the head at the start of the buffer, if it is whole, and takes it out of the buffer when it is served
