@@ -349,7 +349,7 @@ async fn main() {
             .expect("gate binary"),
     );
     // The same gate terminating TLS, and a fresh one for the memory rows with the WebSocket route.
-    let _gate_tls = Killed(
+    let gate_tls = Killed(
         Command::new(&gate_bin)
             .arg("--config")
             .arg(&config)
@@ -553,9 +553,22 @@ async fn main() {
                     .join(",")
             })
             .unwrap_or_default();
-        for (name, pids, target) in [
-            ("nginx proxy_pass", proxy_workers, &targets[1]),
-            ("logto-gate", gate_pid.to_string(), &targets[2]),
+        let tls_url = |port: u16| format!("https://127.0.0.1:{port}/index.html");
+        for (name, pids, target, tls) in [
+            ("nginx proxy_pass", proxy_workers.clone(), &targets[1], None),
+            ("logto-gate", gate_pid.to_string(), &targets[2], None),
+            (
+                "nginx proxy_pass, TLS",
+                proxy_workers,
+                &targets[1],
+                Some(tls_url(proxy_tls_port)),
+            ),
+            (
+                "logto-gate, TLS",
+                gate_tls.0.id().to_string(),
+                &targets[2],
+                Some(tls_url(gate_tls_port)),
+            ),
         ] {
             let stat = Command::new("perf")
                 .args(["stat", "-x,", "-e", events, "-p", &pids])
@@ -576,8 +589,36 @@ async fn main() {
                     })
                     .fold((0.0, 0.0), |(u, s), (du, ds)| (u + du, s + ds))
             };
+            // CPU ticks per thread (name, ticks) of the first process: how evenly its workers share the load.
+            let threads = |pid: &str| -> Vec<(String, f64)> {
+                let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                    return Vec::new();
+                };
+                let mut out: Vec<(String, f64)> = dir
+                    .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
+                    .filter_map(|stat| {
+                        let name = stat.split_once('(')?.1.rsplit_once(')')?.0.to_owned();
+                        let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+                        Some((
+                            name,
+                            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?,
+                        ))
+                    })
+                    .collect();
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                out
+            };
+            let first_pid = pids.split(',').next().unwrap_or("").to_owned();
+            let threads_before = threads(&first_pid);
             let before = times(&pids);
-            let r = wrk(&target.1, target.2);
+            // HTTP/1.1 inside TLS through h2load, as the table's row.
+            let r = match &tls {
+                None => wrk(&target.1, target.2),
+                Some(url) => Run {
+                    rps: rows::h2load(&["--h1", "-c32", "-D5"], url, target.2).rps,
+                    ..Run::default()
+                },
+            };
             let after = times(&pids);
             let _ = Command::new("kill").args(["-INT", &stat.id().to_string()]).status();
             let out = stat.wait_with_output().expect("perf stat");
@@ -602,6 +643,15 @@ async fn main() {
             );
             if malloc_probe {
                 print!(", {:.1} mallocs per request", count("probe_libc:malloc") / requests);
+            }
+            let busy: Vec<String> = threads(&first_pid)
+                .into_iter()
+                .zip(threads_before)
+                .filter(|((_, after), (_, before))| after - before > 10.0)
+                .map(|((name, after), (_, before))| format!("{name} {:.1} s", (after - before) / 100.0))
+                .collect();
+            if !busy.is_empty() {
+                print!(" [{}]", busy.join(", "));
             }
             println!(" ({:.0} req/s)", r.rps);
         }

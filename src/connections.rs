@@ -46,6 +46,10 @@ impl OpenCount {
 pub struct Connections {
     idle_timeout: Duration,
     count: Arc<OpenCount>,
+    /// Connections this worker serves or has been handed and not registered yet: what the workers compare when
+    /// one hands a new connection to the least loaded ([`Connections::load`]). Read by other workers, and shown as
+    /// a metric.
+    load: Arc<AtomicUsize>,
     inner: Mutex<Inner>,
 }
 
@@ -86,11 +90,12 @@ pub struct Registration {
 }
 
 impl Connections {
-    /// A worker's connections, counted in `count` too.
-    pub fn new(idle_timeout: Duration, count: Arc<OpenCount>) -> Arc<Self> {
+    /// A worker's connections, counted in `count` too, and in `load` with those handed to it.
+    pub fn new(idle_timeout: Duration, count: Arc<OpenCount>, load: Arc<AtomicUsize>) -> Arc<Self> {
         Arc::new(Connections {
             idle_timeout,
             count,
+            load,
             inner: Mutex::new(Inner::default()),
         })
     }
@@ -100,8 +105,25 @@ impl Connections {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// How many connections this worker serves, counting those handed to it and not registered yet.
+    pub fn load(&self) -> usize {
+        self.load.load(Ordering::Relaxed)
+    }
+
+    /// Counts a connection handed to this worker before it arrives ([`Connections::register_handed`]).
+    pub fn expect_handed(&self) {
+        self.load.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Registers a connection another worker handed here (already counted by [`Connections::expect_handed`]).
+    pub fn register_handed(self: &Arc<Self>) -> Registration {
+        self.load.fetch_sub(1, Ordering::Relaxed);
+        self.register()
+    }
+
     /// Registers a new connection, whose byte counter is the registration's [`Registration::activity`].
     pub fn register(self: &Arc<Self>) -> Registration {
+        self.load.fetch_add(1, Ordering::Relaxed);
         let activity = Arc::new(Activity::new());
         let signal = Arc::new(Signal::default());
         self.count.open.fetch_add(1, Ordering::AcqRel);
@@ -201,6 +223,7 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.connections.lock().open.remove(&self.id);
+        self.connections.load.fetch_sub(1, Ordering::Relaxed);
         let count = &self.connections.count;
         if count.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             count.all_closed.notify_waiters();
@@ -214,7 +237,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_connections_are_told_to_finish_busy_ones_are_not() {
-        let connections = Connections::new(Duration::from_secs(4), Arc::default());
+        let connections = Connections::new(Duration::from_secs(4), Arc::default(), Arc::default());
         let (_stop_tx, stop) = watch::channel(false);
         tokio::spawn(Arc::clone(&connections).sweep(stop));
         let busy = connections.register();
@@ -237,7 +260,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_tells_every_connection_including_later_ones() {
-        let connections = Connections::new(Duration::from_secs(3600), Arc::default());
+        let connections = Connections::new(Duration::from_secs(3600), Arc::default(), Arc::default());
         let (stop_tx, stop) = watch::channel(false);
         let sweeper = tokio::spawn(Arc::clone(&connections).sweep(stop));
         let before = connections.register();
@@ -254,7 +277,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_gone_server_counts_as_shutdown() {
-        let connections = Connections::new(Duration::from_secs(3600), Arc::default());
+        let connections = Connections::new(Duration::from_secs(3600), Arc::default(), Arc::default());
         let (stop_tx, stop) = watch::channel(false);
         let registered = connections.register();
         tokio::spawn(Arc::clone(&connections).sweep(stop));
@@ -267,8 +290,8 @@ mod tests {
     #[tokio::test]
     async fn the_open_count_spans_workers_and_says_when_all_closed() {
         let count = Arc::new(OpenCount::default());
-        let first = Connections::new(Duration::from_secs(60), Arc::clone(&count));
-        let second = Connections::new(Duration::from_secs(60), Arc::clone(&count));
+        let first = Connections::new(Duration::from_secs(60), Arc::clone(&count), Arc::default());
+        let second = Connections::new(Duration::from_secs(60), Arc::clone(&count), Arc::default());
         let (a, b) = (first.register(), second.register());
         assert_eq!(count.get(), 2);
         let waiting = tokio::spawn({

@@ -6,7 +6,8 @@
 //! a latency lands in one histogram bucket, made cumulative only for the exposition.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Route classes requests are counted by.
@@ -56,6 +57,8 @@ struct Shard {
     /// Latencies in each bucket alone (not cumulative); the last is above every bound.
     upstream_buckets: [AtomicU64; BUCKETS.len() + 1],
     upstream_sum_micros: AtomicU64,
+    /// The client connections the worker serves now (kept by [`crate::connections::Connections`]).
+    connections: Arc<AtomicUsize>,
 }
 
 impl Shard {
@@ -66,6 +69,7 @@ impl Shard {
                 .collect(),
             upstream_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             upstream_sum_micros: AtomicU64::new(0),
+            connections: Arc::default(),
         }
     }
 }
@@ -99,6 +103,11 @@ impl Metrics {
             active_upgrades: AtomicI64::new(0),
             upgrades_done: tokio::sync::Notify::new(),
         }
+    }
+
+    /// The gauge of the client connections worker `index` serves, for its connections to keep.
+    pub fn worker_connections(&self, index: usize) -> Arc<AtomicUsize> {
+        Arc::clone(&self.shards[index % self.shards.len()].connections)
     }
 
     /// The current worker's shard.
@@ -232,6 +241,15 @@ impl Metrics {
         out.push_str("# HELP logto_gate_active_upgrades Upgraded connections (WebSocket) being relayed now.\n");
         out.push_str("# TYPE logto_gate_active_upgrades gauge\n");
         let _ = writeln!(out, "logto_gate_active_upgrades {}", self.active_upgrades());
+        out.push_str("# HELP logto_gate_worker_connections Client connections each worker thread serves now.\n");
+        out.push_str("# TYPE logto_gate_worker_connections gauge\n");
+        for (worker, shard) in self.shards.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "logto_gate_worker_connections{{worker=\"{worker}\"}} {}",
+                shard.connections.load(Ordering::Relaxed)
+            );
+        }
         out
     }
 }

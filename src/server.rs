@@ -25,7 +25,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::activity::ActivityIo;
@@ -65,9 +65,10 @@ impl From<&ServerConfig> for Limits {
 }
 
 /// Serves `gate` on `listener` with `workers` threads until `shutdown` resolves, then drains as described in the
-/// module docs. Each worker runs a single-threaded runtime and accepts from the same listening socket, so a
-/// connection, its requests, their upstream connections and every wakeup between them stay on one thread; nothing
-/// is handed between threads on the request path.
+/// module docs. Each worker runs a single-threaded runtime and accepts from the same listening socket; a connection
+/// goes to the worker serving the fewest (handed over once, when it is accepted), and from then on it, its
+/// requests, their upstream connections and every wakeup between them stay on that thread; nothing is handed
+/// between threads on the request path.
 pub async fn serve(
     listener: TcpListener,
     gate: Arc<Gate>,
@@ -76,12 +77,29 @@ pub async fn serve(
     workers: usize,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
+    let open = Arc::new(OpenCount::default());
+    // Every worker's connections and the channel on which the others hand it new ones, made before any accepts.
+    let (peers, mut handed): (Vec<WorkerPeer>, Vec<_>) = (0..workers.max(1))
+        .map(|index| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let load = gate.metrics().worker_connections(index);
+            let connections = Connections::new(limits.idle_timeout, Arc::clone(&open), load);
+            (
+                WorkerPeer {
+                    connections,
+                    handed: tx,
+                },
+                Some(rx),
+            )
+        })
+        .unzip();
     let shared = Arc::new(Shared {
         protocols: Protocols::new(&limits),
-        open: Arc::new(OpenCount::default()),
+        open,
         gate: Arc::clone(&gate),
         limits: limits.clone(),
         tls,
+        workers: peers,
     });
     let listener = listener
         .into_std()
@@ -105,9 +123,12 @@ pub async fn serve(
         let (exit_tx, exit_rx) = oneshot::channel::<()>();
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let (shared, stop) = (Arc::clone(&shared), stop_rx.clone());
+        let Some(handed) = handed[index].take() else {
+            return Err(format!("worker {index} has no hand-off channel"));
+        };
         std::thread::Builder::new()
             .name(format!("logto-gate-{index}"))
-            .spawn(move || worker(index, runtime, socket, shared, stop, exit_rx, done_tx))
+            .spawn(move || worker(index, runtime, socket, handed, shared, stop, exit_rx, done_tx))
             .map_err(|e| format!("cannot start worker thread {index}: {e}"))?;
         running.push((exit_tx, done_rx));
     }
@@ -148,6 +169,17 @@ struct Shared {
     gate: Arc<Gate>,
     limits: Limits,
     tls: Option<TlsAcceptor>,
+    /// Every worker, by index.
+    workers: Vec<WorkerPeer>,
+}
+
+/// A connection accepted by one worker and handed to another.
+type Handed = (std::net::TcpStream, std::net::SocketAddr);
+
+/// What the workers know of each other: its connections (their number), and where to hand it a new one.
+struct WorkerPeer {
+    connections: Arc<Connections>,
+    handed: mpsc::UnboundedSender<Handed>,
 }
 
 /// hyper's servers for each protocol, with the limits applied.
@@ -180,10 +212,12 @@ impl Protocols {
 
 /// One worker thread: a single-threaded runtime accepting and serving connections until `stop`, then serving what
 /// is open until `exit` (or until the server is gone), then dropping the rest.
+#[allow(clippy::too_many_arguments)]
 fn worker(
     index: usize,
     runtime: tokio::runtime::Runtime,
     listener: TcpListener,
+    handed: mpsc::UnboundedReceiver<Handed>,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
     exit: oneshot::Receiver<()>,
@@ -191,11 +225,11 @@ fn worker(
 ) {
     crate::worker::set_index(index);
     runtime.block_on(async move {
-        let connections = Connections::new(shared.limits.idle_timeout, Arc::clone(&shared.open));
+        let connections = Arc::clone(&shared.workers[index].connections);
         tokio::spawn(Arc::clone(&connections).sweep(stop.clone()));
         tokio::spawn(crate::deadlines::run());
         let gate = WorkerGate::new(&shared.gate);
-        accept_until_stopped(listener, &shared, &gate, &connections, stop).await;
+        accept_until_stopped(listener, handed, &shared, &gate, &connections, stop).await;
         // Stopped accepting (the listener is closed): open connections drain until the server says exit.
         let _ = exit.await;
     });
@@ -203,14 +237,27 @@ fn worker(
     let _ = done.send(());
 }
 
-/// Accepts connections until `stop` turns true or its sender is gone, each served in a task of this worker.
+/// Accepts connections until `stop` turns true or its sender is gone, each served in a task of the worker that
+/// serves the fewest: this one, or another, to which it is handed. The workers share one listening socket, and the
+/// one that wakes first would otherwise take a whole burst of connections (a browser's, a load balancer's pool)
+/// and serve them alone while the others idle. Connections other workers hand to this one arrive on `handed`.
 async fn accept_until_stopped(
     listener: TcpListener,
+    mut handed: mpsc::UnboundedReceiver<Handed>,
     shared: &Arc<Shared>,
     gate: &Arc<WorkerGate>,
     connections: &Arc<Connections>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let serve = |stream: tokio::net::TcpStream, peer, registration| {
+        tokio::spawn(connection(
+            stream,
+            peer,
+            Arc::clone(shared),
+            Arc::clone(gate),
+            registration,
+        ));
+    };
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -224,19 +271,60 @@ async fn accept_until_stopped(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(connection(
-                    stream,
-                    peer,
-                    Arc::clone(shared),
-                    Arc::clone(gate),
-                    connections.register(),
-                ));
+                match hand_to_least_loaded(shared, connections, stream, peer) {
+                    None => {}
+                    Some(stream) => serve(stream, peer, connections.register()),
+                }
             }
+            Some((stream, peer)) = handed.recv() => match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => serve(stream, peer, connections.register_handed()),
+                Err(e) => {
+                    drop(connections.register_handed());
+                    tracing::warn!(error = %e, "a connection handed over could not be served");
+                }
+            },
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Hands `stream` to the worker serving the fewest connections if that is not this one (`own`), and returns
+/// `None`; returns the stream when this worker is to serve it (the least loaded, or the hand-off failed).
+fn hand_to_least_loaded(
+    shared: &Shared,
+    own: &Arc<Connections>,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) -> Option<tokio::net::TcpStream> {
+    let mut least = (own.load(), None);
+    for worker in &shared.workers {
+        let load = worker.connections.load();
+        if load < least.0 {
+            least = (load, Some(worker));
+        }
+    }
+    let Some(target) = least.1 else {
+        return Some(stream);
+    };
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(error = %e, "an accepted connection could not be handed over");
+            return None;
+        }
+    };
+    // Counted at once, so that the next connection of a burst already sees this one.
+    target.connections.expect_handed();
+    match target.handed.send((stream, peer)) {
+        Ok(()) => None,
+        // The other worker has stopped (shutdown): served here after all.
+        Err(mpsc::error::SendError((stream, _))) => {
+            drop(target.connections.register_handed());
+            tokio::net::TcpStream::from_std(stream).ok()
         }
     }
 }

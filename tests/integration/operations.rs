@@ -6,7 +6,8 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -325,4 +326,45 @@ async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
             "a log line contains a secret ({secret:.12}...):\n{all}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_burst_of_connections_is_spread_over_the_workers() {
+    // Every worker accepts from one socket, and the one that wakes first would take a whole burst: a connection goes
+    // to the worker serving the fewest, which the per-worker gauge shows.
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let metrics_port = free_port();
+    let line: &'static str =
+        Box::leak(format!("workers = 2\nmetrics_listen = \"127.0.0.1:{metrics_port}\"").into_boxed_str());
+    let gate = TestGate::start_edited(&idp, &upstream.url(), "", "", in_server(line)).await;
+    let burst = (0..12).map(|_| TcpStream::connect(("127.0.0.1", gate.port)));
+    let mut held = Vec::new();
+    for stream in futures_util::future::join_all(burst).await {
+        let mut stream = stream.unwrap();
+        stream
+            .write_all(b"GET /_logto/healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = [0u8; 512];
+        let n = stream.read(&mut answer).await.unwrap();
+        assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(stream);
+    }
+    let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metrics = parse_metrics(&text);
+    let per_worker: Vec<f64> = (0..2)
+        .map(|w| {
+            let name = format!("logto_gate_worker_connections{{worker=\"{w}\"}}");
+            metrics.iter().find(|(n, _)| *n == name).map_or(-1.0, |(_, v)| *v)
+        })
+        .collect();
+    assert_eq!(per_worker.iter().sum::<f64>(), 12.0, "{text}");
+    assert!(per_worker.iter().all(|&n| n >= 5.0), "unbalanced: {per_worker:?}");
+    drop(held);
 }
