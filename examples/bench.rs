@@ -658,6 +658,9 @@ async fn main() {
         // Profile the gate under load instead of comparing: software clock samples (works without hardware
         // counters), call graphs, written to target/bench-perf.data for `perf report`.
         let out = root.join("target/bench-perf.data");
+        // `BENCH_PERF_TLS`: profile the gate terminating TLS under h2load instead.
+        let profile_tls = std::env::var_os("BENCH_PERF_TLS").is_some();
+        let profiled_pid = if profile_tls { gate_tls.0.id() } else { gate_pid };
         let mut perf = Killed(
             Command::new("perf")
                 .arg("record")
@@ -676,7 +679,7 @@ async fn main() {
                     "--call-graph",
                     &std::env::var("BENCH_PERF_CALL_GRAPH").unwrap_or_else(|_| "dwarf,16384".to_owned()),
                     "-p",
-                    &gate_pid.to_string(),
+                    &profiled_pid.to_string(),
                     "-o",
                 ])
                 .arg(&out)
@@ -685,7 +688,14 @@ async fn main() {
                 .spawn()
                 .expect("perf (apt-get install linux-perf)"),
         );
-        let r = wrk(&targets[2].1, targets[2].2);
+        let r = if profile_tls {
+            Run {
+                rps: rows::h2load(&["--h1", "-c32", "-D10"], &tls_url(gate_tls_port), targets[2].2).rps,
+                ..Run::default()
+            }
+        } else {
+            wrk(&targets[2].1, targets[2].2)
+        };
         let _ = Command::new("kill").args(["-INT", &perf.0.id().to_string()]).status();
         // perf writes its data after SIGINT; give it up to a minute before the drop kills it.
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -98,16 +98,17 @@ where
 {
     async move {
         let mut io = io;
-        let mut conn = Conn::default();
+        // `None` while the connection waits for a request: its buffers are in the worker's spare list.
+        let mut slot: Option<Box<Conn>> = None;
         loop {
-            let head = match conn.read_head(&mut io, &front).await {
-                Next::Head(head) => head,
-                Next::HandOff => return Ended::HandOff(io, conn.buf.freeze()),
+            let (head, conn) = match next_head(&mut slot, &mut io, &front).await {
+                Next::Head(head, conn) => (head, conn),
+                Next::HandOff(conn) => return Ended::HandOff(io, std::mem::take(&mut conn.buf).freeze()),
                 Next::Close => return Ended::Closed,
             };
             // Boxed, once per request: the pipeline's state and the writing are most of a connection's state, and
             // held inline they would stay allocated for as long as the connection waits for its next request.
-            if !Box::pin(answer(&mut conn, &mut io, head, &front)).await {
+            if !Box::pin(answer(conn, &mut io, head, &front)).await {
                 return Ended::Closed;
             }
         }
@@ -145,16 +146,16 @@ where
 const MAX_SPARE: usize = 64;
 
 thread_local! {
-    /// Buffers of connections that wait for a request, for the next connection of this worker that has one.
-    static SPARE: std::cell::RefCell<Vec<Conn>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Buffers of connections that wait for a request, for the next connection of this worker that has one. Boxed:
+    /// a connection holds its set by the box, which moves in and out of here without copying or allocating.
+    #[allow(clippy::vec_box)]
+    static SPARE: std::cell::RefCell<Vec<Box<Conn>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A connection's buffers, kept from one request to the next while requests keep coming; a connection that waits
-/// for its next request parks them in its worker's spare list and holds none ([`Conn::park`]).
+/// for its next request parks them in its worker's spare list and holds none ([`park`]).
 #[derive(Default)]
 struct Conn {
-    /// The buffers are in the spare list (or gone); the fields below are empty.
-    parked: bool,
     /// Read from the client and not yet served: a head, its beginning, or pipelined heads.
     buf: BytesMut,
     /// Where each field of the head being read lies.
@@ -176,9 +177,10 @@ struct Head {
 
 // The request is the point: boxing it would allocate for every request.
 #[allow(clippy::large_enum_variant)]
-enum Next {
-    Head(Head),
-    HandOff,
+enum Next<'c> {
+    /// A head to answer, and the connection's buffers (the rest of what it read).
+    Head(Head, &'c mut Conn),
+    HandOff(&'c mut Conn),
     Close,
 }
 
@@ -198,81 +200,89 @@ enum Wait {
     Timeout,
 }
 
+/// The next request head, reading as needed; see the module docs for the timeout and finishing. `slot` holds the
+/// connection's buffers, taken from the worker's spare list when bytes are to be read and parked there again while
+/// nothing is.
+async fn next_head<'c, I: AsyncRead + Unpin, H>(
+    slot: &'c mut Option<Box<Conn>>,
+    io: &mut I,
+    front: &Front<'_, H>,
+) -> Next<'c> {
+    // Armed on the first wait, so a head already here costs no timer.
+    let mut deadline: Option<Deadline> = None;
+    loop {
+        if let Some(conn) = slot.as_deref_mut().filter(|conn| !conn.buf.is_empty()) {
+            match conn.parse(front.max_header_bytes) {
+                Parse::Head(head) => return Next::Head(head, slot.get_or_insert_with(unpark)),
+                Parse::HandOff => return Next::HandOff(slot.get_or_insert_with(unpark)),
+                Parse::Partial if conn.buf.len() >= front.largest_head => {
+                    return Next::HandOff(slot.get_or_insert_with(unpark))
+                }
+                Parse::Partial => {}
+            }
+        }
+        let waited = poll_fn(|cx| {
+            let conn = slot.get_or_insert_with(unpark);
+            let room = front.largest_head - conn.buf.len();
+            // Takes the whole buffer back once the last request's fields (which share it) are gone.
+            conn.buf.reserve(room.min(FIRST_BUFFER));
+            let mut limited = (&mut conn.buf).limit(room);
+            if let Poll::Ready(read) = tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut limited) {
+                return Poll::Ready(Wait::Read(read));
+            }
+            // Nothing of a request yet: the connection waits without buffers, as nginx's do.
+            if conn.buf.is_empty() {
+                park(slot);
+            }
+            if front.registration.poll_finish(cx).is_ready() {
+                return Poll::Ready(Wait::Finish);
+            }
+            let deadline = deadline.get_or_insert_with(|| Deadline::at(Instant::now() + front.header_read_timeout));
+            Pin::new(deadline).poll(cx).map(|()| Wait::Timeout)
+        })
+        .await;
+        let empty = slot.as_ref().is_none_or(|conn| conn.buf.is_empty());
+        match waited {
+            Wait::Read(Ok(0)) if empty => return Next::Close,
+            // The client ended in the middle of a head: hyper answers that as it always has.
+            Wait::Read(Ok(0)) => return Next::HandOff(slot.get_or_insert_with(unpark)),
+            Wait::Read(Ok(_)) => {}
+            Wait::Read(Err(e)) => {
+                tracing::debug!(error = %e, "reading a request head failed");
+                return Next::Close;
+            }
+            Wait::Finish => return Next::Close,
+            Wait::Timeout => {
+                tracing::debug!("no complete request head within the header read timeout; closing");
+                return Next::Close;
+            }
+        }
+    }
+}
+
+/// Hands a connection's buffers (empty of requests) to its worker's spare list, for a connection that has a
+/// request to read; an idle keep-alive connection then holds no buffer at all. Dropped when the list is full.
+fn park(slot: &mut Option<Box<Conn>>) {
+    let Some(mut conn) = slot.take() else {
+        return;
+    };
+    if conn.out.capacity() > COALESCE {
+        conn.out = Vec::new();
+    }
+    SPARE.with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < MAX_SPARE {
+            spare.push(conn);
+        }
+    });
+}
+
+/// Buffers from the worker's spare list, or new empty ones.
+fn unpark() -> Box<Conn> {
+    SPARE.with(|spare| spare.borrow_mut().pop()).unwrap_or_default()
+}
+
 impl Conn {
-    /// The next request head, reading as needed; see the module docs for the timeout and finishing.
-    async fn read_head<I: AsyncRead + Unpin, H>(&mut self, io: &mut I, front: &Front<'_, H>) -> Next {
-        // Armed on the first wait, so a head already here costs no timer.
-        let mut deadline: Option<Deadline> = None;
-        loop {
-            if !self.buf.is_empty() {
-                match self.parse(front.max_header_bytes) {
-                    Parse::Head(head) => return Next::Head(head),
-                    Parse::HandOff => return Next::HandOff,
-                    Parse::Partial if self.buf.len() >= front.largest_head => return Next::HandOff,
-                    Parse::Partial => {}
-                }
-            }
-            let room = front.largest_head - self.buf.len();
-            let waited = poll_fn(|cx| {
-                if self.parked {
-                    self.unpark();
-                }
-                // Takes the whole buffer back once the last request's fields (which share it) are gone.
-                self.buf.reserve(room.min(FIRST_BUFFER));
-                let mut limited = (&mut self.buf).limit(room);
-                if let Poll::Ready(read) = tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut limited) {
-                    return Poll::Ready(Wait::Read(read));
-                }
-                // Nothing of a request yet: the connection waits without buffers, as nginx's do.
-                if self.buf.is_empty() {
-                    self.park();
-                }
-                if front.registration.poll_finish(cx).is_ready() {
-                    return Poll::Ready(Wait::Finish);
-                }
-                let deadline = deadline.get_or_insert_with(|| Deadline::at(Instant::now() + front.header_read_timeout));
-                Pin::new(deadline).poll(cx).map(|()| Wait::Timeout)
-            })
-            .await;
-            match waited {
-                Wait::Read(Ok(0)) if self.buf.is_empty() => return Next::Close,
-                // The client ended in the middle of a head: hyper answers that as it always has.
-                Wait::Read(Ok(0)) => return Next::HandOff,
-                Wait::Read(Ok(_)) => {}
-                Wait::Read(Err(e)) => {
-                    tracing::debug!(error = %e, "reading a request head failed");
-                    return Next::Close;
-                }
-                Wait::Finish => return Next::Close,
-                Wait::Timeout => {
-                    tracing::debug!("no complete request head within the header read timeout; closing");
-                    return Next::Close;
-                }
-            }
-        }
-    }
-
-    /// Hands this connection's buffers (empty of requests) to its worker's spare list, for a connection that has a
-    /// request to read; an idle keep-alive connection then holds no buffer at all. Dropped when the list is full.
-    fn park(&mut self) {
-        let mut buffers = std::mem::take(self);
-        if buffers.out.capacity() > COALESCE {
-            buffers.out = Vec::new();
-        }
-        SPARE.with(|spare| {
-            let mut spare = spare.borrow_mut();
-            if spare.len() < MAX_SPARE {
-                spare.push(buffers);
-            }
-        });
-        self.parked = true;
-    }
-
-    /// Takes buffers back from the worker's spare list (or starts with empty ones).
-    fn unpark(&mut self) {
-        *self = SPARE.with(|spare| spare.borrow_mut().pop()).unwrap_or_default();
-    }
-
     /// Reads the head at the start of the buffer, if it is whole, and takes it out of the buffer when it is served
     /// here.
     fn parse(&mut self, max_header_bytes: usize) -> Parse {
