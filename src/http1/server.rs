@@ -117,27 +117,38 @@ where
 
 /// Answers the request of `head`; `false` when the connection is to be closed (and has been shut down, if the
 /// answer said so).
-async fn answer<I, H, F>(conn: &mut Conn, io: &mut I, head: Head, front: &Front<'_, H>) -> bool
+/// An `async move` block, as [`serve`]: every request moves this future into its box, so it keeps one copy of its
+/// arguments, and the pipeline's future in one place (pinned here, lent to [`Conn::await_answer`]).
+#[allow(clippy::manual_async_fn)] // deliberately, see above
+fn answer<'a, I, H, F>(
+    conn: &'a mut Conn,
+    io: &'a mut I,
+    head: Head,
+    front: &'a Front<'_, H>,
+) -> impl Future<Output = bool> + 'a
 where
     I: AsyncRead + AsyncWrite + Unpin,
     H: Fn(Request<Body>, SocketAddr) -> F,
-    F: Future<Output = Response<Body>>,
+    F: Future<Output = Response<Body>> + 'a,
 {
-    let head_only = head.request.method() == Method::HEAD;
-    let handling = (front.handle)(head.request, front.peer);
-    let Some(resp) = conn.await_answer(io, handling, front.largest_head).await else {
-        return false;
-    };
-    let keep_alive = head.keep_alive && !front.registration.finishing();
-    match conn.write_answer(io, resp, head_only, keep_alive).await {
-        Ok(true) => true,
-        Ok(false) => {
-            let _ = crate::deadlines::timeout_at(Instant::now() + front.header_read_timeout, io.shutdown()).await;
-            false
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "writing an answer failed");
-            false
+    async move {
+        let head_only = head.request.method() == Method::HEAD;
+        let keep_alive = head.keep_alive;
+        let handling = pin!((front.handle)(head.request, front.peer));
+        let Some(resp) = conn.await_answer(io, handling, front.largest_head).await else {
+            return false;
+        };
+        let keep_alive = keep_alive && !front.registration.finishing();
+        match conn.write_answer(io, resp, head_only, keep_alive).await {
+            Ok(true) => true,
+            Ok(false) => {
+                let _ = crate::deadlines::timeout_at(Instant::now() + front.header_read_timeout, io.shutdown()).await;
+                false
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "writing an answer failed");
+                false
+            }
         }
     }
 }
@@ -356,12 +367,16 @@ impl Conn {
 
     /// The gate's answer to a request, or `None` when the client closed the connection (or it failed) first, which
     /// drops the request. Bytes the client sends meanwhile are kept for the next requests, up to `limit`.
-    async fn await_answer<I, F>(&mut self, io: &mut I, handling: F, limit: usize) -> Option<Response<Body>>
+    async fn await_answer<I, F>(
+        &mut self,
+        io: &mut I,
+        mut handling: Pin<&mut F>,
+        limit: usize,
+    ) -> Option<Response<Body>>
     where
         I: AsyncRead + Unpin,
         F: Future<Output = Response<Body>>,
     {
-        let mut handling = pin!(handling);
         // The client's end of the stream after requests still to answer: those are answered first (as hyper does).
         let mut ended = false;
         poll_fn(|cx| {
