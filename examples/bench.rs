@@ -10,6 +10,8 @@
 //! `--perf` measures CPU time, syscalls (and mallocs) per request and records a profile instead; `--callgrind`
 //! counts user-space instructions per request under valgrind.
 
+#[path = "../tests/support/cert.rs"]
+mod cert;
 #[path = "../tests/support/idp.rs"]
 mod idp;
 #[path = "bench/rows.rs"]
@@ -246,7 +248,7 @@ async fn main() {
     // Static upstream and the nginx reference proxy.
     let (up_port, proxy_port, gate_port, gate1_port) = (free_port(), free_port(), free_port(), free_port());
     let (proxy_tls_port, gate_tls_port) = (free_port(), free_port());
-    let (cert, key) = rows::throwaway_cert(dir.path());
+    let (cert, key) = cert::make_cert(dir.path(), "bench");
     // The large download: 64 MiB the upstream serves from disk.
     std::fs::write(dir.path().join("big.bin"), vec![0x5a_u8; 64 << 20]).expect("big file");
     let (ws_port, ws_echo) = rows::websocket_echo_process();

@@ -1,40 +1,11 @@
 //! The benchmark's other rows: HTTP/1.1 and HTTP/2 inside TLS and a large download (h2load, from Debian's
 //! `nghttp2-client`), and the memory each idle connection costs (HTTP/1.1 keep-alive, HTTP/2, WebSocket tunnels).
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// A throwaway certificate for 127.0.0.1 (openssl), valid for a day: its PEM certificate and key files.
-pub fn throwaway_cert(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl (apt-get install openssl)");
-    assert!(status.success(), "openssl could not make a certificate");
-    (cert, key)
-}
 
 /// What one h2load run measured.
 #[derive(Clone, Copy, Default)]

@@ -2,12 +2,15 @@
 //! ports chosen by the kernel, plus a cookie-keeping HTTP client that signs in the way a browser does.
 #![allow(dead_code)]
 
+pub mod cert;
 pub mod idp;
 pub mod nginx;
 pub mod protected_origin;
 pub mod redis;
 pub mod rogue;
 pub mod upstream;
+
+pub use cert::make_cert;
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -488,46 +491,6 @@ pub async fn status_with_cookie(url: &str, cookie: &str) -> StatusCode {
         .await
         .expect("GET with a cookie")
         .status()
-}
-
-/// A self-signed end-entity certificate for 127.0.0.1 made with the openssl command line: (certificate, key).
-pub fn make_cert(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-        ])
-        .args([
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        // An end-entity certificate (not a CA), which a client then trusts directly.
-        .args([
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-addext",
-            "extendedKeyUsage=serverAuth",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl")
-        .success();
-    assert!(ok, "openssl could not make a certificate");
-    (cert, key)
 }
 
 /// The path of the gate binary built by cargo for these tests.
