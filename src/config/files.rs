@@ -127,4 +127,74 @@ mod tests {
         let c = Config::from_toml_str(&toml, no_env()).expect("valid");
         assert_eq!(c.logto.app_secret.expose(), "from-file-secret");
     }
+
+    /// The problems a configuration reports, one line each.
+    fn problems(toml: &str) -> Vec<String> {
+        match Config::from_toml_str(toml, no_env()) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0,
+        }
+    }
+
+    #[test]
+    fn every_file_is_read_after_validation_and_its_problems_name_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = |name: &str| format!("{:?}", dir.path().join(name).display().to_string());
+        std::fs::write(dir.path().join("empty"), "\n").expect("write");
+        std::fs::write(dir.path().join("short"), "short\n").expect("write");
+        std::fs::write(dir.path().join("placeholder"), "change-me\n").expect("write");
+        let with = |from: &str, to: String| MINIMAL.replace(from, &to);
+        let app = "app_secret = \"s3cret\"";
+        let session = "secret = \"0123456789abcdef0123456789abcdef\"";
+        let cases = [
+            (
+                with(app, format!("app_secret_file = {}", path("absent"))),
+                "logto.app_secret_file: cannot read",
+            ),
+            (
+                with(app, format!("app_secret_file = {}", path("placeholder"))),
+                "logto.app_secret: still the placeholder",
+            ),
+            (
+                with(session, format!("secret_file = {}", path("empty"))),
+                "session.secret_file: ",
+            ),
+            (
+                with(session, format!("secret_file = {}", path("short"))),
+                "session.secret: too short",
+            ),
+            (
+                with(
+                    "[upstream]",
+                    format!(
+                        "tls_cert_file = {}\ntls_key_file = {}\n[upstream]",
+                        path("c"),
+                        path("k")
+                    ),
+                ),
+                "server.tls_cert_file",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[assertion]\nenabled = true\naudience = \"app\"\nsigning_key_file = {}\n",
+                    path("k")
+                ),
+                "assertion.signing_key_file: ",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[[upstreams]]\nprefix = \"/a\"\nurl = \"https://a.internal\"\ntls_ca_file = {}\n",
+                    path("ca")
+                ),
+                "upstreams[0].tls_ca_file: cannot read",
+            ),
+        ];
+        for (toml, expected) in cases {
+            let found = problems(&toml);
+            assert!(found.iter().any(|l| l.starts_with(expected)), "{expected}: {found:?}");
+        }
+        // A problem in the text is reported without any file being opened (the secret file does not exist).
+        let both = with(app, format!("app_secret_file = {}", path("absent"))).replace("app_id = \"app\"", "");
+        assert_eq!(problems(&both), ["logto.app_id: missing"]);
+    }
 }
