@@ -407,8 +407,7 @@ fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
 /// them.
 fn check_redirect_hosts(p: &mut Problems, hosts: &[String], cookie_domain: Option<&str>) {
     for h in hosts {
-        let bare = h.trim_start_matches('.');
-        let name = bare.split(':').next().unwrap_or(bare);
+        let name = server::redirect_host_name(h);
         match cookie_domain {
             Some(d) if !checks::within(name, d) => p.add(
                 "server.allowed_redirect_hosts",

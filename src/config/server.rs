@@ -43,7 +43,7 @@ pub(super) fn validate_server(p: &mut Problems, raw: RawServer) -> Option<Server
         .collect();
     for h in &allowed_redirect_hosts {
         let bare = h.trim_start_matches('.');
-        let name = bare.split(':').next().unwrap_or(bare);
+        let name = redirect_host_name(h);
         if bare.contains('/') || bare.contains('@') || name.is_empty() {
             p.add(
                 "server.allowed_redirect_hosts",
@@ -122,6 +122,12 @@ pub(super) fn validate_server(p: &mut Problems, raw: RawServer) -> Option<Server
         idle_timeout: server_idle_timeout,
         tls,
     })
+}
+
+/// The host name of a `server.allowed_redirect_hosts` entry: without the leading `.` (every subdomain) and port.
+pub(super) fn redirect_host_name(entry: &str) -> &str {
+    let bare = entry.trim_start_matches('.');
+    bare.split(':').next().unwrap_or(bare)
 }
 
 #[cfg(test)]
