@@ -1,7 +1,7 @@
 //! The dual path, differentially: the same request through every pairing of the gate's servers (its own HTTP/1.1
 //! server; hyper's, for an HTTP/1.0 request; hyper's HTTP/2) with its upstream clients (its own, for a bodiless
 //! `GET`; hyper's, for a `DELETE`), and every header feature checked alike on all six: what the app receives
-//! (identity set and spoofed copies gone, the gate's cookie gone, hop-by-hop fields gone, one request id) and what
+//! (identity and forwarding fields set, spoofed copies gone, the gate's cookie gone, hop-by-hop fields gone, one request id) and what
 //! the client receives (the app's fields in order, the app's `Set-Cookie` for the gate's cookie gone, hop-by-hop
 //! fields and those `Connection` names gone, the gate's request id instead of the app's).
 
@@ -78,6 +78,13 @@ fn check(what: &str, method: &str, app_head: &str, answer: &[(String, String)]) 
         values(&received, "x-hop-req").is_empty(),
         "{what}: a field Connection names reached the app"
     );
+    // The client's own forwarding fields are not believed (its peer is not a trusted proxy); the gate's stand.
+    assert_eq!(
+        values(&received, "x-forwarded-for"),
+        ["127.0.0.1"],
+        "{what}: {received:?}"
+    );
+    assert_eq!(values(&received, "x-forwarded-proto"), ["http"], "{what}");
     let sent_id = values(&received, "x-request-id");
     assert_eq!(sent_id.len(), 1, "{what}: {received:?}");
     // What the client receives.
@@ -110,7 +117,7 @@ async fn every_server_and_client_pairing_treats_header_fields_alike() {
         let mut stream = TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
         let request = format!(
             "{method} /f HTTP/1.1\r\nHost: a\r\nCookie: logto_gate={cookie}; app=1\r\nAccept: application/json\r\n\
-             X-Forwarded-User: spoofed\r\nConnection: X-Hop-Req\r\nX-Hop-Req: 1\r\n\r\n"
+             X-Forwarded-User: spoofed\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: X-Hop-Req\r\nX-Hop-Req: 1\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await.unwrap();
         let (head, body) = read_answer(&mut stream, &mut Vec::new(), false).await;
@@ -138,6 +145,7 @@ async fn every_server_and_client_pairing_treats_header_fields_alike() {
                 .header("cookie", format!("logto_gate={cookie}; app=1"))
                 .header("accept", "application/json")
                 .header("x-forwarded-user", "spoofed")
+                .header("x-forwarded-for", "6.6.6.6")
                 .send()
                 .await
                 .unwrap();
