@@ -90,14 +90,13 @@ pub enum Ended<I> {
 /// An `async move` block rather than an `async fn`, which would keep a second copy of `io` and `front` in every
 /// connection's state for as long as the connection lives.
 #[allow(clippy::manual_async_fn)] // deliberately, see above
-pub fn serve<'a, I, H, F>(io: I, front: Front<'a, H>) -> impl Future<Output = Ended<I>> + 'a
+pub fn serve<'a, I, H, F>(mut io: I, front: Front<'a, H>) -> impl Future<Output = Ended<I>> + 'a
 where
     I: AsyncRead + AsyncWrite + Unpin + 'a,
     H: Fn(Request<Body>, SocketAddr) -> F,
     F: Future<Output = Response<Body>>,
 {
     async move {
-        let mut io = io;
         // `None` while the connection waits for a request: its buffers are in the worker's spare list.
         let mut slot: Option<Box<Conn>> = None;
         loop {
@@ -134,8 +133,13 @@ where
     async move {
         let head_only = head.request.method() == Method::HEAD;
         let keep_alive = head.keep_alive;
-        let handling = pin!((front.handle)(head.request, front.peer));
-        let Some(resp) = conn.await_answer(io, handling, front.largest_head).await else {
+        // The pipeline's future lives only in this block: once it has answered, its place in this future's state
+        // is free for the writing's.
+        let answered = {
+            let handling = pin!((front.handle)(head.request, front.peer));
+            conn.await_answer(io, handling, front.largest_head).await
+        };
+        let Some(resp) = answered else {
             return false;
         };
         let keep_alive = keep_alive && !front.registration.finishing();
