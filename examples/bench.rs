@@ -545,8 +545,18 @@ async fn main() {
         } else {
             "task-clock,context-switches,raw_syscalls:sys_enter"
         };
-        let proxy_workers = Command::new("pgrep")
+        let proxy_workers: String = Command::new("pgrep")
             .args(["-P", &_proxy.0.id().to_string()])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let upstream_workers = Command::new("pgrep")
+            .args(["-P", &_upstream.0.id().to_string()])
             .output()
             .map(|o| {
                 String::from_utf8_lossy(&o.stdout)
@@ -561,7 +571,7 @@ async fn main() {
             ("logto-gate", gate_pid.to_string(), &targets[2], None),
             (
                 "nginx proxy_pass, TLS",
-                proxy_workers,
+                proxy_workers.clone(),
                 &targets[1],
                 Some(tls_url(proxy_tls_port)),
             ),
@@ -574,6 +584,13 @@ async fn main() {
         ] {
             let stat = Command::new("perf")
                 .args(["stat", "-x,", "-e", events, "-p", &pids])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("perf (apt-get install linux-perf)");
+            // The same counts for the whole machine: wakeups the proxy causes in wrk and the upstream.
+            let wide = Command::new("perf")
+                .args(["stat", "-x,", "-a", "-e", "context-switches,cpu-migrations"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -610,9 +627,29 @@ async fn main() {
                 out.sort_by(|a, b| a.0.cmp(&b.0));
                 out
             };
+            // Busy time of the whole machine, in clock ticks: the proxy's cost includes what it makes wrk, the
+            // upstream and the kernel's softirqs do (wakeups, packets).
+            let machine = || -> f64 {
+                std::fs::read_to_string("/proc/stat")
+                    .ok()
+                    .and_then(|stat| {
+                        let ticks: Vec<f64> = stat
+                            .lines()
+                            .next()?
+                            .split_whitespace()
+                            .skip(1)
+                            .filter_map(|t| t.parse().ok())
+                            .collect();
+                        // user nice system idle iowait irq softirq steal: all but idle and iowait.
+                        Some(ticks.iter().take(8).sum::<f64>() - ticks.get(3)? - ticks.get(4)?)
+                    })
+                    .unwrap_or(0.0)
+            };
             let first_pid = pids.split(',').next().unwrap_or("").to_owned();
             let threads_before = threads(&first_pid);
             let before = times(&pids);
+            let machine_before = machine();
+            let upstream_before = times(&upstream_workers);
             // HTTP/1.1 inside TLS through h2load, as the table's row.
             let r = match &tls {
                 None => wrk(&target.1, target.2),
@@ -622,9 +659,21 @@ async fn main() {
                 },
             };
             let after = times(&pids);
+            let machine_after = machine();
+            let upstream_after = times(&upstream_workers);
             let _ = Command::new("kill").args(["-INT", &stat.id().to_string()]).status();
+            let _ = Command::new("kill").args(["-INT", &wide.id().to_string()]).status();
             let out = stat.wait_with_output().expect("perf stat");
             let text = String::from_utf8_lossy(&out.stderr).into_owned();
+            let wide_out = wide.wait_with_output().expect("perf stat");
+            let wide_text = String::from_utf8_lossy(&wide_out.stderr).into_owned();
+            let wide_count = |event: &str| -> f64 {
+                wide_text
+                    .lines()
+                    .filter(|l| l.contains(event))
+                    .find_map(|l| l.split(',').next()?.trim().parse().ok())
+                    .unwrap_or(0.0)
+            };
             let count = |event: &str| -> f64 {
                 text.lines()
                     .filter(|l| l.contains(event))
@@ -642,6 +691,13 @@ async fn main() {
                 " ({:.1} µs user, {:.1} µs kernel)",
                 (after.0 - before.0) * 10_000.0 / requests,
                 (after.1 - before.1) * 10_000.0 / requests
+            );
+            print!(
+                "; machine {:.1} µs, {:.2} context switches, {:.3} migrations, upstream {:.1} µs",
+                (machine_after - machine_before) * 10_000.0 / requests,
+                wide_count("context-switches") / requests,
+                wide_count("cpu-migrations") / requests,
+                (upstream_after.0 + upstream_after.1 - upstream_before.0 - upstream_before.1) * 10_000.0 / requests
             );
             if malloc_probe {
                 print!(", {:.1} mallocs per request", count("probe_libc:malloc") / requests);
@@ -662,7 +718,21 @@ async fn main() {
         let out = root.join("target/bench-perf.data");
         // `BENCH_PERF_TLS`: profile the gate terminating TLS under h2load instead.
         let profile_tls = std::env::var_os("BENCH_PERF_TLS").is_some();
-        let profiled_pid = if profile_tls { gate_tls.0.id() } else { gate_pid };
+        // `BENCH_PERF_NGINX`: profile nginx's proxy workers under the same load, for comparison.
+        let profile_nginx = std::env::var_os("BENCH_PERF_NGINX").is_some();
+        let profiled = if profile_nginx {
+            proxy_workers.clone()
+        } else if profile_tls {
+            gate_tls.0.id().to_string()
+        } else {
+            gate_pid.to_string()
+        };
+        // `BENCH_PERF_WIDE`: the whole machine (wrk, the upstream, softirqs), not only the proxy.
+        let scope = if std::env::var_os("BENCH_PERF_WIDE").is_some() {
+            vec!["-a".to_owned()]
+        } else {
+            vec!["-p".to_owned(), profiled]
+        };
         let mut perf = Killed(
             Command::new("perf")
                 .arg("record")
@@ -680,10 +750,9 @@ async fn main() {
                     &std::env::var("BENCH_PERF_EVENT").unwrap_or_else(|_| "cpu-clock".to_owned()),
                     "--call-graph",
                     &std::env::var("BENCH_PERF_CALL_GRAPH").unwrap_or_else(|_| "dwarf,16384".to_owned()),
-                    "-p",
-                    &profiled_pid.to_string(),
-                    "-o",
                 ])
+                .args(&scope)
+                .arg("-o")
                 .arg(&out)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -695,6 +764,8 @@ async fn main() {
                 rps: rows::h2load(&["--h1", "-c32", "-D10"], &tls_url(gate_tls_port), targets[2].2).rps,
                 ..Run::default()
             }
+        } else if profile_nginx {
+            wrk(&targets[1].1, targets[1].2)
         } else {
             wrk(&targets[2].1, targets[2].2)
         };
@@ -864,6 +935,9 @@ fn callgrind_args(root: &Path, name: &str) -> Vec<String> {
     vec![
         "--tool=callgrind".to_owned(),
         "--instr-atstart=no".to_owned(),
+        // Source lines of inlined functions, for a build with line tables
+        // (CARGO_PROFILE_RELEASE_DEBUG=line-tables-only bash bench/run.sh --callgrind).
+        "--read-inline-info=yes".to_owned(),
         format!(
             "--callgrind-out-file={}",
             root.join(format!("target/bench-callgrind.{name}.out")).display()
