@@ -47,8 +47,8 @@ pub struct Connections {
     idle_timeout: Duration,
     count: Arc<OpenCount>,
     /// Connections this worker serves or has been handed and not registered yet: what the workers compare when
-    /// one hands a new connection to the least loaded ([`Connections::load`]). Read by other workers, and shown as
-    /// a metric.
+    /// one places a new connection ([`Connections::load`], [`crate::placement`]). Read by other workers, and shown
+    /// as a metric.
     load: Arc<AtomicUsize>,
     inner: Mutex<Inner>,
 }

@@ -26,6 +26,7 @@ pub(crate) mod metrics_server;
 pub(crate) mod observed;
 pub mod oidc;
 pub(crate) mod pages;
+pub(crate) mod placement;
 pub mod policy;
 pub mod proxy;
 pub mod return_path;

@@ -35,12 +35,15 @@ use crate::deadlines::CoarseTimer;
 use crate::gate::{Gate, WorkerGate};
 use crate::http1::framing::{framing_io, AmbiguousFraming, Watch};
 use crate::http1::server::{self as front, Ended, Front};
+use crate::placement::{self, Busy, Kind, Load};
 use crate::sniff::{self, Prefixed, Protocol};
 
 /// Limits applied to every client connection.
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub header_read_timeout: Duration,
+    /// `server.max_requests_per_connection` (HTTP/1 requests served by the front; 0: no limit).
+    pub max_requests_per_connection: u32,
     pub max_header_bytes: usize,
     pub idle_timeout: Duration,
     pub shutdown_timeout: Duration,
@@ -57,6 +60,7 @@ impl From<&ServerConfig> for Limits {
     fn from(c: &ServerConfig) -> Self {
         Limits {
             header_read_timeout: c.header_read_timeout,
+            max_requests_per_connection: c.max_requests_per_connection,
             max_header_bytes: c.max_header_bytes,
             idle_timeout: c.idle_timeout,
             shutdown_timeout: c.shutdown_timeout,
@@ -66,7 +70,7 @@ impl From<&ServerConfig> for Limits {
 
 /// Serves `gate` on `listener` with `workers` threads until `shutdown` resolves, then drains as described in the
 /// module docs. Each worker runs a single-threaded runtime and accepts from the same listening socket; a connection
-/// goes to the worker serving the fewest (handed over once, when it is accepted), and from then on it, its
+/// goes to the worker [`crate::placement`] chooses (handed over once, when it is accepted), and from then on it, its
 /// requests, their upstream connections and every wakeup between them stay on that thread; nothing is handed
 /// between threads on the request path.
 pub async fn serve(
@@ -78,21 +82,25 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
     let open = Arc::new(OpenCount::default());
-    // Every worker's connections and the channel on which the others hand it new ones, made before any accepts.
-    let (peers, mut handed): (Vec<WorkerPeer>, Vec<_>) = (0..workers.max(1))
-        .map(|index| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let load = gate.metrics().worker_connections(index);
-            let connections = Connections::new(limits.idle_timeout, Arc::clone(&open), load);
-            (
-                WorkerPeer {
-                    connections,
-                    handed: tx,
-                },
-                Some(rx),
-            )
-        })
-        .unzip();
+    // Every worker's runtime, connections and the channel on which the others hand it new ones, made before any
+    // accepts. A runtime is made here, so a failure stops the start with an error instead of leaving a worker that
+    // never accepts.
+    let mut peers = Vec::new();
+    let mut started = Vec::new();
+    for index in 0..workers.max(1) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the runtime of worker {index}: {e}"))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let load = gate.metrics().worker_connections(index);
+        peers.push(WorkerPeer {
+            connections: Connections::new(limits.idle_timeout, Arc::clone(&open), load),
+            busy: Busy::new(runtime.metrics()),
+            handed: tx,
+        });
+        started.push((runtime, rx));
+    }
     let shared = Arc::new(Shared {
         protocols: Protocols::new(&limits),
         open,
@@ -106,13 +114,8 @@ pub async fn serve(
         .map_err(|e| format!("cannot hand the listener to the workers: {e}"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut running = Vec::new();
-    for index in 0..workers.max(1) {
-        // The runtime and its listener are made here, so a failure stops the start with an error instead of
-        // leaving a worker that never accepts.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the runtime of worker {index}: {e}"))?;
+    for (index, (runtime, handed)) in started.into_iter().enumerate() {
+        // Its listener too, for the same reason.
         let socket = {
             let _in_runtime = runtime.enter();
             listener
@@ -123,9 +126,6 @@ pub async fn serve(
         let (exit_tx, exit_rx) = oneshot::channel::<()>();
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let (shared, stop) = (Arc::clone(&shared), stop_rx.clone());
-        let Some(handed) = handed[index].take() else {
-            return Err(format!("worker {index} has no hand-off channel"));
-        };
         std::thread::Builder::new()
             .name(format!("logto-gate-{index}"))
             .spawn(move || worker(index, runtime, socket, handed, shared, stop, exit_rx, done_tx))
@@ -176,9 +176,11 @@ struct Shared {
 /// A connection accepted by one worker and handed to another.
 type Handed = (std::net::TcpStream, std::net::SocketAddr);
 
-/// What the workers know of each other: its connections (their number), and where to hand it a new one.
+/// What the workers know of each other: its connections (their number), how busy it has been, and where to hand
+/// it a new one.
 struct WorkerPeer {
     connections: Arc<Connections>,
+    busy: Busy,
     handed: mpsc::UnboundedSender<Handed>,
 }
 
@@ -229,7 +231,7 @@ fn worker(
         tokio::spawn(Arc::clone(&connections).sweep(stop.clone()));
         tokio::spawn(crate::deadlines::run());
         let gate = WorkerGate::new(&shared.gate);
-        accept_until_stopped(listener, handed, &shared, &gate, &connections, stop).await;
+        accept_until_stopped(index, listener, handed, &shared, &gate, &connections, stop).await;
         // Stopped accepting (the listener is closed): open connections drain until the server says exit.
         let _ = exit.await;
     });
@@ -237,11 +239,12 @@ fn worker(
     let _ = done.send(());
 }
 
-/// Accepts connections until `stop` turns true or its sender is gone, each served in a task of the worker that
-/// serves the fewest: this one, or another, to which it is handed. The workers share one listening socket, and the
-/// one that wakes first would otherwise take a whole burst of connections (a browser's, a load balancer's pool)
-/// and serve them alone while the others idle. Connections other workers hand to this one arrive on `handed`.
+/// Accepts connections until `stop` turns true or its sender is gone, each served in a task of the worker
+/// [`crate::placement`] chooses: this one (worker `index`), or another, to which it is handed. The workers share one
+/// listening socket, and whichever wakes first accepts. Connections other workers hand to this one arrive on
+/// `handed`.
 async fn accept_until_stopped(
+    index: usize,
     listener: TcpListener,
     mut handed: mpsc::UnboundedReceiver<Handed>,
     shared: &Arc<Shared>,
@@ -271,7 +274,7 @@ async fn accept_until_stopped(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                match hand_to_least_loaded(shared, connections, stream, peer) {
+                match hand_over(shared, index, stream, peer) {
                     None => {}
                     Some(stream) => serve(stream, peer, connections.register()),
                 }
@@ -292,23 +295,28 @@ async fn accept_until_stopped(
     }
 }
 
-/// Hands `stream` to the worker serving the fewest connections if that is not this one (`own`), and returns
-/// `None`; returns the stream when this worker is to serve it (the least loaded, or the hand-off failed).
-fn hand_to_least_loaded(
+/// Hands `stream` to the worker [`placement::choose`] picks if that is not this one (worker `index`), and returns
+/// `None`; returns the stream when this worker is to serve it (its pick, or the hand-off failed).
+fn hand_over(
     shared: &Shared,
-    own: &Arc<Connections>,
+    index: usize,
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
 ) -> Option<tokio::net::TcpStream> {
-    let mut least = (own.load(), None);
-    for worker in &shared.workers {
-        let load = worker.connections.load();
-        if load < least.0 {
-            least = (load, Some(worker));
-        }
-    }
-    let Some(target) = least.1 else {
-        return Some(stream);
+    let kind = if shared.tls.is_some() { Kind::Tls } else { Kind::Plain };
+    let now = std::time::Instant::now();
+    let loads: Vec<Load> = shared
+        .workers
+        .iter()
+        .map(|w| Load {
+            connections: w.connections.load(),
+            busy: w.busy.recent(now),
+        })
+        .collect();
+    let chosen = placement::choose(&loads, index, kind);
+    let target = match shared.workers.get(chosen) {
+        Some(target) if chosen != index => target,
+        _ => return Some(stream),
     };
     let stream = match stream.into_std() {
         Ok(stream) => stream,
@@ -439,6 +447,7 @@ impl Client<'_> {
                         header_read_timeout: limits.header_read_timeout,
                         max_header_bytes: limits.max_header_bytes,
                         largest_head: limits.largest_head(),
+                        max_requests: limits.max_requests_per_connection,
                     };
                     let unanswered = match front::serve(&mut io, front).await {
                         Ended::Closed => return,

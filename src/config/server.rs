@@ -7,6 +7,9 @@ use super::raw::RawServer;
 use super::{PublicUrl, ServerConfig};
 use crate::proxy::trusted::Cidr;
 
+/// `server.max_requests_per_connection` when unset: nginx's `keepalive_requests`.
+const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u32 = 1000;
+
 /// Validates `[server]`; `None` when a key of it has a problem (each reported in `p`).
 pub(super) fn validate_server(p: &mut Problems, raw: RawServer) -> Option<ServerConfig> {
     let before = p.len();
@@ -81,6 +84,16 @@ pub(super) fn validate_server(p: &mut Problems, raw: RawServer) -> Option<Server
             65_536
         }
     };
+    let max_requests_per_connection = match raw.max_requests_per_connection {
+        None => DEFAULT_MAX_REQUESTS_PER_CONNECTION,
+        Some(n) => u32::try_from(n).unwrap_or_else(|_| {
+            p.add(
+                "server.max_requests_per_connection",
+                format!("{n} is outside 0..={} (0: no limit)", u32::MAX),
+            );
+            DEFAULT_MAX_REQUESTS_PER_CONNECTION
+        }),
+    };
     let workers = match raw.workers {
         None => crate::worker::default_count(),
         Some(n) if (1..=1024).contains(&n) => n as usize,
@@ -120,6 +133,7 @@ pub(super) fn validate_server(p: &mut Problems, raw: RawServer) -> Option<Server
         max_header_bytes,
         workers,
         idle_timeout: server_idle_timeout,
+        max_requests_per_connection,
         tls,
     })
 }
@@ -156,5 +170,41 @@ mod tests {
         }
         let env = vec![("LOGTO_GATE_SERVER__WORKERS".to_owned(), "5".to_owned())];
         assert_eq!(Config::from_toml_str(MINIMAL, env).expect("valid").server.workers, 5);
+    }
+
+    #[test]
+    fn requests_per_connection_default_to_nginxs_and_zero_lifts_the_limit() {
+        let c = Config::from_toml_str(MINIMAL, no_env()).expect("valid");
+        assert_eq!(c.server.max_requests_per_connection, 1000);
+        let with = |n: &str| MINIMAL.replace("[server]\n", &format!("[server]\nmax_requests_per_connection = {n}\n"));
+        let max = |text: &str| {
+            Config::from_toml_str(text, no_env())
+                .expect("valid")
+                .server
+                .max_requests_per_connection
+        };
+        assert_eq!(max(&with("0")), 0);
+        assert_eq!(max(&with("1")), 1);
+        assert_eq!(max(&with("4294967295")), u32::MAX);
+        let text = Config::from_toml_str(&with("4294967296"), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("server.max_requests_per_connection: 4294967296 is outside 0..=4294967295 (0: no limit)"),
+            "{text}"
+        );
+        let text = Config::from_toml_str(&with("-1"), no_env()).unwrap_err().to_string();
+        assert!(text.contains("max_requests_per_connection"), "{text}");
+        let env = vec![(
+            "LOGTO_GATE_SERVER__MAX_REQUESTS_PER_CONNECTION".to_owned(),
+            "25".to_owned(),
+        )];
+        assert_eq!(
+            Config::from_toml_str(MINIMAL, env)
+                .expect("valid")
+                .server
+                .max_requests_per_connection,
+            25
+        );
     }
 }

@@ -26,6 +26,11 @@
 //!   the client sends meanwhile are the next requests (pipelining), answered in order;
 //! - `Connection: close` from either side ends the connection after the answer; so does being told to finish (idle,
 //!   shutdown), which closes a connection at once between requests;
+//!
+//! And one limit of its own: the answer to the `server.max_requests_per_connection`-th request served here says
+//! `Connection: close` and ends the connection (as nginx's `keepalive_requests`), so that a client which keeps its
+//! connections open (a load balancer's pool) reconnects now and then and its connections are placed anew
+//! ([`crate::placement`]). A connection handed to hyper is not counted from then on.
 //! - a `Date` field on every answer that has none (RFC 9110 §6.6.1).
 //!
 //! Answers are framed here, whatever framing fields the gate or the upstream set (RFC 9112 §6.3): no body after
@@ -75,6 +80,8 @@ pub struct Front<'a, H> {
     pub max_header_bytes: usize,
     /// The most bytes buffered while waiting for a head, as hyper's buffer limit.
     pub largest_head: usize,
+    /// `server.max_requests_per_connection`: the connection closes after answering this many requests; 0: never.
+    pub max_requests: u32,
 }
 
 /// How a connection left the front.
@@ -99,6 +106,7 @@ where
     async move {
         // `None` while the connection waits for a request: its buffers are in the worker's spare list.
         let mut slot: Option<Box<Conn>> = None;
+        let mut served: u32 = 0;
         loop {
             let (head, conn) = match next_head(&mut slot, &mut io, &front).await {
                 Next::Head(head, conn) => (head, conn),
@@ -107,15 +115,17 @@ where
             };
             // Boxed, once per request: the pipeline's state and the writing are most of a connection's state, and
             // held inline they would stay allocated for as long as the connection waits for its next request.
-            if !Box::pin(answer(conn, &mut io, head, &front)).await {
+            served = served.saturating_add(1);
+            let last = front.max_requests != 0 && served >= front.max_requests;
+            if !Box::pin(answer(conn, &mut io, head, &front, last)).await {
                 return Ended::Closed;
             }
         }
     }
 }
 
-/// Answers the request of `head`; `false` when the connection is to be closed (and has been shut down, if the
-/// answer said so).
+/// Answers the request of `head`, with `Connection: close` when it is the `last` the connection serves; `false`
+/// when the connection is to be closed (and has been shut down, if the answer said so).
 /// An `async move` block, as [`serve`]: every request moves this future into its box, so it keeps one copy of its
 /// arguments, and the pipeline's future in one place (pinned here, lent to [`Conn::await_answer`]).
 #[allow(clippy::manual_async_fn)] // deliberately, see above
@@ -124,6 +134,7 @@ fn answer<'a, I, H, F>(
     io: &'a mut I,
     head: Head,
     front: &'a Front<'_, H>,
+    last: bool,
 ) -> impl Future<Output = bool> + 'a
 where
     I: AsyncRead + AsyncWrite + Unpin,
@@ -142,7 +153,7 @@ where
         let Some(resp) = answered else {
             return false;
         };
-        let keep_alive = keep_alive && !front.registration.finishing();
+        let keep_alive = keep_alive && !last && !front.registration.finishing();
         match conn.write_answer(io, resp, head_only, keep_alive).await {
             Ok(true) => true,
             Ok(false) => {

@@ -122,3 +122,108 @@ async fn a_head_trickled_in_byte_by_byte_is_cut_off_at_the_header_read_timeout()
     );
     assert!(answered.elapsed() < Duration::from_secs(5), "{:?}", answered.elapsed());
 }
+
+/// Reads one answer (head and `Content-Length` body) from `stream`; `None` at the end of the stream.
+async fn read_answer(stream: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end + 4]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .expect("a Content-Length");
+            if pending.len() >= end + 4 + length {
+                pending.drain(..end + 4 + length);
+                return Some(head);
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .expect("an answer or the end of the stream in time")
+            .unwrap();
+        if n == 0 {
+            assert!(pending.is_empty(), "the stream ended inside an answer");
+            return None;
+        }
+        pending.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn says_close(head: &str) -> bool {
+    head.lines().any(|l| l.eq_ignore_ascii_case("connection: close"))
+}
+
+#[tokio::test]
+async fn a_connection_closes_after_max_requests_per_connection() {
+    // The limit's answer says `Connection: close` and the connection ends: a pipelined request past it is not
+    // answered (the client sends it again on a new connection, as after nginx's `keepalive_requests`).
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let gate = TestGate::start_edited(
+        &idp,
+        &upstream.url(),
+        "",
+        "",
+        in_server("max_requests_per_connection = 3"),
+    )
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+    stream
+        .write_all(&b"GET /_logto/healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(5))
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    let mut heads = Vec::new();
+    while let Some(head) = read_answer(&mut stream, &mut pending).await {
+        heads.push(head);
+    }
+    assert_eq!(heads.len(), 3, "{heads:?}");
+    assert!(heads.iter().all(|h| h.starts_with("HTTP/1.1 200")), "{heads:?}");
+    assert!(!says_close(&heads[0]) && !says_close(&heads[1]), "{heads:?}");
+    assert!(says_close(&heads[2]), "{heads:?}");
+
+    // One at a time, the same: two kept alive, the third closes.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+    let mut pending = Vec::new();
+    for n in 1..=3 {
+        stream
+            .write_all(b"GET /_logto/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_answer(&mut stream, &mut pending).await.expect("an answer");
+        assert_eq!(says_close(&head), n == 3, "answer {n}: {head}");
+    }
+    assert_eq!(read_answer(&mut stream, &mut pending).await, None);
+}
+
+#[tokio::test]
+async fn zero_max_requests_per_connection_keeps_connections_open() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let gate = TestGate::start_edited(
+        &idp,
+        &upstream.url(),
+        "",
+        "",
+        in_server("max_requests_per_connection = 0"),
+    )
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+    let mut pending = Vec::new();
+    // Past the default limit (1000), in pipelined batches.
+    for _ in 0..21 {
+        stream
+            .write_all(&b"GET /_logto/healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(50))
+            .await
+            .unwrap();
+        for _ in 0..50 {
+            let head = read_answer(&mut stream, &mut pending).await.expect("an answer");
+            assert!(head.starts_with("HTTP/1.1 200") && !says_close(&head), "{head}");
+        }
+    }
+}

@@ -13,9 +13,8 @@ fn der_of(pem_path: &std::path::Path) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD.decode(body).unwrap()
 }
 
-/// Writes `request` over TLS (HTTP/1.1 by ALPN) and reads until the gate closes the connection (bounded).
-async fn tls_exchange_until_closed(port: u16, root_der: &[u8], request: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// A TLS connection to the gate on `port` (HTTP/1.1 by ALPN), trusting `root_der`.
+async fn tls_connect(port: u16, root_der: &[u8]) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls::pki_types::CertificateDer::from(root_der.to_vec()))
@@ -29,10 +28,16 @@ async fn tls_exchange_until_closed(port: u16, root_der: &[u8], request: &[u8]) -
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(name, tcp)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Writes `request` over TLS (HTTP/1.1 by ALPN) and reads until the gate closes the connection (bounded).
+async fn tls_exchange_until_closed(port: u16, root_der: &[u8], request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = tls_connect(port, root_der).await;
     tls.write_all(request).await.unwrap();
     let mut bytes = Vec::new();
     // A peer that closes without close_notify is fine here: what arrived is what counts.
@@ -137,4 +142,59 @@ async fn tls_termination_with_h2_by_alpn_and_certificates_reloaded_without_resta
         StatusCode::OK
     );
     task.abort();
+}
+
+#[tokio::test]
+async fn a_burst_of_tls_connections_is_spread_over_the_workers() {
+    // Handshakes and encryption cost CPU: a burst of TLS connections (a load balancer's pool) goes to the workers
+    // serving the fewest, never to one alone (`placement`), which the per-worker gauge shows.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if !have_tool("openssl", &["/usr/bin/openssl"], "openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(dir.path(), "burst");
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let metrics_port = free_port();
+    let line: &'static str = Box::leak(
+        format!(
+            "workers = 2\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\ntls_cert_file = {:?}\ntls_key_file = {:?}",
+            cert.display().to_string(),
+            key.display().to_string()
+        )
+        .into_boxed_str(),
+    );
+    // Served over TLS only, so not waited for over plain HTTP: connections wait in the listener's backlog until the
+    // workers take them.
+    let gate = TestGate::start_unready(
+        idp.endpoint().as_str(),
+        &upstream.url(),
+        "",
+        "",
+        |t| in_server(line)(t).replace("public_url = \"http://", "public_url = \"https://"),
+        |public| idp.register_client(APP_ID, APP_SECRET, &public.replace("http://", "https://")),
+    )
+    .await;
+    let root = der_of(&cert);
+    let burst = (0..12).map(|_| tls_connect(gate.port, &root));
+    let mut held = Vec::new();
+    for mut tls in futures_util::future::join_all(burst).await {
+        tls.write_all(b"GET /_logto/healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = [0u8; 512];
+        let n = tls.read(&mut answer).await.unwrap();
+        assert!(
+            answer[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&answer[..n])
+        );
+        held.push(tls);
+    }
+    wait_for_status(&format!("http://127.0.0.1:{metrics_port}/metrics"), 200).await;
+    let per_worker = crate::operations::worker_connections(metrics_port, 2).await;
+    assert_eq!(per_worker.iter().sum::<f64>(), 12.0, "{per_worker:?}");
+    assert!(per_worker.iter().all(|&n| n >= 5.0), "unbalanced: {per_worker:?}");
+    drop(held);
 }
