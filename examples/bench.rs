@@ -545,26 +545,8 @@ async fn main() {
         } else {
             "task-clock,context-switches,raw_syscalls:sys_enter"
         };
-        let proxy_workers: String = Command::new("pgrep")
-            .args(["-P", &_proxy.0.id().to_string()])
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default();
-        let upstream_workers = Command::new("pgrep")
-            .args(["-P", &_upstream.0.id().to_string()])
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default();
+        let pid_list = |pid: u32| -> String { children(pid).iter().map(u32::to_string).collect::<Vec<_>>().join(",") };
+        let (proxy_workers, upstream_workers) = (pid_list(_proxy.0.id()), pid_list(_upstream.0.id()));
         let tls_url = |port: u16| format!("https://127.0.0.1:{port}/index.html");
         for (name, pids, target, tls) in [
             ("nginx proxy_pass", proxy_workers.clone(), &targets[1], None),

@@ -154,6 +154,14 @@ async fn read_answer(stream: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) 
     }
 }
 
+/// A gate with `line` in its `[server]` section, and the IdP and upstream it needs.
+async fn gate_with(line: &'static str) -> (Idp, Upstream, TestGate) {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let gate = TestGate::start_edited(&idp, &upstream.url(), "", "", in_server(line)).await;
+    (idp, upstream, gate)
+}
+
 fn says_close(head: &str) -> bool {
     head.lines().any(|l| l.eq_ignore_ascii_case("connection: close"))
 }
@@ -162,16 +170,7 @@ fn says_close(head: &str) -> bool {
 async fn a_connection_closes_after_max_requests_per_connection() {
     // The limit's answer says `Connection: close` and the connection ends: a pipelined request past it is not
     // answered (the client sends it again on a new connection, as after nginx's `keepalive_requests`).
-    let idp = Idp::start(IdpOptions::default());
-    let upstream = Upstream::start().await;
-    let gate = TestGate::start_edited(
-        &idp,
-        &upstream.url(),
-        "",
-        "",
-        in_server("max_requests_per_connection = 3"),
-    )
-    .await;
+    let (_idp, _upstream, gate) = gate_with("max_requests_per_connection = 3").await;
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
     stream
         .write_all(&b"GET /_logto/healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(5))
@@ -203,16 +202,7 @@ async fn a_connection_closes_after_max_requests_per_connection() {
 
 #[tokio::test]
 async fn zero_max_requests_per_connection_keeps_connections_open() {
-    let idp = Idp::start(IdpOptions::default());
-    let upstream = Upstream::start().await;
-    let gate = TestGate::start_edited(
-        &idp,
-        &upstream.url(),
-        "",
-        "",
-        in_server("max_requests_per_connection = 0"),
-    )
-    .await;
+    let (_idp, _upstream, gate) = gate_with("max_requests_per_connection = 0").await;
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
     let mut pending = Vec::new();
     // Past the default limit (1000), in pipelined batches.
