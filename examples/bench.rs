@@ -337,9 +337,9 @@ async fn main() {
             .expect("gate binary"),
     );
     let gate_pid = gate.0.id();
-    // The same gate with one worker thread (`server.workers = 1`), on its own port: on a machine whose cores the
-    // load generator and the upstream share, one thread may queue less than two (see README). It reads the session
-    // cookie the first one issues (same session secret).
+    // The same gate with one worker thread (`server.workers = 1`), on its own port: what the default gate's placement
+    // of plain connections on one worker is compared with (bench/README.md). It reads the session cookie the first
+    // one issues (same session secret).
     let _gate1 = Killed(
         Command::new(&gate_bin)
             .arg("--config")

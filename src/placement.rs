@@ -37,27 +37,31 @@ pub(crate) enum Kind {
     Tls,
 }
 
-/// One worker as [`choose`] sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Load {
-    /// Connections it serves, or has been handed and not yet taken up.
-    pub(crate) connections: usize,
-    /// The share of the recent past (per mille) it spent running tasks ([`Busy::recent`]).
-    pub(crate) busy: u32,
-}
-
-/// The index in `loads` of the worker to serve a new connection of `kind` (see the module docs); `own`, the worker
-/// that accepted it, wins ties among the least loaded, so that nothing is handed over for nothing.
-pub(crate) fn choose(loads: &[Load], own: usize, kind: Kind) -> usize {
+/// The index of the worker (of `workers`) to serve a new connection of `kind` (see the module docs), given each
+/// one's `connections` (those it serves or has been handed and not yet taken up) and its `busy` share of the recent
+/// past, per mille ([`Busy::recent`]), asked only as far as needed. `own`, the worker that accepted the connection,
+/// wins ties among the least loaded, so that nothing is handed over for nothing.
+pub(crate) fn choose(
+    workers: usize,
+    own: usize,
+    kind: Kind,
+    connections: impl Fn(usize) -> usize,
+    busy: impl Fn(usize) -> u32,
+) -> usize {
+    let own = own.min(workers.saturating_sub(1));
+    if workers < 2 {
+        return own;
+    }
     if kind == Kind::Plain {
-        if let Some(first) = loads.iter().position(|l| l.busy < SPILL_AT) {
+        if let Some(first) = (0..workers).find(|&i| busy(i) < SPILL_AT) {
             return first;
         }
     }
-    let mut least = own.min(loads.len().saturating_sub(1));
-    for (i, load) in loads.iter().enumerate() {
-        if load.connections < loads[least].connections {
-            least = i;
+    let (mut least, mut fewest) = (own, connections(own));
+    for i in 0..workers {
+        let n = connections(i);
+        if n < fewest {
+            (least, fewest) = (i, n);
         }
     }
     least
@@ -119,44 +123,49 @@ fn share(busy: Duration, elapsed: Duration) -> u32 {
 mod tests {
     use super::*;
 
-    fn load(connections: usize, busy: u32) -> Load {
-        Load { connections, busy }
+    /// A worker serving `.0` connections, `.1` per mille busy.
+    fn load(connections: usize, busy: u32) -> (usize, u32) {
+        (connections, busy)
+    }
+
+    fn pick(loads: &[(usize, u32)], own: usize, kind: Kind) -> usize {
+        choose(loads.len(), own, kind, |i| loads[i].0, |i| loads[i].1)
     }
 
     #[test]
     fn plain_connections_fill_the_first_worker_with_room() {
         let idle = [load(40, 100), load(0, 0)];
         assert_eq!(
-            choose(&idle, 1, Kind::Plain),
+            pick(&idle, 1, Kind::Plain),
             0,
             "the first worker has room, however many it serves"
         );
         let first_busy = [load(40, 950), load(3, 200), load(0, 0)];
-        assert_eq!(choose(&first_busy, 0, Kind::Plain), 1);
+        assert_eq!(pick(&first_busy, 0, Kind::Plain), 1);
         let just_below = [load(40, SPILL_AT - 1), load(0, 0)];
-        assert_eq!(choose(&just_below, 1, Kind::Plain), 0);
+        assert_eq!(pick(&just_below, 1, Kind::Plain), 0);
     }
 
     #[test]
     fn when_every_worker_is_busy_plain_connections_go_to_the_fewest() {
         let all_busy = [load(40, 990), load(12, 950), load(30, SPILL_AT)];
-        assert_eq!(choose(&all_busy, 0, Kind::Plain), 1);
+        assert_eq!(pick(&all_busy, 0, Kind::Plain), 1);
     }
 
     #[test]
     fn tls_connections_go_to_the_fewest_whatever_the_business() {
         let loads = [load(10, 0), load(4, 800), load(7, 0)];
-        assert_eq!(choose(&loads, 0, Kind::Tls), 1);
+        assert_eq!(pick(&loads, 0, Kind::Tls), 1);
     }
 
     #[test]
     fn the_accepting_worker_wins_ties() {
         let even = [load(5, 990), load(5, 990), load(5, 990)];
-        assert_eq!(choose(&even, 2, Kind::Plain), 2);
-        assert_eq!(choose(&even, 1, Kind::Tls), 1);
+        assert_eq!(pick(&even, 2, Kind::Plain), 2);
+        assert_eq!(pick(&even, 1, Kind::Tls), 1);
         // An index past the end (no such worker) cannot be chosen.
-        assert_eq!(choose(&even, 7, Kind::Tls), 2);
-        assert_eq!(choose(&[load(0, 0)], 0, Kind::Tls), 0);
+        assert_eq!(pick(&even, 7, Kind::Tls), 2);
+        assert_eq!(pick(&[load(0, 0)], 0, Kind::Tls), 0);
     }
 
     #[test]

@@ -35,7 +35,7 @@ use crate::deadlines::CoarseTimer;
 use crate::gate::{Gate, WorkerGate};
 use crate::http1::framing::{framing_io, AmbiguousFraming, Watch};
 use crate::http1::server::{self as front, Ended, Front};
-use crate::placement::{self, Busy, Kind, Load};
+use crate::placement::{self, Busy, Kind};
 use crate::sniff::{self, Prefixed, Protocol};
 
 /// Limits applied to every client connection.
@@ -305,15 +305,14 @@ fn hand_over(
 ) -> Option<tokio::net::TcpStream> {
     let kind = if shared.tls.is_some() { Kind::Tls } else { Kind::Plain };
     let now = std::time::Instant::now();
-    let loads: Vec<Load> = shared
-        .workers
-        .iter()
-        .map(|w| Load {
-            connections: w.connections.load(),
-            busy: w.busy.recent(now),
-        })
-        .collect();
-    let chosen = placement::choose(&loads, index, kind);
+    let workers = &shared.workers;
+    let chosen = placement::choose(
+        workers.len(),
+        index,
+        kind,
+        |i| workers[i].connections.load(),
+        |i| workers[i].busy.recent(now),
+    );
     let target = match shared.workers.get(chosen) {
         Some(target) if chosen != index => target,
         _ => return Some(stream),

@@ -26,12 +26,12 @@
 //!   the client sends meanwhile are the next requests (pipelining), answered in order;
 //! - `Connection: close` from either side ends the connection after the answer; so does being told to finish (idle,
 //!   shutdown), which closes a connection at once between requests;
+//! - a `Date` field on every answer that has none (RFC 9110 §6.6.1).
 //!
 //! And one limit of its own: the answer to the `server.max_requests_per_connection`-th request served here says
 //! `Connection: close` and ends the connection (as nginx's `keepalive_requests`), so that a client which keeps its
 //! connections open (a load balancer's pool) reconnects now and then and its connections are placed anew
 //! ([`crate::placement`]). A connection handed to hyper is not counted from then on.
-//! - a `Date` field on every answer that has none (RFC 9110 §6.6.1).
 //!
 //! Answers are framed here, whatever framing fields the gate or the upstream set (RFC 9112 §6.3): no body after
 //! `HEAD`, 204 or 304 (a 1xx answer is replaced by a 500, as hyper does); otherwise `Content-Length` when the body's

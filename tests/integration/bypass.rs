@@ -332,12 +332,7 @@ async fn malformed_chunked_request_bodies_are_refused_as_client_errors() {
         );
         assert!(text.contains("request body"), "{text}");
     }
-    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(metrics_port).await;
     assert!(
         metrics.contains("logto_gate_requests_total{route=\"app\",status=\"400\"} 5\n"),
         "{metrics}"

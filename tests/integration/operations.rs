@@ -359,12 +359,7 @@ async fn a_burst_of_plain_connections_fills_the_first_worker_with_room() {
 
 /// The `logto_gate_worker_connections` gauge of each of `workers` workers, from the metrics endpoint.
 pub(crate) async fn worker_connections(metrics_port: u16, workers: usize) -> Vec<f64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(metrics_port).await;
     let metrics = parse_metrics(&text);
     (0..workers)
         .map(|w| {

@@ -187,6 +187,16 @@ impl Drop for TestGate {
     }
 }
 
+/// The gate's Prometheus metrics, as text, from its `server.metrics_listen` port.
+pub async fn metrics_text(metrics_port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Polls `url` until it answers `status`, for at most [`READY_TIMEOUT`].
 pub async fn wait_for_status(url: &str, status: u16) {
     let client = Client::new();
