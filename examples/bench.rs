@@ -548,6 +548,7 @@ async fn main() {
         let pid_list = |pid: u32| -> String { children(pid).iter().map(u32::to_string).collect::<Vec<_>>().join(",") };
         let (proxy_workers, upstream_workers) = (pid_list(_proxy.0.id()), pid_list(_upstream.0.id()));
         let tls_url = |port: u16| format!("https://127.0.0.1:{port}/index.html");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         for (name, pids, target, tls) in [
             ("nginx proxy_pass", proxy_workers.clone(), &targets[1], None),
             ("logto-gate", gate_pid.to_string(), &targets[2], None),
@@ -627,8 +628,21 @@ async fn main() {
                     })
                     .unwrap_or(0.0)
             };
+            // TCP segments sent on the whole machine (loopback: each one is also received): data and bare ACKs.
+            let segments = || -> f64 {
+                let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+                let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+                let (names, values) = (tcp.next().unwrap_or(""), tcp.next().unwrap_or(""));
+                names
+                    .split_whitespace()
+                    .zip(values.split_whitespace())
+                    .find(|(n, _)| *n == "OutSegs")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0.0)
+            };
             let first_pid = pids.split(',').next().unwrap_or("").to_owned();
             let threads_before = threads(&first_pid);
+            let segments_before = segments();
             let before = times(&pids);
             let machine_before = machine();
             let upstream_before = times(&upstream_workers);
@@ -641,6 +655,7 @@ async fn main() {
                 },
             };
             let after = times(&pids);
+            let segments_after = segments();
             let machine_after = machine();
             let upstream_after = times(&upstream_workers);
             let _ = Command::new("kill").args(["-INT", &stat.id().to_string()]).status();
@@ -675,8 +690,10 @@ async fn main() {
                 (after.1 - before.1) * 10_000.0 / requests
             );
             print!(
-                "; machine {:.1} µs, {:.2} context switches, {:.3} migrations, upstream {:.1} µs",
+                "; machine {:.1} µs ({:.0} % busy), {:.2} TCP segments, {:.2} context switches, {:.3} migrations, upstream {:.1} µs",
                 (machine_after - machine_before) * 10_000.0 / requests,
+                (machine_after - machine_before) / (SECONDS as f64 * cores as f64),
+                (segments_after - segments_before) / requests,
                 wide_count("context-switches") / requests,
                 wide_count("cpu-migrations") / requests,
                 (upstream_after.0 + upstream_after.1 - upstream_before.0 - upstream_before.1) * 10_000.0 / requests

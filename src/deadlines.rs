@@ -255,9 +255,11 @@ impl Drop for Deadline {
     }
 }
 
-/// `future`, or `Err(Elapsed)` once `deadline` passes first (like `tokio::time::timeout_at`, coarsely).
-pub async fn timeout_at<F: Future>(deadline: Instant, future: F) -> Result<F::Output, Elapsed> {
-    let mut future = std::pin::pin!(future);
+/// The future `start` makes, or `Err(Elapsed)` once `deadline` passes first (like `tokio::time::timeout_at`,
+/// coarsely). It takes a maker rather than the future so that the future is built in this one's state and held
+/// once: an argument future would be kept as it was passed and again where it is pinned.
+pub async fn timeout_at<F: Future>(deadline: Instant, start: impl FnOnce() -> F) -> Result<F::Output, Elapsed> {
+    let mut future = std::pin::pin!(start());
     let mut deadline = Deadline::at(deadline);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(output) = future.as_mut().poll(cx) {

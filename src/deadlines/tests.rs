@@ -80,13 +80,12 @@ async fn a_moved_deadline_fires_at_its_new_time() {
 async fn timeout_at_returns_what_finishes_first() {
     start_ticker().await;
     let start = Instant::now();
-    let quick = bounded(timeout_at(
-        start + Duration::from_secs(5),
-        tokio::time::sleep(Duration::from_secs(1)),
-    ))
+    let quick = bounded(timeout_at(start + Duration::from_secs(5), || {
+        tokio::time::sleep(Duration::from_secs(1))
+    }))
     .await;
     assert_eq!(quick, Ok(()));
-    let slow = bounded(timeout_at(start + Duration::from_secs(5), std::future::pending::<()>())).await;
+    let slow = bounded(timeout_at(start + Duration::from_secs(5), std::future::pending::<()>)).await;
     assert_eq!(slow, Err(Elapsed));
     assert!(start.elapsed() <= Duration::from_secs(5) + RESOLUTION);
     assert_eq!(kept(), Some(0));

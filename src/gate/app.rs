@@ -51,7 +51,7 @@ impl Gate {
     #[allow(clippy::manual_async_fn)] // deliberately, see Gate::handle
     pub(super) fn app<'a>(
         &'a self,
-        mut req: Request<Body>,
+        req: &'a mut Request<Body>,
         peer: SocketAddr,
         upgrading: bool,
         cookies: &'a mut Vec<HeaderValue>,
@@ -62,10 +62,10 @@ impl Gate {
             let (decision, new_path, route) = {
                 let path = policy::path::normalise(req.uri().path(), self.config.server.allow_encoded_slashes)
                     .map_err(|e| ClientError::BadRequest(e.to_string()))?;
-                let host = request_host(&req, trusted);
+                let host = request_host(req, trusted);
                 let rule_path = policy::path::rule_path(&path, self.config.policy.case_insensitive)
                     .map_err(|e| ClientError::BadRequest(e.to_string()))?;
-                let decision = self.decide(&req, host, &rule_path)?;
+                let decision = self.decide(req, host, &rule_path)?;
                 // Which upstream: one for the request's host before one for every host, then the longest prefix (on
                 // the path the rules saw).
                 let route = self.route_for(host, &rule_path).ok_or(ClientError::NotFound)?;
@@ -91,7 +91,7 @@ impl Gate {
                 Decision::Require(..) => {
                     let Some(principal) = self.authenticate(req.headers(), cookies).await? else {
                         // 3. challenge
-                        return Box::pin(self.challenge(&req)).await;
+                        return Box::pin(self.challenge(req)).await;
                     };
                     for requirements in decision.requirements() {
                         authorize(&principal, requirements)?;
@@ -101,28 +101,28 @@ impl Gate {
             };
             // 4. rewrite
             let browser_host = match &self.protected_basic {
-                Some(_) => request_host(&req, trusted).and_then(|h| HeaderValue::from_str(h).ok()),
+                Some(_) => request_host(req, trusted).and_then(|h| HeaderValue::from_str(h).ok()),
                 None => None,
             };
             // X-Forwarded-Host: the public host, or the other allowed host the request came to.
             let other_host = if self.config.server.allowed_redirect_hosts.is_empty() {
                 None
             } else {
-                request_host(&req, trusted)
+                request_host(req, trusted)
                     .filter(|h| self.is_other_allowed_host(h))
                     .and_then(|h| HeaderValue::from_str(h).ok())
             };
-            let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
-            let (mut parts, request_body) = req.into_parts();
+            let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut *req));
             if let Some(path) = &new_path {
-                parts.uri = with_path(&parts.uri, path)?;
+                *req.uri_mut() = with_path(req.uri(), path)?;
             }
-            identity::strip_spoofed_identity(&mut parts.headers, &self.managed);
-            hop::remove_underscore_variants(&mut parts.headers);
-            self.sessions.codec().strip_gate_cookies(&mut parts.headers);
+            let headers = req.headers_mut();
+            identity::strip_spoofed_identity(headers, &self.managed);
+            hop::remove_underscore_variants(headers);
+            self.sessions.codec().strip_gate_cookies(headers);
             let public = &self.config.server.public_url;
             let forwarded = forwarded::set_forwarded(
-                &mut parts.headers,
+                headers,
                 peer.ip(),
                 trusted,
                 public.scheme(),
@@ -134,19 +134,18 @@ impl Gate {
             let identity = principal.as_ref().map(|p| self.identity_headers(p));
             let identity = identity.as_deref();
             if let (Some(identity), false) = (identity, self.identity_inline) {
-                identity.insert_into(&mut parts.headers);
+                identity.insert_into(headers);
             }
             if let Some(principal) = &principal {
-                self.add_credentials(&mut parts.headers, principal)?;
+                self.add_credentials(headers, principal)?;
             }
             if let Some(basic) = &self.protected_basic {
-                self.add_protected_app(&mut parts.headers, basic, browser_host, principal.as_ref());
+                self.add_protected_app(headers, basic, browser_host, principal.as_ref());
             }
             // 5. forward
             let mut resp = self.forwarders[route]
                 .forward(
-                    parts,
-                    request_body,
+                    req,
                     client_upgrade,
                     Added {
                         forwarded,

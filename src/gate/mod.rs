@@ -297,8 +297,9 @@ impl Gate {
                 // Phase 0: ambiguous message framing is how requests are smuggled past a proxy; refuse it outright.
                 Some(problem) => Err(ClientError::BadRequest(problem.to_owned()).into()),
                 // The app's requests skip the dispatch below: one future less nested in every request's.
-                None if route == Route::App => this.app(req, peer, upgrading, &mut cookies).await,
-                None => this.route(route, req, peer, html, upgrading, &mut cookies).await,
+                None if route == Route::App => this.app(&mut req, peer, upgrading, &mut cookies).await,
+                // The rest (the gate's endpoints, forward-auth) is boxed: its larger state stays out of the app's.
+                None => Box::pin(this.route(route, req, peer, html, upgrading, &mut cookies)).await,
             };
             let mut resp = match result {
                 Ok(resp) => resp,
@@ -349,17 +350,17 @@ impl Gate {
     async fn route(
         &self,
         route: Route,
-        req: Request<Body>,
+        mut req: Request<Body>,
         peer: SocketAddr,
         html: bool,
         upgrading: bool,
         cookies: &mut Vec<HeaderValue>,
     ) -> Result<Response<Body>, GateError> {
-        // The signed-in paths (the app, forward-auth) run inline; the rest is rare and boxed, so their larger state
-        // (token requests, key fetches) does not make every request's future bigger.
+        // `handle` boxes this dispatch (the app's requests skip it). Forward-auth runs inline; the rest is rare and
+        // boxed again, so their larger state (token requests, key fetches) does not make forward-auth's bigger.
         match route {
-            // `handle` calls `app` itself; boxed here so this dispatch stays small in every request's future.
-            Route::App => Box::pin(self.app(req, peer, upgrading, cookies)).await,
+            // `handle` calls `app` itself; boxed here so that this dispatch stays small.
+            Route::App => Box::pin(self.app(&mut req, peer, upgrading, cookies)).await,
             Route::SignIn => Box::pin(self.sign_in(&req, peer)).await,
             Route::Callback => Ok(Box::pin(self.callback(&req, html)).await),
             Route::SignOut => Box::pin(self.sign_out(&req)).await,

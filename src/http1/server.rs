@@ -157,7 +157,8 @@ where
         match conn.write_answer(io, resp, head_only, keep_alive).await {
             Ok(true) => true,
             Ok(false) => {
-                let _ = crate::deadlines::timeout_at(Instant::now() + front.header_read_timeout, io.shutdown()).await;
+                let _ =
+                    crate::deadlines::timeout_at(Instant::now() + front.header_read_timeout, || io.shutdown()).await;
                 false
             }
             Err(e) => {

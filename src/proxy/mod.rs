@@ -160,22 +160,21 @@ impl Forwarder {
     /// headers are in, would let a client name them in `Connection` and have them dropped.
     /// `client_upgrade` is the client side of a protocol switch; when the upstream answers 101 the two
     /// connections are spliced together in a task of their own. `added` holds headers none of which is in
-    /// `parts` yet; they go into the request too.
+    /// `req` yet; they go into the request too.
     ///
-    /// Not an `async fn`: one keeps a moved copy of each argument next to the original for its whole life, and
-    /// hyper moves the request's future about; an `async move` block uses what it captured in place.
+    /// The request is lent, not given: it stays where the caller holds it (the one copy in a request's future),
+    /// and only the path through hyper's client, which needs it whole, takes it out (leaving an empty request).
+    /// Not an `async fn`: one keeps a moved copy of each argument next to the original for its whole life.
     #[allow(clippy::manual_async_fn)] // deliberately not an async fn, see above
     pub fn forward<'a>(
         &'a self,
-        mut parts: http::request::Parts,
-        body: Body,
+        req: &'a mut Request<Body>,
         client_upgrade: Option<OnUpgrade>,
         added: Added<'a>,
     ) -> impl std::future::Future<Output = Result<Response<Body>, GateError>> + Send + 'a {
         async move {
-            let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-                parts
-                    .uri
+            let original_host = req.headers().get(header::HOST).cloned().or_else(|| {
+                req.uri()
                     .authority()
                     .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             });
@@ -184,17 +183,19 @@ impl Forwarder {
                 (true, Some(h)) => h,
                 _ => self.host_header.clone(),
             };
-            parts.headers.insert(header::HOST, host);
+            req.headers_mut().insert(header::HOST, host);
 
             match &self.lean {
                 Some(lean)
-                    if client_upgrade.is_none() && client::Client::handles(&parts.method, !body.is_end_stream()) =>
+                    if client_upgrade.is_none()
+                        && client::Client::handles(req.method(), !req.body().is_end_stream()) =>
                 {
-                    self.forward_lean(lean, &parts, &added).await
+                    self.forward_lean(lean, req, &added).await
                 }
                 // Less common, and larger: boxed, so the usual request's future (which hyper moves about) stays small.
                 _ => {
-                    added.insert_into(&mut parts.headers);
+                    added.insert_into(req.headers_mut());
+                    let (parts, body) = std::mem::replace(req, Request::new(Body::Empty)).into_parts();
                     Box::pin(self.forward_pooled(parts, body, client_upgrade)).await
                 }
             }
@@ -205,13 +206,13 @@ impl Forwarder {
     async fn forward_lean(
         &self,
         lean: &client::Client,
-        parts: &http::request::Parts,
+        req: &Request<Body>,
         added: &Added<'_>,
     ) -> Result<Response<Body>, GateError> {
-        let pq = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let pq = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
         // One reading of the clock for the latency metric, the deadline and the pool's idle bookkeeping.
         let sent = tokio::time::Instant::now();
-        let send = lean.send(&parts.method, &self.base_path, pq, &parts.headers, added, sent);
+        let send = || lean.send(req.method(), &self.base_path, pq, req.headers(), added, sent);
         let resp = match crate::deadlines::timeout_at(sent + self.response_timeout, send).await {
             Err(_) => return Err(UpstreamError::Timeout(self.response_timeout).into()),
             Ok(result) => result.map_err(UpstreamError::from)?,
