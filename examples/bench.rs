@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 const SECONDS: u32 = 5;
 const CONNECTIONS: u32 = 32;
 const APP_ID: &str = "bench-app";
@@ -813,7 +813,14 @@ async fn main() {
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
     let mut tls_runs: Vec<[Vec<f64>; 2]> = vec![[Vec::new(), Vec::new()]; tls_rows.len()];
     for round in 0..rounds {
-        for (i, (name, url, c)) in targets.iter().enumerate() {
+        // Every other round runs in the opposite order, so that no side always follows the same one (the upstream's
+        // or the machine's state after a run favours neither).
+        let order: Vec<usize> = match round % 2 {
+            0 => (0..targets.len()).collect(),
+            _ => (0..targets.len()).rev().collect(),
+        };
+        for i in order {
+            let (name, url, c) = &targets[i];
             let r = wrk(url, *c);
             eprintln!(
                 "round {}: {name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
@@ -826,10 +833,12 @@ async fn main() {
         }
         // `--http1`: the HTTP/1.1 rows alone.
         for (row, (name, args, nginx_url, gate_url)) in tls_rows.iter().enumerate().filter(|_| !http1_only) {
-            for (side, (url, c)) in [(nginx_url, None), (gate_url, Some(cookie.as_str()))]
-                .into_iter()
-                .enumerate()
-            {
+            let sides = [(0, nginx_url, None), (1, gate_url, Some(cookie.as_str()))];
+            let order = match round % 2 {
+                0 => [sides[0], sides[1]],
+                _ => [sides[1], sides[0]],
+            };
+            for (side, url, c) in order {
                 let load = rows::h2load(args, url, c);
                 let value = if row == 2 { load.mb_per_s } else { load.rps };
                 eprintln!("round {}: {name}: {} {value:.0}", round + 1, ["nginx", "gate"][side]);
