@@ -47,7 +47,8 @@ pub(super) const PROTECTED_APP_HOST: &str = "logto-host";
 impl Gate {
     /// Phases 1b-5 for the app's requests (an `async move` block, as [`Gate::handle`] explains). `upgrading`: an
     /// HTTP/1.1 protocol upgrade request (decided in `handle`, before hop-by-hop removal, which keeps its
-    /// `Connection` and `Upgrade` only then).
+    /// `Connection` and `Upgrade` only then). `req` is lent, not given: it is rewritten in place and forwarded from
+    /// where `handle` holds it (hyper's client path takes it out, leaving an empty request behind).
     #[allow(clippy::manual_async_fn)] // deliberately, see Gate::handle
     pub(super) fn app<'a>(
         &'a self,
