@@ -313,7 +313,7 @@ fn hand_over(
         |i| workers[i].connections.load(),
         |i| workers[i].busy.recent(now),
     );
-    let target = match shared.workers.get(chosen) {
+    let target = match workers.get(chosen) {
         Some(target) if chosen != index => target,
         _ => return Some(stream),
     };
@@ -450,7 +450,7 @@ impl Client<'_> {
                     };
                     let unanswered = match front::serve(&mut io, front).await {
                         Ended::Closed => return,
-                        Ended::HandOff(_, unanswered) => unanswered,
+                        Ended::HandOff(unanswered) => unanswered,
                     };
                     // The smuggling check follows the connection from the head handed over on.
                     let framing = Watch::default();

@@ -85,19 +85,21 @@ pub struct Front<'a, H> {
 }
 
 /// How a connection left the front.
-pub enum Ended<I> {
+pub enum Ended {
     /// Closed (by either side, a timeout or a finish); nothing more to do.
     Closed,
-    /// For hyper: the connection and the bytes read from it but not answered, from the start of a request head.
-    HandOff(I, Bytes),
+    /// For hyper, which takes over the lent connection: the bytes read from it but not answered, from the start of
+    /// a request head.
+    HandOff(Bytes),
 }
 
-/// Serves `io` until it closes or a request needs hyper; see the module docs.
+/// Serves `io` until it closes or a request needs hyper; see the module docs. The connection is lent: the caller
+/// holds it once in its state and gives it to hyper after a hand-off.
 ///
-/// An `async move` block rather than an `async fn`, which would keep a second copy of `io` and `front` in every
-/// connection's state for as long as the connection lives.
+/// An `async move` block rather than an `async fn`, which would keep a second copy of `front` in every connection's
+/// state for as long as the connection lives.
 #[allow(clippy::manual_async_fn)] // deliberately, see above
-pub fn serve<'a, I, H, F>(mut io: I, front: Front<'a, H>) -> impl Future<Output = Ended<I>> + 'a
+pub fn serve<'a, I, H, F>(io: &'a mut I, front: Front<'a, H>) -> impl Future<Output = Ended> + 'a
 where
     I: AsyncRead + AsyncWrite + Unpin + 'a,
     H: Fn(Request<Body>, SocketAddr) -> F,
@@ -108,16 +110,16 @@ where
         let mut slot: Option<Box<Conn>> = None;
         let mut served: u32 = 0;
         loop {
-            let (head, conn) = match next_head(&mut slot, &mut io, &front).await {
+            let (head, conn) = match next_head(&mut slot, io, &front).await {
                 Next::Head(head, conn) => (head, conn),
-                Next::HandOff(conn) => return Ended::HandOff(io, std::mem::take(&mut conn.buf).freeze()),
+                Next::HandOff(conn) => return Ended::HandOff(std::mem::take(&mut conn.buf).freeze()),
                 Next::Close => return Ended::Closed,
             };
             // Boxed, once per request: the pipeline's state and the writing are most of a connection's state, and
             // held inline they would stay allocated for as long as the connection waits for its next request.
             served = served.saturating_add(1);
             let last = front.max_requests != 0 && served >= front.max_requests;
-            if !Box::pin(answer(conn, &mut io, head, &front, last)).await {
+            if !Box::pin(answer(conn, io, head, &front, last)).await {
                 return Ended::Closed;
             }
         }
