@@ -29,10 +29,21 @@ const APP_ID: &str = "bench-app";
 const APP_SECRET: &str = "bench-app-secret";
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free ports: every listener is held until all have their port (the kernel may hand a port just
+/// released to the next bind, and two services on one port would measure the wrong one).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<_> = (0..N)
+        .filter_map(|_| std::net::TcpListener::bind("127.0.0.1:0").ok())
+        .collect();
+    std::array::from_fn(|i| {
+        listeners
+            .get(i)
+            .and_then(|l| l.local_addr().ok())
+            .map_or(0, |a| a.port())
+    })
 }
 
 fn wait_port(port: u16) {
@@ -246,8 +257,7 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
 
     // Static upstream and the nginx reference proxy.
-    let (up_port, proxy_port, gate_port, gate1_port) = (free_port(), free_port(), free_port(), free_port());
-    let (proxy_tls_port, gate_tls_port) = (free_port(), free_port());
+    let [up_port, proxy_port, gate_port, gate1_port, proxy_tls_port, gate_tls_port] = free_ports();
     let (cert, key) = cert::make_cert(dir.path(), "bench");
     // The large download: 64 MiB the upstream serves from disk.
     std::fs::write(dir.path().join("big.bin"), vec![0x5a_u8; 64 << 20]).expect("big file");
@@ -294,7 +304,7 @@ async fn main() {
          proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\"; proxy_read_timeout 300s; }}"
     );
     let fresh_nginx = |name: &str| {
-        let (plain, h2) = (free_port(), free_port());
+        let [plain, h2] = free_ports();
         let group = nginx(
             dir.path(),
             name,
@@ -478,7 +488,7 @@ async fn main() {
     if std::env::args().any(|a| a == "--callgrind") {
         // User-space instructions per request under valgrind's callgrind, one worker each: unlike CPU time they do
         // not drift with what else the machine does, so two builds compare to a fraction of a per cent.
-        let (gate_port, nginx_port) = (free_port(), free_port());
+        let [gate_port, nginx_port] = free_ports();
         let (nginx_conf, nginx_prefix) =
             nginx_conf(dir.path(), "proxy-callgrind", "1", &proxy_server(nginx_port), false);
         let mut gate = Command::new("valgrind");

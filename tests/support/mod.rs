@@ -508,12 +508,22 @@ pub fn gate_binary() -> &'static str {
     env!("CARGO_BIN_EXE_logto-gate")
 }
 
-/// A port that was free a moment ago (for the binary, which must know its public URL before it binds).
+/// A port that was free a moment ago (for the binary, which must know its public URL before it binds), and never
+/// handed out before in this test process: the kernel may give a port just released to the next bind, and a test
+/// that takes two ports before anything binds them would otherwise now and then get the same one twice.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// Runs the gate binary with arguments and environment; kills it on drop.
