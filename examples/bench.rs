@@ -550,11 +550,38 @@ async fn main() {
             .args(["list", "probe_libc:malloc"])
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("probe_libc:malloc"));
-        let events = if malloc_probe {
-            "task-clock,context-switches,raw_syscalls:sys_enter,probe_libc:malloc"
+        let mut events = if malloc_probe {
+            "task-clock,context-switches,raw_syscalls:sys_enter,probe_libc:malloc".to_owned()
         } else {
-            "task-clock,context-switches,raw_syscalls:sys_enter"
+            "task-clock,context-switches,raw_syscalls:sys_enter".to_owned()
         };
+        // `BENCH_PERF_SYSCALLS`: also count each kind of system call a proxy makes, per request.
+        const SYSCALLS: [&str; 18] = [
+            "read",
+            "write",
+            "readv",
+            "writev",
+            "recvfrom",
+            "sendto",
+            "recvmsg",
+            "sendmsg",
+            "epoll_wait",
+            "epoll_pwait",
+            "epoll_ctl",
+            "futex",
+            "ioctl",
+            "clock_gettime",
+            "getsockopt",
+            "setsockopt",
+            "accept4",
+            "close",
+        ];
+        let per_syscall = std::env::var_os("BENCH_PERF_SYSCALLS").is_some();
+        if per_syscall {
+            for call in SYSCALLS {
+                events.push_str(&format!(",syscalls:sys_enter_{call}"));
+            }
+        }
         let pid_list = |pid: u32| -> String { children(pid).iter().map(u32::to_string).collect::<Vec<_>>().join(",") };
         let (proxy_workers, upstream_workers) = (pid_list(_proxy.0.id()), pid_list(_upstream.0.id()));
         let tls_url = |port: u16| format!("https://127.0.0.1:{port}/index.html");
@@ -576,7 +603,7 @@ async fn main() {
             ),
         ] {
             let stat = Command::new("perf")
-                .args(["stat", "-x,", "-e", events, "-p", &pids])
+                .args(["stat", "-x,", "-e", &events, "-p", &pids])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -620,23 +647,21 @@ async fn main() {
                 out.sort_by(|a, b| a.0.cmp(&b.0));
                 out
             };
-            // Busy time of the whole machine, in clock ticks: the proxy's cost includes what it makes wrk, the
-            // upstream and the kernel's softirqs do (wakeups, packets).
-            let machine = || -> f64 {
-                std::fs::read_to_string("/proc/stat")
-                    .ok()
-                    .and_then(|stat| {
-                        let ticks: Vec<f64> = stat
-                            .lines()
-                            .next()?
-                            .split_whitespace()
-                            .skip(1)
-                            .filter_map(|t| t.parse().ok())
-                            .collect();
+            // Busy time of the whole machine, then of each CPU, in clock ticks: the proxy's cost includes what it
+            // makes wrk, the upstream and the kernel's softirqs do (wakeups, packets); the CPUs' shares show which
+            // one limits the rate.
+            let machine = || -> Vec<f64> {
+                let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+                stat.lines()
+                    .take_while(|l| l.starts_with("cpu"))
+                    .map(|line| {
+                        let ticks: Vec<f64> = line.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
                         // user nice system idle iowait irq softirq steal: all but idle and iowait.
-                        Some(ticks.iter().take(8).sum::<f64>() - ticks.get(3)? - ticks.get(4)?)
+                        ticks.iter().take(8).sum::<f64>()
+                            - ticks.get(3).copied().unwrap_or(0.0)
+                            - ticks.get(4).copied().unwrap_or(0.0)
                     })
-                    .unwrap_or(0.0)
+                    .collect()
             };
             // TCP segments sent on the whole machine (loopback: each one is also received): data and bare ACKs.
             let segments = || -> f64 {
@@ -699,10 +724,21 @@ async fn main() {
                 (after.0 - before.0) * 10_000.0 / requests,
                 (after.1 - before.1) * 10_000.0 / requests
             );
+            let busy_ticks: Vec<f64> = machine_after
+                .iter()
+                .zip(&machine_before)
+                .map(|(after, before)| after - before)
+                .collect();
+            let per_cpu: Vec<String> = busy_ticks
+                .iter()
+                .skip(1)
+                .map(|ticks| format!("{:.0}", ticks / SECONDS as f64))
+                .collect();
             print!(
-                "; machine {:.1} µs ({:.0} % busy), {:.2} TCP segments, {:.2} context switches, {:.3} migrations, upstream {:.1} µs",
-                (machine_after - machine_before) * 10_000.0 / requests,
-                (machine_after - machine_before) / (SECONDS as f64 * cores as f64),
+                "; machine {:.1} µs ({:.0} % busy: {} % per CPU), {:.2} TCP segments, {:.2} context switches, {:.3} migrations, upstream {:.1} µs",
+                busy_ticks.first().copied().unwrap_or(0.0) * 10_000.0 / requests,
+                busy_ticks.first().copied().unwrap_or(0.0) / (SECONDS as f64 * cores as f64),
+                per_cpu.join(" and "),
                 (segments_after - segments_before) / requests,
                 wide_count("context-switches") / requests,
                 wide_count("cpu-migrations") / requests,
@@ -710,6 +746,15 @@ async fn main() {
             );
             if malloc_probe {
                 print!(", {:.1} mallocs per request", count("probe_libc:malloc") / requests);
+            }
+            if per_syscall {
+                let calls: Vec<String> = SYSCALLS
+                    .iter()
+                    .map(|call| (call, count(&format!("syscalls:sys_enter_{call},")) / requests))
+                    .filter(|(_, n)| *n >= 0.005)
+                    .map(|(call, n)| format!("{call} {n:.2}"))
+                    .collect();
+                print!(" {{{}}}", calls.join(", "));
             }
             let busy: Vec<String> = threads(&first_pid)
                 .into_iter()
