@@ -448,9 +448,14 @@ impl Client<'_> {
                         largest_head: limits.largest_head(),
                         max_requests: limits.max_requests_per_connection,
                     };
-                    let unanswered = match front::serve(&mut io, front).await {
+                    let (unanswered, served) = match front::serve(&mut io, front).await {
                         Ended::Closed => return,
-                        Ended::HandOff(unanswered) => unanswered,
+                        Ended::HandOff { unanswered, served } => (unanswered, served),
+                    };
+                    // `server.max_requests_per_connection` goes on counting where the front stopped.
+                    let left = match limits.max_requests_per_connection {
+                        0 => None,
+                        max => Some(max.saturating_sub(served)),
                     };
                     // The smuggling check follows the connection from the head handed over on.
                     let framing = Watch::default();
@@ -463,7 +468,7 @@ impl Client<'_> {
                         .shared
                         .protocols
                         .http1
-                        .serve_connection(TokioIo::new(io), self.service(Some(framing)))
+                        .serve_connection(TokioIo::new(io), self.service(Some(framing), left))
                         .with_upgrades();
                     // Boxed: only connections handed over need hyper's state.
                     Box::pin(drive(
@@ -479,7 +484,7 @@ impl Client<'_> {
                         .shared
                         .protocols
                         .http2
-                        .serve_connection(TokioIo::new(io), self.service(None));
+                        .serve_connection(TokioIo::new(io), self.service(None, None));
                     Box::pin(drive(conn, http2::Connection::graceful_shutdown, self.registration)).await
                 }
             }
@@ -487,9 +492,14 @@ impl Client<'_> {
     }
 
     /// The gate as hyper's service; `framing` says which HTTP/1 request heads were ambiguous ([`crate::http1::framing`]).
+    /// With `left`, the answer to the `left`-th request from here on says `Connection: close`, which makes hyper's
+    /// HTTP/1 server end the connection after it (`server.max_requests_per_connection`; hyper answers an HTTP/1
+    /// connection's requests one at a time, in order). A `101 Switching Protocols` is left as it is: after it the
+    /// connection carries no more requests.
     fn service(
         &self,
         framing: Option<Watch>,
+        left: Option<u32>,
     ) -> impl hyper::service::Service<
         hyper::Request<hyper::body::Incoming>,
         Response = hyper::Response<crate::body::Body>,
@@ -498,14 +508,24 @@ impl Client<'_> {
     > + Send
            + 'static {
         let (gate, peer) = (Arc::clone(self.gate), self.peer);
+        let left = left.map(std::cell::Cell::new);
         service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let mut req = req.map(crate::body::Body::Incoming);
             if let Some(ambiguity) = framing.as_ref().and_then(Watch::next_request) {
                 req.extensions_mut().insert(AmbiguousFraming(ambiguity));
             }
+            let last = left.as_ref().is_some_and(|left| {
+                left.set(left.get().saturating_sub(1));
+                left.get() == 0
+            });
             // Mapped rather than wrapped in an `async` block, which would keep its own copy of the request.
-            futures_util::FutureExt::map(Gate::handle(Arc::clone(&gate), req, peer), |resp| {
-                Ok::<_, Infallible>(crate::body::into_response_map(resp))
+            futures_util::FutureExt::map(Gate::handle(Arc::clone(&gate), req, peer), move |resp| {
+                let mut resp = crate::body::into_response_map(resp);
+                if last && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                    resp.headers_mut()
+                        .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(resp)
             })
         })
     }

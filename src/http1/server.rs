@@ -31,7 +31,8 @@
 //! And one limit of its own: the answer to the `server.max_requests_per_connection`-th request served here says
 //! `Connection: close` and ends the connection (as nginx's `keepalive_requests`), so that a client which keeps its
 //! connections open (a load balancer's pool) reconnects now and then and its connections are placed anew
-//! ([`crate::placement`]). A connection handed to hyper is not counted from then on.
+//! ([`crate::placement`]). A connection handed to hyper goes on counting there (`crate::server`), from the requests
+//! answered here ([`Ended::HandOff`]).
 //!
 //! Answers are framed here, whatever framing fields the gate or the upstream set (RFC 9112 §6.3): no body after
 //! `HEAD`, 204 or 304 (a 1xx answer is replaced by a 500, as hyper does); otherwise `Content-Length` when the body's
@@ -88,9 +89,13 @@ pub struct Front<'a, H> {
 pub enum Ended {
     /// Closed (by either side, a timeout or a finish); nothing more to do.
     Closed,
-    /// For hyper, which takes over the lent connection: the bytes read from it but not answered, from the start of
-    /// a request head.
-    HandOff(Bytes),
+    /// For hyper, which takes over the lent connection.
+    HandOff {
+        /// The bytes read from it but not answered, from the start of a request head.
+        unanswered: Bytes,
+        /// The requests answered here before, which count towards `server.max_requests_per_connection`.
+        served: u32,
+    },
 }
 
 /// Serves `io` until it closes or a request needs hyper; see the module docs. The connection is lent: the caller
@@ -112,7 +117,12 @@ where
         loop {
             let (head, conn) = match next_head(&mut slot, io, &front).await {
                 Next::Head(head, conn) => (head, conn),
-                Next::HandOff(conn) => return Ended::HandOff(std::mem::take(&mut conn.buf).freeze()),
+                Next::HandOff(conn) => {
+                    return Ended::HandOff {
+                        unanswered: std::mem::take(&mut conn.buf).freeze(),
+                        served,
+                    }
+                }
                 Next::Close => return Ended::Closed,
             };
             // Boxed, once per request: the pipeline's state and the writing are most of a connection's state, and

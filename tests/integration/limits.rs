@@ -201,6 +201,39 @@ async fn a_connection_closes_after_max_requests_per_connection() {
 }
 
 #[tokio::test]
+async fn max_requests_per_connection_counts_on_after_a_hand_off_to_hyper() {
+    // A request with a body goes to hyper's server with the rest of the connection; the limit counts the requests
+    // answered before it and goes on counting there.
+    let (_idp, _upstream, gate) = gate_with("max_requests_per_connection = 3").await;
+    let get: &[u8] = b"GET /_logto/healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let post: &[u8] = b"POST /_logto/healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi";
+    for (case, first) in [("handed over at once", post), ("one request in the front first", get)] {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+        let mut requests = first.to_vec();
+        requests.extend(post.repeat(4));
+        stream.write_all(&requests).await.unwrap();
+        let mut pending = Vec::new();
+        let mut heads = Vec::new();
+        while let Some(head) = read_answer(&mut stream, &mut pending).await {
+            heads.push(head);
+        }
+        assert_eq!(heads.len(), 3, "{case}: {heads:?}");
+        assert!(!says_close(&heads[0]) && !says_close(&heads[1]), "{case}: {heads:?}");
+        assert!(says_close(&heads[2]), "{case}: {heads:?}");
+    }
+
+    // One at a time, the same.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+    let mut pending = Vec::new();
+    for n in 1..=3 {
+        stream.write_all(post).await.unwrap();
+        let head = read_answer(&mut stream, &mut pending).await.expect("an answer");
+        assert_eq!(says_close(&head), n == 3, "answer {n}: {head}");
+    }
+    assert_eq!(read_answer(&mut stream, &mut pending).await, None);
+}
+
+#[tokio::test]
 async fn zero_max_requests_per_connection_keeps_connections_open() {
     let (_idp, _upstream, gate) = gate_with("max_requests_per_connection = 0").await;
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
@@ -215,5 +248,14 @@ async fn zero_max_requests_per_connection_keeps_connections_open() {
             let head = read_answer(&mut stream, &mut pending).await.expect("an answer");
             assert!(head.starts_with("HTTP/1.1 200") && !says_close(&head), "{head}");
         }
+    }
+    // And on a connection hyper serves.
+    stream
+        .write_all(&b"POST /_logto/healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi".repeat(1005))
+        .await
+        .unwrap();
+    for n in 0..1005 {
+        let head = read_answer(&mut stream, &mut pending).await.expect("an answer");
+        assert!(!says_close(&head), "answer {n}: {head}");
     }
 }

@@ -79,6 +79,44 @@ async fn websocket_echo_works_through_the_gate_for_signed_in_users_only() {
 }
 
 #[tokio::test]
+async fn a_websocket_opened_by_a_connections_last_request_stays_open() {
+    // With `max_requests_per_connection = 1` the handshake is the connection's last request: its 101 must not say
+    // `Connection: close`, which would end the tunnel it opens.
+    let s = Stack::edited(
+        IdpOptions::default(),
+        "",
+        "",
+        in_server("max_requests_per_connection = 1"),
+    )
+    .await;
+    let (_b, cookie) = s.signed_in().await;
+    let mut request = format!("ws://127.0.0.1:{}/ws", s.gate.port)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", format!("logto_gate={cookie}").parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket through the gate");
+    assert_eq!(resp.status().as_u16(), 101);
+    assert!(resp
+        .headers()
+        .get("connection")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"upgrade")));
+    for text in ["one", "two"] {
+        ws.send(Message::text(text)).await.unwrap();
+        let echo = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(echo.into_text().unwrap().as_str(), text);
+    }
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test]
 async fn an_idle_websocket_tunnel_is_closed_after_the_idle_timeout_and_a_busy_one_is_not() {
     let s = Stack::edited(IdpOptions::default(), "", "", in_server("idle_timeout = \"1s\"")).await;
     let (_, cookie) = s.signed_in().await;
