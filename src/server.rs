@@ -17,6 +17,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -453,10 +454,7 @@ impl Client<'_> {
                         Ended::HandOff { unanswered, served } => (unanswered, served),
                     };
                     // `server.max_requests_per_connection` goes on counting where the front stopped.
-                    let left = match limits.max_requests_per_connection {
-                        0 => None,
-                        max => Some(max.saturating_sub(served)),
-                    };
+                    let quota = Quota::of(limits.max_requests_per_connection, served);
                     // The smuggling check follows the connection from the head handed over on.
                     let framing = Watch::default();
                     let io = framing_io(
@@ -468,38 +466,49 @@ impl Client<'_> {
                         .shared
                         .protocols
                         .http1
-                        .serve_connection(TokioIo::new(io), self.service(Some(framing), left))
+                        .serve_connection(TokioIo::new(io), self.service(Some(framing), quota))
                         .with_upgrades();
                     // Boxed: only connections handed over need hyper's state.
                     Box::pin(drive(
                         conn,
                         http1::UpgradeableConnection::graceful_shutdown,
                         self.registration,
+                        None,
                     ))
                     .await
                 }
                 // Boxed: HTTP/2's state would otherwise enlarge every HTTP/1 connection's task.
+                // `server.max_requests_per_connection` counts streams here: once it is spent the connection is
+                // ended gracefully (GOAWAY, RFC 9113 §6.8), the streams under way answered, as nginx's
+                // `keepalive_requests` does for HTTP/2.
                 Protocol::Http2 => {
+                    let quota = Quota::of(limits.max_requests_per_connection, 0);
                     let conn = self
                         .shared
                         .protocols
                         .http2
-                        .serve_connection(TokioIo::new(io), self.service(None, None));
-                    Box::pin(drive(conn, http2::Connection::graceful_shutdown, self.registration)).await
+                        .serve_connection(TokioIo::new(io), self.service(None, quota.clone()));
+                    Box::pin(drive(
+                        conn,
+                        http2::Connection::graceful_shutdown,
+                        self.registration,
+                        quota.as_ref(),
+                    ))
+                    .await
                 }
             }
         }
     }
 
-    /// The gate as hyper's service; `framing` says which HTTP/1 request heads were ambiguous ([`crate::http1::framing`]).
-    /// With `left`, the answer to the `left`-th request from here on says `Connection: close`, which makes hyper's
-    /// HTTP/1 server end the connection after it (`server.max_requests_per_connection`; hyper answers an HTTP/1
-    /// connection's requests one at a time, in order). A `101 Switching Protocols` is left as it is: after it the
-    /// connection carries no more requests.
+    /// The gate as hyper's service; `framing` (HTTP/1 only) says which request heads were ambiguous
+    /// ([`crate::http1::framing`]). Every request spends one of `quota`: on HTTP/1 the answer to the last one says
+    /// `Connection: close`, which makes hyper's server end the connection after it (hyper answers an HTTP/1
+    /// connection's requests one at a time, in order), except a `101 Switching Protocols`, after which the
+    /// connection carries no more requests; on HTTP/2 [`drive`] ends the connection once the quota is spent.
     fn service(
         &self,
         framing: Option<Watch>,
-        left: Option<u32>,
+        quota: Option<Quota>,
     ) -> impl hyper::service::Service<
         hyper::Request<hyper::body::Incoming>,
         Response = hyper::Response<crate::body::Body>,
@@ -508,16 +517,12 @@ impl Client<'_> {
     > + Send
            + 'static {
         let (gate, peer) = (Arc::clone(self.gate), self.peer);
-        let left = left.map(std::cell::Cell::new);
         service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let mut req = req.map(crate::body::Body::Incoming);
             if let Some(ambiguity) = framing.as_ref().and_then(Watch::next_request) {
                 req.extensions_mut().insert(AmbiguousFraming(ambiguity));
             }
-            let last = left.as_ref().is_some_and(|left| {
-                left.set(left.get().saturating_sub(1));
-                left.get() == 0
-            });
+            let last = quota.as_ref().is_some_and(Quota::spend) && framing.is_some();
             // Mapped rather than wrapped in an `async` block, which would keep its own copy of the request.
             futures_util::FutureExt::map(Gate::handle(Arc::clone(&gate), req, peer), move |resp| {
                 let mut resp = crate::body::into_response_map(resp);
@@ -531,20 +536,52 @@ impl Client<'_> {
     }
 }
 
+/// What is left of `server.max_requests_per_connection` on a connection hyper serves; shared by its service, which
+/// spends it, and [`drive`], which watches it.
+#[derive(Clone)]
+struct Quota(Arc<AtomicU32>);
+
+impl Quota {
+    /// The quota of a connection that has already answered `served` requests; none when `max` is 0 (no limit).
+    fn of(max: u32, served: u32) -> Option<Quota> {
+        (max != 0).then(|| Quota(Arc::new(AtomicU32::new(max.saturating_sub(served)))))
+    }
+
+    /// Counts a request; `true` for the last one the connection may carry.
+    fn spend(&self) -> bool {
+        let before = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(1));
+        before == Ok(1)
+    }
+
+    fn is_spent(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == 0
+    }
+}
+
 /// Runs one served connection until it ends, asking it to `finish` gracefully once its worker's sweeper says so
-/// (idle too long, or the server shuts down; [`crate::connections`]).
-async fn drive<C>(conn: C, finish: fn(Pin<&mut C>), registration: &Registration)
+/// (idle too long, or the server shuts down; [`crate::connections`]) or once its `quota` is spent.
+async fn drive<C>(conn: C, finish: fn(Pin<&mut C>), registration: &Registration, quota: Option<&Quota>)
 where
     C: Future<Output = Result<(), hyper::Error>>,
 {
     tokio::pin!(conn);
     let mut finishing = false;
-    let result = std::future::poll_fn(|cx| {
+    let result = std::future::poll_fn(|cx| loop {
         if !finishing && registration.poll_finish(cx).is_ready() {
             finishing = true;
             finish(conn.as_mut());
         }
-        conn.as_mut().poll(cx)
+        let polled = conn.as_mut().poll(cx);
+        // The service spends the quota while the connection is polled: finish then, and poll again so that the
+        // connection acts on it (nothing would wake this task for it).
+        if polled.is_pending() && !finishing && quota.is_some_and(Quota::is_spent) {
+            finishing = true;
+            finish(conn.as_mut());
+            continue;
+        }
+        return polled;
     })
     .await;
     if let Err(e) = result {

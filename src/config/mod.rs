@@ -104,8 +104,8 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// A connection with no traffic for this long is closed (after its current request, if any).
     pub idle_timeout: Duration,
-    /// An HTTP/1.1 connection closes after answering this many requests (0: never), so that clients reconnect and
-    /// their connections are spread over the workers anew.
+    /// A connection closes after answering this many requests (0: never; HTTP/2: GOAWAY, then the streams under
+    /// way are answered), so that clients reconnect and their connections are spread over the workers anew.
     pub max_requests_per_connection: u32,
     /// TLS termination: PEM certificate chain and private key, re-read when they change.
     pub tls: Option<(PathBuf, PathBuf)>,

@@ -233,6 +233,61 @@ async fn max_requests_per_connection_counts_on_after_a_hand_off_to_hyper() {
     assert_eq!(read_answer(&mut stream, &mut pending).await, None);
 }
 
+/// An HTTP/2 (prior knowledge) connection to the gate: the request sender and the connection's task.
+async fn h2_connection(
+    port: u16,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("an HTTP/2 handshake");
+    (sender, tokio::spawn(conn))
+}
+
+fn healthz(port: u16) -> hyper::Request<http_body_util::Empty<bytes::Bytes>> {
+    hyper::Request::get(format!("http://127.0.0.1:{port}/_logto/healthz"))
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_http2_connection_ends_gracefully_after_max_requests_per_connection() {
+    // As nginx's `keepalive_requests` for HTTP/2: the streams up to the limit are answered, then GOAWAY and the end
+    // of the connection; the client opens a new one for what follows.
+    let (_idp, _upstream, gate) = gate_with("max_requests_per_connection = 3").await;
+    let (mut sender, conn) = h2_connection(gate.port).await;
+    for n in 1..=3 {
+        sender
+            .ready()
+            .await
+            .unwrap_or_else(|e| panic!("request {n}: the connection ended early: {e}"));
+        let resp = sender.send_request(healthz(gate.port)).await.expect("an answer");
+        assert_eq!(resp.status(), StatusCode::OK, "request {n}");
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(
+        ended.is_ok(),
+        "the HTTP/2 connection outlived max_requests_per_connection"
+    );
+    assert!(
+        sender.send_request(healthz(gate.port)).await.is_err(),
+        "a fourth request was taken"
+    );
+
+    // Streams sent together: the ones up to the limit are all answered before the connection ends.
+    let (mut sender, conn) = h2_connection(gate.port).await;
+    let answers: Vec<_> = (0..3).map(|_| sender.send_request(healthz(gate.port))).collect();
+    for (n, answer) in answers.into_iter().enumerate() {
+        let resp = answer.await.unwrap_or_else(|e| panic!("stream {n}: {e}"));
+        assert_eq!(resp.status(), StatusCode::OK, "stream {n}");
+    }
+    assert!(tokio::time::timeout(Duration::from_secs(10), conn).await.is_ok());
+}
+
 #[tokio::test]
 async fn zero_max_requests_per_connection_keeps_connections_open() {
     let (_idp, _upstream, gate) = gate_with("max_requests_per_connection = 0").await;
@@ -258,4 +313,15 @@ async fn zero_max_requests_per_connection_keeps_connections_open() {
         let head = read_answer(&mut stream, &mut pending).await.expect("an answer");
         assert!(!says_close(&head), "answer {n}: {head}");
     }
+    // And on an HTTP/2 one.
+    let (mut sender, conn) = h2_connection(gate.port).await;
+    for n in 0..1005 {
+        sender
+            .ready()
+            .await
+            .unwrap_or_else(|e| panic!("request {n}: the connection ended: {e}"));
+        let resp = sender.send_request(healthz(gate.port)).await.expect("an answer");
+        assert_eq!(resp.status(), StatusCode::OK, "request {n}");
+    }
+    assert!(!conn.is_finished());
 }
