@@ -257,7 +257,8 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
 
     // Static upstream and the nginx reference proxy.
-    let [up_port, proxy_port, gate_port, gate1_port, proxy_tls_port, gate_tls_port] = free_ports();
+    let [up_port, proxy_port, gate_port, gate1_port, proxy_tls_port, gate_tls_port, proxy_h2_port, gate_h2_port] =
+        free_ports();
     let (cert, key) = cert::make_cert(dir.path(), "bench");
     // The large download: 64 MiB the upstream serves from disk.
     std::fs::write(dir.path().join("big.bin"), vec![0x5a_u8; 64 << 20]).expect("big file");
@@ -277,25 +278,36 @@ async fn main() {
             dir.path().display()
         ),
     );
+    // The reference proxy closes a client connection after 1000 requests, its default `keepalive_requests` (the
+    // http block raises it for the upstream, whose pooled connections must not churn), as the gate does by default
+    // (`server.max_requests_per_connection`). Not on the HTTP/2 row's port: h2load does not reconnect after a GOAWAY,
+    // so there both proxies keep their connections (the gate's HTTP/2 instance has no limit either).
     let proxy_server = |port: u16| {
         format!(
             "upstream up {{ server 127.0.0.1:{up_port}; keepalive 64; }}\n\
-             server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://up; proxy_http_version 1.1;\n\
-             proxy_set_header Connection \"\"; }} }}"
+             server {{ listen 127.0.0.1:{port}; keepalive_requests 1000; location / {{ proxy_pass http://up;\n\
+             proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
         )
     };
     let proxied = "proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\";";
-    let tls_server = format!(
-        "server {{ listen 127.0.0.1:{proxy_tls_port} ssl http2; ssl_certificate {}; ssl_certificate_key {};\n\
-         location / {{ {proxied} }} }}",
-        cert.display(),
-        key.display()
-    );
+    let tls_server = |port: u16, requests: u32| {
+        format!(
+            "server {{ listen 127.0.0.1:{port} ssl http2; ssl_certificate {}; ssl_certificate_key {};\n\
+             keepalive_requests {requests}; location / {{ {proxied} }} }}",
+            cert.display(),
+            key.display()
+        )
+    };
     let _proxy = nginx(
         dir.path(),
         "proxy",
         "auto",
-        &format!("{}\n{tls_server}", proxy_server(proxy_port)),
+        &format!(
+            "{}\n{}\n{}",
+            proxy_server(proxy_port),
+            tls_server(proxy_tls_port, 1000),
+            tls_server(proxy_h2_port, 1_000_000)
+        ),
     );
     // For the memory rows, a fresh nginx for each kind of connection, with the WebSocket tunnel and HTTP/2 without
     // TLS: its plain and HTTP/2 ports.
@@ -319,7 +331,7 @@ async fn main() {
         wait_port(h2);
         (group, plain, h2)
     };
-    for port in [up_port, proxy_port, proxy_tls_port] {
+    for port in [up_port, proxy_port, proxy_tls_port, proxy_h2_port] {
         wait_port(port);
     }
 
@@ -372,6 +384,19 @@ async fn main() {
             .spawn()
             .expect("gate binary"),
     );
+    // The HTTP/2 row's gate: the same, keeping its connections (see the reference proxy above).
+    let _gate_h2 = Killed(
+        Command::new(&gate_bin)
+            .arg("--config")
+            .arg(&config)
+            .env("LOGTO_GATE_SERVER__LISTEN", format!("127.0.0.1:{gate_h2_port}"))
+            .env("LOGTO_GATE_SERVER__TLS_CERT_FILE", &cert)
+            .env("LOGTO_GATE_SERVER__TLS_KEY_FILE", &key)
+            .env("LOGTO_GATE_SERVER__MAX_REQUESTS_PER_CONNECTION", "0")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("gate binary"),
+    );
     let config_mem = dir.path().join("gate-mem.toml");
     let mem_toml = std::fs::read_to_string(&config).expect("gate config")
         + &format!("[[upstreams]]\nprefix = \"/ws\"\nurl = \"http://127.0.0.1:{ws_port}\"\n");
@@ -390,7 +415,7 @@ async fn main() {
         wait_port(port);
         (gate, port)
     };
-    for port in [gate_port, gate1_port, gate_tls_port] {
+    for port in [gate_port, gate1_port, gate_tls_port, gate_h2_port] {
         wait_port(port);
     }
 
@@ -848,8 +873,8 @@ async fn main() {
         (
             "HTTP/2 over TLS (h2load -c32 -m10), req/s",
             &["-c32", "-m10", "-D5"],
-            tls(proxy_tls_port, "/index.html"),
-            tls(gate_tls_port, "/index.html"),
+            tls(proxy_h2_port, "/index.html"),
+            tls(gate_h2_port, "/index.html"),
         ),
         (
             "64 MiB download through the proxy (TLS, HTTP/1.1), MB/s",
