@@ -350,68 +350,48 @@ async fn main() {
         ),
     )
     .expect("gate config");
-    let gate = Killed(
-        Command::new(&gate_bin)
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("gate binary"),
-    );
+    // A gate process with `config` and settings from the environment (`LOGTO_GATE_SERVER__*`).
+    let spawn_gate = |config: &Path, env: &[(&str, std::ffi::OsString)]| {
+        Killed(
+            Command::new(&gate_bin)
+                .arg("--config")
+                .arg(config)
+                .envs(env.iter().map(|(name, value)| (name, value)))
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("gate binary"),
+        )
+    };
+    let listen = |port: u16| ("LOGTO_GATE_SERVER__LISTEN", format!("127.0.0.1:{port}").into());
+    let tls_on = |port: u16| {
+        vec![
+            listen(port),
+            ("LOGTO_GATE_SERVER__TLS_CERT_FILE", cert.clone().into_os_string()),
+            ("LOGTO_GATE_SERVER__TLS_KEY_FILE", key.clone().into_os_string()),
+        ]
+    };
+    let gate = spawn_gate(&config, &[]);
     let gate_pid = gate.0.id();
     // The same gate with one worker thread (`server.workers = 1`), on its own port: what the default gate's placement
     // of plain connections on one worker is compared with (bench/README.md). It reads the session cookie the first
     // one issues (same session secret).
-    let _gate1 = Killed(
-        Command::new(&gate_bin)
-            .arg("--config")
-            .arg(&config)
-            .env("LOGTO_GATE_SERVER__WORKERS", "1")
-            .env("LOGTO_GATE_SERVER__LISTEN", format!("127.0.0.1:{gate1_port}"))
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("gate binary"),
+    let _gate1 = spawn_gate(
+        &config,
+        &[listen(gate1_port), ("LOGTO_GATE_SERVER__WORKERS", "1".into())],
     );
     // The same gate terminating TLS, and a fresh one for the memory rows with the WebSocket route.
-    let gate_tls = Killed(
-        Command::new(&gate_bin)
-            .arg("--config")
-            .arg(&config)
-            .env("LOGTO_GATE_SERVER__LISTEN", format!("127.0.0.1:{gate_tls_port}"))
-            .env("LOGTO_GATE_SERVER__TLS_CERT_FILE", &cert)
-            .env("LOGTO_GATE_SERVER__TLS_KEY_FILE", &key)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("gate binary"),
-    );
+    let gate_tls = spawn_gate(&config, &tls_on(gate_tls_port));
     // The HTTP/2 row's gate: the same, keeping its connections (see the reference proxy above).
-    let _gate_h2 = Killed(
-        Command::new(&gate_bin)
-            .arg("--config")
-            .arg(&config)
-            .env("LOGTO_GATE_SERVER__LISTEN", format!("127.0.0.1:{gate_h2_port}"))
-            .env("LOGTO_GATE_SERVER__TLS_CERT_FILE", &cert)
-            .env("LOGTO_GATE_SERVER__TLS_KEY_FILE", &key)
-            .env("LOGTO_GATE_SERVER__MAX_REQUESTS_PER_CONNECTION", "0")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("gate binary"),
-    );
+    let mut h2_env = tls_on(gate_h2_port);
+    h2_env.push(("LOGTO_GATE_SERVER__MAX_REQUESTS_PER_CONNECTION", "0".into()));
+    let _gate_h2 = spawn_gate(&config, &h2_env);
     let config_mem = dir.path().join("gate-mem.toml");
     let mem_toml = std::fs::read_to_string(&config).expect("gate config")
         + &format!("[[upstreams]]\nprefix = \"/ws\"\nurl = \"http://127.0.0.1:{ws_port}\"\n");
     std::fs::write(&config_mem, mem_toml).expect("gate config");
     let fresh_gate = || {
         let port = free_port();
-        let gate = Killed(
-            Command::new(&gate_bin)
-                .arg("--config")
-                .arg(&config_mem)
-                .env("LOGTO_GATE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("gate binary"),
-        );
+        let gate = spawn_gate(&config_mem, &[listen(port)]);
         wait_port(port);
         (gate, port)
     };

@@ -10,6 +10,30 @@ use crate::support::*;
 
 const TEN_MIB: usize = 10 * 1024 * 1024;
 
+type Tunnel = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket through the gate at `/ws` with the session `cookie`, and the handshake's answer.
+async fn open_tunnel(port: u16, cookie: &str) -> (Tunnel, tokio_tungstenite::tungstenite::handshake::client::Response) {
+    let mut request = format!("ws://127.0.0.1:{port}/ws").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", format!("logto_gate={cookie}").parse().unwrap());
+    tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket through the gate")
+}
+
+/// Sends `text` and expects it back within `within`.
+async fn echo(ws: &mut Tunnel, text: &str, within: std::time::Duration) {
+    ws.send(Message::text(text)).await.unwrap();
+    let echo = tokio::time::timeout(within, ws.next())
+        .await
+        .expect("an echo")
+        .expect("the tunnel is still open")
+        .expect("no error");
+    assert_eq!(echo.into_text().unwrap().as_str(), text);
+}
+
 #[tokio::test]
 async fn a_10_mib_body_streams_both_ways() {
     let s = Stack::start().await;
@@ -55,22 +79,10 @@ async fn websocket_echo_works_through_the_gate_for_signed_in_users_only() {
     }
     b.sign_in(&s.gate, "/").await;
     let cookie = b.cookie(&s.gate.url(), "logto_gate").expect("session cookie");
-    let mut request = ws_url.as_str().into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("cookie", format!("logto_gate={cookie}").parse().unwrap());
-    let (mut ws, resp) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("websocket through the gate");
+    let (mut ws, resp) = open_tunnel(s.gate.port, &cookie).await;
     assert_eq!(resp.status().as_u16(), 101);
     for text in ["hello", "through", "the gate"] {
-        ws.send(Message::text(text)).await.unwrap();
-        let echo = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(echo.into_text().unwrap().as_str(), text);
+        echo(&mut ws, text, std::time::Duration::from_secs(10)).await;
     }
     ws.close(None).await.unwrap();
     let seen = s.upstream.last();
@@ -90,28 +102,14 @@ async fn a_websocket_opened_by_a_connections_last_request_stays_open() {
     )
     .await;
     let (_b, cookie) = s.signed_in().await;
-    let mut request = format!("ws://127.0.0.1:{}/ws", s.gate.port)
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("cookie", format!("logto_gate={cookie}").parse().unwrap());
-    let (mut ws, resp) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("websocket through the gate");
+    let (mut ws, resp) = open_tunnel(s.gate.port, &cookie).await;
     assert_eq!(resp.status().as_u16(), 101);
     assert!(resp
         .headers()
         .get("connection")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"upgrade")));
     for text in ["one", "two"] {
-        ws.send(Message::text(text)).await.unwrap();
-        let echo = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(echo.into_text().unwrap().as_str(), text);
+        echo(&mut ws, text, std::time::Duration::from_secs(10)).await;
     }
     ws.close(None).await.unwrap();
 }
@@ -120,26 +118,13 @@ async fn a_websocket_opened_by_a_connections_last_request_stays_open() {
 async fn an_idle_websocket_tunnel_is_closed_after_the_idle_timeout_and_a_busy_one_is_not() {
     let s = Stack::edited(IdpOptions::default(), "", "", in_server("idle_timeout = \"1s\"")).await;
     let (_, cookie) = s.signed_in().await;
-    let mut request = format!("ws://127.0.0.1:{}/ws", s.gate.port)
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("cookie", format!("logto_gate={cookie}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let (mut ws, _) = open_tunnel(s.gate.port, &cookie).await;
     // Busy for three idle timeouts: a message every 300 ms keeps the tunnel open.
     let busy_until = std::time::Instant::now() + std::time::Duration::from_secs(3);
     let mut n = 0;
     let mut last_byte = std::time::Instant::now();
     while std::time::Instant::now() < busy_until {
-        let text = format!("ping {n}");
-        ws.send(Message::text(text.clone())).await.unwrap();
-        let echo = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
-            .await
-            .expect("an echo")
-            .expect("the tunnel is still open")
-            .expect("no error");
-        assert_eq!(echo.into_text().unwrap().as_str(), text);
+        echo(&mut ws, &format!("ping {n}"), std::time::Duration::from_secs(5)).await;
         last_byte = std::time::Instant::now();
         n += 1;
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
