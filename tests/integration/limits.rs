@@ -123,6 +123,16 @@ async fn a_head_trickled_in_byte_by_byte_is_cut_off_at_the_header_read_timeout()
     assert!(answered.elapsed() < Duration::from_secs(5), "{:?}", answered.elapsed());
 }
 
+/// The heads of every answer on `stream` until it ends.
+async fn answers_until_closed(stream: &mut tokio::net::TcpStream) -> Vec<String> {
+    let mut pending = Vec::new();
+    let mut heads = Vec::new();
+    while let Some(head) = read_answer(stream, &mut pending).await {
+        heads.push(head);
+    }
+    heads
+}
+
 /// Reads one answer (head and `Content-Length` body) from `stream`; `None` at the end of the stream.
 async fn read_answer(stream: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) -> Option<String> {
     loop {
@@ -176,11 +186,7 @@ async fn a_connection_closes_after_max_requests_per_connection() {
         .write_all(&b"GET /_logto/healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(5))
         .await
         .unwrap();
-    let mut pending = Vec::new();
-    let mut heads = Vec::new();
-    while let Some(head) = read_answer(&mut stream, &mut pending).await {
-        heads.push(head);
-    }
+    let heads = answers_until_closed(&mut stream).await;
     assert_eq!(heads.len(), 3, "{heads:?}");
     assert!(heads.iter().all(|h| h.starts_with("HTTP/1.1 200")), "{heads:?}");
     assert!(!says_close(&heads[0]) && !says_close(&heads[1]), "{heads:?}");
@@ -212,11 +218,7 @@ async fn max_requests_per_connection_counts_on_after_a_hand_off_to_hyper() {
         let mut requests = first.to_vec();
         requests.extend(post.repeat(4));
         stream.write_all(&requests).await.unwrap();
-        let mut pending = Vec::new();
-        let mut heads = Vec::new();
-        while let Some(head) = read_answer(&mut stream, &mut pending).await {
-            heads.push(head);
-        }
+        let heads = answers_until_closed(&mut stream).await;
         assert_eq!(heads.len(), 3, "{case}: {heads:?}");
         assert!(!says_close(&heads[0]) && !says_close(&heads[1]), "{case}: {heads:?}");
         assert!(says_close(&heads[2]), "{case}: {heads:?}");
@@ -254,6 +256,20 @@ fn healthz(port: u16) -> hyper::Request<http_body_util::Empty<bytes::Bytes>> {
         .unwrap()
 }
 
+/// Asks for `/_logto/healthz` as request `n` of `sender`'s connection, once it can take one, and expects a 200.
+async fn healthz_over_h2(
+    sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    port: u16,
+    n: usize,
+) {
+    sender
+        .ready()
+        .await
+        .unwrap_or_else(|e| panic!("request {n}: the connection ended: {e}"));
+    let resp = sender.send_request(healthz(port)).await.expect("an answer");
+    assert_eq!(resp.status(), StatusCode::OK, "request {n}");
+}
+
 #[tokio::test]
 async fn an_http2_connection_ends_gracefully_after_max_requests_per_connection() {
     // As nginx's `keepalive_requests` for HTTP/2: the streams up to the limit are answered, then GOAWAY and the end
@@ -261,12 +277,7 @@ async fn an_http2_connection_ends_gracefully_after_max_requests_per_connection()
     let (_idp, _upstream, gate) = gate_with("max_requests_per_connection = 3").await;
     let (mut sender, conn) = h2_connection(gate.port).await;
     for n in 1..=3 {
-        sender
-            .ready()
-            .await
-            .unwrap_or_else(|e| panic!("request {n}: the connection ended early: {e}"));
-        let resp = sender.send_request(healthz(gate.port)).await.expect("an answer");
-        assert_eq!(resp.status(), StatusCode::OK, "request {n}");
+        healthz_over_h2(&mut sender, gate.port, n).await;
     }
     let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
     assert!(
@@ -316,12 +327,7 @@ async fn zero_max_requests_per_connection_keeps_connections_open() {
     // And on an HTTP/2 one.
     let (mut sender, conn) = h2_connection(gate.port).await;
     for n in 0..1005 {
-        sender
-            .ready()
-            .await
-            .unwrap_or_else(|e| panic!("request {n}: the connection ended: {e}"));
-        let resp = sender.send_request(healthz(gate.port)).await.expect("an answer");
-        assert_eq!(resp.status(), StatusCode::OK, "request {n}");
+        healthz_over_h2(&mut sender, gate.port, n).await;
     }
     assert!(!conn.is_finished());
 }
