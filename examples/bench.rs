@@ -555,11 +555,10 @@ async fn main() {
             .args(["list", "probe_libc:malloc"])
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("probe_libc:malloc"));
-        let mut events = if malloc_probe {
-            "task-clock,context-switches,raw_syscalls:sys_enter,probe_libc:malloc".to_owned()
-        } else {
-            "task-clock,context-switches,raw_syscalls:sys_enter".to_owned()
-        };
+        let mut events = "task-clock,context-switches,raw_syscalls:sys_enter".to_owned();
+        if malloc_probe {
+            events.push_str(",probe_libc:malloc");
+        }
         // `BENCH_PERF_SYSCALLS`: also count each kind of system call a proxy makes, per request.
         const SYSCALLS: [&str; 18] = [
             "read",
