@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Rounds of the comparisons unless `BENCH_ROUNDS` says otherwise.
 const ROUNDS: usize = 7;
 const SECONDS: u32 = 5;
 const CONNECTIONS: u32 = 32;
@@ -113,6 +114,42 @@ fn nginx_conf(dir: &Path, name: &str, workers: &str, server: &str, master: bool)
     let path = prefix.join("nginx.conf");
     std::fs::write(&path, conf).expect("nginx.conf");
     (path, prefix)
+}
+
+/// CPU ticks (user and system) per thread of process `pid`, as (thread name, ticks), sorted by name: how evenly a
+/// proxy's workers share the load.
+fn thread_ticks(pid: &str) -> Vec<(String, f64)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, f64)> = dir
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let name = stat.split_once('(')?.1.rsplit_once(')')?.0.to_owned();
+            let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+            Some((
+                name,
+                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?,
+            ))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The count in the environment variable `name` (1 or more), or `default` when it is not set; exits with a message
+/// naming the variable on anything else.
+fn count_from_env(name: &str, default: usize) -> usize {
+    let Ok(v) = std::env::var(name) else {
+        return default;
+    };
+    match v.trim().parse::<usize>() {
+        Ok(n) if n > 0 => n,
+        _ => {
+            eprintln!("{name}: expected a whole number of 1 or more, got `{v}`");
+            std::process::exit(2);
+        }
+    }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -248,6 +285,10 @@ async fn main() {
         return rows::serve_websocket_echo().await;
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // `BENCH_ROUNDS`: more rounds narrow the medians (single rounds scatter by several per cent here).
+    let rounds_wanted = count_from_env("BENCH_ROUNDS", ROUNDS);
+    // `BENCH_SECOND_GATE_WORKERS`: see the second gate below.
+    let second_workers = count_from_env("BENCH_SECOND_GATE_WORKERS", 1);
     // `BENCH_GATE`: another build of the gate to measure (two builds compare under the same harness).
     let gate_bin = std::env::var_os("BENCH_GATE").map_or_else(|| root.join("target/release/logto-gate"), PathBuf::from);
     assert!(
@@ -374,10 +415,14 @@ async fn main() {
     let gate_pid = gate.0.id();
     // The same gate with one worker thread (`server.workers = 1`), on its own port: what the default gate's placement
     // of plain connections on one worker is compared with (bench/README.md). It reads the session cookie the first
-    // one issues (same session secret).
+    // one issues (same session secret). `BENCH_SECOND_GATE_WORKERS` gives it another count: with the default's, the
+    // two rows measure one build twice, which shows how far apart this machine puts equal work.
     let _gate1 = spawn_gate(
         &config,
-        &[listen(gate1_port), ("LOGTO_GATE_SERVER__WORKERS", "1".into())],
+        &[
+            listen(gate1_port),
+            ("LOGTO_GATE_SERVER__WORKERS", second_workers.to_string().into()),
+        ],
     );
     // The same gate terminating TLS, and a fresh one for the memory rows with the WebSocket route.
     let gate_tls = spawn_gate(&config, &tls_on(gate_tls_port));
@@ -458,6 +503,7 @@ async fn main() {
     assert!(!cookie.is_empty(), "no session cookie from the sign-in");
 
     // Warm up, then A B A B.
+    let second_label = format!("logto-gate, workers = {second_workers} (signed in)");
     let targets = [
         (
             "upstream direct",
@@ -475,7 +521,7 @@ async fn main() {
             Some(cookie.as_str()),
         ),
         (
-            "logto-gate, workers = 1 (signed in)",
+            second_label.as_str(),
             format!("http://127.0.0.1:{gate1_port}/index.html"),
             Some(cookie.as_str()),
         ),
@@ -632,25 +678,6 @@ async fn main() {
                     })
                     .fold((0.0, 0.0), |(u, s), (du, ds)| (u + du, s + ds))
             };
-            // CPU ticks per thread (name, ticks) of the first process: how evenly its workers share the load.
-            let threads = |pid: &str| -> Vec<(String, f64)> {
-                let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-                    return Vec::new();
-                };
-                let mut out: Vec<(String, f64)> = dir
-                    .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
-                    .filter_map(|stat| {
-                        let name = stat.split_once('(')?.1.rsplit_once(')')?.0.to_owned();
-                        let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-                        Some((
-                            name,
-                            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?,
-                        ))
-                    })
-                    .collect();
-                out.sort_by(|a, b| a.0.cmp(&b.0));
-                out
-            };
             // Busy time of the whole machine, then of each CPU, in clock ticks: the proxy's cost includes what it
             // makes wrk, the upstream and the kernel's softirqs do (wakeups, packets); the CPUs' shares show which
             // one limits the rate.
@@ -680,7 +707,7 @@ async fn main() {
                     .unwrap_or(0.0)
             };
             let first_pid = pids.split(',').next().unwrap_or("").to_owned();
-            let threads_before = threads(&first_pid);
+            let threads_before = thread_ticks(&first_pid);
             let segments_before = segments();
             let before = times(&pids);
             let machine_before = machine();
@@ -760,7 +787,7 @@ async fn main() {
                     .collect();
                 print!(" {{{}}}", calls.join(", "));
             }
-            let busy: Vec<String> = threads(&first_pid)
+            let busy: Vec<String> = thread_ticks(&first_pid)
                 .into_iter()
                 .zip(threads_before)
                 .filter(|((_, after), (_, before))| after - before > 10.0)
@@ -867,7 +894,7 @@ async fn main() {
     let rounds = if std::env::args().any(|a| a == "--memory") {
         0
     } else {
-        ROUNDS
+        rounds_wanted
     };
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
     let mut tls_runs: Vec<[Vec<f64>; 2]> = vec![[Vec::new(), Vec::new()]; tls_rows.len()];
@@ -880,9 +907,22 @@ async fn main() {
         };
         for i in order {
             let (name, url, c) = &targets[i];
+            // For the default gate, how its worker threads shared the round (placement, `src/placement.rs`).
+            let before = (i == 2).then(|| thread_ticks(&gate_pid.to_string()));
             let r = wrk(url, *c);
+            let split = before.map_or(String::new(), |before| {
+                let workers: Vec<f64> = thread_ticks(&gate_pid.to_string())
+                    .into_iter()
+                    .zip(before)
+                    .filter(|((name, _), _)| name.starts_with("logto-gate-"))
+                    .map(|((_, after), (_, before))| after - before)
+                    .collect();
+                let total = workers.iter().sum::<f64>().max(1.0);
+                let shares: Vec<String> = workers.iter().map(|t| format!("{:.0} %", 100.0 * t / total)).collect();
+                format!(" (CPU by worker: {})", shares.join(", "))
+            });
             eprintln!(
-                "round {}: {name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
+                "round {}: {name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms{split}",
                 round + 1,
                 r.rps,
                 r.p50_ms,
@@ -946,7 +986,7 @@ async fn main() {
         })
         .collect();
     println!();
-    println!("| benchmark (medians of {ROUNDS} alternated rounds) | nginx (no auth) | logto-gate (signed in) | gate / nginx |");
+    println!("| benchmark (medians of {rounds} alternated rounds) | nginx (no auth) | logto-gate (signed in) | gate / nginx |");
     println!("|---|---:|---:|---:|");
     println!(
         "| HTTP/1.1, wrk -t1 -c{CONNECTIONS} -d{SECONDS}s | {:.0} req/s, p99 {:.2} ms | {:.0} req/s, p99 {:.2} ms | {:.2} |",
@@ -972,17 +1012,34 @@ async fn main() {
         );
     }
     println!();
-    println!("| HTTP/1.1 target (wrk -t1 -c{CONNECTIONS}, {ROUNDS}x{SECONDS}s, medians) | req/s | p50 | p99 |");
+    println!("| HTTP/1.1 target (wrk -t1 -c{CONNECTIONS}, {rounds}x{SECONDS}s, medians) | req/s | p50 | p99 |");
     println!("|---|---:|---:|---:|");
     for (i, (name, _, _)) in targets.iter().enumerate() {
         println!("| {name} | {:.0} | {:.2} ms | {:.2} ms |", med[i].0, med[i].1, med[i].2);
     }
     println!(
-        "gate (workers = 1) / nginx: {:.2}x req/s, p99 {:.2} ms vs {:.2} ms",
+        "gate (workers = {second_workers}) / nginx: {:.2}x req/s, p99 {:.2} ms vs {:.2} ms",
         med[3].0 / med[1].0.max(1.0),
         med[3].2,
         med[1].2
     );
+    // Each round's own ratio: how far single rounds scatter around the medians above.
+    for (label, i) in [("gate", 2), (second_label.as_str(), 3)] {
+        let ratios: Vec<f64> = runs[i]
+            .iter()
+            .zip(&runs[1])
+            .map(|(gate, nginx)| gate.rps / nginx.rps.max(1.0))
+            .collect();
+        if ratios.is_empty() {
+            continue;
+        }
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "{label} / nginx round by round: {} (median {:.2})",
+            shown.join(", "),
+            median(ratios)
+        );
+    }
     println!("gate RSS after the load: {} KiB", rss_kib(gate_pid));
     let (cb, tk) = (median(callback_ms), median(token_ms));
     println!(
