@@ -126,15 +126,19 @@ fn thread_ticks(pid: &str) -> Vec<(String, f64)> {
         .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
         .filter_map(|stat| {
             let name = stat.split_once('(')?.1.rsplit_once(')')?.0.to_owned();
-            let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-            Some((
-                name,
-                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?,
-            ))
+            let (user, system) = user_and_system_ticks(&stat)?;
+            Some((name, user + system))
         })
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+/// utime and stime, in clock ticks (100 per second on Linux), from a process's or thread's `/proc/.../stat` line.
+fn user_and_system_ticks(stat: &str) -> Option<(f64, f64)> {
+    // After the command name, which may hold spaces and parentheses itself.
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    Some((fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?))
 }
 
 /// The count in the environment variable `name` (1 or more), or `default` when it is not set; exits with a message
@@ -666,16 +670,10 @@ async fn main() {
                 .spawn()
                 .expect("perf (apt-get install linux-perf)");
             let times = |pids: &str| -> (f64, f64) {
-                // utime and stime of each process, in clock ticks (100 per second on Linux).
+                // utime and stime of the processes, summed.
                 pids.split(',')
                     .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-                    .filter_map(|stat| {
-                        let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-                        Some((
-                            fields.get(11)?.parse::<f64>().ok()?,
-                            fields.get(12)?.parse::<f64>().ok()?,
-                        ))
-                    })
+                    .filter_map(|stat| user_and_system_ticks(&stat))
                     .fold((0.0, 0.0), |(u, s), (du, ds)| (u + du, s + ds))
             };
             // Busy time of the whole machine, then of each CPU, in clock ticks: the proxy's cost includes what it
