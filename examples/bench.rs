@@ -354,14 +354,14 @@ async fn main() {
             tls_server(proxy_h2_port, 1_000_000)
         ),
     );
-    // For the memory rows, a fresh nginx for each kind of connection, with the WebSocket tunnel and HTTP/2 without
-    // TLS: its plain and HTTP/2 ports.
+    // For the memory rows, a fresh nginx for each kind of connection, with the WebSocket tunnel, HTTP/2 without TLS
+    // and HTTP/1.1 inside TLS: its plain, HTTP/2 and TLS ports.
     let websocket = format!(
         "location /ws/ {{ proxy_pass http://127.0.0.1:{ws_port}; proxy_http_version 1.1;\n\
          proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\"; proxy_read_timeout 300s; }}"
     );
     let fresh_nginx = |name: &str| {
-        let [plain, h2] = free_ports();
+        let [plain, h2, tls] = free_ports();
         let group = nginx(
             dir.path(),
             name,
@@ -369,12 +369,17 @@ async fn main() {
             &format!(
                 "upstream up {{ server 127.0.0.1:{up_port}; keepalive 64; }}\n\
                  server {{ listen 127.0.0.1:{plain}; location / {{ {proxied} }} {websocket} }}\n\
-                 server {{ listen 127.0.0.1:{h2} http2; location / {{ {proxied} }} }}"
+                 server {{ listen 127.0.0.1:{h2} http2; location / {{ {proxied} }} }}\n\
+                 server {{ listen 127.0.0.1:{tls} ssl; ssl_certificate {}; ssl_certificate_key {};\n\
+                 location / {{ {proxied} }} }}",
+                cert.display(),
+                key.display()
             ),
         );
-        wait_port(plain);
-        wait_port(h2);
-        (group, plain, h2)
+        for port in [plain, h2, tls] {
+            wait_port(port);
+        }
+        (group, plain, h2, tls)
     };
     for port in [up_port, proxy_port, proxy_tls_port, proxy_h2_port] {
         wait_port(port);
@@ -438,9 +443,10 @@ async fn main() {
     let mem_toml = std::fs::read_to_string(&config).expect("gate config")
         + &format!("[[upstreams]]\nprefix = \"/ws\"\nurl = \"http://127.0.0.1:{ws_port}\"\n");
     std::fs::write(&config_mem, mem_toml).expect("gate config");
-    let fresh_gate = || {
+    // `tls`: terminating TLS.
+    let fresh_gate = |tls: bool| {
         let port = free_port();
-        let gate = spawn_gate(&config_mem, &[listen(port)]);
+        let gate = spawn_gate(&config_mem, &if tls { tls_on(port) } else { vec![listen(port)] });
         wait_port(port);
         (gate, port)
     };
@@ -948,27 +954,44 @@ async fn main() {
     // limit allows (each needs one here and one in the proxy, and a tunnel one more in the proxy, to the upstream).
     let limit = open_files_limit().saturating_sub(2000);
     let mut memory = Vec::new();
-    for (i, kind) in [rows::Idle::Http1, rows::Idle::Http2, rows::Idle::WebSocket]
-        .into_iter()
-        .enumerate()
-        .filter(|_| !http1_only)
+    let tls_client = rows::tls_connector(&cert);
+    for (i, kind) in [
+        rows::Idle::Http1,
+        rows::Idle::Http1Tls,
+        rows::Idle::Http2,
+        rows::Idle::WebSocket,
+    ]
+    .into_iter()
+    .enumerate()
+    .filter(|_| !http1_only)
     {
         // Fresh processes each time: memory another kind's connections left free would hide this kind's.
-        let (proxy_mem, plain, h2) = fresh_nginx(&format!("proxy-mem-{i}"));
-        let nginx_port = if matches!(kind, rows::Idle::Http2) { h2 } else { plain };
+        let (proxy_mem, plain, h2, tls) = fresh_nginx(&format!("proxy-mem-{i}"));
+        let nginx_port = match kind {
+            rows::Idle::Http2 => h2,
+            rows::Idle::Http1Tls => tls,
+            rows::Idle::Http1 | rows::Idle::WebSocket => plain,
+        };
         let nginx_pids: Vec<u32> = std::iter::once(proxy_mem.0.id())
             .chain(children(proxy_mem.0.id()))
             .collect();
-        let (gate_mem, gate_mem_port) = fresh_gate();
+        let (gate_mem, gate_mem_port) = fresh_gate(matches!(kind, rows::Idle::Http1Tls));
         let gate_pids = [gate_mem.0.id()];
         let idle_count = match kind {
             rows::Idle::WebSocket => limit / 2,
             _ => limit,
         }
         .min(10_000);
-        let nginx_kib = rows::per_idle_connection(kind, &nginx_pids, nginx_port, None, idle_count).await;
-        let gate_kib =
-            rows::per_idle_connection(kind, &gate_pids, gate_mem_port, Some(cookie.as_str()), idle_count).await;
+        let nginx_kib = rows::per_idle_connection(kind, &nginx_pids, nginx_port, None, idle_count, &tls_client).await;
+        let gate_kib = rows::per_idle_connection(
+            kind,
+            &gate_pids,
+            gate_mem_port,
+            Some(cookie.as_str()),
+            idle_count,
+            &tls_client,
+        )
+        .await;
         eprintln!("memory, idle {kind:?}: nginx {nginx_kib:.2} KiB, gate {gate_kib:.2} KiB per connection");
         memory.push((kind, idle_count, nginx_kib, gate_kib));
     }
@@ -1001,6 +1024,7 @@ async fn main() {
     for (kind, idle_count, n, g) in &memory {
         let what = match kind {
             rows::Idle::Http1 => "HTTP/1.1 keep-alive connection after one request",
+            rows::Idle::Http1Tls => "HTTP/1.1 keep-alive connection inside TLS after one request",
             rows::Idle::Http2 => "HTTP/2 connection after one request",
             rows::Idle::WebSocket => "WebSocket tunnel after one message",
         };

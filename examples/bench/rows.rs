@@ -1,10 +1,11 @@
 //! The benchmark's other rows: HTTP/1.1 and HTTP/2 inside TLS and a large download (h2load, from Debian's
-//! `nghttp2-client`), and the memory each idle connection costs (HTTP/1.1 keep-alive, HTTP/2, WebSocket tunnels).
+//! `nghttp2-client`), and the memory each idle connection costs (HTTP/1.1 keep-alive, plain and inside TLS, HTTP/2,
+//! WebSocket tunnels).
 
 use std::process::Command;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// What one h2load run measured.
@@ -133,6 +134,8 @@ pub fn rss_kib(pids: &[u32]) -> u64 {
 pub enum Idle {
     /// HTTP/1.1 kept alive after one request.
     Http1,
+    /// HTTP/1.1 inside TLS (by ALPN), kept alive after one request.
+    Http1Tls,
     /// HTTP/2 (prior knowledge, no TLS) after one request.
     Http2,
     /// A WebSocket tunnel after one message each way.
@@ -143,23 +146,49 @@ pub enum Idle {
 #[allow(dead_code)]
 pub enum Held {
     Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     H2(hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>),
     Ws(Box<tokio_tungstenite::WebSocketStream<TcpStream>>),
 }
 
+/// A TLS client (HTTP/1.1 by ALPN) that trusts only `cert_pem`, the benchmark's throwaway certificate.
+pub fn tls_connector(cert_pem: &std::path::Path) -> tokio_rustls::TlsConnector {
+    let pem = std::fs::read_to_string(cert_pem).expect("certificate");
+    let base64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    use base64::Engine;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(base64)
+        .expect("certificate PEM");
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(der))
+        .expect("certificate");
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
 /// Opens one idle connection of `kind` to `port` (the WebSocket path `/ws/`, any other `/index.html`), after its
-/// one exchange.
-pub async fn open(kind: Idle, port: u16, cookie: Option<&str>) -> Held {
+/// one exchange; `tls` connects [`Idle::Http1Tls`].
+pub async fn open(kind: Idle, port: u16, cookie: Option<&str>, tls: &tokio_rustls::TlsConnector) -> Held {
     let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
     stream.set_nodelay(true).expect("nodelay");
     match kind {
         Idle::Http1 => {
             let mut stream = stream;
-            let cookie = cookie.map(|c| format!("Cookie: {c}\r\n")).unwrap_or_default();
-            let request = format!("GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n{cookie}\r\n");
-            stream.write_all(request.as_bytes()).await.expect("write");
-            read_http1_answer(&mut stream).await;
+            http1_exchange(&mut stream, cookie).await;
             Held::Tcp(stream)
+        }
+        Idle::Http1Tls => {
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+            let mut stream = tls.connect(name, stream).await.expect("TLS handshake");
+            http1_exchange(&mut stream, cookie).await;
+            Held::Tls(Box::new(stream))
         }
         Idle::Http2 => {
             use http_body_util::BodyExt;
@@ -201,8 +230,16 @@ pub async fn open(kind: Idle, port: u16, cookie: Option<&str>) -> Held {
     }
 }
 
+/// Sends one keep-alive request for the small page and reads its answer.
+async fn http1_exchange(stream: &mut (impl AsyncRead + AsyncWrite + Unpin), cookie: Option<&str>) {
+    let cookie = cookie.map(|c| format!("Cookie: {c}\r\n")).unwrap_or_default();
+    let request = format!("GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n{cookie}\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    read_http1_answer(stream).await;
+}
+
 /// Reads one HTTP/1.1 answer framed by `Content-Length`.
-async fn read_http1_answer(stream: &mut TcpStream) {
+async fn read_http1_answer(stream: &mut (impl AsyncRead + Unpin)) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -226,12 +263,19 @@ async fn read_http1_answer(stream: &mut TcpStream) {
 
 /// How much more memory `pids` hold with `n` idle connections of `kind` open to `port`, per connection, in KiB.
 /// Measured once the connections have sat idle for two seconds.
-pub async fn per_idle_connection(kind: Idle, pids: &[u32], port: u16, cookie: Option<&str>, n: usize) -> f64 {
+pub async fn per_idle_connection(
+    kind: Idle,
+    pids: &[u32],
+    port: u16,
+    cookie: Option<&str>,
+    n: usize,
+    tls: &tokio_rustls::TlsConnector,
+) -> f64 {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(pids);
     let mut held = Vec::with_capacity(n);
     for _ in 0..n {
-        held.push(open(kind, port, cookie).await);
+        held.push(open(kind, port, cookie, tls).await);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(pids);
