@@ -7,6 +7,7 @@
 
 pub(crate) mod forwarded;
 pub mod trusted;
+mod tunnel;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -351,7 +352,7 @@ async fn splice(client: OnUpgrade, upstream: OnUpgrade, idle_timeout: Duration, 
     let activity = Arc::new(Activity::new());
     let mut client = ActivityIo::new(TokioIo::new(client), Arc::clone(&activity));
     let mut upstream = TokioIo::new(upstream);
-    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    let copy = tunnel::copy_both_ways(&mut client, &mut upstream);
     tokio::pin!(copy);
     let mut idle = IdleCheck::new(&activity, idle_timeout);
     let mut tick = tokio::time::interval(idle.interval());

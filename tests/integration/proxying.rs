@@ -143,6 +143,34 @@ async fn an_idle_websocket_tunnel_is_closed_after_the_idle_timeout_and_a_busy_on
 }
 
 #[tokio::test]
+async fn a_tunnel_carries_megabytes_both_ways_intact_while_its_reader_lags() {
+    // The tunnel holds bytes only while the side they go to has not taken them (src/proxy/tunnel.rs): sixteen
+    // 1 MiB messages sent without waiting for their echoes fill every buffer on the way, so the gate's writes are
+    // held back over and over; each echo must still come back whole and in order.
+    let s = Stack::start().await;
+    let (_, cookie) = s.signed_in().await;
+    let (ws, _) = open_tunnel(s.gate.port, &cookie).await;
+    let (mut sink, mut stream) = ws.split();
+    let message = |i: usize| -> Vec<u8> { (0..1 << 20).map(|j| ((i * 7 + j) % 251) as u8).collect() };
+    let sender = tokio::spawn(async move {
+        for i in 0..16 {
+            sink.send(Message::binary(message(i))).await.unwrap();
+        }
+        sink
+    });
+    for i in 0..16 {
+        let echo = tokio::time::timeout(std::time::Duration::from_secs(30), stream.next())
+            .await
+            .expect("an echo")
+            .expect("the tunnel is still open")
+            .expect("no error");
+        assert!(echo.into_data() == message(i), "echo {i} differs from what was sent");
+    }
+    let mut sink = sender.await.unwrap();
+    sink.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn hop_by_hop_and_client_forwarding_headers_never_reach_the_upstream() {
     let s = Stack::start().await;
     let b = s.browser();
