@@ -114,6 +114,20 @@ async fn bytes_the_writer_does_not_take_wait_on_the_heap_only_until_it_does() {
     let (bytes, taken) = flow.waiting.as_ref().expect("the rest waits");
     assert_eq!((bytes.len() - taken), 84);
 
+    // While they wait, nothing more is read: a side that does not read holds the other back (its bytes stay in the
+    // pipe), not the gate's memory.
+    source.write_all(&pattern(500)).await.unwrap();
+    for _ in 0..3 {
+        assert!(flow
+            .poll(&mut cx, Pin::new(&mut reader), Pin::new(&mut writer))
+            .is_pending());
+    }
+    let (bytes, taken) = flow.waiting.as_ref().expect("the rest still waits");
+    assert_eq!((bytes.len(), *taken), (84, 0));
+    let mut unread = [0u8; 1024];
+    let n = reader.read(&mut unread).await.unwrap();
+    assert_eq!(&unread[..n], &pattern(500)[..], "what came later was left unread");
+
     // The other side reads; each poll hands on what fits, and once all of it is written nothing is held.
     let mut received = Vec::new();
     while received.len() < sent.len() {
