@@ -198,3 +198,80 @@ async fn a_burst_of_tls_connections_is_spread_over_the_workers() {
     assert!(per_worker.iter().all(|&n| n >= 5.0), "unbalanced: {per_worker:?}");
     drop(held);
 }
+
+#[tokio::test]
+async fn a_websocket_inside_tls_echoes_both_ways_and_ends() {
+    // The tunnel's client side is a TLS stream here (src/proxy/tunnel.rs writes into rustls, which may keep records
+    // back while the socket is full). Short messages, then sixteen 1 MiB messages sent without waiting for their
+    // echoes, which fill the sockets again and again; every echo must come back whole.
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    if !have_tool("openssl", &["/usr/bin/openssl"], "openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(dir.path(), "tunnel");
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let line: &'static str = Box::leak(
+        format!(
+            "tls_cert_file = {:?}\ntls_key_file = {:?}",
+            cert.display().to_string(),
+            key.display().to_string()
+        )
+        .into_boxed_str(),
+    );
+    // Served over TLS only; the tunnel's route is public, so no sign-in is needed to reach it.
+    let gate = TestGate::start_unready(
+        idp.endpoint().as_str(),
+        &upstream.url(),
+        "",
+        "[[rules]]\nprefix = \"/ws\"\nallow = \"public\"\n",
+        |t| in_server(line)(t).replace("public_url = \"http://", "public_url = \"https://"),
+        |public| idp.register_client(APP_ID, APP_SECRET, &public.replace("http://", "https://")),
+    )
+    .await;
+    let tls = tls_connect(gate.port, &der_of(&cert)).await;
+    let request = format!("ws://127.0.0.1:{}/ws", gate.port)
+        .into_client_request()
+        .unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async(request, tls)
+        .await
+        .expect("a WebSocket inside TLS");
+    assert_eq!(resp.status().as_u16(), 101);
+    let long = "x".repeat(100_000);
+    for text in ["one", "two", long.as_str()] {
+        ws.send(Message::text(text)).await.unwrap();
+        let echo = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("an echo")
+            .expect("the tunnel is still open")
+            .expect("no error");
+        assert!(echo.into_text().unwrap().as_str() == text, "the echo differs");
+    }
+    let (mut sink, mut stream) = ws.split();
+    let message = |i: usize| -> Vec<u8> { (0..1 << 20).map(|j| ((i * 11 + j) % 251) as u8).collect() };
+    let sender = tokio::spawn(async move {
+        for i in 0..16 {
+            sink.send(Message::binary(message(i))).await.unwrap();
+        }
+        sink
+    });
+    for i in 0..16 {
+        let echo = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("an echo")
+            .expect("the tunnel is still open")
+            .expect("no error");
+        assert!(echo.into_data() == message(i), "echo {i} differs from what was sent");
+    }
+    // Closing ends the tunnel: the stream ends (the upstream's close or its hang-up), bounded.
+    let mut sink = sender.await.unwrap();
+    sink.close().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await
+    .expect("the tunnel ends after the close");
+}

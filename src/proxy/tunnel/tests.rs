@@ -140,6 +140,53 @@ async fn bytes_the_writer_does_not_take_wait_on_the_heap_only_until_it_does() {
     assert!(flow.waiting.is_none(), "a quiet flow holds no buffer");
 }
 
+/// A writer that keeps what it is given until flushed (as a TLS stream keeps records while its socket is full).
+#[derive(Default)]
+struct Buffering {
+    kept: Vec<u8>,
+    flushed: Vec<u8>,
+}
+
+impl AsyncWrite for Buffering {
+    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
+        self.kept.extend_from_slice(bytes);
+        Poll::Ready(Ok(bytes.len()))
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let kept = std::mem::take(&mut self.kept);
+        self.flushed.extend_from_slice(&kept);
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
+
+#[tokio::test]
+async fn what_was_written_is_flushed_before_the_tunnel_waits() {
+    let mut cx = Context::from_waker(Waker::noop());
+    let (mut source, mut reader) = duplex(1024);
+    let mut writer = Buffering::default();
+    let mut flow = Flow::default();
+    source.write_all(b"an answer the peer waits for").await.unwrap();
+    assert!(flow
+        .poll(&mut cx, Pin::new(&mut reader), Pin::new(&mut writer))
+        .is_pending());
+    assert_eq!(writer.flushed, b"an answer the peer waits for");
+    // Nothing new: no flush owed.
+    assert!(flow
+        .poll(&mut cx, Pin::new(&mut reader), Pin::new(&mut writer))
+        .is_pending());
+    assert!(!flow.need_flush);
+    // The end is passed on flushed too.
+    source.write_all(b" and the last").await.unwrap();
+    drop(source);
+    assert!(flow
+        .poll(&mut cx, Pin::new(&mut reader), Pin::new(&mut writer))
+        .is_ready());
+    assert_eq!(writer.flushed, b"an answer the peer waits for and the last");
+}
+
 /// A writer that takes nothing.
 struct Refusing;
 
