@@ -136,6 +136,9 @@ pub enum Idle {
     Http1,
     /// HTTP/1.1 inside TLS (by ALPN), kept alive after one request.
     Http1Tls,
+    /// HTTP/1.1 kept alive after one `POST` with a small body (the static upstream answers 405; what counts is that
+    /// a request with a body went through).
+    Http1Post,
     /// HTTP/2 (prior knowledge, no TLS) after one request.
     Http2,
     /// A WebSocket tunnel after one message each way.
@@ -179,15 +182,15 @@ pub async fn open(kind: Idle, port: u16, cookie: Option<&str>, tls: &tokio_rustl
     let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
     stream.set_nodelay(true).expect("nodelay");
     match kind {
-        Idle::Http1 => {
+        Idle::Http1 | Idle::Http1Post => {
             let mut stream = stream;
-            http1_exchange(&mut stream, cookie).await;
+            http1_exchange(&mut stream, cookie, matches!(kind, Idle::Http1Post)).await;
             Held::Tcp(stream)
         }
         Idle::Http1Tls => {
             let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
             let mut stream = tls.connect(name, stream).await.expect("TLS handshake");
-            http1_exchange(&mut stream, cookie).await;
+            http1_exchange(&mut stream, cookie, false).await;
             Held::Tls(Box::new(stream))
         }
         Idle::Http2 => {
@@ -230,16 +233,21 @@ pub async fn open(kind: Idle, port: u16, cookie: Option<&str>, tls: &tokio_rustl
     }
 }
 
-/// Sends one keep-alive request for the small page and reads its answer.
-async fn http1_exchange(stream: &mut (impl AsyncRead + AsyncWrite + Unpin), cookie: Option<&str>) {
+/// Sends one keep-alive request for the small page (a `GET`, or with `post` a `POST` with an 11-byte body) and reads
+/// its answer.
+async fn http1_exchange(stream: &mut (impl AsyncRead + AsyncWrite + Unpin), cookie: Option<&str>, post: bool) {
     let cookie = cookie.map(|c| format!("Cookie: {c}\r\n")).unwrap_or_default();
-    let request = format!("GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n{cookie}\r\n");
+    let request = if post {
+        format!("POST /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n{cookie}Content-Length: 11\r\n\r\nhello=world")
+    } else {
+        format!("GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n{cookie}\r\n")
+    };
     stream.write_all(request.as_bytes()).await.expect("write");
-    read_http1_answer(stream).await;
+    read_http1_answer(stream, if post { "http/1.1 405" } else { "http/1.1 200" }).await;
 }
 
-/// Reads one HTTP/1.1 answer framed by `Content-Length`.
-async fn read_http1_answer(stream: &mut (impl AsyncRead + Unpin)) {
+/// Reads one HTTP/1.1 answer framed by `Content-Length`, whose head starts with `expected` (lowercase).
+async fn read_http1_answer(stream: &mut (impl AsyncRead + Unpin), expected: &str) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -248,7 +256,7 @@ async fn read_http1_answer(stream: &mut (impl AsyncRead + Unpin)) {
         buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            assert!(head.starts_with("http/1.1 200"), "{head}");
+            assert!(head.starts_with(expected), "{head}");
             let length: usize = head
                 .lines()
                 .find_map(|l| l.strip_prefix("content-length:"))
