@@ -150,24 +150,7 @@ async fn a_tunnel_carries_megabytes_both_ways_intact_while_its_reader_lags() {
     let s = Stack::start().await;
     let (_, cookie) = s.signed_in().await;
     let (ws, _) = open_tunnel(s.gate.port, &cookie).await;
-    let (mut sink, mut stream) = ws.split();
-    let message = |i: usize| -> Vec<u8> { (0..1 << 20).map(|j| ((i * 7 + j) % 251) as u8).collect() };
-    let sender = tokio::spawn(async move {
-        for i in 0..16 {
-            sink.send(Message::binary(message(i))).await.unwrap();
-        }
-        sink
-    });
-    for i in 0..16 {
-        let echo = tokio::time::timeout(std::time::Duration::from_secs(30), stream.next())
-            .await
-            .expect("an echo")
-            .expect("the tunnel is still open")
-            .expect("no error");
-        assert!(echo.into_data() == message(i), "echo {i} differs from what was sent");
-    }
-    let mut sink = sender.await.unwrap();
-    sink.close().await.unwrap();
+    echo_sixteen_megabytes(ws).await;
 }
 
 #[tokio::test]

@@ -47,6 +47,50 @@ async fn tls_exchange_until_closed(port: u16, root_der: &[u8], request: &[u8]) -
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// A gate serving over TLS only (a throwaway certificate; `server_lines` added to `[server]`, `extra` to the end of
+/// the configuration), with its IdP and upstream. Not waited for over plain HTTP: connections wait in the listener's
+/// backlog until the workers take them.
+struct TlsGate {
+    gate: TestGate,
+    cert: std::path::PathBuf,
+    _idp: Idp,
+    _upstream: Upstream,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsGate {
+    async fn start(server_lines: &str, extra: &str) -> TlsGate {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = make_cert(dir.path(), "gate");
+        let idp = Idp::start(IdpOptions::default());
+        let upstream = Upstream::start().await;
+        let line: &'static str = Box::leak(
+            format!(
+                "{server_lines}\ntls_cert_file = {:?}\ntls_key_file = {:?}",
+                cert.display().to_string(),
+                key.display().to_string()
+            )
+            .into_boxed_str(),
+        );
+        let gate = TestGate::start_unready(
+            idp.endpoint().as_str(),
+            &upstream.url(),
+            "",
+            extra,
+            |t| in_server(line)(t).replace("public_url = \"http://", "public_url = \"https://"),
+            |public| idp.register_client(APP_ID, APP_SECRET, &public.replace("http://", "https://")),
+        )
+        .await;
+        TlsGate {
+            gate,
+            cert,
+            _idp: idp,
+            _upstream: upstream,
+            _dir: dir,
+        }
+    }
+}
+
 #[tokio::test]
 async fn tls_termination_with_h2_by_alpn_and_certificates_reloaded_without_restart() {
     if !have_tool("openssl", &["/usr/bin/openssl"], "openssl") {
@@ -152,31 +196,14 @@ async fn a_burst_of_tls_connections_is_spread_over_the_workers() {
     if !have_tool("openssl", &["/usr/bin/openssl"], "openssl") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = make_cert(dir.path(), "burst");
-    let idp = Idp::start(IdpOptions::default());
-    let upstream = Upstream::start().await;
     let metrics_port = free_port();
-    let line: &'static str = Box::leak(
-        format!(
-            "workers = 2\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\ntls_cert_file = {:?}\ntls_key_file = {:?}",
-            cert.display().to_string(),
-            key.display().to_string()
-        )
-        .into_boxed_str(),
-    );
-    // Served over TLS only, so not waited for over plain HTTP: connections wait in the listener's backlog until the
-    // workers take them.
-    let gate = TestGate::start_unready(
-        idp.endpoint().as_str(),
-        &upstream.url(),
+    let tls = TlsGate::start(
+        &format!("workers = 2\nmetrics_listen = \"127.0.0.1:{metrics_port}\""),
         "",
-        "",
-        |t| in_server(line)(t).replace("public_url = \"http://", "public_url = \"https://"),
-        |public| idp.register_client(APP_ID, APP_SECRET, &public.replace("http://", "https://")),
     )
     .await;
-    let root = der_of(&cert);
+    let (gate, cert) = (&tls.gate, &tls.cert);
+    let root = der_of(cert);
     let burst = (0..12).map(|_| tls_connect(gate.port, &root));
     let mut held = Vec::new();
     for mut tls in futures_util::future::join_all(burst).await {
@@ -203,36 +230,17 @@ async fn a_burst_of_tls_connections_is_spread_over_the_workers() {
 async fn a_websocket_inside_tls_echoes_both_ways_and_ends() {
     // The tunnel's client side is a TLS stream here (src/proxy/tunnel.rs writes into rustls, which may keep records
     // back while the socket is full). Short messages, then sixteen 1 MiB messages sent without waiting for their
-    // echoes, which fill the sockets again and again; every echo must come back whole.
+    // echoes; every echo must come back whole.
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::Message;
     if !have_tool("openssl", &["/usr/bin/openssl"], "openssl") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = make_cert(dir.path(), "tunnel");
-    let idp = Idp::start(IdpOptions::default());
-    let upstream = Upstream::start().await;
-    let line: &'static str = Box::leak(
-        format!(
-            "tls_cert_file = {:?}\ntls_key_file = {:?}",
-            cert.display().to_string(),
-            key.display().to_string()
-        )
-        .into_boxed_str(),
-    );
-    // Served over TLS only; the tunnel's route is public, so no sign-in is needed to reach it.
-    let gate = TestGate::start_unready(
-        idp.endpoint().as_str(),
-        &upstream.url(),
-        "",
-        "[[rules]]\nprefix = \"/ws\"\nallow = \"public\"\n",
-        |t| in_server(line)(t).replace("public_url = \"http://", "public_url = \"https://"),
-        |public| idp.register_client(APP_ID, APP_SECRET, &public.replace("http://", "https://")),
-    )
-    .await;
-    let tls = tls_connect(gate.port, &der_of(&cert)).await;
+    // The tunnel's route is public, so no sign-in is needed to reach it.
+    let tls_gate = TlsGate::start("", "[[rules]]\nprefix = \"/ws\"\nallow = \"public\"\n").await;
+    let (gate, cert) = (&tls_gate.gate, &tls_gate.cert);
+    let tls = tls_connect(gate.port, &der_of(cert)).await;
     let request = format!("ws://127.0.0.1:{}/ws", gate.port)
         .into_client_request()
         .unwrap();
@@ -250,28 +258,5 @@ async fn a_websocket_inside_tls_echoes_both_ways_and_ends() {
             .expect("no error");
         assert!(echo.into_text().unwrap().as_str() == text, "the echo differs");
     }
-    let (mut sink, mut stream) = ws.split();
-    let message = |i: usize| -> Vec<u8> { (0..1 << 20).map(|j| ((i * 11 + j) % 251) as u8).collect() };
-    let sender = tokio::spawn(async move {
-        for i in 0..16 {
-            sink.send(Message::binary(message(i))).await.unwrap();
-        }
-        sink
-    });
-    for i in 0..16 {
-        let echo = tokio::time::timeout(Duration::from_secs(30), stream.next())
-            .await
-            .expect("an echo")
-            .expect("the tunnel is still open")
-            .expect("no error");
-        assert!(echo.into_data() == message(i), "echo {i} differs from what was sent");
-    }
-    // Closing ends the tunnel: the stream ends (the upstream's close or its hang-up), bounded.
-    let mut sink = sender.await.unwrap();
-    sink.close().await.unwrap();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(Ok(_)) = stream.next().await {}
-    })
-    .await
-    .expect("the tunnel ends after the close");
+    echo_sixteen_megabytes(ws).await;
 }

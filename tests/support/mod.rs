@@ -655,3 +655,37 @@ pub fn parse_form(html: &str) -> Option<(String, Vec<(String, String)>)> {
         .collect();
     Some((action, inputs))
 }
+
+/// Sends sixteen 1 MiB binary messages through the WebSocket `ws` (to the upstream's echo) without waiting for their
+/// echoes, which fills every buffer on the way again and again, and checks that each echo comes back whole and in
+/// order; then closes the WebSocket and waits (bounded) for the tunnel to end: the upstream's close or its hang-up.
+pub async fn echo_sixteen_megabytes<S>(ws: tokio_tungstenite::WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut sink, mut stream) = ws.split();
+    let message = |i: usize| -> Vec<u8> { (0..1 << 20).map(|j| ((i * 7 + j) % 251) as u8).collect() };
+    let sender = tokio::spawn(async move {
+        for i in 0..16 {
+            sink.send(Message::binary(message(i))).await.unwrap();
+        }
+        sink
+    });
+    for i in 0..16 {
+        let echo = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("an echo")
+            .expect("the tunnel is still open")
+            .expect("no error");
+        assert!(echo.into_data() == message(i), "echo {i} differs from what was sent");
+    }
+    let mut sink = sender.await.unwrap();
+    sink.close().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await
+    .expect("the tunnel ends after the close");
+}
