@@ -954,7 +954,7 @@ async fn main() {
     // limit allows (each needs one here and one in the proxy, and a tunnel one more in the proxy, to the upstream).
     let limit = open_files_limit().saturating_sub(2000);
     let mut memory = Vec::new();
-    let tls_client = rows::tls_connector(&cert);
+    let tls_client = cert::client_trusting(&cert::der_of(&cert));
     for (i, kind) in [
         rows::Idle::Http1,
         rows::Idle::Http1Post,

@@ -154,28 +154,6 @@ pub enum Held {
     Ws(Box<tokio_tungstenite::WebSocketStream<TcpStream>>),
 }
 
-/// A TLS client (HTTP/1.1 by ALPN) that trusts only `cert_pem`, the benchmark's throwaway certificate.
-pub fn tls_connector(cert_pem: &std::path::Path) -> tokio_rustls::TlsConnector {
-    let pem = std::fs::read_to_string(cert_pem).expect("certificate");
-    let base64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    use base64::Engine;
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(base64)
-        .expect("certificate PEM");
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(der))
-        .expect("certificate");
-    let mut config =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-}
-
 /// Opens one idle connection of `kind` to `port` (the WebSocket path `/ws/`, any other `/index.html`), after its
 /// one exchange; `tls` connects [`Idle::Http1Tls`].
 pub async fn open(kind: Idle, port: u16, cookie: Option<&str>, tls: &tokio_rustls::TlsConnector) -> Held {

@@ -6,32 +6,11 @@ use reqwest::StatusCode;
 
 use crate::support::*;
 
-fn der_of(pem_path: &std::path::Path) -> Vec<u8> {
-    use base64::Engine;
-    let pem = std::fs::read_to_string(pem_path).unwrap();
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    base64::engine::general_purpose::STANDARD.decode(body).unwrap()
-}
-
 /// A TLS connection to the gate on `port` (HTTP/1.1 by ALPN), trusting `root_der`.
 async fn tls_connect(port: u16, root_der: &[u8]) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(root_der.to_vec()))
-        .unwrap();
-    let mut config =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .unwrap()
+    client_trusting(root_der).connect(name, tcp).await.unwrap()
 }
 
 /// Writes `request` over TLS (HTTP/1.1 by ALPN) and reads until the gate closes the connection (bounded).

@@ -41,3 +41,29 @@ pub fn make_cert(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std:
     assert!(ok, "openssl could not make a certificate");
     (cert, key)
 }
+
+/// The DER bytes of the PEM certificate at `pem_path` (one certificate, as `make_cert` writes it).
+pub fn der_of(pem_path: &std::path::Path) -> Vec<u8> {
+    use base64::Engine;
+    let pem = std::fs::read_to_string(pem_path).expect("certificate");
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("certificate PEM")
+}
+
+/// A TLS client offering HTTP/1.1 by ALPN that trusts only `root_der` (a `make_cert` certificate).
+pub fn client_trusting(root_der: &[u8]) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(root_der.to_vec()))
+        .expect("certificate");
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
