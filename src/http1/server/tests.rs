@@ -1,4 +1,5 @@
 use super::*;
+use super::answer::hex;
 use http_body_util::{BodyExt, StreamBody};
 
 const MAX: usize = 16 * 1024;
