@@ -1,8 +1,8 @@
 //! The one body type used everywhere, so handlers never fight body types. Request and response bodies are passed
 //! through as this type, streaming, never buffered.
 //!
-//! Proxied bodies (hyper's `Incoming`, on both sides) are held as they are; only the gate's own small bodies (pages,
-//! JSON) go through a box. The signed-in path therefore allocates no box per request for either body.
+//! Proxied bodies (hyper's `Incoming`, on both sides; the HTTP/1 front's request bodies) are held as they are;
+//! only the gate's own small bodies (pages, JSON) go through a box. The signed-in path therefore allocates no box per request for either body.
 //!
 //! A response from the own HTTP/1 client keeps the upstream's fields in its body until they are written
 //! ([`crate::http1`]); [`retain_response_fields`] and [`into_response_map`] are how the rest of the gate reaches
@@ -28,6 +28,8 @@ pub enum Body {
     /// No body at all: a bodiless request read by the HTTP/1 front ([`crate::http1::server`]), or an empty answer.
     Empty,
     Incoming(Incoming),
+    /// A request body read by the HTTP/1 front ([`crate::http1::request_body`]).
+    Received(crate::http1::request_body::RequestBody),
     /// A response body read by the lean upstream client ([`crate::http1::client`]).
     Upstream(crate::http1::body::ResponseBody),
     Boxed(BoxBody<Bytes, BoxError>),
@@ -55,6 +57,7 @@ impl http_body::Body for Body {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Body::Received(b) => Pin::new(b).poll_frame(cx),
             Body::Upstream(b) => Pin::new(b).poll_frame(cx),
             Body::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
@@ -64,6 +67,7 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => true,
             Body::Incoming(b) => b.is_end_stream(),
+            Body::Received(b) => b.is_end_stream(),
             Body::Upstream(b) => b.is_end_stream(),
             Body::Boxed(b) => b.is_end_stream(),
         }
@@ -73,6 +77,7 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => SizeHint::with_exact(0),
             Body::Incoming(b) => b.size_hint(),
+            Body::Received(b) => b.size_hint(),
             Body::Upstream(b) => b.size_hint(),
             Body::Boxed(b) => b.size_hint(),
         }

@@ -445,6 +445,7 @@ impl Client<'_> {
                         peer: self.peer,
                         registration: self.registration,
                         header_read_timeout: limits.header_read_timeout,
+                        idle_timeout: limits.idle_timeout,
                         max_header_bytes: limits.max_header_bytes,
                         largest_head: limits.largest_head(),
                         max_requests: limits.max_requests_per_connection,

@@ -221,6 +221,11 @@ pub fn front_head(data: &[u8]) {
         b"CONNECT a:1 HTTP/1.1\r\n",
         b"GET http://a/ HTTP/1.1\r\n",
         b"Content-Length: 3\r\n",
+        b"Content-Length: 0\r\n",
+        b"Content-Length: 3, 3\r\n",
+        b"Content-Length: +3\r\n",
+        b"Content-Length: 003 \r\n",
+        b"Content-Length: 18446744073709551616\r\n",
         b"Transfer-Encoding: chunked\r\n",
         b"Connection: close\r\n",
         b"Connection: upgrade\r\n",
@@ -241,12 +246,24 @@ pub fn front_head(data: &[u8]) {
     assert!(len <= max);
     assert_eq!(request.version(), http::Version::HTTP_11);
     assert_ne!(request.method(), http::Method::CONNECT);
-    for name in ["content-length", "transfer-encoding", "expect", "upgrade"] {
+    for name in ["transfer-encoding", "expect", "upgrade"] {
         assert!(
             !request.headers().contains_key(name),
             "{name} in a head the front served"
         );
     }
+    // A body only by one Content-Length of plain digits, and exactly that long.
+    let lengths: Vec<_> = request.headers().get_all("content-length").iter().collect();
+    assert!(lengths.len() <= 1, "{lengths:?} in a head the front served");
+    let declared = lengths.first().map_or(0, |value| {
+        let digits = value.as_bytes();
+        assert!(!digits.is_empty() && digits.iter().all(u8::is_ascii_digit), "{value:?}");
+        std::str::from_utf8(digits)
+            .ok()
+            .and_then(|d| d.parse::<u64>().ok())
+            .expect("a length that fits")
+    });
+    assert_eq!(http_body::Body::size_hint(request.body()).exact(), Some(declared));
     let mut slots = [httparse::EMPTY_HEADER; 100];
     let mut parsed = httparse::Request::new(&mut slots);
     assert_eq!(parsed.parse(&stream).ok(), Some(httparse::Status::Complete(len)));

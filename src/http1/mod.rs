@@ -8,7 +8,7 @@
 //!
 //! | side | own code (this folder) | hyper |
 //! |---|---|---|
-//! | server | [`server`]: a plain or TLS HTTP/1.1 request head without a body, `Expect`, `Upgrade` or `CONNECT`, read whole within the limits | everything else: bodies, upgrades, HTTP/1.0, malformed or oversized heads (hyper answers 400/414/431), and every HTTP/2 connection ([`crate::server`]) |
+//! | server | [`server`]: a plain or TLS HTTP/1.1 request head without `Transfer-Encoding`, `Expect`, `Upgrade` or `CONNECT`, with at most one plain `Content-Length` ([`request_body`]), read whole within the limits | everything else: chunked bodies, upgrades, HTTP/1.0, malformed or oversized heads (hyper answers 400/414/431), and every HTTP/2 connection ([`crate::server`]) |
 //! | client | [`client`]: a bodiless `GET` or `HEAD` to a plain-HTTP upstream | everything else: bodies, other methods, upgrades, HTTPS upstreams ([`crate::proxy::Forwarder`]) |
 //!
 //! A connection starts on the own server and is handed to hyper, with every unanswered byte, at the first head it
@@ -27,7 +27,8 @@
 //! | header read and keep-alive timeout | [`server`] | `header_read_timeout` in [`crate::server`] |
 //! | `Connection: close`, graceful finish, cancel on hang-up, pipelining | [`server`] | hyper's dispatcher |
 //! | response framing, `Date` ([`date`]) | [`server`] | hyper's encoder |
-//! | request smuggling (ambiguous framing refused) | no framing field is served | [`framing`] |
+//! | request smuggling (ambiguous framing refused) | only one plain `Content-Length` is served | [`framing`] |
+//! | request bodies | [`request_body`], read by [`server`] | hyper's `Incoming` |
 //! | hop-by-hop removal (RFC 9110 §7.6.1) | [`client`] while parsing | [`hop`], called by [`crate::proxy`] |
 //! | pool, reaper, retry of a closed pooled connection | [`pool`], [`client`] | hyper-util's pool |
 //! | connect and response timeouts, latency metric, base path | [`client`] via [`crate::proxy`] | [`crate::proxy`] |
@@ -42,6 +43,7 @@ pub(crate) mod framing;
 pub(crate) mod hop;
 pub(crate) mod names;
 pub(crate) mod pool;
+pub(crate) mod request_body;
 pub(crate) mod server;
 
 /// A body's error, as hyper's bodies box theirs.

@@ -8,14 +8,24 @@
 //!   [`MAX_HEADERS`] fields, with a valid method and a request target of at most [`MAX_TARGET`] bytes that parses
 //!   as a URI;
 //! - it is HTTP/1.1 and its method is not `CONNECT`;
-//! - it has no `Content-Length`, `Transfer-Encoding`, `Expect` or `Upgrade` field: no body, no interim response, no
-//!   protocol switch.
+//! - it has no `Transfer-Encoding`, `Expect` or `Upgrade` field (no chunked body, no interim response, no protocol
+//!   switch), and at most one `Content-Length` field, of plain digits (RFC 9112 §6.3 item 6).
 //!
 //! Any other head, every malformed one included, hands the connection over ([`Ended::HandOff`]) with all the bytes
 //! not yet answered, from that head's first byte: hyper reads them as a new connection's first request, answers
 //! errors itself (400, 414, 431) and serves the connection from then on, and the request-smuggling check
-//! ([`crate::http1::framing`]) follows its bytes from the same point. Nothing served here can carry a body, so no request
-//! here can be framed two ways.
+//! ([`crate::http1::framing`]) follows its bytes from the same point. A body served here is delimited by its one
+//! length alone, so no request here can be framed two ways: a repeated or listed `Content-Length`, or one next to
+//! `Transfer-Encoding`, goes to hyper and is refused there.
+//!
+//! A body ([`crate::http1::request_body`]) is read while its request is handled, a piece at a time as its reader
+//! (an endpoint, or the upstream request) takes it, never past its end: what follows it is the next request. When
+//! the answer comes before the body's end (the gate refused the request, or the upstream answered early), the rest
+//! is not passed on (the reader sees the body fail, as with Go's HTTP/1 server), and the front reads and drops it:
+//! up to [`MAX_DISCARD`] bytes still to come keep the connection, more close it after the answer, and either way
+//! the client's bytes are read (at most `server.header_read_timeout`) before a close, so that closing does not reset
+//! the connection under an answer still on its way. A client that hangs up in the middle of a body drops its
+//! request, as before an answer.
 //!
 //! What hyper's server did and this module keeps:
 //! - `server.header_read_timeout` runs from the moment the connection waits for a head (so it also bounds the
@@ -47,7 +57,7 @@ use std::pin::{pin, Pin};
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -59,7 +69,8 @@ mod answer;
 use self::answer::{bodyless, declared_length, encode_head, send_body};
 use super::fields::Fields;
 use super::names::{self, Names};
-use super::{hop, MAX_HEADERS};
+use super::request_body::{self, Feeder, Room, BODY_READ};
+use super::{hop, parse_decimal, MAX_HEADERS};
 use crate::body::Body;
 use crate::connections::Registration;
 use crate::deadlines::Deadline;
@@ -73,6 +84,9 @@ const FIRST_BUFFER: usize = 8 * 1024;
 const COALESCE: usize = 16 * 1024;
 /// The most that is kept between answers for writing the next (a larger buffer is let go).
 const KEEP_OUT: usize = 64 * 1024;
+/// The most request body bytes still to come after an early answer that are read and dropped to keep the
+/// connection; after an answer that leaves more unread, the connection closes.
+const MAX_DISCARD: u64 = 64 * 1024;
 
 /// What a connection's front needs. `handle` answers a request from `peer` (the gate's pipeline).
 pub struct Front<'a, H> {
@@ -80,6 +94,8 @@ pub struct Front<'a, H> {
     pub peer: SocketAddr,
     pub registration: &'a Registration,
     pub header_read_timeout: Duration,
+    /// `server.idle_timeout`: how long a request body may stop coming before its request is dropped.
+    pub idle_timeout: Duration,
     /// `server.max_header_bytes`: the longest head served here.
     pub max_header_bytes: usize,
     /// The most bytes buffered while waiting for a head, as hyper's buffer limit.
@@ -157,23 +173,36 @@ where
     F: Future<Output = Response<Body>> + 'a,
 {
     async move {
-        let head_only = head.request.method() == Method::HEAD;
-        let keep_alive = head.keep_alive;
+        let Head {
+            request,
+            keep_alive,
+            body: mut feeder,
+        } = head;
+        let head_only = request.method() == Method::HEAD;
         // The pipeline's future lives only in this block: once it has answered, its place in this future's state
         // is free for the writing's.
         let answered = {
-            let handling = pin!((front.handle)(head.request, front.peer));
-            conn.await_answer(io, handling, front.largest_head).await
+            let handling = pin!((front.handle)(request, front.peer));
+            let body = feeder.as_mut().map(|feeder| (feeder, front.idle_timeout));
+            conn.await_answer(io, handling, body, front.largest_head).await
         };
         let Some(resp) = answered else {
             return false;
         };
-        let keep_alive = keep_alive && !last && !front.registration.finishing();
-        match conn.write_answer(io, resp, head_only, keep_alive).await {
-            Ok(true) => true,
+        // Body bytes the client is still to send after an answer that came first; nobody reads them.
+        let unread = feeder.as_mut().map_or(0, |feeder| conn.give_up_body(feeder));
+        let keep_alive = keep_alive && !last && !front.registration.finishing() && unread <= MAX_DISCARD;
+        let written = conn.write_answer(io, resp, head_only, keep_alive).await;
+        let within = front.header_read_timeout;
+        match written {
+            Ok(true) => unread == 0 || conn.discard(io, unread, within).await,
             Ok(false) => {
-                let _ =
-                    crate::deadlines::timeout_at(Instant::now() + front.header_read_timeout, || io.shutdown()).await;
+                let _ = crate::deadlines::timeout_at(Instant::now() + within, || io.shutdown()).await;
+                // Read what the client still sends of the body before closing: closing with it unread would reset
+                // the connection, and the client could lose the answer with it (nginx's lingering close).
+                if unread > 0 {
+                    conn.discard(io, unread, within).await;
+                }
                 false
             }
             Err(e) => {
@@ -215,6 +244,8 @@ struct Conn {
 struct Head {
     request: Request<Body>,
     keep_alive: bool,
+    /// The front's half of the request's body, when it has one ([`request_body`]); its bytes follow the head.
+    body: Option<Feeder>,
 }
 
 // The request is the point: boxing it would allocate for every request.
@@ -353,19 +384,20 @@ impl Conn {
         };
         // Every check that can hand the connection over reads the bytes still in place.
         self.field_names.clear();
-        for (position, &(name_start, name_end, _, _)) in self.spans.iter().enumerate() {
+        let mut length: Option<u64> = None;
+        for (position, &(name_start, name_end, value_start, value_end)) in self.spans.iter().enumerate() {
             let name = match self.names.get(position, &self.buf[name_start..name_end]) {
                 Ok(name) => name,
                 Err(_) => return Parse::HandOff,
             };
-            if [
-                header::CONTENT_LENGTH,
-                header::TRANSFER_ENCODING,
-                header::EXPECT,
-                header::UPGRADE,
-            ]
-            .contains(&name)
-            {
+            if name == header::CONTENT_LENGTH {
+                // One field of plain digits (RFC 9112 §6.3 item 6); a list, a repeat or anything else is hyper's,
+                // and the smuggling check's.
+                match (length, parse_decimal(&self.buf[value_start..value_end])) {
+                    (None, Some(n)) => length = Some(n),
+                    _ => return Parse::HandOff,
+                }
+            } else if [header::TRANSFER_ENCODING, header::EXPECT, header::UPGRADE].contains(&name) {
                 return Parse::HandOff;
             }
             self.field_names.push(name);
@@ -388,20 +420,34 @@ impl Conn {
             }
             fields.append(name, value);
         }
-        let mut request = Request::new(Body::Empty);
+        let (body, feeder) = match length {
+            None | Some(0) => (Body::Empty, None),
+            Some(length) => {
+                let (feeder, body) = request_body::channel(length);
+                (Body::Received(body), Some(feeder))
+            }
+        };
+        let mut request = Request::new(body);
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = fields;
-        Parse::Head(Head { request, keep_alive })
+        Parse::Head(Head {
+            request,
+            keep_alive,
+            body: feeder,
+        })
     }
 
     /// The gate's answer to a request, or `None` when the client closed the connection (or it failed) first, which
-    /// drops the request. Bytes the client sends meanwhile are kept for the next requests, up to `limit`.
+    /// drops the request. The request's body, if it has one, is read for its feeder meanwhile ([`Conn::feed`], the
+    /// request dropped when the body stops coming for the `Duration`); bytes the client sends after it are kept for
+    /// the next requests, up to `limit`.
     async fn await_answer<I, F>(
         &mut self,
         io: &mut I,
         mut handling: Pin<&mut F>,
+        mut body: Option<(&mut Feeder, Duration)>,
         limit: usize,
     ) -> Option<Response<Body>>
     where
@@ -410,9 +456,20 @@ impl Conn {
     {
         // The client's end of the stream after requests still to answer: those are answered first (as hyper does).
         let mut ended = false;
+        // Armed while the body is awaited from the client.
+        let mut stalled: Option<Deadline> = None;
         poll_fn(|cx| {
             if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
                 return Poll::Ready(Some(resp));
+            }
+            if let Some((feeder, within)) = body.as_mut().filter(|(feeder, _)| feeder.left() > 0) {
+                match self.feed(io, feeder, (&mut stalled, *within), cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(())) => return Poll::Ready(None),
+                    // Unread: nothing more is read until the answer (which reads or drops the rest).
+                    Poll::Ready(Ok(())) if feeder.left() > 0 => return Poll::Pending,
+                    Poll::Ready(Ok(())) => {}
+                }
             }
             // Read into a small buffer of its own: the request's fields still share `buf`, which a read into it
             // would have to give up (and allocate anew).
@@ -433,6 +490,102 @@ impl Conn {
             Poll::Pending
         })
         .await
+    }
+
+    /// Reads the request body off `io` into `feeder`'s slot, a piece at a time, starting with the body bytes
+    /// already read; `Ready(Ok)` once the body is read whole or its reader has let it go, `Ready(Err)` when the
+    /// client ended or broke the connection before the body's end, or sent none of it for the `Duration` (the
+    /// `stalled` deadline; the body fails), `Pending` while the slot is full or the client sends nothing. Never
+    /// reads past the body's end.
+    fn feed<I: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut I,
+        feeder: &mut Feeder,
+        (stalled, within): (&mut Option<Deadline>, Duration),
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Result<(), ()>> {
+        while feeder.left() > 0 {
+            if std::task::ready!(feeder.poll_room(cx)) == Room::Unread {
+                return Poll::Ready(Ok(()));
+            }
+            if self.buf.is_empty() {
+                let want = usize::try_from(feeder.left()).map_or(BODY_READ, |left| left.min(BODY_READ));
+                self.buf.reserve(want);
+                let mut limited = (&mut self.buf).limit(want);
+                let read = match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut limited) {
+                    Poll::Ready(read) => read,
+                    Poll::Pending => {
+                        let deadline = stalled.get_or_insert_with(|| Deadline::at(Instant::now() + within));
+                        std::task::ready!(Pin::new(deadline).poll(cx));
+                        tracing::debug!(?within, "a request body stopped coming; dropping the request");
+                        feeder.fail("the client stopped sending the request body");
+                        return Poll::Ready(Err(()));
+                    }
+                };
+                *stalled = None;
+                match read {
+                    Ok(0) => {
+                        tracing::debug!("the client ended its connection in the middle of a request body");
+                        feeder.fail("the client ended its connection in the middle of the request body");
+                        return Poll::Ready(Err(()));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "the client's connection failed in the middle of a request body");
+                        feeder.fail("the client's connection failed in the middle of the request body");
+                        return Poll::Ready(Err(()));
+                    }
+                }
+            }
+            let piece = usize::try_from(feeder.left()).map_or(self.buf.len(), |left| left.min(self.buf.len()));
+            feeder.put(self.buf.split_to(piece).freeze());
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// After an answer: passes over the body bytes already read and not taken, and returns how many the client is
+    /// still to send; when any, the body fails (its reader, if it still reads, sees an error: the answer came first,
+    /// and the rest is not passed on, as Go's HTTP/1 server and nginx's buffering do).
+    fn give_up_body(&mut self, feeder: &mut Feeder) -> u64 {
+        let here = usize::try_from(feeder.left()).map_or(self.buf.len(), |left| left.min(self.buf.len()));
+        self.buf.advance(here);
+        feeder.skip(here as u64);
+        if feeder.left() > 0 {
+            feeder.fail("the answer came before the end of the request body");
+        }
+        feeder.left()
+    }
+
+    /// Reads and drops the `rest` of a request body nobody wants, within `within`; `true` when all of it came. What
+    /// the client sends after it stays for the next request.
+    async fn discard<I: AsyncRead + Unpin>(&mut self, io: &mut I, mut rest: u64, within: Duration) -> bool {
+        let discarding = poll_fn(|cx| {
+            let mut scratch = [MaybeUninit::<u8>::uninit(); 4096];
+            while rest > 0 {
+                let mut read = ReadBuf::uninit(&mut scratch);
+                match std::task::ready!(Pin::new(&mut *io).poll_read(cx, &mut read)) {
+                    Ok(()) if read.filled().is_empty() => return Poll::Ready(false),
+                    Ok(()) => {
+                        let filled = read.filled();
+                        let dropped = usize::try_from(rest).map_or(filled.len(), |rest| rest.min(filled.len()));
+                        rest -= dropped as u64;
+                        self.buf.put_slice(&filled[dropped..]);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "the client's connection failed while its unwanted body was read");
+                        return Poll::Ready(false);
+                    }
+                }
+            }
+            Poll::Ready(true)
+        });
+        match crate::deadlines::timeout_at(Instant::now() + within, || discarding).await {
+            Ok(whole) => whole,
+            Err(_) => {
+                tracing::debug!("the rest of an unwanted request body did not come within the header read timeout");
+                false
+            }
+        }
     }
 
     /// Writes `resp`, framed as the module docs say; `true` when the connection can serve another request.

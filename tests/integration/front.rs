@@ -1,6 +1,7 @@
-//! The HTTP/1.1 front (`src/http1/server.rs`) over real sockets: the requests it answers itself, the connection handed to
-//! hyper in the middle when a request needs it (a body, HTTP/1.0, a malformed head), and what the client sees either
-//! way: answers in order, framed by the gate, dated, closed when asked, and a request dropped when its client goes.
+//! The HTTP/1.1 front (`src/http1/server.rs`) over real sockets: the requests it answers itself (bodies by
+//! `Content-Length` included), the connection handed to hyper in the middle when a request needs it (a chunked body,
+//! HTTP/1.0, a malformed head), and what the client sees either way: answers in order, framed by the gate, dated,
+//! closed when asked, a request dropped when its client goes, and a body the answer came before never served.
 
 use std::time::Duration;
 
@@ -26,23 +27,86 @@ fn paths_after(s: &Stack, skip: usize) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn pipelined_requests_are_answered_in_order_and_a_body_hands_the_connection_to_hyper() {
+async fn pipelined_requests_and_bodies_are_answered_in_order_on_either_server() {
     let s = Stack::start().await;
     let (_, cookie) = s.signed_in().await;
     let before = s.upstream.count();
-    // All in one write: two requests for the front, one with a body (handed to hyper with what follows it), and
-    // one more that hyper then serves, asking to close.
+    let post = |path: &str, framing: &str, body: &str| {
+        format!("POST {path} HTTP/1.1\r\nHost: a\r\nCookie: logto_gate={cookie}\r\n{framing}\r\n\r\n{body}")
+    };
+    // All in one write: two requests for the front, a body by length (read by the front, the next head right
+    // behind it), a chunked one (handed to hyper with what follows it), and one more that hyper then serves,
+    // asking to close.
     let all = get("/a", &cookie, "")
         + &get("/b", &cookie, "")
-        + &format!("POST /upload HTTP/1.1\r\nHost: a\r\nCookie: logto_gate={cookie}\r\nContent-Length: 5\r\n\r\nhello")
+        + &post("/upload", "Content-Length: 5", "hello")
+        + &post("/upload", "Transfer-Encoding: chunked", "3\r\nabc\r\n0\r\n\r\n")
         + &get("/c", &cookie, "Connection: close\r\n");
     let text = exchange_until_closed(s.gate.port, all.as_bytes()).await;
-    assert_eq!(statuses(&text), ["200", "200", "200", "200"], "{text}");
+    assert_eq!(statuses(&text), ["200", "200", "200", "200", "200"], "{text}");
     assert!(
-        text.contains("\"bytes\":5"),
-        "the body reached the upstream whole: {text}"
+        text.contains("\"bytes\":5") && text.contains("\"bytes\":3"),
+        "both bodies reached the upstream whole: {text}"
     );
-    assert_eq!(paths_after(&s, before), ["/a", "/b", "/upload", "/c"]);
+    assert_eq!(paths_after(&s, before), ["/a", "/b", "/upload", "/upload", "/c"]);
+}
+
+#[tokio::test]
+async fn a_body_the_answer_came_before_is_never_served_as_requests() {
+    // A POST the gate answers without reading its body (no session: 401): whatever the body says, even signed-in
+    // requests, is dropped as the body it is, and the connection goes on after the body's end.
+    let s = Stack::start().await;
+    let (_, cookie) = s.signed_in().await;
+    let before = s.upstream.count();
+    let smuggled = get("/admin", &cookie, "").repeat(40);
+    let mut stream = TcpStream::connect(("127.0.0.1", s.gate.port)).await.unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: a\r\nAccept: application/json\r\nContent-Length: {}\r\n\r\n",
+        smuggled.len()
+    );
+    // The head and the body's first 100 bytes, then the rest once the answer is read.
+    stream.write_all((head + &smuggled[..100]).as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let (first, _) = read_answer(&mut stream, &mut buf, false).await;
+    assert!(first.starts_with("http/1.1 401"), "{first}");
+    assert!(!first.contains("connection: close"), "the connection is kept: {first}");
+    let rest = smuggled[100..].to_owned() + &get("/after", &cookie, "Connection: close\r\n");
+    stream.write_all(rest.as_bytes()).await.unwrap();
+    let (second, _) = read_answer(&mut stream, &mut buf, false).await;
+    assert!(second.starts_with("http/1.1 200"), "{second}");
+    let mut tail = Vec::new();
+    stream.read_to_end(&mut tail).await.unwrap();
+    assert!(buf.is_empty() && tail.is_empty(), "nothing more is answered");
+    assert_eq!(paths_after(&s, before), ["/after"]);
+}
+
+#[tokio::test]
+async fn a_large_body_the_answer_came_before_is_read_to_its_end_before_closing() {
+    // A client that sends its whole 8 MiB body before reading (as curl without `Expect` does) gets the early answer
+    // whole: the gate reads and drops the body's rest, then closes, instead of resetting a connection with unread
+    // bytes (which can destroy the answer on its way).
+    let s = Stack::start().await;
+    let body = vec![b'x'; 8 << 20];
+    let mut stream = TcpStream::connect(("127.0.0.1", s.gate.port)).await.unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: a\r\nAccept: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), stream.write_all(&body))
+        .await
+        .expect("the gate reads the body it does not want")
+        .expect("the connection is not reset under the client");
+    let text = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).await.map(|_| all)
+    })
+    .await
+    .expect("the gate answers and closes")
+    .expect("the answer arrives whole, not reset");
+    let text = String::from_utf8_lossy(&text).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 401"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
 }
 
 #[tokio::test]
@@ -222,6 +286,21 @@ async fn http_1_0_and_malformed_heads_after_served_requests_are_answered_by_hype
 
 #[tokio::test]
 async fn a_client_that_goes_away_cancels_its_request_upstream() {
+    let s = Stack::start().await;
+    let (_, cookie) = s.signed_in().await;
+    // Waiting for its answer, or in the middle of sending its body.
+    let half_sent = format!(
+        "POST /wait HTTP/1.1\r\nHost: a\r\nCookie: logto_gate={cookie}\r\nContent-Length: 100000\r\n\r\n{}",
+        "x".repeat(50_000)
+    );
+    for request in [get("/wait", &cookie, ""), half_sent] {
+        cancelled_upstream(&s, &request).await;
+    }
+}
+
+/// Sends `request` through a gate to an upstream that reads one request head and never answers, then goes away;
+/// asserts that the gate closes the upstream connection.
+async fn cancelled_upstream(s: &Stack, request: &str) {
     // An upstream that reads one request head, never answers, and reports when the gate closes the connection.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = format!("http://{}", listener.local_addr().unwrap());
@@ -237,19 +316,17 @@ async fn a_client_that_goes_away_cancels_its_request_upstream() {
             head.extend_from_slice(&chunk[..n]);
         }
         let _ = seen_tx.send(());
-        // Nothing more comes; the read ends when the gate closes its side.
-        let _ = socket.read(&mut chunk).await;
+        // Nothing more comes but the body's part the client sent: the read ends when the gate closes its side.
+        while socket.read(&mut chunk).await.is_ok_and(|n| n > 0) {}
         let _ = closed_tx.send(());
     });
-    let s = Stack::start().await;
-    let (_, cookie) = s.signed_in().await;
     // A long response timeout, so only the client's going away can end the upstream exchange within the test.
     let gate = TestGate::start_edited(&s.idp, &upstream, "", "", |t| {
         t.replace("response_timeout = \"5s\"", "response_timeout = \"60s\"")
     })
     .await;
     let mut client = TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
-    client.write_all(get("/wait", &cookie, "").as_bytes()).await.unwrap();
+    client.write_all(request.as_bytes()).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), seen_rx)
         .await
         .expect("the request reached the upstream")

@@ -54,6 +54,18 @@ async fn oversized_headers_slow_clients_and_idle_connections_are_cut_off() {
     let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "the half-sent request was not cut off");
 
+    // A body that stops coming, to an endpoint that waits for all of it, is cut off once nothing moved for the
+    // idle timeout (slowloris on the body), unanswered.
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+    stalled
+        .write_all(b"POST /_logto/backchannel-logout HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nlogout_token=")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the stalled body was not cut off");
+    assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
+
     // An idle keep-alive connection is closed.
     let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
     idle.write_all(b"GET /_logto/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -208,12 +220,18 @@ async fn a_connection_closes_after_max_requests_per_connection() {
 
 #[tokio::test]
 async fn max_requests_per_connection_counts_on_after_a_hand_off_to_hyper() {
-    // A request with a body goes to hyper's server with the rest of the connection; the limit counts the requests
-    // answered before it and goes on counting there.
+    // A request with a chunked body goes to hyper's server with the rest of the connection; the limit counts the
+    // requests answered before it (with or without a body) and goes on counting there.
     let (_idp, _upstream, gate) = gate_with("max_requests_per_connection = 3").await;
     let get: &[u8] = b"GET /_logto/healthz HTTP/1.1\r\nHost: x\r\n\r\n";
-    let post: &[u8] = b"POST /_logto/healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi";
-    for (case, first) in [("handed over at once", post), ("one request in the front first", get)] {
+    let sized: &[u8] = b"POST /_logto/healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi";
+    let post: &[u8] =
+        b"POST /_logto/healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n";
+    for (case, first) in [
+        ("handed over at once", post),
+        ("one request in the front first", get),
+        ("one request with a body in the front first", sized),
+    ] {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
         let mut requests = first.to_vec();
         requests.extend(post.repeat(4));
@@ -304,11 +322,13 @@ async fn zero_max_requests_per_connection_keeps_connections_open() {
     let (_idp, _upstream, gate) = gate_with("max_requests_per_connection = 0").await;
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
     let mut pending = Vec::new();
-    // Past the default limit (1000), in pipelined batches: served by the front, then (a request with a body hands
-    // the connection over) by hyper's server.
+    // Past the default limit (1000), in pipelined batches: served by the front (bodiless, then with a body by
+    // length), then (a chunked body hands the connection over) by hyper's server.
     let get: &[u8] = b"GET /_logto/healthz HTTP/1.1\r\nHost: x\r\n\r\n";
-    let post: &[u8] = b"POST /_logto/healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi";
-    for request in [get, post] {
+    let sized: &[u8] = b"POST /_logto/healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi";
+    let post: &[u8] =
+        b"POST /_logto/healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n";
+    for request in [get, sized, post] {
         for batch in 0..21 {
             stream.write_all(&request.repeat(50)).await.unwrap();
             for n in 0..50 {

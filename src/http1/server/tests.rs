@@ -1,5 +1,5 @@
-use super::*;
 use super::answer::hex;
+use super::*;
 use http_body_util::{BodyExt, StreamBody};
 
 const MAX: usize = 16 * 1024;
@@ -67,9 +67,17 @@ fn every_other_head_is_handed_over_with_every_byte_in_place() {
     let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X: 1\r\n".repeat(MAX_HEADERS + 1));
     let over_limit = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX));
     let cases: Vec<&[u8]> = vec![
-        b"POST /u HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
-        b"POST /u HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
+        // A body framed any other way than by one plain Content-Length.
+        b"POST /u HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST /u HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\nhello",
+        b"POST /u HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello",
+        b"POST /u HTTP/1.1\r\nContent-Length: 0x5\r\n\r\nhello",
+        b"POST /u HTTP/1.1\r\nContent-Length: \r\n\r\n",
+        b"POST /u HTTP/1.1\r\nContent-Length: 18446744073709551616\r\n\r\n",
+        b"POST /u HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         b"POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /u HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+        b"POST /u HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello",
         b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
         b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
         b"GET / HTTP/1.0\r\n\r\n",
@@ -93,6 +101,30 @@ fn every_other_head_is_handed_over_with_every_byte_in_place() {
         );
         assert_eq!(&c.buf[..], bytes, "every byte stays for hyper");
     }
+}
+
+#[test]
+fn a_body_by_one_plain_content_length_is_served_here_and_stays_in_the_buffer() {
+    for (text, length) in [
+        (&b"POST /u HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"[..], 5),
+        (b"PUT /u HTTP/1.1\r\ncontent-length: 0005\r\n\r\nhello", 5),
+        (
+            b"GET /u HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\nhello",
+            u64::MAX,
+        ),
+    ] {
+        let mut c = conn(text);
+        let h = head(&mut c);
+        assert_eq!(h.request.body().size_hint().exact(), Some(length));
+        assert_eq!(h.body.as_ref().map(Feeder::left), Some(length));
+        assert_eq!(&c.buf[..], b"hello", "the body is left for the front to read");
+    }
+    // A zero length is no body at all, the field kept as the client sent it.
+    let mut c = conn(b"POST /u HTTP/1.1\r\nContent-Length: 0\r\n\r\nGET");
+    let h = head(&mut c);
+    assert!(h.body.is_none() && h.request.body().is_end_stream());
+    assert_eq!(h.request.headers()["content-length"], "0");
+    assert_eq!(&c.buf[..], b"GET");
 }
 
 #[test]
@@ -218,4 +250,234 @@ fn chunk_sizes_are_lowercase_hex() {
     assert_eq!(hex(255, &mut buf), b"ff");
     assert_eq!(hex(0x4001, &mut buf), b"4001");
     assert_eq!(hex(usize::MAX, &mut buf), b"ffffffffffffffff");
+}
+
+/// What the test handler saw of one request: its method and path, and its body (or why the body failed).
+type Seen = std::sync::Mutex<Vec<(String, Result<Vec<u8>, String>)>>;
+
+/// Runs the front on one end of an in-memory connection with a handler that reads the body when `read_body` and
+/// answers `"<path> <bytes read>"` (401, without reading, otherwise), and `client` on the other end; what the front
+/// ended with, what the client returned, and what the handler saw.
+async fn front_with<C, CF>(read_body: bool, client: C) -> (Ended, CF::Output, Vec<(String, Result<Vec<u8>, String>)>)
+where
+    C: FnOnce(tokio::io::DuplexStream) -> CF,
+    CF: Future,
+{
+    let seen = Seen::default();
+    let handle = |req: Request<Body>, _peer| {
+        let seen = &seen;
+        async move {
+            let path = req.uri().path().to_owned();
+            let request = format!("{} {path}", req.method());
+            if !read_body {
+                seen.lock().unwrap().push((request, Ok(Vec::new())));
+                return Response::builder().status(401).body(crate::body::full(path)).unwrap();
+            }
+            let body = req.into_body().collect().await.map(|b| b.to_bytes().to_vec());
+            let answer = format!("{path} {}", body.as_ref().map_or(0, Vec::len));
+            seen.lock().unwrap().push((request, body.map_err(|e| e.to_string())));
+            Response::new(crate::body::full(answer))
+        }
+    };
+    let connections = crate::connections::Connections::new(Duration::from_secs(60), Arc::default(), Arc::default());
+    let registration = connections.register();
+    let (mut server, client_end) = tokio::io::duplex(16 * 1024);
+    let front = Front {
+        handle: &handle,
+        peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+        registration: &registration,
+        header_read_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_millis(300),
+        max_header_bytes: MAX,
+        largest_head: MAX,
+        max_requests: 0,
+    };
+    let serving = async move {
+        let ended = serve(&mut server, front).await;
+        drop(server);
+        ended
+    };
+    let (ended, out) = tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::join!(serving, client(client_end))
+    })
+    .await
+    .expect("the exchange ends");
+    (ended, out, seen.into_inner().unwrap())
+}
+
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, DuplexStream};
+
+/// Reads until the front closes the connection.
+async fn rest(mut io: DuplexStream) -> String {
+    let mut all = Vec::new();
+    io.read_to_end(&mut all).await.unwrap();
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+/// Reads one answer (head and a Content-Length body) off `io`.
+async fn one_answer(io: &mut DuplexStream) -> String {
+    let mut text = Vec::new();
+    let mut byte = [0u8; 1];
+    while !text.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            io.read(&mut byte).await.unwrap(),
+            1,
+            "{}",
+            String::from_utf8_lossy(&text)
+        );
+        text.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&text).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map_or(0, |n| n.parse().unwrap());
+    let mut body = vec![0u8; length];
+    io.read_exact(&mut body).await.unwrap();
+    head + &String::from_utf8_lossy(&body)
+}
+
+fn ended_here(ended: &Ended) -> bool {
+    matches!(ended, Ended::Closed)
+}
+
+#[tokio::test]
+async fn a_sized_body_is_read_here_and_the_connection_stays_here() {
+    // In one write: a body and the next requests right behind it; none of them is handed to hyper.
+    let (ended, text, seen) = front_with(true, |mut io| async move {
+        io.write_all(b"POST /u HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        io.write_all(b"PUT /c HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nxyz")
+            .await
+            .unwrap();
+        rest(io).await
+    })
+    .await;
+    assert!(ended_here(&ended), "the connection stayed with the front");
+    assert_eq!(
+        seen,
+        [
+            ("POST /u".into(), Ok(b"hello".to_vec())),
+            ("GET /b".into(), Ok(Vec::new())),
+            ("PUT /c".into(), Ok(b"xyz".to_vec()))
+        ]
+    );
+    assert!(
+        text.contains("\r\n\r\n/u 5") && text.contains("\r\n\r\n/b 0") && text.ends_with("\r\n\r\n/c 3"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_trickling_in_reaches_its_reader_whole_and_in_order() {
+    // 300 KiB in writes of 1000 bytes, through a 16 KiB pipe: many reads, each a piece the reader takes.
+    let body: Vec<u8> = (0..300 * 1024).map(|i| (i % 251) as u8).collect();
+    let sent = body.clone();
+    let (ended, text, seen) = front_with(true, |mut io| async move {
+        let head = format!(
+            "POST /big HTTP/1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            sent.len()
+        );
+        io.write_all(head.as_bytes()).await.unwrap();
+        for piece in sent.chunks(1000) {
+            io.write_all(piece).await.unwrap();
+        }
+        rest(io).await
+    })
+    .await;
+    assert!(ended_here(&ended));
+    assert!(text.ends_with("/big 307200"), "{text}");
+    assert_eq!(seen, [("POST /big".into(), Ok(body))]);
+}
+
+#[tokio::test]
+async fn an_early_answer_drops_a_small_rest_of_the_body_and_keeps_the_connection() {
+    // The gate answers before reading the body (401); the client sends the rest after reading the answer. What the
+    // rest says (a request, here) is never served: only the bytes after the body's end are the next request.
+    let smuggled = b"GET /smuggled HTTP/1.1\r\n\r\n".repeat(700);
+    let length = 100 + smuggled.len();
+    let (ended, answers, seen) = front_with(false, |mut io| async move {
+        // The head and the body's start in one write: read together, the start is dropped from the buffer.
+        let head = format!(
+            "POST /u HTTP/1.1\r\nContent-Length: {length}\r\n\r\n{}",
+            "x".repeat(100)
+        );
+        io.write_all(head.as_bytes()).await.unwrap();
+        let first = one_answer(&mut io).await;
+        io.write_all(&smuggled).await.unwrap();
+        io.write_all(b"GET /next HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        (first, rest(io).await)
+    })
+    .await;
+    assert!(ended_here(&ended));
+    let (first, second) = answers;
+    assert!(
+        first.starts_with("http/1.1 401") && !first.contains("connection: close"),
+        "{first}"
+    );
+    assert!(
+        second.starts_with("HTTP/1.1 401") && second.ends_with("/next"),
+        "{second}"
+    );
+    let paths: Vec<_> = seen.iter().map(|(path, _)| path.as_str()).collect();
+    assert_eq!(paths, ["POST /u", "GET /next"]);
+}
+
+#[tokio::test]
+async fn an_early_answer_to_a_large_body_closes_after_reading_what_the_client_sends() {
+    // More than the front drops to keep a connection: the answer says close, and the front reads the body's rest
+    // before closing, so the client's writes do not fail and it reads the whole answer.
+    let (ended, text, seen) = front_with(false, |mut io| async move {
+        io.write_all(b"POST /u HTTP/1.1\r\nContent-Length: 1048576\r\n\r\n")
+            .await
+            .unwrap();
+        for _ in 0..256 {
+            io.write_all(&[b'x'; 4096]).await.unwrap();
+        }
+        rest(io).await
+    })
+    .await;
+    assert!(ended_here(&ended));
+    assert!(
+        text.starts_with("HTTP/1.1 401") && text.contains("connection: close") && text.ends_with("/u"),
+        "{text}"
+    );
+    assert_eq!(seen.len(), 1);
+}
+
+#[tokio::test]
+async fn a_client_gone_in_the_middle_of_a_body_drops_its_request() {
+    let (ended, text, seen) = front_with(true, |mut io| async move {
+        io.write_all(b"POST /u HTTP/1.1\r\nContent-Length: 10\r\n\r\nhel")
+            .await
+            .unwrap();
+        io.shutdown().await.unwrap();
+        rest(io).await
+    })
+    .await;
+    assert!(ended_here(&ended));
+    assert_eq!(text, "", "nothing is answered");
+    assert!(seen.is_empty(), "the request was dropped before it finished: {seen:?}");
+}
+
+#[tokio::test]
+async fn a_body_that_stops_coming_drops_its_request_after_the_idle_timeout() {
+    // Three bytes of ten, then nothing, the connection left open: after `server.idle_timeout` (300 ms here) the
+    // request is dropped and the connection closed, as a head's trickle is cut off by the header read timeout.
+    let started = std::time::Instant::now();
+    let (ended, text, seen) = front_with(true, |mut io| async move {
+        io.write_all(b"POST /u HTTP/1.1\r\nContent-Length: 10\r\n\r\nhel")
+            .await
+            .unwrap();
+        rest(io).await
+    })
+    .await;
+    assert!(ended_here(&ended));
+    assert_eq!(text, "");
+    assert!(seen.is_empty(), "{seen:?}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
 }

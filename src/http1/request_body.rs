@@ -1,0 +1,211 @@
+//! A request body the HTTP/1 front ([`super::server`]) reads itself: one delimited by a single `Content-Length`
+//! (RFC 9112 §6.2, §6.3 item 6), handed to the gate's pipeline as [`RequestBody`] while the front reads it.
+//!
+//! The two halves share one slot. The front ([`Feeder`]) reads the body off the connection and puts it in the slot
+//! a piece at a time; whoever reads the request body (the gate's own endpoints, or hyper's client sending it
+//! upstream, in a task of its own) takes each piece out. The front reads nothing more while the slot is full, so a
+//! request body in flight holds at most one piece (one read, [`BODY_READ`] bytes at most) besides what the socket
+//! holds: the client waits for the upstream, not the gate's memory.
+//!
+//! A body ends in one of three ways: whole (its length read and taken); failed, when the front stops before its
+//! end (the client hung up in the middle, or the answer came first and the rest is not wanted any more); or unread,
+//! when its reader lets it go first, after which the front takes nothing more from the connection for it (see
+//! [`Feeder::poll_room`]). The reader of a failed body sees an error, never a short body passed off as whole.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+
+use super::BoxError;
+
+/// The most body bytes the front reads at once, and so the largest piece in the slot (hyper's server reads a body
+/// into its read buffer, which the gate limits to about as much).
+pub(crate) const BODY_READ: usize = 16 * 1024;
+
+/// A body of `length` bytes (more than 0): the front's half and the pipeline's.
+pub(crate) fn channel(length: u64) -> (Feeder, RequestBody) {
+    let shared = Arc::new(Shared::default());
+    (
+        Feeder {
+            shared: Arc::clone(&shared),
+            left: length,
+        },
+        RequestBody { shared, left: length },
+    )
+}
+
+/// What the two halves share.
+#[derive(Debug, Default)]
+struct Shared(Mutex<Slot>);
+
+#[derive(Debug, Default)]
+struct Slot {
+    /// A piece put in by the front and not yet taken.
+    piece: Option<Bytes>,
+    /// Why the body stopped before its end, once it has.
+    failed: Option<&'static str>,
+    /// The reader has let the body go.
+    unread: bool,
+    /// Woken when a piece arrives or the body fails.
+    reader: Option<Waker>,
+    /// Woken when the slot is free again or the reader lets go.
+    feeder: Option<Waker>,
+}
+
+impl Shared {
+    /// The slot; a panic elsewhere while it was held leaves nothing half-done in it (every change is one field).
+    fn lock(&self) -> MutexGuard<'_, Slot> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The front's half: puts the body in the slot as it reads it.
+#[derive(Debug)]
+pub(crate) struct Feeder {
+    shared: Arc<Shared>,
+    /// Body bytes not yet read off the connection.
+    left: u64,
+}
+
+/// Whether the front may put a piece in the slot.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Room {
+    Free,
+    /// The reader has let the body go: nobody takes what is put.
+    Unread,
+}
+
+impl Feeder {
+    /// Body bytes not yet read off the connection.
+    pub(crate) fn left(&self) -> u64 {
+        self.left
+    }
+
+    /// Whether a piece can go in now; `Pending` while the last one waits to be taken (the task is woken when it is
+    /// taken, or when the reader lets the body go).
+    pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Room> {
+        let mut slot = self.shared.lock();
+        if slot.unread {
+            return Poll::Ready(Room::Unread);
+        }
+        if slot.piece.is_none() {
+            return Poll::Ready(Room::Free);
+        }
+        if !slot.feeder.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            slot.feeder = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Puts the next `piece` of the body in the slot, which [`Feeder::poll_room`] said is free; the caller never
+    /// puts more than [`Feeder::left`] bytes in all.
+    pub(crate) fn put(&mut self, piece: Bytes) {
+        self.left -= (piece.len() as u64).min(self.left);
+        let mut slot = self.shared.lock();
+        slot.piece = Some(piece);
+        if let Some(reader) = slot.reader.take() {
+            reader.wake();
+        }
+    }
+
+    /// Passes over `n` body bytes nobody will read (the reader let the body go).
+    pub(crate) fn skip(&mut self, n: u64) {
+        self.left -= n.min(self.left);
+    }
+
+    /// Ends the body before its end, for `why`; its reader sees an error.
+    pub(crate) fn fail(&mut self, why: &'static str) {
+        let mut slot = self.shared.lock();
+        if slot.failed.is_none() {
+            slot.failed = Some(why);
+        }
+        if let Some(reader) = slot.reader.take() {
+            reader.wake();
+        }
+    }
+}
+
+impl Drop for Feeder {
+    /// A front that goes before the body's end (its request was dropped) fails the body, so that a reader elsewhere
+    /// (an upstream request still sending it) stops too.
+    fn drop(&mut self) {
+        if self.left > 0 {
+            self.fail("the client's connection ended before the request body did");
+        }
+    }
+}
+
+/// The pipeline's half: the request body, as the front reads it; its length is known from the start.
+#[derive(Debug)]
+pub struct RequestBody {
+    shared: Arc<Shared>,
+    /// Body bytes not yet taken.
+    left: u64,
+}
+
+/// The error of a body the front stopped before its end.
+#[derive(Debug)]
+struct Failed(&'static str);
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Failed {}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let mut slot = self.shared.lock();
+        if let Some(piece) = slot.piece.take() {
+            if let Some(feeder) = slot.feeder.take() {
+                feeder.wake();
+            }
+            drop(slot);
+            self.left -= (piece.len() as u64).min(self.left);
+            return Poll::Ready(Some(Ok(Frame::data(piece))));
+        }
+        if let Some(why) = slot.failed {
+            return Poll::Ready(Some(Err(Box::new(Failed(why)))));
+        }
+        if !slot.reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            slot.reader = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
+}
+
+impl Drop for RequestBody {
+    /// Tells the front that nobody will take the rest.
+    fn drop(&mut self) {
+        let mut slot = self.shared.lock();
+        slot.unread = true;
+        slot.piece = None;
+        if let Some(feeder) = slot.feeder.take() {
+            feeder.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

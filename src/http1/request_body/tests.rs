@@ -1,0 +1,112 @@
+use super::*;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Wake;
+
+use http_body::Body as _;
+
+/// A waker that counts its wakes.
+#[derive(Default)]
+struct Count(AtomicUsize);
+
+impl Wake for Count {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn waker() -> (Arc<Count>, Waker) {
+    let count = Arc::new(Count::default());
+    (Arc::clone(&count), Waker::from(Arc::clone(&count)))
+}
+
+fn poll(body: &mut RequestBody, waker: &Waker) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    std::pin::Pin::new(body).poll_frame(&mut Context::from_waker(waker))
+}
+
+fn data(polled: Poll<Option<Result<Frame<Bytes>, BoxError>>>) -> Bytes {
+    match polled {
+        Poll::Ready(Some(Ok(frame))) => frame.into_data().expect("data"),
+        other => panic!("expected data, got {other:?}"),
+    }
+}
+
+#[test]
+fn pieces_pass_one_at_a_time_and_each_side_wakes_the_other() {
+    let (mut feeder, mut body) = channel(6);
+    let (front_wakes, front) = waker();
+    let (reader_wakes, reader) = waker();
+    assert_eq!(body.size_hint().exact(), Some(6));
+    assert!(!body.is_end_stream());
+
+    // Nothing yet: the reader waits, and is woken by the first piece.
+    assert!(poll(&mut body, &reader).is_pending());
+    assert_eq!(
+        feeder.poll_room(&mut Context::from_waker(&front)),
+        Poll::Ready(Room::Free)
+    );
+    feeder.put(Bytes::from_static(b"abc"));
+    assert_eq!(reader_wakes.0.load(Ordering::SeqCst), 1);
+    assert_eq!(feeder.left(), 3);
+
+    // The slot is full: the front may not read more until the piece is taken, which wakes it.
+    assert!(feeder.poll_room(&mut Context::from_waker(&front)).is_pending());
+    assert_eq!(data(poll(&mut body, &reader)), "abc");
+    assert_eq!(front_wakes.0.load(Ordering::SeqCst), 1);
+    assert_eq!(body.size_hint().exact(), Some(3));
+
+    assert_eq!(
+        feeder.poll_room(&mut Context::from_waker(&front)),
+        Poll::Ready(Room::Free)
+    );
+    feeder.put(Bytes::from_static(b"def"));
+    assert_eq!(data(poll(&mut body, &reader)), "def");
+    assert!(body.is_end_stream());
+    assert!(matches!(poll(&mut body, &reader), Poll::Ready(None)));
+    // A whole body dropped by its front stays whole.
+    drop(feeder);
+    assert!(matches!(poll(&mut body, &reader), Poll::Ready(None)));
+}
+
+#[test]
+fn a_body_the_front_stops_fails_and_is_never_short_but_whole() {
+    // Failed on purpose (an answer came first): the piece already put is still taken, then the error.
+    let (mut feeder, mut body) = channel(10);
+    let (_, w) = waker();
+    feeder.put(Bytes::from_static(b"abcd"));
+    feeder.fail("the answer came first");
+    assert_eq!(data(poll(&mut body, &w)), "abcd");
+    match poll(&mut body, &w) {
+        Poll::Ready(Some(Err(e))) => assert_eq!(e.to_string(), "the answer came first"),
+        other => panic!("expected the error, got {other:?}"),
+    }
+    assert!(!body.is_end_stream());
+
+    // The front gone before the end (its request dropped): the reader, waiting elsewhere, is woken with an error.
+    let (feeder, mut body) = channel(10);
+    let (reader_wakes, reader) = waker();
+    assert!(poll(&mut body, &reader).is_pending());
+    drop(feeder);
+    assert_eq!(reader_wakes.0.load(Ordering::SeqCst), 1);
+    assert!(matches!(poll(&mut body, &reader), Poll::Ready(Some(Err(_)))));
+}
+
+#[test]
+fn a_reader_that_lets_go_frees_the_front() {
+    let (mut feeder, body) = channel(10);
+    let (front_wakes, front) = waker();
+    feeder.put(Bytes::from_static(b"abcd"));
+    assert!(feeder.poll_room(&mut Context::from_waker(&front)).is_pending());
+    drop(body);
+    assert_eq!(
+        front_wakes.0.load(Ordering::SeqCst),
+        1,
+        "the front waiting for room is woken"
+    );
+    assert_eq!(
+        feeder.poll_room(&mut Context::from_waker(&front)),
+        Poll::Ready(Room::Unread)
+    );
+    feeder.skip(6);
+    assert_eq!(feeder.left(), 0);
+}
