@@ -588,7 +588,8 @@ impl Conn {
         }
     }
 
-    /// Writes `resp`, framed as the module docs say; `true` when the connection can serve another request.
+    /// Writes `resp`, framed as the module docs say, and flushes it; `true` when the connection can serve another
+    /// request.
     async fn write_answer<I: AsyncWrite + Unpin>(
         &mut self,
         io: &mut I,
@@ -632,6 +633,9 @@ impl Conn {
             send_body(io, out, &mut body, length).await?
         };
         io.write_all(out).await?;
+        // A TLS stream takes bytes the socket cannot take yet and sends them only when written to again or flushed:
+        // without this, the end of an answer could wait in it while the client waits for it.
+        io.flush().await?;
         if out.capacity() > KEEP_OUT {
             *out = Vec::new();
         }

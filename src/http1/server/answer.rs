@@ -103,8 +103,9 @@ pub(super) fn declared_length<V: AsRef<[u8]>>(values: impl IntoIterator<Item = V
     declared
 }
 
-/// Sends `body` behind the head in `out`, framed by `length` (or chunked), writing whenever the body has nothing
-/// ready and leaving the last part in `out`; `false` when the body failed, or did not match its length.
+/// Sends `body` behind the head in `out`, framed by `length` (or chunked), writing and flushing whenever the body
+/// has nothing ready (so a streamed answer's parts reach the client as they come) and leaving the last part in
+/// `out`; `false` when the body failed, or did not match its length.
 pub(super) async fn send_body<I: AsyncWrite + Unpin>(
     io: &mut I,
     out: &mut Vec<u8>,
@@ -122,6 +123,8 @@ pub(super) async fn send_body<I: AsyncWrite + Unpin>(
                     io.write_all(out).await?;
                     out.clear();
                 }
+                // Out before the wait: a TLS stream keeps what the socket did not take until it is flushed.
+                io.flush().await?;
                 poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
             }
         };

@@ -481,3 +481,115 @@ async fn a_body_that_stops_coming_drops_its_request_after_the_idle_timeout() {
     assert!(seen.is_empty(), "{seen:?}");
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
+
+/// A stream that takes every write and passes it on only when flushed, as a TLS stream does with what the socket
+/// cannot take yet (tokio-rustls keeps it in the session until the next write or a flush).
+struct HeldUntilFlushed {
+    inner: DuplexStream,
+    held: Vec<u8>,
+}
+
+impl AsyncRead for HeldUntilFlushed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for HeldUntilFlushed {
+    fn poll_write(mut self: Pin<&mut Self>, _: &mut std::task::Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.held.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        while !this.held.is_empty() {
+            let n = std::task::ready!(Pin::new(&mut this.inner).poll_write(cx, &this.held))?;
+            this.held.drain(..n);
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.as_mut().poll_flush(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn answers_and_the_parts_of_a_streamed_one_are_flushed_before_the_front_waits() {
+    // The first answer is whole; the second streams a part, then waits until the client has read that part. Over a
+    // stream that holds writes until flushed, the client sees neither unless the front flushes before it waits (for
+    // the next request, for the body's next part).
+    let (part_read, wait_for_read) = tokio::sync::oneshot::channel::<()>();
+    let wait_for_read = std::sync::Mutex::new(Some(wait_for_read));
+    let handle = |req: Request<Body>, _peer| {
+        let streamed = (req.uri().path() == "/stream")
+            .then(|| wait_for_read.lock().unwrap().take())
+            .flatten();
+        async move {
+            let Some(read) = streamed else {
+                return Response::new(crate::body::full("whole"));
+            };
+            let parts = futures_util::stream::unfold((0, Some(read)), |(n, read)| async move {
+                match n {
+                    0 => Some((
+                        Ok::<_, crate::body::BoxError>(http_body::Frame::data(Bytes::from_static(b"first"))),
+                        (1, read),
+                    )),
+                    1 => {
+                        let _ = read?.await;
+                        Some((Ok(http_body::Frame::data(Bytes::from_static(b"second"))), (2, None)))
+                    }
+                    _ => None,
+                }
+            });
+            Response::new(Body::Boxed(StreamBody::new(Box::pin(parts)).boxed()))
+        }
+    };
+    let connections = crate::connections::Connections::new(Duration::from_secs(60), Arc::default(), Arc::default());
+    let registration = connections.register();
+    let (server, mut client) = tokio::io::duplex(64 * 1024);
+    let mut server = HeldUntilFlushed {
+        inner: server,
+        held: Vec::new(),
+    };
+    let front = Front {
+        handle: &handle,
+        peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+        registration: &registration,
+        header_read_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(5),
+        max_header_bytes: MAX,
+        largest_head: MAX,
+        max_requests: 0,
+    };
+    let serving = async move { serve(&mut server, front).await };
+    let talking = async move {
+        client.write_all(b"GET /whole HTTP/1.1\r\n\r\n").await.unwrap();
+        let whole = one_answer(&mut client).await;
+        assert!(whole.ends_with("whole"), "{whole}");
+        client
+            .write_all(b"GET /stream HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("first") {
+            let mut chunk = [0u8; 1024];
+            let n = client.read(&mut chunk).await.unwrap();
+            assert!(n > 0);
+            seen.extend_from_slice(&chunk[..n]);
+        }
+        part_read.send(()).unwrap();
+        seen.extend(rest(client).await.into_bytes());
+        String::from_utf8_lossy(&seen).into_owned()
+    };
+    let (_, streamed) = tokio::time::timeout(Duration::from_secs(5), async { tokio::join!(serving, talking) })
+        .await
+        .expect("every answer reached the client without the client asking again");
+    assert!(streamed.contains("first") && streamed.contains("second"), "{streamed}");
+}
