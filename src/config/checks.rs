@@ -108,9 +108,17 @@ pub(super) fn refuse_placeholder(p: &mut Problems, key: &str, value: &str, how: 
     }
 }
 
+/// The longest duration a key takes: far beyond any use, and short enough to be added to any clock reading (a
+/// timeout of 500,000,000,000 years would overflow one, and the connection's task with it).
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 pub(super) fn duration(p: &mut Problems, key: &str, v: Option<String>, default: &str) -> Duration {
     let text = v.unwrap_or_else(|| default.to_owned());
     match humantime::parse_duration(text.trim()) {
+        Ok(d) if d > MAX_DURATION => {
+            p.add(key, format!("`{text}` is longer than 100 years"));
+            Duration::from_secs(1)
+        }
         Ok(d) if !d.is_zero() => d,
         Ok(_) => {
             p.add(key, "must be longer than zero");

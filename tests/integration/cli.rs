@@ -36,6 +36,7 @@ fn bad_config_exits_non_zero_with_one_line_per_problem_and_no_panic() {
         r#"
 [server]
 public_url = "not a url"
+header_read_timeout = "500000000000y"
 [upstream]
 url = "ftp://example.com"
 [logto]
@@ -54,6 +55,7 @@ lifetime = "forever"
         "logto.app_secret: missing",
         "session.secret: too short: 9 bytes",
         "session.lifetime: `forever` is not a duration",
+        "server.header_read_timeout: `500000000000y` is longer than 100 years",
     ] {
         assert!(
             stderr.lines().any(|l| l.starts_with(line)),
