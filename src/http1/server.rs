@@ -173,24 +173,23 @@ where
     F: Future<Output = Response<Body>> + 'a,
 {
     async move {
-        let Head {
-            request,
-            keep_alive,
-            body: mut feeder,
-        } = head;
-        let head_only = request.method() == Method::HEAD;
+        let head_only = head.request.method() == Method::HEAD;
+        let keep_alive = head.keep_alive;
+        let mut reading = head.body;
         // The pipeline's future lives only in this block: once it has answered, its place in this future's state
-        // is free for the writing's.
+        // is free for the writing's. The request moves from the head straight into it (a copy less).
         let answered = {
-            let handling = pin!((front.handle)(request, front.peer));
-            let body = feeder.as_mut().map(|feeder| (feeder, front.idle_timeout));
-            conn.await_answer(io, handling, body, front.largest_head).await
+            let handling = pin!((front.handle)(head.request, front.peer));
+            conn.await_answer(io, handling, reading.as_deref_mut(), front.largest_head)
+                .await
         };
         let Some(resp) = answered else {
             return false;
         };
         // Body bytes the client is still to send after an answer that came first; nobody reads them.
-        let unread = feeder.as_mut().map_or(0, |feeder| conn.give_up_body(feeder));
+        let unread = reading
+            .as_mut()
+            .map_or(0, |reading| conn.give_up_body(&mut reading.feeder));
         let keep_alive = keep_alive && !last && !front.registration.finishing() && unread <= MAX_DISCARD;
         let written = conn.write_answer(io, resp, head_only, keep_alive).await;
         let within = front.header_read_timeout;
@@ -244,8 +243,18 @@ struct Conn {
 struct Head {
     request: Request<Body>,
     keep_alive: bool,
-    /// The front's half of the request's body, when it has one ([`request_body`]); its bytes follow the head.
-    body: Option<Feeder>,
+    /// The reading of the request's body, when it has one; its bytes follow the head.
+    body: Option<Box<Reading>>,
+}
+
+/// A request body being read here ([`request_body`]): the front's half of its slot, and how long the client may
+/// send none of it. Boxed in [`Head`], so that a request without a body (most) carries and moves none of it.
+struct Reading {
+    feeder: Feeder,
+    /// `server.idle_timeout`.
+    within: Duration,
+    /// Armed while the client is awaited; the request is dropped when it passes.
+    stalled: Option<Deadline>,
 }
 
 // The request is the point: boxing it would allocate for every request.
@@ -285,7 +294,7 @@ async fn next_head<'c, I: AsyncRead + Unpin, H>(
     let mut deadline: Option<Deadline> = None;
     loop {
         if let Some(conn) = slot.as_deref_mut().filter(|conn| !conn.buf.is_empty()) {
-            match conn.parse(front.max_header_bytes) {
+            match conn.parse(front.max_header_bytes, front.idle_timeout) {
                 Parse::Head(head) => return Next::Head(head, slot.get_or_insert_with(unpark)),
                 Parse::HandOff => return Next::HandOff(slot.get_or_insert_with(unpark)),
                 Parse::Partial if conn.buf.len() >= front.largest_head => {
@@ -358,7 +367,7 @@ fn unpark() -> Box<Conn> {
 impl Conn {
     /// Reads the head at the start of the buffer, if it is whole, and takes it out of the buffer when it is served
     /// here.
-    fn parse(&mut self, max_header_bytes: usize) -> Parse {
+    fn parse(&mut self, max_header_bytes: usize, body_idle: Duration) -> Parse {
         self.spans.clear();
         let (len, method, target) = {
             let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -420,11 +429,16 @@ impl Conn {
             }
             fields.append(name, value);
         }
-        let (body, feeder) = match length {
+        let (body, reading) = match length {
             None | Some(0) => (Body::Empty, None),
             Some(length) => {
                 let (feeder, body) = request_body::channel(length);
-                (Body::Received(body), Some(feeder))
+                let reading = Reading {
+                    feeder,
+                    within: body_idle,
+                    stalled: None,
+                };
+                (Body::Received(body), Some(Box::new(reading)))
             }
         };
         let mut request = Request::new(body);
@@ -435,19 +449,18 @@ impl Conn {
         Parse::Head(Head {
             request,
             keep_alive,
-            body: feeder,
+            body: reading,
         })
     }
 
     /// The gate's answer to a request, or `None` when the client closed the connection (or it failed) first, which
-    /// drops the request. The request's body, if it has one, is read for its feeder meanwhile ([`Conn::feed`], the
-    /// request dropped when the body stops coming for the `Duration`); bytes the client sends after it are kept for
-    /// the next requests, up to `limit`.
+    /// drops the request. The request's body, if it has one, is read meanwhile ([`Conn::feed`]); bytes the client
+    /// sends after it are kept for the next requests, up to `limit`.
     async fn await_answer<I, F>(
         &mut self,
         io: &mut I,
         mut handling: Pin<&mut F>,
-        mut body: Option<(&mut Feeder, Duration)>,
+        mut reading: Option<&mut Reading>,
         limit: usize,
     ) -> Option<Response<Body>>
     where
@@ -456,18 +469,16 @@ impl Conn {
     {
         // The client's end of the stream after requests still to answer: those are answered first (as hyper does).
         let mut ended = false;
-        // Armed while the body is awaited from the client.
-        let mut stalled: Option<Deadline> = None;
         poll_fn(|cx| {
             if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
                 return Poll::Ready(Some(resp));
             }
-            if let Some((feeder, within)) = body.as_mut().filter(|(feeder, _)| feeder.left() > 0) {
-                match self.feed(io, feeder, (&mut stalled, *within), cx) {
+            if let Some(reading) = reading.as_deref_mut().filter(|reading| reading.feeder.left() > 0) {
+                match self.feed(io, reading, cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Err(())) => return Poll::Ready(None),
                     // Unread: nothing more is read until the answer (which reads or drops the rest).
-                    Poll::Ready(Ok(())) if feeder.left() > 0 => return Poll::Pending,
+                    Poll::Ready(Ok(())) if reading.feeder.left() > 0 => return Poll::Pending,
                     Poll::Ready(Ok(())) => {}
                 }
             }
@@ -492,18 +503,21 @@ impl Conn {
         .await
     }
 
-    /// Reads the request body off `io` into `feeder`'s slot, a piece at a time, starting with the body bytes
-    /// already read; `Ready(Ok)` once the body is read whole or its reader has let it go, `Ready(Err)` when the
-    /// client ended or broke the connection before the body's end, or sent none of it for the `Duration` (the
-    /// `stalled` deadline; the body fails), `Pending` while the slot is full or the client sends nothing. Never
-    /// reads past the body's end.
+    /// Reads the request body off `io` into its slot, a piece at a time, starting with the body bytes already read;
+    /// `Ready(Ok)` once the body is read whole or its reader has let it go, `Ready(Err)` when the client ended or
+    /// broke the connection before the body's end, or sent none of it for `server.idle_timeout` (the body fails),
+    /// `Pending` while the slot is full or the client sends nothing. Never reads past the body's end.
     fn feed<I: AsyncRead + Unpin>(
         &mut self,
         io: &mut I,
-        feeder: &mut Feeder,
-        (stalled, within): (&mut Option<Deadline>, Duration),
+        reading: &mut Reading,
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Result<(), ()>> {
+        let Reading {
+            feeder,
+            within,
+            stalled,
+        } = reading;
         while feeder.left() > 0 {
             if std::task::ready!(feeder.poll_room(cx)) == Room::Unread {
                 return Poll::Ready(Ok(()));
@@ -515,8 +529,16 @@ impl Conn {
                 let read = match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut limited) {
                     Poll::Ready(read) => read,
                     Poll::Pending => {
-                        let deadline = stalled.get_or_insert_with(|| Deadline::at(Instant::now() + within));
-                        std::task::ready!(Pin::new(deadline).poll(cx));
+                        if stalled.is_none() {
+                            // A timeout too long to be a time (centuries) waits for ever.
+                            let Some(at) = Instant::now().checked_add(*within) else {
+                                return Poll::Pending;
+                            };
+                            *stalled = Some(Deadline::at(at));
+                        }
+                        if let Some(deadline) = stalled.as_mut() {
+                            std::task::ready!(Pin::new(deadline).poll(cx));
+                        }
                         tracing::debug!(?within, "a request body stopped coming; dropping the request");
                         feeder.fail("the client stopped sending the request body");
                         return Poll::Ready(Err(()));
@@ -652,7 +674,7 @@ pub fn read_head(bytes: &[u8], max_header_bytes: usize) -> Option<(usize, Reques
         buf: BytesMut::from(bytes),
         ..Conn::default()
     };
-    match conn.parse(max_header_bytes) {
+    match conn.parse(max_header_bytes, Duration::MAX) {
         Parse::Head(head) => {
             let len = bytes.len() - conn.buf.len();
             assert_eq!(&conn.buf[..], &bytes[len..], "the bytes after a served head stay");

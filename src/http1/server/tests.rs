@@ -3,6 +3,7 @@ use super::*;
 use http_body_util::{BodyExt, StreamBody};
 
 const MAX: usize = 16 * 1024;
+const IDLE: Duration = Duration::from_secs(5);
 
 fn conn(bytes: &[u8]) -> Conn {
     Conn {
@@ -12,7 +13,7 @@ fn conn(bytes: &[u8]) -> Conn {
 }
 
 fn head(conn: &mut Conn) -> Head {
-    match conn.parse(MAX) {
+    match conn.parse(MAX, IDLE) {
         Parse::Head(head) => head,
         Parse::Partial => panic!("partial"),
         Parse::HandOff => panic!("handed off"),
@@ -45,7 +46,7 @@ fn the_usual_head_is_read_and_taken_out_of_the_buffer() {
     );
     assert!(h.request.body().is_end_stream());
     assert_eq!(&c.buf[..], b"GET /next", "the next (pipelined) head stays");
-    assert!(matches!(c.parse(MAX), Parse::Partial));
+    assert!(matches!(c.parse(MAX, IDLE), Parse::Partial));
 }
 
 #[test]
@@ -95,7 +96,7 @@ fn every_other_head_is_handed_over_with_every_byte_in_place() {
     for bytes in cases {
         let mut c = conn(bytes);
         assert!(
-            matches!(c.parse(MAX), Parse::HandOff),
+            matches!(c.parse(MAX, IDLE), Parse::HandOff),
             "{:?}",
             String::from_utf8_lossy(&bytes[..bytes.len().min(80)])
         );
@@ -116,7 +117,7 @@ fn a_body_by_one_plain_content_length_is_served_here_and_stays_in_the_buffer() {
         let mut c = conn(text);
         let h = head(&mut c);
         assert_eq!(h.request.body().size_hint().exact(), Some(length));
-        assert_eq!(h.body.as_ref().map(Feeder::left), Some(length));
+        assert_eq!(h.body.as_ref().map(|reading| reading.feeder.left()), Some(length));
         assert_eq!(&c.buf[..], b"hello", "the body is left for the front to read");
     }
     // A zero length is no body at all, the field kept as the client sent it.
@@ -135,7 +136,7 @@ fn a_head_not_yet_whole_waits_for_more() {
         b"GET / HTTP/1.1\r\nHost: x\r\n\r",
     ] {
         let mut c = conn(partial);
-        assert!(matches!(c.parse(MAX), Parse::Partial));
+        assert!(matches!(c.parse(MAX, IDLE), Parse::Partial));
         assert_eq!(&c.buf[..], partial);
     }
 }
