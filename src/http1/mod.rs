@@ -8,7 +8,7 @@
 //!
 //! | side | own code (this folder) | hyper |
 //! |---|---|---|
-//! | server | [`server`]: a plain or TLS HTTP/1.1 request head without `Transfer-Encoding`, `Expect`, `Upgrade` or `CONNECT`, with at most one plain `Content-Length` ([`request_body`]), read whole within the limits | everything else: chunked bodies, upgrades, HTTP/1.0, malformed or oversized heads (hyper answers 400/414/431), and every HTTP/2 connection ([`crate::server`]) |
+//! | server | [`server`]: a plain or TLS HTTP/1.1 request head without `Transfer-Encoding`, `Upgrade` or `CONNECT`, with at most one plain `Content-Length` ([`request_body`]) and no expectation but `100-continue`, read whole within the limits | everything else: chunked bodies, upgrades, HTTP/1.0, malformed or oversized heads (hyper answers 400/414/431), and every HTTP/2 connection ([`crate::server`]) |
 //! | client | [`client`]: a bodiless `GET` or `HEAD` to a plain-HTTP upstream | everything else: bodies, other methods, upgrades, HTTPS upstreams ([`crate::proxy::Forwarder`]) |
 //!
 //! A connection starts on the own server and is handed to hyper, with every unanswered byte, at the first head it

@@ -48,6 +48,8 @@ struct Slot {
     failed: Option<&'static str>,
     /// The reader has let the body go.
     unread: bool,
+    /// The reader has asked for the body (`Expect: 100-continue` waits for it, [`Feeder::poll_wanted`]).
+    wanted: bool,
     /// Woken when a piece arrives or the body fails.
     reader: Option<Waker>,
     /// Woken when the slot is free again or the reader lets go.
@@ -91,6 +93,23 @@ impl Feeder {
             return Poll::Ready(Room::Unread);
         }
         if slot.piece.is_none() {
+            return Poll::Ready(Room::Free);
+        }
+        if !slot.feeder.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            slot.feeder = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Whether the reader has asked for the body yet; `Pending` until it does (the task is woken then) or lets it
+    /// go. For `Expect: 100-continue` (RFC 9110 §10.1.1): the client sends the body only once told to, and is told
+    /// only when the body is wanted, not when a request is refused before it is read.
+    pub(crate) fn poll_wanted(&self, cx: &mut Context<'_>) -> Poll<Room> {
+        let mut slot = self.shared.lock();
+        if slot.unread {
+            return Poll::Ready(Room::Unread);
+        }
+        if slot.wanted {
             return Poll::Ready(Room::Free);
         }
         if !slot.feeder.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -179,6 +198,12 @@ impl http_body::Body for RequestBody {
         }
         if let Some(why) = slot.failed {
             return Poll::Ready(Some(Err(Box::new(Failed(why)))));
+        }
+        if !slot.wanted {
+            slot.wanted = true;
+            if let Some(feeder) = slot.feeder.take() {
+                feeder.wake();
+            }
         }
         if !slot.reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             slot.reader = Some(cx.waker().clone());

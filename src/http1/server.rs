@@ -8,8 +8,9 @@
 //!   [`MAX_HEADERS`] fields, with a valid method and a request target of at most [`MAX_TARGET`] bytes that parses
 //!   as a URI;
 //! - it is HTTP/1.1 and its method is not `CONNECT`;
-//! - it has no `Transfer-Encoding`, `Expect` or `Upgrade` field (no chunked body, no interim response, no protocol
-//!   switch), and at most one `Content-Length` field, of plain digits (RFC 9112 §6.3 item 6).
+//! - it has no `Transfer-Encoding` or `Upgrade` field (no chunked body, no protocol switch), at most one
+//!   `Content-Length` field, of plain digits (RFC 9112 §6.3 item 6), and no `Expect` field but one `100-continue`
+//!   on a request with a body.
 //!
 //! Any other head, every malformed one included, hands the connection over ([`Ended::HandOff`]) with all the bytes
 //! not yet answered, from that head's first byte: hyper reads them as a new connection's first request, answers
@@ -25,7 +26,10 @@
 //! up to [`MAX_DISCARD`] bytes still to come keep the connection, more close it after the answer, and either way
 //! the client's bytes are read (at most `server.header_read_timeout`) before a close, so that closing does not reset
 //! the connection under an answer still on its way. A client that hangs up in the middle of a body drops its
-//! request, as before an answer.
+//! request, as before an answer; one that sends none of it for `server.idle_timeout` too. A client that sent
+//! `Expect: 100-continue` is told to send its body (`100 Continue`, RFC 9110 §10.1.1) when the body's reader first
+//! asks for it, as hyper does; when the answer comes first it is never told, may never send the body, and the
+//! connection closes after the answer.
 //!
 //! What hyper's server did and this module keeps:
 //! - `server.header_read_timeout` runs from the moment the connection waits for a head (so it also bounds the
@@ -190,7 +194,19 @@ where
         let unread = reading
             .as_mut()
             .map_or(0, |reading| conn.give_up_body(&mut reading.feeder));
-        let keep_alive = keep_alive && !last && !front.registration.finishing() && unread <= MAX_DISCARD;
+        // A `100 Continue` begun goes out whole before the answer; one never begun leaves the client free not to
+        // send the body at all (RFC 9110 §10.1.1), so where its next request starts is unknown: the connection
+        // closes after the answer.
+        let mut told_to_wait = false;
+        if let Some(written) = reading.as_mut().and_then(|reading| reading.continue_at.take()) {
+            if written == 0 {
+                told_to_wait = unread > 0;
+            } else if io.write_all(&CONTINUE[written..]).await.is_err() {
+                return false;
+            }
+        }
+        let keep_alive =
+            keep_alive && !last && !front.registration.finishing() && unread <= MAX_DISCARD && !told_to_wait;
         let written = conn.write_answer(io, resp, head_only, keep_alive).await;
         let within = front.header_read_timeout;
         match written {
@@ -255,7 +271,13 @@ struct Reading {
     within: Duration,
     /// Armed while the client is awaited; the request is dropped when it passes.
     stalled: Option<Deadline>,
+    /// `Expect: 100-continue` and [`CONTINUE`] not sent yet: how much of it is written.
+    continue_at: Option<usize>,
 }
+
+/// The interim answer a client that sent `Expect: 100-continue` waits for before sending its body (RFC 9110
+/// §15.2.1).
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 // The request is the point: boxing it would allocate for every request.
 #[allow(clippy::large_enum_variant)]
@@ -394,6 +416,7 @@ impl Conn {
         // Every check that can hand the connection over reads the bytes still in place.
         self.field_names.clear();
         let mut length: Option<u64> = None;
+        let mut expect_continue = false;
         for (position, &(name_start, name_end, value_start, value_end)) in self.spans.iter().enumerate() {
             let name = match self.names.get(position, &self.buf[name_start..name_end]) {
                 Ok(name) => name,
@@ -406,10 +429,20 @@ impl Conn {
                     (None, Some(n)) => length = Some(n),
                     _ => return Parse::HandOff,
                 }
-            } else if [header::TRANSFER_ENCODING, header::EXPECT, header::UPGRADE].contains(&name) {
+            } else if name == header::EXPECT {
+                // One `100-continue` (RFC 9110 §10.1.1), the only expectation defined; any other is hyper's.
+                if expect_continue || !self.buf[value_start..value_end].eq_ignore_ascii_case(b"100-continue") {
+                    return Parse::HandOff;
+                }
+                expect_continue = true;
+            } else if [header::TRANSFER_ENCODING, header::UPGRADE].contains(&name) {
                 return Parse::HandOff;
             }
             self.field_names.push(name);
+        }
+        // An expectation without a body to send is hyper's to answer, as before.
+        if expect_continue && length.unwrap_or(0) == 0 {
+            return Parse::HandOff;
         }
         let head = self.buf.split_to(len).freeze();
         let Ok(uri) = Uri::from_maybe_shared(head.slice(target)) else {
@@ -437,6 +470,7 @@ impl Conn {
                     feeder,
                     within: body_idle,
                     stalled: None,
+                    continue_at: expect_continue.then_some(0),
                 };
                 (Body::Received(body), Some(Box::new(reading)))
             }
@@ -464,7 +498,7 @@ impl Conn {
         limit: usize,
     ) -> Option<Response<Body>>
     where
-        I: AsyncRead + Unpin,
+        I: AsyncRead + AsyncWrite + Unpin,
         F: Future<Output = Response<Body>>,
     {
         // The client's end of the stream after requests still to answer: those are answered first (as hyper does).
@@ -506,8 +540,11 @@ impl Conn {
     /// Reads the request body off `io` into its slot, a piece at a time, starting with the body bytes already read;
     /// `Ready(Ok)` once the body is read whole or its reader has let it go, `Ready(Err)` when the client ended or
     /// broke the connection before the body's end, or sent none of it for `server.idle_timeout` (the body fails),
-    /// `Pending` while the slot is full or the client sends nothing. Never reads past the body's end.
-    fn feed<I: AsyncRead + Unpin>(
+    /// `Pending` while the slot is full or the client sends nothing. Never reads past the body's end. For
+    /// `Expect: 100-continue`, [`CONTINUE`] goes out once the body's reader asks for it, unless the client has sent
+    /// body bytes anyway (RFC 9110 §10.1.1 lets the server omit it then); until then the client's silence is no
+    /// stall.
+    fn feed<I: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         io: &mut I,
         reading: &mut Reading,
@@ -517,10 +554,33 @@ impl Conn {
             feeder,
             within,
             stalled,
+            continue_at,
         } = reading;
         while feeder.left() > 0 {
             if std::task::ready!(feeder.poll_room(cx)) == Room::Unread {
                 return Poll::Ready(Ok(()));
+            }
+            if !self.buf.is_empty() {
+                // The client did not wait to be told (and nothing of `100 Continue` went out, which only begins
+                // while no body byte has come).
+                if *continue_at == Some(0) {
+                    *continue_at = None;
+                }
+            } else if let Some(written) = continue_at {
+                match feeder.poll_wanted(cx) {
+                    Poll::Ready(Room::Unread) => return Poll::Ready(Ok(())),
+                    Poll::Ready(Room::Free) => match poll_continue(io, written, cx) {
+                        Poll::Ready(Ok(())) => *continue_at = None,
+                        Poll::Ready(Err(e)) => {
+                            tracing::debug!(error = %e, "writing 100 Continue failed");
+                            feeder.fail("the client's connection failed before the request body");
+                            return Poll::Ready(Err(()));
+                        }
+                        Poll::Pending => return Poll::Pending,
+                    },
+                    // Not wanted yet: only what the client sends without waiting is read.
+                    Poll::Pending => {}
+                }
             }
             if self.buf.is_empty() {
                 let want = usize::try_from(feeder.left()).map_or(BODY_READ, |left| left.min(BODY_READ));
@@ -528,6 +588,8 @@ impl Conn {
                 let mut limited = (&mut self.buf).limit(want);
                 let read = match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut limited) {
                     Poll::Ready(read) => read,
+                    // A client told to wait for `100 Continue` is not stalling.
+                    Poll::Pending if continue_at.is_some() => return Poll::Pending,
                     Poll::Pending => {
                         if stalled.is_none() {
                             // A timeout too long to be a time (centuries) waits for ever.
@@ -685,6 +747,21 @@ pub fn read_head(bytes: &[u8], max_header_bytes: usize) -> Option<(usize, Reques
             None
         }
     }
+}
+
+/// Writes what is left of [`CONTINUE`] after its first `written` bytes, and flushes it.
+fn poll_continue<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    written: &mut usize,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<io::Result<()>> {
+    while let Some(rest) = CONTINUE.get(*written..).filter(|rest| !rest.is_empty()) {
+        match std::task::ready!(Pin::new(&mut *io).poll_write(cx, rest))? {
+            0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            n => *written += n,
+        }
+    }
+    Pin::new(&mut *io).poll_flush(cx)
 }
 
 /// Puts a head taken out of `buf` back in front of it, for hyper (a copy, on this rare path only).

@@ -81,6 +81,38 @@ async fn a_body_the_answer_came_before_is_never_served_as_requests() {
 }
 
 #[tokio::test]
+async fn a_client_expecting_100_continue_is_told_only_when_its_body_is_wanted() {
+    let s = Stack::start().await;
+    let (_, cookie) = s.signed_in().await;
+    let expecting = |cookie: &str| {
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: a\r\nAccept: application/json\r\nCookie: logto_gate={cookie}\r\n\
+             Content-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+    };
+    // Signed in: the head alone, then the body once told to send it (RFC 9110 §10.1.1), and the answer.
+    let mut stream = TcpStream::connect(("127.0.0.1", s.gate.port)).await.unwrap();
+    stream.write_all(expecting(&cookie).as_bytes()).await.unwrap();
+    let mut interim = [0u8; 25];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut interim))
+        .await
+        .expect("told to continue")
+        .unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"hello").await.unwrap();
+    let mut buf = Vec::new();
+    let (head, body) = read_answer(&mut stream, &mut buf, false).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("\"bytes\":5"), "{head}");
+
+    // Without a session: refused at once, never told to continue, and closed (the client may never send the body).
+    let text = exchange_until_closed(s.gate.port, expecting("none").as_bytes()).await;
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("connection: close"), "{text}");
+    assert!(!text.contains("100 Continue"), "{text}");
+}
+
+#[tokio::test]
 async fn a_large_body_the_answer_came_before_is_read_to_its_end_before_closing() {
     // A client that sends its whole 8 MiB body before reading (as curl without `Expect` does) gets the early answer
     // whole: the gate reads and drops the body's rest, then closes, instead of resetting a connection with unread

@@ -110,3 +110,26 @@ fn a_reader_that_lets_go_frees_the_front() {
     feeder.skip(6);
     assert_eq!(feeder.left(), 0);
 }
+
+#[test]
+fn the_front_learns_when_the_reader_first_wants_the_body() {
+    let (feeder, mut body) = channel(5);
+    let (front_wakes, front) = waker();
+    let (_, reader) = waker();
+    assert!(feeder.poll_wanted(&mut Context::from_waker(&front)).is_pending());
+    assert!(poll(&mut body, &reader).is_pending());
+    assert_eq!(
+        front_wakes.0.load(Ordering::SeqCst),
+        1,
+        "the front waiting for it is woken"
+    );
+    assert_eq!(
+        feeder.poll_wanted(&mut Context::from_waker(&front)),
+        Poll::Ready(Room::Free)
+    );
+    drop(body);
+    assert_eq!(
+        feeder.poll_wanted(&mut Context::from_waker(&front)),
+        Poll::Ready(Room::Unread)
+    );
+}

@@ -77,7 +77,10 @@ fn every_other_head_is_handed_over_with_every_byte_in_place() {
         b"POST /u HTTP/1.1\r\nContent-Length: 18446744073709551616\r\n\r\n",
         b"POST /u HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         b"POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        b"POST /u HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+        b"POST /u HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue, x\r\n\r\n",
+        b"POST /u HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\nExpect: 100-continue\r\n\r\n",
+        b"POST /u HTTP/1.1\r\nContent-Length: 5\r\nExpect: 200-ok\r\n\r\n",
+        b"POST /u HTTP/1.1\r\nContent-Length: 0\r\nExpect: 100-continue\r\n\r\n",
         b"POST /u HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello",
         b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
         b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
@@ -257,8 +260,8 @@ fn chunk_sizes_are_lowercase_hex() {
 type Seen = std::sync::Mutex<Vec<(String, Result<Vec<u8>, String>)>>;
 
 /// Runs the front on one end of an in-memory connection with a handler that reads the body when `read_body` and
-/// answers `"<path> <bytes read>"` (401, without reading, otherwise), and `client` on the other end; what the front
-/// ended with, what the client returned, and what the handler saw.
+/// answers `"<path> <bytes read>"` (401, after a yield and without reading, otherwise), and `client` on the other
+/// end; what the front ended with, what the client returned, and what the handler saw.
 async fn front_with<C, CF>(read_body: bool, client: C) -> (Ended, CF::Output, Vec<(String, Result<Vec<u8>, String>)>)
 where
     C: FnOnce(tokio::io::DuplexStream) -> CF,
@@ -271,6 +274,8 @@ where
             let path = req.uri().path().to_owned();
             let request = format!("{} {path}", req.method());
             if !read_body {
+                // Not at once: the front runs meanwhile, as it does while a real handler looks at a request.
+                tokio::task::yield_now().await;
                 seen.lock().unwrap().push((request, Ok(Vec::new())));
                 return Response::builder().status(401).body(crate::body::full(path)).unwrap();
             }
@@ -593,4 +598,68 @@ async fn answers_and_the_parts_of_a_streamed_one_are_flushed_before_the_front_wa
         .await
         .expect("every answer reached the client without the client asking again");
     assert!(streamed.contains("first") && streamed.contains("second"), "{streamed}");
+}
+
+#[tokio::test]
+async fn a_client_that_expects_100_continue_is_told_once_the_body_is_wanted() {
+    // RFC 9110 §10.1.1: the client sends the head alone and waits; the front says `100 Continue` when the handler
+    // asks for the body, reads it, answers, and the connection goes on.
+    let (ended, text, seen) = front_with(true, |mut io| async move {
+        io.write_all(b"POST /u HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+            .await
+            .unwrap();
+        let mut interim = [0u8; CONTINUE.len()];
+        io.read_exact(&mut interim).await.unwrap();
+        assert_eq!(&interim[..], CONTINUE);
+        io.write_all(b"hello").await.unwrap();
+        let first = one_answer(&mut io).await;
+        io.write_all(b"GET /b HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        first + &rest(io).await
+    })
+    .await;
+    assert!(ended_here(&ended));
+    assert!(
+        text.starts_with("http/1.1 200") && text.contains("/u 5") && text.ends_with("/b 0"),
+        "{text}"
+    );
+    assert_eq!(seen[0], ("POST /u".into(), Ok(b"hello".to_vec())));
+}
+
+#[tokio::test]
+async fn a_request_refused_before_its_body_is_wanted_is_never_told_to_continue() {
+    // The handler answers without reading: no `100 Continue`, and since the client may then never send its body,
+    // the connection closes after the answer.
+    let (ended, text, _) = front_with(false, |mut io| async move {
+        io.write_all(b"POST /u HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = one_answer(&mut io).await;
+        io.shutdown().await.unwrap();
+        answer + &rest(io).await
+    })
+    .await;
+    assert!(ended_here(&ended));
+    assert!(
+        text.starts_with("http/1.1 401") && text.contains("connection: close"),
+        "{text}"
+    );
+    assert!(!text.contains(" 100 "), "{text}");
+}
+
+#[tokio::test]
+async fn a_client_that_sends_its_body_without_waiting_is_not_told_to_continue() {
+    let (ended, text, seen) = front_with(true, |mut io| async move {
+        io.write_all(
+            b"POST /u HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nhello",
+        )
+        .await
+        .unwrap();
+        rest(io).await
+    })
+    .await;
+    assert!(ended_here(&ended));
+    assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("/u 5"), "{text}");
+    assert_eq!(seen, [("POST /u".into(), Ok(b"hello".to_vec()))]);
 }
