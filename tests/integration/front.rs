@@ -113,6 +113,44 @@ async fn a_client_expecting_100_continue_is_told_only_when_its_body_is_wanted() 
 }
 
 #[tokio::test]
+async fn curl_uploading_two_megabytes_is_told_to_continue_and_served() {
+    // curl itself: over 1 MiB it sends `Expect: 100-continue` and waits for the interim answer (up to a second)
+    // before the body.
+    if !have_tool("curl", &["/usr/bin/curl"], "curl") {
+        return;
+    }
+    let s = Stack::start().await;
+    let (_, cookie) = s.signed_in().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("upload.bin");
+    std::fs::write(&file, vec![7u8; 2 << 20]).unwrap();
+    let out = tokio::process::Command::new("/usr/bin/curl")
+        .args(["-sS", "-v", "--max-time", "20", "--data-binary"])
+        .arg(format!("@{}", file.display()))
+        .args([
+            "-H",
+            &format!("Cookie: logto_gate={cookie}"),
+            "-H",
+            "Accept: application/json",
+        ])
+        .arg(format!("{}/upload", s.gate.url()))
+        .output()
+        .await
+        .unwrap();
+    let (body, trace) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{trace}");
+    assert!(trace.contains("Expect: 100-continue"), "curl asked: {trace}");
+    assert!(
+        trace.contains("HTTP/1.1 100 Continue"),
+        "the gate told it to continue: {trace}"
+    );
+    assert!(body.contains(&format!("\"bytes\":{}", 2 << 20)), "{body}");
+}
+
+#[tokio::test]
 async fn a_large_body_the_answer_came_before_is_read_to_its_end_before_closing() {
     // A client that sends its whole 8 MiB body before reading (as curl without `Expect` does) gets the early answer
     // whole: the gate reads and drops the body's rest, then closes, instead of resetting a connection with unread
