@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::fields::Fields;
 use super::pool::{Conn, Pool};
-use super::{hex, parse_decimal};
+use super::{at_most, hex, parse_decimal};
 
 /// The longest chunk-size line (with extensions) and the most trailer bytes accepted.
 pub(crate) const MAX_CHUNK_LINE: usize = 4096;
@@ -106,7 +106,7 @@ impl Framing {
                 Framing::Done => return Ok(Decoded::End),
                 Framing::Length(_) | Framing::Close if buf.is_empty() => return Ok(Decoded::NeedMore),
                 Framing::Length(left) => {
-                    let take = usize::try_from(*left).map_or(buf.len(), |left| left.min(buf.len()));
+                    let take = at_most(*left, buf.len());
                     *left -= take as u64;
                     if *left == 0 {
                         *self = Framing::Done;
@@ -181,7 +181,7 @@ pub(crate) fn chunk_step(state: &mut Chunk, buf: &mut BytesMut) -> Result<Step, 
             if buf.is_empty() {
                 return Ok(Step::NeedMore);
             }
-            let take = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
+            let take = at_most(left, buf.len());
             let data = buf.split_to(take).freeze();
             let left = left - take as u64;
             *state = if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) };

@@ -65,6 +65,11 @@ pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
         .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
 }
 
+/// How many of `n` bytes at hand belong to a body with `left` bytes still to come: the smaller of the two.
+pub(crate) fn at_most(left: u64, n: usize) -> usize {
+    usize::try_from(left).map_or(n, |left| left.min(n))
+}
+
 /// The value of a hex digit (callers check `is_ascii_hexdigit` first).
 pub(crate) fn hex(b: u8) -> u64 {
     (b as char).to_digit(16).map_or(0, u64::from)

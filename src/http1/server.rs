@@ -74,7 +74,7 @@ use self::answer::{bodyless, declared_length, encode_head, send_body};
 use super::fields::Fields;
 use super::names::{self, Names};
 use super::request_body::{self, Feeder, Room, BODY_READ};
-use super::{hop, parse_decimal, MAX_HEADERS};
+use super::{at_most, hop, parse_decimal, MAX_HEADERS};
 use crate::body::Body;
 use crate::connections::Registration;
 use crate::deadlines::Deadline;
@@ -583,7 +583,7 @@ impl Conn {
                 }
             }
             if self.buf.is_empty() {
-                let want = usize::try_from(feeder.left()).map_or(BODY_READ, |left| left.min(BODY_READ));
+                let want = at_most(feeder.left(), BODY_READ);
                 self.buf.reserve(want);
                 let mut limited = (&mut self.buf).limit(want);
                 let read = match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut limited) {
@@ -621,7 +621,7 @@ impl Conn {
                     }
                 }
             }
-            let piece = usize::try_from(feeder.left()).map_or(self.buf.len(), |left| left.min(self.buf.len()));
+            let piece = at_most(feeder.left(), self.buf.len());
             feeder.put(self.buf.split_to(piece).freeze());
         }
         Poll::Ready(Ok(()))
@@ -631,7 +631,7 @@ impl Conn {
     /// still to send; when any, the body fails (its reader, if it still reads, sees an error: the answer came first,
     /// and the rest is not passed on, as Go's HTTP/1 server and nginx's buffering do).
     fn give_up_body(&mut self, feeder: &mut Feeder) -> u64 {
-        let here = usize::try_from(feeder.left()).map_or(self.buf.len(), |left| left.min(self.buf.len()));
+        let here = at_most(feeder.left(), self.buf.len());
         self.buf.advance(here);
         feeder.skip(here as u64);
         if feeder.left() > 0 {
@@ -651,7 +651,7 @@ impl Conn {
                     Ok(()) if read.filled().is_empty() => return Poll::Ready(false),
                     Ok(()) => {
                         let filled = read.filled();
-                        let dropped = usize::try_from(rest).map_or(filled.len(), |rest| rest.min(filled.len()));
+                        let dropped = at_most(rest, filled.len());
                         rest -= dropped as u64;
                         self.buf.put_slice(&filled[dropped..]);
                     }
