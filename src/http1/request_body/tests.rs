@@ -15,6 +15,22 @@ impl Wake for Count {
     }
 }
 
+impl Count {
+    fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Whether the front may put a piece in, asked with `waker`.
+fn room(feeder: &Feeder, waker: &Waker) -> Poll<Room> {
+    feeder.poll_room(&mut Context::from_waker(waker))
+}
+
+/// Whether the reader has asked for the body, asked with `waker`.
+fn wanted(feeder: &Feeder, waker: &Waker) -> Poll<Room> {
+    feeder.poll_wanted(&mut Context::from_waker(waker))
+}
+
 fn waker() -> (Arc<Count>, Waker) {
     let count = Arc::new(Count::default());
     (Arc::clone(&count), Waker::from(Arc::clone(&count)))
@@ -41,24 +57,18 @@ fn pieces_pass_one_at_a_time_and_each_side_wakes_the_other() {
 
     // Nothing yet: the reader waits, and is woken by the first piece.
     assert!(poll(&mut body, &reader).is_pending());
-    assert_eq!(
-        feeder.poll_room(&mut Context::from_waker(&front)),
-        Poll::Ready(Room::Free)
-    );
+    assert_eq!(room(&feeder, &front), Poll::Ready(Room::Free));
     feeder.put(Bytes::from_static(b"abc"));
-    assert_eq!(reader_wakes.0.load(Ordering::SeqCst), 1);
+    assert_eq!(reader_wakes.get(), 1);
     assert_eq!(feeder.left(), 3);
 
     // The slot is full: the front may not read more until the piece is taken, which wakes it.
-    assert!(feeder.poll_room(&mut Context::from_waker(&front)).is_pending());
+    assert!(room(&feeder, &front).is_pending());
     assert_eq!(data(poll(&mut body, &reader)), "abc");
-    assert_eq!(front_wakes.0.load(Ordering::SeqCst), 1);
+    assert_eq!(front_wakes.get(), 1);
     assert_eq!(body.size_hint().exact(), Some(3));
 
-    assert_eq!(
-        feeder.poll_room(&mut Context::from_waker(&front)),
-        Poll::Ready(Room::Free)
-    );
+    assert_eq!(room(&feeder, &front), Poll::Ready(Room::Free));
     feeder.put(Bytes::from_static(b"def"));
     assert_eq!(data(poll(&mut body, &reader)), "def");
     assert!(body.is_end_stream());
@@ -87,7 +97,7 @@ fn a_body_the_front_stops_fails_and_is_never_short_but_whole() {
     let (reader_wakes, reader) = waker();
     assert!(poll(&mut body, &reader).is_pending());
     drop(feeder);
-    assert_eq!(reader_wakes.0.load(Ordering::SeqCst), 1);
+    assert_eq!(reader_wakes.get(), 1);
     assert!(matches!(poll(&mut body, &reader), Poll::Ready(Some(Err(_)))));
 }
 
@@ -96,17 +106,10 @@ fn a_reader_that_lets_go_frees_the_front() {
     let (mut feeder, body) = channel(10);
     let (front_wakes, front) = waker();
     feeder.put(Bytes::from_static(b"abcd"));
-    assert!(feeder.poll_room(&mut Context::from_waker(&front)).is_pending());
+    assert!(room(&feeder, &front).is_pending());
     drop(body);
-    assert_eq!(
-        front_wakes.0.load(Ordering::SeqCst),
-        1,
-        "the front waiting for room is woken"
-    );
-    assert_eq!(
-        feeder.poll_room(&mut Context::from_waker(&front)),
-        Poll::Ready(Room::Unread)
-    );
+    assert_eq!(front_wakes.get(), 1, "the front waiting for room is woken");
+    assert_eq!(room(&feeder, &front), Poll::Ready(Room::Unread));
     feeder.skip(6);
     assert_eq!(feeder.left(), 0);
 }
@@ -116,20 +119,10 @@ fn the_front_learns_when_the_reader_first_wants_the_body() {
     let (feeder, mut body) = channel(5);
     let (front_wakes, front) = waker();
     let (_, reader) = waker();
-    assert!(feeder.poll_wanted(&mut Context::from_waker(&front)).is_pending());
+    assert!(wanted(&feeder, &front).is_pending());
     assert!(poll(&mut body, &reader).is_pending());
-    assert_eq!(
-        front_wakes.0.load(Ordering::SeqCst),
-        1,
-        "the front waiting for it is woken"
-    );
-    assert_eq!(
-        feeder.poll_wanted(&mut Context::from_waker(&front)),
-        Poll::Ready(Room::Free)
-    );
+    assert_eq!(front_wakes.get(), 1, "the front waiting for it is woken");
+    assert_eq!(wanted(&feeder, &front), Poll::Ready(Room::Free));
     drop(body);
-    assert_eq!(
-        feeder.poll_wanted(&mut Context::from_waker(&front)),
-        Poll::Ready(Room::Unread)
-    );
+    assert_eq!(wanted(&feeder, &front), Poll::Ready(Room::Unread));
 }
