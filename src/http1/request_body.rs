@@ -63,6 +63,20 @@ impl Shared {
     }
 }
 
+/// Keeps `cx`'s waker in `waker` (unless it is the one already there), to be woken by the other half.
+fn register(waker: &mut Option<Waker>, cx: &Context<'_>) {
+    if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        *waker = Some(cx.waker().clone());
+    }
+}
+
+/// Wakes the task kept in `waker`, if any.
+fn wake(waker: &mut Option<Waker>) {
+    if let Some(waker) = waker.take() {
+        waker.wake();
+    }
+}
+
 /// The front's half: puts the body in the slot as it reads it.
 #[derive(Debug)]
 pub(crate) struct Feeder {
@@ -88,33 +102,27 @@ impl Feeder {
     /// Whether a piece can go in now; `Pending` while the last one waits to be taken (the task is woken when it is
     /// taken, or when the reader lets the body go).
     pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Room> {
-        let mut slot = self.shared.lock();
-        if slot.unread {
-            return Poll::Ready(Room::Unread);
-        }
-        if slot.piece.is_none() {
-            return Poll::Ready(Room::Free);
-        }
-        if !slot.feeder.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            slot.feeder = Some(cx.waker().clone());
-        }
-        Poll::Pending
+        self.poll_until(cx, |slot| slot.piece.is_none())
     }
 
     /// Whether the reader has asked for the body yet; `Pending` until it does (the task is woken then) or lets it
     /// go. For `Expect: 100-continue` (RFC 9110 §10.1.1): the client sends the body only once told to, and is told
     /// only when the body is wanted, not when a request is refused before it is read.
     pub(crate) fn poll_wanted(&self, cx: &mut Context<'_>) -> Poll<Room> {
+        self.poll_until(cx, |slot| slot.wanted)
+    }
+
+    /// `Unread` once the reader has let the body go, `Free` once `ready` says so, else `Pending` (the task woken
+    /// when the reader next takes, asks or lets go).
+    fn poll_until(&self, cx: &mut Context<'_>, ready: fn(&Slot) -> bool) -> Poll<Room> {
         let mut slot = self.shared.lock();
         if slot.unread {
             return Poll::Ready(Room::Unread);
         }
-        if slot.wanted {
+        if ready(&slot) {
             return Poll::Ready(Room::Free);
         }
-        if !slot.feeder.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            slot.feeder = Some(cx.waker().clone());
-        }
+        register(&mut slot.feeder, cx);
         Poll::Pending
     }
 
@@ -124,9 +132,7 @@ impl Feeder {
         self.left -= (piece.len() as u64).min(self.left);
         let mut slot = self.shared.lock();
         slot.piece = Some(piece);
-        if let Some(reader) = slot.reader.take() {
-            reader.wake();
-        }
+        wake(&mut slot.reader);
     }
 
     /// Passes over `n` body bytes nobody will read (the reader let the body go).
@@ -140,9 +146,7 @@ impl Feeder {
         if slot.failed.is_none() {
             slot.failed = Some(why);
         }
-        if let Some(reader) = slot.reader.take() {
-            reader.wake();
-        }
+        wake(&mut slot.reader);
     }
 }
 
@@ -189,9 +193,7 @@ impl http_body::Body for RequestBody {
         }
         let mut slot = self.shared.lock();
         if let Some(piece) = slot.piece.take() {
-            if let Some(feeder) = slot.feeder.take() {
-                feeder.wake();
-            }
+            wake(&mut slot.feeder);
             drop(slot);
             self.left -= (piece.len() as u64).min(self.left);
             return Poll::Ready(Some(Ok(Frame::data(piece))));
@@ -201,13 +203,9 @@ impl http_body::Body for RequestBody {
         }
         if !slot.wanted {
             slot.wanted = true;
-            if let Some(feeder) = slot.feeder.take() {
-                feeder.wake();
-            }
+            wake(&mut slot.feeder);
         }
-        if !slot.reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            slot.reader = Some(cx.waker().clone());
-        }
+        register(&mut slot.reader, cx);
         Poll::Pending
     }
 
@@ -226,9 +224,7 @@ impl Drop for RequestBody {
         let mut slot = self.shared.lock();
         slot.unread = true;
         slot.piece = None;
-        if let Some(feeder) = slot.feeder.take() {
-            feeder.wake();
-        }
+        wake(&mut slot.feeder);
     }
 }
 
