@@ -1,7 +1,8 @@
 //! The one body type used everywhere, so handlers never fight body types. Request and response bodies are passed
 //! through as this type, streaming, never buffered.
 //!
-//! Proxied bodies (hyper's `Incoming`, on both sides; the HTTP/1 front's request bodies) are held as they are;
+//! Proxied bodies (hyper's `Incoming`, on both sides; the HTTP/1 front's request bodies) are held as they are (a
+//! request body hyper's server reads with its stall bound);
 //! only the gate's own small bodies (pages, JSON) go through a box. The signed-in path therefore allocates no box per request for either body.
 //!
 //! A response from the own HTTP/1 client keeps the upstream's fields in its body until they are written
@@ -19,6 +20,8 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
+pub(crate) mod paced;
+
 /// Errors a body stream can end with.
 pub use crate::http1::BoxError;
 
@@ -27,7 +30,10 @@ pub use crate::http1::BoxError;
 pub enum Body {
     /// No body at all: a bodiless request read by the HTTP/1 front ([`crate::http1::server`]), or an empty answer.
     Empty,
+    /// A response body read by hyper's client.
     Incoming(Incoming),
+    /// A request body read by hyper's server, cut off when it stalls ([`paced`]).
+    Paced(paced::PacedBody),
     /// A request body read by the HTTP/1 front ([`crate::http1::request_body`]).
     Received(crate::http1::request_body::RequestBody),
     /// A response body read by the lean upstream client ([`crate::http1::client`]).
@@ -43,7 +49,7 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     Body::Boxed(Full::new(bytes.into()).map_err(|never| match never {}).boxed())
 }
 
-/// A body received by hyper (the client's request body, the upstream's response body), passed on unboxed.
+/// A response body received by hyper's client, passed on unboxed.
 pub fn incoming(body: Incoming) -> Body {
     Body::Incoming(body)
 }
@@ -57,6 +63,7 @@ impl http_body::Body for Body {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Body::Paced(b) => Pin::new(b).poll_frame(cx),
             Body::Received(b) => Pin::new(b).poll_frame(cx),
             Body::Upstream(b) => Pin::new(b).poll_frame(cx),
             Body::Boxed(b) => Pin::new(b).poll_frame(cx),
@@ -67,6 +74,7 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => true,
             Body::Incoming(b) => b.is_end_stream(),
+            Body::Paced(b) => b.is_end_stream(),
             Body::Received(b) => b.is_end_stream(),
             Body::Upstream(b) => b.is_end_stream(),
             Body::Boxed(b) => b.is_end_stream(),
@@ -77,6 +85,7 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => SizeHint::with_exact(0),
             Body::Incoming(b) => b.size_hint(),
+            Body::Paced(b) => b.size_hint(),
             Body::Received(b) => b.size_hint(),
             Body::Upstream(b) => b.size_hint(),
             Body::Boxed(b) => b.size_hint(),

@@ -13,7 +13,6 @@
 //! and close, and the process waits for those requests and for upgraded connections (WebSocket) to end, at most
 //! `server.shutdown_timeout`.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -30,6 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::activity::ActivityIo;
+use crate::body::paced::{BodyStalled, PacedBody, Stalled};
 use crate::config::ServerConfig;
 use crate::connections::{Connections, OpenCount, Registration};
 use crate::deadlines::CoarseTimer;
@@ -506,6 +506,8 @@ impl Client<'_> {
     /// `Connection: close`, which makes hyper's server end the connection after it (hyper answers an HTTP/1
     /// connection's requests one at a time, in order), except a `101 Switching Protocols`, after which the
     /// connection carries no more requests; on HTTP/2 [`drive`] ends the connection once the quota is spent.
+    ///
+    /// A request whose body stopped coming for `server.idle_timeout` gets no answer ([`crate::body::paced`]).
     fn service(
         &self,
         framing: Option<Watch>,
@@ -513,25 +515,31 @@ impl Client<'_> {
     ) -> impl hyper::service::Service<
         hyper::Request<hyper::body::Incoming>,
         Response = hyper::Response<crate::body::Body>,
-        Error = Infallible,
-        Future = impl Future<Output = Result<hyper::Response<crate::body::Body>, Infallible>> + Send + 'static,
+        Error = BodyStalled,
+        Future = impl Future<Output = Result<hyper::Response<crate::body::Body>, BodyStalled>> + Send + 'static,
     > + Send
            + 'static {
         let (gate, peer) = (Arc::clone(self.gate), self.peer);
+        let idle_timeout = self.shared.limits.idle_timeout;
         service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let mut req = req.map(crate::body::Body::Incoming);
+            let (parts, body) = req.into_parts();
+            let (body, stalled) = PacedBody::new(body, idle_timeout);
+            let mut req = hyper::Request::from_parts(parts, crate::body::Body::Paced(body));
             if let Some(ambiguity) = framing.as_ref().and_then(Watch::next_request) {
                 req.extensions_mut().insert(AmbiguousFraming(ambiguity));
             }
             let last = quota.as_ref().is_some_and(Quota::spend) && framing.is_some();
             // Mapped rather than wrapped in an `async` block, which would keep its own copy of the request.
             futures_util::FutureExt::map(Gate::handle(Arc::clone(&gate), req, peer), move |resp| {
+                if stalled.as_ref().is_some_and(Stalled::get) {
+                    return Err(BodyStalled);
+                }
                 let mut resp = crate::body::into_response_map(resp);
                 if last && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
                     resp.headers_mut()
                         .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
                 }
-                Ok::<_, Infallible>(resp)
+                Ok(resp)
             })
         })
     }

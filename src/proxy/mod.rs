@@ -237,8 +237,8 @@ impl Forwarder {
         // client abort the upstream request; the failure is the client's, and is answered as such.
         let client_failure: Arc<std::sync::OnceLock<String>> = Arc::default();
         let body = match body {
-            Body::Incoming(incoming) => Body::Boxed(http_body_util::BodyExt::boxed(ClientBody {
-                inner: incoming,
+            Body::Paced(paced) => Body::Boxed(http_body_util::BodyExt::boxed(ClientBody {
+                inner: paced,
                 failed: Arc::clone(&client_failure),
             })),
             other => other,
@@ -300,7 +300,7 @@ impl Forwarder {
 /// client's side (RFC 9112 §7.1: an invalid chunk size, data longer than its chunk, a bare LF, an overflow; or the
 /// client hanging up mid-body), so the gate answers 400 and logs a client error instead of blaming the upstream.
 struct ClientBody {
-    inner: hyper::body::Incoming,
+    inner: crate::body::paced::PacedBody,
     failed: Arc<std::sync::OnceLock<String>>,
 }
 
@@ -314,10 +314,10 @@ impl http_body::Body for ClientBody {
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, body::BoxError>>> {
         match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
             std::task::Poll::Ready(Some(Err(e))) => {
-                let _ = self.failed.set(error_chain(&e));
-                std::task::Poll::Ready(Some(Err(e.into())))
+                let _ = self.failed.set(error_chain(&*e));
+                std::task::Poll::Ready(Some(Err(e)))
             }
-            other => other.map_err(Into::into),
+            other => other,
         }
     }
 

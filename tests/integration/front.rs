@@ -364,13 +364,77 @@ async fn a_client_that_goes_away_cancels_its_request_upstream() {
         "x".repeat(50_000)
     );
     for request in [get("/wait", &cookie, ""), half_sent] {
-        cancelled_upstream(&s, &request).await;
+        cancelled_upstream(&s, &request, Client::GoesAway).await;
     }
 }
 
-/// Sends `request` through a gate to an upstream that reads one request head and never answers, then goes away;
-/// asserts that the gate closes the upstream connection.
-async fn cancelled_upstream(s: &Stack, request: &str) {
+#[tokio::test]
+async fn a_body_that_stops_coming_drops_its_request_upstream_unanswered() {
+    // By length (the front) and chunked (hyper's server): once nothing of the body came for the idle timeout, the
+    // upstream exchange is dropped and the client's connection closed without an answer, though the client stays.
+    let s = Stack::start().await;
+    let (_, cookie) = s.signed_in().await;
+    let by_length = format!(
+        "POST /wait HTTP/1.1\r\nHost: a\r\nCookie: logto_gate={cookie}\r\nContent-Length: 100\r\n\r\n{}",
+        "x".repeat(50)
+    );
+    let chunked = format!(
+        "POST /wait HTTP/1.1\r\nHost: a\r\nCookie: logto_gate={cookie}\r\nTransfer-Encoding: chunked\r\n\r\n\
+         32\r\n{}\r\n",
+        "x".repeat(50)
+    );
+    for request in [by_length, chunked] {
+        cancelled_upstream(&s, &request, Client::Stays).await;
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_comes_slowly_but_steadily_is_not_cut_off() {
+    // The idle timeout bounds the wait for each piece of a body, not the whole body: ten pieces 300 ms apart under
+    // an idle timeout of 1 s, by length and chunked.
+    let s = Stack::edited(IdpOptions::default(), "", "", in_server("idle_timeout = \"1s\"")).await;
+    let (_, cookie) = s.signed_in().await;
+    for chunked in [false, true] {
+        let framing = if chunked {
+            "Transfer-Encoding: chunked"
+        } else {
+            "Content-Length: 100"
+        };
+        let mut client = TcpStream::connect(("127.0.0.1", s.gate.port)).await.unwrap();
+        let head = format!("POST /upload HTTP/1.1\r\nHost: a\r\nCookie: logto_gate={cookie}\r\n{framing}\r\n\r\n");
+        client.write_all(head.as_bytes()).await.unwrap();
+        for _ in 0..10 {
+            // The pace of a slow client, not a synchronisation.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let piece = if chunked { "a\r\n0123456789\r\n" } else { "0123456789" };
+            client.write_all(piece.as_bytes()).await.unwrap();
+        }
+        if chunked {
+            client.write_all(b"0\r\n\r\n").await.unwrap();
+        }
+        let mut buf = Vec::new();
+        let (head, body) = tokio::time::timeout(Duration::from_secs(10), read_answer(&mut client, &mut buf, false))
+            .await
+            .expect("an answer");
+        assert!(head.starts_with("http/1.1 200"), "chunked {chunked}: {head}");
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("\"bytes\":100"), "chunked {chunked}: {body}");
+    }
+}
+
+/// What the client does once its request reached the upstream.
+#[derive(Clone, Copy, PartialEq)]
+enum Client {
+    /// Closes its connection.
+    GoesAway,
+    /// Keeps its connection and sends nothing more, to a gate with an idle timeout of 1 s.
+    Stays,
+}
+
+/// Sends `request` through a gate to an upstream that reads one request head and never answers, then the client
+/// goes away or stays silent; asserts that the gate closes the upstream connection (and, when the client stays,
+/// closes the client's without an answer).
+async fn cancelled_upstream(s: &Stack, request: &str, then: Client) {
     // An upstream that reads one request head, never answers, and reports when the gate closes the connection.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = format!("http://{}", listener.local_addr().unwrap());
@@ -390,9 +454,13 @@ async fn cancelled_upstream(s: &Stack, request: &str) {
         while socket.read(&mut chunk).await.is_ok_and(|n| n > 0) {}
         let _ = closed_tx.send(());
     });
-    // A long response timeout, so only the client's going away can end the upstream exchange within the test.
+    // A long response timeout, so only the client can end the upstream exchange within the test.
     let gate = TestGate::start_edited(&s.idp, &upstream, "", "", |t| {
-        t.replace("response_timeout = \"5s\"", "response_timeout = \"60s\"")
+        let t = t.replace("response_timeout = \"5s\"", "response_timeout = \"60s\"");
+        match then {
+            Client::GoesAway => t,
+            Client::Stays => in_server("idle_timeout = \"1s\"")(t),
+        }
     })
     .await;
     let mut client = TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
@@ -401,10 +469,18 @@ async fn cancelled_upstream(s: &Stack, request: &str) {
         .await
         .expect("the request reached the upstream")
         .unwrap();
-    drop(client);
+    match then {
+        Client::GoesAway => drop(client),
+        Client::Stays => {
+            let mut answer = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer)).await;
+            assert!(read.is_ok(), "the stalled request was not cut off");
+            assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+        }
+    }
     tokio::time::timeout(Duration::from_secs(5), closed_rx)
         .await
-        .expect("the gate dropped the upstream exchange when its client went away")
+        .expect("the gate dropped the upstream exchange")
         .unwrap();
     silent.abort();
 }

@@ -66,6 +66,17 @@ async fn oversized_headers_slow_clients_and_idle_connections_are_cut_off() {
     assert!(read.is_ok(), "the stalled body was not cut off");
     assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
 
+    // The same with a chunked body (which hyper's server reads), also after a chunk has come: cut off, unanswered.
+    for sent in ["", "d\r\nlogout_token=\r\n"] {
+        let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+        let head = "POST /_logto/backchannel-logout HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        stalled.write_all(format!("{head}{sent}").as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "the stalled chunked body ({sent:?} sent) was not cut off");
+        assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
+    }
+
     // An idle keep-alive connection is closed.
     let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
     idle.write_all(b"GET /_logto/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -346,4 +357,37 @@ async fn zero_max_requests_per_connection_keeps_connections_open() {
         healthz_over_h2(&mut sender, gate.port, n).await;
     }
     assert!(!conn.is_finished());
+}
+
+#[tokio::test]
+async fn an_http2_stream_whose_body_stops_coming_is_reset() {
+    // hyper's HTTP/2 server reads every body; one that stops coming for the idle timeout ends its stream with a
+    // reset instead of holding it (and the back-channel endpoint waiting for it) for ever.
+    type Sent = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::convert::Infallible>;
+    let (_idp, _upstream, gate) = gate_with("idle_timeout = \"1s\"").await;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake::<_, _, Sent>(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("an HTTP/2 handshake");
+    let _conn = tokio::spawn(conn);
+    let (pieces, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<bytes::Bytes>, _>>(4);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let body = http_body_util::BodyExt::boxed_unsync(http_body_util::StreamBody::new(stream));
+    let req = hyper::Request::post(format!("http://127.0.0.1:{}/_logto/backchannel-logout", gate.port))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .unwrap();
+    pieces
+        .send(Ok(http_body::Frame::data(bytes::Bytes::from_static(b"logout_token="))))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .expect("the stalled stream was not ended");
+    let err = answer.expect_err("a stalled stream was answered");
+    assert!(format!("{err:?}").contains("INTERNAL_ERROR"), "{err:?}");
+    drop(pieces);
 }
