@@ -8,7 +8,8 @@
 //! a fresh gate and reports the memory each costs. It prints medians and gate/nginx ratios, and how much the sign-in
 //! callback adds over the IdP's own token time. A benchmark, not a test: it never fails on speed.
 //! `--perf` measures CPU time, syscalls (and mallocs) per request and records a profile instead; `--callgrind`
-//! counts user-space instructions per request under valgrind.
+//! counts user-space instructions per request under valgrind; `--http1`, `--memory` and `--only tls|h2|download`
+//! run some rows alone.
 
 #[path = "../tests/support/cert.rs"]
 mod cert;
@@ -894,6 +895,24 @@ async fn main() {
         ),
     ];
     let http1_only = std::env::args().any(|a| a == "--http1");
+    // `--only tls|h2|download`: that row of the TLS table alone (no wrk rounds, no memory rows), for a row that needs
+    // many rounds.
+    let args: Vec<String> = std::env::args().collect();
+    let only = match args
+        .iter()
+        .position(|a| a == "--only")
+        .map(|i| args.get(i + 1).map(String::as_str))
+    {
+        None => None,
+        Some(Some("tls")) => Some(0),
+        Some(Some("h2")) => Some(1),
+        Some(Some("download")) => Some(2),
+        Some(other) => {
+            eprintln!("--only takes tls, h2 or download, not {:?}", other.unwrap_or(""));
+            std::process::exit(2);
+        }
+    };
+    let tls_row_runs = |row: usize| !http1_only && only.is_none_or(|o| o == row);
     // `--memory`: the memory rows alone.
     let rounds = if std::env::args().any(|a| a == "--memory") {
         0
@@ -909,7 +928,7 @@ async fn main() {
             0 => (0..targets.len()).collect(),
             _ => (0..targets.len()).rev().collect(),
         };
-        for i in order {
+        for i in order.into_iter().filter(|_| only.is_none()) {
             let (name, url, c) = &targets[i];
             // For the default gate, how its worker threads shared the round (placement, `src/placement.rs`).
             let before = (i == 2).then(|| thread_ticks(&gate_pid.to_string()));
@@ -935,7 +954,9 @@ async fn main() {
             runs[i].push(r);
         }
         // `--http1`: the HTTP/1.1 rows alone.
-        for (row, (name, args, nginx_url, gate_url)) in tls_rows.iter().enumerate().filter(|_| !http1_only) {
+        for (row, (name, args, nginx_url, gate_url)) in
+            tls_rows.iter().enumerate().filter(|(row, _)| tls_row_runs(*row))
+        {
             let sides = [(0, nginx_url, None), (1, gate_url, Some(cookie.as_str()))];
             let order = match round % 2 {
                 0 => [sides[0], sides[1]],
@@ -964,7 +985,7 @@ async fn main() {
     ]
     .into_iter()
     .enumerate()
-    .filter(|_| !http1_only)
+    .filter(|_| !http1_only && only.is_none())
     {
         // Fresh processes each time: memory another kind's connections left free would hide this kind's.
         let (proxy_mem, plain, h2, tls) = fresh_nginx(&format!("proxy-mem-{i}"));
@@ -1010,15 +1031,17 @@ async fn main() {
     println!();
     println!("| benchmark (medians of {rounds} alternated rounds) | nginx (no auth) | logto-gate (signed in) | gate / nginx |");
     println!("|---|---:|---:|---:|");
-    println!(
-        "| HTTP/1.1, wrk -t1 -c{CONNECTIONS} -d{SECONDS}s | {:.0} req/s, p99 {:.2} ms | {:.0} req/s, p99 {:.2} ms | {:.2} |",
-        med[1].0,
-        med[1].2,
-        med[2].0,
-        med[2].2,
-        med[2].0 / med[1].0.max(1.0)
-    );
-    for (row, (name, ..)) in tls_rows.iter().enumerate().filter(|_| !http1_only) {
+    if only.is_none() {
+        println!(
+            "| HTTP/1.1, wrk -t1 -c{CONNECTIONS} -d{SECONDS}s | {:.0} req/s, p99 {:.2} ms | {:.0} req/s, p99 {:.2} ms | {:.2} |",
+            med[1].0,
+            med[1].2,
+            med[2].0,
+            med[2].2,
+            med[2].0 / med[1].0.max(1.0)
+        );
+    }
+    for (row, (name, ..)) in tls_rows.iter().enumerate().filter(|(row, _)| tls_row_runs(*row)) {
         let (n, g) = (median(tls_runs[row][0].clone()), median(tls_runs[row][1].clone()));
         println!("| {name} | {n:.0} | {g:.0} | {:.2} |", g / n.max(1.0));
     }
@@ -1034,6 +1057,25 @@ async fn main() {
             "| memory per idle {what} ({idle_count} connections), KiB | {n:.2} | {g:.2} | {:.2} |",
             g / n.max(0.01)
         );
+    }
+    // Each TLS row's rounds' own ratios: how far they scatter around the medians.
+    for (row, (name, ..)) in tls_rows.iter().enumerate().filter(|(row, _)| tls_row_runs(*row)) {
+        let ratios: Vec<f64> = tls_runs[row][1]
+            .iter()
+            .zip(&tls_runs[row][0])
+            .map(|(gate, nginx)| gate / nginx.max(1.0))
+            .collect();
+        if !ratios.is_empty() {
+            let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+            println!(
+                "{name}, gate / nginx round by round: {} (median {:.2})",
+                shown.join(", "),
+                median(ratios)
+            );
+        }
+    }
+    if only.is_some() {
+        return;
     }
     println!();
     println!("| HTTP/1.1 target (wrk -t1 -c{CONNECTIONS}, {rounds}x{SECONDS}s, medians) | req/s | p50 | p99 |");
