@@ -532,7 +532,7 @@ impl Client<'_> {
             // Mapped rather than wrapped in an `async` block, which would keep its own copy of the request.
             futures_util::FutureExt::map(Gate::handle(Arc::clone(&gate), req, peer), move |resp| {
                 if stalled.as_ref().is_some_and(Stalled::get) {
-                    return Err(BodyStalled);
+                    return Err(BodyStalled::new());
                 }
                 let mut resp = crate::body::into_response_map(resp);
                 if last && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {

@@ -4,12 +4,12 @@
 //! Contract: once the body's reader has waited `server.idle_timeout` for the next frame and none came, the body
 //! fails for its reader and its request is marked stalled; the service then answers nothing ([`BodyStalled`] as its
 //! error): hyper's HTTP/1 server closes the connection without an answer (the front's behaviour, and nginx's on
-//! `client_body_timeout`), and its HTTP/2 server resets the stream (RFC 9113 §8.1, `INTERNAL_ERROR`), the
-//! connection's other streams going on. Only time the reader spends waiting counts: while it takes no frame (an
-//! upstream not reading its request yet, a request refused before its body) the client is not stalling, and any
-//! frame starts the wait anew. Without this, a body that stops coming held its request, its connection and (when
-//! proxied) an upstream exchange until `upstream.response_timeout`, and the back-channel logout endpoint, which has
-//! no upstream, for ever: the idle sweeper's graceful close never ends a request under way.
+//! `client_body_timeout`), and its HTTP/2 server resets the stream (`CANCEL`, RFC 9113 §7). Only time the reader
+//! spends waiting counts: while it takes no frame (an upstream not reading its request yet, a request refused
+//! before its body) the client is not stalling, and any frame starts the wait anew. Without this, a body that stops
+//! coming held its request, its connection and (when proxied) an upstream exchange until
+//! `upstream.response_timeout`, and the back-channel logout endpoint, which has no upstream, for ever: the idle
+//! sweeper's graceful close never ends a request under way.
 
 use std::fmt;
 use std::future::Future;
@@ -51,10 +51,17 @@ impl Stalled {
     }
 }
 
-/// The service's answer to a request whose body stalled: none (see the module docs).
+/// The service's answer to a request whose body stalled: none (see the module docs). Its source is HTTP/2's
+/// `CANCEL` (RFC 9113 §7: the stream is no longer needed), the code hyper's HTTP/2 server resets the stream with.
 #[derive(Debug, thiserror::Error)]
 #[error("the client stopped sending the request body")]
-pub(crate) struct BodyStalled;
+pub(crate) struct BodyStalled(#[source] h2::Error);
+
+impl BodyStalled {
+    pub(crate) fn new() -> Self {
+        BodyStalled(h2::Error::from(h2::Reason::CANCEL))
+    }
+}
 
 impl PacedBody {
     /// `inner`, failing once its reader has waited `within` for a frame; the returned flag says whether it did. A
@@ -103,7 +110,7 @@ impl http_body::Body for PacedBody {
             return polled.map_err(Into::into);
         }
         if pace.stalled.get() {
-            return Poll::Ready(Some(Err(BodyStalled.into())));
+            return Poll::Ready(Some(Err(BodyStalled::new().into())));
         }
         if pace.waiting.is_none() {
             // A timeout too long to be a time (centuries) waits for ever.
@@ -118,7 +125,7 @@ impl http_body::Body for PacedBody {
         tracing::debug!(within = ?pace.within, "a request body stopped coming; dropping the request");
         pace.waiting = None;
         pace.stalled.0.store(true, Ordering::Relaxed);
-        Poll::Ready(Some(Err(BodyStalled.into())))
+        Poll::Ready(Some(Err(BodyStalled::new().into())))
     }
 
     fn is_end_stream(&self) -> bool {
