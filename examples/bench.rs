@@ -979,6 +979,7 @@ async fn main() {
     for (i, kind) in [
         rows::Idle::Http1,
         rows::Idle::Http1Post,
+        rows::Idle::Http1Chunked,
         rows::Idle::Http1Tls,
         rows::Idle::Http2,
         rows::Idle::WebSocket,
@@ -992,7 +993,7 @@ async fn main() {
         let nginx_port = match kind {
             rows::Idle::Http2 => h2,
             rows::Idle::Http1Tls => tls,
-            rows::Idle::Http1 | rows::Idle::Http1Post | rows::Idle::WebSocket => plain,
+            rows::Idle::Http1 | rows::Idle::Http1Post | rows::Idle::Http1Chunked | rows::Idle::WebSocket => plain,
         };
         let nginx_pids: Vec<u32> = std::iter::once(proxy_mem.0.id())
             .chain(children(proxy_mem.0.id()))
@@ -1049,6 +1050,7 @@ async fn main() {
         let what = match kind {
             rows::Idle::Http1 => "HTTP/1.1 keep-alive connection after one request",
             rows::Idle::Http1Post => "HTTP/1.1 keep-alive connection after one POST",
+            rows::Idle::Http1Chunked => "HTTP/1.1 keep-alive connection after one chunked POST",
             rows::Idle::Http1Tls => "HTTP/1.1 keep-alive connection inside TLS after one request",
             rows::Idle::Http2 => "HTTP/2 connection after one request",
             rows::Idle::WebSocket => "WebSocket tunnel after one message",

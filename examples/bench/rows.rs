@@ -139,6 +139,8 @@ pub enum Idle {
     /// HTTP/1.1 kept alive after one `POST` with a small body (the static upstream answers 405; what counts is that
     /// a request with a body went through).
     Http1Post,
+    /// The same with the body sent chunked.
+    Http1Chunked,
     /// HTTP/2 (prior knowledge, no TLS) after one request.
     Http2,
     /// A WebSocket tunnel after one message each way.
@@ -160,15 +162,15 @@ pub async fn open(kind: Idle, port: u16, cookie: Option<&str>, tls: &tokio_rustl
     let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
     stream.set_nodelay(true).expect("nodelay");
     match kind {
-        Idle::Http1 | Idle::Http1Post => {
+        Idle::Http1 | Idle::Http1Post | Idle::Http1Chunked => {
             let mut stream = stream;
-            http1_exchange(&mut stream, cookie, matches!(kind, Idle::Http1Post)).await;
+            http1_exchange(&mut stream, cookie, kind).await;
             Held::Tcp(stream)
         }
         Idle::Http1Tls => {
             let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
             let mut stream = tls.connect(name, stream).await.expect("TLS handshake");
-            http1_exchange(&mut stream, cookie, false).await;
+            http1_exchange(&mut stream, cookie, Idle::Http1).await;
             Held::Tls(Box::new(stream))
         }
         Idle::Http2 => {
@@ -213,15 +215,24 @@ pub async fn open(kind: Idle, port: u16, cookie: Option<&str>, tls: &tokio_rustl
 
 /// Sends one keep-alive request for the small page (a `GET`, or with `post` a `POST` with an 11-byte body) and reads
 /// its answer.
-async fn http1_exchange(stream: &mut (impl AsyncRead + AsyncWrite + Unpin), cookie: Option<&str>, post: bool) {
+async fn http1_exchange(stream: &mut (impl AsyncRead + AsyncWrite + Unpin), cookie: Option<&str>, kind: Idle) {
     let cookie = cookie.map(|c| format!("Cookie: {c}\r\n")).unwrap_or_default();
-    let request = if post {
-        format!("POST /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n{cookie}Content-Length: 11\r\n\r\nhello=world")
-    } else {
-        format!("GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n{cookie}\r\n")
+    let request = match kind {
+        Idle::Http1Post => {
+            format!("POST /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n{cookie}Content-Length: 11\r\n\r\nhello=world")
+        }
+        Idle::Http1Chunked => format!(
+            "POST /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n{cookie}Transfer-Encoding: chunked\r\n\r\n\
+             b\r\nhello=world\r\n0\r\n\r\n"
+        ),
+        _ => format!("GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n{cookie}\r\n"),
     };
     stream.write_all(request.as_bytes()).await.expect("write");
-    read_http1_answer(stream, if post { "http/1.1 405" } else { "http/1.1 200" }).await;
+    let expected = match kind {
+        Idle::Http1Post | Idle::Http1Chunked => "http/1.1 405",
+        _ => "http/1.1 200",
+    };
+    read_http1_answer(stream, expected).await;
 }
 
 /// Reads one HTTP/1.1 answer framed by `Content-Length`, whose head starts with `expected` (lowercase).

@@ -192,7 +192,7 @@ pub(crate) fn chunk_step(state: &mut Chunk, buf: &mut BytesMut) -> Result<Step, 
                 return Ok(Step::NeedMore);
             }
             if &buf[..2] != b"\r\n" {
-                return Err("the upstream's chunk data is longer than its size".into());
+                return Err("chunk data longer than its size".into());
             }
             let _ = buf.split_to(2);
             *state = Chunk::Size;
@@ -220,10 +220,10 @@ pub(crate) fn chunk_step(state: &mut Chunk, buf: &mut BytesMut) -> Result<Step, 
 fn line_end(buf: &[u8], limit: usize, what: &str) -> Result<Option<usize>, String> {
     let window = &buf[..buf.len().min(limit.saturating_add(2))];
     match window.iter().position(|&b| b == b'\n') {
-        Some(0) => Err(format!("the upstream's {what} has a bare LF")),
+        Some(0) => Err(format!("the {what} has a bare LF")),
         Some(lf) if window[lf - 1] == b'\r' => Ok(Some(lf - 1)),
-        Some(_) => Err(format!("the upstream's {what} has a bare LF")),
-        None if window.len() >= limit.saturating_add(2) => Err(format!("the upstream's {what} is too long")),
+        Some(_) => Err(format!("the {what} has a bare LF")),
+        None if window.len() >= limit.saturating_add(2) => Err(format!("the {what} is too long")),
         None => Ok(None),
     }
 }
@@ -232,11 +232,11 @@ fn line_end(buf: &[u8], limit: usize, what: &str) -> Result<Option<usize>, Strin
 fn parse_chunk_size(line: &[u8]) -> Result<u64, String> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 || digits > 16 {
-        return Err("the upstream sent an invalid chunk size".into());
+        return Err("invalid chunk size".into());
     }
     let rest = line[digits..].trim_ascii_start();
     if !(rest.is_empty() || rest[0] == b';') || rest.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-        return Err("the upstream sent an invalid chunk size line".into());
+        return Err("invalid chunk-size line".into());
     }
     // At most 16 digits: no overflow.
     Ok(line[..digits].iter().fold(0u64, |n, &d| (n << 4) | hex(d)))
@@ -324,7 +324,7 @@ impl http_body::Body for ResponseBody {
                 return Poll::Ready(None);
             };
             match this.framing.decode(&mut conn.buf) {
-                Err(e) => return this.error(e),
+                Err(e) => return this.error(format!("the upstream's chunked body: {e}")),
                 Ok(Decoded::Data(data)) => {
                     // The last bytes: the connection is free before the client has even been sent them.
                     if this.framing == Framing::Done {

@@ -1,7 +1,7 @@
 //! Request-smuggling defence: a second reading of every HTTP/1 request head hyper reads, to refuse messages whose
 //! framing is ambiguous. (Heads the HTTP/1 front, [`crate::http1::server`], serves have one plain `Content-Length` at
-//! most and no `Transfer-Encoding`; a connection reaches hyper, and this check, from the first head the front does
-//! not serve.)
+//! most and no `Transfer-Encoding`, or one `Transfer-Encoding: chunked` and no `Content-Length`; a connection reaches
+//! hyper, and this check, from the first head the front does not serve.)
 //!
 //! hyper follows RFC 9112 §6.3 for a request with both `Content-Length` and `Transfer-Encoding`: it drops the
 //! `Content-Length`, reads the body as chunked and closes the connection afterwards, so the gate and the upstream

@@ -8,7 +8,7 @@
 //!
 //! | side | own code (this folder) | hyper |
 //! |---|---|---|
-//! | server | [`server`]: a plain or TLS HTTP/1.1 request head without `Transfer-Encoding`, `Upgrade` or `CONNECT`, with at most one plain `Content-Length` ([`request_body`]) and no expectation but `100-continue`, read whole within the limits | everything else: chunked bodies, upgrades, HTTP/1.0, malformed or oversized heads (hyper answers 400/414/431), and every HTTP/2 connection ([`crate::server`]) |
+//! | server | [`server`]: a plain or TLS HTTP/1.1 request head without `Upgrade` or `CONNECT`, with at most one plain `Content-Length` or one `Transfer-Encoding: chunked` alone ([`request_body`]) and no expectation but `100-continue`, read whole within the limits | everything else: other transfer codings, upgrades, HTTP/1.0, malformed or oversized heads (hyper answers 400/414/431), and every HTTP/2 connection ([`crate::server`]) |
 //! | client | [`client`]: a bodiless `GET` or `HEAD` to a plain-HTTP upstream | everything else: bodies, other methods, upgrades, HTTPS upstreams ([`crate::proxy::Forwarder`]) |
 //!
 //! A connection starts on the own server and is handed to hyper, with every unanswered byte, at the first head it
@@ -27,12 +27,12 @@
 //! | header read and keep-alive timeout | [`server`] | `header_read_timeout` in [`crate::server`] |
 //! | `Connection: close`, graceful finish, cancel on hang-up, pipelining | [`server`] | hyper's dispatcher |
 //! | response framing, `Date` ([`date`]) | [`server`] | hyper's encoder |
-//! | request smuggling (ambiguous framing refused) | only one plain `Content-Length` is served | [`framing`] |
+//! | request smuggling (ambiguous framing refused) | only one plain `Content-Length`, or one `chunked` alone, is served | [`framing`] |
 //! | request bodies | [`request_body`], read by [`server`] | hyper's `Incoming` |
 //! | hop-by-hop removal (RFC 9110 §7.6.1) | [`client`] while parsing | [`hop`], called by [`crate::proxy`] |
 //! | pool, reaper, retry of a closed pooled connection | [`pool`], [`client`] | hyper-util's pool |
 //! | connect and response timeouts, latency metric, base path | [`client`] via [`crate::proxy`] | [`crate::proxy`] |
-//! | chunked decoding of responses | [`body`] | hyper |
+//! | chunked decoding (responses; request bodies the front reads) | [`body`] | hyper |
 //! | fields the gate replaces (the upstream's `X-Request-Id`) | dropped by [`client`] as told ([`client::Client::new`]) | replaced in the map by [`crate::gate`] |
 
 pub(crate) mod body;

@@ -1,5 +1,6 @@
 //! A request body the HTTP/1 front ([`super::server`]) reads itself: one delimited by a single `Content-Length`
-//! (RFC 9112 §6.2, §6.3 item 6), handed to the gate's pipeline as [`RequestBody`] while the front reads it.
+//! (RFC 9112 §6.2, §6.3 item 6) or chunked (a single `Transfer-Encoding: chunked`, §7.1), handed to the gate's
+//! pipeline as [`RequestBody`] while the front reads it (and, when chunked, decodes it).
 //!
 //! The two halves share one slot. The front ([`Feeder`]) reads the body off the connection and puts it in the slot
 //! a piece at a time; whoever reads the request body (the gate's own endpoints, or hyper's client sending it
@@ -7,7 +8,7 @@
 //! request body in flight holds at most one piece (one read, [`BODY_READ`] bytes at most) besides what the socket
 //! holds: the client waits for the upstream, not the gate's memory.
 //!
-//! A body ends in one of three ways: whole (its length read and taken); failed, when the front stops before its
+//! A body ends in one of three ways: whole (its length, or its last chunk, read and taken); failed, when the front stops before its
 //! end (the client hung up in the middle, or the answer came first and the rest is not wanted any more); or unread,
 //! when its reader lets it go first, after which the front takes nothing more from the connection for it (see
 //! [`Feeder::poll_room`]). The reader of a failed body sees an error, never a short body passed off as whole.
@@ -24,13 +25,14 @@ use super::BoxError;
 /// into its read buffer, which the gate limits to about as much).
 pub(crate) const BODY_READ: usize = 16 * 1024;
 
-/// A body of `length` bytes (more than 0): the front's half and the pipeline's.
-pub(crate) fn channel(length: u64) -> (Feeder, RequestBody) {
+/// A body of `length` bytes (more than 0), or chunked (`None`: its end is known once the front reads its last
+/// chunk): the front's half and the pipeline's.
+pub(crate) fn channel(length: Option<u64>) -> (Feeder, RequestBody) {
     let shared = Arc::new(Shared::default());
     (
         Feeder {
             shared: Arc::clone(&shared),
-            left: length,
+            done: false,
         },
         RequestBody { shared, left: length },
     )
@@ -46,6 +48,8 @@ struct Slot {
     piece: Option<Bytes>,
     /// Why the body stopped before its end, once it has.
     failed: Option<&'static str>,
+    /// The front has put the body's last piece (it read the end of a chunked body).
+    ended: bool,
     /// The reader has let the body go.
     unread: bool,
     /// The reader has asked for the body (`Expect: 100-continue` waits for it, [`Feeder::poll_wanted`]).
@@ -77,12 +81,12 @@ fn wake(waker: &mut Option<Waker>) {
     }
 }
 
-/// The front's half: puts the body in the slot as it reads it.
+/// The front's half: puts the body in the slot as it reads it (the front keeps track of where the body ends).
 #[derive(Debug)]
 pub(crate) struct Feeder {
     shared: Arc<Shared>,
-    /// Body bytes not yet read off the connection.
-    left: u64,
+    /// The front has read the body to its end ([`Feeder::finish`]).
+    done: bool,
 }
 
 /// Whether the front may put a piece in the slot.
@@ -94,11 +98,6 @@ pub(crate) enum Room {
 }
 
 impl Feeder {
-    /// Body bytes not yet read off the connection.
-    pub(crate) fn left(&self) -> u64 {
-        self.left
-    }
-
     /// Whether a piece can go in now; `Pending` while the last one waits to be taken (the task is woken when it is
     /// taken, or when the reader lets the body go).
     pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Room> {
@@ -126,18 +125,20 @@ impl Feeder {
         Poll::Pending
     }
 
-    /// Puts the next `piece` of the body in the slot, which [`Feeder::poll_room`] said is free; the caller never
-    /// puts more than [`Feeder::left`] bytes in all.
+    /// Puts the next `piece` of the body in the slot, which [`Feeder::poll_room`] said is free; a body by length
+    /// is never given more than its length in all.
     pub(crate) fn put(&mut self, piece: Bytes) {
-        self.left -= (piece.len() as u64).min(self.left);
         let mut slot = self.shared.lock();
         slot.piece = Some(piece);
         wake(&mut slot.reader);
     }
 
-    /// Passes over `n` body bytes nobody will read (the reader let the body go).
-    pub(crate) fn skip(&mut self, n: u64) {
-        self.left -= n.min(self.left);
+    /// The body has been read to its end: a chunked body's reader sees it end once it has taken the last piece.
+    pub(crate) fn finish(&mut self) {
+        self.done = true;
+        let mut slot = self.shared.lock();
+        slot.ended = true;
+        wake(&mut slot.reader);
     }
 
     /// Ends the body before its end, for `why`; its reader sees an error.
@@ -154,18 +155,18 @@ impl Drop for Feeder {
     /// A front that goes before the body's end (its request was dropped) fails the body, so that a reader elsewhere
     /// (an upstream request still sending it) stops too.
     fn drop(&mut self) {
-        if self.left > 0 {
+        if !self.done {
             self.fail("the client's connection ended before the request body did");
         }
     }
 }
 
-/// The pipeline's half: the request body, as the front reads it; its length is known from the start.
+/// The pipeline's half: the request body, as the front reads it.
 #[derive(Debug)]
 pub struct RequestBody {
     shared: Arc<Shared>,
-    /// Body bytes not yet taken.
-    left: u64,
+    /// Body bytes not yet taken, when its length is known from the start; `None` for a chunked body.
+    left: Option<u64>,
 }
 
 /// The error of a body the front stopped before its end.
@@ -188,18 +189,23 @@ impl http_body::Body for RequestBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if self.left == 0 {
+        if self.left == Some(0) {
             return Poll::Ready(None);
         }
         let mut slot = self.shared.lock();
         if let Some(piece) = slot.piece.take() {
             wake(&mut slot.feeder);
             drop(slot);
-            self.left -= (piece.len() as u64).min(self.left);
+            if let Some(left) = self.left.as_mut() {
+                *left -= (piece.len() as u64).min(*left);
+            }
             return Poll::Ready(Some(Ok(Frame::data(piece))));
         }
         if let Some(why) = slot.failed {
             return Poll::Ready(Some(Err(Box::new(Failed(why)))));
+        }
+        if slot.ended {
+            return Poll::Ready(None);
         }
         if !slot.wanted {
             slot.wanted = true;
@@ -210,11 +216,11 @@ impl http_body::Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.left == 0
+        self.left == Some(0)
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.left)
+        self.left.map_or_else(SizeHint::default, SizeHint::with_exact)
     }
 }
 

@@ -8,28 +8,31 @@
 //!   [`MAX_HEADERS`] fields, with a valid method and a request target of at most [`MAX_TARGET`] bytes that parses
 //!   as a URI;
 //! - it is HTTP/1.1 and its method is not `CONNECT`;
-//! - it has no `Transfer-Encoding` or `Upgrade` field (no chunked body, no protocol switch), at most one
-//!   `Content-Length` field, of plain digits (RFC 9112 §6.3 item 6), and no `Expect` field but one `100-continue`
-//!   on a request with a body.
+//! - it has no `Upgrade` field (no protocol switch), and either at most one `Content-Length` field, of plain digits
+//!   (RFC 9112 §6.3 item 6), or one `Transfer-Encoding` field saying `chunked` and nothing else and no
+//!   `Content-Length` (§6.3 item 4); and no `Expect` field but one `100-continue` on a request with a body.
 //!
 //! Any other head, every malformed one included, hands the connection over ([`Ended::HandOff`]) with all the bytes
 //! not yet answered, from that head's first byte: hyper reads them as a new connection's first request, answers
 //! errors itself (400, 414, 431) and serves the connection from then on, and the request-smuggling check
-//! ([`crate::http1::framing`]) follows its bytes from the same point. A body served here is delimited by its one
-//! length alone, so no request here can be framed two ways: a repeated or listed `Content-Length`, or one next to
-//! `Transfer-Encoding`, goes to hyper and is refused there.
+//! ([`crate::http1::framing`]) follows its bytes from the same point. A body served here is delimited one way
+//! alone, so no request here can be framed two ways: a repeated or listed `Content-Length`, a list of codings, or a
+//! length next to `Transfer-Encoding`, goes to hyper and is refused there.
 //!
-//! A body ([`crate::http1::request_body`]) is read while its request is handled, a piece at a time as its reader
-//! (an endpoint, or the upstream request) takes it, never past its end: what follows it is the next request. When
-//! the answer comes before the body's end (the gate refused the request, or the upstream answered early), the rest
-//! is not passed on (the reader sees the body fail, as with Go's HTTP/1 server), and the front reads and drops it:
-//! up to [`MAX_DISCARD`] bytes still to come keep the connection, more close it after the answer, and either way
-//! the client's bytes are read (at most `server.header_read_timeout`) before a close, so that closing does not reset
-//! the connection under an answer still on its way. A client that hangs up in the middle of a body drops its
-//! request, as before an answer; one that sends none of it for `server.idle_timeout` too. A client that sent
-//! `Expect: 100-continue` is told to send its body (`100 Continue`, RFC 9110 §10.1.1) when the body's reader first
-//! asks for it, as hyper does; when the answer comes first it is never told, may never send the body, and the
-//! connection closes after the answer.
+//! A body ([`crate::http1::request_body`], [`reading`]) is read while its request is handled, a piece at a time as
+//! its reader (an endpoint, or the upstream request) takes it, never past its end: what follows it is the next
+//! request. A chunked body is decoded here with the own client's strict decoder ([`crate::http1::body`]: CRLF line
+//! ends only, at most 16 hexadecimal digits of size, bounded extensions and trailers, which are dropped); a
+//! malformed one fails for its reader, whose answer (400) goes out, and the connection closes after it. When the
+//! answer comes before the body's end (the gate refused the request, or the upstream answered early), the rest is
+//! not passed on (the reader sees the body fail, as with Go's HTTP/1 server), and the front reads and drops it: up
+//! to [`reading::MAX_DISCARD`] bytes still to come keep the connection, more (or an unknown amount: chunks still to
+//! come) close it after the answer, and either way the client's bytes are read (at most
+//! `server.header_read_timeout`) before a close, so that closing does not reset the connection under an answer
+//! still on its way. A client that hangs up in the middle of a body drops its request, as before an answer; one
+//! that sends none of it for `server.idle_timeout` too. A client that sent `Expect: 100-continue` is told to send
+//! its body (`100 Continue`, RFC 9110 §10.1.1) when the body's reader first asks for it, as hyper does; when the
+//! answer comes first it is never told, may never send the body, and the connection closes after the answer.
 //!
 //! What hyper's server did and this module keeps:
 //! - `server.header_read_timeout` runs from the moment the connection waits for a head (so it also bounds the
@@ -61,7 +64,7 @@ use std::pin::{pin, Pin};
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -69,12 +72,15 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
 mod answer;
+mod reading;
 
 use self::answer::{bodyless, declared_length, encode_head, send_body};
+use self::reading::{Reading, Rest, CONTINUE};
+use super::body::{Chunk, Framing};
 use super::fields::Fields;
 use super::names::{self, Names};
-use super::request_body::{self, Feeder, Room, BODY_READ};
-use super::{at_most, hop, parse_decimal, MAX_HEADERS};
+use super::request_body;
+use super::{hop, parse_decimal, MAX_HEADERS};
 use crate::body::Body;
 use crate::connections::Registration;
 use crate::deadlines::Deadline;
@@ -88,9 +94,6 @@ const FIRST_BUFFER: usize = 8 * 1024;
 const COALESCE: usize = 16 * 1024;
 /// The most that is kept between answers for writing the next (a larger buffer is let go).
 const KEEP_OUT: usize = 64 * 1024;
-/// The most request body bytes still to come after an early answer that are read and dropped to keep the
-/// connection; after an answer that leaves more unread, the connection closes.
-const MAX_DISCARD: u64 = 64 * 1024;
 
 /// What a connection's front needs. `handle` answers a request from `peer` (the gate's pipeline).
 pub struct Front<'a, H> {
@@ -190,33 +193,38 @@ where
         let Some(resp) = answered else {
             return false;
         };
-        // Body bytes the client is still to send after an answer that came first; nobody reads them.
-        let unread = reading
-            .as_mut()
-            .map_or(0, |reading| conn.give_up_body(&mut reading.feeder));
+        // What of the body the client is still to send after an answer that came first; nobody reads it.
+        let rest = reading
+            .as_deref_mut()
+            .map_or(Rest::None, |reading| conn.give_up_body(reading));
         // A `100 Continue` begun goes out whole before the answer; one never begun leaves the client free not to
         // send the body at all (RFC 9110 §10.1.1), so where its next request starts is unknown: the connection
         // closes after the answer.
         let mut told_to_wait = false;
         if let Some(written) = reading.as_mut().and_then(|reading| reading.continue_at.take()) {
             if written == 0 {
-                told_to_wait = unread > 0;
+                told_to_wait = rest != Rest::None;
             } else if io.write_all(&CONTINUE[written..]).await.is_err() {
                 return false;
             }
         }
         let keep_alive =
-            keep_alive && !last && !front.registration.finishing() && unread <= MAX_DISCARD && !told_to_wait;
+            keep_alive && !last && !front.registration.finishing() && rest.keeps_connection() && !told_to_wait;
         let written = conn.write_answer(io, resp, head_only, keep_alive).await;
         let within = front.header_read_timeout;
+        // Reading the rest of the body (at most `MAX_DISCARD` bytes to keep the connection).
+        let unread = reading.filter(|_| matches!(rest, Rest::Length(_) | Rest::Chunked));
         match written {
-            Ok(true) => unread == 0 || conn.discard(io, unread, within).await,
+            Ok(true) => match unread {
+                None => true,
+                Some(mut reading) => conn.discard(io, &mut reading, within).await,
+            },
             Ok(false) => {
                 let _ = crate::deadlines::timeout_at(Instant::now() + within, || io.shutdown()).await;
                 // Read what the client still sends of the body before closing: closing with it unread would reset
                 // the connection, and the client could lose the answer with it (nginx's lingering close).
-                if unread > 0 {
-                    conn.discard(io, unread, within).await;
+                if let Some(mut reading) = unread {
+                    conn.discard(io, &mut reading, within).await;
                 }
                 false
             }
@@ -262,22 +270,6 @@ struct Head {
     /// The reading of the request's body, when it has one; its bytes follow the head.
     body: Option<Box<Reading>>,
 }
-
-/// A request body being read here ([`request_body`]): the front's half of its slot, and how long the client may
-/// send none of it. Boxed in [`Head`], so that a request without a body (most) carries and moves none of it.
-struct Reading {
-    feeder: Feeder,
-    /// `server.idle_timeout`.
-    within: Duration,
-    /// Armed while the client is awaited; the request is dropped when it passes.
-    stalled: Option<Deadline>,
-    /// `Expect: 100-continue` and [`CONTINUE`] not sent yet: how much of it is written.
-    continue_at: Option<usize>,
-}
-
-/// The interim answer a client that sent `Expect: 100-continue` waits for before sending its body (RFC 9110
-/// §15.2.1).
-const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 // The request is the point: boxing it would allocate for every request.
 #[allow(clippy::large_enum_variant)]
@@ -416,6 +408,7 @@ impl Conn {
         // Every check that can hand the connection over reads the bytes still in place.
         self.field_names.clear();
         let mut length: Option<u64> = None;
+        let mut chunked = false;
         let mut expect_continue = false;
         for (position, &(name_start, name_end, value_start, value_end)) in self.spans.iter().enumerate() {
             let name = match self.names.get(position, &self.buf[name_start..name_end]) {
@@ -435,13 +428,29 @@ impl Conn {
                     return Parse::HandOff;
                 }
                 expect_continue = true;
-            } else if [header::TRANSFER_ENCODING, header::UPGRADE].contains(&name) {
+            } else if name == header::TRANSFER_ENCODING {
+                // One field saying `chunked` and nothing else (RFC 9112 §6.1, §7.1); a list, another coding or a
+                // repeat is hyper's, and the smuggling check's.
+                if chunked || !self.buf[value_start..value_end].eq_ignore_ascii_case(b"chunked") {
+                    return Parse::HandOff;
+                }
+                chunked = true;
+            } else if name == header::UPGRADE {
                 return Parse::HandOff;
             }
             self.field_names.push(name);
         }
+        // Framed two ways (RFC 9112 §6.3 item 3): hyper's, and the smuggling check's, to refuse.
+        if chunked && length.is_some() {
+            return Parse::HandOff;
+        }
+        let framing = match length {
+            _ if chunked => Framing::Chunked(Chunk::Size),
+            None | Some(0) => Framing::Done,
+            Some(n) => Framing::Length(n),
+        };
         // An expectation without a body to send is hyper's to answer, as before.
-        if expect_continue && length.unwrap_or(0) == 0 {
+        if expect_continue && framing == Framing::Done {
             return Parse::HandOff;
         }
         let head = self.buf.split_to(len).freeze();
@@ -462,16 +471,11 @@ impl Conn {
             }
             fields.append(name, value);
         }
-        let (body, reading) = match length {
-            None | Some(0) => (Body::Empty, None),
-            Some(length) => {
+        let (body, reading) = match framing {
+            Framing::Done => (Body::Empty, None),
+            framing => {
                 let (feeder, body) = request_body::channel(length);
-                let reading = Reading {
-                    feeder,
-                    within: body_idle,
-                    stalled: None,
-                    continue_at: expect_continue.then_some(0),
-                };
+                let reading = Reading::new(feeder, framing, body_idle, expect_continue);
                 (Body::Received(body), Some(Box::new(reading)))
             }
         };
@@ -507,12 +511,12 @@ impl Conn {
             if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
                 return Poll::Ready(Some(resp));
             }
-            if let Some(reading) = reading.as_deref_mut().filter(|reading| reading.feeder.left() > 0) {
+            if let Some(reading) = reading.as_deref_mut().filter(|reading| !reading.is_over()) {
                 match self.feed(io, reading, cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Err(())) => return Poll::Ready(None),
                     // Unread: nothing more is read until the answer (which reads or drops the rest).
-                    Poll::Ready(Ok(())) if reading.feeder.left() > 0 => return Poll::Pending,
+                    Poll::Ready(Ok(())) if !reading.is_over() => return Poll::Pending,
                     Poll::Ready(Ok(())) => {}
                 }
             }
@@ -535,141 +539,6 @@ impl Conn {
             Poll::Pending
         })
         .await
-    }
-
-    /// Reads the request body off `io` into its slot, a piece at a time, starting with the body bytes already read;
-    /// `Ready(Ok)` once the body is read whole or its reader has let it go, `Ready(Err)` when the client ended or
-    /// broke the connection before the body's end, or sent none of it for `server.idle_timeout` (the body fails),
-    /// `Pending` while the slot is full or the client sends nothing. Never reads past the body's end. For
-    /// `Expect: 100-continue`, [`CONTINUE`] goes out once the body's reader asks for it, unless the client has sent
-    /// body bytes anyway (RFC 9110 §10.1.1 lets the server omit it then); until then the client's silence is no
-    /// stall.
-    fn feed<I: AsyncRead + AsyncWrite + Unpin>(
-        &mut self,
-        io: &mut I,
-        reading: &mut Reading,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<Result<(), ()>> {
-        let Reading {
-            feeder,
-            within,
-            stalled,
-            continue_at,
-        } = reading;
-        while feeder.left() > 0 {
-            if std::task::ready!(feeder.poll_room(cx)) == Room::Unread {
-                return Poll::Ready(Ok(()));
-            }
-            if !self.buf.is_empty() {
-                // The client did not wait to be told (and nothing of `100 Continue` went out, which only begins
-                // while no body byte has come).
-                if *continue_at == Some(0) {
-                    *continue_at = None;
-                }
-            } else if let Some(written) = continue_at {
-                match feeder.poll_wanted(cx) {
-                    Poll::Ready(Room::Unread) => return Poll::Ready(Ok(())),
-                    Poll::Ready(Room::Free) => match poll_continue(io, written, cx) {
-                        Poll::Ready(Ok(())) => *continue_at = None,
-                        Poll::Ready(Err(e)) => {
-                            tracing::debug!(error = %e, "writing 100 Continue failed");
-                            feeder.fail("the client's connection failed before the request body");
-                            return Poll::Ready(Err(()));
-                        }
-                        Poll::Pending => return Poll::Pending,
-                    },
-                    // Not wanted yet: only what the client sends without waiting is read.
-                    Poll::Pending => {}
-                }
-            }
-            if self.buf.is_empty() {
-                let want = at_most(feeder.left(), BODY_READ);
-                self.buf.reserve(want);
-                let mut limited = (&mut self.buf).limit(want);
-                let read = match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut limited) {
-                    Poll::Ready(read) => read,
-                    // A client told to wait for `100 Continue` is not stalling.
-                    Poll::Pending if continue_at.is_some() => return Poll::Pending,
-                    Poll::Pending => {
-                        if stalled.is_none() {
-                            // A timeout too long to be a time (centuries) waits for ever.
-                            let Some(at) = Instant::now().checked_add(*within) else {
-                                return Poll::Pending;
-                            };
-                            *stalled = Some(Deadline::at(at));
-                        }
-                        if let Some(deadline) = stalled.as_mut() {
-                            std::task::ready!(Pin::new(deadline).poll(cx));
-                        }
-                        tracing::debug!(?within, "a request body stopped coming; dropping the request");
-                        feeder.fail("the client stopped sending the request body");
-                        return Poll::Ready(Err(()));
-                    }
-                };
-                *stalled = None;
-                match read {
-                    Ok(0) => {
-                        tracing::debug!("the client ended its connection in the middle of a request body");
-                        feeder.fail("the client ended its connection in the middle of the request body");
-                        return Poll::Ready(Err(()));
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::debug!(error = %e, "the client's connection failed in the middle of a request body");
-                        feeder.fail("the client's connection failed in the middle of the request body");
-                        return Poll::Ready(Err(()));
-                    }
-                }
-            }
-            let piece = at_most(feeder.left(), self.buf.len());
-            feeder.put(self.buf.split_to(piece).freeze());
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    /// After an answer: passes over the body bytes already read and not taken, and returns how many the client is
-    /// still to send; when any, the body fails (its reader, if it still reads, sees an error: the answer came first,
-    /// and the rest is not passed on, as Go's HTTP/1 server and nginx's buffering do).
-    fn give_up_body(&mut self, feeder: &mut Feeder) -> u64 {
-        let here = at_most(feeder.left(), self.buf.len());
-        self.buf.advance(here);
-        feeder.skip(here as u64);
-        if feeder.left() > 0 {
-            feeder.fail("the answer came before the end of the request body");
-        }
-        feeder.left()
-    }
-
-    /// Reads and drops the `rest` of a request body nobody wants, within `within`; `true` when all of it came. What
-    /// the client sends after it stays for the next request.
-    async fn discard<I: AsyncRead + Unpin>(&mut self, io: &mut I, mut rest: u64, within: Duration) -> bool {
-        let discarding = poll_fn(|cx| {
-            let mut scratch = [MaybeUninit::<u8>::uninit(); 4096];
-            while rest > 0 {
-                let mut read = ReadBuf::uninit(&mut scratch);
-                match std::task::ready!(Pin::new(&mut *io).poll_read(cx, &mut read)) {
-                    Ok(()) if read.filled().is_empty() => return Poll::Ready(false),
-                    Ok(()) => {
-                        let filled = read.filled();
-                        let dropped = at_most(rest, filled.len());
-                        rest -= dropped as u64;
-                        self.buf.put_slice(&filled[dropped..]);
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "the client's connection failed while its unwanted body was read");
-                        return Poll::Ready(false);
-                    }
-                }
-            }
-            Poll::Ready(true)
-        });
-        match crate::deadlines::timeout_at(Instant::now() + within, || discarding).await {
-            Ok(whole) => whole,
-            Err(_) => {
-                tracing::debug!("the rest of an unwanted request body did not come within the header read timeout");
-                false
-            }
-        }
     }
 
     /// Writes `resp`, framed as the module docs say, and flushes it; `true` when the connection can serve another
@@ -747,21 +616,6 @@ pub fn read_head(bytes: &[u8], max_header_bytes: usize) -> Option<(usize, Reques
             None
         }
     }
-}
-
-/// Writes what is left of [`CONTINUE`] after its first `written` bytes, and flushes it.
-fn poll_continue<I: AsyncWrite + Unpin>(
-    io: &mut I,
-    written: &mut usize,
-    cx: &mut std::task::Context<'_>,
-) -> Poll<io::Result<()>> {
-    while let Some(rest) = CONTINUE.get(*written..).filter(|rest| !rest.is_empty()) {
-        match std::task::ready!(Pin::new(&mut *io).poll_write(cx, rest))? {
-            0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-            n => *written += n,
-        }
-    }
-    Pin::new(&mut *io).poll_flush(cx)
 }
 
 /// Puts a head taken out of `buf` back in front of it, for hyper (a copy, on this rare path only).

@@ -237,8 +237,8 @@ impl Forwarder {
         // client abort the upstream request; the failure is the client's, and is answered as such.
         let client_failure: Arc<std::sync::OnceLock<String>> = Arc::default();
         let body = match body {
-            Body::Paced(paced) => Body::Boxed(http_body_util::BodyExt::boxed(ClientBody {
-                inner: paced,
+            body @ (Body::Paced(_) | Body::Received(_)) => Body::Boxed(http_body_util::BodyExt::boxed(ClientBody {
+                inner: body,
                 failed: Arc::clone(&client_failure),
             })),
             other => other,
@@ -300,7 +300,8 @@ impl Forwarder {
 /// client's side (RFC 9112 §7.1: an invalid chunk size, data longer than its chunk, a bare LF, an overflow; or the
 /// client hanging up mid-body), so the gate answers 400 and logs a client error instead of blaming the upstream.
 struct ClientBody {
-    inner: crate::body::paced::PacedBody,
+    /// The client's body, as hyper's server or the HTTP/1 front reads it.
+    inner: Body,
     failed: Arc<std::sync::OnceLock<String>>,
 }
 

@@ -1,6 +1,6 @@
 //! The HTTP/1.1 front (`src/http1/server.rs`) over real sockets: the requests it answers itself (bodies by
-//! `Content-Length` included), the connection handed to hyper in the middle when a request needs it (a chunked body,
-//! HTTP/1.0, a malformed head), and what the client sees either way: answers in order, framed by the gate, dated,
+//! `Content-Length` or chunked included), the connection handed to hyper in the middle when a request needs it (a
+//! body in another coding, HTTP/1.0, a malformed head), and what the client sees either way: answers in order, framed by the gate, dated,
 //! closed when asked, a request dropped when its client goes, and a body the answer came before never served.
 
 use std::time::Duration;
@@ -34,21 +34,25 @@ async fn pipelined_requests_and_bodies_are_answered_in_order_on_either_server() 
     let post = |path: &str, framing: &str, body: &str| {
         format!("POST {path} HTTP/1.1\r\nHost: a\r\nCookie: logto_gate={cookie}\r\n{framing}\r\n\r\n{body}")
     };
-    // All in one write: two requests for the front, a body by length (read by the front, the next head right
-    // behind it), a chunked one (handed to hyper with what follows it), and one more that hyper then serves,
-    // asking to close.
+    // All in one write: two requests for the front, a body by length and a chunked one (read by the front, the
+    // next head right behind each), one in a coding the front does not serve (handed to hyper with what follows
+    // it), and one more that hyper then serves, asking to close.
     let all = get("/a", &cookie, "")
         + &get("/b", &cookie, "")
         + &post("/upload", "Content-Length: 5", "hello")
-        + &post("/upload", "Transfer-Encoding: chunked", "3\r\nabc\r\n0\r\n\r\n")
+        + &post("/upload", "Transfer-Encoding: chunked", "4\r\nabcd\r\n0\r\n\r\n")
+        + &post("/upload", "Transfer-Encoding: gzip, chunked", "3\r\nabc\r\n0\r\n\r\n")
         + &get("/c", &cookie, "Connection: close\r\n");
     let text = exchange_until_closed(s.gate.port, all.as_bytes()).await;
-    assert_eq!(statuses(&text), ["200", "200", "200", "200", "200"], "{text}");
+    assert_eq!(statuses(&text), ["200", "200", "200", "200", "200", "200"], "{text}");
     assert!(
-        text.contains("\"bytes\":5") && text.contains("\"bytes\":3"),
-        "both bodies reached the upstream whole: {text}"
+        text.contains("\"bytes\":5") && text.contains("\"bytes\":4") && text.contains("\"bytes\":3"),
+        "every body reached the upstream whole: {text}"
     );
-    assert_eq!(paths_after(&s, before), ["/a", "/b", "/upload", "/upload", "/c"]);
+    assert_eq!(
+        paths_after(&s, before),
+        ["/a", "/b", "/upload", "/upload", "/upload", "/c"]
+    );
 }
 
 #[tokio::test]
@@ -114,8 +118,8 @@ async fn a_client_expecting_100_continue_is_told_only_when_its_body_is_wanted() 
 
 #[tokio::test]
 async fn curl_uploading_two_megabytes_is_told_to_continue_and_served() {
-    // curl itself: over 1 MiB it sends `Expect: 100-continue` and waits for the interim answer (up to a second)
-    // before the body.
+    // curl itself: over 1 MiB, or of a size it does not know (from a pipe, which it sends chunked), it sends
+    // `Expect: 100-continue` and waits for the interim answer (up to a second) before the body.
     if !have_tool("curl", &["/usr/bin/curl"], "curl") {
         return;
     }
@@ -124,30 +128,39 @@ async fn curl_uploading_two_megabytes_is_told_to_continue_and_served() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("upload.bin");
     std::fs::write(&file, vec![7u8; 2 << 20]).unwrap();
-    let out = tokio::process::Command::new("/usr/bin/curl")
-        .args(["-sS", "-v", "--max-time", "20", "--data-binary"])
-        .arg(format!("@{}", file.display()))
-        .args([
-            "-H",
-            &format!("Cookie: logto_gate={cookie}"),
-            "-H",
-            "Accept: application/json",
-        ])
-        .arg(format!("{}/upload", s.gate.url()))
-        .output()
-        .await
-        .unwrap();
-    let (body, trace) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "{trace}");
-    assert!(trace.contains("Expect: 100-continue"), "curl asked: {trace}");
-    assert!(
-        trace.contains("HTTP/1.1 100 Continue"),
-        "the gate told it to continue: {trace}"
-    );
-    assert!(body.contains(&format!("\"bytes\":{}", 2 << 20)), "{body}");
+    for chunked in [false, true] {
+        let mut curl = tokio::process::Command::new("/usr/bin/curl");
+        curl.args(["-sS", "-v", "--max-time", "20"]);
+        if chunked {
+            curl.args(["-X", "POST", "-T", "-"])
+                .stdin(std::fs::File::open(&file).unwrap());
+        } else {
+            curl.arg("--data-binary").arg(format!("@{}", file.display()));
+        }
+        let out = curl
+            .args([
+                "-H",
+                &format!("Cookie: logto_gate={cookie}"),
+                "-H",
+                "Accept: application/json",
+            ])
+            .arg(format!("{}/upload", s.gate.url()))
+            .output()
+            .await
+            .unwrap();
+        let (body, trace) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{trace}");
+        assert_eq!(trace.contains("Transfer-Encoding: chunked"), chunked, "{trace}");
+        assert!(trace.contains("Expect: 100-continue"), "curl asked: {trace}");
+        assert!(
+            trace.contains("HTTP/1.1 100 Continue"),
+            "the gate told it to continue: {trace}"
+        );
+        assert!(body.contains(&format!("\"bytes\":{}", 2 << 20)), "{body}");
+    }
 }
 
 #[tokio::test]
@@ -370,8 +383,9 @@ async fn a_client_that_goes_away_cancels_its_request_upstream() {
 
 #[tokio::test]
 async fn a_body_that_stops_coming_drops_its_request_upstream_unanswered() {
-    // By length (the front) and chunked (hyper's server): once nothing of the body came for the idle timeout, the
-    // upstream exchange is dropped and the client's connection closed without an answer, though the client stays.
+    // By length and chunked (the front), and in a coding the front does not serve (hyper's server): once nothing
+    // of the body came for the idle timeout, the upstream exchange is dropped and the client's connection closed
+    // without an answer, though the client stays.
     let s = Stack::start().await;
     let (_, cookie) = s.signed_in().await;
     let by_length = format!(
@@ -383,7 +397,8 @@ async fn a_body_that_stops_coming_drops_its_request_upstream_unanswered() {
          32\r\n{}\r\n",
         "x".repeat(50)
     );
-    for request in [by_length, chunked] {
+    let coded = chunked.replace("chunked", "gzip, chunked");
+    for request in [by_length, chunked, coded] {
         cancelled_upstream(&s, &request, Client::Stays).await;
     }
 }
@@ -391,15 +406,15 @@ async fn a_body_that_stops_coming_drops_its_request_upstream_unanswered() {
 #[tokio::test]
 async fn a_body_that_comes_slowly_but_steadily_is_not_cut_off() {
     // The idle timeout bounds the wait for each piece of a body, not the whole body: ten pieces 300 ms apart under
-    // an idle timeout of 1 s, by length and chunked.
+    // an idle timeout of 1 s, by length and chunked (the front), and in a coding hyper's server reads.
     let s = Stack::edited(IdpOptions::default(), "", "", in_server("idle_timeout = \"1s\"")).await;
     let (_, cookie) = s.signed_in().await;
-    for chunked in [false, true] {
-        let framing = if chunked {
-            "Transfer-Encoding: chunked"
-        } else {
-            "Content-Length: 100"
-        };
+    for framing in [
+        "Content-Length: 100",
+        "Transfer-Encoding: chunked",
+        "Transfer-Encoding: gzip, chunked",
+    ] {
+        let chunked = framing.ends_with("chunked");
         let mut client = TcpStream::connect(("127.0.0.1", s.gate.port)).await.unwrap();
         let head = format!("POST /upload HTTP/1.1\r\nHost: a\r\nCookie: logto_gate={cookie}\r\n{framing}\r\n\r\n");
         client.write_all(head.as_bytes()).await.unwrap();
@@ -416,9 +431,9 @@ async fn a_body_that_comes_slowly_but_steadily_is_not_cut_off() {
         let (head, body) = tokio::time::timeout(Duration::from_secs(10), read_answer(&mut client, &mut buf, false))
             .await
             .expect("an answer");
-        assert!(head.starts_with("http/1.1 200"), "chunked {chunked}: {head}");
+        assert!(head.starts_with("http/1.1 200"), "{framing}: {head}");
         let body = String::from_utf8_lossy(&body);
-        assert!(body.contains("\"bytes\":100"), "chunked {chunked}: {body}");
+        assert!(body.contains("\"bytes\":100"), "{framing}: {body}");
     }
 }
 

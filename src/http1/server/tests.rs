@@ -68,7 +68,7 @@ fn every_other_head_is_handed_over_with_every_byte_in_place() {
     let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X: 1\r\n".repeat(MAX_HEADERS + 1));
     let over_limit = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX));
     let cases: Vec<&[u8]> = vec![
-        // A body framed any other way than by one plain Content-Length.
+        // A body framed any other way than by one plain Content-Length or one chunked coding alone.
         b"POST /u HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
         b"POST /u HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\nhello",
         b"POST /u HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello",
@@ -76,7 +76,17 @@ fn every_other_head_is_handed_over_with_every_byte_in_place() {
         b"POST /u HTTP/1.1\r\nContent-Length: \r\n\r\n",
         b"POST /u HTTP/1.1\r\nContent-Length: 18446744073709551616\r\n\r\n",
         b"POST /u HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        b"POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        b"POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n0\r\n\r\n",
+        b"POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /u HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+        b"POST /u HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        b"POST /u HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /u HTTP/1.1\r\nTransfer-Encoding: chunked;q=1\r\n\r\n0\r\n\r\n",
+        b"POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\x0b\r\n\r\n0\r\n\r\n",
+        b"POST /u HTTP/1.1\r\nTransfer-Encoding: \"chunked\"\r\n\r\n0\r\n\r\n",
+        b"POST /u HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n",
+        b"POST /u HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         b"POST /u HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue, x\r\n\r\n",
         b"POST /u HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\nExpect: 100-continue\r\n\r\n",
         b"POST /u HTTP/1.1\r\nContent-Length: 5\r\nExpect: 200-ok\r\n\r\n",
@@ -120,7 +130,10 @@ fn a_body_by_one_plain_content_length_is_served_here_and_stays_in_the_buffer() {
         let mut c = conn(text);
         let h = head(&mut c);
         assert_eq!(h.request.body().size_hint().exact(), Some(length));
-        assert_eq!(h.body.as_ref().map(|reading| reading.feeder.left()), Some(length));
+        assert_eq!(
+            h.body.as_ref().map(|reading| reading.framing()),
+            Some(Framing::Length(length))
+        );
         assert_eq!(&c.buf[..], b"hello", "the body is left for the front to read");
     }
     // A zero length is no body at all, the field kept as the client sent it.
@@ -129,6 +142,29 @@ fn a_body_by_one_plain_content_length_is_served_here_and_stays_in_the_buffer() {
     assert!(h.body.is_none() && h.request.body().is_end_stream());
     assert_eq!(h.request.headers()["content-length"], "0");
     assert_eq!(&c.buf[..], b"GET");
+}
+
+#[test]
+fn a_chunked_body_by_one_chunked_coding_alone_is_served_here_and_stays_in_the_buffer() {
+    for text in [
+        &b"POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"[..],
+        b"PUT /u HTTP/1.1\r\ntransfer-encoding: CHUNKED\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let mut c = conn(text);
+        let h = head(&mut c);
+        assert_eq!(h.request.body().size_hint().exact(), None);
+        assert!(!h.request.body().is_end_stream());
+        assert_eq!(
+            h.body.as_ref().map(|reading| reading.framing()),
+            Some(Framing::Chunked(Chunk::Size))
+        );
+        assert_eq!(
+            &c.buf[..],
+            b"5\r\nhello\r\n0\r\n\r\n",
+            "the body is left for the front to read"
+        );
+    }
 }
 
 #[test]
@@ -353,51 +389,83 @@ async fn send_then_rest(mut io: DuplexStream, bytes: &'static [u8]) -> String {
 }
 
 #[tokio::test]
-async fn a_sized_body_is_read_here_and_the_connection_stays_here() {
-    // In one write: a body and the next requests right behind it; none of them is handed to hyper.
-    let (text, seen) = front_with(true, |mut io| async move {
-        io.write_all(b"POST /u HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\n\r\n")
-            .await
-            .unwrap();
-        io.write_all(b"PUT /c HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nxyz")
-            .await
-            .unwrap();
-        rest(io).await
-    })
-    .await;
-    assert_eq!(
-        seen,
-        [
-            ("POST /u".into(), Ok(b"hello".to_vec())),
-            ("GET /b".into(), Ok(Vec::new())),
-            ("PUT /c".into(), Ok(b"xyz".to_vec()))
-        ]
-    );
-    assert!(
-        text.contains("\r\n\r\n/u 5") && text.contains("\r\n\r\n/b 0") && text.ends_with("\r\n\r\n/c 3"),
-        "{text}"
-    );
+async fn a_body_by_length_or_chunked_is_read_here_and_the_connection_stays_here() {
+    // In two writes: a body and the next requests right behind it; none of them is handed to hyper. Chunked: with
+    // an extension and a trailer field, which the reader never sees.
+    // The two writes, the first body as its reader sees it, and the first answer.
+    type Case = (&'static [u8], &'static [u8], &'static [u8], &'static str);
+    let cases: [Case; 2] = [
+        (
+            b"POST /u HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\n\r\n",
+            b"PUT /c HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nxyz",
+            b"hello",
+            "/u 5",
+        ),
+        (
+            b"POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;name=\"v\"\r\n world\r\n\
+              0\r\nX-Trailer: dropped\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
+            b"PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nxyz\r\n0\r\n\r\n",
+            b"hello world",
+            "/u 11",
+        ),
+    ];
+    for (first, second, body, answer) in cases {
+        let (text, seen) = front_with(true, |mut io| async move {
+            io.write_all(first).await.unwrap();
+            io.write_all(second).await.unwrap();
+            rest(io).await
+        })
+        .await;
+        assert_eq!(
+            seen,
+            [
+                ("POST /u".into(), Ok(body.to_vec())),
+                ("GET /b".into(), Ok(Vec::new())),
+                ("PUT /c".into(), Ok(b"xyz".to_vec()))
+            ]
+        );
+        assert!(
+            text.contains(&format!("\r\n\r\n{answer}"))
+                && text.contains("\r\n\r\n/b 0")
+                && text.ends_with("\r\n\r\n/c 3"),
+            "{text}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn a_body_trickling_in_reaches_its_reader_whole_and_in_order() {
-    // 300 KiB in writes of 1000 bytes, through a 16 KiB pipe: many reads, each a piece the reader takes.
+    // 300 KiB in writes of 700 bytes, through a 16 KiB pipe: many reads, each a piece the reader takes; chunked, in
+    // chunks of 1 to 4000 bytes, so that chunk lines are split across reads.
     let body: Vec<u8> = (0..300 * 1024).map(|i| (i % 251) as u8).collect();
-    let sent = body.clone();
-    let (text, seen) = front_with(true, |mut io| async move {
-        let head = format!(
-            "POST /big HTTP/1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            sent.len()
-        );
-        io.write_all(head.as_bytes()).await.unwrap();
-        for piece in sent.chunks(1000) {
-            io.write_all(piece).await.unwrap();
+    for chunked in [false, true] {
+        let mut encoded = b"POST /big HTTP/1.1\r\nConnection: close\r\n".to_vec();
+        if chunked {
+            encoded.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+            let (mut at, mut size) = (0, 1);
+            while at < body.len() {
+                let chunk = &body[at..(at + size).min(body.len())];
+                encoded.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                encoded.extend_from_slice(chunk);
+                encoded.extend_from_slice(b"\r\n");
+                at += chunk.len();
+                size = size * 7 % 4001 + 1;
+            }
+            encoded.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            encoded.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+            encoded.extend_from_slice(&body);
         }
-        rest(io).await
-    })
-    .await;
-    assert!(text.ends_with("/big 307200"), "{text}");
-    assert_eq!(seen, [("POST /big".into(), Ok(body))]);
+        let (text, seen) = front_with(true, |mut io| async move {
+            for piece in encoded.chunks(700) {
+                io.write_all(piece).await.unwrap();
+            }
+            rest(io).await
+        })
+        .await;
+        assert!(text.ends_with("/big 307200"), "chunked {chunked}: {text}");
+        assert_eq!(seen, [("POST /big".into(), Ok(body.clone()))], "chunked {chunked}");
+    }
 }
 
 #[tokio::test]
@@ -436,51 +504,128 @@ async fn an_early_answer_drops_a_small_rest_of_the_body_and_keeps_the_connection
 
 #[tokio::test]
 async fn an_early_answer_to_a_large_body_closes_after_reading_what_the_client_sends() {
-    // More than the front drops to keep a connection: the answer says close, and the front reads the body's rest
-    // before closing, so the client's writes do not fail and it reads the whole answer.
-    let (text, seen) = front_with(false, |mut io| async move {
-        io.write_all(b"POST /u HTTP/1.1\r\nContent-Length: 1048576\r\n\r\n")
-            .await
-            .unwrap();
-        for _ in 0..256 {
-            io.write_all(&[b'x'; 4096]).await.unwrap();
-        }
-        rest(io).await
-    })
-    .await;
-    assert!(
-        text.starts_with("HTTP/1.1 401") && text.contains("connection: close") && text.ends_with("/u"),
-        "{text}"
-    );
-    assert_eq!(seen.len(), 1);
+    // More than the front drops to keep a connection (or chunks still to come, however many): the answer says
+    // close, and the front reads the body's rest (requests inside never served) before closing, so the client's
+    // writes do not fail and it reads the whole answer.
+    let smuggled = b"GET /smuggled HTTP/1.1\r\n\r\n".repeat(150);
+    for chunked in [false, true] {
+        let smuggled = &smuggled;
+        let (text, seen) = front_with(false, |mut io| async move {
+            let framing = match chunked {
+                true => "Transfer-Encoding: chunked".to_owned(),
+                false => format!("Content-Length: {}", smuggled.len() * 256),
+            };
+            io.write_all(format!("POST /u HTTP/1.1\r\n{framing}\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            for _ in 0..256 {
+                if chunked {
+                    io.write_all(format!("{:x}\r\n", smuggled.len()).as_bytes())
+                        .await
+                        .unwrap();
+                }
+                io.write_all(smuggled).await.unwrap();
+                if chunked {
+                    io.write_all(b"\r\n").await.unwrap();
+                }
+            }
+            if chunked {
+                io.write_all(b"0\r\n\r\n").await.unwrap();
+            }
+            rest(io).await
+        })
+        .await;
+        assert!(
+            text.starts_with("HTTP/1.1 401") && text.contains("connection: close") && text.ends_with("/u"),
+            "chunked {chunked}: {text}"
+        );
+        assert_eq!(seen.len(), 1, "chunked {chunked}");
+    }
 }
 
 #[tokio::test]
 async fn a_client_gone_in_the_middle_of_a_body_drops_its_request() {
-    let (text, seen) = front_with(true, |mut io| async move {
-        io.write_all(b"POST /u HTTP/1.1\r\nContent-Length: 10\r\n\r\nhel")
-            .await
-            .unwrap();
-        io.shutdown().await.unwrap();
-        rest(io).await
-    })
-    .await;
-    assert_eq!(text, "", "nothing is answered");
-    assert!(seen.is_empty(), "the request was dropped before it finished: {seen:?}");
+    for partial in [
+        &b"POST /u HTTP/1.1\r\nContent-Length: 10\r\n\r\nhel"[..],
+        b"POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    ] {
+        let (text, seen) = front_with(true, |mut io| async move {
+            io.write_all(partial).await.unwrap();
+            io.shutdown().await.unwrap();
+            rest(io).await
+        })
+        .await;
+        assert_eq!(text, "", "nothing is answered");
+        assert!(seen.is_empty(), "the request was dropped before it finished: {seen:?}");
+    }
 }
 
 #[tokio::test]
 async fn a_body_that_stops_coming_drops_its_request_after_the_idle_timeout() {
-    // Three bytes of ten, then nothing, the connection left open: after `server.idle_timeout` (300 ms here) the
-    // request is dropped and the connection closed, as a head's trickle is cut off by the header read timeout.
-    let started = std::time::Instant::now();
-    let (text, seen) = front_with(true, |io| {
-        send_then_rest(io, b"POST /u HTTP/1.1\r\nContent-Length: 10\r\n\r\nhel")
+    // Three bytes of ten (or of a chunk), then nothing, the connection left open: after `server.idle_timeout` (300
+    // ms here) the request is dropped and the connection closed, as a head's trickle is cut off by the header read
+    // timeout.
+    for partial in [
+        &b"POST /u HTTP/1.1\r\nContent-Length: 10\r\n\r\nhel"[..],
+        b"POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+    ] {
+        let started = std::time::Instant::now();
+        let (text, seen) = front_with(true, |io| send_then_rest(io, partial)).await;
+        assert_eq!(text, "");
+        assert!(seen.is_empty(), "{seen:?}");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_chunked_body_fails_for_its_reader_and_closes_after_the_answer() {
+    // Each malformed the way the own client's decoder refuses; what follows is never served.
+    for malformed in [
+        &b"5\r\nhello\r\nZZ\r\nxx\r\n0\r\n\r\n"[..],
+        b"5\r\nhello\r\nFFFFFFFFFFFFFFFFF\r\nxx\r\n0\r\n\r\n",
+        b"5\r\nhello\r\n3\r\nhello\r\n0\r\n\r\n",
+        b"5\nhello\n0\n\n",
+        b"-1\r\nx\r\n0\r\n\r\n",
+    ] {
+        let (text, seen) = front_with(true, |io| async move {
+            let mut bytes = b"POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            bytes.extend_from_slice(malformed);
+            bytes.extend_from_slice(b"GET /smuggled HTTP/1.1\r\n\r\n");
+            let mut io = io;
+            io.write_all(&bytes).await.unwrap();
+            rest(io).await
+        })
+        .await;
+        let shown = String::from_utf8_lossy(malformed);
+        assert_eq!(seen.len(), 1, "{shown}: {seen:?}");
+        assert!(
+            matches!(&seen[0].1, Err(e) if e.contains("chunked framing is malformed")),
+            "{shown}: {seen:?}"
+        );
+        assert!(
+            text.contains("connection: close") && !text.contains("smuggled"),
+            "{shown}: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_early_answer_to_a_chunked_body_whose_end_is_already_here_keeps_the_connection() {
+    // The whole body came with the head: dropped from the buffer, and the next request served (chunks still to
+    // come close the connection: `an_early_answer_to_a_large_body_closes_after_reading_what_the_client_sends`).
+    let (text, seen) = front_with(false, |io| {
+        send_then_rest(
+            io,
+            b"POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
+              GET /next HTTP/1.1\r\nConnection: close\r\n\r\n",
+        )
     })
     .await;
-    assert_eq!(text, "");
-    assert!(seen.is_empty(), "{seen:?}");
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(
+        text.starts_with("HTTP/1.1 401") && text.ends_with("/next") && text.matches("connection: close").count() == 1,
+        "{text}"
+    );
+    assert_eq!(seen.len(), 2);
 }
 
 /// A stream that takes every write and passes it on only when flushed, as a TLS stream does with what the socket
