@@ -45,6 +45,9 @@ pub enum ClientError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A request body in a transfer coding the gate does not decode (RFC 9112 §6.1: 501); the value as sent.
+    #[error("the request's Transfer-Encoding is {0:?}; only chunked alone is implemented")]
+    UnsupportedCoding(String),
 }
 
 /// The upstream app could not answer.
@@ -97,6 +100,7 @@ impl GateError {
                 ClientError::Forbidden { .. } | ClientError::RouteDenied => StatusCode::FORBIDDEN,
                 ClientError::NotFound => StatusCode::NOT_FOUND,
                 ClientError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+                ClientError::UnsupportedCoding(_) => StatusCode::NOT_IMPLEMENTED,
             },
             GateError::Upstream(UpstreamError::Unreachable(_) | UpstreamError::BadResponse(_)) => {
                 StatusCode::BAD_GATEWAY
@@ -193,6 +197,12 @@ impl GateError {
                     "Method not allowed",
                     "This gate page does not accept that HTTP method.",
                 ),
+                ClientError::UnsupportedCoding(_) => Page::new(
+                    status,
+                    "unsupported_transfer_coding",
+                    "Transfer coding not supported",
+                    "The gate accepts request bodies sent with a length or chunked, and in no other transfer coding.",
+                ),
             },
             GateError::Upstream(UpstreamError::Unreachable(_)) => Page::new(
                 status,
@@ -267,6 +277,7 @@ mod tests {
         let cases: Vec<(GateError, u16)> = vec![
             (ClientError::AttemptNotFound.into(), 400),
             (ClientError::IdTokenRejected("x".into()).into(), 401),
+            (ClientError::UnsupportedCoding("gzip, chunked".into()).into(), 501),
             (UpstreamError::Unreachable("x".into()).into(), 502),
             (UpstreamError::BadResponse("x".into()).into(), 502),
             (UpstreamError::Timeout(std::time::Duration::from_secs(1)).into(), 504),

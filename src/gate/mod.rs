@@ -278,6 +278,7 @@ impl Gate {
             let method = req.method().clone();
             // Phase 0 reads the framing headers as they came, before hop-by-hop removal drops `Transfer-Encoding`.
             let framing = framing_problem(&req);
+            let refused_framing = framing.is_some();
             // The client's hop-by-hop headers go next, before the gate adds any of its own: a header the client names
             // in `Connection` is dropped from what the client sent, never from what the gate sets (RFC 9110 §7.6.1).
             // Only protocols `upstream.upgrade_protocols` allows are switched to (never h2c); any other offer is
@@ -295,7 +296,7 @@ impl Gate {
             let mut cookies = Vec::new();
             let result = match framing {
                 // Phase 0: ambiguous message framing is how requests are smuggled past a proxy; refuse it outright.
-                Some(problem) => Err(ClientError::BadRequest(problem.to_owned()).into()),
+                Some(problem) => Err(problem.into()),
                 // The app's requests skip the dispatch below: one future less nested in every request's.
                 None if route == Route::App => this.app(&mut req, peer, upgrading, &mut cookies).await,
                 // The rest (the gate's endpoints, forward-auth) is boxed: its larger state stays out of the app's.
@@ -313,8 +314,9 @@ impl Gate {
                     this.fail(e, html, &failed)
                 }
             };
-            if framing.is_some() {
-                // The unread body's extent is in doubt, so nothing after it on this connection can be trusted either.
+            if refused_framing {
+                // The unread body's extent is in doubt (or its coding unknown), so nothing after it on this connection
+                // can be trusted either.
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
@@ -458,20 +460,35 @@ fn log_path(path: &str) -> &str {
 }
 
 /// RFC 9112 §6.1, §6.3: a request with both `Transfer-Encoding` and `Content-Length`, or with more than one
-/// `Content-Length`, has ambiguous framing. The gate refuses it rather than pick a reading the upstream might not share.
-fn framing_problem<B>(req: &Request<B>) -> Option<&'static str> {
+/// `Content-Length`, has ambiguous framing (400). The gate refuses it rather than pick a reading the upstream might
+/// not share. A `Transfer-Encoding` other than one field saying `chunked` alone is a coding the gate does not decode
+/// (501, RFC 9112 §6.1, as nginx answers): hyper's server takes any list ending in `chunked`, and forwarding its
+/// decoded chunks as the whole body would pass on, say, gzip-coded bytes as plain ones.
+fn framing_problem<B>(req: &Request<B>) -> Option<ClientError> {
+    let ambiguous = |ambiguity: Ambiguity| Some(ClientError::BadRequest(ambiguity.message().to_owned()));
     // What only the raw head showed (hyper normalises it away); see `crate::http1::framing`.
     if let Some(AmbiguousFraming(ambiguity)) = req.extensions().get::<AmbiguousFraming>() {
-        return Some(ambiguity.message());
+        return ambiguous(*ambiguity);
     }
     // What the headers still show (HTTP/2, or anything hyper passes on as it came).
     let headers = req.headers();
     let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
     if lengths > 1 {
-        return Some(Ambiguity::RepeatedContentLength.message());
+        return ambiguous(Ambiguity::RepeatedContentLength);
     }
-    if lengths == 1 && headers.contains_key(header::TRANSFER_ENCODING) {
-        return Some(Ambiguity::LengthAndTransferEncoding.message());
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    let first = codings.next()?;
+    if lengths == 1 {
+        return ambiguous(Ambiguity::LengthAndTransferEncoding);
+    }
+    if codings.next().is_some() || !first.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") {
+        let sent = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()));
+        return Some(ClientError::UnsupportedCoding(
+            sent.collect::<Vec<_>>().join(", ").chars().take(100).collect(),
+        ));
     }
     None
 }

@@ -35,23 +35,24 @@ async fn pipelined_requests_and_bodies_are_answered_in_order_on_either_server() 
         format!("POST {path} HTTP/1.1\r\nHost: a\r\nCookie: logto_gate={cookie}\r\n{framing}\r\n\r\n{body}")
     };
     // All in one write: two requests for the front, a body by length and a chunked one (read by the front, the
-    // next head right behind each), one in a coding the front does not serve (handed to hyper with what follows
-    // it), and one more that hyper then serves, asking to close.
+    // next head right behind each), one the front does not serve (an expectation with no body, handed to hyper
+    // with what follows it), a chunked body hyper then reads, and one more that hyper serves, asking to close.
     let all = get("/a", &cookie, "")
         + &get("/b", &cookie, "")
         + &post("/upload", "Content-Length: 5", "hello")
         + &post("/upload", "Transfer-Encoding: chunked", "4\r\nabcd\r\n0\r\n\r\n")
-        + &post("/upload", "Transfer-Encoding: gzip, chunked", "3\r\nabc\r\n0\r\n\r\n")
+        + &get("/h", &cookie, "Expect: 100-continue\r\n")
+        + &post("/upload", "Transfer-Encoding: chunked", "3\r\nabc\r\n0\r\n\r\n")
         + &get("/c", &cookie, "Connection: close\r\n");
     let text = exchange_until_closed(s.gate.port, all.as_bytes()).await;
-    assert_eq!(statuses(&text), ["200", "200", "200", "200", "200", "200"], "{text}");
+    assert_eq!(statuses(&text), ["200"; 7], "{text}");
     assert!(
         text.contains("\"bytes\":5") && text.contains("\"bytes\":4") && text.contains("\"bytes\":3"),
         "every body reached the upstream whole: {text}"
     );
     assert_eq!(
         paths_after(&s, before),
-        ["/a", "/b", "/upload", "/upload", "/upload", "/c"]
+        ["/a", "/b", "/upload", "/upload", "/h", "/upload", "/c"]
     );
 }
 
@@ -397,25 +398,36 @@ async fn a_body_that_stops_coming_drops_its_request_upstream_unanswered() {
          32\r\n{}\r\n",
         "x".repeat(50)
     );
-    let coded = chunked.replace("chunked", "gzip, chunked");
-    for request in [by_length, chunked, coded] {
-        cancelled_upstream(&s, &request, Client::Stays).await;
+    // hyper's: after a request the front hands over (an expectation with no body; the gate's own endpoint answers
+    // it, the upstream never sees it).
+    let handed_over = format!("GET /_logto/healthz HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n{chunked}");
+    for (request, answered) in [(by_length, 0), (chunked, 0), (handed_over, 1)] {
+        cancelled_upstream(&s, &request, Client::Stays { answered }).await;
     }
 }
 
 #[tokio::test]
 async fn a_body_that_comes_slowly_but_steadily_is_not_cut_off() {
     // The idle timeout bounds the wait for each piece of a body, not the whole body: ten pieces 300 ms apart under
-    // an idle timeout of 1 s, by length and chunked (the front), and in a coding hyper's server reads.
+    // an idle timeout of 1 s, by length and chunked (the front), and chunked after a hand-over (hyper's server).
     let s = Stack::edited(IdpOptions::default(), "", "", in_server("idle_timeout = \"1s\"")).await;
     let (_, cookie) = s.signed_in().await;
-    for framing in [
-        "Content-Length: 100",
-        "Transfer-Encoding: chunked",
-        "Transfer-Encoding: gzip, chunked",
+    for (framing, handed_over) in [
+        ("Content-Length: 100", false),
+        ("Transfer-Encoding: chunked", false),
+        ("Transfer-Encoding: chunked", true),
     ] {
         let chunked = framing.ends_with("chunked");
         let mut client = TcpStream::connect(("127.0.0.1", s.gate.port)).await.unwrap();
+        let mut buf = Vec::new();
+        if handed_over {
+            client
+                .write_all(b"GET /_logto/healthz HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n")
+                .await
+                .unwrap();
+            let (head, _) = read_answer(&mut client, &mut buf, false).await;
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+        }
         let head = format!("POST /upload HTTP/1.1\r\nHost: a\r\nCookie: logto_gate={cookie}\r\n{framing}\r\n\r\n");
         client.write_all(head.as_bytes()).await.unwrap();
         for _ in 0..10 {
@@ -427,13 +439,12 @@ async fn a_body_that_comes_slowly_but_steadily_is_not_cut_off() {
         if chunked {
             client.write_all(b"0\r\n\r\n").await.unwrap();
         }
-        let mut buf = Vec::new();
         let (head, body) = tokio::time::timeout(Duration::from_secs(10), read_answer(&mut client, &mut buf, false))
             .await
             .expect("an answer");
-        assert!(head.starts_with("http/1.1 200"), "{framing}: {head}");
+        assert!(head.starts_with("http/1.1 200"), "{framing}, {handed_over}: {head}");
         let body = String::from_utf8_lossy(&body);
-        assert!(body.contains("\"bytes\":100"), "{framing}: {body}");
+        assert!(body.contains("\"bytes\":100"), "{framing}, {handed_over}: {body}");
     }
 }
 
@@ -442,13 +453,14 @@ async fn a_body_that_comes_slowly_but_steadily_is_not_cut_off() {
 enum Client {
     /// Closes its connection.
     GoesAway,
-    /// Keeps its connection and sends nothing more, to a gate with an idle timeout of 1 s.
-    Stays,
+    /// Keeps its connection and sends nothing more, to a gate with an idle timeout of 1 s; `answered` requests it
+    /// sent before the last are answered (200).
+    Stays { answered: usize },
 }
 
 /// Sends `request` through a gate to an upstream that reads one request head and never answers, then the client
 /// goes away or stays silent; asserts that the gate closes the upstream connection (and, when the client stays,
-/// closes the client's without an answer).
+/// closes the client's without an answer to that request).
 async fn cancelled_upstream(s: &Stack, request: &str, then: Client) {
     // An upstream that reads one request head, never answers, and reports when the gate closes the connection.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -474,7 +486,7 @@ async fn cancelled_upstream(s: &Stack, request: &str, then: Client) {
         let t = t.replace("response_timeout = \"5s\"", "response_timeout = \"60s\"");
         match then {
             Client::GoesAway => t,
-            Client::Stays => in_server("idle_timeout = \"1s\"")(t),
+            Client::Stays { .. } => in_server("idle_timeout = \"1s\"")(t),
         }
     })
     .await;
@@ -486,11 +498,12 @@ async fn cancelled_upstream(s: &Stack, request: &str, then: Client) {
         .unwrap();
     match then {
         Client::GoesAway => drop(client),
-        Client::Stays => {
+        Client::Stays { answered } => {
             let mut answer = Vec::new();
             let read = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer)).await;
             assert!(read.is_ok(), "the stalled request was not cut off");
-            assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+            let answer = String::from_utf8_lossy(&answer);
+            assert_eq!(statuses(&answer), vec!["200"; answered], "{answer}");
         }
     }
     tokio::time::timeout(Duration::from_secs(5), closed_rx)

@@ -31,6 +31,35 @@ async fn request_smuggling_with_content_length_and_transfer_encoding_is_refused(
 }
 
 #[tokio::test]
+async fn transfer_codings_other_than_chunked_alone_are_refused_with_501() {
+    // hyper's server takes any list of codings that ends in chunked, and the gate decodes chunked alone: a body in
+    // another coding would reach the upstream still coded but no longer labelled. 501 (RFC 9112 §6.1, as nginx
+    // answers), the connection closed, nothing after it read, the upstream untouched.
+    let (s, cookie, before) = signed_in_stack().await;
+    for coding in [
+        "gzip, chunked",
+        "x-custom, chunked",
+        "chunked, chunked",
+        "chunked\r\nTransfer-Encoding: chunked",
+        "gzip\r\nTransfer-Encoding: chunked",
+    ] {
+        let req = format!(
+            "POST /upload HTTP/1.1\r\nHost: a\r\nCookie: logto_gate={cookie}\r\nAccept: application/json\r\n\
+             Transfer-Encoding: {coding}\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n"
+        );
+        let text = exchange_until_closed(s.gate.port, req.as_bytes()).await;
+        assert!(text.starts_with("HTTP/1.1 501 "), "{coding}: {text}");
+        assert!(text.contains("unsupported_transfer_coding"), "{coding}: {text}");
+        assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{coding}: {text}");
+        assert!(
+            text.to_ascii_lowercase().contains("connection: close"),
+            "{coding}: {text}"
+        );
+    }
+    assert_eq!(s.upstream.count(), before, "nothing reached the upstream");
+}
+
+#[tokio::test]
 async fn request_smuggling_with_repeated_equal_content_lengths_is_refused() {
     let (s, cookie, before) = signed_in_stack().await;
     let req = format!(
