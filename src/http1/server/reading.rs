@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BufMut;
+use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
@@ -163,13 +163,7 @@ impl Conn {
                     return Poll::Ready(Ok(()));
                 }
             }
-            let want = match *framing {
-                Framing::Length(left) => at_most(left, BODY_READ),
-                _ => BODY_READ,
-            };
-            self.buf.reserve(want);
-            let mut limited = (&mut self.buf).limit(want);
-            let read = match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut limited) {
+            let read = match self.poll_read_body(io, framing, BODY_READ, cx) {
                 Poll::Ready(read) => read,
                 // A client told to wait for `100 Continue` is not stalling.
                 Poll::Pending if continue_at.is_some() => return Poll::Pending,
@@ -220,16 +214,10 @@ impl Conn {
         reading
             .feeder
             .fail("the answer came before the end of the request body");
-        loop {
-            match reading.framing.decode(&mut self.buf) {
-                Ok(Decoded::Data(_)) => {}
-                Ok(Decoded::End | Decoded::NeedMore) => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, "a chunked request body is malformed");
-                    reading.broken = true;
-                    return Rest::Broken;
-                }
-            }
+        if let Err(e) = drop_buffered(&mut reading.framing, &mut self.buf) {
+            tracing::debug!(error = %e, "a chunked request body is malformed");
+            reading.broken = true;
+            return Rest::Broken;
         }
         match reading.framing {
             Framing::Done => Rest::None,
@@ -248,22 +236,15 @@ impl Conn {
     ) -> bool {
         let framing = &mut reading.framing;
         let discarding = poll_fn(|cx| loop {
-            match framing.decode(&mut self.buf) {
-                Ok(Decoded::Data(_)) => continue,
-                Ok(Decoded::End) => return Poll::Ready(true),
-                Ok(Decoded::NeedMore) => {}
+            match drop_buffered(framing, &mut self.buf) {
+                Ok(true) => return Poll::Ready(true),
+                Ok(false) => {}
                 Err(e) => {
                     tracing::debug!(error = %e, "an unwanted chunked request body is malformed");
                     return Poll::Ready(false);
                 }
             }
-            let want = match *framing {
-                Framing::Length(left) => at_most(left, DISCARD_READ),
-                _ => DISCARD_READ,
-            };
-            self.buf.reserve(want);
-            let mut limited = (&mut self.buf).limit(want);
-            match std::task::ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut limited)) {
+            match std::task::ready!(self.poll_read_body(io, framing, DISCARD_READ, cx)) {
                 Ok(0) => return Poll::Ready(false),
                 Ok(_) => {}
                 Err(e) => {
@@ -284,6 +265,37 @@ impl Conn {
 
 /// The most read at once while dropping an unwanted body.
 const DISCARD_READ: usize = 4096;
+
+impl Conn {
+    /// Reads at most `most` more bytes of a body framed by `framing` into the buffer, never past the end of a body
+    /// by length (what follows a chunked body's end stays in the buffer for the next request).
+    fn poll_read_body<I: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut I,
+        framing: &Framing,
+        most: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        let want = match *framing {
+            Framing::Length(left) => at_most(left, most),
+            _ => most,
+        };
+        self.buf.reserve(want);
+        let mut limited = (&mut self.buf).limit(want);
+        tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut limited)
+    }
+}
+
+/// Decodes and drops the body bytes at the front of `buf`; `Ok(true)` once the body has ended there.
+fn drop_buffered(framing: &mut Framing, buf: &mut BytesMut) -> Result<bool, String> {
+    loop {
+        match framing.decode(buf)? {
+            Decoded::Data(_) => {}
+            Decoded::End => return Ok(true),
+            Decoded::NeedMore => return Ok(false),
+        }
+    }
+}
 
 /// Writes what is left of [`CONTINUE`] after its first `written` bytes, and flushes it.
 fn poll_continue<I: AsyncWrite + Unpin>(io: &mut I, written: &mut usize, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
