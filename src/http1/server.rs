@@ -23,7 +23,9 @@
 //! its reader (an endpoint, or the upstream request) takes it, never past its end: what follows it is the next
 //! request. A chunked body is decoded here with the own client's strict decoder ([`crate::http1::body`]: CRLF line
 //! ends only, at most 16 hexadecimal digits of size, bounded extensions and trailers, which are dropped); a
-//! malformed one fails for its reader, whose answer (400) goes out, and the connection closes after it. When the
+//! malformed one fails for its reader, whose answer (400) goes out, and the connection closes after it, once the
+//! client has closed its side or `server.header_read_timeout` has passed, whatever it sends meanwhile read and
+//! dropped (nginx's lingering close: a client still writing its body would otherwise fail on a reset). When the
 //! answer comes before the body's end (the gate refused the request, or the upstream answered early), the rest is
 //! not passed on (the reader sees the body fail, as with Go's HTTP/1 server), and the front reads and drops it: up
 //! to [`reading::MAX_DISCARD`] bytes still to come keep the connection, more (or an unknown amount: chunks still to
@@ -225,6 +227,8 @@ where
                 // the connection, and the client could lose the answer with it (nginx's lingering close).
                 if let Some(mut reading) = unread {
                     conn.discard(io, &mut reading, within).await;
+                } else if rest == Rest::Broken {
+                    conn.linger(io, within).await;
                 }
                 false
             }

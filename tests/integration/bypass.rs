@@ -340,6 +340,39 @@ async fn malformed_chunked_request_bodies_are_refused_as_client_errors() {
     assert!(!metrics.contains("status=\"502\""), "{metrics}");
 }
 
+/// A client still uploading when its chunked body turns out malformed can finish writing and read its 400: the
+/// gate reads and drops what follows until the client closes (nginx's lingering close), instead of closing with
+/// bytes unread, which resets the connection under a client that is still writing.
+#[tokio::test]
+async fn a_client_still_sending_a_malformed_chunked_body_gets_its_400_not_a_reset() {
+    let (s, bob) = bob_behind("", |t| t).await;
+    let cookie = bob.cookie(&s.gate.url(), "logto_gate").unwrap();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", s.gate.port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: a\r\nCookie: logto_gate={cookie}\r\nAccept: application/json\r\n\
+         Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // 16 MiB: more than the kernel's socket buffers hold between client and gate.
+    let junk = vec![b'x'; 1024 * 1024];
+    for _ in 0..16 {
+        stream
+            .write_all(&junk)
+            .await
+            .expect("the gate reads what the client still sends after a malformed body");
+    }
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(READY_TIMEOUT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the gate closes once the client has")
+        .expect("no reset");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+}
+
 async fn rule_bypass_is_refused(path: &str, expected: u16) {
     let s = Stack::with(
         "",

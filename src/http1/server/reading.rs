@@ -163,7 +163,7 @@ impl Conn {
                     return Poll::Ready(Ok(()));
                 }
             }
-            let read = match self.poll_read_body(io, framing, BODY_READ, cx) {
+            let read = match self.poll_read_body(io, left(framing), BODY_READ, cx) {
                 Poll::Ready(read) => read,
                 // A client told to wait for `100 Continue` is not stalling.
                 Poll::Pending if continue_at.is_some() => return Poll::Pending,
@@ -227,24 +227,50 @@ impl Conn {
     }
 
     /// Reads and drops the rest of a request body nobody wants, within `within`; `true` when all of it came. What
-    /// the client sends after it stays for the next request.
+    /// the client sends after it stays for the next request. A rest whose chunked framing turns out malformed is
+    /// lingered over instead ([`Conn::linger`]), within the same `within`.
     pub(super) async fn discard<I: AsyncRead + Unpin>(
         &mut self,
         io: &mut I,
         reading: &mut Reading,
         within: Duration,
     ) -> bool {
-        let framing = &mut reading.framing;
-        let discarding = poll_fn(|cx| loop {
-            match drop_buffered(framing, &mut self.buf) {
-                Ok(true) => return Poll::Ready(true),
-                Ok(false) => {}
-                Err(e) => {
+        self.drain(io, Some(&mut reading.framing), within).await
+    }
+
+    /// Nginx's lingering close, for a connection closing after an answer while its client may still be sending a
+    /// body whose end cannot be found (its chunked framing was malformed): reads and drops whatever comes until the
+    /// client closes, for at most `within`. Closing with those bytes unread would reset the connection, and a
+    /// client still writing its body would fail on a reset instead of reading the answer.
+    pub(super) async fn linger<I: AsyncRead + Unpin>(&mut self, io: &mut I, within: Duration) {
+        self.drain(io, None, within).await;
+    }
+
+    /// Reads and drops body bytes as `framing` delimits them (`true` once its end came), or, without one, all bytes
+    /// until the client's end of the stream (`false` then), for at most `within`.
+    async fn drain<I: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut I,
+        mut framing: Option<&mut Framing>,
+        within: Duration,
+    ) -> bool {
+        let draining = poll_fn(|cx| loop {
+            match framing
+                .as_deref_mut()
+                .map(|framing| drop_buffered(framing, &mut self.buf))
+            {
+                Some(Ok(true)) => return Poll::Ready(true),
+                Some(Ok(false)) => {}
+                Some(Err(e)) => {
                     tracing::debug!(error = %e, "an unwanted chunked request body is malformed");
-                    return Poll::Ready(false);
+                    framing = None;
+                    self.buf.clear();
                 }
+                // Nothing the client sends now can be read as a request.
+                None => self.buf.clear(),
             }
-            match std::task::ready!(self.poll_read_body(io, framing, DISCARD_READ, cx)) {
+            let limit = framing.as_deref().and_then(left);
+            match std::task::ready!(self.poll_read_body(io, limit, DISCARD_READ, cx)) {
                 Ok(0) => return Poll::Ready(false),
                 Ok(_) => {}
                 Err(e) => {
@@ -253,10 +279,13 @@ impl Conn {
                 }
             }
         });
-        match crate::deadlines::timeout_at(Instant::now() + within, || discarding).await {
+        match crate::deadlines::timeout_at(Instant::now() + within, || draining).await {
             Ok(whole) => whole,
             Err(_) => {
-                tracing::debug!("the rest of an unwanted request body did not come within the header read timeout");
+                tracing::debug!(
+                    ?within,
+                    "the client was still sending a request body nobody wants; closing"
+                );
                 false
             }
         }
@@ -267,22 +296,27 @@ impl Conn {
 const DISCARD_READ: usize = 4096;
 
 impl Conn {
-    /// Reads at most `most` more bytes of a body framed by `framing` into the buffer, never past the end of a body
-    /// by length (what follows a chunked body's end stays in the buffer for the next request).
+    /// Reads at most `most` more bytes of a body into the buffer, never past `left`, what is left of a body by length
+    /// (what follows a chunked body's end stays in the buffer for the next request).
     fn poll_read_body<I: AsyncRead + Unpin>(
         &mut self,
         io: &mut I,
-        framing: &Framing,
+        left: Option<u64>,
         most: usize,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
-        let want = match *framing {
-            Framing::Length(left) => at_most(left, most),
-            _ => most,
-        };
+        let want = left.map_or(most, |left| at_most(left, most));
         self.buf.reserve(want);
         let mut limited = (&mut self.buf).limit(want);
         tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut limited)
+    }
+}
+
+/// What is left of a body by length; `None` for other framings.
+fn left(framing: &Framing) -> Option<u64> {
+    match *framing {
+        Framing::Length(left) => Some(left),
+        _ => None,
     }
 }
 

@@ -610,6 +610,48 @@ async fn a_malformed_chunked_body_fails_for_its_reader_and_closes_after_the_answ
 }
 
 #[tokio::test]
+async fn a_client_still_sending_after_a_malformed_chunked_body_can_finish_and_read_the_answer() {
+    // Lingering close: the front reads and drops what follows a malformed body until the client closes, so a client
+    // still writing (here 1 MiB, far more than the 16 KiB pipe holds) finishes instead of failing on a closed
+    // connection, and then reads its answer. Found malformed by the body's reader, and (the answer first, the body
+    // unread) when the front drops what is buffered of it.
+    for read_body in [true, false] {
+        let (text, seen) = front_with(read_body, |mut io| async move {
+            io.write_all(b"POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n")
+                .await
+                .unwrap();
+            let junk = vec![b'x'; 1024 * 1024];
+            io.write_all(&junk)
+                .await
+                .expect("the front reads what the client still sends");
+            io.shutdown().await.unwrap();
+            rest(io).await
+        })
+        .await;
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(text.contains("connection: close"), "{read_body}: {text}");
+    }
+    // Malformed only in what comes after the answer, while the front reads the unwanted rest to its end: it then
+    // drops bytes until the client closes.
+    let (text, seen) = front_with(false, |mut io| async move {
+        io.write_all(b"POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            .await
+            .unwrap();
+        let answer = one_answer(&mut io).await;
+        io.write_all(b"ZZ\r\n").await.unwrap();
+        let junk = vec![b'x'; 1024 * 1024];
+        io.write_all(&junk)
+            .await
+            .expect("the front reads what the client still sends");
+        io.shutdown().await.unwrap();
+        answer + &rest(io).await
+    })
+    .await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(text.contains("connection: close"), "{text}");
+}
+
+#[tokio::test]
 async fn an_early_answer_to_a_chunked_body_whose_end_is_already_here_keeps_the_connection() {
     // The whole body came with the head: dropped from the buffer, and the next request served (chunks still to
     // come close the connection: `an_early_answer_to_a_large_body_closes_after_reading_what_the_client_sends`).
