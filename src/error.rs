@@ -45,6 +45,10 @@ pub enum ClientError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The client stopped sending its request body for `server.idle_timeout` (RFC 9110 §15.5.9: 408). Logged and
+    /// counted; nothing is sent ([`crate::body::paced`]), as nginx does on `client_body_timeout`.
+    #[error("the client stopped sending the request body")]
+    BodyStalled,
     /// A request body in a transfer coding the gate does not decode (RFC 9112 §6.1: 501); the value as sent.
     #[error("the request's Transfer-Encoding is {0:?}; only chunked alone is implemented")]
     UnsupportedCoding(String),
@@ -101,6 +105,7 @@ impl GateError {
                 ClientError::NotFound => StatusCode::NOT_FOUND,
                 ClientError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
                 ClientError::UnsupportedCoding(_) => StatusCode::NOT_IMPLEMENTED,
+                ClientError::BodyStalled => StatusCode::REQUEST_TIMEOUT,
             },
             GateError::Upstream(UpstreamError::Unreachable(_) | UpstreamError::BadResponse(_)) => {
                 StatusCode::BAD_GATEWAY
@@ -203,6 +208,12 @@ impl GateError {
                     "Transfer coding not supported",
                     "The gate accepts request bodies sent with a length or chunked, and in no other transfer coding.",
                 ),
+                ClientError::BodyStalled => Page::new(
+                    status,
+                    "request_timeout",
+                    "Request timed out",
+                    "The request body stopped arriving before its end.",
+                ),
             },
             GateError::Upstream(UpstreamError::Unreachable(_)) => Page::new(
                 status,
@@ -278,6 +289,7 @@ mod tests {
             (ClientError::AttemptNotFound.into(), 400),
             (ClientError::IdTokenRejected("x".into()).into(), 401),
             (ClientError::UnsupportedCoding("gzip, chunked".into()).into(), 501),
+            (ClientError::BodyStalled.into(), 408),
             (UpstreamError::Unreachable("x".into()).into(), 502),
             (UpstreamError::BadResponse("x".into()).into(), 502),
             (UpstreamError::Timeout(std::time::Duration::from_secs(1)).into(), 504),

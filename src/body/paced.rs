@@ -2,9 +2,10 @@
 //! sending them, as the HTTP/1 front does for a body by length ([`crate::http1::server`]).
 //!
 //! Contract: once the body's reader has waited `server.idle_timeout` for the next frame and none came, the body
-//! fails for its reader and its request is marked stalled; the service then answers nothing ([`BodyStalled`] as its
-//! error): hyper's HTTP/1 server closes the connection without an answer (the front's behaviour, and nginx's on
-//! `client_body_timeout`), and its HTTP/2 server resets the stream (`CANCEL`, RFC 9113 §7). Only time the reader
+//! fails for its reader ([`BodyStalled`]) and its request is marked stalled; the pipeline answers that failure 408,
+//! which is logged and counted, and the service then sends nothing ([`BodyStalled`] as its error): hyper's HTTP/1
+//! server closes the connection without an answer (the front's behaviour, and nginx's on `client_body_timeout`),
+//! and its HTTP/2 server resets the stream (`CANCEL`, RFC 9113 §7). Only time the reader
 //! spends waiting counts: while it takes no frame (an upstream not reading its request yet, a request refused
 //! before its body) the client is not stalling, and any frame starts the wait anew. Without this, a body that stops
 //! coming held its request, its connection and (when proxied) an upstream exchange until
@@ -51,8 +52,10 @@ impl Stalled {
     }
 }
 
-/// The service's answer to a request whose body stalled: none (see the module docs). Its source is HTTP/2's
-/// `CANCEL` (RFC 9113 §7: the stream is no longer needed), the code hyper's HTTP/2 server resets the stream with.
+/// What a stalled body gives its reader (here, and from the HTTP/1 front's bodies), which the gate answers as
+/// [`crate::error::ClientError::BodyStalled`] (408, logged and counted), and the service's answer to such a
+/// request: none (see the module docs). Its source is HTTP/2's `CANCEL` (RFC 9113 §7: the stream is no longer
+/// needed), the code hyper's HTTP/2 server resets the stream with.
 #[derive(Debug, thiserror::Error)]
 #[error("the client stopped sending the request body")]
 pub(crate) struct BodyStalled(#[source] h2::Error);
@@ -60,6 +63,11 @@ pub(crate) struct BodyStalled(#[source] h2::Error);
 impl BodyStalled {
     pub(crate) fn new() -> Self {
         BodyStalled(h2::Error::from(h2::Reason::CANCEL))
+    }
+
+    /// Whether `error`, or an error it wraps, is a stalled body's.
+    pub(crate) fn is_in(error: &(dyn std::error::Error + 'static)) -> bool {
+        std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<BodyStalled>())
     }
 }
 

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use super::BoxError;
+use crate::body::paced::BodyStalled;
 
 /// The most body bytes the front reads at once, and so the largest piece in the slot (hyper's server reads a body
 /// into its read buffer, which the gate limits to about as much).
@@ -48,6 +49,8 @@ struct Slot {
     piece: Option<Bytes>,
     /// Why the body stopped before its end, once it has.
     failed: Option<&'static str>,
+    /// It stopped because the client stopped sending it ([`Feeder::stall`]).
+    stalled: bool,
     /// The front has put the body's last piece (it read the end of a chunked body).
     ended: bool,
     /// The reader has let the body go.
@@ -143,9 +146,19 @@ impl Feeder {
 
     /// Ends the body before its end, for `why`; its reader sees an error.
     pub(crate) fn fail(&mut self, why: &'static str) {
+        self.end_early(why, false);
+    }
+
+    /// Ends the body before its end because the client stopped sending it; its reader sees [`BodyStalled`], which
+    /// the gate answers as a timeout (408, logged; nothing is sent).
+    pub(crate) fn stall(&mut self) {
+        self.end_early("the client stopped sending the request body", true);
+    }
+
+    fn end_early(&mut self, why: &'static str, stalled: bool) {
         let mut slot = self.shared.lock();
         if slot.failed.is_none() {
-            slot.failed = Some(why);
+            (slot.failed, slot.stalled) = (Some(why), stalled);
         }
         wake(&mut slot.reader);
     }
@@ -200,6 +213,9 @@ impl http_body::Body for RequestBody {
                 *left -= (piece.len() as u64).min(*left);
             }
             return Poll::Ready(Some(Ok(Frame::data(piece))));
+        }
+        if slot.stalled {
+            return Poll::Ready(Some(Err(Box::new(BodyStalled::new()))));
         }
         if let Some(why) = slot.failed {
             return Poll::Ready(Some(Err(Box::new(Failed(why)))));

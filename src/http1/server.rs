@@ -31,10 +31,12 @@
 //! to [`reading::MAX_DISCARD`] bytes still to come keep the connection, more (or an unknown amount: chunks still to
 //! come) close it after the answer, and either way the client's bytes are read (at most
 //! `server.header_read_timeout`) before a close, so that closing does not reset the connection under an answer
-//! still on its way. A client that hangs up in the middle of a body drops its request, as before an answer; one
-//! that sends none of it for `server.idle_timeout` too. A client that sent `Expect: 100-continue` is told to send
-//! its body (`100 Continue`, RFC 9110 §10.1.1) when the body's reader first asks for it, as hyper does; when the
-//! answer comes first it is never told, may never send the body, and the connection closes after the answer.
+//! still on its way. A client that hangs up in the middle of a body drops its request, as before an answer. One
+//! that sends none of it for `server.idle_timeout` while its reader waits gets no answer either, but its body fails
+//! as stalled and the pipeline's answer to that (408) is logged and counted before the connection closes. A client
+//! that sent `Expect: 100-continue` is told to send its body (`100 Continue`, RFC 9110 §10.1.1) when the body's
+//! reader first asks for it, as hyper does; when the answer comes first it is never told, may never send the body,
+//! and the connection closes after the answer.
 //!
 //! What hyper's server did and this module keeps:
 //! - `server.header_read_timeout` runs from the moment the connection waits for a head (so it also bounds the
@@ -77,7 +79,7 @@ mod answer;
 mod reading;
 
 use self::answer::{bodyless, declared_length, encode_head, send_body};
-use self::reading::{Reading, Rest, CONTINUE};
+use self::reading::{Cut, Reading, Rest, CONTINUE};
 use super::body::{Chunk, Framing};
 use super::fields::Fields;
 use super::names::{self, Names};
@@ -189,8 +191,7 @@ where
         // is free for the writing's. The request moves from the head straight into it (a copy less).
         let answered = {
             let handling = pin!((front.handle)(head.request, front.peer));
-            conn.await_answer(io, handling, reading.as_deref_mut(), front.largest_head)
-                .await
+            conn.await_answer(io, handling, reading.as_deref_mut(), front).await
         };
         let Some(resp) = answered else {
             return false;
@@ -497,28 +498,47 @@ impl Conn {
 
     /// The gate's answer to a request, or `None` when the client closed the connection (or it failed) first, which
     /// drops the request. The request's body, if it has one, is read meanwhile ([`Conn::feed`]); bytes the client
-    /// sends after it are kept for the next requests, up to `limit`.
-    async fn await_answer<I, F>(
+    /// sends after it are kept for the next requests, up to `front.largest_head`. A body that stalls ([`Cut`]) also
+    /// gives `None`, once the pipeline has answered its failure (and logged it) or `server.header_read_timeout`
+    /// has passed: that answer is not sent.
+    async fn await_answer<I, F, H>(
         &mut self,
         io: &mut I,
         mut handling: Pin<&mut F>,
         mut reading: Option<&mut Reading>,
-        limit: usize,
+        front: &Front<'_, H>,
     ) -> Option<Response<Body>>
     where
         I: AsyncRead + AsyncWrite + Unpin,
         F: Future<Output = Response<Body>>,
     {
+        let limit = front.largest_head;
         // The client's end of the stream after requests still to answer: those are answered first (as hyper does).
         let mut ended = false;
+        // Once the body stalled: how long the pipeline has left to answer its failure.
+        let mut stalled: Option<Deadline> = None;
         poll_fn(|cx| {
             if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
-                return Poll::Ready(Some(resp));
+                return Poll::Ready(stalled.is_none().then_some(resp));
+            }
+            if let Some(deadline) = stalled.as_mut() {
+                std::task::ready!(Pin::new(deadline).poll(cx));
+                tracing::debug!("the pipeline did not answer a stalled request body in time; dropping the request");
+                return Poll::Ready(None);
             }
             if let Some(reading) = reading.as_deref_mut().filter(|reading| !reading.is_over()) {
                 match self.feed(io, reading, cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(())) => return Poll::Ready(None),
+                    Poll::Ready(Err(Cut::Gone)) => return Poll::Ready(None),
+                    Poll::Ready(Err(Cut::Stalled)) => {
+                        let mut deadline = Deadline::at(Instant::now() + front.header_read_timeout);
+                        // Registers the wakeup; the body's failure wakes the pipeline.
+                        if Pin::new(&mut deadline).poll(cx).is_ready() {
+                            return Poll::Ready(None);
+                        }
+                        stalled = Some(deadline);
+                        return Poll::Pending;
+                    }
                     // Unread: nothing more is read until the answer (which reads or drops the rest).
                     Poll::Ready(Ok(())) if !reading.is_over() => return Poll::Pending,
                     Poll::Ready(Ok(())) => {}

@@ -21,6 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::activity::{Activity, ActivityIo, IdleCheck};
+use crate::body::paced::BodyStalled;
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
 use crate::error::error_chain;
@@ -235,7 +236,7 @@ impl Forwarder {
         parts.version = Version::HTTP_11;
         // A request body that fails on the client's side (malformed chunking, a hang-up mid-body) makes hyper's
         // client abort the upstream request; the failure is the client's, and is answered as such.
-        let client_failure: Arc<std::sync::OnceLock<String>> = Arc::default();
+        let client_failure: Arc<std::sync::OnceLock<BodyFailure>> = Arc::default();
         let body = match body {
             body @ (Body::Paced(_) | Body::Received(_)) => Body::Boxed(http_body_util::BodyExt::boxed(ClientBody {
                 inner: body,
@@ -256,7 +257,10 @@ impl Forwarder {
             Err(_) => return Err(UpstreamError::Timeout(self.response_timeout).into()),
             Ok(Err(e)) => {
                 return Err(match client_failure.get() {
-                    Some(why) => ClientError::BadRequest(format!("the request body could not be read: {why}")).into(),
+                    Some(BodyFailure::Stalled) => ClientError::BodyStalled.into(),
+                    Some(BodyFailure::Unreadable(why)) => {
+                        ClientError::BadRequest(format!("the request body could not be read: {why}")).into()
+                    }
                     None => UpstreamError::Unreachable(error_chain(&e)).into(),
                 })
             }
@@ -302,7 +306,15 @@ impl Forwarder {
 struct ClientBody {
     /// The client's body, as hyper's server or the HTTP/1 front reads it.
     inner: Body,
-    failed: Arc<std::sync::OnceLock<String>>,
+    failed: Arc<std::sync::OnceLock<BodyFailure>>,
+}
+
+/// Why a client's request body failed.
+enum BodyFailure {
+    /// The client stopped sending it ([`crate::body::paced::BodyStalled`]).
+    Stalled,
+    /// Anything else, as its error chain reads.
+    Unreadable(String),
 }
 
 impl http_body::Body for ClientBody {
@@ -315,7 +327,12 @@ impl http_body::Body for ClientBody {
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, body::BoxError>>> {
         match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
             std::task::Poll::Ready(Some(Err(e))) => {
-                let _ = self.failed.set(error_chain(&*e));
+                let failure = if BodyStalled::is_in(&*e) {
+                    BodyFailure::Stalled
+                } else {
+                    BodyFailure::Unreadable(error_chain(&*e))
+                };
+                let _ = self.failed.set(failure);
                 std::task::Poll::Ready(Some(Err(e)))
             }
             other => other,

@@ -409,4 +409,97 @@ async fn an_http2_stream_whose_body_stops_coming_is_reset() {
     let err = answer.expect_err("a stalled stream was answered");
     assert!(format!("{err:?}").contains("CANCEL"), "{err:?}");
     drop(pieces);
+    // Only that stream ended: the connection serves the next one.
+    sender.ready().await.expect("the connection outlives the reset stream");
+    let next = hyper::Request::get(format!("http://127.0.0.1:{}/_logto/healthz", gate.port))
+        .body(http_body_util::BodyExt::boxed_unsync(http_body_util::Empty::new()))
+        .unwrap();
+    let resp = sender.send_request(next).await.expect("the next stream is answered");
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// A request whose body stops coming is logged and counted as 408 (RFC 9110 §15.5.9), as nginx's
+/// `client_body_timeout` is, and nothing is sent: proxied or to the gate's own back-channel endpoint, by length or
+/// chunked on the HTTP/1 front, chunked on hyper's server after a hand-over, and on HTTP/2.
+#[tokio::test]
+async fn a_request_body_that_stops_coming_is_counted_as_408_and_unanswered() {
+    let metrics_port = free_port();
+    let line: &'static str =
+        Box::leak(format!("idle_timeout = \"1s\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"").into_boxed_str());
+    let s = Stack::edited(IdpOptions::default(), "", "", in_server(line)).await;
+    let (_, cookie) = s.signed_in().await;
+    let upload = format!("POST /upload HTTP/1.1\r\nHost: x\r\nCookie: logto_gate={cookie}\r\n");
+    let logout = "POST /_logto/backchannel-logout HTTP/1.1\r\nHost: x\r\n".to_owned();
+    let mut cases = Vec::new();
+    for head in [&upload, &logout] {
+        cases.push((
+            "by length",
+            &b""[..],
+            format!("{head}Content-Length: 100\r\n\r\nlogout_token="),
+        ));
+        cases.push((
+            "chunked",
+            &b""[..],
+            format!("{head}Transfer-Encoding: chunked\r\n\r\nd\r\nlogout_token=\r\n"),
+        ));
+        cases.push((
+            "chunked, hyper",
+            TO_HYPER,
+            format!("{head}Transfer-Encoding: chunked\r\n\r\nd\r\nlogout_token=\r\n"),
+        ));
+    }
+    for (what, before, request) in &cases {
+        let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", s.gate.port))
+            .await
+            .unwrap();
+        stalled.write_all(before).await.unwrap();
+        stalled.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "{what}: {request}: not cut off");
+        let text = String::from_utf8_lossy(&buf);
+        assert_eq!(
+            text.matches("HTTP/1.1 ").count(),
+            usize::from(!before.is_empty()),
+            "{what}: {text}"
+        );
+        assert!(!text.contains("408"), "{what}: {text}");
+    }
+    // On HTTP/2 (hyper's server), proxied.
+    type Sent = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::convert::Infallible>;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.gate.port))
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake::<_, _, Sent>(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("an HTTP/2 handshake");
+    let _conn = tokio::spawn(conn);
+    let (pieces, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<bytes::Bytes>, _>>(4);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let req = hyper::Request::post(format!("http://127.0.0.1:{}/upload", s.gate.port))
+        .header("cookie", format!("logto_gate={cookie}"))
+        .body(http_body_util::BodyExt::boxed_unsync(http_body_util::StreamBody::new(
+            stream,
+        )))
+        .unwrap();
+    pieces
+        .send(Ok(http_body::Frame::data(bytes::Bytes::from_static(b"some"))))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .expect("the stalled stream was not ended");
+    assert!(answer.is_err(), "a stalled stream was answered: {answer:?}");
+    drop(pieces);
+    let metrics = metrics_text(metrics_port).await;
+    for expected in [
+        "logto_gate_requests_total{route=\"app\",status=\"408\"} 4\n",
+        "logto_gate_requests_total{route=\"backchannel_logout\",status=\"408\"} 3\n",
+    ] {
+        assert!(metrics.contains(expected), "{expected} in {metrics}");
+    }
+    assert!(!metrics.contains("status=\"400\""), "{metrics}");
 }

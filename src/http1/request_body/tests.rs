@@ -139,6 +139,29 @@ fn a_body_the_front_stops_fails_and_is_never_short_but_whole() {
 }
 
 #[test]
+fn a_body_the_client_stopped_sending_fails_as_stalled() {
+    // The reader, waiting, is woken with the stalled body's error (which the gate answers 408), not another one;
+    // a failure after it does not change it, and one before it is kept.
+    let (mut feeder, mut body) = channel(None);
+    let (reader_wakes, reader) = waker();
+    assert!(poll(&mut body, &reader).is_pending());
+    feeder.stall();
+    feeder.fail("later");
+    assert_eq!(reader_wakes.get(), 1);
+    match poll(&mut body, &reader) {
+        Poll::Ready(Some(Err(e))) => assert!(crate::body::paced::BodyStalled::is_in(&*e), "{e}"),
+        other => panic!("expected the error, got {other:?}"),
+    }
+    let (mut feeder, mut body) = channel(Some(10));
+    feeder.fail("the answer came first");
+    feeder.stall();
+    match poll(&mut body, &reader) {
+        Poll::Ready(Some(Err(e))) => assert_eq!(e.to_string(), "the answer came first"),
+        other => panic!("expected the error, got {other:?}"),
+    }
+}
+
+#[test]
 fn a_reader_that_lets_go_frees_the_front() {
     let (mut feeder, body) = channel(Some(10));
     let (front_wakes, front) = waker();

@@ -57,6 +57,16 @@ pub(super) enum Rest {
     Broken,
 }
 
+/// Why the front stopped reading a request body before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cut {
+    /// The client ended or broke the connection: its request is dropped.
+    Gone,
+    /// The client sent nothing of it for `server.idle_timeout`: its reader sees the body fail as stalled, which the
+    /// pipeline answers 408 (logged and counted), and that answer is not sent (nginx's `client_body_timeout`).
+    Stalled,
+}
+
 impl Rest {
     /// Whether the connection can serve another request after reading and dropping this rest.
     pub(super) fn keeps_connection(self) -> bool {
@@ -98,7 +108,7 @@ impl Conn {
     /// Reads the request body off `io` into its slot, a piece at a time, starting with the body bytes already read;
     /// `Ready(Ok)` once the body is read whole, its reader has let it go, or its chunked framing turned out
     /// malformed (the body fails: its reader answers), `Ready(Err)` when the client ended or broke the connection
-    /// before the body's end, or sent none of it for `server.idle_timeout` (the body fails), `Pending` while the
+    /// before the body's end, or sent none of it for `server.idle_timeout` (the body fails; see [`Cut`]), `Pending` while the
     /// slot is full or the client sends nothing. Never reads past the end of a body by length; of a chunked body,
     /// what follows its end stays in the buffer for the next request. For `Expect: 100-continue`, [`CONTINUE`] goes
     /// out once the body's reader asks for it, unless the client has sent body bytes anyway (RFC 9110 §10.1.1 lets
@@ -108,7 +118,7 @@ impl Conn {
         io: &mut I,
         reading: &mut Reading,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<(), ()>> {
+    ) -> Poll<Result<(), Cut>> {
         let Reading {
             feeder,
             framing,
@@ -135,7 +145,7 @@ impl Conn {
                         Poll::Ready(Err(e)) => {
                             tracing::debug!(error = %e, "writing 100 Continue failed");
                             feeder.fail("the client's connection failed before the request body");
-                            return Poll::Ready(Err(()));
+                            return Poll::Ready(Err(Cut::Gone));
                         }
                         Poll::Pending => return Poll::Pending,
                     },
@@ -178,9 +188,9 @@ impl Conn {
                     if let Some(deadline) = stalled.as_mut() {
                         std::task::ready!(Pin::new(deadline).poll(cx));
                     }
-                    tracing::debug!(?within, "a request body stopped coming; dropping the request");
-                    feeder.fail("the client stopped sending the request body");
-                    return Poll::Ready(Err(()));
+                    tracing::debug!(?within, "a request body stopped coming; failing it");
+                    feeder.stall();
+                    return Poll::Ready(Err(Cut::Stalled));
                 }
             };
             *stalled = None;
@@ -188,13 +198,13 @@ impl Conn {
                 Ok(0) => {
                     tracing::debug!("the client ended its connection in the middle of a request body");
                     feeder.fail("the client ended its connection in the middle of the request body");
-                    return Poll::Ready(Err(()));
+                    return Poll::Ready(Err(Cut::Gone));
                 }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::debug!(error = %e, "the client's connection failed in the middle of a request body");
                     feeder.fail("the client's connection failed in the middle of the request body");
-                    return Poll::Ready(Err(()));
+                    return Poll::Ready(Err(Cut::Gone));
                 }
             }
         }
