@@ -378,23 +378,38 @@ async fn zero_max_requests_per_connection_keeps_connections_open() {
     assert!(!conn.is_finished());
 }
 
+/// A request body sent piece by piece over HTTP/2.
+type Streamed = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::convert::Infallible>;
+type Pieces = tokio::sync::mpsc::Sender<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>>;
+
+/// An HTTP/2 connection (prior knowledge) to the gate on `port` for requests with [`Streamed`] bodies.
+async fn h2_streaming(port: u16) -> hyper::client::conn::http2::SendRequest<Streamed> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("an HTTP/2 handshake");
+    tokio::spawn(conn);
+    sender
+}
+
+/// A body that sends what is put into its sender, and ends when the sender is dropped.
+fn streamed_body() -> (Pieces, Streamed) {
+    let (pieces, rx) = tokio::sync::mpsc::channel(4);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    (
+        pieces,
+        http_body_util::BodyExt::boxed_unsync(http_body_util::StreamBody::new(stream)),
+    )
+}
+
 #[tokio::test]
 async fn an_http2_stream_whose_body_stops_coming_is_reset() {
     // hyper's HTTP/2 server reads every body; one that stops coming for the idle timeout ends its stream with a
     // reset instead of holding it (and the back-channel endpoint waiting for it) for ever.
-    type Sent = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::convert::Infallible>;
     let (_idp, _upstream, gate) = gate_with("idle_timeout = \"1s\"").await;
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake::<_, _, Sent>(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .expect("an HTTP/2 handshake");
-    let _conn = tokio::spawn(conn);
-    let (pieces, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<bytes::Bytes>, _>>(4);
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
-    let body = http_body_util::BodyExt::boxed_unsync(http_body_util::StreamBody::new(stream));
+    let mut sender = h2_streaming(gate.port).await;
+    let (pieces, body) = streamed_body();
     let req = hyper::Request::post(format!("http://127.0.0.1:{}/_logto/backchannel-logout", gate.port))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body)
@@ -412,7 +427,7 @@ async fn an_http2_stream_whose_body_stops_coming_is_reset() {
     // Only that stream ended: the connection serves the next one.
     sender.ready().await.expect("the connection outlives the reset stream");
     let next = hyper::Request::get(format!("http://127.0.0.1:{}/_logto/healthz", gate.port))
-        .body(http_body_util::BodyExt::boxed_unsync(http_body_util::Empty::new()))
+        .body(streamed_body().1)
         .unwrap();
     let resp = sender.send_request(next).await.expect("the next stream is answered");
     assert_eq!(resp.status(), StatusCode::OK);
@@ -466,24 +481,11 @@ async fn a_request_body_that_stops_coming_is_counted_as_408_and_unanswered() {
         assert!(!text.contains("408"), "{what}: {text}");
     }
     // On HTTP/2 (hyper's server), proxied.
-    type Sent = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::convert::Infallible>;
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.gate.port))
-        .await
-        .unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake::<_, _, Sent>(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .expect("an HTTP/2 handshake");
-    let _conn = tokio::spawn(conn);
-    let (pieces, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<bytes::Bytes>, _>>(4);
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let mut sender = h2_streaming(s.gate.port).await;
+    let (pieces, body) = streamed_body();
     let req = hyper::Request::post(format!("http://127.0.0.1:{}/upload", s.gate.port))
         .header("cookie", format!("logto_gate={cookie}"))
-        .body(http_body_util::BodyExt::boxed_unsync(http_body_util::StreamBody::new(
-            stream,
-        )))
+        .body(body)
         .unwrap();
     pieces
         .send(Ok(http_body::Frame::data(bytes::Bytes::from_static(b"some"))))
