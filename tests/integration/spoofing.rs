@@ -149,3 +149,52 @@ async fn spoofed_identity_without_a_session_never_reaches_the_upstream() {
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(s.upstream.count(), 0);
 }
+
+/// Request trailer fields are never passed on, so a client cannot send identity fields after its body (declared in
+/// `Trailer` or not) to an app that reads trailers: on the HTTP/1 front and on hyper's server after a hand-over.
+#[tokio::test]
+async fn identity_fields_sent_as_request_trailers_never_reach_the_upstream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Stack::start().await;
+    let (_, cookie) = s.signed_in().await;
+    // The control: sent to the upstream directly, the trailers are read there.
+    let mut direct = tokio::net::TcpStream::connect(s.upstream.addr).await.unwrap();
+    direct
+        .write_all(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: X-Forwarded-User\r\n\
+              Connection: close\r\n\r\n5\r\nhello\r\n0\r\nX-Forwarded-User: admin\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    direct.read_to_end(&mut answer).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer).contains(r#""trailers":{"x-forwarded-user":"admin"}"#));
+    let hand_over = "GET /_logto/healthz HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n";
+    for (before, declared) in [
+        ("", ""),
+        ("", "Trailer: X-Forwarded-User, X-Sum\r\n"),
+        (hand_over, ""),
+        (hand_over, "Trailer: X-Forwarded-User, X-Sum\r\n"),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", s.gate.port))
+            .await
+            .unwrap();
+        let request = format!(
+            "{before}POST /upload HTTP/1.1\r\nHost: x\r\nCookie: logto_gate={cookie}\r\nTransfer-Encoding: chunked\r\n\
+             {declared}Connection: close\r\n\r\n5\r\nhello\r\n0\r\nX-Forwarded-User: admin\r\nX-Sum: 532\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(READY_TIMEOUT, stream.read_to_end(&mut answer))
+            .await
+            .expect("an answer")
+            .unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        let body = text.rsplit("\r\n\r\n").next().unwrap_or_default();
+        assert!(text.contains("HTTP/1.1 200"), "{before:?} {declared:?}: {text}");
+        let seen: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{text}"));
+        assert_eq!(seen["bytes"], 5, "{text}");
+        assert_eq!(seen["trailers"], json!({}), "{before:?} {declared:?}: {text}");
+        assert_eq!(s.upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
+    }
+}

@@ -156,6 +156,8 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resp
         "/upload" => {
             let mut body = req.into_body();
             let (mut bytes, mut sum) = (0u64, 0u64);
+            // Trailer fields, if any came after the body.
+            let mut trailers = serde_json::Map::new();
             while let Some(frame) = body.frame().await {
                 match frame {
                     Ok(f) => {
@@ -163,11 +165,15 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resp
                             bytes += d.len() as u64;
                             sum = d.iter().fold(sum, |s, b| s.wrapping_add(u64::from(*b)));
                         }
+                        for (name, value) in f.trailers_ref().into_iter().flatten() {
+                            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                            trailers.insert(name.to_string(), value.into());
+                        }
                     }
                     Err(_) => break,
                 }
             }
-            json_response(json!({"bytes": bytes, "sum": sum}))
+            json_response(json!({"bytes": bytes, "sum": sum, "trailers": trailers}))
         }
         "/reset-mid-body" => {
             // Headers and part of the body, then the connection is cut (an upstream crashing mid-response).
