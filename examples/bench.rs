@@ -2,8 +2,9 @@
 //!
 //! It starts a static upstream (nginx), nginx `proxy_pass` in front of it as the reference (plain, and with TLS and
 //! HTTP/2), the test IdP and the gate binary (release) in front of the same upstream with a session obtained through
-//! the real sign-in flow, and alternates gate and nginx round by round: HTTP/1.1 with wrk (also against the
-//! upstream directly and a one-worker gate), HTTP/1.1 and HTTP/2 inside TLS and a 64 MiB download with h2load.
+//! the real sign-in flow, and runs gate and nginx in turn, round by round, in balanced orders: HTTP/1.1 with wrk
+//! (also against the upstream directly and a one-worker gate), HTTP/1.1 and HTTP/2 inside TLS and a 64 MiB download
+//! with h2load.
 //! Then it opens up to 10,000 idle connections (HTTP/1.1 keep-alive, HTTP/2, WebSocket tunnels) to a fresh nginx and
 //! a fresh gate and reports the memory each costs. It prints medians and gate/nginx ratios, and how much the sign-in
 //! callback adds over the IdP's own token time. A benchmark, not a test: it never fails on speed.
@@ -23,8 +24,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Rounds of the comparisons unless `BENCH_ROUNDS` says otherwise.
-const ROUNDS: usize = 7;
+/// Rounds of the comparisons unless `BENCH_ROUNDS` says otherwise: six, so that the HTTP/1.1 proxies run in each of
+/// their orders once ([`ORDERS`]) and the TLS rows' two sides go first equally often.
+const ROUNDS: usize = 6;
+/// The orders the three proxies of the HTTP/1.1 rows (indices into the targets) run in, one per round, after the
+/// upstream alone: each proxy runs first, second and third twice in six rounds, and before each other one as often
+/// as after it, so that no proxy gains from its place or from what ran just before it.
+const ORDERS: [[usize; 3]; 6] = [[1, 2, 3], [3, 2, 1], [2, 3, 1], [1, 3, 2], [3, 1, 2], [2, 1, 3]];
 const SECONDS: u32 = 5;
 const CONNECTIONS: u32 = 32;
 const APP_ID: &str = "bench-app";
@@ -214,12 +220,13 @@ fn wrk_with(url: &str, cookie: Option<&str>, connections: u32, seconds: u32) -> 
     run
 }
 
+/// The middle value; of an even count, the mean of the two middle ones.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        0.0
-    } else {
-        v[v.len() / 2]
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
@@ -922,13 +929,9 @@ async fn main() {
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
     let mut tls_runs: Vec<[Vec<f64>; 2]> = vec![[Vec::new(), Vec::new()]; tls_rows.len()];
     for round in 0..rounds {
-        // Every other round runs in the opposite order, so that no side always follows the same one (the upstream's
-        // or the machine's state after a run favours neither).
-        let order: Vec<usize> = match round % 2 {
-            0 => (0..targets.len()).collect(),
-            _ => (0..targets.len()).rev().collect(),
-        };
-        for i in order.into_iter().filter(|_| only.is_none()) {
+        // The upstream alone first, then the proxies in this round's order (`ORDERS`).
+        let order = std::iter::once(0).chain(ORDERS[round % ORDERS.len()]);
+        for i in order.filter(|_| only.is_none()) {
             let (name, url, c) = &targets[i];
             // For the default gate, how its worker threads shared the round (placement, `src/placement.rs`).
             let before = (i == 2).then(|| thread_ticks(&gate_pid.to_string()));
@@ -1030,7 +1033,7 @@ async fn main() {
         })
         .collect();
     println!();
-    println!("| benchmark (medians of {rounds} alternated rounds) | nginx (no auth) | logto-gate (signed in) | gate / nginx |");
+    println!("| benchmark (medians of {rounds} rounds) | nginx (no auth) | logto-gate (signed in) | gate / nginx |");
     println!("|---|---:|---:|---:|");
     if only.is_none() {
         println!(
