@@ -180,7 +180,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        out.push_str("# HELP logto_gate_requests_total Requests answered, by route class and status code.\n");
+        out.push_str("# HELP logto_gate_requests_total Requests, by route class and status code (499: the client went away first).\n");
         out.push_str("# TYPE logto_gate_requests_total counter\n");
         let sum = |f: &dyn Fn(&Shard) -> &AtomicU64| -> u64 {
             self.shards.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()

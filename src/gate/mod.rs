@@ -292,6 +292,18 @@ impl Gate {
             // Only the path is logged: queries carry codes and states, and headers cookies and tokens. Kept as the
             // URI (a reference-count increment) for the access line and for the line of a failed request.
             let uri = req.uri().clone();
+            // Until the answer is decided: a request dropped before that still gets its line (499).
+            let mut line = AccessLine {
+                gate: this,
+                route,
+                method: &method,
+                request_id: &request_id,
+                uri: &uri,
+                peer,
+                started,
+                access_log,
+                pending: true,
+            };
             // Set-Cookie headers decided on the way (a refreshed or resealed session) go on whatever the answer is.
             let mut cookies = Vec::new();
             let result = match framing {
@@ -324,26 +336,9 @@ impl Gate {
                 resp.headers_mut().append(header::SET_COOKIE, c);
             }
             resp.headers_mut().insert(REQUEST_ID, request_id.clone());
-            let status = resp.status().as_u16();
-            this.metrics.request(route.class(), status);
-            if !access_log {
-                return resp;
-            }
             // Who it was (oauth2-proxy logs it too): the signed-in subject, when the pipeline knew one.
-            let user = resp.extensions().get::<AccessUser>().map_or("", |u| u.0.as_str());
-            tracing::info!(
-                target: "logto_gate::access",
-                request_id = request_id.to_str().unwrap_or(""),
-                peer = %peer.ip(),
-                %method,
-                path = %log_path(uri.path()),
-                status,
-                route = ?route.class(),
-                user,
-                // Microseconds, as milliseconds with three decimals (0.993, not 0.9925780000000001).
-                duration_ms = started.map_or(0.0, |s| s.elapsed().as_micros() as f64 / 1000.0),
-                "request"
-            );
+            let user = resp.extensions().get::<AccessUser>().map(|u| u.0.as_str());
+            line.write(resp.status().as_u16(), user);
             resp
         }
     }
@@ -444,6 +439,57 @@ fn retry_target(route: Route, uri: &http::Uri, origin: &str) -> Option<ReturnPat
             .find(|(k, _)| k == "redirect")
             .map(|(_, v)| ReturnPath::parse_same_origin_or_root(&v, origin)),
         _ => None,
+    }
+}
+
+/// A request's access line and its count in the requests metric, written once: with the answer's status when the
+/// pipeline decides it ([`AccessLine::write`]), or with 499 when the request's future is dropped first (nginx's
+/// "client closed request"): the client went away before its answer (its connection closed or failed, its HTTP/2
+/// stream reset), or shutdown ended the request. Without it such requests were neither logged nor counted.
+struct AccessLine<'a> {
+    gate: &'a Gate,
+    route: Route,
+    method: &'a Method,
+    request_id: &'a HeaderValue,
+    uri: &'a http::Uri,
+    peer: SocketAddr,
+    started: Option<std::time::Instant>,
+    access_log: bool,
+    pending: bool,
+}
+
+/// The status logged for a request dropped before its answer (nginx's, not an HTTP status code).
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+impl AccessLine<'_> {
+    /// Counts the request and logs its line with `status` and the signed-in `user`, if any.
+    fn write(&mut self, status: u16, user: Option<&str>) {
+        self.pending = false;
+        self.gate.metrics.request(self.route.class(), status);
+        if !self.access_log {
+            return;
+        }
+        tracing::info!(
+            target: "logto_gate::access",
+            request_id = self.request_id.to_str().unwrap_or(""),
+            peer = %self.peer.ip(),
+            method = %self.method,
+            path = %log_path(self.uri.path()),
+            status,
+            route = ?self.route.class(),
+            user = user.unwrap_or(""),
+            // Microseconds, as milliseconds with three decimals (0.993, not 0.9925780000000001).
+            duration_ms = self.started.map_or(0.0, |s| s.elapsed().as_micros() as f64 / 1000.0),
+            "request"
+        );
+    }
+}
+
+impl Drop for AccessLine<'_> {
+    fn drop(&mut self) {
+        if self.pending {
+            self.write(CLIENT_CLOSED_REQUEST, None);
+        }
     }
 }
 

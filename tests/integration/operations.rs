@@ -291,6 +291,14 @@ async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
         .send()
         .await
         .unwrap();
+    // A client that goes away before its answer: its line says 499.
+    let before = upstream.count();
+    let mut gone = TcpStream::connect(url.trim_start_matches("http://")).await.unwrap();
+    gone.write_all(format!("GET /slow?ms=20000 HTTP/1.1\r\nHost: x\r\nCookie: logto_gate={cookie}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    eventually("the request reached the upstream", || upstream.count() == before + 1).await;
+    drop(gone);
     gate.sigterm();
     wait_exit(&mut gate.process).await;
     let mut lines = Vec::new();
@@ -311,6 +319,12 @@ async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
     assert!(access
         .iter()
         .any(|a| a["request_id"] == "trace-abc-123" && a["path"] == "/with-id"));
+    assert!(
+        access
+            .iter()
+            .any(|a| a["path"] == "/slow" && a["status"] == 499 && a["user"].as_str().is_some()),
+        "{lines:#?}"
+    );
     let all = lines.join("\n");
     for secret in [
         APP_SECRET,
@@ -367,4 +381,60 @@ pub(crate) async fn worker_connections(metrics_port: u16, workers: usize) -> Vec
             metrics.iter().find(|(n, _)| *n == name).map_or(-1.0, |(_, v)| *v)
         })
         .collect()
+}
+
+/// Until `cond` holds, looking every 10 ms, for at most 10 s.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A request whose client goes away before its answer is logged and counted as 499 (nginx's "client closed
+/// request"), on the HTTP/1 front and on HTTP/2 (hyper's server): before, such requests left no trace in the access
+/// log or the metrics, though a slow upstream that makes clients give up is what an operator looks for there.
+#[tokio::test]
+async fn a_request_whose_client_goes_away_before_its_answer_is_counted_as_499() {
+    let metrics_port = free_port();
+    let line: &'static str = Box::leak(format!("metrics_listen = \"127.0.0.1:{metrics_port}\"").into_boxed_str());
+    let s = Stack::edited(IdpOptions::default(), "", "", in_server(line)).await;
+    let (_, cookie) = s.signed_in().await;
+    let before = s.upstream.count();
+    let mut client = TcpStream::connect(("127.0.0.1", s.gate.port)).await.unwrap();
+    client
+        .write_all(format!("GET /slow?ms=20000 HTTP/1.1\r\nHost: x\r\nCookie: logto_gate={cookie}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    eventually("the request reached the upstream", || s.upstream.count() == before + 1).await;
+    drop(client);
+    // The same over HTTP/2, the connection closed under the stream.
+    let tcp = TcpStream::connect(("127.0.0.1", s.gate.port)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("an HTTP/2 handshake");
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::get(format!("http://127.0.0.1:{}/slow?ms=20000", s.gate.port))
+        .header("cookie", format!("logto_gate={cookie}"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let answer = tokio::spawn(sender.send_request(req));
+    eventually("the HTTP/2 request reached the upstream", || {
+        s.upstream.count() == before + 2
+    })
+    .await;
+    conn.abort();
+    answer.abort();
+    let mut metrics = String::new();
+    let expected = "logto_gate_requests_total{route=\"app\",status=\"499\"} 2\n";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !metrics.contains(expected) {
+        assert!(tokio::time::Instant::now() < deadline, "{expected} in {metrics}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        metrics = metrics_text(metrics_port).await;
+    }
 }
