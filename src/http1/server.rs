@@ -19,24 +19,23 @@
 //! alone, so no request here can be framed two ways: a repeated or listed `Content-Length`, a list of codings, or a
 //! length next to `Transfer-Encoding`, goes to hyper and is refused there.
 //!
-//! A body ([`crate::http1::request_body`], [`reading`]) is read while its request is handled, a piece at a time as
-//! its reader (an endpoint, or the upstream request) takes it, never past its end: what follows it is the next
-//! request. A chunked body is decoded here with the own client's strict decoder ([`crate::http1::body`]: CRLF line
-//! ends only, at most 16 hexadecimal digits of size, bounded extensions and trailers, which are dropped); a
-//! malformed one fails for its reader, whose answer (400) goes out, and the connection closes after it, once the
-//! client has closed its side or `server.header_read_timeout` has passed, whatever it sends meanwhile read and
-//! dropped (nginx's lingering close: a client still writing its body would otherwise fail on a reset). When the
-//! answer comes before the body's end (the gate refused the request, or the upstream answered early), the rest is
-//! not passed on (the reader sees the body fail, as with Go's HTTP/1 server), and the front reads and drops it: up
-//! to [`reading::MAX_DISCARD`] bytes still to come keep the connection, more (or an unknown amount: chunks still to
-//! come) close it after the answer, and either way the client's bytes are read (at most
-//! `server.header_read_timeout`) before a close, so that closing does not reset the connection under an answer
-//! still on its way. A client that hangs up in the middle of a body drops its request, as before an answer. One
-//! that sends none of it for `server.idle_timeout` while its reader waits gets no answer either, but its body fails
-//! as stalled and the pipeline's answer to that (408) is logged and counted before the connection closes. A client
-//! that sent `Expect: 100-continue` is told to send its body (`100 Continue`, RFC 9110 §10.1.1) when the body's
-//! reader first asks for it, as hyper does; when the answer comes first it is never told, may never send the body,
-//! and the connection closes after the answer.
+//! A body ([`crate::http1::request_body`], [`reading`]) is read while its request is handled, a piece at a time as its
+//! reader (an endpoint, or the upstream request) takes it, never past its end: what follows it is the next request. A
+//! chunked body is decoded here with the own client's strict decoder ([`crate::http1::body`]: CRLF line ends only, at
+//! most 16 hexadecimal digits of size, bounded extensions and trailers, which are dropped); a malformed one fails for
+//! its reader, whose answer (400) goes out, and the connection closes after it, once the client has closed its side or
+//! `server.header_read_timeout` has passed, whatever it sends meanwhile read and dropped (nginx's lingering close: a
+//! client still writing its body would otherwise fail on a reset). When the answer comes before the body's end (the
+//! gate refused the request, or the upstream answered early), the rest is not passed on (the reader sees the body fail,
+//! as with Go's HTTP/1 server), and the front reads and drops it: up to [`reading::MAX_DISCARD`] bytes still to come
+//! keep the connection, more (or an unknown amount: chunks still to come) close it after the answer, and either way the
+//! client's bytes are read (at most `server.header_read_timeout`) before a close, so that closing does not reset the
+//! connection under an answer still on its way. A client that hangs up in the middle of a body drops its request
+//! (logged as 499), as before an answer. One that sends none of it for `server.idle_timeout` while its reader waits
+//! gets no answer either, but its body fails as stalled and the pipeline's answer to that (408) is logged and counted
+//! before the connection closes. A client that sent `Expect: 100-continue` is told to send its body (`100 Continue`,
+//! RFC 9110 §10.1.1) when the body's reader first asks for it, as hyper does; when the answer comes first it is never
+//! told, may never send the body, and the connection closes after the answer.
 //!
 //! What hyper's server did and this module keeps:
 //! - `server.header_read_timeout` runs from the moment the connection waits for a head (so it also bounds the
