@@ -8,9 +8,10 @@
 //! request body in flight holds at most one piece (one read, [`BODY_READ`] bytes at most) besides what the socket
 //! holds: the client waits for the upstream, not the gate's memory.
 //!
-//! A body ends in one of three ways: whole (its length, or its last chunk, read and taken); failed, when the front stops before its
-//! end (the client hung up in the middle, or the answer came first and the rest is not wanted any more); or unread,
-//! when its reader lets it go first, after which the front takes nothing more from the connection for it (see
+//! A body ends in one of three ways: whole (its length, or its last chunk, read and taken); failed, when the front
+//! stops before its end (the client hung up in the middle, its chunked framing was malformed, the answer came first
+//! and the rest is not wanted any more, or the client stopped sending it: [`Feeder::stall`]); or unread, when its
+//! reader lets it go first, after which the front takes nothing more from the connection for it (see
 //! [`Feeder::poll_room`]). The reader of a failed body sees an error, never a short body passed off as whole.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

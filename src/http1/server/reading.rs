@@ -38,7 +38,7 @@ pub(super) struct Reading {
     broken: bool,
     /// `server.idle_timeout`.
     within: Duration,
-    /// Armed while the client is awaited; the request is dropped when it passes.
+    /// Armed while the client is awaited; when it passes, the body fails as stalled ([`Cut::Stalled`]).
     stalled: Option<Deadline>,
     /// `Expect: 100-continue` and [`CONTINUE`] not sent yet: how much of it is written.
     pub(super) continue_at: Option<usize>,
@@ -108,8 +108,8 @@ impl Conn {
     /// Reads the request body off `io` into its slot, a piece at a time, starting with the body bytes already read;
     /// `Ready(Ok)` once the body is read whole, its reader has let it go, or its chunked framing turned out
     /// malformed (the body fails: its reader answers), `Ready(Err)` when the client ended or broke the connection
-    /// before the body's end, or sent none of it for `server.idle_timeout` (the body fails; see [`Cut`]), `Pending` while the
-    /// slot is full or the client sends nothing. Never reads past the end of a body by length; of a chunked body,
+    /// before the body's end, or sent none of it for `server.idle_timeout` (the body fails; see [`Cut`]), `Pending`
+    /// while the slot is full or the client sends nothing. Never reads past the end of a body by length; of a chunked body,
     /// what follows its end stays in the buffer for the next request. For `Expect: 100-continue`, [`CONTINUE`] goes
     /// out once the body's reader asks for it, unless the client has sent body bytes anyway (RFC 9110 §10.1.1 lets
     /// the server omit it then); until then the client's silence is no stall.
