@@ -10,7 +10,8 @@
 //! callback adds over the IdP's own token time. A benchmark, not a test: it never fails on speed.
 //! `--perf` measures CPU time, syscalls (and mallocs) per request and records a profile instead; `--callgrind`
 //! counts user-space instructions per request under valgrind; `--http1`, `--memory` and `--only tls|h2|download`
-//! run some rows alone.
+//! run some rows alone. `BENCH_SECOND_GATE` puts another build in the one-worker gate's row, `BENCH_NGINX_GATE_WIRE`
+//! nginx doing the gate's forwarding (bench/README.md).
 
 #[path = "../tests/support/cert.rs"]
 mod cert;
@@ -299,18 +300,29 @@ async fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     // `BENCH_ROUNDS`: more rounds narrow the medians (single rounds scatter by several per cent here).
     let rounds_wanted = count_from_env("BENCH_ROUNDS", ROUNDS);
-    // `BENCH_SECOND_GATE_WORKERS`: see the second gate below.
-    let second_workers = count_from_env("BENCH_SECOND_GATE_WORKERS", 1);
     // `BENCH_GATE`: another build of the gate to measure (two builds compare under the same harness).
     let gate_bin = std::env::var_os("BENCH_GATE").map_or_else(|| root.join("target/release/logto-gate"), PathBuf::from);
     assert!(
         gate_bin.exists(),
         "build the gate first: cargo build --release (bench/run.sh does)"
     );
+    // `BENCH_SECOND_GATE`: a build for the second gate's row, which then runs with the default gate's workers, so
+    // that two builds compare round by round in one run (runs on different days or hours of this machine differ
+    // more than two builds usually do).
+    let second_bin = std::env::var_os("BENCH_SECOND_GATE").map(PathBuf::from);
+    if let Some(bin) = &second_bin {
+        assert!(bin.exists(), "BENCH_SECOND_GATE: no file at {}", bin.display());
+    }
+    // `BENCH_SECOND_GATE_WORKERS`: see the second gate below.
+    let default_workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let second_workers = count_from_env(
+        "BENCH_SECOND_GATE_WORKERS",
+        if second_bin.is_some() { default_workers } else { 1 },
+    );
     let dir = tempfile::tempdir().expect("tempdir");
 
     // Static upstream and the nginx reference proxy.
-    let [up_port, proxy_port, gate_port, gate1_port, proxy_tls_port, gate_tls_port, proxy_h2_port, gate_h2_port] =
+    let [up_port, proxy_port, gate_port, gate1_port, proxy_tls_port, gate_tls_port, proxy_h2_port, gate_h2_port, wire_port] =
         free_ports();
     let (cert, key) = cert::make_cert(dir.path(), "bench");
     // The large download: 64 MiB the upstream serves from disk.
@@ -342,6 +354,25 @@ async fn main() {
              proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
         )
     };
+    // `BENCH_NGINX_GATE_WIRE`: nginx doing the gate's wire work without its checks, in the second gate's row. wrk
+    // sends it the same session cookie; it drops the cookie and sends the upstream what the gate sends (the
+    // client's `Host`, a request id, the `X-Forwarded-*` fields and the identity fields with the values of the
+    // benchmark's signed-in user of the test IdP) and answers with the request id. Where the gate falls behind
+    // nginx without authentication, this row tells the bytes the product adds from the gate's own cost.
+    let wire_row = std::env::var_os("BENCH_NGINX_GATE_WIRE").is_some();
+    assert!(
+        !(wire_row && second_bin.is_some()),
+        "BENCH_NGINX_GATE_WIRE and BENCH_SECOND_GATE both take the second gate's row: set one"
+    );
+    let wire_server = format!(
+        "server {{ listen 127.0.0.1:{wire_port}; keepalive_requests 1000; location / {{ proxy_pass http://up;\n\
+         proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $http_host;\n\
+         proxy_set_header Cookie \"\"; proxy_set_header X-Request-Id $request_id;\n\
+         proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header X-Forwarded-Proto $scheme;\n\
+         proxy_set_header X-Forwarded-Host $http_host; proxy_set_header X-Forwarded-User u_alice0001;\n\
+         proxy_set_header X-Forwarded-Email alice@example.com; proxy_set_header X-Forwarded-Preferred-Username alice;\n\
+         proxy_set_header X-Forwarded-Groups admin,editor; add_header X-Request-Id $request_id always; }} }}"
+    );
     let proxied = "proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\";";
     let tls_server = |port: u16, requests: u32| {
         format!(
@@ -356,7 +387,7 @@ async fn main() {
         "proxy",
         "auto",
         &format!(
-            "{}\n{}\n{}",
+            "{}\n{wire_server}\n{}\n{}",
             proxy_server(proxy_port),
             tls_server(proxy_tls_port, 1000),
             tls_server(proxy_h2_port, 1_000_000)
@@ -389,7 +420,7 @@ async fn main() {
         }
         (group, plain, h2, tls)
     };
-    for port in [up_port, proxy_port, proxy_tls_port, proxy_h2_port] {
+    for port in [up_port, proxy_port, proxy_tls_port, proxy_h2_port, wire_port] {
         wait_port(port);
     }
 
@@ -408,10 +439,10 @@ async fn main() {
         ),
     )
     .expect("gate config");
-    // A gate process with `config` and settings from the environment (`LOGTO_GATE_SERVER__*`).
-    let spawn_gate = |config: &Path, env: &[(&str, std::ffi::OsString)]| {
+    // A gate process of the build `bin` with `config` and settings from the environment (`LOGTO_GATE_SERVER__*`).
+    let spawn_build = |bin: &Path, config: &Path, env: &[(&str, std::ffi::OsString)]| {
         Killed(
-            Command::new(&gate_bin)
+            Command::new(bin)
                 .arg("--config")
                 .arg(config)
                 .envs(env.iter().map(|(name, value)| (name, value)))
@@ -420,6 +451,7 @@ async fn main() {
                 .expect("gate binary"),
         )
     };
+    let spawn_gate = |config: &Path, env: &[(&str, std::ffi::OsString)]| spawn_build(&gate_bin, config, env);
     let listen = |port: u16| ("LOGTO_GATE_SERVER__LISTEN", format!("127.0.0.1:{port}").into());
     let tls_on = |port: u16| {
         vec![
@@ -433,8 +465,10 @@ async fn main() {
     // The same gate with one worker thread (`server.workers = 1`), on its own port: what the default gate's placement
     // of plain connections on one worker is compared with (bench/README.md). It reads the session cookie the first
     // one issues (same session secret). `BENCH_SECOND_GATE_WORKERS` gives it another count: with the default's, the
-    // two rows measure one build twice, which shows how far apart this machine puts equal work.
-    let _gate1 = spawn_gate(
+    // two rows measure one build twice, which shows how far apart this machine puts equal work; `BENCH_SECOND_GATE`
+    // makes it another build.
+    let _gate1 = spawn_build(
+        second_bin.as_deref().unwrap_or(&gate_bin),
         &config,
         &[
             listen(gate1_port),
@@ -521,7 +555,16 @@ async fn main() {
     assert!(!cookie.is_empty(), "no session cookie from the sign-in");
 
     // Warm up, then A B A B.
-    let second_label = format!("logto-gate, workers = {second_workers} (signed in)");
+    let second_label = match &second_bin {
+        Some(bin) => format!("logto-gate {}, workers = {second_workers} (signed in)", bin.display()),
+        None if wire_row => "nginx proxy_pass with the gate's wire work (no auth)".to_owned(),
+        None => format!("logto-gate, workers = {second_workers} (signed in)"),
+    };
+    let second_url = if wire_row {
+        format!("http://127.0.0.1:{wire_port}/index.html")
+    } else {
+        format!("http://127.0.0.1:{gate1_port}/index.html")
+    };
     let targets = [
         (
             "upstream direct",
@@ -538,11 +581,7 @@ async fn main() {
             format!("{public}/index.html"),
             Some(cookie.as_str()),
         ),
-        (
-            second_label.as_str(),
-            format!("http://127.0.0.1:{gate1_port}/index.html"),
-            Some(cookie.as_str()),
-        ),
+        (second_label.as_str(), second_url, Some(cookie.as_str())),
     ];
     for (_, url, c) in &targets {
         let _ = Command::new("wrk")
@@ -1089,24 +1128,37 @@ async fn main() {
         println!("| {name} | {:.0} | {:.2} ms | {:.2} ms |", med[i].0, med[i].1, med[i].2);
     }
     println!(
-        "gate (workers = {second_workers}) / nginx: {:.2}x req/s, p99 {:.2} ms vs {:.2} ms",
+        "{second_label} / nginx: {:.2}x req/s, p99 {:.2} ms vs {:.2} ms",
         med[3].0 / med[1].0.max(1.0),
         med[3].2,
         med[1].2
     );
     // Each round's own ratio: how far single rounds scatter around the medians above.
-    for (label, i) in [("gate", 2), (second_label.as_str(), 3)] {
+    // With another build in the second row, also that build against the default gate.
+    let pairs: &[(&str, usize, usize)] = if second_bin.is_some() {
+        &[("gate", 2, 1), (&second_label, 3, 1), ("second build / gate", 3, 2)]
+    } else if wire_row {
+        &[
+            ("gate", 2, 1),
+            (&second_label, 3, 1),
+            ("gate / nginx with the gate's wire work", 2, 3),
+        ]
+    } else {
+        &[("gate", 2, 1), (&second_label, 3, 1)]
+    };
+    for &(label, i, against) in pairs {
         let ratios: Vec<f64> = runs[i]
             .iter()
-            .zip(&runs[1])
-            .map(|(gate, nginx)| gate.rps / nginx.rps.max(1.0))
+            .zip(&runs[against])
+            .map(|(gate, other)| gate.rps / other.rps.max(1.0))
             .collect();
         if ratios.is_empty() {
             continue;
         }
         let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         println!(
-            "{label} / nginx round by round: {} (median {:.2})",
+            "{label}{} round by round: {} (median {:.2})",
+            if against == 1 { " / nginx" } else { "" },
             shown.join(", "),
             median(ratios)
         );
