@@ -179,15 +179,6 @@ async fn organization_permissions_reach_scope_rules_and_only_logtos_non_member_a
     assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{hops:#?}");
 }
 
-/// Polls `check` (bounded) until it holds.
-async fn eventually(what: &str, check: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-    while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "{what} did not happen in time");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Sign-out kills a copy of the cookie taken before it (malware, a shared computer, a proxy log): the session is
 /// revoked at the gate, and its refresh token at Logto (RFC 7009), which otherwise keeps the grant through
 /// end-session.

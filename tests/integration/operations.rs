@@ -110,14 +110,10 @@ async fn sigterm_drains_in_flight_requests_and_websockets_then_exits_0() {
         let u = format!("{url}/slow?ms=1500");
         tokio::spawn(async move { client.get(u).send().await.map(|r| r.status().as_u16()) })
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !upstream.seen().iter().any(|s| s.path.starts_with("/slow")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the slow request never reached the upstream"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the slow request's arrival at the upstream", || {
+        upstream.seen().iter().any(|s| s.path.starts_with("/slow"))
+    })
+    .await;
     // A client that connected but has not sent a byte yet.
     let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     gate.sigterm();
@@ -297,7 +293,10 @@ async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
     gone.write_all(format!("GET /slow?ms=20000 HTTP/1.1\r\nHost: x\r\nCookie: logto_gate={cookie}\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    eventually("the request reached the upstream", || upstream.count() == before + 1).await;
+    eventually("the request's arrival at the upstream", || {
+        upstream.count() == before + 1
+    })
+    .await;
     drop(gone);
     gate.sigterm();
     wait_exit(&mut gate.process).await;
@@ -383,15 +382,6 @@ pub(crate) async fn worker_connections(metrics_port: u16, workers: usize) -> Vec
         .collect()
 }
 
-/// Until `cond` holds, looking every 10 ms, for at most 10 s.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// A request whose client goes away before its answer is logged and counted as 499 (nginx's "client closed
 /// request"), on the HTTP/1 front and on HTTP/2 (hyper's server): before, such requests left no trace in the access
 /// log or the metrics, though a slow upstream that makes clients give up is what an operator looks for there.
@@ -407,7 +397,10 @@ async fn a_request_whose_client_goes_away_before_its_answer_is_counted_as_499() 
         .write_all(format!("GET /slow?ms=20000 HTTP/1.1\r\nHost: x\r\nCookie: logto_gate={cookie}\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    eventually("the request reached the upstream", || s.upstream.count() == before + 1).await;
+    eventually("the request's arrival at the upstream", || {
+        s.upstream.count() == before + 1
+    })
+    .await;
     drop(client);
     // The same over HTTP/2, the connection closed under the stream.
     let tcp = TcpStream::connect(("127.0.0.1", s.gate.port)).await.unwrap();
@@ -423,7 +416,7 @@ async fn a_request_whose_client_goes_away_before_its_answer_is_counted_as_499() 
         .body(http_body_util::Empty::new())
         .unwrap();
     let answer = tokio::spawn(sender.send_request(req));
-    eventually("the HTTP/2 request reached the upstream", || {
+    eventually("the HTTP/2 request's arrival at the upstream", || {
         s.upstream.count() == before + 2
     })
     .await;

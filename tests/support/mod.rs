@@ -215,6 +215,18 @@ pub async fn wait_for_status(url: &str, status: u16) {
     }
 }
 
+/// Polls `check` every 10 ms until it holds, for at most [`READY_TIMEOUT`]; fails naming `what` otherwise.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within {READY_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Whether a system tool a test needs is installed. On a developer's machine a missing tool skips the test with
 /// a message (the README's quick start needs only Rust and Node.js); under CI (`CI` set, as `.ci/run` runs) it is
 /// a failure, so nothing is silently skipped there.
