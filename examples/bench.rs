@@ -347,33 +347,32 @@ async fn main() {
     // http block raises it for the upstream, whose pooled connections must not churn), as the gate does by default
     // (`server.max_requests_per_connection`). Not on the HTTP/2 row's port: h2load does not reconnect after a GOAWAY,
     // so there both proxies keep their connections (the gate's HTTP/2 instance has no limit either).
+    let proxied = "proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\";";
     let proxy_server = |port: u16| {
         format!(
             "upstream up {{ server 127.0.0.1:{up_port}; keepalive 64; }}\n\
-             server {{ listen 127.0.0.1:{port}; keepalive_requests 1000; location / {{ proxy_pass http://up;\n\
-             proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
+             server {{ listen 127.0.0.1:{port}; keepalive_requests 1000; location / {{ {proxied} }} }}"
         )
     };
     // `BENCH_NGINX_GATE_WIRE`: nginx doing the gate's wire work without its checks, in the second gate's row. wrk
     // sends it the same session cookie; it drops the cookie and sends the upstream what the gate sends (the
     // client's `Host`, a request id, the `X-Forwarded-*` fields and the identity fields with the values of the
     // benchmark's signed-in user of the test IdP) and answers with the request id. Where the gate falls behind
-    // nginx without authentication, this row tells the bytes the product adds from the gate's own cost.
+    // nginx without authentication, this row separates what that forwarding costs from what the gate's code costs.
     let wire_row = std::env::var_os("BENCH_NGINX_GATE_WIRE").is_some();
     assert!(
         !(wire_row && second_bin.is_some()),
         "BENCH_NGINX_GATE_WIRE and BENCH_SECOND_GATE both take the second gate's row: set one"
     );
     let wire_server = format!(
-        "server {{ listen 127.0.0.1:{wire_port}; keepalive_requests 1000; location / {{ proxy_pass http://up;\n\
-         proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $http_host;\n\
+        "server {{ listen 127.0.0.1:{wire_port}; keepalive_requests 1000; location / {{ {proxied}\n\
+         proxy_set_header Host $http_host;\n\
          proxy_set_header Cookie \"\"; proxy_set_header X-Request-Id $request_id;\n\
          proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header X-Forwarded-Proto $scheme;\n\
          proxy_set_header X-Forwarded-Host $http_host; proxy_set_header X-Forwarded-User u_alice0001;\n\
          proxy_set_header X-Forwarded-Email alice@example.com; proxy_set_header X-Forwarded-Preferred-Username alice;\n\
          proxy_set_header X-Forwarded-Groups admin,editor; add_header X-Request-Id $request_id always; }} }}"
     );
-    let proxied = "proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\";";
     let tls_server = |port: u16, requests: u32| {
         format!(
             "server {{ listen 127.0.0.1:{port} ssl http2; ssl_certificate {}; ssl_certificate_key {};\n\
