@@ -149,6 +149,15 @@ fn user_and_system_ticks(stat: &str) -> Option<(f64, f64)> {
     Some((fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?))
 }
 
+/// CPU ticks (user and system) of this process's children that have ended and been waited for: a wrk run's own cost,
+/// read before and after it.
+fn waited_children_ticks() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|t| t.parse::<f64>().ok()).unwrap_or(0.0);
+    tick(13) + tick(14)
+}
+
 /// The count in the environment variable `name` (1 or more), or `default` when it is not set; exits with a message
 /// naming the variable on anything else.
 fn count_from_env(name: &str, default: usize) -> usize {
@@ -692,7 +701,17 @@ async fn main() {
         let (proxy_workers, upstream_workers) = (pid_list(_proxy.0.id()), pid_list(_upstream.0.id()));
         let tls_url = |port: u16| format!("https://127.0.0.1:{port}/index.html");
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        for (name, pids, target, tls) in [
+        // With `BENCH_NGINX_GATE_WIRE`, nginx doing the gate's wire work too: what the product's bytes cost the
+        // proxy, wrk and the upstream, apart from the gate's code.
+        let wire = wire_row.then(|| {
+            (
+                "nginx with the gate's wire work",
+                proxy_workers.clone(),
+                &targets[3],
+                None,
+            )
+        });
+        let rows = [
             ("nginx proxy_pass", proxy_workers.clone(), &targets[1], None),
             ("logto-gate", gate_pid.to_string(), &targets[2], None),
             (
@@ -707,7 +726,9 @@ async fn main() {
                 &targets[2],
                 Some(tls_url(gate_tls_port)),
             ),
-        ] {
+        ];
+        let (plain, tls_rows) = rows.split_at(2);
+        for (name, pids, target, tls) in plain.iter().cloned().chain(wire).chain(tls_rows.iter().cloned()) {
             let stat = Command::new("perf")
                 .args(["stat", "-x,", "-e", &events, "-p", &pids])
                 .stdout(Stdio::null())
@@ -762,18 +783,24 @@ async fn main() {
             let before = times(&pids);
             let machine_before = machine();
             let upstream_before = times(&upstream_workers);
+            let load_before = waited_children_ticks();
             // HTTP/1.1 inside TLS through h2load, as the table's row.
-            let r = match &tls {
-                None => wrk(&target.1, target.2),
-                Some(url) => Run {
-                    rps: rows::h2load(&["--h1", "-c32", "-D5"], url, target.2).rps,
-                    ..Run::default()
-                },
+            let (r, cut_off) = match &tls {
+                None => (wrk(&target.1, target.2), 0),
+                Some(url) => {
+                    let load = rows::h2load(&["--h1", "-c32", "-D5"], url, target.2);
+                    let run = Run {
+                        rps: load.rps,
+                        ..Run::default()
+                    };
+                    (run, load.cut_off)
+                }
             };
             let after = times(&pids);
             let segments_after = segments();
             let machine_after = machine();
             let upstream_after = times(&upstream_workers);
+            let load_after = waited_children_ticks();
             let _ = Command::new("kill").args(["-INT", &stat.id().to_string()]).status();
             let _ = Command::new("kill").args(["-INT", &wide.id().to_string()]).status();
             let out = stat.wait_with_output().expect("perf stat");
@@ -816,14 +843,15 @@ async fn main() {
                 .map(|ticks| format!("{:.0}", ticks / SECONDS as f64))
                 .collect();
             print!(
-                "; machine {:.1} µs ({:.0} % busy: {} % per CPU), {:.2} TCP segments, {:.2} context switches, {:.3} migrations, upstream {:.1} µs",
+                "; machine {:.1} µs ({:.0} % busy: {} % per CPU), {:.2} TCP segments, {:.2} context switches, {:.3} migrations, upstream {:.1} µs, load generator {:.1} µs",
                 busy_ticks.first().copied().unwrap_or(0.0) * 10_000.0 / requests,
                 busy_ticks.first().copied().unwrap_or(0.0) / (SECONDS as f64 * cores as f64),
                 per_cpu.join(" and "),
                 (segments_after - segments_before) / requests,
                 wide_count("context-switches") / requests,
                 wide_count("cpu-migrations") / requests,
-                (upstream_after.0 + upstream_after.1 - upstream_before.0 - upstream_before.1) * 10_000.0 / requests
+                (upstream_after.0 + upstream_after.1 - upstream_before.0 - upstream_before.1) * 10_000.0 / requests,
+                (load_after - load_before) * 10_000.0 / requests
             );
             if malloc_probe {
                 print!(", {:.1} mallocs per request", count("probe_libc:malloc") / requests);
@@ -847,6 +875,9 @@ async fn main() {
                 print!(" [{}]", busy.join(", "));
             }
             println!(" ({:.0} req/s)", r.rps);
+            if cut_off > 0 {
+                println!("  (not to be read: h2load was cut off {cut_off} time(s) and run again, and the counts cover those runs)");
+            }
         }
         // Profile the gate under load instead of comparing: software clock samples (works without hardware
         // counters), call graphs, written to target/bench-perf.data for `perf report`.

@@ -14,6 +14,8 @@ pub struct Load {
     pub rps: f64,
     /// Response bytes (with their heads) per second, in MB (10^6 bytes).
     pub mb_per_s: f64,
+    /// Runs cut off after a minute before this one: anything measured around the call covers them too.
+    pub cut_off: u32,
 }
 
 /// Runs h2load with `args` against `url` (TLS certificates are not verified), with the session cookie if any.
@@ -21,7 +23,7 @@ pub fn h2load(args: &[&str], url: &str, cookie: Option<&str>) -> Load {
     // h2load's duration mode (-D) now and then never ends after a server closed a connection it was reusing (both
     // proxies close HTTP/1.1 connections after 1000 requests): it keeps one connection busy past the duration. Such
     // a run is cut off after a minute and run again, at most twice.
-    for _ in 0..3 {
+    for cut_off in 0..3 {
         let mut cmd = Command::new("timeout");
         cmd.args(["-k", "5", "60", "h2load", "-t1"]).args(args);
         if let Some(c) = cookie {
@@ -32,9 +34,15 @@ pub fn h2load(args: &[&str], url: &str, cookie: Option<&str>) -> Load {
             eprintln!("warning: {url}: h2load did not end within a minute; running it again");
             continue;
         }
-        return h2load_report(&String::from_utf8_lossy(&out.stdout), url);
+        return Load {
+            cut_off,
+            ..h2load_report(&String::from_utf8_lossy(&out.stdout), url)
+        };
     }
-    Load::default()
+    Load {
+        cut_off: 3,
+        ..Load::default()
+    }
 }
 
 /// The rates in an h2load report; warns about failed requests and other statuses than 2xx.
