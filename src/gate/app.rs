@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
-use serde_json::Value;
 
 use crate::body::Body;
 use crate::error::{ClientError, GateError};
@@ -18,7 +17,7 @@ use crate::proxy::{forwarded, Added};
 use crate::session;
 
 use super::authn::{authorize, Principal, MACHINE_HEADER};
-use super::{is_preflight, AccessUser, Gate, X_FORWARDED_HOST};
+use super::{is_preflight, Decided, Gate, X_FORWARDED_HOST};
 
 /// Headers the gate owns on the way upstream besides the identity mapping; a client's copies are removed (in any
 /// spelling, `_` for `-`): the assertion, the forward-auth answer's identity fields, and `X-Original-URL` /
@@ -55,7 +54,7 @@ impl Gate {
         req: &'a mut Request<Body>,
         peer: SocketAddr,
         upgrading: bool,
-        cookies: &'a mut Vec<HeaderValue>,
+        decided: &'a mut Decided,
     ) -> impl std::future::Future<Output = Result<Response<Body>, GateError>> + Send + 'a {
         async move {
             // 1b. normalise the path: rules see exactly what the upstream will see.
@@ -90,7 +89,7 @@ impl Gate {
                 Decision::Deny => return Err(ClientError::RouteDenied.into()),
                 Decision::Public => None,
                 Decision::Require(..) => {
-                    let Some(principal) = self.authenticate(req.headers(), cookies).await? else {
+                    let Some(principal) = self.authenticate(req.headers(), decided).await? else {
                         // 3. challenge
                         return Box::pin(self.challenge(req)).await;
                     };
@@ -156,12 +155,6 @@ impl Gate {
                 .await?;
             // 6. respond
             self.drop_gate_cookies_set_upstream(&mut resp);
-            if let Some(principal) = &principal {
-                if tracing::enabled!(target: "logto_gate::access", tracing::Level::INFO) {
-                    let sub = principal.claims().get("sub").and_then(Value::as_str).unwrap_or("");
-                    resp.extensions_mut().insert(AccessUser(sub.to_owned()));
-                }
-            }
             Ok(resp)
         }
     }

@@ -16,7 +16,7 @@ use crate::session::store::SaveError;
 use crate::session::{self, Current, Session};
 
 use super::renewal::Renewed;
-use super::{accepts_html, is_browser_navigation, Gate, REQUEST_ID};
+use super::{accepts_html, is_browser_navigation, Decided, Gate, REQUEST_ID};
 
 /// Set on requests of a Logto machine-to-machine app (its id), never on a person's: how the app tells them apart.
 pub(super) const MACHINE_HEADER: &str = "x-forwarded-machine";
@@ -66,36 +66,49 @@ impl Principal {
 impl Gate {
     /// Phase 2: a verified bearer token (when `logto.resources` is set and the request carries one), else the
     /// session. A bearer token that does not verify is an error, never a fall-back to the cookie. A session near
-    /// token expiry is refreshed (phase 2c); `cookies` receives what must be set on the response.
+    /// token expiry is refreshed (phase 2c); `decided` receives what must be set on the response, and who the request
+    /// is from ([`Decided::signed_in`]).
     pub(super) async fn authenticate(
         &self,
         headers: &http::HeaderMap,
-        cookies: &mut Vec<HeaderValue>,
+        decided: &mut Decided,
     ) -> Result<Option<Principal>, GateError> {
-        if !self.config.logto.resources.is_empty() {
-            if let Some(token) = bearer_token(headers) {
-                // Boxed: signature verification dwarfs the allocation, and the session path stays small.
-                return match Box::pin(self.oidc.verify_access_token(token, session::now())).await {
-                    Ok(claims) => Ok(Some(Principal::Bearer(claims))),
-                    Err(TokenError::Invalid(e)) => Err(ClientError::InvalidToken(e.to_string()).into()),
-                    Err(TokenError::Gate(g)) => Err(g),
-                };
-            }
-        }
-        let now = session::now();
-        let Some(current) = self.sessions.load(headers, now).await? else {
-            return Ok(None);
+        let bearer = match self.config.logto.resources.is_empty() {
+            true => None,
+            false => bearer_token(headers),
         };
-        if !current.rewrite && !current.session.needs_refresh(now) {
-            // The usual case: nothing to renew or write back.
-            return Ok(Some(Principal::Session(current)));
-        }
-        // Renewal is rare and talks to Logto and Redis: its log lines carry the request id, to match the access line.
-        let span = tracing::info_span!(
-            "renewal",
-            request_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok())
-        );
-        tracing::Instrument::instrument(Box::pin(self.renew_and_save(current, now, headers, cookies)), span).await
+        let principal = match bearer {
+            // Boxed: signature verification dwarfs the allocation, and the session path stays small.
+            Some(token) => match Box::pin(self.oidc.verify_access_token(token, session::now())).await {
+                Ok(claims) => Principal::Bearer(claims),
+                Err(TokenError::Invalid(e)) => return Err(ClientError::InvalidToken(e.to_string()).into()),
+                Err(TokenError::Gate(g)) => return Err(g),
+            },
+            None => {
+                let now = session::now();
+                let Some(current) = self.sessions.load(headers, now).await? else {
+                    return Ok(None);
+                };
+                if !current.rewrite && !current.session.needs_refresh(now) {
+                    // The usual case: nothing to renew or write back.
+                    Principal::Session(current)
+                } else {
+                    // Renewal is rare and talks to Logto and Redis: its log lines carry the request id, to match the
+                    // access line.
+                    let span = tracing::info_span!(
+                        "renewal",
+                        request_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok())
+                    );
+                    let renewal = Box::pin(self.renew_and_save(current, now, headers, &mut decided.cookies));
+                    match tracing::Instrument::instrument(renewal, span).await? {
+                        Some(principal) => principal,
+                        None => return Ok(None),
+                    }
+                }
+            }
+        };
+        decided.signed_in(&principal);
+        Ok(Some(principal))
     }
 
     /// Phase 2c: refreshes tokens near expiry and writes back a session that changed (boxed by the caller: rare,

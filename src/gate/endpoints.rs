@@ -28,7 +28,7 @@ use crate::session::{self, Current, Session};
 
 use super::app::request_host;
 use super::authn::{authorize, Principal};
-use super::{single_valued_query, Gate};
+use super::{single_valued_query, Decided, Gate};
 
 impl Gate {
     /// `/_logto/auth`: forward-auth for nginx `auth_request`, Traefik ForwardAuth and Envoy ext_authz (HTTP).
@@ -40,7 +40,7 @@ impl Gate {
         &self,
         req: &Request<Body>,
         peer: SocketAddr,
-        cookies: &mut Vec<HeaderValue>,
+        decided: &mut Decided,
     ) -> Result<Response<Body>, GateError> {
         let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
@@ -76,7 +76,7 @@ impl Gate {
             Decision::Deny => return Err(ClientError::RouteDenied.into()),
             Decision::Public => None,
             Decision::Require(..) => {
-                let Some(principal) = self.authenticate(req.headers(), cookies).await? else {
+                let Some(principal) = self.authenticate(req.headers(), decided).await? else {
                     return Ok(self.unauthorized(&ReturnPath::parse_or_root(&uri)));
                 };
                 for requirements in decision.requirements() {
@@ -413,9 +413,9 @@ impl Gate {
     pub(super) async fn userinfo(
         &self,
         req: &Request<Body>,
-        cookies: &mut Vec<HeaderValue>,
+        decided: &mut Decided,
     ) -> Result<Response<Body>, GateError> {
-        match self.authenticate(req.headers(), cookies).await? {
+        match self.authenticate(req.headers(), decided).await? {
             Some(Principal::Session(c)) => Ok(pages::json_response(StatusCode::OK, &c.session.identity_json())),
             Some(Principal::Bearer(claims)) => Ok(pages::json_response(StatusCode::OK, &Value::Object(claims))),
             None => {

@@ -49,6 +49,7 @@ mod endpoints;
 mod renewal;
 
 use app::GATE_OWNED_HEADERS;
+use authn::Principal;
 
 /// Claims kept in every session besides those the header mapping and the rules read (for `/_logto/userinfo`).
 /// `scope` too: `/_logto/userinfo` shows the scopes the session holds (the sign-in's and its API resource's).
@@ -292,7 +293,8 @@ impl Gate {
             // Only the path is logged: queries carry codes and states, and headers cookies and tokens. Kept as the
             // URI (a reference-count increment) for the access line and for the line of a failed request.
             let uri = req.uri().clone();
-            // Until the answer is decided: a request dropped before that still gets its line (499).
+            // Until the answer is decided: a request dropped before that still gets its line (499), with its user
+            // when the pipeline knew one.
             let mut line = AccessLine {
                 gate: this,
                 route,
@@ -302,17 +304,17 @@ impl Gate {
                 peer,
                 started,
                 access_log,
+                decided: Decided::new(access_log),
                 pending: true,
             };
-            // Set-Cookie headers decided on the way (a refreshed or resealed session) go on whatever the answer is.
-            let mut cookies = Vec::new();
+            let decided = &mut line.decided;
             let result = match framing {
                 // Phase 0: ambiguous message framing is how requests are smuggled past a proxy; refuse it outright.
                 Some(problem) => Err(problem.into()),
                 // The app's requests skip the dispatch below: one future less nested in every request's.
-                None if route == Route::App => this.app(&mut req, peer, upgrading, &mut cookies).await,
+                None if route == Route::App => this.app(&mut req, peer, upgrading, decided).await,
                 // The rest (the gate's endpoints, forward-auth) is boxed: its larger state stays out of the app's.
-                None => Box::pin(this.route(route, req, peer, html, upgrading, &mut cookies)).await,
+                None => Box::pin(this.route(route, req, peer, html, upgrading, decided)).await,
             };
             let mut resp = match result {
                 Ok(resp) => resp,
@@ -332,13 +334,11 @@ impl Gate {
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            for c in cookies {
+            for c in std::mem::take(&mut line.decided.cookies) {
                 resp.headers_mut().append(header::SET_COOKIE, c);
             }
             resp.headers_mut().insert(REQUEST_ID, request_id.clone());
-            // Who it was (oauth2-proxy logs it too): the signed-in subject, when the pipeline knew one.
-            let user = resp.extensions().get::<AccessUser>().map(|u| u.0.as_str());
-            line.write(resp.status().as_u16(), user);
+            line.write(resp.status().as_u16());
             resp
         }
     }
@@ -351,23 +351,23 @@ impl Gate {
         peer: SocketAddr,
         html: bool,
         upgrading: bool,
-        cookies: &mut Vec<HeaderValue>,
+        decided: &mut Decided,
     ) -> Result<Response<Body>, GateError> {
         // `handle` boxes this dispatch (the app's requests skip it). Forward-auth runs inline; the rest is rare and
         // boxed again, so their larger state (token requests, key fetches) does not make forward-auth's bigger.
         match route {
             // `handle` calls `app` itself; boxed here so that this dispatch stays small.
-            Route::App => Box::pin(self.app(&mut req, peer, upgrading, cookies)).await,
+            Route::App => Box::pin(self.app(&mut req, peer, upgrading, decided)).await,
             Route::SignIn => Box::pin(self.sign_in(&req, peer)).await,
             Route::Callback => Ok(Box::pin(self.callback(&req, html)).await),
             Route::SignOut => Box::pin(self.sign_out(&req)).await,
-            Route::UserInfo => Box::pin(self.userinfo(&req, cookies)).await,
+            Route::UserInfo => Box::pin(self.userinfo(&req, decided)).await,
             Route::Healthz => Ok(pages::json_response(
                 StatusCode::OK,
                 &serde_json::json!({"status": "ok"}),
             )),
             Route::Readyz => Ok(Box::pin(self.readyz()).await),
-            Route::ForwardAuth => self.forward_auth(&req, peer, cookies).await,
+            Route::ForwardAuth => self.forward_auth(&req, peer, decided).await,
             Route::Jwks => self.jwks(),
             Route::BackchannelLogout => Box::pin(self.backchannel_logout(req)).await,
             Route::SignedOut => Ok(Page::new(
@@ -442,6 +442,42 @@ fn retry_target(route: Route, uri: &http::Uri, origin: &str) -> Option<ReturnPat
     }
 }
 
+/// What a request's pipeline decides on the way besides its answer; [`Gate::handle`] applies it whatever the answer
+/// is, and logs the user also when there is none.
+struct Decided {
+    /// `Set-Cookie` fields for the answer: a refreshed or resealed session, or cookies cleared.
+    cookies: Vec<HeaderValue>,
+    /// The subject the request was authenticated as, once known (as oauth2-proxy logs it): on the access line
+    /// whatever the answer, a refusal by the rules (403), a failed upstream exchange (502, 504) or none (499).
+    user: Option<String>,
+    /// Whether the access line is written, so that `user` is worth keeping.
+    logged: bool,
+}
+
+impl Decided {
+    fn new(logged: bool) -> Self {
+        Decided {
+            cookies: Vec::new(),
+            user: None,
+            logged,
+        }
+    }
+
+    /// The request is from `principal` (its `sub` claim: a Logto user id, or a machine-to-machine app's id).
+    fn signed_in(&mut self, principal: &Principal) {
+        if self.logged {
+            self.user = Some(
+                principal
+                    .claims()
+                    .get("sub")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+            );
+        }
+    }
+}
+
 /// A request's access line and its count in the requests metric, written once: with the answer's status when the
 /// pipeline decides it ([`AccessLine::write`]), or with 499 when the request's future is dropped first (nginx's
 /// "client closed request"): the client went away before its answer (its connection closed or failed, its HTTP/2
@@ -455,6 +491,8 @@ struct AccessLine<'a> {
     peer: SocketAddr,
     started: Option<std::time::Instant>,
     access_log: bool,
+    /// Held here, so that a line written when the request is dropped still has the user.
+    decided: Decided,
     pending: bool,
 }
 
@@ -462,8 +500,8 @@ struct AccessLine<'a> {
 const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 impl AccessLine<'_> {
-    /// Counts the request and logs its line with `status` and the signed-in `user`, if any.
-    fn write(&mut self, status: u16, user: Option<&str>) {
+    /// Counts the request and logs its line with `status` and the user, if the pipeline knew one.
+    fn write(&mut self, status: u16) {
         self.pending = false;
         self.gate.metrics.request(self.route.class(), status);
         if !self.access_log {
@@ -477,7 +515,7 @@ impl AccessLine<'_> {
             path = %log_path(self.uri.path()),
             status,
             route = ?self.route.class(),
-            user = user.unwrap_or(""),
+            user = self.decided.user.as_deref().unwrap_or(""),
             // Microseconds, as milliseconds with three decimals (0.993, not 0.9925780000000001).
             duration_ms = self.started.map_or(0.0, |s| s.elapsed().as_micros() as f64 / 1000.0),
             "request"
@@ -488,14 +526,10 @@ impl AccessLine<'_> {
 impl Drop for AccessLine<'_> {
     fn drop(&mut self) {
         if self.pending {
-            self.write(CLIENT_CLOSED_REQUEST, None);
+            self.write(CLIENT_CLOSED_REQUEST);
         }
     }
 }
-
-/// The signed-in subject of a request, put on its response for the access line (only while that is logged).
-#[derive(Clone)]
-struct AccessUser(String);
 
 /// A path as logged: at most 256 characters.
 fn log_path(path: &str) -> &str {

@@ -415,8 +415,8 @@ secret = "bG9uZy1yYW5kb20tc2Vzc2lvbi1zZWNyZXQtZm9yLXRlc3Rz"
 }
 
 /// Log lines an operator can use: no colour codes when stderr is not a terminal, the failed request's line
-/// carries its request id and path (to match the access line), and the access line says who it was, with a
-/// duration of at most three decimals.
+/// carries its request id and path (to match the access line), and the access line says who it was (also on a
+/// forward-auth check, a refusal and a failure), with a duration of at most three decimals.
 #[tokio::test]
 async fn log_lines_match_their_access_line_and_carry_no_colour_codes() {
     let idp = Idp::start(IdpOptions::default());
@@ -424,7 +424,7 @@ async fn log_lines_match_their_access_line_and_carry_no_colour_codes() {
     let mut gate = BinaryGate::start(
         &idp.endpoint(),
         &upstream.url(),
-        "",
+        "[[rules]]\nprefix = \"/owners\"\nroles = [\"owner\"]\n",
         |t| {
             t.replace("level = \"warn\"", "level = \"info\"")
                 .replace("response_timeout = \"5s\"", "response_timeout = \"300ms\"")
@@ -437,6 +437,11 @@ async fn log_lines_match_their_access_line_and_carry_no_colour_codes() {
     b.sign_in(&gate, "/signed-in").await;
     let slow = b.get(format!("{}/slow?ms=2000", gate.url())).await;
     assert_eq!(slow.status(), StatusCode::GATEWAY_TIMEOUT);
+    // Refused by the rules: alice has no `owner` role.
+    let refused = b.get(format!("{}/owners/list", gate.url())).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let checked = b.get(format!("{}/_logto/auth", gate.url())).await;
+    assert_eq!(checked.status(), StatusCode::ACCEPTED);
     let id = slow.headers()["x-request-id"].to_str().unwrap().to_owned();
     let log = gate.stop_and_read_log();
     assert!(!log.contains('\u{1b}'), "ANSI escapes in a non-terminal log:\n{log}");
@@ -445,6 +450,16 @@ async fn log_lines_match_their_access_line_and_carry_no_colour_codes() {
         .find(|l| l.contains("path=/signed-in") && l.contains("status=200"))
         .unwrap_or_else(|| panic!("no access line for /signed-in:\n{log}"));
     assert!(access.contains("user=\"u_alice0001\""), "{access}");
+    // Forward-auth's answer names who it let in, and an answer that is an error still names who asked: a refusal by
+    // the rules, and the upstream's timeout.
+    for (path, status) in [("/_logto/auth", 202), ("/owners/list", 403), ("/slow", 504)] {
+        let line = log
+            .lines()
+            .find(|l| l.contains("logto_gate::access") && l.contains(&format!("path={path} ")))
+            .unwrap_or_else(|| panic!("no access line for {path}:\n{log}"));
+        assert!(line.contains(&format!("status={status}")), "{line}");
+        assert!(line.contains("user=\"u_alice0001\""), "{line}");
+    }
     let ms = access
         .split("duration_ms=")
         .nth(1)
