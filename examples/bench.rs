@@ -144,18 +144,21 @@ fn thread_ticks(pid: &str) -> Vec<(String, f64)> {
 
 /// utime and stime, in clock ticks (100 per second on Linux), from a process's or thread's `/proc/.../stat` line.
 fn user_and_system_ticks(stat: &str) -> Option<(f64, f64)> {
-    // After the command name, which may hold spaces and parentheses itself.
-    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-    Some((fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?))
+    ticks_at(stat, 11)
 }
 
-/// CPU ticks (user and system) of this process's children that have ended and been waited for: a wrk run's own cost,
-/// read before and after it.
+/// The two tick counts at `at` and after it among a `/proc/.../stat` line's fields after the command name.
+fn ticks_at(stat: &str, at: usize) -> Option<(f64, f64)> {
+    // After the command name, which may hold spaces and parentheses itself.
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    Some((fields.get(at)?.parse().ok()?, fields.get(at + 1)?.parse().ok()?))
+}
+
+/// CPU ticks (user and system) of this process's children that have ended and been waited for (cutime and cstime):
+/// a wrk run's own cost, read before and after it.
 fn waited_children_ticks() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let tick = |i: usize| fields.get(i).and_then(|t| t.parse::<f64>().ok()).unwrap_or(0.0);
-    tick(13) + tick(14)
+    ticks_at(&stat, 13).map_or(0.0, |(user, system)| user + system)
 }
 
 /// The count in the environment variable `name` (1 or more), or `default` when it is not set; exits with a message
