@@ -303,7 +303,6 @@ impl Gate {
                 uri: &uri,
                 peer,
                 started,
-                access_log,
                 decided: Decided::new(access_log),
                 pending: true,
             };
@@ -490,8 +489,8 @@ struct AccessLine<'a> {
     uri: &'a http::Uri,
     peer: SocketAddr,
     started: Option<std::time::Instant>,
-    access_log: bool,
-    /// Held here, so that a line written when the request is dropped still has the user.
+    /// Held here, so that a line written when the request is dropped still has the user; whether the line is
+    /// written at all is its `logged`.
     decided: Decided,
     pending: bool,
 }
@@ -504,7 +503,7 @@ impl AccessLine<'_> {
     fn write(&mut self, status: u16) {
         self.pending = false;
         self.gate.metrics.request(self.route.class(), status);
-        if !self.access_log {
+        if !self.decided.logged {
             return;
         }
         tracing::info!(
