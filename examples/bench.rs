@@ -36,6 +36,14 @@ const SECONDS: u32 = 5;
 const CONNECTIONS: u32 = 32;
 const APP_ID: &str = "bench-app";
 const APP_SECRET: &str = "bench-app-secret";
+/// What the gate sends the upstream for the benchmark's signed-in user (the test IdP's alice), as (field, claim,
+/// value): `BENCH_NGINX_GATE_WIRE`'s nginx sends the same, and the run stops if the gate's session says otherwise.
+const WIRE_IDENTITY: [(&str, &str, &str); 4] = [
+    ("X-Forwarded-User", "sub", "u_alice0001"),
+    ("X-Forwarded-Email", "email", "alice@example.com"),
+    ("X-Forwarded-Preferred-Username", "username", "alice"),
+    ("X-Forwarded-Groups", "roles", "admin,editor"),
+];
 
 fn free_port() -> u16 {
     free_ports::<1>()[0]
@@ -280,6 +288,31 @@ fn children(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// Stops the run unless the session behind `cookie` (as `userinfo`, the gate's `/_logto/userinfo`, shows it) is the
+/// user whose identity fields `BENCH_NGINX_GATE_WIRE`'s nginx sends ([`WIRE_IDENTITY`]): that row must send the
+/// upstream the bytes the gate sends.
+async fn check_wire_identity(userinfo: &str, cookie: &str) {
+    let r = reqwest::Client::new()
+        .get(userinfo)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("userinfo");
+    assert!(r.status().is_success(), "{userinfo}: {}", r.status());
+    let claims: serde_json::Value = r.json().await.expect("userinfo JSON");
+    for (field, claim, value) in WIRE_IDENTITY {
+        let sent = match &claims[claim] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(items) => items.iter().filter_map(|i| i.as_str()).collect::<Vec<_>>().join(","),
+            other => other.to_string(),
+        };
+        assert_eq!(
+            sent, value,
+            "the gate sends {field}: {sent}; BENCH_NGINX_GATE_WIRE's nginx would send {value} (WIRE_IDENTITY)"
+        );
+    }
+}
+
 /// Follows redirects by hand (cookie jar included) until a URL starting with `stop` is next.
 async fn follow_until(client: &reqwest::Client, start: &str, stop: &str) -> String {
     let mut url: reqwest::Url = start.parse().expect("url");
@@ -376,14 +409,19 @@ async fn main() {
         !(wire_row && second_bin.is_some()),
         "BENCH_NGINX_GATE_WIRE and BENCH_SECOND_GATE both take the second gate's row: set one"
     );
+    // nginx's `$request_id` is 32 hexadecimal digits; the gate's ids are 24, and so are the ones sent here.
+    let identity: String = WIRE_IDENTITY
+        .iter()
+        .map(|(field, _, value)| format!(" proxy_set_header {field} {value};"))
+        .collect();
     let wire_server = format!(
-        "server {{ listen 127.0.0.1:{wire_port}; keepalive_requests 1000; location / {{ {proxied}\n\
+        "map $request_id $gate_request_id {{ \"~^(?<id>[0-9a-f]{{24}})\" $id; }}\n\
+         server {{ listen 127.0.0.1:{wire_port}; keepalive_requests 1000; location / {{ {proxied}\n\
          proxy_set_header Host $http_host;\n\
-         proxy_set_header Cookie \"\"; proxy_set_header X-Request-Id $request_id;\n\
+         proxy_set_header Cookie \"\"; proxy_set_header X-Request-Id $gate_request_id;\n\
          proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header X-Forwarded-Proto $scheme;\n\
-         proxy_set_header X-Forwarded-Host $http_host; proxy_set_header X-Forwarded-User u_alice0001;\n\
-         proxy_set_header X-Forwarded-Email alice@example.com; proxy_set_header X-Forwarded-Preferred-Username alice;\n\
-         proxy_set_header X-Forwarded-Groups admin,editor; add_header X-Request-Id $request_id always; }} }}"
+         proxy_set_header X-Forwarded-Host $http_host;{identity}\n\
+         add_header X-Request-Id $gate_request_id always; }} }}"
     );
     let tls_server = |port: u16, requests: u32| {
         format!(
@@ -564,6 +602,9 @@ async fn main() {
         token_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     assert!(!cookie.is_empty(), "no session cookie from the sign-in");
+    if wire_row {
+        check_wire_identity(&format!("{public}/_logto/userinfo"), &cookie).await;
+    }
 
     // Warm up, then A B A B.
     let second_label = match &second_bin {
