@@ -73,9 +73,10 @@ impl Gate {
         headers: &http::HeaderMap,
         decided: &mut Decided,
     ) -> Result<Option<Principal>, GateError> {
-        let bearer = match self.config.logto.resources.is_empty() {
-            true => None,
-            false => bearer_token(headers),
+        let bearer = if self.config.logto.resources.is_empty() {
+            None
+        } else {
+            bearer_token(headers)
         };
         let principal = match bearer {
             // Boxed: signature verification dwarfs the allocation, and the session path stays small.
