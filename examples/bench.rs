@@ -211,6 +211,11 @@ fn wrk(url: &str, cookie: Option<&str>) -> Run {
 }
 
 fn wrk_with(url: &str, cookie: Option<&str>, connections: u32, seconds: u32) -> Run {
+    run_wrk(wrk_command(url, cookie, connections, seconds), url)
+}
+
+/// wrk's command line for a run of `seconds` over `connections` connections.
+fn wrk_command(url: &str, cookie: Option<&str>, connections: u32, seconds: u32) -> Command {
     let mut cmd = Command::new("wrk");
     cmd.args([
         "-t1",
@@ -221,7 +226,13 @@ fn wrk_with(url: &str, cookie: Option<&str>, connections: u32, seconds: u32) -> 
     if let Some(c) = cookie {
         cmd.args(["-H", &format!("Cookie: {c}")]);
     }
-    let out = cmd.arg(url).output().expect("wrk (apt-get install wrk)");
+    cmd.arg(url);
+    cmd
+}
+
+/// Runs `cmd` (wrk, or a command that runs it and passes its report through) and reads wrk's report.
+fn run_wrk(mut cmd: Command, url: &str) -> Run {
+    let out = cmd.output().expect("wrk (apt-get install wrk)");
     let text = String::from_utf8_lossy(&out.stdout);
     let mut run = Run::default();
     for line in text.lines() {
@@ -272,6 +283,31 @@ fn open_files_limit() -> usize {
                 .and_then(|l| l.split_whitespace().nth(3).and_then(|n| n.parse().ok()))
         })
         .unwrap_or(1024)
+}
+
+/// What `--perf` counts of the load generator and the upstream: how often each asked its event loop for work
+/// (`epoll_wait`; fewer calls per request, more answers found per call) and how often it left its CPU (slept, or was
+/// preempted). A proxy decides how its writes reach them: in bursts or one at a time.
+const WAKE_EVENTS: &str = "context-switches,syscalls:sys_enter_epoll_wait";
+
+/// `cmd` run under `perf stat` counting `events` of it and its children into the file `out` (CSV).
+fn under_perf_stat(cmd: Command, events: &str, out: &Path) -> Command {
+    let mut wrapped = Command::new("perf");
+    wrapped
+        .args(["stat", "-x,", "-e", events, "-o"])
+        .arg(out)
+        .arg("--")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    wrapped
+}
+
+/// The count of `event` in `perf stat -x,` output (0 when it is missing or was not counted).
+fn perf_count(text: &str, event: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.contains(event))
+        .find_map(|l| l.split(',').next()?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// The child processes of `pid` (an nginx master's workers).
@@ -785,6 +821,15 @@ async fn main() {
                 .stderr(Stdio::piped())
                 .spawn()
                 .expect("perf (apt-get install linux-perf)");
+            // And the upstream's own wakeups (the load generator's are counted around its run, below).
+            let upstream_stat = Command::new("perf")
+                .args(["stat", "-x,", "-e", WAKE_EVENTS, "-p", &upstream_workers])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("perf (apt-get install linux-perf)");
+            let load_counts = dir.path().join("load-generator.perf");
+            let _ = std::fs::remove_file(&load_counts);
             let times = |pids: &str| -> (f64, f64) {
                 // utime and stime of the processes, summed.
                 pids.split(',')
@@ -827,11 +872,18 @@ async fn main() {
             let machine_before = machine();
             let upstream_before = times(&upstream_workers);
             let load_before = waited_children_ticks();
+            let counted = |cmd: Command| under_perf_stat(cmd, WAKE_EVENTS, &load_counts);
             // HTTP/1.1 inside TLS through h2load, as the table's row.
             let (r, cut_off) = match &tls {
-                None => (wrk(&target.1, target.2), 0),
+                None => (
+                    run_wrk(
+                        counted(wrk_command(&target.1, target.2, CONNECTIONS, SECONDS)),
+                        &target.1,
+                    ),
+                    0,
+                ),
                 Some(url) => {
-                    let load = rows::h2load(&["--h1", "-c32", "-D5"], url, target.2);
+                    let load = rows::h2load_wrapped(&["--h1", "-c32", "-D5"], url, target.2, counted);
                     let run = Run {
                         rps: load.rps,
                         ..Run::default()
@@ -844,25 +896,15 @@ async fn main() {
             let machine_after = machine();
             let upstream_after = times(&upstream_workers);
             let load_after = waited_children_ticks();
-            let _ = Command::new("kill").args(["-INT", &stat.id().to_string()]).status();
-            let _ = Command::new("kill").args(["-INT", &wide.id().to_string()]).status();
-            let out = stat.wait_with_output().expect("perf stat");
-            let text = String::from_utf8_lossy(&out.stderr).into_owned();
-            let wide_out = wide.wait_with_output().expect("perf stat");
-            let wide_text = String::from_utf8_lossy(&wide_out.stderr).into_owned();
-            let wide_count = |event: &str| -> f64 {
-                wide_text
-                    .lines()
-                    .filter(|l| l.contains(event))
-                    .find_map(|l| l.split(',').next()?.trim().parse().ok())
-                    .unwrap_or(0.0)
+            let stopped = |perf: Child| -> String {
+                let _ = Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
+                let out = perf.wait_with_output().expect("perf stat");
+                String::from_utf8_lossy(&out.stderr).into_owned()
             };
-            let count = |event: &str| -> f64 {
-                text.lines()
-                    .filter(|l| l.contains(event))
-                    .find_map(|l| l.split(',').next()?.trim().parse().ok())
-                    .unwrap_or(0.0)
-            };
+            let (text, wide_text, upstream_text) = (stopped(stat), stopped(wide), stopped(upstream_stat));
+            let load_text = std::fs::read_to_string(&load_counts).unwrap_or_default();
+            let wide_count = |event: &str| perf_count(&wide_text, event);
+            let count = |event: &str| perf_count(&text, event);
             let requests = (r.rps * SECONDS as f64).max(1.0);
             print!(
                 "{name}: {:.1} µs CPU, {:.2} syscalls and {:.2} context switches per request",
@@ -895,6 +937,13 @@ async fn main() {
                 wide_count("cpu-migrations") / requests,
                 (upstream_after.0 + upstream_after.1 - upstream_before.0 - upstream_before.1) * 10_000.0 / requests,
                 (load_after - load_before) * 10_000.0 / requests
+            );
+            print!(
+                "; per request the load generator called epoll_wait {:.2} times and left its CPU {:.2} times, the upstream {:.2} and {:.2}",
+                perf_count(&load_text, "epoll_wait") / requests,
+                perf_count(&load_text, "context-switches") / requests,
+                perf_count(&upstream_text, "epoll_wait") / requests,
+                perf_count(&upstream_text, "context-switches") / requests
             );
             if malloc_probe {
                 print!(", {:.1} mallocs per request", count("probe_libc:malloc") / requests);

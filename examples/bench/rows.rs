@@ -20,6 +20,11 @@ pub struct Load {
 
 /// Runs h2load with `args` against `url` (TLS certificates are not verified), with the session cookie if any.
 pub fn h2load(args: &[&str], url: &str, cookie: Option<&str>) -> Load {
+    h2load_wrapped(args, url, cookie, |cmd| cmd)
+}
+
+/// As [`h2load`], with each attempt's command passed through `wrap` first (to run it under `perf stat`).
+pub fn h2load_wrapped(args: &[&str], url: &str, cookie: Option<&str>, wrap: impl Fn(Command) -> Command) -> Load {
     // h2load's duration mode (-D) now and then never ends after a server closed a connection it was reusing (both
     // proxies close HTTP/1.1 connections after 1000 requests): it keeps one connection busy past the duration. Such
     // a run is cut off after a minute and run again, at most twice.
@@ -29,7 +34,8 @@ pub fn h2load(args: &[&str], url: &str, cookie: Option<&str>) -> Load {
         if let Some(c) = cookie {
             cmd.args(["-H", &format!("cookie: {c}")]);
         }
-        let out = cmd.arg(url).output().expect("h2load (apt-get install nghttp2-client)");
+        cmd.arg(url);
+        let out = wrap(cmd).output().expect("h2load (apt-get install nghttp2-client)");
         if out.status.code() == Some(124) || out.status.code() == Some(137) {
             eprintln!("warning: {url}: h2load did not end within a minute; running it again");
             continue;
