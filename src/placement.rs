@@ -8,9 +8,11 @@
 //!   would saturate one worker while the others idle.
 //! - A plain connection goes to the first worker (by index) that spent less than [`SPILL_AT`] of the recent past
 //!   running tasks ([`Busy`]), and to the one serving the fewest when every worker is that busy. Requests that meet
-//!   on one thread share its wakeups: one `epoll_wait` returns the work of many connections, and the threads around
-//!   the gate (the clients, the upstream) are woken less often. On a small machine that the gate shares with its
-//!   upstream, spreading a light load over every worker costs more CPU per request than serving it on one.
+//!   on one thread share its wakeups: one `epoll_wait` returns the work of many connections, and the thread sleeps
+//!   and wakes less often per request than two would. On a small machine that the gate shares with its upstream,
+//!   spreading a light load over every worker costs more CPU per request than serving it on one. The threads around
+//!   the gate do not share in this: one thread's writes reach the clients and the upstream one at a time, so they
+//!   look for work more often per request than behind two (`bench/run.sh --perf`; docs/performance.md).
 //!
 //! A connection never moves, so a burst of plain connections that arrives while every worker is idle lands on the
 //! first worker, however much it then asks for. `server.max_requests_per_connection` bounds how long that lasts:
