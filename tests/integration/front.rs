@@ -165,6 +165,57 @@ async fn curl_uploading_two_megabytes_is_told_to_continue_and_served() {
 }
 
 #[tokio::test]
+async fn an_expectation_is_met_by_the_gate_and_never_reaches_the_upstream() {
+    // An upstream that knows no expectations may refuse a request carrying one (417); the gate meets it itself.
+    let s = Stack::start().await;
+    let (_, cookie) = s.signed_in().await;
+    let before = s.upstream.count();
+    let post = |framing: &str, body: &str| {
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: a\r\nCookie: logto_gate={cookie}\r\nAccept: application/json\r\n\
+             Expect: 100-continue\r\n{framing}\r\n\r\n{body}"
+        )
+    };
+    // On the front, a body by length and a chunked one (their clients did not wait to be told); handed to hyper's
+    // server, a bodiless request with an expectation, then a body hyper reads.
+    let all = post("Content-Length: 5", "hello")
+        + &post("Transfer-Encoding: chunked", "4\r\nabcd\r\n0\r\n\r\n")
+        + &get("/h", &cookie, "Expect: 100-continue\r\n")
+        + &post("Content-Length: 3\r\nConnection: close", "abc");
+    let text = exchange_until_closed(s.gate.port, all.as_bytes()).await;
+    assert_eq!(
+        statuses(&text).into_iter().filter(|s| *s != "100").collect::<Vec<_>>(),
+        ["200"; 4],
+        "{text}"
+    );
+    assert!(
+        text.contains("100 Continue"),
+        "the clients were told to continue: {text}"
+    );
+    // HTTP/2 (prior knowledge): hyper's server, and a body through hyper's client.
+    let tcp = TcpStream::connect(("127.0.0.1", s.gate.port)).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("an HTTP/2 handshake");
+    tokio::spawn(conn);
+    let request = hyper::Request::post(format!("http://127.0.0.1:{}/upload", s.gate.port))
+        .header("cookie", format!("logto_gate={cookie}"))
+        .header("accept", "application/json")
+        .header("expect", "100-continue")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"hi")))
+        .unwrap();
+    let answer = sender.send_request(request).await.expect("an answer");
+    assert_eq!(answer.status(), 200);
+
+    let seen: Vec<_> = s.upstream.seen().into_iter().skip(before).collect();
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    for request in &seen {
+        assert_eq!(request.header("expect"), None, "{request:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_large_body_the_answer_came_before_is_read_to_its_end_before_closing() {
     // A client that sends its whole 8 MiB body before reading (as curl without `Expect` does) gets the early answer
     // whole: the gate reads and drops the body's rest, then closes, instead of resetting a connection with unread
