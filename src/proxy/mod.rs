@@ -186,11 +186,12 @@ impl Forwarder {
                 _ => self.host_header.clone(),
             };
             req.headers_mut().insert(header::HOST, host);
-            // An expectation is met here, not passed on (RFC 9110 §10.1.1 lets a proxy do either): over HTTP/1.1 the
-            // front and hyper's server send `100 Continue` when the body is first asked for, which the upstream
-            // request does as soon as its head is sent (hyper's HTTP/2 server sends none, and the client sends its
-            // body after its own wait). The upstream's interim answer would be dropped either way, and an upstream
-            // that knows no expectations may refuse the request (417, §15.5.18). nginx and Envoy remove it too.
+            // An expectation is met here, not passed on, as nginx and Envoy do. RFC 9110 §10.1.1 asks a proxy to
+            // answer or forward the request head at once, which this does; it says nothing of keeping the field.
+            // Over HTTP/1.1 the front and hyper's server send `100 Continue` when the body is first asked for, which
+            // the upstream request does as soon as its head is sent (hyper's HTTP/2 server sends none, and the
+            // client sends its body after its own wait). The upstream's interim answer would be dropped either way,
+            // and an upstream that knows no expectations may refuse the request (417, §15.5.18).
             req.headers_mut().remove(header::EXPECT);
 
             match &self.lean {
