@@ -290,6 +290,11 @@ fn open_files_limit() -> usize {
 /// preempted). A proxy decides how its writes reach them: in bursts or one at a time.
 const WAKE_EVENTS: &str = "context-switches,syscalls:sys_enter_epoll_wait";
 
+/// What `--perf` counts of the whole machine per request: context switches and migrations; each CPU's idle periods
+/// (`power:cpu_idle` fires on entering and on leaving one); interrupts sent to wake or kick another CPU.
+const MACHINE_EVENTS: &str =
+    "context-switches,cpu-migrations,power:cpu_idle,ipi:ipi_send_cpu,ipi:ipi_send_cpumask,irq_vectors:reschedule_entry";
+
 /// `cmd` run under `perf stat` counting `events` of it and its children into the file `out` (CSV).
 fn under_perf_stat(cmd: Command, events: &str, out: &Path) -> Command {
     let mut wrapped = Command::new("perf");
@@ -814,9 +819,11 @@ async fn main() {
                 .stderr(Stdio::piped())
                 .spawn()
                 .expect("perf (apt-get install linux-perf)");
-            // The same counts for the whole machine: wakeups the proxy causes in wrk and the upstream.
+            // The same counts for the whole machine: wakeups the proxy causes in wrk and the upstream, and how often
+            // a CPU had nothing to run and a thread woken on it had to be interrupted awake (on a virtual machine each
+            // idle period is a halt that the host sees, and each such interrupt a costly exit).
             let wide = Command::new("perf")
-                .args(["stat", "-x,", "-a", "-e", "context-switches,cpu-migrations"])
+                .args(["stat", "-x,", "-a", "-e", MACHINE_EVENTS])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -937,6 +944,12 @@ async fn main() {
                 wide_count("cpu-migrations") / requests,
                 (upstream_after.0 + upstream_after.1 - upstream_before.0 - upstream_before.1) * 10_000.0 / requests,
                 (load_after - load_before) * 10_000.0 / requests
+            );
+            print!(
+                "; {:.2} idle periods and {:.2} interprocessor interrupts ({:.2} to reschedule)",
+                wide_count("power:cpu_idle") / 2.0 / requests,
+                (wide_count("ipi:ipi_send_cpu,") + wide_count("ipi:ipi_send_cpumask")) / requests,
+                wide_count("irq_vectors:reschedule_entry") / requests
             );
             print!(
                 "; per request the load generator called epoll_wait {:.2} times and left its CPU {:.2} times, the upstream {:.2} and {:.2}",
