@@ -290,10 +290,23 @@ fn open_files_limit() -> usize {
 /// preempted). A proxy decides how its writes reach them: in bursts or one at a time.
 const WAKE_EVENTS: &str = "context-switches,syscalls:sys_enter_epoll_wait";
 
-/// What `--perf` counts of the whole machine per request: context switches and migrations; each CPU's idle periods
-/// (`power:cpu_idle` fires on entering and on leaving one); interrupts sent to wake or kick another CPU.
-const MACHINE_EVENTS: &str =
-    "context-switches,cpu-migrations,power:cpu_idle,ipi:ipi_send_cpu,ipi:ipi_send_cpumask,irq_vectors:reschedule_entry";
+/// What `--perf` counts of the whole machine per request, besides context switches and migrations, where the kernel
+/// has the tracepoint: each CPU's idle periods (`power:cpu_idle` fires on entering and on leaving one) and the
+/// interrupts sent to wake or kick another CPU (`ipi:*` since Linux 6.3). One unknown event would fail the count.
+const MACHINE_TRACEPOINTS: [&str; 4] = [
+    "power:cpu_idle",
+    "ipi:ipi_send_cpu",
+    "ipi:ipi_send_cpumask",
+    "irq_vectors:reschedule_entry",
+];
+
+/// Whether `perf list` knows `event`.
+fn perf_knows(event: &str) -> bool {
+    Command::new("perf")
+        .args(["list", event])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(event))
+}
 
 /// `cmd` run under `perf stat` counting `events` of it and its children into the file `out` (CSV).
 fn under_perf_stat(cmd: Command, events: &str, out: &Path) -> Command {
@@ -746,10 +759,11 @@ async fn main() {
     if std::env::args().any(|a| a == "--perf") {
         // Syscalls per request, the gate against nginx's proxy workers: where the kernel time goes. With a uprobe on
         // glibc's malloc (as root: perf probe -x /lib/x86_64-linux-gnu/libc.so.6 malloc), allocations per request too.
-        let malloc_probe = Command::new("perf")
-            .args(["list", "probe_libc:malloc"])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("probe_libc:malloc"));
+        let malloc_probe = perf_knows("probe_libc:malloc");
+        let machine_events = std::iter::once("context-switches,cpu-migrations")
+            .chain(MACHINE_TRACEPOINTS.into_iter().filter(|event| perf_knows(event)))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut events = "task-clock,context-switches,raw_syscalls:sys_enter".to_owned();
         if malloc_probe {
             events.push_str(",probe_libc:malloc");
@@ -823,7 +837,7 @@ async fn main() {
             // a CPU had nothing to run and a thread woken on it had to be interrupted awake (on a virtual machine each
             // idle period is a halt that the host sees, and each such interrupt a costly exit).
             let wide = Command::new("perf")
-                .args(["stat", "-x,", "-a", "-e", MACHINE_EVENTS])
+                .args(["stat", "-x,", "-a", "-e", &machine_events])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
