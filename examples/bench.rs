@@ -959,12 +959,20 @@ async fn main() {
                 (upstream_after.0 + upstream_after.1 - upstream_before.0 - upstream_before.1) * 10_000.0 / requests,
                 (load_after - load_before) * 10_000.0 / requests
             );
-            print!(
-                "; {:.2} idle periods and {:.2} interprocessor interrupts ({:.2} to reschedule)",
-                wide_count("power:cpu_idle") / 2.0 / requests,
-                (wide_count("ipi:ipi_send_cpu,") + wide_count("ipi:ipi_send_cpumask")) / requests,
-                wide_count("irq_vectors:reschedule_entry") / requests
-            );
+            // A tracepoint this kernel lacks is not counted, and says so rather than showing as none.
+            if MACHINE_TRACEPOINTS.iter().all(|event| machine_events.contains(event)) {
+                print!(
+                    "; {:.2} idle periods and {:.2} interprocessor interrupts ({:.2} to reschedule)",
+                    wide_count("power:cpu_idle") / 2.0 / requests,
+                    // The comma ends the CSV field: `ipi:ipi_send_cpu` alone would match `ipi:ipi_send_cpumask` too.
+                    (wide_count("ipi:ipi_send_cpu,") + wide_count("ipi:ipi_send_cpumask")) / requests,
+                    wide_count("irq_vectors:reschedule_entry") / requests
+                );
+            } else {
+                print!(
+                    "; idle periods and interprocessor interrupts not counted (this kernel lacks their tracepoints)"
+                );
+            }
             print!(
                 "; per request the load generator called epoll_wait {:.2} times and left its CPU {:.2} times, the upstream {:.2} and {:.2}",
                 perf_count(&load_text, "epoll_wait") / requests,
