@@ -320,11 +320,13 @@ fn under_perf_stat(cmd: Command, events: &str, out: &Path) -> Command {
     wrapped
 }
 
-/// The count of `event` in `perf stat -x,` output (0 when it is missing or was not counted).
+/// The count of `event` in `perf stat -x,` output (0 when it is missing or was not counted). Each line is
+/// `value,unit,event,...`; the event is matched whole, so that `ipi:ipi_send_cpu` is not `ipi:ipi_send_cpumask`.
 fn perf_count(text: &str, event: &str) -> f64 {
     text.lines()
-        .filter(|l| l.contains(event))
-        .find_map(|l| l.split(',').next()?.trim().parse().ok())
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|fields| fields.get(2) == Some(&event))
+        .find_map(|fields| fields[0].trim().parse().ok())
         .unwrap_or(0.0)
 }
 
@@ -760,8 +762,12 @@ async fn main() {
         // Syscalls per request, the gate against nginx's proxy workers: where the kernel time goes. With a uprobe on
         // glibc's malloc (as root: perf probe -x /lib/x86_64-linux-gnu/libc.so.6 malloc), allocations per request too.
         let malloc_probe = perf_knows("probe_libc:malloc");
+        let machine_tracepoints: Vec<&str> = MACHINE_TRACEPOINTS
+            .into_iter()
+            .filter(|event| perf_knows(event))
+            .collect();
         let machine_events = std::iter::once("context-switches,cpu-migrations")
-            .chain(MACHINE_TRACEPOINTS.into_iter().filter(|event| perf_knows(event)))
+            .chain(machine_tracepoints.iter().copied())
             .collect::<Vec<_>>()
             .join(",");
         let mut events = "task-clock,context-switches,raw_syscalls:sys_enter".to_owned();
@@ -960,12 +966,11 @@ async fn main() {
                 (load_after - load_before) * 10_000.0 / requests
             );
             // A tracepoint this kernel lacks is not counted, and says so rather than showing as none.
-            if MACHINE_TRACEPOINTS.iter().all(|event| machine_events.contains(event)) {
+            if machine_tracepoints.len() == MACHINE_TRACEPOINTS.len() {
                 print!(
                     "; {:.2} idle periods and {:.2} interprocessor interrupts ({:.2} to reschedule)",
                     wide_count("power:cpu_idle") / 2.0 / requests,
-                    // The comma ends the CSV field: `ipi:ipi_send_cpu` alone would match `ipi:ipi_send_cpumask` too.
-                    (wide_count("ipi:ipi_send_cpu,") + wide_count("ipi:ipi_send_cpumask")) / requests,
+                    (wide_count("ipi:ipi_send_cpu") + wide_count("ipi:ipi_send_cpumask")) / requests,
                     wide_count("irq_vectors:reschedule_entry") / requests
                 );
             } else {
@@ -975,9 +980,9 @@ async fn main() {
             }
             print!(
                 "; per request the load generator called epoll_wait {:.2} times and left its CPU {:.2} times, the upstream {:.2} and {:.2}",
-                perf_count(&load_text, "epoll_wait") / requests,
+                perf_count(&load_text, "syscalls:sys_enter_epoll_wait") / requests,
                 perf_count(&load_text, "context-switches") / requests,
-                perf_count(&upstream_text, "epoll_wait") / requests,
+                perf_count(&upstream_text, "syscalls:sys_enter_epoll_wait") / requests,
                 perf_count(&upstream_text, "context-switches") / requests
             );
             if malloc_probe {
@@ -986,7 +991,7 @@ async fn main() {
             if per_syscall {
                 let calls: Vec<String> = SYSCALLS
                     .iter()
-                    .map(|call| (call, count(&format!("syscalls:sys_enter_{call},")) / requests))
+                    .map(|call| (call, count(&format!("syscalls:sys_enter_{call}")) / requests))
                     .filter(|(_, n)| *n >= 0.005)
                     .map(|(call, n)| format!("{call} {n:.2}"))
                     .collect();
