@@ -79,6 +79,29 @@ impl Drop for Killed {
     }
 }
 
+/// A gate process, stopped the way an operator stops it (SIGTERM: it drains and exits) so that a build instrumented
+/// for profile-guided optimisation writes its profile on the way out (`bash bench/run.sh --pgo`); killed if it takes
+/// more than ten seconds. The bench's gates drain for at most two ([`GATE_SHUTDOWN`]).
+struct GateProcess(Child);
+impl Drop for GateProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `server.shutdown_timeout` of the bench's gates: connections a row left open (WebSocket tunnels) do not hold the
+/// end of the run.
+const GATE_SHUTDOWN: &str = "2s";
+
 /// An nginx master and its workers, in a process group of their own. Killed outright, the master would leave its
 /// workers running (and holding their ports) after the benchmark: it is asked to stop them first (SIGTERM, nginx's
 /// fast shutdown, which reaps them), and only if that takes more than five seconds is the whole group killed.
@@ -545,10 +568,11 @@ async fn main() {
     .expect("gate config");
     // A gate process of the build `bin` with `config` and settings from the environment (`LOGTO_GATE_SERVER__*`).
     let spawn_build = |bin: &Path, config: &Path, env: &[(&str, std::ffi::OsString)]| {
-        Killed(
+        GateProcess(
             Command::new(bin)
                 .arg("--config")
                 .arg(config)
+                .env("LOGTO_GATE_SERVER__SHUTDOWN_TIMEOUT", GATE_SHUTDOWN)
                 .envs(env.iter().map(|(name, value)| (name, value)))
                 .stdout(Stdio::null())
                 .spawn()
