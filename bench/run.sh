@@ -38,7 +38,7 @@ if [ "${1:-}" = "--pgo" ]; then
     BENCH_GATE="$pgo/instrumented/$host/release/logto-gate" target/release/examples/bench > "$pgo/training.log"
   compgen -G "$pgo/profiles/gate-*.profraw" > /dev/null || { echo "the training wrote no profile" >&2; exit 1; }
   "$profdata" merge -o "$pgo/gate.profdata" "$pgo"/profiles/gate-*.profraw
-  RUSTFLAGS="-Cprofile-use=$pgo/gate.profdata -Cllvm-args=-pgo-warn-missing-function=false" \
+  RUSTFLAGS="-Cprofile-use=$pgo/gate.profdata" \
     cargo build --release --bin logto-gate --target "$host" --target-dir "$pgo/optimized"
   cp "$pgo/optimized/$host/release/logto-gate" "$pgo/logto-gate"
   echo "profile-guided build: $pgo/logto-gate; the HTTP/1.1 rows with it as the second build:" >&2
