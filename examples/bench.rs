@@ -85,17 +85,24 @@ impl Drop for Killed {
 struct GateProcess(Child);
 impl Drop for GateProcess {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if !matches!(self.0.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if !terminate(&mut self.0, Duration::from_secs(10)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
         }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
+}
+
+/// Sends `child` SIGTERM and waits up to `within` for it to exit; whether it did.
+fn terminate(child: &mut Child, within: Duration) -> bool {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 /// `server.shutdown_timeout` of the bench's gates: connections a row left open (WebSocket tunnels) do not hold the
@@ -108,17 +115,11 @@ const GATE_SHUTDOWN: &str = "2s";
 struct NginxGroup(Child);
 impl Drop for NginxGroup {
     fn drop(&mut self) {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if !matches!(self.0.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if !terminate(&mut self.0, Duration::from_secs(5)) {
+            let group = format!("-{}", self.0.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+            let _ = self.0.wait();
         }
-        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
-        let _ = self.0.wait();
     }
 }
 
@@ -1380,13 +1381,8 @@ fn callgrind_args(root: &Path, name: &str) -> Vec<String> {
 
 /// Stops a process under callgrind (SIGTERM, up to a minute to write its profile) and reads the instructions it
 /// counted from the profile's `totals:` line.
-fn callgrind_total(child: Killed, root: &Path, name: &str) -> f64 {
-    let mut child = child;
-    let _ = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline && matches!(child.0.try_wait(), Ok(None)) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn callgrind_total(mut child: Killed, root: &Path, name: &str) -> f64 {
+    terminate(&mut child.0, Duration::from_secs(60));
     let out = root.join(format!("target/bench-callgrind.{name}.out"));
     std::fs::read_to_string(&out)
         .ok()
