@@ -6,6 +6,10 @@ use http::StatusCode;
 use crate::pages::Page;
 use crate::routes::paths;
 
+/// The status logged for a request whose client went away before its answer (nginx's "client closed request", not
+/// an HTTP status code: it is never sent).
+pub(crate) const CLIENT_CLOSED_REQUEST: u16 = 499;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
     #[error("client: {0}")]
@@ -49,6 +53,10 @@ pub enum ClientError {
     /// counted; nothing is sent ([`crate::body::paced`]), as nginx does on `client_body_timeout`.
     #[error("the client stopped sending the request body")]
     BodyStalled,
+    /// The client went away in the middle of its request body (its connection closed or failed, its HTTP/2 stream
+    /// reset): logged and counted as 499 ([`CLIENT_CLOSED_REQUEST`]); nothing is sent ([`crate::body::paced`]).
+    #[error("the client went away in the middle of the request body")]
+    WentAway,
     /// A request body in a transfer coding the gate does not decode (RFC 9112 §6.1: 501); the value as sent.
     #[error("the request's Transfer-Encoding is {0:?}; only chunked alone is implemented")]
     UnsupportedCoding(String),
@@ -106,6 +114,7 @@ impl GateError {
                 ClientError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
                 ClientError::UnsupportedCoding(_) => StatusCode::NOT_IMPLEMENTED,
                 ClientError::BodyStalled => StatusCode::REQUEST_TIMEOUT,
+                ClientError::WentAway => StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST),
             },
             GateError::Upstream(UpstreamError::Unreachable(_) | UpstreamError::BadResponse(_)) => {
                 StatusCode::BAD_GATEWAY
@@ -214,6 +223,12 @@ impl GateError {
                     "Request timed out",
                     "The request body stopped arriving before its end.",
                 ),
+                ClientError::WentAway => Page::new(
+                    status,
+                    "client_closed_request",
+                    "Request ended early",
+                    "The connection ended before the request body did.",
+                ),
             },
             GateError::Upstream(UpstreamError::Unreachable(_)) => Page::new(
                 status,
@@ -290,6 +305,7 @@ mod tests {
             (ClientError::IdTokenRejected("x".into()).into(), 401),
             (ClientError::UnsupportedCoding("gzip, chunked".into()).into(), 501),
             (ClientError::BodyStalled.into(), 408),
+            (ClientError::WentAway.into(), 499),
             (UpstreamError::Unreachable("x".into()).into(), 502),
             (UpstreamError::BadResponse("x".into()).into(), 502),
             (UpstreamError::Timeout(std::time::Duration::from_secs(1)).into(), 504),

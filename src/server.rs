@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::activity::ActivityIo;
-use crate::body::paced::{BodyStalled, PacedBody, Stalled};
+use crate::body::paced::{NotAnswered, PacedBody, Unanswered};
 use crate::config::ServerConfig;
 use crate::connections::{Connections, OpenCount, Registration};
 use crate::deadlines::CoarseTimer;
@@ -507,7 +507,8 @@ impl Client<'_> {
     /// connection's requests one at a time, in order), except a `101 Switching Protocols`, after which the
     /// connection carries no more requests; on HTTP/2 [`drive`] ends the connection once the quota is spent.
     ///
-    /// A request whose body stopped coming for `server.idle_timeout` gets no answer ([`crate::body::paced`]).
+    /// A request whose body stopped coming for `server.idle_timeout`, or whose client went away in the middle of
+    /// it, gets no answer ([`crate::body::paced`]).
     fn service(
         &self,
         framing: Option<Watch>,
@@ -515,15 +516,15 @@ impl Client<'_> {
     ) -> impl hyper::service::Service<
         hyper::Request<hyper::body::Incoming>,
         Response = hyper::Response<crate::body::Body>,
-        Error = BodyStalled,
-        Future = impl Future<Output = Result<hyper::Response<crate::body::Body>, BodyStalled>> + Send + 'static,
+        Error = NotAnswered,
+        Future = impl Future<Output = Result<hyper::Response<crate::body::Body>, NotAnswered>> + Send + 'static,
     > + Send
            + 'static {
         let (gate, peer) = (Arc::clone(self.gate), self.peer);
         let idle_timeout = self.shared.limits.idle_timeout;
         service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let (parts, body) = req.into_parts();
-            let (body, stalled) = PacedBody::new(body, idle_timeout);
+            let (body, unanswered) = PacedBody::new(body, idle_timeout);
             let mut req = hyper::Request::from_parts(parts, crate::body::Body::Paced(body));
             if let Some(ambiguity) = framing.as_ref().and_then(Watch::next_request) {
                 req.extensions_mut().insert(AmbiguousFraming(ambiguity));
@@ -531,8 +532,8 @@ impl Client<'_> {
             let last = quota.as_ref().is_some_and(Quota::spend) && framing.is_some();
             // Mapped rather than wrapped in an `async` block, which would keep its own copy of the request.
             futures_util::FutureExt::map(Gate::handle(Arc::clone(&gate), req, peer), move |resp| {
-                if stalled.as_ref().is_some_and(Stalled::get) {
-                    return Err(BodyStalled::new());
+                if unanswered.as_ref().is_some_and(Unanswered::get) {
+                    return Err(NotAnswered::new());
                 }
                 let mut resp = crate::body::into_response_map(resp);
                 if last && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {

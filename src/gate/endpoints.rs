@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge};
 use serde_json::{Map, Value};
 
-use crate::body::paced::BodyStalled;
+use crate::body::paced::{BodyStalled, ClientGone};
 use crate::body::{self, Body};
 use crate::error::{ClientError, GateError, IdpError};
 use crate::identity;
@@ -451,6 +451,7 @@ impl Gate {
         let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) if BodyStalled::is_in(&*e) => return Err(ClientError::BodyStalled.into()),
+            Err(e) if ClientGone::is_in(&*e) => return Err(ClientError::WentAway.into()),
             Err(_) => return Ok(refuse("the request body is unreadable or larger than 64 KiB")),
         };
         let params = match single_valued_query(std::str::from_utf8(&body).ok()) {

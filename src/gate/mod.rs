@@ -24,7 +24,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use crate::assertion::AssertionSigner;
 use crate::body::Body;
 use crate::config::Config;
-use crate::error::{ClientError, GateError};
+use crate::error::{ClientError, GateError, CLIENT_CLOSED_REQUEST};
 use crate::http1::framing::{Ambiguity, AmbiguousFraming};
 use crate::http1::hop;
 use crate::identity::{ClaimPath, ManagedHeaders};
@@ -494,9 +494,6 @@ struct AccessLine<'a> {
     decided: Decided,
     pending: bool,
 }
-
-/// The status logged for a request dropped before its answer (nginx's, not an HTTP status code).
-const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 impl AccessLine<'_> {
     /// Counts the request and logs its line with `status` and the user, if the pipeline knew one.

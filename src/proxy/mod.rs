@@ -21,7 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::activity::{Activity, ActivityIo, IdleCheck};
-use crate::body::paced::BodyStalled;
+use crate::body::paced::{BodyStalled, ClientGone};
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
 use crate::error::error_chain;
@@ -265,6 +265,7 @@ impl Forwarder {
             Ok(Err(e)) => {
                 return Err(match client_failure.get() {
                     Some(BodyFailure::Stalled) => ClientError::BodyStalled.into(),
+                    Some(BodyFailure::Gone) => ClientError::WentAway.into(),
                     Some(BodyFailure::Unreadable(why)) => {
                         ClientError::BadRequest(format!("the request body could not be read: {why}")).into()
                     }
@@ -320,6 +321,8 @@ struct ClientBody {
 enum BodyFailure {
     /// The client stopped sending it ([`crate::body::paced::BodyStalled`]).
     Stalled,
+    /// The client went away in the middle of it ([`crate::body::paced::ClientGone`]).
+    Gone,
     /// Anything else, as its error chain reads.
     Unreadable(String),
 }
@@ -336,6 +339,8 @@ impl http_body::Body for ClientBody {
             std::task::Poll::Ready(Some(Err(e))) => {
                 let failure = if BodyStalled::is_in(&*e) {
                     BodyFailure::Stalled
+                } else if ClientGone::is_in(&*e) {
+                    BodyFailure::Gone
                 } else {
                     BodyFailure::Unreadable(error_chain(&*e))
                 };

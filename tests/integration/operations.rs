@@ -387,10 +387,7 @@ pub(crate) async fn worker_connections(metrics_port: u16, workers: usize) -> Vec
 /// log or the metrics, though a slow upstream that makes clients give up is what an operator looks for there.
 #[tokio::test]
 async fn a_request_whose_client_goes_away_before_its_answer_is_counted_as_499() {
-    let metrics_port = free_port();
-    let line: &'static str = Box::leak(format!("metrics_listen = \"127.0.0.1:{metrics_port}\"").into_boxed_str());
-    let s = Stack::edited(IdpOptions::default(), "", "", in_server(line)).await;
-    let (_, cookie) = s.signed_in().await;
+    let (s, metrics_port, cookie) = signed_in_with_metrics().await;
     let before = s.upstream.count();
     let mut client = TcpStream::connect(("127.0.0.1", s.gate.port)).await.unwrap();
     client
@@ -422,12 +419,120 @@ async fn a_request_whose_client_goes_away_before_its_answer_is_counted_as_499() 
     .await;
     conn.abort();
     answer.abort();
-    let mut metrics = String::new();
-    let expected = "logto_gate_requests_total{route=\"app\",status=\"499\"} 2\n";
+    metrics_until(
+        metrics_port,
+        "logto_gate_requests_total{route=\"app\",status=\"499\"} 2\n",
+    )
+    .await;
+}
+
+/// A client that hangs up in the middle of its request body is logged and counted as 499 (it went away before its
+/// answer) on every path: the HTTP/1 front, hyper's HTTP/1 server (an HTTP/1.0 request, which the front hands over)
+/// and HTTP/2. On hyper's HTTP/1 server the body's failure used to reach the upstream exchange first and be logged
+/// as a 400 that no client saw, where the front said 499.
+#[tokio::test]
+async fn a_client_hanging_up_mid_body_is_counted_as_499_on_every_path() {
+    let (s, metrics_port, cookie) = signed_in_with_metrics().await;
+    let before = s.upstream.count();
+    // HTTP/1: 1 MiB announced, 64 KiB sent, then the connection closes.
+    let mut client = TcpStream::connect(("127.0.0.1", s.gate.port)).await.unwrap();
+    let head =
+        format!("POST /upload HTTP/1.1\r\nHost: x\r\nCookie: logto_gate={cookie}\r\nContent-Length: 1048576\r\n\r\n");
+    client.write_all(head.as_bytes()).await.unwrap();
+    client.write_all(&[b'a'; 64 * 1024]).await.unwrap();
+    eventually("the HTTP/1 upload's arrival at the upstream", || {
+        s.upstream.count() == before + 1
+    })
+    .await;
+    drop(client);
+    // HTTP/1.0 (hyper's HTTP/1 server: the front hands such heads over): the same.
+    let mut client = TcpStream::connect(("127.0.0.1", s.gate.port)).await.unwrap();
+    client
+        .write_all(head.replacen("HTTP/1.1", "HTTP/1.0", 1).as_bytes())
+        .await
+        .unwrap();
+    client.write_all(&[b'a'; 64 * 1024]).await.unwrap();
+    eventually("the HTTP/1.0 upload's arrival at the upstream", || {
+        s.upstream.count() == before + 2
+    })
+    .await;
+    drop(client);
+    // HTTP/2: the same, the connection closed under the stream while its body is still coming.
+    let tcp = TcpStream::connect(("127.0.0.1", s.gate.port)).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("an HTTP/2 handshake");
+    let conn = tokio::spawn(conn);
+    type Piece = Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>;
+    let (body_tx, rx) = tokio::sync::mpsc::channel::<Piece>(4);
+    let body_rx = Box::pin(futures_util::stream::unfold(rx, |mut rx| async {
+        rx.recv().await.map(|piece| (piece, rx))
+    }));
+    let req = hyper::Request::post(format!("http://127.0.0.1:{}/upload", s.gate.port))
+        .header("cookie", format!("logto_gate={cookie}"))
+        .header("content-length", "1048576")
+        .body(http_body_util::StreamBody::new(body_rx))
+        .unwrap();
+    let answer = tokio::spawn(sender.send_request(req));
+    body_tx
+        .send(Ok(hyper::body::Frame::data(bytes::Bytes::from(vec![b'a'; 16 * 1024]))))
+        .await
+        .expect("the body's first piece taken");
+    eventually("the HTTP/2 upload's arrival at the upstream", || {
+        s.upstream.count() == before + 3
+    })
+    .await;
+    conn.abort();
+    answer.abort();
+    metrics_until(
+        metrics_port,
+        "logto_gate_requests_total{route=\"app\",status=\"499\"} 3\n",
+    )
+    .await;
+    drop(body_tx);
+    // The back-channel logout endpoint reads its body itself (no upstream): the same, over hyper's HTTP/1 server.
+    let mut client = TcpStream::connect(("127.0.0.1", s.gate.port)).await.unwrap();
+    let head = "POST /_logto/backchannel-logout HTTP/1.0\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                Content-Length: 4096\r\n\r\nlogout_token=";
+    client.write_all(head.as_bytes()).await.unwrap();
+    // The endpoint waits for the rest of its body: the gate holds the connection without answering.
+    let mut byte = [0u8; 1];
+    let waited = tokio::time::timeout(Duration::from_millis(300), client.read(&mut byte)).await;
+    assert!(
+        waited.is_err(),
+        "the gate answered a body it had not got whole: {waited:?}"
+    );
+    drop(client);
+    let metrics = metrics_until(
+        metrics_port,
+        "logto_gate_requests_total{route=\"backchannel_logout\",status=\"499\"} 1\n",
+    )
+    .await;
+    assert!(
+        !metrics.contains("status=\"400\""),
+        "no 400 for a client that went away: {metrics}"
+    );
+}
+
+/// A stack whose gate serves metrics, and a signed-in session's cookie.
+async fn signed_in_with_metrics() -> (Stack, u16, String) {
+    let metrics_port = free_port();
+    let line: &'static str = Box::leak(format!("metrics_listen = \"127.0.0.1:{metrics_port}\"").into_boxed_str());
+    let s = Stack::edited(IdpOptions::default(), "", "", in_server(line)).await;
+    let (_, cookie) = s.signed_in().await;
+    (s, metrics_port, cookie)
+}
+
+/// The metrics text once it holds `expected` (within 10 s).
+async fn metrics_until(metrics_port: u16, expected: &str) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !metrics.contains(expected) {
+    loop {
+        let metrics = metrics_text(metrics_port).await;
+        if metrics.contains(expected) {
+            return metrics;
+        }
         assert!(tokio::time::Instant::now() < deadline, "{expected} in {metrics}");
         tokio::time::sleep(Duration::from_millis(10)).await;
-        metrics = metrics_text(metrics_port).await;
     }
 }
