@@ -28,6 +28,16 @@ impl Cidr {
                 .filter(|p| *p <= max)
                 .ok_or_else(|| format!("`{text}` has a prefix length outside 0..={max}"))?,
         };
+        // An IPv4-mapped IPv6 range (`::ffff:10.0.0.0/104`) is the IPv4 range it maps: peers are compared in their
+        // IPv4 form (see [`Cidr::contains`]), so kept as IPv6 it would never match anyone.
+        if let IpAddr::V6(v6) = addr {
+            if let (Some(v4), true) = (v6.to_ipv4_mapped(), prefix >= 96) {
+                return Ok(Cidr {
+                    addr: IpAddr::V4(v4),
+                    prefix: prefix - 96,
+                });
+            }
+        }
         Ok(Cidr { addr, prefix })
     }
 
@@ -74,6 +84,24 @@ mod tests {
         let v6 = Cidr::parse("fd00::/8").unwrap();
         assert!(v6.contains("fd12::1".parse().unwrap()));
         assert!(!v6.contains("fe80::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_ipv4_mapped_range_is_the_ipv4_range_it_maps() {
+        let mapped = Cidr::parse("::ffff:10.0.0.0/104").unwrap();
+        assert_eq!(mapped, Cidr::parse("10.0.0.0/8").unwrap());
+        assert!(mapped.contains("10.9.8.7".parse().unwrap()));
+        assert!(mapped.contains("::ffff:10.9.8.7".parse().unwrap()));
+        assert!(!mapped.contains("11.0.0.1".parse().unwrap()));
+        assert!(!mapped.contains("::ffff:11.0.0.1".parse().unwrap()));
+        let host = Cidr::parse("::ffff:127.0.0.1").unwrap();
+        assert!(host.contains("127.0.0.1".parse().unwrap()));
+        assert!(!host.contains("127.0.0.2".parse().unwrap()));
+        // Wider than the mapped block: an IPv6 range, which IPv4 peers are not in.
+        let wide = Cidr::parse("::ffff:0:0/80").unwrap();
+        assert!(!wide.contains("10.0.0.1".parse().unwrap()));
+        assert!(!Cidr::parse("::/0").unwrap().contains("10.0.0.1".parse().unwrap()));
+        assert!(Cidr::parse("::/0").unwrap().contains("2001:db8::1".parse().unwrap()));
     }
 
     #[test]

@@ -32,12 +32,13 @@ async fn auth_endpoint_answers_202_401_403_and_ignores_forwarding_headers_from_u
         "an untrusted peer cannot claim a public URI"
     );
 
-    // Trusted: the proxy's headers decide.
+    // Trusted: the proxy's headers decide. The range is written in its IPv4-mapped IPv6 form, which must trust the
+    // IPv4 peer all the same (the nginx test below writes the plain IPv4 form).
     let t = Stack::edited(
         IdpOptions::default(),
         "",
         RULES,
-        in_server("trusted_proxies = [\"127.0.0.1/32\"]"),
+        in_server("trusted_proxies = [\"::ffff:127.0.0.1/128\"]"),
     )
     .await;
     let auth = format!("{}/_logto/auth", t.gate.url());
