@@ -30,8 +30,8 @@ impl Cidr {
         };
         // An IPv4-mapped IPv6 range (`::ffff:10.0.0.0/104`) is the IPv4 range it maps: peers are compared in their
         // IPv4 form (see [`Cidr::contains`]), so kept as IPv6 it would never match anyone.
-        if let IpAddr::V6(v6) = addr {
-            if let (Some(v4), true) = (v6.to_ipv4_mapped(), prefix >= 96) {
+        if let (IpAddr::V6(v6), 96..) = (addr, prefix) {
+            if let Some(v4) = v6.to_ipv4_mapped() {
                 return Ok(Cidr {
                     addr: IpAddr::V4(v4),
                     prefix: prefix - 96,
