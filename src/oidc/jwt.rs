@@ -4,8 +4,10 @@
 //! an allow-list taken from the header only after the list says yes: `none` and every HMAC algorithm are refused
 //! whatever the header claims (RFC 8725 §3.1-3.2), so a token "signed" with the client secret or not at all never
 //! passes. Keys are never taken from the token itself (`jwk`, `jku`, `x5u` are ignored) and tokens with `crit`
-//! extensions are refused (RFC 7515 §4.1.11). Claims are read as plain JSON, so Logto's `null` claims and
-//! millisecond timestamps (`updated_at`, `created_at`) parse and are never interpreted.
+//! extensions are refused (RFC 7515 §4.1.11). The `typ` header must fit the kind of token expected ([`TokenKind`],
+//! RFC 8725 §3.11), so an access token is never taken for an ID or logout token, nor the other way round. Claims
+//! are read as plain JSON, so Logto's `null` claims and millisecond timestamps (`updated_at`, `created_at`) parse
+//! and are never interpreted.
 
 use base64::Engine;
 use openidconnect::core::{CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
@@ -35,6 +37,32 @@ pub enum JwtError {
     BadSignature,
     #[error("claim check failed: {0}")]
     Claim(String),
+    #[error("wrong token type: {0}")]
+    Type(String),
+}
+
+/// The kind of token a verifier expects, checked against the `typ` header (explicit typing, RFC 8725 §3.11) so
+/// that no token Logto signs for one purpose passes for another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// An ID token: untyped or `JWT` (OpenID Connect Core defines no type for it; Logto sends none).
+    Id,
+    /// A JWT access token: `typ` MUST be `at+jwt` (RFC 9068 §4; Logto's resource, organization and
+    /// machine-to-machine tokens all are).
+    Access,
+    /// A back-channel logout token: `logout+jwt` as Logto sends it, or untyped (Back-Channel Logout 1.0 §2.4 only
+    /// recommends the type).
+    Logout,
+}
+
+impl TokenKind {
+    fn name(self) -> &'static str {
+        match self {
+            TokenKind::Id => "an ID token",
+            TokenKind::Access => "an access token",
+            TokenKind::Logout => "a logout token",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +72,8 @@ struct Header {
     kid: Option<String>,
     #[serde(default)]
     crit: Option<Value>,
+    #[serde(default)]
+    typ: Option<Value>,
 }
 
 /// A token split into its parts; nothing in it is trusted yet.
@@ -51,6 +81,7 @@ struct Header {
 pub struct UnverifiedJwt<'a> {
     alg: CoreJwsSigningAlgorithm,
     kid: Option<String>,
+    typ: Option<String>,
     signing_input: &'a str,
     signature: Vec<u8>,
     payload: Vec<u8>,
@@ -87,6 +118,11 @@ impl<'a> UnverifiedJwt<'a> {
             return Err(JwtError::Malformed("critical header extensions are not supported"));
         }
         let alg = pinned_alg(&header.alg)?;
+        let typ = match header.typ {
+            None | Some(Value::Null) => None,
+            Some(Value::String(t)) => Some(t),
+            Some(_) => return Err(JwtError::Malformed("typ is not a string")),
+        };
         let signature = b64(s)?;
         if signature.is_empty() {
             return Err(JwtError::Malformed("empty signature"));
@@ -95,6 +131,7 @@ impl<'a> UnverifiedJwt<'a> {
         Ok(UnverifiedJwt {
             alg,
             kid: header.kid,
+            typ,
             signing_input,
             signature,
             payload: b64(p)?,
@@ -103,6 +140,32 @@ impl<'a> UnverifiedJwt<'a> {
 
     pub fn kid(&self) -> Option<&str> {
         self.kid.as_deref()
+    }
+
+    /// Refuses a token whose `typ` header says it is not of `kind`. Types compare case-insensitively, with or
+    /// without `application/` (RFC 7515 §4.1.9). An access token must say `at+jwt` (RFC 9068 §4). Every explicit
+    /// JWT type ends in `+jwt` (RFC 8725 §3.11), so an ID token with any such type, or a logout token with one other
+    /// than `logout+jwt`, was signed for something else.
+    pub fn check_kind(&self, kind: TokenKind) -> Result<(), JwtError> {
+        let lower = self.typ.as_deref().map(str::to_ascii_lowercase);
+        let typ = lower.as_deref().map(|t| t.strip_prefix("application/").unwrap_or(t));
+        let shown = || {
+            self.typ.as_deref().map_or("no typ".to_owned(), |t| {
+                format!("typ {:?}", t.chars().take(64).collect::<String>())
+            })
+        };
+        let fits = match (kind, typ) {
+            (TokenKind::Access, t) => t == Some("at+jwt"),
+            (TokenKind::Id, t) => !t.is_some_and(|t| t.ends_with("+jwt")),
+            (TokenKind::Logout, t) => !t.is_some_and(|t| t.ends_with("+jwt") && t != "logout+jwt"),
+        };
+        if fits {
+            return Ok(());
+        }
+        Err(JwtError::Type(match kind {
+            TokenKind::Access => format!("{} must be typed at+jwt (RFC 9068 §4), not {}", kind.name(), shown()),
+            _ => format!("{} marks another kind of token, not {}", shown(), kind.name()),
+        }))
     }
 
     /// Verifies the signature with a key from `jwks` and returns the claims.
@@ -222,14 +285,14 @@ pub fn check_logout_token_claims(
         return Err(JwtError::Claim("aud does not include this app".into()));
     }
     let iat = number(claims, "iat")?.ok_or_else(|| JwtError::Claim("iat is missing".into()))?;
-    if iat > now + leeway {
+    if iat > now.saturating_add(leeway) {
         return Err(JwtError::Claim("iat is in the future".into()));
     }
-    if iat + max_age + leeway < now {
+    if iat.saturating_add(max_age).saturating_add(leeway) < now {
         return Err(JwtError::Claim("the logout token is too old".into()));
     }
     if let Some(exp) = number(claims, "exp")? {
-        if exp + leeway <= now {
+        if exp.saturating_add(leeway) <= now {
             return Err(JwtError::Claim("the token has expired".into()));
         }
     }
@@ -273,15 +336,15 @@ pub fn check_common_with(claims: &Map<String, Value>, issuer: &str, now: u64, le
         Some(_) => {}
     }
     let exp = number(claims, "exp")?.ok_or_else(|| JwtError::Claim("exp is missing".into()))?;
-    if exp + leeway <= now {
+    if exp.saturating_add(leeway) <= now {
         return Err(JwtError::Claim("the token has expired".into()));
     }
     let iat = number(claims, "iat")?.ok_or_else(|| JwtError::Claim("iat is missing".into()))?;
-    if iat > now + leeway {
+    if iat > now.saturating_add(leeway) {
         return Err(JwtError::Claim("iat is in the future".into()));
     }
     if let Some(nbf) = number(claims, "nbf")? {
-        if nbf > now + leeway {
+        if nbf > now.saturating_add(leeway) {
             return Err(JwtError::Claim("the token is not valid yet (nbf)".into()));
         }
     }

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use self::http::IdpHttp;
+use self::jwt::TokenKind;
 use crate::config::LogtoConfig;
 use crate::error::{ClientError, GateError, IdpError};
 
@@ -384,7 +385,12 @@ impl Oidc {
         let invalid =
             |e: String| RefreshError::Unavailable(format!("the access token for {audience} was refused: {e}"));
         let claims = self
-            .verify_signature(&loaded, &tokens.access_token, TokenSource::TokenEndpoint)
+            .verify_signature(
+                &loaded,
+                &tokens.access_token,
+                TokenKind::Access,
+                TokenSource::TokenEndpoint,
+            )
             .await
             .map_err(|e| invalid(format!("{e:?}")))?;
         jwt::check_common_with(&claims, &self.config.issuer, now, self.config.clock_leeway)

@@ -7,7 +7,7 @@ use std::time::Instant;
 use openidconnect::core::CoreJsonWebKeySet;
 use serde_json::{Map, Value};
 
-use super::jwt::{self, IdTokenExpectations, JwtError, UnverifiedJwt};
+use super::jwt::{self, IdTokenExpectations, JwtError, TokenKind, UnverifiedJwt};
 use super::{Loaded, Oidc, TokenSource, JWKS_REFETCH_COOLDOWN};
 use crate::error::{ClientError, GateError, IdpError};
 
@@ -42,7 +42,7 @@ impl Oidc {
     ) -> Result<Map<String, Value>, TokenError> {
         let loaded = self.ensure_loaded().await.map_err(TokenError::Gate)?;
         let claims = self
-            .verify_signature(&loaded, id_token, TokenSource::TokenEndpoint)
+            .verify_signature(&loaded, id_token, TokenKind::Id, TokenSource::TokenEndpoint)
             .await?;
         let want = IdTokenExpectations {
             issuer: &self.config.issuer,
@@ -65,7 +65,12 @@ impl Oidc {
     pub async fn verify_logout_token(&self, token: &str, now: u64) -> Result<Map<String, Value>, TokenError> {
         let loaded = self.ensure_loaded().await.map_err(TokenError::Gate)?;
         let claims = self
-            .verify_signature(&loaded, token, TokenSource::Untrusted("a back-channel logout token"))
+            .verify_signature(
+                &loaded,
+                token,
+                TokenKind::Logout,
+                TokenSource::Untrusted("a back-channel logout token"),
+            )
             .await?;
         jwt::check_logout_token_claims(
             &claims,
@@ -88,7 +93,7 @@ impl Oidc {
         now: u64,
     ) -> Result<Map<String, Value>, GateError> {
         let claims = self
-            .verify_signature(loaded, id_token, TokenSource::TokenEndpoint)
+            .verify_signature(loaded, id_token, TokenKind::Id, TokenSource::TokenEndpoint)
             .await
             .map_err(|e| match e {
                 TokenError::Invalid(e) => reject(e),
@@ -105,14 +110,17 @@ impl Oidc {
         Ok(claims)
     }
 
-    /// Checks a token's signature against Logto's key set, re-fetching it once for an unknown `kid`.
+    /// Checks that a token is typed as `kind` and its signature against Logto's key set, re-fetching that once for
+    /// an unknown `kid`. A token of the wrong kind is refused before any key is looked at.
     pub(super) async fn verify_signature(
         &self,
         loaded: &Loaded,
         token: &str,
+        kind: TokenKind,
         source: TokenSource,
     ) -> Result<Map<String, Value>, TokenError> {
         let jwt = UnverifiedJwt::parse(token)?;
+        jwt.check_kind(kind)?;
         match jwt.verify(&loaded.jwks) {
             Err(JwtError::UnknownKey(kid)) => {
                 let jwks = self
@@ -134,7 +142,12 @@ impl Oidc {
     pub async fn verify_access_token(&self, token: &str, now: u64) -> Result<Map<String, Value>, TokenError> {
         let loaded = self.ensure_loaded().await.map_err(TokenError::Gate)?;
         let claims = self
-            .verify_signature(&loaded, token, TokenSource::Untrusted("a bearer token"))
+            .verify_signature(
+                &loaded,
+                token,
+                TokenKind::Access,
+                TokenSource::Untrusted("a bearer token"),
+            )
             .await?;
         jwt::check_common_with(&claims, &self.config.issuer, now, self.config.clock_leeway)?;
         let audiences: Vec<&str> = match claims.get("aud") {

@@ -26,7 +26,7 @@
 //                               and token_requests: [{grant_type, resource}] in order
 //   POST /__test/next-organization-token-error {status, body}: the next organization token request gets this answer
 //   GET  /__test/last-auth      the query parameters of the last authorization request
-//   POST /__test/tamper-next-id-token {mode: none|hs256|payload|resign, overrides}: forge the next ID token
+//   POST /__test/tamper-next-id-token {mode: none|hs256|payload|resign|typed-at+jwt, overrides}: forge the next ID token
 //   POST /__test/revoke-grants  revoke every grant (refresh tokens then get invalid_grant)
 //   GET  /__test/live-grants    how many grants with refresh tokens still exist
 // Logto behaviour also kept: RFC 7009 revocation at /oidc/token/revocation (counted in stats.revocations).
@@ -334,7 +334,8 @@ async function finishConsent(req, res, details) {
 function signJwt(payload, headerExtra = {}) {
   const key = state.keys[0];
   const alg = state.idTokenAlg;
-  const header = { alg, kid: key.kid, ...headerExtra };
+  // A header field given as null is left out (a token without `typ`, say).
+  const header = Object.fromEntries(Object.entries({ alg, kid: key.kid, ...headerExtra }).filter(([, v]) => v !== null));
   const input = `${Buffer.from(JSON.stringify(header)).toString('base64url')}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`;
   const privateKey = crypto.createPrivateKey({ key, format: 'jwk' });
   const hash = { ES384: 'sha384', ES256: 'sha256', RS256: 'sha256', PS256: 'sha256' }[alg];
@@ -387,6 +388,8 @@ function forge(original, { mode, overrides = {} }) {
     return `${input}.${mac}`;
   }
   if (mode === 'payload') return `${h}.${enc(payload)}.${sig}`; // claims changed, signature kept
+  // The genuine claims, validly signed, typed as an access token (RFC 9068): a token of another kind.
+  if (mode === 'typed-at+jwt') return signJwt(payload, { typ: 'at+jwt' });
   return signJwt(payload); // "resign": a valid signature over wrong claims
 }
 

@@ -123,6 +123,23 @@ async fn bearer_tokens_are_verified_like_logto_access_tokens() {
                 json!({"kid": "not-a-logto-key"}),
             ),
         ),
+        (
+            "typed as an ID token (no typ), RFC 9068 §4",
+            s.idp
+                .sign(claims(RESOURCE, "read:reports", now() + 300), json!({"typ": null})),
+        ),
+        (
+            "typed JWT",
+            s.idp
+                .sign(claims(RESOURCE, "read:reports", now() + 300), json!({"typ": "JWT"})),
+        ),
+        (
+            "typed as a logout token",
+            s.idp.sign(
+                claims(RESOURCE, "read:reports", now() + 300),
+                json!({"typ": "logout+jwt"}),
+            ),
+        ),
         ("alg none", none),
         ("HS256 keyed with the client secret", hs256),
         ("garbage", "not.a.jwt".to_owned()),

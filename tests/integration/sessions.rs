@@ -335,6 +335,16 @@ async fn back_channel_logout_in_cookie_mode_uses_a_revocation_list_and_refuses_r
     assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
     let v: Value = replay.json().await.unwrap();
     assert!(v["error_description"].as_str().unwrap().contains("replay"), "{v}");
+    // Valid claims signed by Logto's key but typed as an access token (RFC 8725 §3.11): not a logout token.
+    let typed_access = idp.sign(
+        json!({"iss": idp.issuer(), "aud": APP_ID, "iat": now(), "jti": "jti-typed-access", "sub": "u_bob000002",
+               "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}),
+        json!({"typ": "at+jwt"}),
+    );
+    let refused = post(typed_access).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let v: Value = refused.json().await.unwrap();
+    assert!(v["error_description"].as_str().unwrap().contains("at+jwt"), "{v}");
     // Forged or malformed tokens are refused.
     let forged = idp.sign(
         json!({"iss": "https://evil.example/oidc", "aud": APP_ID, "iat": now(), "jti": "x", "sub": "u"}),

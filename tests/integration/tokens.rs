@@ -46,6 +46,7 @@ forged_id_token! {
     id_token_issued_in_the_future => ("resign", json!({"iat": now() + 3600, "exp": now() + 7200})),
     id_token_with_a_nonce_mismatch => ("resign", json!({"nonce": "another-attempts-nonce"})),
     id_token_without_a_nonce => ("resign", json!({"nonce": null})),
+    id_token_typed_as_an_access_token => ("typed-at+jwt", json!({})),
 }
 
 /// Walks a sign-in up to (not including) the gate's callback; returns the callback URL and the attempt cookie.

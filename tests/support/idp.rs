@@ -185,7 +185,8 @@ impl Idp {
     }
 
     /// The next token response carries a forged ID token: `mode` is "none", "hs256" (keyed with the client
-    /// secret), "payload" (claims changed, signature kept) or "resign" (validly signed, wrong claims).
+    /// secret), "payload" (claims changed, signature kept), "resign" (validly signed, wrong claims) or
+    /// "typed-at+jwt" (validly signed, right claims, typed as an access token).
     pub fn tamper_next_id_token(&self, mode: &str, overrides: Value) {
         self.post(
             "/__test/tamper-next-id-token",

@@ -125,3 +125,67 @@ fn logout_tokens_are_checked_as_the_spec_says() {
     only_sub["sub"] = json!("u1");
     assert!(check(&only_sub).is_ok());
 }
+
+#[test]
+fn the_typ_header_must_fit_the_kind_of_token() {
+    let typed = |typ: Value| {
+        let mut header = json!({"alg": "ES384"});
+        if !typ.is_null() {
+            header["typ"] = typ;
+        }
+        format!("{}.{}.c2ln", enc(&header), enc(&json!({})))
+    };
+    let kind_ok = |typ: Value, kind: TokenKind| {
+        let token = typed(typ);
+        UnverifiedJwt::parse(&token).and_then(|j| j.check_kind(kind)).is_ok()
+    };
+    // As Logto types them: ID tokens not at all, access tokens at+jwt, logout tokens logout+jwt.
+    assert!(kind_ok(Value::Null, TokenKind::Id));
+    assert!(kind_ok(json!("JWT"), TokenKind::Id));
+    assert!(kind_ok(json!("at+jwt"), TokenKind::Access));
+    assert!(kind_ok(json!("application/AT+JWT"), TokenKind::Access));
+    assert!(kind_ok(json!("logout+jwt"), TokenKind::Logout));
+    assert!(kind_ok(Value::Null, TokenKind::Logout));
+    assert!(kind_ok(json!("JWT"), TokenKind::Logout));
+    // Another kind's type, or none where RFC 9068 requires one.
+    for (typ, kind) in [
+        (json!("at+jwt"), TokenKind::Id),
+        (json!("logout+jwt"), TokenKind::Id),
+        (json!("application/at+jwt"), TokenKind::Logout),
+        (json!("token-introspection+jwt"), TokenKind::Logout),
+        (Value::Null, TokenKind::Access),
+        (json!("JWT"), TokenKind::Access),
+        (json!("logout+jwt"), TokenKind::Access),
+        (json!("at+jwt "), TokenKind::Access),
+    ] {
+        let token = typed(typ.clone());
+        let err = UnverifiedJwt::parse(&token).and_then(|j| j.check_kind(kind));
+        assert!(matches!(err, Err(JwtError::Type(_))), "{typ} as {kind:?}: {err:?}");
+    }
+    let message = UnverifiedJwt::parse(&typed(json!("JWT")))
+        .and_then(|j| j.check_kind(TokenKind::Access))
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("at+jwt") && message.contains("\"JWT\""), "{message}");
+    // A typ that is not a string is malformed.
+    assert!(matches!(
+        UnverifiedJwt::parse(&typed(json!(7))),
+        Err(JwtError::Malformed(_))
+    ));
+}
+
+#[test]
+fn extreme_timestamps_are_compared_without_overflow() {
+    let far = claims(json!({"iss": "https://t/oidc", "exp": u64::MAX, "iat": 1000, "nbf": u64::MAX}));
+    assert!(check_common_with(&far, "https://t/oidc", 1000, 300).is_err());
+    let far = claims(json!({"iss": "https://t/oidc", "exp": 1e300, "iat": 1000}));
+    assert_eq!(check_common_with(&far, "https://t/oidc", 1000, 300), Ok(()));
+    let logout = claims(
+        json!({"iss": "i", "aud": "app", "iat": 1000, "exp": u64::MAX, "jti": "j", "sub": "u",
+                               "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}),
+    );
+    assert_eq!(
+        check_logout_token_claims(&logout, "i", "app", 1000, u64::MAX, 300),
+        Ok(())
+    );
+}
