@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderValue, COOKIE};
 use logto_gate::config::{Config, Secret, SessionConfig, StoreKind};
-use logto_gate::oidc::jwt::UnverifiedJwt;
+use logto_gate::oidc::jwt::{TokenKind, UnverifiedJwt};
 use logto_gate::policy::path::normalise;
 use logto_gate::return_path::ReturnPath;
 use logto_gate::session::{CookieCodec, Session};
@@ -154,6 +154,9 @@ pub fn jwt(data: &[u8]) {
         let empty: openidconnect::core::CoreJsonWebKeySet =
             serde_json::from_str(r#"{"keys":[]}"#).unwrap_or_else(|_| panic!("empty key set"));
         assert!(t.verify(&empty).is_err(), "a token verified against no keys");
+        for kind in [TokenKind::Id, TokenKind::Access, TokenKind::Logout] {
+            let _ = t.check_kind(kind);
+        }
     }
 }
 
