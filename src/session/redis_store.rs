@@ -279,6 +279,28 @@ impl RedisStore {
             .map(|_| ())
     }
 
+    /// Sets `key` to `value` (a number) for `ttl` seconds unless it already holds a number at least as large, in
+    /// one atomic step: a cut-off time that only moves later, whichever replica writes first.
+    pub async fn raise_to(&self, key: &str, value: u64, ttl: u64) -> Result<(), StoreError> {
+        let script = redis::Script::new(
+            "local cur = tonumber(redis.call('GET', KEYS[1])) \
+             if cur == nil or cur < tonumber(ARGV[1]) then \
+               redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 end \
+             return 0",
+        );
+        let script = &script;
+        self.run(|mut c| async move {
+            script
+                .key(key)
+                .arg(value)
+                .arg(ttl.max(1))
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// Values of several keys in one round trip.
     pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<String>>, StoreError> {
         self.run(|mut c| async move {

@@ -354,7 +354,8 @@ impl Sessions {
     }
 
     /// Back-channel logout: ends every session with Logto session id `sid`, or, with only `sub`, every session of
-    /// that user issued up to `logout_at`.
+    /// that user issued up to `logout_at` (on the revocation list that cut-off only moves later, whatever order the
+    /// logout tokens come in).
     pub async fn revoke(&self, sid: Option<&str>, sub: Option<&str>, logout_at: u64) -> Result<usize, StoreError> {
         let until = logout_at + self.lifetime;
         match (self.kind, &self.redis) {
@@ -379,12 +380,7 @@ impl Sessions {
                 }
                 if let (None, Some(sub)) = (sid, sub) {
                     redis
-                        .put(
-                            &redis.key("revoked-sub", sub),
-                            &logout_at.to_string(),
-                            ttl.as_secs(),
-                            &[],
-                        )
+                        .raise_to(&redis.key("revoked-sub", sub), logout_at, ttl.as_secs())
                         .await?;
                 }
                 Ok(1)
@@ -397,7 +393,10 @@ impl Sessions {
                         m.sids.insert(sid.to_owned(), until);
                     }
                     if let (None, Some(sub)) = (sid, sub) {
-                        m.subs.insert(sub.to_owned(), (logout_at, until));
+                        // The cut-off only moves later: an earlier logout delivered late must not bring back the
+                        // sessions a later one ended.
+                        let entry = m.subs.entry(sub.to_owned()).or_insert((logout_at, until));
+                        *entry = (entry.0.max(logout_at), entry.1.max(until));
                     }
                     self.revocations.store(
                         !m.sids.is_empty() || !m.subs.is_empty() || !m.signed_out.is_empty(),

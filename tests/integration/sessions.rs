@@ -358,6 +358,63 @@ async fn back_channel_logout_in_cookie_mode_uses_a_revocation_list_and_refuses_r
     assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
 
+/// A back-channel logout naming only the subject ends that user's sessions issued up to the token's `iat`. That
+/// cut-off only moves later: an earlier logout token delivered after a later one (a retry, two sign-outs racing)
+/// must not bring back the sessions the later one ended. On the revocation list in memory and in Redis.
+#[tokio::test]
+async fn an_earlier_subject_logout_arriving_late_does_not_undo_a_later_one() {
+    let redis = if have_redis() { Some(Redis::start().await) } else { None };
+    // The list in memory (no Redis), then in Redis (`session.redis_url` with the cookie store).
+    let mut stores = vec![String::new()];
+    if let Some(r) = &redis {
+        stores.push(format!("[session]\nredis_url = \"{}\"\n", r.url()));
+    }
+    for store in stores {
+        let edit = |t: String| match store.as_str() {
+            "" => t,
+            section => t.replacen("[session]\n", section, 1),
+        };
+        let s = Stack::edited(IdpOptions::default(), "", "", edit).await;
+        let (_, cookie) = s.signed_in().await;
+        let url = format!("{}/private", s.gate.url());
+        let status = || {
+            let url = url.clone();
+            let cookie = cookie.clone();
+            async move {
+                plain()
+                    .get(url)
+                    .header("cookie", format!("logto_gate={cookie}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            }
+        };
+        assert_eq!(status().await, StatusCode::OK, "{store}");
+        let logout = |iat: u64, jti: &str| {
+            let token = s.idp.sign(
+                json!({"iss": s.idp.issuer(), "aud": APP_ID, "iat": iat, "jti": jti, "sub": "u_alice0001",
+                       "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}),
+                json!({"typ": "logout+jwt"}),
+            );
+            plain()
+                .post(format!("{}/_logto/backchannel-logout", s.gate.url()))
+                .form(&[("logout_token", token)])
+                .send()
+        };
+        // The later logout (now, after the sign-in) ends the session.
+        assert_eq!(logout(now(), "later").await.unwrap().status(), StatusCode::OK);
+        assert_eq!(status().await, StatusCode::UNAUTHORIZED, "{store}");
+        // An earlier one (two minutes before the sign-in, still young enough to be accepted) arrives after it.
+        assert_eq!(logout(now() - 120, "earlier").await.unwrap().status(), StatusCode::OK);
+        assert_eq!(
+            status().await,
+            StatusCode::UNAUTHORIZED,
+            "undone by an earlier logout: {store}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn rotating_the_session_secret_signs_nobody_out() {
     const OLD: &str = SESSION_SECRET;
