@@ -307,8 +307,9 @@ impl Gate {
                 pending: true,
             };
             let decided = &mut line.decided;
-            let result = match framing {
-                // Phase 0: ambiguous message framing is how requests are smuggled past a proxy; refuse it outright.
+            let result = match framing.or_else(|| repeated_credentials(req.headers())) {
+                // Phase 0: ambiguous message framing is how requests are smuggled past a proxy, and two sets of
+                // credentials how a token the gate did not verify reaches the app; refuse both outright.
                 Some(problem) => Err(problem.into()),
                 // The app's requests skip the dispatch below: one future less nested in every request's.
                 None if route == Route::App => this.app(&mut req, peer, upgrading, decided).await,
@@ -567,6 +568,17 @@ fn framing_problem<B>(req: &Request<B>) -> Option<ClientError> {
         ));
     }
     None
+}
+
+/// A request with more than one `Authorization` field. Its value is one set of credentials (RFC 9110 §11.6.2), not
+/// a list, so a sender must not repeat it (§5.3); the gate would verify one and the app might read another (the
+/// last, or all of them joined with commas), so it is refused with 400, as nginx does.
+fn repeated_credentials(headers: &http::HeaderMap) -> Option<ClientError> {
+    headers.get_all(header::AUTHORIZATION).iter().nth(1).map(|_| {
+        ClientError::BadRequest(
+            "Authorization is given more than once; a request carries one set of credentials".into(),
+        )
+    })
 }
 
 fn accepts_html<B>(req: &Request<B>) -> bool {

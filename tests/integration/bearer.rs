@@ -188,3 +188,64 @@ async fn sessions_get_a_jwt_access_token_for_the_resource_and_can_pass_it_upstre
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(s.upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
 }
+
+/// A request with two `Authorization` fields is refused (400, as nginx answers), over HTTP/1 and HTTP/2, whatever
+/// it also carries: the gate would verify one token and the app might read the other (the last, or both joined).
+#[tokio::test]
+async fn a_second_authorization_field_is_refused_not_passed_on() {
+    let s = Stack::edited(options(), &format!("resources = [\"{RESOURCE}\"]"), RULES, |t| t).await;
+    let good = s.idp.sign(
+        json!({"iss": s.idp.issuer(), "aud": RESOURCE, "sub": "u_service01", "client_id": "m2m",
+               "scope": "read:reports", "iat": now(), "exp": now() + 300}),
+        json!({}),
+    );
+    let (_, cookie) = s.signed_in().await;
+    let before = s.upstream.count();
+    let h1 = plain();
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    for (client, version) in [(&h1, "HTTP/1.1"), (&h2, "HTTP/2")] {
+        let cases = [
+            (
+                "a valid token, then a forged one",
+                None,
+                format!("Bearer {good}"),
+                "Bearer forged.not.verified",
+            ),
+            (
+                "Basic beside a session, then a forged token",
+                Some(&cookie),
+                "Basic dXNlcjpwdw==".to_owned(),
+                "Bearer x",
+            ),
+        ];
+        for (what, session, first, second) in cases {
+            let mut req = client
+                .get(format!("{}/api/other", s.gate.url()))
+                .header("authorization", first)
+                .header("authorization", second);
+            if let Some(c) = session {
+                req = req.header("cookie", format!("logto_gate={c}"));
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{version}, {what}");
+            let text = resp.text().await.unwrap();
+            assert!(
+                text.contains("Authorization is given more than once"),
+                "{version}, {what}: {text}"
+            );
+        }
+        // One field is served as before.
+        let one = client
+            .get(format!("{}/api/other", s.gate.url()))
+            .header("authorization", format!("Bearer {good}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(one.status(), StatusCode::OK, "{version}");
+    }
+    assert_eq!(
+        s.upstream.count(),
+        before + 2,
+        "only the single-field requests reached the app"
+    );
+}
