@@ -307,9 +307,9 @@ impl Gate {
                 pending: true,
             };
             let decided = &mut line.decided;
-            let result = match framing.or_else(|| repeated_credentials(req.headers())) {
-                // Phase 0: ambiguous message framing is how requests are smuggled past a proxy, and two sets of
-                // credentials how a token the gate did not verify reaches the app; refuse both outright.
+            let result = match framing.or_else(|| ambiguous_fields(&req)) {
+                // Phase 0: ambiguous message framing is how requests are smuggled past a proxy, and two hosts or two
+                // sets of credentials how the gate and the app come to see different requests; refuse them outright.
                 Some(problem) => Err(problem.into()),
                 // The app's requests skip the dispatch below: one future less nested in every request's.
                 None if route == Route::App => this.app(&mut req, peer, upgrading, decided).await,
@@ -570,15 +570,47 @@ fn framing_problem<B>(req: &Request<B>) -> Option<ClientError> {
     None
 }
 
-/// A request with more than one `Authorization` field. Its value is one set of credentials (RFC 9110 §11.6.2), not
-/// a list, so a sender must not repeat it (§5.3); the gate would verify one and the app might read another (the
-/// last, or all of them joined with commas), so it is refused with 400, as nginx does.
-fn repeated_credentials(headers: &http::HeaderMap) -> Option<ClientError> {
-    headers.get_all(header::AUTHORIZATION).iter().nth(1).map(|_| {
-        ClientError::BadRequest(
-            "Authorization is given more than once; a request carries one set of credentials".into(),
-        )
-    })
+/// Fields that give a request two meanings, refused with 400 (as nginx does):
+/// - more than one `Authorization`: its value is one set of credentials (RFC 9110 §11.6.2), not a list, so a sender
+///   must not repeat it (§5.3); the gate would verify one and the app might read another (the last, or all of them
+///   joined with commas);
+/// - `Host` missing from an HTTP/1.1 request, repeated, or not a `host[:port]` (RFC 9112 §3.2: a server MUST answer
+///   400), or naming another authority than the request target does (absolute form, HTTP/2's `:authority`): RFC 9112
+///   §3.2.2 has the target win and RFC 9113 §8.3.1 calls the difference malformed; the gate refuses it rather than
+///   pick one, so its host rules and the app never see two hosts. An empty `Host` is allowed (§3.2).
+fn ambiguous_fields<B>(req: &Request<B>) -> Option<ClientError> {
+    let bad = |why: &str| Some(ClientError::BadRequest(why.to_owned()));
+    let headers = req.headers();
+    if headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
+        return bad("Authorization is given more than once; a request carries one set of credentials");
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let Some(host) = hosts.next() else {
+        return if req.version() == Version::HTTP_11 {
+            bad("an HTTP/1.1 request must carry Host (RFC 9112 §3.2)")
+        } else {
+            None
+        };
+    };
+    if hosts.next().is_some() {
+        return bad("Host is given more than once");
+    }
+    if !host.as_bytes().iter().all(|b| is_host_byte(*b)) {
+        return bad("Host is not a host name or address with an optional port");
+    }
+    match req.uri().authority() {
+        Some(target) if !target.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes()) => {
+            bad("Host names another host than the request target")
+        }
+        _ => None,
+    }
+}
+
+/// Bytes a `Host` value (`uri-host [":" port]`, RFC 3986 §3.2.2-3.2.3) may hold: unreserved, percent-encoded and
+/// sub-delimiter characters, `:` and the brackets of an IP literal. Never `@` (user information), `/`, `?`, `#`,
+/// whitespace or control characters.
+fn is_host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b)
 }
 
 fn accepts_html<B>(req: &Request<B>) -> bool {

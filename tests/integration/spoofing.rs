@@ -198,3 +198,54 @@ async fn identity_fields_sent_as_request_trailers_never_reach_the_upstream() {
         assert_eq!(s.upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
     }
 }
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, with two, or with one that is no `host[:port]` gets 400; so
+/// does a `Host` naming another host than an absolute-form target or HTTP/2's `:authority` (the gate does not pick
+/// one of two hosts for its host rules). None of them reaches the app; the well-formed variants do.
+#[tokio::test]
+async fn a_request_with_two_hosts_or_none_is_refused() {
+    let s = Stack::start().await;
+    let (_, cookie) = s.signed_in().await;
+    let request = |target: &str, version: &str, fields: &str| {
+        format!("GET {target} HTTP/{version}\r\n{fields}Cookie: logto_gate={cookie}\r\n\r\n")
+    };
+    let refused = [
+        request("/x", "1.1", "Host: a\r\nHost: b\r\n"),
+        request("/x", "1.1", "Host: a\r\nX: y\r\nhost: a\r\n"),
+        request("/x", "1.1", ""),
+        request("/x", "1.1", "Host: a, b\r\n"),
+        request("/x", "1.1", "Host: user@a\r\n"),
+        request("http://admin.example/x", "1.1", "Host: www.example\r\n"),
+    ];
+    let before = s.upstream.count();
+    for raw in &refused {
+        assert_eq!(first_status(s.gate.port, raw.as_bytes()).await, 400, "{raw}");
+    }
+    assert_eq!(s.upstream.count(), before, "no refused request reached the app");
+    let served = [
+        request("/x", "1.1", "Host: a\r\n"),
+        request("/x", "1.1", "Host: [::1]:8080\r\n"),
+        request("/x", "1.1", "Host:\r\n"),
+        request("/x", "1.0", ""),
+        request("http://a/x", "1.1", "Host: A\r\n"),
+    ];
+    for raw in &served {
+        assert_eq!(first_status(s.gate.port, raw.as_bytes()).await, 200, "{raw}");
+    }
+    // HTTP/2: a Host field beside a different :authority.
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let resp = h2
+        .get(format!("{}/x", s.gate.url()))
+        .header("host", "admin.example")
+        .header("cookie", format!("logto_gate={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains("Host names another host than the request target"),
+        "{text}"
+    );
+    assert_eq!(s.upstream.count(), before + served.len());
+}
