@@ -254,6 +254,15 @@ impl RedisStore {
             .await
     }
 
+    /// `SREM key member...`: takes `members` out of the set at `key`.
+    pub async fn remove_members(&self, key: &str, members: &[&String]) -> Result<(), StoreError> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        self.run(|mut c| async move { c.srem::<_, _, ()>(key, members).await })
+            .await
+    }
+
     /// `SET key value NX EX ttl`: true when this call created the key (a lock taken, a `jti` first seen).
     pub async fn set_once(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StoreError> {
         let opts = redis::SetOptions::default()

@@ -354,22 +354,43 @@ impl Sessions {
     }
 
     /// Back-channel logout: ends every session with Logto session id `sid`, or, with only `sub`, every session of
-    /// that user issued up to `logout_at` (on the revocation list that cut-off only moves later, whatever order the
-    /// logout tokens come in).
+    /// that user issued up to `logout_at`, in either store (on the revocation list that cut-off only moves later,
+    /// whatever order the logout tokens come in).
     pub async fn revoke(&self, sid: Option<&str>, sub: Option<&str>, logout_at: u64) -> Result<usize, StoreError> {
         let until = logout_at + self.lifetime;
         match (self.kind, &self.redis) {
             (StoreKind::Redis, Some(redis)) => {
-                let index = match (sid, sub) {
-                    (Some(sid), _) => redis.key("sid", sid),
-                    (None, Some(sub)) => redis.key("sub", sub),
+                let (index, by_sub) = match (sid, sub) {
+                    (Some(sid), _) => (redis.key("sid", sid), false),
+                    (None, Some(sub)) => (redis.key("sub", sub), true),
                     (None, None) => return Ok(0),
                 };
                 let ids = redis.members(&index).await?;
-                let mut keys: Vec<String> = ids.iter().map(|id| redis.key("session", id)).collect();
-                keys.push(index);
-                redis.delete(&keys).await?;
-                Ok(ids.len())
+                if ids.is_empty() {
+                    return Ok(0);
+                }
+                let keys: Vec<String> = ids.iter().map(|id| redis.key("session", id)).collect();
+                if !by_sub {
+                    let ended = ids.len();
+                    redis.delete(&[keys, vec![index]].concat()).await?;
+                    return Ok(ended);
+                }
+                // With only the subject, as on the revocation list: sessions signed in after the logout are new ones
+                // and stay. One that no longer parses goes too, and one already gone (expired) leaves the index.
+                let stored = redis.get_many(&keys).await?;
+                let (ended_ids, ended_keys): (Vec<&String>, Vec<String>) = ids
+                    .iter()
+                    .zip(keys)
+                    .zip(stored)
+                    .filter(|(_, json)| {
+                        json.as_deref()
+                            .is_none_or(|j| serde_json::from_str::<Session>(j).map_or(true, |s| s.iat <= logout_at))
+                    })
+                    .map(|(pair, _)| pair)
+                    .unzip();
+                redis.delete(&ended_keys).await?;
+                redis.remove_members(&index, &ended_ids).await?;
+                Ok(ended_keys.len())
             }
             (_, Some(redis)) => {
                 let ttl = Duration::from_secs(self.lifetime.max(1));
