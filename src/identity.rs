@@ -134,7 +134,9 @@ pub fn normalise_name(name: &str) -> String {
 
 /// Renders a claim as a header value: strings as they are, numbers and booleans as text, arrays joined with ",".
 /// Returns `None` for a missing or null claim, objects, and values a header cannot carry (CR, LF, NUL and other
-/// control characters), so a claim can never inject a header.
+/// control characters), so a claim can never inject a header. An array element that holds a `,` (or is empty) is
+/// left out: joined, it would read as two elements (or none), so whoever chose the name (of a role, or of a value in
+/// `custom_data`, which Logto's Account API may let users edit) could make one entry read as two.
 pub fn header_value(claim: &Value) -> Option<HeaderValue> {
     let text = match claim {
         Value::Null | Value::Object(_) => return None,
@@ -145,7 +147,7 @@ pub fn header_value(claim: &Value) -> Option<HeaderValue> {
             let parts: Vec<String> = items
                 .iter()
                 .filter_map(|v| match v {
-                    Value::String(s) => Some(s.clone()),
+                    Value::String(s) if !s.is_empty() && !s.contains(',') => Some(s.clone()),
                     Value::Number(n) => Some(n.to_string()),
                     Value::Bool(b) => Some(b.to_string()),
                     _ => None,

@@ -75,6 +75,21 @@ fn claim_values_render_as_header_values() {
 }
 
 #[test]
+fn a_list_element_that_would_read_as_two_is_left_out() {
+    let c = match json!({"groups": ["dev", "ops,admin", "", "qa"], "only": ["a,b"]}) {
+        Value::Object(m) => m,
+        _ => unreachable!(),
+    };
+    let get = |p: &str| {
+        ClaimPath::parse(p)
+            .ok()
+            .and_then(|p| p.lookup(&c).and_then(header_value))
+    };
+    assert_eq!(get("groups").unwrap(), "dev,qa");
+    assert!(get("only").is_none(), "no element left: no header");
+}
+
+#[test]
 fn spoofed_identity_headers_are_stripped_in_every_spelling() {
     let managed = ManagedHeaders::new(&default_headers(), &[]);
     let mut h = HeaderMap::new();

@@ -25,6 +25,25 @@ async fn crlf_injection_through_a_claim_cannot_add_an_upstream_header() {
     assert_eq!(seen.header("x-forwarded-groups"), None);
 }
 
+/// A role whose name holds a comma would read as two in `X-Forwarded-Groups` ("viewer,admin" as viewer and admin):
+/// it is left out, the user's other roles are sent.
+#[tokio::test]
+async fn a_comma_in_a_role_name_cannot_add_a_group() {
+    let idp = Idp::start(IdpOptions::default());
+    idp.add_account(
+        "mallory",
+        json!({"sub": "u_mallory", "username": "mallory", "email": "m@example.com", "roles": ["editor", "viewer,admin"]}),
+    );
+    let upstream = Upstream::start().await;
+    let gate = TestGate::start(&idp, &upstream.url(), "", "").await;
+    let b = Browser::new(&idp);
+    b.login_as("mallory");
+    b.sign_in(&gate, "/").await;
+    let seen = upstream.last();
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_mallory"));
+    assert_eq!(seen.header("x-forwarded-groups"), Some("editor"));
+}
+
 #[tokio::test]
 async fn identity_spoofing_with_obs_fold_is_refused() {
     let s = Stack::start().await;
