@@ -134,6 +134,10 @@ impl Gate {
                     .await
                 {
                     Ok(set) => cookies.extend(set),
+                    Err(SaveError::Gone) => {
+                        cookies.extend(self.sessions.codec().clear_session_cookies(headers));
+                        return Ok(None);
+                    }
                     Err(SaveError::Store(e)) => return Err(e.into()),
                     Err(SaveError::Internal(e)) => return Err(GateError::Internal(e)),
                 }

@@ -326,6 +326,8 @@ impl Gate {
             Ok(c) => c,
             Err(SaveError::Store(e)) => return Err(e.into()),
             Err(SaveError::Internal(e)) => return Err(GateError::Internal(e)),
+            // A new session has no stored copy to have lost.
+            Err(SaveError::Gone) => return Err(GateError::Internal("a new session was gone when written".into())),
         };
         // The attempt is sealed by the gate, but its target is checked again: only ever our origin or an allowed host.
         let back = self.return_target(&attempt.return_to);

@@ -10,6 +10,7 @@ use crate::identity;
 use crate::metrics::RefreshResult;
 use crate::oidc::RefreshError;
 use crate::session::refresh;
+use crate::session::store::SaveError;
 use crate::session::{Current, Session};
 
 use super::Gate;
@@ -108,23 +109,38 @@ impl Gate {
                     // Another replica finished just before the lock was free.
                     Ok(Some(s)) if changed(&s) => refresh::Outcome::Refreshed(s),
                     Ok(None) => refresh::Outcome::Ended,
-                    _ => {
-                        let outcome = self.refresh_at_logto(&current.session, rt, now).await;
-                        if let refresh::Outcome::Refreshed(s) = &outcome {
-                            if let Err(e) = self.sessions.save(Some(current), s.clone(), now).await {
-                                tracing::error!(
-                                    error = ?e,
-                                    "refreshed tokens could not be stored; the session ends at its next refresh"
-                                );
-                            }
-                        }
-                        outcome
-                    }
+                    _ => match self.refresh_at_logto(&current.session, rt, now).await {
+                        refresh::Outcome::Refreshed(s) => self.store_refreshed(current, s, now).await,
+                        other => other,
+                    },
                 };
                 if let Err(e) = redis.delete_if(&lock, &token).await {
                     tracing::debug!(error = %e, "refresh lock not released; it expires by itself");
                 }
                 outcome
+            }
+        }
+    }
+
+    /// Writes a session refreshed under the Redis lock back for the other replicas. One that was ended while Logto
+    /// answered (signed out, or logged out over the back channel: Logto keeps the grant through end-session, so the
+    /// refresh succeeded) stays ended.
+    async fn store_refreshed(&self, current: &Current, refreshed: Session, now: u64) -> refresh::Outcome {
+        match self.sessions.save(Some(current), refreshed.clone(), now).await {
+            Ok(_) => refresh::Outcome::Refreshed(refreshed),
+            Err(SaveError::Gone) => {
+                tracing::info!(
+                    sub = refreshed.sub(),
+                    "the session ended while its tokens were refreshed"
+                );
+                refresh::Outcome::Ended
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = ?e,
+                    "refreshed tokens could not be stored; the session ends at its next refresh"
+                );
+                refresh::Outcome::Refreshed(refreshed)
             }
         }
     }

@@ -242,6 +242,36 @@ impl RedisStore {
             .await
     }
 
+    /// [`RedisStore::put`] for a key that must still exist, in one atomic step: `SET key value XX EX ttl`, and the
+    /// index entries only when it was set. False when the key is gone (deleted by a sign-out or a back-channel logout
+    /// since it was read): nothing is written, so a session ended meanwhile is never written back.
+    pub async fn put_existing(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: u64,
+        indexes: &[(String, String)],
+    ) -> Result<bool, StoreError> {
+        let script = redis::Script::new(
+            "if not redis.call('SET', KEYS[1], ARGV[1], 'XX', 'EX', ARGV[2]) then return 0 end \
+             for i = 2, #KEYS do \
+               redis.call('SADD', KEYS[i], ARGV[i + 1]) \
+               redis.call('EXPIRE', KEYS[i], ARGV[2]) \
+             end \
+             return 1",
+        );
+        let mut invocation = script.prepare_invoke();
+        invocation.key(key).arg(value).arg(ttl.max(1));
+        for (index, member) in indexes {
+            invocation.key(index).arg(member);
+        }
+        let invocation = &invocation;
+        let set: i64 = self
+            .run(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
+            .await?;
+        Ok(set == 1)
+    }
+
     pub async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
         if keys.is_empty() {
             return Ok(());

@@ -271,7 +271,8 @@ impl Sessions {
         }))
     }
 
-    /// Stores `session` (new, or replacing `current`) and returns the `Set-Cookie` headers to send.
+    /// Stores `session` (new, or replacing `current`) and returns the `Set-Cookie` headers to send. With the Redis
+    /// store, replacing a session that is gone fails with [`SaveError::Gone`] and writes nothing.
     pub async fn save(
         &self,
         current: Option<&Current>,
@@ -283,8 +284,9 @@ impl Sessions {
         let names_sent = current.map(|c| &c.names_sent[..]).unwrap_or(&[]);
         match (self.kind, &self.redis) {
             (StoreKind::Redis, Some(redis)) => {
-                let id = match current.and_then(|c| c.id.clone()) {
-                    Some(id) => id,
+                let existing = current.and_then(|c| c.id.clone());
+                let id = match &existing {
+                    Some(id) => id.clone(),
                     None => self.new_id().map_err(SaveError::Internal)?,
                 };
                 let ttl = match self.idle_timeout {
@@ -296,10 +298,19 @@ impl Sessions {
                 if let Some(sid) = &session.sid {
                     indexes.push((redis.key("sid", sid), id.clone()));
                 }
-                redis
-                    .put(&redis.key("session", &id), &json, ttl, &indexes)
-                    .await
-                    .map_err(SaveError::Store)?;
+                let key = redis.key("session", &id);
+                if existing.is_some() {
+                    // A session ended while this request held it (sign-out, back-channel logout) stays ended.
+                    if !redis
+                        .put_existing(&key, &json, ttl, &indexes)
+                        .await
+                        .map_err(SaveError::Store)?
+                    {
+                        return Err(SaveError::Gone);
+                    }
+                } else {
+                    redis.put(&key, &json, ttl, &indexes).await.map_err(SaveError::Store)?;
+                }
                 // The cookie only changes when it is new or must be resealed with the current secret.
                 if current.is_some_and(|c| c.id.is_some() && !c.rewrite) {
                     return Ok(Vec::new());
@@ -519,6 +530,9 @@ impl Sessions {
 pub enum SaveError {
     Store(StoreError),
     Internal(String),
+    /// The Redis store no longer holds the session: it was ended (signed out, logged out over the back channel)
+    /// after this request read it. The request is signed out.
+    Gone,
 }
 
 /// Names the claims that make a session need several cookies, biggest first.

@@ -27,6 +27,8 @@
 //   POST /__test/next-organization-token-error {status, body}: the next organization token request gets this answer
 //   GET  /__test/last-auth      the query parameters of the last authorization request
 //   POST /__test/tamper-next-id-token {mode: none|hs256|payload|resign|typed-at+jwt, overrides}: forge the next ID token
+//   POST /__test/hold-refreshes {hold}: refresh-token grants wait while held (stats.held_refreshes counts them)
+//                               and go on when released
 //   POST /__test/revoke-grants  revoke every grant (refresh tokens then get invalid_grant)
 //   GET  /__test/live-grants    how many grants with refresh tokens still exist
 // Logto behaviour also kept: RFC 7009 revocation at /oidc/token/revocation (counted in stats.revocations).
@@ -112,8 +114,12 @@ const userinfoOnly = new Set(['custom_data', 'identities', 'organization_data'])
 
 const stats = {
   grants: {}, userinfo: 0, jwks: 0, discovery: 0, authorizations: 0, end_sessions: 0, backchannel: { success: 0, error: 0 },
-  token_requests: [], revocations: 0,
+  token_requests: [], revocations: 0, held_refreshes: 0,
 };
+// While set (POST /__test/hold-refreshes {hold: true}), refresh-token grants wait here until released, so a test can
+// act while the gate's refresh is at Logto.
+let holdRefreshes = false;
+const heldRefreshes = [];
 // Logto's resource for organization tokens: only grants whose authorization request named it get organization
 // permissions in their organization tokens' `scope`.
 const ORGANIZATIONS_RESOURCE = 'urn:logto:resource:organizations';
@@ -498,6 +504,10 @@ async function testEndpoint(req, res, url) {
   } else if (url.pathname === '/__test/next-organization-token-error') {
     nextOrganizationTokenError = body;
     return send(res, 200, { ok: true });
+  } else if (url.pathname === '/__test/hold-refreshes') {
+    holdRefreshes = Boolean(body.hold);
+    if (!holdRefreshes) heldRefreshes.splice(0).forEach((release) => release());
+    return send(res, 200, { ok: true });
   } else if (url.pathname === '/__test/tamper-next-id-token') {
     pendingTamper = body;
     return send(res, 200, { ok: true });
@@ -564,6 +574,10 @@ const server = http.createServer(async (req, res) => {
         stats.token_requests.push({ grant_type: params.get('grant_type'), resource: params.get('resource') });
         if (params.get('grant_type') === 'refresh_token' && params.get('organization_id')) {
           return organizationToken(req, res, params);
+        }
+        if (params.get('grant_type') === 'refresh_token' && holdRefreshes) {
+          stats.held_refreshes += 1;
+          await new Promise((release) => heldRefreshes.push(release));
         }
         if (pendingTamper) {
           interceptIdToken(res, pendingTamper, params);

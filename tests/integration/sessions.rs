@@ -153,6 +153,53 @@ async fn redis_pair(idp: &Idp, upstream: &Upstream, redis: &Redis) -> (BinaryGat
     (one, two)
 }
 
+/// With sessions in Redis, a back-channel logout while a refresh of the same session is at Logto ends it for good:
+/// Logto keeps the grant through end-session, so the refresh succeeds, and it must not write the session back
+/// (the cookie would work again); its own request is answered as signed out.
+#[tokio::test]
+async fn a_refresh_finishing_after_a_logout_does_not_bring_the_session_back() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start().await;
+    let store = format!("[session]\nstore = \"redis\"\nredis_url = \"{}\"\n", redis.url());
+    let s = Stack::edited(short_tokens(), "", "", |t| t.replacen("[session]\n", &store, 1)).await;
+    let b = s.browser();
+    let signed_in = now();
+    b.sign_in(&s.gate, "/").await;
+    let cookie = b.gate_cookies(&s.gate.url());
+    wait_past(signed_in, TTL).await;
+
+    // A request whose refresh is held at Logto.
+    s.idp.hold_refreshes(true);
+    let url = format!("{}/api", s.gate.url());
+    let refreshing = tokio::spawn(plain().get(&url).header("cookie", &cookie).send());
+    eventually("the refresh reaching Logto", || s.idp.stats()["held_refreshes"] == 1).await;
+    // Meanwhile the user signs out of Logto elsewhere, and Logto tells the gate.
+    let token = s.idp.sign(
+        json!({"iss": s.idp.issuer(), "aud": APP_ID, "iat": now(), "jti": "during-refresh", "sub": "u_alice0001",
+               "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}),
+        json!({"typ": "logout+jwt"}),
+    );
+    let logout = plain()
+        .post(format!("{}/_logto/backchannel-logout", s.gate.url()))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::OK);
+    s.idp.hold_refreshes(false);
+    let answered = refreshing.await.unwrap().unwrap();
+    assert_eq!(
+        answered.status(),
+        StatusCode::UNAUTHORIZED,
+        "the refreshing request is signed out"
+    );
+    let after = plain().get(&url).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED, "the session stays ended");
+    assert_eq!(refresh_grants(&s.idp), 1, "the refresh itself went through at Logto");
+}
+
 #[tokio::test]
 async fn two_gates_share_sessions_through_redis_and_refresh_once_between_them() {
     if !have_redis() {

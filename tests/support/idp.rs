@@ -194,6 +194,11 @@ impl Idp {
         );
     }
 
+    /// Holds refresh-token grants at the token endpoint (`true`) until released (`false`).
+    pub fn hold_refreshes(&self, hold: bool) {
+        self.post("/__test/hold-refreshes", json!({ "hold": hold }));
+    }
+
     /// Registers a machine-to-machine app (client-credentials grant only).
     pub fn register_m2m_app(&self, client_id: &str, secret: &str) {
         self.post(
