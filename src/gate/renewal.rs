@@ -96,10 +96,11 @@ impl Gate {
                 let deadline = tokio::time::Instant::now() + REFRESH_WAIT;
                 while tokio::time::Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    if let Ok(Some(s)) = self.sessions.reload(id).await {
-                        if changed(&s) {
-                            return refresh::Outcome::Refreshed(s);
-                        }
+                    match self.sessions.reload(id).await {
+                        Ok(Some(s)) if changed(&s) => return refresh::Outcome::Refreshed(s),
+                        // Ended meanwhile (signed out, logged out over the back channel): so is this request.
+                        Ok(None) => return refresh::Outcome::Ended,
+                        _ => {}
                     }
                 }
                 refresh::Outcome::Unavailable

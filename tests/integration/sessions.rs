@@ -200,6 +200,69 @@ async fn a_refresh_finishing_after_a_logout_does_not_bring_the_session_back() {
     assert_eq!(refresh_grants(&s.idp), 1, "the refresh itself went through at Logto");
 }
 
+/// Two replicas, sessions in Redis: while one refreshes a session at Logto, the other waits for its result. A
+/// back-channel logout meanwhile ends the session for the waiting request too (401 at once, not the session it
+/// had loaded once its wait runs out).
+#[tokio::test]
+async fn a_replica_waiting_for_a_refresh_sees_the_session_end() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start().await;
+    let idp = Idp::start(short_tokens());
+    let upstream = Upstream::start().await;
+    let (one, two) = redis_pair(&idp, &upstream, &redis).await;
+    let b = Browser::new(&idp);
+    let signed_in = now();
+    b.sign_in(&one, "/").await;
+    let cookie = b.gate_cookies(&one.url());
+    wait_past(signed_in, TTL).await;
+
+    // Replica one takes the refresh lock, and its refresh is held at Logto.
+    idp.hold_refreshes(true);
+    let at_one = tokio::spawn(
+        plain()
+            .get(format!("{}/api", one.url()))
+            .header("cookie", &cookie)
+            .send(),
+    );
+    eventually("the refresh reaching Logto", || idp.stats()["held_refreshes"] == 1).await;
+    // Replica two finds the lock taken (its SET NX is the only write now) and waits for one's result.
+    let sets = redis.set_calls();
+    let at_two = tokio::spawn(
+        plain()
+            .get(format!("{}/api", two.url()))
+            .header("cookie", &cookie)
+            .send(),
+    );
+    eventually("replica two asking for the refresh lock", || redis.set_calls() > sets).await;
+    let token = idp.sign(
+        json!({"iss": idp.issuer(), "aud": APP_ID, "iat": now(), "jti": "while-waiting", "sub": "u_alice0001",
+               "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}),
+        json!({"typ": "logout+jwt"}),
+    );
+    let logout = plain()
+        .post(format!("{}/_logto/backchannel-logout", one.url()))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::OK);
+    let waited = at_two.await.unwrap().unwrap();
+    assert_eq!(
+        waited.status(),
+        StatusCode::UNAUTHORIZED,
+        "the waiting replica's request"
+    );
+    idp.hold_refreshes(false);
+    let refreshed = at_one.await.unwrap().unwrap();
+    assert_eq!(
+        refreshed.status(),
+        StatusCode::UNAUTHORIZED,
+        "the refreshing replica's request"
+    );
+}
+
 #[tokio::test]
 async fn two_gates_share_sessions_through_redis_and_refresh_once_between_them() {
     if !have_redis() {

@@ -11,6 +11,17 @@ pub struct Redis {
     pub port: u16,
 }
 
+/// `redis-cli -p <port> <args>`: its output.
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn binary() -> Option<&'static str> {
     ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
         .into_iter()
@@ -31,6 +42,22 @@ impl Redis {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// `redis-cli -p <port> <args>`: its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        cli(self.port, args)
+    }
+
+    /// How many `SET` commands the server has run (`INFO commandstats`).
+    pub fn set_calls(&self) -> u64 {
+        let stats = self.cli(&["INFO", "commandstats"]);
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_set:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
     }
 
     /// Starts the server (again) on the same port and data folder.
@@ -157,13 +184,7 @@ impl RedisNode {
 
     /// `redis-cli -p <port> <args>`: its output.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run redis-cli");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        cli(self.port, args)
     }
 
     /// Kills the server at once, as a crash would.
