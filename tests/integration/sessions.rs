@@ -153,6 +153,36 @@ async fn redis_pair(idp: &Idp, upstream: &Upstream, redis: &Redis) -> (BinaryGat
     (one, two)
 }
 
+/// Posts a back-channel logout token naming only alice's subject, signed with the IdP's key and dated `iat`, to the
+/// gate at `gate`; the gate's answer.
+async fn alice_logged_out(idp: &Idp, gate: &str, iat: u64, jti: &str) -> StatusCode {
+    let token = idp.sign(
+        json!({"iss": idp.issuer(), "aud": APP_ID, "iat": iat, "jti": jti, "sub": "u_alice0001",
+               "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}),
+        json!({"typ": "logout+jwt"}),
+    );
+    plain()
+        .post(format!("{gate}/_logto/backchannel-logout"))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Two replicas sharing sessions in Redis with short access tokens, alice signed in on the first: the IdP, the
+/// upstream, both replicas, her cookie and when she signed in.
+async fn pair_signed_in(redis: &Redis) -> (Idp, Upstream, BinaryGate, BinaryGate, String, u64) {
+    let idp = Idp::start(short_tokens());
+    let upstream = Upstream::start().await;
+    let (one, two) = redis_pair(&idp, &upstream, redis).await;
+    let b = Browser::new(&idp);
+    let signed_in = now();
+    b.sign_in(&one, "/").await;
+    let cookie = b.gate_cookies(&one.url());
+    (idp, upstream, one, two, cookie, signed_in)
+}
+
 /// With sessions in Redis, a back-channel logout while a refresh of the same session is at Logto ends it for good:
 /// Logto keeps the grant through end-session, so the refresh succeeds, and it must not write the session back
 /// (the cookie would work again); its own request is answered as signed out.
@@ -176,18 +206,8 @@ async fn a_refresh_finishing_after_a_logout_does_not_bring_the_session_back() {
     let refreshing = tokio::spawn(plain().get(&url).header("cookie", &cookie).send());
     eventually("the refresh reaching Logto", || s.idp.stats()["held_refreshes"] == 1).await;
     // Meanwhile the user signs out of Logto elsewhere, and Logto tells the gate.
-    let token = s.idp.sign(
-        json!({"iss": s.idp.issuer(), "aud": APP_ID, "iat": now(), "jti": "during-refresh", "sub": "u_alice0001",
-               "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}),
-        json!({"typ": "logout+jwt"}),
-    );
-    let logout = plain()
-        .post(format!("{}/_logto/backchannel-logout", s.gate.url()))
-        .form(&[("logout_token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(logout.status(), StatusCode::OK);
+    let logout = alice_logged_out(&s.idp, &s.gate.url(), now(), "during-refresh").await;
+    assert_eq!(logout, StatusCode::OK);
     s.idp.hold_refreshes(false);
     let answered = refreshing.await.unwrap().unwrap();
     assert_eq!(
@@ -209,13 +229,7 @@ async fn a_replica_waiting_for_a_refresh_sees_the_session_end() {
         return;
     }
     let redis = Redis::start().await;
-    let idp = Idp::start(short_tokens());
-    let upstream = Upstream::start().await;
-    let (one, two) = redis_pair(&idp, &upstream, &redis).await;
-    let b = Browser::new(&idp);
-    let signed_in = now();
-    b.sign_in(&one, "/").await;
-    let cookie = b.gate_cookies(&one.url());
+    let (idp, _upstream, one, two, cookie, signed_in) = pair_signed_in(&redis).await;
     wait_past(signed_in, TTL).await;
 
     // Replica one takes the refresh lock, and its refresh is held at Logto.
@@ -236,18 +250,8 @@ async fn a_replica_waiting_for_a_refresh_sees_the_session_end() {
             .send(),
     );
     eventually("replica two asking for the refresh lock", || redis.set_calls() > sets).await;
-    let token = idp.sign(
-        json!({"iss": idp.issuer(), "aud": APP_ID, "iat": now(), "jti": "while-waiting", "sub": "u_alice0001",
-               "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}),
-        json!({"typ": "logout+jwt"}),
-    );
-    let logout = plain()
-        .post(format!("{}/_logto/backchannel-logout", one.url()))
-        .form(&[("logout_token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(logout.status(), StatusCode::OK);
+    let logout = alice_logged_out(&idp, &one.url(), now(), "while-waiting").await;
+    assert_eq!(logout, StatusCode::OK);
     let waited = at_two.await.unwrap().unwrap();
     assert_eq!(
         waited.status(),
@@ -269,19 +273,18 @@ async fn two_gates_share_sessions_through_redis_and_refresh_once_between_them() 
         return;
     }
     let redis = Redis::start().await;
-    let idp = Idp::start(short_tokens());
-    let upstream = Upstream::start().await;
-    let (one, two) = redis_pair(&idp, &upstream, &redis).await;
-    let b = Browser::new(&idp);
-    let signed_in = now();
-    b.sign_in(&one, "/").await;
+    let (idp, upstream, one, two, cookie, signed_in) = pair_signed_in(&redis).await;
     // The cookie holds only an opaque id (cookies do not depend on the port, so the browser sends it to both).
-    let cookie = b.gate_cookies(&one.url());
     assert!(
         cookie.len() < 200,
         "the cookie carries an id, not the session: {cookie}"
     );
-    let resp = b.client.get(format!("{}/on-two", two.url())).send().await.unwrap();
+    let resp = plain()
+        .get(format!("{}/on-two", two.url()))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
 
@@ -503,29 +506,22 @@ async fn a_subject_logout_ends_the_sessions_signed_in_before_it_and_no_others() 
             }
         };
         assert_eq!(status().await, StatusCode::OK, "{store}");
-        let logout = |iat: u64, jti: &str| {
-            let token = s.idp.sign(
-                json!({"iss": s.idp.issuer(), "aud": APP_ID, "iat": iat, "jti": format!("{n}-{jti}"), "sub": "u_alice0001",
-                       "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}),
-                json!({"typ": "logout+jwt"}),
-            );
-            plain()
-                .post(format!("{}/_logto/backchannel-logout", s.gate.url()))
-                .form(&[("logout_token", token)])
-                .send()
+        let logout = |iat: u64, jti: &'static str| {
+            let (idp, gate) = (&s.idp, s.gate.url());
+            async move { alice_logged_out(idp, &gate, iat, &format!("{n}-{jti}")).await }
         };
         // A logout from two minutes before the sign-in (still young enough to be accepted) leaves it alone.
-        assert_eq!(logout(now() - 120, "before").await.unwrap().status(), StatusCode::OK);
+        assert_eq!(logout(now() - 120, "before").await, StatusCode::OK);
         assert_eq!(
             status().await,
             StatusCode::OK,
             "a session signed in after the logout: {store}"
         );
         // A logout now ends it.
-        assert_eq!(logout(now(), "later").await.unwrap().status(), StatusCode::OK);
+        assert_eq!(logout(now(), "later").await, StatusCode::OK);
         assert_eq!(status().await, StatusCode::UNAUTHORIZED, "{store}");
         // An earlier one arriving after it does not undo it.
-        assert_eq!(logout(now() - 100, "earlier").await.unwrap().status(), StatusCode::OK);
+        assert_eq!(logout(now() - 100, "earlier").await, StatusCode::OK);
         assert_eq!(
             status().await,
             StatusCode::UNAUTHORIZED,
