@@ -170,6 +170,12 @@ async fn alice_logged_out(idp: &Idp, gate: &str, iat: u64, jti: &str) -> StatusC
         .status()
 }
 
+/// [`status_with_cookie`] in a task of its own, to act while the gate is still answering.
+fn status_in_background(url: String, cookie: &str) -> tokio::task::JoinHandle<StatusCode> {
+    let cookie = cookie.to_owned();
+    tokio::spawn(async move { status_with_cookie(&url, &cookie).await })
+}
+
 /// Two replicas sharing sessions in Redis with short access tokens, alice signed in on the first: the IdP, the
 /// upstream, both replicas, her cookie and when she signed in.
 async fn pair_signed_in(redis: &Redis) -> (Idp, Upstream, BinaryGate, BinaryGate, String, u64) {
@@ -203,20 +209,22 @@ async fn a_refresh_finishing_after_a_logout_does_not_bring_the_session_back() {
     // A request whose refresh is held at Logto.
     s.idp.hold_refreshes(true);
     let url = format!("{}/api", s.gate.url());
-    let refreshing = tokio::spawn(plain().get(&url).header("cookie", &cookie).send());
+    let refreshing = status_in_background(url.clone(), &cookie);
     eventually("the refresh reaching Logto", || s.idp.stats()["held_refreshes"] == 1).await;
     // Meanwhile the user signs out of Logto elsewhere, and Logto tells the gate.
     let logout = alice_logged_out(&s.idp, &s.gate.url(), now(), "during-refresh").await;
     assert_eq!(logout, StatusCode::OK);
     s.idp.hold_refreshes(false);
-    let answered = refreshing.await.unwrap().unwrap();
     assert_eq!(
-        answered.status(),
+        refreshing.await.unwrap(),
         StatusCode::UNAUTHORIZED,
         "the refreshing request is signed out"
     );
-    let after = plain().get(&url).header("cookie", &cookie).send().await.unwrap();
-    assert_eq!(after.status(), StatusCode::UNAUTHORIZED, "the session stays ended");
+    assert_eq!(
+        status_with_cookie(&url, &cookie).await,
+        StatusCode::UNAUTHORIZED,
+        "the session stays ended"
+    );
     assert_eq!(refresh_grants(&s.idp), 1, "the refresh itself went through at Logto");
 }
 
@@ -234,34 +242,22 @@ async fn a_replica_waiting_for_a_refresh_sees_the_session_end() {
 
     // Replica one takes the refresh lock, and its refresh is held at Logto.
     idp.hold_refreshes(true);
-    let at_one = tokio::spawn(
-        plain()
-            .get(format!("{}/api", one.url()))
-            .header("cookie", &cookie)
-            .send(),
-    );
+    let at_one = status_in_background(format!("{}/api", one.url()), &cookie);
     eventually("the refresh reaching Logto", || idp.stats()["held_refreshes"] == 1).await;
     // Replica two finds the lock taken (its SET NX is the only write now) and waits for one's result.
     let sets = redis.set_calls();
-    let at_two = tokio::spawn(
-        plain()
-            .get(format!("{}/api", two.url()))
-            .header("cookie", &cookie)
-            .send(),
-    );
+    let at_two = status_in_background(format!("{}/api", two.url()), &cookie);
     eventually("replica two asking for the refresh lock", || redis.set_calls() > sets).await;
     let logout = alice_logged_out(&idp, &one.url(), now(), "while-waiting").await;
     assert_eq!(logout, StatusCode::OK);
-    let waited = at_two.await.unwrap().unwrap();
     assert_eq!(
-        waited.status(),
+        at_two.await.unwrap(),
         StatusCode::UNAUTHORIZED,
         "the waiting replica's request"
     );
     idp.hold_refreshes(false);
-    let refreshed = at_one.await.unwrap().unwrap();
     assert_eq!(
-        refreshed.status(),
+        at_one.await.unwrap(),
         StatusCode::UNAUTHORIZED,
         "the refreshing replica's request"
     );
@@ -279,13 +275,10 @@ async fn two_gates_share_sessions_through_redis_and_refresh_once_between_them() 
         cookie.len() < 200,
         "the cookie carries an id, not the session: {cookie}"
     );
-    let resp = plain()
-        .get(format!("{}/on-two", two.url()))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        status_with_cookie(&format!("{}/on-two", two.url()), &cookie).await,
+        StatusCode::OK
+    );
     assert_eq!(upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
 
     wait_past(signed_in, TTL).await;
@@ -492,19 +485,8 @@ async fn a_subject_logout_ends_the_sessions_signed_in_before_it_and_no_others() 
         let s = Stack::edited(IdpOptions::default(), "", "", edit).await;
         let (_, cookie) = s.signed_in().await;
         let url = format!("{}/private", s.gate.url());
-        let status = || {
-            let url = url.clone();
-            let cookie = cookie.clone();
-            async move {
-                plain()
-                    .get(url)
-                    .header("cookie", format!("logto_gate={cookie}"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-            }
-        };
+        let cookie = format!("logto_gate={cookie}");
+        let status = || status_with_cookie(&url, &cookie);
         assert_eq!(status().await, StatusCode::OK, "{store}");
         let logout = |iat: u64, jti: &'static str| {
             let (idp, gate) = (&s.idp, s.gate.url());
