@@ -154,10 +154,10 @@ impl<'a> UnverifiedJwt<'a> {
                 format!("typ {:?}", t.chars().take(64).collect::<String>())
             })
         };
-        let fits = match (kind, typ) {
-            (TokenKind::Access, t) => t == Some("at+jwt"),
-            (TokenKind::Id, t) => !t.is_some_and(|t| t.ends_with("+jwt")),
-            (TokenKind::Logout, t) => !t.is_some_and(|t| t.ends_with("+jwt") && t != "logout+jwt"),
+        let fits = match kind {
+            TokenKind::Access => typ == Some("at+jwt"),
+            TokenKind::Id => !typ.is_some_and(|t| t.ends_with("+jwt")),
+            TokenKind::Logout => !typ.is_some_and(|t| t.ends_with("+jwt") && t != "logout+jwt"),
         };
         if fits {
             return Ok(());
