@@ -229,22 +229,12 @@ impl RedisStore {
 
     /// `SET key value EX ttl`, plus the id added to each index set (kept for the same time).
     pub async fn put(&self, key: &str, value: &str, ttl: u64, indexes: &[(String, String)]) -> Result<(), StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic().set_ex(key, value, ttl.max(1)).ignore();
-        for (index, member) in indexes {
-            pipe.sadd(index, member)
-                .ignore()
-                .expire(index, ttl.max(1) as i64)
-                .ignore();
-        }
-        let pipe = &pipe;
-        self.run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
-            .await
+        self.set_indexed(key, value, ttl, indexes, false).await.map(|_| ())
     }
 
-    /// [`RedisStore::put`] for a key that must still exist, in one atomic step: `SET key value XX EX ttl`, and the
-    /// index entries only when it was set. False when the key is gone (deleted by a sign-out or a back-channel logout
-    /// since it was read): nothing is written, so a session ended meanwhile is never written back.
+    /// [`RedisStore::put`] for a key that must still exist (`SET ... XX`). False when the key is gone (deleted by a
+    /// sign-out or a back-channel logout since it was read): nothing is written, so a session ended meanwhile is
+    /// never written back.
     pub async fn put_existing(
         &self,
         key: &str,
@@ -252,16 +242,36 @@ impl RedisStore {
         ttl: u64,
         indexes: &[(String, String)],
     ) -> Result<bool, StoreError> {
+        self.set_indexed(key, value, ttl, indexes, true).await
+    }
+
+    /// One atomic step: `SET key value EX ttl` (`XX` with `only_existing`) and, only when the key was set, each
+    /// `(index, member)` added to its set with the same time to live. True when the key was set.
+    async fn set_indexed(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: u64,
+        indexes: &[(String, String)],
+        only_existing: bool,
+    ) -> Result<bool, StoreError> {
         let script = redis::Script::new(
-            "if not redis.call('SET', KEYS[1], ARGV[1], 'XX', 'EX', ARGV[2]) then return 0 end \
+            "local set \
+             if ARGV[3] == 'XX' then set = redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'XX') \
+             else set = redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end \
+             if not set then return 0 end \
              for i = 2, #KEYS do \
-               redis.call('SADD', KEYS[i], ARGV[i + 1]) \
+               redis.call('SADD', KEYS[i], ARGV[i + 2]) \
                redis.call('EXPIRE', KEYS[i], ARGV[2]) \
              end \
              return 1",
         );
         let mut invocation = script.prepare_invoke();
-        invocation.key(key).arg(value).arg(ttl.max(1));
+        invocation
+            .key(key)
+            .arg(value)
+            .arg(ttl.max(1))
+            .arg(if only_existing { "XX" } else { "" });
         for (index, member) in indexes {
             invocation.key(index).arg(member);
         }
