@@ -62,7 +62,7 @@ impl Gate {
             let (decision, new_path, route) = {
                 let path = policy::path::normalise(req.uri().path(), self.config.server.allow_encoded_slashes)
                     .map_err(|e| ClientError::BadRequest(e.to_string()))?;
-                let host = request_host(req, trusted);
+                let host = request_host(req, trusted)?;
                 let rule_path = policy::path::rule_path(&path, self.config.policy.case_insensitive)
                     .map_err(|e| ClientError::BadRequest(e.to_string()))?;
                 let decision = self.decide(req, host, &rule_path)?;
@@ -101,14 +101,14 @@ impl Gate {
             };
             // 4. rewrite
             let browser_host = match &self.protected_basic {
-                Some(_) => request_host(req, trusted).and_then(|h| HeaderValue::from_str(h).ok()),
+                Some(_) => request_host(req, trusted)?.and_then(|h| HeaderValue::from_str(h).ok()),
                 None => None,
             };
             // X-Forwarded-Host: the public host, or the other allowed host the request came to.
             let other_host = if self.config.server.allowed_redirect_hosts.is_empty() {
                 None
             } else {
-                request_host(req, trusted)
+                request_host(req, trusted)?
                     .filter(|h| self.is_other_allowed_host(h))
                     .and_then(|h| HeaderValue::from_str(h).ok())
             };
@@ -305,14 +305,24 @@ impl Gate {
     }
 }
 
-/// The host the client asked for: `X-Forwarded-Host` from a trusted proxy, else `Host` (or the HTTP/2 authority).
-pub(super) fn request_host<B>(req: &Request<B>, trusted: bool) -> Option<&str> {
+/// The host the client asked for: `X-Forwarded-Host` from a trusted proxy, else `Host` (or the HTTP/2 authority),
+/// which phase 0 has checked. A trusted proxy's `X-Forwarded-Host` is held to the same rules ([`policy::is_host`],
+/// one field): a list or a repeated field would have the rules decide on one host and the app read another.
+pub(super) fn request_host<B>(req: &Request<B>, trusted: bool) -> Result<Option<&str>, ClientError> {
     let h = |name: &http::HeaderName| req.headers().get(name).and_then(crate::values::text);
-    trusted
-        .then(|| h(&X_FORWARDED_HOST))
-        .flatten()
-        .or_else(|| h(&header::HOST))
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+    if trusted {
+        let mut fields = req.headers().get_all(&X_FORWARDED_HOST).iter();
+        if let Some(first) = fields.next() {
+            if fields.next().is_some() || !policy::is_host(first.as_bytes()) {
+                return Err(ClientError::BadRequest(
+                    "X-Forwarded-Host from the trusted proxy is not one host name or address with an optional port"
+                        .to_owned(),
+                ));
+            }
+            return Ok(first.to_str().ok());
+        }
+    }
+    Ok(h(&header::HOST).or_else(|| req.uri().authority().map(|a| a.as_str())))
 }
 
 /// `path` without its first `segments` segments (`strip_prefix`): `/grafana/d/1` less one is `/d/1`, and a path

@@ -64,7 +64,7 @@ impl Gate {
         let raw_path = uri.split(['?', '#']).next().unwrap_or("/");
         let path = policy::path::normalise(raw_path, self.config.server.allow_encoded_slashes)
             .map_err(|e| ClientError::BadRequest(e.to_string()))?;
-        let host = request_host(req, trusted);
+        let host = request_host(req, trusted)?;
         let policy = &self.config.policy;
         let rule_path = policy::path::rule_path(&path, policy.case_insensitive)
             .map_err(|e| ClientError::BadRequest(e.to_string()))?;

@@ -574,10 +574,11 @@ fn framing_problem<B>(req: &Request<B>) -> Option<ClientError> {
 /// - more than one `Authorization`: its value is one set of credentials (RFC 9110 §11.6.2), not a list, so a sender
 ///   must not repeat it (§5.3); the gate would verify one and the app might read another (the last, or all of them
 ///   joined with commas);
-/// - `Host` missing from an HTTP/1.1 request, repeated, or not a `host[:port]` (RFC 9112 §3.2: a server MUST answer
-///   400), or naming another authority than the request target does (absolute form, HTTP/2's `:authority`): RFC 9112
-///   §3.2.2 has the target win and RFC 9113 §8.3.1 calls the difference malformed; the gate refuses it rather than
-///   pick one, so its host rules and the app never see two hosts. An empty `Host` is allowed (§3.2).
+/// - `Host` missing from an HTTP/1.1 request, repeated, or not a plain `host[:port]` ([`policy::is_host`]; RFC 9112
+///   §3.2: a server MUST answer 400), or naming another authority than the request target does (absolute form,
+///   HTTP/2's `:authority`): RFC 9112 §3.2.2 has the target win and RFC 9113 §8.3.1 calls the difference malformed;
+///   the gate refuses it rather than pick one, so its host rules and the app never see two hosts. An empty `Host`
+///   is allowed (§3.2); a target's authority standing alone is held to the same syntax as `Host`.
 fn ambiguous_fields<B>(req: &Request<B>) -> Option<ClientError> {
     let bad = |why: &str| Some(ClientError::BadRequest(why.to_owned()));
     let headers = req.headers();
@@ -586,16 +587,22 @@ fn ambiguous_fields<B>(req: &Request<B>) -> Option<ClientError> {
     }
     let mut hosts = headers.get_all(header::HOST).iter();
     let Some(host) = hosts.next() else {
-        return if req.version() == Version::HTTP_11 {
-            bad("an HTTP/1.1 request must carry Host (RFC 9112 §3.2)")
-        } else {
-            None
+        if req.version() == Version::HTTP_11 {
+            return bad("an HTTP/1.1 request must carry Host (RFC 9112 §3.2)");
+        }
+        // HTTP/2's `:authority` (or an HTTP/1.0 absolute target) alone names the host: held to the same syntax.
+        return match req.uri().authority() {
+            Some(target) if !policy::is_host(target.as_str().as_bytes()) => {
+                bad("the request target's authority is not a host name or address with an optional port")
+            }
+            _ => None,
         };
     };
     if hosts.next().is_some() {
         return bad("Host is given more than once");
     }
-    if !host.as_bytes().iter().all(|b| is_host_byte(*b)) {
+    // An empty `Host` is allowed (RFC 9112 §3.2: a target without authority); the host is then unknown.
+    if !host.is_empty() && !policy::is_host(host.as_bytes()) {
         return bad("Host is not a host name or address with an optional port");
     }
     match req.uri().authority() {
@@ -604,13 +611,6 @@ fn ambiguous_fields<B>(req: &Request<B>) -> Option<ClientError> {
         }
         _ => None,
     }
-}
-
-/// Bytes a `Host` value (`uri-host [":" port]`, RFC 3986 §3.2.2-3.2.3) may hold: unreserved, percent-encoded and
-/// sub-delimiter characters, `:` and the brackets of an IP literal. Never `@` (user information), `/`, `?`, `#`,
-/// whitespace or control characters.
-fn is_host_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b)
 }
 
 fn accepts_html<B>(req: &Request<B>) -> bool {

@@ -175,6 +175,44 @@ impl Subject<'_> {
     }
 }
 
+/// True for the hosts the gate decides on (`Host`, an absolute target's or HTTP/2's authority, a trusted proxy's
+/// `X-Forwarded-Host`): a host name of letters, digits, `-`, `.` and `_`, an IPv4 address, or an IPv6 literal in
+/// brackets, with an optional port of digits. RFC 3986 §3.2.2 also lets a reg-name hold sub-delimiters and percent
+/// escapes, but no DNS name does, and each is a way to make one value name two hosts: `x,admin.example.com` is
+/// no host to the rules while an app that reads `X-Forwarded-Host` as a list (Rails takes its last element, Express
+/// its first) serves `admin.example.com` or `x`. No user information (`@`), no zone identifier.
+pub fn is_host(value: &[u8]) -> bool {
+    let (name_ok, rest) = match value {
+        [b'[', inner @ ..] => match inner.iter().position(|b| *b == b']') {
+            Some(end) => (
+                end > 1
+                    && inner[..end]
+                        .iter()
+                        .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.')),
+                &inner[end + 1..],
+            ),
+            None => return false,
+        },
+        _ => {
+            let end = value.iter().position(|b| *b == b':').unwrap_or(value.len());
+            (
+                end > 0
+                    && value[..end]
+                        .iter()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')),
+                &value[end..],
+            )
+        }
+    };
+    // RFC 3986 §3.2.3: `port = *DIGIT`.
+    let port_ok = match rest {
+        [] => true,
+        [b':', port @ ..] => port.len() <= 5 && port.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    name_ok && port_ok
+}
+
 /// Normalises a Host header value for comparison: lower case, no port, no trailing dot.
 pub fn normalise_host(host: &str) -> String {
     let h = if host.starts_with('[') {

@@ -181,3 +181,42 @@ fn hosts_are_normalised() {
     assert_eq!(normalise_host("[::1]:80"), "::1");
     assert_eq!(normalise_host("example.com"), "example.com");
 }
+
+#[test]
+fn only_plain_hosts_are_hosts() {
+    for host in [
+        "a",
+        "app.example.com",
+        "App.Example.COM.",
+        "under_score.internal:8080",
+        "127.0.0.1",
+        "127.0.0.1:4180",
+        "a:",
+        "[::1]",
+        "[::1]:8080",
+        "[2001:db8::ffff:192.0.2.1]:443",
+    ] {
+        assert!(is_host(host.as_bytes()), "{host}");
+    }
+    for not_host in [
+        "",
+        ":80",
+        "x,admin.example.com",
+        "admin.example.com;x",
+        "a b",
+        "user@a",
+        "%61dmin.example.com",
+        "a:8x",
+        "a:123456",
+        "a:1:2",
+        "[]",
+        "[::1",
+        "[::1]x",
+        "[fe80::1%25eth0]",
+        "[v1.x]",
+        "a/b",
+        "caf\u{e9}.example",
+    ] {
+        assert!(!is_host(not_host.as_bytes()), "{not_host}");
+    }
+}

@@ -272,3 +272,79 @@ async fn a_request_with_two_hosts_or_none_is_refused() {
     );
     assert_eq!(s.upstream.count(), before + served);
 }
+
+/// A `Host` (or a trusted proxy's `X-Forwarded-Host`) that names two hosts, as a list or with characters no host
+/// name has, is refused: the host rules would see no host they know while the gate passed the value on as
+/// `X-Forwarded-Host` (an allowed other host) to an app that reads the list's last element (Rails) or first (Express),
+/// and serves the host a rule denies. Over HTTP/1.1 and as HTTP/2's `:authority`.
+#[tokio::test]
+async fn a_host_that_names_two_hosts_never_evades_a_host_rule() {
+    let s = Stack::edited(
+        IdpOptions::default(),
+        "",
+        "[[rules]]\nhost = \"admin.apps.example.test\"\nprefix = \"/\"\nallow = \"deny\"\n\n[access]\nallow = \"public\"\n",
+        |t| {
+            t.replace("public_url = \"http://127.0.0.1:", "public_url = \"http://auth.example.test:")
+                .replace(
+                    "[server]\n",
+                    "[server]\nallowed_redirect_hosts = [\".apps.example.test\"]\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+                )
+                .replace("[session]\n", "[session]\ncookie_domain = \"example.test\"\n")
+        },
+    )
+    .await;
+    let port = s.gate.port;
+    let request = |fields: &str| format!("GET /x HTTP/1.1\r\n{fields}Connection: close\r\n\r\n");
+    let status = |answer: &str| answer.split(' ').nth(1).unwrap_or_default().to_owned();
+    // The controls: the admin host is denied by name, another allowed host is served and named to the app.
+    for denied in [
+        request("Host: admin.apps.example.test\r\n"),
+        request("Host: ADMIN.apps.example.test.:8080\r\n"),
+        request("Host: ci.apps.example.test\r\nX-Forwarded-Host: admin.apps.example.test\r\n"),
+    ] {
+        assert_eq!(
+            status(&exchange_until_closed(port, denied.as_bytes()).await),
+            "403",
+            "{denied}"
+        );
+    }
+    let served = exchange_until_closed(port, request("Host: ci.apps.example.test\r\n").as_bytes()).await;
+    assert_eq!(status(&served), "200", "{served}");
+    assert_eq!(
+        s.upstream.last().header("x-forwarded-host"),
+        Some("ci.apps.example.test")
+    );
+    let before = s.upstream.count();
+    for refused in [
+        request("Host: x,admin.apps.example.test\r\n"),
+        request("Host: admin.apps.example.test;x\r\n"),
+        request("Host: %61dmin.apps.example.test\r\n"),
+        request("Host: ci.apps.example.test\r\nX-Forwarded-Host: x,admin.apps.example.test\r\n"),
+        request("Host: ci.apps.example.test\r\nX-Forwarded-Host: admin.apps.example.test, ci.apps.example.test\r\n"),
+        request(
+            "Host: ci.apps.example.test\r\nX-Forwarded-Host: ci.apps.example.test\r\n\
+             X-Forwarded-Host: admin.apps.example.test\r\n",
+        ),
+    ] {
+        let answer = exchange_until_closed(port, refused.as_bytes()).await;
+        assert_eq!(status(&answer), "400", "{refused}\n{answer}");
+        assert!(answer.contains("host name or address"), "{answer}");
+    }
+    // HTTP/2: the same list as `:authority`, with no `Host` field beside it.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let h2 = |authority: &str| {
+        hyper::Request::get(format!("http://{authority}/x"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let resp = sender.send_request(h2("x,admin.apps.example.test")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let resp = sender.send_request(h2("admin.apps.example.test")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(s.upstream.count(), before, "no refused request reached the app");
+}
