@@ -204,11 +204,12 @@ impl Protocols {
             .max_buf_size(limits.largest_head())
             .keep_alive(true);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
+        // No keep-alive pings: every client answers them, and the answers would count as traffic, so an idle
+        // connection would never reach `server.idle_timeout` (the sweeper's measure of an idle connection, as for
+        // HTTP/1). A peer that is gone moves no bytes either and is closed by the same timeout.
         http2
             .timer(TokioTimer::new())
-            .max_header_list_size(limits.max_header_bytes as u32)
-            .keep_alive_interval(Some(limits.idle_timeout / 2))
-            .keep_alive_timeout(Duration::from_secs(20));
+            .max_header_list_size(limits.max_header_bytes as u32);
         Protocols { http1, http2 }
     }
 }

@@ -505,3 +505,34 @@ async fn a_request_body_that_stops_coming_is_counted_as_408_and_unanswered() {
     }
     assert!(!metrics.contains("status=\"400\""), "{metrics}");
 }
+
+/// `server.idle_timeout` closes an HTTP/2 connection that moves no bytes, as it does an HTTP/1 one, after its streams:
+/// one waiting longer than the timeout for a slow app is still answered. The gate sends no keep-alive pings, whose
+/// answers (every client sends them) would count as traffic and keep an idle connection open for good.
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_its_streams() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    // `/slow` public, so that its request reaches the app without a session.
+    let gate = TestGate::start_edited(
+        &idp,
+        &upstream.url(),
+        "",
+        "[[rules]]\nprefix = \"/slow\"\nallow = \"public\"\n",
+        in_server("idle_timeout = \"1s\""),
+    )
+    .await;
+    let (mut sender, conn) = h2_connection(gate.port).await;
+    healthz_over_h2(&mut sender, gate.port, 1).await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(ended.is_ok(), "the idle HTTP/2 connection stayed open");
+
+    let (mut sender, conn) = h2_connection(gate.port).await;
+    let slow = hyper::Request::get(format!("http://127.0.0.1:{}/slow?ms=2500", gate.port))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = sender.send_request(slow).await.expect("the slow answer");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(ended.is_ok(), "the HTTP/2 connection stayed open after its stream");
+}
