@@ -2,15 +2,24 @@
 //!
 //! A client's own values are never passed on: the gate is the edge, so it replaces them with what it saw itself
 //! (the peer address) and what it knows (the public URL's scheme and host). Other forwarding headers a client could
-//! use to steer an app (`Forwarded`, `X-Forwarded-Prefix`, `-Port`, `-Uri`, `-Method`, `X-Real-IP`,
-//! `X-Original-URI`) are removed.
+//! use to steer an app are removed ([`CLIENT_FORWARDING_HEADERS`]): where a request came from, over which scheme, to
+//! which host, path and method, in the spellings frameworks and CDNs use.
 
 use std::cell::RefCell;
 use std::net::IpAddr;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-const CLIENT_FORWARDING_HEADERS: [&str; 10] = [
+/// Forwarding headers only a proxy in front may set, removed from an untrusted peer's request (in any spelling,
+/// `_` for `-`). Besides the standard ones:
+/// - the client's address as apps and CDNs name it: `Client-IP` (which many PHP "real IP" helpers read before
+///   `X-Forwarded-For`), `X-Client-IP`, `True-Client-IP`, `X-Cluster-Client-IP`, `CF-Connecting-IP`,
+///   `Fastly-Client-IP`, `X-Original-Forwarded-For`, `X-Forwarded` and `Forwarded-For`: an app's IP allow-list or
+///   audit log would take the client's word for its address;
+/// - the scheme: `X-Forwarded-Ssl` (Rack reads it before `X-Forwarded-Proto`), `X-Forwarded-Scheme`,
+///   `X-Url-Scheme`, `Front-End-Https` (CodeIgniter);
+/// - the host and path: `X-Original-Host`, `X-Forwarded-Prefix`, `-Port`, `-Uri`, `-Method`, `X-Original-URI`.
+const CLIENT_FORWARDING_HEADERS: [&str; 24] = [
     "forwarded",
     "x-forwarded-for",
     "x-forwarded-proto",
@@ -21,6 +30,20 @@ const CLIENT_FORWARDING_HEADERS: [&str; 10] = [
     "x-forwarded-method",
     "x-real-ip",
     "x-original-uri",
+    "client-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-original-forwarded-for",
+    "x-forwarded",
+    "forwarded-for",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-url-scheme",
+    "front-end-https",
+    "x-original-host",
 ];
 
 /// The three forwarding headers for a request from an untrusted peer, not yet in its header map: the lean client
