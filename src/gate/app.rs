@@ -17,7 +17,7 @@ use crate::proxy::{forwarded, Added};
 use crate::session;
 
 use super::authn::{authorize, Principal, MACHINE_HEADER};
-use super::{is_preflight, Decided, Gate, X_FORWARDED_HOST};
+use super::{is_preflight, request_host, Decided, Gate};
 
 /// Headers the gate owns on the way upstream besides the identity mapping; a client's copies are removed (in any
 /// spelling, `_` for `-`): the assertion, the forward-auth answer's identity fields, and `X-Original-URL` /
@@ -91,7 +91,7 @@ impl Gate {
                 Decision::Require(..) => {
                     let Some(principal) = self.authenticate(req.headers(), decided).await? else {
                         // 3. challenge
-                        return Box::pin(self.challenge(req)).await;
+                        return Box::pin(self.challenge(req, trusted)).await;
                     };
                     for requirements in decision.requirements() {
                         authorize(&principal, requirements)?;
@@ -303,26 +303,6 @@ impl Gate {
                 None => policy::normalise_host(allowed) == name,
             })
     }
-}
-
-/// The host the client asked for: `X-Forwarded-Host` from a trusted proxy, else `Host` (or the HTTP/2 authority),
-/// which phase 0 has checked. A trusted proxy's `X-Forwarded-Host` is held to the same rules ([`policy::is_host`],
-/// one field): a list or a repeated field would have the rules decide on one host and the app read another.
-pub(super) fn request_host<B>(req: &Request<B>, trusted: bool) -> Result<Option<&str>, ClientError> {
-    let h = |name: &http::HeaderName| req.headers().get(name).and_then(crate::values::text);
-    if trusted {
-        let mut fields = req.headers().get_all(&X_FORWARDED_HOST).iter();
-        if let Some(first) = fields.next() {
-            if fields.next().is_some() || !policy::is_host(first.as_bytes()) {
-                return Err(ClientError::BadRequest(
-                    "X-Forwarded-Host from the trusted proxy is not one host name or address with an optional port"
-                        .to_owned(),
-                ));
-            }
-            return Ok(first.to_str().ok());
-        }
-    }
-    Ok(h(&header::HOST).or_else(|| req.uri().authority().map(|a| a.as_str())))
 }
 
 /// `path` without its first `segments` segments (`strip_prefix`): `/grafana/d/1` less one is `/d/1`, and a path

@@ -16,7 +16,7 @@ use crate::session::store::SaveError;
 use crate::session::{self, Current, Session};
 
 use super::renewal::Renewed;
-use super::{accepts_html, is_browser_navigation, Decided, Gate, REQUEST_ID};
+use super::{accepts_html, is_browser_navigation, request_host, Decided, Gate, REQUEST_ID};
 
 /// Set on requests of a Logto machine-to-machine app (its id), never on a person's: how the app tells them apart.
 pub(super) const MACHINE_HEADER: &str = "x-forwarded-machine";
@@ -149,14 +149,12 @@ impl Gate {
     /// Phase 3: no session. A browser navigation is sent to sign in and back; any other request gets 401, as an
     /// HTML page with a way back for a browser (a form posted after the session ended returns to the page it was
     /// posted from), as JSON for an API client.
-    pub(super) async fn challenge(&self, req: &Request<Body>) -> Result<Response<Body>, GateError> {
+    pub(super) async fn challenge(&self, req: &Request<Body>, trusted: bool) -> Result<Response<Body>, GateError> {
         let wanted = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         if is_browser_navigation(req) {
-            // On another allowed host (one sign-in across subdomains) the sign-in comes back to that host.
-            let other = req
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
+            // On another allowed host (one sign-in across subdomains) the sign-in comes back to that host: the one
+            // the rules saw, a trusted proxy's `X-Forwarded-Host` before `Host`.
+            let other = request_host(req, trusted)?
                 .filter(|h| !self.config.server.allowed_redirect_hosts.is_empty() && self.is_other_allowed_host(h));
             let back = match other {
                 Some(host) => {

@@ -26,9 +26,8 @@ use crate::session::attempt::SignInAttempt;
 use crate::session::store::SaveError;
 use crate::session::{self, Current, Session};
 
-use super::app::request_host;
 use super::authn::{authorize, Principal};
-use super::{single_valued_query, Decided, Gate};
+use super::{request_host, single_valued_query, Decided, Gate};
 
 impl Gate {
     /// `/_logto/auth`: forward-auth for nginx `auth_request`, Traefik ForwardAuth and Envoy ext_authz (HTTP).

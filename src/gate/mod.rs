@@ -570,6 +570,26 @@ fn framing_problem<B>(req: &Request<B>) -> Option<ClientError> {
     None
 }
 
+/// The host the client asked for: `X-Forwarded-Host` from a trusted proxy, else `Host` (or the HTTP/2 authority),
+/// which phase 0 has checked. A trusted proxy's `X-Forwarded-Host` is held to the same rules ([`policy::is_host`],
+/// one field): a list or a repeated field would have the rules decide on one host and the app read another.
+pub(super) fn request_host<B>(req: &Request<B>, trusted: bool) -> Result<Option<&str>, ClientError> {
+    let h = |name: &http::HeaderName| req.headers().get(name).and_then(crate::values::text);
+    if trusted {
+        let mut fields = req.headers().get_all(&X_FORWARDED_HOST).iter();
+        if let Some(first) = fields.next() {
+            if fields.next().is_some() || !policy::is_host(first.as_bytes()) {
+                return Err(ClientError::BadRequest(
+                    "X-Forwarded-Host from the trusted proxy is not one host name or address with an optional port"
+                        .to_owned(),
+                ));
+            }
+            return Ok(first.to_str().ok());
+        }
+    }
+    Ok(h(&header::HOST).or_else(|| req.uri().authority().map(|a| a.as_str())))
+}
+
 /// Fields that give a request two meanings, refused with 400 (as nginx does):
 /// - more than one `Authorization`: its value is one set of credentials (RFC 9110 §11.6.2), not a list, so a sender
 ///   must not repeat it (§5.3); the gate would verify one and the app might read another (the last, or all of them

@@ -93,6 +93,40 @@ async fn one_sign_in_serves_every_allowed_host_and_one_sign_out_ends_it_everywhe
     let _ = task.await;
 }
 
+/// Behind a trusted proxy that sends the app's host as `X-Forwarded-Host` (and its own name as `Host`), a browser
+/// sent to sign in comes back to the host the proxy names, the one the rules and routing saw; from anyone else that
+/// field is not believed and the sign-in comes back to the public origin.
+#[tokio::test]
+async fn the_sign_in_returns_to_the_host_a_trusted_proxy_names() {
+    let edit = |trusted: &'static str| {
+        move |t: String| {
+            t.replace(
+                "public_url = \"http://127.0.0.1:",
+                "public_url = \"http://auth.example.test:",
+            )
+            .replace(
+                "[server]\n",
+                &format!("[server]\nallowed_redirect_hosts = [\"grafana.example.test\"]\n{trusted}\n"),
+            )
+            .replace("[session]\n", "[session]\ncookie_domain = \"example.test\"\n")
+        }
+    };
+    let navigation = "GET /dash?x=1 HTTP/1.1\r\nHost: gate.internal:4180\r\nX-Forwarded-Host: grafana.example.test\r\n\
+                      Accept: text/html\r\nConnection: close\r\n\r\n";
+    for (trusted, back) in [
+        (
+            "trusted_proxies = [\"127.0.0.1/32\"]",
+            "redirect=http%3A%2F%2Fgrafana.example.test%2Fdash%3Fx%3D1",
+        ),
+        ("", "redirect=%2Fdash%3Fx%3D1"),
+    ] {
+        let s = Stack::edited(IdpOptions::default(), "", "", edit(trusted)).await;
+        let answer = exchange_until_closed(s.gate.port, navigation.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 302"), "{answer}");
+        assert!(answer.contains(back), "{trusted}: {back} not in\n{answer}");
+    }
+}
+
 /// Configurations that could not work are refused at start, naming the key.
 #[test]
 fn cookie_domain_and_redirect_hosts_are_checked_against_each_other() {
