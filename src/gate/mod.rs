@@ -334,7 +334,11 @@ impl Gate {
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            for c in std::mem::take(&mut line.decided.cookies) {
+            let cookies = std::mem::take(&mut line.decided.cookies);
+            if !cookies.is_empty() {
+                keep_from_shared_caches(&mut resp);
+            }
+            for c in cookies {
                 resp.headers_mut().append(header::SET_COOKIE, c);
             }
             resp.headers_mut().insert(REQUEST_ID, request_id.clone());
@@ -417,6 +421,50 @@ impl Gate {
         }
         resp
     }
+}
+
+/// Makes an answer that carries the gate's session cookies one no shared cache stores (RFC 9111 §5.2.2.7): a CDN
+/// in front that keeps the app's `public` answer (a static asset, say) together with the `Set-Cookie` the gate added
+/// to it (a refresh, a reseal) would hand one person's session to everyone it serves that answer to. `Cache-Control`
+/// becomes `private` with the app's other directives but `public` and `s-maxage` (the browser's own cache still
+/// follows its `max-age`), unless it already says `private` or `no-store`. `no-cache` is not enough: a cache may
+/// keep the answer and serve it, cookie included, after revalidating it.
+fn keep_from_shared_caches(resp: &mut Response<Body>) {
+    // The app's fields, wherever they are (see `body::retain_response_fields`), taken out to be put back as one.
+    let mut directives: Vec<String> = Vec::new();
+    crate::body::retain_response_fields(resp, |name, value| {
+        if name != header::CACHE_CONTROL {
+            return true;
+        }
+        let text = String::from_utf8_lossy(value);
+        directives.extend(
+            text.split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned),
+        );
+        false
+    });
+    let name = |d: &str| d.split('=').next().unwrap_or("").trim().to_ascii_lowercase();
+    let already = directives
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case("private") || d.eq_ignore_ascii_case("no-store"));
+    let mut value = if already {
+        String::new()
+    } else {
+        String::from("private")
+    };
+    for d in directives
+        .iter()
+        .filter(|d| already || !matches!(name(d).as_str(), "public" | "s-maxage" | "private"))
+    {
+        if !value.is_empty() {
+            value.push_str(", ");
+        }
+        value.push_str(d);
+    }
+    let value = HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("private"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, value);
 }
 
 /// What the line and page of a failed request need to know about it.
@@ -693,5 +741,28 @@ mod tests {
     fn random_state_has_the_length_attempt_cookies_expect() {
         let state = CsrfToken::new_random_len(32).secret().clone();
         assert!(crate::session::attempt::is_well_formed_state(&state), "{state}");
+    }
+
+    #[test]
+    fn an_answer_with_the_session_cookie_is_kept_from_shared_caches() {
+        for (app, sent) in [
+            (&[][..], "private"),
+            (&["public, max-age=600, s-maxage=3600"][..], "private, max-age=600"),
+            (&["Public,MAX-AGE=60"][..], "private, MAX-AGE=60"),
+            (&["no-cache, must-revalidate"][..], "private, no-cache, must-revalidate"),
+            (&["private=\"set-cookie\", max-age=5"][..], "private, max-age=5"),
+            (&["private, max-age=5"][..], "private, max-age=5"),
+            (&["no-store"][..], "no-store"),
+            (&["public", "max-age=9"][..], "private, max-age=9"),
+        ] {
+            let mut resp = Response::new(Body::Empty);
+            for v in app {
+                resp.headers_mut()
+                    .append(header::CACHE_CONTROL, HeaderValue::from_static(v));
+            }
+            keep_from_shared_caches(&mut resp);
+            let sent_fields: Vec<_> = resp.headers().get_all(header::CACHE_CONTROL).iter().collect();
+            assert_eq!(sent_fields, [sent], "{app:?}");
+        }
     }
 }

@@ -512,6 +512,59 @@ async fn a_subject_logout_ends_the_sessions_signed_in_before_it_and_no_others() 
     }
 }
 
+/// `session.secrets` after a rotation: the new secret seals, the old one still opens.
+const ROTATED: &str =
+    r#"["the-new-session-secret-after-rotation-0123456789", "an-example-session-secret-of-at-least-32-bytes"]"#;
+
+/// A gate on `idp` and `upstream` whose session secrets are `list` (a TOML array), ready.
+async fn gate_with_secrets(idp: &Idp, upstream: &Upstream, list: &'static str) -> TestGate {
+    let gate = TestGate::start_unready(
+        &idp.endpoint(),
+        &upstream.url(),
+        "",
+        "",
+        move |t: String| t.replace(&format!("secret = \"{SESSION_SECRET}\""), &format!("secrets = {list}")),
+        |_| {},
+    )
+    .await;
+    gate.wait_ready().await;
+    gate
+}
+
+/// The gate's session cookie set on an app's answer (here resealed after a secret rotation) never goes out in an
+/// answer a shared cache may keep: the app's `public` becomes `private`, or a CDN in front would hand the session to
+/// everyone it serves that answer to. An answer the gate adds no cookie to keeps the app's caching.
+#[tokio::test]
+async fn an_answer_carrying_the_session_cookie_is_private() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let gate = TestGate::start(&idp, &upstream.url(), "", "").await;
+    let b = Browser::new(&idp);
+    b.sign_in(&gate, "/").await;
+    let cookie = b.gate_cookies(&gate.url());
+    let get = |url: String| plain().get(url).header("cookie", &cookie).send();
+    let unchanged = get(format!("{}/cacheable", gate.url())).await.unwrap();
+    assert_eq!(unchanged.status(), StatusCode::OK);
+    assert!(unchanged.headers().get("set-cookie").is_none());
+    assert_eq!(
+        unchanged.headers()["cache-control"],
+        "public, max-age=600, s-maxage=3600"
+    );
+    let rotated = gate_with_secrets(&idp, &upstream, ROTATED).await;
+    let resealed = get(format!("{}/cacheable", rotated.url())).await.unwrap();
+    assert_eq!(resealed.status(), StatusCode::OK);
+    assert!(
+        resealed
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("logto_gate=")),
+        "the session is resealed on the app's answer"
+    );
+    let cache_control: Vec<_> = resealed.headers().get_all("cache-control").iter().collect();
+    assert_eq!(cache_control, ["private, max-age=600"]);
+}
+
 #[tokio::test]
 async fn rotating_the_session_secret_signs_nobody_out() {
     const OLD: &str = SESSION_SECRET;
@@ -523,21 +576,7 @@ async fn rotating_the_session_secret_signs_nobody_out() {
     b.sign_in(&old_gate, "/").await;
     let old_cookie = b.gate_cookies(&old_gate.url());
 
-    let with_secrets = |list: &'static str| {
-        move |t: String| t.replace(&format!("secret = \"{SESSION_SECRET}\""), &format!("secrets = {list}"))
-    };
-    let rotated = TestGate::start_unready(
-        &idp.endpoint(),
-        &upstream.url(),
-        "",
-        "",
-        with_secrets(
-            r#"["the-new-session-secret-after-rotation-0123456789", "an-example-session-secret-of-at-least-32-bytes"]"#,
-        ),
-        |_| {},
-    )
-    .await;
-    rotated.wait_ready().await;
+    let rotated = gate_with_secrets(&idp, &upstream, ROTATED).await;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -561,16 +600,12 @@ async fn rotating_the_session_secret_signs_nobody_out() {
         .find(|v| v.starts_with("logto_gate="))
         .expect("the cookie is resealed with the new secret");
 
-    let only_new = TestGate::start_unready(
-        &idp.endpoint(),
-        &upstream.url(),
-        "",
-        "",
-        with_secrets(r#"["the-new-session-secret-after-rotation-0123456789"]"#),
-        |_| {},
+    let only_new = gate_with_secrets(
+        &idp,
+        &upstream,
+        r#"["the-new-session-secret-after-rotation-0123456789"]"#,
     )
     .await;
-    only_new.wait_ready().await;
     let ok = client
         .get(format!("{}/new", only_new.url()))
         .header("cookie", &resealed)

@@ -193,6 +193,11 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resp
             tokio::time::sleep(Duration::from_millis(query_number(&req, "ms"))).await;
             json_response(json!({"slow": true}))
         }
+        // An answer the app lets shared caches keep (static assets, say).
+        "/cacheable" => Response::builder()
+            .header("cache-control", "public, max-age=600, s-maxage=3600")
+            .body(full("the same for everyone"))
+            .unwrap_or_else(|_| Response::new(full(""))),
         "/set-cookie" => Response::builder()
             .header("set-cookie", "app_session=abc; Path=/")
             .body(full("ok"))
