@@ -5,7 +5,8 @@
 //! optionally on `methods` (compared case-insensitively, so `get` cannot slip past a `GET` rule) and `host`
 //! (case-insensitive, port and trailing dot ignored). It then makes the route public, denies it, or requires a
 //! signed-in identity that meets every condition kind it lists; within one kind any listed value is enough
-//! (`all_roles` needs all of them, `scopes` needs every scope listed).
+//! (`all_roles` needs all of them, `scopes` needs every scope listed). A request is decided as strictly for its path
+//! with the trailing slash added or removed, which most frameworks serve alike ([`Policy::slash_twin`]).
 
 pub mod path;
 
@@ -255,7 +256,8 @@ impl Policy {
             .map_or(&self.default, |r| &r.access)
     }
 
-    /// The access for a request taken as `method` and as each of `overrides` (see [`Decision`]).
+    /// The access for a request taken as `method` and as each of `overrides`, at `rule_path` and at its
+    /// [`Policy::slash_twin`] (see [`Decision`]).
     pub fn decide<'a>(
         &'a self,
         method: &str,
@@ -264,9 +266,15 @@ impl Policy {
         rule_path: &str,
     ) -> Decision<'a> {
         let mut decision = Decision::Public;
-        let methods = std::iter::once(method).chain(overrides.iter().map(String::as_str));
-        for m in methods {
-            match (self.route(m, host, rule_path), &mut decision) {
+        let twin = self.slash_twin(rule_path);
+        let methods = || std::iter::once(method).chain(overrides.iter().map(String::as_str));
+        // The path itself by its rule or the default; the twin by a rule only (it never adds the default).
+        let accesses = methods().map(|m| Some(self.route(m, host, rule_path))).chain(
+            twin.iter()
+                .flat_map(|twin| methods().map(|m| self.rule_for(m, host, twin))),
+        );
+        for access in accesses.flatten() {
+            match (access, &mut decision) {
                 (Access::Deny, _) => return Decision::Deny,
                 (Access::Public, _) => {}
                 (Access::Require(r), Decision::Require(_, more)) => more.push(r),
@@ -274,6 +282,35 @@ impl Policy {
             }
         }
         decision
+    }
+
+    /// The access of the first rule that matches, without the default.
+    fn rule_for(&self, method: &str, host: Option<&str>, path: &str) -> Option<&Access> {
+        self.rules
+            .iter()
+            .find(|r| r.matches(method, host, path))
+            .map(|r| &r.access)
+    }
+
+    /// `path` with its trailing slash removed or added (`/admin/` and `/admin`): Express, Rails and Spring before 6
+    /// serve both alike, and Django redirects one to the other, so a rule that matches the twin decides the request
+    /// too (as strictly as a method override does). A rule with `prefix = "/admin/"` would otherwise not cover
+    /// `/admin`, the same page to such an app, and a regular expression ending in `$` not cover the path with a
+    /// slash. The default access is not taken from the twin: a path a `$`-anchored rule makes public stays public
+    /// though its twin matches no rule. `None` for `/`, and when no rule tells the two apart (a prefix without a
+    /// trailing slash matches both or neither): nothing is computed for most policies.
+    pub fn slash_twin<'p>(&self, path: &'p str) -> Option<std::borrow::Cow<'p, str>> {
+        let tells_apart = |r: &Rule| match &r.path {
+            PathMatch::Regex(_) => true,
+            PathMatch::Prefix(p) => p.len() > 1 && p.ends_with('/'),
+        };
+        if path == "/" || !self.rules.iter().any(tells_apart) {
+            return None;
+        }
+        Some(match path.strip_suffix('/') {
+            Some(bare) => std::borrow::Cow::Borrowed(bare),
+            None => std::borrow::Cow::Owned(format!("{path}/")),
+        })
     }
 
     fn all_requirements(&self) -> impl Iterator<Item = &Requirements> {

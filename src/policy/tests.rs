@@ -220,3 +220,46 @@ fn only_plain_hosts_are_hosts() {
         assert!(!is_host(not_host.as_bytes()), "{not_host}");
     }
 }
+
+#[test]
+fn a_path_is_decided_as_strictly_as_its_slash_twin() {
+    let p = Policy {
+        rules: vec![
+            rule(PathMatch::Prefix("/admin/".into()), Access::Deny),
+            rule(PathMatch::Regex(Regex::new("^(?:/reports$)").unwrap()), Access::Deny),
+            rule(PathMatch::Prefix("/docs/".into()), Access::Public),
+            rule(
+                PathMatch::Regex(Regex::new("^(?:/api/items$)").unwrap()),
+                Access::Public,
+            ),
+        ],
+        default: Access::Require(Requirements::default()),
+        case_insensitive: false,
+    };
+    for denied in ["/admin", "/admin/", "/admin/x", "/reports", "/reports/"] {
+        assert!(matches!(p.decide("GET", &[], None, denied), Decision::Deny), "{denied}");
+    }
+    // A twin can only make a decision stricter: `/docs` is not made public by `/docs/`.
+    assert!(matches!(p.decide("GET", &[], None, "/docs/x"), Decision::Public));
+    assert!(matches!(p.decide("GET", &[], None, "/docs"), Decision::Require(..)));
+    assert!(matches!(
+        p.decide("GET", &[], None, "/administrator"),
+        Decision::Require(..)
+    ));
+    assert!(matches!(p.decide("GET", &[], None, "/"), Decision::Require(..)));
+    // The twin's default does not count: an anchored public rule stays public.
+    assert!(matches!(p.decide("GET", &[], None, "/api/items"), Decision::Public));
+    assert!(matches!(
+        p.decide("GET", &[], None, "/api/items/"),
+        Decision::Require(..)
+    ));
+    assert_eq!(p.slash_twin("/a").as_deref(), Some("/a/"));
+    assert_eq!(p.slash_twin("/a/").as_deref(), Some("/a"));
+    assert_eq!(p.slash_twin("/"), None);
+    // Prefixes without a trailing slash match a path and its twin alike: no twin is made.
+    let plain = Policy {
+        rules: vec![rule(PathMatch::Prefix("/admin".into()), Access::Deny)],
+        ..Policy::default()
+    };
+    assert_eq!(plain.slash_twin("/admin"), None);
+}

@@ -317,3 +317,28 @@ async fn cors_preflights_pass_unauthenticated_only_when_asked_and_only_real_ones
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "off by default");
 }
+
+/// A rule decides a path's slash twin too (`/admin` and `/admin/`, which most frameworks serve alike): a prefix
+/// written with a trailing slash covers the path without it, and an anchored expression the path with one. The twin
+/// never brings in the default: an anchored public path stays public.
+#[tokio::test]
+async fn a_rule_covers_the_path_with_and_without_its_trailing_slash() {
+    let rules = "[[rules]]\nprefix = \"/admin/\"\nallow = \"deny\"\n\n\
+                 [[rules]]\npath = \"/reports$\"\nroles = [\"auditor\"]\n\n\
+                 [[rules]]\npath = \"/api/items$\"\nallow = \"public\"\n";
+    let s = Stack::with("", rules).await;
+    let (_, cookie) = s.signed_in().await;
+    let cookie = format!("logto_gate={cookie}");
+    let before = s.upstream.count();
+    for path in ["/admin", "/admin/", "/admin/x", "/reports", "/reports/"] {
+        let status = status_with_cookie(&format!("{}{path}", s.gate.url()), &cookie).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+    }
+    assert_eq!(s.upstream.count(), before, "no denied request reached the app");
+    for path in ["/administrator", "/reports-archive"] {
+        let status = status_with_cookie(&format!("{}{path}", s.gate.url()), &cookie).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+    assert_eq!(raw_get(s.gate.port, "/api/items", &[]).await, 200);
+    assert_eq!(raw_get(s.gate.port, "/api/items/", &[]).await, 401);
+}
