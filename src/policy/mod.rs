@@ -257,7 +257,9 @@ impl Policy {
     }
 
     /// The access for a request taken as `method` and as each of `overrides`, at `rule_path` and at its
-    /// [`Policy::slash_twin`] (see [`Decision`]).
+    /// [`Policy::slash_twin`] (see [`Decision`]). A `HEAD` request is decided as a `GET` too: apps run their `GET`
+    /// handler for it (Rails, Express, Flask, Django) and send its header fields (RFC 9110 §9.3.2), and nginx's
+    /// `limit_except GET` covers `HEAD` as well, so a rule that names only `GET` covers `HEAD`.
     pub fn decide<'a>(
         &'a self,
         method: &str,
@@ -267,7 +269,12 @@ impl Policy {
     ) -> Decision<'a> {
         let mut decision = Decision::Public;
         let twin = self.slash_twin(rule_path);
-        let methods = || std::iter::once(method).chain(overrides.iter().map(String::as_str));
+        let as_get = method.eq_ignore_ascii_case("HEAD").then_some("GET");
+        let methods = || {
+            std::iter::once(method)
+                .chain(as_get)
+                .chain(overrides.iter().map(String::as_str))
+        };
         // The path itself by its rule or the default; the twin by a rule only (it never adds the default).
         let accesses = methods().map(|m| Some(self.route(m, host, rule_path))).chain(
             twin.iter()

@@ -263,3 +263,29 @@ fn a_path_is_decided_as_strictly_as_its_slash_twin() {
     };
     assert_eq!(plain.slash_twin("/admin"), None);
 }
+
+#[test]
+fn a_head_request_is_decided_as_a_get_too() {
+    let admin = Requirements {
+        roles: vec!["admin".into()],
+        ..Default::default()
+    };
+    let mut export = rule(PathMatch::Prefix("/export".into()), Access::Require(admin));
+    export.methods = Some(vec!["GET".into()]);
+    let mut secret = rule(PathMatch::Prefix("/secret".into()), Access::Deny);
+    secret.methods = Some(vec!["GET".into()]);
+    let p = Policy {
+        rules: vec![export, secret],
+        default: Access::Public,
+        case_insensitive: false,
+    };
+    assert!(matches!(p.decide("HEAD", &[], None, "/secret"), Decision::Deny));
+    assert!(matches!(p.decide("head", &[], None, "/secret"), Decision::Deny));
+    let d = p.decide("HEAD", &[], None, "/export");
+    assert_eq!(
+        d.requirements().map(|r| r.roles.clone()).collect::<Vec<_>>(),
+        vec![vec!["admin".to_owned()]]
+    );
+    assert!(matches!(p.decide("HEAD", &[], None, "/other"), Decision::Public));
+    assert!(matches!(p.decide("POST", &[], None, "/secret"), Decision::Public));
+}

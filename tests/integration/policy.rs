@@ -342,3 +342,38 @@ async fn a_rule_covers_the_path_with_and_without_its_trailing_slash() {
     assert_eq!(raw_get(s.gate.port, "/api/items", &[]).await, 200);
     assert_eq!(raw_get(s.gate.port, "/api/items/", &[]).await, 401);
 }
+
+/// A rule that names only `GET` covers `HEAD` too, as nginx's `limit_except GET` does: apps run their `GET` handler
+/// for a `HEAD` request and send its header fields, so the rule's requirement or denial holds for both.
+#[tokio::test]
+async fn a_rule_for_get_covers_head() {
+    let rules = "[[rules]]\nprefix = \"/export\"\nmethods = [\"GET\"]\nroles = [\"auditor\"]\n\n\
+                 [[rules]]\nprefix = \"/secret\"\nmethods = [\"GET\"]\nallow = \"deny\"\n";
+    let s = Stack::with("", rules).await;
+    let (_, cookie) = s.signed_in().await;
+    let before = s.upstream.count();
+    for method in [Method::GET, Method::HEAD] {
+        for path in ["/export", "/secret"] {
+            let resp = plain()
+                .request(method.clone(), format!("{}{path}", s.gate.url()))
+                .header("cookie", format!("logto_gate={cookie}"))
+                .header("accept", "application/json")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{method} {path}");
+        }
+    }
+    assert_eq!(s.upstream.count(), before, "no refused request reached the app");
+    let post = plain()
+        .post(format!("{}/secret", s.gate.url()))
+        .header("cookie", format!("logto_gate={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        post.status(),
+        StatusCode::OK,
+        "other methods are the rule's business only when named"
+    );
+}
