@@ -152,6 +152,12 @@ pub(super) fn validate_session(
             );
         }
     }
+    check_cookie_prefix(
+        p,
+        &cookie_name,
+        public_url.map(|u| u.is_https()),
+        cookie_domain.is_some(),
+    );
     if p.len() > before {
         return None;
     }
@@ -189,6 +195,34 @@ pub(super) fn check_secret(p: &mut Problems, key: &str, s: &str) {
                 "too short: {} bytes, at least 32 are needed (e.g. `openssl rand -base64 48`)",
                 s.len()
             ),
+        );
+    }
+}
+
+/// A cookie name prefix (RFC 6265bis §4.1.3) is a promise browsers hold the gate to: they drop a `__Secure-` cookie
+/// that is not `Secure`, and a `__Host-` one that is not `Secure`, has a `Domain` or another `Path` than `/`. The
+/// gate's cookies are `Secure` only with an https `server.public_url`, and take `session.cookie_domain` as their
+/// `Domain`; a name that cannot keep its promise would have every browser drop the session (browsers compare the
+/// prefix in any letter case). `https` is `None` when the public URL is itself invalid (reported there).
+fn check_cookie_prefix(p: &mut Problems, name: &str, https: Option<bool>, has_domain: bool) {
+    let lower = name.to_ascii_lowercase();
+    let prefix = if lower.starts_with("__host-") {
+        "__Host-"
+    } else if lower.starts_with("__secure-") {
+        "__Secure-"
+    } else {
+        return;
+    };
+    if https == Some(false) {
+        p.add(
+            "session.cookie_name",
+            format!("`{name}` starts with {prefix}, which browsers accept only on Secure cookies: server.public_url must be https"),
+        );
+    }
+    if prefix == "__Host-" && has_domain {
+        p.add(
+            "session.cookie_name",
+            format!("`{name}` starts with __Host-, which browsers refuse with a Domain: remove session.cookie_domain or the prefix"),
         );
     }
 }

@@ -167,3 +167,39 @@ fn secret_debug_output_is_redacted() {
     assert!(!dbg.contains("s3cret"));
     assert!(!dbg.contains("0123456789abcdef"));
 }
+
+#[test]
+fn a_cookie_name_prefix_must_be_one_the_cookies_can_keep() {
+    let with = |public_url: &str, session: &str| {
+        MINIMAL
+            .replace("https://app.example.com", public_url)
+            .replace("[session]\n", &format!("[session]\n{session}\n"))
+    };
+    for (toml, want) in [
+        (
+            with("http://app.example.com", "cookie_name = \"__Host-gate\""),
+            "`__Host-gate` starts with __Host-, which browsers accept only on Secure cookies",
+        ),
+        (
+            with("http://app.example.com", "cookie_name = \"__secure-gate\""),
+            "`__secure-gate` starts with __Secure-, which browsers accept only on Secure cookies",
+        ),
+        (
+            with(
+                "https://app.example.com",
+                "cookie_name = \"__Host-gate\"\ncookie_domain = \"example.com\"",
+            ),
+            "`__Host-gate` starts with __Host-, which browsers refuse with a Domain",
+        ),
+    ] {
+        let err = Config::from_toml_str(&toml, no_env()).unwrap_err().to_string();
+        assert!(err.contains(&format!("session.cookie_name: {want}")), "{err}");
+    }
+    for session in [
+        "cookie_name = \"__Host-gate\"",
+        "cookie_name = \"__Secure-gate\"\ncookie_domain = \"example.com\"",
+    ] {
+        let c = Config::from_toml_str(&with("https://app.example.com", session), no_env());
+        assert!(c.is_ok(), "{session}: {:?}", c.err().map(|e| e.to_string()));
+    }
+}

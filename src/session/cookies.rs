@@ -56,7 +56,7 @@ impl CookieCodec {
                 .map(|s| Key::derive_from(s.expose().as_bytes()))
                 .collect(),
             session_name: config.cookie_name.clone(),
-            attempt_prefix: format!("{}_signin_", config.cookie_name),
+            attempt_prefix: attempt_prefix(&config.cookie_name),
             secure: config.secure_cookies,
             lifetime_secs: config.lifetime.as_secs(),
             domain: config
@@ -332,6 +332,18 @@ impl CookieCodec {
             "{name}=; Path={path}; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Lax{secure}{domain}"
         );
         HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("logto_gate=; Max-Age=0"))
+    }
+}
+
+/// The sign-in attempt cookies' name prefix: `<session cookie name>_signin_`. Their `Path` is the callback's, which
+/// a `__Host-` cookie may not have (RFC 6265bis §4.1.3.2 allows `Path=/` only, and browsers drop the cookie): with a
+/// `__Host-` session cookie they are named `__Secure-` instead, still `Secure` and, without `session.cookie_domain`
+/// (which `__Host-` excludes), still host-only.
+fn attempt_prefix(session_name: &str) -> String {
+    let host = "__host-";
+    match session_name.get(..host.len()) {
+        Some(p) if p.eq_ignore_ascii_case(host) => format!("__Secure-{}_signin_", &session_name[host.len()..]),
+        _ => format!("{session_name}_signin_"),
     }
 }
 

@@ -5,11 +5,13 @@
 // Opens a page of the app behind the gate, signs in on the IdP's page as alice, lands on the exact page asked for,
 // reads the identity the app received, checks the session cookie's attributes as the browser stored them, signs
 // out, and checks it is signed out. Prints one JSON line with what it saw; exits non-zero on any failure.
+// COOKIE_NAME names the session cookie (default logto_gate); an https gate's throwaway certificate is accepted.
 import { chromium } from 'playwright-core';
 
 const [gate, shots] = process.argv.slice(2);
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const target = `${gate}/dashboard?tab=reports&x=1`;
+const cookieName = process.env.COOKIE_NAME || 'logto_gate';
 
 const browser = await chromium.launch({
   executablePath,
@@ -22,7 +24,7 @@ const browser = await chromium.launch({
 });
 const result = {};
 try {
-  const context = await browser.newContext();
+  const context = await browser.newContext({ ignoreHTTPSErrors: true });
   const page = await context.newPage();
   page.setDefaultTimeout(30_000);
 
@@ -38,10 +40,12 @@ try {
   result.userHeader = (await page.locator('tr.id td', { hasText: /^x-forwarded-user$/ }).locator('xpath=following-sibling::td').textContent()).trim();
   if (shots) await page.screenshot({ path: `${shots}/2-app.png`, fullPage: true });
 
-  const session = (await context.cookies(gate)).find((c) => c.name === 'logto_gate');
-  result.cookie = session ? { httpOnly: session.httpOnly, sameSite: session.sameSite, path: session.path } : null;
+  const session = (await context.cookies(gate)).find((c) => c.name === cookieName);
+  result.cookie = session
+    ? { httpOnly: session.httpOnly, sameSite: session.sameSite, path: session.path, secure: session.secure }
+    : null;
   // HttpOnly: page scripts cannot read the session.
-  result.visibleToScript = await page.evaluate(() => document.cookie.includes('logto_gate'));
+  result.visibleToScript = await page.evaluate((name) => document.cookie.includes(name), cookieName);
 
   await page.click('#sign-out');
   // Logto's session ends too and the browser lands on the gate's signed-out page; signing in again from there
@@ -51,7 +55,7 @@ try {
   await page.click('text=Sign in again');
   await page.waitForSelector('#sign-in');
   result.afterSignOut = new URL(page.url()).pathname;
-  result.cookieAfterSignOut = (await context.cookies(gate)).some((c) => c.name === 'logto_gate');
+  result.cookieAfterSignOut = (await context.cookies(gate)).some((c) => c.name === cookieName);
   if (shots) await page.screenshot({ path: `${shots}/3-signed-out.png` });
   process.stdout.write(`${JSON.stringify(result)}\n`);
 } catch (err) {

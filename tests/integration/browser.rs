@@ -1,4 +1,4 @@
-//! One end-to-end run in a real browser: Debian's Chromium, driven by playwright-core (tests/browser/e2e.mjs),
+//! End-to-end runs in a real browser: Debian's Chromium, driven by playwright-core (tests/browser/e2e.mjs),
 //! through sign-in on the IdP's page, the app, and sign-out. Cookies, SameSite and redirects are exercised as a
 //! user's browser does. Screenshots land in target/browser-e2e/.
 
@@ -10,31 +10,37 @@ use serde_json::Value;
 
 use crate::support::*;
 
-#[tokio::test]
-async fn a_real_browser_signs_in_sees_its_identity_and_signs_out() {
+/// Chromium's path, or `None` (the test then says what to install and passes) where it is missing.
+fn chromium() -> Option<String> {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
-    if !have_tool("Chromium", &[chromium.as_str()], "chromium") {
-        return;
-    }
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("browser");
-    idp::npm_ci(&dir, "playwright-core").unwrap_or_else(|e| panic!("{e}"));
-    let idp = Idp::start(IdpOptions {
+    have_tool("Chromium", &[chromium.as_str()], "chromium").then_some(chromium)
+}
+
+fn interactive_idp() -> Idp {
+    Idp::start(IdpOptions {
         interactive: true,
         ..Default::default()
-    });
-    let upstream = Upstream::start().await;
-    let gate = TestGate::start(&idp, &upstream.url(), "", "").await;
+    })
+}
+
+/// Runs e2e.mjs against the gate at `gate_url` with session cookie `cookie_name` and returns what it saw, after
+/// the checks every run shares: the sign-in page, back to the exact URL, the identity, the cookie kept from page
+/// scripts, and sign-out from the gate and Logto.
+async fn signs_in_and_out(chromium: &str, gate_url: &str, cookie_name: &str, shots: &str) -> Value {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("browser");
+    idp::npm_ci(&dir, "playwright-core").unwrap_or_else(|e| panic!("{e}"));
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("target")
-        .join("browser-e2e");
+        .join("browser-e2e")
+        .join(shots);
     std::fs::create_dir_all(&shots).unwrap();
-
     let mut child = Command::new("node")
         .arg("e2e.mjs")
-        .arg(gate.url())
+        .arg(gate_url)
         .arg(&shots)
         .current_dir(&dir)
-        .env("CHROMIUM", &chromium)
+        .env("CHROMIUM", chromium)
+        .env("COOKIE_NAME", cookie_name)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -59,12 +65,12 @@ async fn a_real_browser_signs_in_sees_its_identity_and_signs_out() {
     );
     assert_eq!(
         result["landedOn"],
-        format!("{}/dashboard?tab=reports&x=1", gate.url()),
+        format!("{gate_url}/dashboard?tab=reports&x=1"),
         "back to the exact URL"
     );
     assert_eq!(result["greeting"], "Hello, alice!");
     assert_eq!(result["userHeader"], "u_alice0001");
-    assert_eq!(result["cookie"]["httpOnly"], true);
+    assert_eq!(result["cookie"]["httpOnly"], true, "{result}");
     assert_eq!(result["cookie"]["sameSite"], "Lax");
     assert_eq!(result["cookie"]["path"], "/");
     assert_eq!(result["visibleToScript"], false);
@@ -74,4 +80,51 @@ async fn a_real_browser_signs_in_sees_its_identity_and_signs_out() {
         "signed out of Logto too"
     );
     assert_eq!(result["cookieAfterSignOut"], false);
+    result
+}
+
+#[tokio::test]
+async fn a_real_browser_signs_in_sees_its_identity_and_signs_out() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let idp = interactive_idp();
+    let upstream = Upstream::start().await;
+    let gate = TestGate::start(&idp, &upstream.url(), "", "").await;
+    signs_in_and_out(&chromium, &gate.url(), "logto_gate", "plain").await;
+}
+
+/// A `__Host-` session cookie (RFC 6265bis §4.1.3.2: browsers keep it only `Secure`, host-only, at `Path=/`) over
+/// TLS: the browser keeps every cookie the sign-in needs, the callback's attempt cookie included (a `__Host-` named
+/// one scoped to the callback path would be dropped and no sign-in could finish).
+#[tokio::test]
+async fn a_real_browser_signs_in_with_a_host_prefixed_cookie_over_tls() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(dir.path(), "gate");
+    let idp = interactive_idp();
+    let upstream = Upstream::start().await;
+    let tls = format!(
+        "tls_cert_file = {:?}\ntls_key_file = {:?}",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let gate = TestGate::start_unready(
+        idp.endpoint().as_str(),
+        &upstream.url(),
+        "",
+        "",
+        |t| {
+            t.replace("public_url = \"http://", "public_url = \"https://")
+                .replace("[server]\n", &format!("[server]\n{tls}\n"))
+                .replace("[session]\n", "[session]\ncookie_name = \"__Host-gate\"\n")
+        },
+        |public| idp.register_client(APP_ID, APP_SECRET, &public.replace("http://", "https://")),
+    )
+    .await;
+    let gate_url = format!("https://127.0.0.1:{}", gate.port);
+    let seen = signs_in_and_out(&chromium, &gate_url, "__Host-gate", "host-prefix").await;
+    assert_eq!(seen["cookie"]["secure"], true, "{seen}");
 }

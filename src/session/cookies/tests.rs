@@ -3,9 +3,13 @@ use crate::config::{Secret, StoreKind};
 use std::time::Duration;
 
 fn codec_with(secrets: &[&str]) -> CookieCodec {
+    codec_named(secrets, "logto_gate")
+}
+
+fn codec_named(secrets: &[&str], cookie_name: &str) -> CookieCodec {
     CookieCodec::new(&SessionConfig {
         secrets: secrets.iter().map(|s| Secret::new((*s).to_owned())).collect(),
-        cookie_name: "logto_gate".to_owned(),
+        cookie_name: cookie_name.to_owned(),
         lifetime: Duration::from_secs(3600),
         idle_timeout: None,
         secure_cookies: true,
@@ -224,4 +228,54 @@ fn raw_pairs_are_the_text_pairs_as_bytes() {
         let raw: Vec<(&[u8], &[u8])> = raw_cookie_pairs(&h).collect();
         assert_eq!(raw, text, "{field}");
     }
+}
+
+/// RFC 6265bis §4.1.3: browsers drop a `__Secure-` cookie that is not `Secure`, and a `__Host-` one that is not
+/// `Secure`, has a `Domain` or a `Path` other than `/`. Every cookie a `__Host-` named gate sets or clears keeps
+/// the promise of its name, the attempt cookies (scoped to the callback) by being `__Secure-` ones.
+#[test]
+fn cookies_keep_the_promise_of_a_host_prefix() {
+    let c = codec_named(&[SECRET], "__Host-gate");
+    let state = "s".repeat(43);
+    let attempt = SignInAttempt {
+        state: state.clone(),
+        nonce: "n".into(),
+        pkce_verifier: "v".into(),
+        return_to: "/".into(),
+        created: 100,
+    };
+    let mut set = vec![c.attempt_cookie(&attempt).unwrap()];
+    set.extend(c.clear_attempt_cookie(&state));
+    set.extend(c.session_cookies("small".into(), 60, &[]).unwrap());
+    let large = c.session_cookies("x".repeat(9000), 60, &[]).unwrap();
+    assert!(large.len() > 1, "chunked");
+    set.extend(large);
+    set.extend(c.clear_session_cookies(&request_with("__Host-gate=a; __Host-gate.0=b")));
+    for header in &set {
+        let text = header.to_str().unwrap();
+        let name = text.split('=').next().unwrap();
+        let attributes: Vec<&str> = text.split(';').skip(1).map(str::trim).collect();
+        assert!(attributes.contains(&"Secure"), "{text}");
+        if name.starts_with("__Host-") {
+            assert!(attributes.contains(&"Path=/"), "{text}");
+            assert!(!attributes.iter().any(|a| a.starts_with("Domain")), "{text}");
+        } else {
+            assert!(name.starts_with("__Secure-gate_signin_"), "{text}");
+        }
+        assert!(c.is_gate_cookie(name), "{name}");
+    }
+    let name = c.attempt_cookie_name(&state);
+    let value = set[0]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1;
+    assert_eq!(
+        c.read_attempt(&request_with(&format!("{name}={value}")), &state, 200),
+        Some(attempt)
+    );
 }
