@@ -81,15 +81,19 @@ fn is_preflight(req: &Request<Body>) -> bool {
         && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
-/// True for a browser navigation: GET or HEAD that accepts HTML. Only those are redirected to sign in.
+/// True for a browser navigation: a GET or HEAD the browser marks `Sec-Fetch-Mode: navigate` (Fetch Metadata, sent
+/// by every current browser) or, from a client that sends no such field, one that accepts HTML. Only those are
+/// redirected to sign in. A script's request that accepts HTML (htmx, Turbo) is not one: a redirect to Logto would
+/// fail its cross-origin fetch, and each would leave a sign-in attempt cookie behind (an app polling every few
+/// seconds could fill the browser's cookie jar for the site); it gets the 401 page with a link instead.
 fn is_browser_navigation(req: &Request<Body>) -> bool {
-    (req.method() == Method::GET || req.method() == Method::HEAD)
-        && req
-            .headers()
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(crate::values::text)
-            .any(|v| v.contains("text/html"))
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return false;
+    }
+    match req.headers().get("sec-fetch-mode") {
+        Some(mode) => mode.as_bytes().eq_ignore_ascii_case(b"navigate"),
+        None => accepts_html(req),
+    }
 }
 
 /// The gate: configuration, Logto, cookies and the upstream client, shared by every connection.

@@ -185,6 +185,47 @@ async fn api_request_without_session_gets_401_json_never_a_redirect() {
     assert_eq!(s.upstream.count(), 0, "nothing reached the upstream");
 }
 
+/// Only a navigation starts a sign-in. A script's request that accepts HTML (htmx, Turbo), which the browser marks
+/// with `Sec-Fetch-Mode` other than `navigate`, gets the 401 page with its link and no sign-in attempt cookie: a
+/// redirect to Logto would fail its cross-origin fetch, and an app polling every few seconds would pile up attempt
+/// cookies. A navigation, marked or (older clients) not, is still sent to sign in.
+#[tokio::test]
+async fn a_scripts_request_for_html_gets_401_and_no_sign_in_attempt() {
+    let s = Stack::start().await;
+    let html = "text/html, */*";
+    for (mode, accept, sends_to_sign_in) in [
+        (Some("cors"), html, false),
+        (Some("same-origin"), html, false),
+        (Some("no-cors"), html, false),
+        (Some("navigate"), html, true),
+        (Some("Navigate"), "*/*", true),
+        (None, html, true),
+    ] {
+        let mut req = plain()
+            .get(format!("{}/partials/inbox", s.gate.url()))
+            .header("accept", accept);
+        if let Some(mode) = mode {
+            req = req.header("sec-fetch-mode", mode);
+        }
+        let resp = req.send().await.unwrap();
+        let attempt = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("logto_gate_signin_"));
+        if sends_to_sign_in {
+            assert_eq!(resp.status(), StatusCode::FOUND, "{mode:?}");
+            assert!(attempt, "{mode:?}: a navigation starts an attempt");
+        } else {
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{mode:?}");
+            assert!(!attempt, "{mode:?}: no attempt cookie for a script's request");
+            let page = resp.text().await.unwrap();
+            assert!(page.contains("/_logto/sign-in?redirect="), "{page}");
+        }
+    }
+    assert_eq!(s.upstream.count(), 0, "nothing reached the upstream");
+}
+
 #[tokio::test]
 async fn userinfo_shows_the_signed_in_identity_and_401_without_session() {
     let s = Stack::start().await;
