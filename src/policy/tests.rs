@@ -17,6 +17,30 @@ fn rule(path: PathMatch, access: Access) -> Rule {
     }
 }
 
+/// A rule for `method` requests under `prefix`.
+fn method_rule(prefix: &str, method: &str, access: Access) -> Rule {
+    let mut r = rule(PathMatch::Prefix(prefix.into()), access);
+    r.methods = Some(vec![method.into()]);
+    r
+}
+
+/// Requires the admin role.
+fn admins() -> Requirements {
+    Requirements {
+        roles: vec!["admin".into()],
+        ..Default::default()
+    }
+}
+
+/// `rules`, then everything public.
+fn public_but(rules: Vec<Rule>) -> Policy {
+    Policy {
+        rules,
+        default: Access::Public,
+        case_insensitive: false,
+    }
+}
+
 #[test]
 fn prefix_matches_whole_segments_only() {
     let r = rule(PathMatch::Prefix("/admin".into()), Access::Deny);
@@ -56,19 +80,10 @@ fn first_match_wins_then_default() {
 
 #[test]
 fn a_method_override_is_decided_as_strictly_as_the_method_it_names() {
-    let admin = Requirements {
-        roles: vec!["admin".into()],
-        ..Default::default()
-    };
-    let mut deletes = rule(PathMatch::Prefix("/items".into()), Access::Require(admin));
-    deletes.methods = Some(vec!["DELETE".into()]);
-    let mut purge = rule(PathMatch::Prefix("/items".into()), Access::Deny);
-    purge.methods = Some(vec!["PURGE".into()]);
-    let p = Policy {
-        rules: vec![deletes, purge],
-        default: Access::Public,
-        case_insensitive: false,
-    };
+    let p = public_but(vec![
+        method_rule("/items", "DELETE", Access::Require(admins())),
+        method_rule("/items", "PURGE", Access::Deny),
+    ]);
     assert!(matches!(p.decide("GET", &[], None, "/items/1"), Decision::Public));
     let d = p.decide("GET", &["DELETE".into()], None, "/items/1");
     assert_eq!(
@@ -266,19 +281,10 @@ fn a_path_is_decided_as_strictly_as_its_slash_twin() {
 
 #[test]
 fn a_head_request_is_decided_as_a_get_too() {
-    let admin = Requirements {
-        roles: vec!["admin".into()],
-        ..Default::default()
-    };
-    let mut export = rule(PathMatch::Prefix("/export".into()), Access::Require(admin));
-    export.methods = Some(vec!["GET".into()]);
-    let mut secret = rule(PathMatch::Prefix("/secret".into()), Access::Deny);
-    secret.methods = Some(vec!["GET".into()]);
-    let p = Policy {
-        rules: vec![export, secret],
-        default: Access::Public,
-        case_insensitive: false,
-    };
+    let p = public_but(vec![
+        method_rule("/export", "GET", Access::Require(admins())),
+        method_rule("/secret", "GET", Access::Deny),
+    ]);
     assert!(matches!(p.decide("HEAD", &[], None, "/secret"), Decision::Deny));
     assert!(matches!(p.decide("head", &[], None, "/secret"), Decision::Deny));
     let d = p.decide("HEAD", &[], None, "/export");

@@ -40,6 +40,23 @@ fn pairs_of(set: &[HeaderValue]) -> Vec<String> {
         .collect()
 }
 
+/// A sign-in attempt for `state`, started at time 100.
+fn an_attempt(state: &str) -> SignInAttempt {
+    SignInAttempt {
+        state: state.to_owned(),
+        nonce: "n".into(),
+        pkce_verifier: "v".into(),
+        return_to: "/".into(),
+        created: 100,
+    }
+}
+
+/// The value a Set-Cookie sets.
+fn value_of(set_cookie: &HeaderValue) -> String {
+    let pair = set_cookie.to_str().unwrap().split(';').next().unwrap();
+    pair.split_once('=').unwrap().1.to_owned()
+}
+
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 const NEW_SECRET: &str = "fedcba9876543210fedcba9876543210-new";
 
@@ -137,24 +154,8 @@ fn large_sessions_are_chunked_and_stale_chunks_cleared() {
 fn a_value_moved_to_another_cookie_name_does_not_open() {
     let c = codec(SECRET);
     let state = "s".repeat(43);
-    let attempt = SignInAttempt {
-        state: state.clone(),
-        nonce: "n".into(),
-        pkce_verifier: "v".into(),
-        return_to: "/".into(),
-        created: 100,
-    };
-    let set = c.attempt_cookie(&attempt).unwrap();
-    let attempt_value = set
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .split_once('=')
-        .unwrap()
-        .1
-        .to_owned();
+    let attempt = an_attempt(&state);
+    let attempt_value = value_of(&c.attempt_cookie(&attempt).unwrap());
     assert!(c
         .read_session_cookie(&request_with(&format!("logto_gate={attempt_value}")))
         .is_none());
@@ -237,13 +238,7 @@ fn raw_pairs_are_the_text_pairs_as_bytes() {
 fn cookies_keep_the_promise_of_a_host_prefix() {
     let c = codec_named(&[SECRET], "__Host-gate");
     let state = "s".repeat(43);
-    let attempt = SignInAttempt {
-        state: state.clone(),
-        nonce: "n".into(),
-        pkce_verifier: "v".into(),
-        return_to: "/".into(),
-        created: 100,
-    };
+    let attempt = an_attempt(&state);
     let mut set = vec![c.attempt_cookie(&attempt).unwrap()];
     set.extend(c.clear_attempt_cookie(&state));
     set.extend(c.session_cookies("small".into(), 60, &[]).unwrap());
@@ -265,15 +260,7 @@ fn cookies_keep_the_promise_of_a_host_prefix() {
         assert!(c.is_gate_cookie(name), "{name}");
     }
     let name = c.attempt_cookie_name(&state);
-    let value = set[0]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .split_once('=')
-        .unwrap()
-        .1;
+    let value = value_of(&set[0]);
     assert_eq!(
         c.read_attempt(&request_with(&format!("{name}={value}")), &state, 200),
         Some(attempt)
