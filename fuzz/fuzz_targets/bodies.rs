@@ -98,6 +98,10 @@ fn config() -> &'static Config {
             [[rules]]
             prefix = "/admin"
             allow = "deny"
+            [[rules]]
+            prefix = "/reports/"
+            methods = ["GET"]
+            roles = ["auditor"]
         "#;
         match Config::from_toml_str(toml, Vec::new()) {
             Ok(c) => c,
@@ -133,6 +137,31 @@ pub fn path_and_rules(data: &[u8]) {
             "{raw:?} slipped past the /admin rule"
         );
     }
+    // The decision (with the path's slash twin, and HEAD as GET) is never looser than the path's own rule.
+    use logto_gate::policy::{Access, Decision};
+    let policy = &config().policy;
+    if let Ok(rule_path) = logto_gate::policy::path::rule_path(&once, policy.case_insensitive) {
+        for method in ["GET", "HEAD"] {
+            let decided = policy.decide(method, &[], Some("app.example.com"), &rule_path);
+            match policy.route(method, Some("app.example.com"), &rule_path) {
+                Access::Deny => assert!(matches!(decided, Decision::Deny), "{raw:?}"),
+                Access::Require(_) => assert!(!matches!(decided, Decision::Public), "{raw:?}"),
+                Access::Public => {}
+            }
+        }
+        if rule_path == "/reports" {
+            // `/reports/` is the twin, and HEAD is GET: the auditor rule holds.
+            let decided = policy.decide("HEAD", &[], None, &rule_path);
+            assert!(
+                decided
+                    .requirements()
+                    .any(|r| r.roles.iter().any(|role| role == "auditor")),
+                "{raw:?}"
+            );
+        }
+    }
+    // Whatever the bytes, the host check answers.
+    let _ = logto_gate::policy::is_host(data);
 }
 
 /// The configuration loader: TOML and environment values, never a panic.
