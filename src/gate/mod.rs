@@ -678,11 +678,39 @@ fn ambiguous_fields<B>(req: &Request<B>) -> Option<ClientError> {
         return bad("Host is not a host name or address with an optional port");
     }
     match req.uri().authority() {
-        Some(target) if !target.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes()) => {
+        Some(target) if !same_authority(target.as_str().as_bytes(), host.as_bytes(), req.uri().scheme_str()) => {
             bad("Host names another host than the request target")
         }
         _ => None,
     }
+}
+
+/// Whether a request target's authority and a `Host` value name the same host and port: the names compared in any
+/// letter case, a missing (or empty) port read as the scheme's default (`http://a:80/` and `Host: a` agree). A
+/// target with user information never agrees (RFC 9110 §4.2.4 has a recipient treat it as an error).
+fn same_authority(target: &[u8], host: &[u8], scheme: Option<&str>) -> bool {
+    if target.eq_ignore_ascii_case(host) {
+        return true;
+    }
+    let default = if scheme.is_some_and(|s| s.eq_ignore_ascii_case("https")) {
+        443
+    } else {
+        80
+    };
+    let split = |authority: &[u8]| -> Option<(Vec<u8>, u16)> {
+        let end = match authority.first() {
+            Some(b'[') => authority.iter().position(|b| *b == b']')? + 1,
+            _ => authority.iter().position(|b| *b == b':').unwrap_or(authority.len()),
+        };
+        let (name, rest) = authority.split_at(end);
+        let port = match rest {
+            [] | [b':'] => default,
+            [b':', digits @ ..] => std::str::from_utf8(digits).ok()?.parse().ok()?,
+            _ => return None,
+        };
+        Some((name.to_ascii_lowercase(), port))
+    };
+    !target.contains(&b'@') && policy::is_host(target) && split(target).is_some_and(|t| split(host) == Some(t))
 }
 
 fn accepts_html<B>(req: &Request<B>) -> bool {
@@ -745,6 +773,38 @@ mod tests {
     fn random_state_has_the_length_attempt_cookies_expect() {
         let state = CsrfToken::new_random_len(32).secret().clone();
         assert!(crate::session::attempt::is_well_formed_state(&state), "{state}");
+    }
+
+    #[test]
+    fn a_target_and_a_host_agree_up_to_case_and_the_default_port() {
+        for (target, host, scheme) in [
+            ("a", "a", Some("http")),
+            ("A.example", "a.EXAMPLE", Some("http")),
+            ("a:80", "a", Some("http")),
+            ("a", "a:80", Some("http")),
+            ("a:443", "a", Some("https")),
+            ("a:", "a", Some("http")),
+            ("[::1]:80", "[::1]", Some("http")),
+            ("a:8080", "a:8080", None),
+        ] {
+            assert!(
+                same_authority(target.as_bytes(), host.as_bytes(), scheme),
+                "{target} {host}"
+            );
+        }
+        for (target, host, scheme) in [
+            ("a:80", "a", Some("https")),
+            ("a:8080", "a", Some("http")),
+            ("b", "a", Some("http")),
+            ("u@a", "a", Some("http")),
+            ("[::1]:80", "[::2]", Some("http")),
+            ("a:99999", "a", Some("http")),
+        ] {
+            assert!(
+                !same_authority(target.as_bytes(), host.as_bytes(), scheme),
+                "{target} {host}"
+            );
+        }
     }
 
     #[test]

@@ -259,7 +259,8 @@ async fn identity_fields_sent_as_request_trailers_never_reach_the_upstream() {
 
 /// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, with two, or with one that is no `host[:port]` gets 400; so
 /// does a `Host` naming another host than an absolute-form target or HTTP/2's `:authority` (the gate does not pick
-/// one of two hosts for its host rules). None of them reaches the app; the well-formed variants do.
+/// one of two hosts for its host rules; a default port written on one side only is the same host). None of them
+/// reaches the app; the well-formed variants do.
 #[tokio::test]
 async fn a_request_with_two_hosts_or_none_is_refused() {
     let s = Stack::start().await;
@@ -274,11 +275,14 @@ async fn a_request_with_two_hosts_or_none_is_refused() {
         (400, request("/x", "1.1", "Host: a, b\r\n")),
         (400, request("/x", "1.1", "Host: user@a\r\n")),
         (400, request("http://admin.example/x", "1.1", "Host: www.example\r\n")),
+        (400, request("http://a:8080/x", "1.1", "Host: a\r\n")),
+        (400, request("http://u@a/x", "1.1", "Host: a\r\n")),
         (200, request("/x", "1.1", "Host: a\r\n")),
         (200, request("/x", "1.1", "Host: [::1]:8080\r\n")),
         (200, request("/x", "1.1", "Host:\r\n")),
         (200, request("/x", "1.0", "")),
         (200, request("http://a/x", "1.1", "Host: A\r\n")),
+        (200, request("http://a:80/x", "1.1", "Host: a\r\n")),
     ];
     let before = s.upstream.count();
     for (status, raw) in &cases {
