@@ -171,6 +171,10 @@ pub(super) fn http_url(p: &mut Problems, key: &str, v: &str, allow_path: bool) -
         p.add(key, format!("`{v}` has no host"));
         return None;
     }
+    if parsed.port() == Some(0) {
+        p.add(key, format!("`{v}` has port 0, on which nothing can be reached"));
+        return None;
+    }
     if parsed.query().is_some() || parsed.fragment().is_some() {
         p.add(key, format!("`{v}` must not have a query or fragment"));
         return None;

@@ -203,3 +203,20 @@ fn a_cookie_name_prefix_must_be_one_the_cookies_can_keep() {
         assert!(c.is_ok(), "{session}: {:?}", c.err().map(|e| e.to_string()));
     }
 }
+
+#[test]
+fn a_url_with_port_zero_is_refused() {
+    for (from, to, key) in [
+        ("http://127.0.0.1:8080", "http://127.0.0.1:0", "upstream.url"),
+        (
+            "https://app.example.com",
+            "https://app.example.com:0",
+            "server.public_url",
+        ),
+    ] {
+        let err = Config::from_toml_str(&MINIMAL.replace(from, to), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("{key}: `{to}` has port 0")), "{err}");
+    }
+}
