@@ -1,0 +1,89 @@
+use super::*;
+use openidconnect::CsrfToken;
+
+#[test]
+fn duplicated_query_parameters_are_refused() {
+    assert!(single_valued_query(Some("state=a&state=b")).is_err());
+    let ok = single_valued_query(Some("code=x&state=y")).unwrap();
+    assert_eq!(ok.len(), 2);
+}
+
+#[tokio::test]
+async fn readiness_fails_as_soon_as_draining_starts() {
+    let toml = r#"
+        [server]
+        public_url = "https://app.example.com"
+        [upstream]
+        url = "http://127.0.0.1:9"
+        [logto]
+        endpoint = "http://127.0.0.1:9"
+        app_id = "a"
+        app_secret = "s"
+        [session]
+        secret = "0123456789abcdef0123456789abcdef"
+    "#;
+    let gate = Gate::new(Config::from_toml_str(toml, Vec::new()).unwrap()).unwrap();
+    gate.begin_draining();
+    assert_eq!(gate.readiness().await, Err("shutting down".to_owned()));
+}
+
+#[test]
+fn random_state_has_the_length_attempt_cookies_expect() {
+    let state = CsrfToken::new_random_len(32).secret().clone();
+    assert!(crate::session::attempt::is_well_formed_state(&state), "{state}");
+}
+
+#[test]
+fn a_target_and_a_host_agree_up_to_case_and_the_default_port() {
+    for (target, host, scheme) in [
+        ("a", "a", Some("http")),
+        ("A.example", "a.EXAMPLE", Some("http")),
+        ("a:80", "a", Some("http")),
+        ("a", "a:80", Some("http")),
+        ("a:443", "a", Some("https")),
+        ("a:", "a", Some("http")),
+        ("[::1]:80", "[::1]", Some("http")),
+        ("a:8080", "a:8080", None),
+    ] {
+        assert!(
+            same_authority(target.as_bytes(), host.as_bytes(), scheme),
+            "{target} {host}"
+        );
+    }
+    for (target, host, scheme) in [
+        ("a:80", "a", Some("https")),
+        ("a:8080", "a", Some("http")),
+        ("b", "a", Some("http")),
+        ("u@a", "a", Some("http")),
+        ("[::1]:80", "[::2]", Some("http")),
+        ("a:99999", "a", Some("http")),
+    ] {
+        assert!(
+            !same_authority(target.as_bytes(), host.as_bytes(), scheme),
+            "{target} {host}"
+        );
+    }
+}
+
+#[test]
+fn an_answer_with_the_session_cookie_is_kept_from_shared_caches() {
+    for (app, sent) in [
+        (&[][..], "private"),
+        (&["public, max-age=600, s-maxage=3600"][..], "private, max-age=600"),
+        (&["Public,MAX-AGE=60"][..], "private, MAX-AGE=60"),
+        (&["no-cache, must-revalidate"][..], "private, no-cache, must-revalidate"),
+        (&["private=\"set-cookie\", max-age=5"][..], "private, max-age=5"),
+        (&["private, max-age=5"][..], "private, max-age=5"),
+        (&["no-store"][..], "no-store"),
+        (&["public", "max-age=9"][..], "private, max-age=9"),
+    ] {
+        let mut resp = Response::new(Body::Empty);
+        for v in app {
+            resp.headers_mut()
+                .append(header::CACHE_CONTROL, HeaderValue::from_static(v));
+        }
+        keep_from_shared_caches(&mut resp);
+        let sent_fields: Vec<_> = resp.headers().get_all(header::CACHE_CONTROL).iter().collect();
+        assert_eq!(sent_fields, [sent], "{app:?}");
+    }
+}
