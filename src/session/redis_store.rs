@@ -35,6 +35,41 @@ impl From<redis::RedisError> for StoreError {
     }
 }
 
+// The store's Lua scripts, each hashed (SHA-1, for EVALSHA) once per process rather than on every call.
+
+/// Sets `KEYS[1]` to `ARGV[1]` for `ARGV[2]` seconds (only if it exists when `ARGV[3]` is `XX`), then adds `ARGV[i + 2]`
+/// to each index set `KEYS[i]` with the same lifetime; 0 when nothing was set.
+static SET_INDEXED: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "local set \
+         if ARGV[3] == 'XX' then set = redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'XX') \
+         else set = redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end \
+         if not set then return 0 end \
+         for i = 2, #KEYS do \
+           redis.call('SADD', KEYS[i], ARGV[i + 2]) \
+           redis.call('EXPIRE', KEYS[i], ARGV[2]) \
+         end \
+         return 1",
+    )
+});
+
+/// Deletes `KEYS[1]` only if it holds `ARGV[1]`.
+static DELETE_IF: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+    )
+});
+
+/// Sets `KEYS[1]` to the number `ARGV[1]` for `ARGV[2]` seconds unless it holds one at least as large.
+static RAISE_TO: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "local cur = tonumber(redis.call('GET', KEYS[1])) \
+         if cur == nil or cur < tonumber(ARGV[1]) then \
+           redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 end \
+         return 0",
+    )
+});
+
 /// How the store finds its server(s).
 enum Backend {
     Standalone(redis::Client),
@@ -255,18 +290,7 @@ impl RedisStore {
         indexes: &[(String, String)],
         only_existing: bool,
     ) -> Result<bool, StoreError> {
-        let script = redis::Script::new(
-            "local set \
-             if ARGV[3] == 'XX' then set = redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'XX') \
-             else set = redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end \
-             if not set then return 0 end \
-             for i = 2, #KEYS do \
-               redis.call('SADD', KEYS[i], ARGV[i + 2]) \
-               redis.call('EXPIRE', KEYS[i], ARGV[2]) \
-             end \
-             return 1",
-        );
-        let mut invocation = script.prepare_invoke();
+        let mut invocation = SET_INDEXED.prepare_invoke();
         invocation
             .key(key)
             .arg(value)
@@ -319,11 +343,7 @@ impl RedisStore {
 
     /// Deletes `key` only if it still holds `value` (releasing a lock this replica took, never another's).
     pub async fn delete_if(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        let script = redis::Script::new(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
-        );
-        let script = &script;
-        self.run(|mut c| async move { script.key(key).arg(value).invoke_async::<i64>(&mut c).await })
+        self.run(|mut c| async move { DELETE_IF.key(key).arg(value).invoke_async::<i64>(&mut c).await })
             .await
             .map(|_| ())
     }
@@ -331,15 +351,8 @@ impl RedisStore {
     /// Sets `key` to `value` (a number) for `ttl` seconds unless it already holds a number at least as large, in
     /// one atomic step: a cut-off time that only moves later, whichever replica writes first.
     pub async fn raise_to(&self, key: &str, value: u64, ttl: u64) -> Result<(), StoreError> {
-        let script = redis::Script::new(
-            "local cur = tonumber(redis.call('GET', KEYS[1])) \
-             if cur == nil or cur < tonumber(ARGV[1]) then \
-               redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 end \
-             return 0",
-        );
-        let script = &script;
         self.run(|mut c| async move {
-            script
+            RAISE_TO
                 .key(key)
                 .arg(value)
                 .arg(ttl.max(1))
