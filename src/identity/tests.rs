@@ -55,14 +55,17 @@ fn claims() -> Map<String, Value> {
     }
 }
 
+/// The header value the claim at `path` renders as, if any.
+fn rendered(claims: &Map<String, Value>, path: &str) -> Option<HeaderValue> {
+    ClaimPath::parse(path)
+        .ok()
+        .and_then(|p| p.lookup(claims).and_then(header_value))
+}
+
 #[test]
 fn claim_values_render_as_header_values() {
     let c = claims();
-    let get = |p: &str| {
-        ClaimPath::parse(p)
-            .ok()
-            .and_then(|p| p.lookup(&c).and_then(header_value))
-    };
+    let get = |p: &str| rendered(&c, p);
     assert_eq!(get("sub").unwrap(), "u1");
     assert_eq!(get("roles").unwrap(), "admin,editor");
     assert_eq!(get("n").unwrap(), "42");
@@ -80,11 +83,7 @@ fn a_list_element_that_would_read_as_two_is_left_out() {
         Value::Object(m) => m,
         _ => unreachable!(),
     };
-    let get = |p: &str| {
-        ClaimPath::parse(p)
-            .ok()
-            .and_then(|p| p.lookup(&c).and_then(header_value))
-    };
+    let get = |p: &str| rendered(&c, p);
     assert_eq!(get("groups").unwrap(), "dev,qa");
     assert!(get("only").is_none(), "no element left: no header");
 }
