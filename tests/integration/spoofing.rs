@@ -322,14 +322,7 @@ async fn a_host_that_names_two_hosts_never_evades_a_host_rule() {
         IdpOptions::default(),
         "",
         "[[rules]]\nhost = \"admin.apps.example.test\"\nprefix = \"/\"\nallow = \"deny\"\n\n[access]\nallow = \"public\"\n",
-        |t| {
-            t.replace("public_url = \"http://127.0.0.1:", "public_url = \"http://auth.example.test:")
-                .replace(
-                    "[server]\n",
-                    "[server]\nallowed_redirect_hosts = [\".apps.example.test\"]\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
-                )
-                .replace("[session]\n", "[session]\ncookie_domain = \"example.test\"\n")
-        },
+        on_subdomains(r#"[".apps.example.test"]"#, r#"trusted_proxies = ["127.0.0.1/32"]"#),
     )
     .await;
     let port = s.gate.port;

@@ -98,19 +98,6 @@ async fn one_sign_in_serves_every_allowed_host_and_one_sign_out_ends_it_everywhe
 /// field is not believed and the sign-in comes back to the public origin.
 #[tokio::test]
 async fn the_sign_in_returns_to_the_host_a_trusted_proxy_names() {
-    let edit = |trusted: &'static str| {
-        move |t: String| {
-            t.replace(
-                "public_url = \"http://127.0.0.1:",
-                "public_url = \"http://auth.example.test:",
-            )
-            .replace(
-                "[server]\n",
-                &format!("[server]\nallowed_redirect_hosts = [\"grafana.example.test\"]\n{trusted}\n"),
-            )
-            .replace("[session]\n", "[session]\ncookie_domain = \"example.test\"\n")
-        }
-    };
     let navigation = "GET /dash?x=1 HTTP/1.1\r\nHost: gate.internal:4180\r\nX-Forwarded-Host: grafana.example.test\r\n\
                       Accept: text/html\r\nConnection: close\r\n\r\n";
     for (trusted, back) in [
@@ -120,7 +107,13 @@ async fn the_sign_in_returns_to_the_host_a_trusted_proxy_names() {
         ),
         ("", "redirect=%2Fdash%3Fx%3D1"),
     ] {
-        let s = Stack::edited(IdpOptions::default(), "", "", edit(trusted)).await;
+        let s = Stack::edited(
+            IdpOptions::default(),
+            "",
+            "",
+            on_subdomains(r#"["grafana.example.test"]"#, trusted),
+        )
+        .await;
         let answer = exchange_until_closed(s.gate.port, navigation.as_bytes()).await;
         assert!(answer.starts_with("HTTP/1.1 302"), "{answer}");
         assert!(answer.contains(back), "{trusted}: {back} not in\n{answer}");

@@ -247,6 +247,27 @@ pub fn in_server(line: &'static str) -> impl FnOnce(String) -> String {
     move |t| t.replacen("[server]\n", &format!("[server]\n{line}\n"), 1)
 }
 
+/// An edit of the test gate's TOML for one sign-in across `example.test` subdomains: `server.public_url` on
+/// `auth.example.test` (same port), `session.cookie_domain = "example.test"`, the `allowed_redirect_hosts` given
+/// (a TOML array) and `server_lines` added to `[server]`. Requests still reach the gate on 127.0.0.1, naming a host
+/// in `Host`.
+pub fn on_subdomains(
+    allowed_redirect_hosts: &'static str,
+    server_lines: &'static str,
+) -> impl FnOnce(String) -> String {
+    move |t| {
+        t.replace(
+            "public_url = \"http://127.0.0.1:",
+            "public_url = \"http://auth.example.test:",
+        )
+        .replace(
+            "[server]\n",
+            &format!("[server]\nallowed_redirect_hosts = {allowed_redirect_hosts}\n{server_lines}\n"),
+        )
+        .replace("[session]\n", "[session]\ncookie_domain = \"example.test\"\n")
+    }
+}
+
 /// A client with no cookies that follows no redirects: an anonymous caller, each answer seen as it is.
 pub fn plain() -> reqwest::Client {
     reqwest::Client::builder()
