@@ -440,6 +440,16 @@ impl Sessions {
         }
     }
 
+    /// Ends `current` for good, as a sign-out does without its cookies: deleted from Redis (Redis store) or put
+    /// on the revocation list (cookie store, see [`Sessions::revoke_signed_out`]). A new sign-in ends the session
+    /// the browser had, so a copy of the old cookie does not outlive it (session renewal on authentication).
+    pub async fn end(&self, current: &Current, now: u64) -> Result<(), StoreError> {
+        match self.kind {
+            StoreKind::Redis => self.forget(current).await,
+            StoreKind::Cookie => self.revoke_signed_out(&current.session, now).await,
+        }
+    }
+
     /// Sign-out with the cookie store: this one session (by its random serial, which a refresh keeps, so every
     /// copy of its cookie, refreshed or not) is refused from now on, until it would have
     /// expired anyway; on every replica through Redis when `session.redis_url` is set, otherwise on this one. A

@@ -202,6 +202,62 @@ async fn sign_out_ends_a_copied_cookie_and_revokes_the_refresh_token() {
     b.sign_in(&s.gate, "/back").await;
 }
 
+/// A new sign-in in the same browser ends the session it had: a copy of the old cookie is refused afterwards (the
+/// cookie store's revocation list), while the grant at Logto, which the new session continues, is not revoked.
+#[tokio::test]
+async fn signing_in_again_ends_the_previous_session() {
+    let s = Stack::start().await;
+    let (b, _) = s.signed_in().await;
+    let old = b.gate_cookies(&s.gate.url());
+    let url = format!("{}/private", s.gate.url());
+    assert_eq!(status_with_cookie(&url, &old).await, StatusCode::OK);
+
+    let (hops, resp) = b
+        .navigate(&format!("{}/_logto/sign-in?redirect=/again", s.gate.url()))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}");
+    let new = b.gate_cookies(&s.gate.url());
+    assert_ne!(new, old);
+    assert_eq!(status_with_cookie(&url, &new).await, StatusCode::OK);
+    assert_eq!(status_with_cookie(&url, &old).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.idp.stats()["revocations"], 0, "no refresh token was revoked");
+    assert!(s.idp.live_grants() >= 1);
+}
+
+/// The same with the Redis store: the old session is deleted from Redis, on every replica.
+#[tokio::test]
+async fn signing_in_again_deletes_the_previous_redis_session() {
+    if !have_tool(
+        "redis-server",
+        &["/usr/bin/redis-server", "/usr/local/bin/redis-server"],
+        "redis-server",
+    ) {
+        return;
+    }
+    let redis = Redis::start().await;
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let session = format!(
+        "store = \"redis\"\nredis_url = \"{}\"\nredis_key_prefix = \"t:\"",
+        redis.url()
+    );
+    let (one, two) = BinaryGate::two_replicas(&idp, &upstream, &session).await;
+    let b = Browser::new(&idp);
+    b.sign_in(&one, "/").await;
+    let old = b.gate_cookies(&one.url());
+    let (hops, resp) = b
+        .navigate(&format!("{}/_logto/sign-in?redirect=/again", one.url()))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}");
+    let new = b.gate_cookies(&one.url());
+    assert_ne!(new, old);
+    for gate in [&one, &two] {
+        let url = format!("{}/x", gate.url());
+        assert_eq!(status_with_cookie(&url, &new).await, StatusCode::OK, "{url}");
+        assert_eq!(status_with_cookie(&url, &old).await, StatusCode::UNAUTHORIZED, "{url}");
+    }
+}
+
 /// With the cookie store and `session.redis_url`, the revocation is shared: a copied cookie is refused on every
 /// replica, not only the one that saw the sign-out.
 #[tokio::test]
