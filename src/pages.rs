@@ -75,6 +75,42 @@ impl Page {
     }
 }
 
+/// A page asking the person to confirm an action with a button that POSTs to `action` (a path of the gate's own).
+/// `then_to` is the origin the POST's answer redirects to: CSP `form-action` governs the redirects after a form's
+/// submission too (CSP Level 3 §6.4.1), so it is allowed besides `'self'`.
+pub fn confirm(title: &str, message: &str, action: &str, button: &str, then_to: &str) -> Response<Body> {
+    let page = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:36em;\
+         margin:4em auto;padding:0 1em;color:#222}}h1{{font-size:1.4em}}</style>\
+         </head><body><h1>{title}</h1><p>{message}</p>\
+         <form method=\"post\" action=\"{action}\"><button id=\"confirm\" type=\"submit\">{button}</button></form>\
+         </body></html>\n",
+        title = escape_html(title),
+        message = escape_html(message),
+        action = escape_html(action),
+        button = escape_html(button),
+    );
+    let mut resp = Response::new(body::full(page));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    harden(&mut resp);
+    let csp =
+        format!("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self' {then_to}");
+    match HeaderValue::from_str(&csp) {
+        Ok(v) => {
+            resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+        }
+        // An origin that cannot be a field value: the page keeps `form-action 'self'` (the POST still ends the
+        // gate's session; the browser then refuses the redirect onward).
+        Err(_) => tracing::warn!("the confirmation page cannot allow its form to go on to {then_to:?}"),
+    }
+    resp
+}
+
 /// A JSON response with the gate's hardening headers.
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(body::full(value.to_string()));

@@ -391,13 +391,24 @@ impl Gate {
         }
     }
 
-    /// `/_logto/sign-out`: clears the session and ends Logto's session too.
+    /// `/_logto/sign-out`: clears the session and ends Logto's session too. A request another site made the browser
+    /// send (Fetch Metadata: `Sec-Fetch-Site: cross-site`) signs nobody out: a link or form on any web page could
+    /// otherwise end the person's session (logout CSRF, as the session cookie is `SameSite=Lax`, sent on top-level
+    /// navigations from other sites). It gets a page whose button confirms the sign-out from this origin.
     pub(super) async fn sign_out(&self, req: &Request<Body>) -> Result<Response<Body>, GateError> {
         let status = match *req.method() {
             Method::GET | Method::HEAD => StatusCode::FOUND,
             Method::POST => StatusCode::SEE_OTHER,
             _ => return Err(ClientError::MethodNotAllowed.into()),
         };
+        let cross_site = req
+            .headers()
+            .get_all("sec-fetch-site")
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+        if cross_site {
+            return Ok(self.confirm_sign_out(super::accepts_html(req)));
+        }
         let now = session::now();
         if let Ok(Some(c)) = self.sessions.load(req.headers(), now).await {
             tracing::info!(sub = c.session.sub(), "signed out");
@@ -423,6 +434,31 @@ impl Gate {
             resp.headers_mut().append(header::SET_COOKIE, c);
         }
         Ok(resp)
+    }
+
+    /// The answer to a cross-site sign-out: for a browser a page with a button that POSTs the sign-out from this
+    /// origin (its answer then redirects to Logto's end-session endpoint, which the page's CSP allows), else 403.
+    fn confirm_sign_out(&self, html: bool) -> Response<Body> {
+        if !html {
+            return Page::new(
+                StatusCode::FORBIDDEN,
+                "cross_site_sign_out",
+                "Sign out?",
+                "Another site asked to sign you out; POST /_logto/sign-out from this site to sign out.",
+            )
+            .render(false);
+        }
+        let end_session = self.oidc.end_session_url();
+        let then_to = url::Url::parse(&end_session)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default();
+        pages::confirm(
+            "Sign out?",
+            "Another site sent you here to sign you out. Sign out only if you meant to.",
+            paths::SIGN_OUT,
+            "Sign out",
+            &then_to,
+        )
     }
 
     /// `/_logto/userinfo`: the signed-in identity as JSON, 401 without a session.

@@ -3,8 +3,8 @@
 //   node e2e.mjs <gate URL> <screenshot folder>
 //
 // Opens a page of the app behind the gate, signs in on the IdP's page as alice, lands on the exact page asked for,
-// reads the identity the app received, checks the session cookie's attributes as the browser stored them, signs
-// out, and checks it is signed out. Prints one JSON line with what it saw; exits non-zero on any failure.
+// reads the identity the app received, checks the session cookie's attributes as the browser stored them, follows
+// another site's link to the sign-out and confirms it, signs in again and signs out with the app's link. Prints one JSON line with what it saw; exits non-zero on any failure.
 // COOKIE_NAME names the session cookie (default logto_gate); an https gate's throwaway certificate is accepted.
 import { chromium } from 'playwright-core';
 
@@ -47,16 +47,31 @@ try {
   // HttpOnly: page scripts cannot read the session.
   result.visibleToScript = await page.evaluate((name) => document.cookie.includes(name), cookieName);
 
-  await page.click('#sign-out');
-  // Logto's session ends too and the browser lands on the gate's signed-out page; signing in again from there
-  // means Logto's sign-in page again.
+  // Another site's link to the sign-out (from a page of an opaque origin, so Sec-Fetch-Site: cross-site) signs
+  // nobody out: the gate asks to confirm, and its button (a POST from the gate's origin) signs out, on to Logto.
+  const away = `<a id="away" href="${gate}/_logto/sign-out">sign out</a>`;
+  await page.goto(`data:text/html,${encodeURIComponent(away)}`);
+  await Promise.all([page.waitForSelector('#confirm'), page.click('#away')]);
+  result.crossSiteSignOut = new URL(page.url()).pathname;
+  result.cookieWhileAsked = (await context.cookies(gate)).some((c) => c.name === cookieName);
+  if (shots) await page.screenshot({ path: `${shots}/3-confirm-sign-out.png` });
+  await page.click('#confirm');
   await page.waitForSelector('text=You are signed out');
-  result.signedOutPage = new URL(page.url()).pathname;
+  result.confirmedSignOutPage = new URL(page.url()).pathname;
+
+  // Signing in again from there means Logto's sign-in page again.
   await page.click('text=Sign in again');
   await page.waitForSelector('#sign-in');
   result.afterSignOut = new URL(page.url()).pathname;
   result.cookieAfterSignOut = (await context.cookies(gate)).some((c) => c.name === cookieName);
-  if (shots) await page.screenshot({ path: `${shots}/3-signed-out.png` });
+  if (shots) await page.screenshot({ path: `${shots}/4-signed-out.png` });
+
+  // The app's own sign-out link: Logto's session ends too and the browser lands on the gate's signed-out page.
+  await page.selectOption('select[name=account]', 'alice');
+  await Promise.all([page.waitForSelector('#sign-out'), page.click('#sign-in')]);
+  await page.click('#sign-out');
+  await page.waitForSelector('text=You are signed out');
+  result.signedOutPage = new URL(page.url()).pathname;
   process.stdout.write(`${JSON.stringify(result)}\n`);
 } catch (err) {
   process.stdout.write(`${JSON.stringify({ error: String(err && err.message), ...result })}\n`);

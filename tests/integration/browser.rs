@@ -25,7 +25,7 @@ fn interactive_idp() -> Idp {
 
 /// Runs e2e.mjs against the gate at `gate_url` with session cookie `cookie_name` and returns what it saw, after
 /// the checks every run shares: the sign-in page, back to the exact URL, the identity, the cookie kept from page
-/// scripts, and sign-out from the gate and Logto.
+/// scripts, another site's link to the sign-out confirmed first, and sign-out from the gate and Logto.
 async fn signs_in_and_out(chromium: &str, gate_url: &str, cookie_name: &str, shots: &str) -> Value {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("browser");
     idp::npm_ci(&dir, "playwright-core").unwrap_or_else(|e| panic!("{e}"));
@@ -74,6 +74,9 @@ async fn signs_in_and_out(chromium: &str, gate_url: &str, cookie_name: &str, sho
     assert_eq!(result["cookie"]["sameSite"], "Lax");
     assert_eq!(result["cookie"]["path"], "/");
     assert_eq!(result["visibleToScript"], false);
+    assert_eq!(result["crossSiteSignOut"], "/_logto/sign-out", "asked to confirm");
+    assert_eq!(result["cookieWhileAsked"], true, "{result}");
+    assert_eq!(result["confirmedSignOutPage"], "/_logto/signed-out");
     assert_eq!(result["signedOutPage"], "/_logto/signed-out");
     assert!(
         result["afterSignOut"].as_str().unwrap().starts_with("/interaction/"),

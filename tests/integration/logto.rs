@@ -202,6 +202,70 @@ async fn sign_out_ends_a_copied_cookie_and_revokes_the_refresh_token() {
     b.sign_in(&s.gate, "/back").await;
 }
 
+/// A page of another site cannot sign a person out (logout CSRF): a request it makes the browser send to the
+/// sign-out (`Sec-Fetch-Site: cross-site`, by link or by form) gets a page whose button POSTs the sign-out from the
+/// gate's own origin, and the session lives on until then. A browser's own, a sibling host's or a typed request
+/// signs out at once.
+#[tokio::test]
+async fn a_sign_out_another_site_asks_for_is_confirmed_first() {
+    let s = Stack::start().await;
+    let (b, _) = s.signed_in().await;
+    let cookie = b.gate_cookies(&s.gate.url());
+    let private = format!("{}/private", s.gate.url());
+    let out = format!("{}/_logto/sign-out", s.gate.url());
+    let idp_origin = s.idp.issuer().trim_end_matches("/oidc").to_owned();
+    let send = |method: reqwest::Method, site: &str, accept: &str| {
+        plain()
+            .request(method, &out)
+            .header("cookie", &cookie)
+            .header("sec-fetch-site", site)
+            .header("accept", accept)
+            .send()
+    };
+    for method in [reqwest::Method::GET, reqwest::Method::POST] {
+        let page = send(method.clone(), "cross-site", "text/html").await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK, "{method}");
+        assert!(page.headers().get("set-cookie").is_none(), "{method}");
+        let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        assert!(csp.contains(&format!("form-action 'self' {idp_origin}")), "{csp}");
+        let html = page.text().await.unwrap();
+        assert!(
+            html.contains("<form method=\"post\" action=\"/_logto/sign-out\">"),
+            "{html}"
+        );
+        let api = send(method.clone(), "Cross-Site", "application/json").await.unwrap();
+        assert_eq!(api.status(), StatusCode::FORBIDDEN, "{method}");
+        assert_eq!(status_with_cookie(&private, &cookie).await, StatusCode::OK, "{method}");
+    }
+
+    // The page's button: a POST from the gate's origin.
+    let confirmed = send(reqwest::Method::POST, "same-origin", "text/html").await.unwrap();
+    assert_eq!(confirmed.status(), StatusCode::SEE_OTHER);
+    assert!(confirmed.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with(&idp_origin));
+    assert_eq!(status_with_cookie(&private, &cookie).await, StatusCode::UNAUTHORIZED);
+
+    for site in ["same-site", "none"] {
+        let (b, _) = s.signed_in().await;
+        let cookie = b.gate_cookies(&s.gate.url());
+        let resp = plain()
+            .get(&out)
+            .header("cookie", &cookie)
+            .header("sec-fetch-site", site)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FOUND, "{site}");
+        assert_eq!(
+            status_with_cookie(&private, &cookie).await,
+            StatusCode::UNAUTHORIZED,
+            "{site}"
+        );
+    }
+}
+
 /// A new sign-in in the same browser ends the session it had: a copy of the old cookie is refused afterwards (the
 /// cookie store's revocation list), while the grant at Logto, which the new session continues, is not revoked.
 #[tokio::test]
