@@ -28,6 +28,16 @@ impl Cidr {
                 .filter(|p| *p <= max)
                 .ok_or_else(|| format!("`{text}` has a prefix length outside 0..={max}"))?,
         };
+        // `10.1.2.3/8` is either a slip for `10.1.2.3` alone or for the whole range: trusting the range on a guess
+        // would believe forwarding headers from millions of addresses meant for one (Python's `ip_network` refuses
+        // it too).
+        let network = network(addr, prefix);
+        if network != addr {
+            return Err(format!(
+                "`{text}` has bits set after its prefix: write `{network}/{prefix}` for the range or `{addr}` for \
+                 the one address"
+            ));
+        }
         // An IPv4-mapped IPv6 range (`::ffff:10.0.0.0/104`) is the IPv4 range it maps: peers are compared in their
         // IPv4 form (see [`Cidr::contains`]), so kept as IPv6 it would never match anyone.
         if let (IpAddr::V6(v6), 96..) = (addr, prefix) {
@@ -47,16 +57,16 @@ impl Cidr {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
+        self.addr.is_ipv4() == ip.is_ipv4() && network(ip, self.prefix) == self.addr
+    }
+}
+
+/// `addr` with every bit after the first `prefix` cleared.
+fn network(addr: IpAddr, prefix: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => IpAddr::V4((u32::from(a) & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)).into()),
+        IpAddr::V6(a) => {
+            IpAddr::V6((u128::from(a) & u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)).into())
         }
     }
 }
@@ -98,7 +108,7 @@ mod tests {
         assert!(host.contains("127.0.0.1".parse().unwrap()));
         assert!(!host.contains("127.0.0.2".parse().unwrap()));
         // Wider than the mapped block: an IPv6 range, which IPv4 peers are not in.
-        let wide = Cidr::parse("::ffff:0:0/80").unwrap();
+        let wide = Cidr::parse("::/80").unwrap();
         assert!(!wide.contains("10.0.0.1".parse().unwrap()));
         assert!(!Cidr::parse("::/0").unwrap().contains("10.0.0.1".parse().unwrap()));
         assert!(Cidr::parse("::/0").unwrap().contains("2001:db8::1".parse().unwrap()));
@@ -108,6 +118,15 @@ mod tests {
     fn bad_ranges_are_refused() {
         for bad in ["", "10.0.0.0/33", "::/129", "host", "10.0.0.0/x"] {
             assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+        for (slip, hint) in [
+            ("10.1.2.3/8", "`10.0.0.0/8` for the range or `10.1.2.3`"),
+            ("192.168.1.5/24", "`192.168.1.0/24`"),
+            ("fd00::1/8", "`fd00::/8` for the range or `fd00::1`"),
+            ("::ffff:10.0.0.1/104", "`::ffff:10.0.0.0/104`"),
+        ] {
+            let e = Cidr::parse(slip).unwrap_err();
+            assert!(e.contains(hint), "{slip}: {e}");
         }
     }
 }

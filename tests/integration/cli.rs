@@ -37,6 +37,7 @@ fn bad_config_exits_non_zero_with_one_line_per_problem_and_no_panic() {
 [server]
 public_url = "not a url"
 header_read_timeout = "500000000000y"
+trusted_proxies = ["192.168.1.5/24"]
 [upstream]
 url = "ftp://example.com"
 [logto]
@@ -56,6 +57,8 @@ lifetime = "forever"
         "session.secret: too short: 9 bytes",
         "session.lifetime: `forever` is not a duration",
         "server.header_read_timeout: `500000000000y` is longer than 100 years",
+        "server.trusted_proxies: `192.168.1.5/24` has bits set after its prefix: write `192.168.1.0/24` for the \
+         range or `192.168.1.5` for the one address",
     ] {
         assert!(
             stderr.lines().any(|l| l.starts_with(line)),
