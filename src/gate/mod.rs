@@ -311,9 +311,13 @@ impl Gate {
                 pending: true,
             };
             let decided = &mut line.decided;
-            let result = match framing.or_else(|| ambiguous_fields(&req)) {
+            let result = match framing
+                .or_else(|| refused_method(&req))
+                .or_else(|| ambiguous_fields(&req))
+            {
                 // Phase 0: ambiguous message framing is how requests are smuggled past a proxy, and two hosts or two
-                // sets of credentials how the gate and the app come to see different requests; refuse them outright.
+                // sets of credentials how the gate and the app come to see different requests, and a TRACE how the
+                // app would echo what the gate adds; refuse them outright.
                 Some(problem) => Err(problem.into()),
                 // The app's requests skip the dispatch below: one future less nested in every request's.
                 None if route == Route::App => this.app(&mut req, peer, upgrading, decided).await,
@@ -620,6 +624,13 @@ fn framing_problem<B>(req: &Request<B>) -> Option<ClientError> {
         ));
     }
     None
+}
+
+/// TRACE is refused (405), as nginx does: an app that echoes it (Apache httpd's `TraceEnable` is on by default)
+/// would hand the client every field the gate adds, among them `upstream.protected_app`'s Basic credentials (the
+/// Logto app secret) and the session's access token (RFC 9110 §9.3.8: a TRACE must not carry sensitive fields).
+fn refused_method<B>(req: &Request<B>) -> Option<ClientError> {
+    (req.method() == Method::TRACE).then_some(ClientError::MethodNotAllowed)
 }
 
 /// The host the client asked for: `X-Forwarded-Host` from a trusted proxy, else `Host` (or the HTTP/2 authority),

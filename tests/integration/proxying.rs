@@ -318,3 +318,40 @@ async fn preserve_host_passes_the_clients_host() {
         Some(format!("127.0.0.1:{}", gate.port).as_str())
     );
 }
+
+/// TRACE is refused before the app sees it, as nginx does: an app that echoes it (Apache's default) would hand the
+/// client every field the gate adds, here `upstream.protected_app`'s Basic credentials, the Logto app secret
+/// (RFC 9110 §9.3.8). On a public route without a session, signed in, and over HTTP/2.
+#[tokio::test]
+async fn trace_is_refused_so_the_app_cannot_echo_what_the_gate_adds() {
+    let s = Stack::edited(
+        IdpOptions::default(),
+        "",
+        "[[rules]]\nprefix = \"/public\"\nallow = \"public\"\n",
+        in_upstream("protected_app = true"),
+    )
+    .await;
+    let (b, _) = s.signed_in().await;
+    let before = s.upstream.count();
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let trace = reqwest::Method::TRACE;
+    for (client, path) in [(&plain(), "/public/x"), (&b.client, "/private"), (&h2, "/public/y")] {
+        let resp = client
+            .request(trace.clone(), format!("{}{path}", s.gate.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        let body = resp.text().await.unwrap();
+        assert!(!body.to_ascii_lowercase().contains("basic"), "{body}");
+    }
+    assert_eq!(s.upstream.count(), before, "the app saw no TRACE");
+    // Other methods still reach the app with the credentials.
+    let get = plain().get(format!("{}/public/z", s.gate.url())).send().await.unwrap();
+    assert_eq!(get.status(), StatusCode::OK);
+    assert!(s
+        .upstream
+        .last()
+        .header("authorization")
+        .is_some_and(|v| v.starts_with("Basic ")));
+}

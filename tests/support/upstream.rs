@@ -135,6 +135,17 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resp
     if let Ok(mut s) = seen.lock() {
         s.push(record.clone());
     }
+    if req.method() == hyper::Method::TRACE {
+        // As Apache httpd does by default (`TraceEnable on`): the request's head, echoed as `message/http`.
+        let mut echo = format!("TRACE {} HTTP/1.1\r\n", record.path);
+        for (name, value) in &record.headers {
+            echo.push_str(&format!("{name}: {value}\r\n"));
+        }
+        return Response::builder()
+            .header("content-type", "message/http")
+            .body(full(echo))
+            .unwrap_or_else(|_| Response::new(full("")));
+    }
     match req.uri().path() {
         "/download" => {
             let total = query_number(&req, "bytes") as usize;
