@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge};
+use openidconnect::{PkceCodeChallenge, PkceCodeVerifier};
 use serde_json::{Map, Value};
 
 use crate::body::paced::{BodyStalled, ClientGone};
@@ -22,7 +22,6 @@ use crate::policy::{self, Decision};
 use crate::proxy::trusted::is_trusted;
 use crate::return_path::ReturnPath;
 use crate::routes::paths;
-use crate::session::attempt::SignInAttempt;
 use crate::session::store::SaveError;
 use crate::session::{self, Current, Session};
 
@@ -148,19 +147,13 @@ impl Gate {
     /// Creates a sign-in attempt (state, nonce, PKCE verifier in its own encrypted cookie) and redirects to Logto.
     pub(super) async fn start_sign_in(&self, return_to: ReturnPath) -> Result<Response<Body>, GateError> {
         let loaded = self.oidc.ensure_loaded().await?;
-        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let attempt = SignInAttempt {
-            state: CsrfToken::new_random_len(32).secret().clone(),
-            nonce: Nonce::new_random_len(32).secret().clone(),
-            pkce_verifier: verifier.secret().clone(),
-            return_to: return_to.as_str().to_owned(),
-            created: session::now(),
-        };
-        let cookie = self
-            .sessions
-            .codec()
-            .attempt_cookie(&attempt)
-            .map_err(GateError::Internal)?;
+        let codec = self.sessions.codec();
+        let attempt = codec
+            .new_attempt(return_to.as_str().to_owned(), session::now())
+            .ok_or_else(|| GateError::Internal("no random bytes for a sign-in attempt".into()))?;
+        let challenge =
+            PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(attempt.pkce_verifier.clone()));
+        let cookie = codec.attempt_cookie(&attempt).map_err(GateError::Internal)?;
         self.metrics.sign_in_started();
         let url = self
             .oidc

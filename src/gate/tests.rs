@@ -1,5 +1,4 @@
 use super::*;
-use openidconnect::CsrfToken;
 
 #[test]
 fn duplicated_query_parameters_are_refused() {
@@ -25,12 +24,6 @@ async fn readiness_fails_as_soon_as_draining_starts() {
     let gate = Gate::new(Config::from_toml_str(toml, Vec::new()).unwrap()).unwrap();
     gate.begin_draining();
     assert_eq!(gate.readiness().await, Err("shutting down".to_owned()));
-}
-
-#[test]
-fn random_state_has_the_length_attempt_cookies_expect() {
-    let state = CsrfToken::new_random_len(32).secret().clone();
-    assert!(crate::session::attempt::is_well_formed_state(&state), "{state}");
 }
 
 #[test]

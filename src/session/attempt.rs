@@ -2,7 +2,9 @@
 //!
 //! Each attempt has its own short-lived encrypted cookie, named after its `state`, so several tabs signing in at
 //! once all succeed, and an attempt that is never finished simply expires (`Max-Age`) instead of piling up.
-//! The cookie is scoped to the callback path, so it never travels with ordinary requests.
+//! The cookie is scoped to the callback path, so it never travels with ordinary requests, and holds only the
+//! return path and start time: the nonce and PKCE verifier are derived from the state with the sealing key
+//! (see [`crate::session::cookies::CookieCodec::new_attempt`]).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,7 @@
 //! Encrypted cookies: the session cookie and the per-attempt sign-in cookies (RFC 6265).
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use cookie::{Cookie, CookieJar, Key};
 use http::header::{HeaderMap, HeaderValue, COOKIE};
 
@@ -86,11 +88,16 @@ impl CookieCodec {
     /// Decrypts a cookie value sealed for `name` with any key; `None` for anything tampered, truncated or foreign.
     /// The flag says an older key (not the first) opened it.
     fn open(&self, name: &str, value: &str) -> Option<(String, bool)> {
+        self.open_with(name, value).map(|(plaintext, key)| (plaintext, key > 0))
+    }
+
+    /// [`CookieCodec::open`], naming the key (its index) that opened the value.
+    fn open_with(&self, name: &str, value: &str) -> Option<(String, usize)> {
         let jar = CookieJar::new();
         self.keys.iter().enumerate().find_map(|(i, key)| {
             jar.private(key)
                 .decrypt(Cookie::new(name.to_owned(), value.to_owned()))
-                .map(|c| (c.value().to_owned(), i > 0))
+                .map(|c| (c.value().to_owned(), i))
         })
     }
 
@@ -207,29 +214,74 @@ impl CookieCodec {
         format!("{}{}", self.attempt_prefix, short)
     }
 
-    /// `Set-Cookie` for a new sign-in attempt, scoped to the callback path.
+    /// A new sign-in attempt returning to `return_to`: a random `state`, and the `nonce` and PKCE verifier
+    /// derived from it with the sealing key (HMAC-SHA256, see `derive_secret`), so that its cookie need not carry
+    /// them.
+    pub fn new_attempt(&self, return_to: String, now: u64) -> Option<SignInAttempt> {
+        let key = self.keys.first()?;
+        let mut random = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random).ok()?;
+        let state = URL_SAFE_NO_PAD.encode(random);
+        Some(SignInAttempt {
+            nonce: derive_secret(key, NONCE_LABEL, &state),
+            pkce_verifier: derive_secret(key, VERIFIER_LABEL, &state),
+            state,
+            return_to,
+            created: now,
+        })
+    }
+
+    /// `Set-Cookie` for a new sign-in attempt, scoped to the callback path. It holds only the return path and the
+    /// start time, sealed with the whole `state` as associated data: about 150 bytes a cookie, so that the many
+    /// attempts of a browser restoring its tabs stay within the `Cookie` field a proxy in front accepts (nginx:
+    /// 8 KiB a field) when one of them reaches the callback.
     pub fn attempt_cookie(&self, attempt: &SignInAttempt) -> Result<HeaderValue, String> {
         let name = self.attempt_cookie_name(&attempt.state);
-        let json = serde_json::to_string(attempt).map_err(|e| e.to_string())?;
-        let sealed = self.seal(&name, json).ok_or("the attempt could not be sealed")?;
+        let held = HeldAttempt {
+            return_to: attempt.return_to.clone(),
+            created: attempt.created,
+        };
+        let json = serde_json::to_string(&held).map_err(|e| e.to_string())?;
+        let sealed = self
+            .seal(&sealed_attempt_name(&name, &attempt.state), json)
+            .ok_or("the attempt could not be sealed")?;
         let header = self.set_cookie(&name, &sealed, paths::CALLBACK, ATTEMPT_TTL_SECS);
         HeaderValue::from_str(&header).map_err(|e| e.to_string())
     }
 
     /// The attempt that `state` names, if this browser started it, it is intact and it has not expired.
-    /// The whole state is compared in constant time, not just the part in the cookie name.
+    /// The whole state is authenticated (the seal's associated data), not just the part in the cookie name. An
+    /// attempt cookie of a release before derived secrets (the whole attempt inside, sealed for its name) still
+    /// finishes, its state compared in constant time.
     pub fn read_attempt(&self, headers: &HeaderMap, state: &str, now: u64) -> Option<SignInAttempt> {
         if !is_well_formed_state(state) {
             return None;
         }
         let name = self.attempt_cookie_name(state);
+        let sealed_name = sealed_attempt_name(&name, state);
         cookie_pairs(headers)
             .filter(|(n, _)| *n == name)
             .find_map(|(_, value)| {
-                let (json, _) = self.open(&name, value)?;
-                let attempt: SignInAttempt = serde_json::from_str(&json).ok()?;
-                let same = subtle::ConstantTimeEq::ct_eq(attempt.state.as_bytes(), state.as_bytes());
-                (bool::from(same) && attempt.is_fresh(now)).then_some(attempt)
+                let attempt = match self.open_with(&sealed_name, value) {
+                    Some((json, key)) => {
+                        let held: HeldAttempt = serde_json::from_str(&json).ok()?;
+                        let key = self.keys.get(key)?;
+                        SignInAttempt {
+                            state: state.to_owned(),
+                            nonce: derive_secret(key, NONCE_LABEL, state),
+                            pkce_verifier: derive_secret(key, VERIFIER_LABEL, state),
+                            return_to: held.return_to,
+                            created: held.created,
+                        }
+                    }
+                    None => {
+                        let (json, _) = self.open(&name, value)?;
+                        let whole: SignInAttempt = serde_json::from_str(&json).ok()?;
+                        let same = subtle::ConstantTimeEq::ct_eq(whole.state.as_bytes(), state.as_bytes());
+                        bool::from(same).then_some(whole)?
+                    }
+                };
+                attempt.is_fresh(now).then_some(attempt)
             })
     }
 
@@ -333,6 +385,35 @@ impl CookieCodec {
         );
         HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("logto_gate=; Max-Age=0"))
     }
+}
+
+/// What an attempt cookie holds; the state is its associated data, the nonce and verifier are derived.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct HeldAttempt {
+    #[serde(rename = "r")]
+    return_to: String,
+    #[serde(rename = "c")]
+    created: u64,
+}
+
+const NONCE_LABEL: &str = "logto-gate sign-in nonce";
+const VERIFIER_LABEL: &str = "logto-gate sign-in PKCE verifier";
+
+/// The name an attempt cookie's value is sealed for: its own and the whole state, so the seal authenticates both.
+fn sealed_attempt_name(name: &str, state: &str) -> String {
+    format!("{name}:{state}")
+}
+
+/// A secret of an attempt, HMAC-SHA256 of `label` and `state` under the key's signing half (which seals nothing
+/// else), base64url: 43 characters, as a PKCE verifier must be (RFC 7636 §4.1: 43 to 128 unreserved characters) and
+/// unguessable without the key though `state` travels in URLs, as an OpenID Connect nonce must be.
+fn derive_secret(key: &Key, label: &str, state: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.signing());
+    let mut ctx = ring::hmac::Context::with_key(&key);
+    ctx.update(label.as_bytes());
+    ctx.update(&[0]);
+    ctx.update(state.as_bytes());
+    URL_SAFE_NO_PAD.encode(ctx.sign().as_ref())
 }
 
 /// The sign-in attempt cookies' name prefix: `<session cookie name>_signin_`. Their `Path` is the callback's, which

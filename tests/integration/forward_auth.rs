@@ -124,10 +124,11 @@ async fn auth_endpoint_answers_202_401_403_and_ignores_forwarding_headers_from_u
     assert_eq!(untrusted.status(), StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
-async fn nginx_auth_request_with_the_shipped_example_config() {
+/// Debian's nginx running deploy/examples/nginx-forward-auth.conf in front of a gate and the test app (`None`, after
+/// saying what to install, without nginx).
+async fn behind_the_shipped_nginx() -> Option<(Idp, Upstream, TestGate, Nginx)> {
     if !have_tool("nginx", &["/usr/sbin/nginx", "/usr/bin/nginx"], "nginx") {
-        return;
+        return None;
     }
     let idp = Idp::start(IdpOptions::default());
     let upstream = Upstream::start().await;
@@ -166,6 +167,14 @@ async fn nginx_auth_request_with_the_shipped_example_config() {
         .replace("127.0.0.1:8080", &upstream.addr.to_string())
         .replace("listen 80;", &format!("listen 127.0.0.1:{nginx_port};"));
     let nginx = Nginx::start(nginx_port, &conf).await;
+    Some((idp, upstream, gate, nginx))
+}
+
+#[tokio::test]
+async fn nginx_auth_request_with_the_shipped_example_config() {
+    let Some((idp, upstream, _gate, nginx)) = behind_the_shipped_nginx().await else {
+        return;
+    };
 
     // API client without a session: 401 from nginx, the app never sees it.
     let api = plain().get(format!("{}/api/items", nginx.url())).send().await.unwrap();
@@ -203,4 +212,31 @@ async fn nginx_auth_request_with_the_shipped_example_config() {
     let admin = bob.client.get(format!("{}/admin", nginx.url())).send().await.unwrap();
     assert_eq!(admin.status(), StatusCode::FORBIDDEN);
     drop(nginx);
+}
+
+/// A browser restoring forty tabs of the app starts a sign-in in each, one attempt cookie apiece (scoped to the
+/// callback), and the one sign-in it finishes carries them all to the callback: through nginx, whose default limit
+/// for one header field is 8 KiB (`large_client_header_buffers`), that `Cookie` field must still pass.
+#[tokio::test]
+async fn the_sign_in_of_a_browser_restoring_many_tabs_passes_nginx() {
+    let Some((idp, _upstream, _gate, nginx)) = behind_the_shipped_nginx().await else {
+        return;
+    };
+    let b = Browser::new(&idp);
+    let mut to_logto = String::new();
+    for tab in 0..40 {
+        let resp = b
+            .client
+            .get(format!("{}/tab/{tab}", nginx.url()))
+            .header("accept", "text/html")
+            .header("sec-fetch-mode", "navigate")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FOUND, "tab {tab}");
+        to_logto = resp.headers()["location"].to_str().unwrap().to_owned();
+    }
+    let (hops, resp) = b.follow(&to_logto, true).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}");
+    assert_eq!(hops.last().unwrap().url, format!("{}/tab/39", nginx.url()));
 }

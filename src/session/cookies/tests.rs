@@ -40,15 +40,9 @@ fn pairs_of(set: &[HeaderValue]) -> Vec<String> {
         .collect()
 }
 
-/// A sign-in attempt for `state`, started at time 100.
-fn an_attempt(state: &str) -> SignInAttempt {
-    SignInAttempt {
-        state: state.to_owned(),
-        nonce: "n".into(),
-        pkce_verifier: "v".into(),
-        return_to: "/".into(),
-        created: 100,
-    }
+/// A sign-in attempt of `c`, started at time 100.
+fn an_attempt(c: &CookieCodec) -> SignInAttempt {
+    c.new_attempt("/reports?x=1".into(), 100).unwrap()
 }
 
 /// The value a Set-Cookie sets.
@@ -153,8 +147,8 @@ fn large_sessions_are_chunked_and_stale_chunks_cleared() {
 #[test]
 fn a_value_moved_to_another_cookie_name_does_not_open() {
     let c = codec(SECRET);
-    let state = "s".repeat(43);
-    let attempt = an_attempt(&state);
+    let attempt = an_attempt(&c);
+    let state = attempt.state.clone();
     let attempt_value = value_of(&c.attempt_cookie(&attempt).unwrap());
     assert!(c
         .read_session_cookie(&request_with(&format!("logto_gate={attempt_value}")))
@@ -173,6 +167,60 @@ fn a_value_moved_to_another_cookie_name_does_not_open() {
     assert!(c
         .read_attempt(&request_with(&format!("{name}={attempt_value}")), &state, 100 + 601)
         .is_none());
+}
+
+/// An attempt's cookie holds the return path and start time only: its nonce and PKCE verifier are derived from
+/// the state with the key (43 characters, unreserved, the same again at the callback, different for another state
+/// or another secret), so many attempts fit in one `Cookie` field.
+#[test]
+fn attempts_derive_their_secrets_and_keep_small_cookies() {
+    let c = codec(SECRET);
+    let one = an_attempt(&c);
+    let two = an_attempt(&c);
+    assert_ne!(one.state, two.state);
+    assert!(is_well_formed_state(&one.state), "{}", one.state);
+    for a in [&one, &two] {
+        for secret in [&a.nonce, &a.pkce_verifier, &a.state] {
+            assert_eq!(secret.len(), 43, "{secret}");
+            assert!(secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        }
+        assert_ne!(a.nonce, a.pkce_verifier);
+    }
+    assert_ne!(one.nonce, two.nonce);
+    assert_ne!(one.pkce_verifier, two.pkce_verifier);
+    let other = codec(NEW_SECRET);
+    let set = c.attempt_cookie(&one).unwrap();
+    let name = c.attempt_cookie_name(&one.state);
+    let pair = format!("{name}={}", value_of(&set));
+    assert!(pair.len() < 160, "{} bytes: {pair}", pair.len());
+    assert!(other.read_attempt(&request_with(&pair), &one.state, 200).is_none());
+
+    // After a secret rotation the attempt opens with the older key and derives with it too.
+    let rotated = codec_with(&[NEW_SECRET, SECRET]);
+    assert_eq!(rotated.read_attempt(&request_with(&pair), &one.state, 200), Some(one));
+}
+
+/// An attempt cookie written before secrets were derived (the whole attempt inside, sealed for its name) still
+/// finishes its sign-in, with its own nonce and verifier, and only for its whole state.
+#[test]
+fn an_attempt_cookie_of_the_earlier_format_still_finishes() {
+    let c = codec(SECRET);
+    let state = "s".repeat(43);
+    let whole = SignInAttempt {
+        state: state.clone(),
+        nonce: "n".into(),
+        pkce_verifier: "v".into(),
+        return_to: "/".into(),
+        created: 100,
+    };
+    let name = c.attempt_cookie_name(&state);
+    let value = c.seal(&name, serde_json::to_string(&whole).unwrap()).unwrap();
+    let request = request_with(&format!("{name}={value}"));
+    assert_eq!(c.read_attempt(&request, &state, 200), Some(whole));
+    let forged = format!("{}{}", &state[..16], "x".repeat(27));
+    assert!(c.read_attempt(&request, &forged, 200).is_none());
 }
 
 #[test]
@@ -237,8 +285,8 @@ fn raw_pairs_are_the_text_pairs_as_bytes() {
 #[test]
 fn cookies_keep_the_promise_of_a_host_prefix() {
     let c = codec_named(&[SECRET], "__Host-gate");
-    let state = "s".repeat(43);
-    let attempt = an_attempt(&state);
+    let attempt = an_attempt(&c);
+    let state = attempt.state.clone();
     let mut set = vec![c.attempt_cookie(&attempt).unwrap()];
     set.extend(c.clear_attempt_cookie(&state));
     set.extend(c.session_cookies("small".into(), 60, &[]).unwrap());
