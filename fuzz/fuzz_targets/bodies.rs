@@ -20,6 +20,7 @@ fn codec() -> &'static CookieCodec {
             cookie_name: "logto_gate".into(),
             lifetime: Duration::from_secs(3600),
             idle_timeout: None,
+            tunnel_check_interval: std::time::Duration::from_secs(15),
             secure_cookies: true,
             store: StoreKind::Cookie,
             redis_url: None,

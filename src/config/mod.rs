@@ -251,6 +251,9 @@ pub struct SessionConfig {
     pub lifetime: Duration,
     /// Signed out after this long without a request; `None`: only the absolute lifetime holds.
     pub idle_timeout: Option<Duration>,
+    /// How often an open WebSocket tunnel (any upgraded connection) asks whether the session that opened it still
+    /// stands; it is closed once the session was signed out, logged out or reached its lifetime.
+    pub tunnel_check_interval: Duration,
     /// `Secure` on every cookie: true when `server.public_url` is https.
     pub secure_cookies: bool,
     pub store: StoreKind,

@@ -45,6 +45,15 @@ pub(super) fn validate_session(
         check_secret(p, &key, s);
     }
     let idle_timeout = non_empty(raw.idle_timeout).map(|v| duration(p, "session.idle_timeout", Some(v), "0s"));
+    let tunnel_check_interval = duration(
+        p,
+        "session.tunnel_check_interval",
+        non_empty(raw.tunnel_check_interval),
+        "15s",
+    );
+    if tunnel_check_interval < std::time::Duration::from_secs(1) {
+        p.add("session.tunnel_check_interval", "must be at least 1s");
+    }
     let store = match non_empty(raw.store).as_deref() {
         None | Some("cookie") => StoreKind::Cookie,
         Some("redis") => StoreKind::Redis,
@@ -169,6 +178,7 @@ pub(super) fn validate_session(
         cookie_name,
         lifetime,
         idle_timeout,
+        tunnel_check_interval,
         secure_cookies: public_url?.is_https(),
         store,
         redis_url,

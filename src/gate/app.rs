@@ -13,7 +13,7 @@ use crate::http1::hop;
 use crate::identity;
 use crate::policy::{self, Decision};
 use crate::proxy::trusted::is_trusted;
-use crate::proxy::{forwarded, Added};
+use crate::proxy::{forwarded, Added, ClientUpgrade};
 use crate::session;
 
 use super::authn::{authorize, Principal, MACHINE_HEADER};
@@ -112,7 +112,17 @@ impl Gate {
                     .filter(|h| self.is_other_allowed_host(h))
                     .and_then(|h| HeaderValue::from_str(h).ok())
             };
-            let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut *req));
+            let client_upgrade = upgrading.then(|| ClientUpgrade {
+                on: hyper::upgrade::on(&mut *req),
+                until_signed_out: match &principal {
+                    Some(Principal::Session(current)) => Some(Box::pin(session::store::until_ended(
+                        std::sync::Arc::clone(&self.sessions),
+                        current.clone(),
+                        self.config.session.tunnel_check_interval,
+                    ))),
+                    _ => None,
+                },
+            });
             if let Some(path) = &new_path {
                 *req.uri_mut() = with_path(req.uri(), path)?;
             }

@@ -102,7 +102,8 @@ pub struct Gate {
     protected_basic: Option<HeaderValue>,
     config: Config,
     oidc: Arc<Oidc>,
-    sessions: Sessions,
+    /// Shared with the watch of each WebSocket tunnel a session opened ([`crate::session::store::until_ended`]).
+    sessions: Arc<Sessions>,
     refresher: Refresher,
     /// The upstreams' forwarders, one per `config.routes` entry.
     forwarders: Vec<Forwarder>,
@@ -131,7 +132,7 @@ impl Gate {
             config.logto.clone(),
             config.server.public_url.callback_url(),
         )?);
-        let sessions = Sessions::new(&config.session, config.server.workers)?;
+        let sessions = Arc::new(Sessions::new(&config.session, config.server.workers)?);
         let metrics = Arc::new(Metrics::new(config.server.workers));
         // One forwarder (and connection pools) per upstream route, in the order of `config.routes`.
         let forwarders = config

@@ -171,7 +171,7 @@ impl Forwarder {
     pub fn forward<'a>(
         &'a self,
         req: &'a mut Request<Body>,
-        client_upgrade: Option<OnUpgrade>,
+        client_upgrade: Option<ClientUpgrade>,
         added: Added<'a>,
     ) -> impl std::future::Future<Output = Result<Response<Body>, GateError>> + Send + 'a {
         async move {
@@ -237,7 +237,7 @@ impl Forwarder {
         &self,
         mut parts: http::request::Parts,
         body: Body,
-        client_upgrade: Option<OnUpgrade>,
+        client_upgrade: Option<ClientUpgrade>,
     ) -> Result<Response<Body>, GateError> {
         parts.uri = self.upstream_uri(parts.uri.path_and_query())?;
         parts.version = Version::HTTP_11;
@@ -289,9 +289,10 @@ impl Forwarder {
                 // Counted before the task starts, so a shutdown that begins now already waits for it.
                 self.metrics.upgrade_started();
                 tokio::spawn(splice(
-                    client_side,
+                    client_side.on,
                     upstream_side,
                     self.tunnel_idle_timeout,
+                    client_side.until_signed_out,
                     Arc::clone(&self.metrics),
                 ));
                 let (mut parts, _) = resp.into_parts();
@@ -360,11 +361,28 @@ impl http_body::Body for ClientBody {
     }
 }
 
-/// Copies bytes both ways between the upgraded client and upstream connections until both sides close, or until no
+/// Completes once the sign-in that let a tunnel open no longer stands.
+pub type SignedOut = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// The client side of a protocol switch (see [`Forwarder::forward`]).
+pub struct ClientUpgrade {
+    pub on: OnUpgrade,
+    /// Completes once the sign-in that let the tunnel open no longer stands (signed out, logged out, past its
+    /// lifetime); the tunnel is closed then. `None`: a public route's tunnel, or one a bearer token opened.
+    pub until_signed_out: Option<SignedOut>,
+}
+
+/// Copies bytes both ways between the upgraded client and upstream connections until both sides close, until no
 /// byte has moved either way for `idle_timeout` (a peer that vanished, or a half-closed tunnel nobody finishes; as
-/// nginx's `proxy_read_timeout` does for WebSockets). Counted in `logto_gate_active_upgrades`, which shutdown waits
-/// for.
-async fn splice(client: OnUpgrade, upstream: OnUpgrade, idle_timeout: Duration, metrics: Arc<Metrics>) {
+/// nginx's `proxy_read_timeout` does for WebSockets), or until `until_signed_out` completes. Counted in
+/// `logto_gate_active_upgrades`, which shutdown waits for.
+async fn splice(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    idle_timeout: Duration,
+    until_signed_out: Option<SignedOut>,
+    metrics: Arc<Metrics>,
+) {
     struct Counted(Arc<Metrics>);
     impl Drop for Counted {
         fn drop(&mut self) {
@@ -386,12 +404,23 @@ async fn splice(client: OnUpgrade, upstream: OnUpgrade, idle_timeout: Duration, 
     tokio::pin!(copy);
     let mut idle = IdleCheck::new(&activity, idle_timeout);
     let mut tick = tokio::time::interval(idle.interval());
+    let signed_out = async move {
+        match until_signed_out {
+            Some(ended) => ended.await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(signed_out);
     loop {
         tokio::select! {
             result = &mut copy => {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "upgraded connection ended with an error");
                 }
+                return;
+            }
+            () = &mut signed_out => {
+                tracing::info!("closing an upgraded connection: the session that opened it has ended");
                 return;
             }
             _ = tick.tick() => {

@@ -353,6 +353,24 @@ impl Sessions {
         }
     }
 
+    /// Whether `current`, found on a request long ago, still stands (for a WebSocket tunnel it opened): within its
+    /// lifetime, not signed out or logged out (the revocation list), and with the Redis store still stored (sign-out
+    /// and back-channel logout delete it, on any replica). Inactivity is not asked: a tunnel's own traffic is the
+    /// person's activity, which no request records.
+    pub async fn still_stands(&self, current: &Current, now: u64) -> Result<bool, StoreError> {
+        let session = match (self.kind, &current.id) {
+            (StoreKind::Redis, Some(id)) => match self.reload(id).await? {
+                Some(stored) => Arc::new(stored),
+                None => return Ok(false),
+            },
+            _ => Arc::clone(&current.session),
+        };
+        if !session.is_live(now) {
+            return Ok(false);
+        }
+        Ok(self.kind != StoreKind::Cookie || !self.is_revoked(&session).await?)
+    }
+
     /// Reads the session stored under `id` again (Redis store), to see another replica's refresh.
     pub async fn reload(&self, id: &str) -> Result<Option<Session>, StoreError> {
         match &self.redis {
@@ -559,6 +577,25 @@ fn warn_large(session: &Session) {
         "the session is larger than one cookie and is split into chunks; map fewer or smaller claims, \
          or use session.store = \"redis\""
     );
+}
+
+/// Completes once `current` no longer stands ([`Sessions::still_stands`], asked every `every`): what a WebSocket
+/// tunnel the session opened waits on to close. A check that fails (Redis unreachable) counts as standing, with a
+/// warning: an outage must not cut every tunnel at once, and their sessions are checked again at the next tick.
+pub async fn until_ended(sessions: Arc<Sessions>, current: Current, every: Duration) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match sessions.still_stands(&current, super::now()).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => tracing::warn!(
+                error = %e,
+                "could not check whether a WebSocket tunnel's session still stands; it stays open"
+            ),
+        }
+    }
 }
 
 /// The Redis key that marks one signed-out cookie session (see [`Sessions::revoke_signed_out`]).

@@ -45,6 +45,7 @@ endpoint = "https://tenant.logto.app"
 [session]
 secret = "too-short"
 lifetime = "forever"
+tunnel_check_interval = "500ms"
 "#,
     );
     let (code, _, stderr) = run_to_end(&["--config", &path], &[]);
@@ -56,6 +57,7 @@ lifetime = "forever"
         "logto.app_secret: missing",
         "session.secret: too short: 9 bytes",
         "session.lifetime: `forever` is not a duration",
+        "session.tunnel_check_interval: must be at least 1s",
         "server.header_read_timeout: `500000000000y` is longer than 100 years",
         "server.trusted_proxies: `192.168.1.5/24` has bits set after its prefix: write `192.168.1.0/24` for the \
          range or `192.168.1.5` for the one address",

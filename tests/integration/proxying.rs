@@ -355,3 +355,77 @@ async fn trace_is_refused_so_the_app_cannot_echo_what_the_gate_adds() {
         .header("authorization")
         .is_some_and(|v| v.starts_with("Basic ")));
 }
+
+/// Waits (bounded) for the gate to close `ws`: its stream ends, with or without a close frame.
+async fn closed_by_the_gate(ws: &mut Tunnel, within: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => panic!("the tunnel is still open after {within:?}"),
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return,
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// A WebSocket tunnel lives no longer than the session that opened it: signed out in another tab, its tunnels close
+/// at the next check (`session.tunnel_check_interval`), while another session's tunnel goes on through the same
+/// checks. Without this, a live dashboard kept streaming to a shared computer after its user signed out.
+#[tokio::test]
+async fn a_websocket_closes_when_its_session_is_signed_out() {
+    let s = Stack::edited(
+        IdpOptions::default(),
+        "",
+        "",
+        in_session("tunnel_check_interval = \"1s\""),
+    )
+    .await;
+    let (_alice, cookie) = s.signed_in().await;
+    let (_other, other_cookie) = s.signed_in().await;
+    let (mut ws, _) = open_tunnel(s.gate.port, &cookie).await;
+    let (mut stays, _) = open_tunnel(s.gate.port, &other_cookie).await;
+    echo(&mut ws, "before", std::time::Duration::from_secs(10)).await;
+
+    let out = plain()
+        .get(format!("{}/_logto/sign-out", s.gate.url()))
+        .header("cookie", format!("logto_gate={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::FOUND);
+    closed_by_the_gate(&mut ws, std::time::Duration::from_secs(10)).await;
+    echo(&mut stays, "still here", std::time::Duration::from_secs(10)).await;
+}
+
+/// With sessions in Redis, a sign-out on one replica closes the session's tunnels on another.
+#[tokio::test]
+async fn a_websocket_closes_on_every_replica_when_its_redis_session_ends() {
+    if !have_tool(
+        "redis-server",
+        &["/usr/bin/redis-server", "/usr/local/bin/redis-server"],
+        "redis-server",
+    ) {
+        return;
+    }
+    let redis = crate::support::redis::Redis::start().await;
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let session = format!(
+        "store = \"redis\"\nredis_url = \"{}\"\nredis_key_prefix = \"t:\"\ntunnel_check_interval = \"1s\"",
+        redis.url()
+    );
+    let (one, two) = BinaryGate::two_replicas(&idp, &upstream, &session).await;
+    let b = Browser::new(&idp);
+    b.sign_in(&one, "/").await;
+    let cookie = b.cookie(&one.url(), "logto_gate").expect("session cookie");
+    let (mut ws, _) = open_tunnel(one.port, &cookie).await;
+    echo(&mut ws, "before", std::time::Duration::from_secs(10)).await;
+    let out = plain()
+        .get(format!("{}/_logto/sign-out", two.url()))
+        .header("cookie", format!("logto_gate={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::FOUND);
+    closed_by_the_gate(&mut ws, std::time::Duration::from_secs(10)).await;
+}

@@ -281,6 +281,11 @@ pub fn in_upstream(line: &'static str) -> impl FnOnce(String) -> String {
     move |t| t.replacen("[upstream]\n", &format!("[upstream]\n{line}\n"), 1)
 }
 
+/// A TOML edit that adds `line` to the `[session]` section of the test template.
+pub fn in_session(line: &'static str) -> impl FnOnce(String) -> String {
+    move |t| t.replacen("[session]\n", &format!("[session]\n{line}\n"), 1)
+}
+
 /// Waits (bounded) until something accepts TCP connections on a loopback port.
 pub async fn wait_for_port(port: u16) {
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;

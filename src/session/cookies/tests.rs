@@ -12,6 +12,7 @@ fn codec_named(secrets: &[&str], cookie_name: &str) -> CookieCodec {
         cookie_name: cookie_name.to_owned(),
         lifetime: Duration::from_secs(3600),
         idle_timeout: None,
+        tunnel_check_interval: Duration::from_secs(15),
         secure_cookies: true,
         store: StoreKind::Cookie,
         redis_url: None,
