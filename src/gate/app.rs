@@ -138,6 +138,9 @@ impl Gate {
                 public.scheme(),
                 other_host.as_ref().unwrap_or(&self.forwarded_host),
             );
+            if self.config.routes[route].strip_prefix {
+                forwarded_prefix(headers, &self.config.routes[route].prefix, trusted);
+            }
             // The identity headers go in first (as every other header the gate sets, they replace any of the same
             // name), or, when none of the others can share a name with them, straight into the upstream request head
             // as one block (see `identity_inline`).
@@ -312,6 +315,23 @@ impl Gate {
                 Some(domain) => name.strip_suffix(domain).is_some_and(|rest| rest.ends_with('.')),
                 None => policy::normalise_host(allowed) == name,
             })
+    }
+}
+
+/// `X-Forwarded-Prefix` for a route that strips its prefix: the app builds its links under a path it no longer sees
+/// (Spring's `ForwardedHeaderFilter`, ASP.NET's `UsePathBase`, Symfony), as behind Traefik's `StripPrefix`. A trusted
+/// proxy's own prefix (one path) comes first; a client's was removed with the other forwarding fields.
+pub(super) fn forwarded_prefix(headers: &mut http::HeaderMap, prefix: &str, trusted: bool) {
+    const NAME: &str = "x-forwarded-prefix";
+    let theirs = trusted
+        .then(|| headers.get(NAME))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.starts_with('/') && !v.contains(',') && !v.contains("//"))
+        .map(|v| v.trim_end_matches('/'))
+        .unwrap_or("");
+    if let Ok(value) = HeaderValue::from_str(&format!("{theirs}{prefix}")) {
+        headers.insert(http::HeaderName::from_static(NAME), value);
     }
 }
 

@@ -74,3 +74,22 @@ fn an_answer_with_the_session_cookie_is_kept_from_shared_caches() {
         assert_eq!(sent_fields, [sent], "{app:?}");
     }
 }
+
+#[test]
+fn a_stripped_prefix_follows_a_trusted_proxys_own() {
+    let with = |sent: Option<&str>, trusted: bool| {
+        let mut h = http::HeaderMap::new();
+        if let Some(v) = sent {
+            h.insert("x-forwarded-prefix", http::HeaderValue::from_str(v).unwrap());
+        }
+        super::app::forwarded_prefix(&mut h, "/grafana", trusted);
+        h["x-forwarded-prefix"].to_str().unwrap().to_owned()
+    };
+    assert_eq!(with(None, false), "/grafana");
+    assert_eq!(with(None, true), "/grafana");
+    assert_eq!(with(Some("/team/"), true), "/team/grafana");
+    assert_eq!(with(Some("/team"), false), "/grafana", "only a trusted proxy's");
+    for odd in ["team", "/a,/b", "//evil.example"] {
+        assert_eq!(with(Some(odd), true), "/grafana", "{odd}");
+    }
+}

@@ -56,6 +56,18 @@ async fn requests_go_to_the_most_specific_upstream() {
         assert_eq!(seen.path, seen_path, "{path}");
         assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"), "{path}");
     }
+    // The stripped prefix reaches its app as X-Forwarded-Prefix (a client's own is not believed); other apps get none.
+    let r = alice
+        .client
+        .get(format!("{}/grafana/d/2", gate.url()))
+        .header("x-forwarded-prefix", "/evil")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(grafana.last().header("x-forwarded-prefix"), Some("/grafana"));
+    assert_eq!(admin.last().header("x-forwarded-prefix"), None);
+    assert_eq!(default.last().header("x-forwarded-prefix"), None);
     // By host: every path on ci.example.test goes to the CI app.
     let cookie = alice.cookie(&gate.url(), "logto_gate").unwrap();
     let answer = exchange_until_closed(
