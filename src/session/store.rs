@@ -582,12 +582,14 @@ fn warn_large(session: &Session) {
 /// Completes once `current` no longer stands ([`Sessions::still_stands`], asked every `every`): what a WebSocket
 /// tunnel the session opened waits on to close. A check that fails (Redis unreachable) counts as standing, with a
 /// warning: an outage must not cut every tunnel at once, and their sessions are checked again at the next tick.
+/// Between checks it holds its arguments and a timer: the check's own state (a Redis request's) is boxed for the
+/// check's duration only, not kept with every quiet tunnel.
 pub async fn until_ended(sessions: Arc<Sessions>, current: Current, every: Duration) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        match sessions.still_stands(&current, super::now()).await {
+        match Box::pin(sessions.still_stands(&current, super::now())).await {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => tracing::warn!(
