@@ -370,7 +370,8 @@ async fn closed_by_the_gate(ws: &mut Tunnel, within: std::time::Duration) {
 
 /// A WebSocket tunnel lives no longer than the session that opened it: signed out in another tab, its tunnels close
 /// at the next check (`session.tunnel_check_interval`), while another session's tunnel goes on through the same
-/// checks. Without this, a live dashboard kept streaming to a shared computer after its user signed out.
+/// checks, until Logto's back-channel logs its user out. Without this, a live dashboard kept streaming to a shared
+/// computer after its user signed out.
 #[tokio::test]
 async fn a_websocket_closes_when_its_session_is_signed_out() {
     let s = Stack::edited(
@@ -395,6 +396,25 @@ async fn a_websocket_closes_when_its_session_is_signed_out() {
     assert_eq!(out.status(), StatusCode::FOUND);
     closed_by_the_gate(&mut ws, std::time::Duration::from_secs(10)).await;
     echo(&mut stays, "still here", std::time::Duration::from_secs(10)).await;
+
+    // Logto's back-channel logout of the user (by subject) ends her other session's tunnel the same way.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = s.idp.sign(
+        serde_json::json!({"iss": s.idp.issuer(), "aud": APP_ID, "iat": now, "jti": "tunnel-logout",
+            "sub": "u_alice0001", "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}),
+        serde_json::json!({"typ": "logout+jwt"}),
+    );
+    let logout = plain()
+        .post(format!("{}/_logto/backchannel-logout", s.gate.url()))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::OK);
+    closed_by_the_gate(&mut stays, std::time::Duration::from_secs(10)).await;
 }
 
 /// With sessions in Redis, a sign-out on one replica closes the session's tunnels on another.
