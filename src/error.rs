@@ -47,8 +47,10 @@ pub enum ClientError {
     RouteDenied,
     #[error("not found")]
     NotFound,
+    /// The request's method is not one the page takes (RFC 9110 §15.5.6): `allow` lists those it does, for the
+    /// `Allow` field; empty for a TRACE, which the gate passes to no app.
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed { allow: &'static str },
     /// The client stopped sending its request body for `server.idle_timeout` (RFC 9110 §15.5.9: 408). Logged and
     /// counted; nothing is sent ([`crate::body::paced`]), as nginx does on `client_body_timeout`.
     #[error("the client stopped sending the request body")]
@@ -111,7 +113,7 @@ impl GateError {
                 ClientError::IdTokenRejected(_) | ClientError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
                 ClientError::Forbidden { .. } | ClientError::RouteDenied => StatusCode::FORBIDDEN,
                 ClientError::NotFound => StatusCode::NOT_FOUND,
-                ClientError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+                ClientError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
                 ClientError::UnsupportedCoding(_) => StatusCode::NOT_IMPLEMENTED,
                 ClientError::BodyStalled => StatusCode::REQUEST_TIMEOUT,
                 ClientError::WentAway => StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST),
@@ -205,11 +207,17 @@ impl GateError {
                     "This page is not available through the gate.",
                 ),
                 ClientError::NotFound => Page::new(status, "not_found", "Not found", "The gate has no such page."),
-                ClientError::MethodNotAllowed => Page::new(
+                ClientError::MethodNotAllowed { allow: "" } => Page::new(
                     status,
                     "method_not_allowed",
                     "Method not allowed",
-                    "This gate page does not accept that HTTP method.",
+                    "The gate passes no TRACE request on: the app's echo would show what the gate adds.",
+                ),
+                ClientError::MethodNotAllowed { allow } => Page::new(
+                    status,
+                    "method_not_allowed",
+                    "Method not allowed",
+                    format!("This gate page takes only {allow}."),
                 ),
                 ClientError::UnsupportedCoding(_) => Page::new(
                     status,

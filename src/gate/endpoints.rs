@@ -127,7 +127,7 @@ impl Gate {
     /// same-origin path.
     pub(super) async fn sign_in(&self, req: &Request<Body>, peer: SocketAddr) -> Result<Response<Body>, GateError> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return Err(ClientError::MethodNotAllowed.into());
+            return Err(ClientError::MethodNotAllowed { allow: "GET, HEAD" }.into());
         }
         let params = single_valued_query(req.uri().query())?;
         let origin = self.config.server.public_url.origin();
@@ -181,7 +181,7 @@ impl Gate {
                 );
                 tracing::Instrument::instrument(self.finish_sign_in(req, &params), span).await
             }
-            Ok(_) => Err(ClientError::MethodNotAllowed.into()),
+            Ok(_) => Err(ClientError::MethodNotAllowed { allow: "GET" }.into()),
             Err(e) => Err(e),
         };
         let mut resp = match result {
@@ -392,7 +392,12 @@ impl Gate {
         let status = match *req.method() {
             Method::GET | Method::HEAD => StatusCode::FOUND,
             Method::POST => StatusCode::SEE_OTHER,
-            _ => return Err(ClientError::MethodNotAllowed.into()),
+            _ => {
+                return Err(ClientError::MethodNotAllowed {
+                    allow: "GET, HEAD, POST",
+                }
+                .into())
+            }
         };
         let cross_site = req
             .headers()
@@ -484,7 +489,7 @@ impl Gate {
     /// a POSTed `logout_token` ends the matching sessions. Answers 200, or 400 with an OAuth error body.
     pub(super) async fn backchannel_logout(&self, req: Request<Body>) -> Result<Response<Body>, GateError> {
         if req.method() != Method::POST {
-            return Err(ClientError::MethodNotAllowed.into());
+            return Err(ClientError::MethodNotAllowed { allow: "POST" }.into());
         }
         let refuse = |why: &str| {
             tracing::info!(reason = why, "back-channel logout refused");

@@ -422,11 +422,19 @@ impl Gate {
             }
         }
         let mut resp = page.render(html);
-        if let GateError::Client(ClientError::InvalidToken(_)) = e {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"logto-gate\", error=\"invalid_token\""),
-            );
+        match e {
+            GateError::Client(ClientError::InvalidToken(_)) => {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"logto-gate\", error=\"invalid_token\""),
+                );
+            }
+            // RFC 9110 §15.5.6: a 405 lists the methods the page takes.
+            GateError::Client(ClientError::MethodNotAllowed { allow }) if !allow.is_empty() => {
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            _ => {}
         }
         resp
     }
@@ -631,7 +639,7 @@ fn framing_problem<B>(req: &Request<B>) -> Option<ClientError> {
 /// would hand the client every field the gate adds, among them `upstream.protected_app`'s Basic credentials (the
 /// Logto app secret) and the session's access token (RFC 9110 §9.3.8: a TRACE must not carry sensitive fields).
 fn refused_method<B>(req: &Request<B>) -> Option<ClientError> {
-    (req.method() == Method::TRACE).then_some(ClientError::MethodNotAllowed)
+    (req.method() == Method::TRACE).then_some(ClientError::MethodNotAllowed { allow: "" })
 }
 
 /// The host the client asked for: `X-Forwarded-Host` from a trusted proxy, else `Host` (or the HTTP/2 authority),

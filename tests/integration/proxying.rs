@@ -342,6 +342,10 @@ async fn trace_is_refused_so_the_app_cannot_echo_what_the_gate_adds() {
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert!(
+            resp.headers().get("allow").is_none(),
+            "the app's methods are not the gate's to list"
+        );
         let body = resp.text().await.unwrap();
         assert!(!body.to_ascii_lowercase().contains("basic"), "{body}");
     }

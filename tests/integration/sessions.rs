@@ -462,6 +462,7 @@ async fn back_channel_logout_in_cookie_mode_uses_a_revocation_list_and_refuses_r
         .await
         .unwrap();
     assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(get.headers()["allow"], "POST");
 }
 
 /// A back-channel logout naming only the subject ends that user's sessions issued up to the token's `iat`, and no

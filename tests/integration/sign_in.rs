@@ -295,6 +295,15 @@ async fn sign_out_clears_the_session_and_ends_logtos_session() {
     let s = Stack::start().await;
     let b = s.browser();
     b.sign_in(&s.gate, "/").await;
+    // Only GET, HEAD and POST sign out (RFC 9110 §15.5.6: a 405 says which methods the page takes).
+    let put = b
+        .client
+        .put(format!("{}/_logto/sign-out", s.gate.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(put.headers()["allow"], "GET, HEAD, POST");
     let resp = b.get(format!("{}/_logto/sign-out", s.gate.url())).await;
     assert_eq!(resp.status(), StatusCode::FOUND);
     let cleared = resp.headers().get_all("set-cookie").iter().any(|v| {
