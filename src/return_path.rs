@@ -4,8 +4,9 @@
 //! accepted only when it is an absolute-path reference (RFC 3986 §4.2) that every browser resolves against our own
 //! origin. Anything that a browser could read as another host (`//evil`, `/\evil`, whose backslash browsers treat as
 //! a slash, `https://evil`, `http:evil`), anything with control characters or white space (browsers strip tabs and
-//! newlines from URLs, turning `/\t/evil` into `//evil`), and anything with encoded slashes or backslashes falls back
-//! to `/`. The gate then prefixes the path with `server.public_url`, so even a mistake here cannot leave the origin.
+//! newlines from URLs, turning `/\t/evil` into `//evil`), and a path (not a query) with encoded slashes or
+//! backslashes falls back to `/`. The gate then prefixes the path with `server.public_url`, so even a mistake here
+//! cannot leave the origin.
 
 /// A validated same-origin path (with its query), starting with a single `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,15 +106,15 @@ fn is_safe(p: &str) -> bool {
     if bytes.contains(&b'\\') {
         return false;
     }
-    // Encoded slash, backslash, or an encoded percent that could decode into one on a second pass.
+    // In the path, an encoded slash or backslash, or an encoded percent that could decode into one on a second
+    // pass: an app that decodes its path before redirecting would read `/%2F%2Fhost` as `//host`. In the query they
+    // are an app's own parameters (`?next=%2Fadmin%2F`, a search for `a/b`), kept. Encoded control characters go
+    // nowhere.
     let lower = p.to_ascii_lowercase();
-    if ["%2f", "%5c", "%25", "%09", "%0a", "%0d", "%00"]
-        .iter()
-        .any(|needle| lower.contains(needle))
-    {
-        return false;
-    }
-    true
+    let (path, query) = lower.split_once('?').unwrap_or((&lower, ""));
+    let refused = |part: &str, needles: &[&str]| needles.iter().any(|needle| part.contains(needle));
+    const CONTROLS: [&str; 4] = ["%09", "%0a", "%0d", "%00"];
+    !refused(path, &["%2f", "%5c", "%25"]) && !refused(path, &CONTROLS) && !refused(query, &CONTROLS)
 }
 
 #[cfg(test)]
@@ -148,7 +149,16 @@ mod tests {
 
     #[test]
     fn same_origin_paths_are_kept_with_their_query() {
-        for ok in ["/", "/app", "/app/page?x=1&y=%20z", "/a/b#frag", "/@user", "/a:b"] {
+        for ok in [
+            "/",
+            "/app",
+            "/app/page?x=1&y=%20z",
+            "/a/b#frag",
+            "/@user",
+            "/a:b",
+            "/login?next=%2Fadmin%2F",
+            "/search?q=a%5Cb&rate=100%25",
+        ] {
             assert_eq!(ReturnPath::parse_or_root(ok).as_str(), ok);
         }
     }
@@ -173,6 +183,8 @@ mod tests {
             "/\r\n/evil.example",
             "/\n/evil.example",
             "/%09/evil.example",
+            "/a?q=%0d%0aSet-Cookie:x",
+            "/a?q=%00",
             "/ /evil.example",
             "/éxample",
             "/\u{ff0f}evil.example",

@@ -74,7 +74,9 @@ pub fn return_path(data: &[u8]) {
         assert!(!s.starts_with("//") && !s.starts_with("/\\"), "{s:?}");
         assert!(s.bytes().all(|b| b.is_ascii_graphic()), "{s:?}");
         let lower = s.to_ascii_lowercase();
-        assert!(!lower.contains("%2f") && !lower.contains("%5c"), "{s:?}");
+        let (path, query) = lower.split_once('?').unwrap_or((&lower, ""));
+        assert!(!path.contains("%2f") && !path.contains("%5c"), "{s:?}");
+        assert!(!query.contains("%0a") && !query.contains("%0d"), "{s:?}");
     }
 }
 
