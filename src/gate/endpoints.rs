@@ -189,6 +189,12 @@ impl Gate {
                 self.metrics.sign_in_completed();
                 r
             }
+            // A callback whose attempt is gone (finished already, expired, started in another browser) from a
+            // browser that is signed in: a Back into a finished sign-in, or a second tab finishing after the first.
+            // It goes to the app rather than to an error page; its code is not used.
+            Err(GateError::Client(ClientError::AttemptNotFound)) if self.signed_in(req).await => {
+                pages::redirect(StatusCode::FOUND, &self.config.server.public_url.join("/"))
+            }
             Err(e) => {
                 self.metrics.sign_in_failed();
                 let request_id = req
@@ -212,6 +218,11 @@ impl Gate {
             resp.headers_mut().append(header::SET_COOKIE, clear);
         }
         resp
+    }
+
+    /// Whether the request carries a session that stands (an unreadable store counts as no).
+    async fn signed_in(&self, req: &Request<Body>) -> bool {
+        matches!(self.sessions.load(req.headers(), session::now()).await, Ok(Some(_)))
     }
 
     pub(super) async fn finish_sign_in(

@@ -216,6 +216,44 @@ async fn forged_or_unknown_state_is_refused_without_calling_logto() {
     assert_eq!(s.upstream.count(), 0);
 }
 
+/// A signed-in browser that comes back to a callback whose attempt is gone (Back into a finished sign-in, a second
+/// tab finishing after the first) lands on the app rather than on "Sign-in expired", and its code is not used; a
+/// browser without a session still gets the error page.
+#[tokio::test]
+async fn a_stale_callback_in_a_signed_in_browser_goes_to_the_app() {
+    let s = Stack::start().await;
+    let b = s.browser();
+    let (callback, _) = until_callback(&s, &b, "/first").await;
+    let done = b.client.get(&callback).send().await.unwrap();
+    assert_eq!(done.status(), StatusCode::FOUND);
+    assert_eq!(done.headers()["location"], format!("{}/first", s.gate.url()));
+    let exchanges = || s.idp.stats()["token_requests"].as_array().map(Vec::len);
+    let before = exchanges();
+    assert!(before.is_some_and(|n| n > 0));
+
+    let again = b
+        .client
+        .get(&callback)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::FOUND);
+    assert_eq!(again.headers()["location"], format!("{}/", s.gate.url()));
+    assert_eq!(exchanges(), before, "the code was not exchanged again");
+
+    let stranger = s.browser();
+    let refused = stranger
+        .client
+        .get(&callback)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert!(refused.text().await.unwrap().contains("Sign-in expired"));
+}
+
 #[tokio::test]
 async fn a_replayed_authorization_code_is_refused() {
     let s = Stack::start().await;
