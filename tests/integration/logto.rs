@@ -9,7 +9,6 @@ use base64::Engine;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::support::redis::Redis;
 use crate::support::*;
 
 const RESOURCE: &str = "https://api.example.com";
@@ -291,21 +290,11 @@ async fn signing_in_again_ends_the_previous_session() {
 /// The same with the Redis store: the old session is deleted from Redis, on every replica.
 #[tokio::test]
 async fn signing_in_again_deletes_the_previous_redis_session() {
-    if !have_tool(
-        "redis-server",
-        &["/usr/bin/redis-server", "/usr/local/bin/redis-server"],
-        "redis-server",
-    ) {
+    let Some((_redis, idp, _upstream, one, two)) =
+        replicas_on_redis(|url| format!("store = \"redis\"\nredis_url = \"{url}\"\nredis_key_prefix = \"t:\"")).await
+    else {
         return;
-    }
-    let redis = Redis::start().await;
-    let idp = Idp::start(IdpOptions::default());
-    let upstream = Upstream::start().await;
-    let session = format!(
-        "store = \"redis\"\nredis_url = \"{}\"\nredis_key_prefix = \"t:\"",
-        redis.url()
-    );
-    let (one, two) = BinaryGate::two_replicas(&idp, &upstream, &session).await;
+    };
     let b = Browser::new(&idp);
     b.sign_in(&one, "/").await;
     let old = b.gate_cookies(&one.url());
@@ -326,18 +315,11 @@ async fn signing_in_again_deletes_the_previous_redis_session() {
 /// replica, not only the one that saw the sign-out.
 #[tokio::test]
 async fn a_copied_cookie_is_refused_on_every_replica_after_sign_out() {
-    if !have_tool(
-        "redis-server",
-        &["/usr/bin/redis-server", "/usr/local/bin/redis-server"],
-        "redis-server",
-    ) {
+    let Some((_redis, idp, _upstream, one, two)) =
+        replicas_on_redis(|url| format!("redis_url = \"{url}\"\nredis_key_prefix = \"t:\"")).await
+    else {
         return;
-    }
-    let redis = Redis::start().await;
-    let idp = Idp::start(IdpOptions::default());
-    let upstream = Upstream::start().await;
-    let session = format!("redis_url = \"{}\"\nredis_key_prefix = \"t:\"", redis.url());
-    let (one, two) = BinaryGate::two_replicas(&idp, &upstream, &session).await;
+    };
     let b = Browser::new(&idp);
     b.sign_in(&one, "/").await;
     let copy = b.gate_cookies(&one.url());

@@ -424,21 +424,13 @@ async fn a_websocket_closes_when_its_session_is_signed_out() {
 /// With sessions in Redis, a sign-out on one replica closes the session's tunnels on another.
 #[tokio::test]
 async fn a_websocket_closes_on_every_replica_when_its_redis_session_ends() {
-    if !have_tool(
-        "redis-server",
-        &["/usr/bin/redis-server", "/usr/local/bin/redis-server"],
-        "redis-server",
-    ) {
+    let Some((_redis, idp, _upstream, one, two)) = replicas_on_redis(|url| {
+        format!("store = \"redis\"\nredis_url = \"{url}\"\nredis_key_prefix = \"t:\"\ntunnel_check_interval = \"1s\"")
+    })
+    .await
+    else {
         return;
-    }
-    let redis = crate::support::redis::Redis::start().await;
-    let idp = Idp::start(IdpOptions::default());
-    let upstream = Upstream::start().await;
-    let session = format!(
-        "store = \"redis\"\nredis_url = \"{}\"\nredis_key_prefix = \"t:\"\ntunnel_check_interval = \"1s\"",
-        redis.url()
-    );
-    let (one, two) = BinaryGate::two_replicas(&idp, &upstream, &session).await;
+    };
     let b = Browser::new(&idp);
     b.sign_in(&one, "/").await;
     let cookie = b.cookie(&one.url(), "logto_gate").expect("session cookie");

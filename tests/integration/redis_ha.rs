@@ -10,14 +10,6 @@ use reqwest::StatusCode;
 use crate::support::redis::{cluster, RedisNode};
 use crate::support::*;
 
-fn have_redis() -> bool {
-    have_tool(
-        "redis-server",
-        &["/usr/bin/redis-server", "/usr/local/bin/redis-server"],
-        "redis-server",
-    )
-}
-
 #[tokio::test]
 async fn a_redis_cluster_holds_sessions_for_every_replica() {
     if !have_redis() {

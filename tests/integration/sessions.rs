@@ -121,14 +121,6 @@ async fn a_revoked_grant_ends_the_session_cleanly() {
     assert!(nav.headers()["location"].to_str().unwrap().starts_with(&s.idp.issuer()));
 }
 
-fn have_redis() -> bool {
-    have_tool(
-        "redis-server",
-        &["/usr/bin/redis-server", "/usr/local/bin/redis-server"],
-        "redis-server",
-    )
-}
-
 /// Two gate processes (two replicas) sharing one Redis; the first is registered at the IdP with a back-channel URI.
 async fn redis_pair(idp: &Idp, upstream: &Upstream, redis: &Redis) -> (BinaryGate, BinaryGate) {
     let store = format!(

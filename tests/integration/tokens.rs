@@ -231,25 +231,13 @@ async fn a_stale_callback_in_a_signed_in_browser_goes_to_the_app() {
     let before = exchanges();
     assert!(before.is_some_and(|n| n > 0));
 
-    let again = b
-        .client
-        .get(&callback)
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    let back_to = |client: &reqwest::Client| client.get(&callback).header("accept", "text/html").send();
+    let again = back_to(&b.client).await.unwrap();
     assert_eq!(again.status(), StatusCode::FOUND);
     assert_eq!(again.headers()["location"], format!("{}/", s.gate.url()));
     assert_eq!(exchanges(), before, "the code was not exchanged again");
 
-    let stranger = s.browser();
-    let refused = stranger
-        .client
-        .get(&callback)
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    let refused = back_to(&s.browser().client).await.unwrap();
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     assert!(refused.text().await.unwrap().contains("Sign-in expired"));
 }

@@ -281,6 +281,30 @@ pub fn in_upstream(line: &'static str) -> impl FnOnce(String) -> String {
     move |t| t.replacen("[upstream]\n", &format!("[upstream]\n{line}\n"), 1)
 }
 
+/// Whether Debian's redis-server is here (if not, the test says what to install and passes).
+pub fn have_redis() -> bool {
+    have_tool(
+        "redis-server",
+        &["/usr/bin/redis-server", "/usr/local/bin/redis-server"],
+        "redis-server",
+    )
+}
+
+/// Two replicas ([`BinaryGate::two_replicas`]) sharing a fresh Redis, with the `[session]` lines `session` makes of
+/// its URL, and the IdP and app they use; `None` without redis-server.
+pub async fn replicas_on_redis(
+    session: impl FnOnce(&str) -> String,
+) -> Option<(redis::Redis, Idp, Upstream, BinaryGate, BinaryGate)> {
+    if !have_redis() {
+        return None;
+    }
+    let redis = redis::Redis::start().await;
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let (one, two) = BinaryGate::two_replicas(&idp, &upstream, &session(&redis.url())).await;
+    Some((redis, idp, upstream, one, two))
+}
+
 /// A TOML edit that adds `line` to the `[session]` section of the test template.
 pub fn in_session(line: &'static str) -> impl FnOnce(String) -> String {
     move |t| t.replacen("[session]\n", &format!("[session]\n{line}\n"), 1)
