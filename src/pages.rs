@@ -7,7 +7,7 @@ use http::{Response, StatusCode};
 
 use crate::body::{self, Body};
 
-/// A page to show: status, short title, a sentence for the person, and an optional link.
+/// A page to show: status, short title, a sentence for the person, an optional link and an optional button.
 #[derive(Debug, Clone)]
 pub struct Page {
     pub status: StatusCode,
@@ -16,6 +16,18 @@ pub struct Page {
     pub title: String,
     pub message: String,
     pub link: Option<(String, String)>,
+    /// A button that POSTs to a path of the gate's own, and the origin the answer to that POST redirects to: CSP
+    /// `form-action` governs the redirects after a form's submission too (CSP Level 3 §6.4.1), so the page allows
+    /// it besides `'self'`.
+    pub form: Option<Form>,
+}
+
+/// A [`Page`]'s button (see [`Page::with_form`]).
+#[derive(Debug, Clone)]
+pub struct Form {
+    pub action: String,
+    pub button: String,
+    pub then_to: String,
 }
 
 impl Page {
@@ -26,7 +38,18 @@ impl Page {
             title: title.to_owned(),
             message: message.into(),
             link: None,
+            form: None,
         }
+    }
+
+    /// A button (`id="confirm"`) that POSTs to `action`, whose answer may redirect to the origin `then_to`.
+    pub fn with_form(mut self, action: &str, button: &str, then_to: &str) -> Self {
+        self.form = Some(Form {
+            action: action.to_owned(),
+            button: button.to_owned(),
+            then_to: then_to.to_owned(),
+        });
+        self
     }
 
     pub fn with_link(mut self, href: impl Into<String>, text: impl Into<String>) -> Self {
@@ -53,12 +76,23 @@ impl Page {
             .as_ref()
             .map(|(href, text)| format!("<p><a href=\"{}\">{}</a></p>", escape_html(href), escape_html(text)))
             .unwrap_or_default();
+        let form = self
+            .form
+            .as_ref()
+            .map(|f| {
+                format!(
+                    "<form method=\"post\" action=\"{}\"><button id=\"confirm\" type=\"submit\">{}</button></form>",
+                    escape_html(&f.action),
+                    escape_html(&f.button)
+                )
+            })
+            .unwrap_or_default();
         let page = format!(
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
              <title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:36em;\
              margin:4em auto;padding:0 1em;color:#222}}h1{{font-size:1.4em}}.status{{color:#888}}</style>\
-             </head><body><h1>{title}</h1><p>{message}</p>{link}\
+             </head><body><h1>{title}</h1><p>{message}</p>{form}{link}\
              <p class=\"status\">{status} · logto-gate</p></body></html>\n",
             title = escape_html(&self.title),
             message = escape_html(&self.message),
@@ -71,45 +105,22 @@ impl Page {
             HeaderValue::from_static("text/html; charset=utf-8"),
         );
         harden(&mut resp);
+        if let Some(f) = &self.form {
+            match HeaderValue::from_str(&format!("{CSP} {}", f.then_to)) {
+                Ok(v) => {
+                    resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+                }
+                // An origin that cannot be a field value: the page keeps `form-action 'self'` (the POST still does
+                // its work; the browser then refuses the redirect onward).
+                Err(_) => tracing::warn!("a page cannot allow its form to go on to {:?}", f.then_to),
+            }
+        }
         resp
     }
 }
 
-/// A page asking the person to confirm an action with a button that POSTs to `action` (a path of the gate's own).
-/// `then_to` is the origin the POST's answer redirects to: CSP `form-action` governs the redirects after a form's
-/// submission too (CSP Level 3 §6.4.1), so it is allowed besides `'self'`.
-pub fn confirm(title: &str, message: &str, action: &str, button: &str, then_to: &str) -> Response<Body> {
-    let page = format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:36em;\
-         margin:4em auto;padding:0 1em;color:#222}}h1{{font-size:1.4em}}</style>\
-         </head><body><h1>{title}</h1><p>{message}</p>\
-         <form method=\"post\" action=\"{action}\"><button id=\"confirm\" type=\"submit\">{button}</button></form>\
-         </body></html>\n",
-        title = escape_html(title),
-        message = escape_html(message),
-        action = escape_html(action),
-        button = escape_html(button),
-    );
-    let mut resp = Response::new(body::full(page));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    harden(&mut resp);
-    let csp =
-        format!("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self' {then_to}");
-    match HeaderValue::from_str(&csp) {
-        Ok(v) => {
-            resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
-        }
-        // An origin that cannot be a field value: the page keeps `form-action 'self'` (the POST still ends the
-        // gate's session; the browser then refuses the redirect onward).
-        Err(_) => tracing::warn!("the confirmation page cannot allow its form to go on to {then_to:?}"),
-    }
-    resp
-}
+/// The gate's own pages run no script, load nothing, cannot be framed and submit forms only to the gate.
+const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'";
 
 /// A JSON response with the gate's hardening headers.
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
@@ -165,12 +176,7 @@ pub fn harden(resp: &mut Response<Body>) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
-        ),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
 }
 

@@ -461,13 +461,14 @@ impl Gate {
         let then_to = url::Url::parse(&end_session)
             .map(|u| u.origin().ascii_serialization())
             .unwrap_or_default();
-        pages::confirm(
+        Page::new(
+            StatusCode::OK,
+            "confirm_sign_out",
             "Sign out?",
             "Another site sent you here to sign you out. Sign out only if you meant to.",
-            paths::SIGN_OUT,
-            "Sign out",
-            &then_to,
         )
+        .with_form(paths::SIGN_OUT, "Sign out", &then_to)
+        .render(true)
     }
 
     /// `/_logto/userinfo`: the signed-in identity as JSON, 401 without a session.
