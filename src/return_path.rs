@@ -5,14 +5,16 @@
 //! origin. Anything that a browser could read as another host (`//evil`, `/\evil`, whose backslash browsers treat as
 //! a slash, `https://evil`, `http:evil`), anything with control characters or white space (browsers strip tabs and
 //! newlines from URLs, turning `/\t/evil` into `//evil`), and a path (not a query) with encoded slashes or
-//! backslashes falls back to `/`. The gate then prefixes the path with `server.public_url`, so even a mistake here
-//! cannot leave the origin.
+//! backslashes falls back to `/`. A return path over [`MAX_LEN`] keeps only its path. The gate then prefixes the
+//! path with `server.public_url`, so even a mistake here cannot leave the origin.
 
 /// A validated same-origin path (with its query), starting with a single `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReturnPath(String);
 
-/// The longest return path kept; longer ones fall back to `/` (they would not fit the attempt cookie).
+/// The longest return path kept whole. A longer one keeps only its path (a dashboard's long query of panes and
+/// filters is dropped, the dashboard stays), or falls back to `/` when the path alone is longer still: the attempt
+/// cookie must stay small, since a browser restoring many tabs sends every attempt's cookie at once.
 pub const MAX_LEN: usize = 2048;
 
 impl ReturnPath {
@@ -24,10 +26,9 @@ impl ReturnPath {
     /// Validates `candidate` (already percent-decoded once, as a query parameter value is); anything doubtful
     /// becomes `/`.
     pub fn parse_or_root(candidate: &str) -> Self {
-        if is_safe(candidate) {
-            ReturnPath(candidate.to_owned())
-        } else {
-            Self::root()
+        match kept(candidate) {
+            Some(kept) => ReturnPath(kept.to_owned()),
+            None => Self::root(),
         }
     }
 
@@ -67,9 +68,9 @@ impl ReturnPath {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_owned(),
         };
-        if !is_safe(&path) {
+        let Some(path) = kept(&path) else {
             return same_origin;
-        }
+        };
         let authority = match url.port() {
             Some(port) => format!("{host}:{port}"),
             None => host.to_owned(),
@@ -84,6 +85,18 @@ impl ReturnPath {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// What is kept of a path with its query: all of it when it is safe, only the path when the whole is too long but
+/// safe without its query (the query's content never matters then, it is not kept), otherwise nothing.
+fn kept(p: &str) -> Option<&str> {
+    if is_safe(p) {
+        return Some(p);
+    }
+    match p.split_once('?') {
+        Some((path, _)) if p.len() > MAX_LEN && is_safe(path) => Some(path),
+        _ => None,
     }
 }
 
@@ -217,5 +230,37 @@ mod tests {
     fn overlong_paths_fall_back() {
         let long = format!("/{}", "a".repeat(MAX_LEN));
         assert_eq!(ReturnPath::parse_or_root(&long).as_str(), "/");
+        assert_eq!(ReturnPath::parse_or_root(&format!("{long}?q=1")).as_str(), "/");
+    }
+
+    #[test]
+    fn an_overlong_query_is_dropped_and_its_path_kept() {
+        let query = format!("panes={}", "%7B%22a%22%3A1%7D".repeat(200));
+        let kept = ReturnPath::parse_or_root(&format!("/explore?{query}"));
+        assert_eq!(kept.as_str(), "/explore");
+        // Exactly at the limit, the query stays.
+        let at_limit = format!("/e?{}", "q".repeat(MAX_LEN - 3));
+        assert_eq!(ReturnPath::parse_or_root(&at_limit).as_str(), at_limit);
+        // The path is held to the same rules: an overlong query never lets a bad path through.
+        for bad in [
+            "//evil.example",
+            "/%2F%2Fevil.example",
+            "/a\\b",
+            "https://evil.example/",
+        ] {
+            assert_eq!(
+                ReturnPath::parse_or_root(&format!("{bad}?{query}")).as_str(),
+                "/",
+                "{bad}"
+            );
+        }
+        // A short query with something refused in it is not "shortened" into acceptance.
+        assert_eq!(ReturnPath::parse_or_root("/a?q=%0d%0a").as_str(), "/");
+        let allowed = |h: &str| h == "grafana.example.com";
+        let absolute = format!("https://grafana.example.com/explore?{query}");
+        assert_eq!(
+            ReturnPath::parse_for_hosts(&absolute, "https://auth.example.com", allowed).as_str(),
+            "https://grafana.example.com/explore"
+        );
     }
 }

@@ -62,14 +62,22 @@ pub fn session_cookie(data: &[u8]) {
     }
 }
 
-/// The return path after sign-in: whatever comes in, what goes out is a same-origin path.
+/// The return path after sign-in: whatever comes in, what goes out is a same-origin path, no longer than the
+/// limit, and (from a path) either the whole of it, its path without the query, or `/`.
 pub fn return_path(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
+    let kept = ReturnPath::parse_or_root(text);
+    let kept = kept.as_str();
+    assert!(
+        kept == "/" || kept == text || text.split_once('?').is_some_and(|(path, _)| path == kept),
+        "{text:?} became {kept:?}"
+    );
     for p in [
         ReturnPath::parse_or_root(text),
         ReturnPath::parse_same_origin_or_root(text, "https://app.example.com"),
     ] {
         let s = p.as_str();
+        assert!(s.len() <= logto_gate::return_path::MAX_LEN, "{} bytes", s.len());
         assert!(s.starts_with('/'), "{s:?}");
         assert!(!s.starts_with("//") && !s.starts_with("/\\"), "{s:?}");
         assert!(s.bytes().all(|b| b.is_ascii_graphic()), "{s:?}");

@@ -169,3 +169,26 @@ async fn a_deep_link_with_encoded_characters_in_its_query_comes_back_whole() {
         );
     }
 }
+
+/// A deep link too long to keep whole (a dashboard whose query holds its panes and filters) comes back to its path
+/// after sign-in, without the query, rather than to the app's root; so does the same link given to
+/// `/_logto/sign-in?redirect=`.
+#[tokio::test]
+async fn an_overlong_deep_link_comes_back_to_its_path() {
+    let s = Stack::start().await;
+    let query = format!("orgId=1&panes={}", "%7B%22expr%22%3A%22rate%28x%29%22%7D".repeat(80));
+    let target = format!("/explore?{query}");
+    assert!(target.len() > 2048);
+    let b = s.browser();
+    let (hops, resp) = b.navigate(&format!("{}{target}", s.gate.url())).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}");
+    assert_eq!(hops.last().unwrap().url, format!("{}/explore", s.gate.url()));
+    assert_eq!(s.upstream.last().path, "/explore");
+
+    let b = s.browser();
+    let enc: String = url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
+    let (hops, _) = b
+        .navigate(&format!("{}/_logto/sign-in?redirect={enc}", s.gate.url()))
+        .await;
+    assert_eq!(hops.last().unwrap().url, format!("{}/explore", s.gate.url()));
+}
