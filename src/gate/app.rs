@@ -114,14 +114,7 @@ impl Gate {
             };
             let client_upgrade = upgrading.then(|| ClientUpgrade {
                 on: hyper::upgrade::on(&mut *req),
-                until_signed_out: match &principal {
-                    Some(Principal::Session(current)) => Some(Box::pin(session::store::until_ended(
-                        std::sync::Arc::clone(&self.sessions),
-                        current.clone(),
-                        self.config.session.tunnel_check_interval,
-                    ))),
-                    _ => None,
-                },
+                until_signed_out: principal.as_ref().and_then(|p| self.tunnel_end(p)),
             });
             if let Some(path) = &new_path {
                 *req.uri_mut() = with_path(req.uri(), path)?;

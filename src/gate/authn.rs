@@ -10,6 +10,7 @@ use crate::error::{ClientError, GateError};
 use crate::oidc::TokenError;
 use crate::pages::{self, Page};
 use crate::policy;
+use crate::proxy::SignedOut;
 use crate::return_path::ReturnPath;
 use crate::routes::paths;
 use crate::session::store::SaveError;
@@ -64,6 +65,26 @@ impl Principal {
 }
 
 impl Gate {
+    /// When a WebSocket tunnel `principal` opens must close ([`crate::proxy::ClientUpgrade::until_signed_out`]): a
+    /// session's once it no longer stands (signed out, logged out by Logto, past its lifetime), checked every
+    /// `session.tunnel_check_interval`; a bearer token's once it expires (its `exp` and `logto.clock_leeway`, the
+    /// same instant from which it would no longer be accepted). A bearer token cannot be revoked, so its expiry
+    /// is all there is to wait for.
+    pub(super) fn tunnel_end(&self, principal: &Principal) -> Option<SignedOut> {
+        match principal {
+            Principal::Session(current) => Some(Box::pin(session::store::until_ended(
+                std::sync::Arc::clone(&self.sessions),
+                current.clone(),
+                self.config.session.tunnel_check_interval,
+            ))),
+            Principal::Bearer(claims) => {
+                let ends = crate::oidc::jwt::expires_at(claims)?.saturating_add(self.config.logto.clock_leeway);
+                let left = ends.saturating_sub(session::now());
+                Some(Box::pin(tokio::time::sleep(std::time::Duration::from_secs(left))))
+            }
+        }
+    }
+
     /// Phase 2: a verified bearer token (when `logto.resources` is set and the request carries one), else the
     /// session. A bearer token that does not verify is an error, never a fall-back to the cookie. A session near
     /// token expiry is refreshed (phase 2c); `decided` receives what must be set on the response, and who the request

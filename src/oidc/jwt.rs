@@ -225,6 +225,11 @@ pub struct IdTokenExpectations<'a> {
     pub leeway: u64,
 }
 
+/// A verified token's `exp` (seconds since the epoch, RFC 7519 §4.1.4), if it has a valid one.
+pub fn expires_at(claims: &Map<String, Value>) -> Option<u64> {
+    number(claims, "exp").ok().flatten()
+}
+
 fn number(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, JwtError> {
     match claims.get(name) {
         None | Some(Value::Null) => Ok(None),

@@ -367,8 +367,8 @@ pub type SignedOut = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Se
 /// The client side of a protocol switch (see [`Forwarder::forward`]).
 pub struct ClientUpgrade {
     pub on: OnUpgrade,
-    /// Completes once the sign-in that let the tunnel open no longer stands (signed out, logged out, past its
-    /// lifetime); the tunnel is closed then. `None`: a public route's tunnel, or one a bearer token opened.
+    /// Completes once the sign-in that let the tunnel open no longer stands (a session signed out, logged out or
+    /// past its lifetime; a bearer token expired); the tunnel is closed then. `None`: a public route's tunnel.
     pub until_signed_out: Option<SignedOut>,
 }
 
@@ -420,7 +420,7 @@ async fn splice(
                 return;
             }
             () = &mut signed_out => {
-                tracing::info!("closing an upgraded connection: the session that opened it has ended");
+                tracing::info!("closing an upgraded connection: the sign-in that opened it has ended");
                 return;
             }
             _ = tick.tick() => {

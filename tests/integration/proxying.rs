@@ -14,10 +14,17 @@ type Tunnel = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStre
 
 /// A WebSocket through the gate at `/ws` with the session `cookie`, and the handshake's answer.
 async fn open_tunnel(port: u16, cookie: &str) -> (Tunnel, tokio_tungstenite::tungstenite::handshake::client::Response) {
+    open_tunnel_with(port, "cookie", &format!("logto_gate={cookie}")).await
+}
+
+/// A WebSocket through the gate at `/ws` whose handshake carries `name: value`.
+async fn open_tunnel_with(
+    port: u16,
+    name: &'static str,
+    value: &str,
+) -> (Tunnel, tokio_tungstenite::tungstenite::handshake::client::Response) {
     let mut request = format!("ws://127.0.0.1:{port}/ws").into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("cookie", format!("logto_gate={cookie}").parse().unwrap());
+    request.headers_mut().insert(name, value.parse().unwrap());
     tokio_tungstenite::connect_async(request)
         .await
         .expect("websocket through the gate")
@@ -419,6 +426,41 @@ async fn a_websocket_closes_when_its_session_is_signed_out() {
         .unwrap();
     assert_eq!(logout.status(), StatusCode::OK);
     closed_by_the_gate(&mut stays, std::time::Duration::from_secs(10)).await;
+}
+
+/// A WebSocket tunnel an API client opened with a Logto access token lives no longer than the token: it closes once
+/// the token expires (its `exp` plus `logto.clock_leeway`), while a tunnel whose token is still valid goes on. A
+/// JWT cannot be revoked, so without this a token stolen or meant to last minutes kept a stream open for good.
+#[tokio::test]
+async fn a_websocket_opened_with_a_bearer_token_closes_when_the_token_expires() {
+    const RESOURCE: &str = "https://api.example.com";
+    let s = Stack::edited(
+        IdpOptions {
+            resources: Some(serde_json::json!({ RESOURCE: { "scopes": ["read"] } })),
+            ..Default::default()
+        },
+        &format!("resources = [\"{RESOURCE}\"]\nclock_leeway = \"1s\""),
+        "",
+        |t| t,
+    )
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = |exp: u64| {
+        s.idp.sign(
+            serde_json::json!({"iss": s.idp.issuer(), "aud": RESOURCE, "sub": "u_service01", "client_id": "m2m",
+                "scope": "read", "iat": now, "exp": exp}),
+            serde_json::json!({}),
+        )
+    };
+    let bearer = |t: String| format!("Bearer {t}");
+    let (mut short, _) = open_tunnel_with(s.gate.port, "authorization", &bearer(token(now + 2))).await;
+    let (mut long, _) = open_tunnel_with(s.gate.port, "authorization", &bearer(token(now + 300))).await;
+    echo(&mut short, "before", std::time::Duration::from_secs(10)).await;
+    closed_by_the_gate(&mut short, std::time::Duration::from_secs(10)).await;
+    echo(&mut long, "still here", std::time::Duration::from_secs(10)).await;
 }
 
 /// With sessions in Redis, a sign-out on one replica closes the session's tunnels on another.
