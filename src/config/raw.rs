@@ -159,7 +159,8 @@ pub(super) struct RawLog {
     pub(super) format: Option<String>,
 }
 
-/// Accepts a TOML array of strings, or (from the environment) one string separated by commas or spaces.
+/// Accepts a TOML array of strings, or (from the environment) one string: a JSON array (`["a", "b"]`, what
+/// Helm's `toJson` writes), the same without quotes (`[a, b]`), or items separated by commas or spaces (`a,b`).
 fn list_of_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -167,14 +168,31 @@ fn list_of_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>
         One(String),
         Many(Vec<String>),
     }
-    Ok(match Option::<OneOrMany>::deserialize(d)? {
-        None => None,
-        Some(OneOrMany::Many(v)) => Some(v),
-        Some(OneOrMany::One(s)) => Some(
-            s.split(|c: char| c == ',' || c.is_whitespace())
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        ),
-    })
+    match Option::<OneOrMany>::deserialize(d)? {
+        None => Ok(None),
+        Some(OneOrMany::Many(v)) => Ok(Some(v)),
+        Some(OneOrMany::One(s)) => list_from_text(&s).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// One environment value as a list (see [`list_of_strings`]).
+pub(super) fn list_from_text(text: &str) -> Result<Vec<String>, String> {
+    let split = |s: &str| -> Vec<String> {
+        s.split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let trimmed = text.trim();
+    let refused = |why: String| format!("`{text}` is {why}; write a list as a,b or [a, b] or [\"a\", \"b\"]");
+    let Some(inner) = trimmed.strip_prefix('[').and_then(|t| t.strip_suffix(']')) else {
+        if trimmed.starts_with('[') || trimmed.ends_with(']') {
+            return Err(refused("a list with one bracket".to_owned()));
+        }
+        return Ok(split(trimmed));
+    };
+    if !inner.contains(['"', '\'']) {
+        return Ok(split(inner));
+    }
+    serde_json::from_str::<Vec<String>>(trimmed).map_err(|e| refused(format!("not a JSON array of strings ({e})")))
 }

@@ -114,6 +114,35 @@ fn env_value_that_looks_like_a_number_stays_a_string() {
     );
 }
 
+/// A list from the environment may be written as JSON (what Helm's `toJson` gives), as `[a, b]` or as `a,b`; a
+/// broken JSON list is refused with the variable named and the forms that work.
+#[test]
+fn env_lists_are_read_in_every_common_form() {
+    for text in [
+        r#"["email", "roles"]"#,
+        "[email, roles]",
+        "email,roles",
+        "email roles",
+        r#" [ "email","roles" ] "#,
+    ] {
+        let env = vec![("LOGTO_GATE_LOGTO__SCOPES".to_owned(), text.to_owned())];
+        let c = Config::from_toml_str(MINIMAL, env).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(
+            c.logto.scopes,
+            vec!["openid", "profile", "offline_access", "email", "roles"],
+            "{text}"
+        );
+    }
+    let env = vec![("LOGTO_GATE_SERVER__TRUSTED_PROXIES".to_owned(), "[]".to_owned())];
+    assert!(Config::from_toml_str(MINIMAL, env).is_ok());
+    for broken in [r#"["email", 1]"#, r#"["email""#, "['email', 'roles']"] {
+        let env = vec![("LOGTO_GATE_LOGTO__SCOPES".to_owned(), broken.to_owned())];
+        let err = Config::from_toml_str(MINIMAL, env).expect_err(broken).to_string();
+        assert!(err.contains("LOGTO_GATE_LOGTO__SCOPES"), "{err}");
+        assert!(err.contains("a,b or [a, b]"), "{err}");
+    }
+}
+
 #[test]
 fn wrong_type_names_the_key() {
     let toml = MINIMAL.replace("app_id = \"app\"", "app_id = [1]");

@@ -121,6 +121,40 @@ async fn environment_overrides_the_file_and_numeric_looking_values_stay_strings(
     assert_eq!(upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
 }
 
+/// A list in the environment written as JSON, as Helm's `toJson` writes it, configures the running gate: the
+/// trusted proxy it names has its `X-Forwarded-For` kept. Before, the brackets and quotes became part of the first
+/// and last items and the gate refused to start.
+#[tokio::test]
+async fn a_list_in_the_environment_may_be_json() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    idp.register_client(APP_ID, APP_SECRET, &public);
+    let dir = tempfile::tempdir().unwrap();
+    let toml = gate_toml(&public, &upstream.url(), &idp.endpoint(), "", "")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let path = write_config(&dir, &toml);
+    let _gate = spawn_ready(
+        port,
+        &path,
+        &[
+            ("LOGTO_GATE_SERVER__TRUSTED_PROXIES", r#"["10.0.0.0/8", "127.0.0.1/32"]"#),
+            ("LOGTO_GATE_ACCESS__ALLOW", "public"),
+        ],
+    )
+    .await;
+    let resp = plain()
+        .get(format!("{public}/behind-a-proxy"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let forwarded = upstream.last().header("x-forwarded-for").map(str::to_owned);
+    assert_eq!(forwarded.as_deref(), Some("203.0.113.9, 127.0.0.1"));
+}
+
 #[tokio::test]
 async fn secrets_can_come_from_files() {
     let idp = Idp::start(IdpOptions::default());
