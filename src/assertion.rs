@@ -21,7 +21,7 @@ use crate::config::AssertionConfig;
 /// The header carrying the assertion.
 pub const HEADER: &str = "x-logto-gate-assertion";
 
-/// Claims copied from the session into the assertion when present.
+/// Claims copied from the session into the assertion when present (`email` only when not marked unverified).
 const COPIED_CLAIMS: [&str; 5] = ["sub", "email", "username", "roles", "organizations"];
 
 pub struct AssertionSigner {
@@ -95,6 +95,9 @@ impl AssertionSigner {
         payload.insert("iss".into(), Value::String(self.issuer.clone()));
         payload.insert("aud".into(), Value::String(self.audience.clone()));
         for name in COPIED_CLAIMS {
+            if name == "email" && crate::identity::email_unverified(claims) {
+                continue;
+            }
             if let Some(v) = claims.get(name).filter(|v| !v.is_null()) {
                 payload.insert(name.into(), v.clone());
             }

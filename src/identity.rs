@@ -26,6 +26,11 @@ impl ClaimPath {
         Ok(ClaimPath { segments })
     }
 
+    /// True for the top-level `email` claim, which is passed on only when verified ([`email_unverified`]).
+    fn is_email(&self) -> bool {
+        matches!(self.segments.as_slice(), [only] if only == "email")
+    }
+
     /// The top-level claim this path reads (kept in the session).
     pub fn root(&self) -> &str {
         self.segments.first().map(String::as_str).unwrap_or("")
@@ -49,6 +54,14 @@ impl std::fmt::Display for ClaimPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.segments.join("."))
     }
+}
+
+/// Whether `claims` say their email is not verified (`email_verified: false`, OpenID Connect Core 1.0 §5.1). Such an
+/// email is never passed on (identity headers, forward-auth answers, the assertion): an app that keys accounts by
+/// email would take anyone's word for someone else's address. As oauth2-proxy does, a missing `email_verified`
+/// does not count against the email.
+pub fn email_unverified(claims: &Map<String, Value>) -> bool {
+    claims.get("email_verified").and_then(Value::as_bool) == Some(false)
 }
 
 /// A copy of `claims` holding only the values at `paths` (nested objects kept along each path), with `null`s
@@ -228,6 +241,7 @@ impl IdentityHeaders {
     pub fn render(mapping: &[(HeaderName, ClaimPath)], claims: &Map<String, Value>) -> Self {
         let fields: Vec<(HeaderName, HeaderValue)> = mapping
             .iter()
+            .filter(|(_, path)| !(path.is_email() && email_unverified(claims)))
             .filter_map(|(name, path)| Some((name.clone(), path.lookup(claims).and_then(header_value)?)))
             .collect();
         let mut block = Vec::new();

@@ -100,6 +100,9 @@ impl Gate {
                 ("x-auth-request-preferred-username", "username"),
                 ("x-auth-request-groups", "roles"),
             ] {
+                if claim == "email" && identity::email_unverified(claims) {
+                    continue;
+                }
                 if let Some(v) = claims.get(claim).and_then(identity::header_value) {
                     headers.insert(http::HeaderName::from_static(name), v);
                 }

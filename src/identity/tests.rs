@@ -137,3 +137,20 @@ fn bad_claim_paths_are_refused() {
     assert!(ClaimPath::parse("a..b").is_err());
     assert!(ClaimPath::parse(".a").is_err());
 }
+
+#[test]
+fn an_unverified_email_renders_no_header_and_a_verified_or_unmarked_one_does() {
+    let mapping = vec![
+        (HeaderName::from_static("x-email"), ClaimPath::parse("email").unwrap()),
+        (HeaderName::from_static("x-user"), ClaimPath::parse("sub").unwrap()),
+    ];
+    for (verified, sent) in [(json!(false), false), (json!(true), true), (Value::Null, true)] {
+        let Value::Object(c) = json!({"sub": "u1", "email": "a@example.com", "email_verified": verified}) else {
+            unreachable!()
+        };
+        let mut headers = HeaderMap::new();
+        IdentityHeaders::render(&mapping, &c).insert_into(&mut headers);
+        assert_eq!(headers.contains_key("x-email"), sent, "{verified}");
+        assert_eq!(headers["x-user"], "u1");
+    }
+}

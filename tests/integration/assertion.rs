@@ -99,3 +99,32 @@ async fn replicas_sharing_a_key_file_publish_the_same_key() {
         404
     );
 }
+
+/// An email Logto marks unverified (`email_verified: false`) is never passed on: not as `X-Forwarded-Email`, not in
+/// the forward-auth answer's `X-Auth-Request-Email`, not in the assertion. An app that keys its accounts by email
+/// (Grafana's auth proxy with `header_property = email`, many legacy apps) would otherwise take the word of anyone
+/// who typed someone else's address. A verified email passes as before.
+#[tokio::test]
+async fn an_unverified_email_is_never_passed_on() {
+    let s = Stack::with("", ASSERTION).await;
+    let keys = jwks(&s.gate).await;
+    for (user, email) in [("alice", Some("alice@example.com")), ("bob", None)] {
+        let b = s.browser();
+        b.login_as(user);
+        b.sign_in(&s.gate, "/").await;
+        b.get(format!("{}/whoami", s.gate.url())).await;
+        let seen = s.upstream.last();
+        assert!(seen.header("x-forwarded-user").is_some(), "{user} is signed in");
+        assert_eq!(seen.header("x-forwarded-email"), email, "{user}");
+        let token = seen.header("x-logto-gate-assertion").unwrap().to_owned();
+        let claims = UnverifiedJwt::parse(&token).unwrap().verify(&keys).unwrap();
+        assert_eq!(claims.get("email").and_then(Value::as_str), email, "{user}");
+
+        let auth = b.get(format!("{}/_logto/auth", s.gate.url())).await;
+        assert_eq!(auth.status(), StatusCode::ACCEPTED);
+        let header = |name: &str| auth.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+        assert!(header("x-auth-request-user").is_some());
+        assert_eq!(header("x-auth-request-email").as_deref(), email, "{user}");
+        assert_eq!(header("x-forwarded-email").as_deref(), email, "{user}");
+    }
+}

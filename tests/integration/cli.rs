@@ -139,7 +139,10 @@ async fn a_list_in_the_environment_may_be_json() {
         port,
         &path,
         &[
-            ("LOGTO_GATE_SERVER__TRUSTED_PROXIES", r#"["10.0.0.0/8", "127.0.0.1/32"]"#),
+            (
+                "LOGTO_GATE_SERVER__TRUSTED_PROXIES",
+                r#"["10.0.0.0/8", "127.0.0.1/32"]"#,
+            ),
             ("LOGTO_GATE_ACCESS__ALLOW", "public"),
         ],
     )
