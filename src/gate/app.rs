@@ -13,7 +13,7 @@ use crate::http1::hop;
 use crate::identity;
 use crate::policy::{self, Decision};
 use crate::proxy::trusted::is_trusted;
-use crate::proxy::{forwarded, Added, ClientUpgrade};
+use crate::proxy::{forwarded, Added, ClientUpgrade, OwnAddress};
 use crate::session;
 
 use super::authn::{authorize, Principal, MACHINE_HEADER};
@@ -160,14 +160,16 @@ impl Gate {
                 )
                 .await?;
             // 6. respond
-            self.drop_gate_cookies_set_upstream(&mut resp);
+            self.edit_upstream_answer(&mut resp, self.forwarders[route].own_address());
             Ok(resp)
         }
     }
 
-    /// Removes the upstream's `Set-Cookie` fields for cookies the gate owns (the session cookie, its chunks, the
-    /// sign-in attempt cookies), with a warning: only the gate sets or clears those; on both client paths.
-    pub(super) fn drop_gate_cookies_set_upstream(&self, resp: &mut Response<Body>) {
+    /// The upstream's answer as the browser may see it, on both client paths, in one pass over its fields:
+    /// `Set-Cookie` fields for cookies the gate owns (the session cookie, its chunks, the sign-in attempt cookies)
+    /// removed, with a warning, since only the gate sets or clears those; `Location` and `Refresh` naming the
+    /// upstream's own address made paths on the gate ([`OwnAddress`]).
+    pub(super) fn edit_upstream_answer(&self, resp: &mut Response<Body>, own: &OwnAddress) {
         let codec = self.sessions.codec();
         let owned = |value: &[u8]| match codec.gate_cookie_set_by(value) {
             Some(name) => {
@@ -179,7 +181,29 @@ impl Gate {
             }
             None => false,
         };
-        crate::body::retain_response_fields(resp, |name, value| name != header::SET_COOKIE || !owned(value));
+        let mut rewritten: Vec<(http::HeaderName, HeaderValue)> = Vec::new();
+        crate::body::retain_response_fields(resp, |name, value| {
+            if name == header::SET_COOKIE {
+                return !owned(value);
+            }
+            let new = if name == header::LOCATION {
+                own.location(value)
+            } else if name == header::REFRESH {
+                own.refresh(value)
+            } else {
+                return true;
+            };
+            match new {
+                Some(new) => {
+                    rewritten.push((name.clone(), new));
+                    false
+                }
+                None => true,
+            }
+        });
+        for (name, value) in rewritten {
+            resp.headers_mut().append(name, value);
+        }
     }
 
     /// Phase 1c: what the rules say of a request whose path is `normalised`. They decide on the path a servlet

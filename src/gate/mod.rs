@@ -140,7 +140,7 @@ impl Gate {
             .iter()
             .map(|r| {
                 Forwarder::new(
-                    &r.upstream,
+                    r,
                     Arc::clone(&metrics),
                     config.server.workers,
                     config.server.idle_timeout,

@@ -6,6 +6,7 @@
 //! hyper's pooled client.
 
 pub(crate) mod forwarded;
+mod own_address;
 pub mod trusted;
 mod tunnel;
 
@@ -23,13 +24,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use crate::activity::{Activity, ActivityIo, IdleCheck};
 use crate::body::paced::{BodyStalled, ClientGone};
 use crate::body::{self, Body};
-use crate::config::UpstreamConfig;
+use crate::config::UpstreamRoute;
 use crate::error::error_chain;
 use crate::error::{ClientError, GateError, UpstreamError};
 use crate::http1::client::{self, ExtraFields};
 use crate::http1::hop;
 use crate::identity::IdentityHeaders;
 use crate::metrics::Metrics;
+pub(crate) use own_address::OwnAddress;
 
 /// Headers the gate adds to a request for the app that are not in its header map yet (none of their names is):
 /// hyper's path inserts them, the lean client writes them straight into the request head, pre-rendered where they
@@ -88,17 +90,20 @@ pub struct Forwarder {
     /// A spliced upgrade (WebSocket tunnel) moving no bytes either way for this long is closed.
     tunnel_idle_timeout: Duration,
     metrics: Arc<Metrics>,
+    own_address: OwnAddress,
 }
 
 impl Forwarder {
-    /// A forwarder for `workers` connection workers; tunnels idle for `tunnel_idle_timeout` are closed.
+    /// A forwarder to `route`'s upstream for `workers` connection workers; tunnels idle for `tunnel_idle_timeout`
+    /// are closed.
     pub fn new(
-        config: &UpstreamConfig,
+        route: &UpstreamRoute,
         metrics: Arc<Metrics>,
         workers: usize,
         tunnel_idle_timeout: Duration,
         replaced_response_fields: &[http::HeaderName],
     ) -> Result<Self, String> {
+        let config = &route.upstream;
         let connector = crate::connector::https_or_http_trusting(config.connect_timeout, &config.tls_roots)?;
         let clients = (0..workers.max(1))
             .map(|_| {
@@ -132,7 +137,13 @@ impl Forwarder {
             response_timeout: config.response_timeout,
             tunnel_idle_timeout,
             metrics,
+            own_address: OwnAddress::new(&config.url, &config.base_path, &route.prefix, route.strip_prefix),
         })
+    }
+
+    /// How the upstream names itself, and where that is on the gate ([`own_address`]).
+    pub(crate) fn own_address(&self) -> &OwnAddress {
+        &self.own_address
     }
 
     /// The current worker's client.

@@ -248,3 +248,74 @@ async fn https_upstream(cert: &std::path::Path, key: &std::path::Path) -> u16 {
     });
     port
 }
+
+/// An app that builds absolute URLs from `Host` (the gate sends the upstream's own host unless
+/// `upstream.preserve_host`) redirects to its own address; the browser gets a path on the gate instead, as nginx's
+/// `proxy_redirect default` does: in `Location` and `Refresh`, through the lean client (`GET`) and hyper's (`POST`),
+/// with a route's stripped prefix and its upstream's base path mapped back. An address that would read as another
+/// host once shortened (`//evil.example`) is left alone, and so is any other URL.
+#[tokio::test]
+async fn an_apps_redirect_to_its_own_address_comes_back_as_a_path_on_the_gate() {
+    let idp = Idp::start(IdpOptions::default());
+    let (default, grafana) = (Upstream::start().await, Upstream::start().await);
+    let routes = format!(
+        "[[upstreams]]\nprefix = \"/grafana\"\nstrip_prefix = true\nurl = \"{}/base\"\n",
+        grafana.url()
+    );
+    let gate = TestGate::start(&idp, &default.url(), "", &routes).await;
+    let alice = Browser::new(&idp);
+    alice.sign_in(&gate, "/").await;
+    let cookie = alice.cookie(&gate.url(), "logto_gate").unwrap();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let own = |app: &Upstream| app.url().trim_start_matches("http://").to_owned();
+    for (method, path, to, location) in [
+        (
+            "GET",
+            "/self-redirect",
+            "/login?next=%2Fx",
+            "/login?next=%2Fx".to_owned(),
+        ),
+        ("POST", "/self-redirect", "/saved", "/saved".to_owned()),
+        (
+            "GET",
+            "/grafana/self-redirect",
+            "/base/login",
+            "/grafana/login".to_owned(),
+        ),
+        (
+            "GET",
+            "/grafana/self-redirect",
+            "/elsewhere",
+            format!("http://{}/elsewhere", own(&grafana)),
+        ),
+        (
+            "GET",
+            "/self-redirect",
+            "//evil.example/",
+            format!("http://{}//evil.example/", own(&default)),
+        ),
+    ] {
+        let enc: String = url::form_urlencoded::byte_serialize(to.as_bytes()).collect();
+        let resp = client
+            .request(method.parse().unwrap(), format!("{}{path}?to={enc}", gate.url()))
+            .header("cookie", format!("logto_gate={cookie}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FOUND, "{method} {path} {to}");
+        let field = |name: &str| resp.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(
+            field("location").as_deref(),
+            Some(location.as_str()),
+            "{method} {path} {to}"
+        );
+        assert_eq!(
+            field("refresh"),
+            Some(format!("0; url={location}")),
+            "{method} {path} {to}"
+        );
+    }
+}

@@ -111,6 +111,14 @@ fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
+/// The query parameter `name`, percent-decoded (empty when absent).
+fn query_text(req: &Request<Incoming>, name: &str) -> String {
+    url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
 fn query_number(req: &Request<Incoming>, name: &str) -> u64 {
     req.uri()
         .query()
@@ -144,6 +152,19 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resp
         return Response::builder()
             .header("content-type", "message/http")
             .body(full(echo))
+            .unwrap_or_else(|_| Response::new(full("")));
+    }
+    if req.uri().path().ends_with("/self-redirect") {
+        // A legacy app building absolute URLs from `Host`: a redirect to `http://<Host><to>`, in `Location` and in
+        // `Refresh`.
+        let host = req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or("");
+        let to = query_text(&req, "to");
+        let url = format!("http://{host}{to}");
+        return Response::builder()
+            .status(302)
+            .header("location", url.as_str())
+            .header("refresh", format!("0; url={url}"))
+            .body(full(""))
             .unwrap_or_else(|_| Response::new(full("")));
     }
     match req.uri().path() {
