@@ -9,6 +9,7 @@ use http::header::{HeaderMap, HeaderValue, COOKIE};
 use logto_gate::config::{Config, Secret, SessionConfig, StoreKind};
 use logto_gate::oidc::jwt::{TokenKind, UnverifiedJwt};
 use logto_gate::policy::path::normalise;
+use logto_gate::proxy::OwnAddress;
 use logto_gate::return_path::ReturnPath;
 use logto_gate::session::{CookieCodec, Session};
 
@@ -63,8 +64,11 @@ pub fn session_cookie(data: &[u8]) {
 }
 
 /// The return path after sign-in: whatever comes in, what goes out is a same-origin path, no longer than the
-/// limit, and (from a path) either the whole of it, its path without the query, or `/`.
+/// limit, and (from a path) either the whole of it, its path without the query, or `/`. An app's `Location` or
+/// `Refresh` rewritten from its own address is a path under the route's prefix that no browser reads as another
+/// host, ending as the app's did.
 pub fn return_path(data: &[u8]) {
+    own_address(data);
     let Ok(text) = std::str::from_utf8(data) else { return };
     let kept = ReturnPath::parse_or_root(text);
     let kept = kept.as_str();
@@ -412,4 +416,36 @@ fn expand(fragments: &[&[u8]], input: &[u8]) -> Vec<u8> {
         }
     }
     stream
+}
+
+fn own_address(data: &[u8]) {
+    static OWN: OnceLock<[(OwnAddress, &str); 2]> = OnceLock::new();
+    let routes = OWN.get_or_init(|| {
+        let url = match "http://127.0.0.1:8080".parse() {
+            Ok(u) => u,
+            Err(e) => panic!("fuzz upstream: {e}"),
+        };
+        [
+            (OwnAddress::new(&url, "/base", "/app", true), "/app"),
+            (OwnAddress::new(&url, "", "/", false), ""),
+        ]
+    });
+    let not_another_host = |v: &[u8]| v.starts_with(b"/") && !matches!(v.get(1), Some(b'/' | b'\\'));
+    for (own, prefix) in routes {
+        if let Some(v) = own.location(data) {
+            let v = v.as_bytes();
+            assert!(not_another_host(v) && v.starts_with(prefix.as_bytes()), "{v:?}");
+            let text = String::from_utf8_lossy(data).trim().to_ascii_lowercase();
+            assert!(text.starts_with("http://127.0.0.1:8080"), "{text:?}");
+            assert!(text.ends_with(&String::from_utf8_lossy(&v[prefix.len()..]).to_ascii_lowercase()));
+        }
+        if let Some(v) = own.refresh(data) {
+            let v = v.as_bytes();
+            let lower = v.to_ascii_lowercase();
+            let at = lower.windows(4).position(|w| w == b"url=").map_or(0, |i| i + 4);
+            let url = &v[at..];
+            let url = url.strip_prefix(b"\"").or(url.strip_prefix(b"'")).unwrap_or(url);
+            assert!(not_another_host(url) && url.starts_with(prefix.as_bytes()), "{v:?}");
+        }
+    }
 }

@@ -176,7 +176,7 @@ fn list_of_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>
 }
 
 /// One environment value as a list (see [`list_of_strings`]).
-pub(super) fn list_from_text(text: &str) -> Result<Vec<String>, String> {
+fn list_from_text(text: &str) -> Result<Vec<String>, String> {
     let split = |s: &str| -> Vec<String> {
         s.split(|c: char| c == ',' || c.is_whitespace())
             .filter(|p| !p.is_empty())

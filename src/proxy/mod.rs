@@ -6,7 +6,7 @@
 //! hyper's pooled client.
 
 pub(crate) mod forwarded;
-mod own_address;
+pub mod own_address;
 pub mod trusted;
 mod tunnel;
 
@@ -31,7 +31,7 @@ use crate::http1::client::{self, ExtraFields};
 use crate::http1::hop;
 use crate::identity::IdentityHeaders;
 use crate::metrics::Metrics;
-pub(crate) use own_address::OwnAddress;
+pub use own_address::OwnAddress;
 
 /// Headers the gate adds to a request for the app that are not in its header map yet (none of their names is):
 /// hyper's path inserts them, the lean client writes them straight into the request head, pre-rendered where they
@@ -142,7 +142,7 @@ impl Forwarder {
     }
 
     /// How the upstream names itself, and where that is on the gate ([`own_address`]).
-    pub(crate) fn own_address(&self) -> &OwnAddress {
+    pub fn own_address(&self) -> &OwnAddress {
         &self.own_address
     }
 

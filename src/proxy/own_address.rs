@@ -12,9 +12,9 @@
 use http::header::HeaderValue;
 use http::Uri;
 
-/// One route's upstream address, and where its paths appear on the gate.
+/// One route's upstream address, and where its paths appear on the gate. Public for the `return_path` fuzz target.
 #[derive(Debug, Clone)]
-pub(crate) struct OwnAddress {
+pub struct OwnAddress {
     /// The spellings of `scheme://host[:port]` the app may use for itself, lower case: with and without the
     /// scheme's default port.
     origins: Box<[String]>,
@@ -27,7 +27,7 @@ pub(crate) struct OwnAddress {
 impl OwnAddress {
     /// `url` is the upstream's origin (`upstream.url` without its path), `base_path` its path; a route serving
     /// `prefix` and removing it (`strip_prefix`) puts it back in front.
-    pub(crate) fn new(url: &Uri, base_path: &str, prefix: &str, strip_prefix: bool) -> Self {
+    pub fn new(url: &Uri, base_path: &str, prefix: &str, strip_prefix: bool) -> Self {
         let scheme = url.scheme_str().unwrap_or("http").to_ascii_lowercase();
         let default_port = if scheme == "https" { 443 } else { 80 };
         let (host, port) = match url.authority() {
@@ -54,7 +54,7 @@ impl OwnAddress {
     }
 
     /// The new value of a `Location` field, when it names the upstream's own address; `None` keeps the field.
-    pub(crate) fn location(&self, value: &[u8]) -> Option<HeaderValue> {
+    pub fn location(&self, value: &[u8]) -> Option<HeaderValue> {
         let text = std::str::from_utf8(value).ok()?;
         let rewritten = self.rewrite(text.trim())?;
         HeaderValue::from_str(&rewritten).ok()
@@ -62,7 +62,7 @@ impl OwnAddress {
 
     /// The new value of a `Refresh` field (`5; url=http://app/next`), when its URL names the upstream's own
     /// address; `None` keeps the field.
-    pub(crate) fn refresh(&self, value: &[u8]) -> Option<HeaderValue> {
+    pub fn refresh(&self, value: &[u8]) -> Option<HeaderValue> {
         let text = std::str::from_utf8(value).ok()?;
         let at = text.to_ascii_lowercase().find("url=")? + "url=".len();
         let (head, url) = text.split_at(at);
