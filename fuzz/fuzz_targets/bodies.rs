@@ -437,7 +437,9 @@ fn own_address(data: &[u8]) {
             assert!(not_another_host(v) && v.starts_with(prefix.as_bytes()), "{v:?}");
             let text = String::from_utf8_lossy(data).trim().to_ascii_lowercase();
             assert!(text.starts_with("http://127.0.0.1:8080"), "{text:?}");
-            assert!(text.ends_with(&String::from_utf8_lossy(&v[prefix.len()..]).to_ascii_lowercase()));
+            // Its end is the app's, after a `/` the gate puts in front of an empty rest, `?` or `#`.
+            let tail = String::from_utf8_lossy(&v[prefix.len()..]).to_ascii_lowercase();
+            assert!(text.ends_with(&tail) || text.ends_with(&tail[1..]), "{text:?}");
         }
         if let Some(v) = own.refresh(data) {
             let v = v.as_bytes();
