@@ -181,7 +181,8 @@ impl Gate {
             }
             None => false,
         };
-        let mut rewritten: Vec<(http::HeaderName, HeaderValue)> = Vec::new();
+        // Rare (redirects, pages that refresh): nothing to allocate or drop for the other answers.
+        let mut rewritten: Option<Vec<(http::HeaderName, HeaderValue)>> = None;
         crate::body::retain_response_fields(resp, |name, value| {
             if name == header::SET_COOKIE {
                 return !owned(value);
@@ -195,14 +196,16 @@ impl Gate {
             };
             match new {
                 Some(new) => {
-                    rewritten.push((name.clone(), new));
+                    rewritten.get_or_insert_with(Vec::new).push((name.clone(), new));
                     false
                 }
                 None => true,
             }
         });
-        for (name, value) in rewritten {
-            resp.headers_mut().append(name, value);
+        if let Some(rewritten) = rewritten {
+            for (name, value) in rewritten {
+                resp.headers_mut().append(name, value);
+            }
         }
     }
 
