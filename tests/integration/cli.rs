@@ -101,18 +101,25 @@ async fn spawn_ready(port: u16, path: &str, env: &[(&str, &str)]) -> GateProcess
     p
 }
 
+/// A free port, the public URL on it (registered at `idp` with `app_secret`), and the test gate's TOML listening
+/// there in front of `upstream`.
+fn on_a_free_port(idp: &Idp, upstream: &str, app_secret: &str) -> (u16, String, String) {
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    idp.register_client(APP_ID, app_secret, &public);
+    let toml =
+        gate_toml(&public, upstream, &idp.endpoint(), "", "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    (port, public, toml)
+}
+
 #[tokio::test]
 async fn environment_overrides_the_file_and_numeric_looking_values_stay_strings() {
     let idp = Idp::start(IdpOptions::default());
     let upstream = Upstream::start().await;
-    let port = free_port();
-    let public = format!("http://127.0.0.1:{port}");
     // A secret made only of digits: it must arrive as the string "0012345678", not a number.
-    idp.register_client(APP_ID, "0012345678", &public);
+    let (port, public, toml) = on_a_free_port(&idp, &upstream.url(), "0012345678");
     let dir = tempfile::tempdir().unwrap();
-    let toml = gate_toml(&public, &upstream.url(), &idp.endpoint(), "", "")
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
-        .replace(APP_SECRET, "the-wrong-secret-in-the-file");
+    let toml = toml.replace(APP_SECRET, "the-wrong-secret-in-the-file");
     let path = write_config(&dir, &toml);
     let _gate = spawn_ready(port, &path, &[("LOGTO_GATE_LOGTO__APP_SECRET", "0012345678")]).await;
     let b = Browser::new(&idp);
@@ -128,12 +135,8 @@ async fn environment_overrides_the_file_and_numeric_looking_values_stay_strings(
 async fn a_list_in_the_environment_may_be_json() {
     let idp = Idp::start(IdpOptions::default());
     let upstream = Upstream::start().await;
-    let port = free_port();
-    let public = format!("http://127.0.0.1:{port}");
-    idp.register_client(APP_ID, APP_SECRET, &public);
+    let (port, public, toml) = on_a_free_port(&idp, &upstream.url(), APP_SECRET);
     let dir = tempfile::tempdir().unwrap();
-    let toml = gate_toml(&public, &upstream.url(), &idp.endpoint(), "", "")
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let path = write_config(&dir, &toml);
     let _gate = spawn_ready(
         port,
@@ -162,16 +165,13 @@ async fn a_list_in_the_environment_may_be_json() {
 async fn secrets_can_come_from_files() {
     let idp = Idp::start(IdpOptions::default());
     let upstream = Upstream::start().await;
-    let port = free_port();
-    let public = format!("http://127.0.0.1:{port}");
-    idp.register_client(APP_ID, "secret-from-a-mounted-file", &public);
+    let (port, public, toml) = on_a_free_port(&idp, &upstream.url(), "secret-from-a-mounted-file");
     let dir = tempfile::tempdir().unwrap();
     let app_secret = dir.path().join("app_secret");
     let session_secret = dir.path().join("session_secret");
     std::fs::write(&app_secret, "secret-from-a-mounted-file\n").unwrap();
     std::fs::write(&session_secret, "a-session-secret-from-a-file-of-enough-length\n").unwrap();
-    let toml = gate_toml(&public, &upstream.url(), &idp.endpoint(), "", "")
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+    let toml = toml
         .replace(
             &format!("app_secret = \"{APP_SECRET}\""),
             &format!("app_secret_file = {:?}", app_secret.display().to_string()),
@@ -245,12 +245,8 @@ async fn check_reports_discovery_and_keys_and_fails_when_logto_is_unreachable() 
 #[tokio::test]
 async fn sigterm_stops_the_gate_cleanly() {
     let idp = Idp::start(IdpOptions::default());
-    let port = free_port();
-    let public = format!("http://127.0.0.1:{port}");
-    idp.register_client(APP_ID, APP_SECRET, &public);
+    let (port, _, toml) = on_a_free_port(&idp, "http://127.0.0.1:9", APP_SECRET);
     let dir = tempfile::tempdir().unwrap();
-    let toml = gate_toml(&public, "http://127.0.0.1:9", &idp.endpoint(), "", "")
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let path = write_config(&dir, &toml);
     let mut gate = spawn_ready(port, &path, &[]).await;
     let pid = gate.child.id().to_string();
