@@ -95,10 +95,7 @@ impl AssertionSigner {
         payload.insert("iss".into(), Value::String(self.issuer.clone()));
         payload.insert("aud".into(), Value::String(self.audience.clone()));
         for name in COPIED_CLAIMS {
-            if name == "email" && crate::identity::email_unverified(claims) {
-                continue;
-            }
-            if let Some(v) = claims.get(name).filter(|v| !v.is_null()) {
+            if let Some(v) = crate::identity::passed_claim(claims, name).filter(|v| !v.is_null()) {
                 payload.insert(name.into(), v.clone());
             }
         }

@@ -26,9 +26,12 @@ impl ClaimPath {
         Ok(ClaimPath { segments })
     }
 
-    /// True for the top-level `email` claim, which is passed on only when verified ([`email_unverified`]).
-    fn is_email(&self) -> bool {
-        matches!(self.segments.as_slice(), [only] if only == "email")
+    /// The value at this path as the gate passes it on ([`passed_claim`]: not an email marked unverified).
+    fn passed<'a>(&self, claims: &'a Map<String, Value>) -> Option<&'a Value> {
+        match self.segments.as_slice() {
+            [only] => passed_claim(claims, only),
+            _ => self.lookup(claims),
+        }
     }
 
     /// The top-level claim this path reads (kept in the session).
@@ -60,8 +63,17 @@ impl std::fmt::Display for ClaimPath {
 /// email is never passed on (identity headers, forward-auth answers, the assertion): an app that keys accounts by
 /// email would take anyone's word for someone else's address. As oauth2-proxy does, a missing `email_verified`
 /// does not count against the email.
-pub fn email_unverified(claims: &Map<String, Value>) -> bool {
+fn email_unverified(claims: &Map<String, Value>) -> bool {
     claims.get("email_verified").and_then(Value::as_bool) == Some(false)
+}
+
+/// The top-level claim `name` as the gate passes it on to an app (headers, forward-auth answers, the assertion):
+/// as it is, except an `email` marked unverified, which is not passed on at all ([`email_unverified`]).
+pub fn passed_claim<'c>(claims: &'c Map<String, Value>, name: &str) -> Option<&'c Value> {
+    if name == "email" && email_unverified(claims) {
+        return None;
+    }
+    claims.get(name)
 }
 
 /// A copy of `claims` holding only the values at `paths` (nested objects kept along each path), with `null`s
@@ -241,8 +253,7 @@ impl IdentityHeaders {
     pub fn render(mapping: &[(HeaderName, ClaimPath)], claims: &Map<String, Value>) -> Self {
         let fields: Vec<(HeaderName, HeaderValue)> = mapping
             .iter()
-            .filter(|(_, path)| !(path.is_email() && email_unverified(claims)))
-            .filter_map(|(name, path)| Some((name.clone(), path.lookup(claims).and_then(header_value)?)))
+            .filter_map(|(name, path)| Some((name.clone(), path.passed(claims).and_then(header_value)?)))
             .collect();
         let mut block = Vec::new();
         for (i, (name, value)) in fields.iter().enumerate() {

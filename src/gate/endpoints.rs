@@ -100,10 +100,7 @@ impl Gate {
                 ("x-auth-request-preferred-username", "username"),
                 ("x-auth-request-groups", "roles"),
             ] {
-                if claim == "email" && identity::email_unverified(claims) {
-                    continue;
-                }
-                if let Some(v) = claims.get(claim).and_then(identity::header_value) {
+                if let Some(v) = identity::passed_claim(claims, claim).and_then(identity::header_value) {
                     headers.insert(http::HeaderName::from_static(name), v);
                 }
             }
