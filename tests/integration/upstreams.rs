@@ -266,10 +266,7 @@ async fn an_apps_redirect_to_its_own_address_comes_back_as_a_path_on_the_gate() 
     let alice = Browser::new(&idp);
     alice.sign_in(&gate, "/").await;
     let cookie = alice.cookie(&gate.url(), "logto_gate").unwrap();
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let client = plain();
     let own = |app: &Upstream| app.url().trim_start_matches("http://").to_owned();
     for (method, path, to, location) in [
         (
