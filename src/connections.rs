@@ -2,21 +2,34 @@
 //! on which no byte has moved for `server.idle_timeout`, and every connection when the server shuts down. Every
 //! worker's connections are also counted in one [`OpenCount`], which the shutdown drain waits on.
 //!
+//! Asking is not always enough: a connection finishes gracefully only once its answers are out, and an HTTP/2 one
+//! only after its client has answered the PING sent with the first GOAWAY (RFC 9113 §6.8). A client that stops
+//! reading its answer, or never answers that PING, would hold the connection for good. So the sweeper also closes
+//! a connection outright (its task drops it):
+//! - one told to finish for being idle that then moves no byte for another `server.idle_timeout`, unless a request
+//!   on it still waits for its answer to begin (an app slower than the timeout still answers, as before);
+//! - an HTTP/2 one on which one header block (or a frame other than DATA) has been arriving for
+//!   `server.header_read_timeout` ([`crate::http2`]): a request head trickled in, as an HTTP/1 one is cut off.
+//!
 //! One timer per worker instead of one per connection: a connection's task only checks a flag when it runs, so
 //! nothing on the request path registers, polls or re-arms a timer or a shutdown watch, and an idle connection
 //! holds no timer entry.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
+use tokio::io::AsyncWrite;
 use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 
-use crate::activity::{Activity, IdleCheck};
+use crate::activity::{Activity, ArrivalCheck, IdleCheck};
 
 /// How many connections are open across all workers.
 #[derive(Default)]
@@ -45,6 +58,7 @@ impl OpenCount {
 /// A worker's open connections.
 pub struct Connections {
     idle_timeout: Duration,
+    header_read_timeout: Duration,
     count: Arc<OpenCount>,
     /// Connections this worker serves or has been handed and not registered yet: what the workers compare when
     /// one places a new connection ([`Connections::load`], [`crate::placement`]). Read by other workers, and shown
@@ -65,12 +79,16 @@ struct Entry {
     activity: Arc<Activity>,
     signal: Arc<Signal>,
     idle: IdleCheck,
+    arrival: ArrivalCheck,
+    /// When the sweeper told the connection to finish for being idle.
+    told_idle: Option<Instant>,
 }
 
-/// How the sweeper tells a connection to finish.
+/// How the sweeper tells a connection to finish, or to close at once.
 #[derive(Default)]
 struct Signal {
     finish: AtomicBool,
+    close: AtomicBool,
     waker: AtomicWaker,
 }
 
@@ -78,6 +96,11 @@ impl Signal {
     fn raise(&self) {
         self.finish.store(true, Ordering::Release);
         self.waker.wake();
+    }
+
+    fn close(&self) {
+        self.close.store(true, Ordering::Release);
+        self.raise();
     }
 }
 
@@ -91,9 +114,15 @@ pub struct Registration {
 
 impl Connections {
     /// A worker's connections, counted in `count` too, and in `load` with those handed to it.
-    pub fn new(idle_timeout: Duration, count: Arc<OpenCount>, load: Arc<AtomicUsize>) -> Arc<Self> {
+    pub fn new(
+        idle_timeout: Duration,
+        header_read_timeout: Duration,
+        count: Arc<OpenCount>,
+        load: Arc<AtomicUsize>,
+    ) -> Arc<Self> {
         Arc::new(Connections {
             idle_timeout,
+            header_read_timeout,
             count,
             load,
             inner: Mutex::new(Inner::default()),
@@ -138,6 +167,8 @@ impl Connections {
             activity: Arc::clone(&activity),
             signal: Arc::clone(&signal),
             idle,
+            arrival: ArrivalCheck::default(),
+            told_idle: None,
         };
         inner.open.insert(id, entry);
         Registration {
@@ -148,11 +179,29 @@ impl Connections {
         }
     }
 
-    /// Tells every connection idle for the limit to finish.
-    fn finish_idle(&self) {
+    /// Tells every connection idle for the limit to finish, and closes those that are stuck (see the module docs).
+    fn sweep_once(&self) {
+        let limit = self.idle_timeout;
         for entry in self.lock().open.values_mut() {
-            if entry.idle.is_idle(&entry.activity) {
-                entry.signal.raise();
+            if entry.arrival.is_overdue(&entry.activity, self.header_read_timeout) {
+                tracing::debug!(within = ?self.header_read_timeout, "an HTTP/2 header block did not arrive in time; closing");
+                entry.signal.close();
+                continue;
+            }
+            if entry.idle.quiet_for(&entry.activity) < limit {
+                continue;
+            }
+            match entry.told_idle {
+                None => {
+                    entry.told_idle = Some(Instant::now());
+                    entry.signal.raise();
+                }
+                // Told a limit ago or more, and quiet for the limit since whatever finishing wrote (a GOAWAY).
+                Some(told) if told.elapsed() >= limit && entry.activity.waiting() == 0 => {
+                    tracing::debug!(after = ?limit, "a connection told to finish has moved no byte since; closing");
+                    entry.signal.close();
+                }
+                Some(_) => {}
             }
         }
     }
@@ -175,12 +224,12 @@ impl Connections {
     /// The sweeper: checks for idle connections at the idle check's interval until `stop` turns true (or its
     /// sender is gone), then tells every connection to finish and returns.
     pub async fn sweep(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let period = IdleCheck::interval_for(self.idle_timeout);
+        let period = IdleCheck::interval_for(self.idle_timeout.min(self.header_read_timeout));
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => self.finish_idle(),
+                _ = tick.tick() => self.sweep_once(),
                 // Stopped, or the sender is gone (and the server with it).
                 _ = stop.wait_for(|stopped| *stopped) => {
                     self.finish_all();
@@ -214,9 +263,79 @@ impl Registration {
         self.signal.finish.load(Ordering::Acquire)
     }
 
+    /// Whether the connection is to be closed at once, unfinished (see the module docs). The task is woken for it
+    /// with the waker [`Registration::poll_finish`] or [`Registration::poll_closing`] registered last.
+    pub fn closing(&self) -> bool {
+        self.signal.close.load(Ordering::Acquire)
+    }
+
+    /// Ready once the connection is to be closed at once; registers the task to be woken for it.
+    pub fn poll_closing(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.signal.waker.register(cx.waker());
+        if self.closing() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
     /// Resolves once the connection is to finish.
     pub fn finished(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(|cx| self.poll_finish(cx))
+    }
+}
+
+/// A writer whose waits fail once its connection is to close at once: a client that stopped reading its answer
+/// (see the module docs). A write that does not wait costs nothing more.
+pub struct UntilClosing<'a, W> {
+    inner: &'a mut W,
+    registration: &'a Registration,
+}
+
+impl<'a, W> UntilClosing<'a, W> {
+    pub fn new(inner: &'a mut W, registration: &'a Registration) -> Self {
+        UntilClosing { inner, registration }
+    }
+
+    /// `polled`, or the error that ends the connection when it waits and the connection is to close.
+    fn unless_closing<T>(&self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if polled.is_pending() && self.registration.poll_closing(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took in nothing of its answer for twice the idle timeout",
+            )));
+        }
+        polled
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for UntilClosing<'_, W> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut *this.inner).poll_write(cx, buf);
+        this.unless_closing(cx, polled)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut *this.inner).poll_write_vectored(cx, bufs);
+        this.unless_closing(cx, polled)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut *this.inner).poll_flush(cx);
+        this.unless_closing(cx, polled)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut *this.inner).poll_shutdown(cx);
+        this.unless_closing(cx, polled)
     }
 }
 
@@ -237,7 +356,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_connections_are_told_to_finish_busy_ones_are_not() {
-        let connections = Connections::new(Duration::from_secs(4), Arc::default(), Arc::default());
+        let connections = Connections::new(
+            Duration::from_secs(4),
+            Duration::from_secs(30),
+            Arc::default(),
+            Arc::default(),
+        );
         let (_stop_tx, stop) = watch::channel(false);
         tokio::spawn(Arc::clone(&connections).sweep(stop));
         let busy = connections.register();
@@ -258,9 +382,62 @@ mod tests {
         assert_eq!(connections.len(), 1, "a dropped registration is removed");
     }
 
+    /// Polls `registration` once, as its connection's task would; whether it is to close at once.
+    fn closing_now(registration: &Registration) -> bool {
+        let waker = futures_util::task::noop_waker();
+        registration.poll_closing(&mut Context::from_waker(&waker)).is_ready()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_still_quiet_a_limit_after_being_told_is_closed_unless_a_request_waits() {
+        let limit = Duration::from_secs(4);
+        let connections = Connections::new(limit, Duration::from_secs(30), Arc::default(), Arc::default());
+        let (_stop_tx, stop) = watch::channel(false);
+        tokio::spawn(Arc::clone(&connections).sweep(stop));
+        let (stuck, waiting) = (connections.register(), connections.register());
+        let _request = crate::activity::Waiting::new(Arc::clone(waiting.activity()));
+        tokio::time::sleep(limit + Duration::from_secs(2)).await;
+        assert!(stuck.finishing() && waiting.finishing(), "both idle: told to finish");
+        assert!(!closing_now(&stuck), "told, not closed yet");
+        // What finishing writes (a GOAWAY) counts: the limit runs again from there.
+        stuck.activity().touch();
+        tokio::time::sleep(limit - Duration::from_secs(1)).await;
+        assert!(!closing_now(&stuck), "quiet for less than the limit since the GOAWAY");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(closing_now(&stuck), "quiet for the limit after being told");
+        tokio::time::sleep(limit * 4).await;
+        assert!(!closing_now(&waiting), "a request waits for its answer");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_header_block_arriving_for_the_header_read_timeout_closes_its_connection() {
+        let within = Duration::from_secs(2);
+        let connections = Connections::new(Duration::from_secs(60), within, Arc::default(), Arc::default());
+        let (_stop_tx, stop) = watch::channel(false);
+        tokio::spawn(Arc::clone(&connections).sweep(stop));
+        let (slow, quick) = (connections.register(), connections.register());
+        slow.activity().set_arriving(Some(1));
+        // A block after block, each arriving for less than the timeout.
+        for n in 1..=8 {
+            quick.activity().set_arriving(Some(n));
+            slow.activity().touch();
+            tokio::time::sleep(within / 2).await;
+        }
+        assert!(closing_now(&slow), "one block arriving for four timeouts");
+        assert!(!closing_now(&quick) && !quick.finishing(), "each block came in time");
+        quick.activity().set_arriving(None);
+        tokio::time::sleep(within * 4).await;
+        assert!(!closing_now(&quick), "nothing arriving");
+    }
+
     #[tokio::test]
     async fn shutdown_tells_every_connection_including_later_ones() {
-        let connections = Connections::new(Duration::from_secs(3600), Arc::default(), Arc::default());
+        let connections = Connections::new(
+            Duration::from_secs(3600),
+            Duration::from_secs(30),
+            Arc::default(),
+            Arc::default(),
+        );
         let (stop_tx, stop) = watch::channel(false);
         let sweeper = tokio::spawn(Arc::clone(&connections).sweep(stop));
         let before = connections.register();
@@ -277,7 +454,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_gone_server_counts_as_shutdown() {
-        let connections = Connections::new(Duration::from_secs(3600), Arc::default(), Arc::default());
+        let connections = Connections::new(
+            Duration::from_secs(3600),
+            Duration::from_secs(30),
+            Arc::default(),
+            Arc::default(),
+        );
         let (stop_tx, stop) = watch::channel(false);
         let registered = connections.register();
         tokio::spawn(Arc::clone(&connections).sweep(stop));
@@ -290,8 +472,18 @@ mod tests {
     #[tokio::test]
     async fn the_open_count_spans_workers_and_says_when_all_closed() {
         let count = Arc::new(OpenCount::default());
-        let first = Connections::new(Duration::from_secs(60), Arc::clone(&count), Arc::default());
-        let second = Connections::new(Duration::from_secs(60), Arc::clone(&count), Arc::default());
+        let first = Connections::new(
+            Duration::from_secs(60),
+            Duration::from_secs(30),
+            Arc::clone(&count),
+            Arc::default(),
+        );
+        let second = Connections::new(
+            Duration::from_secs(60),
+            Duration::from_secs(30),
+            Arc::clone(&count),
+            Arc::default(),
+        );
         let (a, b) = (first.register(), second.register());
         assert_eq!(count.get(), 2);
         let waiting = tokio::spawn({

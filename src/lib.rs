@@ -19,6 +19,7 @@ pub(crate) mod deadlines;
 pub(crate) mod error;
 pub(crate) mod gate;
 pub(crate) mod http1;
+pub(crate) mod http2;
 pub mod identity;
 pub mod logging;
 pub(crate) mod metrics;

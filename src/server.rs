@@ -18,6 +18,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
@@ -28,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::activity::ActivityIo;
+use crate::activity::{ActivityIo, Waiting};
 use crate::body::paced::{NotAnswered, PacedBody, Unanswered};
 use crate::config::ServerConfig;
 use crate::connections::{Connections, OpenCount, Registration};
@@ -36,6 +37,8 @@ use crate::deadlines::CoarseTimer;
 use crate::gate::{Gate, WorkerGate};
 use crate::http1::framing::{framing_io, AmbiguousFraming, Watch};
 use crate::http1::server::{self as front, Ended, Front};
+use crate::http2::Arrivals;
+use crate::observed::Observed;
 use crate::placement::{self, Busy, Kind};
 use crate::sniff::{self, Prefixed, Protocol};
 
@@ -96,7 +99,7 @@ pub async fn serve(
         let (tx, rx) = mpsc::unbounded_channel();
         let load = gate.metrics().worker_connections(index);
         peers.push(WorkerPeer {
-            connections: Connections::new(limits.idle_timeout, Arc::clone(&open), load),
+            connections: Connections::new(limits.idle_timeout, limits.header_read_timeout, Arc::clone(&open), load),
             busy: Busy::new(runtime.metrics()),
             handed: tx,
         });
@@ -485,6 +488,8 @@ impl Client<'_> {
                 // `keepalive_requests` does for HTTP/2.
                 Protocol::Http2 => {
                     let quota = Quota::of(limits.max_requests_per_connection, 0);
+                    // The header blocks it sends are timed (`crate::http2`).
+                    let io = Observed::new(io, Arrivals::new(Arc::clone(self.registration.activity())));
                     let conn = self
                         .shared
                         .protocols
@@ -523,7 +528,9 @@ impl Client<'_> {
            + 'static {
         let (gate, peer) = (Arc::clone(self.gate), self.peer);
         let idle_timeout = self.shared.limits.idle_timeout;
+        let activity = Arc::clone(self.registration.activity());
         service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let waiting = Waiting::new(Arc::clone(&activity));
             let (parts, body) = req.into_parts();
             let (body, unanswered) = PacedBody::new(body, idle_timeout);
             let mut req = hyper::Request::from_parts(parts, crate::body::Body::Paced(body));
@@ -533,6 +540,7 @@ impl Client<'_> {
             let last = quota.as_ref().is_some_and(Quota::spend) && framing.is_some();
             // Mapped rather than wrapped in an `async` block, which would keep its own copy of the request.
             futures_util::FutureExt::map(Gate::handle(Arc::clone(&gate), req, peer), move |resp| {
+                drop(waiting);
                 if unanswered.as_ref().is_some_and(Unanswered::get) {
                     return Err(NotAnswered::new());
                 }
@@ -580,6 +588,10 @@ where
     tokio::pin!(conn);
     let mut finishing = false;
     let result = std::future::poll_fn(|cx| loop {
+        // Closed outright (stuck; see `crate::connections`): dropping the connection closes it.
+        if registration.closing() {
+            return Poll::Ready(None);
+        }
         if !finishing && registration.poll_finish(cx).is_ready() {
             finishing = true;
             finish(conn.as_mut());
@@ -592,10 +604,10 @@ where
             finish(conn.as_mut());
             continue;
         }
-        return polled;
+        return polled.map(Some);
     })
     .await;
-    if let Err(e) = result {
+    if let Some(Err(e)) = result {
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }

@@ -84,8 +84,9 @@ use super::fields::Fields;
 use super::names::{self, Names};
 use super::request_body;
 use super::{hop, parse_decimal, MAX_HEADERS};
+use crate::activity::Waiting;
 use crate::body::Body;
-use crate::connections::Registration;
+use crate::connections::{Registration, UntilClosing};
 use crate::deadlines::Deadline;
 
 /// The longest request target served here (hyper's limit; longer is answered 414 by hyper).
@@ -189,6 +190,7 @@ where
         // The pipeline's future lives only in this block: once it has answered, its place in this future's state
         // is free for the writing's. The request moves from the head straight into it (a copy less).
         let answered = {
+            let _waiting = Waiting::new(&**front.registration.activity());
             let handling = pin!((front.handle)(head.request, front.peer));
             conn.await_answer(io, handling, reading.as_deref_mut(), front).await
         };
@@ -212,7 +214,10 @@ where
         }
         let keep_alive =
             keep_alive && !last && !front.registration.finishing() && rest.keeps_connection() && !told_to_wait;
-        let written = conn.write_answer(io, resp, head_only, keep_alive).await;
+        let written = {
+            let mut io = UntilClosing::new(io, front.registration);
+            conn.write_answer(&mut io, resp, head_only, keep_alive).await
+        };
         let within = front.header_read_timeout;
         // Reading the rest of the body (at most `MAX_DISCARD` bytes to keep the connection).
         let unread = reading.filter(|_| matches!(rest, Rest::Length(_) | Rest::Chunked));

@@ -31,6 +31,7 @@ mod sessions;
 mod sign_in;
 mod smuggling;
 mod spoofing;
+mod stalls;
 mod subdomains;
 mod tls;
 mod tokens;
