@@ -250,3 +250,45 @@ async fn a_websocket_inside_tls_echoes_both_ways_and_ends() {
     }
     echo_sixteen_megabytes(ws).await;
 }
+
+#[tokio::test]
+async fn an_http2_header_block_left_unfinished_inside_tls_closes_its_connection() {
+    // The frames are followed in the decrypted stream (`src/http2.rs`): a HEADERS frame without END_HEADERS over
+    // HTTP/2 by ALPN, and nothing after it, is cut off at the header read timeout, long before the idle timeout.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if !have_tool("openssl", &["/usr/bin/openssl"], "openssl") {
+        return;
+    }
+    let tls_gate = TlsGate::start("header_read_timeout = \"1s\"\nidle_timeout = \"60s\"", "").await;
+    let (gate, cert) = (&tls_gate.gate, &tls_gate.cert);
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(der_of(cert)))
+        .unwrap();
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    // The preface, empty SETTINGS and their acknowledgement, then HEADERS (GET, https, /, :authority) unfinished.
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    hello.extend_from_slice(&[0, 0, 0, 4, 1, 0, 0, 0, 0]);
+    hello.extend_from_slice(&[0, 0, 6, 1, 1, 0, 0, 0, 1, 0x82, 0x87, 0x84, 0x01, 1, b'x']);
+    tls.write_all(&hello).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut bytes = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut bytes))
+        .await
+        .expect("an unfinished header block inside TLS kept its connection open");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}
