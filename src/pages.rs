@@ -1,6 +1,7 @@
 //! The pages the gate answers with itself: HTML for browsers, JSON for API clients.
 //!
-//! Every page is `Cache-Control: no-store`, cannot be framed, and runs no script.
+//! Every page is `Cache-Control: no-store`, runs no script, and cannot be framed, except one made for a frame
+//! ([`Page::in_frame`]), which the gate's own origin may frame.
 
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
@@ -20,6 +21,8 @@ pub struct Page {
     /// `form-action` governs the redirects after a form's submission too (CSP Level 3 §6.4.1), so the page allows
     /// it besides `'self'`.
     pub form: Option<Form>,
+    /// Shown inside a frame of the gate's own origin ([`Page::in_frame`]).
+    pub framed: bool,
 }
 
 /// A [`Page`]'s button (see [`Page::with_form`]).
@@ -39,7 +42,16 @@ impl Page {
             message: message.into(),
             link: None,
             form: None,
+            framed: false,
         }
+    }
+
+    /// A page for a frame: pages of the gate's own origin may frame it (CSP `frame-ancestors 'self'`,
+    /// `X-Frame-Options: SAMEORIGIN`), and its link opens in the whole window (`target="_top"`, HTML §7.3.1.7), as
+    /// a sign-in must: Logto's pages refuse to be framed by other origins.
+    pub fn in_frame(mut self) -> Self {
+        self.framed = true;
+        self
     }
 
     /// A button (`id="confirm"`) that POSTs to `action`, whose answer may redirect to the origin `then_to`.
@@ -74,7 +86,14 @@ impl Page {
         let link = self
             .link
             .as_ref()
-            .map(|(href, text)| format!("<p><a href=\"{}\">{}</a></p>", escape_html(href), escape_html(text)))
+            .map(|(href, text)| {
+                let target = if self.framed { " target=\"_top\"" } else { "" };
+                format!(
+                    "<p><a href=\"{}\"{target}>{}</a></p>",
+                    escape_html(href),
+                    escape_html(text)
+                )
+            })
             .unwrap_or_default();
         let form = self
             .form
@@ -105,8 +124,14 @@ impl Page {
             HeaderValue::from_static("text/html; charset=utf-8"),
         );
         harden(&mut resp);
+        if self.framed {
+            let h = resp.headers_mut();
+            h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("SAMEORIGIN"));
+            h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP_IN_FRAME));
+        }
         if let Some(f) = &self.form {
-            match HeaderValue::from_str(&format!("{CSP} {}", f.then_to)) {
+            let base = if self.framed { CSP_IN_FRAME } else { CSP };
+            match HeaderValue::from_str(&format!("{base} {}", f.then_to)) {
                 Ok(v) => {
                     resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
                 }
@@ -121,6 +146,8 @@ impl Page {
 
 /// The gate's own pages run no script, load nothing, cannot be framed and submit forms only to the gate.
 const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'";
+/// [`CSP`] for a page made for a frame ([`Page::in_frame`]). Both end in `form-action`, which a form extends.
+const CSP_IN_FRAME: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self'; form-action 'self'";
 
 /// A JSON response with the gate's hardening headers.
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
@@ -198,6 +225,41 @@ pub fn escape_html(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_page_made_for_a_frame_may_be_framed_and_its_link_leaves_the_frame() {
+        let page = Page::new(StatusCode::UNAUTHORIZED, "unauthorized", "t", "m").with_link("/x?a=1&b=2", "go");
+        let field = |resp: &Response<Body>, name: header::HeaderName| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let plain = page.render(true);
+        assert_eq!(field(&plain, header::X_FRAME_OPTIONS), "DENY");
+        assert!(field(&plain, header::CONTENT_SECURITY_POLICY).contains("frame-ancestors 'none'"));
+        let framed = page.clone().in_frame().render(true);
+        assert_eq!(field(&framed, header::X_FRAME_OPTIONS), "SAMEORIGIN");
+        let csp = field(&framed, header::CONTENT_SECURITY_POLICY);
+        assert!(
+            csp.contains("frame-ancestors 'self'") && csp.contains("default-src 'none'"),
+            "{csp}"
+        );
+        let body = |resp: Response<Body>| {
+            let bytes = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(resp.into_body()));
+            String::from_utf8(bytes.unwrap().unwrap().to_bytes().to_vec()).unwrap()
+        };
+        assert!(body(framed).contains(r#"<a href="/x?a=1&amp;b=2" target="_top">go</a>"#));
+        assert!(!body(plain).contains("target="));
+        // A form extends the frame's policy, not the unframed one.
+        let with_form = page
+            .in_frame()
+            .with_form("/_logto/x", "b", "https://idp.example")
+            .render(true);
+        let csp = field(&with_form, header::CONTENT_SECURITY_POLICY);
+        assert!(csp.contains("frame-ancestors 'self'") && csp.ends_with("form-action 'self' https://idp.example"));
+    }
 
     #[test]
     fn html_is_escaped() {

@@ -17,7 +17,7 @@ use crate::session::store::SaveError;
 use crate::session::{self, Current, Session};
 
 use super::renewal::Renewed;
-use super::{accepts_html, is_browser_navigation, request_host, Decided, Gate, REQUEST_ID};
+use super::{accepts_html, is_browser_navigation, is_frame_navigation, request_host, Decided, Gate, REQUEST_ID};
 
 /// Set on requests of a Logto machine-to-machine app (its id), never on a person's: how the app tells them apart.
 pub(super) const MACHINE_HEADER: &str = "x-forwarded-machine";
@@ -167,12 +167,19 @@ impl Gate {
         }
     }
 
-    /// Phase 3: no session. A browser navigation is sent to sign in and back; any other request gets 401, as an
-    /// HTML page with a way back for a browser (a form posted after the session ended returns to the page it was
-    /// posted from), as JSON for an API client.
+    /// Phase 3: no session. A browser navigation is sent to sign in and back, except a frame's; any other request
+    /// gets 401, as an HTML page with a way back for a browser (a form posted after the session ended returns to the
+    /// page it was posted from; a frame signs in in the whole window and returns to the page holding it), as JSON
+    /// for an API client.
     pub(super) async fn challenge(&self, req: &Request<Body>, trusted: bool) -> Result<Response<Body>, GateError> {
         let wanted = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         if is_browser_navigation(req) {
+            // No sign-in inside a frame: Logto's sign-in pages may be framed by Logto's own origins only (CSP
+            // `frame-ancestors`), GitHub's by none, so the frame would show the browser's refusal. The frame gets
+            // the page below instead, and signs in in the whole window, back to the page that holds the frame.
+            if is_frame_navigation(req) {
+                return Ok(self.session_ended(req, true));
+            }
             // On another allowed host (one sign-in across subdomains) the sign-in comes back to that host: the one
             // the rules saw, a trusted proxy's `X-Forwarded-Host` before `Host`.
             let other = request_host(req, trusted)?
@@ -186,28 +193,43 @@ impl Gate {
             return self.start_sign_in(back).await;
         }
         if accepts_html(req) {
-            let back = req
-                .headers()
-                .get(header::REFERER)
-                .and_then(|v| v.to_str().ok())
-                .map_or_else(ReturnPath::root, |r| {
-                    ReturnPath::parse_same_origin_or_root(r, self.config.server.public_url.origin())
-                });
-            let mut page = Page::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "Your session has ended",
-                "Sign in again to continue. What you sent was not passed on; you may need to send it again.",
-            )
-            .with_link(self.sign_in_url(&back), "Sign in again")
-            .render(true);
-            page.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"logto-gate\""),
-            );
-            return Ok(page);
+            return Ok(self.session_ended(req, false));
         }
         Ok(self.unauthorized(&ReturnPath::parse_or_root(wanted)))
+    }
+
+    /// 401 as an HTML page whose "Sign in again" comes back to the page the request came from (its same-origin
+    /// `Referer`, else `/`): for a script's request that accepts HTML, and `in_frame`, for a frame's navigation
+    /// (that page then holds the frame; the link opens in the whole window).
+    fn session_ended(&self, req: &Request<Body>, in_frame: bool) -> Response<Body> {
+        let back = req
+            .headers()
+            .get(header::REFERER)
+            .and_then(|v| v.to_str().ok())
+            .map_or_else(ReturnPath::root, |r| {
+                ReturnPath::parse_same_origin_or_root(r, self.config.server.public_url.origin())
+            });
+        let message = if in_frame {
+            "Sign in again to see this part of the page."
+        } else {
+            "Sign in again to continue. What you sent was not passed on; you may need to send it again."
+        };
+        let mut page = Page::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Your session has ended",
+            message,
+        )
+        .with_link(self.sign_in_url(&back), "Sign in again");
+        if in_frame {
+            page = page.in_frame();
+        }
+        let mut page = page.render(true);
+        page.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"logto-gate\""),
+        );
+        page
     }
 
     /// A return target from a request or parameter: a same-origin path, or a URL on an allowed other host.

@@ -5,7 +5,7 @@
 //! 2. **authenticate** (`authn.rs`): read the session cookie (no network call, ever, on this path) or verify a
 //!    Logto access token; a session near expiry is renewed once (`renewal.rs`).
 //! 3. **challenge** (`authn.rs`, signed out): a browser navigation is sent to Logto and comes back to the URL it
-//!    asked for; anything else gets 401 with `WWW-Authenticate: Bearer`. **authorize**: the rule's roles, scopes
+//!    asked for (a frame's signs in in the whole window); anything else gets 401 with `WWW-Authenticate: Bearer`. **authorize**: the rule's roles, scopes
 //!    and organization.
 //! 4. **rewrite** (`app.rs`): strip spoofed identity headers and the gate's cookies, set `X-Forwarded-*`, inject
 //!    identity.
@@ -94,6 +94,14 @@ fn is_browser_navigation(req: &Request<Body>) -> bool {
         Some(mode) => mode.as_bytes().eq_ignore_ascii_case(b"navigate"),
         None => accepts_html(req),
     }
+}
+
+/// True for the navigation of a frame (Fetch Metadata: `Sec-Fetch-Dest` other than `document`: `iframe`, `frame`,
+/// `embed`, `object`), false for the whole window's and when the browser sends no `Sec-Fetch-Dest`.
+fn is_frame_navigation(req: &Request<Body>) -> bool {
+    req.headers()
+        .get("sec-fetch-dest")
+        .is_some_and(|dest| !dest.as_bytes().eq_ignore_ascii_case(b"document"))
 }
 
 /// The gate: configuration, Logto, cookies and the upstream client, shared by every connection.

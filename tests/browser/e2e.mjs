@@ -4,7 +4,9 @@
 //
 // Opens a page of the app behind the gate, signs in on the IdP's page as alice, lands on the exact page asked for,
 // reads the identity the app received, checks the session cookie's attributes as the browser stored them, follows
-// another site's link to the sign-out and confirms it, signs in again and signs out with the app's link. Prints one JSON line with what it saw; exits non-zero on any failure.
+// another site's link to the sign-out and confirms it, signs in again and signs out with the app's link, then opens a
+// page holding a frame of the app and signs in from the frame. Prints one JSON line with what it saw; exits non-zero
+// on any failure. The gate must let `/public` through without a session.
 // COOKIE_NAME names the session cookie (default logto_gate); an https gate's throwaway certificate is accepted.
 import { chromium } from 'playwright-core';
 
@@ -72,6 +74,23 @@ try {
   await page.click('#sign-out');
   await page.waitForSelector('text=You are signed out');
   result.signedOutPage = new URL(page.url()).pathname;
+
+  // A page that holds a frame of the app, without a session: the frame cannot sign in where it is (Logto's sign-in
+  // pages refuse to be framed by other origins), so it shows the gate's page, whose link signs in in the whole
+  // window and comes back to the page holding the frame.
+  await page.goto(`${gate}/public/embeds`);
+  const frame = page.frameLocator('#embedded');
+  await frame.locator('text=Your session has ended').waitFor();
+  const again = frame.locator('a', { hasText: 'Sign in again' });
+  result.frameLinkTarget = await again.getAttribute('target');
+  if (shots) await page.screenshot({ path: `${shots}/5-frame-signed-out.png` });
+  await Promise.all([page.waitForSelector('#sign-in'), again.click()]);
+  result.frameSignInPage = new URL(page.url()).pathname;
+  await page.selectOption('select[name=account]', 'alice');
+  await Promise.all([page.waitForURL(`${gate}/public/embeds`), page.click('#sign-in')]);
+  result.frameBackTo = page.url();
+  result.frameGreeting = (await frame.locator('#greeting').textContent()).trim();
+  if (shots) await page.screenshot({ path: `${shots}/6-frame-signed-in.png` });
   process.stdout.write(`${JSON.stringify(result)}\n`);
 } catch (err) {
   process.stdout.write(`${JSON.stringify({ error: String(err && err.message), ...result })}\n`);

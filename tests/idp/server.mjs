@@ -456,6 +456,8 @@ async function interaction(req, res, url) {
       .map(([id, a]) => `<option value="${escapeHtml(id)}">${escapeHtml(a.username || id)} (${escapeHtml(a.email || 'no email')})</option>`)
       .join('');
     const hint = details.params.first_screen === 'register' ? '<p>(first_screen=register: this would be the sign-up page)</p>' : '';
+    // As Logto's sign-in experience: only Logto's own origins may frame it (koa-security-headers, frame-ancestors).
+    res.setHeader('content-security-policy', "frame-ancestors 'self'");
     send(res, 200, `<!DOCTYPE html><html><head><meta charset="utf-8"><title>Sign in - test IdP</title>
       <style>body{font-family:system-ui,sans-serif;max-width:28em;margin:4em auto}select,button{font-size:1em;padding:.4em}</style></head>
       <body><h1>Sign in</h1><p>This is logto-gate's local, Logto-compatible test identity provider.

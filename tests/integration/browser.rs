@@ -25,7 +25,8 @@ fn interactive_idp() -> Idp {
 
 /// Runs e2e.mjs against the gate at `gate_url` with session cookie `cookie_name` and returns what it saw, after
 /// the checks every run shares: the sign-in page, back to the exact URL, the identity, the cookie kept from page
-/// scripts, another site's link to the sign-out confirmed first, and sign-out from the gate and Logto.
+/// scripts, another site's link to the sign-out confirmed first, sign-out from the gate and Logto, and a sign-in
+/// from a frame.
 async fn signs_in_and_out(chromium: &str, gate_url: &str, cookie_name: &str, shots: &str) -> Value {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("browser");
     idp::npm_ci(&dir, "playwright-core").unwrap_or_else(|e| panic!("{e}"));
@@ -83,8 +84,26 @@ async fn signs_in_and_out(chromium: &str, gate_url: &str, cookie_name: &str, sho
         "signed out of Logto too"
     );
     assert_eq!(result["cookieAfterSignOut"], false);
+    assert_eq!(result["frameLinkTarget"], "_top", "{result}");
+    assert!(
+        result["frameSignInPage"].as_str().unwrap().starts_with("/interaction/"),
+        "the frame's link signs in in the whole window: {result}"
+    );
+    assert_eq!(
+        result["frameBackTo"],
+        format!("{gate_url}/public/embeds"),
+        "back to the page holding the frame"
+    );
+    assert_eq!(
+        result["frameGreeting"], "Hello, alice!",
+        "the frame shows the app once signed in"
+    );
     result
 }
+
+/// What the browser tests add to the gate's configuration: the page holding a frame (`/public/embeds`) needs no
+/// session.
+const PUBLIC: &str = "[[rules]]\nprefix = \"/public\"\nallow = \"public\"\n";
 
 #[tokio::test]
 async fn a_real_browser_signs_in_sees_its_identity_and_signs_out() {
@@ -93,7 +112,7 @@ async fn a_real_browser_signs_in_sees_its_identity_and_signs_out() {
     };
     let idp = interactive_idp();
     let upstream = Upstream::start().await;
-    let gate = TestGate::start(&idp, &upstream.url(), "", "").await;
+    let gate = TestGate::start(&idp, &upstream.url(), "", PUBLIC).await;
     signs_in_and_out(&chromium, &gate.url(), "logto_gate", "plain").await;
 }
 
@@ -118,7 +137,7 @@ async fn a_real_browser_signs_in_with_a_host_prefixed_cookie_over_tls() {
         idp.endpoint().as_str(),
         &upstream.url(),
         "",
-        "",
+        PUBLIC,
         |t| {
             t.replace("public_url = \"http://", "public_url = \"https://")
                 .replace("[server]\n", &format!("[server]\n{tls}\n"))

@@ -226,6 +226,60 @@ async fn a_scripts_request_for_html_gets_401_and_no_sign_in_attempt() {
     assert_eq!(s.upstream.count(), 0, "nothing reached the upstream");
 }
 
+/// A frame's navigation cannot sign in where it is: Logto's sign-in pages may be framed by Logto's own origins only,
+/// GitHub's by none. It gets a 401 page the gate's own origin may frame, whose link signs in in the whole window
+/// and returns to the page holding the frame (its same-origin `Referer`), and starts no attempt. The whole window's
+/// navigation is still sent to sign in. (The browser test signs in from such a frame in Chromium.)
+#[tokio::test]
+async fn a_frames_navigation_gets_a_page_that_signs_in_in_the_whole_window() {
+    let s = Stack::start().await;
+    let holder = format!("{}/reports/overview?week=3", s.gate.url());
+    for (dest, referer, back) in [
+        ("iframe", holder.as_str(), "%2Freports%2Foverview%3Fweek%3D3"),
+        ("frame", holder.as_str(), "%2Freports%2Foverview%3Fweek%3D3"),
+        ("IFrame", "https://evil.example/reports", "%2F"),
+        ("iframe", "", "%2F"),
+    ] {
+        let mut req = plain()
+            .get(format!("{}/panels/7", s.gate.url()))
+            .header("accept", "text/html")
+            .header("sec-fetch-mode", "navigate")
+            .header("sec-fetch-dest", dest);
+        if !referer.is_empty() {
+            req = req.header("referer", referer);
+        }
+        let resp = req.send().await.unwrap();
+        let what = format!("{dest}, referer {referer:?}");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{what}");
+        let field = |name: &str| resp.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(field("x-frame-options").as_deref(), Some("SAMEORIGIN"), "{what}");
+        let csp = field("content-security-policy").unwrap();
+        assert!(
+            csp.contains("frame-ancestors 'self'") && csp.contains("default-src 'none'"),
+            "{what}: {csp}"
+        );
+        assert!(field("set-cookie").is_none(), "{what}: no sign-in attempt");
+        let page = resp.text().await.unwrap();
+        let link = format!(
+            "<a href=\"{}/_logto/sign-in?redirect={back}\" target=\"_top\">",
+            s.gate.url()
+        );
+        assert!(page.contains(&link), "{what}: {page}");
+    }
+    for dest in [Some("document"), None] {
+        let mut req = plain()
+            .get(format!("{}/panels/7", s.gate.url()))
+            .header("accept", "text/html")
+            .header("sec-fetch-mode", "navigate");
+        if let Some(dest) = dest {
+            req = req.header("sec-fetch-dest", dest);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FOUND, "{dest:?}: the whole window signs in");
+    }
+    assert_eq!(s.upstream.count(), 0, "nothing reached the upstream");
+}
+
 #[tokio::test]
 async fn userinfo_shows_the_signed_in_identity_and_401_without_session() {
     let s = Stack::start().await;

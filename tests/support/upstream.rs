@@ -154,6 +154,17 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resp
             .body(full(echo))
             .unwrap_or_else(|_| Response::new(full("")));
     }
+    if req.uri().path().ends_with("/embeds") {
+        // A page that holds another page of the app in a frame, as dashboards and legacy framesets do.
+        let page = "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Embeds</title></head><body>\
+                    <h1 id=\"holder\">A page with a frame</h1>\
+                    <iframe id=\"embedded\" src=\"/dashboard?in=frame\" width=\"800\" height=\"400\"></iframe>\
+                    </body></html>";
+        return Response::builder()
+            .header("content-type", "text/html; charset=utf-8")
+            .body(full(page))
+            .unwrap_or_else(|_| Response::new(full("")));
+    }
     if req.uri().path().ends_with("/self-redirect") {
         // A legacy app building absolute URLs from `Host`: a redirect to `http://<Host><to>`, in `Location` and in
         // `Refresh`.
