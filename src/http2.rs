@@ -118,6 +118,17 @@ impl Observer for Arrivals {
     }
 }
 
+/// Whether something is still arriving after `reads`, read in turn from a connection's start (for the fuzz
+/// targets: however the same bytes are split into reads, the answer must be the same).
+pub fn arriving_after<'a>(reads: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    let activity = Arc::new(Activity::new());
+    let mut arrivals = Arrivals::new(Arc::clone(&activity));
+    for read in reads.into_iter().filter(|read| !read.is_empty()) {
+        arrivals.read(read);
+    }
+    arrivals.arriving
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,6 +54,7 @@ pub mod testing {
     pub use crate::http1::client::{read_response, ReadResponse};
     pub use crate::http1::framing::{first_ambiguous, quick_reading_agrees};
     pub use crate::http1::server::read_head;
+    pub use crate::http2::arriving_after as http2_arriving_after;
 }
 
 /// Binds `server.listen` and serves until `shutdown` resolves.

@@ -208,7 +208,8 @@ pub fn jwt(data: &[u8]) {
 }
 
 /// Request framing as the smuggling check reads it: a stream built from HTTP fragments (so the fuzzer reaches deep
-/// into heads, lengths and chunks) must give the same answer however it is split into reads.
+/// into heads, lengths and chunks) must give the same answer however it is split into reads. So must the HTTP/2
+/// frame follower (`src/http2.rs`), on the raw bytes after a connection preface.
 pub fn framing(data: &[u8]) {
     const FRAGMENTS: &[&[u8]] = &[
         b"POST / HTTP/1.1\r\n",
@@ -234,6 +235,13 @@ pub fn framing(data: &[u8]) {
     let Some((&split, rest)) = data.split_first() else {
         return;
     };
+    let h2 = [&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..], rest].concat();
+    let h2_size = usize::from(split % 32).max(1);
+    assert_eq!(
+        logto_gate::testing::http2_arriving_after([h2.as_slice()]),
+        logto_gate::testing::http2_arriving_after(h2.chunks(h2_size)),
+        "HTTP/2 frames read whole vs in pieces of {h2_size}"
+    );
     let stream = expand(FRAGMENTS, rest);
     let max_head = 256;
     let whole = logto_gate::testing::first_ambiguous([stream.as_slice()], max_head);
