@@ -514,7 +514,8 @@ impl Client<'_> {
     /// connection carries no more requests; on HTTP/2 [`drive`] ends the connection once the quota is spent.
     ///
     /// A request whose body stopped coming for `server.idle_timeout`, or whose client went away in the middle of
-    /// it, gets no answer ([`crate::body::paced`]).
+    /// it, gets no answer ([`crate::body::paced`]). Each request counts as waiting until its answer begins
+    /// ([`Waiting`]), which keeps the sweeper from closing a quiet connection under it.
     fn service(
         &self,
         framing: Option<Watch>,
@@ -580,7 +581,8 @@ impl Quota {
 }
 
 /// Runs one served connection until it ends, asking it to `finish` gracefully once its worker's sweeper says so
-/// (idle too long, or the server shuts down; [`crate::connections`]) or once its `quota` is spent.
+/// (idle too long, or the server shuts down; [`crate::connections`]) or once its `quota` is spent, and dropping it
+/// unfinished when the sweeper closes it (stuck: a client that takes nothing, an HTTP/2 header block too slow).
 async fn drive<C>(conn: C, finish: fn(Pin<&mut C>), registration: &Registration, quota: Option<&Quota>)
 where
     C: Future<Output = Result<(), hyper::Error>>,
