@@ -221,8 +221,8 @@ impl Connections {
         self.lock().open.len()
     }
 
-    /// The sweeper: checks for idle connections at the idle check's interval until `stop` turns true (or its
-    /// sender is gone), then tells every connection to finish and returns.
+    /// The sweeper: checks for idle and stuck connections at the idle check's interval (for the shorter of the two
+    /// timeouts) until `stop` turns true (or its sender is gone), then tells every connection to finish and returns.
     pub async fn sweep(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let period = IdleCheck::interval_for(self.idle_timeout.min(self.header_read_timeout));
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
