@@ -7,8 +7,9 @@
 //! `client_header_timeout` in the same way.
 //!
 //! A header block is a HEADERS (or PUSH_PROMISE) frame and the CONTINUATION frames up to the one that carries
-//! END_HEADERS (RFC 9113 §4.3); what is watched is a header block, or any frame but DATA, from its first byte to its
-//! last. A request body (DATA) that stops coming is the idle timeout's ([`crate::body::paced`]).
+//! END_HEADERS (RFC 9113 §4.3); what is watched is a header block, or any frame but DATA, or the connection preface,
+//! from its first byte to its last. A request body (DATA) that stops coming is the idle timeout's
+//! ([`crate::body::paced`]).
 
 use std::sync::Arc;
 
@@ -96,9 +97,12 @@ impl Arrivals {
         }
     }
 
-    /// Whether a header block or a frame other than DATA is partly here.
+    /// Whether the connection preface, a header block or a frame other than DATA is partly here.
     fn partly_here(&self) -> bool {
-        self.preface_left == 0 && (self.have > 0 || self.block_open || (self.payload_left > 0 && !self.data))
+        if self.preface_left > 0 {
+            return self.preface_left < PREFACE_LEN;
+        }
+        self.have > 0 || self.block_open || (self.payload_left > 0 && !self.data)
     }
 }
 
@@ -194,9 +198,10 @@ mod tests {
     }
 
     #[test]
-    fn the_preface_is_not_a_frame() {
+    fn the_preface_is_not_a_frame_but_arrives_like_one() {
         let (a, b) = PREFACE.split_at(10);
-        assert_eq!(after_each(&[a, b]), [0, 0]);
+        assert_eq!(after_each(&[a, b]), [1, 0]);
+        assert_eq!(after_each(&[PREFACE]), [0]);
     }
 
     /// Whatever the frames and wherever reads split them, the state after the last byte is the same.
