@@ -20,7 +20,7 @@ pub struct Activity {
     /// Requests on the connection whose answer has not begun ([`Waiting`]).
     waiting: AtomicU32,
     /// `(n << 1) | 1` while the connection's n-th HTTP/2 header block (or a frame other than DATA) is arriving, 0
-    /// when none is ([`Activity::arriving`]).
+    /// when none is ([`Activity::set_arriving`]).
     arriving: AtomicU64,
 }
 

@@ -354,14 +354,14 @@ impl Drop for Registration {
 mod tests {
     use super::*;
 
+    /// A worker's connections with this idle timeout (the header read timeout 30 s), counted nowhere else.
+    fn with_idle(idle_timeout: Duration) -> Arc<Connections> {
+        Connections::new(idle_timeout, Duration::from_secs(30), Arc::default(), Arc::default())
+    }
+
     #[tokio::test(start_paused = true)]
     async fn idle_connections_are_told_to_finish_busy_ones_are_not() {
-        let connections = Connections::new(
-            Duration::from_secs(4),
-            Duration::from_secs(30),
-            Arc::default(),
-            Arc::default(),
-        );
+        let connections = with_idle(Duration::from_secs(4));
         let (_stop_tx, stop) = watch::channel(false);
         tokio::spawn(Arc::clone(&connections).sweep(stop));
         let busy = connections.register();
@@ -391,7 +391,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_connection_still_quiet_a_limit_after_being_told_is_closed_unless_a_request_waits() {
         let limit = Duration::from_secs(4);
-        let connections = Connections::new(limit, Duration::from_secs(30), Arc::default(), Arc::default());
+        let connections = with_idle(limit);
         let (_stop_tx, stop) = watch::channel(false);
         tokio::spawn(Arc::clone(&connections).sweep(stop));
         let (stuck, waiting) = (connections.register(), connections.register());
@@ -432,12 +432,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_tells_every_connection_including_later_ones() {
-        let connections = Connections::new(
-            Duration::from_secs(3600),
-            Duration::from_secs(30),
-            Arc::default(),
-            Arc::default(),
-        );
+        let connections = with_idle(Duration::from_secs(3600));
         let (stop_tx, stop) = watch::channel(false);
         let sweeper = tokio::spawn(Arc::clone(&connections).sweep(stop));
         let before = connections.register();
@@ -454,12 +449,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_gone_server_counts_as_shutdown() {
-        let connections = Connections::new(
-            Duration::from_secs(3600),
-            Duration::from_secs(30),
-            Arc::default(),
-            Arc::default(),
-        );
+        let connections = with_idle(Duration::from_secs(3600));
         let (stop_tx, stop) = watch::channel(false);
         let registered = connections.register();
         tokio::spawn(Arc::clone(&connections).sweep(stop));

@@ -15,9 +15,10 @@ use std::sync::Arc;
 
 use crate::activity::Activity;
 use crate::observed::Observer;
+use crate::sniff::PREFACE;
 
-/// The client connection preface (RFC 9113 §3.4), which comes before the first frame.
-const PREFACE_LEN: usize = 24;
+/// The length of the client connection preface (RFC 9113 §3.4), which comes before the first frame.
+const PREFACE_LEN: usize = PREFACE.len();
 /// A frame header's length (RFC 9113 §4.1).
 const FRAME_HEADER_LEN: usize = 9;
 const DATA: u8 = 0x0;
@@ -136,8 +137,6 @@ pub fn arriving_after<'a>(reads: impl IntoIterator<Item = &'a [u8]>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const PREFACE: &[u8; PREFACE_LEN] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
     fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
         let len = payload.len().to_be_bytes();

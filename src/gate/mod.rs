@@ -5,8 +5,8 @@
 //! 2. **authenticate** (`authn.rs`): read the session cookie (no network call, ever, on this path) or verify a
 //!    Logto access token; a session near expiry is renewed once (`renewal.rs`).
 //! 3. **challenge** (`authn.rs`, signed out): a browser navigation is sent to Logto and comes back to the URL it
-//!    asked for (a frame's signs in in the whole window); anything else gets 401 with `WWW-Authenticate: Bearer`. **authorize**: the rule's roles, scopes
-//!    and organization.
+//!    asked for (a frame's signs in in the whole window); anything else gets 401 with `WWW-Authenticate: Bearer`.
+//!    **authorize**: the rule's roles, scopes and organization.
 //! 4. **rewrite** (`app.rs`): strip spoofed identity headers and the gate's cookies, set `X-Forwarded-*`, inject
 //!    identity.
 //! 5. **forward** ([`crate::proxy`], over [`crate::http1`] or hyper): stream to the upstream and back, upgrades
