@@ -68,7 +68,7 @@ fn email_unverified(claims: &Map<String, Value>) -> bool {
 }
 
 /// The top-level claim `name` as the gate passes it on to an app (headers, forward-auth answers, the assertion):
-/// as it is, except an `email` marked unverified, which is not passed on at all ([`email_unverified`]).
+/// as it is, except an `email` marked unverified (`email_verified: false`), which is not passed on at all.
 pub fn passed_claim<'c>(claims: &'c Map<String, Value>, name: &str) -> Option<&'c Value> {
     if name == "email" && email_unverified(claims) {
         return None;
