@@ -611,8 +611,13 @@ async fn main() {
     h2_env.push(("LOGTO_GATE_SERVER__MAX_REQUESTS_PER_CONNECTION", "0".into()));
     let _gate_h2 = spawn_gate(&config, &h2_env);
     let config_mem = dir.path().join("gate-mem.toml");
-    let mem_toml = std::fs::read_to_string(&config).expect("gate config")
-        + &format!("[[upstreams]]\nprefix = \"/ws\"\nurl = \"http://127.0.0.1:{ws_port}\"\n");
+    // Room for every idle connection measured: the default `server.max_connections` (half the open-file limit)
+    // would close the first ones to make room for the last.
+    let mem_toml = std::fs::read_to_string(&config).expect("gate config").replacen(
+        "[server]\n",
+        "[server]\nmax_connections = 1000000\n",
+        1,
+    ) + &format!("[[upstreams]]\nprefix = \"/ws\"\nurl = \"http://127.0.0.1:{ws_port}\"\n");
     std::fs::write(&config_mem, mem_toml).expect("gate config");
     // `tls`: terminating TLS.
     let fresh_gate = |tls: bool| {

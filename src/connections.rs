@@ -1,6 +1,7 @@
 //! The client connections one worker serves, and that worker's sweeper, which asks them to finish: a connection
 //! on which no byte has moved for `server.idle_timeout`, and every connection when the server shuts down. Every
-//! worker's connections are also counted in one [`OpenCount`], which the shutdown drain waits on.
+//! worker's connections are also counted in one [`OpenCount`], which the shutdown drain waits on and which holds
+//! them to `server.max_connections`.
 //!
 //! Asking is not always enough: a connection finishes gracefully only once its answers are out, and an HTTP/2 one
 //! only after its client has answered the PING sent with the first GOAWAY (RFC 9113 §6.8). A client that stops
@@ -10,6 +11,12 @@
 //!   on it still waits for its answer to begin (an app slower than the timeout still answers, as before);
 //! - an HTTP/2 one on which one header block (or a frame other than DATA) has been arriving for
 //!   `server.header_read_timeout` ([`crate::http2`]): a request head trickled in, as an HTTP/1 one is cut off.
+//!
+//! When a worker has accepted a connection and `server.max_connections` leaves no place for it, or the process
+//! runs out of descriptors, the worker accepts nothing more and makes room ([`Connections::make_room`]): it asks
+//! idle connections (no request waiting for its answer), on every worker and the longest quiet first, to finish,
+//! as nginx reuses its idle keep-alive connections when it runs short. Clients that hold connections open without using them then
+//! cannot keep new ones out for a timeout.
 //!
 //! One timer per worker instead of one per connection: a connection's task only checks a flag when it runs, so
 //! nothing on the request path registers, polls or re-arms a timer or a shutdown watch, and an idle connection
@@ -31,16 +38,72 @@ use tokio::time::Instant;
 
 use crate::activity::{Activity, ArrivalCheck, IdleCheck};
 
-/// How many connections are open across all workers.
-#[derive(Default)]
+/// Descriptors kept for the gate's own use (listeners, event loops, Redis, files read) when `server.max_connections`
+/// is derived from the open-file limit ([`default_max`]).
+const RESERVED_FILES: u64 = 128;
+
+/// How many idle connections one worker asks to finish at a time to make room (nginx drains up to 32).
+const ROOM_BATCH: usize = 32;
+
+/// How long a connection must have been quiet to be asked to make room: one that has just been answered (its
+/// client may be sending the next request) or just been accepted (its first request may be on its way) is not idle.
+const ROOM_MIN_QUIET: Duration = Duration::from_secs(1);
+
+/// How long a worker waits for the connections it asked to make room to close before it asks more, while half of
+/// them or more are still open (an HTTP/2 connection finishes after its streams, which may take long).
+const ROOM_PATIENCE: Duration = Duration::from_secs(1);
+
+/// `server.max_connections` when unset, for a process allowed `open_files` descriptors: half of what is left after
+/// [`RESERVED_FILES`], since every client connection may need one to the app besides; at least 1.
+pub fn default_max(open_files: u64) -> usize {
+    let half = open_files.saturating_sub(RESERVED_FILES) / 2;
+    usize::try_from(half).unwrap_or(usize::MAX).max(1)
+}
+
+/// The process's open-file limit (the soft one, which `main` raises to the hard one); `u64::MAX` when it cannot be
+/// read.
+pub fn open_files() -> u64 {
+    rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |(soft, _)| soft)
+}
+
+/// How many connections are open across all workers, against `server.max_connections`. WebSocket tunnels outlive
+/// their connection's registration; the caller counts them and passes the count to [`OpenCount::reserve`].
 pub struct OpenCount {
     open: AtomicUsize,
+    max: usize,
     all_closed: Notify,
+    /// Woken whenever a connection closes, for workers waiting for room.
+    one_closed: Notify,
 }
 
 impl OpenCount {
+    /// No connection open yet, at most `max` at once.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(OpenCount {
+            open: AtomicUsize::new(0),
+            max,
+            all_closed: Notify::new(),
+            one_closed: Notify::new(),
+        })
+    }
+
     pub fn get(&self) -> usize {
         self.open.load(Ordering::Acquire)
+    }
+
+    /// `server.max_connections`.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// A place for one more connection, while the open ones and `tunnels` together are fewer than the maximum.
+    pub fn reserve(self: &Arc<Self>, tunnels: usize) -> Option<Place> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open.saturating_add(tunnels) < self.max).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| Place(Arc::clone(self)))
     }
 
     /// Resolves once no connection is open.
@@ -53,13 +116,30 @@ impl OpenCount {
             notified.await;
         }
     }
+
+    /// Resolves when a connection closes after this is called (before it is awaited, too).
+    pub fn one_closed(&self) -> impl Future<Output = ()> + '_ {
+        self.one_closed.notified()
+    }
+}
+
+/// One connection's place in the [`OpenCount`], until it closes.
+pub struct Place(Arc<OpenCount>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let count = &self.0;
+        if count.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            count.all_closed.notify_waiters();
+        }
+        count.one_closed.notify_waiters();
+    }
 }
 
 /// A worker's open connections.
 pub struct Connections {
     idle_timeout: Duration,
     header_read_timeout: Duration,
-    count: Arc<OpenCount>,
     /// Connections this worker serves or has been handed and not registered yet: what the workers compare when
     /// one places a new connection ([`Connections::load`], [`crate::placement`]). Read by other workers, and shown
     /// as a metric.
@@ -73,6 +153,9 @@ struct Inner {
     open: HashMap<u64, Entry>,
     /// Set at shutdown: every connection registered from then on is told to finish at once.
     closing_all: bool,
+    /// Connections asked to finish to make room and still open, and when room was last made.
+    room_asked: usize,
+    room_asked_at: Option<Instant>,
 }
 
 struct Entry {
@@ -82,6 +165,8 @@ struct Entry {
     arrival: ArrivalCheck,
     /// When the sweeper told the connection to finish for being idle.
     told_idle: Option<Instant>,
+    /// Asked to finish to make room ([`Connections::make_room`]).
+    for_room: bool,
 }
 
 /// How the sweeper tells a connection to finish, or to close at once.
@@ -110,20 +195,16 @@ pub struct Registration {
     id: u64,
     signal: Arc<Signal>,
     activity: Arc<Activity>,
+    /// Dropped after the registration's own drop has removed the connection from its worker's map.
+    _place: Place,
 }
 
 impl Connections {
-    /// A worker's connections, counted in `count` too, and in `load` with those handed to it.
-    pub fn new(
-        idle_timeout: Duration,
-        header_read_timeout: Duration,
-        count: Arc<OpenCount>,
-        load: Arc<AtomicUsize>,
-    ) -> Arc<Self> {
+    /// A worker's connections, counted in `load` with those handed to it.
+    pub fn new(idle_timeout: Duration, header_read_timeout: Duration, load: Arc<AtomicUsize>) -> Arc<Self> {
         Arc::new(Connections {
             idle_timeout,
             header_read_timeout,
-            count,
             load,
             inner: Mutex::new(Inner::default()),
         })
@@ -144,18 +225,24 @@ impl Connections {
         self.load.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Registers a connection another worker handed here (already counted by [`Connections::expect_handed`]).
-    pub fn register_handed(self: &Arc<Self>) -> Registration {
+    /// Takes back [`Connections::expect_handed`] for a connection that will not arrive.
+    pub fn cancel_handed(&self) {
         self.load.fetch_sub(1, Ordering::Relaxed);
-        self.register()
     }
 
-    /// Registers a new connection, whose byte counter is the registration's [`Registration::activity`].
-    pub fn register(self: &Arc<Self>) -> Registration {
+    /// Registers a connection another worker handed here (already counted by [`Connections::expect_handed`]) in
+    /// its `place`.
+    pub fn register_handed(self: &Arc<Self>, place: Place) -> Registration {
+        self.load.fetch_sub(1, Ordering::Relaxed);
+        self.register(place)
+    }
+
+    /// Registers a new connection in its `place`; its byte counter is the registration's
+    /// [`Registration::activity`].
+    pub fn register(self: &Arc<Self>, place: Place) -> Registration {
         self.load.fetch_add(1, Ordering::Relaxed);
         let activity = Arc::new(Activity::new());
         let signal = Arc::new(Signal::default());
-        self.count.open.fetch_add(1, Ordering::AcqRel);
         let mut inner = self.lock();
         if inner.closing_all {
             signal.finish.store(true, Ordering::Release);
@@ -169,6 +256,7 @@ impl Connections {
             idle,
             arrival: ArrivalCheck::default(),
             told_idle: None,
+            for_room: false,
         };
         inner.open.insert(id, entry);
         Registration {
@@ -176,7 +264,43 @@ impl Connections {
             id,
             signal,
             activity,
+            _place: place,
         }
+    }
+
+    /// Makes room for new connections: asks up to [`ROOM_BATCH`] of this worker's idle connections to finish, the
+    /// longest quiet first, and returns how many it asked. Idle: quiet for [`ROOM_MIN_QUIET`] at least, no request
+    /// on it waiting for its answer to begin, not told to finish already; one that waits for its next request (or
+    /// its first) closes at once, one still sending an answer after it. Asks none while half a batch or more of those asked before are
+    /// still open, for up to [`ROOM_PATIENCE`].
+    pub fn make_room(&self) -> usize {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        if inner.room_asked >= ROOM_BATCH / 2 && inner.room_asked_at.is_some_and(|at| at.elapsed() < ROOM_PATIENCE) {
+            return 0;
+        }
+        let mut idle: Vec<(Duration, u64)> = inner
+            .open
+            .iter_mut()
+            .filter(|(_, entry)| !entry.signal.finish.load(Ordering::Acquire) && entry.activity.waiting() == 0)
+            .map(|(id, entry)| (entry.idle.quiet_for(&entry.activity), *id))
+            .filter(|(quiet, _)| *quiet >= ROOM_MIN_QUIET)
+            .collect();
+        if idle.len() > ROOM_BATCH {
+            idle.select_nth_unstable_by(ROOM_BATCH - 1, |a, b| b.0.cmp(&a.0));
+            idle.truncate(ROOM_BATCH);
+        }
+        for (_, id) in &idle {
+            if let Some(entry) = inner.open.get_mut(id) {
+                entry.for_room = true;
+                entry.signal.raise();
+            }
+        }
+        if !idle.is_empty() {
+            inner.room_asked += idle.len();
+            inner.room_asked_at = Some(Instant::now());
+        }
+        idle.len()
     }
 
     /// Tells every connection idle for the limit to finish, and closes those that are stuck (see the module docs).
@@ -341,12 +465,23 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for UntilClosing<'_, W> {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.connections.lock().open.remove(&self.id);
-        self.connections.load.fetch_sub(1, Ordering::Relaxed);
-        let count = &self.connections.count;
-        if count.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            count.all_closed.notify_waiters();
+        {
+            let mut inner = self.connections.lock();
+            if inner.open.remove(&self.id).is_some_and(|entry| entry.for_room) {
+                inner.room_asked = inner.room_asked.saturating_sub(1);
+            }
         }
+        self.connections.load.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+impl Place {
+    /// A place in a count of its own, without a maximum (unit tests of connections).
+    pub fn unbounded() -> Place {
+        OpenCount::new(usize::MAX)
+            .reserve(0)
+            .unwrap_or_else(|| unreachable!("an unbounded count has room"))
     }
 }
 
@@ -356,7 +491,7 @@ mod tests {
 
     /// A worker's connections with this idle timeout (the header read timeout 30 s), counted nowhere else.
     fn with_idle(idle_timeout: Duration) -> Arc<Connections> {
-        Connections::new(idle_timeout, Duration::from_secs(30), Arc::default(), Arc::default())
+        Connections::new(idle_timeout, Duration::from_secs(30), Arc::default())
     }
 
     #[tokio::test(start_paused = true)]
@@ -364,8 +499,8 @@ mod tests {
         let connections = with_idle(Duration::from_secs(4));
         let (_stop_tx, stop) = watch::channel(false);
         tokio::spawn(Arc::clone(&connections).sweep(stop));
-        let busy = connections.register();
-        let idle = connections.register();
+        let busy = connections.register(Place::unbounded());
+        let idle = connections.register(Place::unbounded());
         let waiting = tokio::spawn(async move {
             idle.finished().await;
             idle
@@ -394,7 +529,10 @@ mod tests {
         let connections = with_idle(limit);
         let (_stop_tx, stop) = watch::channel(false);
         tokio::spawn(Arc::clone(&connections).sweep(stop));
-        let (stuck, waiting) = (connections.register(), connections.register());
+        let (stuck, waiting) = (
+            connections.register(Place::unbounded()),
+            connections.register(Place::unbounded()),
+        );
         let _request = crate::activity::Waiting::new(Arc::clone(waiting.activity()));
         tokio::time::sleep(limit + Duration::from_secs(2)).await;
         assert!(stuck.finishing() && waiting.finishing(), "both idle: told to finish");
@@ -412,10 +550,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_header_block_arriving_for_the_header_read_timeout_closes_its_connection() {
         let within = Duration::from_secs(2);
-        let connections = Connections::new(Duration::from_secs(60), within, Arc::default(), Arc::default());
+        let connections = Connections::new(Duration::from_secs(60), within, Arc::default());
         let (_stop_tx, stop) = watch::channel(false);
         tokio::spawn(Arc::clone(&connections).sweep(stop));
-        let (slow, quick) = (connections.register(), connections.register());
+        let (slow, quick) = (
+            connections.register(Place::unbounded()),
+            connections.register(Place::unbounded()),
+        );
         slow.activity().set_arriving(Some(1));
         // A block after block, each arriving for less than the timeout.
         for n in 1..=8 {
@@ -435,13 +576,13 @@ mod tests {
         let connections = with_idle(Duration::from_secs(3600));
         let (stop_tx, stop) = watch::channel(false);
         let sweeper = tokio::spawn(Arc::clone(&connections).sweep(stop));
-        let before = connections.register();
+        let before = connections.register(Place::unbounded());
         stop_tx.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(5), before.finished())
             .await
             .unwrap();
         sweeper.await.unwrap();
-        let after = connections.register();
+        let after = connections.register(Place::unbounded());
         tokio::time::timeout(Duration::from_secs(5), after.finished())
             .await
             .unwrap();
@@ -451,7 +592,7 @@ mod tests {
     async fn a_gone_server_counts_as_shutdown() {
         let connections = with_idle(Duration::from_secs(3600));
         let (stop_tx, stop) = watch::channel(false);
-        let registered = connections.register();
+        let registered = connections.register(Place::unbounded());
         tokio::spawn(Arc::clone(&connections).sweep(stop));
         drop(stop_tx);
         tokio::time::timeout(Duration::from_secs(5), registered.finished())
@@ -461,20 +602,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_open_count_spans_workers_and_says_when_all_closed() {
-        let count = Arc::new(OpenCount::default());
-        let first = Connections::new(
-            Duration::from_secs(60),
-            Duration::from_secs(30),
-            Arc::clone(&count),
-            Arc::default(),
-        );
-        let second = Connections::new(
-            Duration::from_secs(60),
-            Duration::from_secs(30),
-            Arc::clone(&count),
-            Arc::default(),
-        );
-        let (a, b) = (first.register(), second.register());
+        let count = OpenCount::new(10);
+        let first = with_idle(Duration::from_secs(60));
+        let second = with_idle(Duration::from_secs(60));
+        let a = first.register(count.reserve(0).unwrap());
+        let b = second.register(count.reserve(0).unwrap());
         assert_eq!(count.get(), 2);
         let waiting = tokio::spawn({
             let count = Arc::clone(&count);
@@ -489,5 +621,64 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(count.get(), 0);
+    }
+
+    #[test]
+    fn the_open_count_holds_the_maximum_tunnels_included() {
+        let count = OpenCount::new(3);
+        let (a, b) = (count.reserve(0).unwrap(), count.reserve(0).unwrap());
+        assert!(
+            count.reserve(1).is_none(),
+            "two connections and a tunnel fill three places"
+        );
+        let c = count.reserve(0).unwrap();
+        assert!(count.reserve(0).is_none(), "full");
+        assert_eq!(count.get(), 3);
+        drop(b);
+        assert!(count.reserve(0).is_some(), "a place freed");
+        drop((a, c));
+        assert_eq!(count.get(), 0);
+        assert_eq!(default_max(20_000), 9_936);
+        assert_eq!(default_max(64), 1, "at least one");
+    }
+
+    #[tokio::test]
+    async fn a_closing_connection_wakes_a_worker_waiting_for_room() {
+        let count = OpenCount::new(1);
+        let place = count.reserve(0).unwrap();
+        let freed = count.one_closed();
+        drop(place);
+        tokio::time::timeout(Duration::from_secs(5), freed).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn making_room_asks_the_longest_quiet_idle_connections_first() {
+        let connections = with_idle(Duration::from_secs(3600));
+        let oldest = connections.register(Place::unbounded());
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let waiting = connections.register(Place::unbounded());
+        let _request = crate::activity::Waiting::new(Arc::clone(waiting.activity()));
+        let newer: Vec<Registration> = (0..ROOM_BATCH)
+            .map(|_| connections.register(Place::unbounded()))
+            .collect();
+        tokio::time::sleep(ROOM_MIN_QUIET).await;
+        let just_accepted = connections.register(Place::unbounded());
+        // A connection that moves bytes now is not idle either.
+        newer[0].activity().touch();
+        assert_eq!(connections.make_room(), ROOM_BATCH, "a batch at a time");
+        assert!(oldest.finishing(), "the longest quiet goes first");
+        assert!(!waiting.finishing(), "a request waits for its answer on it");
+        assert!(!newer[0].finishing(), "it just moved bytes");
+        assert!(!just_accepted.finishing(), "its first request may be on its way");
+        assert!(newer[1..].iter().all(Registration::finishing));
+        assert_eq!(connections.make_room(), 0, "those asked are still open");
+        drop(oldest);
+        drop(newer);
+        assert_eq!(
+            connections.make_room(),
+            0,
+            "nothing idle is left: the other one waits for its answer"
+        );
+        assert!(!waiting.finishing());
     }
 }

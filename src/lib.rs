@@ -99,7 +99,18 @@ pub async fn run_with_listener(
         tracing::info!(%listen, "metrics listening");
         tokio::spawn(metrics_server::serve(l, std::sync::Arc::clone(gate.metrics())))
     });
-    tracing::info!(listen = %local, tls = tls.is_some(), workers, "logto-gate listening");
+    let max_connections = limits.max_connections;
+    tracing::info!(listen = %local, tls = tls.is_some(), workers, max_connections, "logto-gate listening");
+    let affordable = connections::default_max(connections::open_files());
+    if max_connections > affordable {
+        tracing::warn!(
+            max_connections,
+            open_files = connections::open_files(),
+            "server.max_connections is more than the open-file limit allows (each connection may need one to the \
+             app too): past {affordable} connections, accepts or connections to the app may fail; raise the limit \
+             (LimitNOFILE=, ulimit -n) or lower the setting"
+        );
+    }
     let (acceptor, watcher) = match tls {
         Some((a, w)) => (Some(a), Some(w)),
         None => (None, None),

@@ -1,4 +1,7 @@
-//! Logging setup: `log.level` (overridden by `RUST_LOG`) and `log.format` ("pretty" or "json").
+//! Logging setup: `log.level` (overridden by `RUST_LOG`) and `log.format` ("pretty" or "json"); warnings that
+//! may repeat many times a second, throttled.
+
+use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 
@@ -23,4 +26,45 @@ pub fn init(config: &LogConfig) {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init(),
     };
+}
+
+/// How often a repeated warning is logged at most.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// A warning that may repeat many times a second (an accept loop out of descriptors), logged at most once per
+/// [`WARN_EVERY`].
+#[derive(Default)]
+pub(crate) struct Throttled {
+    last: Option<std::time::Instant>,
+    /// Times it happened since it was last logged.
+    times: u64,
+}
+
+impl Throttled {
+    /// Counts one more time; `Some(times)` (this one included) when the warning is to be logged now.
+    pub(crate) fn due(&mut self) -> Option<u64> {
+        self.times += 1;
+        let now = std::time::Instant::now();
+        if self.last.is_some_and(|last| now.duration_since(last) < WARN_EVERY) {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.times))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttled_warning_is_due_at_first_then_once_per_period_with_its_count() {
+        let mut warning = Throttled::default();
+        assert_eq!(warning.due(), Some(1));
+        assert_eq!(warning.due(), None);
+        assert_eq!(warning.due(), None);
+        warning.last = warning.last.and_then(|last| last.checked_sub(WARN_EVERY));
+        assert_eq!(warning.due(), Some(3), "the two not logged and this one");
+        assert_eq!(warning.due(), None);
+    }
 }

@@ -83,6 +83,10 @@ pub struct Metrics {
     refreshes: [AtomicU64; 3],
     active_upgrades: AtomicI64,
     upgrades_done: tokio::sync::Notify,
+    /// `server.max_connections` in effect (set when the server starts).
+    max_connections: AtomicUsize,
+    /// Idle connections asked to finish to make room ([`crate::connections::Connections::make_room`]).
+    closed_for_room: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -102,6 +106,8 @@ impl Metrics {
             refreshes: std::array::from_fn(|_| AtomicU64::new(0)),
             active_upgrades: AtomicI64::new(0),
             upgrades_done: tokio::sync::Notify::new(),
+            max_connections: AtomicUsize::new(0),
+            closed_for_room: AtomicU64::new(0),
         }
     }
 
@@ -177,6 +183,16 @@ impl Metrics {
         self.active_upgrades.load(Ordering::Relaxed)
     }
 
+    /// Says which `server.max_connections` is in effect.
+    pub fn set_max_connections(&self, max: usize) {
+        self.max_connections.store(max, Ordering::Relaxed);
+    }
+
+    /// Counts idle connections asked to finish to make room.
+    pub fn closed_for_room(&self, n: usize) {
+        self.closed_for_room.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -241,6 +257,16 @@ impl Metrics {
         out.push_str("# HELP logto_gate_active_upgrades Upgraded connections (WebSocket) being relayed now.\n");
         out.push_str("# TYPE logto_gate_active_upgrades gauge\n");
         let _ = writeln!(out, "logto_gate_active_upgrades {}", self.active_upgrades());
+        out.push_str(
+            "# HELP logto_gate_max_connections The most client connections open at once (server.max_connections).\n",
+        );
+        out.push_str("# TYPE logto_gate_max_connections gauge\n");
+        let max = self.max_connections.load(Ordering::Relaxed);
+        let _ = writeln!(out, "logto_gate_max_connections {max}");
+        out.push_str("# HELP logto_gate_connections_closed_for_room_total Idle client connections asked to close to make room for new ones.\n");
+        out.push_str("# TYPE logto_gate_connections_closed_for_room_total counter\n");
+        let closed = self.closed_for_room.load(Ordering::Relaxed);
+        let _ = writeln!(out, "logto_gate_connections_closed_for_room_total {closed}");
         out.push_str("# HELP logto_gate_worker_connections Client connections each worker thread serves now.\n");
         out.push_str("# TYPE logto_gate_worker_connections gauge\n");
         for (worker, shard) in self.shards.iter().enumerate() {
@@ -269,6 +295,8 @@ mod tests {
         m.sign_in_started();
         m.refresh(RefreshResult::Ended);
         m.upgrade_started();
+        m.set_max_connections(9936);
+        m.closed_for_room(32);
         let text = m.render();
         assert!(
             text.contains("logto_gate_requests_total{route=\"app\",status=\"200\"} 2\n"),
@@ -281,6 +309,8 @@ mod tests {
         assert!(text.contains("logto_gate_sign_ins_total{outcome=\"started\"} 1\n"));
         assert!(text.contains("logto_gate_token_refreshes_total{outcome=\"ended\"} 1\n"));
         assert!(text.contains("logto_gate_active_upgrades 1\n"));
+        assert!(text.contains("logto_gate_max_connections 9936\n"));
+        assert!(text.contains("logto_gate_connections_closed_for_room_total 32\n"));
     }
 
     #[test]

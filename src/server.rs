@@ -32,12 +32,13 @@ use tokio_rustls::TlsAcceptor;
 use crate::activity::{ActivityIo, Waiting};
 use crate::body::paced::{NotAnswered, PacedBody, Unanswered};
 use crate::config::ServerConfig;
-use crate::connections::{Connections, OpenCount, Registration};
+use crate::connections::{self, Connections, OpenCount, Place, Registration};
 use crate::deadlines::CoarseTimer;
 use crate::gate::{Gate, WorkerGate};
 use crate::http1::framing::{framing_io, AmbiguousFraming, Watch};
 use crate::http1::server::{self as front, Ended, Front};
 use crate::http2::Arrivals;
+use crate::logging::Throttled;
 use crate::observed::Observed;
 use crate::placement::{self, Busy, Kind};
 use crate::sniff::{self, Prefixed, Protocol};
@@ -51,6 +52,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub idle_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// `server.max_connections`, or what the open-file limit allows when unset.
+    pub max_connections: usize,
 }
 
 impl Limits {
@@ -68,6 +71,9 @@ impl From<&ServerConfig> for Limits {
             max_header_bytes: c.max_header_bytes,
             idle_timeout: c.idle_timeout,
             shutdown_timeout: c.shutdown_timeout,
+            max_connections: c
+                .max_connections
+                .unwrap_or_else(|| connections::default_max(connections::open_files())),
         }
     }
 }
@@ -85,7 +91,8 @@ pub async fn serve(
     workers: usize,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
-    let open = Arc::new(OpenCount::default());
+    let open = OpenCount::new(limits.max_connections);
+    gate.metrics().set_max_connections(limits.max_connections);
     // Every worker's runtime, connections and the channel on which the others hand it new ones, made before any
     // accepts. A runtime is made here, so a failure stops the start with an error instead of leaving a worker that
     // never accepts.
@@ -99,7 +106,7 @@ pub async fn serve(
         let (tx, rx) = mpsc::unbounded_channel();
         let load = gate.metrics().worker_connections(index);
         peers.push(WorkerPeer {
-            connections: Connections::new(limits.idle_timeout, limits.header_read_timeout, Arc::clone(&open), load),
+            connections: Connections::new(limits.idle_timeout, limits.header_read_timeout, load),
             busy: Busy::new(runtime.metrics()),
             handed: tx,
         });
@@ -168,7 +175,7 @@ pub async fn serve(
 /// What every worker shares.
 struct Shared {
     protocols: Protocols,
-    /// Every worker's connections, counted for the drain.
+    /// Every worker's connections, counted for the drain and against `server.max_connections`.
     open: Arc<OpenCount>,
     gate: Arc<Gate>,
     limits: Limits,
@@ -177,8 +184,8 @@ struct Shared {
     workers: Vec<WorkerPeer>,
 }
 
-/// A connection accepted by one worker and handed to another.
-type Handed = (std::net::TcpStream, std::net::SocketAddr);
+/// A connection accepted by one worker and handed to another, with its place in the open count.
+type Handed = (std::net::TcpStream, std::net::SocketAddr, Place);
 
 /// What the workers know of each other: its connections (their number), how busy it has been, and where to hand
 /// it a new one.
@@ -244,10 +251,21 @@ fn worker(
     let _ = done.send(());
 }
 
+/// How long a worker that cannot accept (out of descriptors) waits before it tries again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// How long a worker holding a connection at `server.max_connections` waits for another to close before it makes
+/// room again (a WebSocket tunnel that ends, counted apart, wakes no one).
+const ROOM_RETRY: Duration = Duration::from_millis(250);
+
 /// Accepts connections until `stop` turns true or its sender is gone, each served in a task of the worker
 /// [`crate::placement`] chooses: this one (worker `index`), or another, to which it is handed. The workers share one
 /// listening socket, and whichever wakes first accepts. Connections other workers hand to this one arrive on
 /// `handed`.
+///
+/// An accepted connection takes a place in the open count. At `server.max_connections` there is none: the worker
+/// holds the connection unserved, accepts no other (clients wait in the listen queue) and makes room until a place
+/// frees. So it does when the process is out of descriptors (see [`crate::connections`]).
 async fn accept_until_stopped(
     index: usize,
     listener: TcpListener,
@@ -266,28 +284,55 @@ async fn accept_until_stopped(
             registration,
         ));
     };
+    // Accepted, and waiting for a place.
+    let mut waiting: Option<(tokio::net::TcpStream, std::net::SocketAddr)> = None;
+    let mut full = Throttled::default();
+    let mut failing = Throttled::default();
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+        // Made before looking for a place, so that a connection closing in between still wakes this worker.
+        let freed = shared.open.one_closed();
+        if let Some((stream, peer)) = waiting.take() {
+            let tunnels = usize::try_from(shared.gate.metrics().active_upgrades()).unwrap_or(0);
+            match shared.open.reserve(tunnels) {
+                Some(place) => {
+                    let _ = stream.set_nodelay(true);
+                    if let Some((stream, place)) = hand_over(shared, index, stream, peer, place) {
+                        serve(stream, peer, connections.register(place));
                     }
-                };
-                let _ = stream.set_nodelay(true);
-                match hand_over(shared, index, stream, peer) {
-                    None => {}
-                    Some(stream) => serve(stream, peer, connections.register()),
+                }
+                None => {
+                    let asked = make_room(shared);
+                    if full.due().is_some() {
+                        tracing::warn!(
+                            max_connections = shared.open.max(),
+                            asked_to_close = asked,
+                            "server.max_connections reached: new connections wait while idle ones are closed"
+                        );
+                    }
+                    waiting = Some((stream, peer));
                 }
             }
-            Some((stream, peer)) = handed.recv() => match tokio::net::TcpStream::from_std(stream) {
-                Ok(stream) => serve(stream, peer, connections.register_handed()),
+        }
+        let full_now = waiting.is_some();
+        tokio::select! {
+            accepted = listener.accept(), if !full_now => match accepted {
+                Ok(pair) => waiting = Some(pair),
                 Err(e) => {
-                    drop(connections.register_handed());
+                    // Out of descriptors (used by connections to the app, Redis, files as well): idle client
+                    // connections make room, as at the maximum. Then back off briefly instead of spinning.
+                    let asked = if out_of_descriptors(&e) { make_room(shared) } else { 0 };
+                    if let Some(times) = failing.due() {
+                        tracing::warn!(error = %e, asked_to_close = asked, times, "accept failed");
+                    }
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                }
+            },
+            () = room_or_retry(freed), if full_now => {}
+            Some((stream, peer, place)) = handed.recv() => match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => serve(stream, peer, connections.register_handed(place)),
+                Err(e) => {
+                    connections.cancel_handed();
+                    drop(place);
                     tracing::warn!(error = %e, "a connection handed over could not be served");
                 }
             },
@@ -300,14 +345,37 @@ async fn accept_until_stopped(
     }
 }
 
-/// Hands `stream` to the worker [`placement::choose`] picks if that is not this one (worker `index`), and returns
-/// `None`; returns the stream when this worker is to serve it (its pick, or the hand-off failed).
+/// Resolves once `freed` does (a connection closed) or after [`ROOM_RETRY`].
+async fn room_or_retry(freed: impl Future<Output = ()>) {
+    let _ = tokio::time::timeout(ROOM_RETRY, freed).await;
+}
+
+/// Asks idle connections to finish, on every worker ([`Connections::make_room`]): the connections taking the places
+/// may live on any of them. Counts them, and returns how many it asked.
+fn make_room(shared: &Shared) -> usize {
+    let asked = shared.workers.iter().map(|peer| peer.connections.make_room()).sum();
+    shared.gate.metrics().closed_for_room(asked);
+    asked
+}
+
+/// Whether an accept failed for want of descriptors (the process's, or the system's) or of kernel memory.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Hands `stream` (in its `place`) to the worker [`placement::choose`] picks if that is not this one (worker
+/// `index`), and returns `None`; returns the stream and its place when this worker is to serve it (its pick, or
+/// the hand-off failed).
 fn hand_over(
     shared: &Shared,
     index: usize,
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
-) -> Option<tokio::net::TcpStream> {
+    place: Place,
+) -> Option<(tokio::net::TcpStream, Place)> {
     let kind = if shared.tls.is_some() { Kind::Tls } else { Kind::Plain };
     let now = std::time::Instant::now();
     let workers = &shared.workers;
@@ -320,7 +388,7 @@ fn hand_over(
     );
     let target = match workers.get(chosen) {
         Some(target) if chosen != index => target,
-        _ => return Some(stream),
+        _ => return Some((stream, place)),
     };
     let stream = match stream.into_std() {
         Ok(stream) => stream,
@@ -331,12 +399,14 @@ fn hand_over(
     };
     // Counted at once, so that the next connection of a burst already sees this one.
     target.connections.expect_handed();
-    match target.handed.send((stream, peer)) {
+    match target.handed.send((stream, peer, place)) {
         Ok(()) => None,
         // The other worker has stopped (shutdown): served here after all.
-        Err(mpsc::error::SendError((stream, _))) => {
-            drop(target.connections.register_handed());
-            tokio::net::TcpStream::from_std(stream).ok()
+        Err(mpsc::error::SendError((stream, _, place))) => {
+            target.connections.cancel_handed();
+            tokio::net::TcpStream::from_std(stream)
+                .ok()
+                .map(|stream| (stream, place))
         }
     }
 }

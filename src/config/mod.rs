@@ -107,6 +107,9 @@ pub struct ServerConfig {
     /// A connection closes after answering this many requests (0: never; HTTP/2: GOAWAY, then the streams under
     /// way are answered), so that clients reconnect and their connections are spread over the workers anew.
     pub max_requests_per_connection: u32,
+    /// The most client connections open at once (WebSocket tunnels included); `None`: what the open-file limit
+    /// allows ([`crate::connections::default_max`]).
+    pub max_connections: Option<usize>,
     /// TLS termination: PEM certificate chain and private key, re-read when they change.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Threads serving connections, each with its own runtime and upstream connection pool.

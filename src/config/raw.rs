@@ -78,6 +78,7 @@ pub(super) struct RawServer {
     pub(super) max_header_bytes: Option<u64>,
     pub(super) idle_timeout: Option<String>,
     pub(super) max_requests_per_connection: Option<u64>,
+    pub(super) max_connections: Option<u64>,
     pub(super) tls_cert_file: Option<PathBuf>,
     pub(super) tls_key_file: Option<PathBuf>,
     pub(super) workers: Option<u64>,

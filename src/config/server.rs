@@ -10,6 +10,9 @@ use crate::proxy::trusted::Cidr;
 /// `server.max_requests_per_connection` when unset: nginx's `keepalive_requests`.
 const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u32 = 1000;
 
+/// The largest `server.max_connections`.
+const MAX_CONNECTIONS: u64 = 10_000_000;
+
 /// Validates `[server]`; `None` when a key of it has a problem (each reported in `p`).
 pub(super) fn validate_server(p: &mut Problems, raw: RawServer) -> Option<ServerConfig> {
     let before = p.len();
@@ -94,6 +97,17 @@ pub(super) fn validate_server(p: &mut Problems, raw: RawServer) -> Option<Server
             DEFAULT_MAX_REQUESTS_PER_CONNECTION
         }),
     };
+    let max_connections = match raw.max_connections {
+        None => None,
+        Some(n) if (1..=MAX_CONNECTIONS).contains(&n) => Some(n as usize),
+        Some(n) => {
+            p.add(
+                "server.max_connections",
+                format!("{n} is outside 1..={MAX_CONNECTIONS} (unset: what the open-file limit allows)"),
+            );
+            None
+        }
+    };
     let workers = match raw.workers {
         None => crate::worker::default_count(),
         Some(n) if (1..=1024).contains(&n) => n as usize,
@@ -134,6 +148,7 @@ pub(super) fn validate_server(p: &mut Problems, raw: RawServer) -> Option<Server
         workers,
         idle_timeout: server_idle_timeout,
         max_requests_per_connection,
+        max_connections,
         tls,
     })
 }
@@ -205,6 +220,37 @@ mod tests {
                 .server
                 .max_requests_per_connection,
             25
+        );
+    }
+
+    #[test]
+    fn max_connections_is_bounded_and_unset_by_default() {
+        let with = |n: &str| MINIMAL.replace("[server]\n", &format!("[server]\nmax_connections = {n}\n"));
+        let max = |text: &str| {
+            Config::from_toml_str(text, no_env())
+                .expect("valid")
+                .server
+                .max_connections
+        };
+        assert_eq!(max(MINIMAL), None);
+        assert_eq!(max(&with("1")), Some(1));
+        assert_eq!(max(&with("10000000")), Some(10_000_000));
+        for bad in ["0", "10000001"] {
+            let text = Config::from_toml_str(&with(bad), no_env()).unwrap_err().to_string();
+            assert!(
+                text.contains(&format!(
+                    "server.max_connections: {bad} is outside 1..=10000000 (unset: what the open-file limit allows)"
+                )),
+                "{text}"
+            );
+        }
+        let env = vec![("LOGTO_GATE_SERVER__MAX_CONNECTIONS".to_owned(), "5000".to_owned())];
+        assert_eq!(
+            Config::from_toml_str(MINIMAL, env)
+                .expect("valid")
+                .server
+                .max_connections,
+            Some(5000)
         );
     }
 }

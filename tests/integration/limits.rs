@@ -164,37 +164,6 @@ async fn answers_until_closed(stream: &mut tokio::net::TcpStream) -> Vec<String>
     heads
 }
 
-/// Reads one answer (head and `Content-Length` body) from `stream`; `None` at the end of the stream.
-async fn read_answer(stream: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) -> Option<String> {
-    loop {
-        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&pending[..end + 4]).into_owned();
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (name, value) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse().ok())?
-                })
-                .expect("a Content-Length");
-            if pending.len() >= end + 4 + length {
-                pending.drain(..end + 4 + length);
-                return Some(head);
-            }
-        }
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
-            .await
-            .expect("an answer or the end of the stream in time")
-            .unwrap();
-        if n == 0 {
-            assert!(pending.is_empty(), "the stream ended inside an answer");
-            return None;
-        }
-        pending.extend_from_slice(&chunk[..n]);
-    }
-}
-
 /// A request the front hands to hyper's server (an expectation with no body to send), which hyper answers as any
 /// other: every request after it on the connection is hyper's.
 const TO_HYPER: &[u8] = b"GET /_logto/healthz HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n";
@@ -275,41 +244,6 @@ async fn max_requests_per_connection_counts_on_after_a_hand_off_to_hyper() {
         assert_eq!(says_close(&head), n == 2, "answer {n}: {head}");
     }
     assert_eq!(read_answer(&mut stream, &mut pending).await, None);
-}
-
-/// An HTTP/2 (prior knowledge) connection to the gate: the request sender and the connection's task.
-async fn h2_connection(
-    port: u16,
-) -> (
-    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
-    tokio::task::JoinHandle<Result<(), hyper::Error>>,
-) {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .expect("an HTTP/2 handshake");
-    (sender, tokio::spawn(conn))
-}
-
-fn healthz(port: u16) -> hyper::Request<http_body_util::Empty<bytes::Bytes>> {
-    hyper::Request::get(format!("http://127.0.0.1:{port}/_logto/healthz"))
-        .body(http_body_util::Empty::new())
-        .unwrap()
-}
-
-/// Asks for `/_logto/healthz` as request `n` of `sender`'s connection, once it can take one, and expects a 200.
-async fn healthz_over_h2(
-    sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
-    port: u16,
-    n: usize,
-) {
-    sender
-        .ready()
-        .await
-        .unwrap_or_else(|e| panic!("request {n}: the connection ended: {e}"));
-    let resp = sender.send_request(healthz(port)).await.expect("an answer");
-    assert_eq!(resp.status(), StatusCode::OK, "request {n}");
 }
 
 #[tokio::test]

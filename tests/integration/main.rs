@@ -27,6 +27,7 @@ mod protected_app;
 mod proxying;
 mod redirects;
 mod redis_ha;
+mod room;
 mod sessions;
 mod sign_in;
 mod smuggling;

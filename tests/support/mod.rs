@@ -595,7 +595,19 @@ pub struct GateProcess {
 
 impl GateProcess {
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> GateProcess {
-        let mut cmd = std::process::Command::new(gate_binary());
+        Self::spawn_limited(None, args, env)
+    }
+
+    /// Like [`GateProcess::spawn`], allowed at most `open_files` descriptors (soft and hard limit) when given.
+    pub fn spawn_limited(open_files: Option<u64>, args: &[&str], env: &[(&str, &str)]) -> GateProcess {
+        let mut cmd = match open_files {
+            None => std::process::Command::new(gate_binary()),
+            Some(limit) => {
+                let mut sh = std::process::Command::new("sh");
+                sh.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\""), gate_binary()]);
+                sh
+            }
+        };
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -626,6 +638,19 @@ impl BinaryGate {
         register: impl FnOnce(&str),
         env: &[(&str, &str)],
     ) -> BinaryGate {
+        Self::start_limited(None, endpoint, upstream, extra, edit, register, env).await
+    }
+
+    /// Like [`BinaryGate::start`], allowed at most `open_files` descriptors when given.
+    pub async fn start_limited(
+        open_files: Option<u64>,
+        endpoint: &str,
+        upstream: &str,
+        extra: &str,
+        edit: impl FnOnce(String) -> String,
+        register: impl FnOnce(&str),
+        env: &[(&str, &str)],
+    ) -> BinaryGate {
         let port = free_port();
         let public = format!("http://127.0.0.1:{port}");
         register(&public);
@@ -634,7 +659,7 @@ impl BinaryGate {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("gate.toml");
         std::fs::write(&config, edit(toml)).expect("write config");
-        let process = GateProcess::spawn(&["--config", &config.display().to_string()], env);
+        let process = GateProcess::spawn_limited(open_files, &["--config", &config.display().to_string()], env);
         wait_for_status(&format!("{public}/_logto/readyz"), 200).await;
         BinaryGate {
             process,
@@ -750,4 +775,71 @@ where
     })
     .await
     .expect("the tunnel ends after the close");
+}
+
+/// Reads one answer (head and `Content-Length` body) from `stream`; `None` at the end of the stream.
+pub async fn read_answer(stream: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end + 4]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .expect("a Content-Length");
+            if pending.len() >= end + 4 + length {
+                pending.drain(..end + 4 + length);
+                return Some(head);
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .expect("an answer or the end of the stream in time")
+            .unwrap();
+        if n == 0 {
+            assert!(pending.is_empty(), "the stream ended inside an answer");
+            return None;
+        }
+        pending.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// An HTTP/2 (prior knowledge) connection to the gate: the request sender and the connection's task.
+pub async fn h2_connection(
+    port: u16,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("an HTTP/2 handshake");
+    (sender, tokio::spawn(conn))
+}
+
+pub fn healthz(port: u16) -> hyper::Request<http_body_util::Empty<bytes::Bytes>> {
+    hyper::Request::get(format!("http://127.0.0.1:{port}/_logto/healthz"))
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
+/// Asks for `/_logto/healthz` as request `n` of `sender`'s connection, once it can take one, and expects a 200.
+pub async fn healthz_over_h2(
+    sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    port: u16,
+    n: usize,
+) {
+    sender
+        .ready()
+        .await
+        .unwrap_or_else(|e| panic!("request {n}: the connection ended: {e}"));
+    let resp = sender.send_request(healthz(port)).await.expect("an answer");
+    assert_eq!(resp.status(), StatusCode::OK, "request {n}");
 }

@@ -322,13 +322,9 @@ where
             Response::new(crate::body::full(answer))
         }
     };
-    let connections = crate::connections::Connections::new(
-        Duration::from_secs(60),
-        Duration::from_secs(30),
-        Arc::default(),
-        Arc::default(),
-    );
-    let registration = connections.register();
+    let connections =
+        crate::connections::Connections::new(Duration::from_secs(60), Duration::from_secs(30), Arc::default());
+    let registration = connections.register(crate::connections::Place::unbounded());
     let (mut server, client_end) = tokio::io::duplex(16 * 1024);
     let front = Front {
         handle: &handle,
@@ -748,13 +744,9 @@ async fn answers_and_the_parts_of_a_streamed_one_are_flushed_before_the_front_wa
             Response::new(Body::Boxed(StreamBody::new(Box::pin(parts)).boxed()))
         }
     };
-    let connections = crate::connections::Connections::new(
-        Duration::from_secs(60),
-        Duration::from_secs(30),
-        Arc::default(),
-        Arc::default(),
-    );
-    let registration = connections.register();
+    let connections =
+        crate::connections::Connections::new(Duration::from_secs(60), Duration::from_secs(30), Arc::default());
+    let registration = connections.register(crate::connections::Place::unbounded());
     let (server, mut client) = tokio::io::duplex(64 * 1024);
     let mut server = HeldUntilFlushed {
         inner: server,
