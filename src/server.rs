@@ -444,11 +444,16 @@ fn connection(
             // Boxed: the TLS state is large, and held inline it would enlarge every plain connection's task too.
             Some(acceptor) => {
                 Box::pin(async {
-                    let tls_stream = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await
-                    {
-                        Ok(Ok(tls_stream)) => tls_stream,
-                        Ok(Err(e)) => return tracing::debug!(error = %e, %peer, "TLS handshake failed"),
-                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                    // Bounded like a request head, and cut short like the wait for one: a client that opened a
+                    // connection and sent no handshake is closed to make room, or at shutdown.
+                    let handshake = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp));
+                    let tls_stream = tokio::select! {
+                        handshake = handshake => match handshake {
+                            Ok(Ok(tls_stream)) => tls_stream,
+                            Ok(Err(e)) => return tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                        },
+                        () = registration.finished() => return,
                     };
                     let alpn = sniff::alpn_protocol(tls_stream.get_ref().1.alpn_protocol());
                     client.serve(alpn, Prefixed::new(tls_stream)).await

@@ -153,14 +153,7 @@ async fn the_default_max_connections_follows_the_open_file_limit() {
     let started = std::time::Instant::now();
     let (status, _flood) = flood_then_one_more(gate.port, 40).await;
     assert_eq!(status, Some(200));
-    let text = plain()
-        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(metrics_port).await;
     assert!(text.contains("\nlogto_gate_max_connections 16\n"), "{text}");
     let closed: u64 = text
         .lines()

@@ -292,3 +292,49 @@ async fn an_http2_header_block_left_unfinished_inside_tls_closes_its_connection(
         .expect("an unfinished header block inside TLS kept its connection open");
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn a_connection_that_sends_no_handshake_makes_room_at_max_connections() {
+    // Before its handshake a TLS connection waits like one before its first request: idle, it is closed to make
+    // room rather than held for the header read timeout (30 s).
+    use tokio::io::AsyncReadExt;
+    if !have_tool("openssl", &["/usr/bin/openssl"], "openssl") {
+        return;
+    }
+    let tls_gate = TlsGate::start("max_connections = 1", "").await;
+    let (gate, cert) = (&tls_gate.gate, &tls_gate.cert);
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+    let request = b"GET /_logto/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        tls_exchange_until_closed(gate.port, &der_of(cert), request),
+    )
+    .await
+    .expect("the new client was served within 10 s");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let mut nothing = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut nothing)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the silent connection was closed: {closed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_no_handshake_does_not_hold_the_shutdown() {
+    if !have_tool("openssl", &["/usr/bin/openssl"], "openssl") {
+        return;
+    }
+    let tls_gate = TlsGate::start("", "").await;
+    let _silent = tokio::net::TcpStream::connect(("127.0.0.1", tls_gate.gate.port))
+        .await
+        .unwrap();
+    // Taken by a worker (its handshake waits), which the served request shows.
+    let request = b"GET /_logto/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let answer = tls_exchange_until_closed(tls_gate.gate.port, &der_of(&tls_gate.cert), request).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let started = std::time::Instant::now();
+    tls_gate.gate.stop().await;
+    // The drain would otherwise wait for the handshake's header read timeout (30 s), past the shutdown timeout.
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}
