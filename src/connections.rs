@@ -15,8 +15,8 @@
 //! When a worker has accepted a connection and `server.max_connections` leaves no place for it, or the process
 //! runs out of descriptors, the worker accepts nothing more and makes room ([`Connections::make_room`]): it asks
 //! idle connections (no request waiting for its answer), on every worker and the longest quiet first, to finish,
-//! as nginx reuses its idle keep-alive connections when it runs short. Clients that hold connections open without using them then
-//! cannot keep new ones out for a timeout.
+//! as nginx reuses its idle keep-alive connections when it runs short. Clients that hold connections open without
+//! using them then cannot keep new ones out for a timeout.
 //!
 //! One timer per worker instead of one per connection: a connection's task only checks a flag when it runs, so
 //! nothing on the request path registers, polls or re-arms a timer or a shutdown watch, and an idle connection
@@ -271,8 +271,8 @@ impl Connections {
     /// Makes room for new connections: asks up to [`ROOM_BATCH`] of this worker's idle connections to finish, the
     /// longest quiet first, and returns how many it asked. Idle: quiet for [`ROOM_MIN_QUIET`] at least, no request
     /// on it waiting for its answer to begin, not told to finish already; one that waits for its next request (or
-    /// its first) closes at once, one still sending an answer after it. Asks none while half a batch or more of those asked before are
-    /// still open, for up to [`ROOM_PATIENCE`].
+    /// its first) closes at once, one still sending an answer after it. Asks none while half a batch or more of
+    /// those asked before are still open, for up to [`ROOM_PATIENCE`].
     pub fn make_room(&self) -> usize {
         let mut inner = self.lock();
         let inner = &mut *inner;

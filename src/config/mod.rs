@@ -108,7 +108,7 @@ pub struct ServerConfig {
     /// way are answered), so that clients reconnect and their connections are spread over the workers anew.
     pub max_requests_per_connection: u32,
     /// The most client connections open at once (WebSocket tunnels included); `None`: what the open-file limit
-    /// allows ([`crate::connections::default_max`]).
+    /// allows (half of it, less 128 descriptors for the gate itself).
     pub max_connections: Option<usize>,
     /// TLS termination: PEM certificate chain and private key, re-read when they change.
     pub tls: Option<(PathBuf, PathBuf)>,
