@@ -83,11 +83,21 @@ fn kubernetes_configmaps_are_configurations_the_gate_accepts() {
             config.server.workers, 1,
             "{rel}: workers match the container's CPU limit of 1"
         );
+        // 32 MiB at rest and 25 KiB per idle HTTP/2 connection (bench/README.md) within the 128Mi limit.
+        let max = config.server.max_connections.expect("max_connections is set");
+        assert!(
+            32 * 1024 + max * 25 <= 128 * 1024,
+            "{rel}: {max} connections exceed 128Mi"
+        );
     }
     let deployment = read("deploy/kubernetes/base/deployment.yaml");
     assert!(
         deployment.contains("cpu: \"1\""),
         "the gate's CPU limit is the workers count"
+    );
+    assert!(
+        deployment.contains("memory: 128Mi"),
+        "the gate's memory limit bounds max_connections"
     );
 }
 
