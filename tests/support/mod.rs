@@ -570,22 +570,28 @@ pub fn gate_binary() -> &'static str {
     env!("CARGO_BIN_EXE_logto-gate")
 }
 
-/// A port that was free a moment ago (for the binary, which must know its public URL before it binds), and never
-/// handed out before in this test process: the kernel may give a port just released to the next bind, and a test
-/// that takes two ports before anything binds them would otherwise now and then get the same one twice.
+/// A port for a server started later (the binary, which must know its public URL before it binds; an IdP that comes
+/// up late; an address left dead), reserved for the rest of this test process: a socket stays bound to it, with
+/// `SO_REUSEADDR` and not listening. Connections to it are refused until a server listens there; the servers the
+/// tests start (the gate, Node.js, nginx, Redis, Python) bind with `SO_REUSEADDR` and so may; and the kernel gives
+/// it to no other bind and to no outgoing connection as its local port, which between the choice and the start
+/// could otherwise take it (a test holding hundreds of client connections makes that likely).
 pub fn free_port() -> u16 {
-    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        if !handed_out.contains(&port) {
-            handed_out.push(port);
-            return port;
-        }
-    }
+    static RESERVED: std::sync::Mutex<Vec<socket2::Socket>> = std::sync::Mutex::new(Vec::new());
+    let mut reserved = RESERVED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    socket.set_reuse_address(true).expect("SO_REUSEADDR");
+    socket
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("a free port");
+    let port = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map(|a| a.port())
+        .expect("a bound port");
+    reserved.push(socket);
+    port
 }
 
 /// Runs the gate binary with arguments and environment; kills it on drop.
