@@ -101,11 +101,12 @@ pub async fn run_with_listener(
     });
     let max_connections = limits.max_connections;
     tracing::info!(listen = %local, tls = tls.is_some(), workers, max_connections, "logto-gate listening");
-    let affordable = connections::default_max(connections::open_files());
+    let open_files = connections::open_files();
+    let affordable = connections::default_max(open_files);
     if max_connections > affordable {
         tracing::warn!(
             max_connections,
-            open_files = connections::open_files(),
+            open_files,
             "server.max_connections is more than the open-file limit allows (each connection may need one to the \
              app too): past {affordable} connections, accepts or connections to the app may fail; raise the limit \
              (LimitNOFILE=, ulimit -n) or lower the setting"

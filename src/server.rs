@@ -284,14 +284,14 @@ async fn accept_until_stopped(
             registration,
         ));
     };
-    // Accepted, and waiting for a place.
-    let mut waiting: Option<(tokio::net::TcpStream, std::net::SocketAddr)> = None;
+    // Accepted, and held until there is a place for it.
+    let mut held: Option<(tokio::net::TcpStream, std::net::SocketAddr)> = None;
     let mut full = Throttled::default();
     let mut failing = Throttled::default();
     loop {
         // Made before looking for a place, so that a connection closing in between still wakes this worker.
         let freed = shared.open.one_closed();
-        if let Some((stream, peer)) = waiting.take() {
+        if let Some((stream, peer)) = held.take() {
             let tunnels = usize::try_from(shared.gate.metrics().active_upgrades()).unwrap_or(0);
             match shared.open.reserve(tunnels) {
                 Some(place) => {
@@ -309,14 +309,14 @@ async fn accept_until_stopped(
                             "server.max_connections reached: new connections wait while idle ones are closed"
                         );
                     }
-                    waiting = Some((stream, peer));
+                    held = Some((stream, peer));
                 }
             }
         }
-        let full_now = waiting.is_some();
+        let full_now = held.is_some();
         tokio::select! {
             accepted = listener.accept(), if !full_now => match accepted {
-                Ok(pair) => waiting = Some(pair),
+                Ok(pair) => held = Some(pair),
                 Err(e) => {
                     // Out of descriptors (used by connections to the app, Redis, files as well): idle client
                     // connections make room, as at the maximum. Then back off briefly instead of spinning.
@@ -426,7 +426,7 @@ fn connection(
     async move {
         let limits = &shared.limits;
         let peeked = match &shared.tls {
-            None => match before_first_request(sniff::peek_protocol(&stream), limits, &registration).await {
+            None => match before_first_request(sniff::peek_protocol(&stream), limits, &registration, peer).await {
                 Some(peeked) => peeked,
                 None => return,
             },
@@ -444,16 +444,11 @@ fn connection(
             // Boxed: the TLS state is large, and held inline it would enlarge every plain connection's task too.
             Some(acceptor) => {
                 Box::pin(async {
-                    // Bounded like a request head, and cut short like the wait for one: a client that opened a
-                    // connection and sent no handshake is closed to make room, or at shutdown.
-                    let handshake = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp));
-                    let tls_stream = tokio::select! {
-                        handshake = handshake => match handshake {
-                            Ok(Ok(tls_stream)) => tls_stream,
-                            Ok(Err(e)) => return tracing::debug!(error = %e, %peer, "TLS handshake failed"),
-                            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                        },
-                        () = registration.finished() => return,
+                    // The handshake is waited for as a plain connection's first bytes are.
+                    let Some(tls_stream) =
+                        before_first_request(acceptor.accept(tcp), limits, &registration, peer).await
+                    else {
+                        return;
                     };
                     let alpn = sniff::alpn_protocol(tls_stream.get_ref().1.alpn_protocol());
                     client.serve(alpn, Prefixed::new(tls_stream)).await
@@ -464,26 +459,27 @@ fn connection(
     }
 }
 
-/// `waiting` (for a client's first bytes), bounded by the header read timeout and cut short by shutdown; `None`
-/// when either ends it first or it fails, and the connection is to be closed.
+/// `waiting` (for the first bytes of `peer`, or its TLS handshake), bounded by the header read timeout and cut
+/// short when the connection is told to finish (shutdown, or to make room); `None` when either ends it first or it
+/// fails, and the connection is to be closed.
 async fn before_first_request<T>(
     waiting: impl Future<Output = io::Result<T>>,
     limits: &Limits,
     registration: &Registration,
+    peer: std::net::SocketAddr,
 ) -> Option<T> {
     tokio::select! {
         waited = tokio::time::timeout(limits.header_read_timeout, waiting) => match waited {
             Ok(Ok(value)) => Some(value),
             Ok(Err(e)) => {
-                tracing::debug!(error = %e, "connection failed before its first request");
+                tracing::debug!(error = %e, %peer, "connection failed before its first request");
                 None
             }
             Err(_) => {
-                tracing::debug!("no request within the header read timeout; closing");
+                tracing::debug!(%peer, "no request within the header read timeout; closing");
                 None
             }
         },
-        // Shutdown.
         _ = registration.finished() => None,
     }
 }
@@ -510,7 +506,7 @@ impl Client<'_> {
             let limits = &self.shared.limits;
             let protocol = match known {
                 Some(protocol) => protocol,
-                None => match before_first_request(io.read_protocol(), limits, self.registration).await {
+                None => match before_first_request(io.read_protocol(), limits, self.registration, self.peer).await {
                     Some(protocol) => protocol,
                     None => return,
                 },

@@ -26,6 +26,13 @@ async fn tls_exchange_until_closed(port: u16, root_der: &[u8], request: &[u8]) -
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// `/_logto/healthz` over TLS (HTTP/1.1 by ALPN, trusting the certificate at `cert`), expecting 200.
+async fn healthz_over_tls(port: u16, cert: &std::path::Path) {
+    let request = b"GET /_logto/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let answer = tls_exchange_until_closed(port, &der_of(cert), request).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 /// A gate serving over TLS only (a throwaway certificate; `server_lines` added to `[server]`, `extra` to the end of
 /// the configuration), with its IdP and upstream. Not waited for over plain HTTP: connections wait in the listener's
 /// backlog until the workers take them.
@@ -304,14 +311,9 @@ async fn a_connection_that_sends_no_handshake_makes_room_at_max_connections() {
     let tls_gate = TlsGate::start("max_connections = 1", "").await;
     let (gate, cert) = (&tls_gate.gate, &tls_gate.cert);
     let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
-    let request = b"GET /_logto/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    let answer = tokio::time::timeout(
-        Duration::from_secs(10),
-        tls_exchange_until_closed(gate.port, &der_of(cert), request),
-    )
-    .await
-    .expect("the new client was served within 10 s");
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    tokio::time::timeout(Duration::from_secs(10), healthz_over_tls(gate.port, cert))
+        .await
+        .expect("the new client was served within 10 s");
     let mut nothing = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut nothing)).await;
     assert!(
@@ -330,9 +332,7 @@ async fn a_connection_that_sends_no_handshake_does_not_hold_the_shutdown() {
         .await
         .unwrap();
     // Taken by a worker (its handshake waits), which the served request shows.
-    let request = b"GET /_logto/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    let answer = tls_exchange_until_closed(tls_gate.gate.port, &der_of(&tls_gate.cert), request).await;
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    healthz_over_tls(tls_gate.gate.port, &tls_gate.cert).await;
     let started = std::time::Instant::now();
     tls_gate.gate.stop().await;
     // The drain would otherwise wait for the handshake's header read timeout (30 s), past the shutdown timeout.
