@@ -312,12 +312,12 @@ async fn signing_in_again_deletes_the_previous_redis_session() {
 }
 
 /// With the cookie store and `session.redis_url`, the revocation is shared: a copied cookie is refused on every
-/// replica, not only the one that saw the sign-out.
+/// replica, not only the one that saw the sign-out, and by a gate process started after it (a restart, a rollout),
+/// which a list kept in memory would have forgotten.
 #[tokio::test]
 async fn a_copied_cookie_is_refused_on_every_replica_after_sign_out() {
-    let Some((_redis, idp, _upstream, one, two)) =
-        replicas_on_redis(|url| format!("redis_url = \"{url}\"\nredis_key_prefix = \"t:\"")).await
-    else {
+    let shared = |url: &str| format!("redis_url = \"{url}\"\nredis_key_prefix = \"t:\"");
+    let Some((redis, idp, upstream, one, two)) = replicas_on_redis(shared).await else {
         return;
     };
     let b = Browser::new(&idp);
@@ -329,7 +329,18 @@ async fn a_copied_cookie_is_refused_on_every_replica_after_sign_out() {
     );
     let out = b.get(format!("{}/_logto/sign-out", one.url())).await;
     assert_eq!(out.status(), StatusCode::FOUND);
-    for gate in [&one, &two] {
+    drop(two);
+    let section = format!("[session]\n{}\n", shared(&redis.url()));
+    let restarted = BinaryGate::start(
+        &idp.endpoint(),
+        &upstream.url(),
+        "",
+        move |t: String| t.replacen("[session]\n", &section, 1),
+        |_| {},
+        &[],
+    )
+    .await;
+    for gate in [&one, &restarted] {
         assert_eq!(
             status_with_cookie(&format!("{}/x", gate.url()), &copy).await,
             StatusCode::UNAUTHORIZED,
