@@ -30,6 +30,7 @@ fn codec() -> &'static CookieCodec {
             redis_urls: Vec::new(),
             redis_sentinel_master: None,
             cookie_domain: None,
+            revocation_file: None,
         })
     })
 }

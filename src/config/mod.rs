@@ -273,6 +273,9 @@ pub struct SessionConfig {
     /// `Domain` of the session (and sign-in attempt) cookies, lower case without a leading dot: one sign-in for
     /// every host under it. `None`: host-only cookies on `server.public_url`'s host.
     pub cookie_domain: Option<String>,
+    /// `session.revocation_file`: where the cookie store without Redis keeps its revocation list (sign-outs,
+    /// back-channel logouts, logout token ids) so that a restart does not forget it. `None`: in memory only.
+    pub revocation_file: Option<std::path::PathBuf>,
 }
 
 /// How the gate reaches Redis.

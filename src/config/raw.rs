@@ -151,6 +151,7 @@ pub(super) struct RawSession {
     pub(super) redis_urls: Option<Vec<String>>,
     pub(super) redis_sentinel_master: Option<String>,
     pub(super) cookie_domain: Option<String>,
+    pub(super) revocation_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -131,6 +131,13 @@ pub(super) fn validate_session(
         }
         _ => {}
     }
+    let revocation_file = non_empty(raw.revocation_file).map(std::path::PathBuf::from);
+    if revocation_file.is_some() && (redis_url.is_some() || !redis_urls.is_empty()) {
+        p.add(
+            "session.revocation_file",
+            "is for the cookie store without Redis; with Redis the revocation list lives there (remove one of the two)",
+        );
+    }
     let redis_key_prefix = raw.redis_key_prefix.unwrap_or_else(|| "logto-gate:".to_owned());
     let cookie_name = non_empty(raw.cookie_name).unwrap_or_else(|| "logto_gate".to_owned());
     if !cookie_name
@@ -187,6 +194,7 @@ pub(super) fn validate_session(
         redis_urls,
         redis_sentinel_master,
         cookie_domain,
+        revocation_file,
     })
 }
 

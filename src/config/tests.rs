@@ -249,3 +249,39 @@ fn a_url_with_port_zero_is_refused() {
         assert!(err.contains(&format!("{key}: `{to}` has port 0")), "{err}");
     }
 }
+
+#[test]
+fn the_revocation_file_is_for_the_cookie_store_without_redis() {
+    let with = |line: &str| {
+        Config::from_toml_str(
+            &MINIMAL.replace("[session]\n", &format!("[session]\n{line}\n")),
+            no_env(),
+        )
+    };
+    let c = with("revocation_file = \"/var/lib/logto-gate/revoked.json\"").expect("valid");
+    assert_eq!(
+        c.session.revocation_file.as_deref(),
+        Some(std::path::Path::new("/var/lib/logto-gate/revoked.json"))
+    );
+    assert_eq!(
+        with("revocation_file = \"\"").expect("valid").session.revocation_file,
+        None
+    );
+    let both = with("revocation_file = \"/r.json\"\nredis_url = \"redis://127.0.0.1:6379\"")
+        .expect_err("invalid")
+        .0;
+    assert!(
+        both.iter()
+            .any(|l| l.starts_with("session.revocation_file: is for the cookie store without Redis")),
+        "{both:?}"
+    );
+    let env = vec![(
+        "LOGTO_GATE_SESSION__REVOCATION_FILE".to_owned(),
+        "/run/revoked.json".to_owned(),
+    )];
+    let c = Config::from_toml_str(MINIMAL, env).expect("valid");
+    assert_eq!(
+        c.session.revocation_file.as_deref(),
+        Some(std::path::Path::new("/run/revoked.json"))
+    );
+}

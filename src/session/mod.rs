@@ -9,6 +9,7 @@ pub mod attempt;
 pub mod cookies;
 pub mod redis_store;
 pub mod refresh;
+mod revocations;
 pub mod store;
 
 use std::sync::OnceLock;

@@ -1,8 +1,9 @@
 //! Where sessions live and how a request's session is found, written back, ended and revoked.
 //!
 //! - `session.store = "cookie"` (default): the session is the encrypted cookie (chunked when large). Nothing to
-//!   run. Back-channel logout keeps a revocation list: in Redis when `session.redis_url` is set (shared by every
-//!   replica), otherwise in memory (per replica).
+//!   run. Sign-out and back-channel logout keep a revocation list: in Redis when `session.redis_url` is set
+//!   (shared by every replica), otherwise in memory (per replica; kept across restarts in `session.revocation_file`,
+//!   see [`super::revocations`]).
 //! - `session.store = "redis"`: the cookie holds only a random id, sealed like any gate cookie; the session lives
 //!   under `<prefix>session:<id>` with a TTL, indexed by Logto `sid` and `sub` so back-channel logout can delete
 //!   every matching session for every replica at once.
@@ -18,6 +19,7 @@ use http::header::{HeaderMap, HeaderValue};
 use ring::rand::SecureRandom;
 
 use super::redis_store::{RedisStore, StoreError};
+use super::revocations::{MemoryRevocations, RevocationFile};
 use super::{CookieCodec, Session};
 use crate::config::{SessionConfig, StoreKind};
 
@@ -31,19 +33,6 @@ pub struct Current {
     pub names_sent: Arc<[String]>,
     /// The cookie must be written again: opened with an old secret, or idle tracking is due.
     pub rewrite: bool,
-}
-
-/// Back-channel revocations kept in memory (cookie store without Redis): per replica.
-#[derive(Default)]
-struct MemoryRevocations {
-    /// Logto session id -> until when the revocation matters.
-    sids: HashMap<String, u64>,
-    /// Subject -> (logout time, until). Sessions of the subject issued at or before the logout time are revoked.
-    subs: HashMap<String, (u64, u64)>,
-    /// Back-channel `jti`s seen -> until.
-    jtis: HashMap<String, u64>,
-    /// Sessions signed out, by [`Session::revocation_name`] -> until.
-    signed_out: HashMap<String, u64>,
 }
 
 /// Decrypted cookie sessions by their exact cookie value, so a busy session is opened once, not on every request.
@@ -107,7 +96,10 @@ pub struct Sessions {
     opened_max: usize,
     kind: StoreKind,
     redis: Option<Arc<RedisStore>>,
+    /// The revocation list of the cookie store without Redis.
     memory: Mutex<MemoryRevocations>,
+    /// Where `memory` is kept across restarts (`session.revocation_file`).
+    memory_file: Option<RevocationFile>,
     /// Whether `memory` holds any revoked session or subject: read by every request without taking the lock (a
     /// lock every worker takes per request moves its cache line from core to core each time).
     revocations: std::sync::atomic::AtomicBool,
@@ -125,6 +117,14 @@ impl Sessions {
             None
         };
         let codec = CookieCodec::new(config);
+        let (memory_file, memory) = match &config.revocation_file {
+            Some(path) => {
+                let (file, list) = RevocationFile::open(path, super::now())?;
+                (Some(file), list)
+            }
+            None => (None, MemoryRevocations::default()),
+        };
+        let revoked = memory.revokes_any();
         Ok(Sessions {
             single_name: Arc::from([codec.session_name().to_owned()]),
             codec,
@@ -132,8 +132,9 @@ impl Sessions {
             opened_max: (OPENED_CACHE_MAX / workers.max(1)).max(256),
             kind: config.store,
             redis,
-            memory: Mutex::default(),
-            revocations: std::sync::atomic::AtomicBool::new(false),
+            memory: Mutex::new(memory),
+            memory_file,
+            revocations: std::sync::atomic::AtomicBool::new(revoked),
             idle_timeout: config.idle_timeout.map(|d| d.as_secs()),
             lifetime: config.lifetime.as_secs(),
             rng: ring::rand::SystemRandom::new(),
@@ -448,11 +449,10 @@ impl Sessions {
                         let entry = m.subs.entry(sub.to_owned()).or_insert((logout_at, until));
                         *entry = (entry.0.max(logout_at), entry.1.max(until));
                     }
-                    self.revocations.store(
-                        !m.sids.is_empty() || !m.subs.is_empty() || !m.signed_out.is_empty(),
-                        std::sync::atomic::Ordering::Release,
-                    );
+                    self.revocations
+                        .store(m.revokes_any(), std::sync::atomic::Ordering::Release);
                 }
+                self.save_memory().await;
                 Ok(1)
             }
         }
@@ -487,8 +487,17 @@ impl Sessions {
                     m.signed_out.insert(s.revocation_name(), s.exp);
                     self.revocations.store(true, std::sync::atomic::Ordering::Release);
                 }
+                self.save_memory().await;
                 Ok(())
             }
+        }
+    }
+
+    /// Writes the in-memory revocation list to `session.revocation_file`, when set. The `jti`s seen go with the
+    /// next revocation: a replayed logout token can only end again what its first delivery ended.
+    async fn save_memory(&self) {
+        if let Some(file) = &self.memory_file {
+            file.save(&self.memory).await;
         }
     }
 

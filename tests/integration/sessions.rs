@@ -457,6 +457,78 @@ async fn back_channel_logout_in_cookie_mode_uses_a_revocation_list_and_refuses_r
     assert_eq!(get.headers()["allow"], "POST");
 }
 
+/// `session.revocation_file`: without Redis the revocation list outlives a restart. A gate process started on the
+/// same file after a sign-out and a back-channel logout still refuses a copy of either session's cookie (with the
+/// list only in memory it accepted both) and the logout token's replay, and admits a sign-in after the logout.
+#[tokio::test]
+async fn the_revocation_file_keeps_sign_outs_and_logouts_across_a_restart() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let section = format!(
+        "[session]\nrevocation_file = \"{}\"\n",
+        dir.path().join("revoked.json").display()
+    );
+    let (endpoint, upstream_url) = (idp.endpoint(), upstream.url());
+    let start = || {
+        let section = section.clone();
+        BinaryGate::start(
+            &endpoint,
+            &upstream_url,
+            "",
+            move |t: String| t.replacen("[session]\n", &section, 1),
+            |public| idp.register_client(APP_ID, APP_SECRET, public),
+            &[],
+        )
+    };
+    let first = start().await;
+    let bob = Browser::new(&idp);
+    bob.login_as("bob");
+    bob.sign_in(&first, "/").await;
+    let signed_out = bob.gate_cookies(&first.url());
+    assert_eq!(
+        bob.get(format!("{}/_logto/sign-out", first.url())).await.status(),
+        StatusCode::FOUND
+    );
+    let alice = Browser::new(&idp);
+    alice.sign_in(&first, "/").await;
+    let logged_out = alice.gate_cookies(&first.url());
+    let logout_at = now();
+    assert_eq!(
+        alice_logged_out(&idp, &first.url(), logout_at, "jti-kept").await,
+        StatusCode::OK
+    );
+    for cookie in [&signed_out, &logged_out] {
+        assert_eq!(
+            status_with_cookie(&format!("{}/x", first.url()), cookie).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    drop(first);
+
+    let restarted = start().await;
+    let url = format!("{}/x", restarted.url());
+    assert_eq!(
+        status_with_cookie(&url, &signed_out).await,
+        StatusCode::UNAUTHORIZED,
+        "signed out"
+    );
+    assert_eq!(
+        status_with_cookie(&url, &logged_out).await,
+        StatusCode::UNAUTHORIZED,
+        "logged out"
+    );
+    assert_eq!(
+        alice_logged_out(&idp, &restarted.url(), logout_at, "jti-kept").await,
+        StatusCode::BAD_REQUEST,
+        "a replayed logout token"
+    );
+    wait_past(logout_at, 0).await;
+    alice.sign_in(&restarted, "/again").await;
+    let fresh = alice.gate_cookies(&restarted.url());
+    assert_eq!(status_with_cookie(&url, &fresh).await, StatusCode::OK);
+}
+
 /// A back-channel logout naming only the subject ends that user's sessions issued up to the token's `iat`, and no
 /// others: a session signed in after it stays. That cut-off only moves later: an earlier logout token delivered
 /// after a later one (a retry, two sign-outs racing) must not bring back the sessions the later one ended. With the

@@ -21,6 +21,7 @@ fn codec_named(secrets: &[&str], cookie_name: &str) -> CookieCodec {
         redis_urls: Vec::new(),
         redis_sentinel_master: None,
         cookie_domain: None,
+        revocation_file: None,
     })
 }
 
