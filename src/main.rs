@@ -137,6 +137,15 @@ async fn check(config: Config) -> ExitCode {
             r.upstream.base_path
         );
     }
+    if let Some(path) = &config.session.revocation_file {
+        match logto_gate::session::check_revocation_file(path) {
+            Ok(n) => out!("  revocation file: {} ({n} revocations in force)", path.display()),
+            Err(e) => {
+                eprintln!("logto-gate check: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     out!("  issuer:       {}", config.logto.issuer);
     out!("  scopes:       {}", config.logto.scopes.join(" "));
     let oidc = match logto_gate::oidc::Oidc::new(config.logto.clone(), config.server.public_url.callback_url()) {

@@ -10,6 +10,13 @@ pub mod cookies;
 pub mod redis_store;
 pub mod refresh;
 mod revocations;
+
+/// For `logto-gate check`: reads `session.revocation_file` as a start would, without writing it; how many sessions
+/// and users it still revokes.
+pub fn check_revocation_file(path: &std::path::Path) -> Result<usize, String> {
+    let list = revocations::read(path, now())?;
+    Ok(list.sids.len() + list.subs.len() + list.signed_out.len())
+}
 pub mod store;
 
 use std::sync::OnceLock;

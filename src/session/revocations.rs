@@ -59,17 +59,7 @@ impl RevocationFile {
     /// forget every revocation in it.
     pub(super) fn open(path: &Path, now: u64) -> Result<(RevocationFile, MemoryRevocations), String> {
         let shown = path.display();
-        let mut list = match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice::<MemoryRevocations>(&bytes).map_err(|e| {
-                format!(
-                    "session.revocation_file {shown}: not a revocation list the gate wrote ({e}); move it away to \
-                     start with an empty one"
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MemoryRevocations::default(),
-            Err(e) => return Err(format!("session.revocation_file {shown}: cannot be read: {e}")),
-        };
-        list.drop_past(now);
+        let list = read(path, now)?;
         write_whole(path, &list).map_err(|e| format!("session.revocation_file {shown}: cannot be written: {e}"))?;
         let file = RevocationFile {
             path: path.to_owned(),
@@ -101,6 +91,23 @@ impl RevocationFile {
             );
         }
     }
+}
+
+/// Reads the list at `path` without what is past at `now`; no file yet is an empty list. Errors name the file.
+pub(super) fn read(path: &Path, now: u64) -> Result<MemoryRevocations, String> {
+    let shown = path.display();
+    let mut list = match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice::<MemoryRevocations>(&bytes).map_err(|e| {
+            format!(
+                "session.revocation_file {shown}: not a revocation list the gate wrote ({e}); move it away to start \
+                 with an empty one"
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => MemoryRevocations::default(),
+        Err(e) => return Err(format!("session.revocation_file {shown}: cannot be read: {e}")),
+    };
+    list.drop_past(now);
+    Ok(list)
 }
 
 fn write_whole(path: &Path, list: &MemoryRevocations) -> std::io::Result<()> {

@@ -548,3 +548,73 @@ async fn warnings_during_a_refresh_carry_the_request_id() {
         .unwrap_or_else(|| panic!("no refresh warning:\n{log}"));
     assert!(warning.contains(&id), "the warning names request {id}: {warning}");
 }
+
+/// `session.revocation_file`: `check` reads it without writing it and says how many revocations are in force; a
+/// file the gate did not write stops `check` and a start with an error naming it, and is left as it was (replacing
+/// it would forget every revocation in it).
+#[tokio::test]
+async fn a_revocation_file_the_gate_did_not_write_stops_check_and_start() {
+    let idp = Idp::start(IdpOptions::default());
+    idp.register_client(APP_ID, APP_SECRET, "http://127.0.0.1:4180");
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("revoked.json");
+    let port = free_port();
+    let toml = gate_toml(
+        &format!("http://127.0.0.1:{port}"),
+        "http://127.0.0.1:8080",
+        &idp.endpoint(),
+        "",
+        "",
+    )
+    .replacen(
+        "[session]\n",
+        &format!("[session]\nrevocation_file = \"{}\"\n", list.display()),
+        1,
+    );
+    let path = write_config(&dir, &toml);
+    let check = {
+        let path = path.clone();
+        move || run_to_end(&["check", "--config", &path], &[])
+    };
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(check.clone()).await.unwrap();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("revocation file: {} (0 revocations in force)", list.display())),
+        "{stdout}"
+    );
+    assert!(!list.exists(), "check writes nothing");
+
+    std::fs::write(&list, b"not json").unwrap();
+    let (code, _, stderr) = tokio::task::spawn_blocking(check).await.unwrap();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "session.revocation_file {}: not a revocation list",
+            list.display()
+        )),
+        "{stderr}"
+    );
+    let mut start = Command::new(gate_binary())
+        .args(["--config", &path])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = start.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = start.kill();
+            panic!("the gate started on a revocation file it did not write");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut stderr = String::new();
+    start.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not a revocation list the gate wrote"), "{stderr}");
+    assert_eq!(std::fs::read(&list).unwrap(), b"not json");
+}
