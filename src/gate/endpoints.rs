@@ -536,7 +536,7 @@ impl Gate {
             return Ok(refuse("this logout token was already used (jti replay)"));
         }
         let logout_at = claims.get("iat").and_then(Value::as_u64).unwrap_or(now);
-        let ended = self.sessions.revoke(get("sid"), get("sub"), logout_at).await?;
+        let ended = self.sessions.revoke(get("sid"), get("sub"), logout_at, now).await?;
         tracing::info!(
             sid = get("sid"),
             sub = get("sub"),

@@ -385,8 +385,14 @@ impl Sessions {
 
     /// Back-channel logout: ends every session with Logto session id `sid`, or, with only `sub`, every session of
     /// that user issued up to `logout_at`, in either store (on the revocation list that cut-off only moves later,
-    /// whatever order the logout tokens come in).
-    pub async fn revoke(&self, sid: Option<&str>, sub: Option<&str>, logout_at: u64) -> Result<usize, StoreError> {
+    /// whatever order the logout tokens come in). Entries of the in-memory list past `now` are dropped on the way.
+    pub async fn revoke(
+        &self,
+        sid: Option<&str>,
+        sub: Option<&str>,
+        logout_at: u64,
+        now: u64,
+    ) -> Result<usize, StoreError> {
         let until = logout_at + self.lifetime;
         match (self.kind, &self.redis) {
             (StoreKind::Redis, Some(redis)) => {
@@ -438,8 +444,7 @@ impl Sessions {
             }
             _ => {
                 if let Ok(mut m) = self.memory.lock() {
-                    m.sids.retain(|_, u| *u > logout_at);
-                    m.subs.retain(|_, (_, u)| *u > logout_at);
+                    m.drop_past(now);
                     if let Some(sid) = sid {
                         m.sids.insert(sid.to_owned(), until);
                     }
@@ -483,7 +488,7 @@ impl Sessions {
             }
             None => {
                 if let Ok(mut m) = self.memory.lock() {
-                    m.signed_out.retain(|_, until| *until > now);
+                    m.drop_past(now);
                     m.signed_out.insert(s.revocation_name(), s.exp);
                     self.revocations.store(true, std::sync::atomic::Ordering::Release);
                 }
@@ -532,7 +537,9 @@ impl Sessions {
                 let Ok(mut m) = self.memory.lock() else {
                     return Ok(false);
                 };
-                m.jtis.retain(|_, until| *until > now);
+                m.drop_past(now);
+                self.revocations
+                    .store(m.revokes_any(), std::sync::atomic::Ordering::Release);
                 Ok(m.jtis.insert(jti.to_owned(), now + keep_for.as_secs()).is_none())
             }
         }
