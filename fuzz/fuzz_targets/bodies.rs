@@ -130,7 +130,8 @@ fn config() -> &'static Config {
 }
 
 /// Path normalisation and rule matching: normalising is idempotent, a normal path has no dot segments or double
-/// slashes, and no path that normalises under /admin is ever public.
+/// slashes, a path's rule form is a fixed point of configured prefixes, and no path that normalises under /admin
+/// is ever public.
 pub fn path_and_rules(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let raw = if text.starts_with('/') {
@@ -160,6 +161,15 @@ pub fn path_and_rules(data: &[u8]) {
     use logto_gate::policy::{Access, Decision};
     let policy = &config().policy;
     if let Ok(rule_path) = logto_gate::policy::path::rule_path(&once, policy.case_insensitive) {
+        // A prefix written as a rule sees a path is that path to the rules: paths and configured prefixes are
+        // compared in one form, however either was spelled. (A request's path never holds a raw `?` or `#`.)
+        if !rule_path.contains(['?', '#']) {
+            assert_eq!(
+                logto_gate::policy::path::rule_prefix(&rule_path, false, policy.case_insensitive).as_deref(),
+                Ok(rule_path.as_ref()),
+                "{raw:?}"
+            );
+        }
         for method in ["GET", "HEAD"] {
             let decided = policy.decide(method, &[], Some("app.example.com"), &rule_path);
             match policy.route(method, Some("app.example.com"), &rule_path) {

@@ -184,8 +184,12 @@ pub struct UpstreamConfig {
 pub struct UpstreamRoute {
     /// The `Host` it serves, lower case without port; `None`: any host.
     pub host: Option<String>,
-    /// The path prefix it serves, on whole segments: starts with `/`, no trailing `/` but the root's.
+    /// The path prefix it serves, on whole segments, in the form rules compare
+    /// ([`crate::policy::path::rule_prefix`]): starts with `/`, no trailing `/` but the root's.
     pub prefix: String,
+    /// The prefix as `X-Forwarded-Prefix` sends it with `strip_prefix`: as written (letter case kept), normalised
+    /// and percent-encoded as in a request's path.
+    pub sent_prefix: String,
     /// Remove the prefix from the path sent upstream.
     pub strip_prefix: bool,
     pub upstream: UpstreamConfig,
@@ -359,13 +363,26 @@ fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
     let mut pending = Pending::default();
     // A [server] key the rules need even when another [server] key has a problem.
     let case_insensitive_paths = raw.server.case_insensitive_paths.unwrap_or(false);
+    let allow_encoded_slashes = raw.server.allow_encoded_slashes.unwrap_or(false);
     let server = server::validate_server(&mut p, raw.server);
     let public_url = server.as_ref().map(|s| &s.public_url);
-    let upstream = upstream::validate_upstream(&mut p, raw.upstream, &raw.upstreams);
+    let upstream = upstream::validate_upstream(
+        &mut p,
+        raw.upstream,
+        &raw.upstreams,
+        case_insensitive_paths,
+        allow_encoded_slashes,
+    );
     let logto = logto::validate_logto(&mut p, raw.logto, public_url, &mut pending);
     let session = session::validate_session(&mut p, raw.session, public_url, &mut pending);
     let headers = headers::validate_headers(&mut p, raw.headers);
-    let policy = policy::validate_policy(&mut p, raw.access.as_ref(), &raw.rules, case_insensitive_paths);
+    let policy = policy::validate_policy(
+        &mut p,
+        raw.access.as_ref(),
+        &raw.rules,
+        case_insensitive_paths,
+        allow_encoded_slashes,
+    );
     let assertion = assertion::validate_assertion(&mut p, raw.assertion);
     let log = log::validate_log(&mut p, raw.log);
     if let (Some(server), Some(session)) = (&server, &session) {

@@ -5,12 +5,15 @@ use super::raw::RawRule;
 use crate::policy::{Access, PathMatch, Policy, Requirements, Rule};
 
 /// Validates the `[access]` default and the `[[rules]]` (each named by its index); `None` when one has a
-/// problem. `case_insensitive_paths` (`server.case_insensitive_paths`) makes their paths match in any letter case.
+/// problem. `case_insensitive_paths` (`server.case_insensitive_paths`) makes their paths match in any letter case;
+/// prefixes are compared in the form requests' paths are ([`crate::policy::path::rule_prefix`]), with `%2F` kept
+/// when `allow_encoded_slashes` (`server.allow_encoded_slashes`).
 pub(super) fn validate_policy(
     p: &mut Problems,
     access: Option<&RawRule>,
     rules_raw: &[RawRule],
     case_insensitive_paths: bool,
+    allow_encoded_slashes: bool,
 ) -> Option<Policy> {
     let before = p.len();
     let default_access = match access {
@@ -44,27 +47,32 @@ pub(super) fn validate_policy(
                 p.add(&key, "needs path (a regular expression) or prefix");
                 None
             }
-            (Some(re), None) => match regex::RegexBuilder::new(&format!("^(?:{re})"))
-                .case_insensitive(case_insensitive_paths)
-                .build()
-            {
-                Ok(r) => Some(PathMatch::Regex(r)),
-                Err(e) => {
-                    p.add(
-                        &format!("{key}.path"),
-                        format!("`{re}` is not a valid regular expression: {e}"),
-                    );
+            (Some(re), None) => match crate::policy::path::rule_regex_problem(re, case_insensitive_paths) {
+                Some(problem) => {
+                    p.add(&format!("{key}.path"), problem);
                     None
                 }
+                None => match regex::RegexBuilder::new(&format!("^(?:{re})"))
+                    .case_insensitive(case_insensitive_paths)
+                    .build()
+                {
+                    Ok(r) => Some(PathMatch::Regex(r)),
+                    Err(e) => {
+                        p.add(
+                            &format!("{key}.path"),
+                            format!("`{re}` is not a valid regular expression: {e}"),
+                        );
+                        None
+                    }
+                },
             },
             (None, Some(prefix)) => {
-                if prefix.starts_with('/') && case_insensitive_paths {
-                    Some(PathMatch::Prefix(prefix.to_lowercase()))
-                } else if prefix.starts_with('/') {
-                    Some(PathMatch::Prefix(prefix.clone()))
-                } else {
-                    p.add(&format!("{key}.prefix"), format!("`{prefix}` must start with /"));
-                    None
+                match crate::policy::path::rule_prefix(prefix, allow_encoded_slashes, case_insensitive_paths) {
+                    Ok(prefix) => Some(PathMatch::Prefix(prefix)),
+                    Err(problem) => {
+                        p.add(&format!("{key}.prefix"), problem);
+                        None
+                    }
                 }
             }
         };
@@ -186,5 +194,28 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want} not in\n{text}");
         }
+    }
+
+    #[test]
+    fn paths_no_request_can_have_are_refused() {
+        let toml = format!(
+            "{MINIMAL}\n[[rules]]\nprefix = \"/c;jsessionid=1\"\n\n\
+             [[rules]]\npath = \"^/My%20Docs\"\n\n[[rules]]\nprefix = \"/100%\"\n"
+        );
+        let text = Config::from_toml_str(&toml, no_env()).unwrap_err().to_string();
+        for want in [
+            "rules[0].prefix: `/c;jsessionid=1` has a `;` parameter, which rules never see",
+            "rules[1].path: `%20` never matches: rules see the path with its escapes decoded",
+            "rules[2].prefix: `/100%`: write a `%` that is part of the path as %25",
+        ] {
+            assert!(text.contains(want), "{want} not in\n{text}");
+        }
+        // Written with letters outside ASCII or with escapes, a prefix is kept in the form paths are compared in.
+        let toml = format!("{MINIMAL}\n[[rules]]\nprefix = \"/gesch%c3%a4ft//x/\"\nallow = \"deny\"\n");
+        let config = Config::from_toml_str(&toml, no_env()).unwrap();
+        assert!(matches!(
+            &config.policy.rules[0].path,
+            crate::policy::PathMatch::Prefix(p) if p == "/gesch\u{e4}ft/x/"
+        ));
     }
 }

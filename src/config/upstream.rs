@@ -10,6 +10,8 @@ pub(super) fn validate_upstream(
     p: &mut Problems,
     raw: RawUpstream,
     upstreams: &[RawUpstreamRoute],
+    case_insensitive_paths: bool,
+    allow_encoded_slashes: bool,
 ) -> Option<(UpstreamConfig, Vec<UpstreamRoute>)> {
     let before = p.len();
     // With [[upstreams]], [upstream].url is optional: the default for requests no entry serves.
@@ -38,18 +40,26 @@ pub(super) fn validate_upstream(
         let url = p
             .required(&format!("{key}.url"), non_empty(r.url.clone()))
             .and_then(|v| upstream_url(p, &format!("{key}.url"), &v));
-        let prefix = non_empty(r.prefix.clone()).unwrap_or_else(|| "/".to_owned());
-        if !prefix.starts_with('/') || prefix.contains(['?', '#', '%', '\\']) {
-            p.add(
-                &format!("{key}.prefix"),
-                format!("`{prefix}` must be a path starting with /"),
-            );
-        }
-        let prefix = if prefix.len() > 1 {
-            prefix.trim_end_matches('/').to_owned()
-        } else {
-            prefix
+        // Compared with the path the rules see, like a rule's prefix.
+        let written = non_empty(r.prefix.clone()).unwrap_or_else(|| "/".to_owned());
+        let prefix = crate::policy::path::rule_prefix(&written, allow_encoded_slashes, case_insensitive_paths)
+            .unwrap_or_else(|problem| {
+                p.add(&format!("{key}.prefix"), problem);
+                written.clone()
+            });
+        let without_slash = |prefix: String| {
+            if prefix.len() > 1 {
+                prefix.trim_end_matches('/').to_owned()
+            } else {
+                prefix
+            }
         };
+        let prefix = without_slash(prefix);
+        // X-Forwarded-Prefix: as written, encoded as a browser sends it.
+        let sent_prefix = without_slash(
+            crate::policy::path::normalise(&written, allow_encoded_slashes)
+                .map_or_else(|_| written.clone(), Into::into),
+        );
         let strip_prefix = r.strip_prefix.unwrap_or(false);
         if strip_prefix && prefix == "/" {
             p.add(&format!("{key}.strip_prefix"), "needs a prefix other than /");
@@ -68,6 +78,7 @@ pub(super) fn validate_upstream(
                 UpstreamRoute {
                     host,
                     prefix,
+                    sent_prefix,
                     strip_prefix,
                     upstream: UpstreamConfig {
                         url,
@@ -132,6 +143,7 @@ pub(super) fn validate_upstream(
         routes.push(UpstreamRoute {
             host: None,
             prefix: "/".to_owned(),
+            sent_prefix: "/".to_owned(),
             strip_prefix: false,
             upstream: shared.clone(),
         });

@@ -132,7 +132,7 @@ impl Gate {
                 other_host.as_ref().unwrap_or(&self.forwarded_host),
             );
             if self.config.routes[route].strip_prefix {
-                forwarded_prefix(headers, &self.config.routes[route].prefix, trusted);
+                forwarded_prefix(headers, &self.config.routes[route].sent_prefix, trusted);
             }
             // The identity headers go in first (as every other header the gate sets, they replace any of the same
             // name), or, when none of the others can share a name with them, straight into the upstream request head

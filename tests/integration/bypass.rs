@@ -464,3 +464,56 @@ async fn rule_bypass_through_the_host_with_a_trailing_dot() {
         assert_eq!(first_status(s.gate.port, req.as_bytes()).await, 403, "{host}");
     }
 }
+
+/// Rules name paths as people write them (`/geschäft`, `/@admin`); browsers send them percent-encoded, other clients
+/// raw or with escapes a browser would not use, and the app decodes every spelling to the same resource before it
+/// routes. Each spelling meets the rule, and a path the rules let through reaches the app in one spelling.
+#[tokio::test]
+async fn rule_bypass_through_another_spelling_of_the_same_path() {
+    let rules = "[[rules]]\nprefix = \"/gesch\u{e4}ft\"\nallow = \"deny\"\n\
+                 [[rules]]\nprefix = \"/%40admin\"\nroles = [\"admin\"]\n\
+                 [[rules]]\npath = \"/berichte/\u{e4}lter\"\nallow = \"deny\"\n\
+                 [[rules]]\nprefix = \"/My Docs\"\nallow = \"deny\"\n";
+    let (s, bob) = bob_behind(rules, |t| t).await;
+    let cookie = bob.cookie(&s.gate.url(), "logto_gate").unwrap();
+    let get = |path: &[u8]| {
+        let mut req = b"GET ".to_vec();
+        req.extend_from_slice(path);
+        req.extend_from_slice(
+            format!(" HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: logto_gate={cookie}\r\nAccept: application/json\r\n\r\n")
+                .as_bytes(),
+        );
+        req
+    };
+    let before = s.upstream.count();
+    for path in [
+        "/gesch\u{e4}ft".as_bytes(),
+        b"/gesch%C3%A4ft",
+        b"/gesch%c3%a4ft/x",
+        b"/gesch%C3%A4ft;jsessionid=1",
+        b"/@admin",
+        b"/%40admin",
+        b"/%40admin/users",
+        b"/berichte/%C3%A4lter",
+        "/berichte/\u{e4}lter".as_bytes(),
+        b"/My%20Docs/plan",
+    ] {
+        let text = String::from_utf8_lossy(path).into_owned();
+        assert_eq!(first_status(s.gate.port, &get(path)).await, 403, "{text}");
+    }
+    assert_eq!(s.upstream.count(), before, "a spelling reached the app");
+    // Other paths with such characters pass, and the app receives the spelling a browser sends.
+    for (path, seen) in [
+        ("/caf\u{e9}".as_bytes(), "/caf%C3%A9"),
+        (b"/caf%c3%a9", "/caf%C3%A9"),
+        (b"/a%40b/{x}", "/a%40b/%7Bx%7D"),
+    ] {
+        let text = String::from_utf8_lossy(path).into_owned();
+        assert_eq!(first_status(s.gate.port, &get(path)).await, 200, "{text}");
+        assert_eq!(s.upstream.last().path, seen, "{text}");
+    }
+    // With case-insensitive paths, letters outside ASCII fold too (IIS serves /GESCHÄFT as /geschäft).
+    let (s, bob) = bob_behind(rules, in_server("case_insensitive_paths = true")).await;
+    let r = bob.get(format!("{}/GESCH%C3%84FT/x", s.gate.url())).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}

@@ -316,3 +316,28 @@ async fn an_apps_redirect_to_its_own_address_comes_back_as_a_path_on_the_gate() 
         );
     }
 }
+
+/// An entry's prefix is compared as the rules compare paths: written with letters outside ASCII or escapes, it
+/// serves every spelling of its path, and `X-Forwarded-Prefix` carries it as a browser spells it.
+#[tokio::test]
+async fn a_prefix_serves_every_spelling_of_its_path() {
+    let idp = Idp::start(IdpOptions::default());
+    let (default, shop) = (Upstream::start().await, Upstream::start().await);
+    let routes = format!(
+        "[[upstreams]]\nprefix = \"/stra\u{df}e\"\nstrip_prefix = true\nurl = \"{}\"\n",
+        shop.url()
+    );
+    let gate = TestGate::start(&idp, &default.url(), "", &routes).await;
+    let alice = Browser::new(&idp);
+    alice.sign_in(&gate, "/start").await;
+    for path in ["/stra%C3%9Fe/x", "/stra%c3%9fe/x", "/stra\u{df}e/x"] {
+        let r = alice.get(format!("{}{path}", gate.url())).await;
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let seen = shop.last();
+        assert_eq!(seen.path, "/x", "{path}");
+        assert_eq!(seen.header("x-forwarded-prefix"), Some("/stra%C3%9Fe"), "{path}");
+    }
+    let r = alice.get(format!("{}/strasse/x", gate.url())).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(default.last().path, "/strasse/x");
+}
