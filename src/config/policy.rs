@@ -76,6 +76,12 @@ pub(super) fn validate_policy(
                 }
             }
         };
+        if r.methods.as_deref() == Some(&[]) {
+            p.add(
+                &format!("{key}.methods"),
+                "is an empty list, so the rule would never apply: list methods, or leave the key out for every method",
+            );
+        }
         let methods = r.methods.as_ref().map(|ms| {
             ms.iter()
                 .map(|m| {
@@ -113,8 +119,32 @@ fn kept(v: &Option<Vec<String>>) -> Vec<String> {
     v.iter().flatten().map(|s| s.trim().to_owned()).collect()
 }
 
-/// The access a rule (or `[access]`) grants.
+/// The access a rule (or `[access]`) grants. A condition list that is empty, or holds an empty value, is refused:
+/// read as "no condition" it would open the path to every signed-in user (a templated `roles = []` whose values
+/// went missing), read as "nobody" it would shut it, and the writer meant neither.
 fn access_of(p: &mut Problems, key: &str, r: &RawRule) -> Access {
+    for (name, list) in [
+        ("roles", &r.roles),
+        ("all_roles", &r.all_roles),
+        ("scopes", &r.scopes),
+        ("organizations", &r.organizations),
+        ("organization_roles", &r.organization_roles),
+        ("emails", &r.emails),
+        ("email_domains", &r.email_domains),
+        ("github_logins", &r.github_logins),
+        ("m2m_apps", &r.m2m_apps),
+    ] {
+        match list.as_deref() {
+            Some([]) => p.add(
+                &format!("{key}.{name}"),
+                "is an empty list: list at least one value, or leave the key out for no condition",
+            ),
+            Some(values) if values.iter().any(|v| v.trim().trim_start_matches('@').is_empty()) => {
+                p.add(&format!("{key}.{name}"), "holds an empty value")
+            }
+            _ => {}
+        }
+    }
     let requirements = Requirements {
         roles: kept(&r.roles),
         all_roles: kept(&r.all_roles),
@@ -197,16 +227,20 @@ mod tests {
     }
 
     #[test]
-    fn paths_no_request_can_have_are_refused() {
+    fn empty_lists_and_paths_no_request_can_have_are_refused() {
         let toml = format!(
-            "{MINIMAL}\n[[rules]]\nprefix = \"/c;jsessionid=1\"\n\n\
+            "{MINIMAL}\n[access]\nroles = []\n\n[[rules]]\nprefix = \"/a\"\nmethods = []\n\n\
+             [[rules]]\nprefix = \"/b\"\nemail_domains = [\"@\"]\n\n[[rules]]\nprefix = \"/c;jsessionid=1\"\n\n\
              [[rules]]\npath = \"^/My%20Docs\"\n\n[[rules]]\nprefix = \"/100%\"\n"
         );
         let text = Config::from_toml_str(&toml, no_env()).unwrap_err().to_string();
         for want in [
-            "rules[0].prefix: `/c;jsessionid=1` has a `;` parameter, which rules never see",
-            "rules[1].path: `%20` never matches: rules see the path with its escapes decoded",
-            "rules[2].prefix: `/100%`: write a `%` that is part of the path as %25",
+            "access.roles: is an empty list: list at least one value, or leave the key out for no condition",
+            "rules[0].methods: is an empty list, so the rule would never apply",
+            "rules[1].email_domains: holds an empty value",
+            "rules[2].prefix: `/c;jsessionid=1` has a `;` parameter, which rules never see",
+            "rules[3].path: `%20` never matches: rules see the path with its escapes decoded",
+            "rules[4].prefix: `/100%`: write a `%` that is part of the path as %25",
         ] {
             assert!(text.contains(want), "{want} not in\n{text}");
         }

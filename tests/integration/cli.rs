@@ -73,6 +73,48 @@ tunnel_check_interval = "500ms"
     );
 }
 
+/// A condition list left empty (a template whose values went missing) stops the start: read as "no condition" it
+/// would let every signed-in user through, read as "nobody" it would shut the path.
+#[test]
+fn empty_condition_lists_stop_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        r#"
+[server]
+public_url = "https://app.example.com"
+[upstream]
+url = "http://127.0.0.1:8080"
+[logto]
+endpoint = "http://127.0.0.1:1"
+app_id = "app"
+app_secret = "secret"
+[session]
+secret = "0123456789abcdef0123456789abcdef0123456789"
+[[rules]]
+prefix = "/admin"
+roles = []
+[[rules]]
+prefix = "/items"
+methods = []
+allow = "deny"
+"#,
+    );
+    // `check` reads the configuration as a start does (were it accepted, a start would serve, not exit).
+    let (code, _, stderr) = run_to_end(
+        &["check", "--config", &path],
+        &[("LOGTO_GATE_ACCESS__EMAIL_DOMAINS", "[]")],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    for line in [
+        "rules[0].roles: is an empty list: list at least one value, or leave the key out for no condition",
+        "rules[1].methods: is an empty list, so the rule would never apply",
+        "access.email_domains: is an empty list",
+    ] {
+        assert!(stderr.lines().any(|l| l.starts_with(line)), "no {line:?} in:\n{stderr}");
+    }
+}
+
 #[test]
 fn wrong_types_and_unknown_keys_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
