@@ -202,3 +202,74 @@ pub(super) fn origin_of(u: &url::Url) -> String {
 pub(super) fn within(host: &str, domain: &str) -> bool {
     host == domain || host.strip_suffix(domain).is_some_and(|rest| rest.ends_with('.'))
 }
+
+/// A host from the configuration in the form a request's `Host` is compared in ([`crate::policy::normalise_host`]):
+/// lower case, without a port or a trailing dot, and a name outside ASCII in the ASCII form browsers send (IDNA,
+/// RFC 5891: `bücher.example` is `xn--bcher-kva.example`), so that a rule or route written for it meets its
+/// requests. The error names the value and what is wrong: no request names a host with `*`, a space or a path.
+pub(super) fn host_name(value: &str) -> Result<String, String> {
+    let trimmed = value.trim();
+    let name = match trimmed.rsplit_once(':') {
+        Some((name, port)) if !trimmed.starts_with('[') || name.ends_with(']') => {
+            if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("`{value}` has a port that is not a number"));
+            }
+            name
+        }
+        _ => trimmed,
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let not_a_host = || {
+        let hint = if name.contains('*') {
+            " (no wildcards: one entry per host)"
+        } else {
+            ""
+        };
+        format!("`{value}` is not a host name like \"app.example.com\"{hint}")
+    };
+    if name.is_empty() {
+        return Err(not_a_host());
+    }
+    let ascii = match url::Host::parse(name).map_err(|_| not_a_host())? {
+        url::Host::Domain(domain) => domain,
+        // Addresses as written: requests' hosts are compared as text.
+        url::Host::Ipv4(_) | url::Host::Ipv6(_) => name.to_owned(),
+    };
+    if !crate::policy::is_host(ascii.as_bytes()) {
+        return Err(not_a_host());
+    }
+    Ok(crate::policy::normalise_host(&ascii))
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::host_name;
+
+    #[test]
+    fn configured_hosts_take_the_form_requests_name_them_in() {
+        for (written, want) in [
+            ("app.example.com", "app.example.com"),
+            ("App.Example.COM.", "app.example.com"),
+            ("app.example.com:8443", "app.example.com"),
+            ("b\u{fc}cher.example.com", "xn--bcher-kva.example.com"),
+            ("B\u{dc}CHER.example.com:443", "xn--bcher-kva.example.com"),
+            ("127.0.0.1:80", "127.0.0.1"),
+            ("[::1]:443", "::1"),
+            ("[::1]", "::1"),
+        ] {
+            assert_eq!(host_name(written).as_deref(), Ok(want), "{written}");
+        }
+        for (written, says) in [
+            ("*.example.com", "no wildcards"),
+            ("", "is not a host name"),
+            ("a b.example.com", "is not a host name"),
+            ("example.com/x", "is not a host name"),
+            ("user@example.com", "is not a host name"),
+            ("example.com:http", "port that is not a number"),
+            ("example.com:", "port that is not a number"),
+        ] {
+            let e = host_name(written).unwrap_err();
+            assert!(e.contains(says), "{written}: {e}");
+        }
+    }
+}

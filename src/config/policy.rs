@@ -92,7 +92,12 @@ pub(super) fn validate_policy(
                 })
                 .collect()
         });
-        let host = r.host.as_deref().map(crate::policy::normalise_host);
+        let host = r.host.as_deref().map(|h| {
+            super::checks::host_name(h).unwrap_or_else(|problem| {
+                p.add(&format!("{key}.host"), problem);
+                String::new()
+            })
+        });
         let access = access_of(p, &key, r);
         if let Some(path) = path {
             rules.push(Rule {
@@ -231,7 +236,8 @@ mod tests {
         let toml = format!(
             "{MINIMAL}\n[access]\nroles = []\n\n[[rules]]\nprefix = \"/a\"\nmethods = []\n\n\
              [[rules]]\nprefix = \"/b\"\nemail_domains = [\"@\"]\n\n[[rules]]\nprefix = \"/c;jsessionid=1\"\n\n\
-             [[rules]]\npath = \"^/My%20Docs\"\n\n[[rules]]\nprefix = \"/100%\"\n"
+             [[rules]]\npath = \"^/My%20Docs\"\n\n[[rules]]\nprefix = \"/100%\"\n\n\
+             [[rules]]\nprefix = \"/\"\nhost = \"*.example.com\"\n\n[[rules]]\nprefix = \"/\"\nhost = \"\"\n"
         );
         let text = Config::from_toml_str(&toml, no_env()).unwrap_err().to_string();
         for want in [
@@ -241,6 +247,8 @@ mod tests {
             "rules[2].prefix: `/c;jsessionid=1` has a `;` parameter, which rules never see",
             "rules[3].path: `%20` never matches: rules see the path with its escapes decoded",
             "rules[4].prefix: `/100%`: write a `%` that is part of the path as %25",
+            "rules[5].host: `*.example.com` is not a host name like \"app.example.com\" (no wildcards",
+            "rules[6].host: `` is not a host name",
         ] {
             assert!(text.contains(want), "{want} not in\n{text}");
         }

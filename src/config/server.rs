@@ -40,21 +40,23 @@ pub(super) fn validate_server(p: &mut Problems, raw: RawServer) -> Option<Server
             }
         });
 
-    let allowed_redirect_hosts: Vec<String> = raw
-        .allowed_redirect_hosts
-        .unwrap_or_default()
-        .into_iter()
-        .map(|h| h.trim().to_ascii_lowercase())
-        .filter(|h| !h.is_empty())
-        .collect();
-    for h in &allowed_redirect_hosts {
-        let bare = h.trim_start_matches('.');
-        let name = redirect_host_name(h);
-        if bare.contains('/') || bare.contains('@') || name.is_empty() {
-            p.add(
+    // Each as a request's Host names it: ".example.com" (every subdomain) keeps its dot, a port goes.
+    let mut allowed_redirect_hosts = Vec::new();
+    for entry in raw.allowed_redirect_hosts.unwrap_or_default() {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let (dot, bare) = match entry.strip_prefix('.') {
+            Some(bare) => (".", bare),
+            None => ("", entry),
+        };
+        match super::checks::host_name(bare) {
+            Ok(name) if !name.starts_with('.') => allowed_redirect_hosts.push(format!("{dot}{name}")),
+            _ => p.add(
                 "server.allowed_redirect_hosts",
-                format!("`{h}` is not a host like \"grafana.example.com\" or \".example.com\""),
-            );
+                format!("`{entry}` is not a host like \"grafana.example.com\" or \".example.com\" (every subdomain)"),
+            ),
         }
     }
 
@@ -252,5 +254,34 @@ mod tests {
                 .max_connections,
             Some(5000)
         );
+    }
+
+    #[test]
+    fn other_hosts_take_the_form_requests_name_them_in() {
+        let with = |hosts: &str, domain: &str| {
+            MINIMAL
+                .replace("[server]\n", &format!("[server]\nallowed_redirect_hosts = {hosts}\n"))
+                .replace("[session]\n", &format!("[session]\ncookie_domain = \"{domain}\"\n"))
+        };
+        let c = Config::from_toml_str(
+            &with("[\"Gr\u{e4}fana.example.com:443\", \".Example.com\"]", "Example.com"),
+            no_env(),
+        )
+        .expect("valid");
+        assert_eq!(
+            c.server.allowed_redirect_hosts,
+            ["xn--grfana-cua.example.com", ".example.com"]
+        );
+        let c = Config::from_toml_str(&with("[]", "b\u{fc}cher.example"), no_env());
+        assert!(c.is_err(), "app.example.com is not within b\u{fc}cher.example");
+        for bad in ["*.example.com", "..example.com", "a/b.example.com"] {
+            let text = Config::from_toml_str(&with(&format!("[\"{bad}\"]"), "example.com"), no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                text.contains(&format!("server.allowed_redirect_hosts: `{bad}` is not a host like")),
+                "{bad}: {text}"
+            );
+        }
     }
 }

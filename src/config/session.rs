@@ -154,7 +154,14 @@ pub(super) fn validate_session(
     let public_host = public_url
         .map(|u| crate::policy::normalise_host(u.host()))
         .unwrap_or_default();
-    let cookie_domain = non_empty(raw.cookie_domain).map(|d| d.trim_start_matches('.').to_ascii_lowercase());
+    // As browsers compare it: a name outside ASCII in its ASCII form (IDNA).
+    let cookie_domain = non_empty(raw.cookie_domain).map(|d| {
+        let bare = d.trim().trim_start_matches('.');
+        match super::checks::host_name(bare) {
+            Ok(name) if !bare.contains(':') => name,
+            _ => bare.to_ascii_lowercase(),
+        }
+    });
     if let Some(d) = &cookie_domain {
         if !d.contains('.') || !d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
             p.add(

@@ -64,7 +64,12 @@ pub(super) fn validate_upstream(
         if strip_prefix && prefix == "/" {
             p.add(&format!("{key}.strip_prefix"), "needs a prefix other than /");
         }
-        let host = non_empty(r.host.clone()).map(|h| crate::policy::normalise_host(&h));
+        let host = non_empty(r.host.clone()).map(|h| {
+            super::checks::host_name(&h).unwrap_or_else(|problem| {
+                p.add(&format!("{key}.host"), problem);
+                h
+            })
+        });
         if host.is_none() && prefix == "/" {
             p.add(
                 &key,

@@ -517,3 +517,25 @@ async fn rule_bypass_through_another_spelling_of_the_same_path() {
     let r = bob.get(format!("{}/GESCH%C3%84FT/x", s.gate.url())).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 }
+
+/// A host written with letters outside ASCII meets its requests, which browsers send in the ASCII form (IDNA):
+/// a rule for `bücher.example.com` covers `Host: xn--bcher-kva.example.com`.
+#[tokio::test]
+async fn rule_bypass_through_the_ascii_form_of_an_international_host() {
+    let s = Stack::with(
+        "",
+        "[[rules]]\nhost = \"B\u{fc}cher.example.com\"\nprefix = \"/\"\nallow = \"deny\"\n\
+         [[rules]]\nprefix = \"/\"\nallow = \"public\"\n",
+    )
+    .await;
+    for host in [
+        "xn--bcher-kva.example.com",
+        "XN--BCHER-KVA.example.com.",
+        "xn--bcher-kva.example.com:443",
+    ] {
+        let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n\r\n");
+        assert_eq!(first_status(s.gate.port, req.as_bytes()).await, 403, "{host}");
+    }
+    let req = "GET / HTTP/1.1\r\nHost: other.example.com\r\nAccept: application/json\r\n\r\n";
+    assert_eq!(first_status(s.gate.port, req.as_bytes()).await, 200);
+}
