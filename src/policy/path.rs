@@ -37,8 +37,44 @@ fn is_unreserved(b: u8) -> bool {
 
 /// A byte sent on percent-encoded: not ASCII, or ASCII a URI path cannot hold (RFC 3986 §2; the WHATWG URL
 /// standard's path percent-encode set, less `#` and `?`, which end a path).
-fn must_encode(b: u8) -> bool {
+const fn must_encode(b: u8) -> bool {
     b >= 0x80 || matches!(b, b' ' | b'"' | b'<' | b'>' | b'`' | b'{' | b'}')
+}
+
+/// What a byte asks of the path it is in, one table lookup per byte on the path every request takes:
+/// [`NOT_NORMAL`] for [`normalise`] (an escape, a backslash, a control, a byte to encode), and for [`rule_path`]
+/// [`PARAMETER`] (`;`), [`ESCAPE`] (`%`) and [`UPPER`] (an ASCII capital).
+static BYTE_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let mut class = 0;
+        if b == b'%' || b == b'\\' || b < 0x20 || b == 0x7f || must_encode(b) {
+            class |= NOT_NORMAL;
+        }
+        if b == b';' {
+            class |= PARAMETER;
+        }
+        if b == b'%' {
+            class |= ESCAPE;
+        }
+        if b.is_ascii_uppercase() {
+            class |= UPPER;
+        }
+        table[i] = class;
+        i += 1;
+    }
+    table
+};
+const NOT_NORMAL: u8 = 1;
+const PARAMETER: u8 = 2;
+const ESCAPE: u8 = 4;
+const UPPER: u8 = 8;
+
+/// The classes of every byte of `bytes`, or-ed together.
+fn classes(bytes: &[u8]) -> u8 {
+    bytes.iter().fold(0, |acc, &b| acc | BYTE_CLASS[usize::from(b)])
 }
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789ABCDEF";
@@ -73,11 +109,12 @@ pub fn normalise(raw: &str, allow_encoded_slashes: bool) -> Result<std::borrow::
 
 /// No escapes, backslashes, controls, characters to encode, empty or dot segments: nothing to change.
 fn is_already_normal(bytes: &[u8]) -> bool {
+    if classes(bytes) & NOT_NORMAL != 0 {
+        return false;
+    }
     let mut prev = 0u8;
     for (i, &b) in bytes.iter().enumerate() {
         match b {
-            b'%' | b'\\' => return false,
-            b if b < 0x20 || b == 0x7f || must_encode(b) => return false,
             b'/' if prev == b'/' => return false,
             b'.' if prev == b'/' => {
                 // "/." or "/.." starting a segment
@@ -176,10 +213,10 @@ fn normalise_slow(raw: &str, allow_encoded_slashes: bool) -> Result<String, Path
 /// compiled lower-cased to match. The upstream still receives the normalised path with its parameters and escapes:
 /// legacy apps keep their `;jsessionid=` URLs, and an app that tells `%2C` from `,` still can.
 pub fn rule_path(normalised: &str, case_insensitive: bool) -> Result<std::borrow::Cow<'_, str>, PathError> {
-    let bytes = normalised.as_bytes();
-    let has_params = bytes.contains(&b';');
-    let has_escapes = bytes.contains(&b'%');
-    let needs_case = case_insensitive && bytes.iter().any(u8::is_ascii_uppercase);
+    let class = classes(normalised.as_bytes());
+    let has_params = class & PARAMETER != 0;
+    let has_escapes = class & ESCAPE != 0;
+    let needs_case = case_insensitive && class & UPPER != 0;
     if !(has_params || has_escapes || needs_case) {
         return Ok(std::borrow::Cow::Borrowed(normalised));
     }
