@@ -356,12 +356,19 @@ pub(super) fn forwarded_prefix(headers: &mut http::HeaderMap, prefix: &str, trus
 }
 
 /// `path` without its first `segments` segments (`strip_prefix`): `/grafana/d/1` less one is `/d/1`, and a path
-/// that was only the prefix becomes `/`. Path parameters stay with their segment, as in the path the rules saw.
+/// that was only the prefix becomes `/`. Segments are counted as in the path the rules saw
+/// ([`policy::path::rule_path`]): a segment of parameters alone (`/;x/grafana/d`) is none, and goes with the
+/// prefix. Path parameters stay with their segment.
 pub(super) fn strip_segments(path: &str, segments: usize) -> String {
     let mut rest = path;
-    for _ in 0..segments {
+    let mut stripped = 0;
+    while stripped < segments && !rest.is_empty() {
         let after = rest.trim_start_matches('/');
-        rest = after.find('/').map_or("", |i| &after[i..]);
+        let end = after.find('/').unwrap_or(after.len());
+        if !after[..end].starts_with(';') {
+            stripped += 1;
+        }
+        rest = &after[end..];
     }
     if rest.is_empty() {
         "/".to_owned()

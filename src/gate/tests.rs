@@ -93,3 +93,21 @@ fn a_stripped_prefix_follows_a_trusted_proxys_own() {
         assert_eq!(with(Some(odd), true), "/grafana", "{odd}");
     }
 }
+
+#[test]
+fn a_stripped_prefix_is_counted_in_the_segments_the_rules_saw() {
+    use super::app::strip_segments;
+    for (path, segments, want) in [
+        ("/grafana/d/1", 1, "/d/1"),
+        ("/grafana", 1, "/"),
+        ("/grafana/", 1, "/"),
+        ("/grafana;jsessionid=1/d", 1, "/d"),
+        ("/;x/grafana/d", 1, "/d"),
+        ("/;x/;y/a/b/c", 2, "/c"),
+        ("/a/;x/b/c", 2, "/c"),
+        ("/a/b;x/c", 2, "/c"),
+        ("/a", 2, "/"),
+    ] {
+        assert_eq!(strip_segments(path, segments), want, "{path} less {segments}");
+    }
+}

@@ -46,6 +46,8 @@ async fn requests_go_to_the_most_specific_upstream() {
         ("/grafana/d/1?x=2", &grafana, "/d/1?x=2"),
         ("/grafana", &grafana, "/"),
         ("/grafana;jsessionid=1/d", &grafana, "/d"),
+        // A segment of parameters alone is no segment to the rules, and goes with the prefix.
+        ("/;x/grafana/d", &grafana, "/d"),
         ("/grafanax", &default, "/grafanax"),
         ("/grafana/admin/users", &admin, "/grafana/admin/users"),
         ("/other", &default, "/other"),
