@@ -24,9 +24,11 @@ impl ReturnPath {
     }
 
     /// Validates `candidate` (already percent-decoded once, as a query parameter value is); anything doubtful
-    /// becomes `/`.
+    /// becomes `/`. Characters outside ASCII are percent-encoded first (UTF-8, as a browser sends them): a link to
+    /// `/gesch%C3%A4ft` reaches here decoded as `/geschäft`, and returns there.
     pub fn parse_or_root(candidate: &str) -> Self {
-        match kept(candidate) {
+        let encoded = encode_non_ascii(candidate);
+        match kept(&encoded) {
             Some(kept) => ReturnPath(kept.to_owned()),
             None => Self::root(),
         }
@@ -88,6 +90,22 @@ impl ReturnPath {
     }
 }
 
+/// `text` with every byte outside ASCII percent-encoded (RFC 3986 §2.1, upper-case hex).
+fn encode_non_ascii(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.is_ascii() {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() * 2);
+    for b in text.bytes() {
+        if b.is_ascii() {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// What is kept of a path with its query: all of it when it is safe, only the path when the whole is too long but
 /// safe without its query (the query's content never matters then, it is not kept), otherwise nothing.
 fn kept(p: &str) -> Option<&str> {
@@ -127,7 +145,43 @@ fn is_safe(p: &str) -> bool {
     let (path, query) = lower.split_once('?').unwrap_or((&lower, ""));
     let refused = |part: &str, needles: &[&str]| needles.iter().any(|needle| part.contains(needle));
     const CONTROLS: [&str; 4] = ["%09", "%0a", "%0d", "%00"];
-    !refused(path, &["%2f", "%5c", "%25"]) && !refused(path, &CONTROLS) && !refused(query, &CONTROLS)
+    !refused(path, &["%2f", "%5c", "%25"])
+        && !refused(path, &CONTROLS)
+        && !refused(query, &CONTROLS)
+        && !has_slash_lookalike(path)
+}
+
+/// Characters that read as `/` or `\` (NFKC folds the fullwidth and small forms into them; the others look the
+/// same in an address bar): an app that normalises its decoded path before redirecting, or a person reading the
+/// link, could take `/∕∕host` for `//host`.
+const SLASH_LOOKALIKES: [char; 9] = [
+    '\u{2044}', '\u{2215}', '\u{29f8}', '\u{ff0f}', '\u{2216}', '\u{29f5}', '\u{29f9}', '\u{fe68}', '\u{ff3c}',
+];
+
+/// Whether `path` (percent-encoded, any case) spells one of [`SLASH_LOOKALIKES`] once its escapes are decoded.
+fn has_slash_lookalike(path: &str) -> bool {
+    if !path.contains('%') {
+        return false;
+    }
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| bytes.get(at).and_then(|b| char::from(*b).to_digit(16));
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                decoded.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded)
+        .chars()
+        .any(|c| SLASH_LOOKALIKES.contains(&c))
 }
 
 #[cfg(test)]
@@ -174,6 +228,14 @@ mod tests {
         ] {
             assert_eq!(ReturnPath::parse_or_root(ok).as_str(), ok);
         }
+        // A link's `redirect=/gesch%C3%A4ft` arrives decoded; it returns to the page, encoded as browsers send it.
+        for (decoded, kept) in [
+            ("/gesch\u{e4}ft?q=\u{e4}", "/gesch%C3%A4ft?q=%C3%A4"),
+            ("/\u{e9}xample", "/%C3%A9xample"),
+            ("/a?q=\u{ff0f}", "/a?q=%EF%BC%8F"),
+        ] {
+            assert_eq!(ReturnPath::parse_or_root(decoded).as_str(), kept);
+        }
     }
 
     #[test]
@@ -199,8 +261,11 @@ mod tests {
             "/a?q=%0d%0aSet-Cookie:x",
             "/a?q=%00",
             "/ /evil.example",
-            "/éxample",
             "/\u{ff0f}evil.example",
+            "/%EF%BC%8Fevil.example",
+            "/%ef%bc%8f%ef%bc%8fevil.example",
+            "/\u{2215}\u{2215}evil.example",
+            "/x/\u{ff3c}evil.example",
             "/a\\b",
             "javascript:alert(1)",
         ] {

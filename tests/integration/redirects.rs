@@ -47,6 +47,7 @@ open_redirect! {
     open_redirect_userinfo_after_our_origin => "https://127.0.0.1@evil.example/",
     open_redirect_idn_lookalike_slash => "/\u{2215}\u{2215}evil.example",
     open_redirect_fullwidth_solidus => "/\u{ff0f}evil.example",
+    open_redirect_encoded_fullwidth_solidus => "/%EF%BC%8F%EF%BC%8Fevil.example",
     open_redirect_double_encoded => "/%252F%252Fevil.example",
     open_redirect_javascript_url => "javascript:alert('evil')",
 }
@@ -191,4 +192,27 @@ async fn an_overlong_deep_link_comes_back_to_its_path() {
         .navigate(&format!("{}/_logto/sign-in?redirect={enc}", s.gate.url()))
         .await;
     assert_eq!(hops.last().unwrap().url, format!("{}/explore", s.gate.url()));
+}
+
+/// A sign-in link to a page whose path or query holds letters outside ASCII (`redirect=/gesch%C3%A4ft`, which
+/// arrives decoded) returns to that page, not to `/`; so does a navigation to it without a session.
+#[tokio::test]
+async fn a_link_to_a_page_named_outside_ascii_returns_to_it() {
+    let s = Stack::start().await;
+    let b = s.browser();
+    let (hops, resp) = b
+        .navigate(&format!(
+            "{}/_logto/sign-in?redirect=%2Fgesch%C3%A4ft%3Fq%3D%C3%A4",
+            s.gate.url()
+        ))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}");
+    assert_eq!(
+        hops.last().unwrap().url,
+        format!("{}/gesch%C3%A4ft?q=%C3%A4", s.gate.url())
+    );
+    assert_eq!(s.upstream.last().path, "/gesch%C3%A4ft?q=%C3%A4");
+    let b = s.browser();
+    b.sign_in(&s.gate, "/stra%C3%9Fe/plan").await;
+    assert_eq!(s.upstream.last().path, "/stra%C3%9Fe/plan");
 }
