@@ -114,7 +114,8 @@ fn write_whole(path: &Path, list: &MemoryRevocations) -> std::io::Result<()> {
     write_bytes(path, &serde_json::to_vec(list).map_err(std::io::Error::other)?)
 }
 
-/// Replaces `path` with `bytes`: a temporary file in the same directory, flushed, renamed over it.
+/// Replaces `path` with `bytes`: a temporary file in the same directory, flushed, renamed over it, then the
+/// directory flushed so that the rename itself survives a power loss (rename(2) is atomic, not durable).
 fn write_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");
@@ -126,10 +127,17 @@ fn write_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(&temporary)?;
+    // `mode` applies only to a file created now; one left behind by a crash keeps its own.
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     file.write_all(bytes)?;
     file.sync_all()?;
     drop(file);
-    std::fs::rename(&temporary, path)
+    std::fs::rename(&temporary, path)?;
+    let directory = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(directory)?.sync_all()
 }
 
 #[cfg(test)]
@@ -140,7 +148,13 @@ mod tests {
     async fn a_list_written_is_read_back_without_what_is_past() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("written");
+        // A temporary file a crash left behind, readable by others: the list written through it is not.
+        use std::os::unix::fs::PermissionsExt;
+        let leftover = dir.path().join("written.tmp");
+        std::fs::write(&leftover, b"{}").unwrap();
+        std::fs::set_permissions(&leftover, std::fs::Permissions::from_mode(0o644)).unwrap();
         let (file, list) = RevocationFile::open(&path, 100).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(list, MemoryRevocations::default());
         let mut m = MemoryRevocations::default();
         m.sids.insert("sid-live".into(), 500);
@@ -152,7 +166,6 @@ mod tests {
         file.save(&list).await;
 
         let (_, read) = RevocationFile::open(&path, 200).unwrap();
-        use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let mut expected = list.into_inner().unwrap();
         expected.sids.remove("sid-past");
