@@ -128,22 +128,105 @@ pub fn default_headers() -> Vec<(HeaderName, ClaimPath)> {
     .collect()
 }
 
-/// Headers the gate sets itself for other reasons; a claim can never be mapped onto them.
-pub fn is_reserved_header(name: &HeaderName) -> bool {
+/// Forwarding headers only a proxy in front may set, removed from an untrusted peer's request (in any spelling,
+/// `_` for `-`; `src/proxy/forwarded.rs`). Besides the standard ones:
+/// - the client's address as apps and CDNs name it: `Client-IP` (which many PHP "real IP" helpers read before
+///   `X-Forwarded-For`), `X-Client-IP`, `True-Client-IP`, `X-Cluster-Client-IP`, `CF-Connecting-IP`,
+///   `Fastly-Client-IP`, `X-Original-Forwarded-For`, `X-Forwarded` and `Forwarded-For`: an app's IP allow-list or
+///   audit log would take the client's word for its address;
+/// - the scheme: `X-Forwarded-Ssl` (Rack reads it before `X-Forwarded-Proto`), `X-Forwarded-Scheme`,
+///   `X-Url-Scheme`, `Front-End-Https` (CodeIgniter);
+/// - the host and path: `X-Original-Host`, `X-Forwarded-Prefix`, `-Port`, `-Uri`, `-Method`, `X-Original-URI`.
+pub(crate) const CLIENT_FORWARDING_HEADERS: [&str; 24] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-prefix",
+    "x-forwarded-port",
+    "x-forwarded-uri",
+    "x-forwarded-method",
+    "x-real-ip",
+    "x-original-uri",
+    "client-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-original-forwarded-for",
+    "x-forwarded",
+    "forwarded-for",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-url-scheme",
+    "front-end-https",
+    "x-original-host",
+];
+
+/// Headers the gate owns on the way upstream besides the identity mapping; a client's copies are removed (in any
+/// spelling, `_` for `-`): the assertion (`crate::assertion::HEADER`), the forward-auth answer's identity fields,
+/// `X-Original-URL` / `X-Rewrite-URL`, on which IIS's URL Rewrite and old Symfony route instead of the request
+/// target (so the app would serve another path than the rules saw), the machine field and the Protected App's
+/// (`src/gate/`, whose tests check these names against its own).
+pub(crate) const GATE_OWNED_HEADERS: [&str; 11] = [
+    "x-logto-gate-assertion",
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-preferred-username",
+    "x-auth-request-groups",
+    "x-auth-request-access-token",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-forwarded-machine",
+    "logto-id-token",
+    "logto-host",
+];
+
+/// Why a claim can never be mapped onto `name` (`[headers]`), or `None` when it can. Names are compared as PHP,
+/// WSGI and CGI see them (`_` as `-`, any case).
+///
+/// - Fields that frame the request or belong to its connection (RFC 9110 §7.6.1, RFC 9112 §6): a claim there would
+///   change how the app reads the body, or be dropped on the way.
+/// - Fields the gate sets or removes for reasons of its own: cookies, proxy credentials, the request id, method
+///   overrides, [`CLIENT_FORWARDING_HEADERS`] and [`GATE_OWNED_HEADERS`]. A claim there would be silently replaced
+///   by the gate's value, or sent next to it, or be trusted for what the name means to apps (a client's address, a
+///   method). (`Authorization` is refused only where the gate sends it, see `upstream.pass_access_token`.)
+pub fn reserved_header(name: &HeaderName) -> Option<&'static str> {
+    const FRAMING: [&str; 13] = [
+        "host",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "upgrade",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "expect",
+        "http2-settings",
+    ];
+    const MANAGED: [&str; 8] = [
+        "cookie",
+        "set-cookie",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "x-request-id",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ];
     let n = normalise_name(name.as_str());
-    matches!(
-        n.as_str(),
-        "host"
-            | "cookie"
-            | "set-cookie"
-            | "content-length"
-            | "transfer-encoding"
-            | "connection"
-            | "upgrade"
-            | "x-forwarded-for"
-            | "x-forwarded-proto"
-            | "x-forwarded-host"
-    )
+    let n = n.as_str();
+    if FRAMING.contains(&n) {
+        Some("this header frames the request or its connection, so it cannot carry a claim")
+    } else if MANAGED.contains(&n) || CLIENT_FORWARDING_HEADERS.contains(&n) || GATE_OWNED_HEADERS.contains(&n) {
+        Some("this header is managed by the gate and cannot carry a claim")
+    } else {
+        None
+    }
 }
 
 /// The form under which servers such as PHP, WSGI and CGI expose a header: lower case with `_` read as `-`.

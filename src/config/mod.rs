@@ -388,6 +388,9 @@ fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
     if let (Some(server), Some(session)) = (&server, &session) {
         check_redirect_hosts(&mut p, &server.allowed_redirect_hosts, session.cookie_domain.as_deref());
     }
+    if let (Some((upstream, _)), Some(headers)) = (&upstream, &headers) {
+        check_authorization_mapping(&mut p, upstream, headers);
+    }
     p.into_result()?;
     // Every section without a problem is `Some`; this only fails on a logic error.
     let (
@@ -430,6 +433,26 @@ fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
         log,
     };
     Ok((config, pending))
+}
+
+/// A claim mapped onto `Authorization` where the gate sends its own there (the access token, or the Protected App's
+/// Basic credentials) would be replaced on every request: the mapping is refused instead of silently lost.
+fn check_authorization_mapping(p: &mut Problems, upstream: &UpstreamConfig, headers: &[(HeaderName, ClaimPath)]) {
+    let sender = if upstream.pass_access_token {
+        "upstream.pass_access_token sends the access token"
+    } else if upstream.protected_app {
+        "upstream.protected_app sends the app's Basic credentials"
+    } else {
+        return;
+    };
+    for (name, _) in headers {
+        if name == http::header::AUTHORIZATION {
+            p.add(
+                &format!("headers.{name}"),
+                format!("{sender} in this header, so it cannot carry a claim"),
+            );
+        }
+    }
 }
 
 /// `server.allowed_redirect_hosts` must lie inside `session.cookie_domain`, or the session cookie would not reach

@@ -19,24 +19,6 @@ use crate::session;
 use super::authn::{authorize, Principal, MACHINE_HEADER};
 use super::{is_preflight, request_host, Decided, Gate};
 
-/// Headers the gate owns on the way upstream besides the identity mapping; a client's copies are removed (in any
-/// spelling, `_` for `-`): the assertion, the forward-auth answer's identity fields, and `X-Original-URL` /
-/// `X-Rewrite-URL`, on which IIS's URL Rewrite and old Symfony route instead of the request target (so the app would
-/// serve another path than the rules saw).
-pub(super) const GATE_OWNED_HEADERS: [&str; 11] = [
-    crate::assertion::HEADER,
-    "x-auth-request-user",
-    "x-auth-request-email",
-    "x-auth-request-preferred-username",
-    "x-auth-request-groups",
-    "x-auth-request-access-token",
-    "x-original-url",
-    "x-rewrite-url",
-    MACHINE_HEADER,
-    PROTECTED_APP_ID_TOKEN,
-    PROTECTED_APP_HOST,
-];
-
 /// Logto Protected App's headers (`upstream.protected_app`): the signed-in user's ID token as Logto signed it, and
 /// the host the browser asked for.
 pub(super) const PROTECTED_APP_ID_TOKEN: &str = "logto-id-token";

@@ -48,7 +48,6 @@ mod authn;
 mod endpoints;
 mod renewal;
 
-use app::GATE_OWNED_HEADERS;
 use authn::Principal;
 
 /// Claims kept in every session besides those the header mapping and the rules read (for `/_logto/userinfo`).
@@ -127,10 +126,11 @@ pub struct Gate {
     request_counters: Box<[WorkerCounter]>,
     /// `X-Forwarded-Host` for the upstream: the public URL's host, as a value built once.
     forwarded_host: HeaderValue,
-    /// True when no identity header shares its name with another header the gate sets on a request for the app
-    /// (`X-Request-Id`, `Authorization`, the assertion; `Host`, `Cookie` and `X-Forwarded-For`/`-Proto`/`-Host`
-    /// cannot be mapped at all, and the client's own copies of identity headers are always removed). They can then be
-    /// written into the upstream request as one pre-rendered block instead of each going into the header map.
+    /// True when no identity header shares its name with another header the gate may set on a request for the app:
+    /// only `Authorization` can (mapped where the gate does not send its own there); every other header the gate
+    /// sets cannot be mapped at all ([`crate::identity::reserved_header`]), and the client's own copies of identity
+    /// headers are always removed. They can then be written into the upstream request as one pre-rendered block
+    /// instead of each going into the header map.
     identity_inline: bool,
 }
 
@@ -157,7 +157,7 @@ impl Gate {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut owned: Vec<&str> = GATE_OWNED_HEADERS.to_vec();
+        let mut owned: Vec<&str> = crate::identity::GATE_OWNED_HEADERS.to_vec();
         if !config.upstream.pass_method_override {
             owned.extend(policy::METHOD_OVERRIDE_HEADERS);
         }
@@ -186,9 +186,7 @@ impl Gate {
         let forwarded_host = HeaderValue::from_str(config.server.public_url.host())
             .map_err(|_| "server.public_url: the host is not a valid header value".to_owned())?;
         let config_workers = config.server.workers.max(1);
-        let identity_inline = !config.headers.iter().any(|(name, _)| {
-            *name == REQUEST_ID || *name == header::AUTHORIZATION || name.as_str() == crate::assertion::HEADER
-        });
+        let identity_inline = !config.headers.iter().any(|(name, _)| *name == header::AUTHORIZATION);
         // Logto Protected App: `Authorization: Basic base64(appId:appSecret)` on every request, so the app can refuse
         // anything that did not come through the gate.
         let protected_basic = if config.upstream.protected_app {

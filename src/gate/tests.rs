@@ -111,3 +111,32 @@ fn a_stripped_prefix_is_counted_in_the_segments_the_rules_saw() {
         assert_eq!(strip_segments(path, segments), want, "{path} less {segments}");
     }
 }
+
+/// The names `identity::GATE_OWNED_HEADERS` lists are the ones the gate sets, and every header the gate sets or
+/// removes for its own reasons is refused as a claim's header in `[headers]`.
+#[test]
+fn no_claim_can_be_mapped_onto_a_header_the_gate_owns() {
+    use super::app::{PROTECTED_APP_HOST, PROTECTED_APP_ID_TOKEN};
+    use super::authn::MACHINE_HEADER;
+    for name in [
+        crate::assertion::HEADER,
+        MACHINE_HEADER,
+        PROTECTED_APP_ID_TOKEN,
+        PROTECTED_APP_HOST,
+    ] {
+        assert!(crate::identity::GATE_OWNED_HEADERS.contains(&name), "{name}");
+    }
+    let request_id = super::REQUEST_ID;
+    let mut owned: Vec<&str> = crate::identity::GATE_OWNED_HEADERS.to_vec();
+    owned.extend(crate::identity::CLIENT_FORWARDING_HEADERS);
+    owned.extend(crate::policy::METHOD_OVERRIDE_HEADERS);
+    owned.extend([request_id.as_str(), "cookie", "host"]);
+    for name in owned {
+        let header = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+        assert!(crate::identity::reserved_header(&header).is_some(), "{name}");
+    }
+    assert_eq!(
+        crate::identity::reserved_header(&http::HeaderName::from_static("x-forwarded-user")),
+        None
+    );
+}

@@ -2,49 +2,13 @@
 //!
 //! A client's own values are never passed on: the gate is the edge, so it replaces them with what it saw itself
 //! (the peer address) and what it knows (the public URL's scheme and host). Other forwarding headers a client could
-//! use to steer an app are removed ([`CLIENT_FORWARDING_HEADERS`]): where a request came from, over which scheme, to
+//! use to steer an app are removed ([`crate::identity::CLIENT_FORWARDING_HEADERS`]): where a request came from, over which scheme, to
 //! which host, path and method, in the spellings frameworks and CDNs use.
 
 use std::cell::RefCell;
 use std::net::IpAddr;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-
-/// Forwarding headers only a proxy in front may set, removed from an untrusted peer's request (in any spelling,
-/// `_` for `-`). Besides the standard ones:
-/// - the client's address as apps and CDNs name it: `Client-IP` (which many PHP "real IP" helpers read before
-///   `X-Forwarded-For`), `X-Client-IP`, `True-Client-IP`, `X-Cluster-Client-IP`, `CF-Connecting-IP`,
-///   `Fastly-Client-IP`, `X-Original-Forwarded-For`, `X-Forwarded` and `Forwarded-For`: an app's IP allow-list or
-///   audit log would take the client's word for its address;
-/// - the scheme: `X-Forwarded-Ssl` (Rack reads it before `X-Forwarded-Proto`), `X-Forwarded-Scheme`,
-///   `X-Url-Scheme`, `Front-End-Https` (CodeIgniter);
-/// - the host and path: `X-Original-Host`, `X-Forwarded-Prefix`, `-Port`, `-Uri`, `-Method`, `X-Original-URI`.
-const CLIENT_FORWARDING_HEADERS: [&str; 24] = [
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-prefix",
-    "x-forwarded-port",
-    "x-forwarded-uri",
-    "x-forwarded-method",
-    "x-real-ip",
-    "x-original-uri",
-    "client-ip",
-    "x-client-ip",
-    "true-client-ip",
-    "x-cluster-client-ip",
-    "cf-connecting-ip",
-    "fastly-client-ip",
-    "x-original-forwarded-for",
-    "x-forwarded",
-    "forwarded-for",
-    "x-forwarded-ssl",
-    "x-forwarded-scheme",
-    "x-url-scheme",
-    "front-end-https",
-    "x-original-host",
-];
 
 /// The three forwarding headers for a request from an untrusted peer, not yet in its header map: the lean client
 /// writes them straight into the request head, the other path inserts them.
@@ -129,7 +93,7 @@ pub fn set_forwarded(
     }
     // Names are compared as PHP/WSGI see them (`_` for `-`), so `X_Forwarded_For` cannot slip through either.
     let is_forwarding = |n: &HeaderName| {
-        CLIENT_FORWARDING_HEADERS
+        crate::identity::CLIENT_FORWARDING_HEADERS
             .iter()
             .any(|f| crate::identity::same_normalised(n.as_str(), f))
     };

@@ -73,14 +73,8 @@ tunnel_check_interval = "500ms"
     );
 }
 
-/// A condition list left empty (a template whose values went missing) stops the start: read as "no condition" it
-/// would let every signed-in user through, read as "nobody" it would shut the path.
-#[test]
-fn empty_condition_lists_stop_the_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(
-        &dir,
-        r#"
+/// A valid configuration whose Logto refuses connections at once: `check` validates it, then fails to reach Logto.
+const CHECKABLE: &str = r#"
 [server]
 public_url = "https://app.example.com"
 [upstream]
@@ -91,6 +85,17 @@ app_id = "app"
 app_secret = "secret"
 [session]
 secret = "0123456789abcdef0123456789abcdef0123456789"
+"#;
+
+/// A condition list left empty (a template whose values went missing) stops the start: read as "no condition" it
+/// would let every signed-in user through, read as "nobody" it would shut the path.
+#[test]
+fn empty_condition_lists_stop_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        &format!(
+            r#"{CHECKABLE}
 [[rules]]
 prefix = "/admin"
 roles = []
@@ -98,7 +103,8 @@ roles = []
 prefix = "/items"
 methods = []
 allow = "deny"
-"#,
+"#
+        ),
     );
     // `check` reads the configuration as a start does (were it accepted, a start would serve, not exit).
     let (code, _, stderr) = run_to_end(
@@ -113,6 +119,49 @@ allow = "deny"
     ] {
         assert!(stderr.lines().any(|l| l.starts_with(line)), "no {line:?} in:\n{stderr}");
     }
+}
+
+/// A claim mapped onto a header the gate frames by or sets itself stops the start: it would be replaced by the
+/// gate's value, sent next to it, or trusted as what the name means to apps (a client address, a method).
+#[test]
+fn a_claim_on_a_header_the_gate_owns_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = CHECKABLE
+        .replace("[upstream]\n", "[upstream]\npass_access_token = true\n")
+        .replace("[logto]\n", "[logto]\nresources = [\"https://api.example.com\"]\n");
+    let path = write_config(
+        &dir,
+        &format!(
+            r#"{text}
+[headers]
+"X-Real-IP" = "sub"
+"X-HTTP-Method-Override" = "custom_data.method"
+"Authorization" = "sub"
+"TE" = "sub"
+"#
+        ),
+    );
+    let (code, _, stderr) = run_to_end(&["check", "--config", &path], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    for line in [
+        "headers.X-Real-IP: this header is managed by the gate and cannot carry a claim",
+        "headers.X-HTTP-Method-Override: this header is managed by the gate and cannot carry a claim",
+        "headers.TE: this header frames the request or its connection",
+    ] {
+        assert!(stderr.lines().any(|l| l.starts_with(line)), "no {line:?} in:\n{stderr}");
+    }
+    // Those gone, the one the gate sends the access token in.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.starts_with("\"X-") && !l.starts_with("\"TE"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&path, kept).unwrap();
+    let (code, _, stderr) = run_to_end(&["check", "--config", &path], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    let line = "headers.authorization: upstream.pass_access_token sends the access token in this header";
+    assert!(stderr.lines().any(|l| l.starts_with(line)), "{stderr}");
 }
 
 #[test]
