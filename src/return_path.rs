@@ -92,18 +92,7 @@ impl ReturnPath {
 
 /// `text` with every byte outside ASCII percent-encoded (RFC 3986 §2.1, upper-case hex).
 fn encode_non_ascii(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.is_ascii() {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() * 2);
-    for b in text.bytes() {
-        if b.is_ascii() {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    std::borrow::Cow::Owned(out)
+    percent_encoding::utf8_percent_encode(text, &percent_encoding::AsciiSet::EMPTY).into()
 }
 
 /// What is kept of a path with its query: all of it when it is safe, only the path when the whole is too long but
@@ -160,28 +149,11 @@ const SLASH_LOOKALIKES: [char; 9] = [
 
 /// Whether `path` (percent-encoded, any case) spells one of [`SLASH_LOOKALIKES`] once its escapes are decoded.
 fn has_slash_lookalike(path: &str) -> bool {
-    if !path.contains('%') {
-        return false;
-    }
-    let bytes = path.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |at: usize| bytes.get(at).and_then(|b| char::from(*b).to_digit(16));
-        match (bytes[i], hex(i + 1), hex(i + 2)) {
-            (b'%', Some(h), Some(l)) => {
-                decoded.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                decoded.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&decoded)
-        .chars()
-        .any(|c| SLASH_LOOKALIKES.contains(&c))
+    path.contains('%')
+        && percent_encoding::percent_decode_str(path)
+            .decode_utf8_lossy()
+            .chars()
+            .any(|c| SLASH_LOOKALIKES.contains(&c))
 }
 
 #[cfg(test)]

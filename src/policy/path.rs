@@ -77,12 +77,9 @@ fn classes(bytes: &[u8]) -> u8 {
     bytes.iter().fold(0, |acc, &b| acc | BYTE_CLASS[usize::from(b)])
 }
 
-const HEX_DIGITS: &[u8; 16] = b"0123456789ABCDEF";
-
+/// Appends `b` as an escape with upper-case hex (`%C3`).
 fn push_escaped(out: &mut String, b: u8) {
-    out.push('%');
-    out.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
-    out.push(char::from(HEX_DIGITS[usize::from(b & 0xf)]));
+    out.push_str(percent_encoding::percent_encode_byte(b));
 }
 
 fn hex(b: u8) -> Option<u8> {
