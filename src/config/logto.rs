@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::checks::{http_url, non_empty, refuse_placeholder, secret_source, Pending, Problems, SecretSource};
 use super::raw::RawLogto;
-use super::{LogtoConfig, PublicUrl, Secret, BASE_SCOPES};
+use super::{LogtoConfig, PublicUrl, Secret, UpstreamConfig, BASE_SCOPES};
 
 /// Where the operator finds the app's real id and secret.
 pub(super) const APP_CREDENTIALS: &str = "copy it from the application's details page in the Logto console";
@@ -69,16 +69,17 @@ pub(super) fn validate_logto(
         None => Some("consent".to_owned()),
         Some(s) if s.trim().is_empty() => None,
         Some(s) => {
-            let ok = s
-                .split(' ')
-                .all(|v| matches!(v, "none" | "login" | "consent" | "select_account"));
-            if !ok {
+            let values: Vec<&str> = s.split(' ').filter(|v| !v.is_empty()).collect();
+            if !values
+                .iter()
+                .all(|v| matches!(*v, "none" | "login" | "consent" | "select_account"))
+            {
                 p.add(
                     "logto.prompt",
                     format!("`{s}` must be space-separated values of none, login, consent, select_account"),
                 );
             }
-            Some(s)
+            Some(values.join(" "))
         }
     };
     let clock_leeway = clock_leeway(p, non_empty(raw.clock_leeway));
@@ -95,16 +96,28 @@ pub(super) fn validate_logto(
             scopes.push(s);
         }
     }
+    if let Some(v) = prompt.as_deref().filter(|v| v.contains("none") && v.contains(' ')) {
+        p.add(
+            "logto.prompt",
+            format!("`{v}`: none cannot be combined with other values (OpenID Connect Core 3.1.2.1)"),
+        );
+    }
     let first_screen = non_empty(raw.first_screen);
+    if let Some(v) = &first_screen {
+        if !FIRST_SCREENS.contains(&v.as_str()) {
+            p.add(
+                "logto.first_screen",
+                format!(
+                    "`{v}` is not one of Logto's first screens: {}",
+                    FIRST_SCREENS.join(", ")
+                ),
+            );
+        }
+    }
     let direct_sign_in = non_empty(raw.direct_sign_in);
-    for (key, v) in [
-        ("logto.first_screen", &first_screen),
-        ("logto.direct_sign_in", &direct_sign_in),
-    ] {
-        if let Some(v) = v {
-            if !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_:.".contains(&b)) {
-                p.add(key, format!("`{v}` may only contain letters, digits and - _ : ."));
-            }
+    if let Some(v) = &direct_sign_in {
+        if let Err(e) = check_direct_sign_in(v) {
+            p.add("logto.direct_sign_in", e);
         }
     }
     let post_logout_redirect_uri = match non_empty(raw.post_logout_redirect_uri) {
@@ -132,6 +145,88 @@ pub(super) fn validate_logto(
         organization_id,
         clock_leeway,
     })
+}
+
+/// The values Logto's `first_screen` takes (`FirstScreen` in `@logto/schemas`); Logto shows a broken page for any
+/// other. `signIn` is the older spelling of `sign_in`, still accepted.
+const FIRST_SCREENS: [&str; 7] = [
+    "sign_in",
+    "register",
+    "reset_password",
+    "identifier:sign_in",
+    "identifier:register",
+    "single_sign_on",
+    "signIn",
+];
+
+/// `logto.direct_sign_in`: `social:<connector target>` or `sso:<connector id>`, the two forms Logto knows. Logto
+/// silently shows its own sign-in page for anything else (`github` without `social:`, say), so a mistake here would
+/// only show as the skip not happening.
+fn check_direct_sign_in(v: &str) -> Result<(), String> {
+    let usage = "write social:<connector target> (e.g. \"social:github\") or sso:<connector id>";
+    let Some((method, target)) = v.split_once(':') else {
+        return Err(format!("`{v}` names no method: {usage}"));
+    };
+    if !matches!(method, "social" | "sso") {
+        return Err(format!("`{v}`: `{method}` is not a direct sign-in method: {usage}"));
+    }
+    if target.is_empty() || !target.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err(format!(
+            "`{v}`: `{target}` is not a connector target or id (letters, digits, - _ .): {usage}"
+        ));
+    }
+    Ok(())
+}
+
+/// What the refresh token is needed for, in this configuration: without `consent` in `logto.prompt` Logto issues
+/// none, so the API resource's and the organization's tokens could not be obtained (every sign-in would fail at
+/// the callback), and the access token or ID token the app is sent would stop being renewed within the hour
+/// (sent expired, or no longer sent). A prompt without consent is refused where any of these is configured.
+pub(super) fn check_refresh_needs(p: &mut Problems, logto: &LogtoConfig, upstream: &UpstreamConfig) {
+    if logto
+        .prompt
+        .as_deref()
+        .is_some_and(|v| v.split(' ').any(|v| v == "consent"))
+    {
+        return;
+    }
+    let needs: Vec<&str> = [
+        (
+            !logto.resources.is_empty(),
+            "logto.resources (the API resource's token)",
+        ),
+        (
+            logto.organization_id.is_some(),
+            "logto.organization_id (the organization token)",
+        ),
+        (
+            upstream.pass_access_token,
+            "upstream.pass_access_token (a renewed access token)",
+        ),
+        (
+            upstream.protected_app,
+            "upstream.protected_app (a renewed Logto-ID-Token)",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(set, what)| set.then_some(what))
+    .collect();
+    if needs.is_empty() {
+        return;
+    }
+    let written = logto
+        .prompt
+        .as_deref()
+        .map_or_else(|| "an empty prompt (none sent)".to_owned(), |v| format!("`{v}`"));
+    p.add(
+        "logto.prompt",
+        format!(
+            "{written} lacks consent, without which Logto issues no refresh token, and {} {} one: add consent \
+             (e.g. \"login consent\")",
+            needs.join(" and "),
+            if needs.len() > 1 { "need" } else { "needs" }
+        ),
+    );
 }
 
 /// `logto.clock_leeway`: how far the gate's and Logto's clocks may disagree, for every token the gate verifies
@@ -168,5 +263,107 @@ pub(super) fn scope_for_claim(root: &str) -> Option<&'static str> {
         "custom_data" => Some("custom_data"),
         "identities" => Some("identities"),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{no_env, MINIMAL};
+    use crate::config::Config;
+
+    fn with(logto: &str) -> Result<Config, Vec<String>> {
+        Config::from_toml_str(&MINIMAL.replace("[logto]\n", &format!("[logto]\n{logto}\n")), no_env()).map_err(|e| e.0)
+    }
+
+    fn refused(logto: &str, key: &str, says: &str) {
+        let lines = with(logto).expect_err(logto);
+        assert!(
+            lines.iter().any(|l| l.starts_with(key) && l.contains(says)),
+            "{logto}: no `{key}` line saying {says:?} in {lines:?}"
+        );
+    }
+
+    #[test]
+    fn first_screen_is_one_logto_knows() {
+        for ok in ["register", "sign_in", "identifier:sign_in", "single_sign_on", "signIn"] {
+            let c = with(&format!("first_screen = \"{ok}\"")).expect(ok);
+            assert_eq!(c.logto.first_screen.as_deref(), Some(ok));
+        }
+        for bad in ["signUp", "Register", "sign-in", "identifier"] {
+            refused(
+                &format!("first_screen = \"{bad}\""),
+                "logto.first_screen:",
+                &format!("`{bad}` is not one of Logto's first screens: sign_in, register"),
+            );
+        }
+    }
+
+    #[test]
+    fn direct_sign_in_names_a_method_and_a_connector() {
+        for ok in ["social:github", "sso:a1b2c3", "social:google-workspace"] {
+            let c = with(&format!("direct_sign_in = \"{ok}\"")).expect(ok);
+            assert_eq!(c.logto.direct_sign_in.as_deref(), Some(ok));
+        }
+        for (bad, says) in [
+            ("github", "names no method"),
+            ("oauth:github", "`oauth` is not a direct sign-in method"),
+            ("social:", "is not a connector target or id"),
+            ("social:git hub", "is not a connector target or id"),
+            ("social:github:x", "is not a connector target or id"),
+        ] {
+            refused(&format!("direct_sign_in = \"{bad}\""), "logto.direct_sign_in:", says);
+        }
+    }
+
+    #[test]
+    fn a_prompt_without_consent_is_refused_where_a_refresh_token_is_needed() {
+        // Alone, a prompt without consent only costs the refresh: sessions last their lifetime on one sign-in.
+        assert_eq!(
+            with("prompt = \"login\"").expect("valid").logto.prompt.as_deref(),
+            Some("login")
+        );
+        assert_eq!(
+            with("prompt = \"login  consent\"")
+                .expect("valid")
+                .logto
+                .prompt
+                .as_deref(),
+            Some("login consent")
+        );
+        let resources = "resources = [\"https://api.example.com\"]\n";
+        let org = "organization_id = \"org_1\"\n";
+        with(&format!("{resources}{org}prompt = \"login consent\"")).expect("consent keeps the refresh token");
+        refused(
+            &format!("{resources}prompt = \"login\""),
+            "logto.prompt:",
+            "`login` lacks consent, without which Logto issues no refresh token, and logto.resources (the API \
+             resource's token) needs one",
+        );
+        refused(
+            &format!("{org}prompt = \"select_account\""),
+            "logto.prompt:",
+            "and logto.organization_id (the organization token) needs one",
+        );
+        refused(
+            &format!("{resources}{org}prompt = \"\""),
+            "logto.prompt:",
+            "an empty prompt (none sent) lacks consent, without which Logto issues no refresh token, and \
+             logto.resources (the API resource's token) and logto.organization_id (the organization token) need one",
+        );
+        for upstream in ["pass_access_token = true", "protected_app = true"] {
+            let text = MINIMAL
+                .replace("[upstream]\n", &format!("[upstream]\n{upstream}\n"))
+                .replace("[logto]\n", "[logto]\nprompt = \"login\"\n");
+            let lines = Config::from_toml_str(&text, no_env()).expect_err(upstream).0;
+            let key = upstream.split(' ').next().unwrap_or_default();
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with("logto.prompt: `login` lacks consent")
+                        && l.contains(&format!("upstream.{key} (a renewed"))),
+                "{upstream}: {lines:?}"
+            );
+        }
+        refused("prompt = \"none consent\"", "logto.prompt:", "none cannot be combined");
     }
 }

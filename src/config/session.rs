@@ -139,6 +139,14 @@ pub(super) fn validate_session(
         );
     }
     let redis_key_prefix = raw.redis_key_prefix.unwrap_or_else(|| "logto-gate:".to_owned());
+    // A cluster hashes `{<prefix>}` as every key's slot; `{}` is no hash tag, so a session and its indexes would
+    // land on different nodes and the commands that write them together fail (CROSSSLOT).
+    if redis_mode == RedisMode::Cluster && redis_key_prefix.is_empty() {
+        p.add(
+            "session.redis_key_prefix",
+            "must not be empty with redis_mode = \"cluster\": it is the hash tag that keeps the gate's keys on one slot",
+        );
+    }
     let cookie_name = non_empty(raw.cookie_name).unwrap_or_else(|| "logto_gate".to_owned());
     if !cookie_name
         .bytes()

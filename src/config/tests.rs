@@ -285,3 +285,34 @@ fn the_revocation_file_is_for_the_cookie_store_without_redis() {
         Some(std::path::Path::new("/run/revoked.json"))
     );
 }
+
+#[test]
+fn a_cluster_needs_a_key_prefix_for_its_hash_tag() {
+    let with = |prefix: &str| {
+        MINIMAL.replace(
+            "[session]\n",
+            &format!(
+                "[session]\nstore = \"redis\"\nredis_mode = \"cluster\"\nredis_urls = [\"redis://127.0.0.1:7000\"]\nredis_key_prefix = \"{prefix}\"\n"
+            ),
+        )
+    };
+    let c = Config::from_toml_str(&with("app:"), no_env()).expect("valid");
+    assert_eq!(c.session.redis_key_prefix, "app:");
+    let text = Config::from_toml_str(&with(""), no_env()).unwrap_err().to_string();
+    assert!(
+        text.contains("session.redis_key_prefix: must not be empty with redis_mode = \"cluster\""),
+        "{text}"
+    );
+    // One server takes an empty prefix: every key is then the gate's own name.
+    let standalone = MINIMAL.replace(
+        "[session]\n",
+        "[session]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\nredis_key_prefix = \"\"\n",
+    );
+    assert_eq!(
+        Config::from_toml_str(&standalone, no_env())
+            .expect("valid")
+            .session
+            .redis_key_prefix,
+        ""
+    );
+}

@@ -121,6 +121,57 @@ allow = "deny"
     }
 }
 
+/// Values Logto would take without a word and then ignore or fail on, at the callback or on its own page, stop the
+/// start instead: a first screen or direct sign-in it does not know (it shows its usual page), a prompt without
+/// consent where the refresh token is needed (every sign-in would fail), a cluster without a hash tag (every
+/// session write would fail with CROSSSLOT).
+#[test]
+fn values_logto_or_redis_would_ignore_or_fail_on_stop_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |text: &str, env: &[(&str, &str)], lines: &[&str]| {
+        let path = write_config(&dir, text);
+        let (code, _, stderr) = run_to_end(&["check", "--config", &path], env);
+        assert_eq!(code, 2, "{stderr}");
+        for line in lines {
+            assert!(stderr.lines().any(|l| l.starts_with(line)), "no {line:?} in:\n{stderr}");
+        }
+    };
+    let text = CHECKABLE
+        .replace(
+            "[logto]\n",
+            "[logto]\nfirst_screen = \"signUp\"\ndirect_sign_in = \"github\"\n",
+        )
+        .replace(
+            "[session]\n",
+            "[session]\nstore = \"redis\"\nredis_mode = \"cluster\"\nredis_urls = [\"redis://127.0.0.1:1\"]\n",
+        );
+    check(
+        &text,
+        &[("LOGTO_GATE_SESSION__REDIS_KEY_PREFIX", "")],
+        &[
+            "logto.first_screen: `signUp` is not one of Logto's first screens",
+            "logto.direct_sign_in: `github` names no method: write social:<connector target>",
+            "session.redis_key_prefix: must not be empty with redis_mode = \"cluster\"",
+        ],
+    );
+    // Where the refresh token is needed, however the configuration says so.
+    let text = CHECKABLE.replace("[logto]\n", "[logto]\nprompt = \"login\"\n");
+    check(
+        &text,
+        &[("LOGTO_GATE_LOGTO__RESOURCES", "https://api.example.com")],
+        &["logto.prompt: `login` lacks consent, without which Logto issues no refresh token, and logto.resources (the \
+           API resource's token) needs one"],
+    );
+    check(
+        &text.replace("[upstream]\n", "[upstream]\npass_access_token = true\n"),
+        &[],
+        &[
+            "logto.prompt: `login` lacks consent, without which Logto issues no refresh token, and \
+           upstream.pass_access_token (a renewed access token) needs one",
+        ],
+    );
+}
+
 /// A claim mapped onto a header the gate frames by or sets itself stops the start: it would be replaced by the
 /// gate's value, sent next to it, or trusted as what the name means to apps (a client address, a method).
 #[test]
