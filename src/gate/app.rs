@@ -142,7 +142,7 @@ impl Gate {
                 )
                 .await?;
             // 6. respond
-            self.edit_upstream_answer(&mut resp, self.forwarders[route].own_address());
+            self.edit_upstream_answer(&mut resp, self.forwarders[route].own_address(), principal.is_some());
             Ok(resp)
         }
     }
@@ -150,8 +150,10 @@ impl Gate {
     /// The upstream's answer as the browser may see it, on both client paths, in one pass over its fields:
     /// `Set-Cookie` fields for cookies the gate owns (the session cookie, its chunks, the sign-in attempt cookies)
     /// removed, with a warning, since only the gate sets or clears those; `Location` and `Refresh` naming the
-    /// upstream's own address made paths on the gate ([`OwnAddress`]).
-    pub(super) fn edit_upstream_answer(&self, resp: &mut Response<Body>, own: &OwnAddress) {
+    /// upstream's own address made paths on the gate ([`OwnAddress`]); and, for a request let through on an
+    /// identity (`identified`), `Cache-Control` made `private` ([`super::caching`]), so that no shared cache in
+    /// front hands it to someone who never signed in.
+    pub(super) fn edit_upstream_answer(&self, resp: &mut Response<Body>, own: &OwnAddress, identified: bool) {
         let codec = self.sessions.codec();
         let owned = |value: &[u8]| match codec.gate_cookie_set_by(value) {
             Some(name) => {
@@ -165,9 +167,16 @@ impl Gate {
         };
         // Rare (redirects, pages that refresh): nothing to allocate or drop for the other answers.
         let mut rewritten: Option<Vec<(http::HeaderName, HeaderValue)>> = None;
+        // A switch of protocols is no answer a cache keeps (RFC 9111 §3).
+        let private = identified && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS;
+        let mut cache_control: Vec<String> = Vec::new();
         crate::body::retain_response_fields(resp, |name, value| {
             if name == header::SET_COOKIE {
                 return !owned(value);
+            }
+            if private && name == header::CACHE_CONTROL {
+                super::caching::collect_directives(&mut cache_control, value);
+                return false;
             }
             let new = if name == header::LOCATION {
                 own.location(value)
@@ -188,6 +197,12 @@ impl Gate {
             for (name, value) in rewritten {
                 resp.headers_mut().append(name, value);
             }
+        }
+        if private {
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                super::caching::private_cache_control(&cache_control),
+            );
         }
     }
 

@@ -45,6 +45,7 @@ const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forw
 
 mod app;
 mod authn;
+mod caching;
 mod endpoints;
 mod renewal;
 
@@ -351,7 +352,7 @@ impl Gate {
             }
             let cookies = std::mem::take(&mut line.decided.cookies);
             if !cookies.is_empty() {
-                keep_from_shared_caches(&mut resp);
+                caching::keep_from_shared_caches(&mut resp);
             }
             for c in cookies {
                 resp.headers_mut().append(header::SET_COOKIE, c);
@@ -444,50 +445,6 @@ impl Gate {
         }
         resp
     }
-}
-
-/// Makes an answer that carries the gate's session cookies one no shared cache stores (RFC 9111 §5.2.2.7): a CDN
-/// in front that keeps the app's `public` answer (a static asset, say) together with the `Set-Cookie` the gate added
-/// to it (a refresh, a reseal) would hand one person's session to everyone it serves that answer to. `Cache-Control`
-/// becomes `private` with the app's other directives but `public` and `s-maxage` (the browser's own cache still
-/// follows its `max-age`), unless it already says `private` or `no-store`. `no-cache` is not enough: a cache may
-/// keep the answer and serve it, cookie included, after revalidating it.
-fn keep_from_shared_caches(resp: &mut Response<Body>) {
-    // The app's fields, wherever they are (see `body::retain_response_fields`), taken out to be put back as one.
-    let mut directives: Vec<String> = Vec::new();
-    crate::body::retain_response_fields(resp, |name, value| {
-        if name != header::CACHE_CONTROL {
-            return true;
-        }
-        let text = String::from_utf8_lossy(value);
-        directives.extend(
-            text.split(',')
-                .map(str::trim)
-                .filter(|d| !d.is_empty())
-                .map(str::to_owned),
-        );
-        false
-    });
-    let name = |d: &str| d.split('=').next().unwrap_or("").trim().to_ascii_lowercase();
-    let already = directives
-        .iter()
-        .any(|d| d.eq_ignore_ascii_case("private") || d.eq_ignore_ascii_case("no-store"));
-    let mut value = if already {
-        String::new()
-    } else {
-        String::from("private")
-    };
-    for d in directives
-        .iter()
-        .filter(|d| already || !matches!(name(d).as_str(), "public" | "s-maxage" | "private"))
-    {
-        if !value.is_empty() {
-            value.push_str(", ");
-        }
-        value.push_str(d);
-    }
-    let value = HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("private"));
-    resp.headers_mut().insert(header::CACHE_CONTROL, value);
 }
 
 /// What the line and page of a failed request need to know about it.

@@ -69,7 +69,7 @@ fn an_answer_with_the_session_cookie_is_kept_from_shared_caches() {
             resp.headers_mut()
                 .append(header::CACHE_CONTROL, HeaderValue::from_static(v));
         }
-        keep_from_shared_caches(&mut resp);
+        super::caching::keep_from_shared_caches(&mut resp);
         let sent_fields: Vec<_> = resp.headers().get_all(header::CACHE_CONTROL).iter().collect();
         assert_eq!(sent_fields, [sent], "{app:?}");
     }

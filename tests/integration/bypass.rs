@@ -5,6 +5,7 @@
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::support::nginx::Nginx;
 use crate::support::*;
 
 /// Bob (no roles) signed in to a gate whose `/admin` needs the `admin` role; `extra` adds sections or rules.
@@ -538,4 +539,76 @@ async fn rule_bypass_through_the_ascii_form_of_an_international_host() {
     }
     let req = "GET / HTTP/1.1\r\nHost: other.example.com\r\nAccept: application/json\r\n\r\n";
     assert_eq!(first_status(s.gate.port, req.as_bytes()).await, 200);
+}
+
+/// A shared cache in front of the gate (a CDN, nginx's `proxy_cache`) keys its entries by URL, not by who asked:
+/// an answer it keeps for a signed-in person it serves to anyone who asks next, without a sign-in. So every answer
+/// to a request the gate let through on an identity is `Cache-Control: private` (the app's `public` and `s-maxage`
+/// dropped, its other directives kept for the browser's own cache), on both client paths; what a `public` rule
+/// serves keeps the app's caching. Attacked through Debian's nginx caching as a CDN does by default (answers
+/// without `Cache-Control` kept too).
+#[tokio::test]
+async fn a_shared_cache_in_front_never_hands_a_signed_in_answer_to_anyone() {
+    if !have_tool("nginx", &["/usr/sbin/nginx", "/usr/bin/nginx"], "nginx") {
+        return;
+    }
+    let (s, bob) = bob_behind("[[rules]]\nprefix = \"/assets\"\nallow = \"public\"\n", |t| t).await;
+    let cookie = bob.gate_cookies(&s.gate.url());
+    let cache = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let nginx = Nginx::start(
+        port,
+        &format!(
+            "proxy_cache_path {} keys_zone=shared:1m;\n\
+             server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://127.0.0.1:{}; proxy_cache shared; \
+             proxy_cache_valid 200 10m; add_header X-Cache $upstream_cache_status always; }} }}",
+            cache.path().display(),
+            s.gate.port
+        ),
+    )
+    .await;
+    let get = |path: &str, cookie: Option<&str>| {
+        let mut req = plain().get(format!("{}{path}", nginx.url()));
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        req.send()
+    };
+    for path in ["/cacheable", "/report.pdf"] {
+        let signed_in = get(path, Some(&cookie)).await.unwrap();
+        assert_eq!(signed_in.status(), StatusCode::OK, "{path}");
+        let cache_control = signed_in
+            .headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let expected = if path == "/cacheable" {
+            "private, max-age=600"
+        } else {
+            "private"
+        };
+        assert_eq!(cache_control.as_deref(), Some(expected), "{path}");
+        let anyone = get(path, None).await.unwrap();
+        assert_eq!(
+            anyone.status(),
+            StatusCode::UNAUTHORIZED,
+            "{path}: served from the cache to anyone"
+        );
+    }
+    // The other client path (a request with a body) marks its answers the same.
+    let posted = bob
+        .client
+        .post(format!("{}/cacheable", s.gate.url()))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.headers()["cache-control"], "private, max-age=600");
+    // What anyone may see stays cacheable as the app says.
+    let before = s.upstream.count();
+    for _ in 0..2 {
+        let r = get("/assets/app.css", None).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.headers().get("cache-control").is_none());
+    }
+    assert_eq!(s.upstream.count(), before + 1, "the second came from nginx's cache");
 }

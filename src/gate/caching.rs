@@ -1,0 +1,67 @@
+//! What a shared cache in front of the gate (a CDN, nginx's `proxy_cache`) may keep of the answers it passes on.
+//! Such a cache keys its entries by URL, not by who asked (RFC 9111 §4), so it must keep nothing that is one
+//! person's: neither an answer the gate let through on an identity, nor one carrying the gate's session cookie.
+//! Both are made `Cache-Control: private` (RFC 9111 §5.2.2.7), which shared caches honour and browsers' own caches
+//! do not mind.
+
+use http::header::{self, HeaderValue};
+use http::Response;
+
+use crate::body::Body;
+
+/// The `Cache-Control` an answer gets when no shared cache may store it, from the app's own directives: `private`
+/// with the app's others but `public`, `s-maxage` and a qualified `private="…"` (the browser's cache still follows
+/// its `max-age`), or the app's own unchanged when they say `private` or `no-store` already. `no-cache` is not
+/// enough: a cache may keep the answer and serve it after revalidating it.
+pub(super) fn private_cache_control(directives: &[String]) -> HeaderValue {
+    if directives.is_empty() {
+        return HeaderValue::from_static("private");
+    }
+    let name = |d: &str| d.split('=').next().unwrap_or("").trim().to_ascii_lowercase();
+    let already = directives
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case("private") || d.eq_ignore_ascii_case("no-store"));
+    let mut value = if already {
+        String::new()
+    } else {
+        String::from("private")
+    };
+    for d in directives
+        .iter()
+        .filter(|d| already || !matches!(name(d).as_str(), "public" | "s-maxage" | "private"))
+    {
+        if !value.is_empty() {
+            value.push_str(", ");
+        }
+        value.push_str(d);
+    }
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("private"))
+}
+
+/// Adds the directives of one `Cache-Control` field value to `directives`.
+pub(super) fn collect_directives(directives: &mut Vec<String>, value: &[u8]) {
+    let text = String::from_utf8_lossy(value);
+    directives.extend(
+        text.split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(str::to_owned),
+    );
+}
+
+/// Makes an answer that carries the gate's session cookies one no shared cache stores: a CDN in front that keeps
+/// the app's `public` answer (a static asset under a `public` rule, say) together with the `Set-Cookie` the gate
+/// added to it (a refresh, a reseal) would hand one person's session to everyone it serves that answer to.
+pub(super) fn keep_from_shared_caches(resp: &mut Response<Body>) {
+    // The app's fields, wherever they are (see `body::retain_response_fields`), taken out to be put back as one.
+    let mut directives: Vec<String> = Vec::new();
+    crate::body::retain_response_fields(resp, |name, value| {
+        if name != header::CACHE_CONTROL {
+            return true;
+        }
+        collect_directives(&mut directives, value);
+        false
+    });
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, private_cache_control(&directives));
+}
