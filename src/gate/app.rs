@@ -199,10 +199,8 @@ impl Gate {
             }
         }
         if private {
-            resp.headers_mut().insert(
-                header::CACHE_CONTROL,
-                super::caching::private_cache_control(&cache_control),
-            );
+            let value = super::caching::private_cache_control(&cache_control);
+            resp.headers_mut().insert(header::CACHE_CONTROL, value);
         }
     }
 
