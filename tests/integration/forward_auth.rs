@@ -203,6 +203,11 @@ async fn nginx_auth_request_with_the_shipped_example_config() {
     assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
     assert_eq!(seen.header("x-forwarded-groups"), Some("admin,editor"));
     assert_eq!(seen.path, "/reports?year=2026&q=x");
+    // An app's answer that says `public` still reaches the browser marked private, for any shared cache in front.
+    let cacheable = b.client.get(format!("{}/cacheable", nginx.url())).send().await.unwrap();
+    assert_eq!(cacheable.status(), StatusCode::OK);
+    let cache_control: Vec<_> = cacheable.headers().get_all("cache-control").iter().collect();
+    assert_eq!(cache_control, ["public, max-age=600, s-maxage=3600", "private"]);
 
     // Bob is signed in but not an admin: 403 through nginx.
     let bob = Browser::new(&idp);
