@@ -242,9 +242,11 @@ pub fn normalise_name(name: &str) -> String {
 
 /// Renders a claim as a header value: strings as they are, numbers and booleans as text, arrays joined with ",".
 /// Returns `None` for a missing or null claim, objects, and values a header cannot carry (CR, LF, NUL and other
-/// control characters), so a claim can never inject a header. An array element that holds a `,` (or is empty) is
-/// left out: joined, it would read as two elements (or none), so whoever chose the name (of a role, or of a value in
-/// `custom_data`, which Logto's Account API may let users edit) could make one entry read as two.
+/// control characters), so a claim can never inject a header. An array element that holds a `,` (or is empty, or
+/// starts or ends with a space or tab) is left out: joined, it would read as two elements (or none, or another:
+/// list parsers drop the whitespace around elements, RFC 9110 §5.6.1), so whoever chose the name (of a role, or of
+/// a value in `custom_data`, which Logto's Account API may let users edit) could make one entry read as two, or as
+/// ` admin` read as `admin`.
 pub fn header_value(claim: &Value) -> Option<HeaderValue> {
     let text = match claim {
         Value::Null | Value::Object(_) => return None,
@@ -255,7 +257,7 @@ pub fn header_value(claim: &Value) -> Option<HeaderValue> {
             let parts: Vec<String> = items
                 .iter()
                 .filter_map(|v| match v {
-                    Value::String(s) if !s.is_empty() && !s.contains(',') => Some(s.clone()),
+                    Value::String(s) if is_list_element(s) => Some(s.clone()),
                     Value::Number(n) => Some(n.to_string()),
                     Value::Bool(b) => Some(b.to_string()),
                     _ => None,
@@ -270,6 +272,12 @@ pub fn header_value(claim: &Value) -> Option<HeaderValue> {
         return None;
     }
     HeaderValue::from_bytes(text.as_bytes()).ok()
+}
+
+/// Whether `s` reads back as itself from a comma-separated list: not empty, no `,`, no whitespace at either end.
+fn is_list_element(s: &str) -> bool {
+    let padded = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
+    !s.is_empty() && !s.contains(',') && !padded(s.as_bytes().first()) && !padded(s.as_bytes().last())
 }
 
 /// The set of names the gate owns on requests to the upstream, normalised with [`normalise_name`].

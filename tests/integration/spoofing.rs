@@ -35,13 +35,14 @@ async fn crlf_injection_through_a_claim_cannot_add_an_upstream_header() {
     assert_eq!(seen.header("x-forwarded-groups"), None);
 }
 
-/// A role whose name holds a comma would read as two in `X-Forwarded-Groups` ("viewer,admin" as viewer and admin):
-/// it is left out, the user's other roles are sent.
+/// A role whose name holds a comma would read as two in `X-Forwarded-Groups` ("viewer,admin" as viewer and admin),
+/// one with a space at an end as another (" admin" as admin, list parsers trim): each is left out, the user's other
+/// roles are sent.
 #[tokio::test]
 async fn a_comma_in_a_role_name_cannot_add_a_group() {
     let seen = app_sees_signed_in(
         json!({"sub": "u_mallory", "username": "mallory", "email": "m@example.com",
-                                         "roles": ["editor", "viewer,admin"]}),
+                                         "roles": ["editor", "viewer,admin", " admin", "owner "]}),
     )
     .await;
     assert_eq!(seen.header("x-forwarded-user"), Some("u_mallory"));
