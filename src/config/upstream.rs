@@ -33,6 +33,10 @@ pub(super) fn validate_upstream(
     let response_timeout = duration(p, "upstream.response_timeout", raw.response_timeout, "60s");
     let preserve_host = raw.preserve_host.unwrap_or(false);
     let tls_ca_file = raw.tls_ca_file.clone().filter(|f| !f.as_os_str().is_empty());
+    // A CA file only http:// upstreams would use is never read by a TLS handshake: the operator would believe the
+    // connection verified and encrypted when it is neither.
+    let https = |uri: &http::Uri| uri.scheme_str() == Some("https");
+    let mut shared_ca_over_tls = false;
     // The routes: every [[upstreams]] entry with its own URL and timeouts (the rest shared with [upstream]).
     let mut routes: Vec<(UpstreamRoute, String)> = Vec::new();
     for (i, r) in upstreams.iter().enumerate() {
@@ -78,6 +82,15 @@ pub(super) fn validate_upstream(
         }
         let connect = duration(p, &format!("{key}.connect_timeout"), r.connect_timeout.clone(), "5s");
         let response = duration(p, &format!("{key}.response_timeout"), r.response_timeout.clone(), "60s");
+        let own_ca = r.tls_ca_file.as_ref().filter(|f| !f.as_os_str().is_empty());
+        match &url {
+            Some((url, _)) if own_ca.is_some() && !https(url) => p.add(
+                &format!("{key}.tls_ca_file"),
+                format!("is for an https:// upstream; {key}.url is {url}, which the CA would never check"),
+            ),
+            Some((url, _)) if own_ca.is_none() && https(url) => shared_ca_over_tls = true,
+            _ => {}
+        }
         if let Some((url, base_path)) = url {
             routes.push((
                 UpstreamRoute {
@@ -103,6 +116,12 @@ pub(super) fn validate_upstream(
                 key,
             ));
         }
+    }
+    if tls_ca_file.is_some() && !default_upstream.as_ref().is_some_and(|(u, _)| https(u)) && !shared_ca_over_tls {
+        p.add(
+            "upstream.tls_ca_file",
+            "is for https:// upstreams, and no upstream using it is one: the CA would never be checked",
+        );
     }
     // Two entries for the same host and prefix: the second could never be chosen.
     for (i, (a, a_key)) in routes.iter().enumerate() {

@@ -124,7 +124,7 @@ allow = "deny"
 /// Values Logto would take without a word and then ignore or fail on, at the callback or on its own page, stop the
 /// start instead: a first screen or direct sign-in it does not know (it shows its usual page), a prompt without
 /// consent where the refresh token is needed (every sign-in would fail), a cluster without a hash tag (every
-/// session write would fail with CROSSSLOT).
+/// session write would fail with CROSSSLOT), a CA file for an upstream spoken to in plain HTTP.
 #[test]
 fn values_logto_or_redis_would_ignore_or_fail_on_stop_the_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -169,6 +169,12 @@ fn values_logto_or_redis_would_ignore_or_fail_on_stop_the_start() {
             "logto.prompt: `login` lacks consent, without which Logto issues no refresh token, and \
            upstream.pass_access_token (a renewed access token) needs one",
         ],
+    );
+    // A CA for an upstream spoken to in plain HTTP: no handshake would ever check it.
+    check(
+        &CHECKABLE.replace("[upstream]\n", "[upstream]\ntls_ca_file = \"/nonexistent/ca.pem\"\n"),
+        &[],
+        &["upstream.tls_ca_file: is for https:// upstreams, and no upstream using it is one"],
     );
 }
 
