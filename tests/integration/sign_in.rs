@@ -396,6 +396,64 @@ async fn sign_out_clears_the_session_and_ends_logtos_session() {
     );
 }
 
+/// Nothing a browser fetches on its own before anyone clicks signs out: a sign-out link prefetched or prerendered
+/// (speculation rules on hover, `<link rel=prefetch>`, the address bar) is refused with a status that makes the
+/// browser drop the speculative load, and a HEAD (a link checker) gets the GET's head without its effects. Neither
+/// clears the cookie, revokes the session (a replay of the cookie still works) or revokes the refresh token.
+#[tokio::test]
+async fn a_prefetched_or_head_sign_out_signs_nobody_out() {
+    let s = Stack::start().await;
+    let b = s.browser();
+    b.sign_in(&s.gate, "/").await;
+    let cookie = b.gate_cookies(&s.gate.url());
+    let sign_out = format!("{}/_logto/sign-out", s.gate.url());
+    for (name, value) in [
+        ("sec-purpose", "prefetch"),
+        ("sec-purpose", "prefetch;prerender"),
+        ("Sec-Purpose", "Prefetch; anonymous-client-ip"),
+        ("purpose", "prefetch"),
+        ("x-purpose", "preview"),
+        ("x-moz", "prefetch"),
+    ] {
+        let r = b
+            .client
+            .get(&sign_out)
+            .header(name, value)
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{name}: {value}");
+        assert!(r.headers().get("set-cookie").is_none(), "{name}: {value}");
+        assert_eq!(r.headers()["cache-control"], "no-store");
+    }
+    let head = b.client.head(&sign_out).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::FOUND);
+    assert!(head.headers()["location"].to_str().unwrap().contains("/session/end"));
+    assert!(head.headers().get("set-cookie").is_none());
+    // Still signed in, in this browser and for a copy of its cookie (nothing went on the revocation list).
+    let api = b.client.get(format!("{}/api", s.gate.url())).send().await.unwrap();
+    assert_eq!(api.status(), StatusCode::OK);
+    let copy = plain()
+        .get(format!("{}/api", s.gate.url()))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(copy.status(), StatusCode::OK);
+    assert_eq!(s.idp.stats()["revocations"], 0, "the refresh token is not revoked");
+    // Following the link signs out.
+    let out = b.get(&sign_out).await;
+    assert_eq!(out.status(), StatusCode::FOUND);
+    let copy = plain()
+        .get(format!("{}/api", s.gate.url()))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(copy.status(), StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn session_cookie_is_httponly_lax_and_small() {
     let s = Stack::start().await;
