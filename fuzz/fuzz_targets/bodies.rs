@@ -216,6 +216,38 @@ pub fn config_text(data: &[u8]) {
     let _ = Config::from_toml_str(toml, env);
 }
 
+/// A claim rendered as an identity header (`identity::header_value`): the bytes, split at `|`, are a list claim's
+/// elements (and, whole, a string claim). Never a control character (no header injection), and the list reads back,
+/// as an app's list parser (split at `,`, whitespace trimmed) reads it, as exactly the elements it kept: each one
+/// of the claim's, in order, so no element can read as two or as another.
+pub fn claim_header(data: &[u8]) {
+    use logto_gate::identity::header_value;
+    use serde_json::Value;
+    let text = String::from_utf8_lossy(data);
+    let elements: Vec<&str> = text.split('|').collect();
+    let list = Value::Array(elements.iter().map(|e| Value::String((*e).to_owned())).collect());
+    for claim in [list, Value::String(text.clone().into_owned())] {
+        let Some(value) = header_value(&claim) else { continue };
+        let bytes = value.as_bytes();
+        assert!(!bytes.is_empty(), "an empty header for {claim:?}");
+        assert!(
+            !bytes.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f),
+            "a control character from {claim:?}"
+        );
+        if let Value::Array(_) = claim {
+            let Ok(sent) = value.to_str() else { continue };
+            let read: Vec<&str> = sent.split(',').map(|e| e.trim_matches([' ', '\t'])).collect();
+            let mut from = elements.iter();
+            for r in &read {
+                assert!(
+                    from.any(|e| e == r),
+                    "`{r}` read from {sent:?} is not one of the claim's elements, in order: {elements:?}"
+                );
+            }
+        }
+    }
+}
+
 /// Token parsing and verification: never a panic, and nothing verifies against an empty key set.
 pub fn jwt(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };

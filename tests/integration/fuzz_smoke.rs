@@ -93,6 +93,15 @@ fn fuzz_body_config() {
 }
 
 #[test]
+fn fuzz_body_claim_header() {
+    run(bodies::claim_header);
+    // Elements that start or end with the list's own separators and whitespace.
+    for seed in ["a| admin|b", "admin |x,y|", "|,|\t|a", "a|b|a"] {
+        bodies::claim_header(seed.as_bytes());
+    }
+}
+
+#[test]
 fn fuzz_body_jwt() {
     run(bodies::jwt);
 }
