@@ -174,6 +174,15 @@ impl Gate {
     pub(super) async fn challenge(&self, req: &Request<Body>, trusted: bool) -> Result<Response<Body>, GateError> {
         let wanted = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         if is_browser_navigation(req) {
+            // A link prefetched or prerendered once the session has ended would start a sign-in per hover, each
+            // leaving an attempt cookie; the click starts the one that is used.
+            if super::is_speculative(req.headers()) {
+                return Ok(super::not_speculatively(
+                    req,
+                    "Sign-in required",
+                    "A prefetch or prerender does not start a sign-in; following the link does.",
+                ));
+            }
             // No sign-in inside a frame: Logto's sign-in pages may be framed by Logto's own origins only (CSP
             // `frame-ancestors`), GitHub's by none, so the frame would show the browser's refusal. The frame gets
             // the page below instead, and signs in in the whole window, back to the page that holds the frame.

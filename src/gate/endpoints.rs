@@ -414,17 +414,12 @@ impl Gate {
         // (on hover, from the address bar) would otherwise end the session server-side, and a HEAD (a link checker)
         // is a safe method (RFC 9110 §9.2.1). A prefetch is refused (a speculative load that is not a success is
         // dropped, so the click comes here itself); a HEAD gets the head of the GET's answer without its effects.
-        if is_speculative(req.headers()) {
-            let mut resp = Page::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "speculative_sign_out",
+        if super::is_speculative(req.headers()) {
+            return Ok(super::not_speculatively(
+                req,
                 "Not signed out",
                 "A prefetch or prerender does not sign out; following the link does.",
-            )
-            .render(super::accepts_html(req));
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("0"));
-            return Ok(resp);
+            ));
         }
         if req.method() == Method::HEAD {
             return Ok(pages::redirect(status, &self.oidc.end_session_url()));
@@ -595,20 +590,4 @@ impl Gate {
         self.sessions.ready().await.map_err(|e| e.to_string())?;
         Ok(loaded.metadata.issuer.clone())
     }
-}
-
-/// Whether a request is a browser's speculative load rather than someone's navigation: `Sec-Purpose: prefetch` (with
-/// `;prerender` for a prerender; speculation rules, Firefox's `<link rel=prefetch>`), and the older names for it,
-/// `Purpose: prefetch` (Chrome's `<link rel=prefetch>`), `X-Purpose: preview` (Safari) and `X-Moz: prefetch`.
-fn is_speculative(headers: &http::HeaderMap) -> bool {
-    let says = |name: &str, token: &str| {
-        headers.get_all(name).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split([',', ';']).any(|part| part.trim().eq_ignore_ascii_case(token)))
-        })
-    };
-    says("sec-purpose", "prefetch")
-        || says("purpose", "prefetch")
-        || says("x-purpose", "preview")
-        || says("x-moz", "prefetch")
 }

@@ -96,6 +96,33 @@ fn is_browser_navigation(req: &Request<Body>) -> bool {
     }
 }
 
+/// Whether a request is a browser's speculative load rather than someone's navigation: `Sec-Purpose: prefetch` (with
+/// `;prerender` for a prerender; speculation rules, Firefox's `<link rel=prefetch>`), and the older names for it,
+/// `Purpose: prefetch` (Chrome's `<link rel=prefetch>`), `X-Purpose: preview` (Safari) and `X-Moz: prefetch`.
+pub(super) fn is_speculative(headers: &http::HeaderMap) -> bool {
+    let says = |name: &str, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split([',', ';']).any(|part| part.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    says("sec-purpose", "prefetch")
+        || says("purpose", "prefetch")
+        || says("x-purpose", "preview")
+        || says("x-moz", "prefetch")
+}
+
+/// The answer to a speculative load ([`is_speculative`]) of a page whose answer would do something (sign out, start
+/// a sign-in): 503, which makes the browser drop the speculative load (a prefetch or prerender that is not a success
+/// is not used), so the person's own click comes here itself.
+pub(super) fn not_speculatively(req: &Request<Body>, title: &str, message: &str) -> Response<Body> {
+    let mut resp =
+        Page::new(StatusCode::SERVICE_UNAVAILABLE, "speculative_load", title, message).render(accepts_html(req));
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("0"));
+    resp
+}
+
 /// True for the navigation of a frame (Fetch Metadata: `Sec-Fetch-Dest` other than `document`: `iframe`, `frame`,
 /// `embed`, `object`), false for the whole window's and when the browser sends no `Sec-Fetch-Dest`.
 fn is_frame_navigation(req: &Request<Body>) -> bool {

@@ -454,6 +454,34 @@ async fn a_prefetched_or_head_sign_out_signs_nobody_out() {
     assert_eq!(copy.status(), StatusCode::UNAUTHORIZED);
 }
 
+/// A page prefetched or prerendered without a session (speculation rules prefetch as a navigation would) starts no
+/// sign-in: no attempt cookie piles up per hover, no authorization request goes to Logto; the navigation itself
+/// still does.
+#[tokio::test]
+async fn a_prefetch_without_a_session_starts_no_sign_in() {
+    let s = Stack::start().await;
+    let navigate = |purpose: Option<&str>| {
+        let mut req = plain()
+            .get(format!("{}/reports", s.gate.url()))
+            .header("accept", "text/html")
+            .header("sec-fetch-mode", "navigate")
+            .header("sec-fetch-dest", "document");
+        if let Some(p) = purpose {
+            req = req.header("sec-purpose", p);
+        }
+        req.send()
+    };
+    for purpose in ["prefetch", "prefetch;prerender"] {
+        let r = navigate(Some(purpose)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{purpose}");
+        assert!(r.headers().get("set-cookie").is_none(), "{purpose}");
+        assert!(r.headers().get("location").is_none(), "{purpose}");
+    }
+    let r = navigate(None).await.unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert!(r.headers()["set-cookie"].to_str().unwrap().contains("_signin_"));
+}
+
 #[tokio::test]
 async fn session_cookie_is_httponly_lax_and_small() {
     let s = Stack::start().await;
