@@ -96,7 +96,10 @@ pub(super) fn validate_logto(
             scopes.push(s);
         }
     }
-    if let Some(v) = prompt.as_deref().filter(|v| v.contains("none") && v.contains(' ')) {
+    if let Some(v) = prompt
+        .as_deref()
+        .filter(|v| v.contains(' ') && v.split(' ').any(|t| t == "none"))
+    {
         p.add(
             "logto.prompt",
             format!("`{v}`: none cannot be combined with other values (OpenID Connect Core 3.1.2.1)"),
