@@ -151,8 +151,8 @@ impl Gate {
     /// `Set-Cookie` fields for cookies the gate owns (the session cookie, its chunks, the sign-in attempt cookies)
     /// removed, with a warning, since only the gate sets or clears those; `Location` and `Refresh` naming the
     /// upstream's own address made paths on the gate ([`OwnAddress`]); and, for a request let through on an
-    /// identity (`identified`), `Cache-Control` made `private` ([`super::caching`]), so that no shared cache in
-    /// front hands it to someone who never signed in.
+    /// identity (`identified`), `Cache-Control` made `private` and the fields caches read instead of it removed
+    /// ([`super::caching`]), so that no shared cache in front hands it to someone who never signed in.
     pub(super) fn edit_upstream_answer(&self, resp: &mut Response<Body>, own: &OwnAddress, identified: bool) {
         let codec = self.sessions.codec();
         let owned = |value: &[u8]| match codec.gate_cookie_set_by(value) {
@@ -176,6 +176,9 @@ impl Gate {
             }
             if private && name == header::CACHE_CONTROL {
                 super::caching::collect_directives(&mut cache_control, value);
+                return false;
+            }
+            if private && super::caching::overrides_cache_control(name) {
                 return false;
             }
             let new = if name == header::LOCATION {

@@ -2,9 +2,9 @@
 //! Such a cache keys its entries by URL, not by who asked (RFC 9111 §4), so it must keep nothing that is one
 //! person's: neither an answer the gate let through on an identity, nor one carrying the gate's session cookie.
 //! Both are made `Cache-Control: private` (RFC 9111 §5.2.2.7), which shared caches honour and browsers' own caches
-//! do not mind.
+//! do not mind, and lose the fields a cache in front would read instead ([`overrides_cache_control`]).
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::Response;
 
 use crate::body::Body;
@@ -38,6 +38,22 @@ pub(super) fn private_cache_control(directives: &[String]) -> HeaderValue {
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("private"))
 }
 
+/// Whether `name` is a field a cache in front reads instead of `Cache-Control`, so that an app's value there would
+/// outlast the gate's `private`: RFC 9213's targeted fields (`CDN-Cache-Control`, and `<vendor>-CDN-Cache-Control`
+/// such as Cloudflare's), `Surrogate-Control` (Fastly, Akamai, Varnish), Akamai's `Edge-Control` and nginx's
+/// `X-Accel-Expires` (with it nginx's `proxy_cache` ignores `Cache-Control` altogether). Such fields are removed from
+/// an answer kept from shared caches. Decided on the length first: most answer fields are none of these lengths.
+pub(super) fn overrides_cache_control(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    match name.len() {
+        12 => name == "edge-control",
+        15 => name == "x-accel-expires",
+        17 => name == "surrogate-control" || name == "cdn-cache-control",
+        n if n > 18 => name.ends_with("-cdn-cache-control"),
+        _ => false,
+    }
+}
+
 /// Adds the directives of one `Cache-Control` field value to `directives`.
 pub(super) fn collect_directives(directives: &mut Vec<String>, value: &[u8]) {
     let text = String::from_utf8_lossy(value);
@@ -57,7 +73,7 @@ pub(super) fn keep_from_shared_caches(resp: &mut Response<Body>) {
     let mut directives: Vec<String> = Vec::new();
     crate::body::retain_response_fields(resp, |name, value| {
         if name != header::CACHE_CONTROL {
-            return true;
+            return !overrides_cache_control(name);
         }
         collect_directives(&mut directives, value);
         false

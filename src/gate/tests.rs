@@ -76,6 +76,29 @@ fn an_answer_with_the_session_cookie_is_kept_from_shared_caches() {
 }
 
 #[test]
+fn fields_caches_read_before_cache_control_are_known() {
+    use super::caching::overrides_cache_control;
+    for name in [
+        "x-accel-expires",
+        "surrogate-control",
+        "cdn-cache-control",
+        "cloudflare-cdn-cache-control",
+        "edge-control",
+    ] {
+        assert!(overrides_cache_control(&http::HeaderName::from_static(name)), "{name}");
+    }
+    for name in [
+        "cache-control",
+        "expires",
+        "content-type",
+        "x-cdn-cache-controls",
+        "-cdn-cache-control",
+    ] {
+        assert!(!overrides_cache_control(&http::HeaderName::from_static(name)), "{name}");
+    }
+}
+
+#[test]
 fn a_stripped_prefix_follows_a_trusted_proxys_own() {
     let with = |sent: Option<&str>, trusted: bool| {
         let mut h = http::HeaderMap::new();

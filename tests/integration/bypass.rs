@@ -574,19 +574,28 @@ async fn a_shared_cache_in_front_never_hands_a_signed_in_answer_to_anyone() {
         }
         req.send()
     };
-    for path in ["/cacheable", "/report.pdf"] {
+    for path in ["/cacheable", "/report.pdf", "/cdn-cacheable"] {
         let signed_in = get(path, Some(&cookie)).await.unwrap();
         assert_eq!(signed_in.status(), StatusCode::OK, "{path}");
         let cache_control = signed_in
             .headers()
             .get("cache-control")
             .map(|v| v.to_str().unwrap().to_owned());
-        let expected = if path == "/cacheable" {
-            "private, max-age=600"
-        } else {
+        let expected = if path == "/report.pdf" {
             "private"
+        } else {
+            "private, max-age=600"
         };
         assert_eq!(cache_control.as_deref(), Some(expected), "{path}");
+        // Fields a CDN or nginx reads instead of `Cache-Control` do not reach it.
+        for targeted in [
+            "x-accel-expires",
+            "surrogate-control",
+            "cdn-cache-control",
+            "cloudflare-cdn-cache-control",
+        ] {
+            assert!(signed_in.headers().get(targeted).is_none(), "{path}: {targeted}");
+        }
         let anyone = get(path, None).await.unwrap();
         assert_eq!(
             anyone.status(),

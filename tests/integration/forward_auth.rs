@@ -208,6 +208,20 @@ async fn nginx_auth_request_with_the_shipped_example_config() {
     assert_eq!(cacheable.status(), StatusCode::OK);
     let cache_control: Vec<_> = cacheable.headers().get_all("cache-control").iter().collect();
     assert_eq!(cache_control, ["public, max-age=600, s-maxage=3600", "private"]);
+    let cdn = b
+        .client
+        .get(format!("{}/cdn-cacheable", nginx.url()))
+        .send()
+        .await
+        .unwrap();
+    for targeted in [
+        "x-accel-expires",
+        "surrogate-control",
+        "cdn-cache-control",
+        "cloudflare-cdn-cache-control",
+    ] {
+        assert!(cdn.headers().get(targeted).is_none(), "{targeted}");
+    }
 
     // Bob is signed in but not an admin: 403 through nginx.
     let bob = Browser::new(&idp);

@@ -241,6 +241,16 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resp
             .header("cache-control", "public, max-age=600, s-maxage=3600")
             .body(full("the same for everyone"))
             .unwrap_or_else(|_| Response::new(full(""))),
+        // The same, with the fields a CDN or nginx in front reads before `Cache-Control` (RFC 9213's targeted
+        // fields, Surrogate-Control, nginx's X-Accel-Expires).
+        "/cdn-cacheable" => Response::builder()
+            .header("cache-control", "public, max-age=600")
+            .header("x-accel-expires", "600")
+            .header("surrogate-control", "max-age=600")
+            .header("cdn-cache-control", "max-age=600")
+            .header("cloudflare-cdn-cache-control", "max-age=600")
+            .body(full("the same for everyone"))
+            .unwrap_or_else(|_| Response::new(full(""))),
         "/set-cookie" => Response::builder()
             .header("set-cookie", "app_session=abc; Path=/")
             .body(full("ok"))
