@@ -48,9 +48,13 @@ impl Gate {
                 Renewed::Kept(current)
             };
         };
+        // One refresh of this session at this refresh point. The refresh token alone cannot name it: Logto gives
+        // a confidential client's token back unchanged until it is past 70 % of its life, so the session refreshed
+        // a moment ago carries the same token when its own refresh point comes.
+        let due = current.session.refresh_at;
         let key = match &current.id {
-            Some(id) => format!("id:{id}"),
-            None => refresh::key_for(&rt),
+            Some(id) => format!("id:{id}:{due:?}"),
+            None => refresh::key_for(&format!("{rt}\n{due:?}")),
         };
         let work = || async {
             let outcome = self.refresh_session(&current, &rt, now).await;
@@ -85,7 +89,8 @@ impl Gate {
         };
         let lock = redis.key("refresh-lock", id);
         let token = refresh::key_for(&format!("{now}:{id}:{:?}", std::thread::current().id()));
-        let changed = |s: &Session| s.rt.as_deref() != Some(rt);
+        // Stored by another replica's refresh: a rotated refresh token, or (one Logto gave back) new refresh point.
+        let changed = |s: &Session| s.rt.as_deref() != Some(rt) || s.refresh_at != current.session.refresh_at;
         match redis.set_once(&lock, &token, REFRESH_LOCK_TTL).await {
             Err(e) => {
                 tracing::warn!(error = %e, "cannot take the refresh lock; serving the current session");
@@ -103,6 +108,10 @@ impl Gate {
                         _ => {}
                     }
                 }
+                tracing::warn!(
+                    sub = current.session.sub(),
+                    "another replica's refresh of this session did not finish in time; serving the current session"
+                );
                 refresh::Outcome::Unavailable
             }
             Ok(true) => {
@@ -195,7 +204,7 @@ impl Gate {
                 Err(e) => tracing::warn!(error = ?e, "the refreshed ID token was refused; keeping the old claims"),
             }
         }
-        // Logto rotates refresh tokens; a provider that does not keeps the old one valid.
+        // Logto rotates a refresh token only past 70 % of its life; before that it gives the same one back (or none).
         session.rt = tokens.refresh_token.clone().or_else(|| Some(rt.to_owned()));
         session.at = self
             .config

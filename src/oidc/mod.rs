@@ -325,8 +325,8 @@ impl Oidc {
     }
 
     /// Uses a refresh token (RFC 6749 §6), without `resource`: the access token is then Logto's opaque one, the
-    /// only kind its userinfo endpoint accepts. Logto rotates the refresh token: the response carries the next one,
-    /// and this one must never be sent again.
+    /// only kind its userinfo endpoint accepts. Once the refresh token is past 70 % of its life Logto rotates it:
+    /// the response carries the next one, and this one must never be sent again; before that it is given back.
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenSet, RefreshError> {
         let loaded = self
             .ensure_loaded()

@@ -1,10 +1,10 @@
 //! One refresh per session at a time, and a grace window after it.
 //!
-//! Logto rotates refresh tokens and treats the reuse of a consumed one as theft (it may revoke the whole grant), so
-//! a refresh token must reach Logto exactly once. Concurrent requests of one session share a single refresh
-//! (single-flight, keyed by the refresh token); requests that arrive shortly afterwards still carrying the
-//! pre-refresh cookie (another tab, a request in flight) are served from the refreshed session for
-//! [`GRACE`] instead of refreshing again. A transient failure (Logto unreachable) is not retried for
+//! Logto rotates a refresh token once it is past 70 % of its life and treats the reuse of a consumed one as theft
+//! (it revokes the whole grant), so a refresh must reach Logto exactly once. Concurrent requests of one session
+//! share a single refresh (single-flight, keyed by the session's refresh token or id and its refresh point);
+//! requests that arrive shortly afterwards still carrying the pre-refresh cookie (another tab, a request in flight)
+//! are served from the refreshed session for [`GRACE`] instead of refreshing again. A transient failure (Logto unreachable) is not retried for
 //! [`RETRY_AFTER`], so an outage does not turn every request into a token request.
 
 use std::collections::HashMap;
@@ -88,9 +88,10 @@ impl Refresher {
     }
 }
 
-/// The single-flight key for a refresh token: a digest, so tokens are not kept in memory longer than needed.
-pub fn key_for(refresh_token: &str) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, refresh_token.as_bytes());
+/// A single-flight key made from `secret` (a refresh token with its refresh point): a digest, so tokens are not
+/// kept in memory longer than needed.
+pub fn key_for(secret: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
     d.as_ref().iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 

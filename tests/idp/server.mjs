@@ -5,7 +5,8 @@
 //   - EC P-384 signing key (ES384) by default; after /__test/rotate-keys an RSA-4096 key without an `alg`
 //     member is put first (next to the old EC key) and ID tokens switch to RS256, as after a Logto key rotation
 //   - confidential web apps authenticate with client_secret_basic
-//   - refresh tokens only with offline_access AND prompt=consent (oidc-provider's default, kept by Logto)
+//   - refresh tokens only with offline_access AND prompt=consent (oidc-provider's default, kept by Logto), rotated
+//     for a confidential client only past 70 % of their 14-day life (Logto's default)
 //   - `identities` and `custom_data` only from userinfo, claims without a value are JSON null,
 //     `updated_at`/`created_at` in milliseconds, `iss` on the authorization response (RFC 9207)
 //   - a consent step even for first-party apps, RP-initiated logout that signs out without a question
@@ -13,7 +14,8 @@
 // Started as `node server.mjs` with the environment variable IDP_CONFIG holding JSON (all optional):
 //   { "port": 0, "host": "127.0.0.1", "public_host": "localhost", "id_token_ttl": 3600, "clients": [ {client_id, client_secret, redirect_uris, post_logout_redirect_uris} ],
 //     "accounts": { "<id>": { claims... } }, "interactive": false, "access_token_ttl": 3600,
-//     "resources": { "<indicator>": { "scopes": ["read"] } }, "default_resource": "<indicator>", "jwks_max_age": 10 }
+//     "resources": { "<indicator>": { "scopes": ["read"] } }, "default_resource": "<indicator>", "jwks_max_age": 10,
+//     "refresh_tokens_aged": false }
 // It prints `LISTENING <port>` on stdout once it accepts connections and exits when stdin closes, so a test
 // harness that dies never leaves it behind.
 //
@@ -192,8 +194,16 @@ function buildProvider() {
       Grant: 14 * 86400,
       RefreshToken: 14 * 86400,
     },
-    // Logto rotates refresh tokens on every use.
-    rotateRefreshToken: true,
+    // Logto's rule (core/src/oidc/init.ts): with the app's "rotate refresh token" switch on (the default),
+    // oidc-provider's own: a public client's refresh token on every use, a confidential client's (the gate's) only
+    // once it is past 70 % of its 14-day life; before that Logto answers with the same refresh token.
+    // `refresh_tokens_aged` stands for a refresh token past that point, which a test cannot wait for: every use
+    // then rotates it, and a consumed one presented again is reuse (oidc-provider revokes the grant).
+    rotateRefreshToken: (ctx) => {
+      const { RefreshToken: refreshToken, Client: client } = ctx.oidc.entities;
+      if (client.clientAuthMethod === 'none' && !refreshToken.isSenderConstrained()) return true;
+      return Boolean(config.refresh_tokens_aged) || refreshToken.ttlPercentagePassed() >= 70;
+    },
     pkce: { required: () => false },
     features: {
       devInteractions: { enabled: false },

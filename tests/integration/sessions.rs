@@ -58,9 +58,14 @@ fn refresh_grants(idp: &Idp) -> u64 {
     idp.stats()["grants"]["refresh_token"].as_u64().unwrap_or(0)
 }
 
+/// With a refresh token past 70 % of its life, which Logto rotates on every use and whose reuse it treats as theft.
 #[tokio::test]
 async fn concurrent_requests_near_expiry_trigger_exactly_one_refresh() {
-    let s = Stack::edited(short_tokens(), "", "", |t| t).await;
+    let aged = IdpOptions {
+        refresh_tokens_aged: true,
+        ..short_tokens()
+    };
+    let s = Stack::edited(aged, "", "", |t| t).await;
     let b = s.browser();
     let signed_in = now();
     b.sign_in(&s.gate, "/").await;
@@ -82,6 +87,36 @@ async fn concurrent_requests_near_expiry_trigger_exactly_one_refresh() {
         Value::Null,
         "no refused refresh at Logto"
     );
+}
+
+/// Before a refresh token is past 70 % of its life Logto gives the same one back with new tokens: the refreshed
+/// session is renewed again at its own refresh point, with that same token, and not handed the previous refresh's
+/// result (the same token no longer tells one refresh from the next).
+#[tokio::test]
+async fn a_refresh_token_logto_gives_back_renews_the_session_at_every_refresh_point() {
+    let s = Stack::edited(short_tokens(), "", "", |t| t).await;
+    let b = s.browser();
+    let signed_in = now();
+    b.sign_in(&s.gate, "/").await;
+    let signed_in_cookie = b.gate_cookies(&s.gate.url());
+    wait_past(signed_in, TTL).await;
+    let first = now();
+    assert_eq!(b.get(format!("{}/first", s.gate.url())).await.status(), StatusCode::OK);
+    assert_eq!(refresh_grants(&s.idp), 1);
+    let refreshed_cookie = b.gate_cookies(&s.gate.url());
+    assert_ne!(
+        refreshed_cookie, signed_in_cookie,
+        "the refreshed session is written back"
+    );
+    wait_past(first, TTL).await;
+    assert_eq!(b.get(format!("{}/second", s.gate.url())).await.status(), StatusCode::OK);
+    assert_eq!(
+        refresh_grants(&s.idp),
+        2,
+        "the refreshed session is refreshed again at its own refresh point"
+    );
+    assert_eq!(s.upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
+    assert_eq!(s.idp.stats()["grants"]["refresh_token_error"], Value::Null);
 }
 
 #[tokio::test]
@@ -171,7 +206,15 @@ fn status_in_background(url: String, cookie: &str) -> tokio::task::JoinHandle<St
 /// Two replicas sharing sessions in Redis with short access tokens, alice signed in on the first: the IdP, the
 /// upstream, both replicas, her cookie and when she signed in.
 async fn pair_signed_in(redis: &Redis) -> (Idp, Upstream, BinaryGate, BinaryGate, String, u64) {
-    let idp = Idp::start(short_tokens());
+    pair_signed_in_with(redis, short_tokens()).await
+}
+
+/// [`pair_signed_in`] with an IdP started with `options`.
+async fn pair_signed_in_with(
+    redis: &Redis,
+    options: IdpOptions,
+) -> (Idp, Upstream, BinaryGate, BinaryGate, String, u64) {
+    let idp = Idp::start(options);
     let upstream = Upstream::start().await;
     let (one, two) = redis_pair(&idp, &upstream, redis).await;
     let b = Browser::new(&idp);
@@ -253,6 +296,49 @@ async fn a_replica_waiting_for_a_refresh_sees_the_session_end() {
         StatusCode::UNAUTHORIZED,
         "the refreshing replica's request"
     );
+}
+
+/// A replica that finds another replica refreshing the same session waits for the result and serves it as soon as
+/// it is stored, whether Logto rotated the refresh token (one past 70 % of its life) or gave the same one back
+/// (before): the stored session is told from the one it set out to refresh by more than its refresh token.
+async fn a_replica_waiting_for_anothers_refresh_serves_its_result(aged: bool) {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start().await;
+    let options = IdpOptions {
+        refresh_tokens_aged: aged,
+        ..short_tokens()
+    };
+    let (idp, _upstream, mut one, mut two, cookie, signed_in) = pair_signed_in_with(&redis, options).await;
+    wait_past(signed_in, TTL).await;
+
+    idp.hold_refreshes(true);
+    let at_one = status_in_background(format!("{}/api", one.url()), &cookie);
+    eventually("the refresh reaching Logto", || idp.stats()["held_refreshes"] == 1).await;
+    let sets = redis.set_calls();
+    let at_two = status_in_background(format!("{}/api", two.url()), &cookie);
+    eventually("replica two asking for the refresh lock", || redis.set_calls() > sets).await;
+    idp.hold_refreshes(false);
+    assert_eq!(at_one.await.unwrap(), StatusCode::OK);
+    assert_eq!(at_two.await.unwrap(), StatusCode::OK);
+    assert_eq!(refresh_grants(&idp), 1, "one refresh across both replicas");
+    let log = two.stop_and_read_log();
+    assert!(
+        !log.contains("did not finish in time"),
+        "replica two waited out its bound instead of taking the stored result:\n{log}"
+    );
+    one.stop_and_read_log();
+}
+
+#[tokio::test]
+async fn a_replica_waiting_for_a_refresh_that_kept_the_refresh_token_serves_its_result() {
+    a_replica_waiting_for_anothers_refresh_serves_its_result(false).await;
+}
+
+#[tokio::test]
+async fn a_replica_waiting_for_a_refresh_that_rotated_the_refresh_token_serves_its_result() {
+    a_replica_waiting_for_anothers_refresh_serves_its_result(true).await;
 }
 
 #[tokio::test]

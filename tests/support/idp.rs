@@ -91,6 +91,9 @@ pub struct IdpOptions {
     pub public_host: Option<String>,
     /// ID tokens' lifetime in seconds (default 3600).
     pub id_token_ttl: Option<u64>,
+    /// Refresh tokens past 70 % of their life, which Logto rotates on every use (and whose reuse it treats as
+    /// theft). Fresh ones, the default, Logto gives back unchanged.
+    pub refresh_tokens_aged: bool,
 }
 
 impl Idp {
@@ -129,6 +132,9 @@ impl Idp {
         }
         if let Some(d) = options.default_resource {
             config["default_resource"] = json!(d);
+        }
+        if options.refresh_tokens_aged {
+            config["refresh_tokens_aged"] = json!(true);
         }
         let host = options.public_host.unwrap_or_else(|| "127.0.0.1".to_owned());
         config["public_host"] = json!(host);
