@@ -28,7 +28,7 @@ const server = http.createServer(async (req, res) => {
     if (!token) return send(res, 200, { signed_in: false, host, path: req.url });
     try {
       const { payload } = await jwtVerify(token, jwks, { issuer: config.issuer });
-      return send(res, 200, { signed_in: true, sub: payload.sub, exp: payload.exp, host, path: req.url });
+      return send(res, 200, { signed_in: true, sub: payload.sub, sid: payload.sid, exp: payload.exp, host, path: req.url });
     } catch (err) {
       return send(res, 401, { error: `Logto-ID-Token refused: ${err.code || err.message}` });
     }

@@ -8,7 +8,9 @@
 //   - refresh tokens only with offline_access AND prompt=consent (oidc-provider's default, kept by Logto), rotated
 //     for a confidential client only past 70 % of their 14-day life (Logto's default)
 //   - `identities` and `custom_data` only from userinfo, claims without a value are JSON null,
-//     `updated_at`/`created_at` in milliseconds, `iss` on the authorization response (RFC 9207)
+//     `updated_at`/`created_at` in milliseconds, `sid` in every ID token, `iss` on the authorization response
+//     (RFC 9207)
+//   - error bodies with Logto's `code` and `message` next to `error` and `error_description`
 //   - a consent step even for first-party apps, RP-initiated logout that signs out without a question
 //
 // Started as `node server.mjs` with the environment variable IDP_CONFIG holding JSON (all optional):
@@ -297,6 +299,17 @@ function buildProvider() {
     stats.backchannel.last_error = String(err && err.message);
   });
   p.on('refresh_token.saved', (token) => grantIds.add(token.grantId));
+  // Logto's ID tokens always carry `sid`; oidc-provider's only for apps registered for back-channel logout with
+  // `backchannel_logout_session_required`.
+  p.Client.prototype.includeSid = () => true;
+  // Logto's error bodies carry its own `code` and `message` next to OAuth's `error` and `error_description`.
+  p.use(async (ctx, next) => {
+    await next();
+    const body = ctx.body;
+    if (ctx.status >= 400 && body && typeof body === 'object' && typeof body.error === 'string' && !body.code) {
+      ctx.body = { ...body, code: `oidc.${body.error}`, message: body.error_description || body.error };
+    }
+  });
   p.on('grant.error', (ctx) => {
     const type = `${ctx.oidc.params?.grant_type || 'unknown'}_error`;
     stats.grants[type] = (stats.grants[type] || 0) + 1;

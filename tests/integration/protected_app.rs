@@ -66,6 +66,10 @@ async fn an_origin_written_for_logtos_protected_app_runs_behind_the_gate() {
     assert_eq!(status, StatusCode::OK, "{first}");
     assert_eq!(first["signed_in"], true, "{first}");
     assert_eq!(first["sub"], "u_alice0001");
+    assert!(
+        first["sid"].as_str().is_some_and(|sid| !sid.is_empty()),
+        "Logto's ID tokens carry sid: {first}"
+    );
     assert_eq!(first["host"], host.as_str());
     let first_exp = first["exp"].as_u64().unwrap();
 
