@@ -253,9 +253,10 @@ function buildProvider() {
     // oidc-provider refuses outgoing requests (back-channel logout) to special-use addresses such as loopback, to
     // stop SSRF. Everything here runs on loopback, so the test IdP drops that guard; a real Logto posts to the
     // gate's public URL.
+    // Logto's back-channel logout requests carry an empty User-Agent.
     fetch: (url, options) => {
       const { dispatcher, ...rest } = options;
-      return globalThis.fetch(url, rest);
+      return globalThis.fetch(url, { ...rest, headers: { ...rest.headers, 'user-agent': '' } });
     },
     findAccount: async (ctx, sub) => {
       const account = Object.values(accounts).find((a) => a.sub === sub);
