@@ -223,7 +223,7 @@ impl Gate {
                 return refresh::Outcome::Ended;
             }
             Err(RefreshError::Unavailable(why) | RefreshError::Denied(why)) => {
-                // The opaque token's refresh went through and rotated the refresh token: keep what it gave.
+                // The opaque token's refresh went through (and may have rotated the refresh token): keep what it gave.
                 tracing::warn!(reason = %why, "the API resource's access token was not renewed");
                 return refresh::Outcome::Refreshed(session);
             }
