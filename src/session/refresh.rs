@@ -4,8 +4,8 @@
 //! (it revokes the whole grant), so a refresh must reach Logto exactly once. Concurrent requests of one session
 //! share a single refresh (single-flight, keyed by the session's refresh token or id and its refresh point);
 //! requests that arrive shortly afterwards still carrying the pre-refresh cookie (another tab, a request in flight)
-//! are served from the refreshed session for [`GRACE`] instead of refreshing again. A transient failure (Logto unreachable) is not retried for
-//! [`RETRY_AFTER`], so an outage does not turn every request into a token request.
+//! are served from the refreshed session for [`GRACE`] instead of refreshing again. A transient failure (Logto
+//! unreachable) is not retried for [`RETRY_AFTER`], so an outage does not turn every request into a token request.
 
 use std::collections::HashMap;
 use std::future::Future;
