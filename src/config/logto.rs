@@ -264,7 +264,7 @@ pub(super) fn scope_for_claim(root: &str) -> Option<&'static str> {
         "organizations" | "organization_data" => Some("urn:logto:scope:organizations"),
         "organization_roles" => Some("urn:logto:scope:organization_roles"),
         "custom_data" => Some("custom_data"),
-        "identities" => Some("identities"),
+        "identities" | "sso_identities" => Some("identities"),
         _ => None,
     }
 }

@@ -171,6 +171,14 @@ fn scopes_needed_by_rules_and_headers_are_requested() {
             c.logto.scopes
         );
     }
+    // Logto's enterprise SSO identities come with the `identities` scope.
+    let toml = format!("{MINIMAL}\n[headers]\n\"X-SSO\" = \"sso_identities.0.issuer\"\n");
+    let c = Config::from_toml_str(&toml, no_env()).expect("valid");
+    assert!(
+        c.logto.scopes.iter().any(|have| have == "identities"),
+        "{:?}",
+        c.logto.scopes
+    );
 }
 
 #[test]

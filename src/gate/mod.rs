@@ -56,7 +56,7 @@ use authn::Principal;
 const ALWAYS_KEPT_CLAIMS: [&str; 7] = ["sub", "name", "username", "email", "email_verified", "roles", "scope"];
 
 /// Claims Logto releases only from userinfo (`/oidc/me`), never in the ID token.
-const USERINFO_ONLY_CLAIMS: [&str; 3] = ["identities", "custom_data", "organization_data"];
+const USERINFO_ONLY_CLAIMS: [&str; 4] = ["identities", "sso_identities", "custom_data", "organization_data"];
 
 /// One worker's handle on the shared [`Gate`]. Each request's future holds a reference to the gate, and counting
 /// that reference on the gate's own `Arc` would have every worker write the same cache line (next to the gate's

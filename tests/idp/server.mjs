@@ -7,9 +7,9 @@
 //   - confidential web apps authenticate with client_secret_basic
 //   - refresh tokens only with offline_access AND prompt=consent (oidc-provider's default, kept by Logto), rotated
 //     for a confidential client only past 70 % of their 14-day life (Logto's default)
-//   - `identities` and `custom_data` only from userinfo, claims without a value are JSON null,
-//     `updated_at`/`created_at` in milliseconds, `sid` in every ID token, `iss` on the authorization response
-//     (RFC 9207)
+//   - `identities`, `sso_identities`, `custom_data` and `organization_data` only from userinfo, claims without a
+//     value are JSON null, `updated_at`/`created_at` in milliseconds, `sid` in every ID token, `iss` on the
+//     authorization response (RFC 9207)
 //   - error bodies with Logto's `code` and `message` next to `error` and `error_description`
 //   - a consent step even for first-party apps, RP-initiated logout that signs out without a question
 //
@@ -77,6 +77,9 @@ const accounts = {
         },
       },
     },
+    sso_identities: [
+      { issuer: 'https://sso.acme.example', identityId: 'alice@acme', detail: { email: 'alice@acme.example' } },
+    ],
   },
   bob: {
     sub: 'u_bob000002',
@@ -95,6 +98,7 @@ const accounts = {
     updated_at: now,
     custom_data: {},
     identities: {},
+    sso_identities: [],
   },
   ...(config.accounts || {}),
 };
@@ -102,7 +106,8 @@ for (const [id, claims] of Object.entries(accounts)) {
   if (!claims.sub) claims.sub = id;
 }
 
-// Claims by scope as Logto defines them. `identities` and `custom_data` are released by userinfo only.
+// Claims by scope as Logto defines them. `identities`, `sso_identities`, `custom_data` and `organization_data` are
+// released by userinfo only.
 const claimsByScope = {
   openid: ['sub'],
   profile: ['name', 'picture', 'username', 'created_at', 'updated_at'],
@@ -112,9 +117,9 @@ const claimsByScope = {
   'urn:logto:scope:organizations': ['organizations', 'organization_data'],
   'urn:logto:scope:organization_roles': ['organization_roles'],
   custom_data: ['custom_data'],
-  identities: ['identities'],
+  identities: ['identities', 'sso_identities'],
 };
-const userinfoOnly = new Set(['custom_data', 'identities', 'organization_data']);
+const userinfoOnly = new Set(['custom_data', 'identities', 'sso_identities', 'organization_data']);
 
 const stats = {
   grants: {}, userinfo: 0, jwks: 0, discovery: 0, authorizations: 0, end_sessions: 0, backchannel: { success: 0, error: 0 },

@@ -155,6 +155,31 @@ async fn the_headers_table_replaces_the_mapping_and_reads_userinfo_only_claims()
     assert!(s.idp.stats()["userinfo"].as_u64().unwrap_or(0) >= 1);
 }
 
+/// Logto's enterprise SSO identities (`sso_identities`, with the `identities` scope) come from userinfo only: a
+/// header that reads them alone still makes the gate ask for them.
+#[tokio::test]
+async fn enterprise_sso_identities_are_read_from_userinfo() {
+    let extra = r#"
+[headers]
+"X-SSO-Issuer" = "sso_identities.0.issuer"
+"X-SSO-Id" = "sso_identities.0.identityId"
+"#;
+    let s = Stack::with(r#"scopes = ["identities"]"#, extra).await;
+    s.browser().sign_in(&s.gate, "/").await;
+    let seen = s.upstream.last();
+    assert_eq!(seen.header("x-sso-issuer"), Some("https://sso.acme.example"));
+    assert_eq!(seen.header("x-sso-id"), Some("alice@acme"));
+    assert_eq!(s.idp.stats()["userinfo"], 1);
+    let bob = s.browser();
+    bob.login_as("bob");
+    bob.sign_in(&s.gate, "/").await;
+    assert_eq!(
+        s.upstream.last().header("x-sso-issuer"),
+        None,
+        "bob has no SSO identity"
+    );
+}
+
 #[tokio::test]
 async fn api_request_without_session_gets_401_json_never_a_redirect() {
     let s = Stack::start().await;
