@@ -256,7 +256,7 @@ fn clock_leeway(p: &mut Problems, raw: Option<String>) -> u64 {
 }
 
 /// The Logto scope that makes a claim available.
-pub(super) fn scope_for_claim(root: &str) -> Option<&'static str> {
+pub(crate) fn scope_for_claim(root: &str) -> Option<&'static str> {
     match root {
         "email" | "email_verified" => Some("email"),
         "phone_number" | "phone_number_verified" => Some("phone"),

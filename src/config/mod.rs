@@ -41,6 +41,7 @@ mod upstream;
 
 use checks::Pending;
 use checks::Problems;
+pub(crate) use logto::scope_for_claim;
 use raw::RawConfig;
 
 /// Prefix of the environment variables that override the file.

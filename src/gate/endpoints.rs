@@ -270,7 +270,7 @@ impl Gate {
             .oidc
             .verify_id_token(&loaded, id_token, &attempt.nonce, now)
             .await?;
-        if self.needs_userinfo {
+        if self.needs_userinfo(&claims) {
             let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("").to_owned();
             let extra = self.oidc.userinfo(&loaded, &tokens.access_token, &sub).await?;
             for (k, v) in extra {

@@ -55,8 +55,18 @@ use authn::Principal;
 /// `scope` too: `/_logto/userinfo` shows the scopes the session holds (the sign-in's and its API resource's).
 const ALWAYS_KEPT_CLAIMS: [&str; 7] = ["sub", "name", "username", "email", "email_verified", "roles", "scope"];
 
-/// Claims Logto releases only from userinfo (`/oidc/me`), never in the ID token.
-const USERINFO_ONLY_CLAIMS: [&str; 4] = ["identities", "sso_identities", "custom_data", "organization_data"];
+/// Logto's extended claims: its userinfo endpoint (`/oidc/me`) releases them for every scope granted, its ID tokens
+/// only those the tenant's ID token settings enable (by default `roles`, `organizations` and `organization_roles`;
+/// an admin may take those out or add the others). The gate asks userinfo when an ID token lacks one it reads.
+const EXTENDED_CLAIMS: [&str; 7] = [
+    "roles",
+    "organizations",
+    "organization_roles",
+    "organization_data",
+    "custom_data",
+    "identities",
+    "sso_identities",
+];
 
 /// One worker's handle on the shared [`Gate`]. Each request's future holds a reference to the gate, and counting
 /// that reference on the gate's own `Arc` would have every worker write the same cache line (next to the gate's
@@ -144,7 +154,9 @@ pub struct Gate {
     forwarders: Vec<Forwarder>,
     managed: ManagedHeaders,
     kept_claims: Vec<ClaimPath>,
-    needs_userinfo: bool,
+    /// The extended claims the gate reads (see [`EXTENDED_CLAIMS`]): an ID token without one of them makes it ask
+    /// userinfo.
+    userinfo_claims: Vec<&'static str>,
     assertion: Option<AssertionSigner>,
     metrics: Arc<Metrics>,
     draining: AtomicBool,
@@ -163,6 +175,11 @@ pub struct Gate {
 }
 
 impl Gate {
+    /// Whether an ID token with `claims` lacks an extended claim the gate reads, which Logto's userinfo then has.
+    fn needs_userinfo(&self, claims: &serde_json::Map<String, serde_json::Value>) -> bool {
+        self.userinfo_claims.iter().any(|claim| !claims.contains_key(*claim))
+    }
+
     pub fn new(config: Config) -> Result<Arc<Self>, String> {
         let oidc = Arc::new(Oidc::new(
             config.logto.clone(),
@@ -206,7 +223,14 @@ impl Gate {
         if config.assertion.is_some() {
             kept_claims.extend(ClaimPath::parse("organizations").ok());
         }
-        let needs_userinfo = kept_claims.iter().any(|c| USERINFO_ONLY_CLAIMS.contains(&c.root()));
+        // Extended claims the gate reads whose scope it asks for (without the scope, userinfo has them neither).
+        let userinfo_claims: Vec<&'static str> = EXTENDED_CLAIMS
+            .into_iter()
+            .filter(|claim| kept_claims.iter().any(|k| k.root() == *claim))
+            .filter(|claim| {
+                crate::config::scope_for_claim(claim).is_some_and(|s| config.logto.scopes.iter().any(|have| have == s))
+            })
+            .collect();
         let assertion = match &config.assertion {
             Some(a) => Some(AssertionSigner::new(a, config.server.public_url.origin())?),
             None => None,
@@ -241,7 +265,7 @@ impl Gate {
             forwarders,
             managed,
             kept_claims,
-            needs_userinfo,
+            userinfo_claims,
             assertion,
             metrics,
             draining: AtomicBool::new(false),

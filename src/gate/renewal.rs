@@ -178,7 +178,7 @@ impl Gate {
                     if self.config.upstream.protected_app {
                         new_id_token = claims.get("exp").and_then(Value::as_u64).map(|exp| (id_token, exp));
                     }
-                    if self.needs_userinfo {
+                    if self.needs_userinfo(&claims) {
                         if let Some(loaded) = self.oidc.loaded() {
                             match self.oidc.userinfo(&loaded, &tokens.access_token, old.sub()).await {
                                 Ok(extra) => {
@@ -192,7 +192,7 @@ impl Gate {
                             }
                         }
                     }
-                    // Claims the new tokens do not carry (userinfo-only ones when userinfo failed) are kept.
+                    // Claims the new tokens do not carry (extended ones when userinfo failed) are kept.
                     for (k, v) in &old.claims {
                         claims.entry(k.clone()).or_insert_with(|| v.clone());
                     }

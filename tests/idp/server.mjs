@@ -7,9 +7,10 @@
 //   - confidential web apps authenticate with client_secret_basic
 //   - refresh tokens only with offline_access AND prompt=consent (oidc-provider's default, kept by Logto), rotated
 //     for a confidential client only past 70 % of their 14-day life (Logto's default)
-//   - `identities`, `sso_identities`, `custom_data` and `organization_data` only from userinfo, claims without a
-//     value are JSON null, `updated_at`/`created_at` in milliseconds, `sid` in every ID token, `iss` on the
-//     authorization response (RFC 9207)
+//   - `identities`, `sso_identities`, `custom_data` and `organization_data` only from userinfo (the tenant's
+//     default ID token settings; `id_token_extended_claims` sets others), claims without a value are JSON null,
+//     `updated_at`/`created_at` in milliseconds, `sid` in every ID token, `iss` on the authorization response
+//     (RFC 9207)
 //   - error bodies with Logto's `code` and `message` next to `error` and `error_description`
 //   - a consent step even for first-party apps, RP-initiated logout that signs out without a question
 //
@@ -17,7 +18,7 @@
 //   { "port": 0, "host": "127.0.0.1", "public_host": "localhost", "id_token_ttl": 3600, "clients": [ {client_id, client_secret, redirect_uris, post_logout_redirect_uris} ],
 //     "accounts": { "<id>": { claims... } }, "interactive": false, "access_token_ttl": 3600,
 //     "resources": { "<indicator>": { "scopes": ["read"] } }, "default_resource": "<indicator>", "jwks_max_age": 10,
-//     "refresh_tokens_aged": false }
+//     "refresh_tokens_aged": false, "id_token_extended_claims": ["roles", "organizations", "organization_roles"] }
 // It prints `LISTENING <port>` on stdout once it accepts connections and exits when stdin closes, so a test
 // harness that dies never leaves it behind.
 //
@@ -106,8 +107,7 @@ for (const [id, claims] of Object.entries(accounts)) {
   if (!claims.sub) claims.sub = id;
 }
 
-// Claims by scope as Logto defines them. `identities`, `sso_identities`, `custom_data` and `organization_data` are
-// released by userinfo only.
+// Claims by scope as Logto defines them.
 const claimsByScope = {
   openid: ['sub'],
   profile: ['name', 'picture', 'username', 'created_at', 'updated_at'],
@@ -119,7 +119,13 @@ const claimsByScope = {
   custom_data: ['custom_data'],
   identities: ['identities', 'sso_identities'],
 };
-const userinfoOnly = new Set(['custom_data', 'identities', 'sso_identities', 'organization_data']);
+// Logto's "extended" claims: userinfo always releases them (for the granted scopes); the ID token only those the
+// tenant's ID token settings enable, by default `roles`, `organizations` and `organization_roles`
+// (config.id_token_extended_claims sets another list, as an admin can in the Console).
+const extendedClaims = new Set([
+  'roles', 'organizations', 'organization_data', 'organization_roles', 'custom_data', 'identities', 'sso_identities',
+]);
+const idTokenExtendedClaims = new Set(config.id_token_extended_claims || ['roles', 'organizations', 'organization_roles']);
 
 const stats = {
   grants: {}, userinfo: 0, jwks: 0, discovery: 0, authorizations: 0, end_sessions: 0, backchannel: { success: 0, error: 0 },
@@ -274,7 +280,7 @@ function buildProvider() {
           for (const [s, names] of Object.entries(claimsByScope)) {
             if (!granted.has(s)) continue;
             for (const name of names) {
-              if (use !== 'userinfo' && userinfoOnly.has(name)) continue;
+              if (use !== 'userinfo' && extendedClaims.has(name) && !idTokenExtendedClaims.has(name)) continue;
               if (name in account) out[name] = account[name];
             }
           }

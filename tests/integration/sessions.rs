@@ -119,6 +119,45 @@ async fn a_refresh_token_logto_gives_back_renews_the_session_at_every_refresh_po
     assert_eq!(s.idp.stats()["grants"]["refresh_token_error"], Value::Null);
 }
 
+/// A Logto admin may take `roles` (and `organizations`, `organization_roles`) out of the ID token in the tenant's ID
+/// token settings; userinfo still has them. The gate then reads them there, at sign-in and at every refresh, so the
+/// groups header and role rules keep working.
+#[tokio::test]
+async fn roles_left_out_of_the_id_token_are_read_from_userinfo() {
+    let tenant = IdpOptions {
+        id_token_extended_claims: Some(vec![]),
+        ..short_tokens()
+    };
+    let rules = "[[rules]]\nprefix = \"/admin\"\nroles = [\"admin\"]\n";
+    let s = Stack::edited(tenant, "", rules, |t| t).await;
+    let alice = s.browser();
+    let signed_in = now();
+    alice.sign_in(&s.gate, "/").await;
+    assert_eq!(s.upstream.last().header("x-forwarded-groups"), Some("admin,editor"));
+    assert_eq!(
+        alice.get(format!("{}/admin/x", s.gate.url())).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(s.idp.stats()["userinfo"], 1);
+
+    wait_past(signed_in, TTL).await;
+    assert_eq!(
+        alice.get(format!("{}/admin/y", s.gate.url())).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(refresh_grants(&s.idp), 1);
+    assert_eq!(s.upstream.last().header("x-forwarded-groups"), Some("admin,editor"));
+    assert_eq!(s.idp.stats()["userinfo"], 2, "userinfo asked again at the refresh");
+
+    let bob = s.browser();
+    bob.login_as("bob");
+    bob.sign_in(&s.gate, "/").await;
+    assert_eq!(
+        bob.get(format!("{}/admin/x", s.gate.url())).await.status(),
+        StatusCode::FORBIDDEN
+    );
+}
+
 #[tokio::test]
 async fn a_revoked_grant_ends_the_session_cleanly() {
     let s = Stack::edited(short_tokens(), "", "", |t| t).await;

@@ -57,6 +57,22 @@ async fn default_identity_headers_follow_oauth2_proxy() {
         None,
         "no roles: no header, not an empty one"
     );
+    // Logto's default ID token carries the roles: no userinfo request.
+    assert_eq!(s.idp.stats()["userinfo"], 0);
+}
+
+/// A tenant whose ID tokens carry `custom_data` (enabled in its ID token settings) spares the gate the userinfo
+/// request for a header that reads it.
+#[tokio::test]
+async fn an_extended_claim_the_id_token_carries_needs_no_userinfo_request() {
+    let tenant = IdpOptions {
+        id_token_extended_claims: Some(vec!["roles", "organizations", "organization_roles", "custom_data"]),
+        ..Default::default()
+    };
+    let s = Stack::edited(tenant, "", "[headers]\n\"X-Team\" = \"custom_data.team\"\n", |t| t).await;
+    s.browser().sign_in(&s.gate, "/").await;
+    assert_eq!(s.upstream.last().header("x-team"), Some("platform"));
+    assert_eq!(s.idp.stats()["userinfo"], 0);
 }
 
 /// The identity and forwarding headers reach the app once each and the same on both upstream paths: the lean client (a bodiless

@@ -94,6 +94,10 @@ pub struct IdpOptions {
     /// Refresh tokens past 70 % of their life, which Logto rotates on every use (and whose reuse it treats as
     /// theft). Fresh ones, the default, Logto gives back unchanged.
     pub refresh_tokens_aged: bool,
+    /// The tenant's ID token settings: which of Logto's extended claims (`roles`, `organizations`, `custom_data`,
+    /// ...) the ID token carries; userinfo carries them all. Default: Logto's, `roles`, `organizations` and
+    /// `organization_roles`.
+    pub id_token_extended_claims: Option<Vec<&'static str>>,
 }
 
 impl Idp {
@@ -135,6 +139,9 @@ impl Idp {
         }
         if options.refresh_tokens_aged {
             config["refresh_tokens_aged"] = json!(true);
+        }
+        if let Some(claims) = options.id_token_extended_claims {
+            config["id_token_extended_claims"] = json!(claims);
         }
         let host = options.public_host.unwrap_or_else(|| "127.0.0.1".to_owned());
         config["public_host"] = json!(host);
