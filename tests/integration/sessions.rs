@@ -302,6 +302,25 @@ async fn a_refresh_finishing_after_a_logout_does_not_bring_the_session_back() {
     assert_eq!(refresh_grants(&s.idp), 1, "the refresh itself went through at Logto");
 }
 
+/// Requests on both replicas with `cookie`, whose session is due for a refresh: replica one takes the refresh lock
+/// and its refresh is held at Logto; replica two finds the lock taken (its SET NX is the only write then) and waits
+/// for one's result. Their answers, once the refresh is released.
+async fn refresh_held_at_one_while_two_waits(
+    idp: &Idp,
+    redis: &Redis,
+    one: &BinaryGate,
+    two: &BinaryGate,
+    cookie: &str,
+) -> (tokio::task::JoinHandle<StatusCode>, tokio::task::JoinHandle<StatusCode>) {
+    idp.hold_refreshes(true);
+    let at_one = status_in_background(format!("{}/api", one.url()), cookie);
+    eventually("the refresh reaching Logto", || idp.stats()["held_refreshes"] == 1).await;
+    let sets = redis.set_calls();
+    let at_two = status_in_background(format!("{}/api", two.url()), cookie);
+    eventually("replica two asking for the refresh lock", || redis.set_calls() > sets).await;
+    (at_one, at_two)
+}
+
 /// Two replicas, sessions in Redis: while one refreshes a session at Logto, the other waits for its result. A
 /// back-channel logout meanwhile ends the session for the waiting request too (401 at once, not the session it
 /// had loaded once its wait runs out).
@@ -314,14 +333,7 @@ async fn a_replica_waiting_for_a_refresh_sees_the_session_end() {
     let (idp, _upstream, one, two, cookie, signed_in) = pair_signed_in(&redis).await;
     wait_past(signed_in, TTL).await;
 
-    // Replica one takes the refresh lock, and its refresh is held at Logto.
-    idp.hold_refreshes(true);
-    let at_one = status_in_background(format!("{}/api", one.url()), &cookie);
-    eventually("the refresh reaching Logto", || idp.stats()["held_refreshes"] == 1).await;
-    // Replica two finds the lock taken (its SET NX is the only write now) and waits for one's result.
-    let sets = redis.set_calls();
-    let at_two = status_in_background(format!("{}/api", two.url()), &cookie);
-    eventually("replica two asking for the refresh lock", || redis.set_calls() > sets).await;
+    let (at_one, at_two) = refresh_held_at_one_while_two_waits(&idp, &redis, &one, &two, &cookie).await;
     let logout = alice_logged_out(&idp, &one.url(), now(), "while-waiting").await;
     assert_eq!(logout, StatusCode::OK);
     assert_eq!(
@@ -352,12 +364,7 @@ async fn a_replica_waiting_for_anothers_refresh_serves_its_result(aged: bool) {
     let (idp, _upstream, mut one, mut two, cookie, signed_in) = pair_signed_in_with(&redis, options).await;
     wait_past(signed_in, TTL).await;
 
-    idp.hold_refreshes(true);
-    let at_one = status_in_background(format!("{}/api", one.url()), &cookie);
-    eventually("the refresh reaching Logto", || idp.stats()["held_refreshes"] == 1).await;
-    let sets = redis.set_calls();
-    let at_two = status_in_background(format!("{}/api", two.url()), &cookie);
-    eventually("replica two asking for the refresh lock", || redis.set_calls() > sets).await;
+    let (at_one, at_two) = refresh_held_at_one_while_two_waits(&idp, &redis, &one, &two, &cookie).await;
     idp.hold_refreshes(false);
     assert_eq!(at_one.await.unwrap(), StatusCode::OK);
     assert_eq!(at_two.await.unwrap(), StatusCode::OK);
