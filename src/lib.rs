@@ -91,6 +91,9 @@ pub async fn run_with_listener(
         ),
         None => None,
     };
+    for caveat in config.caveats() {
+        tracing::warn!("{caveat}");
+    }
     let workers = config.server.workers;
     let gate = Gate::new(config)?;
     gate.oidc().spawn_background_load();

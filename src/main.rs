@@ -122,6 +122,9 @@ async fn shutdown_signal() {
 async fn check(config: Config) -> ExitCode {
     use openidconnect::JsonWebKey;
     out!("configuration: ok");
+    for caveat in config.caveats() {
+        out!("  warning: {caveat}");
+    }
     out!("  public URL:   {}", config.server.public_url.origin());
     out!("  callback:     {}", config.server.public_url.callback_url());
     out!("  upstreams (most specific first: the request's host before any host, then the longest prefix):");

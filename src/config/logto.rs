@@ -181,17 +181,19 @@ fn check_direct_sign_in(v: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// What the refresh token is needed for, in this configuration: without `consent` in `logto.prompt` Logto issues
-/// none, so the API resource's and the organization's tokens could not be obtained (every sign-in would fail at
-/// the callback), and the access token or ID token the app is sent would stop being renewed within the hour
-/// (sent expired, or no longer sent). A prompt without consent is refused where any of these is configured.
-pub(super) fn check_refresh_needs(p: &mut Problems, logto: &LogtoConfig, upstream: &UpstreamConfig) {
+/// What the refresh token is needed for, in this configuration, when `logto.prompt` lacks `consent`: Logto then
+/// issues none unless the app's "Always issue Refresh Token" setting is on (its `alwaysIssueRefreshToken`, which
+/// the gate cannot see), and the API resource's and the organization's tokens could not be obtained (every sign-in
+/// would fail at the callback), and the access token or ID token the app is sent would stop being renewed within
+/// the hour (sent expired, or no longer sent). A warning at start and in `check`, not a refusal: with that setting
+/// on, such a configuration works.
+pub(crate) fn refresh_token_caveat(logto: &LogtoConfig, upstream: &UpstreamConfig) -> Option<String> {
     if logto
         .prompt
         .as_deref()
         .is_some_and(|v| v.split(' ').any(|v| v == "consent"))
     {
-        return;
+        return None;
     }
     let needs: Vec<&str> = [
         (
@@ -215,21 +217,19 @@ pub(super) fn check_refresh_needs(p: &mut Problems, logto: &LogtoConfig, upstrea
     .filter_map(|(set, what)| set.then_some(what))
     .collect();
     if needs.is_empty() {
-        return;
+        return None;
     }
     let written = logto
         .prompt
         .as_deref()
         .map_or_else(|| "an empty prompt (none sent)".to_owned(), |v| format!("`{v}`"));
-    p.add(
-        "logto.prompt",
-        format!(
-            "{written} lacks consent, without which Logto issues no refresh token, and {} {} one: add consent \
-             (e.g. \"login consent\")",
-            needs.join(" and "),
-            if needs.len() > 1 { "need" } else { "needs" }
-        ),
-    );
+    Some(format!(
+        "logto.prompt: {written} lacks consent, without which Logto issues no refresh token unless the app's \
+         \"Always issue Refresh Token\" setting is on, and {} {} one: add consent (e.g. \"login consent\") or turn \
+         that setting on in the Logto Console",
+        needs.join(" and "),
+        if needs.len() > 1 { "need" } else { "needs" }
+    ))
 }
 
 /// `logto.clock_leeway`: how far the gate's and Logto's clocks may disagree, for every token the gate verifies
@@ -319,12 +319,11 @@ mod tests {
     }
 
     #[test]
-    fn a_prompt_without_consent_is_refused_where_a_refresh_token_is_needed() {
+    fn a_prompt_without_consent_is_a_caveat_where_a_refresh_token_is_needed() {
         // Alone, a prompt without consent only costs the refresh: sessions last their lifetime on one sign-in.
-        assert_eq!(
-            with("prompt = \"login\"").expect("valid").logto.prompt.as_deref(),
-            Some("login")
-        );
+        let alone = with("prompt = \"login\"").expect("valid");
+        assert_eq!(alone.logto.prompt.as_deref(), Some("login"));
+        assert!(alone.caveats().is_empty());
         assert_eq!(
             with("prompt = \"login  consent\"")
                 .expect("valid")
@@ -335,36 +334,37 @@ mod tests {
         );
         let resources = "resources = [\"https://api.example.com\"]\n";
         let org = "organization_id = \"org_1\"\n";
-        with(&format!("{resources}{org}prompt = \"login consent\"")).expect("consent keeps the refresh token");
-        refused(
-            &format!("{resources}prompt = \"login\""),
-            "logto.prompt:",
-            "`login` lacks consent, without which Logto issues no refresh token, and logto.resources (the API \
-             resource's token) needs one",
+        let consent = with(&format!("{resources}{org}prompt = \"login consent\"")).expect("valid");
+        assert!(consent.caveats().is_empty(), "consent keeps the refresh token");
+        // Without consent, Logto still issues one when the app's "Always issue Refresh Token" is on: accepted, with
+        // the caveat named.
+        let caveat = |logto: &str| with(logto).expect("accepted").caveats().join("\n");
+        assert_eq!(
+            caveat(&format!("{resources}prompt = \"login\"")),
+            "logto.prompt: `login` lacks consent, without which Logto issues no refresh token unless the app's \
+             \"Always issue Refresh Token\" setting is on, and logto.resources (the API resource's token) needs one: \
+             add consent (e.g. \"login consent\") or turn that setting on in the Logto Console"
         );
-        refused(
-            &format!("{org}prompt = \"select_account\""),
-            "logto.prompt:",
-            "and logto.organization_id (the organization token) needs one",
-        );
-        refused(
-            &format!("{resources}{org}prompt = \"\""),
-            "logto.prompt:",
-            "an empty prompt (none sent) lacks consent, without which Logto issues no refresh token, and \
-             logto.resources (the API resource's token) and logto.organization_id (the organization token) need one",
-        );
+        assert!(caveat(&format!("{org}prompt = \"select_account\""))
+            .contains("and logto.organization_id (the organization token) needs one"));
+        assert!(caveat(&format!("{resources}{org}prompt = \"\"")).starts_with(
+            "logto.prompt: an empty prompt (none sent) lacks consent, without which Logto issues no refresh token"
+        ));
+        assert!(caveat(&format!("{resources}{org}prompt = \"\"")).contains(
+            "logto.resources (the API resource's token) and logto.organization_id (the organization token) need one"
+        ));
         for upstream in ["pass_access_token = true", "protected_app = true"] {
             let text = MINIMAL
                 .replace("[upstream]\n", &format!("[upstream]\n{upstream}\n"))
                 .replace("[logto]\n", "[logto]\nprompt = \"login\"\n");
-            let lines = Config::from_toml_str(&text, no_env()).expect_err(upstream).0;
+            let caveats = Config::from_toml_str(&text, no_env()).expect(upstream).caveats();
             let key = upstream.split(' ').next().unwrap_or_default();
             assert!(
-                lines
+                caveats
                     .iter()
                     .any(|l| l.starts_with("logto.prompt: `login` lacks consent")
                         && l.contains(&format!("upstream.{key} (a renewed"))),
-                "{upstream}: {lines:?}"
+                "{upstream}: {caveats:?}"
             );
         }
         refused("prompt = \"none consent\"", "logto.prompt:", "none cannot be combined");

@@ -392,9 +392,6 @@ fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
     if let (Some((upstream, _)), Some(headers)) = (&upstream, &headers) {
         check_authorization_mapping(&mut p, upstream, headers);
     }
-    if let (Some(logto), Some((upstream, _))) = (&logto, &upstream) {
-        logto::check_refresh_needs(&mut p, logto, upstream);
-    }
     p.into_result()?;
     // Every section without a problem is `Some`; this only fails on a logic error.
     let (

@@ -255,7 +255,7 @@ impl Gate {
         let rt = session.rt.clone().ok_or_else(|| {
             RefreshError::Denied(
                 "Logto issued no refresh token, which the API resource's access token is obtained with (keep \
-                 offline_access and logto.prompt = \"consent\")"
+                 consent in logto.prompt, or turn on the app's \"Always issue Refresh Token\" in Logto)"
                     .into(),
             )
         })?;
@@ -284,7 +284,9 @@ impl Gate {
         };
         let rt = session.rt.clone().ok_or_else(|| {
             RefreshError::Denied(
-                "Logto issued no refresh token (keep offline_access and logto.prompt = \"consent\")".into(),
+                "Logto issued no refresh token, which the organization token is obtained with (keep consent in \
+                 logto.prompt, or turn on the app's \"Always issue Refresh Token\" in Logto)"
+                    .into(),
             )
         })?;
         let (tokens, claims) = self.oidc.organization_token(&rt, org, session.sub(), now).await?;

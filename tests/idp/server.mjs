@@ -18,7 +18,8 @@
 //   { "port": 0, "host": "127.0.0.1", "public_host": "localhost", "id_token_ttl": 3600, "clients": [ {client_id, client_secret, redirect_uris, post_logout_redirect_uris} ],
 //     "accounts": { "<id>": { claims... } }, "interactive": false, "access_token_ttl": 3600,
 //     "resources": { "<indicator>": { "scopes": ["read"] } }, "default_resource": "<indicator>", "jwks_max_age": 10,
-//     "refresh_tokens_aged": false, "id_token_extended_claims": ["roles", "organizations", "organization_roles"] }
+//     "refresh_tokens_aged": false, "id_token_extended_claims": ["roles", "organizations", "organization_roles"],
+//     "always_issue_refresh_token": false }
 // It prints `LISTENING <port>` on stdout once it accepts connections and exits when stdin closes, so a test
 // harness that dies never leaves it behind.
 //
@@ -217,6 +218,12 @@ function buildProvider() {
       if (client.clientAuthMethod === 'none' && !refreshToken.isSenderConstrained()) return true;
       return Boolean(config.refresh_tokens_aged) || refreshToken.ttlPercentagePassed() >= 70;
     },
+    // Logto's rule (core/src/oidc/init.ts): a refresh token with offline_access (which oidc-provider keeps only with
+    // prompt=consent), or without it for a traditional web app whose "Always issue Refresh Token" setting is on
+    // (config.always_issue_refresh_token).
+    issueRefreshToken: (ctx, client, code) => client.grantTypeAllowed('refresh_token')
+      && (code.scopes.has('offline_access')
+        || (client.applicationType === 'web' && Boolean(config.always_issue_refresh_token))),
     pkce: { required: () => false },
     features: {
       devInteractions: { enabled: false },

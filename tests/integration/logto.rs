@@ -134,6 +134,41 @@ async fn a_default_api_resource_is_named_as_the_cause_when_userinfo_refuses() {
     assert_eq!(s.upstream.count(), 0);
 }
 
+/// Logto issues a refresh token without `prompt=consent` when the app's "Always issue Refresh Token" setting is on.
+/// A gate configured with an API resource and a prompt without consent then works; with the setting off, the
+/// sign-in stops at the callback on a page naming both ways out (the start only warns: the gate cannot see the
+/// setting).
+#[tokio::test]
+async fn a_prompt_without_consent_works_when_logto_always_issues_refresh_tokens() {
+    let logto = format!("{LOGTO}\nprompt = \"login\"");
+    let always = IdpOptions {
+        always_issue_refresh_token: true,
+        ..with_resource(None)
+    };
+    let s = Stack::edited(always, &logto, HEADERS, |t| t).await;
+    let b = s.browser();
+    b.sign_in(&s.gate, "/reports").await;
+    assert_eq!(s.idp.last_authorization_request()["prompt"], "login");
+    assert_eq!(
+        token_requests(&s.idp),
+        [
+            ("authorization_code".to_owned(), None),
+            ("refresh_token".to_owned(), Some(RESOURCE.to_owned()))
+        ]
+    );
+    let me = b.get_json(format!("{}/_logto/userinfo", s.gate.url())).await;
+    let scope = me["scope"].as_str().unwrap_or("");
+    assert!(scope.split(' ').any(|p| p == "read:reports"), "{me}");
+
+    let s = Stack::edited(with_resource(None), &logto, HEADERS, |t| t).await;
+    let (hops, resp) = s.browser().navigate(&format!("{}/reports", s.gate.url())).await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{hops:#?}");
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("Logto issued no refresh token"), "{page}");
+    assert!(page.contains("Always issue Refresh Token"), "{page}");
+    assert_eq!(s.upstream.count(), 0);
+}
+
 /// Organization tokens carry the member's organization permissions only when the sign-in asked for Logto's
 /// organizations resource, which the gate now always does with `logto.organization_id`. Exactly Logto's answer for
 /// a non-member (403 `access_denied`, "user is not a member of the organization") is a 403 page; any other refusal

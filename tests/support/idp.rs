@@ -98,6 +98,8 @@ pub struct IdpOptions {
     /// ...) the ID token carries; userinfo carries them all. Default: Logto's, `roles`, `organizations` and
     /// `organization_roles`.
     pub id_token_extended_claims: Option<Vec<&'static str>>,
+    /// The app's "Always issue Refresh Token" setting: a refresh token even without `prompt=consent`.
+    pub always_issue_refresh_token: bool,
 }
 
 impl Idp {
@@ -139,6 +141,9 @@ impl Idp {
         }
         if options.refresh_tokens_aged {
             config["refresh_tokens_aged"] = json!(true);
+        }
+        if options.always_issue_refresh_token {
+            config["always_issue_refresh_token"] = json!(true);
         }
         if let Some(claims) = options.id_token_extended_claims {
             config["id_token_extended_claims"] = json!(claims);
