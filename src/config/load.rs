@@ -11,14 +11,6 @@ use super::raw::RawConfig;
 use super::{files, Config, ConfigErrors};
 
 impl Config {
-    /// What a valid configuration may still get wrong, depending on settings in Logto the gate cannot see: one line
-    /// each, naming the key, for a warning at start and in `logto-gate check`.
-    pub fn caveats(&self) -> Vec<String> {
-        super::logto::refresh_token_caveat(&self.logto, &self.upstream)
-            .into_iter()
-            .collect()
-    }
-
     /// Loads the file at `path`, applies the process environment, validates.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         Self::load_with_env(path, std::env::vars())

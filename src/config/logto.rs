@@ -187,7 +187,7 @@ fn check_direct_sign_in(v: &str) -> Result<(), String> {
 /// would fail at the callback), and the access token or ID token the app is sent would stop being renewed within
 /// the hour (sent expired, or no longer sent). A warning at start and in `check`, not a refusal: with that setting
 /// on, such a configuration works.
-pub(crate) fn refresh_token_caveat(logto: &LogtoConfig, upstream: &UpstreamConfig) -> Option<String> {
+pub(super) fn refresh_token_caveat(logto: &LogtoConfig, upstream: &UpstreamConfig) -> Option<String> {
     if logto
         .prompt
         .as_deref()

@@ -71,6 +71,16 @@ pub struct Config {
     pub log: LogConfig,
 }
 
+impl Config {
+    /// What a valid configuration may still get wrong, depending on settings in Logto the gate cannot see: one line
+    /// each, naming the key, for a warning at start and in `logto-gate check`.
+    pub fn caveats(&self) -> Vec<String> {
+        logto::refresh_token_caveat(&self.logto, &self.upstream)
+            .into_iter()
+            .collect()
+    }
+}
+
 /// The signed identity assertion sent to the upstream (`X-Logto-Gate-Assertion`).
 #[derive(Debug, Clone)]
 pub struct AssertionConfig {

@@ -168,17 +168,13 @@ impl Gate {
         // Rare (redirects, pages that refresh): nothing to allocate or drop for the other answers.
         let mut rewritten: Option<Vec<(http::HeaderName, HeaderValue)>> = None;
         // A switch of protocols is no answer a cache keeps (RFC 9111 §3).
-        let private = identified && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS;
-        let mut cache_control: Vec<String> = Vec::new();
+        let mut private = (identified && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS)
+            .then(super::caching::Private::default);
         crate::body::retain_response_fields(resp, |name, value| {
             if name == header::SET_COOKIE {
                 return !owned(value);
             }
-            if private && name == header::CACHE_CONTROL {
-                super::caching::collect_directives(&mut cache_control, value);
-                return false;
-            }
-            if private && super::caching::overrides_cache_control(name) {
+            if private.as_mut().is_some_and(|p| !p.keeps(name, value)) {
                 return false;
             }
             let new = if name == header::LOCATION {
@@ -201,9 +197,8 @@ impl Gate {
                 resp.headers_mut().append(name, value);
             }
         }
-        if private {
-            let value = super::caching::private_cache_control(&cache_control);
-            resp.headers_mut().insert(header::CACHE_CONTROL, value);
+        if let Some(private) = private {
+            private.finish(resp);
         }
     }
 

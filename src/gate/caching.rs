@@ -54,30 +54,50 @@ pub(super) fn overrides_cache_control(name: &HeaderName) -> bool {
     }
 }
 
-/// Adds the directives of one `Cache-Control` field value to `directives`.
-pub(super) fn collect_directives(directives: &mut Vec<String>, value: &[u8]) {
-    let text = String::from_utf8_lossy(value);
-    directives.extend(
-        text.split(',')
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-            .map(str::to_owned),
-    );
+/// What an answer kept from shared caches loses, gathered field by field in a pass over the answer's fields that the
+/// caller makes anyway (see `body::retain_response_fields`): the app's `Cache-Control` fields, taken out to be put
+/// back as one `private` field, and the fields a cache in front would read instead ([`overrides_cache_control`]).
+#[derive(Default)]
+pub(super) struct Private {
+    directives: Vec<String>,
+}
+
+impl Private {
+    /// Whether the field `name: value` stays in the answer; a `Cache-Control` field's directives are kept for
+    /// [`Private::finish`]. Asked for every answer field of every signed-in request, so inlined into the caller's
+    /// pass (not inlined, the call cost as much as the check).
+    #[inline(always)]
+    pub(super) fn keeps(&mut self, name: &HeaderName, value: &[u8]) -> bool {
+        if name == header::CACHE_CONTROL {
+            self.collect(value);
+            return false;
+        }
+        !overrides_cache_control(name)
+    }
+
+    /// Adds the directives of one `Cache-Control` field value.
+    fn collect(&mut self, value: &[u8]) {
+        let text = String::from_utf8_lossy(value);
+        self.directives.extend(
+            text.split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned),
+        );
+    }
+
+    /// Puts the one `Cache-Control` field in, made private ([`private_cache_control`]).
+    pub(super) fn finish(self, resp: &mut Response<Body>) {
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, private_cache_control(&self.directives));
+    }
 }
 
 /// Makes an answer that carries the gate's session cookies one no shared cache stores: a CDN in front that keeps
 /// the app's `public` answer (a static asset under a `public` rule, say) together with the `Set-Cookie` the gate
 /// added to it (a refresh, a reseal) would hand one person's session to everyone it serves that answer to.
 pub(super) fn keep_from_shared_caches(resp: &mut Response<Body>) {
-    // The app's fields, wherever they are (see `body::retain_response_fields`), taken out to be put back as one.
-    let mut directives: Vec<String> = Vec::new();
-    crate::body::retain_response_fields(resp, |name, value| {
-        if name != header::CACHE_CONTROL {
-            return !overrides_cache_control(name);
-        }
-        collect_directives(&mut directives, value);
-        false
-    });
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, private_cache_control(&directives));
+    let mut private = Private::default();
+    crate::body::retain_response_fields(resp, |name, value| private.keeps(name, value));
+    private.finish(resp);
 }

@@ -214,12 +214,7 @@ async fn nginx_auth_request_with_the_shipped_example_config() {
         .send()
         .await
         .unwrap();
-    for targeted in [
-        "x-accel-expires",
-        "surrogate-control",
-        "cdn-cache-control",
-        "cloudflare-cdn-cache-control",
-    ] {
+    for targeted in CACHE_TARGETED_FIELDS {
         assert!(cdn.headers().get(targeted).is_none(), "{targeted}");
     }
 

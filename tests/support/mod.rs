@@ -29,6 +29,15 @@ pub const APP_ID: &str = "test-app";
 pub const APP_SECRET: &str = "test-app-secret-0123456789";
 pub const SESSION_SECRET: &str = "an-example-session-secret-of-at-least-32-bytes";
 
+/// Answer fields a cache in front (a CDN, nginx's `proxy_cache`) reads instead of `Cache-Control`: an answer kept
+/// from shared caches carries none of them.
+pub const CACHE_TARGETED_FIELDS: [&str; 4] = [
+    "x-accel-expires",
+    "surrogate-control",
+    "cdn-cache-control",
+    "cloudflare-cdn-cache-control",
+];
+
 /// Sends raw bytes on a new connection and reads until the gate closes it (at most 10 s).
 pub async fn exchange_until_closed(port: u16, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
