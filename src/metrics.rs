@@ -49,6 +49,14 @@ pub enum RefreshResult {
     Failed,
 }
 
+/// How a WebSocket tunnel's grant check at Logto ended ([`crate::oidc::Oidc::grant_stands`]).
+#[derive(Debug, Clone, Copy)]
+pub enum GrantCheckResult {
+    Standing,
+    Ended,
+    Failed,
+}
+
 /// What one worker records per request, aligned so that two workers' shards never share a cache line.
 #[repr(align(128))]
 struct Shard {
@@ -81,6 +89,7 @@ pub struct Metrics {
     sign_ins_completed: AtomicU64,
     sign_ins_failed: AtomicU64,
     refreshes: [AtomicU64; 3],
+    grant_checks: [AtomicU64; 3],
     active_upgrades: AtomicI64,
     upgrades_done: tokio::sync::Notify,
     /// `server.max_connections` in effect (set when the server starts).
@@ -104,6 +113,7 @@ impl Metrics {
             sign_ins_completed: AtomicU64::new(0),
             sign_ins_failed: AtomicU64::new(0),
             refreshes: std::array::from_fn(|_| AtomicU64::new(0)),
+            grant_checks: std::array::from_fn(|_| AtomicU64::new(0)),
             active_upgrades: AtomicI64::new(0),
             upgrades_done: tokio::sync::Notify::new(),
             max_connections: AtomicUsize::new(0),
@@ -158,6 +168,10 @@ impl Metrics {
 
     pub fn refresh(&self, r: RefreshResult) {
         self.refreshes[r as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn grant_check(&self, r: GrantCheckResult) {
+        self.grant_checks[r as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn upgrade_started(&self) {
@@ -254,6 +268,18 @@ impl Metrics {
                 c.load(Ordering::Relaxed)
             );
         }
+        out.push_str(
+            "# HELP logto_gate_tunnel_grant_checks_total WebSocket tunnels asking Logto whether their session's grant \
+             still stands, by outcome.\n",
+        );
+        out.push_str("# TYPE logto_gate_tunnel_grant_checks_total counter\n");
+        for (outcome, c) in ["standing", "ended", "failed"].iter().zip(self.grant_checks.iter()) {
+            let _ = writeln!(
+                out,
+                "logto_gate_tunnel_grant_checks_total{{outcome=\"{outcome}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
         out.push_str("# HELP logto_gate_active_upgrades Upgraded connections (WebSocket) being relayed now.\n");
         out.push_str("# TYPE logto_gate_active_upgrades gauge\n");
         let _ = writeln!(out, "logto_gate_active_upgrades {}", self.active_upgrades());
@@ -294,6 +320,7 @@ mod tests {
         m.upstream_latency(Duration::from_millis(30));
         m.sign_in_started();
         m.refresh(RefreshResult::Ended);
+        m.grant_check(GrantCheckResult::Failed);
         m.upgrade_started();
         m.set_max_connections(9936);
         m.closed_for_room(32);
@@ -308,6 +335,8 @@ mod tests {
         assert!(text.contains("logto_gate_upstream_response_seconds_count 1\n"));
         assert!(text.contains("logto_gate_sign_ins_total{outcome=\"started\"} 1\n"));
         assert!(text.contains("logto_gate_token_refreshes_total{outcome=\"ended\"} 1\n"));
+        assert!(text.contains("logto_gate_tunnel_grant_checks_total{outcome=\"failed\"} 1\n"));
+        assert!(text.contains("logto_gate_tunnel_grant_checks_total{outcome=\"ended\"} 0\n"));
         assert!(text.contains("logto_gate_active_upgrades 1\n"));
         assert!(text.contains("logto_gate_max_connections 9936\n"));
         assert!(text.contains("logto_gate_connections_closed_for_room_total 32\n"));

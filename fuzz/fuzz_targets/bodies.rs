@@ -22,6 +22,7 @@ fn codec() -> &'static CookieCodec {
             lifetime: Duration::from_secs(3600),
             idle_timeout: None,
             tunnel_check_interval: std::time::Duration::from_secs(15),
+            tunnel_grant_check_interval: std::time::Duration::from_secs(3600),
             secure_cookies: true,
             store: StoreKind::Cookie,
             redis_url: None,

@@ -272,6 +272,9 @@ pub struct SessionConfig {
     /// How often an open WebSocket tunnel (any upgraded connection) asks whether the session that opened it still
     /// stands; it is closed once the session was signed out, logged out or reached its lifetime.
     pub tunnel_check_interval: Duration,
+    /// How often an open WebSocket tunnel whose session is past its refresh point asks Logto whether the session's
+    /// grant still stands (token introspection): a suspended user's or revoked grant's tunnels then close too.
+    pub tunnel_grant_check_interval: Duration,
     /// `Secure` on every cookie: true when `server.public_url` is https.
     pub secure_cookies: bool,
     pub store: StoreKind,

@@ -143,6 +143,7 @@ pub(super) struct RawSession {
     pub(super) lifetime: Option<String>,
     pub(super) idle_timeout: Option<String>,
     pub(super) tunnel_check_interval: Option<String>,
+    pub(super) tunnel_grant_check_interval: Option<String>,
     pub(super) store: Option<String>,
     pub(super) redis_url: Option<String>,
     pub(super) redis_key_prefix: Option<String>,

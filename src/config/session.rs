@@ -54,6 +54,15 @@ pub(super) fn validate_session(
     if tunnel_check_interval < std::time::Duration::from_secs(1) {
         p.add("session.tunnel_check_interval", "must be at least 1s");
     }
+    let tunnel_grant_check_interval = duration(
+        p,
+        "session.tunnel_grant_check_interval",
+        non_empty(raw.tunnel_grant_check_interval),
+        "1h",
+    );
+    if tunnel_grant_check_interval < std::time::Duration::from_secs(1) {
+        p.add("session.tunnel_grant_check_interval", "must be at least 1s");
+    }
     let store = match non_empty(raw.store).as_deref() {
         None | Some("cookie") => StoreKind::Cookie,
         Some("redis") => StoreKind::Redis,
@@ -201,6 +210,7 @@ pub(super) fn validate_session(
         lifetime,
         idle_timeout,
         tunnel_check_interval,
+        tunnel_grant_check_interval,
         secure_cookies: public_url?.is_https(),
         store,
         redis_url,

@@ -28,6 +28,8 @@ fn minimal_config_gets_documented_defaults() {
         vec!["openid", "profile", "offline_access", "email", "roles"]
     );
     assert_eq!(c.logto.prompt.as_deref(), Some("consent"));
+    assert_eq!(c.session.tunnel_check_interval, Duration::from_secs(15));
+    assert_eq!(c.session.tunnel_grant_check_interval, Duration::from_secs(3600));
     assert_eq!(c.session.cookie_name, "logto_gate");
     assert_eq!(c.session.lifetime, Duration::from_secs(7 * 86400));
     assert!(c.session.secure_cookies);
@@ -359,4 +361,30 @@ fn a_ca_file_no_https_upstream_uses_is_refused() {
         err(&own).iter().any(|l| l.starts_with("upstream.tls_ca_file:")),
         "no upstream uses the shared CA"
     );
+}
+
+#[test]
+fn the_tunnel_grant_check_interval_is_read_and_bounded() {
+    let with = |v: &str| {
+        MINIMAL.replace(
+            "[session]\n",
+            &format!("[session]\ntunnel_grant_check_interval = \"{v}\"\n"),
+        )
+    };
+    let c = Config::from_toml_str(&with("20m"), no_env()).expect("valid");
+    assert_eq!(c.session.tunnel_grant_check_interval, Duration::from_secs(1200));
+    let env = vec![(
+        "LOGTO_GATE_SESSION__TUNNEL_GRANT_CHECK_INTERVAL".to_owned(),
+        "2h".to_owned(),
+    )];
+    let c = Config::from_toml_str(MINIMAL, env).expect("valid");
+    assert_eq!(c.session.tunnel_grant_check_interval, Duration::from_secs(7200));
+    for (bad, says) in [
+        ("500ms", "session.tunnel_grant_check_interval: must be at least 1s"),
+        ("0s", "session.tunnel_grant_check_interval: must be longer than zero"),
+        ("soon", "session.tunnel_grant_check_interval: `soon` is not a duration"),
+    ] {
+        let text = Config::from_toml_str(&with(bad), no_env()).unwrap_err().to_string();
+        assert!(text.lines().any(|l| l.starts_with(says)), "{bad}: {text}");
+    }
 }

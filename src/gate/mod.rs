@@ -48,6 +48,7 @@ mod authn;
 mod caching;
 mod endpoints;
 mod renewal;
+mod watch;
 
 use authn::Principal;
 
@@ -147,7 +148,7 @@ pub struct Gate {
     protected_basic: Option<HeaderValue>,
     config: Config,
     oidc: Arc<Oidc>,
-    /// Shared with the watch of each WebSocket tunnel a session opened ([`crate::session::store::until_ended`]).
+    /// Shared with the watch of each WebSocket tunnel a session opened ([`watch::until_ended`]).
     sessions: Arc<Sessions>,
     refresher: Refresher,
     /// The upstreams' forwarders, one per `config.routes` entry.

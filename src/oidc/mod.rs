@@ -1,13 +1,16 @@
 //! OpenID Connect against Logto: discovery and key set, the authorization request, the code exchange, ID token
-//! verification, userinfo and the end-session URL.
+//! verification, userinfo, token revocation and introspection, and the end-session URL.
 //!
-//! Only sign-in, callback and sign-out talk to Logto. A signed-in request never does: the session cookie holds all
-//! it needs, so signed-in users keep working while Logto is unreachable.
+//! Only sign-in, callback, refresh and sign-out talk to Logto, and an open WebSocket tunnel's grant check. A
+//! signed-in request never does: the session cookie holds all it needs, so signed-in users keep working while Logto
+//! is unreachable.
 
+mod grant;
 pub mod http;
 pub mod jwt;
 mod verify;
 
+pub use grant::IntrospectionError;
 pub use verify::{TokenError, LOGOUT_TOKEN_MAX_AGE};
 
 use std::sync::{Arc, RwLock};
@@ -71,6 +74,9 @@ pub struct Metadata {
     /// RFC 7009 token revocation (RFC 8414 §2).
     #[serde(default)]
     pub revocation_endpoint: Option<String>,
+    /// RFC 7662 token introspection (RFC 8414 §2).
+    #[serde(default)]
+    pub introspection_endpoint: Option<String>,
     /// RFC 9207: the provider puts `iss` on authorization responses.
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,
@@ -119,6 +125,8 @@ pub struct Oidc {
     untrusted_refetch: std::sync::Mutex<Option<Instant>>,
     /// The key set's freshness from its last fetch (`Cache-Control: max-age`, bounded).
     jwks_refresh: std::sync::Mutex<Duration>,
+    /// Set once the log said that Logto offers no token introspection (said once, not per tunnel).
+    no_introspection_told: std::sync::atomic::AtomicBool,
 }
 
 impl Oidc {
@@ -131,6 +139,7 @@ impl Oidc {
             refetch: tokio::sync::Mutex::new(None),
             untrusted_refetch: std::sync::Mutex::new(None),
             jwks_refresh: std::sync::Mutex::new(JWKS_REFRESH_DEFAULT),
+            no_introspection_told: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -489,28 +498,6 @@ impl Oidc {
         }
     }
 
-    /// Revokes a refresh token at Logto (RFC 7009 §2.1, client authentication as at the token endpoint), so the
-    /// grant behind it can no longer mint tokens: Logto keeps `offline_access` grants through end-session, and
-    /// only revocation ends them. Without a revocation endpoint in discovery there is nothing to call.
-    pub async fn revoke_refresh_token(&self, refresh_token: &str) -> Result<(), String> {
-        let loaded = self.ensure_loaded().await.map_err(|e| e.to_string())?;
-        let Some(url) = loaded.metadata.revocation_endpoint.as_deref() else {
-            return Err("Logto's discovery document has no revocation_endpoint".into());
-        };
-        let form = [("token", refresh_token), ("token_type_hint", "refresh_token")];
-        let resp = self
-            .http
-            .post_form(url, &self.config.app_id, self.config.app_secret.expose(), &form)
-            .await
-            .map_err(|e| e.to_string())?;
-        // RFC 7009 §2.2: 200 whether or not the token was still valid.
-        if resp.status.is_success() {
-            Ok(())
-        } else {
-            Err(format!("{url} answered {}", resp.status))
-        }
-    }
-
     /// Where to send the browser to end Logto's own session (OpenID Connect RP-Initiated Logout 1.0 §2). Logto
     /// honours `post_logout_redirect_uri` only with `client_id` or `id_token_hint`; the gate sends `client_id`,
     /// so the session cookie need not carry the raw ID token. Without an end-session endpoint (or before discovery
@@ -610,15 +597,4 @@ fn append_query(base: &str, params: &[(&str, &str)]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_parameters_are_encoded() {
-        assert_eq!(
-            append_query("https://t/oidc/auth", &[("scope", "openid profile"), ("x", "a&b=c")]),
-            "https://t/oidc/auth?scope=openid+profile&x=a%26b%3Dc"
-        );
-        assert_eq!(append_query("https://t/a?b=1", &[("c", "2")]), "https://t/a?b=1&c=2");
-    }
-}
+mod tests;

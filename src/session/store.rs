@@ -354,22 +354,23 @@ impl Sessions {
         }
     }
 
-    /// Whether `current`, found on a request long ago, still stands (for a WebSocket tunnel it opened): within its
-    /// lifetime, not signed out or logged out (the revocation list), and with the Redis store still stored (sign-out
-    /// and back-channel logout delete it, on any replica). Inactivity is not asked: a tunnel's own traffic is the
+    /// `current`, found on a request long ago, as it stands now (for a WebSocket tunnel it opened), or `None` once
+    /// it ended: past its lifetime, signed out or logged out (the revocation list), or with the Redis store no
+    /// longer stored (sign-out and back-channel logout delete it, on any replica). With Redis the answer is the
+    /// stored session, with any other replica's refresh. Inactivity is not asked: a tunnel's own traffic is the
     /// person's activity, which no request records.
-    pub async fn still_stands(&self, current: &Current, now: u64) -> Result<bool, StoreError> {
+    pub async fn standing(&self, current: &Current, now: u64) -> Result<Option<Arc<Session>>, StoreError> {
         let session = match (self.kind, &current.id) {
             (StoreKind::Redis, Some(id)) => match self.reload(id).await? {
                 Some(stored) => Arc::new(stored),
-                None => return Ok(false),
+                None => return Ok(None),
             },
             _ => Arc::clone(&current.session),
         };
-        if !session.is_live(now) {
-            return Ok(false);
+        if !session.is_live(now) || (self.kind == StoreKind::Cookie && self.is_revoked(&session).await?) {
+            return Ok(None);
         }
-        Ok(self.kind != StoreKind::Cookie || !self.is_revoked(&session).await?)
+        Ok(Some(session))
     }
 
     /// Reads the session stored under `id` again (Redis store), to see another replica's refresh.
@@ -593,27 +594,6 @@ fn warn_large(session: &Session) {
         "the session is larger than one cookie and is split into chunks; map fewer or smaller claims, \
          or use session.store = \"redis\""
     );
-}
-
-/// Completes once `current` no longer stands ([`Sessions::still_stands`], asked every `every`): what a WebSocket
-/// tunnel the session opened waits on to close. A check that fails (Redis unreachable) counts as standing, with a
-/// warning: an outage must not cut every tunnel at once, and their sessions are checked again at the next tick.
-/// Between checks it holds its arguments and a timer: the check's own state (a Redis request's) is boxed for the
-/// check's duration only, not kept with every quiet tunnel.
-pub async fn until_ended(sessions: Arc<Sessions>, current: Current, every: Duration) {
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        match Box::pin(sessions.still_stands(&current, super::now())).await {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => tracing::warn!(
-                error = %e,
-                "could not check whether a WebSocket tunnel's session still stands; it stays open"
-            ),
-        }
-    }
 }
 
 /// The Redis key that marks one signed-out cookie session (see [`Sessions::revoke_signed_out`]).

@@ -36,8 +36,10 @@
 //   POST /__test/hold-refreshes {hold}: refresh-token grants wait while held (stats.held_refreshes counts them)
 //                               and go on when released
 //   POST /__test/revoke-grants  revoke every grant (refresh tokens then get invalid_grant)
+//   POST /__test/suspend {sub}  Logto's suspension of a user: every refresh token of theirs deleted, nothing else
 //   GET  /__test/live-grants    how many grants with refresh tokens still exist
-// Logto behaviour also kept: RFC 7009 revocation at /oidc/token/revocation (counted in stats.revocations).
+// Logto behaviour also kept: RFC 7009 revocation at /oidc/token/revocation (counted in stats.revocations), RFC 7662
+// introspection at /oidc/token/introspection (stats.introspections lists each request's token_type_hint).
 //   POST /__test/sign           {payload, header?}: a JWT signed with the current key (to build access tokens)
 // In tests (interactive=false) sign-in completes by itself: the account is the `idp_login_as` cookie on the IdP's
 // origin, else "alice". In the demo (interactive=true) a small sign-in page asks which account to use.
@@ -130,7 +132,7 @@ const idTokenExtendedClaims = new Set(config.id_token_extended_claims || ['roles
 
 const stats = {
   grants: {}, userinfo: 0, jwks: 0, discovery: 0, authorizations: 0, end_sessions: 0, backchannel: { success: 0, error: 0 },
-  token_requests: [], revocations: 0, held_refreshes: 0,
+  token_requests: [], revocations: 0, introspections: [], held_refreshes: 0,
 };
 // While set (POST /__test/hold-refreshes {hold: true}), refresh-token grants wait here until released, so a test can
 // act while the gate's refresh is at Logto.
@@ -141,6 +143,8 @@ const heldRefreshes = [];
 const ORGANIZATIONS_RESOURCE = 'urn:logto:resource:organizations';
 const organizationGrants = new Set();
 const grantIds = new Set();
+// Every refresh token issued, by its value: the account it belongs to (what an admin's suspension deletes).
+const refreshTokenAccounts = new Map();
 let lastAuth = {};
 
 function ecKey() {
@@ -241,6 +245,8 @@ function buildProvider() {
       // RFC 7009, as Logto: revoking a refresh token ends its grant (Logto keeps offline_access grants through
       // end-session, so only this ends them).
       revocation: { enabled: true },
+      // RFC 7662, enabled in Logto too (core/src/oidc/init.ts): `active` says whether a token still stands.
+      introspection: { enabled: true },
       // Machine-to-machine apps: the client-credentials grant, with `resource` for a JWT whose `sub` is the
       // app's own client_id (as Logto's M2M tokens).
       clientCredentials: { enabled: true },
@@ -317,7 +323,10 @@ function buildProvider() {
     stats.backchannel.error += 1;
     stats.backchannel.last_error = String(err && err.message);
   });
-  p.on('refresh_token.saved', (token) => grantIds.add(token.grantId));
+  p.on('refresh_token.saved', (token) => {
+    grantIds.add(token.grantId);
+    refreshTokenAccounts.set(token.jti, token.accountId);
+  });
   // Logto's ID tokens always carry `sid`; oidc-provider's only for apps registered for back-channel logout with
   // `backchannel_logout_session_required`.
   p.Client.prototype.includeSid = () => true;
@@ -561,6 +570,18 @@ async function testEndpoint(req, res, url) {
     const revoked = grantIds.size;
     grantIds.clear();
     return send(res, 200, { revoked });
+  } else if (url.pathname === '/__test/suspend') {
+    // As Logto when an admin suspends a user (PATCH /api/users/:id/is-suspended): every refresh token of the user
+    // is deleted (revokeInstanceByUserId('refreshToken', id)); grants, sessions and access tokens stay, and no
+    // back-channel logout is sent.
+    let deleted = 0;
+    for (const [jti, accountId] of refreshTokenAccounts) {
+      if (accountId !== body.sub) continue;
+      await provider.RefreshToken.adapter.destroy(jti);
+      refreshTokenAccounts.delete(jti);
+      deleted += 1;
+    }
+    return send(res, 200, { deleted });
   } else if (url.pathname === '/__test/accounts') {
     accounts[body.id] = { sub: body.id, ...body.claims };
     return send(res, 200, { ok: true });
@@ -605,6 +626,11 @@ const server = http.createServer(async (req, res) => {
       if (route === '/.well-known/openid-configuration') stats.discovery += 1;
       if (route === '/me') stats.userinfo += 1;
       if (route === '/token/revocation') stats.revocations += 1;
+      if (route === '/token/introspection' && req.method === 'POST') {
+        // Read here to count which token was asked about; oidc-provider then takes the read body from req.body.
+        req.body = await readBody(req);
+        stats.introspections.push({ token_type_hint: new URLSearchParams(req.body).get('token_type_hint') });
+      }
       if (route === '/auth') {
         stats.authorizations += 1;
         lastAuth = { ...Object.fromEntries(url.searchParams), resources: url.searchParams.getAll('resource') };

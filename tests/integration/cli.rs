@@ -46,6 +46,7 @@ endpoint = "https://tenant.logto.app"
 secret = "too-short"
 lifetime = "forever"
 tunnel_check_interval = "500ms"
+tunnel_grant_check_interval = "900ms"
 "#,
     );
     let (code, _, stderr) = run_to_end(&["--config", &path], &[]);
@@ -58,6 +59,7 @@ tunnel_check_interval = "500ms"
         "session.secret: too short: 9 bytes",
         "session.lifetime: `forever` is not a duration",
         "session.tunnel_check_interval: must be at least 1s",
+        "session.tunnel_grant_check_interval: must be at least 1s",
         "server.header_read_timeout: `500000000000y` is longer than 100 years",
         "server.trusted_proxies: `192.168.1.5/24` has bits set after its prefix: write `192.168.1.0/24` for the \
          range or `192.168.1.5` for the one address",

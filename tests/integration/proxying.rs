@@ -428,6 +428,212 @@ async fn a_websocket_closes_when_its_session_is_signed_out() {
     closed_by_the_gate(&mut stays, std::time::Duration::from_secs(10)).await;
 }
 
+/// Waits (bounded) until the IdP has answered `at_least` introspection requests, all naming a refresh token.
+async fn introspected(idp: &Idp, at_least: usize) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let asked = idp.stats()["introspections"].as_array().cloned().unwrap_or_default();
+        if asked.len() >= at_least {
+            assert!(
+                asked.iter().all(|a| a["token_type_hint"] == "refresh_token"),
+                "{asked:?}"
+            );
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} introspections, expected {at_least}",
+            asked.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Logto calls no back channel when an admin suspends a user: it deletes the user's refresh tokens, and a request
+/// learns of it at its session's next refresh. A WebSocket tunnel makes no requests, so once its session is past
+/// its refresh point it asks Logto instead (token introspection, which spends nothing): the suspended user's tunnel
+/// closes, another user's, asked the same, goes on. Without this a suspended user kept a live stream until the
+/// session's lifetime ended.
+#[tokio::test]
+async fn a_websocket_closes_when_logto_suspends_its_user() {
+    let s = Stack::edited(
+        IdpOptions {
+            access_token_ttl: Some(2),
+            ..Default::default()
+        },
+        "",
+        "",
+        in_session("tunnel_check_interval = \"1s\"\ntunnel_grant_check_interval = \"1s\""),
+    )
+    .await;
+    let (_alice, alice) = s.signed_in().await;
+    let bob_browser = s.browser();
+    bob_browser.login_as("bob");
+    bob_browser.sign_in(&s.gate, "/").await;
+    let bob = bob_browser.cookie(&s.gate.url(), "logto_gate").expect("bob's session");
+    let (mut alice_ws, _) = open_tunnel(s.gate.port, &alice).await;
+    let (mut bob_ws, _) = open_tunnel(s.gate.port, &bob).await;
+    // Both sessions pass their refresh point with no request: both tunnels ask, and both grants stand.
+    introspected(&s.idp, 2).await;
+    echo(&mut alice_ws, "asked and standing", std::time::Duration::from_secs(10)).await;
+    echo(&mut bob_ws, "asked and standing", std::time::Duration::from_secs(10)).await;
+
+    assert!(s.idp.suspend("u_alice0001") >= 1);
+    closed_by_the_gate(&mut alice_ws, std::time::Duration::from_secs(10)).await;
+    let before = s.idp.stats()["introspections"].as_array().map_or(0, Vec::len);
+    introspected(&s.idp, before + 2).await;
+    echo(&mut bob_ws, "still here", std::time::Duration::from_secs(10)).await;
+}
+
+/// With sessions in Redis the tunnel asks about the stored session's refresh token, and a suspension closes it the
+/// same way, on a replica other than the one the person signed in on.
+#[tokio::test]
+async fn a_websocket_on_redis_closes_when_logto_suspends_its_user() {
+    if !have_redis() {
+        return;
+    }
+    let redis = crate::support::redis::Redis::start().await;
+    let idp = Idp::start(IdpOptions {
+        access_token_ttl: Some(2),
+        ..Default::default()
+    });
+    let upstream = Upstream::start().await;
+    let session = format!(
+        "store = \"redis\"\nredis_url = \"{}\"\nredis_key_prefix = \"t:\"\ntunnel_check_interval = \"1s\"\n\
+         tunnel_grant_check_interval = \"1s\"",
+        redis.url()
+    );
+    let (one, two) = BinaryGate::two_replicas(&idp, &upstream, &session).await;
+    let b = Browser::new(&idp);
+    b.sign_in(&one, "/").await;
+    let cookie = b.cookie(&one.url(), "logto_gate").expect("session cookie");
+    let (mut ws, _) = open_tunnel(two.port, &cookie).await;
+    introspected(&idp, 1).await;
+    echo(&mut ws, "asked and standing", std::time::Duration::from_secs(10)).await;
+    assert!(idp.suspend("u_alice0001") >= 1);
+    closed_by_the_gate(&mut ws, std::time::Duration::from_secs(10)).await;
+}
+
+/// A refresh token spent by a rotation reads as inactive too. With Redis the tunnel asks about the token the stored
+/// session holds now, so a request's refresh (here on another replica, with Logto rotating the token) leaves its
+/// tunnel open. With the cookie store the tunnel only knows the cookie it was opened with: a rotation closes it, as
+/// `session.tunnel_grant_check_interval` documents.
+#[tokio::test]
+async fn a_refresh_token_rotated_by_a_request_closes_a_tunnel_only_in_the_cookie_store() {
+    let aged = IdpOptions {
+        access_token_ttl: Some(2),
+        refresh_tokens_aged: true,
+        ..Default::default()
+    };
+    let refreshes = |idp: &Idp| idp.stats()["grants"]["refresh_token"].as_u64().unwrap_or(0);
+    let asked = |idp: &Idp| idp.stats()["introspections"].as_array().map_or(0, Vec::len);
+    if have_redis() {
+        let redis = crate::support::redis::Redis::start().await;
+        let idp = Idp::start(aged.clone());
+        let upstream = Upstream::start().await;
+        let session = format!(
+            "store = \"redis\"\nredis_url = \"{}\"\nredis_key_prefix = \"t:\"\ntunnel_check_interval = \"1s\"\n\
+             tunnel_grant_check_interval = \"1s\"",
+            redis.url()
+        );
+        let (one, two) = BinaryGate::two_replicas(&idp, &upstream, &session).await;
+        let b = Browser::new(&idp);
+        b.sign_in(&one, "/").await;
+        let cookie = b.cookie(&one.url(), "logto_gate").expect("session cookie");
+        let (mut ws, _) = open_tunnel(two.port, &cookie).await;
+        introspected(&idp, 1).await;
+        let before = refreshes(&idp);
+        let r = b.get(format!("{}/refresh-me", one.url())).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(
+            refreshes(&idp),
+            before + 1,
+            "the request refreshed, and Logto rotated the token"
+        );
+        introspected(&idp, asked(&idp) + 2).await;
+        echo(&mut ws, "asked about the new token", std::time::Duration::from_secs(10)).await;
+    }
+
+    let s = Stack::edited(
+        aged,
+        "",
+        "",
+        in_session("tunnel_check_interval = \"1s\"\ntunnel_grant_check_interval = \"1s\""),
+    )
+    .await;
+    let (b, cookie) = s.signed_in().await;
+    let (mut ws, _) = open_tunnel(s.gate.port, &cookie).await;
+    introspected(&s.idp, 1).await;
+    let before = refreshes(&s.idp);
+    let r = b.get(format!("{}/refresh-me", s.gate.url())).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(refreshes(&s.idp), before + 1);
+    closed_by_the_gate(&mut ws, std::time::Duration::from_secs(10)).await;
+}
+
+/// Waits (bounded) until the gate's `/metrics` counts at least `at_least` grant checks that ended in `outcome`, and
+/// returns the count.
+async fn grant_checks(metrics_port: u16, outcome: &str, at_least: f64) -> f64 {
+    let name = format!("logto_gate_tunnel_grant_checks_total{{outcome=\"{outcome}\"}} ");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let count = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name.as_str()))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"));
+        if count >= at_least {
+            return count;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}{count}, expected {at_least}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A grant check Logto cannot answer closes nothing: an outage at Logto must not cut every tunnel at once. The
+/// tunnel stays open through failed checks and is asked about again.
+#[tokio::test]
+async fn a_websocket_stays_open_while_logto_cannot_answer_its_grant_check() {
+    let metrics_port = free_port();
+    let line: &'static str = Box::leak(format!("metrics_listen = \"127.0.0.1:{metrics_port}\"").into_boxed_str());
+    let Stack {
+        idp,
+        upstream: _upstream,
+        gate,
+    } = Stack::edited(
+        IdpOptions {
+            access_token_ttl: Some(2),
+            ..Default::default()
+        },
+        "",
+        "",
+        |t| {
+            in_server(line)(in_session(
+                "tunnel_check_interval = \"1s\"\ntunnel_grant_check_interval = \"1s\"",
+            )(t))
+        },
+    )
+    .await;
+    let b = Browser::new(&idp);
+    b.sign_in(&gate, "/").await;
+    let cookie = b.cookie(&gate.url(), "logto_gate").expect("session cookie");
+    let (mut ws, _) = open_tunnel(gate.port, &cookie).await;
+    grant_checks(metrics_port, "standing", 1.0).await;
+    drop(idp);
+    grant_checks(metrics_port, "failed", 2.0).await;
+    echo(&mut ws, "still here", std::time::Duration::from_secs(10)).await;
+    assert_eq!(grant_checks(metrics_port, "ended", 0.0).await, 0.0);
+}
+
 /// A WebSocket tunnel an API client opened with a Logto access token lives no longer than the token: it closes once
 /// the token expires (its `exp` plus `logto.clock_leeway`), while a tunnel whose token is still valid goes on. A
 /// JWT cannot be revoked, so without this a token stolen or meant to last minutes kept a stream open for good.

@@ -235,6 +235,14 @@ impl Idp {
     }
 
     /// Revokes every grant, as a Logto admin revoking the user's sessions would.
+    /// Suspends the user `sub` as a Logto admin does: every refresh token of theirs is deleted (nothing else ends,
+    /// and no back-channel logout is sent); returns how many.
+    pub fn suspend(&self, sub: &str) -> u64 {
+        self.post("/__test/suspend", json!({ "sub": sub }))["deleted"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
     pub fn revoke_grants(&self) -> u64 {
         self.post("/__test/revoke-grants", json!({}))["revoked"]
             .as_u64()

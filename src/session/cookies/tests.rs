@@ -13,6 +13,7 @@ fn codec_named(secrets: &[&str], cookie_name: &str) -> CookieCodec {
         lifetime: Duration::from_secs(3600),
         idle_timeout: None,
         tunnel_check_interval: Duration::from_secs(15),
+        tunnel_grant_check_interval: Duration::from_secs(3600),
         secure_cookies: true,
         store: StoreKind::Cookie,
         redis_url: None,

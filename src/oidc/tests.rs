@@ -1,0 +1,137 @@
+use super::*;
+
+#[test]
+fn query_parameters_are_encoded() {
+    assert_eq!(
+        append_query("https://t/oidc/auth", &[("scope", "openid profile"), ("x", "a&b=c")]),
+        "https://t/oidc/auth?scope=openid+profile&x=a%26b%3Dc"
+    );
+    assert_eq!(append_query("https://t/a?b=1", &[("c", "2")]), "https://t/a?b=1&c=2");
+}
+
+/// One ES384 public key (no token is verified here; discovery needs a usable key set).
+const JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-384","kid":"k1","alg":"ES384","use":"sig",
+    "x":"FguD_02djkkNu3YTBMus-u-YXNg6DA6u2GwDVlveR5DhTR-E09UU5LJgXuhetKKD",
+    "y":"sEbUCb4c1NKBuc8oUiOiPpIJ2ua6IhjViGHOgiGvM6zhr_GAL4W-XH2YG6qPOCiz"}]}"#;
+
+/// A Logto stand-in on a loopback port: discovery, a key set, and `introspection` as the introspection
+/// endpoint's answer (status, body); the requests it read go to the returned list.
+async fn fake_logto(introspection: Option<(u16, &'static str)>) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (issuer, log) = (format!("{origin}/oidc"), Arc::clone(&seen));
+    tokio::spawn(async move {
+        while let Ok((mut io, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // One request per connection: its head, then as many body bytes as it announced.
+            while let Ok(n) = io.read(&mut buf).await {
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_lowercase();
+                let whole = text.find("\r\n\r\n").is_some_and(|end| {
+                    let length = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    request.len() >= end + 4 + length
+                });
+                if n == 0 || whole {
+                    break;
+                }
+            }
+            let text = String::from_utf8_lossy(&request).into_owned();
+            let path = text.split(' ').nth(1).unwrap_or("").to_owned();
+            log.lock().unwrap().push(text);
+            let (status, body) = match path.as_str() {
+                "/oidc/.well-known/openid-configuration" => {
+                    let mut doc = serde_json::json!({
+                        "issuer": issuer, "authorization_endpoint": format!("{issuer}/auth"),
+                        "token_endpoint": format!("{issuer}/token"), "jwks_uri": format!("{issuer}/jwks"),
+                    });
+                    if introspection.is_some() {
+                        doc["introspection_endpoint"] = format!("{issuer}/token/introspection").into();
+                    }
+                    (200, doc.to_string())
+                }
+                "/oidc/jwks" => (200, JWKS.to_owned()),
+                "/oidc/token/introspection" => introspection.map_or((404, String::new()), |(s, b)| (s, b.to_owned())),
+                _ => (404, String::new()),
+            };
+            let answer = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                 connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = io.write_all(answer.as_bytes()).await;
+        }
+    });
+    (origin, seen)
+}
+
+async fn oidc_at(endpoint: &str) -> Oidc {
+    let toml = format!(
+        "[server]\npublic_url = \"https://app.example.com\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n\
+         [logto]\nendpoint = \"{endpoint}\"\napp_id = \"the-app\"\napp_secret = \"the-secret\"\n\
+         [session]\nsecret = \"0123456789abcdef0123456789abcdef\"\n"
+    );
+    let config = crate::config::Config::from_toml_str(&toml, Vec::new()).unwrap();
+    Oidc::new(config.logto, "https://app.example.com/callback".into()).unwrap()
+}
+
+/// RFC 7662 §2.2: only `active: true` for this app and this person keeps a grant standing; an answer without a
+/// boolean `active`, not JSON, or not a success, is no answer at all (the tunnel stays open and asks again).
+#[tokio::test]
+async fn a_grant_stands_only_on_an_active_answer_for_this_app_and_person() {
+    for (status, body, expected) in [
+        (
+            200,
+            r#"{"active":true,"client_id":"the-app","sub":"u1","scope":"openid"}"#,
+            Some(true),
+        ),
+        (200, r#"{"active":true}"#, Some(true)),
+        (200, r#"{"active":false}"#, Some(false)),
+        (
+            200,
+            r#"{"active":true,"client_id":"another-app","sub":"u1"}"#,
+            Some(false),
+        ),
+        (200, r#"{"active":true,"client_id":"the-app","sub":"u2"}"#, Some(false)),
+        (200, r#"{"active":true,"sub":7}"#, Some(false)),
+        (200, r#"{"active":"true"}"#, None),
+        (200, r#"{}"#, None),
+        (200, "<html>", None),
+        (500, r#"{"active":true}"#, None),
+        (401, r#"{"error":"invalid_client"}"#, None),
+    ] {
+        let (endpoint, seen) = fake_logto(Some((status, body))).await;
+        let oidc = oidc_at(&endpoint).await;
+        let got = match oidc.grant_stands("the-refresh-token", "u1").await {
+            Ok(stands) => Some(stands),
+            Err(IntrospectionError::Failed(_)) => None,
+            Err(IntrospectionError::Unsupported) => panic!("the endpoint is in discovery"),
+        };
+        assert_eq!(got, expected, "{status} {body}");
+        let asked = seen.lock().unwrap().last().cloned().unwrap_or_default();
+        assert!(asked.starts_with("POST /oidc/token/introspection "), "{asked}");
+        // client_secret_basic, as at the token endpoint, and the token named as a refresh token.
+        assert!(asked.to_lowercase().contains("authorization: basic dgh"), "{asked}");
+        assert!(
+            asked.ends_with("token=the-refresh-token&token_type_hint=refresh_token"),
+            "{asked}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_an_introspection_endpoint_nobody_is_asked() {
+    let (endpoint, seen) = fake_logto(None).await;
+    let oidc = oidc_at(&endpoint).await;
+    assert!(matches!(
+        oidc.grant_stands("t", "u1").await,
+        Err(IntrospectionError::Unsupported)
+    ));
+    assert!(seen.lock().unwrap().iter().all(|r| !r.contains("introspection")));
+}
