@@ -11,7 +11,8 @@
 //     default ID token settings; `id_token_extended_claims` sets others), claims without a value are JSON null,
 //     `updated_at`/`created_at` in milliseconds, `sid` in every ID token, `iss` on the authorization response
 //     (RFC 9207)
-//   - error bodies with Logto's `code` and `message` next to `error` and `error_description`
+//   - error bodies with Logto's `code` and `message` next to `error` and `error_description`; `scope: ""` in the
+//     answer to a token request that names a `resource`
 //   - a consent step even for first-party apps, RP-initiated logout that signs out without a question
 //
 // Started as `node server.mjs` with the environment variable IDP_CONFIG holding JSON (all optional):
@@ -306,8 +307,6 @@ function buildProvider() {
   p.on('grant.success', (ctx) => {
     const type = ctx.oidc.params.grant_type;
     stats.grants[type] = (stats.grants[type] || 0) + 1;
-    const last = stats.token_requests[stats.token_requests.length - 1];
-    if (last) last.answered_scope = ctx.body && ctx.body.scope;
     const idToken = ctx.body && ctx.body.id_token;
     if (idToken) {
       stats.last_id_token_header = JSON.parse(Buffer.from(idToken.split('.')[0], 'base64url').toString('utf8'));
@@ -337,6 +336,13 @@ function buildProvider() {
     if (ctx.status >= 400 && body && typeof body === 'object' && typeof body.error === 'string' && !body.code) {
       ctx.body = { ...body, code: `oidc.${body.error}`, message: body.error_description || body.error };
     }
+    // Logto answers a token request that names a `resource` (a JWT access token for it) with `scope: ""`; the
+    // token's own `scope` claim holds the granted scopes.
+    if (ctx.status === 200 && body && typeof body === 'object' && body.access_token && ctx.oidc?.params?.resource) {
+      ctx.body = { ...body, scope: '' };
+    }
+    const last = stats.token_requests[stats.token_requests.length - 1];
+    if (ctx.path === '/token' && last && ctx.body && typeof ctx.body === 'object') last.answered_scope = ctx.body.scope;
   });
   p.on('grant.error', (ctx) => {
     const type = `${ctx.oidc.params?.grant_type || 'unknown'}_error`;

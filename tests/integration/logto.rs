@@ -87,6 +87,8 @@ async fn api_resources_and_userinfo_claims_work_together_through_refresh() {
         ]
     );
     assert_eq!(s.idp.stats()["userinfo"], 1);
+    // Logto answers the request for the resource's token with `scope: ""`: the scopes are read from the JWT.
+    assert_eq!(s.idp.stats()["token_requests"][1]["answered_scope"], "");
     let me = b.get_json(format!("{}/_logto/userinfo", s.gate.url())).await;
     let scope = me["scope"].as_str().unwrap_or("");
     assert!(scope.split(' ').any(|p| p == "read:reports"), "{me}");
