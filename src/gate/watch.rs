@@ -9,7 +9,9 @@ use crate::oidc::{IntrospectionError, Oidc};
 use crate::session::store::{Current, Sessions};
 use crate::session::{self, Session};
 
-/// After a grant check Logto could not answer, the next one comes this soon (or at the regular interval, if sooner).
+/// After a grant check Logto could not answer, the next one comes this soon, twice as late after each further one
+/// (never later than the regular interval): a Logto coming back from an outage is not met by every tunnel at once,
+/// every minute.
 const GRANT_CHECK_RETRY: Duration = Duration::from_secs(60);
 
 /// Completes once the session `current` (found on the request that opened a tunnel) no longer stands, asked every
@@ -37,6 +39,8 @@ pub(super) async fn until_ended(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Seconds since the epoch before which the grant is not asked about again (`u64::MAX`: never, Logto cannot say).
     let mut next_grant_check = 0u64;
+    // Grant checks Logto could not answer since the last one it did.
+    let mut failed_checks = 0u32;
     loop {
         ticks.tick().await;
         let now = session::now();
@@ -71,7 +75,10 @@ pub(super) async fn until_ended(
             Err(_) => GrantCheckResult::Failed,
         });
         next_grant_check = match answer {
-            Ok(true) => now.saturating_add(grant_every.as_secs()),
+            Ok(true) => {
+                failed_checks = 0;
+                now.saturating_add(grant_every.as_secs())
+            }
             Ok(false) => {
                 tracing::info!(
                     sub = standing.sub(),
@@ -86,10 +93,17 @@ pub(super) async fn until_ended(
                     error = %e,
                     "could not ask Logto whether a WebSocket tunnel's grant still stands; it stays open"
                 );
-                now.saturating_add(grant_every.min(GRANT_CHECK_RETRY).as_secs())
+                failed_checks = failed_checks.saturating_add(1);
+                now.saturating_add(retry_after(failed_checks, grant_every).as_secs())
             }
         };
     }
+}
+
+/// When to ask again after `failed` grant checks in a row went unanswered ([`GRANT_CHECK_RETRY`]).
+fn retry_after(failed: u32, grant_every: Duration) -> Duration {
+    let doubled = GRANT_CHECK_RETRY.saturating_mul(1 << failed.saturating_sub(1).min(16));
+    grant_every.min(doubled)
 }
 
 /// Whether the session stored now holds another refresh token than `asked` did: with Redis, another replica's
@@ -101,5 +115,20 @@ async fn refreshed_meanwhile(sessions: &Sessions, current: &Current, asked: &Ses
         Ok(Some(stored)) => stored.rt != asked.rt,
         Ok(None) => false,
         Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unanswered_grant_checks_are_retried_ever_later_up_to_the_interval() {
+        let hour = Duration::from_secs(3600);
+        let waits: Vec<u64> = (1..=8).map(|n| retry_after(n, hour).as_secs()).collect();
+        assert_eq!(waits, [60, 120, 240, 480, 960, 1920, 3600, 3600]);
+        assert_eq!(retry_after(u32::MAX, hour), hour);
+        // An interval under the first retry is kept (tests, operators who ask often).
+        assert_eq!(retry_after(1, Duration::from_secs(5)), Duration::from_secs(5));
     }
 }
