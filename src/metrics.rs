@@ -246,40 +246,30 @@ impl Metrics {
         let seconds = sum(&|s| &s.upstream_sum_micros) as f64 / 1e6;
         let _ = writeln!(out, "logto_gate_upstream_response_seconds_sum {seconds}");
         let _ = writeln!(out, "logto_gate_upstream_response_seconds_count {count}");
-        out.push_str("# HELP logto_gate_sign_ins_total Sign-in attempts by outcome.\n");
-        out.push_str("# TYPE logto_gate_sign_ins_total counter\n");
-        for (outcome, c) in [
-            ("started", &self.sign_ins_started),
-            ("completed", &self.sign_ins_completed),
-            ("failed", &self.sign_ins_failed),
-        ] {
-            let _ = writeln!(
-                out,
-                "logto_gate_sign_ins_total{{outcome=\"{outcome}\"}} {}",
-                c.load(Ordering::Relaxed)
-            );
-        }
-        out.push_str("# HELP logto_gate_token_refreshes_total Token refreshes with Logto by outcome.\n");
-        out.push_str("# TYPE logto_gate_token_refreshes_total counter\n");
-        for (outcome, c) in ["refreshed", "ended", "failed"].iter().zip(self.refreshes.iter()) {
-            let _ = writeln!(
-                out,
-                "logto_gate_token_refreshes_total{{outcome=\"{outcome}\"}} {}",
-                c.load(Ordering::Relaxed)
-            );
-        }
-        out.push_str(
-            "# HELP logto_gate_tunnel_grant_checks_total WebSocket tunnels asking Logto whether their session's grant \
-             still stands, by outcome.\n",
+        by_outcome(
+            &mut out,
+            "logto_gate_sign_ins_total",
+            "Sign-in attempts by outcome.",
+            &[
+                ("started", &self.sign_ins_started),
+                ("completed", &self.sign_ins_completed),
+                ("failed", &self.sign_ins_failed),
+            ],
         );
-        out.push_str("# TYPE logto_gate_tunnel_grant_checks_total counter\n");
-        for (outcome, c) in ["standing", "ended", "failed"].iter().zip(self.grant_checks.iter()) {
-            let _ = writeln!(
-                out,
-                "logto_gate_tunnel_grant_checks_total{{outcome=\"{outcome}\"}} {}",
-                c.load(Ordering::Relaxed)
-            );
-        }
+        let [refreshed, ended, failed] = &self.refreshes;
+        by_outcome(
+            &mut out,
+            "logto_gate_token_refreshes_total",
+            "Token refreshes with Logto by outcome.",
+            &[("refreshed", refreshed), ("ended", ended), ("failed", failed)],
+        );
+        let [standing, ended, failed] = &self.grant_checks;
+        by_outcome(
+            &mut out,
+            "logto_gate_tunnel_grant_checks_total",
+            "WebSocket tunnels asking Logto whether their session's grant still stands, by outcome.",
+            &[("standing", standing), ("ended", ended), ("failed", failed)],
+        );
         out.push_str("# HELP logto_gate_active_upgrades Upgraded connections (WebSocket) being relayed now.\n");
         out.push_str("# TYPE logto_gate_active_upgrades gauge\n");
         let _ = writeln!(out, "logto_gate_active_upgrades {}", self.active_upgrades());
@@ -303,6 +293,15 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+/// One counter family with an `outcome` label, in the Prometheus text format.
+fn by_outcome(out: &mut String, name: &str, help: &str, counters: &[(&str, &AtomicU64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (outcome, c) in counters {
+        let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {}", c.load(Ordering::Relaxed));
     }
 }
 

@@ -45,24 +45,21 @@ pub(super) fn validate_session(
         check_secret(p, &key, s);
     }
     let idle_timeout = non_empty(raw.idle_timeout).map(|v| duration(p, "session.idle_timeout", Some(v), "0s"));
-    let tunnel_check_interval = duration(
-        p,
-        "session.tunnel_check_interval",
-        non_empty(raw.tunnel_check_interval),
-        "15s",
-    );
-    if tunnel_check_interval < std::time::Duration::from_secs(1) {
-        p.add("session.tunnel_check_interval", "must be at least 1s");
-    }
-    let tunnel_grant_check_interval = duration(
+    // A tunnel's checks: under a second they would be work without a use.
+    let tunnel_check = |p: &mut Problems, key: &str, v: Option<String>, default: &str| {
+        let every = duration(p, key, non_empty(v), default);
+        if every < std::time::Duration::from_secs(1) {
+            p.add(key, "must be at least 1s");
+        }
+        every
+    };
+    let tunnel_check_interval = tunnel_check(p, "session.tunnel_check_interval", raw.tunnel_check_interval, "15s");
+    let tunnel_grant_check_interval = tunnel_check(
         p,
         "session.tunnel_grant_check_interval",
-        non_empty(raw.tunnel_grant_check_interval),
+        raw.tunnel_grant_check_interval,
         "1h",
     );
-    if tunnel_grant_check_interval < std::time::Duration::from_secs(1) {
-        p.add("session.tunnel_grant_check_interval", "must be at least 1s");
-    }
     let store = match non_empty(raw.store).as_deref() {
         None | Some("cookie") => StoreKind::Cookie,
         Some("redis") => StoreKind::Redis,

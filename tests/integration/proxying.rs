@@ -485,33 +485,59 @@ async fn a_websocket_closes_when_logto_suspends_its_user() {
     echo(&mut bob_ws, "still here", std::time::Duration::from_secs(10)).await;
 }
 
+/// Two replicas on Redis whose tunnels ask about their session's grant every second, a session signed in on the
+/// first, and its tunnel on the second.
+struct RedisTunnel {
+    _redis: crate::support::redis::Redis,
+    idp: Idp,
+    _upstream: Upstream,
+    one: BinaryGate,
+    _two: BinaryGate,
+    browser: Browser,
+    ws: Tunnel,
+}
+
+/// A [`RedisTunnel`] with the IdP started with `options`, once the tunnel asked about its grant the first time;
+/// `None` without redis-server.
+async fn redis_tunnel(options: IdpOptions) -> Option<RedisTunnel> {
+    let (redis, idp, upstream, one, two) = replicas_on_redis_with(options, |url| {
+        format!(
+            "store = \"redis\"\nredis_url = \"{url}\"\nredis_key_prefix = \"t:\"\ntunnel_check_interval = \"1s\"\n\
+             tunnel_grant_check_interval = \"1s\""
+        )
+    })
+    .await?;
+    let browser = Browser::new(&idp);
+    browser.sign_in(&one, "/").await;
+    let cookie = browser.cookie(&one.url(), "logto_gate").expect("session cookie");
+    let (ws, _) = open_tunnel(two.port, &cookie).await;
+    introspected(&idp, 1).await;
+    Some(RedisTunnel {
+        _redis: redis,
+        idp,
+        _upstream: upstream,
+        one,
+        _two: two,
+        browser,
+        ws,
+    })
+}
+
 /// With sessions in Redis the tunnel asks about the stored session's refresh token, and a suspension closes it the
 /// same way, on a replica other than the one the person signed in on.
 #[tokio::test]
 async fn a_websocket_on_redis_closes_when_logto_suspends_its_user() {
-    if !have_redis() {
-        return;
-    }
-    let redis = crate::support::redis::Redis::start().await;
-    let idp = Idp::start(IdpOptions {
+    let Some(mut t) = redis_tunnel(IdpOptions {
         access_token_ttl: Some(2),
         ..Default::default()
-    });
-    let upstream = Upstream::start().await;
-    let session = format!(
-        "store = \"redis\"\nredis_url = \"{}\"\nredis_key_prefix = \"t:\"\ntunnel_check_interval = \"1s\"\n\
-         tunnel_grant_check_interval = \"1s\"",
-        redis.url()
-    );
-    let (one, two) = BinaryGate::two_replicas(&idp, &upstream, &session).await;
-    let b = Browser::new(&idp);
-    b.sign_in(&one, "/").await;
-    let cookie = b.cookie(&one.url(), "logto_gate").expect("session cookie");
-    let (mut ws, _) = open_tunnel(two.port, &cookie).await;
-    introspected(&idp, 1).await;
-    echo(&mut ws, "asked and standing", std::time::Duration::from_secs(10)).await;
-    assert!(idp.suspend("u_alice0001") >= 1);
-    closed_by_the_gate(&mut ws, std::time::Duration::from_secs(10)).await;
+    })
+    .await
+    else {
+        return;
+    };
+    echo(&mut t.ws, "asked and standing", std::time::Duration::from_secs(10)).await;
+    assert!(t.idp.suspend("u_alice0001") >= 1);
+    closed_by_the_gate(&mut t.ws, std::time::Duration::from_secs(10)).await;
 }
 
 /// A refresh token spent by a rotation reads as inactive too. With Redis the tunnel asks about the token the stored
@@ -527,31 +553,22 @@ async fn a_refresh_token_rotated_by_a_request_closes_a_tunnel_only_in_the_cookie
     };
     let refreshes = |idp: &Idp| idp.stats()["grants"]["refresh_token"].as_u64().unwrap_or(0);
     let asked = |idp: &Idp| idp.stats()["introspections"].as_array().map_or(0, Vec::len);
-    if have_redis() {
-        let redis = crate::support::redis::Redis::start().await;
-        let idp = Idp::start(aged.clone());
-        let upstream = Upstream::start().await;
-        let session = format!(
-            "store = \"redis\"\nredis_url = \"{}\"\nredis_key_prefix = \"t:\"\ntunnel_check_interval = \"1s\"\n\
-             tunnel_grant_check_interval = \"1s\"",
-            redis.url()
-        );
-        let (one, two) = BinaryGate::two_replicas(&idp, &upstream, &session).await;
-        let b = Browser::new(&idp);
-        b.sign_in(&one, "/").await;
-        let cookie = b.cookie(&one.url(), "logto_gate").expect("session cookie");
-        let (mut ws, _) = open_tunnel(two.port, &cookie).await;
-        introspected(&idp, 1).await;
-        let before = refreshes(&idp);
-        let r = b.get(format!("{}/refresh-me", one.url())).await;
+    if let Some(mut t) = redis_tunnel(aged.clone()).await {
+        let before = refreshes(&t.idp);
+        let r = t.browser.get(format!("{}/refresh-me", t.one.url())).await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(
-            refreshes(&idp),
+            refreshes(&t.idp),
             before + 1,
             "the request refreshed, and Logto rotated the token"
         );
-        introspected(&idp, asked(&idp) + 2).await;
-        echo(&mut ws, "asked about the new token", std::time::Duration::from_secs(10)).await;
+        introspected(&t.idp, asked(&t.idp) + 2).await;
+        echo(
+            &mut t.ws,
+            "asked about the new token",
+            std::time::Duration::from_secs(10),
+        )
+        .await;
     }
 
     let s = Stack::edited(

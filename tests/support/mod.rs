@@ -304,11 +304,19 @@ pub fn have_redis() -> bool {
 pub async fn replicas_on_redis(
     session: impl FnOnce(&str) -> String,
 ) -> Option<(redis::Redis, Idp, Upstream, BinaryGate, BinaryGate)> {
+    replicas_on_redis_with(IdpOptions::default(), session).await
+}
+
+/// [`replicas_on_redis`] with an IdP started with `options`.
+pub async fn replicas_on_redis_with(
+    options: IdpOptions,
+    session: impl FnOnce(&str) -> String,
+) -> Option<(redis::Redis, Idp, Upstream, BinaryGate, BinaryGate)> {
     if !have_redis() {
         return None;
     }
     let redis = redis::Redis::start().await;
-    let idp = Idp::start(IdpOptions::default());
+    let idp = Idp::start(options);
     let upstream = Upstream::start().await;
     let (one, two) = BinaryGate::two_replicas(&idp, &upstream, &session(&redis.url())).await;
     Some((redis, idp, upstream, one, two))
