@@ -68,9 +68,8 @@ impl Gate {
     /// When a WebSocket tunnel `principal` opens must close ([`crate::proxy::ClientUpgrade::until_signed_out`]): a
     /// session's once it no longer stands (signed out, logged out by Logto, past its lifetime, its grant gone at
     /// Logto: [`super::watch::until_ended`]), checked every `session.tunnel_check_interval`; a bearer token's once it
-    /// expires (its `exp` and `logto.clock_leeway`, the
-    /// same instant from which it would no longer be accepted). A bearer token cannot be revoked, so its expiry
-    /// is all there is to wait for.
+    /// expires (its `exp` and `logto.clock_leeway`, the same instant from which it would no longer be accepted). A
+    /// bearer token cannot be revoked, so its expiry is all there is to wait for.
     pub(super) fn tunnel_end(&self, principal: &Principal) -> Option<SignedOut> {
         match principal {
             Principal::Session(current) => Some(Box::pin(super::watch::until_ended(

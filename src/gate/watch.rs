@@ -21,8 +21,8 @@ const GRANT_CHECK_RETRY: Duration = Duration::from_secs(60);
 ///   the refresh token and learnt its fate, the refresh token is introspected instead (RFC 7662, which spends
 ///   nothing), at most every `grant_every`; an inactive answer ends the tunnel. That is how a tunnel learns that an
 ///   admin suspended the user (Logto then deletes the user's refresh tokens and calls no back channel) or revoked
-///   the grant. A session refreshed by its requests (Redis: by any replica's) moves its refresh point and costs no
-///   introspection.
+///   the grant. With Redis, a session its requests refresh (on any replica) moves its refresh point and costs no
+///   introspection; a cookie session's tunnel knows only the cookie it was opened with.
 ///
 /// A check that fails (Redis or Logto unreachable) keeps the tunnel open, with a warning: an outage must not cut
 /// every tunnel at once. Between checks it holds its arguments and a timer: a check's own state (a Redis or Logto
