@@ -189,7 +189,7 @@ pub(crate) const GATE_OWNED_HEADERS: [&str; 11] = [
 /// - Fields that frame the request or belong to its connection (RFC 9110 §7.6.1, RFC 9112 §6): a claim there would
 ///   change how the app reads the body, or be dropped on the way.
 /// - Fields the gate sets or removes for reasons of its own: cookies, proxy credentials, the request id, method
-///   overrides, [`CLIENT_FORWARDING_HEADERS`] and [`GATE_OWNED_HEADERS`]. A claim there would be silently replaced
+///   overrides, `CLIENT_FORWARDING_HEADERS` and `GATE_OWNED_HEADERS`. A claim there would be silently replaced
 ///   by the gate's value, or sent next to it, or be trusted for what the name means to apps (a client's address, a
 ///   method). (`Authorization` is refused only where the gate sends it, see `upstream.pass_access_token`.)
 pub fn reserved_header(name: &HeaderName) -> Option<&'static str> {

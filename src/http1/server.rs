@@ -245,7 +245,7 @@ where
     }
 }
 
-/// At most this many connections' buffers wait in a worker's spare list ([`Conn::park`]).
+/// At most this many connections' buffers wait in a worker's spare list ([`park`]).
 const MAX_SPARE: usize = 64;
 
 thread_local! {

@@ -3,7 +3,7 @@
 //! - `session.store = "cookie"` (default): the session is the encrypted cookie (chunked when large). Nothing to
 //!   run. Sign-out and back-channel logout keep a revocation list: in Redis when `session.redis_url` is set
 //!   (shared by every replica), otherwise in memory (per replica; kept across restarts in `session.revocation_file`,
-//!   see [`super::revocations`]).
+//!   see `session::revocations`).
 //! - `session.store = "redis"`: the cookie holds only a random id, sealed like any gate cookie; the session lives
 //!   under `<prefix>session:<id>` with a TTL, indexed by Logto `sid` and `sub` so back-channel logout can delete
 //!   every matching session for every replica at once.
