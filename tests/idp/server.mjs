@@ -578,8 +578,9 @@ async function testEndpoint(req, res, url) {
     return send(res, 200, { revoked });
   } else if (url.pathname === '/__test/suspend') {
     // As Logto when an admin suspends a user (PATCH /api/users/:id/is-suspended): every refresh token of the user
-    // is deleted (revokeInstanceByUserId('refreshToken', id)); grants, sessions and access tokens stay, and no
-    // back-channel logout is sent.
+    // is deleted (revokeInstanceByUserId('refreshToken', id)); grants stay, and no back-channel logout is sent.
+    // Newer Logto (signOutUser) also deletes the user's opaque access tokens and Logto sessions, which the gate
+    // never asks about.
     let deleted = 0;
     for (const [jti, accountId] of refreshTokenAccounts) {
       if (accountId !== body.sub) continue;
