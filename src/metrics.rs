@@ -49,7 +49,8 @@ pub enum RefreshResult {
     Failed,
 }
 
-/// How a WebSocket tunnel's grant check at Logto ended ([`crate::oidc::Oidc::grant_stands`]).
+/// How a WebSocket tunnel's grant check at Logto ended: its session refreshed with Redis, else its refresh token
+/// introspected ([`crate::oidc::Oidc::grant_stands`]).
 #[derive(Debug, Clone, Copy)]
 pub enum GrantCheckResult {
     Standing,
@@ -267,7 +268,8 @@ impl Metrics {
         by_outcome(
             &mut out,
             "logto_gate_tunnel_grant_checks_total",
-            "WebSocket tunnels asking Logto whether their session's grant still stands, by outcome.",
+            "WebSocket tunnels asking Logto whether their session's grant still stands (with Redis by refreshing \
+             the session, else by token introspection), by outcome.",
             &[("standing", standing), ("ended", ended), ("failed", failed)],
         );
         out.push_str("# HELP logto_gate_active_upgrades Upgraded connections (WebSocket) being relayed now.\n");

@@ -1,5 +1,7 @@
 //! `[access]` and `[[rules]]`: who may reach which paths.
 
+use std::sync::Arc;
+
 use super::checks::Problems;
 use super::raw::RawRule;
 use crate::policy::{Access, PathMatch, Policy, Requirements, Rule};
@@ -17,7 +19,7 @@ pub(super) fn validate_policy(
 ) -> Option<Policy> {
     let before = p.len();
     let default_access = match access {
-        None => Access::Require(Requirements::default()),
+        None => Access::Require(Arc::default()),
         Some(a) => {
             for (key, set) in [
                 ("path", a.path.is_some()),
@@ -186,7 +188,7 @@ fn access_of(p: &mut Problems, key: &str, r: &RawRule) -> Access {
     .iter()
     .any(|v| !v.is_empty());
     match r.allow.as_deref().map(str::trim) {
-        None | Some("authenticated") => Access::Require(requirements),
+        None | Some("authenticated") => Access::Require(Arc::new(requirements)),
         Some("public") | Some("deny") if has_conditions => {
             p.add(
                 &format!("{key}.allow"),

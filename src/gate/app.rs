@@ -96,7 +96,9 @@ impl Gate {
             };
             let client_upgrade = upgrading.then(|| ClientUpgrade {
                 on: hyper::upgrade::on(&mut *req),
-                until_signed_out: principal.as_ref().and_then(|p| self.tunnel_end(p)),
+                until_signed_out: principal
+                    .as_ref()
+                    .and_then(|p| self.tunnel_end(p, decision.requirements().cloned().collect())),
             });
             if let Some(path) = &new_path {
                 *req.uri_mut() = with_path(req.uri(), path)?;

@@ -67,18 +67,21 @@ impl Principal {
 impl Gate {
     /// When a WebSocket tunnel `principal` opens must close ([`crate::proxy::ClientUpgrade::until_signed_out`]): a
     /// session's once it no longer stands (signed out, logged out by Logto, past its lifetime, its grant gone at
-    /// Logto: [`super::watch::until_ended`]), checked every `session.tunnel_check_interval`; a bearer token's once it
-    /// expires (its `exp` and `logto.clock_leeway`, the same instant from which it would no longer be accepted). A
-    /// bearer token cannot be revoked, so its expiry is all there is to wait for.
-    pub(super) fn tunnel_end(&self, principal: &Principal) -> Option<SignedOut> {
+    /// Logto, or with Redis its refreshed claims no longer meeting `admitted`, the requirements of the rules that let
+    /// it through: [`super::watch::until_ended`]), checked every `session.tunnel_check_interval`; a bearer token's
+    /// once it expires (its `exp` and `logto.clock_leeway`, the same instant from which it would no longer be
+    /// accepted). A bearer token cannot be revoked, and its claims cannot change, so its expiry is all there is to
+    /// wait for.
+    pub(super) fn tunnel_end(
+        &self,
+        principal: &Principal,
+        admitted: Vec<std::sync::Arc<policy::Requirements>>,
+    ) -> Option<SignedOut> {
         match principal {
             Principal::Session(current) => Some(Box::pin(super::watch::until_ended(
-                std::sync::Arc::clone(&self.sessions),
-                std::sync::Arc::clone(&self.oidc),
-                std::sync::Arc::clone(&self.metrics),
+                self.me.clone(),
                 current.clone(),
-                self.config.session.tunnel_check_interval,
-                self.config.session.tunnel_grant_check_interval,
+                admitted,
             ))),
             Principal::Bearer(claims) => {
                 let ends = crate::oidc::jwt::expires_at(claims)?.saturating_add(self.config.logto.clock_leeway);

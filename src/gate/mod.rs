@@ -144,12 +144,14 @@ fn is_frame_navigation(req: &Request<Body>) -> bool {
 
 /// The gate: configuration, Logto, cookies and the upstream client, shared by every connection.
 pub struct Gate {
+    /// The gate itself, for the watch of each WebSocket tunnel a session opened ([`watch::until_ended`]): it outlives
+    /// the request that opened the tunnel, and refreshes the session as a request would.
+    me: std::sync::Weak<Gate>,
     /// `Authorization` for the app in Logto Protected App mode (`upstream.protected_app`).
     protected_basic: Option<HeaderValue>,
     config: Config,
     oidc: Arc<Oidc>,
-    /// Shared with the watch of each WebSocket tunnel a session opened ([`watch::until_ended`]).
-    sessions: Arc<Sessions>,
+    sessions: Sessions,
     refresher: Refresher,
     /// The upstreams' forwarders, one per `config.routes` entry.
     forwarders: Vec<Forwarder>,
@@ -186,7 +188,7 @@ impl Gate {
             config.logto.clone(),
             config.server.public_url.callback_url(),
         )?);
-        let sessions = Arc::new(Sessions::new(&config.session, config.server.workers)?);
+        let sessions = Sessions::new(&config.session, config.server.workers)?;
         let metrics = Arc::new(Metrics::new(config.server.workers));
         // One forwarder (and connection pools) per upstream route, in the order of `config.routes`.
         let forwarders = config
@@ -255,7 +257,14 @@ impl Gate {
         } else {
             None
         };
-        Ok(Arc::new(Gate {
+        let request_prefix = {
+            let mut b = [0u8; 4];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+                .map_err(|_| "no randomness for request ids".to_owned())?;
+            u32::from_be_bytes(b)
+        };
+        Ok(Arc::new_cyclic(|me| Gate {
+            me: me.clone(),
             protected_basic,
             identity_inline,
             forwarded_host,
@@ -270,12 +279,7 @@ impl Gate {
             assertion,
             metrics,
             draining: AtomicBool::new(false),
-            request_prefix: {
-                let mut b = [0u8; 4];
-                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-                    .map_err(|_| "no randomness for request ids".to_owned())?;
-                u32::from_be_bytes(b)
-            },
+            request_prefix,
             request_counters: (0..config_workers).map(|_| WorkerCounter::default()).collect(),
         }))
     }

@@ -48,6 +48,21 @@ impl Gate {
                 Renewed::Kept(current)
             };
         };
+        match self.refresh_due(&current, &rt, now).await {
+            refresh::Outcome::Refreshed(session) => Renewed::Changed(Current {
+                session: std::sync::Arc::new(session),
+                ..current
+            }),
+            refresh::Outcome::Ended => Renewed::Ended,
+            refresh::Outcome::Unavailable if current.rewrite => Renewed::Changed(current),
+            refresh::Outcome::Unavailable => Renewed::Kept(current),
+        }
+    }
+
+    /// The refresh of `current` at its refresh point with its refresh token `rt`: once however many requests (and
+    /// tunnel watches, [`super::watch`]) ask at the same moment ([`crate::session::refresh`]), and with Redis once
+    /// across replicas ([`Gate::refresh_session`]). A session it ends is deleted from Redis.
+    pub(super) async fn refresh_due(&self, current: &Current, rt: &str, now: u64) -> refresh::Outcome {
         // One refresh of this session at this refresh point. The refresh token alone cannot name it: Logto gives
         // a confidential client's token back unchanged until it is past 70 % of its life, so the session refreshed
         // a moment ago carries the same token when its own refresh point comes.
@@ -57,7 +72,9 @@ impl Gate {
             None => refresh::key_for(&format!("{rt}\n{due:?}")),
         };
         let work = || async {
-            let outcome = self.refresh_session(&current, &rt, now).await;
+            // Boxed: a refresh is rare, and its future (Redis, Logto, userinfo, resource and organization tokens) is
+            // large and deep; inline, it would be laid out inside every request's and every tunnel watch's.
+            let outcome = Box::pin(self.refresh_session(current, rt, now)).await;
             self.metrics.refresh(match outcome {
                 refresh::Outcome::Refreshed(_) => RefreshResult::Refreshed,
                 refresh::Outcome::Ended => RefreshResult::Ended,
@@ -65,20 +82,13 @@ impl Gate {
             });
             outcome
         };
-        match self.refresher.run(&key, work).await {
-            refresh::Outcome::Refreshed(session) => Renewed::Changed(Current {
-                session: std::sync::Arc::new(session),
-                ..current
-            }),
-            refresh::Outcome::Ended => {
-                if let Err(e) = self.sessions.forget(&current).await {
-                    tracing::warn!(error = %e, "could not delete an ended session from Redis");
-                }
-                Renewed::Ended
+        let outcome = self.refresher.run(&key, work).await;
+        if let refresh::Outcome::Ended = outcome {
+            if let Err(e) = self.sessions.forget(current).await {
+                tracing::warn!(error = %e, "could not delete an ended session from Redis");
             }
-            refresh::Outcome::Unavailable if current.rewrite => Renewed::Changed(current),
-            refresh::Outcome::Unavailable => Renewed::Kept(current),
         }
+        outcome
     }
 
     /// One refresh of one session. With the Redis store a short lock makes it one refresh across all replicas:

@@ -1,102 +1,212 @@
 //! The watch of a WebSocket tunnel a session opened: what the tunnel waits on to close, so that it lives no longer
-//! than the session and its grant at Logto.
+//! than the session, its grant at Logto and, with Redis, the rule that admitted it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::metrics::{GrantCheckResult, Metrics};
-use crate::oidc::{IntrospectionError, Oidc};
-use crate::session::store::{Current, Sessions};
+use crate::metrics::GrantCheckResult;
+use crate::oidc::IntrospectionError;
+use crate::policy::{Requirements, Subject};
+use crate::session::refresh::Outcome;
+use crate::session::store::Current;
 use crate::session::{self, Session};
 
+use super::Gate;
+
 /// After a grant check Logto could not answer, the next one comes this soon, twice as late after each further one
-/// (never later than the regular interval): a Logto coming back from an outage is not met by every tunnel at once,
-/// every minute.
+/// (never later than `session.tunnel_grant_check_interval`): a Logto coming back from an outage is not met by every
+/// tunnel at once, every minute.
 const GRANT_CHECK_RETRY: Duration = Duration::from_secs(60);
 
 /// Completes once the session `current` (found on the request that opened a tunnel) no longer stands, asked every
-/// `every`:
-/// - signed out, logged out by Logto's back channel, or past its lifetime ([`Sessions::standing`]);
-/// - or its grant is gone at Logto. Once the session is past its refresh point, where a request would have spent
-///   the refresh token and learnt its fate, the refresh token is introspected instead (RFC 7662, which spends
-///   nothing), at most every `grant_every`; an inactive answer ends the tunnel. That is how a tunnel learns that an
-///   admin suspended the user (Logto then deletes the user's refresh tokens and calls no back channel) or revoked
-///   the grant. With Redis, a session its requests refresh (on any replica) moves its refresh point and costs no
-///   introspection; a cookie session's tunnel knows only the cookie it was opened with.
+/// `session.tunnel_check_interval`:
+/// - signed out, logged out by Logto's back channel, or past its lifetime ([`crate::session::store::Sessions::standing`]);
+/// - or its grant is gone at Logto: an admin suspended or deleted the user, or revoked the grant, none of which
+///   Logto announces over the back channel. A request learns it when its session's refresh is refused; a tunnel
+///   makes no requests, so once the session is past its refresh point the watch asks Logto itself:
+///   - with Redis it refreshes the stored session as a request would (once across replicas, the result stored for
+///     them all, [`Gate::refresh_due`]); a refusal ends the session and the tunnel. A session its requests keep
+///     refreshing costs the tunnel nothing.
+///   - with the cookie store it cannot (the browser's cookie would keep a refresh token Logto may have rotated
+///     away), so it introspects the refresh token (RFC 7662, which spends nothing) at most every
+///     `session.tunnel_grant_check_interval`; an inactive answer ends the tunnel. Introspection does not look the
+///     user up, so this store's tunnels outlive a deleted user until the session's lifetime.
+/// - with Redis, once the stored session's claims (refreshed by the watch or by any replica's request) no longer
+///   meet `admitted`, the requirements of the rules that admitted the tunnel: a role or organization taken away in
+///   Logto closes it at the session's next refresh, as it refuses its requests from then on. A cookie session's
+///   claims never change under its tunnel.
 ///
 /// A check that fails (Redis or Logto unreachable) keeps the tunnel open, with a warning: an outage must not cut
-/// every tunnel at once. Between checks it holds its arguments and a timer: a check's own state (a Redis or Logto
-/// request's) is boxed for the check's duration only, not kept with every quiet tunnel.
-pub(super) async fn until_ended(
-    sessions: Arc<Sessions>,
-    oidc: Arc<Oidc>,
-    metrics: Arc<Metrics>,
-    current: Current,
-    every: Duration,
-    grant_every: Duration,
-) {
+/// every tunnel at once; Logto is asked again after [`GRANT_CHECK_RETRY`], doubling. Between checks the watch holds
+/// its state and a timer, and no strong reference to the gate (it is gone only as the process ends, and with it the
+/// tunnel); a check's own state (a Redis or Logto request's) is boxed for the check's duration only.
+pub(super) async fn until_ended(gate: Weak<Gate>, current: Current, admitted: Vec<Arc<Requirements>>) {
+    let Some(every) = gate.upgrade().map(|g| g.config.session.tunnel_check_interval) else {
+        return;
+    };
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Seconds since the epoch before which the grant is not asked about again (`u64::MAX`: never, Logto cannot say).
-    let mut next_grant_check = 0u64;
-    // Grant checks Logto could not answer since the last one it did.
-    let mut failed_checks = 0u32;
+    let mut watch = Watch {
+        current,
+        admitted,
+        next_grant_check: 0,
+        failed_checks: 0,
+    };
     loop {
         ticks.tick().await;
-        let now = session::now();
-        let standing = match Box::pin(sessions.standing(&current, now)).await {
+        let Some(gate) = gate.upgrade() else {
+            return;
+        };
+        if Box::pin(watch.ended(&gate, session::now())).await {
+            return;
+        }
+    }
+}
+
+/// What a tunnel's watch keeps between checks.
+struct Watch {
+    current: Current,
+    admitted: Vec<Arc<Requirements>>,
+    /// Seconds since the epoch before which Logto is not asked about the grant again (`u64::MAX`: never, it cannot
+    /// say).
+    next_grant_check: u64,
+    /// Grant checks Logto could not answer since the last one it did.
+    failed_checks: u32,
+}
+
+impl Watch {
+    /// One check at `now`: whether the tunnel must close.
+    async fn ended(&mut self, gate: &Gate, now: u64) -> bool {
+        let standing = match gate.sessions.standing(&self.current, now).await {
             Ok(Some(standing)) => standing,
-            Ok(None) => return,
+            Ok(None) => return true,
             Err(e) => {
                 tracing::warn!(
                     error = %e,
                     "could not check whether a WebSocket tunnel's session still stands; it stays open"
                 );
-                continue;
+                return false;
             }
         };
-        if now < next_grant_check || !standing.needs_refresh(now) {
-            continue;
+        if gate.sessions.uses_redis_store() {
+            self.stored_session_ended(gate, standing, now).await
+        } else {
+            self.cookie_grant_ended(gate, &standing, now).await
         }
-        let Some(rt) = standing.rt.as_deref() else {
-            continue;
-        };
-        let answer = match Box::pin(oidc.grant_stands(rt, standing.sub())).await {
-            // Spent by another replica's refresh meanwhile, not revoked: the next tick looks at the stored session.
-            Ok(false) if Box::pin(refreshed_meanwhile(&sessions, &current, &standing)).await => {
-                next_grant_check = 0;
-                continue;
+    }
+
+    /// With Redis: refreshes the stored session once it is past its refresh point, then holds its claims to the
+    /// rules that admitted the tunnel.
+    async fn stored_session_ended(&mut self, gate: &Gate, stored: Arc<Session>, now: u64) -> bool {
+        let mut session = stored;
+        if let Some(rt) = session
+            .rt
+            .clone()
+            .filter(|_| self.asks_at(now) && session.needs_refresh(now))
+        {
+            let due = Current {
+                session: Arc::clone(&session),
+                rewrite: false,
+                ..self.current.clone()
+            };
+            let outcome = gate.refresh_due(&due, &rt, now).await;
+            gate.metrics.grant_check(match outcome {
+                Outcome::Refreshed(_) => GrantCheckResult::Standing,
+                Outcome::Ended => GrantCheckResult::Ended,
+                Outcome::Unavailable => GrantCheckResult::Failed,
+            });
+            match outcome {
+                Outcome::Refreshed(refreshed) => {
+                    self.answered();
+                    session = Arc::new(refreshed);
+                }
+                Outcome::Ended => {
+                    tracing::info!(
+                        sub = session.sub(),
+                        "Logto refused the session's refresh (a suspended or deleted user, a revoked grant); its \
+                         WebSocket tunnel closes"
+                    );
+                    return true;
+                }
+                // Logged by the refresh.
+                Outcome::Unavailable => self.unanswered(gate, now),
             }
-            answer => answer,
+        }
+        let claims = Subject {
+            claims: &session.claims,
         };
-        metrics.grant_check(match answer {
+        if let Some(unmet) = self.admitted.iter().find_map(|r| r.check(&claims).err()) {
+            tracing::info!(
+                sub = session.sub(),
+                required = %unmet,
+                "the session's user no longer meets the rule that admitted its WebSocket tunnel; it closes"
+            );
+            return true;
+        }
+        false
+    }
+
+    /// With the cookie store: introspects the session's refresh token once it is past its refresh point, at most
+    /// every `session.tunnel_grant_check_interval`.
+    async fn cookie_grant_ended(&mut self, gate: &Gate, session: &Session, now: u64) -> bool {
+        let Some(rt) = session
+            .rt
+            .as_deref()
+            .filter(|_| self.asks_at(now) && session.needs_refresh(now))
+        else {
+            return false;
+        };
+        let answer = Box::pin(gate.oidc.grant_stands(rt, session.sub())).await;
+        gate.metrics.grant_check(match answer {
             Ok(true) => GrantCheckResult::Standing,
             Ok(false) => GrantCheckResult::Ended,
             Err(_) => GrantCheckResult::Failed,
         });
-        next_grant_check = match answer {
+        match answer {
             Ok(true) => {
-                failed_checks = 0;
-                now.saturating_add(grant_every.as_secs())
+                self.answered();
+                self.next_grant_check = now.saturating_add(gate.config.session.tunnel_grant_check_interval.as_secs());
+                false
             }
             Ok(false) => {
                 tracing::info!(
-                    sub = standing.sub(),
+                    sub = session.sub(),
                     "Logto says the session's grant no longer stands (a suspended user or a revoked grant); its \
                      WebSocket tunnel closes"
                 );
-                return;
+                true
             }
-            Err(IntrospectionError::Unsupported) => u64::MAX,
+            Err(IntrospectionError::Unsupported) => {
+                self.next_grant_check = u64::MAX;
+                false
+            }
             Err(IntrospectionError::Failed(e)) => {
                 tracing::warn!(
                     error = %e,
                     "could not ask Logto whether a WebSocket tunnel's grant still stands; it stays open"
                 );
-                failed_checks = failed_checks.saturating_add(1);
-                now.saturating_add(retry_after(failed_checks, grant_every).as_secs())
+                self.unanswered(gate, now);
+                false
             }
-        };
+        }
+    }
+
+    /// Whether Logto may be asked about the grant at `now`.
+    fn asks_at(&self, now: u64) -> bool {
+        now >= self.next_grant_check
+    }
+
+    /// Logto answered: the next failure is retried after [`GRANT_CHECK_RETRY`] again.
+    fn answered(&mut self) {
+        self.failed_checks = 0;
+        self.next_grant_check = 0;
+    }
+
+    /// Logto could not answer at `now`: asked again after [`retry_after`].
+    fn unanswered(&mut self, gate: &Gate, now: u64) {
+        self.failed_checks = self.failed_checks.saturating_add(1);
+        let wait = retry_after(self.failed_checks, gate.config.session.tunnel_grant_check_interval);
+        self.next_grant_check = now.saturating_add(wait.as_secs());
     }
 }
 
@@ -104,18 +214,6 @@ pub(super) async fn until_ended(
 fn retry_after(failed: u32, grant_every: Duration) -> Duration {
     let doubled = GRANT_CHECK_RETRY.saturating_mul(1 << failed.saturating_sub(1).min(16));
     grant_every.min(doubled)
-}
-
-/// Whether the session stored now holds another refresh token than `asked` did: with Redis, another replica's
-/// refresh may have rotated the token between reading the session and introspecting it, and the one asked about
-/// was then spent, not revoked. A session that ended meanwhile was not refreshed; a failed read counts as refreshed
-/// (the next tick asks again).
-async fn refreshed_meanwhile(sessions: &Sessions, current: &Current, asked: &Session) -> bool {
-    match sessions.standing(current, session::now()).await {
-        Ok(Some(stored)) => stored.rt != asked.rt,
-        Ok(None) => false,
-        Err(_) => true,
-    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@
 
 pub mod path;
 
+use std::sync::Arc;
+
 use regex::Regex;
 use serde_json::{Map, Value};
 
@@ -27,8 +29,10 @@ pub enum Access {
     Public,
     /// Never reachable.
     Deny,
-    /// A signed-in identity meeting the requirements (empty requirements: any signed-in user).
-    Require(Requirements),
+    /// A signed-in identity meeting the requirements (empty requirements: any signed-in user). Shared, so that a
+    /// WebSocket tunnel can hold the requirements it was admitted under and check them again as its session's claims
+    /// change ([`crate::gate`]'s watch).
+    Require(Arc<Requirements>),
 }
 
 /// Conditions on the identity. An empty list is no condition.
@@ -79,7 +83,7 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             rules: Vec::new(),
-            default: Access::Require(Requirements::default()),
+            default: Access::Require(Arc::default()),
             case_insensitive: false,
         }
     }
@@ -124,12 +128,12 @@ pub enum Decision<'a> {
     Deny,
     Public,
     /// The first requirement met on the way, and the others (none, without overrides: nothing allocated).
-    Require(&'a Requirements, Vec<&'a Requirements>),
+    Require(&'a Arc<Requirements>, Vec<&'a Arc<Requirements>>),
 }
 
 impl<'a> Decision<'a> {
     /// Every requirement the identity must meet.
-    pub fn requirements(&self) -> impl Iterator<Item = &'a Requirements> + '_ {
+    pub fn requirements(&self) -> impl Iterator<Item = &'a Arc<Requirements>> + '_ {
         let (first, more) = match self {
             Decision::Require(first, more) => (Some(*first), more.as_slice()),
             _ => (None, &[][..]),
@@ -326,7 +330,7 @@ impl Policy {
             .map(|r| &r.access)
             .chain(std::iter::once(&self.default))
             .filter_map(|a| match a {
-                Access::Require(r) => Some(r),
+                Access::Require(r) => Some(&**r),
                 _ => None,
             })
     }

@@ -70,7 +70,7 @@ fn first_match_wins_then_default() {
             rule(PathMatch::Prefix("/public".into()), Access::Public),
             rule(PathMatch::Regex(Regex::new("^(?:/admin)").unwrap()), Access::Deny),
         ],
-        default: Access::Require(Requirements::default()),
+        default: Access::Require(Arc::default()),
         case_insensitive: false,
     };
     assert!(matches!(p.route("GET", None, "/public/x"), Access::Public));
@@ -81,7 +81,7 @@ fn first_match_wins_then_default() {
 #[test]
 fn a_method_override_is_decided_as_strictly_as_the_method_it_names() {
     let p = public_but(vec![
-        method_rule("/items", "DELETE", Access::Require(admins())),
+        method_rule("/items", "DELETE", Access::Require(Arc::new(admins()))),
         method_rule("/items", "PURGE", Access::Deny),
     ]);
     assert!(matches!(p.decide("GET", &[], None, "/items/1"), Decision::Public));
@@ -248,7 +248,7 @@ fn a_path_is_decided_as_strictly_as_its_slash_twin() {
                 Access::Public,
             ),
         ],
-        default: Access::Require(Requirements::default()),
+        default: Access::Require(Arc::default()),
         case_insensitive: false,
     };
     for denied in ["/admin", "/admin/", "/admin/x", "/reports", "/reports/"] {
@@ -282,7 +282,7 @@ fn a_path_is_decided_as_strictly_as_its_slash_twin() {
 #[test]
 fn a_head_request_is_decided_as_a_get_too() {
     let p = public_but(vec![
-        method_rule("/export", "GET", Access::Require(admins())),
+        method_rule("/export", "GET", Access::Require(Arc::new(admins()))),
         method_rule("/secret", "GET", Access::Deny),
     ]);
     assert!(matches!(p.decide("HEAD", &[], None, "/secret"), Decision::Deny));

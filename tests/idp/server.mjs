@@ -38,6 +38,9 @@
 //                               and go on when released
 //   POST /__test/revoke-grants  revoke every grant (refresh tokens then get invalid_grant)
 //   POST /__test/suspend {sub}  Logto's suspension of a user: every refresh token of theirs deleted, nothing else
+//   POST /__test/delete-user {sub} Logto's deletion of a user: the account goes, its tokens and grants stay
+//   POST /__test/update-account {sub, claims}: an admin's edit of a user (roles, organizations): the claims given
+//                               replace the account's, for tokens and userinfo from then on
 //   GET  /__test/live-grants    how many grants with refresh tokens still exist
 // Logto behaviour also kept: RFC 7009 revocation at /oidc/token/revocation (counted in stats.revocations), RFC 7662
 // introspection at /oidc/token/introspection (stats.introspections lists each request's token_type_hint).
@@ -46,7 +49,7 @@
 // origin, else "alice". In the demo (interactive=true) a small sign-in page asks which account to use.
 import http from 'node:http';
 import crypto from 'node:crypto';
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 const config = JSON.parse(process.env.IDP_CONFIG || '{}');
 const host = config.host || '127.0.0.1';
@@ -263,7 +266,7 @@ function buildProvider() {
             return { scope: '', audience: indicator, accessTokenFormat: 'jwt', jwt: { sign: { alg: state.idTokenAlg } } };
           }
           const resource = resources[indicator];
-          if (!resource) throw new Provider.errors.InvalidTarget();
+          if (!resource) throw new errors.InvalidTarget();
           return {
             scope: (resource.scopes || []).join(' '),
             audience: indicator,
@@ -285,7 +288,8 @@ function buildProvider() {
     },
     findAccount: async (ctx, sub) => {
       const account = Object.values(accounts).find((a) => a.sub === sub);
-      if (!account) return undefined;
+      // As Logto: "The user may be deleted after the token is issued" (a refresh is then invalid_grant).
+      if (!account) throw new errors.InvalidGrant('user not found');
       return {
         accountId: sub,
         async claims(use, scope) {
@@ -589,6 +593,22 @@ async function testEndpoint(req, res, url) {
       deleted += 1;
     }
     return send(res, 200, { deleted });
+  } else if (url.pathname === '/__test/delete-user') {
+    // As Logto's Management API (DELETE /api/users/:userId): the user's row is deleted (deleteUserById) and nothing
+    // else: the user's refresh tokens and grants stay (introspection still answers active, as it does not look the
+    // user up), no back-channel logout is sent, and findAccount then refuses every refresh.
+    let deleted = 0;
+    for (const [id, account] of Object.entries(accounts)) {
+      if (account.sub !== body.sub) continue;
+      delete accounts[id];
+      deleted += 1;
+    }
+    return send(res, 200, { deleted });
+  } else if (url.pathname === '/__test/update-account') {
+    const account = Object.values(accounts).find((a) => a.sub === body.sub);
+    if (!account) return send(res, 404, { error: 'not_found' });
+    Object.assign(account, body.claims, { sub: body.sub });
+    return send(res, 200, { ok: true });
   } else if (url.pathname === '/__test/accounts') {
     accounts[body.id] = { sub: body.id, ...body.claims };
     return send(res, 200, { ok: true });

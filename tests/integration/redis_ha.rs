@@ -23,7 +23,7 @@ async fn a_redis_cluster_holds_sessions_for_every_replica() {
         "store = \"redis\"\nredis_mode = \"cluster\"\nredis_urls = [{}]\nredis_key_prefix = \"t:\"",
         urls.join(", ")
     );
-    let (one, two) = BinaryGate::two_replicas(&idp, &upstream, &session).await;
+    let (one, two) = BinaryGate::two_replicas(&idp, &upstream, &session, "").await;
     let b = Browser::new(&idp);
     b.sign_in(&one, "/").await;
     let cookie = b.gate_cookies(&one.url());
@@ -68,7 +68,7 @@ async fn a_sentinel_failover_during_traffic_costs_at_most_some_503s() {
         "store = \"redis\"\nredis_mode = \"sentinel\"\nredis_urls = [\"{}\"]\nredis_sentinel_master = \"gate-master\"\nredis_key_prefix = \"t:\"",
         sentinel.url()
     );
-    let (one, two) = BinaryGate::two_replicas(&idp, &upstream, &session).await;
+    let (one, two) = BinaryGate::two_replicas(&idp, &upstream, &session, "").await;
     let b = Browser::new(&idp);
     b.sign_in(&one, "/").await;
     let cookie = b.gate_cookies(&one.url());

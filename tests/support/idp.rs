@@ -234,7 +234,6 @@ impl Idp {
         );
     }
 
-    /// Revokes every grant, as a Logto admin revoking the user's sessions would.
     /// Suspends the user `sub` as a Logto admin does: every refresh token of theirs is deleted (nothing else ends,
     /// and no back-channel logout is sent); returns how many.
     pub fn suspend(&self, sub: &str) -> u64 {
@@ -243,6 +242,22 @@ impl Idp {
             .unwrap_or(0)
     }
 
+    /// Deletes the user `sub` as Logto's Management API does: the account goes, its tokens and grants stay (a
+    /// refresh is then refused, an introspection still answers active), and no back-channel logout is sent; returns
+    /// how many accounts went.
+    pub fn delete_user(&self, sub: &str) -> u64 {
+        self.post("/__test/delete-user", json!({ "sub": sub }))["deleted"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Replaces the claims named in `claims` of the user `sub`, as an admin editing the user in Logto (a role taken
+    /// away): tokens and userinfo carry them from then on.
+    pub fn update_account(&self, sub: &str, claims: Value) {
+        self.post("/__test/update-account", json!({ "sub": sub, "claims": claims }));
+    }
+
+    /// Revokes every grant, as a Logto admin revoking the user's sessions would.
     pub fn revoke_grants(&self) -> u64 {
         self.post("/__test/revoke-grants", json!({}))["revoked"]
             .as_u64()

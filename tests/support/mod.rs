@@ -304,13 +304,15 @@ pub fn have_redis() -> bool {
 pub async fn replicas_on_redis(
     session: impl FnOnce(&str) -> String,
 ) -> Option<(redis::Redis, Idp, Upstream, BinaryGate, BinaryGate)> {
-    replicas_on_redis_with(IdpOptions::default(), session).await
+    replicas_on_redis_with(IdpOptions::default(), session, "").await
 }
 
-/// [`replicas_on_redis`] with an IdP started with `options`.
+/// [`replicas_on_redis`] with an IdP started with `options`, and `extra` appended to the replicas' configuration
+/// (whole sections: rules).
 pub async fn replicas_on_redis_with(
     options: IdpOptions,
     session: impl FnOnce(&str) -> String,
+    extra: &str,
 ) -> Option<(redis::Redis, Idp, Upstream, BinaryGate, BinaryGate)> {
     if !have_redis() {
         return None;
@@ -318,7 +320,7 @@ pub async fn replicas_on_redis_with(
     let redis = redis::Redis::start().await;
     let idp = Idp::start(options);
     let upstream = Upstream::start().await;
-    let (one, two) = BinaryGate::two_replicas(&idp, &upstream, &session(&redis.url())).await;
+    let (one, two) = BinaryGate::two_replicas(&idp, &upstream, &session(&redis.url()), extra).await;
     Some((redis, idp, upstream, one, two))
 }
 
@@ -693,20 +695,20 @@ impl BinaryGate {
     }
 
     /// Two gate processes (replicas of one deployment) sharing one app registration, with `session` added to their
-    /// `[session]` section (a shared store, say).
-    pub async fn two_replicas(idp: &Idp, upstream: &Upstream, session: &str) -> (BinaryGate, BinaryGate) {
+    /// `[session]` section (a shared store, say) and `extra` appended to their configuration.
+    pub async fn two_replicas(idp: &Idp, upstream: &Upstream, session: &str, extra: &str) -> (BinaryGate, BinaryGate) {
         let section = format!("[session]\n{session}\n");
         let edit = move |t: String| t.replacen("[session]\n", &section, 1);
         let one = BinaryGate::start(
             &idp.endpoint(),
             &upstream.url(),
-            "",
+            extra,
             edit.clone(),
             |public| idp.register_client(APP_ID, APP_SECRET, public),
             &[],
         )
         .await;
-        let two = BinaryGate::start(&idp.endpoint(), &upstream.url(), "", edit, |_| {}, &[]).await;
+        let two = BinaryGate::start(&idp.endpoint(), &upstream.url(), extra, edit, |_| {}, &[]).await;
         (one, two)
     }
 
