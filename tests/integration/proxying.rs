@@ -544,6 +544,14 @@ async fn redis_tunnel(options: IdpOptions, extra: &str) -> Option<RedisTunnel> {
     })
 }
 
+/// An IdP whose access tokens live 2 s: a session is past its refresh point a second after each refresh.
+fn short_tokens() -> IdpOptions {
+    IdpOptions {
+        access_token_ttl: Some(2),
+        ..Default::default()
+    }
+}
+
 /// How many refresh-token grants the IdP answered.
 fn refreshes(idp: &Idp) -> u64 {
     idp.stats()["grants"]["refresh_token"].as_u64().unwrap_or(0)
@@ -567,11 +575,7 @@ async fn refreshed(idp: &Idp, at_least: u64) {
 /// and the tunnel closes.
 #[tokio::test]
 async fn a_websocket_on_redis_closes_when_logto_suspends_its_user() {
-    let options = IdpOptions {
-        access_token_ttl: Some(2),
-        ..Default::default()
-    };
-    let Some(mut t) = redis_tunnel(options, "").await else {
+    let Some(mut t) = redis_tunnel(short_tokens(), "").await else {
         return;
     };
     echo(&mut t.ws, "refreshed and standing", std::time::Duration::from_secs(10)).await;
@@ -587,11 +591,7 @@ async fn a_websocket_on_redis_closes_when_logto_suspends_its_user() {
 /// ended is gone for the user's requests on every replica.
 #[tokio::test]
 async fn a_websocket_on_redis_closes_when_logto_deletes_its_user() {
-    let options = IdpOptions {
-        access_token_ttl: Some(2),
-        ..Default::default()
-    };
-    let Some(mut t) = redis_tunnel(options, "").await else {
+    let Some(mut t) = redis_tunnel(short_tokens(), "").await else {
         return;
     };
     echo(&mut t.ws, "refreshed and standing", std::time::Duration::from_secs(10)).await;
@@ -614,12 +614,8 @@ async fn a_websocket_on_redis_closes_when_logto_deletes_its_user() {
 /// meets the rule (another role taken away) leaves it open.
 #[tokio::test]
 async fn a_websocket_on_redis_closes_when_its_user_loses_the_role_its_route_requires() {
-    let options = IdpOptions {
-        access_token_ttl: Some(2),
-        ..Default::default()
-    };
     let rule = "[[rules]]\nprefix = \"/ws\"\nroles = [\"admin\"]\n";
-    let Some(mut t) = redis_tunnel(options, rule).await else {
+    let Some(mut t) = redis_tunnel(short_tokens(), rule).await else {
         return;
     };
     t.idp
