@@ -240,6 +240,16 @@ impl Gate {
             .read_attempt(req.headers(), state, now)
             .ok_or(ClientError::AttemptNotFound)?;
         if let Some(error) = get("error") {
+            // RFC 8707 §2: `invalid_target` refuses the resource indicators the authorization request named, which
+            // are the configuration's (Logto's organizations resource always exists): no sign-in again mends it.
+            if error == "invalid_target" && !self.config.logto.resources.is_empty() {
+                return Err(IdpError::Misconfigured(format!(
+                    "Logto refused the sign-in's API resources (invalid_target): each of logto.resources ({}) must \
+                     be the identifier of an API resource in the tenant (Logto Console, API resources)",
+                    self.config.logto.resources.join(", ")
+                ))
+                .into());
+            }
             return Err(ClientError::SignInDenied {
                 error: error.chars().take(64).collect(),
                 description: get("error_description").unwrap_or("").chars().take(300).collect(),

@@ -355,7 +355,16 @@ impl Oidc {
         sub: &str,
         now: u64,
     ) -> Result<(TokenSet, Map<String, Value>), RefreshError> {
-        self.audience_token(refresh_token, ("resource", resource), resource, sub, now)
+        // Logto answers `invalid_target` for an indicator no API resource of the tenant has: the configuration's
+        // mistake, which no retry mends.
+        let refused = |e: TokenEndpointError| match e {
+            TokenEndpointError::Refused { error, .. } if error == "invalid_target" => RefreshError::Denied(format!(
+                "Logto has no API resource {resource:?} (invalid_target), which logto.resources names: create it in \
+                 Logto Console, API resources, with exactly this identifier, or correct logto.resources"
+            )),
+            other => refresh_error(other),
+        };
+        self.audience_token(refresh_token, ("resource", resource), resource, sub, now, refused)
             .await
     }
 
@@ -371,12 +380,20 @@ impl Oidc {
         now: u64,
     ) -> Result<(TokenSet, Map<String, Value>), RefreshError> {
         let audience = format!("urn:logto:organization:{organization_id}");
-        self.audience_token(refresh_token, ("organization_id", organization_id), &audience, sub, now)
-            .await
+        self.audience_token(
+            refresh_token,
+            ("organization_id", organization_id),
+            &audience,
+            sub,
+            now,
+            refresh_error,
+        )
+        .await
     }
 
     /// The refresh grant with one extra parameter, for a JWT access token whose audience must be `audience` and
-    /// whose subject must be `sub`; signature, issuer and times are checked as for any token Logto signs.
+    /// whose subject must be `sub`; signature, issuer and times are checked as for any token Logto signs. A refusal
+    /// reads as `refused` says.
     async fn audience_token(
         &self,
         refresh_token: &str,
@@ -384,13 +401,14 @@ impl Oidc {
         audience: &str,
         sub: &str,
         now: u64,
+        refused: impl FnOnce(TokenEndpointError) -> RefreshError,
     ) -> Result<(TokenSet, Map<String, Value>), RefreshError> {
         let loaded = self
             .ensure_loaded()
             .await
             .map_err(|e| RefreshError::Unavailable(e.to_string()))?;
         let form = [("grant_type", "refresh_token"), ("refresh_token", refresh_token), extra];
-        let tokens = self.token_request(&loaded, &form).await.map_err(refresh_error)?;
+        let tokens = self.token_request(&loaded, &form).await.map_err(refused)?;
         let invalid =
             |e: String| RefreshError::Unavailable(format!("the access token for {audience} was refused: {e}"));
         let claims = self

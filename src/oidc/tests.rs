@@ -17,6 +17,14 @@ const JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-384","kid":"k1","alg":"ES384
 /// A Logto stand-in on a loopback port: discovery, a key set, and `introspection` as the introspection
 /// endpoint's answer (status, body); the requests it read go to the returned list.
 async fn fake_logto(introspection: Option<(u16, &'static str)>) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    fake_logto_with(introspection, (404, "")).await
+}
+
+/// [`fake_logto`] whose token endpoint answers `token` (status, body).
+async fn fake_logto_with(
+    introspection: Option<(u16, &'static str)>,
+    token: (u16, &'static str),
+) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
@@ -57,6 +65,7 @@ async fn fake_logto(introspection: Option<(u16, &'static str)>) -> (String, Arc<
                     (200, doc.to_string())
                 }
                 "/oidc/jwks" => (200, JWKS.to_owned()),
+                "/oidc/token" => (token.0, token.1.to_owned()),
                 "/oidc/token/introspection" => introspection.map_or((404, String::new()), |(s, b)| (s, b.to_owned())),
                 _ => (404, String::new()),
             };
@@ -134,4 +143,43 @@ async fn without_an_introspection_endpoint_nobody_is_asked() {
         Err(IntrospectionError::Unsupported)
     ));
     assert!(seen.lock().unwrap().iter().all(|r| !r.contains("introspection")));
+}
+
+/// RFC 8707 §2: Logto answers `invalid_target` for a resource indicator no API resource of the tenant has. For
+/// `logto.resources` that is the configuration's mistake, named with the resource and the key (a denial, not an
+/// outage to retry); for an organization token it stays an unexpected answer. `invalid_grant` ends the grant for
+/// both.
+#[tokio::test]
+async fn invalid_target_names_the_resource_and_the_key() {
+    const TARGET: &str = r#"{"error":"invalid_target","error_description":"resource indicator is missing, or unknown","code":"oidc.invalid_target"}"#;
+    let (endpoint, seen) = fake_logto_with(None, (400, TARGET)).await;
+    let oidc = oidc_at(&endpoint).await;
+    match oidc.resource_token("rt", "https://api.example.com", "u1", 0).await {
+        Err(RefreshError::Denied(why)) => {
+            assert!(
+                why.contains("\"https://api.example.com\"") && why.contains("logto.resources"),
+                "{why}"
+            )
+        }
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("a token for an unknown resource"),
+    }
+    let asked = seen.lock().unwrap().last().cloned().unwrap_or_default();
+    assert!(asked.starts_with("POST /oidc/token "), "{asked}");
+    assert!(asked.ends_with("&resource=https%3A%2F%2Fapi.example.com"), "{asked}");
+    assert!(matches!(
+        oidc.organization_token("rt", "org_acme", "u1", 0).await,
+        Err(RefreshError::Unavailable(_))
+    ));
+
+    let (endpoint, _) = fake_logto_with(None, (400, r#"{"error":"invalid_grant"}"#)).await;
+    let oidc = oidc_at(&endpoint).await;
+    assert!(matches!(
+        oidc.resource_token("rt", "https://api.example.com", "u1", 0).await,
+        Err(RefreshError::Revoked(_))
+    ));
+    assert!(matches!(
+        oidc.organization_token("rt", "org_acme", "u1", 0).await,
+        Err(RefreshError::Revoked(_))
+    ));
 }

@@ -136,6 +136,28 @@ async fn a_default_api_resource_is_named_as_the_cause_when_userinfo_refuses() {
     assert_eq!(s.upstream.count(), 0);
 }
 
+/// A `logto.resources` entry the tenant has no API resource for: Logto's authorization endpoint sends the browser
+/// back with `invalid_target` (RFC 8707). The sign-in is refused with a page naming the resource and the key as the
+/// cause (502), not as a sign-in the person may simply try again.
+#[tokio::test]
+async fn an_api_resource_logto_does_not_know_is_named_on_the_error_page() {
+    let unknown = "https://unknown-api.example.com";
+    let logto = format!("resources = [\"{unknown}\"]\nscopes = [\"email\", \"roles\"]");
+    let s = Stack::edited(with_resource(None), &logto, "", |t| t).await;
+    let (hops, resp) = s.browser().navigate(&format!("{}/", s.gate.url())).await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{hops:#?}");
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("invalid_target"), "{page}");
+    assert!(page.contains(unknown) && page.contains("logto.resources"), "{page}");
+    assert_eq!(s.idp.last_authorization_request()["resources"][0], unknown);
+    assert_eq!(
+        s.idp.stats()["token_requests"],
+        json!([]),
+        "Logto refused at its authorization endpoint"
+    );
+    assert_eq!(s.upstream.count(), 0);
+}
+
 /// Logto issues a refresh token without `prompt=consent` when the app's "Always issue Refresh Token" setting is on.
 /// A gate configured with an API resource and a prompt without consent then works; with the setting off, the
 /// sign-in stops at the callback on a page naming both ways out (the start only warns: the gate cannot see the
