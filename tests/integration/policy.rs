@@ -377,3 +377,34 @@ async fn a_rule_for_get_covers_head() {
         "other methods are the rule's business only when named"
     );
 }
+
+/// An admin taking a role away in Logto reaches the gate at the session's next refresh: Logto's refreshed ID token
+/// carries the roles as they are now, and the session (here the cookie) keeps those. Until then the session's
+/// claims are those of the sign-in; from then on the role's paths are refused, the rest stays open.
+#[tokio::test]
+async fn a_role_taken_away_in_logto_is_refused_from_the_next_refresh_on() {
+    let short = IdpOptions {
+        access_token_ttl: Some(2),
+        ..Default::default()
+    };
+    let s = Stack::edited(short, "", RULES, |t| t).await;
+    let alice = s.browser();
+    alice.sign_in(&s.gate, "/").await;
+    let admin = format!("{}/admin/users", s.gate.url());
+    assert_eq!(alice.get(&admin).await.status(), StatusCode::OK);
+    s.idp.update_account("u_alice0001", serde_json::json!({ "roles": ["editor"] }));
+    let refreshes = || s.idp.stats()["grants"]["refresh_token"].as_u64().unwrap_or(0);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = alice.get(&admin).await.status();
+        if status == StatusCode::FORBIDDEN {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK, "until the refresh the sign-in's roles hold");
+        assert!(tokio::time::Instant::now() < deadline, "still admitted after 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(refreshes() >= 1, "the refresh brought the new roles");
+    let resp = alice.get(format!("{}/anything-else", s.gate.url())).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}
