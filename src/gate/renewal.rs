@@ -142,11 +142,12 @@ impl Gate {
         }
     }
 
-    /// Writes a session refreshed under the Redis lock back for the other replicas. One that was ended while Logto
-    /// answered (signed out, or logged out over the back channel: Logto keeps the grant through end-session, so the
-    /// refresh succeeded) stays ended.
+    /// Writes a session refreshed under the Redis lock back for the other replicas, as last seen when it was read (a
+    /// refresh is not the person's activity; a request that asked for it records its own). One that was ended while
+    /// Logto answered (signed out, or logged out over the back channel: Logto keeps the grant through end-session,
+    /// so the refresh succeeded) stays ended.
     async fn store_refreshed(&self, current: &Current, refreshed: Session, now: u64) -> refresh::Outcome {
-        match self.sessions.save(Some(current), refreshed.clone(), now).await {
+        match self.sessions.save_refreshed(current, refreshed.clone(), now).await {
             Ok(_) => refresh::Outcome::Refreshed(refreshed),
             Err(SaveError::Gone) => {
                 tracing::info!(

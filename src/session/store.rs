@@ -272,8 +272,9 @@ impl Sessions {
         }))
     }
 
-    /// Stores `session` (new, or replacing `current`) and returns the `Set-Cookie` headers to send. With the Redis
-    /// store, replacing a session that is gone fails with [`SaveError::Gone`] and writes nothing.
+    /// Stores `session` (new, or replacing `current`), seen at `now` (a request of the person's), and returns the
+    /// `Set-Cookie` headers to send. With the Redis store, replacing a session that is gone fails with
+    /// [`SaveError::Gone`] and writes nothing.
     pub async fn save(
         &self,
         current: Option<&Current>,
@@ -281,6 +282,27 @@ impl Sessions {
         now: u64,
     ) -> Result<Vec<HeaderValue>, SaveError> {
         session.seen = now;
+        self.store(current, session, now).await
+    }
+
+    /// Stores `session`, refreshed at `now` for `current` without a request of the person's (under the Redis lock,
+    /// for a request that then saves it as seen itself, or for a WebSocket tunnel's watch): its `seen` is kept, so a
+    /// refresh never counts as activity for `session.idle_timeout`.
+    pub async fn save_refreshed(
+        &self,
+        current: &Current,
+        session: Session,
+        now: u64,
+    ) -> Result<Vec<HeaderValue>, SaveError> {
+        self.store(Some(current), session, now).await
+    }
+
+    async fn store(
+        &self,
+        current: Option<&Current>,
+        session: Session,
+        now: u64,
+    ) -> Result<Vec<HeaderValue>, SaveError> {
         let max_age = session.exp.saturating_sub(now);
         let names_sent = current.map(|c| &c.names_sent[..]).unwrap_or(&[]);
         match (self.kind, &self.redis) {
@@ -290,8 +312,11 @@ impl Sessions {
                     Some(id) => id.clone(),
                     None => self.new_id().map_err(SaveError::Internal)?,
                 };
+                // Kept until it would be idle too long (never less than a second: Redis refuses an expiry of 0).
                 let ttl = match self.idle_timeout {
-                    Some(idle) => max_age.min(idle),
+                    Some(idle) => max_age
+                        .min(idle.saturating_sub(now.saturating_sub(session.seen)))
+                        .max(1),
                     None => max_age,
                 };
                 let json = serde_json::to_string(&session).map_err(|e| SaveError::Internal(e.to_string()))?;

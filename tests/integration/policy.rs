@@ -383,16 +383,13 @@ async fn a_rule_for_get_covers_head() {
 /// claims are those of the sign-in; from then on the role's paths are refused, the rest stays open.
 #[tokio::test]
 async fn a_role_taken_away_in_logto_is_refused_from_the_next_refresh_on() {
-    let short = IdpOptions {
-        access_token_ttl: Some(2),
-        ..Default::default()
-    };
-    let s = Stack::edited(short, "", RULES, |t| t).await;
+    let s = Stack::edited(two_second_tokens(), "", RULES, |t| t).await;
     let alice = s.browser();
     alice.sign_in(&s.gate, "/").await;
     let admin = format!("{}/admin/users", s.gate.url());
     assert_eq!(alice.get(&admin).await.status(), StatusCode::OK);
-    s.idp.update_account("u_alice0001", serde_json::json!({ "roles": ["editor"] }));
+    s.idp
+        .update_account("u_alice0001", serde_json::json!({ "roles": ["editor"] }));
     let refreshes = || s.idp.stats()["grants"]["refresh_token"].as_u64().unwrap_or(0);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {

@@ -474,10 +474,7 @@ async fn introspected(idp: &Idp, at_least: usize) {
 #[tokio::test]
 async fn a_websocket_closes_when_logto_suspends_its_user() {
     let s = Stack::edited(
-        IdpOptions {
-            access_token_ttl: Some(2),
-            ..Default::default()
-        },
+        two_second_tokens(),
         "",
         "",
         in_session("tunnel_check_interval = \"1s\"\ntunnel_grant_check_interval = \"1s\""),
@@ -544,14 +541,6 @@ async fn redis_tunnel(options: IdpOptions, extra: &str) -> Option<RedisTunnel> {
     })
 }
 
-/// An IdP whose access tokens live 2 s: a session is past its refresh point a second after each refresh.
-fn short_tokens() -> IdpOptions {
-    IdpOptions {
-        access_token_ttl: Some(2),
-        ..Default::default()
-    }
-}
-
 /// How many refresh-token grants the IdP answered.
 fn refreshes(idp: &Idp) -> u64 {
     idp.stats()["grants"]["refresh_token"].as_u64().unwrap_or(0)
@@ -575,7 +564,7 @@ async fn refreshed(idp: &Idp, at_least: u64) {
 /// and the tunnel closes.
 #[tokio::test]
 async fn a_websocket_on_redis_closes_when_logto_suspends_its_user() {
-    let Some(mut t) = redis_tunnel(short_tokens(), "").await else {
+    let Some(mut t) = redis_tunnel(two_second_tokens(), "").await else {
         return;
     };
     echo(&mut t.ws, "refreshed and standing", std::time::Duration::from_secs(10)).await;
@@ -591,7 +580,7 @@ async fn a_websocket_on_redis_closes_when_logto_suspends_its_user() {
 /// ended is gone for the user's requests on every replica.
 #[tokio::test]
 async fn a_websocket_on_redis_closes_when_logto_deletes_its_user() {
-    let Some(mut t) = redis_tunnel(short_tokens(), "").await else {
+    let Some(mut t) = redis_tunnel(two_second_tokens(), "").await else {
         return;
     };
     echo(&mut t.ws, "refreshed and standing", std::time::Duration::from_secs(10)).await;
@@ -615,7 +604,7 @@ async fn a_websocket_on_redis_closes_when_logto_deletes_its_user() {
 #[tokio::test]
 async fn a_websocket_on_redis_closes_when_its_user_loses_the_role_its_route_requires() {
     let rule = "[[rules]]\nprefix = \"/ws\"\nroles = [\"admin\"]\n";
-    let Some(mut t) = redis_tunnel(short_tokens(), rule).await else {
+    let Some(mut t) = redis_tunnel(two_second_tokens(), rule).await else {
         return;
     };
     t.idp
@@ -632,6 +621,48 @@ async fn a_websocket_on_redis_closes_when_its_user_loses_the_role_its_route_requ
     assert_eq!(status, 403, "a new tunnel is refused as well");
 }
 
+/// `session.idle_timeout` counts requests only: a tunnel's watch refreshing the Redis session keeps its last request
+/// as it was, so a session without requests ends when it has been idle that long (Redis lets it expire then), and
+/// its tunnel with it, however often the watch refreshed it meanwhile.
+#[tokio::test]
+async fn a_tunnels_refreshes_do_not_keep_an_idle_redis_session_alive() {
+    let Some((_redis, idp, _upstream, one, two)) = replicas_on_redis_with(
+        two_second_tokens(),
+        |url| {
+            format!(
+                "store = \"redis\"\nredis_url = \"{url}\"\nredis_key_prefix = \"t:\"\ntunnel_check_interval = \"1s\"\n\
+                 idle_timeout = \"4s\""
+            )
+        },
+        "",
+    )
+    .await
+    else {
+        return;
+    };
+    let browser = Browser::new(&idp);
+    browser.sign_in(&one, "/").await;
+    let cookie = browser.cookie(&one.url(), "logto_gate").expect("session cookie");
+    let (mut ws, _) = open_tunnel(two.port, &cookie).await;
+    let idle_since = std::time::Instant::now();
+    refreshed(&idp, 2).await;
+    echo(&mut ws, "refreshed, not idle yet", std::time::Duration::from_secs(10)).await;
+    closed_by_the_gate(&mut ws, std::time::Duration::from_secs(10)).await;
+    assert!(
+        idle_since.elapsed() >= std::time::Duration::from_secs(3),
+        "closed after {:?}, before the session was idle",
+        idle_since.elapsed()
+    );
+    let r = reqwest::Client::new()
+        .get(format!("{}/api", one.url()))
+        .header("cookie", format!("logto_gate={cookie}"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "idle too long");
+}
+
 /// Logto rotates a refresh token on every refresh here (as past 70 % of its life). With Redis the tunnel's watch
 /// and the user's requests refresh the one stored session, once per refresh point across replicas, so the token
 /// chain stays whole: the tunnel stays open and the requests go on. With the cookie store the tunnel only knows the
@@ -641,9 +672,8 @@ async fn a_websocket_on_redis_closes_when_its_user_loses_the_role_its_route_requ
 #[tokio::test]
 async fn a_refresh_token_rotated_by_a_request_closes_a_tunnel_only_in_the_cookie_store() {
     let aged = IdpOptions {
-        access_token_ttl: Some(2),
         refresh_tokens_aged: true,
-        ..Default::default()
+        ..two_second_tokens()
     };
     if let Some(mut t) = redis_tunnel(aged.clone(), "").await {
         for round in 0..3 {
@@ -713,19 +743,11 @@ async fn a_websocket_stays_open_while_logto_cannot_answer_its_grant_check() {
         idp,
         upstream: _upstream,
         gate,
-    } = Stack::edited(
-        IdpOptions {
-            access_token_ttl: Some(2),
-            ..Default::default()
-        },
-        "",
-        "",
-        |t| {
-            in_server(line)(in_session(
-                "tunnel_check_interval = \"1s\"\ntunnel_grant_check_interval = \"1s\"",
-            )(t))
-        },
-    )
+    } = Stack::edited(two_second_tokens(), "", "", |t| {
+        in_server(line)(in_session(
+            "tunnel_check_interval = \"1s\"\ntunnel_grant_check_interval = \"1s\"",
+        )(t))
+    })
     .await;
     let b = Browser::new(&idp);
     b.sign_in(&gate, "/").await;

@@ -324,6 +324,14 @@ pub async fn replicas_on_redis_with(
     Some((redis, idp, upstream, one, two))
 }
 
+/// An IdP whose access tokens live 2 s: a session is past its refresh point a second after each refresh.
+pub fn two_second_tokens() -> IdpOptions {
+    IdpOptions {
+        access_token_ttl: Some(2),
+        ..Default::default()
+    }
+}
+
 /// A TOML edit that adds `line` to the `[session]` section of the test template.
 pub fn in_session(line: &'static str) -> impl FnOnce(String) -> String {
     move |t| t.replacen("[session]\n", &format!("[session]\n{line}\n"), 1)
