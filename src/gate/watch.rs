@@ -20,8 +20,8 @@ const GRANT_CHECK_RETRY: Duration = Duration::from_secs(60);
 
 /// Completes once the session `current` (found on the request that opened a tunnel) no longer stands, asked every
 /// `session.tunnel_check_interval`:
-/// - signed out, logged out by Logto's back channel, or past its lifetime
-///   ([`crate::session::store::Sessions::standing`]);
+/// - signed out, logged out by Logto's back channel, past its lifetime, or with Redis idle for
+///   `session.idle_timeout` ([`crate::session::store::Sessions::standing`]);
 /// - or its grant is gone at Logto: an admin suspended or deleted the user, or revoked the grant, none of which
 ///   Logto announces over the back channel. A request learns it when its session's refresh is refused; a tunnel
 ///   makes no requests, so once the session is past its refresh point the watch asks Logto itself:

@@ -31,7 +31,7 @@ pub enum Access {
     Deny,
     /// A signed-in identity meeting the requirements (empty requirements: any signed-in user). Shared, so that a
     /// WebSocket tunnel can hold the requirements it was admitted under and check them again as its session's claims
-    /// change ([`crate::gate`]'s watch).
+    /// change (the gate's tunnel watch, `src/gate/watch.rs`).
     Require(Arc<Requirements>),
 }
 

@@ -381,9 +381,10 @@ impl Sessions {
 
     /// `current`, found on a request long ago, as it stands now (for a WebSocket tunnel it opened), or `None` once
     /// it ended: past its lifetime, signed out or logged out (the revocation list), or with the Redis store no
-    /// longer stored (sign-out and back-channel logout delete it, on any replica). With Redis the answer is the
-    /// stored session, with any other replica's refresh. Inactivity is not asked: a tunnel's own traffic is the
-    /// person's activity, which no request records.
+    /// longer stored (sign-out and back-channel logout delete it, on any replica; Redis lets it expire once idle
+    /// for `session.idle_timeout`). With Redis the answer is the stored session, with any other replica's refresh.
+    /// Inactivity is not asked of a cookie session: its cookie here is the one the tunnel was opened with, and the
+    /// person's later requests are recorded only in the browser's.
     pub async fn standing(&self, current: &Current, now: u64) -> Result<Option<Arc<Session>>, StoreError> {
         let session = match (self.kind, &current.id) {
             (StoreKind::Redis, Some(id)) => match self.reload(id).await? {
