@@ -541,6 +541,18 @@ async fn redis_tunnel(options: IdpOptions, extra: &str) -> Option<RedisTunnel> {
     })
 }
 
+/// The status of an API client's request (JSON, no redirect) to `gate` with the session `cookie` alone.
+async fn api_status(gate: &BinaryGate, cookie: &str) -> StatusCode {
+    reqwest::Client::new()
+        .get(format!("{}/api", gate.url()))
+        .header("cookie", format!("logto_gate={cookie}"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 /// How many refresh-token grants the IdP answered.
 fn refreshes(idp: &Idp) -> u64 {
     idp.stats()["grants"]["refresh_token"].as_u64().unwrap_or(0)
@@ -587,14 +599,11 @@ async fn a_websocket_on_redis_closes_when_logto_deletes_its_user() {
     let cookie = t.browser.cookie(&t.one.url(), "logto_gate").expect("session cookie");
     assert_eq!(t.idp.delete_user("u_alice0001"), 1);
     closed_by_the_gate(&mut t.ws, std::time::Duration::from_secs(10)).await;
-    let r = reqwest::Client::new()
-        .get(format!("{}/whoami", t.one.url()))
-        .header("cookie", format!("logto_gate={cookie}"))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "the ended session is gone");
+    assert_eq!(
+        api_status(&t.one, &cookie).await,
+        StatusCode::UNAUTHORIZED,
+        "the ended session is gone"
+    );
 }
 
 /// With Redis a tunnel is held to the rule that admitted it as its session's claims change: Logto's refreshed ID
@@ -653,14 +662,11 @@ async fn a_tunnels_refreshes_do_not_keep_an_idle_redis_session_alive() {
         "closed after {:?}, before the session was idle",
         idle_since.elapsed()
     );
-    let r = reqwest::Client::new()
-        .get(format!("{}/api", one.url()))
-        .header("cookie", format!("logto_gate={cookie}"))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "idle too long");
+    assert_eq!(
+        api_status(&one, &cookie).await,
+        StatusCode::UNAUTHORIZED,
+        "idle too long"
+    );
 }
 
 /// Logto rotates a refresh token on every refresh here (as past 70 % of its life). With Redis the tunnel's watch
