@@ -53,6 +53,18 @@ impl Throttled {
     }
 }
 
+/// A [`Throttled`] warning shared by many tasks (every WebSocket tunnel's watch): one line per [`WARN_EVERY`] for
+/// all of them, with how many times it happened.
+#[derive(Default)]
+pub(crate) struct SharedThrottled(std::sync::Mutex<Throttled>);
+
+impl SharedThrottled {
+    /// As [`Throttled::due`].
+    pub(crate) fn due(&self) -> Option<u64> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).due()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +78,18 @@ mod tests {
         warning.last = warning.last.and_then(|last| last.checked_sub(WARN_EVERY));
         assert_eq!(warning.due(), Some(3), "the two not logged and this one");
         assert_eq!(warning.due(), None);
+    }
+
+    #[test]
+    fn a_shared_warning_is_due_once_for_all_its_tasks() {
+        let warning = std::sync::Arc::new(SharedThrottled::default());
+        let due: Vec<Option<u64>> = (0..4)
+            .map(|_| {
+                let w = std::sync::Arc::clone(&warning);
+                std::thread::spawn(move || w.due()).join().unwrap_or(None)
+            })
+            .collect();
+        assert_eq!(due.iter().flatten().count(), 1, "{due:?}");
+        assert_eq!(due[0], Some(1));
     }
 }

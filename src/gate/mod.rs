@@ -147,6 +147,8 @@ pub struct Gate {
     /// The gate itself, for the watch of each WebSocket tunnel a session opened ([`watch::until_ended`]): it outlives
     /// the request that opened the tunnel, and refreshes the session as a request would.
     me: std::sync::Weak<Gate>,
+    /// The tunnel watches' warnings, throttled for all of them together.
+    watch_warnings: watch::Warnings,
     /// `Authorization` for the app in Logto Protected App mode (`upstream.protected_app`).
     protected_basic: Option<HeaderValue>,
     config: Config,
@@ -265,6 +267,7 @@ impl Gate {
         };
         Ok(Arc::new_cyclic(|me| Gate {
             me: me.clone(),
+            watch_warnings: watch::Warnings::default(),
             protected_basic,
             identity_inline,
             forwarded_host,

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crate::logging::SharedThrottled;
 use crate::metrics::GrantCheckResult;
 use crate::oidc::IntrospectionError;
 use crate::policy::{Requirements, Subject};
@@ -64,6 +65,14 @@ pub(super) async fn until_ended(gate: Weak<Gate>, current: Current, admitted: Ve
     }
 }
 
+/// The warnings of all tunnels' watches: an outage of Redis or Logto fails every tunnel's check, and ten thousand
+/// tunnels would otherwise log ten thousand lines per check interval.
+#[derive(Default)]
+pub(super) struct Warnings {
+    standing: SharedThrottled,
+    grant: SharedThrottled,
+}
+
 /// What a tunnel's watch keeps between checks.
 struct Watch {
     current: Current,
@@ -82,10 +91,14 @@ impl Watch {
             Ok(Some(standing)) => standing,
             Ok(None) => return true,
             Err(e) => {
-                tracing::warn!(
-                    error = %e,
-                    "could not check whether a WebSocket tunnel's session still stands; it stays open"
-                );
+                if let Some(times) = gate.watch_warnings.standing.due() {
+                    tracing::warn!(
+                        error = %e,
+                        failed_checks = times,
+                        "could not check whether WebSocket tunnels' sessions still stand (failed_checks: since the \
+                         last such line, for all tunnels); they stay open"
+                    );
+                }
                 return false;
             }
         };
@@ -182,10 +195,14 @@ impl Watch {
                 false
             }
             Err(IntrospectionError::Failed(e)) => {
-                tracing::warn!(
-                    error = %e,
-                    "could not ask Logto whether a WebSocket tunnel's grant still stands; it stays open"
-                );
+                if let Some(times) = gate.watch_warnings.grant.due() {
+                    tracing::warn!(
+                        error = %e,
+                        failed_checks = times,
+                        "could not ask Logto whether WebSocket tunnels' grants still stand (failed_checks: since the \
+                         last such line, for all tunnels); they stay open"
+                    );
+                }
                 self.unanswered(gate, now);
                 false
             }

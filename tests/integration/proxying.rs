@@ -766,6 +766,40 @@ async fn a_websocket_stays_open_while_logto_cannot_answer_its_grant_check() {
     assert_eq!(grant_checks(metrics_port, "ended", 0.0).await, 0.0);
 }
 
+/// Redis going away fails every tunnel's check at once. The tunnels stay open, and the gate says so in one warning
+/// line per 10 s for all of them (with how many checks failed), not one per tunnel per check: ten thousand tunnels
+/// would otherwise write ten thousand lines every `session.tunnel_check_interval`.
+#[tokio::test]
+async fn a_redis_outage_keeps_tunnels_open_with_one_warning_for_all() {
+    let Some((mut redis, idp, _upstream, one, mut two)) = replicas_on_redis(|url| {
+        format!("store = \"redis\"\nredis_url = \"{url}\"\nredis_key_prefix = \"t:\"\ntunnel_check_interval = \"1s\"")
+    })
+    .await
+    else {
+        return;
+    };
+    let b = Browser::new(&idp);
+    b.sign_in(&one, "/").await;
+    let cookie = b.cookie(&one.url(), "logto_gate").expect("session cookie");
+    let mut tunnels = Vec::new();
+    for _ in 0..6 {
+        tunnels.push(open_tunnel(two.port, &cookie).await.0);
+    }
+    redis.stop().await;
+    // Three check intervals: some eighteen failed checks, well within one warning period.
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    for ws in &mut tunnels {
+        echo(ws, "still open", std::time::Duration::from_secs(10)).await;
+    }
+    let log = two.stop_and_read_log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("could not check whether") && l.contains("still stand"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains("failed_checks=1"), "{}", warnings[0]);
+}
+
 /// A WebSocket tunnel an API client opened with a Logto access token lives no longer than the token: it closes once
 /// the token expires (its `exp` plus `logto.clock_leeway`), while a tunnel whose token is still valid goes on. A
 /// JWT cannot be revoked, so without this a token stolen or meant to last minutes kept a stream open for good.
