@@ -147,13 +147,16 @@ pub struct Gate {
     /// The gate itself, for the watch of each WebSocket tunnel a session opened ([`watch::until_ended`]): it outlives
     /// the request that opened the tunnel, and refreshes the session as a request would.
     me: std::sync::Weak<Gate>,
-    /// The tunnel watches' warnings, throttled for all of them together.
-    watch_warnings: watch::Warnings,
+    /// The tunnel watches' warnings, throttled for all of them together (boxed: in an outage every tunnel's check
+    /// takes their lock, away from the lines the workers read the configuration from).
+    watch_warnings: Box<watch::Warnings>,
     /// `Authorization` for the app in Logto Protected App mode (`upstream.protected_app`).
     protected_basic: Option<HeaderValue>,
     config: Config,
     oidc: Arc<Oidc>,
-    sessions: Sessions,
+    /// In an allocation of its own: with revocations in memory every request takes its lock, whose cache line
+    /// must not be one the workers read the configuration from.
+    sessions: Arc<Sessions>,
     refresher: Refresher,
     /// The upstreams' forwarders, one per `config.routes` entry.
     forwarders: Vec<Forwarder>,
@@ -190,7 +193,7 @@ impl Gate {
             config.logto.clone(),
             config.server.public_url.callback_url(),
         )?);
-        let sessions = Sessions::new(&config.session, config.server.workers)?;
+        let sessions = Arc::new(Sessions::new(&config.session, config.server.workers)?);
         let metrics = Arc::new(Metrics::new(config.server.workers));
         // One forwarder (and connection pools) per upstream route, in the order of `config.routes`.
         let forwarders = config
@@ -267,7 +270,7 @@ impl Gate {
         };
         Ok(Arc::new_cyclic(|me| Gate {
             me: me.clone(),
-            watch_warnings: watch::Warnings::default(),
+            watch_warnings: Box::default(),
             protected_basic,
             identity_inline,
             forwarded_host,
