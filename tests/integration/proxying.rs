@@ -766,32 +766,57 @@ async fn a_websocket_stays_open_while_logto_cannot_answer_its_grant_check() {
     assert_eq!(grant_checks(metrics_port, "ended", 0.0).await, 0.0);
 }
 
+/// Two replicas on Redis whose tunnels check their session every second, and a browser signed in on the first.
+struct SignedInOnReplicas {
+    redis: crate::support::redis::Redis,
+    _idp: Idp,
+    _upstream: Upstream,
+    one: BinaryGate,
+    two: BinaryGate,
+    _browser: Browser,
+    /// The session cookie's value.
+    cookie: String,
+}
+
+/// A [`SignedInOnReplicas`]; `None` without redis-server.
+async fn signed_in_on_replicas() -> Option<SignedInOnReplicas> {
+    let (redis, idp, upstream, one, two) = replicas_on_redis(|url| {
+        format!("store = \"redis\"\nredis_url = \"{url}\"\nredis_key_prefix = \"t:\"\ntunnel_check_interval = \"1s\"")
+    })
+    .await?;
+    let b = Browser::new(&idp);
+    b.sign_in(&one, "/").await;
+    let cookie = b.cookie(&one.url(), "logto_gate").expect("session cookie");
+    Some(SignedInOnReplicas {
+        redis,
+        _idp: idp,
+        _upstream: upstream,
+        one,
+        two,
+        _browser: b,
+        cookie,
+    })
+}
+
 /// Redis going away fails every tunnel's check at once. The tunnels stay open, and the gate says so in one warning
 /// line per 10 s for all of them (with how many checks failed), not one per tunnel per check: ten thousand tunnels
 /// would otherwise write ten thousand lines every `session.tunnel_check_interval`.
 #[tokio::test]
 async fn a_redis_outage_keeps_tunnels_open_with_one_warning_for_all() {
-    let Some((mut redis, idp, _upstream, one, mut two)) = replicas_on_redis(|url| {
-        format!("store = \"redis\"\nredis_url = \"{url}\"\nredis_key_prefix = \"t:\"\ntunnel_check_interval = \"1s\"")
-    })
-    .await
-    else {
+    let Some(mut r) = signed_in_on_replicas().await else {
         return;
     };
-    let b = Browser::new(&idp);
-    b.sign_in(&one, "/").await;
-    let cookie = b.cookie(&one.url(), "logto_gate").expect("session cookie");
     let mut tunnels = Vec::new();
     for _ in 0..6 {
-        tunnels.push(open_tunnel(two.port, &cookie).await.0);
+        tunnels.push(open_tunnel(r.two.port, &r.cookie).await.0);
     }
-    redis.stop().await;
+    r.redis.stop().await;
     // Three check intervals: some eighteen failed checks, well within one warning period.
     tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
     for ws in &mut tunnels {
         echo(ws, "still open", std::time::Duration::from_secs(10)).await;
     }
-    let log = two.stop_and_read_log();
+    let log = r.two.stop_and_read_log();
     let warnings: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("WARN") && l.contains("could not check whether") && l.contains("still stand"))
@@ -838,21 +863,14 @@ async fn a_websocket_opened_with_a_bearer_token_closes_when_the_token_expires() 
 /// With sessions in Redis, a sign-out on one replica closes the session's tunnels on another.
 #[tokio::test]
 async fn a_websocket_closes_on_every_replica_when_its_redis_session_ends() {
-    let Some((_redis, idp, _upstream, one, two)) = replicas_on_redis(|url| {
-        format!("store = \"redis\"\nredis_url = \"{url}\"\nredis_key_prefix = \"t:\"\ntunnel_check_interval = \"1s\"")
-    })
-    .await
-    else {
+    let Some(r) = signed_in_on_replicas().await else {
         return;
     };
-    let b = Browser::new(&idp);
-    b.sign_in(&one, "/").await;
-    let cookie = b.cookie(&one.url(), "logto_gate").expect("session cookie");
-    let (mut ws, _) = open_tunnel(one.port, &cookie).await;
+    let (mut ws, _) = open_tunnel(r.one.port, &r.cookie).await;
     echo(&mut ws, "before", std::time::Duration::from_secs(10)).await;
     let out = plain()
-        .get(format!("{}/_logto/sign-out", two.url()))
-        .header("cookie", format!("logto_gate={cookie}"))
+        .get(format!("{}/_logto/sign-out", r.two.url()))
+        .header("cookie", format!("logto_gate={}", r.cookie))
         .send()
         .await
         .unwrap();
