@@ -123,18 +123,15 @@ impl Watch {
                 rewrite: false,
                 ..self.current.clone()
             };
-            let outcome = gate.refresh_due(&due, &rt, now).await;
-            gate.metrics.grant_check(match outcome {
-                Outcome::Refreshed(_) => GrantCheckResult::Standing,
-                Outcome::Ended => GrantCheckResult::Ended,
-                Outcome::Unavailable => GrantCheckResult::Failed,
-            });
-            match outcome {
+            match gate.refresh_due(&due, &rt, now).await {
                 Outcome::Refreshed(refreshed) => {
-                    self.answered();
+                    gate.metrics.grant_check(GrantCheckResult::Standing);
+                    // The refreshed session's own refresh point says when to ask next.
+                    self.answered(0);
                     session = Arc::new(refreshed);
                 }
                 Outcome::Ended => {
+                    gate.metrics.grant_check(GrantCheckResult::Ended);
                     tracing::info!(
                         sub = session.sub(),
                         "Logto refused the session's refresh (a suspended or deleted user, a revoked grant); its \
@@ -143,7 +140,10 @@ impl Watch {
                     return true;
                 }
                 // Logged by the refresh.
-                Outcome::Unavailable => self.unanswered(gate, now),
+                Outcome::Unavailable => {
+                    gate.metrics.grant_check(GrantCheckResult::Failed);
+                    self.unanswered(gate, now);
+                }
             }
         }
         let claims = Subject {
@@ -170,19 +170,14 @@ impl Watch {
         else {
             return false;
         };
-        let answer = Box::pin(gate.oidc.grant_stands(rt, session.sub())).await;
-        gate.metrics.grant_check(match answer {
-            Ok(true) => GrantCheckResult::Standing,
-            Ok(false) => GrantCheckResult::Ended,
-            Err(_) => GrantCheckResult::Failed,
-        });
-        match answer {
+        match Box::pin(gate.oidc.grant_stands(rt, session.sub())).await {
             Ok(true) => {
-                self.answered();
-                self.next_grant_check = now.saturating_add(gate.config.session.tunnel_grant_check_interval.as_secs());
+                gate.metrics.grant_check(GrantCheckResult::Standing);
+                self.answered(now.saturating_add(gate.config.session.tunnel_grant_check_interval.as_secs()));
                 false
             }
             Ok(false) => {
+                gate.metrics.grant_check(GrantCheckResult::Ended);
                 tracing::info!(
                     sub = session.sub(),
                     "Logto says the session's grant no longer stands (a suspended user or a revoked grant); its \
@@ -191,10 +186,12 @@ impl Watch {
                 true
             }
             Err(IntrospectionError::Unsupported) => {
+                gate.metrics.grant_check(GrantCheckResult::Failed);
                 self.next_grant_check = u64::MAX;
                 false
             }
             Err(IntrospectionError::Failed(e)) => {
+                gate.metrics.grant_check(GrantCheckResult::Failed);
                 if let Some(times) = gate.watch_warnings.grant.due() {
                     tracing::warn!(
                         error = %e,
@@ -214,10 +211,11 @@ impl Watch {
         now >= self.next_grant_check
     }
 
-    /// Logto answered: the next failure is retried after [`GRANT_CHECK_RETRY`] again.
-    fn answered(&mut self) {
+    /// Logto answered: it is asked again from `next_check` on, and the next failure is retried after
+    /// [`GRANT_CHECK_RETRY`] again.
+    fn answered(&mut self, next_check: u64) {
         self.failed_checks = 0;
-        self.next_grant_check = 0;
+        self.next_grant_check = next_check;
     }
 
     /// Logto could not answer at `now`: asked again after [`retry_after`].
