@@ -28,6 +28,7 @@ use crate::error::{ClientError, GateError, CLIENT_CLOSED_REQUEST};
 use crate::http1::framing::{Ambiguity, AmbiguousFraming};
 use crate::http1::hop;
 use crate::identity::{ClaimPath, ManagedHeaders};
+use crate::logging::SharedThrottled;
 use crate::metrics::Metrics;
 use crate::oidc::Oidc;
 use crate::pages::{self, Page};
@@ -142,14 +143,26 @@ fn is_frame_navigation(req: &Request<Body>) -> bool {
         .is_some_and(|dest| !dest.as_bytes().eq_ignore_ascii_case(b"document"))
 }
 
+/// The warnings an outage of Redis or Logto repeats for every tunnel or session (ten thousand lines per check or
+/// retry otherwise), each logged once per period for all of them with its count ([`SharedThrottled`]).
+#[derive(Default)]
+struct Warnings {
+    /// A tunnel's watch could not check whether its session stands (Redis).
+    tunnel_standing: SharedThrottled,
+    /// A tunnel's watch could not ask Logto about its grant.
+    tunnel_grant: SharedThrottled,
+    /// Logto did not refresh a session's tokens, which is served as it is meanwhile.
+    refresh: SharedThrottled,
+}
+
 /// The gate: configuration, Logto, cookies and the upstream client, shared by every connection.
 pub struct Gate {
     /// The gate itself, for the watch of each WebSocket tunnel a session opened ([`watch::until_ended`]): it outlives
     /// the request that opened the tunnel, and refreshes the session as a request would.
     me: std::sync::Weak<Gate>,
-    /// The tunnel watches' warnings, throttled for all of them together (boxed: in an outage every tunnel's check
-    /// takes their lock, away from the lines the workers read the configuration from).
-    watch_warnings: Box<watch::Warnings>,
+    /// The warnings an outage repeats for every session or tunnel, throttled for all of them together (boxed: in
+    /// an outage each of them takes their lock, away from the lines the workers read the configuration from).
+    warnings: Box<Warnings>,
     /// `Authorization` for the app in Logto Protected App mode (`upstream.protected_app`).
     protected_basic: Option<HeaderValue>,
     config: Config,
@@ -270,7 +283,7 @@ impl Gate {
         };
         Ok(Arc::new_cyclic(|me| Gate {
             me: me.clone(),
-            watch_warnings: Box::default(),
+            warnings: Box::default(),
             protected_basic,
             identity_inline,
             forwarded_host,

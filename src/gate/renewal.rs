@@ -176,7 +176,17 @@ impl Gate {
                 return refresh::Outcome::Ended;
             }
             Err(RefreshError::Unavailable(why) | RefreshError::Denied(why)) => {
-                tracing::warn!(sub = old.sub(), reason = %why, "token refresh failed; serving the current session");
+                // In a Logto outage every active session fails here, each again at its next retry.
+                match self.warnings.refresh.due() {
+                    Some(times) => tracing::warn!(
+                        sub = old.sub(),
+                        reason = %why,
+                        failed_refreshes = times,
+                        "token refresh failed; serving the current session (failed_refreshes: since the last such \
+                         line, for all sessions)"
+                    ),
+                    None => tracing::debug!(sub = old.sub(), reason = %why, "token refresh failed"),
+                }
                 return refresh::Outcome::Unavailable;
             }
         };

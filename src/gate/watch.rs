@@ -4,7 +4,6 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::logging::SharedThrottled;
 use crate::metrics::GrantCheckResult;
 use crate::oidc::IntrospectionError;
 use crate::policy::{Requirements, Subject};
@@ -65,14 +64,6 @@ pub(super) async fn until_ended(gate: Weak<Gate>, current: Current, admitted: Ve
     }
 }
 
-/// The warnings of all tunnels' watches: an outage of Redis or Logto fails every tunnel's check, and ten thousand
-/// tunnels would otherwise log ten thousand lines per check interval.
-#[derive(Default)]
-pub(super) struct Warnings {
-    standing: SharedThrottled,
-    grant: SharedThrottled,
-}
-
 /// What a tunnel's watch keeps between checks.
 struct Watch {
     current: Current,
@@ -91,7 +82,7 @@ impl Watch {
             Ok(Some(standing)) => standing,
             Ok(None) => return true,
             Err(e) => {
-                if let Some(times) = gate.watch_warnings.standing.due() {
+                if let Some(times) = gate.warnings.tunnel_standing.due() {
                     tracing::warn!(
                         error = %e,
                         failed_checks = times,
@@ -192,7 +183,7 @@ impl Watch {
             }
             Err(IntrospectionError::Failed(e)) => {
                 gate.metrics.grant_check(GrantCheckResult::Failed);
-                if let Some(times) = gate.watch_warnings.grant.due() {
+                if let Some(times) = gate.warnings.tunnel_grant.due() {
                     tracing::warn!(
                         error = %e,
                         failed_checks = times,

@@ -681,9 +681,10 @@ async fn log_lines_match_their_access_line_and_carry_no_colour_codes() {
 }
 
 /// A warning from deep in a request (here a token refresh that fails because Logto went away) carries the
-/// request's id, so it can be matched with the access line.
+/// request's id, so it can be matched with the access line. In the outage every session's refresh fails: the
+/// warning comes once for all of them, with how many failed, not once per session.
 #[tokio::test]
-async fn warnings_during_a_refresh_carry_the_request_id() {
+async fn a_refresh_warning_carries_the_request_id_and_comes_once_for_all_sessions() {
     let idp = Idp::start(IdpOptions {
         access_token_ttl: Some(4),
         ..Default::default()
@@ -698,19 +699,31 @@ async fn warnings_during_a_refresh_carry_the_request_id() {
         &[],
     )
     .await;
-    let b = Browser::new(&idp);
-    b.sign_in(&gate, "/").await;
-    drop(idp); // Logto goes away: the next refresh fails, and the session keeps working meanwhile.
+    let browsers = [Browser::new(&idp), Browser::new(&idp), Browser::new(&idp)];
+    for b in &browsers {
+        b.sign_in(&gate, "/").await;
+    }
+    drop(idp); // Logto goes away: the next refreshes fail, and the sessions keep working meanwhile.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let r = b.get(format!("{}/later", gate.url())).await;
-    assert_eq!(r.status(), StatusCode::OK);
-    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let mut ids = Vec::new();
+    for b in &browsers {
+        let r = b.get(format!("{}/later", gate.url())).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        ids.push(r.headers()["x-request-id"].to_str().unwrap().to_owned());
+    }
     let log = gate.stop_and_read_log();
-    let warning = log
+    let warnings: Vec<&str> = log
         .lines()
-        .find(|l| l.contains("WARN") && l.contains("token refresh failed"))
-        .unwrap_or_else(|| panic!("no refresh warning:\n{log}"));
-    assert!(warning.contains(&id), "the warning names request {id}: {warning}");
+        .filter(|l| l.contains("WARN") && l.contains("token refresh failed"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one line for the three sessions:\n{log}");
+    assert!(
+        warnings[0].contains(&ids[0]),
+        "the warning names request {}: {}",
+        ids[0],
+        warnings[0]
+    );
+    assert!(warnings[0].contains("failed_refreshes=1"), "{}", warnings[0]);
 }
 
 /// `session.revocation_file`: `check` reads it without writing it and says how many revocations are in force; a
