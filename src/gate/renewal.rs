@@ -21,6 +21,12 @@ const REFRESH_LOCK_TTL: Duration = Duration::from_secs(15);
 /// How long a replica waits for another replica's refresh of the same session.
 const REFRESH_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a request waits for its session's refresh before it is served with the session as it is. Logto is
+/// asked with a 10 s timeout per call, and a refresh may make four (tokens, userinfo, an API resource's and an
+/// organization's tokens): a Logto that accepts connections but does not answer would otherwise hold a signed-in
+/// request that long.
+const REFRESH_WAIT_IN_REQUEST: Duration = Duration::from_secs(5);
+
 /// What phase 2c did to a session.
 pub(super) enum Renewed {
     /// Nothing to write.
@@ -48,7 +54,18 @@ impl Gate {
                 Renewed::Kept(current)
             };
         };
-        match self.refresh_due(&current, &rt, now).await {
+        // A request waits for its session's refresh at most REFRESH_WAIT_IN_REQUEST; the refresh goes on, and a later
+        // request gets its outcome.
+        let outcome = tokio::time::timeout(REFRESH_WAIT_IN_REQUEST, self.refresh_due(&current, &rt, now))
+            .await
+            .unwrap_or_else(|_| {
+                tracing::debug!(
+                    sub = current.session.sub(),
+                    "Logto has not answered the token refresh yet; serving the current session meanwhile"
+                );
+                refresh::Outcome::Unavailable
+            });
+        match outcome {
             refresh::Outcome::Refreshed(session) => Renewed::Changed(Current {
                 session: std::sync::Arc::new(session),
                 ..current
@@ -71,24 +88,26 @@ impl Gate {
             Some(id) => format!("id:{id}:{due:?}"),
             None => refresh::key_for(&format!("{rt}\n{due:?}")),
         };
-        let work = || async {
-            // Boxed: a refresh is rare, and its future (Redis, Logto, userinfo, resource and organization tokens) is
-            // large and deep; inline, it would be laid out inside every request's and every tunnel watch's.
-            let outcome = Box::pin(self.refresh_session(current, rt, now)).await;
-            self.metrics.refresh(match outcome {
+        let Some(gate) = self.me.upgrade() else {
+            return refresh::Outcome::Unavailable;
+        };
+        let (current, rt) = (current.clone(), rt.to_owned());
+        // In a task of its own (see `Refresher::run`): it reaches its end whoever still waits for it.
+        let work = || async move {
+            let outcome = gate.refresh_session(&current, &rt, now).await;
+            gate.metrics.refresh(match outcome {
                 refresh::Outcome::Refreshed(_) => RefreshResult::Refreshed,
                 refresh::Outcome::Ended => RefreshResult::Ended,
                 refresh::Outcome::Unavailable => RefreshResult::Failed,
             });
+            if let refresh::Outcome::Ended = outcome {
+                if let Err(e) = gate.sessions.forget(&current).await {
+                    tracing::warn!(error = %e, "could not delete an ended session from Redis");
+                }
+            }
             outcome
         };
-        let outcome = self.refresher.run(&key, work).await;
-        if let refresh::Outcome::Ended = outcome {
-            if let Err(e) = self.sessions.forget(current).await {
-                tracing::warn!(error = %e, "could not delete an ended session from Redis");
-            }
-        }
-        outcome
+        self.refresher.run(&key, work).await
     }
 
     /// One refresh of one session. With the Redis store a short lock makes it one refresh across all replicas:

@@ -6,16 +6,25 @@
 //! requests that arrive shortly afterwards still carrying the pre-refresh cookie (another tab, a request in flight)
 //! are served from the refreshed session for [`GRACE`] instead of refreshing again. A transient failure (Logto
 //! unreachable) is not retried for [`RETRY_AFTER`], so an outage does not turn every request into a token request.
+//! A refresh runs in a task of its own, so that it reaches its end (and its outcome its session) even when nobody
+//! waits for it any more.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 use super::Session;
 
 /// How long a pre-refresh cookie is still answered with the refreshed session.
 pub const GRACE: Duration = Duration::from_secs(60);
+
+/// The same for a refresh that ended after every request waiting for it had stopped waiting: with the cookie store
+/// the refreshed session reaches the browser only on its next request, whenever that comes. An hour covers a tab left
+/// alone for the life of Logto's access tokens; a browser back later than that sends the old refresh token again.
+pub const UNCLAIMED_GRACE: Duration = Duration::from_secs(3600);
 
 /// After a failed attempt (Logto unreachable), how long before the next one.
 pub const RETRY_AFTER: Duration = Duration::from_secs(15);
@@ -35,30 +44,36 @@ pub enum Outcome {
 
 #[derive(Default)]
 struct State {
-    inflight: HashMap<String, Arc<tokio::sync::OnceCell<Outcome>>>,
+    /// Refreshes running, each in a task of its own; its outcome is sent once it ends.
+    inflight: HashMap<String, watch::Receiver<Option<Outcome>>>,
+    /// Finished refreshes, with when each stops being handed out.
     recent: HashMap<String, (Outcome, Instant)>,
     failed: HashMap<String, Instant>,
 }
 
 #[derive(Default)]
 pub struct Refresher {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 impl Refresher {
-    /// Runs `work` for `key` unless a refresh for it is running (then waits for that one) or just finished
-    /// (then returns its outcome).
+    /// The outcome of the refresh `key` names: the one just finished, the one running (waited for), or `work`,
+    /// started now. `work` runs in a task of its own, to its end whoever waits for it: a caller that stops waiting
+    /// (its request timed out or its client went away) leaves it running, since Logto may have rotated the refresh
+    /// token by then and only this refresh holds the new one. Its outcome is handed out for [`GRACE`] after it
+    /// ends, and for [`UNCLAIMED_GRACE`] when nobody was waiting for it any more (the browser's next request, with
+    /// the old cookie, is the only one left to carry it).
     pub async fn run<F, Fut>(&self, key: &str, work: F) -> Outcome
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Outcome>,
+        Fut: Future<Output = Outcome> + Send + 'static,
     {
-        let cell = {
+        let mut rx = {
             let Ok(mut st) = self.state.lock() else {
                 return Outcome::Unavailable;
             };
             let now = Instant::now();
-            st.recent.retain(|_, (_, at)| now.duration_since(*at) < GRACE);
+            st.recent.retain(|_, (_, until)| now < *until);
             st.failed.retain(|_, at| now.duration_since(*at) < RETRY_AFTER);
             if let Some((outcome, _)) = st.recent.get(key) {
                 return outcome.clone();
@@ -66,26 +81,58 @@ impl Refresher {
             if st.failed.contains_key(key) {
                 return Outcome::Unavailable;
             }
-            st.inflight.entry(key.to_owned()).or_default().clone()
-        };
-        let outcome = cell.get_or_init(work).await.clone();
-        if let Ok(mut st) = self.state.lock() {
-            // Only the first caller to get here records the outcome; `recent` is filled before the in-flight entry
-            // goes, so no caller can miss both and start a second refresh with a consumed token.
-            if st.inflight.get(key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                match &outcome {
-                    Outcome::Unavailable => {
-                        st.failed.insert(key.to_owned(), Instant::now());
-                    }
-                    done => {
-                        st.recent.insert(key.to_owned(), (done.clone(), Instant::now()));
-                    }
+            match st.inflight.get(key) {
+                Some(rx) => rx.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    st.inflight.insert(key.to_owned(), rx.clone());
+                    let task = finish(Arc::clone(&self.state), key.to_owned(), work(), tx);
+                    tokio::spawn(tracing::Instrument::in_current_span(task));
+                    rx
                 }
-                st.inflight.remove(key);
+            }
+        };
+        let outcome = match rx.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.clone(),
+            Err(_) => None,
+        };
+        outcome.unwrap_or_else(|| {
+            // The task ended without an outcome (its runtime shut down): the next caller starts afresh.
+            if let Ok(mut st) = self.state.lock() {
+                if st.inflight.get(key).is_some_and(|r| r.same_channel(&rx)) {
+                    st.inflight.remove(key);
+                }
+            }
+            Outcome::Unavailable
+        })
+    }
+}
+
+/// Runs one refresh and records its outcome before it is sent: `recent` (or `failed`) is filled in the same lock as
+/// the in-flight entry goes, so no caller can miss both and start a second refresh with a consumed token.
+async fn finish(
+    state: Arc<Mutex<State>>,
+    key: String,
+    work: impl Future<Output = Outcome>,
+    tx: watch::Sender<Option<Outcome>>,
+) {
+    let outcome = work.await;
+    if let Ok(mut st) = state.lock() {
+        // The in-flight entry holds one receiver; any other is a caller still waiting.
+        let claimed = tx.receiver_count() > 1;
+        let now = Instant::now();
+        match &outcome {
+            Outcome::Unavailable => {
+                st.failed.insert(key.clone(), now);
+            }
+            done => {
+                let keep = if claimed { GRACE } else { UNCLAIMED_GRACE };
+                st.recent.insert(key.clone(), (done.clone(), now + keep));
             }
         }
-        outcome
+        st.inflight.remove(&key);
     }
+    tx.send_replace(Some(outcome));
 }
 
 /// A single-flight key made from `secret` (a refresh token with its refresh point): a digest, so tokens are not
@@ -141,6 +188,40 @@ mod tests {
             assert!(matches!(t.await.unwrap(), Outcome::Refreshed(_)));
         }
         // A late caller with the same (consumed) token gets the refreshed session without a new call.
+        let late = r.run("k", || async { Outcome::Ended }).await;
+        assert!(matches!(late, Outcome::Refreshed(_)));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// A caller that stops waiting (its request timed out, its client went away) leaves the refresh running: its
+    /// outcome is recorded and handed to the next caller, for longer than [`GRACE`] since nobody took it.
+    #[tokio::test]
+    async fn a_refresh_nobody_waits_for_any_more_ends_and_is_handed_out() {
+        let r = Refresher::default();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (release_tx, mut release_rx) = tokio::sync::watch::channel(false);
+        let counted = calls.clone();
+        let waiting = r.run("k", move || async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let _ = release_rx.wait_for(|go| *go).await;
+            Outcome::Refreshed(session())
+        });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), waiting).await.is_err(),
+            "held"
+        );
+        let _ = release_tx.send(true);
+        for _ in 0..1000 {
+            if r.state.lock().unwrap().inflight.is_empty() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let until = r.state.lock().unwrap().recent.get("k").map(|(_, until)| *until);
+        assert!(
+            until.is_some_and(|until| until > Instant::now() + GRACE),
+            "kept past GRACE: {until:?}"
+        );
         let late = r.run("k", || async { Outcome::Ended }).await;
         assert!(matches!(late, Outcome::Refreshed(_)));
         assert_eq!(calls.load(Ordering::SeqCst), 1);

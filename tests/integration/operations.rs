@@ -523,16 +523,3 @@ async fn signed_in_with_metrics() -> (Stack, u16, String) {
     let (_, cookie) = s.signed_in().await;
     (s, metrics_port, cookie)
 }
-
-/// The metrics text once it holds `expected` (within 10 s).
-async fn metrics_until(metrics_port: u16, expected: &str) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let metrics = metrics_text(metrics_port).await;
-        if metrics.contains(expected) {
-            return metrics;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{expected} in {metrics}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}

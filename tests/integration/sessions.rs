@@ -302,6 +302,88 @@ async fn a_refresh_finishing_after_a_logout_does_not_bring_the_session_back() {
     assert_eq!(refresh_grants(&s.idp), 1, "the refresh itself went through at Logto");
 }
 
+/// A refresh goes on when the request that started it goes away (a tab closed, a fetch aborted): Logto may have
+/// rotated the refresh token by then, and sending the old one again would make it revoke the grant as stolen. The
+/// browser's next request, with the cookie it still has, gets the refreshed session.
+#[tokio::test]
+async fn a_refresh_goes_on_when_its_request_goes_away() {
+    let metrics_port = free_port();
+    let line: &'static str = Box::leak(format!("metrics_listen = \"127.0.0.1:{metrics_port}\"").into_boxed_str());
+    let aged = IdpOptions {
+        refresh_tokens_aged: true,
+        ..short_tokens()
+    };
+    let s = Stack::edited(aged, "", "", in_server(line)).await;
+    let b = s.browser();
+    let signed_in = now();
+    b.sign_in(&s.gate, "/").await;
+    let cookie = b.gate_cookies(&s.gate.url());
+    wait_past(signed_in, TTL).await;
+
+    s.idp.hold_refreshes(true);
+    let url = format!("{}/api", s.gate.url());
+    let gone = status_in_background(url.clone(), &cookie);
+    eventually("the refresh reaching Logto", || s.idp.stats()["held_refreshes"] == 1).await;
+    gone.abort();
+    metrics_until(
+        metrics_port,
+        "logto_gate_requests_total{route=\"app\",status=\"499\"} 1\n",
+    )
+    .await;
+    s.idp.hold_refreshes(false);
+    eventually("Logto's answer to the refresh", || refresh_grants(&s.idp) == 1).await;
+
+    assert_eq!(
+        status_with_cookie(&url, &cookie).await,
+        StatusCode::OK,
+        "the next request"
+    );
+    assert_eq!(refresh_grants(&s.idp), 1, "the refresh token went to Logto once");
+    assert_eq!(s.idp.stats()["grants"]["refresh_token_error"], Value::Null);
+    assert_eq!(s.idp.live_grants(), 1, "the grant stands");
+}
+
+/// A request whose session's refresh Logto does not answer waits for it a bounded time (5 s), then is served with
+/// the session as it is, rather than for as long as Logto takes (each of its calls may take 10 s). The refresh goes
+/// on, and the next request gets its result.
+#[tokio::test]
+async fn a_request_waits_for_a_slow_refresh_only_so_long() {
+    let s = Stack::edited(short_tokens(), "", "", |t| t).await;
+    let b = s.browser();
+    let signed_in = now();
+    b.sign_in(&s.gate, "/").await;
+    let cookie = b.gate_cookies(&s.gate.url());
+    wait_past(signed_in, TTL).await;
+
+    s.idp.hold_refreshes(true);
+    let url = format!("{}/api", s.gate.url());
+    let started = std::time::Instant::now();
+    let waited = tokio::time::timeout(Duration::from_secs(30), status_with_cookie(&url, &cookie))
+        .await
+        .expect("an answer while Logto holds the refresh");
+    assert_eq!(waited, StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "served after {:?}, not within the bound",
+        started.elapsed()
+    );
+    assert_eq!(s.idp.stats()["held_refreshes"], 1, "the refresh is still at Logto");
+    s.idp.hold_refreshes(false);
+    eventually("Logto's answer to the refresh", || refresh_grants(&s.idp) == 1).await;
+
+    let next = plain().get(&url).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(next.status(), StatusCode::OK);
+    assert!(
+        next.headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap_or("").starts_with("logto_gate=")),
+        "the refreshed session is written: {:?}",
+        next.headers()
+    );
+    assert_eq!(refresh_grants(&s.idp), 1, "its result was used, not a second refresh");
+}
+
 /// Requests on both replicas with `cookie`, whose session is due for a refresh: replica one takes the refresh lock
 /// and its refresh is held at Logto; replica two finds the lock taken (its SET NX is the only write then) and waits
 /// for one's result. Their answers, once the refresh is released.

@@ -206,6 +206,19 @@ pub async fn metrics_text(metrics_port: u16) -> String {
         .unwrap()
 }
 
+/// The metrics text once it holds `expected` (within 10 s).
+pub async fn metrics_until(metrics_port: u16, expected: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = metrics_text(metrics_port).await;
+        if metrics.contains(expected) {
+            return metrics;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{expected} in {metrics}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Polls `url` until it answers `status`, for at most [`READY_TIMEOUT`].
 pub async fn wait_for_status(url: &str, status: u16) {
     let client = Client::new();
