@@ -65,6 +65,18 @@ impl SharedThrottled {
     }
 }
 
+/// The warnings an outage of Redis or Logto repeats for every tunnel or session (ten thousand lines per check or
+/// retry otherwise), each logged once per period for all of them with its count ([`SharedThrottled`]).
+#[derive(Default)]
+pub(crate) struct OutageWarnings {
+    /// A tunnel's watch could not check whether its session stands (Redis).
+    pub(crate) tunnel_standing: SharedThrottled,
+    /// A tunnel's watch could not ask Logto about its grant.
+    pub(crate) tunnel_grant: SharedThrottled,
+    /// Logto did not refresh a session's tokens, which is served as it is meanwhile.
+    pub(crate) refresh: SharedThrottled,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -153,8 +153,8 @@ pub async fn serve(
     let open = &shared.open;
     let drained = async {
         open.all_closed().await;
-        // Upgraded connections outlive their HTTP connection; wait for them too.
-        gate.wait_for_upgrades().await;
+        // Upgraded connections outlive their HTTP connection, and token refreshes their request; wait for them too.
+        gate.wait_for_background_work().await;
     };
     match tokio::time::timeout_at(deadline, drained).await {
         Ok(()) => tracing::info!("all connections finished"),

@@ -28,7 +28,7 @@ use crate::error::{ClientError, GateError, CLIENT_CLOSED_REQUEST};
 use crate::http1::framing::{Ambiguity, AmbiguousFraming};
 use crate::http1::hop;
 use crate::identity::{ClaimPath, ManagedHeaders};
-use crate::logging::SharedThrottled;
+use crate::logging::OutageWarnings;
 use crate::metrics::Metrics;
 use crate::oidc::Oidc;
 use crate::pages::{self, Page};
@@ -143,18 +143,6 @@ fn is_frame_navigation(req: &Request<Body>) -> bool {
         .is_some_and(|dest| !dest.as_bytes().eq_ignore_ascii_case(b"document"))
 }
 
-/// The warnings an outage of Redis or Logto repeats for every tunnel or session (ten thousand lines per check or
-/// retry otherwise), each logged once per period for all of them with its count ([`SharedThrottled`]).
-#[derive(Default)]
-struct Warnings {
-    /// A tunnel's watch could not check whether its session stands (Redis).
-    tunnel_standing: SharedThrottled,
-    /// A tunnel's watch could not ask Logto about its grant.
-    tunnel_grant: SharedThrottled,
-    /// Logto did not refresh a session's tokens, which is served as it is meanwhile.
-    refresh: SharedThrottled,
-}
-
 /// The gate: configuration, Logto, cookies and the upstream client, shared by every connection.
 pub struct Gate {
     /// The gate itself, for the watch of each WebSocket tunnel a session opened ([`watch::until_ended`]): it outlives
@@ -162,7 +150,7 @@ pub struct Gate {
     me: std::sync::Weak<Gate>,
     /// The warnings an outage repeats for every session or tunnel, throttled for all of them together (boxed: in
     /// an outage each of them takes their lock, away from the lines the workers read the configuration from).
-    warnings: Box<Warnings>,
+    warnings: Box<OutageWarnings>,
     /// `Authorization` for the app in Logto Protected App mode (`upstream.protected_app`).
     protected_basic: Option<HeaderValue>,
     config: Config,
@@ -316,9 +304,11 @@ impl Gate {
         self.draining.store(true, Ordering::Release);
     }
 
-    /// Resolves once no upgraded connection (WebSocket) is being relayed.
-    pub async fn wait_for_upgrades(&self) {
+    /// Resolves once nothing outlives its connection or request: no upgraded connection (WebSocket) is relayed and
+    /// no token refresh is running ([`Refresher::idle`]).
+    pub async fn wait_for_background_work(&self) {
         self.metrics.no_active_upgrades().await;
+        self.refresher.idle().await;
     }
 
     /// `X-Request-Id`: the client's (or the proxy's in front) when it is a sane token, else a new one: a random

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::Session;
 
@@ -53,7 +53,15 @@ struct State {
 
 #[derive(Default)]
 pub struct Refresher {
-    state: Arc<Mutex<State>>,
+    shared: Arc<Shared>,
+}
+
+/// What a refresh's task shares with its callers.
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// Told when the last running refresh ends ([`Refresher::idle`]).
+    idle: Notify,
 }
 
 impl Refresher {
@@ -69,7 +77,7 @@ impl Refresher {
         Fut: Future<Output = Outcome> + Send + 'static,
     {
         let mut rx = {
-            let Ok(mut st) = self.state.lock() else {
+            let Ok(mut st) = self.shared.state.lock() else {
                 return Outcome::Unavailable;
             };
             let now = Instant::now();
@@ -86,7 +94,7 @@ impl Refresher {
                 None => {
                     let (tx, rx) = watch::channel(None);
                     st.inflight.insert(key.to_owned(), rx.clone());
-                    let task = finish(Arc::clone(&self.state), key.to_owned(), work(), tx);
+                    let task = finish(Arc::clone(&self.shared), key.to_owned(), work(), tx);
                     tokio::spawn(tracing::Instrument::in_current_span(task));
                     rx
                 }
@@ -98,7 +106,7 @@ impl Refresher {
         };
         outcome.unwrap_or_else(|| {
             // The task ended without an outcome (its runtime shut down): the next caller starts afresh.
-            if let Ok(mut st) = self.state.lock() {
+            if let Ok(mut st) = self.shared.state.lock() {
                 if st.inflight.get(key).is_some_and(|r| r.same_channel(&rx)) {
                     st.inflight.remove(key);
                 }
@@ -106,18 +114,33 @@ impl Refresher {
             Outcome::Unavailable
         })
     }
+
+    /// Resolves once no refresh is running: a gate that stops waits for them (within its shutdown timeout), since
+    /// a refresh cut off after Logto rotated the refresh token loses the new one.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.shared.idle.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so that a refresh ending in between is not missed.
+            notified.as_mut().enable();
+            if self.shared.state.lock().map_or(true, |st| st.inflight.is_empty()) {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// Runs one refresh and records its outcome before it is sent: `recent` (or `failed`) is filled in the same lock as
 /// the in-flight entry goes, so no caller can miss both and start a second refresh with a consumed token.
 async fn finish(
-    state: Arc<Mutex<State>>,
+    shared: Arc<Shared>,
     key: String,
     work: impl Future<Output = Outcome>,
     tx: watch::Sender<Option<Outcome>>,
 ) {
     let outcome = work.await;
-    if let Ok(mut st) = state.lock() {
+    if let Ok(mut st) = shared.state.lock() {
         // The in-flight entry holds one receiver; any other is a caller still waiting.
         let claimed = tx.receiver_count() > 1;
         let now = Instant::now();
@@ -131,6 +154,9 @@ async fn finish(
             }
         }
         st.inflight.remove(&key);
+        if st.inflight.is_empty() {
+            shared.idle.notify_waiters();
+        }
     }
     tx.send_replace(Some(outcome));
 }
@@ -212,12 +238,12 @@ mod tests {
         );
         let _ = release_tx.send(true);
         for _ in 0..1000 {
-            if r.state.lock().unwrap().inflight.is_empty() {
+            if r.shared.state.lock().unwrap().inflight.is_empty() {
                 break;
             }
             tokio::task::yield_now().await;
         }
-        let until = r.state.lock().unwrap().recent.get("k").map(|(_, until)| *until);
+        let until = r.shared.state.lock().unwrap().recent.get("k").map(|(_, until)| *until);
         assert!(
             until.is_some_and(|until| until > Instant::now() + GRACE),
             "kept past GRACE: {until:?}"
@@ -225,6 +251,26 @@ mod tests {
         let late = r.run("k", || async { Outcome::Ended }).await;
         assert!(matches!(late, Outcome::Refreshed(_)));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn idle_waits_for_running_refreshes_only() {
+        let r = Refresher::default();
+        r.idle().await;
+        let (release_tx, mut release_rx) = tokio::sync::watch::channel(false);
+        let waiting = r.run("k", move || async move {
+            let _ = release_rx.wait_for(|go| *go).await;
+            Outcome::Ended
+        });
+        assert!(tokio::time::timeout(Duration::from_millis(20), waiting).await.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), r.idle()).await.is_err(),
+            "a refresh is running"
+        );
+        let _ = release_tx.send(true);
+        tokio::time::timeout(Duration::from_secs(5), r.idle())
+            .await
+            .expect("idle once it ended");
     }
 
     #[tokio::test]

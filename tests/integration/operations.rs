@@ -13,17 +13,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
 
-async fn wait_exit(p: &mut GateProcess) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(s) = p.child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(std::time::Instant::now() < deadline, "the gate did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn connections_are_served_by_the_configured_number_of_worker_threads() {
     let idp = Idp::start(IdpOptions::default());

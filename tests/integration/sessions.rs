@@ -384,6 +384,59 @@ async fn a_request_waits_for_a_slow_refresh_only_so_long() {
     assert_eq!(refresh_grants(&s.idp), 1, "its result was used, not a second refresh");
 }
 
+/// A replica that stops (a rolling restart) finishes the refreshes it started before it exits, even one whose request
+/// was answered without it: Logto may have rotated the refresh token, and only that refresh can store the new one
+/// in Redis; the other replicas would otherwise send the old one, which Logto takes for theft.
+#[tokio::test]
+async fn a_stopping_replica_finishes_its_refreshes_first() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start().await;
+    let options = IdpOptions {
+        refresh_tokens_aged: true,
+        ..short_tokens()
+    };
+    let (idp, _upstream, mut one, mut two, cookie, signed_in) = pair_signed_in_with(&redis, options).await;
+    wait_past(signed_in, TTL).await;
+
+    idp.hold_refreshes(true);
+    let at_one = format!("{}/api", one.url());
+    assert_eq!(
+        status_with_cookie(&at_one, &cookie).await,
+        StatusCode::OK,
+        "served without it"
+    );
+    assert_eq!(idp.stats()["held_refreshes"], 1);
+    one.sigterm();
+    eventually("replica one's listener closing", || {
+        std::net::TcpStream::connect(("127.0.0.1", one.port)).is_err()
+    })
+    .await;
+    assert!(
+        one.process.child.try_wait().unwrap().is_none(),
+        "replica one exited with its refresh at Logto"
+    );
+    idp.hold_refreshes(false);
+    assert_eq!(wait_exit(&mut one.process).await.code(), Some(0));
+
+    let at_two = format!("{}/api", two.url());
+    assert_eq!(status_with_cookie(&at_two, &cookie).await, StatusCode::OK);
+    // The refreshed session was stored with the rotated token (with these 6 s tokens it may be due again by now;
+    // refreshing it then is no reuse).
+    assert_eq!(
+        idp.stats()["grants"]["refresh_token_error"],
+        Value::Null,
+        "no refresh token sent twice"
+    );
+    assert_eq!(idp.live_grants(), 1, "the grant stands");
+    let log = two.stop_and_read_log();
+    assert!(
+        !log.contains("did not finish in time"),
+        "replica two waited for a lock:\n{log}"
+    );
+}
+
 /// Requests on both replicas with `cookie`, whose session is due for a refresh: replica one takes the refresh lock
 /// and its refresh is held at Logto; replica two finds the lock taken (its SET NX is the only write then) and waits
 /// for one's result. Their answers, once the refresh is released.

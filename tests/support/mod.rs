@@ -206,6 +206,18 @@ pub async fn metrics_text(metrics_port: u16) -> String {
         .unwrap()
 }
 
+/// The gate process's exit status, once it has exited (within 30 s).
+pub async fn wait_exit(p: &mut GateProcess) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "the gate did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The metrics text once it holds `expected` (within 10 s).
 pub async fn metrics_until(metrics_port: u16, expected: &str) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
