@@ -58,6 +58,28 @@ fn refresh_grants(idp: &Idp) -> u64 {
     idp.stats()["grants"]["refresh_token"].as_u64().unwrap_or(0)
 }
 
+/// A stack started with `options` and `edit`, alice signed in and her session now past its refresh point: the
+/// stack and her cookie.
+async fn due_for_refresh(options: IdpOptions, edit: impl FnOnce(String) -> String) -> (Stack, String) {
+    let s = Stack::edited(options, "", "", edit).await;
+    let b = s.browser();
+    let signed_in = now();
+    b.sign_in(&s.gate, "/").await;
+    let cookie = b.gate_cookies(&s.gate.url());
+    wait_past(signed_in, TTL).await;
+    (s, cookie)
+}
+
+/// Logto saw no refresh token twice, and the grant stands.
+fn assert_no_token_sent_twice(idp: &Idp) {
+    assert_eq!(
+        idp.stats()["grants"]["refresh_token_error"],
+        Value::Null,
+        "a refresh token sent twice"
+    );
+    assert_eq!(idp.live_grants(), 1, "the grant is gone");
+}
+
 /// With a refresh token past 70 % of its life, which Logto rotates on every use and whose reuse it treats as theft.
 #[tokio::test]
 async fn concurrent_requests_near_expiry_trigger_exactly_one_refresh() {
@@ -65,12 +87,7 @@ async fn concurrent_requests_near_expiry_trigger_exactly_one_refresh() {
         refresh_tokens_aged: true,
         ..short_tokens()
     };
-    let s = Stack::edited(aged, "", "", |t| t).await;
-    let b = s.browser();
-    let signed_in = now();
-    b.sign_in(&s.gate, "/").await;
-    let before = b.gate_cookies(&s.gate.url());
-    wait_past(signed_in, TTL).await;
+    let (s, before) = due_for_refresh(aged, |t| t).await;
 
     let statuses = burst(&s.gate.url(), &before, 20).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
@@ -273,12 +290,7 @@ async fn a_refresh_finishing_after_a_logout_does_not_bring_the_session_back() {
     }
     let redis = Redis::start().await;
     let store = format!("[session]\nstore = \"redis\"\nredis_url = \"{}\"\n", redis.url());
-    let s = Stack::edited(short_tokens(), "", "", |t| t.replacen("[session]\n", &store, 1)).await;
-    let b = s.browser();
-    let signed_in = now();
-    b.sign_in(&s.gate, "/").await;
-    let cookie = b.gate_cookies(&s.gate.url());
-    wait_past(signed_in, TTL).await;
+    let (s, cookie) = due_for_refresh(short_tokens(), |t| t.replacen("[session]\n", &store, 1)).await;
 
     // A request whose refresh is held at Logto.
     s.idp.hold_refreshes(true);
@@ -313,12 +325,7 @@ async fn a_refresh_goes_on_when_its_request_goes_away() {
         refresh_tokens_aged: true,
         ..short_tokens()
     };
-    let s = Stack::edited(aged, "", "", in_server(line)).await;
-    let b = s.browser();
-    let signed_in = now();
-    b.sign_in(&s.gate, "/").await;
-    let cookie = b.gate_cookies(&s.gate.url());
-    wait_past(signed_in, TTL).await;
+    let (s, cookie) = due_for_refresh(aged, in_server(line)).await;
 
     s.idp.hold_refreshes(true);
     let url = format!("{}/api", s.gate.url());
@@ -339,8 +346,7 @@ async fn a_refresh_goes_on_when_its_request_goes_away() {
         "the next request"
     );
     assert_eq!(refresh_grants(&s.idp), 1, "the refresh token went to Logto once");
-    assert_eq!(s.idp.stats()["grants"]["refresh_token_error"], Value::Null);
-    assert_eq!(s.idp.live_grants(), 1, "the grant stands");
+    assert_no_token_sent_twice(&s.idp);
 }
 
 /// A request whose session's refresh Logto does not answer waits for it a bounded time (5 s), then is served with
@@ -348,12 +354,7 @@ async fn a_refresh_goes_on_when_its_request_goes_away() {
 /// on, and the next request gets its result.
 #[tokio::test]
 async fn a_request_waits_for_a_slow_refresh_only_so_long() {
-    let s = Stack::edited(short_tokens(), "", "", |t| t).await;
-    let b = s.browser();
-    let signed_in = now();
-    b.sign_in(&s.gate, "/").await;
-    let cookie = b.gate_cookies(&s.gate.url());
-    wait_past(signed_in, TTL).await;
+    let (s, cookie) = due_for_refresh(short_tokens(), |t| t).await;
 
     s.idp.hold_refreshes(true);
     let url = format!("{}/api", s.gate.url());
@@ -424,12 +425,7 @@ async fn a_stopping_replica_finishes_its_refreshes_first() {
     assert_eq!(status_with_cookie(&at_two, &cookie).await, StatusCode::OK);
     // The refreshed session was stored with the rotated token (with these 6 s tokens it may be due again by now;
     // refreshing it then is no reuse).
-    assert_eq!(
-        idp.stats()["grants"]["refresh_token_error"],
-        Value::Null,
-        "no refresh token sent twice"
-    );
-    assert_eq!(idp.live_grants(), 1, "the grant stands");
+    assert_no_token_sent_twice(&idp);
     let log = two.stop_and_read_log();
     assert!(
         !log.contains("did not finish in time"),
