@@ -28,6 +28,22 @@ use crate::session::{self, Current, Session};
 use super::authn::{authorize, Principal};
 use super::{request_host, single_valued_query, Decided, Gate};
 
+/// The fields of a forward-auth answer that repeat its `Set-Cookie` fields one by one, for a proxy that can pass on
+/// only one field of a name (nginx's `auth_request_set`). A session's save sets at most eight cookies and clears the
+/// other names the request sent (the single cookie and eight chunks at most, unless a client sends more); the ones
+/// set come first.
+const FORWARDED_SET_COOKIE: [&str; 9] = [
+    "x-logto-gate-set-cookie-1",
+    "x-logto-gate-set-cookie-2",
+    "x-logto-gate-set-cookie-3",
+    "x-logto-gate-set-cookie-4",
+    "x-logto-gate-set-cookie-5",
+    "x-logto-gate-set-cookie-6",
+    "x-logto-gate-set-cookie-7",
+    "x-logto-gate-set-cookie-8",
+    "x-logto-gate-set-cookie-9",
+];
+
 impl Gate {
     /// `/_logto/auth`: forward-auth for nginx `auth_request`, Traefik ForwardAuth and Envoy ext_authz (HTTP).
     /// 202 with identity headers when allowed, 401 without a session, 403 when denied. The original method and URI
@@ -104,6 +120,12 @@ impl Gate {
                     headers.insert(http::HeaderName::from_static(name), v);
                 }
             }
+        }
+        // The renewed session's cookies, each also in a field of its own: nginx's `$upstream_http_set_cookie` holds
+        // only the first `Set-Cookie` of the answer, and a session of several cookies needs them all.
+        for (name, cookie) in FORWARDED_SET_COOKIE.iter().zip(&decided.cookies) {
+            resp.headers_mut()
+                .insert(http::HeaderName::from_static(name), cookie.clone());
         }
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -127,18 +127,27 @@ async fn auth_endpoint_answers_202_401_403_and_ignores_forwarding_headers_from_u
 /// Debian's nginx running deploy/examples/nginx-forward-auth.conf in front of a gate and the test app (`None`, after
 /// saying what to install, without nginx).
 async fn behind_the_shipped_nginx() -> Option<(Idp, Upstream, TestGate, Nginx)> {
+    behind_the_shipped_nginx_with(IdpOptions::default(), "", RULES).await
+}
+
+/// [`behind_the_shipped_nginx`] with an IdP started with `options` and `logto_extra`, `extra` in the gate's TOML.
+async fn behind_the_shipped_nginx_with(
+    options: IdpOptions,
+    logto_extra: &str,
+    extra: &str,
+) -> Option<(Idp, Upstream, TestGate, Nginx)> {
     if !have_tool("nginx", &["/usr/sbin/nginx", "/usr/bin/nginx"], "nginx") {
         return None;
     }
-    let idp = Idp::start(IdpOptions::default());
+    let idp = Idp::start(options);
     let upstream = Upstream::start().await;
     let nginx_port = free_port();
     let public = format!("http://127.0.0.1:{nginx_port}");
     let gate = TestGate::start_unready(
         &idp.endpoint(),
         &upstream.url(),
-        "",
-        RULES,
+        logto_extra,
+        extra,
         |t| {
             let t = t
                 .lines()
@@ -253,4 +262,66 @@ async fn the_sign_in_of_a_browser_restoring_many_tabs_passes_nginx() {
     let (hops, resp) = b.follow(&to_logto, true).await;
     assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}");
     assert_eq!(hops.last().unwrap().url, format!("{}/tab/39", nginx.url()));
+}
+
+/// Behind nginx's `auth_request` the gate renews a cookie session in its answer to the subrequest, and the shipped
+/// configuration hands the new cookie to the browser: with refresh tokens Logto rotates at every use, the browser
+/// must hold the new one, or its next refresh sends the consumed one and Logto ends the grant. Tested with a
+/// session small enough for one cookie and one large enough to be cut into several.
+async fn a_session_renewed_behind_nginx_reaches_the_browser(large: bool) {
+    let options = IdpOptions {
+        access_token_ttl: Some(4),
+        refresh_tokens_aged: true,
+        ..Default::default()
+    };
+    // A member of 150 organizations, which a rule reads: their ids make a session of several cookies, and no
+    // header (which nginx would have to take in its 4 KiB buffer for the subrequest's answer).
+    let extra = format!("{RULES}\n[[rules]]\nprefix = \"/team\"\norganizations = [\"org_team\"]\n");
+    let Some((idp, upstream, _gate, nginx)) = behind_the_shipped_nginx_with(options, "", &extra).await else {
+        return;
+    };
+    let b = Browser::new(&idp);
+    if large {
+        let organizations: Vec<String> = (0..150).map(|i| format!("org_{i:020}")).collect();
+        idp.add_account(
+            "carol",
+            serde_json::json!({"sub": "u_carol03", "username": "carol", "email": "carol@example.com",
+                "email_verified": true, "roles": [], "organizations": organizations}),
+        );
+        b.login_as("carol");
+    }
+    let (hops, resp) = b.navigate(&format!("{}/", nginx.url())).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}\n{}", nginx.error_log());
+    let signed_in = b.gate_cookies(&nginx.url());
+    assert_eq!(signed_in.contains("logto_gate.1="), large, "{signed_in}");
+    for round in 1..=2 {
+        let before = b.gate_cookies(&nginx.url());
+        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+        let resp = b
+            .client
+            .get(format!("{}/round/{round}", nginx.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "round {round}");
+        assert_ne!(
+            b.gate_cookies(&nginx.url()),
+            before,
+            "round {round}: the browser holds the renewed session"
+        );
+        assert!(upstream.last().header("x-forwarded-user").is_some(), "round {round}");
+    }
+    assert_eq!(idp.stats()["grants"]["refresh_token"], 2, "{}", idp.stats());
+    assert_eq!(idp.stats()["grants"]["refresh_token_error"], serde_json::Value::Null);
+    assert_eq!(idp.live_grants(), 1);
+}
+
+#[tokio::test]
+async fn a_session_in_one_cookie_renewed_behind_nginx_reaches_the_browser() {
+    a_session_renewed_behind_nginx_reaches_the_browser(false).await;
+}
+
+#[tokio::test]
+async fn a_session_in_several_cookies_renewed_behind_nginx_reaches_the_browser() {
+    a_session_renewed_behind_nginx_reaches_the_browser(true).await;
 }

@@ -62,6 +62,11 @@ http {{
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+
+    /// What nginx has logged at `warn` and above.
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("error.log")).unwrap_or_default()
+    }
 }
 
 impl Drop for Nginx {
