@@ -100,19 +100,12 @@ impl Refresher {
                 }
             }
         };
+        // A task that ended without an outcome (see `Running`) has closed the channel.
         let outcome = match rx.wait_for(Option::is_some).await {
             Ok(outcome) => outcome.clone(),
             Err(_) => None,
         };
-        outcome.unwrap_or_else(|| {
-            // The task ended without an outcome (its runtime shut down): the next caller starts afresh.
-            if let Ok(mut st) = self.shared.state.lock() {
-                if st.inflight.get(key).is_some_and(|r| r.same_channel(&rx)) {
-                    st.inflight.remove(key);
-                }
-            }
-            Outcome::Unavailable
-        })
+        outcome.unwrap_or(Outcome::Unavailable)
     }
 
     /// Resolves once no refresh is running: a gate that stops waits for them (within its shutdown timeout), since
@@ -139,6 +132,11 @@ async fn finish(
     work: impl Future<Output = Outcome>,
     tx: watch::Sender<Option<Outcome>>,
 ) {
+    let mut running = Running {
+        shared: Arc::clone(&shared),
+        key,
+        ended: false,
+    };
     let outcome = work.await;
     if let Ok(mut st) = shared.state.lock() {
         // The in-flight entry holds one receiver; any other is a caller still waiting.
@@ -146,19 +144,46 @@ async fn finish(
         let now = Instant::now();
         match &outcome {
             Outcome::Unavailable => {
-                st.failed.insert(key.clone(), now);
+                st.failed.insert(running.key.clone(), now);
             }
             done => {
                 let keep = if claimed { GRACE } else { UNCLAIMED_GRACE };
-                st.recent.insert(key.clone(), (done.clone(), now + keep));
+                st.recent.insert(running.key.clone(), (done.clone(), now + keep));
             }
         }
-        st.inflight.remove(&key);
-        if st.inflight.is_empty() {
-            shared.idle.notify_waiters();
-        }
+        running.end(&mut st);
     }
     tx.send_replace(Some(outcome));
+}
+
+/// A refresh's in-flight entry, removed when the refresh ends, also when its task ends without an outcome (its
+/// runtime shut down, or it panicked): the waiting callers then see the channel closed, and the next caller starts
+/// afresh instead of waiting on an entry nothing will answer.
+struct Running {
+    shared: Arc<Shared>,
+    key: String,
+    ended: bool,
+}
+
+impl Running {
+    fn end(&mut self, st: &mut State) {
+        self.ended = true;
+        st.inflight.remove(&self.key);
+        if st.inflight.is_empty() {
+            self.shared.idle.notify_waiters();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        let mut st = shared.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.end(&mut st);
+    }
 }
 
 /// A single-flight key made from `secret` (a refresh token with its refresh point): a digest, so tokens are not
@@ -271,6 +296,26 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), r.idle())
             .await
             .expect("idle once it ended");
+    }
+
+    /// A refresh whose task ends without an outcome (here it panics) leaves nothing behind, even with nobody
+    /// waiting for it: a stopping gate does not wait for it, and the next caller starts afresh.
+    #[tokio::test]
+    async fn a_refresh_ending_without_an_outcome_leaves_no_entry() {
+        let r = Refresher::default();
+        let (release_tx, mut release_rx) = tokio::sync::watch::channel(false);
+        let failing = r.run("k", move || async move {
+            let _ = release_rx.wait_for(|go| *go).await;
+            panic!("a refresh that fails its own way")
+        });
+        // Its caller stops waiting first, as a request that timed out does: nobody is left to clean up but the task.
+        assert!(tokio::time::timeout(Duration::from_millis(20), failing).await.is_err());
+        let _ = release_tx.send(true);
+        tokio::time::timeout(Duration::from_secs(5), r.idle())
+            .await
+            .expect("nothing left running");
+        let second = r.run("k", || async { Outcome::Refreshed(session()) }).await;
+        assert!(matches!(second, Outcome::Refreshed(_)), "started afresh");
     }
 
     #[tokio::test]
