@@ -124,18 +124,17 @@ impl Refresher {
     }
 }
 
-/// Runs one refresh and records its outcome before it is sent: `recent` (or `failed`) is filled in the same lock as
-/// the in-flight entry goes, so no caller can miss both and start a second refresh with a consumed token.
+/// Runs one refresh and records its outcome before its in-flight entry goes (`Running`) and it is sent: a caller
+/// finds the one or the other, so none can start a second refresh with a consumed token.
 async fn finish(
     shared: Arc<Shared>,
     key: String,
     work: impl Future<Output = Outcome>,
     tx: watch::Sender<Option<Outcome>>,
 ) {
-    let mut running = Running {
+    let running = Running {
         shared: Arc::clone(&shared),
         key,
-        ended: false,
     };
     let outcome = work.await;
     if let Ok(mut st) = shared.state.lock() {
@@ -151,38 +150,30 @@ async fn finish(
                 st.recent.insert(running.key.clone(), (done.clone(), now + keep));
             }
         }
-        running.end(&mut st);
     }
+    drop(running);
     tx.send_replace(Some(outcome));
 }
 
-/// A refresh's in-flight entry, removed when the refresh ends, also when its task ends without an outcome (its
-/// runtime shut down, or it panicked): the waiting callers then see the channel closed, and the next caller starts
-/// afresh instead of waiting on an entry nothing will answer.
+/// A refresh's in-flight entry, removed when its task ends, with an outcome or without one (its runtime shut down,
+/// or it panicked): the waiting callers then see the channel closed, and the next caller starts afresh instead of
+/// waiting on an entry nothing will answer. The last one tells [`Refresher::idle`].
 struct Running {
     shared: Arc<Shared>,
     key: String,
-    ended: bool,
-}
-
-impl Running {
-    fn end(&mut self, st: &mut State) {
-        self.ended = true;
-        st.inflight.remove(&self.key);
-        if st.inflight.is_empty() {
-            self.shared.idle.notify_waiters();
-        }
-    }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if self.ended {
-            return;
+        let mut st = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.inflight.remove(&self.key);
+        if st.inflight.is_empty() {
+            self.shared.idle.notify_waiters();
         }
-        let shared = Arc::clone(&self.shared);
-        let mut st = shared.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.end(&mut st);
     }
 }
 
