@@ -280,6 +280,18 @@ async fn pair_signed_in_with(
     (idp, upstream, one, two, cookie, signed_in)
 }
 
+/// [`pair_signed_in`] with refresh tokens Logto rotates at every use when `aged`, once her session is past its
+/// refresh point.
+async fn pair_due_for_refresh(redis: &Redis, aged: bool) -> (Idp, Upstream, BinaryGate, BinaryGate, String) {
+    let options = IdpOptions {
+        refresh_tokens_aged: aged,
+        ..short_tokens()
+    };
+    let (idp, upstream, one, two, cookie, signed_in) = pair_signed_in_with(redis, options).await;
+    wait_past(signed_in, TTL).await;
+    (idp, upstream, one, two, cookie)
+}
+
 /// With sessions in Redis, a back-channel logout while a refresh of the same session is at Logto ends it for good:
 /// Logto keeps the grant through end-session, so the refresh succeeds, and it must not write the session back
 /// (the cookie would work again); its own request is answered as signed out.
@@ -394,12 +406,7 @@ async fn a_stopping_replica_finishes_its_refreshes_first() {
         return;
     }
     let redis = Redis::start().await;
-    let options = IdpOptions {
-        refresh_tokens_aged: true,
-        ..short_tokens()
-    };
-    let (idp, _upstream, mut one, mut two, cookie, signed_in) = pair_signed_in_with(&redis, options).await;
-    wait_past(signed_in, TTL).await;
+    let (idp, _upstream, mut one, mut two, cookie) = pair_due_for_refresh(&redis, true).await;
 
     idp.hold_refreshes(true);
     let at_one = format!("{}/api", one.url());
@@ -461,8 +468,7 @@ async fn a_replica_waiting_for_a_refresh_sees_the_session_end() {
         return;
     }
     let redis = Redis::start().await;
-    let (idp, _upstream, one, two, cookie, signed_in) = pair_signed_in(&redis).await;
-    wait_past(signed_in, TTL).await;
+    let (idp, _upstream, one, two, cookie) = pair_due_for_refresh(&redis, false).await;
 
     let (at_one, at_two) = refresh_held_at_one_while_two_waits(&idp, &redis, &one, &two, &cookie).await;
     let logout = alice_logged_out(&idp, &one.url(), now(), "while-waiting").await;
@@ -488,12 +494,7 @@ async fn a_replica_waiting_for_anothers_refresh_serves_its_result(aged: bool) {
         return;
     }
     let redis = Redis::start().await;
-    let options = IdpOptions {
-        refresh_tokens_aged: aged,
-        ..short_tokens()
-    };
-    let (idp, _upstream, mut one, mut two, cookie, signed_in) = pair_signed_in_with(&redis, options).await;
-    wait_past(signed_in, TTL).await;
+    let (idp, _upstream, mut one, mut two, cookie) = pair_due_for_refresh(&redis, aged).await;
 
     let (at_one, at_two) = refresh_held_at_one_while_two_waits(&idp, &redis, &one, &two, &cookie).await;
     idp.hold_refreshes(false);
