@@ -8,8 +8,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// How long a person has to finish signing in at Logto.
-pub const ATTEMPT_TTL_SECS: u64 = 600;
+/// How long a person has to finish signing in at Logto: as long as Logto keeps the sign-in open (its OIDC
+/// interaction lives an hour, `Interaction: 3600` in Logto's provider settings), so that someone who comes back
+/// to Logto's page after a while is not refused by the gate after Logto let them in.
+pub const ATTEMPT_TTL_SECS: u64 = 3600;
 
 /// Length of a `state` value: 32 random bytes, base64url without padding.
 pub const STATE_LEN: usize = 43;

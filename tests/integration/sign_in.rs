@@ -532,7 +532,7 @@ async fn session_cookie_is_httponly_lax_and_small() {
         .unwrap();
     let attempt_cookie = start.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(attempt_cookie.contains("Path=/_logto/callback") && attempt_cookie.contains("HttpOnly"));
-    assert!(attempt_cookie.contains("SameSite=Lax") && attempt_cookie.contains("Max-Age=600"));
+    assert!(attempt_cookie.contains("SameSite=Lax") && attempt_cookie.contains("Max-Age=3600"));
     let mut url = start.headers()["location"].to_str().unwrap().to_owned();
     let callback = loop {
         let r = b2.client.get(&url).header("accept", "text/html").send().await.unwrap();
@@ -654,4 +654,52 @@ async fn sign_in_again_links_keep_the_page_asked_for() {
         .await
         .unwrap()
         .contains("/_logto/sign-in?redirect=%2Fdocs\""));
+}
+
+/// Logto keeps a sign-in open for an hour (its interaction's lifetime): a person who comes back to Logto's page
+/// after a while (fetching a code, a break) finishes signing in, back on the page asked for. Past that hour the
+/// gate no longer takes the callback either. The attempt's age is set by resealing its cookie with the gate's key.
+#[tokio::test]
+async fn a_sign_in_finished_within_logtos_hour_completes() {
+    let s = Stack::start().await;
+    let toml = gate_toml(&s.gate.url(), &s.upstream.url(), &s.idp.endpoint(), "", "");
+    let config = logto_gate::Config::from_toml_str(&toml, Vec::new()).unwrap();
+    let codec = logto_gate::session::CookieCodec::new(&config.session);
+    for (minutes, finishes) in [(50, true), (61, false)] {
+        let b = s.browser();
+        let started = b
+            .client
+            .get(format!("{}/reports/late", s.gate.url()))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(started.status(), StatusCode::FOUND);
+        let logto_url = started.headers()["location"].to_str().unwrap().to_owned();
+        let state = reqwest::Url::parse(&logto_url)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v.into_owned())
+            .unwrap();
+        let aged = logto_gate::session::attempt::SignInAttempt {
+            state,
+            nonce: String::new(),
+            pkce_verifier: String::new(),
+            return_to: "/reports/late".to_owned(),
+            created: logto_gate::session::now() - minutes * 60,
+        };
+        let cookie = codec.attempt_cookie(&aged).unwrap();
+        b.jar
+            .add_cookie_str(cookie.to_str().unwrap(), &s.gate.url().parse().unwrap());
+
+        let (hops, resp) = b.navigate(&logto_url).await;
+        if finishes {
+            assert_eq!(resp.status(), StatusCode::OK, "{minutes} minutes: {hops:#?}");
+            assert_eq!(hops.last().unwrap().url, format!("{}/reports/late", s.gate.url()));
+        } else {
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{minutes} minutes: {hops:#?}");
+            assert!(resp.text().await.unwrap().contains("Sign-in expired"));
+        }
+    }
 }
