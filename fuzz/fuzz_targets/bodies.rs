@@ -45,7 +45,7 @@ pub fn session_cookie(data: &[u8]) {
     headers.insert(COOKIE, value);
     if let Some(opened) = codec().read_session_cookie(&headers) {
         // Only the gate can seal a cookie: random bytes must never open.
-        let _ = serde_json::from_str::<Session>(&opened.plaintext);
+        let _ = serde_json::from_str::<Session>(&opened.copies[0].plaintext);
         panic!("random bytes opened as a session cookie");
     }
     assert!(

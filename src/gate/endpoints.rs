@@ -366,6 +366,7 @@ impl Gate {
                 id: None,
                 names_sent: c.names_sent.into(),
                 rewrite: true,
+                stale_copy: c.stale_copy,
             });
         let cookies = match self.sessions.save(previous.as_ref(), session, now).await {
             Ok(c) => c,

@@ -39,13 +39,36 @@ impl std::fmt::Debug for CookieCodec {
     }
 }
 
-/// The session cookie as a request carried it: the opened value, whether an older key opened it, and the names
-/// of the cookies that carried it (so a rewrite can clear chunks it no longer needs).
+/// The session cookie as a request carried it: each copy of it that opened (usually one, see
+/// [`CookieCodec::read_session_cookie`]) and the names of the cookies that carried it, each once (so a rewrite can
+/// clear chunks it no longer needs).
 #[derive(Debug, Clone)]
 pub struct OpenedCookie {
+    pub copies: Vec<OpenedCopy>,
+    pub names_sent: Vec<String>,
+    /// The request carried a copy this gate no longer writes, which writing the session again removes: a copy for
+    /// the host alone (from before `session.cookie_domain` was set) beside the domain's.
+    pub stale_copy: bool,
+}
+
+/// One opened copy of the session cookie: its value, and whether an older key (not the first) opened it.
+#[derive(Debug, Clone)]
+pub struct OpenedCopy {
     pub plaintext: String,
     pub opened_with_old_key: bool,
-    pub names_sent: Vec<String>,
+}
+
+/// At most this many copies of a session cookie name are read, the last sent (the newest, RFC 6265 §5.4): a browser
+/// holds a copy for the host and one for a domain, or two domains'; more are a client's doing, and each costs a
+/// decryption.
+const MAX_COPIES: usize = 3;
+
+/// The values of the cookie `name` among `pairs`, at most the last [`MAX_COPIES`], in the order sent.
+fn last_copies<'a>(pairs: &[(&'a str, &'a str)], name: &str) -> Vec<&'a str> {
+    let mut values: Vec<&str> = pairs.iter().filter(|(n, _)| *n == name).map(|(_, v)| *v).collect();
+    let extra = values.len().saturating_sub(MAX_COPIES);
+    values.drain(..extra);
+    values
 }
 
 impl CookieCodec {
@@ -108,37 +131,89 @@ impl CookieCodec {
     /// The session cookie's content, if the request carries one that opens: a single cookie `<name>`, or chunks
     /// `<name>.0`, `<name>.1`, ... joined in order. The seal covers the whole value, so reordered, mixed or
     /// missing chunks do not open.
+    ///
+    /// A browser may hold the session cookie twice under one name: for the gate's host and for a domain (set before
+    /// and after `session.cookie_domain` changed), and sends both, the older first (RFC 6265 §5.4: same path, by
+    /// creation time). Every copy that opens is returned, for the caller to take the one that stands; taking the
+    /// first would keep a signed-out copy in front of a new sign-in's, a sign-in loop. Chunked copies are put
+    /// together as the n-th of each chunk name, counted from the first and from the last (two copies may have
+    /// different chunk counts).
     pub fn read_session_cookie(&self, headers: &HeaderMap) -> Option<OpenedCookie> {
-        let pairs: Vec<(&str, &str)> = cookie_pairs(headers).collect();
-        let names_sent: Vec<String> = pairs
-            .iter()
-            .map(|(n, _)| *n)
-            .filter(|n| self.is_session_cookie(n))
-            .map(str::to_owned)
+        let pairs: Vec<(&str, &str)> = cookie_pairs(headers)
+            .filter(|(n, _)| self.is_session_cookie(n))
             .collect();
-        // With duplicated session cookies (e.g. one set for a parent domain) take the first that opens.
-        let single = pairs
-            .iter()
-            .filter(|(n, _)| *n == self.session_name)
-            .find_map(|(_, v)| self.open(&self.session_name, v));
-        let opened = single.or_else(|| {
-            let mut joined = String::new();
-            for i in 0..MAX_CHUNKS {
-                let name = self.chunk_name(i);
-                match pairs.iter().find(|(n, _)| *n == name) {
-                    Some((_, v)) => joined.push_str(v),
-                    None => break,
+        if pairs.is_empty() {
+            return None;
+        }
+        let mut names_sent: Vec<String> = Vec::with_capacity(pairs.len());
+        for (name, _) in &pairs {
+            if !names_sent.iter().any(|n| n == name) {
+                names_sent.push((*name).to_owned());
+            }
+        }
+        let duplicated = names_sent.len() < pairs.len();
+        let mut copies = Vec::new();
+        let mut open = |value: &str| {
+            if let Some((plaintext, old)) = self.open(&self.session_name, value) {
+                copies.push(OpenedCopy {
+                    plaintext,
+                    opened_with_old_key: old,
+                });
+            }
+        };
+        for value in last_copies(&pairs, &self.session_name) {
+            open(value);
+        }
+        if names_sent.iter().any(|n| *n != self.session_name) {
+            for value in self.chunked_copies(&pairs) {
+                open(&value);
+            }
+        }
+        if copies.is_empty() {
+            return None;
+        }
+        Some(OpenedCookie {
+            copies,
+            names_sent,
+            stale_copy: duplicated && !self.domain.is_empty(),
+        })
+    }
+
+    /// The chunked values among `pairs` (session cookie names only): chunk `i` of the k-th copy is the k-th
+    /// `<name>.<i>`, counted from the first and, for copies of different lengths, from the last; a copy ends at
+    /// its first missing chunk. One copy gives one value.
+    fn chunked_copies(&self, pairs: &[(&str, &str)]) -> Vec<String> {
+        let mut chunks: Vec<Vec<&str>> = Vec::new();
+        for i in 0..MAX_CHUNKS {
+            let name = self.chunk_name(i);
+            let values = last_copies(pairs, &name);
+            if values.is_empty() {
+                break;
+            }
+            chunks.push(values);
+        }
+        let copies = chunks.iter().map(Vec::len).max().unwrap_or(0);
+        let mut joined: Vec<String> = Vec::new();
+        for k in 0..copies {
+            for from_last in [false, true] {
+                let mut value = String::new();
+                for values in &chunks {
+                    let at = if from_last {
+                        values.len().checked_sub(k + 1)
+                    } else {
+                        (k < values.len()).then_some(k)
+                    };
+                    match at.and_then(|j| values.get(j)) {
+                        Some(v) => value.push_str(v),
+                        None => break,
+                    }
+                }
+                if !value.is_empty() && !joined.contains(&value) {
+                    joined.push(value);
                 }
             }
-            (!joined.is_empty())
-                .then(|| self.open(&self.session_name, &joined))
-                .flatten()
-        })?;
-        Some(OpenedCookie {
-            plaintext: opened.0,
-            opened_with_old_key: opened.1,
-            names_sent,
-        })
+        }
+        joined
     }
 
     /// `Set-Cookie` headers carrying `plaintext` as the session cookie for `max_age` seconds: one cookie when it
@@ -184,7 +259,17 @@ impl CookieCodec {
         Ok(out)
     }
 
-    /// `Set-Cookie` headers that remove the session cookie and every chunk the request carried.
+    /// `Set-Cookie` headers removing the copies of `names` set for the host alone (no `Domain`), which a gate with
+    /// `session.cookie_domain` never writes but a browser keeps from before it was set; none without that key.
+    pub fn clear_host_copies(&self, names: &[String]) -> Vec<HeaderValue> {
+        if self.domain.is_empty() {
+            return Vec::new();
+        }
+        names.iter().map(|n| self.clear_cookie_for(n, "/", "")).collect()
+    }
+
+    /// `Set-Cookie` headers that remove the session cookie and every chunk the request carried, with
+    /// `session.cookie_domain` the host's copies too ([`CookieCodec::clear_host_copies`]).
     pub fn clear_session_cookies(&self, headers: &HeaderMap) -> Vec<HeaderValue> {
         let mut names: Vec<String> = cookie_pairs(headers)
             .map(|(n, _)| n)
@@ -196,7 +281,9 @@ impl CookieCodec {
         }
         names.sort();
         names.dedup();
-        names.iter().map(|n| self.clear_cookie(n, "/")).collect()
+        let mut clear: Vec<HeaderValue> = names.iter().map(|n| self.clear_cookie(n, "/")).collect();
+        clear.extend(self.clear_host_copies(&names));
+        clear
     }
 
     /// `<name>` or `<name>.<digits>`.
@@ -378,8 +465,12 @@ impl CookieCodec {
     }
 
     fn clear_cookie(&self, name: &str, path: &str) -> HeaderValue {
+        self.clear_cookie_for(name, path, &self.domain)
+    }
+
+    /// A `Set-Cookie` removing `name` at `path` for `domain` (`; Domain=...`, or empty for the host's copy).
+    fn clear_cookie_for(&self, name: &str, path: &str, domain: &str) -> HeaderValue {
         let secure = if self.secure { "; Secure" } else { "" };
-        let domain = &self.domain;
         let text = format!(
             "{name}=; Path={path}; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Lax{secure}{domain}"
         );

@@ -31,8 +31,12 @@ pub struct Current {
     pub id: Option<String>,
     /// Cookie names the request carried for the session (to clear stale chunks).
     pub names_sent: Arc<[String]>,
-    /// The cookie must be written again: opened with an old secret, or idle tracking is due.
+    /// The cookie must be written again: opened with an old secret, idle tracking is due, or a stale copy of it
+    /// came along.
     pub rewrite: bool,
+    /// The request carried a copy of the session cookie set for the host alone, which this gate, writing for
+    /// `session.cookie_domain`, no longer writes: writing the session removes it.
+    pub stale_copy: bool,
 }
 
 /// Decrypted cookie sessions by their exact cookie value, so a busy session is opened once, not on every request.
@@ -168,23 +172,21 @@ impl Sessions {
         let Some(opened) = self.codec.read_session_cookie(headers) else {
             return Ok(None);
         };
-        let (session, id): (Session, _) = match (self.kind, &self.redis) {
-            (StoreKind::Redis, Some(redis)) => {
-                let id = opened.plaintext.clone();
-                match Box::pin(redis.get(&redis.key("session", &id))).await? {
-                    Some(json) => match serde_json::from_str::<Session>(&json) {
-                        Ok(s) => (s, Some(id)),
-                        Err(_) => return Ok(None),
-                    },
-                    None => return Ok(None),
-                }
+        // Usually one copy; of several (a browser holding the cookie for the host and for a domain), the one that
+        // stands, the latest sign-in or refresh if more than one does.
+        let mut found: Option<(Session, Option<String>, bool, bool)> = None;
+        for copy in opened.copies {
+            let Some((session, id)) = self.stored(copy.plaintext).await? else {
+                continue;
+            };
+            let Some(rewrite) = self.admit(&session, copy.opened_with_old_key, now).await? else {
+                continue;
+            };
+            if found.as_ref().is_none_or(|(other, ..)| newer(&session, other)) {
+                found = Some((session, id, rewrite, copy.opened_with_old_key));
             }
-            _ => match serde_json::from_str::<Session>(&opened.plaintext) {
-                Ok(s) => (s, None),
-                Err(_) => return Ok(None),
-            },
-        };
-        let Some(rewrite) = self.admit(&session, opened.opened_with_old_key, now).await? else {
+        }
+        let Some((session, id, rewrite, old_key)) = found else {
             return Ok(None);
         };
         let session = Arc::new(session);
@@ -199,7 +201,7 @@ impl Sessions {
                     }
                     let entry = Opened {
                         session: Arc::clone(&session),
-                        old_key: opened.opened_with_old_key,
+                        old_key,
                     };
                     cache.insert(raw.into(), entry);
                 }
@@ -209,8 +211,21 @@ impl Sessions {
             session,
             id,
             names_sent: opened.names_sent.into(),
-            rewrite,
+            rewrite: rewrite || opened.stale_copy,
+            stale_copy: opened.stale_copy,
         }))
+    }
+
+    /// The session a cookie value stands for: the value itself (cookie store), or the session Redis keeps under
+    /// it; `None` when it is not one (or Redis no longer has it).
+    async fn stored(&self, plaintext: String) -> Result<Option<(Session, Option<String>)>, StoreError> {
+        Ok(match (self.kind, &self.redis) {
+            (StoreKind::Redis, Some(redis)) => Box::pin(redis.get(&redis.key("session", &plaintext)))
+                .await?
+                .and_then(|json| serde_json::from_str::<Session>(&json).ok())
+                .map(|s| (s, Some(plaintext))),
+            _ => serde_json::from_str::<Session>(&plaintext).ok().map(|s| (s, None)),
+        })
     }
 
     /// Whether a session found on a request still counts: live, not idle too long, not revoked (cookie store;
@@ -269,6 +284,7 @@ impl Sessions {
             id: None,
             names_sent: Arc::clone(&self.single_name),
             rewrite,
+            stale_copy: false,
         }))
     }
 
@@ -305,7 +321,7 @@ impl Sessions {
     ) -> Result<Vec<HeaderValue>, SaveError> {
         let max_age = session.exp.saturating_sub(now);
         let names_sent = current.map(|c| &c.names_sent[..]).unwrap_or(&[]);
-        match (self.kind, &self.redis) {
+        let mut cookies = match (self.kind, &self.redis) {
             (StoreKind::Redis, Some(redis)) => {
                 let existing = current.and_then(|c| c.id.clone());
                 let id = match &existing {
@@ -343,7 +359,7 @@ impl Sessions {
                 }
                 self.codec
                     .session_cookies(id, max_age, names_sent)
-                    .map_err(SaveError::Internal)
+                    .map_err(SaveError::Internal)?
             }
             _ => {
                 let json = serde_json::to_string(&session).map_err(|e| SaveError::Internal(e.to_string()))?;
@@ -354,16 +370,26 @@ impl Sessions {
                 if cookies.len() > 1 && names_sent.len() <= 1 {
                     warn_large(&session);
                 }
-                Ok(cookies)
+                cookies
             }
+        };
+        if current.is_some_and(|c| c.stale_copy) {
+            cookies.extend(self.codec.clear_host_copies(names_sent));
         }
+        Ok(cookies)
     }
 
     /// Ends the request's session (sign-out): deletes it from Redis and returns headers clearing every cookie.
     pub async fn destroy(&self, headers: &HeaderMap) -> Vec<HeaderValue> {
         if let (StoreKind::Redis, Some(redis)) = (self.kind, &self.redis) {
             if let Some(opened) = self.codec.read_session_cookie(headers) {
-                if let Err(e) = redis.delete(&[redis.key("session", &opened.plaintext)]).await {
+                // Every copy the browser held (usually one) is this browser's session.
+                let keys: Vec<String> = opened
+                    .copies
+                    .iter()
+                    .map(|c| redis.key("session", &c.plaintext))
+                    .collect();
+                if let Err(e) = redis.delete(&keys).await {
                     tracing::warn!(error = %e, "could not delete the session from Redis at sign-out");
                 }
             }
@@ -607,6 +633,12 @@ pub enum SaveError {
 }
 
 /// Names the claims that make a session need several cookies, biggest first.
+/// Whether `a` is a later state of the person's sign-in than `b`: signed in later, else refreshed later, else seen
+/// later.
+fn newer(a: &Session, b: &Session) -> bool {
+    (a.iat, a.at_exp, a.seen) > (b.iat, b.at_exp, b.seen)
+}
+
 fn warn_large(session: &Session) {
     let mut sizes: Vec<(String, usize)> = session
         .claims

@@ -5,29 +5,65 @@ use reqwest::StatusCode;
 
 use crate::support::*;
 
+/// A gate in this process whose `server.public_url` is `http://auth.example.test:<port>`, with
+/// `session.cookie_domain = "example.test"` and `server_lines` and `session_lines` added to their sections.
+struct OnExampleTest {
+    port: u16,
+    public: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl OnExampleTest {
+    async fn start(idp: &Idp, upstream: &Upstream, server_lines: &str, session_lines: &str) -> OnExampleTest {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let public = format!("http://auth.example.test:{port}");
+        idp.register_client(APP_ID, APP_SECRET, &public);
+        let toml = gate_toml(&public, &upstream.url(), &idp.endpoint(), "", "")
+            .replace("[server]\n", &format!("[server]\n{server_lines}\n"))
+            .replace(
+                "[session]\n",
+                &format!("[session]\ncookie_domain = \"example.test\"\n{session_lines}\n"),
+            );
+        let config = logto_gate::Config::from_toml_str(&toml, Vec::new()).unwrap_or_else(|e| panic!("{e}"));
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(logto_gate::run_with_listener(config, listener, async {
+            let _ = rx.await;
+        }));
+        wait_for_status(&format!("http://127.0.0.1:{port}/_logto/readyz"), 200).await;
+        OnExampleTest {
+            port,
+            public,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+impl GateUrl for OnExampleTest {
+    fn url(&self) -> String {
+        self.public.clone()
+    }
+}
+
 #[tokio::test]
 async fn one_sign_in_serves_every_allowed_host_and_one_sign_out_ends_it_everywhere() {
     let idp = Idp::start(IdpOptions::default());
     let upstream = Upstream::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    let public = format!("http://auth.example.test:{port}");
-    idp.register_client(APP_ID, APP_SECRET, &public);
-    let toml = gate_toml(&public, &upstream.url(), &idp.endpoint(), "", "")
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""))
-        .replace(
-            "[server]\n",
-            "[server]\nallowed_redirect_hosts = [\"grafana.example.test\", \".apps.example.test\"]\n",
-        )
-        .replace("[session]\n", "[session]\ncookie_domain = \"example.test\"\n");
-    let config = logto_gate::Config::from_toml_str(&toml, Vec::new()).unwrap_or_else(|e| panic!("{e}"));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(logto_gate::run_with_listener(config, listener, async {
-        let _ = rx.await;
-    }));
-    wait_for_status(&format!("http://127.0.0.1:{port}/_logto/readyz"), 200).await;
+    let gate = OnExampleTest::start(
+        &idp,
+        &upstream,
+        "allowed_redirect_hosts = [\"grafana.example.test\", \".apps.example.test\"]",
+        "",
+    )
+    .await;
+    let (port, public) = (gate.port, gate.public.clone());
 
     let hosts = [
         "auth.example.test",
@@ -89,8 +125,7 @@ async fn one_sign_in_serves_every_allowed_host_and_one_sign_out_ends_it_everywhe
             .unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{origin}");
     }
-    let _ = tx.send(());
-    let _ = task.await;
+    gate.stop().await;
 }
 
 /// Behind a trusted proxy that sends the app's host as `X-Forwarded-Host` (and its own name as `Host`), a browser
@@ -178,4 +213,101 @@ fn cookie_domain_and_redirect_hosts_are_checked_against_each_other() {
     );
     let c = logto_gate::Config::from_toml_str(&ok, Vec::new()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.session.cookie_domain.as_deref(), Some("example.com"));
+}
+
+/// A browser can hold the session cookie twice: for the gate's host, from before `session.cookie_domain` was set,
+/// and for the domain. It sends both, the older first. The gate reads the copy that stands, writes it again for the
+/// domain and removes the host's copy (a `Set-Cookie` without `Domain`), so the next request carries one. Before, it
+/// took the first copy that opened: once that one was signed out, every sign-in ended on the sign-in again, a loop
+/// (the gate cleared only the domain's copy). Sign-out removes both copies.
+#[tokio::test]
+async fn a_session_cookie_held_twice_is_read_from_the_copy_that_stands() {
+    for on_redis in [false, true] {
+        let redis = match on_redis {
+            true if !have_redis() => continue,
+            true => Some(redis::Redis::start().await),
+            false => None,
+        };
+        let session_lines = redis
+            .as_ref()
+            .map(|r| format!("store = \"redis\"\nredis_url = \"{}\"", r.url()))
+            .unwrap_or_default();
+        let idp = Idp::start(IdpOptions::default());
+        let upstream = Upstream::start().await;
+        let gate = OnExampleTest::start(&idp, &upstream, "", &session_lines).await;
+        let b = Browser::resolving(&idp, &["auth.example.test"], gate.port);
+        let public = gate.public.clone();
+        b.sign_in(&gate, "/").await;
+        let old = b.cookie(&public, "logto_gate").unwrap();
+        let out = b.get(format!("{public}/_logto/sign-out")).await;
+        assert_eq!(out.status(), StatusCode::FOUND);
+        b.sign_in(&gate, "/").await;
+        let new = b.cookie(&public, "logto_gate").unwrap();
+        assert_ne!(old, new);
+
+        // Requests sending exactly the cookies given (a client without a jar).
+        let bare = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(
+                "auth.example.test",
+                std::net::SocketAddr::from(([127, 0, 0, 1], gate.port)),
+            )
+            .build()
+            .unwrap();
+        let get = |cookie: String| {
+            bare.get(format!("{public}/app"))
+                .header("accept", "text/html")
+                .header("cookie", cookie)
+                .send()
+        };
+        for held in [
+            format!("logto_gate={old}; logto_gate={new}"),
+            format!("logto_gate={new}; logto_gate={old}"),
+        ] {
+            let r = get(held.clone()).await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "redis {on_redis}, {held}");
+            assert_eq!(upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
+            let set = set_cookies(&r);
+            let rewritten = set
+                .iter()
+                .find(|c| c.starts_with("logto_gate=") && !c.contains("Max-Age=0"))
+                .unwrap_or_else(|| panic!("the session is written again: {set:?}"));
+            assert!(rewritten.contains("; Domain=example.test"), "{rewritten}");
+            let cleared = set
+                .iter()
+                .find(|c| c.starts_with("logto_gate=;") && c.contains("Max-Age=0") && !c.contains("Domain"))
+                .unwrap_or_else(|| panic!("the host's copy is removed: {set:?}"));
+            assert!(cleared.contains("Path=/"), "{cleared}");
+            // The copy written again is the one that stood.
+            let once = rewritten.split(';').next().unwrap().to_owned();
+            assert_eq!(get(once).await.unwrap().status(), StatusCode::OK);
+        }
+
+        // Sign-out removes the domain's copy and the host's.
+        let out = bare
+            .get(format!("{public}/_logto/sign-out"))
+            .header("cookie", format!("logto_gate={new}"))
+            .send()
+            .await
+            .unwrap();
+        let set = set_cookies(&out);
+        for domain in [true, false] {
+            assert!(
+                set.iter().any(|c| c.starts_with("logto_gate=;")
+                    && c.contains("Max-Age=0")
+                    && c.contains("; Domain=example.test") == domain),
+                "domain {domain}: {set:?}"
+            );
+        }
+        gate.stop().await;
+    }
+}
+
+/// The `Set-Cookie` fields of an answer.
+fn set_cookies(r: &reqwest::Response) -> Vec<&str> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect()
 }

@@ -7,7 +7,11 @@ fn codec_with(secrets: &[&str]) -> CookieCodec {
 }
 
 fn codec_named(secrets: &[&str], cookie_name: &str) -> CookieCodec {
-    CookieCodec::new(&SessionConfig {
+    CookieCodec::new(&session_config(secrets, cookie_name))
+}
+
+fn session_config(secrets: &[&str], cookie_name: &str) -> SessionConfig {
+    SessionConfig {
         secrets: secrets.iter().map(|s| Secret::new((*s).to_owned())).collect(),
         cookie_name: cookie_name.to_owned(),
         lifetime: Duration::from_secs(3600),
@@ -23,7 +27,7 @@ fn codec_named(secrets: &[&str], cookie_name: &str) -> CookieCodec {
         redis_sentinel_master: None,
         cookie_domain: None,
         revocation_file: None,
-    })
+    }
 }
 
 fn codec(secret: &str) -> CookieCodec {
@@ -68,8 +72,9 @@ fn session_cookie_round_trips_and_is_httponly_lax_secure() {
     let opened = c
         .read_session_cookie(&request_with(&format!("a=b; {}", pairs_of(&set)[0])))
         .unwrap();
-    assert_eq!(opened.plaintext, "hello");
-    assert!(!opened.opened_with_old_key);
+    assert_eq!(opened.copies.len(), 1);
+    assert_eq!(opened.copies[0].plaintext, "hello");
+    assert!(!opened.copies[0].opened_with_old_key);
 }
 
 #[test]
@@ -95,14 +100,9 @@ fn rotated_secrets_open_old_cookies_and_seal_with_the_first() {
     let pair = pairs_of(&old.session_cookies("s".into(), 60, &[]).unwrap())[0].clone();
     let rotated = codec_with(&[NEW_SECRET, SECRET]);
     let opened = rotated.read_session_cookie(&request_with(&pair)).unwrap();
-    assert!(opened.opened_with_old_key);
+    assert!(opened.copies[0].opened_with_old_key);
     let resealed = pairs_of(&rotated.session_cookies("s".into(), 60, &[]).unwrap())[0].clone();
-    assert!(
-        !rotated
-            .read_session_cookie(&request_with(&resealed))
-            .unwrap()
-            .opened_with_old_key
-    );
+    assert!(!rotated.read_session_cookie(&request_with(&resealed)).unwrap().copies[0].opened_with_old_key);
     assert!(
         codec(NEW_SECRET).read_session_cookie(&request_with(&pair)).is_none(),
         "a removed secret no longer opens"
@@ -123,7 +123,7 @@ fn large_sessions_are_chunked_and_stale_chunks_cleared() {
     assert!(set.iter().all(|v| v.len() <= MAX_COOKIE_BYTES));
     let header = pairs.join("; ");
     let opened = c.read_session_cookie(&request_with(&header)).unwrap();
-    assert_eq!(opened.plaintext, big);
+    assert_eq!(opened.copies[0].plaintext, big);
     // Reordered chunks do not open.
     let swapped = format!(
         "{}; {}",
@@ -319,4 +319,71 @@ fn cookies_keep_the_promise_of_a_host_prefix() {
         c.read_attempt(&request_with(&format!("{name}={value}")), &state, 200),
         Some(attempt)
     );
+}
+
+/// A browser holding the session cookie for the host and for a domain sends both copies under one name; each that
+/// opens is returned, single or chunked, whatever the order and however many chunks each copy has.
+#[test]
+fn every_copy_of_a_session_cookie_held_twice_opens() {
+    let c = codec(SECRET);
+    let one = |plaintext: &str| pairs_of(&c.session_cookies(plaintext.to_owned(), 60, &[]).unwrap()).join("; ");
+    let plaintexts = |header: &str| -> Vec<String> {
+        let opened = c.read_session_cookie(&request_with(header)).unwrap();
+        opened.copies.into_iter().map(|o| o.plaintext).collect()
+    };
+    assert_eq!(plaintexts(&format!("{}; {}", one("old"), one("new"))), ["old", "new"]);
+    let opened = c
+        .read_session_cookie(&request_with(&format!("logto_gate=junk; {}", one("new"))))
+        .unwrap();
+    assert_eq!(opened.copies.len(), 1);
+    assert_eq!(opened.names_sent, ["logto_gate"]);
+    assert!(
+        !opened.stale_copy,
+        "without session.cookie_domain no copy is the gate's to remove"
+    );
+
+    let (short, long) = ("s".repeat(9000), "l".repeat(14000));
+    assert!(one(&short).matches("logto_gate.").count() < one(&long).matches("logto_gate.").count());
+    for (first, second) in [(&short, &long), (&long, &short)] {
+        let found = plaintexts(&format!("{}; {}", one(first), one(second)));
+        assert!(found.contains(first) && found.contains(second), "{}", found.len());
+    }
+    // A single copy beside a chunked one.
+    let found = plaintexts(&format!("{}; {}", one(&short), one("small")));
+    assert!(found.contains(&short) && found.contains(&"small".to_owned()));
+
+    // More copies than a browser could hold cost no more than three decryptions, of the newest (sent last).
+    let many = (0..6).map(|i| one(&format!("copy {i}"))).collect::<Vec<_>>().join("; ");
+    assert_eq!(plaintexts(&many), ["copy 3", "copy 4", "copy 5"]);
+}
+
+/// With `session.cookie_domain`, a name sent twice means a copy for the host alone is among them, which the gate
+/// no longer writes: it is marked for removal, and sign-out removes the host's copies too.
+#[test]
+fn with_a_cookie_domain_the_hosts_copy_is_removed() {
+    let mut config = SessionConfig {
+        cookie_domain: Some("example.com".into()),
+        ..session_config(&[SECRET], "logto_gate")
+    };
+    let c = CookieCodec::new(&config);
+    let one = pairs_of(&c.session_cookies("x".into(), 60, &[]).unwrap()).join("; ");
+    let opened = c.read_session_cookie(&request_with(&one)).unwrap();
+    assert!(!opened.stale_copy);
+    let twice = c.read_session_cookie(&request_with(&format!("{one}; {one}"))).unwrap();
+    assert!(twice.stale_copy);
+    let clear = c.clear_host_copies(&twice.names_sent);
+    assert_eq!(clear.len(), 1);
+    let text = clear[0].to_str().unwrap();
+    assert!(text.starts_with("logto_gate=;") && text.contains("Max-Age=0") && !text.contains("Domain"));
+    let out = c.clear_session_cookies(&request_with(&one));
+    let domains: Vec<bool> = out
+        .iter()
+        .map(|v| v.to_str().unwrap().contains("; Domain=example.com"))
+        .collect();
+    assert_eq!(domains, [true, false]);
+
+    config.cookie_domain = None;
+    let host_only = CookieCodec::new(&config);
+    assert!(host_only.clear_host_copies(&twice.names_sent).is_empty());
+    assert_eq!(host_only.clear_session_cookies(&request_with(&one)).len(), 1);
 }
