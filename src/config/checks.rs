@@ -152,9 +152,15 @@ pub(super) fn http_url(p: &mut Problems, key: &str, v: &str, allow_path: bool) -
     let parsed = match url::Url::parse(v) {
         Ok(u) => u,
         Err(url::ParseError::RelativeUrlWithoutBase) => {
+            // An app behind the gate usually speaks plain HTTP on loopback or the pod's network.
+            let hint = if key.starts_with("upstream") {
+                format!("http://{v} (https:// for an app that speaks TLS)")
+            } else {
+                format!("https://{v}")
+            };
             p.add(
                 key,
-                format!("`{v}` is not a valid URL: it has no scheme; write it like https://{v}"),
+                format!("`{v}` is not a valid URL: it has no scheme; write it like {hint}"),
             );
             return None;
         }

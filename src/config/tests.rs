@@ -67,6 +67,13 @@ fn messages_say_what_to_write() {
             .any(|l| l.starts_with("server.public_url:") && l.contains("write it like https://app.example.com")),
         "{scheme:?}"
     );
+    let upstream = err(&MINIMAL.replace("http://127.0.0.1:8080", "127.0.0.1:8080"));
+    assert!(
+        upstream
+            .iter()
+            .any(|l| l.starts_with("upstream.url:") && l.contains("write it like http://127.0.0.1:8080 (https://")),
+        "{upstream:?}"
+    );
 }
 
 #[test]
