@@ -50,7 +50,14 @@ pub(super) fn validate_logto(
     let mut scopes: Vec<String> = BASE_SCOPES.iter().map(|s| (*s).to_owned()).collect();
     for s in raw.scopes.unwrap_or_default() {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
-            p.add("logto.scopes", format!("`{s}` is not a valid scope token"));
+            // RFC 6749 §3.3: a scope token is visible ASCII except `"` and `\`; several are several strings.
+            let hint = if s.split_ascii_whitespace().count() > 1 {
+                let each: Vec<String> = s.split_ascii_whitespace().map(|t| format!("\"{t}\"")).collect();
+                format!(": one scope per string, like [{}]", each.join(", "))
+            } else {
+                " (RFC 6749 §3.3: visible ASCII, no quote or backslash)".to_owned()
+            };
+            p.add("logto.scopes", format!("`{s}` is not a valid scope token{hint}"));
         } else if !scopes.contains(&s) {
             scopes.push(s);
         }

@@ -67,6 +67,13 @@ fn messages_say_what_to_write() {
             .any(|l| l.starts_with("server.public_url:") && l.contains("write it like https://app.example.com")),
         "{scheme:?}"
     );
+    let scopes = err(&MINIMAL.replace("[logto]\n", "[logto]\nscopes = [\"email roles\", \"a\\\\b\"]\n"));
+    assert!(
+        scopes.iter().any(|l| l
+            .ends_with("`email roles` is not a valid scope token: one scope per string, like [\"email\", \"roles\"]")),
+        "{scopes:?}"
+    );
+    assert!(scopes.iter().any(|l| l.contains("no quote or backslash")), "{scopes:?}");
     let upstream = err(&MINIMAL.replace("http://127.0.0.1:8080", "127.0.0.1:8080"));
     assert!(
         upstream
