@@ -91,6 +91,7 @@ impl Gate {
         let Some(gate) = self.me.upgrade() else {
             return refresh::Outcome::Unavailable;
         };
+        let spent = rt;
         let (current, rt) = (current.clone(), rt.to_owned());
         // In a task of its own (see `Refresher::run`): it reaches its end whoever still waits for it.
         let work = || async move {
@@ -107,7 +108,7 @@ impl Gate {
             }
             outcome
         };
-        self.refresher.run(&key, work).await
+        self.refresher.run(&key, spent, work).await
     }
 
     /// One refresh of one session. With the Redis store a short lock makes it one refresh across all replicas:

@@ -18,12 +18,16 @@ use tokio::sync::{watch, Notify};
 
 use super::Session;
 
-/// How long a pre-refresh cookie is still answered with the refreshed session.
+/// How long a pre-refresh cookie is still answered with the refreshed session, when Logto gave the refresh token
+/// back (the usual case): the cookie's token is still good, so a later request may send it to Logto again.
 pub const GRACE: Duration = Duration::from_secs(60);
 
-/// The same for a refresh that ended after every request waiting for it had stopped waiting: with the cookie store
-/// the refreshed session reaches the browser only on its next request, whenever that comes. An hour covers a tab left
-/// alone for the life of Logto's access tokens; a browser back later than that sends the old refresh token again.
+/// The same for a refresh that rotated the refresh token (Logto does past 70 % of its life, and revokes the grant
+/// when the old one comes again), or that ended after every request waiting for it had stopped waiting: with the
+/// cookie store the refreshed session reaches the browser only in an answer to one of its requests, and one lost on
+/// the way (a tab closed, a connection cut) leaves the browser with the spent token. An hour covers a tab left alone
+/// for the life of Logto's access tokens; a browser back later than that sends the spent token again. A session's
+/// token rotates once in ten days or so, so few outcomes are kept this long.
 pub const UNCLAIMED_GRACE: Duration = Duration::from_secs(3600);
 
 /// After a failed attempt (Logto unreachable), how long before the next one.
@@ -65,13 +69,14 @@ struct Shared {
 }
 
 impl Refresher {
-    /// The outcome of the refresh `key` names: the one just finished, the one running (waited for), or `work`,
-    /// started now. `work` runs in a task of its own, to its end whoever waits for it: a caller that stops waiting
-    /// (its request timed out or its client went away) leaves it running, since Logto may have rotated the refresh
-    /// token by then and only this refresh holds the new one. Its outcome is handed out for [`GRACE`] after it
-    /// ends, and for [`UNCLAIMED_GRACE`] when nobody was waiting for it any more (the browser's next request, with
-    /// the old cookie, is the only one left to carry it).
-    pub async fn run<F, Fut>(&self, key: &str, work: F) -> Outcome
+    /// The outcome of the refresh `key` names, which spends the refresh token `spent`: the one just finished, the
+    /// one running (waited for), or `work`, started now. `work` runs in a task of its own, to its end whoever waits
+    /// for it: a caller that stops waiting (its request timed out or its client went away) leaves it running, since
+    /// Logto may have rotated the refresh token by then and only this refresh holds the new one. Its outcome is
+    /// handed out for [`GRACE`] after it ends, and for [`UNCLAIMED_GRACE`] when it rotated `spent` away or nobody
+    /// was waiting for it any more (the browser's next request, with the old cookie, may be the only one left to
+    /// carry it).
+    pub async fn run<F, Fut>(&self, key: &str, spent: &str, work: F) -> Outcome
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Outcome> + Send + 'static,
@@ -94,7 +99,12 @@ impl Refresher {
                 None => {
                     let (tx, rx) = watch::channel(None);
                     st.inflight.insert(key.to_owned(), rx.clone());
-                    let task = finish(Arc::clone(&self.shared), key.to_owned(), work(), tx);
+                    let running = Running {
+                        shared: Arc::clone(&self.shared),
+                        key: key.to_owned(),
+                        spent: key_for(spent),
+                    };
+                    let task = finish(running, work(), tx);
                     tokio::spawn(tracing::Instrument::in_current_span(task));
                     rx
                 }
@@ -126,18 +136,9 @@ impl Refresher {
 
 /// Runs one refresh and records its outcome before its in-flight entry goes (`Running`) and it is sent: a caller
 /// finds the one or the other, so none can start a second refresh with a consumed token.
-async fn finish(
-    shared: Arc<Shared>,
-    key: String,
-    work: impl Future<Output = Outcome>,
-    tx: watch::Sender<Option<Outcome>>,
-) {
-    let running = Running {
-        shared: Arc::clone(&shared),
-        key,
-    };
+async fn finish(running: Running, work: impl Future<Output = Outcome>, tx: watch::Sender<Option<Outcome>>) {
     let outcome = work.await;
-    if let Ok(mut st) = shared.state.lock() {
+    if let Ok(mut st) = running.shared.state.lock() {
         // The in-flight entry holds one receiver; any other is a caller still waiting.
         let claimed = tx.receiver_count() > 1;
         let now = Instant::now();
@@ -146,7 +147,11 @@ async fn finish(
                 st.failed.insert(running.key.clone(), now);
             }
             done => {
-                let keep = if claimed { GRACE } else { UNCLAIMED_GRACE };
+                let rotated = match done {
+                    Outcome::Refreshed(s) => s.rt.as_deref().map(key_for).as_deref() != Some(running.spent.as_str()),
+                    _ => false,
+                };
+                let keep = if claimed && !rotated { GRACE } else { UNCLAIMED_GRACE };
                 st.recent.insert(running.key.clone(), (done.clone(), now + keep));
             }
         }
@@ -161,6 +166,8 @@ async fn finish(
 struct Running {
     shared: Arc<Shared>,
     key: String,
+    /// [`key_for`] of the refresh token the refresh spends: whether Logto rotated it away.
+    spent: String,
 }
 
 impl Drop for Running {
@@ -216,7 +223,7 @@ mod tests {
         for _ in 0..20 {
             let (r, calls, mut rx) = (r.clone(), calls.clone(), release_rx.clone());
             tasks.push(tokio::spawn(async move {
-                r.run("k", || async move {
+                r.run("k", "new", || async move {
                     calls.fetch_add(1, Ordering::SeqCst);
                     let _ = rx.wait_for(|go| *go).await;
                     Outcome::Refreshed(session())
@@ -230,7 +237,7 @@ mod tests {
             assert!(matches!(t.await.unwrap(), Outcome::Refreshed(_)));
         }
         // A late caller with the same (consumed) token gets the refreshed session without a new call.
-        let late = r.run("k", || async { Outcome::Ended }).await;
+        let late = r.run("k", "new", || async { Outcome::Ended }).await;
         assert!(matches!(late, Outcome::Refreshed(_)));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
@@ -243,7 +250,7 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let (release_tx, mut release_rx) = tokio::sync::watch::channel(false);
         let counted = calls.clone();
-        let waiting = r.run("k", move || async move {
+        let waiting = r.run("k", "new", move || async move {
             counted.fetch_add(1, Ordering::SeqCst);
             let _ = release_rx.wait_for(|go| *go).await;
             Outcome::Refreshed(session())
@@ -264,7 +271,7 @@ mod tests {
             until.is_some_and(|until| until > Instant::now() + GRACE),
             "kept past GRACE: {until:?}"
         );
-        let late = r.run("k", || async { Outcome::Ended }).await;
+        let late = r.run("k", "new", || async { Outcome::Ended }).await;
         assert!(matches!(late, Outcome::Refreshed(_)));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
@@ -274,7 +281,7 @@ mod tests {
         let r = Refresher::default();
         r.idle().await;
         let (release_tx, mut release_rx) = tokio::sync::watch::channel(false);
-        let waiting = r.run("k", move || async move {
+        let waiting = r.run("k", "new", move || async move {
             let _ = release_rx.wait_for(|go| *go).await;
             Outcome::Ended
         });
@@ -295,7 +302,7 @@ mod tests {
     async fn a_refresh_ending_without_an_outcome_leaves_no_entry() {
         let r = Refresher::default();
         let (release_tx, mut release_rx) = tokio::sync::watch::channel(false);
-        let failing = r.run("k", move || async move {
+        let failing = r.run("k", "new", move || async move {
             let _ = release_rx.wait_for(|go| *go).await;
             panic!("a refresh that fails its own way")
         });
@@ -305,7 +312,7 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), r.idle())
             .await
             .expect("nothing left running");
-        let second = r.run("k", || async { Outcome::Refreshed(session()) }).await;
+        let second = r.run("k", "new", || async { Outcome::Refreshed(session()) }).await;
         assert!(matches!(second, Outcome::Refreshed(_)), "started afresh");
     }
 
@@ -313,13 +320,35 @@ mod tests {
     async fn failures_are_not_retried_at_once() {
         let r = Refresher::default();
         assert!(matches!(
-            r.run("k", || async { Outcome::Unavailable }).await,
+            r.run("k", "new", || async { Outcome::Unavailable }).await,
             Outcome::Unavailable
         ));
-        let second = r.run("k", || async { Outcome::Refreshed(session()) }).await;
+        let second = r.run("k", "new", || async { Outcome::Refreshed(session()) }).await;
         assert!(
             matches!(second, Outcome::Unavailable),
             "within RETRY_AFTER nothing is sent"
         );
+    }
+
+    /// A refresh its caller took is handed out again for [`GRACE`] when Logto gave the refresh token back, and for
+    /// [`UNCLAIMED_GRACE`] when it rotated it: an answer lost on the way leaves the browser with the spent token,
+    /// which Logto would answer by revoking the grant.
+    #[tokio::test]
+    async fn a_rotated_refresh_is_handed_out_for_longer() {
+        for (spent, longer) in [("new", false), ("old", true)] {
+            let r = Refresher::default();
+            let taken = r.run("k", spent, || async { Outcome::Refreshed(session()) }).await;
+            assert!(matches!(taken, Outcome::Refreshed(_)));
+            let until = r
+                .shared
+                .state
+                .lock()
+                .unwrap()
+                .recent
+                .get("k")
+                .map(|(_, until)| *until)
+                .unwrap();
+            assert_eq!(until > Instant::now() + GRACE, longer, "spent {spent}");
+        }
     }
 }

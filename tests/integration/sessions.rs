@@ -361,6 +361,39 @@ async fn a_refresh_goes_on_when_its_request_goes_away() {
     assert_no_token_sent_twice(&s.idp);
 }
 
+/// The answer carrying a refreshed session can be lost after the refresh (a tab closed, a connection cut): the browser
+/// keeps the old cookie, whose refresh token Logto rotated away. Its next request, even a minute later, gets the
+/// refreshed session; the spent token never goes to Logto again, which would revoke the grant. (A minute is how long
+/// the gate answered such a cookie before; this test waits it out.)
+#[tokio::test]
+async fn a_refreshed_answer_lost_on_the_way_costs_no_sign_in() {
+    let aged = IdpOptions {
+        refresh_tokens_aged: true,
+        ..short_tokens()
+    };
+    let (s, cookie) = due_for_refresh(aged, |t| t).await;
+    let url = format!("{}/api", s.gate.url());
+    // Answered with the refreshed session, which the browser never stores.
+    assert_eq!(status_with_cookie(&url, &cookie).await, StatusCode::OK);
+    assert_eq!(refresh_grants(&s.idp), 1);
+
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let next = plain().get(&url).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(next.status(), StatusCode::OK, "the old cookie a minute later");
+    assert_no_token_sent_twice(&s.idp);
+    let refreshed = next
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|c| c.to_str().ok()?.split(';').next().map(str::to_owned))
+        .find(|c| c.starts_with("logto_gate="))
+        .expect("the refreshed session, written again");
+    // The session that answer carries goes on refreshing with the rotated token.
+    assert_eq!(status_with_cookie(&url, &refreshed).await, StatusCode::OK);
+    assert_eq!(refresh_grants(&s.idp), 2);
+    assert_no_token_sent_twice(&s.idp);
+}
+
 /// A request whose session's refresh Logto does not answer waits for it a bounded time (5 s), then is served with
 /// the session as it is, rather than for as long as Logto takes (each of its calls may take 10 s). The refresh goes
 /// on, and the next request gets its result.
