@@ -14,6 +14,8 @@
 //   - error bodies with Logto's `code` and `message` next to `error` and `error_description`; `scope: ""` in the
 //     answer to a token request that names a `resource`
 //   - a consent step even for first-party apps, RP-initiated logout that signs out without a question
+//   - organization tokens from the refresh grant with `organization_id` (members only, the organizations scope
+//     required), spending the refresh token as any refresh does
 //
 // Started as `node server.mjs` with the environment variable IDP_CONFIG holding JSON (all optional):
 //   { "port": 0, "host": "127.0.0.1", "public_host": "localhost", "id_token_ttl": 3600, "clients": [ {client_id, client_secret, redirect_uris, post_logout_redirect_uris} ],
@@ -462,6 +464,10 @@ function forge(original, { mode, overrides = {} }) {
 
 // Logto's organization token: the refresh grant with `organization_id` returns an access token for the
 // organization (aud urn:logto:organization:<id>, scope = the user's organization permissions), only for members.
+// As Logto's grant (core/src/oidc/grants/refresh-token.ts, a fork of oidc-provider's refresh grant), it needs the
+// refresh token to carry the organizations scope, spends the token as the plain refresh grant does (rotated past
+// 70 % of its life, or always with `refresh_tokens_aged`; a consumed one presented again revokes the grant, counted
+// as a refresh_token_error as Logto's refresh grant counts it) and answers with the refresh token to use next.
 let nextOrganizationTokenError = null;
 
 async function organizationToken(req, res, params) {
@@ -470,20 +476,44 @@ async function organizationToken(req, res, params) {
     nextOrganizationTokenError = null;
     return send(res, status, body);
   }
+  const refused = (status, body) => {
+    stats.grants.organization_token_error = (stats.grants.organization_token_error || 0) + 1;
+    return send(res, status, { ...body, code: `oidc.${body.error}`, message: body.error_description });
+  };
   const [id, secret] = Buffer.from(String(req.headers.authorization || '').replace(/^Basic /, ''), 'base64')
     .toString('utf8').split(':').map(decodeURIComponent);
   const client = state.clients.find((c) => c.client_id === id);
   if (!client || client.client_secret !== secret) return send(res, 401, { error: 'invalid_client' });
-  const rt = await provider.RefreshToken.find(params.get('refresh_token'));
-  if (!rt || rt.isExpired || rt.consumed || rt.clientId !== id || !(await provider.Grant.find(rt.grantId))) {
-    stats.grants.organization_token_error = (stats.grants.organization_token_error || 0) + 1;
-    return send(res, 400, { error: 'invalid_grant', error_description: 'grant request is invalid' });
+  const value = params.get('refresh_token');
+  let rt = await provider.RefreshToken.find(value, { ignoreExpiration: true });
+  if (!rt || rt.isExpired || rt.clientId !== id || !(await provider.Grant.find(rt.grantId))) {
+    return refused(400, { error: 'invalid_grant', error_description: 'grant request is invalid' });
+  }
+  if (!rt.scopes.has('urn:logto:scope:organizations')) {
+    return refused(403, { error: 'insufficient_scope', error_description: 'refresh token missing required scope' });
+  }
+  if (rt.consumed) {
+    stats.grants.refresh_token_error = (stats.grants.refresh_token_error || 0) + 1;
+    await Promise.all([rt.destroy(), provider.Grant.adapter.destroy(rt.grantId)]);
+    return refused(400, { error: 'invalid_grant', error_description: 'refresh token already used' });
   }
   const org = params.get('organization_id');
   const account = Object.values(accounts).find((a) => a.sub === rt.accountId);
   if (!account || !(account.organizations || []).includes(org)) {
-    stats.grants.organization_token_error = (stats.grants.organization_token_error || 0) + 1;
-    return send(res, 403, { error: 'access_denied', error_description: 'user is not a member of the organization' });
+    return refused(403, { error: 'access_denied', error_description: 'user is not a member of the organization' });
+  }
+  let next = value;
+  if (Boolean(config.refresh_tokens_aged) || rt.ttlPercentagePassed() >= 70) {
+    await rt.consume();
+    rt = new provider.RefreshToken({
+      accountId: rt.accountId, acr: rt.acr, amr: rt.amr, authTime: rt.authTime, claims: rt.claims,
+      client: await provider.Client.find(id), expiresWithSession: rt.expiresWithSession, iiat: rt.iiat,
+      grantId: rt.grantId, gty: rt.gty, nonce: rt.nonce, resource: rt.resource,
+      rotations: typeof rt.rotations === 'number' ? rt.rotations + 1 : 1, scope: rt.scope,
+      sessionUid: rt.sessionUid, sid: rt.sid,
+    });
+    next = await rt.save();
+    stats.grants.organization_token_rotations = (stats.grants.organization_token_rotations || 0) + 1;
   }
   const now = Math.floor(Date.now() / 1000);
   const ttl = config.access_token_ttl || 3600;
@@ -494,7 +524,7 @@ async function organizationToken(req, res, params) {
     exp: now + ttl, jti: crypto.randomBytes(12).toString('base64url'),
   }, { typ: 'at+jwt' });
   stats.grants.organization_token = (stats.grants.organization_token || 0) + 1;
-  return send(res, 200, { access_token: token, token_type: 'Bearer', expires_in: ttl, scope });
+  return send(res, 200, { access_token: token, token_type: 'Bearer', expires_in: ttl, refresh_token: next, scope });
 }
 
 async function interaction(req, res, url) {

@@ -1066,6 +1066,35 @@ async fn idle_timeout_and_absolute_lifetime_both_hold() {
     );
 }
 
+/// Logto's organization token comes from its refresh grant, which spends the refresh token as any refresh does: past
+/// 70 % of its life each request rotates it, and the old one presented again revokes the grant. The gate keeps the
+/// token each answer gives (the sign-in's code exchange, then per renewal a refresh and an organization token), so
+/// none goes to Logto twice and the session renews on.
+#[tokio::test]
+async fn organization_tokens_with_rotating_refresh_tokens_spend_each_token_once() {
+    let idp = Idp::start(IdpOptions {
+        refresh_tokens_aged: true,
+        ..short_tokens()
+    });
+    let upstream = Upstream::start().await;
+    let rules = "[[rules]]\nprefix = \"/members\"\nscopes = [\"read:members\"]\n";
+    let gate = TestGate::start(&idp, &upstream.url(), "organization_id = \"org_acme\"", rules).await;
+    let alice = Browser::new(&idp);
+    let mut since = now();
+    alice.sign_in(&gate, "/members/list").await;
+    for renewal in 1..=2 {
+        wait_past(since, TTL).await;
+        since = now();
+        let r = alice.get(format!("{}/members/again", gate.url())).await;
+        assert_eq!(r.status(), StatusCode::OK, "renewal {renewal}");
+        assert_eq!(refresh_grants(&idp), renewal);
+    }
+    let grants = &idp.stats()["grants"];
+    assert_eq!(grants["organization_token"], 3, "{grants}");
+    assert_eq!(grants["organization_token_rotations"], 3, "each rotated: {grants}");
+    assert_no_token_sent_twice(&idp);
+}
+
 #[tokio::test]
 async fn organization_tokens_admit_members_and_carry_their_permissions_through_refresh() {
     let idp = Idp::start(short_tokens());
