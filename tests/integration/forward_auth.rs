@@ -282,12 +282,7 @@ async fn a_session_renewed_behind_nginx_reaches_the_browser(large: bool) {
     };
     let b = Browser::new(&idp);
     if large {
-        let organizations: Vec<String> = (0..400).map(|i| format!("org_{i:020}")).collect();
-        idp.add_account(
-            "carol",
-            serde_json::json!({"sub": "u_carol03", "username": "carol", "email": "carol@example.com",
-                "email_verified": true, "roles": [], "organizations": organizations}),
-        );
+        idp.add_member_of_400_organizations();
         b.login_as("carol");
     }
     let (hops, resp) = b.navigate(&format!("{}/", nginx.url())).await;

@@ -6,7 +6,8 @@ use reqwest::StatusCode;
 use crate::support::*;
 
 /// A gate in this process whose `server.public_url` is `http://auth.example.test:<port>`, with
-/// `session.cookie_domain = "example.test"` and `server_lines` and `session_lines` added to their sections.
+/// `session.cookie_domain = "example.test"`, `server_lines` and `session_lines` added to their sections and `extra`
+/// (whole sections) to the end.
 struct OnExampleTest {
     port: u16,
     public: String,
@@ -15,12 +16,18 @@ struct OnExampleTest {
 }
 
 impl OnExampleTest {
-    async fn start(idp: &Idp, upstream: &Upstream, server_lines: &str, session_lines: &str) -> OnExampleTest {
+    async fn start(
+        idp: &Idp,
+        upstream: &Upstream,
+        server_lines: &str,
+        session_lines: &str,
+        extra: &str,
+    ) -> OnExampleTest {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let public = format!("http://auth.example.test:{port}");
         idp.register_client(APP_ID, APP_SECRET, &public);
-        let toml = gate_toml(&public, &upstream.url(), &idp.endpoint(), "", "")
+        let toml = gate_toml(&public, &upstream.url(), &idp.endpoint(), "", extra)
             .replace("[server]\n", &format!("[server]\n{server_lines}\n"))
             .replace(
                 "[session]\n",
@@ -60,6 +67,7 @@ async fn one_sign_in_serves_every_allowed_host_and_one_sign_out_ends_it_everywhe
         &idp,
         &upstream,
         "allowed_redirect_hosts = [\"grafana.example.test\", \".apps.example.test\"]",
+        "",
         "",
     )
     .await;
@@ -217,12 +225,13 @@ fn cookie_domain_and_redirect_hosts_are_checked_against_each_other() {
 
 /// A browser can hold the session cookie twice: for the gate's host, from before `session.cookie_domain` was set,
 /// and for the domain. It sends both, the older first. The gate reads the copy that stands, writes it again for the
-/// domain and removes the host's copy (a `Set-Cookie` without `Domain`), so the next request carries one. Before, it
-/// took the first copy that opened: once that one was signed out, every sign-in ended on the sign-in again, a loop
-/// (the gate cleared only the domain's copy). Sign-out removes both copies.
+/// domain and removes the host's copy (a `Set-Cookie` without `Domain` for each name), so the next request carries
+/// one. Before, it took the first copy that opened: once that one was signed out, every sign-in ended on the sign-in
+/// again, a loop (the gate cleared only the domain's copy). Sign-out removes both copies. With the cookie and the
+/// Redis stores, and a session large enough for four cookies a copy (a member of 400 organizations a rule reads).
 #[tokio::test]
 async fn a_session_cookie_held_twice_is_read_from_the_copy_that_stands() {
-    for on_redis in [false, true] {
+    for (on_redis, large) in [(false, false), (true, false), (false, true)] {
         let redis = match on_redis {
             true if !have_redis() => continue,
             true => Some(redis::Redis::start().await),
@@ -234,16 +243,28 @@ async fn a_session_cookie_held_twice_is_read_from_the_copy_that_stands() {
             .unwrap_or_default();
         let idp = Idp::start(IdpOptions::default());
         let upstream = Upstream::start().await;
-        let gate = OnExampleTest::start(&idp, &upstream, "", &session_lines).await;
+        let rules = "[[rules]]\nprefix = \"/team\"\norganizations = [\"org_team\"]\n";
+        let gate = OnExampleTest::start(&idp, &upstream, "", &session_lines, rules).await;
         let b = Browser::resolving(&idp, &["auth.example.test"], gate.port);
+        let (user, names) = if large {
+            idp.add_member_of_400_organizations();
+            b.login_as("carol");
+            (
+                "u_carol03",
+                vec!["logto_gate.0", "logto_gate.1", "logto_gate.2", "logto_gate.3"],
+            )
+        } else {
+            ("u_alice0001", vec!["logto_gate"])
+        };
         let public = gate.public.clone();
         b.sign_in(&gate, "/").await;
-        let old = b.cookie(&public, "logto_gate").unwrap();
+        let old = b.gate_cookies(&public);
         let out = b.get(format!("{public}/_logto/sign-out")).await;
         assert_eq!(out.status(), StatusCode::FOUND);
         b.sign_in(&gate, "/").await;
-        let new = b.cookie(&public, "logto_gate").unwrap();
+        let new = b.gate_cookies(&public);
         assert_ne!(old, new);
+        assert_eq!(new.matches("logto_gate").count(), names.len(), "{new}");
 
         // Requests sending exactly the cookies given (a client without a jar).
         let bare = reqwest::Client::builder()
@@ -260,43 +281,50 @@ async fn a_session_cookie_held_twice_is_read_from_the_copy_that_stands() {
                 .header("cookie", cookie)
                 .send()
         };
-        for held in [
-            format!("logto_gate={old}; logto_gate={new}"),
-            format!("logto_gate={new}; logto_gate={old}"),
-        ] {
-            let r = get(held.clone()).await.unwrap();
-            assert_eq!(r.status(), StatusCode::OK, "redis {on_redis}, {held}");
-            assert_eq!(upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
+        for held in [format!("{old}; {new}"), format!("{new}; {old}")] {
+            let what = format!("redis {on_redis}, large {large}");
+            let r = get(held).await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{what}");
+            assert_eq!(upstream.last().header("x-forwarded-user"), Some(user));
             let set = set_cookies(&r);
-            let rewritten = set
-                .iter()
-                .find(|c| c.starts_with("logto_gate=") && !c.contains("Max-Age=0"))
-                .unwrap_or_else(|| panic!("the session is written again: {set:?}"));
-            assert!(rewritten.contains("; Domain=example.test"), "{rewritten}");
-            let cleared = set
-                .iter()
-                .find(|c| c.starts_with("logto_gate=;") && c.contains("Max-Age=0") && !c.contains("Domain"))
-                .unwrap_or_else(|| panic!("the host's copy is removed: {set:?}"));
-            assert!(cleared.contains("Path=/"), "{cleared}");
+            let written: Vec<&str> = set.iter().copied().filter(|c| !c.contains("Max-Age=0")).collect();
+            assert_eq!(
+                written.len(),
+                names.len(),
+                "{what}, the session is written again: {set:?}"
+            );
+            assert!(
+                written.iter().all(|c| c.contains("; Domain=example.test")),
+                "{written:?}"
+            );
+            for name in &names {
+                assert!(
+                    set.iter().any(|c| c.starts_with(&format!("{name}=;"))
+                        && c.contains("Max-Age=0")
+                        && c.contains("Path=/")
+                        && !c.contains("Domain")),
+                    "{what}, the host's {name} is removed: {set:?}"
+                );
+            }
             // The copy written again is the one that stood.
-            let once = rewritten.split(';').next().unwrap().to_owned();
-            assert_eq!(get(once).await.unwrap().status(), StatusCode::OK);
+            let once: Vec<&str> = written.iter().map(|c| c.split(';').next().unwrap()).collect();
+            assert_eq!(get(once.join("; ")).await.unwrap().status(), StatusCode::OK, "{what}");
         }
 
         // Sign-out removes the domain's copy and the host's.
         let out = bare
             .get(format!("{public}/_logto/sign-out"))
-            .header("cookie", format!("logto_gate={new}"))
+            .header("cookie", new)
             .send()
             .await
             .unwrap();
         let set = set_cookies(&out);
-        for domain in [true, false] {
+        for (name, domain) in names.iter().flat_map(|n| [(n, true), (n, false)]) {
             assert!(
-                set.iter().any(|c| c.starts_with("logto_gate=;")
+                set.iter().any(|c| c.starts_with(&format!("{name}=;"))
                     && c.contains("Max-Age=0")
                     && c.contains("; Domain=example.test") == domain),
-                "domain {domain}: {set:?}"
+                "{name}, domain {domain}: {set:?}"
             );
         }
         gate.stop().await;

@@ -273,6 +273,17 @@ impl Idp {
         self.post("/__test/accounts", json!({"id": id, "claims": claims}));
     }
 
+    /// Adds the account "carol" (`sub` u_carol03), a member of 400 organizations: a session that keeps their ids (a
+    /// rule reads organizations) needs four cookies.
+    pub fn add_member_of_400_organizations(&self) {
+        let organizations: Vec<String> = (0..400).map(|i| format!("org_{i:020}")).collect();
+        self.add_account(
+            "carol",
+            json!({"sub": "u_carol03", "username": "carol", "email": "carol@example.com",
+                "email_verified": true, "roles": [], "organizations": organizations}),
+        );
+    }
+
     /// Rotates to a new RSA-4096 key without `alg`, next to the old EC key; ID tokens become RS256.
     pub fn rotate_keys_to_rsa(&self) {
         self.rotate_keys("rsa");
