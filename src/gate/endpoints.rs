@@ -466,7 +466,15 @@ impl Gate {
             return Ok(self.confirm_sign_out(super::accepts_html(req)));
         }
         let now = session::now();
-        if let Ok(Some(c)) = self.sessions.load(req.headers(), now).await {
+        // Every copy the browser holds that stands (usually one): a copy left alive would sign the person in again.
+        let signed_out = match self.sessions.load_every(req.headers(), now).await {
+            Ok(every) => every,
+            Err(e) => {
+                tracing::warn!(error = %e, "the session could not be read at sign-out; its cookies are cleared");
+                Vec::new()
+            }
+        };
+        for c in signed_out {
             tracing::info!(sub = c.session.sub(), "signed out");
             // A copy of the cookie (malware, a shared computer, a proxy log) must die with this sign-out: the
             // session goes on the revocation list, shared through Redis when configured, per replica otherwise.

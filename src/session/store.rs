@@ -169,27 +169,18 @@ impl Sessions {
                 return Ok(Some(hit));
             }
         }
-        let Some(opened) = self.codec.read_session_cookie(headers) else {
+        let Some((found, names_sent, stale_copy)) = self.found(headers, now).await? else {
             return Ok(None);
         };
         // Usually one copy; of several (a browser holding the cookie for the host and for a domain), the one that
         // stands, the latest sign-in or refresh if more than one does.
-        let mut found: Option<(Session, Option<String>, bool, bool)> = None;
-        for copy in opened.copies {
-            let Some((session, id)) = self.stored(copy.plaintext).await? else {
-                continue;
-            };
-            let Some(rewrite) = self.admit(&session, copy.opened_with_old_key, now).await? else {
-                continue;
-            };
-            if found.as_ref().is_none_or(|(other, ..)| newer(&session, other)) {
-                found = Some((session, id, rewrite, copy.opened_with_old_key));
-            }
-        }
-        let Some((session, id, rewrite, old_key)) = found else {
+        let Some(best) = found
+            .into_iter()
+            .reduce(|a, b| if newer(&b.session, &a.session) { b } else { a })
+        else {
             return Ok(None);
         };
-        let session = Arc::new(session);
+        let session = Arc::new(best.session);
         if self.kind == StoreKind::Cookie {
             if let Some(raw) = self.single_cookie_value(headers) {
                 if let Ok(mut cache) = self.opened_cache().lock() {
@@ -201,7 +192,7 @@ impl Sessions {
                     }
                     let entry = Opened {
                         session: Arc::clone(&session),
-                        old_key,
+                        old_key: best.old_key,
                     };
                     cache.insert(raw.into(), entry);
                 }
@@ -209,11 +200,58 @@ impl Sessions {
         }
         Ok(Some(Current {
             session,
-            id,
-            names_sent: opened.names_sent.into(),
-            rewrite: rewrite || opened.stale_copy,
-            stale_copy: opened.stale_copy,
+            id: best.id,
+            names_sent,
+            rewrite: best.rewrite || stale_copy,
+            stale_copy,
         }))
+    }
+
+    /// Every session a request carries that stands: usually one, several when the browser holds the session cookie
+    /// more than once ([`CookieCodec::read_session_cookie`]). Sign-out ends them all, so that no copy it did not
+    /// read signs the person in again.
+    pub async fn load_every(&self, headers: &HeaderMap, now: u64) -> Result<Vec<Current>, StoreError> {
+        let Some((found, names_sent, stale_copy)) = self.found(headers, now).await? else {
+            return Ok(Vec::new());
+        };
+        Ok(found
+            .into_iter()
+            .map(|f| Current {
+                session: Arc::new(f.session),
+                id: f.id,
+                names_sent: Arc::clone(&names_sent),
+                rewrite: f.rewrite || stale_copy,
+                stale_copy,
+            })
+            .collect())
+    }
+
+    /// The copies of the session cookie a request carries that stand (opened, stored, admitted), with the names
+    /// that carried them and whether a stale copy came along; `None` without any that opens.
+    async fn found(
+        &self,
+        headers: &HeaderMap,
+        now: u64,
+    ) -> Result<Option<(Vec<Found>, Arc<[String]>, bool)>, StoreError> {
+        let Some(opened) = self.codec.read_session_cookie(headers) else {
+            return Ok(None);
+        };
+        let mut found = Vec::with_capacity(opened.copies.len());
+        for copy in opened.copies {
+            let Some((session, id)) = self.stored(copy.plaintext).await? else {
+                continue;
+            };
+            let Some(rewrite) = self.admit(&session, copy.opened_with_old_key, now).await? else {
+                continue;
+            };
+            found.push(Found {
+                session,
+                id,
+                rewrite,
+                old_key: copy.opened_with_old_key,
+            });
+        }
+        Ok(Some((found, opened.names_sent.into(), opened.stale_copy)))
     }
 
     /// The session a cookie value stands for: the value itself (cookie store), or the session Redis keeps under
@@ -633,6 +671,17 @@ pub enum SaveError {
 }
 
 /// Names the claims that make a session need several cookies, biggest first.
+/// A copy of the session cookie that stands, as a request carried it.
+struct Found {
+    session: Session,
+    /// The Redis id (Redis store only).
+    id: Option<String>,
+    /// The cookie must be written again (an old secret opened it, or idle tracking is due).
+    rewrite: bool,
+    /// An older secret opened it.
+    old_key: bool,
+}
+
 /// Whether `a` is a later state of the person's sign-in than `b`: signed in later, else refreshed later, else seen
 /// later.
 fn newer(a: &Session, b: &Session) -> bool {

@@ -331,6 +331,53 @@ async fn a_session_cookie_held_twice_is_read_from_the_copy_that_stands() {
     }
 }
 
+/// Two copies of the session cookie that both stand (a browser keeps a parent domain's copy after
+/// `session.cookie_domain` was removed, each from its own sign-in): sign-out ends both, so neither signs the person
+/// in again afterwards. Before, it ended the copy it read and the other went on serving, a sign-out that did not
+/// sign out. Cookie and Redis stores.
+#[tokio::test]
+async fn sign_out_ends_every_copy_of_a_session_cookie_held_twice() {
+    for on_redis in [false, true] {
+        let redis = match on_redis {
+            true if !have_redis() => continue,
+            true => Some(redis::Redis::start().await),
+            false => None,
+        };
+        let edit = |t: String| match &redis {
+            Some(r) => t.replace(
+                "[session]\n",
+                &format!("[session]\nstore = \"redis\"\nredis_url = \"{}\"\n", r.url()),
+            ),
+            None => t,
+        };
+        let s = Stack::edited(IdpOptions::default(), "", "", edit).await;
+        // Two sign-ins, each in its own browser, so that both sessions stand.
+        let (_, first) = s.signed_in().await;
+        let (_, second) = s.signed_in().await;
+        let url = format!("{}/api", s.gate.url());
+        for alone in [&first, &second] {
+            assert_eq!(
+                status_with_cookie(&url, &format!("logto_gate={alone}")).await,
+                StatusCode::OK
+            );
+        }
+        let out = plain()
+            .get(format!("{}/_logto/sign-out", s.gate.url()))
+            .header("cookie", format!("logto_gate={first}; logto_gate={second}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.status(), StatusCode::FOUND);
+        for (which, alone) in [("first", &first), ("second", &second)] {
+            assert_eq!(
+                status_with_cookie(&url, &format!("logto_gate={alone}")).await,
+                StatusCode::UNAUTHORIZED,
+                "redis {on_redis}: the {which} copy after sign-out"
+            );
+        }
+    }
+}
+
 /// The `Set-Cookie` fields of an answer.
 fn set_cookies(r: &reqwest::Response) -> Vec<&str> {
     r.headers()
