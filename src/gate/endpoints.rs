@@ -346,14 +346,15 @@ impl Gate {
             Err(RefreshError::Unavailable(why)) => return Err(IdpError::Unreachable(why).into()),
         }
         tracing::info!(sub = session.sub(), "signed in");
-        // The session the browser had before (the same person or another) ends with this sign-in, so a copy of its
-        // cookie is refused from now on. Its refresh token is left alone: Logto continues the grant within its own
-        // session, and revoking the old token (RFC 7009) would revoke the grant the new session uses.
-        let replaced = match self.sessions.load(req.headers(), now).await {
+        // The session the browser had before (the same person or another; every copy of its cookie that stands)
+        // ends with this sign-in, so a copy of its cookie is refused from now on. Its refresh token is left alone:
+        // Logto continues the grant within its own session, and revoking the old token (RFC 7009) would revoke the
+        // grant the new session uses.
+        let replaced = match self.sessions.load_every(req.headers(), now).await {
             Ok(replaced) => replaced,
             Err(e) => {
                 tracing::warn!(error = %e, "the session this sign-in replaces could not be read to end it");
-                None
+                Vec::new()
             }
         };
         // The request may carry an older session (or its chunks): those cookies are replaced or cleared.
@@ -375,7 +376,7 @@ impl Gate {
             // A new session has no stored copy to have lost.
             Err(SaveError::Gone) => return Err(GateError::Internal("a new session was gone when written".into())),
         };
-        if let Some(replaced) = replaced {
+        for replaced in replaced {
             if let Err(e) = self.sessions.end(&replaced, now).await {
                 tracing::warn!(error = %e, "the session this sign-in replaces could not be ended");
             }

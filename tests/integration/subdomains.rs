@@ -378,6 +378,37 @@ async fn sign_out_ends_every_copy_of_a_session_cookie_held_twice() {
     }
 }
 
+/// A new sign-in ends the session the browser had, every copy of its cookie that stands: two sign-ins' cookies reach
+/// the callback together (one set for the callback's path, which the browser sends first), and neither signs anyone
+/// in afterwards; the new session does.
+#[tokio::test]
+async fn a_new_sign_in_ends_every_copy_of_the_session_it_replaces() {
+    let s = Stack::start().await;
+    let (_, first) = s.signed_in().await;
+    let (b, second) = s.signed_in().await;
+    let gate: reqwest::Url = s.gate.url().parse().unwrap();
+    b.jar
+        .add_cookie_str(&format!("logto_gate={first}; Path=/_logto/callback"), &gate);
+    let (hops, resp) = b
+        .navigate(&format!("{}/_logto/sign-in?redirect=%2Fagain", s.gate.url()))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}");
+    assert!(hops.iter().any(|h| h.url.contains("/_logto/callback")), "{hops:#?}");
+    let url = format!("{}/api", s.gate.url());
+    for (which, alone) in [("first", &first), ("second", &second)] {
+        assert_eq!(
+            status_with_cookie(&url, &format!("logto_gate={alone}")).await,
+            StatusCode::UNAUTHORIZED,
+            "the {which} session after the new sign-in"
+        );
+    }
+    let new = b.cookie(&s.gate.url(), "logto_gate").unwrap();
+    assert_eq!(
+        status_with_cookie(&url, &format!("logto_gate={new}")).await,
+        StatusCode::OK
+    );
+}
+
 /// The `Set-Cookie` fields of an answer.
 fn set_cookies(r: &reqwest::Response) -> Vec<&str> {
     r.headers()
