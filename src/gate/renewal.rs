@@ -91,11 +91,10 @@ impl Gate {
         let Some(gate) = self.me.upgrade() else {
             return refresh::Outcome::Unavailable;
         };
-        let spent = rt;
-        let (current, rt) = (current.clone(), rt.to_owned());
+        let (current, token) = (current.clone(), rt.to_owned());
         // In a task of its own (see `Refresher::run`): it reaches its end whoever still waits for it.
         let work = || async move {
-            let outcome = gate.refresh_session(&current, &rt, now).await;
+            let outcome = gate.refresh_session(&current, &token, now).await;
             gate.metrics.refresh(match outcome {
                 refresh::Outcome::Refreshed(_) => RefreshResult::Refreshed,
                 refresh::Outcome::Ended => RefreshResult::Ended,
@@ -108,7 +107,7 @@ impl Gate {
             }
             outcome
         };
-        self.refresher.run(&key, spent, work).await
+        self.refresher.run(&key, rt, work).await
     }
 
     /// One refresh of one session. With the Redis store a short lock makes it one refresh across all replicas:

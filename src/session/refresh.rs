@@ -214,6 +214,11 @@ mod tests {
         }
     }
 
+    /// Until when the finished refresh `key` is handed out.
+    fn kept_until(r: &Refresher, key: &str) -> Option<Instant> {
+        r.shared.state.lock().unwrap().recent.get(key).map(|(_, until)| *until)
+    }
+
     #[tokio::test]
     async fn concurrent_callers_share_one_refresh_and_late_ones_get_its_result() {
         let r = Arc::new(Refresher::default());
@@ -266,7 +271,7 @@ mod tests {
             }
             tokio::task::yield_now().await;
         }
-        let until = r.shared.state.lock().unwrap().recent.get("k").map(|(_, until)| *until);
+        let until = kept_until(&r, "k");
         assert!(
             until.is_some_and(|until| until > Instant::now() + GRACE),
             "kept past GRACE: {until:?}"
@@ -339,15 +344,7 @@ mod tests {
             let r = Refresher::default();
             let taken = r.run("k", spent, || async { Outcome::Refreshed(session()) }).await;
             assert!(matches!(taken, Outcome::Refreshed(_)));
-            let until = r
-                .shared
-                .state
-                .lock()
-                .unwrap()
-                .recent
-                .get("k")
-                .map(|(_, until)| *until)
-                .unwrap();
+            let until = kept_until(&r, "k").unwrap();
             assert_eq!(until > Instant::now() + GRACE, longer, "spent {spent}");
         }
     }
