@@ -381,3 +381,34 @@ async fn a_host_that_names_two_hosts_never_evades_a_host_rule() {
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert_eq!(s.upstream.count(), before, "no refused request reached the app");
 }
+
+/// Copies of the session cookie a client makes up around a real one: forged or tampered values never open and never
+/// stand in for anyone, the real one is still found among the last three copies of its name, and copies beyond the
+/// three sent last are not read at all (a client cannot make the gate open more per request).
+#[tokio::test]
+async fn made_up_copies_of_the_session_cookie_open_nothing() {
+    let s = Stack::start().await;
+    let (_, real) = s.signed_in().await;
+    let mut tampered = real.clone().into_bytes();
+    tampered[30] = if tampered[30] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let url = format!("{}/api", s.gate.url());
+    for cookie in [
+        format!("logto_gate=forged; logto_gate={real}; logto_gate={tampered}"),
+        format!("{}logto_gate={real}", "logto_gate=forged; ".repeat(40)),
+    ] {
+        assert_eq!(status_with_cookie(&url, &cookie).await, StatusCode::OK, "{cookie}");
+        assert_eq!(s.upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
+    }
+    for cookie in [
+        format!("logto_gate=forged; logto_gate={tampered}"),
+        // The real copy first, then three the client made up: only those three are read.
+        format!("logto_gate={real}; logto_gate=a; logto_gate=b; logto_gate={tampered}"),
+    ] {
+        assert_eq!(
+            status_with_cookie(&url, &cookie).await,
+            StatusCode::UNAUTHORIZED,
+            "{cookie}"
+        );
+    }
+}
