@@ -38,6 +38,11 @@ pub(crate) enum Route {
 }
 
 impl Route {
+    /// A health probe's (`/_logto/healthz`, `/_logto/readyz`): its access line has a target of its own.
+    pub(crate) fn is_probe(self) -> bool {
+        matches!(self, Route::Healthz | Route::Readyz)
+    }
+
     pub(crate) fn class(self) -> RouteClass {
         match self {
             Route::App => RouteClass::App,

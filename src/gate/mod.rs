@@ -24,7 +24,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use crate::assertion::AssertionSigner;
 use crate::body::Body;
 use crate::config::Config;
-use crate::error::{ClientError, GateError, CLIENT_CLOSED_REQUEST};
+use crate::error::{ClientError, GateError};
 use crate::http1::framing::{Ambiguity, AmbiguousFraming};
 use crate::http1::hop;
 use crate::identity::{ClaimPath, ManagedHeaders};
@@ -38,12 +38,14 @@ use crate::return_path::ReturnPath;
 use crate::routes::{classify, paths, Route};
 use crate::session::refresh::Refresher;
 use crate::session::Sessions;
+use access::{log_path, AccessLine};
 
 /// The request id header, set on the request to the upstream and on the response.
 pub(crate) const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
 
+mod access;
 mod app;
 mod authn;
 mod caching;
@@ -348,10 +350,10 @@ impl Gate {
     ) -> impl std::future::Future<Output = Response<Body>> + Send {
         async move {
             let this: &Gate = &gate.0;
-            // Only the access log reads the clock for the request's duration.
-            let access_log = tracing::enabled!(target: "logto_gate::access", tracing::Level::INFO);
-            let started = access_log.then(std::time::Instant::now);
             let route = classify(req.uri().path());
+            // Only the access log reads the clock for the request's duration.
+            let access_log = access::wanted(route);
+            let started = access_log.then(std::time::Instant::now);
             let html = accepts_html(&req);
             let method = req.method().clone();
             // Phase 0 reads the framing headers as they came, before hop-by-hop removal drops `Transfer-Encoding`.
@@ -568,64 +570,6 @@ impl Decided {
                     .to_owned(),
             );
         }
-    }
-}
-
-/// A request's access line and its count in the requests metric, written once: with the answer's status when the
-/// pipeline decides it ([`AccessLine::write`]), or with 499 when the request's future is dropped first (nginx's
-/// "client closed request"): the client went away before its answer (its connection closed or failed, its HTTP/2
-/// stream reset), or shutdown ended the request. Without it such requests were neither logged nor counted.
-struct AccessLine<'a> {
-    gate: &'a Gate,
-    route: Route,
-    method: &'a Method,
-    request_id: &'a HeaderValue,
-    uri: &'a http::Uri,
-    peer: SocketAddr,
-    started: Option<std::time::Instant>,
-    /// Held here, so that a line written when the request is dropped still has the user; whether the line is
-    /// written at all is its `logged`.
-    decided: Decided,
-    pending: bool,
-}
-
-impl AccessLine<'_> {
-    /// Counts the request and logs its line with `status` and the user, if the pipeline knew one.
-    fn write(&mut self, status: u16) {
-        self.pending = false;
-        self.gate.metrics.request(self.route.class(), status);
-        if !self.decided.logged {
-            return;
-        }
-        tracing::info!(
-            target: "logto_gate::access",
-            request_id = self.request_id.to_str().unwrap_or(""),
-            peer = %self.peer.ip(),
-            method = %self.method,
-            path = %log_path(self.uri.path()),
-            status,
-            route = ?self.route.class(),
-            user = self.decided.user.as_deref().unwrap_or(""),
-            // Microseconds, as milliseconds with three decimals (0.993, not 0.9925780000000001).
-            duration_ms = self.started.map_or(0.0, |s| s.elapsed().as_micros() as f64 / 1000.0),
-            "request"
-        );
-    }
-}
-
-impl Drop for AccessLine<'_> {
-    fn drop(&mut self) {
-        if self.pending {
-            self.write(CLIENT_CLOSED_REQUEST);
-        }
-    }
-}
-
-/// A path as logged: at most 256 characters.
-fn log_path(path: &str) -> &str {
-    match path.char_indices().nth(256) {
-        Some((end, _)) => &path[..end],
-        None => path,
     }
 }
 

@@ -212,13 +212,17 @@ async fn metrics_are_served_on_their_own_listener() {
     assert_eq!(on_app.status(), StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
-async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
-    let idp = Idp::start(IdpOptions::default());
-    let upstream = Upstream::start().await;
-    let json_logs = |t: String| t.replace("[log]\nlevel = \"warn\"", "[log]\nlevel = \"info\"\nformat = \"json\"");
+/// A gate (the binary) logging JSON lines at `level` to its standard error.
+async fn logging_json(idp: &Idp, upstream: &Upstream, level: &str) -> BinaryGate {
+    let level = level.to_owned();
+    let json_logs = move |t: String| {
+        t.replace(
+            "[log]\nlevel = \"warn\"",
+            &format!("[log]\nlevel = \"{level}\"\nformat = \"json\""),
+        )
+    };
     let register = |public: &str| idp.register_client(APP_ID, APP_SECRET, public);
-    let mut gate = BinaryGate::start(
+    BinaryGate::start(
         &idp.endpoint(),
         &upstream.url(),
         "",
@@ -226,7 +230,29 @@ async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
         register,
         &[("RUST_LOG", "")],
     )
-    .await;
+    .await
+}
+
+/// Stops a [`logging_json`] gate and reads what it logged: the lines, and each parsed.
+async fn stopped_log(gate: &mut BinaryGate) -> (Vec<String>, Vec<Value>) {
+    gate.sigterm();
+    wait_exit(&mut gate.process).await;
+    let lines: Vec<String> = BufReader::new(gate.process.child.stderr.take().unwrap())
+        .lines()
+        .map(Result::unwrap)
+        .collect();
+    let parsed = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
+        .collect();
+    (lines, parsed)
+}
+
+#[tokio::test]
+async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let mut gate = logging_json(&idp, &upstream, "info").await;
     let url = gate.url();
     let b = Browser::new(&idp);
     let (hops, _) = b.navigate(&format!("{url}/private?token=query-secret")).await;
@@ -287,16 +313,7 @@ async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
     })
     .await;
     drop(gone);
-    gate.sigterm();
-    wait_exit(&mut gate.process).await;
-    let mut lines = Vec::new();
-    for line in BufReader::new(gate.process.child.stderr.take().unwrap()).lines() {
-        lines.push(line.unwrap());
-    }
-    let parsed: Vec<Value> = lines
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
-        .collect();
+    let (lines, parsed) = stopped_log(&mut gate).await;
     let access: Vec<&Value> = parsed.iter().filter(|v| v["target"] == "logto_gate::access").collect();
     assert!(access.len() >= 6, "{lines:#?}");
     for a in &access {
@@ -327,6 +344,37 @@ async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
             !all.contains(secret),
             "a log line contains a secret ({secret:.12}...):\n{all}"
         );
+    }
+}
+
+#[tokio::test]
+async fn health_probe_lines_have_a_target_a_filter_can_silence() {
+    // A prober asks every few seconds; its lines log under `logto_gate::access::probes`, which `log.level` can turn
+    // off while every other request keeps its line. Without the filter they are logged like any request.
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    for (level, probes_logged) in [("info", true), ("info,logto_gate::access::probes=off", false)] {
+        let mut gate = logging_json(&idp, &upstream, level).await;
+        let url = gate.url();
+        let client = reqwest::Client::new();
+        for path in ["/_logto/healthz", "/_logto/readyz", "/api/after-the-probes"] {
+            client.get(format!("{url}{path}")).send().await.unwrap();
+        }
+        let (_, lines) = stopped_log(&mut gate).await;
+        let line = |path: &str| lines.iter().find(|v| v["path"] == path && v.get("status").is_some());
+        let app = line("/api/after-the-probes").unwrap_or_else(|| panic!("no line for the app's request: {lines:#?}"));
+        assert_eq!(app["target"], "logto_gate::access");
+        assert_eq!(app["status"], 401);
+        for probe in ["/_logto/healthz", "/_logto/readyz"] {
+            match line(probe) {
+                Some(l) => {
+                    assert!(probes_logged, "{level}: {probe} logged: {l}");
+                    assert_eq!(l["target"], "logto_gate::access::probes", "{l}");
+                    assert_eq!(l["status"], 200, "{l}");
+                }
+                None => assert!(!probes_logged, "{level}: no line for {probe}: {lines:#?}"),
+            }
+        }
     }
 }
 
