@@ -30,8 +30,10 @@ const GRANT_CHECK_RETRY: Duration = Duration::from_secs(60);
 ///     refreshing costs the tunnel nothing.
 ///   - with the cookie store it cannot (the browser's cookie would keep a refresh token Logto may have rotated
 ///     away), so it introspects the refresh token (RFC 7662, which spends nothing) at most every
-///     `session.tunnel_grant_check_interval`; an inactive answer ends the tunnel. Introspection does not look the
-///     user up, so this store's tunnels outlive a deleted user until the session's lifetime.
+///     `session.tunnel_grant_check_interval`; an inactive answer ends the tunnel, as it is once Logto suspends or
+///     deletes the user (both delete the user's tokens first). Introspection does not look the user up, so a user
+///     deleted by a Logto older than 1.42, which kept the tokens, keeps this store's tunnels until the session's
+///     lifetime.
 /// - with Redis, once the stored session's claims (refreshed by the watch or by any replica's request) no longer
 ///   meet `admitted`, the requirements of the rules that admitted the tunnel: a role or organization taken away in
 ///   Logto closes it at the session's next refresh, as it refuses its requests from then on. A cookie session's

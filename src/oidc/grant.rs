@@ -41,10 +41,10 @@ impl Oidc {
 
     /// Asks Logto whether `refresh_token`, the one `sub`'s session holds, still stands (RFC 7662 §2.1, client
     /// authentication as at the token endpoint), without spending it. Logto answers `active: false` for a token it
-    /// deleted (an admin suspending the user deletes every refresh token of theirs), whose grant was revoked, that
-    /// expired, or that was rotated away; it does not look the user up, so a user deleted while their tokens stay
-    /// still reads as active. An active answer for another client or subject (RFC 7662 §2.2 `client_id`, `sub`) is
-    /// not this session's grant and counts as inactive.
+    /// deleted (an admin suspending or deleting the user deletes every refresh token of theirs first, since Logto
+    /// 1.42), whose grant was revoked, that expired, or that was rotated away; it does not look the user up, so a
+    /// user deleted by an older Logto, which kept their tokens, still reads as active. An active answer for another
+    /// client or subject (RFC 7662 §2.2 `client_id`, `sub`) is not this session's grant and counts as inactive.
     pub async fn grant_stands(&self, refresh_token: &str, sub: &str) -> Result<bool, IntrospectionError> {
         let loaded = self
             .ensure_loaded()

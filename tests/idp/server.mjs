@@ -39,8 +39,9 @@
 //   POST /__test/hold-refreshes {hold}: refresh-token grants wait while held (stats.held_refreshes counts them)
 //                               and go on when released
 //   POST /__test/revoke-grants  revoke every grant (refresh tokens then get invalid_grant)
-//   POST /__test/suspend {sub}  Logto's suspension of a user: every refresh token of theirs deleted, nothing else
-//   POST /__test/delete-user {sub} Logto's deletion of a user: the account goes, its tokens and grants stay
+//   POST /__test/suspend {sub}  Logto's suspension of a user: their refresh tokens, opaque access tokens and sessions
+//                               deleted (signOutUser), and every later refresh refused
+//   POST /__test/delete-user {sub} Logto's deletion of a user: the same deletions first, then the account
 //   POST /__test/update-account {sub, claims}: an admin's edit of a user (roles, organizations): the claims given
 //                               replace the account's, for tokens and userinfo from then on
 //   GET  /__test/live-grants    how many grants with refresh tokens still exist
@@ -149,9 +150,31 @@ const heldRefreshes = [];
 const ORGANIZATIONS_RESOURCE = 'urn:logto:resource:organizations';
 const organizationGrants = new Set();
 const grantIds = new Set();
-// Every refresh token issued, by its value: the account it belongs to (what an admin's suspension deletes).
+// Every refresh token, opaque access token and session stored, by its id: the account it belongs to (what Logto's
+// signOutUser deletes when an admin suspends or deletes a user).
 const refreshTokenAccounts = new Map();
+const accessTokenAccounts = new Map();
+const sessionAccounts = new Map();
 let lastAuth = {};
+
+// Logto's signOutUser (libraries/user.ts): every refresh token, opaque access token and session of the user
+// deleted (revokeInstanceByUserId for each kind). Answers how many refresh tokens went.
+async function signOutUser(sub) {
+  let refreshTokens = 0;
+  for (const [owners, model] of [
+    [refreshTokenAccounts, 'RefreshToken'],
+    [accessTokenAccounts, 'AccessToken'],
+    [sessionAccounts, 'Session'],
+  ]) {
+    for (const [id, accountId] of owners) {
+      if (accountId !== sub) continue;
+      await provider[model].adapter.destroy(id);
+      owners.delete(id);
+      if (model === 'RefreshToken') refreshTokens += 1;
+    }
+  }
+  return refreshTokens;
+}
 
 function ecKey() {
   const { privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-384' });
@@ -292,6 +315,8 @@ function buildProvider() {
       const account = Object.values(accounts).find((a) => a.sub === sub);
       // As Logto: "The user may be deleted after the token is issued" (a refresh is then invalid_grant).
       if (!account) throw new errors.InvalidGrant('user not found');
+      // As Logto 1.42's findAccount: a suspended user's surviving tokens still cannot be used.
+      if (account.suspended) throw new errors.InvalidGrant('user is suspended');
       return {
         accountId: sub,
         async claims(use, scope) {
@@ -331,6 +356,13 @@ function buildProvider() {
   p.on('refresh_token.saved', (token) => {
     grantIds.add(token.grantId);
     refreshTokenAccounts.set(token.jti, token.accountId);
+  });
+  // JWT access tokens (for a resource) are not stored, so only opaque ones are saved and can be deleted.
+  p.on('access_token.saved', (token) => {
+    accessTokenAccounts.set(token.jti, token.accountId);
+  });
+  p.on('session.saved', (session) => {
+    if (session.accountId) sessionAccounts.set(session.jti, session.accountId);
   });
   // Logto's ID tokens always carry `sid`; oidc-provider's only for apps registered for back-channel logout with
   // `backchannel_logout_session_required`.
@@ -611,22 +643,16 @@ async function testEndpoint(req, res, url) {
     grantIds.clear();
     return send(res, 200, { revoked });
   } else if (url.pathname === '/__test/suspend') {
-    // As Logto when an admin suspends a user (PATCH /api/users/:id/is-suspended): every refresh token of the user
-    // is deleted (revokeInstanceByUserId('refreshToken', id)); grants stay, and no back-channel logout is sent.
-    // Newer Logto (signOutUser) also deletes the user's opaque access tokens and Logto sessions, which the gate
-    // never asks about.
-    let deleted = 0;
-    for (const [jti, accountId] of refreshTokenAccounts) {
-      if (accountId !== body.sub) continue;
-      await provider.RefreshToken.adapter.destroy(jti);
-      refreshTokenAccounts.delete(jti);
-      deleted += 1;
-    }
-    return send(res, 200, { deleted });
+    // As Logto 1.42 when an admin suspends a user (PATCH /api/users/:id/is-suspended): the user is marked suspended
+    // (findAccount then refuses every refresh) and signOutUser deletes every refresh token, opaque access token and
+    // session of theirs; grants stay, and no back-channel logout is sent. Answers how many refresh tokens went.
+    const account = Object.values(accounts).find((a) => a.sub === body.sub);
+    if (account) account.suspended = true;
+    return send(res, 200, { deleted: await signOutUser(body.sub) });
   } else if (url.pathname === '/__test/delete-user') {
-    // As Logto's Management API (DELETE /api/users/:userId): the user's row is deleted (deleteUserById) and nothing
-    // else: the user's refresh tokens and grants stay (introspection still answers active, as it does not look the
-    // user up), no back-channel logout is sent, and findAccount then refuses every refresh.
+    // As Logto 1.42's Management API (DELETE /api/users/:userId): signOutUser first, then the user's row
+    // (deleteUserById); grants stay, no back-channel logout is sent. Answers how many accounts went.
+    await signOutUser(body.sub);
     let deleted = 0;
     for (const [id, account] of Object.entries(accounts)) {
       if (account.sub !== body.sub) continue;
