@@ -238,7 +238,9 @@ function buildProvider() {
       AuthorizationCode: 600,
       Interaction: 3600,
       Session: 14 * 86400,
-      Grant: 14 * 86400,
+      // Logto's grants last 180 days whatever the refresh token's life ("the longest allowed duration of the refresh
+      // token"), so a refresh token rotated past 70 % goes on past its first 14 days.
+      Grant: 180 * 86400,
       RefreshToken: 14 * 86400,
     },
     // Logto's rule (core/src/oidc/init.ts): with the app's "rotate refresh token" switch on (the default),
