@@ -350,7 +350,17 @@ async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
 #[tokio::test]
 async fn health_probe_lines_have_a_target_a_filter_can_silence() {
     // A prober asks every few seconds; its lines log under `logto_gate::access::probes`, which `log.level` can turn
-    // off while every other request keeps its line. Without the filter they are logged like any request.
+    // off while every other request keeps its line. Without the filter they are logged like any request. Only the
+    // two exact paths are probes: a request dressed like one (a client hiding from the log) keeps its line.
+    let look_alikes = [
+        "/_logto/healthz/",
+        "/_logto/HEALTHZ",
+        "//_logto/healthz",
+        "/_logto/%68ealthz",
+        "/_logto/healthz/../../api",
+        "/_logto/readyz;x",
+        "/api/_logto/healthz",
+    ];
     let idp = Idp::start(IdpOptions::default());
     let upstream = Upstream::start().await;
     for (level, probes_logged) in [("info", true), ("info,logto_gate::access::probes=off", false)] {
@@ -359,6 +369,15 @@ async fn health_probe_lines_have_a_target_a_filter_can_silence() {
         let client = reqwest::Client::new();
         for path in ["/_logto/healthz", "/_logto/readyz", "/api/after-the-probes"] {
             client.get(format!("{url}{path}")).send().await.unwrap();
+        }
+        for path in look_alikes {
+            // As sent, with no client normalising the path first.
+            let mut stream = TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+            let head = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await.unwrap();
+            assert!(answer.starts_with(b"HTTP/1.1 "), "{path}");
         }
         let (_, lines) = stopped_log(&mut gate).await;
         let line = |path: &str| lines.iter().find(|v| v["path"] == path && v.get("status").is_some());
@@ -374,6 +393,10 @@ async fn health_probe_lines_have_a_target_a_filter_can_silence() {
                 }
                 None => assert!(!probes_logged, "{level}: no line for {probe}: {lines:#?}"),
             }
+        }
+        for path in look_alikes {
+            let l = line(path).unwrap_or_else(|| panic!("{level}: no line for {path}: {lines:#?}"));
+            assert_eq!(l["target"], "logto_gate::access", "{l}");
         }
     }
 }
