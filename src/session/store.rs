@@ -670,7 +670,6 @@ pub enum SaveError {
     Gone,
 }
 
-/// Names the claims that make a session need several cookies, biggest first.
 /// A copy of the session cookie that stands, as a request carried it.
 struct Found {
     session: Session,
@@ -688,6 +687,7 @@ fn newer(a: &Session, b: &Session) -> bool {
     (a.iat, a.at_exp, a.seen) > (b.iat, b.at_exp, b.seen)
 }
 
+/// Names the claims that make a session need several cookies, biggest first.
 fn warn_large(session: &Session) {
     let mut sizes: Vec<(String, usize)> = session
         .claims
