@@ -16,6 +16,7 @@
 //   - a consent step even for first-party apps, RP-initiated logout that signs out without a question
 //   - organization tokens from the refresh grant with `organization_id` (members only, the organizations scope
 //     required), spending the refresh token as any refresh does
+//   - the token exchange (RFC 8693) of Logto's user impersonation, `act` naming the actor (see tokenExchange)
 //
 // Started as `node server.mjs` with the environment variable IDP_CONFIG holding JSON (all optional):
 //   { "port": 0, "host": "127.0.0.1", "public_host": "localhost", "id_token_ttl": 3600, "clients": [ {client_id, client_secret, redirect_uris, post_logout_redirect_uris} ],
@@ -45,6 +46,8 @@
 //   POST /__test/update-account {sub, claims}: an admin's edit of a user (roles, organizations): the claims given
 //                               replace the account's, for tokens and userinfo from then on
 //   GET  /__test/live-grants    how many grants with refresh tokens still exist
+//   POST /__test/subject-token {userId}: Logto's Management API POST /api/subject-tokens, a subject token for the
+//                               token exchange (impersonation; see tokenExchange)
 // Logto behaviour also kept: RFC 7009 revocation at /oidc/token/revocation (counted in stats.revocations), RFC 7662
 // introspection at /oidc/token/introspection (stats.introspections lists each request's token_type_hint).
 //   POST /__test/sign           {payload, header?}: a JWT signed with the current key (to build access tokens)
@@ -205,9 +208,11 @@ const state = {
 let issuer;
 let provider;
 
+// A Logto application other than machine-to-machine may use the code, refresh and token-exchange grants
+// (core/src/oidc/utils.ts, getConstantClientMetadata).
 function normaliseClient(client) {
   return {
-    grant_types: ['authorization_code', 'refresh_token'],
+    grant_types: ['authorization_code', 'refresh_token', TOKEN_EXCHANGE],
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_basic',
     post_logout_redirect_uris: [],
@@ -215,8 +220,105 @@ function normaliseClient(client) {
   };
 }
 
+async function findAccount(ctx, sub) {
+  const account = Object.values(accounts).find((a) => a.sub === sub);
+  // As Logto: "The user may be deleted after the token is issued" (a refresh is then invalid_grant).
+  if (!account) throw new errors.InvalidGrant('user not found');
+  // As Logto 1.42's findAccount: a suspended user's surviving tokens still cannot be used.
+  if (account.suspended) throw new errors.InvalidGrant('user is suspended');
+  return {
+    accountId: sub,
+    async claims(use, scope) {
+      const granted = new Set(String(scope || '').split(' '));
+      const out = { sub: account.sub };
+      for (const [s, names] of Object.entries(claimsByScope)) {
+        if (!granted.has(s)) continue;
+        for (const name of names) {
+          if (use !== 'userinfo' && extendedClaims.has(name) && !idTokenExtendedClaims.has(name)) continue;
+          if (name in account) out[name] = account[name];
+        }
+      }
+      return out;
+    },
+  };
+}
+
+// What Logto's resource indicators give a resource's access tokens: its scopes, its indicator as audience, a JWT.
+function resourceServerInfo(indicator) {
+  if (indicator === ORGANIZATIONS_RESOURCE) {
+    return { scope: '', audience: indicator, accessTokenFormat: 'jwt', jwt: { sign: { alg: state.idTokenAlg } } };
+  }
+  const resource = (config.resources || {})[indicator];
+  if (!resource) throw new errors.InvalidTarget();
+  return {
+    scope: (resource.scopes || []).join(' '),
+    audience: indicator,
+    accessTokenTTL: config.access_token_ttl || 3600,
+    accessTokenFormat: 'jwt',
+    jwt: { sign: { alg: state.idTokenAlg } },
+  };
+}
+
+// Logto's user impersonation (core/src/oidc/grants/token-exchange, RFC 8693): the Management API issues a subject
+// token for a user (POST /api/subject-tokens; here /__test/subject-token), good once for 600 s; an app exchanges it
+// at the token endpoint for an access token of that user, a JWT when `resource` is named. With `actor_token` (an
+// opaque access token with `openid`, of whoever acts) the token carries `act: {sub: <actor>}`; without one nothing
+// in the token tells it from the user's own.
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+const subjectTokens = new Map();
+
+async function tokenExchange(p, ctx) {
+  const { client, params } = ctx.oidc;
+  for (const name of ['subject_token', 'subject_token_type']) {
+    if (!params[name]) throw new errors.InvalidRequest(`missing required parameter '${name}'`);
+  }
+  if (params.subject_token_type !== ACCESS_TOKEN_TYPE) throw new errors.InvalidGrant('unsupported subject token type');
+  const subject = subjectTokens.get(String(params.subject_token));
+  if (!subject || subject.expiresAt <= Date.now()) throw new errors.InvalidGrant('subject token not found');
+  if (subject.consumedAt) throw new errors.InvalidGrant('subject token is already consumed');
+  const account = await findAccount(ctx, subject.userId);
+  ctx.oidc.entity('Account', account);
+  if (params.actor_token && params.actor_token_type !== ACCESS_TOKEN_TYPE) {
+    throw new errors.InvalidGrant('unsupported actor token type');
+  }
+  let actorId;
+  if (params.actor_token) {
+    const actor = await p.AccessToken.find(String(params.actor_token)).catch(() => undefined);
+    if (!actor?.accountId) throw new errors.InvalidGrant('invalid actor token');
+    if (!String(actor.scope || '').split(' ').includes('openid')) {
+      throw new errors.InvalidGrant('actor token must have openid scope');
+    }
+    actorId = actor.accountId;
+  }
+  const requested = String(params.scope || '').split(' ').filter(Boolean);
+  const grant = new p.Grant({ accountId: account.accountId, clientId: client.clientId });
+  let resourceServer;
+  let scope;
+  if (params.resource) {
+    const indicator = String(params.resource);
+    resourceServer = new p.ResourceServer(indicator, resourceServerInfo(indicator));
+    scope = requested.filter((s) => resourceServer.scopes.has(s)).join(' ');
+    grant.addResourceScope(indicator, scope);
+  } else {
+    const oidcScopes = new Set(['openid', 'offline_access', ...Object.keys(claimsByScope)]);
+    scope = requested.filter((s) => oidcScopes.has(s)).join(' ');
+    grant.addOIDCScope(scope);
+  }
+  const grantId = await grant.save();
+  ctx.oidc.entity('Grant', grant);
+  const token = new p.AccessToken({
+    accountId: account.accountId, clientId: client.clientId, client, gty: TOKEN_EXCHANGE, grantId, scope,
+  });
+  if (resourceServer) token.resourceServer = resourceServer;
+  if (actorId) token.extra = { act: { sub: actorId } };
+  ctx.oidc.entity('AccessToken', token);
+  const value = await token.save();
+  subject.consumedAt = Date.now();
+  ctx.body = { access_token: value, expires_in: token.expiration, scope: token.scope, token_type: token.tokenType };
+}
+
 function buildProvider() {
-  const resources = config.resources || {};
   const p = new Provider(issuer, {
     clients: state.clients.map(normaliseClient),
     jwks: { keys: state.keys },
@@ -288,20 +390,7 @@ function buildProvider() {
         // Otherwise, as in Logto, a JWT only when `resource` is sent to the token endpoint.
         defaultResource: () => config.default_resource,
         useGrantedResource: () => Boolean(config.default_resource),
-        getResourceServerInfo: (ctx, indicator) => {
-          if (indicator === ORGANIZATIONS_RESOURCE) {
-            return { scope: '', audience: indicator, accessTokenFormat: 'jwt', jwt: { sign: { alg: state.idTokenAlg } } };
-          }
-          const resource = resources[indicator];
-          if (!resource) throw new errors.InvalidTarget();
-          return {
-            scope: (resource.scopes || []).join(' '),
-            audience: indicator,
-            accessTokenTTL: config.access_token_ttl || 3600,
-            accessTokenFormat: 'jwt',
-            jwt: { sign: { alg: state.idTokenAlg } },
-          };
-        },
+        getResourceServerInfo: (ctx, indicator) => resourceServerInfo(indicator),
       },
     },
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
@@ -313,30 +402,17 @@ function buildProvider() {
       const { dispatcher, ...rest } = options;
       return globalThis.fetch(url, { ...rest, headers: { ...rest.headers, 'user-agent': '' } });
     },
-    findAccount: async (ctx, sub) => {
-      const account = Object.values(accounts).find((a) => a.sub === sub);
-      // As Logto: "The user may be deleted after the token is issued" (a refresh is then invalid_grant).
-      if (!account) throw new errors.InvalidGrant('user not found');
-      // As Logto 1.42's findAccount: a suspended user's surviving tokens still cannot be used.
-      if (account.suspended) throw new errors.InvalidGrant('user is suspended');
-      return {
-        accountId: sub,
-        async claims(use, scope) {
-          const granted = new Set(String(scope || '').split(' '));
-          const out = { sub: account.sub };
-          for (const [s, names] of Object.entries(claimsByScope)) {
-            if (!granted.has(s)) continue;
-            for (const name of names) {
-              if (use !== 'userinfo' && extendedClaims.has(name) && !idTokenExtendedClaims.has(name)) continue;
-              if (name in account) out[name] = account[name];
-            }
-          }
-          return out;
-        },
-      };
-    },
+    findAccount,
+    // As Logto (core/src/oidc/extra-token-claims.ts): an access token from the token exchange keeps the `act` its
+    // grant recorded (RFC 8693 §4.1: who acts for the subject).
+    extraTokenClaims: (ctx, token) => (token.gty === TOKEN_EXCHANGE && token.extra?.act ? { act: token.extra.act } : undefined),
   });
   p.proxy = false;
+  p.registerGrantType(
+    TOKEN_EXCHANGE,
+    (ctx) => tokenExchange(p, ctx),
+    ['subject_token', 'subject_token_type', 'actor_token', 'actor_token_type', 'scope', 'resource'],
+  );
   p.on('grant.success', (ctx) => {
     const type = ctx.oidc.params.grant_type;
     stats.grants[type] = (stats.grants[type] || 0) + 1;
@@ -662,6 +738,12 @@ async function testEndpoint(req, res, url) {
       deleted += 1;
     }
     return send(res, 200, { deleted });
+  } else if (url.pathname === '/__test/subject-token') {
+    // Logto's Management API POST /api/subject-tokens {userId}: a subject token for the token exchange.
+    if (!Object.values(accounts).some((a) => a.sub === body.userId)) return send(res, 404, { error: 'user not found' });
+    const subjectToken = `sub_${crypto.randomBytes(16).toString('base64url')}`;
+    subjectTokens.set(subjectToken, { userId: body.userId, expiresAt: Date.now() + 600_000, consumedAt: null });
+    return send(res, 201, { subjectToken, expiresIn: 600 });
   } else if (url.pathname === '/__test/update-account') {
     const account = Object.values(accounts).find((a) => a.sub === body.sub);
     if (!account) return send(res, 404, { error: 'not_found' });

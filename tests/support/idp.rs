@@ -234,17 +234,18 @@ impl Idp {
         );
     }
 
-    /// Suspends the user `sub` as a Logto admin does: every refresh token of theirs is deleted (nothing else ends,
-    /// and no back-channel logout is sent); returns how many.
+    /// Suspends the user `sub` as a Logto 1.42 admin does: every refresh token, opaque access token and session of
+    /// theirs is deleted and later refreshes are refused (no back-channel logout is sent); returns how many refresh
+    /// tokens went.
     pub fn suspend(&self, sub: &str) -> u64 {
         self.post("/__test/suspend", json!({ "sub": sub }))["deleted"]
             .as_u64()
             .unwrap_or(0)
     }
 
-    /// Deletes the user `sub` as Logto's Management API does: the account goes, its tokens and grants stay (a
-    /// refresh is then refused, an introspection still answers active), and no back-channel logout is sent; returns
-    /// how many accounts went.
+    /// Deletes the user `sub` as Logto 1.42's Management API does: their refresh tokens, opaque access tokens and
+    /// sessions are deleted, then the account (a refresh is then refused); grants stay, and no back-channel logout is
+    /// sent. Returns how many accounts went.
     pub fn delete_user(&self, sub: &str) -> u64 {
         self.post("/__test/delete-user", json!({ "sub": sub }))["deleted"]
             .as_u64()
@@ -255,6 +256,15 @@ impl Idp {
     /// away): tokens and userinfo carry them from then on.
     pub fn update_account(&self, sub: &str, claims: Value) {
         self.post("/__test/update-account", json!({ "sub": sub, "claims": claims }));
+    }
+
+    /// A subject token for the user `sub`, as Logto's Management API issues for impersonation
+    /// (`POST /api/subject-tokens`): good once, for 600 s, at the token endpoint's token exchange (RFC 8693).
+    pub fn subject_token(&self, sub: &str) -> String {
+        self.post("/__test/subject-token", json!({ "userId": sub }))["subjectToken"]
+            .as_str()
+            .expect("a subject token")
+            .to_owned()
     }
 
     /// Revokes every grant, as a Logto admin revoking the user's sessions would.
