@@ -1,6 +1,5 @@
 //! Running it for real: worker threads, graceful shutdown, metrics, JSON logs without secrets, request ids.
 
-use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -212,47 +211,11 @@ async fn metrics_are_served_on_their_own_listener() {
     assert_eq!(on_app.status(), StatusCode::UNAUTHORIZED);
 }
 
-/// A gate (the binary) logging JSON lines at `level` to its standard error.
-async fn logging_json(idp: &Idp, upstream: &Upstream, level: &str) -> BinaryGate {
-    let level = level.to_owned();
-    let json_logs = move |t: String| {
-        t.replace(
-            "[log]\nlevel = \"warn\"",
-            &format!("[log]\nlevel = \"{level}\"\nformat = \"json\""),
-        )
-    };
-    let register = |public: &str| idp.register_client(APP_ID, APP_SECRET, public);
-    BinaryGate::start(
-        &idp.endpoint(),
-        &upstream.url(),
-        "",
-        json_logs,
-        register,
-        &[("RUST_LOG", "")],
-    )
-    .await
-}
-
-/// Stops a [`logging_json`] gate and reads what it logged: the lines, and each parsed.
-async fn stopped_log(gate: &mut BinaryGate) -> (Vec<String>, Vec<Value>) {
-    gate.sigterm();
-    wait_exit(&mut gate.process).await;
-    let lines: Vec<String> = BufReader::new(gate.process.child.stderr.take().unwrap())
-        .lines()
-        .map(Result::unwrap)
-        .collect();
-    let parsed = lines
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
-        .collect();
-    (lines, parsed)
-}
-
 #[tokio::test]
 async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
     let idp = Idp::start(IdpOptions::default());
     let upstream = Upstream::start().await;
-    let mut gate = logging_json(&idp, &upstream, "info").await;
+    let mut gate = logging_json(&idp, &upstream, "info", |t| t).await;
     let url = gate.url();
     let b = Browser::new(&idp);
     let (hops, _) = b.navigate(&format!("{url}/private?token=query-secret")).await;
@@ -364,7 +327,7 @@ async fn health_probe_lines_have_a_target_a_filter_can_silence() {
     let idp = Idp::start(IdpOptions::default());
     let upstream = Upstream::start().await;
     for (level, probes_logged) in [("info", true), ("info,logto_gate::access::probes=off", false)] {
-        let mut gate = logging_json(&idp, &upstream, level).await;
+        let mut gate = logging_json(&idp, &upstream, level, |t| t).await;
         let url = gate.url();
         let client = reqwest::Client::new();
         for path in ["/_logto/healthz", "/_logto/readyz", "/api/after-the-probes"] {

@@ -218,6 +218,47 @@ pub async fn wait_exit(p: &mut GateProcess) -> std::process::ExitStatus {
     }
 }
 
+/// A gate (the binary) logging JSON lines at `level` to its standard error, its configuration edited by `edit`.
+pub async fn logging_json(
+    idp: &Idp,
+    upstream: &Upstream,
+    level: &str,
+    edit: impl FnOnce(String) -> String,
+) -> BinaryGate {
+    let level = level.to_owned();
+    let json_logs = move |t: String| {
+        edit(t.replace(
+            "[log]\nlevel = \"warn\"",
+            &format!("[log]\nlevel = \"{level}\"\nformat = \"json\""),
+        ))
+    };
+    let register = |public: &str| idp.register_client(APP_ID, APP_SECRET, public);
+    BinaryGate::start(
+        &idp.endpoint(),
+        &upstream.url(),
+        "",
+        json_logs,
+        register,
+        &[("RUST_LOG", "")],
+    )
+    .await
+}
+
+/// Stops a [`logging_json`] gate and reads what it logged: the lines, and each parsed.
+pub async fn stopped_log(gate: &mut BinaryGate) -> (Vec<String>, Vec<serde_json::Value>) {
+    gate.sigterm();
+    wait_exit(&mut gate.process).await;
+    let lines: Vec<String> =
+        std::io::BufRead::lines(std::io::BufReader::new(gate.process.child.stderr.take().unwrap()))
+            .map(Result::unwrap)
+            .collect();
+    let parsed = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
+        .collect();
+    (lines, parsed)
+}
+
 /// The metrics text once it holds `expected` (within 10 s).
 pub async fn metrics_until(metrics_port: u16, expected: &str) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
