@@ -167,9 +167,9 @@ pub(crate) const CLIENT_FORWARDING_HEADERS: [&str; 24] = [
 /// Headers the gate owns on the way upstream besides the identity mapping; a client's copies are removed (in any
 /// spelling, `_` for `-`): the assertion (`crate::assertion::HEADER`), the forward-auth answer's identity fields,
 /// `X-Original-URL` / `X-Rewrite-URL`, on which IIS's URL Rewrite and old Symfony route instead of the request
-/// target (so the app would serve another path than the rules saw), the machine field and the Protected App's
-/// (`src/gate/`, whose tests check these names against its own).
-pub(crate) const GATE_OWNED_HEADERS: [&str; 11] = [
+/// target (so the app would serve another path than the rules saw), the machine and actor fields and the Protected
+/// App's (`src/gate/`, whose tests check these names against its own).
+pub(crate) const GATE_OWNED_HEADERS: [&str; 12] = [
     "x-logto-gate-assertion",
     "x-auth-request-user",
     "x-auth-request-email",
@@ -179,6 +179,7 @@ pub(crate) const GATE_OWNED_HEADERS: [&str; 11] = [
     "x-original-url",
     "x-rewrite-url",
     "x-forwarded-machine",
+    "x-forwarded-actor",
     "logto-id-token",
     "logto-host",
 ];

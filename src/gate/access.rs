@@ -60,6 +60,8 @@ impl AccessLine<'_> {
                     status,
                     route = ?self.route.class(),
                     user = self.decided.user.as_deref().unwrap_or(""),
+                    // Only on a request someone made for the user (recorded only when there is one).
+                    actor = self.decided.actor.as_deref(),
                     // Microseconds, as milliseconds with three decimals (0.993, not 0.9925780000000001).
                     duration_ms = self.started.map_or(0.0, |s| s.elapsed().as_micros() as f64 / 1000.0),
                     "request"

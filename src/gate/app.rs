@@ -16,7 +16,7 @@ use crate::proxy::trusted::is_trusted;
 use crate::proxy::{forwarded, Added, ClientUpgrade, OwnAddress};
 use crate::session;
 
-use super::authn::{authorize, Principal, MACHINE_HEADER};
+use super::authn::{authorize, Principal, ACTOR_HEADER, MACHINE_HEADER};
 use super::{is_preflight, request_host, Decided, Gate};
 
 /// Logto Protected App's headers (`upstream.protected_app`): the signed-in user's ID token as Logto signed it, and
@@ -274,7 +274,8 @@ impl Gate {
         }
     }
 
-    /// The access token when asked for, the machine header for a machine-to-machine app, and the signed assertion.
+    /// The access token when asked for, the machine header for a machine-to-machine app, the actor header for a
+    /// token someone acts with for its subject, and the signed assertion.
     pub(super) fn add_credentials(
         &self,
         headers: &mut http::HeaderMap,
@@ -285,6 +286,11 @@ impl Gate {
                 .map_err(|_| ClientError::InvalidToken("the token's client_id is not a valid header value".into()))?;
             headers.insert(http::HeaderName::from_static(MACHINE_HEADER), value);
         }
+        if let Some(actor) = principal.actor() {
+            let value = HeaderValue::from_str(actor)
+                .map_err(|_| ClientError::InvalidToken("the token's act.sub is not a valid header value".into()))?;
+            headers.insert(http::HeaderName::from_static(ACTOR_HEADER), value);
+        }
         if let (true, Principal::Session(c)) = (self.config.upstream.pass_access_token, principal) {
             if let Some(token) = c.session.at.as_deref() {
                 let value = HeaderValue::from_str(&format!("Bearer {token}"))
@@ -294,7 +300,7 @@ impl Gate {
         }
         if let Some(signer) = &self.assertion {
             let jwt = signer
-                .sign(principal.claims(), session::now())
+                .sign(principal.claims(), principal.actor(), session::now())
                 .map_err(GateError::Internal)?;
             let value = HeaderValue::from_str(&jwt).map_err(|e| GateError::Internal(e.to_string()))?;
             headers.insert(http::HeaderName::from_static(crate::assertion::HEADER), value);

@@ -22,6 +22,11 @@ use super::{accepts_html, is_browser_navigation, is_frame_navigation, request_ho
 /// Set on requests of a Logto machine-to-machine app (its id), never on a person's: how the app tells them apart.
 pub(super) const MACHINE_HEADER: &str = "x-forwarded-machine";
 
+/// Set on requests made with an access token someone else acts with for its subject (the `sub` of its RFC 8693
+/// `act` claim: Logto's user impersonation): the app learns that the user it is told of is not the one at the
+/// keyboard, and who is.
+pub(super) const ACTOR_HEADER: &str = "x-forwarded-actor";
+
 /// Who a request is from, once authenticated.
 pub(super) enum Principal {
     /// A browser session.
@@ -48,6 +53,15 @@ impl Principal {
         (claims.get("client_id").and_then(Value::as_str) == Some(sub)).then_some(sub)
     }
 
+    /// Who acts for the subject of a bearer token (its `act` claim, checked when the token was verified); a
+    /// session's subject is always the one who signed in.
+    pub(super) fn actor(&self) -> Option<&str> {
+        let Principal::Bearer(claims) = self else {
+            return None;
+        };
+        crate::oidc::jwt::actor(claims).ok().flatten()
+    }
+
     /// How the 403 page names the person.
     pub(super) fn display_name(&self) -> String {
         if let Some(app) = self.machine() {
@@ -55,11 +69,15 @@ impl Principal {
         }
         let c = self.claims();
         let get = |k: &str| c.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
-        match (get("username"), get("email")) {
+        let person = match (get("username"), get("email")) {
             (Some(u), Some(e)) => format!("{u} ({e})"),
             (Some(u), None) => u.to_owned(),
             (None, Some(e)) => e.to_owned(),
             (None, None) => get("sub").unwrap_or("an unknown user").to_owned(),
+        };
+        match self.actor() {
+            Some(actor) => format!("{person}, acted for by {actor}"),
+            None => person,
         }
     }
 }

@@ -545,6 +545,8 @@ struct Decided {
     /// The subject the request was authenticated as, once known (as oauth2-proxy logs it): on the access line
     /// whatever the answer, a refusal by the rules (403), a failed upstream exchange (502, 504) or none (499).
     user: Option<String>,
+    /// Who acted for `user`, when a token says someone did (RFC 8693 `act`): on the access line too.
+    actor: Option<String>,
     /// Whether the access line is written, so that `user` is worth keeping.
     logged: bool,
 }
@@ -554,11 +556,13 @@ impl Decided {
         Decided {
             cookies: Vec::new(),
             user: None,
+            actor: None,
             logged,
         }
     }
 
-    /// The request is from `principal` (its `sub` claim: a Logto user id, or a machine-to-machine app's id).
+    /// The request is from `principal` (its `sub` claim: a Logto user id, or a machine-to-machine app's id), and
+    /// from whoever acts for it ([`Principal::actor`]).
     fn signed_in(&mut self, principal: &Principal) {
         if self.logged {
             self.user = Some(
@@ -569,6 +573,7 @@ impl Decided {
                     .unwrap_or("")
                     .to_owned(),
             );
+            self.actor = principal.actor().map(str::to_owned);
         }
     }
 }

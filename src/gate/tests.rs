@@ -140,10 +140,11 @@ fn a_stripped_prefix_is_counted_in_the_segments_the_rules_saw() {
 #[test]
 fn no_claim_can_be_mapped_onto_a_header_the_gate_owns() {
     use super::app::{PROTECTED_APP_HOST, PROTECTED_APP_ID_TOKEN};
-    use super::authn::MACHINE_HEADER;
+    use super::authn::{ACTOR_HEADER, MACHINE_HEADER};
     for name in [
         crate::assertion::HEADER,
         MACHINE_HEADER,
+        ACTOR_HEADER,
         PROTECTED_APP_ID_TOKEN,
         PROTECTED_APP_HOST,
     ] {

@@ -230,6 +230,33 @@ pub fn expires_at(claims: &Map<String, Value>) -> Option<u64> {
     number(claims, "exp").ok().flatten()
 }
 
+/// Who acts for the token's subject (RFC 8693 §4.1): the `sub` of its `act` claim, `None` without one. Logto's
+/// user impersonation puts `act: {"sub": "<actor's user id>"}` in the access token it exchanges for a subject token
+/// when the exchange names an actor token. A nested `act` names earlier actors of a delegation chain, which the RFC
+/// keeps for information only; the outer one is who acts now.
+///
+/// An `act` that is not an object, or whose `sub` is not a non-empty string a header can carry (visible ASCII, at
+/// most 255 bytes), is an error: a token that says someone else acts without saying who cannot be passed on as the
+/// subject's own.
+pub fn actor(claims: &Map<String, Value>) -> Result<Option<&str>, JwtError> {
+    let Some(act) = claims.get("act") else {
+        return Ok(None);
+    };
+    let sub = act
+        .as_object()
+        .ok_or_else(|| JwtError::Claim("act is not an object".into()))?
+        .get("sub")
+        .and_then(Value::as_str)
+        .ok_or_else(|| JwtError::Claim("act has no sub naming the actor".into()))?;
+    let printable = sub.bytes().all(|b| b.is_ascii_graphic());
+    if sub.is_empty() || sub.len() > 255 || !printable {
+        return Err(JwtError::Claim(
+            "act.sub is not an identifier (1 to 255 visible ASCII characters)".into(),
+        ));
+    }
+    Ok(Some(sub))
+}
+
 fn number(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, JwtError> {
     match claims.get(name) {
         None | Some(Value::Null) => Ok(None),

@@ -137,8 +137,9 @@ impl Oidc {
     }
 
     /// Verifies a Logto access token presented as `Authorization: Bearer` (RFC 9068 profile): signature with an
-    /// allowed algorithm, `iss`, `exp`/`iat`/`nbf` with leeway, and an `aud` naming one of `logto.resources`.
-    /// Access tokens are only JWTs when issued for a resource, so an opaque token or an ID token never passes.
+    /// allowed algorithm, `iss`, `exp`/`iat`/`nbf` with leeway, an `aud` naming one of `logto.resources`, a `sub`,
+    /// and an `act` that names its actor if there is one ([`jwt::actor`]). Access tokens are only JWTs when issued
+    /// for a resource, so an opaque token or an ID token never passes.
     pub async fn verify_access_token(&self, token: &str, now: u64) -> Result<Map<String, Value>, TokenError> {
         let loaded = self.ensure_loaded().await.map_err(TokenError::Gate)?;
         let claims = self
@@ -160,10 +161,11 @@ impl Oidc {
                 "aud is not one of logto.resources".into(),
             )));
         }
-        match claims.get("sub") {
-            Some(Value::String(s)) if !s.is_empty() => Ok(claims),
-            _ => Err(TokenError::Invalid(JwtError::Claim("sub is missing".into()))),
+        if !matches!(claims.get("sub"), Some(Value::String(s)) if !s.is_empty()) {
+            return Err(TokenError::Invalid(JwtError::Claim("sub is missing".into())));
         }
+        jwt::actor(&claims).map_err(TokenError::Invalid)?;
+        Ok(claims)
     }
 
     /// The key set with `kid` in it, fetched again if need be. One fetch is in flight at a time and everyone

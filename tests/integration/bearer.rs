@@ -140,6 +140,23 @@ async fn bearer_tokens_are_verified_like_logto_access_tokens() {
                 json!({"typ": "logout+jwt"}),
             ),
         ),
+        (
+            "act that names no actor (RFC 8693 §4.1)",
+            s.idp.sign(
+                json!({"iss": s.idp.issuer(), "aud": RESOURCE, "sub": "u_alice0001", "act": "u_bob000002",
+                       "scope": "read:reports", "iat": now(), "exp": now() + 300}),
+                json!({}),
+            ),
+        ),
+        (
+            "act whose sub would split a header",
+            s.idp.sign(
+                json!({"iss": s.idp.issuer(), "aud": RESOURCE, "sub": "u_alice0001",
+                       "act": {"sub": "u_bob\r\nx-forwarded-user: root"}, "scope": "read:reports",
+                       "iat": now(), "exp": now() + 300}),
+                json!({}),
+            ),
+        ),
         ("alg none", none),
         ("HS256 keyed with the client secret", hs256),
         ("garbage", "not.a.jwt".to_owned()),
@@ -248,4 +265,189 @@ async fn a_second_authorization_field_is_refused_not_passed_on() {
         before + 2,
         "only the single-field requests reached the app"
     );
+}
+
+/// RFC 8693's token exchange, as Logto's user impersonation runs it.
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+const CONSOLE: &str = "support-console";
+const CONSOLE_SECRET: &str = "console-secret-0123456789";
+
+/// The payload of a JWT, unverified.
+fn payload(token: &str) -> Value {
+    serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).expect("a JWT"))
+            .expect("base64url"),
+    )
+    .expect("JSON")
+}
+
+/// A request to the IdP's token endpoint as the support console (client_secret_basic); the answer's JSON.
+async fn console_token(idp: &Idp, form: &[(&str, &str)]) -> Value {
+    plain()
+        .post(format!("{}/token", idp.issuer()))
+        .basic_auth(CONSOLE, Some(CONSOLE_SECRET))
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Logto's user impersonation: a support console holds a subject token for a user (from Logto's Management API)
+/// and exchanges it, with its support agent's own access token as the actor token, for an access token of the user
+/// whose `act` names the agent. Behind the gate the app is told who the user is and who acts for them
+/// (`X-Forwarded-Actor`, which no client can set), and so are the assertion, the access log and the 403 page; a
+/// forward-auth answer carries it too. A token whose `act` does not say who acts is refused with the other invalid
+/// tokens (`bearer_tokens_are_verified_like_logto_access_tokens`).
+#[tokio::test]
+async fn a_token_someone_acts_with_names_the_actor_to_the_app() {
+    let idp = Idp::start(options());
+    let upstream = Upstream::start().await;
+    let mut gate = logging_json(&idp, &upstream, "info", |t| {
+        t.replacen("[logto]\n", &format!("[logto]\nresources = [\"{RESOURCE}\"]\n"), 1)
+            + "[assertion]\nenabled = true\naudience = \"sample-app\"\n"
+            + RULES
+    })
+    .await;
+    let url = gate.url();
+
+    // Bob, the support agent, signs in to the console (a Logto web app of its own): an opaque access token.
+    idp.register_client(CONSOLE, CONSOLE_SECRET, &upstream.url());
+    let callback = format!("{}/_logto/callback", upstream.url());
+    let agent = Browser::new(&idp);
+    agent.login_as("bob");
+    let authorize = reqwest::Url::parse_with_params(
+        &format!("{}/auth", idp.issuer()),
+        [
+            ("client_id", CONSOLE),
+            ("response_type", "code"),
+            ("scope", "openid"),
+            ("state", "console-state"),
+            ("redirect_uri", &callback),
+        ],
+    )
+    .unwrap();
+    let (hops, _) = agent.navigate(authorize.as_str()).await;
+    let landed = reqwest::Url::parse(&hops.last().unwrap().url).unwrap();
+    let code = landed
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no code: {hops:#?}"));
+    let signed_in = console_token(
+        &idp,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &callback),
+        ],
+    )
+    .await;
+    let agent_token = signed_in["access_token"]
+        .as_str()
+        .expect("the agent's access token")
+        .to_owned();
+
+    // The console acts for alice.
+    let exchange = |scope: &'static str, actor: Option<String>| {
+        let subject = idp.subject_token("u_alice0001");
+        let idp = &idp;
+        async move {
+            let mut form = vec![
+                ("grant_type", TOKEN_EXCHANGE.to_owned()),
+                ("subject_token", subject),
+                ("subject_token_type", ACCESS_TOKEN_TYPE.to_owned()),
+                ("resource", RESOURCE.to_owned()),
+                ("scope", scope.to_owned()),
+            ];
+            if let Some(actor) = actor {
+                form.push(("actor_token", actor));
+                form.push(("actor_token_type", ACCESS_TOKEN_TYPE.to_owned()));
+            }
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let answer = console_token(idp, &form).await;
+            answer["access_token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no token from the exchange: {answer}"))
+                .to_owned()
+        }
+    };
+    let acted = exchange("read:reports", Some(agent_token.clone())).await;
+    assert_eq!(payload(&acted)["sub"], "u_alice0001");
+    assert_eq!(
+        payload(&acted)["act"],
+        json!({"sub": "u_bob000002"}),
+        "as Logto's exchange"
+    );
+
+    let call = |path: &str, token: &str| {
+        plain()
+            .get(format!("{url}{path}"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-forwarded-actor", "u_mallory")
+            .header("X_Forwarded_Actor", "u_mallory2")
+            .header("accept", "text/html")
+            .send()
+    };
+    let resp = call("/api/reports/1", &acted).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen = upstream.last();
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
+    assert_eq!(
+        seen.header_count("x-forwarded-actor"),
+        1,
+        "the client's copies are gone"
+    );
+    assert_eq!(seen.header("x-forwarded-actor"), Some("u_bob000002"));
+    let assertion = payload(seen.header("x-logto-gate-assertion").expect("an assertion"));
+    assert_eq!(assertion["sub"], "u_alice0001");
+    assert_eq!(assertion["act"], json!({"sub": "u_bob000002"}));
+
+    // The same for another proxy asking the gate.
+    let resp = call("/_logto/auth", &acted).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert_eq!(resp.headers()["x-forwarded-actor"], "u_bob000002");
+    assert_eq!(resp.headers()["x-forwarded-user"], "u_alice0001");
+
+    // A rule the token does not meet: the 403 page says who is refused and who acts for them.
+    let narrow = exchange("", Some(agent_token)).await;
+    let resp = call("/api/reports/2", &narrow).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("u_alice0001, acted for by u_bob000002"), "{page}");
+
+    // Without an actor token nothing in the token says someone acts, and no client can say it instead.
+    let unacted = exchange("read:reports", None).await;
+    assert!(payload(&unacted).get("act").is_none());
+    let resp = call("/api/reports/3", &unacted).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen = upstream.last();
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
+    assert_eq!(seen.header("x-forwarded-actor"), None);
+    assert!(payload(seen.header("x-logto-gate-assertion").unwrap())
+        .get("act")
+        .is_none());
+
+    // The access log names the actor on the requests someone acted on, and on no other.
+    let (_, lines) = stopped_log(&mut gate).await;
+    let access = |path: &str| {
+        lines
+            .iter()
+            .find(|l| l["target"] == "logto_gate::access" && l["path"] == path)
+            .unwrap_or_else(|| panic!("no access line for {path}: {lines:#?}"))
+            .clone()
+    };
+    for (path, actor) in [
+        ("/api/reports/1", Some("u_bob000002")),
+        ("/api/reports/2", Some("u_bob000002")),
+        ("/api/reports/3", None),
+    ] {
+        let line = access(path);
+        assert_eq!(line["user"], "u_alice0001", "{line}");
+        assert_eq!(line["actor"].as_str(), actor, "{line}");
+    }
 }

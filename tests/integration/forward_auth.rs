@@ -212,6 +212,20 @@ async fn nginx_auth_request_with_the_shipped_example_config() {
     assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
     assert_eq!(seen.header("x-forwarded-groups"), Some("admin,editor"));
     assert_eq!(seen.path, "/reports?year=2026&q=x");
+    // A person's request says no machine and no one acting for them, whatever the client sends.
+    let spoofed = b
+        .client
+        .get(format!("{}/reports", nginx.url()))
+        .header("X-Forwarded-Machine", "m2m-reporter")
+        .header("X-Forwarded-Actor", "u_mallory")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spoofed.status(), StatusCode::OK);
+    let seen = upstream.last();
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
+    assert_eq!(seen.header("x-forwarded-machine"), None);
+    assert_eq!(seen.header("x-forwarded-actor"), None);
     // An app's answer that says `public` still reaches the browser marked private, for any shared cache in front.
     let cacheable = b.client.get(format!("{}/cacheable", nginx.url())).send().await.unwrap();
     assert_eq!(cacheable.status(), StatusCode::OK);

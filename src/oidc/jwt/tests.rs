@@ -189,3 +189,28 @@ fn extreme_timestamps_are_compared_without_overflow() {
         Ok(())
     );
 }
+
+/// RFC 8693 §4.1: the actor is the outer `act`'s `sub`; an `act` that does not say who acts refuses the token.
+#[test]
+fn the_actor_is_the_outer_act_claims_sub() {
+    assert_eq!(actor(&claims(json!({"sub": "u1"}))).unwrap(), None);
+    let acted = claims(json!({"sub": "u1", "act": {"sub": "u_agent"}}));
+    assert_eq!(actor(&acted).unwrap(), Some("u_agent"));
+    let chain = claims(json!({"sub": "u1", "act": {"sub": "u_now", "act": {"sub": "u_before"}}}));
+    assert_eq!(actor(&chain).unwrap(), Some("u_now"));
+    let long = "a".repeat(256);
+    for (act, why) in [
+        (json!("u_agent"), "not an object"),
+        (json!(null), "not an object"),
+        (json!({}), "no sub"),
+        (json!({"sub": 7}), "no sub"),
+        (json!({"sub": ""}), "identifier"),
+        (json!({"sub": "u agent"}), "identifier"),
+        (json!({"sub": "u_\u{e9}"}), "identifier"),
+        (json!({"sub": "u\r\nx-forwarded-user: admin"}), "identifier"),
+        (json!({"sub": long}), "identifier"),
+    ] {
+        let err = actor(&claims(json!({"sub": "u1", "act": act}))).unwrap_err();
+        assert!(err.to_string().contains(why), "{act}: {err}");
+    }
+}
