@@ -15,7 +15,8 @@
 //     answer to a token request that names a `resource`
 //   - a consent step even for first-party apps, RP-initiated logout that signs out without a question
 //   - organization tokens from the refresh grant with `organization_id` (members only, the organizations scope
-//     required), spending the refresh token as any refresh does
+//     required), spending the refresh token as any refresh does; with `resource` too, a token for the resource
+//     carrying `organization_id` and the scopes the member's organization roles grant for it
 //   - the token exchange (RFC 8693) of Logto's user impersonation, `act` naming the actor (see tokenExchange)
 //
 // Started as `node server.mjs` with the environment variable IDP_CONFIG holding JSON (all optional):
@@ -577,7 +578,9 @@ function forge(original, { mode, overrides = {} }) {
 // As Logto's grant (core/src/oidc/grants/refresh-token.ts, a fork of oidc-provider's refresh grant), it needs the
 // refresh token to carry the organizations scope, spends the token as the plain refresh grant does (rotated past
 // 70 % of its life, or always with `refresh_tokens_aged`; a consumed one presented again revokes the grant, counted
-// as a refresh_token_error as Logto's refresh grant counts it) and answers with the refresh token to use next.
+// as a refresh_token_error as Logto's refresh grant counts it) and answers with the refresh token to use next. With
+// `resource` as well, the token is for the resource and names the organization (organization-level API resources;
+// the member's scopes for it come from the account's `organization_resource_scopes[org][resource]`).
 let nextOrganizationTokenError = null;
 
 async function organizationToken(req, res, params) {
@@ -612,6 +615,11 @@ async function organizationToken(req, res, params) {
   if (!account || !(account.organizations || []).includes(org)) {
     return refused(403, { error: 'access_denied', error_description: 'user is not a member of the organization' });
   }
+  // As Logto's refresh grant: the scopes asked for must be the refresh token's.
+  const asked = String(params.get('scope') || '').split(' ').filter(Boolean);
+  if (asked.some((p) => !rt.scopes.has(p))) {
+    return refused(400, { error: 'invalid_scope', error_description: 'refresh token missing requested scopes' });
+  }
   let next = value;
   if (Boolean(config.refresh_tokens_aged) || rt.ttlPercentagePassed() >= 70) {
     await rt.consume();
@@ -627,11 +635,29 @@ async function organizationToken(req, res, params) {
   }
   const now = Math.floor(Date.now() / 1000);
   const ttl = config.access_token_ttl || 3600;
+  const jti = crypto.randomBytes(12).toString('base64url');
+  const resource = params.get('resource');
+  if (resource) {
+    // Logto's organization-level API resource token: with `resource` too, the refresh grant gives an access token
+    // for the resource (not the organization) that also carries `organization_id`, and whose scopes are those the
+    // member's organization roles grant for the resource (getResourceServerInfo and extraTokenClaims with
+    // organization_id), among the scopes asked for (or the refresh token's). The answer's scope is "" as for every
+    // resource token.
+    const granted = ((account.organization_resource_scopes || {})[org] || {})[resource];
+    if (!granted) return refused(400, { error: 'invalid_target', error_description: 'resource indicator is missing, or unknown' });
+    const wanted = new Set(params.get('scope') ? params.get('scope').split(' ') : rt.scope.split(' '));
+    const token = signJwt({
+      iss: issuer, sub: rt.accountId, aud: resource, client_id: id, organization_id: org,
+      scope: granted.filter((p) => wanted.has(p)).join(' '), iat: now, exp: now + ttl, jti,
+    }, { typ: 'at+jwt' });
+    stats.grants.organization_resource_token = (stats.grants.organization_resource_token || 0) + 1;
+    return send(res, 200, { access_token: token, token_type: 'Bearer', expires_in: ttl, refresh_token: next, scope: '' });
+  }
   // As Logto: the member's organization permissions only when the sign-in asked for the organizations resource.
   const scope = organizationGrants.has(rt.grantId) ? ((account.organization_permissions || {})[org] || []).join(' ') : '';
   const token = signJwt({
     iss: issuer, sub: rt.accountId, aud: `urn:logto:organization:${org}`, client_id: id, scope, iat: now,
-    exp: now + ttl, jti: crypto.randomBytes(12).toString('base64url'),
+    exp: now + ttl, jti,
   }, { typ: 'at+jwt' });
   stats.grants.organization_token = (stats.grants.organization_token || 0) + 1;
   return send(res, 200, { access_token: token, token_type: 'Bearer', expires_in: ttl, refresh_token: next, scope });
