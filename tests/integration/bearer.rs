@@ -317,36 +317,7 @@ async fn a_token_someone_acts_with_names_the_actor_to_the_app() {
 
     // Bob, the support agent, signs in to the console (a Logto web app of its own): an opaque access token.
     idp.register_client(CONSOLE, CONSOLE_SECRET, &upstream.url());
-    let callback = format!("{}/_logto/callback", upstream.url());
-    let agent = Browser::new(&idp);
-    agent.login_as("bob");
-    let authorize = reqwest::Url::parse_with_params(
-        &format!("{}/auth", idp.issuer()),
-        [
-            ("client_id", CONSOLE),
-            ("response_type", "code"),
-            ("scope", "openid"),
-            ("state", "console-state"),
-            ("redirect_uri", &callback),
-        ],
-    )
-    .unwrap();
-    let (hops, _) = agent.navigate(authorize.as_str()).await;
-    let landed = reqwest::Url::parse(&hops.last().unwrap().url).unwrap();
-    let code = landed
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| panic!("no code: {hops:#?}"));
-    let signed_in = console_token(
-        &idp,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", &callback),
-        ],
-    )
-    .await;
+    let signed_in = sign_in_at_idp(&idp, (CONSOLE, CONSOLE_SECRET), &upstream.url(), "bob", "openid", &[]).await;
     let agent_token = signed_in["access_token"]
         .as_str()
         .expect("the agent's access token")

@@ -459,6 +459,53 @@ impl Stack {
     }
 }
 
+/// A Logto web app other than the gate (registered at the IdP by the caller, with `{callback_base}/_logto/callback`
+/// as its redirect URI, which the browser then fetches: give it a server that answers, the test upstream say),
+/// signing `login` in directly at the IdP with the authorization code flow and redeeming the code with
+/// client_secret_basic: the token endpoint's answer. `extra` goes into the authorization request (`prompt`, ...).
+pub async fn sign_in_at_idp(
+    idp: &Idp,
+    (client_id, secret): (&str, &str),
+    callback_base: &str,
+    login: &str,
+    scope: &str,
+    extra: &[(&str, &str)],
+) -> serde_json::Value {
+    let callback = format!("{callback_base}/_logto/callback");
+    let browser = Browser::new(idp);
+    browser.login_as(login);
+    let mut query = vec![
+        ("client_id", client_id),
+        ("response_type", "code"),
+        ("scope", scope),
+        ("state", "direct-sign-in"),
+        ("redirect_uri", &callback),
+    ];
+    query.extend_from_slice(extra);
+    let authorize = Url::parse_with_params(&format!("{}/auth", idp.issuer()), &query).expect("url");
+    let (hops, _) = browser.navigate(authorize.as_str()).await;
+    let landed = Url::parse(&hops.last().expect("a hop").url).expect("url");
+    let code = landed
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no code: {hops:#?}"));
+    plain()
+        .post(format!("{}/token", idp.issuer()))
+        .basic_auth(client_id, Some(secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &callback),
+        ])
+        .send()
+        .await
+        .expect("token request")
+        .json()
+        .await
+        .expect("token answer")
+}
+
 /// A cookie-keeping client that follows redirects itself, so each hop can be inspected.
 pub struct Browser {
     pub client: Client,
