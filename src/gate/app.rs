@@ -75,8 +75,9 @@ impl Gate {
                         // 3. challenge
                         return Box::pin(self.challenge(req, trusted)).await;
                     };
+                    let organization = self.config.logto.organization_id.as_deref();
                     for requirements in decision.requirements() {
-                        authorize(&principal, requirements)?;
+                        authorize(&principal, requirements, organization)?;
                     }
                     Some(principal)
                 }

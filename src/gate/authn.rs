@@ -53,6 +53,15 @@ impl Principal {
         (claims.get("client_id").and_then(Value::as_str) == Some(sub)).then_some(sub)
     }
 
+    /// The organization a bearer token was issued for (Logto's `organization_id` claim, checked when the token was
+    /// verified); a session's are in its claims.
+    pub(super) fn organization(&self) -> Option<&str> {
+        let Principal::Bearer(claims) = self else {
+            return None;
+        };
+        claims.get("organization_id").and_then(Value::as_str)
+    }
+
     /// Who acts for the subject of a bearer token (its `act` claim, checked when the token was verified); a
     /// session's subject is always the one who signed in.
     pub(super) fn actor(&self) -> Option<&str> {
@@ -154,6 +163,9 @@ impl Gate {
             }
         };
         decided.signed_in(&principal);
+        if let Some(organization) = &self.config.logto.organization_id {
+            admit_to_organization(&principal, organization)?;
+        }
         Ok(Some(principal))
     }
 
@@ -301,8 +313,14 @@ impl Gate {
     }
 }
 
-/// Phase 2b: does the principal meet the route's requirements?
-pub(super) fn authorize(principal: &Principal, requirements: &policy::Requirements) -> Result<(), GateError> {
+/// Phase 2b: does the principal meet the route's requirements? `organization` is `logto.organization_id`: a bearer
+/// token issued for it carries that organization's permissions as the gate's own (as a session's organization
+/// token adds them), one issued for another organization does not ([`policy::Subject::scope_organization`]).
+pub(super) fn authorize(
+    principal: &Principal,
+    requirements: &policy::Requirements,
+    organization: Option<&str>,
+) -> Result<(), GateError> {
     if let Some(app) = principal.machine() {
         if !requirements.m2m_apps.iter().any(|a| a == app) {
             return Err(ClientError::Forbidden {
@@ -312,9 +330,12 @@ pub(super) fn authorize(principal: &Principal, requirements: &policy::Requiremen
             .into());
         }
     }
+    let issued_for = principal.organization();
     requirements
         .check(&policy::Subject {
             claims: principal.claims(),
+            member_of: issued_for,
+            scope_organization: issued_for.filter(|o| Some(*o) != organization),
         })
         .map_err(|required| {
             ClientError::Forbidden {
@@ -323,6 +344,34 @@ pub(super) fn authorize(principal: &Principal, requirements: &policy::Requiremen
             }
             .into()
         })
+}
+
+/// With `logto.organization_id` (`organization`), only its members pass, API clients too: a person's bearer token
+/// must have been issued for it (Logto's `organization_id` claim, which Logto puts only in tokens of members), and
+/// no token issued for another organization passes. A machine-to-machine app is admitted by the rules that list it
+/// (`m2m_apps`), as without the setting.
+pub(super) fn admit_to_organization(principal: &Principal, organization: &str) -> Result<(), GateError> {
+    let Principal::Bearer(_) = principal else {
+        // A session holds an organization token for it, or it would not exist.
+        return Ok(());
+    };
+    match principal.organization() {
+        Some(issued_for) if issued_for == organization => Ok(()),
+        None if principal.machine().is_some() => Ok(()),
+        issued_for => Err(ClientError::Forbidden {
+            who: principal.display_name(),
+            required: match issued_for {
+                Some(other) => {
+                    format!("an access token issued for the organization {organization} (this one is for {other})")
+                }
+                None => format!(
+                    "an access token issued for the organization {organization} (with organization_id; this one \
+                     is for no organization)"
+                ),
+            },
+        }
+        .into()),
+    }
 }
 
 /// The token of an `Authorization: Bearer` header (scheme case-insensitive, RFC 6750 §2.1).

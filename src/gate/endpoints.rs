@@ -93,8 +93,9 @@ impl Gate {
                 let Some(principal) = self.authenticate(req.headers(), decided).await? else {
                     return Ok(self.unauthorized(&ReturnPath::parse_or_root(&uri)));
                 };
+                let organization = self.config.logto.organization_id.as_deref();
                 for requirements in decision.requirements() {
-                    authorize(&principal, requirements)?;
+                    authorize(&principal, requirements, organization)?;
                 }
                 Some(principal)
             }

@@ -164,3 +164,33 @@ fn no_claim_can_be_mapped_onto_a_header_the_gate_owns() {
         None
     );
 }
+
+/// With `logto.organization_id`, a person's bearer token passes only when Logto issued it for that organization; a
+/// machine listed in `m2m_apps` is admitted by the rules as before, unless its token is for another organization.
+#[test]
+fn only_tokens_for_the_gates_organization_are_admitted() {
+    use super::authn::{admit_to_organization, Principal};
+    let bearer = |claims: serde_json::Value| match claims {
+        serde_json::Value::Object(map) => Principal::Bearer(map),
+        _ => unreachable!(),
+    };
+    let person = |org: Option<&str>| {
+        let mut c = serde_json::json!({"sub": "u1", "client_id": "cli"});
+        if let Some(o) = org {
+            c["organization_id"] = o.into();
+        }
+        bearer(c)
+    };
+    assert!(admit_to_organization(&person(Some("org_acme")), "org_acme").is_ok());
+    for (who, why) in [
+        (person(None), "is for no organization"),
+        (person(Some("org_other")), "is for org_other"),
+    ] {
+        let err = admit_to_organization(&who, "org_acme").unwrap_err().to_string();
+        assert!(err.contains(why), "{err}");
+    }
+    let machine = bearer(serde_json::json!({"sub": "m2m", "client_id": "m2m"}));
+    assert!(admit_to_organization(&machine, "org_acme").is_ok());
+    let foreign_machine = bearer(serde_json::json!({"sub": "m2m", "client_id": "m2m", "organization_id": "org_x"}));
+    assert!(admit_to_organization(&foreign_machine, "org_acme").is_err());
+}

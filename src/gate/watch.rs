@@ -139,9 +139,7 @@ impl Watch {
                 }
             }
         }
-        let claims = Subject {
-            claims: &session.claims,
-        };
+        let claims = Subject::of(&session.claims);
         if let Some(unmet) = self.admitted.iter().find_map(|r| r.check(&claims).err()) {
             tracing::info!(
                 sub = session.sub(),

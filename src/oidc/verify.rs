@@ -138,7 +138,8 @@ impl Oidc {
 
     /// Verifies a Logto access token presented as `Authorization: Bearer` (RFC 9068 profile): signature with an
     /// allowed algorithm, `iss`, `exp`/`iat`/`nbf` with leeway, an `aud` naming one of `logto.resources`, a `sub`,
-    /// and an `act` that names its actor if there is one ([`jwt::actor`]). Access tokens are only JWTs when issued
+    /// an `act` that names its actor if there is one ([`jwt::actor`]), and an `organization_id` (a token Logto
+    /// issued for an organization) that is a non-empty string if there is one. Access tokens are only JWTs when issued
     /// for a resource, so an opaque token or an ID token never passes.
     pub async fn verify_access_token(&self, token: &str, now: u64) -> Result<Map<String, Value>, TokenError> {
         let loaded = self.ensure_loaded().await.map_err(TokenError::Gate)?;
@@ -165,6 +166,14 @@ impl Oidc {
             return Err(TokenError::Invalid(JwtError::Claim("sub is missing".into())));
         }
         jwt::actor(&claims).map_err(TokenError::Invalid)?;
+        if claims
+            .get("organization_id")
+            .is_some_and(|o| o.as_str().is_none_or(str::is_empty))
+        {
+            return Err(TokenError::Invalid(JwtError::Claim(
+                "organization_id is not an organization id".into(),
+            )));
+        }
         Ok(claims)
     }
 

@@ -145,9 +145,26 @@ impl<'a> Decision<'a> {
 /// The identity a decision is made about: the session's (or bearer token's) claims and granted scopes.
 pub struct Subject<'a> {
     pub claims: &'a Map<String, Value>,
+    /// An organization the subject is a member of besides those its `organizations` claim lists: the one a Logto
+    /// access token was issued for (its `organization_id`), which Logto issues to members only.
+    pub member_of: Option<&'a str>,
+    /// The organization whose permissions the `scope` claim holds, when they are not the API's own: a Logto access
+    /// token issued for an organization (organization-level API resources) carries what the member's roles in that
+    /// organization grant. `scopes` requirements do not read them, so that an administrator of one organization
+    /// does not pass for an administrator of the API.
+    pub scope_organization: Option<&'a str>,
 }
 
-impl Subject<'_> {
+impl<'a> Subject<'a> {
+    /// A subject known by its claims alone (a session's, or a token issued for no organization).
+    pub fn of(claims: &'a Map<String, Value>) -> Self {
+        Subject {
+            claims,
+            member_of: None,
+            scope_organization: None,
+        }
+    }
+
     fn strings(&self, name: &str) -> Vec<&str> {
         match self.claims.get(name) {
             Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
@@ -403,16 +420,27 @@ impl Requirements {
             }
         }
         if !self.scopes.is_empty() {
+            if let Some(organization) = who.scope_organization {
+                return Err(format!(
+                    "the scopes {} of the API itself (this token's scopes are what the organization {organization} \
+                     grants)",
+                    self.scopes.join(" ")
+                ));
+            }
             let have = who.scopes();
             if !self.scopes.iter().all(|s| have.contains(&s.as_str())) {
                 return Err(format!("the scopes {}", self.scopes.join(" ")));
             }
         }
-        if !self.organizations.is_empty() && !any(&who.strings("organizations"), &self.organizations) {
-            return Err(format!(
-                "membership of one of the organizations {}",
-                self.organizations.join(", ")
-            ));
+        if !self.organizations.is_empty() {
+            let mut organizations = who.strings("organizations");
+            organizations.extend(who.member_of);
+            if !any(&organizations, &self.organizations) {
+                return Err(format!(
+                    "membership of one of the organizations {}",
+                    self.organizations.join(", ")
+                ));
+            }
         }
         if !self.organization_roles.is_empty() && !any(&who.strings("organization_roles"), &self.organization_roles) {
             return Err(format!(

@@ -112,7 +112,7 @@ fn requirements_check_every_kind() {
         "organization_roles": ["org_acme:member"], "email": "Alice@Example.com", "email_verified": true,
         "identities": {"github": {"details": {"rawData": {"userInfo": {"login": "Alice-GH"}}}}}
     }));
-    let who = Subject { claims: &alice };
+    let who = Subject::of(&alice);
     let ok = |r: Requirements| r.check(&who).is_ok();
     let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
     assert!(ok(Requirements {
@@ -185,9 +185,9 @@ fn unverified_emails_never_count() {
         email_domains: vec!["example.com".into()],
         ..Default::default()
     };
-    assert!(r.check(&Subject { claims: &bob }).is_err());
+    assert!(r.check(&Subject::of(&bob)).is_err());
     let no_flag = claims(json!({"email": "bob@example.com"}));
-    assert!(r.check(&Subject { claims: &no_flag }).is_err());
+    assert!(r.check(&Subject::of(&no_flag)).is_err());
 }
 
 #[test]
@@ -294,4 +294,37 @@ fn a_head_request_is_decided_as_a_get_too() {
     );
     assert!(matches!(p.decide("HEAD", &[], None, "/other"), Decision::Public));
     assert!(matches!(p.decide("POST", &[], None, "/secret"), Decision::Public));
+}
+
+/// A token Logto issued for an organization proves membership of it, and its scopes are that organization's:
+/// they never pass for the API's own scopes.
+#[test]
+fn an_organizations_token_is_a_member_but_its_scopes_are_not_the_apis() {
+    let token = claims(json!({"sub": "u1", "scope": "write:reports", "organization_id": "org_other"}));
+    let scopes = Requirements {
+        scopes: vec!["write:reports".into()],
+        ..Default::default()
+    };
+    let member = Requirements {
+        organizations: vec!["org_acme".into(), "org_other".into()],
+        ..Default::default()
+    };
+    assert!(scopes.check(&Subject::of(&token)).is_ok(), "read as the API's scopes");
+    let issued_for_other = Subject {
+        claims: &token,
+        member_of: Some("org_other"),
+        scope_organization: Some("org_other"),
+    };
+    let err = scopes.check(&issued_for_other).unwrap_err();
+    assert!(err.contains("org_other"), "{err}");
+    assert!(member.check(&issued_for_other).is_ok());
+    assert!(
+        member.check(&Subject::of(&token)).is_err(),
+        "no organizations claim, no token for one"
+    );
+    let issued_for_the_gates_own = Subject {
+        scope_organization: None,
+        ..issued_for_other
+    };
+    assert!(scopes.check(&issued_for_the_gates_own).is_ok());
 }

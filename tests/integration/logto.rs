@@ -530,3 +530,127 @@ async fn machine_tokens_are_refused_unless_a_rule_admits_the_app() {
     assert_eq!(seen.header("x-forwarded-machine"), None);
     assert_eq!(seen.header("x_forwarded_machine"), None);
 }
+
+/// An access token for [`RESOURCE`] from the refresh grant of the web app `client`, issued for `organization` when
+/// one is named (Logto's organization-level API resources); keeps the refresh token Logto answers with.
+async fn refreshed_for(
+    idp: &Idp,
+    (client_id, secret): (&str, &str),
+    refresh_token: &mut String,
+    organization: Option<&str>,
+) -> String {
+    let mut form = vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token.as_str()),
+        ("resource", RESOURCE),
+    ];
+    form.extend(organization.map(|o| ("organization_id", o)));
+    let answer: Value = plain()
+        .post(format!("{}/token", idp.issuer()))
+        .basic_auth(client_id, Some(secret))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    if let Some(next) = answer["refresh_token"].as_str() {
+        *refresh_token = next.to_owned();
+    }
+    answer["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no access token: {answer}"))
+        .to_owned()
+}
+
+/// Logto's organization-level API resources: the refresh grant with `organization_id` and `resource` gives a token
+/// for the resource that names the organization and carries what the member's roles in it grant. Such a token
+/// proves membership (`organizations` rules), but its scopes are the organization's: behind a gate for no
+/// organization they never pass for the API's own (an administrator of some organization is not an administrator
+/// of the API), and behind a gate for one (`logto.organization_id`) an API client must present a token issued for
+/// it, as sessions are members only.
+#[tokio::test]
+async fn organization_scoped_api_tokens_never_pass_for_the_apis_own() {
+    const CLI: (&str, &str) = ("reports-cli", "reports-cli-secret-0123456789");
+    let idp = Idp::start(with_resource(None));
+    let upstream = Upstream::start().await;
+    idp.update_account(
+        "u_alice0001",
+        json!({"organizations": ["org_acme", "org_other"], "organization_resource_scopes": {
+            "org_acme": { RESOURCE: ["read:reports", "write:reports"] },
+            "org_other": { RESOURCE: ["write:reports"] },
+        }}),
+    );
+    let rules = "[[rules]]\nprefix = \"/api/admin\"\nscopes = [\"write:reports\"]\n\
+                 [[rules]]\nprefix = \"/api/acme\"\norganizations = [\"org_acme\"]\n";
+    let resources = format!("resources = [\"{RESOURCE}\"]");
+    let any_organization = TestGate::start(&idp, &upstream.url(), &resources, rules).await;
+    let members_only = TestGate::start(
+        &idp,
+        &upstream.url(),
+        &format!("{resources}\norganization_id = \"org_acme\""),
+        rules,
+    )
+    .await;
+
+    // A command-line client of the API signs alice in (consent, so Logto issues a refresh token) and asks for
+    // tokens: one for the API itself, and one for the API in each of her organizations.
+    idp.register_client(CLI.0, CLI.1, &upstream.url());
+    let signed_in = sign_in_at_idp(
+        &idp,
+        CLI,
+        &upstream.url(),
+        "alice",
+        "openid offline_access urn:logto:scope:organizations read:reports write:reports",
+        &[("prompt", "consent"), ("resource", RESOURCE)],
+    )
+    .await;
+    let mut refresh_token = signed_in["refresh_token"].as_str().expect("a refresh token").to_owned();
+    let api = refreshed_for(&idp, CLI, &mut refresh_token, None).await;
+    let acme = refreshed_for(&idp, CLI, &mut refresh_token, Some("org_acme")).await;
+    let other = refreshed_for(&idp, CLI, &mut refresh_token, Some("org_other")).await;
+    assert_eq!(jwt_claims(&acme)["organization_id"], "org_acme", "as Logto's");
+    assert_eq!(jwt_claims(&acme)["aud"], RESOURCE);
+    assert_eq!(jwt_claims(&other)["scope"], "write:reports");
+    assert!(jwt_claims(&api).get("organization_id").is_none());
+
+    let call = |gate: &TestGate, path: &str, token: &str| {
+        plain()
+            .get(format!("{}{path}", gate.url()))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+    };
+    let status = |resp: reqwest::Response| resp.status();
+    // A gate for no organization: only the API's own scopes open /api/admin.
+    let g = &any_organization;
+    assert_eq!(status(call(g, "/api/admin", &api).await.unwrap()), StatusCode::OK);
+    let refused = call(g, "/api/admin", &other).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let page = refused.text().await.unwrap();
+    assert!(page.contains("org_other"), "{page}");
+    assert_eq!(
+        status(call(g, "/api/admin", &acme).await.unwrap()),
+        StatusCode::FORBIDDEN
+    );
+    // A token issued for an organization is a member's: an organizations rule lets it through.
+    assert_eq!(status(call(g, "/api/acme", &acme).await.unwrap()), StatusCode::OK);
+    assert_eq!(
+        status(call(g, "/api/acme", &other).await.unwrap()),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(status(call(g, "/api/acme", &api).await.unwrap()), StatusCode::FORBIDDEN);
+    assert_eq!(status(call(g, "/api/reports", &other).await.unwrap()), StatusCode::OK);
+
+    // A gate for org_acme: members only, API clients too; the organization's scopes are the gate's.
+    let g = &members_only;
+    for (token, what) in [(&api, "for no organization"), (&other, "for another organization")] {
+        let resp = call(g, "/api/reports", token).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "a token {what}");
+        let page = resp.text().await.unwrap();
+        assert!(page.contains("issued for the organization org_acme"), "{what}: {page}");
+    }
+    assert_eq!(status(call(g, "/api/reports", &acme).await.unwrap()), StatusCode::OK);
+    assert_eq!(status(call(g, "/api/admin", &acme).await.unwrap()), StatusCode::OK);
+    assert_eq!(upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
+}
