@@ -283,20 +283,6 @@ fn payload(token: &str) -> Value {
     .expect("JSON")
 }
 
-/// A request to the IdP's token endpoint as the support console (client_secret_basic); the answer's JSON.
-async fn console_token(idp: &Idp, form: &[(&str, &str)]) -> Value {
-    plain()
-        .post(format!("{}/token", idp.issuer()))
-        .basic_auth(CONSOLE, Some(CONSOLE_SECRET))
-        .form(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// Logto's user impersonation: a support console holds a subject token for a user (from Logto's Management API)
 /// and exchanges it, with its support agent's own access token as the actor token, for an access token of the user
 /// whose `act` names the agent. Behind the gate the app is told who the user is and who acts for them
@@ -340,7 +326,7 @@ async fn a_token_someone_acts_with_names_the_actor_to_the_app() {
                 form.push(("actor_token_type", ACCESS_TOKEN_TYPE.to_owned()));
             }
             let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let answer = console_token(idp, &form).await;
+            let answer = token_endpoint(idp, (CONSOLE, CONSOLE_SECRET), &form).await;
             answer["access_token"]
                 .as_str()
                 .unwrap_or_else(|| panic!("no token from the exchange: {answer}"))

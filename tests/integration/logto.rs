@@ -465,22 +465,18 @@ async fn machine_tokens_are_refused_unless_a_rule_admits_the_app() {
     s.idp.register_m2m_app("m2m-reporter", "m2m-secret-0123456789");
     s.idp.register_m2m_app("m2m-other", "m2m-secret-0123456789");
     let token_of = |app: &'static str| {
-        let url = format!("{}/token", s.idp.issuer());
+        let idp = &s.idp;
         async move {
-            let v: Value = plain()
-                .post(url)
-                .basic_auth(app, Some("m2m-secret-0123456789"))
-                .form(&[
+            let v = token_endpoint(
+                idp,
+                (app, "m2m-secret-0123456789"),
+                &[
                     ("grant_type", "client_credentials"),
                     ("resource", RESOURCE),
                     ("scope", "read:reports"),
-                ])
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+                ],
+            )
+            .await;
             v["access_token"].as_str().expect("an access token").to_owned()
         }
     };
@@ -535,7 +531,7 @@ async fn machine_tokens_are_refused_unless_a_rule_admits_the_app() {
 /// one is named (Logto's organization-level API resources); keeps the refresh token Logto answers with.
 async fn refreshed_for(
     idp: &Idp,
-    (client_id, secret): (&str, &str),
+    client: (&str, &str),
     refresh_token: &mut String,
     organization: Option<&str>,
 ) -> String {
@@ -545,16 +541,7 @@ async fn refreshed_for(
         ("resource", RESOURCE),
     ];
     form.extend(organization.map(|o| ("organization_id", o)));
-    let answer: Value = plain()
-        .post(format!("{}/token", idp.issuer()))
-        .basic_auth(client_id, Some(secret))
-        .form(&form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = token_endpoint(idp, client, &form).await;
     if let Some(next) = answer["refresh_token"].as_str() {
         *refresh_token = next.to_owned();
     }

@@ -459,6 +459,20 @@ impl Stack {
     }
 }
 
+/// A request to the IdP's token endpoint as the app `client_id` (client_secret_basic): the answer's JSON.
+pub async fn token_endpoint(idp: &Idp, (client_id, secret): (&str, &str), form: &[(&str, &str)]) -> serde_json::Value {
+    plain()
+        .post(format!("{}/token", idp.issuer()))
+        .basic_auth(client_id, Some(secret))
+        .form(form)
+        .send()
+        .await
+        .expect("token request")
+        .json()
+        .await
+        .expect("token answer")
+}
+
 /// A Logto web app other than the gate (registered at the IdP by the caller, with `{callback_base}/_logto/callback`
 /// as its redirect URI, which the browser then fetches: give it a server that answers, the test upstream say),
 /// signing `login` in directly at the IdP with the authorization code flow and redeeming the code with
@@ -490,20 +504,16 @@ pub async fn sign_in_at_idp(
         .find(|(k, _)| k == "code")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_else(|| panic!("no code: {hops:#?}"));
-    plain()
-        .post(format!("{}/token", idp.issuer()))
-        .basic_auth(client_id, Some(secret))
-        .form(&[
+    token_endpoint(
+        idp,
+        (client_id, secret),
+        &[
             ("grant_type", "authorization_code"),
             ("code", &code),
             ("redirect_uri", &callback),
-        ])
-        .send()
-        .await
-        .expect("token request")
-        .json()
-        .await
-        .expect("token answer")
+        ],
+    )
+    .await
 }
 
 /// A cookie-keeping client that follows redirects itself, so each hop can be inspected.
