@@ -138,8 +138,9 @@ impl Oidc {
 
     /// Verifies a Logto access token presented as `Authorization: Bearer` (RFC 9068 profile): signature with an
     /// allowed algorithm, `iss`, `exp`/`iat`/`nbf` with leeway, an `aud` naming one of `logto.resources`, a `sub`,
-    /// an `act` that names its actor if there is one ([`jwt::actor`]), and an `organization_id` (a token Logto
-    /// issued for an organization) that is a non-empty string if there is one. Access tokens are only JWTs when issued
+    /// an `act` that names its actor if there is one ([`jwt::actor`]), no `cnf` (a sender-constrained token needs a
+    /// proof of possession the gate does not take), and an `organization_id` (a token Logto issued for an
+    /// organization) that is a non-empty string if there is one. Access tokens are only JWTs when issued
     /// for a resource, so an opaque token or an ID token never passes.
     pub async fn verify_access_token(&self, token: &str, now: u64) -> Result<Map<String, Value>, TokenError> {
         let loaded = self.ensure_loaded().await.map_err(TokenError::Gate)?;
@@ -166,6 +167,14 @@ impl Oidc {
             return Err(TokenError::Invalid(JwtError::Claim("sub is missing".into())));
         }
         jwt::actor(&claims).map_err(TokenError::Invalid)?;
+        if claims.contains_key("cnf") {
+            // RFC 9449 §7.2, RFC 8705 §3: a token bound to a key (DPoP) or a client certificate is worth nothing
+            // without proof of possession, which a bearer token never brings: accepting it as one would let whoever
+            // copied it use it.
+            return Err(TokenError::Invalid(JwtError::Claim(
+                "the token is bound to a key or certificate (cnf), and presented without proof of possession".into(),
+            )));
+        }
         if claims
             .get("organization_id")
             .is_some_and(|o| o.as_str().is_none_or(str::is_empty))

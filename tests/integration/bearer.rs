@@ -157,6 +157,22 @@ async fn bearer_tokens_are_verified_like_logto_access_tokens() {
                 json!({}),
             ),
         ),
+        (
+            "bound to a DPoP key (cnf.jkt), RFC 9449 §7.2",
+            s.idp.sign(
+                json!({"iss": s.idp.issuer(), "aud": RESOURCE, "sub": "u_alice0001", "scope": "read:reports",
+                       "cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}, "iat": now(), "exp": now() + 300}),
+                json!({}),
+            ),
+        ),
+        (
+            "organization_id that names no organization",
+            s.idp.sign(
+                json!({"iss": s.idp.issuer(), "aud": RESOURCE, "sub": "u_alice0001", "scope": "read:reports",
+                       "organization_id": 7, "iat": now(), "exp": now() + 300}),
+                json!({}),
+            ),
+        ),
         ("alg none", none),
         ("HS256 keyed with the client secret", hs256),
         ("garbage", "not.a.jwt".to_owned()),
