@@ -405,6 +405,9 @@ fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
     if let (Some((upstream, _)), Some(headers)) = (&upstream, &headers) {
         check_authorization_mapping(&mut p, upstream, headers);
     }
+    if let (Some(logto), Some(policy)) = (&logto, &policy) {
+        check_rule_resources(&mut p, &logto.resources, policy);
+    }
     p.into_result()?;
     // Every section without a problem is `Some`; this only fails on a logic error.
     let (
@@ -447,6 +450,28 @@ fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
         log,
     };
     Ok((config, pending))
+}
+
+/// A rule's `resources` must be among `logto.resources`: tokens for any other resource are refused before any rule
+/// is read, so the rule would admit no token at all, which its writer cannot have meant.
+fn check_rule_resources(p: &mut Problems, accepted: &[String], policy: &Policy) {
+    let rules = policy.rules.iter().map(|r| &r.access).enumerate();
+    let keyed = rules
+        .map(|(i, access)| (format!("rules[{i}].resources"), access))
+        .chain([("access.resources".to_owned(), &policy.default)]);
+    for (key, access) in keyed {
+        let crate::policy::Access::Require(requirements) = access else {
+            continue;
+        };
+        for resource in &requirements.resources {
+            if !accepted.contains(resource) {
+                p.add(
+                    &key,
+                    format!("`{resource}` is not in logto.resources, so no token for it is ever accepted"),
+                );
+            }
+        }
+    }
 }
 
 /// A claim mapped onto `Authorization` where the gate sends its own there (the access token, or the Protected App's

@@ -140,6 +140,7 @@ fn access_of(p: &mut Problems, key: &str, r: &RawRule) -> Access {
         ("email_domains", &r.email_domains),
         ("github_logins", &r.github_logins),
         ("m2m_apps", &r.m2m_apps),
+        ("resources", &r.resources),
     ] {
         match list.as_deref() {
             Some([]) => p.add(
@@ -165,6 +166,7 @@ fn access_of(p: &mut Problems, key: &str, r: &RawRule) -> Access {
             .collect(),
         github_logins: lowered(&r.github_logins),
         m2m_apps: kept(&r.m2m_apps),
+        resources: kept(&r.resources),
     };
     for role in &requirements.organization_roles {
         if !role.contains(':') {
@@ -184,6 +186,7 @@ fn access_of(p: &mut Problems, key: &str, r: &RawRule) -> Access {
         &requirements.email_domains,
         &requirements.github_logins,
         &requirements.m2m_apps,
+        &requirements.resources,
     ]
     .iter()
     .any(|v| !v.is_empty());
@@ -231,6 +234,54 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want} not in\n{text}");
         }
+    }
+
+    /// A rule's `resources` name tokens it admits: only resources the gate accepts tokens for at all.
+    #[test]
+    fn rule_resources_must_be_accepted_resources() {
+        let with = |logto: &str, rules: &str| {
+            let toml = MINIMAL.replace("[logto]\n", &format!("[logto]\n{logto}\n")) + rules;
+            Config::from_toml_str(&toml, no_env())
+        };
+        let api = "resources = [\"https://a.example.com\", \"https://b.example.com\"]";
+        let ok = with(
+            api,
+            "\n[[rules]]\nprefix = \"/b\"\nresources = [\"https://b.example.com\"]\n",
+        )
+        .unwrap();
+        let crate::policy::Access::Require(r) = &ok.policy.rules[0].access else {
+            panic!("a rule with conditions requires them");
+        };
+        assert_eq!(r.resources, ["https://b.example.com"]);
+        let text = with(
+            api,
+            "\n[[rules]]\nprefix = \"/b\"\nresources = []\n\n\
+             [[rules]]\nprefix = \"/p\"\nallow = \"public\"\nresources = [\"https://a.example.com\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "rules[0].resources: is an empty list",
+            "rules[1].allow: a public or denied route cannot also list conditions",
+        ] {
+            assert!(text.contains(want), "{want} not in\n{text}");
+        }
+        let text = with(api, "\n[access]\nresources = [\"https://c.example.com\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("access.resources: `https://c.example.com` is not in logto.resources"),
+            "{text}"
+        );
+        let none = with(
+            "",
+            "\n[[rules]]\nprefix = \"/b\"\nresources = [\"https://b.example.com\"]\n",
+        );
+        let text = none.unwrap_err().to_string();
+        assert!(
+            text.contains("rules[0].resources: `https://b.example.com` is not in logto.resources"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub(super) struct RawRule {
     pub(super) github_logins: Option<Vec<String>>,
     #[serde(deserialize_with = "list_of_strings")]
     pub(super) m2m_apps: Option<Vec<String>>,
+    #[serde(deserialize_with = "list_of_strings")]
+    pub(super) resources: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

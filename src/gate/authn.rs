@@ -330,6 +330,19 @@ pub(super) fn authorize(
             .into());
         }
     }
+    if let (false, Principal::Bearer(claims)) = (requirements.resources.is_empty(), principal) {
+        let audiences = crate::oidc::jwt::audiences(claims);
+        if !requirements.resources.iter().any(|r| audiences.contains(&r.as_str())) {
+            return Err(ClientError::Forbidden {
+                who: principal.display_name(),
+                required: format!(
+                    "an access token issued for the API {}",
+                    requirements.resources.join(" or ")
+                ),
+            }
+            .into());
+        }
+    }
     let issued_for = principal.organization();
     requirements
         .check(&policy::Subject {

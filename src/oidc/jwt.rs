@@ -230,6 +230,15 @@ pub fn expires_at(claims: &Map<String, Value>) -> Option<u64> {
     number(claims, "exp").ok().flatten()
 }
 
+/// The token's audiences (RFC 7519 §4.1.3: one string, or an array of them).
+pub fn audiences(claims: &Map<String, Value>) -> Vec<&str> {
+    match claims.get("aud") {
+        Some(Value::String(a)) => vec![a.as_str()],
+        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Who acts for the token's subject (RFC 8693 §4.1): the `sub` of its `act` claim, `None` without one. Logto's
 /// user impersonation puts `act: {"sub": "<actor's user id>"}` in the access token it exchanges for a subject token
 /// when the exchange names an actor token. A nested `act` names earlier actors of a delegation chain, which the RFC

@@ -153,11 +153,7 @@ impl Oidc {
             )
             .await?;
         jwt::check_common_with(&claims, &self.config.issuer, now, self.config.clock_leeway)?;
-        let audiences: Vec<&str> = match claims.get("aud") {
-            Some(Value::String(a)) => vec![a.as_str()],
-            Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
-            _ => Vec::new(),
-        };
+        let audiences = jwt::audiences(&claims);
         if !self.config.resources.iter().any(|r| audiences.contains(&r.as_str())) {
             return Err(TokenError::Invalid(JwtError::Claim(
                 "aud is not one of logto.resources".into(),

@@ -52,6 +52,10 @@ pub struct Requirements {
     /// Logto machine-to-machine apps (their ids) admitted here with their access tokens. A machine principal is
     /// refused wherever it is not listed; people are not affected by this list.
     pub m2m_apps: Vec<String>,
+    /// API resources (of `logto.resources`) a bearer token here must have been issued for (its `aud`): with several
+    /// APIs behind one gate, a token for one is then no key to another (RFC 9068 §4, RFC 8707). Sessions are not
+    /// affected.
+    pub resources: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -424,3 +424,62 @@ async fn a_token_someone_acts_with_names_the_actor_to_the_app() {
         assert_eq!(line["actor"].as_str(), actor, "{line}");
     }
 }
+
+/// Two APIs behind one gate, each a Logto API resource with a scope of the same name: where a rule names its
+/// resource, a token Logto issued for the other API is refused (403), so a token a client holds for one API is no
+/// key to the other (RFC 9068 §4). Elsewhere any accepted resource's token passes, and sessions are not affected.
+#[tokio::test]
+async fn a_token_for_one_api_is_no_key_to_another() {
+    const BILLING: &str = "https://billing.example.com";
+    let options = IdpOptions {
+        resources: Some(json!({
+            RESOURCE: { "scopes": ["write:reports"] },
+            BILLING: { "scopes": ["write:reports"] },
+        })),
+        ..Default::default()
+    };
+    let rules = format!(
+        "[[rules]]\nprefix = \"/billing\"\nresources = [\"{BILLING}\"]\nscopes = [\"write:reports\"]\n\
+         [[rules]]\nprefix = \"/invoices\"\nresources = [\"{BILLING}\"]\n"
+    );
+    let s = Stack::edited(
+        options,
+        &format!("resources = [\"{RESOURCE}\", \"{BILLING}\"]"),
+        &rules,
+        |t| t,
+    )
+    .await;
+    let token_for = |aud: Value| {
+        s.idp.sign(
+            json!({"iss": s.idp.issuer(), "aud": aud, "sub": "u_alice0001", "client_id": "reports-cli",
+                   "scope": "write:reports", "iat": now(), "exp": now() + 300}),
+            json!({}),
+        )
+    };
+    let reports = token_for(json!(RESOURCE));
+    let billing = token_for(json!(BILLING));
+    let both = token_for(json!([RESOURCE, BILLING]));
+
+    let refused = call(&s, "/billing/invoices", &reports).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let page = refused.text().await.unwrap();
+    assert!(
+        page.contains(&format!("an access token issued for the API {BILLING}")),
+        "{page}"
+    );
+    assert_eq!(call(&s, "/billing/invoices", &billing).await.status(), StatusCode::OK);
+    assert_eq!(call(&s, "/billing/invoices", &both).await.status(), StatusCode::OK);
+    assert_eq!(call(&s, "/reports/7", &reports).await.status(), StatusCode::OK);
+    assert_eq!(call(&s, "/reports/7", &billing).await.status(), StatusCode::OK);
+    // A person signed in with the browser is no token for any API.
+    let (b, _) = s.signed_in().await;
+    let resp = b
+        .client
+        .get(format!("{}/invoices/3", s.gate.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(s.upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
+    assert_eq!(call(&s, "/invoices/3", &reports).await.status(), StatusCode::FORBIDDEN);
+}
