@@ -3,10 +3,10 @@
 //!
 //! Claims: `iss` = the gate's public URL, `aud` = `assertion.audience`, `sub`, `email`, `username`, `roles`,
 //! `organizations` (when known), `act` (`{"sub": ...}`, RFC 8693 §4.1, when someone acts for the subject), `iat`,
-//! `exp`. The public key is served as a JWK Set at `/_logto/jwks.json`; its `kid`
-//! is the RFC 7638 thumbprint. The key comes from `assertion.signing_key_file` (PKCS#8 PEM, EC P-256) or is
-//! generated at start, in which case every replica has its own key and upstreams must fetch each replica's key set
-//! (give all replicas the same key file instead).
+//! `exp`. The public key is served as a JWK Set at `/_logto/jwks.json`; its `kid` is the RFC 7638 thumbprint. The
+//! key comes from `assertion.signing_key_file` (PKCS#8 PEM, EC P-256) or is generated at start, in which case every
+//! replica has its own key and upstreams must fetch each replica's key set (give all replicas the same key file
+//! instead).
 
 use std::path::Path;
 

@@ -140,8 +140,8 @@ impl Oidc {
     /// allowed algorithm, `iss`, `exp`/`iat`/`nbf` with leeway, an `aud` naming one of `logto.resources`, a `sub`,
     /// an `act` that names its actor if there is one ([`jwt::actor`]), no `cnf` (a sender-constrained token needs a
     /// proof of possession the gate does not take), and an `organization_id` (a token Logto issued for an
-    /// organization) that is a non-empty string if there is one. Access tokens are only JWTs when issued
-    /// for a resource, so an opaque token or an ID token never passes.
+    /// organization) that is a non-empty string if there is one. Access tokens are only JWTs when issued for a
+    /// resource, so an opaque token or an ID token never passes.
     pub async fn verify_access_token(&self, token: &str, now: u64) -> Result<Map<String, Value>, TokenError> {
         let loaded = self.ensure_loaded().await.map_err(TokenError::Gate)?;
         let claims = self
