@@ -147,6 +147,18 @@ impl RedisNode {
         }
     }
 
+    /// A replica of `master`, returned once its first synchronisation is done (`master_link_status:up`), so that
+    /// what the master holds from then on reaches it as it is written. Redis 7 delays a diskless synchronisation by
+    /// 5 s for more replicas to join (`repl-diskless-sync-delay`): start the master with it at 0.
+    pub async fn replica_of(master: &RedisNode) -> RedisNode {
+        let replica = RedisNode::start(&["--replicaof".into(), "127.0.0.1".into(), master.port.to_string()]).await;
+        super::eventually("the replica's first synchronisation", || {
+            replica.cli(&["INFO", "replication"]).contains("master_link_status:up")
+        })
+        .await;
+        replica
+    }
+
     /// A Sentinel watching `master` (on `master_port`) as `name`, quick to declare it down (1 s) and fail over.
     pub async fn sentinel(name: &str, master_port: u16) -> RedisNode {
         let dir = tempfile::tempdir().expect("tempdir");
