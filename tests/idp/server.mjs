@@ -152,6 +152,8 @@ const heldRefreshes = [];
 // Logto's resource for organization tokens: only grants whose authorization request named it get organization
 // permissions in their organization tokens' `scope`.
 const ORGANIZATIONS_RESOURCE = 'urn:logto:resource:organizations';
+// The scopes the provider knows besides resources' (oidc-provider's `scopes`).
+const OIDC_SCOPES = ['openid', 'offline_access', ...Object.keys(claimsByScope).filter((s) => s !== 'openid')];
 const organizationGrants = new Set();
 const grantIds = new Set();
 // Every refresh token, opaque access token and session stored, by its id: the account it belongs to (what Logto's
@@ -302,8 +304,7 @@ async function tokenExchange(p, ctx) {
     scope = requested.filter((s) => resourceServer.scopes.has(s)).join(' ');
     grant.addResourceScope(indicator, scope);
   } else {
-    const oidcScopes = new Set(['openid', 'offline_access', ...Object.keys(claimsByScope)]);
-    scope = requested.filter((s) => oidcScopes.has(s)).join(' ');
+    scope = requested.filter((s) => OIDC_SCOPES.includes(s)).join(' ');
     grant.addOIDCScope(scope);
   }
   const grantId = await grant.save();
@@ -332,7 +333,7 @@ function buildProvider() {
       idTokenSigningAlgValues: ['ES384', 'RS256', 'ES256', 'PS256'],
     },
     claims: claimsByScope,
-    scopes: ['openid', 'offline_access', ...Object.keys(claimsByScope).filter((s) => s !== 'openid')],
+    scopes: OIDC_SCOPES,
     conformIdTokenClaims: false,
     extraParams: ['first_screen', 'interaction_mode', 'direct_sign_in', 'organization_id', 'login_hint'],
     ttl: {

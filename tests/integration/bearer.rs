@@ -473,12 +473,7 @@ async fn a_token_for_one_api_is_no_key_to_another() {
     assert_eq!(call(&s, "/reports/7", &billing).await.status(), StatusCode::OK);
     // A person signed in with the browser is no token for any API.
     let (b, _) = s.signed_in().await;
-    let resp = b
-        .client
-        .get(format!("{}/invoices/3", s.gate.url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = b.get(format!("{}/invoices/3", s.gate.url())).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(s.upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
     assert_eq!(call(&s, "/invoices/3", &reports).await.status(), StatusCode::FORBIDDEN);
