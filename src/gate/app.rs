@@ -128,7 +128,7 @@ impl Gate {
                 identity.insert_into(headers);
             }
             if let Some(principal) = &principal {
-                self.add_credentials(headers, principal)?;
+                self.add_credentials(headers, principal, &decision)?;
             }
             if let Some(basic) = &self.protected_basic {
                 self.add_protected_app(headers, basic, browser_host, principal.as_ref());
@@ -247,10 +247,31 @@ impl Gate {
         }
     }
 
-    /// Identity headers, the access token when asked for, and the signed assertion, all into `headers`.
-    pub(super) fn add_identity(&self, headers: &mut http::HeaderMap, principal: &Principal) -> Result<(), GateError> {
+    /// Identity headers, the access token when asked for (for the API `decision` names, see
+    /// [`Gate::access_token_for`]), and the signed assertion, all into `headers`.
+    pub(super) fn add_identity(
+        &self,
+        headers: &mut http::HeaderMap,
+        principal: &Principal,
+        decision: &Decision<'_>,
+    ) -> Result<(), GateError> {
         self.identity_headers(principal).insert_into(headers);
-        self.add_credentials(headers, principal)
+        self.add_credentials(headers, principal, decision)
+    }
+
+    /// The session's access token that `upstream.pass_access_token` sends: with `logto.resources`, the one for `api`
+    /// (the first API the request's rule names), else for the first of `logto.resources`; without, the token of the
+    /// sign-in or the organization. A session from before per-API tokens holds the first API's in `at`.
+    pub(super) fn access_token_for<'s>(&self, session: &'s session::Session, api: Option<&str>) -> Option<&'s str> {
+        let Some(first) = self.config.logto.resources.first() else {
+            return session.at.as_deref();
+        };
+        let api = api.unwrap_or(first);
+        match session.apis.get(api) {
+            Some(grant) => grant.at.as_deref(),
+            None if session.apis.is_empty() && api == first.as_str() => session.at.as_deref(),
+            None => None,
+        }
     }
 
     /// Logto Protected App's contract (`upstream.protected_app`): the app's Basic credentials on every request, the
@@ -275,12 +296,13 @@ impl Gate {
         }
     }
 
-    /// The access token when asked for, the machine header for a machine-to-machine app, the actor header for a
-    /// token someone acts with for its subject, and the signed assertion.
+    /// The access token when asked for (for the API `decision` names), the machine header for a machine-to-machine
+    /// app, the actor header for a token someone acts with for its subject, and the signed assertion.
     pub(super) fn add_credentials(
         &self,
         headers: &mut http::HeaderMap,
         principal: &Principal,
+        decision: &Decision<'_>,
     ) -> Result<(), GateError> {
         if let Some(app) = principal.machine() {
             let value = HeaderValue::from_str(app)
@@ -293,7 +315,7 @@ impl Gate {
             headers.insert(http::HeaderName::from_static(ACTOR_HEADER), value);
         }
         if let (true, Principal::Session(c)) = (self.config.upstream.pass_access_token, principal) {
-            if let Some(token) = c.session.at.as_deref() {
+            if let Some(token) = self.access_token_for(&c.session, decision.api()) {
                 let value = HeaderValue::from_str(&format!("Bearer {token}"))
                     .map_err(|_| GateError::Internal("the access token is not a valid header value".into()))?;
                 headers.insert(header::AUTHORIZATION, value);

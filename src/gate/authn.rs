@@ -343,20 +343,24 @@ pub(super) fn authorize(
             .into());
         }
     }
-    let issued_for = principal.organization();
-    requirements
-        .check(&policy::Subject {
-            claims: principal.claims(),
-            member_of: issued_for,
-            scope_organization: issued_for.filter(|o| Some(*o) != organization),
-        })
-        .map_err(|required| {
-            ClientError::Forbidden {
-                who: principal.display_name(),
-                required,
+    let subject = match principal {
+        Principal::Session(c) => c.session.subject(requirements),
+        Principal::Bearer(claims) => {
+            let issued_for = principal.organization();
+            policy::Subject {
+                member_of: issued_for,
+                scope_organization: issued_for.filter(|o| Some(*o) != organization),
+                ..policy::Subject::of(claims)
             }
-            .into()
-        })
+        }
+    };
+    requirements.check(&subject).map_err(|required| {
+        ClientError::Forbidden {
+            who: principal.display_name(),
+            required,
+        }
+        .into()
+    })
 }
 
 /// With `logto.organization_id` (`organization`), only its members pass, API clients too: a person's bearer token

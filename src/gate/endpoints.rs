@@ -109,7 +109,7 @@ impl Gate {
         };
         if let Some(principal) = &principal {
             let headers = resp.headers_mut();
-            self.add_identity(headers, principal)?;
+            self.add_identity(headers, principal, &decision)?;
             let claims = principal.claims();
             for (name, claim) in [
                 ("x-auth-request-user", "sub"),
@@ -319,7 +319,7 @@ impl Gate {
         ) {
             session.keep_id_token(id_token, exp, now);
         }
-        match self.apply_resource_token(&mut session, now).await {
+        match self.apply_resource_tokens(&mut session, now).await {
             Ok(()) => {}
             Err(RefreshError::Denied(why)) => return Err(IdpError::Misconfigured(why).into()),
             Err(RefreshError::Revoked(why) | RefreshError::Unavailable(why)) => {
@@ -426,6 +426,7 @@ impl Gate {
             serial: self.sessions.new_serial(),
             idt: None,
             idt_exp: None,
+            apis: Default::default(),
             rendered: Default::default(),
         }
     }

@@ -11,7 +11,7 @@ use crate::metrics::RefreshResult;
 use crate::oidc::RefreshError;
 use crate::session::refresh;
 use crate::session::store::SaveError;
-use crate::session::{Current, Session};
+use crate::session::{ApiGrant, Current, Session};
 
 use super::Gate;
 
@@ -256,7 +256,7 @@ impl Gate {
         if let Some((id_token, exp)) = new_id_token {
             session.keep_id_token(id_token, exp, now);
         }
-        match self.apply_resource_token(&mut session, now).await {
+        match self.apply_resource_tokens(&mut session, now).await {
             Ok(()) => {}
             Err(RefreshError::Revoked(why)) => {
                 tracing::info!(sub = session.sub(), reason = %why, "Logto refused the refresh token; the session ends");
@@ -284,14 +284,36 @@ impl Gate {
         refresh::Outcome::Refreshed(session)
     }
 
-    /// With `logto.resources`: gets the first resource's JWT access token with the session's refresh token (the
-    /// code exchange and refreshes go without `resource`, so userinfo accepts their access token) and records what
-    /// it grants: its permissions added to `scope`, the token itself for `upstream.pass_access_token`, its expiry,
-    /// and a rotated refresh token.
-    pub(super) async fn apply_resource_token(&self, session: &mut Session, now: u64) -> Result<(), RefreshError> {
-        let Some(resource) = self.config.logto.resources.first() else {
+    /// With `logto.resources`: gets each resource's JWT access token with the session's refresh token (the code
+    /// exchange and refreshes go without `resource`, so userinfo accepts their access token; RFC 8707 §2.2) and
+    /// records what each grants in [`Session::apis`]: its permissions, the token itself for
+    /// `upstream.pass_access_token`, its expiry, and a rotated refresh token. The session's `scope` then holds every
+    /// API's permissions besides its own (what `scopes` rules naming no API read), also when a resource's token
+    /// could not be renewed (its last grant stands). The first failure is returned.
+    pub(super) async fn apply_resource_tokens(&self, session: &mut Session, now: u64) -> Result<(), RefreshError> {
+        let resources = &self.config.logto.resources;
+        if resources.is_empty() {
             return Ok(());
-        };
+        }
+        // The tokens live in `apis`; none of a resource no longer configured is kept.
+        session.at = None;
+        session.apis.retain(|r, _| resources.contains(r));
+        let mut outcome = Ok(());
+        for resource in resources {
+            if let Err(e) = self.apply_resource_token(session, resource, now).await {
+                outcome = Err(e);
+                break;
+            }
+        }
+        let granted: Vec<String> = session.apis.values().map(|g| g.scope.clone()).collect();
+        for scope in granted {
+            add_scopes(session, &scope);
+        }
+        outcome
+    }
+
+    /// One resource's token for [`Gate::apply_resource_tokens`].
+    async fn apply_resource_token(&self, session: &mut Session, resource: &str, now: u64) -> Result<(), RefreshError> {
         let rt = session.rt.clone().ok_or_else(|| {
             RefreshError::Denied(
                 "Logto issued no refresh token, which the API resource's access token is obtained with (keep \
@@ -303,10 +325,11 @@ impl Gate {
         if let Some(next) = tokens.refresh_token.clone() {
             session.rt = Some(next);
         }
-        add_scopes(session, claims.get("scope").and_then(Value::as_str).unwrap_or(""));
-        if self.config.upstream.pass_access_token {
-            session.at = Some(tokens.access_token);
-        }
+        let grant = ApiGrant {
+            scope: claims.get("scope").and_then(Value::as_str).unwrap_or("").to_owned(),
+            at: self.config.upstream.pass_access_token.then_some(tokens.access_token),
+        };
+        session.apis.insert(resource.to_owned(), grant);
         if let Some(ttl) = tokens.expires_in {
             let (at_exp, refresh_at) = (now + ttl, Session::refresh_time(now, ttl));
             session.at_exp = Some(session.at_exp.map_or(at_exp, |e| e.min(at_exp)));

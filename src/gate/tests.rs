@@ -1,5 +1,16 @@
 use super::*;
 
+/// A gate on a minimal configuration, with `upstream` and `logto` lines added to those sections.
+fn gate_of(upstream: &str, logto: &str) -> std::sync::Arc<Gate> {
+    let toml = format!(
+        "[server]\npublic_url = \"https://app.example.com\"\n\
+         [upstream]\nurl = \"http://127.0.0.1:9\"\n{upstream}\n\
+         [logto]\nendpoint = \"http://127.0.0.1:9\"\napp_id = \"a\"\napp_secret = \"s\"\n{logto}\n\
+         [session]\nsecret = \"0123456789abcdef0123456789abcdef\"\n"
+    );
+    Gate::new(Config::from_toml_str(&toml, Vec::new()).unwrap()).unwrap()
+}
+
 #[test]
 fn duplicated_query_parameters_are_refused() {
     assert!(single_valued_query(Some("state=a&state=b")).is_err());
@@ -9,19 +20,7 @@ fn duplicated_query_parameters_are_refused() {
 
 #[tokio::test]
 async fn readiness_fails_as_soon_as_draining_starts() {
-    let toml = r#"
-        [server]
-        public_url = "https://app.example.com"
-        [upstream]
-        url = "http://127.0.0.1:9"
-        [logto]
-        endpoint = "http://127.0.0.1:9"
-        app_id = "a"
-        app_secret = "s"
-        [session]
-        secret = "0123456789abcdef0123456789abcdef"
-    "#;
-    let gate = Gate::new(Config::from_toml_str(toml, Vec::new()).unwrap()).unwrap();
+    let gate = gate_of("", "");
     gate.begin_draining();
     assert_eq!(gate.readiness().await, Err("shutting down".to_owned()));
 }
@@ -193,4 +192,40 @@ fn only_tokens_for_the_gates_organization_are_admitted() {
     assert!(admit_to_organization(&machine, "org_acme").is_ok());
     let foreign_machine = bearer(serde_json::json!({"sub": "m2m", "client_id": "m2m", "organization_id": "org_x"}));
     assert!(admit_to_organization(&foreign_machine, "org_acme").is_err());
+}
+
+/// `upstream.pass_access_token` with several APIs: the token of the API the rule names, else the first API's; a
+/// session from before per-API tokens (its first API's token in `at`) keeps sending that one where it applies, and
+/// nothing is sent where another API's token is wanted and the session has none.
+#[tokio::test]
+async fn the_access_token_sent_is_the_one_for_the_api_the_rule_names() {
+    let gate = gate_of(
+        "pass_access_token = true",
+        "resources = [\"https://a.example.com\", \"https://b.example.com\"]",
+    );
+    let mut session = crate::session::Session {
+        at: Some("token-of-a-from-an-older-gate".into()),
+        ..crate::session::Session::of_claims(serde_json::Map::new())
+    };
+    let (a, b) = (Some("https://a.example.com"), Some("https://b.example.com"));
+    assert_eq!(
+        gate.access_token_for(&session, None),
+        Some("token-of-a-from-an-older-gate")
+    );
+    assert_eq!(
+        gate.access_token_for(&session, a),
+        Some("token-of-a-from-an-older-gate")
+    );
+    assert_eq!(gate.access_token_for(&session, b), None);
+    for (api, token) in [("https://a.example.com", "ta"), ("https://b.example.com", "tb")] {
+        let grant = crate::session::ApiGrant {
+            scope: String::new(),
+            at: Some(token.into()),
+        };
+        session.apis.insert(api.into(), grant);
+    }
+    session.at = None;
+    assert_eq!(gate.access_token_for(&session, None), Some("ta"));
+    assert_eq!(gate.access_token_for(&session, a), Some("ta"));
+    assert_eq!(gate.access_token_for(&session, b), Some("tb"));
 }

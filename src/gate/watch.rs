@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::metrics::GrantCheckResult;
 use crate::oidc::IntrospectionError;
-use crate::policy::{Requirements, Subject};
+use crate::policy::Requirements;
 use crate::session::refresh::Outcome;
 use crate::session::store::Current;
 use crate::session::{self, Session};
@@ -139,8 +139,8 @@ impl Watch {
                 }
             }
         }
-        let claims = Subject::of(&session.claims);
-        if let Some(unmet) = self.admitted.iter().find_map(|r| r.check(&claims).err()) {
+        let unmet = self.admitted.iter().find_map(|r| r.check(&session.subject(r)).err());
+        if let Some(unmet) = unmet {
             tracing::info!(
                 sub = session.sub(),
                 required = %unmet,

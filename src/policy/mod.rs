@@ -53,8 +53,9 @@ pub struct Requirements {
     /// refused wherever it is not listed; people are not affected by this list.
     pub m2m_apps: Vec<String>,
     /// API resources (of `logto.resources`) a bearer token here must have been issued for (its `aud`): with several
-    /// APIs behind one gate, a token for one is then no key to another (RFC 9068 §4, RFC 8707). Sessions are not
-    /// affected.
+    /// APIs behind one gate, a token for one is then no key to another (RFC 9068 §4, RFC 8707). For a session,
+    /// `scopes` are then read from what these APIs granted it ([`Subject::api_scopes`]), and the first one's token
+    /// is the one `upstream.pass_access_token` sends.
     pub resources: Vec<String>,
 }
 
@@ -144,6 +145,13 @@ impl<'a> Decision<'a> {
         };
         first.into_iter().chain(more.iter().copied())
     }
+
+    /// The API resource the request is for: the first the requirements name (`resources`), if any.
+    pub fn api(&self) -> Option<&'a str> {
+        self.requirements()
+            .find_map(|r| r.resources.first())
+            .map(String::as_str)
+    }
 }
 
 /// The identity a decision is made about: the session's (or bearer token's) claims and granted scopes.
@@ -157,6 +165,10 @@ pub struct Subject<'a> {
     /// organization grant. `scopes` requirements do not read them, so that an administrator of one organization
     /// does not pass for an administrator of the API.
     pub scope_organization: Option<&'a str>,
+    /// The permissions `scopes` requirements read instead of the `scope` claim: a session's for the APIs a rule
+    /// names (`resources`), which Logto granted in each API's own access token, so that a permission of one API
+    /// (names repeat across APIs) meets no rule written for another.
+    pub api_scopes: Option<Vec<&'a str>>,
 }
 
 impl<'a> Subject<'a> {
@@ -166,6 +178,7 @@ impl<'a> Subject<'a> {
             claims,
             member_of: None,
             scope_organization: None,
+            api_scopes: None,
         }
     }
 
@@ -178,6 +191,9 @@ impl<'a> Subject<'a> {
     }
 
     fn scopes(&self) -> Vec<&str> {
+        if let Some(granted) = &self.api_scopes {
+            return granted.clone();
+        }
         self.claims
             .get("scope")
             .and_then(Value::as_str)
@@ -433,7 +449,14 @@ impl Requirements {
             }
             let have = who.scopes();
             if !self.scopes.iter().all(|s| have.contains(&s.as_str())) {
-                return Err(format!("the scopes {}", self.scopes.join(" ")));
+                return Err(match (&who.api_scopes, self.resources.as_slice()) {
+                    (Some(_), [_, ..]) => format!(
+                        "the scopes {} granted for the API {}",
+                        self.scopes.join(" "),
+                        self.resources.join(" or ")
+                    ),
+                    _ => format!("the scopes {}", self.scopes.join(" ")),
+                });
             }
         }
         if !self.organizations.is_empty() {

@@ -314,6 +314,7 @@ fn an_organizations_token_is_a_member_but_its_scopes_are_not_the_apis() {
         claims: &token,
         member_of: Some("org_other"),
         scope_organization: Some("org_other"),
+        api_scopes: None,
     };
     let err = scopes.check(&issued_for_other).unwrap_err();
     assert!(err.contains("org_other"), "{err}");
@@ -327,4 +328,38 @@ fn an_organizations_token_is_a_member_but_its_scopes_are_not_the_apis() {
         ..issued_for_other
     };
     assert!(scopes.check(&issued_for_the_gates_own).is_ok());
+}
+
+/// A session's permissions for the APIs a rule names replace its `scope` claim for that rule: the same permission
+/// name granted by another API (or only listed in the sign-in's scopes) does not count.
+#[test]
+fn a_rule_naming_apis_reads_the_scopes_those_apis_granted() {
+    let session = claims(json!({"sub": "u1", "scope": "openid write:reports"}));
+    let writers = Requirements {
+        scopes: vec!["write:reports".into()],
+        resources: vec!["https://billing.example.com".into()],
+        ..Default::default()
+    };
+    assert!(
+        writers.check(&Subject::of(&session)).is_ok(),
+        "a bearer token's scope claim"
+    );
+    let granted_elsewhere = Subject {
+        api_scopes: Some(vec!["read:invoices"]),
+        ..Subject::of(&session)
+    };
+    assert_eq!(
+        writers.check(&granted_elsewhere).unwrap_err(),
+        "the scopes write:reports granted for the API https://billing.example.com"
+    );
+    let granted_here = Subject {
+        api_scopes: Some(vec!["read:invoices", "write:reports"]),
+        ..Subject::of(&session)
+    };
+    assert!(writers.check(&granted_here).is_ok());
+    let nothing = Subject {
+        api_scopes: Some(Vec::new()),
+        ..Subject::of(&session)
+    };
+    assert!(writers.check(&nothing).is_err());
 }

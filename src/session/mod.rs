@@ -39,7 +39,9 @@ pub struct Session {
     /// Logto's refresh token, when one was issued (offline_access + prompt=consent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rt: Option<String>,
-    /// The access token, kept only when `upstream.pass_access_token` forwards it.
+    /// The access token, kept only when `upstream.pass_access_token` forwards it: the sign-in's or the
+    /// organization's. With `logto.resources` the tokens are in [`Session::apis`] (a session from before them holds
+    /// the first API's here until its next refresh).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
     /// When the access token obtained with the session expires, seconds since the epoch.
@@ -63,9 +65,25 @@ pub struct Session {
     /// When that ID token expires, seconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idt_exp: Option<u64>,
+    /// With `logto.resources`: what Logto granted for each API resource, by its indicator (RFC 8707), from the
+    /// refresh grant with `resource`. Rules naming `resources` read these permissions instead of `scope`, and
+    /// `upstream.pass_access_token` sends the token of the API a request's rule names.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub apis: std::collections::BTreeMap<String, ApiGrant>,
     /// The identity headers rendered from `claims`, kept for the life of this value (never serialised).
     #[serde(skip)]
     pub rendered: Rendered,
+}
+
+/// What one API resource's access token granted a session.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ApiGrant {
+    /// Its permissions (the token's `scope`), space-separated.
+    #[serde(default)]
+    pub scope: String,
+    /// The token itself, kept only when `upstream.pass_access_token` forwards it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
 }
 
 /// Identity header values rendered once from a session's claims, so the signed-in path does not rebuild them on
@@ -155,11 +173,57 @@ impl Session {
         self.claims.get("sub").and_then(Value::as_str).unwrap_or("")
     }
 
-    /// The identity as `/_logto/userinfo` shows it: the kept claims and the session's expiry.
+    /// What the rules' `requirements` are checked against for this session: its claims and, where they name
+    /// `resources`, the permissions those APIs granted it ([`Session::apis`]) as its scopes.
+    pub fn subject<'a>(&'a self, requirements: &crate::policy::Requirements) -> crate::policy::Subject<'a> {
+        let mut subject = crate::policy::Subject::of(&self.claims);
+        if !requirements.resources.is_empty() {
+            let granted = requirements.resources.iter().filter_map(|r| self.apis.get(r));
+            subject.api_scopes = Some(
+                granted
+                    .flat_map(|g| g.scope.split(' ').filter(|p| !p.is_empty()))
+                    .collect(),
+            );
+        }
+        subject
+    }
+
+    /// The identity as `/_logto/userinfo` shows it: the kept claims, the session's expiry and, with
+    /// `logto.resources`, each API's permissions (`api_scopes`; never a token).
     pub fn identity_json(&self) -> Value {
         let mut m = self.claims.clone();
         m.insert("session_expires_at".to_owned(), Value::from(self.exp));
+        if !self.apis.is_empty() {
+            let apis = self
+                .apis
+                .iter()
+                .map(|(r, g)| (r.clone(), Value::from(g.scope.as_str())));
+            m.insert("api_scopes".to_owned(), Value::Object(apis.collect()));
+        }
         Value::Object(m)
+    }
+}
+
+#[cfg(test)]
+impl Session {
+    /// For unit tests: a session of `claims` from 0 to 10 seconds past the epoch, holding nothing else.
+    pub(crate) fn of_claims(claims: Map<String, Value>) -> Session {
+        Session {
+            claims,
+            iat: 0,
+            exp: 10,
+            rt: None,
+            at: None,
+            at_exp: None,
+            sid: None,
+            seen: 0,
+            refresh_at: None,
+            serial: None,
+            idt: None,
+            idt_exp: None,
+            apis: Default::default(),
+            rendered: Rendered::default(),
+        }
     }
 }
 
@@ -180,21 +244,7 @@ mod tests {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        Session {
-            claims,
-            iat: 0,
-            exp: 10,
-            rt: None,
-            at: None,
-            at_exp: None,
-            sid: None,
-            seen: 0,
-            refresh_at: None,
-            serial: None,
-            idt: None,
-            idt_exp: None,
-            rendered: Rendered::default(),
-        }
+        Session::of_claims(claims)
     }
 
     fn rendered(s: &Session) -> http::HeaderMap {

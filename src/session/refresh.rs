@@ -198,19 +198,8 @@ mod tests {
 
     fn session() -> Session {
         Session {
-            claims: serde_json::Map::new(),
-            iat: 0,
-            exp: 10,
             rt: Some("new".into()),
-            at: None,
-            at_exp: None,
-            sid: None,
-            seen: 0,
-            refresh_at: None,
-            serial: None,
-            idt: None,
-            idt_exp: None,
-            rendered: Default::default(),
+            ..Session::of_claims(serde_json::Map::new())
         }
     }
 

@@ -119,6 +119,109 @@ async fn api_resources_and_userinfo_claims_work_together_through_refresh() {
     assert_eq!(s.idp.stats()["userinfo"], 2);
 }
 
+/// Several APIs behind one gate (two `logto.resources`, whose permission names overlap): a browser session gets each
+/// API's token with the refresh grant, at sign-in and at every refresh. A rule naming an API (`resources`) reads
+/// the permissions that API granted, never another's of the same name; a rule naming none reads them all; and
+/// `upstream.pass_access_token` sends the token of the API the rule names, else the first API's.
+#[tokio::test]
+async fn a_session_holds_each_apis_token_and_a_rule_naming_an_api_reads_its_permissions() {
+    const BILLING: &str = "https://billing.example.com";
+    let options = IdpOptions {
+        resources: Some(json!({
+            RESOURCE: { "scopes": ["read:reports", "approve"] },
+            BILLING: { "scopes": ["read:invoices"] },
+        })),
+        access_token_ttl: Some(TTL),
+        ..Default::default()
+    };
+    let logto = format!(
+        "resources = [\"{RESOURCE}\", \"{BILLING}\"]\nscopes = [\"email\", \"roles\", \"read:reports\", \"approve\", \
+         \"read:invoices\"]"
+    );
+    let rules = format!(
+        "[[rules]]\nprefix = \"/billing/approve\"\nresources = [\"{BILLING}\"]\nscopes = [\"approve\"]\n\
+         [[rules]]\nprefix = \"/billing\"\nresources = [\"{BILLING}\"]\nscopes = [\"read:invoices\"]\n\
+         [[rules]]\nprefix = \"/reports/approve\"\nscopes = [\"approve\"]\n\
+         [[rules]]\nprefix = \"/reports/invoices\"\nscopes = [\"read:invoices\"]\n"
+    );
+    let s = Stack::edited(options, &logto, &rules, in_upstream("pass_access_token = true")).await;
+    let b = s.browser();
+    let signed_in = now();
+    b.sign_in(&s.gate, "/billing/1").await;
+    let audience = |s: &Stack| {
+        let seen = s.upstream.last();
+        let token = seen.header("authorization").unwrap_or("").trim_start_matches("Bearer ");
+        jwt_claims(token)["aud"].clone()
+    };
+    assert_eq!(audience(&s), BILLING, "the token of the API the rule names");
+    assert_eq!(
+        token_requests(&s.idp),
+        [
+            ("authorization_code".to_owned(), None),
+            ("refresh_token".to_owned(), Some(RESOURCE.to_owned())),
+            ("refresh_token".to_owned(), Some(BILLING.to_owned())),
+        ]
+    );
+    let status = |path: &'static str| {
+        let b = &b;
+        let url = format!("{}{path}", s.gate.url());
+        async move { b.get(url).await.status() }
+    };
+    let check = |expected: [(&'static str, StatusCode); 4]| {
+        let status = &status;
+        let s = &s;
+        async move {
+            for (path, want) in expected {
+                assert_eq!(status(path).await, want, "{path}");
+                if want == StatusCode::OK {
+                    let aud = if path.starts_with("/billing") {
+                        BILLING
+                    } else {
+                        RESOURCE
+                    };
+                    assert_eq!(audience(s), aud, "{path}");
+                }
+            }
+        }
+    };
+    let expected = [
+        ("/billing/approve/9", StatusCode::FORBIDDEN),
+        ("/billing/2", StatusCode::OK),
+        ("/reports/approve/9", StatusCode::OK),
+        ("/reports/invoices/3", StatusCode::OK),
+    ];
+    check(expected).await;
+    let page = b
+        .get(format!("{}/billing/approve/9", s.gate.url()))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("the scopes approve granted for the API {BILLING}")),
+        "{page}"
+    );
+    let me = b.get_json(format!("{}/_logto/userinfo", s.gate.url())).await;
+    assert_eq!(me["api_scopes"][BILLING], "read:invoices", "{me}");
+    assert_eq!(me["api_scopes"][RESOURCE], "read:reports approve", "{me}");
+    assert!(!me.to_string().contains("eyJ"), "no token in userinfo: {me}");
+
+    // After the tokens expire: the refresh without resource, then one per API, and the same decisions.
+    tokio::time::sleep(Duration::from_millis((signed_in + TTL + 1 - now()) * 1000 + 50)).await;
+    assert_eq!(status("/billing/3").await, StatusCode::OK);
+    let requests = token_requests(&s.idp);
+    assert_eq!(
+        requests[3..],
+        [
+            ("refresh_token".to_owned(), None),
+            ("refresh_token".to_owned(), Some(RESOURCE.to_owned())),
+            ("refresh_token".to_owned(), Some(BILLING.to_owned())),
+        ],
+        "{requests:?}"
+    );
+    check(expected).await;
+}
+
 /// A tenant with a default API resource gives even the exchange without `resource` a JWT, which Logto's userinfo
 /// refuses: the sign-in is refused with a page naming the cause and the fix, not a bare 502.
 #[tokio::test]
