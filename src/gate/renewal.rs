@@ -262,7 +262,12 @@ impl Gate {
                 tracing::info!(sub = session.sub(), reason = %why, "Logto refused the refresh token; the session ends");
                 return refresh::Outcome::Ended;
             }
-            Err(RefreshError::Unavailable(why) | RefreshError::Denied(why)) => {
+            Err(RefreshError::Denied(why)) => {
+                // What the refused API granted is out of the session (`apply_resource_tokens`); the organization's
+                // membership is still checked below.
+                tracing::warn!(reason = %why, "an API resource's access token was refused; the session goes on without it");
+            }
+            Err(RefreshError::Unavailable(why)) => {
                 // The opaque token's refresh went through (and may have rotated the refresh token): keep what it gave.
                 tracing::warn!(reason = %why, "the API resource's access token was not renewed");
                 return refresh::Outcome::Refreshed(session);
@@ -288,8 +293,9 @@ impl Gate {
     /// exchange and refreshes go without `resource`, so userinfo accepts their access token; RFC 8707 §2.2) and
     /// records what each grants in [`Session::apis`]: its permissions, the token itself for
     /// `upstream.pass_access_token`, its expiry, and a rotated refresh token. The session's `scope` then holds every
-    /// API's permissions besides its own (what `scopes` rules naming no API read), also when a resource's token
-    /// could not be renewed (its last grant stands). The first failure is returned.
+    /// API's permissions besides its own (what `scopes` rules naming no API read). An API Logto refuses a token for
+    /// (`invalid_target`: deleted in Logto) is dropped and the next one asked; while Logto cannot answer, the last
+    /// grants stand and no more are asked. The first failure is returned.
     pub(super) async fn apply_resource_tokens(&self, session: &mut Session, now: u64) -> Result<(), RefreshError> {
         let resources = &self.config.logto.resources;
         if resources.is_empty() {
@@ -300,9 +306,16 @@ impl Gate {
         session.apis.retain(|r, _| resources.contains(r));
         let mut outcome = Ok(());
         for resource in resources {
-            if let Err(e) = self.apply_resource_token(session, resource, now).await {
-                outcome = Err(e);
-                break;
+            match self.apply_resource_token(session, resource, now).await {
+                Ok(()) => {}
+                Err(RefreshError::Denied(why)) => {
+                    session.apis.remove(resource);
+                    outcome = outcome.and(Err(RefreshError::Denied(why)));
+                }
+                Err(e) => {
+                    outcome = outcome.and(Err(e));
+                    break;
+                }
             }
         }
         let granted: Vec<String> = session.apis.values().map(|g| g.scope.clone()).collect();

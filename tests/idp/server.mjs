@@ -46,6 +46,8 @@
 //   POST /__test/delete-user {sub} Logto's deletion of a user: the same deletions first, then the account
 //   POST /__test/update-account {sub, claims}: an admin's edit of a user (roles, organizations): the claims given
 //                               replace the account's, for tokens and userinfo from then on
+//   POST /__test/delete-resource {indicator}: an admin's deletion of an API resource (token requests naming it
+//                               get invalid_target from then on)
 //   GET  /__test/live-grants    how many grants with refresh tokens still exist
 //   POST /__test/subject-token {userId}: Logto's Management API POST /api/subject-tokens, a subject token for the
 //                               token exchange (impersonation; see tokenExchange)
@@ -776,6 +778,12 @@ async function testEndpoint(req, res, url) {
     if (!account) return send(res, 404, { error: 'not_found' });
     Object.assign(account, body.claims, { sub: body.sub });
     return send(res, 200, { ok: true });
+  } else if (url.pathname === '/__test/delete-resource') {
+    // As an admin deleting an API resource in Logto's Console (DELETE /api/resources/:id): from then on a token
+    // request naming it is refused with invalid_target (getResourceServerInfo finds no resource).
+    const known = Boolean((config.resources || {})[body.indicator]);
+    if (known) delete config.resources[body.indicator];
+    return send(res, known ? 200 : 404, { deleted: known });
   } else if (url.pathname === '/__test/accounts') {
     accounts[body.id] = { sub: body.id, ...body.claims };
     return send(res, 200, { ok: true });

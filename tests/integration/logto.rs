@@ -222,6 +222,81 @@ async fn a_session_holds_each_apis_token_and_a_rule_naming_an_api_reads_its_perm
     check(expected).await;
 }
 
+/// An API resource deleted in Logto while people are signed in: at the next refresh Logto refuses its token
+/// (`invalid_target`) and the session goes on without what that API granted (rules naming it refuse, its token is
+/// no longer sent), while the other API's token and the organization token are still renewed: a member taken out
+/// of the organization afterwards loses access at the next refresh, as without the deleted API.
+#[tokio::test]
+async fn an_api_deleted_in_logto_takes_its_permissions_out_of_the_session() {
+    const BILLING: &str = "https://billing.example.com";
+    let options = IdpOptions {
+        resources: Some(json!({
+            RESOURCE: { "scopes": ["read:reports"] },
+            BILLING: { "scopes": ["read:invoices"] },
+        })),
+        access_token_ttl: Some(TTL),
+        ..Default::default()
+    };
+    let logto = format!(
+        "resources = [\"{RESOURCE}\", \"{BILLING}\"]\norganization_id = \"org_acme\"\n\
+         scopes = [\"email\", \"roles\", \"read:reports\", \"read:invoices\"]"
+    );
+    let rules = format!(
+        "[[rules]]\nprefix = \"/billing\"\nresources = [\"{BILLING}\"]\nscopes = [\"read:invoices\"]\n\
+         [[rules]]\nprefix = \"/reports\"\nresources = [\"{RESOURCE}\"]\nscopes = [\"read:reports\"]\n"
+    );
+    let s = Stack::edited(options, &logto, &rules, in_upstream("pass_access_token = true")).await;
+    let b = s.browser();
+    let signed_in = now();
+    b.sign_in(&s.gate, "/billing/1").await;
+    let token = |s: &Stack| {
+        let seen = s.upstream.last();
+        seen.header("authorization")
+            .unwrap_or("")
+            .trim_start_matches("Bearer ")
+            .to_owned()
+    };
+    let billing_token = token(&s);
+    assert_eq!(jwt_claims(&billing_token)["aud"], BILLING);
+    assert_eq!(
+        b.get(format!("{}/reports/1", s.gate.url())).await.status(),
+        StatusCode::OK
+    );
+    let reports_token = token(&s);
+
+    s.idp.delete_resource(BILLING);
+    tokio::time::sleep(Duration::from_millis((signed_in + TTL + 1 - now()) * 1000 + 50)).await;
+    let refreshed_at = now();
+    assert_eq!(
+        b.get(format!("{}/reports/2", s.gate.url())).await.status(),
+        StatusCode::OK
+    );
+    let renewed = token(&s);
+    assert_ne!(renewed, reports_token, "the other API's token is renewed");
+    assert_eq!(jwt_claims(&renewed)["aud"], RESOURCE);
+    let refused = b.get(format!("{}/billing/2", s.gate.url())).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let page = refused.text().await.unwrap();
+    assert!(
+        page.contains(&format!("the scopes read:invoices granted for the API {BILLING}")),
+        "{page}"
+    );
+    let me = b.get_json(format!("{}/_logto/userinfo", s.gate.url())).await;
+    assert_eq!(me["api_scopes"], json!({ RESOURCE: "read:reports" }), "{me}");
+    assert_eq!(
+        s.idp.stats()["grants"]["organization_token"],
+        2,
+        "renewed at the refresh"
+    );
+
+    // Alice leaves the organization: the next refresh ends her session.
+    s.idp.update_account("u_alice0001", json!({ "organizations": [] }));
+    tokio::time::sleep(Duration::from_millis((refreshed_at + TTL + 1 - now()) * 1000 + 50)).await;
+    let resp = b.get(format!("{}/reports/3", s.gate.url())).await;
+    assert_ne!(resp.status(), StatusCode::OK, "a former member is let in");
+    assert_eq!(s.idp.stats()["grants"]["organization_token_error"], 1, "Logto asked");
+}
+
 /// A tenant with a default API resource gives even the exchange without `resource` a JWT, which Logto's userinfo
 /// refuses: the sign-in is refused with a page naming the cause and the fix, not a bare 502.
 #[tokio::test]

@@ -258,6 +258,16 @@ impl Idp {
         self.post("/__test/update-account", json!({ "sub": sub, "claims": claims }));
     }
 
+    /// An admin deletes the API resource `indicator` in Logto: token requests naming it are refused
+    /// (`invalid_target`) from then on.
+    pub fn delete_resource(&self, indicator: &str) {
+        assert_eq!(
+            self.post("/__test/delete-resource", json!({ "indicator": indicator }))["deleted"],
+            true,
+            "{indicator} was not a resource of the IdP"
+        );
+    }
+
     /// A subject token for the user `sub`, as Logto's Management API issues for impersonation
     /// (`POST /api/subject-tokens`): good once, for 600 s, at the token endpoint's token exchange (RFC 8693).
     pub fn subject_token(&self, sub: &str) -> String {
