@@ -315,6 +315,10 @@ impl Gate {
             headers.insert(http::HeaderName::from_static(ACTOR_HEADER), value);
         }
         if let (true, Principal::Session(c)) = (self.config.upstream.pass_access_token, principal) {
+            // Authorization is the gate's field here: the app takes it for Logto's word. Where the session holds no
+            // token for the request's API, the app gets none, never one the client wrote (a bearer token would have
+            // been verified and made the request a token's; another scheme would not).
+            headers.remove(header::AUTHORIZATION);
             if let Some(token) = self.access_token_for(&c.session, decision.api()) {
                 let value = HeaderValue::from_str(&format!("Bearer {token}"))
                     .map_err(|_| GateError::Internal("the access token is not a valid header value".into()))?;

@@ -243,7 +243,8 @@ async fn an_api_deleted_in_logto_takes_its_permissions_out_of_the_session() {
     );
     let rules = format!(
         "[[rules]]\nprefix = \"/billing\"\nresources = [\"{BILLING}\"]\nscopes = [\"read:invoices\"]\n\
-         [[rules]]\nprefix = \"/reports\"\nresources = [\"{RESOURCE}\"]\nscopes = [\"read:reports\"]\n"
+         [[rules]]\nprefix = \"/reports\"\nresources = [\"{RESOURCE}\"]\nscopes = [\"read:reports\"]\n\
+         [[rules]]\nprefix = \"/invoices\"\nresources = [\"{BILLING}\"]\n"
     );
     let s = Stack::edited(options, &logto, &rules, in_upstream("pass_access_token = true")).await;
     let b = s.browser();
@@ -283,6 +284,19 @@ async fn an_api_deleted_in_logto_takes_its_permissions_out_of_the_session() {
     );
     let me = b.get_json(format!("{}/_logto/userinfo", s.gate.url())).await;
     assert_eq!(me["api_scopes"], json!({ RESOURCE: "read:reports" }), "{me}");
+    // Where the session has no token for the API a route names, the app gets none, and none a client made up: with
+    // pass_access_token, Authorization is the gate's field.
+    let basic = b
+        .client
+        .get(format!("{}/invoices/1", s.gate.url()))
+        .header("authorization", "Basic bWFsbG9yeTphZG1pbg==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), StatusCode::OK);
+    let seen = s.upstream.last();
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
+    assert_eq!(seen.header("authorization"), None, "{:?}", seen.headers);
     assert_eq!(
         s.idp.stats()["grants"]["organization_token"],
         2,
