@@ -38,6 +38,12 @@ fn jwt_claims(token: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("JSON")
 }
 
+/// The bearer token a request reached the app with (`upstream.pass_access_token`), or "".
+fn bearer_of(seen: &upstream::Seen) -> String {
+    let field = seen.header("authorization").unwrap_or("");
+    field.trim_start_matches("Bearer ").to_owned()
+}
+
 /// Which token requests named a resource, in order.
 fn token_requests(idp: &Idp) -> Vec<(String, Option<String>)> {
     idp.stats()["token_requests"]
@@ -72,11 +78,7 @@ async fn api_resources_and_userinfo_claims_work_together_through_refresh() {
     b.sign_in(&s.gate, "/reports").await;
     let seen = s.upstream.last();
     assert_eq!(seen.header("x-team"), Some("platform"), "{:?}", seen.headers);
-    let bearer = seen
-        .header("authorization")
-        .unwrap_or("")
-        .trim_start_matches("Bearer ")
-        .to_owned();
+    let bearer = bearer_of(&seen);
     let at = jwt_claims(&bearer);
     assert_eq!(at["aud"], RESOURCE, "{at}");
     assert_eq!(
@@ -100,11 +102,7 @@ async fn api_resources_and_userinfo_claims_work_together_through_refresh() {
     assert_eq!(r.status(), StatusCode::OK);
     let seen = s.upstream.last();
     assert_eq!(seen.header("x-team"), Some("platform"));
-    let renewed = seen
-        .header("authorization")
-        .unwrap_or("")
-        .trim_start_matches("Bearer ")
-        .to_owned();
+    let renewed = bearer_of(&seen);
     assert_ne!(renewed, bearer, "a new access token");
     assert_eq!(jwt_claims(&renewed)["aud"], RESOURCE);
     let requests = token_requests(&s.idp);
@@ -148,11 +146,7 @@ async fn a_session_holds_each_apis_token_and_a_rule_naming_an_api_reads_its_perm
     let b = s.browser();
     let signed_in = now();
     b.sign_in(&s.gate, "/billing/1").await;
-    let audience = |s: &Stack| {
-        let seen = s.upstream.last();
-        let token = seen.header("authorization").unwrap_or("").trim_start_matches("Bearer ");
-        jwt_claims(token)["aud"].clone()
-    };
+    let audience = |s: &Stack| jwt_claims(&bearer_of(&s.upstream.last()))["aud"].clone();
     assert_eq!(audience(&s), BILLING, "the token of the API the rule names");
     assert_eq!(
         token_requests(&s.idp),
@@ -250,13 +244,7 @@ async fn an_api_deleted_in_logto_takes_its_permissions_out_of_the_session() {
     let b = s.browser();
     let signed_in = now();
     b.sign_in(&s.gate, "/billing/1").await;
-    let token = |s: &Stack| {
-        let seen = s.upstream.last();
-        seen.header("authorization")
-            .unwrap_or("")
-            .trim_start_matches("Bearer ")
-            .to_owned()
-    };
+    let token = |s: &Stack| bearer_of(&s.upstream.last());
     let billing_token = token(&s);
     assert_eq!(jwt_claims(&billing_token)["aud"], BILLING);
     assert_eq!(
