@@ -427,7 +427,8 @@ async fn a_token_someone_acts_with_names_the_actor_to_the_app() {
 
 /// Two APIs behind one gate, each a Logto API resource with a scope of the same name: where a rule names its
 /// resource, a token Logto issued for the other API is refused (403), so a token a client holds for one API is no
-/// key to the other (RFC 9068 §4). Elsewhere any accepted resource's token passes, and sessions are not affected.
+/// key to the other (RFC 9068 §4). Elsewhere any accepted resource's token passes, and a signed-in session is not
+/// refused by a rule's `resources` alone (its `scopes` there are what those APIs granted it: `logto.rs`).
 #[tokio::test]
 async fn a_token_for_one_api_is_no_key_to_another() {
     const BILLING: &str = "https://billing.example.com";
