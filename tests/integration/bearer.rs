@@ -22,13 +22,6 @@ prefix = "/api/reports"
 scopes = ["read:reports"]
 "#;
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn unsigned(header: Value, payload: Value) -> String {
     format!(
         "{}.{}",
@@ -209,8 +202,7 @@ async fn sessions_get_a_jwt_access_token_for_the_resource_and_can_pass_it_upstre
         .expect("the access token is passed upstream")
         .to_owned();
     let token = auth.strip_prefix("Bearer ").unwrap().to_owned();
-    let payload: Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    let payload = jwt_claims(&token);
     assert_eq!(
         payload["aud"], RESOURCE,
         "Logto gives a JWT for the resource because `resource` was sent"
@@ -289,16 +281,6 @@ const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 const CONSOLE: &str = "support-console";
 const CONSOLE_SECRET: &str = "console-secret-0123456789";
 
-/// The payload of a JWT, unverified.
-fn payload(token: &str) -> Value {
-    serde_json::from_slice(
-        &URL_SAFE_NO_PAD
-            .decode(token.split('.').nth(1).expect("a JWT"))
-            .expect("base64url"),
-    )
-    .expect("JSON")
-}
-
 /// Logto's user impersonation: a support console holds a subject token for a user (from Logto's Management API)
 /// and exchanges it, with its support agent's own access token as the actor token, for an access token of the user
 /// whose `act` names the agent. Behind the gate the app is told who the user is and who acts for them
@@ -350,9 +332,9 @@ async fn a_token_someone_acts_with_names_the_actor_to_the_app() {
         }
     };
     let acted = exchange("read:reports", Some(agent_token.clone())).await;
-    assert_eq!(payload(&acted)["sub"], "u_alice0001");
+    assert_eq!(jwt_claims(&acted)["sub"], "u_alice0001");
     assert_eq!(
-        payload(&acted)["act"],
+        jwt_claims(&acted)["act"],
         json!({"sub": "u_bob000002"}),
         "as Logto's exchange"
     );
@@ -376,7 +358,7 @@ async fn a_token_someone_acts_with_names_the_actor_to_the_app() {
         "the client's copies are gone"
     );
     assert_eq!(seen.header("x-forwarded-actor"), Some("u_bob000002"));
-    let assertion = payload(seen.header("x-logto-gate-assertion").expect("an assertion"));
+    let assertion = jwt_claims(seen.header("x-logto-gate-assertion").expect("an assertion"));
     assert_eq!(assertion["sub"], "u_alice0001");
     assert_eq!(assertion["act"], json!({"sub": "u_bob000002"}));
 
@@ -395,13 +377,13 @@ async fn a_token_someone_acts_with_names_the_actor_to_the_app() {
 
     // Without an actor token nothing in the token says someone acts, and no client can say it instead.
     let unacted = exchange("read:reports", None).await;
-    assert!(payload(&unacted).get("act").is_none());
+    assert!(jwt_claims(&unacted).get("act").is_none());
     let resp = call("/api/reports/3", &unacted).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let seen = upstream.last();
     assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
     assert_eq!(seen.header("x-forwarded-actor"), None);
-    assert!(payload(seen.header("x-logto-gate-assertion").unwrap())
+    assert!(jwt_claims(seen.header("x-logto-gate-assertion").unwrap())
         .get("act")
         .is_none());
 

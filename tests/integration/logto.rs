@@ -4,22 +4,13 @@
 
 use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::support::*;
 
 const RESOURCE: &str = "https://api.example.com";
 const TTL: u64 = 6;
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 fn with_resource(ttl: Option<u64>) -> IdpOptions {
     IdpOptions {
@@ -32,11 +23,6 @@ fn with_resource(ttl: Option<u64>) -> IdpOptions {
 const LOGTO: &str =
     "resources = [\"https://api.example.com\"]\nscopes = [\"email\", \"roles\", \"custom_data\", \"read:reports\"]";
 const HEADERS: &str = "[headers]\n\"X-Forwarded-User\" = \"sub\"\n\"X-Team\" = \"custom_data.team\"\n";
-
-fn jwt_claims(token: &str) -> Value {
-    let payload = token.split('.').nth(1).expect("a JWT");
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("JSON")
-}
 
 /// The bearer token a request reached the app with (`upstream.pass_access_token`), or "".
 fn bearer_of(seen: &upstream::Seen) -> String {

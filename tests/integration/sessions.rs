@@ -1,7 +1,7 @@
 //! Sessions that last and scale: refresh (once, however many requests), revoked grants, the Redis store shared by
 //! two gates, Redis going away and coming back, back-channel logout, secret rotation, chunked cookies, timeouts.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -18,10 +18,6 @@ fn short_tokens() -> IdpOptions {
         access_token_ttl: Some(TTL),
         ..Default::default()
     }
-}
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 /// Waits until the wall clock has passed `secs` whole seconds after `since` (token lifetimes are in seconds).

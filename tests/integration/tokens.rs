@@ -6,13 +6,6 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 async fn forged_id_token_is_refused(mode: &str, overrides: Value) {
     let s = Stack::start().await;
     s.idp.tamper_next_id_token(mode, overrides);

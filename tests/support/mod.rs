@@ -290,6 +290,24 @@ pub async fn wait_for_status(url: &str, status: u16) {
     }
 }
 
+/// The wall clock in whole seconds since the Unix epoch, as JWTs count time.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs()
+}
+
+/// The payload of a JWT (unverified): what a test reads off a token the gate passed on or Logto issued.
+pub fn jwt_claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON")
+}
+
 /// Polls `check` every 10 ms until it holds, for at most [`READY_TIMEOUT`]; fails naming `what` otherwise.
 pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
