@@ -28,6 +28,9 @@ use crate::session::{self, Current, Session};
 use super::authn::{authorize, Principal};
 use super::{request_host, single_valued_query, Decided, Gate};
 
+/// The bare access token in a forward-auth answer with `upstream.pass_access_token`, under oauth2-proxy's name.
+const ACCESS_TOKEN_FIELD: &str = "x-auth-request-access-token";
+
 /// The fields of a forward-auth answer that repeat its `Set-Cookie` fields one by one, for a proxy that can pass on
 /// only one field of a name (nginx's `auth_request_set`). A session's save sets at most eight cookies and clears the
 /// other names the request sent (the single cookie and eight chunks at most, unless a client sends more); the ones
@@ -122,6 +125,7 @@ impl Gate {
                 }
             }
         }
+        self.answer_credentials(resp.headers_mut(), req.headers(), principal.as_ref());
         // The renewed session's cookies, each also in a field of its own: nginx's `$upstream_http_set_cookie` holds
         // only the first `Set-Cookie` of the answer, and a session of several cookies needs them all.
         for (name, cookie) in FORWARDED_SET_COOKIE.iter().zip(&decided.cookies) {
@@ -131,6 +135,35 @@ impl Gate {
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         Ok(resp)
+    }
+
+    /// `Authorization` in a forward-auth answer: the field the app is to get, which the asking proxy puts on the
+    /// request it passes on in place of the client's (an answer without one removes it; the shipped nginx and
+    /// Traefik examples do so). It is what the gate sends when it proxies itself: with `upstream.pass_access_token`,
+    /// a session's access token for the rule's API or none ([`Gate::add_credentials`] has put it in), never the
+    /// client's own; otherwise the client's field as it came, a bearer token the gate verified or credentials it
+    /// does not read. With `upstream.protected_app` none: that contract's credentials are the app's own, never put
+    /// in an answer anyone may ask for. With `pass_access_token`, the verified token also goes alone into
+    /// `X-Auth-Request-Access-Token` (oauth2-proxy's name for it), for a session and an API client alike.
+    pub(super) fn answer_credentials(
+        &self,
+        answer: &mut http::HeaderMap,
+        request: &http::HeaderMap,
+        principal: Option<&Principal>,
+    ) {
+        let upstream = &self.config.upstream;
+        let gate_sets = upstream.pass_access_token && matches!(principal, Some(Principal::Session(_)));
+        if !(upstream.protected_app || gate_sets) {
+            if let Some(theirs) = request.get(header::AUTHORIZATION) {
+                answer.insert(header::AUTHORIZATION, theirs.clone());
+            }
+        }
+        if upstream.pass_access_token && principal.is_some() {
+            // The session's token, or the API client's own, verified: the answer's `Authorization` now.
+            if let Some(token) = super::authn::bearer_token(answer).and_then(|t| HeaderValue::from_str(t).ok()) {
+                answer.insert(http::HeaderName::from_static(ACCESS_TOKEN_FIELD), token);
+            }
+        }
     }
 
     /// `/_logto/jwks.json`: the public key set that verifies `X-Logto-Gate-Assertion`.

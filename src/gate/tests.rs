@@ -229,3 +229,34 @@ async fn the_access_token_sent_is_the_one_for_the_api_the_rule_names() {
     assert_eq!(gate.access_token_for(&session, a), Some("ta"));
     assert_eq!(gate.access_token_for(&session, b), Some("tb"));
 }
+
+/// A forward-auth answer's `Authorization` is the one the app is to get: the client's own where the gate would pass
+/// it on, its verified bearer token also bare under oauth2-proxy's name with `pass_access_token`, and none with
+/// `protected_app`, whose credentials are the app's own and never go into an answer anyone may ask for.
+#[test]
+fn a_forward_auth_answer_carries_the_authorization_the_app_is_to_get() {
+    use super::authn::Principal;
+    let answer = |gate: &Gate, sent: &'static str, principal: Option<&Principal>| {
+        let mut request = http::HeaderMap::new();
+        request.insert(header::AUTHORIZATION, HeaderValue::from_static(sent));
+        let mut answer = http::HeaderMap::new();
+        gate.answer_credentials(&mut answer, &request, principal);
+        let field = |name: &str| answer.get(name).map(|v| v.to_str().unwrap_or("?").to_owned());
+        (field("authorization"), field("x-auth-request-access-token"))
+    };
+    let api_client = Principal::Bearer(serde_json::Map::new());
+    let plain = gate_of("", "");
+    assert_eq!(answer(&plain, "Basic dTpw", None), (Some("Basic dTpw".into()), None));
+    assert_eq!(
+        answer(&plain, "Bearer t0k", Some(&api_client)),
+        (Some("Bearer t0k".into()), None)
+    );
+    let passing = gate_of("pass_access_token = true", "");
+    assert_eq!(
+        answer(&passing, "bearer t0k", Some(&api_client)),
+        (Some("bearer t0k".into()), Some("t0k".into()))
+    );
+    assert_eq!(answer(&passing, "Basic dTpw", None), (Some("Basic dTpw".into()), None));
+    let protected = gate_of("protected_app = true", "");
+    assert_eq!(answer(&protected, "Basic dTpw", None), (None, None));
+}

@@ -124,17 +124,36 @@ async fn auth_endpoint_answers_202_401_403_and_ignores_forwarding_headers_from_u
     assert_eq!(untrusted.status(), StatusCode::UNAUTHORIZED);
 }
 
+/// Credentials of a scheme the gate does not read.
+const BASIC: &str = "Basic dXNlcjpwdw==";
+
+/// The answer to a GET of `url` by `client` with `Authorization: authorization` and the fields `also`.
+async fn get_authorized(
+    client: &reqwest::Client,
+    url: &str,
+    authorization: &str,
+    also: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = client.get(url).header("Authorization", authorization);
+    for (name, value) in also {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
 /// Debian's nginx running deploy/examples/nginx-forward-auth.conf in front of a gate and the test app (`None`, after
 /// saying what to install, without nginx).
 async fn behind_the_shipped_nginx() -> Option<(Idp, Upstream, TestGate, Nginx)> {
-    behind_the_shipped_nginx_with(IdpOptions::default(), "", RULES).await
+    behind_the_shipped_nginx_with(IdpOptions::default(), "", RULES, |t| t).await
 }
 
-/// [`behind_the_shipped_nginx`] with an IdP started with `options` and `logto_extra`, `extra` in the gate's TOML.
+/// [`behind_the_shipped_nginx`] with an IdP started with `options` and `logto_extra`, `extra` in the gate's TOML,
+/// which `edit` then changes.
 async fn behind_the_shipped_nginx_with(
     options: IdpOptions,
     logto_extra: &str,
     extra: &str,
+    edit: impl FnOnce(String) -> String,
 ) -> Option<(Idp, Upstream, TestGate, Nginx)> {
     if !have_tool("nginx", &["/usr/sbin/nginx", "/usr/bin/nginx"], "nginx") {
         return None;
@@ -160,7 +179,7 @@ async fn behind_the_shipped_nginx_with(
                 })
                 .collect::<Vec<_>>()
                 .join("\n");
-            in_server("trusted_proxies = [\"127.0.0.1/32\"]")(t)
+            edit(in_server("trusted_proxies = [\"127.0.0.1/32\"]")(t))
         },
         |_| idp.register_client(APP_ID, APP_SECRET, &public),
     )
@@ -193,12 +212,23 @@ async fn nginx_auth_request_with_the_shipped_example_config() {
         .get(format!("{}/public/x", nginx.url()))
         .header("X-Forwarded-User", "mallory")
         .header("X_Forwarded_User", "mallory")
+        .header("X-Auth-Request-User", "mallory")
+        .header("X-Auth-Request-Access-Token", "forged")
         .send()
         .await
         .unwrap();
     assert_eq!(public_resp.status(), StatusCode::OK);
-    assert_eq!(upstream.last().header("x-forwarded-user").unwrap_or(""), "");
-    assert_eq!(upstream.last().header("x_forwarded_user"), None);
+    let seen = upstream.last();
+    assert_eq!(seen.header("x-forwarded-user").unwrap_or(""), "");
+    assert_eq!(seen.header("x_forwarded_user"), None);
+    // oauth2-proxy's names, which apps written for it read, are the gate's too.
+    assert_eq!(seen.header("x-auth-request-user"), None);
+    assert_eq!(seen.header("x-auth-request-access-token"), None);
+    // The client's own credentials reach the app as they would through the gate itself (the example sets the
+    // app's Authorization from the gate's answer, which repeats them).
+    let basic = get_authorized(&plain(), &format!("{}/public/x", nginx.url()), BASIC, &[]).await;
+    assert_eq!(basic.status(), StatusCode::OK);
+    assert_eq!(upstream.last().header("authorization"), Some(BASIC));
 
     // A browser signs in through nginx and comes back to the exact URL.
     let b = Browser::new(&idp);
@@ -218,14 +248,22 @@ async fn nginx_auth_request_with_the_shipped_example_config() {
         .get(format!("{}/reports", nginx.url()))
         .header("X-Forwarded-Machine", "m2m-reporter")
         .header("X-Forwarded-Actor", "u_mallory")
+        .header("X-Auth-Request-User", "u_mallory")
         .send()
         .await
         .unwrap();
     assert_eq!(spoofed.status(), StatusCode::OK);
     let seen = upstream.last();
     assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
+    assert_eq!(seen.header("x-auth-request-user"), Some("u_alice0001"));
     assert_eq!(seen.header("x-forwarded-machine"), None);
     assert_eq!(seen.header("x-forwarded-actor"), None);
+    // Without upstream.pass_access_token a session's request keeps the client's Authorization, as through the gate.
+    let with_basic = get_authorized(&b.client, &format!("{}/reports", nginx.url()), BASIC, &[]).await;
+    assert_eq!(with_basic.status(), StatusCode::OK);
+    let seen = upstream.last();
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
+    assert_eq!(seen.header("authorization"), Some(BASIC));
     // An app's answer that says `public` still reaches the browser marked private, for any shared cache in front.
     let cacheable = b.client.get(format!("{}/cacheable", nginx.url())).send().await.unwrap();
     assert_eq!(cacheable.status(), StatusCode::OK);
@@ -291,7 +329,7 @@ async fn a_session_renewed_behind_nginx_reaches_the_browser(large: bool) {
     // A member of 400 organizations, which a rule reads: their ids make a session of several cookies, and no
     // header (which nginx would have to take in its 4 KiB buffer for the subrequest's answer).
     let extra = format!("{RULES}\n[[rules]]\nprefix = \"/team\"\norganizations = [\"org_team\"]\n");
-    let Some((idp, upstream, _gate, nginx)) = behind_the_shipped_nginx_with(options, "", &extra).await else {
+    let Some((idp, upstream, _gate, nginx)) = behind_the_shipped_nginx_with(options, "", &extra, |t| t).await else {
         return;
     };
     let b = Browser::new(&idp);
@@ -333,4 +371,83 @@ async fn a_session_in_one_cookie_renewed_behind_nginx_reaches_the_browser() {
 #[tokio::test]
 async fn a_session_in_several_cookies_renewed_behind_nginx_reaches_the_browser() {
     a_session_renewed_behind_nginx_reaches_the_browser(true).await;
+}
+
+/// With `upstream.pass_access_token`, the app behind the shipped nginx gets the `Authorization` the gate itself
+/// would send: a session's Logto access token for the API, in place of whatever the browser sent (`Basic`); an API
+/// client's verified token as it came; a public route's field untouched. The answer also carries the bare token as
+/// `X-Auth-Request-Access-Token`, oauth2-proxy's name for it.
+#[tokio::test]
+async fn the_shipped_nginx_passes_on_the_authorization_the_gate_would_send() {
+    const RESOURCE: &str = "https://api.example.com";
+    let options = IdpOptions {
+        resources: Some(serde_json::json!({ RESOURCE: { "scopes": ["read:reports"] } })),
+        ..Default::default()
+    };
+    let logto = format!("resources = [\"{RESOURCE}\"]\nscopes = [\"email\", \"roles\", \"read:reports\"]");
+    let rules = format!("{RULES}\n[[rules]]\nprefix = \"/api/reports\"\nscopes = [\"read:reports\"]\n");
+    let Some((idp, upstream, gate, nginx)) =
+        behind_the_shipped_nginx_with(options, &logto, &rules, in_upstream("pass_access_token = true")).await
+    else {
+        return;
+    };
+
+    // A browser signs in: the app gets the session's token for the API, whatever the browser adds.
+    let b = Browser::new(&idp);
+    let (hops, resp) = b.navigate(&format!("{}/reports", nginx.url())).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}\n{}", nginx.error_log());
+    let session_token = upstream
+        .last()
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .expect("the session's access token reaches the app")
+        .to_owned();
+    let claims = jwt_claims(&session_token);
+    assert_eq!(
+        (claims["aud"].as_str(), claims["sub"].as_str()),
+        (Some(RESOURCE), Some("u_alice0001"))
+    );
+    let with_basic = get_authorized(&b.client, &format!("{}/reports", nginx.url()), BASIC, &[]).await;
+    assert_eq!(with_basic.status(), StatusCode::OK);
+    let seen = upstream.last();
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {session_token}").as_str())
+    );
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
+    // The answer to the proxy, asked directly.
+    let auth = format!("{}/_logto/auth", gate.url());
+    let answer = get_authorized(&b.client, &auth, BASIC, &[("X-Original-URI", "/reports")]).await;
+    assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        answer.headers()["authorization"],
+        format!("Bearer {session_token}").as_str()
+    );
+    assert_eq!(answer.headers()["x-auth-request-access-token"], session_token.as_str());
+
+    // An API client's token is verified and reaches the app as it came; a client cannot name its own token.
+    let token = idp.sign(
+        serde_json::json!({"iss": idp.issuer(), "aud": RESOURCE, "sub": "u_service01", "client_id": "m2m",
+               "scope": "read:reports", "iat": now(), "exp": now() + 300}),
+        serde_json::json!({}),
+    );
+    let bearer = format!("Bearer {token}");
+    let url = format!("{}/api/reports/1", nginx.url());
+    let api = get_authorized(&plain(), &url, &bearer, &[("X-Auth-Request-Access-Token", "forged")]).await;
+    assert_eq!(api.status(), StatusCode::OK);
+    let seen = upstream.last();
+    assert_eq!(seen.header("authorization"), Some(bearer.as_str()));
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_service01"));
+    assert_eq!(seen.header("x-auth-request-access-token"), Some(token.as_str()));
+    let answer = get_authorized(&plain(), &auth, &bearer, &[("X-Original-URI", "/api/reports/1")]).await;
+    assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    assert_eq!(answer.headers()["x-auth-request-access-token"], token.as_str());
+
+    // A public route: the client's field is no one's identity, and passes untouched.
+    let public = get_authorized(&plain(), &format!("{}/public/x", nginx.url()), BASIC, &[]).await;
+    assert_eq!(public.status(), StatusCode::OK);
+    assert_eq!(upstream.last().header("authorization"), Some(BASIC));
+    let answer = get_authorized(&plain(), &auth, BASIC, &[("X-Original-URI", "/public/x")]).await;
+    assert_eq!(answer.headers()["authorization"], BASIC);
+    assert!(answer.headers().get("x-auth-request-access-token").is_none());
 }
