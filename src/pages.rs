@@ -197,8 +197,14 @@ pub fn redirect_with_page(status: StatusCode, location: &str, continue_to: &str)
     resp
 }
 
+/// Marks an answer the gate made itself ([`harden`]): the operator's `[response_headers]` fill in what it lacks but
+/// never replace or remove its own fields (its pages' `Content-Security-Policy` is stricter than an app's).
+#[derive(Debug, Clone, Copy)]
+pub struct OwnAnswer;
+
 /// Headers on every response the gate itself produces.
 pub fn harden(resp: &mut Response<Body>) {
+    resp.extensions_mut().insert(OwnAnswer);
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use http::header::HeaderName;
+use http::header::{HeaderName, HeaderValue};
 use http::Uri;
 
 use crate::identity::ClaimPath;
@@ -35,6 +35,7 @@ mod log;
 mod logto;
 mod policy;
 mod raw;
+mod response_headers;
 mod server;
 mod session;
 mod upstream;
@@ -64,6 +65,9 @@ pub struct Config {
     pub session: SessionConfig,
     /// Identity headers sent upstream, in order: header name -> claim.
     pub headers: Vec<(HeaderName, ClaimPath)>,
+    /// `[response_headers]`: fields set on every answer to a client (replacing the app's), or with `None` removed
+    /// from the app's.
+    pub response_headers: Vec<(HeaderName, Option<HeaderValue>)>,
     /// `[[rules]]` and the `[access]` default.
     pub policy: Policy,
     /// `[assertion]`, when enabled.
@@ -390,6 +394,7 @@ fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
     let logto = logto::validate_logto(&mut p, raw.logto, public_url, &mut pending);
     let session = session::validate_session(&mut p, raw.session, public_url, &mut pending);
     let headers = headers::validate_headers(&mut p, raw.headers);
+    let response_headers = response_headers::validate_response_headers(&mut p, raw.response_headers);
     let policy = policy::validate_policy(
         &mut p,
         raw.access.as_ref(),
@@ -416,10 +421,21 @@ fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
         Some(mut logto),
         Some(session),
         Some(headers),
+        Some(response_headers),
         Some(policy),
         Ok(assertion),
         Some(log),
-    ) = (server, upstream, logto, session, headers, policy, assertion, log)
+    ) = (
+        server,
+        upstream,
+        logto,
+        session,
+        headers,
+        response_headers,
+        policy,
+        assertion,
+        log,
+    )
     else {
         return Err(ConfigErrors(vec!["config: incomplete after validation".to_owned()]));
     };
@@ -445,6 +461,7 @@ fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
         logto,
         session,
         headers,
+        response_headers,
         policy,
         assertion,
         log,

@@ -15,6 +15,7 @@ pub(super) struct RawConfig {
     pub(super) logto: RawLogto,
     pub(super) session: RawSession,
     pub(super) headers: Option<BTreeMap<String, String>>,
+    pub(super) response_headers: Option<BTreeMap<String, String>>,
     pub(super) access: Option<RawRule>,
     pub(super) rules: Vec<RawRule>,
     pub(super) assertion: RawAssertion,

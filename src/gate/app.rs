@@ -155,7 +155,7 @@ impl Gate {
     /// removed, with a warning, since only the gate sets or clears those; `Location` and `Refresh` naming the
     /// upstream's own address made paths on the gate ([`OwnAddress`]); and, for a request let through on an
     /// identity (`identified`), `Cache-Control` made `private` and the fields caches read instead of it removed
-    /// ([`super::caching`]), so that no shared cache in front hands it to someone who never signed in.
+    /// ([`crate::proxy::caching`]), so that no shared cache in front hands it to someone who never signed in.
     pub(super) fn edit_upstream_answer(&self, resp: &mut Response<Body>, own: &OwnAddress, identified: bool) {
         let codec = self.sessions.codec();
         let owned = |value: &[u8]| match codec.gate_cookie_set_by(value) {
@@ -172,7 +172,7 @@ impl Gate {
         let mut rewritten: Option<Vec<(http::HeaderName, HeaderValue)>> = None;
         // A switch of protocols is no answer a cache keeps (RFC 9111 §3).
         let mut private = (identified && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS)
-            .then(super::caching::Private::default);
+            .then(crate::proxy::caching::Private::default);
         crate::body::retain_response_fields(resp, |name, value| {
             if name == header::SET_COOKIE {
                 return !owned(value);

@@ -48,9 +48,9 @@ const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forw
 mod access;
 mod app;
 mod authn;
-mod caching;
 mod endpoints;
 mod renewal;
+mod response_headers;
 mod watch;
 
 use authn::Principal;
@@ -419,10 +419,13 @@ impl Gate {
             }
             let cookies = std::mem::take(&mut line.decided.cookies);
             if !cookies.is_empty() {
-                caching::keep_from_shared_caches(&mut resp);
+                crate::proxy::caching::keep_from_shared_caches(&mut resp);
             }
             for c in cookies {
                 resp.headers_mut().append(header::SET_COOKIE, c);
+            }
+            if !this.config.response_headers.is_empty() && route != Route::ForwardAuth {
+                response_headers::apply(&mut resp, &this.config.response_headers);
             }
             resp.headers_mut().insert(REQUEST_ID, request_id.clone());
             line.write(resp.status().as_u16());

@@ -68,7 +68,7 @@ fn an_answer_with_the_session_cookie_is_kept_from_shared_caches() {
             resp.headers_mut()
                 .append(header::CACHE_CONTROL, HeaderValue::from_static(v));
         }
-        super::caching::keep_from_shared_caches(&mut resp);
+        crate::proxy::caching::keep_from_shared_caches(&mut resp);
         let sent_fields: Vec<_> = resp.headers().get_all(header::CACHE_CONTROL).iter().collect();
         assert_eq!(sent_fields, [sent], "{app:?}");
     }
@@ -76,7 +76,7 @@ fn an_answer_with_the_session_cookie_is_kept_from_shared_caches() {
 
 #[test]
 fn fields_caches_read_before_cache_control_are_known() {
-    use super::caching::overrides_cache_control;
+    use crate::proxy::caching::overrides_cache_control;
     for name in [
         "x-accel-expires",
         "surrogate-control",

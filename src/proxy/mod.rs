@@ -5,6 +5,7 @@
 //! client in `crate::http1::client`, which works inside the client connection's task; everything else takes
 //! hyper's pooled client.
 
+pub(crate) mod caching;
 pub(crate) mod forwarded;
 pub mod own_address;
 pub mod trusted;

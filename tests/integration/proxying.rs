@@ -886,3 +886,110 @@ async fn a_websocket_closes_on_every_replica_when_its_redis_session_ends() {
     assert_eq!(out.status(), StatusCode::FOUND);
     closed_by_the_gate(&mut ws, std::time::Duration::from_secs(10)).await;
 }
+
+/// `[response_headers]`: the operator's fields on every answer to a client, replacing the app's of the same name (an
+/// empty value removes the app's), on both client paths (a bodiless GET on the gate's own, a POST on hyper's) and
+/// over HTTP/2; the gate's own redirects and pages get those it does not set itself (its pages keep their stricter
+/// `Content-Security-Policy` and `X-Frame-Options`); the forward-auth answer, which goes to the proxy asking, gets
+/// none.
+#[tokio::test]
+async fn response_headers_are_set_on_every_answer_and_replace_the_apps() {
+    const HSTS: &str = "max-age=63072000; includeSubDomains";
+    const CSP: &str = "frame-ancestors 'self'";
+    let s = Stack::with(
+        "",
+        &format!(
+            "[response_headers]\n\"Strict-Transport-Security\" = \"{HSTS}\"\n\"x-powered-by\" = \"\"\n\
+             \"Server\" = \"\"\n\"Content-Security-Policy\" = \"{CSP}\"\n\"X-Frame-Options\" = \"\"\n"
+        ),
+    )
+    .await;
+    let (_, cookie) = s.signed_in().await;
+    let session = format!("logto_gate={cookie}");
+    let url = format!("{}/branded", s.gate.url());
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let answers = [
+        (
+            "GET",
+            plain().get(&url).header("cookie", &session).send().await.unwrap(),
+        ),
+        (
+            "POST",
+            plain()
+                .post(&url)
+                .header("cookie", &session)
+                .body("x")
+                .send()
+                .await
+                .unwrap(),
+        ),
+        (
+            "GET over HTTP/2",
+            h2.get(&url).header("cookie", &session).send().await.unwrap(),
+        ),
+    ];
+    for (what, answer) in answers {
+        assert_eq!(answer.status(), StatusCode::OK, "{what}");
+        let h = answer.headers();
+        let all = |name: &str| {
+            h.get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap_or("?"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            all("strict-transport-security"),
+            [HSTS],
+            "{what}: the operator's replaces the app's"
+        );
+        assert_eq!(all("content-security-policy"), [CSP], "{what}");
+        assert_eq!(all("x-powered-by"), Vec::<&str>::new(), "{what}: removed");
+        assert_eq!(all("server"), Vec::<&str>::new(), "{what}: removed");
+        assert_eq!(all("x-frame-options"), Vec::<&str>::new(), "{what}: removed");
+        assert_eq!(all("x-app-version"), ["7"], "{what}: the app's other fields stay");
+        assert_eq!(answer.text().await.unwrap(), "branded", "{what}");
+    }
+
+    // The gate's own answers (a sign-in redirect, a 401 to an API client, its health): the operator's fields where
+    // the gate sets none, its own stricter ones kept.
+    let navigation = plain()
+        .get(format!("{}/somewhere", s.gate.url()))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(navigation.status(), StatusCode::FOUND);
+    let api = plain().get(format!("{}/somewhere", s.gate.url())).send().await.unwrap();
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+    let health = plain()
+        .get(format!("{}/_logto/healthz", s.gate.url()))
+        .send()
+        .await
+        .unwrap();
+    let page = plain()
+        .get(format!("{}/_logto/signed-out", s.gate.url()))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    for answer in [&navigation, &api, &health, &page] {
+        let h = answer.headers();
+        assert_eq!(h["strict-transport-security"], HSTS, "{}", answer.url());
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"), "{}: {csp}", answer.url());
+        assert_eq!(
+            h.get_all("content-security-policy").iter().count(),
+            1,
+            "{}",
+            answer.url()
+        );
+        assert_eq!(h["x-frame-options"], "DENY", "{}", answer.url());
+    }
+    let asked = plain()
+        .get(format!("{}/_logto/auth", s.gate.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), StatusCode::UNAUTHORIZED);
+    assert!(asked.headers().get("strict-transport-security").is_none());
+}

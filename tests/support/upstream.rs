@@ -251,6 +251,15 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resp
             .header("cloudflare-cdn-cache-control", "max-age=600")
             .body(full("the same for everyone"))
             .unwrap_or_else(|_| Response::new(full(""))),
+        // An app that names its framework and server and sets a weak HSTS of its own.
+        "/branded" => Response::builder()
+            .header("x-powered-by", "Express")
+            .header("server", "app/1.0")
+            .header("strict-transport-security", "max-age=60")
+            .header("x-frame-options", "DENY")
+            .header("x-app-version", "7")
+            .body(full("branded"))
+            .unwrap_or_else(|_| Response::new(full(""))),
         "/set-cookie" => Response::builder()
             .header("set-cookie", "app_session=abc; Path=/")
             .body(full("ok"))

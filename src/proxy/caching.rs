@@ -13,7 +13,7 @@ use crate::body::Body;
 /// with the app's others but `public`, `s-maxage` and a qualified `private="…"` (the browser's cache still follows
 /// its `max-age`), or the app's own unchanged when they say `private` or `no-store` already. `no-cache` is not
 /// enough: a cache may keep the answer and serve it after revalidating it.
-pub(super) fn private_cache_control(directives: &[String]) -> HeaderValue {
+pub(crate) fn private_cache_control(directives: &[String]) -> HeaderValue {
     if directives.is_empty() {
         return HeaderValue::from_static("private");
     }
@@ -43,7 +43,7 @@ pub(super) fn private_cache_control(directives: &[String]) -> HeaderValue {
 /// such as Cloudflare's), `Surrogate-Control` (Fastly, Akamai, Varnish), Akamai's `Edge-Control` and nginx's
 /// `X-Accel-Expires` (with it nginx's `proxy_cache` ignores `Cache-Control` altogether). Such fields are removed from
 /// an answer kept from shared caches. Decided on the length first: most answer fields are none of these lengths.
-pub(super) fn overrides_cache_control(name: &HeaderName) -> bool {
+pub(crate) fn overrides_cache_control(name: &HeaderName) -> bool {
     let name = name.as_str();
     match name.len() {
         12 => name == "edge-control",
@@ -58,7 +58,7 @@ pub(super) fn overrides_cache_control(name: &HeaderName) -> bool {
 /// caller makes anyway (see `body::retain_response_fields`): the app's `Cache-Control` fields, taken out to be put
 /// back as one `private` field, and the fields a cache in front would read instead ([`overrides_cache_control`]).
 #[derive(Default)]
-pub(super) struct Private {
+pub(crate) struct Private {
     directives: Vec<String>,
 }
 
@@ -67,7 +67,7 @@ impl Private {
     /// [`Private::finish`]. Asked for every answer field of every signed-in request, so inlined into the caller's
     /// pass (not inlined, the call cost as much as the check).
     #[inline(always)]
-    pub(super) fn keeps(&mut self, name: &HeaderName, value: &[u8]) -> bool {
+    pub(crate) fn keeps(&mut self, name: &HeaderName, value: &[u8]) -> bool {
         if name == header::CACHE_CONTROL {
             self.collect(value);
             return false;
@@ -87,7 +87,7 @@ impl Private {
     }
 
     /// Puts the one `Cache-Control` field in, made private ([`private_cache_control`]).
-    pub(super) fn finish(self, resp: &mut Response<Body>) {
+    pub(crate) fn finish(self, resp: &mut Response<Body>) {
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, private_cache_control(&self.directives));
     }
@@ -96,7 +96,7 @@ impl Private {
 /// Makes an answer that carries the gate's session cookies one no shared cache stores: a CDN in front that keeps
 /// the app's `public` answer (a static asset under a `public` rule, say) together with the `Set-Cookie` the gate
 /// added to it (a refresh, a reseal) would hand one person's session to everyone it serves that answer to.
-pub(super) fn keep_from_shared_caches(resp: &mut Response<Body>) {
+pub(crate) fn keep_from_shared_caches(resp: &mut Response<Body>) {
     let mut private = Private::default();
     crate::body::retain_response_fields(resp, |name, value| private.keeps(name, value));
     private.finish(resp);
