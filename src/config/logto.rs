@@ -114,19 +114,13 @@ pub(super) fn validate_logto(
     }
     let first_screen = non_empty(raw.first_screen);
     if let Some(v) = &first_screen {
-        if !FIRST_SCREENS.contains(&v.as_str()) {
-            p.add(
-                "logto.first_screen",
-                format!(
-                    "`{v}` is not one of Logto's first screens: {}",
-                    FIRST_SCREENS.join(", ")
-                ),
-            );
+        if let Err(e) = crate::oidc::extras::check_first_screen(v) {
+            p.add("logto.first_screen", e);
         }
     }
     let direct_sign_in = non_empty(raw.direct_sign_in);
     if let Some(v) = &direct_sign_in {
-        if let Err(e) = check_direct_sign_in(v) {
+        if let Err(e) = crate::oidc::extras::check_direct_sign_in(v) {
             p.add("logto.direct_sign_in", e);
         }
     }
@@ -155,37 +149,6 @@ pub(super) fn validate_logto(
         organization_id,
         clock_leeway,
     })
-}
-
-/// The values Logto's `first_screen` takes (`FirstScreen` in `@logto/schemas`); Logto shows a broken page for any
-/// other. `signIn` is the older spelling of `sign_in`, still accepted.
-const FIRST_SCREENS: [&str; 7] = [
-    "sign_in",
-    "register",
-    "reset_password",
-    "identifier:sign_in",
-    "identifier:register",
-    "single_sign_on",
-    "signIn",
-];
-
-/// `logto.direct_sign_in`: `social:<connector target>` or `sso:<connector id>`, the two forms Logto knows. Logto
-/// silently shows its own sign-in page for anything else (`github` without `social:`, say), so a mistake here would
-/// only show as the skip not happening.
-fn check_direct_sign_in(v: &str) -> Result<(), String> {
-    let usage = "write social:<connector target> (e.g. \"social:github\") or sso:<connector id>";
-    let Some((method, target)) = v.split_once(':') else {
-        return Err(format!("`{v}` names no method: {usage}"));
-    };
-    if !matches!(method, "social" | "sso") {
-        return Err(format!("`{v}`: `{method}` is not a direct sign-in method: {usage}"));
-    }
-    if target.is_empty() || !target.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-        return Err(format!(
-            "`{v}`: `{target}` is not a connector target or id (letters, digits, - _ .): {usage}"
-        ));
-    }
-    Ok(())
 }
 
 /// What the refresh token is needed for, in this configuration, when `logto.prompt` lacks `consent`: Logto then

@@ -235,7 +235,7 @@ impl Gate {
                 }
                 None => ReturnPath::parse_or_root(wanted),
             };
-            return self.start_sign_in(back).await;
+            return self.start_sign_in(back, &Default::default()).await;
         }
         if accepts_html(req) {
             return Ok(self.session_ended(req, false));

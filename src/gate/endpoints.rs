@@ -15,6 +15,7 @@ use crate::body::paced::{BodyStalled, ClientGone};
 use crate::body::{self, Body};
 use crate::error::{ClientError, GateError, IdpError};
 use crate::identity;
+use crate::oidc::extras::SignInOptions;
 use crate::oidc::RefreshError;
 use crate::oidc::TokenError;
 use crate::pages::{self, Page};
@@ -180,12 +181,14 @@ impl Gate {
     }
 
     /// `/_logto/sign-in?redirect=/path`: starts an attempt; the return path falls back to `/` unless it is a
-    /// same-origin path.
+    /// same-origin path. `first_screen`, `direct_sign_in` and `login_hint` choose Logto's page for this sign-in
+    /// (a "Create account" link: `first_screen=register`), in place of `[logto]`'s; a bad one is a 400 naming it.
     pub(super) async fn sign_in(&self, req: &Request<Body>, peer: SocketAddr) -> Result<Response<Body>, GateError> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return Err(ClientError::MethodNotAllowed { allow: "GET, HEAD" }.into());
         }
         let params = single_valued_query(req.uri().query())?;
+        let options = SignInOptions::from_query(&params).map_err(ClientError::BadRequest)?;
         let origin = self.config.server.public_url.origin();
         let from_proxy = || {
             // nginx's error_page hands the original URI over in a header, as its auth_request subrequest does.
@@ -197,11 +200,16 @@ impl Gate {
             Some((_, v)) => self.return_target(v),
             None => from_proxy().map_or_else(ReturnPath::root, |v| ReturnPath::parse_same_origin_or_root(v, origin)),
         };
-        self.start_sign_in(return_to).await
+        self.start_sign_in(return_to, &options).await
     }
 
-    /// Creates a sign-in attempt (state, nonce, PKCE verifier in its own encrypted cookie) and redirects to Logto.
-    pub(super) async fn start_sign_in(&self, return_to: ReturnPath) -> Result<Response<Body>, GateError> {
+    /// Creates a sign-in attempt (state, nonce, PKCE verifier in its own encrypted cookie) and redirects to Logto,
+    /// whose page `options` may choose.
+    pub(super) async fn start_sign_in(
+        &self,
+        return_to: ReturnPath,
+        options: &SignInOptions,
+    ) -> Result<Response<Body>, GateError> {
         let loaded = self.oidc.ensure_loaded().await?;
         let codec = self.sessions.codec();
         let attempt = codec
@@ -213,7 +221,7 @@ impl Gate {
         self.metrics.sign_in_started();
         let url = self
             .oidc
-            .authorization_url(&loaded, &attempt.state, &attempt.nonce, challenge.as_str());
+            .authorization_url(&loaded, &attempt.state, &attempt.nonce, challenge.as_str(), options);
         // The body matters only where a proxy shows this answer's body instead of following it (Traefik's errors
         // middleware): a link and a meta refresh that start the sign-in in the browser itself.
         let mut resp = pages::redirect_with_page(StatusCode::FOUND, &url, &self.sign_in_url(&return_to));

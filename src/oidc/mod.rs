@@ -5,6 +5,7 @@
 //! signed-in request never does: the session cookie holds all it needs, so signed-in users keep working while Logto
 //! is unreachable.
 
+pub(crate) mod extras;
 mod grant;
 pub mod http;
 pub mod jwt;
@@ -273,8 +274,16 @@ impl Oidc {
         Ok(())
     }
 
-    /// The authorization request URL (OIDC Core §3.1.2.1, PKCE S256 per RFC 7636 §4.3) plus Logto's extras.
-    pub fn authorization_url(&self, loaded: &Loaded, state: &str, nonce: &str, code_challenge: &str) -> String {
+    /// The authorization request URL (OIDC Core §3.1.2.1, PKCE S256 per RFC 7636 §4.3) plus Logto's extras, each
+    /// of `options` in place of the configured one.
+    pub(crate) fn authorization_url(
+        &self,
+        loaded: &Loaded,
+        state: &str,
+        nonce: &str,
+        code_challenge: &str,
+        options: &extras::SignInOptions,
+    ) -> String {
         let scope = self.config.scopes.join(" ");
         let mut params: Vec<(&str, &str)> = vec![
             ("response_type", "code"),
@@ -289,11 +298,14 @@ impl Oidc {
         if let Some(p) = &self.config.prompt {
             params.push(("prompt", p));
         }
-        if let Some(f) = &self.config.first_screen {
+        if let Some(f) = options.first_screen.as_ref().or(self.config.first_screen.as_ref()) {
             params.push(("first_screen", f));
         }
-        if let Some(d) = &self.config.direct_sign_in {
+        if let Some(d) = options.direct_sign_in.as_ref().or(self.config.direct_sign_in.as_ref()) {
             params.push(("direct_sign_in", d));
+        }
+        if let Some(hint) = &options.login_hint {
+            params.push(("login_hint", hint));
         }
         for r in &self.config.resources {
             params.push(("resource", r));

@@ -361,6 +361,50 @@ direct_sign_in = "social:github""#,
     assert_eq!(stats["grants"]["authorization_code"], 1);
 }
 
+/// A link may choose Logto's page for one sign-in, as Logto's SDKs let an app: a "Create account" link
+/// (`first_screen=register`), a button for one connector (`direct_sign_in`), the identifier to start with
+/// (`login_hint`), each in place of `[logto]`'s; the next sign-in is back to the configured page. A bad value is a
+/// 400 naming its parameter, and starts no attempt.
+#[tokio::test]
+async fn a_sign_in_link_chooses_logtos_page_for_that_sign_in() {
+    let s = Stack::with(r#"first_screen = "sign_in""#, "").await;
+    let link = format!(
+        "{}/_logto/sign-in?redirect=%2Freports&first_screen=register&direct_sign_in=social%3Agithub\
+         &login_hint=alice%2Btest%40example.com",
+        s.gate.url()
+    );
+    let (hops, resp) = s.browser().navigate(&link).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}");
+    assert_eq!(hops.last().unwrap().url, format!("{}/reports", s.gate.url()));
+    let auth = s.idp.last_authorization_request();
+    assert_eq!(auth["first_screen"], "register", "{auth}");
+    assert_eq!(auth["direct_sign_in"], "social:github", "{auth}");
+    assert_eq!(auth["login_hint"], "alice+test@example.com", "{auth}");
+
+    s.browser().sign_in(&s.gate, "/plain").await;
+    let auth = s.idp.last_authorization_request();
+    assert_eq!(auth["first_screen"], "sign_in", "{auth}");
+    assert!(auth.get("direct_sign_in").is_none_or(Value::is_null), "{auth}");
+    assert!(auth.get("login_hint").is_none_or(Value::is_null), "{auth}");
+
+    for (query, named) in [
+        ("first_screen=signUp", "first_screen"),
+        ("direct_sign_in=github", "direct_sign_in"),
+        ("login_hint=a%0D%0Ab", "login_hint"),
+    ] {
+        let refused = plain()
+            .get(format!("{}/_logto/sign-in?{query}", s.gate.url()))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{query}");
+        assert!(refused.headers().get("set-cookie").is_none(), "{query}: no attempt");
+        let body = refused.text().await.unwrap();
+        assert!(body.contains(&format!("the parameter `{named}`")), "{query}: {body}");
+    }
+}
+
 #[tokio::test]
 async fn several_tabs_signing_in_at_once_all_succeed() {
     let s = Stack::start().await;
