@@ -1,6 +1,6 @@
-//! `[response_headers]`: fields the gate puts on every answer it sends a client, the app's and its own pages alike
-//! (`Strict-Transport-Security` when it terminates TLS, `Content-Security-Policy`), or removes from the app's
-//! (`Server`, `X-Powered-By`).
+//! `[response_headers]`: fields the gate puts on every answer it sends a client (`Strict-Transport-Security` when it
+//! terminates TLS, `Content-Security-Policy`), replacing the app's and adding to its own pages where they set none,
+//! or removes from the app's (`Server`, `X-Powered-By`).
 
 use std::collections::BTreeMap;
 
