@@ -9,8 +9,9 @@ use http::header::{HeaderName, HeaderValue};
 use super::checks::Problems;
 
 /// Why the gate cannot set or remove `name` on every answer, or `None` when it can:
-/// - fields that frame an answer or belong to its connection (RFC 9110 §7.6.1, §8.3-8.6, §14.4; RFC 9112 §6-7): a
-///   fixed value would misdescribe every body, or be dropped on the way;
+/// - fields that frame an answer (RFC 9110 §8.3-8.6, §14.4; RFC 9112 §6) or belong to its connection (the
+///   hop-by-hop fields, RFC 9110 §7.6.1, [`crate::http1::hop::is_hop_by_hop`]): a fixed value would misdescribe
+///   every body, or be dropped on the way;
 /// - fields each answer has its own of (RFC 9110 §6.6.1, §8.7-8.8, §10.2.2, §11.6.1): its date, its validators,
 ///   where it redirects (`Location`, `Refresh`, which the gate also rewrites), what it asks a client for, the
 ///   request id;
@@ -18,33 +19,25 @@ use super::checks::Problems;
 /// - the fields caches read to decide what to keep and for whom (RFC 9111 §5, [`crate::proxy::caching`]): the gate
 ///   makes a signed-in answer `private`, and a fixed value there would undo that or mislead a cache.
 pub(crate) fn reserved_response_header(name: &HeaderName) -> Option<&'static str> {
-    const FRAMING: [&str; 12] = [
+    const FRAMING: [&str; 5] = [
         "content-length",
-        "transfer-encoding",
         "content-encoding",
         "content-range",
         "content-type",
         "content-location",
-        "trailer",
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "upgrade",
-        "te",
     ];
-    const PER_ANSWER: [&str; 8] = [
+    const PER_ANSWER: [&str; 7] = [
         "date",
         "etag",
         "last-modified",
         "location",
         "refresh",
         "www-authenticate",
-        "proxy-authenticate",
         "x-request-id",
     ];
     const CACHING: [&str; 5] = ["cache-control", "expires", "pragma", "vary", "age"];
     let n = name.as_str();
-    if FRAMING.contains(&n) {
+    if FRAMING.contains(&n) || crate::http1::hop::is_hop_by_hop(name) {
         Some("frames each answer or belongs to its connection; a fixed value would misdescribe it")
     } else if PER_ANSWER.contains(&n) {
         Some("each answer has its own (its date, validators, where it redirects, what it asks for, its request id)")

@@ -14,19 +14,13 @@ use crate::pages::OwnAnswer;
 /// (`config::response_headers::reserved_response_header`): none frames the answer, carries cookies or tells caches
 /// what to keep.
 pub(super) fn apply(resp: &mut Response<Body>, fields: &[(HeaderName, Option<HeaderValue>)]) {
-    if resp.extensions().get::<OwnAnswer>().is_some() {
-        let headers = resp.headers_mut();
-        for (name, value) in fields {
-            if let (Some(value), false) = (value, headers.contains_key(name)) {
-                headers.insert(name.clone(), value.clone());
-            }
-        }
-        return;
+    let own = resp.extensions().get::<OwnAnswer>().is_some();
+    if !own {
+        crate::body::retain_response_fields(resp, |name, _| !fields.iter().any(|(configured, _)| configured == name));
     }
-    crate::body::retain_response_fields(resp, |name, _| !fields.iter().any(|(configured, _)| configured == name));
     let headers = resp.headers_mut();
     for (name, value) in fields {
-        if let Some(value) = value {
+        if let (Some(value), false) = (value, own && headers.contains_key(name)) {
             headers.insert(name.clone(), value.clone());
         }
     }
