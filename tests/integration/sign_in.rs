@@ -381,6 +381,22 @@ async fn a_sign_in_link_chooses_logtos_page_for_that_sign_in() {
     assert_eq!(auth["direct_sign_in"], "social:github", "{auth}");
     assert_eq!(auth["login_hint"], "alice+test@example.com", "{auth}");
 
+    // A hint cannot carry another parameter of the authorization request (`&prompt=none` inside it stays text).
+    let smuggling = format!(
+        "{}/_logto/sign-in?login_hint=bob%40example.com%26prompt%3Dnone%26first_screen%3Dregister",
+        s.gate.url()
+    );
+    let (hops, _) = s.browser().navigate(&smuggling).await;
+    let auth = s.idp.last_authorization_request();
+    assert_eq!(
+        auth["login_hint"], "bob@example.com&prompt=none&first_screen=register",
+        "{hops:#?}"
+    );
+    assert_eq!(
+        (auth["prompt"].as_str(), auth["first_screen"].as_str()),
+        (Some("consent"), Some("sign_in"))
+    );
+
     s.browser().sign_in(&s.gate, "/plain").await;
     let auth = s.idp.last_authorization_request();
     assert_eq!(auth["first_screen"], "sign_in", "{auth}");
