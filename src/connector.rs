@@ -1,5 +1,6 @@
 //! The outbound connector shared by the upstream client and the Logto client: plain HTTP or HTTPS (rustls with
-//! the Mozilla root set, so the image needs no system CA bundle), with a connect timeout and TCP_NODELAY.
+//! the Mozilla root set, so the image needs no system CA bundle), with a connect timeout and TCP_NODELAY; and, for
+//! the upstream client only, a Unix domain socket ([`UpstreamConnector`]).
 //!
 //! Connections are reported to the client without hyper-util's `HttpInfo` (the addresses of the connection), which
 //! it would otherwise copy into the extensions of every response: a map allocated per request that the gate never
@@ -14,6 +15,7 @@ use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
 /// The connector type both clients use.
@@ -120,5 +122,118 @@ impl<T: Write + Unpin> Write for BareIo<T> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+}
+
+/// What a connection of the network connector is.
+type NetIo = <Connector as Service<Uri>>::Response;
+
+/// The connector of hyper's upstream client: the network one ([`https_or_http_trusting`]), or, for an app on a
+/// Unix domain socket (`upstream.url = "unix:/path"`), one that opens that socket file whatever the URI names.
+#[derive(Clone, Debug)]
+pub(crate) enum UpstreamConnector {
+    Net(Connector),
+    Unix {
+        path: std::sync::Arc<std::path::Path>,
+        connect_timeout: Duration,
+    },
+}
+
+/// How a connection attempt of [`UpstreamConnector`] failed (hyper reports it as the request's cause).
+type ConnectError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Service<Uri> for UpstreamConnector {
+    type Response = UpstreamIo;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<UpstreamIo, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self {
+            UpstreamConnector::Net(net) => net.poll_ready(cx),
+            UpstreamConnector::Unix { .. } => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        match self {
+            UpstreamConnector::Net(net) => Box::pin(net.call(uri).map_ok(UpstreamIo::Net)),
+            UpstreamConnector::Unix { path, connect_timeout } => {
+                let (path, timeout) = (std::sync::Arc::clone(path), *connect_timeout);
+                Box::pin(async move {
+                    match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(&*path)).await {
+                        Err(_) => {
+                            Err(format!("connecting to unix:{} timed out after {timeout:?}", path.display()).into())
+                        }
+                        Ok(Err(e)) => Err(format!("cannot connect to unix:{}: {e}", path.display()).into()),
+                        Ok(Ok(stream)) => Ok(UpstreamIo::Unix(TokioIo::new(stream))),
+                    }
+                })
+            }
+        }
+    }
+}
+
+/// A connection of [`UpstreamConnector`].
+#[derive(Debug)]
+// As large as a TLS connection either way: boxing it would add an allocation and an indirection to every read and
+// write of the common kind, to save memory on connections to a socket file.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum UpstreamIo {
+    Net(NetIo),
+    Unix(TokioIo<tokio::net::UnixStream>),
+}
+
+impl Connection for UpstreamIo {
+    fn connected(&self) -> Connected {
+        match self {
+            UpstreamIo::Net(io) => io.connected(),
+            UpstreamIo::Unix(_) => Connected::new(),
+        }
+    }
+}
+
+impl Read for UpstreamIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Net(io) => Pin::new(io).poll_read(cx, buf),
+            UpstreamIo::Unix(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl Write for UpstreamIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Net(io) => Pin::new(io).poll_write(cx, buf),
+            UpstreamIo::Unix(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Net(io) => Pin::new(io).poll_flush(cx),
+            UpstreamIo::Unix(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Net(io) => Pin::new(io).poll_shutdown(cx),
+            UpstreamIo::Unix(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamIo::Net(io) => io.is_write_vectored(),
+            UpstreamIo::Unix(io) => io.is_write_vectored(),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Net(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            UpstreamIo::Unix(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+        }
     }
 }

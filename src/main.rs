@@ -119,6 +119,17 @@ async fn shutdown_signal() {
     }
 }
 
+/// What `check` says of an upstream's socket file: nothing when it is one; else why requests would get 502 now (the
+/// app may simply not have started yet, so this is no failure).
+fn socket_state(path: &std::path::Path) -> String {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.file_type().is_socket() => String::new(),
+        Ok(_) => " (warning: not a socket)".to_owned(),
+        Err(e) => format!(" (warning: {e}; requests get 502 until the app creates it)"),
+    }
+}
+
 async fn check(config: Config) -> ExitCode {
     use openidconnect::JsonWebKey;
     out!("configuration: ok");
@@ -131,13 +142,15 @@ async fn check(config: Config) -> ExitCode {
     let mut routes: Vec<&logto_gate::config::UpstreamRoute> = config.routes.iter().collect();
     routes.sort_by_key(|r| std::cmp::Reverse((r.host.is_some(), r.prefix.len())));
     for r in routes {
+        let to = match &r.upstream.unix_socket {
+            Some(path) => format!("unix:{}{}", path.display(), socket_state(path)),
+            None => format!("{}{}", r.upstream.url, r.upstream.base_path),
+        };
         out!(
-            "    {}{}{} -> {}{}",
+            "    {}{}{} -> {to}",
             r.host.as_deref().unwrap_or("*"),
             r.prefix,
             if r.strip_prefix { " (prefix stripped)" } else { "" },
-            r.upstream.url,
-            r.upstream.base_path
         );
     }
     if let Some(path) = &config.session.revocation_file {

@@ -173,8 +173,11 @@ impl PublicUrl {
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     /// `http://host:port` or `https://host:port`, possibly with a base path (no trailing slash).
+    /// `http://localhost` for an app on a Unix socket (the `Host` it receives, unless `preserve_host`).
     pub url: Uri,
     pub base_path: String,
+    /// `unix:/path`: the socket file every connection to the app is opened on (`url` then only names the origin).
+    pub unix_socket: Option<PathBuf>,
     pub preserve_host: bool,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,

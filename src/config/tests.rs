@@ -342,6 +342,99 @@ fn a_cluster_needs_a_key_prefix_for_its_hash_tag() {
 }
 
 #[test]
+fn an_upstream_on_a_unix_socket_is_named_by_its_absolute_path() {
+    let at = |url: &str| MINIMAL.replace("http://127.0.0.1:8080", url);
+    for written in [
+        "unix:/run/app/app.sock",
+        "unix:///run/app/app.sock",
+        "UNIX:/run/app/app.sock",
+    ] {
+        let config = Config::from_toml_str(&at(written), no_env()).expect(written);
+        assert_eq!(
+            config.upstream.unix_socket.as_deref(),
+            Some(std::path::Path::new("/run/app/app.sock")),
+            "{written}"
+        );
+        // The app is asked for as `localhost`, with no base path.
+        assert_eq!(config.upstream.url, "http://localhost/", "{written}");
+        assert_eq!(config.upstream.base_path, "", "{written}");
+        assert_eq!(config.routes.len(), 1);
+        assert_eq!(config.routes[0].upstream.unix_socket, config.upstream.unix_socket);
+    }
+    assert_eq!(
+        Config::from_toml_str(MINIMAL, no_env()).unwrap().upstream.unix_socket,
+        None,
+        "http:// is no socket"
+    );
+    let long = format!("unix:/{}", "s".repeat(107));
+    for (url, says) in [
+        (
+            "unix:run/app.sock",
+            "`unix:run/app.sock` must be an absolute path (unix:/run/app/app.sock)",
+        ),
+        (
+            "unix://app.sock",
+            "`unix://app.sock` names no socket file: write unix:/absolute/path/to/app.sock",
+        ),
+        ("unix:", "`unix:` must be an absolute path"),
+        (
+            "unix:/run/app/",
+            "`unix:/run/app/` names a directory, not a socket file",
+        ),
+        ("unix:/run/app.sock?x=1", "without a query, fragment or NUL"),
+        (
+            long.as_str(),
+            "is longer than the 107 bytes a Unix socket path may have",
+        ),
+    ] {
+        let lines = Config::from_toml_str(&at(url), no_env()).expect_err(url).0;
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("upstream.url: ") && l.contains(says)),
+            "{url}: {lines:?}"
+        );
+    }
+    // 107 bytes fit.
+    let fits = format!("unix:/{}", "s".repeat(106));
+    assert!(Config::from_toml_str(&at(&fits), no_env()).is_ok());
+    // An entry of [[upstreams]] too, and a CA file for it is refused as for any plain upstream.
+    let entry = format!(
+        "{MINIMAL}\n[[upstreams]]\nprefix = \"/grafana\"\nstrip_prefix = true\nurl = \"unix:/run/grafana/grafana.sock\"\n"
+    );
+    let config = Config::from_toml_str(&entry, no_env()).expect("entry on a socket");
+    let grafana = config
+        .routes
+        .iter()
+        .find(|r| r.prefix == "/grafana")
+        .expect("the entry");
+    assert_eq!(
+        grafana.upstream.unix_socket.as_deref(),
+        Some(std::path::Path::new("/run/grafana/grafana.sock"))
+    );
+    assert_eq!(config.upstream.unix_socket, None, "[upstream] stays on TCP");
+    let lines = Config::from_toml_str(&format!("{entry}tls_ca_file = \"/ca.pem\"\n"), no_env())
+        .expect_err("CA for a socket")
+        .0;
+    assert!(
+        lines.iter().any(|l| {
+            l.starts_with(
+            "upstreams[0].tls_ca_file: is for an https:// upstream; upstreams[0].url is unix:/run/grafana/grafana.sock,"
+        )
+        }),
+        "{lines:?}"
+    );
+    let bad = entry.replace("unix:/run/grafana/grafana.sock", "unix:grafana.sock");
+    let lines = Config::from_toml_str(&bad, no_env()).expect_err("relative").0;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("upstreams[0].url: `unix:grafana.sock` must be an absolute path")),
+        "{lines:?}"
+    );
+}
+
+#[test]
 fn a_ca_file_no_https_upstream_uses_is_refused() {
     let err = |toml: &str| Config::from_toml_str(toml, no_env()).expect_err("invalid").0;
     let with_ca = MINIMAL.replace("[upstream]\n", "[upstream]\ntls_ca_file = \"/ca.pem\"\n");
@@ -357,7 +450,7 @@ fn a_ca_file_no_https_upstream_uses_is_refused() {
     let lines = err(&entry);
     assert!(
         lines.iter().any(|l| l.starts_with(
-            "upstreams[0].tls_ca_file: is for an https:// upstream; upstreams[0].url is http://a.internal/"
+            "upstreams[0].tls_ca_file: is for an https:// upstream; upstreams[0].url is http://a.internal,"
         )),
         "{lines:?}"
     );

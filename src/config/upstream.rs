@@ -1,8 +1,79 @@
 //! `[upstream]` and `[[upstreams]]`: where signed-in requests go, and how.
 
+use std::path::PathBuf;
+
+use http::Uri;
+
 use super::checks::{duration, non_empty, upstream_url, Problems};
 use super::raw::{RawUpstream, RawUpstreamRoute};
 use super::{UpstreamConfig, UpstreamRoute};
+
+/// Where an upstream is, as `url` names it: an `http(s)://` origin with its base path, or a Unix domain socket.
+#[derive(Clone)]
+struct Address {
+    /// The origin requests are addressed to (`http://localhost` for a socket: the `Host` the app receives).
+    url: Uri,
+    base_path: String,
+    unix_socket: Option<PathBuf>,
+    /// As written, for messages.
+    written: String,
+}
+
+/// The longest path a Unix domain socket address holds on Linux (`sun_path` is 108 bytes with its final NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// An upstream's `url`: `http://host:port/base`, `https://...`, or `unix:/path/to/app.sock` (also written
+/// `unix:///path/to/app.sock`, as oauth2-proxy does): an app on the same host listening on a socket file, which
+/// only processes allowed by the file's permissions can reach, where any local process reaches a loopback port.
+fn upstream_address(p: &mut Problems, key: &str, v: &str) -> Option<Address> {
+    let scheme_len = "unix:".len();
+    let Some(rest) = v
+        .get(..scheme_len)
+        .filter(|s| s.eq_ignore_ascii_case("unix:"))
+        .and_then(|_| v.get(scheme_len..))
+    else {
+        let (url, base_path) = upstream_url(p, key, v)?;
+        return Some(Address {
+            url,
+            base_path,
+            unix_socket: None,
+            written: v.to_owned(),
+        });
+    };
+    // `unix:///path` is `unix:` with an empty authority; `unix://app.sock` would name a host, which a socket has not.
+    let path = match rest.strip_prefix("//") {
+        Some(after) if after.starts_with('/') => after,
+        Some(_) => {
+            p.add(
+                key,
+                format!("`{v}` names no socket file: write unix:/absolute/path/to/app.sock"),
+            );
+            return None;
+        }
+        None => rest,
+    };
+    let problem = if !path.starts_with('/') {
+        Some("must be an absolute path (unix:/run/app/app.sock): the gate's working directory is not the app's")
+    } else if path.ends_with('/') {
+        Some("names a directory, not a socket file")
+    } else if path.contains(['?', '#', '\0']) {
+        Some("is a socket file path, without a query, fragment or NUL")
+    } else if path.len() > MAX_SOCKET_PATH {
+        Some("is longer than the 107 bytes a Unix socket path may have")
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        p.add(key, format!("`{v}` {problem}"));
+        return None;
+    }
+    Some(Address {
+        url: Uri::from_static("http://localhost"),
+        base_path: String::new(),
+        unix_socket: Some(PathBuf::from(path)),
+        written: v.to_owned(),
+    })
+}
 
 /// Validates `[upstream]` and `[[upstreams]]`: the shared settings (with the default app, if any) and every
 /// route, most specific first once sorted by the caller's lookups; `None` when a key has a problem.
@@ -20,7 +91,7 @@ pub(super) fn validate_upstream(
         None if upstreams.is_empty() => p.required("upstream.url", None),
         None => None,
     };
-    let default_upstream = default_url.and_then(|v| upstream_url(p, "upstream.url", &v));
+    let default_upstream = default_url.and_then(|v| upstream_address(p, "upstream.url", &v));
     let connect_timeout = duration(p, "upstream.connect_timeout", raw.connect_timeout, "5s");
     let upgrade_protocols = upgrade_protocols(p, raw.upgrade_protocols);
     let protected_app = raw.protected_app.unwrap_or(false);
@@ -43,7 +114,7 @@ pub(super) fn validate_upstream(
         let key = format!("upstreams[{i}]");
         let url = p
             .required(&format!("{key}.url"), non_empty(r.url.clone()))
-            .and_then(|v| upstream_url(p, &format!("{key}.url"), &v));
+            .and_then(|v| upstream_address(p, &format!("{key}.url"), &v));
         // Compared with the path the rules see, like a rule's prefix.
         let written = non_empty(r.prefix.clone()).unwrap_or_else(|| "/".to_owned());
         let prefix = crate::policy::path::rule_prefix(&written, allow_encoded_slashes, case_insensitive_paths)
@@ -84,14 +155,23 @@ pub(super) fn validate_upstream(
         let response = duration(p, &format!("{key}.response_timeout"), r.response_timeout.clone(), "60s");
         let own_ca = r.tls_ca_file.as_ref().filter(|f| !f.as_os_str().is_empty());
         match &url {
-            Some((url, _)) if own_ca.is_some() && !https(url) => p.add(
+            Some(at) if own_ca.is_some() && !https(&at.url) => p.add(
                 &format!("{key}.tls_ca_file"),
-                format!("is for an https:// upstream; {key}.url is {url}, which the CA would never check"),
+                format!(
+                    "is for an https:// upstream; {key}.url is {}, which the CA would never check",
+                    at.written
+                ),
             ),
-            Some((url, _)) if own_ca.is_none() && https(url) => shared_ca_over_tls = true,
+            Some(at) if own_ca.is_none() && https(&at.url) => shared_ca_over_tls = true,
             _ => {}
         }
-        if let Some((url, base_path)) = url {
+        if let Some(Address {
+            url,
+            base_path,
+            unix_socket,
+            ..
+        }) = url
+        {
             routes.push((
                 UpstreamRoute {
                     host,
@@ -101,6 +181,7 @@ pub(super) fn validate_upstream(
                     upstream: UpstreamConfig {
                         url,
                         base_path,
+                        unix_socket,
                         preserve_host: r.preserve_host.unwrap_or(preserve_host),
                         connect_timeout: connect,
                         response_timeout: response,
@@ -117,7 +198,7 @@ pub(super) fn validate_upstream(
             ));
         }
     }
-    if tls_ca_file.is_some() && !default_upstream.as_ref().is_some_and(|(u, _)| https(u)) && !shared_ca_over_tls {
+    if tls_ca_file.is_some() && !default_upstream.as_ref().is_some_and(|at| https(&at.url)) && !shared_ca_over_tls {
         p.add(
             "upstream.tls_ca_file",
             "is for https:// upstreams, and no upstream using it is one: the CA would never be checked",
@@ -141,18 +222,26 @@ pub(super) fn validate_upstream(
     }
     // [upstream] is the default route (for any host, every path) when it has a URL; the shared settings in any case.
     let mut routes: Vec<UpstreamRoute> = routes.into_iter().map(|(r, _)| r).collect();
-    let shared_url = default_upstream.clone().or_else(|| {
-        routes
-            .first()
-            .map(|r| (r.upstream.url.clone(), r.upstream.base_path.clone()))
-    });
-    let Some((url, base_path)) = shared_url else {
+    let shared_url = default_upstream
+        .clone()
+        .map(|at| (at.url, at.base_path, at.unix_socket))
+        .or_else(|| {
+            routes.first().map(|r| {
+                (
+                    r.upstream.url.clone(),
+                    r.upstream.base_path.clone(),
+                    r.upstream.unix_socket.clone(),
+                )
+            })
+        });
+    let Some((url, base_path, unix_socket)) = shared_url else {
         p.add("upstream.url", "missing");
         return None;
     };
     let shared = UpstreamConfig {
         url,
         base_path,
+        unix_socket,
         preserve_host,
         connect_timeout,
         response_timeout,

@@ -35,13 +35,13 @@ use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::body::{framing, Chunk, Codings, Decoded, Framing, ResponseBody};
 use super::fields::{Field, Fields};
 use super::names::{self, Scratch};
 use super::pool::{Conn, Pool};
+use super::stream::Dial;
 use super::{hop, MAX_HEADERS, MAX_RESPONSE_HEAD as MAX_HEAD};
 
 /// Why an upstream exchange failed.
@@ -66,8 +66,8 @@ pub(crate) trait ExtraFields {
 
 /// The fast client: one connection pool per worker ([`crate::worker`]).
 pub(crate) struct Client {
-    /// `host:port` of the upstream, resolved at each new connection.
-    target: String,
+    /// The upstream's `host:port` (resolved at each new connection) or socket file.
+    target: Dial,
     connect_timeout: Duration,
     pools: Box<[Arc<Pool>]>,
     /// Response fields the caller replaces with its own, left out of every response (the upstream's
@@ -76,10 +76,10 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    /// A client for `host:port`, with pools for `workers` workers; idle connections are closed after `idle_timeout`.
+    /// A client for `target`, with pools for `workers` workers; idle connections are closed after `idle_timeout`.
     /// Response fields named in `dropped` never reach the caller (it sets its own).
     pub(crate) fn new(
-        target: String,
+        target: Dial,
         connect_timeout: Duration,
         idle_timeout: Duration,
         workers: usize,
@@ -146,25 +146,11 @@ impl Client {
     /// Boxed once per connection: a response body holds its connection, and hyper moves the response (and the
     /// request's future around it) several times per request.
     async fn connect(&self) -> Result<Box<Conn>, UpstreamError> {
-        let connect = TcpStream::connect(self.target.as_str());
-        let io = match tokio::time::timeout(self.connect_timeout, connect).await {
-            Err(_) => {
-                return Err(UpstreamError::Unreachable(format!(
-                    "connecting to {} timed out after {:?}",
-                    self.target, self.connect_timeout
-                )))
-            }
-            Ok(Err(e)) => {
-                return Err(UpstreamError::Unreachable(format!(
-                    "cannot connect to {}: {e}",
-                    self.target
-                )))
-            }
-            Ok(Ok(io)) => io,
-        };
-        // Heads are written whole, at once: Nagle would only hold them back.
-        io.set_nodelay(true)
-            .map_err(|e| UpstreamError::Unreachable(format!("cannot set TCP_NODELAY: {e}")))?;
+        let io = self
+            .target
+            .connect(self.connect_timeout)
+            .await
+            .map_err(UpstreamError::Unreachable)?;
         Ok(Box::new(Conn::new(io)))
     }
 }

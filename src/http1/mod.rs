@@ -9,7 +9,7 @@
 //! | side | own code (this folder) | hyper |
 //! |---|---|---|
 //! | server | [`server`]: a plain or TLS HTTP/1.1 request head without `Upgrade` or `CONNECT`, with at most one plain `Content-Length` or one `Transfer-Encoding: chunked` alone ([`request_body`]) and no expectation but `100-continue`, read whole within the limits | everything else: other transfer codings, upgrades, HTTP/1.0, malformed or oversized heads (hyper answers 400/414/431), and every HTTP/2 connection ([`crate::server`]) |
-//! | client | [`client`]: a bodiless `GET` or `HEAD` to a plain-HTTP upstream | everything else: bodies, other methods, upgrades, HTTPS upstreams ([`crate::proxy::Forwarder`]) |
+//! | client | [`client`]: a bodiless `GET` or `HEAD` to a plain-HTTP upstream (TCP or a Unix socket, [`stream`]) | everything else: bodies, other methods, upgrades, HTTPS upstreams ([`crate::proxy::Forwarder`]) |
 //!
 //! A connection starts on the own server and is handed to hyper, with every unanswered byte, at the first head it
 //! does not serve; from there [`framing`] follows the bytes hyper reads (request smuggling). An upstream response
@@ -45,6 +45,7 @@ pub(crate) mod names;
 pub(crate) mod pool;
 pub(crate) mod request_body;
 pub(crate) mod server;
+pub(crate) mod stream;
 
 /// A body's error, as hyper's bodies box theirs.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -8,10 +8,10 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::names::Scratch;
+use super::stream::Stream;
 
 /// Reads start at this size and double, while each read fills its buffer, up to [`MAX_READ`].
 const FIRST_READ: usize = 8 * 1024;
@@ -60,7 +60,7 @@ struct Idle {
 
 /// An upstream connection and its read buffer (empty between responses).
 pub(crate) struct Conn {
-    pub(super) io: TcpStream,
+    pub(super) io: Stream,
     pub(super) buf: BytesMut,
     read_size: usize,
     /// Kept between the connection's responses, so that reading a head allocates and clears nothing.
@@ -68,7 +68,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(super) fn new(io: TcpStream) -> Self {
+    pub(super) fn new(io: Stream) -> Self {
         Conn {
             io,
             buf: BytesMut::new(),

@@ -26,10 +26,12 @@ use crate::activity::{Activity, ActivityIo, IdleCheck};
 use crate::body::paced::{BodyStalled, ClientGone};
 use crate::body::{self, Body};
 use crate::config::UpstreamRoute;
+use crate::connector::UpstreamConnector;
 use crate::error::error_chain;
 use crate::error::{ClientError, GateError, UpstreamError};
 use crate::http1::client::{self, ExtraFields};
 use crate::http1::hop;
+use crate::http1::stream::Dial;
 use crate::identity::IdentityHeaders;
 use crate::metrics::Metrics;
 pub use own_address::OwnAddress;
@@ -79,7 +81,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 pub struct Forwarder {
     /// One pooled client per connection worker ([`crate::worker`]): an upstream connection is driven by a task on
     /// the worker that opened it, so requests only ever use connections of their own thread.
-    clients: Box<[Client<crate::connector::Connector, Body>]>,
+    clients: Box<[Client<UpstreamConnector, Body>]>,
     /// The lean client for bodiless `GET`/`HEAD`; `None` for an HTTPS upstream.
     lean: Option<client::Client>,
     scheme: Scheme,
@@ -105,7 +107,16 @@ impl Forwarder {
         replaced_response_fields: &[http::HeaderName],
     ) -> Result<Self, String> {
         let config = &route.upstream;
-        let connector = crate::connector::https_or_http_trusting(config.connect_timeout, &config.tls_roots)?;
+        let connector = match &config.unix_socket {
+            None => UpstreamConnector::Net(crate::connector::https_or_http_trusting(
+                config.connect_timeout,
+                &config.tls_roots,
+            )?),
+            Some(path) => UpstreamConnector::Unix {
+                path: path.as_path().into(),
+                connect_timeout: config.connect_timeout,
+            },
+        };
         let clients = (0..workers.max(1))
             .map(|_| {
                 Client::builder(TokioExecutor::new())
@@ -118,7 +129,10 @@ impl Forwarder {
         let authority = config.url.authority().cloned().ok_or("upstream.url has no host")?;
         let host_header = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
         let lean = (scheme == Scheme::HTTP).then(|| {
-            let target = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+            let target = match &config.unix_socket {
+                Some(path) => Dial::Unix(path.clone()),
+                None => Dial::Tcp(format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80))),
+            };
             client::Client::new(
                 target,
                 config.connect_timeout,
@@ -148,7 +162,7 @@ impl Forwarder {
     }
 
     /// The current worker's client.
-    fn client(&self) -> &Client<crate::connector::Connector, Body> {
+    fn client(&self) -> &Client<UpstreamConnector, Body> {
         &self.clients[crate::worker::index() % self.clients.len()]
     }
 

@@ -1,5 +1,6 @@
 //! The deployment files agree with the gate: the Kubernetes ConfigMaps hold configurations the gate accepts, the
-//! kustomizations name files that exist, probes and ports match, and the Dockerfile keeps its contract.
+//! kustomizations name files that exist, probes and ports match, the Dockerfile keeps its contract, and the systemd
+//! unit's sandbox allows what its comments offer.
 //! (CI also runs hadolint on the Dockerfile and kubernetes-validate on the manifests.)
 
 use std::path::Path;
@@ -201,6 +202,28 @@ fn kubernetes_manifests_are_consistent() {
     assert!(
         s.contains("targetPort: http") && !s.contains("8080"),
         "the Service exposes the gate's port only"
+    );
+}
+
+/// The systemd unit's sandbox lets the gate reach an app on a Unix socket, which its comment and README offer (a
+/// `RestrictAddressFamilies` without `AF_UNIX` would fail every connect with "address family not supported").
+#[test]
+fn the_systemd_unit_lets_the_gate_reach_an_app_on_a_unix_socket() {
+    let unit = read("deploy/systemd/logto-gate.service");
+    let families: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("RestrictAddressFamilies="))
+        .flat_map(str::split_whitespace)
+        .collect();
+    for needed in ["AF_INET", "AF_INET6", "AF_UNIX"] {
+        assert!(
+            families.contains(&needed),
+            "RestrictAddressFamilies lacks {needed}: {families:?}"
+        );
+    }
+    assert!(
+        unit.contains("SupplementaryGroups="),
+        "the unit says how to reach the app's socket"
     );
 }
 

@@ -145,18 +145,7 @@ async fn check_lists_the_routing_table() {
          [[upstreams]]\nhost = \"ci.example.com\"\nurl = \"http://127.0.0.1:9000\"\n",
     );
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gate.toml");
-    std::fs::write(&path, toml).unwrap();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(gate_binary())
-            .args(["check", "--config", &path.display().to_string()])
-            .env_remove("LOGTO_GATE_CONFIG")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (_, stdout) = check_routes(dir.path(), toml).await;
     let lines: Vec<&str> = stdout.lines().filter(|l| l.contains(" -> ")).map(str::trim).collect();
     assert_eq!(
         lines,
@@ -167,6 +156,22 @@ async fn check_lists_the_routing_table() {
         ],
         "{stdout}"
     );
+}
+
+/// Runs `logto-gate check` on `toml` (written into `dir`): whether it passed, and what it printed.
+async fn check_routes(dir: &std::path::Path, toml: String) -> (bool, String) {
+    let path = dir.join("gate.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(gate_binary())
+            .args(["check", "--config", &path.display().to_string()])
+            .env_remove("LOGTO_GATE_CONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// An HTTPS upstream with a certificate of its own (a private CA, or self-signed): `tls_ca_file` trusts it, for
@@ -342,4 +347,135 @@ async fn a_prefix_serves_every_spelling_of_its_path() {
     let r = alice.get(format!("{}/strasse/x", gate.url())).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(default.last().path, "/strasse/x");
+}
+
+/// An app on a Unix domain socket (`url = "unix:/path"`), for `[upstream]` and an `[[upstreams]]` entry: signed-in
+/// `GET` and `HEAD` (the lean client), a streamed `POST` (hyper's client) and a WebSocket reach it with the
+/// identity, asked for as `localhost`; its redirects to `http://localhost/...` come back as paths on the gate;
+/// without its socket file an app's requests get 502 and the others are served; `check` names the sockets and warns
+/// of a missing one.
+#[tokio::test]
+async fn an_app_on_a_unix_socket_is_served_like_one_on_a_port() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+
+    let idp = Idp::start(IdpOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (main_socket, grafana_socket) = (dir.path().join("app.sock"), dir.path().join("grafana.sock"));
+    let app = Upstream::on_socket(&main_socket);
+    let grafana = Upstream::on_socket(&grafana_socket);
+    // An app that has not created its socket (not started, or stopped).
+    let gone = dir.path().join("gone.sock");
+    let routes = format!(
+        "[[upstreams]]\nprefix = \"/grafana\"\nstrip_prefix = true\nurl = \"{}\"\n\
+         [[upstreams]]\nprefix = \"/gone\"\nurl = \"unix:{}\"\n",
+        grafana.url(),
+        gone.display()
+    );
+    let gate = TestGate::start(&idp, &app.url(), "", &routes).await;
+    let alice = Browser::new(&idp);
+    let r = alice.sign_in(&gate, "/start").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let seen = app.last();
+    assert_eq!(seen.path, "/start");
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
+    assert_eq!(seen.header("host"), Some("localhost"));
+
+    let r = alice.client.head(format!("{}/page", gate.url())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(app.last().method, "HEAD");
+    let r = alice.get(format!("{}/grafana/d/1", gate.url())).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let seen = grafana.last();
+    assert_eq!(seen.path, "/d/1");
+    assert_eq!(seen.header("x-forwarded-prefix"), Some("/grafana"));
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
+
+    // A request body, streamed through hyper's client over the socket.
+    let body = vec![7u8; 3 * 1024 * 1024];
+    let r = alice
+        .client
+        .post(format!("{}/upload", gate.url()))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let counted: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(counted["bytes"], 3 * 1024 * 1024);
+    assert_eq!(app.last().header("x-forwarded-user"), Some("u_alice0001"));
+
+    // The app's redirect to the address it was asked under is a path on the gate, on both clients.
+    let cookie = alice.cookie(&gate.url(), "logto_gate").unwrap();
+    for (method, path, location) in [
+        ("GET", "/self-redirect?to=%2Flogin", "/login"),
+        ("POST", "/self-redirect?to=%2Fsaved", "/saved"),
+        ("GET", "/grafana/self-redirect?to=%2Fhome", "/grafana/home"),
+    ] {
+        let r = plain()
+            .request(method.parse().unwrap(), format!("{}{path}", gate.url()))
+            .header("cookie", format!("logto_gate={cookie}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FOUND, "{method} {path}");
+        assert_eq!(r.headers()["location"], location, "{method} {path}");
+    }
+
+    // A WebSocket over the socket.
+    let mut request = format!("ws://127.0.0.1:{}/ws", gate.port)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", format!("logto_gate={cookie}").parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(request).await.expect("a tunnel");
+    assert_eq!(resp.status().as_u16(), 101);
+    ws.send(Message::text("over a socket")).await.unwrap();
+    let echo = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+        .await
+        .expect("an echo")
+        .expect("open")
+        .expect("no error");
+    assert_eq!(echo.into_text().unwrap().as_str(), "over a socket");
+    ws.close(None).await.unwrap();
+    assert_eq!(app.last().path, "/ws");
+
+    // No socket file: 502 on both clients, and the other apps are still served.
+    let r = alice.get(format!("{}/gone/d/2", gate.url())).await;
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    let r = alice
+        .client
+        .post(format!("{}/gone/save", gate.url()))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    let r = alice.get(format!("{}/still", gate.url())).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(app.last().path, "/still");
+    let r = alice.get(format!("{}/grafana/d/3", gate.url())).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(grafana.last().path, "/d/3");
+
+    // `check` names the socket files, and warns of the missing one.
+    idp.register_client(APP_ID, APP_SECRET, "http://127.0.0.1:4180");
+    let toml = gate_toml("http://127.0.0.1:4180", &app.url(), &idp.endpoint(), "", &routes);
+    let (ok, stdout) = check_routes(dir.path(), toml).await;
+    assert!(ok, "{stdout}");
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.contains(" -> ")).map(str::trim).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("*/grafana (prefix stripped) -> unix:{}", grafana_socket.display()),
+            format!(
+                "*/gone -> unix:{} (warning: No such file or directory (os error 2); requests get 502 until the app \
+                 creates it)",
+                gone.display()
+            ),
+            format!("*/ -> unix:{}", main_socket.display()),
+        ],
+        "{stdout}"
+    );
 }

@@ -49,7 +49,10 @@ impl Seen {
 }
 
 pub struct Upstream {
+    /// Where it listens (for an app on a Unix socket: 0.0.0.0:0, see `socket`).
     pub addr: SocketAddr,
+    /// The socket file of an app on a Unix socket.
+    pub socket: Option<std::path::PathBuf>,
     seen: Arc<Mutex<Vec<Seen>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -62,30 +65,41 @@ impl Upstream {
 
     pub fn serve(listener: TcpListener) -> Upstream {
         let addr = listener.local_addr().expect("upstream addr");
+        Self::accepting(listener, addr, None)
+    }
+
+    /// The app listening on the Unix socket file `path` (which must not exist yet).
+    pub fn on_socket(path: &std::path::Path) -> Upstream {
+        let listener = tokio::net::UnixListener::bind(path).expect("bind the upstream's socket");
+        let anywhere = SocketAddr::from(([0, 0, 0, 0], 0));
+        Self::accepting(listener, anywhere, Some(path.to_owned()))
+    }
+
+    /// Serves every connection `listener` accepts.
+    fn accepting(listener: impl Listener, addr: SocketAddr, socket: Option<std::path::PathBuf>) -> Upstream {
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let seen2 = seen.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let seen = seen2.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let seen = seen.clone();
-                        async move { Ok::<_, Infallible>(handle(req, seen).await) }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                        .await;
-                });
+                if let Ok(stream) = std::future::poll_fn(|cx| listener.poll_next(cx)).await {
+                    serve_connection(stream, seen2.clone());
+                }
             }
         });
-        Upstream { addr, seen, task }
+        Upstream {
+            addr,
+            socket,
+            seen,
+            task,
+        }
     }
 
+    /// Its `upstream.url`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match &self.socket {
+            Some(path) => format!("unix:{}", path.display()),
+            None => format!("http://{}", self.addr),
+        }
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -105,6 +119,42 @@ impl Drop for Upstream {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A TCP or Unix listener.
+trait Listener: Send + Sync + 'static {
+    type Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    fn poll_next(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<Self::Stream>>;
+}
+
+impl Listener for TcpListener {
+    type Stream = tokio::net::TcpStream;
+    fn poll_next(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<Self::Stream>> {
+        self.poll_accept(cx).map_ok(|(stream, _)| stream)
+    }
+}
+
+impl Listener for tokio::net::UnixListener {
+    type Stream = tokio::net::UnixStream;
+    fn poll_next(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<Self::Stream>> {
+        self.poll_accept(cx).map_ok(|(stream, _)| stream)
+    }
+}
+
+/// Serves one connection (HTTP/1.1 with upgrades, or HTTP/2) in a task of its own.
+fn serve_connection<S>(stream: S, seen: Arc<Mutex<Vec<Seen>>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let svc = service_fn(move |req| {
+            let seen = seen.clone();
+            async move { Ok::<_, Infallible>(handle(req, seen).await) }
+        });
+        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .await;
+    });
 }
 
 fn full(b: impl Into<Bytes>) -> Body {

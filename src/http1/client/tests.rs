@@ -324,7 +324,7 @@ fn request_heads_are_written_as_rfc_9112_section_3() {
 async fn pooled_connections_expire_and_closed_ones_are_not_handed_out() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let client = Client::new(
-        listener.local_addr().unwrap().to_string(),
+        Dial::Tcp(listener.local_addr().unwrap().to_string()),
         Duration::from_secs(1),
         Duration::from_secs(90),
         1,
