@@ -27,19 +27,25 @@ impl ReturnPath {
     /// becomes `/`. Characters outside ASCII are percent-encoded first (UTF-8, as a browser sends them): a link to
     /// `/gesch%C3%A4ft` reaches here decoded as `/geschäft`, and returns there.
     pub fn parse_or_root(candidate: &str) -> Self {
+        Self::accept(candidate).unwrap_or_else(Self::root)
+    }
+
+    /// [`ReturnPath::parse_or_root`] without the fallback: `None` for anything doubtful.
+    fn accept(candidate: &str) -> Option<Self> {
         let encoded = encode_non_ascii(candidate);
-        match kept(&encoded) {
-            Some(kept) => ReturnPath(kept.to_owned()),
-            None => Self::root(),
-        }
+        kept(&encoded).map(|kept| ReturnPath(kept.to_owned()))
     }
 
     /// Like [`ReturnPath::parse_or_root`], also accepting an absolute URL on the gate's own origin (Traefik's
     /// errors middleware passes the original URL whole); it is reduced to its path and query.
     pub fn parse_same_origin_or_root(candidate: &str, origin: &str) -> Self {
+        Self::accept_same_origin(candidate, origin).unwrap_or_else(Self::root)
+    }
+
+    fn accept_same_origin(candidate: &str, origin: &str) -> Option<Self> {
         match candidate.strip_prefix(origin) {
-            Some(rest) if rest.starts_with('/') => Self::parse_or_root(rest),
-            _ => Self::parse_or_root(candidate),
+            Some(rest) if rest.starts_with('/') => Self::accept(rest),
+            _ => Self::accept(candidate),
         }
     }
 
@@ -47,37 +53,39 @@ impl ReturnPath {
     /// `allowed` admits (`server.allowed_redirect_hosts`, for one sign-in across subdomains): kept whole, its path
     /// and query held to the same rules as a same-origin path. Any other absolute URL falls back to `/`.
     pub fn parse_for_hosts(candidate: &str, origin: &str, allowed: impl Fn(&str) -> bool) -> Self {
-        let same_origin = Self::parse_same_origin_or_root(candidate, origin);
-        if same_origin.0 != "/" || candidate.starts_with('/') {
-            return same_origin;
+        Self::accept_for_hosts(candidate, origin, allowed).unwrap_or_else(Self::root)
+    }
+
+    /// [`ReturnPath::parse_for_hosts`] without the fallback: `None` for anything it would not keep (where a caller
+    /// has a better place than `/` to send the person).
+    pub fn accept_for_hosts(candidate: &str, origin: &str, allowed: impl Fn(&str) -> bool) -> Option<Self> {
+        if candidate.starts_with('/') {
+            return Self::accept_same_origin(candidate, origin);
+        }
+        if let Some(same_origin) = Self::accept_same_origin(candidate, origin) {
+            return Some(same_origin);
         }
         let scheme = origin.split("://").next().unwrap_or("https");
-        let Ok(url) = url::Url::parse(candidate) else {
-            return same_origin;
-        };
-        let Some(host) = url.host_str() else {
-            return same_origin;
-        };
+        let url = url::Url::parse(candidate).ok()?;
+        let host = url.host_str()?;
         if url.scheme() != scheme
             || !url.username().is_empty()
             || url.password().is_some()
             || url.fragment().is_some()
             || !allowed(host)
         {
-            return same_origin;
+            return None;
         }
         let path = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_owned(),
         };
-        let Some(path) = kept(&path) else {
-            return same_origin;
-        };
+        let path = kept(&path)?;
         let authority = match url.port() {
             Some(port) => format!("{host}:{port}"),
             None => host.to_owned(),
         };
-        ReturnPath(format!("{scheme}://{authority}{path}"))
+        Some(ReturnPath(format!("{scheme}://{authority}{path}")))
     }
 
     /// True for a return URL on another allowed host (rather than a path on the gate's own origin).
@@ -242,7 +250,20 @@ mod tests {
             "javascript:alert(1)",
         ] {
             assert_eq!(ReturnPath::parse_or_root(bad).as_str(), "/", "{bad:?} must fall back");
+            // Without the fallback (a sign-out's `redirect`): refused, not taken for the root.
+            let o = "https://app.example.com";
+            assert_eq!(ReturnPath::accept_for_hosts(bad, o, |_| false), None, "{bad:?}");
         }
+        let o = "https://app.example.com";
+        let accepted = |c: &str| ReturnPath::accept_for_hosts(c, o, |h| h == "grafana.example.com");
+        assert_eq!(accepted("/").map(|p| p.0), Some("/".to_owned()));
+        assert_eq!(accepted("https://app.example.com/").map(|p| p.0), Some("/".to_owned()));
+        assert_eq!(
+            accepted("https://grafana.example.com/d?x=1").map(|p| p.0),
+            Some("https://grafana.example.com/d?x=1".to_owned())
+        );
+        assert_eq!(accepted("https://other.example.com/"), None);
+        assert_eq!(accepted("http://grafana.example.com/"), None, "another scheme");
     }
 
     #[test]

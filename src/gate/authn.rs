@@ -284,6 +284,22 @@ impl Gate {
         })
     }
 
+    /// [`Gate::return_target`] without the fallback to `/`: `None` for a candidate it would not keep.
+    pub(super) fn accepted_return_target(&self, candidate: &str) -> Option<ReturnPath> {
+        ReturnPath::accept_for_hosts(candidate, self.config.server.public_url.origin(), |h| {
+            self.is_other_allowed_host(h)
+        })
+    }
+
+    /// The URL a browser is sent to for `back`: on the public URL for a path, as it is on an allowed other host.
+    pub(super) fn return_url(&self, back: &ReturnPath) -> String {
+        if back.is_absolute() {
+            back.as_str().to_owned()
+        } else {
+            self.config.server.public_url.join(back.as_str())
+        }
+    }
+
     /// `/_logto/sign-in?redirect=<path>`: where "Sign in again" goes, back to `back` afterwards.
     pub(super) fn sign_in_url(&self, back: &ReturnPath) -> String {
         let redirect: String = url::form_urlencoded::byte_serialize(back.as_str().as_bytes()).collect();

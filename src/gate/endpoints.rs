@@ -425,12 +425,7 @@ impl Gate {
         }
         // The attempt is sealed by the gate, but its target is checked again: only ever our origin or an allowed host.
         let back = self.return_target(&attempt.return_to);
-        let target = if back.is_absolute() {
-            back.as_str().to_owned()
-        } else {
-            self.config.server.public_url.join(back.as_str())
-        };
-        let mut resp = pages::redirect(StatusCode::FOUND, &target);
+        let mut resp = pages::redirect(StatusCode::FOUND, &self.return_url(&back));
         for c in cookies {
             resp.headers_mut().append(header::SET_COOKIE, c);
         }
@@ -476,6 +471,8 @@ impl Gate {
     /// send (Fetch Metadata: `Sec-Fetch-Site: cross-site`) signs nobody out: a link or form on any web page could
     /// otherwise end the person's session (logout CSRF, as the session cookie is `SameSite=Lax`, sent on top-level
     /// navigations from other sites). It gets a page whose button confirms the sign-out from this origin.
+    /// `?redirect=/path` (or a URL on an allowed host) is where the browser lands afterwards in place of the
+    /// signed-out page ([`Gate::sign_out_return`]).
     pub(super) async fn sign_out(&self, req: &Request<Body>) -> Result<Response<Body>, GateError> {
         let status = match *req.method() {
             Method::GET | Method::HEAD => StatusCode::FOUND,
@@ -498,8 +495,12 @@ impl Gate {
                 "A prefetch or prerender does not sign out; following the link does.",
             ));
         }
+        let back = self.sign_out_return(req.uri().query());
+        let end_session = self
+            .oidc
+            .end_session_url(back.as_ref().map(|(_, sealed)| sealed.as_str()));
         if req.method() == Method::HEAD {
-            return Ok(pages::redirect(status, &self.oidc.end_session_url()));
+            return Ok(pages::redirect(status, &end_session));
         }
         let cross_site = req
             .headers()
@@ -507,7 +508,7 @@ impl Gate {
             .iter()
             .any(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
         if cross_site {
-            return Ok(self.confirm_sign_out(super::accepts_html(req)));
+            return Ok(self.confirm_sign_out(super::accepts_html(req), back.as_ref().map(|(to, _)| to)));
         }
         let now = session::now();
         // Every copy the browser holds that stands (usually one): a copy left alive would sign the person in again.
@@ -537,16 +538,74 @@ impl Gate {
                 });
             }
         }
-        let mut resp = pages::redirect(status, &self.oidc.end_session_url());
+        let mut resp = pages::redirect(status, &end_session);
         for c in self.sessions.destroy(req.headers()).await {
             resp.headers_mut().append(header::SET_COOKIE, c);
         }
         Ok(resp)
     }
 
+    /// Where `/_logto/sign-out?redirect=...` asks to land after Logto's end-session, and that target sealed for the
+    /// end-session `state` ([`crate::session::CookieCodec::seal_sign_out_return`]), which Logto hands back to
+    /// `/_logto/signed-out`. `None` without `redirect`, for a target the sign-in return rules refuse (same origin
+    /// or `server.allowed_redirect_hosts` only), for a parameter given twice, and when
+    /// `logto.post_logout_redirect_uri` sends everyone elsewhere than the signed-out page (which alone reads the
+    /// state): the sign-out itself goes ahead in every case, so a bad link never leaves anyone signed in.
+    fn sign_out_return(&self, query: Option<&str>) -> Option<(ReturnPath, String)> {
+        let params = match single_valued_query(query) {
+            Ok(params) => params,
+            Err(e) => {
+                tracing::info!(error = %e, "a sign-out's redirect is not followed");
+                return None;
+            }
+        };
+        let (_, candidate) = params.iter().find(|(k, _)| k == "redirect")?;
+        let Some(to) = self.accepted_return_target(candidate) else {
+            tracing::info!("a sign-out's redirect is not followed: not a path on this origin or an allowed host");
+            return None;
+        };
+        let signed_out_page = self.config.server.public_url.join(paths::SIGNED_OUT);
+        if self.config.logto.post_logout_redirect_uri != signed_out_page {
+            tracing::info!("a sign-out's redirect is not followed: logto.post_logout_redirect_uri is set");
+            return None;
+        }
+        let sealed = self
+            .sessions
+            .codec()
+            .seal_sign_out_return(to.as_str(), session::now())?;
+        Some((to, sealed))
+    }
+
+    /// `/_logto/signed-out`: where Logto sends the browser after its end-session. With the `state` of a sign-out
+    /// that named a `redirect`, a redirect there; else (no state, or one this gate did not seal in the last ten
+    /// minutes) the "You are signed out" page.
+    pub(super) fn signed_out(&self, req: &Request<Body>, html: bool) -> Response<Body> {
+        let state = url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v);
+        let back = state
+            .and_then(|state| self.sessions.codec().open_sign_out_return(&state, session::now()))
+            // Checked again: `server.allowed_redirect_hosts` may have changed since it was sealed.
+            .and_then(|to| self.accepted_return_target(&to));
+        match back {
+            Some(back) if req.method() == Method::GET || req.method() == Method::HEAD => {
+                pages::redirect(StatusCode::FOUND, &self.return_url(&back))
+            }
+            _ => Page::new(
+                StatusCode::OK,
+                "signed_out",
+                "You are signed out",
+                "You have been signed out of this application and of Logto.",
+            )
+            .with_link(paths::SIGN_IN, "Sign in again")
+            .render(html),
+        }
+    }
+
     /// The answer to a cross-site sign-out: for a browser a page with a button that POSTs the sign-out from this
     /// origin (its answer then redirects to Logto's end-session endpoint, which the page's CSP allows), else 403.
-    fn confirm_sign_out(&self, html: bool) -> Response<Body> {
+    /// The button's sign-out keeps the request's accepted `redirect`.
+    fn confirm_sign_out(&self, html: bool, back: Option<&ReturnPath>) -> Response<Body> {
         if !html {
             return Page::new(
                 StatusCode::FORBIDDEN,
@@ -556,7 +615,14 @@ impl Gate {
             )
             .render(false);
         }
-        let end_session = self.oidc.end_session_url();
+        let action = match back {
+            Some(back) => {
+                let redirect: String = url::form_urlencoded::byte_serialize(back.as_str().as_bytes()).collect();
+                format!("{}?redirect={redirect}", paths::SIGN_OUT)
+            }
+            None => paths::SIGN_OUT.to_owned(),
+        };
+        let end_session = self.oidc.end_session_url(None);
         let then_to = url::Url::parse(&end_session)
             .map(|u| u.origin().ascii_serialization())
             .unwrap_or_default();
@@ -566,7 +632,7 @@ impl Gate {
             "Sign out?",
             "Another site sent you here to sign you out. Sign out only if you meant to.",
         )
-        .with_form(paths::SIGN_OUT, "Sign out", &then_to)
+        .with_form(&action, "Sign out", &then_to)
         .render(true)
     }
 

@@ -460,14 +460,7 @@ impl Gate {
             Route::ForwardAuth => self.forward_auth(&req, peer, decided).await,
             Route::Jwks => self.jwks(),
             Route::BackchannelLogout => Box::pin(self.backchannel_logout(req)).await,
-            Route::SignedOut => Ok(Page::new(
-                StatusCode::OK,
-                "signed_out",
-                "You are signed out",
-                "You have been signed out of this application and of Logto.",
-            )
-            .with_link(paths::SIGN_IN, "Sign in again")
-            .render(html)),
+            Route::SignedOut => Ok(self.signed_out(&req, html)),
             Route::UnknownGatePath => Err(ClientError::NotFound.into()),
         }
     }

@@ -530,21 +530,24 @@ impl Oidc {
 
     /// Where to send the browser to end Logto's own session (OpenID Connect RP-Initiated Logout 1.0 §2). Logto
     /// honours `post_logout_redirect_uri` only with `client_id` or `id_token_hint`; the gate sends `client_id`,
-    /// so the session cookie need not carry the raw ID token. Without an end-session endpoint (or before discovery
-    /// loaded) the browser goes straight to the post-logout URL.
-    pub fn end_session_url(&self) -> String {
+    /// so the session cookie need not carry the raw ID token. `state` is handed back to the post-logout URL
+    /// (§3). Without an end-session endpoint (or before discovery loaded) the browser goes straight to the
+    /// post-logout URL, with `state` as Logto would have added it.
+    pub fn end_session_url(&self, state: Option<&str>) -> String {
+        let after = self.config.post_logout_redirect_uri.as_str();
         match self.loaded().and_then(|l| l.metadata.end_session_endpoint.clone()) {
-            Some(endpoint) => append_query(
-                &endpoint,
-                &[
+            Some(endpoint) => {
+                let mut params = vec![
                     ("client_id", self.config.app_id.as_str()),
-                    (
-                        "post_logout_redirect_uri",
-                        self.config.post_logout_redirect_uri.as_str(),
-                    ),
-                ],
-            ),
-            None => self.config.post_logout_redirect_uri.clone(),
+                    ("post_logout_redirect_uri", after),
+                ];
+                params.extend(state.map(|s| ("state", s)));
+                append_query(&endpoint, &params)
+            }
+            None => match state {
+                Some(state) => append_query(after, &[("state", state)]),
+                None => after.to_owned(),
+            },
         }
     }
 }

@@ -183,3 +183,19 @@ async fn invalid_target_names_the_resource_and_the_key() {
         Err(RefreshError::Revoked(_))
     ));
 }
+
+/// RP-Initiated Logout 1.0 §3: before Logto's discovery is loaded (Logto unreachable) the browser goes straight to
+/// the post-logout URL, with the sign-out's `state` as Logto would have handed it back. (With Logto, the end-session
+/// URL and the `state` that comes back: `sign_in::a_sign_out_can_return_to_a_page_of_the_app`.)
+#[tokio::test]
+async fn without_logto_a_sign_outs_state_goes_straight_to_the_post_logout_url() {
+    let unreachable = oidc_at("http://127.0.0.1:9").await;
+    assert_eq!(
+        unreachable.end_session_url(None),
+        "https://app.example.com/_logto/signed-out"
+    );
+    assert_eq!(
+        unreachable.end_session_url(Some("a+b/c=")),
+        "https://app.example.com/_logto/signed-out?state=a%2Bb%2Fc%3D"
+    );
+}

@@ -372,6 +372,33 @@ impl CookieCodec {
             })
     }
 
+    /// Where a sign-out returns to (`/_logto/sign-out?redirect=...`), sealed for the `state` the gate sends to
+    /// Logto's end-session endpoint, which hands it back to the signed-out page (OpenID Connect RP-Initiated Logout
+    /// 1.0 §3). Sealed, so that the signed-out page follows only targets this gate chose in the last
+    /// [`SIGN_OUT_RETURN_TTL_SECS`], and redirects nowhere for a link anyone else made.
+    pub fn seal_sign_out_return(&self, to: &str, now: u64) -> Option<String> {
+        self.seal(
+            &self.sign_out_return_name(),
+            format!("{} {to}", now + SIGN_OUT_RETURN_TTL_SECS),
+        )
+    }
+
+    /// The target [`CookieCodec::seal_sign_out_return`] sealed into `state`, if it opens and has not expired.
+    pub fn open_sign_out_return(&self, state: &str, now: u64) -> Option<String> {
+        // A sealed target is at most about 2.8 KB (a 2 KB return path, base64); anything longer is not one.
+        if state.len() > 4096 {
+            return None;
+        }
+        let (plaintext, _) = self.open(&self.sign_out_return_name(), state)?;
+        let (expires, to) = plaintext.split_once(' ')?;
+        (now < expires.parse::<u64>().ok()?).then(|| to.to_owned())
+    }
+
+    /// What a sign-out's return is sealed for: no cookie has this name (a cookie name holds no space).
+    fn sign_out_return_name(&self) -> String {
+        format!("{} sign-out return", self.session_name)
+    }
+
     /// `Set-Cookie` that removes the attempt cookie for `state`.
     pub fn clear_attempt_cookie(&self, state: &str) -> Option<HeaderValue> {
         is_well_formed_state(state).then(|| self.clear_cookie(&self.attempt_cookie_name(state), paths::CALLBACK))
@@ -486,6 +513,9 @@ struct HeldAttempt {
     #[serde(rename = "c")]
     created: u64,
 }
+
+/// How long a sign-out's sealed return target is followed: Logto's end-session page passes it on at once.
+pub const SIGN_OUT_RETURN_TTL_SECS: u64 = 600;
 
 const NONCE_LABEL: &str = "logto-gate sign-in nonce";
 const VERIFIER_LABEL: &str = "logto-gate sign-in PKCE verifier";

@@ -497,6 +497,119 @@ async fn sign_out_clears_the_session_and_ends_logtos_session() {
     );
 }
 
+/// `/_logto/sign-out?redirect=/path` lands the browser on `/path` after Logto's end-session, in place of the
+/// signed-out page (oauth2-proxy's `rd`): the target travels sealed in the end-session `state`, which Logto hands
+/// back. A target the sign-in rules refuse signs out all the same and lands on the signed-out page; a `state` the
+/// gate did not seal redirects nowhere; the cross-site confirmation keeps the target; an operator's own
+/// `post_logout_redirect_uri` wins.
+#[tokio::test]
+async fn a_sign_out_can_return_to_a_page_of_the_app() {
+    let s = Stack::start().await;
+    let gate = s.gate.url();
+    let signed_out = format!("{gate}/_logto/signed-out");
+    let b = s.browser();
+    b.sign_in(&s.gate, "/").await;
+    let out = b
+        .get(format!(
+            "{gate}/_logto/sign-out?redirect=%2Fgoodbye%3Flang%3Dde%26x%3D%C3%A4"
+        ))
+        .await;
+    assert_eq!(out.status(), StatusCode::FOUND);
+    let location = out.headers()["location"].to_str().unwrap().to_owned();
+    let q: std::collections::HashMap<_, _> = reqwest::Url::parse(&location)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    assert_eq!(q["post_logout_redirect_uri"], signed_out);
+    assert!(!q["state"].contains("goodbye"), "sealed, not readable: {}", q["state"]);
+    // Signed out at once, before Logto is even asked.
+    let api = b.client.get(format!("{gate}/api")).send().await.unwrap();
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+    let hops = b.follow_submitting_forms(&location).await;
+    let back = hops.last().unwrap().location.clone().unwrap();
+    assert!(back.starts_with(&format!("{signed_out}?state=")), "{hops:#?}");
+    assert_eq!(s.idp.stats()["end_sessions"], 1);
+    let (hops, page) = b.navigate(&back).await;
+    let wanted = format!("{gate}/goodbye?lang=de&x=%C3%A4");
+    assert_eq!(
+        hops.first().and_then(|h| h.location.as_deref()),
+        Some(wanted.as_str()),
+        "{hops:#?}"
+    );
+    // The app's page is behind the gate: signed out, the browser went through a new sign-in to reach it.
+    assert!(hops.iter().any(|h| h.url.starts_with(&s.idp.issuer())), "{hops:#?}");
+    assert_eq!(page.url().as_str(), wanted);
+
+    // A state made by anyone else, or a bare path, is no redirect: the page.
+    for forged in ["/evil", "%2F%2Fevil.example", "AAAA"] {
+        let r = plain()
+            .get(format!("{signed_out}?state={forged}"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{forged}");
+        assert!(r.text().await.unwrap().contains("You are signed out"));
+    }
+
+    // A target the return rules refuse: signed out all the same, and no state to follow.
+    let (b, _) = s.signed_in().await;
+    let out = b
+        .get(format!("{gate}/_logto/sign-out?redirect=https%3A%2F%2Fevil.example%2F"))
+        .await;
+    assert_eq!(out.status(), StatusCode::FOUND);
+    let location = out.headers()["location"].to_str().unwrap();
+    assert!(!location.contains("state=") && !location.contains("evil"), "{location}");
+    let api = b.client.get(format!("{gate}/api")).send().await.unwrap();
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+
+    // Asked by another site: the confirmation's button keeps the target.
+    let (b, _) = s.signed_in().await;
+    let page = b
+        .client
+        .get(format!("{gate}/_logto/sign-out?redirect=%2Fgoodbye"))
+        .header("sec-fetch-site", "cross-site")
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("<form method=\"post\" action=\"/_logto/sign-out?redirect=%2Fgoodbye\">"),
+        "{html}"
+    );
+    let confirmed = b
+        .client
+        .post(format!("{gate}/_logto/sign-out?redirect=%2Fgoodbye"))
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status(), StatusCode::SEE_OTHER);
+    let location = confirmed.headers()["location"].to_str().unwrap().to_owned();
+    let hops = b.follow_submitting_forms(&location).await;
+    let back = hops.last().unwrap().location.clone().unwrap();
+    let r = plain().get(&back).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert_eq!(r.headers()["location"], format!("{gate}/goodbye").as_str());
+
+    // The operator's own post-logout page wins: the redirect is not followed (and the sign-out still happens).
+    let own = Stack::with("post_logout_redirect_uri = \"https://www.example.com/bye\"", "").await;
+    let (b, _) = own.signed_in().await;
+    let out = b
+        .get(format!("{}/_logto/sign-out?redirect=%2Fgoodbye", own.gate.url()))
+        .await;
+    assert_eq!(out.status(), StatusCode::FOUND);
+    let location = out.headers()["location"].to_str().unwrap();
+    assert!(
+        location.contains("post_logout_redirect_uri=https%3A%2F%2Fwww.example.com%2Fbye")
+            && !location.contains("state="),
+        "{location}"
+    );
+}
+
 /// Nothing a browser fetches on its own before anyone clicks signs out: a sign-out link prefetched or prerendered
 /// (speculation rules on hover, `<link rel=prefetch>`, the address bar) is refused with a status that makes the
 /// browser drop the speculative load, and a HEAD (a link checker) gets the GET's head without its effects. Neither

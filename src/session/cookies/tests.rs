@@ -387,3 +387,42 @@ fn with_a_cookie_domain_the_hosts_copy_is_removed() {
     assert!(host_only.clear_host_copies(&twice.names_sent).is_empty());
     assert_eq!(host_only.clear_session_cookies(&request_with(&one)).len(), 1);
 }
+
+#[test]
+fn a_sign_out_return_opens_only_as_sealed_by_this_gate_and_only_for_a_while() {
+    let c = codec("0123456789abcdef0123456789abcdef-one");
+    let now = 1_000_000;
+    let sealed = c.seal_sign_out_return("/goodbye?x=1", now).expect("sealed");
+    assert_eq!(c.open_sign_out_return(&sealed, now).as_deref(), Some("/goodbye?x=1"));
+    assert_eq!(
+        c.open_sign_out_return(&sealed, now + SIGN_OUT_RETURN_TTL_SECS - 1)
+            .as_deref(),
+        Some("/goodbye?x=1")
+    );
+    assert_eq!(
+        c.open_sign_out_return(&sealed, now + SIGN_OUT_RETURN_TTL_SECS),
+        None,
+        "expired"
+    );
+    // Another gate's key, a changed byte, a plain path, an overlong value: nothing.
+    let other = codec("0123456789abcdef0123456789abcdef-two");
+    assert_eq!(other.open_sign_out_return(&sealed, now), None);
+    let mut flipped = sealed.clone().into_bytes();
+    flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
+    assert_eq!(c.open_sign_out_return(&String::from_utf8(flipped).unwrap(), now), None);
+    assert_eq!(c.open_sign_out_return("/goodbye", now), None);
+    assert_eq!(c.open_sign_out_return(&"A".repeat(5000), now), None);
+    // A sealed session or attempt value is not a sign-out return, nor the other way round.
+    let session_value = c.seal("logto_gate", format!("{} /x", now + 60)).unwrap();
+    assert_eq!(c.open_sign_out_return(&session_value, now), None);
+    assert!(c.open("logto_gate", &sealed).is_none());
+    // After a secret rotation the old gate's return still opens (`secrets = ["new", "old"]`).
+    let rotated = codec_with(&[
+        "0123456789abcdef0123456789abcdef-two",
+        "0123456789abcdef0123456789abcdef-one",
+    ]);
+    assert_eq!(
+        rotated.open_sign_out_return(&sealed, now).as_deref(),
+        Some("/goodbye?x=1")
+    );
+}
