@@ -22,14 +22,16 @@ use tower_service::Service;
 pub type Connector = Bare<HttpsConnector<HttpConnector>>;
 
 pub fn https_or_http(connect_timeout: Duration) -> Result<Connector, String> {
-    https_or_http_trusting(connect_timeout, &[])
+    https_or_http_trusting(connect_timeout, &[], None)
 }
 
 /// Like [`https_or_http`], also trusting `extra_roots` (an upstream's `tls_ca_file`: a private CA, or the
-/// upstream's own self-signed certificate) next to the Mozilla root set.
+/// upstream's own self-signed certificate) next to the Mozilla root set, and presenting `client_cert` to a server
+/// that asks for a certificate (an upstream's `tls_client_cert_file`; without it, none).
 pub fn https_or_http_trusting(
     connect_timeout: Duration,
     extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+    client_cert: Option<std::sync::Arc<crate::tls::ReloadingCert>>,
 ) -> Result<Connector, String> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -43,12 +45,20 @@ pub fn https_or_http_trusting(
             .add(cert.clone())
             .map_err(|e| format!("a certificate of tls_ca_file cannot be trusted: {e}"))?;
     }
-    let tls =
+    let builder =
         rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS setup failed: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+    let tls = match client_cert {
+        Some(pair) => {
+            let sessions = crate::tls::SessionsOfCurrentCert::new(std::sync::Arc::clone(&pair));
+            let mut tls = builder.with_client_cert_resolver(pair);
+            tls.resumption = rustls::client::Resumption::store(sessions);
+            tls
+        }
+        None => builder.with_no_client_auth(),
+    };
     Ok(Bare(
         hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)

@@ -1,4 +1,5 @@
-//! Optional TLS termination with rustls (`server.tls_cert_file`, `server.tls_key_file`).
+//! Optional TLS termination with rustls (`server.tls_cert_file`, `server.tls_key_file`), and the certificate the
+//! gate presents to an upstream that requires one (`upstream.tls_client_cert_file`, `tls_client_key_file`).
 //!
 //! The certificate and key are PEM files; they are re-read when their modification time changes (cert-manager and
 //! similar tools replace them before expiry), and the new pair is used for new handshakes while established
@@ -9,10 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use rustls::client::ResolvesClientCert;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls::SignatureScheme;
 use tokio_rustls::TlsAcceptor;
 
 /// How often the certificate files are checked for changes.
@@ -21,6 +24,7 @@ pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// Serves the current certificate; swapped in place when the files change.
 #[derive(Debug)]
 pub struct ReloadingCert {
+    keys: PairKeys,
     cert_path: PathBuf,
     key_path: PathBuf,
     current: RwLock<Arc<CertifiedKey>>,
@@ -37,46 +41,65 @@ fn modified(p: &Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
-/// Loads a certificate chain and its private key from PEM files.
+/// The configuration keys a certificate pair comes from, for messages.
+#[derive(Debug, Clone, Copy)]
+pub struct PairKeys {
+    pub cert: &'static str,
+    pub key: &'static str,
+}
+
+/// `server.tls_cert_file` and `server.tls_key_file`.
+pub const SERVER_KEYS: PairKeys = PairKeys {
+    cert: "server.tls_cert_file",
+    key: "server.tls_key_file",
+};
+
+/// Loads the server's certificate chain and its private key from PEM files.
 pub fn load(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, String> {
+    load_named(cert_path, key_path, SERVER_KEYS.cert, SERVER_KEYS.key)
+}
+
+/// Loads a certificate chain and its private key from PEM files; errors name the configuration keys `cert_key`
+/// and `key_key`.
+pub fn load_named(cert_path: &Path, key_path: &Path, cert_key: &str, key_key: &str) -> Result<CertifiedKey, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| {
-            format!(
-                "server.tls_cert_file: cannot read certificates from {}: {e}",
-                cert_path.display()
-            )
-        })?;
+        .map_err(|e| format!("{cert_key}: cannot read certificates from {}: {e}", cert_path.display()))?;
     if certs.is_empty() {
-        return Err(format!(
-            "server.tls_cert_file: {} holds no certificate",
-            cert_path.display()
-        ));
+        return Err(format!("{cert_key}: {} holds no certificate", cert_path.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
-        format!(
-            "server.tls_key_file: cannot read a private key from {}: {e}",
-            key_path.display()
-        )
-    })?;
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .map_err(|e| format!("{key_key}: cannot read a private key from {}: {e}", key_path.display()))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| format!("server.tls_key_file: unsupported private key: {e}"))?;
+        .map_err(|e| format!("{key_key}: unsupported private key: {e}"))?;
     let certified = CertifiedKey::new(certs, signing);
     certified
         .keys_match()
-        .map_err(|e| format!("server.tls_key_file does not belong to server.tls_cert_file: {e}"))?;
+        .map_err(|e| format!("{key_key} does not belong to {cert_key}: {e}"))?;
     Ok(certified)
 }
 
 impl ReloadingCert {
+    /// The server's certificate (`server.tls_cert_file`, `server.tls_key_file`).
     pub fn new(cert_path: &Path, key_path: &Path) -> Result<Arc<Self>, String> {
-        let first = load(cert_path, key_path)?;
+        Self::new_named(cert_path, key_path, SERVER_KEYS)
+    }
+
+    /// A certificate pair from the files of the configuration keys `keys`.
+    pub fn new_named(cert_path: &Path, key_path: &Path, keys: PairKeys) -> Result<Arc<Self>, String> {
+        let first = load_named(cert_path, key_path, keys.cert, keys.key)?;
         Ok(Arc::new(ReloadingCert {
+            keys,
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
             current: RwLock::new(Arc::new(first)),
             stamp: RwLock::new((modified(cert_path), modified(key_path))),
         }))
+    }
+
+    /// The pair in use now.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        Arc::clone(&self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// Re-reads the pair when either file changed; true when a new pair is in use.
@@ -85,7 +108,7 @@ impl ReloadingCert {
         if self.stamp.read().map(|s| *s == now).unwrap_or(true) {
             return false;
         }
-        match load(&self.cert_path, &self.key_path) {
+        match load_named(&self.cert_path, &self.key_path, self.keys.cert, self.keys.key) {
             Ok(pair) => {
                 if let Ok(mut c) = self.current.write() {
                     *c = Arc::new(pair);
@@ -93,7 +116,7 @@ impl ReloadingCert {
                 if let Ok(mut s) = self.stamp.write() {
                     *s = now;
                 }
-                tracing::info!(cert = %self.cert_path.display(), "TLS certificate reloaded");
+                tracing::info!(key = self.keys.cert, cert = %self.cert_path.display(), "TLS certificate reloaded");
                 true
             }
             Err(e) => {
@@ -115,6 +138,101 @@ impl ReloadingCert {
             }
         })
     }
+}
+
+/// Presents the current certificate to a server that asks for one (an upstream requiring mutual TLS).
+impl ResolvesClientCert for ReloadingCert {
+    fn resolve(&self, _acceptable_issuers: &[&[u8]], _sigschemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// The TLS sessions a client resumes, kept only for as long as the certificate it presents stays the same.
+///
+/// A resumed TLS 1.3 session presents no certificate (RFC 8446 §2.2): the server takes the client to be whom the
+/// first handshake proved. Resumed with a ticket from before a renewal, connections would go on showing the old
+/// certificate (and one that expired, or was revoked, with it) for as long as the server's tickets live. So
+/// the sessions are forgotten when the certificate changes, and the next connection shows the new one.
+#[derive(Debug)]
+pub struct SessionsOfCurrentCert {
+    pair: Arc<ReloadingCert>,
+    /// The certificate the sessions were made with, and the sessions.
+    sessions: std::sync::Mutex<(Arc<CertifiedKey>, Arc<rustls::client::ClientSessionMemoryCache>)>,
+}
+
+/// As many sessions as rustls keeps by default.
+const SESSIONS_KEPT: usize = 256;
+
+impl SessionsOfCurrentCert {
+    pub fn new(pair: Arc<ReloadingCert>) -> Arc<Self> {
+        let current = pair.current();
+        Arc::new(SessionsOfCurrentCert {
+            pair,
+            sessions: std::sync::Mutex::new((
+                current,
+                Arc::new(rustls::client::ClientSessionMemoryCache::new(SESSIONS_KEPT)),
+            )),
+        })
+    }
+
+    /// The sessions of the certificate presented now: a new, empty store when it changed since.
+    fn store(&self) -> Arc<rustls::client::ClientSessionMemoryCache> {
+        let current = self.pair.current();
+        let mut held = self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !Arc::ptr_eq(&held.0, &current) {
+            *held = (
+                current,
+                Arc::new(rustls::client::ClientSessionMemoryCache::new(SESSIONS_KEPT)),
+            );
+        }
+        Arc::clone(&held.1)
+    }
+}
+
+impl rustls::client::ClientSessionStore for SessionsOfCurrentCert {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.store().set_kx_hint(server_name, group);
+    }
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.store().kx_hint(server_name)
+    }
+    fn set_tls12_session(&self, server_name: ServerName<'static>, value: rustls::client::Tls12ClientSessionValue) {
+        self.store().set_tls12_session(server_name, value);
+    }
+    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.store().tls12_session(server_name)
+    }
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.store().remove_tls12_session(server_name);
+    }
+    fn insert_tls13_ticket(&self, server_name: ServerName<'static>, value: rustls::client::Tls13ClientSessionValue) {
+        self.store().insert_tls13_ticket(server_name, value);
+    }
+    fn take_tls13_ticket(&self, server_name: &ServerName<'static>) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.store().take_tls13_ticket(server_name)
+    }
+}
+
+/// Checks `pair`'s files every [`RELOAD_CHECK_INTERVAL`] for as long as anything else holds it (an upstream
+/// client's TLS configuration), then stops.
+pub fn watch_while_held(pair: &Arc<ReloadingCert>) {
+    let held = Arc::downgrade(pair);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RELOAD_CHECK_INTERVAL);
+        loop {
+            tick.tick().await;
+            match held.upgrade() {
+                Some(pair) => {
+                    pair.reload_if_changed();
+                }
+                None => return,
+            }
+        }
+    });
 }
 
 /// A TLS acceptor using `resolver`, offering h2 and http/1.1 by ALPN.

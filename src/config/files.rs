@@ -28,6 +28,7 @@ pub(super) fn load(config: &mut Config, pending: Pending) -> Result<(), ConfigEr
         }
     }
     load_upstream_roots(&mut p, config);
+    check_upstream_client_certs(&mut p, config);
     if let Some((cert, key)) = &config.server.tls {
         if let Err(e) = crate::tls::load(cert, key) {
             p.line(e);
@@ -80,6 +81,36 @@ fn load_upstream_roots(p: &mut Problems, config: &mut Config) {
                 format!("upstreams[{i}].tls_ca_file")
             };
             route.upstream.tls_roots = roots(p, &key, &file);
+        }
+    }
+}
+
+/// Every upstream's client certificate and key load, and belong together: a problem is named with `[upstream]`'s
+/// keys when the pair is the shared one, else with the entry's.
+fn check_upstream_client_certs(p: &mut Problems, config: &Config) {
+    let shared = config.upstream.tls_client_cert.as_ref();
+    let mut checked: Vec<&(PathBuf, PathBuf)> = Vec::new();
+    let routes = config.routes.iter().enumerate().map(|(i, r)| (Some(i), &r.upstream));
+    for (i, upstream) in std::iter::once((None, &config.upstream)).chain(routes) {
+        let Some(pair) = upstream.tls_client_cert.as_ref() else {
+            continue;
+        };
+        if checked.contains(&pair) {
+            continue;
+        }
+        checked.push(pair);
+        let (cert, key) = match i {
+            Some(i) if Some(pair) != shared => (
+                format!("upstreams[{i}].tls_client_cert_file"),
+                format!("upstreams[{i}].tls_client_key_file"),
+            ),
+            _ => (
+                "upstream.tls_client_cert_file".to_owned(),
+                "upstream.tls_client_key_file".to_owned(),
+            ),
+        };
+        if let Err(e) = crate::tls::load_named(&pair.0, &pair.1, &cert, &key) {
+            p.line(e);
         }
     }
 }

@@ -190,6 +190,9 @@ pub struct UpstreamConfig {
     pub upgrade_protocols: Vec<String>,
     /// `tls_ca_file`: PEM certificates trusted for an `https` upstream besides the Mozilla roots.
     pub tls_ca_file: Option<PathBuf>,
+    /// `tls_client_cert_file` and `tls_client_key_file`: the certificate chain and key the gate presents to an
+    /// `https` upstream that asks for one (mutual TLS, RFC 8446 §4.4.2), re-read when the files change.
+    pub tls_client_cert: Option<(PathBuf, PathBuf)>,
     /// The certificates of `tls_ca_file`, read after validation.
     pub tls_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// Speak Logto Cloud's Protected App contract to the app: `Authorization: Basic base64(appId:appSecret)`,

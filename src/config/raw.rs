@@ -100,6 +100,8 @@ pub(super) struct RawUpstream {
     pub(super) upgrade_protocols: Option<Vec<String>>,
     pub(super) protected_app: Option<bool>,
     pub(super) tls_ca_file: Option<PathBuf>,
+    pub(super) tls_client_cert_file: Option<PathBuf>,
+    pub(super) tls_client_key_file: Option<PathBuf>,
 }
 
 /// One `[[upstreams]]` entry.
@@ -114,6 +116,8 @@ pub(super) struct RawUpstreamRoute {
     pub(super) connect_timeout: Option<String>,
     pub(super) response_timeout: Option<String>,
     pub(super) tls_ca_file: Option<PathBuf>,
+    pub(super) tls_client_cert_file: Option<PathBuf>,
+    pub(super) tls_client_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

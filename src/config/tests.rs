@@ -495,3 +495,51 @@ fn the_tunnel_grant_check_interval_is_read_and_bounded() {
         assert!(text.lines().any(|l| l.starts_with(says)), "{bad}: {text}");
     }
 }
+
+#[test]
+fn a_client_certificate_comes_with_its_key_and_only_for_https_upstreams() {
+    let err = |toml: &str| Config::from_toml_str(toml, no_env()).expect_err("invalid").0;
+    let https = MINIMAL.replace("http://127.0.0.1:8080", "https://app.internal");
+    let lines = err(&https.replace("[upstream]\n", "[upstream]\ntls_client_cert_file = \"/c.pem\"\n"));
+    assert!(
+        lines.iter().any(|l| l
+            == "upstream.tls_client_cert_file: needs upstream.tls_client_key_file, the private key of the certificate"),
+        "{lines:?}"
+    );
+    let lines = err(&https.replace("[upstream]\n", "[upstream]\ntls_client_key_file = \"/k.pem\"\n"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l
+                == "upstream.tls_client_key_file: needs upstream.tls_client_cert_file, the certificate it belongs to"),
+        "{lines:?}"
+    );
+    // On a plain upstream no handshake would present it: refused, as a CA file is.
+    let pair = "tls_client_cert_file = \"/c.pem\"\ntls_client_key_file = \"/k.pem\"\n";
+    let lines = err(&MINIMAL.replace("[upstream]\n", &format!("[upstream]\n{pair}")));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("upstream.tls_client_cert_file: is for https:// upstreams")),
+        "{lines:?}"
+    );
+    let entry = format!("{MINIMAL}\n[[upstreams]]\nprefix = \"/a\"\nurl = \"unix:/run/a.sock\"\n{pair}");
+    let lines = err(&entry);
+    assert!(
+        lines.iter().any(|l| l.starts_with(
+            "upstreams[0].tls_client_cert_file: is for an https:// upstream; upstreams[0].url is unix:/run/a.sock,"
+        )),
+        "{lines:?}"
+    );
+    // The shared pair is used by an https:// entry without one of its own: valid (the files are read afterwards,
+    // and these do not exist).
+    let inherited = format!(
+        "{}\n[[upstreams]]\nprefix = \"/a\"\nurl = \"https://a.internal\"\n",
+        MINIMAL.replace("[upstream]\n", &format!("[upstream]\n{pair}"))
+    );
+    let lines = err(&inherited);
+    assert!(
+        lines.iter().all(|l| !l.contains("is for https://")) && lines.iter().any(|l| l.contains("cannot read")),
+        "{lines:?}"
+    );
+}

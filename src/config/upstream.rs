@@ -108,6 +108,8 @@ pub(super) fn validate_upstream(
     // connection verified and encrypted when it is neither.
     let https = |uri: &http::Uri| uri.scheme_str() == Some("https");
     let mut shared_ca_over_tls = false;
+    let client_cert = client_cert_pair(p, "upstream", &raw.tls_client_cert_file, &raw.tls_client_key_file);
+    let mut shared_cert_over_tls = false;
     // The routes: every [[upstreams]] entry with its own URL and timeouts (the rest shared with [upstream]).
     let mut routes: Vec<(UpstreamRoute, String)> = Vec::new();
     for (i, r) in upstreams.iter().enumerate() {
@@ -165,6 +167,18 @@ pub(super) fn validate_upstream(
             Some(at) if own_ca.is_none() && https(&at.url) => shared_ca_over_tls = true,
             _ => {}
         }
+        let own_cert = client_cert_pair(p, &key, &r.tls_client_cert_file, &r.tls_client_key_file);
+        match &url {
+            Some(at) if own_cert.is_some() && !https(&at.url) => p.add(
+                &format!("{key}.tls_client_cert_file"),
+                format!(
+                    "is for an https:// upstream; {key}.url is {}, where no TLS handshake would present it",
+                    at.written
+                ),
+            ),
+            Some(at) if own_cert.is_none() && https(&at.url) => shared_cert_over_tls = true,
+            _ => {}
+        }
         if let Some(Address {
             url,
             base_path,
@@ -191,6 +205,7 @@ pub(super) fn validate_upstream(
                         protected_app,
                         // Read after validation (`super::files`).
                         tls_ca_file: r.tls_ca_file.clone().or_else(|| tls_ca_file.clone()),
+                        tls_client_cert: own_cert.or_else(|| client_cert.clone()),
                         tls_roots: Vec::new(),
                     },
                 },
@@ -202,6 +217,12 @@ pub(super) fn validate_upstream(
         p.add(
             "upstream.tls_ca_file",
             "is for https:// upstreams, and no upstream using it is one: the CA would never be checked",
+        );
+    }
+    if client_cert.is_some() && !default_upstream.as_ref().is_some_and(|at| https(&at.url)) && !shared_cert_over_tls {
+        p.add(
+            "upstream.tls_client_cert_file",
+            "is for https:// upstreams, and no upstream using it is one: no TLS handshake would present it",
         );
     }
     // Two entries for the same host and prefix: the second could never be chosen.
@@ -250,6 +271,7 @@ pub(super) fn validate_upstream(
         upgrade_protocols,
         protected_app,
         tls_ca_file,
+        tls_client_cert: client_cert,
         tls_roots: Vec::new(),
     };
     if default_upstream.is_some() {
@@ -262,6 +284,35 @@ pub(super) fn validate_upstream(
         });
     }
     Some((shared, routes))
+}
+
+/// `<at>.tls_client_cert_file` and `<at>.tls_client_key_file`: both or neither (a certificate is presented with the
+/// key that proves it).
+fn client_cert_pair(
+    p: &mut Problems,
+    at: &str,
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+) -> Option<(PathBuf, PathBuf)> {
+    let given = |f: &Option<PathBuf>| f.clone().filter(|f| !f.as_os_str().is_empty());
+    match (given(cert), given(key)) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => {
+            p.add(
+                &format!("{at}.tls_client_cert_file"),
+                format!("needs {at}.tls_client_key_file, the private key of the certificate"),
+            );
+            None
+        }
+        (None, Some(_)) => {
+            p.add(
+                &format!("{at}.tls_client_key_file"),
+                format!("needs {at}.tls_client_cert_file, the certificate it belongs to"),
+            );
+            None
+        }
+    }
 }
 
 /// `upstream.upgrade_protocols`: the `Upgrade` protocols passed to the app (RFC 9110 §7.8), lower case.

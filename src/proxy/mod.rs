@@ -74,6 +74,13 @@ impl ExtraFields for Added<'_> {
     }
 }
 
+/// The keys an upstream's client certificate comes from, for messages (the start already checked the files under
+/// the exact key, `[upstream]`'s or an entry's).
+const CLIENT_CERT_KEYS: crate::tls::PairKeys = crate::tls::PairKeys {
+    cert: "tls_client_cert_file",
+    key: "tls_client_key_file",
+};
+
 /// How long an upstream connection may sit idle in a pool before it is closed.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -107,10 +114,19 @@ impl Forwarder {
         replaced_response_fields: &[http::HeaderName],
     ) -> Result<Self, String> {
         let config = &route.upstream;
+        let client_cert = match &config.tls_client_cert {
+            Some((cert, key)) => {
+                let pair = crate::tls::ReloadingCert::new_named(cert, key, CLIENT_CERT_KEYS)?;
+                crate::tls::watch_while_held(&pair);
+                Some(pair)
+            }
+            None => None,
+        };
         let connector = match &config.unix_socket {
             None => UpstreamConnector::Net(crate::connector::https_or_http_trusting(
                 config.connect_timeout,
                 &config.tls_roots,
+                client_cert,
             )?),
             Some(path) => UpstreamConnector::Unix {
                 path: path.as_path().into(),

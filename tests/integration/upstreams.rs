@@ -479,3 +479,181 @@ async fn an_app_on_a_unix_socket_is_served_like_one_on_a_port() {
         "{stdout}"
     );
 }
+
+/// Mutual TLS to the app (RFC 8446 §4.4.2): with `tls_client_cert_file` and `tls_client_key_file` the gate presents
+/// that certificate to an upstream that requires one (without it the handshake fails: 502), for `[upstream]` and
+/// per `[[upstreams]]` entry; a certificate replaced on disk (cert-manager's renewal) is presented on the next
+/// connections without a restart; an unreadable pair stops the start naming the key.
+#[tokio::test]
+async fn a_client_certificate_is_presented_to_an_upstream_that_requires_one() {
+    use base64::Engine;
+    if !have_tool("openssl", &["/usr/bin/openssl"], "openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (server_cert, server_key) = make_cert(dir.path(), "upstream");
+    let (one_cert, one_key) = make_client_cert(dir.path(), "gate-one");
+    let (two_cert, two_key) = make_client_cert(dir.path(), "gate-two");
+    let port = mtls_upstream(&server_cert, &server_key, &[&one_cert, &two_cert]).await;
+    let presented = |cert: &std::path::Path| {
+        format!(
+            "client:{}",
+            base64::engine::general_purpose::STANDARD.encode(der_of(cert))
+        )
+    };
+    // The files the gate reads, as a certificate manager keeps them.
+    let (cert, key) = (dir.path().join("gate.crt"), dir.path().join("gate.key"));
+    std::fs::copy(&one_cert, &cert).unwrap();
+    std::fs::copy(&one_key, &key).unwrap();
+    let idp = Idp::start(IdpOptions::default());
+    let public = "[[rules]]\nprefix = \"/\"\nallow = \"public\"\n";
+    let url = format!("https://127.0.0.1:{port}");
+    let ca = format!("tls_ca_file = {:?}\n", server_cert.display().to_string());
+    let pair = format!(
+        "tls_client_cert_file = {:?}\ntls_client_key_file = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+
+    let without = TestGate::start_edited(&idp, &url, "", public, |t| {
+        t.replace("[upstream]\n", &format!("[upstream]\n{ca}"))
+    })
+    .await;
+    let r = plain().get(format!("{}/x", without.url())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY, "no certificate, no connection");
+
+    let gate = TestGate::start_edited(&idp, &url, "", public, |t| {
+        t.replace("[upstream]\n", &format!("[upstream]\n{ca}{pair}"))
+    })
+    .await;
+    for method in ["GET", "POST"] {
+        let r = plain()
+            .request(method.parse().unwrap(), format!("{}/x", gate.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{method}");
+        assert_eq!(r.text().await.unwrap(), presented(&one_cert), "{method}");
+    }
+    // Renewed on disk: the next connections present the new certificate (the upstream closes each one).
+    std::fs::copy(&two_key, &key).unwrap();
+    std::fs::copy(&two_cert, &cert).unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let r = plain().get(format!("{}/x", gate.url())).send().await.unwrap();
+        let body = r.text().await.unwrap();
+        if body == presented(&two_cert) {
+            break;
+        }
+        assert_eq!(
+            body,
+            presented(&one_cert),
+            "the old certificate until the new one is read"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the renewed certificate was never presented"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // An entry's own pair, next to an app that asks for none.
+    let app = Upstream::start().await;
+    let entry = format!(
+        "{public}\n[[upstreams]]\nprefix = \"/secure\"\nurl = \"{url}\"\n{ca}tls_client_cert_file = {:?}\n\
+         tls_client_key_file = {:?}\n",
+        one_cert.display().to_string(),
+        one_key.display().to_string()
+    );
+    let mixed = TestGate::start(&idp, &app.url(), "", &entry).await;
+    let r = plain().get(format!("{}/secure/y", mixed.url())).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), presented(&one_cert));
+    let r = plain().get(format!("{}/plain", mixed.url())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // A pair that does not load stops the start, naming its key.
+    let toml = |pair: &str| {
+        gate_toml("https://a.example.com", &url, "https://t.logto.app", "", "")
+            .replace("[upstream]\n", &format!("[upstream]\n{pair}"))
+    };
+    for (pair, says) in [
+        (
+            "tls_client_cert_file = \"/nonexistent/c.pem\"\ntls_client_key_file = \"/nonexistent/k.pem\"\n".to_owned(),
+            "upstream.tls_client_cert_file: cannot read certificates from /nonexistent/c.pem",
+        ),
+        (
+            format!(
+                "tls_client_cert_file = {:?}\ntls_client_key_file = {:?}\n",
+                one_cert.display().to_string(),
+                two_key.display().to_string()
+            ),
+            "upstream.tls_client_key_file does not belong to upstream.tls_client_cert_file",
+        ),
+    ] {
+        let err = logto_gate::Config::from_toml_str(&toml(&pair), Vec::new()).expect_err(says);
+        assert!(err.0.iter().any(|l| l.starts_with(says)), "{says}: {err}");
+    }
+}
+
+/// An HTTPS app that requires a client certificate signed by (here: one of) `clients`, answers
+/// `client:<the certificate presented, base64 DER>` and closes each connection after its answer.
+async fn mtls_upstream(cert: &std::path::Path, key: &std::path::Path, clients: &[&std::path::Path]) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for client in clients {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(der_of(client)))
+            .unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(std::sync::Arc::new(roots), provider.clone())
+            .build()
+            .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let presented = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| {
+                        use base64::Engine;
+                        base64::engine::general_purpose::STANDARD.encode(c.as_ref())
+                    })
+                    .unwrap_or_default();
+                let service = hyper::service::service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
+                    let body = format!("client:{presented}");
+                    async move {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(body),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(false)
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    port
+}

@@ -4,6 +4,16 @@ use std::process::{Command, Stdio};
 
 /// A self-signed end-entity certificate for 127.0.0.1 made with the openssl command line: (certificate, key).
 pub fn make_cert(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    make_cert_for(dir, name, "serverAuth")
+}
+
+/// Like [`make_cert`], for a TLS client to present (mutual TLS).
+#[allow(dead_code)] // the benchmark, which includes this file too, needs none
+pub fn make_client_cert(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    make_cert_for(dir, name, "clientAuth")
+}
+
+fn make_cert_for(dir: &std::path::Path, name: &str, usage: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
     let ok = Command::new("openssl")
         .args([
@@ -28,7 +38,7 @@ pub fn make_cert(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std:
             "-addext",
             "basicConstraints=critical,CA:FALSE",
             "-addext",
-            "extendedKeyUsage=serverAuth",
+            &format!("extendedKeyUsage={usage}"),
         ])
         .arg("-keyout")
         .arg(&key)
