@@ -119,17 +119,6 @@ async fn shutdown_signal() {
     }
 }
 
-/// What `check` says of an upstream's socket file: nothing when it is one; else why requests would get 502 now (the
-/// app may simply not have started yet, so this is no failure).
-fn socket_state(path: &std::path::Path) -> String {
-    use std::os::unix::fs::FileTypeExt;
-    match std::fs::metadata(path) {
-        Ok(m) if m.file_type().is_socket() => String::new(),
-        Ok(_) => " (warning: not a socket)".to_owned(),
-        Err(e) => format!(" (warning: {e}; requests get 502 until the app creates it)"),
-    }
-}
-
 async fn check(config: Config) -> ExitCode {
     use openidconnect::JsonWebKey;
     out!("configuration: ok");
@@ -141,13 +130,25 @@ async fn check(config: Config) -> ExitCode {
     out!("  upstreams (most specific first: the request's host before any host, then the longest prefix):");
     let mut routes: Vec<&logto_gate::config::UpstreamRoute> = config.routes.iter().collect();
     routes.sort_by_key(|r| std::cmp::Reverse((r.host.is_some(), r.prefix.len())));
-    for r in routes {
+    // Each app asked once, all at the same time: an app that is down costs its timeout once, not once per app.
+    let reached = futures_util::future::join_all(routes.iter().map(|r| logto_gate::proxy::reach(&r.upstream))).await;
+    for (r, reached) in routes.iter().zip(reached) {
         let to = match &r.upstream.unix_socket {
-            Some(path) => format!("unix:{}{}", path.display(), socket_state(path)),
-            None => format!("{}{}", r.upstream.url, r.upstream.base_path),
+            Some(path) => format!("unix:{}", path.display()),
+            None if r.upstream.base_path.is_empty() => r.upstream.url.to_string(),
+            None => format!(
+                "{}{}",
+                r.upstream.url.to_string().trim_end_matches('/'),
+                r.upstream.base_path
+            ),
+        };
+        // A warning, not a failure: the app may start after the gate, or not be reachable from where `check` runs.
+        let state = match reached {
+            Ok(status) => format!("answers HEAD with {}", status.as_u16()),
+            Err(e) => format!("warning: {e}; requests get 502 until it answers"),
         };
         out!(
-            "    {}{}{} -> {to}",
+            "    {}{}{} -> {to} ({state})",
             r.host.as_deref().unwrap_or("*"),
             r.prefix,
             if r.strip_prefix { " (prefix stripped)" } else { "" },

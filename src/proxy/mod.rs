@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use crate::activity::{Activity, ActivityIo, IdleCheck};
 use crate::body::paced::{BodyStalled, ClientGone};
 use crate::body::{self, Body};
-use crate::config::UpstreamRoute;
+use crate::config::{UpstreamConfig, UpstreamRoute};
 use crate::connector::UpstreamConnector;
 use crate::error::error_chain;
 use crate::error::{ClientError, GateError, UpstreamError};
@@ -81,6 +81,57 @@ const CLIENT_CERT_KEYS: crate::tls::PairKeys = crate::tls::PairKeys {
     key: "tls_client_key_file",
 };
 
+/// How hyper's client reaches `config`'s app: TCP (TLS with its CA file and client certificate) or its socket file.
+fn upstream_connector(config: &UpstreamConfig) -> Result<UpstreamConnector, String> {
+    if let Some(path) = &config.unix_socket {
+        return Ok(UpstreamConnector::Unix {
+            path: path.as_path().into(),
+            connect_timeout: config.connect_timeout,
+        });
+    }
+    let client_cert = match &config.tls_client_cert {
+        Some((cert, key)) => {
+            let pair = crate::tls::ReloadingCert::new_named(cert, key, CLIENT_CERT_KEYS)?;
+            crate::tls::watch_while_held(&pair);
+            Some(pair)
+        }
+        None => None,
+    };
+    Ok(UpstreamConnector::Net(crate::connector::https_or_http_trusting(
+        config.connect_timeout,
+        &config.tls_roots,
+        client_cert,
+    )?))
+}
+
+/// The longest `reach` waits for an answer after connecting.
+const REACH_ANSWER_WAIT: Duration = Duration::from_secs(10);
+
+/// Asks `config`'s app once for `HEAD <base path>/` (a safe method, RFC 9110 §9.2.1) the way the gate reaches it:
+/// the same connection (TCP or its socket file; TLS with its CA file and client certificate) and `Host`. For
+/// `logto-gate check`: the status the app answered, or why it could not be reached (refused, no socket file, no
+/// permission, a certificate either side refused, no answer in time).
+pub async fn reach(config: &UpstreamConfig) -> Result<StatusCode, String> {
+    let client: Client<UpstreamConnector, Body> =
+        Client::builder(TokioExecutor::new()).build(upstream_connector(config)?);
+    let uri = format!("{}{}/", config.url.to_string().trim_end_matches('/'), config.base_path);
+    let req = Request::head(uri.as_str())
+        .header(
+            header::USER_AGENT,
+            concat!("logto-gate/", env!("CARGO_PKG_VERSION"), " check"),
+        )
+        .body(Body::Empty)
+        .map_err(|e| format!("cannot ask {uri}: {e}"))?;
+    match tokio::time::timeout(config.connect_timeout + REACH_ANSWER_WAIT, client.request(req)).await {
+        Err(_) => Err(format!(
+            "no answer within {:?}",
+            config.connect_timeout + REACH_ANSWER_WAIT
+        )),
+        Ok(Err(e)) => Err(error_chain(&e)),
+        Ok(Ok(resp)) => Ok(resp.status()),
+    }
+}
+
 /// How long an upstream connection may sit idle in a pool before it is closed.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -114,25 +165,7 @@ impl Forwarder {
         replaced_response_fields: &[http::HeaderName],
     ) -> Result<Self, String> {
         let config = &route.upstream;
-        let client_cert = match &config.tls_client_cert {
-            Some((cert, key)) => {
-                let pair = crate::tls::ReloadingCert::new_named(cert, key, CLIENT_CERT_KEYS)?;
-                crate::tls::watch_while_held(&pair);
-                Some(pair)
-            }
-            None => None,
-        };
-        let connector = match &config.unix_socket {
-            None => UpstreamConnector::Net(crate::connector::https_or_http_trusting(
-                config.connect_timeout,
-                &config.tls_roots,
-                client_cert,
-            )?),
-            Some(path) => UpstreamConnector::Unix {
-                path: path.as_path().into(),
-                connect_timeout: config.connect_timeout,
-            },
-        };
+        let connector = upstream_connector(config)?;
         let clients = (0..workers.max(1))
             .map(|_| {
                 Client::builder(TokioExecutor::new())

@@ -136,26 +136,51 @@ async fn without_a_default_unserved_paths_are_not_found_and_bad_tables_are_refus
 async fn check_lists_the_routing_table() {
     let idp = Idp::start(IdpOptions::default());
     idp.register_client(APP_ID, APP_SECRET, "http://127.0.0.1:4180");
+    let (default, grafana) = (Upstream::start().await, Upstream::start().await);
+    let dead = free_port();
     let toml = gate_toml(
         "http://127.0.0.1:4180",
-        "http://127.0.0.1:8080",
+        &default.url(),
         &idp.endpoint(),
         "",
-        "[[upstreams]]\nprefix = \"/grafana\"\nstrip_prefix = true\nurl = \"http://127.0.0.1:3000\"\n\
-         [[upstreams]]\nhost = \"ci.example.com\"\nurl = \"http://127.0.0.1:9000\"\n",
+        &format!(
+            "[[upstreams]]\nprefix = \"/grafana\"\nstrip_prefix = true\nurl = \"{}/base\"\n\
+             [[upstreams]]\nhost = \"ci.example.com\"\nurl = \"http://127.0.0.1:{dead}\"\n",
+            grafana.url()
+        ),
     );
     let dir = tempfile::tempdir().unwrap();
-    let (_, stdout) = check_routes(dir.path(), toml).await;
+    let (ok, stdout) = check_routes(dir.path(), toml).await;
+    // An app that does not answer is a warning: it may start after the gate.
+    assert!(ok, "{stdout}");
     let lines: Vec<&str> = stdout.lines().filter(|l| l.contains(" -> ")).map(str::trim).collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    let ci = format!("ci.example.com/ -> http://127.0.0.1:{dead}/ (warning: ");
+    assert!(
+        lines[0].starts_with(&ci)
+            && lines[0].contains("Connection refused")
+            && lines[0].ends_with("; requests get 502 until it answers)"),
+        "{stdout}"
+    );
     assert_eq!(
-        lines,
+        lines[1..],
         [
-            "ci.example.com/ -> http://127.0.0.1:9000/",
-            "*/grafana (prefix stripped) -> http://127.0.0.1:3000/",
-            "*/ -> http://127.0.0.1:8080/",
+            format!(
+                "*/grafana (prefix stripped) -> {}/base (answers HEAD with 200)",
+                grafana.url()
+            ),
+            format!("*/ -> {}/ (answers HEAD with 200)", default.url()),
         ],
         "{stdout}"
     );
+    // Each app was asked once, as the gate asks it: at its base path, naming its own host.
+    for (app, path) in [(&grafana, "/base/"), (&default, "/")] {
+        assert_eq!(app.count(), 1);
+        let seen = app.last();
+        assert_eq!((seen.method.as_str(), seen.path.as_str()), ("HEAD", path));
+        assert_eq!(seen.header("host"), Some(app.addr.to_string().as_str()));
+        assert!(seen.header("user-agent").is_some_and(|ua| ua.ends_with(" check")));
+    }
 }
 
 /// Runs `logto-gate check` on `toml` (written into `dir`): whether it passed, and what it printed.
@@ -468,13 +493,17 @@ async fn an_app_on_a_unix_socket_is_served_like_one_on_a_port() {
     assert_eq!(
         lines,
         [
-            format!("*/grafana (prefix stripped) -> unix:{}", grafana_socket.display()),
             format!(
-                "*/gone -> unix:{} (warning: No such file or directory (os error 2); requests get 502 until the app \
-                 creates it)",
+                "*/grafana (prefix stripped) -> unix:{} (answers HEAD with 200)",
+                grafana_socket.display()
+            ),
+            format!(
+                "*/gone -> unix:{} (warning: client error (Connect): cannot connect to unix:{}: No such file or \
+                 directory (os error 2); requests get 502 until it answers)",
+                gone.display(),
                 gone.display()
             ),
-            format!("*/ -> unix:{}", main_socket.display()),
+            format!("*/ -> unix:{} (answers HEAD with 200)", main_socket.display()),
         ],
         "{stdout}"
     );
