@@ -214,6 +214,8 @@ pub struct UpstreamRoute {
     /// Remove the prefix from the path sent upstream.
     pub strip_prefix: bool,
     pub upstream: UpstreamConfig,
+    /// The fields set on the answers to requests it serves: `[response_headers]` with the entry's own over them.
+    pub response_headers: Vec<(HeaderName, Option<HeaderValue>)>,
 }
 
 impl UpstreamRoute {
@@ -400,7 +402,8 @@ fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
     let logto = logto::validate_logto(&mut p, raw.logto, public_url, &mut pending);
     let session = session::validate_session(&mut p, raw.session, public_url, &mut pending);
     let headers = headers::validate_headers(&mut p, raw.headers);
-    let response_headers = response_headers::validate_response_headers(&mut p, raw.response_headers);
+    let response_headers =
+        response_headers::validate_response_headers(&mut p, "response_headers", raw.response_headers);
     let policy = policy::validate_policy(
         &mut p,
         raw.access.as_ref(),
@@ -460,6 +463,14 @@ fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
         }
     }
 
+    // Each entry's fields over the shared ones (validated with the entry: its own only, for now).
+    let routes = routes
+        .into_iter()
+        .map(|mut r| {
+            r.response_headers = response_headers::merged(&response_headers, std::mem::take(&mut r.response_headers));
+            r
+        })
+        .collect();
     let config = Config {
         server,
         upstream,

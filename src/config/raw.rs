@@ -118,6 +118,7 @@ pub(super) struct RawUpstreamRoute {
     pub(super) tls_ca_file: Option<PathBuf>,
     pub(super) tls_client_cert_file: Option<PathBuf>,
     pub(super) tls_client_key_file: Option<PathBuf>,
+    pub(super) response_headers: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

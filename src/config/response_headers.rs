@@ -50,17 +50,19 @@ pub(crate) fn reserved_response_header(name: &HeaderName) -> Option<&'static str
     }
 }
 
-/// Validates `[response_headers]` (header name -> value; an empty value removes the app's field): names and values
-/// as HTTP allows them (RFC 9110 §5.1, §5.5: visible ASCII and spaces, none at either end), none of the
-/// [`reserved_response_header`]s. `None` when an entry has a problem.
+/// Validates `[response_headers]`, or an `[[upstreams]]` entry's (`section` names it for messages): header name ->
+/// value, an empty value removing the app's field; names and values as HTTP allows them (RFC 9110 §5.1, §5.5:
+/// visible ASCII and spaces, none at either end), none of the [`reserved_response_header`]s. `None` when an entry
+/// has a problem.
 pub(super) fn validate_response_headers(
     p: &mut Problems,
+    section: &str,
     raw: Option<BTreeMap<String, String>>,
 ) -> Option<Vec<(HeaderName, Option<HeaderValue>)>> {
     let before = p.len();
     let mut out = Vec::new();
     for (name, value) in raw.unwrap_or_default() {
-        let key = format!("response_headers.{name}");
+        let key = format!("{section}.{name}");
         let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
             p.add(&key, "not a valid HTTP header name");
             continue;
@@ -91,6 +93,21 @@ pub(super) fn validate_response_headers(
         }
     }
     (p.len() == before).then_some(out)
+}
+
+/// An `[[upstreams]]` entry's fields over `[response_headers]`: the entry's value where both name a field, the
+/// rest of each.
+pub(super) fn merged(
+    shared: &[(HeaderName, Option<HeaderValue>)],
+    own: Vec<(HeaderName, Option<HeaderValue>)>,
+) -> Vec<(HeaderName, Option<HeaderValue>)> {
+    let mut out: Vec<_> = shared
+        .iter()
+        .filter(|(name, _)| !own.iter().any(|(mine, _)| mine == name))
+        .cloned()
+        .collect();
+    out.extend(own);
+    out
 }
 
 #[cfg(test)]
@@ -176,5 +193,32 @@ mod tests {
             let err = with_table(table).err().unwrap_or_default();
             assert!(err.contains(says), "{table}: {err}");
         }
+    }
+
+    #[test]
+    fn an_entrys_fields_go_over_the_shared_ones_name_by_name() {
+        use http::header::{HeaderName, HeaderValue};
+        let f =
+            |n: &'static str, v: Option<&'static str>| (HeaderName::from_static(n), v.map(HeaderValue::from_static));
+        let shared = [
+            f("content-security-policy", Some("default-src 'self'")),
+            f("server", None),
+        ];
+        let merged = super::merged(
+            &shared,
+            vec![
+                f("content-security-policy", Some("frame-ancestors 'self'")),
+                f("x-app", None),
+            ],
+        );
+        assert_eq!(
+            merged,
+            [
+                f("server", None),
+                f("content-security-policy", Some("frame-ancestors 'self'")),
+                f("x-app", None)
+            ]
+        );
+        assert_eq!(super::merged(&shared, Vec::new()), shared);
     }
 }

@@ -179,12 +179,20 @@ pub(super) fn validate_upstream(
             Some(at) if own_cert.is_none() && https(&at.url) => shared_cert_over_tls = true,
             _ => {}
         }
-        if let Some(Address {
-            url,
-            base_path,
-            unix_socket,
-            ..
-        }) = url
+        let own_fields = super::response_headers::validate_response_headers(
+            p,
+            &format!("{key}.response_headers"),
+            r.response_headers.clone(),
+        );
+        if let (
+            Some(Address {
+                url,
+                base_path,
+                unix_socket,
+                ..
+            }),
+            Some(response_headers),
+        ) = (url, own_fields)
         {
             routes.push((
                 UpstreamRoute {
@@ -192,6 +200,7 @@ pub(super) fn validate_upstream(
                     prefix,
                     sent_prefix,
                     strip_prefix,
+                    response_headers,
                     upstream: UpstreamConfig {
                         url,
                         base_path,
@@ -281,6 +290,7 @@ pub(super) fn validate_upstream(
             sent_prefix: "/".to_owned(),
             strip_prefix: false,
             upstream: shared.clone(),
+            response_headers: Vec::new(),
         });
     }
     Some((shared, routes))

@@ -51,6 +51,7 @@ impl Gate {
                 // Which upstream: one for the request's host before one for every host, then the longest prefix (on
                 // the path the rules saw).
                 let route = self.route_for(host, &rule_path).ok_or(ClientError::NotFound)?;
+                decided.upstream = Some(route);
                 let strip = self.config.routes[route].strip_prefix.then(|| {
                     self.config.routes[route]
                         .prefix

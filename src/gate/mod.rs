@@ -424,8 +424,14 @@ impl Gate {
             for c in cookies {
                 resp.headers_mut().append(header::SET_COOKIE, c);
             }
-            if !this.config.response_headers.is_empty() && route != Route::ForwardAuth {
-                response_headers::apply(&mut resp, &this.config.response_headers);
+            // The serving entry's fields when one was chosen (an app's answer, or the gate's own page for a request
+            // to it), else `[response_headers]`.
+            let fields = match line.decided.upstream {
+                Some(entry) => &this.config.routes[entry].response_headers,
+                None => &this.config.response_headers,
+            };
+            if !fields.is_empty() && route != Route::ForwardAuth {
+                response_headers::apply(&mut resp, fields);
             }
             resp.headers_mut().insert(REQUEST_ID, request_id.clone());
             line.write(resp.status().as_u16());
@@ -545,6 +551,9 @@ struct Decided {
     actor: Option<String>,
     /// Whether the access line is written, so that `user` is worth keeping.
     logged: bool,
+    /// The `config.routes` entry that serves the request, once chosen: its answer gets that entry's
+    /// `response_headers`.
+    upstream: Option<usize>,
 }
 
 impl Decided {
@@ -554,6 +563,7 @@ impl Decided {
             user: None,
             actor: None,
             logged,
+            upstream: None,
         }
     }
 

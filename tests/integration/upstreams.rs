@@ -686,3 +686,91 @@ async fn mtls_upstream(cert: &std::path::Path, key: &std::path::Path, clients: &
     });
     port
 }
+
+/// An `[[upstreams]]` entry's `response_headers` go over `[response_headers]` on the answers to the requests it
+/// serves (the app's, and the gate's own pages for them), on both client paths; the other apps keep the shared
+/// fields; an entry's field is checked like a shared one.
+#[tokio::test]
+async fn an_entry_sets_its_own_response_headers_over_the_shared_ones() {
+    let idp = Idp::start(IdpOptions::default());
+    let (default, grafana) = (Upstream::start().await, Upstream::start().await);
+    let extra = format!(
+        "[response_headers]\n\"Content-Security-Policy\" = \"default-src 'self'\"\n\
+         \"Strict-Transport-Security\" = \"max-age=600\"\n\
+         [[upstreams]]\nprefix = \"/grafana\"\nstrip_prefix = true\nurl = \"{}\"\n\
+         response_headers = {{ \"Content-Security-Policy\" = \"frame-ancestors https://wiki.example.com\", \
+         \"X-App-Version\" = \"\" }}\n\
+         [[rules]]\nprefix = \"/grafana/admin\"\nroles = [\"nobody-has-this\"]\n",
+        grafana.url()
+    );
+    let gate = TestGate::start(&idp, &default.url(), "", &extra).await;
+    let alice = Browser::new(&idp);
+    alice.sign_in(&gate, "/").await;
+    let cookie = format!("logto_gate={}", alice.cookie(&gate.url(), "logto_gate").unwrap());
+    let field = |r: &reqwest::Response, name: &str| r.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+    for method in ["GET", "POST"] {
+        let r = plain()
+            .request(method.parse().unwrap(), format!("{}/grafana/branded", gate.url()))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{method}");
+        assert_eq!(
+            field(&r, "content-security-policy").as_deref(),
+            Some("frame-ancestors https://wiki.example.com"),
+            "{method}"
+        );
+        assert_eq!(
+            field(&r, "strict-transport-security").as_deref(),
+            Some("max-age=600"),
+            "{method}"
+        );
+        assert_eq!(field(&r, "x-app-version"), None, "{method}: removed for this app");
+        let r = plain()
+            .request(method.parse().unwrap(), format!("{}/branded", gate.url()))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            field(&r, "content-security-policy").as_deref(),
+            Some("default-src 'self'"),
+            "{method}"
+        );
+        assert_eq!(
+            field(&r, "x-app-version").as_deref(),
+            Some("7"),
+            "{method}: kept for the other app"
+        );
+    }
+    assert_eq!(grafana.last().path, "/branded");
+    // The gate's own page for a request to the entry (a 403 here) gets the entry's fields it does not set itself.
+    let r = plain()
+        .get(format!("{}/grafana/admin", gate.url()))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(field(&r, "strict-transport-security").as_deref(), Some("max-age=600"));
+    assert!(field(&r, "content-security-policy").is_some_and(|csp| csp.contains("frame-ancestors 'none'")));
+
+    let base = gate_toml(
+        "https://a.example.com",
+        "http://127.0.0.1:1",
+        "https://t.logto.app",
+        "",
+        "",
+    );
+    let bad = format!(
+        "{base}\n[[upstreams]]\nprefix = \"/a\"\nurl = \"http://127.0.0.1:2\"\nresponse_headers = {{ \"Set-Cookie\" = \"x=1\" }}\n"
+    );
+    let err = logto_gate::Config::from_toml_str(&bad, Vec::new()).expect_err("refused");
+    assert!(
+        err.0
+            .iter()
+            .any(|l| l.starts_with("upstreams[0].response_headers.Set-Cookie: ")),
+        "{err}"
+    );
+}
