@@ -463,7 +463,7 @@ fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
         }
     }
 
-    // Each entry's fields over the shared ones (validated with the entry: its own only, for now).
+    // Each entry's fields over the shared ones (until here an entry holds only its own).
     let routes = routes
         .into_iter()
         .map(|mut r| {

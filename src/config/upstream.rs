@@ -155,30 +155,28 @@ pub(super) fn validate_upstream(
         }
         let connect = duration(p, &format!("{key}.connect_timeout"), r.connect_timeout.clone(), "5s");
         let response = duration(p, &format!("{key}.response_timeout"), r.response_timeout.clone(), "60s");
+        // An entry's own TLS setting is refused on a plain upstream (`never` says what would not happen); without
+        // one, an https:// entry uses [upstream]'s (true).
+        let uses_shared = |p: &mut Problems, setting: &str, own: bool, never: &str| match &url {
+            Some(at) if own && !https(&at.url) => {
+                p.add(
+                    &format!("{key}.{setting}"),
+                    format!("is for an https:// upstream; {key}.url is {}, {never}", at.written),
+                );
+                false
+            }
+            Some(at) => !own && https(&at.url),
+            None => false,
+        };
         let own_ca = r.tls_ca_file.as_ref().filter(|f| !f.as_os_str().is_empty());
-        match &url {
-            Some(at) if own_ca.is_some() && !https(&at.url) => p.add(
-                &format!("{key}.tls_ca_file"),
-                format!(
-                    "is for an https:// upstream; {key}.url is {}, which the CA would never check",
-                    at.written
-                ),
-            ),
-            Some(at) if own_ca.is_none() && https(&at.url) => shared_ca_over_tls = true,
-            _ => {}
-        }
+        shared_ca_over_tls |= uses_shared(p, "tls_ca_file", own_ca.is_some(), "which the CA would never check");
         let own_cert = client_cert_pair(p, &key, &r.tls_client_cert_file, &r.tls_client_key_file);
-        match &url {
-            Some(at) if own_cert.is_some() && !https(&at.url) => p.add(
-                &format!("{key}.tls_client_cert_file"),
-                format!(
-                    "is for an https:// upstream; {key}.url is {}, where no TLS handshake would present it",
-                    at.written
-                ),
-            ),
-            Some(at) if own_cert.is_none() && https(&at.url) => shared_cert_over_tls = true,
-            _ => {}
-        }
+        shared_cert_over_tls |= uses_shared(
+            p,
+            "tls_client_cert_file",
+            own_cert.is_some(),
+            "where no TLS handshake would present it",
+        );
         let own_fields = super::response_headers::validate_response_headers(
             p,
             &format!("{key}.response_headers"),

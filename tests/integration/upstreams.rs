@@ -244,41 +244,7 @@ async fn tls_ca_file_trusts_an_upstreams_own_certificate() {
 
 /// A small HTTPS server answering `secure:<path>`, with the given certificate; returns its port.
 async fn https_upstream(cert: &std::path::Path, key: &std::path::Path) -> u16 {
-    use rustls::pki_types::pem::PemObject;
-    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(cert)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
-    let config =
-        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let service = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                    let body = format!("secure:{}", req.uri().path());
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
-                        bytes::Bytes::from(body),
-                    )))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
-            });
-        }
-    });
-    port
+    tls_upstream(cert, key, &[]).await
 }
 
 /// An app that builds absolute URLs from `Host` (the gate sends the upstream's own host unless
@@ -523,7 +489,7 @@ async fn a_client_certificate_is_presented_to_an_upstream_that_requires_one() {
     let (server_cert, server_key) = make_cert(dir.path(), "upstream");
     let (one_cert, one_key) = make_client_cert(dir.path(), "gate-one");
     let (two_cert, two_key) = make_client_cert(dir.path(), "gate-two");
-    let port = mtls_upstream(&server_cert, &server_key, &[&one_cert, &two_cert]).await;
+    let port = tls_upstream(&server_cert, &server_key, &[&one_cert, &two_cert]).await;
     let presented = |cert: &std::path::Path| {
         format!(
             "client:{}",
@@ -624,32 +590,37 @@ async fn a_client_certificate_is_presented_to_an_upstream_that_requires_one() {
     }
 }
 
-/// An HTTPS app that requires a client certificate signed by (here: one of) `clients`, answers
+/// A small HTTPS server with the given certificate; returns its port. Without `clients` it answers
+/// `secure:<path>`; with them it requires a client certificate signed by (here: one of) them, answers
 /// `client:<the certificate presented, base64 DER>` and closes each connection after its answer.
-async fn mtls_upstream(cert: &std::path::Path, key: &std::path::Path, clients: &[&std::path::Path]) -> u16 {
+async fn tls_upstream(cert: &std::path::Path, key: &std::path::Path, clients: &[&std::path::Path]) -> u16 {
     use rustls::pki_types::pem::PemObject;
     let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(cert)
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
     let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for client in clients {
-        roots
-            .add(rustls::pki_types::CertificateDer::from(der_of(client)))
-            .unwrap();
-    }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(std::sync::Arc::new(roots), provider.clone())
-            .build()
-            .unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
         .unwrap();
+    let mutual = !clients.is_empty();
+    let builder = if mutual {
+        let mut roots = rustls::RootCertStore::empty();
+        for client in clients {
+            roots
+                .add(rustls::pki_types::CertificateDer::from(der_of(client)))
+                .unwrap();
+        }
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(std::sync::Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let config = builder.with_single_cert(certs, key).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -659,18 +630,15 @@ async fn mtls_upstream(cert: &std::path::Path, key: &std::path::Path, clients: &
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let presented = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .map(|c| {
-                        use base64::Engine;
-                        base64::engine::general_purpose::STANDARD.encode(c.as_ref())
-                    })
-                    .unwrap_or_default();
-                let service = hyper::service::service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
-                    let body = format!("client:{presented}");
+                let presented = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD.encode(c.as_ref())
+                });
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let body = match &presented {
+                        Some(presented) => format!("client:{presented}"),
+                        None => format!("secure:{}", req.uri().path()),
+                    };
                     async move {
                         Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
                             bytes::Bytes::from(body),
@@ -678,7 +646,7 @@ async fn mtls_upstream(cert: &std::path::Path, key: &std::path::Path, clients: &
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(false)
+                    .keep_alive(!mutual)
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
                     .await;
             });
