@@ -76,10 +76,8 @@ pub async fn run_with_listener(
     let tls = match &config.server.tls {
         Some((cert, key)) => {
             let resolver = tls::ReloadingCert::new(cert, key)?;
-            Some((
-                tls::acceptor(std::sync::Arc::clone(&resolver))?,
-                resolver.spawn_watcher(),
-            ))
+            resolver.watch_while_held();
+            Some(tls::acceptor(resolver)?)
         }
         None => None,
     };
@@ -115,14 +113,7 @@ pub async fn run_with_listener(
              (LimitNOFILE=, ulimit -n) or lower the setting"
         );
     }
-    let (acceptor, watcher) = match tls {
-        Some((a, w)) => (Some(a), Some(w)),
-        None => (None, None),
-    };
-    let served = server::serve(listener, gate, limits, acceptor, workers, shutdown).await;
-    if let Some(w) = watcher {
-        w.abort();
-    }
+    let served = server::serve(listener, gate, limits, tls, workers, shutdown).await;
     if let Some(m) = metrics_task {
         m.abort();
     }

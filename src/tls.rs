@@ -127,16 +127,22 @@ impl ReloadingCert {
         }
     }
 
-    /// Checks the files every [`RELOAD_CHECK_INTERVAL`] for as long as the returned task lives.
-    pub fn spawn_watcher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let me = Arc::clone(self);
+    /// Checks the files every [`RELOAD_CHECK_INTERVAL`] for as long as anything else holds the pair (the server's
+    /// TLS acceptor, an upstream client's TLS configuration), then stops.
+    pub fn watch_while_held(self: &Arc<Self>) {
+        let held = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(RELOAD_CHECK_INTERVAL);
             loop {
                 tick.tick().await;
-                me.reload_if_changed();
+                match held.upgrade() {
+                    Some(pair) => {
+                        pair.reload_if_changed();
+                    }
+                    None => return,
+                }
             }
-        })
+        });
     }
 }
 
@@ -215,24 +221,6 @@ impl rustls::client::ClientSessionStore for SessionsOfCurrentCert {
     fn take_tls13_ticket(&self, server_name: &ServerName<'static>) -> Option<rustls::client::Tls13ClientSessionValue> {
         self.store().take_tls13_ticket(server_name)
     }
-}
-
-/// Checks `pair`'s files every [`RELOAD_CHECK_INTERVAL`] for as long as anything else holds it (an upstream
-/// client's TLS configuration), then stops.
-pub fn watch_while_held(pair: &Arc<ReloadingCert>) {
-    let held = Arc::downgrade(pair);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(RELOAD_CHECK_INTERVAL);
-        loop {
-            tick.tick().await;
-            match held.upgrade() {
-                Some(pair) => {
-                    pair.reload_if_changed();
-                }
-                None => return,
-            }
-        }
-    });
 }
 
 /// A TLS acceptor using `resolver`, offering h2 and http/1.1 by ALPN.

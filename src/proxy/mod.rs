@@ -92,7 +92,7 @@ fn upstream_connector(config: &UpstreamConfig) -> Result<UpstreamConnector, Stri
     let client_cert = match &config.tls_client_cert {
         Some((cert, key)) => {
             let pair = crate::tls::ReloadingCert::new_named(cert, key, CLIENT_CERT_KEYS)?;
-            crate::tls::watch_while_held(&pair);
+            pair.watch_while_held();
             Some(pair)
         }
         None => None,
