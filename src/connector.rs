@@ -170,13 +170,8 @@ impl Service<Uri> for UpstreamConnector {
             UpstreamConnector::Unix { path, connect_timeout } => {
                 let (path, timeout) = (std::sync::Arc::clone(path), *connect_timeout);
                 Box::pin(async move {
-                    match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(&*path)).await {
-                        Err(_) => {
-                            Err(format!("connecting to unix:{} timed out after {timeout:?}", path.display()).into())
-                        }
-                        Ok(Err(e)) => Err(format!("cannot connect to unix:{}: {e}", path.display()).into()),
-                        Ok(Ok(stream)) => Ok(UpstreamIo::Unix(TokioIo::new(stream))),
-                    }
+                    let stream = crate::http1::stream::connect_unix(&path, timeout).await?;
+                    Ok(UpstreamIo::Unix(TokioIo::new(stream)))
                 })
             }
         }

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -23,35 +23,32 @@ pub(crate) enum Dial {
 impl Dial {
     /// Opens a connection within `timeout`; the error names the address and what went wrong.
     pub(crate) async fn connect(&self, timeout: Duration) -> Result<Stream, String> {
-        let opened = match self {
-            Dial::Tcp(target) => tokio::time::timeout(timeout, TcpStream::connect(target.as_str()))
-                .await
-                .map(|r| r.map(Stream::Tcp)),
-            Dial::Unix(path) => tokio::time::timeout(timeout, UnixStream::connect(path))
-                .await
-                .map(|r| r.map(Stream::Unix)),
+        let target = match self {
+            Dial::Tcp(target) => target,
+            Dial::Unix(path) => return connect_unix(path, timeout).await.map(Stream::Unix),
         };
-        match opened {
-            Err(_) => Err(format!("connecting to {self} timed out after {timeout:?}")),
-            Ok(Err(e)) => Err(format!("cannot connect to {self}: {e}")),
-            Ok(Ok(stream)) => {
-                if let Stream::Tcp(tcp) = &stream {
-                    // Heads are written whole, at once: Nagle would only hold them back.
-                    tcp.set_nodelay(true)
-                        .map_err(|e| format!("cannot set TCP_NODELAY on the connection to {self}: {e}"))?;
-                }
-                Ok(stream)
-            }
-        }
+        let tcp = match tokio::time::timeout(timeout, TcpStream::connect(target.as_str())).await {
+            Err(_) => return Err(format!("connecting to {target} timed out after {timeout:?}")),
+            Ok(Err(e)) => return Err(format!("cannot connect to {target}: {e}")),
+            Ok(Ok(tcp)) => tcp,
+        };
+        // Heads are written whole, at once: Nagle would only hold them back.
+        tcp.set_nodelay(true)
+            .map_err(|e| format!("cannot set TCP_NODELAY on the connection to {target}: {e}"))?;
+        Ok(Stream::Tcp(tcp))
     }
 }
 
-impl std::fmt::Display for Dial {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Dial::Tcp(target) => f.write_str(target),
-            Dial::Unix(path) => write!(f, "unix:{}", path.display()),
-        }
+/// Opens a connection to the socket file `path` within `timeout` (both upstream clients connect so); the error
+/// names the file and what went wrong (no such file, no permission to open it, nobody listening).
+pub(crate) async fn connect_unix(path: &Path, timeout: Duration) -> Result<UnixStream, String> {
+    match tokio::time::timeout(timeout, UnixStream::connect(path)).await {
+        Err(_) => Err(format!(
+            "connecting to unix:{} timed out after {timeout:?}",
+            path.display()
+        )),
+        Ok(Err(e)) => Err(format!("cannot connect to unix:{}: {e}", path.display())),
+        Ok(Ok(stream)) => Ok(stream),
     }
 }
 
