@@ -96,6 +96,12 @@ impl ReturnPath {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// `endpoint?redirect=<this, form-encoded>`: a gate endpoint (sign-in, sign-out) that returns here afterwards.
+    pub fn as_redirect_of(&self, endpoint: &str) -> String {
+        let redirect: String = url::form_urlencoded::byte_serialize(self.0.as_bytes()).collect();
+        format!("{endpoint}?redirect={redirect}")
+    }
 }
 
 /// `text` with every byte outside ASCII percent-encoded (RFC 3986 §2.1, upper-case hex).

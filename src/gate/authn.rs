@@ -279,9 +279,7 @@ impl Gate {
 
     /// A return target from a request or parameter: a same-origin path, or a URL on an allowed other host.
     pub(super) fn return_target(&self, candidate: &str) -> ReturnPath {
-        ReturnPath::parse_for_hosts(candidate, self.config.server.public_url.origin(), |h| {
-            self.is_other_allowed_host(h)
-        })
+        self.accepted_return_target(candidate).unwrap_or_else(ReturnPath::root)
     }
 
     /// [`Gate::return_target`] without the fallback to `/`: `None` for a candidate it would not keep.
@@ -302,11 +300,7 @@ impl Gate {
 
     /// `/_logto/sign-in?redirect=<path>`: where "Sign in again" goes, back to `back` afterwards.
     pub(super) fn sign_in_url(&self, back: &ReturnPath) -> String {
-        let redirect: String = url::form_urlencoded::byte_serialize(back.as_str().as_bytes()).collect();
-        self.config
-            .server
-            .public_url
-            .join(&format!("{}?redirect={redirect}", paths::SIGN_IN))
+        self.config.server.public_url.join(&back.as_redirect_of(paths::SIGN_IN))
     }
 
     /// 401 for a request without a session that is not a browser navigation: never a redirect. `sign_in_url`

@@ -615,13 +615,10 @@ impl Gate {
             )
             .render(false);
         }
-        let action = match back {
-            Some(back) => {
-                let redirect: String = url::form_urlencoded::byte_serialize(back.as_str().as_bytes()).collect();
-                format!("{}?redirect={redirect}", paths::SIGN_OUT)
-            }
-            None => paths::SIGN_OUT.to_owned(),
-        };
+        let action = back.map_or_else(
+            || paths::SIGN_OUT.to_owned(),
+            |back| back.as_redirect_of(paths::SIGN_OUT),
+        );
         let end_session = self.oidc.end_session_url(None);
         let then_to = url::Url::parse(&end_session)
             .map(|u| u.origin().ascii_serialization())
