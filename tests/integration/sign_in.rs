@@ -553,16 +553,34 @@ async fn a_sign_out_can_return_to_a_page_of_the_app() {
         assert!(r.text().await.unwrap().contains("You are signed out"));
     }
 
-    // A target the return rules refuse: signed out all the same, and no state to follow.
-    let (b, _) = s.signed_in().await;
-    let out = b
-        .get(format!("{gate}/_logto/sign-out?redirect=https%3A%2F%2Fevil.example%2F"))
-        .await;
-    assert_eq!(out.status(), StatusCode::FOUND);
-    let location = out.headers()["location"].to_str().unwrap();
-    assert!(!location.contains("state=") && !location.contains("evil"), "{location}");
-    let api = b.client.get(format!("{gate}/api")).send().await.unwrap();
-    assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+    // A target the return rules refuse (another site, spelled as browsers would still follow it; a CR LF to add a
+    // field; the parameter twice): signed out all the same, and no state to follow.
+    for refused in [
+        "redirect=https%3A%2F%2Fevil.example%2F",
+        "redirect=%2F%2Fevil.example",
+        "redirect=%2F%5Cevil.example",
+        "redirect=%2F%09%2Fevil.example",
+        "redirect=%2Fa%0D%0ASet-Cookie%3A%20evil%3D1",
+        "redirect=%2Fa&redirect=https%3A%2F%2Fevil.example%2F",
+    ] {
+        let (b, _) = s.signed_in().await;
+        let out = b.get(format!("{gate}/_logto/sign-out?{refused}")).await;
+        assert_eq!(out.status(), StatusCode::FOUND, "{refused}");
+        let location = out.headers()["location"].to_str().unwrap();
+        assert!(
+            !location.contains("state=") && !location.contains("evil"),
+            "{refused}: {location}"
+        );
+        assert!(
+            out.headers()
+                .get_all("set-cookie")
+                .iter()
+                .all(|c| !c.to_str().unwrap().contains("evil")),
+            "{refused}"
+        );
+        let api = b.client.get(format!("{gate}/api")).send().await.unwrap();
+        assert_eq!(api.status(), StatusCode::UNAUTHORIZED, "{refused}");
+    }
 
     // Asked by another site: the confirmation's button keeps the target.
     let (b, _) = s.signed_in().await;
