@@ -33,6 +33,7 @@ use crate::metrics::Metrics;
 use crate::oidc::Oidc;
 use crate::pages::{self, Page};
 use crate::policy;
+use crate::proxy::trusted::is_trusted;
 use crate::proxy::Forwarder;
 use crate::return_path::ReturnPath;
 use crate::routes::{classify, paths, Route};
@@ -313,12 +314,18 @@ impl Gate {
         self.refresher.idle().await;
     }
 
-    /// `X-Request-Id`: the client's (or the proxy's in front) when it is a sane token, else a new one: a random
-    /// per-process prefix and a counter, so making one costs no system call.
-    fn request_id(&self, headers: &http::HeaderMap) -> HeaderValue {
+    /// `X-Request-Id`: the one a proxy in `server.trusted_proxies` sent when it is a sane token, else a new one: a
+    /// random per-process prefix and a counter, so making one costs no system call. Anyone else's is replaced, as
+    /// their `X-Forwarded-For` is: an id a client chose could name another user's request in the app's logs and the
+    /// gate's.
+    fn request_id(&self, headers: &http::HeaderMap, peer: SocketAddr) -> HeaderValue {
         if let Some(v) = headers.get(REQUEST_ID) {
             let b = v.as_bytes();
-            if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c)) {
+            if !b.is_empty()
+                && b.len() <= 128
+                && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+                && is_trusted(&self.config.server.trusted_proxies, peer.ip())
+            {
                 return v.clone();
             }
         }
@@ -367,7 +374,7 @@ impl Gate {
                 && hop::is_allowed_upgrade(req.headers(), &this.config.upstream.upgrade_protocols);
             hop::remove_hop_by_hop(req.headers_mut(), upgrading);
             // One id per request, in the access log, sent upstream and returned to the client.
-            let request_id = this.request_id(req.headers());
+            let request_id = this.request_id(req.headers(), peer);
             req.headers_mut().insert(REQUEST_ID, request_id.clone());
             // Only the path is logged: queries carry codes and states, and headers cookies and tokens. Kept as the
             // URI (a reference-count increment) for the access line and for the line of a failed request.

@@ -215,7 +215,14 @@ async fn metrics_are_served_on_their_own_listener() {
 async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
     let idp = Idp::start(IdpOptions::default());
     let upstream = Upstream::start().await;
-    let mut gate = logging_json(&idp, &upstream, "info", |t| t).await;
+    // The test's requests come as from a proxy in front, so the request id it sends is kept.
+    let mut gate = logging_json(
+        &idp,
+        &upstream,
+        "info",
+        in_server("trusted_proxies = [\"127.0.0.1/32\"]"),
+    )
+    .await;
     let url = gate.url();
     let b = Browser::new(&idp);
     let (hops, _) = b.navigate(&format!("{url}/private?token=query-secret")).await;

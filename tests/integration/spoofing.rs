@@ -123,6 +123,56 @@ async fn forwarding_headers_from_an_untrusted_peer_are_not_believed() {
     }
 }
 
+/// A request id names one request in the gate's access log and the app's: a client that chose its own could make
+/// its requests' lines share another user's id. Only a trusted proxy's is kept; anyone else's is replaced by the
+/// gate's own, which the app and the answer get (on the app's requests, the gate's pages and its endpoints).
+#[tokio::test]
+async fn only_a_trusted_proxy_chooses_the_request_id() {
+    let s = Stack::start().await;
+    let (_, cookie) = s.signed_in().await;
+    request_ids_kept(&s, cookie, false).await;
+    let s = Stack::edited(
+        IdpOptions::default(),
+        "",
+        "",
+        in_server("trusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1/32\"]"),
+    )
+    .await;
+    let (_, cookie) = s.signed_in().await;
+    request_ids_kept(&s, cookie, true).await;
+}
+
+/// Asks `s`'s gate, as the signed-in `cookie` and signed out, with a request id of the client's choosing: the answer
+/// (and the app) carry that id exactly when `kept`.
+async fn request_ids_kept(s: &Stack, cookie: String, kept: bool) {
+    let gate = s.gate.url();
+    let chosen = "req-of-another-user-0001";
+    for path in ["/x", "/_logto/auth", "/_logto/userinfo"] {
+        let resp = plain()
+            .get(format!("{gate}{path}"))
+            .header("cookie", format!("logto_gate={cookie}"))
+            .header("x-request-id", chosen)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        let answered = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(answered == chosen, kept, "{path}: answered with {answered}");
+        if path == "/x" {
+            assert_eq!(s.upstream.last().header("x-request-id"), Some(answered.as_str()));
+        }
+    }
+    // Signed out: the gate's own 401 answers with the same rule.
+    let resp = plain()
+        .get(format!("{gate}/y"))
+        .header("x-request-id", chosen)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.headers()["x-request-id"] == chosen, kept);
+}
+
 #[tokio::test]
 async fn hop_by_hop_abuse_cannot_strip_the_headers_the_gate_sets() {
     // Naming a header in `Connection` makes a proxy drop it (RFC 9110 §7.6.1). A client must not be able to drop
