@@ -22,17 +22,29 @@ use tower_service::Service;
 pub type Connector = Bare<HttpsConnector<HttpConnector>>;
 
 pub fn https_or_http(connect_timeout: Duration) -> Result<Connector, String> {
-    https_or_http_trusting(connect_timeout, &[], None)
+    https_or_http_trusting(connect_timeout, &UpstreamTls::default())
 }
 
-/// Like [`https_or_http`], also trusting `extra_roots` (an upstream's `tls_ca_file`: a private CA, or the
-/// upstream's own self-signed certificate) next to the Mozilla root set, and presenting `client_cert` to a server
-/// that asks for a certificate (an upstream's `tls_client_cert_file`; without it, none).
-pub fn https_or_http_trusting(
-    connect_timeout: Duration,
-    extra_roots: &[rustls::pki_types::CertificateDer<'static>],
-    client_cert: Option<std::sync::Arc<crate::tls::ReloadingCert>>,
-) -> Result<Connector, String> {
+/// How an upstream's TLS connections differ from a browser's: the settings of `tls_ca_file`, `tls_client_cert_file`
+/// and `tls_server_name`.
+#[derive(Default)]
+pub struct UpstreamTls<'a> {
+    /// Trusted next to the Mozilla root set (an upstream's `tls_ca_file`: a private CA, or the upstream's own
+    /// self-signed certificate).
+    pub extra_roots: &'a [rustls::pki_types::CertificateDer<'static>],
+    /// Presented to a server that asks for a certificate (an upstream's `tls_client_cert_file`; without it, none).
+    pub client_cert: Option<std::sync::Arc<crate::tls::ReloadingCert>>,
+    /// Sent in SNI and verified in the server's certificate in place of the URI's host (`tls_server_name`).
+    pub server_name: Option<rustls::pki_types::ServerName<'static>>,
+}
+
+/// Like [`https_or_http`], with an upstream's own TLS settings.
+pub fn https_or_http_trusting(connect_timeout: Duration, upstream: &UpstreamTls<'_>) -> Result<Connector, String> {
+    let UpstreamTls {
+        extra_roots,
+        client_cert,
+        server_name,
+    } = upstream;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
@@ -40,7 +52,7 @@ pub fn https_or_http_trusting(
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
-    for cert in extra_roots {
+    for cert in extra_roots.iter() {
         roots
             .add(cert.clone())
             .map_err(|e| format!("a certificate of tls_ca_file cannot be trusted: {e}"))?;
@@ -52,20 +64,21 @@ pub fn https_or_http_trusting(
             .with_root_certificates(roots);
     let tls = match client_cert {
         Some(pair) => {
-            let sessions = crate::tls::SessionsOfCurrentCert::new(std::sync::Arc::clone(&pair));
-            let mut tls = builder.with_client_cert_resolver(pair);
+            let sessions = crate::tls::SessionsOfCurrentCert::new(std::sync::Arc::clone(pair));
+            let mut tls = builder.with_client_cert_resolver(std::sync::Arc::<crate::tls::ReloadingCert>::clone(pair));
             tls.resumption = rustls::client::Resumption::store(sessions);
             tls
         }
         None => builder.with_no_client_auth(),
     };
-    Ok(Bare(
-        hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http),
-    ))
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    let builder = match server_name {
+        Some(name) => builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name.clone())),
+        None => builder,
+    };
+    Ok(Bare(builder.enable_http1().wrap_connector(http)))
 }
 
 /// A connector whose connections carry no per-response extras (see the module docs).

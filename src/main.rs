@@ -142,6 +142,10 @@ async fn check(config: Config) -> ExitCode {
                 r.upstream.base_path
             ),
         };
+        let to = match &r.upstream.tls_server_name {
+            Some(name) => format!("{to} [TLS name {}]", name.to_str()),
+            None => to,
+        };
         // A warning, not a failure: the app may start after the gate, or not be reachable from where `check` runs.
         let state = match reached {
             Ok(status) => format!("answers HEAD with {}", status.as_u16()),

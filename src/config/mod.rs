@@ -195,6 +195,9 @@ pub struct UpstreamConfig {
     pub tls_client_cert: Option<(PathBuf, PathBuf)>,
     /// The certificates of `tls_ca_file`, read after validation.
     pub tls_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// `tls_server_name`: the name sent in SNI (RFC 6066 §3) and verified in the app's certificate (RFC 9110
+    /// §4.3.4) in place of the URL's host, for an app reached at an address its certificate does not name.
+    pub tls_server_name: Option<rustls::pki_types::ServerName<'static>>,
     /// Speak Logto Cloud's Protected App contract to the app: `Authorization: Basic base64(appId:appSecret)`,
     /// `Logto-ID-Token`, `Logto-Host`.
     pub protected_app: bool,

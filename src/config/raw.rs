@@ -102,6 +102,7 @@ pub(super) struct RawUpstream {
     pub(super) tls_ca_file: Option<PathBuf>,
     pub(super) tls_client_cert_file: Option<PathBuf>,
     pub(super) tls_client_key_file: Option<PathBuf>,
+    pub(super) tls_server_name: Option<String>,
 }
 
 /// One `[[upstreams]]` entry.
@@ -118,6 +119,7 @@ pub(super) struct RawUpstreamRoute {
     pub(super) tls_ca_file: Option<PathBuf>,
     pub(super) tls_client_cert_file: Option<PathBuf>,
     pub(super) tls_client_key_file: Option<PathBuf>,
+    pub(super) tls_server_name: Option<String>,
     pub(super) response_headers: Option<BTreeMap<String, String>>,
 }
 

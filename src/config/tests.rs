@@ -543,3 +543,72 @@ fn a_client_certificate_comes_with_its_key_and_only_for_https_upstreams() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn a_tls_server_name_is_a_name_or_address_of_an_https_upstream_and_never_shared() {
+    let ok = |toml: &str| Config::from_toml_str(toml, no_env()).expect("valid");
+    let err = |toml: &str| Config::from_toml_str(toml, no_env()).expect_err("invalid").0;
+    let https = MINIMAL.replace("http://127.0.0.1:8080", "https://10.0.0.5:8443");
+    let named = |name: &str| https.replace("[upstream]\n", &format!("[upstream]\ntls_server_name = {name:?}\n"));
+    for (written, want) in [
+        ("app.internal", "app.internal"),
+        (" App.Internal ", "App.Internal"),
+        ("10.0.0.5", "10.0.0.5"),
+        ("[fd00::5]", "fd00::5"),
+        ("fd00::5", "fd00::5"),
+    ] {
+        let c = ok(&named(written));
+        let name = c.upstream.tls_server_name.as_ref().expect(written).to_str();
+        assert_eq!(name, want, "{written}");
+        // [upstream]'s name goes with its URL: the default route has it.
+        let default = c.routes.iter().find(|r| r.prefix == "/" && r.host.is_none()).unwrap();
+        assert!(default.upstream.tls_server_name.is_some());
+    }
+    assert!(ok(&named("")).upstream.tls_server_name.is_none());
+    for bad in [
+        "https://app.internal",
+        "app.internal:8443",
+        "app internal",
+        "app.internal/x",
+        "-app.",
+        "[fd00::5",
+    ] {
+        let lines = err(&named(bad));
+        assert!(
+            lines.iter().any(|l| l.starts_with(&format!(
+                "upstream.tls_server_name: `{}` is not a DNS name or an IP address",
+                bad.trim()
+            ))),
+            "{bad}: {lines:?}"
+        );
+    }
+    // On a plain upstream it would never be sent.
+    let lines = err(&MINIMAL.replace("[upstream]\n", "[upstream]\ntls_server_name = \"app.internal\"\n"));
+    assert!(
+        lines.iter().any(|l| l
+            == "upstream.tls_server_name: is for an https:// upstream.url; upstream.url is http://127.0.0.1:8080, \
+                which sends no TLS server name"),
+        "{lines:?}"
+    );
+    let entry = |url: &str| {
+        format!("{MINIMAL}\n[[upstreams]]\nprefix = \"/a\"\nurl = \"{url}\"\ntls_server_name = \"a.internal\"\n")
+    };
+    let lines = err(&entry("http://10.0.0.6"));
+    assert!(
+        lines.iter().any(|l| l.starts_with(
+            "upstreams[0].tls_server_name: is for an https:// upstream; upstreams[0].url is http://10.0.0.6,"
+        )),
+        "{lines:?}"
+    );
+    // An entry's name is its own; [upstream]'s is not inherited by an entry without one.
+    let c = ok(&entry("https://10.0.0.6"));
+    let a = c.routes.iter().find(|r| r.prefix == "/a").unwrap();
+    assert_eq!(a.upstream.tls_server_name.as_ref().unwrap().to_str(), "a.internal");
+    let both = format!(
+        "{}\n[[upstreams]]\nprefix = \"/b\"\nurl = \"https://10.0.0.7\"\n",
+        named("app.internal")
+    );
+    let c = ok(&both);
+    let b = c.routes.iter().find(|r| r.prefix == "/b").unwrap();
+    assert!(b.upstream.tls_server_name.is_none());
+}

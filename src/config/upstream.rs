@@ -110,6 +110,15 @@ pub(super) fn validate_upstream(
     let mut shared_ca_over_tls = false;
     let client_cert = client_cert_pair(p, "upstream", &raw.tls_client_cert_file, &raw.tls_client_key_file);
     let mut shared_cert_over_tls = false;
+    // A name belongs to one app's address, so [upstream]'s is [upstream].url's alone, never an entry's.
+    let server_name = tls_server_name(p, "upstream", &raw.tls_server_name);
+    if server_name.is_some() && !default_upstream.as_ref().is_some_and(|at| https(&at.url)) {
+        let url = default_upstream.as_ref().map_or("not set", |at| at.written.as_str());
+        p.add(
+            "upstream.tls_server_name",
+            format!("is for an https:// upstream.url; upstream.url is {url}, which sends no TLS server name"),
+        );
+    }
     // The routes: every [[upstreams]] entry with its own URL and timeouts (the rest shared with [upstream]).
     let mut routes: Vec<(UpstreamRoute, String)> = Vec::new();
     for (i, r) in upstreams.iter().enumerate() {
@@ -177,6 +186,14 @@ pub(super) fn validate_upstream(
             own_cert.is_some(),
             "where no TLS handshake would present it",
         );
+        let own_name = tls_server_name(p, &key, &r.tls_server_name);
+        // Never [upstream]'s: only whether the entry's own is on a plain upstream matters.
+        uses_shared(
+            p,
+            "tls_server_name",
+            own_name.is_some(),
+            "which sends no TLS server name",
+        );
         let own_fields = super::response_headers::validate_response_headers(
             p,
             &format!("{key}.response_headers"),
@@ -214,6 +231,7 @@ pub(super) fn validate_upstream(
                         tls_ca_file: r.tls_ca_file.clone().or_else(|| tls_ca_file.clone()),
                         tls_client_cert: own_cert.or_else(|| client_cert.clone()),
                         tls_roots: Vec::new(),
+                        tls_server_name: own_name,
                     },
                 },
                 key,
@@ -280,6 +298,7 @@ pub(super) fn validate_upstream(
         tls_ca_file,
         tls_client_cert: client_cert,
         tls_roots: Vec::new(),
+        tls_server_name: server_name,
     };
     if default_upstream.is_some() {
         routes.push(UpstreamRoute {
@@ -317,6 +336,29 @@ fn client_cert_pair(
             p.add(
                 &format!("{at}.tls_client_key_file"),
                 format!("needs {at}.tls_client_cert_file, the certificate it belongs to"),
+            );
+            None
+        }
+    }
+}
+
+/// `<at>.tls_server_name`: a DNS name or an IP address (IPv6 with or without brackets), sent in SNI and verified in
+/// the app's certificate instead of the URL's host (nginx's `proxy_ssl_name`, Pomerium's `tls_server_name`).
+fn tls_server_name(p: &mut Problems, at: &str, raw: &Option<String>) -> Option<rustls::pki_types::ServerName<'static>> {
+    let written = raw.as_deref().map(str::trim).filter(|v| !v.is_empty())?;
+    let bare = written
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(written);
+    match rustls::pki_types::ServerName::try_from(bare.to_owned()) {
+        Ok(name) => Some(name),
+        Err(_) => {
+            p.add(
+                &format!("{at}.tls_server_name"),
+                format!(
+                    "`{written}` is not a DNS name or an IP address: write the name the app's certificate \
+                     carries, such as app.internal (no scheme, port or path)"
+                ),
             );
             None
         }

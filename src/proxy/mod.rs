@@ -81,7 +81,8 @@ const CLIENT_CERT_KEYS: crate::tls::PairKeys = crate::tls::PairKeys {
     key: "tls_client_key_file",
 };
 
-/// How hyper's client reaches `config`'s app: TCP (TLS with its CA file and client certificate) or its socket file.
+/// How hyper's client reaches `config`'s app: TCP (TLS with its CA file, client certificate and server name) or its
+/// socket file.
 fn upstream_connector(config: &UpstreamConfig) -> Result<UpstreamConnector, String> {
     if let Some(path) = &config.unix_socket {
         return Ok(UpstreamConnector::Unix {
@@ -97,10 +98,14 @@ fn upstream_connector(config: &UpstreamConfig) -> Result<UpstreamConnector, Stri
         }
         None => None,
     };
+    let tls = crate::connector::UpstreamTls {
+        extra_roots: &config.tls_roots,
+        client_cert,
+        server_name: config.tls_server_name.clone(),
+    };
     Ok(UpstreamConnector::Net(crate::connector::https_or_http_trusting(
         config.connect_timeout,
-        &config.tls_roots,
-        client_cert,
+        &tls,
     )?))
 }
 

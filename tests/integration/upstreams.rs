@@ -242,6 +242,92 @@ async fn tls_ca_file_trusts_an_upstreams_own_certificate() {
     );
 }
 
+/// An app reached at an address its certificate does not name (a Kubernetes service's IP, a load balancer's
+/// address): `tls_server_name` sends the certificate's name in SNI and verifies it, for `[upstream]` and for an
+/// entry (never inherited by another entry); the request's `Host` stays the URL's. Without it, or with another
+/// name, the connection is refused (502): the name is verified, not just sent.
+#[tokio::test]
+async fn tls_server_name_verifies_an_app_reached_by_address() {
+    if !have_tool("openssl", &["/usr/bin/openssl"], "openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert_naming(dir.path(), "named", "DNS:app.internal");
+    let port = https_upstream(&cert, &key).await;
+    let idp = Idp::start(IdpOptions::default());
+    let url = format!("https://127.0.0.1:{port}");
+    let ca = format!("tls_ca_file = {:?}\n", cert.display().to_string());
+    let gate_with = |name: &'static str, entries: String| {
+        let idp = &idp;
+        let url = url.clone();
+        let ca = ca.clone();
+        async move {
+            let upstream = format!("{ca}{name}");
+            let upstream: &'static str = Box::leak(upstream.into_boxed_str());
+            let extra = format!("[[rules]]\nprefix = \"/\"\nallow = \"public\"\n{entries}");
+            TestGate::start_edited(idp, &url, "", &extra, in_upstream(upstream)).await
+        }
+    };
+    let get =
+        |gate: String, path: &'static str| async move { plain().get(format!("{gate}{path}")).send().await.unwrap() };
+
+    // By address only: the certificate does not name 127.0.0.1.
+    let unnamed = gate_with("", String::new()).await;
+    assert_eq!(get(unnamed.url(), "/x").await.status(), StatusCode::BAD_GATEWAY);
+    // Another name than the certificate's: sent, and refused.
+    let wrong = gate_with("tls_server_name = \"other.internal\"", String::new()).await;
+    assert_eq!(get(wrong.url(), "/x").await.status(), StatusCode::BAD_GATEWAY);
+
+    let entries = format!(
+        "[[upstreams]]\nprefix = \"/named\"\nurl = \"{url}\"\ntls_server_name = \"app.internal\"\n\
+         [[upstreams]]\nprefix = \"/unnamed\"\nurl = \"{url}\"\n"
+    );
+    let named = gate_with("tls_server_name = \"app.internal\"", entries.clone()).await;
+    for path in ["/x", "/named/y"] {
+        let r = get(named.url(), path).await;
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert_eq!(r.headers()["x-sni"], "app.internal", "{path}");
+        assert_eq!(r.headers()["x-host"], format!("127.0.0.1:{port}").as_str(), "{path}");
+        assert_eq!(r.text().await.unwrap(), format!("secure:{path}"));
+    }
+    // A POST goes the same way (hyper's client either way for https, with a body here).
+    let r = plain()
+        .post(format!("{}/named/form", named.url()))
+        .body("a=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-sni"], "app.internal");
+    // [upstream]'s name is its own URL's: an entry without one is verified for its URL's host, and refused.
+    assert_eq!(get(named.url(), "/unnamed/z").await.status(), StatusCode::BAD_GATEWAY);
+
+    // `check` names what each app is verified as, and reaches it that way.
+    idp.register_client(APP_ID, APP_SECRET, "http://127.0.0.1:4180");
+    let toml = gate_toml("http://127.0.0.1:4180", &url, &idp.endpoint(), "", &entries).replace(
+        "[upstream]\n",
+        &format!("[upstream]\n{ca}tls_server_name = \"app.internal\"\n"),
+    );
+    let (ok, stdout) = check_routes(dir.path(), toml).await;
+    assert!(ok, "{stdout}");
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.contains(" -> ")).map(str::trim).collect();
+    assert!(
+        lines[0].starts_with(&format!("*/unnamed -> {url}/ (warning: "))
+            && lines[0].contains("certificate not valid for name \"127.0.0.1\""),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines[1],
+        format!("*/named -> {url}/ [TLS name app.internal] (answers HEAD with 200)"),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines[2],
+        format!("*/ -> {url}/ [TLS name app.internal] (answers HEAD with 200)"),
+        "{stdout}"
+    );
+}
+
 /// A small HTTPS server answering `secure:<path>`, with the given certificate; returns its port.
 async fn https_upstream(cert: &std::path::Path, key: &std::path::Path) -> u16 {
     tls_upstream(cert, key, &[]).await
@@ -590,7 +676,8 @@ async fn a_client_certificate_is_presented_to_an_upstream_that_requires_one() {
     }
 }
 
-/// A small HTTPS server with the given certificate; returns its port. Without `clients` it answers
+/// A small HTTPS server with the given certificate; returns its port. Its answers carry the name the client sent in
+/// SNI (`X-Sni`, empty without one) and the request's `Host` (`X-Host`). Without `clients` it answers
 /// `secure:<path>`; with them it requires a client certificate signed by (here: one of) them, answers
 /// `client:<the certificate presented, base64 DER>` and closes each connection after its answer.
 async fn tls_upstream(cert: &std::path::Path, key: &std::path::Path, clients: &[&std::path::Path]) -> u16 {
@@ -630,6 +717,7 @@ async fn tls_upstream(cert: &std::path::Path, key: &std::path::Path, clients: &[
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let sni = tls.get_ref().1.server_name().unwrap_or("").to_owned();
                 let presented = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| {
                     use base64::Engine;
                     base64::engine::general_purpose::STANDARD.encode(c.as_ref())
@@ -639,10 +727,15 @@ async fn tls_upstream(cert: &std::path::Path, key: &std::path::Path, clients: &[
                         Some(presented) => format!("client:{presented}"),
                         None => format!("secure:{}", req.uri().path()),
                     };
+                    let host = req.headers().get("host").cloned();
+                    let sni = sni.clone();
                     async move {
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
-                            bytes::Bytes::from(body),
-                        )))
+                        let mut resp = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+                        resp.headers_mut().insert("x-sni", sni.parse().unwrap());
+                        if let Some(host) = host {
+                            resp.headers_mut().insert("x-host", host);
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()

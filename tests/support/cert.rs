@@ -4,16 +4,27 @@ use std::process::{Command, Stdio};
 
 /// A self-signed end-entity certificate for 127.0.0.1 made with the openssl command line: (certificate, key).
 pub fn make_cert(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    make_cert_for(dir, name, "serverAuth")
+    make_cert_for(dir, name, "serverAuth", "IP:127.0.0.1")
+}
+
+/// Like [`make_cert`], naming only `san` (`DNS:app.internal`): not valid for 127.0.0.1.
+#[allow(dead_code)] // the benchmark, which includes this file too, needs none
+pub fn make_cert_naming(dir: &std::path::Path, name: &str, san: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    make_cert_for(dir, name, "serverAuth", san)
 }
 
 /// Like [`make_cert`], for a TLS client to present (mutual TLS).
 #[allow(dead_code)] // the benchmark, which includes this file too, needs none
 pub fn make_client_cert(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    make_cert_for(dir, name, "clientAuth")
+    make_cert_for(dir, name, "clientAuth", "IP:127.0.0.1")
 }
 
-fn make_cert_for(dir: &std::path::Path, name: &str, usage: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+fn make_cert_for(
+    dir: &std::path::Path,
+    name: &str,
+    usage: &str,
+    san: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
     let ok = Command::new("openssl")
         .args([
@@ -31,7 +42,7 @@ fn make_cert_for(dir: &std::path::Path, name: &str, usage: &str) -> (std::path::
             "-subj",
             &format!("/CN={name}"),
             "-addext",
-            "subjectAltName=IP:127.0.0.1",
+            &format!("subjectAltName={san}"),
         ])
         // An end-entity certificate (not a CA), which a client then trusts directly.
         .args([

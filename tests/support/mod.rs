@@ -10,7 +10,7 @@ pub mod redis;
 pub mod rogue;
 pub mod upstream;
 
-pub use cert::{client_trusting, der_of, make_cert, make_client_cert};
+pub use cert::{client_trusting, der_of, make_cert, make_cert_naming, make_client_cert};
 
 use std::process::Stdio;
 use std::sync::Arc;
