@@ -20,6 +20,7 @@ pub(crate) mod error;
 pub(crate) mod gate;
 pub(crate) mod http1;
 pub(crate) mod http2;
+pub(crate) mod http_redirect;
 pub mod identity;
 pub mod logging;
 pub(crate) mod metrics;
@@ -89,9 +90,19 @@ pub async fn run_with_listener(
         ),
         None => None,
     };
+    let http_redirect_listener = match config.server.http_redirect_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("server.http_redirect_listen: cannot listen on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     for caveat in config.caveats() {
         tracing::warn!("{caveat}");
     }
+    let http_redirect_listener =
+        http_redirect_listener.map(|l| (l, std::sync::Arc::new(http_redirect::Redirects::new(&config))));
     let workers = config.server.workers;
     let gate = Gate::new(config)?;
     gate.oidc().spawn_background_load();
@@ -99,6 +110,17 @@ pub async fn run_with_listener(
         let listen = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(%listen, "metrics listening");
         tokio::spawn(metrics_server::serve(l, std::sync::Arc::clone(gate.metrics())))
+    });
+    let http_redirect_task = http_redirect_listener.map(|(l, redirects)| {
+        let listen = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(%listen, "redirecting plain HTTP to https");
+        tokio::spawn(http_redirect::serve(
+            l,
+            redirects,
+            limits.header_read_timeout,
+            limits.max_header_bytes,
+            limits.max_connections,
+        ))
     });
     let max_connections = limits.max_connections;
     tracing::info!(listen = %local, tls = tls.is_some(), workers, max_connections, "logto-gate listening");
@@ -114,8 +136,8 @@ pub async fn run_with_listener(
         );
     }
     let served = server::serve(listener, gate, limits, tls, workers, shutdown).await;
-    if let Some(m) = metrics_task {
-        m.abort();
+    for task in [metrics_task, http_redirect_task].into_iter().flatten() {
+        task.abort();
     }
     served
 }

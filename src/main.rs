@@ -127,6 +127,9 @@ async fn check(config: Config) -> ExitCode {
     }
     out!("  public URL:   {}", config.server.public_url.origin());
     out!("  callback:     {}", config.server.public_url.callback_url());
+    if let Some(addr) = config.server.http_redirect_listen {
+        out!("  plain HTTP:   {addr} redirects to https (308)");
+    }
     out!("  upstreams (most specific first: the request's host before any host, then the longest prefix):");
     let mut routes: Vec<&logto_gate::config::UpstreamRoute> = config.routes.iter().collect();
     routes.sort_by_key(|r| std::cmp::Reverse((r.host.is_some(), r.prefix.len())));

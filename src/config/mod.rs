@@ -111,6 +111,9 @@ pub struct ServerConfig {
     pub skip_auth_preflight: bool,
     /// Where Prometheus metrics are served; `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// `http_redirect_listen`: a plain-HTTP address whose every request is sent to its https URL
+    /// (`src/http_redirect.rs`); only with an `https` `public_url`.
+    pub http_redirect_listen: Option<SocketAddr>,
     /// How long in-flight requests and upgraded connections may take to finish after SIGTERM.
     pub shutdown_timeout: Duration,
     /// How long a client may take to send a request's headers (HTTP/1, also the wait for the next request).

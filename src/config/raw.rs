@@ -76,6 +76,7 @@ pub(super) struct RawServer {
     pub(super) case_insensitive_paths: Option<bool>,
     pub(super) skip_auth_preflight: Option<bool>,
     pub(super) metrics_listen: Option<String>,
+    pub(super) http_redirect_listen: Option<String>,
     pub(super) shutdown_timeout: Option<String>,
     pub(super) header_read_timeout: Option<String>,
     pub(super) max_header_bytes: Option<u64>,

@@ -78,6 +78,29 @@ pub(super) fn validate_server(p: &mut Problems, raw: RawServer) -> Option<Server
             None
         }
     });
+    let http_redirect_listen = non_empty(raw.http_redirect_listen).and_then(|m| match m.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.add(
+                "server.http_redirect_listen",
+                format!("`{m}` is not an address like 0.0.0.0:80"),
+            );
+            None
+        }
+    });
+    // It redirects to public_url: an http one would send browsers round in a circle, or to a plain listener.
+    if let (Some(_), Some(public)) = (http_redirect_listen, &public_url) {
+        if !public.https {
+            p.add(
+                "server.http_redirect_listen",
+                format!(
+                    "redirects to https, but server.public_url is {}: set an https public_url (TLS in the gate, \
+                     server.tls_cert_file, or in front of it)",
+                    public.origin
+                ),
+            );
+        }
+    }
     let shutdown_timeout = duration(p, "server.shutdown_timeout", raw.shutdown_timeout, "25s");
     let header_read_timeout = duration(p, "server.header_read_timeout", raw.header_read_timeout, "30s");
     let server_idle_timeout = duration(p, "server.idle_timeout", raw.idle_timeout, "90s");
@@ -144,6 +167,7 @@ pub(super) fn validate_server(p: &mut Problems, raw: RawServer) -> Option<Server
         case_insensitive_paths: raw.case_insensitive_paths.unwrap_or(false),
         skip_auth_preflight: raw.skip_auth_preflight.unwrap_or(false),
         metrics_listen,
+        http_redirect_listen,
         shutdown_timeout,
         header_read_timeout,
         max_header_bytes,

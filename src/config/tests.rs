@@ -612,3 +612,37 @@ fn a_tls_server_name_is_a_name_or_address_of_an_https_upstream_and_never_shared(
     let b = c.routes.iter().find(|r| r.prefix == "/b").unwrap();
     assert!(b.upstream.tls_server_name.is_none());
 }
+
+#[test]
+fn the_http_redirect_listener_needs_an_address_and_an_https_public_url() {
+    let with =
+        |base: &str, line: &str| base.replace("[server]\n", &format!("[server]\nhttp_redirect_listen = {line:?}\n"));
+    let c = Config::from_toml_str(&with(MINIMAL, "0.0.0.0:80"), no_env()).expect("valid");
+    assert_eq!(
+        c.server.http_redirect_listen.map(|a| a.to_string()).as_deref(),
+        Some("0.0.0.0:80")
+    );
+    assert!(Config::from_toml_str(MINIMAL, no_env())
+        .expect("valid")
+        .server
+        .http_redirect_listen
+        .is_none());
+    let err = Config::from_toml_str(&with(MINIMAL, ":80"), no_env()).expect_err("invalid");
+    assert!(
+        err.0
+            .iter()
+            .any(|l| l == "server.http_redirect_listen: `:80` is not an address like 0.0.0.0:80"),
+        "{err}"
+    );
+    let plain = with(
+        &MINIMAL.replace("https://app.example.com", "http://app.example.com"),
+        "0.0.0.0:80",
+    );
+    let err = Config::from_toml_str(&plain, no_env()).expect_err("invalid");
+    assert!(
+        err.0.iter().any(|l| l.starts_with(
+            "server.http_redirect_listen: redirects to https, but server.public_url is http://app.example.com:"
+        )),
+        "{err}"
+    );
+}

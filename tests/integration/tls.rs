@@ -338,3 +338,108 @@ async fn a_connection_that_sends_no_handshake_does_not_hold_the_shutdown() {
     // The drain would otherwise wait for the handshake's header read timeout (30 s), past the shutdown timeout.
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 }
+
+/// The head of `answer` (an HTTP/1.1 response as text): its status and its `Location`.
+fn status_and_location(answer: &str) -> (u16, Option<String>) {
+    let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let head = answer.split("\r\n\r\n").next().unwrap_or("");
+    let location = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case("location")))
+        .map(|(_, v)| v.trim().to_owned());
+    (status, location)
+}
+
+/// `server.http_redirect_listen`: every plain-HTTP request (any method, any target form) is answered 308 to the same
+/// path and query over https, on a host the gate serves or else `public_url`'s (never the client's choice), and the
+/// connection closes; the https URL reaches the gate; nothing reaches the app; a head that never ends is cut off at
+/// the header read timeout and an oversized one refused.
+#[tokio::test]
+async fn plain_http_is_sent_to_the_same_url_over_https() {
+    if !have_tool("openssl", &["/usr/bin/openssl"], "openssl") {
+        return;
+    }
+    let port = free_port();
+    let lines: &'static str = Box::leak(
+        format!("http_redirect_listen = \"127.0.0.1:{port}\"\nheader_read_timeout = \"1s\"\nmax_header_bytes = 16384")
+            .into_boxed_str(),
+    );
+    let g = TlsGate::start(
+        lines,
+        "[[upstreams]]\nhost = \"ci.example.test\"\nurl = \"http://127.0.0.1:9\"\n\
+         [[upstreams]]\nhost = \"grafana.example.test\"\nurl = \"http://127.0.0.1:9\"\n",
+    )
+    .await;
+    eventually("the redirect listener", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+    let public = format!("https://127.0.0.1:{}", g.gate.port);
+    for (request, want) in [
+        (
+            format!("GET /private/x?y=1&z=%2F HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"),
+            format!("{public}/private/x?y=1&z=%2F"),
+        ),
+        (
+            "POST /form HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\n\r\na=1".to_owned(),
+            format!("{public}/form"),
+        ),
+        (
+            "GET /d/ HTTP/1.1\r\nHost: Grafana.Example.Test.\r\n\r\n".to_owned(),
+            format!("https://grafana.example.test:{}/d/", g.gate.port),
+        ),
+        (
+            "GET /build HTTP/1.1\r\nHost: ci.example.test:80\r\n\r\n".to_owned(),
+            format!("https://ci.example.test:{}/build", g.gate.port),
+        ),
+        // Hosts the gate does not serve, and the target's own authority: public_url's origin.
+        (
+            "GET //evil.example/x HTTP/1.1\r\nHost: evil.example\r\n\r\n".to_owned(),
+            format!("{public}//evil.example/x"),
+        ),
+        (
+            "GET /x HTTP/1.1\r\nHost: ci.example.test.evil.example\r\n\r\n".to_owned(),
+            format!("{public}/x"),
+        ),
+        (
+            "GET http://evil.example/x HTTP/1.1\r\nHost: evil.example\r\n\r\n".to_owned(),
+            format!("{public}/x"),
+        ),
+        (
+            "OPTIONS * HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_owned(),
+            format!("{public}/"),
+        ),
+        ("GET /old HTTP/1.0\r\n\r\n".to_owned(), format!("{public}/old")),
+    ] {
+        // One request per connection: the gate closes it after the answer (read until then, bounded).
+        let answer = exchange_until_closed(port, request.as_bytes()).await;
+        assert_eq!(status_and_location(&answer), (308, Some(want)), "{request:?}\n{answer}");
+        // HTTP/1.0 closes without saying so.
+        let says_close = answer.to_ascii_lowercase().contains("\r\nconnection: close\r\n");
+        assert_eq!(says_close, !request.contains("HTTP/1.0"), "{answer}");
+    }
+    // The https URL is the gate's: an API client without a session gets its 401 there.
+    let answer = tls_exchange_until_closed(
+        g.gate.port,
+        &der_of(&g.cert),
+        b"GET /private/x?y=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert_eq!(g._upstream.count(), 0, "a redirected request reached the app");
+
+    // A head that never ends: closed at the header read timeout (1 s here), not held.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a head that never ended kept its connection");
+    // An oversized head is refused, not redirected.
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    let answer = exchange_until_closed(port, big.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+}
