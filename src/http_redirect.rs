@@ -12,26 +12,16 @@
 //!   a host of its choosing (an open redirect, or a poisoned cache's);
 //! - the path and query are the request's as hyper parsed them (only URI characters); an asterisk-form target
 //!   (`OPTIONS *`) goes to `/`;
-//! - the head must arrive within `server.header_read_timeout` and within `server.max_header_bytes` (hyper answers
-//!   431 past it, 400 to a malformed head), and at most [`MAX_CONNECTIONS`] connections (or `server.max_connections`
-//!   if lower) are served at once; more are closed on arrival.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! - one request per connection, bounded as every side listener is ([`crate::side_listener`]), at most
+//!   [`MAX_CONNECTIONS`] at a time (or `server.max_connections` if lower).
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
 
 use crate::body::{self, Body};
 use crate::config::Config;
 
 /// The most connections the redirect listener serves at a time (each lives for one request).
 pub(crate) const MAX_CONNECTIONS: usize = 1024;
-
-/// How long to wait before accepting again after an accept failed (out of descriptors: connections must close).
-const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
 /// Where requests to the redirect listener are sent.
 #[derive(Debug)]
@@ -97,7 +87,7 @@ impl Redirects {
 }
 
 /// The answer to every request: 308 to its https URL.
-fn redirect(redirects: &Redirects, req: &Request<hyper::body::Incoming>) -> Response<Body> {
+pub(crate) fn redirect(redirects: &Redirects, req: &Request<hyper::body::Incoming>) -> Response<Body> {
     let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let location = redirects.location(host, target);
@@ -115,47 +105,6 @@ fn redirect(redirects: &Redirects, req: &Request<hyper::body::Incoming>) -> Resp
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
-}
-
-/// Serves `listener` until the task is dropped: one request per connection, each answered by [`redirect`].
-pub(crate) async fn serve(
-    listener: TcpListener,
-    redirects: Arc<Redirects>,
-    header_read_timeout: Duration,
-    max_header_bytes: usize,
-    max_connections: usize,
-) {
-    let room = Arc::new(tokio::sync::Semaphore::new(max_connections.min(MAX_CONNECTIONS)));
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::debug!(error = %e, "http redirect listener: accept failed");
-                tokio::time::sleep(ACCEPT_RETRY).await;
-                continue;
-            }
-        };
-        // Over the limit: closed at once (dropping it), never queued.
-        let Ok(permit) = Arc::clone(&room).try_acquire_owned() else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let redirects = Arc::clone(&redirects);
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let resp = redirect(&redirects, &req);
-                async move { Ok::<_, std::convert::Infallible>(resp) }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout)
-                .max_buf_size(max_header_bytes.max(8192))
-                .keep_alive(false);
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
-            drop(permit);
-        });
-    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ pub mod return_path;
 pub(crate) mod routes;
 pub(crate) mod server;
 pub mod session;
+pub(crate) mod side_listener;
 pub(crate) mod sniff;
 pub(crate) mod tls;
 pub(crate) mod values;
@@ -106,20 +107,31 @@ pub async fn run_with_listener(
     let workers = config.server.workers;
     let gate = Gate::new(config)?;
     gate.oidc().spawn_background_load();
+    let side = |max_connections: usize, keep_alive: bool| side_listener::SideLimits {
+        header_read_timeout: limits.header_read_timeout,
+        max_header_bytes: limits.max_header_bytes,
+        max_connections: max_connections.min(limits.max_connections),
+        keep_alive,
+    };
     let metrics_task = metrics_listener.map(|l| {
         let listen = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(%listen, "metrics listening");
-        tokio::spawn(metrics_server::serve(l, std::sync::Arc::clone(gate.metrics())))
+        let metrics = std::sync::Arc::clone(gate.metrics());
+        let answer = std::sync::Arc::new(move |req: &_| metrics_server::answer(&metrics, req));
+        tokio::spawn(side_listener::serve(
+            l,
+            side(metrics_server::MAX_CONNECTIONS, true),
+            answer,
+        ))
     });
     let http_redirect_task = http_redirect_listener.map(|(l, redirects)| {
         let listen = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(%listen, "redirecting plain HTTP to https");
-        tokio::spawn(http_redirect::serve(
+        let answer = std::sync::Arc::new(move |req: &_| http_redirect::redirect(&redirects, req));
+        tokio::spawn(side_listener::serve(
             l,
-            redirects,
-            limits.header_read_timeout,
-            limits.max_header_bytes,
-            limits.max_connections,
+            side(http_redirect::MAX_CONNECTIONS, false),
+            answer,
         ))
     });
     let max_connections = limits.max_connections;

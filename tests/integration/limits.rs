@@ -470,3 +470,86 @@ async fn an_idle_http2_connection_is_closed_after_its_streams() {
     let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
     assert!(ended.is_ok(), "the HTTP/2 connection stayed open after its stream");
 }
+
+/// A gate with its metrics listener on a free port and `server_line` in `[server]`: (gate, metrics port).
+async fn gate_with_metrics(idp: &Idp, upstream: &Upstream, server_line: &str) -> (TestGate, u16) {
+    let port = free_port();
+    let line: &'static str =
+        Box::leak(format!("metrics_listen = \"127.0.0.1:{port}\"\n{server_line}").into_boxed_str());
+    let gate = TestGate::start_edited(idp, &upstream.url(), "", "", in_server(line)).await;
+    (gate, port)
+}
+
+/// Whether the peer closes `stream` within `within` (reading and dropping what it sends).
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    let mut rest = Vec::new();
+    tokio::time::timeout(within, stream.read_to_end(&mut rest))
+        .await
+        .is_ok()
+}
+
+/// The metrics listener often listens where every pod of a cluster reaches it, in the process that serves the
+/// gate: clients there cannot hold it open without bound. A head that never ends is closed at the header read
+/// timeout; past 64 connections at once the next is closed on arrival (not queued, not served), and once they
+/// go, scrapes are served again.
+#[tokio::test]
+async fn the_metrics_listener_cannot_be_held_open_by_slow_clients() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+
+    let (_quick, port) = gate_with_metrics(&idp, &upstream, "header_read_timeout = \"1s\"").await;
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(10)).await,
+        "an unfinished head kept its connection"
+    );
+    // A kept-alive scraper's wait for its next request is bounded the same way.
+    let mut kept = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    kept.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    kept.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    assert!(
+        closed_within(&mut kept, Duration::from_secs(10)).await,
+        "an idle kept-alive connection stayed"
+    );
+
+    // The default header read timeout (30 s) holds these: the cap is what closes the next.
+    let (_gate, port) = gate_with_metrics(&idp, &upstream, "").await;
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\n").await.unwrap();
+        held.push(s);
+    }
+    // Each of them is accepted and held before the next connection's turn: a scrape that is not accepted yet waits.
+    let mut over = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let _ = over.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(
+        closed_within(&mut over, Duration::from_secs(10)).await,
+        "the connection past the cap was kept"
+    );
+    for s in &mut held[..3] {
+        assert!(
+            !closed_within(s, Duration::from_millis(1)).await,
+            "a held connection was closed"
+        );
+    }
+    drop(held);
+    // Their tasks end as they see the hang-ups; until then a scrape may still be turned away.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let served = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await;
+        if served.is_ok_and(|r| r.status() == StatusCode::OK) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no scrape served after the held connections closed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
