@@ -194,6 +194,24 @@ pub(crate) const GATE_OWNED_HEADERS: [&str; 12] = [
 ///   by the gate's value, or sent next to it, or be trusted for what the name means to apps (a client's address, a
 ///   method). (`Authorization` is refused only where the gate sends it, see `upstream.pass_access_token`.)
 pub fn reserved_header(name: &HeaderName) -> Option<&'static str> {
+    match reserved_kind(name)? {
+        Reserved::Framing => Some("this header frames the request or its connection, so it cannot carry a claim"),
+        Reserved::Managed => Some("this header is managed by the gate and cannot carry a claim"),
+    }
+}
+
+/// Why no configuration may set a request field ([`reserved_kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    /// It frames the request or belongs to its connection.
+    Framing,
+    /// The gate sets or removes it for reasons of its own.
+    Managed,
+}
+
+/// Whether `name` is a field the gate frames by or manages ([`reserved_header`] says which), compared as PHP, WSGI
+/// and CGI see names.
+pub fn reserved_kind(name: &HeaderName) -> Option<Reserved> {
     const FRAMING: [&str; 13] = [
         "host",
         "content-length",
@@ -222,9 +240,9 @@ pub fn reserved_header(name: &HeaderName) -> Option<&'static str> {
     let n = normalise_name(name.as_str());
     let n = n.as_str();
     if FRAMING.contains(&n) {
-        Some("this header frames the request or its connection, so it cannot carry a claim")
+        Some(Reserved::Framing)
     } else if MANAGED.contains(&n) || CLIENT_FORWARDING_HEADERS.contains(&n) || GATE_OWNED_HEADERS.contains(&n) {
-        Some("this header is managed by the gate and cannot carry a claim")
+        Some(Reserved::Managed)
     } else {
         None
     }

@@ -198,6 +198,10 @@ pub struct UpstreamConfig {
     pub tls_client_cert: Option<(PathBuf, PathBuf)>,
     /// The certificates of `tls_ca_file`, read after validation.
     pub tls_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// `request_headers`: fields set on every request to the app, replacing the client's (value `Some`), or removed
+    /// from it (`None`): `[upstream]`'s, with an entry's own over them. Values are marked sensitive (never logged,
+    /// never indexed by HPACK).
+    pub request_headers: Vec<(HeaderName, Option<HeaderValue>)>,
     /// `tls_server_name`: the name sent in SNI (RFC 6066 §3) and verified in the app's certificate (RFC 9110
     /// §4.3.4) in place of the URL's host, for an app reached at an address its certificate does not name.
     pub tls_server_name: Option<rustls::pki_types::ServerName<'static>>,
@@ -398,16 +402,18 @@ fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
     let allow_encoded_slashes = raw.server.allow_encoded_slashes.unwrap_or(false);
     let server = server::validate_server(&mut p, raw.server);
     let public_url = server.as_ref().map(|s| &s.public_url);
+    let headers = headers::validate_headers(&mut p, raw.headers);
+    let identity_names: Vec<HeaderName> = headers.iter().flatten().map(|(name, _)| name.clone()).collect();
     let upstream = upstream::validate_upstream(
         &mut p,
         raw.upstream,
         &raw.upstreams,
+        &identity_names,
         case_insensitive_paths,
         allow_encoded_slashes,
     );
     let logto = logto::validate_logto(&mut p, raw.logto, public_url, &mut pending);
     let session = session::validate_session(&mut p, raw.session, public_url, &mut pending);
-    let headers = headers::validate_headers(&mut p, raw.headers);
     let response_headers =
         response_headers::validate_response_headers(&mut p, "response_headers", raw.response_headers);
     let policy = policy::validate_policy(

@@ -104,6 +104,7 @@ pub(super) struct RawUpstream {
     pub(super) tls_client_cert_file: Option<PathBuf>,
     pub(super) tls_client_key_file: Option<PathBuf>,
     pub(super) tls_server_name: Option<String>,
+    pub(super) request_headers: Option<BTreeMap<String, String>>,
 }
 
 /// One `[[upstreams]]` entry.
@@ -121,6 +122,7 @@ pub(super) struct RawUpstreamRoute {
     pub(super) tls_client_cert_file: Option<PathBuf>,
     pub(super) tls_client_key_file: Option<PathBuf>,
     pub(super) tls_server_name: Option<String>,
+    pub(super) request_headers: Option<BTreeMap<String, String>>,
     pub(super) response_headers: Option<BTreeMap<String, String>>,
 }
 

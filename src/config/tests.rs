@@ -646,3 +646,105 @@ fn the_http_redirect_listener_needs_an_address_and_an_https_public_url() {
         "{err}"
     );
 }
+
+#[test]
+fn request_headers_are_merged_per_entry_and_refused_where_the_gate_writes() {
+    let ok = |toml: &str| Config::from_toml_str(toml, no_env()).expect("valid");
+    let err = |toml: &str| Config::from_toml_str(toml, no_env()).expect_err("invalid").0;
+    let shared = |table: &str| MINIMAL.replace("[upstream]\n", &format!("[upstream]\nrequest_headers = {table}\n"));
+    let c = ok(&format!(
+        "{}\n[[upstreams]]\nprefix = \"/a\"\nurl = \"http://10.0.0.6\"\n\
+         request_headers = {{ \"X-Api-Key\" = \"a-key\", \"X-Debug\" = \"1\", \"Authorization\" = \"Basic YTpi\" }}\n",
+        shared("{ \"X-Api-Key\" = \"shared\", \"X-Debug\" = \"\", \"X-Tenant\" = \"t1\" }")
+    ));
+    let shown = |fields: &[(http::HeaderName, Option<http::HeaderValue>)]| {
+        let mut v: Vec<String> = fields
+            .iter()
+            .map(|(n, v)| format!("{n}={}", v.as_ref().map_or("(removed)", |v| v.to_str().unwrap())))
+            .collect();
+        v.sort();
+        v.join(" ")
+    };
+    let default = c.routes.iter().find(|r| r.prefix == "/").unwrap();
+    assert_eq!(
+        shown(&default.upstream.request_headers),
+        "x-api-key=shared x-debug=(removed) x-tenant=t1"
+    );
+    let a = c.routes.iter().find(|r| r.prefix == "/a").unwrap();
+    assert_eq!(
+        shown(&a.upstream.request_headers),
+        "authorization=Basic YTpi x-api-key=a-key x-debug=1 x-tenant=t1"
+    );
+    // Credentials stay out of debug output.
+    assert!(a
+        .upstream
+        .request_headers
+        .iter()
+        .filter_map(|(_, v)| v.as_ref())
+        .all(|v| v.is_sensitive()));
+    assert!(!format!("{:?}", a.upstream).contains("YTpi"));
+
+    for (table, says) in [
+        (
+            "{ \"X Api\" = \"1\" }",
+            "upstream.request_headers.X Api: not a valid HTTP header name",
+        ),
+        (
+            "{ \"X-Api\" = \"a\\u0007b\" }",
+            "upstream.request_headers.X-Api: is not a valid header value",
+        ),
+        (
+            "{ \"Host\" = \"a\" }",
+            "upstream.request_headers.Host: this header frames the request",
+        ),
+        (
+            "{ \"X-Request-Id\" = \"a\" }",
+            "upstream.request_headers.X-Request-Id: the gate sets or removes",
+        ),
+        (
+            "{ \"Cookie\" = \"a=1\" }",
+            "upstream.request_headers.Cookie: the gate sets or removes",
+        ),
+        (
+            "{ \"X-Logto-Gate-Assertion\" = \"a\" }",
+            "upstream.request_headers.X-Logto-Gate-Assertion: the gate",
+        ),
+        (
+            "{ \"x-forwarded-email\" = \"a\" }",
+            "upstream.request_headers.x-forwarded-email: the gate sends the user's",
+        ),
+        (
+            "{ \"X-Api-Key\" = \"replace-with-the-key\" }",
+            "upstream.request_headers.X-Api-Key: still the placeholder from logto-gate's examples",
+        ),
+    ] {
+        let lines = err(&shared(table));
+        assert!(lines.iter().any(|l| l.starts_with(says)), "{table}: {lines:?}");
+    }
+    // Authorization only where the gate sends none of its own; an entry is held to the same.
+    let passing = MINIMAL.replace("[upstream]\n", "[upstream]\npass_access_token = true\n");
+    let lines = err(&format!(
+        "{passing}\n[[upstreams]]\nprefix = \"/a\"\nurl = \"http://10.0.0.6\"\n\
+         request_headers = {{ \"Authorization\" = \"Basic YTpi\" }}\n"
+    ));
+    assert!(
+        lines.iter().any(|l| {
+            l
+            == "upstreams[0].request_headers.Authorization: upstream.pass_access_token sends the access token in this \
+                header"
+        }),
+        "{lines:?}"
+    );
+    // A mapped identity field of the operator's own naming is refused too.
+    let mapped = format!(
+        "{}\n[headers]\n\"X-User-Id\" = \"sub\"\n",
+        shared("{ \"X_User_Id\" = \"1\" }")
+    );
+    let lines = err(&mapped);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("upstream.request_headers.X_User_Id: the gate sends the user's identity")),
+        "{lines:?}"
+    );
+}

@@ -1,10 +1,14 @@
 //! `[upstream]` and `[[upstreams]]`: where signed-in requests go, and how.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use http::header::{HeaderName, HeaderValue};
 use http::Uri;
 
-use super::checks::{duration, non_empty, upstream_url, Problems};
+use crate::identity::Reserved;
+
+use super::checks::{duration, non_empty, refuse_placeholder, upstream_url, Problems};
 use super::raw::{RawUpstream, RawUpstreamRoute};
 use super::{UpstreamConfig, UpstreamRoute};
 
@@ -81,6 +85,7 @@ pub(super) fn validate_upstream(
     p: &mut Problems,
     raw: RawUpstream,
     upstreams: &[RawUpstreamRoute],
+    identity_names: &[HeaderName],
     case_insensitive_paths: bool,
     allow_encoded_slashes: bool,
 ) -> Option<(UpstreamConfig, Vec<UpstreamRoute>)> {
@@ -110,6 +115,18 @@ pub(super) fn validate_upstream(
     let mut shared_ca_over_tls = false;
     let client_cert = client_cert_pair(p, "upstream", &raw.tls_client_cert_file, &raw.tls_client_key_file);
     let mut shared_cert_over_tls = false;
+    // Who else writes `Authorization` to the app: a static field there would be replaced, or replace theirs.
+    let authorization_sender = if raw.pass_access_token == Some(true) {
+        Some("upstream.pass_access_token sends the access token in this header")
+    } else if protected_app {
+        Some("upstream.protected_app sends the app's Basic credentials in this header")
+    } else {
+        None
+    };
+    let fields_at = |p: &mut Problems, at: &str, raw: &Option<BTreeMap<String, String>>| {
+        request_fields(p, at, raw, identity_names, authorization_sender)
+    };
+    let request_headers = fields_at(p, "upstream", &raw.request_headers);
     // A name belongs to one app's address, so [upstream]'s is [upstream].url's alone, never an entry's.
     let server_name = tls_server_name(p, "upstream", &raw.tls_server_name);
     if server_name.is_some() && !default_upstream.as_ref().is_some_and(|at| https(&at.url)) {
@@ -186,6 +203,7 @@ pub(super) fn validate_upstream(
             own_cert.is_some(),
             "where no TLS handshake would present it",
         );
+        let own_request_fields = fields_at(p, &key, &r.request_headers);
         let own_name = tls_server_name(p, &key, &r.tls_server_name);
         // Never [upstream]'s: only whether the entry's own is on a plain upstream matters.
         uses_shared(
@@ -232,6 +250,7 @@ pub(super) fn validate_upstream(
                         tls_client_cert: own_cert.or_else(|| client_cert.clone()),
                         tls_roots: Vec::new(),
                         tls_server_name: own_name,
+                        request_headers: merged_fields(&request_headers, own_request_fields),
                     },
                 },
                 key,
@@ -299,6 +318,7 @@ pub(super) fn validate_upstream(
         tls_client_cert: client_cert,
         tls_roots: Vec::new(),
         tls_server_name: server_name,
+        request_headers,
     };
     if default_upstream.is_some() {
         routes.push(UpstreamRoute {
@@ -363,6 +383,80 @@ fn tls_server_name(p: &mut Problems, at: &str, raw: &Option<String>) -> Option<r
             None
         }
     }
+}
+
+/// A request field as configured: set to the value, or removed (`None`).
+type Field = (HeaderName, Option<HeaderValue>);
+
+/// `<at>.request_headers`: `name = "value"` sets a field on every request to the app (replacing the client's), `""`
+/// removes the client's (Pomerium's `set_request_headers` and `remove_request_headers`). Refused for the fields the
+/// gate frames by or sets itself (`crate::identity::reserved_kind`), an identity field of `[headers]` and, where the
+/// gate sends its own there, `Authorization`; names are compared as PHP, WSGI and CGI read them (`_` as `-`), since
+/// `X_Forwarded_User` reaches such an app as `X-Forwarded-User`.
+fn request_fields(
+    p: &mut Problems,
+    at: &str,
+    raw: &Option<BTreeMap<String, String>>,
+    identity_names: &[HeaderName],
+    authorization_sender: Option<&str>,
+) -> Vec<Field> {
+    let mut out = Vec::new();
+    for (name, value) in raw.iter().flatten() {
+        let key = format!("{at}.request_headers.{name}");
+        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+            p.add(&key, "not a valid HTTP header name");
+            continue;
+        };
+        let normalised = crate::identity::normalise_name(header.as_str());
+        let why = match crate::identity::reserved_kind(&header) {
+            Some(Reserved::Framing) => Some("this header frames the request or its connection: the gate writes it"),
+            Some(Reserved::Managed) => Some("the gate sets or removes this header itself"),
+            None if identity_names
+                .iter()
+                .any(|i| crate::identity::same_normalised(i.as_str(), &normalised)) =>
+            {
+                Some("the gate sends the user's identity in this header ([headers])")
+            }
+            None if normalised == "authorization" => authorization_sender,
+            None => None,
+        };
+        if let Some(why) = why {
+            p.add(&key, why);
+            continue;
+        }
+        if value.is_empty() {
+            out.push((header, None));
+            continue;
+        }
+        if super::checks::is_placeholder(value) {
+            refuse_placeholder(p, &key, value, "set the value the app expects");
+            continue;
+        }
+        match HeaderValue::from_str(value) {
+            Ok(mut v) => {
+                // Often a credential (an API key, Basic credentials): kept out of debug output and HPACK tables.
+                v.set_sensitive(true);
+                out.push((header, Some(v)));
+            }
+            Err(_) => p.add(
+                &key,
+                "is not a valid header value (visible ASCII and spaces; no line breaks or control characters)",
+            ),
+        }
+    }
+    out
+}
+
+/// `shared` (`[upstream]`'s fields) with an entry's `own` over them: an entry's field replaces the shared one of the
+/// same name, including a removal.
+fn merged_fields(shared: &[Field], own: Vec<Field>) -> Vec<Field> {
+    let mut merged: Vec<Field> = shared
+        .iter()
+        .filter(|(name, _)| !own.iter().any(|(o, _)| o == name))
+        .cloned()
+        .collect();
+    merged.extend(own);
+    merged
 }
 
 /// `upstream.upgrade_protocols`: the `Upgrade` protocols passed to the app (RFC 9110 §7.8), lower case.

@@ -134,6 +134,10 @@ impl Gate {
             if let Some(basic) = &self.protected_basic {
                 self.add_protected_app(headers, basic, browser_host, principal.as_ref());
             }
+            let fields = &self.config.routes[route].upstream.request_headers;
+            if !fields.is_empty() {
+                set_request_fields(headers, fields);
+            }
             // 5. forward
             let mut resp = self.forwarders[route]
                 .forward(
@@ -364,6 +368,35 @@ impl Gate {
                 Some(domain) => name.strip_suffix(domain).is_some_and(|rest| rest.ends_with('.')),
                 None => policy::normalise_host(allowed) == name,
             })
+    }
+}
+
+/// The operator's `request_headers`: each field set (replacing the client's) or removed. A client's field spelled
+/// with `_` for `-` (`X_Api_Key`) goes too, since PHP, WSGI and CGI apps read it as the same variable.
+fn set_request_fields(headers: &mut http::HeaderMap, fields: &[(http::HeaderName, Option<HeaderValue>)]) {
+    let variants: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().contains('_'))
+        .filter(|n| {
+            let normalised = identity::normalise_name(n.as_str());
+            fields
+                .iter()
+                .any(|(f, _)| identity::same_normalised(f.as_str(), &normalised))
+        })
+        .cloned()
+        .collect();
+    for name in variants {
+        headers.remove(&name);
+    }
+    for (name, value) in fields {
+        match value {
+            Some(value) => {
+                headers.insert(name.clone(), value.clone());
+            }
+            None => {
+                headers.remove(name);
+            }
+        }
     }
 }
 

@@ -835,3 +835,86 @@ async fn an_entry_sets_its_own_response_headers_over_the_shared_ones() {
         "{err}"
     );
 }
+
+/// `request_headers` set fields on every request to the app (a legacy app's fixed credentials, an API key that
+/// proves the request came through the gate) and remove others: `[upstream]`'s for every app, an entry's own over
+/// them. A client's copy never reaches the app, in any spelling, on either client path (bodiless `GET` through the
+/// lean client, `POST` through hyper's), signed in or on a public path; and a field the gate owns cannot be set.
+#[tokio::test]
+async fn request_headers_are_set_on_every_request_to_the_app() {
+    let idp = Idp::start(IdpOptions::default());
+    let (default, grafana) = (Upstream::start().await, Upstream::start().await);
+    let extra = format!(
+        "[[upstreams]]\nprefix = \"/grafana\"\nstrip_prefix = true\nurl = \"{}\"\n\
+         request_headers = {{ \"X-Api-Key\" = \"grafana-key\", \"X-Grafana-Org\" = \"2\" }}\n\
+         [[rules]]\nprefix = \"/open\"\nallow = \"public\"\n",
+        grafana.url()
+    );
+    let gate = TestGate::start_edited(
+        &idp,
+        &default.url(),
+        "",
+        &extra,
+        in_upstream("request_headers = { \"X-Api-Key\" = \"shared key\", \"X-Debug\" = \"\" }"),
+    )
+    .await;
+    let alice = Browser::new(&idp);
+    alice.sign_in(&gate, "/").await;
+    let cookie = format!("logto_gate={}", alice.cookie(&gate.url(), "logto_gate").unwrap());
+    for (path, app, key, org) in [
+        ("/page", &default, "shared key", None),
+        ("/open/page", &default, "shared key", None),
+        ("/grafana/page", &grafana, "grafana-key", Some("2")),
+    ] {
+        for method in ["GET", "POST"] {
+            // The client's own copies, as sent and in the `_` spelling PHP reads as the same variable.
+            let r = plain()
+                .request(method.parse().unwrap(), format!("{}{path}", gate.url()))
+                .header("cookie", &cookie)
+                .header("x-api-key", "forged")
+                .header("x_api_key", "forged too")
+                .header("x-debug", "1")
+                .header("x-grafana-org", "1")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{method} {path}");
+            let seen = app.last();
+            assert_eq!(seen.method, method);
+            assert_eq!(seen.header_count("x-api-key"), 1, "{method} {path}: {:?}", seen.headers);
+            assert_eq!(seen.header("x-api-key"), Some(key), "{method} {path}");
+            assert_eq!(seen.header("x_api_key"), None, "{method} {path}");
+            assert_eq!(seen.header("x-debug"), None, "{method} {path}: removed for every app");
+            assert_eq!(
+                seen.header("x-grafana-org"),
+                Some(org.unwrap_or("1")),
+                "{method} {path}"
+            );
+            // The gate's own fields are untouched.
+            if path != "/open/page" {
+                assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"), "{method} {path}");
+            }
+        }
+    }
+
+    // The fields the gate owns, and an identity field in any spelling, are refused at start, naming the key.
+    for (table, says) in [
+        (
+            "{ \"X_Forwarded_User\" = \"admin\" }",
+            "upstream.request_headers.X_Forwarded_User: the gate sends the user's identity in this header",
+        ),
+        (
+            "{ \"X-Forwarded-For\" = \"10.0.0.1\" }",
+            "upstream.request_headers.X-Forwarded-For: the gate sets or removes this header itself",
+        ),
+        (
+            "{ \"Content-Length\" = \"0\" }",
+            "upstream.request_headers.Content-Length: this header frames the request",
+        ),
+    ] {
+        let toml = gate_toml("https://a.example.com", &default.url(), "https://t.logto.app", "", "")
+            .replace("[upstream]\n", &format!("[upstream]\nrequest_headers = {table}\n"));
+        let err = logto_gate::Config::from_toml_str(&toml, Vec::new()).expect_err("refused");
+        assert!(err.0.iter().any(|l| l.starts_with(says)), "{says}: {err}");
+    }
+}
