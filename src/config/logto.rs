@@ -157,7 +157,12 @@ pub(super) fn validate_logto(
 /// would fail at the callback), and the access token or ID token the app is sent would stop being renewed within
 /// the hour (sent expired, or no longer sent). A warning at start and in `check`, not a refusal: with that setting
 /// on, such a configuration works.
-pub(super) fn refresh_token_caveat(logto: &LogtoConfig, upstream: &UpstreamConfig) -> Option<String> {
+/// `passes_access_tokens`: whether any app is sent the access token ([`super::Config::passes_access_tokens`]).
+pub(super) fn refresh_token_caveat(
+    logto: &LogtoConfig,
+    upstream: &UpstreamConfig,
+    passes_access_tokens: bool,
+) -> Option<String> {
     if logto
         .prompt
         .as_deref()
@@ -175,7 +180,7 @@ pub(super) fn refresh_token_caveat(logto: &LogtoConfig, upstream: &UpstreamConfi
             "logto.organization_id (the organization token)",
         ),
         (
-            upstream.pass_access_token,
+            passes_access_tokens,
             "upstream.pass_access_token (a renewed access token)",
         ),
         (

@@ -79,9 +79,15 @@ impl Config {
     /// What a valid configuration may still get wrong, depending on settings in Logto the gate cannot see: one line
     /// each, naming the key, for a warning at start and in `logto-gate check`.
     pub fn caveats(&self) -> Vec<String> {
-        logto::refresh_token_caveat(&self.logto, &self.upstream)
+        logto::refresh_token_caveat(&self.logto, &self.upstream, self.passes_access_tokens())
             .into_iter()
             .collect()
+    }
+
+    /// Whether any app is sent the session's access token (`upstream.pass_access_token`, or an `[[upstreams]]`
+    /// entry's): sessions then keep the tokens.
+    pub fn passes_access_tokens(&self) -> bool {
+        self.upstream.pass_access_token || self.routes.iter().any(|r| r.upstream.pass_access_token)
     }
 }
 
@@ -428,8 +434,8 @@ fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
     if let (Some(server), Some(session)) = (&server, &session) {
         check_redirect_hosts(&mut p, &server.allowed_redirect_hosts, session.cookie_domain.as_deref());
     }
-    if let (Some((upstream, _)), Some(headers)) = (&upstream, &headers) {
-        check_authorization_mapping(&mut p, upstream, headers);
+    if let (Some((upstream, routes)), Some(headers)) = (&upstream, &headers) {
+        check_authorization_mapping(&mut p, upstream, routes, headers);
     }
     if let (Some(logto), Some(policy)) = (&logto, &policy) {
         check_rule_resources(&mut p, &logto.resources, policy);
@@ -522,8 +528,14 @@ fn check_rule_resources(p: &mut Problems, accepted: &[String], policy: &Policy) 
 
 /// A claim mapped onto `Authorization` where the gate sends its own there (the access token, or the Protected App's
 /// Basic credentials) would be replaced on every request: the mapping is refused instead of silently lost.
-fn check_authorization_mapping(p: &mut Problems, upstream: &UpstreamConfig, headers: &[(HeaderName, ClaimPath)]) {
-    let sender = if upstream.pass_access_token {
+fn check_authorization_mapping(
+    p: &mut Problems,
+    upstream: &UpstreamConfig,
+    routes: &[UpstreamRoute],
+    headers: &[(HeaderName, ClaimPath)],
+) {
+    // The identity fields go to every app: one app sent the access token is enough.
+    let sender = if upstream.pass_access_token || routes.iter().any(|r| r.upstream.pass_access_token) {
         "upstream.pass_access_token sends the access token"
     } else if upstream.protected_app {
         "upstream.protected_app sends the app's Basic credentials"

@@ -115,6 +115,7 @@ pub(super) struct RawUpstreamRoute {
     pub(super) host: Option<String>,
     pub(super) prefix: Option<String>,
     pub(super) strip_prefix: Option<bool>,
+    pub(super) pass_access_token: Option<bool>,
     pub(super) preserve_host: Option<bool>,
     pub(super) connect_timeout: Option<String>,
     pub(super) response_timeout: Option<String>,

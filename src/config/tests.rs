@@ -748,3 +748,85 @@ fn request_headers_are_merged_per_entry_and_refused_where_the_gate_writes() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn an_entry_may_choose_its_own_pass_access_token() {
+    let ok = |toml: &str| Config::from_toml_str(toml, no_env()).expect("valid");
+    let err = |toml: &str| Config::from_toml_str(toml, no_env()).expect_err("invalid").0;
+    let entry = |line: &str| format!("[[upstreams]]\nprefix = \"/a\"\nurl = \"http://10.0.0.6\"\n{line}\n");
+    let c = ok(&format!("{MINIMAL}\n{}", entry("pass_access_token = true")));
+    let pass = |c: &Config, prefix: &str| {
+        c.routes
+            .iter()
+            .find(|r| r.prefix == prefix)
+            .unwrap()
+            .upstream
+            .pass_access_token
+    };
+    assert!(pass(&c, "/a") && !pass(&c, "/") && !c.upstream.pass_access_token);
+    assert!(c.passes_access_tokens(), "sessions keep the token for the entry's app");
+    // Without consent in the prompt, the refresh token that renews it may not come: said for the entry's token too.
+    let no_consent = format!("{MINIMAL}\n{}", entry("pass_access_token = true"))
+        .replace("[logto]\n", "[logto]\nprompt = \"login\"\n");
+    let caveats = ok(&no_consent).caveats();
+    assert!(
+        caveats.iter().any(|l| l.contains("upstream.pass_access_token")),
+        "{caveats:?}"
+    );
+    let shared = MINIMAL.replace("[upstream]\n", "[upstream]\npass_access_token = true\n");
+    let c = ok(&format!("{shared}\n{}", entry("pass_access_token = false")));
+    assert!(!pass(&c, "/a") && pass(&c, "/"));
+    let c = ok(&format!("{MINIMAL}\n{}", entry("")));
+    assert!(!c.passes_access_tokens());
+
+    // Where any app is sent the token, no claim and no shared request field may use Authorization; an entry's own
+    // field may where its app is not sent the token.
+    let lines = err(&format!(
+        "{MINIMAL}\n{}\n[headers]\n\"Authorization\" = \"sub\"\n",
+        entry("pass_access_token = true")
+    ));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("headers.authorization: upstream.pass_access_token")),
+        "{lines:?}"
+    );
+    let with_shared_field = MINIMAL.replace(
+        "[upstream]\n",
+        "[upstream]\nrequest_headers = { \"Authorization\" = \"Basic YTpi\" }\n",
+    );
+    let lines = err(&format!("{with_shared_field}\n{}", entry("pass_access_token = true")));
+    assert!(
+        lines.iter().any(|l| {
+            l
+            == "upstream.request_headers.Authorization: upstreams[0].pass_access_token sends the access token in this \
+                header"
+        }),
+        "{lines:?}"
+    );
+    ok(&format!(
+        "{shared}\n{}",
+        entry("pass_access_token = false\nrequest_headers = { \"Authorization\" = \"Basic YTpi\" }")
+    ));
+    let lines = err(&format!(
+        "{shared}\n{}",
+        entry("request_headers = { \"Authorization\" = \"Basic YTpi\" }")
+    ));
+    assert!(
+        lines.iter().any(|l| {
+            l
+            == "upstreams[0].request_headers.Authorization: upstream.pass_access_token sends the access token in this \
+                header"
+        }),
+        "{lines:?}"
+    );
+    // The Protected App contract sends its own Authorization to every app.
+    let protected = MINIMAL.replace("[upstream]\n", "[upstream]\nprotected_app = true\n");
+    let lines = err(&format!("{protected}\n{}", entry("pass_access_token = true")));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("upstreams[0].pass_access_token: upstream.protected_app sends")),
+        "{lines:?}"
+    );
+}

@@ -115,18 +115,32 @@ pub(super) fn validate_upstream(
     let mut shared_ca_over_tls = false;
     let client_cert = client_cert_pair(p, "upstream", &raw.tls_client_cert_file, &raw.tls_client_key_file);
     let mut shared_cert_over_tls = false;
-    // Who else writes `Authorization` to the app: a static field there would be replaced, or replace theirs.
-    let authorization_sender = if raw.pass_access_token == Some(true) {
-        Some("upstream.pass_access_token sends the access token in this header")
-    } else if protected_app {
-        Some("upstream.protected_app sends the app's Basic credentials in this header")
-    } else {
-        None
+    // Who else writes `Authorization` to an app: a static field there would be replaced, or replace theirs.
+    // [upstream]'s fields go to every app, so any app that is sent the access token counts for them.
+    let shared_passes = raw.pass_access_token == Some(true);
+    let entry_passes = upstreams
+        .iter()
+        .position(|r| r.pass_access_token.unwrap_or(shared_passes));
+    let authorization_sender = |passes: bool, key: &str| {
+        if passes {
+            Some(format!("{key}.pass_access_token sends the access token in this header"))
+        } else if protected_app {
+            Some("upstream.protected_app sends the app's Basic credentials in this header".to_owned())
+        } else {
+            None
+        }
     };
-    let fields_at = |p: &mut Problems, at: &str, raw: &Option<BTreeMap<String, String>>| {
-        request_fields(p, at, raw, identity_names, authorization_sender)
+    let shared_sender = match entry_passes {
+        Some(i) if !shared_passes => authorization_sender(true, &format!("upstreams[{i}]")),
+        _ => authorization_sender(shared_passes, "upstream"),
     };
-    let request_headers = fields_at(p, "upstream", &raw.request_headers);
+    let request_headers = request_fields(
+        p,
+        "upstream",
+        &raw.request_headers,
+        identity_names,
+        shared_sender.as_deref(),
+    );
     // A name belongs to one app's address, so [upstream]'s is [upstream].url's alone, never an entry's.
     let server_name = tls_server_name(p, "upstream", &raw.tls_server_name);
     if server_name.is_some() && !default_upstream.as_ref().is_some_and(|at| https(&at.url)) {
@@ -203,7 +217,21 @@ pub(super) fn validate_upstream(
             own_cert.is_some(),
             "where no TLS handshake would present it",
         );
-        let own_request_fields = fields_at(p, &key, &r.request_headers);
+        // An entry's own choice whether its app is sent the access token, else [upstream]'s.
+        let pass_access_token = r.pass_access_token.unwrap_or(shared_passes);
+        if protected_app && r.pass_access_token == Some(true) {
+            p.add(
+                &format!("{key}.pass_access_token"),
+                "upstream.protected_app sends Authorization: Basic (the Protected App contract) to every app, so it \
+                 cannot go with pass_access_token",
+            );
+        }
+        let sender = if r.pass_access_token.is_some() {
+            authorization_sender(pass_access_token, &key)
+        } else {
+            authorization_sender(pass_access_token, "upstream")
+        };
+        let own_request_fields = request_fields(p, &key, &r.request_headers, identity_names, sender.as_deref());
         let own_name = tls_server_name(p, &key, &r.tls_server_name);
         // Never [upstream]'s: only whether the entry's own is on a plain upstream matters.
         uses_shared(
@@ -241,7 +269,7 @@ pub(super) fn validate_upstream(
                         preserve_host: r.preserve_host.unwrap_or(preserve_host),
                         connect_timeout: connect,
                         response_timeout: response,
-                        pass_access_token: raw.pass_access_token.unwrap_or(false),
+                        pass_access_token,
                         pass_method_override: raw.pass_method_override.unwrap_or(false),
                         upgrade_protocols: upgrade_protocols.clone(),
                         protected_app,

@@ -129,7 +129,8 @@ impl Gate {
                 identity.insert_into(headers);
             }
             if let Some(principal) = &principal {
-                self.add_credentials(headers, principal, &decision)?;
+                let pass_access_token = self.config.routes[route].upstream.pass_access_token;
+                self.add_credentials(headers, principal, &decision, pass_access_token)?;
             }
             if let Some(basic) = &self.protected_basic {
                 self.add_protected_app(headers, basic, browser_host, principal.as_ref());
@@ -261,7 +262,7 @@ impl Gate {
         decision: &Decision<'_>,
     ) -> Result<(), GateError> {
         self.identity_headers(principal).insert_into(headers);
-        self.add_credentials(headers, principal, decision)
+        self.add_credentials(headers, principal, decision, self.config.upstream.pass_access_token)
     }
 
     /// The session's access token that `upstream.pass_access_token` sends: with `logto.resources`, the one for `api`
@@ -301,13 +302,15 @@ impl Gate {
         }
     }
 
-    /// The access token when asked for (for the API `decision` names), the machine header for a machine-to-machine
-    /// app, the actor header for a token someone acts with for its subject, and the signed assertion.
+    /// The access token when `pass_access_token` (the serving app's setting; for the API `decision` names), the
+    /// machine header for a machine-to-machine app, the actor header for a token someone acts with for its subject,
+    /// and the signed assertion.
     pub(super) fn add_credentials(
         &self,
         headers: &mut http::HeaderMap,
         principal: &Principal,
         decision: &Decision<'_>,
+        pass_access_token: bool,
     ) -> Result<(), GateError> {
         if let Some(app) = principal.machine() {
             let value = HeaderValue::from_str(app)
@@ -319,7 +322,7 @@ impl Gate {
                 .map_err(|_| ClientError::InvalidToken("the token's act.sub is not a valid header value".into()))?;
             headers.insert(http::HeaderName::from_static(ACTOR_HEADER), value);
         }
-        if let (true, Principal::Session(c)) = (self.config.upstream.pass_access_token, principal) {
+        if let (true, Principal::Session(c)) = (pass_access_token, principal) {
             // Authorization is the gate's field here: the app takes it for Logto's word. Where the session holds no
             // token for the request's API, the app gets none, never one the client wrote (a bearer token would have
             // been verified and made the request a token's; another scheme would not).

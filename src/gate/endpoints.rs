@@ -450,11 +450,7 @@ impl Gate {
             iat: now,
             exp: now + self.sessions.codec().lifetime_secs(),
             rt: tokens.refresh_token.clone(),
-            at: self
-                .config
-                .upstream
-                .pass_access_token
-                .then(|| tokens.access_token.clone()),
+            at: self.config.passes_access_tokens().then(|| tokens.access_token.clone()),
             at_exp: tokens.expires_in.map(|s| now + s),
             sid,
             seen: now,

@@ -246,11 +246,7 @@ impl Gate {
         }
         // Logto rotates a refresh token only past 70 % of its life; before that it gives the same one back (or none).
         session.rt = tokens.refresh_token.clone().or_else(|| Some(rt.to_owned()));
-        session.at = self
-            .config
-            .upstream
-            .pass_access_token
-            .then(|| tokens.access_token.clone());
+        session.at = self.config.passes_access_tokens().then(|| tokens.access_token.clone());
         session.at_exp = tokens.expires_in.map(|s| now + s);
         session.refresh_at = tokens.expires_in.map(|s| Session::refresh_time(now, s));
         if let Some((id_token, exp)) = new_id_token {
@@ -340,7 +336,7 @@ impl Gate {
         }
         let grant = ApiGrant {
             scope: claims.get("scope").and_then(Value::as_str).unwrap_or("").to_owned(),
-            at: self.config.upstream.pass_access_token.then_some(tokens.access_token),
+            at: self.config.passes_access_tokens().then_some(tokens.access_token),
         };
         session.apis.insert(resource.to_owned(), grant);
         if let Some(ttl) = tokens.expires_in {
@@ -373,7 +369,7 @@ impl Gate {
         session
             .claims
             .insert("organization_id".into(), Value::String(org.to_owned()));
-        if self.config.upstream.pass_access_token && self.config.logto.resources.is_empty() {
+        if self.config.passes_access_tokens() && self.config.logto.resources.is_empty() {
             session.at = Some(tokens.access_token);
         }
         Ok(())

@@ -918,3 +918,80 @@ async fn request_headers_are_set_on_every_request_to_the_app() {
         assert!(err.0.iter().any(|l| l.starts_with(says)), "{says}: {err}");
     }
 }
+
+/// The access token is a credential for Logto's APIs: only the apps that need it should get it. An
+/// `[[upstreams]]` entry's `pass_access_token` decides for its app, over `[upstream]`'s, both ways; sessions keep
+/// the token when any app is sent it.
+#[tokio::test]
+async fn an_entry_chooses_whether_its_app_is_sent_the_access_token() {
+    let idp = Idp::start(IdpOptions::default());
+    let (default, api, other) = (
+        Upstream::start().await,
+        Upstream::start().await,
+        Upstream::start().await,
+    );
+    let entries = format!(
+        "[[upstreams]]\nprefix = \"/api\"\nurl = \"{}\"\npass_access_token = true\n\
+         [[upstreams]]\nprefix = \"/other\"\nurl = \"{}\"\n",
+        api.url(),
+        other.url()
+    );
+    let bearer = |seen: &crate::support::upstream::Seen| {
+        seen.header("authorization")
+            .is_some_and(|v| v.starts_with("Bearer ") && v.len() > 20)
+    };
+    for (shared, want) in [("false", [false, true, false]), ("true", [true, true, true])] {
+        let line: &'static str = Box::leak(format!("pass_access_token = {shared}").into_boxed_str());
+        let gate = TestGate::start_edited(&idp, &default.url(), "", &entries, in_upstream(line)).await;
+        let alice = Browser::new(&idp);
+        alice.sign_in(&gate, "/").await;
+        let cookie = format!("logto_gate={}", alice.cookie(&gate.url(), "logto_gate").unwrap());
+        for ((path, app), want) in [("/x", &default), ("/api/x", &api), ("/other/x", &other)]
+            .into_iter()
+            .zip(want)
+        {
+            for method in ["GET", "POST"] {
+                let r = plain()
+                    .request(method.parse().unwrap(), format!("{}{path}", gate.url()))
+                    .header("cookie", &cookie)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::OK, "{shared} {method} {path}");
+                let seen = app.last();
+                assert_eq!(
+                    bearer(&seen),
+                    want,
+                    "[upstream] {shared}, {method} {path}: {:?}",
+                    seen.headers
+                );
+            }
+        }
+    }
+    // And the other way: an entry keeps its app from the token [upstream] sends the rest.
+    let entries = format!(
+        "[[upstreams]]\nprefix = \"/other\"\nurl = \"{}\"\npass_access_token = false\n",
+        other.url()
+    );
+    let gate = TestGate::start_edited(
+        &idp,
+        &default.url(),
+        "",
+        &entries,
+        in_upstream("pass_access_token = true"),
+    )
+    .await;
+    let alice = Browser::new(&idp);
+    alice.sign_in(&gate, "/").await;
+    let cookie = format!("logto_gate={}", alice.cookie(&gate.url(), "logto_gate").unwrap());
+    for (path, app, want) in [("/x", &default, true), ("/other/x", &other, false)] {
+        let r = plain()
+            .get(format!("{}{path}", gate.url()))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(bearer(&app.last()), want, "{path}");
+    }
+}
