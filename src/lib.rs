@@ -83,22 +83,8 @@ pub async fn run_with_listener(
         }
         None => None,
     };
-    let metrics_listener = match config.server.metrics_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("server.metrics_listen: cannot listen on {addr}: {e}"))?,
-        ),
-        None => None,
-    };
-    let http_redirect_listener = match config.server.http_redirect_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("server.http_redirect_listen: cannot listen on {addr}: {e}"))?,
-        ),
-        None => None,
-    };
+    let metrics_listener = bind_side("server.metrics_listen", config.server.metrics_listen).await?;
+    let http_redirect_listener = bind_side("server.http_redirect_listen", config.server.http_redirect_listen).await?;
     for caveat in config.caveats() {
         tracing::warn!("{caveat}");
     }
@@ -152,4 +138,15 @@ pub async fn run_with_listener(
         task.abort();
     }
     served
+}
+
+/// Binds a side listener's address (`key`'s), when one is configured; the error names the key.
+async fn bind_side(key: &str, addr: Option<std::net::SocketAddr>) -> Result<Option<TcpListener>, String> {
+    match addr {
+        Some(addr) => TcpListener::bind(addr)
+            .await
+            .map(Some)
+            .map_err(|e| format!("{key}: cannot listen on {addr}: {e}")),
+        None => Ok(None),
+    }
 }

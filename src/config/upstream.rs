@@ -278,7 +278,7 @@ pub(super) fn validate_upstream(
                         tls_client_cert: own_cert.or_else(|| client_cert.clone()),
                         tls_roots: Vec::new(),
                         tls_server_name: own_name,
-                        request_headers: merged_fields(&request_headers, own_request_fields),
+                        request_headers: super::response_headers::merged(&request_headers, own_request_fields),
                     },
                 },
                 key,
@@ -473,18 +473,6 @@ fn request_fields(
         }
     }
     out
-}
-
-/// `shared` (`[upstream]`'s fields) with an entry's `own` over them: an entry's field replaces the shared one of the
-/// same name, including a removal.
-fn merged_fields(shared: &[Field], own: Vec<Field>) -> Vec<Field> {
-    let mut merged: Vec<Field> = shared
-        .iter()
-        .filter(|(name, _)| !own.iter().any(|(o, _)| o == name))
-        .cloned()
-        .collect();
-    merged.extend(own);
-    merged
 }
 
 /// `upstream.upgrade_protocols`: the `Upgrade` protocols passed to the app (RFC 9110 §7.8), lower case.
