@@ -155,9 +155,8 @@ async fn check(config: Config) -> ExitCode {
             Err(e) => format!("warning: {e}; requests get 502 until it answers"),
         };
         out!(
-            "    {}{}{} -> {to} ({state})",
-            r.host.as_deref().unwrap_or("*"),
-            r.prefix,
+            "    {}{} -> {to} ({state})",
+            r.label,
             if r.strip_prefix { " (prefix stripped)" } else { "" },
         );
     }

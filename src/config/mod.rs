@@ -232,6 +232,9 @@ pub struct UpstreamRoute {
     pub upstream: UpstreamConfig,
     /// The fields set on the answers to requests it serves: `[response_headers]` with the entry's own over them.
     pub response_headers: Vec<(HeaderName, Option<HeaderValue>)>,
+    /// What it serves, as `check` prints it and access lines name it: its host (`*` for any) and prefix,
+    /// `ci.example.com/`, `*/grafana`.
+    pub label: String,
 }
 
 impl UpstreamRoute {

@@ -257,6 +257,7 @@ pub(super) fn validate_upstream(
         {
             routes.push((
                 UpstreamRoute {
+                    label: format!("{}{prefix}", host.as_deref().unwrap_or("*")),
                     host,
                     prefix,
                     sent_prefix,
@@ -350,6 +351,7 @@ pub(super) fn validate_upstream(
     };
     if default_upstream.is_some() {
         routes.push(UpstreamRoute {
+            label: "*/".to_owned(),
             host: None,
             prefix: "/".to_owned(),
             sent_prefix: "/".to_owned(),

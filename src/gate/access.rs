@@ -60,6 +60,8 @@ impl AccessLine<'_> {
                     status,
                     route = ?self.route.class(),
                     user = self.decided.user.as_deref().unwrap_or(""),
+                    // The app that served it (or whose request the gate answered), as `check` lists it.
+                    upstream = self.decided.upstream.and_then(|i| self.gate.config.routes.get(i)).map(|r| r.label.as_str()),
                     // Only on a request someone made for the user (recorded only when there is one).
                     actor = self.decided.actor.as_deref(),
                     // Microseconds, as milliseconds with three decimals (0.993, not 0.9925780000000001).

@@ -216,12 +216,11 @@ async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
     let idp = Idp::start(IdpOptions::default());
     let upstream = Upstream::start().await;
     // The test's requests come as from a proxy in front, so the request id it sends is kept.
-    let mut gate = logging_json(
-        &idp,
-        &upstream,
-        "info",
-        in_server("trusted_proxies = [\"127.0.0.1/32\"]"),
-    )
+    // An entry for /other serves from the same app: access lines name the entry that served them.
+    let entry = format!("[[upstreams]]\nprefix = \"/other\"\nurl = \"{}\"\n", upstream.url());
+    let mut gate = logging_json(&idp, &upstream, "info", |t| {
+        format!("{}\n{entry}", in_server("trusted_proxies = [\"127.0.0.1/32\"]")(t))
+    })
     .await;
     let url = gate.url();
     let b = Browser::new(&idp);
@@ -272,6 +271,8 @@ async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
         .send()
         .await
         .unwrap();
+    let other = b.client.get(format!("{url}/other/x")).send().await.unwrap();
+    assert_eq!(other.status(), 200);
     // A client that goes away before its answer: its line says 499.
     let before = upstream.count();
     let mut gone = TcpStream::connect(url.trim_start_matches("http://")).await.unwrap();
@@ -293,7 +294,18 @@ async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
     }
     assert!(access
         .iter()
-        .any(|a| a["request_id"] == "trace-abc-123" && a["path"] == "/with-id"));
+        .any(|a| a["request_id"] == "trace-abc-123" && a["path"] == "/with-id" && a["upstream"] == "*/"));
+    assert!(
+        access
+            .iter()
+            .any(|a| a["path"] == "/other/x" && a["upstream"] == "*/other" && a["status"] == 200),
+        "{lines:#?}"
+    );
+    // The gate's own endpoints name no app.
+    assert!(access
+        .iter()
+        .filter(|a| a["path"].as_str().is_some_and(|p| p.starts_with("/_logto/")))
+        .all(|a| a.get("upstream").is_none()));
     assert!(
         access
             .iter()
