@@ -162,7 +162,7 @@ pub fn path_and_rules(data: &[u8]) {
         !once.contains("//") && !once.contains("/./") && !once.contains("/../"),
         "{once:?}"
     );
-    let access = config().policy.route("GET", Some("app.example.com"), &once);
+    let access = config().policy.route("GET", Some("app.example.com"), None, &once);
     if once == "/admin" || once.starts_with("/admin/") {
         assert!(
             matches!(access, logto_gate::policy::Access::Deny),
@@ -183,8 +183,8 @@ pub fn path_and_rules(data: &[u8]) {
             );
         }
         for method in ["GET", "HEAD"] {
-            let decided = policy.decide(method, &[], Some("app.example.com"), &rule_path);
-            match policy.route(method, Some("app.example.com"), &rule_path) {
+            let decided = policy.decide(method, &[], Some("app.example.com"), None, &rule_path);
+            match policy.route(method, Some("app.example.com"), None, &rule_path) {
                 Access::Deny => assert!(matches!(decided, Decision::Deny), "{raw:?}"),
                 Access::Require(_) => assert!(!matches!(decided, Decision::Public), "{raw:?}"),
                 Access::Public => {}
@@ -192,7 +192,7 @@ pub fn path_and_rules(data: &[u8]) {
         }
         if rule_path == "/reports" {
             // `/reports/` is the twin, and HEAD is GET: the auditor rule holds.
-            let decided = policy.decide("HEAD", &[], None, &rule_path);
+            let decided = policy.decide("HEAD", &[], None, None, &rule_path);
             assert!(
                 decided
                     .requirements()

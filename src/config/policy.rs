@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::checks::Problems;
 use super::raw::RawRule;
 use crate::policy::{Access, PathMatch, Policy, Requirements, Rule};
+use crate::proxy::trusted::Cidr;
 
 /// Validates the `[access]` default and the `[[rules]]` (each named by its index); `None` when one has a
 /// problem. `case_insensitive_paths` (`server.case_insensitive_paths`) makes their paths match in any letter case;
@@ -26,6 +27,7 @@ pub(super) fn validate_policy(
                 ("prefix", a.prefix.is_some()),
                 ("methods", a.methods.is_some()),
                 ("host", a.host.is_some()),
+                ("client_ips", a.client_ips.is_some()),
             ] {
                 if set {
                     p.add(
@@ -100,12 +102,31 @@ pub(super) fn validate_policy(
                 String::new()
             })
         });
+        let client_ips = r.client_ips.as_ref().map(|ranges| {
+            if ranges.is_empty() {
+                p.add(
+                    &format!("{key}.client_ips"),
+                    "is an empty list, so the rule would never apply: list ranges, or leave the key out for every client",
+                );
+            }
+            ranges
+                .iter()
+                .filter_map(|range| match Cidr::parse(range) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        p.add(&format!("{key}.client_ips"), e);
+                        None
+                    }
+                })
+                .collect()
+        });
         let access = access_of(p, &key, r);
         if let Some(path) = path {
             rules.push(Rule {
                 path,
                 methods,
                 host,
+                client_ips,
                 access,
             });
         }

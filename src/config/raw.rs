@@ -31,6 +31,7 @@ pub(super) struct RawRule {
     #[serde(deserialize_with = "list_of_strings")]
     pub(super) methods: Option<Vec<String>>,
     pub(super) host: Option<String>,
+    pub(super) client_ips: Option<Vec<String>>,
     pub(super) allow: Option<String>,
     #[serde(deserialize_with = "list_of_strings")]
     pub(super) roles: Option<Vec<String>>,

@@ -830,3 +830,31 @@ fn an_entry_may_choose_its_own_pass_access_token() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn client_ips_on_a_rule_are_ranges() {
+    let ok = |toml: &str| Config::from_toml_str(toml, no_env()).expect("valid");
+    let err = |toml: &str| Config::from_toml_str(toml, no_env()).expect_err("invalid").0;
+    let rule =
+        |ips: &str| format!("{MINIMAL}\n[[rules]]\nprefix = \"/status\"\nallow = \"public\"\nclient_ips = {ips}\n");
+    let c = ok(&rule("[\"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.7/32\"]"));
+    assert_eq!(c.policy.rules[0].client_ips.as_ref().map(Vec::len), Some(3));
+    for (ips, says) in [
+        ("[]", "rules[0].client_ips: is an empty list"),
+        (
+            "[\"10.1.2.3/8\"]",
+            "rules[0].client_ips: `10.1.2.3/8` has bits set after its prefix",
+        ),
+        ("[\"office\"]", "rules[0].client_ips: "),
+    ] {
+        let lines = err(&rule(ips));
+        assert!(lines.iter().any(|l| l.starts_with(says)), "{ips}: {lines:?}");
+    }
+    let lines = err(&format!("{MINIMAL}\n[access]\nclient_ips = [\"10.0.0.0/8\"]\n"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("access.client_ips: the default applies")),
+        "{lines:?}"
+    );
+}

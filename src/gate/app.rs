@@ -47,7 +47,8 @@ impl Gate {
                 let host = request_host(req, trusted)?;
                 let rule_path = policy::path::rule_path(&path, self.config.policy.case_insensitive)
                     .map_err(|e| ClientError::BadRequest(e.to_string()))?;
-                let decision = self.decide(req, host, &rule_path)?;
+                let client = self.client_address(req.headers(), peer, trusted);
+                let decision = self.decide(req, host, client, &rule_path)?;
                 // Which upstream: one for the request's host before one for every host, then the longest prefix (on
                 // the path the rules saw).
                 let route = self.route_for(host, &rule_path).ok_or(ClientError::NotFound)?;
@@ -219,6 +220,7 @@ impl Gate {
         &'p self,
         req: &Request<Body>,
         host: Option<&str>,
+        client: Option<std::net::IpAddr>,
         rule_path: &str,
     ) -> Result<Decision<'p>, GateError> {
         let policy = &self.config.policy;
@@ -227,7 +229,7 @@ impl Gate {
         } else {
             Vec::new()
         };
-        let decision = policy.decide(req.method().as_str(), &overrides, host, rule_path);
+        let decision = policy.decide(req.method().as_str(), &overrides, host, client, rule_path);
         if matches!(decision, Decision::Require(..)) && self.config.server.skip_auth_preflight && is_preflight(req) {
             // A CORS preflight carries no credentials (Fetch standard, CORS-preflight request): it passes as a
             // public request would, without identity; denied routes stay denied.

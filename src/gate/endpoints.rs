@@ -89,7 +89,9 @@ impl Gate {
         // The proxy asking passes the original request on to the app with whatever method-override fields it
         // carries (the gate cannot remove them there), so the rules always decide on those methods too.
         let overrides = policy::method_overrides(req.headers()).map_err(ClientError::BadRequest)?;
-        let decision = policy.decide(&method, &overrides, host, &rule_path);
+        // The original request's client, as the asking proxy (trusted) reports it in `X-Forwarded-For`.
+        let client = self.client_address(req.headers(), peer, trusted);
+        let decision = policy.decide(&method, &overrides, host, client, &rule_path);
         let principal = match decision {
             Decision::Deny => return Err(ClientError::RouteDenied.into()),
             Decision::Public => None,

@@ -184,9 +184,20 @@ pub struct Gate {
     /// headers are always removed. They can then be written into the upstream request as one pre-rendered block
     /// instead of each going into the header map.
     identity_inline: bool,
+    /// Whether a rule names `client_ips`: only then is a request's client address worked out (for a trusted proxy's
+    /// request, from its `X-Forwarded-For`).
+    rules_read_client_ip: bool,
 }
 
 impl Gate {
+    /// The address `client_ips` rules judge a request by ([`policy::client_address`]), when a rule reads it.
+    fn client_address(&self, headers: &http::HeaderMap, peer: SocketAddr, trusted: bool) -> Option<std::net::IpAddr> {
+        if !self.rules_read_client_ip {
+            return None;
+        }
+        policy::client_address(headers, peer.ip(), trusted, &self.config.server.trusted_proxies)
+    }
+
     /// Whether an ID token with `claims` lacks an extended claim the gate reads, which Logto's userinfo then has.
     fn needs_userinfo(&self, claims: &serde_json::Map<String, serde_json::Value>) -> bool {
         self.userinfo_claims.iter().any(|claim| !claims.contains_key(*claim))
@@ -277,6 +288,7 @@ impl Gate {
             warnings: Box::default(),
             protected_basic,
             identity_inline,
+            rules_read_client_ip: config.policy.rules.iter().any(|r| r.client_ips.is_some()),
             forwarded_host,
             config,
             oidc,

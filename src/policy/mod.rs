@@ -10,12 +10,14 @@
 
 pub mod path;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use regex::Regex;
 use serde_json::{Map, Value};
 
 use crate::identity::ClaimPath;
+use crate::proxy::trusted::{is_trusted, Cidr};
 
 /// Where the GitHub login of a user who signed in through Logto's GitHub connector lives (userinfo only).
 pub const GITHUB_LOGIN_PATH: &str = "identities.github.details.rawData.userInfo.login";
@@ -72,6 +74,9 @@ pub struct Rule {
     pub methods: Option<Vec<String>>,
     /// Lower-cased, without port or trailing dot.
     pub host: Option<String>,
+    /// `client_ips`: the rule matches only a request whose client address ([`client_address`]) is in one of these
+    /// ranges; `None` matches every client, a known address or not.
+    pub client_ips: Option<Vec<Cidr>>,
     pub access: Access,
 }
 
@@ -92,6 +97,55 @@ impl Default for Policy {
             case_insensitive: false,
         }
     }
+}
+
+/// The address a request came from, for `client_ips` rules: the peer's, or, from a trusted proxy (`trusted`), the
+/// last address in `X-Forwarded-For` that is not itself one of `trusted_ranges` (the chain read from the right,
+/// as nginx's `real_ip_recursive` does: a client may write anything on the left). `None` when that entry is not an
+/// address, or a trusted proxy sent no `X-Forwarded-For`, so that no range admits a request whose origin the gate
+/// cannot tell.
+pub fn client_address(
+    headers: &http::HeaderMap,
+    peer: IpAddr,
+    trusted: bool,
+    trusted_ranges: &[Cidr],
+) -> Option<IpAddr> {
+    if !trusted {
+        return Some(peer);
+    }
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.to_str().unwrap_or("?"))
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    for entry in entries.iter().rev() {
+        let ip = parse_forwarded_ip(entry)?;
+        if !is_trusted(trusted_ranges, ip) {
+            return Some(ip);
+        }
+    }
+    // Every hop a trusted proxy: the first of them is the client. None listed: a proxy that does not say whom it
+    // forwards for would make every client look like itself, so no range admits its requests.
+    entries.first().and_then(|first| parse_forwarded_ip(first))
+}
+
+/// An `X-Forwarded-For` entry as an address: `192.0.2.1`, `2001:db8::1`, `[2001:db8::1]`, or either with a port
+/// (`192.0.2.1:4711`, `[2001:db8::1]:4711`).
+fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = entry.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        return (after.is_empty() || after.strip_prefix(':').is_some_and(|p| p.parse::<u16>().is_ok()))
+            .then(|| inside.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6))
+            .flatten();
+    }
+    let (ip, port) = entry.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    ip.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 /// The request fields some frameworks read to take a request as another method (Express's method-override,
@@ -266,7 +320,13 @@ pub fn normalise_host(host: &str) -> String {
 }
 
 impl Rule {
-    fn matches(&self, method: &str, host: Option<&str>, path: &str) -> bool {
+    fn matches(&self, method: &str, host: Option<&str>, client: Option<IpAddr>, path: &str) -> bool {
+        if let Some(ranges) = &self.client_ips {
+            // An address the gate could not tell matches no range.
+            if !client.is_some_and(|ip| ranges.iter().any(|r| r.contains(ip))) {
+                return false;
+            }
+        }
         if let Some(methods) = &self.methods {
             if !methods.iter().any(|m| m.eq_ignore_ascii_case(method)) {
                 return false;
@@ -290,10 +350,10 @@ impl Rule {
 
 impl Policy {
     /// The access for a request: the first matching rule's, else the default.
-    pub fn route(&self, method: &str, host: Option<&str>, normalised_path: &str) -> &Access {
+    pub fn route(&self, method: &str, host: Option<&str>, client: Option<IpAddr>, normalised_path: &str) -> &Access {
         self.rules
             .iter()
-            .find(|r| r.matches(method, host, normalised_path))
+            .find(|r| r.matches(method, host, client, normalised_path))
             .map_or(&self.default, |r| &r.access)
     }
 
@@ -306,6 +366,7 @@ impl Policy {
         method: &str,
         overrides: &[String],
         host: Option<&str>,
+        client: Option<IpAddr>,
         rule_path: &str,
     ) -> Decision<'a> {
         let mut decision = Decision::Public;
@@ -317,9 +378,9 @@ impl Policy {
                 .chain(overrides.iter().map(String::as_str))
         };
         // The path itself by its rule or the default; the twin by a rule only (it never adds the default).
-        let accesses = methods().map(|m| Some(self.route(m, host, rule_path))).chain(
+        let accesses = methods().map(|m| Some(self.route(m, host, client, rule_path))).chain(
             twin.iter()
-                .flat_map(|twin| methods().map(|m| self.rule_for(m, host, twin))),
+                .flat_map(|twin| methods().map(|m| self.rule_for(m, host, client, twin))),
         );
         for access in accesses.flatten() {
             match (access, &mut decision) {
@@ -333,10 +394,10 @@ impl Policy {
     }
 
     /// The access of the first rule that matches, without the default.
-    fn rule_for(&self, method: &str, host: Option<&str>, path: &str) -> Option<&Access> {
+    fn rule_for(&self, method: &str, host: Option<&str>, client: Option<IpAddr>, path: &str) -> Option<&Access> {
         self.rules
             .iter()
-            .find(|r| r.matches(method, host, path))
+            .find(|r| r.matches(method, host, client, path))
             .map(|r| &r.access)
     }
 

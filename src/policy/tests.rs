@@ -13,6 +13,7 @@ fn rule(path: PathMatch, access: Access) -> Rule {
         path,
         methods: None,
         host: None,
+        client_ips: None,
         access,
     }
 }
@@ -44,12 +45,12 @@ fn public_but(rules: Vec<Rule>) -> Policy {
 #[test]
 fn prefix_matches_whole_segments_only() {
     let r = rule(PathMatch::Prefix("/admin".into()), Access::Deny);
-    assert!(r.matches("GET", None, "/admin"));
-    assert!(r.matches("GET", None, "/admin/users"));
-    assert!(!r.matches("GET", None, "/administrator"));
+    assert!(r.matches("GET", None, None, "/admin"));
+    assert!(r.matches("GET", None, None, "/admin/users"));
+    assert!(!r.matches("GET", None, None, "/administrator"));
     let slash = rule(PathMatch::Prefix("/static/".into()), Access::Public);
-    assert!(slash.matches("GET", None, "/static/app.js"));
-    assert!(!slash.matches("GET", None, "/static"));
+    assert!(slash.matches("GET", None, None, "/static/app.js"));
+    assert!(!slash.matches("GET", None, None, "/static"));
 }
 
 #[test]
@@ -57,10 +58,10 @@ fn methods_are_case_insensitive_and_hosts_normalised() {
     let mut r = rule(PathMatch::Prefix("/".into()), Access::Public);
     r.methods = Some(vec!["GET".into()]);
     r.host = Some("docs.example.com".into());
-    assert!(r.matches("get", Some("DOCS.example.com.:443"), "/x"));
-    assert!(!r.matches("POST", Some("docs.example.com"), "/x"));
-    assert!(!r.matches("GET", Some("evil.example.com"), "/x"));
-    assert!(!r.matches("GET", None, "/x"));
+    assert!(r.matches("get", Some("DOCS.example.com.:443"), None, "/x"));
+    assert!(!r.matches("POST", Some("docs.example.com"), None, "/x"));
+    assert!(!r.matches("GET", Some("evil.example.com"), None, "/x"));
+    assert!(!r.matches("GET", None, None, "/x"));
 }
 
 #[test]
@@ -73,9 +74,9 @@ fn first_match_wins_then_default() {
         default: Access::Require(Arc::default()),
         case_insensitive: false,
     };
-    assert!(matches!(p.route("GET", None, "/public/x"), Access::Public));
-    assert!(matches!(p.route("GET", None, "/admin/x"), Access::Deny));
-    assert!(matches!(p.route("GET", None, "/other"), Access::Require(_)));
+    assert!(matches!(p.route("GET", None, None, "/public/x"), Access::Public));
+    assert!(matches!(p.route("GET", None, None, "/admin/x"), Access::Deny));
+    assert!(matches!(p.route("GET", None, None, "/other"), Access::Require(_)));
 }
 
 #[test]
@@ -84,14 +85,14 @@ fn a_method_override_is_decided_as_strictly_as_the_method_it_names() {
         method_rule("/items", "DELETE", Access::Require(Arc::new(admins()))),
         method_rule("/items", "PURGE", Access::Deny),
     ]);
-    assert!(matches!(p.decide("GET", &[], None, "/items/1"), Decision::Public));
-    let d = p.decide("GET", &["DELETE".into()], None, "/items/1");
+    assert!(matches!(p.decide("GET", &[], None, None, "/items/1"), Decision::Public));
+    let d = p.decide("GET", &["DELETE".into()], None, None, "/items/1");
     assert_eq!(
         d.requirements().map(|r| r.roles.clone()).collect::<Vec<_>>(),
         vec![vec!["admin".to_owned()]]
     );
     assert!(matches!(
-        p.decide("POST", &["PURGE".into()], None, "/items/1"),
+        p.decide("POST", &["PURGE".into()], None, None, "/items/1"),
         Decision::Deny
     ));
     let mut h = http::HeaderMap::new();
@@ -252,20 +253,29 @@ fn a_path_is_decided_as_strictly_as_its_slash_twin() {
         case_insensitive: false,
     };
     for denied in ["/admin", "/admin/", "/admin/x", "/reports", "/reports/"] {
-        assert!(matches!(p.decide("GET", &[], None, denied), Decision::Deny), "{denied}");
+        assert!(
+            matches!(p.decide("GET", &[], None, None, denied), Decision::Deny),
+            "{denied}"
+        );
     }
     // A twin can only make a decision stricter: `/docs` is not made public by `/docs/`.
-    assert!(matches!(p.decide("GET", &[], None, "/docs/x"), Decision::Public));
-    assert!(matches!(p.decide("GET", &[], None, "/docs"), Decision::Require(..)));
+    assert!(matches!(p.decide("GET", &[], None, None, "/docs/x"), Decision::Public));
     assert!(matches!(
-        p.decide("GET", &[], None, "/administrator"),
+        p.decide("GET", &[], None, None, "/docs"),
         Decision::Require(..)
     ));
-    assert!(matches!(p.decide("GET", &[], None, "/"), Decision::Require(..)));
-    // The twin's default does not count: an anchored public rule stays public.
-    assert!(matches!(p.decide("GET", &[], None, "/api/items"), Decision::Public));
     assert!(matches!(
-        p.decide("GET", &[], None, "/api/items/"),
+        p.decide("GET", &[], None, None, "/administrator"),
+        Decision::Require(..)
+    ));
+    assert!(matches!(p.decide("GET", &[], None, None, "/"), Decision::Require(..)));
+    // The twin's default does not count: an anchored public rule stays public.
+    assert!(matches!(
+        p.decide("GET", &[], None, None, "/api/items"),
+        Decision::Public
+    ));
+    assert!(matches!(
+        p.decide("GET", &[], None, None, "/api/items/"),
         Decision::Require(..)
     ));
     assert_eq!(p.slash_twin("/a").as_deref(), Some("/a/"));
@@ -285,15 +295,15 @@ fn a_head_request_is_decided_as_a_get_too() {
         method_rule("/export", "GET", Access::Require(Arc::new(admins()))),
         method_rule("/secret", "GET", Access::Deny),
     ]);
-    assert!(matches!(p.decide("HEAD", &[], None, "/secret"), Decision::Deny));
-    assert!(matches!(p.decide("head", &[], None, "/secret"), Decision::Deny));
-    let d = p.decide("HEAD", &[], None, "/export");
+    assert!(matches!(p.decide("HEAD", &[], None, None, "/secret"), Decision::Deny));
+    assert!(matches!(p.decide("head", &[], None, None, "/secret"), Decision::Deny));
+    let d = p.decide("HEAD", &[], None, None, "/export");
     assert_eq!(
         d.requirements().map(|r| r.roles.clone()).collect::<Vec<_>>(),
         vec![vec!["admin".to_owned()]]
     );
-    assert!(matches!(p.decide("HEAD", &[], None, "/other"), Decision::Public));
-    assert!(matches!(p.decide("POST", &[], None, "/secret"), Decision::Public));
+    assert!(matches!(p.decide("HEAD", &[], None, None, "/other"), Decision::Public));
+    assert!(matches!(p.decide("POST", &[], None, None, "/secret"), Decision::Public));
 }
 
 /// A token Logto issued for an organization proves membership of it, and its scopes are that organization's:
@@ -362,4 +372,65 @@ fn a_rule_naming_apis_reads_the_scopes_those_apis_granted() {
         ..Subject::of(&session)
     };
     assert!(writers.check(&nothing).is_err());
+}
+
+#[test]
+fn the_client_address_is_read_from_the_right_of_a_trusted_chain() {
+    use crate::proxy::trusted::Cidr;
+    let trusted = [Cidr::parse("10.0.0.0/8").unwrap(), Cidr::parse("fd00::/8").unwrap()];
+    let peer: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+    let with = |values: &[&str]| {
+        let mut h = http::HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    };
+    let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+    // An untrusted peer is the client, whatever it writes.
+    assert_eq!(
+        client_address(&with(&["192.0.2.9"]), "198.51.100.7".parse().unwrap(), false, &trusted),
+        ip("198.51.100.7")
+    );
+    for (chain, want) in [
+        (vec!["198.51.100.7"], ip("198.51.100.7")),
+        // A client's own entries stand on the left: the right-most address no trusted proxy holds is the client.
+        (vec!["10.9.9.9, 198.51.100.7, 10.0.0.5"], ip("198.51.100.7")),
+        (vec!["10.9.9.9", "198.51.100.7", "10.0.0.5"], ip("198.51.100.7")),
+        (vec!["[2001:db8::1]:4711, fd00::1"], ip("2001:db8::1")),
+        (vec!["198.51.100.7:4711"], ip("198.51.100.7")),
+        // Every hop trusted: the first.
+        (vec!["10.1.1.1, 10.0.0.5"], ip("10.1.1.1")),
+        // Garbage where the client should be: unknown, never the next address along.
+        (vec!["10.9.9.9, unknown, 10.0.0.5"], None),
+        (vec!["198.51.100.7, not-an-ip"], None),
+        (vec!["[2001:db8::1"], None),
+        (vec!["198.51.100.7:port"], None),
+        // A trusted proxy that says nothing: unknown.
+        (vec![], None),
+    ] {
+        assert_eq!(client_address(&with(&chain), peer, true, &trusted), want, "{chain:?}");
+    }
+}
+
+#[test]
+fn a_rule_with_client_ips_matches_only_those_clients() {
+    use crate::proxy::trusted::Cidr;
+    let mut office = rule(PathMatch::Prefix("/".into()), Access::Public);
+    office.client_ips = Some(vec![Cidr::parse("192.0.2.0/24").unwrap()]);
+    let p = Policy {
+        rules: vec![office],
+        default: Access::Require(Arc::new(admins())),
+        case_insensitive: false,
+    };
+    let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+    assert!(matches!(
+        p.decide("GET", &[], None, ip("192.0.2.77"), "/x"),
+        Decision::Public
+    ));
+    assert!(matches!(
+        p.decide("GET", &[], None, ip("198.51.100.7"), "/x"),
+        Decision::Require(..)
+    ));
+    assert!(matches!(p.decide("GET", &[], None, None, "/x"), Decision::Require(..)));
 }

@@ -405,3 +405,99 @@ async fn a_role_taken_away_in_logto_is_refused_from_the_next_refresh_on() {
     let resp = alice.get(format!("{}/anything-else", s.gate.url())).await;
     assert_eq!(resp.status(), StatusCode::OK);
 }
+
+/// `client_ips` on a rule: it matches only requests from those addresses (a monitoring network let through to a
+/// status page, a range denied). The address is the peer's, or, from a trusted proxy, the right-most address in
+/// `X-Forwarded-For` that is no trusted proxy's; a client cannot claim another one (a spoofed `X-Forwarded-For`
+/// from an untrusted peer, entries written to the left of the real one), and an address the gate cannot tell
+/// (no `X-Forwarded-For` from the proxy, garbage in its place) matches no range. Forward-auth decides the same way.
+#[tokio::test]
+async fn client_ips_rules_judge_the_real_client_address() {
+    const IP_RULES: &str = r#"
+[[rules]]
+prefix = "/"
+allow = "deny"
+client_ips = ["198.51.100.0/24"]
+
+[[rules]]
+prefix = "/status"
+allow = "public"
+client_ips = ["127.0.0.1/32", "192.0.2.0/24"]
+"#;
+    let get = |url: String, xff: Option<&'static str>| async move {
+        let mut req = plain().get(url);
+        if let Some(xff) = xff {
+            req = req.header("x-forwarded-for", xff);
+        }
+        req.send().await.unwrap().status()
+    };
+
+    // Direct: the peer (127.0.0.1) is the client, whatever it writes.
+    let s = Stack::edited(IdpOptions::default(), "", IP_RULES, |t| t).await;
+    let count = s.upstream.count();
+    assert_eq!(get(format!("{}/status", s.gate.url()), None).await, StatusCode::OK);
+    assert_eq!(s.upstream.count(), count + 1, "the public status page reached the app");
+    assert_eq!(
+        get(format!("{}/other", s.gate.url()), None).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(format!("{}/other", s.gate.url()), Some("198.51.100.9")).await,
+        StatusCode::UNAUTHORIZED,
+        "a spoofed X-Forwarded-For from an untrusted peer is not the client"
+    );
+
+    // Behind a trusted proxy: its X-Forwarded-For, read from the right.
+    let t = Stack::edited(
+        IdpOptions::default(),
+        "",
+        IP_RULES,
+        in_server("trusted_proxies = [\"127.0.0.1/32\", \"10.0.0.0/8\"]"),
+    )
+    .await;
+    let status = format!("{}/status", t.gate.url());
+    for (xff, want) in [
+        (Some("192.0.2.5"), StatusCode::OK),
+        (Some("192.0.2.5, 10.1.2.3"), StatusCode::OK),
+        // A client writing the allowed address before its own.
+        (Some("192.0.2.5, 203.0.113.7"), StatusCode::UNAUTHORIZED),
+        (Some("203.0.113.7"), StatusCode::UNAUTHORIZED),
+        (Some("garbage"), StatusCode::UNAUTHORIZED),
+        (Some("192.0.2.5, garbage"), StatusCode::UNAUTHORIZED),
+        // The proxy said nothing: not taken for the proxy's own (allowed) address.
+        (None, StatusCode::UNAUTHORIZED),
+    ] {
+        assert_eq!(get(status.clone(), xff).await, want, "{xff:?}");
+    }
+    // A denied range, on any path, signed in or not.
+    assert_eq!(
+        get(format!("{}/status", t.gate.url()), Some("198.51.100.9")).await,
+        StatusCode::FORBIDDEN
+    );
+    let (_, cookie) = t.signed_in().await;
+    let denied = plain()
+        .get(format!("{}/anything", t.gate.url()))
+        .header("cookie", format!("logto_gate={cookie}"))
+        .header("x-forwarded-for", "198.51.100.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+
+    // Forward-auth: the asking proxy's X-Forwarded-For names the original client.
+    let auth = format!("{}/_logto/auth", t.gate.url());
+    for (xff, want) in [
+        ("192.0.2.5", StatusCode::ACCEPTED),
+        ("203.0.113.7", StatusCode::UNAUTHORIZED),
+        ("198.51.100.9", StatusCode::FORBIDDEN),
+    ] {
+        let r = plain()
+            .get(&auth)
+            .header("x-forwarded-uri", "/status")
+            .header("x-forwarded-for", xff)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "{xff}");
+    }
+}
