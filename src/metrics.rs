@@ -58,6 +58,25 @@ pub enum GrantCheckResult {
     Failed,
 }
 
+/// What one worker records per app (`config.routes` entry): its requests by status class, and its upstream's
+/// response times.
+struct AppShard {
+    /// 1xx to 5xx.
+    codes: [AtomicU64; 5],
+    answered: AtomicU64,
+    answer_micros: AtomicU64,
+}
+
+impl AppShard {
+    fn new() -> Self {
+        AppShard {
+            codes: std::array::from_fn(|_| AtomicU64::new(0)),
+            answered: AtomicU64::new(0),
+            answer_micros: AtomicU64::new(0),
+        }
+    }
+}
+
 /// What one worker records per request, aligned so that two workers' shards never share a cache line.
 #[repr(align(128))]
 struct Shard {
@@ -68,11 +87,14 @@ struct Shard {
     upstream_sum_micros: AtomicU64,
     /// The client connections the worker serves now (kept by [`crate::connections::Connections`]).
     connections: Arc<AtomicUsize>,
+    /// One per app, in the order of [`Metrics::apps`].
+    apps: Box<[AppShard]>,
 }
 
 impl Shard {
-    fn new() -> Self {
+    fn new(apps: usize) -> Self {
         Shard {
+            apps: (0..apps).map(|_| AppShard::new()).collect(),
             requests: (0..ROUTES.len())
                 .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
                 .collect(),
@@ -86,6 +108,8 @@ impl Shard {
 pub struct Metrics {
     /// One per connection worker.
     shards: Box<[Shard]>,
+    /// The apps' labels (`config.routes` in order, as `check` lists them: `ci.example.com/`, `*/grafana`).
+    apps: Box<[String]>,
     sign_ins_started: AtomicU64,
     sign_ins_completed: AtomicU64,
     sign_ins_failed: AtomicU64,
@@ -101,15 +125,16 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics::new(1)
+        Metrics::new(1, vec!["*/".to_owned()])
     }
 }
 
 impl Metrics {
-    /// Metrics for `workers` connection workers.
-    pub fn new(workers: usize) -> Self {
+    /// Metrics for `workers` connection workers and the apps labelled `apps` (see [`Metrics::apps`]).
+    pub fn new(workers: usize, apps: Vec<String>) -> Self {
         Metrics {
-            shards: (0..workers.max(1)).map(|_| Shard::new()).collect(),
+            shards: (0..workers.max(1)).map(|_| Shard::new(apps.len())).collect(),
+            apps: apps.into_boxed_slice(),
             sign_ins_started: AtomicU64::new(0),
             sign_ins_completed: AtomicU64::new(0),
             sign_ins_failed: AtomicU64::new(0),
@@ -133,6 +158,11 @@ impl Metrics {
     }
 }
 
+/// A label value as the text format writes it: `\`, `"` and line feeds escaped.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
 fn route_index(r: RouteClass) -> usize {
     ROUTES.iter().position(|(c, _)| *c == r).unwrap_or(ROUTES.len() - 1)
 }
@@ -146,15 +176,27 @@ impl Metrics {
         }
     }
 
-    /// Time from sending a request upstream to its response headers.
-    pub fn upstream_latency(&self, d: Duration) {
+    /// A request routed to app `app` (an index into [`Metrics::apps`]) was answered with `status`, by the app or by
+    /// the gate for it (401, 403, 502, 504).
+    pub fn app_request(&self, app: usize, status: u16) {
+        let class = usize::from(status / 100).wrapping_sub(1);
+        if let Some(c) = self.shard().apps.get(app).and_then(|a| a.codes.get(class)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Time from sending a request to app `app`'s upstream to its response headers.
+    pub fn upstream_latency(&self, app: usize, d: Duration) {
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let secs = d.as_secs_f64();
         let bucket = BUCKETS.iter().position(|le| secs <= *le).unwrap_or(BUCKETS.len());
         let shard = self.shard();
         shard.upstream_buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        shard
-            .upstream_sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        shard.upstream_sum_micros.fetch_add(micros, Ordering::Relaxed);
+        if let Some(a) = shard.apps.get(app) {
+            a.answered.fetch_add(1, Ordering::Relaxed);
+            a.answer_micros.fetch_add(micros, Ordering::Relaxed);
+        }
     }
 
     pub fn sign_in_started(&self) {
@@ -209,6 +251,48 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
+    /// Per app: its requests by status class, and its upstream's response times (a summary: sum and count).
+    fn render_apps(&self, out: &mut String) {
+        let sum = |f: &dyn Fn(&AppShard) -> &AtomicU64, app: usize| -> u64 {
+            self.shards
+                .iter()
+                .filter_map(|s| s.apps.get(app))
+                .map(|a| f(a).load(Ordering::Relaxed))
+                .sum()
+        };
+        out.push_str(
+            "# HELP logto_gate_app_requests_total Requests routed to each app ([[upstreams]] entry, or [upstream]), \
+             by status class, answered by the app or by the gate for it.\n",
+        );
+        out.push_str("# TYPE logto_gate_app_requests_total counter\n");
+        for (app, label) in self.apps.iter().enumerate() {
+            let label = label_value(label);
+            for class in 0..5 {
+                let _ = writeln!(
+                    out,
+                    "logto_gate_app_requests_total{{upstream=\"{label}\",code=\"{}xx\"}} {}",
+                    class + 1,
+                    sum(&|a| &a.codes[class], app)
+                );
+            }
+        }
+        out.push_str("# HELP logto_gate_app_response_seconds Time to each app's response headers.\n");
+        out.push_str("# TYPE logto_gate_app_response_seconds summary\n");
+        for (app, label) in self.apps.iter().enumerate() {
+            let label = label_value(label);
+            let seconds = sum(&|a| &a.answer_micros, app) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "logto_gate_app_response_seconds_sum{{upstream=\"{label}\"}} {seconds}"
+            );
+            let _ = writeln!(
+                out,
+                "logto_gate_app_response_seconds_count{{upstream=\"{label}\"}} {}",
+                sum(&|a| &a.answered, app)
+            );
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP logto_gate_requests_total Requests, by route class and status code (499: the client went away first).\n");
@@ -247,6 +331,7 @@ impl Metrics {
         let seconds = sum(&|s| &s.upstream_sum_micros) as f64 / 1e6;
         let _ = writeln!(out, "logto_gate_upstream_response_seconds_sum {seconds}");
         let _ = writeln!(out, "logto_gate_upstream_response_seconds_count {count}");
+        self.render_apps(&mut out);
         by_outcome(
             &mut out,
             "logto_gate_sign_ins_total",
@@ -318,7 +403,7 @@ mod tests {
         m.request(RouteClass::App, 200);
         m.request(RouteClass::Callback, 302);
         m.request(RouteClass::App, 999);
-        m.upstream_latency(Duration::from_millis(30));
+        m.upstream_latency(0, Duration::from_millis(30));
         m.sign_in_started();
         m.refresh(RefreshResult::Ended);
         m.grant_check(GrantCheckResult::Failed);
@@ -345,30 +430,49 @@ mod tests {
 
     #[test]
     fn workers_shards_add_up_and_the_histogram_is_cumulative() {
-        let m = Metrics::new(3);
-        for (worker, latency_ms) in [(0, 3), (1, 30), (2, 30), (1, 20_000)] {
+        let m = Metrics::new(3, vec!["*/".to_owned(), "ci.example.com/\"x\"".to_owned()]);
+        for (worker, app, latency_ms, status) in [(0, 0, 3, 200), (1, 1, 30, 502), (2, 0, 30, 404), (1, 1, 20_000, 200)]
+        {
             // Recorded from a thread that says it is that worker.
             let m = &m;
             std::thread::scope(|scope| {
                 scope.spawn(move || {
                     crate::worker::set_index(worker);
                     m.request(RouteClass::App, 200);
-                    m.upstream_latency(Duration::from_millis(latency_ms));
+                    m.app_request(app, status);
+                    m.upstream_latency(app, Duration::from_millis(latency_ms));
                 });
             });
         }
+        // Out of range: ignored, never a panic.
+        m.app_request(7, 200);
+        m.app_request(0, 99);
+        m.app_request(0, 700);
+        m.upstream_latency(7, Duration::from_millis(1));
         let text = m.render();
         assert!(
             text.contains("logto_gate_requests_total{route=\"app\",status=\"200\"} 4\n"),
             "{text}"
         );
-        for (le, n) in [("0.005", 1), ("0.025", 1), ("0.05", 3), ("10", 3), ("+Inf", 4)] {
+        for line in [
+            "logto_gate_app_requests_total{upstream=\"*/\",code=\"2xx\"} 1\n",
+            "logto_gate_app_requests_total{upstream=\"*/\",code=\"4xx\"} 1\n",
+            "logto_gate_app_requests_total{upstream=\"*/\",code=\"5xx\"} 0\n",
+            "logto_gate_app_requests_total{upstream=\"ci.example.com/\\\"x\\\"\",code=\"5xx\"} 1\n",
+            "logto_gate_app_requests_total{upstream=\"ci.example.com/\\\"x\\\"\",code=\"2xx\"} 1\n",
+            "logto_gate_app_response_seconds_sum{upstream=\"*/\"} 0.033\n",
+            "logto_gate_app_response_seconds_count{upstream=\"*/\"} 2\n",
+            "logto_gate_app_response_seconds_count{upstream=\"ci.example.com/\\\"x\\\"\"} 2\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        for (le, n) in [("0.005", 2), ("0.025", 2), ("0.05", 4), ("10", 4), ("+Inf", 5)] {
             let line = format!("logto_gate_upstream_response_seconds_bucket{{le=\"{le}\"}} {n}\n");
             assert!(text.contains(&line), "{line} in {text}");
         }
-        assert!(text.contains("logto_gate_upstream_response_seconds_count 4\n"));
+        assert!(text.contains("logto_gate_upstream_response_seconds_count 5\n"));
         assert!(
-            text.contains("logto_gate_upstream_response_seconds_sum 20.063\n"),
+            text.contains("logto_gate_upstream_response_seconds_sum 20.064\n"),
             "{text}"
         );
     }

@@ -45,6 +45,9 @@ impl AccessLine<'_> {
     pub(super) fn write(&mut self, status: u16) {
         self.pending = false;
         self.gate.metrics.request(self.route.class(), status);
+        if let Some(app) = self.decided.upstream {
+            self.gate.metrics.app_request(app, status);
+        }
         if !self.decided.logged {
             return;
         }

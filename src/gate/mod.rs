@@ -209,14 +209,17 @@ impl Gate {
             config.server.public_url.callback_url(),
         )?);
         let sessions = Arc::new(Sessions::new(&config.session, config.server.workers)?);
-        let metrics = Arc::new(Metrics::new(config.server.workers));
+        let apps = config.routes.iter().map(|r| r.label.clone()).collect();
+        let metrics = Arc::new(Metrics::new(config.server.workers, apps));
         // One forwarder (and connection pools) per upstream route, in the order of `config.routes`.
         let forwarders = config
             .routes
             .iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(app, r)| {
                 Forwarder::new(
                     r,
+                    app,
                     Arc::clone(&metrics),
                     config.server.workers,
                     config.server.idle_timeout,

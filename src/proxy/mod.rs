@@ -156,14 +156,17 @@ pub struct Forwarder {
     /// A spliced upgrade (WebSocket tunnel) moving no bytes either way for this long is closed.
     tunnel_idle_timeout: Duration,
     metrics: Arc<Metrics>,
+    /// Its route's index in `config.routes`, which the metrics label the app by.
+    app: usize,
     own_address: OwnAddress,
 }
 
 impl Forwarder {
-    /// A forwarder to `route`'s upstream for `workers` connection workers; tunnels idle for `tunnel_idle_timeout`
-    /// are closed.
+    /// A forwarder to `route`'s upstream (the `app`-th of `config.routes`) for `workers` connection workers;
+    /// tunnels idle for `tunnel_idle_timeout` are closed.
     pub fn new(
         route: &UpstreamRoute,
+        app: usize,
         metrics: Arc<Metrics>,
         workers: usize,
         tunnel_idle_timeout: Duration,
@@ -206,6 +209,7 @@ impl Forwarder {
             response_timeout: config.response_timeout,
             tunnel_idle_timeout,
             metrics,
+            app,
             own_address: OwnAddress::new(&config.url, &config.base_path, &route.prefix, route.strip_prefix),
         })
     }
@@ -306,7 +310,7 @@ impl Forwarder {
             Err(_) => return Err(UpstreamError::Timeout(self.response_timeout).into()),
             Ok(result) => result.map_err(UpstreamError::from)?,
         };
-        self.metrics.upstream_latency(sent.elapsed());
+        self.metrics.upstream_latency(self.app, sent.elapsed());
         // The lean client's responses carry no hop-by-hop fields: it reads them and leaves them out.
         let (parts, body) = resp.into_parts();
         Ok(Response::from_parts(parts, Body::Upstream(body)))
@@ -354,7 +358,7 @@ impl Forwarder {
             }
             Ok(Ok(r)) => r,
         };
-        self.metrics.upstream_latency(sent.elapsed());
+        self.metrics.upstream_latency(self.app, sent.elapsed());
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if client_upgrade.is_some() && !hop::upgrade_matches(&offered, resp.headers()) {

@@ -165,11 +165,21 @@ async fn metrics_are_served_on_their_own_listener() {
     let upstream = Upstream::start().await;
     let metrics_port = free_port();
     let line: &'static str = Box::leak(format!("metrics_listen = \"127.0.0.1:{metrics_port}\"").into_boxed_str());
-    let gate = TestGate::start_edited(&idp, &upstream.url(), "", "", in_server(line)).await;
+    // Two more apps: the same server under /grafana, and one that is down: each counted apart.
+    let entry = format!(
+        "[[upstreams]]\nprefix = \"/grafana\"\nurl = \"{}\"\n[[upstreams]]\nprefix = \"/dead\"\n\
+         url = \"http://127.0.0.1:{}\"\n",
+        upstream.url(),
+        free_port()
+    );
+    let gate = TestGate::start_edited(&idp, &upstream.url(), "", &entry, in_server(line)).await;
     let b = Browser::new(&idp);
     b.sign_in(&gate, "/").await;
     b.client.get(format!("{}/again", gate.url())).send().await.unwrap();
     reqwest::get(format!("{}/api", gate.url())).await.unwrap();
+    for path in ["/grafana/a", "/grafana/b", "/dead/x"] {
+        b.client.get(format!("{}{path}", gate.url())).send().await.unwrap();
+    }
     let resp = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
         .await
         .unwrap();
@@ -183,7 +193,7 @@ async fn metrics_are_served_on_their_own_listener() {
     let get = |name: &str| metrics.iter().find(|(n, _)| n == name).map(|(_, v)| *v).unwrap_or(-1.0);
     assert_eq!(
         get("logto_gate_requests_total{route=\"app\",status=\"200\"}"),
-        2.0,
+        4.0,
         "{metrics:?}"
     );
     assert_eq!(get("logto_gate_requests_total{route=\"app\",status=\"302\"}"), 1.0);
@@ -192,8 +202,31 @@ async fn metrics_are_served_on_their_own_listener() {
     assert_eq!(get("logto_gate_sign_ins_total{outcome=\"started\"}"), 1.0);
     assert_eq!(get("logto_gate_sign_ins_total{outcome=\"completed\"}"), 1.0);
     assert_eq!(get("logto_gate_sign_ins_total{outcome=\"failed\"}"), 0.0);
-    assert_eq!(get("logto_gate_upstream_response_seconds_count"), 2.0);
-    assert_eq!(get("logto_gate_upstream_response_seconds_bucket{le=\"+Inf\"}"), 2.0);
+    assert_eq!(get("logto_gate_upstream_response_seconds_count"), 4.0);
+    assert_eq!(get("logto_gate_upstream_response_seconds_bucket{le=\"+Inf\"}"), 4.0);
+    // Per app: the default one's sign-in redirect, two answers and one 401; the second app's two answers; the
+    // third's 502 (no answer to time).
+    for (series, want) in [
+        ("logto_gate_app_requests_total{upstream=\"*/\",code=\"2xx\"}", 2.0),
+        ("logto_gate_app_requests_total{upstream=\"*/\",code=\"3xx\"}", 1.0),
+        ("logto_gate_app_requests_total{upstream=\"*/\",code=\"4xx\"}", 1.0),
+        ("logto_gate_app_requests_total{upstream=\"*/\",code=\"5xx\"}", 0.0),
+        (
+            "logto_gate_app_requests_total{upstream=\"*/grafana\",code=\"2xx\"}",
+            2.0,
+        ),
+        (
+            "logto_gate_app_requests_total{upstream=\"*/grafana\",code=\"5xx\"}",
+            0.0,
+        ),
+        ("logto_gate_app_requests_total{upstream=\"*/dead\",code=\"5xx\"}", 1.0),
+        ("logto_gate_app_response_seconds_count{upstream=\"*/\"}", 2.0),
+        ("logto_gate_app_response_seconds_count{upstream=\"*/grafana\"}", 2.0),
+        ("logto_gate_app_response_seconds_count{upstream=\"*/dead\"}", 0.0),
+    ] {
+        assert_eq!(get(series), want, "{series}: {metrics:?}");
+    }
+    assert!(get("logto_gate_app_response_seconds_sum{upstream=\"*/grafana\"}") > 0.0);
     assert_eq!(get("logto_gate_active_upgrades"), 0.0);
     assert_eq!(
         reqwest::get(format!("http://127.0.0.1:{metrics_port}/other"))
