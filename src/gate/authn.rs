@@ -235,6 +235,12 @@ impl Gate {
                 }
                 None => ReturnPath::parse_or_root(wanted),
             };
+            // A HEAD navigation is a link checker's, a monitor's or `curl -I`'s, never a browser's: it is sent to
+            // the sign-in link, which starts a sign-in when followed with GET, instead of starting one itself (an
+            // attempt cookie, and a sign-in counted as started, per check).
+            if req.method() == http::Method::HEAD {
+                return Ok(pages::redirect(StatusCode::FOUND, &self.sign_in_url(&back)));
+            }
             return self.start_sign_in(back, &Default::default()).await;
         }
         if accepts_html(req) {

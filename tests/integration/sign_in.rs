@@ -681,9 +681,9 @@ async fn a_prefetched_or_head_sign_out_signs_nobody_out() {
     assert_eq!(copy_status().await, StatusCode::UNAUTHORIZED);
 }
 
-/// A page prefetched or prerendered without a session (speculation rules prefetch as a navigation would) starts no
-/// sign-in: no attempt cookie piles up per hover, no authorization request goes to Logto; the navigation itself
-/// still does.
+/// A page prefetched or prerendered without a session (speculation rules prefetch as a navigation would), or asked
+/// for with HEAD, starts no sign-in: no attempt cookie piles up per hover or per check, no authorization request goes
+/// to Logto; the navigation itself still does.
 #[tokio::test]
 async fn a_prefetch_without_a_session_starts_no_sign_in() {
     let s = Stack::start().await;
@@ -704,6 +704,27 @@ async fn a_prefetch_without_a_session_starts_no_sign_in() {
         assert!(r.headers().get("set-cookie").is_none(), "{purpose}");
         assert!(r.headers().get("location").is_none(), "{purpose}");
     }
+    // A HEAD navigation (a link checker, a monitor, `curl -I`) is sent to the sign-in link instead: no attempt
+    // cookie, no redirect to Logto; following the link with GET starts the sign-in.
+    let head = plain()
+        .head(format!("{}/reports?q=1", s.gate.url()))
+        .header("accept", "text/html")
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::FOUND);
+    assert!(head.headers().get("set-cookie").is_none());
+    assert_eq!(head.headers()["cache-control"], "no-store");
+    let link = head.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(
+        link,
+        format!("{}/_logto/sign-in?redirect=%2Freports%3Fq%3D1", s.gate.url())
+    );
+    let followed = plain().get(&link).send().await.unwrap();
+    assert_eq!(followed.status(), StatusCode::FOUND);
+    assert!(followed.headers()["set-cookie"].to_str().unwrap().contains("_signin_"));
+    assert!(followed.headers()["location"].to_str().unwrap().contains("/oidc/auth"));
     let r = navigate(None).await.unwrap();
     assert_eq!(r.status(), StatusCode::FOUND);
     assert!(r.headers()["set-cookie"].to_str().unwrap().contains("_signin_"));
