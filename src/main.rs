@@ -145,6 +145,11 @@ async fn check(config: Config) -> ExitCode {
                 r.upstream.base_path
             ),
         };
+        // An HTTP/2 app as its URL was written.
+        let to = match to.strip_prefix("http://") {
+            Some(rest) if r.upstream.http2 => format!("h2c://{rest}"),
+            _ => to,
+        };
         let to = match &r.upstream.tls_server_name {
             Some(name) => format!("{to} [TLS name {}]", name.to_str()),
             None => to,

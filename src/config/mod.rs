@@ -187,6 +187,9 @@ pub struct UpstreamConfig {
     pub base_path: String,
     /// `unix:/path`: the socket file every connection to the app is opened on (`url` then only names the origin).
     pub unix_socket: Option<PathBuf>,
+    /// `h2c://`: the app is spoken to over HTTP/2 without TLS, with prior knowledge (RFC 9113 §3.3), as gRPC
+    /// servers expect; `url` is its `http://` form.
+    pub http2: bool,
     pub preserve_host: bool,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,

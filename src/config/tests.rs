@@ -858,3 +858,34 @@ fn client_ips_on_a_rule_are_ranges() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn an_h2c_upstream_is_an_http_address_spoken_to_over_http2() {
+    let ok = |toml: &str| Config::from_toml_str(toml, no_env()).expect("valid");
+    let err = |toml: &str| Config::from_toml_str(toml, no_env()).expect_err("invalid").0;
+    let at = |url: &str| MINIMAL.replace("http://127.0.0.1:8080", url);
+    let c = ok(&at("H2C://127.0.0.1:50051/base"));
+    assert!(c.upstream.http2);
+    assert_eq!(c.upstream.url.to_string(), "http://127.0.0.1:50051/");
+    assert_eq!(c.upstream.base_path, "/base");
+    assert!(!ok(MINIMAL).upstream.http2);
+    let lines = err(&at("h2c://"));
+    assert!(lines.iter().any(|l| l.starts_with("upstream.url: ")), "{lines:?}");
+    // TLS settings are for https:// apps; h2c is HTTP/2 without TLS.
+    let lines = err(&at("h2c://10.0.0.5:50051").replace("[upstream]\n", "[upstream]\ntls_ca_file = \"/ca.pem\"\n"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("upstream.tls_ca_file: is for https://")),
+        "{lines:?}"
+    );
+    let entry =
+        format!("{MINIMAL}\n[[upstreams]]\nprefix = \"/grpc\"\nurl = \"h2c://10.0.0.5:50051\"\npreserve_host = true\n");
+    let lines = err(&entry);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("upstreams[0].preserve_host: cannot go with an h2c:// upstream")),
+        "{lines:?}"
+    );
+}

@@ -19,9 +19,15 @@ struct Address {
     url: Uri,
     base_path: String,
     unix_socket: Option<PathBuf>,
+    /// `h2c://`: HTTP/2 without TLS, with prior knowledge (RFC 9113 §3.3).
+    http2: bool,
     /// As written, for messages.
     written: String,
 }
+
+/// Why `preserve_host` cannot go with an `h2c://` upstream.
+const PRESERVE_HOST_OVER_H2C: &str = "cannot go with an h2c:// upstream: HTTP/2 names the host in :authority, \
+     which must be the address the gate connects to (RFC 9113 §8.3.1); X-Forwarded-Host carries the public host";
 
 /// The longest path a Unix domain socket address holds on Linux (`sun_path` is 108 bytes with its final NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -30,6 +36,22 @@ const MAX_SOCKET_PATH: usize = 107;
 /// `unix:///path/to/app.sock`, as oauth2-proxy does): an app on the same host listening on a socket file, which
 /// only processes allowed by the file's permissions can reach, where any local process reaches a loopback port.
 fn upstream_address(p: &mut Problems, key: &str, v: &str) -> Option<Address> {
+    // `h2c://host:port/base`: an http:// address the app is spoken to over HTTP/2 at (gRPC), as Pomerium writes it.
+    let h2c = "h2c://";
+    if let Some(rest) = v
+        .get(..h2c.len())
+        .filter(|s| s.eq_ignore_ascii_case(h2c))
+        .and_then(|_| v.get(h2c.len()..))
+    {
+        let (url, base_path) = upstream_url(p, key, &format!("http://{rest}"))?;
+        return Some(Address {
+            url,
+            base_path,
+            unix_socket: None,
+            http2: true,
+            written: v.to_owned(),
+        });
+    }
     let scheme_len = "unix:".len();
     let Some(rest) = v
         .get(..scheme_len)
@@ -41,6 +63,7 @@ fn upstream_address(p: &mut Problems, key: &str, v: &str) -> Option<Address> {
             url,
             base_path,
             unix_socket: None,
+            http2: false,
             written: v.to_owned(),
         });
     };
@@ -75,6 +98,7 @@ fn upstream_address(p: &mut Problems, key: &str, v: &str) -> Option<Address> {
         url: Uri::from_static("http://localhost"),
         base_path: String::new(),
         unix_socket: Some(PathBuf::from(path)),
+        http2: false,
         written: v.to_owned(),
     })
 }
@@ -250,11 +274,16 @@ pub(super) fn validate_upstream(
                 url,
                 base_path,
                 unix_socket,
+                http2,
                 ..
             }),
             Some(response_headers),
         ) = (url, own_fields)
         {
+            let entry_preserves_host = r.preserve_host.unwrap_or(preserve_host);
+            if entry_preserves_host && http2 {
+                p.add(&format!("{key}.preserve_host"), PRESERVE_HOST_OVER_H2C);
+            }
             routes.push((
                 UpstreamRoute {
                     label: format!("{}{prefix}", host.as_deref().unwrap_or("*")),
@@ -267,7 +296,8 @@ pub(super) fn validate_upstream(
                         url,
                         base_path,
                         unix_socket,
-                        preserve_host: r.preserve_host.unwrap_or(preserve_host),
+                        http2,
+                        preserve_host: entry_preserves_host,
                         connect_timeout: connect,
                         response_timeout: response,
                         pass_access_token,
@@ -311,6 +341,9 @@ pub(super) fn validate_upstream(
         }
     }
 
+    if preserve_host && default_upstream.as_ref().is_some_and(|at| at.http2) {
+        p.add("upstream.preserve_host", PRESERVE_HOST_OVER_H2C);
+    }
     if p.len() > before {
         return None;
     }
@@ -318,17 +351,18 @@ pub(super) fn validate_upstream(
     let mut routes: Vec<UpstreamRoute> = routes.into_iter().map(|(r, _)| r).collect();
     let shared_url = default_upstream
         .clone()
-        .map(|at| (at.url, at.base_path, at.unix_socket))
+        .map(|at| (at.url, at.base_path, at.unix_socket, at.http2))
         .or_else(|| {
             routes.first().map(|r| {
                 (
                     r.upstream.url.clone(),
                     r.upstream.base_path.clone(),
                     r.upstream.unix_socket.clone(),
+                    r.upstream.http2,
                 )
             })
         });
-    let Some((url, base_path, unix_socket)) = shared_url else {
+    let Some((url, base_path, unix_socket, http2)) = shared_url else {
         p.add("upstream.url", "missing");
         return None;
     };
@@ -336,6 +370,7 @@ pub(super) fn validate_upstream(
         url,
         base_path,
         unix_socket,
+        http2,
         preserve_host,
         connect_timeout,
         response_timeout,

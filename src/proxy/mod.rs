@@ -1,5 +1,6 @@
-//! Forwarding to the upstream app: a pooled HTTP/1.1 client, streaming bodies both ways, protocol upgrades
-//! (WebSocket) spliced byte for byte, and bounded waits that end in 502/504 instead of a hang.
+//! Forwarding to the upstream app: a pooled HTTP/1.1 client (HTTP/2 with prior knowledge for an `h2c://` app,
+//! RFC 9113 §3.3), streaming bodies and trailers both ways, protocol upgrades (WebSocket) spliced byte for byte, and
+//! bounded waits that end in 502/504 instead of a hang.
 //!
 //! Bodiless `GET` and `HEAD` requests to a plain-HTTP upstream (most of what a browser asks for) take the lean
 //! client in `crate::http1::client`, which works inside the client connection's task; everything else takes
@@ -109,6 +110,19 @@ fn upstream_connector(config: &UpstreamConfig) -> Result<UpstreamConnector, Stri
     )?))
 }
 
+/// hyper's pooled client for `config`'s app over `connector`: HTTP/1.1, or for an `h2c://` app HTTP/2 with prior
+/// knowledge, one connection carrying every request (RFC 9113 §3.3).
+fn upstream_client(config: &UpstreamConfig, connector: UpstreamConnector) -> Client<UpstreamConnector, Body> {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(1024);
+    if config.http2 {
+        builder.http2_only(true).timer(hyper_util::rt::TokioTimer::new());
+    }
+    builder.build(connector)
+}
+
 /// The longest `reach` waits for an answer after connecting.
 const REACH_ANSWER_WAIT: Duration = Duration::from_secs(10);
 
@@ -117,8 +131,7 @@ const REACH_ANSWER_WAIT: Duration = Duration::from_secs(10);
 /// `logto-gate check`: the status the app answered, or why it could not be reached (refused, no socket file, no
 /// permission, a certificate either side refused, no answer in time).
 pub async fn reach(config: &UpstreamConfig) -> Result<StatusCode, String> {
-    let client: Client<UpstreamConnector, Body> =
-        Client::builder(TokioExecutor::new()).build(upstream_connector(config)?);
+    let client = upstream_client(config, upstream_connector(config)?);
     let uri = format!("{}{}/", config.url.to_string().trim_end_matches('/'), config.base_path);
     let req = Request::head(uri.as_str())
         .header(
@@ -145,8 +158,10 @@ pub struct Forwarder {
     /// One pooled client per connection worker ([`crate::worker`]): an upstream connection is driven by a task on
     /// the worker that opened it, so requests only ever use connections of their own thread.
     clients: Box<[Client<UpstreamConnector, Body>]>,
-    /// The lean client for bodiless `GET`/`HEAD`; `None` for an HTTPS upstream.
+    /// The lean client for bodiless `GET`/`HEAD`; `None` for an HTTPS or HTTP/2 (`h2c://`) upstream.
     lean: Option<client::Client>,
+    /// `h2c://`: requests go to the app over HTTP/2.
+    http2: bool,
     scheme: Scheme,
     authority: Authority,
     host_header: HeaderValue,
@@ -175,17 +190,12 @@ impl Forwarder {
         let config = &route.upstream;
         let connector = upstream_connector(config)?;
         let clients = (0..workers.max(1))
-            .map(|_| {
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-                    .pool_max_idle_per_host(1024)
-                    .build(connector.clone())
-            })
+            .map(|_| upstream_client(config, connector.clone()))
             .collect();
         let scheme = config.url.scheme().cloned().unwrap_or(Scheme::HTTP);
         let authority = config.url.authority().cloned().ok_or("upstream.url has no host")?;
         let host_header = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
-        let lean = (scheme == Scheme::HTTP).then(|| {
+        let lean = (scheme == Scheme::HTTP && !config.http2).then(|| {
             let target = match &config.unix_socket {
                 Some(path) => Dial::Unix(path.clone()),
                 None => Dial::Tcp(format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80))),
@@ -201,6 +211,7 @@ impl Forwarder {
         Ok(Forwarder {
             clients,
             lean,
+            http2: config.http2,
             scheme,
             authority,
             host_header,
@@ -264,7 +275,8 @@ impl Forwarder {
                     .authority()
                     .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             });
-            // The upstream connection is HTTP/1.1 whatever the client spoke, and HTTP/2 has no Host field: set one.
+            // The upstream connection is HTTP/1.1 whatever the client spoke (but for an `h2c://` app, where
+            // `forward_pooled` moves the host to :authority), and HTTP/2 has no Host field: set one.
             let host = match (self.preserve_host, original_host) {
                 (true, Some(h)) => h,
                 _ => self.host_header.clone(),
@@ -324,7 +336,24 @@ impl Forwarder {
         client_upgrade: Option<ClientUpgrade>,
     ) -> Result<Response<Body>, GateError> {
         parts.uri = self.upstream_uri(parts.uri.path_and_query())?;
-        parts.version = Version::HTTP_11;
+        if self.http2 {
+            // HTTP/2 has no protocol switch (RFC 9113 §8.6): a WebSocket cannot be opened to this app.
+            if client_upgrade.is_some() {
+                return Err(UpstreamError::BadResponse(
+                    "the app speaks HTTP/2 (h2c://), which has no protocol upgrade for a WebSocket".into(),
+                )
+                .into());
+            }
+            // A client speaking HTTP/2 receives trailers (gRPC's status comes in them): say so, as gRPC requires
+            // (`te: trailers`, the one TE value HTTP/2 allows, RFC 9113 §8.2.2). The host goes in :authority.
+            if parts.version == Version::HTTP_2 {
+                parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+            }
+            parts.headers.remove(header::HOST);
+            parts.version = Version::HTTP_2;
+        } else {
+            parts.version = Version::HTTP_11;
+        }
         // A request body that fails on the client's side (malformed chunking, a hang-up mid-body) makes hyper's
         // client abort the upstream request; the failure is the client's, and is answered as such.
         let client_failure: Arc<std::sync::OnceLock<BodyFailure>> = Arc::default();

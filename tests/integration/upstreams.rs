@@ -995,3 +995,174 @@ async fn an_entry_chooses_whether_its_app_is_sent_the_access_token() {
         assert_eq!(bearer(&app.last()), want, "{path}");
     }
 }
+
+/// What an HTTP/2 test app saw of a request: its version, path, and the fields asked about.
+#[derive(Debug, Clone)]
+struct SeenH2 {
+    version: http::Version,
+    path: String,
+    te: Option<String>,
+    host: Option<String>,
+    forwarded_user: Option<String>,
+    body: Vec<u8>,
+}
+
+/// A gRPC-like app speaking HTTP/2 without TLS (prior knowledge only): it answers `h2:<path>` with the trailers
+/// `grpc-status: 0` and `grpc-message: ok`, and records each request. Returns its port and the record.
+async fn h2c_upstream() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<SeenH2>>>) {
+    use http_body_util::BodyExt;
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<SeenH2>>> = std::sync::Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let record = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let record = std::sync::Arc::clone(&record);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let record = std::sync::Arc::clone(&record);
+                    async move {
+                        let field = |name: &str| req.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+                        let (version, path) = (req.version(), req.uri().path().to_owned());
+                        let (te, host, forwarded_user) = (field("te"), field("host"), field("x-forwarded-user"));
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes().to_vec())
+                            .unwrap_or_default();
+                        record.lock().unwrap().push(SeenH2 {
+                            version,
+                            path: path.clone(),
+                            te,
+                            host,
+                            forwarded_user,
+                            body,
+                        });
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                        trailers.insert("grpc-message", http::HeaderValue::from_static("ok"));
+                        let frames: Vec<Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>> = vec![
+                            Ok(hyper::body::Frame::data(bytes::Bytes::from(format!("h2:{path}")))),
+                            Ok(hyper::body::Frame::trailers(trailers)),
+                        ];
+                        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+                        let mut resp = hyper::Response::new(body);
+                        resp.headers_mut()
+                            .insert("content-type", http::HeaderValue::from_static("application/grpc"));
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// An `h2c://` upstream (a gRPC service) is spoken to over HTTP/2 with prior knowledge: a client speaking HTTP/2 to
+/// the gate gets the app's trailers (gRPC's status) and the app gets `te: trailers`, the host in `:authority`, the
+/// body whole, and never a client's identity field; an HTTP/1.1 client is served too (without trailers). A
+/// WebSocket cannot be opened to it (HTTP/2 has no upgrade): 502. `preserve_host` cannot go with it.
+#[tokio::test]
+async fn an_h2c_upstream_is_spoken_to_over_http2_with_its_trailers() {
+    use http_body_util::BodyExt;
+    let (port, seen) = h2c_upstream().await;
+    let idp = Idp::start(IdpOptions::default());
+    let app = Upstream::start().await;
+    let extra = format!(
+        "[[upstreams]]\nprefix = \"/grpc\"\nurl = \"h2c://127.0.0.1:{port}\"\n\
+         [[rules]]\nprefix = \"/grpc\"\nallow = \"public\"\n"
+    );
+    let gate = TestGate::start(&idp, &app.url(), "", &extra).await;
+
+    // HTTP/2 to the gate with prior knowledge (as gRPC clients connect to a plain port).
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::post(format!("http://127.0.0.1:{}/grpc/echo.Echo/Say", gate.port))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("x-forwarded-user", "admin")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"\0\0\0\0\x03abc")))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/grpc");
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected
+        .trailers()
+        .cloned()
+        .expect("the app's trailers reach an HTTP/2 client");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["grpc-message"], "ok");
+    assert_eq!(collected.to_bytes().as_ref(), b"h2:/grpc/echo.Echo/Say");
+    let got = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(got.version, http::Version::HTTP_2);
+    assert_eq!(got.path, "/grpc/echo.Echo/Say");
+    assert_eq!(got.te.as_deref(), Some("trailers"));
+    assert_eq!(got.host, None, "the host travels in :authority");
+    assert_eq!(
+        got.forwarded_user, None,
+        "a client's identity field never reaches the app"
+    );
+    assert_eq!(got.body, b"\0\0\0\0\x03abc");
+
+    // An HTTP/1.1 client: served over HTTP/2 behind the gate, without trailers or `te`.
+    let r = plain().get(format!("{}/grpc/plain", gate.url())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "h2:/grpc/plain");
+    let got = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!((got.version, got.te), (http::Version::HTTP_2, None));
+    // The other app is unchanged.
+    let r = plain()
+        .get(format!("{}/_logto/healthz", gate.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // No WebSocket to an HTTP/2 app.
+    let upgrade = format!(
+        "GET /grpc/ws HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        gate.port
+    );
+    assert_eq!(first_status(gate.port, upgrade.as_bytes()).await, 502);
+
+    // `check` asks it over HTTP/2 too.
+    idp.register_client(APP_ID, APP_SECRET, "http://127.0.0.1:4180");
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stdout) = check_routes(
+        dir.path(),
+        gate_toml("http://127.0.0.1:4180", &app.url(), &idp.endpoint(), "", &extra),
+    )
+    .await;
+    assert!(ok, "{stdout}");
+    assert!(
+        stdout.contains(&format!("*/grpc -> h2c://127.0.0.1:{port}/ (answers HEAD with 200)")),
+        "{stdout}"
+    );
+
+    let toml = gate_toml(
+        "https://a.example.com",
+        &format!("h2c://127.0.0.1:{port}"),
+        "https://t.logto.app",
+        "",
+        "",
+    )
+    .replace("[upstream]\n", "[upstream]\npreserve_host = true\n");
+    let err = logto_gate::Config::from_toml_str(&toml, Vec::new()).expect_err("refused");
+    assert!(
+        err.0
+            .iter()
+            .any(|l| l.starts_with("upstream.preserve_host: cannot go with an h2c:// upstream")),
+        "{err}"
+    );
+}
