@@ -765,9 +765,7 @@ async fn an_entry_sets_its_own_response_headers_over_the_shared_ones() {
         grafana.url()
     );
     let gate = TestGate::start(&idp, &default.url(), "", &extra).await;
-    let alice = Browser::new(&idp);
-    alice.sign_in(&gate, "/").await;
-    let cookie = format!("logto_gate={}", alice.cookie(&gate.url(), "logto_gate").unwrap());
+    let cookie = signed_in_cookie(&idp, &gate).await;
     let field = |r: &reqwest::Response, name: &str| r.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
     for method in ["GET", "POST"] {
         let r = plain()
@@ -858,9 +856,7 @@ async fn request_headers_are_set_on_every_request_to_the_app() {
         in_upstream("request_headers = { \"X-Api-Key\" = \"shared key\", \"X-Debug\" = \"\" }"),
     )
     .await;
-    let alice = Browser::new(&idp);
-    alice.sign_in(&gate, "/").await;
-    let cookie = format!("logto_gate={}", alice.cookie(&gate.url(), "logto_gate").unwrap());
+    let cookie = signed_in_cookie(&idp, &gate).await;
     for (path, app, key, org) in [
         ("/page", &default, "shared key", None),
         ("/open/page", &default, "shared key", None),
@@ -943,9 +939,7 @@ async fn an_entry_chooses_whether_its_app_is_sent_the_access_token() {
     for (shared, want) in [("false", [false, true, false]), ("true", [true, true, true])] {
         let line: &'static str = Box::leak(format!("pass_access_token = {shared}").into_boxed_str());
         let gate = TestGate::start_edited(&idp, &default.url(), "", &entries, in_upstream(line)).await;
-        let alice = Browser::new(&idp);
-        alice.sign_in(&gate, "/").await;
-        let cookie = format!("logto_gate={}", alice.cookie(&gate.url(), "logto_gate").unwrap());
+        let cookie = signed_in_cookie(&idp, &gate).await;
         for ((path, app), want) in [("/x", &default), ("/api/x", &api), ("/other/x", &other)]
             .into_iter()
             .zip(want)
@@ -981,9 +975,7 @@ async fn an_entry_chooses_whether_its_app_is_sent_the_access_token() {
         in_upstream("pass_access_token = true"),
     )
     .await;
-    let alice = Browser::new(&idp);
-    alice.sign_in(&gate, "/").await;
-    let cookie = format!("logto_gate={}", alice.cookie(&gate.url(), "logto_gate").unwrap());
+    let cookie = signed_in_cookie(&idp, &gate).await;
     for (path, app, want) in [("/x", &default, true), ("/other/x", &other, false)] {
         let r = plain()
             .get(format!("{}{path}", gate.url()))
@@ -1165,4 +1157,11 @@ async fn an_h2c_upstream_is_spoken_to_over_http2_with_its_trailers() {
             .any(|l| l.starts_with("upstream.preserve_host: cannot go with an h2c:// upstream")),
         "{err}"
     );
+}
+
+/// Signs alice in at `gate` and returns her session cookie as a `Cookie` field's value.
+async fn signed_in_cookie(idp: &Idp, gate: &TestGate) -> String {
+    let alice = Browser::new(idp);
+    alice.sign_in(gate, "/").await;
+    format!("logto_gate={}", alice.cookie(&gate.url(), "logto_gate").unwrap())
 }
