@@ -80,6 +80,13 @@ pub async fn signed_in_stack() -> (Stack, String, usize) {
 /// Waits are bounded everywhere: nothing in the harness waits longer than this for a service to come up.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Asserts that `toml` is refused at start with a line starting with `says` (the key, and what is wrong).
+#[allow(dead_code)] // the benchmark, which includes this file too, needs none
+pub fn assert_refused(toml: &str, says: &str) {
+    let err = logto_gate::Config::from_toml_str(toml, Vec::new()).expect_err(says);
+    assert!(err.0.iter().any(|l| l.starts_with(says)), "{says}: {err}");
+}
+
 /// The config every test gate starts from; `extra` is appended (whole sections, or keys for [headers]).
 pub fn gate_toml(public_url: &str, upstream: &str, endpoint: &str, logto_extra: &str, extra: &str) -> String {
     let scopes = if logto_extra.contains("scopes") {
