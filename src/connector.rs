@@ -64,9 +64,13 @@ pub fn https_or_http_trusting(connect_timeout: Duration, upstream: &UpstreamTls<
             .with_root_certificates(roots);
     let tls = match client_cert {
         Some(pair) => {
-            let sessions = crate::tls::SessionsOfCurrentCert::new(std::sync::Arc::clone(pair));
             let mut tls = builder.with_client_cert_resolver(std::sync::Arc::<crate::tls::ReloadingCert>::clone(pair));
-            tls.resumption = rustls::client::Resumption::store(sessions);
+            // A resumed TLS 1.3 session presents no certificate (RFC 8446 §2.2): the server takes the client to be
+            // whom the first handshake proved, and every resumed connection brings new tickets of that identity.
+            // With resumption, connections would go on standing for a certificate renewed (or revoked) on disk for
+            // as long as traffic keeps the chain of tickets alive. So every connection does a full handshake and
+            // shows the certificate in use; the pool keeps connections, so handshakes stay rare.
+            tls.resumption = rustls::client::Resumption::disabled();
             tls
         }
         None => builder.with_no_client_auth(),

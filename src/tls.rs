@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
@@ -154,72 +154,6 @@ impl ResolvesClientCert for ReloadingCert {
 
     fn has_certs(&self) -> bool {
         true
-    }
-}
-
-/// The TLS sessions a client resumes, kept only for as long as the certificate it presents stays the same.
-///
-/// A resumed TLS 1.3 session presents no certificate (RFC 8446 §2.2): the server takes the client to be whom the
-/// first handshake proved. Resumed with a ticket from before a renewal, connections would go on showing the old
-/// certificate (and one that expired, or was revoked, with it) for as long as the server's tickets live. So
-/// the sessions are forgotten when the certificate changes, and the next connection shows the new one.
-#[derive(Debug)]
-pub struct SessionsOfCurrentCert {
-    pair: Arc<ReloadingCert>,
-    /// The certificate the sessions were made with, and the sessions.
-    sessions: std::sync::Mutex<(Arc<CertifiedKey>, Arc<rustls::client::ClientSessionMemoryCache>)>,
-}
-
-/// As many sessions as rustls keeps by default.
-const SESSIONS_KEPT: usize = 256;
-
-impl SessionsOfCurrentCert {
-    pub fn new(pair: Arc<ReloadingCert>) -> Arc<Self> {
-        let current = pair.current();
-        Arc::new(SessionsOfCurrentCert {
-            pair,
-            sessions: std::sync::Mutex::new((
-                current,
-                Arc::new(rustls::client::ClientSessionMemoryCache::new(SESSIONS_KEPT)),
-            )),
-        })
-    }
-
-    /// The sessions of the certificate presented now: a new, empty store when it changed since.
-    fn store(&self) -> Arc<rustls::client::ClientSessionMemoryCache> {
-        let current = self.pair.current();
-        let mut held = self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !Arc::ptr_eq(&held.0, &current) {
-            *held = (
-                current,
-                Arc::new(rustls::client::ClientSessionMemoryCache::new(SESSIONS_KEPT)),
-            );
-        }
-        Arc::clone(&held.1)
-    }
-}
-
-impl rustls::client::ClientSessionStore for SessionsOfCurrentCert {
-    fn set_kx_hint(&self, server_name: ServerName<'static>, group: rustls::NamedGroup) {
-        self.store().set_kx_hint(server_name, group);
-    }
-    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
-        self.store().kx_hint(server_name)
-    }
-    fn set_tls12_session(&self, server_name: ServerName<'static>, value: rustls::client::Tls12ClientSessionValue) {
-        self.store().set_tls12_session(server_name, value);
-    }
-    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<rustls::client::Tls12ClientSessionValue> {
-        self.store().tls12_session(server_name)
-    }
-    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
-        self.store().remove_tls12_session(server_name);
-    }
-    fn insert_tls13_ticket(&self, server_name: ServerName<'static>, value: rustls::client::Tls13ClientSessionValue) {
-        self.store().insert_tls13_ticket(server_name, value);
-    }
-    fn take_tls13_ticket(&self, server_name: &ServerName<'static>) -> Option<rustls::client::Tls13ClientSessionValue> {
-        self.store().take_tls13_ticket(server_name)
     }
 }
 

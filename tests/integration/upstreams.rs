@@ -632,6 +632,11 @@ async fn a_client_certificate_is_presented_to_an_upstream_that_requires_one() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    // And only the new one from then on: no connection resumes a TLS session made under the old one.
+    for _ in 0..5 {
+        let r = plain().get(format!("{}/x", gate.url())).send().await.unwrap();
+        assert_eq!(r.text().await.unwrap(), presented(&two_cert));
+    }
 
     // An entry's own pair, next to an app that asks for none.
     let app = Upstream::start().await;
