@@ -7,6 +7,7 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
 use crate::body::{self, Body};
+use crate::config::PagesConfig;
 
 /// A page to show: status, short title, a sentence for the person, an optional link and an optional button.
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub struct Page {
     pub form: Option<Form>,
     /// Shown inside a frame of the gate's own origin ([`Page::in_frame`]).
     pub framed: bool,
+    /// The request's id (`X-Request-Id`), for a person to quote when asking for help ([`Page::with_request_id`]).
+    pub request_id: Option<String>,
 }
 
 /// A [`Page`]'s button (see [`Page::with_form`]).
@@ -43,7 +46,15 @@ impl Page {
             link: None,
             form: None,
             framed: false,
+            request_id: None,
         }
+    }
+
+    /// Shows the request's id (the one in the access log line and the app's `X-Request-Id`), so that whoever helps
+    /// the person can find the request in the logs.
+    pub fn with_request_id(mut self, id: &str) -> Self {
+        self.request_id = Some(id.to_owned());
+        self
     }
 
     /// A page for a frame: pages of the gate's own origin may frame it (CSP `frame-ancestors 'self'`,
@@ -69,25 +80,39 @@ impl Page {
         self
     }
 
-    /// Renders as HTML when `html` is true (a browser asked), else as JSON.
-    pub fn render(&self, html: bool) -> Response<Body> {
+    /// Renders as HTML when `html` is true (a browser asked), else as JSON, in the operator's `look` (`[pages]`):
+    /// its name, its help sentence on an error page (status 400 and above), its stylesheet.
+    pub fn render(&self, html: bool, look: &PagesConfig) -> Response<Body> {
         if html {
-            self.html()
+            self.html(look)
         } else {
             let mut value = serde_json::json!({ "error": self.code, "message": self.message });
             if let Some((href, _)) = &self.link {
                 value["link"] = serde_json::Value::String(href.clone());
             }
+            if let (Some(help), true) = (&look.help, self.is_error()) {
+                value["help"] = serde_json::Value::String(help.clone());
+                if let Some(url) = &look.help_url {
+                    value["help_url"] = serde_json::Value::String(url.clone());
+                }
+            }
+            if let Some(id) = &self.request_id {
+                value["request_id"] = serde_json::Value::String(id.clone());
+            }
             json_response(self.status, &value)
         }
     }
 
-    fn html(&self) -> Response<Body> {
+    fn is_error(&self) -> bool {
+        self.status.is_client_error() || self.status.is_server_error()
+    }
+
+    fn html(&self, look: &PagesConfig) -> Response<Body> {
+        let target = if self.framed { " target=\"_top\"" } else { "" };
         let link = self
             .link
             .as_ref()
             .map(|(href, text)| {
-                let target = if self.framed { " target=\"_top\"" } else { "" };
                 format!(
                     "<p><a href=\"{}\"{target}>{}</a></p>",
                     escape_html(href),
@@ -106,14 +131,35 @@ impl Page {
                 )
             })
             .unwrap_or_default();
+        let help = match (&look.help, &look.help_url) {
+            (Some(_), _) if !self.is_error() => String::new(),
+            (Some(help), Some(url)) => format!(
+                "<p class=\"help\"><a href=\"{}\"{target}>{}</a></p>",
+                escape_html(url),
+                escape_html(help)
+            ),
+            (Some(help), None) => format!("<p class=\"help\">{}</p>", escape_html(help)),
+            (None, _) => String::new(),
+        };
+        let name = escape_html(look.name.as_deref().unwrap_or("logto-gate"));
+        let title = escape_html(&self.title);
+        let head_title = match &look.name {
+            Some(_) => format!("{title} · {name}"),
+            None => title.clone(),
+        };
+        let request = self
+            .request_id
+            .as_ref()
+            .map(|id| format!(" · request <span class=\"request-id\">{}</span>", escape_html(id)))
+            .unwrap_or_default();
         let page = format!(
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-             <title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:36em;\
-             margin:4em auto;padding:0 1em;color:#222}}h1{{font-size:1.4em}}.status{{color:#888}}</style>\
-             </head><body><h1>{title}</h1><p>{message}</p>{form}{link}\
-             <p class=\"status\">{status} · logto-gate</p></body></html>\n",
-            title = escape_html(&self.title),
+             <title>{head_title}</title><style>body{{font-family:system-ui,sans-serif;max-width:36em;\
+             margin:4em auto;padding:0 1em;color:#222}}h1{{font-size:1.4em}}.status{{color:#888}}{css}</style>\
+             </head><body><h1>{title}</h1><p>{message}</p>{form}{link}{help}\
+             <p class=\"status\">{status} · {name}{request}</p></body></html>\n",
+            css = look.stylesheet,
             message = escape_html(&self.message),
             status = self.status.as_u16(),
         );
@@ -124,21 +170,26 @@ impl Page {
             HeaderValue::from_static("text/html; charset=utf-8"),
         );
         harden(&mut resp);
+        let mut csp = if self.framed { CSP_IN_FRAME } else { CSP }.to_owned();
         if self.framed {
-            let h = resp.headers_mut();
-            h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("SAMEORIGIN"));
-            h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP_IN_FRAME));
+            resp.headers_mut()
+                .insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("SAMEORIGIN"));
+        }
+        // The operator's stylesheet may draw a logo or use a font written into it, and nothing from elsewhere.
+        if !look.stylesheet.is_empty() {
+            csp = csp.replacen("style-src", "img-src data:; font-src data:; style-src", 1);
         }
         if let Some(f) = &self.form {
-            let base = if self.framed { CSP_IN_FRAME } else { CSP };
-            match HeaderValue::from_str(&format!("{base} {}", f.then_to)) {
-                Ok(v) => {
-                    resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
-                }
-                // An origin that cannot be a field value: the page keeps `form-action 'self'` (the POST still does
-                // its work; the browser then refuses the redirect onward).
-                Err(_) => tracing::warn!("a page cannot allow its form to go on to {:?}", f.then_to),
+            // An origin that cannot be a field value: the page keeps `form-action 'self'` (the POST still does its
+            // work; the browser then refuses the redirect onward).
+            if HeaderValue::from_str(&f.then_to).is_ok() {
+                csp = format!("{csp} {}", f.then_to);
+            } else {
+                tracing::warn!("a page cannot allow its form to go on to {:?}", f.then_to);
             }
+        }
+        if let Ok(v) = HeaderValue::from_str(&csp) {
+            resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
         }
         resp
     }
@@ -242,10 +293,10 @@ mod tests {
                 .unwrap_or("")
                 .to_owned()
         };
-        let plain = page.render(true);
+        let plain = page.render(true, &PagesConfig::default());
         assert_eq!(field(&plain, header::X_FRAME_OPTIONS), "DENY");
         assert!(field(&plain, header::CONTENT_SECURITY_POLICY).contains("frame-ancestors 'none'"));
-        let framed = page.clone().in_frame().render(true);
+        let framed = page.clone().in_frame().render(true, &PagesConfig::default());
         assert_eq!(field(&framed, header::X_FRAME_OPTIONS), "SAMEORIGIN");
         let csp = field(&framed, header::CONTENT_SECURITY_POLICY);
         assert!(
@@ -262,9 +313,62 @@ mod tests {
         let with_form = page
             .in_frame()
             .with_form("/_logto/x", "b", "https://idp.example")
-            .render(true);
+            .render(true, &PagesConfig::default());
         let csp = field(&with_form, header::CONTENT_SECURITY_POLICY);
         assert!(csp.contains("frame-ancestors 'self'") && csp.ends_with("form-action 'self' https://idp.example"));
+    }
+
+    #[test]
+    fn the_operators_help_shows_on_error_pages_only_and_leaves_a_frame() {
+        let look = PagesConfig {
+            name: Some("Acme".to_owned()),
+            help: Some("Ask <IT>".to_owned()),
+            help_url: Some("https://it.example/?a=1&b=2".to_owned()),
+            ..PagesConfig::default()
+        };
+        let text = |resp: Response<Body>| {
+            let bytes = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(resp.into_body()));
+            String::from_utf8(bytes.unwrap().unwrap().to_bytes().to_vec()).unwrap()
+        };
+        let denied = Page::new(StatusCode::FORBIDDEN, "forbidden", "No", "m").with_request_id("r-1");
+        let html = text(denied.clone().in_frame().render(true, &look));
+        assert!(
+            html.contains(r#"<a href="https://it.example/?a=1&amp;b=2" target="_top">Ask &lt;IT&gt;</a>"#),
+            "{html}"
+        );
+        assert!(
+            html.contains("403 · Acme · request <span class=\"request-id\">r-1</span>"),
+            "{html}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&text(denied.render(false, &look))).unwrap();
+        assert_eq!(json["help"], "Ask <IT>");
+        assert_eq!(json["request_id"], "r-1");
+        let fine = Page::new(StatusCode::OK, "signed_out", "Out", "m");
+        assert!(!text(fine.render(true, &look)).contains("Ask"));
+        let json: serde_json::Value = serde_json::from_str(&text(fine.render(false, &look))).unwrap();
+        assert!(json.get("help").is_none() && json.get("request_id").is_none(), "{json}");
+        // A stylesheet may draw with what it carries inline, and nothing else.
+        let styled = PagesConfig {
+            stylesheet: "h1{}".to_owned(),
+            ..look
+        };
+        let csp = Page::new(StatusCode::FORBIDDEN, "forbidden", "No", "m").render(true, &styled);
+        let csp = csp.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            csp,
+            "default-src 'none'; img-src data:; font-src data:; style-src 'unsafe-inline'; frame-ancestors 'none'; \
+             form-action 'self'"
+        );
+        // Without [pages] a page looks as it always did.
+        let plain =
+            text(Page::new(StatusCode::FORBIDDEN, "forbidden", "No", "m").render(true, &PagesConfig::default()));
+        assert!(
+            plain.contains("<title>No</title>") && plain.contains("403 · logto-gate</p>"),
+            "{plain}"
+        );
     }
 
     #[test]

@@ -42,7 +42,44 @@ pub(super) fn load(config: &mut Config, pending: Pending) -> Result<(), ConfigEr
             );
         }
     }
+    if let Some(path) = config.pages.stylesheet_file.clone() {
+        if let Some(css) = read_stylesheet(&mut p, &path) {
+            config.pages.stylesheet = css;
+        }
+    }
     p.into_result()
+}
+
+/// `pages.stylesheet_file`'s text: UTF-8, at most [`super::pages::MAX_STYLESHEET`] bytes, checked by
+/// [`super::pages::check_stylesheet`].
+fn read_stylesheet(p: &mut Problems, path: &Path) -> Option<String> {
+    const KEY: &str = "pages.stylesheet_file";
+    let max = super::pages::MAX_STYLESHEET;
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > max => {
+            p.add(
+                KEY,
+                format!("{} is {} bytes; at most {max} fit", path.display(), m.len()),
+            );
+            return None;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            p.add(KEY, format!("cannot read {}: {e}", path.display()));
+            return None;
+        }
+    }
+    match std::fs::read_to_string(path) {
+        Ok(css) => {
+            let before = p.len();
+            super::pages::check_stylesheet(p, path, &css);
+            (p.len() == before).then_some(css)
+        }
+        Err(e) => {
+            p.add(KEY, format!("cannot read {}: {e}", path.display()));
+            None
+        }
+    }
 }
 
 /// A secret file's text, without the trailing newline Kubernetes secret files often end with.

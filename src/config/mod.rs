@@ -9,8 +9,8 @@
 //!
 //! The folder follows the steps: `raw` is the text as written, `env` the environment's overrides, `load`
 //! merges and parses them; each section has its own `validate_<section>` (`server.rs`, `upstream.rs`, `logto.rs`,
-//! `session.rs`, `headers.rs`, `policy.rs`, `assertion.rs`, `log.rs`) over the shared checks of `checks`;
-//! `validate` below runs them and the checks that span sections; `files` reads the files a valid
+//! `session.rs`, `headers.rs`, `policy.rs`, `assertion.rs`, `log.rs`, `pages.rs`) over the shared checks of
+//! `checks`; `validate` below runs them and the checks that span sections; `files` reads the files a valid
 //! configuration names. No validation step reads a file.
 
 use std::fmt;
@@ -33,6 +33,7 @@ mod headers;
 mod load;
 mod log;
 mod logto;
+mod pages;
 mod policy;
 mod raw;
 mod response_headers;
@@ -73,6 +74,8 @@ pub struct Config {
     /// `[assertion]`, when enabled.
     pub assertion: Option<AssertionConfig>,
     pub log: LogConfig,
+    /// `[pages]`: how the gate's own pages look.
+    pub pages: PagesConfig,
 }
 
 impl Config {
@@ -362,6 +365,21 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
+/// `[pages]`: what the gate's own pages (403, 502, signed out, ...) show besides their message.
+#[derive(Debug, Clone, Default)]
+pub struct PagesConfig {
+    /// Shown instead of "logto-gate" in every page's title and status line.
+    pub name: Option<String>,
+    /// A sentence on every error page (status 400 and above): whom to ask for access or help.
+    pub help: Option<String>,
+    /// Where `help` links to: an `https:`, `http:` or `mailto:` URL.
+    pub help_url: Option<String>,
+    /// `pages.stylesheet_file`, read into `stylesheet` once the configuration is valid.
+    pub stylesheet_file: Option<std::path::PathBuf>,
+    /// CSS added after the pages' own inside their `<style>` element (no `<` in it); empty without a file.
+    pub stylesheet: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Pretty,
@@ -437,6 +455,7 @@ fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
     );
     let assertion = assertion::validate_assertion(&mut p, raw.assertion);
     let log = log::validate_log(&mut p, raw.log);
+    let pages = pages::validate_pages(&mut p, raw.pages);
     if let (Some(server), Some(session)) = (&server, &session) {
         check_redirect_hosts(&mut p, &server.allowed_redirect_hosts, session.cookie_domain.as_deref());
     }
@@ -458,6 +477,7 @@ fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
         Some(policy),
         Ok(assertion),
         Some(log),
+        Some(pages),
     ) = (
         server,
         upstream,
@@ -468,6 +488,7 @@ fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
         policy,
         assertion,
         log,
+        pages,
     )
     else {
         return Err(ConfigErrors(vec!["config: incomplete after validation".to_owned()]));
@@ -506,6 +527,7 @@ fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
         policy,
         assertion,
         log,
+        pages,
     };
     Ok((config, pending))
 }

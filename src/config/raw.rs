@@ -20,6 +20,7 @@ pub(super) struct RawConfig {
     pub(super) rules: Vec<RawRule>,
     pub(super) assertion: RawAssertion,
     pub(super) log: RawLog,
+    pub(super) pages: RawPages,
 }
 
 /// One `[[rules]]` entry, or the `[access]` default (which has no matcher keys).
@@ -175,6 +176,15 @@ pub(super) struct RawSession {
 pub(super) struct RawLog {
     pub(super) level: Option<String>,
     pub(super) format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawPages {
+    pub(super) name: Option<String>,
+    pub(super) help: Option<String>,
+    pub(super) help_url: Option<String>,
+    pub(super) stylesheet_file: Option<PathBuf>,
 }
 
 /// Accepts a TOML array of strings, or (from the environment) one string: a JSON array (`["a", "b"]`, what

@@ -889,3 +889,75 @@ fn an_h2c_upstream_is_an_http_address_spoken_to_over_http2() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn pages_take_plain_text_a_safe_help_link_and_a_stylesheet_without_markup() {
+    let err = |toml: &str| Config::from_toml_str(toml, no_env()).expect_err("invalid").0;
+    let pages = |body: &str| format!("{MINIMAL}\n[pages]\n{body}\n");
+    let c = Config::from_toml_str(
+        &pages("name = \"Acme sign-in\"\nhelp = \"Ask #it-help.\"\nhelp_url = \"mailto:it@example.com\""),
+        no_env(),
+    )
+    .expect("valid");
+    assert_eq!(c.pages.name.as_deref(), Some("Acme sign-in"));
+    assert_eq!(c.pages.help_url.as_deref(), Some("mailto:it@example.com"));
+    assert!(c.pages.stylesheet.is_empty());
+    // A link that would run a script in the gate's origin, or a relative one, is refused naming the key.
+    for url in ["javascript:alert(1)", "data:text/html,x", "/help", "https://"] {
+        let lines = err(&pages(&format!("help = \"h\"\nhelp_url = \"{url}\"")));
+        assert!(
+            lines.iter().any(|l| l.starts_with("pages.help_url: `")),
+            "{url}: {lines:?}"
+        );
+    }
+    let lines = err(&pages("help_url = \"https://wiki.example.com/access\""));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("pages.help_url: links the pages.help sentence")),
+        "{lines:?}"
+    );
+    let lines = err(&pages("name = \"a\\nb\"\nhelp = \"x\""));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("pages.name: contains the control character")),
+        "{lines:?}"
+    );
+    let lines = err(&pages(&format!("help = \"{}\"", "a".repeat(501))));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "pages.help: is 501 characters long; at most 500 fit"),
+        "{lines:?}"
+    );
+    // The stylesheet is read once the configuration is valid: CSS is taken, markup and oversized files are not.
+    let dir = tempfile::tempdir().expect("dir");
+    let css = dir.path().join("pages.css");
+    let with_file = pages(&format!("stylesheet_file = \"{}\"", css.display()));
+    std::fs::write(&css, "body { color: #036 }\n").expect("write");
+    let c = Config::from_toml_str(&with_file, no_env()).expect("valid");
+    assert_eq!(c.pages.stylesheet, "body { color: #036 }\n");
+    std::fs::write(&css, "h1{}</style><script>alert(1)</script>").expect("write");
+    let lines = err(&with_file);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("pages.stylesheet_file: ") && l.contains("has `<` at byte 4")),
+        "{lines:?}"
+    );
+    std::fs::write(&css, "a{}".repeat(6000)).expect("write");
+    let lines = err(&with_file);
+    assert!(
+        lines.iter().any(|l| l.contains("is 18000 bytes; at most 16384 fit")),
+        "{lines:?}"
+    );
+    std::fs::remove_file(&css).expect("remove");
+    let lines = err(&with_file);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("pages.stylesheet_file: cannot read")),
+        "{lines:?}"
+    );
+}

@@ -215,6 +215,7 @@ impl Gate {
             if super::is_speculative(req.headers()) {
                 return Ok(super::not_speculatively(
                     req,
+                    &self.config.pages,
                     "Sign-in required",
                     "A prefetch or prerender does not start a sign-in; following the link does.",
                 ));
@@ -275,7 +276,7 @@ impl Gate {
         if in_frame {
             page = page.in_frame();
         }
-        let mut page = page.render(true);
+        let mut page = page.render(true, &self.config.pages);
         page.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"logto-gate\""),

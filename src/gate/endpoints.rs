@@ -489,6 +489,7 @@ impl Gate {
         if super::is_speculative(req.headers()) {
             return Ok(super::not_speculatively(
                 req,
+                &self.config.pages,
                 "Not signed out",
                 "A prefetch or prerender does not sign out; following the link does.",
             ));
@@ -596,7 +597,7 @@ impl Gate {
                 "You have been signed out of this application and of Logto.",
             )
             .with_link(paths::SIGN_IN, "Sign in again")
-            .render(html),
+            .render(html, &self.config.pages),
         }
     }
 
@@ -611,7 +612,7 @@ impl Gate {
                 "Sign out?",
                 "Another site asked to sign you out; POST /_logto/sign-out from this site to sign out.",
             )
-            .render(false);
+            .render(false, &self.config.pages);
         }
         let action = back.map_or_else(
             || paths::SIGN_OUT.to_owned(),
@@ -628,7 +629,7 @@ impl Gate {
             "Another site sent you here to sign you out. Sign out only if you meant to.",
         )
         .with_form(&action, "Sign out", &then_to)
-        .render(true)
+        .render(true, &self.config.pages)
     }
 
     /// `/_logto/userinfo`: the signed-in identity as JSON, 401 without a session.
@@ -647,7 +648,7 @@ impl Gate {
                     "Not signed in",
                     "No valid session.",
                 )
-                .render(false);
+                .render(false, &self.config.pages);
                 resp.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"logto-gate\""),

@@ -130,9 +130,14 @@ pub(super) fn is_speculative(headers: &http::HeaderMap) -> bool {
 /// The answer to a speculative load ([`is_speculative`]) of a page whose answer would do something (sign out, start
 /// a sign-in): 503, which makes the browser drop the speculative load (a prefetch or prerender that is not a success
 /// is not used), so the person's own click comes here itself.
-pub(super) fn not_speculatively(req: &Request<Body>, title: &str, message: &str) -> Response<Body> {
+pub(super) fn not_speculatively(
+    req: &Request<Body>,
+    look: &crate::config::PagesConfig,
+    title: &str,
+    message: &str,
+) -> Response<Body> {
     let mut resp =
-        Page::new(StatusCode::SERVICE_UNAVAILABLE, "speculative_load", title, message).render(accepts_html(req));
+        Page::new(StatusCode::SERVICE_UNAVAILABLE, "speculative_load", title, message).render(accepts_html(req), look);
     resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("0"));
     resp
@@ -519,7 +524,7 @@ impl Gate {
                 *href = self.sign_in_url(back);
             }
         }
-        let mut resp = page.render(html);
+        let mut resp = page.with_request_id(request_id).render(html, &self.config.pages);
         match e {
             GateError::Client(ClientError::InvalidToken(_)) => {
                 resp.headers_mut().insert(

@@ -501,3 +501,78 @@ client_ips = ["127.0.0.1/32", "192.0.2.0/24"]
         assert_eq!(r.status(), want, "{xff}");
     }
 }
+
+#[tokio::test]
+async fn error_pages_carry_the_operators_name_help_stylesheet_and_the_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let css = dir.path().join("pages.css");
+    std::fs::write(&css, "h1 { color: #036 }\n").unwrap();
+    let pages = format!(
+        "{RULES}\n[pages]\nname = \"Acme & Co\"\nhelp = \"Ask #it-help <now>\"\n\
+         help_url = \"https://wiki.example.com/access?x=1&y=2\"\nstylesheet_file = \"{}\"\n",
+        css.display()
+    );
+    let s = Stack::with("", &pages).await;
+    let bob = s.browser();
+    bob.login_as("bob");
+    bob.sign_in(&s.gate, "/").await;
+    let denied = bob
+        .client
+        .get(format!("{}/admin", s.gate.url()))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    let id = denied.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body = denied.text().await.unwrap();
+    // Everything the operator wrote is escaped as text; the stylesheet goes inside the page's own style element.
+    assert!(body.contains("<title>Access denied · Acme &amp; Co</title>"), "{body}");
+    assert!(
+        body.contains(
+            "<p class=\"help\"><a href=\"https://wiki.example.com/access?x=1&amp;y=2\">Ask #it-help &lt;now&gt;</a></p>"
+        ),
+        "{body}"
+    );
+    assert!(body.contains("h1 { color: #036 }\n</style>"), "{body}");
+    assert!(
+        body.contains(&format!(
+            "403 · Acme &amp; Co · request <span class=\"request-id\">{id}</span>"
+        )),
+        "{body}"
+    );
+    assert!(!body.contains("logto-gate"), "{body}");
+    // An API client gets the same in JSON, with the id the answer's X-Request-Id carries.
+    let json = bob.client.get(format!("{}/admin", s.gate.url())).send().await.unwrap();
+    let id = json.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let json: Value = json.json().await.unwrap();
+    assert_eq!(json["error"], "forbidden");
+    assert_eq!(json["help"], "Ask #it-help <now>");
+    assert_eq!(json["help_url"], "https://wiki.example.com/access?x=1&y=2");
+    assert_eq!(json["request_id"], id.as_str());
+    // A page that is no error (signed out) has the name but no help.
+    let signed_out = plain()
+        .get(format!("{}/_logto/signed-out", s.gate.url()))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_out.status(), StatusCode::OK);
+    let body = signed_out.text().await.unwrap();
+    assert!(body.contains("200 · Acme &amp; Co</p>"), "{body}");
+    assert!(
+        !body.contains("class=\"help\"") && !body.contains("request-id"),
+        "{body}"
+    );
+    // The session-ended page a script's request gets names the operator's help as well.
+    let ended = plain()
+        .get(format!("{}/admin", s.gate.url()))
+        .header("accept", "text/html")
+        .header("sec-fetch-mode", "cors")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), StatusCode::UNAUTHORIZED);
+    let body = ended.text().await.unwrap();
+    assert!(body.contains("Ask #it-help &lt;now&gt;</a>"), "{body}");
+}
