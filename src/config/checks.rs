@@ -247,6 +247,43 @@ pub(super) fn host_name(value: &str) -> Result<String, String> {
     Ok(crate::policy::normalise_host(&ascii))
 }
 
+/// The longest path a Unix domain socket address holds on Linux (`sun_path` is 108 bytes with its final NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The socket file `v` names when it is written `unix:/path` (or `unix:///path`, as oauth2-proxy writes it; the
+/// scheme in any case): `None` when it is not, else the path or what is wrong with it, quoting `v`. `example` is a
+/// path to suggest.
+pub(super) fn unix_socket_path(v: &str, example: &str) -> Option<Result<PathBuf, String>> {
+    let scheme_len = "unix:".len();
+    let rest = v
+        .get(..scheme_len)
+        .filter(|s| s.eq_ignore_ascii_case("unix:"))
+        .and_then(|_| v.get(scheme_len..))?;
+    // `unix:///path` is `unix:` with an empty authority; `unix://app.sock` would name a host, which a socket has not.
+    let path = match rest.strip_prefix("//") {
+        Some(after) if after.starts_with('/') => after,
+        Some(_) => {
+            let file = example.rsplit('/').next().unwrap_or(example);
+            return Some(Err(format!(
+                "`{v}` names no socket file: write unix:/absolute/path/to/{file}"
+            )));
+        }
+        None => rest,
+    };
+    let problem = if !path.starts_with('/') {
+        format!("must be an absolute path (unix:{example}): the gate's working directory is not the app's")
+    } else if path.ends_with('/') {
+        "names a directory, not a socket file".to_owned()
+    } else if path.contains(['?', '#', '\0']) {
+        "is a socket file path, without a query, fragment or NUL".to_owned()
+    } else if path.len() > MAX_SOCKET_PATH {
+        format!("is longer than the {MAX_SOCKET_PATH} bytes a Unix socket path may have")
+    } else {
+        return Some(Ok(PathBuf::from(path)));
+    };
+    Some(Err(format!("`{v}` {problem}")))
+}
+
 #[cfg(test)]
 mod host_tests {
     use super::host_name;

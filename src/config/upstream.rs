@@ -8,7 +8,7 @@ use http::Uri;
 
 use crate::identity::Reserved;
 
-use super::checks::{duration, non_empty, refuse_placeholder, upstream_url, Problems};
+use super::checks::{duration, non_empty, refuse_placeholder, unix_socket_path, upstream_url, Problems};
 use super::raw::{RawUpstream, RawUpstreamRoute};
 use super::{UpstreamConfig, UpstreamRoute};
 
@@ -28,9 +28,6 @@ struct Address {
 /// Why `preserve_host` cannot go with an `h2c://` upstream.
 const PRESERVE_HOST_OVER_H2C: &str = "cannot go with an h2c:// upstream: HTTP/2 names the host in :authority, \
      which must be the address the gate connects to (RFC 9113 §8.3.1); X-Forwarded-Host carries the public host";
-
-/// The longest path a Unix domain socket address holds on Linux (`sun_path` is 108 bytes with its final NUL).
-const MAX_SOCKET_PATH: usize = 107;
 
 /// An upstream's `url`: `http://host:port/base`, `https://...`, or `unix:/path/to/app.sock` (also written
 /// `unix:///path/to/app.sock`, as oauth2-proxy does): an app on the same host listening on a socket file, which
@@ -52,52 +49,27 @@ fn upstream_address(p: &mut Problems, key: &str, v: &str) -> Option<Address> {
             written: v.to_owned(),
         });
     }
-    let scheme_len = "unix:".len();
-    let Some(rest) = v
-        .get(..scheme_len)
-        .filter(|s| s.eq_ignore_ascii_case("unix:"))
-        .and_then(|_| v.get(scheme_len..))
-    else {
-        let (url, base_path) = upstream_url(p, key, v)?;
-        return Some(Address {
-            url,
-            base_path,
-            unix_socket: None,
-            http2: false,
-            written: v.to_owned(),
-        });
-    };
-    // `unix:///path` is `unix:` with an empty authority; `unix://app.sock` would name a host, which a socket has not.
-    let path = match rest.strip_prefix("//") {
-        Some(after) if after.starts_with('/') => after,
-        Some(_) => {
-            p.add(
-                key,
-                format!("`{v}` names no socket file: write unix:/absolute/path/to/app.sock"),
-            );
+    let path = match unix_socket_path(v, "/run/app/app.sock") {
+        None => {
+            let (url, base_path) = upstream_url(p, key, v)?;
+            return Some(Address {
+                url,
+                base_path,
+                unix_socket: None,
+                http2: false,
+                written: v.to_owned(),
+            });
+        }
+        Some(Err(problem)) => {
+            p.add(key, problem);
             return None;
         }
-        None => rest,
+        Some(Ok(path)) => path,
     };
-    let problem = if !path.starts_with('/') {
-        Some("must be an absolute path (unix:/run/app/app.sock): the gate's working directory is not the app's")
-    } else if path.ends_with('/') {
-        Some("names a directory, not a socket file")
-    } else if path.contains(['?', '#', '\0']) {
-        Some("is a socket file path, without a query, fragment or NUL")
-    } else if path.len() > MAX_SOCKET_PATH {
-        Some("is longer than the 107 bytes a Unix socket path may have")
-    } else {
-        None
-    };
-    if let Some(problem) = problem {
-        p.add(key, format!("`{v}` {problem}"));
-        return None;
-    }
     Some(Address {
         url: Uri::from_static("http://localhost"),
         base_path: String::new(),
-        unix_socket: Some(PathBuf::from(path)),
+        unix_socket: Some(path),
         http2: false,
         written: v.to_owned(),
     })
