@@ -22,6 +22,7 @@ pub(crate) mod http1;
 pub(crate) mod http2;
 pub(crate) mod http_redirect;
 pub mod identity;
+pub(crate) mod listener;
 pub mod logging;
 pub(crate) mod metrics;
 pub(crate) mod metrics_server;
@@ -61,10 +62,14 @@ pub mod testing {
 
 /// Binds `server.listen` and serves until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
-    let listener = TcpListener::bind(config.server.listen)
-        .await
-        .map_err(|e| format!("server.listen: cannot listen on {}: {e}", config.server.listen))?;
-    run_with_listener(config, listener, shutdown).await
+    let listener = match &config.server.listen {
+        config::Listen::Tcp(addr) => TcpListener::bind(addr)
+            .await
+            .map(listener::Listener::Tcp)
+            .map_err(|e| format!("server.listen: cannot listen on {addr}: {e}"))?,
+        config::Listen::Unix { path, mode } => listener::bind_unix(path, *mode)?,
+    };
+    serve_on(config, listener, shutdown).await
 }
 
 /// Serves on an already bound listener (tests bind port 0 first, then configure `public_url`).
@@ -73,7 +78,15 @@ pub async fn run_with_listener(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    serve_on(config, listener::Listener::Tcp(listener), shutdown).await
+}
+
+async fn serve_on(
+    config: Config,
+    listener: listener::Listener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let local = listener.describe();
     let limits = server::Limits::from(&config.server);
     let tls = match &config.server.tls {
         Some((cert, key)) => {

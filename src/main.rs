@@ -125,6 +125,12 @@ async fn check(config: Config) -> ExitCode {
     for caveat in config.caveats() {
         out!("  warning: {caveat}");
     }
+    match &config.server.listen {
+        logto_gate::config::Listen::Tcp(addr) => out!("  listening:    {addr}"),
+        logto_gate::config::Listen::Unix { path, mode } => {
+            out!("  listening:    unix:{} (mode {mode:o})", path.display())
+        }
+    }
     out!("  public URL:   {}", config.server.public_url.origin());
     out!("  callback:     {}", config.server.public_url.callback_url());
     if let Some(addr) = config.server.http_redirect_listen {

@@ -25,7 +25,6 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
@@ -38,6 +37,7 @@ use crate::gate::{Gate, WorkerGate};
 use crate::http1::framing::{framing_io, AmbiguousFraming, Watch};
 use crate::http1::server::{self as front, Ended, Front};
 use crate::http2::Arrivals;
+use crate::listener::{Accepted, Handed as HandedStream, Listener, WorkerListener};
 use crate::logging::Throttled;
 use crate::observed::Observed;
 use crate::placement::{self, Busy, Kind};
@@ -84,7 +84,7 @@ impl From<&ServerConfig> for Limits {
 /// requests, their upstream connections and every wakeup between them stay on that thread; nothing is handed
 /// between threads on the request path.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     gate: Arc<Gate>,
     limits: Limits,
     tls: Option<TlsAcceptor>,
@@ -120,8 +120,9 @@ pub async fn serve(
         tls,
         workers: peers,
     });
-    let listener = listener
-        .into_std()
+    // The socket file of a Unix listener goes when this returns, after the workers have stopped accepting.
+    let (listener, _socket_file) = listener
+        .into_shareable()
         .map_err(|e| format!("cannot hand the listener to the workers: {e}"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut running = Vec::new();
@@ -130,8 +131,7 @@ pub async fn serve(
         let socket = {
             let _in_runtime = runtime.enter();
             listener
-                .try_clone()
-                .and_then(TcpListener::from_std)
+                .register()
                 .map_err(|e| format!("cannot share the listener with worker {index}: {e}"))?
         };
         let (exit_tx, exit_rx) = oneshot::channel::<()>();
@@ -185,7 +185,7 @@ struct Shared {
 }
 
 /// A connection accepted by one worker and handed to another, with its place in the open count.
-type Handed = (std::net::TcpStream, std::net::SocketAddr, Place);
+type Handed = (HandedStream, std::net::SocketAddr, Place);
 
 /// What the workers know of each other: its connections (their number), how busy it has been, and where to hand
 /// it a new one.
@@ -230,7 +230,7 @@ impl Protocols {
 fn worker(
     index: usize,
     runtime: tokio::runtime::Runtime,
-    listener: TcpListener,
+    listener: WorkerListener,
     handed: mpsc::UnboundedReceiver<Handed>,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
@@ -268,24 +268,22 @@ const ROOM_RETRY: Duration = Duration::from_millis(250);
 /// frees. So it does when the process is out of descriptors (see [`crate::connections`]).
 async fn accept_until_stopped(
     index: usize,
-    listener: TcpListener,
+    listener: WorkerListener,
     mut handed: mpsc::UnboundedReceiver<Handed>,
     shared: &Arc<Shared>,
     gate: &Arc<WorkerGate>,
     connections: &Arc<Connections>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let serve = |stream: tokio::net::TcpStream, peer, registration| {
-        tokio::spawn(connection(
-            stream,
-            peer,
-            Arc::clone(shared),
-            Arc::clone(gate),
-            registration,
-        ));
+    let serve = |stream: Accepted, peer, registration| {
+        let (shared, gate) = (Arc::clone(shared), Arc::clone(gate));
+        match stream {
+            Accepted::Tcp(tcp) => tokio::spawn(connection(tcp, peer, shared, gate, registration)),
+            Accepted::Unix(unix) => tokio::spawn(connection(unix, peer, shared, gate, registration)),
+        };
     };
     // Accepted, and held until there is a place for it.
-    let mut held: Option<(tokio::net::TcpStream, std::net::SocketAddr)> = None;
+    let mut held: Option<(Accepted, std::net::SocketAddr)> = None;
     let mut full = Throttled::default();
     let mut failing = Throttled::default();
     loop {
@@ -295,7 +293,7 @@ async fn accept_until_stopped(
             let tunnels = usize::try_from(shared.gate.metrics().active_upgrades()).unwrap_or(0);
             match shared.open.reserve(tunnels) {
                 Some(place) => {
-                    let _ = stream.set_nodelay(true);
+                    stream.ready();
                     if let Some((stream, place)) = hand_over(shared, index, stream, peer, place) {
                         serve(stream, peer, connections.register(place));
                     }
@@ -328,7 +326,7 @@ async fn accept_until_stopped(
                 }
             },
             () = room_or_retry(freed), if full_now => {}
-            Some((stream, peer, place)) = handed.recv() => match tokio::net::TcpStream::from_std(stream) {
+            Some((stream, peer, place)) = handed.recv() => match stream.register() {
                 Ok(stream) => serve(stream, peer, connections.register_handed(place)),
                 Err(e) => {
                     connections.cancel_handed();
@@ -372,10 +370,10 @@ fn out_of_descriptors(e: &io::Error) -> bool {
 fn hand_over(
     shared: &Shared,
     index: usize,
-    stream: tokio::net::TcpStream,
+    stream: Accepted,
     peer: std::net::SocketAddr,
     place: Place,
-) -> Option<(tokio::net::TcpStream, Place)> {
+) -> Option<(Accepted, Place)> {
     let kind = if shared.tls.is_some() { Kind::Tls } else { Kind::Plain };
     let now = std::time::Instant::now();
     let workers = &shared.workers;
@@ -390,7 +388,7 @@ fn hand_over(
         Some(target) if chosen != index => target,
         _ => return Some((stream, place)),
     };
-    let stream = match stream.into_std() {
+    let stream = match stream.into_handed() {
         Ok(stream) => stream,
         Err(e) => {
             tracing::warn!(error = %e, "an accepted connection could not be handed over");
@@ -404,9 +402,7 @@ fn hand_over(
         // The other worker has stopped (shutdown): served here after all.
         Err(mpsc::error::SendError((stream, _, place))) => {
             target.connections.cancel_handed();
-            tokio::net::TcpStream::from_std(stream)
-                .ok()
-                .map(|stream| (stream, place))
+            stream.register().ok().map(|stream| (stream, place))
         }
     }
 }
@@ -416,8 +412,8 @@ fn hand_over(
 /// An `async move` block rather than an `async fn`, which would keep a second copy of the arguments in the
 /// connection's state for its whole life.
 #[allow(clippy::manual_async_fn)] // deliberately, see above
-fn connection(
-    stream: tokio::net::TcpStream,
+fn connection<S: ClientSocket>(
+    stream: S,
     peer: std::net::SocketAddr,
     shared: Arc<Shared>,
     gate: Arc<WorkerGate>,
@@ -426,7 +422,7 @@ fn connection(
     async move {
         let limits = &shared.limits;
         let peeked = match &shared.tls {
-            None => match before_first_request(sniff::peek_protocol(&stream), limits, &registration, peer).await {
+            None => match before_first_request(stream.peek_protocol(), limits, &registration, peer).await {
                 Some(peeked) => peeked,
                 None => return,
             },
@@ -456,6 +452,27 @@ fn connection(
                 .await
             }
         }
+    }
+}
+
+/// A client connection's socket (see [`crate::listener`]).
+trait ClientSocket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The protocol the client's first bytes say, read without taking them ([`sniff::peek_protocol`]); `None` when
+    /// they do not say yet, or cannot be looked at so: the connection then reads them ([`Prefixed`]).
+    fn peek_protocol(&self) -> impl Future<Output = io::Result<Option<Protocol>>> + Send;
+}
+
+impl ClientSocket for tokio::net::TcpStream {
+    fn peek_protocol(&self) -> impl Future<Output = io::Result<Option<Protocol>>> + Send {
+        sniff::peek_protocol(self)
+    }
+}
+
+/// tokio cannot peek at a Unix stream: its connections read their first bytes into their buffer (a proxy on the same
+/// host holds few connections, so the larger buffer of each costs little).
+impl ClientSocket for tokio::net::UnixStream {
+    fn peek_protocol(&self) -> impl Future<Output = io::Result<Option<Protocol>>> + Send {
+        std::future::ready(Ok(None))
     }
 }
 

@@ -103,9 +103,29 @@ pub struct AssertionConfig {
     pub lifetime: Duration,
 }
 
+/// `server.listen`: where the gate takes its clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    /// A Unix domain socket's file (`unix:/path`), made with the permissions `mode` (`server.listen_mode`).
+    Unix {
+        path: PathBuf,
+        mode: u32,
+    },
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Tcp(addr) => write!(f, "{addr}"),
+            Listen::Unix { path, .. } => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub listen: SocketAddr,
+    pub listen: Listen,
     pub public_url: PublicUrl,
     /// Peers whose X-Forwarded-* (and forward-auth X-Forwarded-Uri/-Method) headers are believed.
     pub trusted_proxies: Vec<Cidr>,

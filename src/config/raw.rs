@@ -69,6 +69,7 @@ pub(super) struct RawAssertion {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawServer {
     pub(super) listen: Option<String>,
+    pub(super) listen_mode: Option<String>,
     pub(super) public_url: Option<String>,
     #[serde(deserialize_with = "list_of_strings")]
     pub(super) trusted_proxies: Option<Vec<String>>,

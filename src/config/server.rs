@@ -2,9 +2,9 @@
 
 use std::net::SocketAddr;
 
-use super::checks::{duration, http_url, non_empty, origin_of, Problems};
+use super::checks::{duration, http_url, non_empty, origin_of, unix_socket_path, Problems};
 use super::raw::RawServer;
-use super::{PublicUrl, ServerConfig};
+use super::{Listen, PublicUrl, ServerConfig};
 use crate::proxy::trusted::Cidr;
 
 /// `server.max_requests_per_connection` when unset: nginx's `keepalive_requests`.
@@ -13,20 +13,59 @@ const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u32 = 1000;
 /// The largest `server.max_connections`.
 const MAX_CONNECTIONS: u64 = 10_000_000;
 
+/// `server.listen_mode` when unset: the socket file's owner and group may connect (put the proxy in front in the
+/// gate's group), others may not.
+const DEFAULT_LISTEN_MODE: u32 = 0o660;
+
+/// `server.listen` (an address, or `unix:/path`) and `server.listen_mode` (an octal mode, for a socket file only).
+fn listen(p: &mut Problems, listen: Option<String>, mode: Option<String>) -> Option<Listen> {
+    let text = non_empty(listen).unwrap_or_else(|| "0.0.0.0:4180".to_owned());
+    let mode = non_empty(mode);
+    let Some(path) = unix_socket_path(&text, "/run/logto-gate/gate.sock") else {
+        if let Some(mode) = mode {
+            p.add(
+                "server.listen_mode",
+                format!("`{mode}` is for a Unix socket (server.listen = \"unix:/path\"); server.listen is {text}"),
+            );
+        }
+        return match text.parse::<SocketAddr>() {
+            Ok(a) => Some(Listen::Tcp(a)),
+            Err(_) => {
+                p.add(
+                    "server.listen",
+                    format!(
+                        "`{text}` is not an address like 0.0.0.0:4180, or a socket like unix:/run/logto-gate/gate.sock"
+                    ),
+                );
+                None
+            }
+        };
+    };
+    let path = path.map_err(|problem| p.add("server.listen", problem)).ok();
+    let mode = match mode {
+        None => Some(DEFAULT_LISTEN_MODE),
+        Some(m) => match u32::from_str_radix(&m, 8) {
+            // Read and write for the owner at least (the gate removes it when it stops), no set-id or sticky bits.
+            Ok(mode) if mode <= 0o777 && mode & 0o600 == 0o600 => Some(mode),
+            _ => {
+                p.add(
+                    "server.listen_mode",
+                    format!("`{m}` is not a file mode like \"660\" (octal, at most 777, owner read and write)"),
+                );
+                None
+            }
+        },
+    };
+    Some(Listen::Unix {
+        path: path?,
+        mode: mode?,
+    })
+}
+
 /// Validates `[server]`; `None` when a key of it has a problem (each reported in `p`).
 pub(super) fn validate_server(p: &mut Problems, raw: RawServer) -> Option<ServerConfig> {
     let before = p.len();
-    let listen_text = non_empty(raw.listen).unwrap_or_else(|| "0.0.0.0:4180".to_owned());
-    let listen = match listen_text.parse::<SocketAddr>() {
-        Ok(a) => Some(a),
-        Err(_) => {
-            p.add(
-                "server.listen",
-                format!("`{listen_text}` is not an address like 0.0.0.0:4180"),
-            );
-            None
-        }
-    };
+    let listen = listen(p, raw.listen, raw.listen_mode);
     let public_url = p
         .required("server.public_url", non_empty(raw.public_url))
         .and_then(|v| http_url(p, "server.public_url", &v, false))

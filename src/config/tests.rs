@@ -961,3 +961,30 @@ fn pages_take_plain_text_a_safe_help_link_and_a_stylesheet_without_markup() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn the_gate_listens_on_an_address_or_a_socket_file() {
+    let c = Config::from_toml_str(MINIMAL, no_env()).expect("valid");
+    assert_eq!(c.server.listen, Listen::Tcp("0.0.0.0:4180".parse().unwrap()));
+    let on = |listen: &str| MINIMAL.replace("[server]\n", &format!("[server]\n{listen}\n"));
+    for written in [
+        "listen = \"unix:/run/lg/gate.sock\"",
+        "listen = \"unix:///run/lg/gate.sock\"",
+    ] {
+        let c = Config::from_toml_str(&on(written), no_env()).expect(written);
+        assert_eq!(
+            c.server.listen,
+            Listen::Unix {
+                path: "/run/lg/gate.sock".into(),
+                mode: 0o660
+            }
+        );
+        assert_eq!(c.server.listen.to_string(), "unix:/run/lg/gate.sock");
+    }
+    let c = Config::from_toml_str(
+        &on("listen = \"unix:/run/lg/gate.sock\"\nlisten_mode = \"0666\""),
+        no_env(),
+    )
+    .expect("mode");
+    assert!(matches!(c.server.listen, Listen::Unix { mode: 0o666, .. }));
+}

@@ -372,6 +372,21 @@ async fn check_reports_discovery_and_keys_and_fails_when_logto_is_unreachable() 
     assert!(stdout.contains(&format!("issuer:       {}", idp.issuer())), "{stdout}");
     assert!(stdout.contains("signing keys: 1"), "{stdout}");
     assert!(stdout.contains("EllipticCurve"), "{stdout}");
+    assert!(stdout.contains("\n  listening:    127.0.0.1:0\n"), "{stdout}");
+    // A socket file is named with the mode it will get (check does not make it).
+    let on_socket = toml.replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"unix:/run/logto-gate/gate.sock\"\nlisten_mode = \"0600\"",
+    );
+    let path = write_config(&dir, &on_socket);
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run_to_end(&["check", "--config", &path], &[]))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("\n  listening:    unix:/run/logto-gate/gate.sock (mode 600)\n"),
+        "{stdout}"
+    );
     assert!(
         !stdout.contains(APP_SECRET) && !stdout.contains(SESSION_SECRET),
         "check never prints secrets"

@@ -36,5 +36,6 @@ mod stalls;
 mod subdomains;
 mod tls;
 mod tokens;
+mod unix_listen;
 mod upstream_http1;
 mod upstreams;

@@ -1,0 +1,234 @@
+//! `server.listen = "unix:/path"`: the gate behind a proxy on the same host (Debian's nginx here), reached through a
+//! socket file that only the processes its permissions allow can open.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::oneshot;
+
+use crate::support::nginx::Nginx;
+use crate::support::*;
+
+/// The gate on a socket file, started in this process.
+struct OnSocket {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+fn socket_config(public: &str, idp: &Idp, upstream: &str, socket: &Path, server_extra: &str) -> logto_gate::Config {
+    let public_rule = "[[rules]]\nprefix = \"/public\"\nallow = \"public\"\n";
+    let toml = gate_toml(public, upstream, &idp.endpoint(), "", public_rule).replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"unix:{}\"\n{server_extra}", socket.display()),
+    );
+    logto_gate::Config::from_toml_str(&toml, Vec::new()).unwrap_or_else(|e| panic!("{e}\n{toml}"))
+}
+
+impl OnSocket {
+    async fn start(config: logto_gate::Config) -> OnSocket {
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(logto_gate::run(config, async {
+            let _ = rx.await;
+        }));
+        OnSocket { stop, task }
+    }
+}
+
+/// One HTTP/1.1 exchange over the socket, the connection closed after it: the whole answer.
+async fn over_socket(socket: &Path, request: &str) -> String {
+    let mut stream = UnixStream::connect(socket).await.expect("connect to the gate's socket");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(READY_TIMEOUT, stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_proxy_on_the_same_host_reaches_the_gate_through_its_socket_file() {
+    if !have_tool("nginx", &["/usr/sbin/nginx", "/usr/bin/nginx"], "nginx") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("gate.sock");
+    // What a gate that was killed leaves behind: a socket file nobody accepts on. It is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    idp.register_client(APP_ID, APP_SECRET, &public);
+    let trusting = "trusted_proxies = [\"127.0.0.1\"]";
+    let gate = OnSocket::start(socket_config(&public, &idp, &upstream.url(), &socket, trusting)).await;
+    let nginx = Nginx::start(
+        port,
+        &format!(
+            "server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://unix:{}:; \
+             proxy_set_header Host $http_host; \
+             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }} }}",
+            socket.display()
+        ),
+    )
+    .await;
+    wait_for_status(&format!("{public}/_logto/readyz"), 200).await;
+    // Owner and group only, unless server.listen_mode says otherwise.
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o660, "{mode:o}");
+
+    // The whole sign-in through nginx and the socket; the app sees the identity, and the client's address as the
+    // proxy in front (trusted: a process on this host counts as 127.0.0.1) wrote it.
+    struct ViaNginx(String);
+    impl GateUrl for ViaNginx {
+        fn url(&self) -> String {
+            self.0.clone()
+        }
+    }
+    let browser = Browser::new(&idp);
+    browser.sign_in(&ViaNginx(public.clone()), "/").await;
+    let resp = browser
+        .client
+        .get(format!("{public}/page"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen = upstream.last();
+    assert_eq!(seen.path, "/page");
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        Some("203.0.113.7, 127.0.0.1, 127.0.0.1")
+    );
+    assert!(nginx.error_log().is_empty(), "{}", nginx.error_log());
+
+    // A client on the socket itself: HTTP/1.1 (its identity fields removed, no session: 401) ...
+    let answer = over_socket(
+        &socket,
+        "GET /page HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\nX-Forwarded-User: mallory\r\n\
+         Connection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
+    // ... and HTTP/2 with prior knowledge, told apart by its first bytes as on TCP.
+    let stream = UnixStream::connect(&socket).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("an HTTP/2 handshake over the socket");
+    tokio::spawn(conn);
+    let request = hyper::Request::get("http://127.0.0.1/_logto/healthz")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
+
+    // A second gate on the same socket is refused while this one listens; a file that is no socket is never
+    // replaced.
+    let second = logto_gate::run(
+        socket_config(&public, &idp, &upstream.url(), &socket, ""),
+        std::future::pending(),
+    );
+    let refused = tokio::time::timeout(READY_TIMEOUT, second)
+        .await
+        .expect("refused at once");
+    assert_eq!(
+        refused,
+        Err(format!(
+            "server.listen: cannot listen on unix:{}: another process is listening on it",
+            socket.display()
+        ))
+    );
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "keep me").unwrap();
+    let refused = logto_gate::run(
+        socket_config(&public, &idp, &upstream.url(), &file, ""),
+        std::future::pending(),
+    );
+    let refused = tokio::time::timeout(READY_TIMEOUT, refused)
+        .await
+        .expect("refused at once");
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.ends_with("it exists and is not a socket; remove it or choose another path")),
+        "{refused:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+
+    // Stopped, the gate removes its socket file.
+    let _ = gate.stop.send(());
+    assert_eq!(gate.task.await.unwrap(), Ok(()));
+    assert!(!socket.exists(), "the socket file is left behind");
+}
+
+#[tokio::test]
+async fn a_socket_file_gets_the_mode_asked_for_and_bad_modes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("gate.sock");
+    let idp = Idp::start(IdpOptions::default());
+    let public = "http://127.0.0.1:9";
+    idp.register_client(APP_ID, APP_SECRET, public);
+    let upstream = Upstream::start().await;
+    let config = socket_config(public, &idp, &upstream.url(), &socket, "listen_mode = \"600\"");
+    let gate = OnSocket::start(config).await;
+    eventually("the socket file", || socket.exists()).await;
+    let answer = over_socket(
+        &socket,
+        "GET /_logto/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    // Without 127.0.0.1 among the trusted proxies, a client on the socket names no address of its own.
+    let answer = over_socket(
+        &socket,
+        "GET /public/x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: 203.0.113.7\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert_eq!(upstream.last().header("x-forwarded-for"), Some("127.0.0.1"));
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let _ = gate.stop.send(());
+    assert_eq!(gate.task.await.unwrap(), Ok(()));
+
+    let toml = |listen: &str| {
+        gate_toml(public, "http://127.0.0.1:9", &idp.endpoint(), "", "").replace("listen = \"127.0.0.1:0\"", listen)
+    };
+    for (listen, says) in [
+        (
+            "listen = \"unix:/run/gate.sock\"\nlisten_mode = \"0400\"",
+            "server.listen_mode: `0400` is not a file mode",
+        ),
+        (
+            "listen = \"unix:/run/gate.sock\"\nlisten_mode = \"rw\"",
+            "server.listen_mode: `rw` is not a file mode",
+        ),
+        (
+            "listen = \"unix:/run/gate.sock\"\nlisten_mode = \"4660\"",
+            "server.listen_mode: `4660` is not a file mode",
+        ),
+        (
+            "listen = \"127.0.0.1:0\"\nlisten_mode = \"660\"",
+            "server.listen_mode: `660` is for a Unix socket",
+        ),
+        (
+            "listen = \"unix:gate.sock\"",
+            "server.listen: `unix:gate.sock` must be an absolute path",
+        ),
+        (
+            "listen = \"gate.sock\"",
+            "server.listen: `gate.sock` is not an address like 0.0.0.0:4180, or a socket",
+        ),
+    ] {
+        assert_refused(&toml(listen), says);
+    }
+}
