@@ -28,6 +28,7 @@ pub(super) fn load(config: &mut Config, pending: Pending) -> Result<(), ConfigEr
         }
     }
     load_upstream_roots(&mut p, config);
+    load_request_field_files(&mut p, config);
     check_upstream_client_certs(&mut p, config);
     if let Some((cert, key)) = &config.server.tls {
         if let Err(e) = crate::tls::load(cert, key) {
@@ -118,6 +119,37 @@ fn load_upstream_roots(p: &mut Problems, config: &mut Config) {
                 format!("upstreams[{i}].tls_ca_file")
             };
             route.upstream.tls_roots = roots(p, &key, &file);
+        }
+    }
+}
+
+/// Every upstream's `request_headers_files`, read once each (the same file may serve several entries) into its
+/// `request_headers`: the text without the line break a secret file often ends with, as a sensitive field value.
+fn load_request_field_files(p: &mut Problems, config: &mut Config) {
+    let mut read: HashMap<PathBuf, Option<http::HeaderValue>> = HashMap::new();
+    let upstreams = std::iter::once(&mut config.upstream).chain(config.routes.iter_mut().map(|r| &mut r.upstream));
+    for upstream in upstreams {
+        for file in std::mem::take(&mut upstream.request_header_files) {
+            let value = read
+                .entry(file.path.clone())
+                .or_insert_with(|| {
+                    let text = read_secret(p, &file.key, &file.path)?;
+                    match http::HeaderValue::from_str(&text) {
+                        Ok(mut v) => {
+                            v.set_sensitive(true);
+                            Some(v)
+                        }
+                        Err(_) => {
+                            let at = file.path.display();
+                            p.add(&file.key, format!("{at} {}", super::upstream::NOT_A_FIELD_VALUE));
+                            None
+                        }
+                    }
+                })
+                .clone();
+            if let Some(value) = value {
+                upstream.request_headers.push((file.name, Some(value)));
+            }
         }
     }
 }

@@ -103,6 +103,15 @@ pub struct AssertionConfig {
     pub lifetime: Duration,
 }
 
+/// A request field whose value is a file's text (`request_headers_files`), with the key that named it.
+#[derive(Debug, Clone)]
+pub struct FieldFile {
+    pub name: HeaderName,
+    pub path: PathBuf,
+    /// `upstream.request_headers_files.X-Api-Key`, for the problems reading it.
+    pub key: String,
+}
+
 /// `server.listen`: where the gate takes its clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listen {
@@ -234,6 +243,9 @@ pub struct UpstreamConfig {
     /// from it (`None`): `[upstream]`'s, with an entry's own over them. Values are marked sensitive (never logged,
     /// never indexed by HPACK).
     pub request_headers: Vec<(HeaderName, Option<HeaderValue>)>,
+    /// `request_headers_files`: fields whose values are read from files once the configuration is valid (then added
+    /// to `request_headers`; empty afterwards), merged with the inline ones as they are.
+    pub request_header_files: Vec<FieldFile>,
     /// `tls_server_name`: the name sent in SNI (RFC 6066 §3) and verified in the app's certificate (RFC 9110
     /// §4.3.4) in place of the URL's host, for an app reached at an address its certificate does not name.
     pub tls_server_name: Option<rustls::pki_types::ServerName<'static>>,

@@ -108,6 +108,7 @@ pub(super) struct RawUpstream {
     pub(super) tls_client_key_file: Option<PathBuf>,
     pub(super) tls_server_name: Option<String>,
     pub(super) request_headers: Option<BTreeMap<String, String>>,
+    pub(super) request_headers_files: Option<BTreeMap<String, PathBuf>>,
 }
 
 /// One `[[upstreams]]` entry.
@@ -127,6 +128,7 @@ pub(super) struct RawUpstreamRoute {
     pub(super) tls_client_key_file: Option<PathBuf>,
     pub(super) tls_server_name: Option<String>,
     pub(super) request_headers: Option<BTreeMap<String, String>>,
+    pub(super) request_headers_files: Option<BTreeMap<String, PathBuf>>,
     pub(super) response_headers: Option<BTreeMap<String, String>>,
 }
 

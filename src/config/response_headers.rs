@@ -95,8 +95,8 @@ pub(super) fn validate_response_headers(
     (p.len() == before).then_some(out)
 }
 
-/// An `[[upstreams]]` entry's fields over the shared ones (`[response_headers]`, or `[upstream]`'s
-/// `request_headers`): the entry's value (or removal) where both name a field, the rest of each.
+/// An `[[upstreams]]` entry's `response_headers` over `[response_headers]`: the entry's value (or removal) where both
+/// name a field, the rest of each.
 pub(super) fn merged(
     shared: &[(HeaderName, Option<HeaderValue>)],
     own: Vec<(HeaderName, Option<HeaderValue>)>,

@@ -988,3 +988,37 @@ fn the_gate_listens_on_an_address_or_a_socket_file() {
     .expect("mode");
     assert!(matches!(c.server.listen, Listen::Unix { mode: 0o666, .. }));
 }
+
+#[test]
+fn an_entrys_request_field_from_a_file_goes_over_the_shared_inline_one() {
+    let dir = tempfile::tempdir().expect("dir");
+    let key = dir.path().join("key");
+    std::fs::write(&key, "from-file\r\n").expect("write");
+    let toml = format!(
+        "{}\n[[upstreams]]\nprefix = \"/a\"\nurl = \"http://127.0.0.1:9000\"\nrequest_headers_files = {{ \"X-Key\" = \"{}\" }}\n",
+        MINIMAL.replace(
+            "[upstream]\n",
+            "[upstream]\nrequest_headers = { \"X-Key\" = \"inline\", \"X-Other\" = \"o\" }\n"
+        ),
+        key.display()
+    );
+    let c = Config::from_toml_str(&toml, no_env()).expect("valid");
+    let fields = |u: &UpstreamConfig| {
+        let mut v: Vec<String> = u
+            .request_headers
+            .iter()
+            .map(|(n, v)| format!("{n}={}", v.as_ref().map_or("", |v| v.to_str().unwrap_or("?"))))
+            .collect();
+        v.sort();
+        v
+    };
+    let entry = c.routes.iter().find(|r| r.prefix == "/a").expect("entry");
+    assert_eq!(fields(&entry.upstream), ["x-key=from-file", "x-other=o"]);
+    assert!(entry
+        .upstream
+        .request_headers
+        .iter()
+        .all(|(_, v)| v.as_ref().is_some_and(HeaderValue::is_sensitive)));
+    assert_eq!(fields(&c.upstream), ["x-key=inline", "x-other=o"]);
+    assert!(c.upstream.request_header_files.is_empty() && entry.upstream.request_header_files.is_empty());
+}

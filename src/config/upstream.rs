@@ -10,7 +10,7 @@ use crate::identity::Reserved;
 
 use super::checks::{duration, non_empty, refuse_placeholder, unix_socket_path, upstream_url, Problems};
 use super::raw::{RawUpstream, RawUpstreamRoute};
-use super::{UpstreamConfig, UpstreamRoute};
+use super::{FieldFile, UpstreamConfig, UpstreamRoute};
 
 /// Where an upstream is, as `url` names it: an `http(s)://` origin with its base path, or a Unix domain socket.
 #[derive(Clone)]
@@ -130,10 +130,11 @@ pub(super) fn validate_upstream(
         Some(i) if !shared_passes => authorization_sender(true, &format!("upstreams[{i}]")),
         _ => authorization_sender(shared_passes, "upstream"),
     };
-    let request_headers = request_fields(
+    let (request_headers, request_header_files) = request_fields(
         p,
         "upstream",
         &raw.request_headers,
+        &raw.request_headers_files,
         identity_names,
         shared_sender.as_deref(),
     );
@@ -227,7 +228,14 @@ pub(super) fn validate_upstream(
         } else {
             authorization_sender(pass_access_token, "upstream")
         };
-        let own_request_fields = request_fields(p, &key, &r.request_headers, identity_names, sender.as_deref());
+        let (own_request_fields, own_field_files) = request_fields(
+            p,
+            &key,
+            &r.request_headers,
+            &r.request_headers_files,
+            identity_names,
+            sender.as_deref(),
+        );
         let own_name = tls_server_name(p, &key, &r.tls_server_name);
         // Never [upstream]'s: only whether the entry's own is on a plain upstream matters.
         uses_shared(
@@ -252,6 +260,10 @@ pub(super) fn validate_upstream(
             Some(response_headers),
         ) = (url, own_fields)
         {
+            let (fields, field_files) = merged_request_fields(
+                (&request_headers, &request_header_files),
+                (own_request_fields, own_field_files),
+            );
             let entry_preserves_host = r.preserve_host.unwrap_or(preserve_host);
             if entry_preserves_host && http2 {
                 p.add(&format!("{key}.preserve_host"), PRESERVE_HOST_OVER_H2C);
@@ -281,7 +293,8 @@ pub(super) fn validate_upstream(
                         tls_client_cert: own_cert.or_else(|| client_cert.clone()),
                         tls_roots: Vec::new(),
                         tls_server_name: own_name,
-                        request_headers: super::response_headers::merged(&request_headers, own_request_fields),
+                        request_headers: fields,
+                        request_header_files: field_files,
                     },
                 },
                 key,
@@ -355,6 +368,7 @@ pub(super) fn validate_upstream(
         tls_roots: Vec::new(),
         tls_server_name: server_name,
         request_headers,
+        request_header_files,
     };
     if default_upstream.is_some() {
         routes.push(UpstreamRoute {
@@ -426,41 +440,26 @@ fn tls_server_name(p: &mut Problems, at: &str, raw: &Option<String>) -> Option<r
 type Field = (HeaderName, Option<HeaderValue>);
 
 /// `<at>.request_headers`: `name = "value"` sets a field on every request to the app (replacing the client's), `""`
-/// removes the client's (Pomerium's `set_request_headers` and `remove_request_headers`). Refused for the fields the
-/// gate frames by or sets itself (`crate::identity::reserved_kind`), an identity field of `[headers]` and, where the
-/// gate sends its own there, `Authorization`; names are compared as PHP, WSGI and CGI read them (`_` as `-`), since
-/// `X_Forwarded_User` reaches such an app as `X-Forwarded-User`.
+/// removes the client's (Pomerium's `set_request_headers` and `remove_request_headers`); and
+/// `<at>.request_headers_files`: `name = "/path"` sets it to the file's text, read once the configuration is valid
+/// (a credential kept in a Kubernetes secret or a systemd credential, as oauth2-proxy's `fromFile`). Refused for the
+/// fields the gate frames by or sets itself (`crate::identity::reserved_kind`), an identity field of `[headers]`
+/// and, where the gate sends its own there, `Authorization`; names are compared as PHP, WSGI and CGI read them (`_`
+/// as `-`), since `X_Forwarded_User` reaches such an app as `X-Forwarded-User`. A name in both tables is refused.
 fn request_fields(
     p: &mut Problems,
     at: &str,
-    raw: &Option<BTreeMap<String, String>>,
+    inline: &Option<BTreeMap<String, String>>,
+    files: &Option<BTreeMap<String, PathBuf>>,
     identity_names: &[HeaderName],
     authorization_sender: Option<&str>,
-) -> Vec<Field> {
+) -> (Vec<Field>, Vec<FieldFile>) {
     let mut out = Vec::new();
-    for (name, value) in raw.iter().flatten() {
+    for (name, value) in inline.iter().flatten() {
         let key = format!("{at}.request_headers.{name}");
-        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
-            p.add(&key, "not a valid HTTP header name");
+        let Some(header) = request_field_name(p, &key, name, identity_names, authorization_sender) else {
             continue;
         };
-        let normalised = crate::identity::normalise_name(header.as_str());
-        let why = match crate::identity::reserved_kind(&header) {
-            Some(Reserved::Framing) => Some("this header frames the request or its connection: the gate writes it"),
-            Some(Reserved::Managed) => Some("the gate sets or removes this header itself"),
-            None if identity_names
-                .iter()
-                .any(|i| crate::identity::same_normalised(i.as_str(), &normalised)) =>
-            {
-                Some("the gate sends the user's identity in this header ([headers])")
-            }
-            None if normalised == "authorization" => authorization_sender,
-            None => None,
-        };
-        if let Some(why) = why {
-            p.add(&key, why);
-            continue;
-        }
         if value.is_empty() {
             out.push((header, None));
             continue;
@@ -475,13 +474,97 @@ fn request_fields(
                 v.set_sensitive(true);
                 out.push((header, Some(v)));
             }
-            Err(_) => p.add(
-                &key,
-                "is not a valid header value (visible ASCII and spaces; no line breaks or control characters)",
-            ),
+            Err(_) => p.add(&key, NOT_A_FIELD_VALUE),
         }
     }
-    out
+    let mut from_files = Vec::new();
+    for (name, path) in files.iter().flatten() {
+        let key = format!("{at}.request_headers_files.{name}");
+        let Some(header) = request_field_name(p, &key, name, identity_names, authorization_sender) else {
+            continue;
+        };
+        if path.as_os_str().is_empty() {
+            p.add(&key, "names no file: write the path of the file holding the value");
+            continue;
+        }
+        if out.iter().any(|(inline, _)| inline == header) {
+            p.add(
+                &key,
+                format!("{header} is in {at}.request_headers too; keep one of them"),
+            );
+            continue;
+        }
+        from_files.push(FieldFile {
+            name: header,
+            path: path.clone(),
+            key,
+        });
+    }
+    (out, from_files)
+}
+
+/// What a request field's value may not be: RFC 9110 §5.5's field values, without obs-text.
+pub(super) const NOT_A_FIELD_VALUE: &str =
+    "is not a valid header value (visible ASCII and spaces; no line breaks or control characters)";
+
+/// The name of a request field `key` sets, unless the gate writes that field itself (see [`request_fields`]).
+fn request_field_name(
+    p: &mut Problems,
+    key: &str,
+    name: &str,
+    identity_names: &[HeaderName],
+    authorization_sender: Option<&str>,
+) -> Option<HeaderName> {
+    let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+        p.add(key, "not a valid HTTP header name");
+        return None;
+    };
+    let normalised = crate::identity::normalise_name(header.as_str());
+    let why = match crate::identity::reserved_kind(&header) {
+        Some(Reserved::Framing) => Some("this header frames the request or its connection: the gate writes it"),
+        Some(Reserved::Managed) => Some("the gate sets or removes this header itself"),
+        None if identity_names
+            .iter()
+            .any(|i| crate::identity::same_normalised(i.as_str(), &normalised)) =>
+        {
+            Some("the gate sends the user's identity in this header ([headers])")
+        }
+        None if normalised == "authorization" => authorization_sender,
+        None => None,
+    };
+    match why {
+        Some(why) => {
+            p.add(key, why);
+            None
+        }
+        None => Some(header),
+    }
+}
+
+/// An `[[upstreams]]` entry's request fields over `[upstream]`'s: where both name a field, in either table
+/// (inline or from a file), the entry's; the rest of each.
+fn merged_request_fields(
+    (shared, shared_files): (&[Field], &[FieldFile]),
+    (own, own_files): (Vec<Field>, Vec<FieldFile>),
+) -> (Vec<Field>, Vec<FieldFile>) {
+    let own_names: Vec<HeaderName> = own
+        .iter()
+        .map(|(name, _)| name.clone())
+        .chain(own_files.iter().map(|f| f.name.clone()))
+        .collect();
+    let mut fields: Vec<Field> = shared
+        .iter()
+        .filter(|(name, _)| !own_names.contains(name))
+        .cloned()
+        .collect();
+    fields.extend(own);
+    let mut files: Vec<FieldFile> = shared_files
+        .iter()
+        .filter(|f| !own_names.contains(&f.name))
+        .cloned()
+        .collect();
+    files.extend(own_files);
+    (fields, files)
 }
 
 /// `upstream.upgrade_protocols`: the `Upgrade` protocols passed to the app (RFC 9110 §7.8), lower case.

@@ -907,6 +907,109 @@ async fn request_headers_are_set_on_every_request_to_the_app() {
     }
 }
 
+/// A field's value can live in a file (a Kubernetes secret, a systemd credential) instead of the configuration:
+/// read at start without its final line break, merged with the inline fields as they are (an entry's over
+/// `[upstream]`'s, whichever table either is in), and refused naming the key when it cannot be a field.
+#[tokio::test]
+async fn request_header_values_can_come_from_files() {
+    let idp = Idp::start(IdpOptions::default());
+    let (default, grafana, ci) = (
+        Upstream::start().await,
+        Upstream::start().await,
+        Upstream::start().await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (api_key, ci_token) = (dir.path().join("api-key"), dir.path().join("ci-token"));
+    std::fs::write(&api_key, "key-from-a-secret\n").unwrap();
+    std::fs::write(&ci_token, "Bearer ci-token").unwrap();
+    let extra = format!(
+        "[[upstreams]]\nprefix = \"/grafana\"\nurl = \"{}\"\nrequest_headers = {{ \"X-Api-Key\" = \"grafana-key\" }}\n\
+         [[upstreams]]\nprefix = \"/ci\"\nurl = \"{}\"\nrequest_headers_files = {{ \"X-Ci-Token\" = \"{}\" }}\n",
+        grafana.url(),
+        ci.url(),
+        ci_token.display()
+    );
+    let shared = format!(
+        "request_headers_files = {{ \"X-Api-Key\" = \"{}\" }}",
+        api_key.display()
+    );
+    let edit = |t: String| t.replace("[upstream]\n", &format!("[upstream]\n{shared}\n"));
+    let gate = TestGate::start_edited(&idp, &default.url(), "", &extra, edit).await;
+    let cookie = signed_in_cookie(&idp, &gate).await;
+    for (path, app, key, token) in [
+        ("/page", &default, "key-from-a-secret", None),
+        ("/grafana/page", &grafana, "grafana-key", None),
+        ("/ci/page", &ci, "key-from-a-secret", Some("Bearer ci-token")),
+    ] {
+        let r = plain()
+            .get(format!("{}{path}", gate.url()))
+            .header("cookie", &cookie)
+            .header("x-api-key", "forged")
+            .header("x-ci-token", "forged")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let seen = app.last();
+        assert_eq!(seen.header_count("x-api-key"), 1, "{path}: {:?}", seen.headers);
+        assert_eq!(seen.header("x-api-key"), Some(key), "{path}");
+        assert_eq!(seen.header("x-ci-token"), Some(token.unwrap_or("forged")), "{path}");
+    }
+
+    let broken = dir.path().join("broken");
+    std::fs::write(&broken, "two\nlines\n").unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let missing = dir.path().join("missing");
+    for (table, says) in [
+        (
+            format!(
+                "request_headers_files = {{ \"X-Api-Key\" = \"{}\" }}",
+                missing.display()
+            ),
+            "upstream.request_headers_files.X-Api-Key: cannot read",
+        ),
+        (
+            format!("request_headers_files = {{ \"X-Api-Key\" = \"{}\" }}", broken.display()),
+            "upstream.request_headers_files.X-Api-Key: ",
+        ),
+        (
+            format!("request_headers_files = {{ \"X-Api-Key\" = \"{}\" }}", empty.display()),
+            "upstream.request_headers_files.X-Api-Key: ",
+        ),
+        (
+            format!(
+                "request_headers = {{ \"X-Api-Key\" = \"k\" }}\nrequest_headers_files = {{ \"x-api-key\" = \"{}\" }}",
+                api_key.display()
+            ),
+            "upstream.request_headers_files.x-api-key: x-api-key is in upstream.request_headers too",
+        ),
+        (
+            format!(
+                "request_headers_files = {{ \"X-Forwarded-User\" = \"{}\" }}",
+                api_key.display()
+            ),
+            "upstream.request_headers_files.X-Forwarded-User: the gate sends the user's identity",
+        ),
+    ] {
+        let toml = gate_toml("https://a.example.com", &default.url(), "https://t.logto.app", "", "")
+            .replace("[upstream]\n", &format!("[upstream]\n{table}\n"));
+        assert_refused(&toml, says);
+    }
+    let err = logto_gate::Config::from_toml_str(
+        &gate_toml("https://a.example.com", &default.url(), "https://t.logto.app", "", "").replace(
+            "[upstream]\n",
+            &format!(
+                "[upstream]\nrequest_headers_files = {{ \"X-Api-Key\" = \"{}\" }}\n",
+                broken.display()
+            ),
+        ),
+        Vec::new(),
+    )
+    .expect_err("two lines");
+    assert!(err.to_string().contains("is not a valid header value"), "{err}");
+}
+
 /// The access token is a credential for Logto's APIs: only the apps that need it should get it. An
 /// `[[upstreams]]` entry's `pass_access_token` decides for its app, over `[upstream]`'s, both ways; sessions keep
 /// the token when any app is sent it.
