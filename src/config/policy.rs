@@ -147,6 +147,24 @@ fn kept(v: &Option<Vec<String>>) -> Vec<String> {
     v.iter().flatten().map(|s| s.trim().to_owned()).collect()
 }
 
+/// The shortest `max_age`: a sign-in at Logto and the way back take seconds, and Logto counts in seconds.
+const MIN_MAX_AGE: u64 = 60;
+
+/// `<key>.max_age`: how long ago the person may have signed in at Logto, in seconds; at least [`MIN_MAX_AGE`].
+fn max_age(p: &mut Problems, key: &str, v: Option<&str>) -> Option<u64> {
+    let v = v.map(str::trim).filter(|v| !v.is_empty())?;
+    let key = format!("{key}.max_age");
+    let before = p.len();
+    let secs = super::checks::duration(p, &key, Some(v.to_owned()), "").as_secs();
+    if p.len() == before && secs < MIN_MAX_AGE {
+        p.add(
+            &key,
+            format!("`{v}` is shorter than a minute, less than signing in again and coming back takes"),
+        );
+    }
+    Some(secs)
+}
+
 /// The access a rule (or `[access]`) grants. A condition list that is empty, or holds an empty value, is refused:
 /// read as "no condition" it would open the path to every signed-in user (a templated `roles = []` whose values
 /// went missing), read as "nobody" it would shut it, and the writer meant neither.
@@ -188,6 +206,7 @@ fn access_of(p: &mut Problems, key: &str, r: &RawRule) -> Access {
         github_logins: lowered(&r.github_logins),
         m2m_apps: kept(&r.m2m_apps),
         resources: kept(&r.resources),
+        max_age: max_age(p, key, r.max_age.as_deref()),
     };
     for role in &requirements.organization_roles {
         if !role.contains(':') {
@@ -210,7 +229,8 @@ fn access_of(p: &mut Problems, key: &str, r: &RawRule) -> Access {
         &requirements.resources,
     ]
     .iter()
-    .any(|v| !v.is_empty());
+    .any(|v| !v.is_empty())
+        || requirements.max_age.is_some();
     match r.allow.as_deref().map(str::trim) {
         None | Some("authenticated") => Access::Require(Arc::new(requirements)),
         Some("public") | Some("deny") if has_conditions => {

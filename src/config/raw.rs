@@ -54,6 +54,7 @@ pub(super) struct RawRule {
     pub(super) m2m_apps: Option<Vec<String>>,
     #[serde(deserialize_with = "list_of_strings")]
     pub(super) resources: Option<Vec<String>>,
+    pub(super) max_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1022,3 +1022,43 @@ fn an_entrys_request_field_from_a_file_goes_over_the_shared_inline_one() {
     assert_eq!(fields(&c.upstream), ["x-key=inline", "x-other=o"]);
     assert!(c.upstream.request_header_files.is_empty() && entry.upstream.request_header_files.is_empty());
 }
+
+#[test]
+fn a_rules_max_age_is_a_minute_or_more_and_only_where_a_sign_in_is_required() {
+    let err = |toml: &str| Config::from_toml_str(toml, no_env()).expect_err("invalid").0;
+    let rule = |body: &str| format!("{MINIMAL}\n[[rules]]\nprefix = \"/admin\"\n{body}\n");
+    let c = Config::from_toml_str(&rule("max_age = \"15m\""), no_env()).expect("valid");
+    let decision = c.policy.decide("GET", &[], None, None, "/admin");
+    assert_eq!(decision.max_age(), Some(900));
+    assert_eq!(c.policy.decide("GET", &[], None, None, "/other").max_age(), None);
+    let lines = err(&rule("max_age = \"30s\""));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("rules[0].max_age: `30s` is shorter than a minute")),
+        "{lines:?}"
+    );
+    let lines = err(&rule("max_age = \"soon\""));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("rules[0].max_age: `soon` is not a duration")),
+        "{lines:?}"
+    );
+    let lines = err(&rule("allow = \"public\"\nmax_age = \"15m\""));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("rules[0].allow: a public or denied route cannot also list conditions")),
+        "{lines:?}"
+    );
+    // `[access]` may have one, for every path no rule names.
+    let access = MINIMAL.replace("[session]", "[access]\nmax_age = \"1h\"\n[session]");
+    let c = Config::from_toml_str(
+        &format!("{access}\n[[rules]]\nprefix = \"/admin\"\nmax_age = \"5m\"\n"),
+        no_env(),
+    )
+    .expect("valid");
+    assert_eq!(c.policy.decide("GET", &[], None, None, "/x").max_age(), Some(3600));
+    assert_eq!(c.policy.decide("GET", &[], None, None, "/admin").max_age(), Some(300));
+}

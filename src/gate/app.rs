@@ -73,13 +73,18 @@ impl Gate {
                 Decision::Deny => return Err(ClientError::RouteDenied.into()),
                 Decision::Public => None,
                 Decision::Require(..) => {
+                    let max_age = decision.max_age();
                     let Some(principal) = self.authenticate(req.headers(), decided).await? else {
                         // 3. challenge
-                        return Box::pin(self.challenge(req, trusted)).await;
+                        return Box::pin(self.challenge(req, trusted, max_age, false)).await;
                     };
                     let organization = self.config.logto.organization_id.as_deref();
                     for requirements in decision.requirements() {
                         authorize(&principal, requirements, organization)?;
+                    }
+                    // A sign-in older than a rule's `max_age`: signing in again can mend it (RFC 9470 step-up).
+                    if let Some(max_age) = max_age.filter(|m| !principal.signed_in_within(*m, session::now())) {
+                        return Box::pin(self.challenge(req, trusted, Some(max_age), true)).await;
                     }
                     Some(principal)
                 }

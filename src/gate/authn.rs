@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::body::Body;
 use crate::error::{ClientError, GateError};
+use crate::oidc::extras::SignInOptions;
 use crate::oidc::TokenError;
 use crate::pages::{self, Page};
 use crate::policy;
@@ -36,6 +37,21 @@ pub(super) enum Principal {
 }
 
 impl Principal {
+    /// Whether the person signed in at Logto at most `max_age` seconds before `now` (a rule's `max_age`): a
+    /// session by the time it recorded at sign-in ([`crate::session::Session::auth`]), a bearer token by its
+    /// `auth_time` (RFC 9470 §4). A token without one (a machine's, or Logto's usual access tokens) never is.
+    pub(super) fn signed_in_within(&self, max_age: u64, now: u64) -> bool {
+        let at = match self {
+            Principal::Session(c) => c.session.auth,
+            // Only a time in seconds up to now is one (a time in milliseconds would be far in the future).
+            Principal::Bearer(claims) => claims
+                .get("auth_time")
+                .and_then(Value::as_u64)
+                .filter(|at| *at <= now.saturating_add(60)),
+        };
+        at.is_some_and(|at| now.saturating_sub(at) <= max_age)
+    }
+
     pub(super) fn claims(&self) -> &Map<String, Value> {
         match self {
             Principal::Session(c) => &c.session.claims,
@@ -207,7 +223,17 @@ impl Gate {
     /// gets 401, as an HTML page with a way back for a browser (a form posted after the session ended returns to the
     /// page it was posted from; a frame signs in in the whole window and returns to the page holding it), as JSON
     /// for an API client.
-    pub(super) async fn challenge(&self, req: &Request<Body>, trusted: bool) -> Result<Response<Body>, GateError> {
+    ///
+    /// `again` is set when the request has a session (or token) whose sign-in at Logto is older than a rule's
+    /// `max_age` ([`Principal::signed_in_within`]): RFC 9470's step-up, the sign-in asking Logto for `max_age`, the
+    /// 401 saying `insufficient_user_authentication`. `max_age` is the route's, asked of Logto in either case.
+    pub(super) async fn challenge(
+        &self,
+        req: &Request<Body>,
+        trusted: bool,
+        max_age: Option<u64>,
+        again: bool,
+    ) -> Result<Response<Body>, GateError> {
         let wanted = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         if is_browser_navigation(req) {
             // A link prefetched or prerendered once the session has ended would start a sign-in per hover, each
@@ -224,7 +250,7 @@ impl Gate {
             // `frame-ancestors`), GitHub's by none, so the frame would show the browser's refusal. The frame gets
             // the page below instead, and signs in in the whole window, back to the page that holds the frame.
             if is_frame_navigation(req) {
-                return Ok(self.session_ended(req, true));
+                return Ok(self.session_ended(req, true, max_age, again));
             }
             // On another allowed host (one sign-in across subdomains) the sign-in comes back to that host: the one
             // the rules saw, a trusted proxy's `X-Forwarded-Host` before `Host`.
@@ -240,20 +266,24 @@ impl Gate {
             // the sign-in link, which starts a sign-in when followed with GET, instead of starting one itself (an
             // attempt cookie, and a sign-in counted as started, per check).
             if req.method() == http::Method::HEAD {
-                return Ok(pages::redirect(StatusCode::FOUND, &self.sign_in_url(&back)));
+                return Ok(pages::redirect(StatusCode::FOUND, &self.sign_in_link(&back, max_age)));
             }
-            return self.start_sign_in(back, &Default::default()).await;
+            let options = SignInOptions {
+                max_age,
+                ..SignInOptions::default()
+            };
+            return self.start_sign_in(back, &options).await;
         }
         if accepts_html(req) {
-            return Ok(self.session_ended(req, false));
+            return Ok(self.session_ended(req, false, max_age, again));
         }
-        Ok(self.unauthorized(&ReturnPath::parse_or_root(wanted)))
+        Ok(self.unauthorized(&ReturnPath::parse_or_root(wanted), max_age, again))
     }
 
     /// 401 as an HTML page whose "Sign in again" comes back to the page the request came from (its same-origin
     /// `Referer`, else `/`): for a script's request that accepts HTML, and `in_frame`, for a frame's navigation
     /// (that page then holds the frame; the link opens in the whole window).
-    fn session_ended(&self, req: &Request<Body>, in_frame: bool) -> Response<Body> {
+    fn session_ended(&self, req: &Request<Body>, in_frame: bool, max_age: Option<u64>, again: bool) -> Response<Body> {
         let back = req
             .headers()
             .get(header::REFERER)
@@ -266,21 +296,25 @@ impl Gate {
         } else {
             "Sign in again to continue. What you sent was not passed on; you may need to send it again."
         };
-        let mut page = Page::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Your session has ended",
-            message,
-        )
-        .with_link(self.sign_in_url(&back), "Sign in again");
+        let (code, title, message) = match (again, max_age) {
+            (true, Some(max_age)) => (
+                INSUFFICIENT,
+                "Sign in again",
+                format!(
+                    "This needs a sign-in within the last {}. {message}",
+                    for_people(max_age)
+                ),
+            ),
+            _ => ("unauthorized", "Your session has ended", message.to_owned()),
+        };
+        let mut page = Page::new(StatusCode::UNAUTHORIZED, code, title, message)
+            .with_link(self.sign_in_link(&back, max_age), "Sign in again");
         if in_frame {
             page = page.in_frame();
         }
         let mut page = page.render(true, &self.config.pages);
-        page.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"logto-gate\""),
-        );
+        page.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, bearer_challenge(max_age, again));
         page
     }
 
@@ -310,23 +344,65 @@ impl Gate {
         self.config.server.public_url.join(&back.as_redirect_of(paths::SIGN_IN))
     }
 
-    /// 401 for a request without a session that is not a browser navigation: never a redirect. `sign_in_url`
-    /// brings the browser back to `wanted` after signing in.
-    pub(super) fn unauthorized(&self, wanted: &ReturnPath) -> Response<Body> {
-        let sign_in = self.sign_in_url(wanted);
-        let mut resp = pages::json_response(
-            StatusCode::UNAUTHORIZED,
-            &serde_json::json!({
+    /// [`Gate::sign_in_url`], asking Logto for a sign-in at most `max_age` seconds old.
+    pub(super) fn sign_in_link(&self, back: &ReturnPath, max_age: Option<u64>) -> String {
+        let mut link = self.sign_in_url(back);
+        if let Some(max_age) = max_age {
+            link.push_str(&format!("&max_age={max_age}"));
+        }
+        link
+    }
+
+    /// 401 for a request without a session (or, `again`, with one signed in longer ago than `max_age`) that is not a
+    /// browser navigation: never a redirect. `sign_in_url` brings the browser back to `wanted` after signing in.
+    pub(super) fn unauthorized(&self, wanted: &ReturnPath, max_age: Option<u64>, again: bool) -> Response<Body> {
+        let sign_in = self.sign_in_link(wanted, max_age);
+        let body = match (again, max_age) {
+            (true, Some(max_age)) => serde_json::json!({
+                "error": INSUFFICIENT,
+                "message": format!("Sign in again: this needs a sign-in within the last {}.", for_people(max_age)),
+                "max_age": max_age,
+                "sign_in_url": sign_in,
+            }),
+            _ => serde_json::json!({
                 "error": "unauthorized",
                 "message": "Sign-in required: no valid session.",
                 "sign_in_url": sign_in,
             }),
-        );
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"logto-gate\""),
-        );
+        };
+        let mut resp = pages::json_response(StatusCode::UNAUTHORIZED, &body);
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, bearer_challenge(max_age, again));
         resp
+    }
+}
+
+/// RFC 9470's error code for a sign-in (or token) older than the resource allows.
+const INSUFFICIENT: &str = "insufficient_user_authentication";
+
+/// `WWW-Authenticate` for a 401: the realm, and for a sign-in too old (`again`) RFC 9470 §3's error and `max_age`.
+fn bearer_challenge(max_age: Option<u64>, again: bool) -> HeaderValue {
+    match (again, max_age) {
+        (true, Some(max_age)) => HeaderValue::from_str(&format!(
+            "Bearer realm=\"logto-gate\", error=\"{INSUFFICIENT}\", error_description=\"A more recent sign-in is \
+             required\", max_age={max_age}"
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"logto-gate\"")),
+        _ => HeaderValue::from_static("Bearer realm=\"logto-gate\""),
+    }
+}
+
+/// A number of seconds as a person says it: "15 minutes", "2 hours", "90 seconds", "about 3 hours" (for 3 hours
+/// and 20 seconds).
+pub(super) fn for_people(secs: u64) -> String {
+    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    const UNITS: [(u64, &str); 3] = [(86_400, "day"), (3600, "hour"), (60, "minute")];
+    if let Some((size, unit)) = UNITS.iter().find(|(size, _)| secs >= *size && secs % size == 0) {
+        return plural(secs / size, unit);
+    }
+    match UNITS.iter().find(|(size, _)| secs >= 2 * size) {
+        Some((size, unit)) => format!("about {}", plural(secs / size, unit)),
+        None => plural(secs, "second"),
     }
 }
 

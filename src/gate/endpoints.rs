@@ -96,12 +96,18 @@ impl Gate {
             Decision::Deny => return Err(ClientError::RouteDenied.into()),
             Decision::Public => None,
             Decision::Require(..) => {
+                let max_age = decision.max_age();
                 let Some(principal) = self.authenticate(req.headers(), decided).await? else {
-                    return Ok(self.unauthorized(&ReturnPath::parse_or_root(&uri)));
+                    return Ok(self.unauthorized(&ReturnPath::parse_or_root(&uri), max_age, false));
                 };
                 let organization = self.config.logto.organization_id.as_deref();
                 for requirements in decision.requirements() {
                     authorize(&principal, requirements, organization)?;
+                }
+                // The asking proxy sends the browser to /_logto/sign-in?redirect=<uri>, which asks Logto for the
+                // route's `max_age` itself ([`Gate::max_age_of`]).
+                if let Some(max_age) = max_age.filter(|m| !principal.signed_in_within(*m, session::now())) {
+                    return Ok(self.unauthorized(&ReturnPath::parse_or_root(&uri), Some(max_age), true));
                 }
                 Some(principal)
             }
@@ -202,7 +208,30 @@ impl Gate {
             Some((_, v)) => self.return_target(v),
             None => from_proxy().map_or_else(ReturnPath::root, |v| ReturnPath::parse_same_origin_or_root(v, origin)),
         };
-        self.start_sign_in(return_to, &options).await
+        let max_age = options.max_age.or_else(|| self.max_age_of(req, peer, &return_to));
+        self.start_sign_in(return_to, &SignInOptions { max_age, ..options })
+            .await
+    }
+
+    /// The `max_age` of the route a sign-in returns to (a GET of `back` by this request's client), so that a sign-in
+    /// link that names none (a proxy's after a forward-auth 401, a bookmark) still asks Logto for a sign-in recent
+    /// enough for it, and the person does not come back only to be sent to sign in again.
+    fn max_age_of(&self, req: &Request<Body>, peer: SocketAddr, back: &ReturnPath) -> Option<u64> {
+        let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
+        let absolute = back
+            .is_absolute()
+            .then(|| url::Url::parse(back.as_str()).ok())
+            .flatten();
+        let (host, path) = match &absolute {
+            Some(url) => (url.host_str(), url.path()),
+            None => (request_host(req, trusted).ok().flatten(), back.as_str()),
+        };
+        let path = path.split(['?', '#']).next().unwrap_or("/");
+        let policy = &self.config.policy;
+        let normalised = policy::path::normalise(path, self.config.server.allow_encoded_slashes).ok()?;
+        let rule_path = policy::path::rule_path(&normalised, policy.case_insensitive).ok()?;
+        let client = self.client_address(req.headers(), peer, trusted);
+        policy.decide("GET", &[], host, client, &rule_path).max_age()
     }
 
     /// Creates a sign-in attempt (state, nonce, PKCE verifier in its own encrypted cookie) and redirects to Logto,
@@ -214,9 +243,10 @@ impl Gate {
     ) -> Result<Response<Body>, GateError> {
         let loaded = self.oidc.ensure_loaded().await?;
         let codec = self.sessions.codec();
-        let attempt = codec
+        let mut attempt = codec
             .new_attempt(return_to.as_str().to_owned(), session::now())
             .ok_or_else(|| GateError::Internal("no random bytes for a sign-in attempt".into()))?;
+        attempt.max_age = options.max_age;
         let challenge =
             PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(attempt.pkce_verifier.clone()));
         let cookie = codec.attempt_cookie(&attempt).map_err(GateError::Internal)?;
@@ -346,6 +376,22 @@ impl Gate {
             .oidc
             .verify_id_token(&loaded, id_token, &attempt.nonce, now)
             .await?;
+        // OIDC Core §3.1.2.1: a sign-in asked for with `max_age` says when it happened, and Logto asks the person
+        // again when theirs is older. One that does not would send the person straight back to sign in, forever.
+        if let Some(max_age) = attempt.max_age {
+            let at = session::signed_in_at(&claims, now);
+            if at.is_none_or(|at| now.saturating_sub(at) > max_age) {
+                let said = at.map_or_else(
+                    || "did not say when (no auth_time)".to_owned(),
+                    |at| format!("signed in {} ago", super::authn::for_people(now.saturating_sub(at))),
+                );
+                return Err(IdpError::Misconfigured(format!(
+                    "asked for a sign-in at most {} old (max_age), Logto's ID token {said}",
+                    super::authn::for_people(max_age)
+                ))
+                .into());
+            }
+        }
         if self.needs_userinfo(&claims) {
             let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("").to_owned();
             let extra = self.oidc.userinfo(&loaded, &tokens.access_token, &sub).await?;
@@ -454,6 +500,7 @@ impl Gate {
             rt: tokens.refresh_token.clone(),
             at: self.config.passes_access_tokens().then(|| tokens.access_token.clone()),
             at_exp: tokens.expires_in.map(|s| now + s),
+            auth: session::signed_in_at(&claims, now),
             sid,
             seen: now,
             refresh_at: tokens.expires_in.map(|s| Session::refresh_time(now, s)),

@@ -260,3 +260,45 @@ fn a_forward_auth_answer_carries_the_authorization_the_app_is_to_get() {
     let protected = gate_of("protected_app = true", "");
     assert_eq!(answer(&protected, "Basic dTpw", None), (None, None));
 }
+
+#[test]
+fn a_bearer_tokens_sign_in_is_recent_only_by_its_auth_time_in_seconds() {
+    use super::authn::Principal;
+    let now = 1_800_000_000;
+    let token = |auth_time: Option<u64>| {
+        let mut claims = serde_json::Map::new();
+        claims.insert("sub".into(), "u1".into());
+        if let Some(at) = auth_time {
+            claims.insert("auth_time".into(), at.into());
+        }
+        Principal::Bearer(claims)
+    };
+    assert!(token(Some(now - 600)).signed_in_within(600, now));
+    assert!(!token(Some(now - 601)).signed_in_within(600, now));
+    // None at all (a machine's token, Logto's usual access token), or one in milliseconds.
+    assert!(!token(None).signed_in_within(600, now));
+    assert!(!token(Some(now * 1000)).signed_in_within(600, now));
+}
+
+#[test]
+fn a_sign_in_time_is_read_on_logtos_clock_and_said_as_people_say_it() {
+    let claims = |pairs: &[(&str, u64)]| pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).into())).collect();
+    // Logto's clock 50 s behind the gate's: the sign-in 120 s before issuing counts as 120 s ago.
+    let now = 1_800_000_000;
+    let issued = claims(&[("iat", now - 50), ("auth_time", now - 170)]);
+    assert_eq!(crate::session::signed_in_at(&issued, now), Some(now - 120));
+    assert_eq!(crate::session::signed_in_at(&claims(&[("iat", now)]), now), None);
+    let millis = claims(&[("iat", now), ("auth_time", now * 1000)]);
+    assert_eq!(crate::session::signed_in_at(&millis, now), None);
+    for (secs, said) in [
+        (600, "10 minutes"),
+        (3600, "1 hour"),
+        (86_400, "1 day"),
+        (90, "90 seconds"),
+        (5400, "90 minutes"),
+        (7201, "about 2 hours"),
+        (1, "1 second"),
+    ] {
+        assert_eq!(super::authn::for_people(secs), said);
+    }
+}

@@ -66,6 +66,21 @@ pub(crate) fn check_login_hint(v: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The largest `max_age` a sign-in link may ask for: ten years, in seconds.
+const MAX_AGE_MAX: u64 = 10 * 366 * 86_400;
+
+/// `max_age`: a number of seconds (digits only, at most [`MAX_AGE_MAX`]). Asking for a more recent sign-in only
+/// ever asks more of the person, so any such value may come from a link.
+pub(crate) fn check_max_age(v: &str) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(secs) if v.bytes().all(|b| b.is_ascii_digit()) && secs <= MAX_AGE_MAX => Ok(secs),
+        _ => Err(format!(
+            "`{}` is not a number of seconds from 0 to {MAX_AGE_MAX}",
+            shown(v)
+        )),
+    }
+}
+
 /// At most 64 characters of a value, for a message that repeats it (a query parameter may be long).
 fn shown(v: &str) -> String {
     v.chars().take(64).collect()
@@ -80,14 +95,23 @@ pub(crate) struct SignInOptions {
     pub(crate) first_screen: Option<String>,
     pub(crate) direct_sign_in: Option<String>,
     pub(crate) login_hint: Option<String>,
+    /// OIDC Core's `max_age` (§3.1.2.1), in seconds: Logto asks the person to sign in again unless they did so at
+    /// most this long ago, and says when they did (`auth_time`). Sent when a rule's `max_age` asks for a more
+    /// recent sign-in (`/_logto/sign-in?max_age=900`); the callback then holds Logto to it.
+    pub(crate) max_age: Option<u64>,
 }
 
 impl SignInOptions {
-    /// From `/_logto/sign-in`'s query parameters `first_screen`, `direct_sign_in` and `login_hint` (others are not
-    /// read); a bad value is an error naming its parameter.
+    /// From `/_logto/sign-in`'s query parameters `first_screen`, `direct_sign_in`, `login_hint` and `max_age`
+    /// (others are not read); a bad value is an error naming its parameter.
     pub(crate) fn from_query(params: &[(String, String)]) -> Result<SignInOptions, String> {
         let mut options = SignInOptions::default();
         for (name, value) in params {
+            if name == "max_age" {
+                let secs = check_max_age(value).map_err(|e| format!("the parameter `max_age`: {e}"))?;
+                options.max_age = Some(secs);
+                continue;
+            }
             let (slot, check): (&mut Option<String>, Check) = match name.as_str() {
                 "first_screen" => (&mut options.first_screen, check_first_screen),
                 "direct_sign_in" => (&mut options.direct_sign_in, check_direct_sign_in),
@@ -116,6 +140,7 @@ mod tests {
             ("first_screen", "register"),
             ("direct_sign_in", "social:github"),
             ("login_hint", "alice+test@example.com"),
+            ("max_age", "900"),
             ("utm_source", "mail"),
         ]))
         .unwrap();
@@ -125,6 +150,7 @@ mod tests {
                 first_screen: Some("register".into()),
                 direct_sign_in: Some("social:github".into()),
                 login_hint: Some("alice+test@example.com".into()),
+                max_age: Some(900),
             }
         );
         assert_eq!(SignInOptions::from_query(&[]).unwrap(), SignInOptions::default());
@@ -141,6 +167,10 @@ mod tests {
             ("login_hint", "", "1 to 320 bytes"),
             ("login_hint", long.as_str(), "1 to 320 bytes"),
             ("login_hint", "a\r\nb", "no control characters"),
+            ("max_age", "-1", "is not a number of seconds"),
+            ("max_age", "+60", "is not a number of seconds"),
+            ("max_age", "1e3", "is not a number of seconds"),
+            ("max_age", "999999999999", "is not a number of seconds"),
         ] {
             let err = SignInOptions::from_query(&query(&[(name, value)])).unwrap_err();
             assert!(err.starts_with(&format!("the parameter `{name}`: ")), "{err}");

@@ -307,6 +307,10 @@ impl Oidc {
         if let Some(hint) = &options.login_hint {
             params.push(("login_hint", hint));
         }
+        let max_age = options.max_age.map(|secs| secs.to_string());
+        if let Some(max_age) = &max_age {
+            params.push(("max_age", max_age));
+        }
         for r in &self.config.resources {
             params.push(("resource", r));
         }

@@ -59,6 +59,10 @@ pub struct Requirements {
     /// `scopes` are then read from what these APIs granted it ([`Subject::api_scopes`]), and the first one's token
     /// is the one `upstream.pass_access_token` sends.
     pub resources: Vec<String>,
+    /// `max_age`, in seconds: the person must have signed in at Logto (entered a password, a code, or passed
+    /// GitHub's sign-in) at most this long ago (OIDC Core §3.1.2.1 `max_age`, RFC 9470); an older sign-in is sent to
+    /// sign in again ([`Decision::max_age`]).
+    pub max_age: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +202,11 @@ impl<'a> Decision<'a> {
             _ => (None, &[][..]),
         };
         first.into_iter().chain(more.iter().copied())
+    }
+
+    /// The strictest `max_age` among the requirements, if any names one.
+    pub fn max_age(&self) -> Option<u64> {
+        self.requirements().filter_map(|r| r.max_age).min()
     }
 
     /// The API resource the request is for: the first the requirements name (`resources`), if any.

@@ -28,6 +28,10 @@ pub struct SignInAttempt {
     pub return_to: String,
     /// When the attempt started, seconds since the epoch.
     pub created: u64,
+    /// The `max_age` asked of Logto, if any: the ID token must then say the person signed in at most this long
+    /// before it was issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u64>,
 }
 
 impl SignInAttempt {

@@ -315,6 +315,7 @@ impl CookieCodec {
             state,
             return_to,
             created: now,
+            max_age: None,
         })
     }
 
@@ -327,6 +328,7 @@ impl CookieCodec {
         let held = HeldAttempt {
             return_to: attempt.return_to.clone(),
             created: attempt.created,
+            max_age: attempt.max_age,
         };
         let json = serde_json::to_string(&held).map_err(|e| e.to_string())?;
         let sealed = self
@@ -359,6 +361,7 @@ impl CookieCodec {
                             pkce_verifier: derive_secret(key, VERIFIER_LABEL, state),
                             return_to: held.return_to,
                             created: held.created,
+                            max_age: held.max_age,
                         }
                     }
                     None => {
@@ -512,6 +515,8 @@ struct HeldAttempt {
     return_to: String,
     #[serde(rename = "c")]
     created: u64,
+    #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
+    max_age: Option<u64>,
 }
 
 /// How long a sign-out's sealed return target is followed: Logto's end-session page passes it on at once.

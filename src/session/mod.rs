@@ -47,6 +47,11 @@ pub struct Session {
     /// When the access token obtained with the session expires, seconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_exp: Option<u64>,
+    /// When the person signed in at Logto, on the gate's clock (seconds since the epoch), for rules with `max_age`:
+    /// from the sign-in's ID token, [`signed_in_at`]. `None` when Logto did not say (it says when asked with
+    /// `max_age`). Kept through refreshes: a refresh is no sign-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<u64>,
     /// Logto's session id (`sid` claim), for back-channel logout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
@@ -215,6 +220,7 @@ impl Session {
             rt: None,
             at: None,
             at_exp: None,
+            auth: None,
             sid: None,
             seen: 0,
             refresh_at: None,
@@ -225,6 +231,19 @@ impl Session {
             rendered: Rendered::default(),
         }
     }
+}
+
+/// When an ID token just received says the person signed in at Logto (its `auth_time`, OIDC Core §2), on the
+/// gate's clock: `now` less how long before issuing the token Logto signed them in (`iat - auth_time`, both read
+/// on Logto's clock, so the two clocks need not agree). `None` without `auth_time`, or with one after `iat` by more
+/// than a minute (a time in milliseconds, say).
+pub fn signed_in_at(claims: &serde_json::Map<String, serde_json::Value>, now: u64) -> Option<u64> {
+    let auth_time = claims.get("auth_time")?.as_u64()?;
+    let iat = claims.get("iat")?.as_u64()?;
+    if auth_time > iat.saturating_add(60) {
+        return None;
+    }
+    Some(now.saturating_sub(iat.saturating_sub(auth_time)))
 }
 
 /// Seconds since the Unix epoch.

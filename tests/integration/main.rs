@@ -21,6 +21,7 @@ mod fuzz_smoke;
 mod keys;
 mod limits;
 mod logto;
+mod max_age;
 mod operations;
 mod policy;
 mod protected_app;

@@ -900,6 +900,7 @@ async fn a_sign_in_finished_within_logtos_hour_completes() {
             pkce_verifier: String::new(),
             return_to: "/reports/late".to_owned(),
             created: logto_gate::session::now() - minutes * 60,
+            max_age: None,
         };
         let cookie = codec.attempt_cookie(&aged).unwrap();
         b.jar

@@ -220,6 +220,7 @@ fn an_attempt_cookie_of_the_earlier_format_still_finishes() {
         pkce_verifier: "v".into(),
         return_to: "/".into(),
         created: 100,
+        max_age: None,
     };
     let name = c.attempt_cookie_name(&state);
     let value = c.seal(&name, serde_json::to_string(&whole).unwrap()).unwrap();
