@@ -26,13 +26,7 @@ async fn a_sign_in_older_than_a_rules_max_age_is_sent_to_sign_in_again() {
         StatusCode::OK
     );
     let before = s.upstream.count();
-    let api = alice
-        .client
-        .get(format!("{}/admin/users", s.gate.url()))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let api = alice.get(format!("{}/admin/users", s.gate.url())).await;
     assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
     let challenge = api.headers()["www-authenticate"].to_str().unwrap().to_owned();
     assert!(
@@ -86,13 +80,7 @@ async fn a_sign_in_logto_says_is_older_than_asked_is_refused_instead_of_looping(
     s.idp
         .tamper_next_id_token("resign", json!({ "auth_time": now() - 7200 }));
     bob.sign_in(&s.gate, "/").await;
-    let api = bob
-        .client
-        .get(format!("{}/admin", s.gate.url()))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let api = bob.get(format!("{}/admin", s.gate.url())).await;
     assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
     // ... and a Logto that answered the step-up with the same old sign-in would send the person round for ever:
     // the gate refuses that answer with a page that says so.

@@ -203,13 +203,7 @@ async fn a_denied_user_gets_a_page_saying_who_they_are_and_what_is_required() {
     let bob = s.browser();
     bob.login_as("bob");
     bob.sign_in(&s.gate, "/").await;
-    let html = bob
-        .client
-        .get(format!("{}/admin", s.gate.url()))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    let html = bob.get_html(format!("{}/admin", s.gate.url())).await;
     assert_eq!(html.status(), StatusCode::FORBIDDEN);
     let body = html.text().await.unwrap();
     assert!(body.contains("signed in as bob (bob@contractor.example.net)"), "{body}");
@@ -516,13 +510,7 @@ async fn error_pages_carry_the_operators_name_help_stylesheet_and_the_request_id
     let bob = s.browser();
     bob.login_as("bob");
     bob.sign_in(&s.gate, "/").await;
-    let denied = bob
-        .client
-        .get(format!("{}/admin", s.gate.url()))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    let denied = bob.get_html(format!("{}/admin", s.gate.url())).await;
     assert_eq!(denied.status(), StatusCode::FORBIDDEN);
     let id = denied.headers()["x-request-id"].to_str().unwrap().to_owned();
     let body = denied.text().await.unwrap();
@@ -543,7 +531,7 @@ async fn error_pages_carry_the_operators_name_help_stylesheet_and_the_request_id
     );
     assert!(!body.contains("logto-gate"), "{body}");
     // An API client gets the same in JSON, with the id the answer's X-Request-Id carries.
-    let json = bob.client.get(format!("{}/admin", s.gate.url())).send().await.unwrap();
+    let json = bob.get(format!("{}/admin", s.gate.url())).await;
     let id = json.headers()["x-request-id"].to_str().unwrap().to_owned();
     let json: Value = json.json().await.unwrap();
     assert_eq!(json["error"], "forbidden");

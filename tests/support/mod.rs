@@ -588,6 +588,12 @@ impl Browser {
         self.client.get(url).send().await.expect("GET through the browser")
     }
 
+    /// [`Browser::get`] as a page's script would, accepting HTML (no navigation: a 401 page rather than a sign-in).
+    pub async fn get_html(&self, url: impl reqwest::IntoUrl) -> Response {
+        let req = self.client.get(url).header("accept", "text/html");
+        req.send().await.expect("GET through the browser")
+    }
+
     /// [`Browser::get`], then the body as JSON.
     pub async fn get_json(&self, url: impl reqwest::IntoUrl) -> serde_json::Value {
         self.get(url).await.json().await.expect("a JSON body")
