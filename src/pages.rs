@@ -7,7 +7,19 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
 use crate::body::{self, Body};
-use crate::config::PagesConfig;
+
+/// What the operator adds to every page (`[pages]`, [`crate::config::PagesConfig`]).
+#[derive(Debug, Clone, Default)]
+pub struct Look {
+    /// Shown instead of "logto-gate" in every page's title and status line.
+    pub name: Option<String>,
+    /// A sentence on every error page (status 400 and above): whom to ask for access or help.
+    pub help: Option<String>,
+    /// Where `help` links to: an `https:`, `http:` or `mailto:` URL.
+    pub help_url: Option<String>,
+    /// CSS added after the pages' own inside their `<style>` element (no `<` in it); empty for none.
+    pub stylesheet: String,
+}
 
 /// A page to show: status, short title, a sentence for the person, an optional link and an optional button.
 #[derive(Debug, Clone)]
@@ -82,7 +94,7 @@ impl Page {
 
     /// Renders as HTML when `html` is true (a browser asked), else as JSON, in the operator's `look` (`[pages]`):
     /// its name, its help sentence on an error page (status 400 and above), its stylesheet.
-    pub fn render(&self, html: bool, look: &PagesConfig) -> Response<Body> {
+    pub fn render(&self, html: bool, look: &Look) -> Response<Body> {
         if html {
             self.html(look)
         } else {
@@ -107,7 +119,7 @@ impl Page {
         self.status.is_client_error() || self.status.is_server_error()
     }
 
-    fn html(&self, look: &PagesConfig) -> Response<Body> {
+    fn html(&self, look: &Look) -> Response<Body> {
         let target = if self.framed { " target=\"_top\"" } else { "" };
         let link = self
             .link
@@ -293,10 +305,10 @@ mod tests {
                 .unwrap_or("")
                 .to_owned()
         };
-        let plain = page.render(true, &PagesConfig::default());
+        let plain = page.render(true, &Look::default());
         assert_eq!(field(&plain, header::X_FRAME_OPTIONS), "DENY");
         assert!(field(&plain, header::CONTENT_SECURITY_POLICY).contains("frame-ancestors 'none'"));
-        let framed = page.clone().in_frame().render(true, &PagesConfig::default());
+        let framed = page.clone().in_frame().render(true, &Look::default());
         assert_eq!(field(&framed, header::X_FRAME_OPTIONS), "SAMEORIGIN");
         let csp = field(&framed, header::CONTENT_SECURITY_POLICY);
         assert!(
@@ -313,18 +325,18 @@ mod tests {
         let with_form = page
             .in_frame()
             .with_form("/_logto/x", "b", "https://idp.example")
-            .render(true, &PagesConfig::default());
+            .render(true, &Look::default());
         let csp = field(&with_form, header::CONTENT_SECURITY_POLICY);
         assert!(csp.contains("frame-ancestors 'self'") && csp.ends_with("form-action 'self' https://idp.example"));
     }
 
     #[test]
     fn the_operators_help_shows_on_error_pages_only_and_leaves_a_frame() {
-        let look = PagesConfig {
+        let look = Look {
             name: Some("Acme".to_owned()),
             help: Some("Ask <IT>".to_owned()),
             help_url: Some("https://it.example/?a=1&b=2".to_owned()),
-            ..PagesConfig::default()
+            ..Look::default()
         };
         let text = |resp: Response<Body>| {
             let bytes = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(resp.into_body()));
@@ -348,7 +360,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&text(fine.render(false, &look))).unwrap();
         assert!(json.get("help").is_none() && json.get("request_id").is_none(), "{json}");
         // A stylesheet may draw with what it carries inline, and nothing else.
-        let styled = PagesConfig {
+        let styled = Look {
             stylesheet: "h1{}".to_owned(),
             ..look
         };
@@ -363,8 +375,7 @@ mod tests {
              form-action 'self'"
         );
         // Without [pages] a page looks as it always did.
-        let plain =
-            text(Page::new(StatusCode::FORBIDDEN, "forbidden", "No", "m").render(true, &PagesConfig::default()));
+        let plain = text(Page::new(StatusCode::FORBIDDEN, "forbidden", "No", "m").render(true, &Look::default()));
         assert!(
             plain.contains("<title>No</title>") && plain.contains("403 · logto-gate</p>"),
             "{plain}"

@@ -45,7 +45,7 @@ pub(super) fn load(config: &mut Config, pending: Pending) -> Result<(), ConfigEr
     }
     if let Some(path) = config.pages.stylesheet_file.clone() {
         if let Some(css) = read_stylesheet(&mut p, &path) {
-            config.pages.stylesheet = css;
+            config.pages.look.stylesheet = css;
         }
     }
     p.into_result()

@@ -400,16 +400,10 @@ pub struct LogConfig {
 /// `[pages]`: what the gate's own pages (403, 502, signed out, ...) show besides their message.
 #[derive(Debug, Clone, Default)]
 pub struct PagesConfig {
-    /// Shown instead of "logto-gate" in every page's title and status line.
-    pub name: Option<String>,
-    /// A sentence on every error page (status 400 and above): whom to ask for access or help.
-    pub help: Option<String>,
-    /// Where `help` links to: an `https:`, `http:` or `mailto:` URL.
-    pub help_url: Option<String>,
-    /// `pages.stylesheet_file`, read into `stylesheet` once the configuration is valid.
+    /// What the pages show, the stylesheet's text read into it once the configuration is valid.
+    pub(crate) look: crate::pages::Look,
+    /// `pages.stylesheet_file`.
     pub stylesheet_file: Option<std::path::PathBuf>,
-    /// CSS added after the pages' own inside their `<style>` element (no `<` in it); empty without a file.
-    pub stylesheet: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -37,11 +37,13 @@ pub(super) fn validate_pages(p: &mut Problems, raw: RawPages) -> Option<PagesCon
     }
     let stylesheet_file = raw.stylesheet_file.filter(|f| !f.as_os_str().is_empty());
     (p.len() == before).then_some(PagesConfig {
-        name,
-        help,
-        help_url,
+        look: crate::pages::Look {
+            name,
+            help,
+            help_url,
+            stylesheet: String::new(),
+        },
         stylesheet_file,
-        stylesheet: String::new(),
     })
 }
 

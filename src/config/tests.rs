@@ -899,9 +899,9 @@ fn pages_take_plain_text_a_safe_help_link_and_a_stylesheet_without_markup() {
         no_env(),
     )
     .expect("valid");
-    assert_eq!(c.pages.name.as_deref(), Some("Acme sign-in"));
-    assert_eq!(c.pages.help_url.as_deref(), Some("mailto:it@example.com"));
-    assert!(c.pages.stylesheet.is_empty());
+    assert_eq!(c.pages.look.name.as_deref(), Some("Acme sign-in"));
+    assert_eq!(c.pages.look.help_url.as_deref(), Some("mailto:it@example.com"));
+    assert!(c.pages.look.stylesheet.is_empty());
     // A link that would run a script in the gate's origin, or a relative one, is refused naming the key.
     for url in ["javascript:alert(1)", "data:text/html,x", "/help", "https://"] {
         let lines = err(&pages(&format!("help = \"h\"\nhelp_url = \"{url}\"")));
@@ -937,7 +937,7 @@ fn pages_take_plain_text_a_safe_help_link_and_a_stylesheet_without_markup() {
     let with_file = pages(&format!("stylesheet_file = \"{}\"", css.display()));
     std::fs::write(&css, "body { color: #036 }\n").expect("write");
     let c = Config::from_toml_str(&with_file, no_env()).expect("valid");
-    assert_eq!(c.pages.stylesheet, "body { color: #036 }\n");
+    assert_eq!(c.pages.look.stylesheet, "body { color: #036 }\n");
     std::fs::write(&css, "h1{}</style><script>alert(1)</script>").expect("write");
     let lines = err(&with_file);
     assert!(

@@ -241,7 +241,7 @@ impl Gate {
             if super::is_speculative(req.headers()) {
                 return Ok(super::not_speculatively(
                     req,
-                    &self.config.pages,
+                    &self.config.pages.look,
                     "Sign-in required",
                     "A prefetch or prerender does not start a sign-in; following the link does.",
                 ));
@@ -312,7 +312,7 @@ impl Gate {
         if in_frame {
             page = page.in_frame();
         }
-        let mut page = page.render(true, &self.config.pages);
+        let mut page = page.render(true, &self.config.pages.look);
         page.headers_mut()
             .insert(header::WWW_AUTHENTICATE, bearer_challenge(max_age, again));
         page

@@ -536,7 +536,7 @@ impl Gate {
         if super::is_speculative(req.headers()) {
             return Ok(super::not_speculatively(
                 req,
-                &self.config.pages,
+                &self.config.pages.look,
                 "Not signed out",
                 "A prefetch or prerender does not sign out; following the link does.",
             ));
@@ -644,7 +644,7 @@ impl Gate {
                 "You have been signed out of this application and of Logto.",
             )
             .with_link(paths::SIGN_IN, "Sign in again")
-            .render(html, &self.config.pages),
+            .render(html, &self.config.pages.look),
         }
     }
 
@@ -659,7 +659,7 @@ impl Gate {
                 "Sign out?",
                 "Another site asked to sign you out; POST /_logto/sign-out from this site to sign out.",
             )
-            .render(false, &self.config.pages);
+            .render(false, &self.config.pages.look);
         }
         let action = back.map_or_else(
             || paths::SIGN_OUT.to_owned(),
@@ -676,7 +676,7 @@ impl Gate {
             "Another site sent you here to sign you out. Sign out only if you meant to.",
         )
         .with_form(&action, "Sign out", &then_to)
-        .render(true, &self.config.pages)
+        .render(true, &self.config.pages.look)
     }
 
     /// `/_logto/userinfo`: the signed-in identity as JSON, 401 without a session.
@@ -695,7 +695,7 @@ impl Gate {
                     "Not signed in",
                     "No valid session.",
                 )
-                .render(false, &self.config.pages);
+                .render(false, &self.config.pages.look);
                 resp.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"logto-gate\""),

@@ -132,7 +132,7 @@ pub(super) fn is_speculative(headers: &http::HeaderMap) -> bool {
 /// is not used), so the person's own click comes here itself.
 pub(super) fn not_speculatively(
     req: &Request<Body>,
-    look: &crate::config::PagesConfig,
+    look: &crate::pages::Look,
     title: &str,
     message: &str,
 ) -> Response<Body> {
@@ -524,7 +524,7 @@ impl Gate {
                 *href = self.sign_in_url(back);
             }
         }
-        let mut resp = page.with_request_id(request_id).render(html, &self.config.pages);
+        let mut resp = page.with_request_id(request_id).render(html, &self.config.pages.look);
         match e {
             GateError::Client(ClientError::InvalidToken(_)) => {
                 resp.headers_mut().insert(
