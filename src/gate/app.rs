@@ -73,7 +73,7 @@ impl Gate {
                 Decision::Deny => return Err(ClientError::RouteDenied.into()),
                 Decision::Public => None,
                 Decision::Require(..) => {
-                    let max_age = decision.max_age();
+                    let max_age = self.max_age(&decision);
                     let Some(principal) = self.authenticate(req.headers(), decided).await? else {
                         // 3. challenge
                         return Box::pin(self.challenge(req, trusted, max_age, false)).await;

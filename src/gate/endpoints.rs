@@ -96,7 +96,7 @@ impl Gate {
             Decision::Deny => return Err(ClientError::RouteDenied.into()),
             Decision::Public => None,
             Decision::Require(..) => {
-                let max_age = decision.max_age();
+                let max_age = self.max_age(&decision);
                 let Some(principal) = self.authenticate(req.headers(), decided).await? else {
                     return Ok(self.unauthorized(&ReturnPath::parse_or_root(&uri), max_age, false));
                 };

@@ -192,9 +192,19 @@ pub struct Gate {
     /// Whether a rule names `client_ips`: only then is a request's client address worked out (for a trusted proxy's
     /// request, from its `X-Forwarded-For`).
     rules_read_client_ip: bool,
+    /// Whether a rule (or `[access]`) names `max_age`: only then is a request's route asked for one.
+    rules_ask_max_age: bool,
 }
 
 impl Gate {
+    /// The strictest `max_age` of the rules that `decision` applies, when any rule names one.
+    fn max_age(&self, decision: &policy::Decision<'_>) -> Option<u64> {
+        if !self.rules_ask_max_age {
+            return None;
+        }
+        decision.max_age()
+    }
+
     /// The address `client_ips` rules judge a request by ([`policy::client_address`]), when a rule reads it.
     fn client_address(&self, headers: &http::HeaderMap, peer: SocketAddr, trusted: bool) -> Option<std::net::IpAddr> {
         if !self.rules_read_client_ip {
@@ -291,12 +301,18 @@ impl Gate {
                 .map_err(|_| "no randomness for request ids".to_owned())?;
             u32::from_be_bytes(b)
         };
+        let rules_ask_max_age = {
+            let accesses = config.policy.rules.iter().map(|r| &r.access);
+            let mut all = accesses.chain([&config.policy.default]);
+            all.any(|a| matches!(a, policy::Access::Require(r) if r.max_age.is_some()))
+        };
         Ok(Arc::new_cyclic(|me| Gate {
             me: me.clone(),
             warnings: Box::default(),
             protected_basic,
             identity_inline,
             rules_read_client_ip: config.policy.rules.iter().any(|r| r.client_ips.is_some()),
+            rules_ask_max_age,
             forwarded_host,
             config,
             oidc,
