@@ -62,12 +62,16 @@ pub mod testing {
 
 /// Binds `server.listen` and serves until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
-    let listener = match &config.server.listen {
-        config::Listen::Tcp(addr) => TcpListener::bind(addr)
+    let listener = match (listener::inherited()?, &config.server.listen) {
+        (Some(passed), listen) => {
+            tracing::info!(%listen, "listening on the socket systemd passed, in place of server.listen");
+            passed
+        }
+        (None, config::Listen::Tcp(addr)) => TcpListener::bind(addr)
             .await
             .map(listener::Listener::Tcp)
             .map_err(|e| format!("server.listen: cannot listen on {addr}: {e}"))?,
-        config::Listen::Unix { path, mode } => listener::bind_unix(path, *mode)?,
+        (None, config::Listen::Unix { path, mode }) => listener::bind_unix(path, *mode)?,
     };
     serve_on(config, listener, shutdown).await
 }

@@ -230,6 +230,19 @@ fn the_systemd_unit_lets_the_gate_reach_an_app_on_a_unix_socket() {
     );
 }
 
+/// The socket unit passes the gate one stream socket: it refuses more (`listening.rs`), and a datagram socket is no
+/// listener.
+#[test]
+fn the_systemd_socket_unit_passes_one_stream_socket() {
+    let unit = read("deploy/systemd/logto-gate.socket");
+    let listens: Vec<&str> = unit.lines().filter(|l| l.starts_with("Listen")).collect();
+    assert_eq!(listens, ["ListenStream=4180"], "{unit}");
+    assert!(
+        !unit.contains("\nAccept=yes"),
+        "the gate accepts its connections itself"
+    );
+}
+
 #[test]
 fn dockerfile_keeps_its_contract() {
     let d = read("Dockerfile");

@@ -1,8 +1,10 @@
-//! `server.listen = "unix:/path"`: the gate behind a proxy on the same host (Debian's nginx here), reached through a
-//! socket file that only the processes its permissions allow can open.
+//! Where the gate takes its clients besides a TCP address: `server.listen = "unix:/path"`, behind a proxy on the
+//! same host (Debian's nginx here), reached through a socket file that only the processes its permissions allow
+//! can open; and the socket systemd passes (socket activation, through systemd's own `systemd-socket-activate`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -231,4 +233,98 @@ async fn a_socket_file_gets_the_mode_asked_for_and_bad_modes_are_refused() {
     ] {
         assert_refused(&toml(listen), says);
     }
+}
+
+/// `systemd-socket-activate` listens as a `.socket` unit does, and on the first connection runs the gate with the
+/// socket as its descriptor 3 (`LISTEN_FDS`, `LISTEN_PID`).
+fn socket_activated(listen: &[&str], config: &Path) -> std::process::Child {
+    let mut cmd = Command::new("systemd-socket-activate");
+    for l in listen {
+        cmd.args(["-l", l]);
+    }
+    cmd.arg(gate_binary())
+        .args(["--config", &config.display().to_string()])
+        .env_remove("LOGTO_GATE_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("systemd-socket-activate")
+}
+
+#[tokio::test]
+async fn the_socket_systemd_passes_takes_the_place_of_server_listen() {
+    if !have_tool(
+        "systemd-socket-activate",
+        &["/usr/bin/systemd-socket-activate"],
+        "systemd",
+    ) {
+        return;
+    }
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    idp.register_client(APP_ID, APP_SECRET, &public);
+    // server.listen names another port, which nothing may bind: the passed socket is the one served.
+    let unused = free_port();
+    let config = dir.path().join("gate.toml");
+    let public_rule = "[[rules]]\nprefix = \"/public\"\nallow = \"public\"\n";
+    let toml = gate_toml(&public, &upstream.url(), &idp.endpoint(), "", public_rule)
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{unused}\""));
+    std::fs::write(&config, toml).unwrap();
+    let mut activated = socket_activated(&[&format!("127.0.0.1:{port}")], &config);
+    wait_for_port(port).await;
+    wait_for_status(&format!("{public}/_logto/readyz"), 200).await;
+    let resp = plain().get(format!("{public}/public/x")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(upstream.last().header("x-forwarded-for"), Some("127.0.0.1"));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", unused)).is_err(),
+        "server.listen's port was bound too"
+    );
+    let _ = activated.kill();
+    let _ = activated.wait();
+
+    // A Unix socket systemd made: served the same, and its file (systemd's) is left where it is.
+    let socket = dir.path().join("passed.sock");
+    let mut activated = socket_activated(&[&socket.display().to_string()], &config);
+    eventually("systemd-socket-activate's socket", || socket.exists()).await;
+    let answer = over_socket(
+        &socket,
+        "GET /_logto/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let term = Command::new("kill")
+        .args(["-TERM", &activated.id().to_string()])
+        .status();
+    assert!(term.is_ok_and(|s| s.success()));
+    let status = tokio::task::spawn_blocking(move || activated.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(socket.exists(), "the gate removed a socket file it did not make");
+
+    // Two sockets for one gate: refused at start, saying why.
+    let (one, two) = (free_port(), free_port());
+    let mut activated = socket_activated(&[&format!("127.0.0.1:{one}"), &format!("127.0.0.1:{two}")], &config);
+    wait_for_port(one).await;
+    let output = tokio::task::spawn_blocking(move || {
+        let mut stderr = String::new();
+        use std::io::Read;
+        activated.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        (activated.wait().unwrap(), stderr)
+    });
+    let (status, stderr) = tokio::time::timeout(READY_TIMEOUT, output)
+        .await
+        .expect("exits")
+        .unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("server.listen: the socket systemd passed (LISTEN_FDS): `2` sockets; logto-gate takes one"),
+        "{stderr}"
+    );
 }
