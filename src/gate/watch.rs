@@ -34,6 +34,7 @@ const GRANT_CHECK_RETRY: Duration = Duration::from_secs(60);
 ///     deletes the user (both delete the user's tokens first). Introspection does not look the user up, so a user
 ///     deleted by a Logto older than 1.42, which kept the tokens, keeps this store's tunnels until the session's
 ///     lifetime.
+/// - or its sign-in at Logto is older than the `max_age` of a rule that admitted the tunnel (`admitted`);
 /// - with Redis, once the stored session's claims (refreshed by the watch or by any replica's request) no longer
 ///   meet `admitted`, the requirements of the rules that admitted the tunnel: a role or organization taken away in
 ///   Logto closes it at the session's next refresh, as it refuses its requests from then on. A cookie session's
@@ -95,6 +96,19 @@ impl Watch {
                 return false;
             }
         };
+        // A rule's `max_age` holds for as long as the tunnel lasts: once the session's sign-in at Logto is older,
+        // its requests are sent to sign in again, and its tunnel closes.
+        if let Some(max_age) = self.admitted.iter().filter_map(|r| r.max_age).min() {
+            if standing.auth.is_none_or(|at| now.saturating_sub(at) > max_age) {
+                tracing::info!(
+                    sub = standing.sub(),
+                    max_age,
+                    "the session's sign-in is older than the max_age of the rule that admitted its WebSocket tunnel; \
+                     it closes"
+                );
+                return true;
+            }
+        }
         if gate.sessions.uses_redis_store() {
             self.stored_session_ended(gate, standing, now).await
         } else {

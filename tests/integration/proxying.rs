@@ -436,6 +436,33 @@ async fn a_websocket_closes_when_its_session_is_signed_out() {
     closed_by_the_gate(&mut stays, std::time::Duration::from_secs(10)).await;
 }
 
+/// A rule's `max_age` holds for a WebSocket's whole life: once the session's sign-in at Logto is older, its tunnel
+/// closes at the next check, while a tunnel of a more recent sign-in goes on.
+#[tokio::test]
+async fn a_websocket_closes_once_its_sign_in_is_older_than_the_rules_max_age() {
+    let s = Stack::edited(
+        IdpOptions::default(),
+        "",
+        "[[rules]]\nprefix = \"/ws\"\nmax_age = \"1m\"\n",
+        in_session("tunnel_check_interval = \"1s\""),
+    )
+    .await;
+    // Logto says one person signed in 52 s before this sign-in (8 s to go), the other just now.
+    s.idp
+        .tamper_next_id_token("resign", serde_json::json!({ "auth_time": now() - 52 }));
+    let (_old, old_cookie) = s.signed_in().await;
+    s.idp
+        .tamper_next_id_token("resign", serde_json::json!({ "auth_time": now() }));
+    let (_recent, recent_cookie) = s.signed_in().await;
+    let (mut ws, _) = open_tunnel(s.gate.port, &old_cookie).await;
+    let (mut stays, _) = open_tunnel(s.gate.port, &recent_cookie).await;
+    echo(&mut ws, "before", std::time::Duration::from_secs(10)).await;
+    closed_by_the_gate(&mut ws, std::time::Duration::from_secs(30)).await;
+    echo(&mut stays, "still here", std::time::Duration::from_secs(10)).await;
+    // The old session may not open another.
+    assert_eq!(upgrade_status(s.gate.port, Some(&old_cookie)).await, 401);
+}
+
 /// Waits (bounded) until the IdP has answered `at_least` introspection requests, all naming a refresh token.
 async fn introspected(idp: &Idp, at_least: usize) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
