@@ -48,6 +48,10 @@ const FORWARDED_SET_COOKIE: [&str; 9] = [
     "x-logto-gate-set-cookie-9",
 ];
 
+/// How long the way from Logto's sign-in to its ID token may take (the redirect back and the code exchange), which a
+/// sign-in asked for with `max_age` is allowed on top.
+const SIGN_IN_TRIP: u64 = 60;
+
 impl Gate {
     /// `/_logto/auth`: forward-auth for nginx `auth_request`, Traefik ForwardAuth and Envoy ext_authz (HTTP).
     /// 202 with identity headers when allowed, 401 without a session, 403 when denied. The original method and URI
@@ -380,7 +384,9 @@ impl Gate {
         // again when theirs is older. One that does not would send the person straight back to sign in, forever.
         if let Some(max_age) = attempt.max_age {
             let at = session::signed_in_at(&claims, now);
-            if at.is_none_or(|at| now.saturating_sub(at) > max_age) {
+            // Logto signs the person in, then issues the token once the code comes back: allow for that trip
+            // (`max_age=0` asks for a sign-in right now, which is some seconds old by then).
+            if at.is_none_or(|at| now.saturating_sub(at) > max_age.saturating_add(SIGN_IN_TRIP)) {
                 let said = at.map_or_else(
                     || "did not say when (no auth_time)".to_owned(),
                     |at| format!("signed in {} ago", super::authn::for_people(now.saturating_sub(at))),

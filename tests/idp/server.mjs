@@ -146,6 +146,8 @@ const idTokenExtendedClaims = new Set(config.id_token_extended_claims || ['roles
 const stats = {
   grants: {}, userinfo: 0, jwks: 0, discovery: 0, authorizations: 0, end_sessions: 0, backchannel: { success: 0, error: 0 },
   token_requests: [], revocations: 0, introspections: [], held_refreshes: 0,
+  // Sign-ins the person went through (Logto's sign-in page), as against sign-ins its session answered alone.
+  logins: 0,
 };
 // While set (POST /__test/hold-refreshes {hold: true}), refresh-token grants wait here until released, so a test can
 // act while the gate's refresh is at Logto.
@@ -679,6 +681,7 @@ async function interaction(req, res, url) {
     if (accountId && accounts[accountId]) {
       // The session's accountId is the subject, as in Logto; `accountId` here is the login name.
       const login = { accountId: accounts[accountId].sub };
+      stats.logins += 1;
       await provider.interactionFinished(req, res, { login }, { mergeWithLastSubmission: false });
       return;
     }
