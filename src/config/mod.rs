@@ -84,6 +84,7 @@ impl Config {
     pub fn caveats(&self) -> Vec<String> {
         logto::refresh_token_caveat(&self.logto, &self.upstream, self.passes_access_tokens())
             .into_iter()
+            .chain(server::unix_socket_caveat(&self.server))
             .collect()
     }
 

@@ -13,6 +13,26 @@ const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u32 = 1000;
 /// The largest `server.max_connections`.
 const MAX_CONNECTIONS: u64 = 10_000_000;
 
+/// On a Unix socket, the proxy in front is the gate's only client, and counts as 127.0.0.1
+/// ([`crate::listener`]): unless that is a trusted proxy, its `X-Forwarded-For` is replaced, and the app, the logs
+/// and `client_ips` rules see every client as 127.0.0.1. Worth a word, not a refusal (a proxy that sends no client
+/// address is possible).
+pub(super) fn unix_socket_caveat(server: &ServerConfig) -> Option<String> {
+    let Listen::Unix { path, .. } = &server.listen else {
+        return None;
+    };
+    let local = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    if crate::proxy::trusted::is_trusted(&server.trusted_proxies, local) {
+        return None;
+    }
+    Some(format!(
+        "server.trusted_proxies: the gate listens on unix:{}, whose clients count as 127.0.0.1, which is not listed: \
+         the X-Forwarded-For of the proxy in front is replaced, so the app, the access log and client_ips rules see \
+         every client as 127.0.0.1; add \"127.0.0.1\" to believe that proxy",
+        path.display()
+    ))
+}
+
 /// `server.listen_mode` when unset: the socket file's owner and group may connect (put the proxy in front in the
 /// gate's group), others may not.
 const DEFAULT_LISTEN_MODE: u32 = 0o660;

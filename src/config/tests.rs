@@ -987,6 +987,18 @@ fn the_gate_listens_on_an_address_or_a_socket_file() {
     )
     .expect("mode");
     assert!(matches!(c.server.listen, Listen::Unix { mode: 0o666, .. }));
+    // Its clients count as 127.0.0.1: a word at start and in `check` unless that is a trusted proxy.
+    let caveats = c.caveats();
+    assert!(
+        caveats
+            .iter()
+            .any(|l| l.starts_with("server.trusted_proxies: the gate listens on unix:/run/lg/gate.sock")),
+        "{caveats:?}"
+    );
+    let trusting = on("listen = \"unix:/run/lg/gate.sock\"\ntrusted_proxies = [\"127.0.0.1/32\"]");
+    let c = Config::from_toml_str(&trusting, no_env()).expect("trusting");
+    assert!(c.caveats().is_empty(), "{:?}", c.caveats());
+    assert!(Config::from_toml_str(MINIMAL, no_env()).unwrap().caveats().is_empty());
 }
 
 #[test]

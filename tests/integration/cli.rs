@@ -387,6 +387,11 @@ async fn check_reports_discovery_and_keys_and_fails_when_logto_is_unreachable() 
         stdout.contains("\n  listening:    unix:/run/logto-gate/gate.sock (mode 600)\n"),
         "{stdout}"
     );
+    // Its clients count as 127.0.0.1, which this configuration does not trust: check says what that means.
+    assert!(
+        stdout.contains("  warning: server.trusted_proxies: the gate listens on unix:/run/logto-gate/gate.sock"),
+        "{stdout}"
+    );
     assert!(
         !stdout.contains(APP_SECRET) && !stdout.contains(SESSION_SECRET),
         "check never prints secrets"
