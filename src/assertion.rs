@@ -2,8 +2,9 @@
 //! `X-Logto-Gate-Assertion`, so the upstream can verify who the user is without trusting the network.
 //!
 //! Claims: `iss` = the gate's public URL, `aud` = `assertion.audience`, `sub`, `email`, `username`, `roles`,
-//! `organizations` (when known), `act` (`{"sub": ...}`, RFC 8693 §4.1, when someone acts for the subject), `iat`,
-//! `exp`. The public key is served as a JWK Set at `/_logto/jwks.json`; its `kid` is the RFC 7638 thumbprint. The
+//! `organizations` (when known), `act` (`{"sub": ...}`, RFC 8693 §4.1, when someone acts for the subject),
+//! `auth_time` (when Logto said when the person signed in: the app can ask for a recent sign-in itself, as rules do
+//! with `max_age`), `iat`, `exp`. The public key is served as a JWK Set at `/_logto/jwks.json`; its `kid` is the RFC 7638 thumbprint. The
 //! key comes from `assertion.signing_key_file` (PKCS#8 PEM, EC P-256) or is generated at start, in which case every
 //! replica has its own key and upstreams must fetch each replica's key set (give all replicas the same key file
 //! instead).
@@ -90,9 +91,15 @@ impl AssertionSigner {
         self.jwks.clone()
     }
 
-    /// A signed assertion about `claims`, and `actor` acting for their subject if someone does, valid from `now`
-    /// for the configured lifetime.
-    pub fn sign(&self, claims: &Map<String, Value>, actor: Option<&str>, now: u64) -> Result<String, String> {
+    /// A signed assertion about `claims`, `actor` acting for their subject if someone does, and when they signed in
+    /// at Logto (`auth_time`, OIDC Core §2) if that is known, valid from `now` for the configured lifetime.
+    pub fn sign(
+        &self,
+        claims: &Map<String, Value>,
+        actor: Option<&str>,
+        auth_time: Option<u64>,
+        now: u64,
+    ) -> Result<String, String> {
         let mut payload = Map::new();
         payload.insert("iss".into(), Value::String(self.issuer.clone()));
         payload.insert("aud".into(), Value::String(self.audience.clone()));
@@ -103,6 +110,9 @@ impl AssertionSigner {
         }
         if let Some(actor) = actor {
             payload.insert("act".into(), json!({ "sub": actor }));
+        }
+        if let Some(at) = auth_time {
+            payload.insert("auth_time".into(), Value::from(at));
         }
         payload.insert("iat".into(), Value::from(now));
         payload.insert("exp".into(), Value::from(now + self.lifetime_secs));
@@ -161,7 +171,7 @@ mod tests {
         claims.insert("sub".into(), "u1".into());
         claims.insert("roles".into(), json!(["admin"]));
         claims.insert("picture".into(), Value::Null);
-        let token = s.sign(&claims, None, 1000).unwrap();
+        let token = s.sign(&claims, None, None, 1000).unwrap();
         let jwks: CoreJsonWebKeySet = serde_json::from_slice(&s.jwks()).unwrap();
         let jwt = UnverifiedJwt::parse(&token).unwrap();
         assert_eq!(jwt.kid(), Some(s.kid()));
@@ -171,7 +181,7 @@ mod tests {
         assert_eq!(verified["exp"], 1060);
         assert!(verified.get("picture").is_none());
         assert!(verified.get("act").is_none(), "no one acts for u1");
-        let acted = s.sign(&claims, Some("u_agent"), 1000).unwrap();
+        let acted = s.sign(&claims, Some("u_agent"), Some(900), 1000).unwrap();
         let verified = UnverifiedJwt::parse(&acted).unwrap().verify(&jwks).unwrap();
         assert_eq!(verified["act"], json!({"sub": "u_agent"}));
         assert_eq!(verified["sub"], "u1");

@@ -341,8 +341,9 @@ impl Gate {
             }
         }
         if let Some(signer) = &self.assertion {
+            let now = session::now();
             let jwt = signer
-                .sign(principal.claims(), principal.actor(), session::now())
+                .sign(principal.claims(), principal.actor(), principal.signed_in_at(now), now)
                 .map_err(GateError::Internal)?;
             let value = HeaderValue::from_str(&jwt).map_err(|e| GateError::Internal(e.to_string()))?;
             headers.insert(http::HeaderName::from_static(crate::assertion::HEADER), value);

@@ -41,15 +41,21 @@ impl Principal {
     /// session by the time it recorded at sign-in ([`crate::session::Session::auth`]), a bearer token by its
     /// `auth_time` (RFC 9470 §4). A token without one (a machine's, or Logto's usual access tokens) never is.
     pub(super) fn signed_in_within(&self, max_age: u64, now: u64) -> bool {
-        let at = match self {
+        self.signed_in_at(now)
+            .is_some_and(|at| now.saturating_sub(at) <= max_age)
+    }
+
+    /// When the person signed in at Logto, seconds since the epoch, if that is known (see
+    /// [`Principal::signed_in_within`]).
+    pub(super) fn signed_in_at(&self, now: u64) -> Option<u64> {
+        match self {
             Principal::Session(c) => c.session.auth,
             // Only a time in seconds up to now is one (a time in milliseconds would be far in the future).
             Principal::Bearer(claims) => claims
                 .get("auth_time")
                 .and_then(Value::as_u64)
                 .filter(|at| *at <= now.saturating_add(60)),
-        };
-        at.is_some_and(|at| now.saturating_sub(at) <= max_age)
+        }
     }
 
     pub(super) fn claims(&self) -> &Map<String, Value> {

@@ -51,6 +51,15 @@ async fn upstream_verifies_the_assertion_with_the_published_keys() {
     assert_eq!(claims["username"], "alice");
     assert_eq!(claims["roles"], json!(["admin", "editor"]));
     assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 120);
+    // The sign-in asked no max_age, so Logto did not say when it happened; after one that did, the app is told.
+    assert!(claims.get("auth_time").is_none(), "{claims:?}");
+    let again = format!("{}/_logto/sign-in?redirect=/private&max_age=0", s.gate.url());
+    let (hops, resp) = b.navigate(&again).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}");
+    let fresh = s.upstream.last().header("x-logto-gate-assertion").unwrap().to_owned();
+    let fresh = UnverifiedJwt::parse(&fresh).unwrap().verify(&keys).unwrap();
+    let auth_time = fresh["auth_time"].as_u64().expect("auth_time");
+    assert!((now - 5..=now + 60).contains(&auth_time), "{auth_time} vs {now}");
     // A tampered assertion does not verify.
     let mut parts: Vec<&str> = token.split('.').collect();
     let forged_payload = base64::Engine::encode(
