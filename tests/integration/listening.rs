@@ -98,6 +98,7 @@ async fn a_proxy_on_the_same_host_reaches_the_gate_through_its_socket_file() {
         .client
         .get(format!("{public}/page"))
         .header("x-forwarded-for", "203.0.113.7")
+        .header("x-forwarded-user", "mallory")
         .send()
         .await
         .unwrap();
