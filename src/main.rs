@@ -171,6 +171,10 @@ async fn check(config: Config) -> ExitCode {
             if r.strip_prefix { " (prefix stripped)" } else { "" },
         );
     }
+    out!("  access rules (the first that matches a request decides):");
+    for (matches, grants) in config.policy.describe() {
+        out!("    {matches} -> {grants}");
+    }
     if let Some(path) = &config.session.revocation_file {
         match logto_gate::session::check_revocation_file(path) {
             Ok(n) => out!("  revocation file: {} ({n} revocations in force)", path.display()),

@@ -358,6 +358,38 @@ impl Rule {
 }
 
 impl Policy {
+    /// The rules as `logto-gate check` lists them, one line each in the order they are tried, then `[access]`: what
+    /// a rule matches, and what it grants.
+    pub fn describe(&self) -> Vec<(String, String)> {
+        let mut lines: Vec<(String, String)> = self
+            .rules
+            .iter()
+            .map(|r| {
+                let mut matches = vec![match &r.path {
+                    PathMatch::Prefix(p) => format!("prefix {p}"),
+                    // Shown as written: the stored expression is anchored as `^(?:...)`.
+                    PathMatch::Regex(re) => {
+                        let written = re.as_str().strip_prefix("^(?:").and_then(|s| s.strip_suffix(')'));
+                        format!("path {}", written.unwrap_or(re.as_str()))
+                    }
+                }];
+                if let Some(methods) = &r.methods {
+                    matches.push(format!("methods {}", methods.join(" ")));
+                }
+                if let Some(host) = &r.host {
+                    matches.push(format!("host {host}"));
+                }
+                if let Some(ranges) = &r.client_ips {
+                    let ranges: Vec<String> = ranges.iter().map(ToString::to_string).collect();
+                    matches.push(format!("client_ips {}", ranges.join(" ")));
+                }
+                (matches.join(", "), r.access.describe())
+            })
+            .collect();
+        lines.push(("[access] (every other request)".to_owned(), self.default.describe()));
+        lines
+    }
+
     /// The access for a request: the first matching rule's, else the default.
     pub fn route(&self, method: &str, host: Option<&str>, client: Option<IpAddr>, normalised_path: &str) -> &Access {
         self.rules
@@ -496,7 +528,47 @@ impl Policy {
     }
 }
 
+impl Access {
+    /// What the access grants, as `logto-gate check` shows it.
+    pub fn describe(&self) -> String {
+        match self {
+            Access::Public => "public (no sign-in)".to_owned(),
+            Access::Deny => "denied".to_owned(),
+            Access::Require(r) => r.describe(),
+        }
+    }
+}
+
 impl Requirements {
+    /// The conditions, `;`-separated in the order the configuration names them, or "any signed-in user".
+    pub fn describe(&self) -> String {
+        let lists = [
+            ("roles (any of)", &self.roles),
+            ("all_roles", &self.all_roles),
+            ("scopes", &self.scopes),
+            ("organizations", &self.organizations),
+            ("organization_roles", &self.organization_roles),
+            ("emails", &self.emails),
+            ("email_domains", &self.email_domains),
+            ("github_logins", &self.github_logins),
+            ("m2m_apps", &self.m2m_apps),
+            ("resources", &self.resources),
+        ];
+        let mut parts: Vec<String> = lists
+            .iter()
+            .filter(|(_, values)| !values.is_empty())
+            .map(|(name, values)| format!("{name} {}", values.join(" ")))
+            .collect();
+        if let Some(max_age) = self.max_age {
+            parts.push(format!("a sign-in at Logto at most {max_age} s old (max_age)"));
+        }
+        if parts.is_empty() {
+            "any signed-in user".to_owned()
+        } else {
+            format!("signed in, with {}", parts.join("; "))
+        }
+    }
+
     /// `Ok` when `who` meets every condition; otherwise the first unmet one, in words.
     pub fn check(&self, who: &Subject<'_>) -> Result<(), String> {
         let any = |have: &[&str], want: &[String]| want.iter().any(|w| have.contains(&w.as_str()));

@@ -374,7 +374,10 @@ async fn check_reports_discovery_and_keys_and_fails_when_logto_is_unreachable() 
     assert!(stdout.contains("EllipticCurve"), "{stdout}");
     assert!(stdout.contains("\n  listening:    127.0.0.1:0\n"), "{stdout}");
     // A socket file is named with the mode it will get (check does not make it).
-    let on_socket = toml.replace(
+    let rules =
+        "[[rules]]\nprefix = \"/admin\"\nmethods = [\"DELETE\"]\nroles = [\"admin\", \"ops\"]\nmax_age = \"15m\"\n\
+                 [[rules]]\npath = \"/api/v[0-9]+/\"\nclient_ips = [\"10.0.0.0/8\"]\nallow = \"public\"\n";
+    let on_socket = format!("{toml}\n{rules}").replace(
         "listen = \"127.0.0.1:0\"",
         "listen = \"unix:/run/logto-gate/gate.sock\"\nlisten_mode = \"0600\"",
     );
@@ -387,6 +390,13 @@ async fn check_reports_discovery_and_keys_and_fails_when_logto_is_unreachable() 
         stdout.contains("\n  listening:    unix:/run/logto-gate/gate.sock (mode 600)\n"),
         "{stdout}"
     );
+    // The rules in the order they are tried, each with what it matches and grants.
+    let listed = "  access rules (the first that matches a request decides):\n\
+         \x20   prefix /admin, methods DELETE -> signed in, with roles (any of) admin ops; a sign-in at Logto at most 900 s \
+         old (max_age)\n\
+         \x20   path /api/v[0-9]+/, client_ips 10.0.0.0/8 -> public (no sign-in)\n\
+         \x20   [access] (every other request) -> any signed-in user\n";
+    assert!(stdout.contains(listed), "{stdout}");
     // Its clients count as 127.0.0.1, which this configuration does not trust: check says what that means.
     assert!(
         stdout.contains("  warning: server.trusted_proxies: the gate listens on unix:/run/logto-gate/gate.sock"),
