@@ -193,11 +193,17 @@ impl Session {
         subject
     }
 
-    /// The identity as `/_logto/userinfo` shows it: the kept claims, the session's expiry and, with
+    /// The identity as `/_logto/userinfo` shows it: the kept claims, the session's expiry, when the person signed in
+    /// at Logto (`auth_time`, when Logto said) and, with
     /// `logto.resources`, each API's permissions (`api_scopes`; never a token).
     pub fn identity_json(&self) -> Value {
         let mut m = self.claims.clone();
         m.insert("session_expires_at".to_owned(), Value::from(self.exp));
+        // When Logto says the person signed in, so that a page can ask for a recent sign-in before something
+        // sensitive (`/_logto/sign-in?max_age=...`).
+        if let Some(at) = self.auth {
+            m.insert("auth_time".to_owned(), Value::from(at));
+        }
         if !self.apis.is_empty() {
             let apis = self
                 .apis

@@ -25,6 +25,8 @@ async fn a_sign_in_older_than_a_rules_max_age_is_sent_to_sign_in_again() {
         alice.get(format!("{}/page", s.gate.url())).await.status(),
         StatusCode::OK
     );
+    let userinfo = alice.get_json(format!("{}/_logto/userinfo", s.gate.url())).await;
+    assert!(userinfo.get("auth_time").is_none(), "{userinfo}");
     let before = s.upstream.count();
     let api = alice.get(format!("{}/admin/users", s.gate.url())).await;
     assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
@@ -54,9 +56,12 @@ async fn a_sign_in_older_than_a_rules_max_age_is_sent_to_sign_in_again() {
     assert_eq!(s.upstream.last().path, "/admin/users");
     assert_eq!(s.idp.last_authorization_request()["max_age"], "600", "{hops:#?}");
     assert_eq!(logins(), before, "{hops:#?}");
-    // The session now says when the person signed in: /admin is served as it is.
+    // The session now says when the person signed in: /admin is served as it is, and a page can read it.
     let again = alice.get(format!("{}/admin/users", s.gate.url())).await;
     assert_eq!(again.status(), StatusCode::OK);
+    let userinfo = alice.get_json(format!("{}/_logto/userinfo", s.gate.url())).await;
+    let auth_time = userinfo["auth_time"].as_u64().expect("auth_time");
+    assert!((now() - 60..=now()).contains(&auth_time), "{userinfo}");
 
     // A sign-in link to such a page asks for max_age itself (a proxy's after forward-auth, a bookmark).
     let link = plain()
