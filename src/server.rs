@@ -113,6 +113,7 @@ pub async fn serve(
         started.push((runtime, rx));
     }
     let shared = Arc::new(Shared {
+        too_large: gate.too_large(),
         protocols: Protocols::new(&limits),
         open,
         gate: Arc::clone(&gate),
@@ -174,6 +175,8 @@ pub async fn serve(
 
 /// What every worker shares.
 struct Shared {
+    /// The HTTP/1 front's answer to a head too large to read.
+    too_large: front::TooLarge,
     protocols: Protocols,
     /// Every worker's connections, counted for the drain and against `server.max_connections`.
     open: Arc<OpenCount>,
@@ -541,6 +544,7 @@ impl Client<'_> {
                         max_header_bytes: limits.max_header_bytes,
                         largest_head: limits.largest_head(),
                         max_requests: limits.max_requests_per_connection,
+                        too_large: &self.shared.too_large,
                     };
                     let (unanswered, served) = match front::serve(&mut io, front).await {
                         Ended::Closed => return,

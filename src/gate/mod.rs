@@ -338,6 +338,18 @@ impl Gate {
         &self.metrics
     }
 
+    /// The HTTP/1 front's answer to a request head too large to read, in the operator's `[pages]` look.
+    pub(crate) fn too_large(&self) -> crate::http1::server::TooLarge {
+        let page = Page::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request_header_fields_too_large",
+            "Request too large",
+            "Your browser sent more header data than this site accepts, most often too many or too large cookies. \
+             Clear this site's cookies, then try again.",
+        );
+        crate::http1::server::TooLarge::new(page.render(true, &self.config.pages.look))
+    }
+
     /// From now on `/_logto/readyz` answers 503: the process is shutting down.
     pub fn begin_draining(&self) {
         self.draining.store(true, Ordering::Release);

@@ -12,9 +12,11 @@
 //!   (RFC 9112 §6.3 item 6), or one `Transfer-Encoding` field saying `chunked` and nothing else and no
 //!   `Content-Length` (§6.3 item 4); and no `Expect` field but one `100-continue` on a request with a body.
 //!
-//! Any other head, every malformed one included, hands the connection over ([`Ended::HandOff`]) with all the bytes
-//! not yet answered, from that head's first byte: hyper reads them as a new connection's first request, answers
-//! errors itself (400, 414, 431) and serves the connection from then on, and the request-smuggling check
+//! A head longer than `server.max_header_bytes`, or with more than [`MAX_HEADERS`] fields, is answered here: 431
+//! with a page saying what to do ([`TooLarge`]; it is most often a site's cookies grown too large), then the
+//! connection closes, as hyper would close it. Any other head, every malformed one included, hands the connection
+//! over ([`Ended::HandOff`]) with all the bytes not yet answered, from that head's first byte: hyper reads them as a
+//! new connection's first request, answers errors itself (400, 414) and serves the connection from then on, and the request-smuggling check
 //! ([`crate::http1::framing`]) follows its bytes from the same point. A body served here is delimited one way
 //! alone, so no request here can be framed two ways: a repeated or listed `Content-Length`, a list of codings, or a
 //! length next to `Transfer-Encoding`, goes to hyper and is refused there.
@@ -113,6 +115,57 @@ pub struct Front<'a, H> {
     pub largest_head: usize,
     /// `server.max_requests_per_connection`: the connection closes after answering this many requests; 0: never.
     pub max_requests: u32,
+    /// The answer to a head over `server.max_header_bytes` or with too many fields ([`TooLarge`]).
+    pub too_large: &'a TooLarge,
+}
+
+/// The answer to a request head too large to read (longer than `server.max_header_bytes`, or with more than
+/// [`MAX_HEADERS`] fields): 431 (RFC 6585 §5) with a page saying what to do, as nginx's "Request Header Or Cookie
+/// Too Large" does (most often the site's cookies have grown; hyper's 431 has no body, and the browser shows only
+/// the number). Made once at start; the connection closes after it, as the rest of the head cannot be read.
+#[derive(Debug, Clone, Default)]
+pub struct TooLarge {
+    /// The status line and fields, without `Date`.
+    head: Bytes,
+    body: Bytes,
+}
+
+impl TooLarge {
+    /// From the gate's page for it; its fields as they are, plus `Content-Length` and `Connection: close`.
+    pub fn new(page: http::Response<Body>) -> TooLarge {
+        let (parts, body) = page.into_parts();
+        let body = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(body))
+            .and_then(Result::ok)
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let mut head = BytesMut::new();
+        head.put_slice(b"HTTP/1.1 431 Request Header Fields Too Large\r\n");
+        for (name, value) in &parts.headers {
+            if matches!(*name, header::CONTENT_LENGTH | header::CONNECTION | header::DATE) {
+                continue;
+            }
+            head.put_slice(name.as_str().as_bytes());
+            head.put_slice(b": ");
+            head.put_slice(value.as_bytes());
+            head.put_slice(b"\r\n");
+        }
+        head.put_slice(format!("content-length: {}\r\nconnection: close\r\n", body.len()).as_bytes());
+        TooLarge {
+            head: head.freeze(),
+            body,
+        }
+    }
+
+    /// The whole answer, dated now.
+    fn bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.head.len() + 40 + self.body.len());
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(b"date: ");
+        super::date::extend(&mut out);
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(&self.body);
+        out
+    }
 }
 
 /// How a connection left the front.
@@ -152,6 +205,10 @@ where
                         unanswered: std::mem::take(&mut conn.buf).freeze(),
                         served,
                     }
+                }
+                Next::TooLarge(conn) => {
+                    too_large(conn, io, &front).await;
+                    return Ended::Closed;
                 }
                 Next::Close => return Ended::Closed,
             };
@@ -286,6 +343,8 @@ enum Next<'c> {
     /// A head to answer, and the connection's buffers (the rest of what it read).
     Head(Head, &'c mut Conn),
     HandOff(&'c mut Conn),
+    /// A head too large to read: answered with [`TooLarge`], then closed.
+    TooLarge(&'c mut Conn),
     Close,
 }
 
@@ -296,6 +355,8 @@ enum Parse {
     /// Not a whole head yet.
     Partial,
     HandOff,
+    /// Longer than `server.max_header_bytes`, or with more than [`MAX_HEADERS`] fields.
+    TooLarge,
 }
 
 /// What ended a wait for a client's bytes.
@@ -320,8 +381,9 @@ async fn next_head<'c, I: AsyncRead + Unpin, H>(
             match conn.parse(front.max_header_bytes, front.idle_timeout) {
                 Parse::Head(head) => return Next::Head(head, slot.get_or_insert_with(unpark)),
                 Parse::HandOff => return Next::HandOff(slot.get_or_insert_with(unpark)),
+                Parse::TooLarge => return Next::TooLarge(slot.get_or_insert_with(unpark)),
                 Parse::Partial if conn.buf.len() >= front.largest_head => {
-                    return Next::HandOff(slot.get_or_insert_with(unpark))
+                    return Next::TooLarge(slot.get_or_insert_with(unpark))
                 }
                 Parse::Partial => {}
             }
@@ -400,6 +462,7 @@ impl Conn {
             {
                 Ok(httparse::Status::Complete(len)) if len <= max_header_bytes => len,
                 Ok(httparse::Status::Partial) => return Parse::Partial,
+                Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => return Parse::TooLarge,
                 // Too long, too many fields, malformed: hyper's to answer.
                 _ => return Parse::HandOff,
             };
@@ -639,10 +702,27 @@ pub fn read_head(bytes: &[u8], max_header_bytes: usize) -> Option<(usize, Reques
             assert_eq!(&conn.buf[..], &bytes[len..], "the bytes after a served head stay");
             Some((len, head.request))
         }
-        Parse::Partial | Parse::HandOff => {
+        Parse::Partial | Parse::HandOff | Parse::TooLarge => {
             assert_eq!(&conn.buf[..], bytes, "every byte stays for hyper");
             None
         }
+    }
+}
+
+/// Answers a head too large to read with `front.too_large`, then closes the connection once the client has read it
+/// (whatever it still sends read and dropped for at most `server.header_read_timeout`, as after any answer that
+/// closes: closing with its bytes unread would reset the connection under the answer).
+async fn too_large<I: AsyncRead + AsyncWrite + Unpin, H>(conn: &mut Conn, io: &mut I, front: &Front<'_, H>) {
+    let within = front.header_read_timeout;
+    let answer = front.too_large.bytes();
+    let written = crate::deadlines::timeout_at(Instant::now() + within, || async {
+        io.write_all(&answer).await?;
+        io.flush().await?;
+        io.shutdown().await
+    })
+    .await;
+    if matches!(written, Ok(Ok(()))) {
+        conn.linger(io, within).await;
     }
 }
 

@@ -18,6 +18,16 @@ async fn oversized_cookies_are_refused_with_431() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    // A page that says what to do (a browser otherwise shows only the number), hardened as the gate's pages are.
+    assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
+    assert_eq!(resp.headers()["x-frame-options"], "DENY");
+    assert_eq!(resp.headers()["connection"], "close");
+    assert!(resp.headers().contains_key("date"));
+    let page = resp.text().await.unwrap();
+    assert!(
+        page.contains("Clear this site&#39;s cookies, then try again."),
+        "{page}"
+    );
     assert_eq!(s.upstream.count(), 0);
 }
 
