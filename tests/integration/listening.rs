@@ -39,6 +39,12 @@ impl OnSocket {
     }
 }
 
+/// What the gate says when it refuses to start with `config` (at once: it never serves).
+async fn refused_at_start(config: logto_gate::Config) -> Result<(), String> {
+    let run = logto_gate::run(config, std::future::pending());
+    tokio::time::timeout(READY_TIMEOUT, run).await.expect("refused at once")
+}
+
 /// One HTTP/1.1 exchange over the socket, the connection closed after it: the whole answer.
 async fn over_socket(socket: &Path, request: &str) -> String {
     let mut stream = UnixStream::connect(socket).await.expect("connect to the gate's socket");
@@ -136,15 +142,9 @@ async fn a_proxy_on_the_same_host_reaches_the_gate_through_its_socket_file() {
 
     // A second gate on the same socket is refused while this one listens; a file that is no socket is never
     // replaced.
-    let second = logto_gate::run(
-        socket_config(&public, &idp, &upstream.url(), &socket, ""),
-        std::future::pending(),
-    );
-    let refused = tokio::time::timeout(READY_TIMEOUT, second)
-        .await
-        .expect("refused at once");
+    let refused_on = |path: &Path| refused_at_start(socket_config(&public, &idp, &upstream.url(), path, ""));
     assert_eq!(
-        refused,
+        refused_on(&socket).await,
         Err(format!(
             "server.listen: cannot listen on unix:{}: another process is listening on it",
             socket.display()
@@ -152,13 +152,7 @@ async fn a_proxy_on_the_same_host_reaches_the_gate_through_its_socket_file() {
     );
     let file = dir.path().join("notes.txt");
     std::fs::write(&file, "keep me").unwrap();
-    let refused = logto_gate::run(
-        socket_config(&public, &idp, &upstream.url(), &file, ""),
-        std::future::pending(),
-    );
-    let refused = tokio::time::timeout(READY_TIMEOUT, refused)
-        .await
-        .expect("refused at once");
+    let refused = refused_on(&file).await;
     assert!(
         refused
             .as_ref()
