@@ -383,8 +383,10 @@ async fn answers_are_framed_dated_and_closed_as_http_1_1_says() {
     assert!(buf.is_empty() && rest.is_empty(), "nothing after the last answer");
 }
 
+/// After requests the front served, an HTTP/1.0 or malformed head is hyper's to answer, and one too large to read
+/// is answered with the front's 431 page; either way the connection closes after it.
 #[tokio::test]
-async fn http_1_0_and_malformed_heads_after_served_requests_are_answered_by_hyper() {
+async fn http_1_0_malformed_and_oversized_heads_after_served_requests_are_answered_and_close() {
     let s = Stack::start().await;
     let (_, cookie) = s.signed_in().await;
     let first = get("/a", &cookie, "");
@@ -397,7 +399,8 @@ async fn http_1_0_and_malformed_heads_after_served_requests_are_answered_by_hype
         ("GET /b HTTP/1.1\r\nHost a\r\n\r\n".to_owned(), "400"),
         ("GET /b HTTP/1.1\r\nHost: a\r\nX: \u{1}\r\n\r\n".to_owned(), "400"),
         ("GET\t/b HTTP/1.1\r\nHost: a\r\n\r\n".to_owned(), "400"),
-        // Longer than `server.max_header_bytes`, whether in the target or in the fields.
+        // Longer than `server.max_header_bytes`, whether in the target or in the fields, or with too many fields:
+        // the front's 431.
         (
             format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(70_000)),
             "431",
