@@ -173,7 +173,7 @@ async fn check(config: Config) -> ExitCode {
     }
     out!("  access rules (the first that matches a request decides):");
     for (matches, grants) in config.policy.describe() {
-        out!("    {matches} -> {grants}");
+        out!("    {matches}: {grants}");
     }
     if let Some(path) = &config.session.revocation_file {
         match logto_gate::session::check_revocation_file(path) {

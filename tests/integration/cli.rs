@@ -392,10 +392,10 @@ async fn check_reports_discovery_and_keys_and_fails_when_logto_is_unreachable() 
     );
     // The rules in the order they are tried, each with what it matches and grants.
     let listed = "  access rules (the first that matches a request decides):\n\
-         \x20   prefix /admin, methods DELETE -> signed in, with roles (any of) admin ops; a sign-in at Logto at most 900 s \
+         \x20   prefix /admin, methods DELETE: signed in, with roles (any of) admin ops; a sign-in at Logto at most 900 s \
          old (max_age)\n\
-         \x20   path /api/v[0-9]+/, client_ips 10.0.0.0/8 -> public (no sign-in)\n\
-         \x20   [access] (every other request) -> any signed-in user\n";
+         \x20   path /api/v[0-9]+/, client_ips 10.0.0.0/8: public (no sign-in)\n\
+         \x20   [access] (every other request): any signed-in user\n";
     assert!(stdout.contains(listed), "{stdout}");
     // Its clients count as 127.0.0.1, which this configuration does not trust: check says what that means.
     assert!(
