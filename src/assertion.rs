@@ -2,12 +2,12 @@
 //! `X-Logto-Gate-Assertion`, so the upstream can verify who the user is without trusting the network.
 //!
 //! Claims: `iss` = the gate's public URL, `aud` = `assertion.audience`, `sub`, `email`, `username`, `roles`,
-//! `organizations` (when known), `act` (`{"sub": ...}`, RFC 8693 §4.1, when someone acts for the subject),
-//! `auth_time` (when Logto said when the person signed in: the app can ask for a recent sign-in itself, as rules do
-//! with `max_age`), `iat`, `exp`. The public key is served as a JWK Set at `/_logto/jwks.json`; its `kid` is the RFC 7638 thumbprint. The
-//! key comes from `assertion.signing_key_file` (PKCS#8 PEM, EC P-256) or is generated at start, in which case every
-//! replica has its own key and upstreams must fetch each replica's key set (give all replicas the same key file
-//! instead).
+//! `organizations` (when known), `act` (`{"sub": ...}`, RFC 8693 §4.1, when someone acts for the subject), `auth_time`
+//! (when Logto said when the person signed in: the app can ask for a recent sign-in itself, as rules do with
+//! `max_age`), `iat`, `exp`. The public key is served as a JWK Set at `/_logto/jwks.json`; its `kid` is the RFC 7638
+//! thumbprint. The key comes from `assertion.signing_key_file` (PKCS#8 PEM, EC P-256) or is generated at start, in
+//! which case every replica has its own key and upstreams must fetch each replica's key set (give all replicas the same
+//! key file instead).
 
 use std::path::Path;
 

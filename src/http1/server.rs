@@ -12,14 +12,14 @@
 //!   (RFC 9112 §6.3 item 6), or one `Transfer-Encoding` field saying `chunked` and nothing else and no
 //!   `Content-Length` (§6.3 item 4); and no `Expect` field but one `100-continue` on a request with a body.
 //!
-//! A head longer than `server.max_header_bytes`, or with more than [`MAX_HEADERS`] fields, is answered here: 431
-//! with a page saying what to do ([`TooLarge`]; it is most often a site's cookies grown too large), then the
-//! connection closes, as hyper would close it. Any other head, every malformed one included, hands the connection
-//! over ([`Ended::HandOff`]) with all the bytes not yet answered, from that head's first byte: hyper reads them as a
-//! new connection's first request, answers errors itself (400, 414) and serves the connection from then on, and the request-smuggling check
-//! ([`crate::http1::framing`]) follows its bytes from the same point. A body served here is delimited one way
-//! alone, so no request here can be framed two ways: a repeated or listed `Content-Length`, a list of codings, or a
-//! length next to `Transfer-Encoding`, goes to hyper and is refused there.
+//! A head longer than `server.max_header_bytes`, or with more than [`MAX_HEADERS`] fields, is answered here: 431 with a
+//! page saying what to do ([`TooLarge`]; it is most often a site's cookies grown too large), then the connection
+//! closes, as hyper would close it. Any other head, every malformed one included, hands the connection over
+//! ([`Ended::HandOff`]) with all the bytes not yet answered, from that head's first byte: hyper reads them as a new
+//! connection's first request, answers errors itself (400, 414) and serves the connection from then on, and the
+//! request-smuggling check ([`crate::http1::framing`]) follows its bytes from the same point. A body served here is
+//! delimited one way alone, so no request here can be framed two ways: a repeated or listed `Content-Length`, a list of
+//! codings, or a length next to `Transfer-Encoding`, goes to hyper and is refused there.
 //!
 //! A body ([`crate::http1::request_body`], [`reading`]) is read while its request is handled, a piece at a time as its
 //! reader (an endpoint, or the upstream request) takes it, never past its end: what follows it is the next request. A
@@ -463,7 +463,7 @@ impl Conn {
                 Ok(httparse::Status::Complete(len)) if len <= max_header_bytes => len,
                 Ok(httparse::Status::Partial) => return Parse::Partial,
                 Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => return Parse::TooLarge,
-                // Too long, too many fields, malformed: hyper's to answer.
+                // Malformed: hyper's to answer.
                 _ => return Parse::HandOff,
             };
             let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
