@@ -29,6 +29,12 @@ roles = ["admin"]
     )
 }
 
+/// `method` to `url` with the session `cookie`, as a signed-in browser's request.
+async fn with_cookie(method: &str, url: String, cookie: &str) -> reqwest::Response {
+    let req = plain().request(method.parse().unwrap(), url).header("cookie", cookie);
+    req.send().await.unwrap()
+}
+
 #[tokio::test]
 async fn requests_go_to_the_most_specific_upstream() {
     let idp = Idp::start(IdpOptions::default());
@@ -767,12 +773,7 @@ async fn an_entry_sets_its_own_response_headers_over_the_shared_ones() {
     let cookie = signed_in_cookie(&idp, &gate).await;
     let field = |r: &reqwest::Response, name: &str| r.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
     for method in ["GET", "POST"] {
-        let r = plain()
-            .request(method.parse().unwrap(), format!("{}/grafana/branded", gate.url()))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap();
+        let r = with_cookie(method, format!("{}/grafana/branded", gate.url()), &cookie).await;
         assert_eq!(r.status(), StatusCode::OK, "{method}");
         assert_eq!(
             field(&r, "content-security-policy").as_deref(),
@@ -785,12 +786,7 @@ async fn an_entry_sets_its_own_response_headers_over_the_shared_ones() {
             "{method}"
         );
         assert_eq!(field(&r, "x-app-version"), None, "{method}: removed for this app");
-        let r = plain()
-            .request(method.parse().unwrap(), format!("{}/branded", gate.url()))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap();
+        let r = with_cookie(method, format!("{}/branded", gate.url()), &cookie).await;
         assert_eq!(
             field(&r, "content-security-policy").as_deref(),
             Some("default-src 'self'"),
@@ -1040,12 +1036,7 @@ async fn an_entry_chooses_whether_its_app_is_sent_the_access_token() {
             .zip(want)
         {
             for method in ["GET", "POST"] {
-                let r = plain()
-                    .request(method.parse().unwrap(), format!("{}{path}", gate.url()))
-                    .header("cookie", &cookie)
-                    .send()
-                    .await
-                    .unwrap();
+                let r = with_cookie(method, format!("{}{path}", gate.url()), &cookie).await;
                 assert_eq!(r.status(), StatusCode::OK, "{shared} {method} {path}");
                 let seen = app.last();
                 assert_eq!(
