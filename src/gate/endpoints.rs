@@ -221,6 +221,9 @@ impl Gate {
     /// link that names none (a proxy's after a forward-auth 401, a bookmark) still asks Logto for a sign-in recent
     /// enough for it, and the person does not come back only to be sent to sign in again.
     fn max_age_of(&self, req: &Request<Body>, peer: SocketAddr, back: &ReturnPath) -> Option<u64> {
+        if !self.rules_ask_max_age {
+            return None;
+        }
         let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
         let absolute = back
             .is_absolute()
