@@ -32,6 +32,7 @@ fn codec() -> &'static CookieCodec {
             redis_sentinel_master: None,
             cookie_domain: None,
             revocation_file: None,
+            sign_out_clear_site_data: None,
         })
     })
 }

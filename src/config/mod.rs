@@ -364,6 +364,9 @@ pub struct SessionConfig {
     /// `session.revocation_file`: where the cookie store without Redis keeps its revocation list (sign-outs,
     /// back-channel logouts, logout token ids) so that a restart does not forget it. `None`: in memory only.
     pub revocation_file: Option<std::path::PathBuf>,
+    /// `session.sign_out_clear_site_data`: the `Clear-Site-Data` field (W3C Clear Site Data) a sign-out answers with,
+    /// its directives quoted and joined; `None` when the list is empty (the default).
+    pub sign_out_clear_site_data: Option<http::HeaderValue>,
 }
 
 /// How the gate reaches Redis.

@@ -173,6 +173,8 @@ pub(super) struct RawSession {
     pub(super) redis_sentinel_master: Option<String>,
     pub(super) cookie_domain: Option<String>,
     pub(super) revocation_file: Option<String>,
+    #[serde(deserialize_with = "list_of_strings")]
+    pub(super) sign_out_clear_site_data: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

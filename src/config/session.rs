@@ -195,6 +195,7 @@ pub(super) fn validate_session(
         public_url.map(|u| u.is_https()),
         cookie_domain.is_some(),
     );
+    let sign_out_clear_site_data = clear_site_data(p, raw.sign_out_clear_site_data.unwrap_or_default());
     if p.len() > before {
         return None;
     }
@@ -217,7 +218,48 @@ pub(super) fn validate_session(
         redis_sentinel_master,
         cookie_domain,
         revocation_file,
+        sign_out_clear_site_data,
     })
+}
+
+/// The directives of W3C Clear Site Data §3.1 (`*` is every one of them, those to come included).
+const CLEAR_SITE_DATA: [&str; 8] = [
+    "cache",
+    "cookies",
+    "storage",
+    "executionContexts",
+    "clientHints",
+    "prefetchCache",
+    "prerenderCache",
+    "*",
+];
+
+/// `session.sign_out_clear_site_data` as the field a sign-out sends: `"cache", "storage"`. Each entry must be one
+/// of [`CLEAR_SITE_DATA`] as the specification spells it (browsers ignore a directive they do not know, so a typo
+/// would clear nothing without a word); an entry named twice is refused as a slip. `None` for an empty list.
+fn clear_site_data(p: &mut Problems, listed: Vec<String>) -> Option<http::HeaderValue> {
+    const KEY: &str = "session.sign_out_clear_site_data";
+    let mut seen: Vec<&str> = Vec::new();
+    for entry in &listed {
+        let entry = entry.trim();
+        match CLEAR_SITE_DATA.iter().find(|d| **d == entry) {
+            Some(d) if seen.contains(d) => p.add(KEY, format!("`{entry}` is listed twice")),
+            Some(d) => seen.push(d),
+            None => p.add(
+                KEY,
+                format!(
+                    "`{entry}` is not a Clear-Site-Data directive; expected one of {}",
+                    CLEAR_SITE_DATA.map(|d| format!("\"{d}\"")).join(", ")
+                ),
+            ),
+        }
+    }
+    if seen.is_empty() {
+        return None;
+    }
+    let field = seen.iter().map(|d| format!("\"{d}\"")).collect::<Vec<_>>().join(", ");
+    // Every directive is a token of ASCII letters or `*`: always a valid field value.
+    http::HeaderValue::from_str(&field).ok()
 }
 
 /// Reports a session key that is an example's placeholder or shorter than 32 bytes.

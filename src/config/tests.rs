@@ -275,6 +275,59 @@ fn a_url_with_port_zero_is_refused() {
 }
 
 #[test]
+fn sign_out_clear_site_data_takes_the_specifications_directives_only() {
+    let with = |line: &str| {
+        Config::from_toml_str(
+            &MINIMAL.replace("[session]\n", &format!("[session]\n{line}\n")),
+            no_env(),
+        )
+    };
+    assert_eq!(with("").expect("valid").session.sign_out_clear_site_data, None);
+    assert_eq!(
+        with("sign_out_clear_site_data = []")
+            .expect("valid")
+            .session
+            .sign_out_clear_site_data,
+        None
+    );
+    let c = with("sign_out_clear_site_data = [\"cache\", \"storage\", \"executionContexts\"]").expect("valid");
+    assert_eq!(
+        c.session.sign_out_clear_site_data.as_ref().map(|v| v.to_str().unwrap()),
+        Some("\"cache\", \"storage\", \"executionContexts\"")
+    );
+    // A directive browsers would not know (a wrong case, a quoted one, a misspelling) clears nothing: refused.
+    for bad in ["Cache", "\\\"cache\\\"", "storge", "executioncontexts", ""] {
+        let e = with(&format!("sign_out_clear_site_data = [\"cache\", \"{bad}\"]"))
+            .expect_err(bad)
+            .0;
+        assert!(
+            e.iter().any(|l| l.starts_with("session.sign_out_clear_site_data: `")
+                && l.contains("is not a Clear-Site-Data directive; expected one of \"cache\", \"cookies\"")),
+            "{bad}: {e:?}"
+        );
+    }
+    let twice = with("sign_out_clear_site_data = [\"cache\", \"cache\"]")
+        .expect_err("twice")
+        .0;
+    assert!(
+        twice
+            .iter()
+            .any(|l| l == "session.sign_out_clear_site_data: `cache` is listed twice"),
+        "{twice:?}"
+    );
+    // From the environment as one string, as every list.
+    let env = vec![(
+        "LOGTO_GATE_SESSION__SIGN_OUT_CLEAR_SITE_DATA".to_owned(),
+        "cache,*".to_owned(),
+    )];
+    let c = Config::from_toml_str(MINIMAL, env).expect("valid");
+    assert_eq!(
+        c.session.sign_out_clear_site_data.as_ref().map(|v| v.to_str().unwrap()),
+        Some("\"cache\", \"*\"")
+    );
+}
+
+#[test]
 fn the_revocation_file_is_for_the_cookie_store_without_redis() {
     let with = |line: &str| {
         Config::from_toml_str(

@@ -5,7 +5,8 @@
 // Opens a page of the app behind the gate, signs in on the IdP's page as alice, lands on the exact page asked for,
 // reads the identity the app received, checks the session cookie's attributes as the browser stored them, follows
 // another site's link to the sign-out and confirms it, signs in again and signs out with the app's link, then opens a
-// page holding a frame of the app and signs in from the frame. Prints one JSON line with what it saw; exits non-zero
+// page holding a frame of the app and signs in from the frame. What the app left in the page's storage before the
+// sign-out is read on the signed-out page. Prints one JSON line with what it saw; exits non-zero
 // on any failure. The gate must let `/public` through without a session.
 // COOKIE_NAME names the session cookie (default logto_gate); an https gate's throwaway certificate is accepted.
 import { chromium } from 'playwright-core';
@@ -70,10 +71,14 @@ try {
 
   // The app's own sign-out link: Logto's session ends too and the browser lands on the gate's signed-out page.
   await page.selectOption('select[name=account]', 'alice');
+  // What the app keeps in the browser stays after sign-out unless the gate asks the browser to clear it
+  // (session.sign_out_clear_site_data): storageAfterSignOut says which.
   await Promise.all([page.waitForSelector('#sign-out'), page.click('#sign-in')]);
+  await page.evaluate(() => localStorage.setItem('left', 'behind'));
   await page.click('#sign-out');
   await page.waitForSelector('text=You are signed out');
   result.signedOutPage = new URL(page.url()).pathname;
+  result.storageAfterSignOut = await page.evaluate(() => localStorage.getItem('left'));
 
   // A page that holds a frame of the app, without a session: the frame cannot sign in where it is (Logto's sign-in
   // pages refuse to be framed by other origins), so it shows the gate's page, whose link signs in in the whole

@@ -105,6 +105,7 @@ async fn signs_in_and_out(chromium: &str, gate_url: &str, cookie_name: &str, sho
 /// session.
 const PUBLIC: &str = "[[rules]]\nprefix = \"/public\"\nallow = \"public\"\n";
 
+/// With `session.sign_out_clear_site_data`, the sign-out clears what the app kept in the browser.
 #[tokio::test]
 async fn a_real_browser_signs_in_sees_its_identity_and_signs_out() {
     let Some(chromium) = chromium() else {
@@ -112,8 +113,17 @@ async fn a_real_browser_signs_in_sees_its_identity_and_signs_out() {
     };
     let idp = interactive_idp();
     let upstream = Upstream::start().await;
-    let gate = TestGate::start(&idp, &upstream.url(), "", PUBLIC).await;
-    signs_in_and_out(&chromium, &gate.url(), "logto_gate", "plain").await;
+    let gate = TestGate::start_edited(&idp, &upstream.url(), "", PUBLIC, |t| {
+        t.replace(
+            "[session]\n",
+            "[session]\nsign_out_clear_site_data = [\"cache\", \"storage\"]\n",
+        )
+    })
+    .await;
+    let seen = signs_in_and_out(&chromium, &gate.url(), "logto_gate", "plain").await;
+    // `Clear-Site-Data` on the sign-out's redirect: the browser cleared what the app kept (http://127.0.0.1 is a
+    // potentially trustworthy origin, where browsers honour it).
+    assert_eq!(seen["storageAfterSignOut"], Value::Null, "{seen}");
 }
 
 /// A `__Host-` session cookie (RFC 6265bis §4.1.3.2: browsers keep it only `Secure`, host-only, at `Path=/`) over
@@ -149,4 +159,6 @@ async fn a_real_browser_signs_in_with_a_host_prefixed_cookie_over_tls() {
     let gate_url = format!("https://127.0.0.1:{}", gate.port);
     let seen = signs_in_and_out(&chromium, &gate_url, "__Host-gate", "host-prefix").await;
     assert_eq!(seen["cookie"]["secure"], true, "{seen}");
+    // Without `session.sign_out_clear_site_data` the browser keeps what the app stored.
+    assert_eq!(seen["storageAfterSignOut"], "behind", "{seen}");
 }

@@ -490,6 +490,57 @@ async fn a_sign_out_another_site_asks_for_is_confirmed_first() {
     }
 }
 
+/// `session.sign_out_clear_site_data`: the sign-out's answer asks the browser to clear what the app left in it (W3C
+/// Clear Site Data: its cached pages, its storage), which a shared computer's next user would otherwise read. Only
+/// the sign-out itself: neither the page confirming one another site asked for (that site could clear the app's
+/// data at will) nor a HEAD, which signs nobody out; nothing without the key. The browser's side: the browser tests.
+#[tokio::test]
+async fn a_sign_out_asks_the_browser_to_clear_the_sites_data_when_configured() {
+    let s = Stack::edited(IdpOptions::default(), "", "", |t| {
+        t.replace(
+            "[session]\n",
+            "[session]\nsign_out_clear_site_data = [\"cache\", \"storage\"]\n",
+        )
+    })
+    .await;
+    let out = format!("{}/_logto/sign-out", s.gate.url());
+    let private = format!("{}/private", s.gate.url());
+    let (b, _) = s.signed_in().await;
+    let cookie = b.gate_cookies(&s.gate.url());
+    let send = |method: reqwest::Method, site: &str| {
+        plain()
+            .request(method, &out)
+            .header("cookie", &cookie)
+            .header("sec-fetch-site", site)
+            .header("accept", "text/html")
+            .send()
+    };
+    let head = send(reqwest::Method::HEAD, "same-origin").await.unwrap();
+    assert_eq!(head.status(), StatusCode::FOUND);
+    assert!(head.headers().get("clear-site-data").is_none());
+    let asked = send(reqwest::Method::GET, "cross-site").await.unwrap();
+    assert_eq!(asked.status(), StatusCode::OK);
+    assert!(asked.headers().get("clear-site-data").is_none());
+    assert_eq!(status_with_cookie(&private, &cookie).await, StatusCode::OK);
+
+    let signed_out = send(reqwest::Method::POST, "same-origin").await.unwrap();
+    assert_eq!(signed_out.status(), StatusCode::SEE_OTHER);
+    assert_eq!(signed_out.headers()["clear-site-data"], "\"cache\", \"storage\"");
+    assert_eq!(status_with_cookie(&private, &cookie).await, StatusCode::UNAUTHORIZED);
+
+    // Without the key: nothing to clear.
+    let plain_stack = Stack::start().await;
+    let (b, _) = plain_stack.signed_in().await;
+    let resp = plain()
+        .get(format!("{}/_logto/sign-out", plain_stack.gate.url()))
+        .header("cookie", b.gate_cookies(&plain_stack.gate.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    assert!(resp.headers().get("clear-site-data").is_none());
+}
+
 /// A new sign-in in the same browser ends the session it had: a copy of the old cookie is refused afterwards (the
 /// cookie store's revocation list), while the grant at Logto, which the new session continues, is not revoked.
 #[tokio::test]

@@ -27,6 +27,7 @@ fn session_config(secrets: &[&str], cookie_name: &str) -> SessionConfig {
         redis_sentinel_master: None,
         cookie_domain: None,
         revocation_file: None,
+        sign_out_clear_site_data: None,
     }
 }
 
