@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 
 use http::header::HeaderValue;
-use http::Method;
 
 use super::{Decided, Gate};
 use crate::error::CLIENT_CLOSED_REQUEST;
@@ -29,9 +28,10 @@ pub(super) fn wanted(route: Route) -> bool {
 pub(super) struct AccessLine<'a> {
     pub(super) gate: &'a Gate,
     pub(super) route: Route,
-    pub(super) method: &'a Method,
+    pub(super) method: &'a str,
     pub(super) request_id: &'a HeaderValue,
-    pub(super) uri: &'a http::Uri,
+    /// The request's path as it came (without the query, which may carry codes and states).
+    pub(super) path: &'a str,
     pub(super) peer: SocketAddr,
     pub(super) started: Option<std::time::Instant>,
     /// Held here, so that a line written when the request is dropped still has the user; whether the line is
@@ -59,7 +59,7 @@ impl AccessLine<'_> {
                     request_id = self.request_id.to_str().unwrap_or(""),
                     peer = %self.peer.ip(),
                     method = %self.method,
-                    path = %log_path(self.uri.path()),
+                    path = %log_path(self.path),
                     status,
                     route = ?self.route.class(),
                     user = self.decided.user.as_deref().unwrap_or(""),

@@ -52,6 +52,7 @@ mod authn;
 mod endpoints;
 mod renewal;
 mod response_headers;
+mod too_large;
 mod watch;
 
 use authn::Principal;
@@ -338,16 +339,10 @@ impl Gate {
         &self.metrics
     }
 
-    /// The HTTP/1 front's answer to a request head too large to read, in the operator's `[pages]` look.
-    pub(crate) fn too_large(&self) -> crate::http1::server::TooLarge {
-        let page = Page::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request_header_fields_too_large",
-            "Request too large",
-            "Your browser sent more header data than this site accepts, most often too many or too large cookies. \
-             Clear this site's cookies, then try again.",
-        );
-        crate::http1::server::TooLarge::new(page.render(true, &self.config.pages.look))
+    /// The HTTP/1 front's answer to a request head too large to read ([`too_large`]).
+    pub(crate) fn too_large(self: &Arc<Self>) -> crate::http1::server::TooLarge {
+        let gate = Arc::clone(self);
+        crate::http1::server::TooLarge::new(move |peer, head| too_large::answer(&gate, peer, head))
     }
 
     /// From now on `/_logto/readyz` answers 503: the process is shutting down.
@@ -432,9 +427,9 @@ impl Gate {
             let mut line = AccessLine {
                 gate: this,
                 route,
-                method: &method,
+                method: method.as_str(),
                 request_id: &request_id,
-                uri: &uri,
+                path: uri.path(),
                 peer,
                 started,
                 decided: Decided::new(access_log),

@@ -66,6 +66,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -122,49 +123,60 @@ pub struct Front<'a, H> {
 /// The answer to a request head too large to read (longer than `server.max_header_bytes`, or with more than
 /// [`MAX_HEADERS`] fields): 431 (RFC 6585 §5) with a page saying what to do, as nginx's "Request Header Or Cookie
 /// Too Large" does (most often the site's cookies have grown; hyper's 431 has no body, and the browser shows only
-/// the number). Made once at start; the connection closes after it, as the rest of the head cannot be read.
-#[derive(Debug, Clone, Default)]
+/// the number). The gate makes each one ([`TooLarge::new`]), so that it carries a request id and is logged and
+/// counted as its other answers; the connection closes after it, as the rest of the head cannot be read.
+#[derive(Clone)]
 pub struct TooLarge {
-    /// The status line and fields, without `Date`.
-    head: Bytes,
-    body: Bytes,
+    answer: Arc<AnswerTooLarge>,
 }
 
+/// Makes the answer to the head whose first bytes (all that was read, the request line first) came from a peer.
+type AnswerTooLarge = dyn Fn(SocketAddr, &[u8]) -> http::Response<Body> + Send + Sync;
+
 impl TooLarge {
-    /// From the gate's page for it; its fields as they are, plus `Content-Length` and `Connection: close`.
-    pub fn new(page: http::Response<Body>) -> TooLarge {
-        let (parts, body) = page.into_parts();
+    /// `answer` makes the response; its fields are sent as they are, but for `Content-Length`, `Connection: close`
+    /// and `Date`, which the front sets. Its body must be ready at once (a page), else none is sent.
+    pub fn new(answer: impl Fn(SocketAddr, &[u8]) -> http::Response<Body> + Send + Sync + 'static) -> TooLarge {
+        TooLarge {
+            answer: Arc::new(answer),
+        }
+    }
+
+    /// The whole answer to `head` from `peer`, dated now.
+    fn bytes(&self, peer: SocketAddr, head: &[u8]) -> Vec<u8> {
+        let (parts, body) = (self.answer)(peer, head).into_parts();
         let body = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(body))
             .and_then(Result::ok)
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        let mut head = BytesMut::new();
-        head.put_slice(b"HTTP/1.1 431 Request Header Fields Too Large\r\n");
+        let mut out = Vec::with_capacity(512 + body.len());
+        let reason = parts.status.canonical_reason().unwrap_or("");
+        out.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", parts.status.as_str()).as_bytes());
         for (name, value) in &parts.headers {
             if matches!(*name, header::CONTENT_LENGTH | header::CONNECTION | header::DATE) {
                 continue;
             }
-            head.put_slice(name.as_str().as_bytes());
-            head.put_slice(b": ");
-            head.put_slice(value.as_bytes());
-            head.put_slice(b"\r\n");
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
-        head.put_slice(format!("content-length: {}\r\nconnection: close\r\n", body.len()).as_bytes());
-        TooLarge {
-            head: head.freeze(),
-            body,
-        }
-    }
-
-    /// The whole answer, dated now.
-    fn bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.head.len() + 40 + self.body.len());
-        out.extend_from_slice(&self.head);
-        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(format!("content-length: {}\r\nconnection: close\r\ndate: ", body.len()).as_bytes());
         super::date::extend(&mut out);
         out.extend_from_slice(b"\r\n\r\n");
-        out.extend_from_slice(&self.body);
+        out.extend_from_slice(&body);
         out
+    }
+}
+
+impl Default for TooLarge {
+    /// A bare 431 (the front's own tests).
+    fn default() -> TooLarge {
+        TooLarge::new(|_, _| {
+            let mut resp = http::Response::new(crate::body::empty());
+            *resp.status_mut() = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+            resp
+        })
     }
 }
 
@@ -714,7 +726,7 @@ pub fn read_head(bytes: &[u8], max_header_bytes: usize) -> Option<(usize, Reques
 /// closes: closing with its bytes unread would reset the connection under the answer).
 async fn too_large<I: AsyncRead + AsyncWrite + Unpin, H>(conn: &mut Conn, io: &mut I, front: &Front<'_, H>) {
     let within = front.header_read_timeout;
-    let answer = front.too_large.bytes();
+    let answer = front.too_large.bytes(front.peer, &conn.buf);
     let written = crate::deadlines::timeout_at(Instant::now() + within, || async {
         io.write_all(&answer).await?;
         io.flush().await?;

@@ -7,13 +7,23 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
+/// A head too large to read is answered as the gate answers any request it refuses: a page, a request id the person
+/// can quote, `[response_headers]`, and a count in the requests metric (its access line: the JSON log test).
 #[tokio::test]
 async fn oversized_cookies_are_refused_with_431() {
-    let s = Stack::start().await;
+    let metrics_port = free_port();
+    let line: &'static str = Box::leak(format!("metrics_listen = \"127.0.0.1:{metrics_port}\"").into_boxed_str());
+    let s = Stack::edited(IdpOptions::default(), "", "", |t| {
+        format!(
+            "{}\n[response_headers]\nStrict-Transport-Security = \"max-age=60\"\n",
+            in_server(line)(t)
+        )
+    })
+    .await;
     let huge = format!("logto_gate={}", "A".repeat(70_000));
     let resp = plain()
         .get(format!("{}/x", s.gate.url()))
-        .header("cookie", huge)
+        .header("cookie", &huge)
         .send()
         .await
         .unwrap();
@@ -23,12 +33,38 @@ async fn oversized_cookies_are_refused_with_431() {
     assert_eq!(resp.headers()["x-frame-options"], "DENY");
     assert_eq!(resp.headers()["connection"], "close");
     assert!(resp.headers().contains_key("date"));
+    assert_eq!(resp.headers()["strict-transport-security"], "max-age=60");
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
     let page = resp.text().await.unwrap();
     assert!(
         page.contains("Clear this site&#39;s cookies, then try again."),
         "{page}"
     );
+    assert!(page.contains(&id), "the request id on the page: {page}");
     assert_eq!(s.upstream.count(), 0);
+    // Two more: by length and by field count, each with an id of its own; the front's answers are counted.
+    let many: String = (0..120).map(|i| format!("X-F{i}: v\r\n")).collect();
+    let mut ids = vec![id];
+    for head in [
+        format!("GET /x HTTP/1.1\r\nHost: x\r\nCookie: {huge}\r\n\r\n"),
+        format!("GET /x HTTP/1.1\r\nHost: x\r\n{many}\r\n"),
+    ] {
+        let answer = exchange_until_closed(s.gate.port, head.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+        let id = answer
+            .lines()
+            .find_map(|l| l.strip_prefix("x-request-id: "))
+            .unwrap_or_else(|| panic!("{answer}"))
+            .to_owned();
+        assert!(!ids.contains(&id), "{id}");
+        ids.push(id);
+    }
+    metrics_until(
+        metrics_port,
+        "logto_gate_requests_total{route=\"app\",status=\"431\"} 3\n",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -317,6 +317,16 @@ async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
     })
     .await;
     drop(gone);
+    // A head too large to read, answered by the front itself: logged as any answer, with its id, and with the
+    // request line's method and path only.
+    let too_large = plain()
+        .get(format!("{url}/too/large?token=query-secret"))
+        .header("cookie", format!("logto_gate={}", "A".repeat(70_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_large.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let too_large_id = too_large.headers()["x-request-id"].to_str().unwrap().to_owned();
     let (lines, parsed) = stopped_log(&mut gate).await;
     let access: Vec<&Value> = parsed.iter().filter(|v| v["target"] == "logto_gate::access").collect();
     assert!(access.len() >= 6, "{lines:#?}");
@@ -343,6 +353,13 @@ async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
         access
             .iter()
             .any(|a| a["path"] == "/slow" && a["status"] == 499 && a["user"] == "u_alice0001"),
+        "{lines:#?}"
+    );
+    assert!(
+        access.iter().any(|a| a["path"] == "/too/large"
+            && a["method"] == "GET"
+            && a["status"] == 431
+            && a["request_id"] == too_large_id.as_str()),
         "{lines:#?}"
     );
     let all = lines.join("\n");

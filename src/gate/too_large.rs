@@ -1,0 +1,118 @@
+//! The answer to a request head the HTTP/1 front could not read whole (over `server.max_header_bytes`, or with too
+//! many fields): 431 (RFC 6585 §5) with a page saying what to do, answered as the gate answers any request: a
+//! request id on the page and in `X-Request-Id`, `[response_headers]`, an access line and the request's count in the
+//! requests metric. Only the request line is read of the head, and only to log its method and path.
+
+use std::net::SocketAddr;
+
+use http::{HeaderMap, Response, StatusCode};
+
+use super::access::{self, AccessLine};
+use super::{response_headers, Decided, Gate, REQUEST_ID};
+use crate::body::Body;
+use crate::pages::Page;
+use crate::routes::{classify, Route};
+
+/// Logged for a method or a path the request line does not give sanely (as nginx's `-`).
+const UNKNOWN: &str = "-";
+
+/// The 431 to the head whose first bytes are `head`, from `peer`.
+pub(super) fn answer(gate: &Gate, peer: SocketAddr, head: &[u8]) -> Response<Body> {
+    let (method, path) = request_line(head).unwrap_or((UNKNOWN, UNKNOWN));
+    // The head's fields are not read (they are what was too large): a proxy's request id is not taken either.
+    let request_id = gate.request_id(&HeaderMap::new(), peer);
+    let route = if path.starts_with('/') {
+        classify(path)
+    } else {
+        Route::App
+    };
+    let mut line = AccessLine {
+        gate,
+        route,
+        method,
+        request_id: &request_id,
+        path,
+        peer,
+        started: None,
+        decided: Decided::new(access::wanted(route)),
+        pending: true,
+    };
+    let mut resp = Page::new(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "request_header_fields_too_large",
+        "Request too large",
+        "Your browser sent more header data than this site accepts, most often too many or too large cookies. \
+         Clear this site's cookies, then try again.",
+    )
+    .with_request_id(request_id.to_str().unwrap_or(""))
+    .render(true, &gate.config.pages.look);
+    // The app that would have served it is not known (the `Host` field was not read): the gate's own fields.
+    if !gate.config.response_headers.is_empty() {
+        response_headers::apply(&mut resp, &gate.config.response_headers);
+    }
+    resp.headers_mut().insert(REQUEST_ID, request_id.clone());
+    line.write(resp.status().as_u16());
+    resp
+}
+
+/// The method and the target's path of `head`'s request line (`method SP request-target SP HTTP-version`, RFC 9112
+/// §3, after the empty lines §2.2 allows before it), when they are sane to log: a method of token characters, a
+/// target of visible ASCII. `None` for anything else: a request line not read whole, a stray space, control bytes.
+fn request_line(head: &[u8]) -> Option<(&str, &str)> {
+    let start = head.iter().position(|b| !matches!(b, b'\r' | b'\n'))?;
+    let head = &head[start..];
+    let end = head.iter().position(|b| *b == b'\n')?;
+    let line = &head[..end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|b| *b == b' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || !version.starts_with(b"HTTP/") {
+        return None;
+    }
+    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    if method.is_empty() || !method.iter().all(token) {
+        return None;
+    }
+    if target.is_empty() || !target.iter().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    let path = match target.iter().position(|b| *b == b'?') {
+        Some(query) => &target[..query],
+        None => target,
+    };
+    Some((std::str::from_utf8(method).ok()?, std::str::from_utf8(path).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_line;
+
+    #[test]
+    fn only_a_sane_request_line_is_read_and_never_its_query() {
+        assert_eq!(
+            request_line(b"GET /a/b?code=secret HTTP/1.1\r\nCookie: x"),
+            Some(("GET", "/a/b"))
+        );
+        assert_eq!(
+            request_line(b"\r\n\r\nPOST /up HTTP/1.1\nHost: x"),
+            Some(("POST", "/up"))
+        );
+        assert_eq!(request_line(b"OPTIONS * HTTP/1.1\r\n"), Some(("OPTIONS", "*")));
+        assert_eq!(request_line(b"GET ?only HTTP/1.1\r\n"), Some(("GET", "")));
+        for bad in [
+            &b"GET /not/whole"[..],
+            b"GET /a HTTP/1.1",
+            b"GET  /a HTTP/1.1\r\n",
+            b"GET /a b HTTP/1.1\r\n",
+            b"GET /a\x01 HTTP/1.1\r\n",
+            b"G(T /a HTTP/1.1\r\n",
+            b"GET /caf\xc3\xa9 HTTP/1.1\r\n",
+            b"GET /a SPDY/3\r\n",
+            b" /a HTTP/1.1\r\n",
+            b"",
+            b"\r\n\r\n",
+        ] {
+            assert_eq!(request_line(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+}
