@@ -38,6 +38,8 @@ pub(super) struct AccessLine<'a> {
     /// written at all is its `logged`.
     pub(super) decided: Decided,
     pub(super) pending: bool,
+    /// The trace the request belongs to, read only for a request that is logged.
+    pub(super) trace_id: Option<TraceId>,
 }
 
 impl AccessLine<'_> {
@@ -67,6 +69,8 @@ impl AccessLine<'_> {
                     upstream = self.decided.upstream.and_then(|i| self.gate.config.routes.get(i)).map(|r| r.label.as_str()),
                     // Only on a request someone made for the user (recorded only when there is one).
                     actor = self.decided.actor.as_deref(),
+                    // Only on a request that named its trace.
+                    trace_id = self.trace_id.as_ref().map(TraceId::as_str),
                     // Microseconds, as milliseconds with three decimals (0.993, not 0.9925780000000001).
                     duration_ms = self.started.map_or(0.0, |s| s.elapsed().as_micros() as f64 / 1000.0),
                     "request"
@@ -89,10 +93,94 @@ impl Drop for AccessLine<'_> {
     }
 }
 
+/// The trace-id of a request's W3C Trace Context (`traceparent`, W3C Trace Context §3.2): on its access line, so that
+/// the line can be found from a trace of the app, which receives the field as it came (the gate adds no span). Only
+/// a field as the specification writes it is read (one `traceparent`, lower-case hexadecimal, neither id all zeros,
+/// version `ff` never; a later version's field may go on after a `-`); anything else is no trace, not an error, as
+/// a tracer treats it. The client chooses it, as every field: it finds lines, it proves nothing.
+#[derive(Clone, Copy)]
+pub(super) struct TraceId([u8; 32]);
+
+impl TraceId {
+    pub(super) fn of(headers: &http::HeaderMap) -> Option<TraceId> {
+        let mut fields = headers.get_all("traceparent").iter();
+        let field = fields.next()?.as_bytes();
+        if fields.next().is_some() || field.len() < 55 {
+            return None;
+        }
+        let hex = |b: &[u8]| b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+        let zeros = |b: &[u8]| b.iter().all(|c| *c == b'0');
+        let (version, trace, parent, flags) = (&field[..2], &field[3..35], &field[36..52], &field[53..55]);
+        let dashes = field[2] == b'-' && field[35] == b'-' && field[52] == b'-';
+        let ends = match version {
+            b"00" => field.len() == 55,
+            _ => field.len() == 55 || field[55] == b'-',
+        };
+        let well_formed = dashes
+            && ends
+            && hex(version)
+            && version != b"ff"
+            && hex(trace)
+            && !zeros(trace)
+            && hex(parent)
+            && !zeros(parent)
+            && hex(flags);
+        let mut id = [0u8; 32];
+        id.copy_from_slice(trace);
+        well_formed.then_some(TraceId(id))
+    }
+
+    fn as_str(&self) -> &str {
+        // Hexadecimal digits only, see `of`.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
 /// A path as logged: at most 256 characters.
 pub(super) fn log_path(path: &str) -> &str {
     match path.char_indices().nth(256) {
         Some((end, _)) => &path[..end],
         None => path,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TraceId;
+
+    fn of(fields: &[&str]) -> Option<String> {
+        let mut headers = http::HeaderMap::new();
+        for f in fields {
+            headers.append("traceparent", http::HeaderValue::from_str(f).unwrap());
+        }
+        TraceId::of(&headers).map(|t| t.as_str().to_owned())
+    }
+
+    #[test]
+    fn only_a_well_formed_traceparent_names_a_trace() {
+        const ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let good = format!("00-{ID}-00f067aa0ba902b7-01");
+        assert_eq!(of(&[&good]).as_deref(), Some(ID));
+        // A later version may add fields after a dash.
+        assert_eq!(of(&[&format!("01-{ID}-00f067aa0ba902b7-00-more")]).as_deref(), Some(ID));
+        assert_eq!(of(&[&format!("01-{ID}-00f067aa0ba902b7-00")]).as_deref(), Some(ID));
+        for bad in [
+            good.to_uppercase(),
+            format!("00-{ID}-00f067aa0ba902b7-01-more"),
+            format!("01-{ID}-00f067aa0ba902b7-00more"),
+            format!("ff-{ID}-00f067aa0ba902b7-01"),
+            format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32)),
+            format!("00-{ID}-0000000000000000-01"),
+            format!("00-{ID}-00f067aa0ba902b7-0g"),
+            format!("00_{ID}-00f067aa0ba902b7-01"),
+            format!("00-{ID}x00f067aa0ba902b7-01"),
+            format!("00-{}-00f067aa0ba902b7-01", &ID[1..]),
+            format!("00-{ID}-00f067aa0ba902b7-1"),
+            String::new(),
+        ] {
+            assert_eq!(of(&[&bad]), None, "{bad}");
+        }
+        assert_eq!(of(&[&good, &good]), None, "two fields");
+        assert_eq!(of(&[]), None);
     }
 }

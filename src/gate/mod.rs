@@ -434,6 +434,7 @@ impl Gate {
                 started,
                 decided: Decided::new(access_log),
                 pending: true,
+                trace_id: access_log.then(|| access::TraceId::of(req.headers())).flatten(),
             };
             let decided = &mut line.decided;
             let result = match framing

@@ -36,6 +36,8 @@ pub(super) fn answer(gate: &Gate, peer: SocketAddr, head: &[u8]) -> Response<Bod
         started: None,
         decided: Decided::new(access::wanted(route)),
         pending: true,
+        // Not read: it is among the fields that were too large.
+        trace_id: None,
     };
     let mut resp = Page::new(
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

@@ -244,6 +244,11 @@ async fn metrics_are_served_on_their_own_listener() {
     assert_eq!(on_app.status(), StatusCode::UNAUTHORIZED);
 }
 
+/// A W3C Trace Context field (the specification's example).
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// One access line per request, never a secret in any line; a request's trace (`traceparent`) is on its line and
+/// reaches the app as it came.
 #[tokio::test]
 async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
     let idp = Idp::start(IdpOptions::default());
@@ -276,15 +281,26 @@ async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
         .client
         .get(format!("{url}/with-id"))
         .header("x-request-id", "trace-abc-123")
+        .header("traceparent", TRACEPARENT)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.headers()["x-request-id"], "trace-abc-123");
+    assert_eq!(upstream.last().header("traceparent"), Some(TRACEPARENT), "passed on");
     assert_eq!(
         upstream.last().header("x-request-id"),
         Some("trace-abc-123"),
         "propagated upstream"
     );
+    // A malformed trace context names no trace in the line (upper-case hexadecimal).
+    let odd_trace = b
+        .client
+        .get(format!("{url}/odd-trace"))
+        .header("traceparent", TRACEPARENT.to_uppercase())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(odd_trace.status(), 200);
     let odd = b
         .client
         .get(format!("{url}/odd"))
@@ -335,9 +351,17 @@ async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
             assert!(a.get(field).is_some(), "access line without {field}: {a}");
         }
     }
-    assert!(access
-        .iter()
-        .any(|a| a["request_id"] == "trace-abc-123" && a["path"] == "/with-id" && a["upstream"] == "*/"));
+    assert!(access.iter().any(|a| a["request_id"] == "trace-abc-123"
+        && a["path"] == "/with-id"
+        && a["upstream"] == "*/"
+        && a["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"));
+    // Only that request named a trace.
+    assert_eq!(
+        access.iter().filter(|a| a.get("trace_id").is_some()).count(),
+        1,
+        "{lines:#?}"
+    );
+    assert!(access.iter().any(|a| a["path"] == "/odd-trace"), "{lines:#?}");
     assert!(
         access
             .iter()
