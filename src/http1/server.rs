@@ -218,10 +218,9 @@ where
                         served,
                     }
                 }
-                Next::TooLarge(conn) => {
-                    too_large(conn, io, &front).await;
-                    return Ended::Closed;
-                }
+                // Answered after the loop: awaited here, the matched `Next` (a whole `Head` in size) would stay in
+                // every connection's state for as long as it waits for a request.
+                Next::TooLarge => break,
                 Next::Close => return Ended::Closed,
             };
             // Boxed, once per request: the pipeline's state and the writing are most of a connection's state, and
@@ -232,6 +231,11 @@ where
                 return Ended::Closed;
             }
         }
+        // Only a head too large to read leaves the loop; its buffers are in `slot`. Boxed, as `answer` is.
+        if let Some(conn) = slot.as_deref_mut() {
+            Box::pin(too_large(conn, io, &front)).await;
+        }
+        Ended::Closed
     }
 }
 
@@ -355,8 +359,8 @@ enum Next<'c> {
     /// A head to answer, and the connection's buffers (the rest of what it read).
     Head(Head, &'c mut Conn),
     HandOff(&'c mut Conn),
-    /// A head too large to read: answered with [`TooLarge`], then closed.
-    TooLarge(&'c mut Conn),
+    /// A head too large to read: answered with [`TooLarge`], then closed. The connection's buffers stay in its slot.
+    TooLarge,
     Close,
 }
 
@@ -393,10 +397,8 @@ async fn next_head<'c, I: AsyncRead + Unpin, H>(
             match conn.parse(front.max_header_bytes, front.idle_timeout) {
                 Parse::Head(head) => return Next::Head(head, slot.get_or_insert_with(unpark)),
                 Parse::HandOff => return Next::HandOff(slot.get_or_insert_with(unpark)),
-                Parse::TooLarge => return Next::TooLarge(slot.get_or_insert_with(unpark)),
-                Parse::Partial if conn.buf.len() >= front.largest_head => {
-                    return Next::TooLarge(slot.get_or_insert_with(unpark))
-                }
+                Parse::TooLarge => return Next::TooLarge,
+                Parse::Partial if conn.buf.len() >= front.largest_head => return Next::TooLarge,
                 Parse::Partial => {}
             }
         }
