@@ -597,8 +597,7 @@ impl Gate {
         for c in self.sessions.destroy(req.headers()).await {
             resp.headers_mut().append(header::SET_COOKIE, c);
         }
-        // What the app left in the browser (its cached pages, its storage) is the signed-out person's: on a shared
-        // computer the next person would read it. Only on this answer, which no other site can cause (above).
+        // The app's data in the browser goes with the person; not on the confirmation, which other sites can cause.
         if let Some(clear) = &self.config.session.sign_out_clear_site_data {
             resp.headers_mut().insert("clear-site-data", clear.clone());
         }
