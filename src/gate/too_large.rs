@@ -10,6 +10,7 @@ use http::{HeaderMap, Response, StatusCode};
 use super::access::{self, AccessLine};
 use super::{response_headers, Decided, Gate, REQUEST_ID};
 use crate::body::Body;
+use crate::http1::framing::is_token_byte;
 use crate::pages::Page;
 use crate::routes::{classify, Route};
 
@@ -71,8 +72,7 @@ fn request_line(head: &[u8]) -> Option<(&str, &str)> {
     if parts.next().is_some() || !version.starts_with(b"HTTP/") {
         return None;
     }
-    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
-    if method.is_empty() || !method.iter().all(token) {
+    if method.is_empty() || !method.iter().all(|b| is_token_byte(*b)) {
         return None;
     }
     if target.is_empty() || !target.iter().all(|b| b.is_ascii_graphic()) {

@@ -428,7 +428,7 @@ pub fn quick_reading_agrees(bytes: &[u8]) -> bool {
 }
 
 /// A `tchar` (RFC 9110 §5.6.2): what a field name is made of.
-fn is_token_byte(b: u8) -> bool {
+pub(crate) fn is_token_byte(b: u8) -> bool {
     TOKEN_BYTES[usize::from(b)]
 }
 
