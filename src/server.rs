@@ -113,7 +113,7 @@ pub async fn serve(
         started.push((runtime, rx));
     }
     let shared = Arc::new(Shared {
-        too_large: gate.too_large(),
+        refusal: gate.refusal(),
         protocols: Protocols::new(&limits),
         open,
         gate: Arc::clone(&gate),
@@ -175,8 +175,8 @@ pub async fn serve(
 
 /// What every worker shares.
 struct Shared {
-    /// The HTTP/1 front's answer to a head too large to read.
-    too_large: front::TooLarge,
+    /// The HTTP/1 front's answers to heads it cannot read.
+    refusal: front::Refusal,
     protocols: Protocols,
     /// Every worker's connections, counted for the drain and against `server.max_connections`.
     open: Arc<OpenCount>,
@@ -544,7 +544,7 @@ impl Client<'_> {
                         max_header_bytes: limits.max_header_bytes,
                         largest_head: limits.largest_head(),
                         max_requests: limits.max_requests_per_connection,
-                        too_large: &self.shared.too_large,
+                        refusal: &self.shared.refusal,
                     };
                     let (unanswered, served) = match front::serve(&mut io, front).await {
                         Ended::Closed => return,

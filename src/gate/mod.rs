@@ -52,7 +52,7 @@ mod authn;
 mod endpoints;
 mod renewal;
 mod response_headers;
-mod too_large;
+mod unreadable;
 mod watch;
 
 use authn::Principal;
@@ -339,10 +339,10 @@ impl Gate {
         &self.metrics
     }
 
-    /// The HTTP/1 front's answer to a request head too large to read ([`too_large`]).
-    pub(crate) fn too_large(self: &Arc<Self>) -> crate::http1::server::TooLarge {
+    /// The HTTP/1 front's answers to request heads it cannot read ([`unreadable`]).
+    pub(crate) fn refusal(self: &Arc<Self>) -> crate::http1::server::Refusal {
         let gate = Arc::clone(self);
-        crate::http1::server::TooLarge::new(move |peer, head| too_large::answer(&gate, peer, head))
+        crate::http1::server::Refusal::new(move |peer, why, head| unreadable::answer(&gate, peer, why, head))
     }
 
     /// From now on `/_logto/readyz` answers 503: the process is shutting down.

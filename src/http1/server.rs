@@ -12,12 +12,14 @@
 //!   (RFC 9112 §6.3 item 6), or one `Transfer-Encoding` field saying `chunked` and nothing else and no
 //!   `Content-Length` (§6.3 item 4); and no `Expect` field but one `100-continue` on a request with a body.
 //!
-//! A head longer than `server.max_header_bytes`, or with more than [`MAX_HEADERS`] fields, is answered here: 431 with a
-//! page saying what to do ([`TooLarge`]; it is most often a site's cookies grown too large), then the connection
-//! closes, as hyper would close it. Any other head, every malformed one included, hands the connection over
-//! ([`Ended::HandOff`]) with all the bytes not yet answered, from that head's first byte: hyper reads them as a new
-//! connection's first request, answers errors itself (400, 414) and serves the connection from then on, and the
-//! request-smuggling check ([`crate::http1::framing`]) follows its bytes from the same point. A body served here is
+//! A head that cannot be read is answered here ([`Refusal`]) as hyper would answer it, but with a page saying what
+//! was wrong, then the connection closes: 431 for one longer than `server.max_header_bytes` or with more than
+//! [`MAX_HEADERS`] fields (most often a site's cookies grown too large), 414 for a target over [`MAX_TARGET`] bytes,
+//! 400 for one httparse refuses, or one to be served here whose target is not a URI ([`Malformed`]). Any other head hands the connection
+//! over ([`Ended::HandOff`]) with all the bytes not yet answered, from that head's first byte: hyper reads them as a
+//! new connection's first request, answers its errors itself (400 for a framing field it refuses) and serves the
+//! connection from then on, and the request-smuggling check ([`crate::http1::framing`]) follows its bytes from the
+//! same point. A body served here is
 //! delimited one way alone, so no request here can be framed two ways: a repeated or listed `Content-Length`, a list of
 //! codings, or a length next to `Transfer-Encoding`, goes to hyper and is refused there.
 //!
@@ -66,7 +68,6 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -79,9 +80,11 @@ use tokio::time::Instant;
 
 mod answer;
 mod reading;
+mod refusal;
 
 use self::answer::{bodyless, declared_length, encode_head, send_body};
 use self::reading::{Cut, Reading, Rest, CONTINUE};
+pub use self::refusal::{Malformed, Refusal, Unreadable};
 use super::body::{Chunk, Framing};
 use super::fields::Fields;
 use super::names::{self, Names};
@@ -116,68 +119,8 @@ pub struct Front<'a, H> {
     pub largest_head: usize,
     /// `server.max_requests_per_connection`: the connection closes after answering this many requests; 0: never.
     pub max_requests: u32,
-    /// The answer to a head over `server.max_header_bytes` or with too many fields ([`TooLarge`]).
-    pub too_large: &'a TooLarge,
-}
-
-/// The answer to a request head too large to read (longer than `server.max_header_bytes`, or with more than
-/// [`MAX_HEADERS`] fields): 431 (RFC 6585 §5) with a page saying what to do, as nginx's "Request Header Or Cookie
-/// Too Large" does (most often the site's cookies have grown; hyper's 431 has no body, and the browser shows only
-/// the number). The gate makes each one ([`TooLarge::new`]), so that it carries a request id and is logged and
-/// counted as its other answers; the connection closes after it, as the rest of the head cannot be read.
-#[derive(Clone)]
-pub struct TooLarge {
-    answer: Arc<AnswerTooLarge>,
-}
-
-/// Makes the answer to the head whose first bytes (all that was read, the request line first) came from a peer.
-type AnswerTooLarge = dyn Fn(SocketAddr, &[u8]) -> http::Response<Body> + Send + Sync;
-
-impl TooLarge {
-    /// `answer` makes the response; its fields are sent as they are, but for `Content-Length`, `Connection: close`
-    /// and `Date`, which the front sets. Its body must be ready at once (a page), else none is sent.
-    pub fn new(answer: impl Fn(SocketAddr, &[u8]) -> http::Response<Body> + Send + Sync + 'static) -> TooLarge {
-        TooLarge {
-            answer: Arc::new(answer),
-        }
-    }
-
-    /// The whole answer to `head` from `peer`, dated now.
-    fn bytes(&self, peer: SocketAddr, head: &[u8]) -> Vec<u8> {
-        let (parts, body) = (self.answer)(peer, head).into_parts();
-        let body = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(body))
-            .and_then(Result::ok)
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let mut out = Vec::with_capacity(512 + body.len());
-        let reason = parts.status.canonical_reason().unwrap_or("");
-        out.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", parts.status.as_str()).as_bytes());
-        for (name, value) in &parts.headers {
-            if matches!(*name, header::CONTENT_LENGTH | header::CONNECTION | header::DATE) {
-                continue;
-            }
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(format!("content-length: {}\r\nconnection: close\r\ndate: ", body.len()).as_bytes());
-        super::date::extend(&mut out);
-        out.extend_from_slice(b"\r\n\r\n");
-        out.extend_from_slice(&body);
-        out
-    }
-}
-
-impl Default for TooLarge {
-    /// A bare 431 (the front's own tests).
-    fn default() -> TooLarge {
-        TooLarge::new(|_, _| {
-            let mut resp = http::Response::new(crate::body::empty());
-            *resp.status_mut() = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-            resp
-        })
-    }
+    /// The answers to heads that cannot be read ([`Refusal`]).
+    pub refusal: &'a Refusal,
 }
 
 /// How a connection left the front.
@@ -209,7 +152,7 @@ where
         // `None` while the connection waits for a request: its buffers are in the worker's spare list.
         let mut slot: Option<Box<Conn>> = None;
         let mut served: u32 = 0;
-        loop {
+        let unreadable = loop {
             let (head, conn) = match next_head(&mut slot, io, &front).await {
                 Next::Head(head, conn) => (head, conn),
                 Next::HandOff(conn) => {
@@ -220,7 +163,7 @@ where
                 }
                 // Answered after the loop: awaited here, the matched `Next` (a whole `Head` in size) would stay in
                 // every connection's state for as long as it waits for a request.
-                Next::TooLarge => break,
+                Next::Refuse(why) => break why,
                 Next::Close => return Ended::Closed,
             };
             // Boxed, once per request: the pipeline's state and the writing are most of a connection's state, and
@@ -230,10 +173,10 @@ where
             if !Box::pin(answer(conn, io, head, &front, last)).await {
                 return Ended::Closed;
             }
-        }
-        // Only a head too large to read leaves the loop; its buffers are in `slot`. Boxed, as `answer` is.
+        };
+        // Only a head that cannot be read leaves the loop; its buffers are in `slot`. Boxed, as `answer` is.
         if let Some(conn) = slot.as_deref_mut() {
-            Box::pin(too_large(conn, io, &front)).await;
+            Box::pin(refuse(conn, io, &front, unreadable)).await;
         }
         Ended::Closed
     }
@@ -359,8 +302,8 @@ enum Next<'c> {
     /// A head to answer, and the connection's buffers (the rest of what it read).
     Head(Head, &'c mut Conn),
     HandOff(&'c mut Conn),
-    /// A head too large to read: answered with [`TooLarge`], then closed. The connection's buffers stay in its slot.
-    TooLarge,
+    /// A head that cannot be read: answered with [`Refusal`], then closed. The connection's buffers stay in its slot.
+    Refuse(Unreadable),
     Close,
 }
 
@@ -371,8 +314,8 @@ enum Parse {
     /// Not a whole head yet.
     Partial,
     HandOff,
-    /// Longer than `server.max_header_bytes`, or with more than [`MAX_HEADERS`] fields.
-    TooLarge,
+    /// Not to be read, nor handed over: hyper would answer it with the same status.
+    Refuse(Unreadable),
 }
 
 /// What ended a wait for a client's bytes.
@@ -397,8 +340,8 @@ async fn next_head<'c, I: AsyncRead + Unpin, H>(
             match conn.parse(front.max_header_bytes, front.idle_timeout) {
                 Parse::Head(head) => return Next::Head(head, slot.get_or_insert_with(unpark)),
                 Parse::HandOff => return Next::HandOff(slot.get_or_insert_with(unpark)),
-                Parse::TooLarge => return Next::TooLarge,
-                Parse::Partial if conn.buf.len() >= front.largest_head => return Next::TooLarge,
+                Parse::Refuse(why) => return Next::Refuse(why),
+                Parse::Partial if conn.buf.len() >= front.largest_head => return Next::Refuse(Unreadable::TooLarge),
                 Parse::Partial => {}
             }
         }
@@ -476,16 +419,24 @@ impl Conn {
             {
                 Ok(httparse::Status::Complete(len)) if len <= max_header_bytes => len,
                 Ok(httparse::Status::Partial) => return Parse::Partial,
-                Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => return Parse::TooLarge,
-                // Malformed: hyper's to answer.
-                _ => return Parse::HandOff,
+                Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
+                    return Parse::Refuse(Unreadable::TooLarge)
+                }
+                Err(e) => {
+                    return Parse::Refuse(Unreadable::Malformed(Malformed::from_httparse(e, req.method.is_some())))
+                }
             };
+            // As hyper reads a whole head: the target's length first, whatever the version.
+            if req.path.is_some_and(|target| target.len() > MAX_TARGET) {
+                return Parse::Refuse(Unreadable::TargetTooLong);
+            }
             let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
                 return Parse::HandOff;
             };
             let method = match Method::from_bytes(method.as_bytes()) {
-                Ok(method) if method != Method::CONNECT && target.len() <= MAX_TARGET => method,
-                _ => return Parse::HandOff,
+                Ok(method) if method != Method::CONNECT => method,
+                Ok(_) => return Parse::HandOff,
+                Err(_) => return Parse::Refuse(Unreadable::Malformed(Malformed::Method)),
             };
             let start = names::offset(&self.buf, target.as_bytes());
             self.spans.extend(names::spans(&self.buf, req.headers));
@@ -541,7 +492,8 @@ impl Conn {
         }
         let head = self.buf.split_to(len).freeze();
         let Ok(uri) = Uri::from_maybe_shared(head.slice(target)) else {
-            return put_back(&mut self.buf, head);
+            put_back(&mut self.buf, head);
+            return Parse::Refuse(Unreadable::Malformed(Malformed::Target));
         };
         let mut fields = self.fields.take().unwrap_or_default();
         fields.reserve(self.spans.len());
@@ -550,7 +502,8 @@ impl Conn {
             let Ok(value) = HeaderValue::from_maybe_shared(head.slice(value_start..value_end)) else {
                 fields.clear();
                 self.fields = Some(fields);
-                return put_back(&mut self.buf, head);
+                put_back(&mut self.buf, head);
+                return Parse::HandOff;
             };
             if name == header::CONNECTION && hop::connection_options(&value).any(|o| o.eq_ignore_ascii_case("close")) {
                 keep_alive = false;
@@ -716,19 +669,24 @@ pub fn read_head(bytes: &[u8], max_header_bytes: usize) -> Option<(usize, Reques
             assert_eq!(&conn.buf[..], &bytes[len..], "the bytes after a served head stay");
             Some((len, head.request))
         }
-        Parse::Partial | Parse::HandOff | Parse::TooLarge => {
+        Parse::Partial | Parse::HandOff | Parse::Refuse(_) => {
             assert_eq!(&conn.buf[..], bytes, "every byte stays for hyper");
             None
         }
     }
 }
 
-/// Answers a head too large to read with `front.too_large`, then closes the connection once the client has read it
+/// Answers a head that cannot be read with `front.refusal`, then closes the connection once the client has read it
 /// (whatever it still sends read and dropped for at most `server.header_read_timeout`, as after any answer that
 /// closes: closing with its bytes unread would reset the connection under the answer).
-async fn too_large<I: AsyncRead + AsyncWrite + Unpin, H>(conn: &mut Conn, io: &mut I, front: &Front<'_, H>) {
+async fn refuse<I: AsyncRead + AsyncWrite + Unpin, H>(
+    conn: &mut Conn,
+    io: &mut I,
+    front: &Front<'_, H>,
+    why: Unreadable,
+) {
     let within = front.header_read_timeout;
-    let answer = front.too_large.bytes(front.peer, &conn.buf);
+    let answer = front.refusal.bytes(front.peer, why, &conn.buf);
     let written = crate::deadlines::timeout_at(Instant::now() + within, || async {
         io.write_all(&answer).await?;
         io.flush().await?;
@@ -741,12 +699,11 @@ async fn too_large<I: AsyncRead + AsyncWrite + Unpin, H>(conn: &mut Conn, io: &m
 }
 
 /// Puts a head taken out of `buf` back in front of it, for hyper (a copy, on this rare path only).
-fn put_back(buf: &mut BytesMut, head: Bytes) -> Parse {
+fn put_back(buf: &mut BytesMut, head: Bytes) {
     let mut whole = BytesMut::with_capacity(head.len() + buf.len());
     whole.put_slice(&head);
     whole.put_slice(buf);
     *buf = whole;
-    Parse::HandOff
 }
 
 #[cfg(test)]

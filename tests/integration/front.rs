@@ -383,8 +383,8 @@ async fn answers_are_framed_dated_and_closed_as_http_1_1_says() {
     assert!(buf.is_empty() && rest.is_empty(), "nothing after the last answer");
 }
 
-/// After requests the front served, an HTTP/1.0 or malformed head is hyper's to answer, and one too large to read
-/// is answered with the front's 431 page; either way the connection closes after it.
+/// After requests the front served, an HTTP/1.0 head is hyper's to answer, and a malformed one or one too large to
+/// read is answered with the front's page (400, 431); either way the connection closes after it.
 #[tokio::test]
 async fn http_1_0_malformed_and_oversized_heads_after_served_requests_are_answered_and_close() {
     let s = Stack::start().await;
@@ -420,6 +420,115 @@ async fn http_1_0_malformed_and_oversized_heads_after_served_requests_are_answer
             );
         }
     }
+}
+
+/// A head that cannot be read is answered as the gate answers any request it refuses, not with hyper's bare status:
+/// a page naming what was wrong, a request id the person can quote, `[response_headers]`, a count in the requests
+/// metric (its access line: the JSON log test), and the connection closed after it, whether it came first or after
+/// requests the front served. Nothing reaches the upstream.
+#[tokio::test]
+async fn malformed_heads_and_overlong_targets_get_the_gates_page_id_and_count() {
+    let metrics_port = free_port();
+    let line: &'static str =
+        Box::leak(format!("metrics_listen = \"127.0.0.1:{metrics_port}\"\nmax_header_bytes = 131072").into_boxed_str());
+    let s = Stack::edited(IdpOptions::default(), "", "", |t| {
+        format!(
+            "{}\n[response_headers]\nStrict-Transport-Security = \"max-age=60\"\n",
+            in_server(line)(t)
+        )
+    })
+    .await;
+    let (_, cookie) = s.signed_in().await;
+    let seen = s.upstream.count();
+    let served = get("/a", &cookie, "");
+    let cases = [
+        (
+            "GET /b HTTP/1.1\r\nHost a\r\n\r\n".to_owned(),
+            "400",
+            "a header field&#39;s name",
+        ),
+        (
+            "GET /b HTTP/1.1\r\nHost: a\r\nX: \u{1}\r\n\r\n".to_owned(),
+            "400",
+            "a header field&#39;s value",
+        ),
+        (
+            "GET\t/b HTTP/1.1\r\nHost: a\r\n\r\n".to_owned(),
+            "400",
+            "the request method",
+        ),
+        (
+            "GET /b HTTP/1.1\r\nHost: a\r\nX: a\r\n folded\r\n\r\n".to_owned(),
+            "400",
+            "starts with white space",
+        ),
+        (
+            "GET /b c HTTP/1.1\r\nHost: a\r\n\r\n".to_owned(),
+            "400",
+            "one space apart",
+        ),
+        (
+            "GET http://[::1 HTTP/1.1\r\nHost: a\r\n\r\n".to_owned(),
+            "400",
+            "the address (request target)",
+        ),
+        (
+            format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(70_000)),
+            "414",
+            "longer than this site accepts (65534 bytes)",
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (after, (head, status, says)) in [false, true]
+        .into_iter()
+        .flat_map(|a| cases.iter().map(move |c| (a, c)))
+    {
+        let sent = if after { served.clone() + head } else { head.clone() };
+        let text = exchange_until_closed(s.gate.port, sent.as_bytes()).await;
+        let expected: &[&str] = if after { &["200", status] } else { &[status] };
+        // Status lines only: a page may name the version.
+        let starts: Vec<usize> = text
+            .match_indices("HTTP/1.1 ")
+            .map(|(i, _)| i)
+            .filter(|&i| text.as_bytes().get(i + 9).is_some_and(u8::is_ascii_digit))
+            .collect();
+        let found: Vec<&str> = starts.iter().map(|&i| &text[i + 9..i + 12]).collect();
+        assert_eq!(found, expected, "{head:.80}: {text:.600}");
+        let answer = &text[starts[starts.len() - 1]..];
+        for field in [
+            "content-type: text/html; charset=utf-8",
+            "connection: close",
+            "strict-transport-security: max-age=60",
+            "x-frame-options: DENY",
+        ] {
+            assert!(answer.contains(field), "{field}: {head:.80}: {answer:.600}");
+        }
+        let id = answer
+            .lines()
+            .find_map(|l| l.strip_prefix("x-request-id: "))
+            .unwrap_or_else(|| panic!("{answer:.600}"))
+            .to_owned();
+        let page = answer.split_once("\r\n\r\n").map_or("", |(_, page)| page);
+        assert!(page.contains(says), "{head:.80}: {answer}");
+        assert!(page.contains(&id), "the request id on the page: {answer}");
+        assert!(!ids.contains(&id), "{id}");
+        ids.push(id);
+    }
+    assert_eq!(
+        s.upstream.count(),
+        seen + cases.len(),
+        "only the served requests reach the app"
+    );
+    metrics_until(
+        metrics_port,
+        "logto_gate_requests_total{route=\"app\",status=\"400\"} 12\n",
+    )
+    .await;
+    metrics_until(
+        metrics_port,
+        "logto_gate_requests_total{route=\"app\",status=\"414\"} 2\n",
+    )
+    .await;
 }
 
 #[tokio::test]

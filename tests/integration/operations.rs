@@ -343,6 +343,15 @@ async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
         .unwrap();
     assert_eq!(too_large.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     let too_large_id = too_large.headers()["x-request-id"].to_str().unwrap().to_owned();
+    // A malformed head too (a field name with a space): logged as the front's answer, with its id.
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let malformed = exchange_until_closed(port, b"PUT /bad/head?token=query-secret HTTP/1.1\r\nX Bad: 1\r\n\r\n").await;
+    assert!(malformed.starts_with("HTTP/1.1 400 "), "{malformed}");
+    let malformed_id = malformed
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .unwrap_or_else(|| panic!("{malformed}"))
+        .to_owned();
     let (lines, parsed) = stopped_log(&mut gate).await;
     let access: Vec<&Value> = parsed.iter().filter(|v| v["target"] == "logto_gate::access").collect();
     assert!(access.len() >= 6, "{lines:#?}");
@@ -384,6 +393,13 @@ async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
             && a["method"] == "GET"
             && a["status"] == 431
             && a["request_id"] == too_large_id.as_str()),
+        "{lines:#?}"
+    );
+    assert!(
+        access.iter().any(|a| a["path"] == "/bad/head"
+            && a["method"] == "PUT"
+            && a["status"] == 400
+            && a["request_id"] == malformed_id.as_str()),
         "{lines:#?}"
     );
     let all = lines.join("\n");

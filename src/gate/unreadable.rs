@@ -1,7 +1,8 @@
-//! The answer to a request head the HTTP/1 front could not read whole (over `server.max_header_bytes`, or with too
-//! many fields): 431 (RFC 6585 §5) with a page saying what to do, answered as the gate answers any request: a
-//! request id on the page and in `X-Request-Id`, `[response_headers]`, an access line and the request's count in the
-//! requests metric. Only the request line is read of the head, and only to log its method and path.
+//! The answers to request heads the HTTP/1 front cannot read ([`Unreadable`]: malformed, 400; a target too long,
+//! 414; too large, 431 (RFC 6585 §5)), each with a page saying what was wrong and what to do, answered as the gate
+//! answers any request: a request id on the page and in `X-Request-Id`, `[response_headers]`, an access line and the
+//! request's count in the requests metric. Only the request line is read of the head, and only to log its method and
+//! path.
 
 use std::net::SocketAddr;
 
@@ -11,16 +12,21 @@ use super::access::{self, AccessLine};
 use super::{response_headers, Decided, Gate, REQUEST_ID};
 use crate::body::Body;
 use crate::http1::framing::is_token_byte;
+use crate::http1::server::Unreadable;
 use crate::pages::Page;
 use crate::routes::{classify, Route};
 
 /// Logged for a method or a path the request line does not give sanely (as nginx's `-`).
 const UNKNOWN: &str = "-";
 
-/// The 431 to the head whose first bytes are `head`, from `peer`.
-pub(super) fn answer(gate: &Gate, peer: SocketAddr, head: &[u8]) -> Response<Body> {
-    let (method, path) = request_line(head).unwrap_or((UNKNOWN, UNKNOWN));
-    // The head's fields are not read (they are what was too large): a proxy's request id is not taken either.
+/// The answer to the head whose first bytes are `head`, from `peer`, unreadable for `why`.
+pub(super) fn answer(gate: &Gate, peer: SocketAddr, why: Unreadable, head: &[u8]) -> Response<Body> {
+    let (method, mut path) = request_line(head).unwrap_or((UNKNOWN, UNKNOWN));
+    if why == Unreadable::TargetTooLong {
+        // The path is what was refused: tens of kilobytes the client chose, not put in the log.
+        path = UNKNOWN;
+    }
+    // The head's fields are not read (they may be what is wrong): a proxy's request id is not taken either.
     let request_id = gate.request_id(&HeaderMap::new(), peer);
     let route = if path.starts_with('/') {
         classify(path)
@@ -37,18 +43,39 @@ pub(super) fn answer(gate: &Gate, peer: SocketAddr, head: &[u8]) -> Response<Bod
         started: None,
         decided: Decided::new(access::wanted(route)),
         pending: true,
-        // Not read: it is among the fields that were too large.
+        // Not read, as the other fields.
         trace_id: None,
     };
-    let mut resp = Page::new(
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        "request_header_fields_too_large",
-        "Request too large",
-        "Your browser sent more header data than this site accepts, most often too many or too large cookies. \
-         Clear this site's cookies, then try again.",
-    )
-    .with_request_id(request_id.to_str().unwrap_or(""))
-    .render(true, &gate.config.pages.look);
+    let page = match why {
+        Unreadable::Malformed(malformed) => Page::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "Bad request",
+            format!(
+                "This site cannot read the request your browser or program sent: {malformed}. Try again; if this \
+                 keeps happening, the program sending it needs mending."
+            ),
+        ),
+        Unreadable::TargetTooLong => Page::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            "Address too long",
+            format!(
+                "The address of this request is longer than this site accepts ({} bytes). Follow a shorter link.",
+                crate::http1::server::MAX_TARGET
+            ),
+        ),
+        Unreadable::TooLarge => Page::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request_header_fields_too_large",
+            "Request too large",
+            "Your browser sent more header data than this site accepts, most often too many or too large cookies. \
+             Clear this site's cookies, then try again.",
+        ),
+    };
+    let mut resp = page
+        .with_request_id(request_id.to_str().unwrap_or(""))
+        .render(true, &gate.config.pages.look);
     // The app that would have served it is not known (the `Host` field was not read): the gate's own fields.
     if !gate.config.response_headers.is_empty() {
         response_headers::apply(&mut resp, &gate.config.response_headers);
