@@ -339,12 +339,6 @@ impl Gate {
         &self.metrics
     }
 
-    /// The HTTP/1 front's answers to request heads it cannot read ([`unreadable`]).
-    pub(crate) fn refusal(self: &Arc<Self>) -> crate::http1::server::Refusal {
-        let gate = Arc::clone(self);
-        crate::http1::server::Refusal::new(move |peer, why, head| unreadable::answer(&gate, peer, why, head))
-    }
-
     /// From now on `/_logto/readyz` answers 503: the process is shutting down.
     pub fn begin_draining(&self) {
         self.draining.store(true, Ordering::Release);

@@ -5,6 +5,7 @@
 //! path.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::{HeaderMap, Response, StatusCode};
 
@@ -19,8 +20,16 @@ use crate::routes::{classify, Route};
 /// Logged for a method or a path the request line does not give sanely (as nginx's `-`).
 const UNKNOWN: &str = "-";
 
+impl Gate {
+    /// The HTTP/1 front's answers to request heads it cannot read.
+    pub(crate) fn refusal(self: &Arc<Self>) -> crate::http1::server::Refusal {
+        let gate = Arc::clone(self);
+        crate::http1::server::Refusal::new(move |peer, why, head| answer(&gate, peer, why, head))
+    }
+}
+
 /// The answer to the head whose first bytes are `head`, from `peer`, unreadable for `why`.
-pub(super) fn answer(gate: &Gate, peer: SocketAddr, why: Unreadable, head: &[u8]) -> Response<Body> {
+fn answer(gate: &Gate, peer: SocketAddr, why: Unreadable, head: &[u8]) -> Response<Body> {
     let (method, mut path) = request_line(head).unwrap_or((UNKNOWN, UNKNOWN));
     if why == Unreadable::TargetTooLong {
         // The path is what was refused: tens of kilobytes the client chose, not put in the log.
