@@ -124,33 +124,37 @@ fn load_upstream_roots(p: &mut Problems, config: &mut Config) {
 }
 
 /// Every upstream's `request_headers_files`, read once each (the same file may serve several entries) into its
-/// `request_headers`: the text without the line break a secret file often ends with, as a sensitive field value.
+/// `request_headers` ([`field_value_from_file`]). The list stays: the gate re-reads the files when they change.
 fn load_request_field_files(p: &mut Problems, config: &mut Config) {
     let mut read: HashMap<PathBuf, Option<http::HeaderValue>> = HashMap::new();
     let upstreams = std::iter::once(&mut config.upstream).chain(config.routes.iter_mut().map(|r| &mut r.upstream));
     for upstream in upstreams {
-        for file in std::mem::take(&mut upstream.request_header_files) {
+        for file in &upstream.request_header_files {
             let value = read
                 .entry(file.path.clone())
-                .or_insert_with(|| {
-                    let text = read_secret(p, &file.key, &file.path)?;
-                    match http::HeaderValue::from_str(&text) {
-                        Ok(mut v) => {
-                            v.set_sensitive(true);
-                            Some(v)
-                        }
-                        Err(_) => {
-                            let at = file.path.display();
-                            p.add(&file.key, format!("{at} {}", super::upstream::NOT_A_FIELD_VALUE));
-                            None
-                        }
-                    }
-                })
+                .or_insert_with(|| field_value_from_file(&file.path).map_err(|e| p.add(&file.key, e)).ok())
                 .clone();
             if let Some(value) = value {
-                upstream.request_headers.push((file.name, Some(value)));
+                upstream.request_headers.push((file.name.clone(), Some(value)));
             }
         }
+    }
+}
+
+/// A request field's value from the file at `path`: its text without the line break a secret file often ends with,
+/// as a sensitive field value. The error says what is wrong with the file, naming it.
+pub(crate) fn field_value_from_file(path: &Path) -> Result<http::HeaderValue, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => s.trim_end_matches(['\r', '\n']).to_owned(),
+        Ok(_) => return Err(format!("{} is empty", path.display())),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    match http::HeaderValue::from_str(&text) {
+        Ok(mut v) => {
+            v.set_sensitive(true);
+            Ok(v)
+        }
+        Err(_) => Err(format!("{} {}", path.display(), super::upstream::NOT_A_FIELD_VALUE)),
     }
 }
 

@@ -43,6 +43,7 @@ mod upstream;
 
 use checks::Pending;
 use checks::Problems;
+pub(crate) use files::field_value_from_file;
 pub(crate) use logto::scope_for_claim;
 use raw::RawConfig;
 
@@ -245,7 +246,7 @@ pub struct UpstreamConfig {
     /// never indexed by HPACK).
     pub request_headers: Vec<(HeaderName, Option<HeaderValue>)>,
     /// `request_headers_files`: fields whose values are read from files once the configuration is valid (then added
-    /// to `request_headers`; empty afterwards), merged with the inline ones as they are.
+    /// to `request_headers`, merged with the inline ones as they are), and read again by the gate when they change.
     pub request_header_files: Vec<FieldFile>,
     /// `tls_server_name`: the name sent in SNI (RFC 6066 §3) and verified in the app's certificate (RFC 9110
     /// §4.3.4) in place of the URL's host, for an app reached at an address its certificate does not name.

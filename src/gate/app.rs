@@ -144,6 +144,7 @@ impl Gate {
             let fields = &self.config.routes[route].upstream.request_headers;
             if !fields.is_empty() {
                 set_request_fields(headers, fields);
+                self.field_files.apply(route, headers);
             }
             // 5. forward
             let mut resp = self.forwarders[route]

@@ -50,6 +50,7 @@ mod access;
 mod app;
 mod authn;
 mod endpoints;
+mod field_files;
 mod renewal;
 mod response_headers;
 mod unreadable;
@@ -170,6 +171,8 @@ pub struct Gate {
     refresher: Refresher,
     /// The upstreams' forwarders, one per `config.routes` entry.
     forwarders: Vec<Forwarder>,
+    /// The request fields whose values come from files, kept current.
+    field_files: field_files::FieldFiles,
     managed: ManagedHeaders,
     kept_claims: Vec<ClaimPath>,
     /// The extended claims the gate reads (see [`EXTENDED_CLAIMS`]): an ID token without one of them makes it ask
@@ -315,6 +318,7 @@ impl Gate {
             rules_read_client_ip: config.policy.rules.iter().any(|r| r.client_ips.is_some()),
             rules_ask_max_age,
             forwarded_host,
+            field_files: field_files::FieldFiles::new(&config),
             config,
             oidc,
             sessions,

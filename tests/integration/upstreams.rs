@@ -1,6 +1,8 @@
 //! Several apps behind one gate: `[[upstreams]]` routed by host and path prefix (an entry for the request's host
 //! before one for every host, then the longest prefix), `strip_prefix`, `[upstream]` as the default, and the errors a routing table can have.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 
 use crate::support::*;
@@ -1004,6 +1006,106 @@ async fn request_header_values_can_come_from_files() {
     )
     .expect_err("two lines");
     assert!(err.to_string().contains("is not a valid header value"), "{err}");
+}
+
+/// A field's file that changes is read again without a restart, whether Kubernetes updates the mounted secret (a
+/// link swapped in one rename) or an operator writes it in place; a new text that cannot be a field keeps the value
+/// in use, with a warning naming the key and the file. No value is ever logged.
+#[tokio::test]
+async fn a_request_field_file_that_changes_is_read_again_without_a_restart() {
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A Kubernetes secret volume: api-key -> ..data/api-key, ..data -> ..v1.
+    std::fs::create_dir(d.join("..v1")).unwrap();
+    std::fs::write(d.join("..v1/api-key"), "secret-one\n").unwrap();
+    std::os::unix::fs::symlink("..v1", d.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/api-key", d.join("api-key")).unwrap();
+    // A second file, in place: once its change is seen, every change made before it has been checked too.
+    let marker = d.join("marker");
+    std::fs::write(&marker, "m0").unwrap();
+    let files = format!(
+        "request_headers_files = {{ \"X-Api-Key\" = \"{}\", \"X-Marker\" = \"{}\" }}",
+        d.join("api-key").display(),
+        marker.display()
+    );
+    let mut gate = logging_json(&idp, &upstream, "info", |t| {
+        format!(
+            "{}\n[[rules]]\nprefix = \"/\"\nallow = \"public\"\n",
+            t.replace("[upstream]\n", &format!("[upstream]\n{files}\n"))
+        )
+    })
+    .await;
+    let url = gate.url();
+    let seen = || async {
+        let r = plain().get(format!("{url}/page")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let last = upstream.last();
+        let field = |name| last.header(name).unwrap_or("").to_owned();
+        (field("x-api-key"), field("x-marker"))
+    };
+    // Each change within 10 s (the files are checked every 2 s).
+    let until = |key: &'static str, mark: &'static str| {
+        let seen = &seen;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let now = seen().await;
+                if now == (key.to_owned(), mark.to_owned()) {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "still {now:?}, not {key}, {mark}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(seen().await, ("secret-one".to_owned(), "m0".to_owned()));
+    // Kubernetes' update: a new directory, then the link swapped in one rename.
+    std::fs::create_dir(d.join("..v2")).unwrap();
+    std::fs::write(d.join("..v2/api-key"), "secret-two\n").unwrap();
+    std::os::unix::fs::symlink("..v2", d.join("..data_tmp")).unwrap();
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    until("secret-two", "m0").await;
+    // Written in place.
+    std::fs::write(d.join("..v2/api-key"), "secret-three").unwrap();
+    until("secret-three", "m0").await;
+    // Two lines, then an empty file: neither is a value; the one in use stays.
+    for (bad, mark) in [("two\nlines\n", "m1"), ("\n", "m2")] {
+        std::fs::write(d.join("..v2/api-key"), bad).unwrap();
+        std::fs::write(&marker, mark).unwrap();
+        until("secret-three", mark).await;
+    }
+    // Mended: read again.
+    std::fs::write(d.join("..v2/api-key"), "secret-four").unwrap();
+    until("secret-four", "m2").await;
+    let (lines, parsed) = stopped_log(&mut gate).await;
+    let warnings: Vec<&serde_json::Value> = parsed
+        .iter()
+        .filter(|l| l["level"] == "WARN" && l["key"] == "upstream.request_headers_files.X-Api-Key")
+        .collect();
+    assert_eq!(warnings.len(), 2, "{lines:#?}");
+    assert!(
+        warnings[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not a valid header value")
+            && warnings[1]["error"].as_str().unwrap().contains("is empty"),
+        "{warnings:#?}"
+    );
+    let reloads = parsed
+        .iter()
+        .filter(|l| l["message"] == "request field value reloaded")
+        .count();
+    // secret-two, -three, -four, and the marker's m1 and m2.
+    assert_eq!(reloads, 5, "{lines:#?}");
+    let all = lines.join("\n");
+    for value in ["secret-one", "secret-two", "secret-three", "secret-four", "lines"] {
+        assert!(!all.contains(value), "a log line has a value ({value}):\n{all}");
+    }
 }
 
 /// The access token is a credential for Logto's APIs: only the apps that need it should get it. An
