@@ -442,7 +442,8 @@ type Field = (HeaderName, Option<HeaderValue>);
 /// `<at>.request_headers`: `name = "value"` sets a field on every request to the app (replacing the client's), `""`
 /// removes the client's (Pomerium's `set_request_headers` and `remove_request_headers`); and
 /// `<at>.request_headers_files`: `name = "/path"` sets it to the file's text, read once the configuration is valid
-/// (a credential kept in a Kubernetes secret or a systemd credential, as oauth2-proxy's `fromFile`). Refused for the
+/// and again by the gate when it changes (a credential kept in a Kubernetes secret or a systemd credential, as
+/// oauth2-proxy's `fromFile`). Refused for the
 /// fields the gate frames by or sets itself (`crate::identity::reserved_kind`), an identity field of `[headers]`
 /// and, where the gate sends its own there, `Authorization`; names are compared as PHP, WSGI and CGI read them (`_`
 /// as `-`), since `X_Forwarded_User` reaches such an app as `X-Forwarded-User`. A name in both tables is refused.

@@ -12,16 +12,16 @@
 //!   (RFC 9112 §6.3 item 6), or one `Transfer-Encoding` field saying `chunked` and nothing else and no
 //!   `Content-Length` (§6.3 item 4); and no `Expect` field but one `100-continue` on a request with a body.
 //!
-//! A head that cannot be read is answered here ([`Refusal`]) as hyper would answer it, but with a page saying what
-//! was wrong, then the connection closes: 431 for one longer than `server.max_header_bytes` or with more than
+//! A head that cannot be read is answered here ([`Refusal`]) as hyper would answer it, but with a page saying what was
+//! wrong, then the connection closes: 431 for one longer than `server.max_header_bytes` or with more than
 //! [`MAX_HEADERS`] fields (most often a site's cookies grown too large), 414 for a target over [`MAX_TARGET`] bytes,
-//! 400 for one httparse refuses, or one to be served here whose target is not a URI ([`Malformed`]). Any other head hands the connection
-//! over ([`Ended::HandOff`]) with all the bytes not yet answered, from that head's first byte: hyper reads them as a
-//! new connection's first request, answers its errors itself (400 for a framing field it refuses) and serves the
-//! connection from then on, and the request-smuggling check ([`crate::http1::framing`]) follows its bytes from the
-//! same point. A body served here is
-//! delimited one way alone, so no request here can be framed two ways: a repeated or listed `Content-Length`, a list of
-//! codings, or a length next to `Transfer-Encoding`, goes to hyper and is refused there.
+//! 400 for one httparse refuses, or one to be served here whose target is not a URI ([`Malformed`]). Any other head
+//! hands the connection over ([`Ended::HandOff`]) with all the bytes not yet answered, from that head's first byte:
+//! hyper reads them as a new connection's first request, answers its errors itself (400 for a framing field it refuses)
+//! and serves the connection from then on, and the request-smuggling check ([`crate::http1::framing`]) follows its
+//! bytes from the same point. A body served here is delimited one way alone, so no request here can be framed two ways:
+//! a repeated or listed `Content-Length`, a list of codings, or a length next to `Transfer-Encoding`, goes to hyper and
+//! is refused there.
 //!
 //! A body ([`crate::http1::request_body`], [`reading`]) is read while its request is handled, a piece at a time as its
 //! reader (an endpoint, or the upstream request) takes it, never past its end: what follows it is the next request. A

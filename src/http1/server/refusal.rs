@@ -62,7 +62,7 @@ impl Malformed {
             httparse::Error::HeaderName => Malformed::FieldName,
             httparse::Error::HeaderValue => Malformed::FieldValue,
             httparse::Error::NewLine => Malformed::LineEnd,
-            // `Version`, and the two that requests cannot give (`Status`; `TooManyHeaders` is [`Unreadable::TooLarge`]).
+            // `Version`, and two a request cannot give here (`Status`; `TooManyHeaders` is a 431).
             _ => Malformed::Version,
         }
     }
