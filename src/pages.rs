@@ -38,6 +38,8 @@ pub struct Page {
     pub framed: bool,
     /// The request's id (`X-Request-Id`), for a person to quote when asking for help ([`Page::with_request_id`]).
     pub request_id: Option<String>,
+    /// Goes on to its link at once, the address's fragment appended ([`Page::carrying_fragment`]).
+    pub carry_fragment: bool,
 }
 
 /// A [`Page`]'s button (see [`Page::with_form`]).
@@ -59,7 +61,18 @@ impl Page {
             form: None,
             framed: false,
             request_id: None,
+            carry_fragment: false,
         }
+    }
+
+    /// A page that goes on to its link at once, with the fragment of its own address (`#/reports/42`: browsers
+    /// never send it, and a redirect carries it only as far as the next page's own navigation) form-encoded onto the
+    /// link's end, whose last parameter must take it (`redirect=`). The one script the gate's pages run,
+    /// `FRAGMENT_SCRIPT`, allowed by its hash alone (CSP `script-src 'sha256-...'`); without scripts, a refresh
+    /// to the link as it is.
+    pub fn carrying_fragment(mut self) -> Self {
+        self.carry_fragment = true;
+        self
     }
 
     /// Shows the request's id (the one in the access log line and the app's `X-Request-Id`), so that whoever helps
@@ -126,9 +139,10 @@ impl Page {
             .as_ref()
             .map(|(href, text)| {
                 format!(
-                    "<p><a href=\"{}\"{target}>{}</a></p>",
+                    "<p><a{id} href=\"{}\"{target}>{}</a></p>",
                     escape_html(href),
-                    escape_html(text)
+                    escape_html(text),
+                    id = if self.carry_fragment { " id=\"continue\"" } else { "" },
                 )
             })
             .unwrap_or_default();
@@ -164,13 +178,23 @@ impl Page {
             .as_ref()
             .map(|id| format!(" · request <span class=\"request-id\">{}</span>", escape_html(id)))
             .unwrap_or_default();
+        let (refresh, script) = match (&self.link, self.carry_fragment) {
+            (Some((href, _)), true) => (
+                format!(
+                    "<noscript><meta http-equiv=\"refresh\" content=\"0; url={}\"></noscript>",
+                    escape_html(href)
+                ),
+                format!("<script>{FRAGMENT_SCRIPT}</script>"),
+            ),
+            _ => (String::new(), String::new()),
+        };
         let page = format!(
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-             <title>{head_title}</title><style>body{{font-family:system-ui,sans-serif;max-width:36em;\
+             {refresh}<title>{head_title}</title><style>body{{font-family:system-ui,sans-serif;max-width:36em;\
              margin:4em auto;padding:0 1em;color:#222}}h1{{font-size:1.4em}}.status{{color:#888}}{css}</style>\
              </head><body><h1>{title}</h1><p>{message}</p>{form}{link}{help}\
-             <p class=\"status\">{status} · {name}{request}</p></body></html>\n",
+             <p class=\"status\">{status} · {name}{request}</p>{script}</body></html>\n",
             css = look.stylesheet,
             message = escape_html(&self.message),
             status = self.status.as_u16(),
@@ -191,6 +215,13 @@ impl Page {
         if !look.stylesheet.is_empty() {
             csp = csp.replacen("style-src", "img-src data:; font-src data:; style-src", 1);
         }
+        if !script.is_empty() {
+            csp = csp.replacen(
+                "style-src",
+                &format!("script-src '{}'; style-src", fragment_script_hash()),
+                1,
+            );
+        }
         if let Some(f) = &self.form {
             // An origin that cannot be a field value: the page keeps `form-action 'self'` (the POST still does its
             // work; the browser then refuses the redirect onward).
@@ -207,7 +238,27 @@ impl Page {
     }
 }
 
-/// The gate's own pages run no script, load nothing, cannot be framed and submit forms only to the gate.
+/// The script of a page [`Page::carrying_fragment`]: on to the link (`id="continue"`), with the address's fragment,
+/// `#` included, form-encoded onto its end (`%23...`), or as it is when the address has none. It reads nothing but
+/// its own address and the gate's link, and only ever goes to that link.
+const FRAGMENT_SCRIPT: &str = "var a=document.getElementById(\"continue\"),h=location.hash;\
+    location.replace(h.length>1?a.href+encodeURIComponent(h):a.href);";
+
+/// `sha256-<base64>` of [`FRAGMENT_SCRIPT`], for CSP `script-src` (CSP Level 3 §8.4).
+fn fragment_script_hash() -> &'static str {
+    static HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        use base64::Engine;
+        let digest = ring::digest::digest(&ring::digest::SHA256, FRAGMENT_SCRIPT.as_bytes());
+        format!(
+            "sha256-{}",
+            base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+        )
+    });
+    &HASH
+}
+
+/// The gate's own pages run no script (but the one of a page [`Page::carrying_fragment`], by its hash), load
+/// nothing, cannot be framed and submit forms only to the gate.
 const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'";
 /// [`CSP`] for a page made for a frame ([`Page::in_frame`]). Both end in `form-action`, which a form extends.
 const CSP_IN_FRAME: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self'; form-action 'self'";
@@ -294,6 +345,43 @@ pub fn escape_html(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_page_carrying_the_fragment_runs_a_script_and_only_by_its_hash() {
+        let page = Page::new(StatusCode::UNAUTHORIZED, "unauthorized", "t", "m").with_link("/x?a=1&redirect=%2F", "go");
+        let csp = |resp: &Response<Body>| {
+            resp.headers()[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap_or("")
+                .to_owned()
+        };
+        let body = |resp: Response<Body>| {
+            let bytes = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(resp.into_body()));
+            String::from_utf8(bytes.unwrap().unwrap().to_bytes().to_vec()).unwrap()
+        };
+        let plain = page.clone().render(true, &Look::default());
+        assert!(!csp(&plain).contains("script-src"), "{}", csp(&plain));
+        assert!(!body(plain).contains("<script"));
+        let look = Look {
+            stylesheet: "h1{color:red}".into(),
+            ..Look::default()
+        };
+        let carrying = page.carrying_fragment().render(true, &look);
+        let policy = csp(&carrying);
+        assert!(
+            policy.starts_with("default-src 'none'; img-src data:; font-src data:; script-src 'sha256-")
+                && policy.contains(&format!("script-src '{}'; style-src", fragment_script_hash())),
+            "{policy}"
+        );
+        let html = body(carrying);
+        assert_eq!(html.matches("<script>").count(), 1);
+        assert!(html.contains(&format!("<script>{FRAGMENT_SCRIPT}</script>")), "{html}");
+        assert!(
+            html.contains("<a id=\"continue\" href=\"/x?a=1&amp;redirect=%2F\">go</a>"),
+            "{html}"
+        );
+        assert!(html.contains("<noscript><meta http-equiv=\"refresh\" content=\"0; url=/x?a=1&amp;redirect=%2F\">"));
+    }
 
     #[test]
     fn only_a_page_made_for_a_frame_may_be_framed_and_its_link_leaves_the_frame() {

@@ -142,15 +142,17 @@ fn is_safe(p: &str) -> bool {
     }
     // In the path, an encoded slash or backslash, or an encoded percent that could decode into one on a second
     // pass: an app that decodes its path before redirecting would read `/%2F%2Fhost` as `//host`. In the query they
-    // are an app's own parameters (`?next=%2Fadmin%2F`, a search for `a/b`), kept. Encoded control characters go
-    // nowhere.
+    // are an app's own parameters (`?next=%2Fadmin%2F`, a search for `a/b`), kept, and so in a fragment (never sent
+    // to a server: a hash router's `#/a%2Fb`). Encoded control characters go nowhere.
     let lower = p.to_ascii_lowercase();
-    let (path, query) = lower.split_once('?').unwrap_or((&lower, ""));
+    let (before, fragment) = lower.split_once('#').unwrap_or((&lower, ""));
+    let (path, query) = before.split_once('?').unwrap_or((before, ""));
     let refused = |part: &str, needles: &[&str]| needles.iter().any(|needle| part.contains(needle));
     const CONTROLS: [&str; 4] = ["%09", "%0a", "%0d", "%00"];
     !refused(path, &["%2f", "%5c", "%25"])
         && !refused(path, &CONTROLS)
         && !refused(query, &CONTROLS)
+        && !refused(fragment, &CONTROLS)
         && !has_slash_lookalike(path)
 }
 
@@ -207,6 +209,9 @@ mod tests {
             "/app",
             "/app/page?x=1&y=%20z",
             "/a/b#frag",
+            "/app#/reports/42?tab=1",
+            "/app#/a%2Fb%25",
+            "/app?q=1#/x",
             "/@user",
             "/a:b",
             "/login?next=%2Fadmin%2F",
@@ -246,6 +251,9 @@ mod tests {
             "/%09/evil.example",
             "/a?q=%0d%0aSet-Cookie:x",
             "/a?q=%00",
+            "/a#%0d%0a",
+            "/a%2F#/x",
+            "/#/a b",
             "/ /evil.example",
             "/\u{ff0f}evil.example",
             "/%EF%BC%8Fevil.example",

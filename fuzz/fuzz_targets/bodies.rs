@@ -33,6 +33,7 @@ fn codec() -> &'static CookieCodec {
             cookie_domain: None,
             revocation_file: None,
             sign_out_clear_site_data: None,
+            keep_url_fragment: false,
         })
     })
 }

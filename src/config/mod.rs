@@ -368,6 +368,10 @@ pub struct SessionConfig {
     /// `session.sign_out_clear_site_data`: the `Clear-Site-Data` field (W3C Clear Site Data) a sign-out answers with,
     /// its directives quoted and joined; `None` when the list is empty (the default).
     pub sign_out_clear_site_data: Option<http::HeaderValue>,
+    /// `session.keep_url_fragment`: a browser's navigation that needs a sign-in is answered with a page whose script
+    /// carries the address's fragment (`#/reports/42`, which browsers never send) into the sign-in, so that the
+    /// person comes back to it; `false` (the default): a redirect straight to Logto, the fragment lost.
+    pub keep_url_fragment: bool,
 }
 
 /// How the gate reaches Redis.

@@ -175,6 +175,7 @@ pub(super) struct RawSession {
     pub(super) revocation_file: Option<String>,
     #[serde(deserialize_with = "list_of_strings")]
     pub(super) sign_out_clear_site_data: Option<Vec<String>>,
+    pub(super) keep_url_fragment: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -219,6 +219,7 @@ pub(super) fn validate_session(
         cookie_domain,
         revocation_file,
         sign_out_clear_site_data,
+        keep_url_fragment: raw.keep_url_fragment.unwrap_or(false),
     })
 }
 

@@ -328,6 +328,34 @@ fn sign_out_clear_site_data_takes_the_specifications_directives_only() {
 }
 
 #[test]
+fn keep_url_fragment_is_off_unless_set_to_true() {
+    let with = |line: &str| {
+        Config::from_toml_str(
+            &MINIMAL.replace("[session]\n", &format!("[session]\n{line}\n")),
+            no_env(),
+        )
+    };
+    assert!(!with("").expect("valid").session.keep_url_fragment);
+    assert!(
+        with("keep_url_fragment = true")
+            .expect("valid")
+            .session
+            .keep_url_fragment
+    );
+    let e = with("keep_url_fragment = \"maybe\"")
+        .expect_err("not a boolean")
+        .to_string();
+    assert!(e.contains("keep_url_fragment"), "{e}");
+    let env = vec![("LOGTO_GATE_SESSION__KEEP_URL_FRAGMENT".to_owned(), "true".to_owned())];
+    assert!(
+        Config::from_toml_str(MINIMAL, env)
+            .expect("valid")
+            .session
+            .keep_url_fragment
+    );
+}
+
+#[test]
 fn the_revocation_file_is_for_the_cookie_store_without_redis() {
     let with = |line: &str| {
         Config::from_toml_str(

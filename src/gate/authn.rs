@@ -274,6 +274,11 @@ impl Gate {
             if req.method() == http::Method::HEAD {
                 return Ok(pages::redirect(StatusCode::FOUND, &self.sign_in_link(&back, max_age)));
             }
+            // The address's fragment never reaches the gate: a page's script brings it to the sign-in (the sign-in
+            // endpoint then starts it, as below). Only for this origin's pages: another host's return keeps none.
+            if self.config.session.keep_url_fragment && !back.is_absolute() {
+                return Ok(self.sign_in_carrying_fragment(&back, max_age, again));
+            }
             let options = SignInOptions {
                 max_age,
                 ..SignInOptions::default()
@@ -357,6 +362,30 @@ impl Gate {
             link.push_str(&format!("&max_age={max_age}"));
         }
         link
+    }
+
+    /// `session.keep_url_fragment`'s answer to a browser's navigation that needs a sign-in: 401 with a page that goes
+    /// on at once to `/_logto/sign-in`, back to `back` with the address's fragment ([`Page::carrying_fragment`]).
+    /// `redirect` comes last in the link, for the fragment to be appended to it. No attempt is started here: the
+    /// sign-in endpoint starts one. `again`: the session is older than `max_age` (the challenge says so).
+    fn sign_in_carrying_fragment(&self, back: &ReturnPath, max_age: Option<u64>, again: bool) -> Response<Body> {
+        let redirect = back.as_redirect_of("");
+        let link = match max_age {
+            Some(max_age) => format!("{}?max_age={max_age}&{}", paths::SIGN_IN, &redirect[1..]),
+            None => format!("{}{redirect}", paths::SIGN_IN),
+        };
+        let mut resp = Page::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Signing in",
+            "Taking you to the sign-in page.",
+        )
+        .with_link(self.config.server.public_url.join(&link), "Continue to sign in")
+        .carrying_fragment()
+        .render(true, &self.config.pages.look);
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, bearer_challenge(max_age, again));
+        resp
     }
 
     /// 401 for a request without a session (or, `again`, with one signed in longer ago than `max_age`) that is not a

@@ -9,11 +9,14 @@
 // sign-out is read on the signed-out page. Prints one JSON line with what it saw; exits non-zero
 // on any failure. The gate must let `/public` through without a session.
 // COOKIE_NAME names the session cookie (default logto_gate); an https gate's throwaway certificate is accepted.
+// FRAGMENT, when set, is the first page's fragment (`#` and FRAGMENT), which the sign-in must come back with
+// (session.keep_url_fragment).
 import { chromium } from 'playwright-core';
 
 const [gate, shots] = process.argv.slice(2);
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
-const target = `${gate}/dashboard?tab=reports&x=1`;
+const fragment = process.env.FRAGMENT ? `#${process.env.FRAGMENT}` : '';
+const target = `${gate}/dashboard?tab=reports&x=1${fragment}`;
 const cookieName = process.env.COOKIE_NAME || 'logto_gate';
 
 const browser = await chromium.launch({

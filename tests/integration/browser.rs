@@ -23,11 +23,12 @@ fn interactive_idp() -> Idp {
     })
 }
 
-/// Runs e2e.mjs against the gate at `gate_url` with session cookie `cookie_name` and returns what it saw, after
-/// the checks every run shares: the sign-in page, back to the exact URL, the identity, the cookie kept from page
+/// Runs e2e.mjs against the gate at `gate_url` with session cookie `cookie_name`, the first page's address ending in
+/// `#fragment` unless `fragment` is empty, and returns what it saw, after the checks every run shares: the sign-in
+/// page, back to the exact URL (its fragment too), the identity, the cookie kept from page
 /// scripts, another site's link to the sign-out confirmed first, sign-out from the gate and Logto, and a sign-in
 /// from a frame.
-async fn signs_in_and_out(chromium: &str, gate_url: &str, cookie_name: &str, shots: &str) -> Value {
+async fn signs_in_and_out(chromium: &str, gate_url: &str, cookie_name: &str, fragment: &str, shots: &str) -> Value {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("browser");
     idp::npm_ci(&dir, "playwright-core").unwrap_or_else(|e| panic!("{e}"));
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -42,6 +43,7 @@ async fn signs_in_and_out(chromium: &str, gate_url: &str, cookie_name: &str, sho
         .current_dir(&dir)
         .env("CHROMIUM", chromium)
         .env("COOKIE_NAME", cookie_name)
+        .env("FRAGMENT", fragment)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -64,9 +66,14 @@ async fn signs_in_and_out(chromium: &str, gate_url: &str, cookie_name: &str, sho
         result["signInPage"].as_str().unwrap().starts_with("/interaction/"),
         "{result}"
     );
+    let fragment = if fragment.is_empty() {
+        String::new()
+    } else {
+        format!("#{fragment}")
+    };
     assert_eq!(
         result["landedOn"],
-        format!("{gate_url}/dashboard?tab=reports&x=1"),
+        format!("{gate_url}/dashboard?tab=reports&x=1{fragment}"),
         "back to the exact URL"
     );
     assert_eq!(result["greeting"], "Hello, alice!");
@@ -105,7 +112,9 @@ async fn signs_in_and_out(chromium: &str, gate_url: &str, cookie_name: &str, sho
 /// session.
 const PUBLIC: &str = "[[rules]]\nprefix = \"/public\"\nallow = \"public\"\n";
 
-/// With `session.sign_out_clear_site_data`, the sign-out clears what the app kept in the browser.
+/// With `session.sign_out_clear_site_data`, the sign-out clears what the app kept in the browser; with
+/// `session.keep_url_fragment`, the sign-in comes back to a hash router's page (`#/reports/42`), which the page's
+/// script brought to the sign-in in Chromium.
 #[tokio::test]
 async fn a_real_browser_signs_in_sees_its_identity_and_signs_out() {
     let Some(chromium) = chromium() else {
@@ -116,11 +125,11 @@ async fn a_real_browser_signs_in_sees_its_identity_and_signs_out() {
     let gate = TestGate::start_edited(&idp, &upstream.url(), "", PUBLIC, |t| {
         t.replace(
             "[session]\n",
-            "[session]\nsign_out_clear_site_data = [\"cache\", \"storage\"]\n",
+            "[session]\nsign_out_clear_site_data = [\"cache\", \"storage\"]\nkeep_url_fragment = true\n",
         )
     })
     .await;
-    let seen = signs_in_and_out(&chromium, &gate.url(), "logto_gate", "plain").await;
+    let seen = signs_in_and_out(&chromium, &gate.url(), "logto_gate", "/reports/42", "plain").await;
     // `Clear-Site-Data` on the sign-out's redirect: the browser cleared what the app kept (http://127.0.0.1 is a
     // potentially trustworthy origin, where browsers honour it).
     assert_eq!(seen["storageAfterSignOut"], Value::Null, "{seen}");
@@ -157,7 +166,7 @@ async fn a_real_browser_signs_in_with_a_host_prefixed_cookie_over_tls() {
     )
     .await;
     let gate_url = format!("https://127.0.0.1:{}", gate.port);
-    let seen = signs_in_and_out(&chromium, &gate_url, "__Host-gate", "host-prefix").await;
+    let seen = signs_in_and_out(&chromium, &gate_url, "__Host-gate", "", "host-prefix").await;
     assert_eq!(seen["cookie"]["secure"], true, "{seen}");
     // Without `session.sign_out_clear_site_data` the browser keeps what the app stored.
     assert_eq!(seen["storageAfterSignOut"], "behind", "{seen}");

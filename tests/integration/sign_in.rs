@@ -36,6 +36,92 @@ async fn browser_navigation_signs_in_and_returns_to_the_exact_url_with_query() {
     assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
 }
 
+/// With `session.keep_url_fragment`, a navigation that needs a sign-in gets a page whose one script (allowed by its
+/// hash alone) brings the address's fragment to the sign-in link, and the sign-in comes back to the page with it: a
+/// hash router's `#/reports/42` survives. Run here as the script would run (the browser test runs it in Chromium).
+/// No attempt is started by the page; HEAD, frames and the default are unchanged.
+#[tokio::test]
+async fn a_navigation_keeps_its_url_fragment_through_sign_in_when_configured() {
+    let s = Stack::edited(IdpOptions::default(), "", "", |t| {
+        t.replace("[session]\n", "[session]\nkeep_url_fragment = true\n")
+    })
+    .await;
+    let gate = s.gate.url();
+    let navigate = |method: reqwest::Method, dest: &'static str| {
+        plain()
+            .request(method, format!("{gate}/deep/page?x=1"))
+            .header("accept", "text/html")
+            .header("sec-fetch-mode", "navigate")
+            .header("sec-fetch-dest", dest)
+            .send()
+    };
+    let resp = navigate(reqwest::Method::GET, "document").await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        resp.headers().get("set-cookie").is_none(),
+        "no attempt started by the page"
+    );
+    assert!(resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer "));
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    let page = resp.text().await.unwrap();
+    let script = page
+        .split_once("<script>")
+        .and_then(|(_, rest)| rest.split_once("</script>"))
+        .map(|(script, _)| script)
+        .unwrap_or_else(|| panic!("{page}"));
+    assert_eq!(page.matches("<script").count(), 1, "{page}");
+    let hash = {
+        use base64::Engine;
+        let digest = ring::digest::digest(&ring::digest::SHA256, script.as_bytes());
+        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+    };
+    assert!(
+        csp.contains(&format!("script-src 'sha256-{hash}'")) && csp.starts_with("default-src 'none'"),
+        "{csp}"
+    );
+    assert!(
+        script.contains("location.hash") && script.contains("encodeURIComponent"),
+        "{script}"
+    );
+    let link = format!("{gate}/_logto/sign-in?redirect=%2Fdeep%2Fpage%3Fx%3D1");
+    assert!(page.contains(&format!("<a id=\"continue\" href=\"{link}\">")), "{page}");
+    assert!(page.contains(&format!(
+        "<noscript><meta http-equiv=\"refresh\" content=\"0; url={link}\">"
+    )));
+    // What the script does with `#/reports/42?tab=1`: the link, the fragment form-encoded onto `redirect`.
+    let b = s.browser();
+    let (hops, resp) = b.navigate(&format!("{link}%23%2Freports%2F42%3Ftab%3D1")).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}");
+    let callback = hops
+        .iter()
+        .find(|h| h.url.starts_with(&format!("{gate}/_logto/callback")))
+        .expect("callback hop");
+    assert_eq!(
+        callback.location.as_deref(),
+        Some(format!("{gate}/deep/page?x=1#/reports/42?tab=1").as_str())
+    );
+    assert_eq!(s.upstream.last().path, "/deep/page?x=1");
+    // A HEAD navigation and a frame's are answered as before: the sign-in link, the frame's page.
+    let head = navigate(reqwest::Method::HEAD, "document").await.unwrap();
+    assert_eq!(head.status(), StatusCode::FOUND);
+    let frame = navigate(reqwest::Method::GET, "iframe").await.unwrap();
+    assert_eq!(frame.status(), StatusCode::UNAUTHORIZED);
+    assert!(!frame.text().await.unwrap().contains("<script"));
+    // Without the key: straight to Logto, as always.
+    let plain_stack = Stack::start().await;
+    let resp = plain()
+        .get(format!("{}/deep/page", plain_stack.gate.url()))
+        .header("accept", "text/html")
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FOUND);
+}
+
 #[tokio::test]
 async fn default_identity_headers_follow_oauth2_proxy() {
     let s = Stack::start().await;

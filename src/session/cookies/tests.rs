@@ -28,6 +28,7 @@ fn session_config(secrets: &[&str], cookie_name: &str) -> SessionConfig {
         cookie_domain: None,
         revocation_file: None,
         sign_out_clear_site_data: None,
+        keep_url_fragment: false,
     }
 }
 
