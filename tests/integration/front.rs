@@ -503,11 +503,7 @@ async fn malformed_heads_and_overlong_targets_get_the_gates_page_id_and_count() 
         ] {
             assert!(answer.contains(field), "{field}: {head:.80}: {answer:.600}");
         }
-        let id = answer
-            .lines()
-            .find_map(|l| l.strip_prefix("x-request-id: "))
-            .unwrap_or_else(|| panic!("{answer:.600}"))
-            .to_owned();
+        let id = raw_request_id(answer);
         let page = answer.split_once("\r\n\r\n").map_or("", |(_, page)| page);
         assert!(page.contains(says), "{head:.80}: {answer}");
         assert!(page.contains(&id), "the request id on the page: {answer}");

@@ -52,11 +52,7 @@ async fn oversized_cookies_are_refused_with_431() {
     ] {
         let answer = exchange_until_closed(s.gate.port, head.as_bytes()).await;
         assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
-        let id = answer
-            .lines()
-            .find_map(|l| l.strip_prefix("x-request-id: "))
-            .unwrap_or_else(|| panic!("{answer}"))
-            .to_owned();
+        let id = raw_request_id(&answer);
         assert!(!ids.contains(&id), "{id}");
         ids.push(id);
     }

@@ -347,11 +347,7 @@ async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
     let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
     let malformed = exchange_until_closed(port, b"PUT /bad/head?token=query-secret HTTP/1.1\r\nX Bad: 1\r\n\r\n").await;
     assert!(malformed.starts_with("HTTP/1.1 400 "), "{malformed}");
-    let malformed_id = malformed
-        .lines()
-        .find_map(|l| l.strip_prefix("x-request-id: "))
-        .unwrap_or_else(|| panic!("{malformed}"))
-        .to_owned();
+    let malformed_id = raw_request_id(&malformed);
     let (lines, parsed) = stopped_log(&mut gate).await;
     let access: Vec<&Value> = parsed.iter().filter(|v| v["target"] == "logto_gate::access").collect();
     assert!(access.len() >= 6, "{lines:#?}");

@@ -51,6 +51,16 @@ pub async fn exchange_until_closed(port: u16, request: &[u8]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// The `X-Request-Id` of a raw answer's head (as [`exchange_until_closed`] returns it); panics without one.
+pub fn raw_request_id(answer: &str) -> String {
+    answer
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .unwrap_or_else(|| panic!("no x-request-id: {answer:.600}"))
+        .to_owned()
+}
+
 /// Sends raw bytes on a new connection and returns the status code of the first response (0 when none can be
 /// read within 10 s).
 pub async fn first_status(port: u16, request: &[u8]) -> u16 {
