@@ -139,7 +139,7 @@ impl FieldFiles {
 
 impl super::Gate {
     /// Starts re-reading the files of `request_headers_files` when they change (in the runtime this is called from).
-    pub fn watch_field_files(&self) {
+    pub(crate) fn watch_field_files(&self) {
         self.field_files.watch();
     }
 }
