@@ -83,18 +83,18 @@ fn read_stylesheet(p: &mut Problems, path: &Path) -> Option<String> {
     }
 }
 
-/// A secret file's text, without the trailing newline Kubernetes secret files often end with.
+/// A secret file's text ([`secret_text`]); a problem is added under `key`.
 fn read_secret(p: &mut Problems, key: &str, path: &Path) -> Option<String> {
+    secret_text(path).map_err(|e| p.add(key, e)).ok()
+}
+
+/// A secret file's text, without the trailing newline Kubernetes secret files often end with; the error names the
+/// file and says what is wrong (unreadable, empty).
+fn secret_text(path: &Path) -> Result<String, String> {
     match std::fs::read_to_string(path) {
-        Ok(s) if !s.trim().is_empty() => Some(s.trim_end_matches(['\r', '\n']).to_owned()),
-        Ok(_) => {
-            p.add(key, format!("{} is empty", path.display()));
-            None
-        }
-        Err(e) => {
-            p.add(key, format!("cannot read {}: {e}", path.display()));
-            None
-        }
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim_end_matches(['\r', '\n']).to_owned()),
+        Ok(_) => Err(format!("{} is empty", path.display())),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }
 
@@ -144,11 +144,7 @@ fn load_request_field_files(p: &mut Problems, config: &mut Config) {
 /// A request field's value from the file at `path`: its text without the line break a secret file often ends with,
 /// as a sensitive field value. The error says what is wrong with the file, naming it.
 pub(crate) fn field_value_from_file(path: &Path) -> Result<http::HeaderValue, String> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(s) if !s.trim().is_empty() => s.trim_end_matches(['\r', '\n']).to_owned(),
-        Ok(_) => return Err(format!("{} is empty", path.display())),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
+    let text = secret_text(path)?;
     match http::HeaderValue::from_str(&text) {
         Ok(mut v) => {
             v.set_sensitive(true);
