@@ -17,6 +17,14 @@ pub(super) fn no_env() -> Vec<(String, String)> {
     Vec::new()
 }
 
+/// [`MINIMAL`] with `line` added to `[session]`.
+fn in_session(line: &str) -> Result<Config, ConfigErrors> {
+    Config::from_toml_str(
+        &MINIMAL.replace("[session]\n", &format!("[session]\n{line}\n")),
+        no_env(),
+    )
+}
+
 #[test]
 fn minimal_config_gets_documented_defaults() {
     let c = Config::from_toml_str(MINIMAL, no_env()).expect("valid");
@@ -276,12 +284,7 @@ fn a_url_with_port_zero_is_refused() {
 
 #[test]
 fn sign_out_clear_site_data_takes_the_specifications_directives_only() {
-    let with = |line: &str| {
-        Config::from_toml_str(
-            &MINIMAL.replace("[session]\n", &format!("[session]\n{line}\n")),
-            no_env(),
-        )
-    };
+    let with = in_session;
     assert_eq!(with("").expect("valid").session.sign_out_clear_site_data, None);
     assert_eq!(
         with("sign_out_clear_site_data = []")
@@ -329,12 +332,7 @@ fn sign_out_clear_site_data_takes_the_specifications_directives_only() {
 
 #[test]
 fn keep_url_fragment_is_off_unless_set_to_true() {
-    let with = |line: &str| {
-        Config::from_toml_str(
-            &MINIMAL.replace("[session]\n", &format!("[session]\n{line}\n")),
-            no_env(),
-        )
-    };
+    let with = in_session;
     assert!(!with("").expect("valid").session.keep_url_fragment);
     assert!(
         with("keep_url_fragment = true")
@@ -357,12 +355,7 @@ fn keep_url_fragment_is_off_unless_set_to_true() {
 
 #[test]
 fn the_revocation_file_is_for_the_cookie_store_without_redis() {
-    let with = |line: &str| {
-        Config::from_toml_str(
-            &MINIMAL.replace("[session]\n", &format!("[session]\n{line}\n")),
-            no_env(),
-        )
-    };
+    let with = in_session;
     let c = with("revocation_file = \"/var/lib/logto-gate/revoked.json\"").expect("valid");
     assert_eq!(
         c.session.revocation_file.as_deref(),
