@@ -100,10 +100,14 @@ pub fn return_path(data: &[u8]) {
         assert!(s.starts_with('/'), "{s:?}");
         assert!(!s.starts_with("//") && !s.starts_with("/\\"), "{s:?}");
         assert!(s.bytes().all(|b| b.is_ascii_graphic()), "{s:?}");
+        // The path holds no encoded slash or backslash; nothing after it (query, fragment) an encoded line break.
         let lower = s.to_ascii_lowercase();
-        let (path, query) = lower.split_once('?').unwrap_or((&lower, ""));
+        let (before, fragment) = lower.split_once('#').unwrap_or((&lower, ""));
+        let (path, query) = before.split_once('?').unwrap_or((before, ""));
         assert!(!path.contains("%2f") && !path.contains("%5c"), "{s:?}");
-        assert!(!query.contains("%0a") && !query.contains("%0d"), "{s:?}");
+        for after in [query, fragment] {
+            assert!(!after.contains("%0a") && !after.contains("%0d"), "{s:?}");
+        }
     }
 }
 

@@ -23,6 +23,8 @@ const SEEDS: &[&str] = &[
     "/\u{ff0f}evil",
     "/gesch\u{e4}ft/%C3%A4%FF%c3",
     "/%40admin;x=%3B/%2541\"{}",
+    "/#)%5c1",
+    "/a#/%2F%2Fevil?x=%0a",
     "logto_gate=; logto_gate.0=AAAA; logto_gate.1=BBBB",
     "logto_gate=\"quoted\"; a=b;;; =c; logto_gate_signin_aaaaaaaaaaaaaaaa=x",
     "a.b.c",
