@@ -32,6 +32,7 @@ pub(crate) mod pages;
 pub(crate) mod placement;
 pub mod policy;
 pub mod proxy;
+pub(crate) mod reload;
 pub mod return_path;
 pub(crate) mod routes;
 pub(crate) mod server;

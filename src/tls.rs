@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::pem::PemObject;
@@ -17,9 +17,6 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
 use tokio_rustls::TlsAcceptor;
-
-/// How often the certificate files are checked for changes.
-pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Serves the current certificate; swapped in place when the files change.
 #[derive(Debug)]
@@ -127,21 +124,11 @@ impl ReloadingCert {
         }
     }
 
-    /// Checks the files every [`RELOAD_CHECK_INTERVAL`] for as long as anything else holds the pair (the server's
-    /// TLS acceptor, an upstream client's TLS configuration), then stops.
+    /// Checks the files every [`crate::reload::CHECK_INTERVAL`] for as long as anything else holds the pair (the
+    /// server's TLS acceptor, an upstream client's TLS configuration), then stops.
     pub fn watch_while_held(self: &Arc<Self>) {
-        let held = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(RELOAD_CHECK_INTERVAL);
-            loop {
-                tick.tick().await;
-                match held.upgrade() {
-                    Some(pair) => {
-                        pair.reload_if_changed();
-                    }
-                    None => return,
-                }
-            }
+        crate::reload::while_held(Arc::downgrade(self), |pair: &ReloadingCert| {
+            pair.reload_if_changed();
         });
     }
 }

@@ -1,6 +1,6 @@
 //! `request_headers_files` kept current: a field whose value is a file's text (an API key in a Kubernetes secret, a
 //! systemd credential) takes the file's new text once it changes, without a restart, as the server's certificate
-//! does ([`crate::tls::RELOAD_CHECK_INTERVAL`]). Kubernetes replaces a mounted secret's files by swapping a link,
+//! does ([`crate::reload`]). Kubernetes replaces a mounted secret's files by swapping a link,
 //! an operator may write the file in place: either changes what the file's metadata says (modification time, size,
 //! inode), which is checked every interval; only then is the file read.
 //!
@@ -15,7 +15,6 @@ use std::sync::{Arc, RwLock, Weak};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{field_value_from_file, Config};
-use crate::tls::RELOAD_CHECK_INTERVAL;
 
 /// One file's value, shared by every field (of every entry) that names the file.
 struct Watched {
@@ -113,25 +112,17 @@ impl FieldFiles {
         }
     }
 
-    /// Checks the files every [`RELOAD_CHECK_INTERVAL`] for as long as the gate holds them, then stops. The first
-    /// check reads each file once more: it may have changed since the configuration read it.
+    /// Checks the files every [`crate::reload::CHECK_INTERVAL`] for as long as the gate holds them, then stops. The
+    /// first check reads each file once more: it may have changed since the configuration read it.
     pub(super) fn watch(&self) {
         if self.files.is_empty() {
             return;
         }
         let held: Weak<[Arc<Watched>]> = Arc::downgrade(&self.files);
-        tokio::spawn(async move {
-            let mut seen: Vec<Option<Seen>> = Vec::new();
-            let mut tick = tokio::time::interval(RELOAD_CHECK_INTERVAL);
-            loop {
-                tick.tick().await;
-                let Some(files) = held.upgrade() else {
-                    return;
-                };
-                seen.resize(files.len(), None);
-                for (watched, seen) in files.iter().zip(seen.iter_mut()) {
-                    check(watched, seen);
-                }
+        let mut seen: Vec<Option<Seen>> = vec![None; self.files.len()];
+        crate::reload::while_held(held, move |files: &[Arc<Watched>]| {
+            for (watched, seen) in files.iter().zip(seen.iter_mut()) {
+                check(watched, seen);
             }
         });
     }
