@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{HeaderMap, Response, StatusCode};
+use http::{HeaderMap, Response};
 
 use super::access::{self, AccessLine};
 use super::{response_headers, Decided, Gate, REQUEST_ID};
@@ -57,7 +57,7 @@ fn answer(gate: &Gate, peer: SocketAddr, why: Unreadable, head: &[u8]) -> Respon
     };
     let page = match why {
         Unreadable::Malformed(malformed) => Page::new(
-            StatusCode::BAD_REQUEST,
+            why.status(),
             "bad_request",
             "Bad request",
             format!(
@@ -66,7 +66,7 @@ fn answer(gate: &Gate, peer: SocketAddr, why: Unreadable, head: &[u8]) -> Respon
             ),
         ),
         Unreadable::TargetTooLong => Page::new(
-            StatusCode::URI_TOO_LONG,
+            why.status(),
             "uri_too_long",
             "Address too long",
             format!(
@@ -75,7 +75,7 @@ fn answer(gate: &Gate, peer: SocketAddr, why: Unreadable, head: &[u8]) -> Respon
             ),
         ),
         Unreadable::TooLarge => Page::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            why.status(),
             "request_header_fields_too_large",
             "Request too large",
             "Your browser sent more header data than this site accepts, most often too many or too large cookies. \

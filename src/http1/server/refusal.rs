@@ -25,6 +25,7 @@ pub enum Unreadable {
 }
 
 impl Unreadable {
+    /// The status hyper answers such a head with, which the gate's answer carries too.
     pub fn status(self) -> StatusCode {
         match self {
             Unreadable::Malformed(_) => StatusCode::BAD_REQUEST,
