@@ -1,14 +1,14 @@
 //! Optional TLS termination with rustls (`server.tls_cert_file`, `server.tls_key_file`), and the certificate the
 //! gate presents to an upstream that requires one (`upstream.tls_client_cert_file`, `tls_client_key_file`).
 //!
-//! The certificate and key are PEM files; they are re-read when their modification time changes (cert-manager and
-//! similar tools replace them before expiry), and the new pair is used for new handshakes while established
-//! connections carry on undisturbed. A pair that fails to load is reported and the previous one stays in use.
+//! The certificate and key are PEM files; they are re-read when their metadata changes ([`crate::reload::Stamp`]:
+//! cert-manager and similar tools replace them before expiry, Kubernetes by swapping a link), and the new pair is
+//! used for new handshakes while established connections carry on undisturbed. A pair that fails to load is reported
+//! and the previous one stays in use.
 //! ALPN offers HTTP/2 and HTTP/1.1.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
 
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::pem::PemObject;
@@ -18,6 +18,8 @@ use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
 use tokio_rustls::TlsAcceptor;
 
+use crate::reload::Stamp;
+
 /// Serves the current certificate; swapped in place when the files change.
 #[derive(Debug)]
 pub struct ReloadingCert {
@@ -25,17 +27,13 @@ pub struct ReloadingCert {
     cert_path: PathBuf,
     key_path: PathBuf,
     current: RwLock<Arc<CertifiedKey>>,
-    stamp: RwLock<(Option<SystemTime>, Option<SystemTime>)>,
+    stamp: RwLock<(Stamp, Stamp)>,
 }
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.current.read().ok().map(|c| Arc::clone(&c))
     }
-}
-
-fn modified(p: &Path) -> Option<SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
 /// The configuration keys a certificate pair comes from, for messages.
@@ -90,7 +88,7 @@ impl ReloadingCert {
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
             current: RwLock::new(Arc::new(first)),
-            stamp: RwLock::new((modified(cert_path), modified(key_path))),
+            stamp: RwLock::new((Stamp::of(cert_path), Stamp::of(key_path))),
         }))
     }
 
@@ -101,7 +99,7 @@ impl ReloadingCert {
 
     /// Re-reads the pair when either file changed; true when a new pair is in use.
     pub fn reload_if_changed(&self) -> bool {
-        let now = (modified(&self.cert_path), modified(&self.key_path));
+        let now = (Stamp::of(&self.cert_path), Stamp::of(&self.key_path));
         if self.stamp.read().map(|s| *s == now).unwrap_or(true) {
             return false;
         }

@@ -1,20 +1,19 @@
 //! `request_headers_files` kept current: a field whose value is a file's text (an API key in a Kubernetes secret, a
 //! systemd credential) takes the file's new text once it changes, without a restart, as the server's certificate
-//! does ([`crate::reload`]). Kubernetes replaces a mounted secret's files by swapping a link,
-//! an operator may write the file in place: either changes what the file's metadata says (modification time, size,
-//! inode), which is checked every interval; only then is the file read.
+//! does ([`crate::reload`]): the file is read only once its metadata changed ([`crate::reload::Stamp`]), which is
+//! checked every interval.
 //!
 //! A new text that cannot be a field value (empty, more than one line, control characters), or a file that cannot be
 //! read (in the middle of a swap), leaves the value in use as it is, with a warning naming the key and the file; the
 //! next change is read again. Values are never logged.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock, Weak};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{field_value_from_file, Config};
+use crate::reload::Stamp;
 
 /// One file's value, shared by every field (of every entry) that names the file.
 struct Watched {
@@ -22,33 +21,6 @@ struct Watched {
     /// The first key naming the file (`upstreams[0].request_headers_files.X-Api-Key`), for warnings.
     key: String,
     value: RwLock<HeaderValue>,
-}
-
-/// What a file's metadata said when it was last read: a change of any of these is a new text to read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Seen {
-    File {
-        modified: Option<std::time::SystemTime>,
-        len: u64,
-        dev: u64,
-        ino: u64,
-    },
-    /// The metadata could not be read (the file is missing): warned about once until it changes.
-    Unreadable,
-}
-
-impl Seen {
-    fn now(path: &std::path::Path) -> Seen {
-        match std::fs::metadata(path) {
-            Ok(m) => Seen::File {
-                modified: m.modified().ok(),
-                len: m.len(),
-                dev: m.dev(),
-                ino: m.ino(),
-            },
-            Err(_) => Seen::Unreadable,
-        }
-    }
 }
 
 /// The request fields of every route (as `config.routes`) whose value comes from a file, with the file's value in
@@ -119,7 +91,7 @@ impl FieldFiles {
             return;
         }
         let held: Weak<[Arc<Watched>]> = Arc::downgrade(&self.files);
-        let mut seen: Vec<Option<Seen>> = vec![None; self.files.len()];
+        let mut seen: Vec<Option<Stamp>> = vec![None; self.files.len()];
         crate::reload::while_held(held, move |files: &[Arc<Watched>]| {
             for (watched, seen) in files.iter().zip(seen.iter_mut()) {
                 check(watched, seen);
@@ -136,8 +108,8 @@ impl super::Gate {
 }
 
 /// Reads `watched`'s file again when its metadata changed since `seen`.
-fn check(watched: &Watched, seen: &mut Option<Seen>) {
-    let now = Seen::now(&watched.path);
+fn check(watched: &Watched, seen: &mut Option<Stamp>) {
+    let now = Stamp::of(&watched.path);
     if seen.as_ref() == Some(&now) {
         return;
     }
@@ -231,7 +203,7 @@ mod tests {
         // Gone (in the middle of a swap): kept; back: read.
         std::fs::remove_file(dir.path().join("shared")).expect("remove");
         check(shared, &mut seen);
-        assert_eq!(seen, Some(Seen::Unreadable));
+        assert_eq!(seen, Some(Stamp::Unreadable));
         assert_eq!(fields(&files, a), ["x-key=shared-3"]);
         std::fs::write(dir.path().join("shared"), "shared-4").expect("write");
         check(shared, &mut seen);
