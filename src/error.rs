@@ -94,6 +94,12 @@ pub enum IdpError {
     NotReady,
     #[error("the app's credentials were refused (invalid_client): check logto.app_id and logto.app_secret")]
     InvalidClient,
+    /// Logto's answer for an app secret past the expiry set in the console.
+    #[error(
+        "the app secret has expired in Logto (invalid_request: client secret has expired): put a current secret in \
+         logto.app_secret or logto.app_secret_file"
+    )]
+    SecretExpired,
     #[error("unexpected answer: {0}")]
     BadResponse(String),
     /// Logto's configuration keeps sign-in from working; the text says what and how to fix it.
@@ -123,9 +129,12 @@ impl GateError {
             }
             GateError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             GateError::Idp(IdpError::Unreachable(_) | IdpError::NotReady) => StatusCode::SERVICE_UNAVAILABLE,
-            GateError::Idp(IdpError::InvalidClient | IdpError::BadResponse(_) | IdpError::Misconfigured(_)) => {
-                StatusCode::BAD_GATEWAY
-            }
+            GateError::Idp(
+                IdpError::InvalidClient
+                | IdpError::SecretExpired
+                | IdpError::BadResponse(_)
+                | IdpError::Misconfigured(_),
+            ) => StatusCode::BAD_GATEWAY,
             GateError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             GateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -319,6 +328,7 @@ mod tests {
             (UpstreamError::Timeout(std::time::Duration::from_secs(1)).into(), 504),
             (IdpError::Unreachable("x".into()).into(), 503),
             (IdpError::InvalidClient.into(), 502),
+            (IdpError::SecretExpired.into(), 502),
             (GateError::Internal("x".into()), 500),
         ];
         for (err, status) in cases {

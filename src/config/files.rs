@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use rustls::pki_types::CertificateDer;
 
-use super::checks::{refuse_placeholder, Pending, Problems};
+use super::checks::{is_placeholder, Pending, Problems};
 use super::logto::APP_CREDENTIALS;
 use super::session::check_secret;
 use super::{Config, ConfigErrors, Secret};
@@ -16,9 +16,9 @@ use super::{Config, ConfigErrors, Secret};
 pub(super) fn load(config: &mut Config, pending: Pending) -> Result<(), ConfigErrors> {
     let mut p = Problems::default();
     if let Some(path) = &pending.app_secret_file {
-        if let Some(secret) = read_secret(&mut p, "logto.app_secret_file", path) {
-            refuse_placeholder(&mut p, "logto.app_secret", &secret, APP_CREDENTIALS);
-            config.logto.app_secret = Secret::new(secret);
+        match app_secret_from_file(path) {
+            Ok(secret) => config.logto.app_secret = secret,
+            Err(e) => p.add("logto.app_secret_file", e),
         }
     }
     if let Some(path) = &pending.session_secret_file {
@@ -96,6 +96,19 @@ fn secret_text(path: &Path) -> Result<String, String> {
         Ok(_) => Err(format!("{} is empty", path.display())),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
+}
+
+/// `logto.app_secret_file`'s secret, read at start and whenever the file changes ([`crate::oidc::AppCredentials`]);
+/// the error names the file and says what is wrong (unreadable, empty, the examples' placeholder).
+pub(crate) fn app_secret_from_file(path: &Path) -> Result<Secret, String> {
+    let secret = secret_text(path)?;
+    if is_placeholder(&secret) {
+        return Err(format!(
+            "{} holds the placeholder from logto-gate's examples, which anyone can read: {APP_CREDENTIALS}",
+            path.display()
+        ));
+    }
+    Ok(Secret::new(secret))
 }
 
 /// Every upstream's `tls_ca_file`, each file read once: `[upstream]`'s under its key, an `[[upstreams]]` entry's
@@ -252,10 +265,6 @@ mod tests {
                 "logto.app_secret_file: cannot read",
             ),
             (
-                with(app, format!("app_secret_file = {}", path("placeholder"))),
-                "logto.app_secret: still the placeholder",
-            ),
-            (
                 with(session, format!("secret_file = {}", path("empty"))),
                 "session.secret_file: ",
             ),
@@ -293,6 +302,13 @@ mod tests {
             let found = problems(&toml);
             assert!(found.iter().any(|l| l.starts_with(expected)), "{expected}: {found:?}");
         }
+        let placeholder = problems(&with(app, format!("app_secret_file = {}", path("placeholder"))));
+        assert!(
+            placeholder
+                .iter()
+                .any(|l| l.starts_with("logto.app_secret_file: ") && l.contains("holds the placeholder")),
+            "{placeholder:?}"
+        );
         // A problem in the text is reported without any file being opened (the secret file does not exist).
         let both = with(app, format!("app_secret_file = {}", path("absent"))).replace("app_id = \"app\"", "");
         assert_eq!(problems(&both), ["logto.app_id: missing"]);

@@ -10,7 +10,7 @@ use super::{LogtoConfig, PublicUrl, Secret, UpstreamConfig, BASE_SCOPES};
 pub(super) const APP_CREDENTIALS: &str = "copy it from the application's details page in the Logto console";
 
 /// Validates `[logto]`; `None` when a key of it has a problem. The sign-out landing page defaults to one on
-/// `public_url`; an `app_secret_file` is left in `pending`. Scopes that rules and headers need are added by the
+/// `public_url`; an `app_secret_file` is left in `pending` to be read. Scopes that rules and headers need are added by the
 /// caller.
 pub(super) fn validate_logto(
     p: &mut Problems,
@@ -36,16 +36,16 @@ pub(super) fn validate_logto(
     if let Some(v) = &app_id {
         refuse_placeholder(p, "logto.app_id", v, APP_CREDENTIALS);
     }
-    let app_secret = match app_secret {
+    let (app_secret, app_secret_file) = match app_secret {
         Some(SecretSource::Inline(v)) => {
             refuse_placeholder(p, "logto.app_secret", &v, APP_CREDENTIALS);
-            Some(Secret::new(v))
+            (Some(Secret::new(v)), None)
         }
         Some(SecretSource::File(path)) => {
-            pending.app_secret_file = Some(path);
-            Some(Secret::new(String::new()))
+            pending.app_secret_file = Some(path.clone());
+            (Some(Secret::new(String::new())), Some(path))
         }
-        None => None,
+        None => (None, None),
     };
     let mut scopes: Vec<String> = BASE_SCOPES.iter().map(|s| (*s).to_owned()).collect();
     for s in raw.scopes.unwrap_or_default() {
@@ -140,6 +140,7 @@ pub(super) fn validate_logto(
         endpoint,
         app_id: app_id?,
         app_secret: app_secret?,
+        app_secret_file,
         scopes,
         resources,
         prompt,

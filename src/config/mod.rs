@@ -43,7 +43,7 @@ mod upstream;
 
 use checks::Pending;
 use checks::Problems;
-pub(crate) use files::field_value_from_file;
+pub(crate) use files::{app_secret_from_file, field_value_from_file};
 pub(crate) use logto::scope_for_claim;
 use raw::RawConfig;
 
@@ -300,6 +300,8 @@ pub struct LogtoConfig {
     pub issuer: String,
     pub app_id: String,
     pub app_secret: Secret,
+    /// `logto.app_secret_file`, read again when it changes (the OIDC client's app credentials).
+    pub app_secret_file: Option<std::path::PathBuf>,
     /// Every scope requested: the base scopes, then the configured ones, without duplicates.
     pub scopes: Vec<String>,
     pub resources: Vec<String>,
@@ -320,6 +322,7 @@ impl fmt::Debug for LogtoConfig {
             .field("issuer", &self.issuer)
             .field("app_id", &self.app_id)
             .field("app_secret", &self.app_secret)
+            .field("app_secret_file", &self.app_secret_file)
             .field("scopes", &self.scopes)
             .field("resources", &self.resources)
             .field("prompt", &self.prompt)

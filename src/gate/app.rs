@@ -90,9 +90,10 @@ impl Gate {
                 }
             };
             // 4. rewrite
-            let browser_host = match &self.protected_basic {
-                Some(_) => request_host(req, trusted)?.and_then(|h| HeaderValue::from_str(h).ok()),
-                None => None,
+            let browser_host = if self.config.upstream.protected_app {
+                request_host(req, trusted)?.and_then(|h| HeaderValue::from_str(h).ok())
+            } else {
+                None
             };
             // X-Forwarded-Host: the public host, or the other allowed host the request came to.
             let other_host = if self.config.server.allowed_redirect_hosts.is_empty() {
@@ -138,8 +139,8 @@ impl Gate {
                 let pass_access_token = self.config.routes[route].upstream.pass_access_token;
                 self.add_credentials(headers, principal, &decision, pass_access_token)?;
             }
-            if let Some(basic) = &self.protected_basic {
-                self.add_protected_app(headers, basic, browser_host, principal.as_ref());
+            if self.config.upstream.protected_app {
+                self.add_protected_app(headers, browser_host, principal.as_ref());
             }
             let fields = &self.config.routes[route].upstream.request_headers;
             if !fields.is_empty() {
@@ -294,11 +295,10 @@ impl Gate {
     pub(super) fn add_protected_app(
         &self,
         headers: &mut http::HeaderMap,
-        basic: &HeaderValue,
         browser_host: Option<HeaderValue>,
         principal: Option<&Principal>,
     ) {
-        headers.insert(header::AUTHORIZATION, basic.clone());
+        headers.insert(header::AUTHORIZATION, self.oidc.credentials().protected_app_basic());
         let host = browser_host.unwrap_or_else(|| self.forwarded_host.clone());
         headers.insert(http::HeaderName::from_static(PROTECTED_APP_HOST), host);
         if let Some(Principal::Session(c)) = principal {

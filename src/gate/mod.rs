@@ -161,8 +161,6 @@ pub struct Gate {
     /// The warnings an outage repeats for every session or tunnel, throttled for all of them together (boxed: in
     /// an outage each of them takes their lock, away from the lines the workers read the configuration from).
     warnings: Box<OutageWarnings>,
-    /// `Authorization` for the app in Logto Protected App mode (`upstream.protected_app`).
-    protected_basic: Option<HeaderValue>,
     config: Config,
     oidc: Arc<Oidc>,
     /// In an allocation of its own: with revocations in memory every request takes its lock, whose cache line
@@ -284,21 +282,6 @@ impl Gate {
             .map_err(|_| "server.public_url: the host is not a valid header value".to_owned())?;
         let config_workers = config.server.workers.max(1);
         let identity_inline = !config.headers.iter().any(|(name, _)| *name == header::AUTHORIZATION);
-        // Logto Protected App: `Authorization: Basic base64(appId:appSecret)` on every request, so the app can refuse
-        // anything that did not come through the gate.
-        let protected_basic = if config.upstream.protected_app {
-            use base64::Engine;
-            let pair = format!("{}:{}", config.logto.app_id, config.logto.app_secret.expose());
-            let mut v = HeaderValue::from_str(&format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(pair)
-            ))
-            .map_err(|_| "upstream.protected_app: the app credentials make no header value".to_owned())?;
-            v.set_sensitive(true);
-            Some(v)
-        } else {
-            None
-        };
         let request_prefix = {
             let mut b = [0u8; 4];
             ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
@@ -313,7 +296,6 @@ impl Gate {
         Ok(Arc::new_cyclic(|me| Gate {
             me: me.clone(),
             warnings: Box::default(),
-            protected_basic,
             identity_inline,
             rules_read_client_ip: config.policy.rules.iter().any(|r| r.client_ips.is_some()),
             rules_ask_max_age,

@@ -28,7 +28,7 @@ impl Oidc {
         let form = [("token", refresh_token), ("token_type_hint", "refresh_token")];
         let resp = self
             .http
-            .post_form(url, &self.config.app_id, self.config.app_secret.expose(), &form)
+            .post_form(url, self.credentials.client_basic(), &form)
             .await
             .map_err(|e| e.to_string())?;
         // RFC 7009 §2.2: 200 whether or not the token was still valid.
@@ -65,7 +65,7 @@ impl Oidc {
         let form = [("token", refresh_token), ("token_type_hint", "refresh_token")];
         let resp = self
             .http
-            .post_form(url, &self.config.app_id, self.config.app_secret.expose(), &form)
+            .post_form(url, self.credentials.client_basic(), &form)
             .await
             .map_err(|e| IntrospectionError::Failed(e.to_string()))?;
         if !resp.status.is_success() {

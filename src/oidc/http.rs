@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use base64::Engine;
 use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http::{Method, Request, StatusCode};
@@ -80,24 +79,17 @@ impl IdpHttp {
         self.send(url, req).await
     }
 
-    /// POSTs a form with HTTP Basic client authentication (`client_secret_basic`, RFC 6749 §2.3.1: id and secret
-    /// are form-urlencoded before they are joined and base64-encoded).
+    /// POSTs a form with HTTP Basic client authentication, `auth` being the `Authorization` value
+    /// (the app credentials' `client_secret_basic`, RFC 6749 §2.3.1).
     pub async fn post_form(
         &self,
         url: &str,
-        client_id: &str,
-        client_secret: &str,
+        auth: HeaderValue,
         form: &[(&str, &str)],
     ) -> Result<IdpResponse, IdpError> {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form.iter())
             .finish();
-        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        let basic =
-            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", enc(client_id), enc(client_secret)));
-        let mut auth = HeaderValue::from_str(&format!("Basic {basic}"))
-            .map_err(|e| IdpError::BadResponse(format!("cannot encode client credentials: {e}")))?;
-        auth.set_sensitive(true);
         let req = Request::builder()
             .method(Method::POST)
             .uri(url)

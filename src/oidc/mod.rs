@@ -5,12 +5,14 @@
 //! signed-in request never does: the session cookie holds all it needs, so signed-in users keep working while Logto
 //! is unreachable.
 
+mod credentials;
 pub(crate) mod extras;
 mod grant;
 pub mod http;
 pub mod jwt;
 mod verify;
 
+pub(crate) use credentials::AppCredentials;
 pub use grant::IntrospectionError;
 pub use verify::{TokenError, LOGOUT_TOKEN_MAX_AGE};
 
@@ -117,6 +119,7 @@ struct OAuthError {
 pub struct Oidc {
     http: IdpHttp,
     config: LogtoConfig,
+    credentials: Arc<AppCredentials>,
     redirect_uri: String,
     loaded: RwLock<Option<Arc<Loaded>>>,
     /// Serialises loads and key-set fetches (one in flight, its result shared by everyone waiting); holds when the
@@ -134,6 +137,7 @@ impl Oidc {
     pub fn new(config: LogtoConfig, redirect_uri: String) -> Result<Self, String> {
         Ok(Oidc {
             http: IdpHttp::new(IDP_TIMEOUT)?,
+            credentials: AppCredentials::new(&config)?,
             config,
             redirect_uri,
             loaded: RwLock::new(None),
@@ -146,6 +150,11 @@ impl Oidc {
 
     pub fn config(&self) -> &LogtoConfig {
         &self.config
+    }
+
+    /// The app's credentials, kept current from `logto.app_secret_file` once [`AppCredentials::watch`]ed.
+    pub(crate) fn credentials(&self) -> &Arc<AppCredentials> {
+        &self.credentials
     }
 
     /// What is loaded now, without waiting.
@@ -324,12 +333,7 @@ impl Oidc {
     async fn token_request(&self, loaded: &Loaded, form: &[(&str, &str)]) -> Result<TokenSet, TokenEndpointError> {
         let resp = self
             .http
-            .post_form(
-                &loaded.metadata.token_endpoint,
-                &self.config.app_id,
-                self.config.app_secret.expose(),
-                form,
-            )
+            .post_form(&loaded.metadata.token_endpoint, self.credentials.client_basic(), form)
             .await
             .map_err(TokenEndpointError::Unreachable)?;
         if resp.status.is_success() {
@@ -464,8 +468,10 @@ impl Oidc {
             TokenEndpointError::Refused { error, description, .. } if error == "invalid_grant" => {
                 ClientError::CodeRejected(if description.is_empty() { error } else { description }).into()
             }
-            TokenEndpointError::Refused { error, .. } if error == "invalid_client" => IdpError::InvalidClient.into(),
-            other => IdpError::BadResponse(other.to_string()).into(),
+            other => other
+                .credentials_refused()
+                .unwrap_or_else(|| IdpError::BadResponse(other.to_string()))
+                .into(),
         })
     }
 
@@ -527,7 +533,10 @@ impl Oidc {
                     format!(": {description}")
                 }
             )),
-            Err(other) => Err(format!("the token endpoint gave an unexpected answer: {other}")),
+            Err(other) => Err(match other.credentials_refused() {
+                Some(refused) => refused.to_string(),
+                None => format!("the token endpoint gave an unexpected answer: {other}"),
+            }),
             Ok(_) => Err("the token endpoint accepted a made-up code".into()),
         }
     }
@@ -569,6 +578,26 @@ enum TokenEndpointError {
     },
     #[error("{0}")]
     Unusable(String),
+}
+
+/// Logto's `error_description` for an app secret past its expiry (`invalid_request`, HTTP 400; Logto's
+/// koaAppSecretTranspilation).
+const SECRET_EXPIRED: &str = "client secret has expired";
+
+impl TokenEndpointError {
+    /// Logto's refusal of the app's own credentials: `invalid_client` (RFC 6749 §5.2: unknown app, wrong secret),
+    /// or its `invalid_request` for a secret past the expiry set in the console.
+    fn credentials_refused(&self) -> Option<IdpError> {
+        match self {
+            TokenEndpointError::Refused { error, .. } if error == "invalid_client" => Some(IdpError::InvalidClient),
+            TokenEndpointError::Refused { error, description, .. }
+                if error == "invalid_request" && description == SECRET_EXPIRED =>
+            {
+                Some(IdpError::SecretExpired)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Why a refresh did not give new tokens.

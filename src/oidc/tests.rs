@@ -184,6 +184,45 @@ async fn invalid_target_names_the_resource_and_the_key() {
     ));
 }
 
+/// Logto refuses the app's own credentials two ways: `invalid_client` (wrong id or secret) and, for a secret past the
+/// expiry set in the console, `invalid_request` "client secret has expired". Both are named as the app's
+/// credentials, at the code exchange and in `logto-gate check`; another `invalid_request` is not.
+#[tokio::test]
+async fn refused_and_expired_app_secrets_are_named_at_the_code_exchange_and_in_check() {
+    const EXPIRED: &str = r#"{"error":"invalid_request","error_description":"client secret has expired","code":"oidc.invalid_request","message":"client secret has expired"}"#;
+    for (status, body, exchange, check) in [
+        (
+            401,
+            r#"{"error":"invalid_client","error_description":"client authentication failed"}"#,
+            "(invalid_client): check logto.app_id",
+            "Logto refused the app's credentials (invalid_client: client authentication failed)",
+        ),
+        (
+            400,
+            EXPIRED,
+            "the app secret has expired in Logto",
+            "the app secret has expired in Logto (invalid_request: client secret has expired): put a current",
+        ),
+        (
+            400,
+            r#"{"error":"invalid_request","error_description":"missing parameter"}"#,
+            "unexpected answer",
+            "the token endpoint gave an unexpected answer",
+        ),
+    ] {
+        let (endpoint, _) = fake_logto_with(None, (status, body)).await;
+        let oidc = oidc_at(&endpoint).await;
+        let loaded = oidc.ensure_loaded().await.expect("discovery");
+        let said = match oidc.exchange_code(&loaded, "code", "verifier").await {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("tokens for a refused exchange"),
+        };
+        assert!(said.contains(exchange), "{body}: {said}");
+        let said = oidc.check_credentials(&loaded).await.expect_err("refused");
+        assert!(said.starts_with(check), "{body}: {said}");
+    }
+}
+
 /// RP-Initiated Logout 1.0 §3: before Logto's discovery is loaded (Logto unreachable) the browser goes straight to
 /// the post-logout URL, with the sign-out's `state` as Logto would have handed it back. (With Logto, the end-session
 /// URL and the `state` that comes back: `sign_in::a_sign_out_can_return_to_a_page_of_the_app`.)

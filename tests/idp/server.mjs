@@ -53,6 +53,8 @@
 //                               token exchange (impersonation; see tokenExchange)
 // Logto behaviour also kept: RFC 7009 revocation at /oidc/token/revocation (counted in stats.revocations), RFC 7662
 // introspection at /oidc/token/introspection (stats.introspections lists each request's token_type_hint).
+//   POST /__test/app-secrets    {client_id, secrets: [{name, value, expires_at?}], delete_legacy?}: Logto's added app
+//                               secrets (see appSecrets); stats.app_secrets counts their uses by name
 //   POST /__test/sign           {payload, header?}: a JWT signed with the current key (to build access tokens)
 // In tests (interactive=false) sign-in completes by itself: the account is the `idp_login_as` cookie on the IdP's
 // origin, else "alice". In the demo (interactive=true) a small sign-in page asks which account to use.
@@ -146,6 +148,8 @@ const idTokenExtendedClaims = new Set(config.id_token_extended_claims || ['roles
 const stats = {
   grants: {}, userinfo: 0, jwks: 0, discovery: 0, authorizations: 0, end_sessions: 0, backchannel: { success: 0, error: 0 },
   token_requests: [], revocations: 0, introspections: [], held_refreshes: 0,
+  // Client authentications with one of an app's added secrets, by the secret's name (Logto's audit log names it).
+  app_secrets: {},
   // Sign-ins the person went through (Logto's sign-in page), as against sign-ins its session answered alone.
   logins: 0,
 };
@@ -588,6 +592,39 @@ function forge(original, { mode, overrides = {} }) {
 // the member's scopes for it come from the account's `organization_resource_scopes[org][resource]`).
 let nextOrganizationTokenError = null;
 
+// Logto's application secrets: an app may hold several besides its own (legacy) one, each with an optional expiry,
+// so that one can be rotated without downtime (Console: Endpoints & Credentials; Management API
+// /api/applications/{id}/secrets). As Logto's koaAppSecretTranspilation: Basic credentials naming one of them are
+// rewritten to the app's own secret for oidc-provider, which knows one secret per client; an expired one is refused
+// with invalid_request "client secret has expired" (400, rendered with `code` and `message`). Any other secret is
+// left to oidc-provider. Set by POST /__test/app-secrets.
+const appSecrets = new Map();
+
+// Returns the refusal to send, or null once the request may go on (its credentials rewritten when they named an
+// added secret).
+function transpileAppSecret(req) {
+  const [scheme, encoded, extra] = String(req.headers.authorization || '').split(' ');
+  if (scheme?.toLowerCase() !== 'basic' || !encoded || extra !== undefined) return null;
+  const [id, secret] = Buffer.from(encoded, 'base64').toString().split(':').map((part) => {
+    try {
+      return decodeURIComponent(part.replaceAll('+', '%20'));
+    } catch {
+      return undefined;
+    }
+  });
+  const client = state.clients.find((c) => c.client_id === id);
+  const added = (appSecrets.get(id) || []).find((s) => s.value === secret);
+  if (!client || !added) return null;
+  stats.app_secrets[added.name] = (stats.app_secrets[added.name] || 0) + 1;
+  if (added.expires_at && added.expires_at < Date.now()) {
+    const description = 'client secret has expired';
+    return { error: 'invalid_request', error_description: description, code: 'oidc.invalid_request', message: description };
+  }
+  const own = `${encodeURIComponent(id)}:${encodeURIComponent(client.client_secret)}`;
+  req.headers.authorization = `Basic ${Buffer.from(own).toString('base64')}`;
+  return null;
+}
+
 async function organizationToken(req, res, params) {
   if (nextOrganizationTokenError) {
     const { status, body } = nextOrganizationTokenError;
@@ -781,6 +818,13 @@ async function testEndpoint(req, res, url) {
     if (!account) return send(res, 404, { error: 'not_found' });
     Object.assign(account, body.claims, { sub: body.sub });
     return send(res, 200, { ok: true });
+  } else if (url.pathname === '/__test/app-secrets') {
+    // {client_id, secrets: [{name, value, expires_at?}], delete_legacy?}: the app's added secrets from now on
+    // (expires_at in milliseconds, as Logto's); delete_legacy: the app's own secret no longer authenticates it.
+    const client = state.clients.find((c) => c.client_id === body.client_id);
+    if (!client) return send(res, 404, { error: 'no such client' });
+    appSecrets.set(body.client_id, body.secrets || []);
+    if (body.delete_legacy) client.client_secret = crypto.randomBytes(32).toString('base64url');
   } else if (url.pathname === '/__test/delete-resource') {
     // As an admin deleting an API resource in Logto's Console (DELETE /api/resources/:id): from then on a token
     // request naming it is refused with invalid_target (getResourceServerInfo finds no resource).
@@ -839,6 +883,10 @@ const server = http.createServer(async (req, res) => {
       if (route === '/auth') {
         stats.authorizations += 1;
         lastAuth = { ...Object.fromEntries(url.searchParams), resources: url.searchParams.getAll('resource') };
+      }
+      if (['/token', '/token/revocation', '/token/introspection'].includes(route) && req.method === 'POST') {
+        const refused = transpileAppSecret(req);
+        if (refused) return send(res, 400, refused);
       }
       if (route === '/token' && req.method === 'POST') {
         // Read the body here so an organization token request (Logto's extension of the refresh grant) can be

@@ -258,6 +258,15 @@ impl Idp {
         self.post("/__test/update-account", json!({ "sub": sub, "claims": claims }));
     }
 
+    /// An admin sets the app `client_id`'s added secrets in Logto (`[{name, value, expires_at?}]`, `expires_at` in
+    /// milliseconds), and deletes its own (legacy) secret when `delete_legacy`.
+    pub fn set_app_secrets(&self, client_id: &str, secrets: Value, delete_legacy: bool) {
+        self.post(
+            "/__test/app-secrets",
+            json!({ "client_id": client_id, "secrets": secrets, "delete_legacy": delete_legacy }),
+        );
+    }
+
     /// An admin deletes the API resource `indicator` in Logto: token requests naming it are refused
     /// (`invalid_target`) from then on.
     pub fn delete_resource(&self, indicator: &str) {
