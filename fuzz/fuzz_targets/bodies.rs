@@ -18,6 +18,7 @@ fn codec() -> &'static CookieCodec {
     C.get_or_init(|| {
         CookieCodec::new(&SessionConfig {
             secrets: vec![Secret::new("fuzzing-secret-fuzzing-secret-0123456789".into())],
+            secret_files: Vec::new(),
             cookie_name: "logto_gate".into(),
             lifetime: Duration::from_secs(3600),
             idle_timeout: None,

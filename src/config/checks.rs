@@ -60,8 +60,6 @@ pub(super) enum SecretSource {
 pub(super) struct Pending {
     /// `logto.app_secret_file`.
     pub(super) app_secret_file: Option<PathBuf>,
-    /// `session.secret_file`.
-    pub(super) session_secret_file: Option<PathBuf>,
 }
 
 /// The source of the secret `key`: exactly one of `key` and `<key>_file` must be set.
@@ -101,11 +99,13 @@ pub(super) fn is_placeholder(value: &str) -> bool {
 /// Reports `key` when its value is one of the examples' placeholders, saying how to get a real one.
 pub(super) fn refuse_placeholder(p: &mut Problems, key: &str, value: &str, how: &str) {
     if is_placeholder(value) {
-        p.add(
-            key,
-            format!("still the placeholder from logto-gate's examples, which anyone can read: {how}"),
-        );
+        p.add(key, placeholder_problem(how));
     }
+}
+
+/// What is said of a placeholder, with `how` to get a real value.
+pub(super) fn placeholder_problem(how: &str) -> String {
+    format!("still the placeholder from logto-gate's examples, which anyone can read: {how}")
 }
 
 /// The longest duration a key takes: far beyond any use, and short enough to be added to any clock reading (a

@@ -15,10 +15,14 @@ pub(super) struct EnvOverrides {
 
 /// Secrets that may come inline or from a file: an environment variable for one of the pair replaces whatever the
 /// file set for the other, so `LOGTO_GATE_LOGTO__APP_SECRET_FILE` overrides an inline `app_secret` (and the
-/// other way round) instead of clashing with it. `session.secrets` (the rotation list) counts as inline.
+/// other way round) instead of clashing with it. `session.secrets` and `session.secret_files` (the rotation lists)
+/// are of the session secret's group.
 const SECRET_PAIRS: [(&str, &[&str]); 2] = [
     ("logto__app_secret", &["logto__app_secret_file"]),
-    ("session__secret", &["session__secret_file", "session__secrets"]),
+    (
+        "session__secret",
+        &["session__secret_file", "session__secrets", "session__secret_files"],
+    ),
 ];
 
 impl EnvOverrides {

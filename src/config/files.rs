@@ -9,7 +9,6 @@ use rustls::pki_types::CertificateDer;
 
 use super::checks::{is_placeholder, Pending, Problems};
 use super::logto::APP_CREDENTIALS;
-use super::session::check_secret;
 use super::{Config, ConfigErrors, Secret};
 
 /// Reads the files `config` and `pending` name into `config`; every problem names its key.
@@ -21,11 +20,15 @@ pub(super) fn load(config: &mut Config, pending: Pending) -> Result<(), ConfigEr
             Err(e) => p.add("logto.app_secret_file", e),
         }
     }
-    if let Some(path) = &pending.session_secret_file {
-        if let Some(secret) = read_secret(&mut p, "session.secret_file", path) {
-            check_secret(&mut p, "session.secret", &secret);
-            config.session.secrets = vec![Secret::new(secret)];
+    if !config.session.secret_files.is_empty() {
+        let mut secrets = Vec::new();
+        for file in &config.session.secret_files {
+            match session_secret_from_file(&file.path) {
+                Ok(secret) => secrets.push(secret),
+                Err(e) => p.add(&file.key, e),
+            }
         }
+        config.session.secrets = secrets;
     }
     load_upstream_roots(&mut p, config);
     load_request_field_files(&mut p, config);
@@ -83,11 +86,6 @@ fn read_stylesheet(p: &mut Problems, path: &Path) -> Option<String> {
     }
 }
 
-/// A secret file's text ([`secret_text`]); a problem is added under `key`.
-fn read_secret(p: &mut Problems, key: &str, path: &Path) -> Option<String> {
-    secret_text(path).map_err(|e| p.add(key, e)).ok()
-}
-
 /// A secret file's text, without the trailing newline Kubernetes secret files often end with; the error names the
 /// file and says what is wrong (unreadable, empty).
 fn secret_text(path: &Path) -> Result<String, String> {
@@ -109,6 +107,18 @@ pub(crate) fn app_secret_from_file(path: &Path) -> Result<Secret, String> {
         ));
     }
     Ok(Secret::new(secret))
+}
+
+/// A session secret's file (`session.secret_file`, an entry of `session.secret_files`); the error names the file and says what is wrong
+/// (unreadable, empty, the examples' placeholder, too short).
+fn session_secret_from_file(path: &Path) -> Result<Secret, String> {
+    let secret = secret_text(path)?;
+    let problems = super::session::secret_problems(&secret);
+    if problems.is_empty() {
+        Ok(Secret::new(secret))
+    } else {
+        Err(format!("{}: {}", path.display(), problems.join("; ")))
+    }
 }
 
 /// Every upstream's `tls_ca_file`, each file read once: `[upstream]`'s under its key, an `[[upstreams]]` entry's
@@ -241,6 +251,66 @@ mod tests {
         assert_eq!(c.logto.app_secret.expose(), "from-file-secret");
     }
 
+    /// `session.secret_files`, the rotation list from files (Kubernetes secrets): read in order, the first to
+    /// encrypt; from the environment as a list too (replacing the file's secret); alone among the ways to give the session's secrets.
+    #[test]
+    fn session_secret_files_are_read_in_order_and_set_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (new, old) = (dir.path().join("new"), dir.path().join("old"));
+        std::fs::write(&new, "new-session-secret-0123456789abcdef\n").expect("write");
+        std::fs::write(&old, "old-session-secret-0123456789abcdef").expect("write");
+        let session = "secret = \"0123456789abcdef0123456789abcdef\"";
+        let list = format!(
+            "secret_files = [{:?}, {:?}]",
+            new.display().to_string(),
+            old.display().to_string()
+        );
+        let c = Config::from_toml_str(&MINIMAL.replace(session, &list), no_env()).expect("valid");
+        let secrets: Vec<&str> = c.session.secrets.iter().map(|s| s.expose()).collect();
+        assert_eq!(
+            secrets,
+            [
+                "new-session-secret-0123456789abcdef",
+                "old-session-secret-0123456789abcdef"
+            ]
+        );
+        let keys: Vec<&str> = c.session.secret_files.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(keys, ["session.secret_files[0]", "session.secret_files[1]"]);
+        assert_eq!(c.session.secret_files[1].path, old);
+
+        let env = vec![(
+            "LOGTO_GATE_SESSION__SECRET_FILES".to_owned(),
+            format!("{},{}", old.display(), new.display()),
+        )];
+        // It replaces the file's inline secret.
+        let c = Config::from_toml_str(MINIMAL, env).expect("valid");
+        assert_eq!(c.session.secrets[0].expose(), "old-session-secret-0123456789abcdef");
+
+        for other in [
+            session.to_owned(),
+            "secrets = [\"0123456789abcdef0123456789abcdef\"]".to_owned(),
+            format!("secret_file = {:?}", new.display().to_string()),
+        ] {
+            let found = problems(&MINIMAL.replace(session, &format!("{list}\n{other}")));
+            assert_eq!(
+                found,
+                [
+                    "session.secret_files: set either session.secret_files (a list) or session.secret / secret_file / \
+                  secrets, not several"
+                ],
+                "{other}"
+            );
+        }
+        let found = problems(&MINIMAL.replace(
+            session,
+            &format!("secret_files = [{:?}, \" \"]", new.display().to_string()),
+        ));
+        assert_eq!(
+            found,
+            ["session.secret_files[1]: is empty: name a file holding one secret"]
+        );
+    }
+
     /// The problems a configuration reports, one line each.
     fn problems(toml: &str) -> Vec<String> {
         match Config::from_toml_str(toml, no_env()) {
@@ -256,6 +326,7 @@ mod tests {
         std::fs::write(dir.path().join("empty"), "\n").expect("write");
         std::fs::write(dir.path().join("short"), "short\n").expect("write");
         std::fs::write(dir.path().join("placeholder"), "change-me\n").expect("write");
+        std::fs::write(dir.path().join("new"), "new-session-secret-0123456789abcdef\n").expect("write");
         let with = |from: &str, to: String| MINIMAL.replace(from, &to);
         let app = "app_secret = \"s3cret\"";
         let session = "secret = \"0123456789abcdef0123456789abcdef\"";
@@ -270,7 +341,15 @@ mod tests {
             ),
             (
                 with(session, format!("secret_file = {}", path("short"))),
-                "session.secret: too short",
+                "session.secret_file: ",
+            ),
+            (
+                with(session, format!("secret_files = [{}, {}]", path("new"), path("short"))),
+                "session.secret_files[1]: ",
+            ),
+            (
+                with(session, format!("secret_files = [{}, {}]", path("absent"), path("new"))),
+                "session.secret_files[0]: cannot read",
             ),
             (
                 with(
@@ -302,6 +381,13 @@ mod tests {
             let found = problems(&toml);
             assert!(found.iter().any(|l| l.starts_with(expected)), "{expected}: {found:?}");
         }
+        let short = problems(&with(
+            session,
+            format!("secret_files = [{}, {}]", path("new"), path("short")),
+        ));
+        assert!(
+            short[0].ends_with("short: too short: 5 bytes, at least 32 are needed (e.g. `openssl rand -base64 48`)")
+        );
         let placeholder = problems(&with(app, format!("app_secret_file = {}", path("placeholder"))));
         assert!(
             placeholder

@@ -114,6 +114,14 @@ pub struct FieldFile {
     pub key: String,
 }
 
+/// A secret's file: `session.secret_files[1]`'s path, say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretFile {
+    /// The key naming it, for the problems reading it.
+    pub key: String,
+    pub path: PathBuf,
+}
+
 /// `server.listen`: where the gate takes its clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listen {
@@ -337,8 +345,11 @@ impl fmt::Debug for LogtoConfig {
 
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// Cookie keys: the first encrypts, all decrypt (`session.secrets`, or `session.secret` alone).
+    /// Cookie keys: the first encrypts, all decrypt (`session.secrets`, or `session.secret` alone, or the texts of
+    /// `secret_files`).
     pub secrets: Vec<Secret>,
+    /// `session.secret_files` (or `session.secret_file` alone): where `secrets` were read from, in their order.
+    pub secret_files: Vec<SecretFile>,
     pub cookie_name: String,
     pub lifetime: Duration,
     /// Signed out after this long without a request; `None`: only the absolute lifetime holds.
@@ -481,7 +492,7 @@ fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
         allow_encoded_slashes,
     );
     let logto = logto::validate_logto(&mut p, raw.logto, public_url, &mut pending);
-    let session = session::validate_session(&mut p, raw.session, public_url, &mut pending);
+    let session = session::validate_session(&mut p, raw.session, public_url);
     let response_headers =
         response_headers::validate_response_headers(&mut p, "response_headers", raw.response_headers);
     let policy = policy::validate_policy(

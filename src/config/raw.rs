@@ -159,6 +159,8 @@ pub(super) struct RawSession {
     pub(super) secret_file: Option<PathBuf>,
     #[serde(deserialize_with = "list_of_strings")]
     pub(super) secrets: Option<Vec<String>>,
+    #[serde(deserialize_with = "list_of_strings")]
+    pub(super) secret_files: Option<Vec<String>>,
     pub(super) cookie_name: Option<String>,
     pub(super) lifetime: Option<String>,
     pub(super) idle_timeout: Option<String>,

@@ -1,35 +1,62 @@
 //! `[session]`: the session cookie, its keys, and where sessions are kept.
 
-use super::checks::{duration, non_empty, refuse_placeholder, secret_source, within, Pending, Problems, SecretSource};
+use super::checks::{
+    duration, is_placeholder, non_empty, placeholder_problem, secret_source, within, Problems, SecretSource,
+};
 use super::raw::RawSession;
-use super::{PublicUrl, RedisMode, Secret, SessionConfig, StoreKind};
+use super::{PublicUrl, RedisMode, Secret, SecretFile, SessionConfig, StoreKind};
 
 /// Validates `[session]`; `None` when a key of it has a problem. The cookie domain must contain `public_url`'s
-/// host (where the callback sets the cookie); a `secret_file` is left in `pending`.
+/// host (where the callback sets the cookie); the secret files (`secret_file`, `secret_files`) are named in it, to be
+/// read once the whole configuration is valid.
 pub(super) fn validate_session(
     p: &mut Problems,
     raw: RawSession,
     public_url: Option<&PublicUrl>,
-    pending: &mut Pending,
 ) -> Option<SessionConfig> {
     let before = p.len();
     // Empty values count as unset (an environment variable for one of them blanks the others, see `SECRET_PAIRS`).
     let listed = raw.secrets.filter(|l| l.iter().any(|s| !s.trim().is_empty()));
+    let listed_files = raw.secret_files.filter(|l| l.iter().any(|s| !s.trim().is_empty()));
     let inline = non_empty(raw.secret);
     let from_file = raw.secret_file.filter(|f| !f.as_os_str().is_empty());
-    let secrets: Vec<String> = match (listed, &inline, &from_file) {
-        (Some(list), None, None) if !list.is_empty() => list,
-        (Some(_), _, _) => {
+    let mut secret_files = Vec::new();
+    let secrets: Vec<String> = match (listed, listed_files, &inline, &from_file) {
+        (None, Some(files), None, None) => {
+            for (i, file) in files.iter().enumerate() {
+                let key = format!("session.secret_files[{i}]");
+                if file.trim().is_empty() {
+                    p.add(&key, "is empty: name a file holding one secret");
+                }
+                secret_files.push(SecretFile {
+                    key,
+                    path: file.trim().into(),
+                });
+            }
+            Vec::new()
+        }
+        (_, Some(_), _, _) => {
+            p.add(
+                "session.secret_files",
+                "set either session.secret_files (a list) or session.secret / secret_file / secrets, not several",
+            );
+            Vec::new()
+        }
+        (Some(list), None, None, None) if !list.is_empty() => list,
+        (Some(_), None, _, _) => {
             p.add(
                 "session.secrets",
                 "set either session.secrets (a list) or session.secret / secret_file, not both",
             );
             Vec::new()
         }
-        (None, _, _) => match secret_source(p, "session.secret", inline, from_file) {
+        (None, None, _, _) => match secret_source(p, "session.secret", inline, from_file) {
             Some(SecretSource::Inline(v)) => vec![v],
             Some(SecretSource::File(path)) => {
-                pending.session_secret_file = Some(path);
+                secret_files.push(SecretFile {
+                    key: "session.secret_file".to_owned(),
+                    path,
+                });
                 Vec::new()
             }
             None => Vec::new(),
@@ -199,11 +226,12 @@ pub(super) fn validate_session(
     if p.len() > before {
         return None;
     }
-    if secrets.is_empty() && pending.session_secret_file.is_none() {
+    if secrets.is_empty() && secret_files.is_empty() {
         return None;
     }
     Some(SessionConfig {
         secrets: secrets.into_iter().map(Secret::new).collect(),
+        secret_files,
         cookie_name,
         lifetime,
         idle_timeout,
@@ -265,21 +293,26 @@ fn clear_site_data(p: &mut Problems, listed: Vec<String>) -> Option<http::Header
 
 /// Reports a session key that is an example's placeholder or shorter than 32 bytes.
 pub(super) fn check_secret(p: &mut Problems, key: &str, s: &str) {
-    refuse_placeholder(
-        p,
-        key,
-        s,
-        "generate one with `openssl rand -base64 48` (or put it in a file for session.secret_file)",
-    );
-    if s.len() < 32 {
-        p.add(
-            key,
-            format!(
-                "too short: {} bytes, at least 32 are needed (e.g. `openssl rand -base64 48`)",
-                s.len()
-            ),
-        );
+    for problem in secret_problems(s) {
+        p.add(key, problem);
     }
+}
+
+/// What keeps `s` from being a session secret: the examples' placeholder, fewer than 32 bytes.
+pub(super) fn secret_problems(s: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    if is_placeholder(s) {
+        problems.push(placeholder_problem(
+            "generate one with `openssl rand -base64 48` (or put it in a file for session.secret_file)",
+        ));
+    }
+    if s.len() < 32 {
+        problems.push(format!(
+            "too short: {} bytes, at least 32 are needed (e.g. `openssl rand -base64 48`)",
+            s.len()
+        ));
+    }
+    problems
 }
 
 /// A cookie name prefix (RFC 6265bis §4.1.3) is a promise browsers hold the gate to: they drop a `__Secure-` cookie

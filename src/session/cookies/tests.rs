@@ -13,6 +13,7 @@ fn codec_named(secrets: &[&str], cookie_name: &str) -> CookieCodec {
 fn session_config(secrets: &[&str], cookie_name: &str) -> SessionConfig {
     SessionConfig {
         secrets: secrets.iter().map(|s| Secret::new((*s).to_owned())).collect(),
+        secret_files: Vec::new(),
         cookie_name: cookie_name.to_owned(),
         lifetime: Duration::from_secs(3600),
         idle_timeout: None,
