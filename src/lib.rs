@@ -111,8 +111,7 @@ async fn serve_on(
     let workers = config.server.workers;
     let gate = Gate::new(config)?;
     gate.oidc().spawn_background_load();
-    gate.watch_field_files();
-    gate.oidc().credentials().watch();
+    gate.watch_files();
     let side = |max_connections: usize, keep_alive: bool| side_listener::SideLimits {
         header_read_timeout: limits.header_read_timeout,
         max_header_bytes: limits.max_header_bytes,

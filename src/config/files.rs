@@ -109,9 +109,10 @@ pub(crate) fn app_secret_from_file(path: &Path) -> Result<Secret, String> {
     Ok(Secret::new(secret))
 }
 
-/// A session secret's file (`session.secret_file`, an entry of `session.secret_files`); the error names the file and says what is wrong
+/// A session secret's file (`session.secret_file`, an entry of `session.secret_files`), read at start and whenever
+/// it changes (`Sessions::watch_secret_files`); the error names the file and says what is wrong
 /// (unreadable, empty, the examples' placeholder, too short).
-fn session_secret_from_file(path: &Path) -> Result<Secret, String> {
+pub(crate) fn session_secret_from_file(path: &Path) -> Result<Secret, String> {
     let secret = secret_text(path)?;
     let problems = super::session::secret_problems(&secret);
     if problems.is_empty() {

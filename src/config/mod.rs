@@ -43,7 +43,7 @@ mod upstream;
 
 use checks::Pending;
 use checks::Problems;
-pub(crate) use files::{app_secret_from_file, field_value_from_file};
+pub(crate) use files::{app_secret_from_file, field_value_from_file, session_secret_from_file};
 pub(crate) use logto::scope_for_claim;
 use raw::RawConfig;
 

@@ -100,13 +100,6 @@ impl FieldFiles {
     }
 }
 
-impl super::Gate {
-    /// Starts re-reading the files of `request_headers_files` when they change (in the runtime this is called from).
-    pub(crate) fn watch_field_files(&self) {
-        self.field_files.watch();
-    }
-}
-
 /// Reads `watched`'s file again when its metadata changed since `seen`.
 fn check(watched: &Watched, seen: &mut Option<Stamp>) {
     let now = Stamp::of(&watched.path);

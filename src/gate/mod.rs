@@ -321,6 +321,15 @@ impl Gate {
         &self.oidc
     }
 
+    /// Starts re-reading the files that may change while the gate runs (in the runtime this is called from):
+    /// `request_headers_files`, `logto.app_secret_file`, the session's secret files. (The TLS certificate pairs are
+    /// watched by whoever holds them.)
+    pub(crate) fn watch_files(&self) {
+        self.field_files.watch();
+        self.oidc.credentials().watch();
+        self.sessions.watch_secret_files(&self.config.session.secret_files);
+    }
+
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }

@@ -2,11 +2,14 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{RwLock, RwLockReadGuard};
+
 use cookie::{Cookie, CookieJar, Key};
 use http::header::{HeaderMap, HeaderValue, COOKIE};
 
 use super::attempt::{is_well_formed_state, SignInAttempt, ATTEMPT_TTL_SECS};
-use crate::config::SessionConfig;
+use crate::config::{Secret, SessionConfig};
 use crate::routes::paths;
 
 /// Browsers refuse cookies over 4096 bytes (name, value and attributes together); stay below with room to spare.
@@ -20,8 +23,11 @@ const MAX_CHUNKS: usize = 8;
 
 /// Seals, opens, sets and clears the gate's own cookies.
 pub struct CookieCodec {
-    /// The first key seals; every key opens (secret rotation without signing anyone out).
-    keys: Vec<Key>,
+    /// The first key seals; every key opens (secret rotation without signing anyone out). Replaced when
+    /// `session.secret_files` change ([`CookieCodec::replace_keys`]).
+    keys: RwLock<Vec<Key>>,
+    /// How many times `keys` were replaced: what was opened with other keys is not to be taken as opened now.
+    generation: AtomicU64,
     session_name: String,
     attempt_prefix: String,
     secure: bool,
@@ -34,7 +40,7 @@ impl std::fmt::Debug for CookieCodec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CookieCodec")
             .field("session_name", &self.session_name)
-            .field("keys", &self.keys.len())
+            .field("keys", &self.keys().len())
             .finish_non_exhaustive()
     }
 }
@@ -63,6 +69,25 @@ pub struct OpenedCopy {
 /// decryption.
 const MAX_COPIES: usize = 3;
 
+/// The cookie keys of `secrets`, derived with HKDF (`Key::derive_from`: each secret is at least 32 bytes).
+fn derive_keys(secrets: &[Secret]) -> Vec<Key> {
+    secrets
+        .iter()
+        .map(|s| Key::derive_from(s.expose().as_bytes()))
+        .collect()
+}
+
+/// Decrypts a cookie value sealed for `name` with any of `keys`, naming the key (its index) that opened it; `None`
+/// for anything tampered, truncated or foreign.
+fn open_with(keys: &[Key], name: &str, value: &str) -> Option<(String, usize)> {
+    let jar = CookieJar::new();
+    keys.iter().enumerate().find_map(|(i, key)| {
+        jar.private(key)
+            .decrypt(Cookie::new(name.to_owned(), value.to_owned()))
+            .map(|c| (c.value().to_owned(), i))
+    })
+}
+
 /// The values of the cookie `name` among `pairs`, at most the last [`MAX_COPIES`], in the order sent.
 fn last_copies<'a>(pairs: &[(&'a str, &'a str)], name: &str) -> Vec<&'a str> {
     let mut values: Vec<&str> = pairs.iter().filter(|(n, _)| *n == name).map(|(_, v)| *v).collect();
@@ -75,11 +100,8 @@ impl CookieCodec {
     /// Every secret has been validated to be at least 32 bytes, as `Key::derive_from` requires.
     pub fn new(config: &SessionConfig) -> Self {
         CookieCodec {
-            keys: config
-                .secrets
-                .iter()
-                .map(|s| Key::derive_from(s.expose().as_bytes()))
-                .collect(),
+            keys: RwLock::new(derive_keys(&config.secrets)),
+            generation: AtomicU64::new(0),
             session_name: config.cookie_name.clone(),
             attempt_prefix: attempt_prefix(&config.cookie_name),
             secure: config.secure_cookies,
@@ -100,9 +122,34 @@ impl CookieCodec {
         self.lifetime_secs
     }
 
+    /// The keys in use (the lock is held for one seal or one request's opening).
+    fn keys(&self) -> RwLockReadGuard<'_, Vec<Key>> {
+        self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many times the keys were replaced: a session opened before it changed must be opened again.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Seals with the first of `secrets` and opens with each of them from now on (every one validated to be at least
+    /// 32 bytes); false, and nothing changed, when they are the secrets in use.
+    pub fn replace_keys(&self, secrets: &[Secret]) -> bool {
+        let new = derive_keys(secrets);
+        let mut keys = self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let same = keys.len() == new.len() && keys.iter().zip(&new).all(|(a, b)| a.master() == b.master());
+        if same || new.is_empty() {
+            return false;
+        }
+        *keys = new;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
     /// Encrypts `plaintext` for the cookie `name` with the first key; the name is authenticated as associated data.
     fn seal(&self, name: &str, plaintext: String) -> Option<String> {
-        let key = self.keys.first()?;
+        let keys = self.keys();
+        let key = keys.first()?;
         let mut jar = CookieJar::new();
         jar.private_mut(key).add(Cookie::new(name.to_owned(), plaintext));
         jar.get(name).map(|c| c.value().to_owned())
@@ -111,17 +158,7 @@ impl CookieCodec {
     /// Decrypts a cookie value sealed for `name` with any key; `None` for anything tampered, truncated or foreign.
     /// The flag says an older key (not the first) opened it.
     fn open(&self, name: &str, value: &str) -> Option<(String, bool)> {
-        self.open_with(name, value).map(|(plaintext, key)| (plaintext, key > 0))
-    }
-
-    /// [`CookieCodec::open`], naming the key (its index) that opened the value.
-    fn open_with(&self, name: &str, value: &str) -> Option<(String, usize)> {
-        let jar = CookieJar::new();
-        self.keys.iter().enumerate().find_map(|(i, key)| {
-            jar.private(key)
-                .decrypt(Cookie::new(name.to_owned(), value.to_owned()))
-                .map(|c| (c.value().to_owned(), i))
-        })
+        open_with(&self.keys(), name, value).map(|(plaintext, key)| (plaintext, key > 0))
     }
 
     fn chunk_name(&self, i: usize) -> String {
@@ -305,7 +342,8 @@ impl CookieCodec {
     /// derived from it with the sealing key (HMAC-SHA256, see `derive_secret`), so that its cookie need not carry
     /// them.
     pub fn new_attempt(&self, return_to: String, now: u64) -> Option<SignInAttempt> {
-        let key = self.keys.first()?;
+        let keys = self.keys();
+        let key = keys.first()?;
         let mut random = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random).ok()?;
         let state = URL_SAFE_NO_PAD.encode(random);
@@ -348,13 +386,14 @@ impl CookieCodec {
         }
         let name = self.attempt_cookie_name(state);
         let sealed_name = sealed_attempt_name(&name, state);
+        let keys = self.keys();
         cookie_pairs(headers)
             .filter(|(n, _)| *n == name)
             .find_map(|(_, value)| {
-                let attempt = match self.open_with(&sealed_name, value) {
+                let attempt = match open_with(&keys, &sealed_name, value) {
                     Some((json, key)) => {
                         let held: HeldAttempt = serde_json::from_str(&json).ok()?;
-                        let key = self.keys.get(key)?;
+                        let key = keys.get(key)?;
                         SignInAttempt {
                             state: state.to_owned(),
                             nonce: derive_secret(key, NONCE_LABEL, state),
@@ -365,7 +404,7 @@ impl CookieCodec {
                         }
                     }
                     None => {
-                        let (json, _) = self.open(&name, value)?;
+                        let (json, _) = open_with(&keys, &name, value)?;
                         let whole: SignInAttempt = serde_json::from_str(&json).ok()?;
                         let same = subtle::ConstantTimeEq::ct_eq(whole.state.as_bytes(), state.as_bytes());
                         bool::from(same).then_some(whole)?

@@ -10,6 +10,7 @@ pub mod cookies;
 pub mod redis_store;
 pub mod refresh;
 mod revocations;
+mod secret_files;
 
 /// For `logto-gate check`: reads `session.revocation_file` as a start would, without writing it; how many sessions
 /// and users it still revokes.

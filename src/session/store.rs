@@ -88,6 +88,9 @@ struct WorkerCache(Mutex<OpenedCache>);
 struct Opened {
     session: Arc<Session>,
     old_key: bool,
+    /// The keys' generation before it was opened ([`CookieCodec::generation`]): once they are replaced, the cookie
+    /// must open with the new ones (a key taken away no longer opens anything).
+    generation: u64,
 }
 
 pub struct Sessions {
@@ -169,6 +172,8 @@ impl Sessions {
                 return Ok(Some(hit));
             }
         }
+        // Read before opening: keys replaced in between leave an entry that is never used.
+        let generation = self.codec.generation();
         let Some((found, names_sent, stale_copy)) = self.found(headers, now).await? else {
             return Ok(None);
         };
@@ -193,6 +198,7 @@ impl Sessions {
                     let entry = Opened {
                         session: Arc::clone(&session),
                         old_key: best.old_key,
+                        generation,
                     };
                     cache.insert(raw.into(), entry);
                 }
@@ -313,6 +319,9 @@ impl Sessions {
         let Some(hit) = self.opened_cache().lock().ok().and_then(|c| c.get(raw).cloned()) else {
             return Ok(None);
         };
+        if hit.generation != self.codec.generation() {
+            return Ok(None);
+        }
         let session = hit.session;
         let Some(rewrite) = self.admit(&session, hit.old_key, now).await? else {
             return Ok(None);

@@ -983,6 +983,102 @@ async fn rotating_the_session_secret_signs_nobody_out() {
     let _ = (OLD, NEW);
 }
 
+/// `session.secret_files` from a Kubernetes secret volume, read again when it changes: a rotation (the new secret
+/// first, the old one second) reseals the sessions the old secret sealed without signing anyone out, and once the
+/// old secret is taken away what it sealed no longer opens, even a session the gate had opened before (kept opened
+/// for speed). No restart, and no secret logged.
+#[tokio::test]
+async fn session_secret_files_rotate_without_a_restart() {
+    const NEW: &str = "the-new-session-secret-after-rotation-0123456789";
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A Kubernetes secret volume: current and previous -> ..data/*, ..data -> the version, swapped in one rename.
+    let version = |name: &str, current: &str, previous: &str| {
+        std::fs::create_dir(d.join(name)).unwrap();
+        std::fs::write(d.join(name).join("current"), format!("{current}\n")).unwrap();
+        std::fs::write(d.join(name).join("previous"), format!("{previous}\n")).unwrap();
+        std::os::unix::fs::symlink(name, d.join("..data_tmp")).unwrap();
+        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    };
+    version("..v1", SESSION_SECRET, SESSION_SECRET);
+    for file in ["current", "previous"] {
+        std::os::unix::fs::symlink(format!("..data/{file}"), d.join(file)).unwrap();
+    }
+    let files = format!(
+        "secret_files = [{:?}, {:?}]",
+        d.join("current").display().to_string(),
+        d.join("previous").display().to_string()
+    );
+    let mut gate = logging_json(&idp, &upstream, "info", |t| {
+        let t = t.replace(&format!("secret = \"{SESSION_SECRET}\""), &files);
+        assert!(t.contains("secret_files"), "{t}");
+        t
+    })
+    .await;
+    let url = gate.url();
+    let b = Browser::new(&idp);
+    b.sign_in(&gate, "/").await;
+    let old_cookie = b.gate_cookies(&url);
+    let client = plain();
+    let get = |cookie: String| {
+        let request = client.get(format!("{url}/page")).header("cookie", cookie);
+        async move {
+            let r = request.send().await.unwrap();
+            let session = r
+                .headers()
+                .get_all("set-cookie")
+                .iter()
+                .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+                .find(|v| v.starts_with("logto_gate="));
+            (r.status(), session)
+        }
+    };
+    // Opened once, and kept opened.
+    assert_eq!(get(old_cookie.clone()).await, (StatusCode::OK, None));
+    assert_eq!(get(old_cookie.clone()).await, (StatusCode::OK, None));
+
+    // Rotation: within 10 s (checked every 2 s, read once it stood still) the old secret's session is resealed.
+    version("..v2", NEW, SESSION_SECRET);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let resealed = loop {
+        let (status, session) = get(old_cookie.clone()).await;
+        assert_eq!(status, StatusCode::OK, "the old secret still opens");
+        if let Some(session) = session {
+            break session;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not resealed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(get(resealed.clone()).await, (StatusCode::OK, None));
+
+    // The old secret taken away: its session no longer opens, though the gate had it opened.
+    version("..v3", NEW, NEW);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = get(old_cookie.clone()).await;
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(tokio::time::Instant::now() < deadline, "the old secret still opens");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(resealed).await, (StatusCode::OK, None));
+
+    let (lines, parsed) = stopped_log(&mut gate).await;
+    let reloads = parsed
+        .iter()
+        .filter(|l| l["message"] == "session secrets reloaded")
+        .count();
+    assert_eq!(reloads, 2, "{lines:#?}");
+    let all = lines.join("\n");
+    for secret in [SESSION_SECRET, NEW] {
+        assert!(!all.contains(secret), "{secret} logged");
+    }
+}
+
 #[tokio::test]
 async fn large_sessions_are_chunked_and_stale_chunks_cleared() {
     let idp = Idp::start(IdpOptions::default());
