@@ -55,13 +55,6 @@ pub(super) enum SecretSource {
     File(PathBuf),
 }
 
-/// What validation left to read: the secrets given as files.
-#[derive(Debug, Default)]
-pub(super) struct Pending {
-    /// `logto.app_secret_file`.
-    pub(super) app_secret_file: Option<PathBuf>,
-}
-
 /// The source of the secret `key`: exactly one of `key` and `<key>_file` must be set.
 pub(super) fn secret_source(
     p: &mut Problems,

@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 
 use rustls::pki_types::CertificateDer;
 
-use super::checks::{is_placeholder, Pending, Problems};
+use super::checks::{is_placeholder, Problems};
 use super::logto::APP_CREDENTIALS;
 use super::{Config, ConfigErrors, Secret};
 
-/// Reads the files `config` and `pending` name into `config`; every problem names its key.
-pub(super) fn load(config: &mut Config, pending: Pending) -> Result<(), ConfigErrors> {
+/// Reads the files `config` names into it; every problem names its key.
+pub(super) fn load(config: &mut Config) -> Result<(), ConfigErrors> {
     let mut p = Problems::default();
-    if let Some(path) = &pending.app_secret_file {
+    if let Some(path) = &config.logto.app_secret_file {
         match app_secret_from_file(path) {
             Ok(secret) => config.logto.app_secret = secret,
             Err(e) => p.add("logto.app_secret_file", e),

@@ -58,8 +58,8 @@ impl Config {
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigErrors> {
         let raw: RawConfig = figment.extract_lossy().map_err(figment_errors)?;
-        let (mut config, pending) = super::validate(raw)?;
-        files::load(&mut config, pending)?;
+        let mut config = super::validate(raw)?;
+        files::load(&mut config)?;
         Ok(config)
     }
 }

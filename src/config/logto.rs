@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::checks::{http_url, non_empty, refuse_placeholder, secret_source, Pending, Problems, SecretSource};
+use super::checks::{http_url, non_empty, refuse_placeholder, secret_source, Problems, SecretSource};
 use super::raw::RawLogto;
 use super::{LogtoConfig, PublicUrl, Secret, UpstreamConfig, BASE_SCOPES};
 
@@ -10,14 +10,9 @@ use super::{LogtoConfig, PublicUrl, Secret, UpstreamConfig, BASE_SCOPES};
 pub(super) const APP_CREDENTIALS: &str = "copy it from the application's details page in the Logto console";
 
 /// Validates `[logto]`; `None` when a key of it has a problem. The sign-out landing page defaults to one on
-/// `public_url`; an `app_secret_file` is left in `pending` to be read. Scopes that rules and headers need are added by the
+/// `public_url`; an `app_secret_file` is named in it, to be read once the whole configuration is valid. Scopes that rules and headers need are added by the
 /// caller.
-pub(super) fn validate_logto(
-    p: &mut Problems,
-    raw: RawLogto,
-    public_url: Option<&PublicUrl>,
-    pending: &mut Pending,
-) -> Option<LogtoConfig> {
+pub(super) fn validate_logto(p: &mut Problems, raw: RawLogto, public_url: Option<&PublicUrl>) -> Option<LogtoConfig> {
     let before = p.len();
     let endpoint = p
         .required("logto.endpoint", non_empty(raw.endpoint))
@@ -41,10 +36,7 @@ pub(super) fn validate_logto(
             refuse_placeholder(p, "logto.app_secret", &v, APP_CREDENTIALS);
             (Some(Secret::new(v)), None)
         }
-        Some(SecretSource::File(path)) => {
-            pending.app_secret_file = Some(path.clone());
-            (Some(Secret::new(String::new())), Some(path))
-        }
+        Some(SecretSource::File(path)) => (Some(Secret::new(String::new())), Some(path)),
         None => (None, None),
     };
     let mut scopes: Vec<String> = BASE_SCOPES.iter().map(|s| (*s).to_owned()).collect();

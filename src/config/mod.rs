@@ -41,7 +41,6 @@ mod server;
 mod session;
 mod upstream;
 
-use checks::Pending;
 use checks::Problems;
 pub(crate) use files::{app_secret_from_file, field_value_from_file, session_secret_from_file};
 pub(crate) use logto::scope_for_claim;
@@ -473,9 +472,8 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// Validates every section, then what spans sections; returns the configuration and the files left to read.
-fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
+fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let mut p = Problems::default();
-    let mut pending = Pending::default();
     // A [server] key the rules need even when another [server] key has a problem.
     let case_insensitive_paths = raw.server.case_insensitive_paths.unwrap_or(false);
     let allow_encoded_slashes = raw.server.allow_encoded_slashes.unwrap_or(false);
@@ -491,7 +489,7 @@ fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
         case_insensitive_paths,
         allow_encoded_slashes,
     );
-    let logto = logto::validate_logto(&mut p, raw.logto, public_url, &mut pending);
+    let logto = logto::validate_logto(&mut p, raw.logto, public_url);
     let session = session::validate_session(&mut p, raw.session, public_url);
     let response_headers =
         response_headers::validate_response_headers(&mut p, "response_headers", raw.response_headers);
@@ -578,7 +576,7 @@ fn validate(raw: RawConfig) -> Result<(Config, Pending), ConfigErrors> {
         log,
         pages,
     };
-    Ok((config, pending))
+    Ok(config)
 }
 
 /// A rule's `resources` must be among `logto.resources`: tokens for any other resource are refused before any rule
