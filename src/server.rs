@@ -566,13 +566,17 @@ impl Client<'_> {
                         .serve_connection(TokioIo::new(io), self.service(Some(framing), quota))
                         .with_upgrades();
                     // Boxed: only connections handed over need hyper's state.
-                    Box::pin(drive(
+                    let ended = Box::pin(drive(
                         conn,
                         http1::UpgradeableConnection::graceful_shutdown,
                         self.registration,
                         None,
                     ))
-                    .await
+                    .await;
+                    // A head hyper refused (and answered) is logged and counted as the gate's own answers are.
+                    if let Some(error) = ended {
+                        self.gate.log_http1_refusal(self.peer, &error);
+                    }
                 }
                 // Boxed: HTTP/2's state would otherwise enlarge every HTTP/1 connection's task.
                 // `server.max_requests_per_connection` counts streams here: once it is spent the connection is
@@ -587,13 +591,14 @@ impl Client<'_> {
                         .protocols
                         .http2
                         .serve_connection(TokioIo::new(io), self.service(None, quota.clone()));
-                    Box::pin(drive(
+                    // HTTP/2's refusals are the stream's or the connection's, not a request's.
+                    let _ = Box::pin(drive(
                         conn,
                         http2::Connection::graceful_shutdown,
                         self.registration,
                         quota.as_ref(),
                     ))
-                    .await
+                    .await;
                 }
             }
         }
@@ -675,7 +680,12 @@ impl Quota {
 /// Runs one served connection until it ends, asking it to `finish` gracefully once its worker's sweeper says so
 /// (idle too long, or the server shuts down; [`crate::connections`]) or once its `quota` is spent, and dropping it
 /// unfinished when the sweeper closes it (stuck: a client that takes nothing, an HTTP/2 header block too slow).
-async fn drive<C>(conn: C, finish: fn(Pin<&mut C>), registration: &Registration, quota: Option<&Quota>)
+async fn drive<C>(
+    conn: C,
+    finish: fn(Pin<&mut C>),
+    registration: &Registration,
+    quota: Option<&Quota>,
+) -> Option<hyper::Error>
 where
     C: Future<Output = Result<(), hyper::Error>>,
 {
@@ -701,7 +711,11 @@ where
         return polled.map(Some);
     })
     .await;
-    if let Some(Err(e)) = result {
-        tracing::debug!(error = %e, "connection ended with an error");
+    match result {
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "connection ended with an error");
+            Some(e)
+        }
+        _ => None,
     }
 }

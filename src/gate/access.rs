@@ -45,6 +45,15 @@ pub(super) struct AccessLine<'a> {
 impl AccessLine<'_> {
     /// Counts the request and logs its line with `status` and the user, if the pipeline knew one.
     pub(super) fn write(&mut self, status: u16) {
+        self.finish(status, None);
+    }
+
+    /// [`AccessLine::write`] for a request head that could not be read, saying why it was `refused`.
+    pub(super) fn write_refused(&mut self, status: u16, refused: &str) {
+        self.finish(status, Some(refused));
+    }
+
+    fn finish(&mut self, status: u16, refused: Option<&str>) {
         self.pending = false;
         self.gate.metrics.request(self.route.class(), status);
         if let Some(app) = self.decided.upstream {
@@ -71,6 +80,8 @@ impl AccessLine<'_> {
                     actor = self.decided.actor.as_deref(),
                     // Only on a request that named its trace.
                     trace_id = self.trace_id.as_ref().map(TraceId::as_str),
+                    // Only on a head that could not be read.
+                    refused,
                     // Microseconds, as milliseconds with three decimals (0.993, not 0.9925780000000001).
                     duration_ms = self.started.map_or(0.0, |s| s.elapsed().as_micros() as f64 / 1000.0),
                     "request"

@@ -525,6 +525,21 @@ async fn malformed_heads_and_overlong_targets_get_the_gates_page_id_and_count() 
         "logto_gate_requests_total{route=\"app\",status=\"414\"} 2\n",
     )
     .await;
+    // A head handed to hyper for its framing field, which hyper refuses (its bare 400): counted as well (its access
+    // line: the JSON log test).
+    for head in [
+        "POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n",
+        "POST /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+    ] {
+        let text = exchange_until_closed(s.gate.port, head.as_bytes()).await;
+        assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+    }
+    metrics_until(
+        metrics_port,
+        "logto_gate_requests_total{route=\"app\",status=\"400\"} 14\n",
+    )
+    .await;
+    assert_eq!(s.upstream.count(), seen + cases.len());
 }
 
 #[tokio::test]

@@ -348,6 +348,18 @@ async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
     let malformed = exchange_until_closed(port, b"PUT /bad/head?token=query-secret HTTP/1.1\r\nX Bad: 1\r\n\r\n").await;
     assert!(malformed.starts_with("HTTP/1.1 400 "), "{malformed}");
     let malformed_id = raw_request_id(&malformed);
+    // Heads the front hands to hyper for their framing fields, which hyper refuses with a bare 400 (and a malformed
+    // head after a request hyper served on such a connection): logged and counted too, with hyper's reason.
+    let framing: [&[u8]; 4] = [
+        b"POST /cl HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n",
+        b"POST /te HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"POST /te10 HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET /public/page HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\nGET /x HTTP/1.1\r\nX Bad: 1\r\n\r\n",
+    ];
+    for head in framing {
+        let answer = exchange_until_closed(port, head).await;
+        assert!(answer.contains(" 400 Bad Request\r\n"), "{answer}");
+    }
     let (lines, parsed) = stopped_log(&mut gate).await;
     let access: Vec<&Value> = parsed.iter().filter(|v| v["target"] == "logto_gate::access").collect();
     assert!(access.len() >= 6, "{lines:#?}");
@@ -395,9 +407,39 @@ async fn json_logs_have_one_access_line_per_request_and_never_a_secret() {
         access.iter().any(|a| a["path"] == "/bad/head"
             && a["method"] == "PUT"
             && a["status"] == 400
-            && a["request_id"] == malformed_id.as_str()),
+            && a["request_id"] == malformed_id.as_str()
+            && a["refused"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("a header field's name"))),
         "{lines:#?}"
     );
+    assert!(
+        access
+            .iter()
+            .any(|a| a["status"] == 431 && a["refused"].as_str().is_some_and(|r| r.contains("too many fields"))),
+        "{lines:#?}"
+    );
+    // hyper's refusals: no method or path read, the reason hyper gives.
+    let refused_by_hyper: Vec<&str> = access
+        .iter()
+        .filter(|a| a["status"] == 400 && a["method"] == "-" && a["path"] == "-")
+        .filter_map(|a| a["refused"].as_str())
+        .collect();
+    assert_eq!(
+        refused_by_hyper,
+        [
+            "invalid content-length parsed",
+            "invalid transfer-encoding parsed",
+            "unexpected transfer-encoding parsed",
+            "invalid HTTP header parsed"
+        ],
+        "{lines:#?}"
+    );
+    // Only such heads say why: a served request's line has no reason.
+    assert!(access
+        .iter()
+        .filter(|a| a["status"] == 200)
+        .all(|a| a.get("refused").is_none()));
     let all = lines.join("\n");
     for secret in [
         APP_SECRET,
