@@ -617,7 +617,8 @@ pub const ORGANIZATIONS_RESOURCE: &str = "urn:logto:resource:organizations";
 
 /// How a refresh-grant refusal reads: `invalid_grant` ends the session; Logto's exact answer for a non-member
 /// asking for an organization token (HTTP 403 `access_denied`, "user is not a member of the organization") is a
-/// denial; anything else is Logto failing, to be tried again.
+/// denial; anything else is Logto failing, to be tried again (the app's credentials refused included: the session is
+/// not the one at fault, and the log says what to mend).
 fn refresh_error(e: TokenEndpointError) -> RefreshError {
     match e {
         TokenEndpointError::Refused { error, description, .. } if error == "invalid_grant" => {
@@ -633,7 +634,10 @@ fn refresh_error(e: TokenEndpointError) -> RefreshError {
         {
             RefreshError::Denied(description)
         }
-        other => RefreshError::Unavailable(other.to_string()),
+        other => RefreshError::Unavailable(match other.credentials_refused() {
+            Some(refused) => refused.to_string(),
+            None => other.to_string(),
+        }),
     }
 }
 

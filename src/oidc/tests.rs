@@ -190,24 +190,27 @@ async fn invalid_target_names_the_resource_and_the_key() {
 #[tokio::test]
 async fn refused_and_expired_app_secrets_are_named_at_the_code_exchange_and_in_check() {
     const EXPIRED: &str = r#"{"error":"invalid_request","error_description":"client secret has expired","code":"oidc.invalid_request","message":"client secret has expired"}"#;
-    for (status, body, exchange, check) in [
+    for (status, body, exchange, check, refresh) in [
         (
             401,
             r#"{"error":"invalid_client","error_description":"client authentication failed"}"#,
             "(invalid_client): check logto.app_id",
             "Logto refused the app's credentials (invalid_client: client authentication failed)",
+            "(invalid_client): check logto.app_id",
         ),
         (
             400,
             EXPIRED,
             "the app secret has expired in Logto",
             "the app secret has expired in Logto (invalid_request: client secret has expired): put a current",
+            "the app secret has expired in Logto",
         ),
         (
             400,
             r#"{"error":"invalid_request","error_description":"missing parameter"}"#,
             "unexpected answer",
             "the token endpoint gave an unexpected answer",
+            "invalid_request missing parameter",
         ),
     ] {
         let (endpoint, _) = fake_logto_with(None, (status, body)).await;
@@ -220,6 +223,12 @@ async fn refused_and_expired_app_secrets_are_named_at_the_code_exchange_and_in_c
         assert!(said.contains(exchange), "{body}: {said}");
         let said = oidc.check_credentials(&loaded).await.expect_err("refused");
         assert!(said.starts_with(check), "{body}: {said}");
+        // A refresh keeps the session (not its fault) and says the same.
+        match oidc.refresh("rt").await {
+            Err(RefreshError::Unavailable(why)) => assert!(why.contains(refresh), "{body}: {why}"),
+            Err(other) => panic!("{body}: {other:?}"),
+            Ok(_) => panic!("{body}: tokens for a refused refresh"),
+        }
     }
 }
 
