@@ -992,24 +992,11 @@ async fn session_secret_files_rotate_without_a_restart() {
     const NEW: &str = "the-new-session-secret-after-rotation-0123456789";
     let idp = Idp::start(IdpOptions::default());
     let upstream = Upstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    // A Kubernetes secret volume: current and previous -> ..data/*, ..data -> the version, swapped in one rename.
-    let version = |name: &str, current: &str, previous: &str| {
-        std::fs::create_dir(d.join(name)).unwrap();
-        std::fs::write(d.join(name).join("current"), format!("{current}\n")).unwrap();
-        std::fs::write(d.join(name).join("previous"), format!("{previous}\n")).unwrap();
-        std::os::unix::fs::symlink(name, d.join("..data_tmp")).unwrap();
-        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
-    };
-    version("..v1", SESSION_SECRET, SESSION_SECRET);
-    for file in ["current", "previous"] {
-        std::os::unix::fs::symlink(format!("..data/{file}"), d.join(file)).unwrap();
-    }
+    let mut volume = SecretVolume::new(&[("current", SESSION_SECRET), ("previous", SESSION_SECRET)]);
     let files = format!(
-        "secret_files = [{:?}, {:?}]",
-        d.join("current").display().to_string(),
-        d.join("previous").display().to_string()
+        "secret_files = [{}, {}]",
+        volume.toml_path("current"),
+        volume.toml_path("previous")
     );
     let mut gate = logging_json(&idp, &upstream, "info", |t| {
         let t = t.replace(&format!("secret = \"{SESSION_SECRET}\""), &files);
@@ -1040,7 +1027,7 @@ async fn session_secret_files_rotate_without_a_restart() {
     assert_eq!(get(old_cookie.clone()).await, (StatusCode::OK, None));
 
     // Rotation: within 10 s (checked every 2 s, read once it stood still) the old secret's session is resealed.
-    version("..v2", NEW, SESSION_SECRET);
+    volume.update(&[("current", NEW), ("previous", SESSION_SECRET)]);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let resealed = loop {
         let (status, session) = get(old_cookie.clone()).await;
@@ -1054,7 +1041,7 @@ async fn session_secret_files_rotate_without_a_restart() {
     assert_eq!(get(resealed.clone()).await, (StatusCode::OK, None));
 
     // The old secret taken away: its session no longer opens, though the gate had it opened.
-    version("..v3", NEW, NEW);
+    volume.update(&[("current", NEW), ("previous", NEW)]);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let (status, _) = get(old_cookie.clone()).await;
@@ -1067,16 +1054,8 @@ async fn session_secret_files_rotate_without_a_restart() {
     }
     assert_eq!(get(resealed).await, (StatusCode::OK, None));
 
-    let (lines, parsed) = stopped_log(&mut gate).await;
-    let reloads = parsed
-        .iter()
-        .filter(|l| l["message"] == "session secrets reloaded")
-        .count();
-    assert_eq!(reloads, 2, "{lines:#?}");
-    let all = lines.join("\n");
-    for secret in [SESSION_SECRET, NEW] {
-        assert!(!all.contains(secret), "{secret} logged");
-    }
+    let log = stopped_log(&mut gate).await;
+    assert_reloads_and_no_secret(&log, "session secrets reloaded", 2, &[SESSION_SECRET, NEW]);
 }
 
 #[tokio::test]

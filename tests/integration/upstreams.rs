@@ -1015,19 +1015,14 @@ async fn request_header_values_can_come_from_files() {
 async fn a_request_field_file_that_changes_is_read_again_without_a_restart() {
     let idp = Idp::start(IdpOptions::default());
     let upstream = Upstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    // A Kubernetes secret volume: api-key -> ..data/api-key, ..data -> ..v1.
-    std::fs::create_dir(d.join("..v1")).unwrap();
-    std::fs::write(d.join("..v1/api-key"), "secret-one\n").unwrap();
-    std::os::unix::fs::symlink("..v1", d.join("..data")).unwrap();
-    std::os::unix::fs::symlink("..data/api-key", d.join("api-key")).unwrap();
+    let mut volume = SecretVolume::new(&[("api-key", "secret-one\n")]);
     // A second file, in place: once its change is seen, every change made before it has been checked too.
-    let marker = d.join("marker");
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("marker");
     std::fs::write(&marker, "m0").unwrap();
     let files = format!(
-        "request_headers_files = {{ \"X-Api-Key\" = \"{}\", \"X-Marker\" = \"{}\" }}",
-        d.join("api-key").display(),
+        "request_headers_files = {{ \"X-Api-Key\" = {}, \"X-Marker\" = \"{}\" }}",
+        volume.toml_path("api-key"),
         marker.display()
     );
     let mut gate = logging_json(&idp, &upstream, "info", |t| {
@@ -1065,22 +1060,19 @@ async fn a_request_field_file_that_changes_is_read_again_without_a_restart() {
     };
     assert_eq!(seen().await, ("secret-one".to_owned(), "m0".to_owned()));
     // Kubernetes' update: a new directory, then the link swapped in one rename.
-    std::fs::create_dir(d.join("..v2")).unwrap();
-    std::fs::write(d.join("..v2/api-key"), "secret-two\n").unwrap();
-    std::os::unix::fs::symlink("..v2", d.join("..data_tmp")).unwrap();
-    std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    volume.update(&[("api-key", "secret-two\n")]);
     until("secret-two", "m0").await;
     // Written in place.
-    std::fs::write(d.join("..v2/api-key"), "secret-three").unwrap();
+    volume.write_in_place("api-key", "secret-three");
     until("secret-three", "m0").await;
     // Two lines, then an empty file: neither is a value; the one in use stays.
     for (bad, mark) in [("two\nlines\n", "m1"), ("\n", "m2")] {
-        std::fs::write(d.join("..v2/api-key"), bad).unwrap();
+        volume.write_in_place("api-key", bad);
         std::fs::write(&marker, mark).unwrap();
         until("secret-three", mark).await;
     }
     // Mended: read again.
-    std::fs::write(d.join("..v2/api-key"), "secret-four").unwrap();
+    volume.write_in_place("api-key", "secret-four");
     until("secret-four", "m2").await;
     let (lines, parsed) = stopped_log(&mut gate).await;
     let warnings: Vec<&serde_json::Value> = parsed
@@ -1096,16 +1088,9 @@ async fn a_request_field_file_that_changes_is_read_again_without_a_restart() {
             && warnings[1]["error"].as_str().unwrap().contains("is empty"),
         "{warnings:#?}"
     );
-    let reloads = parsed
-        .iter()
-        .filter(|l| l["message"] == "request field value reloaded")
-        .count();
     // secret-two, -three, -four, and the marker's m1 and m2.
-    assert_eq!(reloads, 5, "{lines:#?}");
-    let all = lines.join("\n");
-    for value in ["secret-one", "secret-two", "secret-three", "secret-four", "lines"] {
-        assert!(!all.contains(value), "a log line has a value ({value}):\n{all}");
-    }
+    let values = ["secret-one", "secret-two", "secret-three", "secret-four", "lines"];
+    assert_reloads_and_no_secret(&(lines, parsed), "request field value reloaded", 5, &values);
 }
 
 /// The access token is a credential for Logto's APIs: only the apps that need it should get it. An

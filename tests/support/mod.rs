@@ -1040,3 +1040,70 @@ pub async fn healthz_over_h2(
     let resp = sender.send_request(healthz(port)).await.expect("an answer");
     assert_eq!(resp.status(), StatusCode::OK, "request {n}");
 }
+
+/// A Kubernetes secret volume in a directory of its own: each key a link `key -> ..data/key`, `..data` a link to
+/// the current version's directory, which an update replaces in one rename, as the kubelet does.
+pub struct SecretVolume {
+    dir: tempfile::TempDir,
+    versions: usize,
+}
+
+impl SecretVolume {
+    /// The volume with `files` (key, text) as its first version.
+    pub fn new(files: &[(&str, &str)]) -> SecretVolume {
+        let mut volume = SecretVolume {
+            dir: tempfile::tempdir().expect("tempdir"),
+            versions: 0,
+        };
+        volume.update(files);
+        for (key, _) in files {
+            std::os::unix::fs::symlink(format!("..data/{key}"), volume.path(key)).expect("link");
+        }
+        volume
+    }
+
+    /// Where the key `key` is read.
+    pub fn path(&self, key: &str) -> std::path::PathBuf {
+        self.dir.path().join(key)
+    }
+
+    /// The path of `key` as a TOML string.
+    pub fn toml_path(&self, key: &str) -> String {
+        format!("{:?}", self.path(key).display().to_string())
+    }
+
+    /// A new version with `files` (every key the volume has), swapped in.
+    pub fn update(&mut self, files: &[(&str, &str)]) {
+        self.versions += 1;
+        let version = format!("..v{}", self.versions);
+        let d = self.dir.path();
+        std::fs::create_dir(d.join(&version)).expect("version");
+        for (key, text) in files {
+            std::fs::write(d.join(&version).join(key), text).expect("write");
+        }
+        std::os::unix::fs::symlink(&version, d.join("..data_tmp")).expect("link");
+        std::fs::rename(d.join("..data_tmp"), d.join("..data")).expect("swap");
+    }
+
+    /// Writes `text` to `key`'s file of the current version, in place.
+    pub fn write_in_place(&self, key: &str, text: &str) {
+        std::fs::write(self.path(key), text).expect("write");
+    }
+}
+
+/// Of a stopped gate's log ([`stopped_log`]): `reloads` lines saying `message` (a file read again), and no line
+/// holding any of `secrets`.
+pub fn assert_reloads_and_no_secret(
+    log: &(Vec<String>, Vec<serde_json::Value>),
+    message: &str,
+    reloads: usize,
+    secrets: &[&str],
+) {
+    let (lines, parsed) = log;
+    let found = parsed.iter().filter(|l| l["message"] == message).count();
+    assert_eq!(found, reloads, "{message}: {lines:#?}");
+    let all = lines.join("\n");
+    for secret in secrets {
+        assert!(!all.contains(secret), "a log line has a secret ({secret}):\n{all}");
+    }
+}
