@@ -182,12 +182,7 @@ async fn a_missing_required_claim_is_named_in_the_log() {
         let browser = Browser::for_endpoint(rogue.endpoint());
         let (hops, resp) = browser.navigate(&format!("{}/", gate.url())).await;
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{case}: {hops:#?}");
-        let _ = gate.process.child.kill();
-        let _ = gate.process.child.wait();
-        let mut log = String::new();
-        if let Some(mut err) = gate.process.child.stderr.take() {
-            let _ = err.read_to_string(&mut log);
-        }
+        let mut log = gate.stop_and_read_log();
         let mut out = String::new();
         if let Some(mut o) = gate.process.child.stdout.take() {
             let _ = o.read_to_string(&mut out);

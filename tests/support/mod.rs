@@ -265,10 +265,7 @@ pub async fn logging_json(
 pub async fn stopped_log(gate: &mut BinaryGate) -> (Vec<String>, Vec<serde_json::Value>) {
     gate.sigterm();
     wait_exit(&mut gate.process).await;
-    let lines: Vec<String> =
-        std::io::BufRead::lines(std::io::BufReader::new(gate.process.child.stderr.take().unwrap()))
-            .map(Result::unwrap)
-            .collect();
+    let lines: Vec<String> = gate.exited_log().lines().map(str::to_owned).collect();
     let parsed = lines
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
@@ -823,6 +820,8 @@ pub struct BinaryGate {
     pub process: GateProcess,
     pub port: u16,
     pub config: std::path::PathBuf,
+    /// What the gate logs (stderr), read as it comes: a pipe nobody read would fill and stop the gate mid-write.
+    log: Option<std::thread::JoinHandle<Vec<u8>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -856,14 +855,32 @@ impl BinaryGate {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("gate.toml");
         std::fs::write(&config, edit(toml)).expect("write config");
-        let process = GateProcess::spawn_limited(open_files, &["--config", &config.display().to_string()], env);
+        let mut process = GateProcess::spawn_limited(open_files, &["--config", &config.display().to_string()], env);
+        let log = process.child.stderr.take().map(|mut stderr| {
+            std::thread::spawn(move || {
+                let mut log = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut stderr, &mut log);
+                log
+            })
+        });
         wait_for_status(&format!("{public}/_logto/readyz"), 200).await;
         BinaryGate {
             process,
             port,
             config,
+            log,
             _dir: dir,
         }
+    }
+
+    /// Everything the gate logged, once it has exited (the pipe's end).
+    pub fn exited_log(&mut self) -> String {
+        let bytes = self
+            .log
+            .take()
+            .and_then(|reader| reader.join().ok())
+            .unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// Two gate processes (replicas of one deployment) sharing one app registration, with `session` added to their
@@ -886,14 +903,9 @@ impl BinaryGate {
 
     /// Stops the process and returns what it logged (stderr).
     pub fn stop_and_read_log(&mut self) -> String {
-        use std::io::Read;
         let _ = self.process.child.kill();
         let _ = self.process.child.wait();
-        let mut log = String::new();
-        if let Some(mut err) = self.process.child.stderr.take() {
-            let _ = err.read_to_string(&mut log);
-        }
-        log
+        self.exited_log()
     }
 
     /// Sends SIGTERM, as Kubernetes or `docker stop` does.
