@@ -45,6 +45,13 @@ impl std::fmt::Debug for CookieCodec {
     }
 }
 
+/// What replacing the keys did ([`CookieCodec::replace_keys`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replaced {
+    /// The key that sealed until now opens nothing any more: every session it sealed is signed out.
+    pub sealing_key_dropped: bool,
+}
+
 /// The session cookie as a request carried it: each copy of it that opened (usually one, see
 /// [`CookieCodec::read_session_cookie`]) and the names of the cookies that carried it, each once (so a rewrite can
 /// clear chunks it no longer needs).
@@ -133,17 +140,21 @@ impl CookieCodec {
     }
 
     /// Seals with the first of `secrets` and opens with each of them from now on (every one validated to be at least
-    /// 32 bytes); false, and nothing changed, when they are the secrets in use.
-    pub fn replace_keys(&self, secrets: &[Secret]) -> bool {
+    /// 32 bytes); `None`, and nothing changed, when they are the secrets in use.
+    pub fn replace_keys(&self, secrets: &[Secret]) -> Option<Replaced> {
         let new = derive_keys(secrets);
         let mut keys = self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let same = keys.len() == new.len() && keys.iter().zip(&new).all(|(a, b)| a.master() == b.master());
         if same || new.is_empty() {
-            return false;
+            return None;
         }
+        let kept = |key: &Key| new.iter().any(|n| n.master() == key.master());
+        let replaced = Replaced {
+            sealing_key_dropped: keys.first().is_some_and(|first| !kept(first)),
+        };
         *keys = new;
         self.generation.fetch_add(1, Ordering::AcqRel);
-        true
+        Some(replaced)
     }
 
     /// Encrypts `plaintext` for the cookie `name` with the first key; the name is authenticated as associated data.

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use crate::config::{session_secret_from_file, SecretFile};
 use crate::reload::Stamp;
 
+use super::cookies::Replaced;
 use super::Sessions;
 
 /// Where the watch stands: the files' stamps when their secrets were last read, and a change waiting to stand still.
@@ -41,15 +42,20 @@ impl Sessions {
 
     /// One check of `files`; true when new keys are in use.
     fn check_secret_files(&self, files: &[SecretFile], watch: &mut Watch) -> bool {
+        self.read_secret_files(files, watch).is_some()
+    }
+
+    /// [`Sessions::check_secret_files`], saying what the new keys changed.
+    fn read_secret_files(&self, files: &[SecretFile], watch: &mut Watch) -> Option<Replaced> {
         let now: Vec<Stamp> = files.iter().map(|f| Stamp::of(&f.path)).collect();
         if watch.read.as_ref() == Some(&now) {
             watch.changed = None;
-            return false;
+            return None;
         }
         // The first check reads at once (nothing to wait for); a later change once it stood still for a check.
         if watch.read.is_some() && watch.changed.as_ref() != Some(&now) {
             watch.changed = Some(now);
-            return false;
+            return None;
         }
         watch.read = Some(now);
         watch.changed = None;
@@ -63,15 +69,22 @@ impl Sessions {
                         %error,
                         "session secret file changed but cannot be used; keeping the session keys in use"
                     );
-                    return false;
+                    return None;
                 }
             }
         }
-        let replaced = self.codec().replace_keys(&secrets);
-        if replaced {
+        let replaced = self.codec().replace_keys(&secrets)?;
+        if replaced.sealing_key_dropped {
+            tracing::warn!(
+                keys = secrets.len(),
+                "session secrets reloaded without the key that sealed sessions until now: every session it sealed is \
+                 signed out; to rotate without that, list the new secret first and keep the old one second \
+                 (session.secret_files) until sessions have been resealed"
+            );
+        } else {
             tracing::info!(keys = secrets.len(), "session secrets reloaded");
         }
-        replaced
+        Some(replaced)
     }
 }
 
@@ -123,10 +136,16 @@ mod tests {
         );
         let resealed = sessions.codec().seal_sign_out_return("/second", 0).expect("sealed");
 
-        // The old key taken away: what it sealed no longer opens; the new key's does.
+        // The old key taken away: what it sealed no longer opens; the new key's does, and seals on.
         std::fs::write(d.join("old"), "second-session-secret-0123456789abcdef").expect("write");
         assert!(!sessions.check_secret_files(&files, &mut watch));
-        assert!(sessions.check_secret_files(&files, &mut watch));
+        let replaced = sessions.read_secret_files(&files, &mut watch);
+        assert_eq!(
+            replaced,
+            Some(Replaced {
+                sealing_key_dropped: false
+            })
+        );
         assert_eq!(sessions.codec().open_sign_out_return(&sealed, 0), None);
         assert_eq!(
             sessions.codec().open_sign_out_return(&resealed, 0).as_deref(),
@@ -149,5 +168,17 @@ mod tests {
         assert!(!sessions.check_secret_files(&files, &mut watch));
         assert!(sessions.check_secret_files(&files, &mut watch));
         assert_eq!(sessions.codec().generation(), 3);
+        // Both files replaced by one new secret: the key that sealed is gone (the warning's case).
+        for file in ["new", "old"] {
+            std::fs::write(d.join(file), "fourth-session-secret-0123456789abcdef").expect("write");
+        }
+        assert!(!sessions.check_secret_files(&files, &mut watch));
+        let replaced = sessions.read_secret_files(&files, &mut watch);
+        assert_eq!(
+            replaced,
+            Some(Replaced {
+                sealing_key_dropped: true
+            })
+        );
     }
 }

@@ -986,7 +986,8 @@ async fn rotating_the_session_secret_signs_nobody_out() {
 /// `session.secret_files` from a Kubernetes secret volume, read again when it changes: a rotation (the new secret
 /// first, the old one second) reseals the sessions the old secret sealed without signing anyone out, and once the
 /// old secret is taken away what it sealed no longer opens, even a session the gate had opened before (kept opened
-/// for speed). No restart, and no secret logged.
+/// for speed). Replacing the key that seals outright signs its sessions out, with a warning saying how to rotate
+/// instead. No restart, and no secret logged.
 #[tokio::test]
 async fn session_secret_files_rotate_without_a_restart() {
     const NEW: &str = "the-new-session-secret-after-rotation-0123456789";
@@ -1052,10 +1053,27 @@ async fn session_secret_files_rotate_without_a_restart() {
         assert!(tokio::time::Instant::now() < deadline, "the old secret still opens");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(get(resealed).await, (StatusCode::OK, None));
+    assert_eq!(get(resealed.clone()).await, (StatusCode::OK, None));
+
+    // A careless rotation, the key that sealed replaced outright: its sessions are signed out, with a warning.
+    const CARELESS: &str = "a-secret-replacing-every-other-at-once-0123456789";
+    volume.update(&[("current", CARELESS), ("previous", CARELESS)]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while get(resealed.clone()).await.0 == StatusCode::OK {
+        assert!(tokio::time::Instant::now() < deadline, "the replaced key still opens");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let log = stopped_log(&mut gate).await;
-    assert_reloads_and_no_secret(&log, "session secrets reloaded", 2, &[SESSION_SECRET, NEW]);
+    // The first two steps kept the key that sealed: no warning for them.
+    assert_reloads_and_no_secret(&log, "session secrets reloaded", 2, &[SESSION_SECRET, NEW, CARELESS]);
+    let warnings: Vec<&Value> = log.1.iter().filter(|l| l["level"] == "WARN").collect();
+    assert_eq!(warnings.len(), 1, "{:#?}", log.0);
+    let said = warnings[0]["message"].as_str().unwrap_or("");
+    assert!(
+        said.starts_with("session secrets reloaded without the key that sealed sessions until now"),
+        "{said}"
+    );
 }
 
 #[tokio::test]
