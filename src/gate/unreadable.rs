@@ -2,7 +2,8 @@
 //! 414; too large, 431 (RFC 6585 §5)), each with a page saying what was wrong and what to do, answered as the gate
 //! answers any request: a request id on the page and in `X-Request-Id`, `[response_headers]`, an access line and the
 //! request's count in the requests metric. Only the request line is read of the head, and only to log its method and
-//! path.
+//! path. The heads hyper's server refused on connections the front handed to it get their line and count here too
+//! ([`WorkerGate::log_http1_refusal`]). Each line says why the head was refused (`refused`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,10 +1,10 @@
 //! Encrypted cookies: the session cookie and the per-attempt sign-in cookies (RFC 6265).
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use cookie::{Cookie, CookieJar, Key};
 use http::header::{HeaderMap, HeaderValue, COOKIE};
 
