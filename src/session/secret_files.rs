@@ -116,18 +116,22 @@ mod tests {
         let (sessions, files) = sessions(d);
         let sealed = sessions.codec().seal_sign_out_return("/first", 0).expect("sealed");
         let mut watch = Watch::default();
+        // A change is seen at one check and read at the next (it stood still).
+        let settled = |watch: &mut Watch| {
+            assert!(!sessions.check_secret_files(&files, watch), "a change waits a check");
+            sessions.read_secret_files(&files, watch)
+        };
+        let kept_sealing_key = Some(Replaced {
+            sealing_key_dropped: false,
+        });
         // The first check reads the files: the same secrets, no change.
         assert!(!sessions.check_secret_files(&files, &mut watch));
         assert_eq!(sessions.codec().generation(), 0);
 
         // A rotation: the new secret first, the old one second, written one after the other.
+        // Read a check later: new = second, old = first.
         std::fs::write(d.join("new"), "second-session-secret-0123456789abcdef").expect("write");
-        assert!(
-            !sessions.check_secret_files(&files, &mut watch),
-            "changed: wait a check"
-        );
-        // The same change a check later: read (new = second, old = first).
-        assert!(sessions.check_secret_files(&files, &mut watch));
+        assert_eq!(settled(&mut watch), kept_sealing_key);
         assert_eq!(sessions.codec().generation(), 1);
         assert_eq!(
             sessions.codec().open_sign_out_return(&sealed, 0).as_deref(),
@@ -138,14 +142,7 @@ mod tests {
 
         // The old key taken away: what it sealed no longer opens; the new key's does, and seals on.
         std::fs::write(d.join("old"), "second-session-secret-0123456789abcdef").expect("write");
-        assert!(!sessions.check_secret_files(&files, &mut watch));
-        let replaced = sessions.read_secret_files(&files, &mut watch);
-        assert_eq!(
-            replaced,
-            Some(Replaced {
-                sealing_key_dropped: false
-            })
-        );
+        assert_eq!(settled(&mut watch), kept_sealing_key);
         assert_eq!(sessions.codec().open_sign_out_return(&sealed, 0), None);
         assert_eq!(
             sessions.codec().open_sign_out_return(&resealed, 0).as_deref(),
@@ -155,30 +152,23 @@ mod tests {
         // Too short, a placeholder, empty, missing: the keys in use stay.
         for bad in ["short", "change-me-please-to-a-long-random-value", "\n"] {
             std::fs::write(d.join("new"), bad).expect("write");
-            assert!(!sessions.check_secret_files(&files, &mut watch));
-            assert!(!sessions.check_secret_files(&files, &mut watch), "{bad:?}");
+            assert_eq!(settled(&mut watch), None, "{bad:?}");
             assert!(sessions.codec().open_sign_out_return(&resealed, 0).is_some(), "{bad:?}");
         }
         std::fs::remove_file(d.join("new")).expect("remove");
-        assert!(!sessions.check_secret_files(&files, &mut watch));
-        assert!(!sessions.check_secret_files(&files, &mut watch));
+        assert_eq!(settled(&mut watch), None);
         assert_eq!(sessions.codec().generation(), 2);
         // Mended: read again.
         std::fs::write(d.join("new"), "third-session-secret-0123456789abcdef").expect("write");
-        assert!(!sessions.check_secret_files(&files, &mut watch));
-        assert!(sessions.check_secret_files(&files, &mut watch));
+        assert_eq!(settled(&mut watch), kept_sealing_key);
         assert_eq!(sessions.codec().generation(), 3);
         // Both files replaced by one new secret: the key that sealed is gone (the warning's case).
         for file in ["new", "old"] {
             std::fs::write(d.join(file), "fourth-session-secret-0123456789abcdef").expect("write");
         }
-        assert!(!sessions.check_secret_files(&files, &mut watch));
-        let replaced = sessions.read_secret_files(&files, &mut watch);
-        assert_eq!(
-            replaced,
-            Some(Replaced {
-                sealing_key_dropped: true
-            })
-        );
+        let dropped = Some(Replaced {
+            sealing_key_dropped: true,
+        });
+        assert_eq!(settled(&mut watch), dropped);
     }
 }
