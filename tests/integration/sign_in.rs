@@ -48,10 +48,7 @@ async fn a_navigation_keeps_its_url_fragment_through_sign_in_when_configured() {
     .await;
     let gate = s.gate.url();
     let navigate = |method: reqwest::Method, dest: &'static str| {
-        plain()
-            .request(method, format!("{gate}/deep/page?x=1"))
-            .header("accept", "text/html")
-            .header("sec-fetch-mode", "navigate")
+        navigation(method, format!("{gate}/deep/page?x=1"))
             .header("sec-fetch-dest", dest)
             .send()
     };
@@ -112,10 +109,7 @@ async fn a_navigation_keeps_its_url_fragment_through_sign_in_when_configured() {
     assert!(!frame.text().await.unwrap().contains("<script"));
     // Without the key: straight to Logto, as always.
     let plain_stack = Stack::start().await;
-    let resp = plain()
-        .get(format!("{}/deep/page", plain_stack.gate.url()))
-        .header("accept", "text/html")
-        .header("sec-fetch-mode", "navigate")
+    let resp = navigation(reqwest::Method::GET, format!("{}/deep/page", plain_stack.gate.url()))
         .send()
         .await
         .unwrap();
@@ -367,11 +361,8 @@ async fn a_frames_navigation_gets_a_page_that_signs_in_in_the_whole_window() {
         ("IFrame", "https://evil.example/reports", "%2F"),
         ("iframe", "", "%2F"),
     ] {
-        let mut req = plain()
-            .get(format!("{}/panels/7", s.gate.url()))
-            .header("accept", "text/html")
-            .header("sec-fetch-mode", "navigate")
-            .header("sec-fetch-dest", dest);
+        let mut req =
+            navigation(reqwest::Method::GET, format!("{}/panels/7", s.gate.url())).header("sec-fetch-dest", dest);
         if !referer.is_empty() {
             req = req.header("referer", referer);
         }
@@ -394,10 +385,7 @@ async fn a_frames_navigation_gets_a_page_that_signs_in_in_the_whole_window() {
         assert!(page.contains(&link), "{what}: {page}");
     }
     for dest in [Some("document"), None] {
-        let mut req = plain()
-            .get(format!("{}/panels/7", s.gate.url()))
-            .header("accept", "text/html")
-            .header("sec-fetch-mode", "navigate");
+        let mut req = navigation(reqwest::Method::GET, format!("{}/panels/7", s.gate.url()));
         if let Some(dest) = dest {
             req = req.header("sec-fetch-dest", dest);
         }
@@ -774,11 +762,8 @@ async fn a_prefetched_or_head_sign_out_signs_nobody_out() {
 async fn a_prefetch_without_a_session_starts_no_sign_in() {
     let s = Stack::start().await;
     let navigate = |purpose: Option<&str>| {
-        let mut req = plain()
-            .get(format!("{}/reports", s.gate.url()))
-            .header("accept", "text/html")
-            .header("sec-fetch-mode", "navigate")
-            .header("sec-fetch-dest", "document");
+        let mut req =
+            navigation(reqwest::Method::GET, format!("{}/reports", s.gate.url())).header("sec-fetch-dest", "document");
         if let Some(p) = purpose {
             req = req.header("sec-purpose", p);
         }
@@ -792,10 +777,7 @@ async fn a_prefetch_without_a_session_starts_no_sign_in() {
     }
     // A HEAD navigation (a link checker, a monitor, `curl -I`) is sent to the sign-in link instead: no attempt
     // cookie, no redirect to Logto; following the link with GET starts the sign-in.
-    let head = plain()
-        .head(format!("{}/reports?q=1", s.gate.url()))
-        .header("accept", "text/html")
-        .header("sec-fetch-mode", "navigate")
+    let head = navigation(reqwest::Method::HEAD, format!("{}/reports?q=1", s.gate.url()))
         .send()
         .await
         .unwrap();

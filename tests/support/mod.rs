@@ -1119,3 +1119,12 @@ pub fn assert_reloads_and_no_secret(
         assert!(!all.contains(secret), "a log line has a secret ({secret}):\n{all}");
     }
 }
+
+/// A browser's top-level navigation, without cookies or redirects followed: `method` to `url`, accepting HTML, with
+/// `Sec-Fetch-Mode: navigate` (add `Sec-Fetch-Dest` and the rest to it).
+pub fn navigation(method: reqwest::Method, url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
+    plain()
+        .request(method, url)
+        .header("accept", "text/html")
+        .header("sec-fetch-mode", "navigate")
+}
