@@ -32,7 +32,6 @@ pub(crate) struct AppCredentials {
 }
 
 /// The two `Authorization` values one secret makes (sensitive: never logged, never indexed by HTTP/2's HPACK).
-#[derive(Clone)]
 struct Basics {
     client: HeaderValue,
     protected_app: HeaderValue,
@@ -67,21 +66,19 @@ impl AppCredentials {
         }))
     }
 
-    fn current(&self) -> Basics {
-        self.current
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+    fn current(&self) -> std::sync::RwLockReadGuard<'_, Basics> {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// `Authorization` for Logto's token, revocation and introspection endpoints (`client_secret_basic`).
     pub(crate) fn client_basic(&self) -> HeaderValue {
-        self.current().client
+        self.current().client.clone()
     }
 
-    /// Logto Protected App's `Authorization: Basic base64(appId:appSecret)`.
+    /// Logto Protected App's `Authorization: Basic base64(appId:appSecret)` (on every request to the app in that
+    /// mode: only this value is copied).
     pub(crate) fn protected_app_basic(&self) -> HeaderValue {
-        self.current().protected_app
+        self.current().protected_app.clone()
     }
 
     /// Checks `logto.app_secret_file` every [`crate::reload::CHECK_INTERVAL`] for as long as anything else holds
