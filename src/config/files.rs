@@ -110,8 +110,8 @@ pub(crate) fn app_secret_from_file(path: &Path) -> Result<Secret, String> {
 }
 
 /// A session secret's file (`session.secret_file`, an entry of `session.secret_files`), read at start and whenever
-/// it changes (`Sessions::watch_secret_files`); the error names the file and says what is wrong
-/// (unreadable, empty, the examples' placeholder, too short).
+/// it changes (`Sessions::watch_secret_files`); the error names the file and says what is wrong (unreadable, empty,
+/// the examples' placeholder, too short).
 pub(crate) fn session_secret_from_file(path: &Path) -> Result<Secret, String> {
     let secret = secret_text(path)?;
     let problems = super::session::secret_problems(&secret);
@@ -253,7 +253,8 @@ mod tests {
     }
 
     /// `session.secret_files`, the rotation list from files (Kubernetes secrets): read in order, the first to
-    /// encrypt; from the environment as a list too (replacing the file's secret); alone among the ways to give the session's secrets.
+    /// encrypt; from the environment as a list too (replacing the file's secret); alone among the ways to give the
+    /// session's secrets.
     #[test]
     fn session_secret_files_are_read_in_order_and_set_alone() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -10,8 +10,8 @@ use super::{LogtoConfig, PublicUrl, Secret, UpstreamConfig, BASE_SCOPES};
 pub(super) const APP_CREDENTIALS: &str = "copy it from the application's details page in the Logto console";
 
 /// Validates `[logto]`; `None` when a key of it has a problem. The sign-out landing page defaults to one on
-/// `public_url`; an `app_secret_file` is named in it, to be read once the whole configuration is valid. Scopes that rules and headers need are added by the
-/// caller.
+/// `public_url`; an `app_secret_file` is named in it, to be read once the whole configuration is valid. Scopes that
+/// rules and headers need are added by the caller.
 pub(super) fn validate_logto(p: &mut Problems, raw: RawLogto, public_url: Option<&PublicUrl>) -> Option<LogtoConfig> {
     let before = p.len();
     let endpoint = p
