@@ -1,6 +1,6 @@
 //! Forwarding to the upstream app: a pooled HTTP/1.1 client (HTTP/2 with prior knowledge for an `h2c://` app,
-//! RFC 9113 §3.3), streaming bodies and trailers both ways, protocol upgrades (WebSocket) spliced byte for byte, and
-//! bounded waits that end in 502/504 instead of a hang.
+//! RFC 9113 §3.3), streaming bodies both ways (the app's trailers too; a client's never), protocol upgrades
+//! (WebSocket) spliced byte for byte, and bounded waits that end in 502/504 instead of a hang.
 //!
 //! Bodiless `GET` and `HEAD` requests to a plain-HTTP upstream (most of what a browser asks for) take the lean
 //! client in `crate::http1::client`, which works inside the client connection's task; everything else takes
@@ -425,6 +425,11 @@ impl Forwarder {
 /// The client's request body as hyper's client sends it upstream, remembering why it failed when it fails on the
 /// client's side (RFC 9112 §7.1: an invalid chunk size, data longer than its chunk, a bare LF, an overflow; or the
 /// client hanging up mid-body), so the gate answers 400 and logs a client error instead of blaming the upstream.
+///
+/// The body ends at its data: a client's trailer fields (RFC 9110 §6.5) are never passed on. HTTP/2 would carry
+/// them to an `h2c://` app as they came, where an app that reads trailers would take a client's
+/// `X-Forwarded-User` sent after the body for the gate's; hyper's HTTP/1.1 client sends only the trailers a
+/// `Trailer` field declares, and the gate drops that field, so an HTTP/1.1 app got none already.
 struct ClientBody {
     /// The client's body, as hyper's server or the HTTP/1 front reads it.
     inner: Body,
@@ -461,6 +466,8 @@ impl http_body::Body for ClientBody {
                 let _ = self.failed.set(failure);
                 std::task::Poll::Ready(Some(Err(e)))
             }
+            // Trailers are a body's last frame: the body ends without them.
+            std::task::Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => std::task::Poll::Ready(None),
             other => other,
         }
     }

@@ -1170,6 +1170,8 @@ struct SeenH2 {
     host: Option<String>,
     forwarded_user: Option<String>,
     body: Vec<u8>,
+    /// The request's trailer fields, by name.
+    trailers: Vec<String>,
 }
 
 /// A gRPC-like app speaking HTTP/2 without TLS (prior knowledge only): it answers `h2:<path>` with the trailers
@@ -1191,12 +1193,13 @@ async fn h2c_upstream() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<SeenH2>>>) 
                         let field = |name: &str| req.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
                         let (version, path) = (req.version(), req.uri().path().to_owned());
                         let (te, host, forwarded_user) = (field("te"), field("host"), field("x-forwarded-user"));
-                        let body = req
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes().to_vec())
+                        let collected = req.into_body().collect().await.ok();
+                        let trailers = collected
+                            .as_ref()
+                            .and_then(|c| c.trailers())
+                            .map(|t| t.keys().map(|name| name.as_str().to_owned()).collect())
                             .unwrap_or_default();
+                        let body = collected.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
                         record.lock().unwrap().push(SeenH2 {
                             version,
                             path: path.clone(),
@@ -1204,6 +1207,7 @@ async fn h2c_upstream() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<SeenH2>>>) 
                             host,
                             forwarded_user,
                             body,
+                            trailers,
                         });
                         let mut trailers = http::HeaderMap::new();
                         trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
@@ -1324,6 +1328,108 @@ async fn an_h2c_upstream_is_spoken_to_over_http2_with_its_trailers() {
     )
     .replace("[upstream]\n", "[upstream]\npreserve_host = true\n");
     assert_refused(&toml, "upstream.preserve_host: cannot go with an h2c:// upstream");
+}
+
+/// A request's trailer fields are never passed on to an `h2c://` app either (HTTP/2 carries them to the app's
+/// request, where an HTTP/1.1 app gets none): a client cannot send identity fields after its body, over HTTP/2 or over
+/// HTTP/1.1 chunked, on the HTTP/1 front or on hyper's server after a hand-over. The body still arrives whole.
+#[tokio::test]
+async fn request_trailers_never_reach_an_h2c_upstream() {
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (port, seen) = h2c_upstream().await;
+    let idp = Idp::start(IdpOptions::default());
+    let app = Upstream::start().await;
+    let extra = format!("[[upstreams]]\nprefix = \"/grpc\"\nurl = \"h2c://127.0.0.1:{port}\"\n");
+    let gate = TestGate::start(&idp, &app.url(), "", &extra).await;
+    let cookie = signed_in_cookie(&idp, &gate).await;
+
+    // The control: the app reads trailers sent to it directly.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut direct, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let with_trailers = |uri: String| {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-forwarded-user", http::HeaderValue::from_static("admin"));
+        trailers.insert("x-sum", http::HeaderValue::from_static("532"));
+        let frames: Vec<Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>> = vec![
+            Ok(hyper::body::Frame::data(bytes::Bytes::from_static(b"hello"))),
+            Ok(hyper::body::Frame::trailers(trailers)),
+        ];
+        hyper::Request::post(uri)
+            .header("cookie", &cookie)
+            .header("te", "trailers")
+            .body(http_body_util::StreamBody::new(futures_util::stream::iter(frames)))
+            .unwrap()
+    };
+    let resp = direct
+        .send_request(with_trailers(format!("http://127.0.0.1:{port}/grpc/direct")))
+        .await
+        .unwrap();
+    resp.into_body().collect().await.unwrap();
+    let got = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        got.trailers,
+        ["x-forwarded-user", "x-sum"],
+        "the control: the app reads trailers"
+    );
+
+    // HTTP/2 to the gate.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let resp = send
+        .send_request(with_trailers(format!("http://127.0.0.1:{}/grpc/h2", gate.port)))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.unwrap();
+    assert_eq!(
+        collected.trailers().map(|t| t["grpc-status"].clone()),
+        Some("0".parse().unwrap())
+    );
+    let got = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!((got.path.as_str(), got.body.as_slice()), ("/grpc/h2", &b"hello"[..]));
+    assert_eq!(
+        got.trailers,
+        Vec::<String>::new(),
+        "HTTP/2: a client's trailers reached the app"
+    );
+
+    // HTTP/1.1 chunked with trailers, on the HTTP/1 front and on hyper's server after a hand-over.
+    let hand_over = "GET /_logto/healthz HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n";
+    for before in ["", hand_over] {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+        let request = format!(
+            "{before}POST /grpc/h1 HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nTransfer-Encoding: chunked\r\n\
+             Trailer: X-Forwarded-User, X-Sum\r\nConnection: close\r\n\r\n\
+             5\r\nhello\r\n0\r\nX-Forwarded-User: admin\r\nX-Sum: 532\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(READY_TIMEOUT, stream.read_to_end(&mut answer))
+            .await
+            .expect("an answer")
+            .unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.starts_with("HTTP/1.1 200") && text.contains("h2:/grpc/h1"),
+            "{before:?}: {text}"
+        );
+        let got = seen.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(got.body, b"hello", "{before:?}");
+        assert_eq!(
+            got.trailers,
+            Vec::<String>::new(),
+            "HTTP/1.1 {before:?}: a client's trailers reached the app"
+        );
+    }
 }
 
 /// Signs alice in at `gate` and returns her session cookie as a `Cookie` field's value.
