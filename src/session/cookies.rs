@@ -485,28 +485,25 @@ impl CookieCodec {
             headers.remove(COOKIE);
             return;
         }
-        let mut kept = String::new();
+        // Split as bytes: an app's cookie may hold UTF-8 (or any byte a field value may), which goes on as it came;
+        // `;` and `=` are never part of a UTF-8 character, and the gate's names are ASCII.
+        let mut kept: Vec<u8> = Vec::new();
         let mut removed = false;
         for value in headers.get_all(COOKIE) {
-            let Some(text) = crate::values::text(value) else {
-                // Not visible ASCII: cannot be split safely; drop the whole field rather than leak a gate cookie.
-                removed = true;
-                continue;
-            };
-            for pair in text.split(';') {
-                let pair = pair.trim();
+            for pair in Pieces(value.as_bytes()) {
+                let pair = pair.trim_ascii();
                 if pair.is_empty() {
                     continue;
                 }
-                let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
-                if self.is_gate_cookie(name) {
+                let name = memchr::memchr(b'=', pair).map_or(pair, |eq| pair[..eq].trim_ascii());
+                if self.is_gate_cookie_bytes(name) {
                     removed = true;
                     continue;
                 }
                 if !kept.is_empty() {
-                    kept.push_str("; ");
+                    kept.extend_from_slice(b"; ");
                 }
-                kept.push_str(pair);
+                kept.extend_from_slice(pair);
             }
         }
         let multiple = headers.get_all(COOKIE).iter().nth(1).is_some();
@@ -514,10 +511,20 @@ impl CookieCodec {
             return;
         }
         headers.remove(COOKIE);
-        if !kept.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&kept) {
+        // The kept pairs are pieces of field values joined with "; ": a field value still.
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(kept)) {
+            if !v.is_empty() {
                 headers.insert(COOKIE, v);
             }
+        }
+    }
+
+    /// [`CookieCodec::is_gate_cookie`] for a name as it came: one that is not UTF-8 is none of the gate's, but one
+    /// that begins with the attempt cookies' prefix is treated as one, as its text would be.
+    fn is_gate_cookie_bytes(&self, name: &[u8]) -> bool {
+        match std::str::from_utf8(name) {
+            Ok(name) => self.is_gate_cookie(name),
+            Err(_) => name.starts_with(self.attempt_prefix.as_bytes()),
         }
     }
 
@@ -647,15 +654,18 @@ pub fn raw_cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u
         })
 }
 
-/// Every `name=value` pair of every `Cookie` header, in order (RFC 6265 §5.4 syntax; values are not decoded).
+/// Every `name=value` pair of every `Cookie` header that is ASCII text, in order (RFC 6265 §5.4 syntax; values are
+/// not decoded). A pair that is not (an app's cookie holding UTF-8, which browsers send as it was stored, RFC
+/// 6265bis §5.6) is left out alone: the pairs around it in the same field are read, the gate's among them, which
+/// are always ASCII. (`;` is never part of a UTF-8 character, so the split cannot cut one.)
 pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(crate::values::text)
-        .flat_map(|s| s.split(';'))
+        .flat_map(|field| Pieces(field.as_bytes()))
+        .filter(|pair| pair.is_ascii())
         .filter_map(|pair| {
-            let (n, v) = pair.split_once('=')?;
+            let (n, v) = std::str::from_utf8(pair).ok()?.split_once('=')?;
             Some((n.trim(), v.trim().trim_matches('"')))
         })
 }

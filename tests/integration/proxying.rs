@@ -239,6 +239,57 @@ async fn gate_cookies_are_removed_and_app_cookies_pass_both_ways() {
     );
 }
 
+/// An app cookie whose value is UTF-8 (a browser sends what `document.cookie = "name=José"` stored as it is, RFC
+/// 6265bis allows it) next to the session cookie: the session is read, and the app gets its cookies without the
+/// gate's, over HTTP/1.1 (the HTTP/1 front, and hyper's server after a hand-over) and HTTP/2 (cookie crumbs).
+#[tokio::test]
+async fn an_app_cookie_with_utf8_in_its_value_keeps_the_session_and_reaches_the_app() {
+    let s = Stack::start().await;
+    let (_, cookie) = s.signed_in().await;
+    let field = format!("lang=espa\u{f1}ol; logto_gate={cookie}; who=Jos\u{e9}; theme=dark");
+    // A second gate with the same secret has not opened the session yet: its first reading is of this field.
+    let fresh = TestGate::start(&s.idp, &s.upstream.url(), "", "").await;
+    let hand_over = "GET /_logto/healthz HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n";
+    for (gate, before) in [(&fresh, ""), (&s.gate, ""), (&s.gate, hand_over)] {
+        let request = format!("{before}GET /utf8 HTTP/1.1\r\nHost: x\r\nCookie: {field}\r\nConnection: close\r\n\r\n");
+        let answer = exchange_until_closed(gate.port, request.as_bytes()).await;
+        let last = answer.rfind("HTTP/1.1 ").map_or("", |i| &answer[i..]);
+        assert!(last.starts_with("HTTP/1.1 200"), "{before:?}: {answer}");
+        let seen = s.upstream.last();
+        assert_eq!(seen.path, "/utf8");
+        assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"), "{before:?}");
+        assert_eq!(
+            seen.header("cookie"),
+            Some("lang=espa\u{f1}ol; who=Jos\u{e9}; theme=dark"),
+            "{before:?}"
+        );
+    }
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.gate.port))
+        .await
+        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::get(format!("http://127.0.0.1:{}/utf8-h2", s.gate.port))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    for crumb in field.split("; ") {
+        req.headers_mut()
+            .append("cookie", http::HeaderValue::from_bytes(crumb.as_bytes()).unwrap());
+    }
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = s.upstream.last();
+    assert_eq!(seen.path, "/utf8-h2");
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
+    assert_eq!(
+        seen.header("cookie"),
+        Some("lang=espa\u{f1}ol; who=Jos\u{e9}; theme=dark")
+    );
+}
+
 /// The gate tells HTTP/1 from HTTP/2 prior knowledge by the first bytes: a request whose first segment is only
 /// "P" (the start of the HTTP/2 preface, but also of POST) is waited for, not answered or dropped, and reaches the
 /// app whole.

@@ -265,11 +265,36 @@ fn gate_cookies_are_stripped_and_app_cookies_kept() {
         c.strip_gate_cookies(&mut h);
         assert_eq!(h.get(COOKIE).map(|v| v.to_str().unwrap()), left, "{field}");
     }
-    // A gate cookie in a field that is not text still never reaches the upstream.
+    // A field that is not all ASCII: the gate's cookies never reach the upstream, the app's go on as they came
+    // (UTF-8, or any byte a field value may hold), a name that is not UTF-8 but begins as an attempt cookie's too.
+    for (field, left) in [
+        (b"app=\xff; logto_gate=a".as_slice(), Some(b"app=\xff".as_slice())),
+        (
+            "lang=espa\u{f1}ol;logto_gate.0=a; logto_gate.1=b ;who=Jos\u{e9}".as_bytes(),
+            Some("lang=espa\u{f1}ol; who=Jos\u{e9}".as_bytes()),
+        ),
+        (b"logto_gate_signin_\xff=x; \xfe=1", Some(b"\xfe=1")),
+        (b"logto_gate=\xff; logto_gate_signin_\xe9\xff", None),
+    ] {
+        let mut h = HeaderMap::new();
+        h.insert(COOKIE, HeaderValue::from_bytes(field).unwrap());
+        c.strip_gate_cookies(&mut h);
+        assert_eq!(h.get(COOKIE).map(HeaderValue::as_bytes), left, "{field:?}");
+    }
+}
+
+#[test]
+fn an_app_cookie_that_is_not_ascii_hides_no_other_pair() {
     let mut h = HeaderMap::new();
-    h.insert(COOKIE, HeaderValue::from_bytes(b"app=\xff; logto_gate=a").unwrap());
-    c.strip_gate_cookies(&mut h);
-    assert!(h.get(COOKIE).is_none());
+    h.insert(
+        COOKIE,
+        HeaderValue::from_bytes("lang=espa\u{f1}ol; logto_gate=abc; x=\u{e9}; y=\"2\"".as_bytes()).unwrap(),
+    );
+    h.append(COOKIE, HeaderValue::from_bytes(b"z=\xff; w=1").unwrap());
+    assert_eq!(
+        cookie_pairs(&h).collect::<Vec<_>>(),
+        [("logto_gate", "abc"), ("y", "2"), ("w", "1")]
+    );
 }
 
 #[test]
