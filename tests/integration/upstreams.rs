@@ -363,6 +363,14 @@ async fn an_apps_redirect_to_its_own_address_comes_back_as_a_path_on_the_gate() 
             "/login?next=%2Fx".to_owned(),
         ),
         ("POST", "/self-redirect", "/saved", "/saved".to_owned()),
+        // A path holding UTF-8 as it is (browsers read such a field as UTF-8).
+        (
+            "GET",
+            "/self-redirect",
+            "/caf\u{e9}?q=\u{e9}",
+            "/caf\u{e9}?q=\u{e9}".to_owned(),
+        ),
+        ("POST", "/self-redirect", "/caf\u{e9}", "/caf\u{e9}".to_owned()),
         (
             "GET",
             "/grafana/self-redirect",
@@ -390,7 +398,11 @@ async fn an_apps_redirect_to_its_own_address_comes_back_as_a_path_on_the_gate() 
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::FOUND, "{method} {path} {to}");
-        let field = |name: &str| resp.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+        let field = |name: &str| {
+            resp.headers()
+                .get(name)
+                .map(|v| String::from_utf8(v.as_bytes().to_vec()).unwrap())
+        };
         assert_eq!(
             field("location").as_deref(),
             Some(location.as_str()),

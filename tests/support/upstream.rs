@@ -221,10 +221,12 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resp
         let host = req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or("");
         let to = query_text(&req, "to");
         let url = format!("http://{host}{to}");
+        // As bytes: an app may write a path holding UTF-8 as it is.
+        let field = |text: &str| text.as_bytes().to_vec();
         return Response::builder()
             .status(302)
-            .header("location", url.as_str())
-            .header("refresh", format!("0; url={url}"))
+            .header("location", field(&url))
+            .header("refresh", field(&format!("0; url={url}")))
             .body(full(""))
             .unwrap_or_else(|_| Response::new(full("")));
     }
