@@ -57,7 +57,8 @@ impl OwnAddress {
     pub fn location(&self, value: &[u8]) -> Option<HeaderValue> {
         let text = std::str::from_utf8(value).ok()?;
         let rewritten = self.rewrite(text.trim())?;
-        HeaderValue::from_str(&rewritten).ok()
+        // As bytes: a path holding UTF-8 stays as the app wrote it (`from_str` takes visible ASCII only from http 1.6).
+        HeaderValue::from_bytes(rewritten.as_bytes()).ok()
     }
 
     /// The new value of a `Refresh` field (`5; url=http://app/next`), when its URL names the upstream's own
@@ -76,7 +77,7 @@ impl OwnAddress {
         };
         let rewritten = self.rewrite(url)?;
         let quote = quote.map(String::from).unwrap_or_default();
-        HeaderValue::from_str(&format!("{head}{quote}{rewritten}{tail}")).ok()
+        HeaderValue::from_bytes(format!("{head}{quote}{rewritten}{tail}").as_bytes()).ok()
     }
 
     /// `url` as a path on the gate, when it is an absolute URL on one of the upstream's origins, inside its base
@@ -115,7 +116,8 @@ mod tests {
     }
 
     fn location(o: &OwnAddress, value: &str) -> Option<String> {
-        o.location(value.as_bytes()).map(|v| v.to_str().unwrap().to_owned())
+        o.location(value.as_bytes())
+            .map(|v| String::from_utf8(v.as_bytes().to_vec()).unwrap())
     }
 
     #[test]
@@ -126,6 +128,7 @@ mod tests {
             ("HTTP://127.0.0.1:8080/a#frag", "/a#frag"),
             ("http://127.0.0.1:8080", "/"),
             ("http://127.0.0.1:8080?q=1", "/?q=1"),
+            ("http://127.0.0.1:8080/caf\u{e9}?q=\u{e9}", "/caf\u{e9}?q=\u{e9}"),
         ] {
             assert_eq!(location(&o, from).as_deref(), Some(to), "{from}");
         }
