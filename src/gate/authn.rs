@@ -152,7 +152,7 @@ impl Gate {
         let bearer = if self.config.logto.resources.is_empty() {
             None
         } else {
-            bearer_token(headers)
+            bearer_token(headers)?
         };
         let principal = match bearer {
             // Boxed: signature verification dwarfs the allocation, and the session path stays small.
@@ -519,12 +519,30 @@ pub(super) fn admit_to_organization(principal: &Principal, organization: &str) -
     }
 }
 
-/// The token of an `Authorization: Bearer` header (scheme case-insensitive, RFC 6750 §2.1).
-pub(super) fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+/// The token of an `Authorization: Bearer` header (scheme case-insensitive, RFC 6750 §2.1); `None` for another
+/// scheme or none, or `Bearer` without a token.
+///
+/// Every field an app might read as a bearer token is one here, so that none reaches it unverified. RFC 6750 puts a
+/// space between scheme and token, but lenient parsers split on any whitespace (a tab, Unicode's no-break space), so
+/// the scheme is the leading run of token characters (RFC 9110 §5.6.2) whatever follows it; a token that is not
+/// ASCII text (which no JWT is) is refused as invalid rather than passed on as some other scheme.
+pub(super) fn bearer_token(headers: &http::HeaderMap) -> Result<Option<&str>, ClientError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let bytes = value.as_bytes();
+    let is_tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    let scheme_end = bytes.iter().position(|b| !is_tchar(b)).unwrap_or(bytes.len());
+    if !bytes[..scheme_end].eq_ignore_ascii_case(b"bearer") {
+        return Ok(None);
+    }
+    match bytes[scheme_end..].trim_ascii() {
+        [] => Ok(None),
+        token => match std::str::from_utf8(token) {
+            Ok(token) if token.is_ascii() => Ok(Some(token)),
+            _ => Err(ClientError::InvalidToken(
+                "the bearer token is not ASCII text".to_owned(),
+            )),
+        },
+    }
 }

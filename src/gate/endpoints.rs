@@ -173,7 +173,7 @@ impl Gate {
         }
         if upstream.pass_access_token && principal.is_some() {
             // The session's token, or the API client's own, verified: the answer's `Authorization` now.
-            if let Some(token) = super::authn::bearer_token(answer).and_then(|t| HeaderValue::from_str(t).ok()) {
+            if let Ok(Some(token)) = super::authn::bearer_token(answer).map(|t| t.and_then(|t| t.parse().ok())) {
                 answer.insert(http::HeaderName::from_static(ACCESS_TOKEN_FIELD), token);
             }
         }

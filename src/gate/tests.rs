@@ -302,3 +302,36 @@ fn a_sign_in_time_is_read_on_logtos_clock_and_said_as_people_say_it() {
         assert_eq!(super::authn::for_people(secs), said);
     }
 }
+
+#[test]
+fn every_field_an_app_might_read_as_a_bearer_token_is_one() {
+    let read = |value: &[u8]| {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_bytes(value).unwrap());
+        authn::bearer_token(&headers)
+            .map(|t| t.map(str::to_owned))
+            .map_err(|e| e.to_string())
+    };
+    for (value, token) in [
+        (b"Bearer abc".as_slice(), Some("abc")),
+        (b"bEaReR  abc ", Some("abc")),
+        (b"Bearer\tabc", Some("abc")),
+        (b"Bearer \t abc", Some("abc")),
+        (b"Bearer", None),
+        (b"Bearer \t", None),
+        (b"Basic dXNlcjpwdw==", None),
+        (b"Bearerabc", None),
+        (b"Bearer-x abc", None),
+        (b"Bearer,abc", Some(",abc")),
+    ] {
+        assert_eq!(read(value), Ok(token.map(str::to_owned)), "{value:?}");
+    }
+    for value in [
+        b"Bearer caf\xc3\xa9".as_slice(),
+        b"Bearer \xff",
+        b"Bearer\xc2\xa0abc",
+        b"Bearer\xe9 abc",
+    ] {
+        assert!(read(value).is_err_and(|e| e.contains("not ASCII")), "{value:?}");
+    }
+}

@@ -275,6 +275,64 @@ async fn a_second_authorization_field_is_refused_not_passed_on() {
     );
 }
 
+/// Every `Authorization` field an app might read as a bearer token is verified: one whose scheme and token a tab or
+/// a no-break space separates (RFC 6750 §2.1 asks for a space; lenient parsers split on any whitespace) is a bearer
+/// token here too, and one whose token is not ASCII text is refused as invalid. Neither reaches the app unverified beside a session,
+/// over HTTP/1.1 (both servers) and HTTP/2; a valid token after a tab is served as the token's. (A public path
+/// authenticates nothing, and passes `Authorization` on as it came.)
+#[tokio::test]
+async fn a_bearer_token_after_a_tab_or_not_ascii_is_verified_not_passed_on() {
+    let s = Stack::edited(options(), &format!("resources = [\"{RESOURCE}\"]"), RULES, |t| t).await;
+    let good = s.idp.sign(
+        json!({"iss": s.idp.issuer(), "aud": RESOURCE, "sub": "u_service01", "client_id": "m2m",
+               "scope": "read:reports", "iat": now(), "exp": now() + 300}),
+        json!({}),
+    );
+    let forged = unsigned(
+        json!({"alg": "ES384", "typ": "at+jwt"}),
+        json!({"iss": s.idp.issuer(), "aud": RESOURCE, "sub": "u_admin", "scope": "read:reports", "exp": now() + 300}),
+    ) + ".c2ln";
+    let (_, cookie) = s.signed_in().await;
+    let before = s.upstream.count();
+    let hand_over = "GET /_logto/healthz HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n";
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    for value in [
+        format!("Bearer\t{forged}"),
+        format!("bearer \t{forged}"),
+        format!("Bearer\u{a0}{forged}"),
+        "Bearer caf\u{e9}".to_owned(),
+    ] {
+        for before in ["", hand_over] {
+            let request = format!(
+                "{before}GET /api/other HTTP/1.1\r\nHost: x\r\nAuthorization: {value}\r\n\
+                 Cookie: logto_gate={cookie}\r\nConnection: close\r\n\r\n"
+            );
+            let answer = exchange_until_closed(s.gate.port, request.as_bytes()).await;
+            let last = answer.rfind("HTTP/1.1 ").map_or("", |i| &answer[i..]);
+            assert!(last.starts_with("HTTP/1.1 401"), "{value:?} {before:?}: {answer}");
+            assert!(last.contains("invalid_token"), "{value:?}: {answer}");
+        }
+        let resp = h2
+            .get(format!("{}/api/other", s.gate.url()))
+            .header(
+                "authorization",
+                http::HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+            )
+            .header("cookie", format!("logto_gate={cookie}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "HTTP/2 {value:?}");
+    }
+    assert_eq!(s.upstream.count(), before, "no unverified token reached the app");
+    // A valid token after a tab is the token's request.
+    let request =
+        format!("GET /api/reports/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer\t{good}\r\nConnection: close\r\n\r\n");
+    let answer = exchange_until_closed(s.gate.port, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(s.upstream.last().header("x-forwarded-user"), Some("u_service01"));
+}
+
 /// RFC 8693's token exchange, as Logto's user impersonation runs it.
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
