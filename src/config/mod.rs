@@ -79,12 +79,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// What a valid configuration may still get wrong, depending on settings in Logto the gate cannot see: one line
-    /// each, naming the key, for a warning at start and in `logto-gate check`.
+    /// What a valid configuration may still get wrong, depending on settings in Logto or the app the gate cannot see:
+    /// one line each, naming the key, for a warning at start and in `logto-gate check`.
     pub fn caveats(&self) -> Vec<String> {
         logto::refresh_token_caveat(&self.logto, &self.upstream, self.passes_access_tokens())
             .into_iter()
             .chain(server::unix_socket_caveat(&self.server))
+            .chain(policy::form_override_caveats(&self.policy))
             .collect()
     }
 

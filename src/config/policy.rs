@@ -7,6 +7,27 @@ use super::raw::RawRule;
 use crate::policy::{Access, PathMatch, Policy, Requirements, Rule};
 use crate::proxy::trusted::Cidr;
 
+/// One line for each rule that names `PUT`, `PATCH` or `DELETE` but not `POST` in `methods` and is not public: Rails,
+/// Laravel, Symfony and Express's `method-override` take a `POST` whose form holds `_method=DELETE` for a `DELETE`,
+/// and the gate does not read request bodies (a query's `_method` it does decide on). Such a rule is then only as
+/// strict as whatever decides the `POST`.
+pub(super) fn form_override_caveats(policy: &Policy) -> impl Iterator<Item = String> + '_ {
+    policy.rules.iter().enumerate().filter_map(|(i, rule)| {
+        let methods = rule.methods.as_ref()?;
+        let named = methods
+            .iter()
+            .find(|m| matches!(m.as_str(), "PUT" | "PATCH" | "DELETE"))?;
+        if methods.iter().any(|m| m == "POST") || matches!(rule.access, Access::Public) {
+            return None;
+        }
+        Some(format!(
+            "rules[{i}].methods: names {named} but not POST. Apps that take a form's `_method` field for the method \
+             (Rails, Laravel, Symfony, Express's method-override) serve a POST as {named}, and the gate does not read \
+             request bodies: add POST to this rule, or give the POST the same requirements"
+        ))
+    })
+}
+
 /// Validates the `[access]` default and the `[[rules]]` (each named by its index); `None` when one has a
 /// problem. `case_insensitive_paths` (`server.case_insensitive_paths`) makes their paths match in any letter case;
 /// prefixes are compared in the form requests' paths are ([`crate::policy::path::rule_prefix`]), with `%2F` kept

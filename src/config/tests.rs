@@ -1076,6 +1076,32 @@ fn the_gate_listens_on_an_address_or_a_socket_file() {
 }
 
 #[test]
+fn a_rule_for_delete_but_not_post_is_a_caveat() {
+    let with = |rules: &str| {
+        let text = format!("{MINIMAL}\n{rules}");
+        Config::from_toml_str(&text, no_env()).expect("valid").caveats()
+    };
+    let caveats = with(
+        "[[rules]]\nprefix = \"/a\"\nallow = \"public\"\n\
+         [[rules]]\nprefix = \"/items\"\nmethods = [\"get\", \"delete\", \"put\"]\nroles = [\"admin\"]\n",
+    );
+    assert_eq!(caveats.len(), 1, "{caveats:?}");
+    assert!(
+        caveats[0].starts_with("rules[1].methods: names DELETE but not POST."),
+        "{caveats:?}"
+    );
+    assert!(caveats[0].contains("_method"), "{caveats:?}");
+    for fine in [
+        "[[rules]]\nprefix = \"/items\"\nmethods = [\"POST\", \"DELETE\"]\nroles = [\"admin\"]\n",
+        "[[rules]]\nprefix = \"/items\"\nmethods = [\"DELETE\"]\nallow = \"public\"\n",
+        "[[rules]]\nprefix = \"/items\"\nmethods = [\"GET\"]\nroles = [\"admin\"]\n",
+        "[[rules]]\nprefix = \"/items\"\nroles = [\"admin\"]\n",
+    ] {
+        assert!(with(fine).is_empty(), "{fine}");
+    }
+}
+
+#[test]
 fn an_entrys_request_field_from_a_file_goes_over_the_shared_inline_one() {
     let dir = tempfile::tempdir().expect("dir");
     let key = dir.path().join("key");

@@ -220,9 +220,9 @@ impl Gate {
     }
 
     /// Phase 1c: what the rules say of a request whose path is `normalised`. They decide on the path a servlet
-    /// container would serve ([`policy::path::rule_path`]) and, when the method-override fields are kept
-    /// (`upstream.pass_method_override`), on every method the request may be taken as; otherwise those fields are
-    /// removed before forwarding and only the request's own method counts.
+    /// container would serve ([`policy::path::rule_path`]) and on every method the request may be taken as: a
+    /// `POST`'s `_method` query parameter's, and the method-override fields' when they are kept
+    /// (`upstream.pass_method_override`; otherwise they are removed before forwarding).
     pub(super) fn decide<'p>(
         &'p self,
         req: &Request<Body>,
@@ -231,11 +231,13 @@ impl Gate {
         rule_path: &str,
     ) -> Result<Decision<'p>, GateError> {
         let policy = &self.config.policy;
-        let overrides = if self.config.upstream.pass_method_override {
+        let mut overrides = if self.config.upstream.pass_method_override {
             policy::method_overrides(req.headers()).map_err(ClientError::BadRequest)?
         } else {
             Vec::new()
         };
+        policy::query_method_overrides(req.method().as_str(), req.uri().query(), &mut overrides)
+            .map_err(ClientError::BadRequest)?;
         let decision = policy.decide(req.method().as_str(), &overrides, host, client, rule_path);
         if matches!(decision, Decision::Require(..)) && self.config.server.skip_auth_preflight && is_preflight(req) {
             // A CORS preflight carries no credentials (Fetch standard, CORS-preflight request): it passes as a

@@ -67,11 +67,8 @@ impl Gate {
         let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
         // Envoy form: /_logto/auth/<original path>, with the original method and query.
-        let envoy_path = req
-            .uri()
-            .path()
-            .strip_prefix(paths::AUTH)
-            .filter(|rest| rest.starts_with('/'));
+        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let envoy_path = target.strip_prefix(paths::AUTH).filter(|rest| rest.starts_with('/'));
         let (method, uri) = match (trusted, envoy_path) {
             (true, Some(rest)) => (req.method().as_str().to_owned(), rest.to_owned()),
             (true, None) => (
@@ -81,7 +78,7 @@ impl Gate {
                     .unwrap_or("/")
                     .to_owned(),
             ),
-            (false, _) => (req.method().as_str().to_owned(), req.uri().path().to_owned()),
+            (false, _) => (req.method().as_str().to_owned(), target.to_owned()),
         };
         let raw_path = uri.split(['?', '#']).next().unwrap_or("/");
         let path = policy::path::normalise(raw_path, self.config.server.allow_encoded_slashes)
@@ -92,7 +89,9 @@ impl Gate {
             .map_err(|e| ClientError::BadRequest(e.to_string()))?;
         // The proxy asking passes the original request on to the app with whatever method-override fields it
         // carries (the gate cannot remove them there), so the rules always decide on those methods too.
-        let overrides = policy::method_overrides(req.headers()).map_err(ClientError::BadRequest)?;
+        let mut overrides = policy::method_overrides(req.headers()).map_err(ClientError::BadRequest)?;
+        let query = uri.split('#').next().and_then(|u| u.split_once('?')).map(|(_, q)| q);
+        policy::query_method_overrides(&method, query, &mut overrides).map_err(ClientError::BadRequest)?;
         // The original request's client, as the asking proxy (trusted) reports it in `X-Forwarded-For`.
         let client = self.client_address(req.headers(), peer, trusted);
         let decision = policy.decide(&method, &overrides, host, client, &rule_path);

@@ -185,6 +185,40 @@ pub fn method_overrides(headers: &http::HeaderMap) -> Result<Vec<String>, String
     Ok(out)
 }
 
+/// The query parameter Express (`method-override('_method')`), Symfony and Laravel take a `POST`'s method from.
+pub const METHOD_OVERRIDE_PARAMETER: &str = "_method";
+
+/// Adds to `out` the methods a `POST` with this query may be taken as: every [`METHOD_OVERRIDE_PARAMETER`] it holds,
+/// named as PHP reads names (leading spaces dropped, ` `, `.` and `[` read as `_`; escapes decoded). The gate cannot
+/// take it out of the query without changing what the app reads, so the rules always decide on it. Only a `POST`
+/// is taken as another method by those frameworks; a value that is not a method token is refused.
+pub fn query_method_overrides(method: &str, query: Option<&str>, out: &mut Vec<String>) -> Result<(), String> {
+    // Every spelling holds `method` (escapes decode to `_`, ` `, `.` or `[` only before it).
+    let Some(query) = query.filter(|q| method == "POST" && q.contains("method")) else {
+        return Ok(());
+    };
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let name = name.trim_start_matches(' ');
+        let php = |c: char| if matches!(c, ' ' | '.' | '[') { '_' } else { c };
+        if name.len() != METHOD_OVERRIDE_PARAMETER.len() || !name.chars().map(php).eq(METHOD_OVERRIDE_PARAMETER.chars())
+        {
+            continue;
+        }
+        let text = value.trim();
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_alphabetic()) || text.len() > 32 {
+            // Not echoed: decoded, it may hold anything, line breaks included.
+            return Err(format!(
+                "the query's {METHOD_OVERRIDE_PARAMETER} is not an HTTP method (letters only)"
+            ));
+        }
+        let method = text.to_ascii_uppercase();
+        if !out.contains(&method) {
+            out.push(method);
+        }
+    }
+    Ok(())
+}
+
 /// What a request needs when it may be taken as several methods (its own and any override): refused if any of
 /// them is denied, public only if all of them are public, else every requirement of the others.
 pub enum Decision<'a> {

@@ -107,6 +107,49 @@ fn a_method_override_is_decided_as_strictly_as_the_method_it_names() {
 }
 
 #[test]
+fn a_posts_method_parameter_is_an_override_in_every_spelling_php_reads() {
+    let read = |method: &str, query: &str| {
+        let mut out = vec!["PATCH".to_owned()];
+        query_method_overrides(method, Some(query), &mut out).map(|()| out)
+    };
+    for query in [
+        "_method=delete",
+        "a=1&_method=DELETE&b",
+        "%5Fmethod=DELETE",
+        "%20%20_method=DELETE",
+        ".method=DELETE",
+        "[method=DELETE",
+        "+_method=DELETE",
+        "_method=%20DELETE%20",
+    ] {
+        assert_eq!(
+            read("POST", query),
+            Ok(vec!["PATCH".to_owned(), "DELETE".to_owned()]),
+            "{query}"
+        );
+    }
+    assert_eq!(
+        read("POST", "_method=PUT&_method=put&_method=PATCH"),
+        Ok(vec!["PATCH".to_owned(), "PUT".to_owned()])
+    );
+    for (method, query) in [
+        ("GET", "_method=DELETE"),
+        ("PUT", "_method=DELETE"),
+        ("POST", "method=DELETE"),
+        ("POST", "%20method=DELETE"),
+        ("POST", "x_method=DELETE"),
+        ("POST", "_methods=DELETE"),
+        ("POST", "_Method=DELETE"),
+        ("POST", "q=_method"),
+    ] {
+        assert_eq!(read(method, query), Ok(vec!["PATCH".to_owned()]), "{method} {query}");
+    }
+    for query in ["_method=", "_method=DEL%20ETE", "_method=DELETE;", "_method=%C3%A9"] {
+        assert!(read("POST", query).unwrap_err().contains("_method"), "{query}");
+    }
+}
+
+#[test]
 fn requirements_check_every_kind() {
     let alice = claims(json!({
         "roles": ["admin", "editor"], "scope": "openid read:reports", "organizations": ["org_acme"],

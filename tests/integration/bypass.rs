@@ -131,6 +131,92 @@ async fn a_kept_method_override_is_decided_by_the_rules() {
     assert_eq!(s.upstream.last().header("x-http-method-override"), Some("PUT"));
 }
 
+/// Express's `method-override('_method')`, Symfony and Laravel take a `POST` with `_method=DELETE` in its query for
+/// a `DELETE` (PHP reads ` _method`, `.method` and `[method` as `_method` too). The gate cannot take a parameter out
+/// of the query without changing what the app reads, so the rules decide on every method such a `POST` may be taken
+/// as, whatever `upstream.pass_method_override` says, and so does forward-auth. Other methods, and other names, are
+/// not overrides to those frameworks.
+#[tokio::test]
+async fn a_method_override_in_the_query_is_decided_by_the_rules() {
+    // Loopback is trusted, as the proxy asking forward-auth is.
+    let (s, bob) = bob_behind(DELETE_NEEDS_ADMIN, in_server("trusted_proxies = [\"127.0.0.1\"]")).await;
+    let before = s.upstream.count();
+    for query in [
+        "_method=DELETE",
+        "_method=delete",
+        "x=1&_method=DELETE",
+        "%5Fmethod=DELETE",
+        "_method=PUT&_method=DELETE",
+        "%20_method=DELETE",
+        ".method=DELETE",
+        "%5Bmethod=DELETE",
+    ] {
+        let r = bob
+            .client
+            .post(format!("{}/items/1?{query}", s.gate.url()))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{query}");
+    }
+    assert_eq!(s.upstream.count(), before, "nothing reached the app");
+    let bad = bob
+        .client
+        .post(format!("{}/items/1?_method=DEL%20ETE", s.gate.url()))
+        .header("accept", "application/json")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert!(bad.text().await.unwrap().contains("_method"));
+    for (method, query) in [
+        ("POST", "_method=PUT"),
+        ("POST", "method=DELETE"),
+        ("GET", "_method=DELETE"),
+    ] {
+        let r = bob
+            .client
+            .request(method.parse().unwrap(), format!("{}/items/1?{query}", s.gate.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{method} {query}");
+        assert_eq!(
+            s.upstream.last().path,
+            format!("/items/1?{query}"),
+            "the query reaches the app as sent"
+        );
+    }
+    // Forward-auth decides on it too, in nginx's form and in Envoy's.
+    let cookie = bob.cookie(&s.gate.url(), "logto_gate").unwrap();
+    let auth = |method: &str, uri: &str, envoy: bool| {
+        let (target, fields) = if envoy {
+            (format!("/_logto/auth{uri}"), String::new())
+        } else {
+            (
+                "/_logto/auth".to_owned(),
+                format!("X-Forwarded-Method: {method}\r\nX-Forwarded-Uri: {uri}\r\n"),
+            )
+        };
+        let method = if envoy { method } else { "GET" };
+        format!(
+            "{method} {target} HTTP/1.1\r\nHost: x\r\n{fields}Cookie: logto_gate={cookie}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    for envoy in [false, true] {
+        let status = |answer: String| answer.split(' ').nth(1).unwrap_or_default().to_owned();
+        // Allowed: 202, and 200 to Envoy, whose `ext_authz` takes only 200 for it.
+        let allowed = if envoy { "200" } else { "202" };
+        for (query, want) in [("_method=DELETE", "403"), ("_method=PUT", allowed)] {
+            let request = auth("POST", &format!("/items/1?{query}"), envoy);
+            let answer = exchange_until_closed(s.gate.port, request.as_bytes()).await;
+            assert_eq!(status(answer), want, "envoy: {envoy}, {query}");
+        }
+    }
+}
+
 /// IIS's URL Rewrite and old Symfony route on `X-Original-URL` / `X-Rewrite-URL`: never from the client.
 #[tokio::test]
 async fn url_override_fields_are_removed() {

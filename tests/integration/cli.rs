@@ -154,6 +154,22 @@ fn a_prompt_without_consent_where_a_refresh_token_is_needed_is_a_warning() {
     }
 }
 
+/// A rule for `DELETE` but not `POST` is only as strict as what decides the `POST` where an app takes a form's
+/// `_method` field for the method (the gate reads no bodies): `check` says so, naming the rule.
+#[test]
+fn a_rule_for_delete_but_not_post_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{CHECKABLE}\n[[rules]]\nprefix = \"/items\"\nmethods = [\"DELETE\"]\nroles = [\"admin\"]\n");
+    let path = write_config(&dir, &text);
+    let (_, stdout, stderr) = run_to_end(&["check", "--config", &path], &[]);
+    assert!(stdout.starts_with("configuration: ok\n"), "{stdout}\n{stderr}");
+    let warning = stdout
+        .lines()
+        .find(|l| l.starts_with("  warning: rules[0].methods: names DELETE but not POST."))
+        .unwrap_or_else(|| panic!("no warning in:\n{stdout}"));
+    assert!(warning.contains("add POST to this rule"), "{warning}");
+}
+
 /// Values Logto would take without a word and then ignore or fail on, at the callback or on its own page, stop the
 /// start instead: a first screen or direct sign-in it does not know (it shows its usual page), a cluster without a
 /// hash tag (every session write would fail with CROSSSLOT), a CA file for an upstream spoken to in plain HTTP.
