@@ -29,6 +29,8 @@ pub enum PathError {
     NotAbsolute,
     #[error("the path has a dot segment with parameters (`..;` or `.;`), which servlet containers resolve")]
     DotSegmentParameters,
+    #[error("the path has a segment of dots and spaces alone, which Windows reads as another name")]
+    DotsAndSpaces,
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -213,7 +215,7 @@ pub fn rule_path(normalised: &str, case_insensitive: bool) -> Result<std::borrow
     let class = classes(normalised.as_bytes());
     let has_params = class & PARAMETER != 0;
     let has_escapes = class & ESCAPE != 0;
-    let needs_case = case_insensitive && class & UPPER != 0;
+    let needs_case = case_insensitive && (class & UPPER != 0 || ends_a_name_with_a_dot(normalised));
     if !(has_params || has_escapes || needs_case) {
         return Ok(std::borrow::Cow::Borrowed(normalised));
     }
@@ -240,9 +242,34 @@ pub fn rule_path(normalised: &str, case_insensitive: bool) -> Result<std::borrow
         out = decoded_for_rules(&out);
     }
     if case_insensitive {
-        out = out.to_lowercase();
+        out = windows_names(&out.to_lowercase())?;
     }
     Ok(std::borrow::Cow::Owned(out))
+}
+
+/// Whether a segment of `path` ends in `.` (a normalised path holds a space only as `%20`, an escape).
+fn ends_a_name_with_a_dot(path: &str) -> bool {
+    path.ends_with('.') || path.contains("./")
+}
+
+/// `path` as Windows names its files and directories, for an app that ignores case (IIS, ASP.NET, Tomcat on
+/// Windows): a name's trailing dots and spaces are dropped (`admin.` and `admin ` are `admin`, so IIS serves
+/// `/admin./x` from the directory `admin`). A name of dots and spaces alone is refused: Windows reads `...` as
+/// another name than a server that takes it as it is.
+fn windows_names(path: &str) -> Result<String, PathError> {
+    if !path.split('/').any(|name| name.ends_with(['.', ' '])) {
+        return Ok(path.to_owned());
+    }
+    let mut out = String::with_capacity(path.len());
+    for name in path.split('/').skip(1) {
+        let kept = name.trim_end_matches(['.', ' ']);
+        if kept.is_empty() && !name.is_empty() {
+            return Err(PathError::DotsAndSpaces);
+        }
+        out.push('/');
+        out.push_str(kept);
+    }
+    Ok(out)
 }
 
 /// Whether [`rule_path`] keeps the escape of `byte` (see there).
@@ -434,6 +461,23 @@ mod tests {
         assert_eq!(rule_path("/Admin/X;Y=Z", true).as_deref(), Ok("/admin/x"));
         assert!(matches!(rule_path("/admin", true), Ok(std::borrow::Cow::Borrowed(_))));
         assert!(matches!(rule_path("/admin", false), Ok(std::borrow::Cow::Borrowed(_))));
+        // As Windows names files: a name's trailing dots and spaces dropped, a name of them alone refused.
+        for (normalised, want) in [
+            ("/Admin./x", "/admin/x"),
+            ("/admin%20/x", "/admin/x"),
+            ("/admin.%20.%20", "/admin"),
+            ("/admin..;p=1/", "/admin/"),
+            ("/a.b/c.d", "/a.b/c.d"),
+            ("/a/", "/a/"),
+            ("/", "/"),
+        ] {
+            assert_eq!(rule_path(normalised, true).as_deref(), Ok(want), "{normalised}");
+        }
+        for refused in ["/.../x", "/x/.%20", "/x/%20"] {
+            assert_eq!(rule_path(refused, true), Err(PathError::DotsAndSpaces), "{refused}");
+        }
+        assert_eq!(rule_path("/admin./x", false).as_deref(), Ok("/admin./x"));
+        assert_eq!(rule_path("/.../x", false).as_deref(), Ok("/.../x"));
     }
 
     #[test]

@@ -27,17 +27,36 @@ async fn a_plain_path_parameter_still_reaches_the_app() {
     assert_eq!(s.upstream.last().path, "/home;jsessionid=ABC123?x=1");
 }
 
-/// With `server.case_insensitive_paths`, `/ADMIN` is `/admin` to the rules (IIS serves it); without it, rules
-/// compare the path as sent (an app that tells cases apart serves another resource at `/ADMIN`).
+/// With `server.case_insensitive_paths`, `/ADMIN` and `/admin.` are `/admin` to the rules (IIS serves them); without
+/// it, rules compare the path as sent (an app that tells cases apart serves another resource at `/ADMIN`).
 #[tokio::test]
 async fn rule_bypass_through_letter_case_is_refused_when_paths_are_case_insensitive() {
     let (s, bob) = bob_behind("", in_server("case_insensitive_paths = true")).await;
     let before = s.upstream.count();
-    for path in ["/ADMIN", "/Admin/x", "/aDmIn;jsessionid=1", "/%41dmin"] {
+    // Windows drops a name's trailing dots and spaces (IIS serves `admin.\x` from `admin\x`): so do the rules.
+    for path in [
+        "/ADMIN",
+        "/Admin/x",
+        "/aDmIn;jsessionid=1",
+        "/%41dmin",
+        "/admin./x",
+        "/Admin%20/x",
+        "/admin.%20./x",
+        "/admin..;x=1/y",
+        "/admin.",
+    ] {
         let r = bob.get(format!("{}{path}", s.gate.url())).await;
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
     }
+    // A name of dots and spaces alone has no meaning the rules could share with Windows: refused.
+    for path in ["/.../admin/x", "/x/.%20./admin"] {
+        let r = bob.get(format!("{}{path}", s.gate.url())).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+    }
     assert_eq!(s.upstream.count(), before, "nothing reached the app");
+    let r = bob.get(format!("{}/home./x", s.gate.url())).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(s.upstream.last().path, "/home./x", "the app gets the path as sent");
     // A regular expression rule ignores case too.
     let (s, bob) = bob_behind(
         "[[rules]]\npath = \"/Reports/[0-9]+$\"\nallow = \"deny\"\n",
