@@ -184,6 +184,56 @@ pub(crate) const GATE_OWNED_HEADERS: [&str; 12] = [
     "logto-host",
 ];
 
+/// Identity fields other auth proxies set, and the gate's own default names (a `[headers]` table may leave them
+/// unmapped): an app moved from behind one of those proxies, or another app behind the gate, may still believe
+/// them, so no client sets them. Removed in any spelling from every request, a trusted proxy's too (a proxy in front
+/// passes a client's fields on as they came); one the `[headers]` table maps is the gate's to set, as any other.
+pub(crate) const FOREIGN_IDENTITY_HEADERS: [&str; 28] = [
+    // oauth2-proxy's, and the gate's defaults
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-preferred-username",
+    "x-forwarded-groups",
+    "x-forwarded-access-token",
+    // Authelia, Authentik and Caddy's forward_auth
+    "remote-user",
+    "remote-groups",
+    "remote-email",
+    "remote-name",
+    // Kubernetes' request-header authentication (kube-rbac-proxy, OpenShift's OAuth proxy)
+    "x-remote-user",
+    "x-remote-group",
+    // Grafana's and Gitea's reverse-proxy authentication
+    "x-webauth-user",
+    "x-webauth-email",
+    "x-webauth-fullname",
+    // Pomerium, Cloudflare Access, Google's IAP, AWS's load balancers, Azure App Service, Vouch
+    "x-pomerium-jwt-assertion",
+    "cf-access-jwt-assertion",
+    "cf-access-authenticated-user-email",
+    "x-goog-authenticated-user-email",
+    "x-goog-authenticated-user-id",
+    "x-goog-iap-jwt-assertion",
+    "x-amzn-oidc-data",
+    "x-amzn-oidc-identity",
+    "x-amzn-oidc-accesstoken",
+    "x-ms-client-principal",
+    "x-ms-client-principal-name",
+    "x-ms-client-principal-id",
+    "x-ms-client-principal-idp",
+    "x-vouch-user",
+];
+
+/// Prefixes of such fields, each naming many: Pomerium's claims, Authentik's fields, Kubernetes' extra attributes,
+/// Azure App Service's tokens, Vouch's claims.
+const FOREIGN_IDENTITY_PREFIXES: [&str; 5] = [
+    "x-pomerium-claim-",
+    "x-authentik-",
+    "x-remote-extra-",
+    "x-ms-token-",
+    "x-vouch-idp-claims-",
+];
+
 /// Why a claim can never be mapped onto `name` (`[headers]`), or `None` when it can. Names are compared as PHP,
 /// WSGI and CGI see them (`_` as `-`, any case).
 ///
@@ -299,10 +349,19 @@ fn is_list_element(s: &str) -> bool {
     !s.is_empty() && !s.contains(',') && !padded(s.as_bytes().first()) && !padded(s.as_bytes().last())
 }
 
-/// The set of names the gate owns on requests to the upstream, normalised with [`normalise_name`].
+/// The set of names the gate owns on requests to the upstream, normalised with [`normalise_name`], and the
+/// identity fields other auth proxies set (`FOREIGN_IDENTITY_HEADERS`) and their prefixes.
 #[derive(Debug, Clone)]
 pub struct ManagedHeaders {
     normalised: Vec<String>,
+    /// A bit for each length of a name in `normalised` (127 and longer share the last): most of a request's fields
+    /// are ruled out by their length alone, and this runs for every field of every request.
+    lengths: u128,
+}
+
+/// The bit of [`ManagedHeaders::lengths`] for a name of `len` bytes.
+fn length_bit(len: usize) -> u128 {
+    1 << len.min(127)
 }
 
 /// True when `name` reads as `normalised` to PHP/WSGI/CGI: same length, equal ignoring case with `_` as `-`.
@@ -321,14 +380,23 @@ impl ManagedHeaders {
             .iter()
             .map(|(h, _)| normalise_name(h.as_str()))
             .chain(extra.iter().map(|e| normalise_name(e)))
+            .chain(FOREIGN_IDENTITY_HEADERS.iter().map(|e| normalise_name(e)))
             .collect();
         normalised.sort();
         normalised.dedup();
-        ManagedHeaders { normalised }
+        let lengths = normalised.iter().fold(0, |bits, n| bits | length_bit(n.len()));
+        ManagedHeaders { normalised, lengths }
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.normalised.iter().any(|n| same_normalised(name, n))
+        let named =
+            self.lengths & length_bit(name.len()) != 0 && self.normalised.iter().any(|n| same_normalised(name, n));
+        // Every prefix begins with `x-`.
+        named
+            || (name.as_bytes().first().is_some_and(|b| b.eq_ignore_ascii_case(&b'x'))
+                && FOREIGN_IDENTITY_PREFIXES
+                    .iter()
+                    .any(|p| name.len() > p.len() && name.get(..p.len()).is_some_and(|head| same_normalised(head, p))))
     }
 }
 

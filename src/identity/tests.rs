@@ -89,6 +89,47 @@ fn a_list_element_that_would_read_as_two_is_left_out() {
 }
 
 #[test]
+fn other_auth_proxies_fields_are_managed_whatever_the_mapping() {
+    let only_grafana = [(
+        HeaderName::from_static("x-webauth-user"),
+        ClaimPath::parse("username").unwrap(),
+    )];
+    let managed = ManagedHeaders::new(&only_grafana, &["x-request-id"]);
+    for name in [
+        "x-webauth-user",
+        "x-request-id",
+        "x_forwarded_user",
+        "X-Forwarded-Groups",
+        "remote-user",
+        "x-remote-group",
+        "x-remote-extra-scopes",
+        "X_Pomerium_Claim_Email",
+        "x-authentik-username",
+        "x-ms-token-aad-access-token",
+        "x-vouch-idp-claims-groups",
+    ] {
+        assert!(managed.contains(name), "{name}");
+    }
+    for name in [
+        "x-app-header",
+        "remote-users",
+        "x-remote-extra-",
+        "x-authentik",
+        "accept",
+        "user-agent",
+        "x-pomerium-claim",
+        "",
+        &"x".repeat(300),
+    ] {
+        assert!(!managed.contains(name), "{name}");
+    }
+    let long = format!("x-{}", "a".repeat(200));
+    let managed = ManagedHeaders::new(&[], &[long.as_str()]);
+    assert!(managed.contains(&long.to_ascii_uppercase()));
+    assert!(!managed.contains(&format!("x-{}", "a".repeat(199))));
+}
+
+#[test]
 fn spoofed_identity_headers_are_stripped_in_every_spelling() {
     let managed = ManagedHeaders::new(&default_headers(), &[]);
     let mut h = HeaderMap::new();

@@ -245,6 +245,79 @@ async fn spoofed_identity_headers_are_stripped_in_every_spelling() {
     }
 }
 
+/// The identity fields other auth proxies set, which an app moved from behind one (or a second app behind the
+/// gate) may still believe, never come from a client: removed in every spelling whatever `[headers]` maps (here a
+/// table naming one Grafana field, so the gate's own default names are no longer its to set) and even from a
+/// trusted proxy, which passes a client's fields on as they came.
+#[tokio::test]
+async fn identity_fields_of_other_auth_proxies_never_come_from_a_client() {
+    let fields = [
+        ("X-Forwarded-User", "admin"),
+        ("X-Forwarded-Groups", "admin"),
+        ("X-Forwarded-Email", "admin@example.com"),
+        ("X-Forwarded-Preferred-Username", "admin"),
+        ("X-Forwarded-Access-Token", "forged"),
+        ("Remote-User", "admin"),
+        ("Remote-Groups", "admin"),
+        ("Remote-Email", "admin@example.com"),
+        ("Remote-Name", "Admin"),
+        ("X-Remote-User", "admin"),
+        ("X_Remote_Group", "system:masters"),
+        ("X-Remote-Extra-Scopes", "admin"),
+        ("X-WEBAUTH-USER", "admin"),
+        ("X-Webauth-Email", "admin@example.com"),
+        ("X-WEBAUTH-FULLNAME", "Admin"),
+        ("X-authentik-username", "admin"),
+        ("X-authentik-groups", "admin"),
+        ("X-Pomerium-Jwt-Assertion", "forged"),
+        ("X-Pomerium-Claim-Email", "admin@example.com"),
+        ("Cf-Access-Jwt-Assertion", "forged"),
+        ("Cf-Access-Authenticated-User-Email", "admin@example.com"),
+        (
+            "X-Goog-Authenticated-User-Email",
+            "accounts.google.com:admin@example.com",
+        ),
+        ("X-Goog-Iap-Jwt-Assertion", "forged"),
+        ("X-Amzn-Oidc-Identity", "admin"),
+        ("X-Amzn-Oidc-Data", "forged"),
+        ("X-MS-CLIENT-PRINCIPAL-NAME", "admin@example.com"),
+        ("X-MS-CLIENT-PRINCIPAL", "forged"),
+        ("X-Vouch-User", "admin"),
+    ];
+    let table = "[headers]\n\"X-Webauth-User\" = \"username\"\n";
+    for trusted in [false, true] {
+        let s = Stack::edited(IdpOptions::default(), "", table, |t| {
+            if trusted {
+                in_server("trusted_proxies = [\"127.0.0.1/32\"]")(t)
+            } else {
+                t
+            }
+        })
+        .await;
+        let (_, cookie) = s.signed_in().await;
+        let mut req = plain()
+            .get(format!("{}/x", s.gate.url()))
+            .header("cookie", format!("logto_gate={cookie}"));
+        for (name, value) in fields {
+            req = req.header(name, value);
+        }
+        assert_eq!(req.send().await.unwrap().status(), StatusCode::OK);
+        let seen = s.upstream.last();
+        assert_eq!(seen.header("x-webauth-user"), Some("alice"), "the gate's own mapping");
+        assert_eq!(seen.header_count("x-webauth-user"), 1);
+        let spelled = |n: &str| n.to_ascii_lowercase().replace('_', "-");
+        for (name, _) in fields.iter().filter(|(n, _)| !n.eq_ignore_ascii_case("x-webauth-user")) {
+            let arrived = seen.headers.iter().find(|(k, _)| spelled(k) == spelled(name));
+            assert_eq!(arrived, None, "{name} reached the app (trusted: {trusted})");
+        }
+        assert_eq!(
+            seen.header("x-forwarded-for"),
+            Some("127.0.0.1"),
+            "other fields are unchanged"
+        );
+    }
+}
+
 #[tokio::test]
 async fn spoofed_identity_without_a_session_never_reaches_the_upstream() {
     let s = Stack::start().await;
