@@ -41,7 +41,7 @@ impl Gate {
         async move {
             // 1b. normalise the path: rules see exactly what the upstream will see.
             let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
-            let (decision, new_path, route) = {
+            let (decision, new_path, route, preflight) = {
                 let path = policy::path::normalise(req.uri().path(), self.config.server.allow_encoded_slashes)
                     .map_err(|e| ClientError::BadRequest(e.to_string()))?;
                 let host = request_host(req, trusted)?;
@@ -49,6 +49,8 @@ impl Gate {
                     .map_err(|e| ClientError::BadRequest(e.to_string()))?;
                 let client = self.client_address(req.headers(), peer, trusted);
                 let decision = self.decide(req, host, client, &rule_path)?;
+                let preflight = self.preflight_let_through(req, &decision);
+                let decision = if preflight { Decision::Public } else { decision };
                 // Which upstream: one for the request's host before one for every host, then the longest prefix (on
                 // the path the rules saw).
                 let route = self.route_for(host, &rule_path).ok_or(ClientError::NotFound)?;
@@ -66,7 +68,7 @@ impl Gate {
                     (std::borrow::Cow::Borrowed(_), None) => None,
                     (std::borrow::Cow::Owned(p), None) => Some(p),
                 };
-                (decision, new_path, route)
+                (decision, new_path, route, preflight)
             };
             // 2. authenticate and authorize
             let principal = match decision {
@@ -160,7 +162,11 @@ impl Gate {
                 .await?;
             // 6. respond
             self.edit_upstream_answer(&mut resp, self.forwarders[route].own_address(), principal.is_some());
-            Ok(resp)
+            Ok(if preflight {
+                bodiless_preflight_answer(resp)
+            } else {
+                resp
+            })
         }
     }
 
@@ -238,13 +244,15 @@ impl Gate {
         };
         policy::query_method_overrides(req.method().as_str(), req.uri().query(), &mut overrides)
             .map_err(ClientError::BadRequest)?;
-        let decision = policy.decide(req.method().as_str(), &overrides, host, client, rule_path);
-        if matches!(decision, Decision::Require(..)) && self.config.server.skip_auth_preflight && is_preflight(req) {
-            // A CORS preflight carries no credentials (Fetch standard, CORS-preflight request): it passes as a
-            // public request would, without identity; denied routes stay denied.
-            return Ok(Decision::Public);
-        }
-        Ok(decision)
+        Ok(policy.decide(req.method().as_str(), &overrides, host, client, rule_path))
+    }
+
+    /// Whether `req` is a CORS preflight to let through without a session where `decision` asks for one
+    /// (`server.skip_auth_preflight`): a preflight carries no credentials (Fetch standard, CORS-preflight request),
+    /// so it passes as a public request would, without identity, and gets [`bodiless_preflight_answer`]. Denied
+    /// routes stay denied.
+    fn preflight_let_through(&self, req: &Request<Body>, decision: &Decision<'_>) -> bool {
+        matches!(decision, Decision::Require(..)) && self.config.server.skip_auth_preflight && is_preflight(req)
     }
 
     /// The identity headers for `principal`: a session's, rendered once and kept with it; a bearer token's, now.
@@ -412,6 +420,19 @@ fn set_request_fields(headers: &mut http::HeaderMap, fields: &[(http::HeaderName
             }
         }
     }
+}
+
+/// The app's answer to a CORS preflight let through without a session ([`Gate::preflight_let_through`]): its status
+/// and fields (the `Access-Control-*` ones the browser reads), never its body. A handler that answers every method
+/// as it answers `GET` (Go's `http.HandleFunc`, say, unless it checks) would otherwise hand its page to anyone who
+/// sends `Origin` and `Access-Control-Request-Method`; a browser reads no preflight's body.
+fn bodiless_preflight_answer(resp: Response<Body>) -> Response<Body> {
+    let (mut parts, _unread) = crate::body::into_response_map(resp).into_parts();
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    Response::from_parts(parts, crate::body::empty())
 }
 
 /// `X-Forwarded-Prefix` for a route that strips its prefix: the app builds its links under a path it no longer sees

@@ -286,6 +286,33 @@ async fn cors_preflights_pass_unauthenticated_only_when_asked_and_only_real_ones
     assert_eq!(send("OPTIONS", "/api/items", &preflight).await, StatusCode::OK);
     let seen = s.upstream.last();
     assert_eq!(seen.method, "OPTIONS");
+    // A preflight let through without a session gets the app's status and fields, never its body: many handlers
+    // (Go's `http.HandleFunc`, say) answer any method as they answer GET, which would hand anyone the page.
+    for path in ["/branded", "/api/items"] {
+        let mut req = plain().request(reqwest::Method::OPTIONS, format!("{}{path}", s.gate.url()));
+        for (k, v) in preflight {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        assert_eq!(
+            resp.headers().get("content-length").map(|v| v.to_str().unwrap()),
+            Some("0"),
+            "{path}"
+        );
+        if path == "/branded" {
+            assert_eq!(
+                resp.headers()["x-app-version"],
+                "7",
+                "the app's fields reach the browser"
+            );
+        }
+        assert_eq!(
+            resp.text().await.unwrap(),
+            "",
+            "{path}: the app's body reached an anonymous preflight"
+        );
+    }
     assert_eq!(
         seen.header("x-forwarded-user"),
         None,
