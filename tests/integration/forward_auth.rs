@@ -214,6 +214,9 @@ async fn nginx_auth_request_with_the_shipped_example_config() {
         .header("X_Forwarded_User", "mallory")
         .header("X-Auth-Request-User", "mallory")
         .header("X-Auth-Request-Access-Token", "forged")
+        .header("Remote-User", "mallory")
+        .header("X-Remote-User", "mallory")
+        .header("X-Webauth-User", "mallory")
         .send()
         .await
         .unwrap();
@@ -221,6 +224,10 @@ async fn nginx_auth_request_with_the_shipped_example_config() {
     let seen = upstream.last();
     assert_eq!(seen.header("x-forwarded-user").unwrap_or(""), "");
     assert_eq!(seen.header("x_forwarded_user"), None);
+    // The commonest identity fields of other auth proxies, which the example clears.
+    for name in ["remote-user", "x-remote-user", "x-webauth-user"] {
+        assert_eq!(seen.header(name), None, "{name}");
+    }
     // oauth2-proxy's names, which apps written for it read, are the gate's too.
     assert_eq!(seen.header("x-auth-request-user"), None);
     assert_eq!(seen.header("x-auth-request-access-token"), None);
