@@ -185,7 +185,8 @@ pub fn method_overrides(headers: &http::HeaderMap) -> Result<Vec<String>, String
     Ok(out)
 }
 
-/// The query parameter Express (`method-override('_method')`), Symfony and Laravel take a `POST`'s method from.
+/// The query parameter Express (`method-override('_method')`), Symfony, Laravel and Spring (`HiddenHttpMethodFilter`,
+/// which reads request parameters, the query's among them) take a `POST`'s method from.
 pub const METHOD_OVERRIDE_PARAMETER: &str = "_method";
 
 /// Adds to `out` the methods a `POST` with this query may be taken as: every [`METHOD_OVERRIDE_PARAMETER`] it holds,
