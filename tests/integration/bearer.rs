@@ -214,16 +214,22 @@ async fn sessions_get_a_jwt_access_token_for_the_resource_and_can_pass_it_upstre
     assert_eq!(s.upstream.last().header("x-forwarded-user"), Some("u_alice0001"));
 }
 
-/// A request with two `Authorization` fields is refused (400, as nginx answers), over HTTP/1 and HTTP/2, whatever
-/// it also carries: the gate would verify one token and the app might read the other (the last, or both joined).
-#[tokio::test]
-async fn a_second_authorization_field_is_refused_not_passed_on() {
+/// A gate that takes tokens for `RESOURCE`, and a valid one of a machine's allowed to read reports.
+async fn with_a_readers_token() -> (Stack, String) {
     let s = Stack::edited(options(), &format!("resources = [\"{RESOURCE}\"]"), RULES, |t| t).await;
     let good = s.idp.sign(
         json!({"iss": s.idp.issuer(), "aud": RESOURCE, "sub": "u_service01", "client_id": "m2m",
                "scope": "read:reports", "iat": now(), "exp": now() + 300}),
         json!({}),
     );
+    (s, good)
+}
+
+/// A request with two `Authorization` fields is refused (400, as nginx answers), over HTTP/1 and HTTP/2, whatever
+/// it also carries: the gate would verify one token and the app might read the other (the last, or both joined).
+#[tokio::test]
+async fn a_second_authorization_field_is_refused_not_passed_on() {
+    let (s, good) = with_a_readers_token().await;
     let (_, cookie) = s.signed_in().await;
     let before = s.upstream.count();
     let h1 = plain();
@@ -277,17 +283,12 @@ async fn a_second_authorization_field_is_refused_not_passed_on() {
 
 /// Every `Authorization` field an app might read as a bearer token is verified: one whose scheme and token a tab or
 /// a no-break space separates (RFC 6750 §2.1 asks for a space; lenient parsers split on any whitespace) is a bearer
-/// token here too, and one whose token is not ASCII text is refused as invalid. Neither reaches the app unverified beside a session,
-/// over HTTP/1.1 (both servers) and HTTP/2; a valid token after a tab is served as the token's. (A public path
-/// authenticates nothing, and passes `Authorization` on as it came.)
+/// token here too, and one whose token is not ASCII text is refused as invalid. Neither reaches the app unverified
+/// beside a session, over HTTP/1.1 (both servers) and HTTP/2; a valid token after a tab is served as the token's.
+/// (A public path authenticates nothing, and passes `Authorization` on as it came.)
 #[tokio::test]
 async fn a_bearer_token_after_a_tab_or_not_ascii_is_verified_not_passed_on() {
-    let s = Stack::edited(options(), &format!("resources = [\"{RESOURCE}\"]"), RULES, |t| t).await;
-    let good = s.idp.sign(
-        json!({"iss": s.idp.issuer(), "aud": RESOURCE, "sub": "u_service01", "client_id": "m2m",
-               "scope": "read:reports", "iat": now(), "exp": now() + 300}),
-        json!({}),
-    );
+    let (s, good) = with_a_readers_token().await;
     let forged = unsigned(
         json!({"alg": "ES384", "typ": "at+jwt"}),
         json!({"iss": s.idp.issuer(), "aud": RESOURCE, "sub": "u_admin", "scope": "read:reports", "exp": now() + 300}),

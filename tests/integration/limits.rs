@@ -505,7 +505,7 @@ async fn an_idle_http2_connection_is_closed_after_its_streams() {
 
     let (mut sender, conn) = h2_connection(gate.port).await;
     let slow = hyper::Request::get(format!("http://127.0.0.1:{}/slow?ms=2500", gate.port))
-        .body(http_body_util::Empty::new())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
     let resp = sender.send_request(slow).await.expect("the slow answer");
     assert_eq!(resp.status(), StatusCode::OK);

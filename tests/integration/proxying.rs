@@ -264,14 +264,7 @@ async fn an_app_cookie_with_utf8_in_its_value_keeps_the_session_and_reaches_the_
             "{before:?}"
         );
     }
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.gate.port))
-        .await
-        .unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (mut send, _) = h2_connection(s.gate.port).await;
     let mut req = hyper::Request::get(format!("http://127.0.0.1:{}/utf8-h2", s.gate.port))
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();

@@ -1348,7 +1348,6 @@ async fn an_h2c_upstream_is_spoken_to_over_http2_with_its_trailers() {
 #[tokio::test]
 async fn request_trailers_never_reach_an_h2c_upstream() {
     use http_body_util::BodyExt;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (port, seen) = h2c_upstream().await;
     let idp = Idp::start(IdpOptions::default());
     let app = Upstream::start().await;
@@ -1357,12 +1356,7 @@ async fn request_trailers_never_reach_an_h2c_upstream() {
     let cookie = signed_in_cookie(&idp, &gate).await;
 
     // The control: the app reads trailers sent to it directly.
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let (mut direct, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (mut direct, _) = h2_connection(port).await;
     let with_trailers = |uri: String| {
         let mut trailers = http::HeaderMap::new();
         trailers.insert("x-forwarded-user", http::HeaderValue::from_static("admin"));
@@ -1390,12 +1384,7 @@ async fn request_trailers_never_reach_an_h2c_upstream() {
     );
 
     // HTTP/2 to the gate.
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (mut send, _) = h2_connection(gate.port).await;
     let resp = send
         .send_request(with_trailers(format!("http://127.0.0.1:{}/grpc/h2", gate.port)))
         .await
@@ -1417,19 +1406,12 @@ async fn request_trailers_never_reach_an_h2c_upstream() {
     // HTTP/1.1 chunked with trailers, on the HTTP/1 front and on hyper's server after a hand-over.
     let hand_over = "GET /_logto/healthz HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n";
     for before in ["", hand_over] {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
         let request = format!(
             "{before}POST /grpc/h1 HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nTransfer-Encoding: chunked\r\n\
              Trailer: X-Forwarded-User, X-Sum\r\nConnection: close\r\n\r\n\
              5\r\nhello\r\n0\r\nX-Forwarded-User: admin\r\nX-Sum: 532\r\n\r\n"
         );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        tokio::time::timeout(READY_TIMEOUT, stream.read_to_end(&mut answer))
-            .await
-            .expect("an answer")
-            .unwrap();
-        let text = String::from_utf8_lossy(&answer);
+        let text = exchange_until_closed(gate.port, request.as_bytes()).await;
         assert!(
             text.starts_with("HTTP/1.1 200") && text.contains("h2:/grpc/h1"),
             "{before:?}: {text}"

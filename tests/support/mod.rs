@@ -1018,13 +1018,19 @@ pub async fn read_answer(stream: &mut tokio::net::TcpStream, pending: &mut Vec<u
     }
 }
 
-/// An HTTP/2 (prior knowledge) connection to the gate: the request sender and the connection's task.
-pub async fn h2_connection(
+/// An HTTP/2 (prior knowledge) connection to `port` on loopback (the gate's, or an app's), for requests with bodies
+/// of type `B`: the request sender and the connection's task.
+pub async fn h2_connection<B>(
     port: u16,
 ) -> (
-    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    hyper::client::conn::http2::SendRequest<B>,
     tokio::task::JoinHandle<Result<(), hyper::Error>>,
-) {
+)
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let (sender, conn) =
         hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
