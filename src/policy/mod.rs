@@ -194,8 +194,8 @@ pub const METHOD_OVERRIDE_PARAMETER: &str = "_method";
 /// take it out of the query without changing what the app reads, so the rules always decide on it. Only a `POST`
 /// is taken as another method by those frameworks; a value that is not a method token is refused.
 pub fn query_method_overrides(method: &str, query: Option<&str>, out: &mut Vec<String>) -> Result<(), String> {
-    // Every spelling holds `method` (escapes decode to `_`, ` `, `.` or `[` only before it).
-    let Some(query) = query.filter(|q| method == "POST" && q.contains("method")) else {
+    // Every query of a `POST` is read: any letter of the name may come as an escape (`_%6Dethod`).
+    let Some(query) = query.filter(|_| method == "POST") else {
         return Ok(());
     };
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {

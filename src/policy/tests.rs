@@ -116,6 +116,8 @@ fn a_posts_method_parameter_is_an_override_in_every_spelling_php_reads() {
         "_method=delete",
         "a=1&_method=DELETE&b",
         "%5Fmethod=DELETE",
+        "_%6Dethod=DELETE",
+        "%5F%6D%65%74%68%6F%64=DELETE",
         "%20%20_method=DELETE",
         ".method=DELETE",
         "[method=DELETE",

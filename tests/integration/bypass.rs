@@ -165,6 +165,7 @@ async fn a_method_override_in_the_query_is_decided_by_the_rules() {
         "_method=delete",
         "x=1&_method=DELETE",
         "%5Fmethod=DELETE",
+        "_%6Dethod=DELETE",
         "_method=PUT&_method=DELETE",
         "%20_method=DELETE",
         ".method=DELETE",
