@@ -171,18 +171,27 @@ pub fn method_overrides(headers: &http::HeaderMap) -> Result<Vec<String>, String
             continue;
         }
         let text = value.to_str().unwrap_or("").trim();
-        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_alphabetic()) || text.len() > 32 {
+        if !add_method(&mut out, text) {
             return Err(format!(
                 "{name}: `{}` is not an HTTP method",
                 text.chars().take(32).collect::<String>()
             ));
         }
-        let method = text.to_ascii_uppercase();
-        if !out.contains(&method) {
-            out.push(method);
-        }
     }
     Ok(out)
+}
+
+/// Adds `text`, upper-cased, to `out` unless there already; false when it is no method name (letters only, 32 at
+/// most), for the caller to refuse.
+fn add_method(out: &mut Vec<String>, text: &str) -> bool {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_alphabetic()) || text.len() > 32 {
+        return false;
+    }
+    let method = text.to_ascii_uppercase();
+    if !out.contains(&method) {
+        out.push(method);
+    }
+    true
 }
 
 /// The query parameter Express (`method-override('_method')`), Symfony, Laravel and Spring (`HiddenHttpMethodFilter`,
@@ -205,16 +214,11 @@ pub fn query_method_overrides(method: &str, query: Option<&str>, out: &mut Vec<S
         {
             continue;
         }
-        let text = value.trim();
-        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_alphabetic()) || text.len() > 32 {
+        if !add_method(out, value.trim()) {
             // Not echoed: decoded, it may hold anything, line breaks included.
             return Err(format!(
                 "the query's {METHOD_OVERRIDE_PARAMETER} is not an HTTP method (letters only)"
             ));
-        }
-        let method = text.to_ascii_uppercase();
-        if !out.contains(&method) {
-            out.push(method);
         }
     }
     Ok(())
