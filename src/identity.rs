@@ -354,14 +354,25 @@ fn is_list_element(s: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct ManagedHeaders {
     normalised: Vec<String>,
-    /// A bit for each length of a name in `normalised` (127 and longer share the last): most of a request's fields
-    /// are ruled out by their length alone, and this runs for every field of every request.
+    /// [`length_mask`] of `normalised`: this runs for every field of every request.
     lengths: u128,
 }
 
-/// The bit of [`ManagedHeaders::lengths`] for a name of `len` bytes.
-fn length_bit(len: usize) -> u128 {
-    1 << len.min(127)
+/// The bit of a set of names' length mask ([`length_mask`]) for a name of `len` bytes (127 and longer share one).
+pub(crate) const fn length_bit(len: usize) -> u128 {
+    1 << if len < 127 { len } else { 127 }
+}
+
+/// A bit for each length of a name in `names` ([`length_bit`]): a field whose length has no bit is none of them,
+/// which rules out most of a request's fields before any name is compared.
+pub(crate) const fn length_mask(names: &[&str]) -> u128 {
+    let mut mask = 0;
+    let mut i = 0;
+    while i < names.len() {
+        mask |= length_bit(names[i].len());
+        i += 1;
+    }
+    mask
 }
 
 /// True when `name` reads as `normalised` to PHP/WSGI/CGI: same length, equal ignoring case with `_` as `-`.

@@ -91,11 +91,13 @@ pub fn set_forwarded(
         }
         return None;
     }
-    // Names are compared as PHP/WSGI see them (`_` for `-`), so `X_Forwarded_For` cannot slip through either.
+    // Names are compared as PHP/WSGI see them (`_` for `-`), so `X_Forwarded_For` cannot slip through either; most
+    // fields are ruled out by their length first.
+    use crate::identity::{length_bit, length_mask, same_normalised, CLIENT_FORWARDING_HEADERS};
+    const LENGTHS: u128 = length_mask(&CLIENT_FORWARDING_HEADERS);
     let is_forwarding = |n: &HeaderName| {
-        crate::identity::CLIENT_FORWARDING_HEADERS
-            .iter()
-            .any(|f| crate::identity::same_normalised(n.as_str(), f))
+        LENGTHS & length_bit(n.as_str().len()) != 0
+            && CLIENT_FORWARDING_HEADERS.iter().any(|f| same_normalised(n.as_str(), f))
     };
     if headers.keys().any(is_forwarding) {
         let spoofed: Vec<HeaderName> = headers.keys().filter(|n| is_forwarding(n)).cloned().collect();
