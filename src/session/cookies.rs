@@ -336,11 +336,17 @@ impl CookieCodec {
 
     /// `<name>` or `<name>.<digits>`.
     fn is_session_cookie(&self, name: &str) -> bool {
-        name == self.session_name
+        self.is_session_name(name.as_bytes())
+    }
+
+    /// [`CookieCodec::is_session_cookie`] for a name as it came, text or not.
+    fn is_session_name(&self, name: &[u8]) -> bool {
+        let session = self.session_name.as_bytes();
+        name == session
             || name
-                .strip_prefix(self.session_name.as_str())
-                .and_then(|rest| rest.strip_prefix('.'))
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .strip_prefix(session)
+                .and_then(|rest| rest.strip_prefix(b"."))
+                .is_some_and(|n| !n.is_empty() && n.iter().all(u8::is_ascii_digit))
     }
 
     fn attempt_cookie_name(&self, state: &str) -> String {
@@ -459,7 +465,13 @@ impl CookieCodec {
 
     /// True for every cookie name the gate owns; those never reach the upstream.
     pub fn is_gate_cookie(&self, name: &str) -> bool {
-        self.is_session_cookie(name) || name.starts_with(&self.attempt_prefix)
+        self.is_gate_name(name.as_bytes())
+    }
+
+    /// [`CookieCodec::is_gate_cookie`] for a name as it came, text or not (a `Cookie` field may hold an app's
+    /// cookie that is not).
+    fn is_gate_name(&self, name: &[u8]) -> bool {
+        self.is_session_name(name) || name.starts_with(self.attempt_prefix.as_bytes())
     }
 
     /// The name of the cookie a `Set-Cookie` value sets, when it is one the gate owns (RFC 6265 §5.2: the name
@@ -496,7 +508,7 @@ impl CookieCodec {
                     continue;
                 }
                 let name = memchr::memchr(b'=', pair).map_or(pair, |eq| pair[..eq].trim_ascii());
-                if self.is_gate_cookie_bytes(name) {
+                if self.is_gate_name(name) {
                     removed = true;
                     continue;
                 }
@@ -519,28 +531,16 @@ impl CookieCodec {
         }
     }
 
-    /// [`CookieCodec::is_gate_cookie`] for a name as it came: one that is not UTF-8 is none of the gate's, but one
-    /// that begins with the attempt cookies' prefix is treated as one, as its text would be.
-    fn is_gate_cookie_bytes(&self, name: &[u8]) -> bool {
-        match std::str::from_utf8(name) {
-            Ok(name) => self.is_gate_cookie(name),
-            Err(_) => name.starts_with(self.attempt_prefix.as_bytes()),
-        }
-    }
-
     /// True when `field` holds at least one cookie and every one is the gate's (by name; a piece without `=` is all
     /// name, as [`CookieCodec::strip_gate_cookies`] reads it).
     fn only_gate_cookies(&self, field: &[u8]) -> bool {
         let mut any = false;
         for piece in Pieces(field).map(<[u8]>::trim_ascii).filter(|p| !p.is_empty()) {
-            let name = match memchr::memchr(b'=', piece) {
-                Some(eq) => piece[..eq].trim_ascii(),
-                None => piece,
-            };
-            match std::str::from_utf8(name) {
-                Ok(name) if self.is_gate_cookie(name) => any = true,
-                _ => return false,
+            let name = memchr::memchr(b'=', piece).map_or(piece, |eq| piece[..eq].trim_ascii());
+            if !self.is_gate_name(name) {
+                return false;
             }
+            any = true;
         }
         any
     }
