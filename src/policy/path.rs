@@ -242,7 +242,7 @@ pub fn rule_path(normalised: &str, case_insensitive: bool) -> Result<std::borrow
         out = decoded_for_rules(&out);
     }
     if case_insensitive {
-        out = windows_names(&out.to_lowercase())?;
+        out = windows_names(out.to_lowercase())?;
     }
     Ok(std::borrow::Cow::Owned(out))
 }
@@ -256,9 +256,9 @@ fn ends_a_name_with_a_dot(path: &str) -> bool {
 /// Windows): a name's trailing dots and spaces are dropped (`admin.` and `admin ` are `admin`, so IIS serves
 /// `/admin./x` from the directory `admin`). A name of dots and spaces alone is refused: Windows reads `...` as
 /// another name than a server that takes it as it is.
-fn windows_names(path: &str) -> Result<String, PathError> {
+fn windows_names(path: String) -> Result<String, PathError> {
     if !path.split('/').any(|name| name.ends_with(['.', ' '])) {
-        return Ok(path.to_owned());
+        return Ok(path);
     }
     let mut out = String::with_capacity(path.len());
     for name in path.split('/').skip(1) {
