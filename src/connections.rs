@@ -403,7 +403,8 @@ impl Registration {
         }
     }
 
-    /// Resolves once the connection is to finish.
+    /// Resolves once the connection is to finish (the tests' form of [`Registration::poll_finish`]).
+    #[cfg(test)]
     pub fn finished(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(|cx| self.poll_finish(cx))
     }

@@ -32,7 +32,7 @@ use crate::activity::{ActivityIo, Waiting};
 use crate::body::paced::{NotAnswered, PacedBody, Unanswered};
 use crate::config::ServerConfig;
 use crate::connections::{self, Connections, OpenCount, Place, Registration};
-use crate::deadlines::CoarseTimer;
+use crate::deadlines::{CoarseTimer, Deadline};
 use crate::gate::{Gate, WorkerGate};
 use crate::http1::framing::{framing_io, AmbiguousFraming, Watch};
 use crate::http1::server::{self as front, Ended, Front};
@@ -425,7 +425,7 @@ fn connection<S: ClientSocket>(
     async move {
         let limits = &shared.limits;
         let peeked = match &shared.tls {
-            None => match before_first_request(stream.peek_protocol(), limits, &registration, peer).await {
+            None => match before_first_request(|| stream.peek_protocol(), limits, &registration, peer).await {
                 Some(peeked) => peeked,
                 None => return,
             },
@@ -434,7 +434,7 @@ fn connection<S: ClientSocket>(
         let tcp = ActivityIo::new(stream, Arc::clone(registration.activity()));
         let client = Client {
             gate: &gate,
-            peer,
+            peer: &peer,
             registration: &registration,
             shared: &shared,
         };
@@ -445,7 +445,7 @@ fn connection<S: ClientSocket>(
                 Box::pin(async {
                     // The handshake is waited for as a plain connection's first bytes are.
                     let Some(tls_stream) =
-                        before_first_request(acceptor.accept(tcp), limits, &registration, peer).await
+                        before_first_request(|| acceptor.accept(tcp), limits, &registration, peer).await
                     else {
                         return;
                     };
@@ -459,7 +459,7 @@ fn connection<S: ClientSocket>(
 }
 
 /// A client connection's socket (see [`crate::listener`]).
-trait ClientSocket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+trait ClientSocket: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     /// The protocol the client's first bytes say, read without taking them ([`sniff::peek_protocol`]); `None` when
     /// they do not say yet, or cannot be looked at so: the connection then reads them ([`Prefixed`]).
     fn peek_protocol(&self) -> impl Future<Output = io::Result<Option<Protocol>>> + Send;
@@ -479,35 +479,53 @@ impl ClientSocket for tokio::net::UnixStream {
     }
 }
 
-/// `waiting` (for the first bytes of `peer`, or its TLS handshake), bounded by the header read timeout and cut
-/// short when the connection is told to finish (shutdown, or to make room); `None` when either ends it first or it
-/// fails, and the connection is to be closed.
-async fn before_first_request<T>(
-    waiting: impl Future<Output = io::Result<T>>,
+/// The wait `start` makes (for the first bytes of `peer`, or its TLS handshake), bounded by the header read timeout
+/// and cut short when the connection is told to finish (shutdown, or to make room); `None` when either ends it first
+/// or it fails, and the connection is to be closed.
+///
+/// Every connection's task is as large as its largest state, and this wait is a state of every connection: the wait
+/// is built here from `start` (an argument future would be held twice, as passed and where it is polled) and bounded
+/// by a coarse [`Deadline`] rather than tokio's timer entry (`tokio::time::timeout` and `select!` made the state 768
+/// bytes, more than serving a request takes).
+async fn before_first_request<T, F: Future<Output = io::Result<T>>>(
+    start: impl FnOnce() -> F,
     limits: &Limits,
     registration: &Registration,
     peer: std::net::SocketAddr,
 ) -> Option<T> {
-    tokio::select! {
-        waited = tokio::time::timeout(limits.header_read_timeout, waiting) => match waited {
-            Ok(Ok(value)) => Some(value),
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, %peer, "connection failed before its first request");
-                None
+    // `Some(None)`: the header read timeout passed; `None`: the connection is to finish.
+    let waited = {
+        let mut waiting = std::pin::pin!(start());
+        let mut deadline = Deadline::at(tokio::time::Instant::now() + limits.header_read_timeout);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(waited) = waiting.as_mut().poll(cx) {
+                return Poll::Ready(Some(Some(waited)));
             }
-            Err(_) => {
-                tracing::debug!(%peer, "no request within the header read timeout; closing");
-                None
+            if registration.poll_finish(cx).is_ready() {
+                return Poll::Ready(None);
             }
-        },
-        _ = registration.finished() => None,
+            Pin::new(&mut deadline).poll(cx).map(|()| Some(None))
+        })
+        .await
+    };
+    match waited? {
+        Some(Ok(value)) => Some(value),
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, %peer, "connection failed before its first request");
+            None
+        }
+        None => {
+            tracing::debug!(%peer, "no request within the header read timeout; closing");
+            None
+        }
     }
 }
 
 /// One accepted connection, for serving it.
 struct Client<'a> {
     gate: &'a Arc<WorkerGate>,
-    peer: std::net::SocketAddr,
+    /// Lent, as the rest: a copy would enlarge every connection's task.
+    peer: &'a std::net::SocketAddr,
     registration: &'a Registration,
     shared: &'a Shared,
 }
@@ -526,10 +544,12 @@ impl Client<'_> {
             let limits = &self.shared.limits;
             let protocol = match known {
                 Some(protocol) => protocol,
-                None => match before_first_request(io.read_protocol(), limits, self.registration, self.peer).await {
-                    Some(protocol) => protocol,
-                    None => return,
-                },
+                None => {
+                    match before_first_request(|| io.read_protocol(), limits, self.registration, *self.peer).await {
+                        Some(protocol) => protocol,
+                        None => return,
+                    }
+                }
             };
             match protocol {
                 Protocol::Http1 => {
@@ -537,7 +557,7 @@ impl Client<'_> {
                     let handle = |req, peer| Gate::handle(Arc::clone(gate), req, peer);
                     let front = Front {
                         handle: &handle,
-                        peer: self.peer,
+                        peer: *self.peer,
                         registration: self.registration,
                         header_read_timeout: limits.header_read_timeout,
                         idle_timeout: limits.idle_timeout,
@@ -575,7 +595,7 @@ impl Client<'_> {
                     .await;
                     // A head hyper refused (and answered) is logged and counted as the gate's own answers are.
                     if let Some(error) = ended {
-                        self.gate.log_http1_refusal(self.peer, &error);
+                        self.gate.log_http1_refusal(*self.peer, &error);
                     }
                 }
                 // Boxed: HTTP/2's state would otherwise enlarge every HTTP/1 connection's task.
@@ -624,7 +644,7 @@ impl Client<'_> {
         Future = impl Future<Output = Result<hyper::Response<crate::body::Body>, NotAnswered>> + Send + 'static,
     > + Send
            + 'static {
-        let (gate, peer) = (Arc::clone(self.gate), self.peer);
+        let (gate, peer) = (Arc::clone(self.gate), *self.peer);
         let idle_timeout = self.shared.limits.idle_timeout;
         let activity = Arc::clone(self.registration.activity());
         service_fn(move |req: hyper::Request<hyper::body::Incoming>| {

@@ -46,10 +46,17 @@ pub fn classify(first: &[u8]) -> Option<Protocol> {
 
 /// Waits for the client's first bytes and classifies them without consuming them. `None`: undecided (see
 /// [`classify`]); the caller reads on with [`Prefixed::read_protocol`].
-pub async fn peek_protocol(stream: &TcpStream) -> io::Result<Option<Protocol>> {
+///
+/// Polled as a closure over its 24-byte buffer rather than through `TcpStream::peek`, whose future is ten times
+/// that: every connection's task holds this wait while it waits for its first bytes, and is as large as its largest
+/// state.
+pub fn peek_protocol(stream: &TcpStream) -> impl std::future::Future<Output = io::Result<Option<Protocol>>> + '_ {
     let mut first = [0u8; PREFACE.len()];
-    let n = stream.peek(&mut first).await?;
-    Ok(classify(&first[..n]))
+    std::future::poll_fn(move |cx| {
+        let mut buf = ReadBuf::new(&mut first);
+        std::task::ready!(stream.poll_peek(cx, &mut buf))?;
+        Poll::Ready(Ok(classify(buf.filled())))
+    })
 }
 
 /// The protocol ALPN selected (RFC 7301), if the client offered ALPN at all.
