@@ -555,6 +555,16 @@ pub struct Browser {
     idp_endpoint: String,
 }
 
+/// Whether `text` names the tests' attacker (`evil.example`, `evil=1`, `'evil'`, escaped or not): "evil" beside a
+/// character a random id cannot hold (base64url) or at an end, so that an IdP's interaction id, a token or a sealed
+/// cookie that happens to spell it (`.../interaction/gXomYAWevil3qB...`) is not taken for it.
+pub fn names_evil(text: &str) -> bool {
+    let b = text.as_bytes();
+    let in_id = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_');
+    text.match_indices("evil")
+        .any(|(i, _)| !in_id(i.checked_sub(1).and_then(|j| b.get(j))) || !in_id(b.get(i + 4)))
+}
+
 /// One hop of a redirect chain.
 #[derive(Debug, Clone)]
 pub struct Hop {
