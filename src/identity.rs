@@ -234,6 +234,15 @@ const FOREIGN_IDENTITY_PREFIXES: [&str; 5] = [
     "x-vouch-idp-claims-",
 ];
 
+/// Whether `name` (lower case, as a [`HeaderName`]) is one of [`FOREIGN_IDENTITY_HEADERS`] or under one of their
+/// prefixes: a field `server.trusted_identity_headers` may keep from trusted proxies.
+pub(crate) fn is_foreign_identity_name(name: &str) -> bool {
+    FOREIGN_IDENTITY_HEADERS.contains(&name)
+        || FOREIGN_IDENTITY_PREFIXES
+            .iter()
+            .any(|p| name.len() > p.len() && name.starts_with(p))
+}
+
 /// Why a claim can never be mapped onto `name` (`[headers]`), or `None` when it can. Names are compared as PHP,
 /// WSGI and CGI see them (`_` as `-`, any case).
 ///
@@ -356,6 +365,9 @@ pub struct ManagedHeaders {
     normalised: Vec<String>,
     /// [`length_mask`] of `normalised`: this runs for every field of every request.
     lengths: u128,
+    /// Names passed on as sent, in this exact spelling (`server.trusted_identity_headers` for a trusted proxy's
+    /// requests); their other spellings (`_` for `-`) are still removed.
+    kept: Box<[HeaderName]>,
 }
 
 /// The bit of a set of names' length mask ([`length_mask`]) for a name of `len` bytes (127 and longer share one).
@@ -386,7 +398,9 @@ pub fn same_normalised(name: &str, normalised: &str) -> bool {
 }
 
 impl ManagedHeaders {
-    pub fn new(identity: &[(HeaderName, ClaimPath)], extra: &[&str]) -> Self {
+    /// The fields named by `identity` (the `[headers]` mapping) and `extra`, and the other auth proxies', except
+    /// `kept` as spelled there.
+    pub fn new(identity: &[(HeaderName, ClaimPath)], extra: &[&str], kept: &[HeaderName]) -> Self {
         let mut normalised: Vec<String> = identity
             .iter()
             .map(|(h, _)| normalise_name(h.as_str()))
@@ -396,10 +410,17 @@ impl ManagedHeaders {
         normalised.sort();
         normalised.dedup();
         let lengths = normalised.iter().fold(0, |bits, n| bits | length_bit(n.len()));
-        ManagedHeaders { normalised, lengths }
+        ManagedHeaders {
+            normalised,
+            lengths,
+            kept: kept.into(),
+        }
     }
 
     pub fn contains(&self, name: &str) -> bool {
+        if !self.kept.is_empty() && self.kept.iter().any(|k| k.as_str() == name) {
+            return false;
+        }
         let named =
             self.lengths & length_bit(name.len()) != 0 && self.normalised.iter().any(|n| same_normalised(name, n));
         // Every prefix begins with `x-`.

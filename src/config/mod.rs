@@ -148,6 +148,9 @@ pub struct ServerConfig {
     pub public_url: PublicUrl,
     /// Peers whose X-Forwarded-* (and forward-auth X-Forwarded-Uri/-Method) headers are believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// Identity fields of another auth proxy in front (the names `identity::is_foreign_identity_name` knows) that the
+    /// gate passes on as they come from a trusted proxy, where it removes them from every other request.
+    pub trusted_identity_headers: Vec<HeaderName>,
     /// Let `%2F` and `%5C` through in paths instead of answering 400.
     pub allow_encoded_slashes: bool,
     /// Hosts besides `public_url`'s that sign-ins may return to and that the gate serves (lower case; a leading
@@ -507,6 +510,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     if let (Some(server), Some(session)) = (&server, &session) {
         check_redirect_hosts(&mut p, &server.allowed_redirect_hosts, session.cookie_domain.as_deref());
     }
+    if let (Some(server), Some(headers)) = (&server, &headers) {
+        check_kept_identity(&mut p, &server.trusted_identity_headers, headers);
+    }
     if let (Some((upstream, routes)), Some(headers)) = (&upstream, &headers) {
         check_authorization_mapping(&mut p, upstream, routes, headers);
     }
@@ -644,6 +650,17 @@ fn check_redirect_hosts(p: &mut Problems, hosts: &[String], cookie_domain: Optio
                 format!("`{h}` needs session.cookie_domain: a host-only cookie on server.public_url's host would not reach it"),
             ),
         }
+    }
+}
+
+/// `server.trusted_identity_headers` names no field the gate sets itself (`[headers]`, or its default four without
+/// the table): the gate's identity replaces whatever came.
+fn check_kept_identity(p: &mut Problems, kept: &[HeaderName], headers: &[(HeaderName, ClaimPath)]) {
+    for name in kept.iter().filter(|k| headers.iter().any(|(h, _)| h == *k)) {
+        p.add(
+            "server.trusted_identity_headers",
+            format!("`{name}` is the gate's own identity field ([headers], or its default names without the table)"),
+        );
     }
 }
 

@@ -74,6 +74,8 @@ pub(super) struct RawServer {
     pub(super) public_url: Option<String>,
     #[serde(deserialize_with = "list_of_strings")]
     pub(super) trusted_proxies: Option<Vec<String>>,
+    #[serde(deserialize_with = "list_of_strings")]
+    pub(super) trusted_identity_headers: Option<Vec<String>>,
     pub(super) allow_encoded_slashes: Option<bool>,
     #[serde(deserialize_with = "list_of_strings")]
     pub(super) allowed_redirect_hosts: Option<Vec<String>>,

@@ -127,6 +127,29 @@ pub(super) fn validate_server(p: &mut Problems, raw: RawServer) -> Option<Server
         }
     }
 
+    let mut trusted_identity_headers = Vec::new();
+    for name in raw.trusted_identity_headers.unwrap_or_default() {
+        let key = "server.trusted_identity_headers";
+        match http::HeaderName::from_bytes(name.as_bytes()) {
+            Err(_) => p.add(key, format!("`{name}` is not a valid HTTP header name")),
+            Ok(h) if !crate::identity::is_foreign_identity_name(h.as_str()) => p.add(
+                key,
+                format!(
+                    "`{name}` is not an identity field of another auth proxy (such as Remote-User or \
+                     Cf-Access-Authenticated-User-Email), which the gate removes: any other field reaches the app as \
+                     it comes, and the gate's own fields are never kept"
+                ),
+            ),
+            Ok(h) => trusted_identity_headers.push(h),
+        }
+    }
+    if !trusted_identity_headers.is_empty() && trusted_proxies.is_empty() {
+        p.add(
+            "server.trusted_identity_headers",
+            "needs server.trusted_proxies: the fields are kept only as the proxies listed there send them",
+        );
+    }
+
     let metrics_listen = non_empty(raw.metrics_listen).and_then(|m| match m.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
@@ -221,6 +244,7 @@ pub(super) fn validate_server(p: &mut Problems, raw: RawServer) -> Option<Server
         listen: listen?,
         public_url: public_url?,
         trusted_proxies,
+        trusted_identity_headers,
         allow_encoded_slashes: raw.allow_encoded_slashes.unwrap_or(false),
         allowed_redirect_hosts,
         case_insensitive_paths: raw.case_insensitive_paths.unwrap_or(false),

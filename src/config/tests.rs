@@ -222,6 +222,36 @@ fn trusted_proxies_and_assertion_are_validated() {
 }
 
 #[test]
+fn trusted_identity_headers_name_other_proxies_fields_and_need_trusted_proxies() {
+    let with = |server: &str| MINIMAL.replace("public_url = ", &format!("{server}\npublic_url = "));
+    let kept = "trusted_identity_headers = [\"Cf-Access-Authenticated-User-Email\", \"X-Pomerium-Claim-Email\"]";
+    let c = Config::from_toml_str(&with(&format!("trusted_proxies = [\"10.0.0.0/8\"]\n{kept}")), no_env()).unwrap();
+    let names: Vec<&str> = c.server.trusted_identity_headers.iter().map(|h| h.as_str()).collect();
+    assert_eq!(names, ["cf-access-authenticated-user-email", "x-pomerium-claim-email"]);
+    for (server, want) in [
+        (
+            kept.to_owned(),
+            "server.trusted_identity_headers: needs server.trusted_proxies",
+        ),
+        (
+            "trusted_proxies = [\"10.0.0.0/8\"]\ntrusted_identity_headers = [\"X-Request-Id\"]".to_owned(),
+            "server.trusted_identity_headers: `X-Request-Id` is not an identity field of another auth proxy",
+        ),
+        (
+            "trusted_proxies = [\"10.0.0.0/8\"]\ntrusted_identity_headers = [\"bad name\"]".to_owned(),
+            "server.trusted_identity_headers: `bad name` is not a valid HTTP header name",
+        ),
+        (
+            "trusted_proxies = [\"10.0.0.0/8\"]\ntrusted_identity_headers = [\"X-Forwarded-User\"]".to_owned(),
+            "server.trusted_identity_headers: `x-forwarded-user` is the gate's own identity field",
+        ),
+    ] {
+        let err = Config::from_toml_str(&with(&server), no_env()).unwrap_err();
+        assert!(err.0.iter().any(|l| l.starts_with(want)), "{server}: {err}");
+    }
+}
+
+#[test]
 fn secret_debug_output_is_redacted() {
     let c = Config::from_toml_str(MINIMAL, no_env()).expect("valid");
     let dbg = format!("{c:?}");

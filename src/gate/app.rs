@@ -115,7 +115,11 @@ impl Gate {
                 *req.uri_mut() = with_path(req.uri(), path)?;
             }
             let headers = req.headers_mut();
-            identity::strip_spoofed_identity(headers, &self.managed);
+            let managed = match &self.managed_from_trusted {
+                Some(kept) if trusted => kept,
+                _ => &self.managed,
+            };
+            identity::strip_spoofed_identity(headers, managed);
             hop::remove_underscore_variants(headers);
             self.sessions.codec().strip_gate_cookies(headers);
             let public = &self.config.server.public_url;

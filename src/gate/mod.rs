@@ -171,7 +171,10 @@ pub struct Gate {
     forwarders: Vec<Forwarder>,
     /// The request fields whose values come from files, kept current.
     field_files: field_files::FieldFiles,
+    /// The identity fields removed from requests; from a trusted proxy's, `managed_from_trusted` when
+    /// `server.trusted_identity_headers` keeps some.
     managed: ManagedHeaders,
+    managed_from_trusted: Option<ManagedHeaders>,
     kept_claims: Vec<ClaimPath>,
     /// The extended claims the gate reads (see [`EXTENDED_CLAIMS`]): an ID token without one of them makes it ask
     /// userinfo.
@@ -249,7 +252,9 @@ impl Gate {
         if !config.upstream.pass_method_override {
             owned.extend(policy::METHOD_OVERRIDE_HEADERS);
         }
-        let managed = ManagedHeaders::new(&config.headers, &owned);
+        let managed = ManagedHeaders::new(&config.headers, &owned, &[]);
+        let kept = &config.server.trusted_identity_headers;
+        let managed_from_trusted = (!kept.is_empty()).then(|| ManagedHeaders::new(&config.headers, &owned, kept));
         let mut kept_claims: Vec<ClaimPath> = ALWAYS_KEPT_CLAIMS
             .iter()
             .filter_map(|c| ClaimPath::parse(c).ok())
@@ -307,6 +312,7 @@ impl Gate {
             refresher: Refresher::default(),
             forwarders,
             managed,
+            managed_from_trusted,
             kept_claims,
             userinfo_claims,
             assertion,

@@ -94,7 +94,7 @@ fn other_auth_proxies_fields_are_managed_whatever_the_mapping() {
         HeaderName::from_static("x-webauth-user"),
         ClaimPath::parse("username").unwrap(),
     )];
-    let managed = ManagedHeaders::new(&only_grafana, &["x-request-id"]);
+    let managed = ManagedHeaders::new(&only_grafana, &["x-request-id"], &[]);
     for name in [
         "x-webauth-user",
         "x-request-id",
@@ -124,14 +124,46 @@ fn other_auth_proxies_fields_are_managed_whatever_the_mapping() {
         assert!(!managed.contains(name), "{name}");
     }
     let long = format!("x-{}", "a".repeat(200));
-    let managed = ManagedHeaders::new(&[], &[long.as_str()]);
+    let managed = ManagedHeaders::new(&[], &[long.as_str()], &[]);
     assert!(managed.contains(&long.to_ascii_uppercase()));
     assert!(!managed.contains(&format!("x-{}", "a".repeat(199))));
 }
 
 #[test]
+fn kept_fields_pass_only_as_spelled() {
+    let kept = [
+        HeaderName::from_static("cf-access-authenticated-user-email"),
+        HeaderName::from_static("x-pomerium-claim-email"),
+    ];
+    let managed = ManagedHeaders::new(&default_headers(), &[], &kept);
+    for name in ["cf-access-authenticated-user-email", "x-pomerium-claim-email"] {
+        assert!(!managed.contains(name), "{name}");
+    }
+    for name in [
+        "cf_access_authenticated_user_email",
+        "x-pomerium-claim_email",
+        "x-pomerium-claim-groups",
+        "cf-access-jwt-assertion",
+        "remote-user",
+        "x-forwarded-user",
+    ] {
+        assert!(managed.contains(name), "{name}");
+    }
+    assert!(is_foreign_identity_name("remote-user"));
+    assert!(is_foreign_identity_name("x-pomerium-claim-email"));
+    for name in [
+        "x-pomerium-claim-",
+        "x-request-id",
+        "x-logto-gate-assertion",
+        "remote_user",
+    ] {
+        assert!(!is_foreign_identity_name(name), "{name}");
+    }
+}
+
+#[test]
 fn spoofed_identity_headers_are_stripped_in_every_spelling() {
-    let managed = ManagedHeaders::new(&default_headers(), &[]);
+    let managed = ManagedHeaders::new(&default_headers(), &[], &[]);
     let mut h = HeaderMap::new();
     for (name, value) in [
         ("x-forwarded-user", "mallory"),

@@ -318,6 +318,51 @@ async fn identity_fields_of_other_auth_proxies_never_come_from_a_client() {
     }
 }
 
+/// `server.trusted_identity_headers`: another auth proxy in front (Cloudflare Access, Pomerium) whose fields the app
+/// reads. They pass as the trusted proxy spells them, and only from it; every other foreign field still goes.
+#[tokio::test]
+async fn identity_fields_a_trusted_proxy_sends_pass_only_where_kept() {
+    let kept = "trusted_identity_headers = [\"Cf-Access-Authenticated-User-Email\", \"X-Pomerium-Claim-Email\"]";
+    for trusted in [true, false] {
+        let proxies = if trusted { "127.0.0.1/32" } else { "10.0.0.0/8" };
+        let server = format!("trusted_proxies = [\"{proxies}\"]\n{kept}");
+        let s = Stack::edited(IdpOptions::default(), "", "", |t| {
+            t.replacen("[server]\n", &format!("[server]\n{server}\n"), 1)
+        })
+        .await;
+        let (_, cookie) = s.signed_in().await;
+        let resp = plain()
+            .get(format!("{}/x", s.gate.url()))
+            .header("cookie", format!("logto_gate={cookie}"))
+            .header("Cf-Access-Authenticated-User-Email", "alice@example.com")
+            .header("X-Pomerium-Claim-Email", "alice@example.com")
+            .header("Cf_Access_Authenticated_User_Email", "admin@example.com")
+            .header("X-Pomerium-Claim-Groups", "admin")
+            .header("Remote-User", "admin")
+            .header("X-Forwarded-User", "admin")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let seen = s.upstream.last();
+        let want = trusted.then_some("alice@example.com");
+        assert_eq!(
+            seen.header("cf-access-authenticated-user-email"),
+            want,
+            "trusted: {trusted}"
+        );
+        assert_eq!(seen.header("x-pomerium-claim-email"), want, "trusted: {trusted}");
+        for name in [
+            "cf_access_authenticated_user_email",
+            "x-pomerium-claim-groups",
+            "remote-user",
+        ] {
+            assert_eq!(seen.header(name), None, "{name} reached the app (trusted: {trusted})");
+        }
+        assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"), "the gate's own");
+    }
+}
+
 #[tokio::test]
 async fn spoofed_identity_without_a_session_never_reaches_the_upstream() {
     let s = Stack::start().await;
