@@ -32,7 +32,7 @@ use crate::activity::{ActivityIo, Waiting};
 use crate::body::paced::{NotAnswered, PacedBody, Unanswered};
 use crate::config::ServerConfig;
 use crate::connections::{self, Connections, OpenCount, Place, Registration};
-use crate::deadlines::{CoarseTimer, Deadline};
+use crate::deadlines::{self, CoarseTimer};
 use crate::gate::{Gate, WorkerGate};
 use crate::http1::framing::{framing_io, AmbiguousFraming, Watch};
 use crate::http1::server::{self as front, Ended, Front};
@@ -488,40 +488,38 @@ impl ClientSocket for tokio::net::UnixStream {
 /// and cut short when the connection is told to finish (shutdown, or to make room); `None` when either ends it first
 /// or it fails, and the connection is to be closed.
 ///
-/// Every connection's task is as large as its largest state, and this wait is a state of every connection: the wait
-/// is built here from `start` (an argument future would be held twice, as passed and where it is polled) and bounded
-/// by a coarse [`Deadline`] rather than tokio's timer entry (`tokio::time::timeout` and `select!` made the state 768
-/// bytes, more than serving a request takes).
-async fn before_first_request<T, F: Future<Output = io::Result<T>>>(
-    start: impl FnOnce() -> F,
-    limits: &Limits,
-    registration: &Registration,
+/// Every connection's task is as large as its largest state, and this wait is a state of every connection: it is
+/// a [`deadlines::timeout_at`], which builds the wait in place from `start` (an argument future would be held twice)
+/// on a coarse deadline rather than tokio's timer entry (`tokio::time::timeout` and `select!` made the state 768
+/// bytes, more than serving a request takes). An `async move` block rather than an `async fn`, which would keep a
+/// second copy of the arguments.
+#[allow(clippy::manual_async_fn)] // deliberately, see above
+fn before_first_request<'a, T, F: Future<Output = io::Result<T>> + 'a>(
+    start: impl FnOnce() -> F + 'a,
+    limits: &'a Limits,
+    registration: &'a Registration,
     peer: std::net::SocketAddr,
-) -> Option<T> {
-    // `Some(None)`: the header read timeout passed; `None`: the connection is to finish.
-    let waited = {
-        let mut waiting = std::pin::pin!(start());
-        let mut deadline = Deadline::at(tokio::time::Instant::now() + limits.header_read_timeout);
-        std::future::poll_fn(|cx| {
+) -> impl Future<Output = Option<T>> + 'a {
+    async move {
+        let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
+        let mut waiting = std::pin::pin!(deadlines::timeout_at(deadline, start));
+        let waited = std::future::poll_fn(|cx| {
             if let Poll::Ready(waited) = waiting.as_mut().poll(cx) {
-                return Poll::Ready(Some(Some(waited)));
+                return Poll::Ready(Some(waited));
             }
-            if registration.poll_finish(cx).is_ready() {
-                return Poll::Ready(None);
-            }
-            Pin::new(&mut deadline).poll(cx).map(|()| Some(None))
+            registration.poll_finish(cx).map(|()| None)
         })
-        .await
-    };
-    match waited? {
-        Some(Ok(value)) => Some(value),
-        Some(Err(e)) => {
-            tracing::debug!(error = %e, %peer, "connection failed before its first request");
-            None
-        }
-        None => {
-            tracing::debug!(%peer, "no request within the header read timeout; closing");
-            None
+        .await?;
+        match waited {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, %peer, "connection failed before its first request");
+                None
+            }
+            Err(deadlines::Elapsed) => {
+                tracing::debug!(%peer, "no request within the header read timeout; closing");
+                None
+            }
         }
     }
 }
