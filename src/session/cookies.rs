@@ -507,7 +507,7 @@ impl CookieCodec {
                 if pair.is_empty() {
                     continue;
                 }
-                let name = memchr::memchr(b'=', pair).map_or(pair, |eq| pair[..eq].trim_ascii());
+                let name = pair_name(pair);
                 if self.is_gate_name(name) {
                     removed = true;
                     continue;
@@ -536,8 +536,7 @@ impl CookieCodec {
     fn only_gate_cookies(&self, field: &[u8]) -> bool {
         let mut any = false;
         for piece in Pieces(field).map(<[u8]>::trim_ascii).filter(|p| !p.is_empty()) {
-            let name = memchr::memchr(b'=', piece).map_or(piece, |eq| piece[..eq].trim_ascii());
-            if !self.is_gate_name(name) {
+            if !self.is_gate_name(pair_name(piece)) {
                 return false;
             }
             any = true;
@@ -609,6 +608,12 @@ fn attempt_prefix(session_name: &str) -> String {
         Some(p) if p.eq_ignore_ascii_case(host) => format!("__Secure-{}_signin_", &session_name[host.len()..]),
         _ => format!("{session_name}_signin_"),
     }
+}
+
+/// The cookie name of a trimmed `Cookie` piece, as the gate compares it with its own: before its first `=`,
+/// trimmed; the whole piece without one.
+fn pair_name(pair: &[u8]) -> &[u8] {
+    memchr::memchr(b'=', pair).map_or(pair, |eq| pair[..eq].trim_ascii())
 }
 
 /// The `;`-separated pieces of a `Cookie` field, found with `memchr` (a session cookie is kilobytes long).
