@@ -59,6 +59,13 @@ pub enum ClientError {
     /// reset): logged and counted as 499 ([`CLIENT_CLOSED_REQUEST`]); nothing is sent ([`crate::body::paced`]).
     #[error("the client went away in the middle of the request body")]
     WentAway,
+    /// A form `POST` whose body the gate reads for its `_method` ([`crate::policy::form`]) is larger than
+    /// `upstream.max_form_method_bytes` (RFC 9110 §15.5.14: 413).
+    #[error(
+        "the form is larger than upstream.max_form_method_bytes ({limit} bytes), the most the gate reads for a \
+         _method field where the rules tell methods apart"
+    )]
+    FormTooLarge { limit: usize },
     /// A request body in a transfer coding the gate does not decode (RFC 9112 §6.1: 501); the value as sent.
     #[error("the request's Transfer-Encoding is {0:?}; only chunked alone is implemented")]
     UnsupportedCoding(String),
@@ -121,6 +128,7 @@ impl GateError {
                 ClientError::NotFound => StatusCode::NOT_FOUND,
                 ClientError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
                 ClientError::UnsupportedCoding(_) => StatusCode::NOT_IMPLEMENTED,
+                ClientError::FormTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 ClientError::BodyStalled => StatusCode::REQUEST_TIMEOUT,
                 ClientError::WentAway => StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST),
             },
@@ -234,6 +242,14 @@ impl GateError {
                     "Transfer coding not supported",
                     "The gate accepts request bodies sent with a length or chunked, and in no other transfer coding.",
                 ),
+                ClientError::FormTooLarge { limit } => Page::new(
+                    status,
+                    "form_too_large",
+                    "Form too large",
+                    format!(
+                        "This form is larger than the {limit} bytes the gate reads to check which action it asks for."
+                    ),
+                ),
                 ClientError::BodyStalled => Page::new(
                     status,
                     "request_timeout",
@@ -322,6 +338,7 @@ mod tests {
             (ClientError::IdTokenRejected("x".into()).into(), 401),
             (ClientError::UnsupportedCoding("gzip, chunked".into()).into(), 501),
             (ClientError::BodyStalled.into(), 408),
+            (ClientError::FormTooLarge { limit: 4096 }.into(), 413),
             (ClientError::WentAway.into(), 499),
             (UpstreamError::Unreachable("x".into()).into(), 502),
             (UpstreamError::BadResponse("x".into()).into(), 502),

@@ -521,3 +521,55 @@ fn own_address(data: &[u8]) {
         }
     }
 }
+
+/// A `POST` body read for its `_method` ([`logto_gate::policy::form`]): the first byte picks the `Content-Type`
+/// (a form, none, multipart with boundary `B`, JSON, or the rest of the line as written), the rest is the body.
+/// Never panics; whatever is found is a method name (upper-case letters); a `_method=PUT` part or field added to a
+/// body is always found.
+pub fn form_method(data: &[u8]) {
+    use logto_gate::policy::form::BodyReadings;
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let (content_type, body): (Option<Vec<u8>>, &[u8]) = match pick % 5 {
+        0 => (Some(b"application/x-www-form-urlencoded".to_vec()), rest),
+        1 => (None, rest),
+        2 => (Some(b"multipart/form-data; boundary=B".to_vec()), rest),
+        3 => (Some(b"application/json".to_vec()), rest),
+        _ => {
+            let end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+            (Some(rest[..end].to_vec()), rest.get(end + 1..).unwrap_or_default())
+        }
+    };
+    let mut headers = HeaderMap::new();
+    if let Some(t) = content_type {
+        let Ok(value) = HeaderValue::from_bytes(&t) else { return };
+        headers.insert(http::header::CONTENT_TYPE, value);
+    }
+    let Ok(Some(readings)) = BodyReadings::of(&headers) else {
+        return;
+    };
+    let mut found = Vec::new();
+    if readings.method_overrides(body, &mut found).is_ok() {
+        for m in &found {
+            assert!(!m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()), "{m:?}");
+        }
+    }
+    // Added where each reading takes it from, a `_method` is found whatever came before it.
+    let mut more = body.to_vec();
+    if readings.urlencoded {
+        more.extend_from_slice(b"&_method=PUT");
+    } else if readings.multipart.as_deref() == Some(&b"B"[..]) {
+        more.extend_from_slice(b"\r\n--B\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nPUT\r\n--B--");
+    } else {
+        return;
+    }
+    let mut found = Vec::new();
+    if readings.method_overrides(&more, &mut found).is_ok() {
+        assert!(
+            found.iter().any(|m| m == "PUT"),
+            "{:?} missed the added _method",
+            String::from_utf8_lossy(&more)
+        );
+    }
+}

@@ -85,7 +85,10 @@ impl Config {
         logto::refresh_token_caveat(&self.logto, &self.upstream, self.passes_access_tokens())
             .into_iter()
             .chain(server::unix_socket_caveat(&self.server))
-            .chain(policy::form_override_caveats(&self.policy))
+            .chain(policy::form_override_caveats(
+                &self.policy,
+                self.upstream.read_form_method,
+            ))
             .collect()
     }
 
@@ -243,6 +246,11 @@ pub struct UpstreamConfig {
     /// Keep `X-HTTP-Method-Override` and its kin (see [`crate::policy::METHOD_OVERRIDE_HEADERS`]); rules then
     /// decide on every method the request may be taken as. Off: they are removed.
     pub pass_method_override: bool,
+    /// Read a form `POST`'s body for its `_method` field where the rules tell methods apart and the client would be
+    /// refused one ([`crate::policy::form`]). Off: such a rule is a caveat at start.
+    pub read_form_method: bool,
+    /// The most of such a body the gate holds to read it; a larger one gets 413.
+    pub max_form_method_bytes: usize,
     /// Protocols a client may switch to through the gate (RFC 9110 §7.8), lower case; `h2c` never.
     pub upgrade_protocols: Vec<String>,
     /// `tls_ca_file`: PEM certificates trusted for an `https` upstream besides the Mozilla roots.

@@ -7,12 +7,15 @@ use super::raw::RawRule;
 use crate::policy::{Access, PathMatch, Policy, Requirements, Rule};
 use crate::proxy::trusted::Cidr;
 
-/// One line for each rule that names `PUT`, `PATCH` or `DELETE` but not `POST` in `methods` and is not public: Rails,
-/// Laravel, Symfony and Express's `method-override` take a `POST` whose form holds `_method=DELETE` for a `DELETE`,
-/// and the gate does not read request bodies (a query's `_method` it does decide on). Such a rule is then only as
-/// strict as whatever decides the `POST`.
-pub(super) fn form_override_caveats(policy: &Policy) -> impl Iterator<Item = String> + '_ {
-    policy.rules.iter().enumerate().filter_map(|(i, rule)| {
+/// With `upstream.read_form_method = false` (`read`), one line for each rule that names `PUT`, `PATCH` or `DELETE`
+/// but not `POST` in `methods` and is not public: Rails, Laravel, Symfony and Express's `method-override` take a
+/// `POST` whose form holds `_method=DELETE` for a `DELETE`, and the gate then does not read request bodies (a
+/// query's `_method` it does decide on). Such a rule is then only as strict as whatever decides the `POST`.
+pub(super) fn form_override_caveats(policy: &Policy, read: bool) -> impl Iterator<Item = String> + '_ {
+    policy.rules.iter().enumerate().filter_map(move |(i, rule)| {
+        if read {
+            return None;
+        }
         let methods = rule.methods.as_ref()?;
         let named = methods
             .iter()
@@ -22,8 +25,9 @@ pub(super) fn form_override_caveats(policy: &Policy) -> impl Iterator<Item = Str
         }
         Some(format!(
             "rules[{i}].methods: names {named} but not POST. Apps that take a form's `_method` field for the method \
-             (Rails, Laravel, Symfony, Express's method-override) serve a POST as {named}, and the gate does not read \
-             request bodies: add POST to this rule, or give the POST the same requirements"
+             (Rails, Laravel, Symfony, Express's method-override) serve a POST as {named}, and with \
+             upstream.read_form_method = false the gate does not read request bodies: add POST to this rule, give \
+             the POST the same requirements, or leave read_form_method on"
         ))
     })
 }

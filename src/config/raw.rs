@@ -103,6 +103,8 @@ pub(super) struct RawUpstream {
     pub(super) response_timeout: Option<String>,
     pub(super) pass_access_token: Option<bool>,
     pub(super) pass_method_override: Option<bool>,
+    pub(super) read_form_method: Option<bool>,
+    pub(super) max_form_method_bytes: Option<u64>,
     #[serde(deserialize_with = "list_of_strings")]
     pub(super) upgrade_protocols: Option<Vec<String>>,
     pub(super) protected_app: Option<bool>,

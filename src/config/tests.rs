@@ -1106,15 +1106,19 @@ fn the_gate_listens_on_an_address_or_a_socket_file() {
 }
 
 #[test]
-fn a_rule_for_delete_but_not_post_is_a_caveat() {
+fn a_rule_for_delete_but_not_post_is_a_caveat_when_form_bodies_go_unread() {
+    let unread = MINIMAL.replace("[upstream]\n", "[upstream]\nread_form_method = false\n");
     let with = |rules: &str| {
-        let text = format!("{MINIMAL}\n{rules}");
+        let text = format!("{unread}\n{rules}");
         Config::from_toml_str(&text, no_env()).expect("valid").caveats()
     };
-    let caveats = with(
-        "[[rules]]\nprefix = \"/a\"\nallow = \"public\"\n\
-         [[rules]]\nprefix = \"/items\"\nmethods = [\"get\", \"delete\", \"put\"]\nroles = [\"admin\"]\n",
-    );
+    let rules = "[[rules]]\nprefix = \"/a\"\nallow = \"public\"\n\
+         [[rules]]\nprefix = \"/items\"\nmethods = [\"get\", \"delete\", \"put\"]\nroles = [\"admin\"]\n";
+    // Read (the default), the body's `_method` is decided on: nothing to warn of.
+    let read = Config::from_toml_str(&format!("{MINIMAL}\n{rules}"), no_env()).expect("valid");
+    assert!(read.upstream.read_form_method && read.upstream.max_form_method_bytes == 1 << 20);
+    assert!(read.caveats().is_empty(), "{:?}", read.caveats());
+    let caveats = with(rules);
     assert_eq!(caveats.len(), 1, "{caveats:?}");
     assert!(
         caveats[0].starts_with("rules[1].methods: names DELETE but not POST."),
@@ -1128,6 +1132,40 @@ fn a_rule_for_delete_but_not_post_is_a_caveat() {
         "[[rules]]\nprefix = \"/items\"\nroles = [\"admin\"]\n",
     ] {
         assert!(with(fine).is_empty(), "{fine}");
+    }
+}
+
+#[test]
+fn the_form_method_limit_is_bounded_and_needs_the_reading() {
+    let with = |keys: &str| {
+        Config::from_toml_str(
+            &MINIMAL.replace("[upstream]\n", &format!("[upstream]\n{keys}")),
+            no_env(),
+        )
+    };
+    assert_eq!(
+        with("max_form_method_bytes = 65536\n")
+            .expect("valid")
+            .upstream
+            .max_form_method_bytes,
+        65_536
+    );
+    for (keys, want) in [
+        (
+            "max_form_method_bytes = 100\n",
+            "upstream.max_form_method_bytes: 100 is outside 4096..=67108864",
+        ),
+        (
+            "max_form_method_bytes = 99999999999\n",
+            "upstream.max_form_method_bytes: 99999999999 is outside 4096..=67108864",
+        ),
+        (
+            "read_form_method = false\nmax_form_method_bytes = 65536\n",
+            "upstream.max_form_method_bytes: has no effect with upstream.read_form_method = false",
+        ),
+    ] {
+        let err = with(keys).expect_err("refused").to_string();
+        assert!(err.contains(want), "{keys}: {err}");
     }
 }
 

@@ -75,6 +75,32 @@ fn upstream_address(p: &mut Problems, key: &str, v: &str) -> Option<Address> {
     })
 }
 
+/// `upstream.max_form_method_bytes`: 1 MiB unless set (nginx's default `client_max_body_size`), from 4 KiB to 64 MiB;
+/// refused with `read_form_method = false`, where it would change nothing.
+fn form_method_bytes(p: &mut Problems, read: bool, raw: Option<u64>) -> usize {
+    const DEFAULT: usize = 1 << 20;
+    match raw {
+        None => DEFAULT,
+        Some(_) if !read => {
+            p.add(
+                "upstream.max_form_method_bytes",
+                "has no effect with upstream.read_form_method = false",
+            );
+            DEFAULT
+        }
+        Some(n) => match usize::try_from(n) {
+            Ok(n) if (4_096..=64 << 20).contains(&n) => n,
+            _ => {
+                p.add(
+                    "upstream.max_form_method_bytes",
+                    format!("{n} is outside 4096..=67108864"),
+                );
+                DEFAULT
+            }
+        },
+    }
+}
+
 /// Validates `[upstream]` and `[[upstreams]]`: the shared settings (with the default app, if any) and every
 /// route, most specific first once sorted by the caller's lookups; `None` when a key has a problem.
 pub(super) fn validate_upstream(
@@ -96,6 +122,8 @@ pub(super) fn validate_upstream(
     let connect_timeout = duration(p, "upstream.connect_timeout", raw.connect_timeout, "5s");
     let upgrade_protocols = upgrade_protocols(p, raw.upgrade_protocols);
     let protected_app = raw.protected_app.unwrap_or(false);
+    let read_form_method = raw.read_form_method.unwrap_or(true);
+    let max_form_method_bytes = form_method_bytes(p, read_form_method, raw.max_form_method_bytes);
     if protected_app && raw.pass_access_token == Some(true) {
         p.add(
             "upstream.protected_app",
@@ -286,6 +314,8 @@ pub(super) fn validate_upstream(
                         response_timeout: response,
                         pass_access_token,
                         pass_method_override: raw.pass_method_override.unwrap_or(false),
+                        read_form_method,
+                        max_form_method_bytes,
                         upgrade_protocols: upgrade_protocols.clone(),
                         protected_app,
                         // Read after validation (`super::files`).
@@ -361,6 +391,8 @@ pub(super) fn validate_upstream(
         response_timeout,
         pass_access_token: raw.pass_access_token.unwrap_or(false),
         pass_method_override: raw.pass_method_override.unwrap_or(false),
+        read_form_method,
+        max_form_method_bytes,
         upgrade_protocols,
         protected_app,
         tls_ca_file,

@@ -16,7 +16,8 @@ use crate::proxy::trusted::is_trusted;
 use crate::proxy::{forwarded, Added, ClientUpgrade, OwnAddress};
 use crate::session;
 
-use super::authn::{authorize, Principal, ACTOR_HEADER, MACHINE_HEADER};
+use super::authn::{Principal, ACTOR_HEADER, MACHINE_HEADER};
+use super::form_method::Admitted;
 use super::{is_preflight, request_host, Decided, Gate};
 
 /// Logto Protected App's headers (`upstream.protected_app`): the signed-in user's ID token as Logto signed it, and
@@ -41,14 +42,14 @@ impl Gate {
         async move {
             // 1b. normalise the path: rules see exactly what the upstream will see.
             let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
-            let (decision, new_path, route, preflight) = {
+            let (mut decision, form_may_decide, new_path, route, preflight) = {
                 let path = policy::path::normalise(req.uri().path(), self.config.server.allow_encoded_slashes)
                     .map_err(|e| ClientError::BadRequest(e.to_string()))?;
                 let host = request_host(req, trusted)?;
                 let rule_path = policy::path::rule_path(&path, self.config.policy.case_insensitive)
                     .map_err(|e| ClientError::BadRequest(e.to_string()))?;
                 let client = self.client_address(req.headers(), peer, trusted);
-                let decision = self.decide(req, host, client, &rule_path)?;
+                let (decision, stricter) = self.decide(req, host, client, &rule_path, None)?;
                 let preflight = self.preflight_let_through(req, &decision);
                 let decision = if preflight { Decision::Public } else { decision };
                 // Which upstream: one for the request's host before one for every host, then the longest prefix (on
@@ -68,29 +69,33 @@ impl Gate {
                     (std::borrow::Cow::Borrowed(_), None) => None,
                     (std::borrow::Cow::Owned(p), None) => Some(p),
                 };
-                (decision, new_path, route, preflight)
+                // Only whether: the decisions are found again where it matters, so that no list lives across the
+                // waits below in every request's state.
+                (decision, !stricter.is_empty(), new_path, route, preflight)
             };
             // 2. authenticate and authorize
-            let principal = match decision {
+            let mut principal = match decision {
                 Decision::Deny => return Err(ClientError::RouteDenied.into()),
                 Decision::Public => None,
                 Decision::Require(..) => {
-                    let max_age = self.max_age(&decision);
                     let Some(principal) = self.authenticate(req.headers(), decided).await? else {
                         // 3. challenge
-                        return Box::pin(self.challenge(req, trusted, max_age, false)).await;
+                        return Box::pin(self.challenge(req, trusted, self.max_age(&decision), false)).await;
                     };
-                    let organization = self.config.logto.organization_id.as_deref();
-                    for requirements in decision.requirements() {
-                        authorize(&principal, requirements, organization)?;
-                    }
                     // A sign-in older than a rule's `max_age`: signing in again can mend it (RFC 9470 step-up).
-                    if let Some(max_age) = max_age.filter(|m| !principal.signed_in_within(*m, session::now())) {
+                    if let Some(max_age) = self.authorize_all(&principal, &decision)? {
                         return Box::pin(self.challenge(req, trusted, Some(max_age), true)).await;
                     }
                     Some(principal)
                 }
             };
+            // 2b. a form's `_method`, where it could name a method this client would be refused
+            if form_may_decide && self.refused_some_override(req, peer, trusted, principal.as_ref())? {
+                match Box::pin(self.decide_by_form(req, peer, trusted, principal, decision, decided)).await? {
+                    Admitted::Let(admitted, by_form) => (principal, decision) = (admitted, by_form),
+                    Admitted::Answer(answer) => return Ok(answer),
+                }
+            }
             // 4. rewrite
             let browser_host = if self.config.upstream.protected_app {
                 request_host(req, trusted)?.and_then(|h| HeaderValue::from_str(h).ok())
@@ -231,15 +236,19 @@ impl Gate {
 
     /// Phase 1c: what the rules say of a request whose path is `normalised`. They decide on the path a servlet
     /// container would serve ([`policy::path::rule_path`]) and on every method the request may be taken as: a
-    /// `POST`'s `_method` query parameter's, and the method-override fields' when they are kept
-    /// (`upstream.pass_method_override`; otherwise they are removed before forwarding).
+    /// `POST`'s `_method` query parameter's, the method-override fields' when they are kept
+    /// (`upstream.pass_method_override`; otherwise they are removed before forwarding), and `from_body`, the
+    /// methods its body names once read ([`Gate::decide_by_form`]). Besides the decision: before the body is read,
+    /// the stricter decisions a `_method` in it could bring ([`policy::Policy::stricter_overrides`]; empty for
+    /// every request but a `POST` whose rules tell methods apart, with `upstream.read_form_method`).
     pub(super) fn decide<'p>(
         &'p self,
         req: &Request<Body>,
         host: Option<&str>,
         client: Option<std::net::IpAddr>,
         rule_path: &str,
-    ) -> Result<Decision<'p>, GateError> {
+        from_body: Option<&[String]>,
+    ) -> Result<(Decision<'p>, Vec<Decision<'p>>), GateError> {
         let policy = &self.config.policy;
         let mut overrides = if self.config.upstream.pass_method_override {
             policy::method_overrides(req.headers()).map_err(ClientError::BadRequest)?
@@ -248,7 +257,19 @@ impl Gate {
         };
         policy::query_method_overrides(req.method().as_str(), req.uri().query(), &mut overrides)
             .map_err(ClientError::BadRequest)?;
-        Ok(policy.decide(req.method().as_str(), &overrides, host, client, rule_path))
+        for method in from_body.unwrap_or_default() {
+            if !overrides.contains(method) {
+                overrides.push(method.clone());
+            }
+        }
+        let decision = policy.decide(req.method().as_str(), &overrides, host, client, rule_path);
+        let stricter =
+            if from_body.is_none() && req.method() == http::Method::POST && self.config.upstream.read_form_method {
+                policy.stricter_overrides(&decision, &overrides, host, client, rule_path)
+            } else {
+                Vec::new()
+            };
+        Ok((decision, stricter))
     }
 
     /// Whether `req` is a CORS preflight to let through without a session where `decision` asks for one

@@ -51,6 +51,7 @@ mod app;
 mod authn;
 mod endpoints;
 mod field_files;
+mod form_method;
 mod renewal;
 mod response_headers;
 mod unreadable;

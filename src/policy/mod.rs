@@ -8,6 +8,7 @@
 //! (`all_roles` needs all of them, `scopes` needs every scope listed). A request is decided as strictly for its path
 //! with the trailing slash added or removed, which most frameworks serve alike ([`Policy::slash_twin`]).
 
+pub mod form;
 pub mod path;
 
 use std::net::IpAddr;
@@ -208,10 +209,7 @@ pub fn query_method_overrides(method: &str, query: Option<&str>, out: &mut Vec<S
         return Ok(());
     };
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        let name = name.trim_start_matches(' ');
-        let php = |c: char| if matches!(c, ' ' | '.' | '[') { '_' } else { c };
-        if name.len() != METHOD_OVERRIDE_PARAMETER.len() || !name.chars().map(php).eq(METHOD_OVERRIDE_PARAMETER.chars())
-        {
+        if !is_method_parameter(&name) {
             continue;
         }
         if !add_method(out, value.trim()) {
@@ -223,6 +221,17 @@ pub fn query_method_overrides(method: &str, query: Option<&str>, out: &mut Vec<S
     }
     Ok(())
 }
+
+/// Whether a parameter `name` (decoded) is [`METHOD_OVERRIDE_PARAMETER`] as PHP reads names: leading spaces
+/// dropped, ` `, `.` and `[` read as `_`.
+fn is_method_parameter(name: &str) -> bool {
+    let name = name.trim_start_matches(' ');
+    let php = |c: char| if matches!(c, ' ' | '.' | '[') { '_' } else { c };
+    name.len() == METHOD_OVERRIDE_PARAMETER.len() && name.chars().map(php).eq(METHOD_OVERRIDE_PARAMETER.chars())
+}
+
+/// A method no rule can name (it is no token), standing for every method no rule names.
+const UNNAMED_METHOD: &str = "ANY OTHER";
 
 /// What a request needs when it may be taken as several methods (its own and any override): refused if any of
 /// them is denied, public only if all of them are public, else every requirement of the others.
@@ -246,6 +255,18 @@ impl<'a> Decision<'a> {
     /// The strictest `max_age` among the requirements, if any names one.
     pub fn max_age(&self) -> Option<u64> {
         self.requirements().filter_map(|r| r.max_age).min()
+    }
+
+    /// Whether `other` asks nothing of a request that this decision does not: it is public, this one denies, or
+    /// each of its requirements is one of these.
+    pub fn covers(&self, other: &Decision<'_>) -> bool {
+        match (self, other) {
+            (_, Decision::Public) | (Decision::Deny, _) => true,
+            (_, Decision::Deny) | (Decision::Public, Decision::Require(..)) => false,
+            (Decision::Require(..), Decision::Require(..)) => other
+                .requirements()
+                .all(|r| self.requirements().any(|mine| Arc::ptr_eq(r, mine))),
+        }
     }
 
     /// The API resource the request is for: the first the requirements name (`resources`), if any.
@@ -471,6 +492,38 @@ impl Policy {
             }
         }
         decision
+    }
+
+    /// The decisions a `POST` decided as `decision` (with `overrides`) would get if its body named another method
+    /// ([`form`]), those stricter than `decision` only: one for every method a rule names, one for all the methods
+    /// none names (the rules tell those apart from no other). Empty when nothing a body names can change what the
+    /// request needs, so that it need not be read.
+    pub fn stricter_overrides<'a>(
+        &'a self,
+        decision: &Decision<'a>,
+        overrides: &[String],
+        host: Option<&str>,
+        client: Option<IpAddr>,
+        rule_path: &str,
+    ) -> Vec<Decision<'a>> {
+        if matches!(decision, Decision::Deny) {
+            return Vec::new();
+        }
+        let mut candidates = vec![UNNAMED_METHOD];
+        for method in self.rules.iter().filter_map(|r| r.methods.as_ref()).flatten() {
+            if method != "POST" && !candidates.contains(&method.as_str()) && !overrides.contains(method) {
+                candidates.push(method);
+            }
+        }
+        candidates
+            .into_iter()
+            .filter_map(|method| {
+                let mut with = overrides.to_vec();
+                with.push(method.to_owned());
+                let stricter = self.decide("POST", &with, host, client, rule_path);
+                (!decision.covers(&stricter)).then_some(stricter)
+            })
+            .collect()
     }
 
     /// The access of the first rule that matches, without the default.

@@ -106,6 +106,50 @@ fn a_method_override_is_decided_as_strictly_as_the_method_it_names() {
     assert!(method_overrides(&h).unwrap_err().starts_with("x-http-method:"));
 }
 
+/// Only what a body's `_method` could make stricter counts: the rules' methods, and the default for those no rule
+/// names; nothing at all where no rule tells methods apart.
+#[test]
+fn the_stricter_decisions_a_forms_method_could_bring() {
+    let stricter = |p: &Policy, path: &str| {
+        let d = p.decide("POST", &[], None, None, path);
+        p.stricter_overrides(&d, &[], None, None, path)
+            .iter()
+            .map(|d| match d {
+                Decision::Deny => "deny".to_owned(),
+                Decision::Public => "public".to_owned(),
+                Decision::Require(..) => format!("require {}", d.requirements().count()),
+            })
+            .collect::<Vec<_>>()
+    };
+    let admin = Arc::new(admins());
+    let p = public_but(vec![
+        method_rule("/items", "DELETE", Access::Require(admin.clone())),
+        method_rule("/items", "PURGE", Access::Deny),
+        method_rule("/items", "GET", Access::Public),
+    ]);
+    assert_eq!(stricter(&p, "/items/1"), ["require 1", "deny"]);
+    assert!(stricter(&p, "/other").is_empty());
+    // POST public by its rule, the default (for every method no rule names) asks for a session.
+    let mut open = Policy {
+        rules: vec![method_rule("/open", "POST", Access::Public)],
+        default: Access::Require(Arc::default()),
+        case_insensitive: false,
+    };
+    assert_eq!(stricter(&open, "/open/x"), ["require 1"]);
+    open.rules[0].methods = None;
+    assert!(stricter(&open, "/open/x").is_empty(), "no rule tells methods apart");
+    // The POST needs what DELETE does already: nothing to read.
+    let same = public_but(vec![
+        method_rule("/items", "POST", Access::Require(admin.clone())),
+        method_rule("/items", "DELETE", Access::Require(admin.clone())),
+    ]);
+    let d = same.decide("POST", &[], None, None, "/items");
+    let delete = same.decide("POST", &["DELETE".into()], None, None, "/items");
+    assert!(d.covers(&delete) && delete.covers(&d));
+    assert!(stricter(&same, "/items").is_empty());
+    assert!(Decision::Deny.covers(&d) && !d.covers(&Decision::Deny) && !Decision::Public.covers(&d));
+}
+
 #[test]
 fn a_posts_method_parameter_is_an_override_in_every_spelling_php_reads() {
     let read = |method: &str, query: &str| {

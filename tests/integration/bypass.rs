@@ -237,6 +237,161 @@ async fn a_method_override_in_the_query_is_decided_by_the_rules() {
     }
 }
 
+/// Rails (`Rack::MethodOverride`), Laravel and Symfony take a `POST` whose form holds `_method=DELETE` for a `DELETE`
+/// (Laravel a JSON body's too, Rack a body without `Content-Type`). Where a rule decides that method more strictly
+/// and the client would be refused it, the gate reads the body (up to `upstream.max_form_method_bytes`) and decides
+/// on it; the app gets the body byte for byte. A client who meets every rule, or a body no framework reads a
+/// `_method` from, streams through unread, over the limit too.
+#[tokio::test]
+async fn a_method_override_in_a_form_body_is_decided_by_the_rules() {
+    let rules = "[[rules]]\nprefix = \"/upload\"\nmethods = [\"DELETE\", \"PATCH\"]\nroles = [\"admin\"]\n\
+                 [[rules]]\nprefix = \"/open\"\nmethods = [\"GET\", \"POST\"]\nallow = \"public\"\n";
+    let (s, bob) = bob_behind(rules, in_upstream("max_form_method_bytes = 65536")).await;
+    let url = format!("{}/upload", s.gate.url());
+    let post = |client: &reqwest::Client, content_type: Option<&str>, body: Vec<u8>| {
+        let mut req = client.post(&url).header("accept", "application/json").body(body);
+        if let Some(t) = content_type {
+            req = req.header("content-type", t);
+        }
+        req.send()
+    };
+    let form = Some("application/x-www-form-urlencoded");
+    let multipart = Some("multipart/form-data; boundary=----gate");
+    let file = "x".repeat(1000);
+    let multipart_body = format!(
+        "------gate\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nhello\r\n\
+         ------gate\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\n{file}\r\n\
+         ------gate\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\ndelete\r\n------gate--\r\n"
+    );
+    let before = s.upstream.count();
+    for (content_type, body) in [
+        (form, "a=1&_method=DELETE".to_owned()),
+        (form, "a=1&%5Fmethod=patch".to_owned()),
+        (None, "_method=DELETE".to_owned()),
+        (multipart, multipart_body.clone()),
+        (
+            Some("application/json"),
+            r#"{"title":"x","_method":"delete"}"#.to_owned(),
+        ),
+    ] {
+        let r = post(&bob.client, content_type, body.clone().into_bytes())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{content_type:?} {body}");
+    }
+    let r = post(&bob.client, form, b"_method=DEL%0AETE".to_vec()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("_method"));
+    assert_eq!(s.upstream.count(), before, "nothing reached the app");
+
+    // A method the rules do not tell from POST: the app gets the body as sent.
+    let body = format!("a={}&_method=PUT", "y".repeat(5000)).into_bytes();
+    let sum = body.iter().map(|b| u64::from(*b)).sum::<u64>();
+    let r = post(&bob.client, form, body.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let seen: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (seen["bytes"].as_u64(), seen["sum"].as_u64()),
+        (Some(body.len() as u64), Some(sum))
+    );
+    // Over the limit: 413, told by its length or found while reading a chunked body.
+    let big = format!("a={}&_method=PUT", "y".repeat(70_000)).into_bytes();
+    let r = post(&bob.client, form, big.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("form_too_large") && text.contains("65536 bytes"),
+        "{text}"
+    );
+    let chunks = big
+        .chunks(16_384)
+        .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+        .collect::<Vec<_>>();
+    let r = bob
+        .client
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // A body no framework reads `_method` from streams through unread, whatever its size.
+    let r = post(&bob.client, Some("text/plain"), big.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["bytes"].as_u64(),
+        Some(big.len() as u64)
+    );
+
+    // Over HTTP/2 as well (its bodies come through hyper's server).
+    let cookie = bob.cookie(&s.gate.url(), "logto_gate").unwrap();
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    for (body, want) in [
+        ("_method=DELETE", StatusCode::FORBIDDEN),
+        ("_method=PUT", StatusCode::OK),
+    ] {
+        let r = h2
+            .post(&url)
+            .header("cookie", format!("logto_gate={cookie}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!((r.version(), r.status()), (reqwest::Version::HTTP_2, want), "{body}");
+    }
+    assert_eq!(s.upstream.last().method, "POST");
+
+    // Alice meets every rule: nothing to read, her large form with `_method=DELETE` passes.
+    let alice = s.browser();
+    alice.login_as("alice");
+    alice.sign_in(&s.gate, "/home").await;
+    let mut large = b"_method=DELETE&a=".to_vec();
+    large.extend(std::iter::repeat_n(b'z', 100_000));
+    let r = post(&alice.client, form, large.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["bytes"].as_u64(),
+        Some(large.len() as u64)
+    );
+
+    // A POST public where the DELETE it names needs a session: no one signed in is challenged.
+    let anonymous = reqwest::Client::new();
+    let open = format!("{}/open/x", s.gate.url());
+    let r = anonymous
+        .post(&open)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("_method=DELETE");
+    assert_eq!(r.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let r = anonymous
+        .post(&open)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("a=1");
+    assert_eq!(r.send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(s.upstream.last().header("x-forwarded-user"), None);
+    // Bob is signed in: he passes as the DELETE asks, his identity sent.
+    let r = bob
+        .client
+        .post(&open)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("_method=DELETE");
+    assert_eq!(r.send().await.unwrap().status(), StatusCode::OK);
+    assert!(s.upstream.last().header("x-forwarded-user").is_some());
+
+    // `upstream.read_form_method = false`: bodies go unread (a caveat at start says what that leaves open).
+    let (s, bob) = bob_behind(rules, in_upstream("read_form_method = false")).await;
+    let r = bob
+        .client
+        .post(format!("{}/upload", s.gate.url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("_method=DELETE")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
 /// IIS's URL Rewrite and old Symfony route on `X-Original-URL` / `X-Rewrite-URL`: never from the client.
 #[tokio::test]
 async fn url_override_fields_are_removed() {

@@ -155,12 +155,19 @@ fn a_prompt_without_consent_where_a_refresh_token_is_needed_is_a_warning() {
 }
 
 /// A rule for `DELETE` but not `POST` is only as strict as what decides the `POST` where an app takes a form's
-/// `_method` field for the method (the gate reads no bodies): `check` says so, naming the rule.
+/// `_method` field for the method and the gate reads no bodies (`upstream.read_form_method = false`): `check` says
+/// so, naming the rule. Read (the default), nothing is said.
 #[test]
-fn a_rule_for_delete_but_not_post_is_a_warning() {
+fn a_rule_for_delete_but_not_post_is_a_warning_when_form_bodies_go_unread() {
     let dir = tempfile::tempdir().unwrap();
-    let text = format!("{CHECKABLE}\n[[rules]]\nprefix = \"/items\"\nmethods = [\"DELETE\"]\nroles = [\"admin\"]\n");
-    let path = write_config(&dir, &text);
+    let rule = "[[rules]]\nprefix = \"/items\"\nmethods = [\"DELETE\"]\nroles = [\"admin\"]\n";
+    let path = write_config(&dir, &format!("{CHECKABLE}\n{rule}"));
+    let (_, stdout, stderr) = run_to_end(&["check", "--config", &path], &[]);
+    assert!(stdout.starts_with("configuration: ok\n"), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("warning: rules[0]"), "{stdout}");
+    let unread = CHECKABLE.replace("[upstream]\n", "[upstream]\nread_form_method = false\n");
+    assert_ne!(unread, CHECKABLE);
+    let path = write_config(&dir, &format!("{unread}\n{rule}"));
     let (_, stdout, stderr) = run_to_end(&["check", "--config", &path], &[]);
     assert!(stdout.starts_with("configuration: ok\n"), "{stdout}\n{stderr}");
     let warning = stdout

@@ -35,6 +35,10 @@ const SEEDS: &[&str] = &[
     "[[rules]]\npath = \"([\"\n",
     "[headers]\n\"X\\u0000\" = \"sub\"",
     "[logto]\nscopes = [\"a\", \"\\\"\"]",
+    "\u{2}--B\r\nContent-Disposition: form-data; name=_method\r\n\r\nDELETE\r\n--B",
+    "\u{4}multipart/x; boundary=\"--\"\n----\n\n----",
+    "\u{0}_%6Dethod=x&;_method=&%5B",
+    "\u{3}{\"_method\": \"PATCH\", \"_method\": 1}",
 ];
 
 const ALPHABET: &[u8] = b"/\\.%25fFcC2e=;, \t\r\n\"'[]{}:#?&@aAbB0x-_";
@@ -87,6 +91,11 @@ fn fuzz_body_return_path() {
 #[test]
 fn fuzz_body_path_and_rules() {
     run(bodies::path_and_rules);
+}
+
+#[test]
+fn fuzz_body_form_method() {
+    run(bodies::form_method);
 }
 
 #[test]
