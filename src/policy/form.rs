@@ -129,63 +129,85 @@ fn boundary(value: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
-/// The content of every part of a multipart `body` named `_method` ([`disposition_names_method`]): from after its header block to the line break before the next delimiter, or to the body's end. A
-/// delimiter is `--boundary` at the body's start or after a line feed (the closing one and any line it starts
-/// included); header lines end at a line feed, a carriage return before it dropped. A part with a `filename` counts
-/// too. More is read than any one parser reads, never less.
+/// The content of every part of a multipart `body` named `_method` ([`names_method`]), as any parser may read it.
+/// A delimiter is `--boundary` at the body's start or after a line feed (PHP takes any line that starts with it; the
+/// closing one and the rest of its line included). PHP ends a part's headers at its first blank line (a bare line
+/// feed ends a line); Rack at the first CRLF blank line after the delimiter, which may be later, even in another
+/// part. A name on any line before either end counts, and the content after either is read, to the line break
+/// before the next delimiter or to the body's end. More is read than any one parser reads, never less; linear in
+/// the body whatever it holds.
 fn multipart_values<'b>(body: &'b [u8], boundary: &[u8]) -> Vec<&'b [u8]> {
     let mut delimiter = b"--".to_vec();
     delimiter.extend_from_slice(boundary);
-    // Each line start once: linear in the body, whatever the boundary and the lines are.
-    let line_starts = std::iter::once(0).chain(
-        body.iter()
-            .enumerate()
-            .filter(|(_, b)| **b == b'\n')
-            .map(|(i, _)| i + 1),
-    );
-    let starts: Vec<usize> = line_starts.filter(|&at| body[at..].starts_with(&delimiter)).collect();
+    // One pass over the lines: where delimiters start, which lines name `_method`, where content starts after a
+    // blank line (and whether that line was CRLF), each in body order.
+    let (mut starts, mut naming, mut blanks, mut crlf_blanks) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut at = 0;
+    while at < body.len() {
+        let end = body[at..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(body.len(), |n| at + n);
+        let raw = &body[at..end];
+        if raw.starts_with(&delimiter) {
+            starts.push(at);
+        } else if (raw.is_empty() || raw == b"\r") && end < body.len() {
+            blanks.push(end + 1);
+            if raw == b"\r" {
+                crlf_blanks.push(end + 1);
+            }
+        } else if names_method(raw.strip_suffix(b"\r").unwrap_or(raw)) {
+            naming.push(at);
+        }
+        at = end + 1;
+    }
+    let first_after = |list: &[usize], at: usize| list.get(list.partition_point(|&p| p <= at)).copied();
+    // Content from `from` to the line break before the next delimiter, or to the body's end.
+    let content_from = |from: usize| {
+        let next = first_after(&starts, from);
+        let content = &body[from..next.unwrap_or(body.len())];
+        if next.is_none() {
+            return content;
+        }
+        let content = content.strip_suffix(b"\n").unwrap_or(content);
+        content.strip_suffix(b"\r").unwrap_or(content)
+    };
     let mut values = Vec::new();
     for (i, &at) in starts.iter().enumerate() {
-        // A part ends where the next delimiter's line starts; its headers and content lie within.
-        let part = &body[at..starts.get(i + 1).copied().unwrap_or(body.len())];
-        // The rest of the delimiter's line is skipped whatever it holds: PHP takes any line that starts with it
-        // for a delimiter.
-        let Some(eol) = part.iter().position(|b| *b == b'\n') else {
+        let part_end = starts.get(i + 1).copied().unwrap_or(body.len());
+        let php = first_after(&blanks, at).filter(|&p| p <= part_end);
+        let rack = first_after(&crlf_blanks, at);
+        let Some(head_end) = php.max(rack) else {
             continue;
         };
-        let mut pos = eol + 1;
-        let mut named = false;
-        let mut headers_ended = false;
-        while let Some(n) = part[pos..].iter().position(|b| *b == b'\n') {
-            let line = &part[pos..pos + n];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            pos += n + 1;
-            if line.is_empty() {
-                headers_ended = true;
-                break;
+        if first_after(&naming, at).is_none_or(|line| line >= head_end) {
+            continue;
+        }
+        for from in [php, rack].into_iter().flatten() {
+            let content = content_from(from);
+            if !values.contains(&content) {
+                values.push(content);
             }
-            named |= disposition_names_method(line);
         }
-        if !named || !headers_ended {
-            continue;
-        }
-        // The content ends at the line break before the next delimiter, or at the body's end.
-        let content = &part[pos..];
-        let content = if i + 1 < starts.len() {
-            let content = content.strip_suffix(b"\n").unwrap_or(content);
-            content.strip_suffix(b"\r").unwrap_or(content)
-        } else {
-            content
-        };
-        values.push(content);
     }
     values
 }
 
 /// Whether a part's header line names it `_method` as some parser reads names: any `name` (or RFC 2231's `name*`)
 /// parameter in it, under any field name (Rack's pattern reaches past the `Content-Disposition` line to a `; name=`
-/// on a later one), quoted with `"` or `'` (backslash escapes dropped) or not, compared as PHP reads names.
-fn disposition_names_method(line: &[u8]) -> bool {
+/// on a later one, and takes the last ` name=` on a line, inside a quoted value too), quoted with `"` or `'`
+/// (backslash escapes dropped) or not; or a `Content-ID` of `_method` (older Rack names a part without a `name` by
+/// it). Compared as PHP reads names.
+fn names_method(line: &[u8]) -> bool {
+    if let Some(id) = line
+        .get(..11)
+        .filter(|f| f.eq_ignore_ascii_case(b"content-id:"))
+        .and_then(|_| std::str::from_utf8(&line[11..]).ok())
+    {
+        if is_method_parameter(id.trim()) {
+            return true;
+        }
+    }
     let lower = line.to_ascii_lowercase();
     let mut at = 0;
     while let Some(n) = lower[at..].windows(4).position(|w| w == b"name") {
@@ -346,6 +368,18 @@ mod tests {
             let body = format!("--XyZ\r\n{head}\r\n\r\nDELETE\r\n--XyZ--\r\n");
             assert_eq!(found(t, &body).unwrap(), ["DELETE"], "{head}");
         }
+        // Older Rack names a part without a name by its Content-ID.
+        let id = "--XyZ\r\nContent-ID: _method\r\n\r\nDELETE\r\n--XyZ--";
+        assert_eq!(found(t, id).unwrap(), ["DELETE"]);
+        // Headers ended by a bare blank line: PHP reads the content after it; Rack reads on to the first CRLF blank
+        // line, in the next part here, and takes what follows it for the value.
+        let split = "--XyZ\r\nContent-Disposition: form-data; name=\"_method\"\n\nPUT\r\n--XyZ\r\n\
+                     Content-Disposition: form-data; name=\"a\"\r\n\r\nDELETE\r\n--XyZ--";
+        assert_eq!(found(t, split).unwrap(), ["PUT", "DELETE"]);
+        // A field's content that mentions `name="_method"` names nothing.
+        let snippet = "--XyZ\r\nContent-Disposition: form-data; name=\"comment\"\r\n\r\n\
+                       <input type=\"hidden\" name=\"_method\" value=\"delete\">\r\n--XyZ--\r\n";
+        assert!(found(t, snippet).unwrap().is_empty());
         let file = "--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"_method\"\r\n\r\nx y\r\n--XyZ--";
         assert!(found(t, file).unwrap().is_empty());
         let bad = "--XyZ\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDE LETE\r\n--XyZ--";
