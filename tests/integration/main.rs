@@ -16,6 +16,7 @@ mod deploy;
 mod dual_path;
 mod faults;
 mod forward_auth;
+mod frameworks;
 mod front;
 mod fuzz_smoke;
 mod keys;

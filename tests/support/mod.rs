@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cert;
+pub mod frameworks;
 pub mod idp;
 pub mod nginx;
 pub mod protected_origin;
