@@ -66,6 +66,10 @@ pub enum ClientError {
          _method field where the rules tell methods apart"
     )]
     FormTooLarge { limit: usize },
+    /// The gate holds as many forms read for `_method` as it may at once (`gate::form_method::budget`): 503, for the
+    /// client to try again shortly.
+    #[error("the gate holds as many forms read for _method as it may at once; try again shortly")]
+    FormsBusy,
     /// A request body in a transfer coding the gate does not decode (RFC 9112 §6.1: 501); the value as sent.
     #[error("the request's Transfer-Encoding is {0:?}; only chunked alone is implemented")]
     UnsupportedCoding(String),
@@ -129,6 +133,7 @@ impl GateError {
                 ClientError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
                 ClientError::UnsupportedCoding(_) => StatusCode::NOT_IMPLEMENTED,
                 ClientError::FormTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                ClientError::FormsBusy => StatusCode::SERVICE_UNAVAILABLE,
                 ClientError::BodyStalled => StatusCode::REQUEST_TIMEOUT,
                 ClientError::WentAway => StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST),
             },
@@ -250,6 +255,12 @@ impl GateError {
                         "This form is larger than the {limit} bytes the gate reads to check which action it asks for."
                     ),
                 ),
+                ClientError::FormsBusy => Page::new(
+                    status,
+                    "busy",
+                    "Busy",
+                    "Too many forms are being sent through the gate at once. Try again in a moment.",
+                ),
                 ClientError::BodyStalled => Page::new(
                     status,
                     "request_timeout",
@@ -339,6 +350,7 @@ mod tests {
             (ClientError::UnsupportedCoding("gzip, chunked".into()).into(), 501),
             (ClientError::BodyStalled.into(), 408),
             (ClientError::FormTooLarge { limit: 4096 }.into(), 413),
+            (ClientError::FormsBusy.into(), 503),
             (ClientError::WentAway.into(), 499),
             (UpstreamError::Unreachable("x".into()).into(), 502),
             (UpstreamError::BadResponse("x".into()).into(), 502),

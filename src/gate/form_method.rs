@@ -1,12 +1,16 @@
 //! Phase 2b for the app's requests: the `_method` of a form `POST` ([`policy::form`]). Where the rules decide some
 //! method more strictly than the `POST` and the client would be refused it, the body is read (at most
 //! `upstream.max_form_method_bytes`, else 413), the request decided again on every method it names, and the read
-//! body forwarded as it came. Any other request's body streams through unread.
+//! body forwarded as it came. Any other request's body streams through unread. The bytes held for such bodies at
+//! once are bounded for the whole gate ([`budget`]), so that clients sending forms cannot fill its memory.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use bytes::{Bytes, BytesMut};
 use http::{header, Request, Response};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::paced::{BodyStalled, ClientGone};
 use crate::body::Body;
@@ -16,6 +20,15 @@ use crate::session;
 
 use super::authn::{authorize, Principal};
 use super::{request_host, Decided, Gate};
+
+/// How many largest forms ([`crate::config::UpstreamConfig::max_form_method_bytes`]) the gate holds at once.
+pub(super) const FORMS_AT_ONCE: usize = 16;
+
+/// The budget of bytes held for forms read for `_method`, shared by every request: [`FORMS_AT_ONCE`] largest forms'
+/// worth. A form's bytes take their share as they arrive, and keep it until its body has been forwarded (or dropped).
+pub(super) fn budget(upstream: &crate::config::UpstreamConfig) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(FORMS_AT_ONCE * upstream.max_form_method_bytes))
+}
 
 /// What phase 2b leaves for the rest of the request: the identity it goes on with and its decision, or the answer.
 pub(super) enum Admitted<'p> {
@@ -80,27 +93,20 @@ impl Gate {
             return Ok(Admitted::Let(principal, decision));
         };
         let limit = self.config.upstream.max_form_method_bytes;
-        let too_large = || ClientError::FormTooLarge { limit };
+        // Told by its length before a byte is read, where it has one.
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
-            return Err(too_large().into());
+            return Err(ClientError::FormTooLarge { limit }.into());
         }
-        let body = std::mem::replace(req.body_mut(), Body::Empty);
-        let bytes = match http_body_util::Limited::new(body, limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if BodyStalled::is_in(&*e) => return Err(ClientError::BodyStalled.into()),
-            Err(e) if ClientGone::is_in(&*e) => return Err(ClientError::WentAway.into()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large().into()),
-            Err(e) => return Err(ClientError::BadRequest(format!("the request body could not be read: {e}")).into()),
-        };
+        let (bytes, held) = self.read_within_budget(req, limit).await?;
         let mut named = Vec::new();
         readings
             .method_overrides(&bytes, &mut named)
             .map_err(ClientError::BadRequest)?;
-        *req.body_mut() = crate::body::full(bytes);
+        *req.body_mut() = holding(bytes, held);
         if named.is_empty() {
             return Ok(Admitted::Let(principal, decision));
         }
@@ -127,6 +133,45 @@ impl Gate {
         Ok(Admitted::Let(principal, decision))
     }
 
+    /// `req`'s body, read whole (at most `limit` bytes, else 413), and its share of the [`budget`], taken as its
+    /// bytes arrive (503 when the budget runs out), so that a client that sends slowly holds only what it sent.
+    async fn read_within_budget(
+        &self,
+        req: &mut Request<Body>,
+        limit: usize,
+    ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), GateError> {
+        let mut body = std::mem::replace(req.body_mut(), Body::Empty);
+        let mut bytes = BytesMut::new();
+        let mut held: Option<OwnedSemaphorePermit> = None;
+        while let Some(frame) = body.frame().await {
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) if BodyStalled::is_in(&*e) => return Err(ClientError::BodyStalled.into()),
+                Err(e) if ClientGone::is_in(&*e) => return Err(ClientError::WentAway.into()),
+                Err(e) => {
+                    return Err(ClientError::BadRequest(format!("the request body could not be read: {e}")).into())
+                }
+            };
+            // Trailer fields are never passed on (`crate::proxy`): only the data counts.
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if bytes.len() + data.len() > limit {
+                return Err(ClientError::FormTooLarge { limit }.into());
+            }
+            let share = u32::try_from(data.len())
+                .ok()
+                .and_then(|n| Arc::clone(&self.form_budget).try_acquire_many_owned(n).ok())
+                .ok_or(ClientError::FormsBusy)?;
+            match &mut held {
+                Some(held) => held.merge(share),
+                None => held = Some(share),
+            }
+            bytes.extend_from_slice(&data);
+        }
+        Ok((bytes.freeze(), held))
+    }
+
     /// [`Gate::decide`] of `req` (with the methods its body names, once read), its rule path and host found again
     /// as phase 1b found them (the path is unchanged until phase 4).
     fn decide_again(
@@ -143,4 +188,15 @@ impl Gate {
         let client = self.client_address(req.headers(), peer, trusted);
         self.decide(req, host, client, &rule_path, from_body)
     }
+}
+
+/// `bytes` as a request body that keeps `held` (its share of the [`budget`]) until it is dropped.
+fn holding(bytes: Bytes, held: Option<OwnedSemaphorePermit>) -> Body {
+    let body = Full::new(bytes)
+        .map_err(|never| match never {})
+        .map_frame(move |frame| {
+            let _kept = &held;
+            frame
+        });
+    Body::Boxed(body.boxed())
 }

@@ -595,3 +595,78 @@ async fn the_metrics_listener_cannot_be_held_open_by_slow_clients() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Forms read for their `_method` are held within one budget for the whole gate: sixteen of the largest form
+/// (`upstream.max_form_method_bytes`) at once, each taking its share as its bytes arrive. A form beyond it gets 503;
+/// a form whose client went away gives its share back.
+#[tokio::test]
+async fn forms_read_for_their_method_are_held_within_one_budget() {
+    let rules = "[[rules]]\nprefix = \"/items\"\nmethods = [\"DELETE\"]\nroles = [\"admin\"]\n";
+    let s = Stack::edited(
+        IdpOptions::default(),
+        "",
+        rules,
+        in_upstream("max_form_method_bytes = 4096"),
+    )
+    .await;
+    let bob = s.browser();
+    bob.login_as("bob");
+    bob.sign_in(&s.gate, "/home").await;
+    let cookie = bob.cookie(&s.gate.url(), "logto_gate").expect("a session");
+    let head = |length: usize| {
+        format!(
+            "POST /items/1 HTTP/1.1\r\nHost: x\r\nCookie: logto_gate={cookie}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {length}\r\n\r\n"
+        )
+    };
+    // Sixteen clients send all but the last byte of a form of the largest size and stop.
+    let mut stalled = Vec::new();
+    for _ in 0..16 {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", s.gate.port))
+            .await
+            .unwrap();
+        stream
+            .write_all(format!("{}{}", head(4096), "a".repeat(4095)).as_bytes())
+            .await
+            .unwrap();
+        stalled.push(stream);
+    }
+    let probe = format!("{}_method=PUT&x=123456789", head(23));
+    let status_of = |answer: String| answer.split(' ').nth(1).unwrap_or_default().to_owned();
+    // Once the gate has read their heads, a small form finds no room; then one of them goes away.
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let answer = exchange_until_closed(
+            s.gate.port,
+            probe.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        if status_of(answer.clone()) == "503" {
+            assert!(answer.contains("busy"), "{answer}");
+            break;
+        }
+        assert_eq!(status_of(answer.clone()), "200", "{answer}");
+        assert!(tokio::time::Instant::now() < deadline, "the budget never ran out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(stalled.pop());
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let answer = exchange_until_closed(
+            s.gate.port,
+            probe.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        if status_of(answer.clone()) == "200" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the share never came back: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Requests whose body is not read never wait on it.
+    let r = bob.get(format!("{}/items/1", s.gate.url())).await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
