@@ -41,7 +41,8 @@ impl BodyReadings {
             }));
         };
         let text = String::from_utf8_lossy(value.as_bytes()).to_ascii_lowercase();
-        let essence = text.split(';').next().unwrap_or("").trim();
+        // The type as PHP cuts it (at `;`, `,` or a blank) and Rack (at `;` or `,`): the shorter, which PHP reads.
+        let essence = text.trim_start().split([';', ',', ' ', '\t']).next().unwrap_or("");
         let multipart = if essence.starts_with("multipart/") {
             Some(boundary(value.as_bytes())?)
         } else {
@@ -289,6 +290,13 @@ mod tests {
         let multi = readings(Some("multipart/mixed; boundary=\"a b\"")).unwrap().unwrap();
         assert_eq!(multi.multipart.as_deref(), Some(&b"a b"[..]));
         assert!(readings(Some("application/vnd.api+json")).unwrap().unwrap().json);
+        // PHP cuts the type at `;`, `,` or a blank, Rack at `;` or `,`: both take these for forms.
+        for t in [
+            "application/x-www-form-urlencoded, text/plain",
+            "application/x-www-form-urlencoded foo",
+        ] {
+            assert!(readings(Some(t)).unwrap().unwrap().urlencoded, "{t}");
+        }
         // Laravel's test is a substring of the whole field: a form type with `/json` in a parameter is both.
         let both = readings(Some("application/x-www-form-urlencoded; x=/json"))
             .unwrap()

@@ -23,6 +23,8 @@ fn corpus() -> Vec<(Option<String>, Vec<u8>)> {
     ] {
         out.push((form("application/x-www-form-urlencoded"), body.into()));
         out.push((form("application/x-www-form-urlencoded; charset=utf-16"), body.into()));
+        out.push((form("application/x-www-form-urlencoded, text/plain"), body.into()));
+        out.push((form("application/x-www-form-urlencoded foo"), body.into()));
         out.push((None, body.into()));
     }
     out.push((form("application/json"), br#"{"_method":"DELETE"}"#.to_vec()));
