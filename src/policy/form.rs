@@ -197,19 +197,16 @@ fn multipart_values<'b>(body: &'b [u8], boundary: &[u8]) -> Vec<&'b [u8]> {
 /// Whether a part's header line names it `_method` as some parser reads names: any `name` (or RFC 2231's `name*`)
 /// parameter in it, under any field name (Rack's pattern reaches past the `Content-Disposition` line to a `; name=`
 /// on a later one, and takes the last ` name=` on a line, inside a quoted value too), quoted with `"` or `'`
-/// (backslash escapes dropped) or not; or a `Content-ID` of `_method` (older Rack names a part without a `name` by
-/// it). Compared as PHP reads names.
+/// (backslash escapes dropped or kept) or not (up to a character no token holds, or up to `;` or a blank); or a
+/// `Content-ID` of `_method` (older Rack names a part without a `name` by it). Compared as PHP reads names.
 fn names_method(line: &[u8]) -> bool {
-    if let Some(id) = line
-        .get(..11)
-        .filter(|f| f.eq_ignore_ascii_case(b"content-id:"))
-        .and_then(|_| std::str::from_utf8(&line[11..]).ok())
-    {
-        if is_method_parameter(id.trim()) {
+    let lower = line.to_ascii_lowercase();
+    // Rack's pattern finds `Content-ID:` anywhere in the head and takes the rest of its line.
+    if let Some(n) = lower.windows(11).position(|w| w == b"content-id:") {
+        if std::str::from_utf8(&line[n + 11..]).is_ok_and(|id| is_method_parameter(id.trim())) {
             return true;
         }
     }
-    let lower = line.to_ascii_lowercase();
     let mut at = 0;
     while let Some(n) = lower[at..].windows(4).position(|w| w == b"name") {
         let start = at + n;
@@ -226,32 +223,42 @@ fn names_method(line: &[u8]) -> bool {
             continue;
         };
         let rest = rest.trim_ascii_start();
-        let value: Vec<u8> = match rest.first() {
+        // Each way a parser reads the value: quoted, with backslash escapes dropped (Rack) or kept (PHP); bare, up to
+        // a character no token holds (Rack's pattern) or up to `;` or a blank (PHP).
+        let values: Vec<Vec<u8>> = match rest.first() {
             Some(q @ (b'"' | b'\'')) => {
-                let mut out = Vec::new();
+                let mut unescaped = Vec::new();
                 let mut bytes = rest[1..].iter();
                 while let Some(&b) = bytes.next() {
                     match b {
-                        b'\\' => out.extend(bytes.next()),
+                        b'\\' => unescaped.extend(bytes.next()),
                         _ if b == *q => break,
-                        _ => out.push(b),
+                        _ => unescaped.push(b),
                     }
                 }
-                out
+                let raw = &rest[1..];
+                vec![
+                    unescaped,
+                    raw[..raw.iter().position(|b| b == q).unwrap_or(raw.len())].to_vec(),
+                ]
             }
-            _ => rest[..rest
-                .iter()
-                .position(|b| matches!(b, b';' | b' ' | b'\t'))
-                .unwrap_or(rest.len())]
-                .to_vec(),
+            _ => {
+                let upto = |stop: fn(&u8) -> bool| rest[..rest.iter().position(stop).unwrap_or(rest.len())].to_vec();
+                vec![
+                    upto(|b| b.is_ascii_whitespace() || b"()<>,;:\\\"/[]?=".contains(b)),
+                    upto(|b| matches!(b, b';' | b' ' | b'\t')),
+                ]
+            }
         };
-        // `name*=utf-8''%5Fmethod`: the charset and language dropped, escapes decoded.
-        let value = match (extended, value.windows(2).position(|w| w == b"''")) {
-            (true, Some(i)) => percent_encoding::percent_decode(&value[i + 2..]).collect(),
-            _ => value,
-        };
-        if std::str::from_utf8(&value).is_ok_and(is_method_parameter) {
-            return true;
+        for value in values {
+            // `name*=utf-8''%5Fmethod`: the charset and language dropped, escapes decoded.
+            let value = match (extended, value.windows(2).position(|w| w == b"''")) {
+                (true, Some(i)) => percent_encoding::percent_decode(&value[i + 2..]).collect(),
+                _ => value,
+            };
+            if std::str::from_utf8(&value).is_ok_and(is_method_parameter) {
+                return true;
+            }
         }
     }
     false
@@ -372,6 +379,9 @@ mod tests {
             "Content-Disposition: form-data; name=\"\\_method\"",
             "Content-Disposition: form-data; name*=utf-8''%5Fmethod",
             "Content-Disposition: form-data; NAME = \"_method\"",
+            // Rack's token ends at a quote; its `Content-ID` pattern finds the field inside another name.
+            "Content-Disposition: form-data; name=_method\" x\"",
+            "X-Content-ID: _method",
         ] {
             let body = format!("--XyZ\r\n{head}\r\n\r\nDELETE\r\n--XyZ--\r\n");
             assert_eq!(found(t, &body).unwrap(), ["DELETE"], "{head}");
