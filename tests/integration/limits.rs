@@ -631,41 +631,29 @@ async fn forms_read_for_their_method_are_held_within_one_budget() {
             .unwrap();
         stalled.push(stream);
     }
-    let probe = format!("{}_method=PUT&x=123456789", head(23));
-    let status_of = |answer: String| answer.split(' ').nth(1).unwrap_or_default().to_owned();
-    // Once the gate has read their heads, a small form finds no room; then one of them goes away.
-    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-    loop {
-        let answer = exchange_until_closed(
-            s.gate.port,
-            probe.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await;
-        if status_of(answer.clone()) == "503" {
-            assert!(answer.contains("busy"), "{answer}");
-            break;
+    let probe = format!("{}_method=PUT&x=123456789", head(23)).replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n");
+    // The small form's answer, sent until it is `want` (bounded): any other must be `meanwhile`.
+    let until = |want: &'static str, meanwhile: &'static str| {
+        let (port, probe) = (s.gate.port, probe.clone());
+        async move {
+            let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+            loop {
+                let answer = exchange_until_closed(port, probe.as_bytes()).await;
+                let status = answer.split(' ').nth(1).unwrap_or_default();
+                if status == want {
+                    return answer;
+                }
+                assert_eq!(status, meanwhile, "{answer}");
+                assert!(tokio::time::Instant::now() < deadline, "no {want} in time: {answer}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
-        assert_eq!(status_of(answer.clone()), "200", "{answer}");
-        assert!(tokio::time::Instant::now() < deadline, "the budget never ran out");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
+    // Once the gate has read their bytes, a small form finds no room; then one of them goes away.
+    let busy = until("503", "200").await;
+    assert!(busy.contains("busy"), "{busy}");
     drop(stalled.pop());
-    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-    loop {
-        let answer = exchange_until_closed(
-            s.gate.port,
-            probe.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await;
-        if status_of(answer.clone()) == "200" {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the share never came back: {answer}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("200", "503").await;
     // Requests whose body is not read never wait on it.
     let r = bob.get(format!("{}/items/1", s.gate.url())).await;
     assert_eq!(r.status(), StatusCode::OK);
