@@ -49,7 +49,7 @@ impl Gate {
                 let rule_path = policy::path::rule_path(&path, self.config.policy.case_insensitive)
                     .map_err(|e| ClientError::BadRequest(e.to_string()))?;
                 let client = self.client_address(req.headers(), peer, trusted);
-                let (decision, stricter) = self.decide(req, host, client, &rule_path, None)?;
+                let decision = self.decide(req, host, client, &rule_path, &[])?;
                 let preflight = self.preflight_let_through(req, &decision);
                 let decision = if preflight { Decision::Public } else { decision };
                 // Which upstream: one for the request's host before one for every host, then the longest prefix (on
@@ -69,9 +69,7 @@ impl Gate {
                     (std::borrow::Cow::Borrowed(_), None) => None,
                     (std::borrow::Cow::Owned(p), None) => Some(p),
                 };
-                // Only whether: the decisions are found again where it matters, so that no list lives across the
-                // waits below in every request's state.
-                (decision, !stricter.is_empty(), new_path, route, preflight)
+                (decision, self.form_may_decide(req), new_path, route, preflight)
             };
             // 2. authenticate and authorize
             let mut principal = match decision {
@@ -235,21 +233,27 @@ impl Gate {
     }
 
     /// Phase 1c: what the rules say of a request whose path is `normalised`. They decide on the path a servlet
-    /// container would serve ([`policy::path::rule_path`]) and on every method the request may be taken as: a
-    /// `POST`'s `_method` query parameter's, the method-override fields' when they are kept
-    /// (`upstream.pass_method_override`; otherwise they are removed before forwarding), and `from_body`, the
-    /// methods its body names once read ([`Gate::decide_by_form`]). Besides the decision: before the body is read,
-    /// the stricter decisions a `_method` in it could bring ([`policy::Policy::stricter_overrides`]; empty for
-    /// every request but a `POST` whose rules tell methods apart, with `upstream.read_form_method`).
+    /// container would serve ([`policy::path::rule_path`]) and on every method the request may be taken as
+    /// ([`Gate::overrides`]).
     pub(super) fn decide<'p>(
         &'p self,
         req: &Request<Body>,
         host: Option<&str>,
         client: Option<std::net::IpAddr>,
         rule_path: &str,
-        from_body: Option<&[String]>,
-    ) -> Result<(Decision<'p>, Vec<Decision<'p>>), GateError> {
-        let policy = &self.config.policy;
+        from_body: &[String],
+    ) -> Result<Decision<'p>, GateError> {
+        let overrides = self.overrides(req, from_body)?;
+        Ok(self
+            .config
+            .policy
+            .decide(req.method().as_str(), &overrides, host, client, rule_path))
+    }
+
+    /// The methods besides its own that `req` may be taken as: a `POST`'s `_method` query parameter's, the
+    /// method-override fields' when they are kept (`upstream.pass_method_override`; otherwise they are removed before
+    /// forwarding), and `from_body`, those its body names once read ([`Gate::decide_by_form`]).
+    pub(super) fn overrides(&self, req: &Request<Body>, from_body: &[String]) -> Result<Vec<String>, GateError> {
         let mut overrides = if self.config.upstream.pass_method_override {
             policy::method_overrides(req.headers()).map_err(ClientError::BadRequest)?
         } else {
@@ -257,19 +261,12 @@ impl Gate {
         };
         policy::query_method_overrides(req.method().as_str(), req.uri().query(), &mut overrides)
             .map_err(ClientError::BadRequest)?;
-        for method in from_body.unwrap_or_default() {
+        for method in from_body {
             if !overrides.contains(method) {
                 overrides.push(method.clone());
             }
         }
-        let decision = policy.decide(req.method().as_str(), &overrides, host, client, rule_path);
-        let stricter =
-            if from_body.is_none() && req.method() == http::Method::POST && self.config.upstream.read_form_method {
-                policy.stricter_overrides(&decision, &overrides, host, client, rule_path)
-            } else {
-                Vec::new()
-            };
-        Ok((decision, stricter))
+        Ok(overrides)
     }
 
     /// Whether `req` is a CORS preflight to let through without a session where `decision` asks for one

@@ -62,8 +62,17 @@ impl Gate {
         }
     }
 
+    /// Whether `req`'s body could name a method the rules decide otherwise: a `POST`, with
+    /// `upstream.read_form_method`, under rules of which one names methods. Cheap, for every request; only then is
+    /// [`Gate::refused_some_override`] asked.
+    pub(super) fn form_may_decide(&self, req: &Request<Body>) -> bool {
+        req.method() == http::Method::POST
+            && self.config.upstream.read_form_method
+            && self.config.policy.rules.iter().any(|r| r.methods.is_some())
+    }
+
     /// Whether `principal` (`None`: no one signed in) would be refused one of the stricter decisions a `_method` in
-    /// `req`'s body could bring ([`Gate::decide`]): only then is the body read.
+    /// `req`'s body could bring ([`policy::Policy::stricter_overrides`]): only then is the body read.
     pub(super) fn refused_some_override(
         &self,
         req: &Request<Body>,
@@ -71,8 +80,13 @@ impl Gate {
         trusted: bool,
         principal: Option<&Principal>,
     ) -> Result<bool, GateError> {
-        let (_, stricter) = self.decide_again(req, peer, trusted, None)?;
-        Ok(stricter.iter().any(|d| !self.meets(principal, d)))
+        let overrides = self.overrides(req, &[])?;
+        let policy = &self.config.policy;
+        self.with_rule_inputs(req, peer, trusted, |host, client, rule_path| {
+            let decision = policy.decide("POST", &overrides, host, client, rule_path);
+            let stricter = policy.stricter_overrides(&decision, &overrides, host, client, rule_path);
+            Ok(stricter.iter().any(|d| !self.meets(principal, d)))
+        })
     }
 
     /// Reads `req`'s body for its `_method` and decides the request again with the methods it names, admitting
@@ -110,7 +124,9 @@ impl Gate {
         if named.is_empty() {
             return Ok(Admitted::Let(principal, decision));
         }
-        let (decision, _) = self.decide_again(req, peer, trusted, Some(&named))?;
+        let decision = self.with_rule_inputs(req, peer, trusted, |host, client, rule_path| {
+            self.decide(req, host, client, rule_path, &named)
+        })?;
         let principal = match (&decision, principal) {
             (Decision::Deny, _) => return Err(ClientError::RouteDenied.into()),
             (Decision::Public, principal) => principal,
@@ -172,21 +188,20 @@ impl Gate {
         Ok((bytes.freeze(), held))
     }
 
-    /// [`Gate::decide`] of `req` (with the methods its body names, once read), its rule path and host found again
-    /// as phase 1b found them (the path is unchanged until phase 4).
-    fn decide_again(
+    /// `f` of what the rules read of `req` (its host, client address and rule path), found again as phase 1b found
+    /// them (the path is unchanged until phase 4).
+    fn with_rule_inputs<T>(
         &self,
         req: &Request<Body>,
         peer: SocketAddr,
         trusted: bool,
-        from_body: Option<&[String]>,
-    ) -> Result<(Decision<'_>, Vec<Decision<'_>>), GateError> {
+        f: impl FnOnce(Option<&str>, Option<std::net::IpAddr>, &str) -> Result<T, GateError>,
+    ) -> Result<T, GateError> {
         let bad = |e: policy::path::PathError| ClientError::BadRequest(e.to_string());
         let path = policy::path::normalise(req.uri().path(), self.config.server.allow_encoded_slashes).map_err(bad)?;
         let rule_path = policy::path::rule_path(&path, self.config.policy.case_insensitive).map_err(bad)?;
         let host = request_host(req, trusted)?;
-        let client = self.client_address(req.headers(), peer, trusted);
-        self.decide(req, host, client, &rule_path, from_body)
+        f(host, self.client_address(req.headers(), peer, trusted), &rule_path)
     }
 }
 
