@@ -70,6 +70,11 @@ pub enum ClientError {
     /// client to try again shortly.
     #[error("the gate holds as many forms read for _method as it may at once; try again shortly")]
     FormsBusy,
+    /// A form `POST` whose body the gate reads for its `_method` did not arrive whole `within` the time its size
+    /// allows (`gate::form_method::form_deadline`; RFC 9110 §15.5.9: 408), so that a client trickling it cannot hold
+    /// its share of the forms' budget for ever.
+    #[error("the form read for its _method did not arrive within {within:?}")]
+    FormTooSlow { within: std::time::Duration },
     /// A request body in a transfer coding the gate does not decode (RFC 9112 §6.1: 501); the value as sent.
     #[error("the request's Transfer-Encoding is {0:?}; only chunked alone is implemented")]
     UnsupportedCoding(String),
@@ -134,6 +139,7 @@ impl GateError {
                 ClientError::UnsupportedCoding(_) => StatusCode::NOT_IMPLEMENTED,
                 ClientError::FormTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 ClientError::FormsBusy => StatusCode::SERVICE_UNAVAILABLE,
+                ClientError::FormTooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
                 ClientError::BodyStalled => StatusCode::REQUEST_TIMEOUT,
                 ClientError::WentAway => StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST),
             },
@@ -261,6 +267,16 @@ impl GateError {
                     "Busy",
                     "Too many forms are being sent through the gate at once. Try again in a moment.",
                 ),
+                ClientError::FormTooSlow { within } => Page::new(
+                    status,
+                    "request_timeout",
+                    "Request timed out",
+                    format!(
+                        "This form did not arrive within the {} seconds the gate waits for it to check which action \
+                         it asks for.",
+                        within.as_secs()
+                    ),
+                ),
                 ClientError::BodyStalled => Page::new(
                     status,
                     "request_timeout",
@@ -351,6 +367,13 @@ mod tests {
             (ClientError::BodyStalled.into(), 408),
             (ClientError::FormTooLarge { limit: 4096 }.into(), 413),
             (ClientError::FormsBusy.into(), 503),
+            (
+                ClientError::FormTooSlow {
+                    within: std::time::Duration::from_secs(62),
+                }
+                .into(),
+                408,
+            ),
             (ClientError::WentAway.into(), 499),
             (UpstreamError::Unreachable("x".into()).into(), 502),
             (UpstreamError::BadResponse("x".into()).into(), 502),

@@ -1,8 +1,9 @@
 //! Phase 2b for the app's requests: the `_method` of a form `POST` ([`policy::form`]). Where the rules decide some
 //! method more strictly than the `POST` and the client would be refused it, the body is read (at most
-//! `upstream.max_form_method_bytes`, else 413), the request decided again on every method it names, and the read
-//! body forwarded as it came. Any other request's body streams through unread. The bytes held for such bodies at
-//! once are bounded for the whole gate ([`budget`]), so that clients sending forms cannot fill its memory.
+//! `upstream.max_form_method_bytes`, else 413; within [`form_deadline`], else 408), the request decided again on
+//! every method it names, and the read body forwarded as it came. Any other request's body streams through unread.
+//! The bytes held for such bodies at once are bounded for the whole gate ([`budget`]), so that clients sending forms
+//! cannot fill its memory.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +29,20 @@ pub(super) const FORMS_AT_ONCE: usize = 16;
 /// worth. A form's bytes take their share as they arrive, and keep it until its body has been forwarded (or dropped).
 pub(super) fn budget(upstream: &crate::config::UpstreamConfig) -> Arc<Semaphore> {
     Arc::new(Semaphore::new(FORMS_AT_ONCE * upstream.max_form_method_bytes))
+}
+
+/// The slowest average rate, in bytes per second, at which a form read for `_method` may arrive beyond
+/// `server.header_read_timeout` ([`form_deadline`]).
+pub(super) const FORM_MIN_RATE: usize = 32 * 1024;
+
+/// How long a form read for `_method` may take to arrive whole: `server.header_read_timeout` (a form is read before
+/// the rules can decide, as a head is), and a second more for each [`FORM_MIN_RATE`] bytes of
+/// `upstream.max_form_method_bytes` (62 s with the defaults). Its share of the [`budget`] is held meanwhile; without
+/// a bound, a client sending a byte now and then (each within `server.idle_timeout`) kept it for ever, and sixteen
+/// such clients left no room for anyone's form.
+pub(super) fn form_deadline(config: &crate::config::Config) -> std::time::Duration {
+    let size = config.upstream.max_form_method_bytes as f64 / FORM_MIN_RATE as f64;
+    config.server.header_read_timeout + std::time::Duration::from_secs_f64(size)
 }
 
 /// What phase 2b leaves for the rest of the request: the identity it goes on with and its decision, or the answer.
@@ -149,8 +164,9 @@ impl Gate {
         Ok(Admitted::Let(principal, decision))
     }
 
-    /// `req`'s body, read whole (at most `limit` bytes, else 413), and its share of the [`budget`], taken as its
-    /// bytes arrive (503 when the budget runs out), so that a client that sends slowly holds only what it sent.
+    /// `req`'s body, read whole (at most `limit` bytes, else 413; within [`form_deadline`], else 408), and its share
+    /// of the [`budget`], taken as its bytes arrive (503 when the budget runs out), so that a client that sends
+    /// slowly holds only what it sent, and not for longer than its deadline.
     async fn read_within_budget(
         &self,
         req: &mut Request<Body>,
@@ -159,7 +175,12 @@ impl Gate {
         let mut body = std::mem::replace(req.body_mut(), Body::Empty);
         let mut bytes = BytesMut::new();
         let mut held: Option<OwnedSemaphorePermit> = None;
-        while let Some(frame) = body.frame().await {
+        let within = form_deadline(&self.config);
+        let deadline = tokio::time::Instant::now() + within;
+        while let Some(frame) = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .map_err(|_| ClientError::FormTooSlow { within })?
+        {
             let frame = match frame {
                 Ok(frame) => frame,
                 Err(e) if BodyStalled::is_in(&*e) => return Err(ClientError::BodyStalled.into()),

@@ -658,3 +658,57 @@ async fn forms_read_for_their_method_are_held_within_one_budget() {
     let r = bob.get(format!("{}/items/1", s.gate.url())).await;
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+/// A form read for its `_method` holds its share of the budget only until its deadline
+/// (`server.header_read_timeout` and a second per 32 KiB of `upstream.max_form_method_bytes`: 1.125 s here), however
+/// steadily its bytes trickle in (each well within `server.idle_timeout`): else sixteen such clients would hold the
+/// whole budget for ever. A form that arrives in time is read and passed on as before.
+#[tokio::test]
+async fn a_form_trickled_in_is_cut_off_at_its_deadline() {
+    let rules = "[[rules]]\nprefix = \"/items\"\nmethods = [\"DELETE\"]\nroles = [\"admin\"]\n";
+    let s = Stack::edited(IdpOptions::default(), "", rules, |t| {
+        in_server("header_read_timeout = \"1s\"\nidle_timeout = \"10s\"")(in_upstream("max_form_method_bytes = 4096")(
+            t,
+        ))
+    })
+    .await;
+    let bob = s.browser();
+    bob.login_as("bob");
+    bob.sign_in(&s.gate, "/home").await;
+    let cookie = bob.cookie(&s.gate.url(), "logto_gate").expect("a session");
+    let form = "_method=PUT&x=0123456789";
+    let head = format!(
+        "POST /items/1 HTTP/1.1\r\nHost: x\r\nCookie: logto_gate={cookie}\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        form.len()
+    );
+    // Sent a byte every 250 ms, the form would take 6 s to arrive.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", s.gate.port))
+        .await
+        .unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let trickle = tokio::spawn(async move {
+        for byte in form.bytes() {
+            if writer.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    let started = tokio::time::Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut answer))
+        .await
+        .expect("the gate answers and closes")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:.600}");
+    assert!(answer.contains("did not arrive within"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    trickle.abort();
+    // Sent at once, the same form is read, decided on as the `PUT` it names, and reaches the app.
+    let whole = exchange_until_closed(s.gate.port, format!("{head}{form}").as_bytes()).await;
+    assert!(whole.starts_with("HTTP/1.1 200"), "{whole:.600}");
+    assert!(whole.contains("\"method\":\"POST\""), "{whole}");
+}
