@@ -70,6 +70,10 @@ pub enum ClientError {
     /// client to try again shortly.
     #[error("the gate holds as many forms read for _method as it may at once; try again shortly")]
     FormsBusy,
+    /// One client (a signed-in person, or an address) holds as many forms read for `_method` as one may at once
+    /// (`gate::form_method::FORMS_PER_HOLDER`): RFC 6585 §4, 429.
+    #[error("this client holds as many forms read for _method as one client may at once; try again shortly")]
+    TooManyForms,
     /// A form `POST` whose body the gate reads for its `_method` did not arrive whole `within` the time its size
     /// allows (`gate::form_method::form_deadline`; RFC 9110 §15.5.9: 408), so that a client trickling it cannot hold
     /// its share of the forms' budget for ever.
@@ -139,6 +143,7 @@ impl GateError {
                 ClientError::UnsupportedCoding(_) => StatusCode::NOT_IMPLEMENTED,
                 ClientError::FormTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 ClientError::FormsBusy => StatusCode::SERVICE_UNAVAILABLE,
+                ClientError::TooManyForms => StatusCode::TOO_MANY_REQUESTS,
                 ClientError::FormTooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
                 ClientError::BodyStalled => StatusCode::REQUEST_TIMEOUT,
                 ClientError::WentAway => StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST),
@@ -267,6 +272,13 @@ impl GateError {
                     "Busy",
                     "Too many forms are being sent through the gate at once. Try again in a moment.",
                 ),
+                ClientError::TooManyForms => Page::new(
+                    status,
+                    "too_many_forms",
+                    "Too many forms",
+                    "You are sending more forms through the gate at once than it takes from one person. Wait for them \
+                     to finish, then try again.",
+                ),
                 ClientError::FormTooSlow { within } => Page::new(
                     status,
                     "request_timeout",
@@ -367,6 +379,7 @@ mod tests {
             (ClientError::BodyStalled.into(), 408),
             (ClientError::FormTooLarge { limit: 4096 }.into(), 413),
             (ClientError::FormsBusy.into(), 503),
+            (ClientError::TooManyForms.into(), 429),
             (
                 ClientError::FormTooSlow {
                     within: std::time::Duration::from_secs(62),

@@ -2,11 +2,12 @@
 //! method more strictly than the `POST` and the client would be refused it, the body is read (at most
 //! `upstream.max_form_method_bytes`, else 413; within [`form_deadline`], else 408), the request decided again on
 //! every method it names, and the read body forwarded as it came. Any other request's body streams through unread.
-//! The bytes held for such bodies at once are bounded for the whole gate ([`budget`]), so that clients sending forms
+//! The bytes held for such bodies at once are bounded for the whole gate and for each client ([`FormBudget`]), so that clients sending forms
 //! cannot fill its memory.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::{Bytes, BytesMut};
 use http::{header, Request, Response};
@@ -25,10 +26,104 @@ use super::{request_host, Decided, Gate};
 /// How many largest forms ([`crate::config::UpstreamConfig::max_form_method_bytes`]) the gate holds at once.
 pub(super) const FORMS_AT_ONCE: usize = 16;
 
-/// The budget of bytes held for forms read for `_method`, shared by every request: [`FORMS_AT_ONCE`] largest forms'
-/// worth. A form's bytes take their share as they arrive, and keep it until its body has been forwarded (or dropped).
-pub(super) fn budget(upstream: &crate::config::UpstreamConfig) -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(FORMS_AT_ONCE * upstream.max_form_method_bytes))
+/// How many largest forms one [`Holder`] may have held at once: a quarter of the [`FormBudget`], so that one client
+/// cannot fill it alone.
+pub(super) const FORMS_PER_HOLDER: usize = 4;
+
+/// The bytes held for forms read for `_method`, shared by every request: [`FORMS_AT_ONCE`] largest forms' worth, of
+/// which one [`Holder`] may hold [`FORMS_PER_HOLDER`]. A form's bytes take their [`Share`] as they arrive, and keep
+/// it until its body has been forwarded (or dropped).
+pub(super) struct FormBudget {
+    bytes: Arc<Semaphore>,
+    per_holder: usize,
+    held: Mutex<HashMap<Holder, usize>>,
+}
+
+impl FormBudget {
+    pub(super) fn new(upstream: &crate::config::UpstreamConfig) -> Arc<FormBudget> {
+        Arc::new(FormBudget {
+            bytes: Arc::new(Semaphore::new(FORMS_AT_ONCE * upstream.max_form_method_bytes)),
+            per_holder: FORMS_PER_HOLDER * upstream.max_form_method_bytes,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// An empty share for `holder`, to grow as a form's bytes arrive.
+    fn share(self: &Arc<Self>, holder: Holder) -> Share {
+        Share {
+            budget: Arc::clone(self),
+            holder,
+            bytes: 0,
+            permit: None,
+        }
+    }
+}
+
+/// Whom a form's bytes are held for: a signed-in person (by `sub`, wherever they send from), or, with no one signed
+/// in, the client's address (as `client_ips` rules read it; an IPv6 address by its /64, which one host or home
+/// network usually holds whole).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Holder {
+    Person(String),
+    Address(IpAddr),
+}
+
+impl Holder {
+    fn of(principal: Option<&Principal>, address: IpAddr) -> Holder {
+        if let Some(sub) = principal.and_then(|p| p.claims().get("sub")?.as_str().map(str::to_owned)) {
+            return Holder::Person(sub);
+        }
+        Holder::Address(match address.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+            v4 => v4,
+        })
+    }
+}
+
+/// A form's part of the [`FormBudget`]: grown as its bytes arrive, given back when dropped.
+pub(super) struct Share {
+    budget: Arc<FormBudget>,
+    holder: Holder,
+    bytes: usize,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Share {
+    /// Takes `n` more bytes: refused (nothing taken) when its holder holds its part already (429), or the whole
+    /// budget is taken (503).
+    fn take(&mut self, n: usize) -> Result<(), ClientError> {
+        let mut held = self.budget.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let holds = held.get(&self.holder).copied().unwrap_or(0);
+        if holds + n > self.budget.per_holder {
+            return Err(ClientError::TooManyForms);
+        }
+        let permit = u32::try_from(n)
+            .ok()
+            .and_then(|n| Arc::clone(&self.budget.bytes).try_acquire_many_owned(n).ok())
+            .ok_or(ClientError::FormsBusy)?;
+        match &mut self.permit {
+            Some(p) => p.merge(permit),
+            None => self.permit = Some(permit),
+        }
+        held.insert(self.holder.clone(), holds + n);
+        self.bytes += n;
+        Ok(())
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        if self.bytes == 0 {
+            return;
+        }
+        let mut held = self.budget.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(holds) = held.get_mut(&self.holder) {
+            *holds = holds.saturating_sub(self.bytes);
+            if *holds == 0 {
+                held.remove(&self.holder);
+            }
+        }
+    }
 }
 
 /// The slowest average rate, in bytes per second, at which a form read for `_method` may arrive beyond
@@ -37,7 +132,7 @@ pub(super) const FORM_MIN_RATE: usize = 32 * 1024;
 
 /// How long a form read for `_method` may take to arrive whole: `server.header_read_timeout` (a form is read before
 /// the rules can decide, as a head is), and a second more for each [`FORM_MIN_RATE`] bytes of
-/// `upstream.max_form_method_bytes` (62 s with the defaults). Its share of the [`budget`] is held meanwhile; without
+/// `upstream.max_form_method_bytes` (62 s with the defaults). Its [`Share`] of the budget is held meanwhile; without
 /// a bound, a client sending a byte now and then (each within `server.idle_timeout`) kept it for ever, and sixteen
 /// such clients left no room for anyone's form.
 pub(super) fn form_deadline(config: &crate::config::Config) -> std::time::Duration {
@@ -130,12 +225,16 @@ impl Gate {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(ClientError::FormTooLarge { limit }.into());
         }
-        let (bytes, held) = self.read_within_budget(req, limit).await?;
+        let address = policy::client_address(req.headers(), peer.ip(), trusted, &self.config.server.trusted_proxies);
+        let share = self
+            .form_budget
+            .share(Holder::of(principal.as_ref(), address.unwrap_or(peer.ip())));
+        let (bytes, share) = self.read_within_budget(req, limit, share).await?;
         let mut named = Vec::new();
         readings
             .method_overrides(&bytes, &mut named)
             .map_err(ClientError::BadRequest)?;
-        *req.body_mut() = holding(bytes, held);
+        *req.body_mut() = holding(bytes, share);
         if named.is_empty() {
             return Ok(Admitted::Let(principal, decision));
         }
@@ -164,17 +263,18 @@ impl Gate {
         Ok(Admitted::Let(principal, decision))
     }
 
-    /// `req`'s body, read whole (at most `limit` bytes, else 413; within [`form_deadline`], else 408), and its share
-    /// of the [`budget`], taken as its bytes arrive (503 when the budget runs out), so that a client that sends
-    /// slowly holds only what it sent, and not for longer than its deadline.
+    /// `req`'s body, read whole (at most `limit` bytes, else 413; within [`form_deadline`], else 408), and its
+    /// `share` of the [`FormBudget`], grown as its bytes arrive (429 when its holder's part runs out, 503 when the
+    /// whole budget does), so that a client that sends slowly holds only what it sent, and not for longer than its
+    /// deadline.
     async fn read_within_budget(
         &self,
         req: &mut Request<Body>,
         limit: usize,
-    ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), GateError> {
+        mut share: Share,
+    ) -> Result<(Bytes, Share), GateError> {
         let mut body = std::mem::replace(req.body_mut(), Body::Empty);
         let mut bytes = BytesMut::new();
-        let mut held: Option<OwnedSemaphorePermit> = None;
         let within = form_deadline(&self.config);
         let deadline = tokio::time::Instant::now() + within;
         while let Some(frame) = tokio::time::timeout_at(deadline, body.frame())
@@ -196,17 +296,10 @@ impl Gate {
             if bytes.len() + data.len() > limit {
                 return Err(ClientError::FormTooLarge { limit }.into());
             }
-            let share = u32::try_from(data.len())
-                .ok()
-                .and_then(|n| Arc::clone(&self.form_budget).try_acquire_many_owned(n).ok())
-                .ok_or(ClientError::FormsBusy)?;
-            match &mut held {
-                Some(held) => held.merge(share),
-                None => held = Some(share),
-            }
+            share.take(data.len())?;
             bytes.extend_from_slice(&data);
         }
-        Ok((bytes.freeze(), held))
+        Ok((bytes.freeze(), share))
     }
 
     /// `f` of what the rules read of `req` (its host, client address and rule path), found again as phase 1b found
@@ -226,13 +319,53 @@ impl Gate {
     }
 }
 
-/// `bytes` as a request body that keeps `held` (its share of the [`budget`]) until it is dropped.
-fn holding(bytes: Bytes, held: Option<OwnedSemaphorePermit>) -> Body {
+/// `bytes` as a request body that keeps `share` (its part of the [`FormBudget`]) until it is dropped.
+fn holding(bytes: Bytes, share: Share) -> Body {
     let body = Full::new(bytes)
         .map_err(|never| match never {})
         .map_frame(move |frame| {
-            let _kept = &held;
+            let _kept = &share;
             frame
         });
     Body::Boxed(body.boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address(a: &str) -> Holder {
+        Holder::of(None, a.parse().unwrap())
+    }
+
+    #[test]
+    fn an_address_holds_as_one_host_does() {
+        assert_eq!(address("2001:db8::1"), address("2001:db8::ffff:1"));
+        assert_ne!(address("2001:db8::1"), address("2001:db8:0:1::1"));
+        assert_eq!(address("::ffff:10.0.0.1"), address("10.0.0.1"));
+        assert_ne!(address("10.0.0.1"), address("10.0.0.2"));
+    }
+
+    #[test]
+    fn a_share_is_taken_within_its_holders_part_and_given_back_when_dropped() {
+        let budget = Arc::new(FormBudget {
+            bytes: Arc::new(Semaphore::new(100)),
+            per_holder: 40,
+            held: Mutex::new(HashMap::new()),
+        });
+        let mut first = budget.share(address("10.0.0.1"));
+        first.take(30).unwrap();
+        let mut second = budget.share(address("10.0.0.1"));
+        assert!(matches!(second.take(11), Err(ClientError::TooManyForms)));
+        second.take(10).unwrap();
+        let mut other = budget.share(address("10.0.0.2"));
+        other.take(40).unwrap();
+        let mut third = budget.share(address("10.0.0.3"));
+        assert!(matches!(third.take(21), Err(ClientError::FormsBusy)));
+        drop(first);
+        third.take(21).unwrap();
+        drop((second, other, third));
+        assert!(budget.held.lock().unwrap().is_empty());
+        assert_eq!(budget.bytes.available_permits(), 100);
+    }
 }

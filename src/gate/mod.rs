@@ -176,8 +176,8 @@ pub struct Gate {
     /// `server.trusted_identity_headers` keeps some.
     managed: ManagedHeaders,
     managed_from_trusted: Option<ManagedHeaders>,
-    /// The bytes of forms read for `_method` that may be held at once ([`form_method::budget`]).
-    form_budget: Arc<tokio::sync::Semaphore>,
+    /// The bytes of forms read for `_method` that may be held at once ([`form_method::FormBudget`]).
+    form_budget: Arc<form_method::FormBudget>,
     kept_claims: Vec<ClaimPath>,
     /// The extended claims the gate reads (see [`EXTENDED_CLAIMS`]): an ID token without one of them makes it ask
     /// userinfo.
@@ -258,7 +258,7 @@ impl Gate {
         let managed = ManagedHeaders::new(&config.headers, &owned, &[]);
         let kept = &config.server.trusted_identity_headers;
         let managed_from_trusted = (!kept.is_empty()).then(|| ManagedHeaders::new(&config.headers, &owned, kept));
-        let form_budget = form_method::budget(&config.upstream);
+        let form_budget = form_method::FormBudget::new(&config.upstream);
         let mut kept_claims: Vec<ClaimPath> = ALWAYS_KEPT_CLAIMS
             .iter()
             .filter_map(|c| ClaimPath::parse(c).ok())
