@@ -209,7 +209,7 @@ pub fn query_method_overrides(method: &str, query: Option<&str>, out: &mut Vec<S
         return Ok(());
     };
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        if !is_method_parameter(&name) {
+        if !is_method_parameter(name.as_bytes()) {
             continue;
         }
         if !add_method(out, value.trim()) {
@@ -222,12 +222,18 @@ pub fn query_method_overrides(method: &str, query: Option<&str>, out: &mut Vec<S
     Ok(())
 }
 
-/// Whether a parameter `name` (decoded) is [`METHOD_OVERRIDE_PARAMETER`] as PHP reads names: leading spaces
-/// dropped, ` `, `.` and `[` read as `_`.
-fn is_method_parameter(name: &str) -> bool {
-    let name = name.trim_start_matches(' ');
-    let php = |c: char| if matches!(c, ' ' | '.' | '[') { '_' } else { c };
-    name.len() == METHOD_OVERRIDE_PARAMETER.len() && name.chars().map(php).eq(METHOD_OVERRIDE_PARAMETER.chars())
+/// Whether a parameter `name` (decoded) is [`METHOD_OVERRIDE_PARAMETER`] as PHP or Rack reads names. PHP: up to a
+/// NUL (names are C strings), leading spaces dropped, ` `, `.` and `[` read as `_` (`_method\0x`, `.method`). Rack
+/// (`normalize_params`): brackets around the name dropped (`[_method]`, `]]_method`, `_method]`).
+fn is_method_parameter(name: &[u8]) -> bool {
+    let wanted = METHOD_OVERRIDE_PARAMETER.as_bytes();
+    let php_name = name.split(|b| *b == 0).next().unwrap_or_default();
+    let php_name = &php_name[php_name.iter().take_while(|b| **b == b' ').count()..];
+    let php = |b: &u8| if matches!(b, b' ' | b'.' | b'[') { b'_' } else { *b };
+    let rack_start = name.iter().take_while(|b| matches!(b, b'[' | b']')).count();
+    let rack_name = &name[rack_start..];
+    let rack_name = &rack_name[..rack_name.len() - rack_name.iter().rev().take_while(|b| **b == b']').count()];
+    (php_name.len() == wanted.len() && php_name.iter().map(php).eq(wanted.iter().copied())) || rack_name == wanted
 }
 
 /// A method no rule can name (it is no token), standing for every method no rule names.

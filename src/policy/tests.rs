@@ -151,7 +151,7 @@ fn the_stricter_decisions_a_forms_method_could_bring() {
 }
 
 #[test]
-fn a_posts_method_parameter_is_an_override_in_every_spelling_php_reads() {
+fn a_posts_method_parameter_is_an_override_in_every_spelling_php_and_rack_read() {
     let read = |method: &str, query: &str| {
         let mut out = vec!["PATCH".to_owned()];
         query_method_overrides(method, Some(query), &mut out).map(|()| out)
@@ -167,6 +167,11 @@ fn a_posts_method_parameter_is_an_override_in_every_spelling_php_reads() {
         "[method=DELETE",
         "+_method=DELETE",
         "_method=%20DELETE%20",
+        // PHP's names are C strings; Rack (and Express's `qs`) drop brackets around a name.
+        "_method%00x=DELETE",
+        "[_method]=DELETE",
+        "]]_method=DELETE",
+        "_method]=DELETE",
     ] {
         assert_eq!(
             read("POST", query),
@@ -187,6 +192,9 @@ fn a_posts_method_parameter_is_an_override_in_every_spelling_php_reads() {
         ("POST", "_methods=DELETE"),
         ("POST", "_Method=DELETE"),
         ("POST", "q=_method"),
+        ("POST", "_method[]=DELETE"),
+        ("POST", "[_method][x]=DELETE"),
+        ("POST", "x%00_method=DELETE"),
     ] {
         assert_eq!(read(method, query), Ok(vec!["PATCH".to_owned()]), "{method} {query}");
     }

@@ -6,12 +6,20 @@
 //! Apps' parsers differ at the edges, so a body is read as every kind its `Content-Type` may be taken as, and every
 //! `_method` any of those readings finds counts: Rack reads a `POST` without `Content-Type` as a form and any
 //! `multipart/*` type as multipart (RFC 2046 §5.1), PHP ends multipart lines at a bare LF as well as at CRLF,
-//! Laravel takes any type containing `/json` or `+json` for JSON. Names are compared as PHP reads them
-//! (leading spaces dropped, ` `, `.` and `[` read as `_`).
+//! Laravel takes any type containing `/json` or `+json` for JSON. Names are compared as PHP and Rack read them
+//! (`_method\0x`, `[_method]`). A multipart body is read by PHP's and Rack's own parsers, step by step (`php.rs`,
+//! `rack.rs`: each of their quirks was a way past a reading that did not follow it), and by a broader one.
 
 use http::header::{self, HeaderMap};
 
 use super::{add_method, is_method_parameter, METHOD_OVERRIDE_PARAMETER};
+
+mod json;
+mod php;
+mod rack;
+
+/// A multipart field as a parser reads it: its name, and its value (a slice of the body).
+type Field<'b> = (Vec<u8>, &'b [u8]);
 
 /// How a `POST`'s body is read for `_method`, from its `Content-Type`: each reading an app may make of it.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -57,22 +65,29 @@ impl BodyReadings {
     }
 
     /// Adds to `out` every method `body` names in a `_method`, by each reading. A value that is not a method is
-    /// refused (it is not echoed: it may hold anything). A body that is not JSON has no JSON `_method`.
-    pub fn method_overrides(&self, body: &[u8], out: &mut Vec<String>) -> Result<(), String> {
+    /// refused (it is not echoed: it may hold anything). JSON is read up to the first thing in it that is not JSON.
+    pub fn method_overrides<'a>(&self, body: &'a [u8], out: &mut Vec<String>) -> Result<(), String> {
         let refuse =
             |kind: &str| format!("the {kind} body's {METHOD_OVERRIDE_PARAMETER} is not an HTTP method (letters only)");
         if self.urlencoded {
             // `;` separated fields too, as Rack before 2.0 read them.
             for piece in body.split(|b| *b == b'&' || *b == b';') {
                 for (name, value) in url::form_urlencoded::parse(piece) {
-                    if is_method_parameter(&name) && !add_method(out, value.trim()) {
+                    if is_method_parameter(name.as_bytes()) && !add_method(out, value.trim()) {
                         return Err(refuse("form"));
                     }
                 }
             }
         }
         if let Some(boundary) = &self.multipart {
-            for value in multipart_values(body, boundary) {
+            // PHP's and Rack's own readings, step by step, and one that finds more than either at their edges.
+            let named = |(name, value): Field<'a>| is_method_parameter(&name).then_some(value);
+            let values = php::fields(body, boundary)?
+                .into_iter()
+                .filter_map(named)
+                .chain(rack::fields(body, boundary).into_iter().filter_map(named))
+                .chain(multipart_values(body, boundary));
+            for value in values {
                 let text = std::str::from_utf8(value).map_err(|_| refuse("multipart"))?;
                 if !add_method(out, text.trim()) {
                     return Err(refuse("multipart"));
@@ -80,12 +95,10 @@ impl BodyReadings {
             }
         }
         if self.json {
-            if let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice::<serde_json::Value>(body) {
-                // A `_method` that is not a string is ignored by Symfony and Express alike.
-                if let Some(serde_json::Value::String(text)) = fields.get(METHOD_OVERRIDE_PARAMETER) {
-                    if !add_method(out, text.trim()) {
-                        return Err(refuse("JSON"));
-                    }
+            // A `_method` that is not a string is ignored by Symfony and Express alike.
+            for text in json::top_level_strings(body, METHOD_OVERRIDE_PARAMETER.as_bytes()) {
+                if !add_method(out, text.trim()) {
+                    return Err(refuse("JSON"));
                 }
             }
         }
@@ -95,13 +108,14 @@ impl BodyReadings {
 
 /// The boundary of a multipart `Content-Type` (RFC 2046 §5.1.1), as every parser reads it, or refused where they
 /// would read different ones: RFC 2045's parameter, PHP's first `boundary` anywhere in the field (up to `,` or `;`
-/// after its `=`), Rack's last `boundary=` (as its greedy pattern finds it). Each `boundary` in the field is read
-/// as those do; all must agree, and the value (unquoted, trailing blanks dropped: a shorter boundary only finds more
-/// delimiters) must not be empty.
+/// after the first `=` that follows, [`php_boundary`]), Rack's first `boundary=` ([`rack_boundary`]). Each
+/// `boundary` in the field is read as those do; all must agree byte for byte (blanks included: a parser reading
+/// another boundary than the gate's sees other parts), and the value must not be empty.
 fn boundary(value: &[u8]) -> Result<Vec<u8>, String> {
     let lower = value.to_ascii_lowercase();
     let mut found: Option<&[u8]> = None;
     let mut at = 0;
+    let twice = || Err("content-type: the multipart boundary can be read as more than one value".to_owned());
     while let Some(n) = lower[at..].windows(8).position(|w| w == b"boundary") {
         let after = &value[at + n + 8..];
         at += n + 8;
@@ -117,17 +131,67 @@ fn boundary(value: &[u8]) -> Result<Vec<u8>, String> {
                     .position(|b| matches!(b, b';' | b',' | b'"'))
                     .unwrap_or(raw.len())]
             }
-        }
-        .trim_ascii_end();
+        };
         if found.is_some_and(|f| f != one) {
-            return Err("content-type: the multipart boundary can be read as more than one value".into());
+            return twice();
         }
         found = Some(one);
+    }
+    for reading in [php_boundary(value), rack_boundary(value)].into_iter().flatten() {
+        if found.is_some_and(|f| f != reading) {
+            return twice();
+        }
     }
     match found {
         Some(b) if !b.is_empty() && b.len() <= 200 => Ok(b.to_vec()),
         _ => Err("content-type: a multipart body without a boundary (1 to 200 characters)".into()),
     }
+}
+
+/// PHP's boundary (`rfc1867_post_handler`): after the first `boundary` (looked for as written, then in any case)
+/// and the first `=` after it, a quoted value (`None` unclosed: PHP then reads no part) or the text up to `,` or
+/// `;`, blanks and all.
+fn php_boundary(value: &[u8]) -> Option<&[u8]> {
+    let find = |text: &[u8]| text.windows(8).position(|w| w == b"boundary");
+    let at = find(value).or_else(|| find(&value.to_ascii_lowercase()))?;
+    let eq = at + value[at..].iter().position(|b| *b == b'=')?;
+    let raw = &value[eq + 1..];
+    match raw.strip_prefix(b"\"") {
+        Some(quoted) => quoted.iter().position(|b| *b == b'"').map(|n| &quoted[..n]),
+        None => Some(&raw[..raw.iter().position(|b| matches!(b, b',' | b';')).unwrap_or(raw.len())]),
+    }
+}
+
+/// Rack's boundary (`Rack::Multipart::MULTIPART`, `\Amultipart/.*?boundary(\s*)=\"?([^\";,]+)\"?`): the first
+/// `boundary` followed by blanks and `=` whose value matches.
+fn rack_boundary(value: &[u8]) -> Option<&[u8]> {
+    let lower = value.to_ascii_lowercase();
+    if !lower.starts_with(b"multipart/") {
+        return None;
+    }
+    let mut from = 10;
+    while let Some(n) = lower[from..].windows(8).position(|w| w == b"boundary") {
+        let mut at = from + n + 8;
+        from += n + 1;
+        at += value[at..]
+            .iter()
+            .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'))
+            .count();
+        let Some(rest) = value[at..].strip_prefix(b"=") else {
+            continue;
+        };
+        let token = |text: &'_ [u8]| -> Option<usize> {
+            let n = text.iter().take_while(|b| !matches!(b, b'"' | b';' | b',')).count();
+            (n > 0).then_some(n)
+        };
+        if let Some(n) = rest.strip_prefix(b"\"").and_then(token) {
+            return Some(&rest[1..1 + n]);
+        }
+        if let Some(n) = token(rest) {
+            return Some(&rest[..n]);
+        }
+    }
+    None
 }
 
 /// The content of every part of a multipart `body` named `_method` ([`names_method`]), as any parser may read it.
@@ -203,7 +267,7 @@ fn names_method(line: &[u8]) -> bool {
     let lower = line.to_ascii_lowercase();
     // Rack's pattern finds `Content-ID:` anywhere in the head and takes the rest of its line.
     if let Some(n) = lower.windows(11).position(|w| w == b"content-id:") {
-        if std::str::from_utf8(&line[n + 11..]).is_ok_and(|id| is_method_parameter(id.trim())) {
+        if is_method_parameter(line[n + 11..].trim_ascii()) {
             return true;
         }
     }
@@ -256,7 +320,7 @@ fn names_method(line: &[u8]) -> bool {
                 (true, Some(i)) => percent_encoding::percent_decode(&value[i + 2..]).collect(),
                 _ => value,
             };
-            if std::str::from_utf8(&value).is_ok_and(is_method_parameter) {
+            if is_method_parameter(&value) {
                 return true;
             }
         }
@@ -281,6 +345,7 @@ mod tests {
         readings(content_type)?
             .expect("a reading")
             .method_overrides(body.as_bytes(), &mut out)?;
+        out.sort();
         Ok(out)
     }
 
@@ -319,6 +384,9 @@ mod tests {
             .contains("boundary"));
         for twice in [
             "multipart/form-data; boundary=a; Boundary=b",
+            // PHP and Rack keep a blank after `=`; another reading of the field would drop it.
+            "multipart/form-data; boundary= a",
+            "multipart/form-data; boundary=\"a\"; boundary=a ",
             // Rack's greedy pattern takes the last `boundary=`, in a quoted parameter too; PHP the first.
             "multipart/form-data; boundary=A; x=\"boundary=B\"",
         ] {
@@ -326,7 +394,10 @@ mod tests {
             assert!(err.contains("more than one value"), "{twice}: {err}");
         }
         // Agreeing copies are one boundary; PHP and Rack read it inside another parameter's name too.
-        let same = readings(Some("multipart/form-data; boundary=\"a\"; boundary=a "))
+        // Blanks are kept: PHP and Rack look for `--a ` here.
+        let blank = readings(Some("multipart/form-data; boundary=a ;x=1")).unwrap().unwrap();
+        assert_eq!(blank.multipart.as_deref(), Some(&b"a "[..]));
+        let same = readings(Some("multipart/form-data; boundary=\"a\"; boundary=a"))
             .unwrap()
             .unwrap();
         assert_eq!(same.multipart.as_deref(), Some(&b"a"[..]));
@@ -366,7 +437,7 @@ mod tests {
         let lf = "--XyZ  \nContent-Disposition: form-data; name=_method\n\nPUT\n--XyZ\n\
                   Content-Disposition: form-data; name='_method'; filename=\"x\"\nContent-Type: text/plain\n\n\
                   PATCH\n--XyZ--";
-        assert_eq!(found(t, lf).unwrap(), ["PUT", "PATCH"]);
+        assert_eq!(found(t, lf).unwrap(), ["PATCH", "PUT"]);
         // A delimiter inside a line is content, not a new part; the last part may lack its closing delimiter.
         let inside = "--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nsee --XyZ\r\n\
                       Content-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE";
@@ -393,7 +464,7 @@ mod tests {
         // line, in the next part here, and takes what follows it for the value.
         let split = "--XyZ\r\nContent-Disposition: form-data; name=\"_method\"\n\nPUT\r\n--XyZ\r\n\
                      Content-Disposition: form-data; name=\"a\"\r\n\r\nDELETE\r\n--XyZ--";
-        assert_eq!(found(t, split).unwrap(), ["PUT", "DELETE"]);
+        assert_eq!(found(t, split).unwrap(), ["DELETE", "PUT"]);
         // A field's content that mentions `name="_method"` names nothing.
         let snippet = "--XyZ\r\nContent-Disposition: form-data; name=\"comment\"\r\n\r\n\
                        <input type=\"hidden\" name=\"_method\" value=\"delete\">\r\n--XyZ--\r\n";
