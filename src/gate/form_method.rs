@@ -2,8 +2,8 @@
 //! method more strictly than the `POST` and the client would be refused it, the body is read (at most
 //! `upstream.max_form_method_bytes`, else 413; within [`form_deadline`], else 408), the request decided again on
 //! every method it names, and the read body forwarded as it came. Any other request's body streams through unread.
-//! The bytes held for such bodies at once are bounded for the whole gate and for each client ([`FormBudget`]), so that clients sending forms
-//! cannot fill its memory.
+//! The bytes held for such bodies at once are bounded for the whole gate and for each client ([`FormBudget`]), so
+//! that clients sending forms cannot fill its memory, nor one client take all of it.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};

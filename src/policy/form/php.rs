@@ -180,9 +180,7 @@ impl<'b> Reader<'b> {
     /// dropped, or to the body's end; and where PHP looks for the next part.
     fn content(&self, at: usize) -> (&'b [u8], usize) {
         let rest = self.body.get(at..).unwrap_or_default();
-        let found = rest
-            .windows(self.next_delimiter.len())
-            .position(|w| w == self.next_delimiter.as_slice());
+        let found = memchr::memmem::find(rest, &self.next_delimiter);
         self.work.set(self.work.get() + found.unwrap_or(rest.len()));
         match found {
             Some(n) => {

@@ -101,7 +101,7 @@ fn strip(line: &[u8]) -> &[u8] {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 /// Where a part's content in `rest` ends (`/(?:\r\n)?--boundary(?:\r\n|--)/m`): at the first delimiter followed
@@ -120,9 +120,13 @@ fn content_end(rest: &[u8], full: &[u8]) -> Option<usize> {
 }
 
 /// The part's name as Rack finds it in its `head` (`MULTIPART_CONTENT_DISPOSITION`, then `MULTIPART_CONTENT_ID`).
+/// Linear in the head: each stretch of it is looked at a bounded number of times, however the pattern would
+/// backtrack.
 fn name(head: &[u8]) -> Option<Vec<u8>> {
     let lower = head.to_ascii_lowercase();
     let disposition = b"content-disposition:";
+    // From here on the head holds no quote a quoted value could end at ([`quoted_value`]).
+    let mut dead_from = head.len();
     let mut from = 0;
     while let Some(n) = find(&lower[from..], disposition) {
         let start = from + n + disposition.len();
@@ -138,8 +142,20 @@ fn name(head: &[u8]) -> Option<Vec<u8>> {
             if !lower[at..].starts_with(b"name=") {
                 continue;
             }
-            if let Some(value) = value(&head[at + 5..]) {
-                return Some(dequote(value));
+            let at = at + 5;
+            let end = if head.get(at) == Some(&b'"') {
+                let (end, dead) = quoted_value(head, at, dead_from);
+                dead_from = dead;
+                end
+            } else {
+                let token = head[at..]
+                    .iter()
+                    .take_while(|b| !is_space(**b) && !b"()<>,;:\\\"/[]?=".contains(b))
+                    .count();
+                (token > 0).then_some(at + token)
+            };
+            if let Some(end) = end {
+                return Some(dequote(&head[at..end]));
             }
         }
     }
@@ -154,29 +170,27 @@ fn name(head: &[u8]) -> Option<Vec<u8>> {
     (!value.is_empty()).then(|| value.to_vec())
 }
 
-/// `VALUE` at the start of `text`: `"(?:\\"|[^"])*"` (to the first quote not after a backslash; failing that, to the
-/// last backslash-quote, as the pattern backtracks) or a token.
-fn value(text: &[u8]) -> Option<&[u8]> {
-    if text.first() == Some(&b'"') {
-        let mut i = 1;
-        let mut last_escape = None;
-        while i < text.len() {
-            match text[i] {
-                b'\\' if text.get(i + 1) == Some(&b'"') => {
-                    last_escape = Some(i);
-                    i += 2;
-                }
-                b'"' => return Some(&text[..=i]),
-                _ => i += 1,
+/// Where `"(?:\\"|[^"])*"` at `head[at]` ends (past its closing quote): at the first quote after `at` not after a
+/// backslash, or, failing that, at the last backslash-quote (as the pattern backtracks to it); `None` when neither
+/// comes. Nothing from `dead_from` on can end it (an earlier value found nothing there), so only the stretch before
+/// it is looked at; the new such position comes back.
+fn quoted_value(head: &[u8], at: usize, dead_from: usize) -> (Option<usize>, usize) {
+    let mut i = at + 1;
+    let mut last_pair = None;
+    while i < dead_from {
+        match head[i] {
+            b'\\' if head.get(i + 1) == Some(&b'"') => {
+                last_pair = Some(i);
+                i += 2;
             }
+            b'"' => return (Some(i + 1), dead_from),
+            _ => i += 1,
         }
-        return last_escape.map(|e| &text[..e + 2]);
     }
-    let token = text
-        .iter()
-        .take_while(|b| !is_space(**b) && !b"()<>,;:\\\"/[]?=".contains(b))
-        .count();
-    (token > 0).then(|| &text[..token])
+    match last_pair {
+        Some(pair) => (Some(pair + 2), dead_from),
+        None => (None, at + 1),
+    }
 }
 
 /// `Rack::Auth::Digest::Params.dequote`: the quotes dropped when nothing between them is a line feed, then every
@@ -247,6 +261,28 @@ mod tests {
             "_method",
             "PUT"
         ));
+        // Names as Ruby 3.1 read them with Rack's own pattern and `dequote` (checked against it).
+        for (head, want) in [
+            (
+                "Content-Disposition: form-data; name=\"_method\\\"x\r\n",
+                &b"_method\\"[..],
+            ),
+            (
+                "Content-Disposition: form-data; name=\"a\"; name=\"_method\"\r\n",
+                b"_method",
+            ),
+            ("Content-Disposition: form-data; name=\"_me\\thod\"\r\n", b"_method"),
+            (
+                "Content-Disposition: form-data; name=\"x\" ; name=\"_method\r\n\", y\r\n",
+                b"\"_method\r\n\"",
+            ),
+            (
+                "Content-Disposition: form-data; name=\"_method\"; x=\"a:b\"; name=zz\r\n",
+                b"_method",
+            ),
+        ] {
+            assert_eq!(name(head.as_bytes()).as_deref(), Some(want), "{head:?}");
+        }
         // A quoted name holding a line feed keeps its quotes.
         assert!(!has(
             "--B\r\nContent-Disposition: form-data; name=\"_method\n\"\r\n\r\nPUT\r\n--B--",
