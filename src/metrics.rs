@@ -121,6 +121,9 @@ pub struct Metrics {
     max_connections: AtomicUsize,
     /// Idle connections asked to finish to make room ([`crate::connections::Connections::make_room`]).
     closed_for_room: AtomicU64,
+    /// Bytes of forms held while they are read for `_method`, and the most that may be (`gate::form_method`).
+    form_bytes_held: AtomicUsize,
+    form_bytes_budget: AtomicUsize,
 }
 
 impl Default for Metrics {
@@ -144,7 +147,24 @@ impl Metrics {
             upgrades_done: tokio::sync::Notify::new(),
             max_connections: AtomicUsize::new(0),
             closed_for_room: AtomicU64::new(0),
+            form_bytes_held: AtomicUsize::new(0),
+            form_bytes_budget: AtomicUsize::new(0),
         }
+    }
+
+    /// Says how many bytes of forms read for `_method` may be held at once.
+    pub fn set_form_bytes_budget(&self, bytes: usize) {
+        self.form_bytes_budget.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts `bytes` more of forms held while they are read for `_method`.
+    pub fn form_bytes_taken(&self, bytes: usize) {
+        self.form_bytes_held.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts `bytes` of such forms given back (forwarded or dropped).
+    pub fn form_bytes_given_back(&self, bytes: usize) {
+        self.form_bytes_held.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// The gauge of the client connections worker `index` serves, for its connections to keep.
@@ -370,6 +390,20 @@ impl Metrics {
         out.push_str("# TYPE logto_gate_connections_closed_for_room_total counter\n");
         let closed = self.closed_for_room.load(Ordering::Relaxed);
         let _ = writeln!(out, "logto_gate_connections_closed_for_room_total {closed}");
+        out.push_str(
+            "# HELP logto_gate_form_method_bytes_held Bytes of POST bodies held now while the gate reads them for a \
+             _method field.\n",
+        );
+        out.push_str("# TYPE logto_gate_form_method_bytes_held gauge\n");
+        let held = self.form_bytes_held.load(Ordering::Relaxed);
+        let _ = writeln!(out, "logto_gate_form_method_bytes_held {held}");
+        out.push_str(
+            "# HELP logto_gate_form_method_bytes_budget The most such bytes held at once (16 times \
+             upstream.max_form_method_bytes; past it, 503).\n",
+        );
+        out.push_str("# TYPE logto_gate_form_method_bytes_budget gauge\n");
+        let budget = self.form_bytes_budget.load(Ordering::Relaxed);
+        let _ = writeln!(out, "logto_gate_form_method_bytes_budget {budget}");
         out.push_str("# HELP logto_gate_worker_connections Client connections each worker thread serves now.\n");
         out.push_str("# TYPE logto_gate_worker_connections gauge\n");
         for (worker, shard) in self.shards.iter().enumerate() {
@@ -410,6 +444,10 @@ mod tests {
         m.upgrade_started();
         m.set_max_connections(9936);
         m.closed_for_room(32);
+        m.set_form_bytes_budget(16 << 20);
+        m.form_bytes_taken(4096);
+        m.form_bytes_taken(100);
+        m.form_bytes_given_back(4096);
         let text = m.render();
         assert!(
             text.contains("logto_gate_requests_total{route=\"app\",status=\"200\"} 2\n"),
@@ -426,6 +464,11 @@ mod tests {
         assert!(text.contains("logto_gate_active_upgrades 1\n"));
         assert!(text.contains("logto_gate_max_connections 9936\n"));
         assert!(text.contains("logto_gate_connections_closed_for_room_total 32\n"));
+        assert!(text.contains("logto_gate_form_method_bytes_held 100\n"), "{text}");
+        assert!(
+            text.contains("logto_gate_form_method_bytes_budget 16777216\n"),
+            "{text}"
+        );
     }
 
     #[test]

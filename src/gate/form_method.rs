@@ -17,6 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::body::paced::{BodyStalled, ClientGone};
 use crate::body::Body;
 use crate::error::{ClientError, GateError};
+use crate::metrics::Metrics;
 use crate::policy::{self, Decision};
 use crate::session;
 
@@ -37,14 +38,19 @@ pub(super) struct FormBudget {
     bytes: Arc<Semaphore>,
     per_holder: usize,
     held: Mutex<HashMap<Holder, usize>>,
+    /// Where the bytes held are counted for operators (`logto_gate_form_method_bytes_held`).
+    metrics: Arc<Metrics>,
 }
 
 impl FormBudget {
-    pub(super) fn new(upstream: &crate::config::UpstreamConfig) -> Arc<FormBudget> {
+    pub(super) fn new(upstream: &crate::config::UpstreamConfig, metrics: Arc<Metrics>) -> Arc<FormBudget> {
+        let bytes = FORMS_AT_ONCE * upstream.max_form_method_bytes;
+        metrics.set_form_bytes_budget(bytes);
         Arc::new(FormBudget {
-            bytes: Arc::new(Semaphore::new(FORMS_AT_ONCE * upstream.max_form_method_bytes)),
+            bytes: Arc::new(Semaphore::new(bytes)),
             per_holder: FORMS_PER_HOLDER * upstream.max_form_method_bytes,
             held: Mutex::new(HashMap::new()),
+            metrics,
         })
     }
 
@@ -107,6 +113,7 @@ impl Share {
         }
         held.insert(self.holder.clone(), holds + n);
         self.bytes += n;
+        self.budget.metrics.form_bytes_taken(n);
         Ok(())
     }
 }
@@ -116,6 +123,7 @@ impl Drop for Share {
         if self.bytes == 0 {
             return;
         }
+        self.budget.metrics.form_bytes_given_back(self.bytes);
         let mut held = self.budget.held.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(holds) = held.get_mut(&self.holder) {
             *holds = holds.saturating_sub(self.bytes);
@@ -348,10 +356,12 @@ mod tests {
 
     #[test]
     fn a_share_is_taken_within_its_holders_part_and_given_back_when_dropped() {
+        let metrics = Arc::new(Metrics::default());
         let budget = Arc::new(FormBudget {
             bytes: Arc::new(Semaphore::new(100)),
             per_holder: 40,
             held: Mutex::new(HashMap::new()),
+            metrics: Arc::clone(&metrics),
         });
         let mut first = budget.share(address("10.0.0.1"));
         first.take(30).unwrap();
@@ -367,5 +377,6 @@ mod tests {
         drop((second, other, third));
         assert!(budget.held.lock().unwrap().is_empty());
         assert_eq!(budget.bytes.available_permits(), 100);
+        assert!(metrics.render().contains("logto_gate_form_method_bytes_held 0\n"));
     }
 }

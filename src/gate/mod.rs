@@ -258,7 +258,7 @@ impl Gate {
         let managed = ManagedHeaders::new(&config.headers, &owned, &[]);
         let kept = &config.server.trusted_identity_headers;
         let managed_from_trusted = (!kept.is_empty()).then(|| ManagedHeaders::new(&config.headers, &owned, kept));
-        let form_budget = form_method::FormBudget::new(&config.upstream);
+        let form_budget = form_method::FormBudget::new(&config.upstream, Arc::clone(&metrics));
         let mut kept_claims: Vec<ClaimPath> = ALWAYS_KEPT_CLAIMS
             .iter()
             .filter_map(|c| ClaimPath::parse(c).ok())
