@@ -597,24 +597,27 @@ async fn the_metrics_listener_cannot_be_held_open_by_slow_clients() {
 }
 
 /// Forms read for their `_method` are held within one budget for the whole gate: sixteen of the largest form
-/// (`upstream.max_form_method_bytes`) at once, each taking its share as its bytes arrive. A form beyond it gets 503;
-/// a form whose client went away gives its share back. Here the `POST` is public and a `DELETE` needs an
-/// administrator, so strangers' forms are read; they come from sixteen addresses (through a trusted proxy), each
-/// within its own part.
+/// (`upstream.max_form_method_bytes`) at once, each taking its share as its bytes arrive, counted in
+/// `logto_gate_form_method_bytes_held`. A form beyond it gets 503; a form whose client went away gives its share
+/// back. Here the `POST` is public and a `DELETE` needs an administrator, so strangers' forms are read; they come
+/// from sixteen addresses (through a trusted proxy), each within its own part.
 #[tokio::test]
 async fn forms_read_for_their_method_are_held_within_one_budget() {
-    let s = forms_from_strangers().await;
+    let (s, metrics) = forms_from_strangers().await;
     // Sixteen clients send all but the last byte of a form of the largest size and stop.
     let mut stalled = Vec::new();
     for n in 0..16 {
         stalled.push(stalled_form(s.gate.port, &format!("10.0.0.{n}")).await);
     }
-    let probe = small_form("10.0.1.1");
-    // Once the gate has read their bytes, a small form finds no room; then one of them goes away.
-    let busy = answer_until(s.gate.port, &probe, "503", "200").await;
-    assert!(busy.contains("busy"), "{busy}");
+    // Once the gate holds their bytes, a small form finds no room; one of them going away makes room.
+    let text = metrics_until(metrics, &format!("logto_gate_form_method_bytes_held {}\n", 16 * 4095)).await;
+    assert!(text.contains("logto_gate_form_method_bytes_budget 65536\n"), "{text}");
+    let busy = exchange_until_closed(s.gate.port, small_form("10.0.1.1").as_bytes()).await;
+    assert!(busy.starts_with("HTTP/1.1 503") && busy.contains("busy"), "{busy}");
     drop(stalled.pop());
-    answer_until(s.gate.port, &probe, "200", "503").await;
+    metrics_until(metrics, &format!("logto_gate_form_method_bytes_held {}\n", 15 * 4095)).await;
+    let passed = exchange_until_closed(s.gate.port, small_form("10.0.1.1").as_bytes()).await;
+    assert!(passed.starts_with("HTTP/1.1 200"), "{passed:.600}");
     // Requests whose body is not read never wait on it.
     let r = plain().get(format!("{}/items/1", s.gate.url())).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -624,25 +627,28 @@ async fn forms_read_for_their_method_are_held_within_one_budget() {
 /// their address. A fifth form from either gets 429 while others' forms are read; one of theirs ending makes room.
 #[tokio::test]
 async fn one_client_holds_at_most_a_quarter_of_the_forms_budget() {
-    // By address: four forms from 10.0.0.1 take its part; a fifth waits in vain, 10.0.0.2's passes.
-    let s = forms_from_strangers().await;
+    // By address: four forms from 10.0.0.1 take its part; a fifth is refused, 10.0.0.2's passes.
+    let (s, metrics) = forms_from_strangers().await;
     let mut stalled = Vec::new();
     for _ in 0..4 {
         stalled.push(stalled_form(s.gate.port, "10.0.0.1").await);
     }
-    let refused = answer_until(s.gate.port, &small_form("10.0.0.1"), "429", "200").await;
-    assert!(refused.contains("too_many_forms"), "{refused}");
+    metrics_until(metrics, &format!("logto_gate_form_method_bytes_held {}\n", 4 * 4095)).await;
+    let refused = exchange_until_closed(s.gate.port, small_form("10.0.0.1").as_bytes()).await;
+    assert!(
+        refused.starts_with("HTTP/1.1 429") && refused.contains("too_many_forms"),
+        "{refused}"
+    );
     let other = exchange_until_closed(s.gate.port, small_form("10.0.0.2").as_bytes()).await;
     assert!(other.starts_with("HTTP/1.1 200"), "{other:.600}");
     drop(stalled.pop());
-    answer_until(s.gate.port, &small_form("10.0.0.1"), "200", "429").await;
+    metrics_until(metrics, &format!("logto_gate_form_method_bytes_held {}\n", 3 * 4095)).await;
+    let passed = exchange_until_closed(s.gate.port, small_form("10.0.0.1").as_bytes()).await;
+    assert!(passed.starts_with("HTTP/1.1 200"), "{passed:.600}");
     drop(stalled);
     // By person: Bob, signed in on a path where a `POST` needs a session, from four addresses and then a fifth.
     let rules = "[[rules]]\nprefix = \"/items\"\nmethods = [\"DELETE\"]\nroles = [\"admin\"]\n";
-    let s = Stack::edited(IdpOptions::default(), "", rules, |t| {
-        in_server("trusted_proxies = [\"127.0.0.1\"]")(in_upstream("max_form_method_bytes = 4096")(t))
-    })
-    .await;
+    let (s, metrics) = forms_gate(rules).await;
     let bob = s.browser();
     bob.login_as("bob");
     bob.sign_in(&s.gate, "/home").await;
@@ -653,24 +659,42 @@ async fn one_client_holds_at_most_a_quarter_of_the_forms_budget() {
         let head = with_cookie(form_head(&format!("10.0.0.{n}"), 4096));
         stalled.push(stalled_after(s.gate.port, format!("{head}{}", "a".repeat(4095))).await);
     }
-    let refused = answer_until(s.gate.port, &with_cookie(small_form("10.0.0.9")), "429", "200").await;
-    assert!(refused.contains("too_many_forms"), "{refused}");
+    metrics_until(metrics, &format!("logto_gate_form_method_bytes_held {}\n", 4 * 4095)).await;
+    let refused = exchange_until_closed(s.gate.port, with_cookie(small_form("10.0.0.9")).as_bytes()).await;
+    assert!(
+        refused.starts_with("HTTP/1.1 429") && refused.contains("too_many_forms"),
+        "{refused}"
+    );
     // A stranger's form there is not Bob's: it is challenged, not refused for room.
     let stranger = exchange_until_closed(s.gate.port, small_form("10.0.0.9").as_bytes()).await;
     assert!(!stranger.starts_with("HTTP/1.1 429"), "{stranger:.600}");
     drop(stalled.pop());
-    answer_until(s.gate.port, &with_cookie(small_form("10.0.0.9")), "200", "429").await;
+    metrics_until(metrics, &format!("logto_gate_form_method_bytes_held {}\n", 3 * 4095)).await;
+    let passed = exchange_until_closed(s.gate.port, with_cookie(small_form("10.0.0.9")).as_bytes()).await;
+    assert!(passed.starts_with("HTTP/1.1 200"), "{passed:.600}");
 }
 
-/// A gate whose `POST`s to `/items` are public and whose `DELETE`s there need an administrator, believing
-/// `X-Forwarded-For` from 127.0.0.1, reading forms of at most 4 KiB (a 64 KiB budget, 16 KiB for one client).
-async fn forms_from_strangers() -> Stack {
-    let rules = "[[rules]]\nprefix = \"/items\"\nmethods = [\"DELETE\"]\nroles = [\"admin\"]\n\n\
-                 [[rules]]\nprefix = \"/items\"\nallow = \"public\"\n";
-    Stack::edited(IdpOptions::default(), "", rules, |t| {
-        in_server("trusted_proxies = [\"127.0.0.1\"]")(in_upstream("max_form_method_bytes = 4096")(t))
-    })
+/// A gate whose `POST`s to `/items` are public and whose `DELETE`s there need an administrator ([`forms_gate`]).
+async fn forms_from_strangers() -> (Stack, u16) {
+    forms_gate(
+        "[[rules]]\nprefix = \"/items\"\nmethods = [\"DELETE\"]\nroles = [\"admin\"]\n\n\
+         [[rules]]\nprefix = \"/items\"\nallow = \"public\"\n",
+    )
     .await
+}
+
+/// A gate with `rules`, believing `X-Forwarded-For` from 127.0.0.1, reading forms of at most 4 KiB (a 64 KiB budget,
+/// 16 KiB for one client), and the port of its metrics listener.
+async fn forms_gate(rules: &str) -> (Stack, u16) {
+    let metrics = free_port();
+    let server: &'static str = Box::leak(
+        format!("trusted_proxies = [\"127.0.0.1\"]\nmetrics_listen = \"127.0.0.1:{metrics}\"").into_boxed_str(),
+    );
+    let s = Stack::edited(IdpOptions::default(), "", rules, |t| {
+        in_server(server)(in_upstream("max_form_method_bytes = 4096")(t))
+    })
+    .await;
+    (s, metrics)
 }
 
 /// A form `POST`'s head for `/items/1` from client `from`, with a body of `length` bytes.
@@ -697,21 +721,6 @@ async fn stalled_after(port: u16, bytes: String) -> tokio::net::TcpStream {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     stream.write_all(bytes.as_bytes()).await.unwrap();
     stream
-}
-
-/// The answer to `request`, sent until its status is `want` (bounded): any other must be `meanwhile`.
-async fn answer_until(port: u16, request: &str, want: &str, meanwhile: &str) -> String {
-    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-    loop {
-        let answer = exchange_until_closed(port, request.as_bytes()).await;
-        let status = answer.split(' ').nth(1).unwrap_or_default();
-        if status == want {
-            return answer;
-        }
-        assert_eq!(status, meanwhile, "{answer}");
-        assert!(tokio::time::Instant::now() < deadline, "no {want} in time: {answer}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A form read for its `_method` holds its share of the budget only until its deadline
