@@ -285,7 +285,7 @@ impl Gate {
         let mut bytes = BytesMut::new();
         let within = form_deadline(&self.config);
         let deadline = tokio::time::Instant::now() + within;
-        while let Some(frame) = tokio::time::timeout_at(deadline, body.frame())
+        while let Some(frame) = crate::deadlines::timeout_at(deadline, || body.frame())
             .await
             .map_err(|_| ClientError::FormTooSlow { within })?
         {
