@@ -250,7 +250,8 @@ pub struct UpstreamConfig {
     /// refused one ([`crate::policy::form`]). Off: such a rule is a caveat at start.
     pub read_form_method: bool,
     /// The most of such a body the gate holds to read it; a larger one gets 413. All of them held at once share 16
-    /// times this (503 beyond).
+    /// times this (503 beyond), one client a quarter of that (429 beyond); each must arrive within
+    /// `server.header_read_timeout` and a second per 32 KiB of this (408 beyond).
     pub max_form_method_bytes: usize,
     /// Protocols a client may switch to through the gate (RFC 9110 §7.8), lower case; `h2c` never.
     pub upgrade_protocols: Vec<String>,

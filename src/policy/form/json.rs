@@ -142,13 +142,13 @@ impl Reader<'_> {
                 Some(b']' | b'}') if depth > 0 => {
                     depth -= 1;
                     self.at += 1;
+                    if depth == 0 {
+                        return true;
+                    }
                 }
                 // A `,` or closing bracket of the top-level object ends a scalar there.
                 Some(b',' | b']' | b'}') if depth == 0 => return true,
                 Some(_) => self.at += 1,
-            }
-            if depth == 0 && matches!(self.text.get(self.at.wrapping_sub(1)), Some(b']' | b'}')) {
-                return true;
             }
         }
     }
@@ -165,6 +165,10 @@ mod tests {
     #[test]
     fn only_top_level_strings_count_at_any_depth() {
         assert_eq!(found(r#"{"a":1,"_method":"delete"}"#), ["delete"]);
+        assert_eq!(
+            found(r#"{"a":[1,{"b":2,"c":[3,4]}],"d":true,"_method":"PUT"}"#),
+            ["PUT"]
+        );
         assert_eq!(
             found(r#" { "\u005fmethod" : "PUT" , "_method":"PATCH"} "#),
             ["PUT", "PATCH"]
