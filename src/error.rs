@@ -1,6 +1,7 @@
 //! Errors typed by where they come from. The source decides the status code, once, here:
 //! the client (4xx), the upstream app (502/504), the identity provider (502/503), or the gate itself (500).
 
+use http::header::{self, HeaderName, HeaderValue};
 use http::StatusCode;
 
 use crate::pages::Page;
@@ -79,6 +80,11 @@ pub enum ClientError {
     /// its share of the forms' budget for ever.
     #[error("the form read for its _method did not arrive within {within:?}")]
     FormTooSlow { within: std::time::Duration },
+    /// A form `POST` whose body the gate reads for its `_method` is in a content coding or a charset it does not
+    /// read ([`crate::policy::form::Refusal`]; RFC 9110 §15.5.16: 415, with `Accept-Encoding: identity` for a
+    /// coding, RFC 7694 §3).
+    #[error("{0}")]
+    FormUnsupported(crate::policy::form::Refusal),
     /// A request body in a transfer coding the gate does not decode (RFC 9112 §6.1: 501); the value as sent.
     #[error("the request's Transfer-Encoding is {0:?}; only chunked alone is implemented")]
     UnsupportedCoding(String),
@@ -142,6 +148,7 @@ impl GateError {
                 ClientError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
                 ClientError::UnsupportedCoding(_) => StatusCode::NOT_IMPLEMENTED,
                 ClientError::FormTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                ClientError::FormUnsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 ClientError::FormsBusy => StatusCode::SERVICE_UNAVAILABLE,
                 ClientError::TooManyForms => StatusCode::TOO_MANY_REQUESTS,
                 ClientError::FormTooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -161,6 +168,25 @@ impl GateError {
             ) => StatusCode::BAD_GATEWAY,
             GateError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             GateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The field the answer carries besides the page, where the status calls for one: `WWW-Authenticate` for a
+    /// bearer token refused (RFC 6750 §3), `Allow` for a 405 (RFC 9110 §15.5.6), `Accept-Encoding` for a body
+    /// refused for its content coding (RFC 7694 §3).
+    pub fn answer_field(&self) -> Option<(HeaderName, HeaderValue)> {
+        match self {
+            GateError::Client(ClientError::InvalidToken(_)) => Some((
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"logto-gate\", error=\"invalid_token\""),
+            )),
+            GateError::Client(ClientError::MethodNotAllowed { allow }) if !allow.is_empty() => {
+                Some((header::ALLOW, HeaderValue::from_static(allow)))
+            }
+            GateError::Client(ClientError::FormUnsupported(crate::policy::form::Refusal::Coding(_))) => {
+                Some((header::ACCEPT_ENCODING, HeaderValue::from_static("identity")))
+            }
+            _ => None,
         }
     }
 
@@ -265,6 +291,21 @@ impl GateError {
                     format!(
                         "This form is larger than the {limit} bytes the gate reads to check which action it asks for."
                     ),
+                ),
+                // The coding or charset as sent goes to the log only.
+                ClientError::FormUnsupported(crate::policy::form::Refusal::Coding(_)) => Page::new(
+                    status,
+                    "form_encoded",
+                    "Form not readable",
+                    "This form was sent compressed. The gate reads forms only as sent uncompressed to check which \
+                     action they ask for.",
+                ),
+                ClientError::FormUnsupported(_) => Page::new(
+                    status,
+                    "form_charset",
+                    "Form not readable",
+                    "This form was sent in a character set the gate does not read to check which action it asks \
+                     for. Send it in UTF-8.",
                 ),
                 ClientError::FormsBusy => Page::new(
                     status,
@@ -379,6 +420,14 @@ mod tests {
             (ClientError::BodyStalled.into(), 408),
             (ClientError::FormTooLarge { limit: 4096 }.into(), 413),
             (ClientError::FormsBusy.into(), 503),
+            (
+                ClientError::FormUnsupported(crate::policy::form::Refusal::Coding("gzip".into())).into(),
+                415,
+            ),
+            (
+                ClientError::FormUnsupported(crate::policy::form::Refusal::Charset("utf-7".into())).into(),
+                415,
+            ),
             (ClientError::TooManyForms.into(), 429),
             (
                 ClientError::FormTooSlow {

@@ -220,7 +220,10 @@ impl Gate {
         decision: Decision<'p>,
         decided: &mut Decided,
     ) -> Result<Admitted<'p>, GateError> {
-        let readings = policy::form::BodyReadings::of(req.headers()).map_err(ClientError::BadRequest)?;
+        let readings = policy::form::BodyReadings::of(req.headers()).map_err(|refusal| match refusal {
+            policy::form::Refusal::Ambiguous(text) => ClientError::BadRequest(text),
+            unsupported => ClientError::FormUnsupported(unsupported),
+        })?;
         let Some(readings) = readings else {
             return Ok(Admitted::Let(principal, decision));
         };

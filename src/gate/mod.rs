@@ -549,19 +549,8 @@ impl Gate {
             }
         }
         let mut resp = page.with_request_id(request_id).render(html, &self.config.pages.look);
-        match e {
-            GateError::Client(ClientError::InvalidToken(_)) => {
-                resp.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"logto-gate\", error=\"invalid_token\""),
-                );
-            }
-            // RFC 9110 §15.5.6: a 405 lists the methods the page takes.
-            GateError::Client(ClientError::MethodNotAllowed { allow }) if !allow.is_empty() => {
-                resp.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static(allow));
-            }
-            _ => {}
+        if let Some((name, value)) = e.answer_field() {
+            resp.headers_mut().insert(name, value);
         }
         resp
     }

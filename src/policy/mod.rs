@@ -222,10 +222,14 @@ pub fn query_method_overrides(method: &str, query: Option<&str>, out: &mut Vec<S
     Ok(())
 }
 
-/// Whether a parameter `name` (decoded) is [`METHOD_OVERRIDE_PARAMETER`] as PHP or Rack reads names. PHP: up to a
-/// NUL (names are C strings), leading spaces dropped, ` `, `.` and `[` read as `_` (`_method\0x`, `.method`). Rack
-/// (`normalize_params`): brackets around the name dropped (`[_method]`, `]]_method`, `_method]`).
+/// Whether a parameter `name` (decoded) is [`METHOD_OVERRIDE_PARAMETER`] as PHP, Rack or Express reads names. PHP:
+/// up to a NUL (names are C strings), leading spaces dropped, ` `, `.` and `[` read as `_` (`_method\0x`,
+/// `.method`). Rack (`normalize_params`): brackets around the name dropped (`[_method]`, `]]_method`, `_method]`).
+/// Express: [`qs_names_method`].
 fn is_method_parameter(name: &[u8]) -> bool {
+    if qs_names_method(name) {
+        return true;
+    }
     let wanted = METHOD_OVERRIDE_PARAMETER.as_bytes();
     let php_name = name.split(|b| *b == 0).next().unwrap_or_default();
     let php_name = &php_name[php_name.iter().take_while(|b| **b == b' ').count()..];
@@ -234,6 +238,36 @@ fn is_method_parameter(name: &[u8]) -> bool {
     let rack_name = &name[rack_start..];
     let rack_name = &rack_name[..rack_name.len() - rack_name.iter().rev().take_while(|b| **b == b']').count()];
     (php_name.len() == wanted.len() && php_name.iter().map(php).eq(wanted.iter().copied())) || rack_name == wanted
+}
+
+/// Whether Express's `qs` (6.16 and 6.17, `splitKeyIntoSegments` and `parseObject`) reads `name` as a top-level
+/// `_method` whose value method-override takes (a string, or an array's first element): the name before its first
+/// `[`, or when it starts with one, its first bracketed group's content; then groups qs reads from each next `[`
+/// (the text between them and after the last is dropped), each an array's (`[]` or an index: arrays of strings
+/// flatten into one). `_method[]`, `[_method]x`, `[_method][]x`, `_method[0]`, `_method[]x[]`; not `_method[x]`,
+/// `_method[0` (objects). Counted a little wider than qs takes them: indexes in any spelling of digits, and an index
+/// outside the last group (`_method[0][]`, an array of arrays).
+fn qs_names_method(name: &[u8]) -> bool {
+    let wanted = METHOD_OVERRIDE_PARAMETER.as_bytes();
+    let rest = match name.strip_prefix(b"[") {
+        Some(group) => group.strip_prefix(wanted).and_then(|n| n.strip_prefix(b"]")),
+        None => name.strip_prefix(wanted).filter(|n| n.first() == Some(&b'[')),
+    };
+    let Some(mut rest) = rest else {
+        return false;
+    };
+    while let Some(open) = rest.iter().position(|b| *b == b'[') {
+        let group = &rest[open + 1..];
+        // Unclosed, qs keeps the rest as an object's key; a group with anything but digits is one too.
+        let Some(close) = group.iter().position(|b| *b == b']') else {
+            return false;
+        };
+        if !group[..close].iter().all(u8::is_ascii_digit) {
+            return false;
+        }
+        rest = &group[close + 1..];
+    }
+    true
 }
 
 /// A method no rule can name (it is no token), standing for every method no rule names.

@@ -151,7 +151,7 @@ fn the_stricter_decisions_a_forms_method_could_bring() {
 }
 
 #[test]
-fn a_posts_method_parameter_is_an_override_in_every_spelling_php_and_rack_read() {
+fn a_posts_method_parameter_is_an_override_in_every_spelling_php_rack_and_qs_read() {
     let read = |method: &str, query: &str| {
         let mut out = vec!["PATCH".to_owned()];
         query_method_overrides(method, Some(query), &mut out).map(|()| out)
@@ -172,6 +172,18 @@ fn a_posts_method_parameter_is_an_override_in_every_spelling_php_and_rack_read()
         "[_method]=DELETE",
         "]]_method=DELETE",
         "_method]=DELETE",
+        // `qs` drops what follows a name's last group unless a `[` starts another; method-override takes an
+        // array's first element.
+        "[_method]x=DELETE",
+        "[_method]%20=DELETE",
+        "_method[]=DELETE",
+        "_method[0]=DELETE",
+        "_method[7]x=DELETE",
+        "[_method][]x=DELETE",
+        "_method[]_method=DELETE",
+        "_method[][]=DELETE",
+        "_method[]x[0]=DELETE",
+        "[_method]]=DELETE",
     ] {
         assert_eq!(
             read("POST", query),
@@ -192,8 +204,15 @@ fn a_posts_method_parameter_is_an_override_in_every_spelling_php_and_rack_read()
         ("POST", "_methods=DELETE"),
         ("POST", "_Method=DELETE"),
         ("POST", "q=_method"),
-        ("POST", "_method[]=DELETE"),
+        ("POST", "_method[x]=DELETE"),
+        ("POST", "_method[][x]=DELETE"),
+        ("POST", "_method[0=DELETE"),
+        ("POST", "_method[0][x]=DELETE"),
+        ("POST", "_method[[0]]=DELETE"),
         ("POST", "[_method][x]=DELETE"),
+        ("POST", "[_method]x[y]=DELETE"),
+        ("POST", "[_method]x[=DELETE"),
+        ("POST", "[[_method]]x=DELETE"),
         ("POST", "x%00_method=DELETE"),
     ] {
         assert_eq!(read(method, query), Ok(vec!["PATCH".to_owned()]), "{method} {query}");

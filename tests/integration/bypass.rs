@@ -392,6 +392,83 @@ async fn a_method_override_in_a_form_body_is_decided_by_the_rules() {
     assert_eq!(r.status(), StatusCode::OK);
 }
 
+/// Express's body-parser decodes a body's content coding (gzip, deflate, br) and a JSON body's `utf-` charset, and
+/// drops a UTF-8 byte order mark: a `_method` invisible in the bytes as sent. Where the gate would read a body it
+/// refuses one in a coding (415 with `Accept-Encoding: identity`) or a form or JSON body in a charset other than
+/// UTF-8, US-ASCII or ISO-8859-1 (415), and reads past the mark; a body it does not read passes as sent.
+#[tokio::test]
+async fn a_form_in_a_content_coding_or_a_foreign_charset_is_refused_where_it_is_read() {
+    let rules = "[[rules]]\nprefix = \"/upload\"\nmethods = [\"DELETE\", \"PATCH\"]\nroles = [\"admin\"]\n";
+    let (s, bob) = bob_behind(rules, |t| t).await;
+    let url = format!("{}/upload", s.gate.url());
+    let post = |client: &reqwest::Client, fields: &[(&str, &str)], body: &[u8]| {
+        let mut req = client.post(&url).body(body.to_vec());
+        for (name, value) in fields {
+            req = req.header(*name, *value);
+        }
+        req.send()
+    };
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    // `_method=DELETE`, gzip'ed.
+    let gzip: &[u8] = &[
+        0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0x03, 0x8b, 0xcf, 0x4d, 0x2d, 0xc9, 0xc8, 0x4f, 0xb1, 0x75, 0x71, 0xf5,
+        0x71, 0x0d, 0x71, 0x05, 0x00, 0x65, 0xfc, 0x26, 0xb0, 0x0e, 0, 0, 0,
+    ];
+    let before = s.upstream.count();
+    for coding in ["gzip", "x-gzip", "identity, br"] {
+        let r = post(&bob.client, &[form, ("content-encoding", coding)], gzip)
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{coding}");
+        assert_eq!(r.headers()["accept-encoding"], "identity");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("form_encoded") && !text.contains(coding), "{text}");
+    }
+    let utf16: Vec<u8> = r#"{"_method":"DELETE"}"#.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    for charset in ["utf-16le", "\"UTF-7\"", "utf-8; charset=utf-32"] {
+        let t = format!("application/json; charset={charset}");
+        let r = post(&bob.client, &[("content-type", &t)], &utf16).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{t}");
+        assert!(r.headers().get("accept-encoding").is_none());
+        assert!(r.text().await.unwrap().contains("form_charset"));
+    }
+    for (t, body) in [
+        ("application/x-www-form-urlencoded", &b"\xef\xbb\xbf_method=DELETE"[..]),
+        ("application/json", &b"\xef\xbb\xbf{\"_method\":\"patch\"}"[..]),
+    ] {
+        let r = post(&bob.client, &[("content-type", t)], body).await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{t}");
+    }
+    assert_eq!(s.upstream.count(), before, "nothing reached the app");
+
+    // Plain bodies in the charsets the gate reads, and bodies it does not read, pass as sent.
+    for fields in [
+        vec![form, ("content-encoding", "identity")],
+        vec![("content-type", "application/x-www-form-urlencoded; charset=ISO-8859-1")],
+        vec![("content-type", "application/json; charset=utf-8")],
+    ] {
+        let r = post(&bob.client, &fields, b"a=1").await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{fields:?}");
+    }
+    let r = post(
+        &bob.client,
+        &[("content-type", "text/plain"), ("content-encoding", "gzip")],
+        gzip,
+    );
+    assert_eq!(r.await.unwrap().status(), StatusCode::OK);
+    assert_eq!(s.upstream.last().header("content-encoding"), Some("gzip"));
+    // Alice meets every rule: her compressed form is not read, and reaches the app as sent.
+    let alice = s.browser();
+    alice.login_as("alice");
+    alice.sign_in(&s.gate, "/home").await;
+    let r = post(&alice.client, &[form, ("content-encoding", "gzip")], gzip)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let seen: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(seen["bytes"].as_u64(), Some(gzip.len() as u64));
+}
+
 /// IIS's URL Rewrite and old Symfony route on `X-Original-URL` / `X-Rewrite-URL`: never from the client.
 #[tokio::test]
 async fn url_override_fields_are_removed() {

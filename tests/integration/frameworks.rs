@@ -32,6 +32,36 @@ fn corpus() -> Vec<(Option<String>, Vec<u8>)> {
         out.push((None, body.into()));
     }
     out.push((form("application/json"), br#"{"_method":"DELETE"}"#.to_vec()));
+    // Express's body-parser drops a UTF-8 byte order mark, and decodes JSON in any `utf-` charset it knows.
+    const BOM: &[u8] = b"\xef\xbb\xbf";
+    out.push((
+        form("application/x-www-form-urlencoded"),
+        [BOM, b"_method=DELETE"].concat(),
+    ));
+    out.push((form("application/json"), [BOM, br#"{"_method":"PUT"}"#].concat()));
+    let json = r#"{"_method":"DELETE"}"#;
+    let utf16 = |big: bool| -> Vec<u8> {
+        json.encode_utf16()
+            .flat_map(|u| if big { u.to_be_bytes() } else { u.to_le_bytes() })
+            .collect()
+    };
+    out.push((form("application/json; charset=utf-16le"), utf16(false)));
+    out.push((form("application/json; charset=UTF-16BE"), utf16(true)));
+    out.push((
+        form("application/json; charset=utf-16"),
+        [&[0xff, 0xfe][..], &utf16(false)].concat(),
+    ));
+    out.push((
+        form("application/json; charset=\"utf-7\""),
+        br#"{"+AF8-method":"PATCH"}"#.to_vec(),
+    ));
+    out.push((form("application/json"), br#"{"\u005fmethod":"DELETE"}"#.to_vec()));
+    out.push((
+        form("application/json"),
+        br#"{"_method":"POST","_method":"PUT"}"#.to_vec(),
+    ));
+    // Express's method-override takes an array's first element.
+    out.push((form("application/json"), br#"{"_method":["DELETE","POST"]}"#.to_vec()));
     for eol in ["\r\n", "\n"] {
         for name in [
             "\"_method\"",
@@ -95,6 +125,11 @@ fn corpus() -> Vec<(Option<String>, Vec<u8>)> {
     ]);
     for body in [
         "[_method]=DELETE",
+        // Express's `qs` drops what follows a name's last bracketed group, and method-override takes an array's
+        // first element (found by the mutated bodies).
+        "[_method]x=DELETE",
+        "_method[]=PUT",
+        "[_method][]x=DELETE",
         "_method]=PUT",
         "]]_method=PATCH",
         "_method%00x=DELETE",
@@ -111,6 +146,48 @@ fn corpus() -> Vec<(Option<String>, Vec<u8>)> {
         out.push((form(t), quoted.as_bytes().to_vec()));
     }
     out
+}
+
+/// Bodies in a content coding (`Content-Type`, body, `Content-Encoding`), which Express's body-parser decodes
+/// (gzip and deflate; br in Express 5): `_method=DELETE` and `{"_method":"PUT"}`, compressed by Node.js's zlib.
+fn encoded() -> Vec<(Option<String>, Vec<u8>, &'static str)> {
+    let hex = |h: &str| -> Vec<u8> {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex"))
+            .collect()
+    };
+    let form = Some("application/x-www-form-urlencoded".to_owned());
+    let json = Some("application/json".to_owned());
+    vec![
+        (
+            form.clone(),
+            hex("1f8b08000000000000038bcf4d2dc9c84fb17571f5710d71050065fc26b00e000000"),
+            "gzip",
+        ),
+        (
+            form.clone(),
+            hex("789c8bcf4d2dc9c84fb17571f5710d710500272004d1"),
+            "deflate",
+        ),
+        (form.clone(), hex("1b0d00f8a57abe82910a43a78460"), "br"),
+        (
+            form,
+            hex("1f8b08000000000000038bcf4d2dc9c84fb17571f5710d71050065fc26b00e000000"),
+            "GZIP",
+        ),
+        (
+            json.clone(),
+            hex("1f8b0800000000000003ab568acf4d2dc9c84f51b2520a080d51aa05006540cb4d11000000"),
+            "gzip",
+        ),
+        (
+            json.clone(),
+            hex("789cab568acf4d2dc9c84f51b2520a080d51aa050034d90594"),
+            "deflate",
+        ),
+        (json, hex("0b08807b225f6d6574686f64223a22505554227d03"), "br"),
+    ]
 }
 
 /// `corpus()` mutated `rounds` times over, the same every run (a fixed seed): pieces that parsers read differently
@@ -153,6 +230,12 @@ fn mutated(rounds: usize) -> Vec<(Option<String>, Vec<u8>)> {
         b": ",
         b" --B",
         b"\r\n\r\n--B\r\n",
+        b"\xef\xbb\xbf",
+        b"[]",
+        b"%",
+        b"{",
+        b"}",
+        b"[0]",
     ];
     const TYPES: &[&str] = &[
         "application/x-www-form-urlencoded",
@@ -162,6 +245,7 @@ fn mutated(rounds: usize) -> Vec<(Option<String>, Vec<u8>)> {
         "Multipart/Form-Data;boundary=B",
         "application/x-www-form-urlencoded; charset=utf-8",
         "application/json",
+        "application/json; charset=utf-8",
         "text/plain",
     ];
     let seeds = corpus();
@@ -218,13 +302,17 @@ async fn method_of(r: reqwest::Response) -> String {
     v["method"].as_str().unwrap_or_default().to_owned()
 }
 
-async fn post(client: &reqwest::Client, url: &str, content_type: &Option<String>, body: &[u8]) -> reqwest::Response {
+async fn post(client: &reqwest::Client, url: &str, sample: &Sample) -> reqwest::Response {
+    let (content_type, body, encoding) = sample;
     let mut req = client
         .post(url)
         .header("accept", "application/json")
         .body(body.to_vec());
     if let Some(t) = content_type {
         req = req.header("content-type", t);
+    }
+    if let Some(coding) = encoding {
+        req = req.header("content-encoding", *coding);
     }
     req.send().await.expect("an answer")
 }
@@ -238,18 +326,24 @@ async fn bob_before(app: &FrameworkApp, edit: impl FnOnce(String) -> String) -> 
     (idp, gate, bob)
 }
 
+/// A request body to send: its `Content-Type`, its bytes, its `Content-Encoding`.
+type Sample = (Option<String>, Vec<u8>, Option<&'static str>);
+
 async fn no_refused_method_reaches(app: FrameworkApp) {
-    let mut corpus = corpus();
-    corpus.extend(mutated(
+    let mutated = mutated(
         std::env::var("MUTATED")
             .ok()
             .and_then(|n| n.parse().ok())
             .unwrap_or(200),
-    ));
+    );
+    let corpus: Vec<Sample> = (corpus().into_iter().chain(mutated))
+        .map(|(t, body)| (t, body, None))
+        .chain(encoded().into_iter().map(|(t, body, coding)| (t, body, Some(coding))))
+        .collect();
     let direct = reqwest::Client::new();
     let mut overridden = 0;
-    for (t, body) in &corpus {
-        let m = method_of(post(&direct, &format!("{}/items/1", app.url()), t, body).await).await;
+    for sample in &corpus {
+        let m = method_of(post(&direct, &format!("{}/items/1", app.url()), sample).await).await;
         overridden += usize::from(REFUSED.contains(&m.as_str()));
     }
     assert!(
@@ -260,25 +354,28 @@ async fn no_refused_method_reaches(app: FrameworkApp) {
 
     let (_idp, gate, bob) = bob_before(&app, |t| t).await;
     let url = format!("{}/items/1", gate.url());
-    for (t, body) in &corpus {
-        let r = post(&bob.client, &url, t, body).await;
+    let mut passed = Vec::new();
+    for sample in &corpus {
+        let r = post(&bob.client, &url, sample).await;
         let status = r.status();
-        let what = format!("{}: {t:?} {:?}", app.name, String::from_utf8_lossy(body));
-        // The gate's refusals (403, 400, 413), or the app's answer: a failure, or a method Bob may use.
+        // The gate's refusals (403, 400, 413, 415), or the app's answer: a failure, or a method Bob may use.
         let m = method_of(r).await;
-        assert!(
-            !REFUSED.contains(&m.as_str()),
-            "{what}: the app took it as {m} ({status})"
-        );
+        if REFUSED.contains(&m.as_str()) {
+            let (t, body, coding) = sample;
+            let body = String::from_utf8_lossy(body);
+            passed.push(format!("{t:?} {coding:?} {body:?}: the app took it as {m} ({status})"));
+        }
     }
+    assert!(
+        passed.is_empty(),
+        "{}: {} bodies passed:\n{}",
+        app.name,
+        passed.len(),
+        passed.join("\n")
+    );
     // A plain form still reaches the app, as a POST.
-    let r = post(
-        &bob.client,
-        &url,
-        &Some("application/x-www-form-urlencoded".into()),
-        b"a=1",
-    )
-    .await;
+    let plain = (Some("application/x-www-form-urlencoded".into()), b"a=1".to_vec(), None);
+    let r = post(&bob.client, &url, &plain).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(method_of(r).await, "POST");
 
@@ -286,8 +383,8 @@ async fn no_refused_method_reaches(app: FrameworkApp) {
     let (_idp, gate, bob) = bob_before(&app, in_upstream("read_form_method = false")).await;
     let url = format!("{}/items/1", gate.url());
     let mut refused_reached = 0;
-    for (t, body) in &corpus {
-        let r = post(&bob.client, &url, t, body).await;
+    for sample in &corpus {
+        let r = post(&bob.client, &url, sample).await;
         if REFUSED.contains(&method_of(r).await.as_str()) {
             refused_reached += 1;
         }
@@ -304,6 +401,16 @@ async fn rails_rack_method_override_gets_no_refused_method() {
     if let Some(app) = FrameworkApp::rack().await {
         no_refused_method_reaches(app).await;
     }
+}
+
+#[tokio::test]
+async fn express_method_override_gets_no_refused_method() {
+    no_refused_method_reaches(FrameworkApp::express(5).await).await;
+}
+
+#[tokio::test]
+async fn express4_method_override_gets_no_refused_method() {
+    no_refused_method_reaches(FrameworkApp::express(4).await).await;
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Real web frameworks' method override, as upstreams: Rack's (Rails) and Symfony's (Laravel, Symfony), from
-//! Debian's packages (installed by .ci/run), each answering the method it took a request as.
+//! Debian's packages (installed by .ci/run), and Express's method-override (Express 5 and 4, from npm:
+//! tests/apps/express/package-lock.json), each answering the method it took a request as.
 #![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};
@@ -44,6 +45,28 @@ impl FrameworkApp {
         let mut child = Command::new("php");
         child.arg("-S").arg(format!("127.0.0.1:{port}")).arg(script);
         Some(Self::spawn("symfony", child, port).await)
+    }
+
+    /// Express `major` (5 or 4) with method-override and body-parser, on Node.js; its npm dependencies are installed
+    /// on first use.
+    pub async fn express(major: u8) -> FrameworkApp {
+        static INSTALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/express");
+        {
+            let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+            if !*installed {
+                super::idp::npm_ci(&dir, "method-override").unwrap_or_else(|e| panic!("{e}"));
+                *installed = true;
+            }
+        }
+        let port = super::free_port();
+        let mut command = Command::new("node");
+        command
+            .arg(dir.join("method_override.js"))
+            .arg(port.to_string())
+            .arg(major.to_string());
+        let name = if major == 4 { "express4" } else { "express" };
+        Self::spawn(name, command, port).await
     }
 
     async fn spawn(name: &'static str, mut command: Command, port: u16) -> FrameworkApp {

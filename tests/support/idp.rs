@@ -50,10 +50,7 @@ pub fn npm_ci(dir: &std::path::Path, package: &str) -> Result<(), String> {
         if dir.join(format!("node_modules/{package}/package.json")).is_file() {
             return Ok(());
         }
-        eprintln!(
-            "installing the test IdP's npm dependencies (npm ci in {})",
-            dir.display()
-        );
+        eprintln!("installing npm dependencies (npm ci in {})", dir.display());
         let status = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
             .current_dir(&dir)

@@ -2,7 +2,8 @@
 //! nesting as deep as PHP allows (512) costs no stack here, where a recursive parser stops at its own limit (serde's
 //! 128) and would see no field at all.
 
-/// Every string value of a top-level `key` in a JSON object `body` (each copy: PHP keeps the last). Read up to the
+/// Every string value of a top-level `key` in a JSON object `body` (each copy: PHP keeps the last), and the first
+/// element of an array value when it is a string (Express's method-override takes it). Read up to the
 /// first thing that is not JSON: PHP would take nothing from such a body, so what was found before it is more than
 /// it takes, never less.
 pub(super) fn top_level_strings(body: &[u8], key: &[u8]) -> Vec<String> {
@@ -25,6 +26,11 @@ pub(super) fn top_level_strings(body: &[u8], key: &[u8]) -> Vec<String> {
             return out;
         }
         r.blanks();
+        // Express's method-override takes an array's first element: `{"_method":["DELETE"]}`.
+        let in_array = name.as_bytes() == key && r.eat(b'[');
+        if in_array {
+            r.blanks();
+        }
         if r.peek() == Some(b'"') {
             let Some(value) = r.string() else {
                 return out;
@@ -32,7 +38,11 @@ pub(super) fn top_level_strings(body: &[u8], key: &[u8]) -> Vec<String> {
             if name.as_bytes() == key {
                 out.push(value);
             }
-        } else if !r.skip_value() {
+            // The rest of the array, its first element read.
+            if in_array && !r.skip_value(1) {
+                return out;
+            }
+        } else if !r.skip_value(usize::from(in_array)) {
             return out;
         }
         r.blanks();
@@ -124,9 +134,9 @@ impl Reader<'_> {
     }
 
     /// Steps over a value that is not a string (a number, literal, array or object, to any depth, strings inside
-    /// read as strings); `false` when it ends before its end.
-    fn skip_value(&mut self) -> bool {
-        let mut depth = 0usize;
+    /// read as strings), from inside `depth` arrays or objects to the end of the outermost; `false` when it ends
+    /// before its end.
+    fn skip_value(&mut self, mut depth: usize) -> bool {
         loop {
             match self.peek() {
                 None => return false,
@@ -173,7 +183,15 @@ mod tests {
             found(r#" { "\u005fmethod" : "PUT" , "_method":"PATCH"} "#),
             ["PUT", "PATCH"]
         );
-        assert!(found(r#"{"a":{"_method":"DELETE"},"_method":["PUT"],"b":[1,{"c":"}"}]}"#).is_empty());
+        assert!(found(r#"{"a":{"_method":"DELETE"},"_method":[["PUT"]],"b":[1,{"c":"}"}]}"#).is_empty());
+        // An array's first element, as Express's method-override takes it; the rest of the object read on.
+        assert_eq!(
+            found(
+                r#"{"_method": [ "put" , "x y", {"a": "]"}], "b": 1, "_method": [1, "PATCH"], "_method": ["DELETE"]}"#
+            ),
+            ["put", "DELETE"]
+        );
+        assert_eq!(found(r#"{"_method":[],"_method":"PATCH"}"#), ["PATCH"]);
         assert!(found(r#"[{"_method":"DELETE"}]"#).is_empty());
         assert!(found("_method=DELETE").is_empty());
         // Deeper than serde's recursion limit, as PHP reads it.

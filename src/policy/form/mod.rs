@@ -1,22 +1,54 @@
-//! The `_method` a `POST`'s body names. Rails (`Rack::MethodOverride`), Laravel and Symfony take a `POST` whose form
-//! holds `_method=DELETE` for a `DELETE`; Laravel (whose input is a JSON body's fields when the body is JSON) and
-//! Express's `method-override` with a body getter take it from a JSON body's top-level `_method` too. The rules
-//! decide on it as on the query's ([`super::query_method_overrides`]).
+//! The `_method` a `POST`'s body names. Rails (`Rack::MethodOverride`), Laravel, Symfony and Express's
+//! `method-override` with a body getter take a `POST` whose form holds `_method=DELETE` for a `DELETE`; Laravel
+//! (whose input is a JSON body's fields when the body is JSON) and Express take it from a JSON body's top-level
+//! `_method` too (Express from an array's first element as well). The rules decide on it as on the query's
+//! ([`super::query_method_overrides`]).
 //!
 //! Apps' parsers differ at the edges, so a body is read as every kind its `Content-Type` may be taken as, and every
 //! `_method` any of those readings finds counts: Rack reads a `POST` without `Content-Type` as a form and any
 //! `multipart/*` type as multipart (RFC 2046 §5.1), PHP ends multipart lines at a bare LF as well as at CRLF,
-//! Laravel takes any type containing `/json` or `+json` for JSON. Names are compared as PHP and Rack read them
-//! (`_method\0x`, `[_method]`). A multipart body is read by PHP's and Rack's own parsers, step by step (`php.rs`,
-//! `rack.rs`: each of their quirks was a way past a reading that did not follow it), and by a broader one.
+//! Laravel takes any type containing `/json` or `+json` for JSON. Names are compared as PHP, Rack and Express's `qs`
+//! read them (`_method\0x`, `[_method]`, `_method[]`). A multipart body is read by PHP's and Rack's own parsers,
+//! step by step (`php.rs`, `rack.rs`: each of their quirks was a way past a reading that did not follow it), and by
+//! a broader one. Bodies Express would decode first (a content coding, a charset) are refused (`encoding.rs`).
 
 use http::header::{self, HeaderMap};
 
 use super::{add_method, is_method_parameter, METHOD_OVERRIDE_PARAMETER};
 
+mod encoding;
 mod json;
 mod php;
 mod rack;
+
+/// Why a body a framework may read a `_method` from is refused unread.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its `Content-Type` reads as different bodies to different parsers (given twice, a boundary read two ways).
+    Ambiguous(String),
+    /// It is in a content coding (the `Content-Encoding` as sent), which Express's body-parser decodes.
+    Coding(String),
+    /// A form or JSON body in a charset (as sent) in which `_method` is not written as in ASCII.
+    Charset(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Ambiguous(text) => f.write_str(text),
+            Refusal::Coding(coding) => write!(
+                f,
+                "content-encoding: {coding:?}: where the rules tell methods apart, the gate reads a form's \
+                 {METHOD_OVERRIDE_PARAMETER} only in a body sent without a content coding"
+            ),
+            Refusal::Charset(charset) => write!(
+                f,
+                "content-type: charset {charset:?}: where the rules tell methods apart, the gate reads a form's \
+                 {METHOD_OVERRIDE_PARAMETER} only in UTF-8, US-ASCII or ISO-8859-1"
+            ),
+        }
+    }
+}
 
 /// A multipart field as a parser reads it: its name, and its value (a slice of the body).
 type Field<'b> = (Vec<u8>, &'b [u8]);
@@ -34,9 +66,18 @@ pub struct BodyReadings {
 
 impl BodyReadings {
     /// The readings of a body with these request fields; `None` when no framework reads a `_method` from it. Refused
-    /// (with the reason): `Content-Type` given more than once (apps take either copy), a multipart type without one
-    /// boundary.
-    pub fn of(headers: &HeaderMap) -> Result<Option<BodyReadings>, String> {
+    /// ([`Refusal`]): `Content-Type` given more than once (apps take either copy), a multipart type without one
+    /// boundary; a body in a content coding, a form or JSON body in a charset other than ASCII's kin
+    /// (`encoding.rs`).
+    pub fn of(headers: &HeaderMap) -> Result<Option<BodyReadings>, Refusal> {
+        let readings = Self::of_type(headers).map_err(Refusal::Ambiguous)?;
+        if let Some(r) = &readings {
+            encoding::check(headers, r.urlencoded || r.json)?;
+        }
+        Ok(readings)
+    }
+
+    fn of_type(headers: &HeaderMap) -> Result<Option<BodyReadings>, String> {
         let mut types = headers.get_all(header::CONTENT_TYPE).iter();
         let value = types.next();
         if types.next().is_some() {
@@ -71,7 +112,7 @@ impl BodyReadings {
             |kind: &str| format!("the {kind} body's {METHOD_OVERRIDE_PARAMETER} is not an HTTP method (letters only)");
         if self.urlencoded {
             // `;` separated fields too, as Rack before 2.0 read them.
-            for piece in body.split(|b| *b == b'&' || *b == b';') {
+            for piece in encoding::unmarked(body).split(|b| *b == b'&' || *b == b';') {
                 for (name, value) in url::form_urlencoded::parse(piece) {
                     if is_method_parameter(name.as_bytes()) && !add_method(out, value.trim()) {
                         return Err(refuse("form"));
@@ -96,7 +137,7 @@ impl BodyReadings {
         }
         if self.json {
             // A `_method` that is not a string is ignored by Symfony and Express alike.
-            for text in json::top_level_strings(body, METHOD_OVERRIDE_PARAMETER.as_bytes()) {
+            for text in json::top_level_strings(encoding::unmarked(body), METHOD_OVERRIDE_PARAMETER.as_bytes()) {
                 if !add_method(out, text.trim()) {
                     return Err(refuse("JSON"));
                 }
@@ -337,7 +378,7 @@ mod tests {
         if let Some(t) = content_type {
             h.insert(header::CONTENT_TYPE, t.parse().unwrap());
         }
-        BodyReadings::of(&h)
+        BodyReadings::of(&h).map_err(|r| r.to_string())
     }
 
     fn found(content_type: Option<&str>, body: &str) -> Result<Vec<String>, String> {
@@ -409,7 +450,10 @@ mod tests {
             header::CONTENT_TYPE,
             "application/x-www-form-urlencoded".parse().unwrap(),
         );
-        assert!(BodyReadings::of(&h).unwrap_err().starts_with("content-type"));
+        assert!(BodyReadings::of(&h)
+            .unwrap_err()
+            .to_string()
+            .starts_with("content-type"));
     }
 
     #[test]
@@ -480,9 +524,10 @@ mod tests {
     fn a_json_bodys_top_level_method_string_counts() {
         let t = Some("application/json");
         assert_eq!(found(t, r#"{"a":1,"_method":"delete"}"#).unwrap(), ["DELETE"]);
-        assert!(found(t, r#"{"a":{"_method":"DELETE"},"_method":["PUT"]}"#)
+        assert!(found(t, r#"{"a":{"_method":"DELETE"},"_method":[["PUT"]]}"#)
             .unwrap()
             .is_empty());
+        assert_eq!(found(t, r#"{"_method":["PUT"]}"#).unwrap(), ["PUT"]);
         assert!(found(t, r#"[{"_method":"DELETE"}]"#).unwrap().is_empty());
         assert!(found(t, "_method=DELETE").unwrap().is_empty());
         assert!(found(t, r#"{"_method":"DEL/ETE"}"#).unwrap_err().contains("JSON"));
