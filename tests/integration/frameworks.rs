@@ -137,6 +137,14 @@ fn corpus() -> Vec<(Option<String>, Vec<u8>)> {
     ] {
         out.push((form("application/x-www-form-urlencoded"), body.into()));
     }
+    // Express's multer (busboy) drops a quoted boundary's escapes: `B"x` where PHP and Rack read `B\`.
+    out.push((
+        form("multipart/form-data; boundary=\"B\\\"x\""),
+        b"--B\"x\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--B\"x--\r\n".to_vec(),
+    ));
+    out.push(multipart(
+        "--B\r\nContent-Disposition: form-data; name=\"_method[]\"\r\n\r\nPUT\r\n--B--\r\n",
+    ));
     let quoted = "--B\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--B--\r\n";
     for t in [
         "multipart/form-data; boundary=A; x=\"boundary=B\"",

@@ -1,5 +1,5 @@
 //! Real web frameworks' method override, as upstreams: Rack's (Rails) and Symfony's (Laravel, Symfony), from
-//! Debian's packages (installed by .ci/run), and Express's method-override (Express 5 and 4, from npm:
+//! Debian's packages (installed by .ci/run), and Express's method-override (Express 5 and 4, multipart by multer, from npm:
 //! tests/apps/express/package-lock.json), each answering the method it took a request as.
 #![allow(dead_code)]
 
@@ -55,7 +55,7 @@ impl FrameworkApp {
         {
             let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
             if !*installed {
-                super::idp::npm_ci(&dir, "method-override").unwrap_or_else(|e| panic!("{e}"));
+                super::idp::npm_ci(&dir, "multer").unwrap_or_else(|e| panic!("{e}"));
                 *installed = true;
             }
         }

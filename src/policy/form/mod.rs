@@ -149,7 +149,8 @@ impl BodyReadings {
 
 /// The boundary of a multipart `Content-Type` (RFC 2046 §5.1.1), as every parser reads it, or refused where they
 /// would read different ones: RFC 2045's parameter, PHP's first `boundary` anywhere in the field (up to `,` or `;`
-/// after the first `=` that follows, [`php_boundary`]), Rack's first `boundary=` ([`rack_boundary`]). Each
+/// after the first `=` that follows, [`php_boundary`]), Rack's first `boundary=` ([`rack_boundary`]), busboy's
+/// quoted-string with its escapes dropped (a quoted boundary with a backslash is refused). Each
 /// `boundary` in the field is read as those do; all must agree byte for byte (blanks included: a parser reading
 /// another boundary than the gate's sees other parts), and the value must not be empty.
 fn boundary(value: &[u8]) -> Result<Vec<u8>, String> {
@@ -173,7 +174,9 @@ fn boundary(value: &[u8]) -> Result<Vec<u8>, String> {
                     .unwrap_or(raw.len())]
             }
         };
-        if found.is_some_and(|f| f != one) {
+        // A quoted-string's escapes (RFC 9110 §5.6.4): busboy (Express's multer) drops the backslash, PHP and Rack
+        // keep it, and `"B\"x"` is `B"x` to one and `B\` to the others.
+        if found.is_some_and(|f| f != one) || (raw.first() == Some(&b'"') && one.contains(&b'\\')) {
             return twice();
         }
         found = Some(one);
@@ -430,6 +433,9 @@ mod tests {
             "multipart/form-data; boundary=\"a\"; boundary=a ",
             // Rack's greedy pattern takes the last `boundary=`, in a quoted parameter too; PHP the first.
             "multipart/form-data; boundary=A; x=\"boundary=B\"",
+            // busboy unescapes a quoted boundary: `B"x` and `Bx`; PHP and Rack read `B\` and `B\x`.
+            "multipart/form-data; boundary=\"B\\\"x\"",
+            "multipart/form-data; boundary=\"B\\x\"",
         ] {
             let err = readings(Some(twice)).unwrap_err();
             assert!(err.contains("more than one value"), "{twice}: {err}");
