@@ -81,10 +81,10 @@ pub enum ClientError {
     #[error("the form read for its _method did not arrive within {within:?}")]
     FormTooSlow { within: std::time::Duration },
     /// A form `POST` whose body the gate reads for its `_method` is in a content coding or a charset it does not
-    /// read ([`crate::policy::form::Refusal`]; RFC 9110 §15.5.16: 415, with `Accept-Encoding: identity` for a
-    /// coding, RFC 7694 §3).
-    #[error("{0}")]
-    FormUnsupported(crate::policy::form::Refusal),
+    /// read (`policy::form::Refusal`; RFC 9110 §15.5.16: 415, with `Accept-Encoding: identity` for a coding, RFC 7694
+    /// §3). `coding`: refused for its `Content-Encoding`, else for its charset; `reason`: what the log says.
+    #[error("{reason}")]
+    FormUnsupported { coding: bool, reason: String },
     /// A request body in a transfer coding the gate does not decode (RFC 9112 §6.1: 501); the value as sent.
     #[error("the request's Transfer-Encoding is {0:?}; only chunked alone is implemented")]
     UnsupportedCoding(String),
@@ -148,7 +148,7 @@ impl GateError {
                 ClientError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
                 ClientError::UnsupportedCoding(_) => StatusCode::NOT_IMPLEMENTED,
                 ClientError::FormTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                ClientError::FormUnsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ClientError::FormUnsupported { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 ClientError::FormsBusy => StatusCode::SERVICE_UNAVAILABLE,
                 ClientError::TooManyForms => StatusCode::TOO_MANY_REQUESTS,
                 ClientError::FormTooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -183,7 +183,7 @@ impl GateError {
             GateError::Client(ClientError::MethodNotAllowed { allow }) if !allow.is_empty() => {
                 Some((header::ALLOW, HeaderValue::from_static(allow)))
             }
-            GateError::Client(ClientError::FormUnsupported(crate::policy::form::Refusal::Coding(_))) => {
+            GateError::Client(ClientError::FormUnsupported { coding: true, .. }) => {
                 Some((header::ACCEPT_ENCODING, HeaderValue::from_static("identity")))
             }
             _ => None,
@@ -293,14 +293,14 @@ impl GateError {
                     ),
                 ),
                 // The coding or charset as sent goes to the log only.
-                ClientError::FormUnsupported(crate::policy::form::Refusal::Coding(_)) => Page::new(
+                ClientError::FormUnsupported { coding: true, .. } => Page::new(
                     status,
                     "form_encoded",
                     "Form not readable",
                     "This form was sent compressed. The gate reads forms only as sent uncompressed to check which \
                      action they ask for.",
                 ),
-                ClientError::FormUnsupported(_) => Page::new(
+                ClientError::FormUnsupported { .. } => Page::new(
                     status,
                     "form_charset",
                     "Form not readable",
@@ -421,11 +421,19 @@ mod tests {
             (ClientError::FormTooLarge { limit: 4096 }.into(), 413),
             (ClientError::FormsBusy.into(), 503),
             (
-                ClientError::FormUnsupported(crate::policy::form::Refusal::Coding("gzip".into())).into(),
+                ClientError::FormUnsupported {
+                    coding: true,
+                    reason: "gzip".into(),
+                }
+                .into(),
                 415,
             ),
             (
-                ClientError::FormUnsupported(crate::policy::form::Refusal::Charset("utf-7".into())).into(),
+                ClientError::FormUnsupported {
+                    coding: false,
+                    reason: "utf-7".into(),
+                }
+                .into(),
                 415,
             ),
             (ClientError::TooManyForms.into(), 429),

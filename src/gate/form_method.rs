@@ -222,7 +222,10 @@ impl Gate {
     ) -> Result<Admitted<'p>, GateError> {
         let readings = policy::form::BodyReadings::of(req.headers()).map_err(|refusal| match refusal {
             policy::form::Refusal::Ambiguous(text) => ClientError::BadRequest(text),
-            unsupported => ClientError::FormUnsupported(unsupported),
+            unsupported => ClientError::FormUnsupported {
+                coding: matches!(unsupported, policy::form::Refusal::Coding(_)),
+                reason: unsupported.to_string(),
+            },
         })?;
         let Some(readings) = readings else {
             return Ok(Admitted::Let(principal, decision));
