@@ -145,11 +145,30 @@ fn corpus() -> Vec<(Option<String>, Vec<u8>)> {
     out.push(multipart(
         "--B\r\nContent-Disposition: form-data; name=\"_method[]\"\r\n\r\nPUT\r\n--B--\r\n",
     ));
+    // Go's mime.ParseMediaType joins RFC 2231 continuations (`name*0`, `name*1*`) and decodes them.
+    out.extend([
+        multipart("--B\r\nContent-Disposition: form-data; name*0=\"_me\"; name*1=\"thod\"\r\n\r\nDELETE\r\n--B--\r\n"),
+        multipart("--B\r\nContent-Disposition: form-data; name*0*=utf-8''%5Fme; name*1=thod\r\n\r\nPUT\r\n--B--\r\n"),
+        multipart("--B\r\nContent-Disposition: form-data; name=\"a\"; name*0=_method\r\n\r\nPATCH\r\n--B--\r\n"),
+        multipart(
+            "--B\r\nContent-Disposition: form-data; name*0=\"_me\";\r\n name*1=\"thod\"\r\n\r\nDELETE\r\n--B--\r\n",
+        ),
+        // Go's blanks are Unicode's: a no-break space or an ideographic space before a name, a vertical tab or a
+        // no-break space after one.
+        multipart("--B\r\nContent-Disposition: form-data; name=\u{a0}_method\r\n\r\nDELETE\r\n--B--\r\n"),
+        multipart("--B\r\nContent-Disposition: form-data; name=\u{3000}_method\r\n\r\nPUT\r\n--B--\r\n"),
+        multipart("--B\r\nContent-Disposition: form-data; name=_method\x0b\r\n\r\nDELETE\r\n--B--\r\n"),
+        multipart("--B\r\nContent-Disposition: form-data; name=_method\u{a0}\r\n\r\nPATCH\r\n--B--\r\n"),
+    ]);
     let quoted = "--B\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--B--\r\n";
     for t in [
         "multipart/form-data; boundary=A; x=\"boundary=B\"",
         "Multipart/Form-Data; BOUNDARY=\"B\"",
         "multipart/form-data; xboundary=B",
+        // Go decodes RFC 2231's `boundary*`; PHP reads `utf-8''B`, Rack nothing.
+        "multipart/form-data; boundary*=utf-8''B",
+        // Go reads a bare boundary as a token, dropping the blanks after it; PHP and Rack read `B `.
+        "multipart/form-data; boundary=B ;x=1",
     ] {
         out.push((form(t), quoted.as_bytes().to_vec()));
     }
@@ -244,6 +263,10 @@ fn mutated(rounds: usize) -> Vec<(Option<String>, Vec<u8>)> {
         b"{",
         b"}",
         b"[0]",
+        b"; name*0=",
+        b"; name*1*=",
+        b"\r\n ",
+        "\u{a0}".as_bytes(),
     ];
     const TYPES: &[&str] = &[
         "application/x-www-form-urlencoded",
@@ -419,6 +442,13 @@ async fn express_method_override_gets_no_refused_method() {
 #[tokio::test]
 async fn express4_method_override_gets_no_refused_method() {
     no_refused_method_reaches(FrameworkApp::express(4).await).await;
+}
+
+#[tokio::test]
+async fn go_method_override_gets_no_refused_method() {
+    if let Some(app) = FrameworkApp::go().await {
+        no_refused_method_reaches(app).await;
+    }
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Real web frameworks' method override, as upstreams: Rack's (Rails) and Symfony's (Laravel, Symfony), from
 //! Debian's packages (installed by .ci/run), and Express's method-override (Express 5 and 4, multipart by multer, from npm:
-//! tests/apps/express/package-lock.json), each answering the method it took a request as.
+//! tests/apps/express/package-lock.json), and Go's net/http under gorilla/handlers' override (Debian's golang-go),
+//! each answering the method it took a request as.
 #![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};
@@ -67,6 +68,38 @@ impl FrameworkApp {
             .arg(major.to_string());
         let name = if major == 4 { "express4" } else { "express" };
         Self::spawn(name, command, port).await
+    }
+
+    /// net/http's form reading under gorilla/handlers' method override (`tests/apps/go/`), built with Debian's Go
+    /// once per test process; `None` without Go.
+    pub async fn go() -> Option<FrameworkApp> {
+        if !super::have_tool("Go", &["/usr/bin/go"], "golang-go") {
+            return None;
+        }
+        static BUILT: std::sync::Mutex<Option<std::path::PathBuf>> = std::sync::Mutex::new(None);
+        let binary = {
+            let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+            if built.is_none() {
+                let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-method-override");
+                let status = Command::new("go")
+                    .arg("build")
+                    .arg("-o")
+                    .arg(&out)
+                    .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/go/method_override.go"))
+                    .env("GOCACHE", concat!(env!("CARGO_TARGET_TMPDIR"), "/go-cache"))
+                    .env("GOPATH", concat!(env!("CARGO_TARGET_TMPDIR"), "/go-path"))
+                    .env("GO111MODULE", "off")
+                    .status()
+                    .unwrap_or_else(|e| panic!("run go build: {e}"));
+                assert!(status.success(), "go build of tests/apps/go failed: {status}");
+                *built = Some(out);
+            }
+            built.clone().unwrap_or_default()
+        };
+        let port = super::free_port();
+        let mut command = Command::new(binary);
+        command.arg(port.to_string());
+        Some(Self::spawn("go", command, port).await)
     }
 
     async fn spawn(name: &'static str, mut command: Command, port: u16) -> FrameworkApp {

@@ -16,6 +16,7 @@ use http::header::{self, HeaderMap};
 
 use super::{add_method, is_method_parameter, METHOD_OVERRIDE_PARAMETER};
 
+mod continued;
 mod encoding;
 mod json;
 mod php;
@@ -150,7 +151,8 @@ impl BodyReadings {
 /// The boundary of a multipart `Content-Type` (RFC 2046 §5.1.1), as every parser reads it, or refused where they
 /// would read different ones: RFC 2045's parameter, PHP's first `boundary` anywhere in the field (up to `,` or `;`
 /// after the first `=` that follows, [`php_boundary`]), Rack's first `boundary=` ([`rack_boundary`]), busboy's
-/// quoted-string with its escapes dropped (a quoted boundary with a backslash is refused). Each
+/// quoted-string with its escapes dropped (a quoted boundary with a backslash is refused), Go's token (a bare
+/// boundary must be one) and RFC 2231 parameter (refused). Each
 /// `boundary` in the field is read as those do; all must agree byte for byte (blanks included: a parser reading
 /// another boundary than the gate's sees other parts), and the value must not be empty.
 fn boundary(value: &[u8]) -> Result<Vec<u8>, String> {
@@ -174,9 +176,16 @@ fn boundary(value: &[u8]) -> Result<Vec<u8>, String> {
                     .unwrap_or(raw.len())]
             }
         };
-        // A quoted-string's escapes (RFC 9110 §5.6.4): busboy (Express's multer) drops the backslash, PHP and Rack
-        // keep it, and `"B\"x"` is `B"x` to one and `B\` to the others.
-        if found.is_some_and(|f| f != one) || (raw.first() == Some(&b'"') && one.contains(&b'\\')) {
+        // A quoted-string's escapes (RFC 9110 §5.6.4): busboy (Express's multer) and Go drop the backslash, PHP and
+        // Rack keep it, and `"B\"x"` is `B"x` to one and `B\` to the others. Go also decodes RFC 2231's
+        // `boundary*`, and reads a bare value as a token, blanks after it (Unicode's before it) dropped: `a ` is `a`.
+        let quoted = raw.first() == Some(&b'"');
+        let token = |b: &u8| (0x21..0x7f).contains(b) && !b"()<>@,;:\\\"/[]?=".contains(b);
+        if found.is_some_and(|f| f != one)
+            || (quoted && one.contains(&b'\\'))
+            || after.first() == Some(&b'*')
+            || (!quoted && !one.iter().all(token))
+        {
             return twice();
         }
         found = Some(one);
@@ -265,8 +274,12 @@ fn multipart_values<'b>(body: &'b [u8], boundary: &[u8]) -> Vec<&'b [u8]> {
             if raw == b"\r" {
                 crlf_blanks.push(end + 1);
             }
-        } else if names_method(raw.strip_suffix(b"\r").unwrap_or(raw)) {
-            naming.push(at);
+        } else {
+            // A head line alone, and with the lines folded onto it (Go joins them).
+            let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+            if names_method(line) || continued::unfolded(body, line, end).is_some_and(|l| names_method(&l)) {
+                naming.push(at);
+            }
         }
         at = end + 1;
     }
@@ -306,9 +319,13 @@ fn multipart_values<'b>(body: &'b [u8], boundary: &[u8]) -> Vec<&'b [u8]> {
 /// parameter in it, under any field name (Rack's pattern reaches past the `Content-Disposition` line to a `; name=`
 /// on a later one, and takes the last ` name=` on a line, inside a quoted value too), quoted with `"` or `'`
 /// (backslash escapes dropped or kept) or not (up to a character no token holds, or up to `;` or a blank); or a
-/// `Content-ID` of `_method` (older Rack names a part without a `name` by it). Compared as PHP reads names.
+/// `Content-ID` of `_method` (older Rack names a part without a `name` by it); or RFC 2231 continuations joined
+/// (`name*0`, `name*1`: Go). Compared as PHP reads names.
 fn names_method(line: &[u8]) -> bool {
     let lower = line.to_ascii_lowercase();
+    if continued::continued_name(line, &lower).is_some_and(|name| is_method_parameter(&name)) {
+        return true;
+    }
     // Rack's pattern finds `Content-ID:` anywhere in the head and takes the rest of its line.
     if let Some(n) = lower.windows(11).position(|w| w == b"content-id:") {
         if is_method_parameter(line[n + 11..].trim_ascii()) {
@@ -327,12 +344,14 @@ fn names_method(line: &[u8]) -> bool {
         if extended {
             rest = &rest[1..];
         }
-        let Some(rest) = rest.trim_ascii_start().strip_prefix(b"=") else {
+        // Blanks as Go's `unicode.IsSpace` reads them: ASCII's, the vertical tab, and Unicode's (no-break space).
+        let Some(rest) = continued::go_blanks_trimmed(rest).strip_prefix(b"=") else {
             continue;
         };
-        let rest = rest.trim_ascii_start();
-        // Each way a parser reads the value: quoted, with backslash escapes dropped (Rack) or kept (PHP); bare, up to
-        // a character no token holds (Rack's pattern) or up to `;` or a blank (PHP).
+        let rest = continued::go_blanks_trimmed(rest);
+        // Each way a parser reads the value: quoted, with backslash escapes dropped (Rack, Go) or kept (PHP); bare, up
+        // to a character no token holds (Rack's pattern; Go's, where any byte outside ASCII ends it too) or up to `;`
+        // or a blank (PHP).
         let values: Vec<Vec<u8>> = match rest.first() {
             Some(q @ (b'"' | b'\'')) => {
                 let mut unescaped = Vec::new();
@@ -355,6 +374,7 @@ fn names_method(line: &[u8]) -> bool {
                 vec![
                     upto(|b| b.is_ascii_whitespace() || b"()<>,;:\\\"/[]?=".contains(b)),
                     upto(|b| matches!(b, b';' | b' ' | b'\t')),
+                    upto(|b| !(0x21..0x7f).contains(b) || b"()<>@,;:\\\"/[]?=".contains(b)),
                 ]
             }
         };
@@ -379,7 +399,10 @@ mod tests {
     fn readings(content_type: Option<&str>) -> Result<Option<BodyReadings>, String> {
         let mut h = HeaderMap::new();
         if let Some(t) = content_type {
-            h.insert(header::CONTENT_TYPE, t.parse().unwrap());
+            h.insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_bytes(t.as_bytes()).unwrap(),
+            );
         }
         BodyReadings::of(&h).map_err(|r| r.to_string())
     }
@@ -436,14 +459,15 @@ mod tests {
             // busboy unescapes a quoted boundary: `B"x` and `Bx`; PHP and Rack read `B\` and `B\x`.
             "multipart/form-data; boundary=\"B\\\"x\"",
             "multipart/form-data; boundary=\"B\\x\"",
+            // Go reads `a`, `Bx` and `Bx` where PHP and Rack read `a `, `utf-8''Bx` and ` Bx` (no-break space).
+            "multipart/form-data; boundary=a ;x=1",
+            "multipart/form-data; boundary*=utf-8''Bx",
+            "multipart/form-data; boundary=\u{a0}Bx",
         ] {
             let err = readings(Some(twice)).unwrap_err();
             assert!(err.contains("more than one value"), "{twice}: {err}");
         }
         // Agreeing copies are one boundary; PHP and Rack read it inside another parameter's name too.
-        // Blanks are kept: PHP and Rack look for `--a ` here.
-        let blank = readings(Some("multipart/form-data; boundary=a ;x=1")).unwrap().unwrap();
-        assert_eq!(blank.multipart.as_deref(), Some(&b"a "[..]));
         let same = readings(Some("multipart/form-data; boundary=\"a\"; boundary=a"))
             .unwrap()
             .unwrap();
