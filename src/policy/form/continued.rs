@@ -58,26 +58,8 @@ pub(super) fn continued_name(line: &[u8], lower: &[u8]) -> Option<Vec<u8>> {
         };
         let rest = go_blanks_trimmed(rest);
         let value = match rest.strip_prefix(b"\"") {
-            // A quoted-string, its backslashes dropped.
-            Some(quoted) => {
-                let mut value = Vec::new();
-                let mut bytes = quoted.iter();
-                while let Some(&b) = bytes.next() {
-                    match b {
-                        b'\\' => value.extend(bytes.next()),
-                        b'"' => break,
-                        _ => value.push(b),
-                    }
-                }
-                value
-            }
-            // A token: printable ASCII but for RFC 2045's specials.
-            None => {
-                let token = rest
-                    .iter()
-                    .position(|b| !(0x21..0x7f).contains(b) || b"()<>@,;:\\\"/[]?=".contains(b));
-                rest[..token.unwrap_or(rest.len())].to_vec()
-            }
+            Some(quoted) => super::unquoted(quoted, b'"'),
+            None => rest[..rest.iter().position(|b| !is_go_token(b)).unwrap_or(rest.len())].to_vec(),
         };
         pieces.entry(index).or_insert((extended, value));
     }
@@ -134,6 +116,11 @@ pub(super) fn go_blanks_trimmed(mut text: &[u8]) -> &[u8] {
         };
         text = &text[width..];
     }
+}
+
+/// Whether Go's `mime` reads `b` as part of a token: printable ASCII but for RFC 2045's specials (`isTokenChar`).
+pub(super) fn is_go_token(b: &u8) -> bool {
+    (0x21..0x7f).contains(b) && !b"()<>@,;:\\\"/[]?=".contains(b)
 }
 
 /// `value` with its `%XX` escapes decoded, as Go's `percentHexUnescape`; `None` when a `%` is not followed by two

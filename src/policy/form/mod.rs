@@ -180,11 +180,10 @@ fn boundary(value: &[u8]) -> Result<Vec<u8>, String> {
         // Rack keep it, and `"B\"x"` is `B"x` to one and `B\` to the others. Go also decodes RFC 2231's
         // `boundary*`, and reads a bare value as a token, blanks after it (Unicode's before it) dropped: `a ` is `a`.
         let quoted = raw.first() == Some(&b'"');
-        let token = |b: &u8| (0x21..0x7f).contains(b) && !b"()<>@,;:\\\"/[]?=".contains(b);
         if found.is_some_and(|f| f != one)
             || (quoted && one.contains(&b'\\'))
             || after.first() == Some(&b'*')
-            || (!quoted && !one.iter().all(token))
+            || (!quoted && !one.iter().all(continued::is_go_token))
         {
             return twice();
         }
@@ -354,18 +353,9 @@ fn names_method(line: &[u8]) -> bool {
         // or a blank (PHP).
         let values: Vec<Vec<u8>> = match rest.first() {
             Some(q @ (b'"' | b'\'')) => {
-                let mut unescaped = Vec::new();
-                let mut bytes = rest[1..].iter();
-                while let Some(&b) = bytes.next() {
-                    match b {
-                        b'\\' => unescaped.extend(bytes.next()),
-                        _ if b == *q => break,
-                        _ => unescaped.push(b),
-                    }
-                }
                 let raw = &rest[1..];
                 vec![
-                    unescaped,
+                    unquoted(raw, *q),
                     raw[..raw.iter().position(|b| b == q).unwrap_or(raw.len())].to_vec(),
                 ]
             }
@@ -374,7 +364,7 @@ fn names_method(line: &[u8]) -> bool {
                 vec![
                     upto(|b| b.is_ascii_whitespace() || b"()<>,;:\\\"/[]?=".contains(b)),
                     upto(|b| matches!(b, b';' | b' ' | b'\t')),
-                    upto(|b| !(0x21..0x7f).contains(b) || b"()<>@,;:\\\"/[]?=".contains(b)),
+                    upto(|b| !continued::is_go_token(b)),
                 ]
             }
         };
@@ -390,6 +380,21 @@ fn names_method(line: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// A quoted string's content, from just after its opening `quote` to the closing one (or the end), each backslash
+/// dropped and the byte after it kept (RFC 9110 §5.6.4's quoted-pair, as Rack, busboy and Go read it).
+fn unquoted(text: &[u8], quote: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut bytes = text.iter();
+    while let Some(&b) = bytes.next() {
+        match b {
+            b'\\' => out.extend(bytes.next()),
+            _ if b == quote => break,
+            _ => out.push(b),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
