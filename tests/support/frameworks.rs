@@ -51,15 +51,9 @@ impl FrameworkApp {
     /// Express `major` (5 or 4) with method-override and body-parser, on Node.js; its npm dependencies are installed
     /// on first use.
     pub async fn express(major: u8) -> FrameworkApp {
-        static INSTALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+        static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/express");
-        {
-            let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
-            if !*installed {
-                super::idp::npm_ci(&dir, "multer").unwrap_or_else(|e| panic!("{e}"));
-                *installed = true;
-            }
-        }
+        INSTALLED.get_or_init(|| super::idp::npm_ci(&dir, "multer").unwrap_or_else(|e| panic!("{e}")));
         let port = super::free_port();
         let mut command = Command::new("node");
         command
@@ -76,26 +70,22 @@ impl FrameworkApp {
         if !super::have_tool("Go", &["/usr/bin/go"], "golang-go") {
             return None;
         }
-        static BUILT: std::sync::Mutex<Option<std::path::PathBuf>> = std::sync::Mutex::new(None);
-        let binary = {
-            let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-            if built.is_none() {
-                let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-method-override");
-                let status = Command::new("go")
-                    .arg("build")
-                    .arg("-o")
-                    .arg(&out)
-                    .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/go/method_override.go"))
-                    .env("GOCACHE", concat!(env!("CARGO_TARGET_TMPDIR"), "/go-cache"))
-                    .env("GOPATH", concat!(env!("CARGO_TARGET_TMPDIR"), "/go-path"))
-                    .env("GO111MODULE", "off")
-                    .status()
-                    .unwrap_or_else(|e| panic!("run go build: {e}"));
-                assert!(status.success(), "go build of tests/apps/go failed: {status}");
-                *built = Some(out);
-            }
-            built.clone().unwrap_or_default()
-        };
+        static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+        let binary = BUILT.get_or_init(|| {
+            let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-method-override");
+            let status = Command::new("go")
+                .arg("build")
+                .arg("-o")
+                .arg(&out)
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/go/method_override.go"))
+                .env("GOCACHE", concat!(env!("CARGO_TARGET_TMPDIR"), "/go-cache"))
+                .env("GOPATH", concat!(env!("CARGO_TARGET_TMPDIR"), "/go-path"))
+                .env("GO111MODULE", "off")
+                .status()
+                .unwrap_or_else(|e| panic!("run go build: {e}"));
+            assert!(status.success(), "go build of tests/apps/go failed: {status}");
+            out
+        });
         let port = super::free_port();
         let mut command = Command::new(binary);
         command.arg(port.to_string());
