@@ -9,6 +9,7 @@
 // Request and config data must never be able to panic the gate: no unwrap/expect outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub(crate) mod activation;
 pub(crate) mod activity;
 pub(crate) mod assertion;
 pub(crate) mod body;
@@ -63,7 +64,8 @@ pub mod testing {
 
 /// Binds `server.listen` and serves until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
-    let listener = match (listener::inherited()?, &config.server.listen) {
+    let mut passed = activation::passed()?;
+    let listener = match (passed.clients.take(), &config.server.listen) {
         (Some(passed), listen) => {
             tracing::info!(%listen, "listening on the socket systemd passed, in place of server.listen");
             passed
@@ -74,7 +76,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             .map_err(|e| format!("server.listen: cannot listen on {addr}: {e}"))?,
         (None, config::Listen::Unix { path, mode }) => listener::bind_unix(path, *mode)?,
     };
-    serve_on(config, listener, shutdown).await
+    serve_on(config, listener, passed, shutdown).await
 }
 
 /// Serves on an already bound listener (tests bind port 0 first, then configure `public_url`).
@@ -83,12 +85,19 @@ pub async fn run_with_listener(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
-    serve_on(config, listener::Listener::Tcp(listener), shutdown).await
+    serve_on(
+        config,
+        listener::Listener::Tcp(listener),
+        activation::Passed::default(),
+        shutdown,
+    )
+    .await
 }
 
 async fn serve_on(
     config: Config,
     listener: listener::Listener,
+    passed: activation::Passed,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
     let local = listener.describe();
@@ -101,8 +110,29 @@ async fn serve_on(
         }
         None => None,
     };
-    let metrics_listener = bind_side("server.metrics_listen", config.server.metrics_listen).await?;
-    let http_redirect_listener = bind_side("server.http_redirect_listen", config.server.http_redirect_listen).await?;
+    let metrics_listener = bind_side(
+        activation::METRICS_LISTEN,
+        passed.metrics_listen,
+        config.server.metrics_listen,
+    )
+    .await?;
+    // The setting's own check (an https public_url) ran when the configuration was read; a socket has none.
+    let redirect_passed = passed.http_redirect_listen.is_some();
+    let http_redirect_listener = bind_side(
+        activation::HTTP_REDIRECT_LISTEN,
+        passed.http_redirect_listen,
+        config.server.http_redirect_listen,
+    )
+    .await?;
+    if redirect_passed && !config.server.public_url.is_https() {
+        return Err(format!(
+            "server.http_redirect_listen: the socket systemd passed (FileDescriptorName={}) redirects to https, but \
+             server.public_url is {}: set an https public_url (TLS in the gate, server.tls_cert_file, or in front of \
+             it), or remove that socket",
+            activation::HTTP_REDIRECT_LISTEN,
+            config.server.public_url.origin()
+        ));
+    }
     for caveat in config.caveats() {
         tracing::warn!("{caveat}");
     }
@@ -159,13 +189,23 @@ async fn serve_on(
     served
 }
 
-/// Binds a side listener's address (`key`'s), when one is configured; the error names the key.
-async fn bind_side(key: &str, addr: Option<std::net::SocketAddr>) -> Result<Option<TcpListener>, String> {
-    match addr {
-        Some(addr) => TcpListener::bind(addr)
+/// A side listener: the socket systemd passed for it (`FileDescriptorName=<name>`), or else `server.<name>`'s
+/// address bound, when one is configured; the error names the key.
+async fn bind_side(
+    name: &str,
+    passed: Option<TcpListener>,
+    addr: Option<std::net::SocketAddr>,
+) -> Result<Option<TcpListener>, String> {
+    match (passed, addr) {
+        (Some(passed), configured) => {
+            let configured = configured.map(|a| a.to_string()).unwrap_or_else(|| "unset".to_owned());
+            tracing::info!(%configured, "server.{name}: listening on the socket systemd passed, in its place");
+            Ok(Some(passed))
+        }
+        (None, Some(addr)) => TcpListener::bind(addr)
             .await
             .map(Some)
-            .map_err(|e| format!("{key}: cannot listen on {addr}: {e}")),
-        None => Ok(None),
+            .map_err(|e| format!("server.{name}: cannot listen on {addr}: {e}")),
+        (None, None) => Ok(None),
     }
 }

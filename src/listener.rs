@@ -21,7 +21,7 @@ pub(crate) const UNIX_PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ip
 pub(crate) enum Listener {
     Tcp(TcpListener),
     /// With the socket file the gate made, removed when the listener is dropped ([`SocketFile`]); none for a
-    /// socket systemd made ([`inherited`]), whose file is systemd's.
+    /// socket systemd made ([`crate::activation`]), whose file is systemd's.
     Unix(UnixListener, Option<SocketFile>),
 }
 
@@ -173,49 +173,6 @@ pub(crate) fn bind_unix(path: &Path, mode: u32) -> Result<Listener, String> {
     socket.set_nonblocking(true).map_err(|e| refuse(e.to_string()))?;
     let listener = UnixListener::from_std(socket.into()).map_err(|e| refuse(e.to_string()))?;
     Ok(Listener::Unix(listener, Some(file)))
-}
-
-/// The listening socket systemd passed to this process (socket activation: a `.socket` unit with `ListenStream=`,
-/// `sd_listen_fds(3)`), TCP or Unix, if it passed one: it then takes the place of `server.listen`, and keeps
-/// clients waiting in its queue while the gate restarts. `LISTEN_PID` must name this process (the variables of
-/// another process mean nothing here); one socket only.
-pub(crate) fn inherited() -> Result<Option<Listener>, String> {
-    let var = |name: &str| std::env::var(name).ok();
-    if var("LISTEN_PID").and_then(|pid| pid.trim().parse::<u32>().ok()) != Some(std::process::id()) {
-        return Ok(None);
-    }
-    let refuse = |what: String| format!("server.listen: the socket systemd passed (LISTEN_FDS): {what}");
-    match var("LISTEN_FDS").as_deref().map(str::trim) {
-        None | Some("0") => return Ok(None),
-        Some("1") => {}
-        Some(other) => {
-            return Err(refuse(format!(
-                "`{other}` sockets; logto-gate takes one, for its clients (metrics_listen and http_redirect_listen \
-                 bind their own): give its .socket unit one ListenStream="
-            )))
-        }
-    }
-    let mut fds = listenfd::ListenFd::from_env();
-    let listener = match fds.take_tcp_listener(0) {
-        Ok(Some(tcp)) => {
-            tcp.set_nonblocking(true).map_err(|e| refuse(e.to_string()))?;
-            Listener::Tcp(TcpListener::from_std(tcp).map_err(|e| refuse(e.to_string()))?)
-        }
-        Ok(None) => return Ok(None),
-        Err(_) => match fds.take_unix_listener(0) {
-            Ok(Some(unix)) => {
-                unix.set_nonblocking(true).map_err(|e| refuse(e.to_string()))?;
-                Listener::Unix(UnixListener::from_std(unix).map_err(|e| refuse(e.to_string()))?, None)
-            }
-            Ok(None) => return Ok(None),
-            Err(e) => {
-                return Err(refuse(format!(
-                    "it is neither a listening TCP nor Unix stream socket ({e}): use ListenStream="
-                )))
-            }
-        },
-    };
-    Ok(Some(listener))
 }
 
 /// Connects to the socket file `path` without waiting: `Ok` or `WouldBlock` when something listens on it.

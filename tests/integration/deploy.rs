@@ -230,16 +230,30 @@ fn the_systemd_unit_lets_the_gate_reach_an_app_on_a_unix_socket() {
     );
 }
 
-/// The socket unit passes the gate one stream socket: it refuses more (`listening.rs`), and a datagram socket is no
-/// listener.
+/// The socket units pass the gate one stream socket each: it refuses two for one place (`listening.rs`), and a
+/// datagram socket is no listener. The redirect's is known by the name the gate looks for, and passed to the
+/// gate's service.
 #[test]
-fn the_systemd_socket_unit_passes_one_stream_socket() {
-    let unit = read("deploy/systemd/logto-gate.socket");
-    let listens: Vec<&str> = unit.lines().filter(|l| l.starts_with("Listen")).collect();
-    assert_eq!(listens, ["ListenStream=4180"], "{unit}");
+fn the_systemd_socket_units_pass_one_stream_socket_each() {
+    for (file, listen) in [
+        ("deploy/systemd/logto-gate.socket", "ListenStream=4180"),
+        ("deploy/systemd/logto-gate-http-redirect.socket", "ListenStream=80"),
+    ] {
+        let unit = read(file);
+        let listens: Vec<&str> = unit.lines().filter(|l| l.starts_with("Listen")).collect();
+        assert_eq!(listens, [listen], "{file}");
+        assert!(
+            !unit.contains("\nAccept=yes"),
+            "{file}: the gate accepts its connections itself"
+        );
+    }
+    let redirect = read("deploy/systemd/logto-gate-http-redirect.socket");
+    for line in ["FileDescriptorName=http_redirect_listen", "Service=logto-gate.service"] {
+        assert!(redirect.lines().any(|l| l == line), "the redirect socket lacks {line}");
+    }
     assert!(
-        !unit.contains("\nAccept=yes"),
-        "the gate accepts its connections itself"
+        !read("deploy/systemd/logto-gate.socket").contains("FileDescriptorName="),
+        "the clients' socket keeps systemd's name: any name but the side listeners' is the clients'"
     );
 }
 

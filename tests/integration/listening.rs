@@ -233,9 +233,18 @@ async fn a_socket_file_gets_the_mode_asked_for_and_bad_modes_are_refused() {
 /// `systemd-socket-activate` listens as a `.socket` unit does, and on the first connection runs the gate with the
 /// socket as its descriptor 3 (`LISTEN_FDS`, `LISTEN_PID`).
 fn socket_activated(listen: &[&str], config: &Path) -> std::process::Child {
+    socket_activated_named(listen, None, config)
+}
+
+/// [`socket_activated`] with the sockets' names (`FileDescriptorName=`, colon-separated), as separate `.socket`
+/// units for one service pass them.
+fn socket_activated_named(listen: &[&str], names: Option<&str>, config: &Path) -> std::process::Child {
     let mut cmd = Command::new("systemd-socket-activate");
     for l in listen {
         cmd.args(["-l", l]);
+    }
+    if let Some(names) = names {
+        cmd.arg(format!("--fdname={names}"));
     }
     cmd.arg(gate_binary())
         .args(["--config", &config.display().to_string()])
@@ -305,21 +314,129 @@ async fn the_socket_systemd_passes_takes_the_place_of_server_listen() {
 
     // Two sockets for one gate: refused at start, saying why.
     let (one, two) = (free_port(), free_port());
-    let mut activated = socket_activated(&[&format!("127.0.0.1:{one}"), &format!("127.0.0.1:{two}")], &config);
+    let activated = socket_activated(&[&format!("127.0.0.1:{one}"), &format!("127.0.0.1:{two}")], &config);
     wait_for_port(one).await;
+    let (status, stderr) = exited(activated).await;
+    assert!(!status.success());
+    assert!(
+        stderr.contains(
+            "server.listen: systemd passed 2 sockets for clients (FileDescriptorName= unknown, unknown); logto-gate \
+             serves one"
+        ),
+        "{stderr}"
+    );
+}
+
+/// Run to its end: the exit status and what it wrote to stderr.
+async fn exited(mut activated: std::process::Child) -> (std::process::ExitStatus, String) {
     let output = tokio::task::spawn_blocking(move || {
         let mut stderr = String::new();
         use std::io::Read;
         activated.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
         (activated.wait().unwrap(), stderr)
     });
-    let (status, stderr) = tokio::time::timeout(READY_TIMEOUT, output)
+    tokio::time::timeout(READY_TIMEOUT, output)
         .await
         .expect("exits")
+        .unwrap()
+}
+
+/// Sockets named `http_redirect_listen` and `metrics_listen` (`FileDescriptorName=`, each in a `.socket` unit of its
+/// own) take the places of those settings, so that a gate on ports 443 and 80 needs no capability; a socket of that
+/// kind that cannot serve there is refused at start, saying why.
+#[tokio::test]
+async fn named_sockets_systemd_passes_take_the_places_of_the_side_listeners() {
+    if !have_tool(
+        "systemd-socket-activate",
+        &["/usr/bin/systemd-socket-activate"],
+        "systemd",
+    ) {
+        return;
+    }
+    let idp = Idp::start(IdpOptions::default());
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, redirect, metrics) = (free_port(), free_port(), free_port());
+    // TLS in front of the gate: the redirect sends browsers to the https origin.
+    let public = format!("https://127.0.0.1:{port}");
+    idp.register_client(APP_ID, APP_SECRET, &public);
+    let config = dir.path().join("gate.toml");
+    // Neither side listener is configured, and server.listen names a port nothing may bind.
+    let unused = free_port();
+    let toml = gate_toml(&public, &upstream.url(), &idp.endpoint(), "", "")
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{unused}\""));
+    std::fs::write(&config, &toml).unwrap();
+    let mut activated = socket_activated_named(
+        &[
+            &format!("127.0.0.1:{port}"),
+            &format!("127.0.0.1:{redirect}"),
+            &format!("127.0.0.1:{metrics}"),
+        ],
+        Some("logto-gate.socket:http_redirect_listen:metrics_listen"),
+        &config,
+    );
+    wait_for_port(port).await;
+    wait_for_status(&format!("http://127.0.0.1:{port}/_logto/readyz"), 200).await;
+    let resp = plain()
+        .post(format!("http://127.0.0.1:{redirect}/reports?year=2026"))
+        .send()
+        .await
         .unwrap();
+    assert_eq!(resp.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        resp.headers()["location"].to_str().unwrap(),
+        format!("{public}/reports?year=2026")
+    );
+    let resp = plain()
+        .get(format!("http://127.0.0.1:{metrics}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("# TYPE logto_gate_requests_total counter"), "{text}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", unused)).is_err(),
+        "server.listen's port was bound too"
+    );
+    let _ = activated.kill();
+    let _ = activated.wait();
+
+    // A redirect socket for a gate whose public_url is http: nothing to redirect to.
+    std::fs::write(&config, toml.replace(&public, &format!("http://127.0.0.1:{port}"))).unwrap();
+    let (one, two) = (free_port(), free_port());
+    let activated = socket_activated_named(
+        &[&format!("127.0.0.1:{one}"), &format!("127.0.0.1:{two}")],
+        Some("logto-gate.socket:http_redirect_listen"),
+        &config,
+    );
+    wait_for_port(one).await;
+    let (status, stderr) = exited(activated).await;
     assert!(!status.success());
     assert!(
-        stderr.contains("server.listen: the socket systemd passed (LISTEN_FDS): `2` sockets; logto-gate takes one"),
+        stderr.contains(
+            "server.http_redirect_listen: the socket systemd passed (FileDescriptorName=http_redirect_listen) \
+             redirects to https, but server.public_url is http://127.0.0.1:"
+        ),
+        "{stderr}"
+    );
+
+    // A metrics socket that is a Unix socket: the side listeners serve TCP.
+    let socket = dir.path().join("metrics.sock");
+    let one = free_port();
+    let activated = socket_activated_named(
+        &[&format!("127.0.0.1:{one}"), &socket.display().to_string()],
+        Some("logto-gate.socket:metrics_listen"),
+        &config,
+    );
+    wait_for_port(one).await;
+    let (status, stderr) = exited(activated).await;
+    assert!(!status.success());
+    assert!(
+        stderr.contains(
+            "server.metrics_listen: the socket systemd passed (FileDescriptorName=metrics_listen) is not a listening \
+             TCP socket"
+        ),
         "{stderr}"
     );
 }
