@@ -232,6 +232,15 @@ async fn a_socket_file_gets_the_mode_asked_for_and_bad_modes_are_refused() {
 
 /// `systemd-socket-activate` listens as a `.socket` unit does, and on the first connection runs the gate with the
 /// socket as its descriptor 3 (`LISTEN_FDS`, `LISTEN_PID`).
+/// Whether systemd's `systemd-socket-activate` is here (a message says it is missing when it is not).
+fn have_socket_activate() -> bool {
+    have_tool(
+        "systemd-socket-activate",
+        &["/usr/bin/systemd-socket-activate"],
+        "systemd",
+    )
+}
+
 fn socket_activated(listen: &[&str], config: &Path) -> std::process::Child {
     socket_activated_named(listen, None, config)
 }
@@ -258,11 +267,7 @@ fn socket_activated_named(listen: &[&str], names: Option<&str>, config: &Path) -
 
 #[tokio::test]
 async fn the_socket_systemd_passes_takes_the_place_of_server_listen() {
-    if !have_tool(
-        "systemd-socket-activate",
-        &["/usr/bin/systemd-socket-activate"],
-        "systemd",
-    ) {
+    if !have_socket_activate() {
         return;
     }
     let idp = Idp::start(IdpOptions::default());
@@ -346,11 +351,7 @@ async fn exited(mut activated: std::process::Child) -> (std::process::ExitStatus
 /// kind that cannot serve there is refused at start, saying why.
 #[tokio::test]
 async fn named_sockets_systemd_passes_take_the_places_of_the_side_listeners() {
-    if !have_tool(
-        "systemd-socket-activate",
-        &["/usr/bin/systemd-socket-activate"],
-        "systemd",
-    ) {
+    if !have_socket_activate() {
         return;
     }
     let idp = Idp::start(IdpOptions::default());
