@@ -65,6 +65,16 @@ pub mod testing {
 /// Binds `server.listen` and serves until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
     let mut passed = activation::passed()?;
+    // The setting's own check (an https public_url) ran when the configuration was read; a socket has none.
+    if passed.http_redirect_listen.is_some() && !config.server.public_url.is_https() {
+        return Err(format!(
+            "server.http_redirect_listen: the socket systemd passed (FileDescriptorName={}) redirects to https, but \
+             server.public_url is {}: set an https public_url (TLS in the gate, server.tls_cert_file, or in front of \
+             it), or remove that socket",
+            activation::HTTP_REDIRECT_LISTEN,
+            config.server.public_url.origin()
+        ));
+    }
     let listener = match (passed.clients.take(), &config.server.listen) {
         (Some(passed), listen) => {
             tracing::info!(%listen, "listening on the socket systemd passed, in place of server.listen");
@@ -116,23 +126,12 @@ async fn serve_on(
         config.server.metrics_listen,
     )
     .await?;
-    // The setting's own check (an https public_url) ran when the configuration was read; a socket has none.
-    let redirect_passed = passed.http_redirect_listen.is_some();
     let http_redirect_listener = bind_side(
         activation::HTTP_REDIRECT_LISTEN,
         passed.http_redirect_listen,
         config.server.http_redirect_listen,
     )
     .await?;
-    if redirect_passed && !config.server.public_url.is_https() {
-        return Err(format!(
-            "server.http_redirect_listen: the socket systemd passed (FileDescriptorName={}) redirects to https, but \
-             server.public_url is {}: set an https public_url (TLS in the gate, server.tls_cert_file, or in front of \
-             it), or remove that socket",
-            activation::HTTP_REDIRECT_LISTEN,
-            config.server.public_url.origin()
-        ));
-    }
     for caveat in config.caveats() {
         tracing::warn!("{caveat}");
     }
