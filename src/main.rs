@@ -86,7 +86,11 @@ fn main() -> ExitCode {
         None => {
             logto_gate::logging::init(&config.log);
             tracing::debug!(limit = ?fd_limit, "open file limit");
-            match runtime.block_on(logto_gate::run(config, shutdown_signal())) {
+            let shutdown = {
+                let _inside = runtime.enter();
+                shutdown_signal()
+            };
+            match runtime.block_on(logto_gate::run(config, shutdown)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("logto-gate: {e}");
@@ -97,25 +101,27 @@ fn main() -> ExitCode {
     }
 }
 
-/// Resolves on SIGTERM (Kubernetes, docker stop) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Listens for SIGTERM (Kubernetes, docker stop) and SIGINT (Ctrl-C) from the moment it is called, inside the
+/// runtime, and resolves on the first. Listening starts here rather than when the server first polls the future:
+/// until then a signal would take its default action and end the process at once, without the drain, while the
+/// workers may already be serving.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        let first = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            () = first(term) => {},
+            () = first(interrupt) => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
     }
 }
 
