@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use crate::support::nginx::Nginx;
 use crate::support::*;
 
-const RULES: &str = r#"
+pub(crate) const RULES: &str = r#"
 [[rules]]
 prefix = "/public"
 allow = "public"
@@ -125,10 +125,10 @@ async fn auth_endpoint_answers_202_401_403_and_ignores_forwarding_headers_from_u
 }
 
 /// Credentials of a scheme the gate does not read.
-const BASIC: &str = "Basic dXNlcjpwdw==";
+pub(crate) const BASIC: &str = "Basic dXNlcjpwdw==";
 
 /// The answer to a GET of `url` by `client` with `Authorization: authorization` and the fields `also`.
-async fn get_authorized(
+pub(crate) async fn get_authorized(
     client: &reqwest::Client,
     url: &str,
     authorization: &str,
@@ -158,10 +158,34 @@ async fn behind_the_shipped_nginx_with(
     if !have_tool("nginx", &["/usr/sbin/nginx", "/usr/bin/nginx"], "nginx") {
         return None;
     }
+    let nginx_port = free_port();
+    let (idp, upstream, gate) = gate_behind_a_proxy(nginx_port, options, logto_extra, extra, edit).await;
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/examples/nginx-forward-auth.conf"
+    ))
+    .unwrap();
+    let conf = example
+        .replace("127.0.0.1:4180", &format!("127.0.0.1:{}", gate.port))
+        .replace("127.0.0.1:8080", &upstream.addr.to_string())
+        .replace("listen 80;", &format!("listen 127.0.0.1:{nginx_port};"));
+    let nginx = Nginx::start(nginx_port, &conf).await;
+    Some((idp, upstream, gate, nginx))
+}
+
+/// An IdP started with `options` and `logto_extra`, the test app, and a ready gate for a proxy in front on
+/// 127.0.0.1:`proxy_port`: `server.public_url` is the proxy's origin, which the IdP has as the redirect URI, and
+/// the proxy's address is in `server.trusted_proxies`; `extra` in the gate's TOML, which `edit` then changes.
+pub(crate) async fn gate_behind_a_proxy(
+    proxy_port: u16,
+    options: IdpOptions,
+    logto_extra: &str,
+    extra: &str,
+    edit: impl FnOnce(String) -> String,
+) -> (Idp, Upstream, TestGate) {
     let idp = Idp::start(options);
     let upstream = Upstream::start().await;
-    let nginx_port = free_port();
-    let public = format!("http://127.0.0.1:{nginx_port}");
+    let public = format!("http://127.0.0.1:{proxy_port}");
     let gate = TestGate::start_unready(
         &idp.endpoint(),
         &upstream.url(),
@@ -185,17 +209,7 @@ async fn behind_the_shipped_nginx_with(
     )
     .await;
     gate.wait_ready().await;
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/examples/nginx-forward-auth.conf"
-    ))
-    .unwrap();
-    let conf = example
-        .replace("127.0.0.1:4180", &format!("127.0.0.1:{}", gate.port))
-        .replace("127.0.0.1:8080", &upstream.addr.to_string())
-        .replace("listen 80;", &format!("listen 127.0.0.1:{nginx_port};"));
-    let nginx = Nginx::start(nginx_port, &conf).await;
-    Some((idp, upstream, gate, nginx))
+    (idp, upstream, gate)
 }
 
 #[tokio::test]

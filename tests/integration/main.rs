@@ -10,6 +10,7 @@ mod assertion;
 mod bearer;
 mod browser;
 mod bypass;
+mod caddy;
 mod cli;
 mod conformance;
 mod deploy;

@@ -2,6 +2,7 @@
 //! ports chosen by the kernel, plus a cookie-keeping HTTP client that signs in the way a browser does.
 #![allow(dead_code)]
 
+pub mod caddy;
 pub mod cert;
 pub mod frameworks;
 pub mod idp;
