@@ -26,6 +26,7 @@ use crate::routes::paths;
 use crate::session::store::SaveError;
 use crate::session::{self, Current, Session};
 
+use super::asked;
 use super::authn::{authorize, Principal};
 use super::{request_host, single_valued_query, Decided, Gate};
 
@@ -65,18 +66,16 @@ impl Gate {
         decided: &mut Decided,
     ) -> Result<Response<Body>, GateError> {
         let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
-        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
         // Envoy form: /_logto/auth/<original path>, with the original method and query.
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let envoy_path = target.strip_prefix(paths::AUTH).filter(|rest| rest.starts_with('/'));
         let (method, uri) = match (trusted, envoy_path) {
             (true, Some(rest)) => (req.method().as_str().to_owned(), rest.to_owned()),
             (true, None) => (
-                header("x-forwarded-method").unwrap_or(req.method().as_str()).to_owned(),
-                header("x-forwarded-uri")
-                    .or(header("x-original-uri"))
-                    .unwrap_or("/")
+                asked::method(req.headers())?
+                    .unwrap_or(req.method().as_str())
                     .to_owned(),
+                asked::target(req.headers())?.unwrap_or("/").to_owned(),
             ),
             (false, _) => (req.method().as_str().to_owned(), target.to_owned()),
         };
@@ -201,15 +200,12 @@ impl Gate {
         let params = single_valued_query(req.uri().query())?;
         let options = SignInOptions::from_query(&params).map_err(ClientError::BadRequest)?;
         let origin = self.config.server.public_url.origin();
-        let from_proxy = || {
-            // nginx's error_page hands the original URI over in a header, as its auth_request subrequest does.
-            let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
-            let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-            trusted.then(|| h("x-original-uri").or(h("x-forwarded-uri"))).flatten()
-        };
         let return_to = match params.iter().find(|(k, _)| k == "redirect") {
             Some((_, v)) => self.return_target(v),
-            None => from_proxy().map_or_else(ReturnPath::root, |v| ReturnPath::parse_same_origin_or_root(v, origin)),
+            // nginx's error_page hands the original URI over in a header, as its auth_request subrequest does.
+            None if is_trusted(&self.config.server.trusted_proxies, peer.ip()) => asked::target(req.headers())?
+                .map_or_else(ReturnPath::root, |v| ReturnPath::parse_same_origin_or_root(v, origin)),
+            None => ReturnPath::root(),
         };
         let max_age = options.max_age.or_else(|| self.max_age_of(req, peer, &return_to));
         self.start_sign_in(return_to, &SignInOptions { max_age, ..options })

@@ -48,6 +48,7 @@ const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forw
 
 mod access;
 mod app;
+mod asked;
 mod authn;
 mod endpoints;
 mod field_files;

@@ -91,6 +91,18 @@ async fn caddy_forward_auth_with_the_shipped_example() {
     ] {
         assert_eq!(seen.header(name), None, "{name}");
     }
+    // A client's X-Original-URI next to the X-Forwarded-Uri Caddy sets names another request: the gate refuses
+    // to rule on either, and the app is not reached.
+    let count = upstream.count();
+    let spoofed = plain()
+        .get(format!("{}/admin/secret", caddy.url()))
+        .header("X-Original-URI", "/public/x")
+        .header("X-Forwarded-Method", "OPTIONS")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spoofed.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(upstream.count(), count, "the app was not reached");
     // The client's own credentials reach the app as they would through the gate itself (the gate's answer repeats
     // them, and the example passes the answer's Authorization on).
     assert_eq!(seen.header("authorization"), Some(BASIC));

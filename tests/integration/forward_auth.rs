@@ -124,6 +124,74 @@ async fn auth_endpoint_answers_202_401_403_and_ignores_forwarding_headers_from_u
     assert_eq!(untrusted.status(), StatusCode::UNAUTHORIZED);
 }
 
+/// A proxy passes the client's own fields to the gate next to the ones it sets: a target field it does not set is
+/// the client's to write. The gate reads neither target field when they disagree, nor a field given twice or not
+/// as text (the other, perhaps the client's, would be read in its place), and answers 400: before, a client's
+/// `X-Forwarded-Uri: /public/x` behind a proxy that set `X-Original-URI: /admin` had the gate rule on the public
+/// path.
+#[tokio::test]
+async fn a_target_a_client_could_have_written_is_refused_not_read() {
+    let t = Stack::edited(
+        IdpOptions::default(),
+        "",
+        RULES,
+        in_server("trusted_proxies = [\"127.0.0.1/32\"]"),
+    )
+    .await;
+    let auth = format!("{}/_logto/auth", t.gate.url());
+    let ask = |fields: Vec<(&'static str, &'static [u8])>| {
+        let auth = auth.clone();
+        async move {
+            let mut request = plain().get(auth);
+            for (name, value) in fields {
+                request = request.header(name, reqwest::header::HeaderValue::from_bytes(value).unwrap());
+            }
+            let resp = request.send().await.unwrap();
+            (resp.status(), resp.text().await.unwrap())
+        }
+    };
+    let (status, body) = ask(vec![("X-Original-URI", b"/admin"), ("X-Forwarded-Uri", b"/public/x")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body.contains("X-Forwarded-Uri and X-Original-URI name different requests"),
+        "{body}"
+    );
+    let (status, body) = ask(vec![("X-Original-URI", b"/public/x"), ("X-Original-URI", b"/admin")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("X-Original-URI is given more than once"), "{body}");
+    let (status, body) = ask(vec![
+        ("X-Original-URI", b"/admin/\xff"),
+        ("X-Forwarded-Uri", b"/public/x"),
+    ])
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("not text"), "{body}");
+    let (status, body) = ask(vec![
+        ("X-Forwarded-Uri", b"/public/x"),
+        ("X-Forwarded-Method", b"GET"),
+        ("X-Forwarded-Method", b"DELETE"),
+    ])
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("X-Forwarded-Method is given more than once"), "{body}");
+    // Both fields naming the same request, as the shipped nginx example sets them: read.
+    let (status, _) = ask(vec![
+        ("X-Original-URI", b"/public/x"),
+        ("X-Forwarded-Uri", b"/public/x"),
+    ])
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    // The sign-in a proxy sends a browser to after a 401 reads its target the same way.
+    let sign_in = plain()
+        .get(format!("{}/_logto/sign-in", t.gate.url()))
+        .header("X-Original-URI", "/admin")
+        .header("X-Forwarded-Uri", "/elsewhere")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sign_in.status(), StatusCode::BAD_REQUEST);
+}
+
 /// Credentials of a scheme the gate does not read.
 pub(crate) const BASIC: &str = "Basic dXNlcjpwdw==";
 
@@ -245,6 +313,19 @@ async fn nginx_auth_request_with_the_shipped_example_config() {
     // oauth2-proxy's names, which apps written for it read, are the gate's too.
     assert_eq!(seen.header("x-auth-request-user"), None);
     assert_eq!(seen.header("x-auth-request-access-token"), None);
+    // A client's target field next to nginx's: nginx sets both, so the gate rules on the path asked for.
+    for field in ["X-Forwarded-Uri", "X-Original-URI"] {
+        let count = upstream.count();
+        let spoofed = plain()
+            .get(format!("{}/admin/secret", nginx.url()))
+            .header(field, "/public/x")
+            .header("X-Forwarded-Method", "OPTIONS")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(spoofed.status(), StatusCode::UNAUTHORIZED, "{field}");
+        assert_eq!(upstream.count(), count, "{field}: the app was not reached");
+    }
     // The client's own credentials reach the app as they would through the gate itself (the example sets the
     // app's Authorization from the gate's answer, which repeats them).
     let basic = get_authorized(&plain(), &format!("{}/public/x", nginx.url()), BASIC, &[]).await;
