@@ -69,20 +69,19 @@ impl Gate {
         // Envoy form: /_logto/auth/<original path>, with the original method and query.
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let envoy_path = target.strip_prefix(paths::AUTH).filter(|rest| rest.starts_with('/'));
-        let (method, uri) = match (trusted, envoy_path) {
-            (true, Some(rest)) => (req.method().as_str().to_owned(), rest.to_owned()),
-            (true, None) => (
-                asked::method(req.headers())?
-                    .unwrap_or(req.method().as_str())
-                    .to_owned(),
-                asked::target(req.headers())?.unwrap_or("/").to_owned(),
-            ),
-            (false, _) => (req.method().as_str().to_owned(), target.to_owned()),
+        // ingress-nginx names the host in X-Original-URL (its Host is the gate's own name).
+        let (method, uri, asked_host) = match (trusted, envoy_path) {
+            (true, Some(rest)) => (req.method().as_str(), rest, None),
+            (true, None) => {
+                let asked = asked::ruled_on(req.headers())?;
+                (asked.method.unwrap_or(req.method().as_str()), asked.target, asked.host)
+            }
+            (false, _) => (req.method().as_str(), target, None),
         };
         let raw_path = uri.split(['?', '#']).next().unwrap_or("/");
         let path = policy::path::normalise(raw_path, self.config.server.allow_encoded_slashes)
             .map_err(|e| ClientError::BadRequest(e.to_string()))?;
-        let host = request_host(req, trusted)?;
+        let host = asked_host.or(request_host(req, trusted)?);
         let policy = &self.config.policy;
         let rule_path = policy::path::rule_path(&path, policy.case_insensitive)
             .map_err(|e| ClientError::BadRequest(e.to_string()))?;
@@ -90,17 +89,17 @@ impl Gate {
         // carries (the gate cannot remove them there), so the rules always decide on those methods too.
         let mut overrides = policy::method_overrides(req.headers()).map_err(ClientError::BadRequest)?;
         let query = uri.split('#').next().and_then(|u| u.split_once('?')).map(|(_, q)| q);
-        policy::query_method_overrides(&method, query, &mut overrides).map_err(ClientError::BadRequest)?;
+        policy::query_method_overrides(method, query, &mut overrides).map_err(ClientError::BadRequest)?;
         // The original request's client, as the asking proxy (trusted) reports it in `X-Forwarded-For`.
         let client = self.client_address(req.headers(), peer, trusted);
-        let decision = policy.decide(&method, &overrides, host, client, &rule_path);
+        let decision = policy.decide(method, &overrides, host, client, &rule_path);
         let principal = match decision {
             Decision::Deny => return Err(ClientError::RouteDenied.into()),
             Decision::Public => None,
             Decision::Require(..) => {
                 let max_age = self.max_age(&decision);
                 let Some(principal) = self.authenticate(req.headers(), decided).await? else {
-                    return Ok(self.unauthorized(&ReturnPath::parse_or_root(&uri), max_age, false));
+                    return Ok(self.unauthorized(&ReturnPath::parse_or_root(uri), max_age, false));
                 };
                 let organization = self.config.logto.organization_id.as_deref();
                 for requirements in decision.requirements() {
@@ -109,7 +108,7 @@ impl Gate {
                 // The asking proxy sends the browser to /_logto/sign-in?redirect=<uri>, which asks Logto for the
                 // route's `max_age` itself ([`Gate::max_age_of`]).
                 if let Some(max_age) = max_age.filter(|m| !principal.signed_in_within(*m, session::now())) {
-                    return Ok(self.unauthorized(&ReturnPath::parse_or_root(&uri), Some(max_age), true));
+                    return Ok(self.unauthorized(&ReturnPath::parse_or_root(uri), Some(max_age), true));
                 }
                 Some(principal)
             }
@@ -203,7 +202,8 @@ impl Gate {
         let return_to = match params.iter().find(|(k, _)| k == "redirect") {
             Some((_, v)) => self.return_target(v),
             // nginx's error_page hands the original URI over in a header, as its auth_request subrequest does.
-            None if is_trusted(&self.config.server.trusted_proxies, peer.ip()) => asked::target(req.headers())?
+            None if is_trusted(&self.config.server.trusted_proxies, peer.ip()) => asked::read(req.headers())?
+                .target
                 .map_or_else(ReturnPath::root, |v| ReturnPath::parse_same_origin_or_root(v, origin)),
             None => ReturnPath::root(),
         };

@@ -125,16 +125,21 @@ async fn auth_endpoint_answers_202_401_403_and_ignores_forwarding_headers_from_u
 }
 
 /// A proxy passes the client's own fields to the gate next to the ones it sets: a target field it does not set is
-/// the client's to write. The gate reads neither target field when they disagree, nor a field given twice or not
-/// as text (the other, perhaps the client's, would be read in its place), and answers 400: before, a client's
-/// `X-Forwarded-Uri: /public/x` behind a proxy that set `X-Original-URI: /admin` had the gate rule on the public
-/// path.
+/// the client's to write. The gate reads no target, method or host field when they disagree, nor a field given
+/// twice or not as text (another, perhaps the client's, would be read in its place), and answers 400: before, a
+/// client's `X-Forwarded-Uri: /public/x` behind a proxy that set `X-Original-URI: /admin` had the gate rule on the
+/// public path. A trusted proxy that names no request gets 400 too, where the gate ruled on `/`; ingress-nginx's
+/// `X-Original-URL` and `X-Original-Method` are read (with the same agreement), where they were ignored.
 #[tokio::test]
 async fn a_target_a_client_could_have_written_is_refused_not_read() {
+    let rules = format!(
+        "{RULES}\n[[rules]]\nprefix = \"/\"\nhost = \"open.example.com\"\nallow = \"public\"\n\n[[rules]]\n\
+         prefix = \"/reports\"\nmethods = [\"DELETE\"]\nallow = \"deny\"\n"
+    );
     let t = Stack::edited(
         IdpOptions::default(),
         "",
-        RULES,
+        &rules,
         in_server("trusted_proxies = [\"127.0.0.1/32\"]"),
     )
     .await;
@@ -181,6 +186,43 @@ async fn a_target_a_client_could_have_written_is_refused_not_read() {
     ])
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
+    // A trusted proxy that names no request is not answered as if it had asked about `/`.
+    let (status, body) = ask(vec![]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("names no request to rule on"), "{body}");
+    // ingress-nginx's external auth: the absolute X-Original-URL (its host too) and X-Original-Method, and Host the
+    // gate's own name. A client's field that names another request, method or host is refused.
+    let (status, _) = ask(vec![
+        ("X-Original-URL", b"https://open.example.com/x?y=1"),
+        ("Host", b"gate.svc"),
+    ])
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "the host's public rule");
+    let (status, _) = ask(vec![("X-Original-URL", b"https://app.example.com/public/x")]).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _) = ask(vec![("X-Original-URL", b"https://app.example.com/x")]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = ask(vec![
+        ("X-Original-URL", b"https://app.example.com/reports"),
+        ("X-Original-Method", b"DELETE"),
+    ])
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the method's deny rule");
+    for (name, value) in [
+        ("X-Forwarded-Uri", &b"/public/x"[..]),
+        ("X-Original-URI", b"/public/x"),
+        ("X-Forwarded-Host", b"open.example.com"),
+        ("X-Forwarded-Method", b"GET"),
+    ] {
+        let (status, body) = ask(vec![
+            ("X-Original-URL", b"https://app.example.com/reports"),
+            ("X-Original-Method", b"DELETE"),
+            (name, value),
+        ])
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name}");
+        assert!(body.contains("name different"), "{name}: {body}");
+    }
     // The sign-in a proxy sends a browser to after a 401 reads its target the same way.
     let sign_in = plain()
         .get(format!("{}/_logto/sign-in", t.gate.url()))
