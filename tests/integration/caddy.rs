@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::forward_auth::{gate_behind_a_proxy, get_authorized, BASIC, RULES};
+use crate::forward_auth::{claims_no_other_address, gate_behind_a_proxy, get_authorized, ADDRESS_RULES, BASIC, RULES};
 use crate::support::caddy::{self, Caddy};
 use crate::support::*;
 
@@ -305,4 +305,16 @@ async fn the_shipped_caddyfile_passes_on_the_authorization_the_gate_would_send()
     let seen = upstream.last();
     assert_eq!(seen.path, "/public/x");
     assert_eq!(seen.header("authorization"), None);
+}
+
+/// Rules on the client's address (`client_ips`) through the shipped Caddyfile: Caddy replaces a client's
+/// `X-Forwarded-For` with the address it sees (the client is no proxy Caddy trusts), so the gate rules on that one.
+#[tokio::test]
+async fn a_client_claims_no_other_address_through_the_shipped_caddyfile() {
+    let rules = format!("{RULES}{ADDRESS_RULES}");
+    let Some((_idp, upstream, _gate, caddy)) = behind_the_shipped_caddy(IdpOptions::default(), "", &rules, |t| t).await
+    else {
+        return;
+    };
+    claims_no_other_address(&caddy.url(), &upstream).await;
 }

@@ -234,6 +234,58 @@ async fn a_target_a_client_could_have_written_is_refused_not_read() {
     assert_eq!(sign_in.status(), StatusCode::BAD_REQUEST);
 }
 
+/// Rules on the client's address for [`a_client_claims_no_other_address_through_the_shipped_nginx`] and its Caddy
+/// twin: one network the client is not on, and the client's own address.
+pub(crate) const ADDRESS_RULES: &str = r#"
+[[rules]]
+prefix = "/intranet"
+client_ips = ["198.51.100.0/24"]
+allow = "public"
+
+[[rules]]
+prefix = "/loopback-two"
+client_ips = ["127.0.0.2/32"]
+allow = "public"
+"#;
+
+/// Through the proxy at `url` (in front of `upstream`), from 127.0.0.2 (no trusted proxy in these tests): a client's
+/// `X-Forwarded-For` claiming an allowed network reaches nothing, and the client's real address is the one ruled on.
+pub(crate) async fn claims_no_other_address(url: &str, upstream: &Upstream) {
+    let client = plain_from_127_0_0_2();
+    let count = upstream.count();
+    for claimed in ["198.51.100.7", "198.51.100.7, 198.51.100.8"] {
+        let resp = client
+            .get(format!("{url}/intranet/x"))
+            .header("X-Forwarded-For", claimed)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{claimed}");
+    }
+    assert_eq!(upstream.count(), count, "the app was not reached");
+    for claimed in [None, Some("198.51.100.7")] {
+        let mut request = client.get(format!("{url}/loopback-two/x"));
+        if let Some(claimed) = claimed {
+            request = request.header("X-Forwarded-For", claimed);
+        }
+        assert_eq!(request.send().await.unwrap().status(), StatusCode::OK, "{claimed:?}");
+    }
+}
+
+/// Rules on the client's address (`client_ips`) through the shipped nginx configuration: nginx adds the address it
+/// sees to a client's `X-Forwarded-For`, so the gate rules on that one. Before, the example passed the client's
+/// field to the gate as it came, and a client writing an allowed address reached a rule meant for that network.
+#[tokio::test]
+async fn a_client_claims_no_other_address_through_the_shipped_nginx() {
+    let rules = format!("{RULES}{ADDRESS_RULES}");
+    let Some((_idp, upstream, _gate, nginx)) =
+        behind_the_shipped_nginx_with(IdpOptions::default(), "", &rules, |t| t).await
+    else {
+        return;
+    };
+    claims_no_other_address(&nginx.url(), &upstream).await;
+}
+
 /// Credentials of a scheme the gate does not read.
 pub(crate) const BASIC: &str = "Basic dXNlcjpwdw==";
 

@@ -385,6 +385,16 @@ pub fn plain() -> reqwest::Client {
         .expect("HTTP client")
 }
 
+/// [`plain`] connecting from 127.0.0.2: a client on loopback that is no trusted proxy where the tests trust
+/// 127.0.0.1 (Linux answers for all of 127.0.0.0/8).
+pub fn plain_from_127_0_0_2() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("HTTP client")
+}
+
 /// A TOML edit that adds `line` to the `[upstream]` section of the test template.
 pub fn in_upstream(line: &'static str) -> impl FnOnce(String) -> String {
     move |t| t.replacen("[upstream]\n", &format!("[upstream]\n{line}\n"), 1)
