@@ -6,7 +6,9 @@ use reqwest::StatusCode;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::forward_auth::{claims_no_other_address, gate_behind_a_proxy, get_authorized, ADDRESS_RULES, BASIC, RULES};
+use crate::forward_auth::{
+    chooses_no_request_id, claims_no_other_address, gate_behind_a_proxy, get_authorized, ADDRESS_RULES, BASIC, RULES,
+};
 use crate::support::caddy::{self, Caddy};
 use crate::support::*;
 
@@ -103,6 +105,7 @@ async fn caddy_forward_auth_with_the_shipped_example() {
         .unwrap();
     assert_eq!(spoofed.status(), StatusCode::BAD_REQUEST);
     assert_eq!(upstream.count(), count, "the app was not reached");
+    chooses_no_request_id(&caddy.url(), &upstream).await;
     // The client's own credentials reach the app as they would through the gate itself (the gate's answer repeats
     // them, and the example passes the answer's Authorization on).
     assert_eq!(seen.header("authorization"), Some(BASIC));

@@ -286,6 +286,34 @@ async fn a_client_claims_no_other_address_through_the_shipped_nginx() {
     claims_no_other_address(&nginx.url(), &upstream).await;
 }
 
+/// Through the proxy at `url` (in front of `upstream`): a request id a client chose reaches neither the gate's
+/// answer nor the app; the proxy's own does, the same in both for one request through the gate.
+pub(crate) async fn chooses_no_request_id(url: &str, upstream: &Upstream) {
+    const CHOSEN: &str = "req-of-another-user-0001";
+    let own = plain()
+        .get(format!("{url}/_logto/userinfo"))
+        .header("X-Request-Id", CHOSEN)
+        .send()
+        .await
+        .unwrap();
+    let answered = own.headers()["x-request-id"].to_str().unwrap();
+    assert!(
+        answered != CHOSEN && answered.len() >= 16,
+        "the gate answered with {answered}"
+    );
+    let public = plain()
+        .get(format!("{url}/public/x"))
+        .header("X-Request-Id", CHOSEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), StatusCode::OK);
+    let seen = upstream.last();
+    let id = seen.header("x-request-id").unwrap_or_default();
+    assert!(id != CHOSEN && id.len() >= 16, "the app got {id:?}");
+    assert_eq!(seen.header_count("x-request-id"), 1);
+}
+
 /// Credentials of a scheme the gate does not read.
 pub(crate) const BASIC: &str = "Basic dXNlcjpwdw==";
 
@@ -420,6 +448,7 @@ async fn nginx_auth_request_with_the_shipped_example_config() {
         assert_eq!(spoofed.status(), StatusCode::UNAUTHORIZED, "{field}");
         assert_eq!(upstream.count(), count, "{field}: the app was not reached");
     }
+    chooses_no_request_id(&nginx.url(), &upstream).await;
     // The client's own credentials reach the app as they would through the gate itself (the example sets the
     // app's Authorization from the gate's answer, which repeats them).
     let basic = get_authorized(&plain(), &format!("{}/public/x", nginx.url()), BASIC, &[]).await;
