@@ -7,7 +7,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::forward_auth::{
-    chooses_no_request_id, claims_no_other_address, gate_behind_a_proxy, get_authorized, ADDRESS_RULES, BASIC, RULES,
+    chooses_no_request_id, claims_no_other_address, gate_behind_a_proxy, get_authorized, renewed_twice,
+    the_session_token_reaches_the_app, ADDRESS_RULES, BASIC, RULES,
 };
 use crate::support::caddy::{self, Caddy};
 use crate::support::*;
@@ -234,33 +235,7 @@ async fn a_session_of_several_cookies_renewed_behind_caddy_reaches_the_browser()
     let (hops, resp) = b.navigate(&format!("{}/", caddy.url())).await;
     assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}\n{}", caddy.log());
     assert!(b.gate_cookies(&caddy.url()).contains("logto_gate.2="));
-    for round in 1..=2 {
-        let before = b.gate_cookies(&caddy.url());
-        // Past the access token's four seconds: the next request renews the session.
-        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
-        let resp = b
-            .client
-            .get(format!("{}/round/{round}", caddy.url()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::OK, "round {round}");
-        let set: Vec<_> = resp.headers().get_all("set-cookie").iter().collect();
-        assert!(set.len() >= 3, "round {round}: {set:?}");
-        assert!(
-            set.iter().all(|c| c.to_str().unwrap().starts_with("logto_gate")),
-            "{set:?}"
-        );
-        assert_ne!(
-            b.gate_cookies(&caddy.url()),
-            before,
-            "round {round}: the browser holds the renewed session"
-        );
-        assert!(upstream.last().header("x-forwarded-user").is_some(), "round {round}");
-    }
-    assert_eq!(idp.stats()["grants"]["refresh_token"], 2, "{}", idp.stats());
-    assert_eq!(idp.stats()["grants"]["refresh_token_error"], serde_json::Value::Null);
-    assert_eq!(idp.live_grants(), 1);
+    renewed_twice(&idp, &b, &upstream, &caddy.url()).await;
 }
 
 /// The app behind the shipped Caddyfile gets the `Authorization` the gate would send, even where that is none:
@@ -279,23 +254,7 @@ async fn the_shipped_caddyfile_passes_on_the_authorization_the_gate_would_send()
     else {
         return;
     };
-    let b = Browser::new(&idp);
-    let (hops, resp) = b.navigate(&format!("{}/reports", caddy.url())).await;
-    assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}\n{}", caddy.log());
-    let session_token = upstream
-        .last()
-        .header("authorization")
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .expect("the session's access token reaches the app")
-        .to_owned();
-    let with_basic = get_authorized(&b.client, &format!("{}/reports", caddy.url()), BASIC, &[]).await;
-    assert_eq!(with_basic.status(), StatusCode::OK);
-    let seen = upstream.last();
-    assert_eq!(
-        seen.header("authorization"),
-        Some(format!("Bearer {session_token}").as_str())
-    );
-    assert_eq!(seen.header("x-auth-request-access-token"), Some(session_token.as_str()));
+    the_session_token_reaches_the_app(&idp, &upstream, &caddy.url(), || caddy.log()).await;
     drop((idp, upstream, caddy));
 
     let Some((_idp, upstream, _gate, caddy)) =

@@ -566,21 +566,34 @@ async fn a_session_renewed_behind_nginx_reaches_the_browser(large: bool) {
     assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}\n{}", nginx.error_log());
     let signed_in = b.gate_cookies(&nginx.url());
     assert_eq!(signed_in.contains("logto_gate.2="), large, "{signed_in}");
+    renewed_twice(&idp, &b, &upstream, &nginx.url()).await;
+}
+
+/// Two requests of the signed-in browser `b` through the proxy at `url` (in front of `upstream`), each after the
+/// access token expired (the IdP's four seconds): each renews the session, the browser gets every new cookie and
+/// nothing else, and the second renewal uses the refresh token the first brought (one grant, no reuse).
+pub(crate) async fn renewed_twice(idp: &Idp, b: &Browser, upstream: &Upstream, url: &str) {
     for round in 1..=2 {
-        let before = b.gate_cookies(&nginx.url());
+        let before = b.gate_cookies(url);
         tokio::time::sleep(std::time::Duration::from_secs(4)).await;
-        let resp = b
-            .client
-            .get(format!("{}/round/{round}", nginx.url()))
-            .send()
-            .await
-            .unwrap();
+        let resp = b.client.get(format!("{url}/round/{round}")).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "round {round}");
-        assert_ne!(
-            b.gate_cookies(&nginx.url()),
-            before,
-            "round {round}: the browser holds the renewed session"
+        let set: Vec<_> = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|c| c.to_str().unwrap().to_owned())
+            .collect();
+        let held = b.gate_cookies(url);
+        assert!(
+            set.len() >= held.matches("logto_gate").count(),
+            "round {round}: {set:?}"
         );
+        assert!(
+            set.iter().all(|c| c.starts_with("logto_gate")),
+            "round {round}: {set:?}"
+        );
+        assert_ne!(held, before, "round {round}: the browser holds the renewed session");
         assert!(upstream.last().header("x-forwarded-user").is_some(), "round {round}");
     }
     assert_eq!(idp.stats()["grants"]["refresh_token"], 2, "{}", idp.stats());
@@ -596,6 +609,36 @@ async fn a_session_in_one_cookie_renewed_behind_nginx_reaches_the_browser() {
 #[tokio::test]
 async fn a_session_in_several_cookies_renewed_behind_nginx_reaches_the_browser() {
     a_session_renewed_behind_nginx_reaches_the_browser(true).await;
+}
+
+/// With `upstream.pass_access_token`, a browser signs in through the proxy at `url` (in front of `upstream`; `log`
+/// says what the proxy logged): the app gets the session's access token, also in place of a `Basic` the browser
+/// adds, and its bare form as `X-Auth-Request-Access-Token`. The browser and the token.
+pub(crate) async fn the_session_token_reaches_the_app(
+    idp: &Idp,
+    upstream: &Upstream,
+    url: &str,
+    log: impl Fn() -> String,
+) -> (Browser, String) {
+    let b = Browser::new(idp);
+    let (hops, resp) = b.navigate(&format!("{url}/reports")).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}\n{}", log());
+    let session_token = upstream
+        .last()
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .expect("the session's access token reaches the app")
+        .to_owned();
+    let with_basic = get_authorized(&b.client, &format!("{url}/reports"), BASIC, &[]).await;
+    assert_eq!(with_basic.status(), StatusCode::OK);
+    let seen = upstream.last();
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {session_token}").as_str())
+    );
+    assert_eq!(seen.header("x-auth-request-access-token"), Some(session_token.as_str()));
+    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
+    (b, session_token)
 }
 
 /// With `upstream.pass_access_token`, the app behind the shipped nginx gets the `Authorization` the gate itself
@@ -617,29 +660,13 @@ async fn the_shipped_nginx_passes_on_the_authorization_the_gate_would_send() {
         return;
     };
 
-    // A browser signs in: the app gets the session's token for the API, whatever the browser adds.
-    let b = Browser::new(&idp);
-    let (hops, resp) = b.navigate(&format!("{}/reports", nginx.url())).await;
-    assert_eq!(resp.status(), StatusCode::OK, "{hops:#?}\n{}", nginx.error_log());
-    let session_token = upstream
-        .last()
-        .header("authorization")
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .expect("the session's access token reaches the app")
-        .to_owned();
+    let (b, session_token) =
+        the_session_token_reaches_the_app(&idp, &upstream, &nginx.url(), || nginx.error_log()).await;
     let claims = jwt_claims(&session_token);
     assert_eq!(
         (claims["aud"].as_str(), claims["sub"].as_str()),
         (Some(RESOURCE), Some("u_alice0001"))
     );
-    let with_basic = get_authorized(&b.client, &format!("{}/reports", nginx.url()), BASIC, &[]).await;
-    assert_eq!(with_basic.status(), StatusCode::OK);
-    let seen = upstream.last();
-    assert_eq!(
-        seen.header("authorization"),
-        Some(format!("Bearer {session_token}").as_str())
-    );
-    assert_eq!(seen.header("x-forwarded-user"), Some("u_alice0001"));
     // The answer to the proxy, asked directly.
     let auth = format!("{}/_logto/auth", gate.url());
     let answer = get_authorized(&b.client, &auth, BASIC, &[("X-Original-URI", "/reports")]).await;
