@@ -127,10 +127,10 @@ fn split_url(url: &str) -> Option<(&str, &str)> {
     let rest = &url[scheme_end + 3..];
     let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (host, target) = rest.split_at(host_end);
-    if !crate::policy::is_host(host.as_bytes()) || target.starts_with('#') {
+    if !crate::policy::is_host(host.as_bytes()) {
         return None;
     }
-    // What nginx's `$scheme://$http_host$request_uri` makes: a target that begins with `/`.
+    // What nginx's `$scheme://$http_host$request_uri` makes: a target that begins with `/` (or none).
     match target {
         "" => Some((host, "/")),
         t if t.starts_with('/') => Some((host, t)),

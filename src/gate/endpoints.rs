@@ -55,8 +55,8 @@ const SIGN_IN_TRIP: u64 = 60;
 
 impl Gate {
     /// `/_logto/auth`: forward-auth for nginx `auth_request`, Traefik ForwardAuth and Envoy ext_authz (HTTP).
-    /// 202 with identity headers when allowed, 401 without a session, 403 when denied. The original method and URI
-    /// come from `X-Forwarded-Method` and `X-Forwarded-Uri` / `X-Original-URI` only when the peer is a trusted proxy.
+    /// 202 with identity headers when allowed, 401 without a session, 403 when denied. The original method, URI and
+    /// host come from the fields [`asked`] reads only when the peer is a trusted proxy, which must name the URI.
     /// Envoy calls `/_logto/auth/<original path>` with the original method and expects 200 when allowed; from a
     /// trusted peer that form is honoured too.
     pub(super) async fn forward_auth(
