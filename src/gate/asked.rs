@@ -76,31 +76,6 @@ pub(super) fn read(headers: &HeaderMap) -> Result<Asked<'_>, ClientError> {
     Ok(Asked { method, target, host })
 }
 
-/// What a forward-auth call from a trusted proxy rules on: [`read`], where the proxy must name a target.
-pub(super) fn ruled_on(headers: &HeaderMap) -> Result<Named<'_>, ClientError> {
-    let asked = read(headers)?;
-    let target = asked.target.ok_or_else(|| {
-        ClientError::BadRequest(
-            "the trusted proxy names no request to rule on: set X-Forwarded-Uri (nginx: proxy_set_header \
-             X-Forwarded-Uri $request_uri), or ask at /_logto/auth/<path>"
-                .to_owned(),
-        )
-    })?;
-    Ok(Named {
-        method: asked.method,
-        target,
-        host: asked.host,
-    })
-}
-
-/// [`Asked`] with its target.
-#[derive(Debug)]
-pub(super) struct Named<'h> {
-    pub(super) method: Option<&'h str>,
-    pub(super) target: &'h str,
-    pub(super) host: Option<&'h str>,
-}
-
 /// The one value the present fields of `fields` (name, value) agree on; Err naming them when two differ.
 fn agreed<'h>(fields: &[(&str, Option<&'h str>)], differ: &str, fix: &str) -> Result<Option<&'h str>, ClientError> {
     let mut present = fields.iter().filter_map(|(name, value)| value.map(|v| (*name, v)));

@@ -56,7 +56,8 @@ const SIGN_IN_TRIP: u64 = 60;
 impl Gate {
     /// `/_logto/auth`: forward-auth for nginx `auth_request`, Traefik ForwardAuth and Envoy ext_authz (HTTP).
     /// 202 with identity headers when allowed, 401 without a session, 403 when denied. The original method, URI and
-    /// host come from the fields [`asked`] reads only when the peer is a trusted proxy, which must name the URI.
+    /// host come from the fields [`asked`] reads only when the peer is a trusted proxy (else, or where it names
+    /// none, the request's own).
     /// Envoy calls `/_logto/auth/<original path>` with the original method and expects 200 when allowed; from a
     /// trusted peer that form is honoured too.
     pub(super) async fn forward_auth(
@@ -69,12 +70,14 @@ impl Gate {
         // Envoy form: /_logto/auth/<original path>, with the original method and query.
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let envoy_path = target.strip_prefix(paths::AUTH).filter(|rest| rest.starts_with('/'));
-        // ingress-nginx names the host in X-Original-URL (its Host is the gate's own name).
+        // ingress-nginx names the host in X-Original-URL (its Host is the gate's own name). A trusted peer that
+        // names no request is answered about its own, as anyone else is.
         let (method, uri, asked_host) = match (trusted, envoy_path) {
             (true, Some(rest)) => (req.method().as_str(), rest, None),
             (true, None) => {
-                let asked = asked::ruled_on(req.headers())?;
-                (asked.method.unwrap_or(req.method().as_str()), asked.target, asked.host)
+                let asked = asked::read(req.headers())?;
+                let method = asked.method.unwrap_or(req.method().as_str());
+                (method, asked.target.unwrap_or(target), asked.host)
             }
             (false, _) => (req.method().as_str(), target, None),
         };

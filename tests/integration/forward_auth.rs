@@ -128,13 +128,15 @@ async fn auth_endpoint_answers_202_401_403_and_ignores_forwarding_headers_from_u
 /// the client's to write. The gate reads no target, method or host field when they disagree, nor a field given
 /// twice or not as text (another, perhaps the client's, would be read in its place), and answers 400: before, a
 /// client's `X-Forwarded-Uri: /public/x` behind a proxy that set `X-Original-URI: /admin` had the gate rule on the
-/// public path. A trusted proxy that names no request gets 400 too, where the gate ruled on `/`; ingress-nginx's
-/// `X-Original-URL` and `X-Original-Method` are read (with the same agreement), where they were ignored.
+/// public path. A trusted proxy that names no request is answered about the request's own path, where the gate
+/// ruled on `/`; ingress-nginx's `X-Original-URL` and `X-Original-Method` are read (with the same agreement), where
+/// they were ignored.
 #[tokio::test]
 async fn a_target_a_client_could_have_written_is_refused_not_read() {
     let rules = format!(
         "{RULES}\n[[rules]]\nprefix = \"/\"\nhost = \"open.example.com\"\nallow = \"public\"\n\n[[rules]]\n\
-         prefix = \"/reports\"\nmethods = [\"DELETE\"]\nallow = \"deny\"\n"
+         prefix = \"/reports\"\nmethods = [\"DELETE\"]\nallow = \"deny\"\n\n[[rules]]\npath = \"^/$\"\n\
+         allow = \"public\"\n"
     );
     let t = Stack::edited(
         IdpOptions::default(),
@@ -186,10 +188,12 @@ async fn a_target_a_client_could_have_written_is_refused_not_read() {
     ])
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    // A trusted proxy that names no request is not answered as if it had asked about `/`.
-    let (status, body) = ask(vec![]).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body.contains("names no request to rule on"), "{body}");
+    // A trusted proxy that names no request is answered about its own, `/_logto/auth` (the default rule: 401),
+    // as anyone else is, not as if it had asked about `/` (public here).
+    let (status, _) = ask(vec![]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = ask(vec![("X-Forwarded-Uri", b"/")]).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
     // ingress-nginx's external auth: the absolute X-Original-URL (its host too) and X-Original-Method, and Host the
     // gate's own name. A client's field that names another request, method or host is refused.
     let (status, _) = ask(vec![
