@@ -265,24 +265,56 @@ fn socket_activated_named(listen: &[&str], names: Option<&str>, config: &Path) -
         .expect("systemd-socket-activate")
 }
 
+/// What a socket-activated gate runs with: an IdP with the test client registered for `public`, the test app, and
+/// `gate.toml` (`toml`, with `rules`) in `dir`, whose `server.listen` names a port (`unused`) nothing may bind, so
+/// that the socket passed is the one served.
+struct ActivationSetup {
+    idp: Idp,
+    upstream: Upstream,
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    toml: String,
+    unused: u16,
+}
+
+impl ActivationSetup {
+    async fn new(public: &str, rules: &str) -> ActivationSetup {
+        let idp = Idp::start(IdpOptions::default());
+        let upstream = Upstream::start().await;
+        idp.register_client(APP_ID, APP_SECRET, public);
+        let dir = tempfile::tempdir().unwrap();
+        let unused = free_port();
+        let config = dir.path().join("gate.toml");
+        let toml = gate_toml(public, &upstream.url(), &idp.endpoint(), "", rules)
+            .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{unused}\""));
+        std::fs::write(&config, &toml).unwrap();
+        ActivationSetup {
+            idp,
+            upstream,
+            dir,
+            config,
+            toml,
+            unused,
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_socket_systemd_passes_takes_the_place_of_server_listen() {
     if !have_socket_activate() {
         return;
     }
-    let idp = Idp::start(IdpOptions::default());
-    let upstream = Upstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let public = format!("http://127.0.0.1:{port}");
-    idp.register_client(APP_ID, APP_SECRET, &public);
-    // server.listen names another port, which nothing may bind: the passed socket is the one served.
-    let unused = free_port();
-    let config = dir.path().join("gate.toml");
     let public_rule = "[[rules]]\nprefix = \"/public\"\nallow = \"public\"\n";
-    let toml = gate_toml(&public, &upstream.url(), &idp.endpoint(), "", public_rule)
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{unused}\""));
-    std::fs::write(&config, toml).unwrap();
+    let ActivationSetup {
+        idp: _idp,
+        upstream,
+        dir,
+        config,
+        unused,
+        ..
+    } = ActivationSetup::new(&public, public_rule).await;
     let mut activated = socket_activated(&[&format!("127.0.0.1:{port}")], &config);
     wait_for_port(port).await;
     wait_for_status(&format!("{public}/_logto/readyz"), 200).await;
@@ -354,19 +386,18 @@ async fn named_sockets_systemd_passes_take_the_places_of_the_side_listeners() {
     if !have_socket_activate() {
         return;
     }
-    let idp = Idp::start(IdpOptions::default());
-    let upstream = Upstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
     let (port, redirect, metrics) = (free_port(), free_port(), free_port());
-    // TLS in front of the gate: the redirect sends browsers to the https origin.
+    // TLS in front of the gate: the redirect sends browsers to the https origin. Neither side listener is
+    // configured.
     let public = format!("https://127.0.0.1:{port}");
-    idp.register_client(APP_ID, APP_SECRET, &public);
-    let config = dir.path().join("gate.toml");
-    // Neither side listener is configured, and server.listen names a port nothing may bind.
-    let unused = free_port();
-    let toml = gate_toml(&public, &upstream.url(), &idp.endpoint(), "", "")
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{unused}\""));
-    std::fs::write(&config, &toml).unwrap();
+    let ActivationSetup {
+        idp: _idp,
+        upstream: _upstream,
+        dir,
+        config,
+        toml,
+        unused,
+    } = ActivationSetup::new(&public, "").await;
     let mut activated = socket_activated_named(
         &[
             &format!("127.0.0.1:{port}"),
