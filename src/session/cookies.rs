@@ -172,6 +172,23 @@ impl CookieCodec {
         open_with(&self.keys(), name, value).map(|(plaintext, key)| (plaintext, key > 0))
     }
 
+    /// Seals a session kept outside any cookie (the Redis store) under `label`, where it is stored: as a cookie value
+    /// is sealed (AES-256-GCM with the first key), with `label` authenticated as associated data, so the value opens
+    /// under that label only and a copy put under another session's key opens nowhere. Labels hold a `:`, which no
+    /// cookie name can (RFC 6265 §4.1.1: a name is a token), so no stored value opens as a cookie or the other way
+    /// round.
+    pub(crate) fn seal_stored(&self, label: &str, plaintext: String) -> Option<String> {
+        debug_assert!(label.contains(':'));
+        self.seal(label, plaintext)
+    }
+
+    /// Opens what [`CookieCodec::seal_stored`] sealed under `label`, with any key; `None` for anything tampered,
+    /// sealed under another label, by a key no longer configured, or not sealed at all. The flag says an older key
+    /// (not the first) opened it.
+    pub(crate) fn open_stored(&self, label: &str, value: &str) -> Option<(String, bool)> {
+        self.open(label, value)
+    }
+
     fn chunk_name(&self, i: usize) -> String {
         format!("{}.{i}", self.session_name)
     }

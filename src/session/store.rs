@@ -5,7 +5,8 @@
 //!   (shared by every replica), otherwise in memory (per replica; kept across restarts in `session.revocation_file`,
 //!   see `session::revocations`).
 //! - `session.store = "redis"`: the cookie holds only a random id, sealed like any gate cookie; the session lives
-//!   under `<prefix>session:<id>` with a TTL, indexed by Logto `sid` and `sub` so back-channel logout can delete
+//!   under `<prefix>session:<id>` with a TTL, sealed with the session secret and bound to that key
+//!   (`CookieCodec::seal_stored`), indexed by Logto `sid` and `sub` so back-channel logout can delete
 //!   every matching session for every replica at once.
 
 use std::collections::hash_map::{DefaultHasher, RandomState};
@@ -244,32 +245,55 @@ impl Sessions {
         };
         let mut found = Vec::with_capacity(opened.copies.len());
         for copy in opened.copies {
-            let Some((session, id)) = self.stored(copy.plaintext).await? else {
+            let Some((session, id, stored_with_old_key)) = self.stored(copy.plaintext).await? else {
                 continue;
             };
-            let Some(rewrite) = self.admit(&session, copy.opened_with_old_key, now).await? else {
+            let old_key = copy.opened_with_old_key || stored_with_old_key;
+            let Some(rewrite) = self.admit(&session, old_key, now).await? else {
                 continue;
             };
             found.push(Found {
                 session,
                 id,
                 rewrite,
-                old_key: copy.opened_with_old_key,
+                old_key,
             });
         }
         Ok(Some((found, opened.names_sent.into(), opened.stale_copy)))
     }
 
     /// The session a cookie value stands for: the value itself (cookie store), or the session Redis keeps under
-    /// it; `None` when it is not one (or Redis no longer has it).
-    async fn stored(&self, plaintext: String) -> Result<Option<(Session, Option<String>)>, StoreError> {
+    /// it, with whether an older secret sealed it there; `None` when it is not one (or Redis no longer has it, or
+    /// what Redis has does not open under its key).
+    async fn stored(&self, plaintext: String) -> Result<Option<(Session, Option<String>, bool)>, StoreError> {
         Ok(match (self.kind, &self.redis) {
-            (StoreKind::Redis, Some(redis)) => Box::pin(redis.get(&redis.key("session", &plaintext)))
-                .await?
-                .and_then(|json| serde_json::from_str::<Session>(&json).ok())
-                .map(|s| (s, Some(plaintext))),
-            _ => serde_json::from_str::<Session>(&plaintext).ok().map(|s| (s, None)),
+            (StoreKind::Redis, Some(redis)) => {
+                let key = redis.key("session", &plaintext);
+                Box::pin(redis.get(&key))
+                    .await?
+                    .and_then(|sealed| self.open_stored(&key, &sealed))
+                    .map(|(s, old_key)| (s, Some(plaintext), old_key))
+            }
+            _ => serde_json::from_str::<Session>(&plaintext)
+                .ok()
+                .map(|s| (s, None, false)),
         })
+    }
+
+    /// A session as Redis keeps it under `key`: sealed with the session secret and bound to that key
+    /// ([`CookieCodec::seal_stored`]), so that whoever reads Redis learns no token or claim, and whoever can write
+    /// it can neither make a session nor move one to another browser's key.
+    fn seal_stored(&self, key: &str, session: &Session) -> Result<String, SaveError> {
+        let json = serde_json::to_string(session).map_err(|e| SaveError::Internal(e.to_string()))?;
+        self.codec
+            .seal_stored(key, json)
+            .ok_or_else(|| SaveError::Internal("no session secret to seal with".to_owned()))
+    }
+
+    /// Opens what [`Sessions::seal_stored`] stored under `key`; the flag says an older secret sealed it.
+    fn open_stored(&self, key: &str, sealed: &str) -> Option<(Session, bool)> {
+        let (json, old_key) = self.codec.open_stored(key, sealed)?;
+        serde_json::from_str::<Session>(&json).ok().map(|s| (s, old_key))
     }
 
     /// Whether a session found on a request still counts: live, not idle too long, not revoked (cookie store;
@@ -382,23 +406,26 @@ impl Sessions {
                         .max(1),
                     None => max_age,
                 };
-                let json = serde_json::to_string(&session).map_err(|e| SaveError::Internal(e.to_string()))?;
+                let key = redis.key("session", &id);
+                let sealed = self.seal_stored(&key, &session)?;
                 let mut indexes = vec![(redis.key("sub", session.sub()), id.clone())];
                 if let Some(sid) = &session.sid {
                     indexes.push((redis.key("sid", sid), id.clone()));
                 }
-                let key = redis.key("session", &id);
                 if existing.is_some() {
                     // A session ended while this request held it (sign-out, back-channel logout) stays ended.
                     if !redis
-                        .put_existing(&key, &json, ttl, &indexes)
+                        .put_existing(&key, &sealed, ttl, &indexes)
                         .await
                         .map_err(SaveError::Store)?
                     {
                         return Err(SaveError::Gone);
                     }
                 } else {
-                    redis.put(&key, &json, ttl, &indexes).await.map_err(SaveError::Store)?;
+                    redis
+                        .put(&key, &sealed, ttl, &indexes)
+                        .await
+                        .map_err(SaveError::Store)?;
                 }
                 // The cookie only changes when it is new or must be resealed with the current secret.
                 if current.is_some_and(|c| c.id.is_some() && !c.rewrite) {
@@ -475,10 +502,14 @@ impl Sessions {
     /// Reads the session stored under `id` again (Redis store), to see another replica's refresh.
     pub async fn reload(&self, id: &str) -> Result<Option<Session>, StoreError> {
         match &self.redis {
-            Some(redis) => Ok(redis
-                .get(&redis.key("session", id))
-                .await?
-                .and_then(|j| serde_json::from_str(&j).ok())),
+            Some(redis) => {
+                let key = redis.key("session", id);
+                Ok(redis
+                    .get(&key)
+                    .await?
+                    .and_then(|sealed| self.open_stored(&key, &sealed))
+                    .map(|(session, _)| session))
+            }
             None => Ok(None),
         }
     }
@@ -518,9 +549,10 @@ impl Sessions {
                     .iter()
                     .zip(keys)
                     .zip(stored)
-                    .filter(|(_, json)| {
-                        json.as_deref()
-                            .is_none_or(|j| serde_json::from_str::<Session>(j).map_or(true, |s| s.iat <= logout_at))
+                    .filter(|((_, key), sealed)| {
+                        sealed
+                            .as_deref()
+                            .is_none_or(|v| self.open_stored(key, v).is_none_or(|(s, _)| s.iat <= logout_at))
                     })
                     .map(|(pair, _)| pair)
                     .unzip();

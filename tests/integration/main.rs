@@ -37,6 +37,7 @@ mod sign_in;
 mod smuggling;
 mod spoofing;
 mod stalls;
+mod stored_sessions;
 mod subdomains;
 mod tls;
 mod tokens;

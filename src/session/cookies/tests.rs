@@ -455,3 +455,46 @@ fn a_sign_out_return_opens_only_as_sealed_by_this_gate_and_only_for_a_while() {
         Some("/goodbye?x=1")
     );
 }
+
+/// A session stored outside the cookie opens under the label it was sealed under, with any configured key (saying
+/// which), and nowhere else: not under another session's label, not as a cookie, not once its key is gone; and a
+/// cookie value or plain text does not open as a stored session.
+#[test]
+fn stored_sessions_open_only_under_their_label() {
+    const OLD: &str = "an-old-session-secret-of-at-least-32-bytes";
+    const NEW: &str = "a-new-session-secret-of-at-least-32-bytes!";
+    let old = codec(OLD);
+    let sealed = old.seal_stored("t:session:a", "{\"sub\":\"alice\"}".into()).unwrap();
+    assert!(!sealed.contains("alice"));
+    assert_eq!(
+        old.open_stored("t:session:a", &sealed),
+        Some(("{\"sub\":\"alice\"}".into(), false))
+    );
+    assert_eq!(old.open_stored("t:session:b", &sealed), None, "moved to another key");
+    assert_eq!(old.open("logto_gate", &sealed), None, "taken for a cookie");
+    let cookie = old.seal("logto_gate", "{\"sub\":\"alice\"}".into()).unwrap();
+    assert_eq!(
+        old.open_stored("t:session:a", &cookie),
+        None,
+        "a cookie taken for a stored session"
+    );
+    assert_eq!(
+        old.open_stored("t:session:a", "{\"sub\":\"alice\"}"),
+        None,
+        "plain text"
+    );
+
+    let rotated = codec_with(&[NEW, OLD]);
+    assert_eq!(
+        rotated.open_stored("t:session:a", &sealed),
+        Some(("{\"sub\":\"alice\"}".into(), true))
+    );
+    let resealed = rotated
+        .seal_stored("t:session:a", "{\"sub\":\"alice\"}".into())
+        .unwrap();
+    assert_eq!(
+        codec(NEW).open_stored("t:session:a", &resealed).map(|o| o.1),
+        Some(false)
+    );
+    assert_eq!(codec(NEW).open_stored("t:session:a", &sealed), None, "the old key gone");
+}
