@@ -1,7 +1,8 @@
 //! The deployment files agree with the gate: the Kubernetes ConfigMaps hold configurations the gate accepts, the
 //! kustomizations name files that exist, probes and ports match, the Dockerfile keeps its contract, and the systemd
 //! unit's sandbox allows what its comments offer.
-//! (CI also runs hadolint on the Dockerfile and kubernetes-validate on the manifests.)
+//! (CI also runs hadolint on the Dockerfile and kubernetes-validate on the manifests, and on what `kubectl kustomize`
+//! builds of each kustomization where a recent kubectl is installed.)
 
 use std::path::Path;
 
@@ -48,6 +49,7 @@ fn kubernetes_configmaps_are_configurations_the_gate_accepts() {
     for (rel, redis) in [
         ("deploy/kubernetes/base/configmap.yaml", false),
         ("deploy/kubernetes/redis/configmap.yaml", true),
+        ("deploy/kubernetes/sidecar/configmap.yaml", false),
     ] {
         let text = read(rel);
         assert!(
@@ -132,8 +134,8 @@ fn manifests_use_the_published_image_and_the_sidecar_patch_matches_the_base() {
     for file in [
         "add-logto-gate.yaml",
         "service-to-gate.yaml",
-        "../base/configmap.yaml",
-        "../base/secret.yaml",
+        "configmap.yaml",
+        "networkpolicy.yaml",
     ] {
         assert!(k.contains(file), "{file}");
         assert!(
@@ -143,6 +145,65 @@ fn manifests_use_the_published_image_and_the_sidecar_patch_matches_the_base() {
                 .exists(),
             "{file}"
         );
+    }
+}
+
+/// The sidecar's NetworkPolicy lets into the app's pods only what the gate listens on: it selects the pods of the
+/// Deployment it patches and admits the gate's named ports, the app's own in no rule. A Service is no boundary (any
+/// pod reaches a pod's address), so without it the app answers every pod in the cluster, with whatever identity
+/// fields they send. No kustomization applies a Secret: `kubectl apply -k` would overwrite the one the README has
+/// the operator create with placeholders.
+#[test]
+fn the_sidecar_admits_only_the_gates_ports_and_no_kustomization_applies_a_secret() {
+    let policy = read("deploy/kubernetes/sidecar/networkpolicy.yaml");
+    let app = read("deploy/kubernetes/sidecar/example-app/deployment.yaml");
+    let patch = read("deploy/kubernetes/sidecar/add-logto-gate.yaml");
+    // The lines indented below the last line of `after`.
+    let labels = |text: &str, after: &str| -> Vec<String> {
+        let from = text.find(after).unwrap_or_else(|| panic!("`{after}` in {text}"));
+        let last = after.lines().last().unwrap_or_default();
+        let indent = last.len() - last.trim_start().len();
+        text[from + after.len()..]
+            .lines()
+            .skip(1)
+            .take_while(|l| l.len() - l.trim_start().len() > indent)
+            .map(|l| l.trim().to_owned())
+            .collect()
+    };
+    let selected = labels(&policy, "podSelector:\n    matchLabels:");
+    let pod = labels(&app, "template:\n    metadata:\n      labels:");
+    assert_eq!(selected, vec!["app.kubernetes.io/name: my-app".to_owned()]);
+    assert_eq!(selected, pod, "the policy selects the patched Deployment's pods");
+    assert!(policy.contains("policyTypes: [\"Ingress\"]"));
+    let admitted: Vec<&str> = policy
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- port: "))
+        .collect();
+    assert_eq!(admitted, ["gate-http", "gate-metrics"]);
+    for (name, port) in [("gate-http", "4180"), ("gate-metrics", "9090")] {
+        assert!(
+            patch.contains(&format!("- name: {name}\n              containerPort: {port}")),
+            "the gate container declares {name}"
+        );
+    }
+    let config = read("deploy/kubernetes/sidecar/configmap.yaml");
+    assert!(config.contains("listen = \"0.0.0.0:4180\"") && config.contains("metrics_listen = \"0.0.0.0:9090\""));
+    assert!(
+        policy.contains("kubernetes.io/metadata.name: monitoring\n      ports:\n        - port: gate-metrics"),
+        "metrics only from the monitoring namespace"
+    );
+    for dir in ["base", "redis", "sidecar", "sidecar/example-app"] {
+        let k = read(&format!("deploy/kubernetes/{dir}/kustomization.yaml"));
+        for entry in kustomization_entries(&k) {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("deploy/kubernetes")
+                .join(dir)
+                .join(&entry);
+            if path.is_file() {
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(!text.contains("kind: Secret"), "{dir}/{entry} applies a Secret");
+            }
+        }
     }
 }
 
@@ -169,23 +230,65 @@ fn the_compose_gate_without_its_env_names_the_missing_keys() {
     assert!(!compose.contains(":?"), "no variable is required at interpolation time");
 }
 
-#[test]
-fn kubernetes_manifests_are_consistent() {
-    for dir in ["deploy/kubernetes/base", "deploy/kubernetes/redis"] {
-        let k = read(&format!("{dir}/kustomization.yaml"));
-        for line in k
-            .lines()
-            .map(str::trim)
-            .filter(|l| l.starts_with("- ") || l.starts_with("- path:"))
-        {
-            let file = line.trim_start_matches("- path:").trim_start_matches("- ").trim();
-            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join(file);
-            assert!(
-                path.exists(),
-                "{dir}/kustomization.yaml names {file}, which does not exist"
-            );
+/// What a kustomization loads: its `resources` and `components` entries and its patches' `path`s.
+fn kustomization_entries(kustomization: &str) -> Vec<String> {
+    let mut section = "";
+    let mut entries = Vec::new();
+    for line in kustomization.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        if !line.starts_with(' ') && !line.starts_with('-') {
+            section = line.split(':').next().unwrap_or("");
+            continue;
+        }
+        let item = line.trim().trim_start_matches("- ");
+        let item = item.split(" #").next().unwrap_or(item).trim();
+        match section {
+            "resources" | "components" if line.trim_start().starts_with("- ") => entries.push(item.to_owned()),
+            "patches" if item.starts_with("path:") => entries.push(item["path:".len()..].trim().to_owned()),
+            _ => {}
         }
     }
+    entries
+}
+
+/// Every kustomization loads only what kustomize's default load restrictor lets it (`kubectl apply -k` fails
+/// otherwise): files in or below its own folder, and other folders only as kustomizations of their own.
+#[test]
+fn kustomizations_load_only_what_kustomize_allows() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for dir in [
+        "deploy/kubernetes/base",
+        "deploy/kubernetes/redis",
+        "deploy/kubernetes/sidecar",
+        "deploy/kubernetes/sidecar/example-app",
+    ] {
+        let entries = kustomization_entries(&read(&format!("{dir}/kustomization.yaml")));
+        assert!(!entries.is_empty(), "{dir}: nothing read from its kustomization");
+        for entry in entries {
+            let path = root.join(dir).join(&entry);
+            assert!(
+                path.exists(),
+                "{dir}/kustomization.yaml names {entry}, which does not exist"
+            );
+            if path.is_dir() {
+                assert!(
+                    path.join("kustomization.yaml").is_file(),
+                    "{dir}/kustomization.yaml names the folder {entry}, which has no kustomization.yaml"
+                );
+            } else {
+                assert!(
+                    !entry.split('/').any(|part| part == ".."),
+                    "{dir}/kustomization.yaml loads the file {entry} from outside its folder: kustomize refuses it"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "{checked} entries");
+}
+
+#[test]
+fn kubernetes_manifests_are_consistent() {
     let d = read("deploy/kubernetes/base/deployment.yaml");
     for must in [
         "path: /_logto/healthz",
