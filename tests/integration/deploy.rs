@@ -149,7 +149,8 @@ fn manifests_use_the_published_image_and_the_sidecar_patch_matches_the_base() {
 }
 
 /// The sidecar's NetworkPolicy lets into the app's pods only what the gate listens on: it selects the pods of the
-/// Deployment it patches and admits the gate's named ports, the app's own in no rule. A Service is no boundary (any
+/// Deployment it patches and admits the gate's named ports, the app's own in no rule, and the gate's port from the
+/// Ingress controller's namespace only (the gate believes the pod network's forwarding fields); so does the base's. A Service is no boundary (any
 /// pod reaches a pod's address), so without it the app answers every pod in the cluster, with whatever identity
 /// fields they send. No kustomization applies a Secret: `kubectl apply -k` would overwrite the one the README has
 /// the operator create with placeholders.
@@ -188,9 +189,22 @@ fn the_sidecar_admits_only_the_gates_ports_and_no_kustomization_applies_a_secret
     }
     let config = read("deploy/kubernetes/sidecar/configmap.yaml");
     assert!(config.contains("listen = \"0.0.0.0:4180\"") && config.contains("metrics_listen = \"0.0.0.0:9090\""));
-    assert!(
-        policy.contains("kubernetes.io/metadata.name: monitoring\n      ports:\n        - port: gate-metrics"),
-        "metrics only from the monitoring namespace"
+    let from = |namespace: &str, port: &str| {
+        format!(
+            "    - from:\n        - namespaceSelector:\n            matchLabels:\n              \
+             kubernetes.io/metadata.name: {namespace}\n      ports:\n        - port: {port}\n"
+        )
+    };
+    // The gate believes the pod network's X-Forwarded-*: only the Ingress controller may connect.
+    assert!(policy.contains(&from("ingress-nginx", "gate-http")), "{policy}");
+    assert!(policy.contains(&from("monitoring", "gate-metrics")), "{policy}");
+    let base = read("deploy/kubernetes/base/networkpolicy.yaml");
+    assert!(base.contains(&from("ingress-nginx", "4180")), "{base}");
+    assert!(base.contains(&from("monitoring", "9090")), "{base}");
+    assert_eq!(
+        base.matches("- port: ").count(),
+        2,
+        "the app's port is admitted nowhere: {base}"
     );
     for dir in ["base", "redis", "sidecar", "sidecar/example-app"] {
         let k = read(&format!("deploy/kubernetes/{dir}/kustomization.yaml"));
