@@ -25,6 +25,26 @@ fn in_redis(redis: &Redis, secrets: &'static str) -> impl FnOnce(String) -> Stri
     }
 }
 
+/// A gate keeping its sessions in `redis`, sealing with the first of `secrets`, ready; the one registered at the IdP
+/// (whose callback the sign-ins use) when `register`.
+async fn gate_on(redis: &Redis, idp: &Idp, upstream: &Upstream, secrets: &'static str, register: bool) -> TestGate {
+    let gate = TestGate::start_unready(
+        &idp.endpoint(),
+        &upstream.url(),
+        "",
+        "",
+        in_redis(redis, secrets),
+        |public| {
+            if register {
+                idp.register_client(APP_ID, APP_SECRET, public);
+            }
+        },
+    )
+    .await;
+    gate.wait_ready().await;
+    gate
+}
+
 /// The session keys in `redis`, sorted.
 fn session_keys(redis: &Redis) -> Vec<String> {
     let mut keys: Vec<String> = redis
@@ -63,16 +83,7 @@ async fn a_session_in_redis_is_sealed_and_bound_to_its_key() {
     let redis = Redis::start().await;
     let idp = Idp::start(IdpOptions::default());
     let upstream = Upstream::start().await;
-    let gate = TestGate::start_unready(
-        &idp.endpoint(),
-        &upstream.url(),
-        "",
-        "",
-        in_redis(&redis, ONLY_OLD),
-        |public| idp.register_client(APP_ID, APP_SECRET, public),
-    )
-    .await;
-    gate.wait_ready().await;
+    let gate = gate_on(&redis, &idp, &upstream, ONLY_OLD, true).await;
 
     let alice = Browser::new(&idp);
     alice.sign_in(&gate, "/").await;
@@ -129,32 +140,14 @@ async fn rotating_the_session_secret_reseals_the_sessions_in_redis() {
     let redis = Redis::start().await;
     let idp = Idp::start(IdpOptions::default());
     let upstream = Upstream::start().await;
-    let old = TestGate::start_unready(
-        &idp.endpoint(),
-        &upstream.url(),
-        "",
-        "",
-        in_redis(&redis, ONLY_OLD),
-        |public| idp.register_client(APP_ID, APP_SECRET, public),
-    )
-    .await;
-    old.wait_ready().await;
+    let old = gate_on(&redis, &idp, &upstream, ONLY_OLD, true).await;
     let b = Browser::new(&idp);
     b.sign_in(&old, "/").await;
     let key = new_session_key(&redis, &[]);
     let sealed_by_old = stored(&redis, &key);
     let cookie = b.gate_cookies(&old.url());
 
-    let start = |secrets: &'static str| {
-        let edit = in_redis(&redis, secrets);
-        let (endpoint, app) = (idp.endpoint(), upstream.url());
-        async move {
-            let gate = TestGate::start_unready(&endpoint, &app, "", "", edit, |_| {}).await;
-            gate.wait_ready().await;
-            gate
-        }
-    };
-    let rotated = start(ROTATED).await;
+    let rotated = gate_on(&redis, &idp, &upstream, ROTATED, false).await;
     let r = plain()
         .get(format!("{}/rotated", rotated.url()))
         .header("cookie", &cookie)
@@ -176,7 +169,7 @@ async fn rotating_the_session_secret_reseals_the_sessions_in_redis() {
         "the stored session is resealed too"
     );
 
-    let new = start(ONLY_NEW).await;
+    let new = gate_on(&redis, &idp, &upstream, ONLY_NEW, false).await;
     let status = status_with_cookie(&format!("{}/new", new.url()), &resealed).await;
     assert_eq!(
         status,
