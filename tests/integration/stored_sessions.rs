@@ -124,6 +124,23 @@ async fn a_session_in_redis_is_sealed_and_bound_to_its_key() {
         "bob's cookie with alice's session is signed out"
     );
     assert_eq!(upstream.count(), seen, "nothing reached the app");
+    // Or writes a session of his own making, as an earlier build stored them: an admin's roles, unsealed.
+    let t = now();
+    let forged = serde_json::json!({
+        "claims": {"sub": "u_bob000002", "roles": ["admin"], "scope": "openid profile offline_access email roles"},
+        "iat": t, "exp": t + 3600, "at_exp": t + 3600, "seen": t, "refresh_at": t + 3000, "serial": "forged0000000000",
+    });
+    assert_eq!(
+        redis.cli(&["set", &bob_key, &forged.to_string(), "KEEPTTL"]).trim(),
+        "OK"
+    );
+    let status = status_with_cookie(&format!("{}/as-admin", gate.url()), &bob.gate_cookies(&gate.url())).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a session written into Redis is no session"
+    );
+    assert_eq!(upstream.count(), seen, "nothing reached the app");
     // Alice's own session is untouched.
     let status = status_with_cookie(&format!("{}/mine", gate.url()), &alice.gate_cookies(&gate.url())).await;
     assert_eq!(status, StatusCode::OK);
