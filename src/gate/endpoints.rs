@@ -1,5 +1,6 @@
-//! The gate's own endpoints under `/_logto/`: sign-in, callback, sign-out, userinfo, forward-auth, the assertion key
-//! set, back-channel logout and readiness. Proxied requests go through the pipeline in `gate/mod.rs`.
+//! The gate's own endpoints under `/_logto/`: sign-in, callback, sign-out, userinfo, the assertion key set,
+//! back-channel logout and readiness (forward-auth: `forward_auth.rs`). Proxied requests go through the pipeline in
+//! `gate/mod.rs`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -19,7 +20,7 @@ use crate::oidc::extras::SignInOptions;
 use crate::oidc::RefreshError;
 use crate::oidc::TokenError;
 use crate::pages::{self, Page};
-use crate::policy::{self, Decision};
+use crate::policy;
 use crate::proxy::trusted::is_trusted;
 use crate::return_path::ReturnPath;
 use crate::routes::paths;
@@ -27,158 +28,14 @@ use crate::session::store::SaveError;
 use crate::session::{self, Current, Session};
 
 use super::asked;
-use super::authn::{authorize, Principal};
+use super::authn::Principal;
 use super::{request_host, single_valued_query, Decided, Gate};
-
-/// The bare access token in a forward-auth answer with `upstream.pass_access_token`, under oauth2-proxy's name.
-const ACCESS_TOKEN_FIELD: &str = "x-auth-request-access-token";
-
-/// The fields of a forward-auth answer that repeat its `Set-Cookie` fields one by one, for a proxy that can pass on
-/// only one field of a name (nginx's `auth_request_set`). A session's save sets at most eight cookies and clears the
-/// other names the request sent (the single cookie and eight chunks at most, unless a client sends more); the ones
-/// set come first.
-const FORWARDED_SET_COOKIE: [&str; 9] = [
-    "x-logto-gate-set-cookie-1",
-    "x-logto-gate-set-cookie-2",
-    "x-logto-gate-set-cookie-3",
-    "x-logto-gate-set-cookie-4",
-    "x-logto-gate-set-cookie-5",
-    "x-logto-gate-set-cookie-6",
-    "x-logto-gate-set-cookie-7",
-    "x-logto-gate-set-cookie-8",
-    "x-logto-gate-set-cookie-9",
-];
 
 /// How long the way from Logto's sign-in to its ID token may take (the redirect back and the code exchange), which a
 /// sign-in asked for with `max_age` is allowed on top.
 const SIGN_IN_TRIP: u64 = 60;
 
 impl Gate {
-    /// `/_logto/auth`: forward-auth for nginx `auth_request`, Traefik ForwardAuth and Envoy ext_authz (HTTP).
-    /// 202 with identity headers when allowed, 401 without a session, 403 when denied. The original method, URI and
-    /// host come from the fields [`asked`] reads only when the peer is a trusted proxy (else, or where it names
-    /// none, the request's own).
-    /// Envoy calls `/_logto/auth/<original path>` with the original method and expects 200 when allowed; from a
-    /// trusted peer that form is honoured too.
-    pub(super) async fn forward_auth(
-        &self,
-        req: &Request<Body>,
-        peer: SocketAddr,
-        decided: &mut Decided,
-    ) -> Result<Response<Body>, GateError> {
-        let trusted = is_trusted(&self.config.server.trusted_proxies, peer.ip());
-        // Envoy form: /_logto/auth/<original path>, with the original method and query.
-        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let envoy_path = target.strip_prefix(paths::AUTH).filter(|rest| rest.starts_with('/'));
-        // ingress-nginx names the host in X-Original-URL (its Host is the gate's own name). A trusted peer that
-        // names no request is answered about its own, as anyone else is.
-        let (method, uri, asked_host) = match (trusted, envoy_path) {
-            (true, Some(rest)) => (req.method().as_str(), rest, None),
-            (true, None) => {
-                let asked = asked::read(req.headers())?;
-                let method = asked.method.unwrap_or(req.method().as_str());
-                (method, asked.target.unwrap_or(target), asked.host)
-            }
-            (false, _) => (req.method().as_str(), target, None),
-        };
-        let raw_path = uri.split(['?', '#']).next().unwrap_or("/");
-        let path = policy::path::normalise(raw_path, self.config.server.allow_encoded_slashes)
-            .map_err(|e| ClientError::BadRequest(e.to_string()))?;
-        let host = asked_host.or(request_host(req, trusted)?);
-        let policy = &self.config.policy;
-        let rule_path = policy::path::rule_path(&path, policy.case_insensitive)
-            .map_err(|e| ClientError::BadRequest(e.to_string()))?;
-        // The proxy asking passes the original request on to the app with whatever method-override fields it
-        // carries (the gate cannot remove them there), so the rules always decide on those methods too.
-        let mut overrides = policy::method_overrides(req.headers()).map_err(ClientError::BadRequest)?;
-        let query = uri.split('#').next().and_then(|u| u.split_once('?')).map(|(_, q)| q);
-        policy::query_method_overrides(method, query, &mut overrides).map_err(ClientError::BadRequest)?;
-        // The original request's client, as the asking proxy (trusted) reports it in `X-Forwarded-For`.
-        let client = self.client_address(req.headers(), peer, trusted);
-        let decision = policy.decide(method, &overrides, host, client, &rule_path);
-        let principal = match decision {
-            Decision::Deny => return Err(ClientError::RouteDenied.into()),
-            Decision::Public => None,
-            Decision::Require(..) => {
-                let max_age = self.max_age(&decision);
-                let Some(principal) = self.authenticate(req.headers(), decided).await? else {
-                    return Ok(self.unauthorized(&ReturnPath::parse_or_root(uri), max_age, false));
-                };
-                let organization = self.config.logto.organization_id.as_deref();
-                for requirements in decision.requirements() {
-                    authorize(&principal, requirements, organization)?;
-                }
-                // The asking proxy sends the browser to /_logto/sign-in?redirect=<uri>, which asks Logto for the
-                // route's `max_age` itself ([`Gate::max_age_of`]).
-                if let Some(max_age) = max_age.filter(|m| !principal.signed_in_within(*m, session::now())) {
-                    return Ok(self.unauthorized(&ReturnPath::parse_or_root(uri), Some(max_age), true));
-                }
-                Some(principal)
-            }
-        };
-        let mut resp = Response::new(body::empty());
-        // nginx and Traefik take any 2xx; Envoy's HTTP ext_authz allows only 200.
-        *resp.status_mut() = if envoy_path.is_some() && trusted {
-            StatusCode::OK
-        } else {
-            StatusCode::ACCEPTED
-        };
-        if let Some(principal) = &principal {
-            let headers = resp.headers_mut();
-            self.add_identity(headers, principal, &decision)?;
-            let claims = principal.claims();
-            for (name, claim) in [
-                ("x-auth-request-user", "sub"),
-                ("x-auth-request-email", "email"),
-                ("x-auth-request-preferred-username", "username"),
-                ("x-auth-request-groups", "roles"),
-            ] {
-                if let Some(v) = identity::passed_claim(claims, claim).and_then(identity::header_value) {
-                    headers.insert(http::HeaderName::from_static(name), v);
-                }
-            }
-        }
-        self.answer_credentials(resp.headers_mut(), req.headers(), principal.as_ref());
-        // The renewed session's cookies, each also in a field of its own: nginx's `$upstream_http_set_cookie` holds
-        // only the first `Set-Cookie` of the answer, and a session of several cookies needs them all.
-        for (name, cookie) in FORWARDED_SET_COOKIE.iter().zip(&decided.cookies) {
-            resp.headers_mut()
-                .insert(http::HeaderName::from_static(name), cookie.clone());
-        }
-        resp.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        Ok(resp)
-    }
-
-    /// `Authorization` in a forward-auth answer: the field the app is to get, which the asking proxy puts on the
-    /// request it passes on in place of the client's (an answer without one removes it; the shipped nginx and
-    /// Traefik examples do so). It is what the gate sends when it proxies itself: with `upstream.pass_access_token`,
-    /// a session's access token for the rule's API or none ([`Gate::add_credentials`] has put it in), never the
-    /// client's own; otherwise the client's field as it came, a bearer token the gate verified or credentials it
-    /// does not read. With `upstream.protected_app` none: that contract's credentials are the app's own, never put
-    /// in an answer anyone may ask for. With `pass_access_token`, the verified token also goes alone into
-    /// `X-Auth-Request-Access-Token` (oauth2-proxy's name for it), for a session and an API client alike.
-    pub(super) fn answer_credentials(
-        &self,
-        answer: &mut http::HeaderMap,
-        request: &http::HeaderMap,
-        principal: Option<&Principal>,
-    ) {
-        let upstream = &self.config.upstream;
-        let gate_sets = upstream.pass_access_token && matches!(principal, Some(Principal::Session(_)));
-        if !(upstream.protected_app || gate_sets) {
-            if let Some(theirs) = request.get(header::AUTHORIZATION) {
-                answer.insert(header::AUTHORIZATION, theirs.clone());
-            }
-        }
-        if upstream.pass_access_token && principal.is_some() {
-            // The session's token, or the API client's own, verified: the answer's `Authorization` now.
-            if let Ok(Some(token)) = super::authn::bearer_token(answer).map(|t| t.and_then(|t| t.parse().ok())) {
-                answer.insert(http::HeaderName::from_static(ACCESS_TOKEN_FIELD), token);
-            }
-        }
-    }
-
     /// `/_logto/jwks.json`: the public key set that verifies `X-Logto-Gate-Assertion`.
     pub(super) fn jwks(&self) -> Result<Response<Body>, GateError> {
         let signer = self.assertion.as_ref().ok_or(ClientError::NotFound)?;

@@ -1,6 +1,7 @@
 //! The request pipeline, run for every request by [`Gate::handle`] (here):
 //!
-//! 1. **classify** ([`crate::routes`]): a gate endpoint under `/_logto/` (answered in `endpoints.rs`), or a
+//! 1. **classify** ([`crate::routes`]): a gate endpoint under `/_logto/` (answered in `endpoints.rs`, forward-auth
+//!    in `forward_auth.rs`), or a
 //!    request for the app, whose upstream and rule are chosen in `app.rs`.
 //! 2. **authenticate** (`authn.rs`): read the session cookie (no network call, ever, on this path) or verify a
 //!    Logto access token; a session near expiry is renewed once (`renewal.rs`).
@@ -53,6 +54,7 @@ mod authn;
 mod endpoints;
 mod field_files;
 mod form_method;
+mod forward_auth;
 mod renewal;
 mod response_headers;
 mod unreadable;

@@ -354,6 +354,13 @@ async fn behind_the_shipped_nginx_with(
     }
     let nginx_port = free_port();
     let (idp, upstream, gate) = gate_behind_a_proxy(nginx_port, options, logto_extra, extra, edit).await;
+    let nginx = the_shipped_nginx(nginx_port, &gate, &upstream.addr.to_string()).await;
+    Some((idp, upstream, gate, nginx))
+}
+
+/// Debian's nginx on 127.0.0.1:`port` running deploy/examples/nginx-forward-auth.conf, asking `gate` and passing
+/// requests on to the app at `app` (`host:port`).
+pub(crate) async fn the_shipped_nginx(port: u16, gate: &TestGate, app: &str) -> Nginx {
     let example = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/deploy/examples/nginx-forward-auth.conf"
@@ -361,10 +368,9 @@ async fn behind_the_shipped_nginx_with(
     .unwrap();
     let conf = example
         .replace("127.0.0.1:4180", &format!("127.0.0.1:{}", gate.port))
-        .replace("127.0.0.1:8080", &upstream.addr.to_string())
-        .replace("listen 80;", &format!("listen 127.0.0.1:{nginx_port};"));
-    let nginx = Nginx::start(nginx_port, &conf).await;
-    Some((idp, upstream, gate, nginx))
+        .replace("127.0.0.1:8080", app)
+        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+    Nginx::start(port, &conf).await
 }
 
 /// An IdP started with `options` and `logto_extra`, the test app, and a ready gate for a proxy in front on
