@@ -85,6 +85,15 @@ pub enum ClientError {
     /// §3). `coding`: refused for its `Content-Encoding`, else for its charset; `reason`: what the log says.
     #[error("{reason}")]
     FormUnsupported { coding: bool, reason: String },
+    /// Forward-auth asked about a `POST` whose body may hold a `_method` naming a method the rules refuse this client
+    /// (`gate::form_method`), and the asking proxy, which passes the body on to the app, sends the gate none to read
+    /// it from: 403, as that method would get.
+    #[error(
+        "this POST's body may name another method in a _method field (Rails, Laravel, Symfony and Express read one), \
+         which the rules refuse this client, and forward-auth is sent no body to read it from; \
+         set upstream.read_form_method = false if the app reads none"
+    )]
+    FormMethodUnseen,
     /// A request body in a transfer coding the gate does not decode (RFC 9112 §6.1: 501); the value as sent.
     #[error("the request's Transfer-Encoding is {0:?}; only chunked alone is implemented")]
     UnsupportedCoding(String),
@@ -143,7 +152,9 @@ impl GateError {
                 | ClientError::CodeRejected(_) => StatusCode::BAD_REQUEST,
                 ClientError::SignInDenied { .. } => StatusCode::FORBIDDEN,
                 ClientError::IdTokenRejected(_) | ClientError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-                ClientError::Forbidden { .. } | ClientError::RouteDenied => StatusCode::FORBIDDEN,
+                ClientError::Forbidden { .. } | ClientError::RouteDenied | ClientError::FormMethodUnseen => {
+                    StatusCode::FORBIDDEN
+                }
                 ClientError::NotFound => StatusCode::NOT_FOUND,
                 ClientError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
                 ClientError::UnsupportedCoding(_) => StatusCode::NOT_IMPLEMENTED,
@@ -306,6 +317,13 @@ impl GateError {
                     "Form not readable",
                     "This form was sent in a character set the gate does not read to check which action it asks \
                      for. Send it in UTF-8.",
+                ),
+                ClientError::FormMethodUnseen => Page::new(
+                    status,
+                    "forbidden",
+                    "Access denied",
+                    "This form may ask the app for an action you are not allowed, and the gate cannot read it here \
+                     to tell.",
                 ),
                 ClientError::FormsBusy => Page::new(
                     status,

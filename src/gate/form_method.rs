@@ -207,6 +207,46 @@ impl Gate {
         })
     }
 
+    /// Forward-auth's part of phase 2b: the proxy asking passes a `POST`'s body on to the app and sends the gate
+    /// none, so a `_method` in it cannot be read. Where the rules decide a method the body could name more strictly
+    /// than the `POST` ([`policy::Policy::stricter_overrides`]) and `principal` (`None`: no one signed in) would be
+    /// refused it, and `headers` give the body a type some framework reads a `_method` from
+    /// ([`policy::form::BodyReadings`]), the first such decision, for the `POST` to be answered as it would be;
+    /// `None` when nothing a body could name changes the answer, or `upstream.read_form_method = false` says the app
+    /// reads none.
+    pub(super) fn unseen_form_method<'p>(
+        &'p self,
+        method: &str,
+        headers: &http::HeaderMap,
+        overrides: &[String],
+        decision: &Decision<'p>,
+        (host, client, rule_path): (Option<&str>, Option<IpAddr>, &str),
+        principal: Option<&Principal>,
+    ) -> Result<Option<Decision<'p>>, GateError> {
+        let policy = &self.config.policy;
+        if !method.eq_ignore_ascii_case("POST")
+            || !self.config.upstream.read_form_method
+            || !policy.rules.iter().any(|r| r.methods.is_some())
+        {
+            return Ok(None);
+        }
+        let Some(refused) = policy
+            .stricter_overrides(decision, overrides, host, client, rule_path)
+            .into_iter()
+            .find(|d| !self.meets(principal, d))
+        else {
+            return Ok(None);
+        };
+        let readings = policy::form::BodyReadings::of(headers).map_err(|refusal| match refusal {
+            policy::form::Refusal::Ambiguous(text) => ClientError::BadRequest(text),
+            unsupported => ClientError::FormUnsupported {
+                coding: matches!(unsupported, policy::form::Refusal::Coding(_)),
+                reason: unsupported.to_string(),
+            },
+        })?;
+        Ok(readings.map(|_| refused))
+    }
+
     /// Reads `req`'s body for its `_method` and decides the request again with the methods it names, admitting
     /// `principal` (authenticated here if the `POST` was public and a named method is not) as the new decision asks;
     /// `decision` (the `POST`'s) stands when it names none. The body goes back into `req`, byte for byte. A body no

@@ -83,7 +83,7 @@ impl Gate {
         // The original request's client, as the asking proxy (trusted) reports it in `X-Forwarded-For`.
         let client = self.client_address(req.headers(), peer, trusted);
         let decision = policy.decide(method, &overrides, host, client, &rule_path);
-        let principal = match decision {
+        let mut principal = match decision {
             Decision::Deny => return Err(ClientError::RouteDenied.into()),
             Decision::Public => None,
             Decision::Require(..) => {
@@ -103,6 +103,28 @@ impl Gate {
                 Some(principal)
             }
         };
+        // The body of a `POST` may name another method in a `_method`, which the app takes (Rails, Laravel...) and
+        // the gate cannot read here: where that would be refused, so is the `POST`. Someone signed in on a public
+        // `POST` is asked about as who they are.
+        let inputs = (host, client, &*rule_path);
+        let unseen = |principal: Option<&Principal>| {
+            self.unseen_form_method(method, req.headers(), &overrides, &decision, inputs, principal)
+        };
+        if unseen(principal.as_ref())?.is_some() && principal.is_none() {
+            principal = self.authenticate(req.headers(), decided).await?;
+        }
+        if let Some(refused) = unseen(principal.as_ref())? {
+            // As that method would be answered: a sign-in, a more recent one, or 403.
+            let max_age = self.max_age(&refused);
+            let return_path = ReturnPath::parse_or_root(uri);
+            return match &principal {
+                None if matches!(refused, Decision::Require(..)) => Ok(self.unauthorized(&return_path, max_age, false)),
+                Some(p) if matches!(self.authorize_all(p, &refused), Ok(Some(_))) => {
+                    Ok(self.unauthorized(&return_path, max_age, true))
+                }
+                _ => Err(ClientError::FormMethodUnseen.into()),
+            };
+        }
         let mut resp = Response::new(body::empty());
         // nginx and Traefik take any 2xx; Envoy's HTTP ext_authz allows only 200.
         *resp.status_mut() = if envoy_path.is_some() && trusted {

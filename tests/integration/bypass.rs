@@ -209,7 +209,9 @@ async fn a_method_override_in_the_query_is_decided_by_the_rules() {
             "the query reaches the app as sent"
         );
     }
-    // Forward-auth decides on it too, in nginx's form and in Envoy's.
+    // Forward-auth decides on it too, in nginx's form and in Envoy's. (The body's type is one no framework reads a
+    // `_method` from: forward-auth is sent no body, and a form's could name DELETE, see
+    // `frameworks::behind_nginx_no_refused_method_reaches_rails`.)
     let cookie = bob.cookie(&s.gate.url(), "logto_gate").unwrap();
     let auth = |method: &str, uri: &str, envoy: bool| {
         let (target, fields) = if envoy {
@@ -222,7 +224,8 @@ async fn a_method_override_in_the_query_is_decided_by_the_rules() {
         };
         let method = if envoy { method } else { "GET" };
         format!(
-            "{method} {target} HTTP/1.1\r\nHost: x\r\n{fields}Cookie: logto_gate={cookie}\r\nConnection: close\r\n\r\n"
+            "{method} {target} HTTP/1.1\r\nHost: x\r\n{fields}Content-Type: text/plain\r\nCookie: logto_gate={cookie}\r\n\
+             Connection: close\r\n\r\n"
         )
     };
     for envoy in [false, true] {
@@ -235,6 +238,72 @@ async fn a_method_override_in_the_query_is_decided_by_the_rules() {
             assert_eq!(status(answer), want, "envoy: {envoy}, {query}");
         }
     }
+}
+
+/// Forward-auth is sent no body, so a `POST` whose body a framework reads a `_method` from (by its `Content-Type`,
+/// none included: Rack reads such a body) is answered as the strictest method it could name where the client would
+/// be refused that: no one signed in is sent to sign in (401) on a path public for `POST`s, Bob gets 403, an admin
+/// 202; a body of a type no framework reads passes as the `POST` it is.
+#[tokio::test]
+async fn forward_auth_answers_a_form_post_as_the_method_it_could_name() {
+    let rules = "[[rules]]\nprefix = \"/comments\"\nmethods = [\"GET\", \"POST\"]\nallow = \"public\"\n\
+                 [[rules]]\nprefix = \"/comments\"\nmethods = [\"DELETE\"]\nroles = [\"admin\"]\n";
+    let (s, bob) = bob_behind(rules, in_server("trusted_proxies = [\"127.0.0.1\"]")).await;
+    let alice = s.browser();
+    alice.sign_in(&s.gate, "/home").await;
+    let asked = |cookie: Option<String>, content_type: Option<&str>| {
+        let cookie = cookie
+            .map(|c| format!("Cookie: logto_gate={c}\r\n"))
+            .unwrap_or_default();
+        let content_type = content_type
+            .map(|t| format!("Content-Type: {t}\r\n"))
+            .unwrap_or_default();
+        format!(
+            "GET /_logto/auth HTTP/1.1\r\nHost: x\r\nX-Forwarded-Method: POST\r\nX-Forwarded-Uri: /comments/1\r\n\
+             Accept: application/json\r\n{content_type}{cookie}Connection: close\r\n\r\n"
+        )
+    };
+    let status = |answer: String| answer.split(' ').nth(1).unwrap_or_default().to_owned();
+    let bobs = bob.cookie(&s.gate.url(), "logto_gate");
+    let alices = alice.cookie(&s.gate.url(), "logto_gate");
+    for (who, cookie, form, plain) in [
+        ("no one", None, "401", "202"),
+        ("bob", bobs, "403", "202"),
+        ("alice", alices, "202", "202"),
+    ] {
+        for (content_type, want) in [
+            (Some("application/x-www-form-urlencoded"), form),
+            (Some("multipart/form-data; boundary=x"), form),
+            (Some("application/json"), form),
+            (None, form),
+            (Some("text/plain"), plain),
+        ] {
+            let answer = exchange_until_closed(s.gate.port, asked(cookie.clone(), content_type).as_bytes()).await;
+            assert_eq!(status(answer), want, "{who}, {content_type:?}");
+        }
+    }
+    // With `read_form_method = false` the operator says the app reads no `_method` from a body.
+    let (s, bob) = bob_behind(rules, |t| {
+        in_upstream("read_form_method = false")(in_server("trusted_proxies = [\"127.0.0.1\"]")(t))
+    })
+    .await;
+    let bobs = bob.cookie(&s.gate.url(), "logto_gate");
+    let answer = exchange_until_closed(
+        s.gate.port,
+        asked(bobs, Some("application/x-www-form-urlencoded")).as_bytes(),
+    )
+    .await;
+    assert_eq!(status(answer), "202");
+    // Where the method it could name needs a recent sign-in, an admin whose session does not say when she signed in
+    // is asked to sign in again, as that method would be.
+    let recent = rules.replace("roles = [\"admin\"]", "roles = [\"admin\"]\nmax_age = \"10m\"");
+    let (s, _bob) = bob_behind(&recent, in_server("trusted_proxies = [\"127.0.0.1\"]")).await;
+    let alice = s.browser();
+    alice.sign_in(&s.gate, "/home").await;
+    let alices = alice.cookie(&s.gate.url(), "logto_gate");
+    let answer = exchange_until_closed(s.gate.port, asked(alices, None).as_bytes()).await;
+    assert_eq!(status(answer.clone()), "401");
+    assert!(answer.contains("insufficient_user_authentication"), "{answer}");
 }
 
 /// Rails (`Rack::MethodOverride`), Laravel and Symfony take a `POST` whose form holds `_method=DELETE` for a `DELETE`
