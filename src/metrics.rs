@@ -430,6 +430,30 @@ fn by_outcome(out: &mut String, name: &str, help: &str, counters: &[(&str, &Atom
 mod tests {
     use super::*;
 
+    /// Every family `/metrics` shows is named in the sample configuration's `metrics_listen` comment (as
+    /// `logto_gate_<name>` or `_<name>`), the one place that lists them for operators.
+    #[test]
+    fn the_sample_configuration_names_every_metric() {
+        let m = Metrics::default();
+        m.upstream_latency(0, Duration::from_millis(30));
+        let text = m.render();
+        let config = include_str!("../config/logto-gate.toml");
+        let families = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE logto_gate_"))
+            .filter_map(|l| l.split(' ').next());
+        let mut named = 0;
+        for family in families {
+            let short = format!("_{family}");
+            assert!(
+                config.contains(&short),
+                "config/logto-gate.toml does not name logto_gate_{family}"
+            );
+            named += 1;
+        }
+        assert!(named >= 12, "{named} families in {text}");
+    }
+
     #[test]
     fn renders_counters_histogram_and_gauge() {
         let m = Metrics::default();
