@@ -46,7 +46,8 @@ impl Gate {
     /// host come from the fields [`asked`] reads only when the peer is a trusted proxy (else, or where it names
     /// none, the request's own).
     /// Envoy calls `/_logto/auth/<original path>` with the original method and expects 200 when allowed; from a
-    /// trusted peer that form is honoured too.
+    /// trusted peer that form is honoured too. A `POST` is answered as the method a `_method` in its body could name
+    /// where that is refused ([`Gate::unseen_form_method`]): the gate is sent no body to read.
     pub(super) async fn forward_auth(
         &self,
         req: &Request<Body>,
