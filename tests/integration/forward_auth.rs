@@ -255,7 +255,11 @@ allow = "public"
 /// Through the proxy at `url` (in front of `upstream`), from 127.0.0.2 (no trusted proxy in these tests): a client's
 /// `X-Forwarded-For` claiming an allowed network reaches nothing, and the client's real address is the one ruled on.
 pub(crate) async fn claims_no_other_address(url: &str, upstream: &Upstream) {
-    let client = plain_from_127_0_0_2();
+    claims_no_other_address_with(&plain_from_127_0_0_2(), url, upstream).await;
+}
+
+/// [`claims_no_other_address`] with `client`, which connects from 127.0.0.2.
+pub(crate) async fn claims_no_other_address_with(client: &reqwest::Client, url: &str, upstream: &Upstream) {
     let count = upstream.count();
     for claimed in ["198.51.100.7", "198.51.100.7, 198.51.100.8"] {
         let resp = client
@@ -293,8 +297,13 @@ async fn a_client_claims_no_other_address_through_the_shipped_nginx() {
 /// Through the proxy at `url` (in front of `upstream`): a request id a client chose reaches neither the gate's
 /// answer nor the app; the proxy's own does, the same in both for one request through the gate.
 pub(crate) async fn chooses_no_request_id(url: &str, upstream: &Upstream) {
+    chooses_no_request_id_with(&plain(), url, upstream).await;
+}
+
+/// [`chooses_no_request_id`] with `client`.
+pub(crate) async fn chooses_no_request_id_with(client: &reqwest::Client, url: &str, upstream: &Upstream) {
     const CHOSEN: &str = "req-of-another-user-0001";
-    let own = plain()
+    let own = client
         .get(format!("{url}/_logto/userinfo"))
         .header("X-Request-Id", CHOSEN)
         .send()
@@ -305,7 +314,7 @@ pub(crate) async fn chooses_no_request_id(url: &str, upstream: &Upstream) {
         answered != CHOSEN && answered.len() >= 16,
         "the gate answered with {answered}"
     );
-    let public = plain()
+    let public = client
         .get(format!("{url}/public/x"))
         .header("X-Request-Id", CHOSEN)
         .send()
@@ -383,9 +392,20 @@ pub(crate) async fn gate_behind_a_proxy(
     extra: &str,
     edit: impl FnOnce(String) -> String,
 ) -> (Idp, Upstream, TestGate) {
+    let public = format!("http://127.0.0.1:{proxy_port}");
+    gate_behind_a_proxy_at(&public, options, logto_extra, extra, edit).await
+}
+
+/// [`gate_behind_a_proxy`] for a proxy whose origin is `public` (`https://127.0.0.1:<port>` for one ending TLS).
+pub(crate) async fn gate_behind_a_proxy_at(
+    public: &str,
+    options: IdpOptions,
+    logto_extra: &str,
+    extra: &str,
+    edit: impl FnOnce(String) -> String,
+) -> (Idp, Upstream, TestGate) {
     let idp = Idp::start(options);
     let upstream = Upstream::start().await;
-    let public = format!("http://127.0.0.1:{proxy_port}");
     let gate = TestGate::start_unready(
         &idp.endpoint(),
         &upstream.url(),
@@ -405,7 +425,7 @@ pub(crate) async fn gate_behind_a_proxy(
                 .join("\n");
             edit(in_server("trusted_proxies = [\"127.0.0.1/32\"]")(t))
         },
-        |_| idp.register_client(APP_ID, APP_SECRET, &public),
+        |_| idp.register_client(APP_ID, APP_SECRET, public),
     )
     .await;
     gate.wait_ready().await;

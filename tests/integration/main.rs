@@ -20,6 +20,7 @@ mod forward_auth;
 mod frameworks;
 mod front;
 mod fuzz_smoke;
+mod in_front;
 mod keys;
 mod limits;
 mod listening;

@@ -649,6 +649,24 @@ impl Browser {
         }
     }
 
+    /// A browser that also trusts the certificate in the PEM file `root` (a proxy in front ending TLS).
+    pub fn trusting(idp: &Idp, root: &std::path::Path) -> Browser {
+        let jar = Arc::new(Jar::default());
+        let pem = std::fs::read(root).expect("the certificate");
+        let client = Client::builder()
+            .redirect(Policy::none())
+            .cookie_provider(jar.clone())
+            .timeout(Duration::from_secs(30))
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("a PEM certificate"))
+            .build()
+            .expect("client");
+        Browser {
+            client,
+            jar,
+            idp_endpoint: idp.endpoint(),
+        }
+    }
+
     /// A browser for a gate in front of any provider at `endpoint` (the misbehaving one, say).
     pub fn for_endpoint(endpoint: String) -> Browser {
         let jar = Arc::new(Jar::default());
