@@ -367,16 +367,18 @@ async fn behind_the_shipped_nginx_with(
     Some((idp, upstream, gate, nginx))
 }
 
+/// deploy/examples/`file`, an nginx configuration, asking `gate` in place of 127.0.0.1:4180.
+pub(crate) fn nginx_example(file: &str, gate: &TestGate) -> String {
+    let path = format!("{}/deploy/examples/{file}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .replace("127.0.0.1:4180", &format!("127.0.0.1:{}", gate.port))
+}
+
 /// Debian's nginx on 127.0.0.1:`port` running deploy/examples/nginx-forward-auth.conf, asking `gate` and passing
 /// requests on to the app at `app` (`host:port`).
 pub(crate) async fn the_shipped_nginx(port: u16, gate: &TestGate, app: &str) -> Nginx {
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/examples/nginx-forward-auth.conf"
-    ))
-    .unwrap();
-    let conf = example
-        .replace("127.0.0.1:4180", &format!("127.0.0.1:{}", gate.port))
+    let conf = nginx_example("nginx-forward-auth.conf", gate)
         .replace("127.0.0.1:8080", app)
         .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
     Nginx::start(port, &conf).await

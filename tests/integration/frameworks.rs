@@ -359,6 +359,24 @@ async fn bob_before(app: &FrameworkApp, edit: impl FnOnce(String) -> String) -> 
 /// A request body to send: its `Content-Type`, its bytes, its `Content-Encoding`.
 type Sample = (Option<String>, Vec<u8>, Option<&'static str>);
 
+/// Posts every sample of `corpus` to `url` as `client`: one line for each the app took as a method the rules refuse
+/// Bob.
+async fn refused_methods_reached(client: &reqwest::Client, url: &str, corpus: &[Sample]) -> Vec<String> {
+    let mut passed = Vec::new();
+    for sample in corpus {
+        let r = post(client, url, sample).await;
+        let status = r.status();
+        // The gate's refusals (403, 400, 413, 415), or the app's answer: a failure, or a method Bob may use.
+        let m = method_of(r).await;
+        if REFUSED.contains(&m.as_str()) {
+            let (t, body, coding) = sample;
+            let body = String::from_utf8_lossy(body);
+            passed.push(format!("{t:?} {coding:?} {body:?}: the app took it as {m} ({status})"));
+        }
+    }
+    passed
+}
+
 async fn no_refused_method_reaches(app: FrameworkApp) {
     let mutated = mutated(
         std::env::var("MUTATED")
@@ -384,18 +402,7 @@ async fn no_refused_method_reaches(app: FrameworkApp) {
 
     let (_idp, gate, bob) = bob_before(&app, |t| t).await;
     let url = format!("{}/items/1", gate.url());
-    let mut passed = Vec::new();
-    for sample in &corpus {
-        let r = post(&bob.client, &url, sample).await;
-        let status = r.status();
-        // The gate's refusals (403, 400, 413, 415), or the app's answer: a failure, or a method Bob may use.
-        let m = method_of(r).await;
-        if REFUSED.contains(&m.as_str()) {
-            let (t, body, coding) = sample;
-            let body = String::from_utf8_lossy(body);
-            passed.push(format!("{t:?} {coding:?} {body:?}: the app took it as {m} ({status})"));
-        }
-    }
+    let passed = refused_methods_reached(&bob.client, &url, &corpus).await;
     assert!(
         passed.is_empty(),
         "{}: {} bodies passed:\n{}",
@@ -412,13 +419,7 @@ async fn no_refused_method_reaches(app: FrameworkApp) {
     // Without the reading, the same corpus reaches the app as the methods the rules refuse Bob.
     let (_idp, gate, bob) = bob_before(&app, in_upstream("read_form_method = false")).await;
     let url = format!("{}/items/1", gate.url());
-    let mut refused_reached = 0;
-    for sample in &corpus {
-        let r = post(&bob.client, &url, sample).await;
-        if REFUSED.contains(&method_of(r).await.as_str()) {
-            refused_reached += 1;
-        }
-    }
+    let refused_reached = refused_methods_reached(&bob.client, &url, &corpus).await.len();
     assert!(
         refused_reached >= 10,
         "{}: only {refused_reached} reached the app unread",
@@ -493,19 +494,7 @@ async fn behind_nginx_no_refused_method_reaches_rails() {
 
     let (idp, _gate, nginx, bob) = through(|t| t).await;
     let url = format!("{}/items/1", nginx.url());
-    let mut passed = Vec::new();
-    for sample in &corpus {
-        let r = post(&bob.client, &url, sample).await;
-        let status = r.status();
-        let m = method_of(r).await;
-        if REFUSED.contains(&m.as_str()) {
-            passed.push(format!(
-                "{:?} {:?}: Rails took it as {m} ({status})",
-                sample.0,
-                String::from_utf8_lossy(&sample.1)
-            ));
-        }
-    }
+    let passed = refused_methods_reached(&bob.client, &url, &corpus).await;
     assert!(
         passed.is_empty(),
         "{} bodies passed:\n{}",

@@ -10,7 +10,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::forward_auth::{
-    chooses_no_request_id_with, claims_no_other_address_with, gate_behind_a_proxy_at, ADDRESS_RULES, RULES,
+    chooses_no_request_id_with, claims_no_other_address_with, gate_behind_a_proxy_at, nginx_example, ADDRESS_RULES,
+    RULES,
 };
 use crate::support::cert::make_cert;
 use crate::support::idp::{Idp, IdpOptions};
@@ -43,13 +44,7 @@ async fn behind_nginx_in_front(extra: &str) -> Option<Front> {
     let (tls_port, plain_port) = (free_port(), free_port());
     let origin = format!("https://127.0.0.1:{tls_port}");
     let (idp, upstream, gate) = gate_behind_a_proxy_at(&origin, IdpOptions::default(), "", extra, |t| t).await;
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/examples/nginx-in-front.conf"
-    ))
-    .unwrap();
-    let conf = example
-        .replace("127.0.0.1:4180", &format!("127.0.0.1:{}", gate.port))
+    let conf = nginx_example("nginx-in-front.conf", &gate)
         .replace("listen 443 ssl;", &format!("listen 127.0.0.1:{tls_port} ssl;"))
         .replace("listen 80;", &format!("listen 127.0.0.1:{plain_port};"))
         .replace("/etc/nginx/tls/app.example.com.crt", &cert.display().to_string())
