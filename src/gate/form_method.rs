@@ -148,6 +148,18 @@ pub(super) fn form_deadline(config: &crate::config::Config) -> std::time::Durati
     config.server.header_read_timeout + std::time::Duration::from_secs_f64(size)
 }
 
+/// The ways frameworks read a `_method` from a body with these request fields ([`policy::form::BodyReadings::of`]),
+/// its refusals as the client's errors: 400 for an ambiguous type, 415 for a coding or charset the gate does not read.
+fn body_readings(headers: &http::HeaderMap) -> Result<Option<policy::form::BodyReadings>, ClientError> {
+    policy::form::BodyReadings::of(headers).map_err(|refusal| match refusal {
+        policy::form::Refusal::Ambiguous(text) => ClientError::BadRequest(text),
+        unsupported => ClientError::FormUnsupported {
+            coding: matches!(unsupported, policy::form::Refusal::Coding(_)),
+            reason: unsupported.to_string(),
+        },
+    })
+}
+
 /// What phase 2b leaves for the rest of the request: the identity it goes on with and its decision, or the answer.
 pub(super) enum Admitted<'p> {
     Let(Option<Principal>, Decision<'p>),
@@ -237,13 +249,7 @@ impl Gate {
         else {
             return Ok(None);
         };
-        let readings = policy::form::BodyReadings::of(headers).map_err(|refusal| match refusal {
-            policy::form::Refusal::Ambiguous(text) => ClientError::BadRequest(text),
-            unsupported => ClientError::FormUnsupported {
-                coding: matches!(unsupported, policy::form::Refusal::Coding(_)),
-                reason: unsupported.to_string(),
-            },
-        })?;
+        let readings = body_readings(headers)?;
         Ok(readings.map(|_| refused))
     }
 
@@ -260,13 +266,7 @@ impl Gate {
         decision: Decision<'p>,
         decided: &mut Decided,
     ) -> Result<Admitted<'p>, GateError> {
-        let readings = policy::form::BodyReadings::of(req.headers()).map_err(|refusal| match refusal {
-            policy::form::Refusal::Ambiguous(text) => ClientError::BadRequest(text),
-            unsupported => ClientError::FormUnsupported {
-                coding: matches!(unsupported, policy::form::Refusal::Coding(_)),
-                reason: unsupported.to_string(),
-            },
-        })?;
+        let readings = body_readings(req.headers())?;
         let Some(readings) = readings else {
             return Ok(Admitted::Let(principal, decision));
         };
