@@ -45,6 +45,18 @@ async fn gate_on(redis: &Redis, idp: &Idp, upstream: &Upstream, secrets: &'stati
     gate
 }
 
+/// A fresh Redis, IdP and app; `None` (the test says what to install) without redis-server.
+async fn redis_idp_and_app() -> Option<(Redis, Idp, Upstream)> {
+    if !have_redis() {
+        return None;
+    }
+    Some((
+        Redis::start().await,
+        Idp::start(IdpOptions::default()),
+        Upstream::start().await,
+    ))
+}
+
 /// The session keys in `redis`, sorted.
 fn session_keys(redis: &Redis) -> Vec<String> {
     let mut keys: Vec<String> = redis
@@ -77,12 +89,9 @@ const ONLY_NEW: &str = r#"["the-new-session-secret-after-rotation-0123456789"]"#
 /// attacker who can write Redis and has a session of their own) is no session there: bob is not served as alice.
 #[tokio::test]
 async fn a_session_in_redis_is_sealed_and_bound_to_its_key() {
-    if !have_redis() {
+    let Some((redis, idp, upstream)) = redis_idp_and_app().await else {
         return;
-    }
-    let redis = Redis::start().await;
-    let idp = Idp::start(IdpOptions::default());
-    let upstream = Upstream::start().await;
+    };
     let gate = gate_on(&redis, &idp, &upstream, ONLY_OLD, true).await;
 
     let alice = Browser::new(&idp);
@@ -151,12 +160,9 @@ async fn a_session_in_redis_is_sealed_and_bound_to_its_key() {
 /// so that once the old secret is gone the session still opens: nobody is signed out by a rotation.
 #[tokio::test]
 async fn rotating_the_session_secret_reseals_the_sessions_in_redis() {
-    if !have_redis() {
+    let Some((redis, idp, upstream)) = redis_idp_and_app().await else {
         return;
-    }
-    let redis = Redis::start().await;
-    let idp = Idp::start(IdpOptions::default());
-    let upstream = Upstream::start().await;
+    };
     let old = gate_on(&redis, &idp, &upstream, ONLY_OLD, true).await;
     let b = Browser::new(&idp);
     b.sign_in(&old, "/").await;
